@@ -1,0 +1,1 @@
+//! apns test server (being written)

@@ -1,0 +1,1 @@
+//! fcm test server (being written)

@@ -1,0 +1,1 @@
+//! tls test server (being written)

@@ -1,0 +1,1 @@
+//! xmpp test server (being written)

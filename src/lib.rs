@@ -1,0 +1,9 @@
+//! fpush as a library: the daemon's parts, exposed so integration tests and benchmarks can drive
+//! them directly. The binary (`src/main.rs`) is a thin command line over these.
+
+pub mod component;
+pub mod config;
+pub mod dispatcher;
+pub mod modules;
+pub mod ratelimit;
+pub mod request;

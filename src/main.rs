@@ -1,0 +1,2 @@
+//! Command line, logging set-up, start and shutdown.
+fn main() {}
