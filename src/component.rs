@@ -1,1 +1,289 @@
-//! component (being written)
+//! The XEP-0114 component link: the only code that touches the XMPP socket.
+//!
+//! [`run`] keeps one `jabber:component:accept` stream to the XMPP server alive for the life of
+//! the daemon: it connects, authenticates with the handshake, cuts the byte stream into stanzas
+//! (handed to the dispatcher as raw bytes over `inbound`), writes every reply through one
+//! batching writer, pings the server to notice dead links, and reconnects — at once after a link
+//! that was up drops, with backoff after failed attempts. Replies queued while the link is down
+//! wait for the next stream.
+
+mod backoff;
+mod framer;
+mod handshake;
+mod link;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use self::backoff::Backoff;
+use self::framer::FramingError;
+use self::link::{LinkEnd, PendingReplies};
+
+/// Everything the link needs to know.
+#[derive(Clone)]
+pub struct ComponentConfig {
+    /// The component's JID (`component.componentHostname`).
+    pub jid: String,
+    /// The shared secret (`component.componentKey`).
+    pub secret: String,
+    /// Where the XMPP server accepts components.
+    pub server_host: String,
+    pub server_port: u16,
+    /// Wait after the first failed connect or handshake (`timeout.xmppconnectionError`).
+    pub reconnect_base: Duration,
+    /// Longest wait between failed attempts.
+    pub reconnect_cap: Duration,
+    /// How often the server is pinged (`timeout.keepaliveInterval`).
+    pub keepalive_interval: Duration,
+    /// How long without any inbound data after a ping means the link is dead
+    /// (`timeout.keepaliveTimeout`). Also bounds connecting, the handshake, and a stalled write.
+    pub keepalive_timeout: Duration,
+    /// Largest top-level element buffered, in bytes (`limits.maxStanzaSize`).
+    pub max_stanza_size: usize,
+    /// Deepest element nesting inside a stanza, the stanza element counting as 1
+    /// (`limits.maxDepth`).
+    pub max_depth: usize,
+}
+
+impl fmt::Debug for ComponentConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ComponentConfig")
+            .field("jid", &self.jid)
+            .field("secret", &"<redacted>")
+            .field("server_host", &self.server_host)
+            .field("server_port", &self.server_port)
+            .field("reconnect_base", &self.reconnect_base)
+            .field("reconnect_cap", &self.reconnect_cap)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .field("keepalive_timeout", &self.keepalive_timeout)
+            .field("max_stanza_size", &self.max_stanza_size)
+            .field("max_depth", &self.max_depth)
+            .finish()
+    }
+}
+
+/// What the link hands to the dispatcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// One complete top-level element, for `request::parse`.
+    Stanza(Bytes),
+    /// The start tag of a stanza over `max_stanza_size`, whose body was skipped; for
+    /// `request::parse_oversized`.
+    Oversized { start_tag: Bytes },
+}
+
+/// Queues reply bytes for the link's writer. Cheap to clone; `send` never blocks.
+#[derive(Clone, Debug)]
+pub struct ReplySender(mpsc::UnboundedSender<Vec<u8>>);
+
+impl ReplySender {
+    /// Queues one complete reply stanza. The queue is unbounded: the dispatcher's bound on work
+    /// in flight is what bounds it.
+    pub fn send(&self, reply: Vec<u8>) {
+        if self.0.send(reply).is_err() {
+            log::debug!("a reply was dropped: the component link has stopped");
+        }
+    }
+}
+
+/// The writer's end of the reply queue; owned by [`run`].
+#[derive(Debug)]
+pub struct ReplyReceiver(mpsc::UnboundedReceiver<Vec<u8>>);
+
+impl ReplyReceiver {
+    /// The next queued reply; `None` once every sender is gone and the queue is empty. For
+    /// whoever drives a dispatcher without a link (tests, benchmarks).
+    pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        self.0.recv().await
+    }
+
+    /// A reply that is already queued, without waiting.
+    pub fn try_recv(&mut self) -> Option<Vec<u8>> {
+        self.0.try_recv().ok()
+    }
+}
+
+/// A reply queue: senders for the dispatcher, the receiver for [`run`].
+pub fn reply_channel() -> (ReplySender, ReplyReceiver) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (ReplySender(tx), ReplyReceiver(rx))
+}
+
+/// The link's state, for health reporting.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LinkState {
+    /// Connecting or authenticating.
+    Connecting,
+    /// Authenticated; the server's stream id.
+    Up { stream_id: String },
+    /// No link (waiting before the next attempt, or stopped).
+    Down,
+}
+
+/// Why [`run`] gave up. Connection problems are never fatal (they are retried); these are.
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    #[error("the dispatcher stopped taking stanzas (its receiver was dropped) before shutdown")]
+    InboundClosed,
+    #[error("every reply sender was dropped before shutdown")]
+    RepliesClosed,
+}
+
+/// Why one link attempt or one link ended. Logged, then retried.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LinkError {
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error(
+        "the server rejected the handshake (not-authorized): wrong secret, \
+         check component.componentKey"
+    )]
+    NotAuthorized,
+    #[error(
+        "another connection already holds the component name {0} (conflict): \
+         is a second fpush running?"
+    )]
+    Conflict(String),
+    #[error("the server sent a stream error: {condition}{}", text_suffix(.text))]
+    StreamError { condition: String, text: String },
+    #[error("the server's stream header has no id")]
+    NoStreamId,
+    #[error("unexpected {0} from the server")]
+    Unexpected(String),
+    #[error("the stream broke the rules: {0}")]
+    Framing(FramingError),
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("the server closed the stream")]
+    StreamClosed,
+    #[error("no data from the server within {0:?} of a keepalive ping")]
+    KeepaliveTimeout(Duration),
+    #[error("the server took no data from us for {0:?}")]
+    WriteStalled(Duration),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn text_suffix(text: &str) -> String {
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(" ({text})")
+    }
+}
+
+impl LinkError {
+    /// The stream error we send before hanging up, when the fault was the server's stream.
+    fn stream_error_condition(&self) -> Option<&'static str> {
+        match self {
+            LinkError::Framing(FramingError::NotWellFormed(_)) => Some("not-well-formed"),
+            LinkError::Framing(FramingError::PolicyViolation(_)) => Some("policy-violation"),
+            _ => None,
+        }
+    }
+}
+
+/// Keeps the component link up until `shutdown` is cancelled.
+///
+/// Stanzas go to `inbound` (awaiting it, so a slow dispatcher slows the reading, not the
+/// memory). After `shutdown`, no new stanza is read; replies are written until every
+/// [`ReplySender`] is dropped and the queue is empty, then the stream is closed and `Ok(())`
+/// returned. If the link is down at that moment, `run` returns at once.
+pub async fn run(
+    cfg: ComponentConfig,
+    inbound: mpsc::Sender<Inbound>,
+    mut replies: ReplyReceiver,
+    state: watch::Sender<LinkState>,
+    shutdown: CancellationToken,
+) -> Result<(), ComponentError> {
+    let address = format!("{}:{}", cfg.server_host, cfg.server_port);
+    let mut backoff = Backoff::new(cfg.reconnect_base, cfg.reconnect_cap);
+    let mut pending = PendingReplies::default();
+    loop {
+        if shutdown.is_cancelled() {
+            state.send_replace(LinkState::Down);
+            report_unsent(&mut replies, &pending);
+            return Ok(());
+        }
+        state.send_replace(LinkState::Connecting);
+        let attempt = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => continue,
+            attempt = handshake::open(&cfg, cfg.keepalive_timeout) => attempt,
+        };
+        match attempt {
+            Ok(opened) => {
+                log::info!(
+                    "component {} connected to {address} and authenticated (stream {})",
+                    cfg.jid,
+                    opened.stream_id
+                );
+                backoff.reset();
+                state.send_replace(LinkState::Up {
+                    stream_id: opened.stream_id.clone(),
+                });
+                let end = link::serve(
+                    opened,
+                    &cfg,
+                    &inbound,
+                    &mut replies,
+                    &mut pending,
+                    &shutdown,
+                )
+                .await;
+                state.send_replace(LinkState::Down);
+                match end? {
+                    LinkEnd::Shutdown => {
+                        log::info!("component {} closed its stream to {address}", cfg.jid);
+                        return Ok(());
+                    }
+                    LinkEnd::Dropped(reason) => {
+                        log::info!(
+                            "component link to {address} lost: {reason}; reconnecting \
+                             ({} replies waiting)",
+                            pending.count()
+                        );
+                    }
+                }
+            }
+            Err(reason) => {
+                state.send_replace(LinkState::Down);
+                let delay = backoff.next_delay();
+                match reason {
+                    LinkError::NotAuthorized | LinkError::Conflict(_) => log::error!(
+                        "component {} at {address}: {reason}; retrying in {delay:?}",
+                        cfg.jid
+                    ),
+                    _ => log::warn!(
+                        "component {} cannot open its link to {address}: {reason}; \
+                         retrying in {delay:?}",
+                        cfg.jid
+                    ),
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// At shutdown with no link: say how many replies will never be written.
+fn report_unsent(replies: &mut ReplyReceiver, pending: &PendingReplies) {
+    let mut unsent = pending.count();
+    while replies.0.try_recv().is_ok() {
+        unsent += 1;
+    }
+    if unsent > 0 {
+        log::warn!("shutting down without a link to the XMPP server: {unsent} replies not sent");
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod component;
 pub mod config;
+pub mod daemon;
 pub mod dispatcher;
 pub mod modules;
 pub mod ratelimit;

@@ -1,2 +1,215 @@
-//! Command line, logging set-up, start and shutdown.
-fn main() {}
+//! The `fpush` command line: `fpush [--check] [settings.json]`, `--version`, `--help`.
+//! Sets up logging, loads and checks the settings, runs the daemon and stops it on SIGTERM/SIGINT.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use fpush::component::LinkState;
+use fpush::config::{self, Loaded};
+use fpush::{daemon, modules};
+use tokio_util::sync::CancellationToken;
+
+const USAGE: &str = "\
+usage: fpush [--check] [SETTINGS]
+
+An XEP-0357 push app server: connects to an XMPP server as an external component and delivers
+push notifications to Apple (APNS) and Google (FCM).
+
+  SETTINGS      the settings file (default: ./settings.json)
+  --check       load and validate SETTINGS (credential files included), print a summary, exit
+  --version     print the version
+  --help        print this help
+
+Logging: RUST_LOG (default: info), e.g. RUST_LOG=fpush=debug.";
+
+#[derive(Debug, PartialEq)]
+enum Command {
+    Run(PathBuf),
+    Check(PathBuf),
+    Version,
+    Help,
+}
+
+fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+    let mut check = false;
+    let mut path = None;
+    for arg in args {
+        match arg.to_str() {
+            Some("--check") => check = true,
+            Some("--version" | "-V") => return Ok(Command::Version),
+            Some("--help" | "-h") => return Ok(Command::Help),
+            Some(flag) if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
+            _ if path.is_some() => return Err("more than one settings file given".into()),
+            _ => path = Some(PathBuf::from(arg)),
+        }
+    }
+    let path = path.unwrap_or_else(|| PathBuf::from("settings.json"));
+    Ok(if check {
+        Command::Check(path)
+    } else {
+        Command::Run(path)
+    })
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    match parse_args(std::env::args_os().skip(1)) {
+        Ok(Command::Version) => {
+            println!("fpush {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Check(path)) => check(&path),
+        Ok(Command::Run(path)) => run(&path),
+        Err(problem) => {
+            eprintln!("fpush: {problem}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Load the settings and build every module, printing all problems. `None` when anything is wrong.
+fn load_and_build(path: &std::path::Path) -> Option<(Loaded, modules::ModuleSet)> {
+    let loaded = match config::load(path) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            eprintln!(
+                "{}: the settings have {} problem(s):",
+                path.display(),
+                errors.0.len()
+            );
+            for error in &errors.0 {
+                eprintln!("  {error}");
+            }
+            return None;
+        }
+    };
+    for warning in &loaded.warnings {
+        log::warn!("{}: {warning}", path.display());
+    }
+    match modules::build(&loaded.settings) {
+        Ok((modules, warnings)) => {
+            for warning in &warnings {
+                log::warn!("{}: {warning}", path.display());
+            }
+            Some((loaded, modules))
+        }
+        Err(errors) => {
+            eprintln!(
+                "{}: the push modules have {} problem(s):",
+                path.display(),
+                errors.0.len()
+            );
+            for error in &errors.0 {
+                eprintln!("  {error}");
+            }
+            None
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    let Some((loaded, _modules)) = load_and_build(path) else {
+        return ExitCode::FAILURE;
+    };
+    let settings = &loaded.settings;
+    println!(
+        "{}: OK — component {} via {}:{}",
+        path.display(),
+        settings.component.component_hostname,
+        settings.component.server_hostname,
+        settings.component.server_port
+    );
+    for module in &settings.push_modules {
+        println!("  {}", modules::describe(module));
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    let Some((loaded, modules)) = load_and_build(path) else {
+        return ExitCode::FAILURE;
+    };
+    let settings = loaded.settings;
+    for module in &settings.push_modules {
+        log::info!("{}", modules::describe(module));
+    }
+    // One thread: measured cheaper per push than the multi-threaded scheduler, and one core
+    // carries far more pushes than any XMPP server sends.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("fpush: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let (state, _) = tokio::sync::watch::channel(LinkState::Connecting);
+        let signals = match spawn_signal_handler(shutdown.clone()) {
+            Ok(handle) => handle,
+            Err(error) => {
+                eprintln!("fpush: cannot install signal handlers: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        log::info!("fpush {} starting", env!("CARGO_PKG_VERSION"));
+        daemon::run(&settings, modules, shutdown, state).await;
+        signals.abort();
+        ExitCode::SUCCESS
+    })
+}
+
+/// SIGTERM (systemd) and SIGINT (a terminal) both ask for an orderly stop.
+fn spawn_signal_handler(
+    shutdown: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => log::info!("SIGTERM received"),
+            _ = int.recv() => log::info!("SIGINT received"),
+        }
+        shutdown.cancel();
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn parses_the_command_line() {
+        assert_eq!(
+            parse_args(args(&[])),
+            Ok(Command::Run("settings.json".into()))
+        );
+        assert_eq!(
+            parse_args(args(&["/etc/fpush/settings.json"])),
+            Ok(Command::Run("/etc/fpush/settings.json".into()))
+        );
+        assert_eq!(
+            parse_args(args(&["--check", "s.json"])),
+            Ok(Command::Check("s.json".into()))
+        );
+        assert_eq!(parse_args(args(&["--version"])), Ok(Command::Version));
+        assert_eq!(parse_args(args(&["--help"])), Ok(Command::Help));
+        assert!(parse_args(args(&["--bogus"])).is_err());
+        assert!(parse_args(args(&["a.json", "b.json"])).is_err());
+    }
+}

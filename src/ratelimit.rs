@@ -1,1 +1,214 @@
-//! ratelimit (being written)
+//! The per-module token ratelimit, and the memory of tokens a provider declared dead.
+//!
+//! One [`Ratelimiter`] per push module decides, for each push, whether it goes out now, waits for
+//! the end of its token's window, or is turned away because one is already waiting. The decision is
+//! taken under the lock of the token's map entry, so two pushes racing for one token can never both
+//! go out early, and nothing here ever sleeps or awaits: a queued push is a time to send at, and the
+//! caller does the waiting.
+//!
+//! Entries are compact (a seeded 128-bit hash of the token and an 8-byte timestamp, see
+//! `token_key`), so a million cached tokens cost tens of megabytes, not hundreds.
+
+mod clock;
+mod dead_tokens;
+mod sweeper;
+mod token_key;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::mapref::entry::Entry;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use clock::{ticks, Clock};
+use token_key::{new_token_map, table_bytes, TokenHasher, TokenMap};
+
+pub use dead_tokens::DeadTokens;
+
+/// How one module limits pushes per token (`pushModules.<id>.ratelimit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RatelimitConfig {
+    /// Off: every push is sent at once and nothing is remembered.
+    pub enabled: bool,
+    /// `ratelimitTime`: the least time between two sends to one token.
+    pub window: Duration,
+    /// `ratelimitCleanupInterval`: how long after its last send a token is forgotten.
+    pub cleanup_interval: Duration,
+}
+
+impl Default for RatelimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: Duration::from_secs(20),
+            cleanup_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What to do with one push.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The first push for the token, or its window is over: send now.
+    Send,
+    /// Queued: sleep until this instant, then send (it is the token's new last send).
+    SendAt(Instant),
+    /// A push for this token is already queued: do not send, reply at once.
+    Reject,
+}
+
+/// The ratelimit of one push module: the time of the last send to each token.
+///
+/// An entry's time may lie in the future: that is a queued push, the send the caller will make at
+/// that time. So "a push is queued" needs no flag and no call back when it goes out; it is simply
+/// "the last send is later than now".
+pub struct Ratelimiter {
+    config: RatelimitConfig,
+    /// `config.window` in ticks.
+    window: u64,
+    /// How old a last send must be before the sweep drops it: the cleanup interval, but never less
+    /// than the window (a younger entry still limits its token).
+    keep: u64,
+    clock: Clock,
+    hasher: TokenHasher,
+    last_send: TokenMap<u64>,
+}
+
+impl Ratelimiter {
+    pub fn new(config: RatelimitConfig) -> Self {
+        Self {
+            config,
+            window: ticks(config.window),
+            keep: ticks(config.window.max(config.cleanup_interval)),
+            clock: Clock::starting_now(),
+            hasher: TokenHasher::random(),
+            last_send: new_token_map(),
+        }
+    }
+
+    /// Decides what to do with a push for `token`, and records it.
+    ///
+    /// Atomic per token: the entry stays locked from reading the last send to writing the new one.
+    /// A `SendAt` counts as sent at that time from now on, whether or not the caller manages to
+    /// send (the window starts when a send is attempted, whatever its outcome).
+    pub fn check(&self, token: &str) -> Decision {
+        if !self.config.enabled {
+            return Decision::Send;
+        }
+        let now = self.clock.now();
+        match self.last_send.entry(self.hasher.key(token)) {
+            Entry::Vacant(vacant) => {
+                vacant.insert(now);
+                Decision::Send
+            }
+            Entry::Occupied(mut occupied) => match next_send(*occupied.get(), now, self.window) {
+                NextSend::Now => {
+                    occupied.insert(now);
+                    Decision::Send
+                }
+                NextSend::At(at) => {
+                    occupied.insert(at);
+                    Decision::SendAt(self.clock.instant(at))
+                }
+                NextSend::AlreadyQueued => Decision::Reject,
+            },
+        }
+    }
+
+    /// Drops the entries whose last send is at least `max(cleanup_interval, window)` old, and
+    /// returns how many it dropped. Entries with a queued push are never dropped.
+    ///
+    /// The table keeps its capacity, so the next fill reuses the memory instead of growing.
+    pub fn sweep(&self) -> usize {
+        let now = self.clock.now();
+        let mut removed = 0;
+        self.last_send.retain(|_, last| {
+            let stale = *last <= now && now - *last >= self.keep;
+            removed += usize::from(stale);
+            !stale
+        });
+        removed
+    }
+
+    /// The number of tokens remembered.
+    pub fn len(&self) -> usize {
+        self.last_send.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.last_send.is_empty()
+    }
+
+    /// The heap the token table holds: its allocated buckets, used or not (tables never shrink).
+    pub fn table_bytes(&self) -> usize {
+        table_bytes(&self.last_send)
+    }
+
+    /// Sweeps every `cleanup_interval`, or every 300 s if that is shorter (never more often than
+    /// once a second), until `shutdown`. A disabled limiter keeps nothing: its task ends at once.
+    pub fn spawn_sweeper(self: &Arc<Self>, shutdown: CancellationToken) -> JoinHandle<()> {
+        if !self.config.enabled {
+            return sweeper::none();
+        }
+        let period = sweeper::period_for(self.config.cleanup_interval);
+        sweeper::spawn(self, period, shutdown, Self::sweep, "ratelimit")
+    }
+}
+
+impl std::fmt::Debug for Ratelimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ratelimiter")
+            .field("config", &self.config)
+            .field("tokens", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// When the next push for a token may go out.
+#[derive(Debug, PartialEq, Eq)]
+enum NextSend {
+    Now,
+    At(u64),
+    AlreadyQueued,
+}
+
+/// The ratelimit rule on timestamps: `last` is the token's last (or queued) send.
+fn next_send(last: u64, now: u64, window: u64) -> NextSend {
+    if last > now {
+        NextSend::AlreadyQueued
+    } else if now - last >= window {
+        NextSend::Now
+    } else {
+        NextSend::At(last + window)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rule_sends_queues_and_rejects_by_timestamp() {
+        assert_eq!(next_send(100, 100, 20), NextSend::At(120));
+        assert_eq!(next_send(100, 119, 20), NextSend::At(120));
+        assert_eq!(next_send(100, 120, 20), NextSend::Now);
+        assert_eq!(next_send(120, 110, 20), NextSend::AlreadyQueued);
+        // The queued send's own instant has come: it counts as sent, the next one waits a window.
+        assert_eq!(next_send(120, 120, 20), NextSend::At(140));
+    }
+
+    #[test]
+    fn a_zero_window_always_sends() {
+        assert_eq!(next_send(100, 100, 0), NextSend::Now);
+    }
+
+    #[test]
+    fn the_limiter_and_dead_tokens_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Ratelimiter>();
+        shareable::<DeadTokens>();
+    }
+}

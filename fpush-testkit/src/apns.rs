@@ -1,1 +1,553 @@
-//! apns test server (being written)
+//! An in-process APNS provider API: HTTP/2 over TLS (test CA), checking what Apple checks and
+//! answering the way Apple answers.
+//!
+//! Every request to `POST /3/device/<token>` is checked in Apple's order: method and path,
+//! `apns-topic`, `apns-push-type`, `apns-priority`, `apns-expiration`, `apns-collapse-id`, the
+//! provider token (ES256 signature with the test key, `kid`, `iss`, `iat` under an hour old) or
+//! the client certificate the TLS handshake verified, then the body (valid JSON object, at most
+//! 4096 bytes). A request that passes gets, in order of precedence: the next answer queued for
+//! its token ([`ApnsTestServer::enqueue`]), the answer of the responder closure
+//! ([`ApnsTestServer::set_responder`]), or the answer the token's prefix asks for
+//! ([`answer_by_prefix`]); anything else is delivered (200 with an `apns-id`).
+//! Every request is recorded ([`ApnsTestServer::received`]).
+//!
+//! Answers can carry faults ([`Fault`]): never answer, drop the connection, send GOAWAY, or
+//! answer late; [`ApnsTestServer::tls`] can also refuse TLS altogether.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use rcgen::KeyPair;
+
+use crate::tls::{serve_on, ClientAuth, Connection, TestPki, TestServer, TlsError};
+
+/// Apple's payload limit for regular pushes.
+pub const MAX_PAYLOAD: usize = 4096;
+/// Apple refuses provider tokens older than this.
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// A `.p8`-style signing key (ECDSA P-256, PKCS#8 PEM) and its public half.
+pub struct ApnsTestKey {
+    pub private_pem: String,
+    pub public_pem: String,
+}
+
+impl ApnsTestKey {
+    pub fn generate() -> Result<Self, TlsError> {
+        let key = KeyPair::generate()?;
+        Ok(Self {
+            private_pem: key.serialize_pem(),
+            public_pem: key.public_key_pem(),
+        })
+    }
+
+    /// Writes the private key as Apple hands it out (`AuthKey_<keyid>.p8`).
+    pub fn write_p8(&self, path: &Path) -> Result<(), TlsError> {
+        std::fs::write(path, &self.private_pem).map_err(|source| TlsError::Io {
+            what: path.display().to_string(),
+            source,
+        })
+    }
+}
+
+/// What the server accepts: the app's topic and the credentials of its provider.
+#[derive(Debug, Clone)]
+pub struct ApnsExpect {
+    pub topic: String,
+    pub team_id: String,
+    pub key_id: String,
+    /// The public key that verifies provider tokens; `None` refuses token auth.
+    pub jwt_public_key_pem: Option<String>,
+    /// Accept client certificates issued by the test CA (certificate auth).
+    pub accept_client_cert: bool,
+}
+
+/// Something to do instead of (or besides) answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fault {
+    #[default]
+    None,
+    /// Never answer (the stream stays open until the client gives up).
+    Stall,
+    /// Drop the whole connection while this request is in flight.
+    DropConnection,
+    /// Send GOAWAY, then answer this request normally.
+    GoAway,
+}
+
+/// One scripted answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Answer {
+    pub status: u16,
+    pub reason: Option<String>,
+    pub retry_after: Option<u64>,
+    pub delay: Option<Duration>,
+    pub fault: Fault,
+}
+
+impl Answer {
+    pub fn ok() -> Self {
+        Self {
+            status: 200,
+            ..Self::default()
+        }
+    }
+
+    /// An error answer with Apple's JSON body `{"reason": reason}`.
+    pub fn error(status: u16, reason: &str) -> Self {
+        Self {
+            status,
+            reason: Some(reason.to_string()),
+            ..Self::default()
+        }
+    }
+
+    pub fn fault(fault: Fault) -> Self {
+        Self {
+            fault,
+            ..Self::ok()
+        }
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    pub fn delayed(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+}
+
+/// The shared token-prefix convention of the fake providers: `dead…` → 410 `Unregistered`,
+/// `baddevice…` → 400 `BadDeviceToken`, `unavailable…` → 503, `throttled…` → 429 with
+/// `Retry-After`, `stall…` → no answer, `unavailable-once…` / `throttled-once…` → that answer
+/// for the token's first request and 200 after. `None` means "deliver".
+pub fn answer_by_prefix(token: &str, earlier_requests: u64) -> Option<Answer> {
+    let unavailable = || Answer::error(503, "ServiceUnavailable");
+    let throttled = || Answer::error(429, "TooManyRequests").with_retry_after(30);
+    if token.starts_with("unavailable-once") {
+        return (earlier_requests == 0).then(unavailable);
+    }
+    if token.starts_with("throttled-once") {
+        return (earlier_requests == 0).then(throttled);
+    }
+    if token.starts_with("dead") {
+        Some(Answer::error(410, "Unregistered"))
+    } else if token.starts_with("baddevice") {
+        Some(Answer::error(400, "BadDeviceToken"))
+    } else if token.starts_with("unavailable") {
+        Some(unavailable())
+    } else if token.starts_with("throttled") {
+        Some(throttled())
+    } else if token.starts_with("stall") {
+        Some(Answer::fault(Fault::Stall))
+    } else {
+        None
+    }
+}
+
+/// One request as the server saw it, and what it answered.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub token: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The provider token (without `bearer `), when one was sent.
+    pub jwt: Option<String>,
+    /// Whether the connection presented a (verified) client certificate.
+    pub client_cert: bool,
+    /// The connection's sequence number on this server.
+    pub connection: u64,
+    /// What was answered; 0 when a fault meant no answer.
+    pub status: u16,
+    pub reason: Option<String>,
+}
+
+/// Decides an answer for a request that passed Apple's checks.
+pub type Responder = Arc<dyn Fn(&Received) -> Option<Answer> + Send + Sync>;
+/// Sees every request after it is answered (e.g. to write a record file).
+pub type Observer = Arc<dyn Fn(&Received) + Send + Sync>;
+
+struct State {
+    expect: ApnsExpect,
+    decoding_key: Option<DecodingKey>,
+    verified: Mutex<HashMap<String, Claims>>,
+    queued: Mutex<HashMap<String, VecDeque<Answer>>>,
+    seen: Mutex<HashMap<String, u64>>,
+    responder: Mutex<Option<Responder>>,
+    observer: Mutex<Option<Observer>>,
+    received: Mutex<Vec<Received>>,
+    next_id: AtomicU64,
+}
+
+/// A running APNS test server; stops when dropped.
+pub struct ApnsTestServer {
+    server: TestServer,
+    state: Arc<State>,
+}
+
+impl ApnsTestServer {
+    /// Starts on `127.0.0.1:0`.
+    pub async fn start(pki: &TestPki, expect: ApnsExpect) -> Result<Self, TlsError> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), pki, expect).await
+    }
+
+    pub async fn start_on(
+        addr: SocketAddr,
+        pki: &TestPki,
+        expect: ApnsExpect,
+    ) -> Result<Self, TlsError> {
+        let decoding_key = match &expect.jwt_public_key_pem {
+            Some(pem) => {
+                Some(
+                    DecodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| TlsError::Io {
+                        what: "APNS test public key".into(),
+                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let client_auth = if expect.accept_client_cert {
+            ClientAuth::Optional
+        } else {
+            ClientAuth::None
+        };
+        let state = Arc::new(State {
+            expect,
+            decoding_key,
+            verified: Mutex::default(),
+            queued: Mutex::default(),
+            seen: Mutex::default(),
+            responder: Mutex::default(),
+            observer: Mutex::default(),
+            received: Mutex::default(),
+            next_id: AtomicU64::new(1),
+        });
+        let handler_state = state.clone();
+        let server = serve_on(addr, pki.server_config(client_auth)?, move |req, conn| {
+            let state = handler_state.clone();
+            async move { state.handle(req, conn).await }
+        })
+        .await?;
+        Ok(Self { server, state })
+    }
+
+    /// `https://localhost:port`, what `apns.endpoint` should be.
+    pub fn origin(&self) -> String {
+        self.server.origin()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// The underlying TLS server (connection count, refusing TLS).
+    pub fn tls(&self) -> &TestServer {
+        &self.server
+    }
+
+    /// Queues answers for the next requests for `token` (they pass Apple's checks first).
+    pub fn enqueue(&self, token: &str, answers: impl IntoIterator<Item = Answer>) {
+        if let Ok(mut queued) = self.state.queued.lock() {
+            queued.entry(token.to_string()).or_default().extend(answers);
+        }
+    }
+
+    /// Decides answers for requests with nothing queued; `None` falls through to the prefix
+    /// convention.
+    pub fn set_responder(
+        &self,
+        responder: impl Fn(&Received) -> Option<Answer> + Send + Sync + 'static,
+    ) {
+        if let Ok(mut slot) = self.state.responder.lock() {
+            *slot = Some(Arc::new(responder));
+        }
+    }
+
+    pub fn set_observer(&self, observer: impl Fn(&Received) + Send + Sync + 'static) {
+        if let Ok(mut slot) = self.state.observer.lock() {
+            *slot = Some(Arc::new(observer));
+        }
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn received(&self) -> Vec<Received> {
+        self.state
+            .received
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
+    /// How many requests for `token` arrived.
+    pub fn count_for(&self, token: &str) -> usize {
+        self.state
+            .received
+            .lock()
+            .map(|r| r.iter().filter(|r| r.token == token).count())
+            .unwrap_or(0)
+    }
+}
+
+impl State {
+    async fn handle(&self, req: Request<Bytes>, conn: Arc<Connection>) -> Response<Bytes> {
+        let (parts, body) = req.into_parts();
+        let token = parts
+            .uri
+            .path()
+            .strip_prefix("/3/device/")
+            .unwrap_or_default()
+            .to_string();
+        let jwt = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("bearer "))
+            .map(str::to_string);
+        let mut received = Received {
+            token,
+            headers: parts.headers,
+            body,
+            jwt,
+            client_cert: conn.client_cert.is_some(),
+            connection: conn.id,
+            status: 0,
+            reason: None,
+        };
+        let earlier = self.seen(&received.token);
+        let answer = match self.check(&parts.method, parts.uri.path(), &received) {
+            Err(refusal) => refusal,
+            Ok(()) => self
+                .queued_answer(&received.token)
+                .or_else(|| self.responder_answer(&received))
+                .or_else(|| answer_by_prefix(&received.token, earlier))
+                .unwrap_or_else(Answer::ok),
+        };
+        if answer.fault == Fault::None || answer.fault == Fault::GoAway {
+            received.status = answer.status;
+            received.reason = answer.reason.clone();
+        }
+        self.record(&received);
+
+        if let Some(delay) = answer.delay {
+            tokio::time::sleep(delay).await;
+        }
+        match answer.fault {
+            Fault::None => {}
+            Fault::Stall => std::future::pending::<()>().await,
+            Fault::DropConnection => {
+                conn.drop_connection();
+                std::future::pending::<()>().await;
+            }
+            Fault::GoAway => conn.goaway(),
+        }
+        self.respond(&answer)
+    }
+
+    fn seen(&self, token: &str) -> u64 {
+        let Ok(mut seen) = self.seen.lock() else {
+            return 0;
+        };
+        let count = seen.entry(token.to_string()).or_insert(0);
+        *count += 1;
+        *count - 1
+    }
+
+    fn queued_answer(&self, token: &str) -> Option<Answer> {
+        self.queued.lock().ok()?.get_mut(token)?.pop_front()
+    }
+
+    fn responder_answer(&self, received: &Received) -> Option<Answer> {
+        let responder = self.responder.lock().ok()?.clone()?;
+        responder(received)
+    }
+
+    fn record(&self, received: &Received) {
+        if let Ok(mut all) = self.received.lock() {
+            all.push(received.clone());
+        }
+        let observer = self.observer.lock().ok().and_then(|o| o.clone());
+        if let Some(observer) = observer {
+            observer(received);
+        }
+    }
+
+    fn respond(&self, answer: &Answer) -> Response<Bytes> {
+        let mut builder = Response::builder().status(answer.status);
+        if answer.status == 200 {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            builder = builder.header("apns-id", format!("00000000-0000-4000-8000-{id:012X}"));
+        }
+        if let Some(seconds) = answer.retry_after {
+            builder = builder.header(http::header::RETRY_AFTER, seconds);
+        }
+        let body = match &answer.reason {
+            Some(reason) => {
+                builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+                Bytes::from(serde_json::json!({ "reason": reason }).to_string())
+            }
+            None => Bytes::new(),
+        };
+        builder
+            .body(body)
+            .unwrap_or_else(|_| Response::new(Bytes::new()))
+    }
+
+    /// Apple's checks, in Apple's order; `Err` is the refusal.
+    fn check(&self, method: &Method, path: &str, r: &Received) -> Result<(), Answer> {
+        let refuse = |status: u16, reason: &str| Err(Answer::error(status, reason));
+        if method != Method::POST {
+            return refuse(405, "MethodNotAllowed");
+        }
+        if !path.starts_with("/3/device/") {
+            return refuse(404, "BadPath");
+        }
+        if r.token.is_empty() {
+            return refuse(400, "MissingDeviceToken");
+        }
+        let header = |name: &str| r.headers.get(name).and_then(|v| v.to_str().ok());
+        match header("apns-topic") {
+            None => return refuse(400, "MissingTopic"),
+            Some(topic) if topic != self.expect.topic => {
+                return refuse(400, "DeviceTokenNotForTopic")
+            }
+            Some(_) => {}
+        }
+        let push_type = header("apns-push-type");
+        if !matches!(
+            push_type,
+            Some("alert" | "background" | "voip" | "complication" | "fileprovider" | "mdm")
+                | Some("location" | "liveactivity" | "pushtotalk")
+        ) {
+            return refuse(400, "InvalidPushType");
+        }
+        match (header("apns-priority"), push_type) {
+            (Some("10"), Some("background")) => return refuse(400, "BadPriority"),
+            (Some("10" | "5" | "1") | None, _) => {}
+            _ => return refuse(400, "BadPriority"),
+        }
+        if let Some(expiration) = header("apns-expiration") {
+            if expiration.parse::<u64>().is_err() {
+                return refuse(400, "BadExpirationDate");
+            }
+        }
+        if let Some(collapse) = r.headers.get("apns-collapse-id") {
+            if collapse.len() > 64 {
+                return refuse(400, "BadCollapseId");
+            }
+        }
+        self.check_auth(r)?;
+        if r.body.is_empty() {
+            return refuse(400, "PayloadEmpty");
+        }
+        if r.body.len() > MAX_PAYLOAD {
+            return refuse(413, "PayloadTooLarge");
+        }
+        match serde_json::from_slice::<serde_json::Value>(&r.body) {
+            Ok(serde_json::Value::Object(_)) => Ok(()),
+            _ => refuse(400, "BadPayload"),
+        }
+    }
+
+    fn check_auth(&self, r: &Received) -> Result<(), Answer> {
+        let refuse = |reason: &str| Err(Answer::error(403, reason));
+        let Some(jwt) = &r.jwt else {
+            return if r.client_cert && self.expect.accept_client_cert {
+                Ok(())
+            } else {
+                refuse("MissingProviderToken")
+            };
+        };
+        let claims = match self.verified_claims(jwt) {
+            Some(claims) => claims,
+            None => return refuse("InvalidProviderToken"),
+        };
+        let now = unix_now();
+        if claims.iat > now + 60 {
+            return refuse("InvalidProviderToken");
+        }
+        if now.saturating_sub(claims.iat) > TOKEN_LIFETIME.as_secs() {
+            return refuse("ExpiredProviderToken");
+        }
+        Ok(())
+    }
+
+    /// The claims of a provider token whose signature, `kid` and `iss` are right. Verified
+    /// tokens are remembered (providers reuse one for up to an hour), which keeps the test
+    /// server cheap enough for load tests.
+    fn verified_claims(&self, jwt: &str) -> Option<Claims> {
+        if let Some(claims) = self.verified.lock().ok()?.get(jwt) {
+            return Some(claims.clone());
+        }
+        let key = self.decoding_key.as_ref()?;
+        let header = jsonwebtoken::decode_header(jwt).ok()?;
+        if header.alg != Algorithm::ES256 || header.kid.as_deref() != Some(&self.expect.key_id) {
+            return None;
+        }
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        let claims = jsonwebtoken::decode::<Claims>(jwt, key, &validation)
+            .ok()?
+            .claims;
+        if claims.iss != self.expect.team_id {
+            return None;
+        }
+        if let Ok(mut verified) = self.verified.lock() {
+            verified.insert(jwt.to_string(), claims.clone());
+        }
+        Some(claims)
+    }
+}
+
+/// The provider token claims Apple reads.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct Claims {
+    iss: String,
+    iat: u64,
+}
+
+/// Unix seconds, shifted by however far tokio's test clock was advanced, so a test that
+/// advances time sees provider tokens age (the APNS module reckons `iat` the same way).
+pub fn unix_now() -> u64 {
+    let advanced = tokio::time::Instant::now()
+        .into_std()
+        .saturating_duration_since(std::time::Instant::now());
+    (SystemTime::now() + advanced)
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_convention() {
+        assert_eq!(answer_by_prefix("dead1", 0).unwrap().status, 410);
+        assert_eq!(answer_by_prefix("baddevice1", 0).unwrap().status, 400);
+        assert_eq!(answer_by_prefix("unavailable1", 3).unwrap().status, 503);
+        let throttled = answer_by_prefix("throttled1", 0).unwrap();
+        assert_eq!((throttled.status, throttled.retry_after), (429, Some(30)));
+        assert_eq!(answer_by_prefix("stall1", 0).unwrap().fault, Fault::Stall);
+        assert_eq!(
+            answer_by_prefix("unavailable-once1", 0).unwrap().status,
+            503
+        );
+        assert_eq!(answer_by_prefix("unavailable-once1", 1), None);
+        assert_eq!(answer_by_prefix("throttled-once1", 0).unwrap().status, 429);
+        assert_eq!(answer_by_prefix("throttled-once1", 1), None);
+        assert_eq!(answer_by_prefix("0123abcd", 0), None);
+    }
+}

@@ -1,0 +1,173 @@
+//! The `apns` block of a push module's settings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Apple's production and sandbox provider API origins.
+pub const PRODUCTION_ENDPOINT: &str = "https://api.push.apple.com";
+pub const SANDBOX_ENDPOINT: &str = "https://api.sandbox.push.apple.com";
+
+/// Settings of one APNS module. Exactly one auth mode: `certFilePath` (+ `certPassword`), or
+/// `keyFilePath` + `keyId` + `teamId`.
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApnsConfig {
+    /// The `.p12` client certificate (certificate auth).
+    pub cert_file_path: Option<PathBuf>,
+    /// The `.p12` password; empty when absent.
+    #[serde(default)]
+    pub cert_password: String,
+    /// The `.p8` signing key (token auth).
+    pub key_file_path: Option<PathBuf>,
+    /// The key's id from Apple's developer account (the JWT `kid`).
+    pub key_id: Option<String>,
+    /// The developer team id (the JWT `iss`).
+    pub team_id: Option<String>,
+    /// The app's bundle id, sent as `apns-topic`.
+    pub topic: String,
+    #[serde(default)]
+    pub environment: ApnsEnvironment,
+    /// Replaces the environment's base URL (`https://host[:port]`), for tests and proxies.
+    pub endpoint: Option<String>,
+    /// An extra trusted CA (PEM) for `endpoint`.
+    pub ca_file_path: Option<PathBuf>,
+    #[serde(default)]
+    pub push_type: ApnsPushType,
+    /// Alert title when the summary gives none (or `alertFromSummary` is off).
+    #[serde(default = "default_alert_title")]
+    pub alert_title: String,
+    /// Alert body when the summary gives none (or `alertFromSummary` is off).
+    #[serde(default = "default_alert_body")]
+    pub alert_body: String,
+    /// Use the summary's sender and body, when the XMPP server sent them, as the alert.
+    #[serde(default)]
+    pub alert_from_summary: bool,
+    /// Merged into the payload's top level (next to `aps`).
+    #[serde(default)]
+    pub additional_data: serde_json::Map<String, serde_json::Value>,
+    /// Sent as `apns-collapse-id` (at most 64 bytes).
+    pub collapse_id: Option<String>,
+    /// `apns-priority`: 10, 5 or 1. Default 10 for alerts, 5 for background pushes.
+    pub priority: Option<u8>,
+    /// How long Apple keeps trying to deliver (`apns-expiration` = now + this; `0s` = once).
+    #[serde(default = "default_expiration", with = "humantime_serde")]
+    pub expiration: Duration,
+    /// Bound on one request to Apple, connection set-up included.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+/// Which Apple environment a module pushes to (builds signed for development use `sandbox`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApnsEnvironment {
+    #[default]
+    Production,
+    Sandbox,
+}
+
+/// `apns-push-type`: a visible alert, or a silent `content-available` wake-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApnsPushType {
+    #[default]
+    Alert,
+    Background,
+}
+
+impl ApnsPushType {
+    pub fn header_value(self) -> &'static str {
+        match self {
+            ApnsPushType::Alert => "alert",
+            ApnsPushType::Background => "background",
+        }
+    }
+}
+
+fn default_alert_title() -> String {
+    "New Message".to_string()
+}
+
+fn default_alert_body() -> String {
+    "You have a new message".to_string()
+}
+
+fn default_expiration() -> Duration {
+    Duration::from_secs(28 * 24 * 3600)
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl ApnsConfig {
+    /// The origin requests go to.
+    pub fn origin(&self) -> &str {
+        match (&self.endpoint, self.environment) {
+            (Some(endpoint), _) => endpoint.as_str(),
+            (None, ApnsEnvironment::Production) => PRODUCTION_ENDPOINT,
+            (None, ApnsEnvironment::Sandbox) => SANDBOX_ENDPOINT,
+        }
+    }
+}
+
+/// Written by hand so the certificate password never reaches a log.
+impl std::fmt::Debug for ApnsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApnsConfig")
+            .field("cert_file_path", &self.cert_file_path)
+            .field("cert_password", &"<redacted>")
+            .field("key_file_path", &self.key_file_path)
+            .field("key_id", &self.key_id)
+            .field("team_id", &self.team_id)
+            .field("topic", &self.topic)
+            .field("environment", &self.environment)
+            .field("endpoint", &self.endpoint)
+            .field("ca_file_path", &self.ca_file_path)
+            .field("push_type", &self.push_type)
+            .field("alert_from_summary", &self.alert_from_summary)
+            .field("collapse_id", &self.collapse_id)
+            .field("priority", &self.priority)
+            .field("expiration", &self.expiration)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_documented_values() {
+        let cfg: ApnsConfig = serde_json::from_str(
+            r#"{"keyFilePath": "k.p8", "keyId": "K", "teamId": "T", "topic": "com.example"}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.environment, ApnsEnvironment::Production);
+        assert_eq!(cfg.origin(), PRODUCTION_ENDPOINT);
+        assert_eq!(cfg.push_type, ApnsPushType::Alert);
+        assert_eq!(cfg.expiration, Duration::from_secs(28 * 24 * 3600));
+        assert_eq!(cfg.request_timeout, Duration::from_secs(10));
+        assert!(cfg.additional_data.is_empty());
+    }
+
+    #[test]
+    fn parses_every_key() {
+        let cfg: ApnsConfig = serde_json::from_str(
+            r#"{"certFilePath": "c.p12", "certPassword": "pw", "topic": "com.example",
+                "environment": "sandbox", "endpoint": "https://localhost:1", "caFilePath": "ca.pem",
+                "pushType": "background", "alertTitle": "t", "alertBody": "b",
+                "alertFromSummary": true, "additionalData": {"x": 1}, "collapseId": "c",
+                "priority": 5, "expiration": "1h", "requestTimeout": "3s"}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.origin(), "https://localhost:1");
+        assert_eq!(cfg.push_type, ApnsPushType::Background);
+        assert_eq!(cfg.expiration, Duration::from_secs(3600));
+        assert_eq!(cfg.request_timeout, Duration::from_secs(3));
+        assert!(!format!("{cfg:?}").contains("pw"));
+    }
+}

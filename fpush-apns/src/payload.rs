@@ -1,0 +1,204 @@
+//! The JSON payload Apple delivers to the device, kept under Apple's 4 KB limit.
+
+use bytes::Bytes;
+use fpush_traits::PushSummary;
+use serde_json::{json, Map, Value};
+
+use crate::config::{ApnsConfig, ApnsPushType};
+
+/// Apple's limit on the payload of a regular push.
+pub const MAX_PAYLOAD: usize = 4096;
+
+/// Builds payloads for one module; the fixed parts are prepared once.
+pub struct PayloadBuilder {
+    push_type: ApnsPushType,
+    title: String,
+    body: String,
+    from_summary: bool,
+    additional: Map<String, Value>,
+    /// The payload when nothing depends on the push (no `alertFromSummary`).
+    fixed: Option<Bytes>,
+}
+
+impl PayloadBuilder {
+    /// Fails when the configured parts alone cannot fit (e.g. a huge `additionalData`).
+    pub fn new(cfg: &ApnsConfig) -> Result<Self, String> {
+        if cfg.additional_data.contains_key("aps") {
+            return Err("additionalData must not contain \"aps\" (fpush builds it)".into());
+        }
+        let mut builder = Self {
+            push_type: cfg.push_type,
+            title: cfg.alert_title.clone(),
+            body: cfg.alert_body.clone(),
+            from_summary: cfg.alert_from_summary,
+            additional: cfg.additional_data.clone(),
+            fixed: None,
+        };
+        let skeleton = builder.render("", "");
+        if skeleton.len() > MAX_PAYLOAD {
+            return Err(format!(
+                "additionalData makes the payload {} bytes, over Apple's {MAX_PAYLOAD}",
+                skeleton.len()
+            ));
+        }
+        if !builder.from_summary || builder.push_type == ApnsPushType::Background {
+            builder.fixed = Some(builder.fit(&builder.title, &builder.body));
+        }
+        Ok(builder)
+    }
+
+    /// The payload for one push.
+    pub fn build(&self, summary: &PushSummary) -> Bytes {
+        if let Some(fixed) = &self.fixed {
+            return fixed.clone();
+        }
+        let pick = |given: &Option<String>, default: &str| match given.as_deref().map(str::trim) {
+            Some(text) if !text.is_empty() => text.to_string(),
+            _ => default.to_string(),
+        };
+        let title = pick(&summary.last_message_sender, &self.title);
+        let body = pick(&summary.last_message_body, &self.body);
+        self.fit(&title, &body)
+    }
+
+    fn render(&self, title: &str, body: &str) -> Vec<u8> {
+        let aps = match self.push_type {
+            ApnsPushType::Alert => json!({
+                "alert": {"title": title, "body": body},
+                "mutable-content": 1,
+                "sound": "default",
+            }),
+            ApnsPushType::Background => json!({"content-available": 1}),
+        };
+        let mut root = Map::with_capacity(self.additional.len() + 1);
+        root.insert("aps".into(), aps);
+        for (key, value) in &self.additional {
+            root.insert(key.clone(), value.clone());
+        }
+        // Serialising a map of strings and JSON values cannot fail.
+        serde_json::to_vec(&Value::Object(root)).unwrap_or_default()
+    }
+
+    /// Renders, cutting the body (then the title) until the payload fits: a long message
+    /// is better delivered shortened than not at all.
+    fn fit(&self, title: &str, body: &str) -> Bytes {
+        let rendered = self.render(title, body);
+        if rendered.len() <= MAX_PAYLOAD {
+            return Bytes::from(rendered);
+        }
+        if self.render(title, "").len() <= MAX_PAYLOAD {
+            let body = longest_fitting(body, |cut| self.render(title, cut).len() <= MAX_PAYLOAD);
+            return Bytes::from(self.render(title, &body));
+        }
+        // `new` checked the skeleton with an empty title fits.
+        let title = longest_fitting(title, |cut| self.render(cut, "").len() <= MAX_PAYLOAD);
+        Bytes::from(self.render(&title, ""))
+    }
+}
+
+/// The longest prefix of `text` (cut on a char boundary, marked with an ellipsis) that `fits`;
+/// escaping makes the JSON size of a prefix unpredictable, so this searches for it.
+fn longest_fitting(text: &str, fits: impl Fn(&str) -> bool) -> String {
+    let shortened = |len: usize| {
+        let mut cut = len;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        if cut == 0 {
+            String::new()
+        } else {
+            format!("{}…", &text[..cut])
+        }
+    };
+    // Invariant: shortened(low) fits, shortened(high) does not.
+    let (mut low, mut high) = (0, text.len());
+    while high - low > 1 {
+        let mid = low + (high - low) / 2;
+        if fits(&shortened(mid)) {
+            low = mid;
+        } else {
+            high = mid;
+        }
+    }
+    shortened(low)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> ApnsConfig {
+        serde_json::from_str(&format!(
+            r#"{{"keyFilePath": "k", "keyId": "K", "teamId": "T", "topic": "t" {extra}}}"#
+        ))
+        .unwrap()
+    }
+
+    fn parse(bytes: &Bytes) -> Value {
+        serde_json::from_slice(bytes).unwrap()
+    }
+
+    #[test]
+    fn default_alert_is_mutable_with_sound() {
+        let p = PayloadBuilder::new(&config("")).unwrap();
+        let v = parse(&p.build(&PushSummary::default()));
+        assert_eq!(v["aps"]["mutable-content"], 1);
+        assert_eq!(v["aps"]["sound"], "default");
+        assert_eq!(v["aps"]["alert"]["title"], "New Message");
+        assert_eq!(v["aps"]["alert"]["body"], "You have a new message");
+    }
+
+    #[test]
+    fn summary_becomes_the_alert_when_asked_and_present() {
+        let p = PayloadBuilder::new(&config(r#", "alertFromSummary": true"#)).unwrap();
+        let summary = PushSummary {
+            message_count: Some("1".into()),
+            last_message_sender: Some("juliet@example.org".into()),
+            last_message_body: Some("hi".into()),
+        };
+        let v = parse(&p.build(&summary));
+        assert_eq!(v["aps"]["alert"]["title"], "juliet@example.org");
+        assert_eq!(v["aps"]["alert"]["body"], "hi");
+        let v = parse(&p.build(&PushSummary {
+            last_message_body: Some(" ".into()),
+            ..Default::default()
+        }));
+        assert_eq!(v["aps"]["alert"]["body"], "You have a new message");
+    }
+
+    #[test]
+    fn background_is_content_available_and_additional_data_is_merged() {
+        let p = PayloadBuilder::new(&config(
+            r#", "pushType": "background", "additionalData": {"x": {"y": 1}}"#,
+        ))
+        .unwrap();
+        let v = parse(&p.build(&PushSummary::default()));
+        assert_eq!(v, json!({"aps": {"content-available": 1}, "x": {"y": 1}}));
+    }
+
+    #[test]
+    fn long_bodies_are_truncated_under_the_limit() {
+        let p = PayloadBuilder::new(&config(r#", "alertFromSummary": true"#)).unwrap();
+        for filler in ["a", "é", "\"", "\u{1}", "😀"] {
+            let summary = PushSummary {
+                last_message_body: Some(filler.repeat(5000)),
+                ..Default::default()
+            };
+            let bytes = p.build(&summary);
+            assert!(bytes.len() <= MAX_PAYLOAD, "{filler}: {}", bytes.len());
+            assert!(bytes.len() > MAX_PAYLOAD - 64, "{filler}: cut too much");
+            let body = parse(&bytes)["aps"]["alert"]["body"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(body.ends_with('…') && body.starts_with(filler));
+        }
+    }
+
+    #[test]
+    fn refuses_additional_data_that_cannot_fit_or_overrides_aps() {
+        let huge = format!(r#", "additionalData": {{"x": "{}"}}"#, "a".repeat(5000));
+        assert!(PayloadBuilder::new(&config(&huge)).is_err());
+        assert!(PayloadBuilder::new(&config(r#", "additionalData": {"aps": 1}"#)).is_err());
+    }
+}

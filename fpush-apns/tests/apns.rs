@@ -1,0 +1,516 @@
+//! The APNS module against the in-process APNS test server: both auth modes, the request Apple
+//! sees, every answer mapping, retries, JWT reuse and renewal, concurrency and timeouts.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fpush_apns::{unix_now, ApnsPush};
+use fpush_testkit::apns::{Answer, Fault};
+use fpush_testkit::tls::P12Cipher;
+use fpush_traits::{DeadTokenReason, PushError, PushSummary, PushTrait};
+use support::{push, Fixture, TempDir, MODULE, P12_PASSWORD, TOPIC};
+
+const TOKEN: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+
+fn header<'a>(r: &'a fpush_testkit::apns::Received, name: &str) -> &'a str {
+    r.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+// ---- delivery and the request Apple sees ----
+
+#[tokio::test]
+async fn token_auth_delivers_with_apples_headers_and_payload() {
+    let f = Fixture::start("token-auth").await;
+    let module = f.module(f.token_config(""));
+    let delivered = module.send(&push(TOKEN)).await.unwrap();
+    assert!(delivered.provider_id.is_some());
+
+    let got = f.server.received();
+    assert_eq!(got.len(), 1);
+    let r = &got[0];
+    assert_eq!((r.status, r.token.as_str()), (200, TOKEN));
+    assert_eq!(header(r, "apns-topic"), TOPIC);
+    assert_eq!(header(r, "apns-push-type"), "alert");
+    assert_eq!(header(r, "apns-priority"), "10");
+    assert!(r.headers.get("apns-collapse-id").is_none());
+    assert!(r.jwt.is_some() && !r.client_cert);
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["aps"]["mutable-content"], 1);
+    assert_eq!(body["aps"]["sound"], "default");
+}
+
+#[tokio::test]
+async fn certificate_auth_delivers_with_modern_and_legacy_p12() {
+    let f = Fixture::start("cert-auth").await;
+    for cipher in [P12Cipher::Modern, P12Cipher::Legacy3Des] {
+        let module = f.module(f.cert_config(&f.p12(cipher), ""));
+        module.send(&push(TOKEN)).await.unwrap();
+    }
+    let got = f.server.received();
+    assert_eq!(got.len(), 2);
+    assert!(got
+        .iter()
+        .all(|r| r.client_cert && r.jwt.is_none() && r.status == 200));
+}
+
+#[tokio::test]
+async fn expiration_is_now_plus_four_weeks_by_default_and_zero_when_configured() {
+    let f = Fixture::start("expiration").await;
+    let before = unix_now();
+    f.module(f.token_config(""))
+        .send(&push(TOKEN))
+        .await
+        .unwrap();
+    let after = unix_now();
+    f.module(f.token_config(r#", "expiration": "0s""#))
+        .send(&push(TOKEN))
+        .await
+        .unwrap();
+    let got = f.server.received();
+    let four_weeks = 28 * 24 * 3600;
+    let sent: u64 = header(&got[0], "apns-expiration").parse().unwrap();
+    assert!(
+        (before + four_weeks..=after + four_weeks).contains(&sent),
+        "{sent}"
+    );
+    assert_eq!(header(&got[1], "apns-expiration"), "0");
+}
+
+#[tokio::test]
+async fn background_pushes_are_content_available_at_priority_5_with_collapse_id() {
+    let f = Fixture::start("background").await;
+    let module = f.module(f.token_config(
+        r#", "pushType": "background", "collapseId": "chat", "additionalData": {"k": "v"}"#,
+    ));
+    module.send(&push(TOKEN)).await.unwrap();
+    let r = &f.server.received()[0];
+    assert_eq!(header(r, "apns-push-type"), "background");
+    assert_eq!(header(r, "apns-priority"), "5");
+    assert_eq!(header(r, "apns-collapse-id"), "chat");
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"aps": {"content-available": 1}, "k": "v"})
+    );
+}
+
+#[tokio::test]
+async fn long_summaries_are_truncated_and_still_accepted() {
+    let f = Fixture::start("truncate").await;
+    let module = f.module(f.token_config(r#", "alertFromSummary": true"#));
+    let mut n = push(TOKEN);
+    n.summary = PushSummary {
+        message_count: Some("1".into()),
+        last_message_sender: Some("romeo@example.net".into()),
+        last_message_body: Some("wherefore ".repeat(1000)),
+    };
+    module.send(&n).await.unwrap();
+    let r = &f.server.received()[0];
+    assert_eq!(r.status, 200);
+    assert!(r.body.len() <= 4096);
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["aps"]["alert"]["title"], "romeo@example.net");
+}
+
+// ---- answers and their mapping ----
+
+/// What a test expects of an error.
+type Expectation = Box<dyn Fn(&PushError) -> bool>;
+
+#[tokio::test]
+async fn every_apple_answer_maps_to_its_push_error() {
+    let f = Fixture::start("mapping").await;
+    let module = f.module(f.token_config(""));
+    let misconfigured = |e: &PushError| matches!(e, PushError::Misconfigured(_));
+    let cases: Vec<(Vec<Answer>, Expectation, usize)> = vec![
+        (
+            vec![Answer::error(410, "Unregistered")],
+            Box::new(|e| *e == PushError::TokenInvalid(DeadTokenReason::Unregistered)),
+            1,
+        ),
+        (
+            vec![Answer::error(400, "BadDeviceToken")],
+            Box::new(|e| *e == PushError::TokenInvalid(DeadTokenReason::BadToken)),
+            1,
+        ),
+        (
+            vec![Answer::error(400, "DeviceTokenNotForTopic")],
+            Box::new(|e| *e == PushError::TokenInvalid(DeadTokenReason::NotForThisApp)),
+            1,
+        ),
+        (
+            vec![Answer::error(429, "TooManyRequests").with_retry_after(12)],
+            Box::new(|e| {
+                *e == PushError::ProviderThrottled {
+                    retry_after: Some(Duration::from_secs(12)),
+                }
+            }),
+            1,
+        ),
+        (
+            vec![Answer::error(429, "TooManyProviderTokenUpdates")],
+            Box::new(misconfigured),
+            1,
+        ),
+        (
+            vec![Answer::error(400, "TopicDisallowed")],
+            Box::new(misconfigured),
+            1,
+        ),
+        (
+            vec![Answer::error(400, "BadTopic")],
+            Box::new(misconfigured),
+            1,
+        ),
+        (
+            vec![Answer::error(403, "BadCertificate")],
+            Box::new(misconfigured),
+            1,
+        ),
+        (
+            vec![Answer::error(403, "BadCertificateEnvironment")],
+            Box::new(misconfigured),
+            1,
+        ),
+        // A young provider token is not renewed (Apple forbids renewing within 20 minutes).
+        (
+            vec![Answer::error(403, "ExpiredProviderToken")],
+            Box::new(misconfigured),
+            1,
+        ),
+        (
+            vec![Answer::error(403, "InvalidProviderToken")],
+            Box::new(misconfigured),
+            1,
+        ),
+        // 5xx: retried once, then transient.
+        (
+            vec![
+                Answer::error(500, "InternalServerError"),
+                Answer::error(500, "InternalServerError"),
+            ],
+            Box::new(|e| matches!(e, PushError::Transient(m) if m.contains("InternalServerError"))),
+            2,
+        ),
+        (
+            vec![
+                Answer::error(503, "ServiceUnavailable"),
+                Answer::error(503, "Shutdown"),
+            ],
+            Box::new(|e| matches!(e, PushError::Transient(m) if m.contains("Shutdown"))),
+            2,
+        ),
+    ];
+    for (i, (answers, expected, requests)) in cases.into_iter().enumerate() {
+        let token = format!("{i:02}{}", &TOKEN[2..]);
+        let description = format!("{answers:?}");
+        f.server.enqueue(&token, answers);
+        let err = module.send(&push(&token)).await.unwrap_err();
+        assert!(expected(&err), "{description}: got {err:?}");
+        assert_eq!(f.server.count_for(&token), requests, "{description}");
+    }
+}
+
+#[tokio::test]
+async fn prefix_convention_tokens_map_like_apples_answers() {
+    let f = Fixture::start("prefix").await;
+    let module = f.module(f.token_config(""));
+    assert_eq!(
+        module.send(&push("dead-1")).await.unwrap_err(),
+        PushError::TokenInvalid(DeadTokenReason::Unregistered)
+    );
+    assert_eq!(
+        module.send(&push("baddevice-1")).await.unwrap_err(),
+        PushError::TokenInvalid(DeadTokenReason::BadToken)
+    );
+    assert!(matches!(
+        module.send(&push("throttled-1")).await.unwrap_err(),
+        PushError::ProviderThrottled {
+            retry_after: Some(_)
+        }
+    ));
+    // unavailable-once: the one retry delivers it.
+    module.send(&push("unavailable-once-1")).await.unwrap();
+    assert_eq!(f.server.count_for("unavailable-once-1"), 2);
+}
+
+#[tokio::test]
+async fn a_wrong_topic_is_answered_not_for_this_app() {
+    let f = Fixture::start("topic").await;
+    let mut cfg = f.token_config("");
+    cfg.topic = "com.example.other".into();
+    let err = f.module(cfg).send(&push(TOKEN)).await.unwrap_err();
+    assert_eq!(err, PushError::TokenInvalid(DeadTokenReason::NotForThisApp));
+}
+
+#[tokio::test]
+async fn tokens_that_cannot_be_device_tokens_never_reach_apple() {
+    let f = Fixture::start("badtoken").await;
+    let module = f.module(f.token_config(""));
+    for token in ["", "a/b", "../x", "a b"] {
+        assert_eq!(
+            module.send(&push(token)).await.unwrap_err(),
+            PushError::TokenInvalid(DeadTokenReason::BadToken)
+        );
+    }
+    assert!(f.server.received().is_empty());
+}
+
+// ---- retries and timeouts ----
+
+#[tokio::test]
+async fn a_503_is_retried_once_and_delivered() {
+    let f = Fixture::start("retry503").await;
+    let module = f.module(f.token_config(""));
+    f.server.enqueue(
+        TOKEN,
+        [Answer::error(503, "ServiceUnavailable"), Answer::ok()],
+    );
+    module.send(&push(TOKEN)).await.unwrap();
+    assert_eq!(f.server.count_for(TOKEN), 2);
+}
+
+#[tokio::test]
+async fn a_timeout_is_reported_and_never_retried() {
+    let f = Fixture::start("timeout").await;
+    let mut cfg = f.token_config("");
+    cfg.request_timeout = Duration::from_millis(300);
+    let module = f.module(cfg);
+    f.server.enqueue(TOKEN, [Answer::fault(Fault::Stall)]);
+    assert_eq!(
+        module.send(&push(TOKEN)).await.unwrap_err(),
+        PushError::Timeout
+    );
+    assert_eq!(f.server.count_for(TOKEN), 1);
+}
+
+#[tokio::test]
+async fn a_connection_reset_after_sending_is_transient_and_not_retried() {
+    let f = Fixture::start("reset").await;
+    let module = f.module(f.token_config(""));
+    f.server
+        .enqueue(TOKEN, [Answer::fault(Fault::DropConnection)]);
+    assert!(matches!(
+        module.send(&push(TOKEN)).await.unwrap_err(),
+        PushError::Transient(_)
+    ));
+    assert_eq!(f.server.count_for(TOKEN), 1);
+    // The next push reconnects.
+    module.send(&push(TOKEN)).await.unwrap();
+    assert_eq!(f.server.tls().connections_accepted(), 2);
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retried_once_then_transient() {
+    let f = Fixture::start("refused").await;
+    let module = f.module(f.token_config(""));
+    f.server.tls().set_refuse_tls(true);
+    assert!(matches!(
+        module.send(&push(TOKEN)).await.unwrap_err(),
+        PushError::Transient(_)
+    ));
+    assert_eq!(
+        f.server.tls().connections_accepted(),
+        2,
+        "one connect and one retry"
+    );
+    f.server.tls().set_refuse_tls(false);
+    module.send(&push(TOKEN)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_thousand_pushes_in_flight_share_one_connection() {
+    let f = Fixture::start("thousand").await;
+    let mut cfg = f.token_config("");
+    // Generous: on a loaded 2-core machine a debug build can take seconds for 1000 streams.
+    cfg.request_timeout = Duration::from_secs(60);
+    let module = Arc::new(f.module(cfg));
+    f.server
+        .set_responder(|_| Some(Answer::ok().delayed(Duration::from_millis(200))));
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            let module = module.clone();
+            tokio::spawn(async move { module.send(&push(&format!("{i:04}{}", &TOKEN[4..]))).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(f.server.received().len(), 1000);
+    assert_eq!(f.server.tls().connections_accepted(), 1);
+    assert_eq!(module.http_client().connections_opened(), 1);
+    // Serially this would take 200 s; in flight together, about one delay.
+    assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
+}
+
+// ---- provider token (JWT) ----
+
+#[tokio::test]
+async fn the_provider_token_is_reused_across_pushes() {
+    let f = Fixture::start("jwt-reuse").await;
+    let module = f.module(f.token_config(""));
+    for _ in 0..20 {
+        module.send(&push(TOKEN)).await.unwrap();
+    }
+    let jwts: std::collections::HashSet<_> = f
+        .server
+        .received()
+        .into_iter()
+        .map(|r| r.jwt.unwrap())
+        .collect();
+    assert_eq!(jwts.len(), 1);
+}
+
+/// Moves tokio's clock forward without leaving it paused (the server runs on real sockets).
+async fn travel(by: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
+#[tokio::test]
+async fn the_provider_token_is_renewed_before_apples_hour() {
+    let f = Fixture::start("jwt-renew").await;
+    let module = f.module(f.token_config(""));
+    module.send(&push(TOKEN)).await.unwrap();
+    travel(Duration::from_secs(45 * 60)).await;
+    module.send(&push(TOKEN)).await.unwrap();
+    travel(Duration::from_secs(6 * 60)).await;
+    module.send(&push(TOKEN)).await.unwrap();
+    module.send(&push(TOKEN)).await.unwrap();
+    let jwts: Vec<_> = f
+        .server
+        .received()
+        .into_iter()
+        .map(|r| r.jwt.unwrap())
+        .collect();
+    assert_eq!(jwts[0], jwts[1], "45 minutes old: still reused");
+    assert_ne!(jwts[1], jwts[2], "51 minutes old: renewed");
+    assert_eq!(jwts[2], jwts[3]);
+    assert!(f.server.received().iter().all(|r| r.status == 200));
+}
+
+#[tokio::test]
+async fn a_refused_provider_token_over_20_minutes_old_is_renewed_and_the_push_retried() {
+    let f = Fixture::start("jwt-refused").await;
+    let module = f.module(f.token_config(""));
+    module.send(&push(TOKEN)).await.unwrap();
+    travel(Duration::from_secs(21 * 60)).await;
+    f.server
+        .enqueue(TOKEN, [Answer::error(403, "ExpiredProviderToken")]);
+    module.send(&push(TOKEN)).await.unwrap();
+    let got = f.server.received();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[1].jwt, got[0].jwt);
+    assert_ne!(got[2].jwt, got[1].jwt, "the retry carries a new token");
+
+    // Refused again right away: the new token is too young to replace, so no loop.
+    f.server
+        .enqueue(TOKEN, [Answer::error(403, "InvalidProviderToken")]);
+    assert!(matches!(
+        module.send(&push(TOKEN)).await.unwrap_err(),
+        PushError::Misconfigured(_)
+    ));
+    assert_eq!(f.server.received().len(), 4);
+}
+
+#[tokio::test]
+async fn a_token_older_than_an_hour_is_refused_by_the_server() {
+    // Guards the test server itself: it really checks iat.
+    let f = Fixture::start("jwt-server-check").await;
+    let module = f.module(f.token_config(""));
+    module.send(&push(TOKEN)).await.unwrap();
+    let jwt = f.server.received()[0].jwt.clone().unwrap();
+    travel(Duration::from_secs(61 * 60)).await;
+    let client = fpush_http::HttpClient::new(
+        &f.server.origin(),
+        fpush_http::HttpConfig {
+            ca_file: Some(f.ca.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let req = http::Request::post(format!("/3/device/{TOKEN}"))
+        .header("apns-topic", TOPIC)
+        .header("apns-push-type", "alert")
+        .header("authorization", format!("bearer {jwt}"))
+        .body(bytes::Bytes::from_static(b"{\"aps\":{}}"))
+        .unwrap();
+    let resp = client.send(req).await.unwrap();
+    assert_eq!(resp.status, 403);
+    assert!(String::from_utf8_lossy(&resp.body).contains("ExpiredProviderToken"));
+}
+
+// ---- start-up errors ----
+
+fn startup_error(cfg: fpush_apns::ApnsConfig) -> String {
+    match ApnsPush::new(MODULE, cfg) {
+        Ok(_) => panic!("module built with broken credentials"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn startup_errors_name_the_module_and_the_file() {
+    let f = Fixture::start("startup").await;
+    let dir = TempDir::new("startup-files");
+
+    let missing = dir.path().join("missing.p12");
+    let err = startup_error(f.cert_config(&missing, ""));
+    assert!(err.contains(MODULE) && err.contains("missing.p12"), "{err}");
+
+    let mut cfg = f.cert_config(&f.p12(P12Cipher::Modern), "");
+    cfg.cert_password = format!("not-{P12_PASSWORD}");
+    let err = startup_error(cfg);
+    assert!(
+        err.contains("push.p12") && err.contains("certPassword"),
+        "{err}"
+    );
+
+    let not_pem = dir.path().join("AuthKey_BROKEN.p8");
+    std::fs::write(&not_pem, "this is not a key").unwrap();
+    let mut cfg = f.token_config("");
+    cfg.key_file_path = Some(not_pem);
+    let err = startup_error(cfg);
+    assert!(
+        err.contains(MODULE) && err.contains("AuthKey_BROKEN.p8"),
+        "{err}"
+    );
+
+    let mut cfg = f.token_config("");
+    cfg.key_file_path = Some(dir.path().join("AuthKey_GONE.p8"));
+    let err = startup_error(cfg);
+    assert!(err.contains("AuthKey_GONE.p8"), "{err}");
+
+    let mut cfg = f.token_config("");
+    cfg.team_id = None;
+    assert!(startup_error(cfg).contains("teamId"));
+
+    let mut cfg = f.token_config("");
+    cfg.cert_file_path = Some(f.p12(P12Cipher::Modern));
+    assert!(startup_error(cfg).contains("not both"));
+
+    assert!(startup_error(f.token_config(r#", "priority": 7"#)).contains("priority"));
+}
+
+#[test]
+fn building_a_module_needs_no_runtime() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let f = rt.block_on(Fixture::start("no-runtime"));
+    let cfg = f.token_config("");
+    // Outside any runtime: what `fpush --check` does.
+    let module = std::thread::spawn(move || ApnsPush::new(MODULE, cfg).map(|_| ()))
+        .join()
+        .unwrap();
+    assert!(module.is_ok());
+}

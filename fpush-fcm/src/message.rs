@@ -1,0 +1,203 @@
+//! The FCM v1 `messages:send` body for one push.
+//!
+//! Always a *data* message with `android.priority = "high"`: normal priority is held back by
+//! Doze until the device wakes on its own, which defeats a chat push. The app decides what to
+//! show; we only carry the operator's static `additionalData` and, if enabled, the summary.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fpush_traits::PushNotification;
+use serde::Serialize;
+
+/// Data keys the summary fields are copied to (`dataFromSummary`), named as in XEP-0357.
+pub(crate) const SUMMARY_KEYS: [&str; 3] =
+    ["message-count", "last-message-sender", "last-message-body"];
+
+/// Keys FCM reserves inside `data` (a message carrying one is refused for every token).
+pub(crate) fn is_reserved_data_key(key: &str) -> bool {
+    key == "from"
+        || key == "message_type"
+        || key == "notification"
+        || key.starts_with("google")
+        || key.starts_with("gcm")
+}
+
+/// What every message of a module shares, prepared once.
+#[derive(Debug, Clone)]
+pub(crate) struct MessageTemplate {
+    /// `ttl` as FCM's Duration JSON (`"2419200s"`).
+    ttl: String,
+    collapse_key: Option<String>,
+    additional_data: BTreeMap<String, String>,
+    data_from_summary: bool,
+}
+
+#[derive(Serialize)]
+struct SendRequest<'a> {
+    message: Message<'a>,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    token: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    data: BTreeMap<&'a str, &'a str>,
+    android: Android<'a>,
+}
+
+#[derive(Serialize)]
+struct Android<'a> {
+    priority: &'static str,
+    ttl: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    collapse_key: Option<&'a str>,
+}
+
+impl MessageTemplate {
+    pub fn new(
+        ttl: Duration,
+        collapse_key: Option<String>,
+        additional_data: BTreeMap<String, String>,
+        data_from_summary: bool,
+    ) -> Self {
+        Self {
+            ttl: format!("{}s", ttl.as_secs()),
+            collapse_key,
+            additional_data,
+            data_from_summary,
+        }
+    }
+
+    /// The JSON body for `notification`. Summary fields, when copied, replace `additionalData`
+    /// entries of the same name.
+    pub fn body(&self, notification: &PushNotification) -> Bytes {
+        let mut data: BTreeMap<&str, &str> = self
+            .additional_data
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if self.data_from_summary {
+            let summary = &notification.summary;
+            let fields = [
+                &summary.message_count,
+                &summary.last_message_sender,
+                &summary.last_message_body,
+            ];
+            for (key, value) in SUMMARY_KEYS.into_iter().zip(fields) {
+                if let Some(value) = value {
+                    data.insert(key, value);
+                }
+            }
+        }
+        let request = SendRequest {
+            message: Message {
+                token: &notification.token,
+                data,
+                android: Android {
+                    priority: "high",
+                    ttl: &self.ttl,
+                    collapse_key: self.collapse_key.as_deref(),
+                },
+            },
+        };
+        // Serialising string maps and strings into a Vec cannot fail.
+        Bytes::from(serde_json::to_vec(&request).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fpush_traits::PushSummary;
+    use serde_json::{json, Value};
+
+    fn push(token: &str) -> PushNotification {
+        PushNotification {
+            token: token.to_string(),
+            module_id: "android".to_string(),
+            summary: PushSummary {
+                message_count: Some("1".into()),
+                last_message_sender: Some("juliet@capulet.example".into()),
+                last_message_body: Some("Wherefore art thou?".into()),
+            },
+            options: vec![("secret".into(), "s3cr3t".into())],
+        }
+    }
+
+    fn parse(body: Bytes) -> Value {
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    #[test]
+    fn minimal_message_is_a_high_priority_data_message_with_ttl() {
+        let template =
+            MessageTemplate::new(Duration::from_secs(2_419_200), None, BTreeMap::new(), false);
+        let body = parse(template.body(&push("tok\"en")));
+        assert_eq!(
+            body,
+            json!({"message": {"token": "tok\"en", "android": {"priority": "high", "ttl": "2419200s"}}})
+        );
+    }
+
+    #[test]
+    fn collapse_key_and_additional_data_are_carried() {
+        let extra = BTreeMap::from([("kind".to_string(), "xmpp".to_string())]);
+        let template =
+            MessageTemplate::new(Duration::from_secs(60), Some("chat".into()), extra, false);
+        let body = parse(template.body(&push("t")));
+        assert_eq!(body["message"]["data"], json!({"kind": "xmpp"}));
+        assert_eq!(body["message"]["android"]["collapse_key"], "chat");
+        assert_eq!(body["message"]["android"]["ttl"], "60s");
+    }
+
+    #[test]
+    fn summary_fields_become_data_only_when_asked() {
+        let extra = BTreeMap::from([("message-count".to_string(), "static".to_string())]);
+        let off = MessageTemplate::new(Duration::from_secs(60), None, extra.clone(), false);
+        assert_eq!(
+            parse(off.body(&push("t")))["message"]["data"],
+            json!({"message-count": "static"})
+        );
+
+        let on = MessageTemplate::new(Duration::from_secs(60), None, extra, true);
+        assert_eq!(
+            parse(on.body(&push("t")))["message"]["data"],
+            json!({
+                "message-count": "1",
+                "last-message-sender": "juliet@capulet.example",
+                "last-message-body": "Wherefore art thou?"
+            })
+        );
+    }
+
+    #[test]
+    fn absent_summary_fields_are_left_out() {
+        let on = MessageTemplate::new(Duration::from_secs(60), None, BTreeMap::new(), true);
+        let mut notification = push("t");
+        notification.summary = PushSummary {
+            message_count: None,
+            last_message_sender: Some(String::new()),
+            last_message_body: None,
+        };
+        assert_eq!(
+            parse(on.body(&notification))["message"]["data"],
+            json!({"last-message-sender": ""})
+        );
+    }
+
+    #[test]
+    fn reserved_data_keys_are_recognised() {
+        for key in [
+            "from",
+            "message_type",
+            "notification",
+            "google.sent_time",
+            "gcm.n.e",
+        ] {
+            assert!(is_reserved_data_key(key), "{key}");
+        }
+        assert!(!is_reserved_data_key("kind"));
+    }
+}

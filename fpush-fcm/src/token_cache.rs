@@ -1,0 +1,337 @@
+//! The access-token cache: one valid token shared by every push, refreshed by one push at a time.
+//!
+//! Google's tokens live an hour. The cache hands out the current token until shortly before it
+//! expires (the refresh margin), then the first push that notices fetches a new one while every
+//! push arriving meanwhile waits for that same fetch and shares its outcome, success or failure:
+//! a thousand concurrent pushes cause one token request, not a thousand ("no thundering herd").
+//! If a refresh fails while the old token has not expired yet, the old token is still used; an
+//! expired token is never handed out.
+//!
+//! Time is `tokio::time::Instant`, so the expiry rules are tested on tokio's paused clock.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use http::HeaderValue;
+use tokio::time::Instant;
+
+/// Refresh this long before expiry (or at half the lifetime, for short-lived tokens), so a
+/// request that starts with the token finishes before Google stops accepting it.
+pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// What the token endpoint granted.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenGrant {
+    /// The `Authorization` header value (`Bearer …`), marked sensitive.
+    pub bearer: HeaderValue,
+    /// `expires_in`.
+    pub lifetime: Duration,
+}
+
+/// A cached access token with its deadlines.
+#[derive(Debug)]
+pub(crate) struct AccessToken {
+    pub bearer: HeaderValue,
+    /// After this, the next push fetches a new token.
+    refresh_after: Instant,
+    /// After this, the token is never sent.
+    expires_at: Instant,
+}
+
+impl AccessToken {
+    fn new(grant: TokenGrant, requested_at: Instant) -> Self {
+        // Deadlines count from when the token was *requested*: the token endpoint's clock
+        // started no earlier than that, so ours can only run out first.
+        let margin = REFRESH_MARGIN.min(grant.lifetime / 2);
+        Self {
+            bearer: grant.bearer,
+            refresh_after: requested_at + (grant.lifetime - margin),
+            expires_at: requested_at + grant.lifetime,
+        }
+    }
+
+    fn fresh_at(&self, now: Instant) -> bool {
+        now < self.refresh_after
+    }
+
+    fn unexpired_at(&self, now: Instant) -> bool {
+        now < self.expires_at
+    }
+}
+
+/// Why no token could be had; cloned to every push that shared the failed refresh.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum TokenError {
+    /// The token endpoint could not be reached or failed (down, 5xx, timeout, garbage).
+    #[error("OAuth token endpoint unavailable: {0}")]
+    Unavailable(String),
+    /// The token endpoint refused our assertion: the key was revoked, the account deleted, the
+    /// file edited by hand.
+    #[error("OAuth token endpoint refused the service account: {0}")]
+    Refused(String),
+}
+
+#[derive(Default)]
+struct LastRefresh {
+    /// How many refreshes finished (matches [`TokenCache::refreshes`] while the lock is held).
+    count: u64,
+    outcome: Option<Result<Arc<AccessToken>, TokenError>>,
+}
+
+/// The shared cache; see the module header for the rules.
+#[derive(Default)]
+pub(crate) struct TokenCache {
+    /// The token pushes use, read without waiting on the refresh lock.
+    current: RwLock<Option<Arc<AccessToken>>>,
+    /// Held for the whole of a refresh; waiters share the outcome it leaves behind.
+    refresh: tokio::sync::Mutex<LastRefresh>,
+    refreshes: AtomicU64,
+}
+
+impl TokenCache {
+    /// A usable token: the cached one if fresh, else the outcome of one shared refresh that
+    /// runs `fetch`.
+    pub async fn get<F, Fut>(&self, fetch: F) -> Result<Arc<AccessToken>, TokenError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<TokenGrant, TokenError>>,
+    {
+        // Read the counter before the token: a refresh finishing in between is then seen as
+        // "a refresh happened while we waited", never missed.
+        let seen = self.refreshes.load(Ordering::Acquire);
+        if let Some(token) = self.current_if(|t| t.fresh_at(Instant::now())) {
+            return Ok(token);
+        }
+        let mut last = self.refresh.lock().await;
+        let now = Instant::now();
+        if last.count != seen {
+            match &last.outcome {
+                Some(Ok(token)) if token.unexpired_at(now) => return Ok(token.clone()),
+                Some(Err(error)) => {
+                    return self
+                        .current_if(|t| t.unexpired_at(now))
+                        .ok_or_else(|| error.clone())
+                }
+                _ => {}
+            }
+        }
+        if let Some(token) = self.current_if(|t| t.fresh_at(now)) {
+            return Ok(token);
+        }
+
+        let requested_at = Instant::now();
+        let outcome = fetch()
+            .await
+            .map(|grant| Arc::new(AccessToken::new(grant, requested_at)));
+        if let Ok(token) = &outcome {
+            *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
+        }
+        last.count += 1;
+        last.outcome = Some(outcome.clone());
+        self.refreshes.store(last.count, Ordering::Release);
+        drop(last);
+
+        match outcome {
+            Ok(token) if token.unexpired_at(Instant::now()) => Ok(token),
+            Ok(_) => Err(TokenError::Unavailable(
+                "the token endpoint granted a token that expired at once".to_string(),
+            )),
+            Err(error) => self
+                .current_if(|t| t.unexpired_at(Instant::now()))
+                .ok_or(error),
+        }
+    }
+
+    /// Forgets `rejected` if it is still the current token (FCM answered 401 to it), so the
+    /// next [`TokenCache::get`] fetches a new one. Pushes that were rejected with the same token
+    /// all call this; only the first one drops it, so they share one refresh.
+    pub fn invalidate(&self, rejected: &Arc<AccessToken>) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_some_and(|t| Arc::ptr_eq(t, rejected)) {
+            *current = None;
+        }
+    }
+
+    fn current_if(&self, usable: impl Fn(&AccessToken) -> bool) -> Option<Arc<AccessToken>> {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        current.as_ref().filter(|t| usable(t)).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn grant(name: &str, lifetime_secs: u64) -> TokenGrant {
+        TokenGrant {
+            bearer: HeaderValue::from_str(&format!("Bearer {name}")).unwrap(),
+            lifetime: Duration::from_secs(lifetime_secs),
+        }
+    }
+
+    async fn get_counting(
+        cache: &TokenCache,
+        calls: &AtomicUsize,
+        result: Result<TokenGrant, TokenError>,
+    ) -> Result<Arc<AccessToken>, TokenError> {
+        cache
+            .get(|| async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                result
+            })
+            .await
+    }
+
+    fn name(token: &AccessToken) -> &str {
+        token.bearer.to_str().unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fresh_token_is_reused_without_fetching() {
+        let cache = TokenCache::default();
+        let calls = AtomicUsize::new(0);
+        let first = get_counting(&cache, &calls, Ok(grant("a", 3600)))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(3000)).await;
+        let second = get_counting(&cache, &calls, Ok(grant("b", 3600)))
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_is_refreshed_within_the_margin_before_expiry() {
+        let cache = TokenCache::default();
+        let calls = AtomicUsize::new(0);
+        get_counting(&cache, &calls, Ok(grant("a", 3600)))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(3600) - REFRESH_MARGIN).await;
+        let token = get_counting(&cache, &calls, Ok(grant("b", 3600)))
+            .await
+            .unwrap();
+        assert_eq!(name(&token), "Bearer b");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn short_lived_tokens_are_refreshed_at_half_their_lifetime() {
+        let cache = TokenCache::default();
+        let calls = AtomicUsize::new(0);
+        get_counting(&cache, &calls, Ok(grant("a", 10)))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(4)).await;
+        get_counting(&cache, &calls, Ok(grant("b", 10)))
+            .await
+            .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let token = get_counting(&cache, &calls, Ok(grant("b", 10)))
+            .await
+            .unwrap();
+        assert_eq!(name(&token), "Bearer b");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_old_token_bridges_a_failed_refresh_until_it_expires() {
+        let cache = TokenCache::default();
+        let calls = AtomicUsize::new(0);
+        let down = || Err(TokenError::Unavailable("down".into()));
+        get_counting(&cache, &calls, Ok(grant("a", 3600)))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(3500)).await;
+        let bridged = get_counting(&cache, &calls, down()).await.unwrap();
+        assert_eq!(name(&bridged), "Bearer a");
+        tokio::time::advance(Duration::from_secs(100)).await;
+        // Exactly at expiry: the old token must not be handed out any more.
+        let err = get_counting(&cache, &calls, down()).await.unwrap_err();
+        assert_eq!(err, TokenError::Unavailable("down".into()));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_that_expires_at_once_is_not_handed_out() {
+        let cache = TokenCache::default();
+        let calls = AtomicUsize::new(0);
+        let err = get_counting(&cache, &calls, Ok(grant("a", 0)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TokenError::Unavailable(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_share_one_refresh_and_its_failure() {
+        let cache = Arc::new(TokenCache::default());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        for _ in 0..100 {
+            let (cache, calls, mut released) = (cache.clone(), calls.clone(), released.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get(|| async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        let _ = released.wait_for(|r| *r).await;
+                        Err::<TokenGrant, _>(TokenError::Unavailable("down".into()))
+                    })
+                    .await
+            }));
+        }
+        tokio::task::yield_now().await;
+        release.send(true).unwrap();
+        for task in tasks {
+            assert!(matches!(
+                task.await.unwrap(),
+                Err(TokenError::Unavailable(_))
+            ));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn invalidating_a_rejected_token_causes_one_refresh() {
+        let cache = TokenCache::default();
+        let calls = AtomicUsize::new(0);
+        let rejected = get_counting(&cache, &calls, Ok(grant("a", 3600)))
+            .await
+            .unwrap();
+        cache.invalidate(&rejected);
+        let fresh = get_counting(&cache, &calls, Ok(grant("b", 3600)))
+            .await
+            .unwrap();
+        // A second push rejected with the old token must not throw the new one away.
+        cache.invalidate(&rejected);
+        let again = get_counting(&cache, &calls, Ok(grant("c", 3600)))
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(&fresh, &again));
+        assert_eq!(name(&again), "Bearer b");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_refresh_lets_the_next_caller_fetch() {
+        let cache = TokenCache::default();
+        let calls = AtomicUsize::new(0);
+        let stalled = cache.get(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<Result<TokenGrant, TokenError>>().await
+        });
+        assert!(tokio::time::timeout(Duration::from_secs(1), stalled)
+            .await
+            .is_err());
+        let token = get_counting(&cache, &calls, Ok(grant("a", 3600)))
+            .await
+            .unwrap();
+        assert_eq!(name(&token), "Bearer a");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+}

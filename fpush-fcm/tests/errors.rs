@@ -1,0 +1,209 @@
+//! Every FCM answer maps to the right `PushError`, with exactly the provider calls the retry
+//! rules allow: one retry when Google cannot have accepted the message, one fresh token after
+//! an authentication failure, nothing more.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{config, module, push, server};
+use fpush_fcm::FcmPush;
+use fpush_testkit::fcm::{Answer, THROTTLE_RETRY_AFTER};
+use fpush_traits::{DeadTokenReason, PushError};
+
+/// Pushes `token` and returns the error and how many `messages:send` requests the server saw.
+async fn outcome(token: &str) -> (PushError, usize) {
+    let server = server().await;
+    let module = module(&server);
+    let err = push(&module, token).await.unwrap_err();
+    (err, server.message_count())
+}
+
+async fn scripted(answers: Vec<Answer>) -> (Result<(), PushError>, usize, usize) {
+    let server = server().await;
+    let module = module(&server);
+    server.script(answers);
+    let result = push(&module, "token-1").await.map(|_| ());
+    (result, server.message_count(), server.token_requests())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unregistered_is_a_dead_token_without_retry() {
+    assert_eq!(
+        outcome("dead-1").await,
+        (PushError::TokenInvalid(DeadTokenReason::Unregistered), 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_argument_on_the_token_is_a_bad_token() {
+    assert_eq!(
+        outcome("baddevice-1").await,
+        (PushError::TokenInvalid(DeadTokenReason::BadToken), 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_id_mismatch_is_a_token_of_another_app() {
+    assert_eq!(
+        outcome("mismatch-1").await,
+        (PushError::TokenInvalid(DeadTokenReason::NotForThisApp), 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_argument_on_another_field_is_misconfigured() {
+    let (err, calls) = outcome("invalidarg-1").await;
+    assert!(matches!(err, PushError::Misconfigured(_)), "{err:?}");
+    assert_eq!(calls, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_exceeded_is_throttling_with_retry_after_and_no_retry() {
+    assert_eq!(
+        outcome("throttled-1").await,
+        (
+            PushError::ProviderThrottled {
+                retry_after: Some(Duration::from_secs(THROTTLE_RETRY_AFTER))
+            },
+            1
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_is_retried_once_then_transient() {
+    let (err, calls) = outcome("unavailable-1").await;
+    assert!(matches!(err, PushError::Transient(_)), "{err:?}");
+    assert_eq!(calls, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_is_retried_once_then_transient() {
+    let (err, calls) = outcome("internal-1").await;
+    assert!(matches!(err, PushError::Transient(_)), "{err:?}");
+    assert_eq!(calls, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_json_5xx_is_retried_once_then_transient() {
+    let (err, calls) = outcome("html-1").await;
+    assert!(matches!(err, PushError::Transient(_)), "{err:?}");
+    assert_eq!(calls, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_unavailable_answer_is_bridged_by_the_retry() {
+    let server = server().await;
+    let module = module(&server);
+    push(&module, "unavailable-once-1").await.unwrap();
+    let statuses: Vec<u16> = server.messages().iter().map(|m| m.status).collect();
+    assert_eq!(statuses, [503, 200]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_times_out_without_retry() {
+    let server = server().await;
+    let mut cfg = config(&server);
+    cfg.request_timeout = Duration::from_millis(500);
+    let module = FcmPush::new("android", cfg).unwrap();
+    // Fetch the token first, so the stall hits the message itself.
+    push(&module, "warm-up").await.unwrap();
+
+    let err = push(&module, "stall-1").await.unwrap_err();
+
+    assert_eq!(err, PushError::Timeout);
+    assert_eq!(server.message_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_after_sending_is_transient_without_retry() {
+    let server = server().await;
+    let module = module(&server);
+    push(&module, "warm-up").await.unwrap();
+
+    let err = push(&module, "reset-1").await.unwrap_err();
+
+    assert!(matches!(err, PushError::Transient(_)), "{err:?}");
+    assert_eq!(server.message_count(), 2);
+    // The connection recovers for the next push.
+    push(&module, "after-reset").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_retried_once_and_recovers() {
+    let server = server().await;
+    let module = module(&server);
+    push(&module, "warm-up").await.unwrap();
+    // Close the live connection and refuse new handshakes: the module must reconnect.
+    server.script([Answer::DropConnection]);
+    let _ = push(&module, "reset-first").await;
+    server.tls_server().set_refuse_tls(true);
+    let accepted_before = server.tls_server().connections_accepted();
+
+    let err = push(&module, "token-1").await.unwrap_err();
+
+    assert!(matches!(err, PushError::Transient(_)), "{err:?}");
+    assert_eq!(
+        server.tls_server().connections_accepted() - accepted_before,
+        2
+    );
+    assert_eq!(server.message_count(), 2);
+    server.tls_server().set_refuse_tls(false);
+    push(&module, "token-2").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_401_refreshes_the_token_once_then_is_misconfigured() {
+    let (result, calls, token_requests) =
+        scripted(vec![Answer::unauthenticated(), Answer::unauthenticated()]).await;
+    assert!(
+        matches!(result, Err(PushError::Misconfigured(_))),
+        "{result:?}"
+    );
+    assert_eq!((calls, token_requests), (2, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_401_is_cured_by_a_fresh_token() {
+    let (result, calls, token_requests) = scripted(vec![Answer::unauthenticated()]).await;
+    assert_eq!(result, Ok(()));
+    assert_eq!((calls, token_requests), (2, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn third_party_auth_error_refreshes_once_then_is_misconfigured() {
+    let (result, calls, token_requests) = scripted(vec![
+        Answer::third_party_auth_error(),
+        Answer::third_party_auth_error(),
+    ])
+    .await;
+    assert!(
+        matches!(result, Err(PushError::Misconfigured(_))),
+        "{result:?}"
+    );
+    assert_eq!((calls, token_requests), (2, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permission_denied_refreshes_once_then_is_misconfigured() {
+    let server = server().await;
+    let module = module(&server);
+    server.script([
+        Answer::permission_denied("fpush-test"),
+        Answer::permission_denied("fpush-test"),
+    ]);
+    let err = push(&module, "token-1").await.unwrap_err();
+    assert!(matches!(err, PushError::Misconfigured(_)), "{err:?}");
+    assert_eq!((server.message_count(), server.token_requests()), (2, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_not_found_without_unregistered_keeps_the_token() {
+    let (result, calls, _) = scripted(vec![Answer::html(404)]).await;
+    assert!(
+        matches!(result, Err(PushError::Misconfigured(_))),
+        "{result:?}"
+    );
+    assert_eq!(calls, 1);
+}

@@ -1,0 +1,182 @@
+//! `fake-apns`: the APNS test server as a process, for the end-to-end harness.
+//!
+//! ```text
+//! fake-apns [--listen 127.0.0.1:0] [--dir DIR] [--record FILE]
+//! ```
+//!
+//! On start it makes a fresh test PKI and writes into `DIR` (default: a new temporary
+//! directory) what fpush's `apns` settings need: the CA (`ca.pem`, for `caFilePath`), a client
+//! certificate (`push.p12`, for `certFilePath`/`certPassword`) and a signing key
+//! (`AuthKey_<keyId>.p8`, for `keyFilePath`/`keyId`/`teamId`); both auth modes are accepted.
+//! It then prints ONE JSON line to stdout:
+//! `{"port":..,"endpoint":..,"ca":..,"p12":..,"p12Password":..,"p8":..,"keyId":..,"teamId":..,"topic":..}`
+//! and serves until SIGTERM or SIGINT.
+//!
+//! With `--record FILE`, every request received is appended to `FILE` as one JSON line:
+//! `{"token":..,"status":..,"reason":..,"headers":{..},"body":{..}}` (`status` 0 = no answer).
+//!
+//! Answers follow Apple's checks (topic, push type, priority, provider token or client
+//! certificate, payload size), then the token-prefix convention shared with `fake-fcm`:
+//! `dead…` → 410 `Unregistered`; `baddevice…` → 400 `BadDeviceToken`; `unavailable…` → 503
+//! `ServiceUnavailable`; `throttled…` → 429 `TooManyRequests` with `Retry-After: 30`;
+//! `stall…` → never answers; `unavailable-once…` / `throttled-once…` → that answer for the
+//! token's first request, 200 after; anything else → 200 with an `apns-id`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use fpush_testkit::apns::{ApnsExpect, ApnsTestKey, ApnsTestServer, Received};
+use fpush_testkit::tls::{P12Cipher, TestPki};
+
+const TOPIC: &str = "im.fpush.test";
+const TEAM_ID: &str = "FAKETEAM01";
+const KEY_ID: &str = "FAKEKEY001";
+const P12_PASSWORD: &str = "fake-apns";
+
+struct Args {
+    listen: SocketAddr,
+    dir: Option<PathBuf>,
+    record: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        dir: None,
+        record: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--listen" => {
+                let v = value()?;
+                args.listen = v.parse().map_err(|e| format!("--listen {v}: {e}"))?;
+            }
+            "--dir" => args.dir = Some(PathBuf::from(value()?)),
+            "--record" => args.record = Some(PathBuf::from(value()?)),
+            "-h" | "--help" => {
+                return Err("usage: fake-apns [--listen ADDR] [--dir DIR] [--record FILE]".into())
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(args)
+}
+
+fn record_line(r: &Received) -> String {
+    let headers: serde_json::Map<String, serde_json::Value> = r
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.to_string(),
+                serde_json::Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+            )
+        })
+        .collect();
+    let body =
+        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap_or(serde_json::Value::Null);
+    serde_json::json!({
+        "token": r.token,
+        "status": r.status,
+        "reason": r.reason,
+        "headers": headers,
+        "body": body,
+    })
+    .to_string()
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let dir = match args.dir {
+        Some(dir) => dir,
+        None => std::env::temp_dir().join(format!("fake-apns-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let pki = TestPki::new().map_err(|e| e.to_string())?;
+    let key = ApnsTestKey::generate().map_err(|e| e.to_string())?;
+    let ca = dir.join("ca.pem");
+    let p12 = dir.join("push.p12");
+    let p8 = dir.join(format!("AuthKey_{KEY_ID}.p8"));
+    pki.write_ca_pem(&ca).map_err(|e| e.to_string())?;
+    key.write_p8(&p8).map_err(|e| e.to_string())?;
+    pki.client_cert(TOPIC)
+        .and_then(|c| c.write_p12(&p12, P12_PASSWORD, P12Cipher::Modern))
+        .map_err(|e| e.to_string())?;
+
+    let server = ApnsTestServer::start_on(
+        args.listen,
+        &pki,
+        ApnsExpect {
+            topic: TOPIC.into(),
+            team_id: TEAM_ID.into(),
+            key_id: KEY_ID.into(),
+            jwt_public_key_pem: Some(key.public_pem.clone()),
+            accept_client_cert: true,
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+
+    if let Some(path) = &args.record {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let file = Arc::new(Mutex::new(file));
+        server.set_observer(move |received| {
+            if let Ok(mut file) = file.lock() {
+                let _ = writeln!(file, "{}", record_line(received));
+            }
+        });
+    }
+
+    let announce = serde_json::json!({
+        "port": server.addr().port(),
+        "endpoint": server.origin(),
+        "ca": ca,
+        "p12": p12,
+        "p12Password": P12_PASSWORD,
+        "p8": p8,
+        "keyId": KEY_ID,
+        "teamId": TEAM_ID,
+        "topic": TOPIC,
+    });
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{announce}").map_err(|e| e.to_string())?;
+    stdout.flush().map_err(|e| e.to_string())?;
+    drop(stdout);
+
+    wait_for_signal().await?;
+    drop(server);
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn main() {
+    let result = parse_args().and_then(|args| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(run(args))
+    });
+    if let Err(e) = result {
+        eprintln!("fake-apns: {e}");
+        std::process::exit(2);
+    }
+}

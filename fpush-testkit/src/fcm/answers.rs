@@ -1,0 +1,302 @@
+//! The answers the FCM test server gives, in Google's real layouts.
+//!
+//! FCM v1 errors are `google.rpc.Status` JSON: `code`, `message`, `status`, and typed `details`
+//! (`google.firebase.fcm.v1.FcmError` with the `errorCode`, `google.rpc.BadRequest` with field
+//! violations). The token endpoint answers like Google's OAuth server.
+
+use serde_json::{json, Value};
+
+const FCM_ERROR_TYPE: &str = "type.googleapis.com/google.firebase.fcm.v1.FcmError";
+const BAD_REQUEST_TYPE: &str = "type.googleapis.com/google.rpc.BadRequest";
+
+/// One scripted or conventional answer to `messages:send`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// 200 with the message `name`.
+    Accept,
+    /// Any status and body, with an optional `Retry-After` (seconds).
+    Status {
+        status: u16,
+        body: String,
+        retry_after: Option<u64>,
+    },
+    /// Never answers (until the server stops).
+    Stall,
+    /// Drops the connection while the request is in flight (a reset, as the client sees it).
+    DropConnection,
+    /// Sends GOAWAY on the connection, then answers the request normally.
+    GoawayThenAccept,
+}
+
+impl Answer {
+    /// 404 `NOT_FOUND` / `UNREGISTERED`: the app was uninstalled or the token expired.
+    pub fn unregistered() -> Self {
+        google_error(
+            404,
+            "NOT_FOUND",
+            "Requested entity was not found.",
+            Some("UNREGISTERED"),
+            None,
+        )
+    }
+
+    /// 400 `INVALID_ARGUMENT` naming `message.token` in a `google.rpc.BadRequest` detail.
+    pub fn bad_token() -> Self {
+        Self::invalid_argument(
+            "message.token",
+            "The registration token is not a valid FCM registration token",
+        )
+    }
+
+    /// 400 `INVALID_ARGUMENT` about `field`.
+    pub fn invalid_argument(field: &str, description: &str) -> Self {
+        google_error(
+            400,
+            "INVALID_ARGUMENT",
+            description,
+            Some("INVALID_ARGUMENT"),
+            Some(json!({
+                "@type": BAD_REQUEST_TYPE,
+                "fieldViolations": [{"field": field, "description": description}]
+            })),
+        )
+    }
+
+    /// 403 `PERMISSION_DENIED` / `SENDER_ID_MISMATCH`: the token belongs to another project.
+    pub fn sender_id_mismatch() -> Self {
+        google_error(
+            403,
+            "PERMISSION_DENIED",
+            "SenderId mismatch",
+            Some("SENDER_ID_MISMATCH"),
+            None,
+        )
+    }
+
+    /// 403 `PERMISSION_DENIED` without FCM detail: the account may not send for this project.
+    pub fn permission_denied(project: &str) -> Self {
+        google_error(
+            403,
+            "PERMISSION_DENIED",
+            &format!("Permission 'cloudmessaging.messages.create' denied on resource '//cloudresourcemanager.googleapis.com/projects/{project}' (or it may not exist)."),
+            None,
+            None,
+        )
+    }
+
+    /// 401 `UNAUTHENTICATED`: the bearer token is missing, unknown or expired.
+    pub fn unauthenticated() -> Self {
+        google_error(
+            401,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+            None,
+            None,
+        )
+    }
+
+    /// 401 `UNAUTHENTICATED` / `THIRD_PARTY_AUTH_ERROR`.
+    pub fn third_party_auth_error() -> Self {
+        google_error(
+            401,
+            "UNAUTHENTICATED",
+            "Auth error from APNS or Web Push Service",
+            Some("THIRD_PARTY_AUTH_ERROR"),
+            None,
+        )
+    }
+
+    /// 429 `RESOURCE_EXHAUSTED` / `QUOTA_EXCEEDED` with `Retry-After`.
+    pub fn quota_exceeded(retry_after: u64) -> Self {
+        match google_error(
+            429,
+            "RESOURCE_EXHAUSTED",
+            "Quota exceeded for quota metric 'Send requests'.",
+            Some("QUOTA_EXCEEDED"),
+            None,
+        ) {
+            Answer::Status { status, body, .. } => Answer::Status {
+                status,
+                body,
+                retry_after: Some(retry_after),
+            },
+            other => other,
+        }
+    }
+
+    /// 503 `UNAVAILABLE`.
+    pub fn unavailable() -> Self {
+        google_error(
+            503,
+            "UNAVAILABLE",
+            "The service is currently unavailable.",
+            Some("UNAVAILABLE"),
+            None,
+        )
+    }
+
+    /// 500 `INTERNAL`.
+    pub fn internal() -> Self {
+        google_error(
+            500,
+            "INTERNAL",
+            "Internal error encountered.",
+            Some("INTERNAL"),
+            None,
+        )
+    }
+
+    /// A non-JSON body, as a proxy or load balancer sends.
+    pub fn html(status: u16) -> Self {
+        Answer::Status {
+            status,
+            body: format!("<html><head><title>Error {status}</title></head><body>Error {status}</body></html>"),
+            retry_after: None,
+        }
+    }
+
+    /// The name a conventional reason goes by in request records (the `errorCode`, else the
+    /// `status`).
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            Answer::Status { body, status, .. } => {
+                let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+                let error = &parsed["error"];
+                let code = error["details"]
+                    .as_array()
+                    .and_then(|details| details.iter().find_map(|d| d["errorCode"].as_str()));
+                Some(
+                    code.or_else(|| error["status"].as_str())
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("HTTP {status}")),
+                )
+            }
+            Answer::Stall => Some("STALL".to_string()),
+            Answer::DropConnection => Some("RESET".to_string()),
+            Answer::Accept | Answer::GoawayThenAccept => None,
+        }
+    }
+}
+
+fn google_error(
+    code: u16,
+    status: &str,
+    message: &str,
+    error_code: Option<&str>,
+    extra: Option<Value>,
+) -> Answer {
+    let mut details = Vec::new();
+    if let Some(error_code) = error_code {
+        details.push(json!({"@type": FCM_ERROR_TYPE, "errorCode": error_code}));
+    }
+    details.extend(extra);
+    let mut error = json!({"code": code, "message": message, "status": status});
+    if !details.is_empty() {
+        error["details"] = Value::Array(details);
+    }
+    Answer::Status {
+        status: code,
+        body: json!({ "error": error }).to_string(),
+        retry_after: None,
+    }
+}
+
+/// Google's OAuth error body (`{"error": "invalid_grant", "error_description": ...}`).
+pub fn oauth_error(error: &str, description: &str) -> String {
+    json!({"error": error, "error_description": description}).to_string()
+}
+
+/// What the shared token-prefix convention asks for (see the `fake-fcm` binary), plus the
+/// FCM-only prefixes; `first` is whether this is the first request seen for the token.
+pub fn for_token(token: &str, first: bool) -> Answer {
+    let once = |answer: Answer| if first { answer } else { Answer::Accept };
+    if token.starts_with("unavailable-once") {
+        once(Answer::unavailable())
+    } else if token.starts_with("throttled-once") {
+        once(Answer::quota_exceeded(THROTTLE_RETRY_AFTER))
+    } else if token.starts_with("dead") {
+        Answer::unregistered()
+    } else if token.starts_with("baddevice") {
+        Answer::bad_token()
+    } else if token.starts_with("unavailable") {
+        Answer::unavailable()
+    } else if token.starts_with("throttled") {
+        Answer::quota_exceeded(THROTTLE_RETRY_AFTER)
+    } else if token.starts_with("stall") {
+        Answer::Stall
+    } else if token.starts_with("mismatch") {
+        Answer::sender_id_mismatch()
+    } else if token.starts_with("internal") {
+        Answer::internal()
+    } else if token.starts_with("thirdpartyauth") {
+        Answer::third_party_auth_error()
+    } else if token.starts_with("invalidarg") {
+        Answer::invalid_argument("message.android.collapse_key", "Invalid collapse key")
+    } else if token.starts_with("html") {
+        Answer::html(502)
+    } else if token.starts_with("reset") {
+        Answer::DropConnection
+    } else {
+        Answer::Accept
+    }
+}
+
+/// `Retry-After` seconds of the conventional throttling answer.
+pub const THROTTLE_RETRY_AFTER: u64 = 30;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_have_googles_layout() {
+        let Answer::Status { status, body, .. } = Answer::unregistered() else {
+            panic!("not a status answer");
+        };
+        assert_eq!(status, 404);
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            body,
+            json!({"error": {"code": 404, "message": "Requested entity was not found.", "status": "NOT_FOUND",
+                "details": [{"@type": FCM_ERROR_TYPE, "errorCode": "UNREGISTERED"}]}})
+        );
+        let Answer::Status { body, .. } = Answer::bad_token() else {
+            panic!("not a status answer");
+        };
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            body["error"]["details"][1]["fieldViolations"][0]["field"],
+            "message.token"
+        );
+    }
+
+    #[test]
+    fn the_token_convention_is_followed() {
+        assert_eq!(for_token("dead-1", true), Answer::unregistered());
+        assert_eq!(for_token("baddevice-1", true), Answer::bad_token());
+        assert_eq!(for_token("unavailable-1", false), Answer::unavailable());
+        assert_eq!(
+            for_token("throttled-1", false),
+            Answer::quota_exceeded(THROTTLE_RETRY_AFTER)
+        );
+        assert_eq!(for_token("stall-1", true), Answer::Stall);
+        assert_eq!(for_token("unavailable-once-1", true), Answer::unavailable());
+        assert_eq!(for_token("unavailable-once-1", false), Answer::Accept);
+        assert_eq!(for_token("throttled-once-1", false), Answer::Accept);
+        assert_eq!(for_token("anything", true), Answer::Accept);
+    }
+
+    #[test]
+    fn reasons_name_the_error_code() {
+        assert_eq!(
+            Answer::unregistered().reason().as_deref(),
+            Some("UNREGISTERED")
+        );
+        assert_eq!(
+            Answer::unauthenticated().reason().as_deref(),
+            Some("UNAUTHENTICATED")
+        );
+        assert_eq!(Answer::html(502).reason().as_deref(), Some("HTTP 502"));
+        assert_eq!(Answer::Accept.reason(), None);
+    }
+}

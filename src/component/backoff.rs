@@ -1,0 +1,97 @@
+//! How long to wait before the next connection attempt after a failed one.
+//!
+//! The first wait is exactly the configured base, so an operator who sets
+//! `timeout.xmppconnectionError` sees it honoured; later waits double up to the cap with jitter,
+//! so several fpush instances do not hammer a restarting server in lockstep.
+
+use std::hash::BuildHasher;
+use std::time::Duration;
+
+pub(crate) struct Backoff {
+    base: Duration,
+    cap: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    pub(crate) fn new(base: Duration, cap: Duration) -> Self {
+        Backoff {
+            base,
+            cap: cap.max(base),
+            failures: 0,
+        }
+    }
+
+    /// Forgets past failures: called once a link is up.
+    pub(crate) fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    /// The wait after one more failure.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        if self.failures == 1 {
+            return self.base;
+        }
+        let doublings = (self.failures - 1).min(16);
+        let full = self.base.saturating_mul(1 << doublings).min(self.cap);
+        // Somewhere in the upper quarter below the full delay, never under the base.
+        let jittered = full.mul_f64(0.75 + 0.25 * unit_random());
+        jittered.max(self.base)
+    }
+}
+
+/// A number in [0, 1) that differs between calls. Jitter needs no more than this, so no random
+/// number crate is pulled in: the standard library's hasher keys are random per process and
+/// per `RandomState`.
+fn unit_random() -> f64 {
+    let bits = std::collections::hash_map::RandomState::new().hash_one(0u8);
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_wait_is_the_base_then_grows_to_the_cap() {
+        let base = Duration::from_secs(20);
+        let cap = Duration::from_secs(300);
+        let mut backoff = Backoff::new(base, cap);
+        assert_eq!(backoff.next_delay(), base);
+        let second = backoff.next_delay();
+        assert!(second >= Duration::from_secs(30) && second <= Duration::from_secs(40));
+        let mut last = second;
+        for _ in 0..10 {
+            last = backoff.next_delay();
+            assert!(last >= base && last <= cap, "{last:?}");
+        }
+        assert!(last >= cap.mul_f64(0.75), "{last:?}");
+    }
+
+    #[test]
+    fn reset_starts_over_at_the_base() {
+        let base = Duration::from_millis(100);
+        let mut backoff = Backoff::new(base, Duration::from_secs(10));
+        for _ in 0..5 {
+            backoff.next_delay();
+        }
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), base);
+    }
+
+    #[test]
+    fn a_cap_below_the_base_means_the_base() {
+        let base = Duration::from_secs(5);
+        let mut backoff = Backoff::new(base, Duration::from_secs(1));
+        assert_eq!(backoff.next_delay(), base);
+        assert_eq!(backoff.next_delay(), base);
+    }
+
+    #[test]
+    fn jitter_varies() {
+        let draws: Vec<f64> = (0..16).map(|_| unit_random()).collect();
+        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
+        assert!(draws.windows(2).any(|w| w[0] != w[1]));
+    }
+}

@@ -1,0 +1,678 @@
+//! Cutting the server's byte stream into top-level elements, within the size and depth limits.
+//!
+//! This is a lexer, not a parser: it finds where markup starts and ends (tags, comments, CDATA,
+//! processing instructions), keeps the depth, checks that end tags match, and hands out each
+//! complete top-level element as one [`Bytes`] without copying it. What is *inside* a stanza is
+//! `request.rs`'s business.
+//!
+//! Memory stays bounded: a stanza that grows past the size limit is no longer buffered. Its start
+//! tag is handed out (so the IQ can still be answered) and the rest is lexed and dropped as it
+//! arrives. At most one partial token plus one read are held beyond the limit.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// One thing the stream produced.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Frame {
+    /// The server's `<stream:stream ...>` start tag.
+    StreamHeader(Bytes),
+    /// One complete top-level element: a stanza, `<handshake/>`, `<stream:error>`.
+    Element(Bytes),
+    /// The start tag of a top-level element larger than the size limit. The element's remaining
+    /// bytes are skipped.
+    Oversized { start_tag: Bytes },
+    /// `</stream:stream>`: the server ended the stream.
+    StreamEnd,
+}
+
+/// Why the stream cannot go on. Each maps to the stream error we send before closing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum FramingError {
+    #[error("not well-formed: {0}")]
+    NotWellFormed(&'static str),
+    #[error("policy violation: {0}")]
+    PolicyViolation(&'static str),
+}
+
+/// Where the lexer is inside the current token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lex {
+    /// Character data (or whitespace between stanzas): looking for the next `<`.
+    Text,
+    /// Just after `<`: the next bytes say what kind of markup this is.
+    Markup,
+    /// Inside a start tag; `quote` is the open attribute quote, if any.
+    StartTag { quote: Option<u8> },
+    /// Inside an end tag, looking for `>`.
+    EndTag,
+    /// Inside `<!-- ... -->`.
+    Comment,
+    /// Inside `<![CDATA[ ... ]]>`.
+    CData,
+    /// Inside `<? ... ?>` (the XML declaration, mostly).
+    Pi,
+}
+
+/// Incremental splitter for one stream. Feed it with [`Framer::buffer`], then drain
+/// [`Framer::next_frame`] until it returns `Ok(None)`.
+pub(crate) struct Framer {
+    buf: BytesMut,
+    /// Next byte to look at.
+    pos: usize,
+    lex: Lex,
+    /// Offset of the current token's `<`.
+    token_start: usize,
+    /// 0 before the stream header, 1 between stanzas, 2 and more inside a stanza.
+    depth: usize,
+    /// Offset of the current top-level element's `<` (meaningful while `depth >= 2`).
+    element_start: usize,
+    /// End offset of the current top-level element's start tag, once seen.
+    start_tag_end: Option<usize>,
+    /// The current top-level element is over the limit: its bytes are dropped as they are lexed.
+    skipping: bool,
+    /// Names of the open elements inside the current stanza, back to back.
+    names: Vec<u8>,
+    /// Length of each name in `names`.
+    name_lens: Vec<usize>,
+    max_size: usize,
+    max_depth: usize,
+}
+
+/// How much spare room to offer each socket read.
+pub(crate) const READ_CHUNK: usize = 16 * 1024;
+
+impl Framer {
+    pub(crate) fn new(max_size: usize, max_depth: usize) -> Self {
+        Framer {
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            pos: 0,
+            lex: Lex::Text,
+            token_start: 0,
+            depth: 0,
+            element_start: 0,
+            start_tag_end: None,
+            skipping: false,
+            names: Vec::new(),
+            name_lens: Vec::new(),
+            max_size,
+            max_depth,
+        }
+    }
+
+    /// The buffer to read into (with room for at least one more chunk).
+    pub(crate) fn buffer(&mut self) -> &mut BytesMut {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        &mut self.buf
+    }
+
+    /// Bytes currently held (for tests of the memory bound).
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete frame, or `Ok(None)` when more bytes are needed.
+    pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>, FramingError> {
+        loop {
+            let step = self.step()?;
+            match step {
+                Step::NeedMore => {
+                    if let Some(frame) = self.check_limits_while_waiting()? {
+                        return Ok(Some(frame));
+                    }
+                    self.discard_consumed();
+                    return Ok(None);
+                }
+                Step::Continue => {}
+                Step::Frame(frame) => return Ok(Some(frame)),
+            }
+        }
+    }
+
+    /// Lexes one token (or one run of text) further.
+    fn step(&mut self) -> Result<Step, FramingError> {
+        let data = &self.buf[..];
+        match self.lex {
+            Lex::Text => {
+                let rest = &data[self.pos..];
+                let (text, found) = match memchr::memchr(b'<', rest) {
+                    Some(i) => (&rest[..i], true),
+                    None => (rest, false),
+                };
+                if self.depth <= 1 && !text.iter().all(|b| is_xml_space(*b)) {
+                    return Err(FramingError::NotWellFormed("text outside of any stanza"));
+                }
+                self.pos += text.len();
+                if !found {
+                    return Ok(Step::NeedMore);
+                }
+                self.token_start = self.pos;
+                self.pos += 1;
+                self.lex = Lex::Markup;
+                Ok(Step::Continue)
+            }
+            Lex::Markup => {
+                let rest = &data[self.token_start..];
+                let Some(&second) = rest.get(1) else {
+                    return Ok(Step::NeedMore);
+                };
+                self.lex = match second {
+                    b'/' => Lex::EndTag,
+                    b'?' => Lex::Pi,
+                    b'!' => {
+                        if rest.starts_with(b"<!--") {
+                            self.pos = self.token_start + 4;
+                            Lex::Comment
+                        } else if rest.starts_with(b"<![CDATA[") {
+                            if self.depth < 2 {
+                                return Err(FramingError::NotWellFormed(
+                                    "CDATA outside of any stanza",
+                                ));
+                            }
+                            self.pos = self.token_start + 9;
+                            Lex::CData
+                        } else if b"<!--".starts_with(rest) || b"<![CDATA[".starts_with(rest) {
+                            return Ok(Step::NeedMore);
+                        } else {
+                            return Err(FramingError::NotWellFormed(
+                                "document type declarations are not allowed",
+                            ));
+                        }
+                    }
+                    _ => Lex::StartTag { quote: None },
+                };
+                Ok(Step::Continue)
+            }
+            Lex::StartTag { quote } => self.lex_start_tag(quote),
+            Lex::EndTag => {
+                let Some(i) = memchr::memchr(b'>', &data[self.pos..]) else {
+                    self.pos = data.len();
+                    return Ok(Step::NeedMore);
+                };
+                let end = self.pos + i + 1;
+                self.pos = end;
+                self.lex = Lex::Text;
+                self.close_element(end)
+            }
+            Lex::Comment => self.skip_until(b"-->", 4),
+            Lex::CData => self.skip_until(b"]]>", 9),
+            Lex::Pi => self.skip_until(b"?>", 2),
+        }
+    }
+
+    /// Scans a start tag, honouring quoted attribute values (which may contain `>`).
+    fn lex_start_tag(&mut self, mut quote: Option<u8>) -> Result<Step, FramingError> {
+        let data = &self.buf[..];
+        loop {
+            let rest = &data[self.pos..];
+            let found = match quote {
+                Some(q) => memchr::memchr(q, rest),
+                None => memchr::memchr3(b'>', b'\'', b'"', rest),
+            };
+            let Some(i) = found else {
+                self.pos = data.len();
+                self.lex = Lex::StartTag { quote };
+                return Ok(Step::NeedMore);
+            };
+            let at = self.pos + i;
+            self.pos = at + 1;
+            match (quote, data[at]) {
+                (Some(_), _) => quote = None,
+                (None, b'>') => break,
+                (None, q) => quote = Some(q),
+            }
+        }
+        let end = self.pos;
+        let self_closing = data[end - 2] == b'/';
+        let name_end = data[self.token_start + 1..end]
+            .iter()
+            .position(|b| is_xml_space(*b) || *b == b'/' || *b == b'>')
+            .map_or(end, |i| self.token_start + 1 + i);
+        if name_end == self.token_start + 1 {
+            return Err(FramingError::NotWellFormed("a tag without a name"));
+        }
+        if !is_plausible_name(&data[self.token_start + 1..name_end]) {
+            return Err(FramingError::NotWellFormed(
+                "a tag name with invalid characters",
+            ));
+        }
+        self.lex = Lex::Text;
+        self.open_element(self.token_start + 1..name_end, end, self_closing)
+    }
+
+    /// Handles a complete start tag ending at `end`.
+    fn open_element(
+        &mut self,
+        name: std::ops::Range<usize>,
+        end: usize,
+        self_closing: bool,
+    ) -> Result<Step, FramingError> {
+        match self.depth {
+            0 => {
+                if self_closing {
+                    return Err(FramingError::NotWellFormed("an empty stream header"));
+                }
+                self.depth = 1;
+                let header = Bytes::copy_from_slice(&self.buf[self.token_start..end]);
+                self.consume(end);
+                Ok(Step::Frame(Frame::StreamHeader(header)))
+            }
+            1 => {
+                if end - self.token_start > self.max_size {
+                    return Err(FramingError::PolicyViolation(
+                        "a start tag is over the size limit",
+                    ));
+                }
+                self.element_start = self.token_start;
+                self.start_tag_end = Some(end);
+                if self_closing {
+                    return self.take_element(end);
+                }
+                self.depth = 2;
+                self.push_name(name);
+                Ok(Step::Continue)
+            }
+            depth => {
+                // `depth - 1` elements are open in this stanza; this one is one deeper.
+                if depth > self.max_depth {
+                    return Err(FramingError::PolicyViolation("stanza nested too deeply"));
+                }
+                if !self_closing {
+                    self.depth += 1;
+                    self.push_name(name);
+                }
+                self.after_token_in_stanza()
+            }
+        }
+    }
+
+    /// Handles a complete end tag ending at `end`.
+    fn close_element(&mut self, end: usize) -> Result<Step, FramingError> {
+        match self.depth {
+            0 => Err(FramingError::NotWellFormed(
+                "an end tag before the stream header",
+            )),
+            1 => {
+                self.consume(end);
+                Ok(Step::Frame(Frame::StreamEnd))
+            }
+            _ => {
+                let tag = &self.buf[self.token_start + 2..end - 1];
+                let name_len = tag
+                    .iter()
+                    .rposition(|b| !is_xml_space(*b))
+                    .map_or(0, |i| i + 1);
+                let open_len = self.name_lens.pop().unwrap_or(0);
+                let open_name = &self.names[self.names.len() - open_len..];
+                if &tag[..name_len] != open_name {
+                    return Err(FramingError::NotWellFormed("an end tag does not match"));
+                }
+                let new_len = self.names.len() - open_len;
+                self.names.truncate(new_len);
+                self.depth -= 1;
+                if self.depth > 1 {
+                    return self.after_token_in_stanza();
+                }
+                if self.skipping {
+                    self.skipping = false;
+                    self.consume(end);
+                    return Ok(Step::Continue);
+                }
+                self.take_element(end)
+            }
+        }
+    }
+
+    /// Skips a comment, CDATA section or processing instruction up to `terminator`; its body
+    /// starts `opener_len` bytes after the `<`.
+    fn skip_until(&mut self, terminator: &[u8], opener_len: usize) -> Result<Step, FramingError> {
+        let data = &self.buf[..];
+        // Resume a little before where the last scan stopped: the terminator may straddle reads.
+        let from = self
+            .pos
+            .saturating_sub(terminator.len() - 1)
+            .max(self.token_start + opener_len);
+        match memchr::memmem::find(&data[from..], terminator) {
+            None => {
+                self.pos = data.len();
+                Ok(Step::NeedMore)
+            }
+            Some(i) => {
+                self.pos = from + i + terminator.len();
+                self.lex = Lex::Text;
+                if self.depth >= 2 {
+                    self.after_token_in_stanza()
+                } else {
+                    Ok(Step::Continue)
+                }
+            }
+        }
+    }
+
+    /// After each token inside a stanza: enforce the size limit as soon as it is crossed.
+    fn after_token_in_stanza(&mut self) -> Result<Step, FramingError> {
+        if self.skipping {
+            self.consume(self.pos);
+            return Ok(Step::Continue);
+        }
+        if self.pos - self.element_start > self.max_size {
+            // Past the start tag already (we are inside the stanza), so it can be handed out.
+            return Ok(self.start_skipping());
+        }
+        Ok(Step::Continue)
+    }
+
+    /// Called when the buffered bytes ran out mid-way: no token or stanza may grow past the limit.
+    /// Returns the `Oversized` frame when a stanza just crossed it with its start tag complete.
+    fn check_limits_while_waiting(&mut self) -> Result<Option<Frame>, FramingError> {
+        let held = self.buf.len();
+        if self.lex != Lex::Text && held - self.token_start > self.max_size {
+            return Err(FramingError::PolicyViolation(
+                "a single tag is over the size limit",
+            ));
+        }
+        if self.depth >= 2 && !self.skipping && held - self.element_start > self.max_size {
+            if self.start_tag_end.is_none() {
+                return Err(FramingError::PolicyViolation(
+                    "a start tag is over the size limit",
+                ));
+            }
+            if let Step::Frame(frame) = self.start_skipping() {
+                return Ok(Some(frame));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The current stanza is over the limit: hand out its start tag and drop the rest as it comes.
+    fn start_skipping(&mut self) -> Step {
+        let start_tag_end = self.start_tag_end.take().unwrap_or(self.element_start);
+        let start_tag = Bytes::copy_from_slice(&self.buf[self.element_start..start_tag_end]);
+        self.skipping = true;
+        self.discard_consumed();
+        Step::Frame(Frame::Oversized { start_tag })
+    }
+
+    /// Hands out the top-level element that ends at `end` (or its start tag, if it is too big).
+    fn take_element(&mut self, end: usize) -> Result<Step, FramingError> {
+        self.names.clear();
+        self.name_lens.clear();
+        let start_tag_end = self.start_tag_end.take().unwrap_or(end);
+        if end - self.element_start > self.max_size {
+            if start_tag_end - self.element_start > self.max_size {
+                return Err(FramingError::PolicyViolation(
+                    "a start tag is over the size limit",
+                ));
+            }
+            let start_tag = Bytes::copy_from_slice(&self.buf[self.element_start..start_tag_end]);
+            self.consume(end);
+            return Ok(Step::Frame(Frame::Oversized { start_tag }));
+        }
+        let len = end - self.element_start;
+        self.consume(self.element_start);
+        let element = self.buf.split_to(len).freeze();
+        self.pos -= len;
+        self.token_start = 0;
+        self.element_start = 0;
+        Ok(Step::Frame(Frame::Element(element)))
+    }
+
+    /// Records the name of an element that opened inside the current stanza.
+    fn push_name(&mut self, name: std::ops::Range<usize>) {
+        self.name_lens.push(name.len());
+        self.names.extend_from_slice(&self.buf[name]);
+    }
+
+    /// Drops the bytes nobody needs any more: everything before the current stanza (or, while
+    /// skipping or between stanzas, everything before the current token).
+    fn discard_consumed(&mut self) {
+        let keep_from = if self.depth >= 2 && !self.skipping {
+            self.element_start
+        } else if self.lex == Lex::Text {
+            self.pos
+        } else {
+            self.token_start
+        };
+        self.consume(keep_from);
+    }
+
+    /// Removes the first `n` buffered bytes, moving every offset along.
+    fn consume(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.buf.advance(n);
+        self.pos -= n;
+        self.token_start = self.token_start.saturating_sub(n);
+        self.element_start = self.element_start.saturating_sub(n);
+        self.start_tag_end = self.start_tag_end.map(|end| end.saturating_sub(n));
+    }
+}
+
+/// What one lexing step achieved.
+enum Step {
+    NeedMore,
+    Continue,
+    Frame(Frame),
+}
+
+fn is_xml_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// A cheap check of an element name: it starts like an XML name and holds no markup characters.
+/// Without it, `<<` would open an "element" that never closes and the stream would stall.
+fn is_plausible_name(name: &[u8]) -> bool {
+    let starts_well = name
+        .first()
+        .is_some_and(|b| b.is_ascii_alphabetic() || matches!(b, b'_' | b':') || *b >= 0x80);
+    starts_well
+        && !name
+            .iter()
+            .any(|b| matches!(b, b'<' | b'&' | b'\'' | b'"' | b'=' | b'!' | b'?'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &[u8] = b"<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' \
+        xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='push.localhost'>";
+
+    /// Feeds `bytes` and collects every frame that becomes complete.
+    fn feed(framer: &mut Framer, bytes: &[u8]) -> Result<Vec<Frame>, FramingError> {
+        framer.buffer().extend_from_slice(bytes);
+        let mut frames = Vec::new();
+        while let Some(frame) = framer.next_frame()? {
+            frames.push(frame);
+        }
+        Ok(frames)
+    }
+
+    fn element(bytes: &[u8]) -> Frame {
+        Frame::Element(Bytes::copy_from_slice(bytes))
+    }
+
+    fn started(max_size: usize, max_depth: usize) -> Framer {
+        let mut framer = Framer::new(max_size, max_depth);
+        let frames = feed(&mut framer, HEADER).unwrap();
+        assert_eq!(frames.len(), 1);
+        assert!(matches!(&frames[0], Frame::StreamHeader(h) if h.starts_with(b"<stream:stream")));
+        framer
+    }
+
+    const PUSH: &[u8] = b"<iq type='set' id='a' from='localhost' to='push.localhost'>\
+        <pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='t'><item>\
+        <notification xmlns='urn:xmpp:push:0'><x xmlns='jabber:x:data'/></notification>\
+        </item></publish></pubsub></iq>";
+
+    #[test]
+    fn stanzas_come_out_whole_and_in_order() {
+        let mut framer = started(4096, 16);
+        let mut input = Vec::new();
+        input.extend_from_slice(PUSH);
+        input.extend_from_slice(b"<presence from='a'/>");
+        input.extend_from_slice(PUSH);
+        let frames = feed(&mut framer, &input).unwrap();
+        assert_eq!(
+            frames,
+            vec![
+                element(PUSH),
+                element(b"<presence from='a'/>"),
+                element(PUSH)
+            ]
+        );
+    }
+
+    #[test]
+    fn one_byte_at_a_time_gives_the_same_frames() {
+        let mut whole = Vec::new();
+        whole.extend_from_slice(HEADER);
+        whole.extend_from_slice(b" \n<!-- keepalive -->\t");
+        whole.extend_from_slice(PUSH);
+        whole.extend_from_slice(
+            b"<message><body><![CDATA[</body> <b> ]] > ]]></body><!-- c --></message>",
+        );
+        whole.extend_from_slice(b"</stream:stream>");
+        let mut at_once = Framer::new(4096, 16);
+        let expected = feed(&mut at_once, &whole).unwrap();
+        assert_eq!(expected.len(), 4, "{expected:?}");
+        let mut bytewise = Framer::new(4096, 16);
+        let mut frames = Vec::new();
+        for byte in &whole {
+            frames.extend(feed(&mut bytewise, std::slice::from_ref(byte)).unwrap());
+        }
+        assert_eq!(frames, expected);
+        assert_eq!(frames[3], Frame::StreamEnd);
+    }
+
+    #[test]
+    fn whitespace_and_comments_between_stanzas_are_skipped() {
+        let mut framer = started(4096, 16);
+        let frames = feed(&mut framer, b"  \r\n <!-- a > comment --> \n<a/>\n ").unwrap();
+        assert_eq!(frames, vec![element(b"<a/>")]);
+        assert_eq!(framer.buffered(), 0);
+    }
+
+    #[test]
+    fn quoted_attribute_values_may_hold_markup_characters() {
+        let mut framer = started(4096, 16);
+        let stanza = b"<iq id='x>y' to=\"a/>b\" t='\"'><q a='</q>'/></iq>";
+        assert_eq!(feed(&mut framer, stanza).unwrap(), vec![element(stanza)]);
+    }
+
+    #[test]
+    fn oversized_stanza_gives_its_start_tag_and_the_stream_goes_on() {
+        let mut framer = started(256, 16);
+        let start = b"<iq type='set' id='big' from='localhost' to='push.localhost'>";
+        let mut frames = feed(&mut framer, start).unwrap();
+        let filler = b"<x>0123456789abcdef0123456789abcdef</x>";
+        let mut most_held = 0;
+        for _ in 0..10_000 {
+            frames.extend(feed(&mut framer, filler).unwrap());
+            most_held = most_held.max(framer.buffered());
+        }
+        frames.extend(feed(&mut framer, b"</iq><presence/>").unwrap());
+        assert_eq!(
+            frames,
+            vec![
+                Frame::Oversized {
+                    start_tag: Bytes::copy_from_slice(start)
+                },
+                element(b"<presence/>"),
+            ]
+        );
+        assert!(most_held <= 256 + filler.len(), "held {most_held} bytes");
+    }
+
+    #[test]
+    fn oversized_stanza_arriving_in_one_read_is_reported_too() {
+        let mut framer = started(64, 16);
+        let stanza = b"<iq type='get' id='b' from='l'><query xmlns='x'>0123456789012345678901234567890123456789</query></iq><a/>";
+        let frames = feed(&mut framer, stanza).unwrap();
+        assert_eq!(
+            frames,
+            vec![
+                Frame::Oversized {
+                    start_tag: Bytes::from_static(b"<iq type='get' id='b' from='l'>")
+                },
+                element(b"<a/>"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_start_tag_over_the_limit_is_a_policy_violation() {
+        let mut framer = started(64, 16);
+        let long = format!("<iq id='{}'>", "a".repeat(100));
+        let err = feed(&mut framer, long.as_bytes()).unwrap_err();
+        assert!(matches!(err, FramingError::PolicyViolation(_)), "{err:?}");
+
+        let mut framer = started(64, 16);
+        let partial = format!("<iq id='{}", "a".repeat(100));
+        let err = feed(&mut framer, partial.as_bytes()).unwrap_err();
+        assert!(matches!(err, FramingError::PolicyViolation(_)), "{err:?}");
+    }
+
+    #[test]
+    fn nesting_beyond_the_limit_is_a_policy_violation() {
+        let mut framer = started(4096, 3);
+        assert_eq!(
+            feed(&mut framer, b"<a><b><c/></b></a>").unwrap(),
+            vec![element(b"<a><b><c/></b></a>")]
+        );
+        let err = feed(&mut framer, b"<a><b><c><d>").unwrap_err();
+        assert!(matches!(err, FramingError::PolicyViolation(_)), "{err:?}");
+        let mut framer = started(4096, 3);
+        let err = feed(&mut framer, b"<a><b><c><d/>").unwrap_err();
+        assert!(matches!(err, FramingError::PolicyViolation(_)), "{err:?}");
+    }
+
+    #[test]
+    fn mismatched_end_tag_is_not_well_formed() {
+        let mut framer = started(4096, 16);
+        let err = feed(&mut framer, b"<a><b></a></b>").unwrap_err();
+        assert!(matches!(err, FramingError::NotWellFormed(_)), "{err:?}");
+    }
+
+    #[test]
+    fn a_tag_whose_name_is_markup_is_not_well_formed() {
+        let mut framer = started(1024, 8);
+        let err = feed(&mut framer, b"<iq type='set' id='g'><</iq>").unwrap_err();
+        assert!(matches!(err, FramingError::NotWellFormed(_)), "{err:?}");
+    }
+
+    #[test]
+    fn text_between_stanzas_is_not_well_formed() {
+        let mut framer = started(4096, 16);
+        let err = feed(&mut framer, b"<a/>garbage").unwrap_err();
+        assert!(matches!(err, FramingError::NotWellFormed(_)), "{err:?}");
+    }
+
+    #[test]
+    fn doctype_is_not_well_formed() {
+        let mut framer = Framer::new(4096, 16);
+        let err = feed(&mut framer, b"<!DOCTYPE x [<!ENTITY a 'b'>]>").unwrap_err();
+        assert!(matches!(err, FramingError::NotWellFormed(_)), "{err:?}");
+    }
+
+    #[test]
+    fn end_of_stream_is_reported() {
+        let mut framer = started(4096, 16);
+        assert_eq!(
+            feed(&mut framer, b"<a/></stream:stream>").unwrap(),
+            vec![element(b"<a/>"), Frame::StreamEnd]
+        );
+    }
+
+    #[test]
+    fn end_tag_names_may_carry_trailing_whitespace() {
+        let mut framer = started(4096, 16);
+        assert_eq!(
+            feed(&mut framer, b"<a><b></b ></a\n>").unwrap(),
+            vec![element(b"<a><b></b ></a\n>")]
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! The memory of tokens a provider declared dead, so they are answered without asking it again.
+//!
+//! A dead token keeps coming back until the XMPP server disables the registration, and asking the
+//! provider each time wastes a request and risks its throttling. Entries are as compact as the
+//! ratelimit's: a seeded 128-bit hash of the token and the time it is forgotten.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::clock::{ticks, Clock};
+use super::sweeper;
+use super::token_key::{new_token_map, table_bytes, TokenHasher, TokenMap};
+
+/// The tokens of one module that a provider declared dead, each until `remember` has passed.
+pub struct DeadTokens {
+    remember: Duration,
+    /// `remember` in ticks; zero means switched off.
+    remember_ticks: u64,
+    clock: Clock,
+    hasher: TokenHasher,
+    /// When each dead token is forgotten.
+    until: TokenMap<u64>,
+}
+
+impl DeadTokens {
+    /// Remembers each dead token for `remember`; `Duration::ZERO` switches the memory off.
+    pub fn new(remember: Duration) -> Self {
+        Self {
+            remember,
+            remember_ticks: ticks(remember),
+            clock: Clock::starting_now(),
+            hasher: TokenHasher::random(),
+            until: new_token_map(),
+        }
+    }
+
+    /// Whether a provider declared `token` dead less than `remember` ago.
+    pub fn is_dead(&self, token: &str) -> bool {
+        if self.remember_ticks == 0 {
+            return false;
+        }
+        let now = self.clock.now();
+        self.until
+            .get(&self.hasher.key(token))
+            .is_some_and(|until| *until > now)
+    }
+
+    /// Remembers `token` as dead for `remember` from now (again from now if it already was).
+    pub fn mark_dead(&self, token: &str) {
+        if self.remember_ticks == 0 {
+            return;
+        }
+        let until = self.clock.now().saturating_add(self.remember_ticks);
+        self.until.insert(self.hasher.key(token), until);
+    }
+
+    /// Forgets `token`: a later successful send proves it alive.
+    pub fn forget(&self, token: &str) {
+        self.until.remove(&self.hasher.key(token));
+    }
+
+    /// Drops the tokens whose time is up, and returns how many it dropped.
+    pub fn sweep(&self) -> usize {
+        let now = self.clock.now();
+        let mut removed = 0;
+        self.until.retain(|_, until| {
+            let expired = *until <= now;
+            removed += usize::from(expired);
+            !expired
+        });
+        removed
+    }
+
+    /// The number of tokens remembered (expired ones count until the next sweep).
+    pub fn len(&self) -> usize {
+        self.until.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.until.is_empty()
+    }
+
+    /// The heap the token table holds: its allocated buckets, used or not (tables never shrink).
+    pub fn table_bytes(&self) -> usize {
+        table_bytes(&self.until)
+    }
+
+    /// Sweeps every `remember`, or every 300 s if that is shorter (never more often than once a
+    /// second), until `shutdown`. With the memory switched off the task ends at once.
+    pub fn spawn_sweeper(self: &Arc<Self>, shutdown: CancellationToken) -> JoinHandle<()> {
+        if self.remember_ticks == 0 {
+            return sweeper::none();
+        }
+        let period = sweeper::period_for(self.remember);
+        sweeper::spawn(self, period, shutdown, Self::sweep, "dead-token")
+    }
+}
+
+impl std::fmt::Debug for DeadTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadTokens")
+            .field("remember", &self.remember)
+            .field("tokens", &self.len())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,165 @@
+//! Reply bytes from small templates: every reply is a fixed frame around the request's escaped
+//! `id`, `from` and `to`, so building one is a few memcpys into a buffer the caller reuses.
+
+use super::IqHeader;
+
+/// The error type: the only part of an error reply that XMPP servers act on (see the Replies
+/// table in ARCHITECTURE.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorType {
+    /// Give up on this request; servers may disable the registration.
+    Cancel,
+    /// Try again later; never disables anything.
+    Wait,
+    /// The request itself was wrong.
+    Modify,
+}
+
+impl ErrorType {
+    fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::Cancel => "cancel",
+            ErrorType::Wait => "wait",
+            ErrorType::Modify => "modify",
+        }
+    }
+}
+
+/// The defined stanza error conditions fpush answers with (RFC 6120, 8.3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    BadRequest,
+    ItemNotFound,
+    InternalServerError,
+    PolicyViolation,
+    RemoteServerTimeout,
+    ResourceConstraint,
+    ServiceUnavailable,
+}
+
+impl Condition {
+    fn as_str(self) -> &'static str {
+        match self {
+            Condition::BadRequest => "bad-request",
+            Condition::ItemNotFound => "item-not-found",
+            Condition::InternalServerError => "internal-server-error",
+            Condition::PolicyViolation => "policy-violation",
+            Condition::RemoteServerTimeout => "remote-server-timeout",
+            Condition::ResourceConstraint => "resource-constraint",
+            Condition::ServiceUnavailable => "service-unavailable",
+        }
+    }
+}
+
+/// What to answer an IQ with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply<'a> {
+    /// An empty `result` (a delivered push, a ping).
+    Result,
+    /// The disco#info answer: identity `pubsub/push` and the features an app server has.
+    DiscoInfo,
+    /// A stanza error; `text` is a short English sentence for the server's log.
+    Error {
+        kind: ErrorType,
+        condition: Condition,
+        text: Option<&'a str>,
+    },
+}
+
+const DISCO_INFO_PAYLOAD: &[u8] = b"<query xmlns='http://jabber.org/protocol/disco#info'>\
+<identity category='pubsub' type='push'/>\
+<feature var='http://jabber.org/protocol/disco#info'/>\
+<feature var='urn:xmpp:push:0'/></query>";
+
+const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+/// Appends the reply to `iq` to `out`: same `id`, `from` and `to` swapped (an empty address is
+/// left out rather than written empty).
+pub fn write_reply(iq: &IqHeader, reply: &Reply<'_>, out: &mut Vec<u8>) {
+    let kind: &[u8] = match reply {
+        Reply::Result | Reply::DiscoInfo => b"result",
+        Reply::Error { .. } => b"error",
+    };
+    out.extend_from_slice(b"<iq type='");
+    out.extend_from_slice(kind);
+    out.extend_from_slice(b"' id='");
+    escape_into(iq.id.as_bytes(), out);
+    out.push(b'\'');
+    if !iq.to.is_empty() {
+        out.extend_from_slice(b" from='");
+        escape_into(iq.to.as_bytes(), out);
+        out.push(b'\'');
+    }
+    if !iq.from.is_empty() {
+        out.extend_from_slice(b" to='");
+        escape_into(iq.from.as_bytes(), out);
+        out.push(b'\'');
+    }
+    match reply {
+        Reply::Result => out.extend_from_slice(b"/>"),
+        Reply::DiscoInfo => {
+            out.push(b'>');
+            out.extend_from_slice(DISCO_INFO_PAYLOAD);
+            out.extend_from_slice(b"</iq>");
+        }
+        Reply::Error {
+            kind,
+            condition,
+            text,
+        } => {
+            out.extend_from_slice(b"><error type='");
+            out.extend_from_slice(kind.as_str().as_bytes());
+            out.extend_from_slice(b"'><");
+            out.extend_from_slice(condition.as_str().as_bytes());
+            out.extend_from_slice(b" xmlns='");
+            out.extend_from_slice(NS_STANZAS.as_bytes());
+            out.extend_from_slice(b"'/>");
+            if let Some(text) = text {
+                out.extend_from_slice(b"<text xmlns='");
+                out.extend_from_slice(NS_STANZAS.as_bytes());
+                out.extend_from_slice(b"'>");
+                escape_into(text.as_bytes(), out);
+                out.extend_from_slice(b"</text>");
+            }
+            out.extend_from_slice(b"</error></iq>");
+        }
+    }
+}
+
+/// Escapes for both character data and single- or double-quoted attribute values.
+fn escape_into(raw: &[u8], out: &mut Vec<u8>) {
+    let mut copied = 0;
+    for (i, byte) in raw.iter().enumerate() {
+        let entity: &[u8] = match byte {
+            b'&' => b"&amp;",
+            b'<' => b"&lt;",
+            b'>' => b"&gt;",
+            b'\'' => b"&apos;",
+            b'"' => b"&quot;",
+            _ => continue,
+        };
+        out.extend_from_slice(&raw[copied..i]);
+        out.extend_from_slice(entity);
+        copied = i + 1;
+    }
+    out.extend_from_slice(&raw[copied..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_replaces_every_markup_character() {
+        let mut out = Vec::new();
+        escape_into(b"a&b<c>d'e\"f", &mut out);
+        assert_eq!(out, b"a&amp;b&lt;c&gt;d&apos;e&quot;f");
+    }
+
+    #[test]
+    fn plain_values_are_copied_unchanged() {
+        let mut out = Vec::new();
+        escape_into(b"push.example.org", &mut out);
+        assert_eq!(out, b"push.example.org");
+    }
+}

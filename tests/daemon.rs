@@ -1,0 +1,372 @@
+//! The `fpush` binary against an in-process XMPP server speaking `jabber:component:accept`:
+//! every row of the reply table that needs no real provider, the ratelimit seen from the XMPP
+//! side, reconnects with pushes in flight, limits, and an orderly SIGTERM.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+async fn connect(server: &mut FakeXmppServer) -> ComponentLink {
+    server.accept(WAIT).await.expect("fpush connects")
+}
+
+#[tokio::test]
+async fn push_for_the_demo_module_gets_a_result() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let _fpush = Daemon::start(&settings(&server, &demo_module(None, "0s"), ""));
+    let mut link = connect(&mut server).await;
+    assert_eq!(link.component_jid, JID);
+
+    link.send(&push_iq("p1", "token-aaaa", Some("demo")))
+        .await
+        .unwrap();
+    assert_result(&link.next_stanza(WAIT).await.unwrap(), "p1");
+    // Without pushModule the default module takes it.
+    link.send(&push_iq("p2", "token-bbbb", None)).await.unwrap();
+    assert_result(&link.next_stanza(WAIT).await.unwrap(), "p2");
+}
+
+#[tokio::test]
+async fn the_captured_prosody_and_ejabberd_iqs_are_delivered() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    // Both captures name the module `fcm`: here a demo module carries that id.
+    let modules = r#"{ "fcm": { "type": "demo", "ratelimit": { "enabled": false } } }"#;
+    let _fpush = Daemon::start(&settings(&server, modules, ""));
+    let mut link = connect(&mut server).await;
+    for name in ["prosody-0.12-push-iq.xml", "ejabberd-23.01-push-iq.xml"] {
+        let iq = std::fs::read_to_string(fixture(name)).unwrap();
+        link.send(&iq).await.unwrap();
+        let reply = link.next_stanza(WAIT).await.unwrap();
+        assert_eq!(reply.kind(), Some("result"), "{name}: {}", reply.raw);
+        assert_eq!(reply.attr("to"), Some("localhost"));
+        assert_eq!(reply.attr("from"), Some("push.localhost"));
+    }
+}
+
+#[tokio::test]
+async fn unknown_module_is_item_not_found_even_with_a_default() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let _fpush = Daemon::start(&settings(&server, &demo_module(None, "0s"), ""));
+    let mut link = connect(&mut server).await;
+    link.send(&push_iq("u1", "token-aaaa", Some("otherApp")))
+        .await
+        .unwrap();
+    let reply = link.next_stanza(WAIT).await.unwrap();
+    assert_error(&reply, "u1", "cancel", "item-not-found");
+    assert!(reply.text.contains("otherApp"), "{}", reply.raw);
+}
+
+#[tokio::test]
+async fn no_module_and_no_default_is_item_not_found() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let modules = r#"{ "app": { "type": "demo" } }"#;
+    let _fpush = Daemon::start(&settings(&server, modules, ""));
+    let mut link = connect(&mut server).await;
+    link.send(&push_iq("n1", "token-aaaa", None)).await.unwrap();
+    assert_error(
+        &link.next_stanza(WAIT).await.unwrap(),
+        "n1",
+        "cancel",
+        "item-not-found",
+    );
+}
+
+#[tokio::test]
+async fn ratelimit_sends_queues_one_and_rejects_the_rest_even_with_one_reused_id() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let _fpush = Daemon::start(&settings(&server, &demo_module(Some("1s"), "0s"), ""));
+    let mut link = connect(&mut server).await;
+    // Prosody reuses one id for every push of a registration: all must be answered.
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        link.send(&push_iq("same-id", "token-rl", None))
+            .await
+            .unwrap();
+    }
+    // The first is sent and the third rejected at once (in either order); the second waits.
+    let mut immediate = link.collect(2, WAIT).await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(900));
+    immediate.sort_by_key(|s| s.kind().map(str::to_owned));
+    assert_error(&immediate[0], "same-id", "wait", "resource-constraint");
+    assert_result(&immediate[1], "same-id");
+    let queued = link.next_stanza(WAIT).await.unwrap();
+    assert_result(&queued, "same-id");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "the queued push went out before the window ended"
+    );
+    // Another token is independent.
+    link.send(&push_iq("other", "token-other", None))
+        .await
+        .unwrap();
+    assert_result(&link.next_stanza(WAIT).await.unwrap(), "other");
+}
+
+#[tokio::test]
+async fn reject_with_result_answers_rejected_pushes_with_a_result() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let modules = r#"{ "demo": { "type": "demo", "is_default_module": true,
+        "ratelimit": { "ratelimitTime": "30s", "rejectWith": "result" } } }"#;
+    let _fpush = Daemon::start(&settings(&server, modules, ""));
+    let mut link = connect(&mut server).await;
+    for id in ["r1", "r2", "r3"] {
+        link.send(&push_iq(id, "token-rr", None)).await.unwrap();
+    }
+    // r1 sent, r2 queued for 30 s, r3 rejected — with a result (replies in either order).
+    let mut ids: Vec<String> = link
+        .collect(2, WAIT)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_result(s, s.attr("id").unwrap_or_default());
+            s.attr("id").unwrap_or_default().to_owned()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["r1", "r3"]);
+}
+
+#[tokio::test]
+async fn disco_ping_and_other_iqs_are_answered_per_the_table() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let _fpush = Daemon::start(&settings(&server, &demo_module(None, "0s"), ""));
+    let mut link = connect(&mut server).await;
+
+    link.send(
+        "<iq type='get' id='d1' from='localhost' to='push.localhost'>\
+         <query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+    )
+    .await
+    .unwrap();
+    let disco = link.next_stanza(WAIT).await.unwrap();
+    assert_eq!(disco.kind(), Some("result"), "{}", disco.raw);
+    assert_eq!(disco.attr("id"), Some("d1"));
+    assert!(disco
+        .identities
+        .contains(&("pubsub".to_owned(), "push".to_owned())));
+    assert!(disco.features.contains(&"urn:xmpp:push:0".to_owned()));
+    assert!(disco
+        .features
+        .contains(&"http://jabber.org/protocol/disco#info".to_owned()));
+
+    link.send(
+        "<iq type='get' id='ping1' from='localhost' to='push.localhost'>\
+         <ping xmlns='urn:xmpp:ping'/></iq>",
+    )
+    .await
+    .unwrap();
+    let pong = link.next_stanza(WAIT).await.unwrap();
+    assert_eq!(pong.kind(), Some("result"));
+    assert_eq!(pong.attr("id"), Some("ping1"));
+
+    link.send(
+        "<iq type='get' id='v1' from='localhost' to='push.localhost'>\
+         <query xmlns='jabber:iq:version'/></iq>",
+    )
+    .await
+    .unwrap();
+    assert_error(
+        &link.next_stanza(WAIT).await.unwrap(),
+        "v1",
+        "cancel",
+        "service-unavailable",
+    );
+}
+
+#[tokio::test]
+async fn results_errors_messages_and_presence_are_never_answered() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let _fpush = Daemon::start(&settings(&server, &demo_module(None, "0s"), ""));
+    let mut link = connect(&mut server).await;
+    link.send(
+        "<iq type='result' id='x1' from='localhost' to='push.localhost'/>\
+         <iq type='error' id='x2' from='localhost' to='push.localhost'><error type='cancel'>\
+         <item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>\
+         <message from='a@localhost' to='push.localhost'><body>hi</body></message>\
+         <presence from='a@localhost' to='push.localhost'/>\
+         <iq type='get' id='last' from='localhost' to='push.localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+    )
+    .await
+    .unwrap();
+    // The first answer is the one to the final ping: nothing before it was answered.
+    let reply = link.next_stanza(WAIT).await.unwrap();
+    assert_eq!(reply.attr("id"), Some("last"), "{}", reply.raw);
+}
+
+#[tokio::test]
+async fn malformed_pushes_get_bad_request() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let _fpush = Daemon::start(&settings(&server, &demo_module(None, "0s"), ""));
+    let mut link = connect(&mut server).await;
+    let no_node = "<iq type='set' id='b1' from='localhost' to='push.localhost'>\
+        <pubsub xmlns='http://jabber.org/protocol/pubsub'><publish><item/></publish></pubsub></iq>";
+    link.send(no_node).await.unwrap();
+    assert_error(
+        &link.next_stanza(WAIT).await.unwrap(),
+        "b1",
+        "modify",
+        "bad-request",
+    );
+    link.send(&push_iq("b2", "token with spaces", None))
+        .await
+        .unwrap();
+    assert_error(
+        &link.next_stanza(WAIT).await.unwrap(),
+        "b2",
+        "modify",
+        "bad-request",
+    );
+    let long_token = "a".repeat(5000);
+    link.send(&push_iq("b3", &long_token, None)).await.unwrap();
+    assert_error(
+        &link.next_stanza(WAIT).await.unwrap(),
+        "b3",
+        "modify",
+        "bad-request",
+    );
+}
+
+#[tokio::test]
+async fn a_stanza_split_over_many_reads_is_reassembled() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let _fpush = Daemon::start(&settings(&server, &demo_module(None, "0s"), ""));
+    let mut link = connect(&mut server).await;
+    let iq = push_iq("split", "token-split", None);
+    link.send_chunked(iq.as_bytes(), 7).await.unwrap();
+    assert_result(&link.next_stanza(WAIT).await.unwrap(), "split");
+}
+
+#[tokio::test]
+async fn oversized_stanza_gets_policy_violation_and_the_link_stays_up() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let limits = r#""limits": { "maxStanzaSize": 4096 },"#;
+    let _fpush = Daemon::start(&settings(&server, &demo_module(None, "0s"), limits));
+    let mut link = connect(&mut server).await;
+    let padding = "x".repeat(10_000);
+    let big = format!(
+        "<iq type='set' id='big' from='localhost' to='push.localhost'>\
+         <pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='t'><item>{padding}</item>\
+         </publish></pubsub></iq>"
+    );
+    link.send(&big).await.unwrap();
+    assert_error(
+        &link.next_stanza(WAIT).await.unwrap(),
+        "big",
+        "modify",
+        "policy-violation",
+    );
+    link.send(&push_iq("after", "token-after", None))
+        .await
+        .unwrap();
+    assert_result(&link.next_stanza(WAIT).await.unwrap(), "after");
+}
+
+#[tokio::test]
+async fn garbage_closes_the_stream_and_fpush_reconnects() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let _fpush = Daemon::start(&settings(&server, &demo_module(None, "0s"), ""));
+    let mut link = connect(&mut server).await;
+    link.send("<iq type='set' id='g'><</iq>").await.unwrap();
+    let error = link.next_stanza(WAIT).await.unwrap();
+    assert_eq!(error.name, "error", "{}", error.raw);
+    assert_eq!(
+        error.descendants.first().map(String::as_str),
+        Some("not-well-formed")
+    );
+    link.expect_close(WAIT).await.unwrap();
+    let mut again = connect(&mut server).await;
+    again
+        .send(&push_iq("fresh", "token-fresh", None))
+        .await
+        .unwrap();
+    assert_result(&again.next_stanza(WAIT).await.unwrap(), "fresh");
+}
+
+#[tokio::test]
+async fn replies_of_pushes_in_flight_go_out_on_the_new_stream() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let _fpush = Daemon::start(&settings(&server, &demo_module(None, "700ms"), ""));
+    let mut link = connect(&mut server).await;
+    for i in 0..5 {
+        link.send(&push_iq(&format!("f{i}"), &format!("token-{i}"), None))
+            .await
+            .unwrap();
+    }
+    // Let fpush read them, then cut the link while the pushes are at the "provider".
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    link.drop_connection();
+    let mut again = connect(&mut server).await;
+    let mut ids: Vec<String> = again
+        .collect(5, WAIT)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_eq!(s.kind(), Some("result"), "{}", s.raw);
+            s.attr("id").unwrap_or_default().to_owned()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["f0", "f1", "f2", "f3", "f4"]);
+}
+
+#[tokio::test]
+async fn wrong_secret_is_logged_and_retried() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let fpush = Daemon::start(&settings(&server, &demo_module(None, "0s"), ""));
+    server.accept_and_reject(WAIT).await.unwrap();
+    // fpush retries after xmppconnectionError (200 ms here) and gets in this time.
+    let mut link = connect(&mut server).await;
+    link.send(&push_iq("ok", "token-ok", None)).await.unwrap();
+    assert_result(&link.next_stanza(WAIT).await.unwrap(), "ok");
+    let log = fpush.log();
+    assert!(
+        log.contains("not-authorized") || log.to_lowercase().contains("secret"),
+        "the log should say the secret was refused:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn overload_answers_wait_instead_of_queueing() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let limits = r#""limits": { "maxConcurrentPushes": 1 },"#;
+    let _fpush = Daemon::start(&settings(&server, &demo_module(None, "500ms"), limits));
+    let mut link = connect(&mut server).await;
+    link.send(&push_iq("o1", "token-1", None)).await.unwrap();
+    link.send(&push_iq("o2", "token-2", None)).await.unwrap();
+    assert_error(
+        &link.next_stanza(WAIT).await.unwrap(),
+        "o2",
+        "wait",
+        "resource-constraint",
+    );
+    assert_result(&link.next_stanza(WAIT).await.unwrap(), "o1");
+}
+
+#[tokio::test]
+async fn sigterm_finishes_pushes_in_flight_then_closes_the_stream() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let mut fpush = Daemon::start(&settings(&server, &demo_module(Some("1s"), "400ms"), ""));
+    let mut link = connect(&mut server).await;
+    link.send(&push_iq("t1", "token-t", None)).await.unwrap();
+    // A second push for the same token is queued for the window's end: shutdown answers it wait.
+    link.send(&push_iq("t2", "token-t", None)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    fpush.terminate();
+    let replies = link.collect(2, WAIT).await.unwrap();
+    let queued = replies
+        .iter()
+        .find(|r| r.kind() == Some("error"))
+        .expect("the queued push is answered");
+    assert_error(queued, "t2", "wait", "internal-server-error");
+    let sent = replies
+        .iter()
+        .find(|r| r.kind() == Some("result"))
+        .expect("the push in flight finishes");
+    assert_result(sent, "t1");
+    link.expect_close(WAIT).await.unwrap();
+    assert!(fpush.wait(WAIT).success());
+}

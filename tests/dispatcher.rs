@@ -1,0 +1,342 @@
+//! The dispatcher with a scripted provider, on tokio's paused clock: every provider outcome maps
+//! to its reply, dead tokens are remembered, the wipe guard holds, the ratelimit is exact for a
+//! burst, the in-flight bound answers `wait`, and shutdown answers every push.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fpush::component::{reply_channel, Inbound, ReplyReceiver};
+use fpush::config::{ModuleType, RejectWith};
+use fpush::dispatcher::{Dispatcher, WipeGuard};
+use fpush::modules::{Module, ModuleSet};
+use fpush::ratelimit::{DeadTokens, RatelimitConfig, Ratelimiter};
+use fpush_testkit::xmpp::{prosody_push_iq, Stanza};
+use fpush_traits::{
+    async_trait, DeadTokenReason, Delivered, PushError, PushNotification, PushTrait,
+};
+
+type Outcome = Result<Delivered, PushError>;
+
+/// A provider whose answers are scripted per token (default: delivered) and that counts calls.
+/// With a gate, each call waits for a permit, so tests decide when pushes leave the "provider".
+#[derive(Default)]
+struct ScriptedProvider {
+    script: Mutex<HashMap<String, VecDeque<Outcome>>>,
+    calls: Mutex<HashMap<String, usize>>,
+    total: AtomicUsize,
+    gate: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl ScriptedProvider {
+    fn answer(&self, token: &str, outcome: Outcome) {
+        self.script
+            .lock()
+            .unwrap()
+            .entry(token.to_owned())
+            .or_default()
+            .push_back(outcome);
+    }
+
+    fn calls_for(&self, token: &str) -> usize {
+        self.calls.lock().unwrap().get(token).copied().unwrap_or(0)
+    }
+}
+
+#[async_trait]
+impl PushTrait for ScriptedProvider {
+    async fn send(&self, notification: &PushNotification) -> Outcome {
+        self.total.fetch_add(1, Ordering::SeqCst);
+        *self
+            .calls
+            .lock()
+            .unwrap()
+            .entry(notification.token.clone())
+            .or_default() += 1;
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.unwrap().forget();
+        }
+        self.script
+            .lock()
+            .unwrap()
+            .get_mut(&notification.token)
+            .and_then(VecDeque::pop_front)
+            .unwrap_or(Ok(Delivered::default()))
+    }
+}
+
+struct Harness {
+    dispatcher: Dispatcher,
+    replies: ReplyReceiver,
+    provider: Arc<ScriptedProvider>,
+    next_id: usize,
+}
+
+impl Harness {
+    fn new(provider: ScriptedProvider, window: Option<Duration>, max_in_flight: usize) -> Self {
+        let provider = Arc::new(provider);
+        let module = Module {
+            id: "app".into(),
+            module_type: ModuleType::Demo,
+            push: provider.clone(),
+            ratelimit: Arc::new(Ratelimiter::new(RatelimitConfig {
+                enabled: window.is_some(),
+                window: window.unwrap_or(Duration::from_secs(20)),
+                cleanup_interval: Duration::from_secs(300),
+            })),
+            reject_with: RejectWith::Wait,
+            dead_tokens: Arc::new(DeadTokens::new(Duration::from_secs(3600))),
+            wipe_guard: WipeGuard::default(),
+        };
+        let modules = Arc::new(ModuleSet::from_modules(vec![(module, true)]));
+        let (sender, replies) = reply_channel();
+        Harness {
+            dispatcher: Dispatcher::new(modules, max_in_flight, sender),
+            replies,
+            provider,
+            next_id: 0,
+        }
+    }
+
+    /// Hand one push to the dispatcher; returns its IQ id.
+    fn push(&mut self, token: &str) -> String {
+        self.next_id += 1;
+        let id = format!("iq-{}", self.next_id);
+        let iq = prosody_push_iq(&id, "localhost", "push.localhost", token, Some("app"));
+        self.dispatcher
+            .handle(Inbound::Stanza(bytes::Bytes::from(iq.into_bytes())));
+        id
+    }
+
+    async fn reply(&mut self) -> Stanza {
+        let bytes = tokio::time::timeout(Duration::from_secs(3600), self.replies.recv())
+            .await
+            .expect("a reply in time")
+            .expect("reply channel open");
+        Stanza::parse(String::from_utf8(bytes).unwrap()).unwrap()
+    }
+
+    /// Replies available without waiting for the clock.
+    async fn settle(&mut self) -> Vec<Stanza> {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let mut out = Vec::new();
+        while let Some(bytes) = self.replies.try_recv() {
+            out.push(Stanza::parse(String::from_utf8(bytes).unwrap()).unwrap());
+        }
+        out
+    }
+}
+
+fn error_of(stanza: &Stanza) -> (Option<&str>, Option<&str>) {
+    (
+        stanza.error_type.as_deref(),
+        stanza.error_condition.as_deref(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_provider_outcome_maps_to_its_reply() {
+    let provider = ScriptedProvider::default();
+    let cases: Vec<(&str, Outcome, Option<(&str, &str)>)> = vec![
+        ("ok", Ok(Delivered::default()), None),
+        (
+            "dead",
+            Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
+            Some(("cancel", "item-not-found")),
+        ),
+        (
+            "bad",
+            Err(PushError::TokenInvalid(DeadTokenReason::BadToken)),
+            Some(("cancel", "item-not-found")),
+        ),
+        (
+            "throttled",
+            Err(PushError::ProviderThrottled { retry_after: None }),
+            Some(("wait", "resource-constraint")),
+        ),
+        (
+            "timeout",
+            Err(PushError::Timeout),
+            Some(("wait", "remote-server-timeout")),
+        ),
+        (
+            "transient",
+            Err(PushError::Transient("503".into())),
+            Some(("wait", "internal-server-error")),
+        ),
+        (
+            "misconfigured",
+            Err(PushError::Misconfigured("bad key".into())),
+            Some(("wait", "internal-server-error")),
+        ),
+    ];
+    for (token, outcome, _) in &cases {
+        provider.answer(token, outcome.clone());
+    }
+    let mut harness = Harness::new(provider, None, 100);
+    for (token, _, expected) in &cases {
+        let id = harness.push(token);
+        let reply = harness.reply().await;
+        assert_eq!(reply.attr("id"), Some(id.as_str()), "{token}");
+        match expected {
+            None => assert_eq!(reply.kind(), Some("result"), "{token}: {}", reply.raw),
+            Some((kind, condition)) => {
+                assert_eq!(reply.kind(), Some("error"), "{token}");
+                assert_eq!(error_of(&reply), (Some(*kind), Some(*condition)), "{token}");
+            }
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dead_tokens_are_answered_without_asking_the_provider_again() {
+    let provider = ScriptedProvider::default();
+    provider.answer(
+        "gone",
+        Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
+    );
+    let mut harness = Harness::new(provider, None, 100);
+    harness.push("gone");
+    assert_eq!(
+        error_of(&harness.reply().await),
+        (Some("cancel"), Some("item-not-found"))
+    );
+    harness.push("gone");
+    assert_eq!(
+        error_of(&harness.reply().await),
+        (Some("cancel"), Some("item-not-found"))
+    );
+    assert_eq!(harness.provider.calls_for("gone"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn not_for_this_app_answers_for_everyone_are_treated_as_misconfiguration() {
+    let provider = ScriptedProvider::default();
+    for i in 0..30 {
+        provider.answer(
+            &format!("t{i}"),
+            Err(PushError::TokenInvalid(DeadTokenReason::NotForThisApp)),
+        );
+    }
+    let mut harness = Harness::new(provider, None, 100);
+    let mut cancels = 0;
+    let mut waits = 0;
+    for i in 0..30 {
+        harness.push(&format!("t{i}"));
+        match error_of(&harness.reply().await) {
+            (Some("cancel"), Some("item-not-found")) => cancels += 1,
+            (Some("wait"), Some("internal-server-error")) => waits += 1,
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+    // The guard trips at the 20th distinct token; from then on nothing is disabled.
+    assert_eq!(cancels, 19);
+    assert_eq!(waits, 11);
+    // A success proves the configuration works again: the next such answer is believed.
+    harness.push("works");
+    assert_eq!(harness.reply().await.kind(), Some("result"));
+    harness.provider.answer(
+        "t-late",
+        Err(PushError::TokenInvalid(DeadTokenReason::NotForThisApp)),
+    );
+    harness.push("t-late");
+    assert_eq!(
+        error_of(&harness.reply().await),
+        (Some("cancel"), Some("item-not-found"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_for_one_token_sends_one_queues_one_and_rejects_the_rest() {
+    let mut harness = Harness::new(
+        ScriptedProvider::default(),
+        Some(Duration::from_secs(20)),
+        10_000,
+    );
+    for _ in 0..1000 {
+        harness.push("hot-token");
+    }
+    let immediate = harness.settle().await;
+    let results = immediate
+        .iter()
+        .filter(|r| r.kind() == Some("result"))
+        .count();
+    let waits = immediate
+        .iter()
+        .filter(|r| error_of(r) == (Some("wait"), Some("resource-constraint")))
+        .count();
+    assert_eq!((results, waits, immediate.len()), (1, 998, 999));
+    assert_eq!(harness.provider.calls_for("hot-token"), 1);
+
+    // The queued one goes out when the window ends, and is answered then.
+    tokio::time::advance(Duration::from_secs(19)).await;
+    assert!(harness.settle().await.is_empty());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let later = harness.settle().await;
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].kind(), Some("result"));
+    assert_eq!(harness.provider.calls_for("hot-token"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_in_flight_bound_answers_wait_and_queued_pushes_hold_no_slot() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let provider = ScriptedProvider {
+        gate: Some(gate.clone()),
+        ..Default::default()
+    };
+    let mut harness = Harness::new(provider, Some(Duration::from_secs(5)), 2);
+    harness.push("a");
+    harness.push("a"); // queued for 5 s: holds no slot
+    harness.push("b");
+    let overflow = harness.push("c");
+    let now = harness.settle().await;
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].attr("id"), Some(overflow.as_str()));
+    assert_eq!(
+        error_of(&now[0]),
+        (Some("wait"), Some("resource-constraint"))
+    );
+    assert_eq!(harness.dispatcher.in_flight(), 2);
+    gate.add_permits(10);
+    let done = harness.settle().await;
+    assert_eq!(
+        done.iter().filter(|r| r.kind() == Some("result")).count(),
+        2
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_answers_queued_pushes_and_those_still_at_the_provider() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let provider = ScriptedProvider {
+        gate: Some(gate.clone()),
+        ..Default::default()
+    };
+    let mut harness = Harness::new(provider, Some(Duration::from_secs(20)), 100);
+    let stuck = harness.push("slow");
+    let queued = harness.push("slow");
+    assert!(harness.settle().await.is_empty());
+    let Harness {
+        dispatcher,
+        mut replies,
+        ..
+    } = harness;
+    dispatcher.shutdown(Duration::from_secs(10)).await;
+    let mut answered = Vec::new();
+    while let Some(bytes) = replies.try_recv() {
+        answered.push(Stanza::parse(String::from_utf8(bytes).unwrap()).unwrap());
+    }
+    assert_eq!(answered.len(), 2);
+    for reply in &answered {
+        assert_eq!(
+            error_of(reply),
+            (Some("wait"), Some("internal-server-error"))
+        );
+    }
+    let ids: Vec<_> = answered.iter().filter_map(|r| r.attr("id")).collect();
+    assert!(ids.contains(&queued.as_str()) && ids.contains(&stuck.as_str()));
+}

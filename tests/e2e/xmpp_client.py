@@ -1,0 +1,200 @@
+"""A real XMPP client (slixmpp) doing what a phone app does: log in, enable XEP-0357 push with a
+publish-options form, go offline or lose its connection, and, as a second user, send messages.
+
+Each action runs in its own asyncio loop, so tests call plain functions. Also a small command
+line for scripts/demo.sh:
+    python3 tests/e2e/xmpp_client.py enable-push JID PASSWORD PORT PUSH_JID TOKEN PUSH_MODULE
+    python3 tests/e2e/xmpp_client.py send JID PASSWORD PORT TO BODY...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import sys
+import xml.etree.ElementTree as ET
+from typing import Iterable, Optional
+
+import slixmpp
+
+NS_PUSH = "urn:xmpp:push:0"
+NS_DATA = "jabber:x:data"
+PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
+CONNECT_TIMEOUT = 20.0
+
+
+class ClientError(AssertionError):
+    """The client could not do what the test asked (login failed, enable refused, …)."""
+
+
+class Client(slixmpp.ClientXMPP):
+    """A logged-in session; plaintext on loopback (the test servers run without TLS)."""
+
+    def __init__(self, jid: str, password: str, stream_management: bool = False) -> None:
+        # SCRAM is safe without TLS, and the test servers have no TLS on loopback.
+        super().__init__(jid, password, plugin_config={"feature_mechanisms": {"unencrypted_scram": True}})
+        self.enable_direct_tls = False
+        self.enable_starttls = False
+        self.enable_plaintext = True
+        self.register_plugin("xep_0030")
+        self.stream_management = stream_management
+        if stream_management:
+            self.register_plugin("xep_0198")
+        loop = asyncio.get_running_loop()
+        self._ready: asyncio.Future = loop.create_future()
+        self._sm_enabled: asyncio.Future = loop.create_future()
+        self.add_event_handler("session_start", self._on_session_start)
+        self.add_event_handler("sm_enabled", self._on_sm_enabled)
+        self.add_event_handler("failed_auth", self._on_failure)
+        self.add_event_handler("connection_failed", self._on_failure)
+        self.add_event_handler("disconnected", self._on_failure)
+
+    def _on_session_start(self, _event) -> None:
+        # No presence on purpose: the session only exists to enable push, and it must not look
+        # like an available resource that messages would be delivered to.
+        if not self._ready.done():
+            self._ready.set_result(True)
+
+    def _on_sm_enabled(self, _event) -> None:
+        if not self._sm_enabled.done():
+            self._sm_enabled.set_result(True)
+
+    def _on_failure(self, event) -> None:
+        for future in (self._ready, self._sm_enabled):
+            if not future.done():
+                future.set_exception(ClientError(f"{self.boundjid.bare}: could not log in ({event})"))
+
+    async def login(self, port: int) -> "Client":
+        self.connect("127.0.0.1", port)
+        try:
+            await asyncio.wait_for(self._ready, CONNECT_TIMEOUT)
+            if self.stream_management:
+                await asyncio.wait_for(self._sm_enabled, CONNECT_TIMEOUT)
+        except asyncio.TimeoutError as err:
+            raise ClientError(f"{self.boundjid.bare}: no session within {CONNECT_TIMEOUT}s") from err
+        return self
+
+    async def enable_push(self, push_jid: str, token: str, push_module: str, secret: str) -> None:
+        """XEP-0357 enable, with the publish-options form Conversations-style clients send."""
+        enable = ET.Element(f"{{{NS_PUSH}}}enable", {"jid": push_jid, "node": token})
+        form = ET.SubElement(enable, f"{{{NS_DATA}}}x", {"type": "submit"})
+        for var, value in (("FORM_TYPE", PUBLISH_OPTIONS), ("pushModule", push_module), ("secret", secret)):
+            field = ET.SubElement(form, f"{{{NS_DATA}}}field", {"var": var})
+            ET.SubElement(field, f"{{{NS_DATA}}}value").text = value
+        iq = self.make_iq_set()
+        iq.append(enable)
+        try:
+            await iq.send(timeout=CONNECT_TIMEOUT)
+        except slixmpp.exceptions.IqError as err:
+            raise ClientError(f"push enable refused: {err.iq}") from err
+
+    def send_messages(self, to: str, bodies: Iterable[str]) -> None:
+        for body in bodies:
+            self.send_message(mto=to, mbody=body, mtype="chat")
+
+    async def log_out(self) -> None:
+        """Closes the stream properly: the server ends the session, the user is offline.
+        The server has handled everything sent before once it closes its side."""
+        self.del_event_handler("disconnected", self._on_failure)
+        await self.disconnect(wait=5.0)
+
+    async def drop_connection(self) -> None:
+        """Loses the TCP connection without closing the stream, as a phone going out of
+        coverage does: the stream-management session stays resumable (hibernates) on the server.
+
+        Everything received is acknowledged first; otherwise the servers push at once for the
+        unacknowledged stanzas (the enable result), before any message arrives."""
+        self.del_event_handler("disconnected", self._on_failure)
+        self["xep_0198"].send_ack()
+        await self.waiting_queue.join()  # the ack is written to the socket
+        lost = self.wait_until("disconnected", CONNECT_TIMEOUT)
+        self.transport.close()  # FIN after the ack, but no </stream:stream>
+        await lost
+
+
+def _run(coro):
+    """Runs one client scenario in a fresh loop and leaves nothing of it behind."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        # slixmpp keeps background tasks per client: end them while the loop still runs, and
+        # collect the clients now (their finalizers talk to the loop).
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        del coro
+        gc.collect()
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def enable_push(
+    jid: str,
+    password: str,
+    port: int,
+    push_jid: str,
+    token: str,
+    push_module: str,
+    secret: str = "app-secret-xyz",
+    then: str = "log_out",
+) -> None:
+    """Logs in, enables push for `token`, then logs out (`then="log_out"`: the user is offline)
+    or drops the connection of a stream-management session (`then="drop"`)."""
+    if then not in ("log_out", "drop"):
+        raise ValueError(f"unknown way to leave: {then}")
+
+    async def scenario() -> None:
+        client = await Client(jid, password, stream_management=(then == "drop")).login(port)
+        await client.enable_push(push_jid, token, push_module, secret)
+        if then == "drop":
+            await client.drop_connection()
+        else:
+            await client.log_out()
+
+    _run(scenario())
+
+
+def send_messages(jid: str, password: str, port: int, to: str, bodies: Iterable[str]) -> None:
+    """Logs in as the sender, sends chat messages to `to` in order, and logs out cleanly."""
+    bodies = list(bodies)
+
+    async def scenario() -> None:
+        client = await Client(jid, password).login(port)
+        client.send_messages(to, bodies)
+        await client.log_out()
+
+    _run(scenario())
+
+
+def main(argv: Optional[list] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log the XMPP traffic")
+    sub = parser.add_subparsers(dest="command", required=True)
+    enable = sub.add_parser("enable-push", help="log in, enable push, log out")
+    for name in ("jid", "password", "port", "push_jid", "token", "push_module"):
+        enable.add_argument(name)
+    send = sub.add_parser("send", help="log in and send chat messages")
+    for name in ("jid", "password", "port", "to"):
+        send.add_argument(name)
+    send.add_argument("bodies", nargs="+")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.CRITICAL)
+    try:
+        if args.command == "enable-push":
+            enable_push(args.jid, args.password, int(args.port), args.push_jid, args.token, args.push_module)
+            print(f"{args.jid}: push enabled at {args.push_jid} (token {args.token}), now offline")
+        else:
+            send_messages(args.jid, args.password, int(args.port), args.to, args.bodies)
+            print(f"{args.jid}: sent {len(args.bodies)} message(s) to {args.to}")
+    except ClientError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

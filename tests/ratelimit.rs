@@ -1,0 +1,347 @@
+//! The ratelimit and the dead-token memory through their public API: the send / queue / reject
+//! sequence on tokio's paused clock, exactness under concurrency, the sweep and its task, and the
+//! memory one cached token costs.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fpush::ratelimit::{DeadTokens, Decision, RatelimitConfig, Ratelimiter};
+use tokio::time::{sleep, Instant};
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "6d2b1f0c9a8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a392817060f5e";
+const OTHER: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+fn limiter(window_secs: u64, cleanup_secs: u64) -> Ratelimiter {
+    Ratelimiter::new(RatelimitConfig {
+        enabled: true,
+        window: Duration::from_secs(window_secs),
+        cleanup_interval: Duration::from_secs(cleanup_secs),
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_push_is_sent_second_is_queued_for_the_window_end_third_is_rejected() {
+    let limiter = limiter(20, 300);
+    let first = Instant::now();
+    assert_eq!(limiter.check(TOKEN), Decision::Send);
+
+    sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        limiter.check(TOKEN),
+        Decision::SendAt(first + Duration::from_secs(20))
+    );
+
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(limiter.check(TOKEN), Decision::Reject);
+    assert_eq!(limiter.check(TOKEN), Decision::Reject);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_window_restarts_at_the_queued_send() {
+    let limiter = limiter(20, 300);
+    let first = Instant::now();
+    assert_eq!(limiter.check(TOKEN), Decision::Send);
+    let queued_at = first + Duration::from_secs(20);
+    assert_eq!(limiter.check(TOKEN), Decision::SendAt(queued_at));
+
+    // Until the queued send has happened, everything else is turned away.
+    tokio::time::sleep_until(queued_at - Duration::from_millis(1)).await;
+    assert_eq!(limiter.check(TOKEN), Decision::Reject);
+
+    // Once it has, the next push waits for a whole window from the queued send, not from the first.
+    tokio::time::sleep_until(queued_at + Duration::from_secs(1)).await;
+    assert_eq!(
+        limiter.check(TOKEN),
+        Decision::SendAt(queued_at + Duration::from_secs(20))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_the_window_a_push_is_sent_at_once() {
+    let limiter = limiter(20, 300);
+    assert_eq!(limiter.check(TOKEN), Decision::Send);
+    sleep(Duration::from_secs(20)).await;
+    assert_eq!(limiter.check(TOKEN), Decision::Send);
+    sleep(Duration::from_secs(25)).await;
+    assert_eq!(limiter.check(TOKEN), Decision::Send);
+}
+
+#[tokio::test(start_paused = true)]
+async fn different_tokens_are_independent() {
+    let limiter = limiter(20, 300);
+    assert_eq!(limiter.check(TOKEN), Decision::Send);
+    assert!(matches!(limiter.check(TOKEN), Decision::SendAt(_)));
+    assert_eq!(limiter.check(TOKEN), Decision::Reject);
+    assert_eq!(limiter.check(OTHER), Decision::Send);
+    assert!(matches!(limiter.check(OTHER), Decision::SendAt(_)));
+    assert_eq!(limiter.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_disabled_limiter_always_sends_and_remembers_nothing() {
+    let limiter = Arc::new(Ratelimiter::new(RatelimitConfig {
+        enabled: false,
+        ..RatelimitConfig::default()
+    }));
+    for _ in 0..5 {
+        assert_eq!(limiter.check(TOKEN), Decision::Send);
+    }
+    assert_eq!(limiter.len(), 0);
+    assert_eq!(limiter.sweep(), 0);
+    let sweeper = limiter.spawn_sweeper(CancellationToken::new());
+    assert!(tokio::time::timeout(Duration::from_secs(1), sweeper)
+        .await
+        .is_ok());
+}
+
+#[test]
+fn the_defaults_are_on_twenty_seconds_and_five_minutes() {
+    assert_eq!(
+        RatelimitConfig::default(),
+        RatelimitConfig {
+            enabled: true,
+            window: Duration::from_secs(20),
+            cleanup_interval: Duration::from_secs(300),
+        }
+    );
+}
+
+// The multi-threaded runtime cannot run on the paused clock; the outcome does not depend on time
+// as long as all checks happen within the (one hour) window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_concurrent_pushes_for_one_token_give_one_send_one_queued_and_rejections() {
+    const PUSHES: usize = 1000;
+    let limiter = Arc::new(limiter(3600, 7200));
+    let barrier = Arc::new(tokio::sync::Barrier::new(PUSHES));
+    let tasks: Vec<_> = (0..PUSHES)
+        .map(|_| {
+            let limiter = Arc::clone(&limiter);
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                limiter.check(TOKEN)
+            })
+        })
+        .collect();
+
+    let (mut sent, mut queued, mut rejected) = (0, 0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Decision::Send => sent += 1,
+            Decision::SendAt(_) => queued += 1,
+            Decision::Reject => rejected += 1,
+        }
+    }
+    assert_eq!((sent, queued, rejected), (1, 1, 998));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweep_drops_old_entries_and_keeps_live_and_queued_ones() {
+    let limiter = limiter(20, 60);
+    assert_eq!(limiter.check("old"), Decision::Send);
+    assert_eq!(limiter.check("queued"), Decision::Send);
+    sleep(Duration::from_secs(50)).await;
+    // Sent 50 s after the first pushes, then a second push queues it until 70 s.
+    assert_eq!(limiter.check("queued"), Decision::Send);
+    assert!(matches!(limiter.check("queued"), Decision::SendAt(_)));
+    sleep(Duration::from_secs(5)).await;
+    assert_eq!(limiter.check("live"), Decision::Send);
+
+    sleep(Duration::from_secs(10)).await; // at 65 s: "old" was last sent 65 s ago
+    assert_eq!(limiter.sweep(), 1);
+    assert_eq!(limiter.len(), 2);
+    assert_eq!(
+        limiter.check("old"),
+        Decision::Send,
+        "the old entry is gone"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweep_never_drops_an_entry_younger_than_the_window() {
+    // A cleanup interval shorter than the window must not cut a window short.
+    let limiter = limiter(20, 5);
+    assert_eq!(limiter.check(TOKEN), Decision::Send);
+    sleep(Duration::from_secs(10)).await;
+    assert_eq!(limiter.sweep(), 0);
+    assert!(matches!(limiter.check(TOKEN), Decision::SendAt(_)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_runs_on_its_interval_and_stops_on_shutdown() {
+    let limiter = Arc::new(limiter(1, 10));
+    let shutdown = CancellationToken::new();
+    let sweeper = limiter.spawn_sweeper(shutdown.clone());
+    let start = Instant::now();
+
+    assert_eq!(limiter.check("early"), Decision::Send);
+    tokio::time::sleep_until(start + Duration::from_secs(5)).await;
+    assert_eq!(limiter.check("late"), Decision::Send);
+
+    // The sweep at 10 s drops "early" (10 s old) and keeps "late" (5 s old).
+    tokio::time::sleep_until(start + Duration::from_millis(10_500)).await;
+    assert_eq!(limiter.len(), 1);
+    // At 15 s "late" is old enough, but nothing sweeps between ticks.
+    tokio::time::sleep_until(start + Duration::from_secs(19)).await;
+    assert_eq!(limiter.len(), 1);
+    // The sweep at 20 s drops it.
+    tokio::time::sleep_until(start + Duration::from_millis(20_500)).await;
+    assert_eq!(limiter.len(), 0);
+
+    shutdown.cancel();
+    assert!(tokio::time::timeout(Duration::from_secs(1), sweeper)
+        .await
+        .is_ok());
+    // Stopped: an entry that would be swept later stays.
+    assert_eq!(limiter.check("after"), Decision::Send);
+    sleep(Duration::from_secs(60)).await;
+    assert_eq!(limiter.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_ends_when_the_limiter_is_dropped() {
+    let limiter = Arc::new(limiter(1, 10));
+    let sweeper = limiter.spawn_sweeper(CancellationToken::new());
+    drop(limiter);
+    assert!(tokio::time::timeout(Duration::from_secs(30), sweeper)
+        .await
+        .is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_token_is_remembered_until_its_time_is_up() {
+    let dead = DeadTokens::new(Duration::from_secs(60));
+    dead.mark_dead(TOKEN);
+    assert!(dead.is_dead(TOKEN));
+    assert!(!dead.is_dead(OTHER));
+
+    sleep(Duration::from_secs(59)).await;
+    assert!(dead.is_dead(TOKEN));
+    assert_eq!(dead.sweep(), 0);
+
+    sleep(Duration::from_secs(1)).await;
+    assert!(!dead.is_dead(TOKEN));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead.sweep(), 1);
+    assert_eq!(dead.len(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn marking_a_dead_token_again_restarts_its_time() {
+    let dead = DeadTokens::new(Duration::from_secs(60));
+    dead.mark_dead(TOKEN);
+    sleep(Duration::from_secs(40)).await;
+    dead.mark_dead(TOKEN);
+    sleep(Duration::from_secs(40)).await;
+    assert!(dead.is_dead(TOKEN));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forgotten_dead_token_is_alive() {
+    let dead = DeadTokens::new(Duration::from_secs(60));
+    dead.mark_dead(TOKEN);
+    dead.mark_dead(OTHER);
+    dead.forget(TOKEN);
+    assert!(!dead.is_dead(TOKEN));
+    assert!(dead.is_dead(OTHER));
+    assert_eq!(dead.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_remember_time_switches_the_dead_token_memory_off() {
+    let dead = Arc::new(DeadTokens::new(Duration::ZERO));
+    dead.mark_dead(TOKEN);
+    assert!(!dead.is_dead(TOKEN));
+    assert_eq!(dead.len(), 0);
+    let sweeper = dead.spawn_sweeper(CancellationToken::new());
+    assert!(tokio::time::timeout(Duration::from_secs(1), sweeper)
+        .await
+        .is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_dead_token_sweeper_drops_expired_tokens_and_stops_on_shutdown() {
+    let dead = Arc::new(DeadTokens::new(Duration::from_secs(30)));
+    let shutdown = CancellationToken::new();
+    let sweeper = dead.spawn_sweeper(shutdown.clone());
+    let start = Instant::now();
+    dead.mark_dead(TOKEN);
+
+    tokio::time::sleep_until(start + Duration::from_secs(29)).await;
+    assert_eq!(dead.len(), 1);
+    tokio::time::sleep_until(start + Duration::from_secs(31)).await;
+    assert_eq!(dead.len(), 0);
+
+    shutdown.cancel();
+    assert!(tokio::time::timeout(Duration::from_secs(1), sweeper)
+        .await
+        .is_ok());
+}
+
+/// A 64-hex token, like an APNS device token, different for every `n`.
+fn token(n: u64, buf: &mut String) -> &str {
+    buf.clear();
+    let mixed = u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+    let _ = write!(buf, "{mixed:032x}{:032x}", u128::from(n));
+    buf
+}
+
+fn rss_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+// One million tokens in one test; run it with `--nocapture` to see the figures.
+#[tokio::test(start_paused = true)]
+async fn a_million_cached_tokens_cost_well_under_a_hundred_bytes_each() {
+    const TOKENS: u64 = 1_000_000;
+    let limiter = limiter(20, 300);
+    let mut buf = String::with_capacity(64);
+    let rss_before = rss_bytes();
+    for n in 0..TOKENS {
+        assert_eq!(limiter.check(token(n, &mut buf)), Decision::Send);
+    }
+    let rss_after = rss_bytes();
+    assert_eq!(limiter.len(), TOKENS as usize);
+
+    let per_token = limiter.table_bytes() as f64 / TOKENS as f64;
+    println!(
+        "ratelimit: {TOKENS} tokens, table {} bytes, {per_token:.1} bytes per token",
+        limiter.table_bytes()
+    );
+    if let (Some(before), Some(after)) = (rss_before, rss_after) {
+        println!(
+            "ratelimit: RSS grew by {} bytes, {:.1} bytes per token",
+            after.saturating_sub(before),
+            after.saturating_sub(before) as f64 / TOKENS as f64
+        );
+    }
+    assert!(per_token < 60.0, "{per_token:.1} bytes per token");
+
+    // After a sweep the table is reused: refilling it with new tokens does not grow it.
+    let table_after_first_fill = limiter.table_bytes();
+    let rss_after_first_fill = rss_bytes();
+    for cycle in 1..=2u64 {
+        sleep(Duration::from_secs(300)).await;
+        assert_eq!(limiter.sweep(), TOKENS as usize);
+        assert_eq!(limiter.len(), 0);
+        for n in cycle * TOKENS..(cycle + 1) * TOKENS {
+            assert_eq!(limiter.check(token(n, &mut buf)), Decision::Send);
+        }
+        assert_eq!(limiter.len(), TOKENS as usize);
+        println!(
+            "ratelimit: after sweep and refill {cycle}: table {} bytes, RSS {:?}",
+            limiter.table_bytes(),
+            rss_bytes()
+        );
+        assert_eq!(limiter.table_bytes(), table_after_first_fill);
+    }
+    if let (Some(first), Some(last)) = (rss_after_first_fill, rss_bytes()) {
+        // A regrown table would add another 50 MB; the margin covers the other tests' threads.
+        assert!(last <= first + 8 * 1024 * 1024, "RSS {first} -> {last}");
+    }
+}
