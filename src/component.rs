@@ -287,3 +287,50 @@ fn report_unsent(replies: &mut ReplyReceiver, pending: &PendingReplies) {
         log::warn!("shutting down without a link to the XMPP server: {unsent} replies not sent");
     }
 }
+
+/// A narrow window on the stream framer for the fuzz targets in `fuzz/`; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::framer::{self, Frame};
+
+    /// What the framer made of the bytes fed so far.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum FuzzFrame {
+        StreamHeader(Vec<u8>),
+        Element(Vec<u8>),
+        Oversized { start_tag: Vec<u8> },
+        StreamEnd,
+    }
+
+    /// The component's framer, fed chunk by chunk as socket reads would feed it.
+    pub struct FuzzFramer(framer::Framer);
+
+    impl FuzzFramer {
+        pub fn new(max_size: usize, max_depth: usize) -> Self {
+            FuzzFramer(framer::Framer::new(max_size, max_depth))
+        }
+
+        /// Appends one chunk and drains every frame it completes. `Err` is the framing error
+        /// that would end the stream (its text).
+        pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<FuzzFrame>, String> {
+            self.0.buffer().extend_from_slice(chunk);
+            let mut frames = Vec::new();
+            while let Some(frame) = self.0.next_frame().map_err(|e| e.to_string())? {
+                frames.push(match frame {
+                    Frame::StreamHeader(b) => FuzzFrame::StreamHeader(b.to_vec()),
+                    Frame::Element(b) => FuzzFrame::Element(b.to_vec()),
+                    Frame::Oversized { start_tag } => FuzzFrame::Oversized {
+                        start_tag: start_tag.to_vec(),
+                    },
+                    Frame::StreamEnd => FuzzFrame::StreamEnd,
+                });
+            }
+            Ok(frames)
+        }
+
+        /// Bytes the framer holds between reads: what the size limit must bound.
+        pub fn buffered(&mut self) -> usize {
+            self.0.buffer().len()
+        }
+    }
+}

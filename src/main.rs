@@ -56,6 +56,9 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
+    if let Some(cap) = release_log_cap() {
+        log::set_max_level(log::max_level().min(cap));
+    }
     match parse_args(std::env::args_os().skip(1)) {
         Ok(Command::Version) => {
             println!("fpush {}", env!("CARGO_PKG_VERSION"));
@@ -71,6 +74,19 @@ fn main() -> ExitCode {
             eprintln!("fpush: {problem}\n\n{USAGE}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// The logging cap chosen at build time by the `release_max_level_*` features (release builds only).
+fn release_log_cap() -> Option<log::LevelFilter> {
+    if cfg!(debug_assertions) {
+        None
+    } else if cfg!(feature = "release_max_level_warn") {
+        Some(log::LevelFilter::Warn)
+    } else if cfg!(feature = "release_max_level_info") {
+        Some(log::LevelFilter::Info)
+    } else {
+        None
     }
 }
 

@@ -140,7 +140,9 @@ fn error_of(stanza: &Stanza) -> (Option<&str>, Option<&str>) {
 #[tokio::test(start_paused = true)]
 async fn every_provider_outcome_maps_to_its_reply() {
     let provider = ScriptedProvider::default();
-    let cases: Vec<(&str, Outcome, Option<(&str, &str)>)> = vec![
+    /// (token, what the provider answers, the expected error type and condition; `None`: result)
+    type Case = (&'static str, Outcome, Option<(&'static str, &'static str)>);
+    let cases: Vec<Case> = vec![
         ("ok", Ok(Delivered::default()), None),
         (
             "dead",

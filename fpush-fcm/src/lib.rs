@@ -277,3 +277,30 @@ impl PushTrait for FcmPush {
         }
     }
 }
+
+/// Google's answers as the module reads them, for the fuzz targets in `fuzz/`; not part of the
+/// API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use http::{HeaderMap, HeaderValue, StatusCode};
+
+    /// What the module makes of a `messages:send` answer (the `Debug` text of its verdict);
+    /// `None` when `status` is not an HTTP status.
+    pub fn judge_send_answer(status: u16, retry_after: &[u8], body: &[u8]) -> Option<String> {
+        let status = StatusCode::from_u16(status).ok()?;
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_bytes(retry_after) {
+            headers.insert(http::header::RETRY_AFTER, value);
+        }
+        Some(format!(
+            "{:?}",
+            crate::response::classify(status, &headers, body)
+        ))
+    }
+
+    /// What the module makes of a token endpoint's answer.
+    pub fn judge_token_answer(status: u16, body: &[u8]) -> Option<String> {
+        let status = StatusCode::from_u16(status).ok()?;
+        Some(format!("{:?}", crate::oauth::interpret(status, body)))
+    }
+}

@@ -52,12 +52,16 @@ impl GuardState {
 }
 
 impl WipeGuard {
-    /// A push was delivered: the configuration works, so "not for this app" means what it says.
+    /// A push was delivered: the configuration works, so "not for this app" means what it says
+    /// again, and the count starts over.
     pub fn record_success(&self) {
         let mut state = self.lock();
+        if state.not_for_app > 0 || state.tripped {
+            state.window_start = None;
+            state.tripped = false;
+        }
         state.roll_window(Instant::now());
         state.results += 1;
-        state.tripped = false;
     }
 
     /// Any other outcome (errors that are not "not for this app").

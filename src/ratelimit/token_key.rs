@@ -58,7 +58,11 @@ pub(crate) fn new_token_map<V>() -> TokenMap<V> {
 /// The heap a [`TokenMap`]'s tables hold: every allocated bucket (used, free or left by a removal)
 /// costs one entry plus one control byte. Tables do not shrink, so this is the high-water mark.
 pub(crate) fn table_bytes<V>(map: &TokenMap<V>) -> usize {
-    let buckets: usize = map.shards().iter().map(|shard| shard.read().buckets()).sum();
+    let buckets: usize = map
+        .shards()
+        .iter()
+        .map(|shard| shard.read().buckets())
+        .sum();
     buckets * (size_of::<(TokenKey, V)>() + 1)
 }
 

@@ -159,3 +159,29 @@ pub fn fixture(name: &str) -> PathBuf {
         .join("tests/fixtures")
         .join(name)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Provider paths: helpers for the tests that run a push through a real provider module to an
+// in-process APNS or FCM test server (`tests/apns_path.rs`, `tests/fcm_path.rs`,
+// `tests/example_blocks.rs`).
+// ---------------------------------------------------------------------------------------------
+
+/// `value` as a JSON string literal (file paths go into settings through this, quotes included).
+pub fn json_str(value: impl AsRef<str>) -> String {
+    serde_json::Value::String(value.as_ref().to_owned()).to_string()
+}
+
+/// A file path as a JSON string literal.
+pub fn json_path(path: &Path) -> String {
+    json_str(path.to_string_lossy())
+}
+
+/// Send a Prosody-shaped push for `token` to the default module and return the reply.
+pub async fn push_and_reply(link: &mut ComponentLink, id: &str, token: &str) -> Stanza {
+    link.send(&push_iq(id, token, None))
+        .await
+        .expect("send push IQ");
+    let reply = link.next_stanza(WAIT).await.expect("reply to the push");
+    assert_eq!(reply.attr("id"), Some(id), "{}", reply.raw);
+    reply
+}

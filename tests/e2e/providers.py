@@ -61,7 +61,8 @@ class FakeProvider:
 
     @property
     def endpoint(self) -> str:
-        return f"https://127.0.0.1:{self.info['port']}"
+        # The fake announces the URL its certificate is valid for.
+        return self.info.get("endpoint") or f"https://localhost:{self.info['port']}"
 
     def requests(self, token: Optional[str] = None) -> List[Dict[str, Any]]:
         """Every request recorded so far (optionally only those for `token`), oldest first."""

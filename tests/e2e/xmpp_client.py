@@ -107,7 +107,7 @@ class Client(slixmpp.ClientXMPP):
         Everything received is acknowledged first; otherwise the servers push at once for the
         unacknowledged stanzas (the enable result), before any message arrives."""
         self.del_event_handler("disconnected", self._on_failure)
-        self["xep_0198"].send_ack()
+        self.plugin["xep_0198"].send_ack()
         await self.waiting_queue.join()  # the ack is written to the socket
         lost = self.wait_until("disconnected", CONNECT_TIMEOUT)
         self.transport.close()  # FIN after the ack, but no </stream:stream>

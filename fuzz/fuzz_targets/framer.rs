@@ -1,0 +1,90 @@
+//! The component stream framer on arbitrary bytes, fed in arbitrary chunks as TCP would deliver
+//! them. It must never panic, never hand out an element or start tag over the size limit, never
+//! hold more than the limit between reads, and cut the same frames whatever the chunking (a
+//! stream that ends in an error may end earlier when fed in small pieces, never differently).
+//! Every element it hands out also goes through the stanza parser, as in the daemon.
+
+#![no_main]
+
+use fpush::component::fuzzing::{FuzzFrame, FuzzFramer};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let [size_byte, depth_byte, chunk_byte, rest @ ..] = data else {
+        return;
+    };
+    let max_size = 32 + usize::from(*size_byte) * 8;
+    let max_depth = 1 + usize::from(*depth_byte % 16);
+    let chunk = 1 + usize::from(*chunk_byte);
+    // The daemon reads the stream header first: give every input one, so the fuzzer spends its
+    // time on stanzas.
+    let mut stream = b"<stream:stream xmlns='jabber:component:accept' \
+        xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='push.localhost'>"
+        .to_vec();
+    stream.extend_from_slice(rest);
+
+    let whole = frames(&stream, stream.len().max(1), max_size, max_depth);
+    let pieces = frames(&stream, chunk, max_size, max_depth);
+    let (shorter, longer) = if whole.frames.len() <= pieces.frames.len() {
+        (&whole, &pieces)
+    } else {
+        (&pieces, &whole)
+    };
+    assert_eq!(
+        shorter.frames[..],
+        longer.frames[..shorter.frames.len()],
+        "chunking changed the frames"
+    );
+    if whole.failed == pieces.failed {
+        assert_eq!(whole.frames, pieces.frames, "chunking changed the frames");
+    } else {
+        assert!(shorter.failed, "the run with more frames is the one that failed");
+    }
+});
+
+struct Run {
+    frames: Vec<FuzzFrame>,
+    failed: bool,
+}
+
+fn frames(stream: &[u8], chunk: usize, max_size: usize, max_depth: usize) -> Run {
+    let mut framer = FuzzFramer::new(max_size, max_depth);
+    let mut run = Run {
+        frames: Vec::new(),
+        failed: false,
+    };
+    for piece in stream.chunks(chunk) {
+        match framer.feed(piece) {
+            Ok(frames) => {
+                for frame in &frames {
+                    check(frame, max_size);
+                }
+                run.frames.extend(frames);
+            }
+            Err(_) => {
+                run.failed = true;
+                return run;
+            }
+        }
+        assert!(
+            framer.buffered() <= max_size,
+            "{} bytes held between reads with a {max_size}-byte limit",
+            framer.buffered()
+        );
+    }
+    run
+}
+
+fn check(frame: &FuzzFrame, max_size: usize) {
+    match frame {
+        FuzzFrame::Element(element) => {
+            assert!(element.len() <= max_size, "an element over the limit was buffered");
+            let _ = fpush::request::parse(element);
+        }
+        FuzzFrame::Oversized { start_tag } => {
+            assert!(start_tag.len() <= max_size, "an oversized start tag was kept");
+            let _ = fpush::request::parse_oversized(start_tag);
+        }
+        FuzzFrame::StreamHeader(_) | FuzzFrame::StreamEnd => {}
+    }
+}
