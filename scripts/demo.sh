@@ -13,7 +13,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then BOLD=$'\033[1m' PLAIN=$'\033[0m'; else BOLD="" PLAIN=""; fi
+step() { printf '\n%s==> %s%s\n' "$BOLD" "$*" "$PLAIN"; }
 fail() { printf '\ndemo failed: %s\n' "$*" >&2; exit 1; }
 
 WORK=""
@@ -73,7 +74,7 @@ COMPONENT_SECRET="demo-secret-$RANDOM$RANDOM"
 TOKEN="demo-device-token-$RANDOM$RANDOM"
 
 step "Starting Prosody on 127.0.0.1:$C2S_PORT (component port $COMPONENT_PORT), config in $WORK"
-mkdir -p "$WORK/data"
+mkdir -p "$WORK/data" "$WORK/certs"
 DIR="$WORK" LOG_LEVEL=debug C2S_PORT="$C2S_PORT" COMPONENT_PORT="$COMPONENT_PORT" \
 COMPONENT_JID=push.localhost COMPONENT_SECRET="$COMPONENT_SECRET" PUSH_MAX_ERRORS=2 \
 python3 -c 'import os, string, sys; print(string.Template(sys.stdin.read()).substitute(os.environ))' \

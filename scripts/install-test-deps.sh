@@ -9,10 +9,14 @@
 # Runs as root (CI) or through sudo; never reads stdin.
 set -euo pipefail
 
-APT_PACKAGES=(prosody prosody-modules lua-unbound ejabberd redis-server procps ca-certificates)
+APT_PACKAGES=(prosody prosody-modules lua-unbound ejabberd redis-server)
 ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REQUIREMENTS="$ROOT_DIR/requirements-test.txt"
 PYTHON="${PYTHON:-python3}"
+# A machine without any Python gets Debian's (with pip); one that has its own keeps it.
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    APT_PACKAGES+=(python3 python3-pip)
+fi
 
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
 
@@ -54,6 +58,14 @@ unblock_service_starts() {
     fi
 }
 
+# ejabberd's maintainer script leaves an Erlang port mapper (epmd) running; the tests run their
+# node without one. `epmd -kill` only stops it when no Erlang node is registered.
+stop_leftover_epmd() {
+    if command -v epmd >/dev/null 2>&1; then
+        epmd -kill >/dev/null 2>&1 || true
+    fi
+}
+
 # If a service got started anyway (a systemd host ignores policy-rc.d for enabled units), stop and
 # disable it so that it neither holds the default ports now nor comes back at the next boot.
 stop_system_services() {
@@ -89,6 +101,7 @@ install_apt_packages() {
     unblock_service_starts
     trap - EXIT
     stop_system_services
+    case " ${missing[*]} " in *" ejabberd "*) stop_leftover_epmd ;; esac
 }
 
 python_requirements_satisfied() {
@@ -132,6 +145,8 @@ install_python_packages() {
         fi
     fi
     if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
+        log "installing python3-pip"
+        export DEBIAN_FRONTEND=noninteractive
         as_root apt-get install -y -qq python3-pip >/dev/null 2>&1 \
             || { as_root apt-get update -qq >/dev/null 2>&1 && as_root apt-get install -y -qq python3-pip >/dev/null 2>&1; }
     fi

@@ -26,7 +26,7 @@ use self::framer::FramingError;
 use self::link::{LinkEnd, PendingReplies};
 
 /// Everything the link needs to know.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ComponentConfig {
     /// The component's JID (`component.componentHostname`).
     pub jid: String,
@@ -200,14 +200,36 @@ impl LinkError {
 pub async fn run(
     cfg: ComponentConfig,
     inbound: mpsc::Sender<Inbound>,
+    replies: ReplyReceiver,
+    state: watch::Sender<LinkState>,
+    shutdown: CancellationToken,
+) -> Result<(), ComponentError> {
+    let (_keep, settings) = watch::channel(cfg);
+    run_reconfigurable(settings, inbound, replies, state, shutdown).await
+}
+
+/// [`run`], with settings that may change while it runs (a reload): a change takes the link
+/// down and reconnects with the new settings at once. Replies not yet written survive the
+/// reconnect, as they do when a link drops.
+pub async fn run_reconfigurable(
+    mut settings: watch::Receiver<ComponentConfig>,
+    inbound: mpsc::Sender<Inbound>,
     mut replies: ReplyReceiver,
     state: watch::Sender<LinkState>,
     shutdown: CancellationToken,
 ) -> Result<(), ComponentError> {
-    let address = format!("{}:{}", cfg.server_host, cfg.server_port);
+    let mut cfg = settings.borrow_and_update().clone();
+    let mut address = format!("{}:{}", cfg.server_host, cfg.server_port);
     let mut backoff = Backoff::new(cfg.reconnect_base, cfg.reconnect_cap);
     let mut pending = PendingReplies::default();
+    // Once every settings sender is gone no change can come; stop watching.
+    let mut watching = true;
     loop {
+        if watching && settings.has_changed().unwrap_or(false) {
+            cfg = settings.borrow_and_update().clone();
+            address = format!("{}:{}", cfg.server_host, cfg.server_port);
+            backoff = Backoff::new(cfg.reconnect_base, cfg.reconnect_cap);
+        }
         if shutdown.is_cancelled() {
             state.send_replace(LinkState::Down);
             report_unsent(&mut replies, &pending);
@@ -230,15 +252,33 @@ pub async fn run(
                 state.send_replace(LinkState::Up {
                     stream_id: opened.stream_id.clone(),
                 });
-                let end = link::serve(
-                    opened,
-                    &cfg,
-                    &inbound,
-                    &mut replies,
-                    &mut pending,
-                    &shutdown,
-                )
-                .await;
+                // Dropping the link's future is safe for replies: they stay in `pending` until
+                // written, and go out on the next stream.
+                let end = {
+                    let serving = link::serve(
+                        opened,
+                        &cfg,
+                        &inbound,
+                        &mut replies,
+                        &mut pending,
+                        &shutdown,
+                    );
+                    tokio::pin!(serving);
+                    loop {
+                        tokio::select! {
+                            end = &mut serving => break Some(end),
+                            changed = settings.changed(), if watching => match changed {
+                                Ok(()) => break None,
+                                Err(_) => watching = false,
+                            },
+                        }
+                    }
+                };
+                let Some(end) = end else {
+                    log::info!("component settings changed: reconnecting");
+                    state.send_replace(LinkState::Down);
+                    continue;
+                };
                 state.send_replace(LinkState::Down);
                 match end? {
                     LinkEnd::Shutdown => {

@@ -1,20 +1,27 @@
-//! The running daemon: wires the component link, the dispatcher and the modules together, and
-//! takes them down in order when asked to stop.
+//! The running daemon: wires the component link, the dispatcher, the modules and the metrics
+//! together, applies reloads, and takes everything down in order when asked to stop.
 //!
 //! Shutdown is explicit and ordered so that no push is lost: stop reading, answer what was
 //! already read, let pushes at the providers finish (bounded by `limits.shutdownGrace`), flush
 //! their replies, close the stream.
+//!
+//! A reload (SIGHUP) re-reads the settings file. A file with problems is refused and the running
+//! settings stay. Otherwise modules are rebuilt, keeping the state of those whose id and type are
+//! unchanged, and put in service without touching the component link — unless the component
+//! settings changed, which reconnects.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::component::{self, ComponentConfig, LinkState};
-use crate::config::Settings;
+use crate::config::{self, Settings};
 use crate::dispatcher::Dispatcher;
-use crate::modules::ModuleSet;
+use crate::metrics::{self, Metrics, Observed};
+use crate::modules::{self, ModuleSet};
 
 /// How many parsed-but-undispatched stanzas may wait between the link and the dispatcher.
 const INBOUND_QUEUE: usize = 1024;
@@ -41,38 +48,71 @@ pub fn component_config(settings: &Settings) -> ComponentConfig {
     }
 }
 
-/// Run until `shutdown` is cancelled, then stop in order. `state` reports the link's state to
-/// whoever watches it (logs, health checks).
+/// How the outside world steers a running daemon.
+#[derive(Clone, Default)]
+pub struct Control {
+    /// Cancel to stop in order.
+    pub shutdown: CancellationToken,
+    /// Notify to reload the settings file.
+    pub reload: Arc<Notify>,
+}
+
+/// Run until `control.shutdown` is cancelled, then stop in order. `state` reports the link's
+/// state to whoever watches it (the health check).
 pub async fn run(
-    settings: &Settings,
+    settings_path: PathBuf,
+    settings: Settings,
     modules: ModuleSet,
-    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+    control: Control,
     state: watch::Sender<LinkState>,
 ) {
+    let mut settings = settings;
     let modules = Arc::new(modules);
-    let sweepers = CancellationToken::new();
-    modules.spawn_sweepers(&sweepers);
+    modules.spawn_sweepers(None);
+    let background = CancellationToken::new();
+    metrics::spawn_summary_log(metrics.clone(), background.clone());
+    spawn_reconnect_counter(state.subscribe(), metrics.clone(), background.clone());
 
     let (reply_tx, reply_rx) = component::reply_channel();
     let (inbound_tx, mut inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+    let (component_tx, component_rx) = watch::channel(component_config(&settings));
     let stop_reading = CancellationToken::new();
-    let link = tokio::spawn(component::run(
-        component_config(settings),
+    let link = tokio::spawn(component::run_reconfigurable(
+        component_rx,
         inbound_tx,
         reply_rx,
-        state,
+        state.clone(),
         stop_reading.clone(),
     ));
     let dispatcher = Dispatcher::new(
-        modules.clone(),
+        modules,
         settings.limits.max_concurrent_pushes,
         reply_tx,
+        metrics.clone(),
     );
+    if let Some(listen) = settings.metrics.as_ref().map(|m| m.listen) {
+        let observed = Arc::new(Observed {
+            metrics: metrics.clone(),
+            modules: dispatcher.modules(),
+            in_flight: dispatcher.in_flight_probe(),
+            link: state.subscribe(),
+        });
+        let stop = background.clone();
+        tokio::spawn(async move {
+            if let Err(error) = metrics::serve(listen, observed, stop).await {
+                log::error!("cannot serve metrics on {listen}: {error}");
+            }
+        });
+    }
 
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
+            _ = control.shutdown.cancelled() => break,
+            _ = control.reload.notified() => {
+                reload(&settings_path, &mut settings, &dispatcher, &metrics, &component_tx);
+            }
             inbound = inbound_rx.recv() => match inbound {
                 Some(inbound) => dispatcher.handle(inbound),
                 None => {
@@ -96,11 +136,105 @@ pub async fn run(
     }
     // Consuming the dispatcher drops the last reply sender: the link flushes and closes the stream.
     dispatcher.shutdown(settings.limits.shutdown_grace).await;
-    sweepers.cancel();
+    background.cancel();
     match tokio::time::timeout(CLOSE_TIMEOUT, link).await {
         Ok(Ok(Ok(()))) => log::info!("stream closed; bye"),
         Ok(Ok(Err(error))) => log::warn!("component link ended with an error: {error}"),
         Ok(Err(join_error)) => log::error!("component link task failed: {join_error}"),
         Err(_) => log::warn!("the component link did not close in time"),
     }
+}
+
+/// Re-read the settings file and apply it, or keep the running settings if it has problems.
+fn reload(
+    path: &Path,
+    current: &mut Settings,
+    dispatcher: &Dispatcher,
+    metrics: &Metrics,
+    component: &watch::Sender<ComponentConfig>,
+) {
+    log::info!("reloading {}", path.display());
+    let loaded = match config::load(path) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            log::error!(
+                "{}: {} problem(s); keeping the running settings",
+                path.display(),
+                errors.0.len()
+            );
+            for error in &errors.0 {
+                log::error!("  {error}");
+            }
+            metrics.count_reload(false);
+            return;
+        }
+    };
+    for warning in &loaded.warnings {
+        log::warn!("{}: {warning}", path.display());
+    }
+    let previous: Arc<ModuleSet> = match dispatcher.modules().read() {
+        Ok(modules) => modules.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    let (modules, warnings) = match modules::build(&loaded.settings, metrics, Some(&previous)) {
+        Ok(built) => built,
+        Err(errors) => {
+            log::error!(
+                "{}: the push modules have {} problem(s); keeping the running settings",
+                path.display(),
+                errors.0.len()
+            );
+            for error in &errors.0 {
+                log::error!("  {error}");
+            }
+            metrics.count_reload(false);
+            return;
+        }
+    };
+    for warning in &warnings {
+        log::warn!("{}: {warning}", path.display());
+    }
+    let new = loaded.settings;
+    let modules = Arc::new(modules);
+    modules.spawn_sweepers(Some(&previous));
+    dispatcher.replace_modules(modules);
+    for module in &new.push_modules {
+        log::info!("{}", modules::describe(module));
+    }
+    let link_settings = component_config(&new);
+    if link_settings != *component.borrow() {
+        component.send_replace(link_settings);
+    }
+    if new.limits.max_concurrent_pushes != current.limits.max_concurrent_pushes {
+        log::warn!("limits.maxConcurrentPushes changes take effect at the next restart");
+    }
+    if new.metrics.as_ref().map(|m| m.listen) != current.metrics.as_ref().map(|m| m.listen) {
+        log::warn!("metrics.listen changes take effect at the next restart");
+    }
+    *current = new;
+    metrics.count_reload(true);
+    log::info!("reloaded {}", path.display());
+}
+
+/// Count every re-established link (each `Up` after the first).
+fn spawn_reconnect_counter(
+    mut state: watch::Receiver<LinkState>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut ups = 0u64;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = state.changed() => if changed.is_err() { return },
+            }
+            if matches!(*state.borrow_and_update(), LinkState::Up { .. }) {
+                ups += 1;
+                if ups > 1 {
+                    metrics.count_reconnect();
+                }
+            }
+        }
+    });
 }

@@ -6,7 +6,7 @@
 
 mod wipe_guard;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use fpush_traits::{DeadTokenReason, Delivered, PushError, PushNotification};
@@ -18,8 +18,9 @@ pub use wipe_guard::WipeGuard;
 
 use crate::component::{Inbound, ReplySender};
 use crate::config::RejectWith;
+use crate::metrics::{Metrics, Outcome};
 use crate::modules::{LookupError, Module, ModuleSet};
-use crate::ratelimit::Decision;
+use crate::ratelimit::{Decision, Verdict};
 use crate::request::{self, Condition, ErrorType, IqHeader, PushRequest, Reply, Request};
 
 /// Error texts: short English sentences for the XMPP server's logs.
@@ -34,6 +35,7 @@ mod text {
     pub const TRANSIENT: &str = "The push provider failed temporarily.";
     pub const MISCONFIGURED: &str = "The push module is misconfigured; the operator was alerted.";
     pub const SHUTTING_DOWN: &str = "The push server is shutting down; try again later.";
+    pub const MODULE_REMOVED: &str = "The push module was removed by a reload; try again later.";
     pub const TOO_LARGE: &str = "The stanza exceeds the push server's size limit.";
 }
 
@@ -78,16 +80,25 @@ impl Shared {
     }
 }
 
+/// The modules in service; replaced whole by a reload while pushes keep flowing.
+pub type ModulesInService = Arc<RwLock<Arc<ModuleSet>>>;
+
 /// Turns inbound stanzas into push tasks and replies.
 pub struct Dispatcher {
     shared: Arc<Shared>,
-    modules: Arc<ModuleSet>,
+    modules: ModulesInService,
+    metrics: Arc<Metrics>,
     max_in_flight: usize,
     tasks: TaskTracker,
 }
 
 impl Dispatcher {
-    pub fn new(modules: Arc<ModuleSet>, max_in_flight: usize, replies: ReplySender) -> Self {
+    pub fn new(
+        modules: Arc<ModuleSet>,
+        max_in_flight: usize,
+        replies: ReplySender,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let max_in_flight = max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
         Self {
             shared: Arc::new(Shared {
@@ -96,7 +107,8 @@ impl Dispatcher {
                 stop_queued: CancellationToken::new(),
                 abort_in_flight: CancellationToken::new(),
             }),
-            modules,
+            modules: Arc::new(RwLock::new(modules)),
+            metrics,
             max_in_flight,
             tasks: TaskTracker::new(),
         }
@@ -107,6 +119,46 @@ impl Dispatcher {
         self.max_in_flight - self.shared.in_flight.available_permits()
     }
 
+    /// A way to read the in-flight count from elsewhere (the metrics listener).
+    pub fn in_flight_probe(&self) -> Arc<dyn Fn() -> usize + Send + Sync> {
+        let semaphore = self.shared.in_flight.clone();
+        let max = self.max_in_flight;
+        Arc::new(move || max - semaphore.available_permits())
+    }
+
+    /// The modules in service, shared with whoever reports on them.
+    pub fn modules(&self) -> ModulesInService {
+        self.modules.clone()
+    }
+
+    fn current_modules(&self) -> Arc<ModuleSet> {
+        match self.modules.read() {
+            Ok(modules) => modules.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Put a new set of modules in service (a reload). Pushes already dispatched finish with
+    /// the module they started with; queued pushes of modules that are gone are answered
+    /// `wait` when they wake.
+    pub fn replace_modules(&self, new: Arc<ModuleSet>) {
+        let old = {
+            let mut guard = match self.modules.write() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            std::mem::replace(&mut *guard, new.clone())
+        };
+        for module in old.iter() {
+            let kept = new
+                .lookup(Some(&module.id))
+                .is_ok_and(|m| Arc::ptr_eq(&m.retired, &module.retired));
+            if !kept {
+                module.retired.cancel();
+            }
+        }
+    }
+
     /// Handle one inbound stanza. Never blocks: pushes run in their own tasks.
     pub fn handle(&self, inbound: Inbound) {
         match inbound {
@@ -114,6 +166,7 @@ impl Dispatcher {
             Inbound::Oversized { start_tag } => {
                 if let Some(iq) = request::parse_oversized(&start_tag) {
                     log::warn!("stanza from {} over the size limit answered", iq.from);
+                    self.metrics.unattributed().count(Outcome::bad_request);
                     self.shared.reply(
                         &iq,
                         Reply::Error {
@@ -132,6 +185,7 @@ impl Dispatcher {
             Request::Push { iq, push } => self.dispatch_push(iq, push),
             Request::InvalidPush { iq, reason } => {
                 log::debug!("invalid push IQ from {}: {reason}", iq.from);
+                self.metrics.unattributed().count(Outcome::bad_request);
                 self.shared.reply(
                     &iq,
                     Reply::Error {
@@ -156,33 +210,43 @@ impl Dispatcher {
     }
 
     fn dispatch_push(&self, iq: IqHeader, push: PushRequest) {
-        let module = match self.modules.lookup(push.module.as_deref()) {
+        let modules = self.current_modules();
+        let module = match modules.lookup(push.module.as_deref()) {
             Ok(module) => module.clone(),
             Err(LookupError::Unknown(name)) => {
                 log::debug!("push for unknown module {name:?} from {}", iq.from);
+                self.metrics.unattributed().count(Outcome::unknown_module);
                 let text = format!("The push module '{name}' is not configured.");
                 self.shared
                     .reply_cancel(&iq, Condition::ItemNotFound, &text);
                 return;
             }
             Err(LookupError::NoDefault) => {
+                self.metrics.unattributed().count(Outcome::unknown_module);
                 self.shared
                     .reply_cancel(&iq, Condition::ItemNotFound, text::NO_DEFAULT);
                 return;
             }
         };
+        module.metrics.received();
+        if module.ratelimit.is_shared() {
+            self.dispatch_shared(iq, module, push);
+            return;
+        }
         if module.dead_tokens.is_dead(&push.token) {
             log::debug!(
                 "module {}: token {}… is known dead",
                 module.id,
                 fpush_traits::token_prefix(&push.token)
             );
+            module.metrics.count(Outcome::known_dead);
             self.shared
                 .reply_cancel(&iq, Condition::ItemNotFound, text::TOKEN_DEAD);
             return;
         }
         let Ok(permit) = self.shared.in_flight.clone().try_acquire_owned() else {
             log::debug!("{} pushes in flight: answering wait", self.max_in_flight);
+            module.metrics.count(Outcome::overloaded);
             self.shared
                 .reply_wait(&iq, Condition::ResourceConstraint, text::OVERLOADED);
             return;
@@ -203,44 +267,68 @@ impl Dispatcher {
             Decision::SendAt(at) => {
                 // A queued push holds no provider slot while it waits.
                 drop(permit);
-                log::debug!(
-                    "module {}: push for {}… queued by the ratelimit",
-                    module.id,
-                    notification.token_prefix()
-                );
+                note_queued(&module, &notification);
                 let shared = self.shared.clone();
                 self.tasks.spawn(async move {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(at) => {}
-                        _ = shared.stop_queued.cancelled() => {
-                            shared.reply_wait(&iq, Condition::InternalServerError, text::SHUTTING_DOWN);
-                            return;
-                        }
-                    }
-                    let Ok(permit) = shared.in_flight.clone().try_acquire_owned() else {
-                        shared.reply_wait(&iq, Condition::ResourceConstraint, text::OVERLOADED);
-                        return;
-                    };
-                    deliver(&shared, &module, &iq, &notification, permit).await;
+                    send_when_due(&shared, &module, &iq, &notification, at).await;
                 });
             }
             Decision::Reject => {
                 drop(permit);
-                log::debug!(
-                    "module {}: push for {}… rejected by the ratelimit",
-                    module.id,
-                    notification.token_prefix()
-                );
-                match module.reject_with {
-                    RejectWith::Wait => self.shared.reply_wait(
-                        &iq,
-                        Condition::ResourceConstraint,
-                        text::RATELIMITED,
-                    ),
-                    RejectWith::Result => self.shared.reply(&iq, Reply::Result),
-                }
+                reply_ratelimited(&self.shared, &module, &iq, &notification);
             }
         }
+    }
+
+    /// A push for a module whose ratelimit and dead tokens live in Redis: the verdict takes a
+    /// round trip, so the push's task awaits it. The provider slot is taken first and held
+    /// meanwhile, which also bounds the Redis calls in flight; the verdict always comes within
+    /// the store's timeout (a local one when Redis fails).
+    fn dispatch_shared(&self, iq: IqHeader, module: Arc<Module>, push: PushRequest) {
+        let Ok(permit) = self.shared.in_flight.clone().try_acquire_owned() else {
+            log::debug!("{} pushes in flight: answering wait", self.max_in_flight);
+            module.metrics.count(Outcome::overloaded);
+            self.shared
+                .reply_wait(&iq, Condition::ResourceConstraint, text::OVERLOADED);
+            return;
+        };
+        let notification = PushNotification {
+            token: push.token,
+            module_id: module.id.clone(),
+            summary: push.summary,
+            options: push.options,
+        };
+        let shared = self.shared.clone();
+        self.tasks.spawn(async move {
+            let verdict = module
+                .ratelimit
+                .check_shared(&module.dead_tokens, &notification.token)
+                .await;
+            match verdict {
+                Verdict::Decided(Decision::Send) => {
+                    deliver(&shared, &module, &iq, &notification, permit).await;
+                }
+                Verdict::Decided(Decision::SendAt(at)) => {
+                    drop(permit);
+                    note_queued(&module, &notification);
+                    send_when_due(&shared, &module, &iq, &notification, at).await;
+                }
+                Verdict::Decided(Decision::Reject) => {
+                    drop(permit);
+                    reply_ratelimited(&shared, &module, &iq, &notification);
+                }
+                Verdict::Dead => {
+                    drop(permit);
+                    log::debug!(
+                        "module {}: token {}… is known dead",
+                        module.id,
+                        notification.token_prefix()
+                    );
+                    module.metrics.count(Outcome::known_dead);
+                    shared.reply_cancel(&iq, Condition::ItemNotFound, text::TOKEN_DEAD);
+                }
+            }
+        });
     }
 
     /// Stop: answer queued pushes `wait` now, give pushes at the provider up to `grace` to finish
@@ -263,6 +351,67 @@ impl Dispatcher {
     }
 }
 
+/// Counts a push the ratelimit queued, when the decision is taken.
+fn note_queued(module: &Module, notification: &PushNotification) {
+    log::debug!(
+        "module {}: push for {}… queued by the ratelimit",
+        module.id,
+        notification.token_prefix()
+    );
+    module.metrics.count(Outcome::queued);
+}
+
+/// A push the ratelimit queued: wait (holding no provider slot) until `at`, then deliver it; at
+/// shutdown or when its module is removed, answer `wait` at once instead.
+async fn send_when_due(
+    shared: &Shared,
+    module: &Module,
+    iq: &IqHeader,
+    notification: &PushNotification,
+    at: tokio::time::Instant,
+) {
+    tokio::select! {
+        _ = tokio::time::sleep_until(at) => {}
+        _ = shared.stop_queued.cancelled() => {
+            module.metrics.count(Outcome::shutdown);
+            shared.reply_wait(iq, Condition::InternalServerError, text::SHUTTING_DOWN);
+            return;
+        }
+        _ = module.retired.cancelled() => {
+            module.metrics.count(Outcome::shutdown);
+            shared.reply_wait(iq, Condition::InternalServerError, text::MODULE_REMOVED);
+            return;
+        }
+    }
+    let Ok(permit) = shared.in_flight.clone().try_acquire_owned() else {
+        module.metrics.count(Outcome::overloaded);
+        shared.reply_wait(iq, Condition::ResourceConstraint, text::OVERLOADED);
+        return;
+    };
+    deliver(shared, module, iq, notification, permit).await;
+}
+
+/// A push the ratelimit turned away because one for its token is already queued.
+fn reply_ratelimited(
+    shared: &Shared,
+    module: &Module,
+    iq: &IqHeader,
+    notification: &PushNotification,
+) {
+    log::debug!(
+        "module {}: push for {}… rejected by the ratelimit",
+        module.id,
+        notification.token_prefix()
+    );
+    module.metrics.count(Outcome::ratelimited);
+    match module.reject_with {
+        RejectWith::Wait => {
+            shared.reply_wait(iq, Condition::ResourceConstraint, text::RATELIMITED);
+        }
+        RejectWith::Result => shared.reply(iq, Reply::Result),
+    }
+}
+
 /// Call the module and answer the push. Holds `_permit` (a provider slot) until the call ends.
 async fn deliver(
     shared: &Shared,
@@ -274,13 +423,16 @@ async fn deliver(
     #[cfg(feature = "random_delay_before_push")]
     tokio::time::sleep(random_jitter()).await;
 
+    let started = tokio::time::Instant::now();
     let result = tokio::select! {
         result = module.push.send(notification) => result,
         _ = shared.abort_in_flight.cancelled() => {
+            module.metrics.count(Outcome::shutdown);
             shared.reply_wait(iq, Condition::InternalServerError, text::SHUTTING_DOWN);
             return;
         }
     };
+    module.metrics.observe_latency(started.elapsed());
     answer(shared, module, iq, notification, result);
 }
 
@@ -297,6 +449,7 @@ fn answer(
     match result {
         Ok(_) => {
             log::debug!("module {}: push for {token}… delivered", module.id);
+            module.metrics.count(Outcome::delivered);
             module.wipe_guard.record_success();
             shared.reply(iq, Reply::Result);
         }
@@ -309,6 +462,7 @@ fn answer(
                      topic/project. Answering wait instead of disabling registrations",
                     module.id
                 );
+                module.metrics.count(Outcome::misconfigured);
                 shared.reply_wait(iq, Condition::InternalServerError, text::MISCONFIGURED);
                 return;
             }
@@ -320,22 +474,34 @@ fn answer(
                 module.id
             );
             module.dead_tokens.mark_dead(&notification.token);
+            module.metrics.count(Outcome::token_invalid);
             shared.reply_cancel(iq, Condition::ItemNotFound, text::TOKEN_DEAD);
         }
         Err(error) => {
             module.wipe_guard.record_other();
-            let (condition, text) = match &error {
-                PushError::ProviderThrottled { .. } => {
-                    (Condition::ResourceConstraint, text::THROTTLED)
-                }
-                PushError::Timeout => (Condition::RemoteServerTimeout, text::TIMEOUT),
-                PushError::Misconfigured(_) => {
-                    (Condition::InternalServerError, text::MISCONFIGURED)
-                }
-                PushError::Transient(_) | PushError::TokenInvalid(_) => {
-                    (Condition::InternalServerError, text::TRANSIENT)
-                }
+            let (outcome, condition, text) = match &error {
+                PushError::ProviderThrottled { .. } => (
+                    Outcome::throttled,
+                    Condition::ResourceConstraint,
+                    text::THROTTLED,
+                ),
+                PushError::Timeout => (
+                    Outcome::timeout,
+                    Condition::RemoteServerTimeout,
+                    text::TIMEOUT,
+                ),
+                PushError::Misconfigured(_) => (
+                    Outcome::misconfigured,
+                    Condition::InternalServerError,
+                    text::MISCONFIGURED,
+                ),
+                PushError::Transient(_) | PushError::TokenInvalid(_) => (
+                    Outcome::transient,
+                    Condition::InternalServerError,
+                    text::TRANSIENT,
+                ),
             };
+            module.metrics.count(outcome);
             log::warn!("module {}: push for {token}… failed: {error}", module.id);
             shared.reply_wait(iq, condition, text);
         }

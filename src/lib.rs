@@ -5,6 +5,7 @@ pub mod component;
 pub mod config;
 pub mod daemon;
 pub mod dispatcher;
+pub mod metrics;
 pub mod modules;
 pub mod ratelimit;
 pub mod request;

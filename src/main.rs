@@ -7,8 +7,9 @@ use std::process::ExitCode;
 
 use fpush::component::LinkState;
 use fpush::config::{self, Loaded};
-use fpush::{daemon, modules};
-use tokio_util::sync::CancellationToken;
+use fpush::daemon::{self, Control};
+use fpush::metrics::Metrics;
+use fpush::modules;
 
 const USAGE: &str = "\
 usage: fpush [--check] [SETTINGS]
@@ -21,6 +22,8 @@ push notifications to Apple (APNS) and Google (FCM).
   --version     print the version
   --help        print this help
 
+Signals: SIGTERM/SIGINT stop in order (pushes in flight are finished and answered);
+SIGHUP reloads SETTINGS (a file with problems is refused and the running settings stay).
 Logging: RUST_LOG (default: info), e.g. RUST_LOG=fpush=debug.";
 
 #[derive(Debug, PartialEq)]
@@ -91,7 +94,10 @@ fn release_log_cap() -> Option<log::LevelFilter> {
 }
 
 /// Load the settings and build every module, printing all problems. `None` when anything is wrong.
-fn load_and_build(path: &std::path::Path) -> Option<(Loaded, modules::ModuleSet)> {
+fn load_and_build(
+    path: &std::path::Path,
+    metrics: &Metrics,
+) -> Option<(Loaded, modules::ModuleSet)> {
     let loaded = match config::load(path) {
         Ok(loaded) => loaded,
         Err(errors) => {
@@ -109,7 +115,7 @@ fn load_and_build(path: &std::path::Path) -> Option<(Loaded, modules::ModuleSet)
     for warning in &loaded.warnings {
         log::warn!("{}: {warning}", path.display());
     }
-    match modules::build(&loaded.settings) {
+    match modules::build(&loaded.settings, metrics, None) {
         Ok((modules, warnings)) => {
             for warning in &warnings {
                 log::warn!("{}: {warning}", path.display());
@@ -131,7 +137,7 @@ fn load_and_build(path: &std::path::Path) -> Option<(Loaded, modules::ModuleSet)
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    let Some((loaded, _modules)) = load_and_build(path) else {
+    let Some((loaded, _modules)) = load_and_build(path, &Metrics::new()) else {
         return ExitCode::FAILURE;
     };
     let settings = &loaded.settings;
@@ -149,7 +155,8 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(path: &std::path::Path) -> ExitCode {
-    let Some((loaded, modules)) = load_and_build(path) else {
+    let metrics = Metrics::new();
+    let Some((loaded, modules)) = load_and_build(path, &metrics) else {
         return ExitCode::FAILURE;
     };
     let settings = loaded.settings;
@@ -169,9 +176,9 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let shutdown = CancellationToken::new();
+        let control = Control::default();
         let (state, _) = tokio::sync::watch::channel(LinkState::Connecting);
-        let signals = match spawn_signal_handler(shutdown.clone()) {
+        let signals = match spawn_signal_handler(control.clone()) {
             Ok(handle) => handle,
             Err(error) => {
                 eprintln!("fpush: cannot install signal handlers: {error}");
@@ -179,25 +186,40 @@ fn run(path: &std::path::Path) -> ExitCode {
             }
         };
         log::info!("fpush {} starting", env!("CARGO_PKG_VERSION"));
-        daemon::run(&settings, modules, shutdown, state).await;
+        daemon::run(
+            path.to_path_buf(),
+            settings,
+            modules,
+            metrics,
+            control,
+            state,
+        )
+        .await;
         signals.abort();
         ExitCode::SUCCESS
     })
 }
 
-/// SIGTERM (systemd) and SIGINT (a terminal) both ask for an orderly stop.
-fn spawn_signal_handler(
-    shutdown: CancellationToken,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
+/// SIGTERM (systemd) and SIGINT (a terminal) both ask for an orderly stop; SIGHUP for a reload.
+fn spawn_signal_handler(control: Control) -> std::io::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     Ok(tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => log::info!("SIGTERM received"),
-            _ = int.recv() => log::info!("SIGINT received"),
+        loop {
+            tokio::select! {
+                _ = term.recv() => log::info!("SIGTERM received"),
+                _ = int.recv() => log::info!("SIGINT received"),
+                _ = hup.recv() => {
+                    log::info!("SIGHUP received");
+                    control.reload.notify_one();
+                    continue;
+                }
+            }
+            control.shutdown.cancel();
+            return;
         }
-        shutdown.cancel();
     }))
 }
 

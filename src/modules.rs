@@ -12,9 +12,14 @@ use std::sync::Arc;
 use fpush_traits::PushTrait;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, ConfigWarning, ModuleSettings, ModuleType, RejectWith, Settings};
+use crate::config::{
+    ConfigError, ConfigWarning, ModuleSettings, ModuleType, RatelimitBackend, RejectWith, Settings,
+};
 use crate::dispatcher::WipeGuard;
-use crate::ratelimit::{DeadTokens, RatelimitConfig, Ratelimiter};
+use crate::metrics::{Metrics, ModuleMetrics};
+use crate::ratelimit::{
+    DeadTokens, RatelimitConfig, Ratelimiter, RedisOptions, RedisStore, RedisUrlError,
+};
 
 /// One configured push module, ready to deliver.
 pub struct Module {
@@ -23,10 +28,41 @@ pub struct Module {
     pub module_type: ModuleType,
     pub push: Arc<dyn PushTrait>,
     pub ratelimit: Arc<Ratelimiter>,
+    /// The ratelimit settings `ratelimit` was made with (a reload keeps it when they are equal).
+    pub ratelimit_config: RatelimitConfig,
     /// What a push rejected by the ratelimit is answered with.
     pub reject_with: RejectWith,
     pub dead_tokens: Arc<DeadTokens>,
-    pub wipe_guard: WipeGuard,
+    pub wipe_guard: Arc<WipeGuard>,
+    pub metrics: ModuleMetrics,
+    /// Cancelled when a reload removes the module: its queued pushes are answered then, and
+    /// its sweepers stop. Shared by the versions of a module that a reload keeps.
+    pub retired: Arc<CancellationToken>,
+}
+
+impl Module {
+    /// A module with fresh state around `push` (tests and benchmarks build modules this way).
+    pub fn new(
+        id: &str,
+        module_type: ModuleType,
+        push: Arc<dyn PushTrait>,
+        ratelimit: RatelimitConfig,
+        dead_token_memory: std::time::Duration,
+        metrics: ModuleMetrics,
+    ) -> Self {
+        Module {
+            id: id.to_owned(),
+            module_type,
+            push,
+            ratelimit: Arc::new(Ratelimiter::new(ratelimit)),
+            ratelimit_config: ratelimit,
+            reject_with: RejectWith::Wait,
+            dead_tokens: Arc::new(DeadTokens::new(dead_token_memory)),
+            wipe_guard: Arc::new(WipeGuard::default()),
+            metrics,
+            retired: Arc::new(CancellationToken::new()),
+        }
+    }
 }
 
 impl fmt::Debug for Module {
@@ -93,11 +129,19 @@ impl ModuleSet {
         self.default.as_ref().map(|m| m.id.as_str())
     }
 
-    /// Start the periodic sweeps of every module's ratelimit and dead-token caches.
-    pub fn spawn_sweepers(&self, shutdown: &CancellationToken) {
+    /// Start the periodic sweeps of the modules' ratelimit and dead-token caches, except those
+    /// a reload carried over from `previous` (their sweepers are running already). A sweeper
+    /// stops when its module is retired or its cache dropped.
+    pub fn spawn_sweepers(&self, previous: Option<&ModuleSet>) {
         for module in self.iter() {
-            module.ratelimit.spawn_sweeper(shutdown.clone());
-            module.dead_tokens.spawn_sweeper(shutdown.clone());
+            let before = previous.and_then(|p| p.by_id.get(&module.id));
+            let stop = CancellationToken::clone(&module.retired);
+            if !before.is_some_and(|b| Arc::ptr_eq(&b.ratelimit, &module.ratelimit)) {
+                module.ratelimit.spawn_sweeper(stop.clone());
+            }
+            if !before.is_some_and(|b| Arc::ptr_eq(&b.dead_tokens, &module.dead_tokens)) {
+                module.dead_tokens.spawn_sweeper(stop);
+            }
         }
     }
 }
@@ -109,16 +153,38 @@ pub struct BuildErrors(pub Vec<String>);
 
 /// Build every configured module. Collects all problems rather than stopping at the first, so
 /// that `fpush --check` shows an operator everything at once.
-pub fn build(settings: &Settings) -> Result<(ModuleSet, Vec<ConfigWarning>), BuildErrors> {
+///
+/// With `previous` (a reload), a module whose id and type are unchanged keeps its dead-token
+/// memory, wipe guard and identity, and its ratelimit state when the ratelimit settings are
+/// unchanged too; its platform is rebuilt from the new settings (credentials may have changed).
+pub fn build(
+    settings: &Settings,
+    metrics: &Metrics,
+    previous: Option<&ModuleSet>,
+) -> Result<(ModuleSet, Vec<ConfigWarning>), BuildErrors> {
     let mut warnings = Vec::new();
     let mut errors = Vec::new();
     let mut built = Vec::new();
+    let redis = redis_store(settings, previous).unwrap_or_else(|error| {
+        errors.push(error.to_string());
+        None
+    });
     for module_settings in &settings.push_modules {
         match build_platform(module_settings) {
             Ok((push, platform_warnings)) => {
                 warnings.extend(platform_warnings);
+                let before = previous
+                    .and_then(|p| p.by_id.get(&module_settings.id))
+                    .filter(|b| b.module_type == module_settings.module_type);
                 built.push((
-                    assemble(module_settings, push, settings),
+                    assemble(
+                        module_settings,
+                        push,
+                        settings,
+                        metrics,
+                        before,
+                        redis.as_ref(),
+                    ),
                     module_settings.is_default_module,
                 ));
             }
@@ -132,20 +198,86 @@ pub fn build(settings: &Settings) -> Result<(ModuleSet, Vec<ConfigWarning>), Bui
     }
 }
 
-fn assemble(module: &ModuleSettings, push: Arc<dyn PushTrait>, settings: &Settings) -> Module {
-    let ratelimit = RatelimitConfig {
+/// The Redis store of the modules whose ratelimit backend is `redis`: the previous one when a
+/// reload keeps the URL and prefix (and so its connection), else a new one (connecting lazily).
+fn redis_store(
+    settings: &Settings,
+    previous: Option<&ModuleSet>,
+) -> Result<Option<Arc<RedisStore>>, RedisUrlError> {
+    let wanted = settings
+        .push_modules
+        .iter()
+        .any(|module| module.ratelimit.backend == RatelimitBackend::Redis);
+    // Validation requires the `redis` section whenever a module wants it.
+    let Some(redis) = settings.redis.as_ref().filter(|_| wanted) else {
+        return Ok(None);
+    };
+    let kept = previous
+        .into_iter()
+        .flat_map(ModuleSet::iter)
+        .find_map(|module| {
+            module
+                .ratelimit
+                .redis_store()
+                .filter(|store| store.is_for(&redis.url, &redis.key_prefix))
+        });
+    match kept {
+        Some(store) => Ok(Some(store.clone())),
+        None => RedisStore::new(&redis.url, &redis.key_prefix, RedisOptions::default()).map(Some),
+    }
+}
+
+fn assemble(
+    module: &ModuleSettings,
+    push: Arc<dyn PushTrait>,
+    settings: &Settings,
+    metrics: &Metrics,
+    before: Option<&Arc<Module>>,
+    redis: Option<&Arc<RedisStore>>,
+) -> Module {
+    let ratelimit_config = RatelimitConfig {
         enabled: module.ratelimit.enabled,
         window: module.ratelimit.ratelimit_time,
         cleanup_interval: module.ratelimit.ratelimit_cleanup_interval,
+    };
+    // The module's store when its backend is Redis (`build` made one if any module needs it).
+    let redis = redis.filter(|_| module.ratelimit.backend == RatelimitBackend::Redis);
+    // A reload keeps the module's state only on the same backend (and the same store).
+    let before = before.filter(|b| match (b.ratelimit.redis_store(), redis) {
+        (None, None) => true,
+        (Some(was), Some(is)) => Arc::ptr_eq(was, is),
+        _ => false,
+    });
+    let ratelimit = match (before, redis) {
+        (Some(before), _) if before.ratelimit_config == ratelimit_config => {
+            before.ratelimit.clone()
+        }
+        (_, Some(store)) => Arc::new(Ratelimiter::with_redis(
+            ratelimit_config,
+            store.clone(),
+            &module.id,
+        )),
+        (_, None) => Arc::new(Ratelimiter::new(ratelimit_config)),
+    };
+    let remember = settings.dead_tokens.remember;
+    let dead_tokens = match (before, redis) {
+        (Some(before), _) => before.dead_tokens.clone(),
+        (None, Some(store)) => {
+            Arc::new(DeadTokens::with_redis(remember, store.clone(), &module.id))
+        }
+        (None, None) => Arc::new(DeadTokens::new(remember)),
     };
     Module {
         id: module.id.clone(),
         module_type: module.module_type,
         push,
-        ratelimit: Arc::new(Ratelimiter::new(ratelimit)),
+        ratelimit,
+        ratelimit_config,
         reject_with: module.ratelimit.reject_with,
-        dead_tokens: Arc::new(DeadTokens::new(settings.dead_tokens.remember)),
-        wipe_guard: WipeGuard::default(),
+        dead_tokens,
+        wipe_guard: before.map_or_else(Default::default, |b| b.wipe_guard.clone()),
+        metrics: metrics.module(&module.id),
+        retired: before.map_or_else(Default::default, |b| b.retired.clone()),
     }
 }
 

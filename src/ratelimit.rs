@@ -8,9 +8,14 @@
 //!
 //! Entries are compact (a seeded 128-bit hash of the token and an 8-byte timestamp, see
 //! `token_key`), so a million cached tokens cost tens of megabytes, not hundreds.
+//!
+//! A module on the Redis backend (`ratelimit.backend: "redis"`, see `redis`) takes the same
+//! decisions in Redis instead, shared by every fpush instance; its local map then only mirrors
+//! them, so that it can decide alone, with the same rule, whenever Redis is unreachable.
 
 mod clock;
 mod dead_tokens;
+mod redis;
 mod sweeper;
 mod token_key;
 
@@ -26,6 +31,9 @@ use clock::{ticks, Clock};
 use token_key::{new_token_map, table_bytes, TokenHasher, TokenMap};
 
 pub use dead_tokens::DeadTokens;
+pub use redis::{RedisOptions, RedisStore, RedisUrlError};
+
+use redis::{ModuleKeys, SharedOutcome, TokenDigest};
 
 /// How one module limits pushes per token (`pushModules.<id>.ratelimit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,9 +83,29 @@ pub struct Ratelimiter {
     clock: Clock,
     hasher: TokenHasher,
     last_send: TokenMap<u64>,
+    /// On the Redis backend: where decisions are taken.
+    shared: Option<SharedLimit>,
+}
+
+/// A module's place in the shared Redis.
+struct SharedLimit {
+    store: Arc<RedisStore>,
+    keys: ModuleKeys,
+}
+
+/// What to do with a push on the Redis backend, where the dead-token memory is asked in the same
+/// round trip as the ratelimit.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A provider declared the token dead recently: answer without asking it (nothing recorded).
+    Dead,
+    /// The ratelimit's decision (recorded like `Ratelimiter::check`'s).
+    Decided(Decision),
 }
 
 impl Ratelimiter {
+    /// A limiter on the memory backend: this instance alone decides.
     pub fn new(config: RatelimitConfig) -> Self {
         Self {
             config,
@@ -86,6 +114,17 @@ impl Ratelimiter {
             clock: Clock::starting_now(),
             hasher: TokenHasher::random(),
             last_send: new_token_map(),
+            shared: None,
+        }
+    }
+
+    /// A limiter on the Redis backend for module `module_id`: decisions are taken in `store`,
+    /// shared with every instance that uses the same Redis and key prefix (`check_shared`).
+    pub fn with_redis(config: RatelimitConfig, store: Arc<RedisStore>, module_id: &str) -> Self {
+        let keys = store.keys_for(module_id);
+        Self {
+            shared: Some(SharedLimit { store, keys }),
+            ..Self::new(config)
         }
     }
 
@@ -116,6 +155,72 @@ impl Ratelimiter {
                 NextSend::AlreadyQueued => Decision::Reject,
             },
         }
+    }
+
+    /// Whether this limiter decides in Redis (`check_shared`) rather than in memory (`check`).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// The Redis connection this limiter decides with, if it is on the Redis backend.
+    pub fn redis_store(&self) -> Option<&Arc<RedisStore>> {
+        self.shared.as_ref().map(|shared| &shared.store)
+    }
+
+    /// Decides what to do with a push for `token` on the Redis backend, consulting `dead` in the
+    /// same round trip: one script run, atomic across every fpush instance sharing the Redis.
+    ///
+    /// Always resolves within the store's timeout: when Redis fails, is slow or is known to be
+    /// down, the decision is this instance's own (`check` and `DeadTokens::is_dead`), counted in
+    /// `RedisStore::fallbacks`. On the memory backend this is just those two.
+    pub async fn check_shared(&self, dead: &DeadTokens, token: &str) -> Verdict {
+        let Some(shared) = &self.shared else {
+            return self.check_locally(dead, token);
+        };
+        let digest = TokenDigest::of(token);
+        let dead_key = dead.shared_key(&shared.store, &digest);
+        if dead_key.is_none() && dead.is_dead(token) {
+            return Verdict::Dead;
+        }
+        let window = self.config.enabled.then_some(self.config.window);
+        let outcome = shared
+            .store
+            .decide(&shared.keys.ratelimit(&digest), dead_key.as_deref(), window)
+            .await;
+        match outcome {
+            None => self.check_locally(dead, token),
+            Some(SharedOutcome::Dead) => Verdict::Dead,
+            Some(SharedOutcome::Reject) => Verdict::Decided(Decision::Reject),
+            Some(SharedOutcome::Send) => {
+                self.mirror(token, None);
+                Verdict::Decided(Decision::Send)
+            }
+            Some(SharedOutcome::SendAfter(delay)) => {
+                // Counted from when the answer arrived, so the send is never earlier than Redis
+                // allowed; at most one round trip later.
+                let at = Instant::now() + delay;
+                self.mirror(token, Some(at));
+                Verdict::Decided(Decision::SendAt(at))
+            }
+        }
+    }
+
+    fn check_locally(&self, dead: &DeadTokens, token: &str) -> Verdict {
+        if dead.is_dead(token) {
+            Verdict::Dead
+        } else {
+            Verdict::Decided(self.check(token))
+        }
+    }
+
+    /// Records a send that Redis decided in the local map (now, or queued at `at`), so that a
+    /// fallback to local decisions starts from what this instance knows.
+    fn mirror(&self, token: &str, at: Option<Instant>) {
+        if !self.config.enabled {
+            return;
+        }
+        let at = at.map_or_else(|| self.clock.now(), |at| self.clock.ticks_at(at));
+        self.last_send.insert(self.hasher.key(token), at);
     }
 
     /// Drops the entries whose last send is at least `max(cleanup_interval, window)` old, and
@@ -162,6 +267,10 @@ impl std::fmt::Debug for Ratelimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ratelimiter")
             .field("config", &self.config)
+            .field(
+                "backend",
+                &if self.is_shared() { "redis" } else { "memory" },
+            )
             .field("tokens", &self.len())
             .finish_non_exhaustive()
     }

@@ -271,10 +271,7 @@ async fn dead_token_answers_cancel_and_the_token_is_then_answered_without_asking
         let id = format!("d{n}");
         let reply = path.push(&id, token).await;
         assert_error(&reply, &id, "cancel", "item-not-found");
-        assert_eq!(
-            path.only_request_for(token).reason.as_deref(),
-            Some(reason)
-        );
+        assert_eq!(path.only_request_for(token).reason.as_deref(), Some(reason));
 
         // The same token again (Prosody reuses the IQ id): answered from memory.
         let reply = path.push(&id, token).await;
@@ -295,8 +292,7 @@ async fn throttled_push_answers_wait_resource_constraint_without_a_retry() {
 }
 
 #[tokio::test]
-async fn service_unavailable_twice_answers_wait_internal_server_error_after_exactly_two_requests()
-{
+async fn service_unavailable_twice_answers_wait_internal_server_error_after_exactly_two_requests() {
     let mut path = ApplePath::start(Auth::Certificate(P12Cipher::Modern)).await;
     // `unavailable…` → 503 every time.
     let reply = path.push("u1", "unavailable-token-1").await;
@@ -336,11 +332,17 @@ async fn stalled_apns_answers_wait_remote_server_timeout_after_the_request_timeo
 }
 
 #[tokio::test]
-async fn topic_errors_answer_wait_internal_server_error_and_keep_the_token() {
+async fn operator_errors_answer_wait_internal_server_error_and_keep_the_token() {
     let mut path = ApplePath::start(Auth::Certificate(P12Cipher::Modern)).await;
-    for (n, reason) in ["TopicDisallowed", "BadTopic"].into_iter().enumerate() {
+    let answers = [
+        (400, "TopicDisallowed"),
+        (400, "BadTopic"),
+        (403, "BadCertificate"),
+        (429, "TooManyProviderTokenUpdates"),
+    ];
+    for (n, (status, reason)) in answers.into_iter().enumerate() {
         let token = format!("{n}").repeat(64);
-        path.apns.enqueue(&token, [Answer::error(400, reason)]);
+        path.apns.enqueue(&token, [Answer::error(status, reason)]);
         let id = format!("m{n}");
         let reply = path.push(&id, &token).await;
         assert_error(&reply, &id, "wait", "internal-server-error");

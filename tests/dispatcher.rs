@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fpush::component::{reply_channel, Inbound, ReplyReceiver};
-use fpush::config::{ModuleType, RejectWith};
-use fpush::dispatcher::{Dispatcher, WipeGuard};
+use fpush::config::ModuleType;
+use fpush::dispatcher::Dispatcher;
+use fpush::metrics::{Metrics, ModuleMetrics};
 use fpush::modules::{Module, ModuleSet};
-use fpush::ratelimit::{DeadTokens, RatelimitConfig, Ratelimiter};
+use fpush::ratelimit::RatelimitConfig;
 use fpush_testkit::xmpp::{prosody_push_iq, Stanza};
 use fpush_traits::{
     async_trait, DeadTokenReason, Delivered, PushError, PushNotification, PushTrait,
@@ -76,23 +77,22 @@ struct Harness {
 impl Harness {
     fn new(provider: ScriptedProvider, window: Option<Duration>, max_in_flight: usize) -> Self {
         let provider = Arc::new(provider);
-        let module = Module {
-            id: "app".into(),
-            module_type: ModuleType::Demo,
-            push: provider.clone(),
-            ratelimit: Arc::new(Ratelimiter::new(RatelimitConfig {
+        let module = Module::new(
+            "app",
+            ModuleType::Demo,
+            provider.clone(),
+            RatelimitConfig {
                 enabled: window.is_some(),
                 window: window.unwrap_or(Duration::from_secs(20)),
                 cleanup_interval: Duration::from_secs(300),
-            })),
-            reject_with: RejectWith::Wait,
-            dead_tokens: Arc::new(DeadTokens::new(Duration::from_secs(3600))),
-            wipe_guard: WipeGuard::default(),
-        };
+            },
+            Duration::from_secs(3600),
+            ModuleMetrics::detached(),
+        );
         let modules = Arc::new(ModuleSet::from_modules(vec![(module, true)]));
         let (sender, replies) = reply_channel();
         Harness {
-            dispatcher: Dispatcher::new(modules, max_in_flight, sender),
+            dispatcher: Dispatcher::new(modules, max_in_flight, sender, Metrics::new()),
             replies,
             provider,
             next_id: 0,

@@ -21,12 +21,31 @@ struct GooglePath {
     link: ComponentLink,
     fpush: Daemon,
     _xmpp: FakeXmppServer,
+    _files: tempfile::TempDir,
 }
 
 impl GooglePath {
     /// Everything up; `fcm_extra` (e.g. `"dataFromSummary": true,`) is added to the `fcm` block.
     async fn start(fcm_extra: &str) -> Self {
+        Self::start_with(fcm_extra, None).await
+    }
+
+    /// Like [`GooglePath::start`]; with `project`, the service-account file names that Firebase
+    /// project instead of the test server's (same account and key, so OAuth still succeeds).
+    async fn start_with(fcm_extra: &str, project: Option<&str>) -> Self {
         let fcm = FcmServer::start().await.unwrap();
+        let files = tempfile::tempdir().unwrap();
+        let secret = match project {
+            None => fcm.service_account_file().to_owned(),
+            Some(project) => {
+                let mut account: serde_json::Value =
+                    serde_json::from_str(&fcm.account().json()).unwrap();
+                account["project_id"] = project.into();
+                let path = files.path().join("other-project.json");
+                std::fs::write(&path, account.to_string()).unwrap();
+                path
+            }
+        };
         // The ratelimit is off so every push of a test reaches the module; the dead-token memory
         // is the core's default (on).
         let modules = format!(
@@ -35,7 +54,7 @@ impl GooglePath {
                 "fcm": {{ {fcm_extra}
                     "fcmSecretPath": {secret}, "endpoint": {endpoint}, "caFilePath": {ca},
                     "requestTimeout": "{timeout}ms" }} }} }}"#,
-            secret = json_path(fcm.service_account_file()),
+            secret = json_path(&secret),
             endpoint = json_str(fcm.endpoint()),
             ca = json_path(fcm.ca_file()),
             timeout = REQUEST_TIMEOUT.as_millis(),
@@ -48,6 +67,7 @@ impl GooglePath {
             link,
             fpush,
             _xmpp: xmpp,
+            _files: files,
         }
     }
 
@@ -245,6 +265,25 @@ async fn oauth_endpoint_down_answers_wait_and_recovers() {
 
     path.fcm.set_token_endpoint(TokenEndpointMode::Grant);
     assert_result(&path.push("o2", DEVICE_TOKEN).await, "o2");
+}
+
+#[tokio::test]
+async fn a_wrong_project_answers_wait_after_one_token_refresh() {
+    let mut path = GooglePath::start_with("", Some("some-other-project")).await;
+    let reply = path.push("p1", DEVICE_TOKEN).await;
+    assert_error(&reply, "p1", "wait", "internal-server-error");
+    let requests = path.requests_for(DEVICE_TOKEN);
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert!(requests
+        .iter()
+        .all(|r| r.project == "some-other-project"
+            && r.reason.as_deref() == Some("PERMISSION_DENIED")));
+    assert_eq!(path.fcm.tokens_granted(), 2, "one refresh");
+
+    // Not a dead token: the next push asks FCM again.
+    let reply = path.push("p1", DEVICE_TOKEN).await;
+    assert_error(&reply, "p1", "wait", "internal-server-error");
+    assert_eq!(path.count_for(DEVICE_TOKEN), 4);
 }
 
 // --- the core's guard against wiping an app's registrations ---------------------------------

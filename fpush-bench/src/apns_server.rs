@@ -1,6 +1,8 @@
 //! A lean APNS test server on its own thread: HTTP/2 over TLS with a client certificate from the
 //! test CA (certificate auth, so no provider token is verified per request), answering every
-//! `POST /3/device/<token>` with 200 and an `apns-id`, optionally after a delay.
+//! `POST /3/device/<token>` with 200 and an `apns-id`, optionally after a delay. Answers can be
+//! held back on demand ([`ApnsServer::hold`]), so a scenario can have pushes in flight at the
+//! provider at a moment of its choosing.
 //!
 //! It runs on a dedicated single-threaded runtime so its CPU time can be read apart from the
 //! generator's and shown next to fpush's.
@@ -29,6 +31,7 @@ pub struct ApnsServer {
     pub p12_path: PathBuf,
     stat_path: PathBuf,
     requests: Arc<AtomicU64>,
+    hold: tokio::sync::watch::Sender<bool>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -50,6 +53,7 @@ impl ApnsServer {
 
         let requests = Arc::new(AtomicU64::new(0));
         let counter = requests.clone();
+        let (hold, held) = tokio::sync::watch::channel(false);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -68,7 +72,12 @@ impl ApnsServer {
                 runtime.block_on(async move {
                     let handler = move |req: http::Request<Bytes>, _conn| {
                         let counter = counter.clone();
-                        async move { answer(req, &counter, delay).await }
+                        let mut held = held.clone();
+                        async move {
+                            // A closed channel means the server is stopping: answer at once.
+                            let _ = held.wait_for(|hold| !*hold).await;
+                            answer(req, &counter, delay).await
+                        }
                     };
                     let server = match serve(config, handler).await {
                         Ok(server) => server,
@@ -94,6 +103,7 @@ impl ApnsServer {
             p12_path,
             stat_path,
             requests,
+            hold,
             stop: Some(stop_tx),
             thread: Some(thread),
         })
@@ -102,6 +112,11 @@ impl ApnsServer {
     /// Requests answered (or being answered) so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// While `true`, requests are taken but not answered; `false` releases them all.
+    pub fn hold(&self, hold: bool) {
+        self.hold.send_replace(hold);
     }
 
     /// CPU seconds the server's thread used so far.
@@ -121,7 +136,11 @@ impl Drop for ApnsServer {
     }
 }
 
-async fn answer(req: http::Request<Bytes>, counter: &AtomicU64, delay: Duration) -> Response<Bytes> {
+async fn answer(
+    req: http::Request<Bytes>,
+    counter: &AtomicU64,
+    delay: Duration,
+) -> Response<Bytes> {
     let n = counter.fetch_add(1, Ordering::Relaxed);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;

@@ -195,15 +195,19 @@ impl ReplyScanner {
         let end = if rest[tag_end - 1] == b'/' {
             tag_end + 1
         } else {
-            let name_len = rest[1..]
-                .iter()
-                .position(|b| matches!(b, b' ' | b'>' | b'/'))
-                .unwrap_or(0);
-            let mut close = Vec::with_capacity(name_len + 3);
-            close.extend_from_slice(b"</");
-            close.extend_from_slice(&rest[1..1 + name_len]);
-            close.push(b'>');
-            memmem::find(&rest[tag_end..], &close)? + tag_end + close.len()
+            if rest.starts_with(b"<iq ") {
+                memmem::find(&rest[tag_end..], b"</iq>")? + tag_end + 5
+            } else {
+                let name_len = rest[1..]
+                    .iter()
+                    .position(|b| matches!(b, b' ' | b'>' | b'/'))
+                    .unwrap_or(0);
+                let mut close = Vec::with_capacity(name_len + 3);
+                close.extend_from_slice(b"</");
+                close.extend_from_slice(&rest[1..1 + name_len]);
+                close.push(b'>');
+                memmem::find(&rest[tag_end..], &close)? + tag_end + close.len()
+            }
         };
         let stanza_at = self.pos + start;
         self.pos = stanza_at + end;
@@ -309,10 +313,7 @@ mod tests {
         assert_ne!(first, second);
         let request = fpush_testkit::xmpp::Stanza::parse(first).unwrap();
         assert_eq!(request.attr("type"), Some("set"));
-        assert_eq!(
-            parse_seq(request.attr("id").unwrap().as_bytes()),
-            Some(7)
-        );
+        assert_eq!(parse_seq(request.attr("id").unwrap().as_bytes()), Some(7));
     }
 
     #[test]

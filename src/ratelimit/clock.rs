@@ -30,6 +30,11 @@ impl Clock {
         ticks(Instant::now().saturating_duration_since(self.origin))
     }
 
+    /// The timestamp of `instant` (the origin for an instant before it).
+    pub(crate) fn ticks_at(&self, instant: Instant) -> u64 {
+        ticks(instant.saturating_duration_since(self.origin))
+    }
+
     pub(crate) fn instant(&self, at: u64) -> Instant {
         // Cannot fail: every supported platform represents its clock's origin plus 146 years.
         self.origin
@@ -61,6 +66,7 @@ mod tests {
         let now = clock.now();
         assert_eq!(now, 1_500_000_000);
         assert_eq!(clock.instant(now), Instant::now());
+        assert_eq!(clock.ticks_at(Instant::now()), now);
     }
 
     #[tokio::test(start_paused = true)]

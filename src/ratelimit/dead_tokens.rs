@@ -3,6 +3,9 @@
 //! A dead token keeps coming back until the XMPP server disables the registration, and asking the
 //! provider each time wastes a request and risks its throttling. Entries are as compact as the
 //! ratelimit's: a seeded 128-bit hash of the token and the time it is forgotten.
+//!
+//! On the Redis backend a dead token is also written to Redis (`SET … PX remember`), where every
+//! instance's `Ratelimiter::check_shared` finds it; the local map still answers when Redis cannot.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::clock::{ticks, Clock};
+use super::redis::{ModuleKeys, RedisStore, TokenDigest};
 use super::sweeper;
 use super::token_key::{new_token_map, table_bytes, TokenHasher, TokenMap};
 
@@ -23,6 +27,14 @@ pub struct DeadTokens {
     hasher: TokenHasher,
     /// When each dead token is forgotten.
     until: TokenMap<u64>,
+    /// On the Redis backend: where dead tokens are shared.
+    shared: Option<SharedDead>,
+}
+
+/// A module's dead tokens in the shared Redis.
+struct SharedDead {
+    store: Arc<RedisStore>,
+    keys: ModuleKeys,
 }
 
 impl DeadTokens {
@@ -34,7 +46,29 @@ impl DeadTokens {
             clock: Clock::starting_now(),
             hasher: TokenHasher::random(),
             until: new_token_map(),
+            shared: None,
         }
+    }
+
+    /// Dead tokens of module `module_id` shared in `store` with every instance that uses it.
+    pub fn with_redis(remember: Duration, store: Arc<RedisStore>, module_id: &str) -> Self {
+        let keys = store.keys_for(module_id);
+        Self {
+            shared: Some(SharedDead { store, keys }),
+            ..Self::new(remember)
+        }
+    }
+
+    /// The Redis key of `token`'s entry, when this memory is on and shared in `store` (the
+    /// ratelimiter's, which reads it in the same script run).
+    pub(crate) fn shared_key(
+        &self,
+        store: &Arc<RedisStore>,
+        token: &TokenDigest,
+    ) -> Option<String> {
+        let shared = self.shared.as_ref()?;
+        (self.remember_ticks != 0 && Arc::ptr_eq(&shared.store, store))
+            .then(|| shared.keys.dead(token))
     }
 
     /// Whether a provider declared `token` dead less than `remember` ago.
@@ -49,17 +83,52 @@ impl DeadTokens {
     }
 
     /// Remembers `token` as dead for `remember` from now (again from now if it already was).
+    ///
+    /// On the Redis backend the shared entry is written by a task of its own, so the caller (a
+    /// reply on its way) does not wait for Redis; see [`DeadTokens::remember_dead`].
     pub fn mark_dead(&self, token: &str) {
         if self.remember_ticks == 0 {
             return;
         }
-        let until = self.clock.now().saturating_add(self.remember_ticks);
-        self.until.insert(self.hasher.key(token), until);
+        self.mark_locally(token);
+        if let Some(shared) = &self.shared {
+            let store = shared.store.clone();
+            let key = shared.keys.dead(&TokenDigest::of(token));
+            let remember = self.remember;
+            spawn_if_in_runtime(async move {
+                store.set_dead(&key, remember).await;
+            });
+        }
+    }
+
+    /// Like [`DeadTokens::mark_dead`], but returns once the shared entry is written (or Redis
+    /// has failed, and only this instance remembers).
+    pub async fn remember_dead(&self, token: &str) {
+        if self.remember_ticks == 0 {
+            return;
+        }
+        self.mark_locally(token);
+        if let Some(shared) = &self.shared {
+            let key = shared.keys.dead(&TokenDigest::of(token));
+            shared.store.set_dead(&key, self.remember).await;
+        }
     }
 
     /// Forgets `token`: a later successful send proves it alive.
     pub fn forget(&self, token: &str) {
         self.until.remove(&self.hasher.key(token));
+        if let Some(shared) = &self.shared {
+            let store = shared.store.clone();
+            let key = shared.keys.dead(&TokenDigest::of(token));
+            spawn_if_in_runtime(async move {
+                store.delete(&key).await;
+            });
+        }
+    }
+
+    fn mark_locally(&self, token: &str) {
+        let until = self.clock.now().saturating_add(self.remember_ticks);
+        self.until.insert(self.hasher.key(token), until);
     }
 
     /// Drops the tokens whose time is up, and returns how many it dropped.
@@ -96,6 +165,14 @@ impl DeadTokens {
         }
         let period = sweeper::period_for(self.remember);
         sweeper::spawn(self, period, shutdown, Self::sweep, "dead-token")
+    }
+}
+
+/// Runs a Redis write in the background; outside a runtime (never the case in the daemon) the
+/// local entry alone is kept.
+fn spawn_if_in_runtime(write: impl std::future::Future<Output = ()> + Send + 'static) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(write);
     }
 }
 

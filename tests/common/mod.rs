@@ -54,13 +54,32 @@ impl Daemon {
 
     /// Send SIGTERM.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Send SIGHUP (reload the settings file).
+    pub fn reload(&self) {
+        self.signal("HUP");
+    }
+
+    fn signal(&self, name: &str) {
         if let Some(child) = &self.child {
             let status = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
+                .args([&format!("-{name}"), &child.id().to_string()])
                 .status()
                 .expect("kill");
             assert!(status.success());
         }
+    }
+
+    /// Replace the settings file (takes effect at the next `reload`).
+    pub fn rewrite_settings(&self, settings: &str) {
+        std::fs::write(self.dir.path().join("settings.json"), settings).expect("write settings");
+    }
+
+    /// The process id, for /proc look-ups.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Wait for the process to exit (up to `timeout`).

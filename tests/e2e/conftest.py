@@ -9,18 +9,15 @@ Run with the release binaries built: `python3 -m pytest -q tests/e2e`.
 from __future__ import annotations
 
 import itertools
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from fpush_daemon import Fpush, binary  # noqa: E402
-from providers import FakeProvider  # noqa: E402
-from servers import Ejabberd, Prosody, XmppServer  # noqa: E402
-from wiretap import Push, Wiretap  # noqa: E402
-import xmpp_client  # noqa: E402
+# pytest puts this directory on sys.path (no __init__.py here), so the helpers import directly.
+import xmpp_client
+from fpush_daemon import Fpush, binary
+from providers import FakeProvider
+from servers import Ejabberd, Prosody, XmppServer
+from wiretap import Push, Wiretap
 
 PASSWORD = "e2e-password"
 RATELIMIT_WINDOW = 2.0  # seconds, for the *-limited modules

@@ -103,14 +103,22 @@ class Process:
         if self.running():
             os.kill(self.pid, signum)
 
-    def stop(self, grace: float = 10.0, signum: int = signal.SIGTERM) -> Optional[int]:
-        """Asks the whole group to stop and waits until every process in it is gone (a wrapper
-        script may exit before the program it started has shut down cleanly); kills what is
-        left after `grace` seconds. Returns the exit code of the process started."""
+    def stop(self, grace: float = 10.0, signum: int = signal.SIGTERM, spare_leader: bool = False) -> Optional[int]:
+        """Asks the whole group to stop and waits until every process in it is gone; kills what
+        is left after `grace` seconds. Returns the exit code of the process started.
+
+        `spare_leader`: the leader is a wrapper script that waits for the real program: signal
+        only the leader's children, so that the script sees the program end, reaps it and exits by itself
+        (a script killed first would leave the program to shut down unobserved, as a zombie)."""
         if self.popen is None:
             return None
         pgid = self.popen.pid  # the leader's pid is the group id (start_new_session)
-        _signal_group(pgid, signum)
+        children = [pid for pid, parent in _group_members(pgid) if parent == pgid] if spare_leader else []
+        if children:
+            for pid in children:
+                _signal_pid(pid, signum)
+        else:
+            _signal_group(pgid, signum)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             if self.popen.poll() is not None and not _group_members(pgid):
@@ -132,7 +140,7 @@ class Process:
 
 
 def _group_members(pgid: int) -> list:
-    """Live (not zombie) processes of a process group, read from /proc."""
+    """Live (not zombie) processes of a process group as (pid, parent pid), read from /proc."""
     members = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -144,8 +152,15 @@ def _group_members(pgid: int) -> list:
         # Fields after the command name (which may contain spaces) start after the last ')'.
         fields = stat[stat.rfind(")") + 2 :].split()
         if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
+            members.append((int(entry.name), int(fields[1])))
     return members
+
+
+def _signal_pid(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _signal_group(pgid: int, signum: int) -> None:

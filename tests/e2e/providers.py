@@ -31,14 +31,21 @@ class FakeProvider:
             f"fake-{self.kind}",
             [
                 str(self.binary),
-                "--listen", "127.0.0.1:0",
-                "--dir", str(self.workdir / "credentials"),
-                "--record", str(self.record_path),
+                "--listen",
+                "127.0.0.1:0",
+                "--dir",
+                str(self.workdir / "credentials"),
+                "--record",
+                str(self.record_path),
             ],
             self.stdout_path,
         ).start()
-        self.info = wait_for(f"fake-{self.kind} to announce its port", self._announcement, timeout=30,
-                             on_timeout=lambda: self.process.log_tail() if self.process else "")
+        self.info = wait_for(
+            f"fake-{self.kind} to announce its port",
+            self._announcement,
+            timeout=30,
+            on_timeout=lambda: self.process.log_tail() if self.process else "",
+        )
         return self
 
     def _announcement(self) -> Optional[Dict[str, Any]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +39,16 @@ class XmppServer:
 
     domain = DOMAIN
     component_jid = COMPONENT_JID
+    # The process started is a wrapper script around the server (ejabberdctl).
+    started_through_script = False
 
     def start(self) -> None:
         raise NotImplementedError
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.stop(grace=15)
+            # SIGTERM: both servers shut down cleanly on it (ejabberd flushes Mnesia).
+            self.process.stop(grace=20, spare_leader=self.started_through_script)
         wait_for(
             f"{self.kind}'s ports to close",
             lambda: not port_accepts(self.c2s_port) and not port_accepts(self.component_port),
@@ -58,6 +60,10 @@ class XmppServer:
         self.start()
 
     def register(self, user: str, password: str) -> None:
+        raise NotImplementedError
+
+    def push_disabled(self, jid: str, token: str) -> bool:
+        """Whether the server itself says it dropped the push registration of `jid` for `token`."""
         raise NotImplementedError
 
     def wait_listening(self, timeout: float = 60) -> None:
@@ -89,7 +95,9 @@ class Prosody(XmppServer):
             component_port=free_port(),
             component_secret="e2e-component-secret-prosody",
         )
-        (workdir / "data").mkdir(parents=True, exist_ok=True)
+        # `certs` is where Prosody looks for certificates; empty, as TLS is off.
+        for sub in ("data", "certs"):
+            (workdir / sub).mkdir(parents=True, exist_ok=True)
         self.config = render(
             "prosody.cfg.lua",
             workdir / "prosody.cfg.lua",
@@ -116,8 +124,10 @@ class Prosody(XmppServer):
 
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
-        return super().log_tail(lines) + f"\n--- last lines of {self.log_file} ---\n" + "\n".join(
-            text.splitlines()[-lines:]
+        return (
+            super().log_tail(lines)
+            + f"\n--- last lines of {self.log_file} ---\n"
+            + "\n".join(text.splitlines()[-lines:])
         )
 
     def register(self, user: str, password: str) -> None:
@@ -126,10 +136,13 @@ class Prosody(XmppServer):
             f"prosodyctl register {user}",
         )
 
-    def push_registrations(self, user: str) -> str:
-        """The stored cloud_notify registrations of a user, as Prosody keeps them on disk."""
-        path = self.workdir / "data" / "localhost" / "cloud_notify" / f"{user}.dat"
-        return path.read_text() if path.exists() else ""
+    def push_disabled(self, jid: str, token: str) -> bool:
+        """mod_cloud_notify keeps a user's registrations in `cloud_notify/USER.dat` (a file that
+        goes away with the last registration)."""
+        user = jid.split("@", 1)[0]
+        path = self.workdir / "data" / self.domain / "cloud_notify" / f"{user}.dat"
+        stored = path.read_text() if path.exists() else ""
+        return f'["node"] = "{token}"' not in stored
 
 
 class Ejabberd(XmppServer):
@@ -137,6 +150,8 @@ class Ejabberd(XmppServer):
 
     Erlang distribution runs without epmd on a fixed free port (ERL_DIST_PORT), so nothing
     outlives the test and nothing collides with another node on the machine."""
+
+    started_through_script = True
 
     def __init__(self, workdir: Path, log_level: str = "info") -> None:
         super().__init__(
@@ -160,8 +175,8 @@ class Ejabberd(XmppServer):
             COMPONENT_SECRET=self.component_secret,
         )
         (workdir / "ejabberdctl.cfg").write_text(
-            f'ERLANG_NODE={self.node}\nERL_DIST_PORT={self.dist_port}\n'
-            'INET_DIST_INTERFACE=127.0.0.1\nEJABBERD_BYPASS_WARNINGS=true\n'
+            f"ERLANG_NODE={self.node}\nERL_DIST_PORT={self.dist_port}\n"
+            "INET_DIST_INTERFACE=127.0.0.1\nEJABBERD_BYPASS_WARNINGS=true\n"
         )
         self.ctl = self._ejabberdctl_for_current_user()
 
@@ -181,11 +196,16 @@ class Ejabberd(XmppServer):
     def _ctl_argv(self, *args: str) -> list:
         return [
             str(self.ctl),
-            "--config-dir", str(self.workdir),
-            "--config", str(self.config),
-            "--ctl-config", str(self.workdir / "ejabberdctl.cfg"),
-            "--logs", str(self.workdir / "logs"),
-            "--spool", str(self.workdir / "spool"),
+            "--config-dir",
+            str(self.workdir),
+            "--config",
+            str(self.config),
+            "--ctl-config",
+            str(self.workdir / "ejabberdctl.cfg"),
+            "--logs",
+            str(self.workdir / "logs"),
+            "--spool",
+            str(self.workdir / "spool"),
             *args,
         ]
 
@@ -208,15 +228,12 @@ class Ejabberd(XmppServer):
         self.wait_listening()
         self.ctl_call("status")
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.running():
-            self.process.stop(grace=20, signum=signal.SIGTERM)
-        super().stop()
-
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
-        return super().log_tail(lines) + f"\n--- last lines of {self.log_file} ---\n" + "\n".join(
-            text.splitlines()[-lines:]
+        return (
+            super().log_tail(lines)
+            + f"\n--- last lines of {self.log_file} ---\n"
+            + "\n".join(text.splitlines()[-lines:])
         )
 
     def ctl_call(self, *args: str) -> str:
@@ -224,3 +241,8 @@ class Ejabberd(XmppServer):
 
     def register(self, user: str, password: str) -> None:
         self.ctl_call("register", user, self.domain, password)
+
+    def push_disabled(self, jid: str, token: str) -> bool:
+        """mod_push logs (at warning level) each registration it deletes after an error reply."""
+        text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+        return f"rejected notification for {jid} ({token}), disabling push" in text

@@ -12,6 +12,7 @@ import json
 import pytest
 
 from conftest import RATELIMIT_WINDOW, Stack
+from processes import wait_for
 from providers import header
 from servers import PUSH_MAX_ERRORS
 
@@ -95,8 +96,10 @@ def test_dead_token_is_cancelled_and_registration_removed(stack: Stack, platform
     cancels_needed = 1 if stack.kind == "ejabberd" else PUSH_MAX_ERRORS
 
     for count in range(1, cancels_needed + 1):
+        assert not stack.server.push_disabled(user, token), f"registration gone after {count - 1} cancel(s)"
         push = stack.message_and_reply(user, token, count)
         assert_error(push, "cancel", "item-not-found", stack)
+    wait_for(f"{stack.kind} to drop the registration", lambda: stack.server.push_disabled(user, token), timeout=10)
 
     stack.send(user, "after the registration is gone")
     stack.barrier()
@@ -141,6 +144,7 @@ def test_provider_unavailable_is_answered_wait_and_registration_survives(stack: 
         assert_error(push, "wait", "internal-server-error", stack)
 
     # Still registered: one more message, one more push.
+    assert not stack.server.push_disabled(user, token)
     stack.message_and_reply(user, token, PUSH_MAX_ERRORS + 2)
 
 

@@ -13,7 +13,7 @@ import asyncio
 import threading
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, List, Optional, TypeVar
 
 NS_STREAM = "http://etherx.jabber.org/streams"
@@ -31,7 +31,7 @@ class Stanza:
     direction: str  # "to_fpush" (sent by the XMPP server) or "to_server" (sent by fpush)
     connection: int  # which relayed connection, counting from 1
     element: ET.Element
-    at: float = field(default_factory=time.monotonic)
+    at: float  # time.monotonic() when the relay read the bytes that completed it
 
     @property
     def name(self) -> str:
@@ -62,8 +62,14 @@ class Push:
 
     def describe(self) -> str:
         reply = self.reply
-        answer = "no reply yet" if reply is None else (
-            "result" if reply.kind == "result" else f"error {reply.error_type}/{reply.condition} ({reply.text or ''})"
+        answer = (
+            "no reply yet"
+            if reply is None
+            else (
+                "result"
+                if reply.kind == "result"
+                else f"error {reply.error_type}/{reply.condition} ({reply.text or ''})"
+            )
         )
         return f"push token={self.token} module={self.push_module} id={self.id[:24]}…: {answer}"
 
@@ -143,7 +149,7 @@ class Wiretap:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="wiretap", daemon=True)
         self._server: Optional[asyncio.AbstractServer] = None
-        self._writers: set = set()
+        self._relays: set = set()
 
     # --- lifecycle (called from the test thread) ---
 
@@ -217,32 +223,37 @@ class Wiretap:
     async def _close_all(self) -> None:
         if self._server is not None:
             self._server.close()
-        for writer in list(self._writers):
-            writer.close()
+        relays = list(self._relays)
+        for relay in relays:
+            relay.cancel()
+        await asyncio.gather(*relays, return_exceptions=True)
 
     async def _relay(self, from_fpush: asyncio.StreamReader, to_fpush: asyncio.StreamWriter) -> None:
-        self._writers.add(to_fpush)
+        relay = asyncio.current_task()
+        self._relays.add(relay)
         with self._changed:
             self.connections += 1
             number = self.connections
+        to_server = None
+        pumps = []
         try:
-            from_server, to_server = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            self._writers.discard(to_fpush)
-            to_fpush.close()
-            return
-        self._writers.add(to_server)
-        pumps = [
-            asyncio.ensure_future(self._pump(from_fpush, to_server, "to_server", number)),
-            asyncio.ensure_future(self._pump(from_server, to_fpush, "to_fpush", number)),
-        ]
-        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-        for writer in (to_fpush, to_server):
-            self._writers.discard(writer)
-            writer.close()
-        for pump in pumps:
-            pump.cancel()
-        await asyncio.gather(*pumps, return_exceptions=True)
+            try:
+                from_server, to_server = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            except OSError:
+                return  # the server is down: so is this connection
+            pumps = [
+                asyncio.ensure_future(self._pump(from_fpush, to_server, "to_server", number)),
+                asyncio.ensure_future(self._pump(from_server, to_fpush, "to_fpush", number)),
+            ]
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            for writer in (to_fpush, to_server):
+                if writer is not None:
+                    writer.close()
+            self._relays.discard(relay)
 
     async def _pump(self, reader, writer, direction: str, number: int) -> None:
         stream = _StreamReader()
@@ -251,18 +262,20 @@ class Wiretap:
                 data = await reader.read(65536)
                 if not data:
                     return
+                # Taken before forwarding: the far side cannot have seen these bytes earlier.
+                read_at = time.monotonic()
                 writer.write(data)
                 await writer.drain()
                 elements = stream.feed(data)
                 if elements or stream.broken:
-                    self._record(direction, number, elements, stream)
+                    self._record(direction, number, elements, stream, read_at)
         except (ConnectionError, OSError):
             return
 
-    def _record(self, direction: str, number: int, elements, stream: _StreamReader) -> None:
+    def _record(self, direction: str, number: int, elements, stream: _StreamReader, read_at: float) -> None:
         with self._changed:
             for element in elements:
-                stanza = Stanza(direction, number, element)
+                stanza = Stanza(direction, number, element, read_at)
                 self.stanzas.append(stanza)
                 if direction == "to_fpush":
                     push = _parse_push(stanza)

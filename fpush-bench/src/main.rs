@@ -1,0 +1,240 @@
+//! `fpush-bench`: the load generator and figures for fpush.
+//!
+//! It plays the XMPP server (XEP-0114, server side) and Apple's provider API (HTTP/2 over TLS,
+//! answering 200) on loopback, runs the real `fpush` binary against them with generated
+//! settings, and reports per run: pushes sent, replies by type, replies missing, throughput,
+//! pushes per CPU-second of the fpush process, latency percentiles and fpush's peak RSS — with
+//! its own CPU next to fpush's, to show the generator is not the bottleneck.
+//!
+//! ```text
+//! fpush-bench [--fpush PATH] [--runs N] [--out DIR] [all | a b c d e f | smoke]
+//! fpush-bench soak [--duration SECS] [--rate N] [--pool N] [--cleanup SECS]
+//! ```
+
+mod apns_server;
+mod load;
+mod procfs;
+mod report;
+mod run;
+mod scenario;
+mod soak;
+mod xmpp;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::report::Summary;
+use crate::run::Setup;
+use crate::scenario::Scenario;
+
+/// Why a run could not be completed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("set-up failed: {0}")]
+    Setup(String),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("the link to fpush is down")]
+    NoLink,
+    #[error("usage: {0}")]
+    Usage(String),
+}
+
+const USAGE: &str = "\
+usage: fpush-bench [--fpush PATH] [--runs N] [--out DIR] [all | a b c d e f | smoke]
+       fpush-bench [--fpush PATH] [--out DIR] soak [--duration SECS] [--rate N] [--pool N] [--cleanup SECS]
+
+  all (default)  scenarios a–f, each --runs times (default 5), then the table
+  smoke          2,000 pushes; exits non-zero unless every one is answered exactly once
+  soak           a steady run (default 600 s at 2,000/s, tokens from 1M, cleanup 60 s)
+  --fpush PATH   the binary to measure (default target/release/fpush)
+  --out DIR      where JSON results go (default target/bench)";
+
+struct Options {
+    fpush: PathBuf,
+    runs: usize,
+    out: PathBuf,
+    scenarios: Vec<String>,
+    soak: Option<soak::SoakConfig>,
+}
+
+fn parse_args(args: Vec<String>) -> Result<Options, BenchError> {
+    let mut options = Options {
+        fpush: PathBuf::from("target/release/fpush"),
+        runs: 5,
+        out: PathBuf::from("target/bench"),
+        scenarios: Vec::new(),
+        soak: None,
+    };
+    let mut args = args.into_iter();
+    let number = |flag: &str, value: Option<String>| -> Result<u64, BenchError> {
+        value
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| BenchError::Usage(format!("{flag} needs a number")))
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--fpush" => {
+                options.fpush = args
+                    .next()
+                    .map(PathBuf::from)
+                    .ok_or_else(|| BenchError::Usage("--fpush needs a path".into()))?
+            }
+            "--out" => {
+                options.out = args
+                    .next()
+                    .map(PathBuf::from)
+                    .ok_or_else(|| BenchError::Usage("--out needs a path".into()))?
+            }
+            "--runs" => options.runs = number("--runs", args.next())?.max(1) as usize,
+            "soak" => options.soak = Some(soak::SoakConfig::default()),
+            "--duration" | "--rate" | "--pool" | "--cleanup" => {
+                let value = number(&arg, args.next())?;
+                let soak = options
+                    .soak
+                    .as_mut()
+                    .ok_or_else(|| BenchError::Usage(format!("{arg} belongs to soak")))?;
+                match arg.as_str() {
+                    "--duration" => soak.duration = Duration::from_secs(value),
+                    "--rate" => soak.rate = value.max(1),
+                    "--pool" => soak.pool = value.max(1),
+                    _ => soak.cleanup_secs = value.max(1),
+                }
+            }
+            "--help" | "-h" => return Err(BenchError::Usage(USAGE.into())),
+            "all" => options
+                .scenarios
+                .extend(scenario::all().iter().map(|s| s.name.to_string())),
+            name if Scenario::by_name(name).is_some() => options.scenarios.push(name.into()),
+            other => return Err(BenchError::Usage(format!("unknown argument {other}"))),
+        }
+    }
+    if options.scenarios.is_empty() && options.soak.is_none() {
+        options
+            .scenarios
+            .extend(scenario::all().iter().map(|s| s.name.to_string()));
+    }
+    Ok(options)
+}
+
+fn main() -> ExitCode {
+    let options = match parse_args(std::env::args().skip(1).collect()) {
+        Ok(options) => options,
+        Err(BenchError::Usage(text)) => {
+            eprintln!("{text}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("fpush-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // One thread: the generator's CPU is then one thread's, read from /proc.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("fpush-bench: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(options)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("fpush-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs what was asked; `Ok(false)` when a run lost replies.
+async fn run(options: Options) -> Result<bool, BenchError> {
+    std::fs::create_dir_all(&options.out)?;
+    let machine = machine_line();
+    println!("machine: {machine}");
+    println!("fpush: {}", options.fpush.display());
+    let mut setup = Setup {
+        fpush: options.fpush.clone(),
+        cleanup_interval: None,
+    };
+    let mut clean = true;
+    if let Some(cfg) = &options.soak {
+        setup.cleanup_interval = Some(format!("{}s", cfg.cleanup_secs));
+        let report = soak::run(&setup, cfg).await?;
+        print!("{}", soak::summary(&report));
+        let path = options.out.join("soak.json");
+        std::fs::write(&path, to_json(&report)?)?;
+        println!("JSON: {}", path.display());
+        clean &= report.replies_missing == 0 && report.duplicate_replies == 0;
+        if options.scenarios.is_empty() {
+            return Ok(clean);
+        }
+    }
+    let mut summaries = Vec::new();
+    for name in &options.scenarios {
+        let Some(scenario) = Scenario::by_name(name) else {
+            continue;
+        };
+        let runs = if scenario.name == "smoke" {
+            1
+        } else {
+            options.runs
+        };
+        println!("scenario {}: {}", scenario.name, scenario.what);
+        let mut reports = Vec::with_capacity(runs);
+        for run in 1..=runs {
+            let report = run::run_once(&setup, &scenario, run).await?;
+            println!("{}", report::run_line(&report));
+            clean &= report.replies_missing == 0 && report.duplicate_replies == 0;
+            reports.push(report);
+        }
+        let summary = Summary::of(scenario.what, reports);
+        let path = options.out.join(format!("{}.json", scenario.name));
+        std::fs::write(&path, to_json(&summary)?)?;
+        summaries.push(summary);
+    }
+    if !summaries.is_empty() {
+        println!("\n{}", report::table(&summaries));
+        let all = serde_json::json!({ "machine": machine, "scenarios": summaries });
+        let path = options.out.join("summary.json");
+        std::fs::write(&path, to_json(&all)?)?;
+        println!("JSON: {}", path.display());
+    }
+    if !clean {
+        eprintln!("fpush-bench: replies were missing or duplicated");
+    }
+    Ok(clean)
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<String, BenchError> {
+    serde_json::to_string_pretty(value).map_err(|e| BenchError::Setup(format!("JSON: {e}")))
+}
+
+/// CPU model, cores and memory, from /proc.
+fn machine_line() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map(|kib| format!("{:.0} GiB", kib as f64 / 1024.0 / 1024.0))
+        .unwrap_or_else(|| "? GiB".into());
+    format!("{model}, {cores} cores, {memory}")
+}

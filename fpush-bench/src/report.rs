@@ -1,0 +1,176 @@
+//! Turning runs into figures: medians with min–max over repeated runs, the table printed at
+//! the end, and the JSON written next to it.
+
+use serde::Serialize;
+
+use crate::run::RunReport;
+
+/// Median, min and max of one figure over the runs of a scenario.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Spread {
+        let mut values: Vec<f64> = values.into_iter().collect();
+        if values.is_empty() {
+            return Spread {
+                median: 0.0,
+                min: 0.0,
+                max: 0.0,
+            };
+        }
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        let median = if n % 2 == 1 {
+            values[n / 2]
+        } else {
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
+        };
+        Spread {
+            median,
+            min: values[0],
+            max: values[n - 1],
+        }
+    }
+
+    fn show(&self, scale: f64, decimals: usize) -> String {
+        format!(
+            "{:.d$} ({:.d$}–{:.d$})",
+            self.median / scale,
+            self.min / scale,
+            self.max / scale,
+            d = decimals
+        )
+    }
+}
+
+/// Every figure of one scenario over its runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub scenario: String,
+    pub what: String,
+    pub runs: usize,
+    pub pushes_per_run: u64,
+    pub pushes_per_second: Spread,
+    pub pushes_per_cpu_second: Spread,
+    pub fpush_cpu_us_per_push: Spread,
+    pub generator_cpu_us_per_push: Spread,
+    pub apns_server_cpu_us_per_push: Spread,
+    pub latency_p50_us: Spread,
+    pub latency_p90_us: Spread,
+    pub latency_p99_us: Spread,
+    pub latency_max_us: Spread,
+    pub peak_rss_mib: Spread,
+    pub replies_missing_max: u64,
+    pub duplicate_replies_max: u64,
+    /// The reply mix of the first run.
+    pub replies_by_type: std::collections::BTreeMap<String, u64>,
+    pub runs_detail: Vec<RunReport>,
+}
+
+impl Summary {
+    pub fn of(what: &str, runs: Vec<RunReport>) -> Summary {
+        let per_push = |cpu: fn(&RunReport) -> f64| {
+            Spread::of(
+                runs.iter()
+                    .map(|r| cpu(r) * 1e6 / r.pushes_sent.max(1) as f64),
+            )
+        };
+        let spread = |f: fn(&RunReport) -> f64| Spread::of(runs.iter().map(f));
+        Summary {
+            scenario: runs.first().map(|r| r.scenario.clone()).unwrap_or_default(),
+            what: what.to_string(),
+            runs: runs.len(),
+            pushes_per_run: runs.first().map(|r| r.pushes_sent).unwrap_or(0),
+            pushes_per_second: spread(|r| r.pushes_per_second),
+            pushes_per_cpu_second: spread(|r| r.pushes_per_cpu_second),
+            fpush_cpu_us_per_push: per_push(|r| r.fpush_cpu_seconds),
+            generator_cpu_us_per_push: per_push(|r| r.generator_cpu_seconds),
+            apns_server_cpu_us_per_push: per_push(|r| r.apns_server_cpu_seconds),
+            latency_p50_us: spread(|r| f64::from(r.latency_us.p50)),
+            latency_p90_us: spread(|r| f64::from(r.latency_us.p90)),
+            latency_p99_us: spread(|r| f64::from(r.latency_us.p99)),
+            latency_max_us: spread(|r| f64::from(r.latency_us.max)),
+            peak_rss_mib: spread(|r| r.fpush_peak_rss_kib as f64 / 1024.0),
+            replies_missing_max: runs.iter().map(|r| r.replies_missing).max().unwrap_or(0),
+            duplicate_replies_max: runs.iter().map(|r| r.duplicate_replies).max().unwrap_or(0),
+            replies_by_type: runs
+                .first()
+                .map(|r| r.replies_by_type.clone())
+                .unwrap_or_default(),
+            runs_detail: runs,
+        }
+    }
+}
+
+/// One line per run, printed as runs finish.
+pub fn run_line(r: &RunReport) -> String {
+    format!(
+        "  {} run {}: {} pushes, {} replies, {} missing, {:.0}/s, {:.0} pushes/CPU-s \
+         (fpush {:.2}s, generator {:.2}s, APNS server {:.2}s CPU), latency p50 {} p90 {} p99 {} \
+         max {} µs, peak RSS {:.1} MiB, replies {:?}{}",
+        r.scenario,
+        r.run,
+        r.pushes_sent,
+        r.replies,
+        r.replies_missing,
+        r.pushes_per_second,
+        r.pushes_per_cpu_second,
+        r.fpush_cpu_seconds,
+        r.generator_cpu_seconds,
+        r.apns_server_cpu_seconds,
+        r.latency_us.p50,
+        r.latency_us.p90,
+        r.latency_us.p99,
+        r.latency_us.max,
+        r.fpush_peak_rss_kib as f64 / 1024.0,
+        r.replies_by_type,
+        r.in_flight_at_drop
+            .map(|n| format!(", {n} in flight at the drop"))
+            .unwrap_or_default(),
+    )
+}
+
+/// The results table (Markdown), medians with (min–max).
+pub fn table(summaries: &[Summary]) -> String {
+    let mut out = String::from(
+        "| scenario | runs | pushes/s | pushes per CPU-second | fpush µs CPU/push | generator + APNS server µs CPU/push | latency p50 / p90 / p99 / max (ms) | peak RSS (MiB) | missing |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for s in summaries {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {:.1} + {:.1} | {:.2} / {:.2} / {:.2} / {:.1} | {} | {} |\n",
+            s.scenario,
+            s.runs,
+            s.pushes_per_second.show(1.0, 0),
+            s.pushes_per_cpu_second.show(1.0, 0),
+            s.fpush_cpu_us_per_push.show(1.0, 1),
+            s.generator_cpu_us_per_push.median,
+            s.apns_server_cpu_us_per_push.median,
+            s.latency_p50_us.median / 1000.0,
+            s.latency_p90_us.median / 1000.0,
+            s.latency_p99_us.median / 1000.0,
+            s.latency_max_us.median / 1000.0,
+            s.peak_rss_mib.show(1.0, 1),
+            s.replies_missing_max,
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_takes_the_median_of_odd_and_even_counts() {
+        let s = Spread::of([5.0, 1.0, 3.0]);
+        assert_eq!((s.median, s.min, s.max), (3.0, 1.0, 5.0));
+        let s = Spread::of([4.0, 1.0, 3.0, 2.0]);
+        assert_eq!(s.median, 2.5);
+    }
+}

@@ -1,0 +1,458 @@
+//! Counters an operator watches, the once-a-minute summary line, and the optional HTTP listener
+//! serving them at `/metrics` (Prometheus text) and the link's state at `/health`.
+//!
+//! The hot path only touches pre-resolved handles ([`ModuleMetrics`]): one atomic add per
+//! outcome, no label lookup per push. Gauges that describe state (cache sizes, the link) are
+//! read when scraped rather than kept up to date on every push.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::component::LinkState;
+use crate::modules::ModuleSet;
+
+/// How a push ended (or, for `Queued`, what happened to it on the way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Outcome {
+    delivered,
+    queued,
+    ratelimited,
+    token_invalid,
+    known_dead,
+    unknown_module,
+    throttled,
+    timeout,
+    transient,
+    misconfigured,
+    overloaded,
+    bad_request,
+    shutdown,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 13] = [
+        Outcome::delivered,
+        Outcome::queued,
+        Outcome::ratelimited,
+        Outcome::token_invalid,
+        Outcome::known_dead,
+        Outcome::unknown_module,
+        Outcome::throttled,
+        Outcome::timeout,
+        Outcome::transient,
+        Outcome::misconfigured,
+        Outcome::overloaded,
+        Outcome::bad_request,
+        Outcome::shutdown,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Outcome::delivered => "delivered",
+            Outcome::queued => "queued",
+            Outcome::ratelimited => "ratelimited",
+            Outcome::token_invalid => "token_invalid",
+            Outcome::known_dead => "known_dead",
+            Outcome::unknown_module => "unknown_module",
+            Outcome::throttled => "throttled",
+            Outcome::timeout => "timeout",
+            Outcome::transient => "transient",
+            Outcome::misconfigured => "misconfigured",
+            Outcome::overloaded => "overloaded",
+            Outcome::bad_request => "bad_request",
+            Outcome::shutdown => "shutdown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PushLabels {
+    module: String,
+    outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ModuleLabel {
+    module: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReloadLabel {
+    result: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms … ~16 s: provider round trips, timeouts included.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// Every metric fpush exports, and the totals behind the summary log line.
+pub struct Metrics {
+    registry: Registry,
+    pushes: Family<PushLabels, Counter>,
+    received: Family<ModuleLabel, Counter>,
+    latency: Family<ModuleLabel, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+    ratelimit_entries: Family<ModuleLabel, Gauge>,
+    dead_tokens: Family<ModuleLabel, Gauge>,
+    connected: Gauge,
+    reconnects: Counter,
+    reloads: Family<ReloadLabel, Counter>,
+    /// Counters for pushes that name no module (unknown module, malformed push); its shared
+    /// handle also holds the process-wide totals per outcome.
+    unattributed: ModuleMetrics,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// Pre-resolved metric handles of one module: what the dispatcher touches per push.
+#[derive(Clone)]
+pub struct ModuleMetrics {
+    outcomes: Vec<Counter>,
+    received: Counter,
+    latency: Histogram,
+    metrics: Arc<MetricsTotals>,
+}
+
+/// Process-wide totals per outcome, shared by every [`ModuleMetrics`], for the summary log line.
+struct MetricsTotals {
+    totals: [AtomicU64; Outcome::ALL.len()],
+}
+
+impl std::fmt::Debug for ModuleMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleMetrics").finish_non_exhaustive()
+    }
+}
+
+impl ModuleMetrics {
+    /// A push arrived for this module.
+    pub fn received(&self) {
+        self.received.inc();
+    }
+
+    /// Count one outcome.
+    pub fn count(&self, outcome: Outcome) {
+        self.outcomes[outcome.index()].inc();
+        self.metrics.totals[outcome.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Record how long one provider call took.
+    pub fn observe_latency(&self, took: Duration) {
+        self.latency.observe(took.as_secs_f64());
+    }
+
+    /// Handles that count nowhere (for tests and benchmarks that build modules by hand).
+    pub fn detached() -> Self {
+        Metrics::new().module("")
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("fpush");
+        let pushes = Family::<PushLabels, Counter>::default();
+        registry.register(
+            "pushes",
+            "Pushes by module and outcome (queued is counted when queued, and again with its final outcome)",
+            pushes.clone(),
+        );
+        let received = Family::<ModuleLabel, Counter>::default();
+        registry.register(
+            "pushes_received",
+            "Push IQs received, by the module they named",
+            received.clone(),
+        );
+        let latency = Family::<ModuleLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "provider_latency_seconds",
+            "Time the provider took per push",
+            latency.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "pushes_in_flight",
+            "Provider calls in flight",
+            in_flight.clone(),
+        );
+        let ratelimit_entries = Family::<ModuleLabel, Gauge>::default();
+        registry.register(
+            "ratelimit_entries",
+            "Tokens the module's ratelimit remembers",
+            ratelimit_entries.clone(),
+        );
+        let dead_tokens = Family::<ModuleLabel, Gauge>::default();
+        registry.register(
+            "dead_tokens",
+            "Dead tokens the module remembers",
+            dead_tokens.clone(),
+        );
+        let connected = Gauge::default();
+        registry.register(
+            "component_connected",
+            "1 while the component stream is up and authenticated",
+            connected.clone(),
+        );
+        let reconnects = Counter::default();
+        registry.register(
+            "component_reconnects",
+            "Times the component link was re-established",
+            reconnects.clone(),
+        );
+        let reloads = Family::<ReloadLabel, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Settings reloads (SIGHUP) by result",
+            reloads.clone(),
+        );
+        let shared = Arc::new(MetricsTotals {
+            totals: Default::default(),
+        });
+        let unattributed = ModuleMetrics {
+            outcomes: Outcome::ALL
+                .iter()
+                .map(|outcome| {
+                    pushes
+                        .get_or_create(&PushLabels {
+                            module: String::new(),
+                            outcome: *outcome,
+                        })
+                        .clone()
+                })
+                .collect(),
+            received: Counter::default(),
+            latency: latency_histogram(),
+            metrics: shared.clone(),
+        };
+        let metrics = Metrics {
+            registry,
+            pushes,
+            received,
+            latency,
+            in_flight,
+            ratelimit_entries,
+            dead_tokens,
+            connected,
+            reconnects,
+            reloads,
+            unattributed,
+        };
+        Arc::new(metrics)
+    }
+
+    /// The handles for one module (created on first use, shared afterwards).
+    pub fn module(&self, id: &str) -> ModuleMetrics {
+        let outcomes = Outcome::ALL
+            .iter()
+            .map(|outcome| {
+                self.pushes
+                    .get_or_create(&PushLabels {
+                        module: id.to_owned(),
+                        outcome: *outcome,
+                    })
+                    .clone()
+            })
+            .collect();
+        let label = ModuleLabel {
+            module: id.to_owned(),
+        };
+        ModuleMetrics {
+            outcomes,
+            received: self.received.get_or_create(&label).clone(),
+            latency: self.latency.get_or_create(&label).clone(),
+            metrics: self.unattributed.metrics.clone(),
+        }
+    }
+
+    /// Counters for pushes that belong to no module.
+    pub fn unattributed(&self) -> &ModuleMetrics {
+        &self.unattributed
+    }
+
+    pub fn count_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&ReloadLabel { result }).inc();
+    }
+
+    pub fn count_reconnect(&self) {
+        self.reconnects.inc();
+    }
+
+    /// Process-wide totals per outcome, in [`Outcome::ALL`] order.
+    pub fn totals(&self) -> [u64; Outcome::ALL.len()] {
+        let shared = &self.unattributed.metrics.totals;
+        std::array::from_fn(|i| shared[i].load(Ordering::Relaxed))
+    }
+
+    /// The Prometheus text exposition, with state gauges read now.
+    pub fn render(&self, modules: &ModuleSet, in_flight: usize, link: &LinkState) -> String {
+        self.in_flight.set(in_flight as i64);
+        self.connected
+            .set(i64::from(matches!(link, LinkState::Up { .. })));
+        for module in modules.iter() {
+            let label = ModuleLabel {
+                module: module.id.clone(),
+            };
+            self.ratelimit_entries
+                .get_or_create(&label)
+                .set(module.ratelimit.len() as i64);
+            self.dead_tokens
+                .get_or_create(&label)
+                .set(module.dead_tokens.len() as i64);
+        }
+        let mut out = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            log::error!("cannot render metrics: {error}");
+        }
+        out
+    }
+}
+
+/// Log one line a minute with the counts by outcome (only when something happened).
+pub fn spawn_summary_log(metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut last = metrics.totals();
+        let mut ticker = tokio::time::interval(Duration::from_secs(60));
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let now = metrics.totals();
+            let parts: Vec<String> = Outcome::ALL
+                .iter()
+                .zip(now.iter().zip(last.iter()))
+                .filter(|(_, (now, last))| now > last)
+                .map(|(outcome, (now, last))| format!("{} {}", outcome.name(), now - last))
+                .collect();
+            if !parts.is_empty() {
+                log::info!("last minute: {}", parts.join(", "));
+            }
+            last = now;
+        }
+    });
+}
+
+/// What the HTTP listener reads when asked.
+pub struct Observed {
+    pub metrics: Arc<Metrics>,
+    pub modules: Arc<RwLock<Arc<ModuleSet>>>,
+    pub in_flight: Arc<dyn Fn() -> usize + Send + Sync>,
+    pub link: watch::Receiver<LinkState>,
+}
+
+/// Serve `/metrics` and `/health` on `listen` until `shutdown`.
+pub async fn serve(
+    listen: SocketAddr,
+    observed: Arc<Observed>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(listen).await?;
+    log::info!("metrics and health on http://{}", listener.local_addr()?);
+    loop {
+        let (socket, _) = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    log::warn!("metrics listener: {error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let observed = observed.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let observed = observed.clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(&observed, &request)) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5))
+                .serve_connection(hyper_util::rt::TokioIo::new(socket), service);
+            if let Err(error) = connection.await {
+                log::debug!("metrics connection: {error}");
+            }
+        });
+    }
+}
+
+fn answer(observed: &Observed, request: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let link = observed.link.borrow().clone();
+    let (status, content_type, body) = match request.uri().path() {
+        "/metrics" => {
+            let modules = observed
+                .modules
+                .read()
+                .map(|m| m.clone())
+                .unwrap_or_else(|poisoned| poisoned.into_inner().clone());
+            let text = observed
+                .metrics
+                .render(&modules, (observed.in_flight)(), &link);
+            (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                text,
+            )
+        }
+        "/health" => match link {
+            LinkState::Up { stream_id } => (
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                format!("up (stream {stream_id})\n"),
+            ),
+            other => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain; charset=utf-8",
+                format!("component link {other:?}\n").to_lowercase(),
+            ),
+        },
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found: try /metrics or /health\n".to_owned(),
+        ),
+    };
+    log::trace!(
+        "{} answered in {:?}",
+        request.uri().path(),
+        started.elapsed()
+    );
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
+}

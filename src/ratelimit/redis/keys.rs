@@ -1,0 +1,93 @@
+//! The names of a module's keys in the shared Redis: `{keyPrefix}{module}:rl:{digest}` and
+//! `{keyPrefix}{module}:dead:{digest}`.
+//!
+//! Tokens are never stored in clear. The digest must be the same in every fpush instance (the
+//! memory maps' per-process random seed would give each instance its own keys), and it must
+//! resist chosen tokens: anyone can register a push with any token, and a token made to share
+//! another's key would ratelimit that device, or get it answered "dead". So it is SHA-256,
+//! truncated to 128 bits (32 hex digits).
+
+use std::fmt::Write;
+
+use sha2::{Digest, Sha256};
+
+/// Bytes of the SHA-256 kept in a key.
+const DIGEST_BYTES: usize = 16;
+
+/// The key names of one module.
+#[derive(Debug, Clone)]
+pub(crate) struct ModuleKeys {
+    /// `{keyPrefix}{module}:`
+    stem: String,
+}
+
+impl ModuleKeys {
+    pub(crate) fn new(key_prefix: &str, module_id: &str) -> Self {
+        Self {
+            stem: format!("{key_prefix}{module_id}:"),
+        }
+    }
+
+    /// The key of `token`'s ratelimit entry.
+    pub(crate) fn ratelimit(&self, token: &TokenDigest) -> String {
+        self.key("rl", token)
+    }
+
+    /// The key of `token`'s dead-token entry.
+    pub(crate) fn dead(&self, token: &TokenDigest) -> String {
+        self.key("dead", token)
+    }
+
+    fn key(&self, kind: &str, token: &TokenDigest) -> String {
+        let mut key = String::with_capacity(self.stem.len() + kind.len() + 1 + token.0.len());
+        key.push_str(&self.stem);
+        key.push_str(kind);
+        key.push(':');
+        key.push_str(&token.0);
+        key
+    }
+}
+
+/// The hex digest that stands for a token in key names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TokenDigest(String);
+
+impl TokenDigest {
+    pub(crate) fn of(token: &str) -> Self {
+        let hash = Sha256::digest(token.as_bytes());
+        let mut hex = String::with_capacity(DIGEST_BYTES * 2);
+        for byte in &hash[..DIGEST_BYTES] {
+            // Writing to a String cannot fail.
+            let _ = write!(hex, "{byte:02x}");
+        }
+        Self(hex)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_documented_layout() {
+        let keys = ModuleKeys::new("fpush:", "monal");
+        let digest = TokenDigest::of("abc");
+        // SHA-256("abc") begins ba7816bf8f01cfea414140de5dae2223.
+        assert_eq!(
+            keys.ratelimit(&digest),
+            "fpush:monal:rl:ba7816bf8f01cfea414140de5dae2223"
+        );
+        assert_eq!(
+            keys.dead(&digest),
+            "fpush:monal:dead:ba7816bf8f01cfea414140de5dae2223"
+        );
+    }
+
+    #[test]
+    fn the_digest_is_the_same_in_every_instance_and_hides_the_token() {
+        let token = "a".repeat(64);
+        assert_eq!(TokenDigest::of(&token), TokenDigest::of(&token));
+        assert_ne!(TokenDigest::of(&token), TokenDigest::of("b"));
+        assert!(!TokenDigest::of(&token).0.contains(&token));
+    }
+}

@@ -1,0 +1,531 @@
+//! The Redis ratelimit backend against a real `redis-server` that each test starts on a free
+//! loopback port (and kills when it ends, passing or not): limiters of two "instances" sharing one
+//! Redis decide exactly as one memory limiter would, also under a race; queued times and key
+//! lifetimes are exact; dead tokens are shared; a dead Redis turns into local decisions (counted)
+//! and a restarted one is used again.
+//!
+//! These tests need Debian's `redis-server` (`scripts/install-test-deps.sh` installs it); without
+//! it they fail, saying so.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fpush::component::{reply_channel, Inbound};
+use fpush::config::ModuleType;
+use fpush::dispatcher::Dispatcher;
+use fpush::metrics::{Metrics, ModuleMetrics};
+use fpush::modules::{Module, ModuleSet};
+use fpush::ratelimit::{
+    DeadTokens, Decision, RatelimitConfig, Ratelimiter, RedisOptions, RedisStore, Verdict,
+};
+use fpush_testkit::xmpp::{prosody_push_iq, Stanza};
+use fpush_traits::{async_trait, Delivered, PushError, PushNotification, PushTrait};
+use tokio::time::Instant;
+
+const TOKEN: &str = "5e0a3f7c9b1d2e4f6a8c0b2d4e6f8a0c1e3b5d7f9a1c3e5b7d9f1a3c5e7b9d1f";
+const PREFIX: &str = "fpush-test:";
+const MODULE: &str = "app";
+
+/// A `redis-server` of our own: no persistence, loopback only, killed on drop.
+struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir,
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts the server (again) on its port, and returns once it accepts connections.
+    fn restart(&mut self) {
+        assert!(self.child.is_none(), "the server is running already");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "cannot start redis-server ({error}): these tests need a real Redis; install \
+                     Debian's redis-server package (scripts/install-test-deps.sh does)"
+                )
+            });
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("redis-server exited at start-up: {status}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not listen on port {} within 10 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// A plain connection for looking at the keys.
+    fn inspect(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query(&mut self.inspect())
+            .unwrap();
+        keys.sort();
+        keys
+    }
+
+    fn pttl(&self, key: &str) -> i64 {
+        redis::cmd("PTTL")
+            .arg(key)
+            .query(&mut self.inspect())
+            .unwrap()
+    }
+
+    fn get_u64(&self, key: &str) -> u64 {
+        let value: String = redis::cmd("GET").arg(key).query(&mut self.inspect()).unwrap();
+        value.parse().unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What one fpush instance holds for module `app`: its own Redis connection, ratelimit and
+/// dead-token memory.
+struct Instance {
+    store: Arc<RedisStore>,
+    ratelimit: Ratelimiter,
+    dead: DeadTokens,
+}
+
+impl Instance {
+    fn new(url: &str, window: Duration, options: RedisOptions) -> Self {
+        let store = RedisStore::new(url, PREFIX, options).unwrap();
+        Instance {
+            ratelimit: Ratelimiter::with_redis(config(window), store.clone(), MODULE),
+            dead: DeadTokens::with_redis(Duration::from_secs(3600), store.clone(), MODULE),
+            store,
+        }
+    }
+
+    async fn check(&self, token: &str) -> Verdict {
+        self.ratelimit.check_shared(&self.dead, token).await
+    }
+
+    /// The ratelimit decision, asserting the token is not dead.
+    async fn decide(&self, token: &str) -> Decision {
+        match self.check(token).await {
+            Verdict::Decided(decision) => decision,
+            Verdict::Dead => panic!("token unexpectedly dead"),
+        }
+    }
+}
+
+fn config(window: Duration) -> RatelimitConfig {
+    RatelimitConfig {
+        enabled: true,
+        window,
+        cleanup_interval: Duration::from_secs(300),
+    }
+}
+
+/// Patient enough for a race of a thousand calls on a busy two-core machine.
+fn patient() -> RedisOptions {
+    RedisOptions {
+        timeout: Duration::from_secs(5),
+        retry_after: Duration::from_secs(1),
+    }
+}
+
+fn kind(decision: Decision) -> &'static str {
+    match decision {
+        Decision::Send => "send",
+        Decision::SendAt(_) => "queued",
+        Decision::Reject => "reject",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_give_the_memory_limiters_sequence() {
+    let redis = RedisServer::start();
+    let window = Duration::from_secs(60);
+    let a = Instance::new(&redis.url(), window, patient());
+    let b = Instance::new(&redis.url(), window, patient());
+    let memory = Ratelimiter::new(config(window));
+
+    let mut shared = Vec::new();
+    for (i, instance) in [&a, &b, &a, &b, &b].into_iter().enumerate() {
+        shared.push(kind(instance.decide(TOKEN).await));
+        assert_eq!(
+            kind(memory.check(TOKEN)),
+            shared[i],
+            "push {i} differs from the memory limiter"
+        );
+    }
+    assert_eq!(shared, ["send", "queued", "reject", "reject", "reject"]);
+    assert_eq!(a.store.fallbacks() + b.store.fallbacks(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_racing_checks_across_two_instances_send_one_and_queue_one() {
+    let redis = RedisServer::start();
+    let window = Duration::from_secs(60);
+    let a = Arc::new(Instance::new(&redis.url(), window, patient()));
+    let b = Arc::new(Instance::new(&redis.url(), window, patient()));
+    // Connect both first, so the race is about decisions, not about who connects first.
+    a.decide("warm-up-a").await;
+    b.decide("warm-up-b").await;
+
+    let start = Arc::new(tokio::sync::Barrier::new(1000));
+    let racers: Vec<_> = (0..1000)
+        .map(|i| {
+            let instance = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                instance.decide(TOKEN).await
+            })
+        })
+        .collect();
+    let (mut sent, mut queued, mut rejected) = (0, 0, 0);
+    for racer in racers {
+        match racer.await.unwrap() {
+            Decision::Send => sent += 1,
+            Decision::SendAt(_) => queued += 1,
+            Decision::Reject => rejected += 1,
+        }
+    }
+    assert_eq!((sent, queued, rejected), (1, 1, 998));
+    assert_eq!(
+        a.store.fallbacks() + b.store.fallbacks(),
+        0,
+        "every decision came from Redis"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queued_send_is_the_last_send_plus_the_window_and_keys_carry_their_lifetime() {
+    let redis = RedisServer::start();
+    let window = Duration::from_secs(20);
+    let a = Instance::new(&redis.url(), window, patient());
+    let b = Instance::new(&redis.url(), window, patient());
+
+    let before_first = Instant::now();
+    assert_eq!(a.decide(TOKEN).await, Decision::Send);
+    let keys = redis.keys("*");
+    assert_eq!(keys.len(), 1, "one key per token: {keys:?}");
+    let key = &keys[0];
+    let digest = key
+        .strip_prefix("fpush-test:app:rl:")
+        .unwrap_or_else(|| panic!("key {key} not under {{keyPrefix}}{{module}}:rl:"));
+    assert_eq!(digest.len(), 32);
+    assert!(digest.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(!key.contains(TOKEN), "the token is not stored in clear");
+    let first_send = redis.get_u64(key);
+    let ttl = redis.pttl(key);
+    assert!(
+        (19_000..=20_000).contains(&ttl),
+        "a send's entry lives one window: PTTL {ttl}"
+    );
+
+    let Decision::SendAt(at) = b.decide(TOKEN).await else {
+        panic!("the second push is queued");
+    };
+    let after_second = Instant::now();
+    assert_eq!(
+        redis.get_u64(key),
+        first_send + 20_000_000,
+        "the queued send is recorded at last send + window, in Redis's microseconds"
+    );
+    assert!(
+        at >= before_first + window && at <= after_second + window,
+        "the local send time is the last send + window"
+    );
+    let ttl = redis.pttl(key);
+    assert!(
+        (38_000..=40_000).contains(&ttl),
+        "a queued entry lives until a window after its send: PTTL {ttl}"
+    );
+    assert_eq!(a.decide(TOKEN).await, Decision::Reject);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_expire_by_themselves_and_the_token_is_then_free() {
+    let redis = RedisServer::start();
+    let a = Instance::new(&redis.url(), Duration::from_millis(200), patient());
+    assert_eq!(a.decide(TOKEN).await, Decision::Send);
+    assert_eq!(redis.keys("*").len(), 1);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !redis.keys("*").is_empty() {
+        assert!(Instant::now() < deadline, "the key did not expire");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(a.decide(TOKEN).await, Decision::Send);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_starting_while_a_push_is_queued_rejects() {
+    let redis = RedisServer::start();
+    let window = Duration::from_secs(60);
+    let a = Instance::new(&redis.url(), window, patient());
+    assert_eq!(a.decide(TOKEN).await, Decision::Send);
+    assert!(matches!(a.decide(TOKEN).await, Decision::SendAt(_)));
+
+    let late = Instance::new(&redis.url(), window, patient());
+    assert_eq!(late.decide(TOKEN).await, Decision::Reject);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_tokens_are_shared_between_instances() {
+    let redis = RedisServer::start();
+    let window = Duration::from_secs(60);
+    let a = Instance::new(&redis.url(), window, patient());
+    let b = Instance::new(&redis.url(), window, patient());
+
+    a.dead.remember_dead(TOKEN).await;
+    assert_eq!(b.check(TOKEN).await, Verdict::Dead);
+    assert!(
+        !b.dead.is_dead(TOKEN),
+        "instance b learnt it from Redis, not from its own memory"
+    );
+    let keys = redis.keys("*");
+    assert_eq!(keys.len(), 1, "a dead token records no send: {keys:?}");
+    assert!(keys[0].starts_with("fpush-test:app:dead:"));
+    let ttl = redis.pttl(&keys[0]);
+    assert!((3_590_000..=3_600_000).contains(&ttl), "PTTL {ttl}");
+
+    assert_eq!(b.decide("another-token").await, Decision::Send);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_redis_turns_into_counted_local_decisions_and_a_restarted_one_is_used_again() {
+    let mut redis = RedisServer::start();
+    let window = Duration::from_secs(60);
+    let options = RedisOptions {
+        timeout: Duration::from_millis(250),
+        retry_after: Duration::from_millis(100),
+    };
+    let a = Instance::new(&redis.url(), window, options);
+    let b = Instance::new(&redis.url(), window, options);
+    assert_eq!(a.decide(TOKEN).await, Decision::Send);
+    assert!(matches!(b.decide(TOKEN).await, Decision::SendAt(_)));
+
+    redis.kill();
+    // Each instance keeps deciding, within the timeout, with its local limiter, which mirrors
+    // what Redis decided for it: a still knows its send, b its queued push.
+    let started = Instant::now();
+    assert!(matches!(a.decide(TOKEN).await, Decision::SendAt(_)));
+    assert_eq!(b.decide(TOKEN).await, Decision::Reject);
+    for i in 0..20 {
+        let token = format!("during-outage-{i}");
+        assert_eq!(a.decide(&token).await, Decision::Send);
+        assert_eq!(b.decide(&token).await, Decision::Send, "b alone knows nothing of a");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "42 decisions without Redis took {:?}",
+        started.elapsed()
+    );
+    assert!(a.store.fallbacks() >= 21, "a counted {}", a.store.fallbacks());
+    assert!(b.store.fallbacks() >= 21, "b counted {}", b.store.fallbacks());
+
+    redis.restart();
+    for instance in [&a, &b] {
+        wait_until_redis_decides(instance).await;
+    }
+    let token = "after-the-outage";
+    assert_eq!(a.decide(token).await, Decision::Send);
+    assert!(matches!(b.decide(token).await, Decision::SendAt(_)));
+    assert_eq!(a.decide(token).await, Decision::Reject);
+    assert_eq!(b.decide(token).await, Decision::Reject);
+}
+
+/// Decides throw-away tokens until one decision is Redis's (the fallback count stays put).
+async fn wait_until_redis_decides(instance: &Instance) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for probe in 0.. {
+        let fallbacks = instance.store.fallbacks();
+        let _ = instance.decide(&format!("probe-{probe}")).await;
+        if instance.store.fallbacks() == fallbacks {
+            return;
+        }
+        assert!(Instant::now() < deadline, "Redis was not used again");
+        // The retry period: until it is over, decisions stay local without trying Redis.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_any_redis_every_decision_is_local_and_prompt() {
+    // Nothing listens there: the first call fails fast, later ones skip Redis until the retry.
+    let a = Instance::new(
+        &format!("redis://127.0.0.1:{}/", free_port()),
+        Duration::from_secs(60),
+        RedisOptions::default(),
+    );
+    let started = Instant::now();
+    assert_eq!(a.decide(TOKEN).await, Decision::Send);
+    assert!(matches!(a.decide(TOKEN).await, Decision::SendAt(_)));
+    assert_eq!(a.decide(TOKEN).await, Decision::Reject);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(a.store.fallbacks(), 3);
+}
+
+/// A provider that answers at once and counts its calls.
+#[derive(Default)]
+struct CountingProvider {
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl PushTrait for CountingProvider {
+    async fn send(&self, _: &PushNotification) -> Result<Delivered, PushError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Delivered::default())
+    }
+}
+
+/// The dispatcher of one instance, its module on the Redis backend.
+fn dispatcher_on_redis(
+    url: &str,
+    window: Duration,
+) -> (Dispatcher, fpush::component::ReplyReceiver, Arc<CountingProvider>) {
+    let provider = Arc::new(CountingProvider::default());
+    let store = RedisStore::new(url, PREFIX, patient()).unwrap();
+    let mut module = Module::new(
+        MODULE,
+        ModuleType::Demo,
+        provider.clone(),
+        config(window),
+        Duration::from_secs(3600),
+        ModuleMetrics::detached(),
+    );
+    module.ratelimit = Arc::new(Ratelimiter::with_redis(
+        config(window),
+        store.clone(),
+        MODULE,
+    ));
+    module.dead_tokens = Arc::new(DeadTokens::with_redis(
+        Duration::from_secs(3600),
+        store,
+        MODULE,
+    ));
+    let modules = Arc::new(ModuleSet::from_modules(vec![(module, true)]));
+    let (sender, replies) = reply_channel();
+    (
+        Dispatcher::new(modules, 100, sender, Metrics::new()),
+        replies,
+        provider,
+    )
+}
+
+async fn next_reply(replies: &mut fpush::component::ReplyReceiver) -> Stanza {
+    let bytes = tokio::time::timeout(Duration::from_secs(10), replies.recv())
+        .await
+        .expect("a reply in time")
+        .expect("reply channel open");
+    Stanza::parse(String::from_utf8(bytes).unwrap()).unwrap()
+}
+
+fn push(dispatcher: &Dispatcher, id: &str, token: &str) {
+    let iq = prosody_push_iq(id, "localhost", "push.localhost", token, Some(MODULE));
+    dispatcher.handle(Inbound::Stanza(bytes::Bytes::from(iq.into_bytes())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_dispatchers_on_one_redis_send_one_push_now_one_after_the_window_and_refuse_the_rest()
+{
+    let redis = RedisServer::start();
+    let window = Duration::from_millis(500);
+    let (first, mut first_replies, first_provider) = dispatcher_on_redis(&redis.url(), window);
+    let (second, mut second_replies, second_provider) = dispatcher_on_redis(&redis.url(), window);
+
+    let started = Instant::now();
+    push(&first, "p1", TOKEN);
+    let reply = next_reply(&mut first_replies).await;
+    assert_eq!((reply.attr("id"), reply.attr("type")), (Some("p1"), Some("result")));
+
+    push(&second, "p2", TOKEN);
+    push(&first, "p3", TOKEN);
+    let refused = next_reply(&mut first_replies).await;
+    assert_eq!(refused.attr("id"), Some("p3"));
+    assert_eq!(refused.attr("type"), Some("error"));
+    assert!(refused.text().contains("resource-constraint"), "{refused:?}");
+
+    let queued = next_reply(&mut second_replies).await;
+    assert_eq!((queued.attr("id"), queued.attr("type")), (Some("p2"), Some("result")));
+    assert!(
+        started.elapsed() >= window,
+        "the queued push went out only when the window ended"
+    );
+    let calls = |p: &CountingProvider| p.calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(calls(&first_provider) + calls(&second_provider), 2);
+    first.shutdown(Duration::from_secs(1)).await;
+    second.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_one_dispatcher_found_dead_is_answered_dead_by_the_other() {
+    let redis = RedisServer::start();
+    let window = Duration::from_secs(60);
+    let a = Instance::new(&redis.url(), window, patient());
+    a.dead.remember_dead(TOKEN).await;
+
+    let (dispatcher, mut replies, provider) = dispatcher_on_redis(&redis.url(), window);
+    push(&dispatcher, "p1", TOKEN);
+    let reply = next_reply(&mut replies).await;
+    assert_eq!(reply.attr("type"), Some("error"));
+    assert!(reply.text().contains("item-not-found"), "{reply:?}");
+    assert_eq!(provider.calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    dispatcher.shutdown(Duration::from_secs(1)).await;
+}
+
+#[allow(dead_code)]
+fn _paths_are_used(_: PathBuf) {}
