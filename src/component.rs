@@ -350,11 +350,10 @@ pub mod fuzzing {
             FuzzFramer(framer::Framer::new(max_size, max_depth))
         }
 
-        /// Appends one chunk and drains every frame it completes. `Err` is the framing error
-        /// that would end the stream (its text).
-        pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<FuzzFrame>, String> {
+        /// Appends one chunk and drains every frame it completes into `frames`. `Err` is the
+        /// framing error that would end the stream (its text); frames cut before it are kept.
+        pub fn feed(&mut self, chunk: &[u8], frames: &mut Vec<FuzzFrame>) -> Result<(), String> {
             self.0.buffer().extend_from_slice(chunk);
-            let mut frames = Vec::new();
             while let Some(frame) = self.0.next_frame().map_err(|e| e.to_string())? {
                 frames.push(match frame {
                     Frame::StreamHeader(b) => FuzzFrame::StreamHeader(b.to_vec()),
@@ -365,7 +364,7 @@ pub mod fuzzing {
                     Frame::StreamEnd => FuzzFrame::StreamEnd,
                 });
             }
-            Ok(frames)
+            Ok(())
         }
 
         /// Bytes the framer holds between reads: what the size limit must bound.

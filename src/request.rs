@@ -209,11 +209,11 @@ fn read_iq_start(reader: &mut NsReader<&[u8]>) -> Option<(IqType, IqHeader, bool
         return None;
     };
     let from = match (kind, from) {
-        (_, Some(from)) => from,
-        (IqType::Response, None) => String::new(),
-        (IqType::Get | IqType::Set, None) => {
-            // The server stamps `from` on everything it routes to a component; without it a
-            // reply would have no destination.
+        (IqType::Response, from) => from.unwrap_or_default(),
+        (IqType::Get | IqType::Set, Some(from)) if !from.is_empty() => from,
+        (IqType::Get | IqType::Set, _) => {
+            // The server stamps `from` on everything it routes to a component; without it (or
+            // with an empty one) a reply would have no destination.
             log::debug!("ignoring an IQ without a from address (id {id:?})");
             return None;
         }
@@ -285,15 +285,17 @@ enum FieldVar {
 }
 
 impl FieldVar {
-    fn classify(form: Form, var: String) -> Self {
-        match (form, var.as_str()) {
+    /// Takes the name borrowed: only the names kept in `options` are copied (most fields of
+    /// a push are classified and dropped, and this runs for every field of every push).
+    fn classify(form: Form, var: Cow<'_, str>) -> Self {
+        match (form, var.as_ref()) {
             (_, "FORM_TYPE") => FieldVar::Skipped,
             (Form::Summary, "message-count") => FieldVar::MessageCount,
             (Form::Summary, "last-message-sender") => FieldVar::LastMessageSender,
             (Form::Summary, "last-message-body") => FieldVar::LastMessageBody,
             (Form::Summary, _) => FieldVar::Skipped,
             (Form::Options, "pushModule") => FieldVar::PushModule,
-            (Form::Options, _) => FieldVar::Other(var),
+            (Form::Options, _) => FieldVar::Other(var.into_owned()),
         }
     }
 }
@@ -463,7 +465,7 @@ fn open_element<'i>(
             b"publish" if !*seen_publish => {
                 *seen_publish = true;
                 *section = Some((Form::Summary, depth));
-                *token = attribute(start, b"node", decoder)?;
+                *token = attribute(start, b"node", decoder)?.map(Cow::into_owned);
             }
             b"publish-options" => *section = Some((Form::Options, depth)),
             _ => {}
@@ -550,16 +552,17 @@ fn store_field(field: OpenField<'_>, push: &mut PushRequest) {
     }
 }
 
-/// Reads one unprefixed attribute, unescaped; the first occurrence wins.
-fn attribute(
-    start: &BytesStart<'_>,
+/// Reads one unprefixed attribute, unescaped (borrowed unless unescaping changed it); the
+/// first occurrence wins.
+fn attribute<'s>(
+    start: &'s BytesStart<'_>,
     name: &[u8],
     decoder: quick_xml::encoding::Decoder,
-) -> Result<Option<String>, Malformed> {
+) -> Result<Option<Cow<'s, str>>, Malformed> {
     for attr in start.attributes().with_checks(false) {
         let attr = attr?;
         if attr.key.as_ref() == name {
-            return Ok(Some(attr.decode_and_unescape_value(decoder)?.into_owned()));
+            return Ok(Some(attr.decode_and_unescape_value(decoder)?));
         }
     }
     Ok(None)

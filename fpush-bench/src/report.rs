@@ -58,6 +58,7 @@ pub struct Summary {
     pub pushes_per_second: Spread,
     pub pushes_per_cpu_second: Spread,
     pub fpush_cpu_us_per_push: Spread,
+    pub fpush_system_cpu_us_per_push: Spread,
     pub generator_cpu_us_per_push: Spread,
     pub apns_server_cpu_us_per_push: Spread,
     pub latency_p50_us: Spread,
@@ -89,6 +90,7 @@ impl Summary {
             pushes_per_second: spread(|r| r.pushes_per_second),
             pushes_per_cpu_second: spread(|r| r.pushes_per_cpu_second),
             fpush_cpu_us_per_push: per_push(|r| r.fpush_cpu_seconds),
+            fpush_system_cpu_us_per_push: per_push(|r| r.fpush_system_cpu_seconds),
             generator_cpu_us_per_push: per_push(|r| r.generator_cpu_seconds),
             apns_server_cpu_us_per_push: per_push(|r| r.apns_server_cpu_seconds),
             latency_p50_us: spread(|r| f64::from(r.latency_us.p50)),
@@ -111,7 +113,7 @@ impl Summary {
 pub fn run_line(r: &RunReport) -> String {
     format!(
         "  {} run {}: {} pushes, {} replies, {} missing, {:.0}/s, {:.0} pushes/CPU-s \
-         (fpush {:.2}s, generator {:.2}s, APNS server {:.2}s CPU), latency p50 {} p90 {} p99 {} \
+         (fpush {:.2}s of which kernel {:.2}s, generator {:.2}s, APNS server {:.2}s CPU), latency p50 {} p90 {} p99 {} \
          max {} µs, peak RSS {:.1} MiB, replies {:?}{}",
         r.scenario,
         r.run,
@@ -121,6 +123,7 @@ pub fn run_line(r: &RunReport) -> String {
         r.pushes_per_second,
         r.pushes_per_cpu_second,
         r.fpush_cpu_seconds,
+        r.fpush_system_cpu_seconds,
         r.generator_cpu_seconds,
         r.apns_server_cpu_seconds,
         r.latency_us.p50,

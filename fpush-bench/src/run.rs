@@ -47,6 +47,8 @@ pub struct RunReport {
     pub pushes_per_second: f64,
     /// fpush's user + system CPU over the same span.
     pub fpush_cpu_seconds: f64,
+    /// The kernel's share of `fpush_cpu_seconds`.
+    pub fpush_system_cpu_seconds: f64,
     pub pushes_per_cpu_second: f64,
     pub generator_cpu_seconds: f64,
     pub apns_server_cpu_seconds: f64,
@@ -259,6 +261,7 @@ pub async fn run_once(
     let generator_stat = procfs::current_thread_stat()?;
     let rss_start = fpush.rss_kib()?;
     let cpu_start = fpush.cpu_seconds()?;
+    let system_start = fpush.system_cpu_seconds()?;
     let generator_start = procfs::cpu_seconds(&generator_stat)?;
     let apns_start = session.apns.cpu_seconds();
     let apns_requests_start = session.apns.requests();
@@ -339,6 +342,7 @@ pub async fn run_once(
         .await;
 
     let cpu = fpush.cpu_seconds()? - cpu_start;
+    let system_cpu = fpush.system_cpu_seconds()? - system_start;
     let generator_cpu = procfs::cpu_seconds(&generator_stat)? - generator_start;
     let apns_cpu = session.apns.cpu_seconds() - apns_start;
     let peak_rss = fpush.peak_rss_kib()?;
@@ -369,6 +373,7 @@ pub async fn run_once(
             0.0
         },
         fpush_cpu_seconds: cpu,
+        fpush_system_cpu_seconds: system_cpu,
         pushes_per_cpu_second: if cpu > 0.0 {
             scenario.pushes as f64 / cpu
         } else {

@@ -265,6 +265,13 @@ impl Framer {
                         "a start tag is over the size limit",
                     ));
                 }
+                if &self.buf[name.clone()] == b"stream:stream" && !self_closing {
+                    // A server restarting its stream mid-way: handed out, not taken for a
+                    // stanza that would swallow everything after it.
+                    let header = Bytes::copy_from_slice(&self.buf[self.token_start..end]);
+                    self.consume(end);
+                    return Ok(Step::Frame(Frame::StreamHeader(header)));
+                }
                 self.element_start = self.token_start;
                 self.start_tag_end = Some(end);
                 if self_closing {
@@ -366,13 +373,12 @@ impl Framer {
 
     /// Called when the buffered bytes ran out mid-way: no token or stanza may grow past the limit.
     /// Returns the `Oversized` frame when a stanza just crossed it with its start tag complete.
+    ///
+    /// The stanza is checked first: when one read takes both the stanza and a tag inside it over
+    /// the limit, the stanza's start tag is still handed out (so the IQ is answered) before the
+    /// oversized tag ends the stream on the next call.
     fn check_limits_while_waiting(&mut self) -> Result<Option<Frame>, FramingError> {
         let held = self.buf.len();
-        if self.lex != Lex::Text && held - self.token_start > self.max_size {
-            return Err(FramingError::PolicyViolation(
-                "a single tag is over the size limit",
-            ));
-        }
         if self.depth >= 2 && !self.skipping && held - self.element_start > self.max_size {
             if self.start_tag_end.is_none() {
                 return Err(FramingError::PolicyViolation(
@@ -382,6 +388,11 @@ impl Framer {
             if let Step::Frame(frame) = self.start_skipping() {
                 return Ok(Some(frame));
             }
+        }
+        if self.lex != Lex::Text && held - self.token_start > self.max_size {
+            return Err(FramingError::PolicyViolation(
+                "a single tag is over the size limit",
+            ));
         }
         Ok(None)
     }
@@ -674,5 +685,34 @@ mod tests {
             feed(&mut framer, b"<a><b></b ></a\n>").unwrap(),
             vec![element(b"<a><b></b ></a\n>")]
         );
+    }
+
+    #[test]
+    fn a_stanza_and_a_tag_inside_it_crossing_the_limit_in_one_read_is_still_answerable() {
+        let mut framer = started(256, 16);
+        let mut input = b"<iq type='set' id='big' from='localhost'><publish node='".to_vec();
+        input.extend_from_slice(&[b't'; 400]);
+        framer.buffer().extend_from_slice(&input);
+        // The IQ's start tag comes out first; the oversized tag then ends the stream.
+        assert_eq!(
+            framer.next_frame(),
+            Ok(Some(Frame::Oversized {
+                start_tag: Bytes::from_static(b"<iq type='set' id='big' from='localhost'>")
+            }))
+        );
+        assert_eq!(
+            framer.next_frame(),
+            Err(FramingError::PolicyViolation(
+                "a single tag is over the size limit"
+            ))
+        );
+    }
+
+    #[test]
+    fn a_second_stream_header_is_reported_not_taken_for_a_stanza() {
+        let mut framer = started(4096, 16);
+        let frames = feed(&mut framer, HEADER).unwrap();
+        assert_eq!(frames.len(), 1);
+        assert!(matches!(&frames[0], Frame::StreamHeader(h) if h.starts_with(b"<stream:stream")));
     }
 }

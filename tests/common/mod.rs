@@ -204,3 +204,126 @@ pub async fn push_and_reply(link: &mut ComponentLink, id: &str, token: &str) -> 
     assert_eq!(reply.attr("id"), Some(id), "{}", reply.raw);
     reply
 }
+
+// ---- Hardening helpers (tests/hostile.rs, tests/faults.rs, tests/flapping.rs) ----
+
+/// Settings like [`settings`], with the whole `timeout` section given (JSON members).
+pub fn settings_with_timeouts(
+    server: &FakeXmppServer,
+    modules: &str,
+    timeouts: &str,
+    extra: &str,
+) -> String {
+    settings_on_port(server.port(), modules, timeouts, extra)
+}
+
+/// Settings for a daemon that connects to `port`, whatever listens there.
+pub fn settings_on_port(port: u16, modules: &str, timeouts: &str, extra: &str) -> String {
+    format!(
+        r#"{{
+  "component": {{
+    "componentHostname": "{JID}",
+    "componentKey": "{SECRET}",
+    "serverHostname": "127.0.0.1",
+    "serverPort": {port}
+  }},
+  "timeout": {{ {timeouts} }},
+  {extra}
+  "pushModules": {modules}
+}}"#
+    )
+}
+
+impl Daemon {
+    /// Resident memory of the process in KiB (`VmRSS` in `/proc/PID/status`).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Fails the test if fpush panicked anywhere (it logs panics like any other line).
+    pub fn assert_no_panic(&mut self) {
+        let log = self.log();
+        assert!(!log.contains("panicked"), "fpush panicked:\n{log}");
+        assert!(self.is_running(), "fpush exited:\n{log}");
+    }
+}
+
+/// An APNS test server with token-auth credentials on disk, ready to back `apple` modules.
+pub struct ApnsProvider {
+    pub server: fpush_testkit::apns::ApnsTestServer,
+    _dir: tempfile::TempDir,
+    key_path: PathBuf,
+    ca_path: PathBuf,
+}
+
+pub const APNS_TOPIC: &str = "com.example.chat";
+const APNS_TEAM_ID: &str = "TEAM123456";
+const APNS_KEY_ID: &str = "KEY1234567";
+
+impl ApnsProvider {
+    pub async fn start() -> ApnsProvider {
+        use fpush_testkit::apns::{ApnsExpect, ApnsTestKey, ApnsTestServer};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pki = fpush_testkit::tls::TestPki::new().expect("test PKI");
+        let key = ApnsTestKey::generate().expect("signing key");
+        let key_path = dir.path().join(format!("AuthKey_{APNS_KEY_ID}.p8"));
+        let ca_path = dir.path().join("ca.pem");
+        key.write_p8(&key_path).expect("write key");
+        pki.write_ca_pem(&ca_path).expect("write CA");
+        let server = ApnsTestServer::start(
+            &pki,
+            ApnsExpect {
+                topic: APNS_TOPIC.into(),
+                team_id: APNS_TEAM_ID.into(),
+                key_id: APNS_KEY_ID.into(),
+                jwt_public_key_pem: Some(key.public_pem.clone()),
+                accept_client_cert: false,
+            },
+        )
+        .await
+        .expect("APNS test server");
+        ApnsProvider {
+            server,
+            _dir: dir,
+            key_path,
+            ca_path,
+        }
+    }
+
+    /// A `pushModules` object with one default `apple` module called `apns`, ratelimit off.
+    pub fn modules(&self, request_timeout: &str) -> String {
+        format!(
+            r#"{{ "apns": {{ "type": "apple", "is_default_module": true,
+                "ratelimit": {{ "enabled": false }},
+                "apns": {{ "keyFilePath": {key:?}, "keyId": "{APNS_KEY_ID}", "teamId": "{APNS_TEAM_ID}",
+                           "topic": "{APNS_TOPIC}", "endpoint": "{endpoint}", "caFilePath": {ca:?},
+                           "requestTimeout": "{request_timeout}" }} }} }}"#,
+            key = self.key_path,
+            endpoint = self.server.origin(),
+            ca = self.ca_path,
+        )
+    }
+}
+
+/// Replies grouped by IQ id, for "every push answered exactly once" checks.
+pub fn by_id(replies: &[Stanza]) -> std::collections::HashMap<String, Vec<Stanza>> {
+    let mut map: std::collections::HashMap<String, Vec<Stanza>> = Default::default();
+    for reply in replies {
+        map.entry(reply.attr("id").unwrap_or_default().to_owned())
+            .or_default()
+            .push(reply.clone());
+    }
+    map
+}

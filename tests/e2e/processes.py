@@ -99,17 +99,13 @@ class Process:
     def exit_code(self) -> Optional[int]:
         return None if self.popen is None else self.popen.poll()
 
-    def send_signal(self, signum: int) -> None:
-        if self.running():
-            os.kill(self.pid, signum)
-
     def stop(self, grace: float = 10.0, signum: int = signal.SIGTERM, spare_leader: bool = False) -> Optional[int]:
         """Asks the whole group to stop and waits until every process in it is gone; kills what
         is left after `grace` seconds. Returns the exit code of the process started.
 
         `spare_leader`: the leader is a wrapper script that waits for the real program: signal
-        only the leader's children, so that the script sees the program end, reaps it and exits by itself
-        (a script killed first would leave the program to shut down unobserved, as a zombie)."""
+        only the leader's children, so that the script sees the program end, reaps it and exits
+        by itself (a script killed first would leave the program to end unreaped, a zombie)."""
         if self.popen is None:
             return None
         pgid = self.popen.pid  # the leader's pid is the group id (start_new_session)

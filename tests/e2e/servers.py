@@ -19,6 +19,13 @@ COMPONENT_JID = "push.localhost"
 PUSH_MAX_ERRORS = 2  # Prosody: cancels in a row before it drops a registration
 
 
+def installed(program: str) -> str:
+    path = shutil.which(program) or (f"/usr/sbin/{program}" if Path(f"/usr/sbin/{program}").exists() else None)
+    if path is None:
+        raise AssertionError(f"{program} is not installed: run scripts/install-test-deps.sh")
+    return path
+
+
 def render(template: str, target: Path, **values: object) -> Path:
     """Fills the `${NAME}` placeholders of a template; a missing value is an error."""
     text = (TEMPLATES / template).read_text()
@@ -117,7 +124,7 @@ class Prosody(XmppServer):
     def start(self) -> None:
         self.process = Process(
             "prosody",
-            ["prosody", "--config", str(self.config), "-F"],
+            [installed("prosody"), "--config", str(self.config), "-F"],
             self.workdir / "prosody.stdout.log",
         ).start()
         self.wait_listening()
@@ -132,7 +139,7 @@ class Prosody(XmppServer):
 
     def register(self, user: str, password: str) -> None:
         run(
-            ["prosodyctl", "--config", str(self.config), "register", user, self.domain, password],
+            [installed("prosodyctl"), "--config", str(self.config), "register", user, self.domain, password],
             f"prosodyctl register {user}",
         )
 
@@ -183,7 +190,7 @@ class Ejabberd(XmppServer):
     def _ejabberdctl_for_current_user(self) -> Path:
         """Debian's ejabberdctl switches to the `ejabberd` user when run as root; a copy without
         that switch runs the node as whoever runs the tests, owning only the temp dir."""
-        source = shutil.which("ejabberdctl") or "/usr/sbin/ejabberdctl"
+        source = installed("ejabberdctl")
         text = Path(source).read_text()
         patched, count = re.subn(r"^INSTALLUSER=.*$", "INSTALLUSER=", text, count=1, flags=re.M)
         if count != 1:
