@@ -145,6 +145,62 @@ pub async fn run(
     }
 }
 
+/// Settings and the modules built from them, ready to run.
+pub struct Prepared {
+    pub settings: Settings,
+    pub modules: ModuleSet,
+    /// Unknown or unused keys, in the settings and in the platform blocks.
+    pub warnings: Vec<config::ConfigWarning>,
+}
+
+/// Why a settings file cannot be run: what was wrong (the settings or the modules built from
+/// them) and every problem found.
+#[derive(Debug)]
+pub struct Problems {
+    pub part: &'static str,
+    pub problems: Vec<String>,
+}
+
+impl std::fmt::Display for Problems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the {} have {} problem(s):",
+            self.part,
+            self.problems.len()
+        )?;
+        for problem in &self.problems {
+            write!(f, "\n  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Load `path` and build its modules (carrying state over from `previous` on a reload): the one
+/// path shared by `fpush --check`, start-up and reload, so they accept and refuse alike.
+pub fn prepare(
+    path: &Path,
+    metrics: &Metrics,
+    previous: Option<&ModuleSet>,
+) -> Result<Prepared, Problems> {
+    let loaded = config::load(path).map_err(|errors| Problems {
+        part: "settings",
+        problems: errors.0.iter().map(ToString::to_string).collect(),
+    })?;
+    let (modules, module_warnings) =
+        modules::build(&loaded.settings, metrics, previous).map_err(|errors| Problems {
+            part: "push modules",
+            problems: errors.0,
+        })?;
+    let mut warnings = loaded.warnings;
+    warnings.extend(module_warnings);
+    Ok(Prepared {
+        settings: loaded.settings,
+        modules,
+        warnings,
+    })
+}
+
 /// Re-read the settings file and apply it, or keep the running settings if it has problems.
 fn reload(
     path: &Path,
@@ -154,48 +210,26 @@ fn reload(
     component: &watch::Sender<ComponentConfig>,
 ) {
     log::info!("reloading {}", path.display());
-    let loaded = match config::load(path) {
-        Ok(loaded) => loaded,
-        Err(errors) => {
-            log::error!(
-                "{}: {} problem(s); keeping the running settings",
-                path.display(),
-                errors.0.len()
-            );
-            for error in &errors.0 {
-                log::error!("  {error}");
-            }
-            metrics.count_reload(false);
-            return;
-        }
-    };
-    for warning in &loaded.warnings {
-        log::warn!("{}: {warning}", path.display());
-    }
     let previous: Arc<ModuleSet> = match dispatcher.modules().read() {
         Ok(modules) => modules.clone(),
         Err(poisoned) => poisoned.into_inner().clone(),
     };
-    let (modules, warnings) = match modules::build(&loaded.settings, metrics, Some(&previous)) {
-        Ok(built) => built,
-        Err(errors) => {
+    let prepared = match prepare(path, metrics, Some(&previous)) {
+        Ok(prepared) => prepared,
+        Err(problems) => {
             log::error!(
-                "{}: the push modules have {} problem(s); keeping the running settings",
-                path.display(),
-                errors.0.len()
+                "{}: {problems}\nkeeping the running settings",
+                path.display()
             );
-            for error in &errors.0 {
-                log::error!("  {error}");
-            }
             metrics.count_reload(false);
             return;
         }
     };
-    for warning in &warnings {
+    for warning in &prepared.warnings {
         log::warn!("{}: {warning}", path.display());
     }
-    let new = loaded.settings;
-    let modules = Arc::new(modules);
+    let new = prepared.settings;
+    let modules = Arc::new(prepared.modules);
     modules.spawn_sweepers(Some(&previous));
     dispatcher.replace_modules(modules);
     for module in &new.push_modules {

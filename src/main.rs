@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use fpush::component::LinkState;
-use fpush::config::{self, Loaded};
 use fpush::daemon::{self, Control};
 use fpush::metrics::Metrics;
 use fpush::modules;
@@ -94,53 +93,26 @@ fn release_log_cap() -> Option<log::LevelFilter> {
 }
 
 /// Load the settings and build every module, printing all problems. `None` when anything is wrong.
-fn load_and_build(
-    path: &std::path::Path,
-    metrics: &Metrics,
-) -> Option<(Loaded, modules::ModuleSet)> {
-    let loaded = match config::load(path) {
-        Ok(loaded) => loaded,
-        Err(errors) => {
-            eprintln!(
-                "{}: the settings have {} problem(s):",
-                path.display(),
-                errors.0.len()
-            );
-            for error in &errors.0 {
-                eprintln!("  {error}");
-            }
-            return None;
-        }
-    };
-    for warning in &loaded.warnings {
-        log::warn!("{}: {warning}", path.display());
-    }
-    match modules::build(&loaded.settings, metrics, None) {
-        Ok((modules, warnings)) => {
-            for warning in &warnings {
+fn load_and_build(path: &std::path::Path, metrics: &Metrics) -> Option<daemon::Prepared> {
+    match daemon::prepare(path, metrics, None) {
+        Ok(prepared) => {
+            for warning in &prepared.warnings {
                 log::warn!("{}: {warning}", path.display());
             }
-            Some((loaded, modules))
+            Some(prepared)
         }
-        Err(errors) => {
-            eprintln!(
-                "{}: the push modules have {} problem(s):",
-                path.display(),
-                errors.0.len()
-            );
-            for error in &errors.0 {
-                eprintln!("  {error}");
-            }
+        Err(problems) => {
+            eprintln!("{}: {problems}", path.display());
             None
         }
     }
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    let Some((loaded, _modules)) = load_and_build(path, &Metrics::new()) else {
+    let Some(prepared) = load_and_build(path, &Metrics::new()) else {
         return ExitCode::FAILURE;
     };
-    let settings = &loaded.settings;
+    let settings = &prepared.settings;
     println!(
         "{}: OK — component {} via {}:{}",
         path.display(),
@@ -156,10 +128,12 @@ fn check(path: &std::path::Path) -> ExitCode {
 
 fn run(path: &std::path::Path) -> ExitCode {
     let metrics = Metrics::new();
-    let Some((loaded, modules)) = load_and_build(path, &metrics) else {
+    let Some(daemon::Prepared {
+        settings, modules, ..
+    }) = load_and_build(path, &metrics)
+    else {
         return ExitCode::FAILURE;
     };
-    let settings = loaded.settings;
     for module in &settings.push_modules {
         log::info!("{}", modules::describe(module));
     }

@@ -242,13 +242,14 @@ fn assemble(
     };
     // The module's store when its backend is Redis (`build` made one if any module needs it).
     let redis = redis.filter(|_| module.ratelimit.backend == RatelimitBackend::Redis);
-    // A reload keeps the module's state only on the same backend (and the same store).
-    let before = before.filter(|b| match (b.ratelimit.redis_store(), redis) {
+    // A reload keeps the module's ratelimit and dead tokens only on the same backend (and the
+    // same store); its wipe guard and queued pushes stay in any case.
+    let same_backend = before.filter(|b| match (b.ratelimit.redis_store(), redis) {
         (None, None) => true,
         (Some(was), Some(is)) => Arc::ptr_eq(was, is),
         _ => false,
     });
-    let ratelimit = match (before, redis) {
+    let ratelimit = match (same_backend, redis) {
         (Some(before), _) if before.ratelimit_config == ratelimit_config => {
             before.ratelimit.clone()
         }
@@ -260,7 +261,7 @@ fn assemble(
         (_, None) => Arc::new(Ratelimiter::new(ratelimit_config)),
     };
     let remember = settings.dead_tokens.remember;
-    let dead_tokens = match (before, redis) {
+    let dead_tokens = match (same_backend, redis) {
         (Some(before), _) => before.dead_tokens.clone(),
         (None, Some(store)) => {
             Arc::new(DeadTokens::with_redis(remember, store.clone(), &module.id))

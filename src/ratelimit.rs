@@ -3,8 +3,8 @@
 //! One [`Ratelimiter`] per push module decides, for each push, whether it goes out now, waits for
 //! the end of its token's window, or is turned away because one is already waiting. The decision is
 //! taken under the lock of the token's map entry, so two pushes racing for one token can never both
-//! go out early, and nothing here ever sleeps or awaits: a queued push is a time to send at, and the
-//! caller does the waiting.
+//! go out early, and the memory backend never sleeps or awaits: a queued push is a time to send at,
+//! and the caller does the waiting.
 //!
 //! Entries are compact (a seeded 128-bit hash of the token and an 8-byte timestamp, see
 //! `token_key`), so a million cached tokens cost tens of megabytes, not hundreds.

@@ -198,7 +198,10 @@ async fn thousands_of_iqs_with_one_id_are_all_answered() {
         assert_result(reply, "same-id");
     }
     // Nothing more: exactly one reply each.
-    assert_eq!(first_answer_after(&mut link, "end").await.attr("id"), Some("end"));
+    assert_eq!(
+        first_answer_after(&mut link, "end").await.attr("id"),
+        Some("end")
+    );
     fpush.assert_no_panic();
 }
 
@@ -230,7 +233,8 @@ async fn invalid_utf8_is_never_answered_with_garbage_and_the_link_stays_up() {
     let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
     let mut fpush = Daemon::start(&settings(&server, &demo_module(None, "0s"), ""));
     let mut link = connect(&mut server).await;
-    let mut bad_id = b"<iq type='get' id='bad-\xff\xfe' from='localhost' to='push.localhost'>".to_vec();
+    let mut bad_id =
+        b"<iq type='get' id='bad-\xff\xfe' from='localhost' to='push.localhost'>".to_vec();
     bad_id.extend_from_slice(b"<ping xmlns='urn:xmpp:ping'/></iq>");
     let mut bad_token = push_iq("bad-token", "token-\u{1F600}", None).into_bytes();
     let at = bad_token
@@ -267,7 +271,10 @@ async fn a_stream_error_from_the_server_makes_fpush_reconnect() {
     link.expect_close(WAIT).await.unwrap();
     push_goes_through(&mut connect(&mut server).await, "after-stream-error").await;
     let log = fpush.log();
-    assert!(log.contains("system-shutdown"), "the log names the error:\n{log}");
+    assert!(
+        log.contains("system-shutdown"),
+        "the log names the error:\n{log}"
+    );
     fpush.assert_no_panic();
 }
 
