@@ -118,6 +118,9 @@ pub struct Metrics {
     connected: Gauge,
     reconnects: Counter,
     reloads: Family<ReloadLabel, Counter>,
+    redis_fallbacks: Counter,
+    /// The Redis store's own fallback count at the last scrape (the counter follows it).
+    redis_fallbacks_seen: AtomicU64,
     /// Counters for pushes that name no module (unknown module, malformed push); its shared
     /// handle also holds the process-wide totals per outcome.
     unattributed: ModuleMetrics,
@@ -231,6 +234,12 @@ impl Metrics {
             "Settings reloads (SIGHUP) by result",
             reloads.clone(),
         );
+        let redis_fallbacks = Counter::default();
+        registry.register(
+            "redis_fallbacks",
+            "Ratelimit decisions taken locally because Redis was unreachable or slow",
+            redis_fallbacks.clone(),
+        );
         let shared = Arc::new(MetricsTotals {
             totals: Default::default(),
         });
@@ -261,6 +270,8 @@ impl Metrics {
             connected,
             reconnects,
             reloads,
+            redis_fallbacks,
+            redis_fallbacks_seen: AtomicU64::new(0),
             unattributed,
         };
         Arc::new(metrics)
@@ -315,6 +326,12 @@ impl Metrics {
         self.in_flight.set(in_flight as i64);
         self.connected
             .set(i64::from(matches!(link, LinkState::Up { .. })));
+        // One store serves every Redis module: count it once.
+        if let Some(store) = modules.iter().find_map(|m| m.ratelimit.redis_store()) {
+            let now = store.fallbacks();
+            let seen = self.redis_fallbacks_seen.swap(now, Ordering::Relaxed);
+            self.redis_fallbacks.inc_by(now.saturating_sub(seen));
+        }
         for module in modules.iter() {
             let label = ModuleLabel {
                 module: module.id.clone(),

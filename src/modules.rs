@@ -329,8 +329,12 @@ fn build_platform(module: &ModuleSettings) -> Result<Built, String> {
 /// A one-line description of a module for `fpush --check` and the start-up log.
 pub fn describe(module: &ModuleSettings) -> String {
     let ratelimit = if module.ratelimit.enabled {
+        let backend = match module.ratelimit.backend {
+            crate::config::RatelimitBackend::Memory => "in memory",
+            crate::config::RatelimitBackend::Redis => "shared on Redis",
+        };
         format!(
-            "ratelimit {} (entries kept {})",
+            "ratelimit {} {backend} (entries kept {})",
             humantime::format_duration(module.ratelimit.ratelimit_time),
             humantime::format_duration(module.ratelimit.ratelimit_cleanup_interval)
         )
