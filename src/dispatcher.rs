@@ -234,21 +234,10 @@ impl Dispatcher {
             return;
         }
         if module.dead_tokens.is_dead(&push.token) {
-            log::debug!(
-                "module {}: token {}… is known dead",
-                module.id,
-                fpush_traits::token_prefix(&push.token)
-            );
-            module.metrics.count(Outcome::known_dead);
-            self.shared
-                .reply_cancel(&iq, Condition::ItemNotFound, text::TOKEN_DEAD);
+            reply_known_dead(&self.shared, &module, &iq, &push.token);
             return;
         }
-        let Ok(permit) = self.shared.in_flight.clone().try_acquire_owned() else {
-            log::debug!("{} pushes in flight: answering wait", self.max_in_flight);
-            module.metrics.count(Outcome::overloaded);
-            self.shared
-                .reply_wait(&iq, Condition::ResourceConstraint, text::OVERLOADED);
+        let Some(permit) = self.provider_slot(&iq, &module) else {
             return;
         };
         let notification = PushNotification {
@@ -285,11 +274,7 @@ impl Dispatcher {
     /// meanwhile, which also bounds the Redis calls in flight; the verdict always comes within
     /// the store's timeout (a local one when Redis fails).
     fn dispatch_shared(&self, iq: IqHeader, module: Arc<Module>, push: PushRequest) {
-        let Ok(permit) = self.shared.in_flight.clone().try_acquire_owned() else {
-            log::debug!("{} pushes in flight: answering wait", self.max_in_flight);
-            module.metrics.count(Outcome::overloaded);
-            self.shared
-                .reply_wait(&iq, Condition::ResourceConstraint, text::OVERLOADED);
+        let Some(permit) = self.provider_slot(&iq, &module) else {
             return;
         };
         let notification = PushNotification {
@@ -319,16 +304,22 @@ impl Dispatcher {
                 }
                 Verdict::Dead => {
                     drop(permit);
-                    log::debug!(
-                        "module {}: token {}… is known dead",
-                        module.id,
-                        notification.token_prefix()
-                    );
-                    module.metrics.count(Outcome::known_dead);
-                    shared.reply_cancel(&iq, Condition::ItemNotFound, text::TOKEN_DEAD);
+                    reply_known_dead(&shared, &module, &iq, &notification.token);
                 }
             }
         });
+    }
+
+    /// A provider slot for one push, or `None` after answering it `wait` (overload).
+    fn provider_slot(&self, iq: &IqHeader, module: &Module) -> Option<OwnedSemaphorePermit> {
+        let permit = self.shared.in_flight.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            log::debug!("{} pushes in flight: answering wait", self.max_in_flight);
+            module.metrics.count(Outcome::overloaded);
+            self.shared
+                .reply_wait(iq, Condition::ResourceConstraint, text::OVERLOADED);
+        }
+        permit
     }
 
     /// Stop: answer queued pushes `wait` now, give pushes at the provider up to `grace` to finish
@@ -349,6 +340,17 @@ impl Dispatcher {
             self.tasks.wait().await;
         }
     }
+}
+
+/// A push for a token a provider declared dead a while ago: answered without asking again.
+fn reply_known_dead(shared: &Shared, module: &Module, iq: &IqHeader, token: &str) {
+    log::debug!(
+        "module {}: token {}… is known dead",
+        module.id,
+        fpush_traits::token_prefix(token)
+    );
+    module.metrics.count(Outcome::known_dead);
+    shared.reply_cancel(iq, Condition::ItemNotFound, text::TOKEN_DEAD);
 }
 
 /// Counts a push the ratelimit queued, when the decision is taken.
