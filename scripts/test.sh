@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test fpush has, on a fresh machine: installs what the tests need (Debian packages:
 # Prosody, ejabberd, Redis; PyPI: slixmpp, pytest), then style gates, unit and integration tests,
-# and the end-to-end tests against real XMPP servers. One release build serves them all.
+# fuzzing smoke runs, and the end-to-end tests against real XMPP servers. One optimised build
+# (cargo profile `ci`: release without LTO) serves them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,13 +15,17 @@ step "style: cargo fmt, cargo clippy"
 cargo fmt --all -- --check
 cargo clippy --quiet --workspace --all-targets --all-features -- -D warnings
 
-step "build (release; reused by every test below)"
-cargo build --release --workspace --bins
+step "build (profile ci: optimised, no LTO; reused by every test below)"
+cargo build --profile ci --workspace --bins
 
 step "unit and integration tests"
-cargo test --release --workspace
+cargo test --profile ci --workspace
 
-if [ -d tests/e2e ]; then
-  step "end to end: real Prosody and ejabberd, real client, fake APNS/FCM"
-  python3 -m pytest -q tests/e2e
-fi
+step "load smoke: 2,000 pushes through the optimised binary, every one answered once"
+target/ci/fpush-bench --fpush target/ci/fpush smoke
+
+step "fuzzing smoke: every target for ${FUZZ_SECONDS:-20}s"
+bash scripts/fuzz-smoke.sh
+
+step "end to end: real Prosody and ejabberd, real client, fake APNS/FCM"
+FPUSH_BIN_DIR=target/ci python3 -m pytest -q tests/e2e

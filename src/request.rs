@@ -1,35 +1,31 @@
 //! What is inside a stanza: one top-level element's bytes become a [`Request`], and a
 //! [`Reply`] becomes reply bytes.
 //!
-//! Parsing streams over the stanza with quick-xml's namespace-aware reader and extracts only what
-//! the dispatcher needs (the IQ header, the device token, the publish-options and summary forms).
-//! No tree is built: the push path must cost a microsecond or two per stanza, and the
-//! fields we care about are few and sit at well-known places.
+//! Parsing streams over the stanza with quick-xml's reader and extracts only what the dispatcher
+//! needs (the IQ header, the device token, the publish-options and summary forms). No tree is
+//! built: the push path must cost a microsecond or two per stanza, and the fields we care about
+//! are few and sit at well-known places. Namespaces are resolved by [`Scopes`], which only looks
+//! at the attributes of elements that declare one and only tells apart the few namespaces matched
+//! here.
 //!
 //! Parsing is lenient where real servers differ (form `type`, labels, empty fields, whitespace,
 //! comments, unknown fields and attributes, prefixed namespaces) and strict only where a push
 //! could go wrong (the device token).
 
+mod quick;
 mod reply;
+mod scopes;
 
 use std::borrow::Cow;
 
 use fpush_traits::PushSummary;
 use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::{Namespace, ResolveResult};
-use quick_xml::NsReader;
+use quick_xml::Reader;
 
 pub use reply::{write_reply, Condition, ErrorType, Reply};
 
-/// XEP-0060 publish-subscribe: the payload of every push IQ.
-const NS_PUBSUB: &[u8] = b"http://jabber.org/protocol/pubsub";
-/// XEP-0004 data forms: the summary form and the publish-options form.
-const NS_DATA_FORMS: &[u8] = b"jabber:x:data";
-/// XEP-0030 service discovery, info query.
-const NS_DISCO_INFO: &[u8] = b"http://jabber.org/protocol/disco#info";
-/// XEP-0199 XMPP ping.
-const NS_PING: &[u8] = b"urn:xmpp:ping";
+use scopes::{Ns, Scopes};
 
 /// Longest device token accepted. APNS tokens are 64 hex characters and FCM registration tokens
 /// are a few hundred bytes; anything this long is not a token.
@@ -45,7 +41,7 @@ pub struct IqHeader {
 }
 
 /// Everything a push IQ told us.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PushRequest {
     /// The device token: the `node` of the `publish` element.
     pub token: String,
@@ -92,8 +88,23 @@ enum IqType {
 /// Never fails: what cannot be understood is either answered with an error (when the IQ header
 /// could be read) or ignored.
 pub fn parse(stanza: &[u8]) -> Request {
-    let mut reader = NsReader::from_reader(stanza);
-    let (kind, header, empty) = match read_iq_start(&mut reader) {
+    parse_with(stanza, Lexer::Quick)
+}
+
+/// Which lexer reads a pubsub payload: tests compare the two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lexer {
+    /// [`quick`] first, quick-xml when it gives up.
+    Quick,
+    /// quick-xml only.
+    #[cfg_attr(not(test), allow(dead_code))]
+    General,
+}
+
+fn parse_with(stanza: &[u8], lexer: Lexer) -> Request {
+    let mut reader = Reader::from_reader(stanza);
+    let mut scopes = Scopes::default();
+    let (kind, header, empty) = match read_iq_start(&mut reader, &mut scopes) {
         Some(start) => start,
         None => return Request::Ignored,
     };
@@ -104,7 +115,7 @@ pub fn parse(stanza: &[u8]) -> Request {
     if empty {
         return Request::Unsupported { iq };
     }
-    match read_payload(&mut reader, kind) {
+    match read_payload(&mut reader, &mut scopes, stanza, lexer, kind) {
         Ok(Payload::Push(push)) => Request::Push { iq, push },
         Ok(Payload::InvalidPush(reason)) => Request::InvalidPush {
             iq,
@@ -123,14 +134,15 @@ pub fn parse(stanza: &[u8]) -> Request {
 /// Reads the header of a get/set IQ from the start tag of a stanza that was too big to buffer,
 /// so the server can still be told why it gets no answer. `None` when it cannot be answered.
 pub fn parse_oversized(start_tag: &[u8]) -> Option<IqHeader> {
-    let mut reader = NsReader::from_reader(start_tag);
-    match read_iq_start(&mut reader)? {
+    let mut reader = Reader::from_reader(start_tag);
+    match read_iq_start(&mut reader, &mut Scopes::default())? {
         (IqType::Get | IqType::Set, header, _) => Some(header),
         (IqType::Response, _, _) => None,
     }
 }
 
 /// A stanza that broke XML rules somewhere past its start tag.
+#[derive(Debug)]
 struct Malformed;
 
 impl From<quick_xml::Error> for Malformed {
@@ -152,6 +164,7 @@ impl From<quick_xml::events::attributes::AttrError> for Malformed {
 }
 
 /// What the first child of a get/set IQ turned out to be.
+#[derive(Debug, PartialEq, Eq)]
 enum Payload {
     Push(PushRequest),
     InvalidPush(&'static str),
@@ -162,7 +175,10 @@ enum Payload {
 
 /// Reads up to the stanza's start tag. Returns the IQ's type, its header and whether the element
 /// was empty (`<iq/>`), or `None` for anything that is not an answerable IQ.
-fn read_iq_start(reader: &mut NsReader<&[u8]>) -> Option<(IqType, IqHeader, bool)> {
+fn read_iq_start(
+    reader: &mut Reader<&[u8]>,
+    scopes: &mut Scopes,
+) -> Option<(IqType, IqHeader, bool)> {
     let (start, empty) = loop {
         match reader.read_event() {
             Ok(Event::Start(start)) => break (start, false),
@@ -175,6 +191,8 @@ fn read_iq_start(reader: &mut NsReader<&[u8]>) -> Option<(IqType, IqHeader, bool
         // Messages and presence are never answered; neither is anything else at the top level.
         return None;
     }
+    // The IQ may declare prefixes its payload uses.
+    scopes.enter(&start).ok()?;
     let decoder = reader.decoder();
     let mut kind = None;
     let (mut id, mut from, mut to) = (None, None, None);
@@ -226,16 +244,16 @@ fn read_iq_start(reader: &mut NsReader<&[u8]>) -> Option<(IqType, IqHeader, bool
     Some((kind, header, empty))
 }
 
-/// Whether a resolved element namespace is exactly `want`.
-fn is_ns(ns: &ResolveResult<'_>, want: &[u8]) -> bool {
-    matches!(ns, ResolveResult::Bound(Namespace(n)) if *n == want)
-}
-
 /// Reads the IQ's first child element and, for a push, the rest of the pubsub payload.
-fn read_payload(reader: &mut NsReader<&[u8]>, kind: IqType) -> Result<Payload, Malformed> {
+fn read_payload(
+    reader: &mut Reader<&[u8]>,
+    scopes: &mut Scopes,
+    stanza: &[u8],
+    lexer: Lexer,
+    kind: IqType,
+) -> Result<Payload, Malformed> {
     loop {
-        let (ns, event) = reader.read_resolved_event()?;
-        let (start, empty) = match event {
+        let (start, empty) = match reader.read_event()? {
             Event::Start(start) => (start, false),
             Event::Empty(start) => (start, true),
             Event::Text(_) | Event::Comment(_) | Event::PI(_) | Event::GeneralRef(_) => continue,
@@ -244,16 +262,20 @@ fn read_payload(reader: &mut NsReader<&[u8]>, kind: IqType) -> Result<Payload, M
             Event::End(_) => return Ok(Payload::Other),
             Event::Eof | Event::Decl(_) | Event::DocType(_) => return Err(Malformed),
         };
+        let ns = scopes.enter(&start)?;
         let local = start.local_name();
         let payload = match (kind, local.as_ref()) {
-            (IqType::Set, b"pubsub") if is_ns(&ns, NS_PUBSUB) => {
+            (IqType::Set, b"pubsub") if ns == Ns::Pubsub => {
                 if empty {
                     return Ok(Payload::InvalidPush(NO_PUBLISH));
                 }
-                return read_pubsub(reader);
+                if lexer == Lexer::Quick {
+                    return read_pubsub(reader, scopes, stanza, start.name().as_ref());
+                }
+                return read_pubsub_events(reader, scopes, reader.decoder());
             }
-            (IqType::Get, b"query") if is_ns(&ns, NS_DISCO_INFO) => Payload::DiscoInfo,
-            (IqType::Get, b"ping") if is_ns(&ns, NS_PING) => Payload::Ping,
+            (IqType::Get, b"query") if ns == Ns::DiscoInfo => Payload::DiscoInfo,
+            (IqType::Get, b"ping") if ns == Ns::Ping => Payload::Ping,
             _ => Payload::Other,
         };
         return Ok(payload);
@@ -309,99 +331,74 @@ struct OpenField<'i> {
     value_done: bool,
 }
 
-/// Walks the inside of `<pubsub>` (whose start tag was just read) and extracts the push.
-fn read_pubsub(reader: &mut NsReader<&[u8]>) -> Result<Payload, Malformed> {
+/// Walks the inside of `<pubsub>` (whose start tag, named `pubsub_name`, was just read) and
+/// extracts the push: with [`quick`] when the payload keeps to the plain shape servers send,
+/// otherwise with quick-xml. Both feed the same [`PubsubWalk`], so they agree by construction.
+fn read_pubsub(
+    reader: &mut Reader<&[u8]>,
+    scopes: &mut Scopes,
+    stanza: &[u8],
+    pubsub_name: &[u8],
+) -> Result<Payload, Malformed> {
     let decoder = reader.decoder();
-    let mut token: Option<String> = None;
-    let mut push = PushRequest {
-        token: String::new(),
-        module: None,
-        summary: PushSummary::default(),
-        options: Vec::new(),
-    };
-    let mut seen_publish = false;
-    // Depth below <pubsub>: its children are at depth 1.
-    let mut depth = 0usize;
-    // (section, depth of its element): which pubsub child we are in.
-    let mut section: Option<(Form, usize)> = None;
-    // (form kind, depth of the <x> element).
-    let mut form: Option<(Form, usize)> = None;
-    let mut field: Option<OpenField<'_>> = None;
-    // Depth of the <value> element whose text is being collected.
-    let mut value_depth: Option<usize> = None;
+    let mark = scopes.mark();
+    let rest = usize::try_from(reader.buffer_position())
+        .ok()
+        .and_then(|at| at.checked_sub(1).map(|before| (before, at)))
+        .filter(|&(before, _)| stanza.get(before) == Some(&b'>'))
+        .and_then(|(_, at)| stanza.get(at..));
+    if let Some(rest) = rest {
+        if let Some(payload) = quick::read_pubsub(rest, pubsub_name, scopes, decoder) {
+            return Ok(payload);
+        }
+        scopes.reset(mark);
+    }
+    read_pubsub_events(reader, scopes, decoder)
+}
 
+/// The general walk over quick-xml's events.
+fn read_pubsub_events(
+    reader: &mut Reader<&[u8]>,
+    scopes: &mut Scopes,
+    decoder: quick_xml::encoding::Decoder,
+) -> Result<Payload, Malformed> {
+    let mut walk = PubsubWalk::default();
     loop {
-        let (ns, event) = reader.read_resolved_event()?;
-        match event {
+        match reader.read_event()? {
             Event::Start(start) => {
-                depth += 1;
-                open_element(
-                    &ns,
-                    &start,
-                    depth,
-                    decoder,
-                    &mut section,
-                    &mut form,
-                    &mut field,
-                    &mut value_depth,
-                    &mut token,
-                    &mut seen_publish,
-                )?;
+                let ns = scopes.enter(&start)?;
+                walk.start(ns, &start, decoder)?;
             }
             Event::Empty(start) => {
-                // Handled as a start immediately followed by its end.
-                let d = depth + 1;
-                let mut empty_value = None;
-                open_element(
-                    &ns,
-                    &start,
-                    d,
-                    decoder,
-                    &mut section,
-                    &mut form,
-                    &mut field,
-                    &mut empty_value,
-                    &mut token,
-                    &mut seen_publish,
-                )?;
-                close_element(d, &mut section, &mut form, &mut field, &mut None, &mut push);
+                let ns = scopes.enter(&start)?;
+                scopes.leave();
+                walk.empty(ns, &start, decoder)?;
             }
             Event::End(_) => {
-                if depth == 0 {
+                if walk.end() {
                     break; // </pubsub>
                 }
-                close_element(
-                    depth,
-                    &mut section,
-                    &mut form,
-                    &mut field,
-                    &mut value_depth,
-                    &mut push,
-                );
-                depth -= 1;
+                scopes.leave();
             }
             Event::Text(text) => {
-                if let (Some(_), Some(f)) = (value_depth, field.as_mut()) {
-                    append(&mut f.value, text.xml_content()?);
+                if walk.collecting() {
+                    walk.text(text.xml_content()?);
                 }
             }
             Event::CData(data) => {
-                if let (Some(_), Some(f)) = (value_depth, field.as_mut()) {
-                    append(&mut f.value, data.decode()?);
+                if walk.collecting() {
+                    walk.text(data.decode()?);
                 }
             }
             Event::GeneralRef(entity) => {
-                if let (Some(_), Some(f)) = (value_depth, field.as_mut()) {
+                if walk.collecting() {
                     if let Some(ch) = entity.resolve_char_ref()? {
                         let mut buf = [0u8; 4];
-                        append(
-                            &mut f.value,
-                            Cow::Owned(ch.encode_utf8(&mut buf).to_owned()),
-                        );
+                        walk.text(Cow::Owned(ch.encode_utf8(&mut buf).to_owned()));
                     } else {
                         let name = entity.decode()?;
                         let resolved = resolve_predefined_entity(&name).ok_or(Malformed)?;
-                        append(&mut f.value, Cow::Borrowed(resolved));
+                        walk.text(Cow::Borrowed(resolved));
                     }
                 }
             }
@@ -409,23 +406,125 @@ fn read_pubsub(reader: &mut NsReader<&[u8]>) -> Result<Payload, Malformed> {
             Event::Eof | Event::Decl(_) | Event::DocType(_) => return Err(Malformed),
         }
     }
+    Ok(walk.finish())
+}
 
-    if !seen_publish {
-        return Ok(Payload::InvalidPush(NO_PUBLISH));
+/// Where the walk over a pubsub payload is, and what it has found so far.
+#[derive(Default)]
+struct PubsubWalk<'i> {
+    token: Option<String>,
+    push: PushRequest,
+    seen_publish: bool,
+    /// Depth below <pubsub>: its children are at depth 1.
+    depth: usize,
+    /// (section, depth of its element): which pubsub child we are in.
+    section: Option<(Form, usize)>,
+    /// (form kind, depth of the <x> element).
+    form: Option<(Form, usize)>,
+    field: Option<OpenField<'i>>,
+    /// Depth of the <value> element whose text is being collected.
+    value_depth: Option<usize>,
+}
+
+impl<'i> PubsubWalk<'i> {
+    /// An element opened (in namespace `ns`).
+    fn start(
+        &mut self,
+        ns: Ns,
+        start: &BytesStart<'_>,
+        decoder: quick_xml::encoding::Decoder,
+    ) -> Result<(), Malformed> {
+        self.depth += 1;
+        open_element(
+            ns,
+            start,
+            self.depth,
+            decoder,
+            &mut self.section,
+            &mut self.form,
+            &mut self.field,
+            &mut self.value_depth,
+            &mut self.token,
+            &mut self.seen_publish,
+        )
     }
-    let token = match token {
-        None => {
-            return Ok(Payload::InvalidPush(
-                "the publish element has no node (device token)",
-            ))
+
+    /// An empty element: a start immediately followed by its end.
+    fn empty(
+        &mut self,
+        ns: Ns,
+        start: &BytesStart<'_>,
+        decoder: quick_xml::encoding::Decoder,
+    ) -> Result<(), Malformed> {
+        let d = self.depth + 1;
+        let mut empty_value = None;
+        open_element(
+            ns,
+            start,
+            d,
+            decoder,
+            &mut self.section,
+            &mut self.form,
+            &mut self.field,
+            &mut empty_value,
+            &mut self.token,
+            &mut self.seen_publish,
+        )?;
+        close_element(
+            d,
+            &mut self.section,
+            &mut self.form,
+            &mut self.field,
+            &mut None,
+            &mut self.push,
+        );
+        Ok(())
+    }
+
+    /// An element closed; `true` when it was `<pubsub>` itself.
+    fn end(&mut self) -> bool {
+        if self.depth == 0 {
+            return true;
         }
-        Some(token) => token,
-    };
-    if let Some(reason) = token_problem(&token) {
-        return Ok(Payload::InvalidPush(reason));
+        close_element(
+            self.depth,
+            &mut self.section,
+            &mut self.form,
+            &mut self.field,
+            &mut self.value_depth,
+            &mut self.push,
+        );
+        self.depth -= 1;
+        false
     }
-    push.token = token;
-    Ok(Payload::Push(push))
+
+    /// Whether character data is being collected (inside a field's first `<value>`).
+    fn collecting(&self) -> bool {
+        self.value_depth.is_some() && self.field.is_some()
+    }
+
+    /// A piece of character data.
+    fn text(&mut self, piece: Cow<'i, str>) {
+        if let (Some(_), Some(f)) = (self.value_depth, self.field.as_mut()) {
+            append(&mut f.value, piece);
+        }
+    }
+
+    /// The payload, once `</pubsub>` was read.
+    fn finish(self) -> Payload {
+        if !self.seen_publish {
+            return Payload::InvalidPush(NO_PUBLISH);
+        }
+        let Some(token) = self.token else {
+            return Payload::InvalidPush("the publish element has no node (device token)");
+        };
+        if let Some(reason) = token_problem(&token) {
+            return Payload::InvalidPush(reason);
+        }
+        let mut push = self.push;
+        push.token = token;
+        Payload::Push(push)
+    }
 }
 
 /// Why a device token cannot be used, if it cannot.
@@ -434,7 +533,10 @@ fn token_problem(token: &str) -> Option<&'static str> {
         Some("the device token (publish node) is empty")
     } else if token.len() > MAX_TOKEN_LEN {
         Some("the device token is longer than 4096 bytes")
-    } else if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    } else if !token.bytes().all(|b| b.is_ascii_graphic())
+        && token.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        // Printable ASCII (every real token) is neither; only other tokens are decoded.
         Some("the device token contains whitespace or control characters")
     } else {
         None
@@ -444,8 +546,8 @@ fn token_problem(token: &str) -> Option<&'static str> {
 /// Updates the walk's context for an element opening at `depth` below `<pubsub>`.
 #[allow(clippy::too_many_arguments)]
 fn open_element<'i>(
-    ns: &ResolveResult<'_>,
-    start: &BytesStart<'i>,
+    ns: Ns,
+    start: &BytesStart<'_>,
     depth: usize,
     decoder: quick_xml::encoding::Decoder,
     section: &mut Option<(Form, usize)>,
@@ -458,7 +560,7 @@ fn open_element<'i>(
     let local = start.local_name();
     let local = local.as_ref();
     if depth == 1 {
-        if !is_ns(ns, NS_PUBSUB) {
+        if ns != Ns::Pubsub {
             return Ok(());
         }
         match local {
@@ -476,8 +578,8 @@ fn open_element<'i>(
         return Ok(());
     };
     match (form.is_some(), field.is_some(), local) {
-        (false, _, b"x") if is_ns(ns, NS_DATA_FORMS) => *form = Some((kind, depth)),
-        (true, false, b"field") if is_ns(ns, NS_DATA_FORMS) => {
+        (false, _, b"x") if ns == Ns::DataForms => *form = Some((kind, depth)),
+        (true, false, b"field") if ns == Ns::DataForms => {
             if let (Some(var), Some((form_kind, _))) = (attribute(start, b"var", decoder)?, *form) {
                 *field = Some(OpenField {
                     var: FieldVar::classify(form_kind, var),
@@ -487,7 +589,7 @@ fn open_element<'i>(
                 });
             }
         }
-        (true, true, b"value") if is_ns(ns, NS_DATA_FORMS) => {
+        (true, true, b"value") if ns == Ns::DataForms => {
             if let Some(f) = field.as_ref() {
                 if !f.value_done && depth == f.depth + 1 {
                     *value_depth = Some(depth);

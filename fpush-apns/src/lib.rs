@@ -26,7 +26,9 @@ use fpush_http::{HttpClient, HttpConfig, HttpError};
 use fpush_traits::{
     token_prefix, DeadTokenReason, Delivered, PushError, PushNotification, PushTrait,
 };
-use http::HeaderValue;
+use http::header::{HeaderName, AUTHORIZATION, CONTENT_TYPE};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderValue, Method, Uri};
 use tokio::time::Instant;
 
 use crate::auth::{load_p12, TokenSigner};
@@ -44,6 +46,13 @@ const LOUD_LOG_INTERVAL: Duration = Duration::from_secs(60);
 const MAX_COLLAPSE_ID: usize = 64;
 /// Device tokens are 64 hex digits today; leave room, but keep them sane for a URL path.
 const MAX_TOKEN_LEN: usize = 200;
+/// Where a push for one device token goes; the token follows.
+const DEVICE_PATH: &str = "/3/device/";
+const APNS_TOPIC: HeaderName = HeaderName::from_static("apns-topic");
+const APNS_PUSH_TYPE: HeaderName = HeaderName::from_static("apns-push-type");
+const APNS_PRIORITY: HeaderName = HeaderName::from_static("apns-priority");
+const APNS_EXPIRATION: HeaderName = HeaderName::from_static("apns-expiration");
+const APNS_COLLAPSE_ID: HeaderName = HeaderName::from_static("apns-collapse-id");
 
 /// Why a module could not be built. Every variant names the module, and the file when one is
 /// at fault.
@@ -75,11 +84,13 @@ pub struct ApnsPush {
     module_id: String,
     client: HttpClient,
     auth: Auth,
-    topic: HeaderValue,
-    push_type: HeaderValue,
-    priority: HeaderValue,
-    collapse_id: Option<HeaderValue>,
+    /// The headers every request of this module carries, built once: a request starts from a
+    /// clone (reference-counted values) instead of hashing each name in again.
+    headers: HeaderMap,
     expiration: Duration,
+    /// The last `apns-expiration` value and the unix second it was computed for: thousands
+    /// of pushes a second share one.
+    expiration_header: Mutex<(u64, HeaderValue)>,
     payload: PayloadBuilder,
     last_loud_log: Mutex<Option<Instant>>,
 }
@@ -111,15 +122,25 @@ impl ApnsPush {
             (Some(p @ (1 | 5 | 10)), _) => p,
             (Some(p), _) => return Err(config_error(format!("priority {p} is not 10, 5 or 1"))),
         };
-        let collapse_id = match &cfg.collapse_id {
+        let mut headers = HeaderMap::with_capacity(8);
+        headers.insert(APNS_TOPIC, topic);
+        headers.insert(
+            APNS_PUSH_TYPE,
+            HeaderValue::from_static(cfg.push_type.header_value()),
+        );
+        headers.insert(APNS_PRIORITY, HeaderValue::from(u16::from(priority)));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        match &cfg.collapse_id {
             Some(id) if id.len() > MAX_COLLAPSE_ID => {
                 return Err(config_error(format!(
                     "collapseId is over {MAX_COLLAPSE_ID} bytes"
                 )))
             }
-            Some(id) => Some(header("collapseId", id)?),
-            None => None,
-        };
+            Some(id) => {
+                headers.insert(APNS_COLLAPSE_ID, header("collapseId", id)?);
+            }
+            None => {}
+        }
         let payload = PayloadBuilder::new(&cfg).map_err(config_error)?;
 
         let mut http = HttpConfig {
@@ -170,11 +191,9 @@ impl ApnsPush {
             module_id: module_id.to_string(),
             client,
             auth,
-            topic,
-            push_type: HeaderValue::from_static(cfg.push_type.header_value()),
-            priority: HeaderValue::from(u16::from(priority)),
-            collapse_id,
+            headers,
             expiration: cfg.expiration,
+            expiration_header: Mutex::new((0, HeaderValue::from_static("0"))),
             payload,
             last_loud_log: Mutex::new(None),
         })
@@ -191,26 +210,40 @@ impl ApnsPush {
         body: Bytes,
         bearer: Option<&HeaderValue>,
     ) -> Result<http::Request<Bytes>, PushError> {
-        let expiration = if self.expiration.is_zero() {
-            0
-        } else {
-            unix_now() + self.expiration.as_secs()
-        };
-        let mut builder = http::Request::post(format!("/3/device/{token}"))
-            .header("apns-topic", self.topic.clone())
-            .header("apns-push-type", self.push_type.clone())
-            .header("apns-priority", self.priority.clone())
-            .header("apns-expiration", expiration)
-            .header(http::header::CONTENT_TYPE, "application/json");
-        if let Some(id) = &self.collapse_id {
-            builder = builder.header("apns-collapse-id", id.clone());
-        }
+        let mut path = String::with_capacity(DEVICE_PATH.len() + token.len());
+        path.push_str(DEVICE_PATH);
+        path.push_str(token);
+        // Takes the string without copying it; `plausible_token` already kept the path valid.
+        let path = PathAndQuery::try_from(path)
+            .map_err(|e| PushError::Transient(format!("cannot build the request: {e}")))?;
+        let mut request = http::Request::new(body);
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = Uri::from(path);
+        let headers = request.headers_mut();
+        *headers = self.headers.clone();
+        headers.insert(APNS_EXPIRATION, self.expiration_value());
         if let Some(bearer) = bearer {
-            builder = builder.header(http::header::AUTHORIZATION, bearer.clone());
+            headers.insert(AUTHORIZATION, bearer.clone());
         }
-        builder
-            .body(body)
-            .map_err(|e| PushError::Transient(format!("cannot build the request: {e}")))
+        Ok(request)
+    }
+
+    /// `apns-expiration`: unix seconds after which Apple drops an undelivered push (`0`: try
+    /// once). Formatted once per second, not once per push.
+    fn expiration_value(&self) -> HeaderValue {
+        if self.expiration.is_zero() {
+            return HeaderValue::from_static("0");
+        }
+        let expiration = unix_now() + self.expiration.as_secs();
+        match self.expiration_header.lock() {
+            Ok(mut cached) => {
+                if cached.0 != expiration {
+                    *cached = (expiration, HeaderValue::from(expiration));
+                }
+                cached.1.clone()
+            }
+            Err(_) => HeaderValue::from(expiration),
+        }
     }
 
     /// Logs at error level at most once per [`LOUD_LOG_INTERVAL`], and returns the error.

@@ -136,11 +136,10 @@ impl Inner {
             .uri
             .path_and_query()
             .map(|p| p.as_str())
-            .unwrap_or("/")
-            .to_string();
+            .unwrap_or("/");
 
         if let Some(conn) = self.cached_h2() {
-            match self.send_h2(&conn, &parts, &path, body.clone()).await {
+            match self.send_h2(&conn, &parts, body.clone()).await {
                 Ok(resp) => return Ok(resp),
                 Err(Attempt::Failed(e)) if !e.not_sent() => return Err(e),
                 Err(Attempt::Failed(e)) => {
@@ -157,10 +156,10 @@ impl Inner {
             }
         }
         if let Some(sender) = self.idle_http1() {
-            return self.send_http1(sender, &parts, &path, body).await;
+            return self.send_http1(sender, &parts, path, body).await;
         }
         match self.connect().await? {
-            Fresh::H2(conn) => match self.send_h2(&conn, &parts, &path, body).await {
+            Fresh::H2(conn) => match self.send_h2(&conn, &parts, body).await {
                 Ok(resp) => Ok(resp),
                 Err(Attempt::Failed(e)) => Err(e),
                 Err(Attempt::NotStarted(e)) => {
@@ -168,7 +167,7 @@ impl Inner {
                     Err(HttpError::Refused(e.to_string()))
                 }
             },
-            Fresh::Http1(sender) => self.send_http1(sender, &parts, &path, body).await,
+            Fresh::Http1(sender) => self.send_http1(sender, &parts, path, body).await,
         }
     }
 
@@ -216,19 +215,18 @@ impl Inner {
         &self,
         conn: &H2Conn,
         parts: &Parts,
-        path: &str,
         body: Bytes,
     ) -> Result<HttpResponse, Attempt> {
-        let mut head = http::Request::builder()
-            .method(parts.method.clone())
-            .uri(self.origin.uri(path).map_err(Attempt::Failed)?)
-            .body(())
-            .map_err(|e| Attempt::Failed(HttpError::InvalidRequest(e.to_string())))?;
-        for (name, value) in &parts.headers {
-            // HTTP/2 forbids connection-specific headers; the authority travels as :authority.
-            if ![CONNECTION, TRANSFER_ENCODING, UPGRADE, HOST].contains(name) {
-                head.headers_mut().append(name, value.clone());
-            }
+        // The head is cloned, not rebuilt: the map's values are reference-counted, and a
+        // refused stream may need the request again on a fresh connection.
+        let mut head = http::Request::new(());
+        *head.method_mut() = parts.method.clone();
+        *head.uri_mut() = self.origin.uri(&parts.uri).map_err(Attempt::Failed)?;
+        let headers = head.headers_mut();
+        *headers = parts.headers.clone();
+        // HTTP/2 forbids connection-specific headers; the authority travels as :authority.
+        for name in [CONNECTION, TRANSFER_ENCODING, UPGRADE, HOST] {
+            headers.remove(name);
         }
 
         let mut sender = conn

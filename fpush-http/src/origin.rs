@@ -1,6 +1,6 @@
 //! The one origin a client talks to, parsed once.
 
-use http::uri::{Authority, Scheme, Uri};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 
 use crate::HttpError;
 
@@ -44,15 +44,19 @@ impl Origin {
         })
     }
 
-    /// The absolute URI of `path_and_query` on this origin (HTTP/2 sends scheme and authority
-    /// as pseudo-headers).
-    pub(crate) fn uri(&self, path_and_query: &str) -> Result<Uri, HttpError> {
-        Uri::builder()
-            .scheme(Scheme::HTTPS)
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| HttpError::InvalidRequest(format!("bad path {path_and_query:?}: {e}")))
+    /// The absolute URI of a request's path (and query) on this origin (HTTP/2 sends scheme
+    /// and authority as pseudo-headers). The parts are reused as they are: nothing is parsed.
+    pub(crate) fn uri(&self, request_uri: &Uri) -> Result<Uri, HttpError> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTPS);
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(
+            request_uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        Uri::from_parts(parts).map_err(|e| HttpError::InvalidRequest(format!("bad URI: {e}")))
     }
 }
 
@@ -76,5 +80,14 @@ mod tests {
         assert!(Origin::parse("http://localhost").is_err());
         assert!(Origin::parse("https://localhost/v1").is_err());
         assert!(Origin::parse("localhost:443").is_err());
+    }
+
+    #[test]
+    fn request_paths_land_on_the_origin() {
+        let o = Origin::parse("https://localhost:8443").unwrap();
+        let uri = o.uri(&Uri::from_static("/3/device/ab?x=1")).unwrap();
+        assert_eq!(uri.to_string(), "https://localhost:8443/3/device/ab?x=1");
+        let uri = o.uri(&Uri::from_static("https://elsewhere/v1")).unwrap();
+        assert_eq!(uri.to_string(), "https://localhost:8443/v1");
     }
 }

@@ -88,11 +88,17 @@ fn frames(stream: &[u8], chunk: usize, max_size: usize, max_depth: usize) -> Run
 fn check(frame: &FuzzFrame, max_size: usize) {
     match frame {
         FuzzFrame::Element(element) => {
-            assert!(element.len() <= max_size, "an element over the limit was buffered");
+            assert!(
+                element.len() <= max_size,
+                "an element over the limit was buffered"
+            );
             let _ = fpush::request::parse(element);
         }
         FuzzFrame::Oversized { start_tag } => {
-            assert!(start_tag.len() <= max_size, "an oversized start tag was kept");
+            assert!(
+                start_tag.len() <= max_size,
+                "an oversized start tag was kept"
+            );
             let _ = fpush::request::parse_oversized(start_tag);
         }
         FuzzFrame::StreamHeader(_) | FuzzFrame::StreamEnd => {}

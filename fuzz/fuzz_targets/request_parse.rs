@@ -29,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
 
 /// Every reply shape to `iq` is well-formed, and fpush reads it back as a response to `iq.id`.
 fn check_replies_to(iq: &IqHeader) {
-    assert!(!iq.from.is_empty(), "an IQ without from was accepted: {iq:?}");
+    assert!(
+        !iq.from.is_empty(),
+        "an IQ without from was accepted: {iq:?}"
+    );
     let replies = [
         Reply::Result,
         Reply::DiscoInfo,
@@ -45,7 +48,10 @@ fn check_replies_to(iq: &IqHeader) {
         assert_well_formed(&out);
         match request::parse(&out) {
             Request::Response { id } => assert_eq!(id, iq.id),
-            other => panic!("a reply was read back as {other:?}: {}", String::from_utf8_lossy(&out)),
+            other => panic!(
+                "a reply was read back as {other:?}: {}",
+                String::from_utf8_lossy(&out)
+            ),
         }
     }
 }

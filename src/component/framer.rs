@@ -131,75 +131,92 @@ impl Framer {
         }
     }
 
-    /// Lexes one token (or one run of text) further.
+    /// Lexes one token (or one run of text) further. A run of text goes straight on into the
+    /// markup after it, and the markup into its tag: most steps then end a whole token, which
+    /// halves the trips through [`Framer::next_frame`]'s loop on a stream of small tags.
     fn step(&mut self) -> Result<Step, FramingError> {
-        let data = &self.buf[..];
         match self.lex {
-            Lex::Text => {
-                let rest = &data[self.pos..];
-                let (text, found) = match memchr::memchr(b'<', rest) {
-                    Some(i) => (&rest[..i], true),
-                    None => (rest, false),
-                };
-                if self.depth <= 1 && !text.iter().all(|b| is_xml_space(*b)) {
-                    return Err(FramingError::NotWellFormed("text outside of any stanza"));
-                }
-                self.pos += text.len();
-                if !found {
-                    return Ok(Step::NeedMore);
-                }
-                self.token_start = self.pos;
-                self.pos += 1;
-                self.lex = Lex::Markup;
-                Ok(Step::Continue)
-            }
-            Lex::Markup => {
-                let rest = &data[self.token_start..];
-                let Some(&second) = rest.get(1) else {
-                    return Ok(Step::NeedMore);
-                };
-                self.lex = match second {
-                    b'/' => Lex::EndTag,
-                    b'?' => Lex::Pi,
-                    b'!' => {
-                        if rest.starts_with(b"<!--") {
-                            self.pos = self.token_start + 4;
-                            Lex::Comment
-                        } else if rest.starts_with(b"<![CDATA[") {
-                            if self.depth < 2 {
-                                return Err(FramingError::NotWellFormed(
-                                    "CDATA outside of any stanza",
-                                ));
-                            }
-                            self.pos = self.token_start + 9;
-                            Lex::CData
-                        } else if b"<!--".starts_with(rest) || b"<![CDATA[".starts_with(rest) {
-                            return Ok(Step::NeedMore);
-                        } else {
-                            return Err(FramingError::NotWellFormed(
-                                "document type declarations are not allowed",
-                            ));
-                        }
-                    }
-                    _ => Lex::StartTag { quote: None },
-                };
-                Ok(Step::Continue)
-            }
+            Lex::Text => self.lex_text(),
+            Lex::Markup => self.lex_markup(),
             Lex::StartTag { quote } => self.lex_start_tag(quote),
-            Lex::EndTag => {
-                let Some(i) = memchr::memchr(b'>', &data[self.pos..]) else {
-                    self.pos = data.len();
-                    return Ok(Step::NeedMore);
-                };
-                let end = self.pos + i + 1;
-                self.pos = end;
-                self.lex = Lex::Text;
-                self.close_element(end)
-            }
+            Lex::EndTag => self.lex_end_tag(),
             Lex::Comment => self.skip_until(b"-->", 4),
             Lex::CData => self.skip_until(b"]]>", 9),
             Lex::Pi => self.skip_until(b"?>", 2),
         }
+    }
+
+    /// Character data (or whitespace between stanzas), up to the next `<`.
+    fn lex_text(&mut self) -> Result<Step, FramingError> {
+        let rest = &self.buf[self.pos..];
+        let (text, found) = match memchr::memchr(b'<', rest) {
+            Some(i) => (&rest[..i], true),
+            None => (rest, false),
+        };
+        if self.depth <= 1 && !text.iter().all(|b| is_xml_space(*b)) {
+            return Err(FramingError::NotWellFormed("text outside of any stanza"));
+        }
+        self.pos += text.len();
+        if !found {
+            return Ok(Step::NeedMore);
+        }
+        self.token_start = self.pos;
+        self.pos += 1;
+        self.lex = Lex::Markup;
+        self.lex_markup()
+    }
+
+    /// Just after `<`: decides what kind of markup this is, and lexes tags on at once.
+    fn lex_markup(&mut self) -> Result<Step, FramingError> {
+        let rest = &self.buf[self.token_start..];
+        let Some(&second) = rest.get(1) else {
+            return Ok(Step::NeedMore);
+        };
+        match second {
+            b'/' => {
+                self.lex = Lex::EndTag;
+                self.lex_end_tag()
+            }
+            b'?' => {
+                self.lex = Lex::Pi;
+                Ok(Step::Continue)
+            }
+            b'!' => {
+                self.lex = if rest.starts_with(b"<!--") {
+                    self.pos = self.token_start + 4;
+                    Lex::Comment
+                } else if rest.starts_with(b"<![CDATA[") {
+                    if self.depth < 2 {
+                        return Err(FramingError::NotWellFormed("CDATA outside of any stanza"));
+                    }
+                    self.pos = self.token_start + 9;
+                    Lex::CData
+                } else if b"<!--".starts_with(rest) || b"<![CDATA[".starts_with(rest) {
+                    return Ok(Step::NeedMore);
+                } else {
+                    return Err(FramingError::NotWellFormed(
+                        "document type declarations are not allowed",
+                    ));
+                };
+                Ok(Step::Continue)
+            }
+            _ => {
+                self.lex = Lex::StartTag { quote: None };
+                self.lex_start_tag(None)
+            }
+        }
+    }
+
+    /// Inside an end tag, looking for `>`.
+    fn lex_end_tag(&mut self) -> Result<Step, FramingError> {
+        let Some(i) = memchr::memchr(b'>', &self.buf[self.pos..]) else {
+            self.pos = self.buf.len();
+            return Ok(Step::NeedMore);
+        };
+        let end = self.pos + i + 1;
+        self.pos = end;
+        self.lex = Lex::Text;
+        self.close_element(end)
     }
 
     /// Scans a start tag, honouring quoted attribute values (which may contain `>`).

@@ -2,6 +2,7 @@
 //! hands them to the dispatcher, and one writer that sends every reply (batched) and the
 //! keepalive pings. Both run in the same task, so nothing here needs to be `'static`.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -26,12 +27,27 @@ pub(crate) enum LinkEnd {
     Dropped(LinkError),
 }
 
-/// Replies taken from the queue but not yet known to be written. A failed write leaves them
-/// here, and they go out first on the next stream.
+/// Replies taken from the queue and not yet completely handed to the socket.
+///
+/// Writes go out piece by piece and every byte the socket takes is accounted for at once, so
+/// when a stream ends in the middle of a write (a failed write, or the reader seeing the stream
+/// end while the writer is blocked), the replies already written in full are forgotten and only
+/// the rest goes out on the next stream — the one cut in the middle from its first byte, since
+/// its start went to a stream that is gone. Writing the whole batch again would give the XMPP
+/// server some replies twice.
+///
+/// "Written" means taken by the kernel: if the connection then dies before the server reads
+/// those bytes they are lost with it, and no component can know (XEP-0114 has no acks).
 #[derive(Default)]
 pub(crate) struct PendingReplies {
     bytes: Vec<u8>,
-    /// How many replies `bytes` holds (pings are not counted).
+    /// End offset in `bytes` of each queued item, and whether it is a reply (not a ping).
+    ends: VecDeque<(usize, bool)>,
+    /// How much of `bytes` the socket has taken.
+    written: usize,
+    /// Where the first item not yet written in full starts.
+    done: usize,
+    /// How many replies are not yet written in full (pings are not counted).
     count: usize,
 }
 
@@ -41,13 +57,55 @@ impl PendingReplies {
     }
 
     fn push_reply(&mut self, reply: &[u8]) {
-        self.bytes.extend_from_slice(reply);
-        self.count += 1;
+        self.push(reply, true);
     }
 
-    fn clear(&mut self) {
-        self.bytes.clear();
-        self.count = 0;
+    fn push_ping(&mut self, ping: &[u8]) {
+        self.push(ping, false);
+    }
+
+    fn push(&mut self, item: &[u8], is_reply: bool) {
+        self.bytes.extend_from_slice(item);
+        self.ends.push_back((self.bytes.len(), is_reply));
+        if is_reply {
+            self.count += 1;
+        }
+    }
+
+    /// The bytes still to be written on this stream.
+    fn unwritten(&self) -> &[u8] {
+        &self.bytes[self.written..]
+    }
+
+    /// The socket took `n` more bytes.
+    fn advance(&mut self, n: usize) {
+        self.written = (self.written + n).min(self.bytes.len());
+        while let Some(&(end, is_reply)) = self.ends.front() {
+            if end > self.written {
+                break;
+            }
+            self.ends.pop_front();
+            self.done = end;
+            if is_reply {
+                self.count -= 1;
+            }
+        }
+        if self.written == self.bytes.len() {
+            self.bytes.clear();
+            self.written = 0;
+            self.done = 0;
+        }
+    }
+
+    /// A new stream begins: forget what was written in full, and start the item that was cut
+    /// short over from its beginning.
+    fn restart(&mut self) {
+        self.bytes.drain(..self.done);
+        for (end, _) in self.ends.iter_mut() {
+            *end -= self.done;
+        }
+        self.written = 0;
+        self.done = 0;
     }
 }
 
@@ -63,6 +121,7 @@ pub(crate) async fn serve(
     let Opened {
         stream, mut framer, ..
     } = opened;
+    pending.restart();
     let (mut rd, mut wr) = stream.into_split();
     // Set by the reader on every read; the keepalive clears it when it sends a ping.
     let heard = AtomicBool::new(true);
@@ -223,10 +282,15 @@ async fn write_replies(
     let mut ping_deadline: Option<Instant> = None;
     let mut draining = shutdown.is_cancelled();
     loop {
-        if !pending.bytes.is_empty() {
+        // One `write` at a time, each accounted for before the next: this future may be
+        // dropped between any two of them when the reader ends the stream.
+        while !pending.unwritten().is_empty() {
             // A server that takes nothing from us for this long is as good as gone.
-            match timeout(cfg.keepalive_timeout, wr.write_all(&pending.bytes)).await {
-                Ok(Ok(())) => pending.clear(),
+            match timeout(cfg.keepalive_timeout, wr.write(pending.unwritten())).await {
+                Ok(Ok(0)) => {
+                    return WriteEnd::Failed(LinkError::Io(std::io::ErrorKind::WriteZero.into()))
+                }
+                Ok(Ok(n)) => pending.advance(n),
                 Ok(Err(e)) => return WriteEnd::Failed(LinkError::Io(e)),
                 Err(_) => return WriteEnd::Failed(LinkError::WriteStalled(cfg.keepalive_timeout)),
             }
@@ -243,7 +307,7 @@ async fn write_replies(
             }
             _ = sleep_until(next_ping), if keepalive && ping_deadline.is_none() => {
                 heard.store(false, Ordering::Relaxed);
-                pending.bytes.extend_from_slice(&ping);
+                pending.push_ping(&ping);
                 let now = Instant::now();
                 ping_deadline = Some(now + cfg.keepalive_timeout);
                 next_ping = now + cfg.keepalive_interval;
@@ -344,5 +408,40 @@ mod tests {
             "<iq type='get' id='fpush-keepalive' from='push.localhost' to='localhost'>\
              <ping xmlns='urn:xmpp:ping'/></iq>"
         );
+    }
+
+    #[test]
+    fn replies_written_in_full_are_not_written_again_on_the_next_stream() {
+        let mut pending = PendingReplies::default();
+        pending.push_reply(b"<iq id='1'/>");
+        pending.push_ping(b"<iq id='ping'/>");
+        pending.push_reply(b"<iq id='2'/>");
+        pending.push_reply(b"<iq id='3'/>");
+        assert_eq!(pending.count(), 3);
+        // The socket took the first reply, the ping and half of the second, then the stream died.
+        pending.advance(12 + 15 + 6);
+        assert_eq!(pending.count(), 2);
+        assert_eq!(pending.unwritten(), b"='2'/><iq id='3'/>");
+        pending.restart();
+        assert_eq!(pending.unwritten(), b"<iq id='2'/><iq id='3'/>");
+        pending.advance(12);
+        assert_eq!(pending.count(), 1);
+        pending.restart();
+        assert_eq!(pending.unwritten(), b"<iq id='3'/>");
+        pending.advance(12);
+        assert_eq!((pending.count(), pending.unwritten()), (0, &b""[..]));
+    }
+
+    #[test]
+    fn a_new_stream_with_nothing_cut_short_starts_clean() {
+        let mut pending = PendingReplies::default();
+        pending.push_reply(b"<iq id='1'/>");
+        pending.advance(12);
+        pending.restart();
+        assert!(pending.unwritten().is_empty());
+        pending.push_reply(b"<iq id='2'/>");
+        pending.restart();
+        assert_eq!(pending.unwritten(), b"<iq id='2'/>");
+        assert_eq!(pending.count(), 1);
     }
 }

@@ -126,21 +126,35 @@ pub fn write_reply(iq: &IqHeader, reply: &Reply<'_>, out: &mut Vec<u8>) {
     }
 }
 
-/// Escapes for both character data and single- or double-quoted attribute values.
+/// Escapes for both character data and single- or double-quoted attribute values. Ids and
+/// addresses almost never need it, so the markup characters are searched for in bulk and
+/// clean runs copied whole. Each search resumes where it last stopped, so a value full of
+/// markup characters still costs linear time.
 fn escape_into(raw: &[u8], out: &mut Vec<u8>) {
+    let markup = |from: usize| memchr::memchr3(b'&', b'<', b'>', &raw[from..]).map(|i| from + i);
+    let quote = |from: usize| memchr::memchr2(b'\'', b'"', &raw[from..]).map(|i| from + i);
+    let (mut next_markup, mut next_quote) = (markup(0), quote(0));
     let mut copied = 0;
-    for (i, byte) in raw.iter().enumerate() {
-        let entity: &[u8] = match byte {
+    loop {
+        let at = match (next_markup, next_quote) {
+            (Some(m), Some(q)) => m.min(q),
+            (Some(at), None) | (None, Some(at)) => at,
+            (None, None) => break,
+        };
+        out.extend_from_slice(&raw[copied..at]);
+        out.extend_from_slice(match raw[at] {
             b'&' => b"&amp;",
             b'<' => b"&lt;",
             b'>' => b"&gt;",
             b'\'' => b"&apos;",
-            b'"' => b"&quot;",
-            _ => continue,
-        };
-        out.extend_from_slice(&raw[copied..i]);
-        out.extend_from_slice(entity);
-        copied = i + 1;
+            _ => b"&quot;",
+        });
+        copied = at + 1;
+        if next_markup == Some(at) {
+            next_markup = markup(copied);
+        } else {
+            next_quote = quote(copied);
+        }
     }
     out.extend_from_slice(&raw[copied..]);
 }
@@ -154,6 +168,13 @@ mod tests {
         let mut out = Vec::new();
         escape_into(b"a&b<c>d'e\"f", &mut out);
         assert_eq!(out, b"a&amp;b&lt;c&gt;d&apos;e&quot;f");
+    }
+
+    #[test]
+    fn runs_of_markup_characters_are_all_escaped() {
+        let mut out = Vec::new();
+        escape_into(b"''<<&\"x\"", &mut out);
+        assert_eq!(out, b"&apos;&apos;&lt;&lt;&amp;&quot;x&quot;");
     }
 
     #[test]

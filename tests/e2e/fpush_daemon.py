@@ -1,4 +1,7 @@
-"""fpush itself, started from the release build with a settings file written for the test."""
+"""fpush itself, started from an optimised build with a settings file written for the test.
+
+The binaries come from `target/release` unless FPUSH_BIN_DIR names another build directory
+(the test command uses the `ci` profile's `target/ci`)."""
 
 from __future__ import annotations
 
@@ -11,11 +14,11 @@ from typing import Any, Dict, Optional
 from processes import Process
 
 REPO = Path(__file__).resolve().parents[2]
-RELEASE = REPO / "target" / "release"
+BIN_DIR = Path(os.environ.get("FPUSH_BIN_DIR", REPO / "target" / "release"))
 
 
 def binary(name: str) -> Path:
-    path = RELEASE / name
+    path = BIN_DIR / name
     if not os.access(path, os.X_OK):
         raise AssertionError(
             f"{path} is missing: build it first with `cargo build --release -p fpush -p fpush-testkit`"

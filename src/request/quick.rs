@@ -1,0 +1,267 @@
+//! A lexer for the plain shape of a push payload, in front of quick-xml.
+//!
+//! Servers send `<pubsub>` payloads made of start tags, end tags, empty elements and text,
+//! nothing else. For those this lexer cuts the events itself, at a fraction of a general
+//! reader's cost per event, and hands them to the same [`PubsubWalk`] quick-xml's events go to.
+//! It produces exactly the events quick-xml would (same element content, same name length, same
+//! text) and gives up (`None`) on everything else: comments, processing instructions, CDATA,
+//! entity and character references, a mismatched or missing end tag, unusual tag syntax, bytes
+//! that are not UTF-8, or nesting deeper than it tracks. The caller then reads the payload again
+//! with quick-xml, which decides what such input means.
+
+use memchr::{memchr, memchr2};
+use quick_xml::encoding::Decoder;
+use quick_xml::events::{BytesStart, BytesText};
+
+use super::scopes::Scopes;
+use super::{Payload, PubsubWalk};
+
+/// Open elements tracked below `<pubsub>`; real payloads nest five deep.
+const MAX_DEPTH: usize = 16;
+
+/// Reads from just after `<pubsub …>` up to its end tag, named `pubsub_name`. `None` when the
+/// payload is not of the plain shape (or would be an error): nothing is decided then.
+pub(super) fn read_pubsub(
+    input: &[u8],
+    pubsub_name: &[u8],
+    scopes: &mut Scopes,
+    decoder: Decoder,
+) -> Option<Payload> {
+    // Validated once: every cut below falls next to an ASCII delimiter, so on a char boundary.
+    let text = std::str::from_utf8(input).ok()?;
+    let mut walk = PubsubWalk::default();
+    let mut open: [&[u8]; MAX_DEPTH] = [&[]; MAX_DEPTH];
+    let mut depth = 0;
+    let mut pos = 0;
+    loop {
+        // Between tags there is usually nothing at all.
+        let at = match input.get(pos) {
+            Some(b'<') => pos,
+            _ => pos + memchr2(b'<', b'&', &input[pos..])?,
+        };
+        if input[at] == b'&' {
+            return None;
+        }
+        if at > pos && walk.collecting() {
+            let piece = BytesText::from_escaped(text.get(pos..at)?);
+            walk.text(piece.xml_content().ok()?);
+        }
+        match *input.get(at + 1)? {
+            b'!' | b'?' => return None,
+            b'/' => {
+                // End tags are short: a plain scan beats setting up a vector search.
+                let close = at + 2 + input[at + 2..].iter().position(|&b| b == b'>')?;
+                let expected = if depth == 0 {
+                    pubsub_name
+                } else {
+                    open[depth - 1]
+                };
+                if end_tag_name(&input[at + 2..close]) != expected {
+                    return None;
+                }
+                if walk.end() {
+                    return Some(walk.finish());
+                }
+                scopes.leave();
+                depth -= 1;
+                pos = close + 1;
+            }
+            _ => {
+                let close = start_tag_end(input, at + 1)?;
+                let content = text.get(at + 1..close)?;
+                let (content, empty) = match content.strip_suffix('/') {
+                    Some(content) => (content, true),
+                    None => (content, false),
+                };
+                let name_len = content
+                    .bytes()
+                    .position(is_whitespace)
+                    .unwrap_or(content.len());
+                if name_len == 0 {
+                    return None;
+                }
+                let start = BytesStart::from_content(content, name_len);
+                let ns = scopes.enter(&start).ok()?;
+                if empty {
+                    scopes.leave();
+                    walk.empty(ns, &start, decoder).ok()?;
+                } else {
+                    *open.get_mut(depth)? = &content.as_bytes()[..name_len];
+                    depth += 1;
+                    walk.start(ns, &start, decoder).ok()?;
+                }
+                pos = close + 1;
+            }
+        }
+    }
+}
+
+/// The offset of the `>` ending the start tag whose content begins at `from`; quoted
+/// attribute values may contain `>`.
+fn start_tag_end(input: &[u8], from: usize) -> Option<usize> {
+    let mut pos = from;
+    loop {
+        // Names and the gaps between attributes are short; values (a token) can be long.
+        let at = pos
+            + input[pos..]
+                .iter()
+                .position(|&b| matches!(b, b'>' | b'\'' | b'"'))?;
+        match input[at] {
+            b'>' => return Some(at),
+            quote => pos = at + 1 + memchr(quote, &input[at + 1..])? + 1,
+        }
+    }
+}
+
+/// An end tag's name: what follows `</`, without trailing whitespace.
+fn end_tag_name(content: &[u8]) -> &[u8] {
+    match content.iter().rposition(|&b| !is_whitespace(b)) {
+        Some(last) => &content[..=last],
+        None => content,
+    }
+}
+
+/// XML whitespace, as quick-xml counts it.
+fn is_whitespace(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads `payload` as the inside of `<pubsub xmlns='http://jabber.org/protocol/pubsub'>`.
+    fn read(payload: &str) -> Option<Payload> {
+        let mut scopes = Scopes::default();
+        let pubsub =
+            BytesStart::from_content("pubsub xmlns='http://jabber.org/protocol/pubsub'", 6);
+        scopes.enter(&pubsub).ok()?;
+        read_pubsub(
+            payload.as_bytes(),
+            b"pubsub",
+            &mut scopes,
+            quick_xml::Reader::from_str("").decoder(),
+        )
+    }
+
+    #[test]
+    fn plain_payloads_are_read() {
+        let payload = read(
+            "<publish node='tok'><item><notification xmlns='urn:xmpp:push:0'>\
+             <x xmlns='jabber:x:data'><field var='last-message-body'><value> hi </value>\
+             </field></x></notification></item></publish></pubsub>",
+        );
+        let Some(Payload::Push(push)) = payload else {
+            panic!("expected a push, got {:?}", payload.map(|_| ()));
+        };
+        assert_eq!(push.token, "tok");
+        assert_eq!(push.summary.last_message_body.as_deref(), Some("hi"));
+    }
+
+    #[test]
+    fn captured_payloads_take_the_quick_path() {
+        for fixture in [
+            &include_bytes!("../../tests/fixtures/prosody-0.12-push-iq.xml")[..],
+            &include_bytes!("../../tests/fixtures/ejabberd-23.01-push-iq.xml")[..],
+        ] {
+            let open = b"<pubsub xmlns='http://jabber.org/protocol/pubsub'>";
+            let at = memchr::memmem::find(fixture, open).unwrap() + open.len();
+            let payload = std::str::from_utf8(&fixture[at..]).unwrap();
+            assert!(matches!(read(payload), Some(Payload::Push(_))));
+        }
+    }
+
+    #[test]
+    fn quoted_angle_brackets_stay_inside_the_tag() {
+        assert_eq!(start_tag_end(b"a b='>' c=\">\">", 0), Some(13));
+        assert_eq!(start_tag_end(b"a b='>", 0), None);
+    }
+
+    #[test]
+    fn anything_unusual_is_left_to_quick_xml() {
+        for payload in [
+            // Comments, processing instructions, CDATA, references.
+            "<publish node='t'/><!-- x --></pubsub>",
+            "<publish node='t'/><?pi?></pubsub>",
+            "<publish node='t'><![CDATA[x]]></publish></pubsub>",
+            "<publish node='t'>&amp;</publish></pubsub>",
+            // Mismatched, missing or unnamed tags.
+            "<publish node='t'><item></publish></item></pubsub>",
+            "<publish node='t'/></pubsu>",
+            "<publish node='t'/>",
+            "< publish node='t'/></pubsub>",
+        ] {
+            assert!(read(payload).is_none(), "{payload}");
+        }
+    }
+
+    #[test]
+    fn whitespace_after_end_tag_names_is_allowed() {
+        assert!(matches!(
+            read("<publish node='t'></publish ></pubsub\n>"),
+            Some(Payload::Push(_))
+        ));
+    }
+
+    #[test]
+    fn nesting_deeper_than_tracked_is_left_to_quick_xml() {
+        let deep = format!(
+            "<publish node='t'>{}{}</publish></pubsub>",
+            "<a>".repeat(MAX_DEPTH),
+            "</a>".repeat(MAX_DEPTH)
+        );
+        assert!(read(&deep).is_none());
+    }
+
+    /// Both lexers must agree on every stanza: the captured ones, and each of them broken or
+    /// decorated in many ways (the quick lexer either reads exactly what quick-xml reads, or
+    /// leaves the stanza to it).
+    #[test]
+    fn quick_and_general_parses_agree() {
+        use crate::request::{parse_with, Lexer};
+        let fixtures: [&[u8]; 2] = [
+            include_bytes!("../../tests/fixtures/prosody-0.12-push-iq.xml"),
+            include_bytes!("../../tests/fixtures/ejabberd-23.01-push-iq.xml"),
+        ];
+        let insertions: [&[u8]; 12] = [
+            b"<!--c-->",
+            b"&amp;",
+            b"&#65;",
+            b"<a>",
+            b"</a>",
+            b"<a/>",
+            b" ",
+            b"\r\n",
+            b"'",
+            b"<![CDATA[x]]>",
+            b"\xff",
+            b"xmlns:p='jabber:x:data'",
+        ];
+        let mut cases = 0;
+        let mut check = |stanza: &[u8]| {
+            let general = parse_with(stanza, Lexer::General);
+            let quick = parse_with(stanza, Lexer::Quick);
+            assert_eq!(quick, general, "{}", String::from_utf8_lossy(stanza));
+            cases += 1;
+        };
+        for fixture in fixtures {
+            check(fixture);
+            for at in 0..fixture.len() {
+                let mut cut = fixture.to_vec();
+                cut.remove(at);
+                check(&cut);
+                let boundary = fixture[at] == b'<' || at > 0 && fixture[at - 1] == b'>';
+                if !boundary && at % 9 != 0 {
+                    continue;
+                }
+                for insertion in insertions {
+                    let mut grown = fixture[..at].to_vec();
+                    grown.extend_from_slice(insertion);
+                    grown.extend_from_slice(&fixture[at..]);
+                    check(&grown);
+                }
+            }
+        }
+        assert!(cases > 5_000, "{cases}");
+    }
+}

@@ -1,0 +1,241 @@
+//! XML namespace scopes for the stanza parser, reduced to what it matches on.
+//!
+//! A general resolver copies every declared namespace and walks each element's attributes
+//! looking for declarations. The parser only ever asks "is this element in namespace X?" for
+//! a handful of X, so a declaration is classified once, when it is read, into an [`Ns`], and an
+//! element's attributes are only walked when its start tag mentions `xmlns` at all (in a push
+//! IQ, four elements out of twenty do).
+
+use memchr::memchr_iter;
+use quick_xml::events::attributes::Attribute;
+use quick_xml::events::BytesStart;
+use quick_xml::name::{PrefixDeclaration, QName};
+
+use super::Malformed;
+
+/// XEP-0060 publish-subscribe: the payload of every push IQ.
+const NS_PUBSUB: &[u8] = b"http://jabber.org/protocol/pubsub";
+/// XEP-0004 data forms: the summary form and the publish-options form.
+const NS_DATA_FORMS: &[u8] = b"jabber:x:data";
+/// XEP-0030 service discovery, info query.
+const NS_DISCO_INFO: &[u8] = b"http://jabber.org/protocol/disco#info";
+/// XEP-0199 XMPP ping.
+const NS_PING: &[u8] = b"urn:xmpp:ping";
+/// The namespaces the `xml` and `xmlns` prefixes are bound to; nothing else may use them.
+const NS_XML: &[u8] = b"http://www.w3.org/XML/1998/namespace";
+const NS_XMLNS: &[u8] = b"http://www.w3.org/2000/xmlns/";
+
+/// The namespace of an element, as far as the parser cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ns {
+    /// No namespace: none declared, or an unknown prefix.
+    Unbound,
+    Pubsub,
+    DataForms,
+    DiscoInfo,
+    Ping,
+    /// Any namespace not matched anywhere in the parser.
+    Other,
+}
+
+impl Ns {
+    fn of(uri: &[u8]) -> Self {
+        match uri {
+            b"" => Ns::Unbound,
+            NS_PUBSUB => Ns::Pubsub,
+            NS_DATA_FORMS => Ns::DataForms,
+            NS_DISCO_INFO => Ns::DiscoInfo,
+            NS_PING => Ns::Ping,
+            _ => Ns::Other,
+        }
+    }
+}
+
+/// One declaration: `xmlns='…'` (no prefix) or `xmlns:prefix='…'`, made at `level`.
+struct Binding {
+    level: u32,
+    /// Prefixed declarations are rare in stanzas, so owning the prefix costs nothing in practice.
+    prefix: Option<Box<[u8]>>,
+    ns: Ns,
+}
+
+/// A position of [`Scopes`], see [`Scopes::mark`].
+#[derive(Clone, Copy)]
+pub(super) struct ScopeMark {
+    level: u32,
+    bindings: usize,
+}
+
+/// The declarations in force at the current element. Call [`Scopes::enter`] for every start
+/// tag (and empty element) and [`Scopes::leave`] for every end (and right after an empty one).
+#[derive(Default)]
+pub(super) struct Scopes {
+    level: u32,
+    bindings: Vec<Binding>,
+}
+
+impl Scopes {
+    /// Opens an element: records its declarations and returns its namespace.
+    pub(super) fn enter(&mut self, start: &BytesStart<'_>) -> Result<Ns, Malformed> {
+        self.level += 1;
+        if mentions_xmlns(start.attributes_raw()) {
+            self.declare(start)?;
+        }
+        Ok(self.resolve(start.name()))
+    }
+
+    /// Where the scopes stand now, to [`Scopes::reset`] to after a walk that was abandoned.
+    pub(super) fn mark(&self) -> ScopeMark {
+        ScopeMark {
+            level: self.level,
+            bindings: self.bindings.len(),
+        }
+    }
+
+    /// Back to `mark`, taken at this level or an outer one.
+    pub(super) fn reset(&mut self, mark: ScopeMark) {
+        self.level = mark.level;
+        self.bindings.truncate(mark.bindings);
+    }
+
+    /// Closes the innermost open element, dropping its declarations.
+    pub(super) fn leave(&mut self) {
+        while self.bindings.last().is_some_and(|b| b.level >= self.level) {
+            self.bindings.pop();
+        }
+        self.level = self.level.saturating_sub(1);
+    }
+
+    /// Reads the namespace declarations among an element's attributes. Like the XML namespaces
+    /// recommendation, rebinding `xml` or `xmlns` (or binding another prefix to their
+    /// namespaces) makes the stanza malformed; the scan stops at the first broken attribute,
+    /// which the field readers report if it matters.
+    fn declare(&mut self, start: &BytesStart<'_>) -> Result<(), Malformed> {
+        for attr in start.attributes().with_checks(false) {
+            let Ok(Attribute { key, value }) = attr else {
+                break;
+            };
+            let prefix = match key.as_namespace_binding() {
+                None => continue,
+                Some(PrefixDeclaration::Default) => None,
+                Some(PrefixDeclaration::Named(b"xml")) if value.as_ref() == NS_XML => continue,
+                Some(PrefixDeclaration::Named(b"xml" | b"xmlns")) => return Err(Malformed),
+                Some(PrefixDeclaration::Named(_))
+                    if matches!(value.as_ref(), NS_XML | NS_XMLNS) =>
+                {
+                    return Err(Malformed)
+                }
+                Some(PrefixDeclaration::Named(prefix)) => Some(Box::from(prefix)),
+            };
+            self.bindings.push(Binding {
+                level: self.level,
+                prefix,
+                ns: Ns::of(&value),
+            });
+        }
+        Ok(())
+    }
+
+    /// The namespace of an element name: the innermost binding of its prefix, or of the
+    /// default namespace when it has none.
+    fn resolve(&self, name: QName<'_>) -> Ns {
+        let prefix = name.prefix();
+        let prefix = prefix.as_ref().map(|p| p.as_ref());
+        self.bindings
+            .iter()
+            .rev()
+            .find(|b| b.prefix.as_deref() == prefix)
+            .map_or(Ns::Unbound, |b| b.ns)
+    }
+}
+
+/// Whether `xmlns` occurs in an element's attribute bytes. Searching for its first byte beats
+/// a substring search on the few dozen bytes of a typical start tag.
+fn mentions_xmlns(attributes: &[u8]) -> bool {
+    memchr_iter(b'x', attributes).any(|at| attributes[at..].starts_with(b"xmlns"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Enters every start tag of `xml` in order, returning each element's namespace.
+    fn namespaces(xml: &str) -> Vec<Ns> {
+        let mut reader = quick_xml::Reader::from_str(xml);
+        let mut scopes = Scopes::default();
+        let mut seen = Vec::new();
+        loop {
+            match reader.read_event().unwrap() {
+                quick_xml::events::Event::Start(start) => {
+                    seen.push(scopes.enter(&start).unwrap());
+                }
+                quick_xml::events::Event::Empty(start) => {
+                    seen.push(scopes.enter(&start).unwrap());
+                    scopes.leave();
+                }
+                quick_xml::events::Event::End(_) => scopes.leave(),
+                quick_xml::events::Event::Eof => return seen,
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn default_namespace_is_inherited_until_its_element_closes() {
+        let seen = namespaces(
+            "<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish/></pubsub>\
+             <publish/></iq>",
+        );
+        assert_eq!(seen, [Ns::Unbound, Ns::Pubsub, Ns::Pubsub, Ns::Unbound]);
+    }
+
+    #[test]
+    fn prefixes_resolve_to_the_innermost_declaration() {
+        let seen = namespaces(
+            "<iq xmlns:p='http://jabber.org/protocol/pubsub'><p:pubsub>\
+             <p:x xmlns:p='jabber:x:data'/><p:publish/><q:publish/></p:pubsub></iq>",
+        );
+        assert_eq!(
+            seen,
+            [
+                Ns::Unbound,
+                Ns::Pubsub,
+                Ns::DataForms,
+                Ns::Pubsub,
+                Ns::Unbound
+            ]
+        );
+    }
+
+    #[test]
+    fn declarations_are_found_anywhere_in_a_start_tag() {
+        assert!(mentions_xmlns(b" xmlns='a'"));
+        assert!(mentions_xmlns(b" x='xx' y:xmlns:p='b'"));
+        assert!(!mentions_xmlns(b" x='xmln' var='xml'"));
+        assert!(!mentions_xmlns(b""));
+    }
+
+    #[test]
+    fn an_empty_default_namespace_unbinds() {
+        let seen = namespaces("<a xmlns='urn:xmpp:ping'><b xmlns=''/><c/></a>");
+        assert_eq!(seen, [Ns::Ping, Ns::Unbound, Ns::Ping]);
+    }
+
+    #[test]
+    fn rebinding_reserved_prefixes_is_malformed() {
+        let mut scopes = Scopes::default();
+        for tag in [
+            "x xmlns:xmlns='urn:a'",
+            "x xmlns:xml='urn:a'",
+            "x xmlns:p='http://www.w3.org/2000/xmlns/'",
+        ] {
+            assert!(
+                scopes.enter(&BytesStart::from_content(tag, 1)).is_err(),
+                "{tag}"
+            );
+        }
+        let fine =
+            BytesStart::from_content("x xmlns:xml='http://www.w3.org/XML/1998/namespace'", 1);
+        assert_eq!(scopes.enter(&fine).ok(), Some(Ns::Unbound));
+    }
+}
