@@ -155,8 +155,8 @@ pub struct BuildErrors(pub Vec<String>);
 /// that `fpush --check` shows an operator everything at once.
 ///
 /// With `previous` (a reload), a module whose id and type are unchanged keeps its dead-token
-/// memory, wipe guard and identity, and its ratelimit state when the ratelimit settings are
-/// unchanged too; its platform is rebuilt from the new settings (credentials may have changed).
+/// memory, wipe guard, identity and ratelimit state (new ratelimit settings apply to what it
+/// remembers); its platform is rebuilt from the new settings (credentials may have changed).
 pub fn build(
     settings: &Settings,
     metrics: &Metrics,
@@ -253,6 +253,7 @@ fn assemble(
         (Some(before), _) if before.ratelimit_config == ratelimit_config => {
             before.ratelimit.clone()
         }
+        (Some(before), _) => Arc::new(before.ratelimit.reconfigured(ratelimit_config)),
         (_, Some(store)) => Arc::new(Ratelimiter::with_redis(
             ratelimit_config,
             store.clone(),

@@ -82,12 +82,14 @@ pub struct Ratelimiter {
     keep: u64,
     clock: Clock,
     hasher: TokenHasher,
-    last_send: TokenMap<u64>,
+    /// Shared with the limiter a reload makes from this one (`reconfigured`).
+    last_send: Arc<TokenMap<u64>>,
     /// On the Redis backend: where decisions are taken.
     shared: Option<SharedLimit>,
 }
 
 /// A module's place in the shared Redis.
+#[derive(Clone)]
 struct SharedLimit {
     store: Arc<RedisStore>,
     keys: ModuleKeys,
@@ -113,7 +115,7 @@ impl Ratelimiter {
             keep: ticks(config.window.max(config.cleanup_interval)),
             clock: Clock::starting_now(),
             hasher: TokenHasher::random(),
-            last_send: new_token_map(),
+            last_send: Arc::new(new_token_map()),
             shared: None,
         }
     }
@@ -125,6 +127,21 @@ impl Ratelimiter {
         Self {
             shared: Some(SharedLimit { store, keys }),
             ..Self::new(config)
+        }
+    }
+
+    /// The same limiter with new settings (a reload that changed them): it keeps every token it
+    /// remembers, queued pushes included, and applies the new window from the next decision on.
+    /// The old limiter's sweeper stops once the old limiter is dropped.
+    pub fn reconfigured(&self, config: RatelimitConfig) -> Self {
+        Self {
+            config,
+            window: ticks(config.window),
+            keep: ticks(config.window.max(config.cleanup_interval)),
+            clock: self.clock,
+            hasher: self.hasher.clone(),
+            last_send: self.last_send.clone(),
+            shared: self.shared.clone(),
         }
     }
 

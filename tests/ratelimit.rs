@@ -345,3 +345,28 @@ async fn a_million_cached_tokens_cost_well_under_a_hundred_bytes_each() {
         assert!(last <= first + 8 * 1024 * 1024, "RSS {first} -> {last}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reconfigured_limiter_keeps_its_tokens_and_applies_the_new_window() {
+    let before = limiter(20, 300);
+    let first = Instant::now();
+    assert_eq!(before.check(TOKEN), Decision::Send);
+
+    // A reload shortens the window to 5 s: the token's last send is remembered …
+    let after = before.reconfigured(RatelimitConfig {
+        enabled: true,
+        window: Duration::from_secs(5),
+        cleanup_interval: Duration::from_secs(300),
+    });
+    drop(before);
+    assert_eq!(after.len(), 1);
+    sleep(Duration::from_secs(1)).await;
+    // … and the new window counts from it.
+    assert_eq!(
+        after.check(TOKEN),
+        Decision::SendAt(first + Duration::from_secs(5))
+    );
+    assert_eq!(after.check(TOKEN), Decision::Reject);
+    // A token it never saw is sent at once.
+    assert_eq!(after.check(OTHER), Decision::Send);
+}
