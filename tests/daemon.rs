@@ -370,3 +370,22 @@ async fn sigterm_finishes_pushes_in_flight_then_closes_the_stream() {
     link.expect_close(WAIT).await.unwrap();
     assert!(fpush.wait(WAIT).success());
 }
+
+#[tokio::test]
+async fn a_stream_closed_by_the_server_is_closed_in_turn_and_reopened() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let _fpush = Daemon::start(&settings(&server, &demo_module(None, "0s"), ""));
+    let mut link = connect(&mut server).await;
+    link.send("</stream:stream>").await.unwrap();
+    link.expect_close(WAIT).await.unwrap();
+    assert!(
+        link.saw_stream_end(),
+        "fpush should answer the server's </stream:stream> with its own"
+    );
+    let mut again = connect(&mut server).await;
+    again
+        .send(&push_iq("after-close", "token-c", None))
+        .await
+        .unwrap();
+    assert_result(&again.next_stanza(WAIT).await.unwrap(), "after-close");
+}

@@ -110,6 +110,8 @@ pub struct ComponentLink {
     pub component_jid: String,
     /// How many pings from the component were answered.
     pub pings_answered: usize,
+    /// Whether the component closed its stream with `</stream:stream>` (not just the socket).
+    saw_stream_end: bool,
 }
 
 /// Borrowed view used during the handshake before the link is complete.
@@ -166,6 +168,7 @@ impl ComponentLink {
             stream_id,
             component_jid: to,
             pings_answered: 0,
+            saw_stream_end: false,
         })
     }
 
@@ -246,7 +249,10 @@ impl ComponentLink {
                     self.buf.drain(..end);
                     return Stanza::parse(raw);
                 }
-                Split::StreamClosed => return Err(XmppTestError::Closed),
+                Split::StreamClosed => {
+                    self.saw_stream_end = true;
+                    return Err(XmppTestError::Closed);
+                }
                 Split::Incomplete => {}
             }
             let read =
@@ -262,6 +268,11 @@ impl ComponentLink {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Whether the component ended its stream properly (`</stream:stream>`) before closing.
+    pub fn saw_stream_end(&self) -> bool {
+        self.saw_stream_end
     }
 
     /// Drop the TCP connection abruptly, without closing the stream.

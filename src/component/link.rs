@@ -176,6 +176,11 @@ pub(crate) async fn serve(
                 // Reconnecting matters more than a polite goodbye: wait only briefly.
                 let grace = cfg.keepalive_timeout.min(Duration::from_millis(500));
                 close_stream(&mut wr, &mut rd, grace, &bytes).await;
+            } else if matches!(e, LinkError::StreamClosed | LinkError::StreamError { .. }) {
+                // The server ended its stream: close ours and read what is left, so the socket
+                // closes cleanly instead of being reset over unread bytes.
+                let grace = cfg.keepalive_timeout.min(Duration::from_millis(500));
+                close_stream(&mut wr, &mut rd, grace, b"</stream:stream>").await;
             }
             Ok(LinkEnd::Dropped(e))
         }
