@@ -3,6 +3,7 @@
 //! (HTTP/2 over TLS with a test CA made at run time). None of this ships in the daemon.
 
 pub mod apns;
+pub mod fake_cli;
 pub mod fcm;
 pub mod tls;
 pub mod xmpp;

@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use fpush_testkit::apns::{ApnsExpect, ApnsTestKey, ApnsTestServer, Received};
+use fpush_testkit::fake_cli;
 use fpush_testkit::tls::{P12Cipher, TestPki};
 
 const TOPIC: &str = "im.fpush.test";
@@ -145,38 +146,12 @@ async fn run(args: Args) -> Result<(), String> {
         "teamId": TEAM_ID,
         "topic": TOPIC,
     });
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{announce}").map_err(|e| e.to_string())?;
-    stdout.flush().map_err(|e| e.to_string())?;
-    drop(stdout);
-
-    wait_for_signal().await?;
+    fake_cli::announce(&announce)?;
+    fake_cli::until_signal().await?;
     drop(server);
     Ok(())
 }
 
-async fn wait_for_signal() -> Result<(), String> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
-}
-
 fn main() {
-    let result = parse_args().and_then(|args| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?
-            .block_on(run(args))
-    });
-    if let Err(e) = result {
-        eprintln!("fake-apns: {e}");
-        std::process::exit(2);
-    }
+    fake_cli::main("fake-apns", parse_args(), run);
 }

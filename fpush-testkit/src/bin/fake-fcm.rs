@@ -39,10 +39,10 @@
 //! `INVALID_ARGUMENT` on another field; `html…` → 502 with an HTML body; `reset…` → the
 //! connection is dropped mid-request.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use fpush_testkit::fake_cli;
 use fpush_testkit::fcm::{FcmServer, FcmServerOptions};
 
 const USAGE: &str = "usage: fake-fcm [--listen ADDR] [--dir DIR] [--record FILE] [--project ID]";
@@ -83,38 +83,12 @@ async fn run(options: FcmServerOptions) -> Result<(), String> {
         "projectId": server.project_id(),
         "tokenUri": server.account().token_uri(),
     });
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{announce}").map_err(|e| e.to_string())?;
-    stdout.flush().map_err(|e| e.to_string())?;
-    drop(stdout);
-
-    wait_for_signal().await?;
+    fake_cli::announce(&announce)?;
+    fake_cli::until_signal().await?;
     drop(server);
     Ok(())
 }
 
-async fn wait_for_signal() -> Result<(), String> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
-    }
-    Ok(())
-}
-
 fn main() {
-    let result = parse_args().and_then(|options| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?
-            .block_on(run(options))
-    });
-    if let Err(e) = result {
-        eprintln!("fake-fcm: {e}");
-        std::process::exit(2);
-    }
+    fake_cli::main("fake-fcm", parse_args(), run);
 }
