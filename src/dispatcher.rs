@@ -504,7 +504,9 @@ fn answer(
                 ),
             };
             module.metrics.count(outcome);
-            log::warn!("module {}: push for {token}… failed: {error}", module.id);
+            // Per push at debug only: the module logs the cause (at most once a minute) and the
+            // summary line counts these, so a failing provider cannot flood the log.
+            log::debug!("module {}: push for {token}… failed: {error}", module.id);
             shared.reply_wait(iq, condition, text);
         }
     }

@@ -81,7 +81,7 @@ pub enum PushError {
     #[error("device token is no longer valid ({0:?})")]
     TokenInvalid(DeadTokenReason),
     /// The provider asked us to slow down.
-    #[error("provider throttled the push (retry after {retry_after:?})")]
+    #[error("provider throttled the push{}", retry_after_suffix(.retry_after))]
     ProviderThrottled { retry_after: Option<Duration> },
     /// The provider did not answer within the request timeout.
     #[error("provider did not answer in time")]
@@ -93,6 +93,13 @@ pub enum PushError {
     /// so no user loses a registration over an operator mistake.
     #[error("push module misconfigured: {0}")]
     Misconfigured(String),
+}
+
+fn retry_after_suffix(retry_after: &Option<Duration>) -> String {
+    match retry_after {
+        Some(after) => format!(" (retry after {}s)", after.as_secs()),
+        None => String::new(),
+    }
 }
 
 /// A push platform: one configured app on one provider.
@@ -108,6 +115,19 @@ pub trait PushTrait: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn throttling_says_when_to_retry_in_plain_words() {
+        let throttled = PushError::ProviderThrottled {
+            retry_after: Some(Duration::from_secs(30)),
+        };
+        assert_eq!(
+            throttled.to_string(),
+            "provider throttled the push (retry after 30s)"
+        );
+        let plain = PushError::ProviderThrottled { retry_after: None };
+        assert_eq!(plain.to_string(), "provider throttled the push");
+    }
 
     #[test]
     fn token_prefix_is_short_and_char_safe() {
