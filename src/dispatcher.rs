@@ -240,12 +240,7 @@ impl Dispatcher {
         let Some(permit) = self.provider_slot(&iq, &module) else {
             return;
         };
-        let notification = PushNotification {
-            token: push.token,
-            module_id: module.id.clone(),
-            summary: push.summary,
-            options: push.options,
-        };
+        let notification = notification_for(&module, push);
         match module.ratelimit.check(&notification.token) {
             Decision::Send => {
                 let shared = self.shared.clone();
@@ -277,12 +272,7 @@ impl Dispatcher {
         let Some(permit) = self.provider_slot(&iq, &module) else {
             return;
         };
-        let notification = PushNotification {
-            token: push.token,
-            module_id: module.id.clone(),
-            summary: push.summary,
-            options: push.options,
-        };
+        let notification = notification_for(&module, push);
         let shared = self.shared.clone();
         self.tasks.spawn(async move {
             let verdict = module
@@ -339,6 +329,16 @@ impl Dispatcher {
             self.shared.abort_in_flight.cancel();
             self.tasks.wait().await;
         }
+    }
+}
+
+/// What the module is given for one push request.
+fn notification_for(module: &Module, push: PushRequest) -> PushNotification {
+    PushNotification {
+        token: push.token,
+        module_id: module.id.clone(),
+        summary: push.summary,
+        options: push.options,
     }
 }
 
