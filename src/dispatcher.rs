@@ -339,6 +339,7 @@ fn notification_for(module: &Module, push: PushRequest) -> PushNotification {
         module_id: module.id.clone(),
         summary: push.summary,
         options: push.options,
+        ..PushNotification::default()
     }
 }
 

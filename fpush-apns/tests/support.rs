@@ -135,5 +135,6 @@ pub fn push(token: &str) -> PushNotification {
         module_id: MODULE.into(),
         summary: PushSummary::default(),
         options: Vec::new(),
+        ..PushNotification::default()
     }
 }

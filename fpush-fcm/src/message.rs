@@ -123,6 +123,7 @@ mod tests {
                 last_message_body: Some("Wherefore art thou?".into()),
             },
             options: vec![("secret".into(), "s3cr3t".into())],
+            ..PushNotification::default()
         }
     }
 

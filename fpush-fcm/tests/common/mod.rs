@@ -39,6 +39,7 @@ pub fn notification(token: &str) -> PushNotification {
             last_message_body: Some("New Message!".to_string()),
         },
         options: Vec::new(),
+        ..PushNotification::default()
     }
 }
 

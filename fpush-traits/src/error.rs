@@ -1,0 +1,72 @@
+//! What a platform answers: delivered, or an error phrased as what the XMPP server should do.
+
+use std::time::Duration;
+
+/// A push the provider accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// The provider's id for the accepted message (`apns-id`, FCM message `name`), when it gave one.
+    pub provider_id: Option<String>,
+}
+
+/// Why a provider declared a token dead.
+///
+/// The distinction matters to the core: "not for this app" answers for *every* token usually mean
+/// the operator configured the wrong topic or project, and the core guards against wiping a whole
+/// app's registrations over that mistake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadTokenReason {
+    /// The app was uninstalled or the token expired (APNS 410 `Unregistered`, FCM `UNREGISTERED`).
+    Unregistered,
+    /// The token is malformed for this provider (APNS `BadDeviceToken`, FCM `INVALID_ARGUMENT` on
+    /// `message.token`).
+    BadToken,
+    /// The token belongs to another app (APNS `DeviceTokenNotForTopic`, FCM `SENDER_ID_MISMATCH`).
+    NotForThisApp,
+}
+
+/// What went wrong with a push, phrased as what the XMPP server should do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    /// The token is dead: the server should disable the registration.
+    #[error("device token is no longer valid ({0:?})")]
+    TokenInvalid(DeadTokenReason),
+    /// The provider asked us to slow down.
+    #[error("provider throttled the push{}", retry_after_suffix(.retry_after))]
+    ProviderThrottled { retry_after: Option<Duration> },
+    /// The provider did not answer within the request timeout.
+    #[error("provider did not answer in time")]
+    Timeout,
+    /// A passing failure: 5xx, connection reset, OAuth endpoint down.
+    #[error("transient provider failure: {0}")]
+    Transient(String),
+    /// Our side is broken: credentials, topic or project are wrong. The push is answered `wait`
+    /// so no user loses a registration over an operator mistake.
+    #[error("push module misconfigured: {0}")]
+    Misconfigured(String),
+}
+
+fn retry_after_suffix(retry_after: &Option<Duration>) -> String {
+    match retry_after {
+        Some(after) => format!(" (retry after {}s)", after.as_secs()),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_says_when_to_retry_in_plain_words() {
+        let throttled = PushError::ProviderThrottled {
+            retry_after: Some(Duration::from_secs(30)),
+        };
+        assert_eq!(
+            throttled.to_string(),
+            "provider throttled the push (retry after 30s)"
+        );
+        let plain = PushError::ProviderThrottled { retry_after: None };
+        assert_eq!(plain.to_string(), "provider throttled the push");
+    }
+}

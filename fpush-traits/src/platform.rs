@@ -1,0 +1,136 @@
+//! How a platform makes itself known to the core: one [`Platform`] entry (its settings names,
+//! what it supports, and how to read its settings block), listed once in the core's registry.
+//!
+//! The core reads the settings file, hands each module's platform block to the entry's `parse`,
+//! and later asks the parsed [`PlatformConfig`] to `build` the module. So the core never names a
+//! platform, and a platform never sees more of the settings than its own block.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::PushTrait;
+
+/// What a platform can do beyond delivering a plain push, so that a front door can refuse a
+/// request cleanly instead of matching on platform names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// It can deliver [`crate::PushKind::Voip`] pushes to a second token.
+    pub voip: bool,
+    /// It passes [`crate::EncryptedPayload`]s through to the app.
+    pub encrypted_payloads: bool,
+    /// The service name registration protocols use for it (`fcm`, `apns`), if any.
+    pub registration_service: Option<&'static str>,
+}
+
+/// One platform's entry in the core's registry.
+#[derive(Clone, Copy)]
+pub struct Platform {
+    /// The value of `pushModules.<id>.type` (`apple`).
+    pub type_name: &'static str,
+    /// The key of the module's platform block (`apns`).
+    pub settings_key: &'static str,
+    /// The cargo feature of the `fpush` binary that compiles this platform in.
+    pub cargo_feature: &'static str,
+    pub capabilities: Capabilities,
+    /// Reads the module's platform block (`{}` when the file has none).
+    pub parse: fn(&serde_json::Value) -> Result<ParsedConfig, BlockError>,
+}
+
+impl fmt::Debug for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Platform")
+            .field("type_name", &self.type_name)
+            .field("settings_key", &self.settings_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A platform block that was read: the platform's own settings, ready to build a module.
+pub trait PlatformConfig: fmt::Debug + Send + Sync {
+    /// Opens and checks the credential files and makes the module's client. Makes no network
+    /// call, so `fpush --check` can run it before a reload.
+    fn build(&self, module_id: &str) -> Result<Arc<dyn PushTrait>, BuildError>;
+}
+
+/// Why a module could not be built (a credential file missing or unreadable, a bad key).
+pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A parsed platform block and the keys in it that the platform does not read.
+#[derive(Debug)]
+pub struct ParsedConfig {
+    pub config: Box<dyn PlatformConfig>,
+    /// Paths of unknown keys, relative to the block (`alertTitel`, `additional.x`).
+    pub ignored_keys: Vec<String>,
+}
+
+/// A platform block that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct BlockError {
+    /// Where in the block, relative to it (`topic`, `additionalData.x`); empty for the block.
+    pub path: String,
+    pub message: String,
+}
+
+/// Reads a platform block into the platform's settings type, keeping the path of the first
+/// error and of every unknown key. The usual body of a [`Platform::parse`] function.
+pub fn parse_block<T>(block: &serde_json::Value) -> Result<(T, Vec<String>), BlockError>
+where
+    T: DeserializeOwned,
+{
+    let mut ignored_keys = Vec::new();
+    let mut note = |path: serde_ignored::Path<'_>| ignored_keys.push(path.to_string());
+    let deserializer = serde_ignored::Deserializer::new(block, &mut note);
+    match serde_path_to_error::deserialize(deserializer) {
+        Ok(value) => Ok((value, ignored_keys)),
+        Err(error) => {
+            let path = error.path().to_string();
+            Err(BlockError {
+                path: if path == "." { String::new() } else { path },
+                message: error.into_inner().to_string(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Sample {
+        #[allow(dead_code)]
+        topic: String,
+        #[serde(default)]
+        #[allow(dead_code)]
+        nested: Nested,
+    }
+
+    #[derive(Debug, Default, serde::Deserialize)]
+    struct Nested {
+        #[serde(default)]
+        #[allow(dead_code)]
+        port: u16,
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_their_paths() {
+        let block = serde_json::json!({"topic": "t", "topik": 1, "nested": {"x": 1}});
+        let (_, ignored) = parse_block::<Sample>(&block).unwrap();
+        assert_eq!(ignored, vec!["nested.x".to_owned(), "topik".to_owned()]);
+    }
+
+    #[test]
+    fn an_error_names_the_key_it_is_about() {
+        let block = serde_json::json!({"topic": "t", "nested": {"port": "x"}});
+        let error = parse_block::<Sample>(&block).unwrap_err();
+        assert_eq!(error.path, "nested.port");
+        assert!(error.message.contains("u16"), "{error}");
+        let missing = parse_block::<Sample>(&serde_json::json!({})).unwrap_err();
+        assert_eq!(missing.path, "");
+        assert!(missing.message.contains("topic"), "{missing}");
+    }
+}
