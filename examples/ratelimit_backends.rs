@@ -54,14 +54,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = RedisStore::new(&url, &prefix, options)?;
     let dead_shared = DeadTokens::with_redis(Duration::from_secs(3600), store.clone(), "bench");
     let redis = Arc::new(Ratelimiter::with_redis(config, store.clone(), "bench"));
-    let _ = redis.check_shared(&dead_shared, "warm-up").await;
+    let _ = redis.admit(&dead_shared, "warm-up").await;
     if store.fallbacks() > 0 {
         return Err(format!("no Redis answers at {url}").into());
     }
 
     let started = (Instant::now(), cpu_time());
     for i in 0..decisions {
-        let _ = redis.check_shared(&dead_shared, &tokens[i % TOKENS]).await;
+        let _ = redis.admit(&dead_shared, &tokens[i % TOKENS]).await;
     }
     report(
         "redis, one at a time",
@@ -78,7 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (redis, dead, tokens) = (redis.clone(), dead_shared.clone(), tokens.clone());
             tokio::spawn(async move {
                 for i in (worker..decisions).step_by(IN_FLIGHT) {
-                    let _ = redis.check_shared(&dead, &tokens[i % TOKENS]).await;
+                    let _ = redis.admit(&dead, &tokens[i % TOKENS]).await;
                 }
             })
         })

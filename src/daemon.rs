@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::component::{self, ComponentConfig, LinkState};
 use crate::config::{self, Settings};
 use crate::dispatcher::Dispatcher;
-use crate::metrics::{self, Metrics, Observed};
+use crate::metrics::{self, Metrics, Observed, StateSnapshot};
 use crate::modules::{self, ModuleSet};
 
 /// How many parsed-but-undispatched stanzas may wait between the link and the dispatcher.
@@ -94,9 +94,7 @@ pub async fn run(
     if let Some(listen) = settings.metrics.as_ref().map(|m| m.listen) {
         let observed = Arc::new(Observed {
             metrics: metrics.clone(),
-            modules: dispatcher.modules(),
-            in_flight: dispatcher.in_flight_probe(),
-            link: state.subscribe(),
+            state: state_probe(&dispatcher, state.subscribe()),
         });
         let stop = background.clone();
         tokio::spawn(async move {
@@ -210,10 +208,7 @@ fn reload(
     component: &watch::Sender<ComponentConfig>,
 ) {
     log::info!("reloading {}", path.display());
-    let previous: Arc<ModuleSet> = match dispatcher.modules().read() {
-        Ok(modules) => modules.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    };
+    let previous = dispatcher.modules().load_full();
     let prepared = match prepare(path, metrics, Some(&previous)) {
         Ok(prepared) => prepared,
         Err(problems) => {
@@ -248,6 +243,24 @@ fn reload(
     *current = new;
     metrics.count_reload(true);
     log::info!("reloaded {}", path.display());
+}
+
+/// Reads what the gauges show, for the metrics listener.
+fn state_probe(
+    dispatcher: &Dispatcher,
+    link: watch::Receiver<LinkState>,
+) -> Arc<dyn Fn() -> StateSnapshot + Send + Sync> {
+    let modules = dispatcher.modules();
+    let in_flight = dispatcher.in_flight_probe();
+    Arc::new(move || {
+        let modules = modules.load();
+        StateSnapshot {
+            modules: modules.gauges(),
+            redis_fallbacks: modules.redis_fallbacks(),
+            in_flight: in_flight(),
+            link: link.borrow().clone(),
+        }
+    })
 }
 
 /// Count every re-established link (each `Up` after the first).

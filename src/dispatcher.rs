@@ -1,95 +1,47 @@
-//! One push from request to reply: pick the module, consult the dead-token memory and the
-//! ratelimit, call the module, and answer with exactly one reply — bounding the work in flight.
-//!
-//! The decision table lives here (`ARCHITECTURE.md`, "Replies"): what the XMPP server does with a
-//! registration depends only on the error *type* we answer, so every outcome maps to one reply.
+//! One request from stanza to reply. A push goes: parse → front door (resolve the target) →
+//! provider slot → `module.admit` → send → `module.settle` → the reply table; everything that is
+//! not a push is answered on the spot. Every push gets exactly one reply, and the work in flight
+//! is bounded (`limits.maxConcurrentPushes`).
 
-mod wipe_guard;
+mod reply_table;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use fpush_traits::{DeadTokenReason, Delivered, PushError, PushNotification};
+use arc_swap::ArcSwap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use wipe_guard::WipeGuard;
-
 use crate::component::{Inbound, ReplySender};
 use crate::config::RejectWith;
-use crate::metrics::{Metrics, Outcome};
-use crate::modules::{LookupError, Module, ModuleSet};
-use crate::ratelimit::{Decision, Verdict};
-use crate::request::{self, Condition, ErrorType, IqHeader, PushRequest, Reply, Request};
+use crate::doors::{self, Refusal, Target};
+use crate::metrics::Metrics;
+use crate::modules::{Admitting, Module, ModuleSet, ModulesInService};
+use crate::outcome::Outcome;
+use crate::ratelimit::{Admission, Decision};
+use crate::request::{self, Condition, ErrorType, IqHeader, Reply, Request};
+use reply_table::{reply_for, text};
 
-/// Error texts: short English sentences for the XMPP server's logs.
-mod text {
-    pub const NO_DEFAULT: &str =
-        "No pushModule was given and no default push module is configured.";
-    pub const TOKEN_DEAD: &str = "The device token is no longer valid.";
-    pub const RATELIMITED: &str = "Too many pushes for this device; one is already queued.";
-    pub const OVERLOADED: &str = "The push server is overloaded; try again later.";
-    pub const THROTTLED: &str = "The push provider is throttling; try again later.";
-    pub const TIMEOUT: &str = "The push provider did not answer in time.";
-    pub const TRANSIENT: &str = "The push provider failed temporarily.";
-    pub const MISCONFIGURED: &str = "The push module is misconfigured; the operator was alerted.";
-    pub const SHUTTING_DOWN: &str = "The push server is shutting down; try again later.";
-    pub const MODULE_REMOVED: &str = "The push module was removed by a reload; try again later.";
-    pub const TOO_LARGE: &str = "The stanza exceeds the push server's size limit.";
+/// Turns inbound stanzas into push tasks and replies.
+pub struct Dispatcher {
+    pushes: Arc<PushPath>,
+    modules: ModulesInService,
+    metrics: Arc<Metrics>,
+    tasks: TaskTracker,
 }
 
-/// What the push tasks share with the dispatcher.
-struct Shared {
+/// What every push task shares: where replies go, the provider slots, and the shutdown signals.
+struct PushPath {
     replies: ReplySender,
     /// Bounds provider calls in flight (`limits.maxConcurrentPushes`).
     in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
     /// Cancelled at shutdown: queued pushes are answered `wait` at once.
     stop_queued: CancellationToken,
     /// Cancelled when the shutdown grace is over: pushes still at the provider are answered `wait`.
     abort_in_flight: CancellationToken,
-}
-
-impl Shared {
-    fn reply(&self, iq: &IqHeader, reply: Reply<'_>) {
-        let mut out = Vec::with_capacity(160 + iq.id.len() + iq.from.len() + iq.to.len());
-        request::write_reply(iq, &reply, &mut out);
-        self.replies.send(out);
-    }
-
-    fn reply_wait(&self, iq: &IqHeader, condition: Condition, text: &str) {
-        self.reply(
-            iq,
-            Reply::Error {
-                kind: ErrorType::Wait,
-                condition,
-                text: Some(text),
-            },
-        );
-    }
-
-    fn reply_cancel(&self, iq: &IqHeader, condition: Condition, text: &str) {
-        self.reply(
-            iq,
-            Reply::Error {
-                kind: ErrorType::Cancel,
-                condition,
-                text: Some(text),
-            },
-        );
-    }
-}
-
-/// The modules in service; replaced whole by a reload while pushes keep flowing.
-pub type ModulesInService = Arc<RwLock<Arc<ModuleSet>>>;
-
-/// Turns inbound stanzas into push tasks and replies.
-pub struct Dispatcher {
-    shared: Arc<Shared>,
-    modules: ModulesInService,
-    metrics: Arc<Metrics>,
-    max_in_flight: usize,
-    tasks: TaskTracker,
 }
 
 impl Dispatcher {
@@ -101,29 +53,28 @@ impl Dispatcher {
     ) -> Self {
         let max_in_flight = max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
         Self {
-            shared: Arc::new(Shared {
+            pushes: Arc::new(PushPath {
                 replies,
                 in_flight: Arc::new(Semaphore::new(max_in_flight)),
+                max_in_flight,
                 stop_queued: CancellationToken::new(),
                 abort_in_flight: CancellationToken::new(),
             }),
-            modules: Arc::new(RwLock::new(modules)),
+            modules: Arc::new(ArcSwap::new(modules)),
             metrics,
-            max_in_flight,
             tasks: TaskTracker::new(),
         }
     }
 
     /// Provider calls currently in flight.
     pub fn in_flight(&self) -> usize {
-        self.max_in_flight - self.shared.in_flight.available_permits()
+        self.pushes.in_flight()
     }
 
     /// A way to read the in-flight count from elsewhere (the metrics listener).
     pub fn in_flight_probe(&self) -> Arc<dyn Fn() -> usize + Send + Sync> {
-        let semaphore = self.shared.in_flight.clone();
-        let max = self.max_in_flight;
-        Arc::new(move || max - semaphore.available_permits())
+        let pushes = self.pushes.clone();
+        Arc::new(move || pushes.in_flight())
     }
 
     /// The modules in service, shared with whoever reports on them.
@@ -131,32 +82,12 @@ impl Dispatcher {
         self.modules.clone()
     }
 
-    fn current_modules(&self) -> Arc<ModuleSet> {
-        match self.modules.read() {
-            Ok(modules) => modules.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
     /// Put a new set of modules in service (a reload). Pushes already dispatched finish with
     /// the module they started with; queued pushes of modules that are gone are answered
     /// `wait` when they wake.
     pub fn replace_modules(&self, new: Arc<ModuleSet>) {
-        let old = {
-            let mut guard = match self.modules.write() {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            std::mem::replace(&mut *guard, new.clone())
-        };
-        for module in old.iter() {
-            let kept = new
-                .lookup(Some(&module.id))
-                .is_ok_and(|m| Arc::ptr_eq(&m.retired, &module.retired));
-            if !kept {
-                module.retired.cancel();
-            }
-        }
+        let old = self.modules.swap(new.clone());
+        old.retire_all_but(&new);
     }
 
     /// Handle one inbound stanza. Never blocks: pushes run in their own tasks.
@@ -167,13 +98,13 @@ impl Dispatcher {
                 if let Some(iq) = request::parse_oversized(&start_tag) {
                     log::warn!("stanza from {} over the size limit answered", iq.from);
                     self.metrics.unattributed().count(Outcome::bad_request);
-                    self.shared.reply(
+                    self.pushes.reply(
                         &iq,
-                        Reply::Error {
-                            kind: ErrorType::Modify,
-                            condition: Condition::PolicyViolation,
-                            text: Some(text::TOO_LARGE),
-                        },
+                        error(
+                            ErrorType::Modify,
+                            Condition::PolicyViolation,
+                            text::TOO_LARGE,
+                        ),
                     );
                 }
             }
@@ -182,22 +113,25 @@ impl Dispatcher {
 
     fn handle_request(&self, request: Request) {
         match request {
-            Request::Push { iq, push } => self.dispatch_push(iq, push),
+            Request::Push { iq, push } => {
+                match doors::token_in_node::resolve(&self.modules.load(), push) {
+                    Ok(target) => self.dispatch(iq, target),
+                    Err(refusal) => self.refuse(&iq, refusal),
+                }
+            }
             Request::InvalidPush { iq, reason } => {
                 log::debug!("invalid push IQ from {}: {reason}", iq.from);
-                self.metrics.unattributed().count(Outcome::bad_request);
-                self.shared.reply(
+                self.refuse(
                     &iq,
-                    Reply::Error {
-                        kind: ErrorType::Modify,
-                        condition: Condition::BadRequest,
-                        text: Some(&reason),
+                    Refusal {
+                        outcome: Outcome::bad_request,
+                        text: reason,
                     },
                 );
             }
-            Request::DiscoInfo { iq } => self.shared.reply(&iq, Reply::DiscoInfo),
-            Request::Ping { iq } => self.shared.reply(&iq, Reply::Result),
-            Request::Unsupported { iq } => self.shared.reply(
+            Request::DiscoInfo { iq } => self.pushes.reply(&iq, Reply::DiscoInfo),
+            Request::Ping { iq } => self.pushes.reply(&iq, Reply::Result),
+            Request::Unsupported { iq } => self.pushes.reply(
                 &iq,
                 Reply::Error {
                     kind: ErrorType::Cancel,
@@ -209,113 +143,47 @@ impl Dispatcher {
         }
     }
 
-    fn dispatch_push(&self, iq: IqHeader, push: PushRequest) {
-        let modules = self.current_modules();
-        let module = match modules.lookup(push.module.as_deref()) {
-            Ok(module) => module.clone(),
-            Err(LookupError::Unknown(name)) => {
-                log::debug!("push for unknown module {name:?} from {}", iq.from);
-                self.metrics.unattributed().count(Outcome::unknown_module);
-                let text = format!("The push module '{name}' is not configured.");
-                self.shared
-                    .reply_cancel(&iq, Condition::ItemNotFound, &text);
-                return;
-            }
-            Err(LookupError::NoDefault) => {
-                self.metrics.unattributed().count(Outcome::unknown_module);
-                self.shared
-                    .reply_cancel(&iq, Condition::ItemNotFound, text::NO_DEFAULT);
-                return;
-            }
-        };
-        module.metrics.received();
-        if module.ratelimit.is_shared() {
-            self.dispatch_shared(iq, module, push);
-            return;
-        }
-        if module.dead_tokens.is_dead(&push.token) {
-            reply_known_dead(&self.shared, &module, &iq, &push.token);
-            return;
-        }
-        let Some(permit) = self.provider_slot(&iq, &module) else {
-            return;
-        };
-        let notification = notification_for(&module, push);
-        match module.ratelimit.check(&notification.token) {
-            Decision::Send => {
-                let shared = self.shared.clone();
-                self.tasks.spawn(async move {
-                    deliver(&shared, &module, &iq, &notification, permit).await;
-                });
-            }
-            Decision::SendAt(at) => {
-                // A queued push holds no provider slot while it waits.
-                drop(permit);
-                note_queued(&module, &notification);
-                let shared = self.shared.clone();
-                self.tasks.spawn(async move {
-                    send_when_due(&shared, &module, &iq, &notification, at).await;
-                });
-            }
-            Decision::Reject => {
-                drop(permit);
-                reply_ratelimited(&self.shared, &module, &iq, &notification);
-            }
+    /// A request a door (or the parser) answers itself: counted for no module.
+    fn refuse(&self, iq: &IqHeader, refusal: Refusal) {
+        log::debug!("request from {} refused: {}", iq.from, refusal.text);
+        self.metrics.unattributed().count(refusal.outcome);
+        if let Some(reply) = reply_for(refusal.outcome, RejectWith::Wait, Some(&refusal.text)) {
+            self.pushes.reply(iq, reply);
         }
     }
 
-    /// A push for a module whose ratelimit and dead tokens live in Redis: the verdict takes a
-    /// round trip, so the push's task awaits it. The provider slot is taken first and held
-    /// meanwhile, which also bounds the Redis calls in flight; the verdict always comes within
-    /// the store's timeout (a local one when Redis fails).
-    fn dispatch_shared(&self, iq: IqHeader, module: Arc<Module>, push: PushRequest) {
-        let Some(permit) = self.provider_slot(&iq, &module) else {
+    /// Take a provider slot (or answer `wait` at once: overload), ask the module, and go on.
+    /// The slot is taken before admission, so it also bounds the Redis decisions in flight.
+    fn dispatch(&self, iq: IqHeader, target: Target) {
+        target.module.count_received();
+        let Some(slot) = self.pushes.provider_slot() else {
+            log::debug!(
+                "{} pushes in flight: answering wait",
+                self.pushes.max_in_flight
+            );
+            self.pushes.finish(&iq, &target.module, Outcome::overloaded);
             return;
         };
-        let notification = notification_for(&module, push);
-        let shared = self.shared.clone();
-        self.tasks.spawn(async move {
-            let verdict = module
-                .ratelimit
-                .check_shared(&module.dead_tokens, &notification.token)
-                .await;
-            match verdict {
-                Verdict::Decided(Decision::Send) => {
-                    deliver(&shared, &module, &iq, &notification, permit).await;
-                }
-                Verdict::Decided(Decision::SendAt(at)) => {
-                    drop(permit);
-                    note_queued(&module, &notification);
-                    send_when_due(&shared, &module, &iq, &notification, at).await;
-                }
-                Verdict::Decided(Decision::Reject) => {
-                    drop(permit);
-                    reply_ratelimited(&shared, &module, &iq, &notification);
-                }
-                Verdict::Dead => {
-                    drop(permit);
-                    reply_known_dead(&shared, &module, &iq, &notification.token);
-                }
+        match target.module.admit(target.key()) {
+            Admitting::Now(admission) => {
+                self.pushes
+                    .proceed(iq, target, slot, admission, &self.tasks)
             }
-        });
-    }
-
-    /// A provider slot for one push, or `None` after answering it `wait` (overload).
-    fn provider_slot(&self, iq: &IqHeader, module: &Module) -> Option<OwnedSemaphorePermit> {
-        let permit = self.shared.in_flight.clone().try_acquire_owned().ok();
-        if permit.is_none() {
-            log::debug!("{} pushes in flight: answering wait", self.max_in_flight);
-            module.metrics.count(Outcome::overloaded);
-            self.shared
-                .reply_wait(iq, Condition::ResourceConstraint, text::OVERLOADED);
+            Admitting::Shared(pending) => {
+                let pushes = self.pushes.clone();
+                let tasks = self.tasks.clone();
+                self.tasks.spawn(async move {
+                    let admission = pending.decided().await;
+                    pushes.proceed(iq, target, slot, admission, &tasks);
+                });
+            }
         }
-        permit
     }
 
     /// Stop: answer queued pushes `wait` now, give pushes at the provider up to `grace` to finish
     /// (their replies go out as usual), then answer the rest `wait` too. Every push gets its reply.
     pub async fn shutdown(self, grace: Duration) {
-        self.shared.stop_queued.cancel();
+        self.pushes.stop_queued.cancel();
         self.tasks.close();
         if tokio::time::timeout(grace, self.tasks.wait())
             .await
@@ -326,190 +194,118 @@ impl Dispatcher {
                 self.tasks.len(),
                 humantime::format_duration(grace)
             );
-            self.shared.abort_in_flight.cancel();
+            self.pushes.abort_in_flight.cancel();
             self.tasks.wait().await;
         }
     }
 }
 
-/// What the module is given for one push request.
-fn notification_for(module: &Module, push: PushRequest) -> PushNotification {
-    PushNotification {
-        token: push.token,
-        module_id: module.id.clone(),
-        summary: push.summary,
-        options: push.options,
-        ..PushNotification::default()
+impl PushPath {
+    fn in_flight(&self) -> usize {
+        self.max_in_flight - self.in_flight.available_permits()
     }
-}
 
-/// A push for a token a provider declared dead a while ago: answered without asking again.
-fn reply_known_dead(shared: &Shared, module: &Module, iq: &IqHeader, token: &str) {
-    log::debug!(
-        "module {}: token {}… is known dead",
-        module.id,
-        fpush_traits::token_prefix(token)
-    );
-    module.metrics.count(Outcome::known_dead);
-    shared.reply_cancel(iq, Condition::ItemNotFound, text::TOKEN_DEAD);
-}
+    fn provider_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.in_flight.clone().try_acquire_owned().ok()
+    }
 
-/// Counts a push the ratelimit queued, when the decision is taken.
-fn note_queued(module: &Module, notification: &PushNotification) {
-    log::debug!(
-        "module {}: push for {}… queued by the ratelimit",
-        module.id,
-        notification.token_prefix()
-    );
-    module.metrics.count(Outcome::queued);
-}
-
-/// A push the ratelimit queued: wait (holding no provider slot) until `at`, then deliver it; at
-/// shutdown or when its module is removed, answer `wait` at once instead.
-async fn send_when_due(
-    shared: &Shared,
-    module: &Module,
-    iq: &IqHeader,
-    notification: &PushNotification,
-    at: tokio::time::Instant,
-) {
-    tokio::select! {
-        _ = tokio::time::sleep_until(at) => {}
-        _ = shared.stop_queued.cancelled() => {
-            module.metrics.count(Outcome::shutdown);
-            shared.reply_wait(iq, Condition::InternalServerError, text::SHUTTING_DOWN);
-            return;
-        }
-        _ = module.retired.cancelled() => {
-            module.metrics.count(Outcome::shutdown);
-            shared.reply_wait(iq, Condition::InternalServerError, text::MODULE_REMOVED);
-            return;
+    /// One admitted push: sent now or when its window ends (in a task of its own), or answered
+    /// at once. A queued push holds no provider slot while it waits.
+    fn proceed(
+        self: &Arc<Self>,
+        iq: IqHeader,
+        target: Target,
+        slot: OwnedSemaphorePermit,
+        admission: Admission,
+        tasks: &TaskTracker,
+    ) {
+        let pushes = self.clone();
+        match admission {
+            Admission::Decided(Decision::Send) => {
+                tasks.spawn(async move { pushes.send(&iq, &target, slot).await });
+            }
+            Admission::Decided(Decision::SendAt(at)) => {
+                drop(slot);
+                tasks.spawn(async move {
+                    if let Some(slot) = pushes.wait_for_turn(&iq, &target.module, at).await {
+                        pushes.send(&iq, &target, slot).await;
+                    }
+                });
+            }
+            Admission::Decided(Decision::Reject) => {
+                self.finish(&iq, &target.module, Outcome::ratelimited)
+            }
+            Admission::KnownDead => self.finish(&iq, &target.module, Outcome::known_dead),
         }
     }
-    let Ok(permit) = shared.in_flight.clone().try_acquire_owned() else {
-        module.metrics.count(Outcome::overloaded);
-        shared.reply_wait(iq, Condition::ResourceConstraint, text::OVERLOADED);
-        return;
-    };
-    deliver(shared, module, iq, notification, permit).await;
-}
 
-/// A push the ratelimit turned away because one for its token is already queued.
-fn reply_ratelimited(
-    shared: &Shared,
-    module: &Module,
-    iq: &IqHeader,
-    notification: &PushNotification,
-) {
-    log::debug!(
-        "module {}: push for {}… rejected by the ratelimit",
-        module.id,
-        notification.token_prefix()
-    );
-    module.metrics.count(Outcome::ratelimited);
-    match module.reject_with {
-        RejectWith::Wait => {
-            shared.reply_wait(iq, Condition::ResourceConstraint, text::RATELIMITED);
+    /// A queued push waits until `at`, then takes a slot again. At shutdown, when its module is
+    /// removed, or when no slot is free, it is answered `wait` instead (`None`).
+    async fn wait_for_turn(
+        &self,
+        iq: &IqHeader,
+        module: &Module,
+        at: Instant,
+    ) -> Option<OwnedSemaphorePermit> {
+        let removed = tokio::select! {
+            _ = tokio::time::sleep_until(at) => None,
+            _ = self.stop_queued.cancelled() => Some(text::SHUTTING_DOWN),
+            _ = module.retired() => Some(text::MODULE_REMOVED),
+        };
+        if let Some(text) = removed {
+            self.finish_with(iq, module, Outcome::shutdown, Some(text));
+            return None;
         }
-        RejectWith::Result => shared.reply(iq, Reply::Result),
+        let slot = self.provider_slot();
+        if slot.is_none() {
+            self.finish(iq, module, Outcome::overloaded);
+        }
+        slot
     }
-}
 
-/// Call the module and answer the push. Holds `_permit` (a provider slot) until the call ends.
-async fn deliver(
-    shared: &Shared,
-    module: &Module,
-    iq: &IqHeader,
-    notification: &PushNotification,
-    _permit: OwnedSemaphorePermit,
-) {
-    #[cfg(feature = "random_delay_before_push")]
-    tokio::time::sleep(random_jitter()).await;
+    /// Call the provider and answer. Holds `_slot` until the call ends.
+    async fn send(&self, iq: &IqHeader, target: &Target, _slot: OwnedSemaphorePermit) {
+        #[cfg(feature = "random_delay_before_push")]
+        tokio::time::sleep(random_jitter()).await;
 
-    let started = tokio::time::Instant::now();
-    let result = tokio::select! {
-        result = module.push.send(notification) => result,
-        _ = shared.abort_in_flight.cancelled() => {
-            module.metrics.count(Outcome::shutdown);
-            shared.reply_wait(iq, Condition::InternalServerError, text::SHUTTING_DOWN);
-            return;
-        }
-    };
-    module.metrics.observe_latency(started.elapsed());
-    answer(shared, module, iq, notification, result);
-}
-
-/// Map a module's result to the reply (the table in ARCHITECTURE.md) and update the module's
-/// dead-token memory and wipe guard.
-fn answer(
-    shared: &Shared,
-    module: &Module,
-    iq: &IqHeader,
-    notification: &PushNotification,
-    result: Result<Delivered, PushError>,
-) {
-    let token = notification.token_prefix();
-    match result {
-        Ok(_) => {
-            log::debug!("module {}: push for {token}… delivered", module.id);
-            module.metrics.count(Outcome::delivered);
-            module.wipe_guard.record_success();
-            shared.reply(iq, Reply::Result);
-        }
-        Err(PushError::TokenInvalid(reason)) => {
-            if reason == DeadTokenReason::NotForThisApp
-                && module.wipe_guard.record_not_for_app(&notification.token)
-            {
-                log::error!(
-                    "module {}: the provider says most tokens belong to another app; check its \
-                     topic/project. Answering wait instead of disabling registrations",
-                    module.id
-                );
-                module.metrics.count(Outcome::misconfigured);
-                shared.reply_wait(iq, Condition::InternalServerError, text::MISCONFIGURED);
+        let module = &target.module;
+        let started = Instant::now();
+        let result = tokio::select! {
+            result = module.push.send(&target.notification) => result,
+            _ = self.abort_in_flight.cancelled() => {
+                self.finish(iq, module, Outcome::shutdown);
                 return;
             }
-            if reason != DeadTokenReason::NotForThisApp {
-                module.wipe_guard.record_other();
-            }
-            log::info!(
-                "module {}: token {token}… is dead ({reason:?}); disabling it",
-                module.id
-            );
-            module.dead_tokens.mark_dead(&notification.token);
-            module.metrics.count(Outcome::token_invalid);
-            shared.reply_cancel(iq, Condition::ItemNotFound, text::TOKEN_DEAD);
+        };
+        let outcome = module.settle(target.key(), &result, started.elapsed());
+        self.finish(iq, module, outcome);
+    }
+
+    /// Count how the push ended and send its reply.
+    fn finish(&self, iq: &IqHeader, module: &Module, outcome: Outcome) {
+        self.finish_with(iq, module, outcome, None);
+    }
+
+    /// [`PushPath::finish`] with a reply text other than the outcome's usual one.
+    fn finish_with(&self, iq: &IqHeader, module: &Module, outcome: Outcome, text: Option<&str>) {
+        module.count(outcome);
+        if let Some(reply) = reply_for(outcome, module.reject_with, text) {
+            self.reply(iq, reply);
         }
-        Err(error) => {
-            module.wipe_guard.record_other();
-            let (outcome, condition, text) = match &error {
-                PushError::ProviderThrottled { .. } => (
-                    Outcome::throttled,
-                    Condition::ResourceConstraint,
-                    text::THROTTLED,
-                ),
-                PushError::Timeout => (
-                    Outcome::timeout,
-                    Condition::RemoteServerTimeout,
-                    text::TIMEOUT,
-                ),
-                PushError::Misconfigured(_) => (
-                    Outcome::misconfigured,
-                    Condition::InternalServerError,
-                    text::MISCONFIGURED,
-                ),
-                PushError::Transient(_) | PushError::TokenInvalid(_) => (
-                    Outcome::transient,
-                    Condition::InternalServerError,
-                    text::TRANSIENT,
-                ),
-            };
-            module.metrics.count(outcome);
-            // Per push at debug only: the module logs the cause (at most once a minute) and the
-            // summary line counts these, so a failing provider cannot flood the log.
-            log::debug!("module {}: push for {token}… failed: {error}", module.id);
-            shared.reply_wait(iq, condition, text);
-        }
+    }
+
+    fn reply(&self, iq: &IqHeader, reply: Reply<'_>) {
+        let mut out = Vec::with_capacity(160 + iq.id.len() + iq.from.len() + iq.to.len());
+        request::write_reply(iq, &reply, &mut out);
+        self.replies.send(out);
+    }
+}
+
+fn error(kind: ErrorType, condition: Condition, text: &str) -> Reply<'_> {
+    Reply::Error {
+        kind,
+        condition,
+        text: Some(text),
     }
 }
 

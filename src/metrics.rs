@@ -7,83 +7,23 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::component::LinkState;
-use crate::modules::ModuleSet;
-
-/// How a push ended (or, for `Queued`, what happened to it on the way).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum Outcome {
-    delivered,
-    queued,
-    ratelimited,
-    token_invalid,
-    known_dead,
-    unknown_module,
-    throttled,
-    timeout,
-    transient,
-    misconfigured,
-    overloaded,
-    bad_request,
-    shutdown,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 13] = [
-        Outcome::delivered,
-        Outcome::queued,
-        Outcome::ratelimited,
-        Outcome::token_invalid,
-        Outcome::known_dead,
-        Outcome::unknown_module,
-        Outcome::throttled,
-        Outcome::timeout,
-        Outcome::transient,
-        Outcome::misconfigured,
-        Outcome::overloaded,
-        Outcome::bad_request,
-        Outcome::shutdown,
-    ];
-
-    fn index(self) -> usize {
-        self as usize
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Outcome::delivered => "delivered",
-            Outcome::queued => "queued",
-            Outcome::ratelimited => "ratelimited",
-            Outcome::token_invalid => "token_invalid",
-            Outcome::known_dead => "known_dead",
-            Outcome::unknown_module => "unknown_module",
-            Outcome::throttled => "throttled",
-            Outcome::timeout => "timeout",
-            Outcome::transient => "transient",
-            Outcome::misconfigured => "misconfigured",
-            Outcome::overloaded => "overloaded",
-            Outcome::bad_request => "bad_request",
-            Outcome::shutdown => "shutdown",
-        }
-    }
-}
+use crate::outcome::Outcome;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct PushLabels {
@@ -138,13 +78,11 @@ pub struct ModuleMetrics {
     outcomes: Vec<Counter>,
     received: Counter,
     latency: Histogram,
-    metrics: Arc<MetricsTotals>,
+    totals: Arc<OutcomeTotals>,
 }
 
 /// Process-wide totals per outcome, shared by every [`ModuleMetrics`], for the summary log line.
-struct MetricsTotals {
-    totals: [AtomicU64; Outcome::ALL.len()],
-}
+type OutcomeTotals = [AtomicU64; Outcome::ALL.len()];
 
 impl std::fmt::Debug for ModuleMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -161,7 +99,7 @@ impl ModuleMetrics {
     /// Count one outcome.
     pub fn count(&self, outcome: Outcome) {
         self.outcomes[outcome.index()].inc();
-        self.metrics.totals[outcome.index()].fetch_add(1, Ordering::Relaxed);
+        self.totals[outcome.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Record how long one provider call took.
@@ -175,92 +113,87 @@ impl ModuleMetrics {
     }
 }
 
+/// Registers a metric and hands it back, so that `Metrics::new` reads as a list.
+fn registered<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
     pub fn new() -> Arc<Self> {
-        let mut registry = Registry::with_prefix("fpush");
-        let pushes = Family::<PushLabels, Counter>::default();
-        registry.register(
+        let mut r = Registry::with_prefix("fpush");
+        let pushes = registered(
+            &mut r,
             "pushes",
             "Pushes by module and outcome (queued is counted when queued, and again with its final outcome)",
-            pushes.clone(),
+            Family::<PushLabels, Counter>::default(),
         );
-        let received = Family::<ModuleLabel, Counter>::default();
-        registry.register(
+        let received = registered(
+            &mut r,
             "pushes_received",
             "Push IQs received, by the module they named",
-            received.clone(),
+            Family::default(),
         );
-        let latency = Family::<ModuleLabel, Histogram, fn() -> Histogram>::new_with_constructor(
-            latency_histogram as fn() -> Histogram,
-        );
-        registry.register(
+        let latency = registered(
+            &mut r,
             "provider_latency_seconds",
             "Time the provider took per push",
-            latency.clone(),
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram),
         );
-        let in_flight = Gauge::default();
-        registry.register(
+        let in_flight = registered(
+            &mut r,
             "pushes_in_flight",
             "Provider calls in flight",
-            in_flight.clone(),
+            Gauge::default(),
         );
-        let ratelimit_entries = Family::<ModuleLabel, Gauge>::default();
-        registry.register(
+        let ratelimit_entries = registered(
+            &mut r,
             "ratelimit_entries",
             "Tokens the module's ratelimit remembers",
-            ratelimit_entries.clone(),
+            Family::default(),
         );
-        let dead_tokens = Family::<ModuleLabel, Gauge>::default();
-        registry.register(
+        let dead_tokens = registered(
+            &mut r,
             "dead_tokens",
             "Dead tokens the module remembers",
-            dead_tokens.clone(),
+            Family::default(),
         );
-        let connected = Gauge::default();
-        registry.register(
+        let connected = registered(
+            &mut r,
             "component_connected",
             "1 while the component stream is up and authenticated",
-            connected.clone(),
+            Gauge::default(),
         );
-        let reconnects = Counter::default();
-        registry.register(
+        let reconnects = registered(
+            &mut r,
             "component_reconnects",
             "Times the component link was re-established",
-            reconnects.clone(),
+            Counter::default(),
         );
-        let reloads = Family::<ReloadLabel, Counter>::default();
-        registry.register(
+        let reloads = registered(
+            &mut r,
             "config_reloads",
             "Settings reloads (SIGHUP) by result",
-            reloads.clone(),
+            Family::default(),
         );
-        let redis_fallbacks = Counter::default();
-        registry.register(
+        let redis_fallbacks = registered(
+            &mut r,
             "redis_fallbacks",
             "Ratelimit decisions taken locally because Redis was unreachable or slow",
-            redis_fallbacks.clone(),
+            Counter::default(),
         );
-        let shared = Arc::new(MetricsTotals {
-            totals: Default::default(),
-        });
+        // Pushes that name no module are only counted by outcome.
         let unattributed = ModuleMetrics {
-            outcomes: Outcome::ALL
-                .iter()
-                .map(|outcome| {
-                    pushes
-                        .get_or_create(&PushLabels {
-                            module: String::new(),
-                            outcome: *outcome,
-                        })
-                        .clone()
-                })
-                .collect(),
+            outcomes: outcome_counters(&pushes, ""),
             received: Counter::default(),
             latency: latency_histogram(),
-            metrics: shared.clone(),
+            totals: Arc::default(),
         };
-        let metrics = Metrics {
-            registry,
+        Arc::new(Metrics {
+            registry: r,
             pushes,
             received,
             latency,
@@ -273,31 +206,19 @@ impl Metrics {
             redis_fallbacks,
             redis_fallbacks_seen: AtomicU64::new(0),
             unattributed,
-        };
-        Arc::new(metrics)
+        })
     }
 
     /// The handles for one module (created on first use, shared afterwards).
     pub fn module(&self, id: &str) -> ModuleMetrics {
-        let outcomes = Outcome::ALL
-            .iter()
-            .map(|outcome| {
-                self.pushes
-                    .get_or_create(&PushLabels {
-                        module: id.to_owned(),
-                        outcome: *outcome,
-                    })
-                    .clone()
-            })
-            .collect();
         let label = ModuleLabel {
             module: id.to_owned(),
         };
         ModuleMetrics {
-            outcomes,
+            outcomes: outcome_counters(&self.pushes, id),
             received: self.received.get_or_create(&label).clone(),
             latency: self.latency.get_or_create(&label).clone(),
-            metrics: self.unattributed.metrics.clone(),
+            totals: self.unattributed.totals.clone(),
         }
     }
 
@@ -317,31 +238,29 @@ impl Metrics {
 
     /// Process-wide totals per outcome, in [`Outcome::ALL`] order.
     pub fn totals(&self) -> [u64; Outcome::ALL.len()] {
-        let shared = &self.unattributed.metrics.totals;
+        let shared = &self.unattributed.totals;
         std::array::from_fn(|i| shared[i].load(Ordering::Relaxed))
     }
 
-    /// The Prometheus text exposition, with state gauges read now.
-    pub fn render(&self, modules: &ModuleSet, in_flight: usize, link: &LinkState) -> String {
-        self.in_flight.set(in_flight as i64);
+    /// The Prometheus text exposition, with the state gauges from `state`.
+    pub fn render(&self, state: &StateSnapshot) -> String {
+        self.in_flight.set(state.in_flight as i64);
         self.connected
-            .set(i64::from(matches!(link, LinkState::Up { .. })));
-        // One store serves every Redis module: count it once.
-        if let Some(store) = modules.iter().find_map(|m| m.ratelimit.redis_store()) {
-            let now = store.fallbacks();
+            .set(i64::from(matches!(state.link, LinkState::Up { .. })));
+        if let Some(now) = state.redis_fallbacks {
             let seen = self.redis_fallbacks_seen.swap(now, Ordering::Relaxed);
             self.redis_fallbacks.inc_by(now.saturating_sub(seen));
         }
-        for module in modules.iter() {
+        for gauges in &state.modules {
             let label = ModuleLabel {
-                module: module.id.clone(),
+                module: gauges.module.clone(),
             };
             self.ratelimit_entries
                 .get_or_create(&label)
-                .set(module.ratelimit.len() as i64);
+                .set(gauges.ratelimit_entries as i64);
             self.dead_tokens
                 .get_or_create(&label)
-                .set(module.dead_tokens.len() as i64);
+                .set(gauges.dead_tokens as i64);
         }
         let mut out = String::new();
         if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
@@ -349,6 +268,38 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The per-outcome counters of module `id` (`""` for pushes that name no module).
+fn outcome_counters(pushes: &Family<PushLabels, Counter>, id: &str) -> Vec<Counter> {
+    Outcome::ALL
+        .iter()
+        .map(|outcome| {
+            let labels = PushLabels {
+                module: id.to_owned(),
+                outcome: *outcome,
+            };
+            pushes.get_or_create(&labels).clone()
+        })
+        .collect()
+}
+
+/// The sizes of one module an operator watches, read when scraped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleGauges {
+    pub module: String,
+    pub ratelimit_entries: usize,
+    pub dead_tokens: usize,
+}
+
+/// Everything the gauges show, read at one scrape.
+#[derive(Debug, Clone)]
+pub struct StateSnapshot {
+    pub modules: Vec<ModuleGauges>,
+    /// The shared Redis store's fallback count so far, when modules use one.
+    pub redis_fallbacks: Option<u64>,
+    pub in_flight: usize,
+    pub link: LinkState,
 }
 
 /// Log one line a minute with the counts by outcome (only when something happened).
@@ -377,12 +328,11 @@ pub fn spawn_summary_log(metrics: Arc<Metrics>, shutdown: CancellationToken) {
     });
 }
 
-/// What the HTTP listener reads when asked.
+/// What the HTTP listener reads when asked: the counters, and a way to read the state now
+/// (given by the daemon, so that this module needs to know nothing of the modules or the link).
 pub struct Observed {
     pub metrics: Arc<Metrics>,
-    pub modules: Arc<RwLock<Arc<ModuleSet>>>,
-    pub in_flight: Arc<dyn Fn() -> usize + Send + Sync>,
-    pub link: watch::Receiver<LinkState>,
+    pub state: Arc<dyn Fn() -> StateSnapshot + Send + Sync>,
 }
 
 /// Serve `/metrics` and `/health` on `listen` until `shutdown`.
@@ -424,24 +374,14 @@ pub async fn serve(
 
 fn answer(observed: &Observed, request: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     let started = Instant::now();
-    let link = observed.link.borrow().clone();
+    let state = (observed.state)();
     let (status, content_type, body) = match request.uri().path() {
-        "/metrics" => {
-            let modules = observed
-                .modules
-                .read()
-                .map(|m| m.clone())
-                .unwrap_or_else(|poisoned| poisoned.into_inner().clone());
-            let text = observed
-                .metrics
-                .render(&modules, (observed.in_flight)(), &link);
-            (
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                text,
-            )
-        }
-        "/health" => match link {
+        "/metrics" => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            observed.metrics.render(&state),
+        ),
+        "/health" => match state.link {
             LinkState::Up { stream_id } => (
                 StatusCode::OK,
                 "text/plain; charset=utf-8",

@@ -1,58 +1,69 @@
-//! Building the configured push modules: each platform behind its cargo feature, each module with
-//! its own ratelimit, dead-token memory and wipe guard.
+//! The push modules in service: each configured app on its platform, with its per-push policy
+//! (ratelimit, dead-token memory, wipe guard), and the set a reload swaps whole.
 //!
-//! This is the only place in the core that names a platform crate. Building a module opens and
-//! checks its credential files but makes no network call, which is what gives `fpush --check` its
-//! value before a restart or reload.
+//! The dispatcher asks a module two things per push, once each: [`Module::admit`] before the
+//! provider is called and [`Module::settle`] after (see `policy`). How modules are made from the
+//! settings is `build`; the platforms this build knows are listed once, in `registry`.
+
+mod build;
+mod policy;
+mod registry;
+mod wipe_guard;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use fpush_traits::PushTrait;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{
-    ConfigError, ConfigWarning, ModuleSettings, ModuleType, RatelimitBackend, RejectWith, Settings,
-};
-use crate::dispatcher::WipeGuard;
-use crate::metrics::{Metrics, ModuleMetrics};
-use crate::ratelimit::{
-    DeadTokens, RatelimitConfig, Ratelimiter, RedisOptions, RedisStore, RedisUrlError,
-};
+use crate::config::RejectWith;
+use crate::metrics::{ModuleGauges, ModuleMetrics};
+use crate::ratelimit::{DeadTokens, RatelimitConfig, Ratelimiter, RedisStore};
+
+pub use build::{build, describe, BuildErrors};
+pub use policy::{Admitting, SharedAdmission};
+pub use wipe_guard::WipeGuard;
+
+/// The modules in service; a reload stores a new set while pushes keep flowing.
+pub type ModulesInService = Arc<ArcSwap<ModuleSet>>;
 
 /// One configured push module, ready to deliver.
 pub struct Module {
     /// The id clients name in the publish-options `pushModule` field.
     pub id: String,
-    pub module_type: ModuleType,
+    /// The platform's type name (`pushModules.<id>.type`).
+    pub type_name: &'static str,
     pub push: Arc<dyn PushTrait>,
-    pub ratelimit: Arc<Ratelimiter>,
-    /// The ratelimit settings `ratelimit` was made with (a reload keeps it when they are equal).
-    pub ratelimit_config: RatelimitConfig,
-    /// What a push rejected by the ratelimit is answered with.
+    ratelimit: Arc<Ratelimiter>,
+    /// The settings `ratelimit` was made with (a reload keeps it when they are equal).
+    ratelimit_config: RatelimitConfig,
+    /// What a push refused by the ratelimit is answered with.
     pub reject_with: RejectWith,
-    pub dead_tokens: Arc<DeadTokens>,
-    pub wipe_guard: Arc<WipeGuard>,
-    pub metrics: ModuleMetrics,
+    dead_tokens: Arc<DeadTokens>,
+    wipe_guard: Arc<WipeGuard>,
+    metrics: ModuleMetrics,
     /// Cancelled when a reload removes the module: its queued pushes are answered then, and
     /// its sweepers stop. Shared by the versions of a module that a reload keeps.
-    pub retired: Arc<CancellationToken>,
+    retired: Arc<CancellationToken>,
 }
 
 impl Module {
-    /// A module with fresh state around `push` (tests and benchmarks build modules this way).
+    /// A module with fresh state on the memory backend around `push` (tests and benchmarks
+    /// build modules this way).
     pub fn new(
         id: &str,
-        module_type: ModuleType,
+        type_name: &'static str,
         push: Arc<dyn PushTrait>,
         ratelimit: RatelimitConfig,
-        dead_token_memory: std::time::Duration,
+        dead_token_memory: Duration,
         metrics: ModuleMetrics,
     ) -> Self {
         Module {
             id: id.to_owned(),
-            module_type,
+            type_name,
             push,
             ratelimit: Arc::new(Ratelimiter::new(ratelimit)),
             ratelimit_config: ratelimit,
@@ -63,13 +74,45 @@ impl Module {
             retired: Arc::new(CancellationToken::new()),
         }
     }
+
+    /// The same module with its ratelimit and dead tokens on the Redis backend in `store`.
+    pub fn on_redis(self, store: Arc<RedisStore>, dead_token_memory: Duration) -> Self {
+        Module {
+            ratelimit: Arc::new(Ratelimiter::with_redis(
+                self.ratelimit_config,
+                store.clone(),
+                &self.id,
+            )),
+            dead_tokens: Arc::new(DeadTokens::with_redis(dead_token_memory, store, &self.id)),
+            ..self
+        }
+    }
+
+    /// Resolves when a reload has removed this module.
+    pub async fn retired(&self) {
+        self.retired.cancelled().await
+    }
+
+    /// The Redis store this module decides with, if it is on the Redis backend.
+    pub fn redis_store(&self) -> Option<&Arc<RedisStore>> {
+        self.ratelimit.redis_store()
+    }
+
+    /// The sizes an operator watches, read now.
+    fn gauges(&self) -> ModuleGauges {
+        ModuleGauges {
+            module: self.id.clone(),
+            ratelimit_entries: self.ratelimit.len(),
+            dead_tokens: self.dead_tokens.len(),
+        }
+    }
 }
 
 impl fmt::Debug for Module {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Module")
             .field("id", &self.id)
-            .field("module_type", &self.module_type)
+            .field("type", &self.type_name)
             .finish_non_exhaustive()
     }
 }
@@ -125,8 +168,16 @@ impl ModuleSet {
         self.order.iter().filter_map(|id| self.by_id.get(id))
     }
 
-    pub fn default_id(&self) -> Option<&str> {
-        self.default.as_ref().map(|m| m.id.as_str())
+    /// Each module's sizes, in file order, for the metrics.
+    pub fn gauges(&self) -> Vec<ModuleGauges> {
+        self.iter().map(|module| module.gauges()).collect()
+    }
+
+    /// Fallbacks to local decisions so far of the Redis store the modules share, if any.
+    pub fn redis_fallbacks(&self) -> Option<u64> {
+        self.iter()
+            .find_map(|module| module.redis_store())
+            .map(|store| store.fallbacks())
     }
 
     /// Start the periodic sweeps of the modules' ratelimit and dead-token caches, except those
@@ -144,221 +195,18 @@ impl ModuleSet {
             }
         }
     }
-}
 
-/// Everything wrong with the modules of a settings file.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
-pub struct BuildErrors(pub Vec<String>);
-
-/// Build every configured module. Collects all problems rather than stopping at the first, so
-/// that `fpush --check` shows an operator everything at once.
-///
-/// With `previous` (a reload), a module whose id and type are unchanged keeps its dead-token
-/// memory, wipe guard, identity and ratelimit state (new ratelimit settings apply to what it
-/// remembers); its platform is rebuilt from the new settings (credentials may have changed).
-pub fn build(
-    settings: &Settings,
-    metrics: &Metrics,
-    previous: Option<&ModuleSet>,
-) -> Result<(ModuleSet, Vec<ConfigWarning>), BuildErrors> {
-    let mut warnings = Vec::new();
-    let mut errors = Vec::new();
-    let mut built = Vec::new();
-    let redis = redis_store(settings, previous).unwrap_or_else(|error| {
-        errors.push(error.to_string());
-        None
-    });
-    for module_settings in &settings.push_modules {
-        match build_platform(module_settings) {
-            Ok((push, platform_warnings)) => {
-                warnings.extend(platform_warnings);
-                let before = previous
-                    .and_then(|p| p.by_id.get(&module_settings.id))
-                    .filter(|b| b.module_type == module_settings.module_type);
-                built.push((
-                    assemble(
-                        module_settings,
-                        push,
-                        settings,
-                        metrics,
-                        before,
-                        redis.as_ref(),
-                    ),
-                    module_settings.is_default_module,
-                ));
+    /// Retire the modules of this (outgoing) set that `next` does not carry on: their queued
+    /// pushes are answered and their sweepers stop.
+    pub fn retire_all_but(&self, next: &ModuleSet) {
+        for module in self.iter() {
+            let kept = next
+                .by_id
+                .get(&module.id)
+                .is_some_and(|m| Arc::ptr_eq(&m.retired, &module.retired));
+            if !kept {
+                module.retired.cancel();
             }
-            Err(message) => errors.push(message),
         }
-    }
-    if errors.is_empty() {
-        Ok((ModuleSet::from_modules(built), warnings))
-    } else {
-        Err(BuildErrors(errors))
-    }
-}
-
-/// The Redis store of the modules whose ratelimit backend is `redis`: the previous one when a
-/// reload keeps the URL and prefix (and so its connection), else a new one (connecting lazily).
-fn redis_store(
-    settings: &Settings,
-    previous: Option<&ModuleSet>,
-) -> Result<Option<Arc<RedisStore>>, RedisUrlError> {
-    let wanted = settings
-        .push_modules
-        .iter()
-        .any(|module| module.ratelimit.backend == RatelimitBackend::Redis);
-    // Validation requires the `redis` section whenever a module wants it.
-    let Some(redis) = settings.redis.as_ref().filter(|_| wanted) else {
-        return Ok(None);
-    };
-    let kept = previous
-        .into_iter()
-        .flat_map(ModuleSet::iter)
-        .find_map(|module| {
-            module
-                .ratelimit
-                .redis_store()
-                .filter(|store| store.is_for(&redis.url, &redis.key_prefix))
-        });
-    match kept {
-        Some(store) => Ok(Some(store.clone())),
-        None => RedisStore::new(&redis.url, &redis.key_prefix, RedisOptions::default()).map(Some),
-    }
-}
-
-fn assemble(
-    module: &ModuleSettings,
-    push: Arc<dyn PushTrait>,
-    settings: &Settings,
-    metrics: &Metrics,
-    before: Option<&Arc<Module>>,
-    redis: Option<&Arc<RedisStore>>,
-) -> Module {
-    let ratelimit_config = RatelimitConfig {
-        enabled: module.ratelimit.enabled,
-        window: module.ratelimit.ratelimit_time,
-        cleanup_interval: module.ratelimit.ratelimit_cleanup_interval,
-    };
-    // The module's store when its backend is Redis (`build` made one if any module needs it).
-    let redis = redis.filter(|_| module.ratelimit.backend == RatelimitBackend::Redis);
-    // A reload keeps the module's ratelimit and dead tokens only on the same backend (and the
-    // same store); its wipe guard and queued pushes stay in any case.
-    let same_backend = before.filter(|b| match (b.ratelimit.redis_store(), redis) {
-        (None, None) => true,
-        (Some(was), Some(is)) => Arc::ptr_eq(was, is),
-        _ => false,
-    });
-    let ratelimit = match (same_backend, redis) {
-        (Some(before), _) if before.ratelimit_config == ratelimit_config => {
-            before.ratelimit.clone()
-        }
-        (Some(before), _) => Arc::new(before.ratelimit.reconfigured(ratelimit_config)),
-        (_, Some(store)) => Arc::new(Ratelimiter::with_redis(
-            ratelimit_config,
-            store.clone(),
-            &module.id,
-        )),
-        (_, None) => Arc::new(Ratelimiter::new(ratelimit_config)),
-    };
-    let remember = settings.dead_tokens.remember;
-    let dead_tokens = match (same_backend, redis) {
-        (Some(before), _) => before.dead_tokens.clone(),
-        (None, Some(store)) => {
-            Arc::new(DeadTokens::with_redis(remember, store.clone(), &module.id))
-        }
-        (None, None) => Arc::new(DeadTokens::new(remember)),
-    };
-    Module {
-        id: module.id.clone(),
-        module_type: module.module_type,
-        push,
-        ratelimit,
-        ratelimit_config,
-        reject_with: module.ratelimit.reject_with,
-        dead_tokens,
-        wipe_guard: before.map_or_else(Default::default, |b| b.wipe_guard.clone()),
-        metrics: metrics.module(&module.id),
-        retired: before.map_or_else(Default::default, |b| b.retired.clone()),
-    }
-}
-
-type Built = (Arc<dyn PushTrait>, Vec<ConfigWarning>);
-
-/// Deserialise the module's platform block and construct the platform, or say why not.
-fn build_platform(module: &ModuleSettings) -> Result<Built, String> {
-    let config_error = |e: ConfigError| e.to_string();
-    match module.module_type {
-        #[cfg(feature = "enable_apns_support")]
-        ModuleType::Apple => {
-            let (cfg, warnings) = module
-                .platform_config::<fpush_apns::ApnsConfig>()
-                .map_err(config_error)?;
-            let push = fpush_apns::ApnsPush::new(&module.id, cfg)
-                .map_err(|e| format!("pushModules.{}.{}: {e}", module.id, module.platform_key()))?;
-            Ok((Arc::new(push), warnings))
-        }
-        #[cfg(feature = "enable_fcm_support")]
-        ModuleType::Google => {
-            let (cfg, warnings) = module
-                .platform_config::<fpush_fcm::FcmConfig>()
-                .map_err(config_error)?;
-            let push = fpush_fcm::FcmPush::new(&module.id, cfg)
-                .map_err(|e| format!("pushModules.{}.{}: {e}", module.id, module.platform_key()))?;
-            Ok((Arc::new(push), warnings))
-        }
-        #[cfg(feature = "enable_demo_support")]
-        ModuleType::Demo => {
-            let (cfg, warnings) = module
-                .platform_config::<fpush_demo::DemoConfig>()
-                .map_err(config_error)?;
-            Ok((
-                Arc::new(fpush_demo::DemoPush::new(&module.id, cfg)),
-                warnings,
-            ))
-        }
-        // Settings validation already rejects types whose feature is off, naming the feature;
-        // this arm only keeps the match total in such builds.
-        #[allow(unreachable_patterns)]
-        other => Err(format!(
-            "pushModules.{}: module type {other:?} is not compiled into this build",
-            module.id
-        )),
-    }
-}
-
-/// A one-line description of a module for `fpush --check` and the start-up log.
-pub fn describe(module: &ModuleSettings) -> String {
-    let ratelimit = if module.ratelimit.enabled {
-        let backend = match module.ratelimit.backend {
-            crate::config::RatelimitBackend::Memory => "in memory",
-            crate::config::RatelimitBackend::Redis => "shared on Redis",
-        };
-        format!(
-            "ratelimit {} {backend} (entries kept {})",
-            humantime::format_duration(module.ratelimit.ratelimit_time),
-            humantime::format_duration(module.ratelimit.ratelimit_cleanup_interval)
-        )
-    } else {
-        "ratelimit off".to_owned()
-    };
-    format!(
-        "module {}: type {}{}, {ratelimit}",
-        module.id,
-        type_name(module.module_type),
-        if module.is_default_module {
-            ", default"
-        } else {
-            ""
-        }
-    )
-}
-
-/// The settings-file spelling of a module type.
-pub fn type_name(module_type: ModuleType) -> &'static str {
-    match module_type {
-        ModuleType::Apple => "apple",
-        ModuleType::Google => "google",
-        ModuleType::Demo => "demo",
     }
 }

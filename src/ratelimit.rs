@@ -33,7 +33,7 @@ use token_key::{new_token_map, table_bytes, TokenHasher, TokenMap};
 pub use dead_tokens::DeadTokens;
 pub use redis::{RedisOptions, RedisStore, RedisUrlError};
 
-use redis::{ModuleKeys, SharedOutcome, TokenDigest};
+use redis::{ModuleKeys, ScriptAnswer, TokenDigest};
 
 /// How one module limits pushes per token (`pushModules.<id>.ratelimit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,13 +95,13 @@ struct SharedLimit {
     keys: ModuleKeys,
 }
 
-/// What to do with a push on the Redis backend, where the dead-token memory is asked in the same
-/// round trip as the ratelimit.
+/// Whether a push may go out: the dead-token memory and the ratelimit asked together (in one
+/// round trip on the Redis backend).
 #[must_use]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Admission {
     /// A provider declared the token dead recently: answer without asking it (nothing recorded).
-    Dead,
+    KnownDead,
     /// The ratelimit's decision (recorded like `Ratelimiter::check`'s).
     Decided(Decision),
 }
@@ -121,7 +121,7 @@ impl Ratelimiter {
     }
 
     /// A limiter on the Redis backend for module `module_id`: decisions are taken in `store`,
-    /// shared with every instance that uses the same Redis and key prefix (`check_shared`).
+    /// shared with every instance that uses the same Redis and key prefix (`admit`).
     pub fn with_redis(config: RatelimitConfig, store: Arc<RedisStore>, module_id: &str) -> Self {
         let keys = store.keys_for(module_id);
         Self {
@@ -174,30 +174,25 @@ impl Ratelimiter {
         }
     }
 
-    /// Whether this limiter decides in Redis (`check_shared`) rather than in memory (`check`).
-    pub fn is_shared(&self) -> bool {
-        self.shared.is_some()
-    }
-
     /// The Redis connection this limiter decides with, if it is on the Redis backend.
     pub fn redis_store(&self) -> Option<&Arc<RedisStore>> {
         self.shared.as_ref().map(|shared| &shared.store)
     }
 
-    /// Decides what to do with a push for `token` on the Redis backend, consulting `dead` in the
-    /// same round trip: one script run, atomic across every fpush instance sharing the Redis.
+    /// Decides what to do with a push for `token`, consulting `dead` too. On the Redis backend
+    /// that is one script run, atomic across every fpush instance sharing the Redis.
     ///
     /// Always resolves within the store's timeout: when Redis fails, is slow or is known to be
     /// down, the decision is this instance's own (`check` and `DeadTokens::is_dead`), counted in
     /// `RedisStore::fallbacks`. On the memory backend this is just those two.
-    pub async fn check_shared(&self, dead: &DeadTokens, token: &str) -> Verdict {
+    pub async fn admit(&self, dead: &DeadTokens, token: &str) -> Admission {
         let Some(shared) = &self.shared else {
             return self.check_locally(dead, token);
         };
         let digest = TokenDigest::of(token);
         let dead_key = dead.shared_key(&shared.store, &digest);
         if dead_key.is_none() && dead.is_dead(token) {
-            return Verdict::Dead;
+            return Admission::KnownDead;
         }
         let window = self.config.enabled.then_some(self.config.window);
         let outcome = shared
@@ -206,27 +201,35 @@ impl Ratelimiter {
             .await;
         match outcome {
             None => self.check_locally(dead, token),
-            Some(SharedOutcome::Dead) => Verdict::Dead,
-            Some(SharedOutcome::Reject) => Verdict::Decided(Decision::Reject),
-            Some(SharedOutcome::Send) => {
+            Some(ScriptAnswer::Dead) => Admission::KnownDead,
+            Some(ScriptAnswer::Reject) => Admission::Decided(Decision::Reject),
+            Some(ScriptAnswer::Send) => {
                 self.mirror(token, None);
-                Verdict::Decided(Decision::Send)
+                Admission::Decided(Decision::Send)
             }
-            Some(SharedOutcome::SendAfter(delay)) => {
+            Some(ScriptAnswer::SendAfter(delay)) => {
                 // Counted from when the answer arrived, so the send is never earlier than Redis
                 // allowed; at most one round trip later.
                 let at = Instant::now() + delay;
                 self.mirror(token, Some(at));
-                Verdict::Decided(Decision::SendAt(at))
+                Admission::Decided(Decision::SendAt(at))
             }
         }
     }
 
-    fn check_locally(&self, dead: &DeadTokens, token: &str) -> Verdict {
+    /// The decision for a push for `token` when it can be taken without a round trip (the
+    /// memory backend); `None` on the Redis backend, where [`Ratelimiter::admit`] decides.
+    pub fn admit_at_once(&self, dead: &DeadTokens, token: &str) -> Option<Admission> {
+        self.shared
+            .is_none()
+            .then(|| self.check_locally(dead, token))
+    }
+
+    fn check_locally(&self, dead: &DeadTokens, token: &str) -> Admission {
         if dead.is_dead(token) {
-            Verdict::Dead
+            Admission::KnownDead
         } else {
-            Verdict::Decided(self.check(token))
+            Admission::Decided(self.check(token))
         }
     }
 
@@ -286,7 +289,11 @@ impl std::fmt::Debug for Ratelimiter {
             .field("config", &self.config)
             .field(
                 "backend",
-                &if self.is_shared() { "redis" } else { "memory" },
+                &if self.shared.is_some() {
+                    "redis"
+                } else {
+                    "memory"
+                },
             )
             .field("tokens", &self.len())
             .finish_non_exhaustive()

@@ -13,12 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fpush::component::{reply_channel, Inbound};
-use fpush::config::ModuleType;
 use fpush::dispatcher::Dispatcher;
 use fpush::metrics::{Metrics, ModuleMetrics};
 use fpush::modules::{Module, ModuleSet};
 use fpush::ratelimit::{
-    DeadTokens, Decision, RatelimitConfig, Ratelimiter, RedisOptions, RedisStore, Verdict,
+    Admission, DeadTokens, Decision, RatelimitConfig, Ratelimiter, RedisOptions, RedisStore,
 };
 use fpush_testkit::xmpp::{prosody_push_iq, Stanza};
 use fpush_traits::{async_trait, Delivered, PushError, PushNotification, PushTrait};
@@ -156,15 +155,15 @@ impl Instance {
         }
     }
 
-    async fn check(&self, token: &str) -> Verdict {
-        self.ratelimit.check_shared(&self.dead, token).await
+    async fn check(&self, token: &str) -> Admission {
+        self.ratelimit.admit(&self.dead, token).await
     }
 
     /// The ratelimit decision, asserting the token is not dead.
     async fn decide(&self, token: &str) -> Decision {
         match self.check(token).await {
-            Verdict::Decided(decision) => decision,
-            Verdict::Dead => panic!("token unexpectedly dead"),
+            Admission::Decided(decision) => decision,
+            Admission::KnownDead => panic!("token unexpectedly dead"),
         }
     }
 }
@@ -350,7 +349,7 @@ async fn dead_tokens_are_shared_between_instances() {
     let b = Instance::new(&redis.url(), window, patient());
 
     a.dead.remember_dead(TOKEN).await;
-    assert_eq!(b.check(TOKEN).await, Verdict::Dead);
+    assert_eq!(b.check(TOKEN).await, Admission::KnownDead);
     assert!(
         !b.dead.is_dead(TOKEN),
         "instance b learnt it from Redis, not from its own memory"
@@ -380,7 +379,7 @@ async fn marking_a_token_dead_writes_it_to_redis_in_the_background() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(b.check(TOKEN).await, Verdict::Dead);
+    assert_eq!(b.check(TOKEN).await, Admission::KnownDead);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -494,24 +493,15 @@ fn dispatcher_on_redis(
 ) {
     let provider = Arc::new(CountingProvider::default());
     let store = RedisStore::new(url, PREFIX, patient()).unwrap();
-    let mut module = Module::new(
+    let module = Module::new(
         MODULE,
-        ModuleType::Demo,
+        "demo",
         provider.clone(),
         config(window),
         Duration::from_secs(3600),
         ModuleMetrics::detached(),
-    );
-    module.ratelimit = Arc::new(Ratelimiter::with_redis(
-        config(window),
-        store.clone(),
-        MODULE,
-    ));
-    module.dead_tokens = Arc::new(DeadTokens::with_redis(
-        Duration::from_secs(3600),
-        store,
-        MODULE,
-    ));
+    )
+    .on_redis(store, Duration::from_secs(3600));
     let modules = Arc::new(ModuleSet::from_modules(vec![(module, true)]));
     let (sender, replies) = reply_channel();
     (

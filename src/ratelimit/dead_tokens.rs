@@ -5,7 +5,7 @@
 //! ratelimit's: a seeded 128-bit hash of the token and the time it is forgotten.
 //!
 //! On the Redis backend a dead token is also written to Redis (`SET … PX remember`), where every
-//! instance's `Ratelimiter::check_shared` finds it; the local map still answers when Redis cannot.
+//! instance's `Ratelimiter::admit` finds it; the local map still answers when Redis cannot.
 
 use std::sync::Arc;
 use std::time::Duration;

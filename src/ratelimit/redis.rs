@@ -2,7 +2,7 @@
 //! ratelimit and dead-token memory make on it.
 //!
 //! Every call is bounded by a short timeout and goes through [`Health`], so a Redis that is down
-//! or slow turns into local decisions (see `Ratelimiter::check_shared`), never into a lost or
+//! or slow turns into local decisions (see `Ratelimiter::admit`), never into a lost or
 //! stuck push. The connection is the `redis` crate's reconnecting `ConnectionManager`, created on
 //! first use: building the modules (and `fpush --check`) needs no Redis.
 
@@ -46,7 +46,7 @@ pub struct RedisUrlError(#[source] RedisError);
 
 /// What Redis decided for one push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SharedOutcome {
+pub(crate) enum ScriptAnswer {
     Send,
     /// Queued: send after this long from now.
     SendAfter(Duration),
@@ -109,7 +109,7 @@ impl RedisStore {
         ratelimit_key: &str,
         dead_key: Option<&str>,
         window: Option<Duration>,
-    ) -> Option<SharedOutcome> {
+    ) -> Option<ScriptAnswer> {
         let window = window.map_or_else(|| "off".to_owned(), |window| micros(window).to_string());
         let mut invocation = self.decide.prepare_invoke();
         invocation
@@ -121,12 +121,12 @@ impl RedisStore {
             .call(|mut connection| async move { invocation.invoke_async(&mut connection).await })
             .await?;
         match outcome {
-            0 => Some(SharedOutcome::Send),
-            1 => Some(SharedOutcome::SendAfter(Duration::from_micros(
+            0 => Some(ScriptAnswer::Send),
+            1 => Some(ScriptAnswer::SendAfter(Duration::from_micros(
                 u64::try_from(delay).unwrap_or(0),
             ))),
-            2 => Some(SharedOutcome::Reject),
-            3 => Some(SharedOutcome::Dead),
+            2 => Some(ScriptAnswer::Reject),
+            3 => Some(ScriptAnswer::Dead),
             other => {
                 self.health
                     .failed(&format_args!("the decision script answered {other}"));

@@ -1,0 +1,59 @@
+//! The front doors: each way a push reaches fpush, resolving a request to a [`Target`] — the
+//! module that delivers it, what identifies the target for the module's policy, and the
+//! notification to send — or to a [`Refusal`] answered at once.
+//!
+//! Only the doors know a client protocol's rules; after them every push takes the same path
+//! (admission, sending, settling, the reply table).
+
+pub mod token_in_node;
+
+use std::sync::Arc;
+
+use fpush_traits::PushNotification;
+
+use crate::modules::Module;
+use crate::outcome::Outcome;
+
+/// Where one push goes and what it carries.
+#[derive(Debug)]
+pub struct Target {
+    pub module: Arc<Module>,
+    pub notification: PushNotification,
+    key: TargetKey,
+}
+
+/// What identifies a target for the ratelimit and the dead-token memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetKey {
+    /// The device token alone (the token travels in every push).
+    Token,
+    /// A key of the door's own (e.g. a registration's token and account together).
+    Composite(String),
+}
+
+impl Target {
+    pub fn new(module: Arc<Module>, notification: PushNotification, key: TargetKey) -> Self {
+        Self {
+            module,
+            notification,
+            key,
+        }
+    }
+
+    /// The key the module's policy decides and remembers by.
+    pub fn key(&self) -> &str {
+        match &self.key {
+            TargetKey::Token => &self.notification.token,
+            TargetKey::Composite(key) => key,
+        }
+    }
+}
+
+/// A request a door answers itself, without a provider call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// How the request is counted; it also picks the reply.
+    pub outcome: Outcome,
+    /// The reply's text, for the XMPP server's log.
+    pub text: String,
+}

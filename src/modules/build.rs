@@ -1,0 +1,182 @@
+//! Making the modules of a settings file: each platform built from its parsed block, each
+//! module given its ratelimit, dead-token memory and wipe guard — carried over from the running
+//! module on a reload when its id and type are unchanged.
+//!
+//! Building opens and checks credential files but makes no network call, which is what gives
+//! `fpush --check` its value before a restart or reload.
+
+use std::sync::Arc;
+
+use fpush_traits::PushTrait;
+
+use super::registry::{build_platform, type_name};
+use super::{Module, ModuleSet};
+use crate::config::{ConfigWarning, ModuleSettings, RatelimitBackend, Settings};
+use crate::metrics::Metrics;
+use crate::ratelimit::{
+    DeadTokens, RatelimitConfig, Ratelimiter, RedisOptions, RedisStore, RedisUrlError,
+};
+
+/// Everything wrong with the modules of a settings file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct BuildErrors(pub Vec<String>);
+
+/// Build every configured module. Collects all problems rather than stopping at the first, so
+/// that `fpush --check` shows an operator everything at once.
+///
+/// With `previous` (a reload), a module whose id and type are unchanged keeps its dead-token
+/// memory, wipe guard, identity and ratelimit state (new ratelimit settings apply to what it
+/// remembers); its platform is rebuilt from the new settings (credentials may have changed).
+pub fn build(
+    settings: &Settings,
+    metrics: &Metrics,
+    previous: Option<&ModuleSet>,
+) -> Result<(ModuleSet, Vec<ConfigWarning>), BuildErrors> {
+    let mut warnings = Vec::new();
+    let mut errors = Vec::new();
+    let mut built = Vec::new();
+    let redis = redis_store(settings, previous).unwrap_or_else(|error| {
+        errors.push(error.to_string());
+        None
+    });
+    for module_settings in &settings.push_modules {
+        match build_platform(module_settings) {
+            Ok((push, platform_warnings)) => {
+                warnings.extend(platform_warnings);
+                let before = previous
+                    .and_then(|p| p.by_id.get(&module_settings.id))
+                    .filter(|b| b.type_name == type_name(module_settings));
+                built.push((
+                    assemble(
+                        module_settings,
+                        push,
+                        settings,
+                        metrics,
+                        before,
+                        redis.as_ref(),
+                    ),
+                    module_settings.is_default_module,
+                ));
+            }
+            Err(message) => errors.push(message),
+        }
+    }
+    if errors.is_empty() {
+        Ok((ModuleSet::from_modules(built), warnings))
+    } else {
+        Err(BuildErrors(errors))
+    }
+}
+
+/// The Redis store of the modules whose ratelimit backend is `redis`: the previous one when a
+/// reload keeps the URL and prefix (and so its connection), else a new one (connecting lazily).
+fn redis_store(
+    settings: &Settings,
+    previous: Option<&ModuleSet>,
+) -> Result<Option<Arc<RedisStore>>, RedisUrlError> {
+    let wanted = settings
+        .push_modules
+        .iter()
+        .any(|module| module.ratelimit.backend == RatelimitBackend::Redis);
+    // Validation requires the `redis` section whenever a module wants it.
+    let Some(redis) = settings.redis.as_ref().filter(|_| wanted) else {
+        return Ok(None);
+    };
+    let kept = previous
+        .into_iter()
+        .flat_map(ModuleSet::iter)
+        .find_map(|module| {
+            module
+                .ratelimit
+                .redis_store()
+                .filter(|store| store.is_for(&redis.url, &redis.key_prefix))
+        });
+    match kept {
+        Some(store) => Ok(Some(store.clone())),
+        None => RedisStore::new(&redis.url, &redis.key_prefix, RedisOptions::default()).map(Some),
+    }
+}
+
+fn assemble(
+    module: &ModuleSettings,
+    push: Arc<dyn PushTrait>,
+    settings: &Settings,
+    metrics: &Metrics,
+    before: Option<&Arc<Module>>,
+    redis: Option<&Arc<RedisStore>>,
+) -> Module {
+    let ratelimit_config = RatelimitConfig {
+        enabled: module.ratelimit.enabled,
+        window: module.ratelimit.ratelimit_time,
+        cleanup_interval: module.ratelimit.ratelimit_cleanup_interval,
+    };
+    // The module's store when its backend is Redis (`build` made one if any module needs it).
+    let redis = redis.filter(|_| module.ratelimit.backend == RatelimitBackend::Redis);
+    // A reload keeps the module's ratelimit and dead tokens only on the same backend (and the
+    // same store); its wipe guard and queued pushes stay in any case.
+    let same_backend = before.filter(|b| match (b.ratelimit.redis_store(), redis) {
+        (None, None) => true,
+        (Some(was), Some(is)) => Arc::ptr_eq(was, is),
+        _ => false,
+    });
+    let ratelimit = match (same_backend, redis) {
+        (Some(before), _) if before.ratelimit_config == ratelimit_config => {
+            before.ratelimit.clone()
+        }
+        (Some(before), _) => Arc::new(before.ratelimit.reconfigured(ratelimit_config)),
+        (_, Some(store)) => Arc::new(Ratelimiter::with_redis(
+            ratelimit_config,
+            store.clone(),
+            &module.id,
+        )),
+        (_, None) => Arc::new(Ratelimiter::new(ratelimit_config)),
+    };
+    let remember = settings.dead_tokens.remember;
+    let dead_tokens = match (same_backend, redis) {
+        (Some(before), _) => before.dead_tokens.clone(),
+        (None, Some(store)) => {
+            Arc::new(DeadTokens::with_redis(remember, store.clone(), &module.id))
+        }
+        (None, None) => Arc::new(DeadTokens::new(remember)),
+    };
+    Module {
+        id: module.id.clone(),
+        type_name: type_name(module),
+        push,
+        ratelimit,
+        ratelimit_config,
+        reject_with: module.ratelimit.reject_with,
+        dead_tokens,
+        wipe_guard: before.map_or_else(Default::default, |b| b.wipe_guard.clone()),
+        metrics: metrics.module(&module.id),
+        retired: before.map_or_else(Default::default, |b| b.retired.clone()),
+    }
+}
+
+/// A one-line description of a module for `fpush --check` and the start-up log.
+pub fn describe(module: &ModuleSettings) -> String {
+    let ratelimit = if module.ratelimit.enabled {
+        let backend = match module.ratelimit.backend {
+            crate::config::RatelimitBackend::Memory => "in memory",
+            crate::config::RatelimitBackend::Redis => "shared on Redis",
+        };
+        format!(
+            "ratelimit {} {backend} (entries kept {})",
+            humantime::format_duration(module.ratelimit.ratelimit_time),
+            humantime::format_duration(module.ratelimit.ratelimit_cleanup_interval)
+        )
+    } else {
+        "ratelimit off".to_owned()
+    };
+    format!(
+        "module {}: type {}{}, {ratelimit}",
+        module.id,
+        type_name(module),
+        if module.is_default_module {
+            ", default"
+        } else {
+            ""
+        }
+    )
+}

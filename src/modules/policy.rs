@@ -1,0 +1,145 @@
+//! A module's per-push policy: what it decides before the provider is called ([`Module::admit`])
+//! and what it learns from the answer ([`Module::settle`]).
+//!
+//! Both take the target's key — what the front door says identifies the target (today the device
+//! token) — so that the ratelimit and the dead-token memory never need to know which door a push
+//! came through.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fpush_traits::{token_prefix, DeadTokenReason, Delivered, PushError};
+
+use super::Module;
+use crate::outcome::Outcome;
+use crate::ratelimit::{Admission, Decision};
+
+/// A module's answer to "may this push go out?": at once on the memory backend, after a round
+/// trip on the Redis backend.
+pub enum Admitting {
+    Now(Admission),
+    Shared(SharedAdmission),
+}
+
+/// An admission being decided in Redis.
+pub struct SharedAdmission {
+    module: Arc<Module>,
+    key: String,
+}
+
+impl SharedAdmission {
+    /// Resolves within the store's timeout: when Redis fails, is slow or is known to be down,
+    /// this instance decides alone (counted as a fallback).
+    pub async fn decided(self) -> Admission {
+        let module = &self.module;
+        let admission = module.ratelimit.admit(&module.dead_tokens, &self.key).await;
+        module.note_admission(&self.key, admission);
+        admission
+    }
+}
+
+impl Module {
+    /// Whether a push for `key` goes out now, waits for the end of its ratelimit window, is
+    /// refused because one is already waiting, or is known dead: one call on either backend.
+    /// Counts the pushes it queues; the final outcome of every push is counted by [`Module::count`].
+    pub fn admit(self: &Arc<Self>, key: &str) -> Admitting {
+        match self.ratelimit.admit_at_once(&self.dead_tokens, key) {
+            Some(admission) => {
+                self.note_admission(key, admission);
+                Admitting::Now(admission)
+            }
+            None => Admitting::Shared(SharedAdmission {
+                module: self.clone(),
+                key: key.to_owned(),
+            }),
+        }
+    }
+
+    fn note_admission(&self, key: &str, admission: Admission) {
+        match admission {
+            Admission::Decided(Decision::SendAt(_)) => {
+                log::debug!("module {}: push for {}… queued", self.id, token_prefix(key));
+                self.metrics.count(Outcome::queued);
+            }
+            Admission::Decided(Decision::Reject) => {
+                log::debug!(
+                    "module {}: push for {}… ratelimited",
+                    self.id,
+                    token_prefix(key)
+                );
+            }
+            Admission::KnownDead => {
+                log::debug!("module {}: {}… is known dead", self.id, token_prefix(key));
+            }
+            Admission::Decided(Decision::Send) => {}
+        }
+    }
+
+    /// Learns from the provider's answer for `key` (dead-token memory, wipe guard) and says how
+    /// the push ended. `took` is how long the provider call lasted.
+    pub fn settle(
+        &self,
+        key: &str,
+        result: &Result<Delivered, PushError>,
+        took: Duration,
+    ) -> Outcome {
+        self.metrics.observe_latency(took);
+        match result {
+            Ok(_) => {
+                self.wipe_guard.record_success();
+                Outcome::delivered
+            }
+            Err(PushError::TokenInvalid(reason)) => self.settle_dead(key, *reason),
+            Err(error) => {
+                self.wipe_guard.record_other();
+                // Per push at debug only: the platform logs the cause (at most once a minute)
+                // and the summary line counts these, so a failing provider cannot flood the log.
+                log::debug!(
+                    "module {}: push for {}… failed: {error}",
+                    self.id,
+                    token_prefix(key)
+                );
+                match error {
+                    PushError::ProviderThrottled { .. } => Outcome::throttled,
+                    PushError::Timeout => Outcome::timeout,
+                    PushError::Misconfigured(_) => Outcome::misconfigured,
+                    PushError::Transient(_) | PushError::TokenInvalid(_) => Outcome::transient,
+                }
+            }
+        }
+    }
+
+    /// A token the provider declared dead: remembered and answered dead, unless "not for this
+    /// app" answers dominate the module (then it is the operator's mistake, not the token's).
+    fn settle_dead(&self, key: &str, reason: DeadTokenReason) -> Outcome {
+        if reason == DeadTokenReason::NotForThisApp {
+            if self.wipe_guard.record_not_for_app(key) {
+                log::error!(
+                    "module {}: the provider says most tokens belong to another app; check its \
+                     topic/project. Answering wait instead of disabling registrations",
+                    self.id
+                );
+                return Outcome::misconfigured;
+            }
+        } else {
+            self.wipe_guard.record_other();
+        }
+        log::info!(
+            "module {}: token {}… is dead ({reason:?}); disabling it",
+            self.id,
+            token_prefix(key)
+        );
+        self.dead_tokens.mark_dead(key);
+        Outcome::token_invalid
+    }
+
+    /// Counts how one push of this module ended.
+    pub fn count(&self, outcome: Outcome) {
+        self.metrics.count(outcome);
+    }
+
+    /// Counts a push that named this module.
+    pub fn count_received(&self) {
+        self.metrics.received();
+    }
+}

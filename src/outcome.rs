@@ -1,0 +1,78 @@
+//! How a push ended: the one vocabulary the modules, the dispatcher's reply table and the
+//! metrics share, so none of them has to import another to agree on it.
+
+use prometheus_client::encoding::EncodeLabelValue;
+
+/// How a push ended (or, for `queued`, what happened to it on the way). The names are the
+/// `outcome` label values of `fpush_pushes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Outcome {
+    delivered,
+    queued,
+    ratelimited,
+    token_invalid,
+    known_dead,
+    unknown_module,
+    throttled,
+    timeout,
+    transient,
+    misconfigured,
+    overloaded,
+    bad_request,
+    shutdown,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 13] = [
+        Outcome::delivered,
+        Outcome::queued,
+        Outcome::ratelimited,
+        Outcome::token_invalid,
+        Outcome::known_dead,
+        Outcome::unknown_module,
+        Outcome::throttled,
+        Outcome::timeout,
+        Outcome::transient,
+        Outcome::misconfigured,
+        Outcome::overloaded,
+        Outcome::bad_request,
+        Outcome::shutdown,
+    ];
+
+    /// Its position in [`Outcome::ALL`], for per-outcome arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The label value (and the word in the summary log line).
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::delivered => "delivered",
+            Outcome::queued => "queued",
+            Outcome::ratelimited => "ratelimited",
+            Outcome::token_invalid => "token_invalid",
+            Outcome::known_dead => "known_dead",
+            Outcome::unknown_module => "unknown_module",
+            Outcome::throttled => "throttled",
+            Outcome::timeout => "timeout",
+            Outcome::transient => "transient",
+            Outcome::misconfigured => "misconfigured",
+            Outcome::overloaded => "overloaded",
+            Outcome::bad_request => "bad_request",
+            Outcome::shutdown => "shutdown",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_outcome_at_its_index() {
+        for (i, outcome) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(outcome.index(), i, "{}", outcome.name());
+        }
+    }
+}
