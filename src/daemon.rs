@@ -92,16 +92,7 @@ pub async fn run(
         metrics.clone(),
     );
     if let Some(listen) = settings.metrics.as_ref().map(|m| m.listen) {
-        let observed = Arc::new(Observed {
-            metrics: metrics.clone(),
-            state: state_probe(&dispatcher, state.subscribe()),
-        });
-        let stop = background.clone();
-        tokio::spawn(async move {
-            if let Err(error) = metrics::serve(listen, observed, stop).await {
-                log::error!("cannot serve metrics on {listen}: {error}");
-            }
-        });
+        spawn_metrics_listener(listen, &dispatcher, &metrics, &state, &background);
     }
 
     loop {
@@ -120,20 +111,8 @@ pub async fn run(
             },
         }
     }
-
-    log::info!(
-        "shutting down: {} pushes in flight, waiting up to {}",
-        dispatcher.in_flight(),
-        humantime::format_duration(settings.limits.shutdown_grace)
-    );
-    stop_reading.cancel();
-    // Stanzas already read are answered like any other.
-    inbound_rx.close();
-    while let Some(inbound) = inbound_rx.recv().await {
-        dispatcher.handle(inbound);
-    }
-    // Consuming the dispatcher drops the last reply sender: the link flushes and closes the stream.
-    dispatcher.shutdown(settings.limits.shutdown_grace).await;
+    let grace = settings.limits.shutdown_grace;
+    stop_in_order(dispatcher, inbound_rx, stop_reading, grace).await;
     background.cancel();
     match tokio::time::timeout(CLOSE_TIMEOUT, link).await {
         Ok(Ok(Ok(()))) => log::info!("stream closed; bye"),
@@ -141,6 +120,48 @@ pub async fn run(
         Ok(Err(join_error)) => log::error!("component link task failed: {join_error}"),
         Err(_) => log::warn!("the component link did not close in time"),
     }
+}
+
+/// Stop reading, answer what was already read, and let the pushes in flight finish (bounded by
+/// `grace`). Consuming the dispatcher drops the last reply sender: the link then flushes the
+/// replies and closes the stream.
+async fn stop_in_order(
+    dispatcher: Dispatcher,
+    mut inbound_rx: mpsc::Receiver<component::Inbound>,
+    stop_reading: CancellationToken,
+    grace: Duration,
+) {
+    log::info!(
+        "shutting down: {} pushes in flight, waiting up to {}",
+        dispatcher.in_flight(),
+        humantime::format_duration(grace)
+    );
+    stop_reading.cancel();
+    inbound_rx.close();
+    while let Some(inbound) = inbound_rx.recv().await {
+        dispatcher.handle(inbound);
+    }
+    dispatcher.shutdown(grace).await;
+}
+
+/// Serve `/metrics` and `/health` on `listen` until `stop`.
+fn spawn_metrics_listener(
+    listen: std::net::SocketAddr,
+    dispatcher: &Dispatcher,
+    metrics: &Arc<Metrics>,
+    link: &watch::Sender<LinkState>,
+    stop: &CancellationToken,
+) {
+    let observed = Arc::new(Observed {
+        metrics: metrics.clone(),
+        state: state_probe(dispatcher, link.subscribe()),
+    });
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        if let Err(error) = metrics::serve(listen, observed, stop).await {
+            log::error!("cannot serve metrics on {listen}: {error}");
+        }
+    });
 }
 
 /// Settings and the modules built from them, ready to run.

@@ -49,9 +49,24 @@ fn latency_histogram() -> Histogram {
 /// Every metric fpush exports, and the totals behind the summary log line.
 pub struct Metrics {
     registry: Registry,
+    per_push: PushSeries,
+    state: StateSeries,
+    /// The Redis store's own fallback count at the last scrape (the counter follows it).
+    redis_fallbacks_seen: AtomicU64,
+    /// Counters for pushes that name no module (unknown module, malformed push); its shared
+    /// handle also holds the process-wide totals per outcome.
+    unattributed: ModuleMetrics,
+}
+
+/// The series counted per push, by module.
+struct PushSeries {
     pushes: Family<PushLabels, Counter>,
     received: Family<ModuleLabel, Counter>,
     latency: Family<ModuleLabel, Histogram, fn() -> Histogram>,
+}
+
+/// The series that describe the daemon's state, set at scrape time or on rare events.
+struct StateSeries {
     in_flight: Gauge,
     ratelimit_entries: Family<ModuleLabel, Gauge>,
     dead_tokens: Family<ModuleLabel, Gauge>,
@@ -59,11 +74,6 @@ pub struct Metrics {
     reconnects: Counter,
     reloads: Family<ReloadLabel, Counter>,
     redis_fallbacks: Counter,
-    /// The Redis store's own fallback count at the last scrape (the counter follows it).
-    redis_fallbacks_seen: AtomicU64,
-    /// Counters for pushes that name no module (unknown module, malformed push); its shared
-    /// handle also holds the process-wide totals per outcome.
-    unattributed: ModuleMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -122,88 +132,97 @@ where
     metric
 }
 
+impl PushSeries {
+    fn register(r: &mut Registry) -> Self {
+        PushSeries {
+            pushes: registered(
+                r,
+                "pushes",
+                "Pushes by module and outcome (queued is counted when queued, and again with its final outcome)",
+                Family::default(),
+            ),
+            received: registered(
+                r,
+                "pushes_received",
+                "Push IQs received, by the module they named",
+                Family::default(),
+            ),
+            latency: registered(
+                r,
+                "provider_latency_seconds",
+                "Time the provider took per push",
+                Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            ),
+        }
+    }
+}
+
+impl StateSeries {
+    fn register(r: &mut Registry) -> Self {
+        let family = Family::default;
+        StateSeries {
+            in_flight: registered(
+                r,
+                "pushes_in_flight",
+                "Provider calls in flight",
+                Gauge::default(),
+            ),
+            ratelimit_entries: registered(
+                r,
+                "ratelimit_entries",
+                "Tokens the module's ratelimit remembers",
+                family(),
+            ),
+            dead_tokens: registered(
+                r,
+                "dead_tokens",
+                "Dead tokens the module remembers",
+                family(),
+            ),
+            connected: registered(
+                r,
+                "component_connected",
+                "1 while the component stream is up and authenticated",
+                Gauge::default(),
+            ),
+            reconnects: registered(
+                r,
+                "component_reconnects",
+                "Times the component link was re-established",
+                Counter::default(),
+            ),
+            reloads: registered(
+                r,
+                "config_reloads",
+                "Settings reloads (SIGHUP) by result",
+                Family::default(),
+            ),
+            redis_fallbacks: registered(
+                r,
+                "redis_fallbacks",
+                "Ratelimit decisions taken locally because Redis was unreachable or slow",
+                Counter::default(),
+            ),
+        }
+    }
+}
+
 impl Metrics {
     pub fn new() -> Arc<Self> {
-        let mut r = Registry::with_prefix("fpush");
-        let pushes = registered(
-            &mut r,
-            "pushes",
-            "Pushes by module and outcome (queued is counted when queued, and again with its final outcome)",
-            Family::<PushLabels, Counter>::default(),
-        );
-        let received = registered(
-            &mut r,
-            "pushes_received",
-            "Push IQs received, by the module they named",
-            Family::default(),
-        );
-        let latency = registered(
-            &mut r,
-            "provider_latency_seconds",
-            "Time the provider took per push",
-            Family::new_with_constructor(latency_histogram as fn() -> Histogram),
-        );
-        let in_flight = registered(
-            &mut r,
-            "pushes_in_flight",
-            "Provider calls in flight",
-            Gauge::default(),
-        );
-        let ratelimit_entries = registered(
-            &mut r,
-            "ratelimit_entries",
-            "Tokens the module's ratelimit remembers",
-            Family::default(),
-        );
-        let dead_tokens = registered(
-            &mut r,
-            "dead_tokens",
-            "Dead tokens the module remembers",
-            Family::default(),
-        );
-        let connected = registered(
-            &mut r,
-            "component_connected",
-            "1 while the component stream is up and authenticated",
-            Gauge::default(),
-        );
-        let reconnects = registered(
-            &mut r,
-            "component_reconnects",
-            "Times the component link was re-established",
-            Counter::default(),
-        );
-        let reloads = registered(
-            &mut r,
-            "config_reloads",
-            "Settings reloads (SIGHUP) by result",
-            Family::default(),
-        );
-        let redis_fallbacks = registered(
-            &mut r,
-            "redis_fallbacks",
-            "Ratelimit decisions taken locally because Redis was unreachable or slow",
-            Counter::default(),
-        );
+        let mut registry = Registry::with_prefix("fpush");
+        let per_push = PushSeries::register(&mut registry);
+        let state = StateSeries::register(&mut registry);
         // Pushes that name no module are only counted by outcome.
         let unattributed = ModuleMetrics {
-            outcomes: outcome_counters(&pushes, ""),
+            outcomes: outcome_counters(&per_push.pushes, ""),
             received: Counter::default(),
             latency: latency_histogram(),
             totals: Arc::default(),
         };
         Arc::new(Metrics {
-            registry: r,
-            pushes,
-            received,
-            latency,
-            in_flight,
-            ratelimit_entries,
-            dead_tokens,
-            connected,
-            reconnects,
-            reloads,
-            redis_fallbacks,
+            registry,
+            per_push,
+            state,
             redis_fallbacks_seen: AtomicU64::new(0),
             unattributed,
         })
@@ -215,9 +234,9 @@ impl Metrics {
             module: id.to_owned(),
         };
         ModuleMetrics {
-            outcomes: outcome_counters(&self.pushes, id),
-            received: self.received.get_or_create(&label).clone(),
-            latency: self.latency.get_or_create(&label).clone(),
+            outcomes: outcome_counters(&self.per_push.pushes, id),
+            received: self.per_push.received.get_or_create(&label).clone(),
+            latency: self.per_push.latency.get_or_create(&label).clone(),
             totals: self.unattributed.totals.clone(),
         }
     }
@@ -229,11 +248,14 @@ impl Metrics {
 
     pub fn count_reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
-        self.reloads.get_or_create(&ReloadLabel { result }).inc();
+        self.state
+            .reloads
+            .get_or_create(&ReloadLabel { result })
+            .inc();
     }
 
     pub fn count_reconnect(&self) {
-        self.reconnects.inc();
+        self.state.reconnects.inc();
     }
 
     /// Process-wide totals per outcome, in [`Outcome::ALL`] order.
@@ -244,21 +266,24 @@ impl Metrics {
 
     /// The Prometheus text exposition, with the state gauges from `state`.
     pub fn render(&self, state: &StateSnapshot) -> String {
-        self.in_flight.set(state.in_flight as i64);
-        self.connected
+        self.state.in_flight.set(state.in_flight as i64);
+        self.state
+            .connected
             .set(i64::from(matches!(state.link, LinkState::Up { .. })));
         if let Some(now) = state.redis_fallbacks {
             let seen = self.redis_fallbacks_seen.swap(now, Ordering::Relaxed);
-            self.redis_fallbacks.inc_by(now.saturating_sub(seen));
+            self.state.redis_fallbacks.inc_by(now.saturating_sub(seen));
         }
         for gauges in &state.modules {
             let label = ModuleLabel {
                 module: gauges.module.clone(),
             };
-            self.ratelimit_entries
+            self.state
+                .ratelimit_entries
                 .get_or_create(&label)
                 .set(gauges.ratelimit_entries as i64);
-            self.dead_tokens
+            self.state
+                .dead_tokens
                 .get_or_create(&label)
                 .set(gauges.dead_tokens as i64);
         }

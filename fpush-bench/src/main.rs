@@ -7,7 +7,7 @@
 //! its own CPU next to fpush's, to show the generator is not the bottleneck.
 //!
 //! ```text
-//! fpush-bench [--fpush PATH] [--runs N] [--out DIR] [all | a b c d e f | smoke]
+//! fpush-bench [--fpush PATH] [--runs N] [--out DIR] [--pushes N] [--window N] [all | a b c d e f | smoke]
 //! fpush-bench soak [--duration SECS] [--rate N] [--pool N] [--cleanup SECS]
 //! ```
 
@@ -44,14 +44,16 @@ pub enum BenchError {
 }
 
 const USAGE: &str = "\
-usage: fpush-bench [--fpush PATH] [--runs N] [--out DIR] [all | a b c d e f | smoke]
+usage: fpush-bench [--fpush PATH] [--runs N] [--out DIR] [--pushes N] [--window N] [all | a b c d e f | smoke]
        fpush-bench [--fpush PATH] [--out DIR] soak [--duration SECS] [--rate N] [--pool N] [--cleanup SECS]
 
   all (default)  scenarios a–f, each --runs times (default 5), then the table
   smoke          2,000 pushes; exits non-zero unless every one is answered exactly once
   soak           a steady run (default 600 s at 2,000/s, tokens from 1M, cleanup 60 s)
   --fpush PATH   the binary to measure (default target/release/fpush)
-  --out DIR      where JSON results go (default target/bench)";
+  --out DIR      where JSON results go (default target/bench)
+  --pushes N     every chosen scenario sends N pushes instead of its own count
+  --window N     every chosen scenario keeps N pushes in flight instead of its own pacing";
 
 struct Options {
     fpush: PathBuf,
@@ -59,6 +61,10 @@ struct Options {
     out: PathBuf,
     scenarios: Vec<String>,
     soak: Option<soak::SoakConfig>,
+    /// Overrides every chosen scenario's push count (`--pushes`).
+    pushes: Option<u64>,
+    /// Overrides every chosen scenario's pacing with this many in flight (`--window`).
+    window: Option<u64>,
 }
 
 fn parse_args(args: Vec<String>) -> Result<Options, BenchError> {
@@ -68,6 +74,8 @@ fn parse_args(args: Vec<String>) -> Result<Options, BenchError> {
         out: PathBuf::from("target/bench"),
         scenarios: Vec::new(),
         soak: None,
+        pushes: None,
+        window: None,
     };
     let mut args = args.into_iter();
     let number = |flag: &str, value: Option<String>| -> Result<u64, BenchError> {
@@ -90,6 +98,8 @@ fn parse_args(args: Vec<String>) -> Result<Options, BenchError> {
                     .ok_or_else(|| BenchError::Usage("--out needs a path".into()))?
             }
             "--runs" => options.runs = number("--runs", args.next())?.max(1) as usize,
+            "--pushes" => options.pushes = Some(number("--pushes", args.next())?.max(1)),
+            "--window" => options.window = Some(number("--window", args.next())?.max(1)),
             "soak" => options.soak = Some(soak::SoakConfig::default()),
             "--duration" | "--rate" | "--pool" | "--cleanup" => {
                 let value = number(&arg, args.next())?;
@@ -178,9 +188,15 @@ async fn run(options: Options) -> Result<bool, BenchError> {
     }
     let mut summaries = Vec::new();
     for name in &options.scenarios {
-        let Some(scenario) = Scenario::by_name(name) else {
+        let Some(mut scenario) = Scenario::by_name(name) else {
             continue;
         };
+        if let Some(pushes) = options.pushes {
+            scenario.pushes = pushes;
+        }
+        if let Some(window) = options.window {
+            scenario.pacing = scenario::Pacing::Window(window);
+        }
         let runs = if scenario.name == "smoke" {
             1
         } else {

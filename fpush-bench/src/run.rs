@@ -63,7 +63,8 @@ pub struct RunReport {
     pub in_flight_at_drop: Option<u64>,
 }
 
-/// The `fpush` child process; killed when dropped.
+/// The `fpush` child process; stopped when dropped (SIGTERM, so that a profiler wrapping it
+/// writes its results; SIGKILL after a few seconds).
 pub struct Fpush {
     child: Child,
     pub log_path: PathBuf,
@@ -89,6 +90,18 @@ impl Fpush {
 
 impl Drop for Fpush {
     fn drop(&mut self) {
+        let terminated = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|status| status.success());
+        if terminated {
+            for _ in 0..100 {
+                if self.exited() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
