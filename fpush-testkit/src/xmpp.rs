@@ -573,6 +573,30 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_stream_that_is_not_a_component_stream_is_refused() {
+        let mut server = FakeXmppServer::bind("secret").await.unwrap();
+        let port = server.port();
+        let client = tokio::spawn(async move {
+            let mut socket = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            socket
+                .write_all(
+                    b"<stream:stream xmlns='jabber:client' \
+                      xmlns:stream='http://etherx.jabber.org/streams' to='localhost'>",
+                )
+                .await
+                .unwrap();
+            socket
+        });
+        let refused = server.accept(Duration::from_secs(10)).await;
+        assert!(
+            matches!(&refused, Err(XmppTestError::Protocol(text)) if text.contains("jabber:client")),
+            "{:?}",
+            refused.err()
+        );
+        drop(client.await.unwrap());
+    }
+
     #[test]
     fn splits_stanzas_and_detects_incomplete_ones() {
         assert!(matches!(
