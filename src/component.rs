@@ -1,6 +1,6 @@
 //! The XEP-0114 component link: the only code that touches the XMPP socket.
 //!
-//! [`run`] keeps one `jabber:component:accept` stream to the XMPP server alive for the life of
+//! [`run_reconfigurable`] keeps one `jabber:component:accept` stream to the XMPP server alive for the life of
 //! the daemon: it connects, authenticates with the handshake, cuts the byte stream into stanzas
 //! (handed to the dispatcher as raw bytes over `inbound`), writes every reply through one
 //! batching writer, pings the server to notice dead links, and reconnects — at once after a link
@@ -92,7 +92,7 @@ impl ReplySender {
     }
 }
 
-/// The writer's end of the reply queue; owned by [`run`].
+/// The writer's end of the reply queue; owned by [`run_reconfigurable`].
 #[derive(Debug)]
 pub struct ReplyReceiver(mpsc::UnboundedReceiver<Vec<u8>>);
 
@@ -109,7 +109,7 @@ impl ReplyReceiver {
     }
 }
 
-/// A reply queue: senders for the dispatcher, the receiver for [`run`].
+/// A reply queue: senders for the dispatcher, the receiver for [`run_reconfigurable`].
 pub fn reply_channel() -> (ReplySender, ReplyReceiver) {
     let (tx, rx) = mpsc::unbounded_channel();
     (ReplySender(tx), ReplyReceiver(rx))
@@ -126,7 +126,7 @@ pub enum LinkState {
     Down,
 }
 
-/// Why [`run`] gave up. Connection problems are never fatal (they are retried); these are.
+/// Why [`run_reconfigurable`] gave up. Connection problems are never fatal (they are retried); these are.
 #[derive(Debug, thiserror::Error)]
 pub enum ComponentError {
     #[error("the dispatcher stopped taking stanzas (its receiver was dropped) before shutdown")]
@@ -196,39 +196,26 @@ impl LinkError {
 /// Stanzas go to `inbound` (awaiting it, so a slow dispatcher slows the reading, not the
 /// memory). After `shutdown`, no new stanza is read; replies are written until every
 /// [`ReplySender`] is dropped and the queue is empty, then the stream is closed and `Ok(())`
-/// returned. If the link is down at that moment, `run` returns at once.
-pub async fn run(
-    cfg: ComponentConfig,
-    inbound: mpsc::Sender<Inbound>,
-    replies: ReplyReceiver,
-    state: watch::Sender<LinkState>,
-    shutdown: CancellationToken,
-) -> Result<(), ComponentError> {
-    let (_keep, settings) = watch::channel(cfg);
-    run_reconfigurable(settings, inbound, replies, state, shutdown).await
-}
-
-/// [`run`], with settings that may change while it runs (a reload): a change takes the link
-/// down and reconnects with the new settings at once. Replies not yet written survive the
-/// reconnect, as they do when a link drops.
+/// returned. If the link is down at that moment, it returns at once.
+///
+/// A change of `settings` (a reload) takes the link down and reconnects with the new settings
+/// at once. Replies not yet written survive the reconnect, as they do when a link drops.
 pub async fn run_reconfigurable(
-    mut settings: watch::Receiver<ComponentConfig>,
+    settings: watch::Receiver<ComponentConfig>,
     inbound: mpsc::Sender<Inbound>,
     mut replies: ReplyReceiver,
     state: watch::Sender<LinkState>,
     shutdown: CancellationToken,
 ) -> Result<(), ComponentError> {
-    let mut cfg = settings.borrow_and_update().clone();
-    let mut address = format!("{}:{}", cfg.server_host, cfg.server_port);
-    let mut backoff = Backoff::new(cfg.reconnect_base, cfg.reconnect_cap);
+    let mut settings = SettingsWatch {
+        rx: settings,
+        watching: true,
+    };
+    let mut target = Target::new(settings.rx.borrow_and_update().clone());
     let mut pending = PendingReplies::default();
-    // Once every settings sender is gone no change can come; stop watching.
-    let mut watching = true;
     loop {
-        if watching && settings.has_changed().unwrap_or(false) {
-            cfg = settings.borrow_and_update().clone();
-            address = format!("{}:{}", cfg.server_host, cfg.server_port);
-            backoff = Backoff::new(cfg.reconnect_base, cfg.reconnect_cap);
+        if let Some(cfg) = settings.take_change() {
+            target = Target::new(cfg);
         }
         if shutdown.is_cancelled() {
             state.send_replace(LinkState::Down);
@@ -236,83 +223,142 @@ pub async fn run_reconfigurable(
             return Ok(());
         }
         state.send_replace(LinkState::Connecting);
+        let cfg = &target.cfg;
         let attempt = tokio::select! {
             biased;
             _ = shutdown.cancelled() => continue,
-            attempt = handshake::open(&cfg, cfg.keepalive_timeout) => attempt,
+            attempt = handshake::open(cfg, cfg.keepalive_timeout) => attempt,
         };
-        match attempt {
-            Ok(opened) => {
-                log::info!(
-                    "component {} connected to {address} and authenticated (stream {})",
-                    cfg.jid,
-                    opened.stream_id
-                );
-                backoff.reset();
-                state.send_replace(LinkState::Up {
-                    stream_id: opened.stream_id.clone(),
-                });
-                // Dropping the link's future is safe for replies: they stay in `pending` until
-                // written, and go out on the next stream.
-                let end = {
-                    let serving = link::serve(
-                        opened,
-                        &cfg,
-                        &inbound,
-                        &mut replies,
-                        &mut pending,
-                        &shutdown,
-                    );
-                    tokio::pin!(serving);
-                    loop {
-                        tokio::select! {
-                            end = &mut serving => break Some(end),
-                            changed = settings.changed(), if watching => match changed {
-                                Ok(()) => break None,
-                                Err(_) => watching = false,
-                            },
-                        }
-                    }
-                };
-                let Some(end) = end else {
-                    log::info!("component settings changed: reconnecting");
-                    state.send_replace(LinkState::Down);
-                    continue;
-                };
-                state.send_replace(LinkState::Down);
-                match end? {
-                    LinkEnd::Shutdown => {
-                        log::info!("component {} closed its stream to {address}", cfg.jid);
-                        return Ok(());
-                    }
-                    LinkEnd::Dropped(reason) => {
-                        log::info!(
-                            "component link to {address} lost: {reason}; reconnecting \
-                             ({} replies waiting)",
-                            pending.count()
-                        );
-                    }
-                }
-            }
+        let opened = match attempt {
+            Ok(opened) => opened,
             Err(reason) => {
                 state.send_replace(LinkState::Down);
-                let delay = backoff.next_delay();
-                match reason {
-                    LinkError::NotAuthorized | LinkError::Conflict(_) => log::error!(
-                        "component {} at {address}: {reason}; retrying in {delay:?}",
-                        cfg.jid
-                    ),
-                    _ => log::warn!(
-                        "component {} cannot open its link to {address}: {reason}; \
-                         retrying in {delay:?}",
-                        cfg.jid
-                    ),
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(delay) => {}
-                }
+                target.wait_after_failure(reason, &shutdown).await;
+                continue;
             }
+        };
+        target.connected(&opened.stream_id, &state);
+        // Dropping the link's future is safe for replies: they stay in `pending` until
+        // written, and go out on the next stream.
+        let serving = link::serve(
+            opened,
+            &target.cfg,
+            &inbound,
+            &mut replies,
+            &mut pending,
+            &shutdown,
+        );
+        let end = tokio::select! {
+            end = serving => end,
+            () = settings.changed() => {
+                log::info!("component settings changed: reconnecting");
+                state.send_replace(LinkState::Down);
+                continue;
+            }
+        };
+        state.send_replace(LinkState::Down);
+        if target.link_ended(end?, &pending) {
+            return Ok(());
+        }
+    }
+}
+
+/// The settings the link was started with, and whether a reload changed them.
+struct SettingsWatch {
+    rx: watch::Receiver<ComponentConfig>,
+    /// Cleared once every settings sender is gone: no change can come any more.
+    watching: bool,
+}
+
+impl SettingsWatch {
+    /// The new settings, if they changed since they were last read.
+    fn take_change(&mut self) -> Option<ComponentConfig> {
+        if self.watching && self.rx.has_changed().unwrap_or(false) {
+            Some(self.rx.borrow_and_update().clone())
+        } else {
+            None
+        }
+    }
+
+    /// Resolves when the settings change; never, once they cannot.
+    async fn changed(&mut self) {
+        if self.watching && self.rx.changed().await.is_ok() {
+            return;
+        }
+        self.watching = false;
+        std::future::pending().await
+    }
+}
+
+/// Where the link connects, and how long it waits after a failed attempt.
+struct Target {
+    cfg: ComponentConfig,
+    /// `host:port`, for the logs.
+    address: String,
+    backoff: Backoff,
+}
+
+impl Target {
+    fn new(cfg: ComponentConfig) -> Self {
+        Target {
+            address: format!("{}:{}", cfg.server_host, cfg.server_port),
+            backoff: Backoff::new(cfg.reconnect_base, cfg.reconnect_cap),
+            cfg,
+        }
+    }
+
+    /// A stream is up: the next failure starts the backoff afresh.
+    fn connected(&mut self, stream_id: &str, state: &watch::Sender<LinkState>) {
+        log::info!(
+            "component {} connected to {} and authenticated (stream {stream_id})",
+            self.cfg.jid,
+            self.address
+        );
+        self.backoff.reset();
+        state.send_replace(LinkState::Up {
+            stream_id: stream_id.to_owned(),
+        });
+    }
+
+    /// Says how a stream that was up ended; `true` when it was closed for shutdown.
+    fn link_ended(&self, end: LinkEnd, pending: &PendingReplies) -> bool {
+        match end {
+            LinkEnd::Shutdown => {
+                log::info!(
+                    "component {} closed its stream to {}",
+                    self.cfg.jid,
+                    self.address
+                );
+                true
+            }
+            LinkEnd::Dropped(reason) => {
+                log::info!(
+                    "component link to {} lost: {reason}; reconnecting ({} replies waiting)",
+                    self.address,
+                    pending.count()
+                );
+                false
+            }
+        }
+    }
+
+    /// Says why an attempt failed, then waits out the backoff (or until shutdown).
+    async fn wait_after_failure(&mut self, reason: LinkError, shutdown: &CancellationToken) {
+        let delay = self.backoff.next_delay();
+        let (jid, address) = (&self.cfg.jid, &self.address);
+        match reason {
+            // Only the operator can fix these: say so loudly.
+            LinkError::NotAuthorized | LinkError::Conflict(_) => {
+                log::error!("component {jid} at {address}: {reason}; retrying in {delay:?}")
+            }
+            _ => log::warn!(
+                "component {jid} cannot open its link to {address}: {reason}; \
+                 retrying in {delay:?}"
+            ),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(delay) => {}
         }
     }
 }
@@ -328,48 +374,8 @@ fn report_unsent(replies: &mut ReplyReceiver, pending: &PendingReplies) {
     }
 }
 
-/// A narrow window on the stream framer for the fuzz targets in `fuzz/`; not part of the API.
+/// The stream framer itself, for the fuzz targets in `fuzz/`; not part of the API.
 #[doc(hidden)]
 pub mod fuzzing {
-    use super::framer::{self, Frame};
-
-    /// What the framer made of the bytes fed so far.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub enum FuzzFrame {
-        StreamHeader(Vec<u8>),
-        Element(Vec<u8>),
-        Oversized { start_tag: Vec<u8> },
-        StreamEnd,
-    }
-
-    /// The component's framer, fed chunk by chunk as socket reads would feed it.
-    pub struct FuzzFramer(framer::Framer);
-
-    impl FuzzFramer {
-        pub fn new(max_size: usize, max_depth: usize) -> Self {
-            FuzzFramer(framer::Framer::new(max_size, max_depth))
-        }
-
-        /// Appends one chunk and drains every frame it completes into `frames`. `Err` is the
-        /// framing error that would end the stream (its text); frames cut before it are kept.
-        pub fn feed(&mut self, chunk: &[u8], frames: &mut Vec<FuzzFrame>) -> Result<(), String> {
-            self.0.buffer().extend_from_slice(chunk);
-            while let Some(frame) = self.0.next_frame().map_err(|e| e.to_string())? {
-                frames.push(match frame {
-                    Frame::StreamHeader(b) => FuzzFrame::StreamHeader(b.to_vec()),
-                    Frame::Element(b) => FuzzFrame::Element(b.to_vec()),
-                    Frame::Oversized { start_tag } => FuzzFrame::Oversized {
-                        start_tag: start_tag.to_vec(),
-                    },
-                    Frame::StreamEnd => FuzzFrame::StreamEnd,
-                });
-            }
-            Ok(())
-        }
-
-        /// Bytes the framer holds between reads: what the size limit must bound.
-        pub fn buffered(&mut self) -> usize {
-            self.0.buffer().len()
-        }
-    }
+    pub use super::framer::{Framer, FramingError, StreamFrame};
 }

@@ -68,8 +68,9 @@ pub enum Request {
     Ping { iq: IqHeader },
     /// Any other get/set IQ: answered `cancel`/`service-unavailable`.
     Unsupported { iq: IqHeader },
-    /// An IQ of type `result` or `error`: never answered (answering could start a loop).
-    Response { id: String },
+    /// An IQ of type `result` or `error` (answers to our keepalive pings among them): never
+    /// answered, since answering could start a loop.
+    Response,
     /// Messages, presence, anything that is not a stanza, and IQs that cannot be answered
     /// (no `id`, no `from`, no usable `type`).
     Ignored,
@@ -81,6 +82,29 @@ enum IqType {
     Get,
     Set,
     Response,
+}
+
+impl IqType {
+    fn of(value: &[u8]) -> Option<Self> {
+        match value {
+            b"get" => Some(IqType::Get),
+            b"set" => Some(IqType::Set),
+            b"result" | b"error" => Some(IqType::Response),
+            _ => None,
+        }
+    }
+}
+
+/// What the start tag of an IQ that can be told apart says.
+enum IqStart {
+    /// `result` or `error`: nothing of it is kept.
+    Response,
+    /// `get` or `set`, with what a reply needs and whether the element was empty (`<iq/>`).
+    Request {
+        kind: IqType,
+        header: IqHeader,
+        empty: bool,
+    },
 }
 
 /// Turns one complete top-level element into a [`Request`].
@@ -104,13 +128,14 @@ enum Lexer {
 fn parse_with(stanza: &[u8], lexer: Lexer) -> Request {
     let mut reader = Reader::from_reader(stanza);
     let mut scopes = Scopes::default();
-    let (kind, header, empty) = match read_iq_start(&mut reader, &mut scopes) {
-        Some(start) => start,
+    let (kind, iq, empty) = match read_iq_start(&mut reader, &mut scopes) {
+        Some(IqStart::Request {
+            kind,
+            header,
+            empty,
+        }) => (kind, header, empty),
+        Some(IqStart::Response) => return Request::Response,
         None => return Request::Ignored,
-    };
-    let iq = match kind {
-        IqType::Response => return Request::Response { id: header.id },
-        IqType::Get | IqType::Set => header,
     };
     if empty {
         return Request::Unsupported { iq };
@@ -136,8 +161,8 @@ fn parse_with(stanza: &[u8], lexer: Lexer) -> Request {
 pub fn parse_oversized(start_tag: &[u8]) -> Option<IqHeader> {
     let mut reader = Reader::from_reader(start_tag);
     match read_iq_start(&mut reader, &mut Scopes::default())? {
-        (IqType::Get | IqType::Set, header, _) => Some(header),
-        (IqType::Response, _, _) => None,
+        IqStart::Request { header, .. } => Some(header),
+        IqStart::Response => None,
     }
 }
 
@@ -173,75 +198,96 @@ enum Payload {
     Other,
 }
 
-/// Reads up to the stanza's start tag. Returns the IQ's type, its header and whether the element
-/// was empty (`<iq/>`), or `None` for anything that is not an answerable IQ.
-fn read_iq_start(
-    reader: &mut Reader<&[u8]>,
-    scopes: &mut Scopes,
-) -> Option<(IqType, IqHeader, bool)> {
-    let (start, empty) = loop {
-        match reader.read_event() {
-            Ok(Event::Start(start)) => break (start, false),
-            Ok(Event::Empty(start)) => break (start, true),
-            Ok(Event::Text(_) | Event::Comment(_) | Event::Decl(_) | Event::PI(_)) => continue,
-            Ok(_) | Err(_) => return None,
-        }
-    };
+/// Reads up to the stanza's start tag. `None` for anything that is not an IQ of a usable type
+/// with an id, or a get/set IQ without a `from`: those cannot be answered.
+fn read_iq_start(reader: &mut Reader<&[u8]>, scopes: &mut Scopes) -> Option<IqStart> {
+    let (start, empty) = first_element(reader)?;
     if start.local_name().as_ref() != b"iq" {
         // Messages and presence are never answered; neither is anything else at the top level.
         return None;
     }
     // The IQ may declare prefixes its payload uses.
     scopes.enter(&start).ok()?;
-    let decoder = reader.decoder();
-    let mut kind = None;
-    let (mut id, mut from, mut to) = (None, None, None);
-    // Duplicate-attribute checks allocate; the server already validated its own output.
-    for attr in start.attributes().with_checks(false) {
-        let attr = attr.ok()?;
-        let slot = match attr.key.as_ref() {
-            b"type" => {
-                kind = match attr.value.as_ref() {
-                    b"get" => Some(IqType::Get),
-                    b"set" => Some(IqType::Set),
-                    b"result" | b"error" => Some(IqType::Response),
-                    _ => None,
-                };
-                continue;
-            }
-            b"id" => &mut id,
-            b"from" => &mut from,
-            b"to" => &mut to,
-            _ => continue,
-        };
-        if slot.is_none() {
-            *slot = Some(attr.decode_and_unescape_value(decoder).ok()?.into_owned());
+    IqAttributes::read(&start, reader.decoder())?.into_start(empty)
+}
+
+/// The stanza's start tag, and whether the element is empty.
+fn first_element<'i>(reader: &mut Reader<&'i [u8]>) -> Option<(BytesStart<'i>, bool)> {
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(start)) => return Some((start, false)),
+            Ok(Event::Empty(start)) => return Some((start, true)),
+            Ok(Event::Text(_) | Event::Comment(_) | Event::Decl(_) | Event::PI(_)) => continue,
+            Ok(_) | Err(_) => return None,
         }
     }
-    let Some(kind) = kind else {
-        log::debug!("ignoring an IQ without a usable type");
-        return None;
-    };
-    let Some(id) = id else {
-        log::debug!("ignoring an IQ without an id: a reply could not be matched to it");
-        return None;
-    };
-    let from = match (kind, from) {
-        (IqType::Response, from) => from.unwrap_or_default(),
-        (IqType::Get | IqType::Set, Some(from)) if !from.is_empty() => from,
-        (IqType::Get | IqType::Set, _) => {
-            // The server stamps `from` on everything it routes to a component; without it (or
-            // with an empty one) a reply would have no destination.
+}
+
+/// The attributes of an IQ start tag that decide how it is answered, unescaped but not yet
+/// copied: a response keeps none of them.
+#[derive(Default)]
+struct IqAttributes<'a> {
+    kind: Option<IqType>,
+    id: Option<Cow<'a, str>>,
+    from: Option<Cow<'a, str>>,
+    to: Option<Cow<'a, str>>,
+}
+
+impl<'a> IqAttributes<'a> {
+    /// `None` when an attribute cannot be read or unescaped. The first `id`, `from` and `to`
+    /// count, and the last `type`.
+    fn read(start: &'a BytesStart<'_>, decoder: quick_xml::encoding::Decoder) -> Option<Self> {
+        let mut attrs = IqAttributes::default();
+        // Duplicate-attribute checks allocate; the server already validated its own output.
+        for attr in start.attributes().with_checks(false) {
+            let attr = attr.ok()?;
+            let slot = match attr.key.as_ref() {
+                b"type" => {
+                    attrs.kind = IqType::of(&attr.value);
+                    continue;
+                }
+                b"id" => &mut attrs.id,
+                b"from" => &mut attrs.from,
+                b"to" => &mut attrs.to,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(attr.decode_and_unescape_value(decoder).ok()?);
+            }
+        }
+        Some(attrs)
+    }
+
+    /// What the IQ is, if it can be told apart (and, for get/set, answered).
+    fn into_start(self, empty: bool) -> Option<IqStart> {
+        let Some(kind) = self.kind else {
+            log::debug!("ignoring an IQ without a usable type");
+            return None;
+        };
+        let Some(id) = self.id else {
+            log::debug!("ignoring an IQ without an id: a reply could not be matched to it");
+            return None;
+        };
+        if kind == IqType::Response {
+            return Some(IqStart::Response);
+        }
+        // The server stamps `from` on everything it routes to a component; without it (or with
+        // an empty one) a reply would have no destination.
+        let Some(from) = self.from.filter(|from| !from.is_empty()) else {
             log::debug!("ignoring an IQ without a from address (id {id:?})");
             return None;
-        }
-    };
-    let header = IqHeader {
-        id,
-        from,
-        to: to.unwrap_or_default(),
-    };
-    Some((kind, header, empty))
+        };
+        let header = IqHeader {
+            id: id.into_owned(),
+            from: from.into_owned(),
+            to: self.to.map(Cow::into_owned).unwrap_or_default(),
+        };
+        Some(IqStart::Request {
+            kind,
+            header,
+            empty,
+        })
+    }
 }
 
 /// Reads the IQ's first child element and, for a push, the rest of the pubsub payload.
@@ -435,49 +481,23 @@ impl<'i> PubsubWalk<'i> {
         decoder: quick_xml::encoding::Decoder,
     ) -> Result<(), Malformed> {
         self.depth += 1;
-        open_element(
-            ns,
-            start,
-            self.depth,
-            decoder,
-            &mut self.section,
-            &mut self.form,
-            &mut self.field,
-            &mut self.value_depth,
-            &mut self.token,
-            &mut self.seen_publish,
-        )
+        if self.open_element(ns, start, self.depth, decoder)? {
+            self.value_depth = Some(self.depth);
+        }
+        Ok(())
     }
 
-    /// An empty element: a start immediately followed by its end.
+    /// An empty element: a start immediately followed by its end. An empty `<value/>` holds
+    /// no text and leaves the field's first value to come.
     fn empty(
         &mut self,
         ns: Ns,
         start: &BytesStart<'_>,
         decoder: quick_xml::encoding::Decoder,
     ) -> Result<(), Malformed> {
-        let d = self.depth + 1;
-        let mut empty_value = None;
-        open_element(
-            ns,
-            start,
-            d,
-            decoder,
-            &mut self.section,
-            &mut self.form,
-            &mut self.field,
-            &mut empty_value,
-            &mut self.token,
-            &mut self.seen_publish,
-        )?;
-        close_element(
-            d,
-            &mut self.section,
-            &mut self.form,
-            &mut self.field,
-            &mut None,
-            &mut self.push,
-        );
+        let depth = self.depth + 1;
+        self.open_element(ns, start, depth, decoder)?;
+        self.close_element(depth);
         Ok(())
     }
 
@@ -486,14 +506,7 @@ impl<'i> PubsubWalk<'i> {
         if self.depth == 0 {
             return true;
         }
-        close_element(
-            self.depth,
-            &mut self.section,
-            &mut self.form,
-            &mut self.field,
-            &mut self.value_depth,
-            &mut self.push,
-        );
+        self.close_element(self.depth);
         self.depth -= 1;
         false
     }
@@ -543,92 +556,89 @@ fn token_problem(token: &str) -> Option<&'static str> {
     }
 }
 
-/// Updates the walk's context for an element opening at `depth` below `<pubsub>`.
-#[allow(clippy::too_many_arguments)]
-fn open_element<'i>(
-    ns: Ns,
-    start: &BytesStart<'_>,
-    depth: usize,
-    decoder: quick_xml::encoding::Decoder,
-    section: &mut Option<(Form, usize)>,
-    form: &mut Option<(Form, usize)>,
-    field: &mut Option<OpenField<'i>>,
-    value_depth: &mut Option<usize>,
-    token: &mut Option<String>,
-    seen_publish: &mut bool,
-) -> Result<(), Malformed> {
-    let local = start.local_name();
-    let local = local.as_ref();
-    if depth == 1 {
-        if ns != Ns::Pubsub {
-            return Ok(());
-        }
-        match local {
-            b"publish" if !*seen_publish => {
-                *seen_publish = true;
-                *section = Some((Form::Summary, depth));
-                *token = attribute(start, b"node", decoder)?.map(Cow::into_owned);
+impl<'i> PubsubWalk<'i> {
+    /// Updates the walk's context for an element opening at `depth` below `<pubsub>`. `true`
+    /// when it is the `<value>` whose text is the open field's value.
+    fn open_element(
+        &mut self,
+        ns: Ns,
+        start: &BytesStart<'_>,
+        depth: usize,
+        decoder: quick_xml::encoding::Decoder,
+    ) -> Result<bool, Malformed> {
+        let local = start.local_name();
+        let local = local.as_ref();
+        if depth == 1 {
+            if ns == Ns::Pubsub {
+                self.open_section(local, start, decoder)?;
             }
-            b"publish-options" => *section = Some((Form::Options, depth)),
-            _ => {}
+            return Ok(false);
         }
-        return Ok(());
-    }
-    let Some((kind, _)) = *section else {
-        return Ok(());
-    };
-    match (form.is_some(), field.is_some(), local) {
-        (false, _, b"x") if ns == Ns::DataForms => *form = Some((kind, depth)),
-        (true, false, b"field") if ns == Ns::DataForms => {
-            if let (Some(var), Some((form_kind, _))) = (attribute(start, b"var", decoder)?, *form) {
-                *field = Some(OpenField {
-                    var: FieldVar::classify(form_kind, var),
-                    depth,
-                    value: None,
-                    value_done: false,
-                });
-            }
+        let Some((kind, _)) = self.section else {
+            return Ok(false);
+        };
+        if ns != Ns::DataForms {
+            return Ok(false);
         }
-        (true, true, b"value") if ns == Ns::DataForms => {
-            if let Some(f) = field.as_ref() {
-                if !f.value_done && depth == f.depth + 1 {
-                    *value_depth = Some(depth);
+        match (self.form, self.field.as_ref(), local) {
+            (None, _, b"x") => self.form = Some((kind, depth)),
+            (Some((form_kind, _)), None, b"field") => {
+                if let Some(var) = attribute(start, b"var", decoder)? {
+                    self.field = Some(OpenField {
+                        var: FieldVar::classify(form_kind, var),
+                        depth,
+                        value: None,
+                        value_done: false,
+                    });
                 }
             }
+            (Some(_), Some(f), b"value") => return Ok(!f.value_done && depth == f.depth + 1),
+            _ => {}
         }
-        _ => {}
+        Ok(false)
     }
-    Ok(())
-}
 
-/// Updates the walk's context for the element closing at `depth`, storing finished fields.
-fn close_element<'i>(
-    depth: usize,
-    section: &mut Option<(Form, usize)>,
-    form: &mut Option<(Form, usize)>,
-    field: &mut Option<OpenField<'i>>,
-    value_depth: &mut Option<usize>,
-    push: &mut PushRequest,
-) {
-    if *value_depth == Some(depth) {
-        *value_depth = None;
-        if let Some(f) = field.as_mut() {
-            f.value_done = true;
+    /// A child of `<pubsub>` opened: the first `publish` (with the token) or `publish-options`.
+    fn open_section(
+        &mut self,
+        local: &[u8],
+        start: &BytesStart<'_>,
+        decoder: quick_xml::encoding::Decoder,
+    ) -> Result<(), Malformed> {
+        match local {
+            b"publish" if !self.seen_publish => {
+                self.seen_publish = true;
+                self.section = Some((Form::Summary, 1));
+                self.token = attribute(start, b"node", decoder)?.map(Cow::into_owned);
+            }
+            b"publish-options" => self.section = Some((Form::Options, 1)),
+            _ => {}
         }
-        return;
+        Ok(())
     }
-    if field.as_ref().is_some_and(|f| f.depth == depth) {
-        if let Some(f) = field.take() {
-            store_field(f, push);
+
+    /// Updates the walk's context for the element closing at `depth`, storing finished fields.
+    fn close_element(&mut self, depth: usize) {
+        if self.value_depth == Some(depth) {
+            self.value_depth = None;
+            if let Some(f) = self.field.as_mut() {
+                f.value_done = true;
+            }
+            return;
         }
-        return;
-    }
-    if form.is_some_and(|(_, d)| d == depth) {
-        *form = None;
-        return;
-    }
-    if section.is_some_and(|(_, d)| d == depth) {
-        *section = None;
+        if self.field.as_ref().is_some_and(|f| f.depth == depth) {
+            if let Some(f) = self.field.take() {
+                store_field(f, &mut self.push);
+            }
+            return;
+        }
+        if self.form.is_some_and(|(_, d)| d == depth) {
+            self.form = None;
+            return;
+        }
+        if self.section.is_some_and(|(_, d)| d == depth) {
+            self.section = None;
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 //! (each reported with its key path and the right line), warnings for keys nobody reads, the
 //! platform blocks, and input that is not a settings file at all.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,11 +12,7 @@ use fpush::config::{
 };
 use serde::Deserialize;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+use common::fixture;
 
 fn example_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("settings.example.json")
@@ -769,12 +767,10 @@ fn deep_nesting_and_odd_values_are_errors() {
 
 #[test]
 fn non_utf8_file_is_an_error_naming_the_file() {
-    let dir = std::env::temp_dir().join(format!("fpush-config-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("latin1.json");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("latin1.json");
     std::fs::write(&path, b"{\n \"a\": \"caf\xe9\" }").unwrap();
     let ConfigErrors(errors) = config::load(&path).unwrap_err();
-    std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(errors[0].line, Some(2));
     assert!(errors[0].to_string().contains("latin1.json"));
     assert!(errors[0].message.contains("UTF-8"));

@@ -8,10 +8,6 @@ use std::time::Duration;
 
 use common::*;
 
-async fn connect(server: &mut FakeXmppServer) -> ComponentLink {
-    server.accept(WAIT).await.expect("fpush connects")
-}
-
 #[tokio::test]
 async fn push_for_the_demo_module_gets_a_result() {
     let mut server = FakeXmppServer::bind(SECRET).await.unwrap();

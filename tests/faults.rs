@@ -32,7 +32,7 @@ async fn start_apns(limits: &str) -> Apns {
         &provider.modules(&format!("{}ms", TIMEOUT.as_millis())),
         limits,
     ));
-    let link = server.accept(WAIT).await.expect("fpush connects");
+    let link = connect(&mut server).await;
     Apns {
         provider,
         _server: server,
@@ -307,7 +307,7 @@ async fn start_fcm() -> Fcm {
     );
     let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
     let fpush = Daemon::start(&settings(&server, &modules, ""));
-    let link = server.accept(WAIT).await.expect("fpush connects");
+    let link = connect(&mut server).await;
     Fcm {
         provider,
         _server: server,

@@ -93,7 +93,7 @@ async fn a_flapping_link_under_load_gets_one_provider_call_and_one_reply_per_pus
     let mut sent_on: Vec<u64> = Vec::new();
     let mut sent = 0usize;
     let mut streams = 0;
-    let mut link = server.accept(WAIT).await.unwrap();
+    let mut link = connect(&mut server).await;
     while started.elapsed() < RUN {
         streams += 1;
         // Each stream lives 0.5 to 1 s.
@@ -111,7 +111,7 @@ async fn a_flapping_link_under_load_gets_one_provider_call_and_one_reply_per_pus
         }
         replies.extend(end_stream(link).await);
         reply_stream.resize(replies.len(), streams);
-        link = server.accept(WAIT).await.unwrap();
+        link = connect(&mut server).await;
     }
 
     // Every push fpush took is at the provider by now or within a moment; wait for its reply.
@@ -170,7 +170,7 @@ async fn replies_cut_off_mid_write_are_not_sent_twice_on_the_next_stream() {
     const PUSHES: usize = 6000;
     let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
     let mut fpush = Daemon::start(&settings(&server, &demo_module(None, "0s"), ""));
-    let mut link = server.accept(WAIT).await.unwrap();
+    let mut link = connect(&mut server).await;
     // Long ids make long replies: ~12 MB of them, more than the socket buffers hold while the
     // server does not read, so fpush's writer is in the middle of a batch when the stream ends.
     let id = |n: usize| format!("p{n}-{}", "x".repeat(2000));
@@ -204,7 +204,7 @@ async fn replies_cut_off_mid_write_are_not_sent_twice_on_the_next_stream() {
     let on_first_stream = replies.len();
     eprintln!("{on_first_stream} replies on the first stream; then: {waiting}");
 
-    let mut again = server.accept(WAIT).await.unwrap();
+    let mut again = connect(&mut server).await;
     let deadline = Instant::now() + WAIT;
     while answered(&replies).len() < PUSHES && Instant::now() < deadline {
         drain(&mut again, Duration::from_millis(200), &mut replies).await;

@@ -10,10 +10,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn connect(server: &mut FakeXmppServer) -> ComponentLink {
-    server.accept(WAIT).await.expect("fpush connects")
-}
-
 /// Sends a ping with `id` and returns the first stanza answered after it was sent: when that is
 /// the ping's result, nothing sent before the ping was answered.
 async fn first_answer_after(link: &mut ComponentLink, id: &str) -> Stanza {

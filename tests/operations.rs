@@ -9,14 +9,6 @@ use std::time::Duration;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A free loopback port for the metrics listener (bound and released; fine on loopback).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// GET `path` from the metrics listener: (status, body). Retries while fpush starts listening.
 async fn http_get(port: u16, path: &str) -> (u16, String) {
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -7,7 +7,9 @@
 //! These tests need Debian's `redis-server` (`scripts/install-test-deps.sh` installs it); without
 //! it they fail, saying so.
 
-use std::net::{TcpListener, TcpStream};
+mod common;
+
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +24,8 @@ use fpush::ratelimit::{
 use fpush_testkit::xmpp::{prosody_push_iq, Stanza};
 use fpush_traits::{async_trait, Delivered, PushError, PushNotification, PushTrait};
 use tokio::time::Instant;
+
+use common::free_port;
 
 const TOKEN: &str = "5e0a3f7c9b1d2e4f6a8c0b2d4e6f8a0c1e3b5d7f9a1c3e5b7d9f1a3c5e7b9d1f";
 const PREFIX: &str = "fpush-test:";
@@ -127,14 +131,6 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// What one fpush instance holds for module `app`: its own Redis connection, ratelimit and

@@ -10,7 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use quick_xml::events::Event;
+use quick_xml::events::{BytesRef, BytesStart, Event};
 use quick_xml::Reader;
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -122,7 +122,10 @@ struct Opening<'a> {
 }
 
 impl ComponentLink {
-    async fn open<'a>(socket: &'a mut TcpStream, stream_id: &str) -> io::Result<Opening<'a>> {
+    async fn open<'a>(
+        socket: &'a mut TcpStream,
+        stream_id: &str,
+    ) -> Result<Opening<'a>, XmppTestError> {
         let mut buf = Vec::new();
         let header_end = loop {
             if let Some(end) = find_stream_header_end(&buf) {
@@ -131,6 +134,11 @@ impl ComponentLink {
             read_more(socket, &mut buf).await?;
         };
         let header = String::from_utf8_lossy(&buf[..header_end]).into_owned();
+        if attribute_of_header(&header, "xmlns").as_deref() != Some("jabber:component:accept") {
+            return Err(XmppTestError::Protocol(format!(
+                "not a jabber:component:accept stream header: {header}"
+            )));
+        }
         let to = attribute_of_header(&header, "to").unwrap_or_default();
         buf.drain(..header_end);
         let reply = format!(
@@ -206,6 +214,15 @@ impl ComponentLink {
             }
             return Ok(stanza);
         }
+    }
+
+    /// The next stanza from the component, pings included and left unanswered (to play a server
+    /// that stopped answering, or to answer them by hand).
+    pub async fn next_including_pings(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Stanza, XmppTestError> {
+        self.next_raw(tokio::time::Instant::now() + timeout).await
     }
 
     /// Collect `count` stanzas (pings excluded), failing if they do not all arrive in time.
@@ -410,75 +427,29 @@ impl Stanza {
             raw: String::new(),
         };
         let mut reader = Reader::from_str(&raw);
+        // Local names of the open elements, the top one first.
         let mut stack: Vec<String> = Vec::new();
         loop {
             let event = reader
                 .read_event()
                 .map_err(|e| XmppTestError::Protocol(format!("not well-formed ({e}): {raw}")))?;
-            let (start, empty) = match &event {
-                Event::Start(s) => (Some(s.clone()), false),
-                Event::Empty(s) => (Some(s.clone()), true),
-                _ => (None, false),
-            };
-            if let Some(start) = start {
-                let local = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
-                let mut attrs = HashMap::new();
-                for attr in start.attributes().flatten() {
-                    let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
-                    let value = attr
-                        .unescape_value()
-                        .map(|v| v.into_owned())
-                        .unwrap_or_default();
-                    attrs.insert(key, value);
-                }
-                if stack.is_empty() {
-                    stanza.name = local.clone();
-                    stanza.attrs = attrs;
-                } else {
-                    let parent = stack.last().map(String::as_str).unwrap_or("");
-                    if local == "error" {
-                        stanza.error_type = attrs.get("type").cloned();
-                    } else if parent == "error" && local != "text" {
-                        stanza.error_condition.get_or_insert(local.clone());
-                    } else if local == "identity" {
-                        stanza.identities.push((
-                            attrs.get("category").cloned().unwrap_or_default(),
-                            attrs.get("type").cloned().unwrap_or_default(),
-                        ));
-                    } else if local == "feature" {
-                        stanza
-                            .features
-                            .push(attrs.get("var").cloned().unwrap_or_default());
-                    }
-                    stanza.descendants.push(local.clone());
-                }
-                if !empty {
-                    stack.push(local);
-                } else if stack.is_empty() {
-                    break;
-                }
-                continue;
-            }
             match event {
-                Event::Text(text) => {
-                    let inside = stack.last().map(String::as_str).unwrap_or("");
-                    if inside == "text" || stack.len() == 1 {
-                        let text = text.decode().map(|t| t.into_owned()).unwrap_or_default();
-                        stanza.text.push_str(&text);
+                Event::Start(start) => {
+                    let local = stanza.element(&start, &stack);
+                    stack.push(local);
+                }
+                Event::Empty(start) => {
+                    stanza.element(&start, &stack);
+                    if stack.is_empty() {
+                        break;
                     }
                 }
-                Event::GeneralRef(reference) => {
-                    let inside = stack.last().map(String::as_str).unwrap_or("");
-                    if inside == "text" || stack.len() == 1 {
-                        let resolved = match reference.resolve_char_ref() {
-                            Ok(Some(ch)) => Some(ch.to_string()),
-                            _ => reference.decode().ok().and_then(|name| {
-                                quick_xml::escape::resolve_predefined_entity(&name)
-                                    .map(str::to_owned)
-                            }),
-                        };
-                        stanza.text.push_str(resolved.as_deref().unwrap_or(""));
-                    }
+                Event::Text(text) if keeps_text(&stack) => {
+                    let text = text.decode().map(|t| t.into_owned()).unwrap_or_default();
+                    stanza.text.push_str(&text);
+                }
+                Event::GeneralRef(reference) if keeps_text(&stack) => {
+                    stanza.text.push_str(&resolve_reference(&reference));
                 }
                 Event::End(_) => {
                     stack.pop();
@@ -496,6 +467,37 @@ impl Stanza {
         Ok(stanza)
     }
 
+    /// Records an element that opened below the open elements `stack`; returns its local name.
+    fn element(&mut self, start: &BytesStart<'_>, stack: &[String]) -> String {
+        let local = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
+        let mut attrs = HashMap::new();
+        for attr in start.attributes().flatten() {
+            let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
+            let value = attr
+                .unescape_value()
+                .map(|v| v.into_owned())
+                .unwrap_or_default();
+            attrs.insert(key, value);
+        }
+        let Some(parent) = stack.last() else {
+            self.name = local.clone();
+            self.attrs = attrs;
+            return local;
+        };
+        let attr = |name: &str| attrs.get(name).cloned().unwrap_or_default();
+        if local == "error" {
+            self.error_type = attrs.get("type").cloned();
+        } else if parent == "error" && local != "text" {
+            self.error_condition.get_or_insert(local.clone());
+        } else if local == "identity" {
+            self.identities.push((attr("category"), attr("type")));
+        } else if local == "feature" {
+            self.features.push(attr("var"));
+        }
+        self.descendants.push(local.clone());
+        local
+    }
+
     /// An attribute of the top element, unescaped.
     pub fn attr(&self, name: &str) -> Option<&str> {
         self.attrs.get(name).map(String::as_str)
@@ -510,6 +512,24 @@ impl Stanza {
         self.name == "iq"
             && self.kind() == Some("get")
             && self.descendants.first().map(String::as_str) == Some("ping")
+    }
+}
+
+/// Whether text at this place is kept: inside `<text>`, or directly inside the top element.
+fn keeps_text(stack: &[String]) -> bool {
+    stack.len() == 1 || stack.last().is_some_and(|inside| inside == "text")
+}
+
+/// The text a character or predefined entity reference stands for (empty if unknown).
+fn resolve_reference(reference: &BytesRef<'_>) -> String {
+    match reference.resolve_char_ref() {
+        Ok(Some(ch)) => ch.to_string(),
+        _ => reference
+            .decode()
+            .ok()
+            .and_then(|name| quick_xml::escape::resolve_predefined_entity(&name))
+            .unwrap_or("")
+            .to_owned(),
     }
 }
 
@@ -551,6 +571,30 @@ mod tests {
             handshake_digest("a", "bc"),
             "a9993e364706816aba3e25717850c26c9cd0d89d"
         );
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_is_not_a_component_stream_is_refused() {
+        let mut server = FakeXmppServer::bind("secret").await.unwrap();
+        let port = server.port();
+        let client = tokio::spawn(async move {
+            let mut socket = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            socket
+                .write_all(
+                    b"<stream:stream xmlns='jabber:client' \
+                      xmlns:stream='http://etherx.jabber.org/streams' to='localhost'>",
+                )
+                .await
+                .unwrap();
+            socket
+        });
+        let refused = server.accept(Duration::from_secs(10)).await;
+        assert!(
+            matches!(&refused, Err(XmppTestError::Protocol(text)) if text.contains("jabber:client")),
+            "{:?}",
+            refused.err()
+        );
+        drop(client.await.unwrap());
     }
 
     #[test]

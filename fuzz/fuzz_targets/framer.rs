@@ -8,7 +8,7 @@
 
 #![no_main]
 
-use fpush::component::fuzzing::{FuzzFrame, FuzzFramer};
+use fpush::component::fuzzing::{Framer, StreamFrame};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -56,25 +56,31 @@ fuzz_target!(|data: &[u8]| {
 });
 
 struct Run {
-    frames: Vec<FuzzFrame>,
+    frames: Vec<StreamFrame>,
     failed: bool,
 }
 
 fn frames(stream: &[u8], chunk: usize, max_size: usize, max_depth: usize) -> Run {
-    let mut framer = FuzzFramer::new(max_size, max_depth);
+    let mut framer = Framer::new(max_size, max_depth);
     let mut run = Run {
         frames: Vec::new(),
         failed: false,
     };
     for piece in stream.chunks(chunk) {
-        let seen = run.frames.len();
-        let fed = framer.feed(piece, &mut run.frames);
-        for frame in &run.frames[seen..] {
-            check(frame, max_size);
-        }
-        if fed.is_err() {
-            run.failed = true;
-            return run;
+        // As a socket read would: append, then drain every frame the bytes complete.
+        framer.buffer().extend_from_slice(piece);
+        loop {
+            match framer.next_frame() {
+                Ok(Some(frame)) => {
+                    check(&frame, max_size);
+                    run.frames.push(frame);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    run.failed = true;
+                    return run;
+                }
+            }
         }
         assert!(
             framer.buffered() <= max_size,
@@ -85,22 +91,22 @@ fn frames(stream: &[u8], chunk: usize, max_size: usize, max_depth: usize) -> Run
     run
 }
 
-fn check(frame: &FuzzFrame, max_size: usize) {
+fn check(frame: &StreamFrame, max_size: usize) {
     match frame {
-        FuzzFrame::Element(element) => {
+        StreamFrame::Element(element) => {
             assert!(
                 element.len() <= max_size,
                 "an element over the limit was buffered"
             );
             let _ = fpush::request::parse(element);
         }
-        FuzzFrame::Oversized { start_tag } => {
+        StreamFrame::Oversized { start_tag } => {
             assert!(
                 start_tag.len() <= max_size,
                 "an oversized start tag was kept"
             );
             let _ = fpush::request::parse_oversized(start_tag);
         }
-        FuzzFrame::StreamHeader(_) | FuzzFrame::StreamEnd => {}
+        StreamFrame::StreamHeader(_) | StreamFrame::StreamEnd => {}
     }
 }

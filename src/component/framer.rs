@@ -13,7 +13,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 /// One thing the stream produced.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Frame {
+pub enum StreamFrame {
     /// The server's `<stream:stream ...>` start tag.
     StreamHeader(Bytes),
     /// One complete top-level element: a stanza, `<handshake/>`, `<stream:error>`.
@@ -27,7 +27,7 @@ pub(crate) enum Frame {
 
 /// Why the stream cannot go on. Each maps to the stream error we send before closing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum FramingError {
+pub enum FramingError {
     #[error("not well-formed: {0}")]
     NotWellFormed(&'static str),
     #[error("policy violation: {0}")]
@@ -55,7 +55,7 @@ enum Lex {
 
 /// Incremental splitter for one stream. Feed it with [`Framer::buffer`], then drain
 /// [`Framer::next_frame`] until it returns `Ok(None)`.
-pub(crate) struct Framer {
+pub struct Framer {
     buf: BytesMut,
     /// Next byte to look at.
     pos: usize,
@@ -82,7 +82,7 @@ pub(crate) struct Framer {
 pub(crate) const READ_CHUNK: usize = 16 * 1024;
 
 impl Framer {
-    pub(crate) fn new(max_size: usize, max_depth: usize) -> Self {
+    pub fn new(max_size: usize, max_depth: usize) -> Self {
         Framer {
             buf: BytesMut::with_capacity(READ_CHUNK),
             pos: 0,
@@ -100,21 +100,20 @@ impl Framer {
     }
 
     /// The buffer to read into (with room for at least one more chunk).
-    pub(crate) fn buffer(&mut self) -> &mut BytesMut {
+    pub fn buffer(&mut self) -> &mut BytesMut {
         if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
             self.buf.reserve(READ_CHUNK);
         }
         &mut self.buf
     }
 
-    /// Bytes currently held (for tests of the memory bound).
-    #[cfg(test)]
-    pub(crate) fn buffered(&self) -> usize {
+    /// Bytes held between reads: what the size limit bounds (for tests and the fuzz target).
+    pub fn buffered(&self) -> usize {
         self.buf.len()
     }
 
     /// The next complete frame, or `Ok(None)` when more bytes are needed.
-    pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>, FramingError> {
+    pub fn next_frame(&mut self) -> Result<Option<StreamFrame>, FramingError> {
         loop {
             let step = self.step()?;
             match step {
@@ -126,7 +125,7 @@ impl Framer {
                     return Ok(None);
                 }
                 Step::Continue => {}
-                Step::Frame(frame) => return Ok(Some(frame)),
+                Step::StreamFrame(frame) => return Ok(Some(frame)),
             }
         }
     }
@@ -274,7 +273,7 @@ impl Framer {
                 self.depth = 1;
                 let header = Bytes::copy_from_slice(&self.buf[self.token_start..end]);
                 self.consume(end);
-                Ok(Step::Frame(Frame::StreamHeader(header)))
+                Ok(Step::StreamFrame(StreamFrame::StreamHeader(header)))
             }
             1 => {
                 if end - self.token_start > self.max_size {
@@ -287,7 +286,7 @@ impl Framer {
                     // stanza that would swallow everything after it.
                     let header = Bytes::copy_from_slice(&self.buf[self.token_start..end]);
                     self.consume(end);
-                    return Ok(Step::Frame(Frame::StreamHeader(header)));
+                    return Ok(Step::StreamFrame(StreamFrame::StreamHeader(header)));
                 }
                 self.element_start = self.token_start;
                 self.start_tag_end = Some(end);
@@ -320,7 +319,7 @@ impl Framer {
             )),
             1 => {
                 self.consume(end);
-                Ok(Step::Frame(Frame::StreamEnd))
+                Ok(Step::StreamFrame(StreamFrame::StreamEnd))
             }
             _ => {
                 let tag = &self.buf[self.token_start + 2..end - 1];
@@ -394,7 +393,7 @@ impl Framer {
     /// The stanza is checked first: when one read takes both the stanza and a tag inside it over
     /// the limit, the stanza's start tag is still handed out (so the IQ is answered) before the
     /// oversized tag ends the stream on the next call.
-    fn check_limits_while_waiting(&mut self) -> Result<Option<Frame>, FramingError> {
+    fn check_limits_while_waiting(&mut self) -> Result<Option<StreamFrame>, FramingError> {
         let held = self.buf.len();
         if self.depth >= 2 && !self.skipping && held - self.element_start > self.max_size {
             if self.start_tag_end.is_none() {
@@ -402,7 +401,7 @@ impl Framer {
                     "a start tag is over the size limit",
                 ));
             }
-            if let Step::Frame(frame) = self.start_skipping() {
+            if let Step::StreamFrame(frame) = self.start_skipping() {
                 return Ok(Some(frame));
             }
         }
@@ -420,7 +419,7 @@ impl Framer {
         let start_tag = Bytes::copy_from_slice(&self.buf[self.element_start..start_tag_end]);
         self.skipping = true;
         self.discard_consumed();
-        Step::Frame(Frame::Oversized { start_tag })
+        Step::StreamFrame(StreamFrame::Oversized { start_tag })
     }
 
     /// Hands out the top-level element that ends at `end` (or its start tag, if it is too big).
@@ -436,7 +435,7 @@ impl Framer {
             }
             let start_tag = Bytes::copy_from_slice(&self.buf[self.element_start..start_tag_end]);
             self.consume(end);
-            return Ok(Step::Frame(Frame::Oversized { start_tag }));
+            return Ok(Step::StreamFrame(StreamFrame::Oversized { start_tag }));
         }
         let len = end - self.element_start;
         self.consume(self.element_start);
@@ -444,7 +443,7 @@ impl Framer {
         self.pos -= len;
         self.token_start = 0;
         self.element_start = 0;
-        Ok(Step::Frame(Frame::Element(element)))
+        Ok(Step::StreamFrame(StreamFrame::Element(element)))
     }
 
     /// Records the name of an element that opened inside the current stanza.
@@ -483,7 +482,7 @@ impl Framer {
 enum Step {
     NeedMore,
     Continue,
-    Frame(Frame),
+    StreamFrame(StreamFrame),
 }
 
 fn is_xml_space(b: u8) -> bool {
@@ -510,7 +509,7 @@ mod tests {
         xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='push.localhost'>";
 
     /// Feeds `bytes` and collects every frame that becomes complete.
-    fn feed(framer: &mut Framer, bytes: &[u8]) -> Result<Vec<Frame>, FramingError> {
+    fn feed(framer: &mut Framer, bytes: &[u8]) -> Result<Vec<StreamFrame>, FramingError> {
         framer.buffer().extend_from_slice(bytes);
         let mut frames = Vec::new();
         while let Some(frame) = framer.next_frame()? {
@@ -519,15 +518,17 @@ mod tests {
         Ok(frames)
     }
 
-    fn element(bytes: &[u8]) -> Frame {
-        Frame::Element(Bytes::copy_from_slice(bytes))
+    fn element(bytes: &[u8]) -> StreamFrame {
+        StreamFrame::Element(Bytes::copy_from_slice(bytes))
     }
 
     fn started(max_size: usize, max_depth: usize) -> Framer {
         let mut framer = Framer::new(max_size, max_depth);
         let frames = feed(&mut framer, HEADER).unwrap();
         assert_eq!(frames.len(), 1);
-        assert!(matches!(&frames[0], Frame::StreamHeader(h) if h.starts_with(b"<stream:stream")));
+        assert!(
+            matches!(&frames[0], StreamFrame::StreamHeader(h) if h.starts_with(b"<stream:stream"))
+        );
         framer
     }
 
@@ -573,7 +574,7 @@ mod tests {
             frames.extend(feed(&mut bytewise, std::slice::from_ref(byte)).unwrap());
         }
         assert_eq!(frames, expected);
-        assert_eq!(frames[3], Frame::StreamEnd);
+        assert_eq!(frames[3], StreamFrame::StreamEnd);
     }
 
     #[test]
@@ -606,7 +607,7 @@ mod tests {
         assert_eq!(
             frames,
             vec![
-                Frame::Oversized {
+                StreamFrame::Oversized {
                     start_tag: Bytes::copy_from_slice(start)
                 },
                 element(b"<presence/>"),
@@ -623,7 +624,7 @@ mod tests {
         assert_eq!(
             frames,
             vec![
-                Frame::Oversized {
+                StreamFrame::Oversized {
                     start_tag: Bytes::from_static(b"<iq type='get' id='b' from='l'>")
                 },
                 element(b"<a/>"),
@@ -691,7 +692,7 @@ mod tests {
         let mut framer = started(4096, 16);
         assert_eq!(
             feed(&mut framer, b"<a/></stream:stream>").unwrap(),
-            vec![element(b"<a/>"), Frame::StreamEnd]
+            vec![element(b"<a/>"), StreamFrame::StreamEnd]
         );
     }
 
@@ -713,7 +714,7 @@ mod tests {
         // The IQ's start tag comes out first; the oversized tag then ends the stream.
         assert_eq!(
             framer.next_frame(),
-            Ok(Some(Frame::Oversized {
+            Ok(Some(StreamFrame::Oversized {
                 start_tag: Bytes::from_static(b"<iq type='set' id='big' from='localhost'>")
             }))
         );
@@ -730,6 +731,8 @@ mod tests {
         let mut framer = started(4096, 16);
         let frames = feed(&mut framer, HEADER).unwrap();
         assert_eq!(frames.len(), 1);
-        assert!(matches!(&frames[0], Frame::StreamHeader(h) if h.starts_with(b"<stream:stream")));
+        assert!(
+            matches!(&frames[0], StreamFrame::StreamHeader(h) if h.starts_with(b"<stream:stream"))
+        );
     }
 }

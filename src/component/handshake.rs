@@ -10,7 +10,7 @@ use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::framer::{Frame, Framer};
+use super::framer::{Framer, StreamFrame};
 use super::{ComponentConfig, LinkError};
 
 /// A stream that completed the handshake, with whatever the server already sent after it.
@@ -38,7 +38,7 @@ async fn open_unbounded(cfg: &ComponentConfig) -> Result<Opened, LinkError> {
 
     let mut framer = Framer::new(cfg.max_stanza_size, cfg.max_depth);
     let header = match read_frame(&mut stream, &mut framer).await? {
-        Frame::StreamHeader(header) => header,
+        StreamFrame::StreamHeader(header) => header,
         other => return Err(unexpected(&other, &cfg.jid)),
     };
     let stream_id = stream_id(&header).ok_or(LinkError::NoStreamId)?;
@@ -50,7 +50,7 @@ async fn open_unbounded(cfg: &ComponentConfig) -> Result<Opened, LinkError> {
     stream.write_all(&handshake).await?;
 
     match read_frame(&mut stream, &mut framer).await? {
-        Frame::Element(element) if element_name(&element) == b"handshake" => Ok(Opened {
+        StreamFrame::Element(element) if element_name(&element) == b"handshake" => Ok(Opened {
             stream,
             framer,
             stream_id,
@@ -60,7 +60,7 @@ async fn open_unbounded(cfg: &ComponentConfig) -> Result<Opened, LinkError> {
 }
 
 /// Reads until the framer has a whole frame.
-async fn read_frame(stream: &mut TcpStream, framer: &mut Framer) -> Result<Frame, LinkError> {
+async fn read_frame(stream: &mut TcpStream, framer: &mut Framer) -> Result<StreamFrame, LinkError> {
     loop {
         if let Some(frame) = framer.next_frame()? {
             return Ok(frame);
@@ -72,15 +72,15 @@ async fn read_frame(stream: &mut TcpStream, framer: &mut Framer) -> Result<Frame
 }
 
 /// What an out-of-place frame during the handshake means.
-fn unexpected(frame: &Frame, jid: &str) -> LinkError {
+fn unexpected(frame: &StreamFrame, jid: &str) -> LinkError {
     match frame {
-        Frame::Element(element) if is_stream_error(element) => stream_error(element, jid),
-        Frame::StreamEnd => LinkError::StreamClosed,
-        Frame::Element(element) => {
+        StreamFrame::Element(element) if is_stream_error(element) => stream_error(element, jid),
+        StreamFrame::StreamEnd => LinkError::StreamClosed,
+        StreamFrame::Element(element) => {
             LinkError::Unexpected(String::from_utf8_lossy(element_name(element)).into_owned())
         }
-        Frame::StreamHeader(_) => LinkError::Unexpected("a second stream header".to_owned()),
-        Frame::Oversized { .. } => LinkError::Unexpected("an oversized element".to_owned()),
+        StreamFrame::StreamHeader(_) => LinkError::Unexpected("a second stream header".to_owned()),
+        StreamFrame::Oversized { .. } => LinkError::Unexpected("an oversized element".to_owned()),
     }
 }
 

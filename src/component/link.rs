@@ -2,7 +2,9 @@
 //! hands them to the dispatcher, and one writer that sends every reply (batched) and the
 //! keepalive pings. Both run in the same task, so nothing here needs to be `'static`.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::framer::{Frame, FramingError};
+use super::framer::{FramingError, StreamFrame};
 use super::handshake::{element_name, is_stream_error, stream_error, Opened};
 use super::{ComponentConfig, ComponentError, Inbound, LinkError, ReplyReceiver};
 
@@ -123,67 +125,99 @@ pub(crate) async fn serve(
     } = opened;
     pending.restart();
     let (mut rd, mut wr) = stream.into_split();
-    // Set by the reader on every read; the keepalive clears it when it sends a ping.
-    let heard = AtomicBool::new(true);
-
     let outcome = {
+        // Set by the reader on every read; the keepalive clears it when it sends a ping.
+        let heard = AtomicBool::new(true);
         let reader = read_stanzas(&mut rd, &mut framer, inbound, &heard, cfg, shutdown);
         let writer = write_replies(&mut wr, replies, pending, &heard, cfg, shutdown);
-        tokio::pin!(reader, writer);
-        let mut reading = true;
-        loop {
-            tokio::select! {
-                end = &mut reader, if reading => match end {
-                    ReadEnd::Shutdown => reading = false,
-                    ReadEnd::InboundClosed if shutdown.is_cancelled() => reading = false,
-                    ReadEnd::InboundClosed => break Outcome::InboundClosed,
-                    ReadEnd::Failed(e) => break Outcome::Failed(e),
-                },
-                end = &mut writer => break match end {
-                    WriteEnd::Drained => Outcome::Drained,
-                    WriteEnd::RepliesClosed => Outcome::RepliesClosed,
-                    WriteEnd::Failed(e) => Outcome::Failed(e),
-                },
-            }
-        }
+        first_end(reader, writer, shutdown).await
     };
+    let farewell = Farewell::after(outcome, cfg);
+    if let Some(last) = farewell.last {
+        close_stream(&mut wr, &mut rd, farewell.grace, &last).await;
+    }
+    farewell.result
+}
 
-    // Long enough for the server to read our last replies and close its side.
-    let orderly = cfg.keepalive_timeout.min(Duration::from_secs(5));
-    match outcome {
-        Outcome::Drained => {
-            close_stream(&mut wr, &mut rd, orderly, b"</stream:stream>").await;
-            Ok(LinkEnd::Shutdown)
+/// Drives the reader and the writer until the stream is done with. After shutdown the reader
+/// stops and the writer goes on until every reply is written.
+async fn first_end(
+    reader: impl Future<Output = ReadEnd>,
+    writer: impl Future<Output = WriteEnd>,
+    shutdown: &CancellationToken,
+) -> Outcome {
+    tokio::pin!(reader, writer);
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            end = &mut reader, if reading => match end {
+                ReadEnd::Shutdown => reading = false,
+                ReadEnd::InboundClosed if shutdown.is_cancelled() => reading = false,
+                ReadEnd::InboundClosed => return Outcome::InboundClosed,
+                ReadEnd::Failed(e) => return Outcome::Failed(e),
+            },
+            end = &mut writer => return match end {
+                WriteEnd::Drained => Outcome::Drained,
+                WriteEnd::RepliesClosed => Outcome::RepliesClosed,
+                WriteEnd::Failed(e) => Outcome::Failed(e),
+            },
         }
-        Outcome::RepliesClosed => {
-            close_stream(&mut wr, &mut rd, orderly, b"</stream:stream>").await;
-            Err(ComponentError::RepliesClosed)
-        }
-        Outcome::InboundClosed => {
-            close_stream(&mut wr, &mut rd, orderly, b"</stream:stream>").await;
-            Err(ComponentError::InboundClosed)
-        }
-        Outcome::Failed(e) => {
-            if let Some(condition) = e.stream_error_condition() {
-                // Tell the server why we hang up. If a reply write was cut short above, these
-                // bytes follow a partial stanza; the stream is being thrown away either way.
-                let mut bytes = Vec::with_capacity(160);
-                bytes.extend_from_slice(b"<stream:error><");
-                bytes.extend_from_slice(condition.as_bytes());
-                bytes.extend_from_slice(
-                    b" xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>",
-                );
+    }
+}
+
+/// The end of our stream.
+const STREAM_END: &[u8] = b"</stream:stream>";
+
+/// How we take leave of the server once a stream is done with.
+struct Farewell {
+    /// The last bytes to write before hanging up, if the server should hear from us.
+    last: Option<Cow<'static, [u8]>>,
+    /// How long to wait for those bytes to go out, and again for the server to close.
+    grace: Duration,
+    /// What [`serve`] returns.
+    result: Result<LinkEnd, ComponentError>,
+}
+
+impl Farewell {
+    fn after(outcome: Outcome, cfg: &ComponentConfig) -> Farewell {
+        // Long enough for the server to read our last replies and close its side.
+        let orderly = cfg.keepalive_timeout.min(Duration::from_secs(5));
+        let closing = |result| Farewell {
+            last: Some(Cow::Borrowed(STREAM_END)),
+            grace: orderly,
+            result,
+        };
+        match outcome {
+            Outcome::Drained => closing(Ok(LinkEnd::Shutdown)),
+            Outcome::RepliesClosed => closing(Err(ComponentError::RepliesClosed)),
+            Outcome::InboundClosed => closing(Err(ComponentError::InboundClosed)),
+            Outcome::Failed(e) => Farewell {
+                last: Self::last_words(&e),
                 // Reconnecting matters more than a polite goodbye: wait only briefly.
-                let grace = cfg.keepalive_timeout.min(Duration::from_millis(500));
-                close_stream(&mut wr, &mut rd, grace, &bytes).await;
-            } else if matches!(e, LinkError::StreamClosed | LinkError::StreamError { .. }) {
-                // The server ended its stream: close ours and read what is left, so the socket
-                // closes cleanly instead of being reset over unread bytes.
-                let grace = cfg.keepalive_timeout.min(Duration::from_millis(500));
-                close_stream(&mut wr, &mut rd, grace, b"</stream:stream>").await;
-            }
-            Ok(LinkEnd::Dropped(e))
+                grace: cfg.keepalive_timeout.min(Duration::from_millis(500)),
+                result: Ok(LinkEnd::Dropped(e)),
+            },
         }
+    }
+
+    /// What to send before hanging up on a failed stream.
+    fn last_words(e: &LinkError) -> Option<Cow<'static, [u8]>> {
+        if let Some(condition) = e.stream_error_condition() {
+            // Tell the server why we hang up. If a reply write was cut short, these bytes
+            // follow a partial stanza; the stream is being thrown away either way.
+            let mut bytes = Vec::with_capacity(160);
+            bytes.extend_from_slice(b"<stream:error><");
+            bytes.extend_from_slice(condition.as_bytes());
+            bytes.extend_from_slice(
+                b" xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>",
+            );
+            bytes.extend_from_slice(STREAM_END);
+            return Some(Cow::Owned(bytes));
+        }
+        // The server ended its stream: close ours and read what is left, so the socket closes
+        // cleanly instead of being reset over unread bytes.
+        matches!(e, LinkError::StreamClosed | LinkError::StreamError { .. })
+            .then_some(Cow::Borrowed(STREAM_END))
     }
 }
 
@@ -249,25 +283,28 @@ async fn read_stanzas(
 }
 
 /// What a frame on an established stream means for the dispatcher.
-fn frame_to_inbound(frame: Frame, cfg: &ComponentConfig) -> Result<Option<Inbound>, LinkError> {
+fn frame_to_inbound(
+    frame: StreamFrame,
+    cfg: &ComponentConfig,
+) -> Result<Option<Inbound>, LinkError> {
     match frame {
-        Frame::Element(element) if is_stream_error(&element) => {
+        StreamFrame::Element(element) if is_stream_error(&element) => {
             Err(stream_error(&element, &cfg.jid))
         }
-        Frame::Element(element) if element_name(&element) == b"handshake" => {
+        StreamFrame::Element(element) if element_name(&element) == b"handshake" => {
             log::debug!("ignoring a repeated handshake acknowledgement");
             Ok(None)
         }
-        Frame::Element(element) => Ok(Some(Inbound::Stanza(element))),
-        Frame::Oversized { start_tag } => {
+        StreamFrame::Element(element) => Ok(Some(Inbound::Stanza(element))),
+        StreamFrame::Oversized { start_tag } => {
             log::warn!(
                 "skipped a stanza over the {} byte limit (limits.maxStanzaSize)",
                 cfg.max_stanza_size
             );
             Ok(Some(Inbound::Oversized { start_tag }))
         }
-        Frame::StreamEnd => Err(LinkError::StreamClosed),
-        Frame::StreamHeader(_) => Err(LinkError::Unexpected("a second stream header".into())),
+        StreamFrame::StreamEnd => Err(LinkError::StreamClosed),
+        StreamFrame::StreamHeader(_) => Err(LinkError::Unexpected("a second stream header".into())),
     }
 }
 

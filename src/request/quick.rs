@@ -29,11 +29,45 @@ pub(super) fn read_pubsub(
 ) -> Option<Payload> {
     // Validated once: every cut below falls next to an ASCII delimiter, so on a char boundary.
     let text = std::str::from_utf8(input).ok()?;
+    let mut cursor = Cursor {
+        input,
+        text,
+        open: [&[]; MAX_DEPTH],
+        depth: 0,
+        pos: 0,
+    };
     let mut walk = PubsubWalk::default();
-    let mut open: [&[u8]; MAX_DEPTH] = [&[]; MAX_DEPTH];
-    let mut depth = 0;
-    let mut pos = 0;
     loop {
+        let at = cursor.text_until_markup(&mut walk)?;
+        match *input.get(at + 1)? {
+            b'!' | b'?' => return None,
+            b'/' => {
+                if cursor.end_tag(at, pubsub_name, &mut walk, scopes)? {
+                    return Some(walk.finish());
+                }
+            }
+            _ => cursor.start_tag(at, &mut walk, scopes, decoder)?,
+        }
+    }
+}
+
+/// Where the lexer is in the payload, and the elements open below `<pubsub>`.
+struct Cursor<'i> {
+    input: &'i [u8],
+    /// `input`, known to be UTF-8.
+    text: &'i str,
+    /// Names of the open elements, outermost first; `depth` of them are in use.
+    open: [&'i [u8]; MAX_DEPTH],
+    depth: usize,
+    /// Next byte to look at.
+    pos: usize,
+}
+
+impl<'i> Cursor<'i> {
+    /// Hands the text before the next `<` to the walk and returns that `<`'s offset. `None` at
+    /// a reference (`&`) or when the input ends first.
+    fn text_until_markup(&mut self, walk: &mut PubsubWalk<'i>) -> Option<usize> {
+        let (input, pos) = (self.input, self.pos);
         // Between tags there is usually nothing at all.
         let at = match input.get(pos) {
             Some(b'<') => pos,
@@ -43,56 +77,74 @@ pub(super) fn read_pubsub(
             return None;
         }
         if at > pos && walk.collecting() {
-            let piece = BytesText::from_escaped(text.get(pos..at)?);
+            let piece = BytesText::from_escaped(self.text.get(pos..at)?);
             walk.text(piece.xml_content().ok()?);
         }
-        match *input.get(at + 1)? {
-            b'!' | b'?' => return None,
-            b'/' => {
-                // End tags are short: a plain scan beats setting up a vector search.
-                let close = at + 2 + input[at + 2..].iter().position(|&b| b == b'>')?;
-                let expected = if depth == 0 {
-                    pubsub_name
-                } else {
-                    open[depth - 1]
-                };
-                if end_tag_name(&input[at + 2..close]) != expected {
-                    return None;
-                }
-                if walk.end() {
-                    return Some(walk.finish());
-                }
-                scopes.leave();
-                depth -= 1;
-                pos = close + 1;
-            }
-            _ => {
-                let close = start_tag_end(input, at + 1)?;
-                let content = text.get(at + 1..close)?;
-                let (content, empty) = match content.strip_suffix('/') {
-                    Some(content) => (content, true),
-                    None => (content, false),
-                };
-                let name_len = content
-                    .bytes()
-                    .position(is_whitespace)
-                    .unwrap_or(content.len());
-                if name_len == 0 {
-                    return None;
-                }
-                let start = BytesStart::from_content(content, name_len);
-                let ns = scopes.enter(&start).ok()?;
-                if empty {
-                    scopes.leave();
-                    walk.empty(ns, &start, decoder).ok()?;
-                } else {
-                    *open.get_mut(depth)? = &content.as_bytes()[..name_len];
-                    depth += 1;
-                    walk.start(ns, &start, decoder).ok()?;
-                }
-                pos = close + 1;
-            }
+        Some(at)
+    }
+
+    /// The end tag whose `<` is at `at`. `Some(true)` when it closed `<pubsub>`; `None` when it
+    /// does not match the open element.
+    fn end_tag(
+        &mut self,
+        at: usize,
+        pubsub_name: &[u8],
+        walk: &mut PubsubWalk<'i>,
+        scopes: &mut Scopes,
+    ) -> Option<bool> {
+        let input = self.input;
+        // End tags are short: a plain scan beats setting up a vector search.
+        let close = at + 2 + input[at + 2..].iter().position(|&b| b == b'>')?;
+        let expected = match self.depth {
+            0 => pubsub_name,
+            depth => self.open[depth - 1],
+        };
+        if end_tag_name(&input[at + 2..close]) != expected {
+            return None;
         }
+        if walk.end() {
+            return Some(true);
+        }
+        scopes.leave();
+        self.depth -= 1;
+        self.pos = close + 1;
+        Some(false)
+    }
+
+    /// The start tag (or empty element) whose `<` is at `at`. `None` on unusual tag syntax or
+    /// nesting deeper than tracked.
+    fn start_tag(
+        &mut self,
+        at: usize,
+        walk: &mut PubsubWalk<'i>,
+        scopes: &mut Scopes,
+        decoder: Decoder,
+    ) -> Option<()> {
+        let close = start_tag_end(self.input, at + 1)?;
+        let content = self.text.get(at + 1..close)?;
+        let (content, empty) = match content.strip_suffix('/') {
+            Some(content) => (content, true),
+            None => (content, false),
+        };
+        let name_len = content
+            .bytes()
+            .position(is_whitespace)
+            .unwrap_or(content.len());
+        if name_len == 0 {
+            return None;
+        }
+        let start = BytesStart::from_content(content, name_len);
+        let ns = scopes.enter(&start).ok()?;
+        if empty {
+            scopes.leave();
+            walk.empty(ns, &start, decoder).ok()?;
+        } else {
+            *self.open.get_mut(self.depth)? = &content.as_bytes()[..name_len];
+            self.depth += 1;
+            walk.start(ns, &start, decoder).ok()?;
+        }
+        self.pos = close + 1;
+        Some(())
     }
 }
 

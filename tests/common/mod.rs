@@ -173,10 +173,31 @@ pub fn assert_result(stanza: &Stanza, id: &str) {
     assert_eq!(stanza.attr("to"), Some("localhost"), "{}", stanza.raw);
 }
 
+/// The path of `tests/fixtures/<name>`.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
+}
+
+/// The bytes of `tests/fixtures/<name>`.
+pub fn fixture_bytes(name: &str) -> Vec<u8> {
+    let path = fixture(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// A free loopback port, bound and released at once: good enough on loopback for a listener
+/// the test starts next (a metrics listener, a `redis-server`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free loopback port")
+}
+
+/// Waits for fpush to connect to `server` and complete its handshake.
+pub async fn connect(server: &mut FakeXmppServer) -> ComponentLink {
+    server.accept(WAIT).await.expect("fpush connects")
 }
 
 // ---------------------------------------------------------------------------------------------
