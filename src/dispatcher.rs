@@ -139,7 +139,7 @@ impl Dispatcher {
                     text: None,
                 },
             ),
-            Request::Response { .. } | Request::Ignored => {}
+            Request::Response | Request::Ignored => {}
         }
     }
 
