@@ -96,15 +96,14 @@ impl Dispatcher {
             Inbound::Stanza(bytes) => self.handle_request(request::parse(&bytes)),
             Inbound::Oversized { start_tag } => {
                 if let Some(iq) = request::parse_oversized(&start_tag) {
-                    log::warn!("stanza from {} over the size limit answered", iq.from);
-                    self.metrics.unattributed().count(Outcome::bad_request);
-                    self.pushes.reply(
+                    log::debug!("stanza from {} over the size limit answered", iq.from);
+                    let text = text::TOO_LARGE.to_owned();
+                    self.refuse(
                         &iq,
-                        error(
-                            ErrorType::Modify,
-                            Condition::PolicyViolation,
-                            text::TOO_LARGE,
-                        ),
+                        Refusal {
+                            outcome: Outcome::too_large,
+                            text,
+                        },
                     );
                 }
             }
@@ -249,11 +248,11 @@ impl PushPath {
     ) -> Option<OwnedSemaphorePermit> {
         let removed = tokio::select! {
             _ = tokio::time::sleep_until(at) => None,
-            _ = self.stop_queued.cancelled() => Some(text::SHUTTING_DOWN),
-            _ = module.retired() => Some(text::MODULE_REMOVED),
+            _ = self.stop_queued.cancelled() => Some(Outcome::shutdown),
+            _ = module.retired() => Some(Outcome::retired),
         };
-        if let Some(text) = removed {
-            self.finish_with(iq, module, Outcome::shutdown, Some(text));
+        if let Some(outcome) = removed {
+            self.finish(iq, module, outcome);
             return None;
         }
         let slot = self.provider_slot();
@@ -283,13 +282,8 @@ impl PushPath {
 
     /// Count how the push ended and send its reply.
     fn finish(&self, iq: &IqHeader, module: &Module, outcome: Outcome) {
-        self.finish_with(iq, module, outcome, None);
-    }
-
-    /// [`PushPath::finish`] with a reply text other than the outcome's usual one.
-    fn finish_with(&self, iq: &IqHeader, module: &Module, outcome: Outcome, text: Option<&str>) {
         module.count(outcome);
-        if let Some(reply) = reply_for(outcome, module.reject_with, text) {
+        if let Some(reply) = reply_for(outcome, module.reject_with, None) {
             self.reply(iq, reply);
         }
     }
@@ -298,14 +292,6 @@ impl PushPath {
         let mut out = Vec::with_capacity(160 + iq.id.len() + iq.from.len() + iq.to.len());
         request::write_reply(iq, &reply, &mut out);
         self.replies.send(out);
-    }
-}
-
-fn error(kind: ErrorType, condition: Condition, text: &str) -> Reply<'_> {
-    Reply::Error {
-        kind,
-        condition,
-        text: Some(text),
     }
 }
 

@@ -21,10 +21,18 @@ pub enum Outcome {
     overloaded,
     bad_request,
     shutdown,
+    /// From a full JID or a domain not allowed: never reaches a module's policy or a provider.
+    forbidden,
+    /// The sending domain used up its fair share (`access.perDomainRate`/`perDomainBurst`).
+    domain_limited,
+    /// Named a module that a reload removed, within `modules.retiredGrace`.
+    retired,
+    /// A push IQ over `limits.maxStanzaSize`.
+    too_large,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 13] = [
+    pub const ALL: [Outcome; 17] = [
         Outcome::delivered,
         Outcome::queued,
         Outcome::ratelimited,
@@ -38,6 +46,10 @@ impl Outcome {
         Outcome::overloaded,
         Outcome::bad_request,
         Outcome::shutdown,
+        Outcome::forbidden,
+        Outcome::domain_limited,
+        Outcome::retired,
+        Outcome::too_large,
     ];
 
     /// Its position in [`Outcome::ALL`], for per-outcome arrays.
@@ -61,6 +73,10 @@ impl Outcome {
             Outcome::overloaded => "overloaded",
             Outcome::bad_request => "bad_request",
             Outcome::shutdown => "shutdown",
+            Outcome::forbidden => "forbidden",
+            Outcome::domain_limited => "domain_limited",
+            Outcome::retired => "retired",
+            Outcome::too_large => "too_large",
         }
     }
 }

@@ -133,7 +133,8 @@ async fn a_huge_attribute_inside_a_push_is_answered_policy_violation() {
     assert_eq!(stream_error_condition(error), Some("policy-violation"));
     let replies: Vec<&Stanza> = seen.iter().filter(|s| s.name == "iq").collect();
     assert_eq!(replies.len(), 1, "{seen:?}");
-    assert_error(replies[0], "inner-attr", "modify", "policy-violation");
+    // `wait`, never `modify`: one long message must not disable a user's pushes.
+    assert_error(replies[0], "inner-attr", "wait", "policy-violation");
     push_goes_through(&mut again, "after-inner-attr").await;
     fpush.assert_no_panic();
 }
@@ -168,7 +169,7 @@ async fn a_100_mb_stanza_is_skipped_with_bounded_memory_and_answered() {
     assert_error(
         &link.next_stanza(WAIT).await.unwrap(),
         "100mb",
-        "modify",
+        "wait",
         "policy-violation",
     );
     peak = peak.max(fpush.rss_kib().unwrap_or(0));

@@ -18,6 +18,8 @@ pub(super) mod text {
     pub const SHUTTING_DOWN: &str = "The push server is shutting down; try again later.";
     pub const MODULE_REMOVED: &str = "The push module was removed by a reload; try again later.";
     pub const TOO_LARGE: &str = "The stanza exceeds the push server's size limit.";
+    pub const FORBIDDEN: &str = "Only XMPP servers may push to this service.";
+    pub const DOMAIN_LIMITED: &str = "Too many requests from this domain; try again later.";
 }
 
 /// The reply for a push that ended with `outcome`. `text` replaces the outcome's usual text
@@ -50,6 +52,12 @@ pub(super) fn reply_for<'a>(
         Outcome::overloaded => error(Wait, ResourceConstraint, text::OVERLOADED),
         Outcome::bad_request => error(Modify, BadRequest, ""),
         Outcome::shutdown => error(Wait, InternalServerError, text::SHUTTING_DOWN),
+        Outcome::forbidden => error(Auth, Forbidden, text::FORBIDDEN),
+        Outcome::domain_limited => error(Wait, ResourceConstraint, text::DOMAIN_LIMITED),
+        Outcome::retired => error(Wait, InternalServerError, text::MODULE_REMOVED),
+        // Never `modify`: ejabberd deletes a registration on the first non-`wait` error, and one
+        // long message must not disable a user's pushes.
+        Outcome::too_large => error(Wait, PolicyViolation, text::TOO_LARGE),
     })
 }
 

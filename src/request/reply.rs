@@ -13,6 +13,8 @@ pub enum ErrorType {
     Wait,
     /// The request itself was wrong.
     Modify,
+    /// The sender is not allowed to ask this.
+    Auth,
 }
 
 impl ErrorType {
@@ -21,6 +23,7 @@ impl ErrorType {
             ErrorType::Cancel => "cancel",
             ErrorType::Wait => "wait",
             ErrorType::Modify => "modify",
+            ErrorType::Auth => "auth",
         }
     }
 }
@@ -29,6 +32,7 @@ impl ErrorType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Condition {
     BadRequest,
+    Forbidden,
     ItemNotFound,
     InternalServerError,
     PolicyViolation,
@@ -41,6 +45,7 @@ impl Condition {
     fn as_str(self) -> &'static str {
         match self {
             Condition::BadRequest => "bad-request",
+            Condition::Forbidden => "forbidden",
             Condition::ItemNotFound => "item-not-found",
             Condition::InternalServerError => "internal-server-error",
             Condition::PolicyViolation => "policy-violation",
