@@ -1,0 +1,263 @@
+//! Who may ask what of fpush. The component's JID is reachable by any XMPP user, so the link is
+//! not a trusted one: pushes come from servers (a bare JID, the user's domain or bare JID), never
+//! from a client's full JID; `access.allowedDomains` narrows the domains served; and each
+//! sending domain gets a fair share (a token bucket), so one domain cannot starve the others.
+
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::time::Instant;
+
+/// Most sending domains with a bucket at once; beyond it, new domains share one bucket until
+/// idle ones are swept. A few megabytes at worst.
+const MAX_DOMAINS: usize = 100_000;
+/// The bucket domains share once `MAX_DOMAINS` is reached.
+const OVERFLOW_DOMAIN: &str = "";
+
+/// What a sender may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    /// A full JID (or an empty `from`) asking for a push, or a domain not served.
+    Forbidden,
+    /// The domain used up its share for now.
+    OverShare,
+}
+
+/// The access settings (`access.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessSettings {
+    /// Domains served (`example.org`, `*.example.org`); empty: any.
+    pub allowed_domains: Vec<String>,
+    /// Requests per second per sending domain; 0 switches the fair share off.
+    pub per_domain_rate: f64,
+    /// How many requests a domain may send at once before the rate applies.
+    pub per_domain_burst: f64,
+}
+
+impl Default for AccessSettings {
+    fn default() -> Self {
+        Self {
+            allowed_domains: Vec::new(),
+            per_domain_rate: 1000.0,
+            per_domain_burst: 5000.0,
+        }
+    }
+}
+
+/// The sender policy and the per-domain buckets.
+#[derive(Debug)]
+pub struct Access {
+    settings: AccessSettings,
+    buckets: DashMap<Box<str>, Bucket>,
+}
+
+/// A token bucket: `tokens` as of `at`.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Access {
+    pub fn new(settings: AccessSettings) -> Self {
+        Self {
+            settings,
+            buckets: DashMap::new(),
+        }
+    }
+
+    /// The same buckets under new settings (a reload).
+    pub fn reconfigured(self, settings: AccessSettings) -> Self {
+        Self { settings, ..self }
+    }
+
+    /// May `from` push? Only a bare JID of a served domain, within its domain's share.
+    pub fn push(&self, from: &str) -> Verdict {
+        if from.is_empty() || from.contains('/') {
+            return Verdict::Forbidden;
+        }
+        self.request(from)
+    }
+
+    /// May `from` send a request other than a push (a registration command)? Any JID of a served
+    /// domain, within its domain's share: clients send these from their full JIDs.
+    pub fn request(&self, from: &str) -> Verdict {
+        let domain = domain_of(from);
+        if !self.serves(domain) {
+            return Verdict::Forbidden;
+        }
+        if self.take(domain) {
+            Verdict::Allowed
+        } else {
+            Verdict::OverShare
+        }
+    }
+
+    fn serves(&self, domain: &str) -> bool {
+        let allowed = &self.settings.allowed_domains;
+        allowed.is_empty() || allowed.iter().any(|pattern| matches_domain(pattern, domain))
+    }
+
+    /// Takes one token from `domain`'s bucket, if it has one.
+    fn take(&self, domain: &str) -> bool {
+        let AccessSettings {
+            per_domain_rate: rate,
+            per_domain_burst: burst,
+            ..
+        } = self.settings;
+        if rate <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let key = if self.buckets.len() >= MAX_DOMAINS && !self.buckets.contains_key(domain) {
+            OVERFLOW_DOMAIN
+        } else {
+            domain
+        };
+        let mut bucket = self.buckets.entry(key.into()).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets the buckets that are full again (an idle domain), and returns how many.
+    pub fn sweep(&self) -> usize {
+        let AccessSettings {
+            per_domain_rate: rate,
+            per_domain_burst: burst,
+            ..
+        } = self.settings;
+        let now = Instant::now();
+        let before = self.buckets.len();
+        self.buckets.retain(|_, bucket| {
+            let idle = now.saturating_duration_since(bucket.at).as_secs_f64();
+            bucket.tokens + idle * rate < burst
+        });
+        before - self.buckets.len()
+    }
+
+    /// How often the sweep should run: once a full bucket's refill time, within 1 s … 5 min.
+    pub fn sweep_period(&self) -> Duration {
+        let AccessSettings {
+            per_domain_rate: rate,
+            per_domain_burst: burst,
+            ..
+        } = self.settings;
+        let refill = if rate > 0.0 { burst / rate } else { 300.0 };
+        Duration::from_secs_f64(refill.clamp(1.0, 300.0))
+    }
+
+    /// Sending domains with a bucket now.
+    pub fn domains(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+/// The domain part of a JID (`user@domain/resource` → `domain`).
+pub fn domain_of(jid: &str) -> &str {
+    let bare = jid.split_once('/').map_or(jid, |(bare, _)| bare);
+    bare.rsplit_once('@').map_or(bare, |(_, domain)| domain)
+}
+
+/// Whether `domain` matches an `access.allowedDomains` entry: the domain itself, or with
+/// `*.`, any of its subdomains (not the domain itself). Domains compare case-insensitively.
+pub fn matches_domain(pattern: &str, domain: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(parent) => {
+            domain.len() > parent.len() + 1
+                && domain.as_bytes()[domain.len() - parent.len() - 1] == b'.'
+                && domain[domain.len() - parent.len()..].eq_ignore_ascii_case(parent)
+        }
+        None => pattern.eq_ignore_ascii_case(domain),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(rate: f64, burst: f64, allowed: &[&str]) -> Access {
+        Access::new(AccessSettings {
+            allowed_domains: allowed.iter().map(|d| d.to_string()).collect(),
+            per_domain_rate: rate,
+            per_domain_burst: burst,
+        })
+    }
+
+    #[test]
+    fn domains_are_taken_from_any_jid() {
+        assert_eq!(domain_of("example.org"), "example.org");
+        assert_eq!(domain_of("juliet@example.org"), "example.org");
+        assert_eq!(domain_of("juliet@example.org/balcony"), "example.org");
+        assert_eq!(domain_of("example.org/res@x"), "example.org");
+    }
+
+    #[test]
+    fn patterns_match_the_domain_or_its_subdomains() {
+        assert!(matches_domain("example.org", "Example.ORG"));
+        assert!(!matches_domain("example.org", "sub.example.org"));
+        assert!(matches_domain("*.example.org", "sub.example.org"));
+        assert!(matches_domain("*.example.org", "a.b.EXAMPLE.org"));
+        assert!(!matches_domain("*.example.org", "example.org"));
+        assert!(!matches_domain("*.example.org", "badexample.org"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_bare_jids_of_served_domains_may_push() {
+        let access = access(0.0, 0.0, &["example.org", "*.chat.example"]);
+        assert_eq!(access.push("example.org"), Verdict::Allowed);
+        assert_eq!(access.push("juliet@example.org"), Verdict::Allowed);
+        assert_eq!(access.push("muc.chat.example"), Verdict::Allowed);
+        assert_eq!(access.push("mallory@evil.example/res"), Verdict::Forbidden);
+        assert_eq!(access.push("example.org/res"), Verdict::Forbidden);
+        assert_eq!(access.push(""), Verdict::Forbidden);
+        assert_eq!(access.push("evil.example"), Verdict::Forbidden);
+        // Commands may come from full JIDs, but only of served domains.
+        assert_eq!(access.request("juliet@example.org/phone"), Verdict::Allowed);
+        assert_eq!(access.request("mallory@evil.example/res"), Verdict::Forbidden);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_domain_has_its_own_bucket() {
+        let access = access(10.0, 5.0, &[]);
+        for _ in 0..5 {
+            assert_eq!(access.push("busy.example"), Verdict::Allowed);
+        }
+        assert_eq!(access.push("busy.example"), Verdict::OverShare);
+        assert_eq!(access.push("quiet.example"), Verdict::Allowed);
+        // 100 ms later one token has come back.
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(access.push("busy.example"), Verdict::Allowed);
+        assert_eq!(access.push("busy.example"), Verdict::OverShare);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_buckets_are_swept() {
+        let access = access(10.0, 5.0, &[]);
+        access.push("a.example");
+        access.push("b.example");
+        assert_eq!(access.sweep(), 0);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(access.sweep(), 2);
+        assert_eq!(access.domains(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_rate_switches_the_share_off() {
+        let access = access(0.0, 0.0, &[]);
+        for _ in 0..10_000 {
+            assert_eq!(access.push("example.org"), Verdict::Allowed);
+        }
+        assert_eq!(access.domains(), 0);
+    }
+}
