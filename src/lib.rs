@@ -9,3 +9,4 @@ pub mod metrics;
 pub mod modules;
 pub mod ratelimit;
 pub mod request;
+pub mod systemd;
