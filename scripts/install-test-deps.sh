@@ -9,7 +9,10 @@
 # Runs as root (CI) or through sudo; never reads stdin.
 set -euo pipefail
 
-APT_PACKAGES=(prosody prosody-modules lua-unbound ejabberd redis-server)
+# systemd: systemd-analyze and systemd-sysusers for the package test (no systemd as PID 1 needed).
+APT_PACKAGES=(prosody prosody-modules lua-unbound ejabberd redis-server systemd)
+# cargo-deb builds the Debian package (scripts/package-test.sh); pinned, installed with --locked.
+CARGO_DEB_VERSION=3.8.0
 ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REQUIREMENTS="$ROOT_DIR/requirements-test.txt"
 PYTHON="${PYTHON:-python3}"
@@ -154,5 +157,14 @@ install_python_packages() {
         "$PYTHON" -m pip install -q "${extra[@]}" -r "$REQUIREMENTS"
 }
 
+install_cargo_deb() {
+    if [ "$(cargo-deb --version 2>/dev/null)" = "cargo-deb $CARGO_DEB_VERSION" ]; then
+        return 0
+    fi
+    log "installing cargo-deb $CARGO_DEB_VERSION"
+    cargo install --quiet --locked --version "$CARGO_DEB_VERSION" cargo-deb
+}
+
 install_apt_packages
 install_python_packages
+install_cargo_deb

@@ -21,6 +21,9 @@ cargo build --profile ci --workspace --bins
 step "unit and integration tests"
 cargo test --profile ci --workspace
 
+step "Debian package: cargo deb from that build, installed, checked, purged"
+bash scripts/package-test.sh
+
 step "load smoke: 2,000 pushes through the optimised binary, every one answered once"
 target/ci/fpush-bench --fpush target/ci/fpush smoke
 

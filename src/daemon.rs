@@ -22,6 +22,7 @@ use crate::config::{self, Settings};
 use crate::dispatcher::Dispatcher;
 use crate::metrics::{self, Metrics, Observed, StateSnapshot};
 use crate::modules::{self, ModuleSet};
+use crate::systemd::notify::ServiceNotifier;
 
 /// How many parsed-but-undispatched stanzas may wait between the link and the dispatcher.
 const INBOUND_QUEUE: usize = 1024;
@@ -73,6 +74,7 @@ pub async fn run(
     let background = CancellationToken::new();
     metrics::spawn_summary_log(metrics.clone(), background.clone());
     spawn_reconnect_counter(state.subscribe(), metrics.clone(), background.clone());
+    let service = ServiceNotifier::spawn(state.subscribe(), background.clone());
 
     let (reply_tx, reply_rx) = component::reply_channel();
     let (inbound_tx, mut inbound_rx) = mpsc::channel(INBOUND_QUEUE);
@@ -100,7 +102,9 @@ pub async fn run(
             biased;
             _ = control.shutdown.cancelled() => break,
             _ = control.reload.notified() => {
+                service.reloading();
                 reload(&settings_path, &mut settings, &dispatcher, &metrics, &component_tx);
+                service.reloaded();
             }
             inbound = inbound_rx.recv() => match inbound {
                 Some(inbound) => dispatcher.handle(inbound),
@@ -112,6 +116,7 @@ pub async fn run(
         }
     }
     let grace = settings.limits.shutdown_grace;
+    service.stopping(grace + CLOSE_TIMEOUT);
     stop_in_order(dispatcher, inbound_rx, stop_reading, grace).await;
     background.cancel();
     match tokio::time::timeout(CLOSE_TIMEOUT, link).await {

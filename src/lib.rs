@@ -11,3 +11,4 @@ pub mod modules;
 pub mod outcome;
 pub mod ratelimit;
 pub mod request;
+pub mod systemd;

@@ -55,9 +55,7 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, Strin
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    fpush::systemd::journal::init_logger("info");
     if let Some(cap) = release_log_cap() {
         log::set_max_level(log::max_level().min(cap));
     }

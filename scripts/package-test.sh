@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The Debian package, tested as installed: builds fpush_<version>_amd64.deb with cargo-deb from the
+# test command's build (profile ci, target/ci/fpush; no second build), installs it with dpkg,
+# checks owners and modes, runs `fpush --check` as the service user, verifies the installed unit
+# and its exposure score (systemd-analyze, no running systemd needed), and purges the package.
+# Needs root (dpkg); refuses to touch an fpush package that was installed before it ran.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PROFILE="${FPUSH_DEB_PROFILE:-ci}"
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+BIN="$TARGET_DIR/$PROFILE/fpush"
+# systemd-analyze security's exposure score, in tenths: 20 means at most 2.0.
+MAX_EXPOSURE=20
+
+fail() { printf 'package-test: FAILED: %s\n' "$*" >&2; exit 1; }
+log() { printf 'package-test: %s\n' "$*"; }
+
+[ "$(id -u)" -eq 0 ] || fail "needs root (dpkg -i)"
+[ -x "$BIN" ] || fail "$BIN is missing: build first (cargo build --profile $PROFILE --bins)"
+if dpkg-query -W -f='${Status}' fpush 2>/dev/null | grep -q 'installed'; then
+    fail "an fpush package is already installed here; remove it first (dpkg --purge fpush)"
+fi
+
+VERSION="$("$BIN" --version | awk '{print $2}')"
+OUT="$(mktemp -d)"
+INSTALLED=0
+cleanup() {
+    if [ "$INSTALLED" -eq 1 ]; then
+        dpkg --purge fpush >/dev/null 2>&1 || true
+    fi
+    rm -rf "$OUT"
+}
+trap cleanup EXIT
+
+cargo deb --no-build --profile "$PROFILE" --fast --output "$OUT" >"$OUT/cargo-deb.log" 2>&1 \
+    || { cat "$OUT/cargo-deb.log" >&2; fail "cargo deb"; }
+DEB="$OUT/fpush_${VERSION}_amd64.deb"
+[ -f "$DEB" ] || fail "expected $DEB; got: $(ls "$OUT")"
+log "built $(basename "$DEB") ($(du -k "$DEB" | cut -f1) KiB); contents:"
+dpkg-deb -c "$DEB" | awk '{printf "  %s %s %9s %s\n", $1, $2, $3, $NF}'
+
+DEBIAN_FRONTEND=noninteractive dpkg -i "$DEB" >"$OUT/dpkg.log" 2>&1 \
+    || { cat "$OUT/dpkg.log" >&2; fail "dpkg -i"; }
+INSTALLED=1
+
+# owner:group mode of each installed path.
+expect_stat() {
+    local path="$1" want="$2" have
+    have="$(stat -c '%U:%G %a' "$path" 2>/dev/null)" || fail "$path is missing"
+    [ "$have" = "$want" ] || fail "$path is $have, expected $want"
+    printf '  %-40s %s\n' "$path" "$have"
+}
+log "installed files (owner:group mode):"
+expect_stat /usr/bin/fpush "root:root 755"
+expect_stat /etc/fpush "root:fpush 750"
+expect_stat /etc/fpush/settings.json "root:fpush 640"
+expect_stat /lib/systemd/system/fpush.service "root:root 644"
+expect_stat /usr/lib/sysusers.d/fpush.conf "root:root 644"
+expect_stat /var/lib/fpush "fpush:fpush 750"
+expect_stat /usr/share/doc/fpush/examples/settings.example.json "root:root 644"
+expect_stat /usr/share/doc/fpush/operations-systemd.md "root:root 644"
+expect_stat /usr/share/doc/fpush/copyright "root:root 644"
+
+dpkg-query -W -f='${Conffiles}\n' fpush | grep -q '^ /etc/fpush/settings.json ' \
+    || fail "/etc/fpush/settings.json is not a conffile"
+IFS=: read -r _ _ _ _ _ home shell < <(getent passwd fpush) || fail "no user fpush"
+[ "$home" = /var/lib/fpush ] || fail "fpush's home is $home"
+case "$shell" in */nologin) ;; *) fail "fpush's shell is $shell" ;; esac
+log "user fpush: home $home, shell $shell; settings.json is a conffile"
+
+runuser -u fpush -- fpush --check /etc/fpush/settings.json \
+    || fail "fpush --check as user fpush"
+if runuser -u fpush -- test -w /usr/bin/fpush; then fail "user fpush can write its binary"; fi
+
+systemd-analyze verify /lib/systemd/system/fpush.service || fail "systemd-analyze verify"
+SECURITY="$(systemd-analyze security --offline=true --threshold="$MAX_EXPOSURE" fpush.service)" \
+    || { printf '%s\n' "$SECURITY" | grep '✗' >&2 || true; fail "exposure above $((MAX_EXPOSURE / 10)).$((MAX_EXPOSURE % 10))"; }
+log "$(printf '%s\n' "$SECURITY" | tail -n 1)"
+
+dpkg --purge fpush >"$OUT/dpkg.log" 2>&1 || { cat "$OUT/dpkg.log" >&2; fail "dpkg --purge"; }
+INSTALLED=0
+for gone in /usr/bin/fpush /etc/fpush/settings.json /lib/systemd/system/fpush.service /var/lib/fpush; do
+    [ ! -e "$gone" ] || fail "$gone left after purge"
+done
+log "purged; binary size $(du -k "$BIN" | cut -f1) KiB"
+log "OK"

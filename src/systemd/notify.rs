@@ -1,0 +1,146 @@
+//! Service manager notifications (`sd_notify`): READY=1 once the component link is
+//! authenticated, RELOADING=1 … READY=1 around a reload, STOPPING=1 at shutdown, STATUS= with the
+//! link's state, and WATCHDOG=1 pings when the unit has `WatchdogSec=`. Each is a no-op without
+//! `NOTIFY_SOCKET`.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::component::LinkState;
+
+/// Not yet told READY=1: systemd still waits for the first authenticated link.
+const STARTING: u8 = 0;
+const RUNNING: u8 = 1;
+/// STOPPING=1 sent: nothing may announce readiness any more.
+const STOPPING: u8 = 2;
+
+/// Tells the service manager what the daemon is doing. Cheap to clone; all clones share one
+/// phase, so a reload during start-up never announces readiness early.
+#[derive(Clone, Default)]
+pub struct ServiceNotifier {
+    phase: Arc<AtomicU8>,
+}
+
+impl ServiceNotifier {
+    /// Follow the link's state (READY=1 at the first `Up`, STATUS= on every change) and ping the
+    /// watchdog if the service manager asked for it, until `stop` is cancelled.
+    pub fn spawn(link: watch::Receiver<LinkState>, stop: CancellationToken) -> ServiceNotifier {
+        let notifier = ServiceNotifier::default();
+        tokio::spawn(notifier.clone().follow_link(link, stop.clone()));
+        if let Some(interval) = sd_notify::watchdog_enabled() {
+            tokio::spawn(ping_watchdog(interval / 2, stop));
+        }
+        notifier
+    }
+
+    /// A reload starts.
+    pub fn reloading(&self) {
+        if self.phase.load(Ordering::Acquire) != RUNNING {
+            return;
+        }
+        let mut states = vec![NotifyState::Reloading];
+        // systemd ≥ 253 uses it to tell this reload from an older one.
+        if let Ok(now) = NotifyState::monotonic_usec_now() {
+            states.push(now);
+        }
+        send(&states);
+    }
+
+    /// The reload is done (applied or refused: either way the daemon runs on).
+    pub fn reloaded(&self) {
+        if self.phase.load(Ordering::Acquire) == RUNNING {
+            send(&[NotifyState::Ready]);
+        }
+    }
+
+    /// Shutdown starts; it may take up to `budget`, which extends systemd's stop timeout when
+    /// `TimeoutStopSec=` is shorter, so in-flight pushes are never cut off by a SIGKILL.
+    pub fn stopping(&self, budget: Duration) {
+        self.phase.store(STOPPING, Ordering::Release);
+        let usec = u32::try_from(budget.as_micros()).unwrap_or(u32::MAX);
+        send(&[
+            NotifyState::Stopping,
+            NotifyState::Status("stopping: finishing pushes in flight"),
+            NotifyState::ExtendTimeoutUsec(usec),
+        ]);
+    }
+
+    async fn follow_link(self, mut link: watch::Receiver<LinkState>, stop: CancellationToken) {
+        loop {
+            let (status, up) = {
+                let state = link.borrow_and_update();
+                (status_line(&state), matches!(*state, LinkState::Up { .. }))
+            };
+            if up
+                && self
+                    .phase
+                    .compare_exchange(STARTING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                send(&[NotifyState::Ready, NotifyState::Status(&status)]);
+            } else if self.phase.load(Ordering::Acquire) != STOPPING {
+                send(&[NotifyState::Status(&status)]);
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = link.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+}
+
+/// The STATUS= text `systemctl status` shows for a link state.
+fn status_line(state: &LinkState) -> String {
+    match state {
+        LinkState::Connecting => "connecting to the XMPP server".to_owned(),
+        LinkState::Up { stream_id } => format!("component link up (stream {stream_id})"),
+        LinkState::Down => "component link down, retrying".to_owned(),
+    }
+}
+
+/// WATCHDOG=1 every `period` from the event loop: if the loop stalls, the pings stop and systemd
+/// restarts the service.
+async fn ping_watchdog(period: Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(period.max(Duration::from_millis(1)));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => send(&[NotifyState::Watchdog]),
+        }
+    }
+}
+
+/// Send, logging (not failing) when the socket refuses: notifications are advisory.
+fn send(states: &[NotifyState<'_>]) {
+    if let Err(error) = sd_notify::notify(states) {
+        log::warn!("cannot notify the service manager: {error}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_line_names_the_link_state() {
+        assert_eq!(
+            status_line(&LinkState::Connecting),
+            "connecting to the XMPP server"
+        );
+        assert_eq!(
+            status_line(&LinkState::Up {
+                stream_id: "abc".into()
+            }),
+            "component link up (stream abc)"
+        );
+        assert_eq!(
+            status_line(&LinkState::Down),
+            "component link down, retrying"
+        );
+    }
+}

@@ -1,0 +1,307 @@
+//! fpush as systemd sees it: the messages on `NOTIFY_SOCKET` (READY=1 once the component is
+//! authenticated, RELOADING=1 … READY=1 around SIGHUP, STOPPING=1 at SIGTERM, WATCHDOG=1 pings),
+//! the log format under journald and elsewhere, and the shipped unit's stop timeout.
+
+mod common;
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::net::UnixDatagram;
+
+/// The daemon with chosen environment variables; stderr goes to `stderr.log` in its temp dir.
+struct Service {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Service {
+    /// Start on `settings`; `env` returns extra variables given the stderr file (whose device and
+    /// inode a `JOURNAL_STREAM` names).
+    fn start(settings: &str, env: impl FnOnce(&Path, &File) -> Vec<(String, String)>) -> Service {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let settings_path = dir.path().join("settings.json");
+        std::fs::write(&settings_path, settings).expect("write settings");
+        let stderr = File::create(dir.path().join("stderr.log")).expect("stderr file");
+        let vars = env(dir.path(), &stderr);
+        let child = Command::new(env!("CARGO_BIN_EXE_fpush"))
+            .arg(&settings_path)
+            .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .envs(vars)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start fpush");
+        Service {
+            child: Some(child),
+            dir,
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    fn rewrite_settings(&self, settings: &str) {
+        std::fs::write(self.dir.path().join("settings.json"), settings).expect("write settings");
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "fpush did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            if std::thread::panicking() {
+                eprintln!("--- fpush stderr ---\n{}", self.stderr());
+            }
+        }
+    }
+}
+
+/// A notify socket in `dir`, as systemd provides one.
+fn notify_socket(dir: &Path) -> (UnixDatagram, PathBuf) {
+    let path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).expect("bind notify socket");
+    (socket, path)
+}
+
+/// The next datagram within `timeout`, if any.
+async fn next_message(socket: &UnixDatagram, timeout: Duration) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    let len = tokio::time::timeout(timeout, socket.recv(&mut buf))
+        .await
+        .ok()?
+        .expect("recv");
+    Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+}
+
+/// Read messages until one has the line `wanted`; return it.
+async fn expect_line(socket: &UnixDatagram, wanted: &str) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(message) = next_message(socket, left).await else {
+            panic!("no message with {wanted}");
+        };
+        if message.lines().any(|line| line == wanted) {
+            return message;
+        }
+    }
+}
+
+fn has_line(message: &str, wanted: &str) -> bool {
+    message.lines().any(|line| line == wanted)
+}
+
+#[tokio::test]
+async fn notifies_ready_when_authenticated_reloading_ready_around_sighup_and_stopping_at_sigterm() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let settings = settings(&server, &demo_module(None, "0s"), "");
+    let socket_dir = tempfile::tempdir().unwrap();
+    let (socket, socket_path) = notify_socket(socket_dir.path());
+    let mut fpush = Service::start(&settings, |_, _| {
+        vec![(
+            "NOTIFY_SOCKET".into(),
+            socket_path.to_string_lossy().into_owned(),
+        )]
+    });
+
+    // Not ready while the server has not authenticated the component.
+    let mut before = Vec::new();
+    let quiet_until = tokio::time::Instant::now() + Duration::from_millis(500);
+    loop {
+        let left = quiet_until.saturating_duration_since(tokio::time::Instant::now());
+        match next_message(&socket, left).await {
+            Some(message) => before.push(message),
+            None => break,
+        }
+    }
+    assert!(before.iter().all(|m| !has_line(m, "READY=1")), "{before:?}");
+
+    let mut link = server.accept(WAIT).await.unwrap();
+    let ready = expect_line(&socket, "READY=1").await;
+    assert!(
+        ready.contains("STATUS=component link up (stream fake-stream-"),
+        "{ready}"
+    );
+    link.send(&push_iq("p1", "token-1", None)).await.unwrap();
+    assert_result(&link.next_stanza(WAIT).await.unwrap(), "p1");
+
+    // A good reload, then a refused one: each is RELOADING=1 then READY=1.
+    for contents in [settings.clone(), "{ \"component\": ".to_owned()] {
+        fpush.rewrite_settings(&contents);
+        fpush.signal("HUP");
+        let reloading = expect_line(&socket, "RELOADING=1").await;
+        assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+        let next = next_message(&socket, WAIT)
+            .await
+            .expect("READY=1 after reload");
+        assert_eq!(next, "READY=1\n");
+    }
+
+    fpush.signal("TERM");
+    let stopping = expect_line(&socket, "STOPPING=1").await;
+    // limits.shutdownGrace (10s by default) + 5s to close the stream.
+    assert!(
+        has_line(&stopping, "EXTEND_TIMEOUT_USEC=15000000"),
+        "{stopping}"
+    );
+    assert!(fpush.wait().success());
+    while let Some(message) = next_message(&socket, Duration::from_millis(100)).await {
+        assert!(!has_line(&message, "READY=1"), "READY=1 after STOPPING=1");
+    }
+}
+
+#[tokio::test]
+async fn pings_the_watchdog_at_half_the_interval() {
+    let server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let socket_dir = tempfile::tempdir().unwrap();
+    let (socket, socket_path) = notify_socket(socket_dir.path());
+    let _fpush = Service::start(&settings(&server, &demo_module(None, "0s"), ""), |_, _| {
+        vec![
+            (
+                "NOTIFY_SOCKET".into(),
+                socket_path.to_string_lossy().into_owned(),
+            ),
+            // 2 s: a ping every second.
+            ("WATCHDOG_USEC".into(), "2000000".into()),
+        ]
+    });
+    expect_line(&socket, "WATCHDOG=1").await;
+    let started = Instant::now();
+    let mut pings = 0;
+    while pings < 3 {
+        let message = next_message(&socket, WAIT).await.expect("a watchdog ping");
+        pings += usize::from(has_line(&message, "WATCHDOG=1"));
+    }
+    let elapsed = started.elapsed();
+    // Three more pings take three seconds at half the interval, six at the whole one; the margins
+    // absorb a loaded machine.
+    assert!(elapsed >= Duration::from_millis(2000), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(5000), "{elapsed:?}");
+}
+
+/// Whether `line` holds an ISO 8601 date-time such as `2024-05-01T12:00:00`.
+fn has_timestamp(line: &str) -> bool {
+    let bytes = line.as_bytes();
+    bytes.windows(11).any(|w| {
+        w[..4].iter().all(u8::is_ascii_digit)
+            && w[4] == b'-'
+            && w[5..7].iter().all(u8::is_ascii_digit)
+            && w[7] == b'-'
+            && w[8..10].iter().all(u8::is_ascii_digit)
+            && w[10] == b'T'
+    })
+}
+
+/// Run the daemon until it is connected, stop it, and return its stderr lines. The settings carry
+/// an unknown key, so there is a warning among the info lines.
+async fn log_lines(env: impl FnOnce(&Path, &File) -> Vec<(String, String)>) -> Vec<String> {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let settings = settings(&server, &demo_module(None, "0s"), "\"notAKey\": true,");
+    let mut fpush = Service::start(&settings, env);
+    let _link = server.accept(WAIT).await.unwrap();
+    fpush.signal("TERM");
+    assert!(fpush.wait().success());
+    let lines: Vec<String> = fpush.stderr().lines().map(str::to_owned).collect();
+    assert!(lines.iter().any(|l| l.contains("notAKey")), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("starting")), "{lines:#?}");
+    lines
+}
+
+#[tokio::test]
+async fn under_journald_every_line_starts_with_its_priority_and_has_no_timestamp() {
+    let lines = log_lines(|_, stderr| {
+        let meta = stderr.metadata().expect("stat stderr file");
+        vec![(
+            "JOURNAL_STREAM".into(),
+            format!("{}:{}", meta.dev(), meta.ino()),
+        )]
+    })
+    .await;
+    for line in &lines {
+        let priority = line.get(..3).unwrap_or_default();
+        assert!(["<3>", "<4>", "<6>", "<7>"].contains(&priority), "{line}");
+        assert!(!has_timestamp(line), "{line}");
+    }
+    let warning = lines.iter().find(|l| l.contains("notAKey")).unwrap();
+    assert!(warning.starts_with("<4>fpush"), "{warning}");
+    let starting = lines.iter().find(|l| l.contains("starting")).unwrap();
+    assert!(starting.starts_with("<6>fpush"), "{starting}");
+}
+
+#[tokio::test]
+async fn elsewhere_lines_keep_their_timestamp_even_with_an_inherited_journal_stream() {
+    // No JOURNAL_STREAM, and one naming another file (inherited, stderr redirected): both get
+    // the usual format.
+    for inherited in [None, Some("1:1")] {
+        let lines = log_lines(|_, _| {
+            inherited
+                .map(|value| ("JOURNAL_STREAM".to_owned(), value.to_owned()))
+                .into_iter()
+                .collect()
+        })
+        .await;
+        for line in &lines {
+            assert!(line.starts_with('['), "{line}");
+            assert!(has_timestamp(line), "{line}");
+        }
+        let warning = lines.iter().find(|l| l.contains("notAKey")).unwrap();
+        assert!(warning.contains(" WARN "), "{warning}");
+    }
+}
+
+/// `TimeoutStopSec=` of the shipped unit, in seconds.
+fn unit_stop_timeout() -> Duration {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/systemd/fpush.service");
+    let text = std::fs::read_to_string(unit).expect("read unit");
+    let value = text
+        .lines()
+        .find_map(|line| line.strip_prefix("TimeoutStopSec="))
+        .expect("TimeoutStopSec= in the unit");
+    Duration::from_secs(value.trim().parse().expect("TimeoutStopSec in seconds"))
+}
+
+#[test]
+fn the_units_stop_timeout_exceeds_the_example_shutdown_grace_plus_closing_time() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("settings.example.json");
+    let loaded = fpush::config::load(&example).expect("example settings load");
+    let grace = loaded.settings.limits.shutdown_grace;
+    // The daemon gives the stream 5 s to close after the grace.
+    assert!(
+        unit_stop_timeout() > grace + Duration::from_secs(5),
+        "TimeoutStopSec {:?} vs shutdownGrace {grace:?}",
+        unit_stop_timeout()
+    );
+}
