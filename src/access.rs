@@ -3,6 +3,7 @@
 //! from a client's full JID; `access.allowedDomains` narrows the domains served; and each
 //! sending domain gets a fair share (a token bucket), so one domain cannot starve the others.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -49,7 +50,8 @@ impl Default for AccessSettings {
 #[derive(Debug)]
 pub struct Access {
     settings: AccessSettings,
-    buckets: DashMap<Box<str>, Bucket>,
+    /// Shared with the policy a reload makes from this one.
+    buckets: Arc<DashMap<Box<str>, Bucket>>,
 }
 
 /// A token bucket: `tokens` as of `at`.
@@ -63,13 +65,16 @@ impl Access {
     pub fn new(settings: AccessSettings) -> Self {
         Self {
             settings,
-            buckets: DashMap::new(),
+            buckets: Arc::default(),
         }
     }
 
     /// The same buckets under new settings (a reload).
-    pub fn reconfigured(self, settings: AccessSettings) -> Self {
-        Self { settings, ..self }
+    pub fn reconfigured(&self, settings: AccessSettings) -> Self {
+        Self {
+            settings,
+            buckets: self.buckets.clone(),
+        }
     }
 
     /// May `from` push? Only a bare JID of a served domain, within its domain's share.
@@ -96,7 +101,10 @@ impl Access {
 
     fn serves(&self, domain: &str) -> bool {
         let allowed = &self.settings.allowed_domains;
-        allowed.is_empty() || allowed.iter().any(|pattern| matches_domain(pattern, domain))
+        allowed.is_empty()
+            || allowed
+                .iter()
+                .any(|pattern| matches_domain(pattern, domain))
     }
 
     /// Takes one token from `domain`'s bucket, if it has one.
@@ -224,7 +232,10 @@ mod tests {
         assert_eq!(access.push("evil.example"), Verdict::Forbidden);
         // Commands may come from full JIDs, but only of served domains.
         assert_eq!(access.request("juliet@example.org/phone"), Verdict::Allowed);
-        assert_eq!(access.request("mallory@evil.example/res"), Verdict::Forbidden);
+        assert_eq!(
+            access.request("mallory@evil.example/res"),
+            Verdict::Forbidden
+        );
     }
 
     #[tokio::test(start_paused = true)]

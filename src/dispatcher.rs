@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access::{self, Access, AccessSettings};
 use crate::component::{Inbound, ReplySender};
 use crate::config::RejectWith;
 use crate::doors::{self, Refusal, Target};
@@ -22,12 +23,13 @@ use crate::modules::{Admitting, Module, ModuleSet, ModulesInService};
 use crate::outcome::Outcome;
 use crate::ratelimit::{Admission, Decision};
 use crate::request::{self, Condition, ErrorType, IqHeader, Reply, Request};
-use reply_table::{reply_for, text};
+use reply_table::reply_for;
 
 /// Turns inbound stanzas into push tasks and replies.
 pub struct Dispatcher {
     pushes: Arc<PushPath>,
     modules: ModulesInService,
+    access: ArcSwap<Access>,
     metrics: Arc<Metrics>,
     tasks: TaskTracker,
 }
@@ -61,6 +63,7 @@ impl Dispatcher {
                 abort_in_flight: CancellationToken::new(),
             }),
             modules: Arc::new(ArcSwap::new(modules)),
+            access: ArcSwap::from_pointee(Access::new(AccessSettings::default())),
             metrics,
             tasks: TaskTracker::new(),
         }
@@ -90,6 +93,19 @@ impl Dispatcher {
         old.retire_all_but(&new);
     }
 
+    /// Apply new access settings (start-up, reload); the domains' buckets carry over.
+    pub fn set_access(&self, settings: AccessSettings) {
+        let next = self.access.load().reconfigured(settings);
+        self.access.store(Arc::new(next));
+    }
+
+    /// Forget idle domains' buckets; returns when to sweep next.
+    pub fn sweep_access(&self) -> Duration {
+        let access = self.access.load();
+        access.sweep();
+        access.sweep_period()
+    }
+
     /// Handle one inbound stanza. Never blocks: pushes run in their own tasks.
     pub fn handle(&self, inbound: Inbound) {
         match inbound {
@@ -97,14 +113,7 @@ impl Dispatcher {
             Inbound::Oversized { start_tag } => {
                 if let Some(iq) = request::parse_oversized(&start_tag) {
                     log::debug!("stanza from {} over the size limit answered", iq.from);
-                    let text = text::TOO_LARGE.to_owned();
-                    self.refuse(
-                        &iq,
-                        Refusal {
-                            outcome: Outcome::too_large,
-                            text,
-                        },
-                    );
+                    self.refuse(&iq, Outcome::too_large.into());
                 }
             }
         }
@@ -113,6 +122,9 @@ impl Dispatcher {
     fn handle_request(&self, request: Request) {
         match request {
             Request::Push { iq, push } => {
+                if let Some(refusal) = self.sender_refused(self.access.load().push(&iq.from)) {
+                    return self.refuse(&iq, refusal);
+                }
                 match doors::token_in_node::resolve(&self.modules.load(), push) {
                     Ok(target) => self.dispatch(iq, target),
                     Err(refusal) => self.refuse(&iq, refusal),
@@ -120,13 +132,12 @@ impl Dispatcher {
             }
             Request::InvalidPush { iq, reason } => {
                 log::debug!("invalid push IQ from {}: {reason}", iq.from);
-                self.refuse(
-                    &iq,
-                    Refusal {
-                        outcome: Outcome::bad_request,
-                        text: reason,
-                    },
-                );
+                let text = reason.into();
+                let refusal = Refusal {
+                    outcome: Outcome::bad_request,
+                    text,
+                };
+                self.refuse(&iq, refusal);
             }
             Request::DiscoInfo { iq } => self.pushes.reply(&iq, Reply::DiscoInfo),
             Request::Ping { iq } => self.pushes.reply(&iq, Reply::Result),
@@ -142,11 +153,21 @@ impl Dispatcher {
         }
     }
 
+    /// Why the access policy turns a sender away, if it does.
+    fn sender_refused(&self, verdict: access::Verdict) -> Option<Refusal> {
+        match verdict {
+            access::Verdict::Allowed => None,
+            access::Verdict::Forbidden => Some(Outcome::forbidden.into()),
+            access::Verdict::OverShare => Some(Outcome::domain_limited.into()),
+        }
+    }
+
     /// A request a door (or the parser) answers itself: counted for no module.
     fn refuse(&self, iq: &IqHeader, refusal: Refusal) {
         log::debug!("request from {} refused: {}", iq.from, refusal.text);
         self.metrics.unattributed().count(refusal.outcome);
-        if let Some(reply) = reply_for(refusal.outcome, RejectWith::Wait, Some(&refusal.text)) {
+        let text = (!refusal.text.is_empty()).then_some(&*refusal.text);
+        if let Some(reply) = reply_for(refusal.outcome, RejectWith::Wait, text) {
             self.pushes.reply(iq, reply);
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod token_in_node;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use fpush_traits::PushNotification;
@@ -55,5 +56,15 @@ pub struct Refusal {
     /// How the request is counted; it also picks the reply.
     pub outcome: Outcome,
     /// The reply's text, for the XMPP server's log.
-    pub text: String,
+    pub text: Cow<'static, str>,
+}
+
+impl From<Outcome> for Refusal {
+    /// A refusal answered with the outcome's usual text.
+    fn from(outcome: Outcome) -> Self {
+        Refusal {
+            outcome,
+            text: Cow::Borrowed(""),
+        }
+    }
 }

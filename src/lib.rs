@@ -1,6 +1,7 @@
 //! fpush as a library: the daemon's parts, exposed so integration tests and benchmarks can drive
 //! them directly. The binary (`src/main.rs`) is a thin command line over these.
 
+pub mod access;
 pub mod component;
 pub mod config;
 pub mod daemon;

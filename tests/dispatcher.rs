@@ -1,12 +1,14 @@
 //! The dispatcher with a scripted provider, on tokio's paused clock: every provider outcome maps
 //! to its reply, dead tokens are remembered, the wipe guard holds, the ratelimit is exact for a
-//! burst, the in-flight bound answers `wait`, and shutdown answers every push.
+//! burst, the in-flight bound answers `wait`, shutdown answers every push, and only servers may
+//! push, each sending domain within its fair share.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fpush::access::AccessSettings;
 use fpush::component::{reply_channel, Inbound, ReplyReceiver};
 use fpush::dispatcher::Dispatcher;
 use fpush::metrics::{Metrics, ModuleMetrics};
@@ -100,9 +102,14 @@ impl Harness {
 
     /// Hand one push to the dispatcher; returns its IQ id.
     fn push(&mut self, token: &str) -> String {
+        self.push_from("localhost", token)
+    }
+
+    /// Hand one push from `from` to the dispatcher; returns its IQ id.
+    fn push_from(&mut self, from: &str, token: &str) -> String {
         self.next_id += 1;
         let id = format!("iq-{}", self.next_id);
-        let iq = prosody_push_iq(&id, "localhost", "push.localhost", token, Some("app"));
+        let iq = prosody_push_iq(&id, from, "push.localhost", token, Some("app"));
         self.dispatcher
             .handle(Inbound::Stanza(bytes::Bytes::from(iq.into_bytes())));
         id
@@ -340,4 +347,59 @@ async fn shutdown_answers_queued_pushes_and_those_still_at_the_provider() {
     }
     let ids: Vec<_> = answered.iter().filter_map(|r| r.attr("id")).collect();
     assert!(ids.contains(&queued.as_str()) && ids.contains(&stuck.as_str()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_push_from_a_full_jid_is_forbidden_and_never_reaches_the_provider() {
+    let mut harness = Harness::new(ScriptedProvider::default(), None, 100);
+    let id = harness.push_from("mallory@evil.example/res", "victim-token");
+    let replies = harness.settle().await;
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].attr("id"), Some(id.as_str()));
+    assert_eq!(error_of(&replies[0]), (Some("auth"), Some("forbidden")));
+    assert_eq!(harness.provider.total.load(Ordering::SeqCst), 0);
+    // The victim's ratelimit window was not touched: its next real push goes out at once.
+    harness.push("victim-token");
+    let replies = harness.settle().await;
+    assert_eq!(replies[0].kind(), Some("result"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_domain_not_allowed_is_forbidden() {
+    let mut harness = Harness::new(ScriptedProvider::default(), None, 100);
+    harness.dispatcher.set_access(AccessSettings {
+        allowed_domains: vec!["*.example.org".into()],
+        ..AccessSettings::default()
+    });
+    let served = harness.push_from("chat.example.org", "a");
+    let refused = harness.push_from("evil.example", "b");
+    let replies = harness.settle().await;
+    let reply = |id: &str| replies.iter().find(|r| r.attr("id") == Some(id)).unwrap();
+    assert_eq!(reply(&served).kind(), Some("result"));
+    assert_eq!(error_of(reply(&refused)), (Some("auth"), Some("forbidden")));
+    assert_eq!(harness.provider.total.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_flooding_domain_does_not_delay_another() {
+    let mut harness = Harness::new(ScriptedProvider::default(), None, 100_000);
+    harness.dispatcher.set_access(AccessSettings {
+        allowed_domains: Vec::new(),
+        per_domain_rate: 100.0,
+        per_domain_burst: 500.0,
+    });
+    for i in 0..5_000 {
+        harness.push_from("flood.example", &format!("flood-{i}"));
+    }
+    let quiet = harness.push_from("quiet.example", "quiet-token");
+    let replies = harness.settle().await;
+    let limited = replies
+        .iter()
+        .filter(|r| error_of(r) == (Some("wait"), Some("resource-constraint")))
+        .count();
+    // The flood gets its burst, the rest is turned away at once; the other domain is served now.
+    assert_eq!(limited, 4_500);
+    let answer = replies.iter().find(|r| r.attr("id") == Some(quiet.as_str()));
+    assert_eq!(answer.and_then(|r| r.kind()), Some("result"));
+    assert_eq!(harness.provider.calls_for("quiet-token"), 1);
 }

@@ -7,7 +7,7 @@ use crate::outcome::Outcome;
 use crate::request::{Condition, ErrorType, Reply};
 
 /// Error texts: short English sentences for the XMPP server's logs.
-pub(super) mod text {
+mod text {
     pub const TOKEN_DEAD: &str = "The device token is no longer valid.";
     pub const RATELIMITED: &str = "Too many pushes for this device; one is already queued.";
     pub const OVERLOADED: &str = "The push server is overloaded; try again later.";

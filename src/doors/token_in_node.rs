@@ -18,13 +18,13 @@ pub fn resolve(modules: &ModuleSet, push: PushRequest) -> Result<Target, Refusal
         Err(LookupError::Unknown(name)) => {
             return Err(Refusal {
                 outcome: Outcome::unknown_module,
-                text: format!("The push module '{name}' is not configured."),
+                text: format!("The push module '{name}' is not configured.").into(),
             });
         }
         Err(LookupError::NoDefault) => {
             return Err(Refusal {
                 outcome: Outcome::unknown_module,
-                text: NO_DEFAULT.to_owned(),
+                text: NO_DEFAULT.into(),
             });
         }
     };
