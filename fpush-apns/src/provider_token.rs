@@ -206,7 +206,12 @@ mod tests {
         assert!(!signer.rejected(&first), "too young to replace");
         assert!(Arc::ptr_eq(&first, &signer.current().unwrap()));
 
-        tokio::time::advance(RENEW_AFTER - MIN_RENEW_INTERVAL).await;
+        tokio::time::advance(RENEW_AFTER - MIN_RENEW_INTERVAL - Duration::from_secs(1)).await;
+        assert!(
+            Arc::ptr_eq(&first, &signer.current().unwrap()),
+            "reused below 50 minutes"
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
         let renewed = signer.current().unwrap();
         assert!(!Arc::ptr_eq(&first, &renewed), "renewed at 50 minutes");
         assert!(signer.rejected(&first), "a newer token exists already");
