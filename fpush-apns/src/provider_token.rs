@@ -87,7 +87,7 @@ impl TokenSigner {
         URL_SAFE_NO_PAD.encode_string(claims, &mut jwt);
         let signature = self
             .key
-            .sign(&self.rng, jwt[signed_from..].as_bytes())
+            .sign(&self.rng, &jwt.as_bytes()[signed_from..])
             .map_err(|_| "ECDSA signing failed".to_string())?;
         jwt.push('.');
         URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut jwt);
