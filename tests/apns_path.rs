@@ -5,17 +5,14 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use fpush_testkit::apns::{Answer, ApnsExpect, ApnsTestKey, ApnsTestServer, Received};
-use fpush_testkit::tls::{P12Cipher, TestPki};
+use fpush_testkit::apns::{Answer, ApnsHarness, Received, TOPIC};
+use fpush_testkit::settings::with_keys;
+use fpush_testkit::tls::P12Cipher;
+use serde_json::{json, Value};
 
-const TOPIC: &str = "org.example.chat";
-const TEAM_ID: &str = "TEAM123456";
-const KEY_ID: &str = "KEY1234567";
-const P12_PASSWORD: &str = "p12 secret";
 /// Short, so the stalled-provider test stays fast.
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
 /// A device token as Apple hands them out: 64 hex digits.
@@ -32,92 +29,40 @@ enum Auth {
 
 /// A running path: APNS test server, fake XMPP server, the fpush process and its link.
 struct ApplePath {
-    apns: ApnsTestServer,
+    apns: ApnsHarness,
     link: ComponentLink,
     fpush: Daemon,
     _xmpp: FakeXmppServer,
-    _files: tempfile::TempDir,
-    _pki: TestPki,
 }
 
 impl ApplePath {
     /// Everything up with default `apns` settings.
     async fn start(auth: Auth) -> Self {
-        Self::start_with(auth, TOPIC, "").await
+        Self::start_with(auth, json!({})).await
     }
 
-    /// Everything up; the module sends `topic` and `apns_extra` (e.g. `"pushType": "background",`)
-    /// is added to its `apns` block.
-    async fn start_with(auth: Auth, topic: &str, apns_extra: &str) -> Self {
-        let pki = TestPki::new().unwrap();
-        let files = tempfile::tempdir().unwrap();
-        let ca_file = files.path().join("apns-ca.pem");
-        pki.write_ca_pem(&ca_file).unwrap();
-
-        let (expect, credentials) = match auth {
-            Auth::Certificate(cipher) => {
-                let p12 = files.path().join("apns.p12");
-                pki.client_cert(TOPIC)
-                    .unwrap()
-                    .write_p12(&p12, P12_PASSWORD, cipher)
-                    .unwrap();
-                let expect = ApnsExpect {
-                    topic: TOPIC.into(),
-                    team_id: TEAM_ID.into(),
-                    key_id: KEY_ID.into(),
-                    jwt_public_key_pem: None,
-                    accept_client_cert: true,
-                };
-                let credentials = format!(
-                    r#""certFilePath": {}, "certPassword": {},"#,
-                    json_path(&p12),
-                    json_str(P12_PASSWORD)
-                );
-                (expect, credentials)
-            }
-            Auth::Token => {
-                let key = ApnsTestKey::generate().unwrap();
-                let p8: PathBuf = files.path().join(format!("AuthKey_{KEY_ID}.p8"));
-                key.write_p8(&p8).unwrap();
-                let expect = ApnsExpect {
-                    topic: TOPIC.into(),
-                    team_id: TEAM_ID.into(),
-                    key_id: KEY_ID.into(),
-                    jwt_public_key_pem: Some(key.public_pem.clone()),
-                    accept_client_cert: false,
-                };
-                let credentials = format!(
-                    r#""keyFilePath": {}, "keyId": "{KEY_ID}", "teamId": "{TEAM_ID}","#,
-                    json_path(&p8)
-                );
-                (expect, credentials)
-            }
+    /// Everything up; `apns_extra` (e.g. `{"pushType": "background"}`, or another `topic`) is
+    /// added to the module's `apns` block.
+    async fn start_with(auth: Auth, apns_extra: Value) -> Self {
+        let apns = ApnsHarness::start().await.unwrap();
+        let block = match auth {
+            Auth::Certificate(cipher) => apns.cert_settings(cipher).unwrap(),
+            Auth::Token => apns.token_settings(),
         };
-        let apns = ApnsTestServer::start(&pki, expect).await.unwrap();
-
+        let timeout = json!({"requestTimeout": format!("{}ms", REQUEST_TIMEOUT.as_millis())});
+        let block = with_keys(with_keys(block, timeout), apns_extra);
         // The ratelimit is off so every push of a test reaches the module; the dead-token memory
         // is the core's default (on).
-        let modules = format!(
-            r#"{{ "ios": {{ "type": "apple", "is_default_module": true,
-                "ratelimit": {{ "enabled": false }},
-                "apns": {{ {credentials} {apns_extra}
-                    "topic": {topic}, "endpoint": {endpoint}, "caFilePath": {ca},
-                    "requestTimeout": "{timeout}ms" }} }} }}"#,
-            topic = json_str(topic),
-            endpoint = json_str(apns.origin()),
-            ca = json_path(&ca_file),
-            timeout = REQUEST_TIMEOUT.as_millis(),
-        );
+        let modules = json!({ "ios": { "type": "apple", "is_default_module": true,
+            "ratelimit": { "enabled": false }, "apns": block } });
         let mut xmpp = FakeXmppServer::bind(SECRET).await.unwrap();
-        let fpush = Daemon::start(&settings(&xmpp, &modules, ""));
+        let fpush = Daemon::start(&settings(&xmpp, &modules.to_string(), ""));
         let link = xmpp.accept(WAIT).await.expect("fpush connects");
         Self {
             apns,
             link,
             fpush,
             _xmpp: xmpp,
-            _files: files,
-            _pki: pki,
         }
     }
 
@@ -129,6 +74,7 @@ impl ApplePath {
     fn only_request_for(&self, token: &str) -> Received {
         let mut requests: Vec<Received> = self
             .apns
+            .server
             .received()
             .into_iter()
             .filter(|r| r.token == token)
@@ -233,8 +179,7 @@ async fn token_auth_push_reaches_apns_with_the_right_request_and_gets_a_result()
 async fn background_push_settings_shape_the_request() {
     let mut path = ApplePath::start_with(
         Auth::Token,
-        TOPIC,
-        r#""pushType": "background", "expiration": "1h", "additionalData": { "v": 2 },"#,
+        json!({"pushType": "background", "expiration": "1h", "additionalData": { "v": 2 }}),
     )
     .await;
     let sent_before = unix_now();
@@ -257,7 +202,7 @@ async fn background_push_settings_shape_the_request() {
 async fn dead_token_answers_cancel_and_the_token_is_then_answered_without_asking_apple() {
     let mut path = ApplePath::start(Auth::Certificate(P12Cipher::Modern)).await;
     let not_for_topic = "feedface".repeat(8);
-    path.apns.enqueue(
+    path.apns.server.enqueue(
         &not_for_topic,
         [Answer::error(400, "DeviceTokenNotForTopic")],
     );
@@ -297,12 +242,12 @@ async fn service_unavailable_twice_answers_wait_internal_server_error_after_exac
     // `unavailable…` → 503 every time.
     let reply = path.push("u1", "unavailable-token-1").await;
     assert_error(&reply, "u1", "wait", "internal-server-error");
-    assert_eq!(path.apns.count_for("unavailable-token-1"), 2);
+    assert_eq!(path.apns.server.count_for("unavailable-token-1"), 2);
 
     // One 503 then success: the retry delivers it.
     let reply = path.push("u2", "unavailable-once-token-1").await;
     assert_result(&reply, "u2");
-    assert_eq!(path.apns.count_for("unavailable-once-token-1"), 2);
+    assert_eq!(path.apns.server.count_for("unavailable-once-token-1"), 2);
 }
 
 #[tokio::test]
@@ -325,7 +270,7 @@ async fn stalled_apns_answers_wait_remote_server_timeout_after_the_request_timeo
         "answered after {took:?}, long after the {REQUEST_TIMEOUT:?} request timeout"
     );
     // Never retried after a timeout: Apple may have delivered it.
-    assert_eq!(path.apns.count_for("stall-token-1"), 1);
+    assert_eq!(path.apns.server.count_for("stall-token-1"), 1);
 
     // The stalled stream does not hold up the shared connection.
     assert_result(&path.push("s2", DEVICE_TOKEN).await, "s2");
@@ -342,15 +287,21 @@ async fn operator_errors_answer_wait_internal_server_error_and_keep_the_token() 
     ];
     for (n, (status, reason)) in answers.into_iter().enumerate() {
         let token = format!("{n}").repeat(64);
-        path.apns.enqueue(&token, [Answer::error(status, reason)]);
+        path.apns
+            .server
+            .enqueue(&token, [Answer::error(status, reason)]);
         let id = format!("m{n}");
         let reply = path.push(&id, &token).await;
         assert_error(&reply, &id, "wait", "internal-server-error");
-        assert_eq!(path.apns.count_for(&token), 1, "{reason} is not retried");
+        assert_eq!(
+            path.apns.server.count_for(&token),
+            1,
+            "{reason} is not retried"
+        );
 
         // The token was not declared dead: once the configuration is right it is delivered.
         assert_result(&path.push(&id, &token).await, &id);
-        assert_eq!(path.apns.count_for(&token), 2);
+        assert_eq!(path.apns.server.count_for(&token), 2);
     }
 }
 
@@ -358,12 +309,13 @@ async fn operator_errors_answer_wait_internal_server_error_and_keep_the_token() 
 async fn invalid_provider_token_answers_wait() {
     let mut path = ApplePath::start(Auth::Token).await;
     path.apns
+        .server
         .enqueue(DEVICE_TOKEN, [Answer::error(403, "InvalidProviderToken")]);
     let reply = path.push("i1", DEVICE_TOKEN).await;
     assert_error(&reply, "i1", "wait", "internal-server-error");
     // A provider token minutes old is not renewed (Apple allows one renewal per 20 minutes), so
     // the push is not retried.
-    assert_eq!(path.apns.count_for(DEVICE_TOKEN), 1);
+    assert_eq!(path.apns.server.count_for(DEVICE_TOKEN), 1);
     assert!(
         path.fpush.log().contains("misconfigured"),
         "the operator is told: {}",
@@ -377,7 +329,8 @@ async fn invalid_provider_token_answers_wait() {
 async fn a_wrong_topic_for_twenty_distinct_tokens_turns_cancel_into_wait() {
     // The module sends a topic the devices' tokens do not belong to: Apple answers
     // DeviceTokenNotForTopic for every one of them.
-    let mut path = ApplePath::start_with(Auth::Token, "org.example.wrong-app", "").await;
+    let mut path =
+        ApplePath::start_with(Auth::Token, json!({"topic": "org.example.wrong-app"})).await;
     for n in 1..=25 {
         let id = format!("w{n}");
         let token = format!("{n:064x}");

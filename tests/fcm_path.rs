@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use fpush_testkit::fcm::{FcmServer, RecordedMessage, TokenEndpointMode};
+use fpush_testkit::settings::with_keys;
+use serde_json::{json, Value};
 
 /// Short, so the stalled-provider test stays fast.
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
@@ -25,42 +27,31 @@ struct GooglePath {
 }
 
 impl GooglePath {
-    /// Everything up; `fcm_extra` (e.g. `"dataFromSummary": true,`) is added to the `fcm` block.
-    async fn start(fcm_extra: &str) -> Self {
+    /// Everything up; `fcm_extra` (e.g. `{"dataFromSummary": true}`) is added to the `fcm` block.
+    async fn start(fcm_extra: Value) -> Self {
         Self::start_with(fcm_extra, None).await
     }
 
     /// Like [`GooglePath::start`]; with `project`, the service-account file names that Firebase
     /// project instead of the test server's (same account and key, so OAuth still succeeds).
-    async fn start_with(fcm_extra: &str, project: Option<&str>) -> Self {
+    async fn start_with(fcm_extra: Value, project: Option<&str>) -> Self {
         let fcm = FcmServer::start().await.unwrap();
         let files = tempfile::tempdir().unwrap();
-        let secret = match project {
-            None => fcm.service_account_file().to_owned(),
-            Some(project) => {
-                let mut account: serde_json::Value =
-                    serde_json::from_str(&fcm.account().json()).unwrap();
-                account["project_id"] = project.into();
-                let path = files.path().join("other-project.json");
-                std::fs::write(&path, account.to_string()).unwrap();
-                path
-            }
-        };
+        let timeout = format!("{}ms", REQUEST_TIMEOUT.as_millis());
+        let mut block = with_keys(fcm.settings(), json!({"requestTimeout": timeout}));
+        if let Some(project) = project {
+            let mut account: Value = serde_json::from_str(&fcm.account().json()).unwrap();
+            account["project_id"] = project.into();
+            let path = files.path().join("other-project.json");
+            std::fs::write(&path, account.to_string()).unwrap();
+            block["fcmSecretPath"] = json!(path);
+        }
         // The ratelimit is off so every push of a test reaches the module; the dead-token memory
         // is the core's default (on).
-        let modules = format!(
-            r#"{{ "android": {{ "type": "google", "is_default_module": true,
-                "ratelimit": {{ "enabled": false }},
-                "fcm": {{ {fcm_extra}
-                    "fcmSecretPath": {secret}, "endpoint": {endpoint}, "caFilePath": {ca},
-                    "requestTimeout": "{timeout}ms" }} }} }}"#,
-            secret = json_path(&secret),
-            endpoint = json_str(fcm.endpoint()),
-            ca = json_path(fcm.ca_file()),
-            timeout = REQUEST_TIMEOUT.as_millis(),
-        );
+        let modules = json!({ "android": { "type": "google", "is_default_module": true,
+            "ratelimit": { "enabled": false }, "fcm": with_keys(block, fcm_extra) } });
         let mut xmpp = FakeXmppServer::bind(SECRET).await.unwrap();
-        let fpush = Daemon::start(&settings(&xmpp, &modules, ""));
+        let fpush = Daemon::start(&settings(&xmpp, &modules.to_string(), ""));
         let link = xmpp.accept(WAIT).await.expect("fpush connects");
         Self {
             fcm,
@@ -94,7 +85,7 @@ impl GooglePath {
 #[tokio::test]
 async fn push_reaches_fcm_as_a_valid_high_priority_v1_message_and_gets_a_result() {
     let mut path = GooglePath::start(
-        r#""dataFromSummary": true, "additionalData": { "app": "chat" }, "ttl": "1h","#,
+        json!({"dataFromSummary": true, "additionalData": { "app": "chat" }, "ttl": "1h"}),
     )
     .await;
 
@@ -124,7 +115,7 @@ async fn push_reaches_fcm_as_a_valid_high_priority_v1_message_and_gets_a_result(
 
 #[tokio::test]
 async fn default_settings_send_a_data_message_with_a_four_week_ttl() {
-    let mut path = GooglePath::start("").await;
+    let mut path = GooglePath::start(json!({})).await;
     assert_result(&path.push("d1", DEVICE_TOKEN).await, "d1");
     let requests = path.requests_for(DEVICE_TOKEN);
     assert_eq!(
@@ -140,7 +131,7 @@ async fn default_settings_send_a_data_message_with_a_four_week_ttl() {
 
 #[tokio::test]
 async fn dead_tokens_answer_cancel_and_are_then_answered_without_asking_fcm() {
-    let mut path = GooglePath::start("").await;
+    let mut path = GooglePath::start(json!({})).await;
     // The testkit's token convention picks each error shape.
     let cases = [
         ("dead-token-1", "UNREGISTERED"),
@@ -166,7 +157,7 @@ async fn dead_tokens_answer_cancel_and_are_then_answered_without_asking_fcm() {
 
 #[tokio::test]
 async fn invalid_argument_about_another_field_answers_wait_and_keeps_the_token() {
-    let mut path = GooglePath::start("").await;
+    let mut path = GooglePath::start(json!({})).await;
     // `invalidarg…` → INVALID_ARGUMENT naming message.android.collapse_key: our fault.
     let reply = path.push("a1", "invalidarg-token-1").await;
     assert_error(&reply, "a1", "wait", "internal-server-error");
@@ -179,7 +170,7 @@ async fn invalid_argument_about_another_field_answers_wait_and_keeps_the_token()
 
 #[tokio::test]
 async fn quota_exceeded_answers_wait_resource_constraint_without_a_retry() {
-    let mut path = GooglePath::start("").await;
+    let mut path = GooglePath::start(json!({})).await;
     let reply = path.push("q1", "throttled-token-1").await;
     assert_error(&reply, "q1", "wait", "resource-constraint");
     assert_eq!(path.count_for("throttled-token-1"), 1);
@@ -187,7 +178,7 @@ async fn quota_exceeded_answers_wait_resource_constraint_without_a_retry() {
 
 #[tokio::test]
 async fn server_errors_are_retried_once_then_answer_wait_internal_server_error() {
-    let mut path = GooglePath::start("").await;
+    let mut path = GooglePath::start(json!({})).await;
     // UNAVAILABLE (503), INTERNAL (500), and a load balancer's HTML 502.
     for (n, token) in ["unavailable-token-1", "internal-token-1", "html-token-1"]
         .into_iter()
@@ -206,7 +197,7 @@ async fn server_errors_are_retried_once_then_answer_wait_internal_server_error()
 
 #[tokio::test]
 async fn stalled_fcm_answers_wait_remote_server_timeout_after_the_request_timeout() {
-    let mut path = GooglePath::start("").await;
+    let mut path = GooglePath::start(json!({})).await;
     // Warm the connection and the access token so the measured time is the stalled send alone.
     assert_result(&path.push("s0", DEVICE_TOKEN).await, "s0");
 
@@ -230,7 +221,7 @@ async fn stalled_fcm_answers_wait_remote_server_timeout_after_the_request_timeou
 
 #[tokio::test]
 async fn a_connection_reset_after_sending_answers_wait_without_a_retry() {
-    let mut path = GooglePath::start("").await;
+    let mut path = GooglePath::start(json!({})).await;
     let reply = path.push("c1", "reset-token-1").await;
     assert_error(&reply, "c1", "wait", "internal-server-error");
     assert_eq!(path.count_for("reset-token-1"), 1, "could notify twice");
@@ -240,7 +231,7 @@ async fn a_connection_reset_after_sending_answers_wait_without_a_retry() {
 
 #[tokio::test]
 async fn third_party_auth_error_refreshes_the_token_once_then_answers_wait() {
-    let mut path = GooglePath::start("").await;
+    let mut path = GooglePath::start(json!({})).await;
     let reply = path.push("t1", "thirdpartyauth-token-1").await;
     assert_error(&reply, "t1", "wait", "internal-server-error");
     assert_eq!(path.count_for("thirdpartyauth-token-1"), 2);
@@ -254,7 +245,7 @@ async fn third_party_auth_error_refreshes_the_token_once_then_answers_wait() {
 
 #[tokio::test]
 async fn oauth_endpoint_down_answers_wait_and_recovers() {
-    let mut path = GooglePath::start("").await;
+    let mut path = GooglePath::start(json!({})).await;
     path.fcm.set_token_endpoint(TokenEndpointMode::Fail {
         status: 503,
         body: "service unavailable".into(),
@@ -269,7 +260,7 @@ async fn oauth_endpoint_down_answers_wait_and_recovers() {
 
 #[tokio::test]
 async fn a_wrong_project_answers_wait_after_one_token_refresh() {
-    let mut path = GooglePath::start_with("", Some("some-other-project")).await;
+    let mut path = GooglePath::start_with(json!({}), Some("some-other-project")).await;
     let reply = path.push("p1", DEVICE_TOKEN).await;
     assert_error(&reply, "p1", "wait", "internal-server-error");
     let requests = path.requests_for(DEVICE_TOKEN);
@@ -290,7 +281,7 @@ async fn a_wrong_project_answers_wait_after_one_token_refresh() {
 
 #[tokio::test]
 async fn sender_id_mismatch_for_twenty_distinct_tokens_turns_cancel_into_wait() {
-    let mut path = GooglePath::start("").await;
+    let mut path = GooglePath::start(json!({})).await;
     for n in 1..=25 {
         let id = format!("w{n}");
         // `mismatch…` → SENDER_ID_MISMATCH: the tokens belong to another Firebase project.

@@ -2,57 +2,47 @@
 //!
 //! One [`ApnsPush`] is one configured app. It owns one [`fpush_http::HttpClient`] (one
 //! multiplexed HTTP/2 connection to Apple shared by every concurrent push), its credentials
-//! (a `.p12` client certificate, or a `.p8` key that signs the provider token, see [`auth`]),
-//! and the fixed parts of every request (topic, push type, priority, payload skeleton).
+//! (a `.p12` client certificate, or a `.p8` key that signs the provider token), and the fixed
+//! parts of every request (topic, push type, priority, payload skeleton). The platform's
+//! registry entry is [`PLATFORM`].
 //!
-//! A push is retried at most once, and only when Apple cannot have accepted it (a 5xx answer, a
-//! connection that failed before the request went out, a stream refused or cut by GOAWAY before
-//! processing): a retry after a timeout or a reset could notify the user twice. A refused
-//! provider token is renewed (when Apple allows it) and the push retried once more.
+//! Retries follow [`fpush_http::RetryPolicy`]: once when Apple cannot have accepted the push (a
+//! 5xx answer, a connection that failed before the request went out, a stream refused or cut by
+//! GOAWAY before processing), and once more with a renewed provider token when Apple refused
+//! the token and allows a renewal.
 
-pub mod auth;
+mod certificate;
 mod clock;
 pub mod config;
 pub mod payload;
+mod platform;
+mod provider_token;
+mod request;
 pub mod response;
 
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fpush_http::{HttpClient, HttpConfig, HttpError};
-use fpush_traits::{
-    token_prefix, DeadTokenReason, Delivered, PushError, PushNotification, PushTrait,
+use fpush_http::{
+    HttpClient, HttpConfig, HttpError, LoudLog, ProviderAnswer, PushLabel, RetryPolicy, Tries,
 };
-use http::header::{HeaderName, AUTHORIZATION, CONTENT_TYPE};
-use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Method, Uri};
-use tokio::time::Instant;
+use fpush_traits::{DeadTokenReason, Delivered, PushError, PushNotification, PushTrait};
 
-use crate::auth::{load_p12, TokenSigner};
-pub use crate::auth::{MIN_RENEW_INTERVAL, RENEW_AFTER};
 pub use crate::clock::unix_now;
 pub use crate::config::{ApnsConfig, ApnsEnvironment, ApnsPushType};
 use crate::payload::PayloadBuilder;
-use crate::response::{judge, Verdict};
+pub use crate::platform::PLATFORM;
+use crate::provider_token::TokenSigner;
+pub use crate::provider_token::{MIN_RENEW_INTERVAL, RENEW_AFTER};
+use crate::request::{plausible_token, RequestTemplate};
+use crate::response::judge;
 
 /// Pause before the one retry a push may get.
-const RETRY_BACKOFF: Duration = Duration::from_millis(100);
-/// Misconfiguration is logged at error level at most this often per module.
-const LOUD_LOG_INTERVAL: Duration = Duration::from_secs(60);
-/// Apple's limit on `apns-collapse-id`.
-const MAX_COLLAPSE_ID: usize = 64;
-/// Device tokens are 64 hex digits today; leave room, but keep them sane for a URL path.
-const MAX_TOKEN_LEN: usize = 200;
-/// Where a push for one device token goes; the token follows.
-const DEVICE_PATH: &str = "/3/device/";
-const APNS_TOPIC: HeaderName = HeaderName::from_static("apns-topic");
-const APNS_PUSH_TYPE: HeaderName = HeaderName::from_static("apns-push-type");
-const APNS_PRIORITY: HeaderName = HeaderName::from_static("apns-priority");
-const APNS_EXPIRATION: HeaderName = HeaderName::from_static("apns-expiration");
-const APNS_COLLAPSE_ID: HeaderName = HeaderName::from_static("apns-collapse-id");
+const RETRY: RetryPolicy = RetryPolicy {
+    backoff: Duration::from_millis(100),
+};
 
 /// Why a module could not be built. Every variant names the module, and the file when one is
 /// at fault.
@@ -74,6 +64,23 @@ pub enum ApnsError {
     },
 }
 
+impl ApnsError {
+    fn credential(module: &str, path: &Path, reason: String) -> Self {
+        ApnsError::Credential {
+            module: module.to_string(),
+            path: path.to_path_buf(),
+            reason,
+        }
+    }
+
+    fn config(module: &str, reason: String) -> Self {
+        ApnsError::Config {
+            module: module.to_string(),
+            reason,
+        }
+    }
+}
+
 enum Auth {
     Certificate,
     Token(Box<TokenSigner>),
@@ -81,106 +88,35 @@ enum Auth {
 
 /// One APNS app: credentials, connection and request template.
 pub struct ApnsPush {
-    module_id: String,
     client: HttpClient,
     auth: Auth,
-    /// The headers every request of this module carries, built once: a request starts from a
-    /// clone (reference-counted values) instead of hashing each name in again.
-    headers: HeaderMap,
-    expiration: Duration,
-    /// The last `apns-expiration` value and the unix second it was computed for: thousands
-    /// of pushes a second share one.
-    expiration_header: Mutex<(u64, HeaderValue)>,
+    template: RequestTemplate,
     payload: PayloadBuilder,
-    last_loud_log: Mutex<Option<Instant>>,
+    loud: LoudLog,
 }
 
 impl ApnsPush {
     /// Loads and checks the credential files (this is what `fpush --check` relies on); no
     /// network, no runtime needed. Errors name the module id and the file.
     pub fn new(module_id: &str, cfg: ApnsConfig) -> Result<Self, ApnsError> {
-        let config_error = |reason: String| ApnsError::Config {
-            module: module_id.to_string(),
-            reason,
-        };
-        let header = |key: &str, value: &str| {
-            HeaderValue::from_str(value)
-                .map_err(|_| config_error(format!("{key} {value:?} is not a valid header value")))
-        };
-        if cfg.topic.trim().is_empty() {
-            return Err(config_error("topic (the app's bundle id) is empty".into()));
-        }
-        let topic = header("topic", &cfg.topic)?;
-        let priority = match (cfg.priority, cfg.push_type) {
-            (None, ApnsPushType::Alert) => 10,
-            (None, ApnsPushType::Background) => 5,
-            (Some(10), ApnsPushType::Background) => {
-                return Err(config_error(
-                    "background pushes must use priority 5 or 1".into(),
-                ))
-            }
-            (Some(p @ (1 | 5 | 10)), _) => p,
-            (Some(p), _) => return Err(config_error(format!("priority {p} is not 10, 5 or 1"))),
-        };
-        let mut headers = HeaderMap::with_capacity(8);
-        headers.insert(APNS_TOPIC, topic);
-        headers.insert(
-            APNS_PUSH_TYPE,
-            HeaderValue::from_static(cfg.push_type.header_value()),
-        );
-        headers.insert(APNS_PRIORITY, HeaderValue::from(u16::from(priority)));
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        match &cfg.collapse_id {
-            Some(id) if id.len() > MAX_COLLAPSE_ID => {
-                return Err(config_error(format!(
-                    "collapseId is over {MAX_COLLAPSE_ID} bytes"
-                )))
-            }
-            Some(id) => {
-                headers.insert(APNS_COLLAPSE_ID, header("collapseId", id)?);
-            }
-            None => {}
-        }
+        let config_error = |reason| ApnsError::config(module_id, reason);
+        let template = RequestTemplate::new(&cfg).map_err(config_error)?;
         let payload = PayloadBuilder::new(&cfg).map_err(config_error)?;
-
         let mut http = HttpConfig {
             ca_file: cfg.ca_file_path.clone(),
             client_identity: None,
             connect_timeout: cfg.request_timeout,
             request_timeout: cfg.request_timeout,
         };
-        let (auth, credential_file) = match (&cfg.cert_file_path, &cfg.key_file_path) {
-            (Some(cert), None) => {
-                http.client_identity = Some(load_p12(module_id, cert, &cfg.cert_password)?);
-                (Auth::Certificate, Some(cert.clone()))
-            }
-            (None, Some(key)) => {
-                let (Some(key_id), Some(team_id)) = (&cfg.key_id, &cfg.team_id) else {
-                    return Err(config_error(
-                        "token auth (keyFilePath) needs keyId and teamId".into(),
-                    ));
-                };
-                let signer = TokenSigner::load(module_id, key, key_id, team_id)?;
-                (Auth::Token(Box::new(signer)), None)
-            }
-            (Some(_), Some(_)) => {
-                return Err(config_error(
-                    "set either certFilePath or keyFilePath, not both".into(),
-                ))
-            }
-            (None, None) => return Err(config_error(
-                "no credentials: set certFilePath (+ certPassword) or keyFilePath + keyId + teamId"
-                    .into(),
-            )),
-        };
+        let auth = load_auth(module_id, &cfg, &mut http)?;
         let client = HttpClient::new(cfg.origin(), http).map_err(|source| {
-            match (source, credential_file) {
+            match (source, &cfg.cert_file_path) {
                 // rustls refused the key from the .p12 (e.g. an algorithm it does not support).
-                (HttpError::TlsConfig(e), Some(path)) => ApnsError::Credential {
-                    module: module_id.to_string(),
+                (HttpError::TlsConfig(e), Some(path)) => ApnsError::credential(
+                    module_id,
                     path,
-                    reason: format!("the certificate or key is unusable for TLS: {e}"),
-                },
+                    format!("the certificate or key is unusable for TLS: {e}"),
+                ),
                 (source, _) => ApnsError::Http {
                     module: module_id.to_string(),
                     source,
@@ -188,14 +124,11 @@ impl ApnsPush {
             }
         })?;
         Ok(Self {
-            module_id: module_id.to_string(),
             client,
             auth,
-            headers,
-            expiration: cfg.expiration,
-            expiration_header: Mutex::new((0, HeaderValue::from_static("0"))),
+            template,
             payload,
-            last_loud_log: Mutex::new(None),
+            loud: LoudLog::new(format!("push module {module_id:?}")),
         })
     }
 
@@ -204,161 +137,83 @@ impl ApnsPush {
         &self.client
     }
 
-    fn request(
-        &self,
-        token: &str,
-        body: Bytes,
-        bearer: Option<&HeaderValue>,
-    ) -> Result<http::Request<Bytes>, PushError> {
-        let mut path = String::with_capacity(DEVICE_PATH.len() + token.len());
-        path.push_str(DEVICE_PATH);
-        path.push_str(token);
-        // Takes the string without copying it; `plausible_token` already kept the path valid.
-        let path = PathAndQuery::try_from(path)
-            .map_err(|e| PushError::Transient(format!("cannot build the request: {e}")))?;
-        let mut request = http::Request::new(body);
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = Uri::from(path);
-        let headers = request.headers_mut();
-        *headers = self.headers.clone();
-        headers.insert(APNS_EXPIRATION, self.expiration_value());
-        if let Some(bearer) = bearer {
-            headers.insert(AUTHORIZATION, bearer.clone());
-        }
-        Ok(request)
-    }
-
-    /// `apns-expiration`: unix seconds after which Apple drops an undelivered push (`0`: try
-    /// once). Formatted once per second, not once per push.
-    fn expiration_value(&self) -> HeaderValue {
-        if self.expiration.is_zero() {
-            return HeaderValue::from_static("0");
-        }
-        let expiration = unix_now() + self.expiration.as_secs();
-        match self.expiration_header.lock() {
-            Ok(mut cached) => {
-                if cached.0 != expiration {
-                    *cached = (expiration, HeaderValue::from(expiration));
-                }
-                cached.1.clone()
-            }
-            Err(_) => HeaderValue::from(expiration),
-        }
-    }
-
-    /// Logs at error level at most once per [`LOUD_LOG_INTERVAL`], and returns the error.
-    fn misconfigured(&self, reason: String) -> PushError {
-        let loud = match self.last_loud_log.lock() {
-            Ok(mut last) => {
-                let due = last.is_none_or(|at| at.elapsed() >= LOUD_LOG_INTERVAL);
-                if due {
-                    *last = Some(Instant::now());
-                }
-                due
-            }
-            Err(_) => true,
+    /// One request to Apple and what its answer means.
+    async fn attempt(&self, token: &str, body: &Bytes, tries: Tries) -> ProviderAnswer {
+        let signed = match &self.auth {
+            Auth::Token(signer) => match signer.current() {
+                Ok(signed) => Some(signed),
+                Err(e) => return ProviderAnswer::Failed(PushError::Misconfigured(e)),
+            },
+            Auth::Certificate => None,
         };
-        if loud {
-            log::error!(
-                "push module {:?} is misconfigured: {reason}",
-                self.module_id
-            );
-        } else {
-            log::debug!(
-                "push module {:?} is misconfigured: {reason}",
-                self.module_id
-            );
+        let bearer = signed.as_ref().map(|s| &s.bearer);
+        let request = match self.template.request(token, body.clone(), bearer) {
+            Ok(request) => request,
+            Err(e) => return ProviderAnswer::Failed(e),
+        };
+        match self.client.send(request).await {
+            Ok(answer) => match (judge(&answer), &self.auth, &signed) {
+                (ProviderAnswer::Renew(reason), Auth::Token(signer), Some(signed))
+                    if signer.rejected(signed) =>
+                {
+                    ProviderAnswer::Renew(reason)
+                }
+                // Not renewable (certificate auth, or a token too young to replace).
+                (ProviderAnswer::Renew(reason), _, _) => {
+                    ProviderAnswer::Failed(PushError::Misconfigured(reason))
+                }
+                (judged, _, _) => judged,
+            },
+            // Twice no TLS session: a certificate problem, not a passing failure.
+            Err(e) if e.is_tls() && tries.retried => {
+                ProviderAnswer::Failed(PushError::Misconfigured(e.to_string()))
+            }
+            Err(e) => ProviderAnswer::from_http_error(&e),
         }
-        PushError::Misconfigured(reason)
     }
 }
 
-/// Tokens go into the URL path: anything but letters, digits, `-`, `_` and `.` cannot be a
-/// device token, so Apple is not asked.
-fn plausible_token(token: &str) -> bool {
-    !token.is_empty()
-        && token.len() <= MAX_TOKEN_LEN
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+/// Loads the credentials of the one auth mode `cfg` sets; certificate auth goes into `http`.
+fn load_auth(module_id: &str, cfg: &ApnsConfig, http: &mut HttpConfig) -> Result<Auth, ApnsError> {
+    let config_error = |reason: &str| ApnsError::config(module_id, reason.to_string());
+    match (&cfg.cert_file_path, &cfg.key_file_path) {
+        (Some(cert), None) => {
+            let identity = certificate::load_p12(module_id, cert, &cfg.cert_password)?;
+            http.client_identity = Some(identity);
+            Ok(Auth::Certificate)
+        }
+        (None, Some(key)) => {
+            let (Some(key_id), Some(team_id)) = (&cfg.key_id, &cfg.team_id) else {
+                return Err(config_error(
+                    "token auth (keyFilePath) needs keyId and teamId",
+                ));
+            };
+            let signer = TokenSigner::load(module_id, key, key_id, team_id)?;
+            Ok(Auth::Token(Box::new(signer)))
+        }
+        (Some(_), Some(_)) => Err(config_error(
+            "set either certFilePath or keyFilePath, not both",
+        )),
+        (None, None) => Err(config_error(
+            "no credentials: set certFilePath (+ certPassword) or keyFilePath + keyId + teamId",
+        )),
+    }
 }
 
 #[async_trait]
 impl PushTrait for ApnsPush {
     async fn send(&self, notification: &PushNotification) -> Result<Delivered, PushError> {
         let token = notification.token.as_str();
-        let prefix = token_prefix(token);
         if !plausible_token(token) {
             return Err(PushError::TokenInvalid(DeadTokenReason::BadToken));
         }
         let body = self.payload.build(&notification.summary);
-        let mut retried = false;
-        let mut renewed = false;
-        loop {
-            let signed = match &self.auth {
-                Auth::Token(signer) => Some(signer.current().map_err(|e| self.misconfigured(e))?),
-                Auth::Certificate => None,
-            };
-            let request = self.request(token, body.clone(), signed.as_ref().map(|s| &s.bearer))?;
-            let failure = match self.client.send(request).await {
-                Ok(answer) => match judge(&answer) {
-                    Verdict::Delivered(delivered) => return Ok(delivered),
-                    Verdict::Final(error) => {
-                        log::debug!("APNS push to {prefix}… in {:?}: {error}", self.module_id);
-                        return Err(error);
-                    }
-                    Verdict::Misconfigured(reason) => return Err(self.misconfigured(reason)),
-                    Verdict::TokenRefused(reason) => {
-                        let renewable = match (&self.auth, &signed) {
-                            (Auth::Token(signer), Some(signed)) => signer.rejected(signed),
-                            _ => false,
-                        };
-                        if renewable && !renewed {
-                            renewed = true;
-                            log::info!(
-                                "APNS refused the provider token of {:?}; renewing it",
-                                self.module_id
-                            );
-                            continue;
-                        }
-                        return Err(self.misconfigured(reason));
-                    }
-                    Verdict::Retryable(reason) => PushError::Transient(reason),
-                },
-                Err(e) if e.is_timeout() => return Err(PushError::Timeout),
-                Err(e) if e.not_sent() => {
-                    if e.is_tls() && retried {
-                        return Err(self.misconfigured(e.to_string()));
-                    }
-                    PushError::Transient(e.to_string())
-                }
-                // Failed after the request went out: Apple may have delivered it.
-                Err(e) => return Err(PushError::Transient(e.to_string())),
-            };
-            if retried {
-                return Err(failure);
-            }
-            retried = true;
-            log::debug!(
-                "APNS push to {prefix}… in {:?} failed ({failure}); retrying once",
-                self.module_id
-            );
-            tokio::time::sleep(RETRY_BACKOFF).await;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_checked_before_they_reach_a_url() {
-        assert!(plausible_token("0123abcdef"));
-        assert!(plausible_token("dead-token_1.x"));
-        assert!(!plausible_token(""));
-        assert!(!plausible_token("a/b"));
-        assert!(!plausible_token("a?b"));
-        assert!(!plausible_token(&"a".repeat(MAX_TOKEN_LEN + 1)));
+        let push = PushLabel {
+            provider: "APNS",
+            token,
+        };
+        RETRY
+            .run(&self.loud, push, |tries| self.attempt(token, &body, tries))
+            .await
     }
 }

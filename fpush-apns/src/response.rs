@@ -4,26 +4,9 @@
 //! precise part, so decisions are made on it, with the status as fallback for reasons Apple may
 //! add later.
 
-use std::time::Duration;
-
-use fpush_http::HttpResponse;
+use fpush_http::{retry_after, HttpResponse, ProviderAnswer};
 use fpush_traits::{DeadTokenReason, Delivered, PushError};
 use http::StatusCode;
-
-/// What one answer means.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Delivered(Delivered),
-    /// The token is dead, or Apple asked us to slow down: final.
-    Final(PushError),
-    /// Apple failed before accepting the push (5xx): it may be retried once.
-    Retryable(String),
-    /// The provider token was refused (`InvalidProviderToken`, `ExpiredProviderToken`): renew
-    /// it when allowed and retry once.
-    TokenRefused(String),
-    /// Our configuration is wrong (certificate, topic, key): logged loudly, answered `wait`.
-    Misconfigured(String),
-}
 
 #[derive(serde::Deserialize)]
 struct ErrorBody {
@@ -31,21 +14,23 @@ struct ErrorBody {
 }
 
 /// Apple's `reason`, or an empty string when the body had none.
-pub fn reason(resp: &HttpResponse) -> String {
+fn reason(resp: &HttpResponse) -> String {
     serde_json::from_slice::<ErrorBody>(&resp.body)
         .ok()
         .and_then(|b| b.reason)
         .unwrap_or_default()
 }
 
-pub fn judge(resp: &HttpResponse) -> Verdict {
+/// What one answer means. A refused provider token (`InvalidProviderToken`,
+/// `ExpiredProviderToken`) asks for a renewal; operator mistakes are `Misconfigured`.
+pub fn judge(resp: &HttpResponse) -> ProviderAnswer {
     if resp.status == StatusCode::OK {
         let provider_id = resp
             .headers
             .get("apns-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        return Verdict::Delivered(Delivered { provider_id });
+        return ProviderAnswer::Delivered(Delivered { provider_id });
     }
     let reason = reason(resp);
     let described = || {
@@ -55,44 +40,37 @@ pub fn judge(resp: &HttpResponse) -> Verdict {
             format!("APNS answered {} {reason}", resp.status)
         }
     };
+    let failed = ProviderAnswer::Failed;
     match (resp.status.as_u16(), reason.as_str()) {
         (410, _) | (_, "Unregistered") => {
-            Verdict::Final(PushError::TokenInvalid(DeadTokenReason::Unregistered))
+            failed(PushError::TokenInvalid(DeadTokenReason::Unregistered))
         }
-        (_, "BadDeviceToken") => Verdict::Final(PushError::TokenInvalid(DeadTokenReason::BadToken)),
+        (_, "BadDeviceToken") => failed(PushError::TokenInvalid(DeadTokenReason::BadToken)),
         (_, "DeviceTokenNotForTopic") => {
-            Verdict::Final(PushError::TokenInvalid(DeadTokenReason::NotForThisApp))
+            failed(PushError::TokenInvalid(DeadTokenReason::NotForThisApp))
         }
-        (429, "TooManyProviderTokenUpdates") => Verdict::Misconfigured(format!(
+        (429, "TooManyProviderTokenUpdates") => failed(PushError::Misconfigured(format!(
             "{}: the provider token is renewed too often (another process shares this key?)",
             described()
-        )),
-        (429, _) => Verdict::Final(PushError::ProviderThrottled {
-            retry_after: retry_after(resp),
+        ))),
+        (429, _) => failed(PushError::ProviderThrottled {
+            retry_after: retry_after(&resp.headers),
         }),
         (403, "InvalidProviderToken" | "ExpiredProviderToken") => {
-            Verdict::TokenRefused(described())
+            ProviderAnswer::Renew(described())
         }
-        (500..=599, _) => Verdict::Retryable(described()),
+        (500..=599, _) => ProviderAnswer::Retry(described()),
         // Every other 4xx (TopicDisallowed, BadTopic, BadCertificate,
         // BadCertificateEnvironment, MissingProviderToken, BadPath, ...) says our request or
         // credentials are wrong, which no retry fixes.
-        _ => Verdict::Misconfigured(described()),
+        _ => failed(PushError::Misconfigured(described())),
     }
-}
-
-/// Apple's `Retry-After` (seconds), when present.
-fn retry_after(resp: &HttpResponse) -> Option<Duration> {
-    resp.headers
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn answer(status: u16, reason: &str) -> HttpResponse {
         HttpResponse {
@@ -113,7 +91,7 @@ mod tests {
         ] {
             assert_eq!(
                 judge(&answer(status, reason)),
-                Verdict::Final(PushError::TokenInvalid(kind)),
+                ProviderAnswer::Failed(PushError::TokenInvalid(kind)),
                 "{status} {reason}"
             );
         }
@@ -125,7 +103,7 @@ mod tests {
         resp.headers.insert("retry-after", "7".parse().unwrap());
         assert_eq!(
             judge(&resp),
-            Verdict::Final(PushError::ProviderThrottled {
+            ProviderAnswer::Failed(PushError::ProviderThrottled {
                 retry_after: Some(Duration::from_secs(7))
             })
         );
@@ -142,29 +120,29 @@ mod tests {
             (403, "MissingProviderToken"),
         ] {
             assert!(
-                matches!(judge(&answer(status, reason)), Verdict::Misconfigured(ref m) if m.contains(reason)),
+                matches!(judge(&answer(status, reason)), ProviderAnswer::Failed(PushError::Misconfigured(ref m)) if m.contains(reason)),
                 "{status} {reason}"
             );
         }
     }
 
     #[test]
-    fn server_errors_are_retryable_and_refused_tokens_renewable() {
+    fn server_errors_are_retried_and_refused_tokens_renewed() {
         assert!(matches!(
             judge(&answer(500, "InternalServerError")),
-            Verdict::Retryable(_)
+            ProviderAnswer::Retry(_)
         ));
         assert!(matches!(
             judge(&answer(503, "ServiceUnavailable")),
-            Verdict::Retryable(_)
+            ProviderAnswer::Retry(_)
         ));
         assert!(matches!(
             judge(&answer(403, "ExpiredProviderToken")),
-            Verdict::TokenRefused(_)
+            ProviderAnswer::Renew(_)
         ));
         assert!(matches!(
             judge(&answer(403, "InvalidProviderToken")),
-            Verdict::TokenRefused(_)
+            ProviderAnswer::Renew(_)
         ));
     }
 
@@ -175,7 +153,7 @@ mod tests {
         resp.headers.insert("apns-id", "abc".parse().unwrap());
         assert_eq!(
             judge(&resp),
-            Verdict::Delivered(Delivered {
+            ProviderAnswer::Delivered(Delivered {
                 provider_id: Some("abc".into())
             })
         );

@@ -1,18 +1,45 @@
 //! The APNS module against the in-process APNS test server: both auth modes, the request Apple
 //! sees, every answer mapping, retries, JWT reuse and renewal, concurrency and timeouts.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use fpush_apns::{unix_now, ApnsPush};
-use fpush_testkit::apns::{Answer, Fault};
+use fpush_apns::{unix_now, ApnsConfig, ApnsPush};
+use fpush_testkit::apns::{Answer, ApnsHarness, Fault, P12_PASSWORD, TOPIC};
+use fpush_testkit::settings::with_keys;
 use fpush_testkit::tls::P12Cipher;
-use fpush_traits::{DeadTokenReason, PushError, PushSummary, PushTrait};
-use support::{push, Fixture, TempDir, MODULE, P12_PASSWORD, TOPIC};
+use fpush_traits::{DeadTokenReason, PushError, PushNotification, PushSummary, PushTrait};
+use serde_json::{json, Value};
+
+const MODULE: &str = "apple-test";
 
 const TOKEN: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+
+async fn harness() -> ApnsHarness {
+    ApnsHarness::start().await.unwrap()
+}
+
+/// The harness's `apns` block with `extra` keys added, as the module reads it.
+fn with_extra(block: Value, extra: Value) -> ApnsConfig {
+    let block = with_keys(block, json!({"requestTimeout": "5s"}));
+    serde_json::from_value(with_keys(block, extra)).unwrap()
+}
+
+fn token_config(h: &ApnsHarness, extra: Value) -> ApnsConfig {
+    with_extra(h.token_settings(), extra)
+}
+
+fn cert_config(h: &ApnsHarness, cipher: P12Cipher) -> ApnsConfig {
+    with_extra(h.cert_settings(cipher).unwrap(), json!({}))
+}
+
+fn module(cfg: ApnsConfig) -> ApnsPush {
+    ApnsPush::new(MODULE, cfg).unwrap()
+}
+
+fn push(token: &str) -> PushNotification {
+    PushNotification::new(token, MODULE)
+}
 
 fn header<'a>(r: &'a fpush_testkit::apns::Received, name: &str) -> &'a str {
     r.headers
@@ -25,8 +52,8 @@ fn header<'a>(r: &'a fpush_testkit::apns::Received, name: &str) -> &'a str {
 
 #[tokio::test]
 async fn token_auth_delivers_with_apples_headers_and_payload() {
-    let f = Fixture::start("token-auth").await;
-    let module = f.module(f.token_config(""));
+    let f = harness().await;
+    let module = module(token_config(&f, json!({})));
     let delivered = module.send(&push(TOKEN)).await.unwrap();
     assert!(delivered.provider_id.is_some());
 
@@ -46,9 +73,9 @@ async fn token_auth_delivers_with_apples_headers_and_payload() {
 
 #[tokio::test]
 async fn certificate_auth_delivers_with_modern_and_legacy_p12() {
-    let f = Fixture::start("cert-auth").await;
+    let f = harness().await;
     for cipher in [P12Cipher::Modern, P12Cipher::Legacy3Des] {
-        let module = f.module(f.cert_config(&f.p12(cipher), ""));
+        let module = module(cert_config(&f, cipher));
         module.send(&push(TOKEN)).await.unwrap();
     }
     let got = f.server.received();
@@ -60,14 +87,14 @@ async fn certificate_auth_delivers_with_modern_and_legacy_p12() {
 
 #[tokio::test]
 async fn expiration_is_now_plus_four_weeks_by_default_and_zero_when_configured() {
-    let f = Fixture::start("expiration").await;
+    let f = harness().await;
     let before = unix_now();
-    f.module(f.token_config(""))
+    module(token_config(&f, json!({})))
         .send(&push(TOKEN))
         .await
         .unwrap();
     let after = unix_now();
-    f.module(f.token_config(r#", "expiration": "0s""#))
+    module(token_config(&f, json!({"expiration": "0s"})))
         .send(&push(TOKEN))
         .await
         .unwrap();
@@ -83,9 +110,10 @@ async fn expiration_is_now_plus_four_weeks_by_default_and_zero_when_configured()
 
 #[tokio::test]
 async fn background_pushes_are_content_available_at_priority_5_with_collapse_id() {
-    let f = Fixture::start("background").await;
-    let module = f.module(f.token_config(
-        r#", "pushType": "background", "collapseId": "chat", "additionalData": {"k": "v"}"#,
+    let f = harness().await;
+    let module = module(token_config(
+        &f,
+        json!({"pushType": "background", "collapseId": "chat", "additionalData": {"k": "v"}}),
     ));
     module.send(&push(TOKEN)).await.unwrap();
     let r = &f.server.received()[0];
@@ -101,8 +129,8 @@ async fn background_pushes_are_content_available_at_priority_5_with_collapse_id(
 
 #[tokio::test]
 async fn long_summaries_are_truncated_and_still_accepted() {
-    let f = Fixture::start("truncate").await;
-    let module = f.module(f.token_config(r#", "alertFromSummary": true"#));
+    let f = harness().await;
+    let module = module(token_config(&f, json!({"alertFromSummary": true})));
     let mut n = push(TOKEN);
     n.summary = PushSummary {
         message_count: Some("1".into()),
@@ -124,8 +152,8 @@ type Expectation = Box<dyn Fn(&PushError) -> bool>;
 
 #[tokio::test]
 async fn every_apple_answer_maps_to_its_push_error() {
-    let f = Fixture::start("mapping").await;
-    let module = f.module(f.token_config(""));
+    let f = harness().await;
+    let module = module(token_config(&f, json!({})));
     let misconfigured = |e: &PushError| matches!(e, PushError::Misconfigured(_));
     let cases: Vec<(Vec<Answer>, Expectation, usize)> = vec![
         (
@@ -218,8 +246,8 @@ async fn every_apple_answer_maps_to_its_push_error() {
 
 #[tokio::test]
 async fn prefix_convention_tokens_map_like_apples_answers() {
-    let f = Fixture::start("prefix").await;
-    let module = f.module(f.token_config(""));
+    let f = harness().await;
+    let module = module(token_config(&f, json!({})));
     assert_eq!(
         module.send(&push("dead-1")).await.unwrap_err(),
         PushError::TokenInvalid(DeadTokenReason::Unregistered)
@@ -241,17 +269,17 @@ async fn prefix_convention_tokens_map_like_apples_answers() {
 
 #[tokio::test]
 async fn a_wrong_topic_is_answered_not_for_this_app() {
-    let f = Fixture::start("topic").await;
-    let mut cfg = f.token_config("");
+    let f = harness().await;
+    let mut cfg = token_config(&f, json!({}));
     cfg.topic = "com.example.other".into();
-    let err = f.module(cfg).send(&push(TOKEN)).await.unwrap_err();
+    let err = module(cfg).send(&push(TOKEN)).await.unwrap_err();
     assert_eq!(err, PushError::TokenInvalid(DeadTokenReason::NotForThisApp));
 }
 
 #[tokio::test]
 async fn tokens_that_cannot_be_device_tokens_never_reach_apple() {
-    let f = Fixture::start("badtoken").await;
-    let module = f.module(f.token_config(""));
+    let f = harness().await;
+    let module = module(token_config(&f, json!({})));
     for token in ["", "a/b", "../x", "a b"] {
         assert_eq!(
             module.send(&push(token)).await.unwrap_err(),
@@ -265,8 +293,8 @@ async fn tokens_that_cannot_be_device_tokens_never_reach_apple() {
 
 #[tokio::test]
 async fn a_503_is_retried_once_and_delivered() {
-    let f = Fixture::start("retry503").await;
-    let module = f.module(f.token_config(""));
+    let f = harness().await;
+    let module = module(token_config(&f, json!({})));
     f.server.enqueue(
         TOKEN,
         [Answer::error(503, "ServiceUnavailable"), Answer::ok()],
@@ -277,10 +305,10 @@ async fn a_503_is_retried_once_and_delivered() {
 
 #[tokio::test]
 async fn a_timeout_is_reported_and_never_retried() {
-    let f = Fixture::start("timeout").await;
-    let mut cfg = f.token_config("");
+    let f = harness().await;
+    let mut cfg = token_config(&f, json!({}));
     cfg.request_timeout = Duration::from_millis(300);
-    let module = f.module(cfg);
+    let module = module(cfg);
     f.server.enqueue(TOKEN, [Answer::fault(Fault::Stall)]);
     assert_eq!(
         module.send(&push(TOKEN)).await.unwrap_err(),
@@ -291,8 +319,8 @@ async fn a_timeout_is_reported_and_never_retried() {
 
 #[tokio::test]
 async fn a_connection_reset_after_sending_is_transient_and_not_retried() {
-    let f = Fixture::start("reset").await;
-    let module = f.module(f.token_config(""));
+    let f = harness().await;
+    let module = module(token_config(&f, json!({})));
     f.server
         .enqueue(TOKEN, [Answer::fault(Fault::DropConnection)]);
     assert!(matches!(
@@ -307,8 +335,8 @@ async fn a_connection_reset_after_sending_is_transient_and_not_retried() {
 
 #[tokio::test]
 async fn a_refused_connection_is_retried_once_then_transient() {
-    let f = Fixture::start("refused").await;
-    let module = f.module(f.token_config(""));
+    let f = harness().await;
+    let module = module(token_config(&f, json!({})));
     f.server.tls().set_refuse_tls(true);
     assert!(matches!(
         module.send(&push(TOKEN)).await.unwrap_err(),
@@ -325,11 +353,11 @@ async fn a_refused_connection_is_retried_once_then_transient() {
 
 #[tokio::test]
 async fn a_thousand_pushes_in_flight_share_one_connection() {
-    let f = Fixture::start("thousand").await;
-    let mut cfg = f.token_config("");
+    let f = harness().await;
+    let mut cfg = token_config(&f, json!({}));
     // Generous: on a loaded 2-core machine a debug build can take seconds for 1000 streams.
     cfg.request_timeout = Duration::from_secs(60);
-    let module = Arc::new(f.module(cfg));
+    let module = Arc::new(module(cfg));
     f.server
         .set_responder(|_| Some(Answer::ok().delayed(Duration::from_millis(200))));
     let started = std::time::Instant::now();
@@ -354,8 +382,8 @@ async fn a_thousand_pushes_in_flight_share_one_connection() {
 
 #[tokio::test]
 async fn the_provider_token_is_reused_across_pushes() {
-    let f = Fixture::start("jwt-reuse").await;
-    let module = f.module(f.token_config(""));
+    let f = harness().await;
+    let module = module(token_config(&f, json!({})));
     for _ in 0..20 {
         module.send(&push(TOKEN)).await.unwrap();
     }
@@ -377,8 +405,8 @@ async fn travel(by: Duration) {
 
 #[tokio::test]
 async fn the_provider_token_is_renewed_before_apples_hour() {
-    let f = Fixture::start("jwt-renew").await;
-    let module = f.module(f.token_config(""));
+    let f = harness().await;
+    let module = module(token_config(&f, json!({})));
     module.send(&push(TOKEN)).await.unwrap();
     travel(Duration::from_secs(45 * 60)).await;
     module.send(&push(TOKEN)).await.unwrap();
@@ -399,8 +427,8 @@ async fn the_provider_token_is_renewed_before_apples_hour() {
 
 #[tokio::test]
 async fn a_refused_provider_token_over_20_minutes_old_is_renewed_and_the_push_retried() {
-    let f = Fixture::start("jwt-refused").await;
-    let module = f.module(f.token_config(""));
+    let f = harness().await;
+    let module = module(token_config(&f, json!({})));
     module.send(&push(TOKEN)).await.unwrap();
     travel(Duration::from_secs(21 * 60)).await;
     f.server
@@ -424,15 +452,15 @@ async fn a_refused_provider_token_over_20_minutes_old_is_renewed_and_the_push_re
 #[tokio::test]
 async fn a_token_older_than_an_hour_is_refused_by_the_server() {
     // Guards the test server itself: it really checks iat.
-    let f = Fixture::start("jwt-server-check").await;
-    let module = f.module(f.token_config(""));
+    let f = harness().await;
+    let module = module(token_config(&f, json!({})));
     module.send(&push(TOKEN)).await.unwrap();
     let jwt = f.server.received()[0].jwt.clone().unwrap();
     travel(Duration::from_secs(61 * 60)).await;
     let client = fpush_http::HttpClient::new(
         &f.server.origin(),
         fpush_http::HttpConfig {
-            ca_file: Some(f.ca.clone()),
+            ca_file: Some(f.ca_file().to_path_buf()),
             ..Default::default()
         },
     )
@@ -450,7 +478,7 @@ async fn a_token_older_than_an_hour_is_refused_by_the_server() {
 
 // ---- start-up errors ----
 
-fn startup_error(cfg: fpush_apns::ApnsConfig) -> String {
+fn startup_error(cfg: ApnsConfig) -> String {
     match ApnsPush::new(MODULE, cfg) {
         Ok(_) => panic!("module built with broken credentials"),
         Err(e) => e.to_string(),
@@ -459,24 +487,26 @@ fn startup_error(cfg: fpush_apns::ApnsConfig) -> String {
 
 #[tokio::test]
 async fn startup_errors_name_the_module_and_the_file() {
-    let f = Fixture::start("startup").await;
-    let dir = TempDir::new("startup-files");
+    let f = harness().await;
+    let dir = tempfile::tempdir().unwrap();
 
     let missing = dir.path().join("missing.p12");
-    let err = startup_error(f.cert_config(&missing, ""));
+    let mut cfg = cert_config(&f, P12Cipher::Modern);
+    cfg.cert_file_path = Some(missing);
+    let err = startup_error(cfg);
     assert!(err.contains(MODULE) && err.contains("missing.p12"), "{err}");
 
-    let mut cfg = f.cert_config(&f.p12(P12Cipher::Modern), "");
+    let mut cfg = cert_config(&f, P12Cipher::Modern);
     cfg.cert_password = format!("not-{P12_PASSWORD}");
     let err = startup_error(cfg);
     assert!(
-        err.contains("push.p12") && err.contains("certPassword"),
+        err.contains("apns.p12") && err.contains("certPassword"),
         "{err}"
     );
 
     let not_pem = dir.path().join("AuthKey_BROKEN.p8");
     std::fs::write(&not_pem, "this is not a key").unwrap();
-    let mut cfg = f.token_config("");
+    let mut cfg = token_config(&f, json!({}));
     cfg.key_file_path = Some(not_pem);
     let err = startup_error(cfg);
     assert!(
@@ -484,20 +514,20 @@ async fn startup_errors_name_the_module_and_the_file() {
         "{err}"
     );
 
-    let mut cfg = f.token_config("");
+    let mut cfg = token_config(&f, json!({}));
     cfg.key_file_path = Some(dir.path().join("AuthKey_GONE.p8"));
     let err = startup_error(cfg);
     assert!(err.contains("AuthKey_GONE.p8"), "{err}");
 
-    let mut cfg = f.token_config("");
+    let mut cfg = token_config(&f, json!({}));
     cfg.team_id = None;
     assert!(startup_error(cfg).contains("teamId"));
 
-    let mut cfg = f.token_config("");
-    cfg.cert_file_path = Some(f.p12(P12Cipher::Modern));
+    let mut cfg = token_config(&f, json!({}));
+    cfg.cert_file_path = Some(f.p12_file(P12Cipher::Modern).unwrap());
     assert!(startup_error(cfg).contains("not both"));
 
-    assert!(startup_error(f.token_config(r#", "priority": 7"#)).contains("priority"));
+    assert!(startup_error(token_config(&f, json!({"priority": 7}))).contains("priority"));
 }
 
 #[test]
@@ -506,8 +536,8 @@ fn building_a_module_needs_no_runtime() {
         .enable_all()
         .build()
         .unwrap();
-    let f = rt.block_on(Fixture::start("no-runtime"));
-    let cfg = f.token_config("");
+    let f = rt.block_on(harness());
+    let cfg = token_config(&f, json!({}));
     // Outside any runtime: what `fpush --check` does.
     let module = std::thread::spawn(move || ApnsPush::new(MODULE, cfg).map(|_| ()))
         .join()

@@ -1,8 +1,7 @@
-//! A lean APNS test server on its own thread: HTTP/2 over TLS with a client certificate from the
-//! test CA (certificate auth, so no provider token is verified per request), answering every
-//! `POST /3/device/<token>` with 200 and an `apns-id`, optionally after a delay. Answers can be
-//! held back on demand ([`ApnsServer::hold`]), so a scenario can have pushes in flight at the
-//! provider at a moment of its choosing.
+//! The benchmark's APNS provider: the testkit's [`ApnsHarness`] (certificate auth, so no
+//! provider token is verified per request) on its own thread, not keeping the requests it
+//! answers. Answers can be held back on demand ([`ApnsServer::hold`]), so a scenario can have
+//! pushes in flight at the provider at a moment of its choosing.
 //!
 //! It runs on a dedicated single-threaded runtime so its CPU time can be read apart from the
 //! generator's and shown next to fpush's.
@@ -12,14 +11,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use fpush_testkit::tls::{serve, ClientAuth, P12Cipher, TestPki};
-use http::{Response, StatusCode};
+use fpush_testkit::apns::{Answer, ApnsHarness, ApnsHarnessOptions};
+use fpush_testkit::tls::P12Cipher;
+use tokio::sync::{oneshot, watch};
 
 use crate::BenchError;
 
 /// The `.p12` password fpush is configured with.
-pub const P12_PASSWORD: &str = "bench";
+pub use fpush_testkit::apns::P12_PASSWORD;
+
+/// The topic fpush's module sends.
+const TOPIC: &str = "org.example.bench";
 
 /// A running APNS test server; stopped when dropped.
 pub struct ApnsServer {
@@ -31,77 +33,56 @@ pub struct ApnsServer {
     pub p12_path: PathBuf,
     stat_path: PathBuf,
     requests: Arc<AtomicU64>,
-    hold: tokio::sync::watch::Sender<bool>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    hold: watch::Sender<bool>,
+    stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl ApnsServer {
-    /// Makes a fresh PKI in `dir` and starts serving; every answer waits `delay` first.
-    pub fn start(dir: &Path, delay: Duration) -> Result<Self, BenchError> {
-        let pki = TestPki::new().map_err(|e| BenchError::Setup(format!("test PKI: {e}")))?;
-        let ca_path = dir.join("ca.pem");
-        pki.write_ca_pem(&ca_path)
-            .map_err(|e| BenchError::Setup(format!("CA file: {e}")))?;
-        let p12_path = dir.join("client.p12");
-        pki.client_cert("org.example.bench")
-            .and_then(|c| c.write_p12(&p12_path, P12_PASSWORD, P12Cipher::Modern))
-            .map_err(|e| BenchError::Setup(format!("client certificate: {e}")))?;
-        let config = pki
-            .server_config(ClientAuth::Required)
-            .map_err(|e| BenchError::Setup(format!("TLS server config: {e}")))?;
+/// What the server thread reports once it listens.
+struct Ready {
+    origin: String,
+    ca_path: PathBuf,
+    p12_path: PathBuf,
+    stat_path: PathBuf,
+}
 
+impl ApnsServer {
+    /// Writes the credentials into `dir` and starts serving; every answer waits `delay` first.
+    pub fn start(dir: &Path, delay: Duration) -> Result<Self, BenchError> {
         let requests = Arc::new(AtomicU64::new(0));
-        let counter = requests.clone();
-        let (hold, held) = tokio::sync::watch::channel(false);
+        let (hold, held) = watch::channel(false);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let serve = Serve {
+            dir: dir.to_path_buf(),
+            delay,
+            requests: requests.clone(),
+            held,
+            stop: stop_rx,
+        };
         let thread = std::thread::Builder::new()
             .name("apns-test-server".into())
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
+                let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
+                    .build();
+                match runtime {
+                    Ok(runtime) => runtime.block_on(serve.run(ready_tx)),
                     Err(e) => {
                         let _ = ready_tx.send(Err(format!("runtime: {e}")));
-                        return;
                     }
-                };
-                runtime.block_on(async move {
-                    let handler = move |req: http::Request<Bytes>, _conn| {
-                        let counter = counter.clone();
-                        let mut held = held.clone();
-                        async move {
-                            // A closed channel means the server is stopping: answer at once.
-                            let _ = held.wait_for(|hold| !*hold).await;
-                            answer(req, &counter, delay).await
-                        }
-                    };
-                    let server = match serve(config, handler).await {
-                        Ok(server) => server,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(format!("listen: {e}")));
-                            return;
-                        }
-                    };
-                    let stat = crate::procfs::current_thread_stat().map_err(|e| e.to_string());
-                    let _ = ready_tx.send(stat.map(|stat| (server.origin(), stat)));
-                    let _ = stop_rx.await;
-                    drop(server);
-                });
+                }
             })
             .map_err(|e| BenchError::Setup(format!("APNS server thread: {e}")))?;
-        let (origin, stat_path) = ready_rx
+        let ready = ready_rx
             .recv()
             .map_err(|_| BenchError::Setup("the APNS server thread died".into()))?
             .map_err(|e| BenchError::Setup(format!("APNS server: {e}")))?;
         Ok(Self {
-            origin,
-            ca_path,
-            p12_path,
-            stat_path,
+            origin: ready.origin,
+            ca_path: ready.ca_path,
+            p12_path: ready.p12_path,
+            stat_path: ready.stat_path,
             requests,
             hold,
             stop: Some(stop_tx),
@@ -136,22 +117,69 @@ impl Drop for ApnsServer {
     }
 }
 
-async fn answer(
-    req: http::Request<Bytes>,
-    counter: &AtomicU64,
+/// What the server thread runs.
+struct Serve {
+    dir: PathBuf,
     delay: Duration,
-) -> Response<Bytes> {
-    let n = counter.fetch_add(1, Ordering::Relaxed);
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+    requests: Arc<AtomicU64>,
+    held: watch::Receiver<bool>,
+    stop: oneshot::Receiver<()>,
+}
+
+impl Serve {
+    async fn run(mut self, ready: std::sync::mpsc::Sender<Result<Ready, String>>) {
+        let harness = match self.start().await {
+            Ok(harness) => harness,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        let _ = ready.send(self.ready(&harness));
+        loop {
+            tokio::select! {
+                _ = &mut self.stop => break,
+                changed = self.held.changed() => match changed {
+                    Ok(()) => harness.server.hold(*self.held.borrow_and_update()),
+                    Err(_) => break,
+                },
+            }
+        }
+        drop(harness);
     }
-    let mut response = Response::new(Bytes::new());
-    if req.method() != http::Method::POST || !req.uri().path().starts_with("/3/device/") {
-        *response.status_mut() = StatusCode::NOT_FOUND;
-        return response;
+
+    async fn start(&self) -> Result<ApnsHarness, String> {
+        let options = ApnsHarnessOptions {
+            dir: Some(self.dir.clone()),
+            topic: TOPIC.into(),
+            ..ApnsHarnessOptions::default()
+        };
+        let harness = ApnsHarness::start_with(options)
+            .await
+            .map_err(|e| format!("listen: {e}"))?;
+        harness.server.set_recording(false);
+        let counter = self.requests.clone();
+        harness.server.set_observer(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        let delay = self.delay;
+        if !delay.is_zero() {
+            harness
+                .server
+                .set_responder(move |_| Some(Answer::ok().delayed(delay)));
+        }
+        Ok(harness)
     }
-    if let Ok(id) = http::HeaderValue::from_str(&format!("00000000-0000-4000-8000-{n:012X}")) {
-        response.headers_mut().insert("apns-id", id);
+
+    fn ready(&self, harness: &ApnsHarness) -> Result<Ready, String> {
+        let p12_path = harness
+            .p12_file(P12Cipher::Modern)
+            .map_err(|e| format!("client certificate: {e}"))?;
+        Ok(Ready {
+            origin: harness.origin(),
+            ca_path: harness.ca_file().to_path_buf(),
+            p12_path,
+            stat_path: crate::procfs::current_thread_stat().map_err(|e| e.to_string())?,
+        })
     }
-    response
 }

@@ -3,11 +3,16 @@
 //! It exists so that an operator can watch fpush do its whole job — component link, parsing,
 //! ratelimit, replies — without Apple or Google credentials. An optional `delay` simulates the
 //! provider's latency, which is also how the benchmarks and load tests keep pushes in flight.
+//! The platform's registry entry is [`PLATFORM`].
+
+mod platform;
 
 use std::time::Duration;
 
 use fpush_traits::{async_trait, Delivered, PushError, PushNotification, PushTrait};
 use serde::Deserialize;
+
+pub use platform::PLATFORM;
 
 /// Settings of a demo module (`pushModules.<id>.demo`); every key is optional.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -51,3 +51,13 @@ pub enum FcmError {
         source: fpush_http::HttpError,
     },
 }
+
+impl FcmError {
+    pub(crate) fn setting(module: &str, key: &'static str, reason: String) -> Self {
+        FcmError::InvalidSetting {
+            module: module.to_string(),
+            key,
+            reason,
+        }
+    }
+}

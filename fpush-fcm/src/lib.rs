@@ -18,12 +18,12 @@
 //! The legacy FCM API (and the `fcm` crate speaking it) was shut down in 2024; only v1 exists
 //! here.
 
-mod alarm;
 mod config;
 mod error;
 mod jwt;
 mod message;
 mod oauth;
+mod platform;
 mod response;
 mod service_account;
 mod token_cache;
@@ -31,17 +31,18 @@ mod url;
 
 use std::time::Duration;
 
-use fpush_http::{HttpClient, HttpConfig};
-use fpush_traits::{async_trait, token_prefix, Delivered, PushError, PushNotification, PushTrait};
+use bytes::Bytes;
+use fpush_http::{HttpClient, HttpConfig, LoudLog, ProviderAnswer, PushLabel, RetryPolicy, Tries};
+use fpush_traits::{async_trait, Delivered, PushError, PushNotification, PushTrait};
 use http::{Method, Request};
 
 pub use config::{FcmConfig, DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_TTL, MAX_TTL};
 pub use error::FcmError;
+pub use platform::PLATFORM;
 
-use alarm::Alarm;
 use message::{is_reserved_data_key, MessageTemplate};
 use oauth::TokenEndpoint;
-use response::{classify, Verdict};
+use response::classify;
 use service_account::ServiceAccount;
 use token_cache::{TokenCache, TokenError};
 
@@ -49,6 +50,10 @@ use token_cache::{TokenCache, TokenError};
 /// connect): long enough for a restarted frontend or a new connection, short enough that the
 /// XMPP server still gets its answer promptly.
 pub const RETRY_BACKOFF: Duration = Duration::from_millis(250);
+
+const RETRY: RetryPolicy = RetryPolicy {
+    backoff: RETRY_BACKOFF,
+};
 
 /// Longest time spent connecting (TCP, TLS, HTTP/2 handshake) before giving up on a connection.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,11 +67,7 @@ pub struct FcmPush {
     oauth: TokenEndpoint,
     tokens: TokenCache,
     template: MessageTemplate,
-    /// Rate-limits the `error` lines about operator mistakes.
-    alarm: Alarm,
-    /// Rate-limits the `warn` lines about provider trouble (5xx, timeouts, OAuth down), which
-    /// come for every push while they last.
-    trouble: Alarm,
+    loud: LoudLog,
 }
 
 impl std::fmt::Debug for FcmPush {
@@ -86,41 +87,18 @@ impl FcmPush {
     /// `token_uri`, a key that is not RSA PEM or an unusable setting is an error naming the
     /// module, the file and the field. No network, no runtime needed.
     pub fn new(module_id: &str, cfg: FcmConfig) -> Result<Self, FcmError> {
-        let setting = |key: &'static str, reason: String| FcmError::InvalidSetting {
-            module: module_id.to_string(),
-            key,
-            reason,
-        };
-        if cfg.ttl > MAX_TTL {
-            return Err(setting(
-                "ttl",
-                format!("is longer than the 4 weeks FCM accepts ({:?})", cfg.ttl),
-            ));
-        }
-        if cfg.request_timeout.is_zero() {
-            return Err(setting(
-                "requestTimeout",
-                "must be longer than 0s".to_string(),
-            ));
-        }
-        if let Some(key) = cfg.additional_data.keys().find(|k| is_reserved_data_key(k)) {
-            return Err(setting(
-                "additionalData",
-                format!("uses the key {key:?}, which FCM reserves (from, message_type, notification, google*, gcm*)"),
-            ));
-        }
-        let endpoint =
-            url::parse_https_url(&cfg.endpoint).map_err(|reason| setting("endpoint", reason))?;
+        check_settings(module_id, &cfg)?;
+        let endpoint = url::parse_https_url(&cfg.endpoint)
+            .map_err(|reason| FcmError::setting(module_id, "endpoint", reason))?;
         let account = ServiceAccount::load(module_id, &cfg.fcm_secret_path)?;
-
-        let http_config = || HttpConfig {
-            ca_file: cfg.ca_file_path.clone(),
-            client_identity: None,
-            connect_timeout: cfg.request_timeout.min(MAX_CONNECT_TIMEOUT),
-            request_timeout: cfg.request_timeout,
-        };
         let client = |origin: &str| {
-            HttpClient::new(origin, http_config()).map_err(|source| FcmError::Http {
+            let http = HttpConfig {
+                ca_file: cfg.ca_file_path.clone(),
+                client_identity: None,
+                connect_timeout: cfg.request_timeout.min(MAX_CONNECT_TIMEOUT),
+                request_timeout: cfg.request_timeout,
+            };
+            HttpClient::new(origin, http).map_err(|source| FcmError::Http {
                 module: module_id.to_string(),
                 origin: origin.to_string(),
                 source,
@@ -134,7 +112,10 @@ impl FcmPush {
         };
         let prefix = endpoint.path.trim_end_matches('/');
         let send_path = format!("{prefix}/v1/projects/{}/messages:send", account.project_id);
-
+        let subject = format!(
+            "push module {module_id:?} (FCM project {:?})",
+            account.project_id
+        );
         Ok(Self {
             module_id: module_id.to_string(),
             fcm,
@@ -147,8 +128,7 @@ impl FcmPush {
                 cfg.additional_data,
                 cfg.data_from_summary,
             ),
-            alarm: Alarm::default(),
-            trouble: Alarm::default(),
+            loud: LoudLog::new(subject),
         })
     }
 
@@ -157,37 +137,49 @@ impl FcmPush {
         &self.oauth.account().project_id
     }
 
-    /// Logs an operator mistake loudly (rate-limited) and turns it into the push's error.
-    fn misconfigured(&self, reason: String) -> PushError {
-        if self.alarm.may_sound() {
-            log::error!(
-                "push module {:?} (FCM project {:?}) is misconfigured, pushes are answered wait: {reason}",
-                self.module_id,
-                self.project_id()
-            );
-        }
-        PushError::Misconfigured(reason)
-    }
-
-    /// Logs provider trouble: a `warn` line at most once a minute, `debug` otherwise.
-    fn trouble(&self, text: std::fmt::Arguments<'_>) {
-        if self.trouble.may_sound() {
-            log::warn!(
-                "push module {:?}: {text} (repeats within a minute are logged at debug level)",
-                self.module_id
-            );
-        } else {
-            log::debug!("push module {:?}: {text}", self.module_id);
+    /// One `messages:send` with the current access token, and what its answer means. A refused
+    /// access token is dropped from the cache once, before the policy's one more try.
+    async fn attempt(&self, body: &Bytes, tries: Tries) -> ProviderAnswer {
+        let access = match self.tokens.get(|| self.oauth.fetch()).await {
+            Ok(access) => access,
+            Err(error) => return ProviderAnswer::Failed(self.token_failure(error)),
+        };
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(self.send_path.as_str())
+            .header(http::header::AUTHORIZATION, access.bearer.clone())
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/json; charset=UTF-8",
+            )
+            .body(body.clone());
+        let request = match request {
+            Ok(request) => request,
+            Err(e) => {
+                let reason = format!("cannot build the FCM request: {e}");
+                return ProviderAnswer::Failed(PushError::Misconfigured(reason));
+            }
+        };
+        match self.fcm.send(request).await {
+            Ok(answer) => match classify(answer.status, &answer.headers, &answer.body) {
+                ProviderAnswer::Renew(reason) => {
+                    if !tries.renewed {
+                        self.tokens.invalidate(&access);
+                    }
+                    ProviderAnswer::Renew(reason)
+                }
+                judged => judged,
+            },
+            Err(e) => ProviderAnswer::from_http_error(&e),
         }
     }
 
     fn token_failure(&self, error: TokenError) -> PushError {
         match error {
             TokenError::Unavailable(reason) => {
-                self.trouble(format_args!("{reason}"));
                 PushError::Transient(format!("OAuth token endpoint unavailable: {reason}"))
             }
-            TokenError::Refused(reason) => self.misconfigured(format!(
+            TokenError::Refused(reason) => PushError::Misconfigured(format!(
                 "the service account {:?} was refused an access token: {reason}",
                 self.oauth.account().client_email
             )),
@@ -195,86 +187,34 @@ impl FcmPush {
     }
 }
 
+/// The settings FCM would refuse for every push, refused at start-up instead.
+fn check_settings(module_id: &str, cfg: &FcmConfig) -> Result<(), FcmError> {
+    if cfg.ttl > MAX_TTL {
+        let reason = format!("is longer than the 4 weeks FCM accepts ({:?})", cfg.ttl);
+        return Err(FcmError::setting(module_id, "ttl", reason));
+    }
+    if cfg.request_timeout.is_zero() {
+        let reason = "must be longer than 0s".to_string();
+        return Err(FcmError::setting(module_id, "requestTimeout", reason));
+    }
+    if let Some(key) = cfg.additional_data.keys().find(|k| is_reserved_data_key(k)) {
+        let reason = format!("uses the key {key:?}, which FCM reserves (from, message_type, notification, google*, gcm*)");
+        return Err(FcmError::setting(module_id, "additionalData", reason));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl PushTrait for FcmPush {
     async fn send(&self, notification: &PushNotification) -> Result<Delivered, PushError> {
-        let token_hint = token_prefix(&notification.token);
         let body = self.template.body(notification);
-        let mut retried = false;
-        let mut reauthenticated = false;
-        loop {
-            let access = self
-                .tokens
-                .get(|| self.oauth.fetch())
-                .await
-                .map_err(|e| self.token_failure(e))?;
-            let request = Request::builder()
-                .method(Method::POST)
-                .uri(self.send_path.as_str())
-                .header(http::header::AUTHORIZATION, access.bearer.clone())
-                .header(
-                    http::header::CONTENT_TYPE,
-                    "application/json; charset=UTF-8",
-                )
-                .body(body.clone())
-                .map_err(|e| self.misconfigured(format!("cannot build the FCM request: {e}")))?;
-
-            let verdict = match self.fcm.send(request).await {
-                Ok(answer) => classify(answer.status, &answer.headers, &answer.body),
-                Err(e) if e.is_timeout() => {
-                    self.trouble(format_args!("FCM timed out for {token_hint}…"));
-                    return Err(PushError::Timeout);
-                }
-                Err(e) if e.not_sent() => Verdict::Retry(format!("FCM request not sent: {e}")),
-                Err(e) => {
-                    self.trouble(format_args!("FCM request for {token_hint}… failed: {e}"));
-                    return Err(PushError::Transient(format!("FCM request failed: {e}")));
-                }
-            };
-
-            match verdict {
-                Verdict::Delivered(delivered) => {
-                    log::debug!("push module {:?}: FCM accepted push for {token_hint}…", self.module_id);
-                    return Ok(delivered);
-                }
-                Verdict::Failed(PushError::Misconfigured(reason)) => {
-                    return Err(self.misconfigured(reason))
-                }
-                Verdict::Failed(error @ PushError::ProviderThrottled { .. }) => {
-                    self.trouble(format_args!("push for {token_hint}…: {error}"));
-                    return Err(error);
-                }
-                Verdict::Failed(error) => {
-                    log::debug!("push module {:?}: push for {token_hint}…: {error}", self.module_id);
-                    return Err(error);
-                }
-                Verdict::Retry(reason) if !retried => {
-                    log::debug!(
-                        "push module {:?}: {reason}; retrying push for {token_hint}… once",
-                        self.module_id
-                    );
-                    retried = true;
-                    tokio::time::sleep(RETRY_BACKOFF).await;
-                }
-                Verdict::Retry(reason) => {
-                    self.trouble(format_args!("push for {token_hint}…: {reason}"));
-                    return Err(PushError::Transient(reason));
-                }
-                Verdict::Reauthenticate(reason) if !reauthenticated => {
-                    log::info!(
-                        "push module {:?}: {reason}; fetching a new access token",
-                        self.module_id
-                    );
-                    reauthenticated = true;
-                    self.tokens.invalidate(&access);
-                }
-                Verdict::Reauthenticate(reason) => {
-                    return Err(self.misconfigured(format!(
-                        "{reason} (also with a fresh access token: check the service account's permissions and project)"
-                    )))
-                }
-            }
-        }
+        let push = PushLabel {
+            provider: "FCM",
+            token: &notification.token,
+        };
+        RETRY
+            .run(&self.loud, push, |tries| self.attempt(&body, tries))
+            .await
     }
 }
 

@@ -7,24 +7,11 @@
 //! tolerated: the HTTP status then decides. A token is only declared dead on an explicit answer
 //! about the token, never on a guess.
 
-use std::time::Duration;
-
+use fpush_http::{retry_after, ProviderAnswer};
 use fpush_traits::{DeadTokenReason, Delivered, PushError};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
-
-/// What the module should do after one answer from FCM.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    Delivered(Delivered),
-    /// Final: answer the push with this error.
-    Failed(PushError),
-    /// Google did not accept the message and says trying again may work (5xx): retry once.
-    Retry(String),
-    /// The access token was refused (401/403): fetch a new one and retry once.
-    Reauthenticate(String),
-}
 
 #[derive(Deserialize)]
 struct SendResponse {
@@ -84,13 +71,14 @@ pub(crate) fn parse_error_body(body: &[u8]) -> ErrorFacts {
     facts
 }
 
-/// Decides what FCM's answer means.
-pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Verdict {
+/// Decides what FCM's answer means: a 5xx may be retried, a refused access token (401/403)
+/// asks for a new one.
+pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ProviderAnswer {
     if status.is_success() {
         let provider_id = serde_json::from_slice::<SendResponse>(body)
             .ok()
             .and_then(|r| r.name);
-        return Verdict::Delivered(Delivered { provider_id });
+        return ProviderAnswer::Delivered(Delivered { provider_id });
     }
     let facts = parse_error_body(body);
     let describe = || describe(status, &facts);
@@ -99,28 +87,30 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> 
 
     match facts.error_code.as_deref() {
         Some("UNREGISTERED") => {
-            return Verdict::Failed(PushError::TokenInvalid(DeadTokenReason::Unregistered))
+            return ProviderAnswer::Failed(PushError::TokenInvalid(DeadTokenReason::Unregistered))
         }
         Some("SENDER_ID_MISMATCH") => {
-            return Verdict::Failed(PushError::TokenInvalid(DeadTokenReason::NotForThisApp))
+            return ProviderAnswer::Failed(PushError::TokenInvalid(DeadTokenReason::NotForThisApp))
         }
         Some("INVALID_ARGUMENT") if token_at_fault => {
-            return Verdict::Failed(PushError::TokenInvalid(DeadTokenReason::BadToken))
+            return ProviderAnswer::Failed(PushError::TokenInvalid(DeadTokenReason::BadToken))
         }
-        Some("INVALID_ARGUMENT") => return Verdict::Failed(PushError::Misconfigured(describe())),
+        Some("INVALID_ARGUMENT") => {
+            return ProviderAnswer::Failed(PushError::Misconfigured(describe()))
+        }
         Some("QUOTA_EXCEEDED") => {
-            return Verdict::Failed(PushError::ProviderThrottled {
+            return ProviderAnswer::Failed(PushError::ProviderThrottled {
                 retry_after: retry_after(headers),
             })
         }
-        Some("UNAVAILABLE") | Some("INTERNAL") => return Verdict::Retry(describe()),
-        Some("THIRD_PARTY_AUTH_ERROR") => return Verdict::Reauthenticate(describe()),
+        Some("UNAVAILABLE") | Some("INTERNAL") => return ProviderAnswer::Retry(describe()),
+        Some("THIRD_PARTY_AUTH_ERROR") => return ProviderAnswer::Renew(describe()),
         _ => {}
     }
     if status_is("INVALID_ARGUMENT") && token_at_fault {
-        Verdict::Failed(PushError::TokenInvalid(DeadTokenReason::BadToken))
+        ProviderAnswer::Failed(PushError::TokenInvalid(DeadTokenReason::BadToken))
     } else if status == StatusCode::TOO_MANY_REQUESTS || status_is("RESOURCE_EXHAUSTED") {
-        Verdict::Failed(PushError::ProviderThrottled {
+        ProviderAnswer::Failed(PushError::ProviderThrottled {
             retry_after: retry_after(headers),
         })
     } else if status == StatusCode::UNAUTHORIZED
@@ -128,13 +118,13 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> 
         || status_is("UNAUTHENTICATED")
         || status_is("PERMISSION_DENIED")
     {
-        Verdict::Reauthenticate(describe())
+        ProviderAnswer::Renew(describe())
     } else if status.is_server_error() {
-        Verdict::Retry(describe())
+        ProviderAnswer::Retry(describe())
     } else {
         // Any other refusal (a 404 for a wrong project, a 400 about our own message) is ours
         // to fix; the token may be fine, so it must not be declared dead.
-        Verdict::Failed(PushError::Misconfigured(describe()))
+        ProviderAnswer::Failed(PushError::Misconfigured(describe()))
     }
 }
 
@@ -153,22 +143,11 @@ fn describe(status: StatusCode, facts: &ErrorFacts) -> String {
     text
 }
 
-/// `Retry-After` in delta-seconds (what Google sends); an HTTP date is not honoured.
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::Duration;
 
     const FCM_ERROR: &str = "type.googleapis.com/google.firebase.fcm.v1.FcmError";
     const BAD_REQUEST: &str = "type.googleapis.com/google.rpc.BadRequest";
@@ -181,7 +160,7 @@ mod tests {
         )
     }
 
-    fn verdict(answer: (StatusCode, Vec<u8>)) -> Verdict {
+    fn verdict(answer: (StatusCode, Vec<u8>)) -> ProviderAnswer {
         classify(answer.0, &HeaderMap::new(), &answer.1)
     }
 
@@ -190,13 +169,13 @@ mod tests {
         let body = br#"{"name": "projects/p/messages/0:1700000000%abc"}"#;
         assert_eq!(
             classify(StatusCode::OK, &HeaderMap::new(), body),
-            Verdict::Delivered(Delivered {
+            ProviderAnswer::Delivered(Delivered {
                 provider_id: Some("projects/p/messages/0:1700000000%abc".into())
             })
         );
         assert_eq!(
             classify(StatusCode::OK, &HeaderMap::new(), b"not json"),
-            Verdict::Delivered(Delivered { provider_id: None })
+            ProviderAnswer::Delivered(Delivered { provider_id: None })
         );
     }
 
@@ -209,7 +188,7 @@ mod tests {
         );
         assert_eq!(
             verdict(answer),
-            Verdict::Failed(PushError::TokenInvalid(DeadTokenReason::Unregistered))
+            ProviderAnswer::Failed(PushError::TokenInvalid(DeadTokenReason::Unregistered))
         );
     }
 
@@ -222,7 +201,7 @@ mod tests {
         );
         assert_eq!(
             verdict(answer),
-            Verdict::Failed(PushError::TokenInvalid(DeadTokenReason::NotForThisApp))
+            ProviderAnswer::Failed(PushError::TokenInvalid(DeadTokenReason::NotForThisApp))
         );
     }
 
@@ -241,7 +220,7 @@ mod tests {
         );
         assert_eq!(
             verdict(answer),
-            Verdict::Failed(PushError::TokenInvalid(DeadTokenReason::BadToken))
+            ProviderAnswer::Failed(PushError::TokenInvalid(DeadTokenReason::BadToken))
         );
         let without_fcm_detail = google(
             400,
@@ -250,7 +229,7 @@ mod tests {
         );
         assert_eq!(
             verdict(without_fcm_detail),
-            Verdict::Failed(PushError::TokenInvalid(DeadTokenReason::BadToken))
+            ProviderAnswer::Failed(PushError::TokenInvalid(DeadTokenReason::BadToken))
         );
     }
 
@@ -264,7 +243,7 @@ mod tests {
                 {"@type": BAD_REQUEST, "fieldViolations": [{"field": "message.android.ttl"}]}
             ]),
         );
-        let Verdict::Failed(PushError::Misconfigured(text)) = verdict(answer) else {
+        let ProviderAnswer::Failed(PushError::Misconfigured(text)) = verdict(answer) else {
             panic!("expected Misconfigured");
         };
         assert!(
@@ -284,13 +263,13 @@ mod tests {
         headers.insert(http::header::RETRY_AFTER, "37".parse().unwrap());
         assert_eq!(
             classify(status, &headers, &body),
-            Verdict::Failed(PushError::ProviderThrottled {
+            ProviderAnswer::Failed(PushError::ProviderThrottled {
                 retry_after: Some(Duration::from_secs(37))
             })
         );
         assert_eq!(
             classify(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), b""),
-            Verdict::Failed(PushError::ProviderThrottled { retry_after: None })
+            ProviderAnswer::Failed(PushError::ProviderThrottled { retry_after: None })
         );
     }
 
@@ -305,12 +284,12 @@ mod tests {
                 status,
                 json!([{"@type": FCM_ERROR, "errorCode": error_code}]),
             );
-            assert!(matches!(verdict(answer), Verdict::Retry(_)));
+            assert!(matches!(verdict(answer), ProviderAnswer::Retry(_)));
         }
         let html = b"<html><body>502 Bad Gateway</body></html>";
         assert!(matches!(
             classify(StatusCode::BAD_GATEWAY, &HeaderMap::new(), html),
-            Verdict::Retry(_)
+            ProviderAnswer::Retry(_)
         ));
     }
 
@@ -321,14 +300,14 @@ mod tests {
             "UNAUTHENTICATED",
             json!([{"@type": FCM_ERROR, "errorCode": "THIRD_PARTY_AUTH_ERROR"}]),
         );
-        assert!(matches!(verdict(third_party), Verdict::Reauthenticate(_)));
+        assert!(matches!(verdict(third_party), ProviderAnswer::Renew(_)));
         let expired = google(401, "UNAUTHENTICATED", json!([]));
-        assert!(matches!(verdict(expired), Verdict::Reauthenticate(_)));
+        assert!(matches!(verdict(expired), ProviderAnswer::Renew(_)));
         let denied = google(403, "PERMISSION_DENIED", json!([]));
-        assert!(matches!(verdict(denied), Verdict::Reauthenticate(_)));
+        assert!(matches!(verdict(denied), ProviderAnswer::Renew(_)));
         assert!(matches!(
             classify(StatusCode::UNAUTHORIZED, &HeaderMap::new(), b"nope"),
-            Verdict::Reauthenticate(_)
+            ProviderAnswer::Renew(_)
         ));
     }
 
@@ -338,14 +317,17 @@ mod tests {
         let answer = google(404, "NOT_FOUND", json!([]));
         assert!(matches!(
             verdict(answer),
-            Verdict::Failed(PushError::Misconfigured(_))
+            ProviderAnswer::Failed(PushError::Misconfigured(_))
         ));
         let html = classify(
             StatusCode::NOT_FOUND,
             &HeaderMap::new(),
             b"<html>Not Found</html>",
         );
-        assert!(matches!(html, Verdict::Failed(PushError::Misconfigured(_))));
+        assert!(matches!(
+            html,
+            ProviderAnswer::Failed(PushError::Misconfigured(_))
+        ));
     }
 
     #[test]
@@ -360,20 +342,8 @@ mod tests {
             assert_eq!(parse_error_body(body).error_code, None);
             assert!(matches!(
                 classify(StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new(), body),
-                Verdict::Retry(_)
+                ProviderAnswer::Retry(_)
             ));
         }
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_only() {
-        let mut headers = HeaderMap::new();
-        headers.insert(http::header::RETRY_AFTER, " 5 ".parse().unwrap());
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(5)));
-        headers.insert(
-            http::header::RETRY_AFTER,
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
-        );
-        assert_eq!(retry_after(&headers), None);
     }
 }

@@ -74,7 +74,7 @@ async fn a_key_the_token_endpoint_does_not_know_is_refused() {
     let stranger = TestServiceAccount::with_key(
         server.project_id(),
         server.account().token_uri(),
-        Arc::new(RsaTestKey::generate()),
+        RsaTestKey::stranger(),
     );
     let path = server.ca_file().with_file_name("stranger.json");
     stranger.write(&path).unwrap();

@@ -10,26 +10,17 @@ use fpush_fcm::{FcmConfig, FcmError, FcmPush};
 use fpush_testkit::fcm::TestServiceAccount;
 
 /// A scratch directory for files these tests write, removed at the end.
-struct Scratch(PathBuf);
+struct Scratch(tempfile::TempDir);
 
 impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("fpush-fcm-startup-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
+    fn new() -> Self {
+        Scratch(tempfile::tempdir().unwrap())
     }
 
     fn file(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.0.join(name);
+        let path = self.0.path().join(name);
         std::fs::write(&path, contents).unwrap();
         path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -44,7 +35,7 @@ fn build(cfg: FcmConfig) -> Result<FcmPush, FcmError> {
 
 #[test]
 fn a_good_file_builds_without_network_or_runtime() {
-    let scratch = Scratch::new("good");
+    let scratch = Scratch::new();
     let path = scratch.file("sa.json", &account_json().to_string());
     let module = build(FcmConfig::new(&path)).unwrap();
     assert_eq!(module.project_id(), "demo");
@@ -66,7 +57,7 @@ fn a_missing_file_names_module_and_path() {
 
 #[test]
 fn invalid_json_is_reported_with_its_position() {
-    let scratch = Scratch::new("json");
+    let scratch = Scratch::new();
     let path = scratch.file(
         "sa.json",
         "{\"type\": \"service_account\",\n  \"project_id\": }",
@@ -80,7 +71,7 @@ fn invalid_json_is_reported_with_its_position() {
 
 #[test]
 fn each_required_field_is_named_when_missing() {
-    let scratch = Scratch::new("fields");
+    let scratch = Scratch::new();
     for field in ["project_id", "private_key", "client_email", "token_uri"] {
         let mut json = account_json();
         json.as_object_mut().unwrap().remove(field);
@@ -97,7 +88,7 @@ fn each_required_field_is_named_when_missing() {
 
 #[test]
 fn a_key_that_is_not_rsa_pem_is_refused() {
-    let scratch = Scratch::new("key");
+    let scratch = Scratch::new();
     let ec_key = fpush_testkit::tls::TestPki::new()
         .unwrap()
         .client_cert("x")
@@ -123,7 +114,7 @@ fn a_key_that_is_not_rsa_pem_is_refused() {
 
 #[test]
 fn a_missing_ca_file_is_reported() {
-    let scratch = Scratch::new("ca");
+    let scratch = Scratch::new();
     let mut cfg = FcmConfig::new(scratch.file("sa.json", &account_json().to_string()));
     cfg.ca_file_path = Some(PathBuf::from("/nonexistent/fcm-ca.pem"));
     let text = build(cfg).unwrap_err().to_string();
@@ -135,7 +126,7 @@ fn a_missing_ca_file_is_reported() {
 
 #[test]
 fn unusable_settings_are_refused() {
-    let scratch = Scratch::new("settings");
+    let scratch = Scratch::new();
     let path = scratch.file("sa.json", &account_json().to_string());
 
     let mut ttl = FcmConfig::new(&path);

@@ -9,10 +9,16 @@
 //!
 //! Every request is bounded by [`HttpConfig::request_timeout`], answer body included, and
 //! [`HttpError::not_sent`] tells the caller when a retry cannot deliver a message twice.
+//!
+//! Above the transport, what APNS and FCM both do lives here once: the retry policy
+//! ([`RetryPolicy`] over [`ProviderAnswer`]s) and the rate-limited loud log ([`LoudLog`]).
 
+mod answer;
 mod client;
 mod error;
+mod loud_log;
 mod origin;
+mod retry;
 mod tls;
 
 use std::path::PathBuf;
@@ -21,8 +27,11 @@ use std::time::Duration;
 use bytes::Bytes;
 pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+pub use answer::{retry_after, ProviderAnswer};
 pub use client::HttpClient;
 pub use error::HttpError;
+pub use loud_log::{LoudLog, PushLabel, LOUD_LOG_INTERVAL};
+pub use retry::{RetryPolicy, Tries};
 
 /// Largest response body accepted; provider answers are a few hundred bytes, so anything near
 /// this is a misbehaving peer, not an answer.

@@ -10,28 +10,19 @@ use http::{Request, Response, StatusCode};
 
 struct Setup {
     pki: TestPki,
-    _dir: TempDir,
+    _dir: tempfile::TempDir,
     ca_path: std::path::PathBuf,
 }
 
-/// A throwaway directory under the target dir's temp space, removed on drop.
-struct TempDir(std::path::PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn setup(name: &str) -> Setup {
-    let dir = std::env::temp_dir().join(format!("fpush-http-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new().unwrap();
-    let ca_path = dir.join("ca.pem");
+    let ca_path = dir.path().join("ca.pem");
     pki.write_ca_pem(&ca_path).unwrap();
     Setup {
         pki,
         ca_path,
-        _dir: TempDir(dir),
+        _dir: dir,
     }
 }
 
@@ -69,7 +60,7 @@ async fn echo_server(s: &Setup) -> TestServer {
 
 #[tokio::test]
 async fn concurrent_requests_share_one_http2_connection() {
-    let s = setup("share");
+    let s = setup();
     let server = echo_server(&s).await;
     let client = HttpClient::new(&server.origin(), config(&s)).unwrap();
     let mut tasks = Vec::new();
@@ -100,7 +91,7 @@ async fn concurrent_requests_share_one_http2_connection() {
 
 #[tokio::test]
 async fn falls_back_to_http1_when_the_server_picks_it() {
-    let s = setup("http1");
+    let s = setup();
     let tls = s
         .pki
         .server_config_with_alpn(ClientAuth::None, &[b"http/1.1"])
@@ -127,7 +118,7 @@ async fn falls_back_to_http1_when_the_server_picks_it() {
 
 #[tokio::test]
 async fn a_silent_server_times_out_and_is_not_retryable() {
-    let s = setup("timeout");
+    let s = setup();
     let tls = s.pki.server_config(ClientAuth::None).unwrap();
     let server = serve(
         tls,
@@ -147,7 +138,7 @@ async fn a_silent_server_times_out_and_is_not_retryable() {
 
 #[tokio::test]
 async fn a_dropped_connection_fails_in_flight_and_the_next_request_reconnects() {
-    let s = setup("reset");
+    let s = setup();
     let tls = s.pki.server_config(ClientAuth::None).unwrap();
     let server = serve(
         tls,
@@ -175,7 +166,7 @@ async fn a_dropped_connection_fails_in_flight_and_the_next_request_reconnects() 
 
 #[tokio::test]
 async fn goaway_moves_later_requests_to_a_new_connection() {
-    let s = setup("goaway");
+    let s = setup();
     let tls = s.pki.server_config(ClientAuth::None).unwrap();
     let server = serve(
         tls,
@@ -203,7 +194,7 @@ async fn goaway_moves_later_requests_to_a_new_connection() {
 
 #[tokio::test]
 async fn connect_failure_is_not_sent() {
-    let s = setup("refused");
+    let s = setup();
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
@@ -216,7 +207,7 @@ async fn connect_failure_is_not_sent() {
 
 #[tokio::test]
 async fn refused_tls_and_untrusted_servers_are_connect_failures() {
-    let s = setup("untrusted");
+    let s = setup();
     let server = echo_server(&s).await;
     let mut cfg = config(&s);
     cfg.ca_file = None;
@@ -233,7 +224,7 @@ async fn refused_tls_and_untrusted_servers_are_connect_failures() {
 
 #[tokio::test]
 async fn presents_the_client_certificate() {
-    let s = setup("clientcert");
+    let s = setup();
     let tls = s.pki.server_config(ClientAuth::Required).unwrap();
     let server = serve(
         tls,
@@ -257,7 +248,7 @@ async fn presents_the_client_certificate() {
 
 #[tokio::test]
 async fn oversized_answers_are_refused() {
-    let s = setup("big");
+    let s = setup();
     let tls = s.pki.server_config(ClientAuth::None).unwrap();
     let server = serve(
         tls,
@@ -274,7 +265,7 @@ async fn oversized_answers_are_refused() {
 
 #[test]
 fn construction_needs_no_runtime_and_checks_the_ca_file() {
-    let s = setup("cafile");
+    let s = setup();
     assert!(HttpClient::new("https://localhost:1", config(&s)).is_ok());
     let mut cfg = config(&s);
     cfg.ca_file = Some(s.ca_path.with_file_name("missing.pem"));

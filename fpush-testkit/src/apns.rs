@@ -12,21 +12,30 @@
 //! Every request is recorded ([`ApnsTestServer::received`]).
 //!
 //! Answers can carry faults ([`Fault`]): never answer, drop the connection, send GOAWAY, or
-//! answer late; [`ApnsTestServer::tls`] can also refuse TLS altogether.
+//! answer late; [`ApnsTestServer::hold`] keeps every answer back until released, and
+//! [`ApnsTestServer::tls`] can refuse TLS altogether.
+//!
+//! [`ApnsHarness`] is how tests get one: the server with its CA, a `.p8` key and `.p12` client
+//! certificates on disk, and the `apns` settings block that points a module at it.
+
+mod harness;
+mod provider_token;
+
+pub use harness::{ApnsHarness, ApnsHarnessOptions, KEY_ID, P12_PASSWORD, TEAM_ID, TOPIC};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use rcgen::KeyPair;
 
 use crate::tls::{serve_on, ClientAuth, Connection, TestPki, TestServer, TlsError};
+use provider_token::{Claims, TokenVerifier};
 
 /// Apple's payload limit for regular pushes.
 pub const MAX_PAYLOAD: usize = 4096;
@@ -179,8 +188,11 @@ pub type Observer = Arc<dyn Fn(&Received) + Send + Sync>;
 
 struct State {
     expect: ApnsExpect,
-    decoding_key: Option<DecodingKey>,
+    verifier: Option<TokenVerifier>,
     verified: Mutex<HashMap<String, Claims>>,
+    /// Keep every request (and count them per token); off for load runs.
+    recording: AtomicBool,
+    hold: tokio::sync::watch::Sender<bool>,
     queued: Mutex<HashMap<String, VecDeque<Answer>>>,
     seen: Mutex<HashMap<String, u64>>,
     responder: Mutex<Option<Responder>>,
@@ -206,15 +218,15 @@ impl ApnsTestServer {
         pki: &TestPki,
         expect: ApnsExpect,
     ) -> Result<Self, TlsError> {
-        let decoding_key = match &expect.jwt_public_key_pem {
-            Some(pem) => {
-                Some(
-                    DecodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| TlsError::Io {
+        let verifier = match &expect.jwt_public_key_pem {
+            Some(pem) => Some(
+                TokenVerifier::new(pem, &expect.key_id, &expect.team_id).map_err(|e| {
+                    TlsError::Io {
                         what: "APNS test public key".into(),
                         source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-                    })?,
-                )
-            }
+                    }
+                })?,
+            ),
             None => None,
         };
         let client_auth = if expect.accept_client_cert {
@@ -224,8 +236,10 @@ impl ApnsTestServer {
         };
         let state = Arc::new(State {
             expect,
-            decoding_key,
+            verifier,
             verified: Mutex::default(),
+            recording: AtomicBool::new(true),
+            hold: tokio::sync::watch::channel(false).0,
             queued: Mutex::default(),
             seen: Mutex::default(),
             responder: Mutex::default(),
@@ -278,6 +292,18 @@ impl ApnsTestServer {
         if let Ok(mut slot) = self.state.observer.lock() {
             *slot = Some(Arc::new(observer));
         }
+    }
+
+    /// While `false`, requests are neither kept nor counted per token (a load run sends
+    /// millions; an observer still sees each); the prefix convention then sees every request
+    /// as a token's first.
+    pub fn set_recording(&self, recording: bool) {
+        self.state.recording.store(recording, Ordering::SeqCst);
+    }
+
+    /// While `true`, requests are taken but not answered; `false` releases them all.
+    pub fn hold(&self, hold: bool) {
+        self.state.hold.send_replace(hold);
     }
 
     /// Every request so far, in arrival order.
@@ -339,6 +365,10 @@ impl State {
         }
         self.record(&received);
 
+        // A held request waits for the release, or ends with its connection when the server
+        // stops.
+        let mut held = self.hold.subscribe();
+        let _ = held.wait_for(|hold| !*hold).await;
         if let Some(delay) = answer.delay {
             tokio::time::sleep(delay).await;
         }
@@ -355,6 +385,9 @@ impl State {
     }
 
     fn seen(&self, token: &str) -> u64 {
+        if !self.recording.load(Ordering::Relaxed) {
+            return 0;
+        }
         let Ok(mut seen) = self.seen.lock() else {
             return 0;
         };
@@ -373,8 +406,10 @@ impl State {
     }
 
     fn record(&self, received: &Received) {
-        if let Ok(mut all) = self.received.lock() {
-            all.push(received.clone());
+        if self.recording.load(Ordering::Relaxed) {
+            if let Ok(mut all) = self.received.lock() {
+                all.push(received.clone());
+            }
         }
         let observer = self.observer.lock().ok().and_then(|o| o.clone());
         if let Some(observer) = observer {
@@ -489,32 +524,12 @@ impl State {
         if let Some(claims) = self.verified.lock().ok()?.get(jwt) {
             return Some(claims.clone());
         }
-        let key = self.decoding_key.as_ref()?;
-        let header = jsonwebtoken::decode_header(jwt).ok()?;
-        if header.alg != Algorithm::ES256 || header.kid.as_deref() != Some(&self.expect.key_id) {
-            return None;
-        }
-        let mut validation = Validation::new(Algorithm::ES256);
-        validation.required_spec_claims.clear();
-        validation.validate_exp = false;
-        let claims = jsonwebtoken::decode::<Claims>(jwt, key, &validation)
-            .ok()?
-            .claims;
-        if claims.iss != self.expect.team_id {
-            return None;
-        }
+        let claims = self.verifier.as_ref()?.verify(jwt)?;
         if let Ok(mut verified) = self.verified.lock() {
             verified.insert(jwt.to_string(), claims.clone());
         }
         Some(claims)
     }
-}
-
-/// The provider token claims Apple reads.
-#[derive(Debug, Clone, serde::Deserialize)]
-struct Claims {
-    iss: String,
-    iat: u64,
 }
 
 /// Unix seconds, shifted by however far tokio's test clock was advanced, so a test that

@@ -36,6 +36,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::tls::{ClientAuth, Connection, TestPki, TestServer, TlsError};
+use crate::work_dir::WorkDir;
 
 pub use answers::{oauth_error, Answer, THROTTLE_RETRY_AFTER};
 pub use rsa_key::RsaTestKey;
@@ -70,7 +71,7 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> FcmServer
     move |source| FcmServerError::Io { what, source }
 }
 
-/// A Firebase service account for tests: the JSON Google hands out, with a run-time RSA key.
+/// A Firebase service account for tests: the JSON Google hands out, with a committed test key.
 #[derive(Clone)]
 pub struct TestServiceAccount {
     project_id: String,
@@ -80,14 +81,14 @@ pub struct TestServiceAccount {
 }
 
 impl TestServiceAccount {
-    /// An account for `project_id` whose `token_uri` is `token_uri`, with the process-wide test
-    /// key (see [`RsaTestKey::shared`]).
+    /// An account for `project_id` whose `token_uri` is `token_uri`, with the test key the FCM
+    /// test server trusts (see [`RsaTestKey::shared`]).
     pub fn generate(project_id: &str, token_uri: &str) -> Self {
         Self::with_key(project_id, token_uri, RsaTestKey::shared())
     }
 
-    /// Like [`TestServiceAccount::generate`] with a given key (e.g. a fresh one the server does
-    /// not know, to be refused).
+    /// Like [`TestServiceAccount::generate`] with a given key (e.g. [`RsaTestKey::stranger`],
+    /// which the server refuses).
     pub fn with_key(project_id: &str, token_uri: &str, key: Arc<RsaTestKey>) -> Self {
         Self {
             project_id: project_id.to_string(),
@@ -241,13 +242,8 @@ impl FcmServer {
         let project_id = options
             .project_id
             .unwrap_or_else(|| DEFAULT_PROJECT_ID.to_string());
-        let dir = match options.dir {
-            Some(path) => {
-                std::fs::create_dir_all(&path).map_err(io_error(path.display().to_string()))?;
-                WorkDir::Kept(path)
-            }
-            None => WorkDir::temporary()?,
-        };
+        let dir =
+            WorkDir::new(options.dir, "fpush-fcm-test-").map_err(io_error("work directory"))?;
         let record = match options.record {
             Some(path) => Some(Mutex::new(
                 std::fs::OpenOptions::new()
@@ -342,6 +338,16 @@ impl FcmServer {
         &self.state.project_id
     }
 
+    /// The `fcm` settings block of a module that pushes through this server: `fcmSecretPath`,
+    /// `endpoint` and `caFilePath`. Tests add what they need (`requestTimeout`, …).
+    pub fn settings(&self) -> Value {
+        json!({
+            "fcmSecretPath": self.service_account_file,
+            "endpoint": self.endpoint(),
+            "caFilePath": self.ca_file,
+        })
+    }
+
     /// The test PKI (e.g. to build a client that trusts the CA).
     pub fn pki(&self) -> &TestPki {
         &self.pki
@@ -421,43 +427,6 @@ impl FcmServer {
 impl Drop for FcmServer {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// The directory holding the CA and the service account.
-enum WorkDir {
-    Kept(PathBuf),
-    Removed(PathBuf),
-}
-
-impl WorkDir {
-    fn temporary() -> Result<Self, FcmServerError> {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "fpush-fcm-test-{}-{}-{nanos}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&path).map_err(io_error(path.display().to_string()))?;
-        Ok(WorkDir::Removed(path))
-    }
-
-    fn path(&self) -> &Path {
-        match self {
-            WorkDir::Kept(path) | WorkDir::Removed(path) => path,
-        }
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if let WorkDir::Removed(path) = self {
-            let _ = std::fs::remove_dir_all(path);
-        }
     }
 }
 

@@ -5,5 +5,7 @@
 pub mod apns;
 pub mod fake_cli;
 pub mod fcm;
+pub mod settings;
 pub mod tls;
+mod work_dir;
 pub mod xmpp;

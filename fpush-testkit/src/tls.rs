@@ -232,7 +232,7 @@ pub struct ClientCert {
 
 /// How a `.p12` is encrypted: what current tools write, or what older `openssl pkcs12` and
 /// Apple's Keychain exports wrote (3DES, SHA-1 MAC), which fpush must still read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum P12Cipher {
     Modern,
     Legacy3Des,

@@ -5,8 +5,8 @@
 
 #![no_main]
 
-use fpush_apns::response::{judge, Verdict};
-use fpush_http::HttpResponse;
+use fpush_apns::response::judge;
+use fpush_http::{HttpResponse, ProviderAnswer};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
         };
         let verdict = judge(&answer);
         if code == http::StatusCode::OK {
-            assert!(matches!(verdict, Verdict::Delivered(_)), "{verdict:?}");
+            assert!(matches!(verdict, ProviderAnswer::Delivered(_)), "{verdict:?}");
         }
     }
     let _ = fpush_fcm::fuzzing::judge_send_answer(status, retry_after, body);

@@ -1,4 +1,4 @@
-//! Shared set-up for the FCM integration tests: a test server and a module pointed at it.
+//! What the FCM integration tests share: the test kit's server and a module pointed at it.
 
 #![allow(dead_code)]
 
@@ -16,11 +16,9 @@ pub async fn server() -> FcmServer {
     FcmServer::start().await.unwrap()
 }
 
-/// A module configuration aimed at `server`.
+/// A module configuration aimed at `server`: the test kit's `fcm` block, as the module reads it.
 pub fn config(server: &FcmServer) -> FcmConfig {
-    let mut cfg = FcmConfig::new(server.service_account_file());
-    cfg.endpoint = server.endpoint();
-    cfg.ca_file_path = Some(server.ca_file().to_path_buf());
+    let mut cfg: FcmConfig = serde_json::from_value(server.settings()).unwrap();
     cfg.request_timeout = TEST_REQUEST_TIMEOUT;
     cfg
 }

@@ -4,10 +4,11 @@
 //! fake-apns [--listen 127.0.0.1:0] [--dir DIR] [--record FILE]
 //! ```
 //!
-//! On start it makes a fresh test PKI and writes into `DIR` (default: a new temporary
-//! directory) what fpush's `apns` settings need: the CA (`ca.pem`, for `caFilePath`), a client
-//! certificate (`push.p12`, for `certFilePath`/`certPassword`) and a signing key
-//! (`AuthKey_<keyId>.p8`, for `keyFilePath`/`keyId`/`teamId`); both auth modes are accepted.
+//! On start it runs the testkit's [`ApnsHarness`], which makes a fresh test PKI and writes into
+//! `DIR` (default: a temporary directory, removed on exit) what fpush's `apns` settings need: the
+//! CA (`apns-ca.pem`, for `caFilePath`), a client certificate (`apns.p12`, for
+//! `certFilePath`/`certPassword`) and a signing key (`AuthKey_<keyId>.p8`, for
+//! `keyFilePath`/`keyId`/`teamId`); both auth modes are accepted.
 //! It then prints ONE JSON line to stdout:
 //! `{"port":..,"endpoint":..,"ca":..,"p12":..,"p12Password":..,"p8":..,"keyId":..,"teamId":..,"topic":..}`
 //! and serves until SIGTERM or SIGINT.
@@ -27,14 +28,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use fpush_testkit::apns::{ApnsExpect, ApnsTestKey, ApnsTestServer, Received};
+use fpush_testkit::apns::{
+    ApnsHarness, ApnsHarnessOptions, Received, KEY_ID, P12_PASSWORD, TEAM_ID,
+};
 use fpush_testkit::fake_cli;
-use fpush_testkit::tls::{P12Cipher, TestPki};
-
-const TOPIC: &str = "im.fpush.test";
-const TEAM_ID: &str = "FAKETEAM01";
-const KEY_ID: &str = "FAKEKEY001";
-const P12_PASSWORD: &str = "fake-apns";
+use fpush_testkit::tls::P12Cipher;
 
 struct Args {
     listen: SocketAddr,
@@ -91,35 +89,17 @@ fn record_line(r: &Received) -> String {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let dir = match args.dir {
-        Some(dir) => dir,
-        None => std::env::temp_dir().join(format!("fake-apns-{}", std::process::id())),
+    let options = ApnsHarnessOptions {
+        listen: args.listen,
+        dir: args.dir,
+        ..ApnsHarnessOptions::default()
     };
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let pki = TestPki::new().map_err(|e| e.to_string())?;
-    let key = ApnsTestKey::generate().map_err(|e| e.to_string())?;
-    let ca = dir.join("ca.pem");
-    let p12 = dir.join("push.p12");
-    let p8 = dir.join(format!("AuthKey_{KEY_ID}.p8"));
-    pki.write_ca_pem(&ca).map_err(|e| e.to_string())?;
-    key.write_p8(&p8).map_err(|e| e.to_string())?;
-    pki.client_cert(TOPIC)
-        .and_then(|c| c.write_p12(&p12, P12_PASSWORD, P12Cipher::Modern))
+    let harness = ApnsHarness::start_with(options)
+        .await
         .map_err(|e| e.to_string())?;
-
-    let server = ApnsTestServer::start_on(
-        args.listen,
-        &pki,
-        ApnsExpect {
-            topic: TOPIC.into(),
-            team_id: TEAM_ID.into(),
-            key_id: KEY_ID.into(),
-            jwt_public_key_pem: Some(key.public_pem.clone()),
-            accept_client_cert: true,
-        },
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let p12 = harness
+        .p12_file(P12Cipher::Modern)
+        .map_err(|e| e.to_string())?;
 
     if let Some(path) = &args.record {
         let file = std::fs::OpenOptions::new()
@@ -128,7 +108,7 @@ async fn run(args: Args) -> Result<(), String> {
             .open(path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let file = Arc::new(Mutex::new(file));
-        server.set_observer(move |received| {
+        harness.server.set_observer(move |received| {
             if let Ok(mut file) = file.lock() {
                 let _ = writeln!(file, "{}", record_line(received));
             }
@@ -136,19 +116,19 @@ async fn run(args: Args) -> Result<(), String> {
     }
 
     let announce = serde_json::json!({
-        "port": server.addr().port(),
-        "endpoint": server.origin(),
-        "ca": ca,
+        "port": harness.server.addr().port(),
+        "endpoint": harness.origin(),
+        "ca": harness.ca_file(),
         "p12": p12,
         "p12Password": P12_PASSWORD,
-        "p8": p8,
+        "p8": harness.key_file(),
         "keyId": KEY_ID,
         "teamId": TEAM_ID,
-        "topic": TOPIC,
+        "topic": harness.topic(),
     });
     fake_cli::announce(&announce)?;
     fake_cli::until_signal().await?;
-    drop(server);
+    drop(harness);
     Ok(())
 }
 

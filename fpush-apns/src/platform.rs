@@ -1,0 +1,95 @@
+//! The APNS platform's entry in the core's registry: `type: "apple"`, settings block `apns`.
+
+use std::sync::Arc;
+
+use fpush_traits::{
+    parse_block, BlockError, BuildError, Capabilities, ParsedConfig, Platform, PlatformConfig,
+    PushTrait,
+};
+
+use crate::{ApnsConfig, ApnsPush};
+
+/// How the core finds, reads and builds APNS modules. VoIP pushes and encrypted payloads are
+/// not implemented yet, so they are not declared.
+pub const PLATFORM: Platform = Platform {
+    type_name: "apple",
+    settings_key: "apns",
+    cargo_feature: "enable_apns_support",
+    capabilities: Capabilities {
+        voip: false,
+        encrypted_payloads: false,
+        registration_service: Some("apns"),
+    },
+    parse,
+};
+
+fn parse(block: &serde_json::Value) -> Result<ParsedConfig, BlockError> {
+    let (config, ignored_keys) = parse_block::<ApnsConfig>(block)?;
+    Ok(ParsedConfig {
+        config: Box::new(config),
+        ignored_keys,
+    })
+}
+
+/// The parsed block builds with today's constructor; its `Debug` keeps the password out.
+impl PlatformConfig for ApnsConfig {
+    fn build(&self, module_id: &str) -> Result<Arc<dyn PushTrait>, BuildError> {
+        Ok(Arc::new(ApnsPush::new(module_id, self.clone())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_empty_block_is_refused_naming_the_topic() {
+        let error = (PLATFORM.parse)(&json!({})).unwrap_err();
+        assert!(error.to_string().contains("topic"), "{error}");
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_and_secrets_stay_out_of_debug() {
+        let block = json!({"certFilePath": "c.p12", "certPassword": "hunter2",
+            "topic": "com.example", "alertTitel": "typo"});
+        let parsed = (PLATFORM.parse)(&block).unwrap();
+        assert_eq!(parsed.ignored_keys, ["alertTitel"]);
+        let debug = format!("{parsed:?}");
+        assert!(
+            debug.contains("com.example") && !debug.contains("hunter2"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn building_with_a_missing_credential_file_names_the_file() {
+        let block = json!({"keyFilePath": "/nonexistent/AuthKey_GONE.p8", "keyId": "K",
+            "teamId": "T", "topic": "com.example"});
+        let parsed = (PLATFORM.parse)(&block).unwrap();
+        let error = parsed.config.build("ios").err().unwrap();
+        let text = error.to_string();
+        assert!(
+            text.contains("/nonexistent/AuthKey_GONE.p8") && text.contains("ios"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_entry_names_the_apple_type_and_declares_only_what_works() {
+        assert_eq!(
+            (
+                PLATFORM.type_name,
+                PLATFORM.settings_key,
+                PLATFORM.cargo_feature
+            ),
+            ("apple", "apns", "enable_apns_support")
+        );
+        let only_what_works = Capabilities {
+            voip: false,
+            encrypted_payloads: false,
+            registration_service: Some("apns"),
+        };
+        assert_eq!(PLATFORM.capabilities, only_what_works);
+    }
+}

@@ -1,0 +1,232 @@
+//! Token auth: the ES256 provider token (`{iss: teamId, iat}`, header `kid: keyId`) signed with
+//! the `.p8` key by ring, sent as `authorization: bearer`.
+//!
+//! Apple rejects a token older than an hour and answers `TooManyProviderTokenUpdates` when a
+//! provider renews more often than every 20 minutes, so the token is reused for [`RENEW_AFTER`]
+//! and only ever replaced early when Apple rejects it and it is at least [`MIN_RENEW_INTERVAL`]
+//! old.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use http::HeaderValue;
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::PrivateKeyDer;
+use tokio::time::Instant;
+
+use crate::clock::unix_now;
+use crate::ApnsError;
+
+/// A token is replaced once it is this old (Apple's limit is one hour).
+pub const RENEW_AFTER: Duration = Duration::from_secs(50 * 60);
+/// A token is never replaced before it is this old.
+pub const MIN_RENEW_INTERVAL: Duration = Duration::from_secs(20 * 60);
+
+/// Signs and caches the provider token.
+pub(crate) struct TokenSigner {
+    key: EcdsaKeyPair,
+    rng: SystemRandom,
+    /// The JWT header, base64url-encoded once: `{"alg":"ES256","kid":…}`.
+    header: String,
+    team_id: String,
+    current: RwLock<Option<Arc<Signed>>>,
+}
+
+/// One signed token and when it was made.
+#[derive(Debug)]
+pub(crate) struct Signed {
+    pub bearer: HeaderValue,
+    pub made: Instant,
+}
+
+impl TokenSigner {
+    /// Reads the `.p8` key and signs a first token, so a key that cannot sign fails at start-up.
+    pub fn load(module: &str, path: &Path, key_id: &str, team_id: &str) -> Result<Self, ApnsError> {
+        let file_error = |reason: String| ApnsError::credential(module, path, reason);
+        let pem = std::fs::read(path).map_err(|e| file_error(format!("cannot read: {e}")))?;
+        let rng = SystemRandom::new();
+        let key = match PrivateKeyDer::from_pem_slice(&pem) {
+            Ok(PrivateKeyDer::Pkcs8(der)) => EcdsaKeyPair::from_pkcs8(
+                &ECDSA_P256_SHA256_FIXED_SIGNING,
+                der.secret_pkcs8_der(),
+                &rng,
+            )
+            .map_err(|e| file_error(format!("not a P-256 key for ES256 ({e})")))?,
+            Ok(_) => return Err(file_error("not a PKCS#8 private key (.p8)".into())),
+            Err(e) => return Err(file_error(format!("not a PEM private key (.p8): {e}"))),
+        };
+        let header = serde_json::json!({"alg": "ES256", "kid": key_id}).to_string();
+        let signer = Self {
+            key,
+            rng,
+            header: URL_SAFE_NO_PAD.encode(header),
+            team_id: team_id.to_string(),
+            current: RwLock::new(None),
+        };
+        let first = signer
+            .sign()
+            .map_err(|e| file_error(format!("cannot sign with this key: {e}")))?;
+        if let Ok(mut slot) = signer.current.write() {
+            *slot = Some(first);
+        }
+        Ok(signer)
+    }
+
+    fn sign(&self) -> Result<Arc<Signed>, String> {
+        let claims = serde_json::json!({"iss": self.team_id, "iat": unix_now()}).to_string();
+        let mut jwt = String::with_capacity(200);
+        jwt.push_str("bearer ");
+        let signed_from = jwt.len();
+        jwt.push_str(&self.header);
+        jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(claims, &mut jwt);
+        let signature = self
+            .key
+            .sign(&self.rng, &jwt.as_bytes()[signed_from..])
+            .map_err(|_| "ECDSA signing failed".to_string())?;
+        jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut jwt);
+        let bearer = HeaderValue::from_str(&jwt).map_err(|e| e.to_string())?;
+        Ok(Arc::new(Signed {
+            bearer,
+            made: Instant::now(),
+        }))
+    }
+
+    /// The token to send now: the cached one while it is younger than [`RENEW_AFTER`].
+    pub fn current(&self) -> Result<Arc<Signed>, String> {
+        if let Some(signed) = self.read() {
+            if signed.made.elapsed() < RENEW_AFTER {
+                return Ok(signed);
+            }
+        }
+        let mut slot = self
+            .current
+            .write()
+            .map_err(|_| "token cache poisoned".to_string())?;
+        if let Some(signed) = slot.as_ref() {
+            // Another push renewed it while we waited for the lock.
+            if signed.made.elapsed() < RENEW_AFTER {
+                return Ok(signed.clone());
+            }
+        }
+        let fresh = self.sign()?;
+        *slot = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Apple rejected `rejected`. Returns true when a retry may use a different token: either
+    /// one was already made since, or `rejected` is old enough to be replaced now.
+    pub fn rejected(&self, rejected: &Arc<Signed>) -> bool {
+        let Ok(mut slot) = self.current.write() else {
+            return false;
+        };
+        match slot.as_ref() {
+            Some(current) if !Arc::ptr_eq(current, rejected) => true,
+            _ if rejected.made.elapsed() >= MIN_RENEW_INTERVAL => {
+                *slot = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn read(&self) -> Option<Arc<Signed>> {
+        self.current.read().ok().and_then(|slot| slot.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use ring::signature::{KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+
+    /// A fresh `.p8` (PKCS#8 PEM, as Apple hands them out) and its public key.
+    fn p8_key(dir: &Path) -> (std::path::PathBuf, Vec<u8>) {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            STANDARD.encode(pkcs8.as_ref())
+        );
+        let path = dir.join("AuthKey_KEY1234567.p8");
+        std::fs::write(&path, pem).unwrap();
+        (path, pair.public_key().as_ref().to_vec())
+    }
+
+    fn json_part(part: &str) -> serde_json::Value {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_provider_token_is_es256_with_kid_iss_and_iat_and_verifies_with_ring() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, public_key) = p8_key(dir.path());
+        let before = unix_now();
+        let signer = TokenSigner::load("ios", &path, "KEY1234567", "TEAM123456").unwrap();
+        let signed = signer.current().unwrap();
+        let bearer = signed.bearer.to_str().unwrap();
+        let jwt = bearer.strip_prefix("bearer ").unwrap();
+        let parts: Vec<&str> = jwt.split('.').collect();
+        assert_eq!(parts.len(), 3);
+
+        assert_eq!(
+            json_part(parts[0]),
+            serde_json::json!({"alg": "ES256", "kid": "KEY1234567"})
+        );
+        let claims = json_part(parts[1]);
+        assert_eq!(claims["iss"], "TEAM123456");
+        let iat = claims["iat"].as_u64().unwrap();
+        assert!((before..=unix_now()).contains(&iat), "{iat}");
+
+        let signature = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        assert_eq!(signature.len(), 64, "JWS wants r || s, not DER");
+        let signed_part = &jwt[..parts[0].len() + 1 + parts[1].len()];
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &public_key)
+            .verify(signed_part.as_bytes(), &signature)
+            .expect("ring verifies the provider token");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_is_reused_for_50_minutes_and_renewed_on_rejection_only_from_20() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = p8_key(dir.path());
+        let signer = TokenSigner::load("ios", &path, "K", "T").unwrap();
+        let first = signer.current().unwrap();
+
+        tokio::time::advance(MIN_RENEW_INTERVAL - Duration::from_secs(1)).await;
+        assert!(!signer.rejected(&first), "too young to replace");
+        assert!(Arc::ptr_eq(&first, &signer.current().unwrap()));
+
+        tokio::time::advance(RENEW_AFTER - MIN_RENEW_INTERVAL - Duration::from_secs(1)).await;
+        assert!(
+            Arc::ptr_eq(&first, &signer.current().unwrap()),
+            "reused below 50 minutes"
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let renewed = signer.current().unwrap();
+        assert!(!Arc::ptr_eq(&first, &renewed), "renewed at 50 minutes");
+        assert!(signer.rejected(&first), "a newer token exists already");
+
+        tokio::time::advance(MIN_RENEW_INTERVAL).await;
+        assert!(signer.rejected(&renewed), "20 minutes old: may be replaced");
+        assert!(!Arc::ptr_eq(&renewed, &signer.current().unwrap()));
+    }
+
+    #[test]
+    fn a_key_that_is_not_a_p8_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("AuthKey_BROKEN.p8");
+        std::fs::write(&path, "not a key").unwrap();
+        let err = TokenSigner::load("ios", &path, "K", "T").err().unwrap();
+        assert!(err.to_string().contains("AuthKey_BROKEN.p8"), "{err}");
+    }
+}

@@ -1,0 +1,87 @@
+//! [`ProviderAnswer`]: what one attempt at a push came to, in the terms the retry policy needs.
+//! Each platform reads its provider's answer into one; the transport's own failures are read
+//! here, the same way for every platform.
+
+use std::time::Duration;
+
+use fpush_traits::{Delivered, PushError};
+
+use crate::HttpError;
+
+/// What one attempt at delivering a push came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderAnswer {
+    Delivered(Delivered),
+    /// Final: the push is answered with this error.
+    Failed(PushError),
+    /// The provider cannot have accepted the push (a 5xx answer, a request that never went
+    /// out): one more try may deliver it.
+    Retry(String),
+    /// The provider refused our credentials: renew them and try once more (a platform that
+    /// cannot renew them answers `Failed` instead).
+    Renew(String),
+}
+
+impl ProviderAnswer {
+    /// Reads a failed request. Only a request that cannot have reached the provider is retried:
+    /// a retry after a timeout or a reset could notify the user twice.
+    pub fn from_http_error(error: &HttpError) -> Self {
+        if error.is_timeout() {
+            ProviderAnswer::Failed(PushError::Timeout)
+        } else if error.not_sent() {
+            ProviderAnswer::Retry(error.to_string())
+        } else {
+            ProviderAnswer::Failed(PushError::Transient(error.to_string()))
+        }
+    }
+}
+
+/// A `Retry-After` header in delta-seconds (what Apple and Google send); an HTTP date is not
+/// honoured.
+pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unsent_requests_are_retried() {
+        let timeout = HttpError::Timeout(Duration::from_secs(1));
+        assert_eq!(
+            ProviderAnswer::from_http_error(&timeout),
+            ProviderAnswer::Failed(PushError::Timeout)
+        );
+        let refused = HttpError::Refused("goaway".into());
+        assert!(matches!(
+            ProviderAnswer::from_http_error(&refused),
+            ProviderAnswer::Retry(_)
+        ));
+        let too_large = HttpError::BodyTooLarge { limit: 1 };
+        assert!(matches!(
+            ProviderAnswer::from_http_error(&too_large),
+            ProviderAnswer::Failed(PushError::Transient(_))
+        ));
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_only() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::RETRY_AFTER, " 5 ".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(5)));
+        headers.insert(
+            http::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers), None);
+        assert_eq!(retry_after(&http::HeaderMap::new()), None);
+    }
+}
