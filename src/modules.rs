@@ -12,9 +12,7 @@ use std::sync::Arc;
 use fpush_traits::PushTrait;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{
-    ConfigError, ConfigWarning, ModuleSettings, ModuleType, RatelimitBackend, RejectWith, Settings,
-};
+use crate::config::{ModuleSettings, Platforms, RatelimitBackend, RejectWith, Settings};
 use crate::dispatcher::WipeGuard;
 use crate::metrics::{Metrics, ModuleMetrics};
 use crate::ratelimit::{
@@ -25,7 +23,8 @@ use crate::ratelimit::{
 pub struct Module {
     /// The id clients name in the publish-options `pushModule` field.
     pub id: String,
-    pub module_type: ModuleType,
+    /// The registry's `type_name` of the module's platform.
+    pub module_type: &'static str,
     pub push: Arc<dyn PushTrait>,
     pub ratelimit: Arc<Ratelimiter>,
     /// The ratelimit settings `ratelimit` was made with (a reload keeps it when they are equal).
@@ -44,7 +43,7 @@ impl Module {
     /// A module with fresh state around `push` (tests and benchmarks build modules this way).
     pub fn new(
         id: &str,
-        module_type: ModuleType,
+        module_type: &'static str,
         push: Arc<dyn PushTrait>,
         ratelimit: RatelimitConfig,
         dead_token_memory: std::time::Duration,
@@ -161,8 +160,7 @@ pub fn build(
     settings: &Settings,
     metrics: &Metrics,
     previous: Option<&ModuleSet>,
-) -> Result<(ModuleSet, Vec<ConfigWarning>), BuildErrors> {
-    let mut warnings = Vec::new();
+) -> Result<ModuleSet, BuildErrors> {
     let mut errors = Vec::new();
     let mut built = Vec::new();
     let redis = redis_store(settings, previous).unwrap_or_else(|error| {
@@ -171,11 +169,10 @@ pub fn build(
     });
     for module_settings in &settings.push_modules {
         match build_platform(module_settings) {
-            Ok((push, platform_warnings)) => {
-                warnings.extend(platform_warnings);
+            Ok(push) => {
                 let before = previous
                     .and_then(|p| p.by_id.get(&module_settings.id))
-                    .filter(|b| b.module_type == module_settings.module_type);
+                    .filter(|b| b.module_type == module_settings.platform.type_name);
                 built.push((
                     assemble(
                         module_settings,
@@ -192,7 +189,7 @@ pub fn build(
         }
     }
     if errors.is_empty() {
-        Ok((ModuleSet::from_modules(built), warnings))
+        Ok(ModuleSet::from_modules(built))
     } else {
         Err(BuildErrors(errors))
     }
@@ -271,7 +268,7 @@ fn assemble(
     };
     Module {
         id: module.id.clone(),
-        module_type: module.module_type,
+        module_type: module.platform.type_name,
         push,
         ratelimit,
         ratelimit_config,
@@ -283,48 +280,12 @@ fn assemble(
     }
 }
 
-type Built = (Arc<dyn PushTrait>, Vec<ConfigWarning>);
-
-/// Deserialise the module's platform block and construct the platform, or say why not.
-fn build_platform(module: &ModuleSettings) -> Result<Built, String> {
-    let config_error = |e: ConfigError| e.to_string();
-    match module.module_type {
-        #[cfg(feature = "enable_apns_support")]
-        ModuleType::Apple => {
-            let (cfg, warnings) = module
-                .platform_config::<fpush_apns::ApnsConfig>()
-                .map_err(config_error)?;
-            let push = fpush_apns::ApnsPush::new(&module.id, cfg)
-                .map_err(|e| format!("pushModules.{}.{}: {e}", module.id, module.platform_key()))?;
-            Ok((Arc::new(push), warnings))
-        }
-        #[cfg(feature = "enable_fcm_support")]
-        ModuleType::Google => {
-            let (cfg, warnings) = module
-                .platform_config::<fpush_fcm::FcmConfig>()
-                .map_err(config_error)?;
-            let push = fpush_fcm::FcmPush::new(&module.id, cfg)
-                .map_err(|e| format!("pushModules.{}.{}: {e}", module.id, module.platform_key()))?;
-            Ok((Arc::new(push), warnings))
-        }
-        #[cfg(feature = "enable_demo_support")]
-        ModuleType::Demo => {
-            let (cfg, warnings) = module
-                .platform_config::<fpush_demo::DemoConfig>()
-                .map_err(config_error)?;
-            Ok((
-                Arc::new(fpush_demo::DemoPush::new(&module.id, cfg)),
-                warnings,
-            ))
-        }
-        // Settings validation already rejects types whose feature is off, naming the feature;
-        // this arm only keeps the match total in such builds.
-        #[allow(unreachable_patterns)]
-        other => Err(format!(
-            "pushModules.{}: module type {other:?} is not compiled into this build",
-            module.id
-        )),
-    }
+/// Construct the module's platform from its parsed block, or say why not.
+pub fn build_platform(module: &ModuleSettings) -> Result<Arc<dyn PushTrait>, String> {
+    module
+        .config
+        .build(&module.id)
+        .map_err(|error| module.build_error(&error).to_string())
 }
 
 /// A one-line description of a module for `fpush --check` and the start-up log.
@@ -345,7 +306,7 @@ pub fn describe(module: &ModuleSettings) -> String {
     format!(
         "module {}: type {}{}, {ratelimit}",
         module.id,
-        type_name(module.module_type),
+        module.platform.type_name,
         if module.is_default_module {
             ", default"
         } else {
@@ -354,11 +315,119 @@ pub fn describe(module: &ModuleSettings) -> String {
     )
 }
 
-/// The settings-file spelling of a module type.
-pub fn type_name(module_type: ModuleType) -> &'static str {
-    match module_type {
-        ModuleType::Apple => "apple",
-        ModuleType::Google => "google",
-        ModuleType::Demo => "demo",
+/// The platforms this build knows.
+pub fn platforms() -> Platforms {
+    let mut platforms = Platforms::default();
+    for (entry, type_name, feature) in [
+        (bridge::APNS, "apple", "enable_apns_support"),
+        (bridge::FCM, "google", "enable_fcm_support"),
+        (bridge::DEMO, "demo", "enable_demo_support"),
+    ] {
+        match entry {
+            Some(platform) => platforms.compiled.push(platform),
+            None => platforms.not_compiled.push((type_name, feature)),
+        }
     }
+    platforms
+}
+
+/// Registry entries made from the platform crates' config types and constructors.
+#[cfg_attr(
+    not(any(
+        feature = "enable_apns_support",
+        feature = "enable_fcm_support",
+        feature = "enable_demo_support"
+    )),
+    allow(dead_code)
+)]
+mod bridge {
+    use std::fmt;
+    use std::sync::Arc;
+
+    use fpush_traits::{BlockError, BuildError, ParsedConfig, Platform, PlatformConfig, PushTrait};
+    use serde::de::DeserializeOwned;
+
+    type Make<C> = fn(&str, C) -> Result<Arc<dyn PushTrait>, BuildError>;
+
+    struct Entry<C>(C, Make<C>);
+
+    impl<C: fmt::Debug> fmt::Debug for Entry<C> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            self.0.fmt(f)
+        }
+    }
+
+    impl<C: fmt::Debug + Clone + Send + Sync> PlatformConfig for Entry<C> {
+        fn build(&self, module_id: &str) -> Result<Arc<dyn PushTrait>, BuildError> {
+            (self.1)(module_id, self.0.clone())
+        }
+    }
+
+    fn parse<C>(block: &serde_json::Value, make: Make<C>) -> Result<ParsedConfig, BlockError>
+    where
+        C: DeserializeOwned + fmt::Debug + Clone + Send + Sync + 'static,
+    {
+        let (config, ignored_keys) = fpush_traits::parse_block::<C>(block)?;
+        Ok(ParsedConfig {
+            config: Box::new(Entry(config, make)),
+            ignored_keys,
+        })
+    }
+
+    const fn entry(
+        type_name: &'static str,
+        settings_key: &'static str,
+        cargo_feature: &'static str,
+        registration_service: Option<&'static str>,
+        parse: fn(&serde_json::Value) -> Result<ParsedConfig, BlockError>,
+    ) -> Platform {
+        Platform {
+            type_name,
+            settings_key,
+            cargo_feature,
+            capabilities: fpush_traits::Capabilities {
+                voip: false,
+                encrypted_payloads: false,
+                registration_service,
+            },
+            parse,
+        }
+    }
+
+    #[cfg(feature = "enable_apns_support")]
+    pub const APNS: Option<Platform> = Some(entry(
+        "apple",
+        "apns",
+        "enable_apns_support",
+        Some("apns"),
+        |block| {
+            parse(block, |id, config| {
+                Ok(Arc::new(fpush_apns::ApnsPush::new(id, config)?))
+            })
+        },
+    ));
+    #[cfg(not(feature = "enable_apns_support"))]
+    pub const APNS: Option<Platform> = None;
+
+    #[cfg(feature = "enable_fcm_support")]
+    pub const FCM: Option<Platform> = Some(entry(
+        "google",
+        "fcm",
+        "enable_fcm_support",
+        Some("fcm"),
+        |block| parse(block, |id, config| Ok(Arc::new(fpush_fcm::FcmPush::new(id, config)?))),
+    ));
+    #[cfg(not(feature = "enable_fcm_support"))]
+    pub const FCM: Option<Platform> = None;
+
+    #[cfg(feature = "enable_demo_support")]
+    pub const DEMO: Option<Platform> = Some(entry(
+        "demo",
+        "demo",
+        "enable_demo_support",
+        None,
+        |block| parse(block, |id, config| Ok(Arc::new(fpush_demo::DemoPush::new(id, config)))),
+    ));
+    #[cfg(not(feature = "enable_demo_support"))]
+    pub const DEMO: Option<Platform> = None;
 }

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fpush::component::{reply_channel, Inbound, ReplyReceiver};
-use fpush::config::ModuleType;
 use fpush::dispatcher::Dispatcher;
 use fpush::metrics::{Metrics, ModuleMetrics};
 use fpush::modules::{Module, ModuleSet};
@@ -79,7 +78,7 @@ impl Harness {
         let provider = Arc::new(provider);
         let module = Module::new(
             "app",
-            ModuleType::Demo,
+            "demo",
             provider.clone(),
             RatelimitConfig {
                 enabled: window.is_some(),

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fpush::component::{reply_channel, Inbound};
-use fpush::config::ModuleType;
 use fpush::dispatcher::Dispatcher;
 use fpush::metrics::{Metrics, ModuleMetrics};
 use fpush::modules::{Module, ModuleSet};
@@ -496,7 +495,7 @@ fn dispatcher_on_redis(
     let store = RedisStore::new(url, PREFIX, patient()).unwrap();
     let mut module = Module::new(
         MODULE,
-        ModuleType::Demo,
+        "demo",
         provider.clone(),
         config(window),
         Duration::from_secs(3600),
