@@ -415,7 +415,11 @@ mod bridge {
         "fcm",
         "enable_fcm_support",
         Some("fcm"),
-        |block| parse(block, |id, config| Ok(Arc::new(fpush_fcm::FcmPush::new(id, config)?))),
+        |block| {
+            parse(block, |id, config| {
+                Ok(Arc::new(fpush_fcm::FcmPush::new(id, config)?))
+            })
+        },
     ));
     #[cfg(not(feature = "enable_fcm_support"))]
     pub const FCM: Option<Platform> = None;
@@ -426,7 +430,11 @@ mod bridge {
         "demo",
         "enable_demo_support",
         None,
-        |block| parse(block, |id, config| Ok(Arc::new(fpush_demo::DemoPush::new(id, config)))),
+        |block| {
+            parse(block, |id, config| {
+                Ok(Arc::new(fpush_demo::DemoPush::new(id, config)))
+            })
+        },
     ));
     #[cfg(not(feature = "enable_demo_support"))]
     pub const DEMO: Option<Platform> = None;

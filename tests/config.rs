@@ -591,7 +591,10 @@ fn module_type_compiled_out_names_its_feature() {
     assert!(error_at(&errors, "pushModules.i.type")
         .message
         .contains("enable_apns_support"));
-    let errors = errors_with(&settings_with(r#""x": { "type": "xiaomi" }"#, ""), &platforms);
+    let errors = errors_with(
+        &settings_with(r#""x": { "type": "xiaomi" }"#, ""),
+        &platforms,
+    );
     let known = &error_at(&errors, "pushModules.x.type").message;
     assert!(known.contains("demo") && known.contains("apple"), "{known}");
 }
@@ -827,7 +830,11 @@ fn platform_block_missing_key_and_unknown_key() {
     let errors = errors_of(&text);
     let err = error_at(&errors, "pushModules.m.apns");
     assert!(err.message.contains("topic"), "{}", err.message);
-    assert_eq!(err.line, Some(line_of(&text, "      }")), "where the block ends");
+    assert_eq!(
+        err.line,
+        Some(line_of(&text, "      }")),
+        "where the block ends"
+    );
 
     let lenient = Platforms {
         compiled: vec![platform("apple", "apns", parse_as::<DemoLike>)],

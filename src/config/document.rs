@@ -88,11 +88,12 @@ pub(crate) fn parse(text: &str) -> Result<(Document<'_>, Vec<ConfigError>), Conf
         lines: LineIndex::new(text),
         spans: HashMap::new(),
     };
-    let parsed = jsonc_parser::parse_to_ast(text, &CollectOptions::default(), &options())
-        .map_err(|err| {
+    let parsed = jsonc_parser::parse_to_ast(text, &CollectOptions::default(), &options()).map_err(
+        |err| {
             let pos = document.lines.pos(err.range().start);
             ConfigError::new("", Some(pos), lowercase_first(&err.kind().to_string()))
-        })?;
+        },
+    )?;
     let Some(root) = parsed.value else {
         let message = "the settings file is empty (or holds only comments)";
         return Err(ConfigError::new("", None, message));
@@ -155,7 +156,11 @@ impl Document<'_> {
                 Ok(number) => Value::Number(number),
                 Err(_) => {
                     let message = format!("invalid number {}", number.value);
-                    errors.push(ConfigError::new(display(&path), self.pos(range.start), message));
+                    errors.push(ConfigError::new(
+                        display(&path),
+                        self.pos(range.start),
+                        message,
+                    ));
                     Value::Null
                 }
             },
@@ -219,7 +224,8 @@ fn display(path: &str) -> &str {
 mod tests {
     use super::*;
 
-    const TEXT: &str = "{ // comment\n  \"a\": {\"b\": [1, {\"c\": true},]},\n  \"d\\u0041\": \"x\"\n}";
+    const TEXT: &str =
+        "{ // comment\n  \"a\": {\"b\": [1, {\"c\": true},]},\n  \"d\\u0041\": \"x\"\n}";
 
     #[test]
     fn keeps_values_and_the_positions_of_keys_and_value_ends() {
@@ -229,7 +235,10 @@ mod tests {
         assert_eq!(document.root["dA"], "x", "escaped keys are decoded");
         assert_eq!(document.key_pos("a"), Some(Pos { line: 2, column: 3 }));
         assert_eq!(document.key_pos("a.b[1].c").map(|pos| pos.column), Some(19));
-        assert_eq!(document.value_end("a.b[1].c").map(|pos| pos.column), Some(27));
+        assert_eq!(
+            document.value_end("a.b[1].c").map(|pos| pos.column),
+            Some(27)
+        );
         assert_eq!(document.key_pos("a.b[1].nope"), document.key_pos("a.b[1]"));
         assert_eq!(document.key_pos("nope"), None, "the root has no position");
     }
@@ -240,7 +249,11 @@ mod tests {
         assert_eq!(document.root["a"], 1);
         assert_eq!(errors.len(), 1);
         assert_eq!((errors[0].path.as_str(), errors[0].line), ("a", Some(2)));
-        assert!(errors[0].message.contains("line 1"), "{}", errors[0].message);
+        assert!(
+            errors[0].message.contains("line 1"),
+            "{}",
+            errors[0].message
+        );
     }
 
     #[test]
@@ -248,7 +261,9 @@ mod tests {
         let err = parse("{\n  /* open\n}").err().unwrap();
         assert_eq!((err.line, err.column), (Some(2), Some(3)));
         assert!(err.message.starts_with("unterminated comment"), "{err}");
-        for text in ["{'a': 1}", "{a: 1}", "[0x1]", "[+1]", "[.5]", "[1 2]", "[NaN]"] {
+        for text in [
+            "{'a': 1}", "{a: 1}", "[0x1]", "[+1]", "[.5]", "[1 2]", "[NaN]",
+        ] {
             assert!(parse(text).is_err(), "{text} parsed");
         }
         assert!(parse("\u{feff}{}").is_ok());
@@ -258,7 +273,17 @@ mod tests {
     #[test]
     fn columns_count_characters() {
         let lines = LineIndex::new("ab\n\"grüße\": 1");
-        assert_eq!(lines.pos(3 + 8), Pos { line: 2, column: 7 }, "the closing quote");
-        assert_eq!(lines.pos(999), Pos { line: 2, column: 11 });
+        assert_eq!(
+            lines.pos(3 + 8),
+            Pos { line: 2, column: 7 },
+            "the closing quote"
+        );
+        assert_eq!(
+            lines.pos(999),
+            Pos {
+                line: 2,
+                column: 11
+            }
+        );
     }
 }

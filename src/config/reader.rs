@@ -261,7 +261,11 @@ impl Reader<'_> {
         parse: impl Fn(&Value) -> Result<(T, Vec<String>), BlockError>,
     ) -> Option<T> {
         let outcome = read::read(piece, parse);
-        for BlockError { path: inner, message } in outcome.errors {
+        for BlockError {
+            path: inner,
+            message,
+        } in outcome.errors
+        {
             let full = join(path, &inner);
             let pos = self.document.value_end(&full);
             self.error(&full, pos, message);
@@ -284,8 +288,18 @@ impl Reader<'_> {
 
     fn warn(&mut self, path: &str, message: String) {
         let pos = self.document.key_pos(path);
-        let ConfigError { path, line, column, message } = ConfigError::new(path, pos, message);
-        self.warnings.push(ConfigWarning { path, line, column, message });
+        let ConfigError {
+            path,
+            line,
+            column,
+            message,
+        } = ConfigError::new(path, pos, message);
+        self.warnings.push(ConfigWarning {
+            path,
+            line,
+            column,
+            message,
+        });
     }
 }
 

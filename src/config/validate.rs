@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use super::document::Document;
 use super::{
-    ComponentSettings, ConfigError, LimitSettings, ModuleSettings, RatelimitBackend,
-    RedisSettings, TimeoutSettings,
+    ComponentSettings, ConfigError, LimitSettings, ModuleSettings, RatelimitBackend, RedisSettings,
+    TimeoutSettings,
 };
 
 const MIN_STANZA_SIZE: usize = 4 * 1024;
