@@ -86,7 +86,7 @@ fn sort_by_position<T>(items: &mut [T], key: impl Fn(&T) -> (Option<usize>, Opti
 }
 
 struct Reader<'a> {
-    document: &'a Document<'a>,
+    document: &'a Document,
     platforms: &'a Platforms,
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigWarning>,

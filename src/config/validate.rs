@@ -28,12 +28,12 @@ const MIN_DEPTH: usize = 16;
 /// The checks, each on the part it needs, so that a part that could not be read does not keep
 /// the others from being checked.
 pub(crate) struct Check<'a> {
-    document: &'a Document<'a>,
+    document: &'a Document,
     errors: &'a mut Vec<ConfigError>,
 }
 
 impl<'a> Check<'a> {
-    pub fn new(document: &'a Document<'a>, errors: &'a mut Vec<ConfigError>) -> Self {
+    pub fn new(document: &'a Document, errors: &'a mut Vec<ConfigError>) -> Self {
         Check { document, errors }
     }
 
