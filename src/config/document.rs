@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use jsonc_parser::ast::{self, ObjectPropName};
+use jsonc_parser::ast;
 use jsonc_parser::common::Ranged;
 use jsonc_parser::{CollectOptions, ParseOptions};
 use serde_json::Value;
@@ -123,28 +123,7 @@ impl Document {
     ) -> Value {
         let range = value.range();
         let json = match value {
-            ast::Value::Object(object) => {
-                let mut map = serde_json::Map::new();
-                let mut first_at: HashMap<String, usize> = HashMap::new();
-                for property in object.properties {
-                    let key_start = property.name.start();
-                    let name = match property.name {
-                        ObjectPropName::String(lit) => lit.value.into_owned(),
-                        ObjectPropName::Word(word) => word.value.to_owned(),
-                    };
-                    let child = format!("{path}.{name}");
-                    if let Some(&first) = first_at.get(&name) {
-                        let first = self.lines.pos(first).line;
-                        let message = format!("duplicate key (first at line {first})");
-                        errors.push(ConfigError::new(&child[1..], self.pos(key_start), message));
-                        continue;
-                    }
-                    first_at.insert(name.clone(), key_start);
-                    let value = self.walk(property.value, child, Some(key_start), errors);
-                    map.insert(name, value);
-                }
-                Value::Object(map)
-            }
+            ast::Value::Object(object) => self.object(object.properties, &path, errors),
             ast::Value::Array(array) => Value::Array(
                 array
                     .elements
@@ -172,6 +151,37 @@ impl Document {
         let value = range.start..range.end;
         self.spans.entry(path).or_insert(Span { key, value });
         json
+    }
+
+    /// An object's members; a repeated key is an error at the repeat (JSON readers differ on
+    /// which one wins, so the file must not depend on it).
+    fn object(
+        &mut self,
+        properties: Vec<ast::ObjectProp<'_>>,
+        path: &str,
+        errors: &mut Vec<ConfigError>,
+    ) -> Value {
+        let mut map = serde_json::Map::new();
+        let mut first_at: HashMap<String, usize> = HashMap::new();
+        for property in properties {
+            let key_start = property.name.start();
+            let name = property.name.into_string();
+            let child = format!("{path}.{name}");
+            if let Some(&first) = first_at.get(&name) {
+                let first = self.lines.pos(first).line;
+                let message = format!("duplicate key (first at line {first})");
+                errors.push(ConfigError::new(
+                    display(&child),
+                    self.pos(key_start),
+                    message,
+                ));
+                continue;
+            }
+            first_at.insert(name.clone(), key_start);
+            let value = self.walk(property.value, child, Some(key_start), errors);
+            map.insert(name, value);
+        }
+        Value::Object(map)
     }
 
     fn pos(&self, offset: usize) -> Option<Pos> {
