@@ -281,8 +281,9 @@ impl ModuleSettings {
 
 /// A problem that stops the settings from being used.
 ///
-/// `path` is the key path (`pushModules.monal.ratelimit.enabled`), empty for problems of the file as a
-/// whole; `line`/`column` are 1-based positions in the file (columns count bytes), when known.
+/// `path` is the key path (`pushModules.monal.ratelimit.enabled`), empty for problems of the
+/// file as a whole; `line`/`column` are 1-based positions in the file (columns count bytes),
+/// when known.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", Problem(.path, .line, .column, .message))]
 pub struct ConfigError {
