@@ -207,17 +207,21 @@ pub fn prepare(
     metrics: &Metrics,
     previous: Option<&ModuleSet>,
 ) -> Result<Prepared, Problems> {
-    let loaded = config::load(path).map_err(|errors| Problems {
-        part: "settings",
-        problems: errors.0.iter().map(ToString::to_string).collect(),
+    let loaded = config::load(path, &modules::platforms()).map_err(|errors| {
+        // Modules whose entries did read get their credentials checked all the same.
+        let built = errors.modules.iter().map(modules::build_platform);
+        let problems = errors.errors.iter().map(ToString::to_string);
+        Problems {
+            part: "settings",
+            problems: problems.chain(built.filter_map(Result::err)).collect(),
+        }
     })?;
-    let (modules, module_warnings) =
+    let modules =
         modules::build(&loaded.settings, metrics, previous).map_err(|errors| Problems {
             part: "push modules",
             problems: errors.0,
         })?;
-    let mut warnings = loaded.warnings;
-    warnings.extend(module_warnings);
+    let warnings = loaded.warnings;
     Ok(Prepared {
         settings: loaded.settings,
         modules,

@@ -23,8 +23,9 @@ use crate::config::RejectWith;
 use crate::metrics::{ModuleGauges, ModuleMetrics};
 use crate::ratelimit::{DeadTokens, RatelimitConfig, Ratelimiter, RedisStore};
 
-pub use build::{build, describe, BuildErrors};
+pub use build::{build, build_platform, describe, BuildErrors};
 pub use policy::{Admitting, SharedAdmission};
+pub use registry::platforms;
 pub use wipe_guard::WipeGuard;
 
 /// The modules in service; a reload stores a new set while pushes keep flowing.

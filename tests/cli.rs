@@ -94,3 +94,25 @@ fn a_missing_settings_file_is_named() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("/nonexistent/settings.json"));
 }
+
+#[test]
+fn check_reports_settings_errors_and_credential_errors_in_one_run() {
+    let seed = std::fs::read_to_string(common::fixture("seed-example-settings.json")).unwrap();
+    let broken = seed.replace("\"ratelimitTime\": \"20s\"", "\"ratelimitTime\": \"soon\"");
+    assert_ne!(broken, seed);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.json");
+    std::fs::write(&path, broken).unwrap();
+    let out = fpush(&["--check", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("pushModules.monalProdiOS.ratelimit.ratelimitTime"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("/etc/fpush/apns.p12"), "{stderr}");
+    assert!(
+        stderr.contains("/etc/fpush/fcm-service-account.json"),
+        "{stderr}"
+    );
+}

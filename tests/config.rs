@@ -1,15 +1,25 @@
 //! Loading settings files: the documented examples, every kind of mistake an operator makes
 //! (each reported with its key path and the right line), warnings for keys nobody reads, the
 //! platform blocks, and input that is not a settings file at all.
+//!
+//! The platforms here are small stand-ins named like the real ones (`apple` reads `apns` and
+//! needs a `topic`, `google` reads `fcm`, `demo` reads an optional `delay`), so these tests say
+//! what the loader does for any platform; the real registry is used for the shipped example.
 
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fpush::config::{
-    self, ConfigError, ConfigErrors, Loaded, ModuleType, RatelimitBackend, RejectWith,
+    self, ConfigError, ConfigErrors, Loaded, ModuleSettings, Platforms, RatelimitBackend,
+    RejectWith,
 };
+use fpush_traits::{
+    BlockError, BuildError, Capabilities, ParsedConfig, Platform, PlatformConfig, PushTrait,
+};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use common::fixture;
@@ -17,6 +27,100 @@ use common::fixture;
 fn example_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("settings.example.json")
 }
+
+// ---------------------------------------------------------------------------------------------
+// Stand-in platforms
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+struct AppleLike {
+    topic: String,
+    cert_file_path: Option<String>,
+    cert_password: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    request_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+struct GoogleLike {
+    fcm_secret_path: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[allow(dead_code)]
+struct DemoLike {
+    #[serde(with = "humantime_serde")]
+    delay: Duration,
+}
+
+/// A stand-in's parsed block: it is only looked at, never built.
+#[derive(Debug)]
+struct Parsed<T>(T);
+
+impl<T: std::fmt::Debug + Send + Sync> PlatformConfig for Parsed<T> {
+    fn build(&self, module_id: &str) -> Result<Arc<dyn PushTrait>, BuildError> {
+        Err(format!("{module_id}: stand-ins are not built").into())
+    }
+}
+
+fn parse_as<T>(block: &serde_json::Value) -> Result<ParsedConfig, BlockError>
+where
+    T: DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (config, ignored_keys) = fpush_traits::parse_block::<T>(block)?;
+    Ok(ParsedConfig {
+        config: Box::new(Parsed(config)),
+        ignored_keys,
+    })
+}
+
+fn platform(
+    type_name: &'static str,
+    settings_key: &'static str,
+    parse: fn(&serde_json::Value) -> Result<ParsedConfig, BlockError>,
+) -> Platform {
+    Platform {
+        type_name,
+        settings_key,
+        cargo_feature: "stand_in",
+        capabilities: Capabilities::default(),
+        parse,
+    }
+}
+
+fn apple() -> Platform {
+    platform("apple", "apns", parse_as::<AppleLike>)
+}
+
+fn demo() -> Platform {
+    platform("demo", "demo", parse_as::<DemoLike>)
+}
+
+fn stand_ins() -> Platforms {
+    Platforms {
+        compiled: vec![
+            apple(),
+            platform("google", "fcm", parse_as::<GoogleLike>),
+            demo(),
+        ],
+        not_compiled: Vec::new(),
+    }
+}
+
+fn parse(text: &str) -> Result<Loaded, ConfigErrors> {
+    config::parse(text, &stand_ins())
+}
+
+fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
+    config::load(path, &stand_ins())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
 
 /// The 1-based line of the first line of `text` containing `marker`.
 fn line_of(text: &str, marker: &str) -> usize {
@@ -26,15 +130,19 @@ fn line_of(text: &str, marker: &str) -> usize {
         .unwrap_or_else(|| panic!("marker {marker:?} not in the text"))
 }
 
-fn errors_of(text: &str) -> Vec<ConfigError> {
-    match config::parse(text) {
+fn errors_with(text: &str, platforms: &Platforms) -> Vec<ConfigError> {
+    match config::parse(text, platforms) {
         Ok(loaded) => panic!("expected errors, got {:?}", loaded.settings),
-        Err(ConfigErrors(errors)) => errors,
+        Err(ConfigErrors { errors, .. }) => errors,
     }
 }
 
+fn errors_of(text: &str) -> Vec<ConfigError> {
+    errors_with(text, &stand_ins())
+}
+
 fn loaded(text: &str) -> Loaded {
-    config::parse(text).unwrap_or_else(|errors| panic!("unexpected errors:\n{errors}"))
+    parse(text).unwrap_or_else(|errors| panic!("unexpected errors:\n{errors}"))
 }
 
 /// The one error with this key path.
@@ -65,13 +173,17 @@ fn settings_with(modules: &str, extra: &str) -> String {
 
 const DEMO: &str = r#"    "demo": { "type": "demo", "is_default_module": true }"#;
 
+/// The parsed platform block, as its `Debug` shows it.
+fn block_debug(module: &ModuleSettings) -> String {
+    format!("{:?}", module.config)
+}
+
 // ---------------------------------------------------------------------------------------------
 // The documented examples
 
-#[cfg(all(feature = "enable_apns_support", feature = "enable_fcm_support"))]
 #[test]
 fn seed_example_parses_with_its_values() {
-    let loaded = config::load(&fixture("seed-example-settings.json")).unwrap();
+    let loaded = load(&fixture("seed-example-settings.json")).unwrap();
     let s = &loaded.settings;
     assert_eq!(s.component.component_hostname, "push.example.org");
     assert_eq!(
@@ -82,8 +194,9 @@ fn seed_example_parses_with_its_values() {
     assert_eq!(s.component.server_port, 5347);
     let ids: Vec<&str> = s.push_modules.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, ["monalProdiOS", "someAndroidApp"], "file order");
-    assert_eq!(s.push_modules[0].module_type, ModuleType::Apple);
-    assert_eq!(s.push_modules[1].module_type, ModuleType::Google);
+    assert_eq!(s.push_modules[0].platform.type_name, "apple");
+    assert_eq!(s.push_modules[1].platform.type_name, "google");
+    assert!(block_debug(&s.push_modules[0]).contains("org.example.app"));
     assert_eq!(
         s.default_module().map(|m| m.id.as_str()),
         Some("monalProdiOS")
@@ -99,15 +212,17 @@ fn seed_example_parses_with_its_values() {
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
 }
 
+#[cfg(feature = "enable_demo_support")]
 #[test]
 fn settings_example_parses_without_warnings() {
-    let loaded = config::load(&example_path()).unwrap();
+    let loaded = config::load(&example_path(), &fpush::modules::platforms()).unwrap();
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     let s = &loaded.settings;
     assert_eq!(s.push_modules.len(), 1);
     let demo = &s.push_modules[0];
-    assert_eq!(demo.module_type, ModuleType::Demo);
+    assert_eq!(demo.platform.type_name, "demo");
     assert!(demo.is_default_module);
+    assert!(block_debug(demo).contains("delay: 0ns"), "{demo:?}");
     assert_eq!(s.limits.max_stanza_size, 256 * 1024);
     assert_eq!(s.dead_tokens.remember, Duration::from_secs(24 * 3600));
 }
@@ -124,17 +239,23 @@ fn example_uncommented() -> String {
         .join("\n")
 }
 
-#[cfg(all(feature = "enable_apns_support", feature = "enable_fcm_support"))]
+#[cfg(all(
+    feature = "enable_apns_support",
+    feature = "enable_fcm_support",
+    feature = "enable_demo_support"
+))]
 #[test]
 fn settings_example_commented_modules_are_complete_and_valid() {
-    let loaded = loaded(&example_uncommented());
+    let loaded = config::parse(&example_uncommented(), &fpush::modules::platforms())
+        .unwrap_or_else(|errors| panic!("{errors}"));
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     let s = &loaded.settings;
-    let types: Vec<ModuleType> = s.push_modules.iter().map(|m| m.module_type).collect();
-    assert_eq!(
-        types,
-        [ModuleType::Demo, ModuleType::Apple, ModuleType::Google]
-    );
+    let types: Vec<&str> = s
+        .push_modules
+        .iter()
+        .map(|m| m.platform.type_name)
+        .collect();
+    assert_eq!(types, ["demo", "apple", "google"]);
     assert_eq!(
         s.redis.as_ref().map(|r| r.url.as_str()),
         Some("redis://127.0.0.1:6379")
@@ -143,37 +264,12 @@ fn settings_example_commented_modules_are_complete_and_valid() {
         s.metrics.as_ref().map(|m| m.listen.to_string()),
         Some("127.0.0.1:9357".to_owned())
     );
-}
-
-#[cfg(all(feature = "enable_apns_support", feature = "enable_fcm_support"))]
-#[test]
-fn settings_example_google_block_reads_as_fcm_config() {
-    let loaded = loaded(&example_uncommented());
-    let google = loaded.settings.module("myAppAndroid").unwrap();
-    let (fcm, warnings) = google.platform_config::<fpush_fcm::FcmConfig>().unwrap();
-    assert!(warnings.is_empty(), "{warnings:?}");
-    assert_eq!(fcm.ttl, Duration::from_secs(28 * 24 * 3600));
-}
-
-#[cfg(all(feature = "enable_apns_support", feature = "enable_fcm_support"))]
-#[test]
-fn settings_example_apple_block_reads_as_apns_config() {
-    let loaded = loaded(&example_uncommented());
-    let apple = loaded.settings.module("myAppiOS").unwrap();
-    let (apns, warnings) = apple.platform_config::<fpush_apns::ApnsConfig>().unwrap();
-    assert!(warnings.is_empty(), "{warnings:?}");
-    assert_eq!(apns.topic, "org.example.app");
-    assert_eq!(apns.expiration, Duration::from_secs(28 * 24 * 3600));
-}
-
-#[cfg(feature = "enable_demo_support")]
-#[test]
-fn settings_example_demo_block_reads_as_demo_config() {
-    let loaded = config::load(&example_path()).unwrap();
-    let demo = &loaded.settings.push_modules[0];
-    let (cfg, warnings) = demo.platform_config::<fpush_demo::DemoConfig>().unwrap();
-    assert!(warnings.is_empty(), "{warnings:?}");
-    assert_eq!(cfg.delay, Duration::ZERO);
+    // The platforms read their blocks with the documented values and defaults.
+    let apns = block_debug(s.module("myAppiOS").unwrap());
+    assert!(apns.contains("topic: \"org.example.app\""), "{apns}");
+    assert!(apns.contains("expiration: 2419200s"), "{apns}");
+    let fcm = block_debug(s.module("myAppAndroid").unwrap());
+    assert!(fcm.contains("ttl: 2419200s"), "{fcm}");
 }
 
 #[test]
@@ -206,6 +302,23 @@ fn every_key_is_read() {
     let redis = s.redis.unwrap();
     assert_eq!(redis.key_prefix, "fpush:");
     assert_eq!(s.metrics.unwrap().listen.port(), 9357);
+}
+
+#[test]
+fn minimal_file_gets_every_default() {
+    let loaded = loaded(&settings_with(DEMO, ""));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let s = loaded.settings;
+    assert_eq!(s.timeout, config::TimeoutSettings::default());
+    assert_eq!(s.limits, config::LimitSettings::default());
+    assert_eq!(s.dead_tokens.remember, Duration::from_secs(86_400));
+    assert_eq!(
+        s.push_modules[0].ratelimit,
+        config::RatelimitSettings::default()
+    );
+    assert_eq!(s.default_module().map(|m| m.id.as_str()), Some("demo"));
+    assert_eq!(s.redis, None);
+    assert_eq!(s.metrics, None);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -387,10 +500,11 @@ fn all_problems_are_reported_at_once() {
     sorted.sort_by_key(|l| l.unwrap_or(usize::MAX));
     assert_eq!(lines, sorted, "errors come in file order");
     // Displayed one per line.
-    assert_eq!(
-        ConfigErrors(errors.clone()).to_string().lines().count(),
-        errors.len()
-    );
+    let shown = ConfigErrors {
+        errors: errors.clone(),
+        modules: Vec::new(),
+    };
+    assert_eq!(shown.to_string().lines().count(), errors.len());
 }
 
 #[test]
@@ -464,20 +578,32 @@ fn disabled_ratelimit_accepts_zero_window() {
     assert!(!loaded(&text).settings.push_modules[0].ratelimit.enabled);
 }
 
-#[cfg(not(feature = "enable_apns_support"))]
 #[test]
 fn module_type_compiled_out_names_its_feature() {
+    let platforms = Platforms {
+        compiled: vec![demo()],
+        not_compiled: vec![("apple", "enable_apns_support")],
+    };
     let text = settings_with(r#""i": { "type": "apple", "apns": {} }"#, "");
-    let errors = errors_of(&text);
+    let errors = errors_with(&text, &platforms);
     assert!(error_at(&errors, "pushModules.i.type")
         .message
         .contains("enable_apns_support"));
+    let errors = errors_with(
+        &settings_with(r#""x": { "type": "xiaomi" }"#, ""),
+        &platforms,
+    );
+    let known = &error_at(&errors, "pushModules.x.type").message;
+    assert!(known.contains("demo") && known.contains("apple"), "{known}");
 }
 
-#[cfg(not(feature = "enable_demo_support"))]
 #[test]
 fn demo_type_compiled_out_names_its_feature() {
-    let errors = errors_of(&settings_with(DEMO, ""));
+    let platforms = Platforms {
+        compiled: vec![apple()],
+        not_compiled: vec![("demo", "enable_demo_support")],
+    };
+    let errors = errors_with(&settings_with(DEMO, ""), &platforms);
     assert!(error_at(&errors, "pushModules.demo.type")
         .message
         .contains("enable_demo_support"));
@@ -486,13 +612,92 @@ fn demo_type_compiled_out_names_its_feature() {
 #[test]
 fn unreadable_file_names_its_path() {
     let path = fixture("config/does-not-exist.json");
-    let ConfigErrors(errors) = config::load(&path).unwrap_err();
+    let ConfigErrors { errors, .. } = load(&path).unwrap_err();
     assert_eq!(errors.len(), 1);
     assert!(
         errors[0].to_string().contains("does-not-exist.json"),
         "{}",
         errors[0]
     );
+}
+
+#[test]
+fn every_bad_value_of_one_block_is_reported() {
+    let text = settings_with(
+        r#"    "d": { "type": "demo",
+      "ratelimit": {
+        "ratelimitTime": "twenty seconds",
+        "rejectWith": "never"
+      }
+    }"#,
+        "",
+    );
+    let errors = errors_of(&text);
+    let time = error_at(&errors, "pushModules.d.ratelimit.ratelimitTime");
+    assert_eq!(time.line, Some(line_of(&text, "twenty seconds")));
+    let reject = error_at(&errors, "pushModules.d.ratelimit.rejectWith");
+    assert_eq!(reject.line, Some(line_of(&text, "never")));
+    assert!(reject.message.contains("unknown variant"), "{reject}");
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+}
+
+#[test]
+fn settings_errors_and_platform_block_errors_come_together() {
+    let text = settings_with(
+        r#"    "i": { "type": "apple",
+      "apns": {
+        "topic": 42,
+        "requestTimeout": "soon"
+      }
+    },
+    "d": { "type": "demo", "demo": { "delay": [] } }"#,
+        r#",
+  "limits": { "maxDepth": "deep" }"#,
+    );
+    let ConfigErrors { errors, modules } = parse(&text).unwrap_err();
+    let topic = error_at(&errors, "pushModules.i.apns.topic");
+    assert_eq!(topic.line, Some(line_of(&text, "\"topic\": 42")));
+    let timeout = error_at(&errors, "pushModules.i.apns.requestTimeout");
+    assert_eq!(timeout.line, Some(line_of(&text, "soon")));
+    let delay = error_at(&errors, "pushModules.d.demo.delay");
+    assert_eq!(delay.line, Some(line_of(&text, "\"delay\"")));
+    let depth = error_at(&errors, "limits.maxDepth");
+    assert_eq!(depth.line, Some(line_of(&text, "deep")));
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    // The demo block read with its default delay in place of the bad one; the apple one did not.
+    let ids: Vec<&str> = modules.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["d"]);
+}
+
+#[test]
+fn modules_that_did_read_come_with_the_errors() {
+    let text = settings_with(
+        r#"    "i": { "type": "apple", "apns": { "topic": "t" } },
+    "d": { "type": "demo", "ratelimit": { "ratelimitTime": "never" } },
+    "x": { "type": "xiaomi" }"#,
+        r#", "limits": { "maxDepth": 1 }"#,
+    );
+    let ConfigErrors { errors, modules } = parse(&text).unwrap_err();
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    let ids: Vec<&str> = modules.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["i", "d"]);
+    let apple = &modules[0];
+    assert_eq!(apple.key_path(), "pushModules.i.apns");
+    let built = apple.config.build(&apple.id).err().unwrap();
+    let shown = apple.build_error(&built);
+    assert_eq!(shown.path, "pushModules.i.apns");
+    assert_eq!(shown.line, Some(line_of(&text, "\"apns\"")));
+}
+
+#[test]
+fn modules_built_in_code_have_their_key_path() {
+    let (config, _) = fpush_traits::parse_block::<DemoLike>(&serde_json::json!({})).unwrap();
+    let module = ModuleSettings::new("m", demo(), Arc::new(Parsed(config)));
+    assert_eq!(module.key_path(), "pushModules.m.demo");
+    assert!(!module.is_default_module);
+    assert_eq!(module.ratelimit, config::RatelimitSettings::default());
+    let error = module.build_error(&"no such file");
+    assert_eq!(error.to_string(), "pushModules.m.demo: no such file");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -528,17 +733,17 @@ fn unknown_keys_warn_with_full_path_and_line() {
     assert_eq!(loaded.warnings.len(), 3, "{:?}", loaded.warnings);
 }
 
-#[cfg(feature = "enable_apns_support")]
 #[test]
 fn legacy_keys_warn_that_they_are_not_used() {
     let path = fixture("config/legacy-settings.json");
-    let loaded = config::load(&path).unwrap();
+    let loaded = load(&path).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     let mut paths: Vec<&str> = loaded.warnings.iter().map(|w| w.path.as_str()).collect();
     paths.sort();
     assert_eq!(
         paths,
         [
+            "pushModules.monalProdiOS.apns.poolIdleTimeout",
             "pushModules.monalProdiOS.blacklist",
             "pushModules.monalProdiOS.ratelimit.hardRatelimitTime",
         ]
@@ -548,24 +753,6 @@ fn legacy_keys_warn_that_they_are_not_used() {
         let key = warning.path.rsplit('.').next().unwrap();
         assert_eq!(warning.line, Some(line_of(&text, key)));
     }
-    // The one inside the platform block shows up when the platform reads its block.
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    #[allow(dead_code)]
-    struct Apns {
-        cert_file_path: String,
-        cert_password: String,
-        topic: String,
-    }
-    let module = &loaded.settings.push_modules[0];
-    let (_, warnings) = module.platform_config::<Apns>().unwrap();
-    assert_eq!(warnings.len(), 1);
-    assert_eq!(
-        warnings[0].path,
-        "pushModules.monalProdiOS.apns.poolIdleTimeout"
-    );
-    assert!(warnings[0].message.contains("not used"));
-    assert_eq!(warnings[0].line, Some(line_of(&text, "poolIdleTimeout")));
 }
 
 #[test]
@@ -581,48 +768,37 @@ fn other_platforms_blocks_warn() {
         loaded.warnings[0].line,
         Some(line_of(&text, "fcmSecretPath"))
     );
+    assert!(loaded.warnings[0].message.contains("type demo"));
 }
 
 // ---------------------------------------------------------------------------------------------
 // Platform blocks
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TestPlatform {
-    topic: String,
-    #[serde(default, with = "humantime_serde")]
-    request_timeout: Option<Duration>,
-}
-
-/// A settings file with one module whose platform block is `block`. The mechanism is the same
-/// for every type; demo is the one type every test build has.
+/// A settings file with one `apple` module whose platform block is `block`.
 fn with_platform_block(block: &str) -> String {
     settings_with(
-        &format!("    \"m\": {{ \"type\": \"demo\",\n      \"demo\": {block}\n    }}"),
+        &format!("    \"m\": {{ \"type\": \"apple\",\n      \"apns\": {block}\n    }}"),
         "",
     )
 }
 
 #[test]
-fn platform_config_reads_the_block() {
+fn platform_block_is_read_by_its_platform() {
     let text = with_platform_block("{ \"topic\": \"org.example\", \"requestTimeout\": \"3s\" }");
     let loaded = loaded(&text);
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     let module = &loaded.settings.push_modules[0];
-    assert_eq!(module.platform_key(), "demo");
-    let (cfg, warnings) = module.platform_config::<TestPlatform>().unwrap();
-    assert_eq!(cfg.topic, "org.example");
-    assert_eq!(cfg.request_timeout, Some(Duration::from_secs(3)));
-    assert!(warnings.is_empty());
+    assert_eq!(module.platform.settings_key, "apns");
+    let block = block_debug(module);
+    assert!(block.contains("topic: \"org.example\""), "{block}");
+    assert!(block.contains("request_timeout: Some(3s)"), "{block}");
 }
 
 #[test]
-fn platform_config_errors_carry_path_and_file_line() {
+fn platform_block_errors_carry_path_and_file_line() {
     let text = with_platform_block("{\n        \"topic\": 42\n      }");
-    let loaded = loaded(&text);
-    let err = loaded.settings.push_modules[0]
-        .platform_config::<TestPlatform>()
-        .unwrap_err();
-    assert_eq!(err.path, "pushModules.m.demo.topic");
+    let errors = errors_of(&text);
+    let err = error_at(&errors, "pushModules.m.apns.topic");
     assert_eq!(err.line, Some(line_of(&text, "\"topic\": 42")));
     let col = text
         .lines()
@@ -635,58 +811,52 @@ fn platform_config_errors_carry_path_and_file_line() {
 }
 
 #[test]
-fn platform_config_column_is_right_on_the_blocks_first_line() {
+fn platform_block_column_is_right_on_the_blocks_first_line() {
     let text = with_platform_block("{ \"topic\": 42 }");
-    let loaded = loaded(&text);
-    let err = loaded.settings.push_modules[0]
-        .platform_config::<TestPlatform>()
-        .unwrap_err();
+    let errors = errors_of(&text);
+    let err = error_at(&errors, "pushModules.m.apns.topic");
     let line = line_of(&text, "\"topic\": 42");
     assert_eq!(err.line, Some(line));
     let value_end = text.lines().nth(line - 1).unwrap().find("42").unwrap() + 2;
-    // serde_json reports the column of the last byte it read: the end of the bad value.
+    // Like serde_json did: the column of the bad value's last character.
     assert_eq!(err.column, Some(value_end));
 }
 
 #[test]
-fn platform_config_missing_key_and_unknown_key() {
+fn platform_block_missing_key_and_unknown_key() {
     let text = with_platform_block("{\n        \"topc\": \"typo\"\n      }");
-    let loaded = loaded(&text);
-    let module = &loaded.settings.push_modules[0];
-    let err = module.platform_config::<TestPlatform>().unwrap_err();
-    assert_eq!(err.path, "pushModules.m.demo");
+    let errors = errors_of(&text);
+    let err = error_at(&errors, "pushModules.m.apns");
     assert!(err.message.contains("topic"), "{}", err.message);
+    assert_eq!(
+        err.line,
+        Some(line_of(&text, "      }")),
+        "where the block ends"
+    );
 
-    #[derive(Deserialize)]
-    #[allow(dead_code)]
-    struct Lenient {
-        #[serde(default)]
-        topic: Option<String>,
-    }
-    let (_, warnings) = module.platform_config::<Lenient>().unwrap();
-    assert_eq!(warnings.len(), 1);
-    assert_eq!(warnings[0].path, "pushModules.m.demo.topc");
-    assert_eq!(warnings[0].line, Some(line_of(&text, "topc")));
+    let lenient = Platforms {
+        compiled: vec![platform("apple", "apns", parse_as::<DemoLike>)],
+        not_compiled: Vec::new(),
+    };
+    let loaded = config::parse(&text, &lenient).unwrap();
+    assert_eq!(loaded.warnings.len(), 1);
+    assert_eq!(loaded.warnings[0].path, "pushModules.m.apns.topc");
+    assert_eq!(loaded.warnings[0].line, Some(line_of(&text, "topc")));
 }
 
 #[test]
-fn platform_config_of_a_missing_block_reads_empty_object() {
-    #[derive(Deserialize, Default, PartialEq, Debug)]
-    #[serde(default)]
-    struct AllDefault {
-        delay: u32,
-    }
+fn a_missing_platform_block_is_read_from_an_empty_object() {
     let text = settings_with(DEMO, "");
     let loaded = loaded(&text);
     let demo = &loaded.settings.push_modules[0];
-    assert_eq!(demo.platform_key(), "demo");
-    let (cfg, warnings) = demo.platform_config::<AllDefault>().unwrap();
-    assert_eq!(cfg, AllDefault::default());
-    assert!(warnings.is_empty());
-    // A struct with a required key names the missing block's path, at the module.
-    let err = demo.platform_config::<TestPlatform>().unwrap_err();
-    assert_eq!(err.path, "pushModules.demo.demo");
-    assert_eq!(err.line, Some(line_of(&text, "\"demo\": {")));
+    assert!(block_debug(demo).contains("delay: 0ns"));
+    // A platform that needs a key names the missing block, at the module.
+    let text = settings_with("    \"i\": {\n      \"type\": \"apple\" }", "");
+    let errors = errors_of(&text);
+    let err = error_at(&errors, "pushModules.i");
+    assert!(err.message.contains("`apns` block"), "{}", err.message);
+    assert!(err.message.contains("topic"), "{}", err.message);
+    assert_eq!(err.line, Some(line_of(&text, "\"i\": {")));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -721,7 +891,7 @@ fn random_bytes_give_errors_not_panics() {
             })
             .collect();
         let text = String::from_utf8_lossy(&bytes);
-        assert!(config::parse(&text).is_err(), "{text:?} parsed");
+        assert!(parse(&text).is_err(), "{text:?} parsed");
     }
 }
 
@@ -730,18 +900,18 @@ fn every_truncation_of_the_example_is_handled() {
     let text = example_uncommented();
     for end in (0..text.len()).filter(|&end| text.is_char_boundary(end)) {
         // Cutting inside a trailing comment can still leave a complete file; anything else errs.
-        let _ = config::parse(&text[..end]);
+        let _ = parse(&text[..end]);
     }
     let seed = std::fs::read_to_string(fixture("seed-example-settings.json")).unwrap();
     for end in 0..seed.trim_end().len() - 1 {
-        assert!(config::parse(&seed[..end]).is_err(), "cut at {end} parsed");
+        assert!(parse(&seed[..end]).is_err(), "cut at {end} parsed");
     }
 }
 
 #[test]
 fn deep_nesting_and_odd_values_are_errors() {
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    assert!(config::parse(&deep).is_err());
+    assert!(parse(&deep).is_err());
     let deep_in_module = settings_with(
         &format!(
             "\"d\": {{ \"type\": \"demo\", \"demo\": {}1{} }}",
@@ -750,7 +920,7 @@ fn deep_nesting_and_odd_values_are_errors() {
         ),
         "",
     );
-    assert!(config::parse(&deep_in_module).is_err());
+    assert!(parse(&deep_in_module).is_err());
     for text in [
         "",
         "null",
@@ -761,7 +931,7 @@ fn deep_nesting_and_odd_values_are_errors() {
         "\u{feff}",
         "/",
     ] {
-        assert!(config::parse(text).is_err(), "{text:?} parsed");
+        assert!(parse(text).is_err(), "{text:?} parsed");
     }
 }
 
@@ -770,7 +940,7 @@ fn non_utf8_file_is_an_error_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("latin1.json");
     std::fs::write(&path, b"{\n \"a\": \"caf\xe9\" }").unwrap();
-    let ConfigErrors(errors) = config::load(&path).unwrap_err();
+    let ConfigErrors { errors, .. } = load(&path).unwrap_err();
     assert_eq!(errors[0].line, Some(2));
     assert!(errors[0].to_string().contains("latin1.json"));
     assert!(errors[0].message.contains("UTF-8"));

@@ -399,7 +399,9 @@ async fn one_flooding_domain_does_not_delay_another() {
         .count();
     // The flood gets its burst, the rest is turned away at once; the other domain is served now.
     assert_eq!(limited, 4_500);
-    let answer = replies.iter().find(|r| r.attr("id") == Some(quiet.as_str()));
+    let answer = replies
+        .iter()
+        .find(|r| r.attr("id") == Some(quiet.as_str()));
     assert_eq!(answer.and_then(|r| r.kind()), Some("result"));
     assert_eq!(harness.provider.calls_for("quiet-token"), 1);
 }

@@ -296,7 +296,8 @@ fn unit_stop_timeout() -> Duration {
 #[test]
 fn the_units_stop_timeout_exceeds_the_example_shutdown_grace_plus_closing_time() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("settings.example.json");
-    let loaded = fpush::config::load(&example).expect("example settings load");
+    let loaded =
+        fpush::config::load(&example, &fpush::modules::platforms()).expect("example settings load");
     let grace = loaded.settings.limits.shutdown_grace;
     // The daemon gives the stream 5 s to close after the grace.
     assert!(

@@ -10,10 +10,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Err(errors) = fpush::config::parse(text) {
-        assert!(!errors.0.is_empty(), "parse failed without saying why");
+    if let Err(errors) = fpush::config::parse(text, &fpush::modules::platforms()) {
+        assert!(!errors.errors.is_empty(), "parse failed without saying why");
         let lines = text.split('\n').count();
-        for error in &errors.0 {
+        for error in &errors.errors {
             if let Some(line) = error.line {
                 assert!(
                     (1..=lines).contains(&line),

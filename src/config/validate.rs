@@ -16,90 +16,77 @@
 
 use std::time::Duration;
 
-use super::locate::{Index, KeyPath, Pos};
-use super::{ConfigError, ModuleSettings, RatelimitBackend, Settings};
+use super::document::Document;
+use super::{
+    ComponentSettings, ConfigError, LimitSettings, ModuleSettings, RatelimitBackend, RedisSettings,
+    TimeoutSettings,
+};
 
 const MIN_STANZA_SIZE: usize = 4 * 1024;
 const MIN_DEPTH: usize = 16;
 
-pub(crate) fn settings(settings: &Settings, index: &Index, errors: &mut Vec<ConfigError>) {
-    let mut check = Check { index, errors };
-    check.component(settings);
-    check.timeout(settings);
-    check.limits(settings);
-    check.redis(settings);
-    check.modules(settings);
-}
-
-struct Check<'a> {
-    index: &'a Index,
+/// The checks, each on the part it needs, so that a part that could not be read does not keep
+/// the others from being checked.
+pub(crate) struct Check<'a> {
+    document: &'a Document,
     errors: &'a mut Vec<ConfigError>,
 }
 
-impl Check<'_> {
-    /// Where `path` is in the file, or, for a key left at its default, its nearest ancestor.
-    fn position(&self, path: &KeyPath) -> Option<Pos> {
-        let mut at = path.clone();
-        loop {
-            if let Some(entry) = self.index.get(&at) {
-                return Some(entry.pos());
-            }
-            at.0.pop()?;
-        }
+impl<'a> Check<'a> {
+    pub fn new(document: &'a Document, errors: &'a mut Vec<ConfigError>) -> Self {
+        Check { document, errors }
     }
 
-    fn error(&mut self, path: &KeyPath, message: impl Into<String>) {
-        let pos = self.position(path);
-        self.errors.push(ConfigError::located(path, pos, message));
+    /// An error at `path`, positioned at its key (or, for a key left at its default, at its
+    /// nearest ancestor in the file).
+    fn error(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.document.key_pos(path);
+        self.errors.push(ConfigError::new(path, pos, message));
     }
 
-    fn not_zero(&mut self, path: &KeyPath, value: Duration, what: &str) {
+    fn not_zero(&mut self, path: &str, value: Duration, what: &str) {
         if value.is_zero() {
             self.error(path, format!("must be longer than 0s ({what})"));
         }
     }
 
-    fn component(&mut self, settings: &Settings) {
-        let path = KeyPath::root().key("component");
-        let component = &settings.component;
+    pub fn component(&mut self, component: &ComponentSettings) {
         let hostname = &component.component_hostname;
         if hostname.trim().is_empty() {
-            self.error(&path.key("componentHostname"), "must not be empty");
+            self.error("component.componentHostname", "must not be empty");
         } else if hostname.contains(|c: char| c.is_whitespace() || c == '@' || c == '/') {
             self.error(
-                &path.key("componentHostname"),
+                "component.componentHostname",
                 "must be a bare domain such as push.example.org",
             );
         }
         if component.component_key.is_empty() {
             self.error(
-                &path.key("componentKey"),
+                "component.componentKey",
                 "must not be empty (it is the component secret set in the XMPP server)",
             );
         }
         if component.server_hostname.trim().is_empty() {
-            self.error(&path.key("serverHostname"), "must not be empty");
+            self.error("component.serverHostname", "must not be empty");
         }
         if component.server_port == 0 {
-            self.error(&path.key("serverPort"), "must not be 0");
+            self.error("component.serverPort", "must not be 0");
         }
     }
 
-    fn timeout(&mut self, settings: &Settings) {
-        let path = KeyPath::root().key("timeout");
-        let timeout = &settings.timeout;
+    pub fn timeout(&mut self, timeout: &TimeoutSettings) {
         self.not_zero(
-            &path.key("xmppconnectionError"),
+            "timeout.xmppconnectionError",
             timeout.xmpp_connection_error,
             "fpush would reconnect in a tight loop",
         );
         self.not_zero(
-            &path.key("keepaliveInterval"),
+            "timeout.keepaliveInterval",
             timeout.keepalive_interval,
             "the link's keepalive ping needs a cadence",
         );
         self.not_zero(
-            &path.key("keepaliveTimeout"),
+            "timeout.keepaliveTimeout",
             timeout.keepalive_timeout,
             "every link would be declared dead at once",
         );
@@ -107,27 +94,25 @@ impl Check<'_> {
             && timeout.keepalive_timeout >= timeout.keepalive_interval
         {
             self.error(
-                &path.key("keepaliveTimeout"),
+                "timeout.keepaliveTimeout",
                 format!(
                     "must be shorter than keepaliveInterval ({})",
-                    humantime_serde::re::humantime::format_duration(timeout.keepalive_interval)
+                    humantime::format_duration(timeout.keepalive_interval)
                 ),
             );
         }
     }
 
-    fn limits(&mut self, settings: &Settings) {
-        let path = KeyPath::root().key("limits");
-        let limits = &settings.limits;
+    pub fn limits(&mut self, limits: &LimitSettings) {
         if limits.max_concurrent_pushes == 0 {
             self.error(
-                &path.key("maxConcurrentPushes"),
+                "limits.maxConcurrentPushes",
                 "must be at least 1 (0 would refuse every push)",
             );
         }
         if limits.max_stanza_size < MIN_STANZA_SIZE {
             self.error(
-                &path.key("maxStanzaSize"),
+                "limits.maxStanzaSize",
                 format!(
                     "must be at least {MIN_STANZA_SIZE} bytes (\"4KiB\"); smaller would refuse ordinary pushes"
                 ),
@@ -135,54 +120,29 @@ impl Check<'_> {
         }
         if limits.max_depth < MIN_DEPTH {
             self.error(
-                &path.key("maxDepth"),
+                "limits.maxDepth",
                 format!("must be at least {MIN_DEPTH}; smaller would refuse ordinary pushes"),
             );
         }
     }
 
-    fn redis(&mut self, settings: &Settings) {
-        if let Some(redis) = &settings.redis {
-            if redis.url.trim().is_empty() {
-                self.error(
-                    &KeyPath::root().key("redis").key("url"),
-                    "must not be empty",
-                );
-            }
+    pub fn redis(&mut self, redis: &RedisSettings) {
+        if redis.url.trim().is_empty() {
+            self.error("redis.url", "must not be empty");
         }
     }
 
-    fn modules(&mut self, settings: &Settings) {
+    pub fn modules(&mut self, modules: &[ModuleSettings], has_redis: bool) {
         let mut default_module: Option<&ModuleSettings> = None;
-        for module in &settings.push_modules {
-            let path = KeyPath::root().key("pushModules").key(&module.id);
+        for module in modules {
+            let path = format!("pushModules.{}", module.id);
             if module.id.trim().is_empty() {
                 self.error(&path, "a module id must not be empty");
-            }
-            if !module.module_type.is_compiled_in() {
-                self.error(
-                    &path.key("type"),
-                    format!(
-                        "module type `{}` is not compiled into this fpush; build it with the cargo feature `{}`",
-                        module.module_type,
-                        module.module_type.cargo_feature()
-                    ),
-                );
-            }
-            if module.platform.is_none() && module.module_type != super::ModuleType::Demo {
-                self.error(
-                    &path,
-                    format!(
-                        "a module of type {} needs its `{}` block",
-                        module.module_type,
-                        module.platform_key()
-                    ),
-                );
             }
             if module.is_default_module {
                 match default_module {
                     Some(first) => self.error(
-                        &path.key("is_default_module"),
+                        &format!("{path}.is_default_module"),
                         format!(
                             "more than one default module: `{}` already is the default",
                             first.id
@@ -191,28 +151,28 @@ impl Check<'_> {
                     None => default_module = Some(module),
                 }
             }
-            self.ratelimit(settings, module, &path.key("ratelimit"));
+            self.ratelimit(module, &format!("{path}.ratelimit"), has_redis);
         }
     }
 
-    fn ratelimit(&mut self, settings: &Settings, module: &ModuleSettings, path: &KeyPath) {
+    fn ratelimit(&mut self, module: &ModuleSettings, path: &str, has_redis: bool) {
         let ratelimit = &module.ratelimit;
         if ratelimit.enabled {
             if ratelimit.ratelimit_time.is_zero() {
                 self.error(
-                    &path.key("ratelimitTime"),
+                    &format!("{path}.ratelimitTime"),
                     "must be longer than 0s while the ratelimit is enabled (set `enabled: false` to turn it off)",
                 );
             }
             self.not_zero(
-                &path.key("ratelimitCleanupInterval"),
+                &format!("{path}.ratelimitCleanupInterval"),
                 ratelimit.ratelimit_cleanup_interval,
                 "the cache sweep would never pause",
             );
         }
-        if ratelimit.backend == RatelimitBackend::Redis && settings.redis.is_none() {
+        if ratelimit.backend == RatelimitBackend::Redis && !has_redis {
             self.error(
-                &path.key("backend"),
+                &format!("{path}.backend"),
                 "backend \"redis\" needs a top-level `redis` section with its `url`",
             );
         }

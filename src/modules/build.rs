@@ -9,9 +9,8 @@ use std::sync::Arc;
 
 use fpush_traits::PushTrait;
 
-use super::registry::{build_platform, type_name};
 use super::{Module, ModuleSet};
-use crate::config::{ConfigWarning, ModuleSettings, RatelimitBackend, Settings};
+use crate::config::{ModuleSettings, RatelimitBackend, Settings};
 use crate::metrics::Metrics;
 use crate::ratelimit::{
     DeadTokens, RatelimitConfig, Ratelimiter, RedisOptions, RedisStore, RedisUrlError,
@@ -32,8 +31,7 @@ pub fn build(
     settings: &Settings,
     metrics: &Metrics,
     previous: Option<&ModuleSet>,
-) -> Result<(ModuleSet, Vec<ConfigWarning>), BuildErrors> {
-    let mut warnings = Vec::new();
+) -> Result<ModuleSet, BuildErrors> {
     let mut errors = Vec::new();
     let mut built = Vec::new();
     let redis = redis_store(settings, previous).unwrap_or_else(|error| {
@@ -42,11 +40,10 @@ pub fn build(
     });
     for module_settings in &settings.push_modules {
         match build_platform(module_settings) {
-            Ok((push, platform_warnings)) => {
-                warnings.extend(platform_warnings);
+            Ok(push) => {
                 let before = previous
                     .and_then(|p| p.by_id.get(&module_settings.id))
-                    .filter(|b| b.type_name == type_name(module_settings));
+                    .filter(|b| b.type_name == module_settings.platform.type_name);
                 built.push((
                     assemble(
                         module_settings,
@@ -63,7 +60,7 @@ pub fn build(
         }
     }
     if errors.is_empty() {
-        Ok((ModuleSet::from_modules(built), warnings))
+        Ok(ModuleSet::from_modules(built))
     } else {
         Err(BuildErrors(errors))
     }
@@ -142,7 +139,7 @@ fn assemble(
     };
     Module {
         id: module.id.clone(),
-        type_name: type_name(module),
+        type_name: module.platform.type_name,
         push,
         ratelimit,
         ratelimit_config,
@@ -152,6 +149,14 @@ fn assemble(
         metrics: metrics.module(&module.id),
         retired: before.map_or_else(Default::default, |b| b.retired.clone()),
     }
+}
+
+/// Construct the module's platform from its parsed block, or say why not.
+pub fn build_platform(module: &ModuleSettings) -> Result<Arc<dyn PushTrait>, String> {
+    module
+        .config
+        .build(&module.id)
+        .map_err(|error| module.build_error(&error).to_string())
 }
 
 /// A one-line description of a module for `fpush --check` and the start-up log.
@@ -172,7 +177,7 @@ pub fn describe(module: &ModuleSettings) -> String {
     format!(
         "module {}: type {}{}, {ratelimit}",
         module.id,
-        type_name(module),
+        module.platform.type_name,
         if module.is_default_module {
             ", default"
         } else {

@@ -3,61 +3,27 @@
 //! Adding a platform is a crate that exports its `Platform` entry and one line here (behind the
 //! cargo feature that compiles it in).
 
-use std::sync::Arc;
+use crate::config::Platforms;
 
-use fpush_traits::PushTrait;
-
-use crate::config::{ConfigError, ConfigWarning, ModuleSettings, ModuleType};
-
-/// The settings-file spelling of a module's type.
-pub(super) fn type_name(module: &ModuleSettings) -> &'static str {
-    match module.module_type {
-        ModuleType::Apple => "apple",
-        ModuleType::Google => "google",
-        ModuleType::Demo => "demo",
-    }
-}
-
-type Built = (Arc<dyn PushTrait>, Vec<ConfigWarning>);
-
-/// Deserialise the module's platform block and construct the platform, or say why not.
-pub(super) fn build_platform(module: &ModuleSettings) -> Result<Built, String> {
-    let config_error = |e: ConfigError| e.to_string();
-    match module.module_type {
-        #[cfg(feature = "enable_apns_support")]
-        ModuleType::Apple => {
-            let (cfg, warnings) = module
-                .platform_config::<fpush_apns::ApnsConfig>()
-                .map_err(config_error)?;
-            let push = fpush_apns::ApnsPush::new(&module.id, cfg)
-                .map_err(|e| format!("pushModules.{}.{}: {e}", module.id, module.platform_key()))?;
-            Ok((Arc::new(push), warnings))
-        }
-        #[cfg(feature = "enable_fcm_support")]
-        ModuleType::Google => {
-            let (cfg, warnings) = module
-                .platform_config::<fpush_fcm::FcmConfig>()
-                .map_err(config_error)?;
-            let push = fpush_fcm::FcmPush::new(&module.id, cfg)
-                .map_err(|e| format!("pushModules.{}.{}: {e}", module.id, module.platform_key()))?;
-            Ok((Arc::new(push), warnings))
-        }
-        #[cfg(feature = "enable_demo_support")]
-        ModuleType::Demo => {
-            let (cfg, warnings) = module
-                .platform_config::<fpush_demo::DemoConfig>()
-                .map_err(config_error)?;
-            Ok((
-                Arc::new(fpush_demo::DemoPush::new(&module.id, cfg)),
-                warnings,
-            ))
-        }
-        // Settings validation already rejects types whose feature is off, naming the feature;
-        // this arm only keeps the match total in such builds.
-        #[allow(unreachable_patterns)]
-        other => Err(format!(
-            "pushModules.{}: module type {other:?} is not compiled into this build",
-            module.id
-        )),
-    }
+/// The platforms compiled into this build, and those a feature left out (so a settings file
+/// that needs one hears which feature to enable).
+pub fn platforms() -> Platforms {
+    let mut platforms = Platforms::default();
+    #[cfg(feature = "enable_apns_support")]
+    platforms.compiled.push(fpush_apns::PLATFORM);
+    #[cfg(not(feature = "enable_apns_support"))]
+    platforms
+        .not_compiled
+        .push(("apple", "enable_apns_support"));
+    #[cfg(feature = "enable_fcm_support")]
+    platforms.compiled.push(fpush_fcm::PLATFORM);
+    #[cfg(not(feature = "enable_fcm_support"))]
+    platforms
+        .not_compiled
+        .push(("google", "enable_fcm_support"));
+    #[cfg(feature = "enable_demo_support")]
+    platforms.compiled.push(fpush_demo::PLATFORM);
+    #[cfg(not(feature = "enable_demo_support"))]
+    platforms.not_compiled.push(("demo", "enable_demo_support"));
+    platforms
 }

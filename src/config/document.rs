@@ -1,0 +1,301 @@
+//! The settings text read once: JSON with `//` and `/* */` comments and trailing commas (parsed by
+//! `jsonc-parser`), turned into a `serde_json::Value` plus where every key and value sits, so
+//! each later problem can name its line and column.
+//!
+//! Positions are looked up by key path (`pushModules.monal.ratelimit`, array elements as
+//! `additionalData[2]`); a path not in the file falls back to its nearest ancestor.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use jsonc_parser::ast;
+use jsonc_parser::common::Ranged;
+use jsonc_parser::{CollectOptions, ParseOptions};
+use serde_json::Value;
+
+use super::ConfigError;
+
+/// A 1-based line and column (columns count bytes, as serde_json's did: constant time on a
+/// file that is one long line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pos {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// Byte offset → line and column, in logarithmic time (a file with a hundred thousand unknown
+/// keys must not make its warnings quadratic).
+pub(crate) struct LineIndex {
+    len: usize,
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub fn new(text: &str) -> Self {
+        let newlines = text.match_indices('\n').map(|(at, _)| at + 1);
+        LineIndex {
+            len: text.len(),
+            starts: std::iter::once(0).chain(newlines).collect(),
+        }
+    }
+
+    pub fn pos(&self, offset: usize) -> Pos {
+        let offset = offset.min(self.len);
+        let line = self.starts.partition_point(|&start| start <= offset).max(1);
+        let start = self.starts.get(line - 1).copied().unwrap_or(0);
+        Pos {
+            line,
+            column: offset - start + 1,
+        }
+    }
+}
+
+/// Where one value sits: its key's first byte (object members only) and the value's bytes.
+struct Span {
+    key: Option<usize>,
+    value: Range<usize>,
+}
+
+/// The parsed settings file.
+pub(crate) struct Document {
+    pub root: Value,
+    lines: LineIndex,
+    /// By key path with `.` before every segment's name or index (see [`canonical`]).
+    spans: HashMap<String, Span>,
+}
+
+/// Standard JSON plus comments and trailing commas; nothing looser (no single quotes, bare
+/// words or hex numbers), so a file that loads here also reads as JSON anywhere else.
+fn options() -> ParseOptions {
+    ParseOptions {
+        allow_comments: true,
+        allow_trailing_commas: true,
+        allow_loose_object_property_names: false,
+        allow_missing_commas: false,
+        allow_single_quoted_strings: false,
+        allow_hexadecimal_numbers: false,
+        allow_unary_plus_numbers: false,
+        allow_bare_decimal_point_numbers: false,
+        allow_non_finite_numbers: false,
+        allow_extended_string_escapes: false,
+    }
+}
+
+/// Parse `text`. A syntax error is fatal; duplicate keys and unreadable numbers are returned as
+/// errors beside the document (the first occurrence of a key is kept).
+pub(crate) fn parse(text: &str) -> Result<(Document, Vec<ConfigError>), ConfigError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut document = Document {
+        root: Value::Null,
+        lines: LineIndex::new(text),
+        spans: HashMap::new(),
+    };
+    let parsed = jsonc_parser::parse_to_ast(text, &CollectOptions::default(), &options()).map_err(
+        |err| {
+            let pos = document.lines.pos(err.range().start);
+            ConfigError::new("", Some(pos), lowercase_first(&err.kind().to_string()))
+        },
+    )?;
+    let Some(root) = parsed.value else {
+        let message = "the settings file is empty (or holds only comments)";
+        return Err(ConfigError::new("", None, message));
+    };
+    let mut errors = Vec::new();
+    document.root = document.walk(root, String::new(), None, &mut errors);
+    Ok((document, errors))
+}
+
+fn lowercase_first(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_lowercase().chain(chars).collect()
+    })
+}
+
+impl Document {
+    /// Convert one AST value (the AST's depth is bounded by the parser) and note its span.
+    fn walk(
+        &mut self,
+        value: ast::Value<'_>,
+        path: String,
+        key: Option<usize>,
+        errors: &mut Vec<ConfigError>,
+    ) -> Value {
+        let range = value.range();
+        let json = match value {
+            ast::Value::Object(object) => self.object(object.properties, &path, errors),
+            ast::Value::Array(array) => Value::Array(
+                array
+                    .elements
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, element)| self.walk(element, format!("{path}.{i}"), None, errors))
+                    .collect(),
+            ),
+            ast::Value::StringLit(lit) => Value::String(lit.value.into_owned()),
+            ast::Value::NumberLit(number) => match number.value.parse() {
+                Ok(number) => Value::Number(number),
+                Err(_) => {
+                    let message = format!("invalid number {}", number.value);
+                    errors.push(ConfigError::new(
+                        display(&path),
+                        self.pos(range.start),
+                        message,
+                    ));
+                    Value::Null
+                }
+            },
+            ast::Value::BooleanLit(lit) => Value::Bool(lit.value),
+            ast::Value::NullKeyword(_) => Value::Null,
+        };
+        let value = range.start..range.end;
+        self.spans.entry(path).or_insert(Span { key, value });
+        json
+    }
+
+    /// An object's members; a repeated key is an error at the repeat (JSON readers differ on
+    /// which one wins, so the file must not depend on it).
+    fn object(
+        &mut self,
+        properties: Vec<ast::ObjectProp<'_>>,
+        path: &str,
+        errors: &mut Vec<ConfigError>,
+    ) -> Value {
+        let mut map = serde_json::Map::new();
+        let mut first_at: HashMap<String, usize> = HashMap::new();
+        for property in properties {
+            let key_start = property.name.start();
+            let name = property.name.into_string();
+            let child = format!("{path}.{name}");
+            if let Some(&first) = first_at.get(&name) {
+                let first = self.lines.pos(first).line;
+                let message = format!("duplicate key (first at line {first})");
+                errors.push(ConfigError::new(
+                    display(&child),
+                    self.pos(key_start),
+                    message,
+                ));
+                continue;
+            }
+            first_at.insert(name.clone(), key_start);
+            let value = self.walk(property.value, child, Some(key_start), errors);
+            map.insert(name, value);
+        }
+        Value::Object(map)
+    }
+
+    fn pos(&self, offset: usize) -> Option<Pos> {
+        Some(self.lines.pos(offset))
+    }
+
+    /// The span at `path`, or at its nearest ancestor below the root.
+    fn span(&self, path: &str) -> Option<&Span> {
+        let mut path = canonical(path);
+        while !path.is_empty() {
+            if let Some(span) = self.spans.get(&path) {
+                return Some(span);
+            }
+            path.truncate(path.rfind('.').unwrap_or(0));
+        }
+        None
+    }
+
+    /// Where the key at `path` stands (or, for an array element, its value): what a warning or a
+    /// check on the key points at.
+    pub fn key_pos(&self, path: &str) -> Option<Pos> {
+        let span = self.span(path)?;
+        self.pos(span.key.unwrap_or(span.value.start))
+    }
+
+    /// The last character of the value at `path`: where a reader notices that the value is
+    /// wrong, or that a key is missing from an object.
+    pub fn value_end(&self, path: &str) -> Option<Pos> {
+        let span = self.span(path)?;
+        self.pos(span.value.end.saturating_sub(1).max(span.value.start))
+    }
+}
+
+/// The segments of a key path as serde crates print them (`a.b[2].c`, `a.?.c`), without the
+/// `?` placeholders. Keys that contain `.` or `[` split wrongly, which only costs a position.
+pub(crate) fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.split(['.', '[', ']'])
+        .filter(|segment| !segment.is_empty() && *segment != "?")
+}
+
+/// The index key of a path: `.` before each segment.
+fn canonical(path: &str) -> String {
+    segments(path).flat_map(|segment| [".", segment]).collect()
+}
+
+/// An index key as shown to people (without the leading `.`).
+fn display(path: &str) -> &str {
+    path.strip_prefix('.').unwrap_or(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str =
+        "{ // comment\n  \"a\": {\"b\": [1, {\"c\": true},]},\n  \"d\\u0041\": \"x\"\n}";
+
+    #[test]
+    fn keeps_values_and_the_positions_of_keys_and_value_ends() {
+        let (document, errors) = parse(TEXT).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(document.root["a"]["b"][1]["c"], Value::Bool(true));
+        assert_eq!(document.root["dA"], "x", "escaped keys are decoded");
+        assert_eq!(document.key_pos("a"), Some(Pos { line: 2, column: 3 }));
+        assert_eq!(document.key_pos("a.b[1].c").map(|pos| pos.column), Some(19));
+        assert_eq!(
+            document.value_end("a.b[1].c").map(|pos| pos.column),
+            Some(27)
+        );
+        assert_eq!(document.key_pos("a.b[1].nope"), document.key_pos("a.b[1]"));
+        assert_eq!(document.key_pos("nope"), None, "the root has no position");
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors_at_the_second_keeping_the_first() {
+        let (document, errors) = parse("{\"a\": 1,\n \"a\": 2}").unwrap();
+        assert_eq!(document.root["a"], 1);
+        assert_eq!(errors.len(), 1);
+        assert_eq!((errors[0].path.as_str(), errors[0].line), ("a", Some(2)));
+        assert!(
+            errors[0].message.contains("line 1"),
+            "{}",
+            errors[0].message
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position_and_loose_json_is_refused() {
+        let err = parse("{\n  /* open\n}").err().unwrap();
+        assert_eq!((err.line, err.column), (Some(2), Some(3)));
+        assert!(err.message.starts_with("unterminated comment"), "{err}");
+        for text in [
+            "{'a': 1}", "{a: 1}", "[0x1]", "[+1]", "[.5]", "[1 2]", "[NaN]",
+        ] {
+            assert!(parse(text).is_err(), "{text} parsed");
+        }
+        assert!(parse("\u{feff}{}").is_ok());
+        assert!(parse(" // only a comment").is_err());
+    }
+
+    #[test]
+    fn positions_of_offsets() {
+        let lines = LineIndex::new("ab\n\"grüße\": 1");
+        assert_eq!(lines.pos(0), Pos { line: 1, column: 1 });
+        let quote = Pos { line: 2, column: 9 };
+        assert_eq!(
+            lines.pos(3 + 8),
+            quote,
+            "the closing quote, counted in bytes"
+        );
+        let end = Pos {
+            line: 2,
+            column: 13,
+        };
+        assert_eq!(lines.pos(999), end, "clamped to the end");
+    }
+}
