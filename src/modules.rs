@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use fpush_http::LoudLog;
 use fpush_traits::PushTrait;
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +46,8 @@ pub struct Module {
     pub reject_with: RejectWith,
     dead_tokens: Arc<DeadTokens>,
     wipe_guard: Arc<WipeGuard>,
+    /// The module's loud lines, each cause at most once a minute (kept across reloads).
+    alarms: Arc<LoudLog>,
     metrics: ModuleMetrics,
     /// Cancelled when a reload removes the module: its queued pushes are answered then, and
     /// its sweepers stop. Shared by the versions of a module that a reload keeps.
@@ -71,6 +74,7 @@ impl Module {
             reject_with: RejectWith::Wait,
             dead_tokens: Arc::new(DeadTokens::new(dead_token_memory)),
             wipe_guard: Arc::new(WipeGuard::default()),
+            alarms: Arc::new(module_alarms(id)),
             metrics,
             retired: Arc::new(CancellationToken::new()),
         }
@@ -107,6 +111,11 @@ impl Module {
             dead_tokens: self.dead_tokens.len(),
         }
     }
+}
+
+/// The loud log of module `id`.
+fn module_alarms(id: &str) -> LoudLog {
+    LoudLog::new(format!("push module \"{id}\""))
 }
 
 impl fmt::Debug for Module {

@@ -205,7 +205,7 @@ impl PushTrait for ApnsPush {
     async fn send(&self, notification: &PushNotification) -> Result<Delivered, PushError> {
         let token = notification.token.as_str();
         if !plausible_token(token) {
-            return Err(PushError::TokenInvalid(DeadTokenReason::BadToken));
+            return Err(PushError::TokenInvalid(DeadTokenReason::Implausible));
         }
         let body = self.payload.build(&notification.summary);
         let push = PushLabel {

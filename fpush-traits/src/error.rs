@@ -23,6 +23,9 @@ pub enum DeadTokenReason {
     BadToken,
     /// The token belongs to another app (APNS `DeviceTokenNotForTopic`, FCM `SENDER_ID_MISMATCH`).
     NotForThisApp,
+    /// Refused before asking the provider: it cannot be a token of this platform. Anyone can send
+    /// such tokens by the thousand, so the core does not remember them.
+    Implausible,
 }
 
 /// What went wrong with a push, phrased as what the XMPP server should do about it.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use fpush_traits::PushTrait;
 
-use super::{Module, ModuleSet};
+use super::{module_alarms, Module, ModuleSet};
 use crate::config::{ModuleSettings, RatelimitBackend, Settings};
 use crate::metrics::Metrics;
 use crate::ratelimit::{
@@ -146,6 +146,7 @@ fn assemble(
         reject_with: module.ratelimit.reject_with,
         dead_tokens,
         wipe_guard: before.map_or_else(Default::default, |b| b.wipe_guard.clone()),
+        alarms: before.map_or_else(|| Arc::new(module_alarms(&module.id)), |b| b.alarms.clone()),
         metrics: metrics.module(&module.id),
         retired: before.map_or_else(Default::default, |b| b.retired.clone()),
     }

@@ -112,19 +112,25 @@ impl Module {
     /// A token the provider declared dead: remembered and answered dead, unless "not for this
     /// app" answers dominate the module (then it is the operator's mistake, not the token's).
     fn settle_dead(&self, key: &str, reason: DeadTokenReason) -> Outcome {
-        if reason == DeadTokenReason::NotForThisApp {
-            if self.wipe_guard.record_not_for_app(key) {
-                log::error!(
-                    "module {}: the provider says most tokens belong to another app; check its \
-                     topic/project. Answering wait instead of disabling registrations",
-                    self.id
-                );
-                return Outcome::misconfigured;
+        match reason {
+            // Refused locally: answered dead, but not remembered (anyone can send such tokens).
+            DeadTokenReason::Implausible => return Outcome::token_invalid,
+            DeadTokenReason::NotForThisApp => {
+                if self.wipe_guard.record_not_for_app(key) {
+                    self.alarms.log(
+                        log::Level::Error,
+                        "wipe guard",
+                        &"the provider says most tokens belong to another app; check its \
+                          topic/project. Answering wait instead of disabling registrations",
+                    );
+                    return Outcome::misconfigured;
+                }
             }
-        } else {
-            self.wipe_guard.record_other();
+            DeadTokenReason::Unregistered | DeadTokenReason::BadToken => {
+                self.wipe_guard.record_other();
+            }
         }
-        log::info!(
+        log::debug!(
             "module {}: token {}… is dead ({reason:?}); disabling it",
             self.id,
             token_prefix(key)
