@@ -280,6 +280,43 @@ async fn the_dead_token_sweeper_drops_expired_tokens_and_stops_on_shutdown() {
         .is_ok());
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_dead_token_memory_keeps_the_newest_entries_up_to_its_cap() {
+    let dead = DeadTokens::new(Duration::from_secs(3600)).with_max_entries(10_000);
+    let mut buf = String::new();
+    for n in 0..100_000 {
+        dead.mark_dead(token(n, &mut buf));
+    }
+    assert_eq!(dead.len(), 10_000);
+    assert!(dead.is_dead(token(99_999, &mut buf)));
+    assert!(dead.is_dead(token(90_000, &mut buf)));
+    assert!(!dead.is_dead(token(89_999, &mut buf)));
+    assert!(!dead.is_dead(token(0, &mut buf)));
+    // Marking the same token over and over keeps one entry and never grows past the cap.
+    for _ in 0..50_000 {
+        dead.mark_dead(TOKEN);
+    }
+    assert!(dead.len() <= 10_000);
+    assert!(dead.is_dead(TOKEN));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweep_drops_only_the_expired_front() {
+    let dead = DeadTokens::new(Duration::from_secs(60));
+    let mut buf = String::new();
+    for n in 0..1_000 {
+        dead.mark_dead(token(n, &mut buf));
+    }
+    sleep(Duration::from_secs(30)).await;
+    for n in 1_000..1_500 {
+        dead.mark_dead(token(n, &mut buf));
+    }
+    sleep(Duration::from_secs(31)).await;
+    assert_eq!(dead.sweep(), 1_000);
+    assert_eq!(dead.len(), 500);
+    assert!(dead.is_dead(token(1_499, &mut buf)));
+}
+
 /// A 64-hex token, like an APNS device token, different for every `n`.
 fn token(n: u64, buf: &mut String) -> &str {
     buf.clear();

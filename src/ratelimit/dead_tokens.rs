@@ -7,7 +7,8 @@
 //! On the Redis backend a dead token is also written to Redis (`SET … PX remember`), where every
 //! instance's `Ratelimiter::admit` finds it; the local map still answers when Redis cannot.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -16,7 +17,10 @@ use tokio_util::sync::CancellationToken;
 use super::clock::{ticks, Clock};
 use super::redis::{ModuleKeys, RedisStore, TokenDigest};
 use super::sweeper;
-use super::token_key::{new_token_map, table_bytes, TokenHasher, TokenMap};
+use super::token_key::{new_token_map, table_bytes, TokenHasher, TokenKey, TokenMap};
+
+/// `deadTokens.maxEntries` by default: about 60 MB at most per module.
+pub const DEFAULT_MAX_ENTRIES: usize = 1_000_000;
 
 /// The tokens of one module that a provider declared dead, each until `remember` has passed.
 pub struct DeadTokens {
@@ -27,6 +31,12 @@ pub struct DeadTokens {
     hasher: TokenHasher,
     /// When each dead token is forgotten.
     until: TokenMap<u64>,
+    /// Every entry written, oldest first (so also soonest to expire first): what the cap evicts
+    /// and the sweep drops, each in O(1), without scanning the map. A token marked again leaves
+    /// a stale item behind, recognised by its time and skipped.
+    order: Mutex<VecDeque<(TokenKey, u64)>>,
+    /// `deadTokens.maxEntries`: at most this many tokens (and order items) are kept.
+    max_entries: usize,
     /// On the Redis backend: where dead tokens are shared.
     shared: Option<SharedDead>,
 }
@@ -46,7 +56,17 @@ impl DeadTokens {
             clock: Clock::starting_now(),
             hasher: TokenHasher::random(),
             until: new_token_map(),
+            order: Mutex::default(),
+            max_entries: DEFAULT_MAX_ENTRIES,
             shared: None,
+        }
+    }
+
+    /// The same memory keeping at most `max_entries` tokens (the oldest are evicted first).
+    pub fn with_max_entries(self, max_entries: usize) -> Self {
+        Self {
+            max_entries: max_entries.max(1),
+            ..self
         }
     }
 
@@ -127,23 +147,53 @@ impl DeadTokens {
     }
 
     fn mark_locally(&self, token: &str) {
-        let until = self.clock.now().saturating_add(self.remember_ticks);
-        self.until.insert(self.hasher.key(token), until);
+        let key = self.hasher.key(token);
+        let mut order = self.order();
+        // Strictly increasing, so that an order item names exactly one write of its token.
+        let newest = order.back().map_or(0, |(_, until)| *until);
+        let until = self
+            .clock
+            .now()
+            .saturating_add(self.remember_ticks)
+            .max(newest + 1);
+        self.until.insert(key, until);
+        order.push_back((key, until));
+        while order.len() > self.max_entries {
+            if let Some(oldest) = order.pop_front() {
+                self.drop_entry(oldest);
+            }
+        }
     }
 
-    /// Drops the tokens whose time is up, and returns how many it dropped.
+    /// Drops the tokens whose time is up, oldest first, and returns how many it dropped. Only
+    /// the expired front of the order is touched, never the whole map.
     pub fn sweep(&self) -> usize {
         let now = self.clock.now();
+        let mut order = self.order();
         let mut removed = 0;
-        self.until.retain(|_, until| {
-            let expired = *until <= now;
-            removed += usize::from(expired);
-            !expired
-        });
+        while order.front().is_some_and(|(_, until)| *until <= now) {
+            if let Some(expired) = order.pop_front() {
+                removed += usize::from(self.drop_entry(expired));
+            }
+        }
         removed
     }
 
-    /// The number of tokens remembered (expired ones count until the next sweep).
+    /// Removes the map entry an order item stands for, unless the token was marked again since.
+    fn drop_entry(&self, (key, until): (TokenKey, u64)) -> bool {
+        self.until
+            .remove_if(&key, |_, current| *current == until)
+            .is_some()
+    }
+
+    fn order(&self) -> MutexGuard<'_, VecDeque<(TokenKey, u64)>> {
+        self.order
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The number of tokens remembered (expired ones count until the next sweep; never more
+    /// than `max_entries`).
     pub fn len(&self) -> usize {
         self.until.len()
     }
