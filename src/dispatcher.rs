@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use fpush_http::LoudLog;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,8 @@ pub struct Dispatcher {
     modules: ModulesInService,
     access: ArcSwap<Access>,
     metrics: Arc<Metrics>,
+    /// Loud lines about requests no module answers, each cause at most once a minute.
+    alarms: LoudLog,
     tasks: TaskTracker,
 }
 
@@ -65,6 +68,7 @@ impl Dispatcher {
             modules: Arc::new(ArcSwap::new(modules)),
             access: ArcSwap::from_pointee(Access::new(AccessSettings::default())),
             metrics,
+            alarms: LoudLog::new("dispatcher"),
             tasks: TaskTracker::new(),
         }
     }
@@ -164,7 +168,12 @@ impl Dispatcher {
 
     /// A request a door (or the parser) answers itself: counted for no module.
     fn refuse(&self, iq: &IqHeader, refusal: Refusal) {
-        log::debug!("request from {} refused: {}", iq.from, refusal.text);
+        if refusal.outcome == Outcome::retired {
+            let text = format_args!("{} (from {}); answered wait", refusal.text, iq.from);
+            self.alarms.log(log::Level::Warn, "retired module", &text);
+        } else {
+            log::debug!("request from {} refused: {}", iq.from, refusal.text);
+        }
         self.metrics.unattributed().count(refusal.outcome);
         let text = (!refusal.text.is_empty()).then_some(&*refusal.text);
         if let Some(reply) = reply_for(refusal.outcome, RejectWith::Wait, text) {

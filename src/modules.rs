@@ -18,6 +18,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use fpush_http::LoudLog;
 use fpush_traits::PushTrait;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RejectWith;
@@ -132,6 +133,8 @@ impl fmt::Debug for Module {
 pub enum LookupError {
     /// `pushModule` names a module that is not configured.
     Unknown(String),
+    /// `pushModule` names a module a reload removed less than `modules.retiredGrace` ago.
+    Retired(String),
     /// No `pushModule` in the push and no default module configured.
     NoDefault,
 }
@@ -143,7 +146,14 @@ pub struct ModuleSet {
     default: Option<Arc<Module>>,
     /// Ids in file order, for summaries.
     order: Vec<String>,
+    /// Modules removed by a reload, until when their pushes are answered `wait`: a removed or
+    /// renamed module answered `item-not-found` at once would make the servers delete every
+    /// registration of that app.
+    retired: HashMap<String, Instant>,
 }
+
+/// `modules.retiredGrace` by default.
+pub const DEFAULT_RETIRED_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 impl ModuleSet {
     /// Build from already-made modules (tests and benchmarks use this with their own
@@ -165,12 +175,35 @@ impl ModuleSet {
     /// when a default exists: a push must never go out with another app's credentials.
     pub fn lookup(&self, requested: Option<&str>) -> Result<&Arc<Module>, LookupError> {
         match requested {
-            Some(id) => self
-                .by_id
-                .get(id)
-                .ok_or_else(|| LookupError::Unknown(id.to_owned())),
+            Some(id) => self.by_id.get(id).ok_or_else(|| {
+                let retired = self
+                    .retired
+                    .get(id)
+                    .is_some_and(|until| Instant::now() < *until);
+                match retired {
+                    true => LookupError::Retired(id.to_owned()),
+                    false => LookupError::Unknown(id.to_owned()),
+                }
+            }),
             None => self.default.as_ref().ok_or(LookupError::NoDefault),
         }
+    }
+
+    /// Carries the retired modules over from `previous` (the set a reload replaces), adding those
+    /// of its modules this set lacks, each answered `wait` for `grace` from now.
+    pub fn remember_retired(&mut self, previous: &ModuleSet, grace: Duration) {
+        let now = Instant::now();
+        let gone = previous
+            .order
+            .iter()
+            .filter(|id| !self.by_id.contains_key(*id))
+            .map(|id| (id.clone(), now + grace));
+        let still = previous
+            .retired
+            .iter()
+            .filter(|(id, until)| **until > now && !self.by_id.contains_key(*id))
+            .map(|(id, until)| (id.clone(), *until));
+        self.retired = still.chain(gone).collect();
     }
 
     /// Modules in file order.

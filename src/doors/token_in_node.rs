@@ -21,6 +21,13 @@ pub fn resolve(modules: &ModuleSet, push: PushRequest) -> Result<Target, Refusal
                 text: format!("The push module '{name}' is not configured.").into(),
             });
         }
+        Err(LookupError::Retired(name)) => {
+            return Err(Refusal {
+                outcome: Outcome::retired,
+                text: format!("The push module '{name}' was removed by a reload; try again later.")
+                    .into(),
+            });
+        }
         Err(LookupError::NoDefault) => {
             return Err(Refusal {
                 outcome: Outcome::unknown_module,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use fpush_traits::PushTrait;
 
-use super::{module_alarms, Module, ModuleSet};
+use super::{module_alarms, Module, ModuleSet, DEFAULT_RETIRED_GRACE};
 use crate::config::{ModuleSettings, RatelimitBackend, Settings};
 use crate::metrics::Metrics;
 use crate::ratelimit::{
@@ -60,7 +60,11 @@ pub fn build(
         }
     }
     if errors.is_empty() {
-        Ok(ModuleSet::from_modules(built))
+        let mut set = ModuleSet::from_modules(built);
+        if let Some(previous) = previous {
+            set.remember_retired(previous, DEFAULT_RETIRED_GRACE);
+        }
+        Ok(set)
     } else {
         Err(BuildErrors(errors))
     }
