@@ -5,6 +5,7 @@
 
 mod reply_table;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,9 @@ struct PushPath {
     /// Bounds provider calls in flight (`limits.maxConcurrentPushes`).
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
+    /// Pushes the ratelimit holds back right now, and how many it may (`limits.maxQueuedPushes`).
+    queued: AtomicUsize,
+    max_queued: AtomicUsize,
     /// Cancelled at shutdown: queued pushes are answered `wait` at once.
     stop_queued: CancellationToken,
     /// Cancelled when the shutdown grace is over: pushes still at the provider are answered `wait`.
@@ -62,6 +66,8 @@ impl Dispatcher {
                 replies,
                 in_flight: Arc::new(Semaphore::new(max_in_flight)),
                 max_in_flight,
+                queued: AtomicUsize::new(0),
+                max_queued: AtomicUsize::new(DEFAULT_MAX_QUEUED),
                 stop_queued: CancellationToken::new(),
                 abort_in_flight: CancellationToken::new(),
             }),
@@ -95,6 +101,17 @@ impl Dispatcher {
     pub fn replace_modules(&self, new: Arc<ModuleSet>) {
         let old = self.modules.swap(new.clone());
         old.retire_all_but(&new);
+    }
+
+    /// At most `max` pushes held back by the ratelimit at once; beyond, `wait` (a reload may
+    /// change it).
+    pub fn set_max_queued(&self, max: usize) {
+        self.pushes.max_queued.store(max, Ordering::Relaxed);
+    }
+
+    /// Pushes held back by the ratelimit right now.
+    pub fn queued(&self) -> usize {
+        self.pushes.queued.load(Ordering::Relaxed)
     }
 
     /// Apply new access settings (start-up, reload); the domains' buckets carry over.
@@ -255,8 +272,14 @@ impl PushPath {
             }
             Admission::Decided(Decision::SendAt(at)) => {
                 drop(slot);
+                let Some(place) = self.queue_place() else {
+                    return self.finish(&iq, &target.module, Outcome::overloaded);
+                };
+                let target = target.trimmed_for_queue();
                 tasks.spawn(async move {
-                    if let Some(slot) = pushes.wait_for_turn(&iq, &target.module, at).await {
+                    let turn = pushes.wait_for_turn(&iq, &target.module, at).await;
+                    drop(place);
+                    if let Some(slot) = turn {
                         pushes.send(&iq, &target, slot).await;
                     }
                 });
@@ -266,6 +289,14 @@ impl PushPath {
             }
             Admission::KnownDead => self.finish(&iq, &target.module, Outcome::known_dead),
         }
+    }
+
+    /// A place among the queued pushes, or `None` when `limits.maxQueuedPushes` are queued.
+    fn queue_place(self: &Arc<Self>) -> Option<QueuePlace> {
+        let max = self.max_queued.load(Ordering::Relaxed);
+        let taken = self.queued.fetch_add(1, Ordering::Relaxed);
+        let place = QueuePlace(self.clone());
+        (taken < max).then_some(place)
     }
 
     /// A queued push waits until `at`, then takes a slot again. At shutdown, when its module is
@@ -322,6 +353,18 @@ impl PushPath {
         let mut out = Vec::with_capacity(160 + iq.id.len() + iq.from.len() + iq.to.len());
         request::write_reply(iq, &reply, &mut out);
         self.replies.send(out);
+    }
+}
+
+/// `limits.maxQueuedPushes` by default.
+pub const DEFAULT_MAX_QUEUED: usize = 100_000;
+
+/// One queued push's place, given back when dropped.
+struct QueuePlace(Arc<PushPath>);
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -15,6 +15,9 @@ use fpush_traits::PushNotification;
 use crate::modules::Module;
 use crate::outcome::Outcome;
 
+/// What a queued push keeps of each summary field: APNS and FCM payloads are 4 KiB in all.
+const QUEUED_FIELD_BYTES: usize = 1024;
+
 /// Where one push goes and what it carries.
 #[derive(Debug)]
 pub struct Target {
@@ -39,6 +42,25 @@ impl Target {
             notification,
             key,
         }
+    }
+
+    /// The push as it waits in the ratelimit queue: only what a platform reads, each summary
+    /// field cut to what a provider payload can carry, so that a full queue stays bounded
+    /// (`limits.maxQueuedPushes` × a few KiB) however large the stanzas were.
+    pub fn trimmed_for_queue(mut self) -> Self {
+        let summary = &mut self.notification.summary;
+        for field in [
+            &mut summary.message_count,
+            &mut summary.last_message_sender,
+            &mut summary.last_message_body,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            truncate_on_char(field, QUEUED_FIELD_BYTES);
+        }
+        self.notification.options = Vec::new();
+        self
     }
 
     /// The key the module's policy decides and remembers by.
@@ -66,5 +88,32 @@ impl From<Outcome> for Refusal {
             outcome,
             text: Cow::Borrowed(""),
         }
+    }
+}
+
+/// Cuts `text` to at most `max` bytes, on a character boundary.
+fn truncate_on_char(text: &mut String, max: usize) {
+    if text.len() > max {
+        let end = (0..=max)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(end);
+        text.shrink_to_fit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        let mut text = "é".repeat(1000);
+        truncate_on_char(&mut text, 1023);
+        assert_eq!(text.len(), 1022);
+        let mut short = "abc".to_owned();
+        truncate_on_char(&mut short, 1024);
+        assert_eq!(short, "abc");
     }
 }

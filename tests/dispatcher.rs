@@ -405,3 +405,32 @@ async fn one_flooding_domain_does_not_delay_another() {
     assert_eq!(answer.and_then(|r| r.kind()), Some("result"));
     assert_eq!(harness.provider.calls_for("quiet-token"), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn queued_pushes_are_capped_and_the_rest_answered_wait() {
+    let mut harness = Harness::new(
+        ScriptedProvider::default(),
+        Some(Duration::from_secs(20)),
+        1_000,
+    );
+    harness.dispatcher.set_max_queued(5);
+    for i in 0..20 {
+        harness.push(&format!("token-{i}"));
+    }
+    assert_eq!(harness.settle().await.len(), 20);
+    for i in 0..20 {
+        harness.push(&format!("token-{i}"));
+    }
+    let refused = harness.settle().await;
+    assert_eq!(refused.len(), 15);
+    for reply in &refused {
+        assert_eq!(error_of(reply), (Some("wait"), Some("resource-constraint")));
+    }
+    assert_eq!(harness.dispatcher.queued(), 5);
+    // The five queued ones go out when their window ends, and give their places back.
+    tokio::time::advance(Duration::from_secs(20)).await;
+    let later = harness.settle().await;
+    assert_eq!(later.len(), 5);
+    assert!(later.iter().all(|r| r.kind() == Some("result")));
+    assert_eq!(harness.dispatcher.queued(), 0);
+}
