@@ -67,7 +67,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     control: Control,
     state: watch::Sender<LinkState>,
-) {
+) -> Ending {
     let mut settings = settings;
     let modules = Arc::new(modules);
     modules.spawn_sweepers(None);
@@ -97,10 +97,10 @@ pub async fn run(
         spawn_metrics_listener(listen, &dispatcher, &metrics, &state, &background);
     }
 
-    loop {
+    let ending = loop {
         tokio::select! {
             biased;
-            _ = control.shutdown.cancelled() => break,
+            _ = control.shutdown.cancelled() => break Ending::Asked,
             _ = control.reload.notified() => {
                 service.reloading();
                 reload(&settings_path, &mut settings, &dispatcher, &metrics, &component_tx);
@@ -110,11 +110,11 @@ pub async fn run(
                 Some(inbound) => dispatcher.handle(inbound),
                 None => {
                     log::error!("the component link ended unexpectedly");
-                    break;
+                    break Ending::LinkLost;
                 }
             },
         }
-    }
+    };
     let grace = settings.limits.shutdown_grace;
     service.stopping(grace + CLOSE_TIMEOUT);
     stop_in_order(dispatcher, inbound_rx, stop_reading, grace).await;
@@ -125,6 +125,17 @@ pub async fn run(
         Ok(Err(join_error)) => log::error!("component link task failed: {join_error}"),
         Err(_) => log::warn!("the component link did not close in time"),
     }
+    ending
+}
+
+/// Why the daemon stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Asked to (SIGTERM, SIGINT): exit 0.
+    Asked,
+    /// The component link task ended on its own, which it never should: exit non-zero so that
+    /// systemd restarts fpush.
+    LinkLost,
 }
 
 /// Stop reading, answer what was already read, and let the pushes in flight finish (bounded by

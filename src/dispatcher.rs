@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use fpush_http::LoudLog;
+use fpush_traits::PushError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +24,7 @@ use crate::doors::{self, Refusal, Target};
 use crate::metrics::Metrics;
 use crate::modules::{Admitting, Module, ModuleSet, ModulesInService};
 use crate::outcome::Outcome;
+use crate::panics::{Contained, Panicked};
 use crate::ratelimit::{Admission, Decision};
 use crate::request::{self, Condition, ErrorType, IqHeader, Reply, Request};
 use reply_table::reply_for;
@@ -331,7 +333,11 @@ impl PushPath {
         let module = &target.module;
         let started = Instant::now();
         let result = tokio::select! {
-            result = module.push.send(&target.notification) => result,
+            result = Contained(module.push.send(&target.notification)) => {
+                result.unwrap_or_else(|Panicked| {
+                    Err(PushError::Transient("the push module panicked".to_owned()))
+                })
+            }
             _ = self.abort_in_flight.cancelled() => {
                 self.finish(iq, module, Outcome::shutdown);
                 return;

@@ -10,6 +10,7 @@ pub mod doors;
 pub mod metrics;
 pub mod modules;
 pub mod outcome;
+pub mod panics;
 pub mod ratelimit;
 pub mod request;
 pub mod systemd;

@@ -125,6 +125,7 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(path: &std::path::Path) -> ExitCode {
+    fpush::panics::install_hook();
     let metrics = Metrics::new();
     let Some(daemon::Prepared {
         settings, modules, ..
@@ -158,7 +159,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             }
         };
         log::info!("fpush {} starting", env!("CARGO_PKG_VERSION"));
-        daemon::run(
+        let ending = daemon::run(
             path.to_path_buf(),
             settings,
             modules,
@@ -168,7 +169,10 @@ fn run(path: &std::path::Path) -> ExitCode {
         )
         .await;
         signals.abort();
-        ExitCode::SUCCESS
+        match ending {
+            daemon::Ending::Asked => ExitCode::SUCCESS,
+            daemon::Ending::LinkLost => ExitCode::FAILURE,
+        }
     })
 }
 

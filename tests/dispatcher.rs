@@ -434,3 +434,41 @@ async fn queued_pushes_are_capped_and_the_rest_answered_wait() {
     assert!(later.iter().all(|r| r.kind() == Some("result")));
     assert_eq!(harness.dispatcher.queued(), 0);
 }
+
+/// A provider with a bug: it panics for every push.
+struct PanickingProvider;
+
+#[async_trait]
+impl PushTrait for PanickingProvider {
+    async fn send(&self, _: &PushNotification) -> Outcome {
+        panic!("a bug in the platform");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_push_module_costs_one_push_answered_wait() {
+    let module = Module::new(
+        "app",
+        "demo",
+        Arc::new(PanickingProvider),
+        RatelimitConfig::default(),
+        Duration::from_secs(3600),
+        ModuleMetrics::detached(),
+    );
+    let modules = Arc::new(ModuleSet::from_modules(vec![(module, true)]));
+    let (sender, mut replies) = reply_channel();
+    let dispatcher = Dispatcher::new(modules, 10, sender, Metrics::new());
+    for (id, token) in [("p1", "t1"), ("p2", "t2")] {
+        let iq = prosody_push_iq(id, "localhost", "push.localhost", token, Some("app"));
+        dispatcher.handle(Inbound::Stanza(bytes::Bytes::from(iq.into_bytes())));
+    }
+    for _ in 0..2 {
+        let bytes = tokio::time::timeout(Duration::from_secs(10), replies.recv())
+            .await
+            .expect("a reply")
+            .expect("channel open");
+        let reply = Stanza::parse(String::from_utf8(bytes).unwrap()).unwrap();
+        assert_eq!(error_of(&reply), (Some("wait"), Some("internal-server-error")));
+    }
+    assert_eq!(dispatcher.in_flight(), 0);
+}
