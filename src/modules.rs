@@ -94,6 +94,23 @@ impl Module {
         }
     }
 
+    /// The same module remembering at most `max` dead tokens (`deadTokens.maxEntries`).
+    pub fn with_max_dead_tokens(self, max: usize) -> Self {
+        let dead_tokens = match Arc::try_unwrap(self.dead_tokens) {
+            Ok(dead) => dead.with_max_entries(max),
+            Err(shared) => {
+                return Module {
+                    dead_tokens: shared,
+                    ..self
+                }
+            }
+        };
+        Module {
+            dead_tokens: Arc::new(dead_tokens),
+            ..self
+        }
+    }
+
     /// Resolves when a reload has removed this module.
     pub async fn retired(&self) {
         self.retired.cancelled().await

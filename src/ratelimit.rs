@@ -243,6 +243,11 @@ impl Ratelimiter {
         self.last_send.insert(self.hasher.key(token), at);
     }
 
+    /// Forgets `token` in this instance (a token that cannot exist need not be limited).
+    pub fn forget(&self, token: &str) {
+        self.last_send.remove(&self.hasher.key(token));
+    }
+
     /// Drops the entries whose last send is at least `max(cleanup_interval, window)` old, and
     /// returns how many it dropped. Entries with a queued push are never dropped.
     ///

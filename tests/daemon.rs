@@ -251,7 +251,7 @@ async fn oversized_stanza_gets_policy_violation_and_the_link_stays_up() {
     assert_error(
         &link.next_stanza(WAIT).await.unwrap(),
         "big",
-        "modify",
+        "wait",
         "policy-violation",
     );
     link.send(&push_iq("after", "token-after", None))

@@ -468,7 +468,69 @@ async fn a_panicking_push_module_costs_one_push_answered_wait() {
             .expect("a reply")
             .expect("channel open");
         let reply = Stanza::parse(String::from_utf8(bytes).unwrap()).unwrap();
-        assert_eq!(error_of(&reply), (Some("wait"), Some("internal-server-error")));
+        assert_eq!(
+            error_of(&reply),
+            (Some("wait"), Some("internal-server-error"))
+        );
     }
     assert_eq!(dispatcher.in_flight(), 0);
+}
+
+/// A provider that answers every push with the same dead-token reason.
+struct DeadProvider(DeadTokenReason);
+
+#[async_trait]
+impl PushTrait for DeadProvider {
+    async fn send(&self, _: &PushNotification) -> Outcome {
+        Err(PushError::TokenInvalid(self.0))
+    }
+}
+
+/// Sends `count` pushes for distinct tokens through one module answering `reason`, draining
+/// the replies as it goes; returns the module set.
+async fn flood_of_dead_tokens(reason: DeadTokenReason, cap: usize, count: usize) -> Arc<ModuleSet> {
+    let module = Module::new(
+        "app",
+        "demo",
+        Arc::new(DeadProvider(reason)),
+        RatelimitConfig::default(),
+        Duration::from_secs(24 * 3600),
+        ModuleMetrics::detached(),
+    )
+    .with_max_dead_tokens(cap);
+    let modules = Arc::new(ModuleSet::from_modules(vec![(module, true)]));
+    let (sender, mut replies) = reply_channel();
+    let dispatcher = Dispatcher::new(modules.clone(), 100_000, sender, Metrics::new());
+    // One sending domain pushes them all: no fair share in the way.
+    dispatcher.set_access(AccessSettings {
+        per_domain_rate: 0.0,
+        ..AccessSettings::default()
+    });
+    for chunk in 0..count / 1_000 {
+        for i in 0..1_000 {
+            let token = format!("{:064x}", chunk * 1_000 + i);
+            let iq = prosody_push_iq("id", "localhost", "push.localhost", &token, Some("app"));
+            dispatcher.handle(Inbound::Stanza(bytes::Bytes::from(iq.into_bytes())));
+        }
+        for _ in 0..1_000 {
+            let reply = tokio::time::timeout(Duration::from_secs(10), replies.recv()).await;
+            assert!(matches!(reply, Ok(Some(_))), "every push is answered");
+        }
+    }
+    modules
+}
+
+#[tokio::test(start_paused = true)]
+async fn implausible_tokens_are_answered_but_never_remembered() {
+    let modules = flood_of_dead_tokens(DeadTokenReason::Implausible, 1_000_000, 100_000).await;
+    // Remembering them cost ~145 bytes each; nothing of them is kept now, not even a
+    // ratelimit entry, so the memory a flood of them costs stays flat.
+    let gauges = &modules.gauges()[0];
+    assert_eq!((gauges.dead_tokens, gauges.ratelimit_entries), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn provider_dead_tokens_stay_within_the_cap() {
+    let modules = flood_of_dead_tokens(DeadTokenReason::Unregistered, 10_000, 100_000).await;
+    assert_eq!(modules.gauges()[0].dead_tokens, 10_000);
 }

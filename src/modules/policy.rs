@@ -113,8 +113,12 @@ impl Module {
     /// app" answers dominate the module (then it is the operator's mistake, not the token's).
     fn settle_dead(&self, key: &str, reason: DeadTokenReason) -> Outcome {
         match reason {
-            // Refused locally: answered dead, but not remembered (anyone can send such tokens).
-            DeadTokenReason::Implausible => return Outcome::token_invalid,
+            // Refused locally: answered dead, but neither remembered nor ratelimited (anyone can
+            // send such tokens by the thousand).
+            DeadTokenReason::Implausible => {
+                self.ratelimit.forget(key);
+                return Outcome::token_invalid;
+            }
             DeadTokenReason::NotForThisApp => {
                 if self.wipe_guard.record_not_for_app(key) {
                     self.alarms.log(
