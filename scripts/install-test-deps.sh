@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the end-to-end tests (tests/e2e) and the demo (scripts/demo.sh) need:
-# Prosody 0.12 with prosody-modules (mod_cloud_notify), ejabberd 23.01, redis-server, and the
-# pinned Python packages of requirements-test.txt.
+# Prosody 0.12 with prosody-modules (mod_cloud_notify), ejabberd 23.01, redis-server, Prometheus
+# (the server and `promtool`, for the dashboard and alert checks), and the pinned Python packages
+# of requirements-test.txt.
 #
 # Idempotent and quiet: when everything is present it only checks and returns in about a second.
 # The Debian packages are installed without starting their system services (those would take
@@ -10,7 +11,8 @@
 set -euo pipefail
 
 # systemd: systemd-analyze and systemd-sysusers for the package test (no systemd as PID 1 needed).
-APT_PACKAGES=(prosody prosody-modules lua-unbound ejabberd redis-server systemd)
+# prometheus: the server and promtool for the dashboard and alert checks.
+APT_PACKAGES=(prosody prosody-modules lua-unbound ejabberd redis-server systemd prometheus)
 # cargo-deb builds the Debian package (scripts/package-test.sh); pinned, installed with --locked.
 CARGO_DEB_VERSION=3.8.0
 ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -73,7 +75,7 @@ stop_leftover_epmd() {
 # disable it so that it neither holds the default ports now nor comes back at the next boot.
 stop_system_services() {
     local svc
-    for svc in prosody ejabberd redis-server; do
+    for svc in prosody ejabberd redis-server prometheus prometheus-node-exporter; do
         if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
             as_root systemctl disable --now "$svc" >/dev/null 2>&1 || true
         elif [ -x "/etc/init.d/$svc" ]; then

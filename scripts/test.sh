@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test fpush has, on a fresh machine: installs what the tests need (Debian packages:
-# Prosody, ejabberd, Redis; PyPI: slixmpp, pytest), then style gates, unit and integration tests,
-# fuzzing smoke runs, and the end-to-end tests against real XMPP servers. One optimised build
+# Prosody, ejabberd, Redis, Prometheus; PyPI: slixmpp, pytest), then style gates, unit and
+# integration tests, the alerts and dashboard on a real Prometheus, fuzzing smoke runs, and the
+# end-to-end tests against real XMPP servers. One optimised build
 # (cargo profile `ci`: release without LTO) serves them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,9 @@ bash scripts/package-test.sh
 
 step "load smoke: 2,000 pushes through the optimised binary, every one answered once"
 target/ci/fpush-bench --fpush target/ci/fpush smoke
+
+step "alerts and dashboard on a real Prometheus: promtool checks and unit tests, live queries"
+bash scripts/prometheus-test.sh
 
 step "fuzzing smoke: every target for ${FUZZ_SECONDS:-20}s"
 bash scripts/fuzz-smoke.sh

@@ -1,129 +1,40 @@
-//! Counters an operator watches, the once-a-minute summary line, and the optional HTTP listener
-//! serving them at `/metrics` (Prometheus text) and the link's state at `/health`.
+//! What an operator watches: counters from events, gauges from snapshots, the once-a-minute
+//! summary line, and the `/metrics`, `/health`, `/ready` listener.
 //!
 //! The hot path only touches pre-resolved handles ([`ModuleMetrics`]): one atomic add per
-//! outcome, no label lookup per push. Gauges that describe state (cache sizes, the link) are
-//! read when scraped rather than kept up to date on every push.
+//! outcome, no label lookup per push. Gauges that describe state (cache sizes, the link, the
+//! platforms' own state) are read when scraped. This module imports nothing above it: the
+//! daemon hands it the state through [`Observed`].
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod listener;
+mod push;
+mod slots;
+mod state;
+mod summary;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Request, Response, StatusCode};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-use crate::component::LinkState;
+pub use listener::{serve, serve_on, ListenerLimits};
+pub use push::{ModuleMetrics, ProviderAnswer, Unattributed};
+pub use state::{ModuleGauges, StateSnapshot};
+pub use summary::spawn_summary_log;
+
 use crate::outcome::Outcome;
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct PushLabels {
-    module: String,
-    outcome: Outcome,
-}
+use push::PushSeries;
+use state::StateSeries;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ModuleLabel {
     module: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ReloadLabel {
-    result: &'static str,
-}
-
-fn latency_histogram() -> Histogram {
-    // 1 ms … ~16 s: provider round trips, timeouts included.
-    Histogram::new(exponential_buckets(0.001, 2.0, 15))
-}
-
-/// Every metric fpush exports, and the totals behind the summary log line.
-pub struct Metrics {
-    registry: Registry,
-    per_push: PushSeries,
-    state: StateSeries,
-    /// The Redis store's own fallback count at the last scrape (the counter follows it).
-    redis_fallbacks_seen: AtomicU64,
-    /// Counters for pushes that name no module (unknown module, malformed push); its shared
-    /// handle also holds the process-wide totals per outcome.
-    unattributed: ModuleMetrics,
-}
-
-/// The series counted per push, by module.
-struct PushSeries {
-    pushes: Family<PushLabels, Counter>,
-    received: Family<ModuleLabel, Counter>,
-    latency: Family<ModuleLabel, Histogram, fn() -> Histogram>,
-}
-
-/// The series that describe the daemon's state, set at scrape time or on rare events.
-struct StateSeries {
-    in_flight: Gauge,
-    ratelimit_entries: Family<ModuleLabel, Gauge>,
-    dead_tokens: Family<ModuleLabel, Gauge>,
-    connected: Gauge,
-    reconnects: Counter,
-    reloads: Family<ReloadLabel, Counter>,
-    redis_fallbacks: Counter,
-}
-
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").finish_non_exhaustive()
-    }
-}
-
-/// Pre-resolved metric handles of one module: what the dispatcher touches per push.
-#[derive(Clone)]
-pub struct ModuleMetrics {
-    outcomes: Vec<Counter>,
-    received: Counter,
-    latency: Histogram,
-    totals: Arc<OutcomeTotals>,
-}
-
-/// Process-wide totals per outcome, shared by every [`ModuleMetrics`], for the summary log line.
-type OutcomeTotals = [AtomicU64; Outcome::ALL.len()];
-
-impl std::fmt::Debug for ModuleMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ModuleMetrics").finish_non_exhaustive()
-    }
-}
-
-impl ModuleMetrics {
-    /// A push arrived for this module.
-    pub fn received(&self) {
-        self.received.inc();
-    }
-
-    /// Count one outcome.
-    pub fn count(&self, outcome: Outcome) {
-        self.outcomes[outcome.index()].inc();
-        self.totals[outcome.index()].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Record how long one provider call took.
-    pub fn observe_latency(&self, took: Duration) {
-        self.latency.observe(took.as_secs_f64());
-    }
-
-    /// Handles that count nowhere (for tests and benchmarks that build modules by hand).
-    pub fn detached() -> Self {
-        Metrics::new().module("")
-    }
-}
-
-/// Registers a metric and hands it back, so that `Metrics::new` reads as a list.
+/// Registers a metric and hands it back, so that the series read as a list.
 fn registered<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
 where
     M: prometheus_client::registry::Metric + Clone,
@@ -132,161 +43,85 @@ where
     metric
 }
 
-impl PushSeries {
-    fn register(r: &mut Registry) -> Self {
-        PushSeries {
-            pushes: registered(
-                r,
-                "pushes",
-                "Pushes by module and outcome (queued is counted when queued, and again with its final outcome)",
-                Family::default(),
-            ),
-            received: registered(
-                r,
-                "pushes_received",
-                "Push IQs received, by the module they named",
-                Family::default(),
-            ),
-            latency: registered(
-                r,
-                "provider_latency_seconds",
-                "Time the provider took per push",
-                Family::new_with_constructor(latency_histogram as fn() -> Histogram),
-            ),
-        }
-    }
+/// Every metric fpush exports, and the totals behind the summary log line.
+pub struct Metrics {
+    registry: Registry,
+    per_push: PushSeries,
+    state: StateSeries,
+    unattributed: Unattributed,
+    /// One scrape at a time: the state gauges are cleared and set again for each.
+    rendering: Mutex<()>,
 }
 
-impl StateSeries {
-    fn register(r: &mut Registry) -> Self {
-        let family = Family::default;
-        StateSeries {
-            in_flight: registered(
-                r,
-                "pushes_in_flight",
-                "Provider calls in flight",
-                Gauge::default(),
-            ),
-            ratelimit_entries: registered(
-                r,
-                "ratelimit_entries",
-                "Tokens the module's ratelimit remembers",
-                family(),
-            ),
-            dead_tokens: registered(
-                r,
-                "dead_tokens",
-                "Dead tokens the module remembers",
-                family(),
-            ),
-            connected: registered(
-                r,
-                "component_connected",
-                "1 while the component stream is up and authenticated",
-                Gauge::default(),
-            ),
-            reconnects: registered(
-                r,
-                "component_reconnects",
-                "Times the component link was re-established",
-                Counter::default(),
-            ),
-            reloads: registered(
-                r,
-                "config_reloads",
-                "Settings reloads (SIGHUP) by result",
-                Family::default(),
-            ),
-            redis_fallbacks: registered(
-                r,
-                "redis_fallbacks",
-                "Ratelimit decisions taken locally because Redis was unreachable or slow",
-                Counter::default(),
-            ),
-        }
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
     }
 }
 
 impl Metrics {
+    /// The metrics of this process (made once at start-up: it records the start time).
     pub fn new() -> Arc<Self> {
-        let mut registry = Registry::with_prefix("fpush");
-        let per_push = PushSeries::register(&mut registry);
-        let state = StateSeries::register(&mut registry);
-        // Pushes that name no module are only counted by outcome.
-        let unattributed = ModuleMetrics {
-            outcomes: outcome_counters(&per_push.pushes, ""),
-            received: Counter::default(),
-            latency: latency_histogram(),
-            totals: Arc::default(),
-        };
+        let mut registry = Registry::default();
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |since| since.as_secs_f64());
+        let start_time = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        start_time.set(started);
+        registry.register(
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch, in seconds",
+            start_time,
+        );
+        let ours = registry.sub_registry_with_prefix("fpush");
+        ours.register(
+            "build",
+            "The running fpush version",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        let per_push = PushSeries::register(ours);
+        let state = StateSeries::register(ours);
+        let unattributed = per_push.unattributed();
         Arc::new(Metrics {
             registry,
             per_push,
             state,
-            redis_fallbacks_seen: AtomicU64::new(0),
             unattributed,
+            rendering: Mutex::default(),
         })
     }
 
-    /// The handles for one module (created on first use, shared afterwards).
+    /// The handles for module `id`, its series created at 0 (shared on later calls).
     pub fn module(&self, id: &str) -> ModuleMetrics {
-        let label = ModuleLabel {
-            module: id.to_owned(),
-        };
-        ModuleMetrics {
-            outcomes: outcome_counters(&self.per_push.pushes, id),
-            received: self.per_push.received.get_or_create(&label).clone(),
-            latency: self.per_push.latency.get_or_create(&label).clone(),
-            totals: self.unattributed.totals.clone(),
-        }
+        self.state.add_module(id);
+        self.per_push.module(id)
     }
 
-    /// Counters for pushes that belong to no module.
-    pub fn unattributed(&self) -> &ModuleMetrics {
+    /// Counters for pushes answered before reaching any module.
+    pub fn unattributed(&self) -> &Unattributed {
         &self.unattributed
     }
 
     pub fn count_reload(&self, ok: bool) {
-        let result = if ok { "ok" } else { "error" };
-        self.state
-            .reloads
-            .get_or_create(&ReloadLabel { result })
-            .inc();
+        self.state.count_reload(ok);
     }
 
     pub fn count_reconnect(&self) {
-        self.state.reconnects.inc();
+        self.state.count_reconnect();
     }
 
-    /// Process-wide totals per outcome, in [`Outcome::ALL`] order.
+    /// Process-wide totals per outcome, in [`Outcome::ALL`] order (`queued` included).
     pub fn totals(&self) -> [u64; Outcome::ALL.len()] {
-        let shared = &self.unattributed.totals;
-        std::array::from_fn(|i| shared[i].load(Ordering::Relaxed))
+        self.per_push.totals()
     }
 
-    /// The Prometheus text exposition, with the state gauges from `state`.
+    /// The OpenMetrics text exposition, with the state series set from `state`.
     pub fn render(&self, state: &StateSnapshot) -> String {
-        self.state.in_flight.set(state.in_flight as i64);
-        self.state
-            .connected
-            .set(i64::from(matches!(state.link, LinkState::Up { .. })));
-        if let Some(now) = state.redis_fallbacks {
-            let seen = self.redis_fallbacks_seen.swap(now, Ordering::Relaxed);
-            self.state.redis_fallbacks.inc_by(now.saturating_sub(seen));
-        }
-        for gauges in &state.modules {
-            let label = ModuleLabel {
-                module: gauges.module.clone(),
-            };
-            self.state
-                .ratelimit_entries
-                .get_or_create(&label)
-                .set(gauges.ratelimit_entries as i64);
-            self.state
-                .dead_tokens
-                .get_or_create(&label)
-                .set(gauges.dead_tokens as i64);
-        }
+        let _one_at_a_time = self
+            .rendering
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.state.apply(state);
         let mut out = String::new();
         if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             log::error!("cannot render metrics: {error}");
@@ -295,146 +130,9 @@ impl Metrics {
     }
 }
 
-/// The per-outcome counters of module `id` (`""` for pushes that name no module).
-fn outcome_counters(pushes: &Family<PushLabels, Counter>, id: &str) -> Vec<Counter> {
-    Outcome::ALL
-        .iter()
-        .map(|outcome| {
-            let labels = PushLabels {
-                module: id.to_owned(),
-                outcome: *outcome,
-            };
-            pushes.get_or_create(&labels).clone()
-        })
-        .collect()
-}
-
-/// The sizes of one module an operator watches, read when scraped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModuleGauges {
-    pub module: String,
-    pub ratelimit_entries: usize,
-    pub dead_tokens: usize,
-}
-
-/// Everything the gauges show, read at one scrape.
-#[derive(Debug, Clone)]
-pub struct StateSnapshot {
-    pub modules: Vec<ModuleGauges>,
-    /// The shared Redis store's fallback count so far, when modules use one.
-    pub redis_fallbacks: Option<u64>,
-    pub in_flight: usize,
-    pub link: LinkState,
-}
-
-/// Log one line a minute with the counts by outcome (only when something happened).
-pub fn spawn_summary_log(metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut last = metrics.totals();
-        let mut ticker = tokio::time::interval(Duration::from_secs(60));
-        ticker.tick().await;
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
-            let now = metrics.totals();
-            let parts: Vec<String> = Outcome::ALL
-                .iter()
-                .zip(now.iter().zip(last.iter()))
-                .filter(|(_, (now, last))| now > last)
-                .map(|(outcome, (now, last))| format!("{} {}", outcome.name(), now - last))
-                .collect();
-            if !parts.is_empty() {
-                log::info!("last minute: {}", parts.join(", "));
-            }
-            last = now;
-        }
-    });
-}
-
 /// What the HTTP listener reads when asked: the counters, and a way to read the state now
 /// (given by the daemon, so that this module needs to know nothing of the modules or the link).
 pub struct Observed {
     pub metrics: Arc<Metrics>,
     pub state: Arc<dyn Fn() -> StateSnapshot + Send + Sync>,
-}
-
-/// Serve `/metrics` and `/health` on `listen` until `shutdown`.
-pub async fn serve(
-    listen: SocketAddr,
-    observed: Arc<Observed>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let listener = TcpListener::bind(listen).await?;
-    log::info!("metrics and health on http://{}", listener.local_addr()?);
-    loop {
-        let (socket, _) = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    log::warn!("metrics listener: {error}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let observed = observed.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let observed = observed.clone();
-                async move { Ok::<_, std::convert::Infallible>(answer(&observed, &request)) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5))
-                .serve_connection(hyper_util::rt::TokioIo::new(socket), service);
-            if let Err(error) = connection.await {
-                log::debug!("metrics connection: {error}");
-            }
-        });
-    }
-}
-
-fn answer(observed: &Observed, request: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-    let started = Instant::now();
-    let state = (observed.state)();
-    let (status, content_type, body) = match request.uri().path() {
-        "/metrics" => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            observed.metrics.render(&state),
-        ),
-        "/health" => match state.link {
-            LinkState::Up { stream_id } => (
-                StatusCode::OK,
-                "text/plain; charset=utf-8",
-                format!("up (stream {stream_id})\n"),
-            ),
-            other => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain; charset=utf-8",
-                format!("component link {other:?}\n").to_lowercase(),
-            ),
-        },
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            "not found: try /metrics or /health\n".to_owned(),
-        ),
-    };
-    log::trace!(
-        "{} answered in {:?}",
-        request.uri().path(),
-        started.elapsed()
-    );
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, value);
-    }
-    response
 }

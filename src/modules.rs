@@ -127,6 +127,8 @@ impl Module {
             module: self.id.clone(),
             ratelimit_entries: self.ratelimit.len(),
             dead_tokens: self.dead_tokens.len(),
+            wipe_guard_tripped: self.wipe_guard.is_tripped(),
+            provider: self.push.snapshot(),
         }
     }
 }

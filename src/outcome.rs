@@ -3,8 +3,8 @@
 
 use prometheus_client::encoding::EncodeLabelValue;
 
-/// How a push ended (or, for `queued`, what happened to it on the way). The names are the
-/// `outcome` label values of `fpush_pushes_total`.
+/// How a push ended (or, for `queued`, what happened to it on the way). The names of the final
+/// outcomes are the `outcome` label values of `fpush_pushes_total`; `queued` has its own counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
 pub enum Outcome {
@@ -57,6 +57,38 @@ impl Outcome {
         self as usize
     }
 
+    /// Whether a push that reached a module can end this way (counted with the module's id).
+    pub fn ends_at_module(self) -> bool {
+        matches!(
+            self,
+            Outcome::delivered
+                | Outcome::ratelimited
+                | Outcome::token_invalid
+                | Outcome::known_dead
+                | Outcome::throttled
+                | Outcome::timeout
+                | Outcome::transient
+                | Outcome::misconfigured
+                | Outcome::overloaded
+                | Outcome::shutdown
+                | Outcome::retired
+        )
+    }
+
+    /// Whether a push answered before any module took it can end this way (counted with
+    /// `module=""`): a front door or the parser refused it.
+    pub fn ends_before_module(self) -> bool {
+        matches!(
+            self,
+            Outcome::unknown_module
+                | Outcome::bad_request
+                | Outcome::forbidden
+                | Outcome::domain_limited
+                | Outcome::too_large
+                | Outcome::retired
+        )
+    }
+
     /// The label value (and the word in the summary log line).
     pub fn name(self) -> &'static str {
         match self {
@@ -90,5 +122,26 @@ mod tests {
         for (i, outcome) in Outcome::ALL.iter().enumerate() {
             assert_eq!(outcome.index(), i, "{}", outcome.name());
         }
+    }
+
+    #[test]
+    fn every_outcome_but_queued_is_final_somewhere() {
+        for outcome in Outcome::ALL {
+            let final_somewhere = outcome.ends_at_module() || outcome.ends_before_module();
+            assert_eq!(
+                final_somewhere,
+                outcome != Outcome::queued,
+                "{}",
+                outcome.name()
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_module_is_never_a_modules_outcome_and_delivered_never_a_refusal() {
+        assert!(!Outcome::unknown_module.ends_at_module());
+        assert!(Outcome::unknown_module.ends_before_module());
+        assert!(Outcome::delivered.ends_at_module());
+        assert!(!Outcome::delivered.ends_before_module());
     }
 }

@@ -1,5 +1,7 @@
-//! Operating fpush: `/metrics` counts exactly what happened, `/health` follows the component
-//! link, and SIGHUP reloads modules and ratelimits without touching the link or losing a push.
+//! Operating fpush: `/metrics` counts exactly what happened (final outcomes add up to pushes
+//! received, only possible label pairs exist, every counter from start-up), `/health` answers
+//! while the process serves, `/ready` follows the component link, and SIGHUP reloads modules and
+//! ratelimits without touching the link or losing a push.
 
 mod common;
 
@@ -69,6 +71,30 @@ fn pushes(text: &str, module: &str, outcome: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
+/// The sum of every sample of `metric`.
+fn total(text: &str, metric: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.split(['{', ' ']).next() == Some(metric))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// The `(module, outcome)` pairs of `fpush_pushes_total`.
+fn outcome_pairs(text: &str) -> HashSet<(String, String)> {
+    let label = |labels: &str, key: &str| {
+        labels
+            .split(',')
+            .find_map(|l| l.strip_prefix(&format!("{key}=\"")))
+            .map(|v| v.trim_end_matches('"').to_owned())
+            .unwrap_or_default()
+    };
+    text.lines()
+        .filter_map(|line| line.strip_prefix("fpush_pushes_total{"))
+        .filter_map(|line| line.split_once('}'))
+        .map(|(labels, _)| (label(labels, "module"), label(labels, "outcome")))
+        .collect()
+}
+
 fn metrics_section(port: u16) -> String {
     format!(r#""metrics": {{ "listen": "127.0.0.1:{port}" }},"#)
 }
@@ -102,16 +128,38 @@ async fn metrics_count_exactly_the_outcomes_of_a_scripted_sequence() {
     let (status, text) = http_get(port, "/metrics").await;
     assert_eq!(status, 200);
     assert_eq!(pushes(&text, "demo", "delivered"), 2.0, "{text}");
-    assert_eq!(pushes(&text, "demo", "queued"), 1.0, "{text}");
     assert_eq!(pushes(&text, "demo", "ratelimited"), 1.0, "{text}");
     assert_eq!(pushes(&text, "", "unknown_module"), 1.0, "{text}");
     assert_eq!(pushes(&text, "", "bad_request"), 1.0, "{text}");
     assert_eq!(pushes(&text, "demo", "token_invalid"), 0.0, "{text}");
     assert_eq!(
+        sample(&text, "fpush_pushes_queued_total", &[("module", "demo")]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
         sample(&text, "fpush_pushes_received_total", &[("module", "demo")]),
         Some(4.0),
         "{text}"
     );
+    assert_eq!(
+        sample(&text, "fpush_pushes_received_total", &[("module", "")]),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "fpush_provider_answers_total",
+            &[("module", "demo"), ("reason", "accepted")]
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    // Six received, one still queued: the five final outcomes add up.
+    let finals = total(&text, "fpush_pushes_total");
+    let received = total(&text, "fpush_pushes_received_total");
+    assert_eq!((finals, received), (5.0, 6.0), "{text}");
     assert_eq!(
         sample(&text, "fpush_ratelimit_entries", &[("module", "demo")]),
         Some(2.0),
@@ -134,7 +182,81 @@ async fn metrics_count_exactly_the_outcomes_of_a_scripted_sequence() {
 }
 
 #[tokio::test]
-async fn health_follows_the_component_link() {
+async fn every_counter_exists_from_start_up_with_only_possible_label_pairs() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let port = free_port();
+    let _fpush = Daemon::start(&settings(
+        &server,
+        &demo_module(Some("30s"), "0s"),
+        &metrics_section(port),
+    ));
+    let _link = server.accept(WAIT).await.unwrap();
+    let (_, text) = http_get(port, "/metrics").await;
+
+    for (metric, labels) in [
+        ("fpush_config_reloads_total", vec![("result", "ok")]),
+        ("fpush_config_reloads_total", vec![("result", "error")]),
+        ("fpush_component_reconnects_total", vec![]),
+        ("fpush_redis_fallbacks_total", vec![]),
+        ("fpush_pushes_queued_total", vec![("module", "demo")]),
+        ("fpush_pushes_received_total", vec![("module", "demo")]),
+        ("fpush_pushes_received_total", vec![("module", "")]),
+        (
+            "fpush_token_refresh_failures_total",
+            vec![("module", "demo")],
+        ),
+        (
+            "fpush_provider_answers_total",
+            vec![("module", "demo"), ("reason", "not_for_this_app")],
+        ),
+        ("fpush_wipe_guard_tripped", vec![("module", "demo")]),
+    ] {
+        let value = sample(&text, metric, &labels);
+        assert_eq!(value, Some(0.0), "{metric} {labels:?}\n{text}");
+    }
+    let version = [("version", env!("CARGO_PKG_VERSION"))];
+    assert_eq!(
+        sample(&text, "fpush_build_info", &version),
+        Some(1.0),
+        "{text}"
+    );
+    let started = sample(&text, "process_start_time_seconds", &[]).unwrap_or(0.0);
+    assert!(started > 1.6e9, "{text}");
+
+    let pairs = outcome_pairs(&text);
+    let has = |module: &str, outcome: &str| pairs.contains(&(module.into(), outcome.into()));
+    for outcome in [
+        "delivered",
+        "ratelimited",
+        "known_dead",
+        "timeout",
+        "misconfigured",
+    ] {
+        assert!(
+            has("demo", outcome) && !has("", outcome),
+            "{outcome}\n{text}"
+        );
+    }
+    for outcome in ["unknown_module", "bad_request", "forbidden", "too_large"] {
+        assert!(
+            has("", outcome) && !has("demo", outcome),
+            "{outcome}\n{text}"
+        );
+    }
+    assert!(
+        !pairs.iter().any(|(_, outcome)| outcome == "queued"),
+        "{text}"
+    );
+    // A platform that reports nothing about itself gets no expiry or pool series.
+    assert!(
+        !text.contains("fpush_credential_expiry_timestamp_seconds{"),
+        "{text}"
+    );
+    assert!(!text.contains("fpush_pool_connections{"), "{text}");
+}
+
+#[tokio::test]
+async fn ready_follows_the_component_link_and_health_only_the_process() {
     let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
     let port = free_port();
     let _fpush = Daemon::start(&settings(
@@ -143,25 +265,27 @@ async fn health_follows_the_component_link() {
         &metrics_section(port),
     ));
     let link = server.accept(WAIT).await.unwrap();
+    assert_eq!(http_get(port, "/ready").await.0, 200);
     assert_eq!(http_get(port, "/health").await.0, 200);
 
-    // Drop the link and do not accept the reconnect yet: fpush is not connected.
+    // Drop the link and do not accept the reconnect yet: not ready, but alive.
     link.drop_connection();
     let deadline = tokio::time::Instant::now() + WAIT;
-    while http_get(port, "/health").await.0 != 503 {
+    while http_get(port, "/ready").await.0 != 503 {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "health never went 503"
+            "ready never went 503"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert_eq!(http_get(port, "/health").await.0, 200);
 
     let mut again = server.accept(WAIT).await.unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
-    while http_get(port, "/health").await.0 != 200 {
+    while http_get(port, "/ready").await.0 != 200 {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "health never came back"
+            "ready never came back"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -11,6 +11,7 @@
 mod error;
 mod notification;
 mod platform;
+mod snapshot;
 
 pub use async_trait::async_trait;
 
@@ -21,6 +22,7 @@ pub use notification::{
 pub use platform::{
     parse_block, BlockError, BuildError, Capabilities, ParsedConfig, Platform, PlatformConfig,
 };
+pub use snapshot::{ConnectionGauge, ProviderSnapshot};
 
 /// A push platform: one configured app on one provider.
 ///
@@ -30,4 +32,10 @@ pub use platform::{
 pub trait PushTrait: Send + Sync {
     /// Deliver one push. Must finish in bounded time (the module owns its request timeout).
     async fn send(&self, notification: &PushNotification) -> Result<Delivered, PushError>;
+
+    /// What the platform knows about its credentials and connections, for the metrics. Read
+    /// when scraped, so it may take a lock; platforms without such state keep the default.
+    fn snapshot(&self) -> ProviderSnapshot {
+        ProviderSnapshot::default()
+    }
 }

@@ -83,7 +83,7 @@ impl Module {
         result: &Result<Delivered, PushError>,
         took: Duration,
     ) -> Outcome {
-        self.metrics.observe_latency(took);
+        self.metrics.observe_answer(result, took);
         match result {
             Ok(_) => {
                 self.wipe_guard.record_success();

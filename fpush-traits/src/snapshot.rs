@@ -1,0 +1,29 @@
+//! What a platform knows about its own health that an operator watches (credential expiry,
+//! failed auth-token refreshes, its connection pool), read when metrics are scraped.
+
+use std::time::SystemTime;
+
+/// A platform's state, read at scrape time through [`crate::PushTrait::snapshot`], never per push.
+///
+/// Build it with `..ProviderSnapshot::default()` so that fields added later do not break a
+/// platform.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderSnapshot {
+    /// When the credentials stop working (a `.p12` client certificate's notAfter); `None` when
+    /// they do not expire on a known date.
+    pub credentials_expire_at: Option<SystemTime>,
+    /// Failed attempts to get a fresh auth token (FCM OAuth, an APNS JWT) since the module was
+    /// built; only ever grows.
+    pub token_refresh_failures: u64,
+    /// The connections of the platform's pool, when it keeps one (`None`: no pool).
+    pub connections: Option<Vec<ConnectionGauge>>,
+}
+
+/// One pooled provider connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionGauge {
+    /// Requests on this connection now.
+    pub streams_in_flight: u32,
+    /// The concurrent streams the provider allows on it (its HTTP/2 `MAX_CONCURRENT_STREAMS`).
+    pub max_streams: u32,
+}

@@ -1,0 +1,200 @@
+//! The series that describe the daemon's state: set from a [`StateSnapshot`] read when scraped
+//! (cache sizes, the link, the platforms' own state), or counted on rare events (reloads,
+//! reconnects). Nothing here is touched per push.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fpush_traits::ProviderSnapshot;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::{registered, ModuleLabel};
+use crate::component::LinkState;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReloadLabel {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ConnectionLabels {
+    module: String,
+    connection: String,
+}
+
+/// The sizes and state of one module an operator watches, read when scraped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleGauges {
+    pub module: String,
+    pub ratelimit_entries: usize,
+    pub dead_tokens: usize,
+    /// "Not for this app" answers are being treated as a misconfiguration (see the wipe guard).
+    pub wipe_guard_tripped: bool,
+    /// What the module's platform reports about itself.
+    pub provider: ProviderSnapshot,
+}
+
+/// Everything the gauges show, read at one scrape.
+#[derive(Debug, Clone)]
+pub struct StateSnapshot {
+    pub modules: Vec<ModuleGauges>,
+    /// The shared Redis store's fallback count so far, when modules use one.
+    pub redis_fallbacks: Option<u64>,
+    pub in_flight: usize,
+    pub link: LinkState,
+}
+
+/// Counters that follow a count kept elsewhere, by what they last saw (one scrape at a time).
+#[derive(Default)]
+struct Followed {
+    redis_fallbacks: u64,
+    token_refresh_failures: HashMap<String, u64>,
+}
+
+/// The families that show state.
+pub(super) struct StateSeries {
+    in_flight: Gauge,
+    ratelimit_entries: Family<ModuleLabel, Gauge>,
+    dead_tokens: Family<ModuleLabel, Gauge>,
+    wipe_guard_tripped: Family<ModuleLabel, Gauge>,
+    credential_expiry: Family<ModuleLabel, Gauge>,
+    token_refresh_failures: Family<ModuleLabel, Counter>,
+    pool_connections: Family<ModuleLabel, Gauge>,
+    pool_streams: Family<ConnectionLabels, Gauge>,
+    pool_stream_limit: Family<ConnectionLabels, Gauge>,
+    connected: Gauge,
+    reconnects: Counter,
+    reloads: Family<ReloadLabel, Counter>,
+    redis_fallbacks: Counter,
+    followed: Mutex<Followed>,
+}
+
+impl StateSeries {
+    pub(super) fn register(r: &mut Registry) -> Self {
+        let series = StateSeries {
+            in_flight: registered(r, "pushes_in_flight", "Provider calls in flight", Gauge::default()),
+            ratelimit_entries: registered(r, "ratelimit_entries", "Tokens the module's ratelimit remembers", Family::default()),
+            dead_tokens: registered(r, "dead_tokens", "Dead tokens the module remembers", Family::default()),
+            wipe_guard_tripped: registered(r, "wipe_guard_tripped", "1 while the module answers \"not for this app\" with wait (operator mistake suspected)", Family::default()),
+            credential_expiry: registered(r, "credential_expiry_timestamp_seconds", "When the module's credentials expire (a .p12 certificate's notAfter), Unix time", Family::default()),
+            token_refresh_failures: registered(r, "token_refresh_failures", "Failed attempts to get a fresh provider auth token", Family::default()),
+            pool_connections: registered(r, "pool_connections", "Provider connections the module's pool holds open", Family::default()),
+            pool_streams: registered(r, "pool_streams_in_flight", "Requests on one pooled provider connection", Family::default()),
+            pool_stream_limit: registered(r, "pool_max_streams", "Concurrent requests the provider allows on one pooled connection", Family::default()),
+            connected: registered(r, "component_connected", "1 while the component stream is up and authenticated", Gauge::default()),
+            reconnects: registered(r, "component_reconnects", "Times the component link was re-established", Counter::default()),
+            reloads: registered(r, "config_reloads", "Settings reloads (SIGHUP) by result", Family::default()),
+            redis_fallbacks: registered(r, "redis_fallbacks", "Ratelimit decisions taken locally because Redis was unreachable or slow", Counter::default()),
+            followed: Mutex::default(),
+        };
+        for result in ["ok", "error"] {
+            series.reloads.get_or_create_owned(&ReloadLabel { result });
+        }
+        series
+    }
+
+    /// Creates the module's counters at 0 (gauges appear with the first snapshot).
+    pub(super) fn add_module(&self, id: &str) {
+        self.token_refresh_failures
+            .get_or_create_owned(&ModuleLabel {
+                module: id.to_owned(),
+            });
+    }
+
+    pub(super) fn count_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&ReloadLabel { result }).inc();
+    }
+
+    pub(super) fn count_reconnect(&self) {
+        self.reconnects.inc();
+    }
+
+    /// Set every state series from `state`. Gauges of modules no longer in `state` disappear.
+    pub(super) fn apply(&self, state: &StateSnapshot) {
+        let mut followed = self
+            .followed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.in_flight.set(to_i64(state.in_flight));
+        self.connected
+            .set(i64::from(matches!(state.link, LinkState::Up { .. })));
+        if let Some(now) = state.redis_fallbacks {
+            let seen = std::mem::replace(&mut followed.redis_fallbacks, now);
+            self.redis_fallbacks.inc_by(now.saturating_sub(seen));
+        }
+        for family in [
+            &self.ratelimit_entries,
+            &self.dead_tokens,
+            &self.wipe_guard_tripped,
+            &self.credential_expiry,
+            &self.pool_connections,
+        ] {
+            family.clear();
+        }
+        self.pool_streams.clear();
+        self.pool_stream_limit.clear();
+        for gauges in &state.modules {
+            self.apply_module(gauges, &mut followed);
+        }
+    }
+
+    fn apply_module(&self, gauges: &ModuleGauges, followed: &mut Followed) {
+        let label = ModuleLabel {
+            module: gauges.module.clone(),
+        };
+        let set = |family: &Family<ModuleLabel, Gauge>, value: i64| {
+            family.get_or_create(&label).set(value);
+        };
+        set(&self.ratelimit_entries, to_i64(gauges.ratelimit_entries));
+        set(&self.dead_tokens, to_i64(gauges.dead_tokens));
+        set(
+            &self.wipe_guard_tripped,
+            i64::from(gauges.wipe_guard_tripped),
+        );
+        let provider = &gauges.provider;
+        if let Some(expires) = provider.credentials_expire_at {
+            set(&self.credential_expiry, unix_seconds(expires));
+        }
+        // A reload rebuilds the platform, whose count starts over: then all of it is new.
+        let now = provider.token_refresh_failures;
+        let seen = followed
+            .token_refresh_failures
+            .insert(gauges.module.clone(), now)
+            .filter(|seen| *seen <= now)
+            .unwrap_or(0);
+        self.token_refresh_failures
+            .get_or_create(&label)
+            .inc_by(now - seen);
+        if let Some(connections) = &provider.connections {
+            set(&self.pool_connections, to_i64(connections.len()));
+            for (index, connection) in connections.iter().enumerate() {
+                let labels = ConnectionLabels {
+                    module: gauges.module.clone(),
+                    connection: index.to_string(),
+                };
+                let streams = i64::from(connection.streams_in_flight);
+                self.pool_streams.get_or_create(&labels).set(streams);
+                let limit = i64::from(connection.max_streams);
+                self.pool_stream_limit.get_or_create(&labels).set(limit);
+            }
+        }
+    }
+}
+
+fn to_i64(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Seconds since the Unix epoch (negative before it).
+fn unix_seconds(at: SystemTime) -> i64 {
+    match at.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+        Err(before) => -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}

@@ -1,0 +1,191 @@
+//! The metrics listener cannot be tied up: idle and pipelining clients leave `/health`
+//! answering, at most `max_connections` stay open, one answer per connection, and a request that
+//! never completes is cut at the deadline. Loopback only; every test stops by itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fpush::component::LinkState;
+use fpush::metrics::{serve_on, ListenerLimits, Metrics, Observed, StateSnapshot};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{timeout, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// A running listener on a loopback port; stops when dropped.
+struct Listener {
+    port: u16,
+    stop: CancellationToken,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn start(limits: ListenerLimits) -> Listener {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let observed = Arc::new(Observed {
+        metrics: Metrics::new(),
+        state: Arc::new(|| StateSnapshot {
+            modules: Vec::new(),
+            redis_fallbacks: None,
+            in_flight: 0,
+            link: LinkState::Down,
+        }),
+    });
+    let stop = CancellationToken::new();
+    tokio::spawn(serve_on(listener, limits, observed, stop.clone()));
+    Listener { port, stop }
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+}
+
+/// Send `request` on a new connection and read until the server closes it.
+async fn exchange(port: u16, request: &str) -> std::io::Result<String> {
+    let mut socket = TcpStream::connect(("127.0.0.1", port)).await?;
+    socket.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    socket.read_to_end(&mut response).await?;
+    Ok(String::from_utf8_lossy(&response).into_owned())
+}
+
+/// Whether the server has closed `socket` (end of stream or reset), waiting up to `wait`.
+async fn closed_by_server(socket: &mut TcpStream, wait: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        timeout(wait, socket.read(&mut byte)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_within_a_second_under_200_idle_and_20_pipelining_clients() {
+    timeout(Duration::from_secs(60), async {
+        let listener = start(ListenerLimits::default()).await;
+        let port = listener.port;
+        let mut idle = Vec::new();
+        for _ in 0..200 {
+            idle.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+        }
+        let pipelining = CancellationToken::new();
+        let mut pipeliners = Vec::new();
+        for _ in 0..20 {
+            let stop = pipelining.clone();
+            pipeliners.push(tokio::spawn(async move {
+                let burst = get("/metrics").repeat(20);
+                let mut answers = Vec::new();
+                while !stop.is_cancelled() {
+                    if let Ok(Ok(response)) =
+                        timeout(Duration::from_secs(5), exchange(port, &burst)).await
+                    {
+                        answers.push(response.matches("HTTP/1.1 ").count());
+                    }
+                }
+                answers
+            }));
+        }
+
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for _ in 0..10 {
+            let started = Instant::now();
+            let response = timeout(Duration::from_secs(1), exchange(port, &get("/health")))
+                .await
+                .expect("/health answered within a second")
+                .unwrap();
+            assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+            assert!(started.elapsed() < Duration::from_secs(1));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        pipelining.cancel();
+        for pipeliner in pipeliners {
+            let answers = pipeliner.await.unwrap();
+            // No keep-alive: one answer per connection, whatever was pipelined behind it.
+            assert!(answers.iter().all(|n| *n <= 1), "{answers:?}");
+            assert!(
+                answers.contains(&1),
+                "a pipelining client was never answered"
+            );
+        }
+        let mut still_open = 0;
+        for socket in &mut idle {
+            if !closed_by_server(socket, Duration::from_millis(20)).await {
+                still_open += 1;
+            }
+        }
+        assert!(still_open <= 64, "{still_open} idle connections kept open");
+    })
+    .await
+    .expect("the test finishes within a minute");
+}
+
+#[tokio::test]
+async fn a_request_that_never_completes_is_cut_at_the_deadline() {
+    let limits = ListenerLimits {
+        max_connections: 64,
+        deadline: Duration::from_millis(300),
+    };
+    let listener = start(limits).await;
+    let mut socket = TcpStream::connect(("127.0.0.1", listener.port))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    assert!(closed_by_server(&mut socket, Duration::from_secs(5)).await);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(250), "closed after {took:?}");
+    assert!(took < Duration::from_secs(2), "closed after {took:?}");
+}
+
+#[tokio::test]
+async fn pipelined_requests_get_one_answer_and_the_connection_closes() {
+    let listener = start(ListenerLimits::default()).await;
+    let requests = [get("/health"), get("/metrics"), get("/ready")].concat();
+    let response = timeout(Duration::from_secs(5), exchange(listener.port, &requests))
+        .await
+        .expect("closed by the server")
+        .unwrap();
+    assert_eq!(response.matches("HTTP/1.1 ").count(), 1, "{response}");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("connection: close"),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn beyond_the_cap_the_oldest_idle_connection_gives_way() {
+    let limits = ListenerLimits {
+        max_connections: 4,
+        deadline: Duration::from_secs(10),
+    };
+    let listener = start(limits).await;
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(
+            TcpStream::connect(("127.0.0.1", listener.port))
+                .await
+                .unwrap(),
+        );
+    }
+    // Let the listener accept all four before the newcomer arrives.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let response = timeout(
+        Duration::from_secs(5),
+        exchange(listener.port, &get("/ready")),
+    )
+    .await
+    .expect("answered")
+    .unwrap();
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    assert!(closed_by_server(&mut idle[0], Duration::from_secs(1)).await);
+    assert!(!closed_by_server(&mut idle[3], Duration::from_millis(100)).await);
+}

@@ -1,0 +1,265 @@
+//! The dashboard and the alerts against a real Prometheus: it scrapes a running fpush that has
+//! served pushes (1 s interval) and loads `contrib/prometheus/fpush-alerts.yml`; then every
+//! dashboard expression (Grafana variables substituted) and every alert expression without its
+//! comparison must parse and return at least one series.
+//!
+//! Needs Debian's `prometheus` package; run by `scripts/prometheus-test.sh` (ignored otherwise).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Series only a platform's snapshot provides: an expression on them alone may come back empty
+/// when the modules of this run report none (the demo platform keeps the default snapshot).
+const FROM_PLATFORMS: [&str; 4] = [
+    "fpush_credential_expiry_timestamp_seconds",
+    "fpush_pool_connections",
+    "fpush_pool_streams_in_flight",
+    "fpush_pool_max_streams",
+];
+
+/// A Prometheus server in a temp dir; killed when dropped.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    fn start(target_port: u16, rules: &Path) -> Prometheus {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("prometheus.yml");
+        let yaml = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             rule_files:\n  - {rules:?}\n\
+             scrape_configs:\n  - job_name: fpush\n    static_configs:\n      \
+             - targets: ['127.0.0.1:{target_port}']\n"
+        );
+        std::fs::write(&config, yaml).expect("write prometheus.yml");
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus (apt-get install prometheus)");
+        Prometheus {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// GET `path_and_query`: (status, body).
+    async fn get(&self, path_and_query: &str) -> Option<(u16, String)> {
+        http_get_10(self.port, path_and_query).await
+    }
+
+    /// The JSON `data` of an API call; panics on an error answer.
+    async fn api(&self, path_and_query: &str) -> Value {
+        let (status, body) = self.get(path_and_query).await.expect("prometheus answers");
+        let json: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        assert!(
+            status == 200 && json["status"] == "success",
+            "{path_and_query}: {status} {body}"
+        );
+        json["data"].clone()
+    }
+
+    async fn query(&self, expr: &str) -> Vec<Value> {
+        let data = self
+            .api(&format!("/api/v1/query?query={}", percent_encode(expr)))
+            .await;
+        data["result"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// An HTTP/1.0 GET (no chunked answers to decode): (status, body), `None` if not connected.
+async fn http_get_10(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    socket.read_to_string(&mut response).await.ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Poll `check` every 200 ms until it holds, for up to `limit`.
+async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every `expr` in the dashboard, with its Grafana variables substituted.
+fn dashboard_expressions(root: &Path) -> Vec<String> {
+    fn walk(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(expr)) = map.get("expr") {
+                    out.push(expr.clone());
+                }
+                map.values().for_each(|v| walk(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let path = root.join("contrib/grafana/fpush-dashboard.json");
+    let text = std::fs::read_to_string(&path).expect("the dashboard");
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    walk(&dashboard["panels"], &mut exprs);
+    exprs
+        .into_iter()
+        .map(|e| {
+            e.replace("$__rate_interval", "1m")
+                .replace("$instance", ".*")
+                .replace("$module", ".*")
+        })
+        .collect()
+}
+
+/// An alert's query without its final comparison (`… > 0.05`, `… < 14 * 86400`).
+fn without_comparison(query: &str) -> String {
+    let query = query.trim();
+    for op in [" == ", " != ", " >= ", " <= ", " > ", " < "] {
+        if let Some((left, right)) = query.rsplit_once(op) {
+            let threshold = right
+                .chars()
+                .all(|c| c.is_ascii_digit() || " .*".contains(c));
+            if threshold {
+                return left.trim().to_owned();
+            }
+        }
+    }
+    query.to_owned()
+}
+
+/// Serve a few pushes (delivered, queued, ratelimited, unknown module, malformed) through fpush.
+async fn serve_some_pushes(link: &mut ComponentLink) {
+    for (id, token, module) in [
+        ("p1", "token-a", None),
+        ("p2", "token-a", None),
+        ("p3", "token-a", None),
+        ("p4", "token-b", Some("demo")),
+        ("p5", "token-c", Some("nosuchapp")),
+        ("p6", "bad token", None),
+    ] {
+        link.send(&push_iq(id, token, module)).await.unwrap();
+    }
+    link.collect(5, WAIT).await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs Prometheus: run scripts/prometheus-test.sh"]
+async fn every_dashboard_and_alert_expression_returns_series_on_a_real_prometheus() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let metrics_port = free_port();
+    let _fpush = Daemon::start(&settings(
+        &server,
+        &demo_module(Some("30s"), "5ms"),
+        &format!(r#""metrics": {{ "listen": "127.0.0.1:{metrics_port}" }},"#),
+    ));
+    let mut link = server.accept(WAIT).await.unwrap();
+    serve_some_pushes(&mut link).await;
+
+    let rules = root.join("contrib/prometheus/fpush-alerts.yml");
+    let prometheus = Prometheus::start(metrics_port, &rules);
+    eventually("prometheus never became ready", WAIT * 3, || async {
+        matches!(prometheus.get("/-/ready").await, Some((200, _)))
+    })
+    .await;
+    eventually("two scrapes of fpush never arrived", WAIT * 3, || async {
+        let scrapes = prometheus
+            .query(r#"count_over_time(up{job="fpush"}[1m]) >= 2 and up{job="fpush"} == 1"#)
+            .await;
+        !scrapes.is_empty()
+    })
+    .await;
+    let exported = http_get_10(metrics_port, "/metrics")
+        .await
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+
+    let groups = prometheus.api("/api/v1/rules?type=alert").await;
+    let mut exprs: Vec<String> = groups["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|group| group["rules"].as_array().cloned().unwrap_or_default())
+        .map(|rule| {
+            assert_eq!(rule["health"], "ok", "{rule}");
+            without_comparison(rule["query"].as_str().unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(exprs.len(), 7, "every alert rule loaded: {groups}");
+    exprs.extend(dashboard_expressions(root));
+
+    let mut empty = Vec::new();
+    for expr in &exprs {
+        if prometheus.query(expr).await.is_empty() {
+            let from_platform = FROM_PLATFORMS
+                .iter()
+                .any(|name| expr.contains(name) && !exported.contains(&format!("{name}{{")));
+            assert!(from_platform, "no series for: {expr}");
+            empty.push(expr);
+        }
+    }
+    eprintln!(
+        "{} expressions returned series; empty because no module of this run reports them: {empty:#?}",
+        exprs.len() - empty.len()
+    );
+}
+
+#[test]
+fn comparisons_are_cut_from_alert_queries_and_nothing_else() {
+    assert_eq!(without_comparison("a == 0"), "a");
+    assert_eq!(without_comparison("x - time() < 14 * 86400"), "x - time()");
+    assert_eq!(
+        without_comparison("sum(rate(a[5m])) / sum(b) > 0.05"),
+        "sum(rate(a[5m])) / sum(b)"
+    );
+    assert_eq!(without_comparison(r#"a{b=~"c|d"}"#), r#"a{b=~"c|d"}"#);
+}
