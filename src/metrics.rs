@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -41,6 +41,50 @@ struct ReloadLabel {
     result: &'static str,
 }
 
+/// Why a ratelimit decision was taken locally instead of in Redis: the `cause` label of
+/// `fpush_redis_fallbacks_total`, a fixed set (never text from outside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum FallbackCause {
+    /// No connection (refused, reset, no cluster node reachable).
+    unreachable,
+    /// No answer within the store's timeout.
+    timeout,
+    /// Keys of one call in different cluster slots.
+    crossslot,
+    /// Any other refusal or failure.
+    error,
+}
+
+impl FallbackCause {
+    pub const ALL: [FallbackCause; 4] = [
+        FallbackCause::unreachable,
+        FallbackCause::timeout,
+        FallbackCause::crossslot,
+        FallbackCause::error,
+    ];
+
+    /// Its position in [`FallbackCause::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The label value (and the word in the logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            FallbackCause::unreachable => "unreachable",
+            FallbackCause::timeout => "timeout",
+            FallbackCause::crossslot => "crossslot",
+            FallbackCause::error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CauseLabel {
+    cause: FallbackCause,
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms … ~16 s: provider round trips, timeouts included.
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -51,8 +95,6 @@ pub struct Metrics {
     registry: Registry,
     per_push: PushSeries,
     state: StateSeries,
-    /// The Redis store's own fallback count at the last scrape (the counter follows it).
-    redis_fallbacks_seen: AtomicU64,
     /// Counters for pushes that name no module (unknown module, malformed push); its shared
     /// handle also holds the process-wide totals per outcome.
     unattributed: ModuleMetrics,
@@ -73,7 +115,7 @@ struct StateSeries {
     connected: Gauge,
     reconnects: Counter,
     reloads: Family<ReloadLabel, Counter>,
-    redis_fallbacks: Counter,
+    redis_fallbacks: Family<CauseLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -120,6 +162,42 @@ impl ModuleMetrics {
     /// Handles that count nowhere (for tests and benchmarks that build modules by hand).
     pub fn detached() -> Self {
         Metrics::new().module("")
+    }
+}
+
+/// Pre-resolved fallback counters of a Redis store, one per [`FallbackCause`].
+#[derive(Clone)]
+pub struct RedisFallbacks {
+    by_cause: [Counter; FallbackCause::ALL.len()],
+}
+
+impl RedisFallbacks {
+    /// One decision taken locally.
+    pub fn count(&self, cause: FallbackCause) {
+        self.by_cause[cause.index()].inc();
+    }
+
+    /// Decisions counted so far for `cause`.
+    pub fn get(&self, cause: FallbackCause) -> u64 {
+        self.by_cause[cause.index()].get()
+    }
+
+    /// Decisions counted so far, all causes together.
+    pub fn total(&self) -> u64 {
+        self.by_cause.iter().map(Counter::get).sum()
+    }
+
+    /// Counters that count nowhere (a store built outside the daemon).
+    pub fn detached() -> Self {
+        Metrics::new().redis_fallbacks()
+    }
+}
+
+impl std::fmt::Debug for RedisFallbacks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisFallbacks")
+            .field("total", &self.total())
+            .finish()
     }
 }
 
@@ -200,8 +278,8 @@ impl StateSeries {
             redis_fallbacks: registered(
                 r,
                 "redis_fallbacks",
-                "Ratelimit decisions taken locally because Redis was unreachable or slow",
-                Counter::default(),
+                "Ratelimit decisions taken locally because Redis was unreachable, slow or refusing, by cause",
+                Family::default(),
             ),
         }
     }
@@ -223,7 +301,6 @@ impl Metrics {
             registry,
             per_push,
             state,
-            redis_fallbacks_seen: AtomicU64::new(0),
             unattributed,
         })
     }
@@ -258,6 +335,23 @@ impl Metrics {
         self.state.reconnects.inc();
     }
 
+    /// The handles a Redis store counts its fallbacks with.
+    pub fn redis_fallbacks(&self) -> RedisFallbacks {
+        RedisFallbacks {
+            by_cause: FallbackCause::ALL.map(|cause| {
+                self.state
+                    .redis_fallbacks
+                    .get_or_create(&CauseLabel { cause })
+                    .clone()
+            }),
+        }
+    }
+
+    /// Ratelimit decisions taken without Redis so far, all causes together.
+    fn redis_fallback_total(&self) -> u64 {
+        self.redis_fallbacks().total()
+    }
+
     /// Process-wide totals per outcome, in [`Outcome::ALL`] order.
     pub fn totals(&self) -> [u64; Outcome::ALL.len()] {
         let shared = &self.unattributed.totals;
@@ -270,10 +364,6 @@ impl Metrics {
         self.state
             .connected
             .set(i64::from(matches!(state.link, LinkState::Up { .. })));
-        if let Some(now) = state.redis_fallbacks {
-            let seen = self.redis_fallbacks_seen.swap(now, Ordering::Relaxed);
-            self.state.redis_fallbacks.inc_by(now.saturating_sub(seen));
-        }
         for gauges in &state.modules {
             let label = ModuleLabel {
                 module: gauges.module.clone(),
@@ -321,8 +411,6 @@ pub struct ModuleGauges {
 #[derive(Debug, Clone)]
 pub struct StateSnapshot {
     pub modules: Vec<ModuleGauges>,
-    /// The shared Redis store's fallback count so far, when modules use one.
-    pub redis_fallbacks: Option<u64>,
     pub in_flight: usize,
     pub link: LinkState,
 }
@@ -330,7 +418,7 @@ pub struct StateSnapshot {
 /// Log one line a minute with the counts by outcome (only when something happened).
 pub fn spawn_summary_log(metrics: Arc<Metrics>, shutdown: CancellationToken) {
     tokio::spawn(async move {
-        let mut last = metrics.totals();
+        let mut last = (metrics.totals(), metrics.redis_fallback_total());
         let mut ticker = tokio::time::interval(Duration::from_secs(60));
         ticker.tick().await;
         loop {
@@ -338,19 +426,30 @@ pub fn spawn_summary_log(metrics: Arc<Metrics>, shutdown: CancellationToken) {
                 _ = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            let now = metrics.totals();
-            let parts: Vec<String> = Outcome::ALL
-                .iter()
-                .zip(now.iter().zip(last.iter()))
-                .filter(|(_, (now, last))| now > last)
-                .map(|(outcome, (now, last))| format!("{} {}", outcome.name(), now - last))
-                .collect();
-            if !parts.is_empty() {
-                log::info!("last minute: {}", parts.join(", "));
+            let now = (metrics.totals(), metrics.redis_fallback_total());
+            if let Some(line) = summary_line(&now.0, &last.0, now.1.saturating_sub(last.1)) {
+                log::info!("last minute: {line}");
             }
             last = now;
         }
     });
+}
+
+/// The summary of one minute from the outcome totals at its end and start and the decisions
+/// taken without Redis in it; `None` when nothing happened.
+fn summary_line(now: &[u64], last: &[u64], fallbacks: u64) -> Option<String> {
+    let mut parts: Vec<String> = Outcome::ALL
+        .iter()
+        .zip(now.iter().zip(last.iter()))
+        .filter(|(_, (now, last))| now > last)
+        .map(|(outcome, (now, last))| format!("{} {}", outcome.name(), now - last))
+        .collect();
+    if fallbacks > 0 {
+        parts.push(format!(
+            "ratelimit: local fallback ({fallbacks} decisions without Redis)"
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 /// What the HTTP listener reads when asked: the counters, and a way to read the state now
@@ -437,4 +536,42 @@ fn answer(observed: &Observed, request: &Request<hyper::body::Incoming>) -> Resp
             .insert(hyper::header::CONTENT_TYPE, value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_says_when_ratelimits_were_decided_without_redis() {
+        let zero = [0; Outcome::ALL.len()];
+        let mut now = zero;
+        now[Outcome::delivered.index()] = 3;
+        assert_eq!(summary_line(&now, &zero, 0).as_deref(), Some("delivered 3"));
+        assert_eq!(
+            summary_line(&now, &zero, 2).as_deref(),
+            Some("delivered 3, ratelimit: local fallback (2 decisions without Redis)")
+        );
+        assert_eq!(summary_line(&zero, &zero, 0), None);
+    }
+
+    #[test]
+    fn fallbacks_are_exported_by_cause() {
+        let metrics = Metrics::new();
+        let fallbacks = metrics.redis_fallbacks();
+        fallbacks.count(FallbackCause::crossslot);
+        fallbacks.count(FallbackCause::crossslot);
+        fallbacks.count(FallbackCause::timeout);
+        assert_eq!(metrics.redis_fallback_total(), 3);
+        let text = metrics.render(&StateSnapshot {
+            modules: Vec::new(),
+            in_flight: 0,
+            link: LinkState::Down,
+        });
+        assert!(
+            text.contains("fpush_redis_fallbacks_total{cause=\"crossslot\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("fpush_redis_fallbacks_total{cause=\"timeout\"} 1"));
+    }
 }

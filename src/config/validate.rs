@@ -142,11 +142,29 @@ impl Check<'_> {
     }
 
     fn redis(&mut self, settings: &Settings) {
-        if let Some(redis) = &settings.redis {
-            if redis.url.trim().is_empty() {
+        let Some(redis) = &settings.redis else {
+            return;
+        };
+        let path = KeyPath::root().key("redis");
+        let has_url = !redis.url.trim().is_empty();
+        if !has_url && redis.cluster.is_empty() {
+            self.error(
+                &path.key("url"),
+                "must not be empty (or give `cluster`, the node URLs of a Redis Cluster)",
+            );
+        }
+        if has_url && !redis.cluster.is_empty() {
+            self.error(
+                &path.key("cluster"),
+                "give either `url` (one Redis) or `cluster` (Redis Cluster nodes), not both",
+            );
+        }
+        for (index, node) in redis.cluster.iter().enumerate() {
+            let node = node.trim();
+            if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
                 self.error(
-                    &KeyPath::root().key("redis").key("url"),
-                    "must not be empty",
+                    &path.key("cluster").index(index),
+                    "must be a `redis://host:port` or `rediss://host:port` URL",
                 );
             }
         }

@@ -11,10 +11,10 @@ use fpush_traits::PushTrait;
 
 use super::registry::{build_platform, type_name};
 use super::{Module, ModuleSet};
-use crate::config::{ConfigWarning, ModuleSettings, RatelimitBackend, Settings};
+use crate::config::{ConfigWarning, ModuleSettings, RatelimitBackend, RedisSettings, Settings};
 use crate::metrics::Metrics;
 use crate::ratelimit::{
-    DeadTokens, RatelimitConfig, Ratelimiter, RedisOptions, RedisStore, RedisUrlError,
+    DeadTokens, RatelimitConfig, Ratelimiter, RedisOptions, RedisServers, RedisStore, RedisUrlError,
 };
 
 /// Everything wrong with the modules of a settings file.
@@ -36,7 +36,7 @@ pub fn build(
     let mut warnings = Vec::new();
     let mut errors = Vec::new();
     let mut built = Vec::new();
-    let redis = redis_store(settings, previous).unwrap_or_else(|error| {
+    let redis = redis_store(settings, metrics, previous).unwrap_or_else(|error| {
         errors.push(error.to_string());
         None
     });
@@ -70,9 +70,11 @@ pub fn build(
 }
 
 /// The Redis store of the modules whose ratelimit backend is `redis`: the previous one when a
-/// reload keeps the URL and prefix (and so its connection), else a new one (connecting lazily).
+/// reload keeps the servers and prefix (and so its connection), else a new one (connecting
+/// lazily).
 fn redis_store(
     settings: &Settings,
+    metrics: &Metrics,
     previous: Option<&ModuleSet>,
 ) -> Result<Option<Arc<RedisStore>>, RedisUrlError> {
     let wanted = settings
@@ -83,6 +85,7 @@ fn redis_store(
     let Some(redis) = settings.redis.as_ref().filter(|_| wanted) else {
         return Ok(None);
     };
+    let servers = redis_servers(redis);
     let kept = previous
         .into_iter()
         .flat_map(ModuleSet::iter)
@@ -90,11 +93,26 @@ fn redis_store(
             module
                 .ratelimit
                 .redis_store()
-                .filter(|store| store.is_for(&redis.url, &redis.key_prefix))
+                .filter(|store| store.is_for(&servers, &redis.key_prefix))
         });
     match kept {
         Some(store) => Ok(Some(store.clone())),
-        None => RedisStore::new(&redis.url, &redis.key_prefix, RedisOptions::default()).map(Some),
+        None => RedisStore::open(
+            servers,
+            &redis.key_prefix,
+            RedisOptions::default(),
+            metrics.redis_fallbacks(),
+        )
+        .map(Some),
+    }
+}
+
+/// `redis.cluster` when given (validation allows only one of the two), else `redis.url`.
+fn redis_servers(redis: &RedisSettings) -> RedisServers {
+    if redis.cluster.is_empty() {
+        RedisServers::Single(redis.url.clone())
+    } else {
+        RedisServers::Cluster(redis.cluster.clone())
     }
 }
 
