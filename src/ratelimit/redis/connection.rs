@@ -42,13 +42,11 @@ pub enum RedisUrlError {
 }
 
 /// A checked [`RedisServers`], not connected yet.
-pub(super) enum Endpoint {
-    Single(Client),
-    Cluster {
-        client: ClusterClient,
-        /// Each seed node on its own, to tell at start-up which of them answer.
-        seeds: Vec<Client>,
-    },
+pub(super) struct Endpoint {
+    /// The one Redis, or each seed node on its own (to tell at start-up which of them answer).
+    nodes: Vec<Client>,
+    /// For a Redis Cluster: the client that follows its slot map.
+    cluster: Option<ClusterClient>,
 }
 
 impl Endpoint {
@@ -56,13 +54,14 @@ impl Endpoint {
     /// them) without connecting.
     pub(super) fn open(servers: &RedisServers, timeout: Duration) -> Result<Self, RedisUrlError> {
         match servers {
-            RedisServers::Single(url) => Client::open(url.as_str())
-                .map(Endpoint::Single)
-                .map_err(RedisUrlError::Url),
+            RedisServers::Single(url) => Ok(Endpoint {
+                nodes: vec![Client::open(url.as_str()).map_err(RedisUrlError::Url)?],
+                cluster: None,
+            }),
             RedisServers::Cluster(urls) => {
-                let mut seeds = Vec::with_capacity(urls.len());
+                let mut nodes = Vec::with_capacity(urls.len());
                 for (index, url) in urls.iter().enumerate() {
-                    seeds.push(
+                    nodes.push(
                         Client::open(url.as_str())
                             .map_err(|source| RedisUrlError::ClusterNode { index, source })?,
                     );
@@ -75,50 +74,51 @@ impl Endpoint {
                     .max_retry_wait(CLUSTER_RETRY_WAIT_MS.1)
                     .build()
                     .map_err(RedisUrlError::Cluster)?;
-                Ok(Endpoint::Cluster { client, seeds })
+                Ok(Endpoint {
+                    nodes,
+                    cluster: Some(client),
+                })
             }
         }
     }
 
     /// A connection that connects on first use and reconnects by itself after a failure.
     pub(super) fn connect_lazily(&self, timeout: Duration) -> Result<Connection, RedisError> {
-        match self {
-            Endpoint::Single(client) => {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(timeout))
-                    .set_response_timeout(Some(timeout))
-                    // Our own retry period paces reconnects; the manager's backoff would only
-                    // keep a connect pending past the timeout.
-                    .set_number_of_retries(0);
-                ConnectionManager::new_lazy_with_config(client.clone(), config)
-                    .map(Connection::Single)
-            }
-            Endpoint::Cluster { client, .. } => {
-                let config = ClusterConfig::new()
-                    .set_connection_timeout(timeout)
-                    .set_response_timeout(timeout);
-                Ok(Connection::Cluster(
-                    client.get_pending_async_connection_with_config(config),
-                ))
-            }
+        if let Some(cluster) = &self.cluster {
+            let config = ClusterConfig::new()
+                .set_connection_timeout(timeout)
+                .set_response_timeout(timeout);
+            return Ok(Connection::Cluster(
+                cluster.get_pending_async_connection_with_config(config),
+            ));
         }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            // Our own retry period paces reconnects; the manager's backoff would only keep a
+            // connect pending past the timeout.
+            .set_number_of_retries(0);
+        let client = self.nodes.first().cloned().ok_or_else(|| {
+            RedisError::from((
+                ::redis::ErrorKind::InvalidClientConfig,
+                "no Redis configured",
+            ))
+        })?;
+        ConnectionManager::new_lazy_with_config(client, config).map(Connection::Single)
     }
 
     /// The servers to ask at start-up: the one Redis, or each seed node.
     pub(super) fn nodes(&self) -> &[Client] {
-        match self {
-            Endpoint::Single(client) => std::slice::from_ref(client),
-            Endpoint::Cluster { seeds, .. } => seeds,
-        }
+        &self.nodes
     }
 
     pub(super) fn is_cluster(&self) -> bool {
-        matches!(self, Endpoint::Cluster { .. })
+        self.cluster.is_some()
     }
 
     /// Where it points, without credentials (URLs may carry a password).
     pub(super) fn describe(&self) -> String {
-        let nodes: Vec<String> = self.nodes().iter().map(address).collect();
+        let nodes: Vec<String> = self.nodes.iter().map(address).collect();
         if self.is_cluster() {
             format!("cluster {}", nodes.join(", "))
         } else {
