@@ -492,3 +492,65 @@ async fn after_a_master_fails_over_every_push_is_answered_once_and_the_burst_is_
         assert!(extra.is_err(), "no push is answered twice: {extra:?}");
     }
 }
+
+/// `fpush --check` on settings whose `redis` section is `redis`: (success, stdout + stderr).
+fn check(redis: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("settings.json");
+    let settings = format!(
+        r#"{{
+  "component": {{ "componentHostname": "{JID}", "componentKey": "{SECRET}",
+                  "serverHostname": "127.0.0.1", "serverPort": 5347 }},
+  "redis": {redis},
+  "pushModules": {{ "{MODULE}": {{ "type": "demo", "is_default_module": true,
+                                   "ratelimit": {{ "backend": "redis" }} }} }}
+}}"#
+    );
+    std::fs::write(&path, settings).expect("write settings");
+    let out = Command::new(env!("CARGO_BIN_EXE_fpush"))
+        .arg("--check")
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run fpush --check");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn check_passes_with_cluster_nodes_that_do_not_answer() {
+    let nodes = format!(
+        r#"{{ "cluster": ["redis://127.0.0.1:{}", "redis://user:secret@127.0.0.1:{}"] }}"#,
+        free_port(),
+        free_port()
+    );
+    let (ok, text) = check(&nodes);
+    assert!(ok, "{text}");
+    assert!(!text.contains("secret"), "{text}");
+}
+
+#[test]
+fn check_names_the_cluster_node_that_is_not_a_redis_url() {
+    let (ok, text) = check(r#"{ "cluster": ["redis://127.0.0.1:7000", "http://127.0.0.1:7001"] }"#);
+    assert!(!ok);
+    assert!(text.contains("redis.cluster[1]"), "{text}");
+    assert!(text.contains("line 4"), "{text}");
+}
+
+#[test]
+fn check_refuses_both_a_url_and_a_cluster_and_neither() {
+    let (ok, text) =
+        check(r#"{ "url": "redis://127.0.0.1:6379", "cluster": ["redis://127.0.0.1:7000"] }"#);
+    assert!(!ok);
+    assert!(
+        text.contains("redis.cluster") && text.contains("not both"),
+        "{text}"
+    );
+    let (ok, text) = check(r#"{ "keyPrefix": "fpush:" }"#);
+    assert!(!ok);
+    assert!(
+        text.contains("redis.url") && text.contains("cluster"),
+        "{text}"
+    );
+}
