@@ -6,8 +6,8 @@
 //! Two real fpush daemons on the fake XMPP server share one module's ratelimit through
 //! `redis.cluster`: a burst for one token, sent alternately to both, is decided exactly (one send
 //! now, one queued, the rest refused) for tokens on every master, without a single local
-//! fallback; after a master is killed and its replica promoted, every push is answered once and
-//! the burst is exact again.
+//! fallback; after a master is killed and its replica promoted, every push is answered once
+//! (the local decisions counted, `/health` still 200) and the burst is exact again.
 //!
 //! These tests need Debian's `redis-server` and `redis-cli` (7.0, with `cluster-port`).
 
@@ -361,10 +361,16 @@ fn assert_exact(answers: &[Answer], took: Duration, context: &str) {
 
 /// GET `/metrics` from an instance.
 async fn metrics(port: u16) -> String {
+    http_get(port, "/metrics").await
+}
+
+/// GET `path` from an instance's metrics listener: the whole response, status line included.
+async fn http_get(port: u16, path: &str) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
         if let Ok(mut socket) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-            let request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+            let request =
+                format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
             socket.write_all(request.as_bytes()).await.expect("request");
             let mut response = String::new();
             socket
@@ -449,6 +455,10 @@ async fn after_a_master_fails_over_every_push_is_answered_once_and_the_burst_is_
         (cluster, started.elapsed())
     });
     while !failover.is_finished() {
+        if n == 3 {
+            let health = http_get(instances[0].metrics_port, "/health").await;
+            assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+        }
         let instance = &mut instances[n % 2];
         let reply =
             push_and_reply(&mut instance.link, &format!("during-{n}"), &format!("t{n}")).await;
@@ -458,6 +468,8 @@ async fn after_a_master_fails_over_every_push_is_answered_once_and_the_burst_is_
     }
     let (cluster, took) = failover.join().expect("failover watcher");
     assert!(n > 0 && took < Duration::from_secs(30));
+    let during = fallbacks(&instances[0]).await + fallbacks(&instances[1]).await;
+    assert!(during > 0, "the failover was decided locally, and counted");
     let promoted = cluster.master_of(&ratelimit_key(&token));
     assert_ne!(promoted, victim, "a replica took over the slot");
 
