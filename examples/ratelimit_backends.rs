@@ -7,6 +7,9 @@
 //! cargo run --release --example ratelimit_backends -- redis://127.0.0.1:6390/ 100000
 //! ```
 //!
+//! Several comma-separated URLs are the seed nodes of a Redis Cluster (`redis.cluster`), e.g.
+//! `redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002`.
+//!
 //! Prints the wall time per decision one at a time (the latency a push sees) and with many
 //! decisions in flight (what one instance can push through the shared limiter), plus this
 //! process's CPU time per decision. Tokens repeat, so sends, queued pushes and rejections mix.
@@ -14,7 +17,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fpush::ratelimit::{DeadTokens, RatelimitConfig, Ratelimiter, RedisOptions, RedisStore};
+use fpush::metrics::RedisFallbacks;
+use fpush::ratelimit::{
+    DeadTokens, RatelimitConfig, Ratelimiter, RedisOptions, RedisServers, RedisStore,
+};
 
 /// Distinct tokens: each is decided several times over a run.
 const TOKENS: usize = 10_000;
@@ -51,7 +57,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         timeout: Duration::from_secs(5),
         ..RedisOptions::default()
     };
-    let store = RedisStore::new(&url, &prefix, options)?;
+    let servers = if url.contains(',') {
+        RedisServers::Cluster(url.split(',').map(str::to_owned).collect())
+    } else {
+        RedisServers::Single(url.clone())
+    };
+    let store = RedisStore::open(servers, &prefix, options, RedisFallbacks::detached())?;
     let dead_shared = DeadTokens::with_redis(Duration::from_secs(3600), store.clone(), "bench");
     let redis = Arc::new(Ratelimiter::with_redis(config, store.clone(), "bench"));
     let _ = redis.admit(&dead_shared, "warm-up").await;

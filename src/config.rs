@@ -162,9 +162,14 @@ impl Default for DeadTokenSettings {
 /// `redis`: the shared store for modules whose ratelimit uses `backend: "redis"`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[serde(expecting = "an object with `url` and optionally `keyPrefix`")]
+#[serde(expecting = "an object with `url` or `cluster`, and optionally `keyPrefix`")]
 pub struct RedisSettings {
+    /// One Redis server; empty when `cluster` is given instead.
+    #[serde(default)]
     pub url: String,
+    /// Seed node URLs of a Redis Cluster, instead of `url`.
+    #[serde(default)]
+    pub cluster: Vec<String>,
     /// Prefix of every key fpush writes, so several deployments can share one Redis.
     #[serde(default = "default_redis_key_prefix")]
     pub key_prefix: String,

@@ -297,7 +297,6 @@ fn state_probe(
         let modules = modules.load();
         StateSnapshot {
             modules: modules.gauges(),
-            redis_fallbacks: modules.redis_fallbacks(),
             in_flight: in_flight(),
             link: link.borrow().clone(),
         }

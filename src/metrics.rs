@@ -8,6 +8,7 @@
 
 mod listener;
 mod push;
+mod redis;
 mod slots;
 mod state;
 mod summary;
@@ -22,6 +23,7 @@ use prometheus_client::registry::Registry;
 
 pub use listener::{serve, serve_on, ListenerLimits};
 pub use push::{ModuleMetrics, ProviderAnswer, Unattributed};
+pub use redis::{FallbackCause, RedisFallbacks};
 pub use state::{ModuleGauges, StateSnapshot};
 pub use summary::spawn_summary_log;
 
@@ -108,6 +110,11 @@ impl Metrics {
 
     pub fn count_reconnect(&self) {
         self.state.count_reconnect();
+    }
+
+    /// The handles a Redis store counts its fallbacks with.
+    pub fn redis_fallbacks(&self) -> RedisFallbacks {
+        self.state.redis_fallbacks()
     }
 
     /// Process-wide totals per outcome, in [`Outcome::ALL`] order (`queued` included).

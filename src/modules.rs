@@ -235,13 +235,6 @@ impl ModuleSet {
         self.iter().map(|module| module.gauges()).collect()
     }
 
-    /// Fallbacks to local decisions so far of the Redis store the modules share, if any.
-    pub fn redis_fallbacks(&self) -> Option<u64> {
-        self.iter()
-            .find_map(|module| module.redis_store())
-            .map(|store| store.fallbacks())
-    }
-
     /// Start the periodic sweeps of the modules' ratelimit and dead-token caches, except those
     /// a reload carried over from `previous` (their sweepers are running already). A sweeper
     /// stops when its module is retired or its cache dropped.

@@ -31,7 +31,7 @@ use clock::{ticks, Clock};
 use token_key::{new_token_map, table_bytes, TokenHasher, TokenMap};
 
 pub use dead_tokens::DeadTokens;
-pub use redis::{RedisOptions, RedisStore, RedisUrlError};
+pub use redis::{RedisOptions, RedisServers, RedisStore, RedisUrlError};
 
 use redis::{ModuleKeys, ScriptAnswer, TokenDigest};
 
@@ -279,7 +279,13 @@ impl Ratelimiter {
 
     /// Sweeps every `cleanup_interval`, or every 300 s if that is shorter (never more often than
     /// once a second), until `shutdown`. A disabled limiter keeps nothing: its task ends at once.
+    ///
+    /// On the Redis backend this is also when the daemon first runs the limiter, so its store
+    /// logs then which Redis nodes answer (once per store).
     pub fn spawn_sweeper(self: &Arc<Self>, shutdown: CancellationToken) -> JoinHandle<()> {
+        if let Some(shared) = &self.shared {
+            shared.store.log_nodes_once();
+        }
         if !self.config.enabled {
             return sweeper::none();
         }

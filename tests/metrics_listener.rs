@@ -31,7 +31,6 @@ async fn start(limits: ListenerLimits) -> Listener {
         metrics: Metrics::new(),
         state: Arc::new(|| StateSnapshot {
             modules: Vec::new(),
-            redis_fallbacks: None,
             in_flight: 0,
             link: LinkState::Down,
         }),

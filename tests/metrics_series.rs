@@ -56,7 +56,6 @@ fn module_set(metrics: &Metrics, id: &str, push: Arc<dyn PushTrait>) -> ModuleSe
 fn scrape(metrics: &Metrics, modules: &ModuleSet) -> String {
     metrics.render(&StateSnapshot {
         modules: modules.gauges(),
-        redis_fallbacks: None,
         in_flight: 0,
         link: LinkState::Down,
     })

@@ -259,8 +259,9 @@ async fn the_queued_send_is_the_last_send_plus_the_window_and_keys_carry_their_l
     assert_eq!(keys.len(), 1, "one key per token: {keys:?}");
     let key = &keys[0];
     let digest = key
-        .strip_prefix("fpush-test:app:rl:")
-        .unwrap_or_else(|| panic!("key {key} not under {{keyPrefix}}{{module}}:rl:"));
+        .strip_prefix("fpush-test:app:{")
+        .and_then(|rest| rest.strip_suffix("}:rl"))
+        .unwrap_or_else(|| panic!("key {key} is not <keyPrefix><module>:{{<digest>}}:rl"));
     assert_eq!(digest.len(), 32);
     assert!(digest.bytes().all(|b| b.is_ascii_hexdigit()));
     assert!(!key.contains(TOKEN), "the token is not stored in clear");
@@ -352,7 +353,11 @@ async fn dead_tokens_are_shared_between_instances() {
     );
     let keys = redis.keys("*");
     assert_eq!(keys.len(), 1, "a dead token records no send: {keys:?}");
-    assert!(keys[0].starts_with("fpush-test:app:dead:"));
+    assert!(
+        keys[0].starts_with("fpush-test:app:{") && keys[0].ends_with("}:dead"),
+        "{}",
+        keys[0]
+    );
     let ttl = redis.pttl(&keys[0]);
     assert!((3_590_000..=3_600_000).contains(&ttl), "PTTL {ttl}");
 
@@ -368,7 +373,7 @@ async fn marking_a_token_dead_writes_it_to_redis_in_the_background() {
     a.dead.mark_dead(TOKEN);
     assert!(a.dead.is_dead(TOKEN), "known locally at once");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while redis.keys("fpush-test:app:dead:*").is_empty() {
+    while redis.keys("fpush-test:app:{*}:dead").is_empty() {
         assert!(
             Instant::now() < deadline,
             "the dead token never reached Redis"

@@ -127,8 +127,27 @@ impl<'a> Check<'a> {
     }
 
     pub fn redis(&mut self, redis: &RedisSettings) {
-        if redis.url.trim().is_empty() {
-            self.error("redis.url", "must not be empty");
+        let has_url = !redis.url.trim().is_empty();
+        if !has_url && redis.cluster.is_empty() {
+            self.error(
+                "redis.url",
+                "must not be empty (or give `cluster`, the node URLs of a Redis Cluster)",
+            );
+        }
+        if has_url && !redis.cluster.is_empty() {
+            self.error(
+                "redis.cluster",
+                "give either `url` (one Redis) or `cluster` (Redis Cluster nodes), not both",
+            );
+        }
+        for (index, node) in redis.cluster.iter().enumerate() {
+            let node = node.trim();
+            if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
+                self.error(
+                    &format!("redis.cluster[{index}]"),
+                    "must be a `redis://host:port` or `rediss://host:port` URL",
+                );
+            }
         }
     }
 

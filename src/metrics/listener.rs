@@ -168,7 +168,6 @@ mod tests {
             metrics: Metrics::new(),
             state: Arc::new(move || StateSnapshot {
                 modules: Vec::new(),
-                redis_fallbacks: None,
                 in_flight: 0,
                 link: link.clone(),
             }),

@@ -13,6 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use super::redis::{CauseLabel, RedisFallbacks};
 use super::{registered, ModuleLabel};
 use crate::component::LinkState;
 
@@ -43,8 +44,6 @@ pub struct ModuleGauges {
 #[derive(Debug, Clone)]
 pub struct StateSnapshot {
     pub modules: Vec<ModuleGauges>,
-    /// The shared Redis store's fallback count so far, when modules use one.
-    pub redis_fallbacks: Option<u64>,
     pub in_flight: usize,
     pub link: LinkState,
 }
@@ -52,7 +51,6 @@ pub struct StateSnapshot {
 /// Counters that follow a count kept elsewhere, by what they last saw (one scrape at a time).
 #[derive(Default)]
 struct Followed {
-    redis_fallbacks: u64,
     token_refresh_failures: HashMap<String, u64>,
 }
 
@@ -70,7 +68,7 @@ pub(super) struct StateSeries {
     connected: Gauge,
     reconnects: Counter,
     reloads: Family<ReloadLabel, Counter>,
-    redis_fallbacks: Counter,
+    redis_fallbacks: Family<CauseLabel, Counter>,
     followed: Mutex<Followed>,
 }
 
@@ -89,12 +87,13 @@ impl StateSeries {
             connected: registered(r, "component_connected", "1 while the component stream is up and authenticated", Gauge::default()),
             reconnects: registered(r, "component_reconnects", "Times the component link was re-established", Counter::default()),
             reloads: registered(r, "config_reloads", "Settings reloads (SIGHUP) by result", Family::default()),
-            redis_fallbacks: registered(r, "redis_fallbacks", "Ratelimit decisions taken locally because Redis was unreachable or slow", Counter::default()),
+            redis_fallbacks: registered(r, "redis_fallbacks", "Ratelimit decisions taken locally because Redis was unreachable, slow or refusing, by cause", Family::default()),
             followed: Mutex::default(),
         };
         for result in ["ok", "error"] {
             series.reloads.get_or_create_owned(&ReloadLabel { result });
         }
+        series.redis_fallbacks();
         series
     }
 
@@ -111,6 +110,11 @@ impl StateSeries {
         self.reloads.get_or_create(&ReloadLabel { result }).inc();
     }
 
+    /// The handles a Redis store counts its fallbacks with (all causes exist from start-up).
+    pub(super) fn redis_fallbacks(&self) -> RedisFallbacks {
+        RedisFallbacks::in_family(&self.redis_fallbacks)
+    }
+
     pub(super) fn count_reconnect(&self) {
         self.reconnects.inc();
     }
@@ -124,10 +128,6 @@ impl StateSeries {
         self.in_flight.set(to_i64(state.in_flight));
         self.connected
             .set(i64::from(matches!(state.link, LinkState::Up { .. })));
-        if let Some(now) = state.redis_fallbacks {
-            let seen = std::mem::replace(&mut followed.redis_fallbacks, now);
-            self.redis_fallbacks.inc_by(now.saturating_sub(seen));
-        }
         for family in [
             &self.ratelimit_entries,
             &self.dead_tokens,

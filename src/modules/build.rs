@@ -10,10 +10,10 @@ use std::sync::Arc;
 use fpush_traits::PushTrait;
 
 use super::{module_alarms, Module, ModuleSet, DEFAULT_RETIRED_GRACE};
-use crate::config::{ModuleSettings, RatelimitBackend, Settings};
+use crate::config::{ModuleSettings, RatelimitBackend, RedisSettings, Settings};
 use crate::metrics::Metrics;
 use crate::ratelimit::{
-    DeadTokens, RatelimitConfig, Ratelimiter, RedisOptions, RedisStore, RedisUrlError,
+    DeadTokens, RatelimitConfig, Ratelimiter, RedisOptions, RedisServers, RedisStore, RedisUrlError,
 };
 
 /// Everything wrong with the modules of a settings file.
@@ -34,7 +34,7 @@ pub fn build(
 ) -> Result<ModuleSet, BuildErrors> {
     let mut errors = Vec::new();
     let mut built = Vec::new();
-    let redis = redis_store(settings, previous).unwrap_or_else(|error| {
+    let redis = redis_store(settings, metrics, previous).unwrap_or_else(|error| {
         errors.push(error.to_string());
         None
     });
@@ -74,6 +74,7 @@ pub fn build(
 /// reload keeps the URL and prefix (and so its connection), else a new one (connecting lazily).
 fn redis_store(
     settings: &Settings,
+    metrics: &Metrics,
     previous: Option<&ModuleSet>,
 ) -> Result<Option<Arc<RedisStore>>, RedisUrlError> {
     let wanted = settings
@@ -84,18 +85,33 @@ fn redis_store(
     let Some(redis) = settings.redis.as_ref().filter(|_| wanted) else {
         return Ok(None);
     };
+    let servers = redis_servers(redis);
     let kept = previous
         .into_iter()
         .flat_map(ModuleSet::iter)
         .find_map(|module| {
             module
-                .ratelimit
                 .redis_store()
-                .filter(|store| store.is_for(&redis.url, &redis.key_prefix))
+                .filter(|store| store.is_for(&servers, &redis.key_prefix))
         });
     match kept {
         Some(store) => Ok(Some(store.clone())),
-        None => RedisStore::new(&redis.url, &redis.key_prefix, RedisOptions::default()).map(Some),
+        None => RedisStore::open(
+            servers,
+            &redis.key_prefix,
+            RedisOptions::default(),
+            metrics.redis_fallbacks(),
+        )
+        .map(Some),
+    }
+}
+
+/// One Redis or a Redis Cluster, as the settings give it.
+fn redis_servers(redis: &RedisSettings) -> RedisServers {
+    if redis.cluster.is_empty() {
+        RedisServers::Single(redis.url.clone())
+    } else {
+        RedisServers::Cluster(redis.cluster.clone())
     }
 }
 

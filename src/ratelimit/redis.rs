@@ -1,20 +1,27 @@
-//! The shared backend: one connection to Redis for the whole process, and the calls the shared
-//! ratelimit and dead-token memory make on it.
+//! The shared backend: one connection to Redis (one server or a Redis Cluster) for the whole
+//! process, and the calls the shared ratelimit and dead-token memory make on it.
 //!
-//! Every call is bounded by a short timeout and goes through [`Health`], so a Redis that is down
-//! or slow turns into local decisions (see `Ratelimiter::admit`), never into a lost or
-//! stuck push. The connection is the `redis` crate's reconnecting `ConnectionManager`, created on
-//! first use: building the modules (and `fpush --check`) needs no Redis.
+//! Every call is bounded by a short timeout and goes through [`Health`], so a Redis that is down,
+//! slow or refusing turns into local decisions (see `Ratelimiter::admit`), never into a lost or
+//! stuck push. The connection is created on first use (see `connection`): building the modules
+//! (and `fpush --check`) needs no Redis. Every call's keys share one cluster slot (see `keys`).
 
+mod cause;
+mod connection;
 mod health;
 mod keys;
+mod probe;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, RedisError, Script};
+use ::redis::{RedisError, Script};
 
+use crate::metrics::{FallbackCause, RedisFallbacks};
+use cause::cause_of;
+use connection::{Connection, Endpoint};
+pub use connection::{RedisServers, RedisUrlError};
 use health::Health;
 pub(crate) use keys::{ModuleKeys, TokenDigest};
 
@@ -39,11 +46,6 @@ impl Default for RedisOptions {
     }
 }
 
-/// A `redis.url` the `redis` crate cannot use.
-#[derive(Debug, thiserror::Error)]
-#[error("redis.url: {0}")]
-pub struct RedisUrlError(#[source] RedisError);
-
 /// What Redis decided for one push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ScriptAnswer {
@@ -56,45 +58,76 @@ pub(crate) enum ScriptAnswer {
 
 /// The connection to the Redis that several fpush instances share.
 pub struct RedisStore {
-    client: Client,
+    endpoint: Endpoint,
     /// As configured, to tell whether a reload points elsewhere.
-    url: String,
+    servers: RedisServers,
     key_prefix: String,
     options: RedisOptions,
-    connection: OnceLock<ConnectionManager>,
+    connection: OnceLock<Connection>,
     health: Health,
     decide: Script,
+    /// Whether the start-up look at the nodes has been started (`log_nodes_once`).
+    nodes_logged: AtomicBool,
 }
 
 impl RedisStore {
-    /// Checks the URL (`redis://`, `rediss://`, with user and password as the `redis` crate
-    /// accepts them) without connecting.
+    /// A store on one Redis server; see [`RedisStore::open`].
     pub fn new(
         url: &str,
         key_prefix: &str,
         options: RedisOptions,
     ) -> Result<Arc<Self>, RedisUrlError> {
-        let client = Client::open(url).map_err(RedisUrlError)?;
+        Self::open(
+            RedisServers::Single(url.to_owned()),
+            key_prefix,
+            options,
+            RedisFallbacks::detached(),
+        )
+    }
+
+    /// Checks the URLs (`redis://`, `rediss://`, with user and password as the `redis` crate
+    /// accepts them) without connecting. Local decisions are counted in `fallbacks` by cause.
+    pub fn open(
+        servers: RedisServers,
+        key_prefix: &str,
+        options: RedisOptions,
+        fallbacks: RedisFallbacks,
+    ) -> Result<Arc<Self>, RedisUrlError> {
         Ok(Arc::new(Self {
-            client,
-            url: url.to_owned(),
+            endpoint: Endpoint::open(&servers, options.timeout)?,
+            servers,
             key_prefix: key_prefix.to_owned(),
             options,
             connection: OnceLock::new(),
-            health: Health::new(options.retry_after),
+            health: Health::new(options.retry_after, fallbacks),
             decide: Script::new(DECIDE_LUA),
+            nodes_logged: AtomicBool::new(false),
         }))
     }
 
-    /// Decisions and dead-token writes taken locally because Redis failed, was too slow or was
-    /// known to be down. Only grows; for the metrics.
+    /// Decisions and dead-token writes taken locally because Redis failed, refused, was too
+    /// slow or was known to be down. Only grows.
     pub fn fallbacks(&self) -> u64 {
         self.health.fallbacks()
     }
 
-    /// Whether this store was made for this URL and key prefix (a reload keeps it then).
-    pub fn is_for(&self, url: &str, key_prefix: &str) -> bool {
-        self.url == url && self.key_prefix == key_prefix
+    /// Whether this store was made for these servers and key prefix (a reload keeps it then).
+    pub fn is_for(&self, servers: &RedisServers, key_prefix: &str) -> bool {
+        self.servers == *servers && self.key_prefix == key_prefix
+    }
+
+    /// Logs, in a task of its own and only the first time it is called, which configured nodes
+    /// answer: the start-up line an operator reads to know the shared store is there.
+    pub fn log_nodes_once(self: &Arc<Self>) {
+        if self.nodes_logged.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let store = self.clone();
+            runtime.spawn(async move {
+                probe::log_nodes(&store.endpoint, store.options.timeout).await;
+            });
+        }
     }
 
     pub(crate) fn keys_for(&self, module_id: &str) -> ModuleKeys {
@@ -128,8 +161,10 @@ impl RedisStore {
             2 => Some(ScriptAnswer::Reject),
             3 => Some(ScriptAnswer::Dead),
             other => {
-                self.health
-                    .failed(&format_args!("the decision script answered {other}"));
+                self.health.failed(
+                    FallbackCause::error,
+                    &format_args!("the decision script answered {other}"),
+                );
                 None
             }
         }
@@ -159,7 +194,7 @@ impl RedisStore {
     /// One bounded call to Redis, accounted in [`Health`]; `None` means "do it locally".
     async fn call<T, F, Fut>(&self, request: F) -> Option<T>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
         if !self.health.may_ask() {
@@ -168,7 +203,7 @@ impl RedisStore {
         let connection = match self.connection() {
             Ok(connection) => connection,
             Err(error) => {
-                self.health.failed(&error);
+                self.health.failed(cause_of(&error), &error);
                 return None;
             }
         };
@@ -178,14 +213,17 @@ impl RedisStore {
                 Some(value)
             }
             Ok(Err(error)) => {
-                self.health.failed(&error);
+                self.health.failed(cause_of(&error), &error);
                 None
             }
             Err(_) => {
-                self.health.failed(&format_args!(
-                    "no answer within {}",
-                    humantime::format_duration(self.options.timeout)
-                ));
+                self.health.failed(
+                    FallbackCause::timeout,
+                    &format_args!(
+                        "no answer within {}",
+                        humantime::format_duration(self.options.timeout)
+                    ),
+                );
                 None
             }
         }
@@ -193,17 +231,11 @@ impl RedisStore {
 
     /// The shared connection, created on first use (it connects lazily, and reconnects by itself
     /// after a failure).
-    fn connection(&self) -> Result<ConnectionManager, RedisError> {
+    fn connection(&self) -> Result<Connection, RedisError> {
         if let Some(connection) = self.connection.get() {
             return Ok(connection.clone());
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.options.timeout))
-            .set_response_timeout(Some(self.options.timeout))
-            // Our own retry period paces reconnects; the manager's backoff would only keep a
-            // connect pending past the timeout.
-            .set_number_of_retries(0);
-        let created = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
+        let created = self.endpoint.connect_lazily(self.options.timeout)?;
         Ok(self.connection.get_or_init(|| created).clone())
     }
 }
@@ -212,7 +244,7 @@ impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may carry a password: show only where it points.
         f.debug_struct("RedisStore")
-            .field("addr", &self.client.get_connection_info().addr())
+            .field("servers", &self.endpoint.describe())
             .field("key_prefix", &self.key_prefix)
             .field("options", &self.options)
             .field("fallbacks", &self.fallbacks())
@@ -229,6 +261,15 @@ fn micros(duration: Duration) -> u64 {
 mod tests {
     use super::*;
 
+    fn cluster(urls: &[&str]) -> Result<Arc<RedisStore>, RedisUrlError> {
+        RedisStore::open(
+            RedisServers::Cluster(urls.iter().map(|url| (*url).to_owned()).collect()),
+            "fpush:",
+            RedisOptions::default(),
+            RedisFallbacks::detached(),
+        )
+    }
+
     #[test]
     fn a_malformed_url_is_refused_without_connecting() {
         let error = RedisStore::new("http://nowhere", "fpush:", RedisOptions::default())
@@ -236,5 +277,35 @@ mod tests {
             .map(|e| e.to_string());
         assert!(error.is_some_and(|e| e.starts_with("redis.url: ")));
         assert!(RedisStore::new("redis://127.0.0.1:1", "fpush:", RedisOptions::default()).is_ok());
+    }
+
+    #[test]
+    fn a_malformed_cluster_node_is_refused_by_its_index_without_connecting() {
+        let error = cluster(&["redis://127.0.0.1:1", "http://nowhere"])
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("redis.cluster[1]: ")),
+            "{error:?}"
+        );
+        let store = cluster(&["redis://127.0.0.1:1", "rediss://127.0.0.1:2"]);
+        assert!(store.is_err(), "the cluster client wants one TLS mode");
+        assert!(cluster(&["redis://127.0.0.1:1", "redis://127.0.0.1:2"]).is_ok());
+    }
+
+    #[test]
+    fn a_store_is_kept_only_for_the_same_servers_and_prefix() {
+        let Ok(store) = cluster(&["redis://127.0.0.1:1"]) else {
+            panic!("a valid seed list");
+        };
+        let same = RedisServers::Cluster(vec!["redis://127.0.0.1:1".to_owned()]);
+        assert!(store.is_for(&same, "fpush:"));
+        assert!(!store.is_for(&same, "other:"));
+        assert!(!store.is_for(
+            &RedisServers::Single("redis://127.0.0.1:1".to_owned()),
+            "fpush:"
+        ));
     }
 }

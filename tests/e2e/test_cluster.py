@@ -65,7 +65,8 @@ class RedisServer:
             self.process.stop(grace=5)
 
 
-def cluster_settings(server: Ejabberd, wiretap: Wiretap, apns, redis: RedisServer) -> dict:
+def cluster_settings(server: Ejabberd, wiretap: Wiretap, apns, redis: dict) -> dict:
+    """Settings of one instance; `redis` is the `redis` section (`url` or `cluster`)."""
     return {
         "component": {
             "componentHostname": server.component_jid,
@@ -75,7 +76,7 @@ def cluster_settings(server: Ejabberd, wiretap: Wiretap, apns, redis: RedisServe
         },
         "timeout": {"xmppconnectionError": "1s", "keepaliveInterval": "5s", "keepaliveTimeout": "3s"},
         "limits": {"shutdownGrace": "5s"},
-        "redis": {"url": redis.url, "keyPrefix": "fpush-e2e:"},
+        "redis": redis,
         "pushModules": {
             MODULE: {
                 "type": "apple",
@@ -130,7 +131,7 @@ def cluster(fake_providers, tmp_path_factory):
         redis.start()
         server.start()
         wiretap = Wiretap(server.component_port).start()
-        settings = cluster_settings(server, wiretap, fake_providers["apns"], redis)
+        settings = cluster_settings(server, wiretap, fake_providers["apns"], {"url": redis.url, "keyPrefix": "fpush-e2e:"})
         for n in range(INSTANCES):
             (workdir / f"fpush-{n}").mkdir()
             instances.append(Fpush(workdir / f"fpush-{n}", settings).start())

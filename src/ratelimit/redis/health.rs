@@ -3,13 +3,16 @@
 //! When a call fails or times out, Redis counts as down: for the next `retry_after` every
 //! decision is taken locally without asking it, so a dead Redis costs a push nothing. After that,
 //! exactly one call tries Redis again (the others keep deciding locally while it waits); when it
-//! succeeds, Redis is up again. Every decision taken locally is counted, and the warning about it
-//! is logged at most once per minute, so a Redis outage cannot flood the log.
+//! succeeds, Redis is up again. Every decision taken locally is counted by cause (a decision
+//! skipped while down counts under the cause of the failure that took Redis down), and the
+//! warning about it, naming the cause, is logged at most once per minute, so a Redis outage
+//! cannot flood the log.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::super::clock::{ticks, Clock};
+use crate::metrics::{FallbackCause, RedisFallbacks};
 
 /// The least time between two warnings about decisions taken without Redis.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -24,17 +27,23 @@ pub(crate) struct Health {
     /// While down: the earliest time one call may try Redis again.
     retry_at: AtomicU64,
     fallbacks: AtomicU64,
+    /// Where fallbacks are counted by cause for the metrics.
+    by_cause: RedisFallbacks,
+    /// The index in [`FallbackCause::ALL`] of the last failure's cause.
+    last_cause: AtomicUsize,
     last_warning: AtomicU64,
 }
 
 impl Health {
-    pub(crate) fn new(retry_after: Duration) -> Self {
+    pub(crate) fn new(retry_after: Duration, by_cause: RedisFallbacks) -> Self {
         Self {
             clock: Clock::starting_now(),
             retry_after: ticks(retry_after),
             down: AtomicBool::new(false),
             retry_at: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
+            by_cause,
+            last_cause: AtomicUsize::new(FallbackCause::error.index()),
             last_warning: AtomicU64::new(NEVER),
         }
     }
@@ -58,7 +67,8 @@ impl Health {
                 )
                 .is_ok();
         if !claimed {
-            self.fallbacks.fetch_add(1, Ordering::Relaxed);
+            let cause = FallbackCause::ALL[self.last_cause.load(Ordering::Relaxed)];
+            self.count(cause);
         }
         claimed
     }
@@ -73,18 +83,20 @@ impl Health {
         }
     }
 
-    /// Redis failed or was too slow: this decision is taken locally, and so are the next ones
-    /// until the retry time.
-    pub(crate) fn failed(&self, why: &dyn std::fmt::Display) {
+    /// Redis failed, refused or was too slow: this decision is taken locally, and so are the
+    /// next ones until the retry time.
+    pub(crate) fn failed(&self, cause: FallbackCause, why: &dyn std::fmt::Display) {
         let now = self.clock.now();
+        self.last_cause.store(cause.index(), Ordering::Relaxed);
         self.retry_at
             .store(now.saturating_add(self.retry_after), Ordering::Release);
         self.down.store(true, Ordering::Release);
-        let fallbacks = self.fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
+        let fallbacks = self.count(cause);
         if self.claim_warning(now) {
             log::warn!(
-                "Redis unavailable ({why}): deciding ratelimits and dead tokens locally until it \
-                 answers ({fallbacks} local decisions so far)"
+                "Redis unavailable ({}: {why}): deciding ratelimits and dead tokens locally \
+                 until it answers ({fallbacks} local decisions so far)",
+                cause.name()
             );
         }
     }
@@ -92,6 +104,12 @@ impl Health {
     /// Decisions and writes taken locally because Redis failed, was too slow or was down.
     pub(crate) fn fallbacks(&self) -> u64 {
         self.fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// Counts one local decision; returns the count so far.
+    fn count(&self, cause: FallbackCause) -> u64 {
+        self.by_cause.count(cause);
+        self.fallbacks.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Whether a warning may be logged now (at most one per [`WARN_EVERY`]).
@@ -111,9 +129,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn while_down_only_one_call_per_retry_period_asks_redis() {
-        let health = Health::new(Duration::from_secs(1));
+        let health = Health::new(Duration::from_secs(1), RedisFallbacks::detached());
         assert!(health.may_ask());
-        health.failed(&"connection refused");
+        health.failed(FallbackCause::unreachable, &"connection refused");
         assert_eq!(health.fallbacks(), 1);
 
         assert!(!health.may_ask());
@@ -131,12 +149,28 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_warning_is_logged_at_most_once_a_minute() {
-        let health = Health::new(Duration::from_secs(1));
+        let health = Health::new(Duration::from_secs(1), RedisFallbacks::detached());
         assert!(health.claim_warning(health.clock.now()));
         assert!(!health.claim_warning(health.clock.now()));
         tokio::time::advance(Duration::from_secs(59)).await;
         assert!(!health.claim_warning(health.clock.now()));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(health.claim_warning(health.clock.now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn decisions_skipped_while_down_count_under_the_failures_cause() {
+        let counters = RedisFallbacks::detached();
+        let health = Health::new(Duration::from_secs(1), counters.clone());
+        health.failed(FallbackCause::crossslot, &"CROSSSLOT");
+        assert!(!health.may_ask());
+        assert!(!health.may_ask());
+        assert_eq!(counters.get(FallbackCause::crossslot), 3);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(health.may_ask());
+        health.failed(FallbackCause::timeout, &"no answer");
+        assert!(!health.may_ask());
+        assert_eq!(counters.get(FallbackCause::timeout), 2);
+        assert_eq!(counters.total(), health.fallbacks());
     }
 }

@@ -1,5 +1,11 @@
-//! The names of a module's keys in the shared Redis: `{keyPrefix}{module}:rl:{digest}` and
-//! `{keyPrefix}{module}:dead:{digest}`.
+//! The names of a module's keys in the shared Redis: `<keyPrefix><module>:{<digest>}:rl` and
+//! `<keyPrefix><module>:{<digest>}:dead`.
+//!
+//! The braces are a Redis Cluster hash tag: only the digest picks the slot, so the two keys of
+//! one token always share a slot (the decision script touches both in one call, which a cluster
+//! refuses with `CROSSSLOT` otherwise), while different tokens spread over every master. Both
+//! keys are equal up to the closing brace, so even a prefix or module id with braces of its own
+//! gives them one tag.
 //!
 //! Tokens are never stored in clear. The digest must be the same in every fpush instance (the
 //! memory maps' per-process random seed would give each instance its own keys), and it must
@@ -17,7 +23,7 @@ const DIGEST_BYTES: usize = 16;
 /// The key names of one module.
 #[derive(Debug, Clone)]
 pub(crate) struct ModuleKeys {
-    /// `{keyPrefix}{module}:`
+    /// `<keyPrefix><module>:`
     stem: String,
 }
 
@@ -39,11 +45,12 @@ impl ModuleKeys {
     }
 
     fn key(&self, kind: &str, token: &TokenDigest) -> String {
-        let mut key = String::with_capacity(self.stem.len() + kind.len() + 1 + token.0.len());
+        let mut key = String::with_capacity(self.stem.len() + token.0.len() + 3 + kind.len());
         key.push_str(&self.stem);
-        key.push_str(kind);
-        key.push(':');
+        key.push('{');
         key.push_str(&token.0);
+        key.push_str("}:");
+        key.push_str(kind);
         key
     }
 }
@@ -66,6 +73,8 @@ impl TokenDigest {
 
 #[cfg(test)]
 mod tests {
+    use ::redis::cluster_routing::Slot;
+
     use super::*;
 
     #[test]
@@ -75,12 +84,34 @@ mod tests {
         // SHA-256("abc") begins ba7816bf8f01cfea414140de5dae2223.
         assert_eq!(
             keys.ratelimit(&digest),
-            "fpush:monal:rl:ba7816bf8f01cfea414140de5dae2223"
+            "fpush:monal:{ba7816bf8f01cfea414140de5dae2223}:rl"
         );
         assert_eq!(
             keys.dead(&digest),
-            "fpush:monal:dead:ba7816bf8f01cfea414140de5dae2223"
+            "fpush:monal:{ba7816bf8f01cfea414140de5dae2223}:dead"
         );
+    }
+
+    #[test]
+    fn a_tokens_two_keys_share_a_cluster_slot_even_with_braces_in_the_prefix() {
+        let digest = TokenDigest::of("abc");
+        for (prefix, module) in [("fpush:", "monal"), ("a{b}:", "m"), ("x{", "m}{")] {
+            let keys = ModuleKeys::new(prefix, module);
+            let (rl, dead) = (keys.ratelimit(&digest), keys.dead(&digest));
+            assert_eq!(Slot::for_key(&rl), Slot::for_key(&dead), "{rl} and {dead}");
+        }
+    }
+
+    #[test]
+    fn different_tokens_spread_over_slots() {
+        let keys = ModuleKeys::new("fpush:", "monal");
+        let slots: std::collections::HashSet<Slot> = (0..100)
+            .map(|i| {
+                let key = keys.ratelimit(&TokenDigest::of(&i.to_string()));
+                Slot::for_key(key)
+            })
+            .collect();
+        assert!(slots.len() > 90, "{} distinct slots", slots.len());
     }
 
     #[test]
