@@ -15,8 +15,11 @@ use fpush_traits::PushNotification;
 use crate::modules::Module;
 use crate::outcome::Outcome;
 
-/// What a queued push keeps of each summary field: APNS and FCM payloads are 4 KiB in all.
-const QUEUED_FIELD_BYTES: usize = 1024;
+/// What a push keeps of each summary field.
+const MAX_SUMMARY_FIELD_BYTES: usize = 1024;
+/// How many publish-options fields a push keeps, and how much of each.
+pub const MAX_OPTIONS: usize = 16;
+pub const MAX_OPTION_BYTES: usize = 256;
 
 /// Where one push goes and what it carries.
 #[derive(Debug)]
@@ -44,10 +47,11 @@ impl Target {
         }
     }
 
-    /// The push as it waits in the ratelimit queue: only what a platform reads, each summary
-    /// field cut to what a provider payload can carry, so that a full queue stays bounded
-    /// (`limits.maxQueuedPushes` × a few KiB) however large the stanzas were.
-    pub fn trimmed_for_queue(mut self) -> Self {
+    /// The same push holding no more than a platform can use, so that pushes in flight and in
+    /// the queue stay bounded (a few KiB each) however large the stanzas were: each summary
+    /// field cut to what a provider payload can carry (APNS and FCM take 4 KiB in all), at most
+    /// [`MAX_OPTIONS`] publish-options fields of [`MAX_OPTION_BYTES`] each.
+    pub fn bounded(mut self) -> Self {
         let summary = &mut self.notification.summary;
         for field in [
             &mut summary.message_count,
@@ -57,9 +61,22 @@ impl Target {
         .into_iter()
         .flatten()
         {
-            truncate_on_char(field, QUEUED_FIELD_BYTES);
+            truncate_on_char(field, MAX_SUMMARY_FIELD_BYTES);
         }
+        let options = &mut self.notification.options;
+        options.truncate(MAX_OPTIONS);
+        for (name, value) in options.iter_mut() {
+            truncate_on_char(name, MAX_OPTION_BYTES);
+            truncate_on_char(value, MAX_OPTION_BYTES);
+        }
+        self
+    }
+
+    /// The push as it waits in the ratelimit queue: no platform reads the publish-options, so
+    /// a queued push keeps none.
+    pub fn trimmed_for_queue(mut self) -> Self {
         self.notification.options = Vec::new();
+        self.notification.options.shrink_to_fit();
         self
     }
 

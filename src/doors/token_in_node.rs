@@ -42,5 +42,5 @@ pub fn resolve(modules: &ModuleSet, push: PushRequest) -> Result<Target, Refusal
         options: push.options,
         ..PushNotification::default()
     };
-    Ok(Target::new(module, notification, TargetKey::Token))
+    Ok(Target::new(module, notification, TargetKey::Token).bounded())
 }
