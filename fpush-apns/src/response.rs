@@ -4,9 +4,15 @@
 //! precise part, so decisions are made on it, with the status as fallback for reasons Apple may
 //! add later.
 
+use std::time::Duration;
+
 use fpush_http::{retry_after, HttpResponse, ProviderAnswer};
 use fpush_traits::{DeadTokenReason, Delivered, PushError};
 use http::StatusCode;
+
+/// The longest `Retry-After` believed: Apple's are seconds to minutes, and a huge value must
+/// not park the module (or overflow a deadline) on the word of one answer.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 #[derive(serde::Deserialize)]
 struct ErrorBody {
@@ -54,7 +60,7 @@ pub fn judge(resp: &HttpResponse) -> ProviderAnswer {
             described()
         ))),
         (429, _) => failed(PushError::ProviderThrottled {
-            retry_after: retry_after(&resp.headers),
+            retry_after: retry_after(&resp.headers).map(|after| after.min(MAX_RETRY_AFTER)),
         }),
         (403, "InvalidProviderToken" | "ExpiredProviderToken") => {
             ProviderAnswer::Renew(described())
@@ -70,7 +76,6 @@ pub fn judge(resp: &HttpResponse) -> ProviderAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn answer(status: u16, reason: &str) -> HttpResponse {
         HttpResponse {
@@ -105,6 +110,19 @@ mod tests {
             judge(&resp),
             ProviderAnswer::Failed(PushError::ProviderThrottled {
                 retry_after: Some(Duration::from_secs(7))
+            })
+        );
+    }
+
+    #[test]
+    fn a_huge_retry_after_is_clamped() {
+        let mut resp = answer(429, "TooManyRequests");
+        resp.headers
+            .insert("retry-after", u64::MAX.to_string().parse().unwrap());
+        assert_eq!(
+            judge(&resp),
+            ProviderAnswer::Failed(PushError::ProviderThrottled {
+                retry_after: Some(MAX_RETRY_AFTER)
             })
         );
     }
