@@ -14,6 +14,9 @@ use http::StatusCode;
 /// not park the module (or overflow a deadline) on the word of one answer.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
+/// The longest part of Apple's `reason` kept for logs and error texts (Apple's are short).
+const MAX_REASON_TEXT: usize = 200;
+
 #[derive(serde::Deserialize)]
 struct ErrorBody {
     reason: Option<String>,
@@ -43,6 +46,7 @@ pub fn judge(resp: &HttpResponse) -> ProviderAnswer {
         if reason.is_empty() {
             format!("APNS answered {}", resp.status)
         } else {
+            let reason: String = reason.chars().take(MAX_REASON_TEXT).collect();
             format!("APNS answered {} {reason}", resp.status)
         }
     };
@@ -142,6 +146,16 @@ mod tests {
                 "{status} {reason}"
             );
         }
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_short_in_the_error_text() {
+        let long = "X".repeat(10_000);
+        let ProviderAnswer::Failed(PushError::Misconfigured(text)) = judge(&answer(400, &long))
+        else {
+            panic!("expected Misconfigured");
+        };
+        assert!(text.len() < 300, "{} bytes", text.len());
     }
 
     #[test]
