@@ -11,25 +11,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use fpush_testkit::apns::{Answer, Fault};
+use fpush_testkit::apns::{Answer, ApnsHarness, Fault};
 use fpush_testkit::fcm::{Answer as FcmAnswer, FcmServer};
 
 /// The APNS request timeout used by these tests.
 const TIMEOUT: Duration = Duration::from_millis(600);
 
 struct Apns {
-    provider: ApnsProvider,
+    provider: ApnsHarness,
     _server: FakeXmppServer,
     fpush: Daemon,
     link: ComponentLink,
 }
 
 async fn start_apns(limits: &str) -> Apns {
-    let provider = ApnsProvider::start().await;
+    let provider = ApnsHarness::start().await.expect("APNS test server");
     let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
     let fpush = Daemon::start(&settings(
         &server,
-        &provider.modules(&format!("{}ms", TIMEOUT.as_millis())),
+        &apns_modules(&provider, &format!("{}ms", TIMEOUT.as_millis())),
         limits,
     ));
     let link = connect(&mut server).await;

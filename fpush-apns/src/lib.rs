@@ -4,7 +4,8 @@
 //! multiplexed HTTP/2 connection to Apple shared by every concurrent push), its credentials
 //! (a `.p12` client certificate, or a `.p8` key that signs the provider token), and the fixed
 //! parts of every request (topic, push type, priority, payload skeleton). The platform's
-//! registry entry is [`PLATFORM`].
+//! registry entry is [`PLATFORM`]. Modules built from the same `.p8` key share one signer, so a
+//! reload keeps the provider token Apple already knows.
 //!
 //! Retries follow [`fpush_http::RetryPolicy`]: once when Apple cannot have accepted the push (a
 //! 5xx answer, a connection that failed before the request went out, a stream refused or cut by
@@ -19,8 +20,10 @@ mod platform;
 mod provider_token;
 mod request;
 pub mod response;
+mod shared_signers;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -83,7 +86,8 @@ impl ApnsError {
 
 enum Auth {
     Certificate,
-    Token(Box<TokenSigner>),
+    /// Shared with every module of the same key (see `shared_signers`).
+    Token(Arc<TokenSigner>),
 }
 
 /// One APNS app: credentials, connection and request template.
@@ -188,8 +192,8 @@ fn load_auth(module_id: &str, cfg: &ApnsConfig, http: &mut HttpConfig) -> Result
                     "token auth (keyFilePath) needs keyId and teamId",
                 ));
             };
-            let signer = TokenSigner::load(module_id, key, key_id, team_id)?;
-            Ok(Auth::Token(Box::new(signer)))
+            let signer = shared_signers::signer_for(module_id, key, key_id, team_id)?;
+            Ok(Auth::Token(signer))
         }
         (Some(_), Some(_)) => Err(config_error(
             "set either certFilePath or keyFilePath, not both",

@@ -45,12 +45,18 @@ pub(crate) struct Signed {
 }
 
 impl TokenSigner {
-    /// Reads the `.p8` key and signs a first token, so a key that cannot sign fails at start-up.
-    pub fn load(module: &str, path: &Path, key_id: &str, team_id: &str) -> Result<Self, ApnsError> {
+    /// Reads the `.p8` key from `pem` (the contents of `path`) and signs a first token, so a
+    /// key that cannot sign fails at start-up. `path` only names the file in errors.
+    pub fn from_pem(
+        module: &str,
+        path: &Path,
+        pem: &[u8],
+        key_id: &str,
+        team_id: &str,
+    ) -> Result<Self, ApnsError> {
         let file_error = |reason: String| ApnsError::credential(module, path, reason);
-        let pem = std::fs::read(path).map_err(|e| file_error(format!("cannot read: {e}")))?;
         let rng = SystemRandom::new();
-        let key = match PrivateKeyDer::from_pem_slice(&pem) {
+        let key = match PrivateKeyDer::from_pem_slice(pem) {
             Ok(PrivateKeyDer::Pkcs8(der)) => EcdsaKeyPair::from_pkcs8(
                 &ECDSA_P256_SHA256_FIXED_SIGNING,
                 der.secret_pkcs8_der(),
@@ -162,6 +168,11 @@ mod tests {
         (path, pair.public_key().as_ref().to_vec())
     }
 
+    fn load(path: &Path, key_id: &str, team_id: &str) -> Result<TokenSigner, ApnsError> {
+        let pem = std::fs::read(path).unwrap();
+        TokenSigner::from_pem("ios", path, &pem, key_id, team_id)
+    }
+
     fn json_part(part: &str) -> serde_json::Value {
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
     }
@@ -171,7 +182,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, public_key) = p8_key(dir.path());
         let before = unix_now();
-        let signer = TokenSigner::load("ios", &path, "KEY1234567", "TEAM123456").unwrap();
+        let signer = load(&path, "KEY1234567", "TEAM123456").unwrap();
         let signed = signer.current().unwrap();
         let bearer = signed.bearer.to_str().unwrap();
         let jwt = bearer.strip_prefix("bearer ").unwrap();
@@ -199,7 +210,7 @@ mod tests {
     async fn a_token_is_reused_for_50_minutes_and_renewed_on_rejection_only_from_20() {
         let dir = tempfile::tempdir().unwrap();
         let (path, _) = p8_key(dir.path());
-        let signer = TokenSigner::load("ios", &path, "K", "T").unwrap();
+        let signer = load(&path, "K", "T").unwrap();
         let first = signer.current().unwrap();
 
         tokio::time::advance(MIN_RENEW_INTERVAL - Duration::from_secs(1)).await;
@@ -226,7 +237,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("AuthKey_BROKEN.p8");
         std::fs::write(&path, "not a key").unwrap();
-        let err = TokenSigner::load("ios", &path, "K", "T").err().unwrap();
+        let err = load(&path, "K", "T").err().unwrap();
         assert!(err.to_string().contains("AuthKey_BROKEN.p8"), "{err}");
     }
 }

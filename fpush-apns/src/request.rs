@@ -98,7 +98,7 @@ impl RequestTemplate {
         if self.expiration.is_zero() {
             return HeaderValue::from_static("0");
         }
-        let expiration = unix_now() + self.expiration.as_secs();
+        let expiration = unix_now().saturating_add(self.expiration.as_secs());
         match self.expiration_header.lock() {
             Ok(mut cached) => {
                 if cached.0 != expiration {

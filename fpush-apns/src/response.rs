@@ -4,9 +4,18 @@
 //! precise part, so decisions are made on it, with the status as fallback for reasons Apple may
 //! add later.
 
+use std::time::Duration;
+
 use fpush_http::{retry_after, HttpResponse, ProviderAnswer};
 use fpush_traits::{DeadTokenReason, Delivered, PushError};
 use http::StatusCode;
+
+/// The longest `Retry-After` believed: Apple's are seconds to minutes, and a huge value must
+/// not park the module (or overflow a deadline) on the word of one answer.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// The longest part of Apple's `reason` kept for logs and error texts (Apple's are short).
+const MAX_REASON_TEXT: usize = 200;
 
 #[derive(serde::Deserialize)]
 struct ErrorBody {
@@ -37,6 +46,7 @@ pub fn judge(resp: &HttpResponse) -> ProviderAnswer {
         if reason.is_empty() {
             format!("APNS answered {}", resp.status)
         } else {
+            let reason: String = reason.chars().take(MAX_REASON_TEXT).collect();
             format!("APNS answered {} {reason}", resp.status)
         }
     };
@@ -54,7 +64,7 @@ pub fn judge(resp: &HttpResponse) -> ProviderAnswer {
             described()
         ))),
         (429, _) => failed(PushError::ProviderThrottled {
-            retry_after: retry_after(&resp.headers),
+            retry_after: retry_after(&resp.headers).map(|after| after.min(MAX_RETRY_AFTER)),
         }),
         (403, "InvalidProviderToken" | "ExpiredProviderToken") => {
             ProviderAnswer::Renew(described())
@@ -70,7 +80,6 @@ pub fn judge(resp: &HttpResponse) -> ProviderAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn answer(status: u16, reason: &str) -> HttpResponse {
         HttpResponse {
@@ -110,6 +119,19 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_retry_after_is_clamped() {
+        let mut resp = answer(429, "TooManyRequests");
+        resp.headers
+            .insert("retry-after", u64::MAX.to_string().parse().unwrap());
+        assert_eq!(
+            judge(&resp),
+            ProviderAnswer::Failed(PushError::ProviderThrottled {
+                retry_after: Some(MAX_RETRY_AFTER)
+            })
+        );
+    }
+
+    #[test]
     fn operator_mistakes_are_misconfigured() {
         for (status, reason) in [
             (429, "TooManyProviderTokenUpdates"),
@@ -124,6 +146,16 @@ mod tests {
                 "{status} {reason}"
             );
         }
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_short_in_the_error_text() {
+        let long = "X".repeat(10_000);
+        let ProviderAnswer::Failed(PushError::Misconfigured(text)) = judge(&answer(400, &long))
+        else {
+            panic!("expected Misconfigured");
+        };
+        assert!(text.len() < 300, "{} bytes", text.len());
     }
 
     #[test]

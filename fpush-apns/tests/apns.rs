@@ -181,6 +181,15 @@ async fn every_apple_answer_maps_to_its_push_error() {
             1,
         ),
         (
+            vec![Answer::error(429, "TooManyRequests").with_retry_after(u64::MAX)],
+            Box::new(|e| {
+                *e == PushError::ProviderThrottled {
+                    retry_after: Some(fpush_apns::response::MAX_RETRY_AFTER),
+                }
+            }),
+            1,
+        ),
+        (
             vec![Answer::error(429, "TooManyProviderTokenUpdates")],
             Box::new(misconfigured),
             1,
@@ -283,7 +292,7 @@ async fn tokens_that_cannot_be_device_tokens_never_reach_apple() {
     for token in ["", "a/b", "../x", "a b"] {
         assert_eq!(
             module.send(&push(token)).await.unwrap_err(),
-            PushError::TokenInvalid(DeadTokenReason::BadToken)
+            PushError::TokenInvalid(DeadTokenReason::Implausible)
         );
     }
     assert!(f.server.received().is_empty());
@@ -394,6 +403,19 @@ async fn the_provider_token_is_reused_across_pushes() {
         .map(|r| r.jwt.unwrap())
         .collect();
     assert_eq!(jwts.len(), 1);
+}
+
+#[tokio::test]
+async fn a_module_rebuilt_from_the_same_key_keeps_its_provider_token() {
+    let f = harness().await;
+    let first = module(token_config(&f, json!({})));
+    first.send(&push(TOKEN)).await.unwrap();
+    // A reload builds the module again while the old one still serves.
+    let rebuilt = module(token_config(&f, json!({"alertTitle": "Changed"})));
+    drop(first);
+    rebuilt.send(&push(TOKEN)).await.unwrap();
+    assert_eq!(f.server.provider_tokens_seen(), 1);
+    assert!(f.server.received().iter().all(|r| r.status == 200));
 }
 
 /// Moves tokio's clock forward without leaving it paused (the server runs on real sockets).

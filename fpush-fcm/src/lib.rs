@@ -4,8 +4,9 @@
 //! A module is one Firebase project, authenticated by its service-account file:
 //!
 //! 1. at start-up [`FcmPush::new`] reads and checks that file (no network);
-//! 2. each push takes an access token from a shared cache (refreshed through the file's
-//!    `token_uri` by one push at a time, see `token_cache`);
+//! 2. each push whose token can be an FCM token (see `plausible`) takes an access token from a
+//!    cache shared by every module of the same file, so a reload keeps it (refreshed through
+//!    the file's `token_uri` by one push at a time, see `token_cache`);
 //! 3. posts a high-priority data message to `{endpoint}/v1/projects/{project_id}/messages:send`
 //!    over one shared HTTP/2 connection;
 //! 4. turns Google's answer into a [`PushError`] that says what the XMPP server should do.
@@ -24,16 +25,21 @@ mod jwt;
 mod message;
 mod oauth;
 mod platform;
+mod plausible;
 mod response;
 mod service_account;
+mod shared_tokens;
 mod token_cache;
 mod url;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use fpush_http::{HttpClient, HttpConfig, LoudLog, ProviderAnswer, PushLabel, RetryPolicy, Tries};
-use fpush_traits::{async_trait, Delivered, PushError, PushNotification, PushTrait};
+use fpush_traits::{
+    async_trait, DeadTokenReason, Delivered, PushError, PushNotification, PushTrait,
+};
 use http::{Method, Request};
 
 pub use config::{FcmConfig, DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_TTL, MAX_TTL};
@@ -42,6 +48,7 @@ pub use platform::PLATFORM;
 
 use message::{is_reserved_data_key, MessageTemplate};
 use oauth::TokenEndpoint;
+use plausible::plausible_token;
 use response::classify;
 use service_account::ServiceAccount;
 use token_cache::{TokenCache, TokenError};
@@ -65,7 +72,8 @@ pub struct FcmPush {
     /// `…/v1/projects/{project_id}/messages:send`, relative to the FCM origin.
     send_path: String,
     oauth: TokenEndpoint,
-    tokens: TokenCache,
+    /// Shared with every module of the same service-account file (see `shared_tokens`).
+    tokens: Arc<TokenCache>,
     template: MessageTemplate,
     loud: LoudLog,
 }
@@ -116,12 +124,13 @@ impl FcmPush {
             "push module {module_id:?} (FCM project {:?})",
             account.project_id
         );
+        let tokens = shared_tokens::cache_for(&account.fingerprint);
         Ok(Self {
             module_id: module_id.to_string(),
             fcm,
             send_path,
             oauth: TokenEndpoint::new(oauth_client, account),
-            tokens: TokenCache::default(),
+            tokens,
             template: MessageTemplate::new(
                 cfg.ttl,
                 cfg.collapse_key,
@@ -207,6 +216,9 @@ fn check_settings(module_id: &str, cfg: &FcmConfig) -> Result<(), FcmError> {
 #[async_trait]
 impl PushTrait for FcmPush {
     async fn send(&self, notification: &PushNotification) -> Result<Delivered, PushError> {
+        if !plausible_token(&notification.token) {
+            return Err(PushError::TokenInvalid(DeadTokenReason::Implausible));
+        }
         let body = self.template.body(notification);
         let push = PushLabel {
             provider: "FCM",

@@ -7,11 +7,17 @@
 //! tolerated: the HTTP status then decides. A token is only declared dead on an explicit answer
 //! about the token, never on a guess.
 
+use std::time::Duration;
+
 use fpush_http::{retry_after, ProviderAnswer};
 use fpush_traits::{DeadTokenReason, Delivered, PushError};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
+
+/// The longest `Retry-After` believed: Google's are seconds to minutes, and a huge value must
+/// not park the module (or overflow a deadline) on the word of one answer.
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 #[derive(Deserialize)]
 struct SendResponse {
@@ -98,11 +104,7 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> 
         Some("INVALID_ARGUMENT") => {
             return ProviderAnswer::Failed(PushError::Misconfigured(describe()))
         }
-        Some("QUOTA_EXCEEDED") => {
-            return ProviderAnswer::Failed(PushError::ProviderThrottled {
-                retry_after: retry_after(headers),
-            })
-        }
+        Some("QUOTA_EXCEEDED") => return throttled(headers),
         Some("UNAVAILABLE") | Some("INTERNAL") => return ProviderAnswer::Retry(describe()),
         Some("THIRD_PARTY_AUTH_ERROR") => return ProviderAnswer::Renew(describe()),
         _ => {}
@@ -110,9 +112,7 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> 
     if status_is("INVALID_ARGUMENT") && token_at_fault {
         ProviderAnswer::Failed(PushError::TokenInvalid(DeadTokenReason::BadToken))
     } else if status == StatusCode::TOO_MANY_REQUESTS || status_is("RESOURCE_EXHAUSTED") {
-        ProviderAnswer::Failed(PushError::ProviderThrottled {
-            retry_after: retry_after(headers),
-        })
+        throttled(headers)
     } else if status == StatusCode::UNAUTHORIZED
         || status == StatusCode::FORBIDDEN
         || status_is("UNAUTHENTICATED")
@@ -126,6 +126,13 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> 
         // to fix; the token may be fine, so it must not be declared dead.
         ProviderAnswer::Failed(PushError::Misconfigured(describe()))
     }
+}
+
+/// Throttled, with the answer's `Retry-After` clamped to [`MAX_RETRY_AFTER`].
+fn throttled(headers: &HeaderMap) -> ProviderAnswer {
+    ProviderAnswer::Failed(PushError::ProviderThrottled {
+        retry_after: retry_after(headers).map(|after| after.min(MAX_RETRY_AFTER)),
+    })
 }
 
 /// A short description for logs and error texts.
@@ -147,7 +154,6 @@ fn describe(status: StatusCode, facts: &ErrorFacts) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::time::Duration;
 
     const FCM_ERROR: &str = "type.googleapis.com/google.firebase.fcm.v1.FcmError";
     const BAD_REQUEST: &str = "type.googleapis.com/google.rpc.BadRequest";
@@ -270,6 +276,21 @@ mod tests {
         assert_eq!(
             classify(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), b""),
             ProviderAnswer::Failed(PushError::ProviderThrottled { retry_after: None })
+        );
+    }
+
+    #[test]
+    fn a_huge_retry_after_is_clamped() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::RETRY_AFTER,
+            u64::MAX.to_string().parse().unwrap(),
+        );
+        assert_eq!(
+            classify(StatusCode::TOO_MANY_REQUESTS, &headers, b""),
+            ProviderAnswer::Failed(PushError::ProviderThrottled {
+                retry_after: Some(MAX_RETRY_AFTER)
+            })
         );
     }
 

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use ring::digest::{digest, SHA256};
 use ring::signature::RsaKeyPair;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
@@ -25,6 +26,8 @@ pub(crate) struct ServiceAccount {
     /// `token_uri` cut into origin and path.
     pub token_url: HttpsUrl,
     pub key: RsaKeyPair,
+    /// SHA-256 of the file: modules built from the same file share their access tokens.
+    pub fingerprint: Vec<u8>,
 }
 
 impl std::fmt::Debug for ServiceAccount {
@@ -119,6 +122,7 @@ impl ServiceAccount {
             token_uri,
             token_url,
             key,
+            fingerprint: digest(&SHA256, bytes).as_ref().to_vec(),
         })
     }
 }

@@ -21,6 +21,10 @@ use tokio::time::Instant;
 /// request that starts with the token finishes before Google stops accepting it.
 pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
+/// The longest lifetime believed: Google grants an hour. An endpoint announcing more (up to
+/// `u64::MAX` seconds) gets its token refreshed after this, and no deadline overflows.
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 /// What the token endpoint granted.
 #[derive(Debug, Clone)]
 pub(crate) struct TokenGrant {
@@ -44,11 +48,12 @@ impl AccessToken {
     fn new(grant: TokenGrant, requested_at: Instant) -> Self {
         // Deadlines count from when the token was *requested*: the token endpoint's clock
         // started no earlier than that, so ours can only run out first.
-        let margin = REFRESH_MARGIN.min(grant.lifetime / 2);
+        let lifetime = grant.lifetime.min(MAX_LIFETIME);
+        let margin = REFRESH_MARGIN.min(lifetime / 2);
         Self {
             bearer: grant.bearer,
-            refresh_after: requested_at + (grant.lifetime - margin),
-            expires_at: requested_at + grant.lifetime,
+            refresh_after: requested_at + (lifetime - margin),
+            expires_at: requested_at + lifetime,
         }
     }
 
@@ -236,6 +241,26 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(name(&token), "Bearer b");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lifetime_near_u64_max_is_clamped_not_overflowed() {
+        let cache = TokenCache::default();
+        let calls = AtomicUsize::new(0);
+        let token = get_counting(&cache, &calls, Ok(grant("a", u64::MAX)))
+            .await
+            .unwrap();
+        assert_eq!(name(&token), "Bearer a");
+        tokio::time::advance(MAX_LIFETIME - REFRESH_MARGIN).await;
+        let renewed = get_counting(&cache, &calls, Ok(grant("b", u64::MAX)))
+            .await
+            .unwrap();
+        assert_eq!(
+            name(&renewed),
+            "Bearer b",
+            "refreshed within the clamped lifetime"
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 

@@ -207,3 +207,31 @@ async fn a_not_found_without_unregistered_keeps_the_token() {
     );
     assert_eq!(calls, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_near_u64_max_is_clamped_to_an_hour() {
+    let (result, calls, _) = scripted(vec![Answer::quota_exceeded(u64::MAX)]).await;
+    assert_eq!(
+        result,
+        Err(PushError::ProviderThrottled {
+            retry_after: Some(Duration::from_secs(3600))
+        })
+    );
+    assert_eq!(calls, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implausible_tokens_are_refused_without_asking_google() {
+    let server = server().await;
+    let module = module(&server);
+    let too_long = "a".repeat(4097);
+    for token in ["", "x/1", "a.b", "a b", "tok\u{e9}n", too_long.as_str()] {
+        let err = push(&module, token).await.unwrap_err();
+        assert_eq!(
+            err,
+            PushError::TokenInvalid(DeadTokenReason::Implausible),
+            "{token:?}"
+        );
+    }
+    assert_eq!((server.message_count(), server.token_requests()), (0, 0));
+}

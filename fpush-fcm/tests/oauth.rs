@@ -134,3 +134,27 @@ async fn concurrent_pushes_share_one_failed_token_request() {
     );
     assert_eq!(server.message_count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expires_in_near_u64_max_is_survived_and_the_token_reused() {
+    let server = server().await;
+    server.set_token_lifetime(Duration::from_secs(u64::MAX));
+    let module = module(&server);
+
+    push(&module, "token-1").await.unwrap();
+    push(&module, "token-2").await.unwrap();
+
+    assert_eq!((server.message_count(), server.token_requests()), (2, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modules_built_from_the_same_file_share_one_access_token() {
+    let server = server().await;
+    let first = module(&server);
+    push(&first, "token-1").await.unwrap();
+    // A reload builds the module again while the old one still serves.
+    let rebuilt = module(&server);
+    drop(first);
+    push(&rebuilt, "token-2").await.unwrap();
+    assert_eq!(server.token_requests(), 1);
+}

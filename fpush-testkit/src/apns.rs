@@ -315,6 +315,12 @@ impl ApnsTestServer {
             .unwrap_or_default()
     }
 
+    /// How many distinct provider tokens passed the checks so far: Apple refuses a key whose
+    /// token changes more often than every 20 minutes (`TooManyProviderTokenUpdates`).
+    pub fn provider_tokens_seen(&self) -> usize {
+        self.state.verified.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
     /// How many requests for `token` arrived.
     pub fn count_for(&self, token: &str) -> usize {
         self.state

@@ -50,6 +50,9 @@ pub const DEFAULT_PROJECT_ID: &str = "fpush-test";
 /// Lifetime of granted access tokens unless a test changes it (Google grants one hour).
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
+/// As good as never, for a token whose announced lifetime does not fit an `Instant`.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Tolerated clock difference for the assertion's `iat`.
 const CLOCK_SKEW_SECS: u64 = 300;
 
@@ -369,7 +372,8 @@ impl FcmServer {
         *lock(&self.state.token_mode) = mode;
     }
 
-    /// `expires_in` of tokens granted from now on.
+    /// `expires_in` of tokens granted from now on (up to `u64::MAX` seconds, to test what a
+    /// broken endpoint may announce).
     pub fn set_token_lifetime(&self, lifetime: Duration) {
         *lock(&self.state.token_lifetime) = lifetime;
     }
@@ -517,7 +521,11 @@ async fn token_endpoint(state: &State, body: &[u8], conn: &Connection) -> Respon
             lock(&state.issued).insert(
                 token.clone(),
                 IssuedToken {
-                    expires_at: Instant::now() + lifetime,
+                    // A lifetime near `u64::MAX` seconds (what a broken endpoint may announce)
+                    // means "never" here.
+                    expires_at: Instant::now()
+                        .checked_add(lifetime)
+                        .unwrap_or_else(|| Instant::now() + NEVER),
                 },
             );
             json_response(

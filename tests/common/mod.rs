@@ -281,61 +281,16 @@ impl Daemon {
     }
 }
 
-/// An APNS test server with token-auth credentials on disk, ready to back `apple` modules.
-pub struct ApnsProvider {
-    pub server: fpush_testkit::apns::ApnsTestServer,
-    _dir: tempfile::TempDir,
-    key_path: PathBuf,
-    ca_path: PathBuf,
-}
-
-pub const APNS_TOPIC: &str = "com.example.chat";
-const APNS_TEAM_ID: &str = "TEAM123456";
-const APNS_KEY_ID: &str = "KEY1234567";
-
-impl ApnsProvider {
-    pub async fn start() -> ApnsProvider {
-        use fpush_testkit::apns::{ApnsExpect, ApnsTestKey, ApnsTestServer};
-        let dir = tempfile::tempdir().expect("temp dir");
-        let pki = fpush_testkit::tls::TestPki::new().expect("test PKI");
-        let key = ApnsTestKey::generate().expect("signing key");
-        let key_path = dir.path().join(format!("AuthKey_{APNS_KEY_ID}.p8"));
-        let ca_path = dir.path().join("ca.pem");
-        key.write_p8(&key_path).expect("write key");
-        pki.write_ca_pem(&ca_path).expect("write CA");
-        let server = ApnsTestServer::start(
-            &pki,
-            ApnsExpect {
-                topic: APNS_TOPIC.into(),
-                team_id: APNS_TEAM_ID.into(),
-                key_id: APNS_KEY_ID.into(),
-                jwt_public_key_pem: Some(key.public_pem.clone()),
-                accept_client_cert: false,
-            },
-        )
-        .await
-        .expect("APNS test server");
-        ApnsProvider {
-            server,
-            _dir: dir,
-            key_path,
-            ca_path,
-        }
-    }
-
-    /// A `pushModules` object with one default `apple` module called `apns`, ratelimit off.
-    pub fn modules(&self, request_timeout: &str) -> String {
-        format!(
-            r#"{{ "apns": {{ "type": "apple", "is_default_module": true,
-                "ratelimit": {{ "enabled": false }},
-                "apns": {{ "keyFilePath": {key:?}, "keyId": "{APNS_KEY_ID}", "teamId": "{APNS_TEAM_ID}",
-                           "topic": "{APNS_TOPIC}", "endpoint": "{endpoint}", "caFilePath": {ca:?},
-                           "requestTimeout": "{request_timeout}" }} }} }}"#,
-            key = self.key_path,
-            endpoint = self.server.origin(),
-            ca = self.ca_path,
-        )
-    }
+/// A `pushModules` object with one default `apple` module called `apns`, ratelimit off, using
+/// token auth against `apns` with the given request timeout.
+pub fn apns_modules(apns: &fpush_testkit::apns::ApnsHarness, request_timeout: &str) -> String {
+    let block = fpush_testkit::settings::with_keys(
+        apns.token_settings(),
+        serde_json::json!({ "requestTimeout": request_timeout }),
+    );
+    serde_json::json!({ "apns": { "type": "apple", "is_default_module": true,
+        "ratelimit": { "enabled": false }, "apns": block } })
+    .to_string()
 }
 
 /// Replies grouped by IQ id, for "every push answered exactly once" checks.
