@@ -93,6 +93,7 @@ pub async fn run(
         reply_tx,
         metrics.clone(),
     );
+    dispatcher.set_access(settings.access.clone());
     if let Some(listen) = settings.metrics.as_ref().map(|m| m.listen) {
         spawn_metrics_listener(listen, &dispatcher, &metrics, &state, &background);
     }
@@ -257,6 +258,7 @@ fn reload(
     let modules = Arc::new(prepared.modules);
     modules.spawn_sweepers(Some(&previous));
     dispatcher.replace_modules(modules);
+    dispatcher.set_access(new.access.clone());
     for module in &new.push_modules {
         log::info!("{}", modules::describe(module));
     }
