@@ -28,6 +28,7 @@ use fpush_traits::{Platform, PlatformConfig};
 use serde::Deserialize;
 
 use self::document::Pos;
+pub use self::files::exposure_warnings;
 pub use crate::access::AccessSettings;
 
 /// Everything fpush is configured with.
@@ -430,8 +431,7 @@ pub struct Loaded {
     pub warnings: Vec<ConfigWarning>,
 }
 
-/// Read and parse the settings file at `path`, with warnings about it and the credential files
-/// it names when others than their owner can read or change them.
+/// Read and parse the settings file at `path`.
 pub fn load(path: &Path, platforms: &Platforms) -> Result<Loaded, ConfigErrors> {
     let bytes = std::fs::read(path).map_err(|err| {
         ConfigErrors::file(path, None, format!("cannot read the settings file: {err}"))
@@ -442,11 +442,7 @@ pub fn load(path: &Path, platforms: &Platforms) -> Result<Loaded, ConfigErrors> 
         let pos = document::LineIndex::new(valid).pos(valid.len());
         ConfigErrors::file(path, Some(pos), "the settings file is not valid UTF-8")
     })?;
-    let mut loaded = parse(&text, platforms)?;
-    loaded
-        .warnings
-        .extend(files::exposure_warnings(path, &loaded.settings));
-    Ok(loaded)
+    parse(&text, platforms)
 }
 
 /// Parse and validate settings from the text of a settings file.

@@ -100,7 +100,8 @@ fn load_and_build(
 ) -> Option<daemon::Prepared> {
     match daemon::prepare(path, metrics, None) {
         Ok(prepared) => {
-            for warning in &prepared.warnings {
+            let exposed = fpush::config::exposure_warnings(path, &prepared.settings);
+            for warning in prepared.warnings.iter().chain(&exposed) {
                 if checking {
                     eprintln!("warning: {}: {warning}", path.display());
                 } else {

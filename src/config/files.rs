@@ -14,20 +14,24 @@ use super::{ConfigWarning, Settings};
 fn exposure(path: &Path) -> Option<String> {
     let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
     let shown = path.display();
-    let problem = if mode & 0o002 != 0 {
-        format!("{shown} is writable by everyone (mode {mode:03o}); run `chmod o-rw {shown}`")
+    let (who, fix) = if mode & 0o002 != 0 {
+        ("writable by everyone", "o-rw")
     } else if mode & 0o020 != 0 {
-        format!("{shown} is writable by its group (mode {mode:03o}); run `chmod g-w {shown}`")
+        ("writable by its group", "g-w")
     } else if mode & 0o004 != 0 {
-        format!("{shown} is readable by everyone (mode {mode:03o}); run `chmod o-r {shown}`")
+        ("readable by everyone", "o-r")
     } else {
         return None;
     };
-    Some(format!("{problem}: it holds secrets"))
+    Some(format!(
+        "{shown} is {who} (mode {mode:03o}) but holds secrets: run `chmod {fix} {shown}`"
+    ))
 }
 
-/// The warnings for the settings file at `path` and every credential file its modules name.
-pub(crate) fn exposure_warnings(path: &Path, settings: &Settings) -> Vec<ConfigWarning> {
+/// The warnings for the settings file at `path` and every credential file its modules name:
+/// for `fpush --check` and start-up, apart from [`super::load`] so that loading stays a
+/// function of the file's text.
+pub fn exposure_warnings(path: &Path, settings: &Settings) -> Vec<ConfigWarning> {
     let settings_file = exposure(path).map(|message| ConfigWarning {
         path: String::new(),
         line: None,
