@@ -2,8 +2,8 @@
 //! parsed once with positions, deserialised with key paths, then validated as a whole.
 //!
 //! Every problem is reported with its key path and its line and column in the file, e.g.
-//! `pushModules.monalProdiOS.ratelimit.ratelimitTime: invalid duration "twenty seconds" (line 23,
-//! column 30)`, and every problem that can be found is reported at once, so an operator fixes a
+//! `pushModules.monalProdiOS.ratelimit.ratelimitTime: invalid duration "twenty seconds": write a
+//! number and a unit, e.g. "20s", "5m" or "1h 30m" (line 23, column 30)`, and every problem that can be found is reported at once, so an operator fixes a
 //! file in one round. Unknown keys are warnings, not errors: a typo must not pass silently, but a
 //! key from an older or newer fpush must not stop a restart either.
 //!

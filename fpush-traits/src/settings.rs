@@ -173,6 +173,7 @@ mod tests {
     fn text_durations_are_read_and_bare_numbers_get_a_hint() {
         let p = probe(r#"{"text": "1h 30m"}"#).unwrap();
         assert_eq!(p.text, Duration::from_secs(5400));
+        assert_eq!(probe(r#"{"text": "0s"}"#).unwrap().text, Duration::ZERO);
         let err = probe(r#"{"text": 20}"#).unwrap_err();
         assert!(err.contains("\"20s\""), "{err}");
     }
