@@ -2,8 +2,8 @@
 //! parsed once with positions, deserialised with key paths, then validated as a whole.
 //!
 //! Every problem is reported with its key path and its line and column in the file, e.g.
-//! `pushModules.monalProdiOS.ratelimit.ratelimitTime: invalid duration "twenty seconds" (line 23,
-//! column 30)`, and every problem that can be found is reported at once, so an operator fixes a
+//! `pushModules.monalProdiOS.ratelimit.ratelimitTime: invalid duration "twenty seconds": write a
+//! number and a unit, e.g. "20s", "5m" or "1h 30m" (line 23, column 30)`, and every problem that can be found is reported at once, so an operator fixes a
 //! file in one round. Unknown keys are warnings, not errors: a typo must not pass silently, but a
 //! key from an older or newer fpush must not stop a restart either.
 //!
@@ -11,6 +11,7 @@
 //! registry entry ([`Platform::parse`]); the caller says which platforms exist ([`Platforms`]).
 
 mod document;
+mod files;
 mod read;
 mod reader;
 mod validate;
@@ -22,10 +23,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fpush_traits::settings::{duration, secret};
 use fpush_traits::{Platform, PlatformConfig};
 use serde::Deserialize;
 
 use self::document::Pos;
+pub use self::files::exposure_warnings;
+pub use crate::access::AccessSettings;
 
 /// Everything fpush is configured with.
 #[derive(Debug, Clone)]
@@ -35,6 +39,10 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// Key `deadTokens`.
     pub dead_tokens: DeadTokenSettings,
+    /// Key `access`: who may push, and each sending domain's fair share.
+    pub access: AccessSettings,
+    /// Key `modules`: the module set across reloads.
+    pub modules: ModuleSetSettings,
     /// Key `pushModules`, in file order.
     pub push_modules: Vec<ModuleSettings>,
     pub redis: Option<RedisSettings>,
@@ -64,9 +72,11 @@ impl Settings {
 pub struct ComponentSettings {
     /// The component's JID, e.g. `push.example.org`.
     pub component_hostname: String,
-    /// The shared secret of the XEP-0114 handshake.
+    /// The shared secret of the XEP-0114 handshake; never echoed in an error.
+    #[serde(deserialize_with = "secret")]
     pub component_key: String,
     pub server_hostname: String,
+    #[serde(deserialize_with = "values::port")]
     pub server_port: u16,
 }
 
@@ -92,14 +102,14 @@ pub struct TimeoutSettings {
     #[serde(
         rename = "xmppconnectionError",
         alias = "xmppConnectionError",
-        deserialize_with = "values::duration"
+        deserialize_with = "duration"
     )]
     pub xmpp_connection_error: Duration,
     /// How often the link is proven alive with a ping to the server.
-    #[serde(deserialize_with = "values::duration")]
+    #[serde(deserialize_with = "duration")]
     pub keepalive_interval: Duration,
     /// How long without any reply to a ping means the link is dead.
-    #[serde(deserialize_with = "values::duration")]
+    #[serde(deserialize_with = "duration")]
     pub keepalive_timeout: Duration,
 }
 
@@ -119,15 +129,20 @@ impl Default for TimeoutSettings {
 #[serde(expecting = "an object of limits")]
 pub struct LimitSettings {
     /// Provider calls in flight; a push beyond it is answered `wait` at once.
+    #[serde(deserialize_with = "values::count")]
     pub max_concurrent_pushes: usize,
     /// Largest stanza accepted, in bytes (`262144`, `"256KiB"`).
     #[serde(deserialize_with = "values::byte_size")]
     pub max_stanza_size: usize,
     /// Deepest element nesting accepted inside the stream.
+    #[serde(deserialize_with = "values::count")]
     pub max_depth: usize,
     /// How long a shutdown waits for pushes in flight.
-    #[serde(deserialize_with = "values::duration")]
+    #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// Ratelimit-queued pushes held at once; a push beyond it is answered `wait`.
+    #[serde(deserialize_with = "values::count")]
+    pub max_queued_pushes: usize,
 }
 
 impl Default for LimitSettings {
@@ -137,6 +152,7 @@ impl Default for LimitSettings {
             max_stanza_size: 256 * 1024,
             max_depth: 32,
             shutdown_grace: Duration::from_secs(10),
+            max_queued_pushes: 100_000,
         }
     }
 }
@@ -144,28 +160,52 @@ impl Default for LimitSettings {
 /// `deadTokens`: remembering tokens a provider declared dead.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
-#[serde(expecting = "an object with `remember`")]
+#[serde(expecting = "an object with `remember` and `maxEntries`")]
 pub struct DeadTokenSettings {
     /// How long a dead token is answered without asking the provider again; zero disables.
-    #[serde(deserialize_with = "values::duration")]
+    #[serde(deserialize_with = "duration")]
     pub remember: Duration,
+    /// Dead tokens remembered per module; the oldest is forgotten first.
+    #[serde(deserialize_with = "values::count")]
+    pub max_entries: usize,
 }
 
 impl Default for DeadTokenSettings {
     fn default() -> Self {
         DeadTokenSettings {
             remember: Duration::from_secs(24 * 60 * 60),
+            max_entries: 1_000_000,
+        }
+    }
+}
+
+/// `modules`: how the module set behaves across reloads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[serde(expecting = "an object with `retiredGrace`")]
+pub struct ModuleSetSettings {
+    /// How long a module removed by a reload answers `wait` before `item-not-found`: servers
+    /// delete registrations on the latter, so an operator's slip must be fixable first.
+    #[serde(deserialize_with = "duration")]
+    pub retired_grace: Duration,
+}
+
+impl Default for ModuleSetSettings {
+    fn default() -> Self {
+        ModuleSetSettings {
+            retired_grace: Duration::from_secs(24 * 60 * 60),
         }
     }
 }
 
 /// `redis`: the shared store for modules whose ratelimit uses `backend: "redis"`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[serde(expecting = "an object with `url` or `cluster`, and optionally `keyPrefix`")]
 pub struct RedisSettings {
-    /// One Redis server; empty when `cluster` is given instead.
-    #[serde(default)]
+    /// One Redis server; empty when `cluster` is given instead. May hold a password: never
+    /// echoed in an error, redacted in `Debug`.
+    #[serde(default, deserialize_with = "secret")]
     pub url: String,
     /// Seed node URLs of a Redis Cluster, instead of `url`.
     #[serde(default)]
@@ -179,11 +219,22 @@ fn default_redis_key_prefix() -> String {
     "fpush:".to_owned()
 }
 
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &values::redacted_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
 /// `metrics`: the optional HTTP listener for `/metrics` and `/health`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[serde(expecting = "an object with `listen`")]
 pub struct MetricsSettings {
+    /// An IP address and port; `localhost:PORT` reads as `127.0.0.1:PORT`.
+    #[serde(deserialize_with = "values::listen_address")]
     pub listen: SocketAddr,
 }
 
@@ -194,10 +245,10 @@ pub struct MetricsSettings {
 pub struct RatelimitSettings {
     pub enabled: bool,
     /// The window after a send within which another push for the token waits.
-    #[serde(deserialize_with = "values::duration")]
+    #[serde(deserialize_with = "duration")]
     pub ratelimit_time: Duration,
     /// Entries whose last send is older than this are swept from the cache.
-    #[serde(deserialize_with = "values::duration")]
+    #[serde(deserialize_with = "duration")]
     pub ratelimit_cleanup_interval: Duration,
     /// The reply to a push rejected by the ratelimit.
     pub reject_with: RejectWith,

@@ -93,6 +93,8 @@ pub async fn run(
         reply_tx,
         metrics.clone(),
     );
+    dispatcher.set_access(settings.access.clone());
+    dispatcher.set_max_queued(settings.limits.max_queued_pushes);
     if let Some(listen) = settings.metrics.as_ref().map(|m| m.listen) {
         spawn_metrics_listener(listen, &dispatcher, &metrics, &state, &background);
     }
@@ -268,6 +270,8 @@ fn reload(
     let modules = Arc::new(prepared.modules);
     modules.spawn_sweepers(Some(&previous));
     dispatcher.replace_modules(modules);
+    dispatcher.set_access(new.access.clone());
+    dispatcher.set_max_queued(new.limits.max_queued_pushes);
     for module in &new.push_modules {
         log::info!("{}", modules::describe(module));
     }

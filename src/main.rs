@@ -91,11 +91,22 @@ fn release_log_cap() -> Option<log::LevelFilter> {
 }
 
 /// Load the settings and build every module, printing all problems. `None` when anything is wrong.
-fn load_and_build(path: &std::path::Path, metrics: &Metrics) -> Option<daemon::Prepared> {
+/// `--check` prints warnings to stderr itself, so that `RUST_LOG` cannot hide them; the daemon
+/// logs them.
+fn load_and_build(
+    path: &std::path::Path,
+    metrics: &Metrics,
+    checking: bool,
+) -> Option<daemon::Prepared> {
     match daemon::prepare(path, metrics, None) {
         Ok(prepared) => {
-            for warning in &prepared.warnings {
-                log::warn!("{}: {warning}", path.display());
+            let exposed = fpush::config::exposure_warnings(path, &prepared.settings);
+            for warning in prepared.warnings.iter().chain(&exposed) {
+                if checking {
+                    eprintln!("warning: {}: {warning}", path.display());
+                } else {
+                    log::warn!("{}: {warning}", path.display());
+                }
             }
             Some(prepared)
         }
@@ -107,7 +118,7 @@ fn load_and_build(path: &std::path::Path, metrics: &Metrics) -> Option<daemon::P
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    let Some(prepared) = load_and_build(path, &Metrics::new()) else {
+    let Some(prepared) = load_and_build(path, &Metrics::new(), true) else {
         return ExitCode::FAILURE;
     };
     let settings = &prepared.settings;
@@ -129,10 +140,20 @@ fn run(path: &std::path::Path) -> ExitCode {
     let metrics = Metrics::new();
     let Some(daemon::Prepared {
         settings, modules, ..
-    }) = load_and_build(path, &metrics)
+    }) = load_and_build(path, &metrics, false)
     else {
         return ExitCode::FAILURE;
     };
+    if let Some(listen) = settings.metrics.as_ref().map(|m| m.listen) {
+        // Bound once here so that an address in use stops start-up instead of only being logged.
+        if let Err(error) = std::net::TcpListener::bind(listen) {
+            eprintln!(
+                "{}: metrics.listen: cannot listen on {listen}: {error}",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     for module in &settings.push_modules {
         log::info!("{}", modules::describe(module));
     }

@@ -171,9 +171,6 @@ pub struct ModuleSet {
     retired: HashMap<String, Instant>,
 }
 
-/// `modules.retiredGrace` by default.
-pub const DEFAULT_RETIRED_GRACE: Duration = Duration::from_secs(24 * 3600);
-
 impl ModuleSet {
     /// Build from already-made modules (tests and benchmarks use this with their own
     /// `PushTrait` implementations).

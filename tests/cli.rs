@@ -116,3 +116,83 @@ fn check_reports_settings_errors_and_credential_errors_in_one_run() {
         "{stderr}"
     );
 }
+
+/// A valid demo settings file in a temp dir, with `extra` top-level sections, at `mode`.
+fn settings_file(extra: &str, mode: u32) -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.json");
+    let text = format!(
+        r#"{{
+  "component": {{ "componentHostname": "push.example.org", "componentKey": "k",
+                 "serverHostname": "127.0.0.1", "serverPort": 5347 }},
+  "pushModules": {{ "demo": {{ "type": "demo" }} }}{extra}
+}}"#
+    );
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn check_prints_its_warnings_whatever_rust_log_says() {
+    let (_dir, path) = settings_file(",\n  \"tmeout\": {}", 0o600);
+    let out = Command::new(env!("CARGO_BIN_EXE_fpush"))
+        .args(["--check", path.to_str().unwrap()])
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run fpush");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("warning: "), "{stderr}");
+    assert!(stderr.contains("tmeout: unknown key"), "{stderr}");
+}
+
+#[test]
+fn check_warns_about_a_world_readable_settings_file() {
+    let (_dir, path) = settings_file("", 0o644);
+    let out = fpush(&["--check", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("readable by everyone"), "{stderr}");
+    let (_dir, private) = settings_file("", 0o600);
+    let out = fpush(&["--check", private.to_str().unwrap()]);
+    assert!(
+        !text(&out.stderr).contains("readable"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_metrics_address_that_cannot_be_bound_stops_start_up() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap();
+    let (_dir, path) = settings_file(
+        &format!(",\n  \"metrics\": {{ \"listen\": \"{listen}\" }}"),
+        0o600,
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fpush"))
+        .arg(&path)
+        .env("RUST_LOG", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start fpush");
+    let deadline = std::time::Instant::now() + common::WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("fpush kept running although metrics.listen was taken");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("metrics.listen"), "{stderr}");
+    assert!(stderr.contains(&listen.to_string()), "{stderr}");
+}

@@ -339,12 +339,11 @@ fn invalid_duration_names_path_value_and_line() {
     assert_eq!(err.line, Some(line_of(&text, "twenty seconds")));
     assert!(err.column.is_some());
     let shown = err.to_string();
-    assert!(
-        shown.starts_with(
-            "pushModules.monalProdiOS.ratelimit.ratelimitTime: invalid duration \"twenty seconds\" (line "
-        ),
-        "{shown}"
+    let expected = format!(
+        "pushModules.monalProdiOS.ratelimit.ratelimitTime: invalid duration \"twenty seconds\": write a number and a unit, e.g. \"20s\", \"5m\" or \"1h 30m\" (line {}, column ",
+        line_of(&text, "twenty seconds")
     );
+    assert!(shown.starts_with(&expected), "{shown}");
 }
 
 #[test]
@@ -356,7 +355,7 @@ fn wrong_type_names_path_and_line() {
     let errors = errors_of(&text);
     let err = error_at(&errors, "limits.maxConcurrentPushes");
     assert_eq!(err.line, Some(line_of(&text, "\"many\"")));
-    assert!(err.message.contains("invalid type"), "{}", err.message);
+    assert_eq!(err.message, "must be a whole number, e.g. 10000");
 }
 
 #[test]
@@ -944,4 +943,218 @@ fn non_utf8_file_is_an_error_naming_the_file() {
     assert_eq!(errors[0].line, Some(2));
     assert!(errors[0].to_string().contains("latin1.json"));
     assert!(errors[0].message.contains("UTF-8"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The open network: access, caps, bounds, secrets
+
+#[test]
+fn access_caps_and_grace_are_read_with_their_defaults() {
+    let s = loaded(&settings_with(DEMO, "")).settings;
+    assert_eq!(s.access, config::AccessSettings::default());
+    assert_eq!(s.access.per_domain_rate, 1000.0);
+    assert_eq!(s.access.per_domain_burst, 5000.0);
+    assert!(s.access.allowed_domains.is_empty());
+    assert_eq!(s.dead_tokens.max_entries, 1_000_000);
+    assert_eq!(s.limits.max_queued_pushes, 100_000);
+    assert_eq!(s.modules.retired_grace, Duration::from_secs(24 * 3600));
+
+    let text = settings_with(
+        DEMO,
+        r#",
+  "access": { "allowedDomains": ["example.org", "*.example.net"], "perDomainRate": 0.5, "perDomainBurst": 20 },
+  "deadTokens": { "maxEntries": 10000 },
+  "limits": { "maxQueuedPushes": 0 },
+  "modules": { "retiredGrace": "1h" }"#,
+    );
+    let s = loaded(&text).settings;
+    assert_eq!(s.access.allowed_domains, ["example.org", "*.example.net"]);
+    assert_eq!(s.access.per_domain_rate, 0.5);
+    assert_eq!(s.access.per_domain_burst, 20.0);
+    assert_eq!(s.dead_tokens.max_entries, 10_000);
+    assert_eq!(s.limits.max_queued_pushes, 0);
+    assert_eq!(s.modules.retired_grace, Duration::from_secs(3600));
+}
+
+#[test]
+fn an_implausible_allowed_domain_is_an_error_at_its_line() {
+    let text = settings_with(
+        DEMO,
+        ",\n  \"access\": { \"allowedDomains\": [\"example.org\",\n    \"user@example.org\"] }",
+    );
+    let errors = errors_of(&text);
+    let err = error_at(&errors, "access.allowedDomains[1]");
+    assert_eq!(err.line, Some(line_of(&text, "user@example.org")));
+    assert!(err.message.contains("*.example.org"), "{}", err.message);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+}
+
+/// Every bound: (section, key, a value just beyond it).
+const BEYOND_BOUNDS: &[(&str, &str, &str)] = &[
+    ("timeout", "xmppconnectionError", "\"61m\""),
+    ("timeout", "keepaliveInterval", "\"300000000000y\""),
+    ("limits", "shutdownGrace", "\"2h\""),
+    ("limits", "maxConcurrentPushes", "1000001"),
+    ("limits", "maxQueuedPushes", "10000001"),
+    ("limits", "maxStanzaSize", "\"65MiB\""),
+    ("limits", "maxDepth", "1025"),
+    ("deadTokens", "remember", "\"31d\""),
+    ("deadTokens", "maxEntries", "100000001"),
+    ("modules", "retiredGrace", "\"31d\""),
+    ("access", "perDomainRate", "1000001"),
+    ("access", "perDomainBurst", "10000001"),
+];
+
+#[test]
+fn every_duration_and_count_has_an_upper_bound() {
+    for (section, key, value) in BEYOND_BOUNDS {
+        let text = settings_with(
+            DEMO,
+            &format!(",\n  \"{section}\": {{ \"{key}\": {value} }}"),
+        );
+        let errors = errors_of(&text);
+        let err = error_at(&errors, &format!("{section}.{key}"));
+        assert!(
+            err.message.contains("at most"),
+            "{section}.{key}: {}",
+            err.message
+        );
+        assert_eq!(err.line, Some(line_of(&text, key)), "{err}");
+    }
+    for (key, value) in [
+        ("ratelimitTime", "\"25h\""),
+        ("ratelimitCleanupInterval", "\"31d\""),
+    ] {
+        let module =
+            format!(r#"    "m": {{ "type": "demo", "ratelimit": {{ "{key}": {value} }} }}"#);
+        let errors = errors_of(&settings_with(&module, ""));
+        let err = error_at(&errors, &format!("pushModules.m.ratelimit.{key}"));
+        assert!(err.message.contains("at most"), "{key}: {}", err.message);
+    }
+}
+
+#[test]
+fn values_at_the_bounds_pass() {
+    let text = settings_with(
+        DEMO,
+        r#",
+  "timeout": { "xmppconnectionError": "1h", "keepaliveInterval": "1h", "keepaliveTimeout": "59m" },
+  "limits": { "maxConcurrentPushes": 1000000, "maxQueuedPushes": 10000000, "maxStanzaSize": "64MiB",
+              "maxDepth": 1024, "shutdownGrace": "1h" },
+  "deadTokens": { "remember": "30d", "maxEntries": 100000000 },
+  "modules": { "retiredGrace": "30d" },
+  "access": { "perDomainRate": 1000000, "perDomainBurst": 10000000 }"#,
+    );
+    loaded(&text);
+}
+
+#[test]
+fn a_burst_below_one_with_the_rate_on_is_an_error() {
+    let text = settings_with(DEMO, ",\n  \"access\": { \"perDomainBurst\": 0.5 }");
+    let errors = errors_of(&text);
+    assert!(error_at(&errors, "access.perDomainBurst")
+        .message
+        .contains("at least 1"));
+    let off = settings_with(
+        DEMO,
+        ",\n  \"access\": { \"perDomainRate\": 0, \"perDomainBurst\": 0 }",
+    );
+    loaded(&off);
+}
+
+#[test]
+fn secrets_of_the_wrong_type_are_not_echoed() {
+    let key = settings_with(DEMO, "").replace("\"secret\"", "987654321987");
+    let redis = settings_with(DEMO, ",\n  \"redis\": { \"url\": 123456789123 }");
+    for (text, path) in [(key, "component.componentKey"), (redis, "redis.url")] {
+        let errors = errors_of(&text);
+        let err = error_at(&errors, path);
+        assert!(err.message.contains("not shown"), "{err}");
+        let all = errors.iter().map(ToString::to_string).collect::<String>();
+        assert!(
+            !all.contains("987654321987") && !all.contains("123456789123"),
+            "{all}"
+        );
+    }
+}
+
+#[test]
+fn a_number_too_large_to_read_is_not_echoed() {
+    let text = settings_with(DEMO, ",\n  \"limits\": { \"maxDepth\": 1e99999 }");
+    let errors = errors_of(&text);
+    let err = error_at(&errors, "limits.maxDepth");
+    assert!(!err.to_string().contains("99999"), "{err}");
+}
+
+#[test]
+fn redis_url_password_is_redacted_in_debug_output() {
+    let text = settings_with(
+        DEMO,
+        ",\n  \"redis\": { \"url\": \"redis://fpush:hunter2@127.0.0.1:6379/0\" }",
+    );
+    let s = loaded(&text).settings;
+    let debug = format!("{s:?}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+    assert!(!debug.contains("\"secret\""), "component key: {debug}");
+    assert!(debug.contains("127.0.0.1:6379"), "{debug}");
+}
+
+#[test]
+fn a_port_error_names_the_range() {
+    for port in ["0", "70000", "-1", "\"5347\"", "53.5"] {
+        let text = settings_with(DEMO, "").replace("5347", port);
+        let errors = errors_of(&text);
+        let err = error_at(&errors, "component.serverPort");
+        assert!(
+            err.message.contains("a port number from 1 to 65535"),
+            "{port}: {}",
+            err.message
+        );
+        assert!(!err.message.contains("u16"), "{}", err.message);
+    }
+}
+
+#[test]
+fn metrics_listen_accepts_localhost_or_says_to_use_an_address() {
+    let with = |listen: &str| {
+        settings_with(
+            DEMO,
+            &format!(",\n  \"metrics\": {{ \"listen\": \"{listen}\" }}"),
+        )
+    };
+    let s = loaded(&with("localhost:9357")).settings;
+    assert_eq!(
+        s.metrics.map(|m| m.listen),
+        Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9357)))
+    );
+    let errors = errors_of(&with("metrics.example.org:9357"));
+    let err = error_at(&errors, "metrics.listen");
+    assert!(
+        err.message.contains("IP address") && err.message.contains("127.0.0.1:9357"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn a_bad_redis_url_is_an_error_at_redis_url_naming_the_problem() {
+    for (url, problem) in [
+        ("http://127.0.0.1:6379", "scheme"),
+        ("127.0.0.1:6379", "must start with redis://"),
+        ("redis://127.0.0.1:6379/first", "database"),
+    ] {
+        let text = settings_with(DEMO, &format!(",\n  \"redis\": {{ \"url\": \"{url}\" }}"));
+        let errors = errors_of(&text);
+        let err = error_at(&errors, "redis.url");
+        assert!(err.message.contains(problem), "{url}: {}", err.message);
+        assert_eq!(err.line, Some(line_of(&text, "\"url\"")));
+    }
+}
+
+#[test]
+fn duration_errors_show_an_example() {
+    let text = settings_with(DEMO, ",\n  \"timeout\": { \"keepaliveInterval\": 60 }");
+    let errors = errors_of(&text);
+    let err = error_at(&errors, "timeout.keepaliveInterval");
+    assert!(err.message.contains("e.g. \"60s\""), "{}", err.message);
 }

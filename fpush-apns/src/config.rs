@@ -16,8 +16,8 @@ pub const SANDBOX_ENDPOINT: &str = "https://api.sandbox.push.apple.com";
 pub struct ApnsConfig {
     /// The `.p12` client certificate (certificate auth).
     pub cert_file_path: Option<PathBuf>,
-    /// The `.p12` password; empty when absent.
-    #[serde(default)]
+    /// The `.p12` password; empty when absent. Never echoed in an error.
+    #[serde(default, deserialize_with = "fpush_traits::settings::secret")]
     pub cert_password: String,
     /// The `.p8` signing key (token auth).
     pub key_file_path: Option<PathBuf>,
@@ -44,18 +44,25 @@ pub struct ApnsConfig {
     /// Use the summary's sender and body, when the XMPP server sent them, as the alert.
     #[serde(default)]
     pub alert_from_summary: bool,
-    /// Merged into the payload's top level (next to `aps`).
-    #[serde(default)]
+    /// Merged into the payload's top level (next to `aps`); `null` reads as none, as it always did.
+    #[serde(default, deserialize_with = "map_or_null")]
     pub additional_data: serde_json::Map<String, serde_json::Value>,
     /// Sent as `apns-collapse-id` (at most 64 bytes).
     pub collapse_id: Option<String>,
     /// `apns-priority`: 10, 5 or 1. Default 10 for alerts, 5 for background pushes.
     pub priority: Option<u8>,
     /// How long Apple keeps trying to deliver (`apns-expiration` = now + this; `0s` = once).
-    #[serde(default = "default_expiration", with = "humantime_serde")]
+    #[serde(
+        default = "default_expiration",
+        deserialize_with = "fpush_traits::settings::duration"
+    )]
     pub expiration: Duration,
-    /// Bound on one request to Apple, connection set-up included.
-    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    /// Bound on one request to Apple, connection set-up included. Whole seconds (`5`, as older
+    /// fpush configs write it) or text (`"5s"`).
+    #[serde(
+        default = "default_request_timeout",
+        deserialize_with = "fpush_traits::settings::seconds_or_duration"
+    )]
     pub request_timeout: Duration,
 }
 
@@ -92,6 +99,15 @@ fn default_alert_title() -> String {
 
 fn default_alert_body() -> String {
     "You have a new message".to_string()
+}
+
+fn map_or_null<'de, D>(
+    deserializer: D,
+) -> Result<serde_json::Map<String, serde_json::Value>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Option::deserialize(deserializer).map(Option::unwrap_or_default)
 }
 
 fn default_expiration() -> Duration {
@@ -169,5 +185,37 @@ mod tests {
         assert_eq!(cfg.expiration, Duration::from_secs(3600));
         assert_eq!(cfg.request_timeout, Duration::from_secs(3));
         assert!(!format!("{cfg:?}").contains("pw"));
+    }
+
+    #[test]
+    fn the_original_fpush_block_reads_with_its_types() {
+        let cfg: ApnsConfig = serde_json::from_str(
+            r#"{"certFilePath": "c.p12", "certPassword": "pw", "topic": "com.example",
+                "environment": "sandbox", "additionalData": null, "requestTimeout": 5}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.request_timeout, Duration::from_secs(5));
+        assert!(cfg.additional_data.is_empty());
+        assert_eq!(cfg.environment, ApnsEnvironment::Sandbox);
+    }
+
+    #[test]
+    fn a_password_of_the_wrong_type_is_not_echoed() {
+        let err = serde_json::from_str::<ApnsConfig>(
+            r#"{"certFilePath": "c.p12", "certPassword": 987654321987, "topic": "t"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("987654321987"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        let err = serde_json::from_str::<ApnsConfig>(
+            r#"{"certFilePath": "c.p12", "topic": "t", "expiration": "300000000000y"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("at most 1 year"), "{err}");
     }
 }

@@ -36,6 +36,14 @@ impl PlatformConfig for ApnsConfig {
     fn build(&self, module_id: &str) -> Result<Arc<dyn PushTrait>, BuildError> {
         Ok(Arc::new(ApnsPush::new(module_id, self.clone())?))
     }
+
+    fn credential_files(&self) -> Vec<std::path::PathBuf> {
+        [&self.cert_file_path, &self.key_file_path]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -131,6 +131,8 @@ pub fn start_fpush(
         },
         // No keepalive ping during a run (the generator does not answer pings).
         "timeout": { "xmppconnectionError": "200ms", "keepaliveInterval": "1h", "keepaliveTimeout": "20s" },
+        // One sending domain pushes everything here: no per-domain share in the way.
+        "access": { "perDomainRate": 0 },
         "pushModules": {
             MODULE: {
                 "type": "apple",

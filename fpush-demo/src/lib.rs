@@ -20,7 +20,7 @@ pub use platform::PLATFORM;
 #[serde(rename_all = "camelCase")]
 pub struct DemoConfig {
     /// Simulated provider latency before each push is reported delivered.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "fpush_traits::settings::duration")]
     pub delay: Duration,
 }
 

@@ -36,7 +36,10 @@ pub struct FcmConfig {
     #[serde(default)]
     pub ca_file_path: Option<PathBuf>,
     /// How long FCM stores the message while the device is offline.
-    #[serde(default = "default_ttl", with = "humantime_serde")]
+    #[serde(
+        default = "default_ttl",
+        deserialize_with = "fpush_traits::settings::duration"
+    )]
     pub ttl: Duration,
     /// `android.collapse_key`: FCM keeps only the latest undelivered message per key.
     #[serde(default)]
@@ -49,8 +52,11 @@ pub struct FcmConfig {
     /// Google.
     #[serde(default)]
     pub data_from_summary: bool,
-    /// Bound on every request to FCM and to the token endpoint.
-    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    /// Bound on every request to FCM and to the token endpoint: whole seconds or text.
+    #[serde(
+        default = "default_request_timeout",
+        deserialize_with = "fpush_traits::settings::seconds_or_duration"
+    )]
     pub request_timeout: Duration,
 }
 
@@ -126,6 +132,13 @@ mod tests {
         );
         assert!(cfg.data_from_summary);
         assert_eq!(cfg.request_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn request_timeout_takes_whole_seconds_too() {
+        let cfg: FcmConfig =
+            serde_json::from_str(r#"{"fcmSecretPath": "sa.json", "requestTimeout": 7}"#).unwrap();
+        assert_eq!(cfg.request_timeout, Duration::from_secs(7));
     }
 
     #[test]

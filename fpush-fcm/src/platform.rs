@@ -37,6 +37,10 @@ impl PlatformConfig for FcmConfig {
     fn build(&self, module_id: &str) -> Result<Arc<dyn PushTrait>, BuildError> {
         Ok(Arc::new(FcmPush::new(module_id, self.clone())?))
     }
+
+    fn credential_files(&self) -> Vec<std::path::PathBuf> {
+        vec![self.fcm_secret_path.clone()]
+    }
 }
 
 #[cfg(test)]

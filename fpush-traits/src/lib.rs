@@ -11,6 +11,7 @@
 mod error;
 mod notification;
 mod platform;
+pub mod settings;
 mod snapshot;
 
 pub use async_trait::async_trait;

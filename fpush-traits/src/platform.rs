@@ -6,6 +6,7 @@
 //! platform, and a platform never sees more of the settings than its own block.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -52,6 +53,12 @@ pub trait PlatformConfig: fmt::Debug + Send + Sync {
     /// Opens and checks the credential files and makes the module's client. Makes no network
     /// call, so `fpush --check` can run it before a reload.
     fn build(&self, module_id: &str) -> Result<Arc<dyn PushTrait>, BuildError>;
+
+    /// The files that hold this module's secrets (keys, certificates, service accounts), so the
+    /// core can warn when one is readable by everyone.
+    fn credential_files(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
 }
 
 /// Why a module could not be built (a credential file missing or unreadable, a bad key).

@@ -136,7 +136,8 @@ impl Document {
             ast::Value::NumberLit(number) => match number.value.parse() {
                 Ok(number) => Value::Number(number),
                 Err(_) => {
-                    let message = format!("invalid number {}", number.value);
+                    // Not echoed: the key may be a secret.
+                    let message = "a number too large to read";
                     errors.push(ConfigError::new(
                         display(&path),
                         self.pos(range.start),

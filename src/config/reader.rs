@@ -11,10 +11,11 @@ use serde_json::{Map, Value};
 use super::document::{self, Document};
 use super::read::{self, Outcome};
 use super::validate::Check;
+use super::values;
 use super::{
-    ComponentSettings, ConfigError, ConfigErrors, ConfigWarning, DeadTokenSettings, LimitSettings,
-    Loaded, MetricsSettings, ModuleSettings, Platforms, RatelimitSettings, RedisSettings, Settings,
-    TimeoutSettings,
+    AccessSettings, ComponentSettings, ConfigError, ConfigErrors, ConfigWarning, DeadTokenSettings,
+    LimitSettings, Loaded, MetricsSettings, ModuleSetSettings, ModuleSettings, Platforms,
+    RatelimitSettings, RedisSettings, Settings, TimeoutSettings,
 };
 
 /// Keys that older fpush configs carry and this version has no use for: accepted anywhere,
@@ -32,9 +33,50 @@ struct TopLevel {
     limits: LimitSettings,
     #[serde(default)]
     dead_tokens: DeadTokenSettings,
+    #[serde(default)]
+    access: AccessSection,
+    #[serde(default)]
+    modules: ModuleSetSettings,
     redis: Option<RedisSettings>,
     metrics: Option<MetricsSettings>,
     push_modules: Option<Value>,
+}
+
+/// `access`, as written; the core's [`AccessSettings`] is made from it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[serde(expecting = "an object with allowedDomains, perDomainRate and perDomainBurst")]
+struct AccessSection {
+    allowed_domains: Vec<String>,
+    #[serde(deserialize_with = "values::amount")]
+    per_domain_rate: f64,
+    #[serde(deserialize_with = "values::amount")]
+    per_domain_burst: f64,
+}
+
+impl Default for AccessSection {
+    fn default() -> Self {
+        let AccessSettings {
+            allowed_domains,
+            per_domain_rate,
+            per_domain_burst,
+        } = AccessSettings::default();
+        AccessSection {
+            allowed_domains,
+            per_domain_rate,
+            per_domain_burst,
+        }
+    }
+}
+
+impl From<AccessSection> for AccessSettings {
+    fn from(section: AccessSection) -> Self {
+        AccessSettings {
+            allowed_domains: section.allowed_domains,
+            per_domain_rate: section.per_domain_rate,
+            per_domain_burst: section.per_domain_burst,
+        }
+    }
 }
 
 /// A push module entry besides its platform block.
@@ -105,8 +147,11 @@ impl Reader<'_> {
         };
         let push_modules = self.modules(top.push_modules.as_ref());
         let mut check = Check::new(self.document, &mut self.errors);
+        let access = AccessSettings::from(top.access);
         check.timeout(&top.timeout);
         check.limits(&top.limits);
+        check.memory(&top.dead_tokens, &top.modules);
+        check.access(&access);
         check.modules(&push_modules, top.redis.is_some());
         if let Some(redis) = &top.redis {
             check.redis(redis);
@@ -126,6 +171,8 @@ impl Reader<'_> {
             timeout: top.timeout,
             limits: top.limits,
             dead_tokens: top.dead_tokens,
+            access,
+            modules: top.modules,
             push_modules,
             redis: top.redis,
             metrics: top.metrics,

@@ -13,17 +13,30 @@
 //!   `limits.shutdownGrace`).
 //! - `maxStanzaSize` below 4 KiB and `maxDepth` below 16 would reject ordinary push IQs
 //!   (a Prosody push is about 1.5 KB and nests about 9 elements deep, the stream included).
+//! - Every duration and count has an upper bound: far beyond any sane value a setting is a typo,
+//!   and some would overflow a clock or an allocation later, where it would take the link down.
 
 use std::time::Duration;
 
 use super::document::Document;
+use super::values::redis_url_problem;
 use super::{
-    ComponentSettings, ConfigError, LimitSettings, ModuleSettings, RatelimitBackend, RedisSettings,
-    TimeoutSettings,
+    AccessSettings, ComponentSettings, ConfigError, DeadTokenSettings, LimitSettings,
+    ModuleSetSettings, ModuleSettings, RatelimitBackend, RedisSettings, TimeoutSettings,
 };
 
 const MIN_STANZA_SIZE: usize = 4 * 1024;
 const MIN_DEPTH: usize = 16;
+const MAX_STANZA_SIZE: usize = 64 * 1024 * 1024;
+const MAX_DEPTH: usize = 1024;
+const MAX_CONCURRENT_PUSHES: usize = 1_000_000;
+const MAX_QUEUED_PUSHES: usize = 10_000_000;
+const MAX_DEAD_TOKENS: usize = 100_000_000;
+const MAX_RATE: f64 = 1_000_000.0;
+const MAX_BURST: f64 = 10_000_000.0;
+const MAX_ALLOWED_DOMAINS: usize = 10_000;
+const HOUR: Duration = Duration::from_secs(60 * 60);
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The checks, each on the part it needs, so that a part that could not be read does not keep
 /// the others from being checked.
@@ -50,6 +63,19 @@ impl<'a> Check<'a> {
         }
     }
 
+    fn at_most(&mut self, path: &str, value: Duration, max: Duration) {
+        if value > max {
+            let max = humantime::format_duration(max);
+            self.error(path, format!("must be at most {max}"));
+        }
+    }
+
+    fn count_at_most<T: PartialOrd + std::fmt::Display>(&mut self, path: &str, value: T, max: T) {
+        if value > max {
+            self.error(path, format!("must be at most {max}"));
+        }
+    }
+
     pub fn component(&mut self, component: &ComponentSettings) {
         let hostname = &component.component_hostname;
         if hostname.trim().is_empty() {
@@ -69,12 +95,19 @@ impl<'a> Check<'a> {
         if component.server_hostname.trim().is_empty() {
             self.error("component.serverHostname", "must not be empty");
         }
-        if component.server_port == 0 {
-            self.error("component.serverPort", "must not be 0");
-        }
     }
 
     pub fn timeout(&mut self, timeout: &TimeoutSettings) {
+        self.at_most(
+            "timeout.xmppconnectionError",
+            timeout.xmpp_connection_error,
+            HOUR,
+        );
+        self.at_most(
+            "timeout.keepaliveInterval",
+            timeout.keepalive_interval,
+            HOUR,
+        );
         self.not_zero(
             "timeout.xmppconnectionError",
             timeout.xmpp_connection_error,
@@ -124,6 +157,46 @@ impl<'a> Check<'a> {
                 format!("must be at least {MIN_DEPTH}; smaller would refuse ordinary pushes"),
             );
         }
+        let (pushes, queued) = (limits.max_concurrent_pushes, limits.max_queued_pushes);
+        self.count_at_most("limits.maxConcurrentPushes", pushes, MAX_CONCURRENT_PUSHES);
+        self.count_at_most("limits.maxQueuedPushes", queued, MAX_QUEUED_PUSHES);
+        self.count_at_most(
+            "limits.maxStanzaSize",
+            limits.max_stanza_size,
+            MAX_STANZA_SIZE,
+        );
+        self.count_at_most("limits.maxDepth", limits.max_depth, MAX_DEPTH);
+        self.at_most("limits.shutdownGrace", limits.shutdown_grace, HOUR);
+    }
+
+    /// Dead-token memory and the grace of retired modules.
+    pub fn memory(&mut self, dead_tokens: &DeadTokenSettings, modules: &ModuleSetSettings) {
+        self.at_most("deadTokens.remember", dead_tokens.remember, 30 * DAY);
+        let entries = dead_tokens.max_entries;
+        self.count_at_most("deadTokens.maxEntries", entries, MAX_DEAD_TOKENS);
+        self.at_most("modules.retiredGrace", modules.retired_grace, 30 * DAY);
+    }
+
+    pub fn access(&mut self, access: &AccessSettings) {
+        let domains = &access.allowed_domains;
+        let count = domains.len();
+        self.count_at_most("access.allowedDomains", count, MAX_ALLOWED_DOMAINS);
+        for (i, domain) in domains.iter().enumerate() {
+            if !plausible_domain_pattern(domain) {
+                self.error(
+                    &format!("access.allowedDomains[{i}]"),
+                    format!("{domain:?} is not a domain: write \"example.org\" or \"*.example.org\" (its subdomains)"),
+                );
+            }
+        }
+        self.count_at_most("access.perDomainRate", access.per_domain_rate, MAX_RATE);
+        self.count_at_most("access.perDomainBurst", access.per_domain_burst, MAX_BURST);
+        if access.per_domain_rate > 0.0 && access.per_domain_burst < 1.0 {
+            self.error(
+                "access.perDomainBurst",
+                "must be at least 1 while perDomainRate is on (below 1 no request would pass)",
+            );
+        }
     }
 
     pub fn redis(&mut self, redis: &RedisSettings) {
@@ -133,6 +206,8 @@ impl<'a> Check<'a> {
                 "redis.url",
                 "must not be empty (or give `cluster`, the node URLs of a Redis Cluster)",
             );
+        } else if let Some(problem) = has_url.then(|| redis_url_problem(&redis.url)).flatten() {
+            self.error("redis.url", problem);
         }
         if has_url && !redis.cluster.is_empty() {
             self.error(
@@ -141,12 +216,8 @@ impl<'a> Check<'a> {
             );
         }
         for (index, node) in redis.cluster.iter().enumerate() {
-            let node = node.trim();
-            if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
-                self.error(
-                    &format!("redis.cluster[{index}]"),
-                    "must be a `redis://host:port` or `rediss://host:port` URL",
-                );
+            if let Some(problem) = redis_url_problem(node.trim()) {
+                self.error(&format!("redis.cluster[{index}]"), problem);
             }
         }
     }
@@ -176,6 +247,17 @@ impl<'a> Check<'a> {
 
     fn ratelimit(&mut self, module: &ModuleSettings, path: &str, has_redis: bool) {
         let ratelimit = &module.ratelimit;
+        self.at_most(
+            &format!("{path}.ratelimitTime"),
+            ratelimit.ratelimit_time,
+            DAY,
+        );
+        let cleanup = ratelimit.ratelimit_cleanup_interval;
+        self.at_most(
+            &format!("{path}.ratelimitCleanupInterval"),
+            cleanup,
+            30 * DAY,
+        );
         if ratelimit.enabled {
             if ratelimit.ratelimit_time.is_zero() {
                 self.error(
@@ -194,6 +276,52 @@ impl<'a> Check<'a> {
                 &format!("{path}.backend"),
                 "backend \"redis\" needs a top-level `redis` section with its `url`",
             );
+        }
+    }
+}
+
+/// `example.org` or `*.example.org`: dot-separated labels of letters, digits and inner hyphens.
+fn plausible_domain_pattern(pattern: &str) -> bool {
+    let domain = pattern.strip_prefix("*.").unwrap_or(pattern);
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+    };
+    (1..=253).contains(&domain.len()) && domain.split('.').all(label_ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_patterns() {
+        for ok in [
+            "example.org",
+            "*.example.org",
+            "localhost",
+            "xn--bcher-kva.example",
+            "bücher.de",
+        ] {
+            assert!(plausible_domain_pattern(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "*",
+            "*.",
+            "a..b",
+            "-a.org",
+            "a-.org",
+            "user@example.org",
+            "example.org/res",
+            "*.*.example.org",
+            "exa mple.org",
+            "example.org.",
+            "a.*.org",
+        ] {
+            assert!(!plausible_domain_pattern(bad), "{bad}");
         }
     }
 }

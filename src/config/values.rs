@@ -1,47 +1,123 @@
-//! How the settings file spells values that JSON has no type for: durations and byte sizes.
+//! How the settings file spells values that JSON has no type for, with errors that say what a
+//! value should look like rather than naming a Rust type: sizes, ports, counts, rates, listen
+//! addresses. Durations and secrets are read by [`fpush_traits::settings`], like the platforms
+//! read theirs.
 //!
-//! Durations are humantime strings (`"20s"`, `"5m"`, `"1h 30m"`), as existing fpush configs
-//! write them; a bare number is refused with a hint, because "20" could mean seconds or
-//! milliseconds and guessing wrong silently changes a ratelimit. Sizes are a number of bytes
-//! or a number with a unit (`"256KiB"`, `"1MiB"`, `"64kB"`).
+//! Sizes are a number of bytes or a number with a unit (`"256KiB"`, `"1MiB"`, `"64kB"`).
 
 use std::fmt;
-use std::time::Duration;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use humantime_serde::re::humantime;
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, Deserialize, Deserializer, Visitor};
 
-/// `deserialize_with` for a humantime duration string.
-pub(crate) fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    deserializer.deserialize_any(DurationVisitor)
+const PORT: &str = "a port number from 1 to 65535";
+
+/// `deserialize_with` for a TCP port.
+pub(crate) fn port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
+    let number = serde_json::Value::deserialize(deserializer)?;
+    number
+        .as_u64()
+        .and_then(|number| u16::try_from(number).ok())
+        .filter(|port| *port != 0)
+        .ok_or_else(|| de::Error::custom(format!("must be {PORT}, e.g. 5347")))
 }
 
-struct DurationVisitor;
+/// `deserialize_with` for a count of things (entries, pushes, levels).
+pub(crate) fn count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    let number = serde_json::Value::deserialize(deserializer)?;
+    number
+        .as_u64()
+        .and_then(|number| usize::try_from(number).ok())
+        .ok_or_else(|| de::Error::custom("must be a whole number, e.g. 10000"))
+}
 
-impl Visitor<'_> for DurationVisitor {
-    type Value = Duration;
+/// `deserialize_with` for a rate or an amount that may have a fraction (`0.5` per second).
+pub(crate) fn amount<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    let number = serde_json::Value::deserialize(deserializer)?;
+    number
+        .as_f64()
+        .filter(|amount| *amount >= 0.0)
+        .ok_or_else(|| de::Error::custom("must be a number of 0 or more, e.g. 1000"))
+}
 
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a duration such as \"20s\" or \"5m\"")
+/// `deserialize_with` for an address to listen on: `IP:PORT`, or `localhost:PORT` (loopback).
+pub(crate) fn listen_address<'de, D>(deserializer: D) -> Result<SocketAddr, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let text = String::deserialize(deserializer)?;
+    parse_listen_address(&text).map_err(de::Error::custom)
+}
+
+fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
+    let hint = "write an IP address and port: \"127.0.0.1:9357\" (this host only), \"[::1]:9357\" or \"0.0.0.0:9357\" (every interface)";
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{text:?} has no port; {hint}"))?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|port| *port != 0)
+        .ok_or_else(|| format!("{text:?}: the port must be {PORT}"))?;
+    let ip = if host.eq_ignore_ascii_case("localhost") {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        bare.parse()
+            .map_err(|_| format!("{host:?} is not an IP address; {hint}"))?
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// A URL with its password replaced, for `Debug` output.
+pub(crate) fn redacted_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut url) if url.password().is_some() => {
+            // Only fails for URLs that cannot have a password, which this one has.
+            let _ = url.set_password(Some("redacted"));
+            url.to_string()
+        }
+        Ok(url) => url.to_string(),
+        Err(_) => "<not a URL; not shown>".to_owned(),
     }
+}
 
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
-        humantime::parse_duration(text.trim())
-            .map_err(|_| E::custom(format!("invalid duration {text:?}")))
+/// What is wrong with a Redis URL, in words, never repeating its password; `None` when the
+/// Redis client accepts it.
+pub(crate) fn redis_url_problem(text: &str) -> Option<String> {
+    let example = "write it like \"redis://127.0.0.1:6379\" (\"rediss://\" for TLS, \"redis+unix:///run/redis.sock\" for a socket)";
+    if !text.contains("://") {
+        return Some(format!(
+            "must start with redis://, rediss:// or redis+unix://; {example}"
+        ));
     }
-
-    fn visit_u64<E: de::Error>(self, number: u64) -> Result<Duration, E> {
-        Err(E::custom(format!(
-            "invalid duration {number}: give it a unit, e.g. \"{number}s\""
-        )))
+    let url = match url::Url::parse(text) {
+        Ok(url) => url,
+        Err(error) => return Some(format!("not a URL ({error}); {example}")),
+    };
+    let scheme = url.scheme();
+    let tcp = matches!(scheme, "redis" | "rediss" | "valkey" | "valkeys");
+    if !tcp && !matches!(scheme, "redis+unix" | "valkey+unix" | "unix") {
+        return Some(format!(
+            "the scheme must be redis, rediss or redis+unix, not {scheme:?}; {example}"
+        ));
     }
-
-    fn visit_i64<E: de::Error>(self, number: i64) -> Result<Duration, E> {
-        Err(E::custom(format!("invalid duration {number}")))
+    if tcp && url.host_str().is_none_or(str::is_empty) {
+        return Some(format!("names no host; {example}"));
     }
-
-    fn visit_f64<E: de::Error>(self, number: f64) -> Result<Duration, E> {
-        Err(E::custom(format!("invalid duration {number}")))
+    let database = url.path().trim_start_matches('/');
+    if tcp && !database.is_empty() && database.parse::<u16>().is_err() {
+        return Some(
+            "the database after the host must be a number, e.g. \"redis://127.0.0.1:6379/0\""
+                .to_owned(),
+        );
+    }
+    match redis::Client::open(text) {
+        Ok(_) => None,
+        Err(error) => Some(format!(
+            "the Redis client cannot use it: {}",
+            error.detail().unwrap_or("unsupported settings")
+        )),
     }
 }
 
@@ -110,8 +186,6 @@ mod tests {
 
     #[derive(Deserialize)]
     struct Probe {
-        #[serde(deserialize_with = "duration")]
-        d: Duration,
         #[serde(deserialize_with = "byte_size")]
         s: usize,
     }
@@ -121,30 +195,12 @@ mod tests {
     }
 
     #[test]
-    fn durations_take_humantime_strings() {
-        let p = probe(r#"{"d": "1h 30m", "s": 1}"#).unwrap();
-        assert_eq!(p.d, Duration::from_secs(5400));
-        assert_eq!(probe(r#"{"d": "0s", "s": 1}"#).unwrap().d, Duration::ZERO);
-    }
-
-    #[test]
-    fn bad_or_unitless_durations_are_refused() {
-        let err = probe(r#"{"d": "twenty seconds", "s": 1}"#).err().unwrap();
-        assert!(
-            err.starts_with("invalid duration \"twenty seconds\""),
-            "{err}"
-        );
-        let err = probe(r#"{"d": 20, "s": 1}"#).err().unwrap();
-        assert!(err.contains("\"20s\""), "{err}");
-    }
-
-    #[test]
     fn sizes_take_bytes_or_units() {
         assert_eq!(parse_byte_size("256KiB"), Some(262_144));
         assert_eq!(parse_byte_size("1 MiB"), Some(1_048_576));
         assert_eq!(parse_byte_size("64kB"), Some(64_000));
         assert_eq!(parse_byte_size("512"), Some(512));
-        assert_eq!(probe(r#"{"d": "1s", "s": 4096}"#).unwrap().s, 4096);
+        assert_eq!(probe(r#"{"s": 4096}"#).unwrap().s, 4096);
     }
 
     #[test]
@@ -159,7 +215,46 @@ mod tests {
         ] {
             assert_eq!(parse_byte_size(text), None, "{text}");
         }
-        assert!(probe(r#"{"d": "1s", "s": -4}"#).is_err());
-        assert!(probe(r#"{"d": "1s", "s": 1.5}"#).is_err());
+        assert!(probe(r#"{"s": -4}"#).is_err());
+        assert!(probe(r#"{"s": 1.5}"#).is_err());
+    }
+
+    #[test]
+    fn listen_addresses_take_ips_and_localhost() {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 9357));
+        assert_eq!(parse_listen_address("localhost:9357"), Ok(loopback));
+        assert_eq!(parse_listen_address("127.0.0.1:9357"), Ok(loopback));
+        let v6 = parse_listen_address("[::1]:9357").unwrap();
+        assert!(v6.ip().is_loopback() && v6.is_ipv6());
+        let err = parse_listen_address("metrics.example.org:9357").unwrap_err();
+        assert!(
+            err.contains("not an IP address") && err.contains("127.0.0.1:9357"),
+            "{err}"
+        );
+        let err = parse_listen_address("127.0.0.1:0").unwrap_err();
+        assert!(err.contains("1 to 65535"), "{err}");
+        assert!(parse_listen_address("127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn redis_urls_are_checked_without_showing_the_password() {
+        assert_eq!(redis_url_problem("redis://127.0.0.1:6379/0"), None);
+        assert_eq!(redis_url_problem("redis+unix:///run/redis.sock"), None);
+        for (url, problem) in [
+            ("127.0.0.1:6379", "must start with redis://"),
+            ("http://127.0.0.1", "scheme"),
+            ("redis://:hunter2@127.0.0.1:99999", "port"),
+            ("redis://:hunter2@127.0.0.1:6379/zero", "database"),
+            ("redis://exa mple.org", "not a URL"),
+        ] {
+            let message = redis_url_problem(url).unwrap_or_default();
+            assert!(message.contains(problem), "{url}: {message}");
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+        let shown = redacted_url("redis://user:hunter2@host:6379");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("user"),
+            "{shown}"
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use fpush_traits::PushTrait;
 
-use super::{module_alarms, Module, ModuleSet, DEFAULT_RETIRED_GRACE};
+use super::{module_alarms, Module, ModuleSet};
 use crate::config::{ModuleSettings, RatelimitBackend, RedisSettings, Settings};
 use crate::metrics::Metrics;
 use crate::ratelimit::{
@@ -62,7 +62,7 @@ pub fn build(
     if errors.is_empty() {
         let mut set = ModuleSet::from_modules(built);
         if let Some(previous) = previous {
-            set.remember_retired(previous, DEFAULT_RETIRED_GRACE);
+            set.remember_retired(previous, settings.modules.retired_grace);
         }
         Ok(set)
     } else {
@@ -150,12 +150,13 @@ fn assemble(
         (_, None) => Arc::new(Ratelimiter::new(ratelimit_config)),
     };
     let remember = settings.dead_tokens.remember;
+    let max = settings.dead_tokens.max_entries;
     let dead_tokens = match (same_backend, redis) {
         (Some(before), _) => before.dead_tokens.clone(),
-        (None, Some(store)) => {
-            Arc::new(DeadTokens::with_redis(remember, store.clone(), &module.id))
-        }
-        (None, None) => Arc::new(DeadTokens::new(remember)),
+        (None, Some(store)) => Arc::new(
+            DeadTokens::with_redis(remember, store.clone(), &module.id).with_max_entries(max),
+        ),
+        (None, None) => Arc::new(DeadTokens::new(remember).with_max_entries(max)),
     };
     Module {
         id: module.id.clone(),
