@@ -145,6 +145,9 @@ impl Dispatcher {
     fn handle_request(&self, request: Request) {
         match request {
             Request::Push { iq, push } => {
+                if doors::oversized_header(&iq) {
+                    return self.refuse(&iq, Outcome::too_large.into());
+                }
                 if let Some(refusal) = self.sender_refused(self.access.load().push(&iq.from)) {
                     return self.refuse(&iq, refusal);
                 }

@@ -534,3 +534,36 @@ async fn provider_dead_tokens_stay_within_the_cap() {
     let modules = flood_of_dead_tokens(DeadTokenReason::Unregistered, 10_000, 100_000).await;
     assert_eq!(modules.gauges()[0].dead_tokens, 10_000);
 }
+
+#[tokio::test(start_paused = true)]
+async fn pushes_larger_than_any_server_sends_never_reach_a_module() {
+    let mut harness = Harness::new(
+        ScriptedProvider::default(),
+        Some(Duration::from_secs(20)),
+        100,
+    );
+    let long_id = "i".repeat(2_000);
+    let iq = prosody_push_iq(
+        &long_id,
+        "localhost",
+        "push.localhost",
+        "token",
+        Some("app"),
+    );
+    harness
+        .dispatcher
+        .handle(Inbound::Stanza(bytes::Bytes::from(iq.into_bytes())));
+    let long_token = harness.push(&"a".repeat(5_000));
+    let replies = harness.settle().await;
+    assert_eq!(replies.len(), 2);
+    assert_eq!(
+        error_of(&replies[0]),
+        (Some("wait"), Some("policy-violation"))
+    );
+    assert_eq!(replies[1].attr("id"), Some(long_token.as_str()));
+    assert_eq!(
+        error_of(&replies[1]),
+        (Some("cancel"), Some("item-not-found"))
+    );
+    assert_eq!(harness.provider.total.load(Ordering::SeqCst), 0);
+}
