@@ -586,3 +586,58 @@ async fn a_token_one_dispatcher_found_dead_is_answered_dead_by_the_other() {
     assert_eq!(provider.calls.load(std::sync::atomic::Ordering::SeqCst), 0);
     dispatcher.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A "Redis" that answers every script run with `{1, i64::MAX}` (send after ~292,000 years) and
+/// every other command with `+OK`.
+async fn broken_redis() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    // One answer per command: a client may pipeline several in one write.
+                    let request = String::from_utf8_lossy(&buf[..n]).to_ascii_uppercase();
+                    let mut answers = Vec::new();
+                    for command in request.split("\r\n*").filter(|c| !c.is_empty()) {
+                        answers.extend_from_slice(if command.contains("EVAL") {
+                            b"*2\r\n:1\r\n:9223372036854775807\r\n"
+                        } else {
+                            b"+OK\r\n"
+                        });
+                    }
+                    if socket.write_all(&answers).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_redis_answer_to_wait_for_ages_is_cut_to_one_window() {
+    let port = broken_redis().await;
+    let url = format!("redis://127.0.0.1:{port}/");
+    let store = RedisStore::new(&url, PREFIX, patient()).unwrap();
+    let window = Duration::from_secs(20);
+    let limiter = Ratelimiter::with_redis(config(window), store.clone(), MODULE);
+    let dead = DeadTokens::with_redis(Duration::from_secs(3600), store, MODULE);
+    let before = Instant::now();
+    match limiter.admit(&dead, TOKEN).await {
+        Admission::Decided(Decision::SendAt(at)) => {
+            assert!(
+                at <= Instant::now() + window,
+                "parked until {:?}",
+                at - before
+            );
+        }
+        other => panic!("expected a queued send, got {other:?}"),
+    }
+}

@@ -143,6 +143,7 @@ impl RedisStore {
         dead_key: Option<&str>,
         window: Option<Duration>,
     ) -> Option<ScriptAnswer> {
+        let longest_wait = window.unwrap_or_default();
         let window = window.map_or_else(|| "off".to_owned(), |window| micros(window).to_string());
         let mut invocation = self.decide.prepare_invoke();
         invocation
@@ -155,9 +156,11 @@ impl RedisStore {
             .await?;
         match outcome {
             0 => Some(ScriptAnswer::Send),
-            1 => Some(ScriptAnswer::SendAfter(Duration::from_micros(
-                u64::try_from(delay).unwrap_or(0),
-            ))),
+            // A queued send is never further away than one window: a larger answer (a foreign
+            // or broken script, a clock gone astray) must not park a push for ages.
+            1 => Some(ScriptAnswer::SendAfter(
+                Duration::from_micros(u64::try_from(delay).unwrap_or(0)).min(longest_wait),
+            )),
             2 => Some(ScriptAnswer::Reject),
             3 => Some(ScriptAnswer::Dead),
             other => {
