@@ -302,6 +302,7 @@ mod tests {
             Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
             Err(PushError::TokenInvalid(DeadTokenReason::BadToken)),
             Err(PushError::TokenInvalid(DeadTokenReason::NotForThisApp)),
+            Err(PushError::TokenInvalid(DeadTokenReason::Implausible)),
             Err(PushError::ProviderThrottled { retry_after: None }),
             Err(PushError::Timeout),
             Err(PushError::Transient("reset".into())),
