@@ -16,6 +16,12 @@ step "style: cargo fmt, cargo clippy"
 cargo fmt --all -- --check
 cargo clippy --quiet --workspace --all-targets --all-features -- -D warnings
 
+step "one crypto stack: ring, and no rsa, jsonwebtoken, openssl or aws-lc in fpush's tree"
+if cargo tree -e normal -p fpush --prefix none | grep -E '^(rsa|jsonwebtoken|openssl|openssl-sys|aws-lc-rs|aws-lc-sys) '; then
+    echo "a second crypto stack is in fpush's dependency tree" >&2
+    exit 1
+fi
+
 step "build (profile ci: optimised, no LTO; reused by every test below)"
 cargo build --profile ci --workspace --bins
 
