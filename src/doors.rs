@@ -23,12 +23,9 @@ pub const MAX_OPTIONS: usize = 16;
 pub const MAX_OPTION_BYTES: usize = 256;
 
 /// The longest IQ `id` a push may carry (servers use 64 hex characters or fewer).
-pub const MAX_ID_BYTES: usize = 1024;
+pub const MAX_ID_BYTES: usize = 4096;
 /// The longest JID (RFC 7622: three parts of at most 1023 bytes each, plus separators).
 pub const MAX_JID_BYTES: usize = 3071;
-/// The longest device token a push may name (FCM's are the longest, well under this).
-pub const MAX_TOKEN_BYTES: usize = 4096;
-
 /// Whether a push IQ's addressing is larger than any server sends: such a push is answered
 /// `wait`/`policy-violation` before it can occupy a place in flight or in the queue.
 pub fn oversized_header(iq: &IqHeader) -> bool {

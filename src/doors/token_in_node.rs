@@ -4,7 +4,7 @@
 
 use fpush_traits::PushNotification;
 
-use super::{Refusal, Target, TargetKey, MAX_TOKEN_BYTES};
+use super::{Refusal, Target, TargetKey};
 use crate::modules::{LookupError, ModuleSet};
 use crate::outcome::Outcome;
 use crate::request::PushRequest;
@@ -13,10 +13,6 @@ const NO_DEFAULT: &str = "No pushModule was given and no default push module is 
 
 /// The module named by the push (or the default one) and the push's token as its target.
 pub fn resolve(modules: &ModuleSet, push: PushRequest) -> Result<Target, Refusal> {
-    if push.token.len() > MAX_TOKEN_BYTES {
-        // No platform has tokens this long: dead, but nothing to remember or to ask about.
-        return Err(Outcome::token_invalid.into());
-    }
     let module = match modules.lookup(push.module.as_deref()) {
         Ok(module) => module.clone(),
         Err(LookupError::Unknown(name)) => {
