@@ -57,6 +57,13 @@ pub struct ApnsConfig {
     /// Bound on one request to Apple, connection set-up included.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Most HTTP/2 connections to Apple, opened only when every open one is at its stream limit.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    fpush_http::DEFAULT_MAX_CONNECTIONS
 }
 
 /// Which Apple environment a module pushes to (builds signed for development use `sandbox`).
@@ -132,6 +139,7 @@ impl std::fmt::Debug for ApnsConfig {
             .field("priority", &self.priority)
             .field("expiration", &self.expiration)
             .field("request_timeout", &self.request_timeout)
+            .field("max_connections", &self.max_connections)
             .finish_non_exhaustive()
     }
 }
