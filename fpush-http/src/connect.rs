@@ -27,7 +27,7 @@ pub(crate) type H2Handshake = (
 
 /// A connection just made.
 pub(crate) enum Fresh {
-    H2(H2Handshake),
+    H2(Box<H2Handshake>),
     Http1(http1::SendRequest<Full<Bytes>>),
 }
 
@@ -91,7 +91,7 @@ impl Connector {
             .await
             .map_err(|_| self.connect_error("HTTP/2 handshake timed out".into()))?
             .map_err(|e| self.connect_error(format!("HTTP/2 handshake: {e}")))?;
-        Ok(Fresh::H2(pair))
+        Ok(Fresh::H2(Box::new(pair)))
     }
 
     async fn open_tls(&self) -> Result<TlsStream<TcpStream>, HttpError> {

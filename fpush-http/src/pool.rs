@@ -172,7 +172,8 @@ impl Pool {
         let opened = self.connector.open().await;
         let mut added = None;
         let failure = match opened {
-            Ok(Fresh::H2((sender, connection))) => {
+            Ok(Fresh::H2(handshake)) => {
+                let (sender, connection) = *handshake;
                 self.opened.fetch_add(1, Ordering::Relaxed);
                 let conn = Arc::new(Conn::new(self.opened(), sender, self.millis()));
                 let ready = crate::driver::spawn(connection, &self, &conn);
