@@ -4,6 +4,7 @@
 //! (behind a GOAWAY, `REFUSED_STREAM`, a connection that closed before the stream opened) is
 //! sent again on another stream, since the server promises it did not act on it.
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -13,6 +14,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1;
 use tokio_rustls::TlsConnector;
 
+use crate::breaker::Breaker;
 use crate::connect::Connector;
 use crate::origin::Origin;
 use crate::pool::{Lease, Pool, Stream};
@@ -31,6 +33,7 @@ struct Inner {
     origin: Origin,
     request_timeout: std::time::Duration,
     pool: Arc<Pool>,
+    breaker: Breaker,
 }
 
 /// How far an HTTP/2 attempt got: a refused one may go to another stream.
@@ -53,6 +56,7 @@ impl HttpClient {
         let pool = Pool::new(connector, cfg.max_connections, cfg.idle_timeout);
         Ok(Self {
             inner: Arc::new(Inner {
+                breaker: Breaker::new(cfg.breaker, origin.text.clone()),
                 origin,
                 request_timeout: cfg.request_timeout,
                 pool: Arc::new(pool),
@@ -64,6 +68,9 @@ impl HttpClient {
     /// free stream included). The request's URI only needs a path (and query): scheme and
     /// authority are the client's origin.
     pub async fn send(&self, req: http::Request<Bytes>) -> Result<HttpResponse, HttpError> {
+        if let Some(left) = self.inner.breaker.remaining() {
+            return Err(HttpError::Paused(left));
+        }
         let limit = self.inner.request_timeout;
         match tokio::time::timeout(limit, self.inner.send(req)).await {
             Ok(result) => result,
@@ -88,6 +95,17 @@ impl HttpClient {
     pub fn connections_open(&self) -> usize {
         self.inner.pool.open_now()
     }
+
+    /// How often the provider paused this client (503 with `Retry-After`, 429s for many
+    /// tokens at once).
+    pub fn pauses(&self) -> u64 {
+        self.inner.breaker.trips()
+    }
+
+    /// What is left of the provider's pause, if one is on.
+    pub fn paused_for(&self) -> Option<std::time::Duration> {
+        self.inner.breaker.remaining()
+    }
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -108,7 +126,10 @@ impl Inner {
                 Lease::Http1(sender) => return self.send_http1(sender, &parts, body).await,
             };
             match self.send_h2(&stream, &parts, body.clone()).await {
-                Ok(resp) => return Ok(resp),
+                Ok(resp) => {
+                    self.observe(&parts, &body, &resp);
+                    return Ok(resp);
+                }
                 Err(Attempt::Failed(e)) => return Err(e),
                 Err(Attempt::Refused { error, retire }) => {
                     log::debug!(
@@ -124,6 +145,17 @@ impl Inner {
                     }
                 }
             }
+        }
+    }
+
+    /// Shows a throttling answer to the breaker.
+    fn observe(&self, parts: &Parts, body: &Bytes, resp: &HttpResponse) {
+        let status = resp.status.as_u16();
+        if status == 429 || status == 503 {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (parts.uri.path(), body.as_ref()).hash(&mut hasher);
+            let retry_after = crate::retry_after(&resp.headers);
+            self.breaker.observe(status, retry_after, hasher.finish());
         }
     }
 

@@ -8,12 +8,15 @@
 //! HTTP/1.1 connection, one request per connection at a time.
 //!
 //! Every request is bounded by [`HttpConfig::request_timeout`], answer body included, and
-//! [`HttpError::not_sent`] tells the caller when a retry cannot deliver a message twice.
+//! [`HttpError::not_sent`] tells the caller when a retry cannot deliver a message twice. When
+//! the provider asks for a pause (a 503 with `Retry-After`, 429s for many tokens at once), the
+//! client answers [`HttpError::Paused`] without calling it until the pause ends (see `breaker`).
 //!
 //! Above the transport, what APNS and FCM both do lives here once: the retry policy
 //! ([`RetryPolicy`] over [`ProviderAnswer`]s) and the rate-limited loud log ([`LoudLog`]).
 
 mod answer;
+mod breaker;
 mod client;
 mod connect;
 mod driver;
@@ -31,6 +34,7 @@ use bytes::Bytes;
 pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use answer::{retry_after, ProviderAnswer};
+pub use breaker::BreakerConfig;
 pub use client::HttpClient;
 pub use error::HttpError;
 pub use loud_log::{LoudLog, PushLabel, LOUD_LOG_INTERVAL};
@@ -57,6 +61,8 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// How long an extra connection (not the last one) may carry nothing before it is closed.
     pub idle_timeout: Duration,
+    /// When the provider's answers pause the whole client.
+    pub breaker: BreakerConfig,
 }
 
 /// Default of [`HttpConfig::max_connections`] (`apns.maxConnections`, `fcm.maxConnections`).
@@ -71,6 +77,7 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(10),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: Duration::from_secs(90),
+            breaker: BreakerConfig::default(),
         }
     }
 }
