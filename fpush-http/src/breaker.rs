@@ -84,11 +84,9 @@ impl Breaker {
     pub(crate) fn observe(&self, status: u16, retry_after: Option<Duration>, request: u64) {
         match (status, retry_after) {
             (503, Some(pause)) => self.trip(pause, "503 with Retry-After"),
-            (429, _) => {
-                if self.count_throttled(request) {
-                    let pause = retry_after.unwrap_or(self.config.default_pause);
-                    self.trip(pause, "429 for many tokens at once");
-                }
+            (429, _) if self.count_throttled(request) => {
+                let pause = retry_after.unwrap_or(self.config.default_pause);
+                self.trip(pause, "429 for many tokens at once");
             }
             _ => {}
         }
