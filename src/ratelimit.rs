@@ -19,7 +19,7 @@ mod redis;
 mod sweeper;
 mod token_key;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,7 +90,12 @@ pub struct Ratelimiter {
     /// A disabled limiter holds a token (`hold`) in `last_send` too; until the first hold its
     /// decisions skip the map.
     holding: Arc<AtomicBool>,
+    /// Map size at which a disabled limiter next drops ended holds.
+    next_release: Arc<AtomicUsize>,
 }
+
+/// A disabled limiter lets this many holds accumulate before dropping ended ones.
+const RELEASE_AT_LEAST: usize = 1024;
 
 /// A module's place in the shared Redis.
 #[derive(Clone)]
@@ -122,6 +127,7 @@ impl Ratelimiter {
             last_send: Arc::new(new_token_map()),
             shared: None,
             holding: Arc::default(),
+            next_release: Arc::new(AtomicUsize::new(RELEASE_AT_LEAST)),
         }
     }
 
@@ -148,6 +154,7 @@ impl Ratelimiter {
             last_send: self.last_send.clone(),
             shared: self.shared.clone(),
             holding: self.holding.clone(),
+            next_release: self.next_release.clone(),
         }
     }
 
@@ -201,12 +208,27 @@ impl Ratelimiter {
             until.saturating_sub(self.window)
         } else {
             self.holding.store(true, Ordering::Relaxed);
+            self.drop_released_holds();
             until
         };
         self.last_send
             .entry(self.hasher.key(token))
             .and_modify(|held| *held = (*held).max(last))
             .or_insert(last);
+    }
+
+    /// On a disabled limiter, drops the holds that ended once the map reaches twice the size it
+    /// had after the last such pass, so held tokens cost amortised constant time each.
+    fn drop_released_holds(&self) {
+        let len = self.last_send.len();
+        if len < self.next_release.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = self.clock.now();
+        self.last_send.retain(|_, until| *until > now);
+        let left = self.last_send.len();
+        self.next_release
+            .store((2 * left).max(RELEASE_AT_LEAST), Ordering::Relaxed);
     }
 
     /// The Redis connection this limiter decides with, if it is on the Redis backend.
@@ -308,8 +330,12 @@ impl Ratelimiter {
     }
 
     /// Sweeps every `cleanup_interval`, or every 300 s if that is shorter (never more often than
-    /// once a second), until `shutdown`. A disabled limiter sweeps too: it keeps held tokens.
+    /// once a second), until `shutdown`. A disabled limiter keeps nothing but held tokens, which
+    /// `hold` drops itself: its task ends at once.
     pub fn spawn_sweeper(self: &Arc<Self>, shutdown: CancellationToken) -> JoinHandle<()> {
+        if !self.config.enabled {
+            return sweeper::none();
+        }
         let period = sweeper::period_for(self.config.cleanup_interval);
         sweeper::spawn(self, period, shutdown, Self::sweep, "ratelimit")
     }
@@ -400,6 +426,20 @@ mod tests {
             Decision::Send,
             "no window once the pause ended"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_disabled_limiter_drops_ended_holds_as_it_grows() {
+        let limiter = Ratelimiter::new(RatelimitConfig {
+            enabled: false,
+            ..RatelimitConfig::default()
+        });
+        for i in 0..RELEASE_AT_LEAST {
+            limiter.hold(&format!("t{i}"), Duration::from_secs(1));
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        limiter.hold("last", Duration::from_secs(1));
+        assert_eq!(limiter.len(), 1);
     }
 
     #[test]
