@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds release and runs fpush's benchmark: scenarios a–f of the performance budget, each
+# Builds release and runs fpush's benchmark: scenarios a–i (a–f the performance budget, g–h a
+# provider 150 ms / 60 ms away at 10,000/s, i a burst of 10,000 at once), each
 # RUNS times (default 5), against the real binary on loopback (fake XMPP server + APNS test
 # server in fpush-bench). Prints one line per run and the table of medians (min–max); writes
 # JSON to target/bench/.
@@ -14,4 +15,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --quiet -p fpush -p fpush-bench
-exec target/release/fpush-bench --fpush target/release/fpush --runs "${RUNS:-5}" --out target/bench "$@"
+target="${CARGO_TARGET_DIR:-target}"
+exec "$target/release/fpush-bench" --fpush "$target/release/fpush" --runs "${RUNS:-5}" --out "$target/bench" "$@"

@@ -19,6 +19,7 @@ mod redis;
 mod sweeper;
 mod token_key;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,7 +87,15 @@ pub struct Ratelimiter {
     last_send: Arc<TokenMap<u64>>,
     /// On the Redis backend: where decisions are taken.
     shared: Option<SharedLimit>,
+    /// A disabled limiter holds a token (`hold`) in `last_send` too; until the first hold its
+    /// decisions skip the map.
+    holding: Arc<AtomicBool>,
+    /// Map size at which a disabled limiter next drops ended holds.
+    next_release: Arc<AtomicUsize>,
 }
+
+/// A disabled limiter lets this many holds accumulate before dropping ended ones.
+const RELEASE_AT_LEAST: usize = 1024;
 
 /// A module's place in the shared Redis.
 #[derive(Clone)]
@@ -117,6 +126,8 @@ impl Ratelimiter {
             hasher: TokenHasher::random(),
             last_send: Arc::new(new_token_map()),
             shared: None,
+            holding: Arc::default(),
+            next_release: Arc::new(AtomicUsize::new(RELEASE_AT_LEAST)),
         }
     }
 
@@ -142,6 +153,8 @@ impl Ratelimiter {
             hasher: self.hasher.clone(),
             last_send: self.last_send.clone(),
             shared: self.shared.clone(),
+            holding: self.holding.clone(),
+            next_release: self.next_release.clone(),
         }
     }
 
@@ -152,7 +165,7 @@ impl Ratelimiter {
     /// send (the window starts when a send is attempted, whatever its outcome).
     pub fn check(&self, token: &str) -> Decision {
         if !self.config.enabled {
-            return Decision::Send;
+            return self.check_held(token);
         }
         let now = self.clock.now();
         match self.last_send.entry(self.hasher.key(token)) {
@@ -172,6 +185,50 @@ impl Ratelimiter {
                 NextSend::AlreadyQueued => Decision::Reject,
             },
         }
+    }
+
+    /// A disabled limiter's decision: send, unless the token is held.
+    fn check_held(&self, token: &str) -> Decision {
+        if !self.holding.load(Ordering::Relaxed) {
+            return Decision::Send;
+        }
+        match self.last_send.get(&self.hasher.key(token)) {
+            Some(until) if *until > self.clock.now() => Decision::Reject,
+            _ => Decision::Send,
+        }
+    }
+
+    /// Holds `token` for `pause` (the provider throttled this token): until then no push for it
+    /// goes out. On an enabled limiter the entry moves so that pushes are refused until a window
+    /// before the end of the pause, and the next one is queued to its end; on a disabled one
+    /// pushes are refused until the end. Only this instance's map holds it, on either backend.
+    pub fn hold(&self, token: &str, pause: Duration) {
+        let until = self.clock.now().saturating_add(ticks(pause));
+        let last = if self.config.enabled {
+            until.saturating_sub(self.window)
+        } else {
+            self.holding.store(true, Ordering::Relaxed);
+            self.drop_released_holds();
+            until
+        };
+        self.last_send
+            .entry(self.hasher.key(token))
+            .and_modify(|held| *held = (*held).max(last))
+            .or_insert(last);
+    }
+
+    /// On a disabled limiter, drops the holds that ended once the map reaches twice the size it
+    /// had after the last such pass, so held tokens cost amortised constant time each.
+    fn drop_released_holds(&self) {
+        let len = self.last_send.len();
+        if len < self.next_release.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = self.clock.now();
+        self.last_send.retain(|_, until| *until > now);
+        let left = self.last_send.len();
+        self.next_release
+            .store((2 * left).max(RELEASE_AT_LEAST), Ordering::Relaxed);
     }
 
     /// The Redis connection this limiter decides with, if it is on the Redis backend.
@@ -278,7 +335,8 @@ impl Ratelimiter {
     }
 
     /// Sweeps every `cleanup_interval`, or every 300 s if that is shorter (never more often than
-    /// once a second), until `shutdown`. A disabled limiter keeps nothing: its task ends at once.
+    /// once a second), until `shutdown`. A disabled limiter keeps nothing but held tokens, which
+    /// `hold` drops itself: its task ends at once.
     ///
     /// On the Redis backend this is also when the daemon first runs the limiter, so its store
     /// logs then which Redis nodes answer (once per store).
@@ -342,6 +400,57 @@ mod tests {
         assert_eq!(next_send(120, 110, 20), NextSend::AlreadyQueued);
         // The queued send's own instant has come: it counts as sent, the next one waits a window.
         assert_eq!(next_send(120, 120, 20), NextSend::At(140));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_token_is_refused_then_queued_to_the_end_of_its_pause() {
+        let limiter = Ratelimiter::new(RatelimitConfig {
+            window: Duration::from_secs(20),
+            ..RatelimitConfig::default()
+        });
+        assert_eq!(limiter.check("t"), Decision::Send);
+        limiter.hold("t", Duration::from_secs(60));
+        assert_eq!(limiter.check("t"), Decision::Reject);
+        assert_eq!(
+            limiter.check("other"),
+            Decision::Send,
+            "only that token is held"
+        );
+        tokio::time::advance(Duration::from_secs(45)).await;
+        let end = Instant::now() + Duration::from_secs(15);
+        assert_eq!(limiter.check("t"), Decision::SendAt(end));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_disabled_limiter_holds_a_throttled_token_until_its_pause_ends() {
+        let limiter = Ratelimiter::new(RatelimitConfig {
+            enabled: false,
+            ..RatelimitConfig::default()
+        });
+        limiter.hold("t", Duration::from_secs(30));
+        assert_eq!(limiter.check("t"), Decision::Reject);
+        assert_eq!(limiter.check("other"), Decision::Send);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(limiter.check("t"), Decision::Send);
+        assert_eq!(
+            limiter.check("t"),
+            Decision::Send,
+            "no window once the pause ended"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_disabled_limiter_drops_ended_holds_as_it_grows() {
+        let limiter = Ratelimiter::new(RatelimitConfig {
+            enabled: false,
+            ..RatelimitConfig::default()
+        });
+        for i in 0..RELEASE_AT_LEAST {
+            limiter.hold(&format!("t{i}"), Duration::from_secs(1));
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        limiter.hold("last", Duration::from_secs(1));
+        assert_eq!(limiter.len(), 1);
     }
 
     #[test]

@@ -64,6 +64,13 @@ pub struct ApnsConfig {
         deserialize_with = "fpush_traits::settings::seconds_or_duration"
     )]
     pub request_timeout: Duration,
+    /// Most HTTP/2 connections to Apple, opened only when every open one is at its stream limit.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    fpush_http::DEFAULT_MAX_CONNECTIONS
 }
 
 /// Which Apple environment a module pushes to (builds signed for development use `sandbox`).
@@ -148,6 +155,7 @@ impl std::fmt::Debug for ApnsConfig {
             .field("priority", &self.priority)
             .field("expiration", &self.expiration)
             .field("request_timeout", &self.request_timeout)
+            .field("max_connections", &self.max_connections)
             .finish_non_exhaustive()
     }
 }

@@ -1,7 +1,7 @@
 //! The APNS push module: delivers pushes through Apple's HTTP/2 provider API.
 //!
-//! One [`ApnsPush`] is one configured app. It owns one [`fpush_http::HttpClient`] (one
-//! multiplexed HTTP/2 connection to Apple shared by every concurrent push), its credentials
+//! One [`ApnsPush`] is one configured app. It owns one [`fpush_http::HttpClient`] (a pool of
+//! multiplexed HTTP/2 connections to Apple shared by every concurrent push), its credentials
 //! (a `.p12` client certificate, or a `.p8` key that signs the provider token), and the fixed
 //! parts of every request (topic, push type, priority, payload skeleton). The platform's
 //! registry entry is [`PLATFORM`]. Modules built from the same `.p8` key share one signer, so a
@@ -111,6 +111,8 @@ impl ApnsPush {
             client_identity: None,
             connect_timeout: cfg.request_timeout,
             request_timeout: cfg.request_timeout,
+            max_connections: cfg.max_connections,
+            ..HttpConfig::default()
         };
         let auth = load_auth(module_id, &cfg, &mut http)?;
         let client = HttpClient::new(cfg.origin(), http).map_err(|source| {

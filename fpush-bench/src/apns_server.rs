@@ -9,12 +9,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use fpush_testkit::apns::{Answer, ApnsHarness, ApnsHarnessOptions};
-use fpush_testkit::tls::P12Cipher;
+use fpush_testkit::tls::{P12Cipher, ServeOptions};
 use tokio::sync::{oneshot, watch};
 
+use crate::scenario::Provider;
 use crate::BenchError;
 
 /// The `.p12` password fpush is configured with.
@@ -33,6 +33,7 @@ pub struct ApnsServer {
     pub p12_path: PathBuf,
     stat_path: PathBuf,
     requests: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
     hold: watch::Sender<bool>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -47,16 +48,19 @@ struct Ready {
 }
 
 impl ApnsServer {
-    /// Writes the credentials into `dir` and starts serving; every answer waits `delay` first.
-    pub fn start(dir: &Path, delay: Duration) -> Result<Self, BenchError> {
+    /// Writes the credentials into `dir` and starts serving as `provider` says (answer delay,
+    /// streams per connection).
+    pub fn start(dir: &Path, provider: Provider) -> Result<Self, BenchError> {
         let requests = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
         let (hold, held) = watch::channel(false);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let serve = Serve {
             dir: dir.to_path_buf(),
-            delay,
+            provider,
             requests: requests.clone(),
+            connections: connections.clone(),
             held,
             stop: stop_rx,
         };
@@ -84,6 +88,7 @@ impl ApnsServer {
             p12_path: ready.p12_path,
             stat_path: ready.stat_path,
             requests,
+            connections,
             hold,
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -93,6 +98,11 @@ impl ApnsServer {
     /// Requests answered (or being answered) so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Connections that carried requests so far (the highest connection number seen).
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// While `true`, requests are taken but not answered; `false` releases them all.
@@ -120,8 +130,9 @@ impl Drop for ApnsServer {
 /// What the server thread runs.
 struct Serve {
     dir: PathBuf,
-    delay: Duration,
+    provider: Provider,
     requests: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
     held: watch::Receiver<bool>,
     stop: oneshot::Receiver<()>,
 }
@@ -152,6 +163,9 @@ impl Serve {
         let options = ApnsHarnessOptions {
             dir: Some(self.dir.clone()),
             topic: TOPIC.into(),
+            serve: ServeOptions {
+                max_concurrent_streams: self.provider.streams,
+            },
             ..ApnsHarnessOptions::default()
         };
         let harness = ApnsHarness::start_with(options)
@@ -159,10 +173,12 @@ impl Serve {
             .map_err(|e| format!("listen: {e}"))?;
         harness.server.set_recording(false);
         let counter = self.requests.clone();
-        harness.server.set_observer(move |_| {
+        let connections = self.connections.clone();
+        harness.server.set_observer(move |received| {
             counter.fetch_add(1, Ordering::Relaxed);
+            connections.fetch_max(received.connection, Ordering::Relaxed);
         });
-        let delay = self.delay;
+        let delay = self.provider.delay;
         if !delay.is_zero() {
             harness
                 .server

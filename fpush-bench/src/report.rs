@@ -66,6 +66,10 @@ pub struct Summary {
     pub latency_p99_us: Spread,
     pub latency_max_us: Spread,
     pub peak_rss_mib: Spread,
+    /// Connections fpush opened to the provider per run.
+    pub connections: Spread,
+    /// Pushes answered other than `result` per run (refused, failed).
+    pub not_delivered: Spread,
     pub replies_missing_max: u64,
     pub duplicate_replies_max: u64,
     /// The reply mix of the first run.
@@ -98,6 +102,11 @@ impl Summary {
             latency_p99_us: spread(|r| f64::from(r.latency_us.p99)),
             latency_max_us: spread(|r| f64::from(r.latency_us.max)),
             peak_rss_mib: spread(|r| r.fpush_peak_rss_kib as f64 / 1024.0),
+            connections: spread(|r| r.apns_connections as f64),
+            not_delivered: spread(|r| {
+                let delivered = r.replies_by_type.get("result").copied().unwrap_or(0);
+                r.pushes_sent.saturating_sub(delivered) as f64
+            }),
             replies_missing_max: runs.iter().map(|r| r.replies_missing).max().unwrap_or(0),
             duplicate_replies_max: runs.iter().map(|r| r.duplicate_replies).max().unwrap_or(0),
             replies_by_type: runs
@@ -114,7 +123,7 @@ pub fn run_line(r: &RunReport) -> String {
     format!(
         "  {} run {}: {} pushes, {} replies, {} missing, {:.0}/s, {:.0} pushes/CPU-s \
          (fpush {:.2}s of which kernel {:.2}s, generator {:.2}s, APNS server {:.2}s CPU), latency p50 {} p90 {} p99 {} \
-         max {} µs, peak RSS {:.1} MiB, replies {:?}{}",
+         max {} µs, peak RSS {:.1} MiB, {} provider connections, replies {:?}{}",
         r.scenario,
         r.run,
         r.pushes_sent,
@@ -131,6 +140,7 @@ pub fn run_line(r: &RunReport) -> String {
         r.latency_us.p99,
         r.latency_us.max,
         r.fpush_peak_rss_kib as f64 / 1024.0,
+        r.apns_connections,
         r.replies_by_type,
         r.in_flight_at_drop
             .map(|n| format!(", {n} in flight at the drop"))
@@ -141,12 +151,12 @@ pub fn run_line(r: &RunReport) -> String {
 /// The results table (Markdown), medians with (min–max).
 pub fn table(summaries: &[Summary]) -> String {
     let mut out = String::from(
-        "| scenario | runs | pushes/s | pushes per CPU-second | fpush µs CPU/push | generator + APNS server µs CPU/push | latency p50 / p90 / p99 / max (ms) | peak RSS (MiB) | missing |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | runs | pushes/s | pushes per CPU-second | fpush µs CPU/push | generator + APNS server µs CPU/push | latency p50 / p90 / p99 / max (ms) | peak RSS (MiB) | not delivered | provider connections | missing |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for s in summaries {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {:.1} + {:.1} | {:.2} / {:.2} / {:.2} / {:.1} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {:.1} + {:.1} | {:.2} / {:.2} / {:.2} / {:.1} | {} | {} | {} | {} |\n",
             s.scenario,
             s.runs,
             s.pushes_per_second.show(1.0, 0),
@@ -159,6 +169,8 @@ pub fn table(summaries: &[Summary]) -> String {
             s.latency_p99_us.median / 1000.0,
             s.latency_max_us.median / 1000.0,
             s.peak_rss_mib.show(1.0, 1),
+            s.not_delivered.show(1.0, 0),
+            s.connections.show(1.0, 0),
             s.replies_missing_max,
         ));
     }

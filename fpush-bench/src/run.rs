@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use crate::apns_server::{ApnsServer, P12_PASSWORD};
 use crate::load::{self, Percentiles, Tracker, WARMUP_TOKEN_BASE};
 use crate::procfs::{self, Proc};
-use crate::scenario::{Pacing, Scenario};
+use crate::scenario::{Pacing, Provider, Scenario};
 use crate::xmpp::{accept_component, PushTemplate, ReplyScanner};
 use crate::BenchError;
 
@@ -53,6 +53,8 @@ pub struct RunReport {
     pub generator_cpu_seconds: f64,
     pub apns_server_cpu_seconds: f64,
     pub apns_requests: u64,
+    /// Connections fpush opened to the APNS server in the whole session (warm-up included).
+    pub apns_connections: u64,
     pub latency_us: Percentiles,
     /// fpush's RSS after start-up and warm-up, before the load.
     pub fpush_rss_start_kib: u64,
@@ -183,9 +185,10 @@ impl Session {
         setup: &Setup,
         pushes: u64,
         ratelimit: Option<&str>,
+        provider: Provider,
     ) -> Result<Session, BenchError> {
         let dir = tempfile::Builder::new().prefix("fpush-bench-").tempdir()?;
-        let apns = ApnsServer::start(dir.path(), Duration::ZERO)?;
+        let apns = ApnsServer::start(dir.path(), provider)?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let mut fpush = start_fpush(setup, dir.path(), port, &apns, ratelimit)?;
@@ -271,7 +274,13 @@ pub async fn run_once(
     scenario: &Scenario,
     run: usize,
 ) -> Result<RunReport, BenchError> {
-    let mut session = Session::start(setup, scenario.pushes, scenario.ratelimit).await?;
+    let mut session = Session::start(
+        setup,
+        scenario.pushes,
+        scenario.ratelimit,
+        scenario.provider,
+    )
+    .await?;
     let fpush = session.fpush.proc();
     let generator_stat = procfs::current_thread_stat()?;
     let rss_start = fpush.rss_kib()?;
@@ -397,6 +406,7 @@ pub async fn run_once(
         generator_cpu_seconds: generator_cpu,
         apns_server_cpu_seconds: apns_cpu,
         apns_requests: session.apns.requests() - apns_requests_start,
+        apns_connections: session.apns.connections(),
         latency_us: Percentiles::of(&mut stats.latencies_us),
         fpush_rss_start_kib: rss_start,
         fpush_peak_rss_kib: peak_rss,

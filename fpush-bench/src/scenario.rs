@@ -1,4 +1,5 @@
-//! The scenarios of the performance budget (a–f) and the CI smoke run, as data.
+//! The scenarios of the performance budget (a–f), the distant-provider profiles and the burst
+//! (g–i), and the CI smoke run, as data.
 
 use std::time::Duration;
 
@@ -16,6 +17,20 @@ pub enum Pacing {
     RateWithDrop(u64),
 }
 
+/// How the benchmark's APNS server behaves: every answer waits `delay` (a provider's round
+/// trip), and each connection allows `streams` requests at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Provider {
+    pub delay: Duration,
+    pub streams: u32,
+}
+
+/// Answers at once, with Apple's stream limit.
+pub const LOOPBACK: Provider = Provider {
+    delay: Duration::ZERO,
+    streams: 1_000,
+};
+
 /// One scenario.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -28,6 +43,7 @@ pub struct Scenario {
     pub ratelimit: Option<&'static str>,
     /// How long after the last push was written the generator waits for replies.
     pub drain: Duration,
+    pub provider: Provider,
 }
 
 impl Scenario {
@@ -36,7 +52,7 @@ impl Scenario {
     }
 }
 
-/// Scenarios a–f of the budget.
+/// Scenarios a–i.
 pub fn all() -> Vec<Scenario> {
     vec![
         Scenario {
@@ -47,6 +63,7 @@ pub fn all() -> Vec<Scenario> {
             pacing: Pacing::Window(1_000),
             ratelimit: None,
             drain: Duration::from_secs(15),
+            provider: LOOPBACK,
         },
         Scenario {
             name: "b",
@@ -58,6 +75,7 @@ pub fn all() -> Vec<Scenario> {
             pacing: Pacing::Window(11_000),
             ratelimit: Some("20s"),
             drain: Duration::from_secs(35),
+            provider: LOOPBACK,
         },
         Scenario {
             name: "c",
@@ -67,6 +85,7 @@ pub fn all() -> Vec<Scenario> {
             pacing: Pacing::Window(1_000),
             ratelimit: Some("20s"),
             drain: Duration::from_secs(15),
+            provider: LOOPBACK,
         },
         Scenario {
             name: "d",
@@ -76,6 +95,7 @@ pub fn all() -> Vec<Scenario> {
             pacing: Pacing::Rate(2_000),
             ratelimit: None,
             drain: Duration::from_secs(15),
+            provider: LOOPBACK,
         },
         Scenario {
             name: "e",
@@ -85,6 +105,7 @@ pub fn all() -> Vec<Scenario> {
             pacing: Pacing::RateWithDrop(2_000),
             ratelimit: None,
             drain: Duration::from_secs(15),
+            provider: LOOPBACK,
         },
         Scenario {
             name: "f",
@@ -94,6 +115,46 @@ pub fn all() -> Vec<Scenario> {
             pacing: Pacing::Rate(10_000),
             ratelimit: None,
             drain: Duration::from_secs(15),
+            provider: LOOPBACK,
+        },
+        Scenario {
+            name: "g",
+            what: "10,000 pushes/s for 10 s, provider 150 ms away with 1,000 streams per connection (APNS-like)",
+            pushes: 100_000,
+            tokens: Tokens::Pool(10_000),
+            pacing: Pacing::Rate(10_000),
+            ratelimit: None,
+            drain: Duration::from_secs(15),
+            provider: Provider {
+                delay: Duration::from_millis(150),
+                streams: 1_000,
+            },
+        },
+        Scenario {
+            name: "h",
+            what: "10,000 pushes/s for 10 s, provider 60 ms away with 100 streams per connection (FCM-like)",
+            pushes: 100_000,
+            tokens: Tokens::Pool(10_000),
+            pacing: Pacing::Rate(10_000),
+            ratelimit: None,
+            drain: Duration::from_secs(15),
+            provider: Provider {
+                delay: Duration::from_millis(60),
+                streams: 100,
+            },
+        },
+        Scenario {
+            name: "i",
+            what: "a burst: 10,000 pushes written at once, provider 150 ms away (1,000 streams)",
+            pushes: 10_000,
+            tokens: Tokens::Pool(10_000),
+            pacing: Pacing::Window(10_000),
+            ratelimit: None,
+            drain: Duration::from_secs(15),
+            provider: Provider {
+                delay: Duration::from_millis(150),
+                streams: 1_000,
+            },
         },
     ]
 }
@@ -108,5 +169,6 @@ pub fn smoke() -> Scenario {
         pacing: Pacing::Window(200),
         ratelimit: None,
         drain: Duration::from_secs(10),
+        provider: LOOPBACK,
     }
 }

@@ -58,6 +58,13 @@ pub struct FcmConfig {
         deserialize_with = "fpush_traits::settings::seconds_or_duration"
     )]
     pub request_timeout: Duration,
+    /// Most HTTP/2 connections to FCM, opened only when every open one is at its stream limit.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    fpush_http::DEFAULT_MAX_CONNECTIONS
 }
 
 impl FcmConfig {
@@ -72,6 +79,7 @@ impl FcmConfig {
             additional_data: BTreeMap::new(),
             data_from_summary: false,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_connections: default_max_connections(),
         }
     }
 }

@@ -105,6 +105,8 @@ impl FcmPush {
                 client_identity: None,
                 connect_timeout: cfg.request_timeout.min(MAX_CONNECT_TIMEOUT),
                 request_timeout: cfg.request_timeout,
+                max_connections: cfg.max_connections,
+                ..HttpConfig::default()
             };
             HttpClient::new(origin, http).map_err(|source| FcmError::Http {
                 module: module_id.to_string(),

@@ -26,7 +26,11 @@ impl ProviderAnswer {
     /// Reads a failed request. Only a request that cannot have reached the provider is retried:
     /// a retry after a timeout or a reset could notify the user twice.
     pub fn from_http_error(error: &HttpError) -> Self {
-        if error.is_timeout() {
+        if let HttpError::Paused(left) = error {
+            ProviderAnswer::Failed(PushError::ProviderThrottled {
+                retry_after: Some(*left),
+            })
+        } else if error.is_timeout() {
             ProviderAnswer::Failed(PushError::Timeout)
         } else if error.not_sent() {
             ProviderAnswer::Retry(error.to_string())
@@ -65,6 +69,13 @@ mod tests {
             ProviderAnswer::from_http_error(&refused),
             ProviderAnswer::Retry(_)
         ));
+        let paused = HttpError::Paused(Duration::from_secs(3));
+        assert_eq!(
+            ProviderAnswer::from_http_error(&paused),
+            ProviderAnswer::Failed(PushError::ProviderThrottled {
+                retry_after: Some(Duration::from_secs(3))
+            })
+        );
         let too_large = HttpError::BodyTooLarge { limit: 1 };
         assert!(matches!(
             ProviderAnswer::from_http_error(&too_large),

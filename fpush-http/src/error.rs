@@ -41,6 +41,10 @@ pub enum HttpError {
     Http1(#[source] hyper::Error),
     #[error("response body exceeds {limit} bytes")]
     BodyTooLarge { limit: usize },
+    /// The provider asked this client to pause; the request was not sent. The duration is what
+    /// is left of the pause.
+    #[error("provider asked for a pause; {}s left", .0.as_secs())]
+    Paused(Duration),
 }
 
 impl HttpError {

@@ -1,23 +1,29 @@
 //! The provider transport shared by the APNS and FCM modules.
 //!
-//! One [`HttpClient`] talks to one origin (`https://host:port`) over one multiplexed HTTP/2
-//! connection that every concurrent request shares, made lazily on first use and again when it
-//! dies. It is built on `h2` directly because the client sits on the hot path of every push and
+//! One [`HttpClient`] talks to one origin (`https://host:port`) over a pool of multiplexed
+//! HTTP/2 connections, opened on demand up to [`HttpConfig::max_connections`] within each
+//! connection's advertised stream limit (see `pool`). It is built on `h2` directly because the client sits on the hot path of every push and
 //! plain `h2` costs the least CPU per request of the stacks measured here; when a server picks
 //! HTTP/1.1 through ALPN (some OAuth token endpoints do) the client falls back to hyper's
 //! HTTP/1.1 connection, one request per connection at a time.
 //!
 //! Every request is bounded by [`HttpConfig::request_timeout`], answer body included, and
-//! [`HttpError::not_sent`] tells the caller when a retry cannot deliver a message twice.
+//! [`HttpError::not_sent`] tells the caller when a retry cannot deliver a message twice. When
+//! the provider asks for a pause (a 503 with `Retry-After`, 429s for many tokens at once), the
+//! client answers [`HttpError::Paused`] without calling it until the pause ends (see `breaker`).
 //!
 //! Above the transport, what APNS and FCM both do lives here once: the retry policy
 //! ([`RetryPolicy`] over [`ProviderAnswer`]s) and the rate-limited loud log ([`LoudLog`]).
 
 mod answer;
+mod breaker;
 mod client;
+mod connect;
+mod driver;
 mod error;
 mod loud_log;
 mod origin;
+mod pool;
 mod retry;
 mod tls;
 
@@ -28,6 +34,7 @@ use bytes::Bytes;
 pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use answer::{retry_after, ProviderAnswer};
+pub use breaker::BreakerConfig;
 pub use client::HttpClient;
 pub use error::HttpError;
 pub use loud_log::{LoudLog, PushLabel, LOUD_LOG_INTERVAL};
@@ -47,9 +54,19 @@ pub struct HttpConfig {
     pub client_identity: Option<ClientIdentity>,
     /// Bound on TCP connect plus TLS and HTTP/2 handshakes.
     pub connect_timeout: Duration,
-    /// Bound on a whole request: waiting for a connection, sending, and reading the answer.
+    /// Bound on a whole request: waiting for a connection or a free stream, sending, and
+    /// reading the answer.
     pub request_timeout: Duration,
+    /// Most HTTP/2 connections kept to the origin; more open only when every one is full.
+    pub max_connections: usize,
+    /// How long an extra connection (not the last one) may carry nothing before it is closed.
+    pub idle_timeout: Duration,
+    /// When the provider's answers pause the whole client.
+    pub breaker: BreakerConfig,
 }
+
+/// Default of [`HttpConfig::max_connections`] (`apns.maxConnections`, `fcm.maxConnections`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 8;
 
 impl Default for HttpConfig {
     fn default() -> Self {
@@ -58,6 +75,9 @@ impl Default for HttpConfig {
             client_identity: None,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: Duration::from_secs(90),
+            breaker: BreakerConfig::default(),
         }
     }
 }

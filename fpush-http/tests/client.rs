@@ -32,6 +32,7 @@ fn config(s: &Setup) -> HttpConfig {
         client_identity: None,
         connect_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(5),
+        ..HttpConfig::default()
     }
 }
 

@@ -34,7 +34,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response};
 use rcgen::KeyPair;
 
-use crate::tls::{serve_on, ClientAuth, Connection, TestPki, TestServer, TlsError};
+use crate::tls::{serve_with, ClientAuth, Connection, ServeOptions, TestPki, TestServer, TlsError};
 use provider_token::{Claims, TokenVerifier};
 
 /// Apple's payload limit for regular pushes.
@@ -218,6 +218,17 @@ impl ApnsTestServer {
         pki: &TestPki,
         expect: ApnsExpect,
     ) -> Result<Self, TlsError> {
+        Self::start_with(addr, pki, expect, ServeOptions::default()).await
+    }
+
+    /// Like [`ApnsTestServer::start_on`], announcing the HTTP/2 settings given (e.g. a stream
+    /// limit other than Apple's 1000).
+    pub async fn start_with(
+        addr: SocketAddr,
+        pki: &TestPki,
+        expect: ApnsExpect,
+        options: ServeOptions,
+    ) -> Result<Self, TlsError> {
         let verifier = match &expect.jwt_public_key_pem {
             Some(pem) => Some(
                 TokenVerifier::new(pem, &expect.key_id, &expect.team_id).map_err(|e| {
@@ -248,7 +259,8 @@ impl ApnsTestServer {
             next_id: AtomicU64::new(1),
         });
         let handler_state = state.clone();
-        let server = serve_on(addr, pki.server_config(client_auth)?, move |req, conn| {
+        let tls = pki.server_config(client_auth)?;
+        let server = serve_with(addr, tls, options, move |req, conn| {
             let state = handler_state.clone();
             async move { state.handle(req, conn).await }
         })

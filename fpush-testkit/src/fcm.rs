@@ -188,6 +188,8 @@ pub struct FcmServerOptions {
     pub record: Option<PathBuf>,
     /// Default [`DEFAULT_PROJECT_ID`].
     pub project_id: Option<String>,
+    /// The server's HTTP/2 settings (e.g. the 100-stream limit Google's front ends announce).
+    pub serve: crate::tls::ServeOptions,
 }
 
 struct IssuedToken {
@@ -291,7 +293,7 @@ impl FcmServer {
         let listen = options
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-        let server = crate::tls::serve_on(listen, config, handler).await?;
+        let server = crate::tls::serve_with(listen, config, options.serve, handler).await?;
 
         let token_uri = format!("{}/token", server.origin());
         let _ = state.token_uri.set(token_uri.clone());

@@ -36,6 +36,21 @@ use tokio_util::sync::CancellationToken;
 /// Concurrent HTTP/2 streams the test server allows per connection (what APNS announces).
 pub const MAX_CONCURRENT_STREAMS: u32 = 1000;
 
+/// How a test server's HTTP/2 side behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` announced on every connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: MAX_CONCURRENT_STREAMS,
+        }
+    }
+}
+
 /// Largest request body the test server collects; larger bodies are answered 413.
 pub const MAX_TEST_BODY: usize = 1024 * 1024;
 
@@ -391,6 +406,20 @@ where
     H: Fn(Request<Bytes>, Arc<Connection>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Bytes>> + Send + 'static,
 {
+    serve_with(addr, config, ServeOptions::default(), handler).await
+}
+
+/// Like [`serve_on`], with the HTTP/2 behaviour given (e.g. a provider's stream limit).
+pub async fn serve_with<H, F>(
+    addr: SocketAddr,
+    config: Arc<ServerConfig>,
+    options: ServeOptions,
+    handler: H,
+) -> Result<TestServer, TlsError>
+where
+    H: Fn(Request<Bytes>, Arc<Connection>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Bytes>> + Send + 'static,
+{
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| TlsError::Io {
@@ -409,6 +438,7 @@ where
         Arc::new(handler),
         shutdown.clone(),
         state.clone(),
+        options,
     ));
     Ok(TestServer {
         addr,
@@ -423,6 +453,7 @@ async fn accept_loop<H, F>(
     handler: Arc<H>,
     shutdown: CancellationToken,
     state: Arc<ServerState>,
+    options: ServeOptions,
 ) where
     H: Fn(Request<Bytes>, Arc<Connection>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Bytes>> + Send + 'static,
@@ -470,7 +501,7 @@ async fn accept_loop<H, F>(
                 goaway: CancellationToken::new(),
                 drop_now: CancellationToken::new(),
             });
-            serve_connection(tls, conn, handler, shutdown).await;
+            serve_connection(tls, conn, handler, shutdown, options).await;
         });
     }
 }
@@ -480,6 +511,7 @@ async fn serve_connection<H, F>(
     conn: Arc<Connection>,
     handler: Arc<H>,
     shutdown: CancellationToken,
+    options: ServeOptions,
 ) where
     H: Fn(Request<Bytes>, Arc<Connection>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Bytes>> + Send + 'static,
@@ -506,7 +538,7 @@ async fn serve_connection<H, F>(
     // Apple announces 1000 concurrent streams per connection; hyper's default is lower.
     builder
         .http2()
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+        .max_concurrent_streams(options.max_concurrent_streams);
     let served = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(served);
     let mut goaway_sent = false;

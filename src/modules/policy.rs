@@ -11,6 +11,9 @@ use std::time::Duration;
 use fpush_traits::{token_prefix, DeadTokenReason, Delivered, PushError};
 
 use super::Module;
+
+/// How long a token the provider throttled without a `Retry-After` is held.
+pub const THROTTLE_HOLD: Duration = Duration::from_secs(60);
 use crate::outcome::Outcome;
 use crate::ratelimit::{Admission, Decision};
 
@@ -90,6 +93,19 @@ impl Module {
                 Outcome::delivered
             }
             Err(PushError::TokenInvalid(reason)) => self.settle_dead(key, *reason),
+            Err(PushError::ProviderThrottled { retry_after }) => {
+                // Too many pushes to this token: hold only it, until the provider's time.
+                self.wipe_guard.record_other();
+                let pause = retry_after.unwrap_or(THROTTLE_HOLD);
+                self.ratelimit.hold(key, pause);
+                log::debug!(
+                    "module {}: push for {}… throttled; holding the token for {}s",
+                    self.id,
+                    token_prefix(key),
+                    pause.as_secs()
+                );
+                Outcome::throttled
+            }
             Err(error) => {
                 self.wipe_guard.record_other();
                 // Per push at debug only: the platform logs the cause (at most once a minute)
@@ -100,10 +116,11 @@ impl Module {
                     token_prefix(key)
                 );
                 match error {
-                    PushError::ProviderThrottled { .. } => Outcome::throttled,
                     PushError::Timeout => Outcome::timeout,
                     PushError::Misconfigured(_) => Outcome::misconfigured,
-                    PushError::Transient(_) | PushError::TokenInvalid(_) => Outcome::transient,
+                    PushError::Transient(_)
+                    | PushError::TokenInvalid(_)
+                    | PushError::ProviderThrottled { .. } => Outcome::transient,
                 }
             }
         }

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use serde_json::{json, Value};
 
 use super::{ApnsExpect, ApnsTestKey, ApnsTestServer};
-use crate::tls::{P12Cipher, TestPki, TlsError};
+use crate::tls::{P12Cipher, ServeOptions, TestPki, TlsError};
 use crate::work_dir::WorkDir;
 
 /// The app's bundle id, unless the options name another.
@@ -31,6 +31,8 @@ pub struct ApnsHarnessOptions {
     pub dir: Option<PathBuf>,
     /// The topic the server accepts; default [`TOPIC`].
     pub topic: String,
+    /// The server's HTTP/2 settings; default Apple's stream limit.
+    pub serve: ServeOptions,
 }
 
 impl Default for ApnsHarnessOptions {
@@ -39,6 +41,7 @@ impl Default for ApnsHarnessOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             dir: None,
             topic: TOPIC.to_string(),
+            serve: ServeOptions::default(),
         }
     }
 }
@@ -81,7 +84,8 @@ impl ApnsHarness {
             jwt_public_key_pem: Some(key.public_pem),
             accept_client_cert: true,
         };
-        let server = ApnsTestServer::start_on(options.listen, &pki, expect).await?;
+        let server =
+            ApnsTestServer::start_with(options.listen, &pki, expect, options.serve).await?;
         Ok(Self {
             server,
             pki,

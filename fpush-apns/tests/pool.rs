@@ -1,0 +1,130 @@
+//! The APNS module's connection pool and throttling against the APNS test server: one provider
+//! token shared by every connection, a token-specific 429 held to that token, a 503 with
+//! `Retry-After` pausing the module until then.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fpush_apns::{ApnsConfig, ApnsPush};
+use fpush_testkit::apns::{Answer, ApnsHarness, ApnsHarnessOptions};
+use fpush_testkit::settings::with_keys;
+use fpush_testkit::tls::ServeOptions;
+use fpush_traits::{PushError, PushNotification, PushTrait};
+use serde_json::json;
+
+const MODULE: &str = "apple-pool";
+
+fn token(i: usize) -> String {
+    format!("{i:064x}")
+}
+
+async fn harness(streams: u32) -> ApnsHarness {
+    ApnsHarness::start_with(ApnsHarnessOptions {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        serve: ServeOptions {
+            max_concurrent_streams: streams,
+        },
+        ..ApnsHarnessOptions::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn module(h: &ApnsHarness) -> ApnsPush {
+    let block = with_keys(h.token_settings(), json!({"requestTimeout": "5s"}));
+    let cfg: ApnsConfig = serde_json::from_value(block).unwrap();
+    ApnsPush::new(MODULE, cfg).unwrap()
+}
+
+#[tokio::test]
+async fn every_connection_of_a_module_carries_the_same_provider_token() {
+    let h = harness(4).await;
+    h.server
+        .set_responder(|_| Some(Answer::ok().delayed(Duration::from_millis(200))));
+    let module = std::sync::Arc::new(module(&h));
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let module = module.clone();
+            tokio::spawn(async move { module.send(&PushNotification::new(token(i), MODULE)).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let received = h.server.received();
+    let connections: std::collections::HashSet<_> = received.iter().map(|r| r.connection).collect();
+    assert_eq!(connections.len(), 4, "16 pushes over 4 streams each");
+    let jwts: std::collections::HashSet<_> = received.iter().map(|r| r.jwt.clone()).collect();
+    assert_eq!(jwts.len(), 1, "one provider token for the module: {jwts:?}");
+    assert_eq!(module.http_client().connections_opened(), 4);
+}
+
+#[tokio::test]
+async fn a_token_specific_429_throttles_only_that_token() {
+    let h = harness(1000).await;
+    let module = module(&h);
+    let throttled = token(1);
+    h.server.enqueue(
+        &throttled,
+        (0..30).map(|_| Answer::error(429, "TooManyRequests").with_retry_after(30)),
+    );
+    for _ in 0..30 {
+        let err = module
+            .send(&PushNotification::new(throttled.clone(), MODULE))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            PushError::ProviderThrottled {
+                retry_after: Some(Duration::from_secs(30))
+            }
+        );
+    }
+    module
+        .send(&PushNotification::new(token(2), MODULE))
+        .await
+        .unwrap();
+    assert_eq!(module.http_client().pauses(), 0);
+}
+
+#[tokio::test]
+async fn a_503_with_retry_after_pauses_the_module_and_is_lifted_after() {
+    let h = harness(1000).await;
+    let module = module(&h);
+    h.server.enqueue(
+        &token(1),
+        [
+            Answer::error(503, "ServiceUnavailable").with_retry_after(1),
+            Answer::error(503, "ServiceUnavailable").with_retry_after(1),
+        ],
+    );
+    let err = module
+        .send(&PushNotification::new(token(1), MODULE))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PushError::ProviderThrottled { .. }),
+        "{err:?}"
+    );
+    let before = h.server.received().len();
+    for i in 2..12 {
+        let err = module
+            .send(&PushNotification::new(token(i), MODULE))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, PushError::ProviderThrottled { retry_after: Some(left) } if left <= Duration::from_secs(1)),
+            "{err:?}"
+        );
+    }
+    assert_eq!(
+        h.server.received().len(),
+        before,
+        "the provider is not called while paused"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    module
+        .send(&PushNotification::new(token(12), MODULE))
+        .await
+        .unwrap();
+}

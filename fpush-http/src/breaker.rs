@@ -1,0 +1,196 @@
+//! [`Breaker`]: the module-wide pause a provider asks for.
+//!
+//! It trips on a 503 with `Retry-After`, or on 429s for at least
+//! [`BreakerConfig::distinct_requests`] distinct requests (distinct tokens, in practice) within
+//! [`BreakerConfig::window`], the shape of a project-wide quota. While it is open every request
+//! is answered at once, without calling the provider, so the module replies
+//! `wait`/`resource-constraint` until the retry time passes. A 429 for one token alone is that
+//! token's business (the core holds that token) and does not trip it.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::LOUD_LOG_INTERVAL;
+
+/// When the module-wide pause trips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// This many distinct requests answered 429 within `window` trip the breaker.
+    pub distinct_requests: usize,
+    pub window: Duration,
+    /// The pause when the 429s that tripped it named no `Retry-After`.
+    pub default_pause: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            distinct_requests: 20,
+            window: Duration::from_secs(10),
+            default_pause: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One client's breaker.
+pub(crate) struct Breaker {
+    config: BreakerConfig,
+    origin: String,
+    epoch: Instant,
+    /// Milliseconds since `epoch` until which the breaker is open; 0 when it never tripped.
+    open_until: AtomicU64,
+    trips: AtomicU64,
+    throttled: Mutex<Throttled>,
+}
+
+#[derive(Default)]
+struct Throttled {
+    since: Option<Instant>,
+    requests: HashSet<u64>,
+    last_line: Option<Instant>,
+}
+
+impl Breaker {
+    pub(crate) fn new(config: BreakerConfig, origin: String) -> Self {
+        Self {
+            config,
+            origin,
+            epoch: Instant::now(),
+            open_until: AtomicU64::new(0),
+            trips: AtomicU64::new(0),
+            throttled: Mutex::default(),
+        }
+    }
+
+    fn millis(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// How long the breaker stays open, or `None` when requests may go out.
+    pub(crate) fn remaining(&self) -> Option<Duration> {
+        let until = self.open_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return None;
+        }
+        let now = self.millis();
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+
+    /// Learns from one answer: `request` tells requests apart (a hash of path and body).
+    pub(crate) fn observe(&self, status: u16, retry_after: Option<Duration>, request: u64) {
+        match (status, retry_after) {
+            (503, Some(pause)) => self.trip(pause, "503 with Retry-After"),
+            (429, _) if self.count_throttled(request) => {
+                let pause = retry_after.unwrap_or(self.config.default_pause);
+                self.trip(pause, "429 for many tokens at once");
+            }
+            _ => {}
+        }
+    }
+
+    /// Counts a 429; true when distinct ones within the window reach the threshold.
+    fn count_throttled(&self, request: u64) -> bool {
+        let Ok(mut throttled) = self.throttled.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        if throttled
+            .since
+            .is_none_or(|since| now - since > self.config.window)
+        {
+            throttled.since = Some(now);
+            throttled.requests.clear();
+        }
+        throttled.requests.insert(request);
+        if throttled.requests.len() >= self.config.distinct_requests.max(1) {
+            throttled.since = None;
+            throttled.requests.clear();
+            return true;
+        }
+        false
+    }
+
+    fn trip(&self, pause: Duration, cause: &str) {
+        let until = self.millis() + pause.as_millis() as u64;
+        let before = self.open_until.fetch_max(until, Ordering::Relaxed);
+        self.trips.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut throttled) = self.throttled.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        let quiet = throttled
+            .last_line
+            .is_some_and(|last| now - last < LOUD_LOG_INTERVAL);
+        if quiet || before >= until {
+            log::debug!("{}: provider pause extended ({cause})", self.origin);
+            return;
+        }
+        throttled.last_line = Some(now);
+        log::warn!(
+            "{}: the provider asks us to pause ({cause}); answering wait for {}s without calling it",
+            self.origin,
+            pause.as_secs()
+        );
+    }
+
+    /// How often the breaker tripped (the metric hook).
+    pub(crate) fn trips(&self) -> u64 {
+        self.trips.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker(distinct: usize) -> Breaker {
+        let config = BreakerConfig {
+            distinct_requests: distinct,
+            window: Duration::from_secs(10),
+            default_pause: Duration::from_secs(60),
+        };
+        Breaker::new(config, "https://p".into())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_503_with_retry_after_pauses_until_then() {
+        let b = breaker(3);
+        b.observe(503, None, 1);
+        assert_eq!(
+            b.remaining(),
+            None,
+            "a 503 without Retry-After is retried, not a pause"
+        );
+        b.observe(503, Some(Duration::from_secs(5)), 1);
+        assert_eq!(b.remaining(), Some(Duration::from_secs(5)));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(b.remaining(), None);
+        assert_eq!(b.trips(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_for_one_token_does_not_trip_it() {
+        let b = breaker(3);
+        for _ in 0..10 {
+            b.observe(429, Some(Duration::from_secs(30)), 7);
+        }
+        assert_eq!(b.remaining(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_for_many_tokens_within_the_window_trips_it() {
+        let b = breaker(3);
+        b.observe(429, None, 1);
+        b.observe(429, None, 2);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        b.observe(429, None, 3);
+        assert_eq!(b.remaining(), None, "the first two are outside the window");
+        b.observe(429, None, 4);
+        b.observe(429, None, 5);
+        assert_eq!(b.remaining(), Some(Duration::from_secs(60)));
+    }
+}

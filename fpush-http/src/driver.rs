@@ -1,0 +1,122 @@
+//! The task that drives one pooled HTTP/2 connection: it reads the server's first SETTINGS
+//! before the connection takes requests, pings it on a timer and when asked (after a request
+//! timed out, a sign the peer may be gone without a FIN), closes it when it is an idle extra,
+//! and takes it out of the pool when it ends.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, Notify};
+use tokio_rustls::client::TlsStream;
+
+use crate::pool::{Conn, Pool};
+
+/// How often a connection is checked with a PING.
+const PING_INTERVAL: Duration = Duration::from_secs(60);
+/// Least time between two idleness checks.
+const MIN_IDLE_CHECK: Duration = Duration::from_millis(50);
+
+type Connection = h2::client::Connection<TlsStream<TcpStream>, Bytes>;
+
+/// Starts driving `connection`; the receiver resolves once the server's first SETTINGS were
+/// read (the answer to a first PING), or the connection ended.
+pub(crate) fn spawn(
+    connection: Connection,
+    pool: &Arc<Pool>,
+    conn: &Arc<Conn>,
+) -> oneshot::Receiver<()> {
+    let (ready, ready_rx) = oneshot::channel();
+    let driver = Driver {
+        pool: Arc::downgrade(pool),
+        id: conn.id(),
+        check_now: conn.check_now.clone(),
+        pong_timeout: pool.connector.connect_timeout,
+        idle_check: (pool.idle_timeout / 2).max(MIN_IDLE_CHECK),
+        origin: pool.connector.origin.text.clone(),
+    };
+    // The driver holds no strong handle on the connection's sender, so dropping the pool's
+    // last handle lets h2 close the connection once its streams are done.
+    tokio::spawn(driver.run(connection, ready));
+    ready_rx
+}
+
+struct Driver {
+    pool: Weak<Pool>,
+    id: u64,
+    check_now: Arc<Notify>,
+    pong_timeout: Duration,
+    idle_check: Duration,
+    origin: String,
+}
+
+enum Wake {
+    Ended,
+    Ping,
+    IdleCheck,
+}
+
+impl Driver {
+    async fn run(self, mut connection: Connection, ready: oneshot::Sender<()>) {
+        let mut ping_pong = connection.ping_pong();
+        tokio::pin!(connection);
+        let mut ready = Some(ready);
+        let mut next_ping = tokio::time::Instant::now();
+        let mut in_pool = true;
+        loop {
+            let wake = tokio::select! {
+                ended = &mut connection => {
+                    if let Err(e) = ended {
+                        log::debug!("HTTP/2 connection to {} ended: {e}", self.origin);
+                    }
+                    Wake::Ended
+                }
+                _ = tokio::time::sleep_until(next_ping) => Wake::Ping,
+                _ = self.check_now.notified() => Wake::Ping,
+                _ = tokio::time::sleep(self.idle_check), if in_pool => Wake::IdleCheck,
+            };
+            match wake {
+                Wake::Ended => break,
+                Wake::IdleCheck => {
+                    if let Some(pool) = self.pool.upgrade() {
+                        if pool.close_if_idle(self.id) {
+                            log::debug!("closing an idle extra connection to {}", self.origin);
+                            in_pool = false;
+                        }
+                    }
+                }
+                Wake::Ping => {
+                    next_ping = tokio::time::Instant::now() + PING_INTERVAL;
+                    let Some(pings) = ping_pong.as_mut() else {
+                        continue;
+                    };
+                    let pong =
+                        tokio::time::timeout(self.pong_timeout, pings.ping(h2::Ping::opaque()));
+                    let answered = tokio::select! {
+                        ended = &mut connection => {
+                            if let Err(e) = ended {
+                                log::debug!("HTTP/2 connection to {} ended: {e}", self.origin);
+                            }
+                            break;
+                        }
+                        pong = pong => matches!(pong, Ok(Ok(_))),
+                    };
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(());
+                    }
+                    if !answered {
+                        log::warn!(
+                            "HTTP/2 connection to {} does not answer PING; dropping it",
+                            self.origin
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(pool) = self.pool.upgrade() {
+            pool.remove(self.id);
+        }
+    }
+}

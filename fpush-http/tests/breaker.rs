@@ -1,0 +1,131 @@
+//! The provider's pause against the testkit's TLS server: a 503 with `Retry-After` pauses the
+//! client until then and is lifted after; 429s for many tokens pause it; 429s for one do not.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fpush_http::{HttpClient, HttpConfig, HttpError};
+use fpush_testkit::tls::{serve, ClientAuth, Connection, TestPki, TestServer};
+use http::{Request, Response};
+
+struct Setup {
+    pki: TestPki,
+    _dir: tempfile::TempDir,
+    ca_path: std::path::PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    pki.write_ca_pem(&ca_path).unwrap();
+    Setup {
+        pki,
+        ca_path,
+        _dir: dir,
+    }
+}
+
+/// Answers paths starting `/503` with 503 + `Retry-After: 1`, `/429` with 429 +
+/// `Retry-After: 1`, anything else 200; counts requests.
+async fn server(s: &Setup, count: Arc<AtomicUsize>) -> TestServer {
+    let tls = s.pki.server_config(ClientAuth::None).unwrap();
+    serve(tls, move |req: Request<Bytes>, _conn: Arc<Connection>| {
+        count.fetch_add(1, Ordering::SeqCst);
+        let status = match req.uri().path() {
+            p if p.starts_with("/503") => 503,
+            p if p.starts_with("/429") => 429,
+            _ => 200,
+        };
+        async move {
+            let mut resp = Response::builder().status(status);
+            if status != 200 {
+                resp = resp.header("retry-after", "1");
+            }
+            resp.body(Bytes::new()).unwrap()
+        }
+    })
+    .await
+    .unwrap()
+}
+
+fn client(s: &Setup, server: &TestServer) -> HttpClient {
+    let cfg = HttpConfig {
+        ca_file: Some(s.ca_path.clone()),
+        ..HttpConfig::default()
+    };
+    HttpClient::new(&server.origin(), cfg).unwrap()
+}
+
+fn post(path: &str) -> Request<Bytes> {
+    Request::post(path).body(Bytes::from_static(b"{}")).unwrap()
+}
+
+#[tokio::test]
+async fn a_503_with_retry_after_pauses_the_client_until_then_and_is_lifted_after() {
+    let s = setup();
+    let count = Arc::new(AtomicUsize::new(0));
+    let server = server(&s, count.clone()).await;
+    let client = client(&s, &server);
+    let resp = client.send(post("/503")).await.unwrap();
+    assert_eq!(resp.status, 503);
+    for _ in 0..5 {
+        let err = client.send(post("/ok")).await.unwrap_err();
+        assert!(
+            matches!(err, HttpError::Paused(left) if left <= Duration::from_secs(1)),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        1,
+        "paused requests never reach the provider"
+    );
+    assert_eq!(client.pauses(), 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(client.paused_for(), None);
+    assert_eq!(client.send(post("/ok")).await.unwrap().status, 200);
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_token_specific_429_does_not_pause_the_client() {
+    let s = setup();
+    let count = Arc::new(AtomicUsize::new(0));
+    let server = server(&s, count.clone()).await;
+    let client = client(&s, &server);
+    for _ in 0..30 {
+        assert_eq!(
+            client.send(post("/429/one-token")).await.unwrap().status,
+            429
+        );
+    }
+    assert_eq!(client.send(post("/other-token")).await.unwrap().status, 200);
+    assert_eq!(client.pauses(), 0);
+}
+
+#[tokio::test]
+async fn throttling_for_many_tokens_pauses_the_client() {
+    let s = setup();
+    let count = Arc::new(AtomicUsize::new(0));
+    let server = server(&s, count.clone()).await;
+    let client = client(&s, &server);
+    let threshold = HttpConfig::default().breaker.distinct_requests;
+    for i in 0..threshold {
+        assert_eq!(
+            client
+                .send(post(&format!("/429/{i}")))
+                .await
+                .unwrap()
+                .status,
+            429
+        );
+    }
+    let err = client.send(post("/ok")).await.unwrap_err();
+    assert!(matches!(err, HttpError::Paused(_)), "{err}");
+    assert_eq!(count.load(Ordering::SeqCst), threshold);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(client.send(post("/ok")).await.unwrap().status, 200);
+}

@@ -1,0 +1,258 @@
+//! The connection pool against the testkit's TLS server: stream limits, growth one connection
+//! at a time, bounded waiting, GOAWAY mid-burst, a connection dying under load, idle extras.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fpush_http::{HttpClient, HttpConfig, HttpError, HttpResponse};
+use fpush_testkit::tls::{serve_with, ClientAuth, Connection, ServeOptions, TestPki, TestServer};
+use http::{Request, Response};
+
+struct Setup {
+    pki: TestPki,
+    _dir: tempfile::TempDir,
+    ca_path: std::path::PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    pki.write_ca_pem(&ca_path).unwrap();
+    Setup {
+        pki,
+        ca_path,
+        _dir: dir,
+    }
+}
+
+fn config(s: &Setup, max_connections: usize) -> HttpConfig {
+    HttpConfig {
+        ca_file: Some(s.ca_path.clone()),
+        connect_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(10),
+        max_connections,
+        ..HttpConfig::default()
+    }
+}
+
+/// Streams in flight per connection now, and the most each ever had.
+#[derive(Default)]
+struct Load {
+    now: Mutex<HashMap<u64, usize>>,
+    peak: Mutex<HashMap<u64, usize>>,
+}
+
+impl Load {
+    fn enter(&self, conn: u64) {
+        let mut now = self.now.lock().unwrap();
+        let n = now.entry(conn).or_default();
+        *n += 1;
+        let mut peak = self.peak.lock().unwrap();
+        let p = peak.entry(conn).or_default();
+        *p = (*p).max(*n);
+    }
+
+    fn leave(&self, conn: u64) {
+        *self.now.lock().unwrap().get_mut(&conn).unwrap() -= 1;
+    }
+
+    fn peaks(&self) -> HashMap<u64, usize> {
+        self.peak.lock().unwrap().clone()
+    }
+}
+
+/// A server allowing `streams` per connection that answers after `delay` with its connection
+/// id; `fault` may act on the connection for the n-th request (1-based).
+async fn slow_server(
+    s: &Setup,
+    streams: u32,
+    delay: Duration,
+    load: Arc<Load>,
+    fault: impl Fn(usize, &Connection) + Send + Sync + 'static,
+) -> TestServer {
+    let tls = s.pki.server_config(ClientAuth::None).unwrap();
+    let options = ServeOptions {
+        max_concurrent_streams: streams,
+    };
+    let count = Arc::new(AtomicUsize::new(0));
+    let fault = Arc::new(fault);
+    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    serve_with(
+        addr,
+        tls,
+        options,
+        move |_req: Request<Bytes>, conn: Arc<Connection>| {
+            let load = load.clone();
+            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+            let fault = fault.clone();
+            async move {
+                load.enter(conn.id);
+                fault(n, &conn);
+                tokio::time::sleep(delay).await;
+                load.leave(conn.id);
+                Response::new(Bytes::from(conn.id.to_string()))
+            }
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn burst(client: &HttpClient, n: usize) -> Vec<Result<HttpResponse, HttpError>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let req = Request::post(format!("/push/{i}"))
+                    .body(Bytes::from_static(b"{}"))
+                    .unwrap();
+                client.send(req).await
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    results
+}
+
+fn no_fault(_: usize, _: &Connection) {}
+
+#[tokio::test]
+async fn a_burst_opens_what_the_stream_limits_need_and_respects_them() {
+    let s = setup();
+    let load = Arc::new(Load::default());
+    let server = slow_server(&s, 5, Duration::from_millis(300), load.clone(), no_fault).await;
+    let client = HttpClient::new(&server.origin(), config(&s, 8)).unwrap();
+    let results = burst(&client, 30).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    // 30 at once over 5 streams each: six connections, each at its limit, none beyond.
+    assert_eq!(client.connections_opened(), 6);
+    assert_eq!(server.connections_accepted(), 6);
+    let peaks = load.peaks();
+    assert_eq!(peaks.len(), 6);
+    assert!(peaks.values().all(|&p| p <= 5), "{peaks:?}");
+}
+
+#[tokio::test]
+async fn at_max_connections_requests_wait_for_a_stream_instead_of_failing() {
+    let s = setup();
+    let load = Arc::new(Load::default());
+    let server = slow_server(&s, 5, Duration::from_millis(200), load.clone(), no_fault).await;
+    let client = HttpClient::new(&server.origin(), config(&s, 2)).unwrap();
+    let started = tokio::time::Instant::now();
+    let results = burst(&client, 30).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(server.connections_accepted(), 2);
+    // Ten streams in all: three rounds of 200 ms.
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert!(load.peaks().values().all(|&p| p <= 5));
+}
+
+#[tokio::test]
+async fn waiting_for_a_stream_is_bounded_by_the_request_timeout() {
+    let s = setup();
+    let load = Arc::new(Load::default());
+    let server = slow_server(&s, 1, Duration::from_secs(2), load, no_fault).await;
+    let mut cfg = config(&s, 1);
+    cfg.request_timeout = Duration::from_millis(500);
+    let client = HttpClient::new(&server.origin(), cfg).unwrap();
+    let results = burst(&client, 2).await;
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(e) if e.is_timeout())),
+        "{results:?}"
+    );
+    assert_eq!(server.connections_accepted(), 1);
+}
+
+#[tokio::test]
+async fn goaway_mid_burst_fails_nothing() {
+    let s = setup();
+    let load = Arc::new(Load::default());
+    let goaway = |n: usize, conn: &Connection| {
+        if n == 10 {
+            conn.goaway();
+        }
+    };
+    let server = slow_server(&s, 20, Duration::from_millis(100), load, goaway).await;
+    let client = HttpClient::new(&server.origin(), config(&s, 8)).unwrap();
+    let results = burst(&client, 60).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let first: usize = results
+        .iter()
+        .filter(|r| r.as_ref().unwrap().body == "1")
+        .count();
+    assert!(
+        first >= 10,
+        "the streams in flight at GOAWAY were answered on it: {first}"
+    );
+    assert!(server.connections_accepted() >= 2);
+    // Later requests use the connections that are left.
+    assert!(burst(&client, 10).await.iter().all(Result::is_ok));
+}
+
+#[tokio::test]
+async fn a_connection_dying_under_load_fails_only_its_own_streams() {
+    let s = setup();
+    let load = Arc::new(Load::default());
+    let dies = |n: usize, conn: &Connection| {
+        if n == 25 {
+            conn.drop_connection();
+        }
+    };
+    let server = slow_server(&s, 10, Duration::from_millis(200), load, dies).await;
+    let client = HttpClient::new(&server.origin(), config(&s, 8)).unwrap();
+    let results = burst(&client, 40).await;
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(!failed.is_empty() && failed.len() <= 10, "{failed:?}");
+    // What was in flight may have been processed: reported, never resent.
+    assert!(
+        failed.iter().all(|e| !e.not_sent() && !e.is_timeout()),
+        "{failed:?}"
+    );
+    assert!(burst(&client, 40).await.iter().all(Result::is_ok));
+}
+
+#[tokio::test]
+async fn idle_extra_connections_close_and_one_stays() {
+    let s = setup();
+    let load = Arc::new(Load::default());
+    let server = slow_server(&s, 5, Duration::from_millis(100), load, no_fault).await;
+    let mut cfg = config(&s, 8);
+    cfg.idle_timeout = Duration::from_millis(200);
+    let client = HttpClient::new(&server.origin(), cfg).unwrap();
+    assert!(burst(&client, 15).await.iter().all(Result::is_ok));
+    assert_eq!(client.connections_open(), 3);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(client.connections_open(), 1);
+    // The one left carries on.
+    assert!(burst(&client, 5).await.iter().all(Result::is_ok));
+    assert_eq!(client.connections_opened(), 3);
+}
+
+#[tokio::test]
+async fn when_no_connection_can_be_made_waiting_requests_fail_at_once() {
+    let s = setup();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let client = HttpClient::new(&format!("https://localhost:{port}"), config(&s, 8)).unwrap();
+    let started = tokio::time::Instant::now();
+    let results = burst(&client, 20).await;
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(e @ HttpError::Connect { .. }) if e.not_sent())),
+        "{results:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
