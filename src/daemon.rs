@@ -95,6 +95,7 @@ pub async fn run(
     );
     dispatcher.set_access(settings.access.clone());
     dispatcher.set_max_queued(settings.limits.max_queued_pushes);
+    dispatcher.spawn_access_sweeper(background.clone());
     if let Some(listen) = settings.metrics.as_ref().map(|m| m.listen) {
         spawn_metrics_listener(listen, &dispatcher, &metrics, &state, &background);
     }

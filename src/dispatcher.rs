@@ -33,7 +33,7 @@ use reply_table::reply_for;
 pub struct Dispatcher {
     pushes: Arc<PushPath>,
     modules: ModulesInService,
-    access: ArcSwap<Access>,
+    access: Arc<ArcSwap<Access>>,
     metrics: Arc<Metrics>,
     /// Loud lines about requests no module answers, each cause at most once a minute.
     alarms: LoudLog,
@@ -74,7 +74,9 @@ impl Dispatcher {
                 abort_in_flight: CancellationToken::new(),
             }),
             modules: Arc::new(ArcSwap::new(modules)),
-            access: ArcSwap::from_pointee(Access::new(AccessSettings::default())),
+            access: Arc::new(ArcSwap::from_pointee(
+                Access::new(AccessSettings::default()),
+            )),
             metrics,
             alarms: LoudLog::new("dispatcher"),
             tasks: TaskTracker::new(),
@@ -122,11 +124,26 @@ impl Dispatcher {
         self.access.store(Arc::new(next));
     }
 
-    /// Forget idle domains' buckets; returns when to sweep next.
-    pub fn sweep_access(&self) -> Duration {
-        let access = self.access.load();
-        access.sweep();
-        access.sweep_period()
+    /// Sending domains with a bucket now.
+    pub fn sending_domains(&self) -> usize {
+        self.access.load().domains()
+    }
+
+    /// Forgets idle sending domains' buckets now and then, until `stop`, so that the map of
+    /// buckets holds the domains that are busy now.
+    pub fn spawn_access_sweeper(&self, stop: CancellationToken) {
+        let access = self.access.clone();
+        tokio::spawn(async move {
+            loop {
+                let period = access.load().sweep_period();
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(period) => {}
+                }
+                let swept = access.load().sweep();
+                log::debug!("{swept} idle sending domains forgotten");
+            }
+        });
     }
 
     /// Handle one inbound stanza. Never blocks: pushes run in their own tasks.

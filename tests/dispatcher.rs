@@ -565,3 +565,24 @@ async fn pushes_larger_than_any_server_sends_never_reach_a_module() {
     assert_eq!(error_of(&replies[1]), (Some("modify"), Some("bad-request")));
     assert_eq!(harness.provider.total.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn idle_sending_domains_are_forgotten() {
+    let mut harness = Harness::new(ScriptedProvider::default(), None, 100);
+    harness.dispatcher.set_access(AccessSettings {
+        allowed_domains: Vec::new(),
+        per_domain_rate: 10.0,
+        per_domain_burst: 20.0,
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    harness.dispatcher.spawn_access_sweeper(stop.clone());
+    for i in 0..50 {
+        harness.push_from(&format!("server{i}.example"), "token");
+    }
+    harness.settle().await;
+    assert_eq!(harness.dispatcher.sending_domains(), 50);
+    // A full bucket refills in 2 s: after that every one of them is idle, and swept.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(harness.dispatcher.sending_domains(), 0);
+    stop.cancel();
+}
