@@ -152,7 +152,11 @@ impl Dispatcher {
             Inbound::Stanza(bytes) => self.handle_request(request::parse(&bytes)),
             Inbound::Oversized { start_tag } => {
                 if let Some(iq) = request::parse_oversized(&start_tag) {
-                    log::debug!("stanza from {} over the size limit answered", iq.from);
+                    let text = format_args!(
+                        "a stanza from {} over limits.maxStanzaSize was skipped and answered wait",
+                        iq.from
+                    );
+                    self.alarms.log(log::Level::Warn, "oversized stanza", &text);
                     self.refuse(&iq, Outcome::too_large.into());
                 }
             }

@@ -78,7 +78,7 @@ impl RetryPolicy {
                     )))
                 }
                 ProviderAnswer::Renew(reason) => {
-                    log::info!("{context}: {reason}; trying once more with renewed credentials");
+                    log::debug!("{context}: {reason}; trying once more with renewed credentials");
                     tries.renewed = true;
                 }
             }

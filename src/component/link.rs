@@ -297,7 +297,8 @@ fn frame_to_inbound(
         }
         StreamFrame::Element(element) => Ok(Some(Inbound::Stanza(element))),
         StreamFrame::Oversized { start_tag } => {
-            log::warn!(
+            // Per stanza at debug: the dispatcher answers it and logs loudly, rate-limited.
+            log::debug!(
                 "skipped a stanza over the {} byte limit (limits.maxStanzaSize)",
                 cfg.max_stanza_size
             );
