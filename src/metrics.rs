@@ -22,7 +22,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 pub use listener::{serve, serve_on, ListenerLimits};
-pub use push::{ModuleMetrics, ProviderAnswer, Unattributed};
+pub use push::{AnswerLabel, ModuleMetrics, Unattributed};
 pub use redis::{FallbackCause, RedisFallbacks};
 pub use state::{ModuleGauges, StateSnapshot};
 pub use summary::spawn_summary_log;

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use fpush_testkit::apns::{Answer, ApnsHarness, Received, TOPIC};
+use fpush_testkit::apns::{ApnsAnswer, ApnsHarness, Received, TOPIC};
 use fpush_testkit::settings::with_keys;
 use fpush_testkit::tls::P12Cipher;
 use serde_json::{json, Value};
@@ -204,7 +204,7 @@ async fn dead_token_answers_cancel_and_the_token_is_then_answered_without_asking
     let not_for_topic = "feedface".repeat(8);
     path.apns.server.enqueue(
         &not_for_topic,
-        [Answer::error(400, "DeviceTokenNotForTopic")],
+        [ApnsAnswer::error(400, "DeviceTokenNotForTopic")],
     );
     // `dead…` → 410 Unregistered, `baddevice…` → 400 BadDeviceToken (the testkit's convention).
     let cases = [
@@ -289,7 +289,7 @@ async fn operator_errors_answer_wait_internal_server_error_and_keep_the_token() 
         let token = format!("{n}").repeat(64);
         path.apns
             .server
-            .enqueue(&token, [Answer::error(status, reason)]);
+            .enqueue(&token, [ApnsAnswer::error(status, reason)]);
         let id = format!("m{n}");
         let reply = path.push(&id, &token).await;
         assert_error(&reply, &id, "wait", "internal-server-error");
@@ -308,9 +308,10 @@ async fn operator_errors_answer_wait_internal_server_error_and_keep_the_token() 
 #[tokio::test]
 async fn invalid_provider_token_answers_wait() {
     let mut path = ApplePath::start(Auth::Token).await;
-    path.apns
-        .server
-        .enqueue(DEVICE_TOKEN, [Answer::error(403, "InvalidProviderToken")]);
+    path.apns.server.enqueue(
+        DEVICE_TOKEN,
+        [ApnsAnswer::error(403, "InvalidProviderToken")],
+    );
     let reply = path.push("i1", DEVICE_TOKEN).await;
     assert_error(&reply, "i1", "wait", "internal-server-error");
     // A provider token minutes old is not renewed (Apple allows one renewal per 20 minutes), so

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use fpush_testkit::apns::{Answer, ApnsHarness, Fault};
-use fpush_testkit::fcm::{Answer as FcmAnswer, FcmServer};
+use fpush_testkit::apns::{ApnsAnswer, ApnsHarness, Fault};
+use fpush_testkit::fcm::{FcmAnswer, FcmServer};
 
 /// The APNS request timeout used by these tests.
 const TIMEOUT: Duration = Duration::from_millis(600);
@@ -77,7 +77,7 @@ async fn a_stalled_apns_answer_times_out_with_remote_server_timeout_and_is_not_r
     let stalled = token("stalled");
     t.provider
         .server
-        .enqueue(&stalled, [Answer::fault(Fault::Stall)]);
+        .enqueue(&stalled, [ApnsAnswer::fault(Fault::Stall)]);
     let (reply, took) = t.round_trip("s1", &stalled).await;
     assert_error(&reply, "s1", "wait", "remote-server-timeout");
     assert!(
@@ -96,10 +96,10 @@ async fn slow_apns_answers_are_delivered_within_the_timeout_and_time_out_beyond_
     let (slow, too_slow) = (token("slow"), token("too-slow"));
     t.provider
         .server
-        .enqueue(&slow, [Answer::ok().delayed(TIMEOUT / 2)]);
+        .enqueue(&slow, [ApnsAnswer::ok().delayed(TIMEOUT / 2)]);
     t.provider
         .server
-        .enqueue(&too_slow, [Answer::ok().delayed(TIMEOUT * 3)]);
+        .enqueue(&too_slow, [ApnsAnswer::ok().delayed(TIMEOUT * 3)]);
     t.push("slow", &slow).await;
     t.push("too-slow", &too_slow).await;
     let started = Instant::now();
@@ -124,7 +124,7 @@ async fn an_apns_reset_mid_request_is_answered_wait_and_nothing_is_sent_twice() 
     for (i, slow) in slow.iter().enumerate() {
         t.provider
             .server
-            .enqueue(slow, [Answer::ok().delayed(Duration::from_secs(5))]);
+            .enqueue(slow, [ApnsAnswer::ok().delayed(Duration::from_secs(5))]);
         t.push(&format!("in-flight-{i}"), slow).await;
     }
     // Let them reach the provider before the reset.
@@ -135,7 +135,7 @@ async fn an_apns_reset_mid_request_is_answered_wait_and_nothing_is_sent_twice() 
     let reset = token("reset");
     t.provider
         .server
-        .enqueue(&reset, [Answer::fault(Fault::DropConnection)]);
+        .enqueue(&reset, [ApnsAnswer::fault(Fault::DropConnection)]);
     t.push("reset", &reset).await;
     let replies = by_id(&t.link.collect(4, WAIT).await.unwrap());
     assert_eq!(replies.len(), 4, "{replies:?}");
@@ -162,8 +162,8 @@ async fn bursts_of_apns_5xx_are_retried_once_then_answered_wait() {
         t.provider.server.enqueue(
             f,
             [
-                Answer::error(503, "ServiceUnavailable"),
-                Answer::error(500, "InternalServerError"),
+                ApnsAnswer::error(503, "ServiceUnavailable"),
+                ApnsAnswer::error(500, "InternalServerError"),
             ],
         );
         t.push(f, f).await;
@@ -171,7 +171,7 @@ async fn bursts_of_apns_5xx_are_retried_once_then_answered_wait() {
     for f in &flaky {
         t.provider
             .server
-            .enqueue(f, [Answer::error(503, "ServiceUnavailable")]);
+            .enqueue(f, [ApnsAnswer::error(503, "ServiceUnavailable")]);
         t.push(f, f).await;
     }
     let replies = by_id(&t.link.collect(12, WAIT).await.unwrap());
@@ -196,7 +196,7 @@ async fn an_apns_goaway_is_survived_without_sending_anything_twice() {
     let first = token("goaway");
     t.provider
         .server
-        .enqueue(&first, [Answer::fault(Fault::GoAway)]);
+        .enqueue(&first, [ApnsAnswer::fault(Fault::GoAway)]);
     let (reply, _) = t.round_trip("goaway", &first).await;
     assert_result(&reply, "goaway");
     assert_eq!(t.calls(&first), 1);
@@ -238,7 +238,7 @@ async fn apns_never_sees_more_than_max_concurrent_pushes_in_flight() {
     let seen = arrivals.clone();
     t.provider.server.set_responder(move |_| {
         seen.lock().unwrap().push(Instant::now());
-        Some(Answer::ok().delayed(HOLD))
+        Some(ApnsAnswer::ok().delayed(HOLD))
     });
     // Waves of six, faster than the provider answers.
     let mut sent = Vec::new();

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use fpush_testkit::apns::{Answer, ApnsHarness};
+use fpush_testkit::apns::{ApnsAnswer, ApnsHarness};
 use fpush_testkit::xmpp::XmppTestError;
 
 /// Ends the stream from the server side and returns everything fpush sent until it closed.
@@ -81,7 +81,7 @@ async fn a_flapping_link_under_load_gets_one_provider_call_and_one_reply_per_pus
     // Provider answers take 50-350 ms, so many pushes are in flight across each reconnect.
     provider.server.set_responder(|received| {
         let spread = received.token.bytes().map(u64::from).sum::<u64>() % 7;
-        Some(Answer::ok().delayed(Duration::from_millis(50 + spread * 50)))
+        Some(ApnsAnswer::ok().delayed(Duration::from_millis(50 + spread * 50)))
     });
     let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
     let mut fpush = Daemon::start(&settings(&server, &apns_modules(&provider, "5s"), ""));

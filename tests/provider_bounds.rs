@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use fpush_testkit::apns::{Answer, ApnsHarness};
-use fpush_testkit::fcm::{Answer as FcmAnswer, FcmServer};
+use fpush_testkit::apns::{ApnsAnswer, ApnsHarness};
+use fpush_testkit::fcm::{FcmAnswer, FcmServer};
 use fpush_testkit::settings::with_keys;
 use serde_json::json;
 
@@ -58,7 +58,7 @@ async fn a_huge_apns_retry_after_is_answered_wait_and_pushes_go_on() {
     let throttled = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     apns.server.enqueue(
         throttled,
-        [Answer::error(429, "TooManyRequests").with_retry_after(u64::MAX)],
+        [ApnsAnswer::error(429, "TooManyRequests").with_retry_after(u64::MAX)],
     );
     let reply = push_and_reply(&mut link, "t1", throttled).await;
     assert_error(&reply, "t1", "wait", "resource-constraint");

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fpush_apns::{unix_now, ApnsConfig, ApnsPush};
-use fpush_testkit::apns::{Answer, ApnsHarness, Fault, P12_PASSWORD, TOPIC};
+use fpush_testkit::apns::{ApnsAnswer, ApnsHarness, Fault, P12_PASSWORD, TOPIC};
 use fpush_testkit::settings::with_keys;
 use fpush_testkit::tls::P12Cipher;
 use fpush_traits::{DeadTokenReason, PushError, PushNotification, PushSummary, PushTrait};
@@ -155,24 +155,24 @@ async fn every_apple_answer_maps_to_its_push_error() {
     let f = harness().await;
     let module = module(token_config(&f, json!({})));
     let misconfigured = |e: &PushError| matches!(e, PushError::Misconfigured(_));
-    let cases: Vec<(Vec<Answer>, Expectation, usize)> = vec![
+    let cases: Vec<(Vec<ApnsAnswer>, Expectation, usize)> = vec![
         (
-            vec![Answer::error(410, "Unregistered")],
+            vec![ApnsAnswer::error(410, "Unregistered")],
             Box::new(|e| *e == PushError::TokenInvalid(DeadTokenReason::Unregistered)),
             1,
         ),
         (
-            vec![Answer::error(400, "BadDeviceToken")],
+            vec![ApnsAnswer::error(400, "BadDeviceToken")],
             Box::new(|e| *e == PushError::TokenInvalid(DeadTokenReason::BadToken)),
             1,
         ),
         (
-            vec![Answer::error(400, "DeviceTokenNotForTopic")],
+            vec![ApnsAnswer::error(400, "DeviceTokenNotForTopic")],
             Box::new(|e| *e == PushError::TokenInvalid(DeadTokenReason::NotForThisApp)),
             1,
         ),
         (
-            vec![Answer::error(429, "TooManyRequests").with_retry_after(12)],
+            vec![ApnsAnswer::error(429, "TooManyRequests").with_retry_after(12)],
             Box::new(|e| {
                 *e == PushError::ProviderThrottled {
                     retry_after: Some(Duration::from_secs(12)),
@@ -181,7 +181,7 @@ async fn every_apple_answer_maps_to_its_push_error() {
             1,
         ),
         (
-            vec![Answer::error(429, "TooManyRequests").with_retry_after(u64::MAX)],
+            vec![ApnsAnswer::error(429, "TooManyRequests").with_retry_after(u64::MAX)],
             Box::new(|e| {
                 *e == PushError::ProviderThrottled {
                     retry_after: Some(fpush_apns::response::MAX_RETRY_AFTER),
@@ -190,54 +190,54 @@ async fn every_apple_answer_maps_to_its_push_error() {
             1,
         ),
         (
-            vec![Answer::error(429, "TooManyProviderTokenUpdates")],
+            vec![ApnsAnswer::error(429, "TooManyProviderTokenUpdates")],
             Box::new(misconfigured),
             1,
         ),
         (
-            vec![Answer::error(400, "TopicDisallowed")],
+            vec![ApnsAnswer::error(400, "TopicDisallowed")],
             Box::new(misconfigured),
             1,
         ),
         (
-            vec![Answer::error(400, "BadTopic")],
+            vec![ApnsAnswer::error(400, "BadTopic")],
             Box::new(misconfigured),
             1,
         ),
         (
-            vec![Answer::error(403, "BadCertificate")],
+            vec![ApnsAnswer::error(403, "BadCertificate")],
             Box::new(misconfigured),
             1,
         ),
         (
-            vec![Answer::error(403, "BadCertificateEnvironment")],
+            vec![ApnsAnswer::error(403, "BadCertificateEnvironment")],
             Box::new(misconfigured),
             1,
         ),
         // A young provider token is not renewed (Apple forbids renewing within 20 minutes).
         (
-            vec![Answer::error(403, "ExpiredProviderToken")],
+            vec![ApnsAnswer::error(403, "ExpiredProviderToken")],
             Box::new(misconfigured),
             1,
         ),
         (
-            vec![Answer::error(403, "InvalidProviderToken")],
+            vec![ApnsAnswer::error(403, "InvalidProviderToken")],
             Box::new(misconfigured),
             1,
         ),
         // 5xx: retried once, then transient.
         (
             vec![
-                Answer::error(500, "InternalServerError"),
-                Answer::error(500, "InternalServerError"),
+                ApnsAnswer::error(500, "InternalServerError"),
+                ApnsAnswer::error(500, "InternalServerError"),
             ],
             Box::new(|e| matches!(e, PushError::Transient(m) if m.contains("InternalServerError"))),
             2,
         ),
         (
             vec![
-                Answer::error(503, "ServiceUnavailable"),
-                Answer::error(503, "Shutdown"),
+                ApnsAnswer::error(503, "ServiceUnavailable"),
+                ApnsAnswer::error(503, "Shutdown"),
             ],
             Box::new(|e| matches!(e, PushError::Transient(m) if m.contains("Shutdown"))),
             2,
@@ -306,7 +306,10 @@ async fn a_503_is_retried_once_and_delivered() {
     let module = module(token_config(&f, json!({})));
     f.server.enqueue(
         TOKEN,
-        [Answer::error(503, "ServiceUnavailable"), Answer::ok()],
+        [
+            ApnsAnswer::error(503, "ServiceUnavailable"),
+            ApnsAnswer::ok(),
+        ],
     );
     module.send(&push(TOKEN)).await.unwrap();
     assert_eq!(f.server.count_for(TOKEN), 2);
@@ -318,7 +321,7 @@ async fn a_timeout_is_reported_and_never_retried() {
     let mut cfg = token_config(&f, json!({}));
     cfg.request_timeout = Duration::from_millis(300);
     let module = module(cfg);
-    f.server.enqueue(TOKEN, [Answer::fault(Fault::Stall)]);
+    f.server.enqueue(TOKEN, [ApnsAnswer::fault(Fault::Stall)]);
     assert_eq!(
         module.send(&push(TOKEN)).await.unwrap_err(),
         PushError::Timeout
@@ -331,7 +334,7 @@ async fn a_connection_reset_after_sending_is_transient_and_not_retried() {
     let f = harness().await;
     let module = module(token_config(&f, json!({})));
     f.server
-        .enqueue(TOKEN, [Answer::fault(Fault::DropConnection)]);
+        .enqueue(TOKEN, [ApnsAnswer::fault(Fault::DropConnection)]);
     assert!(matches!(
         module.send(&push(TOKEN)).await.unwrap_err(),
         PushError::Transient(_)
@@ -368,7 +371,7 @@ async fn a_thousand_pushes_in_flight_share_one_connection() {
     cfg.request_timeout = Duration::from_secs(60);
     let module = Arc::new(module(cfg));
     f.server
-        .set_responder(|_| Some(Answer::ok().delayed(Duration::from_millis(200))));
+        .set_responder(|_| Some(ApnsAnswer::ok().delayed(Duration::from_millis(200))));
     let started = std::time::Instant::now();
     let tasks: Vec<_> = (0..1000)
         .map(|i| {
@@ -454,7 +457,7 @@ async fn a_refused_provider_token_over_20_minutes_old_is_renewed_and_the_push_re
     module.send(&push(TOKEN)).await.unwrap();
     travel(Duration::from_secs(21 * 60)).await;
     f.server
-        .enqueue(TOKEN, [Answer::error(403, "ExpiredProviderToken")]);
+        .enqueue(TOKEN, [ApnsAnswer::error(403, "ExpiredProviderToken")]);
     module.send(&push(TOKEN)).await.unwrap();
     let got = f.server.received();
     assert_eq!(got.len(), 3);
@@ -463,7 +466,7 @@ async fn a_refused_provider_token_over_20_minutes_old_is_renewed_and_the_push_re
 
     // Refused again right away: the new token is too young to replace, so no loop.
     f.server
-        .enqueue(TOKEN, [Answer::error(403, "InvalidProviderToken")]);
+        .enqueue(TOKEN, [ApnsAnswer::error(403, "InvalidProviderToken")]);
     assert!(matches!(
         module.send(&push(TOKEN)).await.unwrap_err(),
         PushError::Misconfigured(_)

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use fpush_apns::{ApnsConfig, ApnsPush};
-use fpush_testkit::apns::{Answer, ApnsHarness, ApnsHarnessOptions};
+use fpush_testkit::apns::{ApnsAnswer, ApnsHarness, ApnsHarnessOptions};
 use fpush_testkit::settings::with_keys;
 use fpush_testkit::tls::ServeOptions;
 use fpush_traits::{PushError, PushNotification, PushTrait};
@@ -40,7 +40,7 @@ fn module(h: &ApnsHarness) -> ApnsPush {
 async fn every_connection_of_a_module_carries_the_same_provider_token() {
     let h = harness(4).await;
     h.server
-        .set_responder(|_| Some(Answer::ok().delayed(Duration::from_millis(200))));
+        .set_responder(|_| Some(ApnsAnswer::ok().delayed(Duration::from_millis(200))));
     let module = std::sync::Arc::new(module(&h));
     let tasks: Vec<_> = (0..16)
         .map(|i| {
@@ -66,7 +66,7 @@ async fn a_token_specific_429_throttles_only_that_token() {
     let throttled = token(1);
     h.server.enqueue(
         &throttled,
-        (0..30).map(|_| Answer::error(429, "TooManyRequests").with_retry_after(30)),
+        (0..30).map(|_| ApnsAnswer::error(429, "TooManyRequests").with_retry_after(30)),
     );
     for _ in 0..30 {
         let err = module
@@ -94,8 +94,8 @@ async fn a_503_with_retry_after_pauses_the_module_and_is_lifted_after() {
     h.server.enqueue(
         &token(1),
         [
-            Answer::error(503, "ServiceUnavailable").with_retry_after(1),
-            Answer::error(503, "ServiceUnavailable").with_retry_after(1),
+            ApnsAnswer::error(503, "ServiceUnavailable").with_retry_after(1),
+            ApnsAnswer::error(503, "ServiceUnavailable").with_retry_after(1),
         ],
     );
     let err = module

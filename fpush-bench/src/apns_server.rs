@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fpush_testkit::apns::{Answer, ApnsHarness, ApnsHarnessOptions};
+use fpush_testkit::apns::{ApnsAnswer, ApnsHarness, ApnsHarnessOptions};
 use fpush_testkit::tls::{P12Cipher, ServeOptions};
 use tokio::sync::{oneshot, watch};
 
@@ -182,7 +182,7 @@ impl Serve {
         if !delay.is_zero() {
             harness
                 .server
-                .set_responder(move |_| Some(Answer::ok().delayed(delay)));
+                .set_responder(move |_| Some(ApnsAnswer::ok().delayed(delay)));
         }
         Ok(harness)
     }

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 
-use crate::xmpp::{kind_label, PushTemplate, Reply, ReplyScanner};
+use crate::xmpp::{kind_label, PushTemplate, ReplyScanner, ScannedReply};
 use crate::BenchError;
 
 /// Send time sentinel: the push was answered.
@@ -250,7 +250,7 @@ pub async fn read_replies(
         let mut ended = false;
         while let Some(reply) = scanner.next_reply() {
             match reply {
-                Reply::Answer { seq, kind } => {
+                ScannedReply::Answer { seq, kind } => {
                     let Some(slot) = seq.and_then(|s| tracker.sent_at.get(s as usize)) else {
                         local.unknown += 1;
                         continue;
@@ -271,9 +271,9 @@ pub async fn read_replies(
                         local.latencies_us.push(us.min(u64::from(u32::MAX)) as u32);
                     }
                 }
-                Reply::Request => local.requests += 1,
-                Reply::Other => {}
-                Reply::StreamEnd => ended = true,
+                ScannedReply::Request => local.requests += 1,
+                ScannedReply::Other => {}
+                ScannedReply::StreamEnd => ended = true,
             }
         }
         if answered > 0 {

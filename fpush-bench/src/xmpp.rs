@@ -149,7 +149,7 @@ fn scramble(mut x: u64) -> u64 {
 
 /// One stanza from fpush, as far as the generator cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reply<'a> {
+pub enum ScannedReply<'a> {
     /// An answer to push `seq`; `kind` is `result` or `errortype/condition`.
     Answer { seq: Option<u64>, kind: &'a [u8] },
     /// A get/set from fpush (its keepalive ping).
@@ -183,13 +183,13 @@ impl ReplyScanner {
     }
 
     /// The next complete stanza, if one is buffered.
-    pub fn next_reply(&mut self) -> Option<Reply<'_>> {
+    pub fn next_reply(&mut self) -> Option<ScannedReply<'_>> {
         let rest = &self.buf[self.pos..];
         let start = memchr::memchr(b'<', rest)?;
         let rest = &rest[start..];
         if rest.starts_with(b"</stream:stream") {
             self.pos = self.buf.len();
-            return Some(Reply::StreamEnd);
+            return Some(ScannedReply::StreamEnd);
         }
         let tag_end = memchr::memchr(b'>', rest)?;
         let end = if rest[tag_end - 1] == b'/' {
@@ -216,14 +216,14 @@ impl ReplyScanner {
     }
 }
 
-fn classify(stanza: &[u8], tag_end: usize) -> Reply<'_> {
+fn classify(stanza: &[u8], tag_end: usize) -> ScannedReply<'_> {
     if !stanza.starts_with(b"<iq ") {
-        return Reply::Other;
+        return ScannedReply::Other;
     }
     let tag = &stanza[..tag_end];
     let kind = attribute(tag, b"type").unwrap_or(b"");
     if kind == b"get" || kind == b"set" {
-        return Reply::Request;
+        return ScannedReply::Request;
     }
     let seq = attribute(tag, b"id").and_then(parse_seq);
     let kind = if kind == b"error" {
@@ -231,7 +231,7 @@ fn classify(stanza: &[u8], tag_end: usize) -> Reply<'_> {
     } else {
         kind
     };
-    Reply::Answer { seq, kind }
+    ScannedReply::Answer { seq, kind }
 }
 
 /// `type/condition` of the `<error>` inside an error reply, e.g. `wait/resource-constraint`,
@@ -334,28 +334,28 @@ mod tests {
         let mut scanner = ReplyScanner::with_leftover(stream.into_bytes());
         assert_eq!(
             scanner.next_reply(),
-            Some(Reply::Answer {
+            Some(ScannedReply::Answer {
                 seq: Some(42),
                 kind: b"result"
             })
         );
         match scanner.next_reply() {
-            Some(Reply::Answer { seq, kind }) => {
+            Some(ScannedReply::Answer { seq, kind }) => {
                 assert_eq!(seq, Some(42));
                 assert_eq!(kind_label(kind), "wait/resource-constraint");
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(scanner.next_reply(), Some(Reply::Request));
+        assert_eq!(scanner.next_reply(), Some(ScannedReply::Request));
         assert_eq!(scanner.next_reply(), None, "an incomplete stanza waits");
         scanner.buffer().extend_from_slice(b"/></stream:stream>");
         assert_eq!(
             scanner.next_reply(),
-            Some(Reply::Answer {
+            Some(ScannedReply::Answer {
                 seq: None,
                 kind: b"result"
             })
         );
-        assert_eq!(scanner.next_reply(), Some(Reply::StreamEnd));
+        assert_eq!(scanner.next_reply(), Some(ScannedReply::StreamEnd));
     }
 }

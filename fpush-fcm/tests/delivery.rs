@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{config, module, notification, push, server};
 use fpush_fcm::FcmPush;
-use fpush_testkit::fcm::Answer;
+use fpush_testkit::fcm::FcmAnswer;
 use fpush_traits::{PushError, PushTrait};
 use serde_json::json;
 
@@ -137,7 +137,7 @@ async fn short_lived_tokens_are_never_presented_expired() {
 async fn a_goaway_moves_later_pushes_to_a_new_connection() {
     let server = server().await;
     let module = module(&server);
-    server.script([Answer::GoawayThenAccept]);
+    server.script([FcmAnswer::GoawayThenAccept]);
     push(&module, "token-a").await.unwrap();
     push(&module, "token-b").await.unwrap();
     push(&module, "token-c").await.unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{config, module, push, server};
 use fpush_fcm::FcmPush;
-use fpush_testkit::fcm::{Answer, THROTTLE_RETRY_AFTER};
+use fpush_testkit::fcm::{FcmAnswer, THROTTLE_RETRY_AFTER};
 use fpush_traits::{DeadTokenReason, PushError};
 
 /// Pushes `token` and returns the error and how many `messages:send` requests the server saw.
@@ -19,7 +19,7 @@ async fn outcome(token: &str) -> (PushError, usize) {
     (err, server.message_count())
 }
 
-async fn scripted(answers: Vec<Answer>) -> (Result<(), PushError>, usize, usize) {
+async fn scripted(answers: Vec<FcmAnswer>) -> (Result<(), PushError>, usize, usize) {
     let server = server().await;
     let module = module(&server);
     server.script(answers);
@@ -136,7 +136,7 @@ async fn a_refused_connection_is_retried_once_and_recovers() {
     let module = module(&server);
     push(&module, "warm-up").await.unwrap();
     // Close the live connection and refuse new handshakes: the module must reconnect.
-    server.script([Answer::DropConnection]);
+    server.script([FcmAnswer::DropConnection]);
     let _ = push(&module, "reset-first").await;
     server.tls_server().set_refuse_tls(true);
     let accepted_before = server.tls_server().connections_accepted();
@@ -155,8 +155,11 @@ async fn a_refused_connection_is_retried_once_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persistent_401_refreshes_the_token_once_then_is_misconfigured() {
-    let (result, calls, token_requests) =
-        scripted(vec![Answer::unauthenticated(), Answer::unauthenticated()]).await;
+    let (result, calls, token_requests) = scripted(vec![
+        FcmAnswer::unauthenticated(),
+        FcmAnswer::unauthenticated(),
+    ])
+    .await;
     assert!(
         matches!(result, Err(PushError::Misconfigured(_))),
         "{result:?}"
@@ -166,7 +169,7 @@ async fn a_persistent_401_refreshes_the_token_once_then_is_misconfigured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_401_is_cured_by_a_fresh_token() {
-    let (result, calls, token_requests) = scripted(vec![Answer::unauthenticated()]).await;
+    let (result, calls, token_requests) = scripted(vec![FcmAnswer::unauthenticated()]).await;
     assert_eq!(result, Ok(()));
     assert_eq!((calls, token_requests), (2, 2));
 }
@@ -174,8 +177,8 @@ async fn one_401_is_cured_by_a_fresh_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn third_party_auth_error_refreshes_once_then_is_misconfigured() {
     let (result, calls, token_requests) = scripted(vec![
-        Answer::third_party_auth_error(),
-        Answer::third_party_auth_error(),
+        FcmAnswer::third_party_auth_error(),
+        FcmAnswer::third_party_auth_error(),
     ])
     .await;
     assert!(
@@ -190,8 +193,8 @@ async fn permission_denied_refreshes_once_then_is_misconfigured() {
     let server = server().await;
     let module = module(&server);
     server.script([
-        Answer::permission_denied("fpush-test"),
-        Answer::permission_denied("fpush-test"),
+        FcmAnswer::permission_denied("fpush-test"),
+        FcmAnswer::permission_denied("fpush-test"),
     ]);
     let err = push(&module, "token-1").await.unwrap_err();
     assert!(matches!(err, PushError::Misconfigured(_)), "{err:?}");
@@ -200,7 +203,7 @@ async fn permission_denied_refreshes_once_then_is_misconfigured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_not_found_without_unregistered_keeps_the_token() {
-    let (result, calls, _) = scripted(vec![Answer::html(404)]).await;
+    let (result, calls, _) = scripted(vec![FcmAnswer::html(404)]).await;
     assert!(
         matches!(result, Err(PushError::Misconfigured(_))),
         "{result:?}"
@@ -210,7 +213,7 @@ async fn a_not_found_without_unregistered_keeps_the_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_near_u64_max_is_clamped_to_an_hour() {
-    let (result, calls, _) = scripted(vec![Answer::quota_exceeded(u64::MAX)]).await;
+    let (result, calls, _) = scripted(vec![FcmAnswer::quota_exceeded(u64::MAX)]).await;
     assert_eq!(
         result,
         Err(PushError::ProviderThrottled {

@@ -93,7 +93,7 @@ pub enum Fault {
 
 /// One scripted answer.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Answer {
+pub struct ApnsAnswer {
     pub status: u16,
     pub reason: Option<String>,
     pub retry_after: Option<u64>,
@@ -101,7 +101,7 @@ pub struct Answer {
     pub fault: Fault,
 }
 
-impl Answer {
+impl ApnsAnswer {
     pub fn ok() -> Self {
         Self {
             status: 200,
@@ -140,9 +140,9 @@ impl Answer {
 /// `baddevice…` → 400 `BadDeviceToken`, `unavailable…` → 503, `throttled…` → 429 with
 /// `Retry-After`, `stall…` → no answer, `unavailable-once…` / `throttled-once…` → that answer
 /// for the token's first request and 200 after. `None` means "deliver".
-pub fn answer_by_prefix(token: &str, earlier_requests: u64) -> Option<Answer> {
-    let unavailable = || Answer::error(503, "ServiceUnavailable");
-    let throttled = || Answer::error(429, "TooManyRequests").with_retry_after(30);
+pub fn answer_by_prefix(token: &str, earlier_requests: u64) -> Option<ApnsAnswer> {
+    let unavailable = || ApnsAnswer::error(503, "ServiceUnavailable");
+    let throttled = || ApnsAnswer::error(429, "TooManyRequests").with_retry_after(30);
     if token.starts_with("unavailable-once") {
         return (earlier_requests == 0).then(unavailable);
     }
@@ -150,15 +150,15 @@ pub fn answer_by_prefix(token: &str, earlier_requests: u64) -> Option<Answer> {
         return (earlier_requests == 0).then(throttled);
     }
     if token.starts_with("dead") {
-        Some(Answer::error(410, "Unregistered"))
+        Some(ApnsAnswer::error(410, "Unregistered"))
     } else if token.starts_with("baddevice") {
-        Some(Answer::error(400, "BadDeviceToken"))
+        Some(ApnsAnswer::error(400, "BadDeviceToken"))
     } else if token.starts_with("unavailable") {
         Some(unavailable())
     } else if token.starts_with("throttled") {
         Some(throttled())
     } else if token.starts_with("stall") {
-        Some(Answer::fault(Fault::Stall))
+        Some(ApnsAnswer::fault(Fault::Stall))
     } else {
         None
     }
@@ -182,7 +182,7 @@ pub struct Received {
 }
 
 /// Decides an answer for a request that passed Apple's checks.
-pub type Responder = Arc<dyn Fn(&Received) -> Option<Answer> + Send + Sync>;
+pub type Responder = Arc<dyn Fn(&Received) -> Option<ApnsAnswer> + Send + Sync>;
 /// Sees every request after it is answered (e.g. to write a record file).
 pub type Observer = Arc<dyn Fn(&Received) + Send + Sync>;
 
@@ -193,7 +193,7 @@ struct State {
     /// Keep every request (and count them per token); off for load runs.
     recording: AtomicBool,
     hold: tokio::sync::watch::Sender<bool>,
-    queued: Mutex<HashMap<String, VecDeque<Answer>>>,
+    queued: Mutex<HashMap<String, VecDeque<ApnsAnswer>>>,
     seen: Mutex<HashMap<String, u64>>,
     responder: Mutex<Option<Responder>>,
     observer: Mutex<Option<Observer>>,
@@ -283,7 +283,7 @@ impl ApnsTestServer {
     }
 
     /// Queues answers for the next requests for `token` (they pass Apple's checks first).
-    pub fn enqueue(&self, token: &str, answers: impl IntoIterator<Item = Answer>) {
+    pub fn enqueue(&self, token: &str, answers: impl IntoIterator<Item = ApnsAnswer>) {
         if let Ok(mut queued) = self.state.queued.lock() {
             queued.entry(token.to_string()).or_default().extend(answers);
         }
@@ -293,7 +293,7 @@ impl ApnsTestServer {
     /// convention.
     pub fn set_responder(
         &self,
-        responder: impl Fn(&Received) -> Option<Answer> + Send + Sync + 'static,
+        responder: impl Fn(&Received) -> Option<ApnsAnswer> + Send + Sync + 'static,
     ) {
         if let Ok(mut slot) = self.state.responder.lock() {
             *slot = Some(Arc::new(responder));
@@ -375,7 +375,7 @@ impl State {
                 .queued_answer(&received.token)
                 .or_else(|| self.responder_answer(&received))
                 .or_else(|| answer_by_prefix(&received.token, earlier))
-                .unwrap_or_else(Answer::ok),
+                .unwrap_or_else(ApnsAnswer::ok),
         };
         if answer.fault == Fault::None || answer.fault == Fault::GoAway {
             received.status = answer.status;
@@ -414,11 +414,11 @@ impl State {
         *count - 1
     }
 
-    fn queued_answer(&self, token: &str) -> Option<Answer> {
+    fn queued_answer(&self, token: &str) -> Option<ApnsAnswer> {
         self.queued.lock().ok()?.get_mut(token)?.pop_front()
     }
 
-    fn responder_answer(&self, received: &Received) -> Option<Answer> {
+    fn responder_answer(&self, received: &Received) -> Option<ApnsAnswer> {
         let responder = self.responder.lock().ok()?.clone()?;
         responder(received)
     }
@@ -435,7 +435,7 @@ impl State {
         }
     }
 
-    fn respond(&self, answer: &Answer) -> Response<Bytes> {
+    fn respond(&self, answer: &ApnsAnswer) -> Response<Bytes> {
         let mut builder = Response::builder().status(answer.status);
         if answer.status == 200 {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -457,8 +457,8 @@ impl State {
     }
 
     /// Apple's checks, in Apple's order; `Err` is the refusal.
-    fn check(&self, method: &Method, path: &str, r: &Received) -> Result<(), Answer> {
-        let refuse = |status: u16, reason: &str| Err(Answer::error(status, reason));
+    fn check(&self, method: &Method, path: &str, r: &Received) -> Result<(), ApnsAnswer> {
+        let refuse = |status: u16, reason: &str| Err(ApnsAnswer::error(status, reason));
         if method != Method::POST {
             return refuse(405, "MethodNotAllowed");
         }
@@ -512,8 +512,8 @@ impl State {
         }
     }
 
-    fn check_auth(&self, r: &Received) -> Result<(), Answer> {
-        let refuse = |reason: &str| Err(Answer::error(403, reason));
+    fn check_auth(&self, r: &Received) -> Result<(), ApnsAnswer> {
+        let refuse = |reason: &str| Err(ApnsAnswer::error(403, reason));
         let Some(jwt) = &r.jwt else {
             return if r.client_cert && self.expect.accept_client_cert {
                 Ok(())

@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::tls::{ClientAuth, Connection, TestPki, TestServer, TlsError};
 use crate::work_dir::WorkDir;
 
-pub use answers::{oauth_error, Answer, THROTTLE_RETRY_AFTER};
+pub use answers::{oauth_error, FcmAnswer, THROTTLE_RETRY_AFTER};
 pub use rsa_key::RsaTestKey;
 
 /// The OAuth scope an FCM assertion must ask for.
@@ -152,7 +152,7 @@ impl TestServiceAccount {
 pub enum TokenEndpointMode {
     /// Verify assertions and grant tokens.
     Grant,
-    /// Answer every token request with this status and body.
+    /// FcmAnswer every token request with this status and body.
     Fail { status: u16, body: String },
     /// Never answer.
     Stall,
@@ -207,7 +207,7 @@ struct State {
     token_mode: Mutex<TokenEndpointMode>,
     token_lifetime: Mutex<Duration>,
     issued: Mutex<HashMap<String, IssuedToken>>,
-    script: Mutex<VecDeque<Answer>>,
+    script: Mutex<VecDeque<FcmAnswer>>,
     answer_delay: Mutex<Duration>,
     seen_device_tokens: Mutex<HashSet<String>>,
 
@@ -365,7 +365,7 @@ impl FcmServer {
 
     /// Queues answers for the next `messages:send` requests that pass authentication and
     /// validation, in order; the token convention applies again once the queue is empty.
-    pub fn script(&self, answers: impl IntoIterator<Item = Answer>) {
+    pub fn script(&self, answers: impl IntoIterator<Item = FcmAnswer>) {
         lock(&self.state.script).extend(answers);
     }
 
@@ -449,13 +449,13 @@ async fn handle(state: &Arc<State>, req: Request<Bytes>, conn: &Connection) -> R
             let project = project.to_string();
             send_endpoint(state, project, req, conn).await
         }
-        _ => answer(&Answer::html(404)),
+        _ => answer(&FcmAnswer::html(404)),
     }
 }
 
-fn answer(answer: &Answer) -> Response<Bytes> {
+fn answer(answer: &FcmAnswer) -> Response<Bytes> {
     match answer {
-        Answer::Status {
+        FcmAnswer::Status {
             status,
             body,
             retry_after,
@@ -492,7 +492,7 @@ fn json_response(status: StatusCode, body: String) -> Response<Bytes> {
 
 async fn never_answer(state: &State) -> Response<Bytes> {
     state.stop.cancelled().await;
-    answer(&Answer::unavailable())
+    answer(&FcmAnswer::unavailable())
 }
 
 async fn token_endpoint(state: &State, body: &[u8], conn: &Connection) -> Response<Bytes> {
@@ -501,7 +501,7 @@ async fn token_endpoint(state: &State, body: &[u8], conn: &Connection) -> Respon
     match mode {
         TokenEndpointMode::Grant => {}
         TokenEndpointMode::Fail { status, body } => {
-            return answer(&Answer::Status {
+            return answer(&FcmAnswer::Status {
                 status,
                 body,
                 retry_after: None,
@@ -718,12 +718,12 @@ async fn send_endpoint(
     let device_token = body["message"]["token"].as_str().map(str::to_string);
 
     let chosen = if project != state.project_id {
-        Answer::permission_denied(&project)
+        FcmAnswer::permission_denied(&project)
     } else if !bearer_is_valid(state, req.headers()) {
-        Answer::unauthenticated()
+        FcmAnswer::unauthenticated()
     } else {
         match check_message(&body) {
-            Err((field, text)) => Answer::invalid_argument(&field, &text),
+            Err((field, text)) => FcmAnswer::invalid_argument(&field, &text),
             Ok(token) => {
                 let scripted = lock(&state.script).pop_front();
                 scripted.unwrap_or_else(|| {
@@ -735,9 +735,9 @@ async fn send_endpoint(
     };
 
     let status = match &chosen {
-        Answer::Status { status, .. } => *status,
-        Answer::Accept | Answer::GoawayThenAccept => 200,
-        Answer::Stall | Answer::DropConnection => 0,
+        FcmAnswer::Status { status, .. } => *status,
+        FcmAnswer::Accept | FcmAnswer::GoawayThenAccept => 200,
+        FcmAnswer::Stall | FcmAnswer::DropConnection => 0,
     };
     let record = RecordedMessage {
         device_token,
@@ -758,17 +758,17 @@ async fn send_endpoint(
         }
     }
     match chosen {
-        Answer::Accept => accept(state),
-        Answer::GoawayThenAccept => {
+        FcmAnswer::Accept => accept(state),
+        FcmAnswer::GoawayThenAccept => {
             conn.goaway();
             accept(state)
         }
-        Answer::Stall => never_answer(state).await,
-        Answer::DropConnection => {
+        FcmAnswer::Stall => never_answer(state).await,
+        FcmAnswer::DropConnection => {
             conn.drop_connection();
             never_answer(state).await
         }
-        status @ Answer::Status { .. } => answer(&status),
+        status @ FcmAnswer::Status { .. } => answer(&status),
     }
 }
 

@@ -24,14 +24,14 @@ struct PushLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct AnswerLabels {
     module: String,
-    reason: ProviderAnswer,
+    reason: AnswerLabel,
 }
 
 /// What a provider answered, as a fixed label set (never a string from outside): the kind of
 /// [`PushError`], with dead tokens split by [`DeadTokenReason`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
-pub enum ProviderAnswer {
+pub enum AnswerLabel {
     accepted,
     unregistered,
     bad_token,
@@ -44,37 +44,35 @@ pub enum ProviderAnswer {
     misconfigured,
 }
 
-impl ProviderAnswer {
-    pub const ALL: [ProviderAnswer; 9] = [
-        ProviderAnswer::accepted,
-        ProviderAnswer::unregistered,
-        ProviderAnswer::bad_token,
-        ProviderAnswer::not_for_this_app,
-        ProviderAnswer::implausible,
-        ProviderAnswer::throttled,
-        ProviderAnswer::timeout,
-        ProviderAnswer::transient,
-        ProviderAnswer::misconfigured,
+impl AnswerLabel {
+    pub const ALL: [AnswerLabel; 9] = [
+        AnswerLabel::accepted,
+        AnswerLabel::unregistered,
+        AnswerLabel::bad_token,
+        AnswerLabel::not_for_this_app,
+        AnswerLabel::implausible,
+        AnswerLabel::throttled,
+        AnswerLabel::timeout,
+        AnswerLabel::transient,
+        AnswerLabel::misconfigured,
     ];
 
     /// The label of one provider call's result.
     pub fn of(result: &Result<Delivered, PushError>) -> Self {
         match result {
-            Ok(_) => ProviderAnswer::accepted,
+            Ok(_) => AnswerLabel::accepted,
             Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)) => {
-                ProviderAnswer::unregistered
+                AnswerLabel::unregistered
             }
-            Err(PushError::TokenInvalid(DeadTokenReason::BadToken)) => ProviderAnswer::bad_token,
+            Err(PushError::TokenInvalid(DeadTokenReason::BadToken)) => AnswerLabel::bad_token,
             Err(PushError::TokenInvalid(DeadTokenReason::NotForThisApp)) => {
-                ProviderAnswer::not_for_this_app
+                AnswerLabel::not_for_this_app
             }
-            Err(PushError::TokenInvalid(DeadTokenReason::Implausible)) => {
-                ProviderAnswer::implausible
-            }
-            Err(PushError::ProviderThrottled { .. }) => ProviderAnswer::throttled,
-            Err(PushError::Timeout) => ProviderAnswer::timeout,
-            Err(PushError::Transient(_)) => ProviderAnswer::transient,
-            Err(PushError::Misconfigured(_)) => ProviderAnswer::misconfigured,
+            Err(PushError::TokenInvalid(DeadTokenReason::Implausible)) => AnswerLabel::implausible,
+            Err(PushError::ProviderThrottled { .. }) => AnswerLabel::throttled,
+            Err(PushError::Timeout) => AnswerLabel::timeout,
+            Err(PushError::Transient(_)) => AnswerLabel::transient,
+            Err(PushError::Misconfigured(_)) => AnswerLabel::misconfigured,
         }
     }
 }
@@ -149,7 +147,7 @@ impl PushSeries {
         ModuleMetrics {
             outcomes,
             received: self.received.get_or_create_owned(&label),
-            answers: ProviderAnswer::ALL
+            answers: AnswerLabel::ALL
                 .iter()
                 .map(|reason| {
                     self.answers.get_or_create_owned(&AnswerLabels {
@@ -259,7 +257,7 @@ impl ModuleMetrics {
 
     /// Record what the provider answered and how long it took.
     pub fn observe_answer(&self, result: &Result<Delivered, PushError>, took: Duration) {
-        self.answers[ProviderAnswer::of(result) as usize].inc();
+        self.answers[AnswerLabel::of(result) as usize].inc();
         self.latency.observe(took.as_secs_f64());
     }
 
@@ -308,9 +306,9 @@ mod tests {
             Err(PushError::Transient("reset".into())),
             Err(PushError::Misconfigured("topic".into())),
         ];
-        let labels: Vec<_> = results.iter().map(ProviderAnswer::of).collect();
-        assert_eq!(labels, ProviderAnswer::ALL);
-        for (i, answer) in ProviderAnswer::ALL.iter().enumerate() {
+        let labels: Vec<_> = results.iter().map(AnswerLabel::of).collect();
+        assert_eq!(labels, AnswerLabel::ALL);
+        for (i, answer) in AnswerLabel::ALL.iter().enumerate() {
             assert_eq!(*answer as usize, i);
         }
     }

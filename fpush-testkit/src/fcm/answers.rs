@@ -11,7 +11,7 @@ const BAD_REQUEST_TYPE: &str = "type.googleapis.com/google.rpc.BadRequest";
 
 /// One scripted or conventional answer to `messages:send`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
+pub enum FcmAnswer {
     /// 200 with the message `name`.
     Accept,
     /// Any status and body, with an optional `Retry-After` (seconds).
@@ -28,7 +28,7 @@ pub enum Answer {
     GoawayThenAccept,
 }
 
-impl Answer {
+impl FcmAnswer {
     /// 404 `NOT_FOUND` / `UNREGISTERED`: the app was uninstalled or the token expired.
     pub fn unregistered() -> Self {
         google_error(
@@ -115,7 +115,7 @@ impl Answer {
             Some("QUOTA_EXCEEDED"),
             None,
         ) {
-            Answer::Status { status, body, .. } => Answer::Status {
+            FcmAnswer::Status { status, body, .. } => FcmAnswer::Status {
                 status,
                 body,
                 retry_after: Some(retry_after),
@@ -148,7 +148,7 @@ impl Answer {
 
     /// A non-JSON body, as a proxy or load balancer sends.
     pub fn html(status: u16) -> Self {
-        Answer::Status {
+        FcmAnswer::Status {
             status,
             body: format!("<html><head><title>Error {status}</title></head><body>Error {status}</body></html>"),
             retry_after: None,
@@ -159,7 +159,7 @@ impl Answer {
     /// `status`).
     pub fn reason(&self) -> Option<String> {
         match self {
-            Answer::Status { body, status, .. } => {
+            FcmAnswer::Status { body, status, .. } => {
                 let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
                 let error = &parsed["error"];
                 let code = error["details"]
@@ -171,9 +171,9 @@ impl Answer {
                         .unwrap_or_else(|| format!("HTTP {status}")),
                 )
             }
-            Answer::Stall => Some("STALL".to_string()),
-            Answer::DropConnection => Some("RESET".to_string()),
-            Answer::Accept | Answer::GoawayThenAccept => None,
+            FcmAnswer::Stall => Some("STALL".to_string()),
+            FcmAnswer::DropConnection => Some("RESET".to_string()),
+            FcmAnswer::Accept | FcmAnswer::GoawayThenAccept => None,
         }
     }
 }
@@ -184,7 +184,7 @@ fn google_error(
     message: &str,
     error_code: Option<&str>,
     extra: Option<Value>,
-) -> Answer {
+) -> FcmAnswer {
     let mut details = Vec::new();
     if let Some(error_code) = error_code {
         details.push(json!({"@type": FCM_ERROR_TYPE, "errorCode": error_code}));
@@ -194,7 +194,7 @@ fn google_error(
     if !details.is_empty() {
         error["details"] = Value::Array(details);
     }
-    Answer::Status {
+    FcmAnswer::Status {
         status: code,
         body: json!({ "error": error }).to_string(),
         retry_after: None,
@@ -208,36 +208,36 @@ pub fn oauth_error(error: &str, description: &str) -> String {
 
 /// What the shared token-prefix convention asks for (see the `fake-fcm` binary), plus the
 /// FCM-only prefixes; `first` is whether this is the first request seen for the token.
-pub fn for_token(token: &str, first: bool) -> Answer {
-    let once = |answer: Answer| if first { answer } else { Answer::Accept };
+pub fn for_token(token: &str, first: bool) -> FcmAnswer {
+    let once = |answer: FcmAnswer| if first { answer } else { FcmAnswer::Accept };
     if token.starts_with("unavailable-once") {
-        once(Answer::unavailable())
+        once(FcmAnswer::unavailable())
     } else if token.starts_with("throttled-once") {
-        once(Answer::quota_exceeded(THROTTLE_RETRY_AFTER))
+        once(FcmAnswer::quota_exceeded(THROTTLE_RETRY_AFTER))
     } else if token.starts_with("dead") {
-        Answer::unregistered()
+        FcmAnswer::unregistered()
     } else if token.starts_with("baddevice") {
-        Answer::bad_token()
+        FcmAnswer::bad_token()
     } else if token.starts_with("unavailable") {
-        Answer::unavailable()
+        FcmAnswer::unavailable()
     } else if token.starts_with("throttled") {
-        Answer::quota_exceeded(THROTTLE_RETRY_AFTER)
+        FcmAnswer::quota_exceeded(THROTTLE_RETRY_AFTER)
     } else if token.starts_with("stall") {
-        Answer::Stall
+        FcmAnswer::Stall
     } else if token.starts_with("mismatch") {
-        Answer::sender_id_mismatch()
+        FcmAnswer::sender_id_mismatch()
     } else if token.starts_with("internal") {
-        Answer::internal()
+        FcmAnswer::internal()
     } else if token.starts_with("thirdpartyauth") {
-        Answer::third_party_auth_error()
+        FcmAnswer::third_party_auth_error()
     } else if token.starts_with("invalidarg") {
-        Answer::invalid_argument("message.android.collapse_key", "Invalid collapse key")
+        FcmAnswer::invalid_argument("message.android.collapse_key", "Invalid collapse key")
     } else if token.starts_with("html") {
-        Answer::html(502)
+        FcmAnswer::html(502)
     } else if token.starts_with("reset") {
-        Answer::DropConnection
+        FcmAnswer::DropConnection
     } else {
-        Answer::Accept
+        FcmAnswer::Accept
     }
 }
 
@@ -250,7 +250,7 @@ mod tests {
 
     #[test]
     fn error_bodies_have_googles_layout() {
-        let Answer::Status { status, body, .. } = Answer::unregistered() else {
+        let FcmAnswer::Status { status, body, .. } = FcmAnswer::unregistered() else {
             panic!("not a status answer");
         };
         assert_eq!(status, 404);
@@ -260,7 +260,7 @@ mod tests {
             json!({"error": {"code": 404, "message": "Requested entity was not found.", "status": "NOT_FOUND",
                 "details": [{"@type": FCM_ERROR_TYPE, "errorCode": "UNREGISTERED"}]}})
         );
-        let Answer::Status { body, .. } = Answer::bad_token() else {
+        let FcmAnswer::Status { body, .. } = FcmAnswer::bad_token() else {
             panic!("not a status answer");
         };
         let body: Value = serde_json::from_str(&body).unwrap();
@@ -272,31 +272,34 @@ mod tests {
 
     #[test]
     fn the_token_convention_is_followed() {
-        assert_eq!(for_token("dead-1", true), Answer::unregistered());
-        assert_eq!(for_token("baddevice-1", true), Answer::bad_token());
-        assert_eq!(for_token("unavailable-1", false), Answer::unavailable());
+        assert_eq!(for_token("dead-1", true), FcmAnswer::unregistered());
+        assert_eq!(for_token("baddevice-1", true), FcmAnswer::bad_token());
+        assert_eq!(for_token("unavailable-1", false), FcmAnswer::unavailable());
         assert_eq!(
             for_token("throttled-1", false),
-            Answer::quota_exceeded(THROTTLE_RETRY_AFTER)
+            FcmAnswer::quota_exceeded(THROTTLE_RETRY_AFTER)
         );
-        assert_eq!(for_token("stall-1", true), Answer::Stall);
-        assert_eq!(for_token("unavailable-once-1", true), Answer::unavailable());
-        assert_eq!(for_token("unavailable-once-1", false), Answer::Accept);
-        assert_eq!(for_token("throttled-once-1", false), Answer::Accept);
-        assert_eq!(for_token("anything", true), Answer::Accept);
+        assert_eq!(for_token("stall-1", true), FcmAnswer::Stall);
+        assert_eq!(
+            for_token("unavailable-once-1", true),
+            FcmAnswer::unavailable()
+        );
+        assert_eq!(for_token("unavailable-once-1", false), FcmAnswer::Accept);
+        assert_eq!(for_token("throttled-once-1", false), FcmAnswer::Accept);
+        assert_eq!(for_token("anything", true), FcmAnswer::Accept);
     }
 
     #[test]
     fn reasons_name_the_error_code() {
         assert_eq!(
-            Answer::unregistered().reason().as_deref(),
+            FcmAnswer::unregistered().reason().as_deref(),
             Some("UNREGISTERED")
         );
         assert_eq!(
-            Answer::unauthenticated().reason().as_deref(),
+            FcmAnswer::unauthenticated().reason().as_deref(),
             Some("UNAUTHENTICATED")
         );
-        assert_eq!(Answer::html(502).reason().as_deref(), Some("HTTP 502"));
-        assert_eq!(Answer::Accept.reason(), None);
+        assert_eq!(FcmAnswer::html(502).reason().as_deref(), Some("HTTP 502"));
+        assert_eq!(FcmAnswer::Accept.reason(), None);
     }
 }
