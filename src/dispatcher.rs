@@ -3,17 +3,16 @@
 //! not a push is answered on the spot. Every push gets exactly one reply, and the work in flight
 //! is bounded (`limits.maxConcurrentPushes`).
 
+mod push_path;
 mod reply_table;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use fpush_http::LoudLog;
-use fpush_traits::PushError;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -22,12 +21,13 @@ use crate::component::{Inbound, ReplySender};
 use crate::config::RejectWith;
 use crate::doors::{self, Refusal, Target};
 use crate::metrics::Metrics;
-use crate::modules::{Admitting, Module, ModuleSet, ModulesInService};
+use crate::modules::{Admitting, ModuleSet, ModulesInService};
 use crate::outcome::Outcome;
-use crate::panics::{Contained, Panicked};
-use crate::ratelimit::{Admission, Decision};
 use crate::request::{self, Condition, ErrorType, IqHeader, Reply, Request};
+use push_path::PushPath;
 use reply_table::reply_for;
+
+pub use push_path::DEFAULT_MAX_QUEUED;
 
 /// Turns inbound stanzas into push tasks and replies.
 pub struct Dispatcher {
@@ -40,21 +40,6 @@ pub struct Dispatcher {
     tasks: TaskTracker,
 }
 
-/// What every push task shares: where replies go, the provider slots, and the shutdown signals.
-struct PushPath {
-    replies: ReplySender,
-    /// Bounds provider calls in flight (`limits.maxConcurrentPushes`).
-    in_flight: Arc<Semaphore>,
-    max_in_flight: usize,
-    /// Pushes the ratelimit holds back right now, and how many it may (`limits.maxQueuedPushes`).
-    queued: AtomicUsize,
-    max_queued: AtomicUsize,
-    /// Cancelled at shutdown: queued pushes are answered `wait` at once.
-    stop_queued: CancellationToken,
-    /// Cancelled when the shutdown grace is over: pushes still at the provider are answered `wait`.
-    abort_in_flight: CancellationToken,
-}
-
 impl Dispatcher {
     pub fn new(
         modules: Arc<ModuleSet>,
@@ -64,15 +49,7 @@ impl Dispatcher {
     ) -> Self {
         let max_in_flight = max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
         Self {
-            pushes: Arc::new(PushPath {
-                replies,
-                in_flight: Arc::new(Semaphore::new(max_in_flight)),
-                max_in_flight,
-                queued: AtomicUsize::new(0),
-                max_queued: AtomicUsize::new(DEFAULT_MAX_QUEUED),
-                stop_queued: CancellationToken::new(),
-                abort_in_flight: CancellationToken::new(),
-            }),
+            pushes: Arc::new(PushPath::new(replies, max_in_flight)),
             modules: Arc::new(ArcSwap::new(modules)),
             access: Arc::new(ArcSwap::from_pointee(
                 Access::new(AccessSettings::default()),
@@ -270,140 +247,4 @@ impl Dispatcher {
             self.tasks.wait().await;
         }
     }
-}
-
-impl PushPath {
-    fn in_flight(&self) -> usize {
-        self.max_in_flight - self.in_flight.available_permits()
-    }
-
-    fn provider_slot(&self) -> Option<OwnedSemaphorePermit> {
-        self.in_flight.clone().try_acquire_owned().ok()
-    }
-
-    /// One admitted push: sent now or when its window ends (in a task of its own), or answered
-    /// at once. A queued push holds no provider slot while it waits.
-    fn proceed(
-        self: &Arc<Self>,
-        iq: IqHeader,
-        target: Target,
-        slot: OwnedSemaphorePermit,
-        admission: Admission,
-        tasks: &TaskTracker,
-    ) {
-        let pushes = self.clone();
-        match admission {
-            Admission::Decided(Decision::Send) => {
-                tasks.spawn(async move { pushes.send(&iq, &target, slot).await });
-            }
-            Admission::Decided(Decision::SendAt(at)) => {
-                drop(slot);
-                let Some(place) = self.queue_place() else {
-                    return self.finish(&iq, &target.module, Outcome::overloaded);
-                };
-                let target = target.trimmed_for_queue();
-                tasks.spawn(async move {
-                    let turn = pushes.wait_for_turn(&iq, &target.module, at).await;
-                    drop(place);
-                    if let Some(slot) = turn {
-                        pushes.send(&iq, &target, slot).await;
-                    }
-                });
-            }
-            Admission::Decided(Decision::Reject) => {
-                self.finish(&iq, &target.module, Outcome::ratelimited)
-            }
-            Admission::KnownDead => self.finish(&iq, &target.module, Outcome::known_dead),
-        }
-    }
-
-    /// A place among the queued pushes, or `None` when `limits.maxQueuedPushes` are queued.
-    fn queue_place(self: &Arc<Self>) -> Option<QueuePlace> {
-        let max = self.max_queued.load(Ordering::Relaxed);
-        let taken = self.queued.fetch_add(1, Ordering::Relaxed);
-        let place = QueuePlace(self.clone());
-        (taken < max).then_some(place)
-    }
-
-    /// A queued push waits until `at`, then takes a slot again. At shutdown, when its module is
-    /// removed, or when no slot is free, it is answered `wait` instead (`None`).
-    async fn wait_for_turn(
-        &self,
-        iq: &IqHeader,
-        module: &Module,
-        at: Instant,
-    ) -> Option<OwnedSemaphorePermit> {
-        let removed = tokio::select! {
-            _ = tokio::time::sleep_until(at) => None,
-            _ = self.stop_queued.cancelled() => Some(Outcome::shutdown),
-            _ = module.retired() => Some(Outcome::retired),
-        };
-        if let Some(outcome) = removed {
-            self.finish(iq, module, outcome);
-            return None;
-        }
-        let slot = self.provider_slot();
-        if slot.is_none() {
-            self.finish(iq, module, Outcome::overloaded);
-        }
-        slot
-    }
-
-    /// Call the provider and answer. Holds `_slot` until the call ends.
-    async fn send(&self, iq: &IqHeader, target: &Target, _slot: OwnedSemaphorePermit) {
-        #[cfg(feature = "random_delay_before_push")]
-        tokio::time::sleep(random_jitter()).await;
-
-        let module = &target.module;
-        let started = Instant::now();
-        let result = tokio::select! {
-            result = Contained(module.push.send(&target.notification)) => {
-                result.unwrap_or_else(|Panicked| {
-                    Err(PushError::Transient("the push module panicked".to_owned()))
-                })
-            }
-            _ = self.abort_in_flight.cancelled() => {
-                self.finish(iq, module, Outcome::shutdown);
-                return;
-            }
-        };
-        let outcome = module.settle(target.key(), &result, started.elapsed());
-        self.finish(iq, module, outcome);
-    }
-
-    /// Count how the push ended and send its reply.
-    fn finish(&self, iq: &IqHeader, module: &Module, outcome: Outcome) {
-        module.count(outcome);
-        if let Some(reply) = reply_for(outcome, module.reject_with, None) {
-            self.reply(iq, reply);
-        }
-    }
-
-    fn reply(&self, iq: &IqHeader, reply: Reply<'_>) {
-        let mut out = Vec::with_capacity(160 + iq.id.len() + iq.from.len() + iq.to.len());
-        request::write_reply(iq, &reply, &mut out);
-        self.replies.send(out);
-    }
-}
-
-/// `limits.maxQueuedPushes` by default.
-pub const DEFAULT_MAX_QUEUED: usize = 100_000;
-
-/// One queued push's place, given back when dropped.
-struct QueuePlace(Arc<PushPath>);
-
-impl Drop for QueuePlace {
-    fn drop(&mut self) {
-        self.0.queued.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Up to one second of jitter, from the standard library's per-process random hash keys.
-#[cfg(feature = "random_delay_before_push")]
-fn random_jitter() -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    Duration::from_millis(random % 1000)
 }
