@@ -29,6 +29,7 @@ use serde::Deserialize;
 
 use self::document::Pos;
 pub use self::files::exposure_warnings;
+pub use self::reader::parse;
 pub use crate::access::AccessSettings;
 
 /// Everything fpush is configured with.
@@ -414,11 +415,6 @@ pub fn load(path: &Path, platforms: &Platforms) -> Result<Loaded, ConfigErrors> 
         ConfigErrors::file(path, Some(pos), "the settings file is not valid UTF-8")
     })?;
     parse(&text, platforms)
-}
-
-/// Parse and validate settings from the text of a settings file.
-pub fn parse(text: &str, platforms: &Platforms) -> Result<Loaded, ConfigErrors> {
-    reader::read(text, platforms)
 }
 
 #[cfg(test)]

@@ -70,7 +70,8 @@ struct ModuleEntry {
     ratelimit: RatelimitSettings,
 }
 
-pub(crate) fn read(text: &str, platforms: &Platforms) -> Result<Loaded, ConfigErrors> {
+/// Parse and validate settings from the text of a settings file.
+pub fn parse(text: &str, platforms: &Platforms) -> Result<Loaded, ConfigErrors> {
     let (document, errors) = document::parse(text).map_err(|error| ConfigErrors {
         errors: vec![error],
         modules: Vec::new(),
@@ -122,7 +123,10 @@ impl Reader<'_> {
             return Err(Vec::new());
         };
         let push_modules = self.modules(top.push_modules.as_ref());
-        let mut check = Check::new(self.document, &mut self.errors);
+        let mut check = Check {
+            document: self.document,
+            errors: &mut self.errors,
+        };
         check.timeout(&top.timeout);
         check.limits(&top.limits);
         check.memory(&top.dead_tokens, &top.modules);

@@ -33,15 +33,11 @@ const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// The checks, each on the part it needs, so that a part that could not be read does not keep
 /// the others from being checked.
 pub(crate) struct Check<'a> {
-    document: &'a Document,
-    errors: &'a mut Vec<ConfigError>,
+    pub document: &'a Document,
+    pub errors: &'a mut Vec<ConfigError>,
 }
 
-impl<'a> Check<'a> {
-    pub fn new(document: &'a Document, errors: &'a mut Vec<ConfigError>) -> Self {
-        Check { document, errors }
-    }
-
+impl Check<'_> {
     /// An error at `path`, positioned at its key (or, for a key left at its default, at its
     /// nearest ancestor in the file).
     fn error(&mut self, path: &str, message: impl Into<String>) {
