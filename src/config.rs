@@ -29,6 +29,7 @@ use serde::Deserialize;
 
 use self::document::Pos;
 pub use self::files::exposure_warnings;
+pub use self::reader::parse;
 pub use crate::access::AccessSettings;
 
 /// Everything fpush is configured with.
@@ -335,19 +336,19 @@ impl ModuleSettings {
     }
 }
 
-/// A problem that stops the settings from being used.
-///
-/// `path` is the key path (`pushModules.monal.ratelimit.enabled`), empty for problems of the
-/// file as a whole; `line`/`column` are 1-based positions in the file (columns count bytes),
-/// when known.
+/// A problem with the settings: `path` is the key path (`pushModules.monal.ratelimit.enabled`),
+/// empty for the file as a whole; `line`/`column` are 1-based (columns count bytes), when known.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", Problem(.path, .line, .column, .message))]
 pub struct ConfigError {
     pub path: String,
     pub line: Option<usize>,
     pub column: Option<usize>,
     pub message: String,
 }
+
+/// Something ignored that was probably not meant to be (an unknown key, a key older fpush
+/// versions used, a block the module's type does not read): reported like an error, not fatal.
+pub type ConfigWarning = ConfigError;
 
 impl ConfigError {
     pub(crate) fn new(path: &str, pos: Option<Pos>, message: impl Into<String>) -> Self {
@@ -360,9 +361,24 @@ impl ConfigError {
     }
 }
 
+/// `path: message (line L, column C)`, leaving out what is unknown.
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)?;
+        match (self.line, self.column) {
+            (Some(line), Some(column)) => write!(f, " (line {line}, column {column})"),
+            (Some(line), None) => write!(f, " (line {line})"),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Every problem found in a settings file, one per line when displayed.
 #[derive(Debug, thiserror::Error)]
-#[error("{}", Lines(.errors))]
+#[error("{}", .errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigErrors {
     pub errors: Vec<ConfigError>,
     /// The module entries that did parse, so the caller can still check their credentials
@@ -377,54 +393,6 @@ impl ConfigErrors {
             errors: vec![error],
             modules: Vec::new(),
         }
-    }
-}
-
-/// Something in the settings file that is ignored but probably not meant to be (an unknown
-/// key, a key older fpush versions used, a block the module's type does not read).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigWarning {
-    pub path: String,
-    pub line: Option<usize>,
-    pub column: Option<usize>,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigWarning {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        Problem(&self.path, &self.line, &self.column, &self.message).fmt(f)
-    }
-}
-
-/// `path: message (line L, column C)`, leaving out what is unknown.
-struct Problem<'a>(&'a str, &'a Option<usize>, &'a Option<usize>, &'a str);
-
-impl fmt::Display for Problem<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Problem(path, line, column, message) = *self;
-        if !path.is_empty() {
-            write!(f, "{path}: ")?;
-        }
-        f.write_str(message)?;
-        match (line, column) {
-            (Some(line), Some(column)) => write!(f, " (line {line}, column {column})"),
-            (Some(line), None) => write!(f, " (line {line})"),
-            _ => Ok(()),
-        }
-    }
-}
-
-struct Lines<'a>(&'a [ConfigError]);
-
-impl fmt::Display for Lines<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, error) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            error.fmt(f)?;
-        }
-        Ok(())
     }
 }
 
@@ -447,11 +415,6 @@ pub fn load(path: &Path, platforms: &Platforms) -> Result<Loaded, ConfigErrors> 
         ConfigErrors::file(path, Some(pos), "the settings file is not valid UTF-8")
     })?;
     parse(&text, platforms)
-}
-
-/// Parse and validate settings from the text of a settings file.
-pub fn parse(text: &str, platforms: &Platforms) -> Result<Loaded, ConfigErrors> {
-    reader::read(text, platforms)
 }
 
 #[cfg(test)]

@@ -32,24 +32,14 @@ fn exposure(path: &Path) -> Option<String> {
 /// for `fpush --check` and start-up, apart from [`super::load`] so that loading stays a
 /// function of the file's text.
 pub fn exposure_warnings(path: &Path, settings: &Settings) -> Vec<ConfigWarning> {
-    let settings_file = exposure(path).map(|message| ConfigWarning {
-        path: String::new(),
-        line: None,
-        column: None,
-        message,
-    });
+    let settings_file = exposure(path).map(|message| ConfigWarning::new("", None, message));
     let credentials = settings.push_modules.iter().flat_map(|module| {
         module
             .config
             .credential_files()
             .into_iter()
             .filter_map(|file| exposure(&file))
-            .map(|message| ConfigWarning {
-                path: module.key_path(),
-                line: module.position.map(|pos| pos.line),
-                column: module.position.map(|pos| pos.column),
-                message,
-            })
+            .map(|message| ConfigWarning::new(&module.key_path(), module.position, message))
     });
     settings_file.into_iter().chain(credentials).collect()
 }

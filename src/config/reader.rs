@@ -33,8 +33,8 @@ struct TopLevel {
     limits: LimitSettings,
     #[serde(default)]
     dead_tokens: DeadTokenSettings,
-    #[serde(default)]
-    access: AccessSection,
+    #[serde(default, with = "AccessSection")]
+    access: AccessSettings,
     #[serde(default)]
     modules: ModuleSetSettings,
     redis: Option<RedisSettings>,
@@ -42,9 +42,13 @@ struct TopLevel {
     push_modules: Option<Value>,
 }
 
-/// `access`, as written; the core's [`AccessSettings`] is made from it.
+/// `access`, read straight into the core's [`AccessSettings`] (its defaults included).
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(
+    remote = "AccessSettings",
+    rename_all = "camelCase",
+    default = "AccessSettings::default"
+)]
 #[serde(expecting = "an object with allowedDomains, perDomainRate and perDomainBurst")]
 struct AccessSection {
     allowed_domains: Vec<String>,
@@ -52,31 +56,6 @@ struct AccessSection {
     per_domain_rate: f64,
     #[serde(deserialize_with = "values::amount")]
     per_domain_burst: f64,
-}
-
-impl Default for AccessSection {
-    fn default() -> Self {
-        let AccessSettings {
-            allowed_domains,
-            per_domain_rate,
-            per_domain_burst,
-        } = AccessSettings::default();
-        AccessSection {
-            allowed_domains,
-            per_domain_rate,
-            per_domain_burst,
-        }
-    }
-}
-
-impl From<AccessSection> for AccessSettings {
-    fn from(section: AccessSection) -> Self {
-        AccessSettings {
-            allowed_domains: section.allowed_domains,
-            per_domain_rate: section.per_domain_rate,
-            per_domain_burst: section.per_domain_burst,
-        }
-    }
 }
 
 /// A push module entry besides its platform block.
@@ -91,7 +70,8 @@ struct ModuleEntry {
     ratelimit: RatelimitSettings,
 }
 
-pub(crate) fn read(text: &str, platforms: &Platforms) -> Result<Loaded, ConfigErrors> {
+/// Parse and validate settings from the text of a settings file.
+pub fn parse(text: &str, platforms: &Platforms) -> Result<Loaded, ConfigErrors> {
     let (document, errors) = document::parse(text).map_err(|error| ConfigErrors {
         errors: vec![error],
         modules: Vec::new(),
@@ -108,8 +88,8 @@ pub(crate) fn read(text: &str, platforms: &Platforms) -> Result<Loaded, ConfigEr
         mut warnings,
         ..
     } = reader;
-    sort_by_position(&mut errors, |e| (e.line, e.column));
-    sort_by_position(&mut warnings, |w| (w.line, w.column));
+    sort_by_position(&mut errors);
+    sort_by_position(&mut warnings);
     match settings {
         Ok(settings) if errors.is_empty() => Ok(Loaded { settings, warnings }),
         Ok(Settings { push_modules, .. }) | Err(push_modules) => Err(ConfigErrors {
@@ -120,11 +100,8 @@ pub(crate) fn read(text: &str, platforms: &Platforms) -> Result<Loaded, ConfigEr
 }
 
 /// File order; problems without a position last, in the order they were found.
-fn sort_by_position<T>(items: &mut [T], key: impl Fn(&T) -> (Option<usize>, Option<usize>)) {
-    items.sort_by_key(|item| {
-        let (line, column) = key(item);
-        (line.unwrap_or(usize::MAX), column.unwrap_or(0))
-    });
+fn sort_by_position(items: &mut [ConfigError]) {
+    items.sort_by_key(|item| (item.line.unwrap_or(usize::MAX), item.column.unwrap_or(0)));
 }
 
 struct Reader<'a> {
@@ -146,12 +123,14 @@ impl Reader<'_> {
             return Err(Vec::new());
         };
         let push_modules = self.modules(top.push_modules.as_ref());
-        let mut check = Check::new(self.document, &mut self.errors);
-        let access = AccessSettings::from(top.access);
+        let mut check = Check {
+            document: self.document,
+            errors: &mut self.errors,
+        };
         check.timeout(&top.timeout);
         check.limits(&top.limits);
         check.memory(&top.dead_tokens, &top.modules);
-        check.access(&access);
+        check.access(&top.access);
         check.modules(&push_modules, top.redis.is_some());
         if let Some(redis) = &top.redis {
             check.redis(redis);
@@ -171,7 +150,7 @@ impl Reader<'_> {
             timeout: top.timeout,
             limits: top.limits,
             dead_tokens: top.dead_tokens,
-            access,
+            access: top.access,
             modules: top.modules,
             push_modules,
             redis: top.redis,
@@ -335,18 +314,7 @@ impl Reader<'_> {
 
     fn warn(&mut self, path: &str, message: String) {
         let pos = self.document.key_pos(path);
-        let ConfigError {
-            path,
-            line,
-            column,
-            message,
-        } = ConfigError::new(path, pos, message);
-        self.warnings.push(ConfigWarning {
-            path,
-            line,
-            column,
-            message,
-        });
+        self.warnings.push(ConfigWarning::new(path, pos, message));
     }
 }
 

@@ -27,29 +27,17 @@ use super::{
 
 const MIN_STANZA_SIZE: usize = 4 * 1024;
 const MIN_DEPTH: usize = 16;
-const MAX_STANZA_SIZE: usize = 64 * 1024 * 1024;
-const MAX_DEPTH: usize = 1024;
-const MAX_CONCURRENT_PUSHES: usize = 1_000_000;
-const MAX_QUEUED_PUSHES: usize = 10_000_000;
-const MAX_DEAD_TOKENS: usize = 100_000_000;
-const MAX_RATE: f64 = 1_000_000.0;
-const MAX_BURST: f64 = 10_000_000.0;
-const MAX_ALLOWED_DOMAINS: usize = 10_000;
 const HOUR: Duration = Duration::from_secs(60 * 60);
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The checks, each on the part it needs, so that a part that could not be read does not keep
 /// the others from being checked.
 pub(crate) struct Check<'a> {
-    document: &'a Document,
-    errors: &'a mut Vec<ConfigError>,
+    pub document: &'a Document,
+    pub errors: &'a mut Vec<ConfigError>,
 }
 
-impl<'a> Check<'a> {
-    pub fn new(document: &'a Document, errors: &'a mut Vec<ConfigError>) -> Self {
-        Check { document, errors }
-    }
-
+impl Check<'_> {
     /// An error at `path`, positioned at its key (or, for a key left at its default, at its
     /// nearest ancestor in the file).
     fn error(&mut self, path: &str, message: impl Into<String>) {
@@ -57,20 +45,18 @@ impl<'a> Check<'a> {
         self.errors.push(ConfigError::new(path, pos, message));
     }
 
-    fn not_zero(&mut self, path: &str, value: Duration, what: &str) {
-        if value.is_zero() {
-            self.error(path, format!("must be longer than 0s ({what})"));
-        }
-    }
-
-    fn at_most(&mut self, path: &str, value: Duration, max: Duration) {
+    /// A duration at most `max`; when `zero` says why, also more than zero.
+    fn duration(&mut self, path: &str, value: Duration, max: Duration, zero: Option<&str>) {
         if value > max {
             let max = humantime::format_duration(max);
             self.error(path, format!("must be at most {max}"));
         }
+        if let Some(what) = zero.filter(|_| value.is_zero()) {
+            self.error(path, format!("must be longer than 0s ({what})"));
+        }
     }
 
-    fn count_at_most<T: PartialOrd + std::fmt::Display>(&mut self, path: &str, value: T, max: T) {
+    fn at_most<T: PartialOrd + std::fmt::Display>(&mut self, path: &str, value: T, max: T) {
         if value > max {
             self.error(path, format!("must be at most {max}"));
         }
@@ -98,41 +84,27 @@ impl<'a> Check<'a> {
     }
 
     pub fn timeout(&mut self, timeout: &TimeoutSettings) {
-        self.at_most(
-            "timeout.xmppconnectionError",
-            timeout.xmpp_connection_error,
-            HOUR,
-        );
-        self.at_most(
-            "timeout.keepaliveInterval",
-            timeout.keepalive_interval,
-            HOUR,
-        );
-        self.not_zero(
-            "timeout.xmppconnectionError",
-            timeout.xmpp_connection_error,
-            "fpush would reconnect in a tight loop",
-        );
-        self.not_zero(
-            "timeout.keepaliveInterval",
-            timeout.keepalive_interval,
-            "the link's keepalive ping needs a cadence",
-        );
-        self.not_zero(
-            "timeout.keepaliveTimeout",
-            timeout.keepalive_timeout,
-            "every link would be declared dead at once",
-        );
-        if !timeout.keepalive_timeout.is_zero()
-            && timeout.keepalive_timeout >= timeout.keepalive_interval
-        {
-            self.error(
-                "timeout.keepaliveTimeout",
-                format!(
-                    "must be shorter than keepaliveInterval ({})",
-                    humantime::format_duration(timeout.keepalive_interval)
-                ),
-            );
+        let (interval, timeout_) = (timeout.keepalive_interval, timeout.keepalive_timeout);
+        let tight_loop = "fpush would reconnect in a tight loop";
+        let cadence = "the link's keepalive ping needs a cadence";
+        let dead = "every link would be declared dead at once";
+        // The keepalive timeout is bounded by the interval, below.
+        for (path, value, max, zero) in [
+            (
+                "timeout.xmppconnectionError",
+                timeout.xmpp_connection_error,
+                HOUR,
+                tight_loop,
+            ),
+            ("timeout.keepaliveInterval", interval, HOUR, cadence),
+            ("timeout.keepaliveTimeout", timeout_, Duration::MAX, dead),
+        ] {
+            self.duration(path, value, max, Some(zero));
+        }
+        if !timeout_.is_zero() && timeout_ >= interval {
+            let interval = humantime::format_duration(interval);
+            let message = format!("must be shorter than keepaliveInterval ({interval})");
+            self.error("timeout.keepaliveTimeout", message);
         }
     }
 
@@ -143,44 +115,52 @@ impl<'a> Check<'a> {
                 "must be at least 1 (0 would refuse every push)",
             );
         }
+        let ordinary = "smaller would refuse ordinary pushes";
         if limits.max_stanza_size < MIN_STANZA_SIZE {
-            self.error(
-                "limits.maxStanzaSize",
-                format!(
-                    "must be at least {MIN_STANZA_SIZE} bytes (\"4KiB\"); smaller would refuse ordinary pushes"
-                ),
-            );
+            let message =
+                format!("must be at least {MIN_STANZA_SIZE} bytes (\"4KiB\"); {ordinary}");
+            self.error("limits.maxStanzaSize", message);
         }
         if limits.max_depth < MIN_DEPTH {
-            self.error(
-                "limits.maxDepth",
-                format!("must be at least {MIN_DEPTH}; smaller would refuse ordinary pushes"),
-            );
+            let message = format!("must be at least {MIN_DEPTH}; {ordinary}");
+            self.error("limits.maxDepth", message);
         }
-        let (pushes, queued) = (limits.max_concurrent_pushes, limits.max_queued_pushes);
-        self.count_at_most("limits.maxConcurrentPushes", pushes, MAX_CONCURRENT_PUSHES);
-        self.count_at_most("limits.maxQueuedPushes", queued, MAX_QUEUED_PUSHES);
-        self.count_at_most(
-            "limits.maxStanzaSize",
-            limits.max_stanza_size,
-            MAX_STANZA_SIZE,
-        );
-        self.count_at_most("limits.maxDepth", limits.max_depth, MAX_DEPTH);
-        self.at_most("limits.shutdownGrace", limits.shutdown_grace, HOUR);
+        for (path, value, max) in [
+            (
+                "limits.maxConcurrentPushes",
+                limits.max_concurrent_pushes,
+                1_000_000,
+            ),
+            (
+                "limits.maxQueuedPushes",
+                limits.max_queued_pushes,
+                10_000_000,
+            ),
+            (
+                "limits.maxStanzaSize",
+                limits.max_stanza_size,
+                64 * 1024 * 1024,
+            ),
+            ("limits.maxDepth", limits.max_depth, 1024),
+        ] {
+            self.at_most(path, value, max);
+        }
+        self.duration("limits.shutdownGrace", limits.shutdown_grace, HOUR, None);
     }
 
     /// Dead-token memory and the grace of retired modules.
     pub fn memory(&mut self, dead_tokens: &DeadTokenSettings, modules: &ModuleSetSettings) {
-        self.at_most("deadTokens.remember", dead_tokens.remember, 30 * DAY);
+        self.duration("deadTokens.remember", dead_tokens.remember, 30 * DAY, None);
         let entries = dead_tokens.max_entries;
-        self.count_at_most("deadTokens.maxEntries", entries, MAX_DEAD_TOKENS);
-        self.at_most("modules.retiredGrace", modules.retired_grace, 30 * DAY);
+        self.at_most("deadTokens.maxEntries", entries, 100_000_000);
+        let grace = modules.retired_grace;
+        self.duration("modules.retiredGrace", grace, 30 * DAY, None);
     }
 
     pub fn access(&mut self, access: &AccessSettings) {
         let domains = &access.allowed_domains;
         let count = domains.len();
-        self.count_at_most("access.allowedDomains", count, MAX_ALLOWED_DOMAINS);
+        self.at_most("access.allowedDomains", count, 10_000);
         for (i, domain) in domains.iter().enumerate() {
             if !plausible_domain_pattern(domain) {
                 self.error(
@@ -189,8 +169,12 @@ impl<'a> Check<'a> {
                 );
             }
         }
-        self.count_at_most("access.perDomainRate", access.per_domain_rate, MAX_RATE);
-        self.count_at_most("access.perDomainBurst", access.per_domain_burst, MAX_BURST);
+        self.at_most("access.perDomainRate", access.per_domain_rate, 1_000_000.0);
+        self.at_most(
+            "access.perDomainBurst",
+            access.per_domain_burst,
+            10_000_000.0,
+        );
         if access.per_domain_rate > 0.0 && access.per_domain_burst < 1.0 {
             self.error(
                 "access.perDomainBurst",
@@ -247,28 +231,22 @@ impl<'a> Check<'a> {
 
     fn ratelimit(&mut self, module: &ModuleSettings, path: &str, has_redis: bool) {
         let ratelimit = &module.ratelimit;
-        self.at_most(
-            &format!("{path}.ratelimitTime"),
-            ratelimit.ratelimit_time,
-            DAY,
-        );
+        let time = format!("{path}.ratelimitTime");
+        self.duration(&time, ratelimit.ratelimit_time, DAY, None);
+        let sweep = ratelimit
+            .enabled
+            .then_some("the cache sweep would never pause");
         let cleanup = ratelimit.ratelimit_cleanup_interval;
-        self.at_most(
+        self.duration(
             &format!("{path}.ratelimitCleanupInterval"),
             cleanup,
             30 * DAY,
+            sweep,
         );
-        if ratelimit.enabled {
-            if ratelimit.ratelimit_time.is_zero() {
-                self.error(
-                    &format!("{path}.ratelimitTime"),
-                    "must be longer than 0s while the ratelimit is enabled (set `enabled: false` to turn it off)",
-                );
-            }
-            self.not_zero(
-                &format!("{path}.ratelimitCleanupInterval"),
-                ratelimit.ratelimit_cleanup_interval,
-                "the cache sweep would never pause",
+        if ratelimit.enabled && ratelimit.ratelimit_time.is_zero() {
+            self.error(
+                &time,
+                "must be longer than 0s while the ratelimit is enabled (set `enabled: false` to turn it off)",
             );
         }
         if ratelimit.backend == RatelimitBackend::Redis && !has_redis {
