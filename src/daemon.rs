@@ -87,15 +87,7 @@ pub async fn run(
         state.clone(),
         stop_reading.clone(),
     ));
-    let dispatcher = Dispatcher::new(
-        modules,
-        settings.limits.max_concurrent_pushes,
-        reply_tx,
-        metrics.clone(),
-    );
-    dispatcher.set_access(settings.access.clone());
-    dispatcher.set_max_queued(settings.limits.max_queued_pushes);
-    dispatcher.spawn_access_sweeper(background.clone());
+    let dispatcher = start_dispatcher(modules, &settings, reply_tx, &metrics, &background);
     if let Some(listen) = settings.metrics.as_ref().map(|m| m.listen) {
         spawn_metrics_listener(listen, &dispatcher, &metrics, &state, &background);
     }
@@ -122,13 +114,40 @@ pub async fn run(
     service.stopping(grace + CLOSE_TIMEOUT);
     stop_in_order(dispatcher, inbound_rx, stop_reading, grace).await;
     background.cancel();
+    await_link_end(link).await;
+    ending
+}
+
+/// The dispatcher with the settings' limits and access policy, its idle domains swept until
+/// `stop`.
+fn start_dispatcher(
+    modules: Arc<ModuleSet>,
+    settings: &Settings,
+    replies: component::ReplySender,
+    metrics: &Arc<Metrics>,
+    stop: &CancellationToken,
+) -> Dispatcher {
+    let limits = &settings.limits;
+    let dispatcher = Dispatcher::new(
+        modules,
+        limits.max_concurrent_pushes,
+        replies,
+        metrics.clone(),
+    );
+    dispatcher.set_access(settings.access.clone());
+    dispatcher.set_max_queued(limits.max_queued_pushes);
+    dispatcher.spawn_access_sweeper(stop.clone());
+    dispatcher
+}
+
+/// Waits (bounded) for the link to flush the last replies and close the stream.
+async fn await_link_end(link: tokio::task::JoinHandle<Result<(), component::ComponentError>>) {
     match tokio::time::timeout(CLOSE_TIMEOUT, link).await {
         Ok(Ok(Ok(()))) => log::info!("stream closed; bye"),
         Ok(Ok(Err(error))) => log::warn!("component link ended with an error: {error}"),
         Ok(Err(join_error)) => log::error!("component link task failed: {join_error}"),
         Err(_) => log::warn!("the component link did not close in time"),
     }
-    ending
 }
 
 /// Why the daemon stopped.
