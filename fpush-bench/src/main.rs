@@ -4,14 +4,18 @@
 //! answering 200) on loopback, runs the real `fpush` binary against them with generated
 //! settings, and reports per run: pushes sent, replies by type, replies missing, throughput,
 //! pushes per CPU-second of the fpush process, latency percentiles and fpush's peak RSS — with
-//! its own CPU next to fpush's, to show the generator is not the bottleneck.
+//! its own CPU next to fpush's, to show the generator is not the bottleneck. Next to the JSON
+//! it draws one latency chart per scenario; `compare` draws the cost of several binaries from
+//! the `summary.json` of their runs.
 //!
 //! ```text
 //! fpush-bench [--fpush PATH] [--runs N] [--out DIR] [--pushes N] [--window N] [all | a b c d e f | smoke]
 //! fpush-bench soak [--duration SECS] [--rate N] [--pool N] [--cleanup SECS]
+//! fpush-bench compare [--out DIR] DIR_A DIR_B …
 //! ```
 
 mod apns_server;
+mod charts;
 mod load;
 mod procfs;
 mod report;
@@ -41,11 +45,14 @@ pub enum BenchError {
     NoLink,
     #[error("usage: {0}")]
     Usage(String),
+    #[error(transparent)]
+    SummaryFile(#[from] report::SummaryFileError),
 }
 
 const USAGE: &str = "\
 usage: fpush-bench [--fpush PATH] [--runs N] [--out DIR] [--pushes N] [--window N] [all | a b c d e f | smoke]
        fpush-bench [--fpush PATH] [--out DIR] soak [--duration SECS] [--rate N] [--pool N] [--cleanup SECS]
+       fpush-bench compare [--out DIR] DIR_A DIR_B …
 
   all (default)  scenarios a–f, each --runs times (default 5), then the table
   smoke          2,000 pushes; exits non-zero unless every one is answered exactly once
@@ -53,7 +60,10 @@ usage: fpush-bench [--fpush PATH] [--runs N] [--out DIR] [--pushes N] [--window 
   --fpush PATH   the binary to measure (default target/release/fpush)
   --out DIR      where JSON results go (default target/bench)
   --pushes N     every chosen scenario sends N pushes instead of its own count
-  --window N     every chosen scenario keeps N pushes in flight instead of its own pacing";
+  --window N     every chosen scenario keeps N pushes in flight instead of its own pacing
+  compare        reads DIR/summary.json of earlier runs and draws compare.svg in --out,
+                 one bar per DIR (named after it) for each scenario
+  Every scenario also gets latency-<scenario>.svg next to its JSON.";
 
 struct Options {
     fpush: PathBuf,
@@ -130,8 +140,71 @@ fn parse_args(args: Vec<String>) -> Result<Options, BenchError> {
     Ok(options)
 }
 
+/// What `compare` draws: the run directories, named after their last component.
+struct CompareOptions {
+    out: PathBuf,
+    dirs: Vec<PathBuf>,
+}
+
+fn parse_compare(args: Vec<String>) -> Result<CompareOptions, BenchError> {
+    let mut options = CompareOptions {
+        out: PathBuf::from("target/bench"),
+        dirs: Vec::new(),
+    };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--out" => {
+                options.out = args
+                    .next()
+                    .map(PathBuf::from)
+                    .ok_or_else(|| BenchError::Usage("--out needs a path".into()))?
+            }
+            "--help" | "-h" => return Err(BenchError::Usage(USAGE.into())),
+            dir => options.dirs.push(PathBuf::from(dir)),
+        }
+    }
+    if options.dirs.is_empty() {
+        return Err(BenchError::Usage(
+            "compare needs at least one directory with a summary.json".into(),
+        ));
+    }
+    Ok(options)
+}
+
+/// Reads each directory's `summary.json` and writes `compare.svg`.
+fn compare(options: &CompareOptions) -> Result<(), BenchError> {
+    let mut binaries = Vec::with_capacity(options.dirs.len());
+    for dir in &options.dirs {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| dir.display().to_string());
+        binaries.push((name, report::read_costs(&dir.join("summary.json"))?));
+    }
+    std::fs::create_dir_all(&options.out)?;
+    let path = options.out.join("compare.svg");
+    std::fs::write(&path, charts::compare(&binaries))?;
+    println!("SVG: {}", path.display());
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    let options = match parse_args(std::env::args().skip(1).collect()) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("compare") {
+        return match parse_compare(args[1..].to_vec()).and_then(|o| compare(&o)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(BenchError::Usage(text)) => {
+                eprintln!("{text}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("fpush-bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let options = match parse_args(args) {
         Ok(options) => options,
         Err(BenchError::Usage(text)) => {
             eprintln!("{text}");
@@ -213,6 +286,8 @@ async fn run(options: Options) -> Result<bool, BenchError> {
         let summary = Summary::of(scenario.what, reports);
         let path = options.out.join(format!("{}.json", scenario.name));
         std::fs::write(&path, to_json(&summary)?)?;
+        let chart = options.out.join(format!("latency-{}.svg", scenario.name));
+        std::fs::write(&chart, charts::latency(&summary))?;
         summaries.push(summary);
     }
     if !summaries.is_empty() {
@@ -221,6 +296,7 @@ async fn run(options: Options) -> Result<bool, BenchError> {
         let path = options.out.join("summary.json");
         std::fs::write(&path, to_json(&all)?)?;
         println!("JSON: {}", path.display());
+        println!("SVG: {}", options.out.join("latency-*.svg").display());
     }
     if !clean {
         eprintln!("fpush-bench: replies were missing or duplicated");
@@ -253,4 +329,32 @@ fn machine_line() -> String {
         .map(|kib| format!("{:.0} GiB", kib as f64 / 1024.0 / 1024.0))
         .unwrap_or_else(|| "? GiB".into());
     format!("{model}, {cores} cores, {memory}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn compare_takes_directories_and_an_output_directory() {
+        let options = parse_compare(args(&["old", "--out", "charts", "a"])).expect("valid");
+        assert_eq!(options.out, PathBuf::from("charts"));
+        assert_eq!(options.dirs, [PathBuf::from("old"), PathBuf::from("a")]);
+    }
+
+    #[test]
+    fn compare_without_directories_is_a_usage_error() {
+        assert!(matches!(
+            parse_compare(args(&[])),
+            Err(BenchError::Usage(_))
+        ));
+        assert!(matches!(
+            parse_compare(args(&["x", "--out"])),
+            Err(BenchError::Usage(_))
+        ));
+    }
 }

@@ -1,12 +1,15 @@
 //! Turning runs into figures: medians with min–max over repeated runs, the table printed at
-//! the end, and the JSON written next to it.
+//! the end, the JSON written next to it, and the costs read back from that JSON to compare
+//! binaries.
 
-use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use crate::run::RunReport;
 
 /// Median, min and max of one figure over the runs of a scenario.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Spread {
     pub median: f64,
     pub min: f64,
@@ -118,6 +121,48 @@ impl Summary {
     }
 }
 
+/// The figures of one scenario that `compare` reads back from a `summary.json`; the other
+/// fields there are ignored, so older files still load.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ScenarioCost {
+    pub scenario: String,
+    pub pushes_per_cpu_second: Spread,
+    pub fpush_cpu_us_per_push: Spread,
+}
+
+/// Why a `summary.json` could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum SummaryFileError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a fpush-bench summary: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+/// Reads the per-scenario costs from the `summary.json` a bench run wrote.
+pub fn read_costs(path: &Path) -> Result<Vec<ScenarioCost>, SummaryFileError> {
+    #[derive(Deserialize)]
+    struct File {
+        scenarios: Vec<ScenarioCost>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| SummaryFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str::<File>(&text)
+        .map(|file| file.scenarios)
+        .map_err(|source| SummaryFileError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
 /// One line per run, printed as runs finish.
 pub fn run_line(r: &RunReport) -> String {
     format!(
@@ -187,5 +232,47 @@ mod tests {
         assert_eq!((s.median, s.min, s.max), (3.0, 1.0, 5.0));
         let s = Spread::of([4.0, 1.0, 3.0, 2.0]);
         assert_eq!(s.median, 2.5);
+    }
+
+    #[test]
+    fn read_costs_takes_each_scenarios_cost_and_ignores_the_rest() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("summary.json");
+        let spread = |m: f64| serde_json::json!({ "median": m, "min": m - 1.0, "max": m + 1.0 });
+        let file = serde_json::json!({
+            "machine": "test",
+            "scenarios": [
+                { "scenario": "a", "runs": 3, "pushes_per_cpu_second": spread(100.0),
+                  "fpush_cpu_us_per_push": spread(10.0), "latency_p50_us": spread(5.0) },
+                { "scenario": "d", "pushes_per_cpu_second": spread(40.0),
+                  "fpush_cpu_us_per_push": spread(25.0) }
+            ]
+        });
+        std::fs::write(&path, file.to_string()).expect("write");
+        let costs = read_costs(&path).expect("readable");
+        assert_eq!(costs.len(), 2);
+        assert_eq!(costs[0].scenario, "a");
+        assert_eq!(
+            costs[0].pushes_per_cpu_second,
+            Spread {
+                median: 100.0,
+                min: 99.0,
+                max: 101.0
+            }
+        );
+        assert_eq!(costs[1].fpush_cpu_us_per_push.median, 25.0);
+    }
+
+    #[test]
+    fn read_costs_names_the_file_it_cannot_use() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("nothing.json");
+        let error = read_costs(&missing).expect_err("missing file");
+        assert!(error.to_string().contains("nothing.json"), "{error}");
+        let broken = dir.path().join("broken.json");
+        std::fs::write(&broken, "{\"scenarios\": 3}").expect("write");
+        let error = read_costs(&broken).expect_err("not a summary");
+        assert!(matches!(error, SummaryFileError::Parse { .. }), "{error}");
+        assert!(error.to_string().contains("broken.json"), "{error}");
     }
 }
