@@ -1,32 +1,17 @@
 //! The provider's pause against the testkit's TLS server: a 503 with `Retry-After` pauses the
 //! client until then and is lifted after; 429s for many tokens pause it; 429s for one do not.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{setup, Setup};
 use fpush_http::{HttpClient, HttpConfig, HttpError};
-use fpush_testkit::tls::{serve, ClientAuth, Connection, TestPki, TestServer};
+use fpush_testkit::tls::{serve, ClientAuth, Connection, TestServer};
 use http::{Request, Response};
-
-struct Setup {
-    pki: TestPki,
-    _dir: tempfile::TempDir,
-    ca_path: std::path::PathBuf,
-}
-
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = TestPki::new().unwrap();
-    let ca_path = dir.path().join("ca.pem");
-    pki.write_ca_pem(&ca_path).unwrap();
-    Setup {
-        pki,
-        ca_path,
-        _dir: dir,
-    }
-}
 
 /// Answers paths starting `/503` with 503 + `Retry-After: 1`, `/429` with 429 +
 /// `Retry-After: 1`, anything else 200; counts requests.

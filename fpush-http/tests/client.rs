@@ -1,30 +1,15 @@
 //! The client against the testkit's TLS server: multiplexing, fallback, timeouts, reconnects.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{setup, Setup};
 use fpush_http::{ClientIdentity, HttpClient, HttpConfig, HttpError};
-use fpush_testkit::tls::{serve, ClientAuth, Connection, TestPki, TestServer};
+use fpush_testkit::tls::{serve, ClientAuth, Connection, TestServer};
 use http::{Request, Response, StatusCode};
-
-struct Setup {
-    pki: TestPki,
-    _dir: tempfile::TempDir,
-    ca_path: std::path::PathBuf,
-}
-
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = TestPki::new().unwrap();
-    let ca_path = dir.path().join("ca.pem");
-    pki.write_ca_pem(&ca_path).unwrap();
-    Setup {
-        pki,
-        ca_path,
-        _dir: dir,
-    }
-}
 
 fn config(s: &Setup) -> HttpConfig {
     HttpConfig {

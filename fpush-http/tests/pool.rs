@@ -1,6 +1,8 @@
 //! The connection pool against the testkit's TLS server: stream limits, growth one connection
 //! at a time, bounded waiting, GOAWAY mid-burst, a connection dying under load, idle extras.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,27 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{setup, Setup};
 use fpush_http::{HttpClient, HttpConfig, HttpError, HttpResponse};
-use fpush_testkit::tls::{serve_with, ClientAuth, Connection, ServeOptions, TestPki, TestServer};
+use fpush_testkit::tls::{serve_with, ClientAuth, Connection, ServeOptions, TestServer};
 use http::{Request, Response};
-
-struct Setup {
-    pki: TestPki,
-    _dir: tempfile::TempDir,
-    ca_path: std::path::PathBuf,
-}
-
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = TestPki::new().unwrap();
-    let ca_path = dir.path().join("ca.pem");
-    pki.write_ca_pem(&ca_path).unwrap();
-    Setup {
-        pki,
-        ca_path,
-        _dir: dir,
-    }
-}
 
 fn config(s: &Setup, max_connections: usize) -> HttpConfig {
     HttpConfig {
