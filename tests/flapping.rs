@@ -84,7 +84,9 @@ async fn a_flapping_link_under_load_gets_one_provider_call_and_one_reply_per_pus
         Some(ApnsAnswer::ok().delayed(Duration::from_millis(50 + spread * 50)))
     });
     let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
-    let mut fpush = Daemon::start(&settings(&server, &apns_modules(&provider, "5s"), ""));
+    // Pushes come at about the per-domain rate for seconds: no share in the way.
+    let unshared = r#""access": { "perDomainRate": 0 },"#;
+    let mut fpush = Daemon::start(&settings(&server, &apns_modules(&provider, "5s"), unshared));
 
     let started = Instant::now();
     let mut replies = Vec::new();
@@ -169,7 +171,9 @@ async fn a_flapping_link_under_load_gets_one_provider_call_and_one_reply_per_pus
 async fn replies_cut_off_mid_write_are_not_sent_twice_on_the_next_stream() {
     const PUSHES: usize = 6000;
     let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
-    let mut fpush = Daemon::start(&settings(&server, &demo_module(None, "0s"), ""));
+    // One sending domain sends them all at once: no per-domain share in the way.
+    let unshared = r#""access": { "perDomainRate": 0 },"#;
+    let mut fpush = Daemon::start(&settings(&server, &demo_module(None, "0s"), unshared));
     let mut link = connect(&mut server).await;
     // Long ids make long replies: ~12 MB of them, more than the socket buffers hold while the
     // server does not read, so fpush's writer is in the middle of a batch when the stream ends.
