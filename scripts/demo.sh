@@ -101,7 +101,10 @@ cat >"$WORK/settings.json" <<JSON
     }
 }
 JSON
-RUST_LOG=info setsid "$FPUSH" "$WORK/settings.json" >"$WORK/fpush.log" 2>&1 &
+# It holds the component secret: readable by its owner only, as fpush asks.
+chmod 600 "$WORK/settings.json"
+# The demo module names each push at debug (per-push lines stay out of an operator's info log).
+RUST_LOG=info,fpush_demo=debug setsid "$FPUSH" "$WORK/settings.json" >"$WORK/fpush.log" 2>&1 &
 FPUSH_PID=$!
 component_up() { grep -q "External component successfully authenticated" "$WORK/prosody.log" 2>/dev/null; }
 wait_until 30 component_up || fail "fpush did not connect to Prosody"
