@@ -7,7 +7,6 @@ Runs on ejabberd only (it accepts several connections for one component)."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 import time
@@ -21,7 +20,7 @@ from fpush_daemon import Fpush
 from processes import free_port
 from redis_cluster import RedisCluster, ratelimit_key, token_on
 from servers import Ejabberd
-from test_cluster import MODULE, PASSWORD, WINDOW, cluster_settings
+from test_cluster import MODULE, PASSWORD, WINDOW, Cluster, cluster_settings
 from wiretap import Wiretap
 
 PREFIX = "fpush-e2e-cluster:"
@@ -30,22 +29,14 @@ BURST = 10  # pushes per burst: one sent now, one queued, eight refused
 ATTEMPTS = 3  # bursts per master until ejabberd's random balancing has used both instances
 
 
-class Deployment:
+class Deployment(Cluster):
+    """The instances of test_cluster's `Cluster`, deciding on a Redis Cluster, with their metrics."""
+
     def __init__(self, server: Ejabberd, wiretap: Wiretap, redis: RedisCluster, instances: list,
                  metrics_ports: list, apns) -> None:
-        self.server = server
-        self.wiretap = wiretap
+        super().__init__(server, wiretap, instances, apns)
         self.redis = redis
-        self.instances = instances
         self.metrics_ports = metrics_ports
-        self.apns = apns
-        self._numbers = itertools.count(1)
-        self.sender = self.new_user("sender")
-
-    def new_user(self, prefix: str) -> str:
-        name = f"{prefix}{next(self._numbers)}"
-        self.server.register(name, PASSWORD)
-        return f"{name}@{self.server.domain}"
 
     def push(self, token: str, count: int) -> list:
         """`count` offline messages to a fresh user whose push token is `token`; returns the
@@ -76,10 +67,6 @@ class Deployment:
             if s.direction == "to_server" and s.name == "iq" and s.element.get("id") in pushes
         )
         return {push_id: n for push_id, n in replies.items() if n > pushes[push_id]}
-
-    def diagnostics(self) -> str:
-        return "\n".join([self.wiretap.summary(30)] + [f.log_tail() for f in self.instances]
-                         + [self.server.log_tail(30)])
 
 
 @pytest.fixture(scope="module")
