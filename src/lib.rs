@@ -13,4 +13,5 @@ pub mod outcome;
 pub mod panics;
 pub mod ratelimit;
 pub mod request;
+pub mod store;
 pub mod systemd;

@@ -1,0 +1,126 @@
+//! The registration store: where the registering front doors (p2, tigase) keep what a client
+//! registered, so that a later push that names only a `node` can be delivered.
+//!
+//! One trait, [`RegistrationStore`], with two backends: SQLite (embedded, the default) and Redis
+//! (shared by several fpush instances). The doors never know which one they talk to, and one
+//! conformance suite checks both. Every call may fail ([`StoreError`]): the doors answer such a
+//! failure `wait`, never `item-not-found`, which would make the server drop a live registration.
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+
+/// What identifies a registration: the client protocol's own key. Registering again with the
+/// same key updates the token and keeps the node and secret.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RegistrationKey {
+    /// The service the registration is for, as the door names it: for p2 the module's id, for
+    /// tigase the provider id.
+    pub service: String,
+    /// The door's device identity (p2: the hex SHA-1 of account and device id).
+    pub device: String,
+    /// The door's sub-identity (p2: the room's channel hash; empty for the account itself).
+    pub channel: String,
+}
+
+/// One stored registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub key: RegistrationKey,
+    /// Whose registration this is for the per-account cap: the sender's bare JID (a room's bare
+    /// JID for a room registration, so rooms do not count against the account).
+    pub account: String,
+    /// The sending domain: pushes are looked up by (domain, node).
+    pub domain: String,
+    /// The provider's device token.
+    pub token: String,
+    /// A second token (a PushKit VoIP token), when the protocol registers one.
+    pub second_token: Option<String>,
+    /// The random node the client enables push with.
+    pub node: String,
+    /// The random secret the push must carry (empty when the protocol uses none).
+    pub secret: String,
+    /// When a push last used it (or it was registered): registrations unused for
+    /// `store.expireAfter` are swept.
+    pub last_used: SystemTime,
+}
+
+/// The node and secret of a registration, as the register command answers them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub node: String,
+    pub secret: String,
+}
+
+/// The store's bounds (settings `store.maxPerAccount`, `maxPerDomain`, `maxTotal`,
+/// `expireAfter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Registering one more replaces the account's least recently used registration.
+    pub max_per_account: u32,
+    /// Beyond it a new registration from the domain is refused ([`StoreError::Full`]).
+    pub max_per_domain: u64,
+    /// Beyond it any new registration is refused ([`StoreError::Full`]).
+    pub max_total: Option<u64>,
+    /// Registrations not pushed to for this long are swept.
+    pub expire_after: Duration,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        Self {
+            max_per_account: 20,
+            max_per_domain: 1_000_000,
+            max_total: None,
+            expire_after: Duration::from_secs(180 * 24 * 3600),
+        }
+    }
+}
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not be reached or answered with an error: the caller answers `wait`.
+    #[error("registration store unavailable: {0}")]
+    Unavailable(String),
+    /// A cap other than the per-account one is reached: the registration is refused.
+    #[error("registration store full: {0}")]
+    Full(&'static str),
+    /// The stored data is not what this fpush can read (e.g. a newer schema).
+    #[error("registration store unusable: {0}")]
+    Unusable(String),
+}
+
+/// The registrations, behind whichever backend the settings chose.
+///
+/// Implementations are cheap to call concurrently; blocking work (SQLite) runs off the
+/// runtime's threads.
+#[async_trait]
+pub trait RegistrationStore: Send + Sync {
+    /// Registers `registration` (its `node`, `secret` and `last_used` are ignored) and answers
+    /// the node and secret the client must use: new random ones for a new key, the stored ones
+    /// when the key exists (only the token, second token, account and domain are updated).
+    async fn register(&self, registration: Registration) -> Result<Credentials, StoreError>;
+
+    /// The registration a push from `domain` names by `node`.
+    async fn find(&self, domain: &str, node: &str) -> Result<Option<Registration>, StoreError>;
+
+    /// Records that a push used the registration now (coarse: backends may skip writes when the
+    /// stored time is recent).
+    async fn touch(&self, domain: &str, node: &str) -> Result<(), StoreError>;
+
+    /// Removes the registration with this key; `false` when there was none.
+    async fn unregister(&self, key: &RegistrationKey) -> Result<bool, StoreError>;
+
+    /// Removes the registration a push names (its token is dead); `false` when there was none.
+    async fn remove(&self, domain: &str, node: &str) -> Result<bool, StoreError>;
+
+    /// Forgets the second token of a registration (a dead VoIP token).
+    async fn clear_second_token(&self, domain: &str, node: &str) -> Result<(), StoreError>;
+
+    /// Removes registrations last used before `before`; answers how many.
+    async fn sweep(&self, before: SystemTime) -> Result<u64, StoreError>;
+
+    /// How many registrations each service holds, for the metrics.
+    async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
+}
