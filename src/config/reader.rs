@@ -15,7 +15,7 @@ use super::values;
 use super::{
     AccessSettings, ComponentSettings, ConfigError, ConfigErrors, ConfigWarning, DeadTokenSettings,
     LimitSettings, Loaded, MetricsSettings, ModuleSetSettings, ModuleSettings, Platforms,
-    RatelimitSettings, RedisSettings, Settings, TimeoutSettings,
+    RatelimitSettings, RedisSettings, Settings, StoreSettings, TimeoutSettings,
 };
 
 /// Keys that older fpush configs carry and this version has no use for: accepted anywhere,
@@ -39,6 +39,7 @@ struct TopLevel {
     modules: ModuleSetSettings,
     redis: Option<RedisSettings>,
     metrics: Option<MetricsSettings>,
+    store: Option<StoreSettings>,
     push_modules: Option<Value>,
 }
 
@@ -138,6 +139,9 @@ impl Reader<'_> {
         if let Some(component) = &top.component {
             check.component(component);
         }
+        if let Some(store) = &top.store {
+            super::store::check(&mut check, store, top.redis.is_some());
+        }
         let Some(component) = top.component else {
             if root.get("component").is_none() {
                 let message = "missing: fpush needs componentHostname, componentKey, serverHostname and serverPort";
@@ -155,6 +159,7 @@ impl Reader<'_> {
             push_modules,
             redis: top.redis,
             metrics: top.metrics,
+            store: top.store,
         })
     }
 

@@ -1,0 +1,1 @@
+//! `fpush store …`: the operator's commands on the registration store.
