@@ -74,7 +74,7 @@ pub fn store_settings(path: &Path, count: u64) -> serde_json::Value {
 }
 
 /// Makes the store at `path` with `count` registrations unless it is there already: writes
-/// p2's table as CSV next to it and runs `fpush store import-p2` on it.
+/// p2's table as CSV (with its header line) next to it and runs `fpush store import-p2` on it.
 pub fn prepare(fpush: &Path, path: &Path, count: u64) -> Result<(), BenchError> {
     if path.exists() {
         return Ok(());
@@ -91,9 +91,10 @@ pub fn prepare(fpush: &Path, path: &Path, count: u64) -> Result<(), BenchError> 
     let store = store_settings(&work.path().join("store.sqlite3"), count);
     std::fs::write(&settings, import_settings(store).to_string())?;
     let output = Command::new(fpush)
-        .args(["store", "import-p2", "--csv"])
-        .arg(&csv)
+        .args(["store", "import-p2"])
         .arg(&settings)
+        .arg("--csv")
+        .arg(&csv)
         .output()
         .map_err(|e| BenchError::Setup(format!("cannot run {}: {e}", fpush.display())))?;
     if !output.status.success() {
@@ -109,6 +110,7 @@ pub fn prepare(fpush: &Path, path: &Path, count: u64) -> Result<(), BenchError> 
 
 fn write_csv(path: &Path, count: u64) -> Result<(), BenchError> {
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    file.write_all(b"service,device,channel,domain,token,node,secret\n")?;
     let mut row = Vec::with_capacity(256);
     for i in 0..count {
         row.clear();
