@@ -14,6 +14,7 @@ mod document;
 mod files;
 mod read;
 mod reader;
+mod registration;
 mod validate;
 mod values;
 
@@ -30,6 +31,7 @@ use serde::Deserialize;
 use self::document::Pos;
 pub use self::files::exposure_warnings;
 pub use self::reader::parse;
+pub use self::registration::RegistrationProtocol;
 pub use crate::access::AccessSettings;
 
 /// Everything fpush is configured with.
@@ -307,6 +309,8 @@ pub struct ModuleSettings {
     /// Key `is_default_module` (historic spelling).
     pub is_default_module: bool,
     pub ratelimit: RatelimitSettings,
+    /// Key `registration`: the registering client protocol the module serves, if any.
+    pub registration: Option<RegistrationProtocol>,
     /// Where the platform block (or, without one, the module) stands in the file.
     position: Option<Pos>,
 }
@@ -320,6 +324,7 @@ impl ModuleSettings {
             config,
             is_default_module: false,
             ratelimit: RatelimitSettings::default(),
+            registration: None,
             position: None,
         }
     }

@@ -15,7 +15,7 @@ use super::values;
 use super::{
     AccessSettings, ComponentSettings, ConfigError, ConfigErrors, ConfigWarning, DeadTokenSettings,
     LimitSettings, Loaded, MetricsSettings, ModuleSetSettings, ModuleSettings, Platforms,
-    RatelimitSettings, RedisSettings, Settings, TimeoutSettings,
+    RatelimitSettings, RedisSettings, RegistrationProtocol, Settings, TimeoutSettings,
 };
 
 /// Keys that older fpush configs carry and this version has no use for: accepted anywhere,
@@ -68,6 +68,7 @@ struct ModuleEntry {
     is_default_module: bool,
     #[serde(default)]
     ratelimit: RatelimitSettings,
+    registration: Option<RegistrationProtocol>,
 }
 
 /// Parse and validate settings from the text of a settings file.
@@ -132,6 +133,7 @@ impl Reader<'_> {
         check.memory(&top.dead_tokens, &top.modules);
         check.access(&top.access);
         check.modules(&push_modules, top.redis.is_some());
+        check.registrations(&push_modules);
         if let Some(redis) = &top.redis {
             check.redis(redis);
         }
@@ -217,6 +219,7 @@ impl Reader<'_> {
             config,
             is_default_module: entry.is_default_module,
             ratelimit: entry.ratelimit,
+            registration: entry.registration,
             position,
         })
     }
