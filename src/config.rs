@@ -15,6 +15,7 @@ mod files;
 mod read;
 mod reader;
 mod registration;
+mod store;
 mod validate;
 mod values;
 
@@ -32,6 +33,7 @@ use self::document::Pos;
 pub use self::files::exposure_warnings;
 pub use self::reader::parse;
 pub use self::registration::RegistrationProtocol;
+pub use self::store::{StoreBackend, StoreSettings};
 pub use crate::access::AccessSettings;
 
 /// Everything fpush is configured with.
@@ -50,6 +52,8 @@ pub struct Settings {
     pub push_modules: Vec<ModuleSettings>,
     pub redis: Option<RedisSettings>,
     pub metrics: Option<MetricsSettings>,
+    /// Key `store`: the registration store.
+    pub store: Option<StoreSettings>,
 }
 
 impl Settings {

@@ -15,7 +15,8 @@ use super::values;
 use super::{
     AccessSettings, ComponentSettings, ConfigError, ConfigErrors, ConfigWarning, DeadTokenSettings,
     LimitSettings, Loaded, MetricsSettings, ModuleSetSettings, ModuleSettings, Platforms,
-    RatelimitSettings, RedisSettings, RegistrationProtocol, Settings, TimeoutSettings,
+    RatelimitSettings, RedisSettings, RegistrationProtocol, Settings, StoreSettings,
+    TimeoutSettings,
 };
 
 /// Keys that older fpush configs carry and this version has no use for: accepted anywhere,
@@ -39,6 +40,7 @@ struct TopLevel {
     modules: ModuleSetSettings,
     redis: Option<RedisSettings>,
     metrics: Option<MetricsSettings>,
+    store: Option<StoreSettings>,
     push_modules: Option<Value>,
 }
 
@@ -140,6 +142,9 @@ impl Reader<'_> {
         if let Some(component) = &top.component {
             check.component(component);
         }
+        if let Some(store) = &top.store {
+            super::store::check(&mut check, store, top.redis.is_some());
+        }
         let Some(component) = top.component else {
             if root.get("component").is_none() {
                 let message = "missing: fpush needs componentHostname, componentKey, serverHostname and serverPort";
@@ -157,6 +162,7 @@ impl Reader<'_> {
             push_modules,
             redis: top.redis,
             metrics: top.metrics,
+            store: top.store,
         })
     }
 
