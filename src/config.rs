@@ -14,6 +14,7 @@ mod document;
 mod files;
 mod read;
 mod reader;
+mod registration;
 mod store;
 mod validate;
 mod values;
@@ -31,6 +32,7 @@ use serde::Deserialize;
 use self::document::Pos;
 pub use self::files::exposure_warnings;
 pub use self::reader::parse;
+pub use self::registration::RegistrationProtocol;
 pub use self::store::{StoreBackend, StoreSettings};
 pub use crate::access::AccessSettings;
 
@@ -311,6 +313,8 @@ pub struct ModuleSettings {
     /// Key `is_default_module` (historic spelling).
     pub is_default_module: bool,
     pub ratelimit: RatelimitSettings,
+    /// Key `registration`: the registering client protocol the module serves, if any.
+    pub registration: Option<RegistrationProtocol>,
     /// Where the platform block (or, without one, the module) stands in the file.
     position: Option<Pos>,
 }
@@ -324,6 +328,7 @@ impl ModuleSettings {
             config,
             is_default_module: false,
             ratelimit: RatelimitSettings::default(),
+            registration: None,
             position: None,
         }
     }

@@ -21,7 +21,7 @@ use fpush_traits::PushTrait;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RejectWith;
+use crate::config::{RegistrationProtocol, RejectWith};
 use crate::metrics::{ModuleGauges, ModuleMetrics};
 use crate::ratelimit::{DeadTokens, RatelimitConfig, Ratelimiter, RedisStore};
 
@@ -53,6 +53,18 @@ pub struct Module {
     /// Cancelled when a reload removes the module: its queued pushes are answered then, and
     /// its sweepers stop. Shared by the versions of a module that a reload keeps.
     retired: Arc<CancellationToken>,
+    /// The registering protocol the module serves (`registration`), if any.
+    pub registration: Option<Registering>,
+}
+
+/// What a module that serves registrations needs to answer them.
+#[derive(Debug, Clone, Copy)]
+pub struct Registering {
+    pub protocol: RegistrationProtocol,
+    /// The platform's registration service (`fcm`, `apns`).
+    pub service: &'static str,
+    /// The platform's check of a device token, run before a registration is stored.
+    pub plausible_token: fn(&str) -> bool,
 }
 
 impl Module {
@@ -78,7 +90,22 @@ impl Module {
             alarms: Arc::new(module_alarms(id)),
             metrics,
             retired: Arc::new(CancellationToken::new()),
+            registration: None,
         }
+    }
+
+    /// The same module serving `registering` (tests and benchmarks; `build` reads the settings).
+    pub fn serving(self, registering: Registering) -> Self {
+        Module {
+            registration: Some(registering),
+            ..self
+        }
+    }
+
+    /// Forgets `key` in the dead-token memory: a client registered its token again, which
+    /// proves the app holds it.
+    pub fn forget_dead(&self, key: &str) {
+        self.dead_tokens.forget(key);
     }
 
     /// The same module with its ratelimit and dead tokens on the Redis backend in `store`.
@@ -220,6 +247,37 @@ impl ModuleSet {
             .filter(|(id, until)| **until > now && !self.by_id.contains_key(*id))
             .map(|(id, until)| (id.clone(), *until));
         self.retired = still.chain(gone).collect();
+    }
+
+    /// The module serving `protocol` registrations for `service` (at most one, validation says).
+    pub fn registration_module(
+        &self,
+        protocol: RegistrationProtocol,
+        service: &str,
+    ) -> Option<&Arc<Module>> {
+        self.iter().find(|module| {
+            module
+                .registration
+                .is_some_and(|r| r.protocol == protocol && r.service == service)
+        })
+    }
+
+    /// Whether some module serves `protocol` registrations.
+    pub fn serves(&self, protocol: RegistrationProtocol) -> bool {
+        self.by_id
+            .values()
+            .any(|module| module.registration.is_some_and(|r| r.protocol == protocol))
+    }
+
+    /// The registration services `protocol` is served for, in file order.
+    pub fn registration_services(
+        &self,
+        protocol: RegistrationProtocol,
+    ) -> impl Iterator<Item = &'static str> + '_ {
+        self.iter()
+            .filter_map(|module| module.registration)
+            .filter(move |r| r.protocol == protocol)
+            .map(|r| r.service)
     }
 
     /// Modules in file order.

@@ -12,6 +12,7 @@
 //! comments, unknown fields and attributes, prefixed namespaces) and strict only where a push
 //! could go wrong (the device token).
 
+mod command;
 mod quick;
 mod reply;
 mod scopes;
@@ -23,7 +24,8 @@ use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
-pub use reply::{write_reply, Condition, ErrorType, Reply};
+pub use command::AdHocCommand;
+pub use reply::{write_reply, CommandItem, Condition, ErrorType, Reply};
 
 use scopes::{Ns, Scopes};
 
@@ -64,6 +66,10 @@ pub enum Request {
     InvalidPush { iq: IqHeader, reason: String },
     /// A disco#info query.
     DiscoInfo { iq: IqHeader },
+    /// A disco#items query for the node of ad-hoc commands: which commands are served.
+    CommandList { iq: IqHeader },
+    /// An XEP-0050 ad-hoc command (a set IQ).
+    Command { iq: IqHeader, command: AdHocCommand },
     /// An XEP-0199 ping.
     Ping { iq: IqHeader },
     /// Any other get/set IQ: answered `cancel`/`service-unavailable`.
@@ -147,6 +153,8 @@ fn parse_with(stanza: &[u8], lexer: Lexer) -> Request {
             reason: reason.to_owned(),
         },
         Ok(Payload::DiscoInfo) => Request::DiscoInfo { iq },
+        Ok(Payload::CommandList) => Request::CommandList { iq },
+        Ok(Payload::Command(command)) => Request::Command { iq, command },
         Ok(Payload::Ping) => Request::Ping { iq },
         Ok(Payload::Other) => Request::Unsupported { iq },
         Err(Malformed) => Request::InvalidPush {
@@ -194,6 +202,8 @@ enum Payload {
     Push(PushRequest),
     InvalidPush(&'static str),
     DiscoInfo,
+    CommandList,
+    Command(AdHocCommand),
     Ping,
     Other,
 }
@@ -321,6 +331,16 @@ fn read_payload(
                 return read_pubsub_events(reader, scopes, reader.decoder());
             }
             (IqType::Get, b"query") if ns == Ns::DiscoInfo => Payload::DiscoInfo,
+            (IqType::Get, b"query") if ns == Ns::DiscoItems => {
+                let node = attribute(&start, b"node", reader.decoder())?;
+                match node.as_deref().map(str::as_bytes) {
+                    Some(scopes::NS_COMMANDS) => Payload::CommandList,
+                    _ => Payload::Other,
+                }
+            }
+            (IqType::Set, b"command") if ns == Ns::Commands => {
+                return command::read_command(reader, scopes, &start, empty);
+            }
             (IqType::Get, b"ping") if ns == Ns::Ping => Payload::Ping,
             _ => Payload::Other,
         };

@@ -213,7 +213,9 @@ impl PushTrait for ApnsPush {
         if !plausible_token(token) {
             return Err(PushError::TokenInvalid(DeadTokenReason::Implausible));
         }
-        let body = self.payload.build(&notification.summary);
+        let body = self
+            .payload
+            .build(&notification.summary, &notification.extra);
         let push = PushLabel {
             provider: "APNS",
             token,

@@ -15,7 +15,8 @@ use super::values;
 use super::{
     AccessSettings, ComponentSettings, ConfigError, ConfigErrors, ConfigWarning, DeadTokenSettings,
     LimitSettings, Loaded, MetricsSettings, ModuleSetSettings, ModuleSettings, Platforms,
-    RatelimitSettings, RedisSettings, Settings, StoreSettings, TimeoutSettings,
+    RatelimitSettings, RedisSettings, RegistrationProtocol, Settings, StoreSettings,
+    TimeoutSettings,
 };
 
 /// Keys that older fpush configs carry and this version has no use for: accepted anywhere,
@@ -69,6 +70,7 @@ struct ModuleEntry {
     is_default_module: bool,
     #[serde(default)]
     ratelimit: RatelimitSettings,
+    registration: Option<RegistrationProtocol>,
 }
 
 /// Parse and validate settings from the text of a settings file.
@@ -133,6 +135,7 @@ impl Reader<'_> {
         check.memory(&top.dead_tokens, &top.modules);
         check.access(&top.access);
         check.modules(&push_modules, top.redis.is_some());
+        check.registrations(&push_modules);
         if let Some(redis) = &top.redis {
             check.redis(redis);
         }
@@ -222,6 +225,7 @@ impl Reader<'_> {
             config,
             is_default_module: entry.is_default_module,
             ratelimit: entry.ratelimit,
+            registration: entry.registration,
             position,
         })
     }
