@@ -222,3 +222,27 @@ async fn registrations_survive_a_restart() {
         "registering again keeps node and secret"
     );
 }
+
+#[tokio::test]
+async fn check_names_both_modules_serving_one_service() {
+    let fcm = FcmServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let xmpp = FakeXmppServer::bind(SECRET).await.unwrap();
+    let mut module = fcm_module(&fcm);
+    module["registration"] = json!({"protocol": "p2"});
+    let modules = json!({ "first": module, "second": module }).to_string();
+    let store = json!({"path": dir.path().join("registrations.sqlite3")});
+    let path = dir.path().join("settings.json");
+    let text = settings(&xmpp, &modules, &format!(r#""store": {store},"#));
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fpush"))
+        .args(["--check", path.to_str().unwrap()])
+        .output()
+        .expect("run fpush --check");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("modules `first` and `second` both serve p2 registrations for fcm"),
+        "{stderr}"
+    );
+}
