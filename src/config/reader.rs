@@ -135,7 +135,7 @@ impl Reader<'_> {
         check.memory(&top.dead_tokens, &top.modules);
         check.access(&top.access);
         check.modules(&push_modules, top.redis.is_some());
-        check.registrations(&push_modules);
+        check.registrations(&push_modules, top.store.is_some());
         if let Some(redis) = &top.redis {
             check.redis(redis);
         }

@@ -29,9 +29,19 @@ impl RegistrationProtocol {
 }
 
 impl Check<'_> {
-    /// Every module with a `registration` block has a platform with a registration service, and
-    /// no two modules serve one protocol for one service.
-    pub fn registrations(&mut self, modules: &[ModuleSettings]) {
+    /// Every module with a `registration` block has a platform with a registration service,
+    /// no two modules serve one protocol for one service, and a `store` section says where the
+    /// registrations live.
+    pub fn registrations(&mut self, modules: &[ModuleSettings], has_store: bool) {
+        let registering = modules.iter().find(|module| module.registration.is_some());
+        if let (Some(module), false) = (registering, has_store) {
+            let message = format!(
+                "missing: module `{}` serves registrations, which need the registration store \
+                 (e.g. {{\"backend\": \"sqlite\", \"path\": \"/var/lib/fpush/registrations.sqlite3\"}})",
+                module.id
+            );
+            self.registration_error("store", message);
+        }
         let mut served: Vec<(RegistrationProtocol, &str, &str)> = Vec::new();
         for module in modules {
             let Some(protocol) = module.registration else {
@@ -79,6 +89,7 @@ mod tests {
         format!(
             r#"{{"component": {{"componentHostname": "push.example.org", "componentKey": "k",
                 "serverHostname": "127.0.0.1", "serverPort": 5347}},
+              "store": {{"path": "/nonexistent/registrations.sqlite3"}},
               "pushModules": {{ {modules} }} }}"#
         )
     }
@@ -116,6 +127,25 @@ mod tests {
                 "pushModules.second.registration: modules `first` and `second` both serve \
                  p2 registrations for fcm"
             ),
+            "{found:?}"
+        );
+    }
+
+    #[cfg(feature = "enable_fcm_support")]
+    #[test]
+    fn registrations_need_the_store_section() {
+        let modules = format!(r#""android": {{{FCM}, "registration": {{"protocol": "p2"}}}}"#);
+        let text = settings(&modules).replace(
+            r#""store": {"path": "/nonexistent/registrations.sqlite3"},"#,
+            "",
+        );
+        let found = match parse(&text, &platforms()) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.errors.iter().map(ToString::to_string).collect(),
+        };
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("store: missing: module `android` serves registrations"),
             "{found:?}"
         );
     }

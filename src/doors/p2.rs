@@ -9,9 +9,10 @@
 //! `device` hash and drops pushes that are not its own.
 
 mod command;
+mod measured;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use fpush_traits::PushNotification;
 use sha1::{Digest, Sha1};
@@ -20,6 +21,7 @@ pub use command::{
     command_items, parse_node, CommandAnswer, CommandKind, CommandRefusal, Completed,
     COMMAND_RESULTS,
 };
+pub use measured::Measured;
 
 use super::{Refusal, Target, TargetKey};
 use crate::access::domain_of;
@@ -37,6 +39,8 @@ pub struct P2Door {
     store: Arc<dyn RegistrationStore>,
     /// Our component JID (older Conversations builds read it from the register reply).
     jid: String,
+    /// Registrations per service, as last counted (for the metrics).
+    counted: Mutex<Vec<(String, u64)>>,
 }
 
 impl fmt::Debug for P2Door {
@@ -64,7 +68,27 @@ impl P2Door {
         P2Door {
             store,
             jid: jid.into(),
+            counted: Mutex::default(),
         }
+    }
+
+    /// Counts the registrations per service again (a store scan: call it now and then).
+    pub async fn recount(&self) {
+        match self.store.counts().await {
+            Ok(counts) => {
+                *self.counted.lock().unwrap_or_else(|p| p.into_inner()) = counts;
+            }
+            Err(error) => log::debug!("p2: cannot count registrations: {error}"),
+        }
+    }
+
+    /// The registrations of `service` at the last count.
+    pub fn registrations(&self, service: &str) -> Option<u64> {
+        let counted = self.counted.lock().unwrap_or_else(|p| p.into_inner());
+        counted
+            .iter()
+            .find(|(name, _)| name == service)
+            .map(|(_, count)| *count)
     }
 
     /// Our component JID.

@@ -78,3 +78,47 @@ impl RegistrationSeries {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::component::LinkState;
+    use crate::metrics::{Metrics, ModuleGauges, StateSnapshot};
+
+    #[test]
+    fn commands_store_calls_and_registrations_are_exported() {
+        let metrics = Metrics::new();
+        let series = metrics.registrations();
+        series.count_command("register", "completed");
+        series.count_command("register", "completed");
+        series.count_command("unknown", "not_found");
+        series.observe_store("find", Duration::from_millis(2), false);
+        series.observe_store("find", Duration::from_millis(3), true);
+        let module = ModuleGauges {
+            module: "conversations".to_owned(),
+            ratelimit_entries: 0,
+            dead_tokens: 0,
+            wipe_guard_tripped: false,
+            provider: Default::default(),
+            registrations: Some(3),
+        };
+        let text = metrics.render(&StateSnapshot {
+            modules: vec![module],
+            in_flight: 0,
+            link: LinkState::Connecting,
+        });
+        for line in [
+            "fpush_registration_commands_total{command=\"register\",result=\"completed\"} 2",
+            "fpush_registration_commands_total{command=\"unknown\",result=\"not_found\"} 1",
+            "fpush_store_latency_seconds_count{operation=\"find\"} 2",
+            "fpush_store_errors_total{operation=\"find\"} 1",
+            "fpush_registrations{module=\"conversations\"} 3",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
+    }
+}
