@@ -120,8 +120,9 @@ class P2Stack:
         return f"{name}@{self.server.domain}"
 
     def fcm_token(self, prefix: str) -> str:
-        """A token shaped like an FCM registration token; its prefix tells the fake how to answer."""
-        head = f"{prefix}-{self.kind}-{next(self._numbers)}:APA91b"
+        """A token shaped like an FCM registration token, unique in the session (the fake FCM
+        server outlives each stack); its prefix tells the fake how to answer."""
+        head = f"{prefix}-{self.kind}-{secrets.token_hex(4)}:APA91b"
         return head + ("Xq7_Zk-3" * 24)[: FCM_TOKEN_LEN - len(head)]
 
     def register_and_enable(self, user: str, token: str, device_id: str,
@@ -232,7 +233,7 @@ def test_push_for_an_unknown_node_is_item_not_found_and_never_reaches_a_provider
     # A node fpush never handed out, with a secret and no pushModule: it must not fall through to
     # the default (APNS) module as if the node were a device token.
     user = p2.new_user()
-    node = f"unknown{next(p2._numbers):05d}"
+    node = f"unk{secrets.token_hex(5)}"[:12]
     p2.enable(user, node, "some-secret-of-24-chars")
 
     push = p2.message(user, node, 1)
