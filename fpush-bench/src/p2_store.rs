@@ -1,6 +1,10 @@
-//! Scenario j's registrations: a SQLite store of p2 registrations, made once through
-//! `fpush store import-p2` (the way an operator moves p2's `target` table) and reused by every
-//! run, and what registration number `i` holds, shared by that table and the push template.
+//! Scenario j's registrations: a SQLite store of p2 registrations, made once and reused by every
+//! run, and what registration number `i` holds, shared by that store and the push template.
+//!
+//! The first [`IMPORTED`] go through `fpush store import-p2` (the way an operator moves p2's
+//! `target` table), which also creates the schema; the rest are inserted in one transaction
+//! with the same columns, because the command's one write per row would take many minutes for
+//! a million.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,6 +12,9 @@ use std::process::Command;
 
 use crate::xmpp::{write_hex64, TOKEN_PREFIX, USER_DOMAIN};
 use crate::BenchError;
+
+/// Registrations loaded through `fpush store import-p2`.
+const IMPORTED: u64 = 1_000;
 
 /// Length of a p2 node and secret (9 and 18 random bytes in base64).
 pub const NODE_LEN: usize = 12;
@@ -37,25 +44,41 @@ fn write_decimal(slot: &mut [u8], mut value: u64) {
     }
 }
 
+/// What registration `i` holds, as text.
+struct Row {
+    /// 40 hex digits, as p2's SHA-1 of account and device id, unique per `i`.
+    device: String,
+    token: String,
+    node: String,
+    secret: String,
+}
+
+impl Row {
+    fn of(i: u64) -> Row {
+        let mut token = [0u8; 64];
+        let mut node = [0u8; NODE_LEN];
+        let mut secret = [0u8; SECRET_LEN];
+        write_token(&mut token, i);
+        write_node(&mut node, i);
+        write_secret(&mut secret, i);
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        Row {
+            device: format!("{:016x}{:024x}", crate::xmpp::scramble(i), i),
+            token: text(&token),
+            node: text(&node),
+            secret: text(&secret),
+        }
+    }
+}
+
 /// One row of p2's `target` table: service, device, channel, domain, token, node, secret.
 fn write_row(out: &mut Vec<u8>, i: u64) {
-    let mut token = [0u8; 64];
-    let mut node = [0u8; NODE_LEN];
-    let mut secret = [0u8; SECRET_LEN];
-    write_token(&mut token, i);
-    write_node(&mut node, i);
-    write_secret(&mut secret, i);
-    // The device: 40 hex digits, as p2's SHA-1 of account and device id, unique per `i`.
-    let device = format!("{:016x}{:024x}", crate::xmpp::scramble(i), i);
-    out.extend_from_slice(b"APNS,");
-    out.extend_from_slice(device.as_bytes());
-    out.extend_from_slice(b",,");
-    out.extend_from_slice(USER_DOMAIN.as_bytes());
-    for field in [&token[..], &node[..], &secret[..]] {
-        out.push(b',');
-        out.extend_from_slice(field);
-    }
-    out.push(b'\n');
+    let row = Row::of(i);
+    let line = format!(
+        "APNS,{},,{USER_DOMAIN},{},{},{}\n",
+        row.device, row.token, row.node, row.secret
+    );
+    out.extend_from_slice(line.as_bytes());
 }
 
 /// Where the store of `count` registrations is kept between runs.
@@ -73,8 +96,9 @@ pub fn store_settings(path: &Path, count: u64) -> serde_json::Value {
     })
 }
 
-/// Makes the store at `path` with `count` registrations unless it is there already: writes
-/// p2's table as CSV (with its header line) next to it and runs `fpush store import-p2` on it.
+/// Makes the store at `path` with `count` registrations unless it is there already: imports
+/// the first rows of p2's table (as CSV with its header line) with `fpush store import-p2`,
+/// then inserts the others.
 pub fn prepare(fpush: &Path, path: &Path, count: u64) -> Result<(), BenchError> {
     if path.exists() {
         return Ok(());
@@ -86,7 +110,7 @@ pub fn prepare(fpush: &Path, path: &Path, count: u64) -> Result<(), BenchError> 
         .prefix("p2-import-")
         .tempdir_in(dir)?;
     let csv = work.path().join("target.csv");
-    write_csv(&csv, count)?;
+    write_csv(&csv, count.min(IMPORTED))?;
     let settings = work.path().join("settings.json");
     let store = store_settings(&work.path().join("store.sqlite3"), count);
     std::fs::write(&settings, import_settings(store).to_string())?;
@@ -103,9 +127,46 @@ pub fn prepare(fpush: &Path, path: &Path, count: u64) -> Result<(), BenchError> 
             String::from_utf8_lossy(&output.stderr)
         )));
     }
+    insert_rest(&work.path().join("store.sqlite3"), IMPORTED..count)?;
     // Made under a temporary name, so that an interrupted import is never taken for a store.
     std::fs::rename(work.path().join("store.sqlite3"), path)?;
     Ok(())
+}
+
+/// Inserts registrations `range` into the store `fpush store import-p2` made, in one
+/// transaction, as that command writes them: service `apns`, the domain and device standing in
+/// for the account p2 never kept, used now.
+fn insert_rest(store: &Path, range: std::ops::Range<u64>) -> Result<(), BenchError> {
+    let sql = |e: rusqlite::Error| BenchError::Setup(format!("{}: {e}", store.display()));
+    let mut db = rusqlite::Connection::open(store).map_err(sql)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let tx = db.transaction().map_err(sql)?;
+    {
+        let mut insert = tx
+            .prepare(
+                "INSERT INTO registrations (service, device, channel, account, domain, token, \
+                 second_token, node, secret, last_used) \
+                 VALUES ('apns', ?1, '', ?2, ?3, ?4, NULL, ?5, ?6, ?7)",
+            )
+            .map_err(sql)?;
+        for i in range {
+            let row = Row::of(i);
+            let account = format!("p2:{USER_DOMAIN}:{}", row.device);
+            let values = rusqlite::params![
+                row.device,
+                account,
+                USER_DOMAIN,
+                row.token,
+                row.node,
+                row.secret,
+                now
+            ];
+            insert.execute(values).map_err(sql)?;
+        }
+    }
+    tx.commit().map_err(sql)
 }
 
 fn write_csv(path: &Path, count: u64) -> Result<(), BenchError> {
@@ -154,6 +215,39 @@ mod tests {
         assert_eq!(columns[4].len(), 64);
         assert_eq!(columns[5], "n00000123456");
         assert_eq!(columns[6].len(), SECRET_LEN);
+    }
+
+    #[test]
+    fn the_rest_is_inserted_with_the_rows_of_the_csv() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("store.sqlite3");
+        let db = rusqlite::Connection::open(&path).expect("open");
+        db.execute_batch(
+            "CREATE TABLE registrations (id INTEGER PRIMARY KEY, service TEXT NOT NULL, \
+             device TEXT NOT NULL, channel TEXT NOT NULL, account TEXT NOT NULL, \
+             domain TEXT NOT NULL, token TEXT NOT NULL, second_token TEXT, node TEXT NOT NULL, \
+             secret TEXT NOT NULL, last_used INTEGER NOT NULL)",
+        )
+        .expect("schema");
+        insert_rest(&path, 5..15).expect("insert");
+        let count: i64 = db
+            .query_row("SELECT count(*) FROM registrations", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(count, 10);
+        let mut csv = Vec::new();
+        write_row(&mut csv, 7);
+        let (token, secret): (String, String) = db
+            .query_row(
+                "SELECT token, secret FROM registrations WHERE node = 'n00000000007'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("row 7");
+        let csv = String::from_utf8(csv).expect("ASCII");
+        assert!(
+            csv.ends_with(&format!(",{token},n00000000007,{secret}\n")),
+            "{csv}"
+        );
     }
 
     #[test]
