@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::document::{self, segments, Document, Pos};
-use super::validate::Check;
+use super::validate;
 use super::{
     ConfigError, ConfigErrors, ConfigWarning, Loaded, ModuleSettings, Platforms, RatelimitSettings,
     Settings,
@@ -105,21 +105,8 @@ impl Reader<'_> {
             self.error("component", None, message);
         }
         settings.push_modules = self.modules(modules.as_ref());
-        let mut check = Check {
-            document: self.document,
-            errors: &mut self.errors,
-        };
-        check.timeout(&settings.timeout);
-        check.limits(&settings.limits);
-        check.memory(&settings.dead_tokens, &settings.modules);
-        check.access(&settings.access);
-        check.modules(&settings.push_modules, settings.redis.is_some());
-        if let Some(redis) = &settings.redis {
-            check.redis(redis);
-        }
-        if has_component && component_read {
-            check.component(&settings.component);
-        }
+        let problems = validate::check(self.document, &settings, has_component && component_read);
+        self.errors.extend(problems);
         Some(settings)
     }
 
