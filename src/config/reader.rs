@@ -14,7 +14,7 @@ use fpush_traits::{parse_block, BlockError, Platform, PlatformConfig};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::document::{self, segments, Document, Pos};
+use super::document::{self, segments, Document};
 use super::validate;
 use super::{
     ConfigError, ConfigErrors, ConfigWarning, Loaded, ModuleSettings, Platforms, RatelimitSettings,
@@ -90,7 +90,7 @@ impl Reader<'_> {
     /// when the top level has problems.
     fn settings(&mut self) -> Option<Settings> {
         let Some(mut root) = self.document.root.as_object().cloned() else {
-            self.error("", None, "the settings file must hold one JSON object");
+            self.key_error("", "the settings file must hold one JSON object");
             return None;
         };
         let modules = root.remove("pushModules");
@@ -102,7 +102,7 @@ impl Reader<'_> {
             .any(|error| error.path.starts_with("component"));
         if !has_component {
             let message = "missing: fpush needs componentHostname, componentKey, serverHostname and serverPort";
-            self.error("component", None, message);
+            self.key_error("component", message);
         }
         settings.push_modules = self.modules(modules.as_ref());
         let problems = validate::check(self.document, &settings, has_component && component_read);
@@ -113,17 +113,15 @@ impl Reader<'_> {
     fn modules(&mut self, modules: Option<&Value>) -> Vec<ModuleSettings> {
         let path = "pushModules";
         let Some(modules) = modules else {
-            self.error(path, None, "missing: configure at least one push module");
+            self.key_error(path, "missing: configure at least one push module");
             return Vec::new();
         };
         let Some(modules) = modules.as_object() else {
-            let pos = self.document.key_pos(path);
-            self.error(path, pos, "must be an object mapping module ids to modules");
+            self.key_error(path, "must be an object mapping module ids to modules");
             return Vec::new();
         };
         if modules.is_empty() {
-            let pos = self.document.key_pos(path);
-            self.error(path, pos, "no push modules configured: add at least one");
+            self.key_error(path, "no push modules configured: add at least one");
         }
         // In file order (the map is sorted by key).
         let mut entries: Vec<_> = modules.iter().collect();
@@ -190,8 +188,7 @@ impl Reader<'_> {
             }
         };
         let type_path = format!("{path}.type");
-        let pos = self.document.value_end(&type_path);
-        self.error(&type_path, pos, message);
+        self.value_error(&type_path, message);
         None
     }
 
@@ -207,20 +204,18 @@ impl Reader<'_> {
         let parse = |block: &Value| (platform.parse)(block).map(|p| (p.config, p.ignored_keys));
         let config = match block {
             Some(block) if !block.is_object() => {
-                let pos = self.document.value_end(&block_path);
-                self.error(&block_path, pos, "must be an object");
+                self.value_error(&block_path, "must be an object");
                 None
             }
             Some(block) => self.read(&block_path, block, parse),
             None => {
                 let (value, errors, _) = read_piece(&Value::Object(Map::new()), parse);
-                let pos = self.document.key_pos(path);
                 for error in errors {
                     let message = format!(
                         "a module of type {} needs its `{}` block ({})",
                         platform.type_name, platform.settings_key, error.message
                     );
-                    self.error(path, pos, message);
+                    self.key_error(path, message);
                 }
                 value
             }
@@ -241,9 +236,7 @@ impl Reader<'_> {
             message,
         } in errors
         {
-            let full = join(path, &inner);
-            let pos = self.document.value_end(&full);
-            self.error(&full, pos, message);
+            self.value_error(&join(path, &inner), message);
         }
         for inner in ignored {
             let key = segments(&inner).last().unwrap_or_default();
@@ -252,18 +245,21 @@ impl Reader<'_> {
             } else {
                 "unknown key, ignored (check its spelling and place)"
             };
-            self.warn(&join(path, &inner), message.to_owned());
+            self.warn(&join(path, &inner), message);
         }
         value
     }
 
-    fn error(&mut self, path: &str, pos: Option<Pos>, message: impl Into<String>) {
-        self.errors.push(ConfigError::new(path, pos, message));
+    fn key_error(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(self.document.at_key(path, message));
     }
 
-    fn warn(&mut self, path: &str, message: String) {
-        let pos = self.document.key_pos(path);
-        self.warnings.push(ConfigWarning::new(path, pos, message));
+    fn value_error(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(self.document.at_value(path, message));
+    }
+
+    fn warn(&mut self, path: &str, message: impl Into<String>) {
+        self.warnings.push(self.document.at_key(path, message));
     }
 }
 

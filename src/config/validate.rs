@@ -56,8 +56,7 @@ impl Check<'_> {
     /// An error at `path`, positioned at its key (or, for a key left at its default, at its
     /// nearest ancestor in the file).
     fn error(&mut self, path: &str, message: impl Into<String>) {
-        let pos = self.document.key_pos(path);
-        self.errors.push(ConfigError::new(path, pos, message));
+        self.errors.push(self.document.at_key(path, message));
     }
 
     /// A duration at most `max`; when `zero` says why, also more than zero.
