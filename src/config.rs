@@ -3,9 +3,10 @@
 //!
 //! Every problem is reported with its key path and its line and column in the file, e.g.
 //! `pushModules.monalProdiOS.ratelimit.ratelimitTime: invalid duration "twenty seconds": write a
-//! number and a unit, e.g. "20s", "5m" or "1h 30m" (line 23, column 30)`, and every problem that can be found is reported at once, so an operator fixes a
-//! file in one round. Unknown keys are warnings, not errors: a typo must not pass silently, but a
-//! key from an older or newer fpush must not stop a restart either.
+//! number and a unit, e.g. "20s", "5m" or "1h 30m" (line 23, column 30)`, and every problem
+//! that can be found is reported at once, so an operator fixes a file in one round. Unknown keys
+//! are warnings, not errors: a typo must not pass silently, but a key from an older or newer
+//! fpush must not stop a restart either.
 //!
 //! The core knows only the core keys. Each module's platform block is read by the platform's
 //! registry entry ([`Platform::parse`]); the caller says which platforms exist ([`Platforms`]).
