@@ -1,8 +1,9 @@
 //! [`Breaker`]: the module-wide pause a provider asks for.
 //!
-//! It trips on a 503 with `Retry-After`, or on 429s for at least
+//! It trips on a 503 with `Retry-After`, on 429s for at least
 //! [`BreakerConfig::distinct_requests`] distinct requests (distinct tokens, in practice) within
-//! [`BreakerConfig::window`], the shape of a project-wide quota. While it is open every request
+//! [`BreakerConfig::window`], the shape of a project-wide quota, or when the platform read an
+//! answer as module-wide (FCM's project quota, through `HttpClient::pause`). While it is open every request
 //! is answered at once, without calling the provider, so the module replies
 //! `wait`/`resource-constraint` until the retry time passes. A 429 for one token alone is that
 //! token's business (the core holds that token) and does not trip it.

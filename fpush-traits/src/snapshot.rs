@@ -13,8 +13,8 @@ pub struct ProviderSnapshot {
     /// When the credentials stop working (a `.p12` client certificate's notAfter); `None` when
     /// they do not expire on a known date.
     pub credentials_expire_at: Option<SystemTime>,
-    /// Failed attempts to get a fresh auth token (FCM OAuth, an APNS JWT) since the module was
-    /// built; only ever grows.
+    /// Failed attempts to get a fresh auth token from the provider (FCM's OAuth access token)
+    /// since the module was built; only ever grows.
     pub token_refresh_failures: u64,
     /// The platform's connection pool to its provider, when it keeps one (`None`: no pool).
     pub pool: Option<PoolGauges>,
