@@ -301,6 +301,29 @@ mod tests {
     }
 
     #[test]
+    fn a_project_quota_names_the_project_and_carries_no_fcm_error_code() {
+        let FcmAnswer::Status {
+            status,
+            body,
+            retry_after,
+        } = FcmAnswer::project_quota_exceeded(42, 7)
+        else {
+            panic!("not a status answer");
+        };
+        assert_eq!((status, retry_after), (429, Some(7)));
+        let body: Value = serde_json::from_str(&body).unwrap();
+        let details = body["error"]["details"].as_array().unwrap();
+        assert_eq!(details.len(), 1, "{body}");
+        assert_eq!(details[0]["@type"], ERROR_INFO_TYPE);
+        assert_eq!(details[0]["reason"], "RATE_LIMIT_EXCEEDED");
+        assert_eq!(details[0]["metadata"]["consumer"], "projects/42");
+        assert_eq!(
+            FcmAnswer::project_quota_exceeded(42, 7).reason().as_deref(),
+            Some("RESOURCE_EXHAUSTED")
+        );
+    }
+
+    #[test]
     fn the_token_convention_is_followed() {
         assert_eq!(for_token("dead-1", true), FcmAnswer::unregistered());
         assert_eq!(for_token("baddevice-1", true), FcmAnswer::bad_token());
