@@ -133,7 +133,7 @@ async fn a_503_with_retry_after_pauses_the_module_and_is_lifted_after() {
 async fn the_snapshot_shows_the_pool_and_the_certificates_expiry() {
     let h = harness(4).await;
     h.server
-        .set_responder(|_| Some(ApnsAnswer::ok().delayed(Duration::from_millis(300))));
+        .set_responder(|_| Some(ApnsAnswer::ok().delayed(Duration::from_millis(1500))));
     let block = h
         .cert_settings(fpush_testkit::tls::P12Cipher::Modern)
         .unwrap();
@@ -153,7 +153,7 @@ async fn the_snapshot_shows_the_pool_and_the_certificates_expiry() {
         })
         .collect();
     let mut busy = Vec::new();
-    for _ in 0..50 {
+    for _ in 0..100 {
         let pool = module.snapshot().pool.unwrap();
         busy = pool
             .connections
@@ -163,7 +163,7 @@ async fn the_snapshot_shows_the_pool_and_the_certificates_expiry() {
         if busy.iter().sum::<u32>() == 6 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     busy.sort_unstable();
     assert_eq!(

@@ -246,7 +246,8 @@ async fn when_no_connection_can_be_made_waiting_requests_fail_at_once() {
 async fn the_gauges_show_each_connection_its_streams_and_its_limit() {
     let s = setup();
     let load = Arc::new(Load::default());
-    let server = slow_server(&s, 5, Duration::from_millis(500), load, no_fault).await;
+    // Answers late enough that a loaded machine still sees every request in flight.
+    let server = slow_server(&s, 5, Duration::from_secs(2), load, no_fault).await;
     let client = HttpClient::new(&server.origin(), config(&s, 8)).unwrap();
     let before = client.gauges();
     assert!(
@@ -261,7 +262,7 @@ async fn the_gauges_show_each_connection_its_streams_and_its_limit() {
     };
     // Seven requests over five streams each: one full connection, one with two.
     let mut gauges = client.gauges();
-    for _ in 0..40 {
+    for _ in 0..150 {
         let busy: u32 = gauges.connections.iter().map(|c| c.streams_in_flight).sum();
         if busy == 7 {
             break;
