@@ -7,8 +7,8 @@
 
 use serde::Deserialize;
 
-use super::validate::Check;
-use super::{ConfigError, ModuleSettings};
+use super::document::Document;
+use super::{ConfigError, Settings};
 
 /// Which registering protocol a module serves (`registration.protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -28,56 +28,52 @@ impl RegistrationProtocol {
     }
 }
 
-impl Check<'_> {
-    /// Every module with a `registration` block has a platform with a registration service,
-    /// no two modules serve one protocol for one service, and a `store` section says where the
-    /// registrations live.
-    pub fn registrations(&mut self, modules: &[ModuleSettings], has_store: bool) {
-        let registering = modules.iter().find(|module| module.registration.is_some());
-        if let (Some(module), false) = (registering, has_store) {
+/// Every module with a `registration` block has a platform with a registration service, no two
+/// modules serve one protocol for one service, and a `store` section says where the
+/// registrations live.
+pub(crate) fn check(document: &Document, settings: &Settings) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let modules = &settings.push_modules;
+    let registering = modules.iter().find(|module| module.registration.is_some());
+    if let (Some(module), None) = (registering, &settings.store) {
+        let message = format!(
+            "missing: module `{}` serves registrations, which need the registration store \
+             (e.g. {{\"backend\": \"sqlite\", \"path\": \"/var/lib/fpush/registrations.sqlite3\"}})",
+            module.id
+        );
+        errors.push(document.at_key("store", message));
+    }
+    let mut served: Vec<(RegistrationProtocol, &str, &str)> = Vec::new();
+    for module in modules {
+        let Some(protocol) = module.registration else {
+            continue;
+        };
+        let path = format!("pushModules.{}.registration", module.id);
+        let Some(service) = module.platform.capabilities.registration_service else {
             let message = format!(
-                "missing: module `{}` serves registrations, which need the registration store \
-                 (e.g. {{\"backend\": \"sqlite\", \"path\": \"/var/lib/fpush/registrations.sqlite3\"}})",
-                module.id
+                "a module of type {} cannot serve registrations (only types with a \
+                 registration service can)",
+                module.platform.type_name
             );
-            self.registration_error("store", message);
+            errors.push(document.at_key(&path, message));
+            continue;
+        };
+        let taken = served
+            .iter()
+            .find(|(p, s, _)| *p == protocol && *s == service);
+        if let Some((_, _, first)) = taken {
+            let message = format!(
+                "modules `{first}` and `{}` both serve {} registrations for {service}; \
+                 at most one module may",
+                module.id,
+                protocol.name()
+            );
+            errors.push(document.at_key(&path, message));
+            continue;
         }
-        let mut served: Vec<(RegistrationProtocol, &str, &str)> = Vec::new();
-        for module in modules {
-            let Some(protocol) = module.registration else {
-                continue;
-            };
-            let path = format!("pushModules.{}.registration", module.id);
-            let Some(service) = module.platform.capabilities.registration_service else {
-                let message = format!(
-                    "a module of type {} cannot serve registrations (only types with a \
-                     registration service can)",
-                    module.platform.type_name
-                );
-                self.registration_error(&path, message);
-                continue;
-            };
-            let taken = served
-                .iter()
-                .find(|(p, s, _)| *p == protocol && *s == service);
-            if let Some((_, _, first)) = taken {
-                let message = format!(
-                    "modules `{first}` and `{}` both serve {} registrations for {service}; \
-                     at most one module may",
-                    module.id,
-                    protocol.name()
-                );
-                self.registration_error(&path, message);
-                continue;
-            }
-            served.push((protocol, service, &module.id));
-        }
+        served.push((protocol, service, &module.id));
     }
-
-    fn registration_error(&mut self, path: &str, message: String) {
-        let pos = self.document.key_pos(path);
-        self.errors.push(ConfigError::new(path, pos, message));
-    }
+    errors
 }
 
 #[cfg(test)]
