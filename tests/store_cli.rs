@@ -78,6 +78,17 @@ async fn backup_copies_the_sqlite_store_into_a_private_file() {
         0o600,
         "SQLite's side files follow the file's mode"
     );
+    let again = fpush(&[
+        "store",
+        "backup",
+        settings.to_str().unwrap(),
+        copy.to_str().unwrap(),
+    ]);
+    assert!(
+        !again.status.success(),
+        "an existing backup is never overwritten"
+    );
+    assert!(text(&again.stderr).contains("exists already"));
     let restored = SqliteStore::open(&copy, StoreLimits::default()).unwrap();
     let found = restored
         .find("example.org", &credentials.node)
