@@ -14,6 +14,7 @@
 mod document;
 mod files;
 mod reader;
+mod store;
 mod validate;
 mod values;
 
@@ -30,6 +31,7 @@ use serde::Deserialize;
 use self::document::Pos;
 pub use self::files::exposure_warnings;
 pub use self::reader::parse;
+pub use self::store::{StoreBackend, StoreSettings};
 pub use crate::access::AccessSettings;
 
 /// Everything fpush is configured with. A missing section reads as its defaults; the
@@ -52,6 +54,8 @@ pub struct Settings {
     pub push_modules: Vec<ModuleSettings>,
     pub redis: Option<RedisSettings>,
     pub metrics: Option<MetricsSettings>,
+    /// Key `store`: the registration store.
+    pub store: Option<StoreSettings>,
 }
 
 /// `access`, read straight into the core's [`AccessSettings`] (its defaults included).

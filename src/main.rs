@@ -12,6 +12,7 @@ use fpush::modules;
 
 const USAGE: &str = "\
 usage: fpush [--check] [SETTINGS]
+       fpush store COMMAND SETTINGS ...   (the registration store: `fpush store --help`)
 
 An XEP-0357 push app server: connects to an XMPP server as an external component and delivers
 push notifications to Apple (APNS) and Google (FCM).
@@ -59,7 +60,11 @@ fn main() -> ExitCode {
     if let Some(cap) = release_log_cap() {
         log::set_max_level(log::max_level().min(cap));
     }
-    match parse_args(std::env::args_os().skip(1)) {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if args.first().is_some_and(|command| command == "store") {
+        return fpush::store::cli::main(&args[1..]);
+    }
+    match parse_args(args) {
         Ok(Command::Version) => {
             println!("fpush {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -131,6 +136,9 @@ fn check(path: &std::path::Path) -> ExitCode {
     );
     for module in &settings.push_modules {
         println!("  {}", modules::describe(module));
+    }
+    if !fpush::store::cli::report_check(settings) {
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }

@@ -32,6 +32,8 @@ use clock::{ticks, Clock};
 use token_key::{new_token_map, table_bytes, TokenHasher, TokenMap};
 
 pub use dead_tokens::DeadTokens;
+/// The connection set-up the registration store shares.
+pub(crate) use redis::{Connection as RedisConnection, Endpoint as RedisEndpoint};
 pub use redis::{RedisOptions, RedisServers, RedisStore, RedisUrlError};
 
 use redis::{ModuleKeys, ScriptAnswer, TokenDigest};

@@ -6,16 +6,31 @@
 //! conformance suite checks both. Every call may fail ([`StoreError`]): the doors answer such a
 //! failure `wait`, never `item-not-found`, which would make the server drop a live registration.
 
+mod check;
+pub mod cli;
+mod open;
+mod random;
+mod redis;
+mod sqlite;
+mod sweeper;
+
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+
+pub use check::{check, StoreCheck};
+pub use open::open;
+pub use redis::RedisRegistrations;
+pub use sqlite::SqliteStore;
+pub use sweeper::spawn_sweeper;
 
 /// What identifies a registration: the client protocol's own key. Registering again with the
 /// same key updates the token and keeps the node and secret.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RegistrationKey {
-    /// The service the registration is for, as the door names it: for p2 the module's id, for
-    /// tigase the provider id.
+    /// The service the registration is for, as the door names it: for p2 the platform's
+    /// registration service (`fcm`, `apns`), not the module id, so that renaming a module keeps
+    /// its registrations; for tigase the provider id.
     pub service: String,
     /// The door's device identity (p2: the hex SHA-1 of account and device id).
     pub device: String,
@@ -91,6 +106,14 @@ pub enum StoreError {
     Unusable(String),
 }
 
+/// One page of [`RegistrationStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationPage {
+    pub registrations: Vec<Registration>,
+    /// Where the next page starts; `None` after the last page.
+    pub next: Option<String>,
+}
+
 /// The registrations, behind whichever backend the settings chose.
 ///
 /// Implementations are cheap to call concurrently; blocking work (SQLite) runs off the
@@ -123,4 +146,27 @@ pub trait RegistrationStore: Send + Sync {
 
     /// How many registrations each service holds, for the metrics.
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Up to `limit` registrations after the cursor `after` (from the previous page; `None`
+    /// for the first), for `fpush store export`. Registrations changed meanwhile may be missed
+    /// or repeated.
+    async fn list(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<RegistrationPage, StoreError> {
+        let _ = (after, limit);
+        Err(StoreError::Unusable(
+            "this store cannot list its registrations".into(),
+        ))
+    }
+
+    /// Stores `registration` as given (node, secret and last use included), replacing the one
+    /// with its key, for `fpush store import`; the caps apply as for [`Self::register`].
+    async fn restore(&self, registration: Registration) -> Result<(), StoreError> {
+        let _ = registration;
+        Err(StoreError::Unusable(
+            "this store cannot restore registrations".into(),
+        ))
+    }
 }

@@ -44,12 +44,15 @@ pub(crate) fn check(document: &Document, settings: &Settings, component: bool) -
         check.redis(redis);
     }
     check.modules(&settings.push_modules, settings.redis.is_some());
+    if let Some(store) = &settings.store {
+        super::store::check(&mut check, store, settings.redis.is_some());
+    }
     check.errors
 }
 
-struct Check<'a> {
-    document: &'a Document,
-    errors: Vec<ConfigError>,
+pub(super) struct Check<'a> {
+    pub(super) document: &'a Document,
+    pub(super) errors: Vec<ConfigError>,
 }
 
 impl Check<'_> {

@@ -20,7 +20,7 @@ use ::redis::{RedisError, Script};
 
 use crate::metrics::{FallbackCause, RedisFallbacks};
 use cause::cause_of;
-use connection::{Connection, Endpoint};
+pub(crate) use connection::{Connection, Endpoint};
 pub use connection::{RedisServers, RedisUrlError};
 use health::Health;
 pub(crate) use keys::{ModuleKeys, TokenDigest};

@@ -42,7 +42,7 @@ pub enum RedisUrlError {
 }
 
 /// A checked [`RedisServers`], not connected yet.
-pub(super) struct Endpoint {
+pub(crate) struct Endpoint {
     /// The one Redis, or each seed node on its own (to tell at start-up which of them answer).
     nodes: Vec<Client>,
     /// For a Redis Cluster: the client that follows its slot map.
@@ -52,7 +52,7 @@ pub(super) struct Endpoint {
 impl Endpoint {
     /// Checks every URL (scheme, host, port, user and password as the `redis` crate accepts
     /// them) without connecting.
-    pub(super) fn open(servers: &RedisServers, timeout: Duration) -> Result<Self, RedisUrlError> {
+    pub(crate) fn open(servers: &RedisServers, timeout: Duration) -> Result<Self, RedisUrlError> {
         match servers {
             RedisServers::Single(url) => Ok(Endpoint {
                 nodes: vec![Client::open(url.as_str()).map_err(RedisUrlError::Url)?],
@@ -83,7 +83,7 @@ impl Endpoint {
     }
 
     /// A connection that connects on first use and reconnects by itself after a failure.
-    pub(super) fn connect_lazily(&self, timeout: Duration) -> Result<Connection, RedisError> {
+    pub(crate) fn connect_lazily(&self, timeout: Duration) -> Result<Connection, RedisError> {
         if let Some(cluster) = &self.cluster {
             let config = ClusterConfig::new()
                 .set_connection_timeout(timeout)
@@ -134,7 +134,7 @@ pub(super) fn address(client: &Client) -> String {
 
 /// The shared connection, cheap to clone.
 #[derive(Clone)]
-pub(super) enum Connection {
+pub(crate) enum Connection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
 }

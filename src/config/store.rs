@@ -1,0 +1,154 @@
+//! The top-level `store` section: where registrations live (the p2 and tigase doors) and their
+//! bounds. Read here, checked here, so that the rest of the settings code only hooks it in.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fpush_traits::settings::duration;
+use serde::Deserialize;
+
+use super::validate::Check;
+use super::values;
+use super::ConfigError;
+use crate::store::StoreLimits;
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `store`: the registration store's backend and bounds.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[serde(expecting = "an object with `backend`, `path` and the store's bounds")]
+pub struct StoreSettings {
+    pub backend: StoreBackend,
+    /// The SQLite file; required with the `sqlite` backend.
+    pub path: Option<PathBuf>,
+    /// Registrations per account; one more replaces the least recently used.
+    #[serde(deserialize_with = "values::count")]
+    pub max_per_account: usize,
+    /// Registrations per sending domain; beyond it new ones are refused.
+    #[serde(deserialize_with = "values::count")]
+    pub max_per_domain: usize,
+    /// Registrations in all; beyond it new ones are refused. No bound when absent.
+    #[serde(deserialize_with = "optional_count")]
+    pub max_total: Option<usize>,
+    /// Registrations not pushed to for this long are removed.
+    #[serde(deserialize_with = "duration")]
+    pub expire_after: Duration,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        let limits = StoreLimits::default();
+        StoreSettings {
+            backend: StoreBackend::Sqlite,
+            path: None,
+            max_per_account: limits.max_per_account as usize,
+            max_per_domain: usize::try_from(limits.max_per_domain).unwrap_or(usize::MAX),
+            max_total: None,
+            expire_after: limits.expire_after,
+        }
+    }
+}
+
+impl StoreSettings {
+    /// The bounds the backends enforce.
+    pub fn limits(&self) -> StoreLimits {
+        StoreLimits {
+            max_per_account: u32::try_from(self.max_per_account).unwrap_or(u32::MAX),
+            max_per_domain: self.max_per_domain as u64,
+            max_total: self.max_total.map(|total| total as u64),
+            expire_after: self.expire_after,
+        }
+    }
+}
+
+/// `store.backend`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// One file, embedded: nothing to install.
+    #[default]
+    Sqlite,
+    /// The `redis` section's Redis, shared by several fpush instances.
+    Redis,
+}
+
+fn optional_count<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<usize>, D::Error> {
+    values::count(deserializer).map(Some)
+}
+
+/// The checks no type can express: a path for SQLite, a `redis` section for Redis, sane bounds.
+pub(crate) fn check(check: &mut Check<'_>, store: &StoreSettings, has_redis: bool) {
+    let mut error = |path: &str, message: &str| {
+        let pos = check.document.key_pos(path);
+        check.errors.push(ConfigError::new(path, pos, message));
+    };
+    match store.backend {
+        StoreBackend::Sqlite if store.path.as_ref().is_none_or(|p| p.as_os_str().is_empty()) => {
+            error(
+                "store.path",
+                "missing: the sqlite backend needs its file, e.g. \"/var/lib/fpush/registrations.sqlite3\"",
+            )
+        }
+        StoreBackend::Redis if !has_redis => error(
+            "store.backend",
+            "the redis backend needs the top-level `redis` section (`url` or `cluster`)",
+        ),
+        _ => {}
+    }
+    let bounds = [
+        ("store.maxPerAccount", store.max_per_account, 10_000),
+        ("store.maxPerDomain", store.max_per_domain, 1_000_000_000),
+        (
+            "store.maxTotal",
+            store.max_total.unwrap_or(1),
+            1_000_000_000,
+        ),
+    ];
+    for (path, value, max) in bounds {
+        if value == 0 {
+            error(
+                path,
+                "must be at least 1 (0 would refuse every registration)",
+            );
+        } else if value > max {
+            error(path, &format!("must be at most {max}"));
+        }
+    }
+    if store.expire_after < DAY || store.expire_after > 3650 * DAY {
+        error(
+            "store.expireAfter",
+            "must be between 1d and 3650d (registrations unused that long are removed)",
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_store_limits() {
+        assert_eq!(StoreSettings::default().limits(), StoreLimits::default());
+    }
+
+    #[test]
+    fn keys_are_read_in_camel_case_with_durations() {
+        let store: StoreSettings = serde_json::from_str(
+            r#"{"backend": "redis", "maxPerAccount": 3, "maxPerDomain": 10, "maxTotal": 50, "expireAfter": "30d"}"#,
+        )
+        .unwrap();
+        assert_eq!(store.backend, StoreBackend::Redis);
+        assert_eq!(
+            store.limits(),
+            StoreLimits {
+                max_per_account: 3,
+                max_per_domain: 10,
+                max_total: Some(50),
+                expire_after: 30 * DAY,
+            }
+        );
+    }
+}

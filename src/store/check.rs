@@ -1,0 +1,104 @@
+//! What `fpush --check` says about the store: it opens the SQLite file read-only and never
+//! creates or migrates anything (only start-up does).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::sqlite::{backup_path, current_version, newer_schema};
+use crate::config::{RedisSettings, StoreBackend, StoreSettings};
+
+/// The findings of [`check`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreCheck {
+    /// What would stop start-up or expose secrets.
+    pub problems: Vec<String>,
+    /// What is fine, or will be fixed by start-up (a file to create, a schema to migrate).
+    pub notes: Vec<String>,
+}
+
+/// Checks the store `settings` name without changing it.
+pub fn check(settings: &StoreSettings, redis: Option<&RedisSettings>) -> StoreCheck {
+    let mut report = StoreCheck::default();
+    match (settings.backend, settings.path.as_deref()) {
+        (StoreBackend::Redis, _) if redis.is_none() => report
+            .problems
+            .push("store: the redis backend needs the `redis` section".into()),
+        (StoreBackend::Redis, _) => report
+            .notes
+            .push("store: redis (the `redis` section; not contacted by --check)".into()),
+        (StoreBackend::Sqlite, None) => report
+            .problems
+            .push("store.path: the sqlite backend needs its file".into()),
+        (StoreBackend::Sqlite, Some(path)) => check_file(path, &mut report),
+    }
+    report
+}
+
+fn check_file(path: &Path, report: &mut StoreCheck) {
+    let shown = path.display();
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            match path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+                Some(dir) if !dir.is_dir() => report.problems.push(format!(
+                    "store.path: {shown} is missing and so is its directory {}",
+                    dir.display()
+                )),
+                _ => report
+                    .notes
+                    .push(format!("store: {shown} is missing; start-up creates it")),
+            }
+            return;
+        }
+        Err(error) => {
+            report
+                .problems
+                .push(format!("store.path: {shown}: {error}"));
+            return;
+        }
+    };
+    // `/proc/self` belongs to the process's effective user.
+    if let Ok(me) = std::fs::metadata("/proc/self").map(|me| me.uid()) {
+        if meta.uid() != me {
+            report.problems.push(format!(
+                "store.path: {shown} belongs to uid {}, not to the user fpush runs as (uid {me})",
+                meta.uid()
+            ));
+        }
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o007 != 0 {
+        report.problems.push(format!(
+            "store.path: {shown} is open to everyone (mode {mode:03o}) but holds secrets: run `chmod o-rwx {shown}`"
+        ));
+    }
+    schema(path, report);
+}
+
+fn schema(path: &Path, report: &mut StoreCheck) {
+    let shown = path.display();
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let version = Connection::open_with_flags(path, flags)
+        .and_then(|connection| connection.query_row("PRAGMA user_version", [], |row| row.get(0)));
+    let known = current_version();
+    match version {
+        Err(error) => report
+            .problems
+            .push(format!("store.path: {shown} is not a readable SQLite file: {error}")),
+        Ok(found) if found > known => report
+            .problems
+            .push(format!("store.path: {}", newer_schema(path, found, known))),
+        Ok(0) => report
+            .notes
+            .push(format!("store: {shown} is empty; start-up creates the schema")),
+        Ok(found) if found < known => report.notes.push(format!(
+            "store: {shown} has schema {found}; start-up migrates it to {known} after copying it to {}",
+            backup_path(path, found).display()
+        )),
+        Ok(_) => report
+            .notes
+            .push(format!("store: {shown}, schema {known}")),
+    }
+}

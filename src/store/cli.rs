@@ -1,0 +1,187 @@
+//! `fpush store COMMAND SETTINGS …`: the operator's commands on the registration store the
+//! settings file names (its `store` section, and `redis` for the Redis backend).
+
+mod lines;
+mod p2;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use super::{RegistrationStore, SqliteStore, StoreCheck};
+use crate::config::{Settings, StoreBackend, StoreSettings};
+
+pub const USAGE: &str = "\
+usage: fpush store COMMAND SETTINGS [ARGUMENTS]
+
+Commands on the registration store of SETTINGS (its `store` section):
+  backup SETTINGS FILE             a consistent copy of the SQLite file into FILE (new or empty),
+                                   also while fpush runs
+  export SETTINGS [FILE]           every registration as JSON lines, to FILE or standard output
+  import SETTINGS [FILE]           JSON lines (as export writes them) from FILE or standard input
+  import-p2 SETTINGS --csv FILE    p2's `target` table as CSV with a header line
+                                   (service,device,channel,domain,token,node,secret)
+
+Lines that cannot be imported are reported by line number and skipped; the exit status is 1
+when any was skipped.";
+
+/// What was asked.
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    Backup(PathBuf, PathBuf),
+    Export(PathBuf, Option<PathBuf>),
+    Import(PathBuf, Option<PathBuf>),
+    ImportP2(PathBuf, PathBuf),
+}
+
+fn parse(args: &[OsString]) -> Result<Command, String> {
+    let text: Vec<&str> = args
+        .iter()
+        .map(|arg| arg.to_str().ok_or("arguments must be UTF-8"))
+        .collect::<Result<_, _>>()?;
+    let path = PathBuf::from;
+    match text.as_slice() {
+        ["backup", settings, file] => Ok(Command::Backup(path(settings), path(file))),
+        ["export", settings] => Ok(Command::Export(path(settings), None)),
+        ["export", settings, file] => Ok(Command::Export(path(settings), Some(path(file)))),
+        ["import", settings] => Ok(Command::Import(path(settings), None)),
+        ["import", settings, file] => Ok(Command::Import(path(settings), Some(path(file)))),
+        ["import-p2", settings, "--csv", file] => Ok(Command::ImportP2(path(settings), path(file))),
+        [] => Err("a command is needed".into()),
+        [command, ..] => Err(format!("cannot read `fpush store {command} …`")),
+    }
+}
+
+/// Runs `fpush store` with the arguments after `store`.
+pub fn main(args: &[OsString]) -> ExitCode {
+    if matches!(args.first().and_then(|a| a.to_str()), Some("--help" | "-h")) {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let command = match parse(args) {
+        Ok(command) => command,
+        Err(problem) => {
+            eprintln!("fpush store: {problem}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("fpush store: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(command)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(problem) => {
+            eprintln!("fpush store: {problem}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `Ok(false)` when some lines were skipped.
+async fn run(command: Command) -> Result<bool, String> {
+    match command {
+        Command::Backup(settings, file) => {
+            let settings = load(&settings)?;
+            backup(&store_section(&settings)?, file)
+                .await
+                .map(|()| true)
+        }
+        Command::Export(settings, file) => lines::export(open(&settings)?, file.as_deref()).await,
+        Command::Import(settings, file) => lines::import(open(&settings)?, file.as_deref()).await,
+        Command::ImportP2(settings, file) => p2::import(open(&settings)?, &file).await,
+    }
+}
+
+fn load(path: &Path) -> Result<Settings, String> {
+    crate::config::load(path, &crate::modules::platforms())
+        .map(|loaded| loaded.settings)
+        .map_err(|errors| format!("{}: {errors}", path.display()))
+}
+
+fn store_section(settings: &Settings) -> Result<StoreSettings, String> {
+    settings
+        .store
+        .clone()
+        .ok_or_else(|| "the settings have no `store` section".into())
+}
+
+fn open(path: &Path) -> Result<Arc<dyn RegistrationStore>, String> {
+    let settings = load(path)?;
+    let store = store_section(&settings)?;
+    super::open(&store, settings.redis.as_ref(), store.limits()).map_err(|e| e.to_string())
+}
+
+async fn backup(store: &StoreSettings, file: PathBuf) -> Result<(), String> {
+    let path = match (store.backend, &store.path) {
+        (StoreBackend::Sqlite, Some(path)) => path,
+        _ => return Err(
+            "backup copies a SQLite store; back Redis up with its own persistence (BGSAVE, AOF)"
+                .into(),
+        ),
+    };
+    let opened = SqliteStore::open(path, store.limits()).map_err(|e| e.to_string())?;
+    opened
+        .backup(file.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("backed up {} to {}", path.display(), file.display());
+    Ok(())
+}
+
+/// `fpush --check`'s lines about the store: notes to stdout, problems to stderr; `false` when
+/// there were problems.
+pub fn report_check(settings: &Settings) -> bool {
+    let Some(store) = &settings.store else {
+        return true;
+    };
+    let StoreCheck { problems, notes } = super::check(store, settings.redis.as_ref());
+    for note in &notes {
+        println!("  {note}");
+    }
+    for problem in &problems {
+        eprintln!("{problem}");
+    }
+    problems.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn parses_each_command_and_refuses_the_rest() {
+        assert_eq!(
+            parse(&args(&["backup", "s.json", "copy.sqlite3"])),
+            Ok(Command::Backup("s.json".into(), "copy.sqlite3".into()))
+        );
+        assert_eq!(
+            parse(&args(&["export", "s.json"])),
+            Ok(Command::Export("s.json".into(), None))
+        );
+        assert_eq!(
+            parse(&args(&["import", "s.json", "in.jsonl"])),
+            Ok(Command::Import("s.json".into(), Some("in.jsonl".into())))
+        );
+        assert_eq!(
+            parse(&args(&["import-p2", "s.json", "--csv", "t.csv"])),
+            Ok(Command::ImportP2("s.json".into(), "t.csv".into()))
+        );
+        assert!(parse(&args(&[])).is_err());
+        assert!(parse(&args(&["backup", "s.json"])).is_err());
+        assert!(parse(&args(&["import-p2", "s.json", "t.csv"])).is_err());
+        assert!(parse(&args(&["drop", "s.json"])).is_err());
+    }
+}

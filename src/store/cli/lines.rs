@@ -1,0 +1,146 @@
+//! `fpush store export` / `import`: registrations as JSON lines, one object per registration,
+//! to move them between backends (SQLite ↔ Redis) or hosts.
+//!
+//! `{"service", "device", "channel", "account", "domain", "token", "secondToken" (optional),
+//! "node", "secret", "lastUsed" (unix seconds)}`.
+
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Registration, RegistrationKey, RegistrationStore};
+
+/// Registrations read per page while exporting.
+const PAGE: usize = 1_000;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Line {
+    service: String,
+    device: String,
+    channel: String,
+    account: String,
+    domain: String,
+    token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    second_token: Option<String>,
+    node: String,
+    secret: String,
+    last_used: u64,
+}
+
+impl From<Registration> for Line {
+    fn from(registration: Registration) -> Self {
+        let last_used = registration.last_used.duration_since(UNIX_EPOCH);
+        Line {
+            service: registration.key.service,
+            device: registration.key.device,
+            channel: registration.key.channel,
+            account: registration.account,
+            domain: registration.domain,
+            token: registration.token,
+            second_token: registration.second_token,
+            node: registration.node,
+            secret: registration.secret,
+            last_used: last_used.map_or(0, |since| since.as_secs()),
+        }
+    }
+}
+
+impl Line {
+    fn registration(self) -> Result<Registration, String> {
+        let required = [
+            ("service", &self.service),
+            ("device", &self.device),
+            ("domain", &self.domain),
+            ("token", &self.token),
+            ("node", &self.node),
+        ];
+        if let Some((name, _)) = required.iter().find(|(_, value)| value.is_empty()) {
+            return Err(format!("`{name}` is empty"));
+        }
+        Ok(Registration {
+            key: RegistrationKey {
+                service: self.service,
+                device: self.device,
+                channel: self.channel,
+            },
+            account: self.account,
+            domain: self.domain,
+            token: self.token,
+            second_token: self.second_token,
+            node: self.node,
+            secret: self.secret,
+            last_used: UNIX_EPOCH + Duration::from_secs(self.last_used),
+        })
+    }
+}
+
+/// Writes every registration; `Ok(true)`.
+pub(super) async fn export(
+    store: Arc<dyn RegistrationStore>,
+    file: Option<&Path>,
+) -> Result<bool, String> {
+    let sink: Box<dyn Write> = match file {
+        Some(file) => Box::new(super::p2::create_private(file)?),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut sink = BufWriter::new(sink);
+    let (mut after, mut written) = (None, 0u64);
+    loop {
+        let page = store.list(after, PAGE).await.map_err(|e| e.to_string())?;
+        for registration in page.registrations {
+            let line = serde_json::to_string(&Line::from(registration))
+                .map_err(|e| format!("cannot write a registration: {e}"))?;
+            writeln!(sink, "{line}").map_err(|e| format!("cannot write: {e}"))?;
+            written += 1;
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    sink.flush().map_err(|e| format!("cannot write: {e}"))?;
+    eprintln!("exported {written} registrations");
+    Ok(true)
+}
+
+/// Restores every readable line; `Ok(false)` when some were skipped.
+pub(super) async fn import(
+    store: Arc<dyn RegistrationStore>,
+    file: Option<&Path>,
+) -> Result<bool, String> {
+    let source: Box<dyn BufRead> = match file {
+        Some(file) => Box::new(BufReader::new(
+            std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?,
+        )),
+        None => Box::new(BufReader::new(std::io::stdin().lock())),
+    };
+    let name = file.map_or("standard input".into(), |file| file.display().to_string());
+    let (mut imported, mut skipped) = (0u64, 0u64);
+    for (index, line) in source.lines().enumerate() {
+        let line = line.map_err(|e| format!("{name}: {e}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed = serde_json::from_str::<Line>(&line)
+            .map_err(|e| e.to_string())
+            .and_then(Line::registration);
+        let outcome = match parsed {
+            Ok(registration) => store.restore(registration).await.map_err(|e| e.to_string()),
+            Err(problem) => Err(problem),
+        };
+        match outcome {
+            Ok(()) => imported += 1,
+            Err(problem) => {
+                skipped += 1;
+                eprintln!("{name}:{}: {problem}; skipped", index + 1);
+            }
+        }
+    }
+    println!("imported {imported} registrations, skipped {skipped} ({name})");
+    Ok(skipped == 0)
+}

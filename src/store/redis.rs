@@ -1,0 +1,335 @@
+//! The shared backend: registrations in Redis (one server or a Redis Cluster, the `redis`
+//! section), so several fpush instances serve the same registrations.
+//!
+//! Each Lua script touches one domain's keys, which share a cluster slot (see `keys`). The key
+//! index, the domain list and the per-service counts live in other slots and are written after
+//! the script, so a crash in between can leave a registration without its index entry (a new
+//! registration of that key then gets a new node; the old one is swept when unused) or a count
+//! off by one. `store.maxTotal` is checked against the counts before the write, so concurrent
+//! registrations may pass it by a few.
+
+mod keys;
+mod write;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ::redis::{AsyncCommands, RedisError, Script};
+use async_trait::async_trait;
+
+use super::{
+    Credentials, Registration, RegistrationKey, RegistrationPage, RegistrationStore, StoreError,
+    StoreLimits,
+};
+use crate::config::RedisSettings;
+use crate::ratelimit::{RedisConnection, RedisEndpoint, RedisServers};
+use keys::Keys;
+
+/// The longest one Redis call may take.
+const TIMEOUT: Duration = Duration::from_secs(2);
+/// `touch` writes when the stored last use is older than this.
+const TOUCH_EVERY: u64 = 24 * 60 * 60;
+/// Registrations removed per script call by a sweep.
+const SWEEP_BATCH: usize = 1_000;
+/// Fresh nodes tried before giving up.
+const NODE_ATTEMPTS: usize = 8;
+
+/// The Redis registration store.
+pub struct RedisRegistrations {
+    connection: RedisConnection,
+    keys: Keys,
+    limits: StoreLimits,
+    scripts: Arc<Scripts>,
+}
+
+struct Scripts {
+    insert: Script,
+    update: Script,
+    remove: Script,
+    touch: Script,
+    forget_index: Script,
+}
+
+impl RedisRegistrations {
+    /// A store on the `redis` section's servers; connects on first use.
+    pub fn open(redis: &RedisSettings, limits: StoreLimits) -> Result<Self, StoreError> {
+        let servers = if redis.cluster.is_empty() {
+            RedisServers::Single(redis.url.clone())
+        } else {
+            RedisServers::Cluster(redis.cluster.clone())
+        };
+        let endpoint = RedisEndpoint::open(&servers, TIMEOUT)
+            .map_err(|error| StoreError::Unusable(error.to_string()))?;
+        let connection = endpoint.connect_lazily(TIMEOUT).map_err(failed)?;
+        Ok(RedisRegistrations {
+            connection,
+            keys: Keys::new(&redis.key_prefix),
+            limits,
+            scripts: Arc::new(Scripts {
+                insert: Script::new(include_str!("redis/insert.lua")),
+                update: Script::new(include_str!("redis/update.lua")),
+                remove: Script::new(include_str!("redis/remove.lua")),
+                touch: Script::new(include_str!("redis/touch.lua")),
+                forget_index: Script::new(include_str!("redis/forget_index.lua")),
+            }),
+        })
+    }
+
+    fn connection(&self) -> RedisConnection {
+        self.connection.clone()
+    }
+
+    /// Where the key index says the registration with `key` is.
+    async fn located(&self, key: &RegistrationKey) -> Result<Option<(String, String)>, StoreError> {
+        let pointed: Option<String> = self
+            .connection()
+            .get(self.keys.index(key))
+            .await
+            .map_err(failed)?;
+        Ok(pointed.and_then(|text| {
+            let (domain, node) = text.split_once('\n')?;
+            Some((domain.to_owned(), node.to_owned()))
+        }))
+    }
+
+    async fn domains(&self) -> Result<Vec<String>, StoreError> {
+        let mut domains: Vec<String> = self
+            .connection()
+            .smembers(self.keys.domains())
+            .await
+            .map_err(failed)?;
+        domains.sort();
+        Ok(domains)
+    }
+
+    async fn page_of(
+        &self,
+        domain: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Registration>, StoreError> {
+        let last = isize::try_from(offset + limit).unwrap_or(isize::MAX) - 1;
+        let first = isize::try_from(offset).unwrap_or(isize::MAX);
+        let nodes: Vec<String> = self
+            .connection()
+            .zrange(self.keys.last_use(domain), first, last)
+            .await
+            .map_err(failed)?;
+        let mut registrations = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            if let Some(registration) = self.find(domain, &node).await? {
+                registrations.push(registration);
+            }
+        }
+        Ok(registrations)
+    }
+}
+
+fn failed(error: RedisError) -> StoreError {
+    StoreError::Unavailable(format!("redis: {error}"))
+}
+
+fn unexpected(script: &str) -> StoreError {
+    StoreError::Unavailable(format!("redis: unexpected answer from the {script} script"))
+}
+
+fn unix(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|since| since.as_secs())
+        .unwrap_or(0)
+}
+
+/// A registration hash, read back.
+fn parse(
+    domain: &str,
+    node: &str,
+    mut hash: HashMap<String, String>,
+) -> Result<Registration, StoreError> {
+    let mut field = |name: &str| {
+        hash.remove(name).ok_or_else(|| {
+            StoreError::Unusable(format!(
+                "redis: registration {domain} {node} lacks `{name}`"
+            ))
+        })
+    };
+    let last_used = field("u")?.parse::<u64>().map_err(|_| {
+        StoreError::Unusable(format!("redis: registration {domain} {node} has a bad `u`"))
+    })?;
+    Ok(Registration {
+        key: RegistrationKey {
+            service: field("s")?,
+            device: field("d")?,
+            channel: field("c")?,
+        },
+        account: field("a")?,
+        domain: domain.to_owned(),
+        token: field("t")?,
+        secret: field("x")?,
+        second_token: field("v").ok(),
+        node: node.to_owned(),
+        last_used: UNIX_EPOCH + Duration::from_secs(last_used),
+    })
+}
+
+#[async_trait]
+impl RegistrationStore for RedisRegistrations {
+    async fn register(&self, registration: Registration) -> Result<Credentials, StoreError> {
+        if let Some((domain, node)) = self.located(&registration.key).await? {
+            if domain == registration.domain {
+                if let Some(credentials) = self.update(&registration, &node).await? {
+                    return Ok(credentials);
+                }
+            } else if let Some(old) = self.find(&domain, &node).await? {
+                // Moved to another domain: same node and secret, in the new domain's slot.
+                self.remove(&domain, &node).await?;
+                let credentials = Credentials {
+                    node: old.node,
+                    secret: old.secret,
+                };
+                let now = unix(SystemTime::now());
+                return self.insert(&registration, Some(credentials), now).await;
+            }
+        }
+        let now = unix(SystemTime::now());
+        self.insert(&registration, None, now).await
+    }
+
+    async fn find(&self, domain: &str, node: &str) -> Result<Option<Registration>, StoreError> {
+        if domain.is_empty() {
+            return Ok(None);
+        }
+        let hash: HashMap<String, String> = self
+            .connection()
+            .hgetall(self.keys.registration(domain, node))
+            .await
+            .map_err(failed)?;
+        if hash.is_empty() {
+            return Ok(None);
+        }
+        parse(domain, node, hash).map(Some)
+    }
+
+    async fn touch(&self, domain: &str, node: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .scripts
+            .touch
+            .key(self.keys.registration(domain, node))
+            .key(self.keys.last_use(domain))
+            .arg(node)
+            .arg(unix(SystemTime::now()))
+            .arg(TOUCH_EVERY)
+            .arg(self.keys.account_stem(domain))
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(failed)?;
+        Ok(())
+    }
+
+    async fn unregister(&self, key: &RegistrationKey) -> Result<bool, StoreError> {
+        let Some((domain, node)) = self.located(key).await? else {
+            return Ok(false);
+        };
+        match self.find(&domain, &node).await? {
+            Some(found) if found.key == *key => self.remove(&domain, &node).await,
+            _ => Ok(false),
+        }
+    }
+
+    async fn remove(&self, domain: &str, node: &str) -> Result<bool, StoreError> {
+        if domain.is_empty() || node.is_empty() {
+            return Ok(false);
+        }
+        Ok(!self.remove_in(domain, node, 0).await?.is_empty())
+    }
+
+    async fn clear_second_token(&self, domain: &str, node: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .connection()
+            .hdel(self.keys.registration(domain, node), "v")
+            .await
+            .map_err(failed)?;
+        Ok(())
+    }
+
+    async fn sweep(&self, before: SystemTime) -> Result<u64, StoreError> {
+        let before = unix(before);
+        let mut removed = 0;
+        for domain in self.domains().await? {
+            loop {
+                let batch = self.remove_in(&domain, "", before).await?.len();
+                removed += batch as u64;
+                if batch < SWEEP_BATCH {
+                    break;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let counts: HashMap<String, i64> = self
+            .connection()
+            .hgetall(self.keys.counts())
+            .await
+            .map_err(failed)?;
+        let mut counts: Vec<(String, u64)> = counts
+            .into_iter()
+            .filter_map(|(service, count)| Some((service, u64::try_from(count).ok()?)))
+            .filter(|(_, count)| *count > 0)
+            .collect();
+        counts.sort();
+        Ok(counts)
+    }
+
+    async fn list(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<RegistrationPage, StoreError> {
+        let (mut start, mut offset) = match after.as_deref().map(|c| c.split_once('\n')) {
+            None => (String::new(), 0),
+            Some(Some((domain, offset))) => match offset.parse() {
+                Ok(offset) => (domain.to_owned(), offset),
+                Err(_) => return Err(StoreError::Unusable("bad cursor".into())),
+            },
+            Some(None) => return Err(StoreError::Unusable("bad cursor".into())),
+        };
+        let mut registrations = Vec::new();
+        for domain in self.domains().await? {
+            if domain < start {
+                continue;
+            }
+            if domain != start {
+                (start, offset) = (domain.clone(), 0);
+            }
+            let want = limit.max(1) - registrations.len();
+            let page = self.page_of(&domain, offset, want).await?;
+            let full = page.len() == want;
+            registrations.extend(page);
+            if full {
+                let next = Some(format!("{domain}\n{}", offset + want));
+                return Ok(RegistrationPage {
+                    registrations,
+                    next,
+                });
+            }
+        }
+        Ok(RegistrationPage {
+            registrations,
+            next: None,
+        })
+    }
+
+    async fn restore(&self, registration: Registration) -> Result<(), StoreError> {
+        self.unregister(&registration.key).await?;
+        let credentials = Credentials {
+            node: registration.node.clone(),
+            secret: registration.secret.clone(),
+        };
+        let last_used = unix(registration.last_used);
+        self.insert(&registration, Some(credentials), last_used)
+            .await
+            .map(drop)
+    }
+}

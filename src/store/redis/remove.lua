@@ -1,0 +1,23 @@
+-- Removes registrations of one domain: the named node (ARGV[3] ~= ''), or up to ARGV[4] of those
+-- last used before ARGV[5] (a sweep).
+-- KEYS: 1 the domain's last-use set.
+-- ARGV: 1 registration key stem, 2 account key stem, 3 node, 4 batch, 5 before.
+-- Answers each removed one as service \n device \n channel \n node.
+local nodes
+if ARGV[3] ~= '' then
+  nodes = {ARGV[3]}
+else
+  nodes = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[5], 'LIMIT', 0, ARGV[4])
+end
+local removed = {}
+for _, node in ipairs(nodes) do
+  local key = ARGV[1] .. node
+  local fields = redis.call('HMGET', key, 's', 'd', 'c', 'a')
+  redis.call('ZREM', KEYS[1], node)
+  if fields[1] then
+    redis.call('DEL', key)
+    redis.call('ZREM', ARGV[2] .. fields[4], node)
+    table.insert(removed, fields[1] .. '\n' .. fields[2] .. '\n' .. fields[3] .. '\n' .. node)
+  end
+end
+return removed

@@ -1,0 +1,21 @@
+-- A known registration's new token and account, in its domain's slot; node and secret stay.
+-- KEYS: 1 the registration hash, 2 the domain's last-use set, 3 the new account's set.
+-- ARGV: 1 node, 2 service, 3 device, 4 channel, 5 account, 6 token, 7 second token ('' = none),
+--       8 last use, 9 account key stem.
+-- Answers the secret, or false when the registration is gone (or is another key's).
+local fields = redis.call('HMGET', KEYS[1], 's', 'd', 'c', 'a', 'x')
+if not fields[1] or fields[1] ~= ARGV[2] or fields[2] ~= ARGV[3] or fields[3] ~= ARGV[4] then
+  return false
+end
+if fields[4] ~= ARGV[5] then
+  redis.call('ZREM', ARGV[9] .. fields[4], ARGV[1])
+end
+redis.call('HSET', KEYS[1], 'a', ARGV[5], 't', ARGV[6], 'u', ARGV[8])
+if ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[1], 'v', ARGV[7])
+else
+  redis.call('HDEL', KEYS[1], 'v')
+end
+redis.call('ZADD', KEYS[2], ARGV[8], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[8], ARGV[1])
+return fields[5]

@@ -1,0 +1,340 @@
+//! The embedded backend: one SQLite file (rusqlite, SQLite compiled in) in WAL mode, so that
+//! push look-ups read while a registration is written.
+//!
+//! Every call runs on tokio's blocking threads. Writes go through one connection (SQLite has one
+//! writer at a time anyway); reads take a connection from a small pool.
+
+mod schema;
+mod write;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+
+use super::{
+    Credentials, Registration, RegistrationKey, RegistrationPage, RegistrationStore, StoreError,
+    StoreLimits,
+};
+use write::Mode;
+
+pub(super) use schema::{backup_path, current_version, newer as newer_schema};
+
+/// Reading connections kept for reuse; more are opened when needed and dropped after.
+const IDLE_READERS: usize = 4;
+/// How long a call waits for another connection's write lock (a backup, a second process).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// `touch` writes when the stored last use is older than this.
+const TOUCH_EVERY: i64 = 24 * 60 * 60;
+/// Registrations deleted per transaction by a sweep, so pushes are not kept waiting.
+const SWEEP_BATCH: i64 = 1_000;
+
+const COLUMNS: &str =
+    "service, device, channel, account, domain, token, second_token, node, secret, last_used";
+
+/// The SQLite registration store.
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    limits: StoreLimits,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating as needed) the file at `path`. Blocking: call it at
+    /// start-up, or from a blocking thread.
+    pub fn open(path: &Path, limits: StoreLimits) -> Result<Self, StoreError> {
+        schema::create_private(path)?;
+        let mut writer = connect(path, OpenFlags::default())?;
+        writer
+            .pragma_update(None, "journal_mode", "wal")
+            .map_err(failed)?;
+        writer
+            .pragma_update(None, "synchronous", "normal")
+            .map_err(failed)?;
+        schema::migrate(&mut writer, path, schema::MIGRATIONS)?;
+        Ok(SqliteStore {
+            shared: Arc::new(Shared {
+                path: path.to_owned(),
+                limits,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    async fn write<T, F>(&self, job: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &StoreLimits) -> Result<T, StoreError> + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        blocking(move || {
+            let mut writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            job(&mut writer, &shared.limits)
+        })
+        .await
+    }
+
+    async fn read<T, F>(&self, job: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        blocking(move || {
+            let idle = shared.readers.lock().map(|mut idle| idle.pop());
+            let reader = match idle.ok().flatten() {
+                Some(reader) => reader,
+                None => connect(&shared.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
+            };
+            let answer = job(&reader);
+            if let Ok(mut idle) = shared.readers.lock() {
+                if idle.len() < IDLE_READERS {
+                    idle.push(reader);
+                }
+            }
+            answer
+        })
+        .await
+    }
+
+    /// A consistent copy of the whole store into `target` (which must not exist or be empty),
+    /// while it is in use.
+    pub async fn backup(&self, target: PathBuf) -> Result<(), StoreError> {
+        if std::fs::metadata(&target).is_ok_and(|meta| meta.len() > 0) {
+            let shown = target.display();
+            return Err(StoreError::Unusable(format!("{shown} exists already")));
+        }
+        self.read(move |reader| schema::copy_aside(reader, &target))
+            .await
+    }
+}
+
+/// Runs `job` on tokio's blocking threads.
+async fn blocking<T, F>(job: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|error| StoreError::Unavailable(format!("sqlite call did not finish: {error}")))?
+}
+
+fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
+    let flags = flags | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = Connection::open_with_flags(path, flags)
+        .map_err(|error| StoreError::Unavailable(format!("{}: {error}", path.display())))?;
+    connection.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
+    Ok(connection)
+}
+
+/// A SQLite failure, as the callers see it.
+pub(super) fn failed(error: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("sqlite: {error}"))
+}
+
+fn unix(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(since) => i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    }
+}
+
+fn from_unix(seconds: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
+}
+
+/// A row of [`COLUMNS`].
+fn registration(row: &Row<'_>) -> rusqlite::Result<Registration> {
+    Ok(Registration {
+        key: RegistrationKey {
+            service: row.get(0)?,
+            device: row.get(1)?,
+            channel: row.get(2)?,
+        },
+        account: row.get(3)?,
+        domain: row.get(4)?,
+        token: row.get(5)?,
+        second_token: row.get(6)?,
+        node: row.get(7)?,
+        secret: row.get(8)?,
+        last_used: from_unix(row.get(9)?),
+    })
+}
+
+#[async_trait]
+impl RegistrationStore for SqliteStore {
+    async fn register(&self, registration: Registration) -> Result<Credentials, StoreError> {
+        self.write(move |writer, limits| {
+            write::upsert(writer, &registration, limits, Mode::Register)
+        })
+        .await
+    }
+
+    async fn find(&self, domain: &str, node: &str) -> Result<Option<Registration>, StoreError> {
+        let (domain, node) = (domain.to_owned(), node.to_owned());
+        self.read(move |reader| {
+            let sql =
+                format!("SELECT {COLUMNS} FROM registrations WHERE domain = ?1 AND node = ?2");
+            let mut statement = reader.prepare_cached(&sql).map_err(failed)?;
+            let found = statement.query_row(params![domain, node], registration);
+            found.optional().map_err(failed)
+        })
+        .await
+    }
+
+    async fn touch(&self, domain: &str, node: &str) -> Result<(), StoreError> {
+        let (domain, node) = (domain.to_owned(), node.to_owned());
+        let now = unix(SystemTime::now());
+        let select = "SELECT last_used FROM registrations WHERE domain = ?1 AND node = ?2";
+        let (d, n) = (domain.clone(), node.clone());
+        let stored: Option<i64> = self
+            .read(move |reader| {
+                let mut statement = reader.prepare_cached(select).map_err(failed)?;
+                let found = statement.query_row(params![d, n], |row| row.get(0));
+                found.optional().map_err(failed)
+            })
+            .await?;
+        if stored.is_none_or(|last_used| last_used > now - TOUCH_EVERY) {
+            return Ok(());
+        }
+        self.write(move |writer, _| {
+            writer
+                .execute(
+                    "UPDATE registrations SET last_used = ?3 WHERE domain = ?1 AND node = ?2",
+                    params![domain, node, now],
+                )
+                .map(drop)
+                .map_err(failed)
+        })
+        .await
+    }
+
+    async fn unregister(&self, key: &RegistrationKey) -> Result<bool, StoreError> {
+        let key = key.clone();
+        self.write(move |writer, _| {
+            writer
+                .execute(
+                    "DELETE FROM registrations WHERE service = ?1 AND device = ?2 AND channel = ?3",
+                    params![key.service, key.device, key.channel],
+                )
+                .map(|deleted| deleted > 0)
+                .map_err(failed)
+        })
+        .await
+    }
+
+    async fn remove(&self, domain: &str, node: &str) -> Result<bool, StoreError> {
+        let (domain, node) = (domain.to_owned(), node.to_owned());
+        self.write(move |writer, _| {
+            writer
+                .execute(
+                    "DELETE FROM registrations WHERE domain = ?1 AND node = ?2",
+                    params![domain, node],
+                )
+                .map(|deleted| deleted > 0)
+                .map_err(failed)
+        })
+        .await
+    }
+
+    async fn clear_second_token(&self, domain: &str, node: &str) -> Result<(), StoreError> {
+        let (domain, node) = (domain.to_owned(), node.to_owned());
+        self.write(move |writer, _| {
+            writer
+                .execute(
+                    "UPDATE registrations SET second_token = NULL WHERE domain = ?1 AND node = ?2",
+                    params![domain, node],
+                )
+                .map(drop)
+                .map_err(failed)
+        })
+        .await
+    }
+
+    async fn sweep(&self, before: SystemTime) -> Result<u64, StoreError> {
+        let before = unix(before);
+        let mut removed = 0;
+        loop {
+            let batch = self
+                .write(move |writer, _| {
+                    writer
+                        .execute(
+                            "DELETE FROM registrations WHERE id IN (SELECT id FROM registrations \
+                             WHERE last_used < ?1 LIMIT ?2)",
+                            params![before, SWEEP_BATCH],
+                        )
+                        .map_err(failed)
+                })
+                .await?;
+            removed += batch as u64;
+            if (batch as i64) < SWEEP_BATCH {
+                return Ok(removed);
+            }
+        }
+    }
+
+    async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(|reader| {
+            let mut statement = reader
+                .prepare("SELECT service, count(*) FROM registrations GROUP BY service")
+                .map_err(failed)?;
+            let rows = statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .map_err(failed)?;
+            rows.collect::<Result<_, _>>().map_err(failed)
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<RegistrationPage, StoreError> {
+        let after: i64 = match after {
+            None => 0,
+            Some(cursor) => cursor
+                .parse()
+                .map_err(|_| StoreError::Unusable(format!("bad cursor {cursor:?}")))?,
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |reader| {
+            let sql = format!(
+                "SELECT {COLUMNS}, id FROM registrations WHERE id > ?1 ORDER BY id LIMIT ?2"
+            );
+            let mut statement = reader.prepare(&sql).map_err(failed)?;
+            let rows = statement
+                .query_map(params![after, limit], |row| {
+                    Ok((registration(row)?, row.get(10)?))
+                })
+                .map_err(failed)?;
+            let rows: Vec<(Registration, i64)> = rows.collect::<Result<_, _>>().map_err(failed)?;
+            let next = match rows.last() {
+                Some((_, id)) if rows.len() as i64 == limit => Some(id.to_string()),
+                _ => None,
+            };
+            let registrations = rows.into_iter().map(|(registration, _)| registration);
+            Ok(RegistrationPage {
+                registrations: registrations.collect(),
+                next,
+            })
+        })
+        .await
+    }
+
+    async fn restore(&self, registration: Registration) -> Result<(), StoreError> {
+        self.write(move |writer, limits| {
+            write::upsert(writer, &registration, limits, Mode::Restore).map(drop)
+        })
+        .await
+    }
+}

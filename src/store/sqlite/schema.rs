@@ -1,0 +1,191 @@
+//! The SQLite file's schema and its versions (`PRAGMA user_version`): created or migrated only
+//! at start-up, after the old file is copied aside; a newer schema is refused.
+//!
+//! The per-domain and total counts are kept by triggers, so that the caps cost one point read
+//! instead of a count over a million rows.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+
+use super::failed;
+use crate::store::StoreError;
+
+/// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
+pub(super) const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this fpush writes.
+pub(crate) fn current_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+const V1: &str = "
+CREATE TABLE registrations (
+    id INTEGER PRIMARY KEY,
+    service TEXT NOT NULL,
+    device TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    account TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    token TEXT NOT NULL,
+    second_token TEXT,
+    node TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    last_used INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX registrations_by_key ON registrations (service, device, channel);
+CREATE UNIQUE INDEX registrations_by_node ON registrations (domain, node);
+CREATE INDEX registrations_by_account ON registrations (account, last_used);
+CREATE INDEX registrations_by_last_use ON registrations (last_used);
+CREATE TABLE domain_counts (domain TEXT PRIMARY KEY, registrations INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE total_count (id INTEGER PRIMARY KEY CHECK (id = 0), registrations INTEGER NOT NULL);
+INSERT INTO total_count VALUES (0, 0);
+CREATE TRIGGER registrations_added AFTER INSERT ON registrations BEGIN
+    INSERT INTO domain_counts VALUES (NEW.domain, 1)
+        ON CONFLICT (domain) DO UPDATE SET registrations = registrations + 1;
+    UPDATE total_count SET registrations = registrations + 1;
+END;
+CREATE TRIGGER registrations_removed AFTER DELETE ON registrations BEGIN
+    UPDATE domain_counts SET registrations = registrations - 1 WHERE domain = OLD.domain;
+    DELETE FROM domain_counts WHERE domain = OLD.domain AND registrations <= 0;
+    UPDATE total_count SET registrations = registrations - 1;
+END;
+CREATE TRIGGER registrations_moved AFTER UPDATE OF domain ON registrations
+WHEN OLD.domain <> NEW.domain BEGIN
+    UPDATE domain_counts SET registrations = registrations - 1 WHERE domain = OLD.domain;
+    DELETE FROM domain_counts WHERE domain = OLD.domain AND registrations <= 0;
+    INSERT INTO domain_counts VALUES (NEW.domain, 1)
+        ON CONFLICT (domain) DO UPDATE SET registrations = registrations + 1;
+END;
+";
+
+/// Creates the file (private to its owner: it holds secrets) when it is missing.
+pub(super) fn create_private(path: &Path) -> Result<(), StoreError> {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(StoreError::Unusable(format!(
+            "cannot create {}: {error}",
+            path.display()
+        ))),
+    }
+}
+
+pub(super) fn version(connection: &Connection) -> Result<i64, StoreError> {
+    connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(failed)
+}
+
+/// The error for a file written by a newer fpush.
+pub(crate) fn newer(path: &Path, found: i64, known: i64) -> StoreError {
+    StoreError::Unusable(format!(
+        "{} has schema version {found}, newer than this fpush knows ({known}): run a newer fpush, \
+         or restore a backup",
+        path.display()
+    ))
+}
+
+/// Where the copy of a file at schema `version` goes before it is migrated.
+pub(crate) fn backup_path(path: &Path, version: i64) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".v{version}.backup"));
+    PathBuf::from(name)
+}
+
+/// Brings the schema to `migrations.len()`: nothing for a current file, create for a new one,
+/// copy aside then migrate (in one transaction) for an older one.
+pub(super) fn migrate(
+    connection: &mut Connection,
+    path: &Path,
+    migrations: &[&str],
+) -> Result<(), StoreError> {
+    let known = migrations.len() as i64;
+    let found = version(connection)?;
+    if found > known {
+        return Err(newer(path, found, known));
+    }
+    if found == known {
+        return Ok(());
+    }
+    if found > 0 {
+        copy_aside(connection, &backup_path(path, found))?;
+        log::warn!(
+            "{}: migrating the registration store from schema {found} to {known}",
+            path.display()
+        );
+    }
+    let transaction = connection.transaction().map_err(failed)?;
+    for migration in &migrations[found as usize..] {
+        transaction.execute_batch(migration).map_err(failed)?;
+    }
+    transaction
+        .pragma_update(None, "user_version", known)
+        .map_err(failed)?;
+    transaction.commit().map_err(failed)
+}
+
+/// A consistent copy with `VACUUM INTO`, private like the original; one already there (from
+/// an earlier attempt at the same migration) is kept.
+pub(super) fn copy_aside(connection: &Connection, target: &Path) -> Result<(), StoreError> {
+    if std::fs::metadata(target).is_ok_and(|meta| meta.len() > 0) {
+        return Ok(());
+    }
+    create_private(target)?;
+    let name = target
+        .to_str()
+        .ok_or_else(|| StoreError::Unusable(format!("{} is not a UTF-8 path", target.display())))?;
+    connection
+        .execute("VACUUM INTO ?1", [name])
+        .map(drop)
+        .map_err(|error| {
+            StoreError::Unusable(format!("cannot copy to {}: {error}", target.display()))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V2: &str = "ALTER TABLE registrations ADD COLUMN note TEXT";
+
+    #[test]
+    fn an_older_schema_is_copied_aside_before_it_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite3");
+        let mut connection = Connection::open(&path).unwrap();
+        migrate(&mut connection, &path, &[V1]).unwrap();
+        assert!(
+            !backup_path(&path, 0).exists(),
+            "a new file has nothing to keep"
+        );
+        migrate(&mut connection, &path, &[V1, V2]).unwrap();
+        assert_eq!(version(&connection).unwrap(), 2);
+        let backup = Connection::open(backup_path(&path, 1)).unwrap();
+        assert_eq!(version(&backup).unwrap(), 1);
+        connection
+            .execute("INSERT INTO registrations (service, device, channel, account, domain, token, node, secret, last_used, note) VALUES ('s', 'd', '', 'a', 'e', 't', 'n', 'x', 0, 'y')", [])
+            .unwrap();
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite3");
+        let mut connection = Connection::open(&path).unwrap();
+        connection.pragma_update(None, "user_version", 7).unwrap();
+        let error = migrate(&mut connection, &path, &[V1]).unwrap_err();
+        assert!(
+            error.to_string().contains("schema version 7, newer"),
+            "{error}"
+        );
+        assert_eq!(version(&connection).unwrap(), 7);
+    }
+}

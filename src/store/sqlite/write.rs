@@ -1,0 +1,195 @@
+//! The SQLite writes that must be one transaction: registering (upsert, per-account LRU
+//! replacement, the domain and total caps, a fresh node unique in its domain) and restoring an
+//! exported registration as it was.
+
+use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::{failed, unix};
+use crate::store::{random, Credentials, Registration, StoreError, StoreLimits};
+
+/// Fresh nodes tried before giving up (a collision among 2^72 nodes is already unheard of).
+const NODE_ATTEMPTS: usize = 8;
+
+/// Where a registration's node, secret and last use come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Kept for a known key, fresh for a new one; last used now.
+    Register,
+    /// As given (an import).
+    Restore,
+}
+
+pub(super) fn upsert(
+    connection: &mut rusqlite::Connection,
+    registration: &Registration,
+    limits: &StoreLimits,
+    mode: Mode,
+) -> Result<Credentials, StoreError> {
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(failed)?;
+    let last_used = match mode {
+        Mode::Register => unix(std::time::SystemTime::now()),
+        Mode::Restore => unix(registration.last_used),
+    };
+    let key = &registration.key;
+    let existing: Option<(i64, String, String)> = transaction
+        .query_row(
+            "SELECT id, node, secret FROM registrations WHERE service = ?1 AND device = ?2 AND channel = ?3",
+            params![key.service, key.device, key.channel],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .optional()
+        .map_err(failed)?;
+    let credentials = match existing {
+        Some((id, node, secret)) => {
+            let credentials = match mode {
+                Mode::Register => Credentials { node, secret },
+                Mode::Restore => given(registration),
+            };
+            update(&transaction, id, registration, &credentials, last_used)?;
+            credentials
+        }
+        None => {
+            make_room(&transaction, registration, limits)?;
+            insert(&transaction, registration, mode, last_used)?
+        }
+    };
+    transaction.commit().map_err(failed)?;
+    Ok(credentials)
+}
+
+fn given(registration: &Registration) -> Credentials {
+    Credentials {
+        node: registration.node.clone(),
+        secret: registration.secret.clone(),
+    }
+}
+
+fn update(
+    transaction: &Transaction<'_>,
+    id: i64,
+    registration: &Registration,
+    credentials: &Credentials,
+    last_used: i64,
+) -> Result<(), StoreError> {
+    transaction
+        .execute(
+            "UPDATE registrations SET account = ?2, domain = ?3, token = ?4, second_token = ?5, \
+             node = ?6, secret = ?7, last_used = ?8 WHERE id = ?1",
+            params![
+                id,
+                registration.account,
+                registration.domain,
+                registration.token,
+                registration.second_token,
+                credentials.node,
+                credentials.secret,
+                last_used
+            ],
+        )
+        .map(drop)
+        .map_err(failed)
+}
+
+/// Replaces the account's least recently used registrations when it is at its cap (the store
+/// does not grow then); otherwise refuses a registration beyond the domain or total cap.
+fn make_room(
+    transaction: &Transaction<'_>,
+    registration: &Registration,
+    limits: &StoreLimits,
+) -> Result<(), StoreError> {
+    let held: u64 = transaction
+        .query_row(
+            "SELECT count(*) FROM registrations WHERE account = ?1",
+            [&registration.account],
+            |row| row.get(0),
+        )
+        .map_err(failed)?;
+    let cap = u64::from(limits.max_per_account);
+    if held >= cap {
+        transaction
+            .execute(
+                "DELETE FROM registrations WHERE id IN (SELECT id FROM registrations \
+                 WHERE account = ?1 ORDER BY last_used, id LIMIT ?2)",
+                params![registration.account, held + 1 - cap],
+            )
+            .map_err(failed)?;
+        return Ok(());
+    }
+    let in_domain: u64 = transaction
+        .query_row(
+            "SELECT registrations FROM domain_counts WHERE domain = ?1",
+            [&registration.domain],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(failed)?
+        .unwrap_or(0);
+    if in_domain >= limits.max_per_domain {
+        return Err(StoreError::Full("store.maxPerDomain"));
+    }
+    if let Some(max_total) = limits.max_total {
+        let total: u64 = transaction
+            .query_row("SELECT registrations FROM total_count", [], |row| {
+                row.get(0)
+            })
+            .map_err(failed)?;
+        if total >= max_total {
+            return Err(StoreError::Full("store.maxTotal"));
+        }
+    }
+    Ok(())
+}
+
+fn insert(
+    transaction: &Transaction<'_>,
+    registration: &Registration,
+    mode: Mode,
+    last_used: i64,
+) -> Result<Credentials, StoreError> {
+    let mut credentials = match mode {
+        Mode::Register => random::credentials()?,
+        Mode::Restore => given(registration),
+    };
+    let key = &registration.key;
+    for _ in 0..NODE_ATTEMPTS {
+        let inserted = transaction.execute(
+            "INSERT INTO registrations (service, device, channel, account, domain, token, \
+             second_token, node, secret, last_used) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                key.service,
+                key.device,
+                key.channel,
+                registration.account,
+                registration.domain,
+                registration.token,
+                registration.second_token,
+                credentials.node,
+                credentials.secret,
+                last_used
+            ],
+        );
+        match inserted {
+            Ok(_) => return Ok(credentials),
+            Err(error) if is_unique_violation(&error) && mode == Mode::Register => {
+                credentials.node = random::node()?;
+            }
+            Err(error) if is_unique_violation(&error) => {
+                return Err(StoreError::Unusable(format!(
+                    "node {} is already used in {} by another registration",
+                    credentials.node, registration.domain
+                )))
+            }
+            Err(error) => return Err(failed(error)),
+        }
+    }
+    Err(StoreError::Unavailable(
+        "no free node found for a new registration".into(),
+    ))
+}
+
+fn is_unique_violation(error: &rusqlite::Error) -> bool {
+    matches!(error, rusqlite::Error::SqliteFailure(failure, _)
+        if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+}

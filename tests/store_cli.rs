@@ -1,0 +1,331 @@
+//! `fpush store …` and the store part of `fpush --check`, run as the real binary: backup,
+//! export/import (SQLite → Redis), import-p2 from p2's CSV, usage on error, and what `--check`
+//! reports about the store file and the `store` settings.
+
+mod store_support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use fpush::store::{RedisRegistrations, RegistrationStore, SqliteStore, StoreLimits};
+use store_support::{registration, RedisServer};
+
+fn fpush(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fpush"))
+        .args(args)
+        .output()
+        .expect("fpush runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A settings file with a demo module and the given `store` (and optional `redis`) sections.
+fn settings(dir: &Path, store: &str, redis: Option<&str>) -> PathBuf {
+    let redis = redis.map_or(String::new(), |url| {
+        format!(r#""redis": {{"url": "{url}", "keyPrefix": "fpush-test:"}},"#)
+    });
+    let text = format!(
+        r#"{{
+  "component": {{"componentHostname": "push.example.org", "componentKey": "secret",
+                 "serverHostname": "127.0.0.1", "serverPort": 5347}},
+  "pushModules": {{"demo": {{"type": "demo", "is_default_module": true}}}},
+  {redis}
+  "store": {store}
+}}
+"#
+    );
+    let path = dir.join("settings.json");
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+fn sqlite_settings(dir: &Path) -> (PathBuf, PathBuf) {
+    let file = dir.join("registrations.sqlite3");
+    let store = format!(r#"{{"backend": "sqlite", "path": "{}"}}"#, file.display());
+    (settings(dir, &store, None), file)
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn backup_copies_the_sqlite_store_into_a_private_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, file) = sqlite_settings(dir.path());
+    let store = SqliteStore::open(&file, StoreLimits::default()).unwrap();
+    let credentials = store
+        .register(registration("fcm", "d1", "a@example.org"))
+        .await
+        .unwrap();
+    let copy = dir.path().join("copy.sqlite3");
+    let output = fpush(&[
+        "store",
+        "backup",
+        settings.to_str().unwrap(),
+        copy.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(mode(&copy), 0o600);
+    assert_eq!(mode(&file), 0o600);
+    let wal = PathBuf::from(format!("{}-wal", file.display()));
+    assert_eq!(
+        mode(&wal),
+        0o600,
+        "SQLite's side files follow the file's mode"
+    );
+    let again = fpush(&[
+        "store",
+        "backup",
+        settings.to_str().unwrap(),
+        copy.to_str().unwrap(),
+    ]);
+    assert!(
+        !again.status.success(),
+        "an existing backup is never overwritten"
+    );
+    assert!(text(&again.stderr).contains("exists already"));
+    let restored = SqliteStore::open(&copy, StoreLimits::default()).unwrap();
+    let found = restored
+        .find("example.org", &credentials.node)
+        .await
+        .unwrap();
+    assert_eq!(found.unwrap().secret, credentials.secret);
+}
+
+#[tokio::test]
+async fn export_then_import_moves_registrations_from_sqlite_to_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sqlite, file) = sqlite_settings(dir.path());
+    let store = SqliteStore::open(&file, StoreLimits::default()).unwrap();
+    let mut wanted = Vec::new();
+    for (device, account) in [("d1", "a@example.org"), ("d2", "b@example.net")] {
+        wanted.push(
+            store
+                .register(registration("apns", device, account))
+                .await
+                .unwrap(),
+        );
+    }
+    let lines = dir.path().join("registrations.jsonl");
+    let output = fpush(&[
+        "store",
+        "export",
+        sqlite.to_str().unwrap(),
+        lines.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(mode(&lines), 0o600);
+    assert_eq!(std::fs::read_to_string(&lines).unwrap().lines().count(), 2);
+
+    let server = RedisServer::start();
+    let redis_dir = tempfile::tempdir().unwrap();
+    let redis = settings(
+        redis_dir.path(),
+        r#"{"backend": "redis"}"#,
+        Some(&server.url()),
+    );
+    let output = fpush(&[
+        "store",
+        "import",
+        redis.to_str().unwrap(),
+        lines.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("imported 2 registrations, skipped 0"));
+    let shared = RedisRegistrations::open(&server.settings(), StoreLimits::default()).unwrap();
+    for (credentials, domain) in wanted.iter().zip(["example.org", "example.net"]) {
+        let found = shared
+            .find(domain, &credentials.node)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.secret, credentials.secret);
+        assert_eq!(found.key.service, "apns");
+    }
+}
+
+#[tokio::test]
+async fn import_reports_bad_lines_by_number_and_imports_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, file) = sqlite_settings(dir.path());
+    let good = r#"{"service":"fcm","device":"d1","channel":"","account":"a@example.org","domain":"example.org","token":"t1","node":"node-1","secret":"s1","lastUsed":1700000000}"#;
+    let no_token = r#"{"service":"fcm","device":"d2","channel":"","account":"a@example.org","domain":"example.org","token":"","node":"node-2","secret":"s2","lastUsed":1700000000}"#;
+    let lines = dir.path().join("in.jsonl");
+    std::fs::write(&lines, format!("{good}\nnot json\n\n{no_token}\n")).unwrap();
+    let output = fpush(&[
+        "store",
+        "import",
+        settings.to_str().unwrap(),
+        lines.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let errors = text(&output.stderr);
+    assert!(errors.contains("in.jsonl:2: "), "{errors}");
+    assert!(
+        errors.contains("in.jsonl:4: `token` is empty; skipped"),
+        "{errors}"
+    );
+    assert!(text(&output.stdout).contains("imported 1 registrations, skipped 2"));
+    let store = SqliteStore::open(&file, StoreLimits::default()).unwrap();
+    let found = store.find("example.org", "node-1").await.unwrap().unwrap();
+    assert_eq!((found.token.as_str(), found.secret.as_str()), ("t1", "s1"));
+}
+
+#[tokio::test]
+async fn import_p2_maps_services_keeps_node_and_secret_and_skips_bad_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, file) = sqlite_settings(dir.path());
+    let csv = dir.path().join("target.csv");
+    std::fs::write(
+        &csv,
+        "service,device,channel,domain,token,node,secret\n\
+         FCM,dev1,,example.org,\"fcm:token,with comma\",AAAAAAAAAAAA,SSSSSSSSSSSSSSSSSSSSSSSS\n\
+         XMPP,dev2,,example.org,tok,BBBBBBBBBBBB,SSSSSSSSSSSSSSSSSSSSSSSS\n\
+         APNS,dev3,chan3,example.net,apnstoken,CCCCCCCCCCCC,TTTTTTTTTTTTTTTTTTTTTTTT\n\
+         FCM,dev4,,example.org,,DDDDDDDDDDDD,SSSSSSSSSSSSSSSSSSSSSSSS\n",
+    )
+    .unwrap();
+    let output = fpush(&[
+        "store",
+        "import-p2",
+        settings.to_str().unwrap(),
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let errors = text(&output.stderr);
+    assert!(
+        errors.contains("target.csv:3: unknown service \"XMPP\""),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("target.csv:5: `token` is empty; skipped"),
+        "{errors}"
+    );
+    assert!(
+        text(&output.stdout).contains("imported 2 registrations from p2, skipped 2"),
+        "{}",
+        text(&output.stdout)
+    );
+    let store = SqliteStore::open(&file, StoreLimits::default()).unwrap();
+    let fcm = store
+        .find("example.org", "AAAAAAAAAAAA")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fcm.key.service, "fcm");
+    assert_eq!(fcm.token, "fcm:token,with comma");
+    assert_eq!(fcm.secret, "SSSSSSSSSSSSSSSSSSSSSSSS");
+    assert_eq!(fcm.account, "p2:example.org:dev1");
+    let apns = store
+        .find("example.net", "CCCCCCCCCCCC")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(apns.key.service, "apns");
+    assert_eq!(apns.key.channel, "chan3");
+    assert_eq!(apns.account, "p2:example.net:dev3:chan3");
+}
+
+#[test]
+fn a_bad_store_command_prints_the_usage() {
+    for args in [
+        &["store"][..],
+        &["store", "drop", "s.json"],
+        &["store", "backup", "s.json"],
+    ] {
+        let output = fpush(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(text(&output.stderr).contains("usage: fpush store COMMAND SETTINGS"));
+    }
+    let help = fpush(&["store", "--help"]);
+    assert!(help.status.success());
+    assert!(text(&help.stdout).contains("import-p2 SETTINGS --csv FILE"));
+}
+
+#[test]
+fn check_names_a_store_file_open_to_everyone_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, file) = sqlite_settings(dir.path());
+    let output = fpush(&["--check", settings.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("is missing; start-up creates it"));
+    assert!(!file.exists(), "--check must not create the store");
+
+    drop(SqliteStore::open(&file, StoreLimits::default()).unwrap());
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = fpush(&["--check", settings.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("is open to everyone (mode 644) but holds secrets"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let output = fpush(&["--check", settings.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("schema 1"));
+    if std::os::unix::fs::chown(&file, Some(65534), None).is_ok() {
+        let output = fpush(&["--check", settings.to_str().unwrap()]);
+        assert!(!output.status.success());
+        let errors = text(&output.stderr);
+        assert!(
+            errors.contains("belongs to uid 65534, not to the user fpush runs as"),
+            "{errors}"
+        );
+    }
+}
+
+#[test]
+fn check_refuses_a_schema_newer_than_this_fpush_without_changing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, file) = sqlite_settings(dir.path());
+    drop(SqliteStore::open(&file, StoreLimits::default()).unwrap());
+    let connection = rusqlite::Connection::open(&file).unwrap();
+    connection.pragma_update(None, "user_version", 99).unwrap();
+    drop(connection);
+    let output = fpush(&["--check", settings.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("schema version 99, newer than this fpush knows (1)"),
+        "{}",
+        text(&output.stderr)
+    );
+    let connection = rusqlite::Connection::open(&file).unwrap();
+    let version: i64 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 99);
+}
+
+#[test]
+fn store_settings_problems_name_the_key_and_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = r#"{"backend": "sqlite", "maxPerAccount": 0, "expireAfter": "soon"}"#;
+    let settings = settings(dir.path(), store, None);
+    let output = fpush(&["--check", settings.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let errors = text(&output.stderr);
+    for expected in [
+        "store.path: missing: the sqlite backend needs its file",
+        "store.maxPerAccount: must be at least 1",
+        "store.expireAfter: invalid duration",
+    ] {
+        assert!(errors.contains(expected), "{expected} in {errors}");
+    }
+    assert!(errors.contains("(line 6"), "{errors}");
+
+    let redis = r#"{"backend": "redis"}"#;
+    let settings = self::settings(dir.path(), redis, None);
+    let errors = text(&fpush(&["--check", settings.to_str().unwrap()]).stderr);
+    assert!(
+        errors.contains("store.backend: the redis backend needs the top-level `redis` section"),
+        "{errors}"
+    );
+}

@@ -1,0 +1,497 @@
+//! One conformance suite for every registration store backend: each check below runs against
+//! SQLite (a file in a temporary directory) and Redis (a `redis-server` the test starts on a
+//! free loopback port), and a three-master Redis Cluster, where every script must keep to one
+//! slot. "Opening again" is a restart for SQLite and a second fpush instance for Redis.
+
+mod store_support;
+
+use std::time::{Duration, SystemTime};
+
+use fpush::store::{Credentials, RegistrationKey, StoreError, StoreLimits};
+use store_support::{registration, Backend};
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+fn limits() -> StoreLimits {
+    StoreLimits::default()
+}
+
+fn ago(duration: Duration) -> SystemTime {
+    SystemTime::now() - duration
+}
+
+/// A stored registration with given credentials and last use.
+fn restored(
+    device: &str,
+    account: &str,
+    node: &str,
+    last_used: SystemTime,
+) -> fpush::store::Registration {
+    let mut registration = registration("fcm", device, account);
+    registration.node = node.into();
+    registration.secret = format!("secret-{node}");
+    registration.last_used = last_used;
+    registration
+}
+
+async fn register_then_find(backend: Backend) {
+    let store = backend.open(limits());
+    let mut wanted = registration("fcm", "d1", "alice@example.org");
+    wanted.second_token = Some("voip".into());
+    let Credentials { node, secret } = store.register(wanted.clone()).await.unwrap();
+    assert_eq!((node.len(), secret.len()), (12, 24));
+    let found = store.find("example.org", &node).await.unwrap().unwrap();
+    assert_eq!(found.key, wanted.key);
+    assert_eq!(found.token, "token-of-d1");
+    assert_eq!(found.second_token.as_deref(), Some("voip"));
+    assert_eq!((found.node, found.secret), (node.clone(), secret));
+    assert!(found.last_used > ago(Duration::from_secs(60)));
+    assert_eq!(store.find("other.example", &node).await.unwrap(), None);
+    assert_eq!(store.find("example.org", "nope").await.unwrap(), None);
+}
+
+async fn upsert_keeps_node_and_secret_and_updates_the_token(backend: Backend) {
+    let store = backend.open(limits());
+    let first = store
+        .register(registration("fcm", "d1", "alice@example.org"))
+        .await
+        .unwrap();
+    let mut again = registration("fcm", "d1", "alice@example.org");
+    again.token = "new-token".into();
+    let second = store.register(again).await.unwrap();
+    assert_eq!(first, second);
+    let found = store
+        .find("example.org", &first.node)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.token, "new-token");
+    assert_eq!(store.counts().await.unwrap(), vec![("fcm".into(), 1)]);
+}
+
+async fn unregister_removes_that_key_only(backend: Backend) {
+    let store = backend.open(limits());
+    let gone = store
+        .register(registration("fcm", "d1", "a@example.org"))
+        .await
+        .unwrap();
+    let kept = store
+        .register(registration("fcm", "d2", "a@example.org"))
+        .await
+        .unwrap();
+    let key = registration("fcm", "d1", "a@example.org").key;
+    assert!(store.unregister(&key).await.unwrap());
+    assert!(!store.unregister(&key).await.unwrap());
+    assert_eq!(store.find("example.org", &gone.node).await.unwrap(), None);
+    assert!(store
+        .find("example.org", &kept.node)
+        .await
+        .unwrap()
+        .is_some());
+    let unknown = RegistrationKey {
+        service: "apns".into(),
+        device: "d2".into(),
+        channel: String::new(),
+    };
+    assert!(!store.unregister(&unknown).await.unwrap());
+}
+
+async fn remove_by_domain_and_node(backend: Backend) {
+    let store = backend.open(limits());
+    let credentials = store
+        .register(registration("fcm", "d1", "a@example.org"))
+        .await
+        .unwrap();
+    assert!(!store
+        .remove("other.example", &credentials.node)
+        .await
+        .unwrap());
+    assert!(store
+        .remove("example.org", &credentials.node)
+        .await
+        .unwrap());
+    assert!(!store
+        .remove("example.org", &credentials.node)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.find("example.org", &credentials.node).await.unwrap(),
+        None
+    );
+    assert_eq!(store.counts().await.unwrap(), vec![]);
+    // The key can register again, as new.
+    let again = store
+        .register(registration("fcm", "d1", "a@example.org"))
+        .await
+        .unwrap();
+    assert_ne!(again, credentials);
+}
+
+async fn clear_second_token_keeps_the_rest(backend: Backend) {
+    let store = backend.open(limits());
+    let mut wanted = registration("apns", "d1", "a@example.org");
+    wanted.second_token = Some("voip".into());
+    let credentials = store.register(wanted).await.unwrap();
+    store
+        .clear_second_token("example.org", &credentials.node)
+        .await
+        .unwrap();
+    let found = store
+        .find("example.org", &credentials.node)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.second_token, None);
+    assert_eq!(found.token, "token-of-d1");
+}
+
+async fn one_more_than_max_per_account_replaces_the_least_recently_used(backend: Backend) {
+    let capped = StoreLimits {
+        max_per_account: 2,
+        ..limits()
+    };
+    let store = backend.open(capped);
+    store
+        .restore(restored("old", "a@example.org", "node-old", ago(3 * HOUR)))
+        .await
+        .unwrap();
+    store
+        .restore(restored("mid", "a@example.org", "node-mid", ago(2 * HOUR)))
+        .await
+        .unwrap();
+    store
+        .restore(restored("other", "b@example.org", "node-b", ago(9 * HOUR)))
+        .await
+        .unwrap();
+    let new = store
+        .register(registration("fcm", "new", "a@example.org"))
+        .await
+        .unwrap();
+    assert_eq!(store.find("example.org", "node-old").await.unwrap(), None);
+    assert!(store
+        .find("example.org", "node-mid")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .find("example.org", &new.node)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(
+        store.find("example.org", "node-b").await.unwrap().is_some(),
+        "other accounts keep theirs"
+    );
+    let old_key = registration("fcm", "old", "a@example.org").key;
+    assert!(!store.unregister(&old_key).await.unwrap());
+    assert_eq!(store.counts().await.unwrap(), vec![("fcm".into(), 3)]);
+}
+
+async fn a_new_registration_beyond_max_per_domain_is_refused(backend: Backend) {
+    let capped = StoreLimits {
+        max_per_domain: 2,
+        ..limits()
+    };
+    let store = backend.open(capped);
+    store
+        .register(registration("fcm", "d1", "a@example.org"))
+        .await
+        .unwrap();
+    store
+        .register(registration("fcm", "d2", "b@example.org"))
+        .await
+        .unwrap();
+    let refused = store
+        .register(registration("fcm", "d3", "c@example.org"))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Full("store.maxPerDomain"))),
+        "{refused:?}"
+    );
+    // Updating a known key and registering in another domain still work.
+    store
+        .register(registration("fcm", "d1", "a@example.org"))
+        .await
+        .unwrap();
+    store
+        .register(registration("fcm", "d3", "c@example.net"))
+        .await
+        .unwrap();
+}
+
+async fn a_new_registration_beyond_max_total_is_refused(backend: Backend) {
+    let capped = StoreLimits {
+        max_total: Some(2),
+        ..limits()
+    };
+    let store = backend.open(capped);
+    store
+        .register(registration("fcm", "d1", "a@example.org"))
+        .await
+        .unwrap();
+    store
+        .register(registration("apns", "d2", "b@example.net"))
+        .await
+        .unwrap();
+    let refused = store
+        .register(registration("fcm", "d3", "c@example.com"))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Full("store.maxTotal"))),
+        "{refused:?}"
+    );
+    store
+        .register(registration("fcm", "d1", "a@example.org"))
+        .await
+        .unwrap();
+}
+
+async fn sweep_removes_registrations_unused_since_the_cutoff(backend: Backend) {
+    let store = backend.open(limits());
+    store
+        .restore(restored("d1", "a@example.org", "node-1", ago(200 * DAY)))
+        .await
+        .unwrap();
+    store
+        .restore(restored("d2", "b@example.net", "node-2", ago(181 * DAY)))
+        .await
+        .unwrap();
+    store
+        .restore(restored("d3", "c@example.org", "node-3", ago(179 * DAY)))
+        .await
+        .unwrap();
+    let fresh = store
+        .register(registration("fcm", "d4", "d@example.org"))
+        .await
+        .unwrap();
+    assert_eq!(store.sweep(ago(180 * DAY)).await.unwrap(), 2);
+    assert_eq!(store.find("example.org", "node-1").await.unwrap(), None);
+    assert_eq!(store.find("example.net", "node-2").await.unwrap(), None);
+    assert!(store.find("example.org", "node-3").await.unwrap().is_some());
+    assert!(store
+        .find("example.org", &fresh.node)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(store.counts().await.unwrap(), vec![("fcm".into(), 2)]);
+    assert_eq!(store.sweep(ago(180 * DAY)).await.unwrap(), 0);
+}
+
+async fn touch_writes_an_old_last_use_and_skips_a_recent_one(backend: Backend) {
+    let store = backend.open(limits());
+    store
+        .restore(restored("d1", "a@example.org", "node-old", ago(2 * DAY)))
+        .await
+        .unwrap();
+    let recent = ago(HOUR);
+    store
+        .restore(restored("d2", "a@example.org", "node-new", recent))
+        .await
+        .unwrap();
+    store.touch("example.org", "node-old").await.unwrap();
+    store.touch("example.org", "node-new").await.unwrap();
+    store.touch("example.org", "missing").await.unwrap();
+    let old = store
+        .find("example.org", "node-old")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(old.last_used > ago(Duration::from_secs(60)));
+    let new = store
+        .find("example.org", "node-new")
+        .await
+        .unwrap()
+        .unwrap();
+    let stored = new
+        .last_used
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let given = recent
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(stored, given);
+    // A touched registration is no longer swept.
+    assert_eq!(store.sweep(ago(DAY)).await.unwrap(), 0);
+}
+
+async fn counts_are_per_service(backend: Backend) {
+    let store = backend.open(limits());
+    store
+        .register(registration("fcm", "d1", "a@example.org"))
+        .await
+        .unwrap();
+    store
+        .register(registration("fcm", "d2", "b@example.org"))
+        .await
+        .unwrap();
+    store
+        .register(registration("apns", "d3", "c@example.org"))
+        .await
+        .unwrap();
+    let mut counts = store.counts().await.unwrap();
+    counts.sort();
+    assert_eq!(counts, vec![("apns".into(), 1), ("fcm".into(), 2)]);
+}
+
+async fn registrations_survive_reopening_and_are_shared(backend: Backend) {
+    let first = backend.open(limits());
+    let credentials = first
+        .register(registration("fcm", "d1", "a@example.org"))
+        .await
+        .unwrap();
+    let second = backend.open(limits());
+    let found = second
+        .find("example.org", &credentials.node)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.secret, credentials.secret);
+    let again = second
+        .register(registration("fcm", "d1", "a@example.org"))
+        .await
+        .unwrap();
+    assert_eq!(again, credentials);
+    drop(first);
+    assert!(second
+        .remove("example.org", &credentials.node)
+        .await
+        .unwrap());
+    let third = backend.open(limits());
+    assert_eq!(
+        third.find("example.org", &credentials.node).await.unwrap(),
+        None
+    );
+}
+
+async fn list_pages_through_every_registration(backend: Backend) {
+    let store = backend.open(limits());
+    let mut nodes = Vec::new();
+    for (device, account) in [
+        ("d1", "a@example.org"),
+        ("d2", "b@example.net"),
+        ("d3", "c@example.org"),
+    ] {
+        nodes.push(
+            store
+                .register(registration("fcm", device, account))
+                .await
+                .unwrap()
+                .node,
+        );
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list(after, 2).await.unwrap();
+        assert!(page.registrations.len() <= 2);
+        seen.extend(page.registrations.into_iter().map(|r| r.node));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    seen.sort();
+    nodes.sort();
+    assert_eq!(seen, nodes);
+}
+
+async fn restore_keeps_the_given_node_secret_and_last_use(backend: Backend) {
+    let store = backend.open(limits());
+    let when = ago(10 * DAY);
+    let given = restored("d1", "a@example.org", "given-node", when);
+    store.restore(given.clone()).await.unwrap();
+    store.restore(given.clone()).await.unwrap();
+    let found = store
+        .find("example.org", "given-node")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.secret, "secret-given-node");
+    assert_eq!(found.key, given.key);
+    let stored = found
+        .last_used
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(
+        stored,
+        when.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    );
+    assert_eq!(store.counts().await.unwrap(), vec![("fcm".into(), 1)]);
+    // Registering the key afterwards answers the restored credentials.
+    let credentials = store
+        .register(registration("fcm", "d1", "a@example.org"))
+        .await
+        .unwrap();
+    assert_eq!(credentials.node, "given-node");
+}
+
+macro_rules! conformance {
+    ($backend:ident: $($check:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    super::$check(super::Backend::$backend()).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! suite {
+    ($($check:ident),* $(,)?) => {
+        conformance!(sqlite: $($check),*);
+        conformance!(redis: $($check),*);
+        conformance!(redis_cluster: $($check),*);
+    };
+}
+
+suite!(
+    register_then_find,
+    upsert_keeps_node_and_secret_and_updates_the_token,
+    unregister_removes_that_key_only,
+    remove_by_domain_and_node,
+    clear_second_token_keeps_the_rest,
+    one_more_than_max_per_account_replaces_the_least_recently_used,
+    a_new_registration_beyond_max_per_domain_is_refused,
+    a_new_registration_beyond_max_total_is_refused,
+    sweep_removes_registrations_unused_since_the_cutoff,
+    touch_writes_an_old_last_use_and_skips_a_recent_one,
+    counts_are_per_service,
+    registrations_survive_reopening_and_are_shared,
+    list_pages_through_every_registration,
+    restore_keeps_the_given_node_secret_and_last_use,
+);
+
+#[tokio::test]
+async fn the_sweeper_removes_expired_registrations_until_stopped() {
+    let backend = Backend::sqlite();
+    let store = backend.open(limits());
+    store
+        .restore(restored("d1", "a@example.org", "node-1", ago(200 * DAY)))
+        .await
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sweeper = fpush::store::spawn_sweeper(
+        store.clone(),
+        Duration::from_millis(20),
+        180 * DAY,
+        stop.clone(),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while store.find("example.org", "node-1").await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "not swept");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), sweeper)
+        .await
+        .unwrap()
+        .unwrap();
+}
