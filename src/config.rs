@@ -13,6 +13,7 @@
 
 mod document;
 mod files;
+mod push2;
 mod reader;
 mod validate;
 mod values;
@@ -29,6 +30,7 @@ use serde::Deserialize;
 
 use self::document::Pos;
 pub use self::files::exposure_warnings;
+pub use self::push2::{Push2Settings, WEB_PUSH_MODULE};
 pub use self::reader::parse;
 pub use crate::access::AccessSettings;
 
@@ -52,6 +54,8 @@ pub struct Settings {
     pub push_modules: Vec<ModuleSettings>,
     pub redis: Option<RedisSettings>,
     pub metrics: Option<MetricsSettings>,
+    /// Key `push2`: the Push 2.0 relay, off when absent.
+    pub push2: Option<Push2Settings>,
 }
 
 /// `access`, read straight into the core's [`AccessSettings`] (its defaults included).
