@@ -5,7 +5,7 @@ independent of fpush (PyPI http_ece) and VAPID (RFC 8292) tokens signed with `cr
   push2_crypto.py encrypt TEXT   -> JSON: the subscription's keys, the encrypted payload
                                     (standard base64, as push2 sends it), a VAPID token and its
                                     key in standard base64 containing both '+' and '/'
-  push2_crypto.py decrypt        <- JSON {body, ua_private, auth} on stdin -> the plaintext
+  push2_crypto.py decrypt        <- JSON {body_hex, ua_private, auth} on stdin -> the plaintext
 """
 
 import base64
@@ -77,7 +77,7 @@ def decrypt(request: dict) -> str:
         base64.b64decode(request["ua_private"]), password=None
     )
     plain = http_ece.decrypt(
-        base64.b64decode(request["body"]),
+        bytes.fromhex(request["body_hex"]),
         private_key=ua_private,
         auth_secret=base64.b64decode(request["auth"]),
         version="aes128gcm",

@@ -168,10 +168,8 @@ fn read_fields(reader: &mut Reader<&[u8]>) -> Result<Push2Request, &'static str>
                 field = field_of(&start, depth, &mut push);
                 text.clear();
             }
-            Event::Empty(start) => {
-                if depth == 0 && start.local_name().as_ref() == b"voip" {
-                    push.voip = true;
-                }
+            Event::Empty(start) if depth == 0 && start.local_name().as_ref() == b"voip" => {
+                push.voip = true;
             }
             Event::Text(t) if field.is_some() => {
                 text.push_str(&t.xml_content().map_err(|_| MALFORMED)?);
