@@ -21,8 +21,15 @@ pub const MAX_PAYLOAD_BYTES: usize = 4096;
 const PARAM_VAPID_TOKEN: &str = "vapid_t";
 const PARAM_VAPID_KEY: &str = "vapid_k";
 
-/// The APNS hosts of the APNS form.
-const APNS_HOSTS: [&str; 2] = ["api.push.apple.com", "api.development.push.apple.com"];
+/// The APNS hosts of the APNS form and the environment each names.
+const APNS_HOSTS: [(&str, &str); 2] = [
+    ("api.push.apple.com", "production"),
+    ("api.development.push.apple.com", "sandbox"),
+];
+/// The path of the APNS form; the device token follows.
+const APNS_DEVICE_PATH: &str = "/3/device/";
+/// The top-level payload key the app's extension reads the encrypted payload from.
+const APNS_PAYLOAD_KEY: &str = "rfc8291";
 
 /// The module and the notification of a push2 push, or why it is refused.
 pub fn resolve(modules: &ModuleSet, push: Push2Request) -> Result<Target, Refusal> {
@@ -30,13 +37,67 @@ pub fn resolve(modules: &ModuleSet, push: Push2Request) -> Result<Target, Refusa
         return Err(bad_client("The client must be an https URL."));
     };
     let host = rest.split(['/', ':', '#', '?']).next().unwrap_or_default();
-    if APNS_HOSTS.contains(&host.to_ascii_lowercase().as_str()) {
+    let host = host.to_ascii_lowercase();
+    match APNS_HOSTS.iter().find(|(apns, _)| *apns == host) {
+        Some((apns, environment)) => apns_push(modules, push, apns.len(), environment),
+        None => web_push(modules, push),
+    }
+}
+
+/// `https://<apns host>/3/device/<token>#<topic>[&<voip token>]` to the apple module of that
+/// topic and environment: an alert (or, with `<voip/>` and a VoIP token, a PushKit call)
+/// carrying the encrypted payload under `rfc8291`.
+fn apns_push(
+    modules: &ModuleSet,
+    push: Push2Request,
+    host_len: usize,
+    environment: &str,
+) -> Result<Target, Refusal> {
+    const MALFORMED: &str = "The APNS client must be https://<host>/3/device/<token>#<topic>.";
+    let rest = &push.client["https://".len() + host_len..];
+    let (path, fragment) = rest.split_once('#').ok_or_else(|| bad_client(MALFORMED))?;
+    let token = path
+        .strip_prefix(APNS_DEVICE_PATH)
+        .filter(|token| !token.is_empty() && !token.contains(['/', '?']))
+        .ok_or_else(|| bad_client(MALFORMED))?;
+    let (topic, voip_token) = match fragment.split_once('&') {
+        Some((topic, voip)) => (topic, Some(voip).filter(|voip| !voip.is_empty())),
+        None => (fragment, None),
+    };
+    if topic.is_empty() {
+        return Err(bad_client(MALFORMED));
+    }
+    let wanted = format!("apns:{environment}:{topic}");
+    let Some(module) = modules
+        .iter()
+        .find(|module| module.push.relay_name() == Some(wanted.as_str()))
+    else {
         return Err(Refusal {
             outcome: Outcome::unknown_module,
-            text: "APNS targets are not served by this relay.".into(),
+            text: format!("No APNS module serves {topic} ({environment}).").into(),
         });
-    }
-    web_push(modules, push)
+    };
+    let voip = push.voip && voip_token.is_some();
+    let notification = PushNotification {
+        token: token.to_owned(),
+        module_id: module.id.clone(),
+        priority: push.priority,
+        kind: Some(if voip {
+            PushKind::Voip
+        } else {
+            PushKind::Alert
+        }),
+        voip_token: voip_token.map(str::to_owned),
+        extra: push
+            .payload
+            .filter(|payload| !payload.is_empty())
+            .map(|payload| (APNS_PAYLOAD_KEY.to_owned(), payload))
+            .into_iter()
+            .collect(),
+        ..PushNotification::default()
+    };
+    let key = TargetKey::Composite(push.client);
+    Ok(Target::new(module.clone(), notification, key).answered_by_message())
 }
 
 fn web_push(modules: &ModuleSet, push: Push2Request) -> Result<Target, Refusal> {
