@@ -71,6 +71,27 @@ mod tests {
     }
 
     #[test]
+    fn the_error_reply_is_never_answered_in_turn() {
+        let head = IqHeader {
+            id: "m1".into(),
+            from: "example.org".into(),
+            to: "push.example.net".into(),
+        };
+        let mut out = Vec::new();
+        write_message_error(
+            &head,
+            ErrorType::Wait,
+            Condition::InternalServerError,
+            None,
+            &mut out,
+        );
+        assert_eq!(
+            crate::request::parse(&out),
+            crate::request::Request::Ignored
+        );
+    }
+
+    #[test]
     fn a_message_without_id_or_to_is_answered_without_them() {
         let head = IqHeader {
             id: String::new(),
