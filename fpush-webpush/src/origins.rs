@@ -67,12 +67,12 @@ impl Origins {
             return Ok(client);
         }
         check_addresses(admitted).await?;
-        let mut held = self.lock();
-        if let Some(entry) = held.get_mut(&admitted.origin) {
+        if let Some(entry) = self.lock().get_mut(&admitted.origin) {
             entry.checked = now;
             entry.used = now;
             return Ok(entry.client.clone());
         }
+        // Made outside the lock: it reads the CA file.
         let config = HttpConfig {
             ca_file: self.settings.ca_file.clone(),
             max_connections: self.settings.connections_per_origin.max(1),
@@ -80,6 +80,11 @@ impl Origins {
             ..HttpConfig::default()
         };
         let client = HttpClient::new(&admitted.origin, config)?;
+        let mut held = self.lock();
+        if let Some(entry) = held.get(&admitted.origin) {
+            // Another push made one meanwhile: share it.
+            return Ok(entry.client.clone());
+        }
         if held.len() >= self.settings.max_origins.max(1) {
             let oldest = held
                 .iter()

@@ -197,6 +197,13 @@ fn read_fields(reader: &mut Reader<&[u8]>) -> Result<Push2Request, &'static str>
     if push.client.is_empty() {
         return Err(NO_CLIENT);
     }
+    if push
+        .jwt_key
+        .as_ref()
+        .is_some_and(|key| key.len() > MAX_JWT_BYTES)
+    {
+        return Err("The VAPID key is too long.");
+    }
     Ok(push)
 }
 
@@ -350,6 +357,14 @@ mod tests {
             panic!("a huge payload was accepted");
         };
         assert!(reason.contains("too large"), "{reason}");
+        let long_key = FULL.replace("BPk+/w==", &"A".repeat(MAX_JWT_BYTES + 1));
+        let long_client = FULL.replace("abc?", &"a".repeat(MAX_CLIENT_BYTES));
+        for stanza in [long_key, long_client] {
+            let Some(Request::InvalidPush2 { reason, .. }) = parse(stanza.as_bytes()) else {
+                panic!("an oversized field was accepted");
+            };
+            assert!(reason.contains("too long"), "{reason}");
+        }
     }
 
     #[test]
