@@ -459,3 +459,37 @@ async fn push2_messages_mixed_with_push_iqs_are_each_answered_or_delivered_once(
     paths.dedup();
     assert_eq!(paths.len(), rounds, "each push2 push was posted once");
 }
+
+#[tokio::test]
+async fn an_enabled_ratelimit_keys_on_the_client() {
+    let pki = TestPki::new().unwrap();
+    let service = WebPushTestServer::start(&pki, Versions::Both)
+        .await
+        .unwrap();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca = ca_dir.path().join("ca.pem");
+    pki.write_ca_pem(&ca).unwrap();
+    let push2 = json!({
+        "webPushOrigins": [service.origin()], "caFilePath": ca,
+        "ratelimit": { "enabled": true, "ratelimitTime": "30s" },
+    });
+    let mut xmpp = FakeXmppServer::bind(SECRET).await.unwrap();
+    let extra = format!("\"push2\": {push2},");
+    let _fpush = Daemon::start(&settings(&xmpp, &demo_module(None, "0s"), &extra));
+    let mut link = connect(&mut xmpp).await;
+    let same = format!("{}/same", service.origin());
+    let other = format!("{}/other", service.origin());
+    // The first goes out, the second waits for the window, the third is answered wait; another
+    // client is not held back.
+    for (id, client) in [("r1", &same), ("r2", &same), ("r3", &same), ("o1", &other)] {
+        link.send(&push2_message(id, "localhost", client, ""))
+            .await
+            .unwrap();
+    }
+    let reply = link.next_stanza(WAIT).await.unwrap();
+    assert_message_error(&reply, "r3", "wait", "resource-constraint");
+    tokio::time::sleep(SETTLE).await;
+    let mut paths: Vec<String> = service.received().into_iter().map(|r| r.path).collect();
+    paths.sort();
+    assert_eq!(paths, ["/other", "/same"]);
+}
