@@ -3,6 +3,7 @@
 //! not a push is answered on the spot. Every push gets exactly one reply, and the work in flight
 //! is bounded (`limits.maxConcurrentPushes`).
 
+mod push2_path;
 mod push_path;
 mod reply_table;
 
@@ -163,6 +164,14 @@ impl Dispatcher {
                 };
                 self.refuse(&iq, refusal);
             }
+            Request::Push2 { message, push } => self.push2(message, push),
+            Request::InvalidPush2 { message, reason } => {
+                let refusal = Refusal {
+                    outcome: Outcome::bad_request,
+                    text: reason.into(),
+                };
+                self.refuse_message(&message, refusal);
+            }
             Request::DiscoInfo { iq } => self.pushes.reply(&iq, Reply::DiscoInfo),
             Request::Ping { iq } => self.pushes.reply(&iq, Reply::Result),
             Request::Unsupported { iq } => self.pushes.reply(
@@ -210,7 +219,7 @@ impl Dispatcher {
                 "{} pushes in flight: answering wait",
                 self.pushes.max_in_flight
             );
-            self.pushes.finish(&iq, &target.module, Outcome::overloaded);
+            self.pushes.finish(&iq, &target, Outcome::overloaded);
             return;
         };
         match target.module.admit(target.key()) {

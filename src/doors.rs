@@ -5,6 +5,7 @@
 //! Only the doors know a client protocol's rules; after them every push takes the same path
 //! (admission, sending, settling, the reply table).
 
+pub mod push2;
 pub mod token_in_node;
 
 use std::borrow::Cow;
@@ -38,6 +39,8 @@ pub struct Target {
     pub module: Arc<Module>,
     pub notification: PushNotification,
     key: TargetKey,
+    /// Answered with a message error (push2) rather than an IQ reply.
+    pub by_message: bool,
 }
 
 /// What identifies a target for the ratelimit and the dead-token memory.
@@ -55,6 +58,15 @@ impl Target {
             module,
             notification,
             key,
+            by_message: false,
+        }
+    }
+
+    /// The same push, answered the push2 way: errors as `<message type='error'>`, success silent.
+    pub fn answered_by_message(self) -> Self {
+        Target {
+            by_message: true,
+            ..self
         }
     }
 

@@ -12,6 +12,8 @@
 //! comments, unknown fields and attributes, prefixed namespaces) and strict only where a push
 //! could go wrong (the device token).
 
+mod message;
+mod message_reply;
 mod quick;
 mod reply;
 mod scopes;
@@ -23,6 +25,8 @@ use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
+pub use message::Push2Request;
+pub use message_reply::write_message_error;
 pub use reply::{write_reply, Condition, ErrorType, Reply};
 
 use scopes::{Ns, Scopes};
@@ -62,6 +66,13 @@ pub enum Request {
     /// A set IQ with a pubsub payload (or a get/set IQ that is not well-formed) that cannot be
     /// delivered: answered `modify`/`bad-request` with `reason` as the text.
     InvalidPush { iq: IqHeader, reason: String },
+    /// A usable push2 `<message>`; `message` is its addressing.
+    Push2 {
+        message: IqHeader,
+        push: Push2Request,
+    },
+    /// A push2 `<message>` that cannot be delivered: answered with a message error.
+    InvalidPush2 { message: IqHeader, reason: String },
     /// A disco#info query.
     DiscoInfo { iq: IqHeader },
     /// An XEP-0199 ping.
@@ -112,6 +123,9 @@ enum IqStart {
 /// Never fails: what cannot be understood is either answered with an error (when the IQ header
 /// could be read) or ignored.
 pub fn parse(stanza: &[u8]) -> Request {
+    if let Some(push2) = message::parse(stanza) {
+        return push2;
+    }
     parse_with(stanza, Lexer::Quick)
 }
 

@@ -61,6 +61,23 @@ impl PayloadBuilder {
         self.fit(&title, &body)
     }
 
+    /// The payload for one push with extra top-level keys (push2's `rfc8291`, the encrypted
+    /// payload for the app's extension); `aps` and configured keys are never replaced.
+    pub fn build_with(&self, summary: &PushSummary, extra: &[(String, String)]) -> Bytes {
+        let built = self.build(summary);
+        if extra.is_empty() {
+            return built;
+        }
+        let Ok(Value::Object(mut root)) = serde_json::from_slice::<Value>(&built) else {
+            return built;
+        };
+        for (key, value) in extra {
+            root.entry(key.clone())
+                .or_insert_with(|| Value::String(value.clone()));
+        }
+        Bytes::from(serde_json::to_vec(&Value::Object(root)).unwrap_or_default())
+    }
+
     fn render(&self, title: &str, body: &str) -> Vec<u8> {
         let aps = match self.push_type {
             ApnsPushType::Alert => json!({
@@ -146,6 +163,19 @@ mod tests {
         assert_eq!(v["aps"]["sound"], "default");
         assert_eq!(v["aps"]["alert"]["title"], "New Message");
         assert_eq!(v["aps"]["alert"]["body"], "You have a new message");
+    }
+
+    #[test]
+    fn extra_keys_go_to_the_top_level_and_never_replace_aps() {
+        let p = PayloadBuilder::new(&config("")).unwrap();
+        let extra = [
+            ("rfc8291".to_owned(), "QUJD".to_owned()),
+            ("aps".to_owned(), "x".to_owned()),
+        ];
+        let v = parse(&p.build_with(&PushSummary::default(), &extra));
+        assert_eq!(v["rfc8291"], "QUJD");
+        assert_eq!(v["aps"]["alert"]["title"], "New Message");
+        assert_eq!(v["aps"]["mutable-content"], 1);
     }
 
     #[test]

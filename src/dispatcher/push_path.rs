@@ -16,7 +16,6 @@ use tokio_util::task::TaskTracker;
 use super::reply_table::reply_for;
 use crate::component::ReplySender;
 use crate::doors::Target;
-use crate::modules::Module;
 use crate::outcome::Outcome;
 use crate::panics::{Contained, Panicked};
 use crate::ratelimit::{Admission, Decision};
@@ -76,21 +75,19 @@ impl PushPath {
             Admission::Decided(Decision::SendAt(at)) => {
                 drop(slot);
                 let Some(place) = self.queue_place() else {
-                    return self.finish(&iq, &target.module, Outcome::overloaded);
+                    return self.finish(&iq, &target, Outcome::overloaded);
                 };
                 let target = target.trimmed_for_queue();
                 tasks.spawn(async move {
-                    let turn = pushes.wait_for_turn(&iq, &target.module, at).await;
+                    let turn = pushes.wait_for_turn(&iq, &target, at).await;
                     drop(place);
                     if let Some(slot) = turn {
                         pushes.send(&iq, &target, slot).await;
                     }
                 });
             }
-            Admission::Decided(Decision::Reject) => {
-                self.finish(&iq, &target.module, Outcome::ratelimited)
-            }
-            Admission::KnownDead => self.finish(&iq, &target.module, Outcome::known_dead),
+            Admission::Decided(Decision::Reject) => self.finish(&iq, &target, Outcome::ratelimited),
+            Admission::KnownDead => self.finish(&iq, &target, Outcome::known_dead),
         }
     }
 
@@ -107,21 +104,21 @@ impl PushPath {
     async fn wait_for_turn(
         &self,
         iq: &IqHeader,
-        module: &Module,
+        target: &Target,
         at: Instant,
     ) -> Option<OwnedSemaphorePermit> {
         let removed = tokio::select! {
             _ = tokio::time::sleep_until(at) => None,
             _ = self.stop_queued.cancelled() => Some(Outcome::shutdown),
-            _ = module.retired() => Some(Outcome::retired),
+            _ = target.module.retired() => Some(Outcome::retired),
         };
         if let Some(outcome) = removed {
-            self.finish(iq, module, outcome);
+            self.finish(iq, target, outcome);
             return None;
         }
         let slot = self.provider_slot();
         if slot.is_none() {
-            self.finish(iq, module, Outcome::overloaded);
+            self.finish(iq, target, Outcome::overloaded);
         }
         slot
     }
@@ -140,17 +137,21 @@ impl PushPath {
                 })
             }
             _ = self.abort_in_flight.cancelled() => {
-                self.finish(iq, module, Outcome::shutdown);
+                self.finish(iq, target, Outcome::shutdown);
                 return;
             }
         };
         let outcome = module.settle(target.key(), &result, started.elapsed());
-        self.finish(iq, module, outcome);
+        self.finish(iq, target, outcome);
     }
 
-    /// Count how the push ended and send its reply.
-    pub(super) fn finish(&self, iq: &IqHeader, module: &Module, outcome: Outcome) {
+    /// Count how the push ended and send its reply (a message error for a push2 push).
+    pub(super) fn finish(&self, iq: &IqHeader, target: &Target, outcome: Outcome) {
+        let module = &target.module;
         module.count(outcome);
+        if target.by_message {
+            return self.reply_by_message(iq, outcome, None);
+        }
         if let Some(reply) = reply_for(outcome, module.reject_with, None) {
             self.reply(iq, reply);
         }
