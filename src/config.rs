@@ -15,6 +15,7 @@ mod document;
 mod files;
 mod push2;
 mod reader;
+mod registration;
 mod store;
 mod validate;
 mod values;
@@ -33,6 +34,7 @@ use self::document::Pos;
 pub use self::files::exposure_warnings;
 pub use self::push2::{Push2Settings, WEB_PUSH_MODULE};
 pub use self::reader::parse;
+pub use self::registration::RegistrationProtocol;
 pub use self::store::{StoreBackend, StoreSettings};
 pub use crate::access::AccessSettings;
 
@@ -321,6 +323,8 @@ pub struct ModuleSettings {
     /// Key `is_default_module` (historic spelling).
     pub is_default_module: bool,
     pub ratelimit: RatelimitSettings,
+    /// Key `registration`: the registering client protocol the module serves, if any.
+    pub registration: Option<RegistrationProtocol>,
     /// Where the platform block (or, without one, the module) stands in the file.
     position: Option<Pos>,
 }
@@ -334,6 +338,7 @@ impl ModuleSettings {
             config,
             is_default_module: false,
             ratelimit: RatelimitSettings::default(),
+            registration: None,
             position: None,
         }
     }

@@ -20,8 +20,10 @@ use tokio_util::sync::CancellationToken;
 use crate::component::{self, ComponentConfig, LinkState};
 use crate::config::{self, Settings};
 use crate::dispatcher::Dispatcher;
+use crate::doors::p2::{Measured, P2Door};
 use crate::metrics::{self, Metrics, Observed, StateSnapshot};
 use crate::modules::{self, ModuleSet};
+use crate::store::{self, RegistrationStore, StoreError};
 use crate::systemd::notify::ServiceNotifier;
 
 /// How many parsed-but-undispatched stanzas may wait between the link and the dispatcher.
@@ -31,6 +33,9 @@ const INBOUND_QUEUE: usize = 1024;
 const RECONNECT_CAP: Duration = Duration::from_secs(60);
 /// How long the link may take to flush the last replies and close the stream.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the registrations are counted for the metrics, and at most how often swept.
+const RECOUNT_EVERY: Duration = Duration::from_secs(60);
+const SWEEP_EVERY: Duration = Duration::from_secs(60 * 60);
 
 /// The component link settings derived from the settings file.
 pub fn component_config(settings: &Settings) -> ComponentConfig {
@@ -67,6 +72,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     control: Control,
     state: watch::Sender<LinkState>,
+    registrations: Option<Arc<dyn RegistrationStore>>,
 ) -> Ending {
     let mut settings = settings;
     let modules = Arc::new(modules);
@@ -88,8 +94,11 @@ pub async fn run(
         stop_reading.clone(),
     ));
     let dispatcher = start_dispatcher(modules, &settings, reply_tx, &metrics, &background);
+    let p2 =
+        registrations.map(|store| serve_p2(store, &settings, &dispatcher, &metrics, &background));
     if let Some(listen) = settings.metrics.as_ref().map(|m| m.listen) {
-        spawn_metrics_listener(listen, &dispatcher, &metrics, &state, &background);
+        let probe = state_probe(&dispatcher, state.subscribe(), p2.clone());
+        spawn_metrics_listener(listen, probe, &metrics, &background);
     }
 
     let ending = loop {
@@ -99,6 +108,9 @@ pub async fn run(
             _ = control.reload.notified() => {
                 service.reloading();
                 reload(&settings_path, &mut settings, &dispatcher, &metrics, &component_tx);
+                if p2.is_none() && serves_registrations(&settings) {
+                    log::warn!("a registration block added by a reload takes effect at the next restart (the store opens at start-up)");
+                }
                 service.reloaded();
             }
             inbound = inbound_rx.recv() => match inbound {
@@ -138,6 +150,66 @@ fn start_dispatcher(
     dispatcher.set_max_queued(limits.max_queued_pushes);
     dispatcher.spawn_access_sweeper(stop.clone());
     dispatcher
+}
+
+/// Whether some module serves a registering protocol (then the store is opened).
+fn serves_registrations(settings: &Settings) -> bool {
+    settings
+        .push_modules
+        .iter()
+        .any(|module| module.registration.is_some())
+}
+
+/// The registration store of `settings`, when some module serves a registering protocol:
+/// created or migrated here (off the runtime's thread), and never otherwise.
+pub async fn open_registrations(
+    settings: &Settings,
+) -> Result<Option<Arc<dyn RegistrationStore>>, StoreError> {
+    if !serves_registrations(settings) {
+        return Ok(None);
+    }
+    let store_settings = settings.store.clone().unwrap_or_default();
+    let redis = settings.redis.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        store::open(&store_settings, redis.as_ref(), store_settings.limits())
+    })
+    .await
+    .map_err(|error| StoreError::Unusable(format!("opening the store failed: {error}")))?;
+    opened.map(Some)
+}
+
+/// Serves p2 with `store` (measured): its door in the dispatcher, the expiry sweep, and the
+/// count of registrations the metrics show, until `stop`.
+fn serve_p2(
+    store: Arc<dyn RegistrationStore>,
+    settings: &Settings,
+    dispatcher: &Dispatcher,
+    metrics: &Metrics,
+    stop: &CancellationToken,
+) -> Arc<P2Door> {
+    let measured: Arc<dyn RegistrationStore> =
+        Arc::new(Measured::new(store, metrics.registrations().clone()));
+    let jid = &settings.component.component_hostname;
+    let door = Arc::new(P2Door::new(measured.clone(), jid.as_str()));
+    dispatcher.set_p2(door.clone());
+    let expire_after = settings.store.clone().unwrap_or_default().expire_after;
+    store::spawn_sweeper(
+        measured,
+        SWEEP_EVERY.min(expire_after),
+        expire_after,
+        stop.clone(),
+    );
+    let (counting, stop) = (door.clone(), stop.clone());
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(RECOUNT_EVERY);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticks.tick() => counting.recount().await,
+            }
+        }
+    });
+    door
 }
 
 /// Waits (bounded) for the link to flush the last replies and close the stream.
@@ -185,14 +257,13 @@ async fn stop_in_order(
 /// Serve `/metrics` and `/health` on `listen` until `stop`.
 fn spawn_metrics_listener(
     listen: std::net::SocketAddr,
-    dispatcher: &Dispatcher,
+    state: Arc<dyn Fn() -> StateSnapshot + Send + Sync>,
     metrics: &Arc<Metrics>,
-    link: &watch::Sender<LinkState>,
     stop: &CancellationToken,
 ) {
     let observed = Arc::new(Observed {
         metrics: metrics.clone(),
-        state: state_probe(dispatcher, link.subscribe()),
+        state,
     });
     let stop = stop.clone();
     tokio::spawn(async move {
@@ -310,17 +381,26 @@ fn reload(
     log::info!("reloaded {}", path.display());
 }
 
-/// Reads what the gauges show, for the metrics listener.
+/// Reads what the gauges show, for the metrics listener; with `p2`, the registrations its
+/// modules hold at the last count.
 fn state_probe(
     dispatcher: &Dispatcher,
     link: watch::Receiver<LinkState>,
+    p2: Option<Arc<P2Door>>,
 ) -> Arc<dyn Fn() -> StateSnapshot + Send + Sync> {
     let modules = dispatcher.modules();
     let in_flight = dispatcher.in_flight_probe();
     Arc::new(move || {
         let modules = modules.load();
+        let mut gauges = modules.gauges();
+        if let Some(door) = &p2 {
+            for (gauge, module) in gauges.iter_mut().zip(modules.iter()) {
+                let service = module.registration.map(|r| r.service);
+                gauge.registrations = service.and_then(|service| door.registrations(service));
+            }
+        }
         StateSnapshot {
-            modules: modules.gauges(),
+            modules: gauges,
             in_flight: in_flight(),
             link: link.borrow().clone(),
         }

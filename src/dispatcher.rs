@@ -1,8 +1,9 @@
 //! One request from stanza to reply. A push goes: parse → front door (resolve the target) →
-//! provider slot → `module.admit` → send → `module.settle` → the reply table; everything that is
-//! not a push is answered on the spot. Every push gets exactly one reply, and the work in flight
-//! is bounded (`limits.maxConcurrentPushes`).
+//! provider slot → `module.admit` → send → `module.settle` → the reply table; registration
+//! commands go to their door (`commands`); everything else is answered on the spot. Every push
+//! gets exactly one reply, and the work in flight is bounded (`limits.maxConcurrentPushes`).
 
+mod commands;
 mod push2_path;
 mod push_path;
 mod reply_table;
@@ -11,22 +12,20 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use fpush_http::LoudLog;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access::{self, Access, AccessSettings};
 use crate::component::{Inbound, ReplySender};
-use crate::config::RejectWith;
-use crate::doors::{self, Refusal, Target};
+use crate::doors::p2::{self, P2Door};
+use crate::doors::{self, Refusal};
 use crate::metrics::Metrics;
-use crate::modules::{Admitting, ModuleSet, ModulesInService};
+use crate::modules::{ModuleSet, ModulesInService};
 use crate::outcome::Outcome;
-use crate::request::{self, Condition, ErrorType, IqHeader, Reply, Request};
+use crate::request::{self, Condition, ErrorType, IqHeader, PushRequest, Reply, Request};
 use push_path::PushPath;
-use reply_table::reply_for;
 
 pub use push_path::DEFAULT_MAX_QUEUED;
 
@@ -36,8 +35,10 @@ pub struct Dispatcher {
     modules: ModulesInService,
     access: Arc<ArcSwap<Access>>,
     metrics: Arc<Metrics>,
-    /// Loud lines about requests no module answers, each cause at most once a minute.
-    alarms: LoudLog,
+    /// The p2 door, once a registration store is open.
+    p2: ArcSwapOption<P2Door>,
+    /// Bounds registration commands in flight (each waits for the store).
+    commands: Arc<Semaphore>,
     tasks: TaskTracker,
 }
 
@@ -50,15 +51,21 @@ impl Dispatcher {
     ) -> Self {
         let max_in_flight = max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
         Self {
-            pushes: Arc::new(PushPath::new(replies, max_in_flight)),
+            pushes: Arc::new(PushPath::new(replies, max_in_flight, metrics.clone())),
             modules: Arc::new(ArcSwap::new(modules)),
             access: Arc::new(ArcSwap::from_pointee(
                 Access::new(AccessSettings::default()),
             )),
             metrics,
-            alarms: LoudLog::new("dispatcher"),
+            p2: ArcSwapOption::empty(),
+            commands: Arc::new(Semaphore::new(commands::MAX_IN_FLIGHT)),
             tasks: TaskTracker::new(),
         }
+    }
+
+    /// Serve p2 registrations with `door` (its registration store opened).
+    pub fn set_p2(&self, door: Arc<P2Door>) {
+        self.p2.store(Some(door));
     }
 
     /// Provider calls currently in flight.
@@ -134,8 +141,8 @@ impl Dispatcher {
                         "a stanza from {} over limits.maxStanzaSize was skipped and answered wait",
                         iq.from
                     );
-                    self.alarms.log(log::Level::Warn, "oversized stanza", &text);
-                    self.refuse(&iq, Outcome::too_large.into());
+                    self.pushes.alarm("oversized stanza", &text);
+                    self.pushes.refuse(&iq, Outcome::too_large.into());
                 }
             }
         }
@@ -143,18 +150,7 @@ impl Dispatcher {
 
     fn handle_request(&self, request: Request) {
         match request {
-            Request::Push { iq, push } => {
-                if doors::oversized_header(&iq) {
-                    return self.refuse(&iq, Outcome::too_large.into());
-                }
-                if let Some(refusal) = self.sender_refused(self.access.load().push(&iq.from)) {
-                    return self.refuse(&iq, refusal);
-                }
-                match doors::token_in_node::resolve(&self.modules.load(), push) {
-                    Ok(target) => self.dispatch(iq, target),
-                    Err(refusal) => self.refuse(&iq, refusal),
-                }
-            }
+            Request::Push { iq, push } => self.push(iq, push),
             Request::InvalidPush { iq, reason } => {
                 log::debug!("invalid push IQ from {}: {reason}", iq.from);
                 let text = reason.into();
@@ -162,7 +158,7 @@ impl Dispatcher {
                     outcome: Outcome::bad_request,
                     text,
                 };
-                self.refuse(&iq, refusal);
+                self.pushes.refuse(&iq, refusal);
             }
             Request::Push2 { message, push } => self.push2(message, push),
             Request::InvalidPush2 { message, reason } => {
@@ -172,7 +168,15 @@ impl Dispatcher {
                 };
                 self.refuse_message(&message, refusal);
             }
-            Request::DiscoInfo { iq } => self.pushes.reply(&iq, Reply::DiscoInfo),
+            Request::Command { iq, command } => self.command(iq, command),
+            Request::DiscoInfo { iq } => {
+                let reply = match self.p2_door() {
+                    Some(_) => Reply::DiscoInfoWithCommands,
+                    None => Reply::DiscoInfo,
+                };
+                self.pushes.reply(&iq, reply);
+            }
+            Request::CommandList { iq } => self.command_list(&iq),
             Request::Ping { iq } => self.pushes.reply(&iq, Reply::Result),
             Request::Unsupported { iq } => self.pushes.reply(
                 &iq,
@@ -186,55 +190,62 @@ impl Dispatcher {
         }
     }
 
+    fn push(&self, iq: IqHeader, push: PushRequest) {
+        if doors::oversized_header(&iq) {
+            return self.pushes.refuse(&iq, Outcome::too_large.into());
+        }
+        if let Some(refusal) = self.sender_refused(self.access.load().push(&iq.from)) {
+            return self.pushes.refuse(&iq, refusal);
+        }
+        let modules = self.modules.load();
+        if p2::claims(&push) && modules.serves(p2::PROTOCOL) {
+            return self.p2_push(iq, push);
+        }
+        match doors::token_in_node::resolve(&modules, push) {
+            Ok(target) => self.pushes.dispatch(iq, target, &self.tasks),
+            Err(refusal) => self.pushes.refuse(&iq, refusal),
+        }
+    }
+
+    /// A push naming a p2 registration: its provider slot is taken before the store is asked,
+    /// so the slots bound the look-ups in flight too.
+    fn p2_push(&self, iq: IqHeader, push: PushRequest) {
+        let Some(door) = self.p2.load_full() else {
+            log::debug!("a p2 push arrived while no registration store is open");
+            return self.pushes.refuse(&iq, Outcome::store_failed.into());
+        };
+        let Some(slot) = self.pushes.provider_slot() else {
+            return self.pushes.refuse(&iq, Outcome::overloaded.into());
+        };
+        let (pushes, modules, tasks) = (
+            self.pushes.clone(),
+            self.modules.clone(),
+            self.tasks.clone(),
+        );
+        self.tasks.spawn(async move {
+            let modules = modules.load_full();
+            match door.resolve(&modules, &iq.from, push).await {
+                Ok(target) => {
+                    target.module.count_received();
+                    pushes.admit(iq, target, slot, &tasks);
+                }
+                Err(refusal) => pushes.refuse(&iq, refusal),
+            }
+        });
+    }
+
+    /// The p2 door, when some module serves p2 and the store is open.
+    fn p2_door(&self) -> Option<Arc<P2Door>> {
+        let door = self.p2.load_full()?;
+        self.modules.load().serves(p2::PROTOCOL).then_some(door)
+    }
+
     /// Why the access policy turns a sender away, if it does.
     fn sender_refused(&self, verdict: access::Verdict) -> Option<Refusal> {
         match verdict {
             access::Verdict::Allowed => None,
             access::Verdict::Forbidden => Some(Outcome::forbidden.into()),
             access::Verdict::OverShare => Some(Outcome::domain_limited.into()),
-        }
-    }
-
-    /// A request a door (or the parser) answers itself: counted for no module.
-    fn refuse(&self, iq: &IqHeader, refusal: Refusal) {
-        if refusal.outcome == Outcome::retired {
-            let text = format_args!("{} (from {}); answered wait", refusal.text, iq.from);
-            self.alarms.log(log::Level::Warn, "retired module", &text);
-        } else {
-            log::debug!("request from {} refused: {}", iq.from, refusal.text);
-        }
-        self.metrics.unattributed().count(refusal.outcome);
-        let text = (!refusal.text.is_empty()).then_some(&*refusal.text);
-        if let Some(reply) = reply_for(refusal.outcome, RejectWith::Wait, text) {
-            self.pushes.reply(iq, reply);
-        }
-    }
-
-    /// Take a provider slot (or answer `wait` at once: overload), ask the module, and go on.
-    /// The slot is taken before admission, so it also bounds the Redis decisions in flight.
-    fn dispatch(&self, iq: IqHeader, target: Target) {
-        target.module.count_received();
-        let Some(slot) = self.pushes.provider_slot() else {
-            log::debug!(
-                "{} pushes in flight: answering wait",
-                self.pushes.max_in_flight
-            );
-            self.pushes.finish(&iq, &target, Outcome::overloaded);
-            return;
-        };
-        match target.module.admit(target.key()) {
-            Admitting::Now(admission) => {
-                self.pushes
-                    .proceed(iq, target, slot, admission, &self.tasks)
-            }
-            Admitting::Shared(pending) => {
-                let pushes = self.pushes.clone();
-                let tasks = self.tasks.clone();
-                self.tasks.spawn(async move {
-                    let admission = pending.decided().await;
-                    pushes.proceed(iq, target, slot, admission, &tasks);
-                });
-            }
         }
     }
 

@@ -5,6 +5,7 @@
 //! Only the doors know a client protocol's rules; after them every push takes the same path
 //! (admission, sending, settling, the reply table).
 
+pub mod p2;
 pub mod push2;
 pub mod token_in_node;
 
@@ -41,6 +42,8 @@ pub struct Target {
     key: TargetKey,
     /// Answered with a message error (push2) rather than an IQ reply.
     pub by_message: bool,
+    /// The stored registration the push was resolved from, if a registering door found it.
+    registered: Option<Box<p2::Registered>>,
 }
 
 /// What identifies a target for the ratelimit and the dead-token memory.
@@ -59,6 +62,7 @@ impl Target {
             notification,
             key,
             by_message: false,
+            registered: None,
         }
     }
 
@@ -68,6 +72,20 @@ impl Target {
             by_message: true,
             ..self
         }
+    }
+
+    /// The same target, resolved from a stored registration.
+    pub fn registered(self, registered: p2::Registered) -> Self {
+        Self {
+            registered: Some(Box::new(registered)),
+            ..self
+        }
+    }
+
+    /// The stored registration the push was resolved from, if any: how the push ends
+    /// matters to it (see [`p2::Registered::settle`]).
+    pub fn registration(&self) -> Option<&p2::Registered> {
+        self.registered.as_deref()
     }
 
     /// The same push holding no more than a platform can use, so that pushes in flight and in

@@ -187,6 +187,13 @@ fn run(path: &std::path::Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let registrations = match daemon::open_registrations(&settings).await {
+            Ok(registrations) => registrations,
+            Err(error) => {
+                eprintln!("{}: store: {error}", path.display());
+                return ExitCode::FAILURE;
+            }
+        };
         log::info!("fpush {} starting", env!("CARGO_PKG_VERSION"));
         let ending = daemon::run(
             path.to_path_buf(),
@@ -195,6 +202,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             metrics,
             control,
             state,
+            registrations,
         )
         .await;
         signals.abort();

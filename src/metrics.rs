@@ -9,6 +9,7 @@
 mod listener;
 mod push;
 mod redis;
+mod registrations;
 mod slots;
 mod state;
 mod summary;
@@ -24,6 +25,7 @@ use prometheus_client::registry::Registry;
 pub use listener::{serve, serve_on, ListenerLimits};
 pub use push::{AnswerLabel, ModuleMetrics, Unattributed};
 pub use redis::{FallbackCause, RedisFallbacks};
+pub use registrations::RegistrationSeries;
 pub use state::{ModuleGauges, StateSnapshot};
 pub use summary::spawn_summary_log;
 
@@ -51,6 +53,7 @@ pub struct Metrics {
     per_push: PushSeries,
     state: StateSeries,
     unattributed: Unattributed,
+    registrations: RegistrationSeries,
     /// One scrape at a time: the state gauges are cleared and set again for each.
     rendering: Mutex<()>,
 }
@@ -84,11 +87,13 @@ impl Metrics {
         let per_push = PushSeries::register(ours);
         let state = StateSeries::register(ours);
         let unattributed = per_push.unattributed();
+        let registrations = RegistrationSeries::register(ours);
         Arc::new(Metrics {
             registry,
             per_push,
             state,
             unattributed,
+            registrations,
             rendering: Mutex::default(),
         })
     }
@@ -102,6 +107,11 @@ impl Metrics {
     /// Counters for pushes answered before reaching any module.
     pub fn unattributed(&self) -> &Unattributed {
         &self.unattributed
+    }
+
+    /// The series of registration commands and of the registration store.
+    pub fn registrations(&self) -> &RegistrationSeries {
+        &self.registrations
     }
 
     pub fn count_reload(&self, ok: bool) {

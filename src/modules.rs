@@ -21,7 +21,7 @@ use fpush_traits::PushTrait;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RejectWith;
+use crate::config::{RegistrationProtocol, RejectWith};
 use crate::metrics::{ModuleGauges, ModuleMetrics};
 use crate::ratelimit::{DeadTokens, RatelimitConfig, Ratelimiter, RedisStore};
 
@@ -53,6 +53,18 @@ pub struct Module {
     /// Cancelled when a reload removes the module: its queued pushes are answered then, and
     /// its sweepers stop. Shared by the versions of a module that a reload keeps.
     retired: Arc<CancellationToken>,
+    /// The registering protocol the module serves (`registration`), if any.
+    pub registration: Option<Registering>,
+}
+
+/// What a module that serves registrations needs to answer them.
+#[derive(Debug, Clone, Copy)]
+pub struct Registering {
+    pub protocol: RegistrationProtocol,
+    /// The platform's registration service (`fcm`, `apns`).
+    pub service: &'static str,
+    /// The platform's check of a device token, run before a registration is stored.
+    pub plausible_token: fn(&str) -> bool,
 }
 
 impl Module {
@@ -78,7 +90,22 @@ impl Module {
             alarms: Arc::new(module_alarms(id)),
             metrics,
             retired: Arc::new(CancellationToken::new()),
+            registration: None,
         }
+    }
+
+    /// The same module serving `registering` (tests and benchmarks; `build` reads the settings).
+    pub fn serving(self, registering: Registering) -> Self {
+        Module {
+            registration: Some(registering),
+            ..self
+        }
+    }
+
+    /// Forgets `key` in the dead-token memory: a client registered its token again, which
+    /// proves the app holds it.
+    pub fn forget_dead(&self, key: &str) {
+        self.dead_tokens.forget(key);
     }
 
     /// The same module with its ratelimit and dead tokens on the Redis backend in `store`.
@@ -129,6 +156,7 @@ impl Module {
             dead_tokens: self.dead_tokens.len(),
             wipe_guard_tripped: self.wipe_guard.is_tripped(),
             provider: self.push.snapshot(),
+            registrations: None,
         }
     }
 }
@@ -165,6 +193,8 @@ pub struct ModuleSet {
     default: Option<Arc<Module>>,
     /// Ids in file order, for summaries.
     order: Vec<String>,
+    /// The registering protocols some module serves (read for every push that could be one).
+    protocols: Vec<RegistrationProtocol>,
     /// Modules removed by a reload, until when their pushes are answered `wait`: a removed or
     /// renamed module answered `item-not-found` at once would make the servers delete every
     /// registration of that app.
@@ -182,6 +212,11 @@ impl ModuleSet {
                 set.default = Some(module.clone());
             }
             set.order.push(module.id.clone());
+            if let Some(registering) = module.registration {
+                if !set.protocols.contains(&registering.protocol) {
+                    set.protocols.push(registering.protocol);
+                }
+            }
             set.by_id.insert(module.id.clone(), module);
         }
         set
@@ -220,6 +255,35 @@ impl ModuleSet {
             .filter(|(id, until)| **until > now && !self.by_id.contains_key(*id))
             .map(|(id, until)| (id.clone(), *until));
         self.retired = still.chain(gone).collect();
+    }
+
+    /// The module serving `protocol` registrations for `service` (at most one, validation says).
+    pub fn registration_module(
+        &self,
+        protocol: RegistrationProtocol,
+        service: &str,
+    ) -> Option<&Arc<Module>> {
+        self.iter().find(|module| {
+            module
+                .registration
+                .is_some_and(|r| r.protocol == protocol && r.service == service)
+        })
+    }
+
+    /// Whether some module serves `protocol` registrations.
+    pub fn serves(&self, protocol: RegistrationProtocol) -> bool {
+        self.protocols.contains(&protocol)
+    }
+
+    /// The registration services `protocol` is served for, in file order.
+    pub fn registration_services(
+        &self,
+        protocol: RegistrationProtocol,
+    ) -> impl Iterator<Item = &'static str> + '_ {
+        self.iter()
+            .filter_map(|module| module.registration)
+            .filter(move |r| r.protocol == protocol)
+            .map(|r| r.service)
     }
 
     /// Modules in file order.

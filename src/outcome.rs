@@ -29,10 +29,14 @@ pub enum Outcome {
     retired,
     /// A push IQ over `limits.maxStanzaSize`.
     too_large,
+    /// A push naming a registration (node and secret) that the store does not hold.
+    unknown_registration,
+    /// The registration store failed or could not be reached: answered `wait`.
+    store_failed,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 17] = [
+    pub const ALL: [Outcome; 19] = [
         Outcome::delivered,
         Outcome::queued,
         Outcome::ratelimited,
@@ -50,6 +54,8 @@ impl Outcome {
         Outcome::domain_limited,
         Outcome::retired,
         Outcome::too_large,
+        Outcome::unknown_registration,
+        Outcome::store_failed,
     ];
 
     /// Its position in [`Outcome::ALL`], for per-outcome arrays.
@@ -86,6 +92,8 @@ impl Outcome {
                 | Outcome::domain_limited
                 | Outcome::too_large
                 | Outcome::retired
+                | Outcome::unknown_registration
+                | Outcome::store_failed
         )
     }
 
@@ -109,6 +117,8 @@ impl Outcome {
             Outcome::domain_limited => "domain_limited",
             Outcome::retired => "retired",
             Outcome::too_large => "too_large",
+            Outcome::unknown_registration => "unknown_registration",
+            Outcome::store_failed => "store_failed",
         }
     }
 }

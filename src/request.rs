@@ -2,7 +2,8 @@
 //! [`Reply`] becomes reply bytes.
 //!
 //! Parsing streams over the stanza with quick-xml's reader and extracts only what the dispatcher
-//! needs (the IQ header, the device token, the publish-options and summary forms). No tree is
+//! needs (the IQ header, the device token, the publish-options and summary forms; for the rare
+//! ad-hoc command, its node and form, in `command`). No tree is
 //! built: the push path must cost a microsecond or two per stanza, and the fields we care about
 //! are few and sit at well-known places. Namespaces are resolved by [`Scopes`], which only looks
 //! at the attributes of elements that declare one and only tells apart the few namespaces matched
@@ -12,6 +13,7 @@
 //! comments, unknown fields and attributes, prefixed namespaces) and strict only where a push
 //! could go wrong (the device token).
 
+mod command;
 mod message;
 mod message_reply;
 mod quick;
@@ -25,9 +27,10 @@ use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
+pub use command::AdHocCommand;
 pub use message::Push2Request;
 pub use message_reply::write_message_error;
-pub use reply::{write_reply, Condition, ErrorType, Reply};
+pub use reply::{write_reply, CommandItem, Condition, ErrorType, Reply};
 
 use scopes::{Ns, Scopes};
 
@@ -75,6 +78,10 @@ pub enum Request {
     InvalidPush2 { message: IqHeader, reason: String },
     /// A disco#info query.
     DiscoInfo { iq: IqHeader },
+    /// A disco#items query for the node of ad-hoc commands: which commands are served.
+    CommandList { iq: IqHeader },
+    /// An XEP-0050 ad-hoc command (a set IQ).
+    Command { iq: IqHeader, command: AdHocCommand },
     /// An XEP-0199 ping.
     Ping { iq: IqHeader },
     /// Any other get/set IQ: answered `cancel`/`service-unavailable`.
@@ -161,6 +168,8 @@ fn parse_with(stanza: &[u8], lexer: Lexer) -> Request {
             reason: reason.to_owned(),
         },
         Ok(Payload::DiscoInfo) => Request::DiscoInfo { iq },
+        Ok(Payload::CommandList) => Request::CommandList { iq },
+        Ok(Payload::Command(command)) => Request::Command { iq, command },
         Ok(Payload::Ping) => Request::Ping { iq },
         Ok(Payload::Other) => Request::Unsupported { iq },
         Err(Malformed) => Request::InvalidPush {
@@ -208,6 +217,8 @@ enum Payload {
     Push(PushRequest),
     InvalidPush(&'static str),
     DiscoInfo,
+    CommandList,
+    Command(AdHocCommand),
     Ping,
     Other,
 }
@@ -335,6 +346,16 @@ fn read_payload(
                 return read_pubsub_events(reader, scopes, reader.decoder());
             }
             (IqType::Get, b"query") if ns == Ns::DiscoInfo => Payload::DiscoInfo,
+            (IqType::Get, b"query") if ns == Ns::DiscoItems => {
+                let node = attribute(&start, b"node", reader.decoder())?;
+                match node.as_deref().map(str::as_bytes) {
+                    Some(scopes::NS_COMMANDS) => Payload::CommandList,
+                    _ => Payload::Other,
+                }
+            }
+            (IqType::Set, b"command") if ns == Ns::Commands => {
+                return command::read_command(reader, scopes, &start, empty);
+            }
             (IqType::Get, b"ping") if ns == Ns::Ping => Payload::Ping,
             _ => Payload::Other,
         };

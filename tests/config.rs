@@ -88,6 +88,7 @@ fn platform(
         settings_key,
         cargo_feature: "stand_in",
         capabilities: Capabilities::default(),
+        plausible_token: |token| !token.is_empty(),
         parse,
     }
 }

@@ -241,7 +241,7 @@ impl PushTrait for ApnsPush {
         }
         let body = self
             .payload
-            .build_with(&notification.summary, &notification.extra);
+            .build(&notification.summary, &notification.extra);
         let push = PushLabel {
             provider: "APNS",
             token,

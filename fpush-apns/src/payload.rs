@@ -34,7 +34,7 @@ impl PayloadBuilder {
             additional: cfg.additional_data.clone(),
             fixed: None,
         };
-        let skeleton = builder.render("", "");
+        let skeleton = builder.render("", "", &[]);
         if skeleton.len() > MAX_PAYLOAD {
             return Err(format!(
                 "additionalData makes the payload {} bytes, over Apple's {MAX_PAYLOAD}",
@@ -42,15 +42,18 @@ impl PayloadBuilder {
             ));
         }
         if !builder.from_summary || builder.push_type == ApnsPushType::Background {
-            builder.fixed = Some(builder.fit(&builder.title, &builder.body));
+            builder.fixed = Some(builder.fit(&builder.title, &builder.body, &[]));
         }
         Ok(builder)
     }
 
-    /// The payload for one push.
-    pub fn build(&self, summary: &PushSummary) -> Bytes {
-        if let Some(fixed) = &self.fixed {
-            return fixed.clone();
+    /// The payload for one push; `extra` keys (a client protocol's, e.g. p2's `account`) go to
+    /// the top level next to `additionalData`, replacing its entries of the same name.
+    pub fn build(&self, summary: &PushSummary, extra: &[(String, String)]) -> Bytes {
+        match &self.fixed {
+            Some(fixed) if extra.is_empty() => return fixed.clone(),
+            Some(_) => return self.fit(&self.title, &self.body, extra),
+            None => {}
         }
         let pick = |given: &Option<String>, default: &str| match given.as_deref().map(str::trim) {
             Some(text) if !text.is_empty() => text.to_string(),
@@ -58,27 +61,10 @@ impl PayloadBuilder {
         };
         let title = pick(&summary.last_message_sender, &self.title);
         let body = pick(&summary.last_message_body, &self.body);
-        self.fit(&title, &body)
+        self.fit(&title, &body, extra)
     }
 
-    /// The payload for one push with extra top-level keys (push2's `rfc8291`, the encrypted
-    /// payload for the app's extension); `aps` and configured keys are never replaced.
-    pub fn build_with(&self, summary: &PushSummary, extra: &[(String, String)]) -> Bytes {
-        let built = self.build(summary);
-        if extra.is_empty() {
-            return built;
-        }
-        let Ok(Value::Object(mut root)) = serde_json::from_slice::<Value>(&built) else {
-            return built;
-        };
-        for (key, value) in extra {
-            root.entry(key.clone())
-                .or_insert_with(|| Value::String(value.clone()));
-        }
-        Bytes::from(serde_json::to_vec(&Value::Object(root)).unwrap_or_default())
-    }
-
-    fn render(&self, title: &str, body: &str) -> Vec<u8> {
+    fn render(&self, title: &str, body: &str, extra: &[(String, String)]) -> Vec<u8> {
         let aps = match self.push_type {
             ApnsPushType::Alert => json!({
                 "alert": {"title": title, "body": body},
@@ -87,10 +73,13 @@ impl PayloadBuilder {
             }),
             ApnsPushType::Background => json!({"content-available": 1}),
         };
-        let mut root = Map::with_capacity(self.additional.len() + 1);
+        let mut root = Map::with_capacity(self.additional.len() + extra.len() + 1);
         root.insert("aps".into(), aps);
         for (key, value) in &self.additional {
             root.insert(key.clone(), value.clone());
+        }
+        for (key, value) in extra.iter().filter(|(key, _)| key != "aps") {
+            root.insert(key.clone(), Value::String(value.clone()));
         }
         // Serialising a map of strings and JSON values cannot fail.
         serde_json::to_vec(&Value::Object(root)).unwrap_or_default()
@@ -98,18 +87,19 @@ impl PayloadBuilder {
 
     /// Renders, cutting the body (then the title) until the payload fits: a long message
     /// is better delivered shortened than not at all.
-    fn fit(&self, title: &str, body: &str) -> Bytes {
-        let rendered = self.render(title, body);
+    fn fit(&self, title: &str, body: &str, extra: &[(String, String)]) -> Bytes {
+        let render = |title: &str, body: &str| self.render(title, body, extra);
+        let rendered = render(title, body);
         if rendered.len() <= MAX_PAYLOAD {
             return Bytes::from(rendered);
         }
-        if self.render(title, "").len() <= MAX_PAYLOAD {
-            let body = longest_fitting(body, |cut| self.render(title, cut).len() <= MAX_PAYLOAD);
-            return Bytes::from(self.render(title, &body));
+        if render(title, "").len() <= MAX_PAYLOAD {
+            let body = longest_fitting(body, |cut| render(title, cut).len() <= MAX_PAYLOAD);
+            return Bytes::from(render(title, &body));
         }
-        // `new` checked the skeleton with an empty title fits.
-        let title = longest_fitting(title, |cut| self.render(cut, "").len() <= MAX_PAYLOAD);
-        Bytes::from(self.render(&title, ""))
+        // `new` checked the skeleton with an empty title fits (extra keys are a few dozen bytes).
+        let title = longest_fitting(title, |cut| render(cut, "").len() <= MAX_PAYLOAD);
+        Bytes::from(render(&title, ""))
     }
 }
 
@@ -158,24 +148,11 @@ mod tests {
     #[test]
     fn default_alert_is_mutable_with_sound() {
         let p = PayloadBuilder::new(&config("")).unwrap();
-        let v = parse(&p.build(&PushSummary::default()));
+        let v = parse(&p.build(&PushSummary::default(), &[]));
         assert_eq!(v["aps"]["mutable-content"], 1);
         assert_eq!(v["aps"]["sound"], "default");
         assert_eq!(v["aps"]["alert"]["title"], "New Message");
         assert_eq!(v["aps"]["alert"]["body"], "You have a new message");
-    }
-
-    #[test]
-    fn extra_keys_go_to_the_top_level_and_never_replace_aps() {
-        let p = PayloadBuilder::new(&config("")).unwrap();
-        let extra = [
-            ("rfc8291".to_owned(), "QUJD".to_owned()),
-            ("aps".to_owned(), "x".to_owned()),
-        ];
-        let v = parse(&p.build_with(&PushSummary::default(), &extra));
-        assert_eq!(v["rfc8291"], "QUJD");
-        assert_eq!(v["aps"]["alert"]["title"], "New Message");
-        assert_eq!(v["aps"]["mutable-content"], 1);
     }
 
     #[test]
@@ -186,13 +163,16 @@ mod tests {
             last_message_sender: Some("juliet@example.org".into()),
             last_message_body: Some("hi".into()),
         };
-        let v = parse(&p.build(&summary));
+        let v = parse(&p.build(&summary, &[]));
         assert_eq!(v["aps"]["alert"]["title"], "juliet@example.org");
         assert_eq!(v["aps"]["alert"]["body"], "hi");
-        let v = parse(&p.build(&PushSummary {
-            last_message_body: Some(" ".into()),
-            ..Default::default()
-        }));
+        let v = parse(&p.build(
+            &PushSummary {
+                last_message_body: Some(" ".into()),
+                ..Default::default()
+            },
+            &[],
+        ));
         assert_eq!(v["aps"]["alert"]["body"], "You have a new message");
     }
 
@@ -202,7 +182,7 @@ mod tests {
             r#", "pushType": "background", "additionalData": {"x": {"y": 1}}"#,
         ))
         .unwrap();
-        let v = parse(&p.build(&PushSummary::default()));
+        let v = parse(&p.build(&PushSummary::default(), &[]));
         assert_eq!(v, json!({"aps": {"content-available": 1}, "x": {"y": 1}}));
     }
 
@@ -214,7 +194,7 @@ mod tests {
                 last_message_body: Some(filler.repeat(5000)),
                 ..Default::default()
             };
-            let bytes = p.build(&summary);
+            let bytes = p.build(&summary, &[]);
             assert!(bytes.len() <= MAX_PAYLOAD, "{filler}: {}", bytes.len());
             assert!(bytes.len() > MAX_PAYLOAD - 64, "{filler}: cut too much");
             let body = parse(&bytes)["aps"]["alert"]["body"]
@@ -223,6 +203,20 @@ mod tests {
                 .to_string();
             assert!(body.ends_with('…') && body.starts_with(filler));
         }
+    }
+
+    #[test]
+    fn extra_keys_go_to_the_top_level_over_additional_data() {
+        let p = PayloadBuilder::new(&config(r#", "additionalData": {"account": "x", "k": 1}"#))
+            .unwrap();
+        let extra = [
+            ("account".to_owned(), "d3v1ce".to_owned()),
+            ("aps".to_owned(), "refused".to_owned()),
+        ];
+        let v = parse(&p.build(&PushSummary::default(), &extra));
+        assert_eq!(v["account"], "d3v1ce");
+        assert_eq!(v["k"], 1);
+        assert_eq!(v["aps"]["alert"]["title"], "New Message");
     }
 
     #[test]

@@ -20,8 +20,20 @@ pub const PLATFORM: Platform = Platform {
         encrypted_payloads: false,
         registration_service: Some("apns"),
     },
+    plausible_token: plausible_device_token,
     parse,
 };
+
+/// APNS device tokens are 32 bytes written as 64 hex digits; Apple reserves the right to make
+/// them longer, so any even number of hex digits from 64 to [`MAX_DEVICE_TOKEN_HEX`] passes.
+fn plausible_device_token(token: &str) -> bool {
+    (64..=MAX_DEVICE_TOKEN_HEX).contains(&token.len())
+        && token.len().is_multiple_of(2)
+        && token.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The longest device token a registration may carry (100 bytes in hex).
+const MAX_DEVICE_TOKEN_HEX: usize = 200;
 
 fn parse(block: &serde_json::Value) -> Result<ParsedConfig, BlockError> {
     let (config, ignored_keys) = parse_block::<ApnsConfig>(block)?;
@@ -99,5 +111,24 @@ mod tests {
             registration_service: Some("apns"),
         };
         assert_eq!(PLATFORM.capabilities, only_what_works);
+    }
+
+    #[test]
+    fn only_hex_device_tokens_are_plausible() {
+        assert!((PLATFORM.plausible_token)(&"0a".repeat(32)));
+        assert!((PLATFORM.plausible_token)(&"AB".repeat(40)));
+        for junk in [
+            "",
+            "0a",
+            "dead-token_1.x",
+            &"0a".repeat(101),
+            &"g0".repeat(32),
+        ] {
+            assert!(!(PLATFORM.plausible_token)(junk), "{junk}");
+        }
+        assert!(!(PLATFORM.plausible_token)(&format!(
+            "{}0",
+            "0a".repeat(32)
+        )));
     }
 }

@@ -71,7 +71,7 @@ impl MessageTemplate {
     }
 
     /// The JSON body for `notification`. Summary fields, when copied, replace `additionalData`
-    /// entries of the same name.
+    /// entries of the same name, and `extra` keys replace both: the app checks them.
     pub fn body(&self, notification: &PushNotification) -> Bytes {
         let mut data: BTreeMap<&str, &str> = self
             .additional_data
@@ -89,6 +89,11 @@ impl MessageTemplate {
                 if let Some(value) = value {
                     data.insert(key, value);
                 }
+            }
+        }
+        for (key, value) in &notification.extra {
+            if !is_reserved_data_key(key) {
+                data.insert(key, value);
             }
         }
         let request = SendRequest {
@@ -186,6 +191,24 @@ mod tests {
             parse(on.body(&notification))["message"]["data"],
             json!({"last-message-sender": ""})
         );
+    }
+
+    #[test]
+    fn extra_keys_go_into_data_over_configured_ones() {
+        let configured = BTreeMap::from([("account".to_string(), "static".to_string())]);
+        let template = MessageTemplate::new(Duration::from_secs(60), None, configured, false);
+        let mut notification = push("t");
+        notification.extra = vec![
+            ("account".into(), "d3v1ce".into()),
+            ("channel".into(), "c4ann3l".into()),
+            ("google.x".into(), "refused".into()),
+        ];
+        let body = parse(template.body(&notification));
+        assert_eq!(
+            body["message"]["data"],
+            json!({"account": "d3v1ce", "channel": "c4ann3l"})
+        );
+        assert_eq!(body["message"]["android"]["priority"], "high");
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub const PLATFORM: Platform = Platform {
         encrypted_payloads: false,
         registration_service: Some("fcm"),
     },
+    plausible_token: crate::plausible::plausible_token,
     parse,
 };
 

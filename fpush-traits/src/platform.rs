@@ -35,6 +35,9 @@ pub struct Platform {
     /// The cargo feature of the `fpush` binary that compiles this platform in.
     pub cargo_feature: &'static str,
     pub capabilities: Capabilities,
+    /// Whether a string can be one of this provider's device tokens: a registering front door
+    /// refuses the others at once, so junk never reaches the store or the provider.
+    pub plausible_token: fn(&str) -> bool,
     /// Reads the module's platform block (`{}` when the file has none).
     pub parse: fn(&serde_json::Value) -> Result<ParsedConfig, BlockError>,
 }

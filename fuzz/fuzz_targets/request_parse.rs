@@ -20,6 +20,8 @@ fuzz_target!(|data: &[u8]| {
         }
         Request::InvalidPush { iq, .. }
         | Request::DiscoInfo { iq }
+        | Request::CommandList { iq }
+        | Request::Command { iq, .. }
         | Request::Ping { iq }
         | Request::Unsupported { iq } => iq,
         Request::Push2 { message, .. } | Request::InvalidPush2 { message, .. } => {

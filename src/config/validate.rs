@@ -44,9 +44,14 @@ pub(crate) fn check(document: &Document, settings: &Settings, component: bool) -
         check.redis(redis);
     }
     check.modules(&settings.push_modules, settings.redis.is_some());
+    let has_redis = settings.redis.is_some();
     if let Some(store) = &settings.store {
-        super::store::check(&mut check, store, settings.redis.is_some());
+        check
+            .errors
+            .extend(super::store::check(document, store, has_redis));
     }
+    let registrations = super::registration::check(document, settings);
+    check.errors.extend(registrations);
     check.errors
 }
 

@@ -29,7 +29,7 @@ impl Dispatcher {
             return self.refuse_message(&message, refusal);
         }
         match doors::push2::resolve(&self.modules.load(), push) {
-            Ok(target) => self.dispatch(message, target),
+            Ok(target) => self.pushes.dispatch(message, target, &self.tasks),
             Err(refusal) => self.refuse_message(&message, refusal),
         }
     }
@@ -72,17 +72,20 @@ fn message_error_for(outcome: Outcome) -> Option<(ErrorType, Condition, &'static
     use ErrorType::*;
     Some(match outcome {
         Outcome::delivered | Outcome::queued => return None,
-        Outcome::token_invalid | Outcome::known_dead | Outcome::unknown_module => {
-            (Cancel, ItemNotFound, text::GONE)
-        }
+        Outcome::token_invalid
+        | Outcome::known_dead
+        | Outcome::unknown_module
+        | Outcome::unknown_registration => (Cancel, ItemNotFound, text::GONE),
         Outcome::ratelimited
         | Outcome::throttled
         | Outcome::overloaded
         | Outcome::domain_limited => (Wait, ResourceConstraint, text::BUSY),
         Outcome::timeout => (Wait, RemoteServerTimeout, text::TIMEOUT),
-        Outcome::transient | Outcome::misconfigured | Outcome::shutdown | Outcome::retired => {
-            (Wait, InternalServerError, text::FAILED)
-        }
+        Outcome::transient
+        | Outcome::misconfigured
+        | Outcome::shutdown
+        | Outcome::retired
+        | Outcome::store_failed => (Wait, InternalServerError, text::FAILED),
         Outcome::too_large => (Modify, NotAcceptable, text::TOO_LARGE),
         Outcome::bad_request => (Modify, BadRequest, text::BAD),
         Outcome::forbidden => (Auth, Forbidden, text::FORBIDDEN),

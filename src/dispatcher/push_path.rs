@@ -13,9 +13,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use fpush_http::LoudLog;
+
 use super::reply_table::reply_for;
 use crate::component::ReplySender;
-use crate::doors::Target;
+use crate::config::RejectWith;
+use crate::doors::{Refusal, Target};
+use crate::metrics::Metrics;
+use crate::modules::Admitting;
 use crate::outcome::Outcome;
 use crate::panics::{Contained, Panicked};
 use crate::ratelimit::{Admission, Decision};
@@ -34,10 +39,13 @@ pub(super) struct PushPath {
     pub(super) stop_queued: CancellationToken,
     /// Cancelled when the shutdown grace is over: pushes still at the provider are answered `wait`.
     pub(super) abort_in_flight: CancellationToken,
+    metrics: Arc<Metrics>,
+    /// Loud lines about requests no module answers, each cause at most once a minute.
+    alarms: LoudLog,
 }
 
 impl PushPath {
-    pub(super) fn new(replies: ReplySender, max_in_flight: usize) -> Self {
+    pub(super) fn new(replies: ReplySender, max_in_flight: usize, metrics: Arc<Metrics>) -> Self {
         PushPath {
             replies,
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
@@ -46,6 +54,8 @@ impl PushPath {
             max_queued: AtomicUsize::new(DEFAULT_MAX_QUEUED),
             stop_queued: CancellationToken::new(),
             abort_in_flight: CancellationToken::new(),
+            metrics,
+            alarms: LoudLog::new("dispatcher"),
         }
     }
 
@@ -55,6 +65,59 @@ impl PushPath {
 
     pub(super) fn provider_slot(&self) -> Option<OwnedSemaphorePermit> {
         self.in_flight.clone().try_acquire_owned().ok()
+    }
+
+    /// Take a provider slot (or answer `wait` at once: overload), ask the module, and go on.
+    /// The slot is taken before admission, so it also bounds the Redis decisions in flight.
+    pub(super) fn dispatch(self: &Arc<Self>, iq: IqHeader, target: Target, tasks: &TaskTracker) {
+        target.module.count_received();
+        let Some(slot) = self.provider_slot() else {
+            log::debug!("{} pushes in flight: answering wait", self.max_in_flight);
+            self.finish(&iq, &target, Outcome::overloaded);
+            return;
+        };
+        self.admit(iq, target, slot, tasks);
+    }
+
+    /// Ask the module about a push that holds its provider slot already.
+    pub(super) fn admit(
+        self: &Arc<Self>,
+        iq: IqHeader,
+        target: Target,
+        slot: OwnedSemaphorePermit,
+        tasks: &TaskTracker,
+    ) {
+        match target.module.admit(target.key()) {
+            Admitting::Now(admission) => self.proceed(iq, target, slot, admission, tasks),
+            Admitting::Shared(pending) => {
+                let pushes = self.clone();
+                let tracker = tasks.clone();
+                tasks.spawn(async move {
+                    let admission = pending.decided().await;
+                    pushes.proceed(iq, target, slot, admission, &tracker);
+                });
+            }
+        }
+    }
+
+    /// A request a door (or the parser) answers itself: counted for no module.
+    pub(super) fn refuse(&self, iq: &IqHeader, refusal: Refusal) {
+        if refusal.outcome == Outcome::retired {
+            let text = format_args!("{} (from {}); answered wait", refusal.text, iq.from);
+            self.alarms.log(log::Level::Warn, "retired module", &text);
+        } else {
+            log::debug!("request from {} refused: {}", iq.from, refusal.text);
+        }
+        self.metrics.unattributed().count(refusal.outcome);
+        let text = (!refusal.text.is_empty()).then_some(&*refusal.text);
+        if let Some(reply) = reply_for(refusal.outcome, RejectWith::Wait, text) {
+            self.reply(iq, reply);
+        }
+    }
+
+    /// Logs a loud line about `cause`, at most once a minute.
+    pub(super) fn alarm(&self, cause: &'static str, text: &dyn std::fmt::Display) {
+        self.alarms.log(log::Level::Warn, cause, text);
     }
 
     /// One admitted push: sent now or when its window ends (in a task of its own), or answered
@@ -87,6 +150,11 @@ impl PushPath {
                 });
             }
             Admission::Decided(Decision::Reject) => self.finish(&iq, &target, Outcome::ratelimited),
+            Admission::KnownDead if target.registration().is_some() => {
+                tasks.spawn(async move {
+                    pushes.settled(&iq, &target, Outcome::known_dead).await;
+                });
+            }
             Admission::KnownDead => self.finish(&iq, &target, Outcome::known_dead),
         }
     }
@@ -142,6 +210,14 @@ impl PushPath {
             }
         };
         let outcome = module.settle(target.key(), &result, started.elapsed());
+        self.settled(iq, target, outcome).await;
+    }
+
+    /// A push ended: a stored registration learns how, then the server is answered.
+    async fn settled(&self, iq: &IqHeader, target: &Target, outcome: Outcome) {
+        if let Some(registration) = target.registration() {
+            registration.settle(outcome).await;
+        }
         self.finish(iq, target, outcome);
     }
 

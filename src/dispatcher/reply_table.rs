@@ -20,6 +20,8 @@ mod text {
     pub const TOO_LARGE: &str = "The stanza exceeds the push server's size limit.";
     pub const FORBIDDEN: &str = "Only XMPP servers may push to this service.";
     pub const DOMAIN_LIMITED: &str = "Too many requests from this domain; try again later.";
+    pub const UNKNOWN_REGISTRATION: &str = "No such push registration.";
+    pub const STORE_FAILED: &str = "The registration store is unavailable; try again later.";
 }
 
 /// The reply for a push that ended with `outcome`. `text` replaces the outcome's usual text
@@ -58,6 +60,10 @@ pub(super) fn reply_for<'a>(
         // Never `modify`: ejabberd deletes a registration on the first non-`wait` error, and one
         // long message must not disable a user's pushes.
         Outcome::too_large => error(Wait, PolicyViolation, text::TOO_LARGE),
+        // A registration the store does not hold: the server should disable it.
+        Outcome::unknown_registration => error(Cancel, ItemNotFound, text::UNKNOWN_REGISTRATION),
+        // Never `cancel`: that would make the server drop a registration that may be alive.
+        Outcome::store_failed => error(Wait, InternalServerError, text::STORE_FAILED),
     })
 }
 
@@ -73,12 +79,15 @@ mod tests {
     }
 
     #[test]
-    fn only_dead_tokens_and_unknown_modules_are_answered_cancel() {
+    fn only_dead_tokens_and_unknown_modules_or_registrations_are_answered_cancel() {
         for outcome in Outcome::ALL {
             let cancel = kind_of(outcome) == Some(ErrorType::Cancel);
             let expected = matches!(
                 outcome,
-                Outcome::token_invalid | Outcome::known_dead | Outcome::unknown_module
+                Outcome::token_invalid
+                    | Outcome::known_dead
+                    | Outcome::unknown_module
+                    | Outcome::unknown_registration
             );
             assert_eq!(cancel, expected, "{}", outcome.name());
         }

@@ -39,6 +39,8 @@ pub struct ModuleGauges {
     pub wipe_guard_tripped: bool,
     /// What the module's platform reports about itself.
     pub provider: ProviderSnapshot,
+    /// Registrations stored for the module, when it serves a registering protocol.
+    pub registrations: Option<u64>,
 }
 
 /// Everything the gauges show, read at one scrape.
@@ -73,6 +75,7 @@ pub(super) struct StateSeries {
     in_flight: Gauge,
     ratelimit_entries: Family<ModuleLabel, Gauge>,
     dead_tokens: Family<ModuleLabel, Gauge>,
+    registrations: Family<ModuleLabel, Gauge>,
     wipe_guard_tripped: Family<ModuleLabel, Gauge>,
     credential_expiry: Family<ModuleLabel, Gauge>,
     token_refresh_failures: Family<ModuleLabel, Counter>,
@@ -95,6 +98,7 @@ impl StateSeries {
             in_flight: registered(r, "pushes_in_flight", "Provider calls in flight", Gauge::default()),
             ratelimit_entries: registered(r, "ratelimit_entries", "Tokens the module's ratelimit remembers", Family::default()),
             dead_tokens: registered(r, "dead_tokens", "Dead tokens the module remembers", Family::default()),
+            registrations: registered(r, "registrations", "Registrations stored for the module (counted about once a minute)", Family::default()),
             wipe_guard_tripped: registered(r, "wipe_guard_tripped", "1 while the module answers \"not for this app\" with wait (operator mistake suspected)", Family::default()),
             credential_expiry: registered(r, "credential_expiry_timestamp_seconds", "When the module's credentials expire (a .p12 certificate's notAfter), Unix time", Family::default()),
             token_refresh_failures: registered(r, "token_refresh_failures", "Failed attempts to get a fresh provider auth token", Family::default()),
@@ -151,6 +155,7 @@ impl StateSeries {
         for family in [
             &self.ratelimit_entries,
             &self.dead_tokens,
+            &self.registrations,
             &self.wipe_guard_tripped,
             &self.credential_expiry,
             &self.pool_connections,
@@ -174,6 +179,12 @@ impl StateSeries {
         };
         set(&self.ratelimit_entries, to_i64(gauges.ratelimit_entries));
         set(&self.dead_tokens, to_i64(gauges.dead_tokens));
+        if let Some(registrations) = gauges.registrations {
+            set(
+                &self.registrations,
+                i64::try_from(registrations).unwrap_or(i64::MAX),
+            );
+        }
         set(
             &self.wipe_guard_tripped,
             i64::from(gauges.wipe_guard_tripped),

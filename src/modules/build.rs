@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use fpush_traits::PushTrait;
 
-use super::{module_alarms, Module, ModuleSet};
+use super::{module_alarms, Module, ModuleSet, Registering};
 use crate::config::{ModuleSettings, RatelimitBackend, RedisSettings, Settings};
 use crate::metrics::Metrics;
 use crate::ratelimit::{
@@ -176,6 +176,7 @@ fn assemble(
         alarms: before.map_or_else(|| Arc::new(module_alarms(&module.id)), |b| b.alarms.clone()),
         metrics: metrics.module(&module.id),
         retired: before.map_or_else(Default::default, |b| b.retired.clone()),
+        registration: registering(module),
     }
 }
 
@@ -196,6 +197,17 @@ fn web_push_module(
     let remember = settings.dead_tokens.remember;
     Module::new(id, type_name, push, ratelimit, remember, metrics.module(id))
         .with_max_dead_tokens(settings.dead_tokens.max_entries)
+}
+
+/// What the module needs to serve its `registration` block, if it has one (validation made
+/// sure its platform has a registration service).
+fn registering(module: &ModuleSettings) -> Option<Registering> {
+    let platform = &module.platform;
+    Some(Registering {
+        protocol: module.registration?,
+        service: platform.capabilities.registration_service?,
+        plausible_token: platform.plausible_token,
+    })
 }
 
 /// Construct the module's platform from its parsed block, or say why not.

@@ -60,6 +60,15 @@ impl Condition {
     }
 }
 
+/// One ad-hoc command listed in a disco#items answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandItem<'a> {
+    /// The command's node (`register-push-fcm`).
+    pub node: &'a str,
+    /// A human-readable name.
+    pub name: &'a str,
+}
+
 /// What to answer an IQ with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply<'a> {
@@ -67,6 +76,19 @@ pub enum Reply<'a> {
     Result,
     /// The disco#info answer: identity `pubsub/push` and the features an app server has.
     DiscoInfo,
+    /// The disco#info answer of an app server that also serves ad-hoc commands (registrations).
+    DiscoInfoWithCommands,
+    /// The disco#items answer for the commands node: `items` at `jid` (our component JID).
+    CommandList {
+        jid: &'a str,
+        items: &'a [CommandItem<'a>],
+    },
+    /// A completed ad-hoc command, with a result form of `fields` (none: no form).
+    CommandCompleted {
+        node: &'a str,
+        session_id: &'a str,
+        fields: &'a [(&'a str, &'a str)],
+    },
     /// A stanza error; `text` is a short English sentence for the server's log.
     Error {
         kind: ErrorType,
@@ -80,14 +102,21 @@ const DISCO_INFO_PAYLOAD: &[u8] = b"<query xmlns='http://jabber.org/protocol/dis
 <feature var='http://jabber.org/protocol/disco#info'/>\
 <feature var='urn:xmpp:push:0'/></query>";
 
+const DISCO_INFO_WITH_COMMANDS_PAYLOAD: &[u8] =
+    b"<query xmlns='http://jabber.org/protocol/disco#info'>\
+<identity category='pubsub' type='push'/>\
+<feature var='http://jabber.org/protocol/disco#info'/>\
+<feature var='urn:xmpp:push:0'/>\
+<feature var='http://jabber.org/protocol/commands'/></query>";
+
 pub(super) const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 
 /// Appends the reply to `iq` to `out`: same `id`, `from` and `to` swapped (an empty address is
 /// left out rather than written empty).
 pub fn write_reply(iq: &IqHeader, reply: &Reply<'_>, out: &mut Vec<u8>) {
     let kind: &[u8] = match reply {
-        Reply::Result | Reply::DiscoInfo => b"result",
         Reply::Error { .. } => b"error",
+        _ => b"result",
     };
     out.extend_from_slice(b"<iq type='");
     out.extend_from_slice(kind);
@@ -106,11 +135,16 @@ pub fn write_reply(iq: &IqHeader, reply: &Reply<'_>, out: &mut Vec<u8>) {
     }
     match reply {
         Reply::Result => out.extend_from_slice(b"/>"),
-        Reply::DiscoInfo => {
-            out.push(b'>');
-            out.extend_from_slice(DISCO_INFO_PAYLOAD);
-            out.extend_from_slice(b"</iq>");
-        }
+        Reply::DiscoInfo => wrap(out, |out| out.extend_from_slice(DISCO_INFO_PAYLOAD)),
+        Reply::DiscoInfoWithCommands => wrap(out, |out| {
+            out.extend_from_slice(DISCO_INFO_WITH_COMMANDS_PAYLOAD)
+        }),
+        Reply::CommandList { jid, items } => wrap(out, |out| command_list(jid, items, out)),
+        Reply::CommandCompleted {
+            node,
+            session_id,
+            fields,
+        } => wrap(out, |out| command_completed(node, session_id, fields, out)),
         Reply::Error {
             kind,
             condition,
@@ -133,6 +167,51 @@ pub fn write_reply(iq: &IqHeader, reply: &Reply<'_>, out: &mut Vec<u8>) {
             out.extend_from_slice(b"</error></iq>");
         }
     }
+}
+
+/// Closes the start tag, writes the payload, closes the IQ.
+fn wrap(out: &mut Vec<u8>, payload: impl FnOnce(&mut Vec<u8>)) {
+    out.push(b'>');
+    payload(out);
+    out.extend_from_slice(b"</iq>");
+}
+
+fn command_list(jid: &str, items: &[CommandItem<'_>], out: &mut Vec<u8>) {
+    out.extend_from_slice(
+        b"<query xmlns='http://jabber.org/protocol/disco#items' \
+          node='http://jabber.org/protocol/commands'>",
+    );
+    for item in items {
+        out.extend_from_slice(b"<item jid='");
+        escape_into(jid.as_bytes(), out);
+        out.extend_from_slice(b"' node='");
+        escape_into(item.node.as_bytes(), out);
+        out.extend_from_slice(b"' name='");
+        escape_into(item.name.as_bytes(), out);
+        out.extend_from_slice(b"'/>");
+    }
+    out.extend_from_slice(b"</query>");
+}
+
+fn command_completed(node: &str, session_id: &str, fields: &[(&str, &str)], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"<command xmlns='http://jabber.org/protocol/commands' node='");
+    escape_into(node.as_bytes(), out);
+    out.extend_from_slice(b"' sessionid='");
+    escape_into(session_id.as_bytes(), out);
+    out.extend_from_slice(b"' status='completed'");
+    if fields.is_empty() {
+        out.extend_from_slice(b"/>");
+        return;
+    }
+    out.extend_from_slice(b"><x xmlns='jabber:x:data' type='form'>");
+    for (var, value) in fields {
+        out.extend_from_slice(b"<field var='");
+        escape_into(var.as_bytes(), out);
+        out.extend_from_slice(b"'><value>");
+        escape_into(value.as_bytes(), out);
+        out.extend_from_slice(b"</value></field>");
+    }
+    out.extend_from_slice(b"</x></command>");
 }
 
 /// Escapes for both character data and single- or double-quoted attribute values. Ids and
@@ -184,6 +263,61 @@ mod tests {
         let mut out = Vec::new();
         escape_into(b"''<<&\"x\"", &mut out);
         assert_eq!(out, b"&apos;&apos;&lt;&lt;&amp;&quot;x&quot;");
+    }
+
+    fn header() -> IqHeader {
+        IqHeader {
+            id: "c1".into(),
+            from: "a@example.org/r".into(),
+            to: "push.example.org".into(),
+        }
+    }
+
+    #[test]
+    fn a_completed_command_carries_its_form() {
+        let mut out = Vec::new();
+        let fields = [("jid", "push.example.org"), ("secret", "a'b")];
+        let reply = Reply::CommandCompleted {
+            node: "register-push-fcm",
+            session_id: "s1",
+            fields: &fields,
+        };
+        write_reply(&header(), &reply, &mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "<iq type='result' id='c1' from='push.example.org' to='a@example.org/r'>\
+             <command xmlns='http://jabber.org/protocol/commands' node='register-push-fcm' \
+             sessionid='s1' status='completed'><x xmlns='jabber:x:data' type='form'>\
+             <field var='jid'><value>push.example.org</value></field>\
+             <field var='secret'><value>a&apos;b</value></field></x></command></iq>"
+        );
+        out.clear();
+        let done = Reply::CommandCompleted {
+            node: "n",
+            session_id: "s",
+            fields: &[],
+        };
+        write_reply(&header(), &done, &mut out);
+        assert!(String::from_utf8_lossy(&out).ends_with("status='completed'/></iq>"));
+    }
+
+    #[test]
+    fn the_command_list_names_each_command_at_our_jid() {
+        let mut out = Vec::new();
+        let items = [CommandItem {
+            node: "register-push-fcm",
+            name: "Register FCM",
+        }];
+        let reply = Reply::CommandList {
+            jid: "push.example.org",
+            items: &items,
+        };
+        write_reply(&header(), &reply, &mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("node='http://jabber.org/protocol/commands'><item jid='push.example.org' node='register-push-fcm' name='Register FCM'/></query>"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -19,6 +19,10 @@ const NS_PUBSUB: &[u8] = b"http://jabber.org/protocol/pubsub";
 const NS_DATA_FORMS: &[u8] = b"jabber:x:data";
 /// XEP-0030 service discovery, info query.
 const NS_DISCO_INFO: &[u8] = b"http://jabber.org/protocol/disco#info";
+/// XEP-0030 service discovery, items query (the list of ad-hoc commands).
+const NS_DISCO_ITEMS: &[u8] = b"http://jabber.org/protocol/disco#items";
+/// XEP-0050 ad-hoc commands.
+pub(super) const NS_COMMANDS: &[u8] = b"http://jabber.org/protocol/commands";
 /// XEP-0199 XMPP ping.
 const NS_PING: &[u8] = b"urn:xmpp:ping";
 /// The namespaces the `xml` and `xmlns` prefixes are bound to; nothing else may use them.
@@ -33,6 +37,8 @@ pub(super) enum Ns {
     Pubsub,
     DataForms,
     DiscoInfo,
+    DiscoItems,
+    Commands,
     Ping,
     /// Any namespace not matched anywhere in the parser.
     Other,
@@ -45,6 +51,8 @@ impl Ns {
             NS_PUBSUB => Ns::Pubsub,
             NS_DATA_FORMS => Ns::DataForms,
             NS_DISCO_INFO => Ns::DiscoInfo,
+            NS_DISCO_ITEMS => Ns::DiscoItems,
+            NS_COMMANDS => Ns::Commands,
             NS_PING => Ns::Ping,
             _ => Ns::Other,
         }

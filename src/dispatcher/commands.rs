@@ -1,0 +1,141 @@
+//! Registration commands (XEP-0050) and the list of them (disco#items): checked against the
+//! access policy, bounded in number, run by the p2 door in a task of their own (they wait for
+//! the store), each answered once and counted by command and result.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+
+use super::Dispatcher;
+use crate::access::Verdict;
+use crate::doors::p2::{self, CommandAnswer, CommandKind, CommandRefusal};
+use crate::request::{AdHocCommand, CommandItem, IqHeader, Reply};
+
+/// Registration commands in flight at once; beyond, `wait`.
+pub(super) const MAX_IN_FLIGHT: usize = 256;
+
+impl Dispatcher {
+    /// One ad-hoc command: from any JID of a served domain (clients send these from their full
+    /// JIDs), within the domain's share.
+    pub(super) fn command(&self, iq: IqHeader, command: AdHocCommand) {
+        let kind = p2::parse_node(&command.node).map_or(CommandKind::Unknown, |(kind, _)| kind);
+        let refused = |refusal: CommandRefusal| CommandAnswer {
+            kind,
+            result: Err(refusal),
+        };
+        match self.access.load().request(&iq.from) {
+            Verdict::Allowed => {}
+            Verdict::Forbidden => {
+                return self.answer(&iq, &command, refused(CommandRefusal::FORBIDDEN))
+            }
+            Verdict::OverShare => {
+                return self.answer(&iq, &command, refused(CommandRefusal::OVERLOADED))
+            }
+        }
+        let Some(door) = self.p2_door() else {
+            let answer = CommandAnswer {
+                kind: CommandKind::Unknown,
+                result: Err(CommandRefusal::UNKNOWN_COMMAND),
+            };
+            return self.answer(&iq, &command, answer);
+        };
+        let Ok(permit) = self.commands.clone().try_acquire_owned() else {
+            return self.answer(&iq, &command, refused(CommandRefusal::OVERLOADED));
+        };
+        let modules = self.modules.load_full();
+        let this = Answering {
+            pushes: self.pushes.clone(),
+            metrics: self.metrics.clone(),
+        };
+        self.tasks.spawn(async move {
+            let answer = door.command(&modules, &iq.from, &command).await;
+            drop(permit);
+            this.answer(&iq, &command, answer);
+        });
+    }
+
+    fn answer(&self, iq: &IqHeader, command: &AdHocCommand, answer: CommandAnswer) {
+        let this = Answering {
+            pushes: self.pushes.clone(),
+            metrics: self.metrics.clone(),
+        };
+        this.answer(iq, command, answer);
+    }
+
+    /// The disco#items answer for the commands node: the commands served now (none while no
+    /// module serves p2).
+    pub(super) fn command_list(&self, iq: &IqHeader) {
+        let modules = self.modules.load();
+        let door = self.p2_door();
+        let served = match &door {
+            Some(_) => p2::command_items(&modules),
+            None => Vec::new(),
+        };
+        let items: Vec<CommandItem<'_>> = served
+            .iter()
+            .map(|(node, name)| CommandItem { node, name })
+            .collect();
+        let jid = door.as_ref().map_or(iq.to.as_str(), |door| door.jid());
+        self.pushes
+            .reply(iq, Reply::CommandList { jid, items: &items });
+    }
+}
+
+/// What answering a command needs, movable into its task.
+struct Answering {
+    pushes: Arc<super::PushPath>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Answering {
+    fn answer(&self, iq: &IqHeader, command: &AdHocCommand, answer: CommandAnswer) {
+        let label = match &answer.result {
+            Ok(_) => "completed",
+            Err(refusal) => refusal.label,
+        };
+        self.metrics
+            .registrations()
+            .count_command(answer.kind.name(), label);
+        match answer.result {
+            Ok(completed) => {
+                let session_id = match &command.session_id {
+                    Some(id) if !id.is_empty() => id.clone(),
+                    _ => session_id(),
+                };
+                let fields: Vec<(&str, &str)> = completed
+                    .fields
+                    .iter()
+                    .map(|(var, value)| (*var, value.as_str()))
+                    .collect();
+                let reply = Reply::CommandCompleted {
+                    node: &command.node,
+                    session_id: &session_id,
+                    fields: &fields,
+                };
+                self.pushes.reply(iq, reply);
+            }
+            Err(refusal) => {
+                log::debug!(
+                    "command {} from {} refused: {}",
+                    command.node,
+                    iq.from,
+                    refusal.text
+                );
+                let reply = Reply::Error {
+                    kind: refusal.kind,
+                    condition: refusal.condition,
+                    text: Some(refusal.text),
+                };
+                self.pushes.reply(iq, reply);
+            }
+        }
+    }
+}
+
+/// A fresh session id: 16 hex digits from the standard library's per-process random keys (it
+/// names a one-step session, nothing secret).
+fn session_id() -> String {
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{random:016x}")
+}

@@ -1,0 +1,225 @@
+//! p2, the protocol of Conversations and the apps built from it: a client first registers its
+//! device token with an ad-hoc command (`register-push-fcm` / `register-push-apns`) and gets a
+//! `node` and a `secret`; its server then pushes naming only that node, with the secret in the
+//! publish-options. The token never reaches the user's server.
+//!
+//! Registrations are keyed by (service, device, channel): `device` is the hex SHA-1 of the
+//! sender's bare JID and the client's device id, `channel` that of a room's JID and the device id
+//! (empty for the account itself). The app checks the `account` key of each push against its own
+//! `device` hash and drops pushes that are not its own.
+
+mod command;
+mod measured;
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use fpush_traits::PushNotification;
+use sha1::{Digest, Sha1};
+
+pub use command::{
+    command_items, parse_node, CommandAnswer, CommandKind, CommandRefusal, Completed,
+    COMMAND_RESULTS,
+};
+pub use measured::Measured;
+
+use super::{Refusal, Target, TargetKey};
+use crate::access::domain_of;
+use crate::config::RegistrationProtocol;
+use crate::modules::ModuleSet;
+use crate::outcome::Outcome;
+use crate::request::PushRequest;
+use crate::store::{RegistrationStore, StoreError};
+
+/// The protocol this door serves, as modules name it in `registration`.
+pub const PROTOCOL: RegistrationProtocol = RegistrationProtocol::P2;
+
+/// The p2 door: the registration store and the JID register replies name.
+pub struct P2Door {
+    store: Arc<dyn RegistrationStore>,
+    /// Our component JID (older Conversations builds read it from the register reply).
+    jid: String,
+    /// Registrations per service, as last counted (for the metrics).
+    counted: Mutex<Vec<(String, u64)>>,
+}
+
+impl fmt::Debug for P2Door {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("P2Door").field("jid", &self.jid).finish()
+    }
+}
+
+/// Whether a push is p2's to answer: it names no `pushModule` and carries a `secret` (the caller
+/// checks that some module serves p2). Such a push is never handed to the default module: its
+/// node would go to the provider as if it were a token.
+pub fn claims(push: &PushRequest) -> bool {
+    push.module.is_none() && secret_of(push).is_some()
+}
+
+fn secret_of(push: &PushRequest) -> Option<&str> {
+    push.options
+        .iter()
+        .find(|(var, _)| var == "secret")
+        .map(|(_, value)| value.as_str())
+}
+
+impl P2Door {
+    pub fn new(store: Arc<dyn RegistrationStore>, jid: impl Into<String>) -> Self {
+        P2Door {
+            store,
+            jid: jid.into(),
+            counted: Mutex::default(),
+        }
+    }
+
+    /// Counts the registrations per service again (a store scan: call it now and then).
+    pub async fn recount(&self) {
+        match self.store.counts().await {
+            Ok(counts) => {
+                *self.counted.lock().unwrap_or_else(|p| p.into_inner()) = counts;
+            }
+            Err(error) => log::debug!("p2: cannot count registrations: {error}"),
+        }
+    }
+
+    /// The registrations of `service` at the last count.
+    pub fn registrations(&self, service: &str) -> Option<u64> {
+        let counted = self.counted.lock().unwrap_or_else(|p| p.into_inner());
+        counted
+            .iter()
+            .find(|(name, _)| name == service)
+            .map(|(_, count)| *count)
+    }
+
+    /// Our component JID.
+    pub fn jid(&self) -> &str {
+        &self.jid
+    }
+
+    /// The target of a push from `from` (a bare JID) naming a registration by its node:
+    /// looked up by (sender's domain, node), delivered only when the secret matches.
+    pub async fn resolve(
+        &self,
+        modules: &ModuleSet,
+        from: &str,
+        push: PushRequest,
+    ) -> Result<Target, Refusal> {
+        let domain = domain_of(from);
+        let found = self.store.find(domain, &push.token).await;
+        let registration = match found {
+            Ok(Some(registration)) => registration,
+            Ok(None) => return Err(Outcome::unknown_registration.into()),
+            Err(error) => return Err(store_refusal(&error)),
+        };
+        let given = secret_of(&push).unwrap_or_default();
+        if !same_secret(given.as_bytes(), registration.secret.as_bytes()) {
+            return Err(Refusal {
+                outcome: Outcome::forbidden,
+                text: "The secret does not match the registration.".into(),
+            });
+        }
+        let service = registration.key.service.as_str();
+        let Some(module) = modules.registration_module(PROTOCOL, service) else {
+            // An operator's slip (the module was removed): `wait`, so the registration survives.
+            return Err(Refusal {
+                outcome: Outcome::retired,
+                text: format!("No push module serves p2 registrations for {service} now.").into(),
+            });
+        };
+        let mut extra = vec![("account".to_owned(), registration.key.device.clone())];
+        if !registration.key.channel.is_empty() {
+            extra.push(("channel".to_owned(), registration.key.channel.clone()));
+        }
+        let key = format!("{}\0{}", registration.token, registration.account);
+        let notification = PushNotification {
+            token: registration.token,
+            module_id: module.id.clone(),
+            summary: push.summary,
+            options: push.options,
+            extra,
+            ..PushNotification::default()
+        };
+        let registered = Registered {
+            store: self.store.clone(),
+            domain: domain.to_owned(),
+            node: push.token,
+        };
+        let target = Target::new(module.clone(), notification, TargetKey::Composite(key));
+        Ok(target.bounded().registered(registered))
+    }
+
+    /// The store, for the register and unregister commands.
+    fn store(&self) -> &dyn RegistrationStore {
+        &*self.store
+    }
+}
+
+/// The registration a push was delivered for: what its end means for the store.
+pub struct Registered {
+    store: Arc<dyn RegistrationStore>,
+    domain: String,
+    node: String,
+}
+
+impl fmt::Debug for Registered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registered")
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registered {
+    /// A delivered push keeps the registration from expiring; a dead token removes it (the
+    /// server disables the push on the `cancel` that follows, and Conversations never
+    /// unregisters by itself). A store failure here is logged: the reply stands.
+    pub async fn settle(&self, outcome: Outcome) {
+        let result = match outcome {
+            Outcome::delivered => self.store.touch(&self.domain, &self.node).await,
+            Outcome::token_invalid | Outcome::known_dead => self
+                .store
+                .remove(&self.domain, &self.node)
+                .await
+                .map(|_| ()),
+            _ => Ok(()),
+        };
+        if let Err(error) = result {
+            log::debug!("p2: after a push ({}): {error}", outcome.name());
+        }
+    }
+}
+
+/// The refusal for a store failure: `wait`, never `item-not-found` (the server would drop a
+/// registration that may be alive).
+fn store_refusal(error: &StoreError) -> Refusal {
+    log::debug!("p2: registration look-up failed: {error}");
+    Outcome::store_failed.into()
+}
+
+/// Lowercase hex SHA-1 of `jid`, a NUL and `device_id`: p2's device and channel hashes.
+pub fn device_hash(jid: &str, device_id: &str) -> String {
+    let mut hasher = Sha1::new();
+    hasher.update(jid.as_bytes());
+    hasher.update([0u8]);
+    hasher.update(device_id.as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+fn same_secret(given: &[u8], stored: &[u8]) -> bool {
+    if given.len() != stored.len() {
+        return false;
+    }
+    let difference = given
+        .iter()
+        .zip(stored)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    std::hint::black_box(difference) == 0
+}
+
+#[cfg(test)]
+mod tests;

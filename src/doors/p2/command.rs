@@ -1,0 +1,344 @@
+//! p2's ad-hoc commands: `register-push-<service>` stores (or updates) a registration and
+//! answers its node and secret; `unregister-push-<service>` removes one. Every rule that can
+//! refuse a command is checked before the store is asked.
+
+use std::time::SystemTime;
+
+use super::{device_hash, P2Door, PROTOCOL};
+use crate::access::domain_of;
+use crate::doors::MAX_JID_BYTES;
+use crate::modules::{Module, ModuleSet};
+use crate::request::{AdHocCommand, Condition, ErrorType};
+use crate::store::{Registration, RegistrationKey, StoreError};
+
+/// Longest device id accepted (Android ids are 16 hex digits, Conversations' device ids UUIDs).
+const MAX_DEVICE_ID_BYTES: usize = 256;
+/// Longest `channel` accepted (a hex SHA-1 is 40 characters).
+const MAX_CHANNEL_BYTES: usize = 64;
+
+/// Which command a request named, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandKind {
+    Register,
+    Unregister,
+    /// A node p2 does not define (answered `item-not-found`).
+    Unknown,
+}
+
+impl CommandKind {
+    pub const ALL: [CommandKind; 3] = [
+        CommandKind::Register,
+        CommandKind::Unregister,
+        CommandKind::Unknown,
+    ];
+
+    /// The `command` label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            CommandKind::Register => "register",
+            CommandKind::Unregister => "unregister",
+            CommandKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// The `result` label values of commands.
+pub const COMMAND_RESULTS: [&str; 7] = [
+    "completed",
+    "bad_request",
+    "not_found",
+    "forbidden",
+    "overloaded",
+    "store_failed",
+    "store_full",
+];
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandAnswer {
+    pub kind: CommandKind,
+    pub result: Result<Completed, CommandRefusal>,
+}
+
+/// A completed command: the result form's fields (none for unregister).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completed {
+    pub fields: Vec<(&'static str, String)>,
+}
+
+/// A command answered with an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandRefusal {
+    pub kind: ErrorType,
+    pub condition: Condition,
+    pub text: &'static str,
+    /// The `result` label, one of [`COMMAND_RESULTS`].
+    pub label: &'static str,
+}
+
+impl CommandRefusal {
+    pub const fn bad_request(text: &'static str) -> Self {
+        Self::new(
+            ErrorType::Modify,
+            Condition::BadRequest,
+            text,
+            "bad_request",
+        )
+    }
+
+    pub const fn not_found(text: &'static str) -> Self {
+        Self::new(
+            ErrorType::Cancel,
+            Condition::ItemNotFound,
+            text,
+            "not_found",
+        )
+    }
+
+    const fn new(
+        kind: ErrorType,
+        condition: Condition,
+        text: &'static str,
+        label: &'static str,
+    ) -> Self {
+        CommandRefusal {
+            kind,
+            condition,
+            text,
+            label,
+        }
+    }
+
+    /// A sender the access policy turns away.
+    pub const FORBIDDEN: Self = Self::new(
+        ErrorType::Auth,
+        Condition::Forbidden,
+        "This domain may not register here.",
+        "forbidden",
+    );
+    /// Too many commands at once (from the sender's domain, or in all).
+    pub const OVERLOADED: Self = Self::new(
+        ErrorType::Wait,
+        Condition::ResourceConstraint,
+        "Too many requests; try again later.",
+        "overloaded",
+    );
+    pub const UNKNOWN_COMMAND: Self = Self::not_found("No such command.");
+}
+
+/// The command and service a command node names (`register-push-fcm` → register, `fcm`).
+pub fn parse_node(node: &str) -> Option<(CommandKind, &str)> {
+    if let Some(service) = node.strip_prefix("register-push-") {
+        return Some((CommandKind::Register, service));
+    }
+    node.strip_prefix("unregister-push-")
+        .map(|service| (CommandKind::Unregister, service))
+}
+
+/// The commands served while `modules` serve p2: (node, name) for each service.
+pub fn command_items(modules: &ModuleSet) -> Vec<(String, String)> {
+    modules
+        .registration_services(PROTOCOL)
+        .flat_map(|service| {
+            let upper = service.to_uppercase();
+            [
+                (
+                    format!("register-push-{service}"),
+                    format!("Register an {upper} device"),
+                ),
+                (
+                    format!("unregister-push-{service}"),
+                    format!("Unregister an {upper} device"),
+                ),
+            ]
+        })
+        .collect()
+}
+
+impl P2Door {
+    /// Runs one command from `from` (any JID: clients send these from their full JIDs).
+    pub async fn command(
+        &self,
+        modules: &ModuleSet,
+        from: &str,
+        command: &AdHocCommand,
+    ) -> CommandAnswer {
+        let Some((kind, service)) = parse_node(&command.node) else {
+            return CommandAnswer {
+                kind: CommandKind::Unknown,
+                result: Err(CommandRefusal::UNKNOWN_COMMAND),
+            };
+        };
+        let result = match command.action.as_deref() {
+            None | Some("execute" | "complete") => {
+                self.run(kind, modules, service, from, command).await
+            }
+            Some(_) => Err(CommandRefusal::bad_request(
+                "This command completes in one step; send it with action 'execute'.",
+            )),
+        };
+        CommandAnswer { kind, result }
+    }
+
+    async fn run(
+        &self,
+        kind: CommandKind,
+        modules: &ModuleSet,
+        service: &str,
+        from: &str,
+        command: &AdHocCommand,
+    ) -> Result<Completed, CommandRefusal> {
+        let module =
+            modules
+                .registration_module(PROTOCOL, service)
+                .ok_or(CommandRefusal::not_found(
+                    "This service is not served here.",
+                ))?;
+        match kind {
+            CommandKind::Register => self.register(module, from, command).await,
+            CommandKind::Unregister => self.unregister(module, from, command).await,
+            CommandKind::Unknown => Err(CommandRefusal::UNKNOWN_COMMAND),
+        }
+    }
+
+    async fn register(
+        &self,
+        module: &Module,
+        from: &str,
+        command: &AdHocCommand,
+    ) -> Result<Completed, CommandRefusal> {
+        let Some(registering) = module.registration else {
+            return Err(CommandRefusal::not_found(
+                "This service is not served here.",
+            ));
+        };
+        let token = non_empty(command.field("token"))
+            .ok_or(CommandRefusal::bad_request("The form has no token."))?;
+        if !(registering.plausible_token)(token) {
+            return Err(CommandRefusal::bad_request(
+                "The token cannot be a device token of this service.",
+            ));
+        }
+        let device_id = device_id(command)?;
+        let sender = bare(from);
+        // A room's registration counts against the room, not the account.
+        let (account, channel) = match room(command)? {
+            Some(room) => (room.to_owned(), device_hash(room, device_id)),
+            None => (sender.to_owned(), String::new()),
+        };
+        let registration = Registration {
+            key: RegistrationKey {
+                service: registering.service.to_owned(),
+                device: device_hash(sender, device_id),
+                channel,
+            },
+            account,
+            domain: domain_of(from).to_owned(),
+            token: token.to_owned(),
+            second_token: None,
+            node: String::new(),
+            secret: String::new(),
+            last_used: SystemTime::now(),
+        };
+        let dead_key = format!("{token}\0{}", registration.account);
+        let credentials = self
+            .store()
+            .register(registration)
+            .await
+            .map_err(|error| store_refusal(&error))?;
+        module.forget_dead(&dead_key);
+        Ok(Completed {
+            fields: vec![
+                ("jid", self.jid.clone()),
+                ("node", credentials.node),
+                ("secret", credentials.secret),
+            ],
+        })
+    }
+
+    async fn unregister(
+        &self,
+        module: &Module,
+        from: &str,
+        command: &AdHocCommand,
+    ) -> Result<Completed, CommandRefusal> {
+        let Some(registering) = module.registration else {
+            return Err(CommandRefusal::not_found(
+                "This service is not served here.",
+            ));
+        };
+        let device_id = device_id(command)?;
+        let channel = match non_empty(command.field("channel")) {
+            Some(channel) if channel.len() > MAX_CHANNEL_BYTES => {
+                return Err(CommandRefusal::bad_request("The channel is too long."));
+            }
+            // Already the hash.
+            Some(channel) => channel.to_owned(),
+            None => room(command)?
+                .map(|room| device_hash(room, device_id))
+                .unwrap_or_default(),
+        };
+        let key = RegistrationKey {
+            service: registering.service.to_owned(),
+            device: device_hash(bare(from), device_id),
+            channel,
+        };
+        match self.store().unregister(&key).await {
+            Ok(true) => Ok(Completed { fields: Vec::new() }),
+            Ok(false) => Err(CommandRefusal::not_found("No such registration.")),
+            Err(error) => Err(store_refusal(&error)),
+        }
+    }
+}
+
+/// The client's device id: `device-id`, or `android-id` from older Conversations.
+fn device_id(command: &AdHocCommand) -> Result<&str, CommandRefusal> {
+    let id = non_empty(command.field("device-id"))
+        .or_else(|| non_empty(command.field("android-id")))
+        .ok_or(CommandRefusal::bad_request("The form has no device id."))?;
+    if id.len() > MAX_DEVICE_ID_BYTES {
+        return Err(CommandRefusal::bad_request("The device id is too long."));
+    }
+    Ok(id)
+}
+
+/// The room of a room registration (`muc`, a bare JID), if the form names one.
+fn room(command: &AdHocCommand) -> Result<Option<&str>, CommandRefusal> {
+    let Some(room) = non_empty(command.field("muc")) else {
+        return Ok(None);
+    };
+    if room.contains('/') || room.contains(char::is_whitespace) || room.len() > MAX_JID_BYTES {
+        return Err(CommandRefusal::bad_request(
+            "The muc field must be a bare room JID.",
+        ));
+    }
+    Ok(Some(room))
+}
+
+fn non_empty(value: Option<&str>) -> Option<&str> {
+    value.filter(|value| !value.is_empty())
+}
+
+/// The bare JID of `jid` (its resource cut off).
+fn bare(jid: &str) -> &str {
+    jid.split_once('/').map_or(jid, |(bare, _)| bare)
+}
+
+/// A store failure answers `wait`: the client tries again later.
+fn store_refusal(error: &StoreError) -> CommandRefusal {
+    log::debug!("p2: a command's store call failed: {error}");
+    match error {
+        StoreError::Full(_) => CommandRefusal::new(
+            ErrorType::Wait,
+            Condition::ResourceConstraint,
+            "The registration store is full.",
+            "store_full",
+        ),
+        StoreError::Unavailable(_) | StoreError::Unusable(_) => CommandRefusal::new(
+            ErrorType::Wait,
+            Condition::InternalServerError,
+            "The registration store is unavailable; try again later.",
+            "store_failed",
+        ),
+    }
+}

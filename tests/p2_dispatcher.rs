@@ -1,0 +1,533 @@
+//! The p2 door through the dispatcher, with a recording provider and a registration store in
+//! memory: register and unregister commands answered as XEP-0050 asks (from full JIDs too),
+//! pushes by node and secret delivered with the `account` key, and every refusal of the issue —
+//! wrong secret, unknown node (never the default module), store failure, dead token — answered
+//! with its reply and without a provider call where the issue says so.
+
+mod p2_support;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fpush::access::AccessSettings;
+use fpush::component::{reply_channel, Inbound, ReplyReceiver};
+use fpush::dispatcher::Dispatcher;
+use fpush::doors::p2::{device_hash, P2Door, PROTOCOL};
+use fpush::metrics::{Metrics, ModuleMetrics};
+use fpush::modules::{Module, ModuleSet, Registering};
+use fpush::ratelimit::RatelimitConfig;
+use fpush_testkit::xmpp::Stanza;
+use fpush_traits::{
+    async_trait, DeadTokenReason, Delivered, PushError, PushNotification, PushTrait,
+};
+use p2_support::MemoryStore;
+
+const JID: &str = "push.example.org";
+const JULIET: &str = "juliet@capulet.example/balcony";
+const ROMEO: &str = "romeo@capulet.example/orchard";
+const DOMAIN: &str = "capulet.example";
+const DEVICE_ID: &str = "a1b2c3d4e5f60789";
+const TOKEN: &str = "cT7x9Qz1RkW3:APA91bHq-_Zk9";
+
+/// Records every notification; answers per token as scripted (default: delivered).
+#[derive(Default)]
+struct RecordingProvider {
+    sent: Mutex<Vec<PushNotification>>,
+    script: Mutex<HashMap<String, VecDeque<Result<Delivered, PushError>>>>,
+}
+
+impl RecordingProvider {
+    fn answer(&self, token: &str, answer: Result<Delivered, PushError>) {
+        let mut script = self.script.lock().unwrap();
+        script
+            .entry(token.to_owned())
+            .or_default()
+            .push_back(answer);
+    }
+
+    fn sent(&self) -> Vec<PushNotification> {
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl PushTrait for RecordingProvider {
+    async fn send(&self, notification: &PushNotification) -> Result<Delivered, PushError> {
+        self.sent.lock().unwrap().push(notification.clone());
+        let mut script = self.script.lock().unwrap();
+        script
+            .get_mut(&notification.token)
+            .and_then(VecDeque::pop_front)
+            .unwrap_or(Ok(Delivered::default()))
+    }
+}
+
+fn plausible(token: &str) -> bool {
+    !token.is_empty() && !token.contains(' ')
+}
+
+struct Harness {
+    dispatcher: Dispatcher,
+    replies: ReplyReceiver,
+    provider: Arc<RecordingProvider>,
+    store: Arc<MemoryStore>,
+    next_id: usize,
+}
+
+impl Harness {
+    /// An `android` module serving p2 for `fcm` and a default token-in-node module `app`, both
+    /// on one recording provider; `ratelimit` on or off.
+    fn new(ratelimit: bool) -> Self {
+        Self::with(ratelimit, true)
+    }
+
+    fn with(ratelimit: bool, p2: bool) -> Self {
+        let provider = Arc::new(RecordingProvider::default());
+        let config = RatelimitConfig {
+            enabled: ratelimit,
+            window: Duration::from_secs(20),
+            cleanup_interval: Duration::from_secs(300),
+        };
+        let module = |id: &str| {
+            Module::new(
+                id,
+                "google",
+                provider.clone(),
+                config,
+                Duration::from_secs(3600),
+                ModuleMetrics::detached(),
+            )
+        };
+        let mut android = module("android");
+        if p2 {
+            android = android.serving(Registering {
+                protocol: PROTOCOL,
+                service: "fcm",
+                plausible_token: plausible,
+            });
+        }
+        let modules = ModuleSet::from_modules(vec![(android, false), (module("app"), true)]);
+        let (sender, replies) = reply_channel();
+        let dispatcher = Dispatcher::new(Arc::new(modules), 100, sender, Metrics::new());
+        let store = Arc::new(MemoryStore::default());
+        dispatcher.set_p2(Arc::new(P2Door::new(store.clone(), JID)));
+        Harness {
+            dispatcher,
+            replies,
+            provider,
+            store,
+            next_id: 0,
+        }
+    }
+
+    /// Hands a stanza built around a fresh id to the dispatcher and waits for its reply.
+    async fn ask(&mut self, stanza: impl FnOnce(&str) -> String) -> Stanza {
+        self.next_id += 1;
+        let id = format!("q{}", self.next_id);
+        let xml = stanza(&id);
+        self.dispatcher
+            .handle(Inbound::Stanza(bytes::Bytes::from(xml.into_bytes())));
+        let bytes = tokio::time::timeout(Duration::from_secs(10), self.replies.recv())
+            .await
+            .expect("a reply in time")
+            .expect("reply channel open");
+        let reply = Stanza::parse(String::from_utf8(bytes).unwrap()).unwrap();
+        assert_eq!(reply.attr("id"), Some(id.as_str()), "{}", reply.raw);
+        reply
+    }
+
+    async fn command(&mut self, from: &str, node: &str, fields: &[(&str, &str)]) -> Stanza {
+        let form: String = fields
+            .iter()
+            .map(|(var, value)| format!("<field var='{var}'><value>{value}</value></field>"))
+            .collect();
+        self.ask(|id| {
+            format!(
+                "<iq type='set' id='{id}' from='{from}' to='{JID}'>\
+                 <command xmlns='http://jabber.org/protocol/commands' node='{node}' \
+                 action='execute'><x xmlns='jabber:x:data' type='submit'>{form}</x>\
+                 </command></iq>"
+            )
+        })
+        .await
+    }
+
+    /// Registers `from`'s device for `token`; answers (node, secret).
+    async fn register(&mut self, from: &str, token: &str) -> (String, String) {
+        let fields = [("token", token), ("device-id", DEVICE_ID)];
+        let reply = self.command(from, "register-push-fcm", &fields).await;
+        assert_eq!(reply.kind(), Some("result"), "{}", reply.raw);
+        (form_value(&reply, "node"), form_value(&reply, "secret"))
+    }
+
+    /// A push as Prosody sends it for a p2 registration: node, secret, no `pushModule`.
+    async fn push(&mut self, from: &str, node: &str, secret: &str) -> Stanza {
+        self.push_with(
+            from,
+            node,
+            &format!("<field var='secret'><value>{secret}</value></field>"),
+        )
+        .await
+    }
+
+    async fn push_with(&mut self, from: &str, node: &str, options: &str) -> Stanza {
+        self.ask(|id| {
+            format!(
+                "<iq type='set' id='{id}' from='{from}' to='{JID}'>\
+                 <pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{node}'><item>\
+                 <notification xmlns='urn:xmpp:push:0'/></item></publish><publish-options>\
+                 <x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>\
+                 <value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
+                 {options}</x></publish-options></pubsub></iq>"
+            )
+        })
+        .await
+    }
+}
+
+/// The first value of field `var` in a reply's form.
+fn form_value(reply: &Stanza, var: &str) -> String {
+    let open = format!("<field var='{var}'><value>");
+    let start = reply.raw.find(&open).map(|at| at + open.len());
+    let start = start.unwrap_or_else(|| panic!("no field {var}: {}", reply.raw));
+    let end = start + reply.raw[start..].find("</value>").unwrap();
+    reply.raw[start..end].to_owned()
+}
+
+fn error_of(reply: &Stanza) -> (&str, &str) {
+    assert_eq!(reply.kind(), Some("error"), "{}", reply.raw);
+    (
+        reply.error_type.as_deref().unwrap_or_default(),
+        reply.error_condition.as_deref().unwrap_or_default(),
+    )
+}
+
+fn juliet_device() -> String {
+    device_hash("juliet@capulet.example", DEVICE_ID)
+}
+
+#[tokio::test]
+async fn a_registered_device_gets_its_pushes_with_the_account_key() {
+    let mut h = Harness::new(false);
+    let reply = h
+        .command(
+            JULIET,
+            "register-push-fcm",
+            &[("token", TOKEN), ("device-id", DEVICE_ID)],
+        )
+        .await;
+    assert_eq!(reply.kind(), Some("result"), "{}", reply.raw);
+    assert_eq!(reply.attr("to"), Some(JULIET));
+    assert!(
+        reply.raw.contains("node='register-push-fcm'")
+            && reply.raw.contains("status='completed'")
+            && reply.raw.contains("sessionid='")
+            && reply.raw.contains("<x xmlns='jabber:x:data' type='form'>"),
+        "{}",
+        reply.raw
+    );
+    assert_eq!(form_value(&reply, "jid"), JID);
+    let (node, secret) = (form_value(&reply, "node"), form_value(&reply, "secret"));
+
+    let pushed = h.push(DOMAIN, &node, &secret).await;
+    assert_eq!(pushed.kind(), Some("result"), "{}", pushed.raw);
+    let sent = h.provider.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].token, TOKEN);
+    assert_eq!(sent[0].module_id, "android");
+    assert_eq!(sent[0].extra, [("account".to_owned(), juliet_device())]);
+
+    // Registering again keeps the node and secret and updates the token.
+    let again = h.register(JULIET, "cT7x9Qz1RkW3:APA91bNEW").await;
+    assert_eq!(again, (node, secret));
+    assert_eq!(h.store.all()[0].token, "cT7x9Qz1RkW3:APA91bNEW");
+}
+
+#[tokio::test]
+async fn wrong_secrets_and_unknown_nodes_never_reach_the_provider() {
+    let mut h = Harness::new(false);
+    let (node, _) = h.register(JULIET, TOKEN).await;
+    let wrong = h.push(DOMAIN, &node, "not-the-secret").await;
+    assert_eq!(error_of(&wrong), ("auth", "forbidden"));
+    // Not sent to the default module either: the node would go to FCM as a token.
+    let unknown = h.push(DOMAIN, "unknownNode1", "whatever").await;
+    assert_eq!(error_of(&unknown), ("cancel", "item-not-found"));
+    let other_domain = h.push("montague.example", &node, "whatever").await;
+    assert_eq!(error_of(&other_domain), ("cancel", "item-not-found"));
+    // A full JID never pushes.
+    let full = h.push(JULIET, &node, "whatever").await;
+    assert_eq!(error_of(&full), ("auth", "forbidden"));
+    assert!(h.provider.sent().is_empty());
+}
+
+#[tokio::test]
+async fn a_push_naming_its_module_keeps_the_token_in_node_rules() {
+    let mut h = Harness::new(false);
+    let options = "<field var='pushModule'><value>app</value></field>\
+                   <field var='secret'><value>s</value></field>";
+    let reply = h.push_with(DOMAIN, "monal-token-1", options).await;
+    assert_eq!(reply.kind(), Some("result"), "{}", reply.raw);
+    let sent = h.provider.sent();
+    assert_eq!(
+        (sent[0].token.as_str(), sent[0].module_id.as_str()),
+        ("monal-token-1", "app")
+    );
+    assert!(sent[0].extra.is_empty());
+}
+
+#[tokio::test]
+async fn without_a_p2_module_a_secret_push_goes_to_the_default_module() {
+    let mut h = Harness::with(false, false);
+    let reply = h.push(DOMAIN, "plain-token-1", "s").await;
+    assert_eq!(reply.kind(), Some("result"), "{}", reply.raw);
+    assert_eq!(h.provider.sent()[0].module_id, "app");
+    let command = h
+        .command(
+            JULIET,
+            "register-push-fcm",
+            &[("token", TOKEN), ("device-id", DEVICE_ID)],
+        )
+        .await;
+    assert_eq!(error_of(&command), ("cancel", "item-not-found"));
+}
+
+#[tokio::test]
+async fn a_failing_store_answers_wait_never_item_not_found() {
+    let mut h = Harness::new(false);
+    let (node, secret) = h.register(JULIET, TOKEN).await;
+    h.store.fail(true);
+    let pushed = h.push(DOMAIN, &node, &secret).await;
+    assert_eq!(error_of(&pushed), ("wait", "internal-server-error"));
+    let command = h
+        .command(
+            JULIET,
+            "register-push-fcm",
+            &[("token", TOKEN), ("device-id", DEVICE_ID)],
+        )
+        .await;
+    assert_eq!(error_of(&command), ("wait", "internal-server-error"));
+    assert!(h.provider.sent().is_empty());
+}
+
+#[tokio::test]
+async fn a_dead_token_removes_the_registration_and_registering_again_revives_it() {
+    let mut h = Harness::new(false);
+    let (node, secret) = h.register(JULIET, TOKEN).await;
+    h.provider.answer(
+        TOKEN,
+        Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
+    );
+    let dead = h.push(DOMAIN, &node, &secret).await;
+    assert_eq!(error_of(&dead), ("cancel", "item-not-found"));
+    assert!(h.store.all().is_empty(), "the registration is removed");
+    let again = h.push(DOMAIN, &node, &secret).await;
+    assert_eq!(error_of(&again), ("cancel", "item-not-found"));
+    assert_eq!(h.provider.sent().len(), 1);
+
+    // The app registers the same token again: it is no longer answered from dead-token memory.
+    let (node, secret) = h.register(JULIET, TOKEN).await;
+    let revived = h.push(DOMAIN, &node, &secret).await;
+    assert_eq!(revived.kind(), Some("result"), "{}", revived.raw);
+    assert_eq!(h.provider.sent().len(), 2);
+}
+
+#[tokio::test]
+async fn a_registration_answered_from_dead_token_memory_is_removed_too() {
+    let mut h = Harness::new(false);
+    // One account, two device ids, one token: two registrations with one ratelimit and
+    // dead-token key (token and account).
+    let (first, first_secret) = h.register(JULIET, TOKEN).await;
+    let fields = [("token", TOKEN), ("device-id", "another-device")];
+    let reply = h.command(JULIET, "register-push-fcm", &fields).await;
+    let (second, second_secret) = (form_value(&reply, "node"), form_value(&reply, "secret"));
+    h.provider.answer(
+        TOKEN,
+        Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
+    );
+    let dead = h.push(DOMAIN, &first, &first_secret).await;
+    assert_eq!(error_of(&dead), ("cancel", "item-not-found"));
+    let known = h.push(DOMAIN, &second, &second_secret).await;
+    assert_eq!(error_of(&known), ("cancel", "item-not-found"));
+    assert_eq!(
+        h.provider.sent().len(),
+        1,
+        "the second is answered from memory"
+    );
+    assert!(h.store.all().is_empty(), "both registrations are removed");
+}
+
+#[tokio::test]
+async fn accounts_sharing_a_token_do_not_share_a_ratelimit() {
+    let mut h = Harness::new(true);
+    let juliet = h.register(JULIET, TOKEN).await;
+    let romeo = h.register(ROMEO, TOKEN).await;
+    assert_ne!(juliet, romeo);
+    for (node, secret) in [&juliet, &romeo] {
+        let reply = h.push(DOMAIN, node, secret).await;
+        assert_eq!(reply.kind(), Some("result"), "{}", reply.raw);
+    }
+    let sent = h.provider.sent();
+    assert_eq!(sent.len(), 2, "neither push waits for the other's window");
+    let romeo_device = device_hash("romeo@capulet.example", DEVICE_ID);
+    assert_eq!(sent[1].extra, [("account".to_owned(), romeo_device)]);
+}
+
+#[tokio::test]
+async fn malformed_and_unknown_commands_get_their_errors() {
+    let mut h = Harness::new(false);
+    for (node, fields, expected) in [
+        (
+            "register-push-fcm",
+            &[("device-id", DEVICE_ID)][..],
+            ("modify", "bad-request"),
+        ),
+        (
+            "register-push-fcm",
+            &[("token", TOKEN)],
+            ("modify", "bad-request"),
+        ),
+        (
+            "register-push-fcm",
+            &[("token", "has space"), ("device-id", DEVICE_ID)],
+            ("modify", "bad-request"),
+        ),
+        (
+            "register-push-fcm",
+            &[
+                ("token", TOKEN),
+                ("device-id", DEVICE_ID),
+                ("muc", "r@c.example/nick"),
+            ],
+            ("modify", "bad-request"),
+        ),
+        (
+            "register-push-apns",
+            &[("token", TOKEN), ("device-id", DEVICE_ID)],
+            ("cancel", "item-not-found"),
+        ),
+        (
+            "unregister-push-fcm",
+            &[("device-id", DEVICE_ID)],
+            ("cancel", "item-not-found"),
+        ),
+        ("do-something-else", &[], ("cancel", "item-not-found")),
+    ] {
+        let reply = h.command(JULIET, node, fields).await;
+        assert_eq!(error_of(&reply), expected, "{node} {fields:?}");
+    }
+    assert!(h.store.all().is_empty());
+}
+
+#[tokio::test]
+async fn unregister_completes_and_the_node_is_gone() {
+    let mut h = Harness::new(false);
+    let (node, secret) = h.register(JULIET, TOKEN).await;
+    let reply = h
+        .command(JULIET, "unregister-push-fcm", &[("device-id", DEVICE_ID)])
+        .await;
+    assert_eq!(reply.kind(), Some("result"), "{}", reply.raw);
+    assert!(reply.raw.contains("status='completed'"), "{}", reply.raw);
+    let pushed = h.push(DOMAIN, &node, &secret).await;
+    assert_eq!(error_of(&pushed), ("cancel", "item-not-found"));
+}
+
+#[tokio::test]
+async fn commands_from_domains_not_served_are_forbidden() {
+    let mut h = Harness::new(false);
+    h.dispatcher.set_access(AccessSettings {
+        allowed_domains: vec!["montague.example".to_owned()],
+        ..AccessSettings::default()
+    });
+    let reply = h
+        .command(
+            JULIET,
+            "register-push-fcm",
+            &[("token", TOKEN), ("device-id", DEVICE_ID)],
+        )
+        .await;
+    assert_eq!(error_of(&reply), ("auth", "forbidden"));
+}
+
+#[tokio::test]
+async fn discovery_names_the_commands_feature_and_the_served_commands() {
+    let mut h = Harness::new(false);
+    let info = h
+        .ask(|id| {
+            format!(
+                "<iq type='get' id='{id}' from='{JULIET}' to='{JID}'>\
+                 <query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+            )
+        })
+        .await;
+    assert!(
+        info.features
+            .contains(&"http://jabber.org/protocol/commands".to_owned()),
+        "{}",
+        info.raw
+    );
+    assert!(info.features.contains(&"urn:xmpp:push:0".to_owned()));
+    let items = h
+        .ask(|id| {
+            format!(
+                "<iq type='get' id='{id}' from='{JULIET}' to='{JID}'>\
+                 <query xmlns='http://jabber.org/protocol/disco#items' \
+                 node='http://jabber.org/protocol/commands'/></iq>"
+            )
+        })
+        .await;
+    for node in ["register-push-fcm", "unregister-push-fcm"] {
+        assert!(
+            items
+                .raw
+                .contains(&format!("<item jid='{JID}' node='{node}'")),
+            "{}",
+            items.raw
+        );
+    }
+    assert!(!items.raw.contains("apns"), "{}", items.raw);
+
+    let mut plain = Harness::with(false, false);
+    let info = plain
+        .ask(|id| {
+            format!(
+                "<iq type='get' id='{id}' from='{DOMAIN}' to='{JID}'>\
+                 <query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+            )
+        })
+        .await;
+    assert!(!info.raw.contains("protocol/commands"), "{}", info.raw);
+}
+
+#[tokio::test]
+async fn a_given_session_id_is_kept_and_only_execute_is_served() {
+    let mut h = Harness::new(false);
+    let form = format!(
+        "<x xmlns='jabber:x:data' type='submit'><field var='token'><value>{TOKEN}</value>\
+         </field><field var='device-id'><value>{DEVICE_ID}</value></field></x>"
+    );
+    let with_session = h
+        .ask(|id| {
+            format!(
+                "<iq type='set' id='{id}' from='{JULIET}' to='{JID}'>\
+                 <command xmlns='http://jabber.org/protocol/commands' node='register-push-fcm' \
+                 sessionid='s-42'>{form}</command></iq>"
+            )
+        })
+        .await;
+    assert!(
+        with_session.raw.contains("sessionid='s-42'"),
+        "{}",
+        with_session.raw
+    );
+    let cancel = h
+        .ask(|id| {
+            format!(
+                "<iq type='set' id='{id}' from='{JULIET}' to='{JID}'>\
+                 <command xmlns='http://jabber.org/protocol/commands' node='register-push-fcm' \
+                 action='cancel'>{form}</command></iq>"
+            )
+        })
+        .await;
+    assert_eq!(error_of(&cancel), ("modify", "bad-request"));
+}

@@ -1,0 +1,110 @@
+//! What the p2 tests share: a registration store in memory, with failures on demand.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use fpush::store::{Credentials, Registration, RegistrationKey, RegistrationStore, StoreError};
+use fpush_traits::async_trait;
+
+/// A registration store in memory: enough of the contract for the door's rules.
+#[derive(Default)]
+pub struct MemoryStore {
+    registrations: Mutex<Vec<Registration>>,
+    next: AtomicU32,
+    failing: AtomicBool,
+}
+
+impl MemoryStore {
+    /// Every call fails (`Unavailable`) from now on, or works again.
+    pub fn fail(&self, failing: bool) {
+        self.failing.store(failing, Ordering::Relaxed);
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        match self.failing.load(Ordering::Relaxed) {
+            true => Err(StoreError::Unavailable("down".into())),
+            false => Ok(()),
+        }
+    }
+
+    pub fn all(&self) -> Vec<Registration> {
+        self.registrations.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl RegistrationStore for MemoryStore {
+    async fn register(&self, mut new: Registration) -> Result<Credentials, StoreError> {
+        self.check()?;
+        let mut all = self.registrations.lock().unwrap();
+        if let Some(old) = all.iter_mut().find(|r| r.key == new.key) {
+            old.token = new.token;
+            old.account = new.account;
+            old.domain = new.domain;
+            return Ok(Credentials {
+                node: old.node.clone(),
+                secret: old.secret.clone(),
+            });
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        new.node = format!("node{n}");
+        new.secret = format!("secret{n}");
+        let credentials = Credentials {
+            node: new.node.clone(),
+            secret: new.secret.clone(),
+        };
+        all.push(new);
+        Ok(credentials)
+    }
+
+    async fn find(&self, domain: &str, node: &str) -> Result<Option<Registration>, StoreError> {
+        self.check()?;
+        let all = self.registrations.lock().unwrap();
+        Ok(all
+            .iter()
+            .find(|r| r.domain == domain && r.node == node)
+            .cloned())
+    }
+
+    async fn touch(&self, domain: &str, node: &str) -> Result<(), StoreError> {
+        self.check()?;
+        let mut all = self.registrations.lock().unwrap();
+        for r in all
+            .iter_mut()
+            .filter(|r| r.domain == domain && r.node == node)
+        {
+            r.last_used = SystemTime::now();
+        }
+        Ok(())
+    }
+
+    async fn unregister(&self, key: &RegistrationKey) -> Result<bool, StoreError> {
+        self.check()?;
+        let mut all = self.registrations.lock().unwrap();
+        let before = all.len();
+        all.retain(|r| r.key != *key);
+        Ok(all.len() < before)
+    }
+
+    async fn remove(&self, domain: &str, node: &str) -> Result<bool, StoreError> {
+        self.check()?;
+        let mut all = self.registrations.lock().unwrap();
+        let before = all.len();
+        all.retain(|r| !(r.domain == domain && r.node == node));
+        Ok(all.len() < before)
+    }
+
+    async fn clear_second_token(&self, _: &str, _: &str) -> Result<(), StoreError> {
+        self.check()
+    }
+
+    async fn sweep(&self, _: SystemTime) -> Result<u64, StoreError> {
+        self.check().map(|_| 0)
+    }
+
+    async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.check()?;
+        Ok(vec![("fcm".into(), self.all().len() as u64)])
+    }
+}
