@@ -4,6 +4,7 @@
 //! gets exactly one reply, and the work in flight is bounded (`limits.maxConcurrentPushes`).
 
 mod commands;
+mod push2_path;
 mod push_path;
 mod reply_table;
 
@@ -158,6 +159,14 @@ impl Dispatcher {
                     text,
                 };
                 self.pushes.refuse(&iq, refusal);
+            }
+            Request::Push2 { message, push } => self.push2(message, push),
+            Request::InvalidPush2 { message, reason } => {
+                let refusal = Refusal {
+                    outcome: Outcome::bad_request,
+                    text: reason.into(),
+                };
+                self.refuse_message(&message, refusal);
             }
             Request::Command { iq, command } => self.command(iq, command),
             Request::DiscoInfo { iq } => {

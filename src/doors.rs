@@ -6,6 +6,7 @@
 //! (admission, sending, settling, the reply table).
 
 pub mod p2;
+pub mod push2;
 pub mod token_in_node;
 
 use std::borrow::Cow;
@@ -39,6 +40,8 @@ pub struct Target {
     pub module: Arc<Module>,
     pub notification: PushNotification,
     key: TargetKey,
+    /// Answered with a message error (push2) rather than an IQ reply.
+    pub by_message: bool,
     /// The stored registration the push was resolved from, if a registering door found it.
     registered: Option<Box<p2::Registered>>,
 }
@@ -58,7 +61,16 @@ impl Target {
             module,
             notification,
             key,
+            by_message: false,
             registered: None,
+        }
+    }
+
+    /// The same push, answered the push2 way: errors as `<message type='error'>`, success silent.
+    pub fn answered_by_message(self) -> Self {
+        Target {
+            by_message: true,
+            ..self
         }
     }
 
