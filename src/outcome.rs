@@ -27,12 +27,16 @@ pub enum Outcome {
     domain_limited,
     /// Named a module that a reload removed, within `modules.retiredGrace`.
     retired,
-    /// A push IQ over `limits.maxStanzaSize`.
+    /// A push IQ over `limits.maxStanzaSize`, or a payload a push service refused as too large.
     too_large,
+    /// A target the platform may not call (outside `push2.webPushOrigins`): nothing was sent.
+    not_allowed,
+    /// The push service refused this one request as wrong (Web Push 400/401/403).
+    rejected,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 17] = [
+    pub const ALL: [Outcome; 19] = [
         Outcome::delivered,
         Outcome::queued,
         Outcome::ratelimited,
@@ -50,6 +54,8 @@ impl Outcome {
         Outcome::domain_limited,
         Outcome::retired,
         Outcome::too_large,
+        Outcome::not_allowed,
+        Outcome::rejected,
     ];
 
     /// Its position in [`Outcome::ALL`], for per-outcome arrays.
@@ -72,6 +78,9 @@ impl Outcome {
                 | Outcome::overloaded
                 | Outcome::shutdown
                 | Outcome::retired
+                | Outcome::too_large
+                | Outcome::not_allowed
+                | Outcome::rejected
         )
     }
 
@@ -109,6 +118,8 @@ impl Outcome {
             Outcome::domain_limited => "domain_limited",
             Outcome::retired => "retired",
             Outcome::too_large => "too_large",
+            Outcome::not_allowed => "not_allowed",
+            Outcome::rejected => "rejected",
         }
     }
 }

@@ -20,6 +20,7 @@ mod text {
     pub const TOO_LARGE: &str = "The stanza exceeds the push server's size limit.";
     pub const FORBIDDEN: &str = "Only XMPP servers may push to this service.";
     pub const DOMAIN_LIMITED: &str = "Too many requests from this domain; try again later.";
+    pub const REFUSED: &str = "The push service refused this push.";
 }
 
 /// The reply for a push that ended with `outcome`. `text` replaces the outcome's usual text
@@ -58,6 +59,9 @@ pub(super) fn reply_for<'a>(
         // Never `modify`: ejabberd deletes a registration on the first non-`wait` error, and one
         // long message must not disable a user's pushes.
         Outcome::too_large => error(Wait, PolicyViolation, text::TOO_LARGE),
+        // Only push2 targets end this way, and they are answered by message; an IQ would still
+        // get `wait`, for the same reason as above.
+        Outcome::not_allowed | Outcome::rejected => error(Wait, InternalServerError, text::REFUSED),
     })
 }
 
