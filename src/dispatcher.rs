@@ -222,7 +222,7 @@ impl Dispatcher {
             self.pushes.finish(&iq, &target, Outcome::overloaded);
             return;
         };
-        match target.module.admit(target.key()) {
+        match target.admit() {
             Admitting::Now(admission) => {
                 self.pushes
                     .proceed(iq, target, slot, admission, &self.tasks)
