@@ -27,9 +27,12 @@ pub enum Outcome {
     domain_limited,
     /// Named a module that a reload removed, within `modules.retiredGrace`.
     retired,
-    /// A push IQ over `limits.maxStanzaSize`, or a payload a push service refused as too large.
+    /// A push IQ over `limits.maxStanzaSize`, or a payload too large for Web Push (refused by
+    /// the push2 door, or by the push service: then counted at the module on first use).
     too_large,
     /// A target the platform may not call (outside `push2.webPushOrigins`): nothing was sent.
+    /// Like `rejected`, only the Web Push module ends pushes this way; its series are made on
+    /// first use, so that other modules do not show them.
     not_allowed,
     /// The push service refused this one request as wrong (Web Push 400/401/403).
     rejected,
@@ -78,9 +81,6 @@ impl Outcome {
                 | Outcome::overloaded
                 | Outcome::shutdown
                 | Outcome::retired
-                | Outcome::too_large
-                | Outcome::not_allowed
-                | Outcome::rejected
         )
     }
 
@@ -138,7 +138,9 @@ mod tests {
     #[test]
     fn every_outcome_but_queued_is_final_somewhere() {
         for outcome in Outcome::ALL {
-            let final_somewhere = outcome.ends_at_module() || outcome.ends_before_module();
+            // Web Push's own endings: counted at its module, their series made on first use.
+            let relay = matches!(outcome, Outcome::not_allowed | Outcome::rejected);
+            let final_somewhere = outcome.ends_at_module() || outcome.ends_before_module() || relay;
             assert_eq!(
                 final_somewhere,
                 outcome != Outcome::queued,

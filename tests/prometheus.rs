@@ -1,7 +1,7 @@
 //! The dashboard and the alerts against a real Prometheus: it scrapes a running fpush that has
 //! served pushes (1 s interval) through a demo, an APNS (certificate auth) and an FCM module,
-//! the last two against the test kit's providers, and a push2 message through the Web Push
-//! module against the test kit's Web Push service, and loads `contrib/prometheus/fpush-alerts.yml`;
+//! the last two against the test kit's providers, and push2 messages through the Web Push
+//! module (one to the test kit's Web Push service, one fenced), and loads `contrib/prometheus/fpush-alerts.yml`;
 //! then every dashboard expression (Grafana variables substituted) and every alert expression
 //! without its comparison must parse and return at least one series.
 //!
@@ -193,14 +193,21 @@ async fn serve_some_pushes(link: &mut ComponentLink) {
     link.collect(7, WAIT).await.unwrap();
 }
 
-/// One push2 message to the Web Push service, delivered (and so not answered).
-async fn serve_a_push2_message(link: &mut ComponentLink, service: &WebPushTestServer) {
-    let message = format!(
-        "<message from='localhost' to='{JID}' id='w1'><notification xmlns='urn:xmpp:push2:0'>\
-         <client>{}/sub</client></notification></message>",
-        service.origin()
-    );
-    link.send(&message).await.unwrap();
+/// Two push2 messages: one delivered to the Web Push service (and so not answered), one to an
+/// endpoint outside the origin fence (answered, nothing sent).
+async fn serve_push2_messages(link: &mut ComponentLink, service: &WebPushTestServer) {
+    for (id, client) in [
+        ("w1", format!("{}/sub", service.origin())),
+        ("w2", "https://127.0.0.1/fenced".to_owned()),
+    ] {
+        let message = format!(
+            "<message from='localhost' to='{JID}' id='{id}'>\
+             <notification xmlns='urn:xmpp:push2:0'><client>{client}</client></notification>\
+             </message>"
+        );
+        link.send(&message).await.unwrap();
+    }
+    link.collect(1, WAIT).await.unwrap();
     eventually(
         "the push2 message never reached the service",
         WAIT,
@@ -244,7 +251,7 @@ async fn every_dashboard_and_alert_expression_returns_series_on_a_real_prometheu
     ));
     let mut link = server.accept(WAIT).await.unwrap();
     serve_some_pushes(&mut link).await;
-    serve_a_push2_message(&mut link, &web_push).await;
+    serve_push2_messages(&mut link, &web_push).await;
 
     let rules = root.join("contrib/prometheus/fpush-alerts.yml");
     let prometheus = Prometheus::start(metrics_port, &rules);
