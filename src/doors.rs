@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use fpush_traits::PushNotification;
 
-use crate::modules::Module;
+use crate::modules::{Admitting, Module};
 use crate::outcome::Outcome;
 use crate::request::IqHeader;
 
@@ -44,6 +44,19 @@ pub struct Target {
     pub by_message: bool,
     /// The stored registration the push was resolved from, if a registering door found it.
     registered: Option<Box<p2::Registered>>,
+    /// Whose ratelimit the push passes.
+    limiter: Limiter,
+}
+
+/// Whose ratelimit a push passes; the dead-token memory is always its module's.
+#[derive(Debug, Clone, Default)]
+pub enum Limiter {
+    /// The module's own.
+    #[default]
+    Module,
+    /// Push2's (`push2.ratelimit`, off by default): the relay module's when it is enabled,
+    /// none otherwise. A push2 push to an apple module is not held by that app's ratelimit.
+    Relay(Option<Arc<Module>>),
 }
 
 /// What identifies a target for the ratelimit and the dead-token memory.
@@ -63,6 +76,20 @@ impl Target {
             key,
             by_message: false,
             registered: None,
+            limiter: Limiter::Module,
+        }
+    }
+
+    /// The same push, passing `limiter`'s ratelimit rather than its module's.
+    pub fn limited_by(self, limiter: Limiter) -> Self {
+        Target { limiter, ..self }
+    }
+
+    /// Asks the module whether the push goes out (see [`Module::admit`]).
+    pub fn admit(&self) -> Admitting {
+        match &self.limiter {
+            Limiter::Module => self.module.admit(self.key()),
+            Limiter::Relay(relay) => self.module.admit_relayed(self.key(), relay.as_deref()),
         }
     }
 

@@ -27,7 +27,7 @@ use crate::ratelimit::{DeadTokens, RatelimitConfig, Ratelimiter, RedisStore};
 
 pub use build::{build, build_platform, describe, BuildErrors};
 pub use policy::{Admitting, SharedAdmission};
-pub use registry::platforms;
+pub use registry::{platforms, PARAM_VAPID_KEY, PARAM_VAPID_TOKEN, WEB_PUSH_MAX_PAYLOAD};
 pub use wipe_guard::WipeGuard;
 
 /// The modules in service; a reload stores a new set while pushes keep flowing.
@@ -138,6 +138,11 @@ impl Module {
         }
     }
 
+    /// Whether this module's ratelimit holds pushes back at all.
+    pub fn ratelimit_enabled(&self) -> bool {
+        self.ratelimit_config.enabled
+    }
+
     /// Resolves when a reload has removed this module.
     pub async fn retired(&self) {
         self.retired.cancelled().await
@@ -199,6 +204,9 @@ pub struct ModuleSet {
     /// renamed module answered `item-not-found` at once would make the servers delete every
     /// registration of that app.
     retired: HashMap<String, Instant>,
+    /// The `push2` section the relay's module was built from (a reload keeps the module's
+    /// client when it is unchanged).
+    push2: Option<crate::config::Push2Settings>,
 }
 
 impl ModuleSet {

@@ -27,16 +27,23 @@ pub enum Outcome {
     domain_limited,
     /// Named a module that a reload removed, within `modules.retiredGrace`.
     retired,
-    /// A push IQ over `limits.maxStanzaSize`.
+    /// A push IQ over `limits.maxStanzaSize`, or a payload too large for Web Push (refused by
+    /// the push2 door, or by the push service: then counted at the module on first use).
     too_large,
     /// A push naming a registration (node and secret) that the store does not hold.
     unknown_registration,
     /// The registration store failed or could not be reached: answered `wait`.
     store_failed,
+    /// A target the platform may not call (outside `push2.webPushOrigins`): nothing was sent.
+    /// Like `rejected`, only the Web Push module ends pushes this way; its series are made on
+    /// first use, so that other modules do not show them.
+    not_allowed,
+    /// The push service refused this one request as wrong (Web Push 400/401/403).
+    rejected,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 19] = [
+    pub const ALL: [Outcome; 21] = [
         Outcome::delivered,
         Outcome::queued,
         Outcome::ratelimited,
@@ -56,6 +63,8 @@ impl Outcome {
         Outcome::too_large,
         Outcome::unknown_registration,
         Outcome::store_failed,
+        Outcome::not_allowed,
+        Outcome::rejected,
     ];
 
     /// Its position in [`Outcome::ALL`], for per-outcome arrays.
@@ -119,6 +128,8 @@ impl Outcome {
             Outcome::too_large => "too_large",
             Outcome::unknown_registration => "unknown_registration",
             Outcome::store_failed => "store_failed",
+            Outcome::not_allowed => "not_allowed",
+            Outcome::rejected => "rejected",
         }
     }
 }
@@ -137,7 +148,9 @@ mod tests {
     #[test]
     fn every_outcome_but_queued_is_final_somewhere() {
         for outcome in Outcome::ALL {
-            let final_somewhere = outcome.ends_at_module() || outcome.ends_before_module();
+            // Web Push's own endings: counted at its module, their series made on first use.
+            let relay = matches!(outcome, Outcome::not_allowed | Outcome::rejected);
+            let final_somewhere = outcome.ends_at_module() || outcome.ends_before_module() || relay;
             assert_eq!(
                 final_somewhere,
                 outcome != Outcome::queued,

@@ -1,6 +1,7 @@
 //! The dashboard and the alerts against a real Prometheus: it scrapes a running fpush that has
 //! served pushes (1 s interval) through a demo, an APNS (certificate auth) and an FCM module,
-//! the last two against the test kit's providers, and loads `contrib/prometheus/fpush-alerts.yml`;
+//! the last two against the test kit's providers, and push2 messages through the Web Push
+//! module (one to the test kit's Web Push service, one fenced), and loads `contrib/prometheus/fpush-alerts.yml`;
 //! then every dashboard expression (Grafana variables substituted) and every alert expression
 //! without its comparison must parse and return at least one series.
 //!
@@ -16,7 +17,8 @@ use common::*;
 use fpush_testkit::apns::ApnsHarness;
 use fpush_testkit::fcm::FcmServer;
 use fpush_testkit::settings::with_keys;
-use fpush_testkit::tls::P12Cipher;
+use fpush_testkit::tls::{P12Cipher, TestPki};
+use fpush_testkit::webpush::{Versions, WebPushTestServer};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -191,6 +193,29 @@ async fn serve_some_pushes(link: &mut ComponentLink) {
     link.collect(7, WAIT).await.unwrap();
 }
 
+/// Two push2 messages: one delivered to the Web Push service (and so not answered), one to an
+/// endpoint outside the origin fence (answered, nothing sent).
+async fn serve_push2_messages(link: &mut ComponentLink, service: &WebPushTestServer) {
+    for (id, client) in [
+        ("w1", format!("{}/sub", service.origin())),
+        ("w2", "https://127.0.0.1/fenced".to_owned()),
+    ] {
+        let message = format!(
+            "<message from='localhost' to='{JID}' id='{id}'>\
+             <notification xmlns='urn:xmpp:push2:0'><client>{client}</client></notification>\
+             </message>"
+        );
+        link.send(&message).await.unwrap();
+    }
+    link.collect(1, WAIT).await.unwrap();
+    eventually(
+        "the push2 message never reached the service",
+        WAIT,
+        || async { !service.received().is_empty() },
+    )
+    .await;
+}
+
 /// The demo module (the default), an APNS module with a `.p12` and an FCM module, the last two
 /// aimed at the test kit's servers.
 fn modules(apns: &ApnsHarness, fcm: &FcmServer) -> String {
@@ -210,14 +235,23 @@ async fn every_dashboard_and_alert_expression_returns_series_on_a_real_prometheu
     let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
     let apns = ApnsHarness::start().await.unwrap();
     let fcm = FcmServer::start().await.unwrap();
+    let pki = TestPki::new().unwrap();
+    let web_push = WebPushTestServer::start(&pki, Versions::Both)
+        .await
+        .unwrap();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca = ca_dir.path().join("ca.pem");
+    pki.write_ca_pem(&ca).unwrap();
+    let push2 = json!({ "webPushOrigins": [web_push.origin()], "caFilePath": ca });
     let metrics_port = free_port();
     let _fpush = Daemon::start(&settings(
         &server,
         &modules(&apns, &fcm),
-        &format!(r#""metrics": {{ "listen": "127.0.0.1:{metrics_port}" }},"#),
+        &format!(r#""metrics": {{ "listen": "127.0.0.1:{metrics_port}" }}, "push2": {push2},"#),
     ));
     let mut link = server.accept(WAIT).await.unwrap();
     serve_some_pushes(&mut link).await;
+    serve_push2_messages(&mut link, &web_push).await;
 
     let rules = root.join("contrib/prometheus/fpush-alerts.yml");
     let prometheus = Prometheus::start(metrics_port, &rules);

@@ -254,13 +254,13 @@ async fn service_statuses_come_back_as_message_errors() {
     let cases = [
         (404, "cancel", "item-not-found"),
         (410, "cancel", "item-not-found"),
-        (413, "wait", "internal-server-error"),
+        (413, "modify", "not-acceptable"),
         (429, "wait", "resource-constraint"),
         (500, "wait", "internal-server-error"),
         (503, "wait", "internal-server-error"),
-        (400, "wait", "internal-server-error"),
-        (401, "wait", "internal-server-error"),
-        (403, "wait", "internal-server-error"),
+        (400, "modify", "bad-request"),
+        (401, "modify", "bad-request"),
+        (403, "modify", "bad-request"),
     ];
     for (n, (status, kind, condition)) in cases.into_iter().enumerate() {
         relay.service.enqueue(WebPushAnswer::status(status));
@@ -294,17 +294,45 @@ async fn a_dead_endpoint_is_remembered_and_not_asked_again() {
 async fn an_unlisted_loopback_endpoint_is_refused_and_nothing_is_sent() {
     let mut relay = Relay::start_default().await;
     let port = relay.service.port();
-    for (id, client) in [
-        ("r1", format!("https://127.0.0.1:{port}/ep")),
-        ("r2", "https://127.0.0.1/ep".to_owned()),
-        ("r3", format!("http://localhost:{port}/ep")),
+    for (id, client, kind, condition) in [
+        (
+            "r1",
+            format!("https://127.0.0.1:{port}/ep"),
+            "cancel",
+            "not-allowed",
+        ),
+        (
+            "r2",
+            "https://127.0.0.1/ep".to_owned(),
+            "cancel",
+            "not-allowed",
+        ),
+        (
+            "r3",
+            format!("http://localhost:{port}/ep"),
+            "modify",
+            "bad-request",
+        ),
     ] {
         relay
             .send(&push2_message(id, "localhost", &client, ""))
             .await;
         let reply = relay.link.next_stanza(WAIT).await.unwrap();
-        assert_eq!(reply.kind(), Some("error"), "{}", reply.raw);
-        assert_eq!(reply.attr("id"), Some(id), "{}", reply.raw);
+        assert_message_error(&reply, id, kind, condition);
+    }
+    assert!(relay.service.received().is_empty());
+}
+
+#[tokio::test]
+async fn a_fenced_endpoint_is_refused_every_time_never_remembered_as_dead() {
+    let mut relay = Relay::start_default().await;
+    for id in ["f1", "f2", "f3"] {
+        relay
+            .send(&push2_message(id, "localhost", "https://127.0.0.1/ep", ""))
+            .await;
+        let reply = relay.link.next_stanza(WAIT).await.unwrap();
+        // A remembered dead target would come back `cancel/item-not-found`.
+        assert_message_error(&reply, id, "cancel", "not-allowed");
     }
     assert!(relay.service.received().is_empty());
 }
@@ -318,7 +346,7 @@ async fn a_wildcard_listing_does_not_open_a_loopback_address() {
         .send(&push2_message("w1", "localhost", client, ""))
         .await;
     let reply = relay.link.next_stanza(WAIT).await.unwrap();
-    assert_message_error(&reply, "w1", "cancel", "item-not-found");
+    assert_message_error(&reply, "w1", "cancel", "not-allowed");
     assert!(relay.service.received().is_empty());
 }
 
@@ -435,7 +463,7 @@ async fn push2_messages_mixed_with_push_iqs_are_each_answered_or_delivered_once(
                 results.push(id);
             }
             _ => {
-                assert_message_error(reply, &id, "cancel", "item-not-found");
+                assert_message_error(reply, &id, "cancel", "not-allowed");
                 errors.push(id);
             }
         }

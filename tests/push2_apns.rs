@@ -25,20 +25,25 @@ impl Apple {
     /// A production and a sandbox module of the same app, both at the test server, told apart
     /// by their alert titles.
     async fn start() -> Apple {
+        Apple::start_with(json!({"enabled": false}), "").await
+    }
+
+    /// The same with the modules' `ratelimit` block and `extra` top-level settings.
+    async fn start_with(ratelimit: Value, extra: &str) -> Apple {
         let apns = ApnsHarness::start().await.unwrap();
         let module = |environment: &str, title: &str| {
             let block = with_keys(
                 apns.token_settings(),
                 json!({"environment": environment, "alertTitle": title}),
             );
-            json!({"type": "apple", "ratelimit": {"enabled": false}, "apns": block})
+            json!({"type": "apple", "ratelimit": ratelimit, "apns": block})
         };
         let modules = json!({
             "ios": module("production", "Production"),
             "ios-dev": module("sandbox", "Sandbox"),
         });
         let mut xmpp = FakeXmppServer::bind(SECRET).await.unwrap();
-        let fpush = Daemon::start(&settings(&xmpp, &modules.to_string(), ""));
+        let fpush = Daemon::start(&settings(&xmpp, &modules.to_string(), extra));
         let link = connect(&mut xmpp).await;
         Apple {
             apns,
@@ -188,4 +193,43 @@ async fn a_dead_apns_token_comes_back_cancel() {
     assert_eq!(reply.name, "message", "{}", reply.raw);
     assert_eq!(reply.error_type.as_deref(), Some("cancel"), "{}", reply.raw);
     assert_eq!(reply.error_condition.as_deref(), Some("item-not-found"));
+}
+
+#[tokio::test]
+async fn the_apple_module_s_ratelimit_does_not_hold_push2_pushes_back() {
+    let mut apple = Apple::start_with(json!({"ratelimitTime": "60s"}), "").await;
+    let client = format!("https://api.push.apple.com/3/device/{DEVICE}#{TOPIC}");
+    for id in ["a1", "a2", "a3"] {
+        apple.send(id, &client, &encrypted("high")).await;
+    }
+    apple.wait_for_requests(3).await;
+    // Nothing was answered: the next stanza is the answer to this ping.
+    let ping = "<iq type='get' id='probe' from='localhost' to='push.localhost'>\
+                <ping xmlns='urn:xmpp:ping'/></iq>";
+    apple.link.send(ping).await.unwrap();
+    let next = apple.link.next_stanza(WAIT).await.unwrap();
+    assert_eq!(next.attr("id"), Some("probe"), "unexpected: {}", next.raw);
+}
+
+#[tokio::test]
+async fn an_enabled_push2_ratelimit_holds_apns_pushes_per_client() {
+    let push2 = r#""push2": { "ratelimit": { "enabled": true, "ratelimitTime": "60s" } },"#;
+    let mut apple = Apple::start_with(json!({"enabled": false}), push2).await;
+    let same = format!("https://api.push.apple.com/3/device/{DEVICE}#{TOPIC}");
+    let other = format!("https://api.push.apple.com/3/device/{VOIP}#{TOPIC}");
+    // The first goes out, the second waits for the window, the third is answered wait; another
+    // client is not held back.
+    for (id, client) in [("r1", &same), ("r2", &same), ("r3", &same), ("o1", &other)] {
+        apple.send(id, client, &encrypted("high")).await;
+    }
+    let reply = apple.link.next_stanza(WAIT).await.unwrap();
+    assert_eq!(reply.attr("id"), Some("r3"), "{}", reply.raw);
+    assert_eq!(reply.error_type.as_deref(), Some("wait"));
+    assert_eq!(
+        reply.error_condition.as_deref(),
+        Some("resource-constraint")
+    );
+    apple.wait_for_requests(2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(apple.apns.server.received().len(), 2);
 }

@@ -102,3 +102,52 @@ fn the_section_creates_the_webpush_module_and_bad_origins_fail_the_build() {
         "{error}"
     );
 }
+
+#[test]
+fn a_reload_keeps_the_webpush_client_while_push2_is_unchanged_and_its_dead_endpoints_always() {
+    use fpush_traits::{DeadTokenReason, PushError};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let metrics = Metrics::new();
+    let build = |push2: &str, previous| {
+        let text = settings(push2, "");
+        let loaded = config::parse(&text, &modules::platforms()).unwrap();
+        modules::build(&loaded.settings, &metrics, previous).unwrap()
+    };
+    let relay = |set: &modules::ModuleSet| {
+        set.iter()
+            .find(|m| m.id == config::WEB_PUSH_MODULE)
+            .unwrap()
+            .clone()
+    };
+    let first = build(r#""push2": {},"#, None);
+    let dead = Err(PushError::TokenInvalid(DeadTokenReason::Unregistered));
+    relay(&first).settle("https://push.example/gone", &dead, Duration::ZERO);
+
+    let same = build(r#""push2": {},"#, Some(&first));
+    assert!(Arc::ptr_eq(&relay(&first).push, &relay(&same).push));
+    let changed = build(r#""push2": { "ttl": "1d" },"#, Some(&same));
+    assert!(!Arc::ptr_eq(&relay(&same).push, &relay(&changed).push));
+    let dead_kept = changed.gauges().into_iter().find(|g| g.module == "webpush");
+    assert_eq!(dead_kept.map(|g| g.dead_tokens), Some(1));
+}
+
+#[test]
+fn the_example_s_commented_push2_section_shows_the_defaults_and_parses() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("settings.example.json");
+    let example = std::fs::read_to_string(path).unwrap();
+    let start = example
+        .find("/* The Push 2.0 relay")
+        .expect("a push2 example");
+    let end = start + example[start..].find("*/").unwrap();
+    let (_, section) = example[start + 2..end].split_once('\n').unwrap();
+    let live = format!("{}{section}{}", &example[..start], &example[end + 2..]);
+    let loaded = config::parse(&live, &modules::platforms()).unwrap();
+    let origins = fpush_webpush::DEFAULT_ORIGINS.iter().map(|o| o.to_string());
+    let defaults = Push2Settings {
+        web_push_origins: Some(origins.collect()),
+        ..Push2Settings::default()
+    };
+    assert_eq!(loaded.settings.push2, Some(defaults));
+}

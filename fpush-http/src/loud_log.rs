@@ -92,6 +92,9 @@ impl LoudLog {
             Err(error @ PushError::Transient(_)) => {
                 self.log(Level::Warn, "transient", &format_args!("{push}: {error}"))
             }
+            Err(error @ PushError::Rejected { .. }) => {
+                self.log(Level::Warn, "rejected", &format_args!("{push}: {error}"))
+            }
             Err(error @ PushError::TokenInvalid(_)) => {
                 log::debug!("{}: {push}: {error}", self.subject)
             }

@@ -47,6 +47,22 @@ pub enum PushError {
     /// so no user loses a registration over an operator mistake.
     #[error("push module misconfigured: {0}")]
     Misconfigured(String),
+    /// This one request was refused as it stands: neither the token nor the module is at fault,
+    /// so nothing is remembered as dead and no module-wide state changes.
+    #[error("push refused ({reason:?}): {detail}")]
+    Rejected { reason: Rejection, detail: String },
+}
+
+/// Why one request was refused (see [`PushError::Rejected`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The platform may not call this target at all (outside the operator's fence): nothing
+    /// was sent.
+    NotAllowed,
+    /// The payload is larger than the provider takes.
+    TooLarge,
+    /// The provider found this request wrong (its authorization or the subscription).
+    Invalid,
 }
 
 fn retry_after_suffix(retry_after: &Option<Duration>) -> String {

@@ -16,7 +16,7 @@ mod snapshot;
 
 pub use async_trait::async_trait;
 
-pub use error::{DeadTokenReason, Delivered, PushError};
+pub use error::{DeadTokenReason, Delivered, PushError, Rejection};
 pub use notification::{
     token_prefix, EncryptedPayload, Priority, PushKind, PushNotification, PushSummary,
 };

@@ -16,9 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fpush_http::LoudLog;
-use fpush_traits::{
-    async_trait, DeadTokenReason, Delivered, PushError, PushNotification, PushTrait,
-};
+use fpush_traits::{async_trait, Delivered, PushError, PushNotification, PushTrait, Rejection};
 
 pub use fence::{Fence, FenceError, DEFAULT_ORIGINS};
 use origins::{ClientSettings, OriginError, Origins};
@@ -104,11 +102,15 @@ impl WebPush {
         self.origins.len()
     }
 
-    /// A refusal before any request: the endpoint can never be a subscription we may serve.
+    /// A refusal before any request: the endpoint is outside the fence. Not a dead target (the
+    /// operator may open the fence), so it is never remembered as one.
     fn refuse(&self, push: &PushNotification, why: &dyn std::fmt::Display) -> PushError {
         let text = format_args!("a push to {}… was refused: {why}", push.token_prefix());
         self.alarms.log(log::Level::Warn, "refused endpoint", &text);
-        PushError::TokenInvalid(DeadTokenReason::Implausible)
+        PushError::Rejected {
+            reason: Rejection::NotAllowed,
+            detail: why.to_string(),
+        }
     }
 }
 
@@ -119,8 +121,7 @@ impl PushTrait for WebPush {
             .fence
             .admit(&push.token)
             .map_err(|e| self.refuse(push, &e))?;
-        let request =
-            request::build(&admitted.path, push, self.ttl).map_err(|e| self.refuse(push, &e))?;
+        let request = request::build(&admitted.path, push, self.ttl).map_err(request::rejected)?;
         let client = match self.origins.client(&admitted).await {
             Ok(client) => client,
             Err(OriginError::Fenced(e)) => return Err(self.refuse(push, &e)),

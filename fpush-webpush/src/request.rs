@@ -8,7 +8,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_
 use base64::engine::DecodePaddingMode;
 use base64::{alphabet, Engine};
 use bytes::Bytes;
-use fpush_traits::{EncryptedPayload, Priority, PushKind, PushNotification};
+use fpush_traits::{EncryptedPayload, Priority, PushError, PushKind, PushNotification, Rejection};
 
 /// The parameter names under which the push2 door passes the VAPID token and key.
 pub const PARAM_VAPID_TOKEN: &str = "vapid_t";
@@ -35,6 +35,17 @@ pub enum RequestError {
     KeyEncoding,
     #[error("the request cannot be built: {0}")]
     Http(String),
+}
+
+/// A notification that cannot be posted, as what the XMPP server should hear: too large, or
+/// wrong as it stands; never a dead target.
+pub fn rejected(error: RequestError) -> PushError {
+    let reason = match error {
+        RequestError::PayloadTooLarge(_) => Rejection::TooLarge,
+        _ => Rejection::Invalid,
+    };
+    let detail = error.to_string();
+    PushError::Rejected { reason, detail }
 }
 
 /// Standard or URL-safe base64, padded or not.
@@ -178,5 +189,19 @@ mod tests {
         ));
         let plain = PushNotification::new("https://push.example/ep", "webpush");
         assert_eq!(build("/", &plain, ttl).unwrap_err(), RequestError::NotPush2);
+    }
+
+    #[test]
+    fn an_unpostable_notification_is_rejected_never_dead() {
+        let reason = |error| match rejected(error) {
+            PushError::Rejected { reason, .. } => Some(reason),
+            _ => None,
+        };
+        assert_eq!(
+            reason(RequestError::PayloadTooLarge(5000)),
+            Some(Rejection::TooLarge)
+        );
+        assert_eq!(reason(RequestError::KeyEncoding), Some(Rejection::Invalid));
+        assert_eq!(reason(RequestError::NotPush2), Some(Rejection::Invalid));
     }
 }

@@ -2,14 +2,14 @@
 //! browser services answer in practice).
 
 use fpush_http::{HttpError, HttpResponse};
-use fpush_traits::{DeadTokenReason, Delivered, PushError};
+use fpush_traits::{DeadTokenReason, Delivered, PushError, Rejection};
 
 /// Most bytes of an error body quoted in a reason.
 const QUOTED_BODY: usize = 200;
 
-/// 201/202 delivered; 404/410 the subscription is gone; 429 slow down; 400/401/403/413 this
-/// one request was wrong (bad VAPID token, payload too large): a fault of the target's, so it
-/// is answered as passing and never marks the module broken; 5xx transient.
+/// 201/202 delivered; 404/410 the subscription is gone; 429 slow down; 413 payload too large;
+/// 400/401/403 this one request was wrong (bad VAPID token, subscription): a fault of the
+/// target's, never a dead target nor a broken module; 5xx transient.
 pub fn judge(response: &HttpResponse) -> Result<Delivered, PushError> {
     let status = response.status.as_u16();
     match status {
@@ -24,14 +24,20 @@ pub fn judge(response: &HttpResponse) -> Result<Delivered, PushError> {
         429 => Err(PushError::ProviderThrottled {
             retry_after: fpush_http::retry_after(&response.headers),
         }),
-        413 => Err(PushError::Transient(format!(
-            "413: the push service refused the payload as too large{}",
-            quoted(response)
-        ))),
-        400 | 401 | 403 => Err(PushError::Transient(format!(
-            "{status}: the push service refused this request (VAPID token or subscription){}",
-            quoted(response)
-        ))),
+        413 => Err(PushError::Rejected {
+            reason: Rejection::TooLarge,
+            detail: format!(
+                "413: the push service refused the payload as too large{}",
+                quoted(response)
+            ),
+        }),
+        400 | 401 | 403 => Err(PushError::Rejected {
+            reason: Rejection::Invalid,
+            detail: format!(
+                "{status}: the push service refused this request (VAPID token or subscription){}",
+                quoted(response)
+            ),
+        }),
         _ => Err(PushError::Transient(format!(
             "the push service answered {status}{}",
             quoted(response)
@@ -100,11 +106,23 @@ mod tests {
                 retry_after: Some(Duration::from_secs(30))
             })
         );
-        for passing in [400, 401, 403, 413, 500, 502, 503] {
+        for passing in [500, 502, 503] {
             assert!(
                 matches!(judge(&answer(passing, &[])), Err(PushError::Transient(_))),
                 "{passing}"
             );
+        }
+    }
+
+    #[test]
+    fn a_413_is_too_large_and_400_401_403_are_this_request_s_fault() {
+        let reason = |status| match judge(&answer(status, &[])) {
+            Err(PushError::Rejected { reason, .. }) => Some(reason),
+            _ => None,
+        };
+        assert_eq!(reason(413), Some(Rejection::TooLarge));
+        for status in [400, 401, 403] {
+            assert_eq!(reason(status), Some(Rejection::Invalid), "{status}");
         }
     }
 

@@ -17,6 +17,9 @@ mod text {
     pub const TOO_LARGE: &str = "The push is too large.";
     pub const BAD: &str = "The push notification is not valid.";
     pub const FORBIDDEN: &str = "Only XMPP servers may push to this service.";
+    pub const NOT_ALLOWED: &str = "This relay does not push to that address.";
+    pub const REJECTED: &str =
+        "The push service refused this push (its authorization or subscription).";
 }
 
 impl Dispatcher {
@@ -89,6 +92,10 @@ fn message_error_for(outcome: Outcome) -> Option<(ErrorType, Condition, &'static
         Outcome::too_large => (Modify, NotAcceptable, text::TOO_LARGE),
         Outcome::bad_request => (Modify, BadRequest, text::BAD),
         Outcome::forbidden => (Auth, Forbidden, text::FORBIDDEN),
+        Outcome::not_allowed => (Cancel, NotAllowed, text::NOT_ALLOWED),
+        // The issue names no condition for a request the service found wrong: the one for a
+        // bad notification fits (the server sent something this target does not take).
+        Outcome::rejected => (Modify, BadRequest, text::REJECTED),
     })
 }
 
@@ -120,5 +127,7 @@ mod tests {
         );
         assert_eq!(condition(Outcome::too_large), Some((Modify, NotAcceptable)));
         assert_eq!(condition(Outcome::bad_request), Some((Modify, BadRequest)));
+        assert_eq!(condition(Outcome::not_allowed), Some((Cancel, NotAllowed)));
+        assert_eq!(condition(Outcome::rejected), Some((Modify, BadRequest)));
     }
 }

@@ -87,7 +87,7 @@ impl PushPath {
         slot: OwnedSemaphorePermit,
         tasks: &TaskTracker,
     ) {
-        match target.module.admit(target.key()) {
+        match target.admit() {
             Admitting::Now(admission) => self.proceed(iq, target, slot, admission, tasks),
             Admitting::Shared(pending) => {
                 let pushes = self.clone();

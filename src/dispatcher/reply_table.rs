@@ -22,6 +22,7 @@ mod text {
     pub const DOMAIN_LIMITED: &str = "Too many requests from this domain; try again later.";
     pub const UNKNOWN_REGISTRATION: &str = "No such push registration.";
     pub const STORE_FAILED: &str = "The registration store is unavailable; try again later.";
+    pub const REFUSED: &str = "The push service refused this push.";
 }
 
 /// The reply for a push that ended with `outcome`. `text` replaces the outcome's usual text
@@ -64,6 +65,9 @@ pub(super) fn reply_for<'a>(
         Outcome::unknown_registration => error(Cancel, ItemNotFound, text::UNKNOWN_REGISTRATION),
         // Never `cancel`: that would make the server drop a registration that may be alive.
         Outcome::store_failed => error(Wait, InternalServerError, text::STORE_FAILED),
+        // Only push2 targets end this way, and they are answered by message; an IQ would still
+        // get `wait`, for the same reason as above.
+        Outcome::not_allowed | Outcome::rejected => error(Wait, InternalServerError, text::REFUSED),
     })
 }
 

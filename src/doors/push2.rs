@@ -8,18 +8,11 @@
 
 use fpush_traits::{EncryptedPayload, PushKind, PushNotification};
 
-use super::{Refusal, Target, TargetKey};
+use super::{Limiter, Refusal, Target, TargetKey};
 use crate::config::WEB_PUSH_MODULE;
-use crate::modules::ModuleSet;
+use crate::modules::{ModuleSet, PARAM_VAPID_KEY, PARAM_VAPID_TOKEN, WEB_PUSH_MAX_PAYLOAD};
 use crate::outcome::Outcome;
 use crate::request::Push2Request;
-
-/// Largest decoded payload relayed: push services must accept 4096 bytes (RFC 8030, 7.2).
-pub const MAX_PAYLOAD_BYTES: usize = 4096;
-
-/// The parameter names the Web Push module reads the VAPID token and key from.
-const PARAM_VAPID_TOKEN: &str = "vapid_t";
-const PARAM_VAPID_KEY: &str = "vapid_k";
 
 /// The APNS hosts of the APNS form and the environment each names.
 const APNS_HOSTS: [(&str, &str); 2] = [
@@ -96,8 +89,16 @@ fn apns_push(
             .collect(),
         ..PushNotification::default()
     };
+    // Push2's ratelimit, not the app's: off unless `push2.ratelimit` is enabled.
+    let relay = modules
+        .lookup(Some(WEB_PUSH_MODULE))
+        .ok()
+        .filter(|relay| relay.ratelimit_enabled())
+        .cloned();
     let key = TargetKey::Composite(push.client);
-    Ok(Target::new(module.clone(), notification, key).answered_by_message())
+    Ok(Target::new(module.clone(), notification, key)
+        .answered_by_message()
+        .limited_by(Limiter::Relay(relay)))
 }
 
 fn web_push(modules: &ModuleSet, push: Push2Request) -> Result<Target, Refusal> {
@@ -110,7 +111,7 @@ fn web_push(modules: &ModuleSet, push: Push2Request) -> Result<Target, Refusal> 
     let payload = push.payload.unwrap_or_default();
     match decoded_len(&payload) {
         None => return Err(bad_client("The encrypted payload is not base64.")),
-        Some(len) if len > MAX_PAYLOAD_BYTES => {
+        Some(len) if len > WEB_PUSH_MAX_PAYLOAD => {
             return Err(Refusal {
                 outcome: Outcome::too_large,
                 text: "The encrypted payload exceeds 4096 bytes.".into(),

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fpush_traits::{DeadTokenReason, Delivered, PushError};
+use fpush_traits::{DeadTokenReason, Delivered, PushError, Rejection};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -42,10 +42,15 @@ pub enum AnswerLabel {
     timeout,
     transient,
     misconfigured,
+    /// A target outside the platform's fence: nothing was sent.
+    not_allowed,
+    too_large,
+    /// The provider refused this one request as wrong.
+    rejected,
 }
 
 impl AnswerLabel {
-    pub const ALL: [AnswerLabel; 9] = [
+    pub const ALL: [AnswerLabel; 12] = [
         AnswerLabel::accepted,
         AnswerLabel::unregistered,
         AnswerLabel::bad_token,
@@ -55,6 +60,9 @@ impl AnswerLabel {
         AnswerLabel::timeout,
         AnswerLabel::transient,
         AnswerLabel::misconfigured,
+        AnswerLabel::not_allowed,
+        AnswerLabel::too_large,
+        AnswerLabel::rejected,
     ];
 
     /// The label of one provider call's result.
@@ -73,6 +81,11 @@ impl AnswerLabel {
             Err(PushError::Timeout) => AnswerLabel::timeout,
             Err(PushError::Transient(_)) => AnswerLabel::transient,
             Err(PushError::Misconfigured(_)) => AnswerLabel::misconfigured,
+            Err(PushError::Rejected { reason, .. }) => match reason {
+                Rejection::NotAllowed => AnswerLabel::not_allowed,
+                Rejection::TooLarge => AnswerLabel::too_large,
+                Rejection::Invalid => AnswerLabel::rejected,
+            },
         }
     }
 }
@@ -293,6 +306,11 @@ impl Unattributed {
 mod tests {
     use super::*;
 
+    fn rejected(reason: Rejection) -> PushError {
+        let detail = String::new();
+        PushError::Rejected { reason, detail }
+    }
+
     #[test]
     fn every_push_error_has_its_own_answer_label() {
         let results = [
@@ -305,6 +323,9 @@ mod tests {
             Err(PushError::Timeout),
             Err(PushError::Transient("reset".into())),
             Err(PushError::Misconfigured("topic".into())),
+            Err(rejected(Rejection::NotAllowed)),
+            Err(rejected(Rejection::TooLarge)),
+            Err(rejected(Rejection::Invalid)),
         ];
         let labels: Vec<_> = results.iter().map(AnswerLabel::of).collect();
         assert_eq!(labels, AnswerLabel::ALL);

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use fpush_traits::PushTrait;
 
 use super::{module_alarms, Module, ModuleSet, Registering};
-use crate::config::{ModuleSettings, RatelimitBackend, RedisSettings, Settings};
+use crate::config::{
+    ModuleSettings, Push2Settings, RatelimitBackend, RedisSettings, Settings, WEB_PUSH_MODULE,
+};
 use crate::metrics::Metrics;
 use crate::ratelimit::{
     DeadTokens, RatelimitConfig, Ratelimiter, RedisOptions, RedisServers, RedisStore, RedisUrlError,
@@ -60,13 +62,14 @@ pub fn build(
         }
     }
     if let Some(push2) = &settings.push2 {
-        match super::registry::web_push(push2) {
-            Ok(push) => built.push((web_push_module(push, push2, settings, metrics), false)),
+        match web_push_module(push2, settings, metrics, previous) {
+            Ok(module) => built.push((module, false)),
             Err(message) => errors.push(message),
         }
     }
     if errors.is_empty() {
         let mut set = ModuleSet::from_modules(built);
+        set.push2 = settings.push2.clone();
         if let Some(previous) = previous {
             set.remember_retired(previous, settings.modules.retired_grace);
         }
@@ -181,22 +184,46 @@ fn assemble(
 }
 
 /// The push2 relay's Web Push module: its ratelimit (off unless enabled) keys on the `client`.
+/// A reload keeps its state (dead endpoints, ratelimit) and, when the `push2` section is
+/// unchanged, its client too, with the connections it holds.
 fn web_push_module(
-    push: Arc<dyn PushTrait>,
-    push2: &crate::config::Push2Settings,
+    push2: &Push2Settings,
     settings: &Settings,
     metrics: &Metrics,
-) -> Module {
-    let id = crate::config::WEB_PUSH_MODULE;
+    previous: Option<&ModuleSet>,
+) -> Result<Module, String> {
+    let id = WEB_PUSH_MODULE;
+    let type_name = super::registry::WEB_PUSH_TYPE;
+    let before = previous
+        .and_then(|p| p.by_id.get(id))
+        .filter(|b| b.type_name == type_name);
+    let unchanged = previous.is_some_and(|p| p.push2.as_ref() == Some(push2));
+    let push = match before.filter(|_| unchanged) {
+        Some(before) => before.push.clone(),
+        None => super::registry::web_push(push2)?,
+    };
     let ratelimit = RatelimitConfig {
         enabled: push2.ratelimit.enabled,
         window: push2.ratelimit.ratelimit_time,
         cleanup_interval: push2.ratelimit.ratelimit_cleanup_interval,
     };
-    let type_name = super::registry::WEB_PUSH_TYPE;
     let remember = settings.dead_tokens.remember;
-    Module::new(id, type_name, push, ratelimit, remember, metrics.module(id))
-        .with_max_dead_tokens(settings.dead_tokens.max_entries)
+    let fresh = Module::new(id, type_name, push, ratelimit, remember, metrics.module(id))
+        .with_max_dead_tokens(settings.dead_tokens.max_entries);
+    let Some(before) = before else {
+        return Ok(fresh);
+    };
+    Ok(Module {
+        ratelimit: match before.ratelimit_config == ratelimit {
+            true => before.ratelimit.clone(),
+            false => Arc::new(before.ratelimit.reconfigured(ratelimit)),
+        },
+        dead_tokens: before.dead_tokens.clone(),
+        wipe_guard: before.wipe_guard.clone(),
+        alarms: before.alarms.clone(),
+        retired: before.retired.clone(),
+        ..fresh
+    })
 }
 
 /// What the module needs to serve its `registration` block, if it has one (validation made

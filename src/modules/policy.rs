@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fpush_traits::{token_prefix, DeadTokenReason, Delivered, PushError};
+use fpush_traits::{token_prefix, DeadTokenReason, Delivered, PushError, Rejection};
 
 use super::Module;
 
@@ -56,6 +56,19 @@ impl Module {
                 key: key.to_owned(),
             }),
         }
+    }
+
+    /// Like [`Module::admit`], but the ratelimit is `limiter`'s (none when `None`): a push2 push
+    /// through this module, held only by push2's own ratelimit. Decided at once (`limiter` is
+    /// the relay's module, always on the memory backend).
+    pub fn admit_relayed(&self, key: &str, limiter: Option<&Module>) -> Admitting {
+        let admission = if self.dead_tokens.is_dead(key) {
+            Admission::KnownDead
+        } else {
+            Admission::Decided(limiter.map_or(Decision::Send, |relay| relay.ratelimit.check(key)))
+        };
+        self.note_admission(key, admission);
+        Admitting::Now(admission)
     }
 
     fn note_admission(&self, key: &str, admission: Admission) {
@@ -118,11 +131,25 @@ impl Module {
                 match error {
                     PushError::Timeout => Outcome::timeout,
                     PushError::Misconfigured(_) => Outcome::misconfigured,
+                    PushError::Rejected { reason, .. } => self.settle_rejected(key, *reason),
                     PushError::Transient(_)
                     | PushError::TokenInvalid(_)
                     | PushError::ProviderThrottled { .. } => Outcome::transient,
                 }
             }
+        }
+    }
+
+    /// One request refused as it stands: the target is neither dead nor the module broken, so
+    /// nothing is remembered; a fenced target is not ratelimited either (it never cost a call).
+    fn settle_rejected(&self, key: &str, reason: Rejection) -> Outcome {
+        match reason {
+            Rejection::NotAllowed => {
+                self.ratelimit.forget(key);
+                Outcome::not_allowed
+            }
+            Rejection::TooLarge => Outcome::too_large,
+            Rejection::Invalid => Outcome::rejected,
         }
     }
 

@@ -9,6 +9,12 @@ use fpush_traits::PushTrait;
 
 use crate::config::{Platforms, Push2Settings};
 
+/// What the push2 door hands the Web Push module: the names of the parameters that carry the
+/// VAPID token and key, and the largest payload it posts.
+pub use fpush_webpush::request::{
+    MAX_PAYLOAD as WEB_PUSH_MAX_PAYLOAD, PARAM_VAPID_KEY, PARAM_VAPID_TOKEN,
+};
+
 /// The type name of the push2 relay's built-in Web Push module.
 pub const WEB_PUSH_TYPE: &str = "webpush";
 
