@@ -6,6 +6,7 @@
 //! (admission, sending, settling, the reply table).
 
 pub mod p2;
+pub mod tigase;
 pub mod token_in_node;
 
 use std::borrow::Cow;
@@ -41,6 +42,8 @@ pub struct Target {
     key: TargetKey,
     /// The stored registration the push was resolved from, if a registering door found it.
     registered: Option<Box<p2::Registered>>,
+    /// Set by a door for pushes that must not wait (see [`Target::urgent`]).
+    urgent: bool,
 }
 
 /// What identifies a target for the ratelimit and the dead-token memory.
@@ -59,6 +62,7 @@ impl Target {
             notification,
             key,
             registered: None,
+            urgent: false,
         }
     }
 
@@ -107,6 +111,19 @@ impl Target {
         self.notification.options = Vec::new();
         self.notification.options.shrink_to_fit();
         self
+    }
+
+    /// The same target, never held by the ratelimit queue (a call held 20 s is a missed call).
+    pub fn urgent(self) -> Self {
+        Self {
+            urgent: true,
+            ..self
+        }
+    }
+
+    /// Whether the push skips the ratelimit (the dead-token memory still applies).
+    pub fn is_urgent(&self) -> bool {
+        self.urgent
     }
 
     /// The key the module's policy decides and remembers by.

@@ -15,8 +15,7 @@ use super::values;
 use super::{
     AccessSettings, ComponentSettings, ConfigError, ConfigErrors, ConfigWarning, DeadTokenSettings,
     LimitSettings, Loaded, MetricsSettings, ModuleSetSettings, ModuleSettings, Platforms,
-    RatelimitSettings, RedisSettings, RegistrationProtocol, Settings, StoreSettings,
-    TimeoutSettings,
+    RatelimitSettings, RedisSettings, RegistrationBlock, Settings, StoreSettings, TimeoutSettings,
 };
 
 /// Keys that older fpush configs carry and this version has no use for: accepted anywhere,
@@ -70,7 +69,7 @@ struct ModuleEntry {
     is_default_module: bool,
     #[serde(default)]
     ratelimit: RatelimitSettings,
-    registration: Option<RegistrationProtocol>,
+    registration: Option<RegistrationBlock>,
 }
 
 /// Parse and validate settings from the text of a settings file.
@@ -225,7 +224,8 @@ impl Reader<'_> {
             config,
             is_default_module: entry.is_default_module,
             ratelimit: entry.ratelimit,
-            registration: entry.registration,
+            registration: entry.registration.as_ref().map(|block| block.protocol),
+            registration_provider: entry.registration.and_then(|block| block.provider),
             position,
         })
     }

@@ -1,9 +1,11 @@
 //! `pushModules.<id>.registration`: the registering client protocol a module serves, e.g.
-//! `{"protocol": "p2"}` (Conversations-family apps register with fpush before they push).
+//! `{"protocol": "p2"}` (Conversations-family apps register with fpush before they push) or
+//! `{"protocol": "tigase", "provider": "snikket:apns:1"}` (Siskin-family apps).
 //!
-//! A module serves the registration service of its platform (`fcm` for `google`, `apns` for
-//! `apple`); two modules serving one protocol for one service would make a registration's
-//! module ambiguous, so that is an error naming both.
+//! A p2 module serves the registration service of its platform (`fcm` for `google`, `apns` for
+//! `apple`); a tigase module serves its provider id (APNS modules only). Two modules serving one
+//! protocol for one service, or claiming one provider id, would make a registration's module
+//! ambiguous, so that is an error naming both.
 
 use serde::Deserialize;
 
@@ -12,11 +14,14 @@ use super::{ConfigError, ModuleSettings};
 
 /// Which registering protocol a module serves (`registration.protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(tag = "protocol", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum RegistrationProtocol {
     /// p2 as Conversations and its forks speak it: `register-push-fcm`/`-apns` commands, then
     /// pushes naming a node and a secret.
     P2,
+    /// The Tigase push component's protocol (Siskin IM, Snikket iOS): `register-device` with a
+    /// provider id, then pushes naming a node, possibly encrypted.
+    Tigase,
 }
 
 impl RegistrationProtocol {
@@ -24,9 +29,22 @@ impl RegistrationProtocol {
     pub fn name(self) -> &'static str {
         match self {
             RegistrationProtocol::P2 => "p2",
+            RegistrationProtocol::Tigase => "tigase",
         }
     }
 }
+
+/// The `registration` block as written: the protocol and, for tigase, the provider id.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationBlock {
+    pub protocol: RegistrationProtocol,
+    /// The provider id clients name in `register-device` (tigase only).
+    pub provider: Option<String>,
+}
+
+/// Longest provider id accepted (real ones are like `tigase:messenger:apns:1`).
+const MAX_PROVIDER_BYTES: usize = 256;
 
 impl Check<'_> {
     /// Every module with a `registration` block has a platform with a registration service,
@@ -48,6 +66,9 @@ impl Check<'_> {
                 continue;
             };
             let path = format!("pushModules.{}.registration", module.id);
+            if !self.provider_fits(module, protocol, &path) {
+                continue;
+            }
             let Some(service) = module.platform.capabilities.registration_service else {
                 let message = format!(
                     "a module of type {} cannot serve registrations (only types with a \
@@ -57,6 +78,8 @@ impl Check<'_> {
                 self.registration_error(&path, message);
                 continue;
             };
+            // A tigase module serves its provider id, not its platform's service.
+            let service = module.registration_provider.as_deref().unwrap_or(service);
             let taken = served
                 .iter()
                 .find(|(p, s, _)| *p == protocol && *s == service);
@@ -72,6 +95,43 @@ impl Check<'_> {
             }
             served.push((protocol, service, &module.id));
         }
+    }
+
+    /// A tigase module names a provider id and is an APNS module; a p2 module names none.
+    fn provider_fits(
+        &mut self,
+        module: &ModuleSettings,
+        protocol: RegistrationProtocol,
+        path: &str,
+    ) -> bool {
+        let provider = module.registration_provider.as_deref();
+        let problem = match (protocol, provider) {
+            (RegistrationProtocol::P2, Some(_)) => {
+                "`provider` belongs to tigase registrations; p2 modules serve their platform's \
+                 service"
+            }
+            (RegistrationProtocol::Tigase, None) => {
+                "missing: `provider`, the provider id Siskin-family apps register with (e.g. \
+                 \"snikket:apns:1\")"
+            }
+            (RegistrationProtocol::Tigase, Some(id))
+                if id.is_empty()
+                    || id.len() > MAX_PROVIDER_BYTES
+                    || !id.contains(':')
+                    || id.contains(|c: char| c.is_whitespace() || c.is_control()) =>
+            {
+                "`provider` must be a colon-separated id without whitespace (e.g. \
+                 \"snikket:apns:1\"), at most 256 bytes"
+            }
+            (RegistrationProtocol::Tigase, Some(_))
+                if module.platform.capabilities.registration_service != Some("apns") =>
+            {
+                "tigase registrations are served by modules of type apple only"
+            }
+            _ => return true,
+        };
+        self.registration_error(path, problem.to_owned());
+        false
     }
 
     fn registration_error(&mut self, path: &str, message: String) {
@@ -110,6 +170,7 @@ mod tests {
         let loaded = parse(&settings(&modules), &platforms()).unwrap();
         let module = &loaded.settings.push_modules[0];
         assert_eq!(module.registration, Some(super::RegistrationProtocol::P2));
+        assert_eq!(module.registration_provider, None);
     }
 
     #[cfg(feature = "enable_fcm_support")]
@@ -148,6 +209,81 @@ mod tests {
             found[0].starts_with("store: missing: module `android` serves registrations"),
             "{found:?}"
         );
+    }
+
+    const APNS: &str = r#""type": "apple", "apns": {"keyFilePath": "/nonexistent/k.p8",
+        "keyId": "K", "teamId": "T", "topic": "org.example.app"}"#;
+
+    fn tigase(id: &str, provider: &str) -> String {
+        format!(
+            r#""{id}": {{{APNS}, "registration": {{"protocol": "tigase", "provider": "{provider}"}}}}"#
+        )
+    }
+
+    #[cfg(feature = "enable_apns_support")]
+    #[test]
+    fn a_tigase_block_is_read_with_its_provider() {
+        let text = settings(&tigase("ios", "snikket:apns:1"));
+        let loaded = parse(&text, &platforms()).unwrap();
+        let module = &loaded.settings.push_modules[0];
+        assert_eq!(
+            module.registration,
+            Some(super::RegistrationProtocol::Tigase)
+        );
+        assert_eq!(
+            module.registration_provider.as_deref(),
+            Some("snikket:apns:1")
+        );
+    }
+
+    #[cfg(feature = "enable_apns_support")]
+    #[test]
+    fn two_modules_claiming_one_provider_id_are_named_together() {
+        let modules = format!(
+            "{}, {}, {}",
+            tigase("first", "snikket:apns:1"),
+            tigase("second", "snikket:apns:1"),
+            tigase("third", "tigase:messenger:apns:1")
+        );
+        let found = errors(&modules, &platforms());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with(
+                "pushModules.second.registration: modules `first` and `second` both serve \
+                 tigase registrations for snikket:apns:1"
+            ),
+            "{found:?}"
+        );
+    }
+
+    #[cfg(feature = "enable_apns_support")]
+    #[test]
+    fn a_tigase_module_needs_a_colon_separated_provider() {
+        let missing = format!(r#""ios": {{{APNS}, "registration": {{"protocol": "tigase"}}}}"#);
+        let found = errors(&missing, &platforms());
+        assert!(found[0].contains("missing: `provider`"), "{found:?}");
+        for bad in ["", "apns", "a b:c"] {
+            let found = errors(&tigase("ios", bad), &platforms());
+            assert!(found[0].contains("colon-separated"), "{bad:?}: {found:?}");
+        }
+    }
+
+    #[cfg(all(feature = "enable_apns_support", feature = "enable_fcm_support"))]
+    #[test]
+    fn provider_ids_belong_to_tigase_modules_of_type_apple() {
+        let p2 = format!(
+            r#""ios": {{{APNS}, "registration": {{"protocol": "p2", "provider": "x:y"}}}}"#
+        );
+        let found = errors(&p2, &platforms());
+        assert!(
+            found[0].contains("`provider` belongs to tigase"),
+            "{found:?}"
+        );
+        let android = format!(
+            r#""android": {{{FCM}, "registration": {{"protocol": "tigase", "provider": "x:y"}}}}"#
+        );
+        let found = errors(&android, &platforms());
+        assert!(found[0].contains("type apple only"), "{found:?}");
     }
 
     #[test]

@@ -87,6 +87,10 @@ impl PushPath {
         slot: OwnedSemaphorePermit,
         tasks: &TaskTracker,
     ) {
+        if target.is_urgent() {
+            let admission = target.module.admit_urgent(target.key());
+            return self.proceed(iq, target, slot, admission, tasks);
+        }
         match target.module.admit(target.key()) {
             Admitting::Now(admission) => self.proceed(iq, target, slot, admission, tasks),
             Admitting::Shared(pending) => {
@@ -217,9 +221,10 @@ impl PushPath {
 
     /// A push ended: a stored registration learns how, then the server is answered.
     async fn settled(&self, iq: &IqHeader, target: &Target, outcome: Outcome) {
-        if let Some(registration) = target.registration() {
-            registration.settle(outcome).await;
-        }
+        let outcome = match target.registration() {
+            Some(registration) => registration.settle(outcome).await,
+            None => outcome,
+        };
         self.finish(iq, &target.module, outcome);
     }
 

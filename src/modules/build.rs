@@ -171,6 +171,7 @@ fn assemble(
         metrics: metrics.module(&module.id),
         retired: before.map_or_else(Default::default, |b| b.retired.clone()),
         registration: registering(module),
+        provider: module.registration_provider.as_deref().map(Arc::from),
     }
 }
 

@@ -58,6 +58,16 @@ impl Module {
         }
     }
 
+    /// The admission of a push that must not wait (a call, a `high` push): the dead-token
+    /// memory is asked, the ratelimit neither asked nor charged.
+    pub fn admit_urgent(&self, key: &str) -> Admission {
+        if self.dead_tokens.is_dead(key) {
+            self.note_admission(key, Admission::KnownDead);
+            return Admission::KnownDead;
+        }
+        Admission::Decided(Decision::Send)
+    }
+
     fn note_admission(&self, key: &str, admission: Admission) {
         match admission {
             Admission::Decided(Decision::SendAt(_)) => {
