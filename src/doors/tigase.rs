@@ -70,7 +70,7 @@ impl TigaseDoor {
         let domain = domain_of(from);
         let registration = match self.store.find(domain, &push.token).await {
             Ok(Some(found)) if is_provider_id(&found.key.service) => found,
-            Ok(_) if push.tigase.is_some() => {
+            Ok(_) if push.tigase.is_some() || looks_like_node(&push.token) => {
                 return Resolved::Refused(Outcome::unknown_registration.into())
             }
             Ok(_) => return Resolved::NotRegistered(push),
@@ -87,7 +87,13 @@ impl TigaseDoor {
             });
         };
         let built = payload::notification(module, &registration, push);
-        let key = format!("{}\0{}", built.notification.token, registration.account);
+        // Ratelimit and dead tokens per registration, and per token a push goes to.
+        let notification = &built.notification;
+        let to = notification
+            .voip_token
+            .as_ref()
+            .unwrap_or(&notification.token);
+        let key = format!("{to}\0{}", registration.account);
         let registered = Registered::new(self.store.clone(), domain, registration.node, built.voip);
         let mut target = Target::new(
             module.clone(),
@@ -101,6 +107,14 @@ impl TigaseDoor {
         }
         Resolved::Target(target)
     }
+}
+
+/// Whether a push's node has the shape of a registration node rather than a device token:
+/// nodes are 12 characters, device tokens (APNS 64 hex digits, FCM over 100 characters) never
+/// this short. Such a push whose registration is gone is answered `item-not-found` (the server
+/// disables it), never handed to a default module as if the node were a token.
+fn looks_like_node(node: &str) -> bool {
+    node.len() < 32
 }
 
 /// Whether a stored registration is this door's: provider ids are colon-separated (settings
