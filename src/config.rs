@@ -3,16 +3,16 @@
 //!
 //! Every problem is reported with its key path and its line and column in the file, e.g.
 //! `pushModules.monalProdiOS.ratelimit.ratelimitTime: invalid duration "twenty seconds": write a
-//! number and a unit, e.g. "20s", "5m" or "1h 30m" (line 23, column 30)`, and every problem that can be found is reported at once, so an operator fixes a
-//! file in one round. Unknown keys are warnings, not errors: a typo must not pass silently, but a
-//! key from an older or newer fpush must not stop a restart either.
+//! number and a unit, e.g. "20s", "5m" or "1h 30m" (line 23, column 30)`, and every problem
+//! that can be found is reported at once, so an operator fixes a file in one round. Unknown keys
+//! are warnings, not errors: a typo must not pass silently, but a key from an older or newer
+//! fpush must not stop a restart either.
 //!
 //! The core knows only the core keys. Each module's platform block is read by the platform's
 //! registry entry ([`Platform::parse`]); the caller says which platforms exist ([`Platforms`]).
 
 mod document;
 mod files;
-mod read;
 mod reader;
 mod registration;
 mod store;
@@ -36,8 +36,10 @@ pub use self::registration::{RegistrationBlock, RegistrationProtocol};
 pub use self::store::{StoreBackend, StoreSettings};
 pub use crate::access::AccessSettings;
 
-/// Everything fpush is configured with.
-#[derive(Debug, Clone)]
+/// Everything fpush is configured with. A missing section reads as its defaults; the
+/// required `component` too, so that the file's other problems are still found.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct Settings {
     pub component: ComponentSettings,
     pub timeout: TimeoutSettings,
@@ -45,15 +47,33 @@ pub struct Settings {
     /// Key `deadTokens`.
     pub dead_tokens: DeadTokenSettings,
     /// Key `access`: who may push, and each sending domain's fair share.
+    #[serde(with = "AccessSection")]
     pub access: AccessSettings,
     /// Key `modules`: the module set across reloads.
     pub modules: ModuleSetSettings,
-    /// Key `pushModules`, in file order.
+    /// Key `pushModules`, in file order; read module by module (see [`Platforms`]).
+    #[serde(skip)]
     pub push_modules: Vec<ModuleSettings>,
     pub redis: Option<RedisSettings>,
     pub metrics: Option<MetricsSettings>,
     /// Key `store`: the registration store.
     pub store: Option<StoreSettings>,
+}
+
+/// `access`, read straight into the core's [`AccessSettings`] (its defaults included).
+#[derive(Deserialize)]
+#[serde(
+    remote = "AccessSettings",
+    rename_all = "camelCase",
+    default = "AccessSettings::default"
+)]
+#[serde(expecting = "an object with allowedDomains, perDomainRate and perDomainBurst")]
+struct AccessSection {
+    allowed_domains: Vec<String>,
+    #[serde(deserialize_with = "values::amount")]
+    per_domain_rate: f64,
+    #[serde(deserialize_with = "values::amount")]
+    per_domain_burst: f64,
 }
 
 impl Settings {
@@ -71,7 +91,7 @@ impl Settings {
 }
 
 /// `component`: who we are to the XMPP server and where to reach it.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[serde(
     expecting = "an object with componentHostname, componentKey, serverHostname and serverPort"
@@ -101,7 +121,7 @@ impl fmt::Debug for ComponentSettings {
 
 /// `timeout`: the component link's timings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase")]
 #[serde(expecting = "an object of timeouts")]
 pub struct TimeoutSettings {
     /// Wait after a failed connect or handshake; the base of the reconnect backoff.
@@ -109,100 +129,62 @@ pub struct TimeoutSettings {
     #[serde(
         rename = "xmppconnectionError",
         alias = "xmppConnectionError",
+        default = "secs::<20>",
         deserialize_with = "duration"
     )]
     pub xmpp_connection_error: Duration,
     /// How often the link is proven alive with a ping to the server.
-    #[serde(deserialize_with = "duration")]
+    #[serde(default = "secs::<60>", deserialize_with = "duration")]
     pub keepalive_interval: Duration,
     /// How long without any reply to a ping means the link is dead.
-    #[serde(deserialize_with = "duration")]
+    #[serde(default = "secs::<20>", deserialize_with = "duration")]
     pub keepalive_timeout: Duration,
-}
-
-impl Default for TimeoutSettings {
-    fn default() -> Self {
-        TimeoutSettings {
-            xmpp_connection_error: Duration::from_secs(20),
-            keepalive_interval: Duration::from_secs(60),
-            keepalive_timeout: Duration::from_secs(20),
-        }
-    }
 }
 
 /// `limits`: the bounds that keep memory and work finite.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase")]
 #[serde(expecting = "an object of limits")]
 pub struct LimitSettings {
     /// Provider calls in flight; a push beyond it is answered `wait` at once.
-    #[serde(deserialize_with = "values::count")]
+    #[serde(default = "number::<10_000>", deserialize_with = "values::count")]
     pub max_concurrent_pushes: usize,
     /// Largest stanza accepted, in bytes (`262144`, `"256KiB"`).
-    #[serde(deserialize_with = "values::byte_size")]
+    #[serde(default = "number::<262_144>", deserialize_with = "values::byte_size")]
     pub max_stanza_size: usize,
     /// Deepest element nesting accepted inside the stream.
-    #[serde(deserialize_with = "values::count")]
+    #[serde(default = "number::<32>", deserialize_with = "values::count")]
     pub max_depth: usize,
     /// How long a shutdown waits for pushes in flight.
-    #[serde(deserialize_with = "duration")]
+    #[serde(default = "secs::<10>", deserialize_with = "duration")]
     pub shutdown_grace: Duration,
     /// Ratelimit-queued pushes held at once; a push beyond it is answered `wait`.
-    #[serde(deserialize_with = "values::count")]
+    #[serde(default = "number::<100_000>", deserialize_with = "values::count")]
     pub max_queued_pushes: usize,
-}
-
-impl Default for LimitSettings {
-    fn default() -> Self {
-        LimitSettings {
-            max_concurrent_pushes: 10_000,
-            max_stanza_size: 256 * 1024,
-            max_depth: 32,
-            shutdown_grace: Duration::from_secs(10),
-            max_queued_pushes: 100_000,
-        }
-    }
 }
 
 /// `deadTokens`: remembering tokens a provider declared dead.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase")]
 #[serde(expecting = "an object with `remember` and `maxEntries`")]
 pub struct DeadTokenSettings {
     /// How long a dead token is answered without asking the provider again; zero disables.
-    #[serde(deserialize_with = "duration")]
+    #[serde(default = "secs::<86_400>", deserialize_with = "duration")]
     pub remember: Duration,
     /// Dead tokens remembered per module; the oldest is forgotten first.
-    #[serde(deserialize_with = "values::count")]
+    #[serde(default = "number::<1_000_000>", deserialize_with = "values::count")]
     pub max_entries: usize,
-}
-
-impl Default for DeadTokenSettings {
-    fn default() -> Self {
-        DeadTokenSettings {
-            remember: Duration::from_secs(24 * 60 * 60),
-            max_entries: 1_000_000,
-        }
-    }
 }
 
 /// `modules`: how the module set behaves across reloads.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase")]
 #[serde(expecting = "an object with `retiredGrace`")]
 pub struct ModuleSetSettings {
     /// How long a module removed by a reload answers `wait` before `item-not-found`: servers
     /// delete registrations on the latter, so an operator's slip must be fixable first.
-    #[serde(deserialize_with = "duration")]
+    #[serde(default = "secs::<86_400>", deserialize_with = "duration")]
     pub retired_grace: Duration,
-}
-
-impl Default for ModuleSetSettings {
-    fn default() -> Self {
-        ModuleSetSettings {
-            retired_grace: Duration::from_secs(24 * 60 * 60),
-        }
-    }
 }
 
 /// `redis`: the shared store for modules whose ratelimit uses `backend: "redis"`.
@@ -247,31 +229,55 @@ pub struct MetricsSettings {
 
 /// `pushModules.<id>.ratelimit`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase")]
 #[serde(expecting = "an object of ratelimit settings")]
 pub struct RatelimitSettings {
+    #[serde(default = "yes")]
     pub enabled: bool,
     /// The window after a send within which another push for the token waits.
-    #[serde(deserialize_with = "duration")]
+    #[serde(default = "secs::<20>", deserialize_with = "duration")]
     pub ratelimit_time: Duration,
     /// Entries whose last send is older than this are swept from the cache.
-    #[serde(deserialize_with = "duration")]
+    #[serde(default = "secs::<300>", deserialize_with = "duration")]
     pub ratelimit_cleanup_interval: Duration,
     /// The reply to a push rejected by the ratelimit.
+    #[serde(default)]
     pub reject_with: RejectWith,
+    #[serde(default)]
     pub backend: RatelimitBackend,
 }
 
-impl Default for RatelimitSettings {
-    fn default() -> Self {
-        RatelimitSettings {
-            enabled: true,
-            ratelimit_time: Duration::from_secs(20),
-            ratelimit_cleanup_interval: Duration::from_secs(300),
-            reject_with: RejectWith::Wait,
-            backend: RatelimitBackend::Memory,
+/// The sections' defaults are their serde field defaults: what an empty object reads as.
+macro_rules! default_is_empty_object {
+    ($($section:ty),+) => {$(
+        impl Default for $section {
+            fn default() -> Self {
+                serde_json::from_value(serde_json::json!({}))
+                    .expect("every field of a section has a serde default")
+            }
         }
-    }
+    )+};
+}
+
+default_is_empty_object!(
+    TimeoutSettings,
+    LimitSettings,
+    DeadTokenSettings,
+    ModuleSetSettings,
+    RatelimitSettings
+);
+
+/// Serde field defaults, spelled beside the field.
+const fn secs<const N: u64>() -> Duration {
+    Duration::from_secs(N)
+}
+
+const fn number<const N: usize>() -> usize {
+    N
+}
+
+const fn yes() -> bool {
+    true
 }
 
 /// `ratelimit.rejectWith`: `wait` (an error the server retries later, never one that disables

@@ -204,6 +204,8 @@ pub struct ModuleSet {
     default: Option<Arc<Module>>,
     /// Ids in file order, for summaries.
     order: Vec<String>,
+    /// The registering protocols some module serves (read for every push that could be one).
+    protocols: Vec<RegistrationProtocol>,
     /// Modules removed by a reload, until when their pushes are answered `wait`: a removed or
     /// renamed module answered `item-not-found` at once would make the servers delete every
     /// registration of that app.
@@ -221,6 +223,11 @@ impl ModuleSet {
                 set.default = Some(module.clone());
             }
             set.order.push(module.id.clone());
+            if let Some(registering) = module.registration {
+                if !set.protocols.contains(&registering.protocol) {
+                    set.protocols.push(registering.protocol);
+                }
+            }
             set.by_id.insert(module.id.clone(), module);
         }
         set
@@ -295,9 +302,7 @@ impl ModuleSet {
 
     /// Whether some module serves `protocol` registrations.
     pub fn serves(&self, protocol: RegistrationProtocol) -> bool {
-        self.by_id
-            .values()
-            .any(|module| module.registration.is_some_and(|r| r.protocol == protocol))
+        self.protocols.contains(&protocol)
     }
 
     /// The registration services `protocol` is served for, in file order.

@@ -508,6 +508,34 @@ fn all_problems_are_reported_at_once() {
 }
 
 #[test]
+fn a_bad_component_value_or_list_element_hides_no_other_problem() {
+    let text = r#"{
+  "component": { "componentHostname": "push.example.org", "componentKey": "k",
+    "serverHostname": "h", "serverPort": 0 },
+  "access": { "allowedDomains": ["example.org", 7] },
+  "limits": { "maxDepth": 1 },
+  "pushModules": { "d": { "type": "demo", "ratelimit": { "rejectWith": "never" } } }
+}"#;
+    let ConfigErrors { errors, modules } = parse(text).unwrap_err();
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "component.serverPort",
+            "access.allowedDomains[1]",
+            "limits.maxDepth",
+            "pushModules.d.ratelimit.rejectWith"
+        ]
+    );
+    assert_eq!(errors[0].line, Some(3));
+    assert_eq!(
+        modules.len(),
+        1,
+        "the module reads with the default in place of the bad value"
+    );
+}
+
+#[test]
 fn validation_rules() {
     let cases: &[(&str, &str, &str)] = &[
         (

@@ -1,6 +1,6 @@
 //! What a platform reports about itself (`PushTrait::snapshot`) reaches `/metrics` at scrape
-//! time: credential expiry, token-refresh failures that only ever grow, pool gauges while the
-//! pool exists; a module gone from the set takes its gauges with it.
+//! time: credential expiry, token-refresh failures that only ever grow, pool and pause series
+//! while the pool exists; a module gone from the set takes its gauges with it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,15 +11,15 @@ use fpush::metrics::{Metrics, StateSnapshot};
 use fpush::modules::{Module, ModuleSet};
 use fpush::ratelimit::RatelimitConfig;
 use fpush_traits::{
-    async_trait, ConnectionGauge, Delivered, ProviderSnapshot, PushError, PushNotification,
-    PushTrait,
+    async_trait, ConnectionGauge, Delivered, PoolGauges, ProviderSnapshot, PushError,
+    PushNotification, PushTrait,
 };
 
 /// A platform whose snapshot the test sets.
 #[derive(Default)]
 struct Reporting {
     refresh_failures: AtomicU64,
-    connections: Mutex<Option<Vec<ConnectionGauge>>>,
+    pool: Mutex<Option<PoolGauges>>,
 }
 
 #[async_trait]
@@ -32,7 +32,7 @@ impl PushTrait for Reporting {
         ProviderSnapshot {
             credentials_expire_at: Some(UNIX_EPOCH + Duration::from_secs(1_900_000_000)),
             token_refresh_failures: self.refresh_failures.load(Ordering::Relaxed),
-            connections: self.connections.lock().unwrap().clone(),
+            pool: self.pool.lock().unwrap().clone(),
         }
     }
 }
@@ -89,7 +89,10 @@ fn a_platforms_snapshot_becomes_expiry_refresh_failure_and_pool_series() {
         streams_in_flight: 7,
         max_streams: 1000,
     };
-    *platform.connections.lock().unwrap() = Some(vec![ConnectionGauge::default(), busy]);
+    *platform.pool.lock().unwrap() = Some(PoolGauges {
+        connections: vec![ConnectionGauge::default(), busy],
+        ..PoolGauges::default()
+    });
     let text = scrape(&metrics, &modules);
     let pool = r#"fpush_pool_connections{module="ios"}"#;
     assert_eq!(value(&text, pool), Some(2.0), "{text}");
@@ -97,6 +100,53 @@ fn a_platforms_snapshot_becomes_expiry_refresh_failure_and_pool_series() {
     assert_eq!(value(&text, streams), Some(7.0), "{text}");
     let limit = r#"fpush_pool_max_streams{module="ios",connection="1"}"#;
     assert_eq!(value(&text, limit), Some(1000.0), "{text}");
+}
+
+#[test]
+fn the_pools_openings_and_the_providers_pause_become_series() {
+    let metrics = Metrics::new();
+    let platform = Arc::new(Reporting::default());
+    let modules = module_set(&metrics, "ios", platform.clone());
+    let opened = r#"fpush_pool_connections_opened_total{module="ios"}"#;
+    let pause = r#"fpush_provider_pause_seconds{module="ios"}"#;
+    let pauses = r#"fpush_provider_pauses_total{module="ios"}"#;
+    let text = scrape(&metrics, &modules);
+    for series in [opened, pause, pauses] {
+        assert!(!text.contains(series), "no pool, no {series}\n{text}");
+    }
+
+    *platform.pool.lock().unwrap() = Some(PoolGauges::default());
+    let text = scrape(&metrics, &modules);
+    assert_eq!(value(&text, opened), Some(0.0), "{text}");
+    assert_eq!(value(&text, pause), Some(0.0), "{text}");
+    assert_eq!(value(&text, pauses), Some(0.0), "{text}");
+
+    *platform.pool.lock().unwrap() = Some(PoolGauges {
+        connections_opened: 3,
+        paused_for: Some(Duration::from_millis(29_500)),
+        pauses: 1,
+        ..PoolGauges::default()
+    });
+    let text = scrape(&metrics, &modules);
+    assert_eq!(value(&text, opened), Some(3.0), "{text}");
+    assert_eq!(
+        value(&text, pause),
+        Some(30.0),
+        "seconds left, rounded up\n{text}"
+    );
+    assert_eq!(value(&text, pauses), Some(1.0), "{text}");
+
+    // A reload rebuilt the platform: its counts start over, the counters go on.
+    let rebuilt = Arc::new(Reporting::default());
+    *rebuilt.pool.lock().unwrap() = Some(PoolGauges {
+        connections_opened: 1,
+        ..PoolGauges::default()
+    });
+    let modules = module_set(&metrics, "ios", rebuilt);
+    let text = scrape(&metrics, &modules);
+    assert_eq!(value(&text, opened), Some(4.0), "{text}");
+    assert_eq!(value(&text, pause), Some(0.0), "the pause ended\n{text}");
+    assert_eq!(value(&text, pauses), Some(1.0), "{text}");
 }
 
 #[test]

@@ -498,3 +498,36 @@ async fn discovery_names_the_commands_feature_and_the_served_commands() {
         .await;
     assert!(!info.raw.contains("protocol/commands"), "{}", info.raw);
 }
+
+#[tokio::test]
+async fn a_given_session_id_is_kept_and_only_execute_is_served() {
+    let mut h = Harness::new(false);
+    let form = format!(
+        "<x xmlns='jabber:x:data' type='submit'><field var='token'><value>{TOKEN}</value>\
+         </field><field var='device-id'><value>{DEVICE_ID}</value></field></x>"
+    );
+    let with_session = h
+        .ask(|id| {
+            format!(
+                "<iq type='set' id='{id}' from='{JULIET}' to='{JID}'>\
+                 <command xmlns='http://jabber.org/protocol/commands' node='register-push-fcm' \
+                 sessionid='s-42'>{form}</command></iq>"
+            )
+        })
+        .await;
+    assert!(
+        with_session.raw.contains("sessionid='s-42'"),
+        "{}",
+        with_session.raw
+    );
+    let cancel = h
+        .ask(|id| {
+            format!(
+                "<iq type='set' id='{id}' from='{JULIET}' to='{JID}'>\
+                 <command xmlns='http://jabber.org/protocol/commands' node='register-push-fcm' \
+                 action='cancel'>{form}</command></iq>"
+            )
+        })
+        .await;
+    assert_eq!(error_of(&cancel), ("modify", "bad-request"));
+}

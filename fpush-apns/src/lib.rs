@@ -24,14 +24,16 @@ mod shared_signers;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use fpush_http::{
     HttpClient, HttpConfig, HttpError, LoudLog, ProviderAnswer, PushLabel, RetryPolicy, Tries,
 };
-use fpush_traits::{DeadTokenReason, Delivered, PushError, PushNotification, PushTrait};
+use fpush_traits::{
+    DeadTokenReason, Delivered, ProviderSnapshot, PushError, PushNotification, PushTrait,
+};
 
 pub use crate::clock::unix_now;
 pub use crate::config::{ApnsConfig, ApnsEnvironment, ApnsPushType};
@@ -40,7 +42,7 @@ pub use crate::platform::PLATFORM;
 use crate::provider_token::TokenSigner;
 pub use crate::provider_token::{MIN_RENEW_INTERVAL, RENEW_AFTER};
 use crate::request::{plausible_token, RequestTemplate};
-use crate::response::judge;
+use crate::response::{judge, refuses_token_updates};
 
 /// Pause before the one retry a push may get.
 const RETRY: RetryPolicy = RetryPolicy {
@@ -85,7 +87,8 @@ impl ApnsError {
 }
 
 enum Auth {
-    Certificate,
+    /// The certificate's notAfter, when it could be read.
+    Certificate(Option<SystemTime>),
     /// Shared with every module of the same key (see `shared_signers`).
     Token(Arc<TokenSigner>),
 }
@@ -150,7 +153,7 @@ impl ApnsPush {
                 Ok(signed) => Some(signed),
                 Err(e) => return ProviderAnswer::Failed(PushError::Misconfigured(e)),
             },
-            Auth::Certificate => None,
+            Auth::Certificate(_) => None,
         };
         let bearer = signed.as_ref().map(|s| &s.bearer);
         let request = match self.template.request(token, body.clone(), bearer) {
@@ -159,6 +162,10 @@ impl ApnsPush {
         };
         match self.client.send(request).await {
             Ok(answer) => match (judge(&answer), &self.auth, &signed) {
+                (judged, Auth::Token(signer), _) if refuses_token_updates(&answer) => {
+                    signer.hold_renewals();
+                    judged
+                }
                 (ProviderAnswer::Renew(reason), Auth::Token(signer), Some(signed))
                     if signer.rejected(signed) =>
                 {
@@ -184,9 +191,10 @@ fn load_auth(module_id: &str, cfg: &ApnsConfig, http: &mut HttpConfig) -> Result
     let config_error = |reason: &str| ApnsError::config(module_id, reason.to_string());
     match (&cfg.cert_file_path, &cfg.key_file_path) {
         (Some(cert), None) => {
-            let identity = certificate::load_p12(module_id, cert, &cfg.cert_password)?;
+            let (identity, expires_at) =
+                certificate::load_p12(module_id, cert, &cfg.cert_password)?;
             http.client_identity = Some(identity);
-            Ok(Auth::Certificate)
+            Ok(Auth::Certificate(expires_at))
         }
         (None, Some(key)) => {
             let (Some(key_id), Some(team_id)) = (&cfg.key_id, &cfg.team_id) else {
@@ -223,5 +231,18 @@ impl PushTrait for ApnsPush {
         RETRY
             .run(&self.loud, push, |tries| self.attempt(token, &body, tries))
             .await
+    }
+
+    fn snapshot(&self) -> ProviderSnapshot {
+        let credentials_expire_at = match &self.auth {
+            Auth::Certificate(expires_at) => *expires_at,
+            // A .p8 key does not expire; its provider tokens are renewed within the hour.
+            Auth::Token(_) => None,
+        };
+        ProviderSnapshot {
+            credentials_expire_at,
+            pool: Some(self.client.gauges()),
+            ..ProviderSnapshot::default()
+        }
     }
 }

@@ -4,10 +4,12 @@
 //! Apple rejects a token older than an hour and answers `TooManyProviderTokenUpdates` when a
 //! provider renews more often than every 20 minutes, so the token is reused for [`RENEW_AFTER`]
 //! and only ever replaced early when Apple rejects it and it is at least [`MIN_RENEW_INTERVAL`]
-//! old.
+//! old. After a `TooManyProviderTokenUpdates` (another process renews with the same key) no
+//! token is signed for [`MIN_RENEW_INTERVAL`]: the current one stays in use, since every new one
+//! would restart Apple's count.
 
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -35,6 +37,8 @@ pub(crate) struct TokenSigner {
     header: String,
     team_id: String,
     current: RwLock<Option<Arc<Signed>>>,
+    /// Until when no new token is signed (Apple refused our renewals).
+    renewals_held_until: Mutex<Option<Instant>>,
 }
 
 /// One signed token and when it was made.
@@ -73,6 +77,7 @@ impl TokenSigner {
             header: URL_SAFE_NO_PAD.encode(header),
             team_id: team_id.to_string(),
             current: RwLock::new(None),
+            renewals_held_until: Mutex::new(None),
         };
         let first = signer
             .sign()
@@ -104,10 +109,11 @@ impl TokenSigner {
         }))
     }
 
-    /// The token to send now: the cached one while it is younger than [`RENEW_AFTER`].
+    /// The token to send now: the cached one while it is younger than [`RENEW_AFTER`] or
+    /// renewals are held.
     pub fn current(&self) -> Result<Arc<Signed>, String> {
         if let Some(signed) = self.read() {
-            if signed.made.elapsed() < RENEW_AFTER {
+            if signed.made.elapsed() < RENEW_AFTER || self.renewals_held() {
                 return Ok(signed);
             }
         }
@@ -117,7 +123,7 @@ impl TokenSigner {
             .map_err(|_| "token cache poisoned".to_string())?;
         if let Some(signed) = slot.as_ref() {
             // Another push renewed it while we waited for the lock.
-            if signed.made.elapsed() < RENEW_AFTER {
+            if signed.made.elapsed() < RENEW_AFTER || self.renewals_held() {
                 return Ok(signed.clone());
             }
         }
@@ -127,11 +133,15 @@ impl TokenSigner {
     }
 
     /// Apple rejected `rejected`. Returns true when a retry may use a different token: either
-    /// one was already made since, or `rejected` is old enough to be replaced now.
+    /// one was already made since, or `rejected` is old enough to be replaced now (and
+    /// renewals are not held).
     pub fn rejected(&self, rejected: &Arc<Signed>) -> bool {
         let Ok(mut slot) = self.current.write() else {
             return false;
         };
+        if self.renewals_held() {
+            return false;
+        }
         match slot.as_ref() {
             Some(current) if !Arc::ptr_eq(current, rejected) => true,
             _ if rejected.made.elapsed() >= MIN_RENEW_INTERVAL => {
@@ -140,6 +150,24 @@ impl TokenSigner {
             }
             _ => false,
         }
+    }
+
+    /// Apple answered `TooManyProviderTokenUpdates`: sign no new token for
+    /// [`MIN_RENEW_INTERVAL`] from now, and keep sending the current one.
+    pub fn hold_renewals(&self) {
+        let until = Instant::now() + MIN_RENEW_INTERVAL;
+        *self.held_until() = Some(until);
+    }
+
+    fn renewals_held(&self) -> bool {
+        self.held_until()
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    fn held_until(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.renewals_held_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn read(&self) -> Option<Arc<Signed>> {
@@ -230,6 +258,31 @@ mod tests {
         tokio::time::advance(MIN_RENEW_INTERVAL).await;
         assert!(signer.rejected(&renewed), "20 minutes old: may be replaced");
         assert!(!Arc::ptr_eq(&renewed, &signer.current().unwrap()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_too_many_updates_no_token_is_signed_for_20_minutes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = p8_key(dir.path());
+        let signer = load(&path, "K", "T").unwrap();
+        let first = signer.current().unwrap();
+        tokio::time::advance(Duration::from_secs(45 * 60)).await;
+        signer.hold_renewals();
+
+        tokio::time::advance(Duration::from_secs(6 * 60)).await;
+        assert!(
+            Arc::ptr_eq(&first, &signer.current().unwrap()),
+            "51 minutes old, yet kept while renewals are held"
+        );
+        assert!(!signer.rejected(&first), "no renewal on a refusal either");
+        tokio::time::advance(MIN_RENEW_INTERVAL - Duration::from_secs(6 * 60 + 1)).await;
+        assert!(Arc::ptr_eq(&first, &signer.current().unwrap()));
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(
+            !Arc::ptr_eq(&first, &signer.current().unwrap()),
+            "20 minutes after the refusal: renewed"
+        );
     }
 
     #[test]

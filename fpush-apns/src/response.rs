@@ -30,6 +30,12 @@ fn reason(resp: &HttpResponse) -> String {
         .unwrap_or_default()
 }
 
+/// Apple refuses our provider-token renewals (`TooManyProviderTokenUpdates`): the key's
+/// tokens change more often than every 20 minutes.
+pub fn refuses_token_updates(resp: &HttpResponse) -> bool {
+    resp.status == StatusCode::TOO_MANY_REQUESTS && reason(resp) == "TooManyProviderTokenUpdates"
+}
+
 /// What one answer means. A refused provider token (`InvalidProviderToken`,
 /// `ExpiredProviderToken`) asks for a renewal; operator mistakes are `Misconfigured`.
 pub fn judge(resp: &HttpResponse) -> ProviderAnswer {
@@ -60,7 +66,7 @@ pub fn judge(resp: &HttpResponse) -> ProviderAnswer {
             failed(PushError::TokenInvalid(DeadTokenReason::NotForThisApp))
         }
         (429, "TooManyProviderTokenUpdates") => failed(PushError::Misconfigured(format!(
-            "{}: the provider token is renewed too often (another process shares this key?)",
+            "{}: the provider token is renewed too often (another process shares this key?); no new one for 20 minutes",
             described()
         ))),
         (429, _) => failed(PushError::ProviderThrottled {

@@ -475,6 +475,36 @@ async fn a_refused_provider_token_over_20_minutes_old_is_renewed_and_the_push_re
 }
 
 #[tokio::test]
+async fn too_many_token_updates_is_misconfigured_and_keeps_the_token_for_20_minutes() {
+    let f = harness().await;
+    let module = module(token_config(&f, json!({})));
+    module.send(&push(TOKEN)).await.unwrap();
+    travel(Duration::from_secs(45 * 60)).await;
+    f.server.enqueue(
+        TOKEN,
+        [ApnsAnswer::error(429, "TooManyProviderTokenUpdates")],
+    );
+    let err = module.send(&push(TOKEN)).await.unwrap_err();
+    assert!(
+        matches!(&err, PushError::Misconfigured(m) if m.contains("TooManyProviderTokenUpdates")),
+        "{err:?}"
+    );
+    // 51 minutes old: renewed in normal times, kept while Apple refuses renewals.
+    travel(Duration::from_secs(6 * 60)).await;
+    module.send(&push(TOKEN)).await.unwrap();
+    // 20 minutes after the refusal a new token is signed again.
+    travel(Duration::from_secs(15 * 60)).await;
+    module.send(&push(TOKEN)).await.unwrap();
+    let got = f.server.received();
+    assert_eq!(got.len(), 4, "no retry after the refusal");
+    assert_eq!(got[1].jwt, got[0].jwt);
+    assert_eq!(got[2].jwt, got[0].jwt, "no new token within 20 minutes");
+    assert_eq!(got[2].status, 200);
+    assert_ne!(got[3].jwt, got[0].jwt, "renewed once the 20 minutes passed");
+    assert_eq!(got[3].status, 200);
+}
+
+#[tokio::test]
 async fn a_token_older_than_an_hour_is_refused_by_the_server() {
     // Guards the test server itself: it really checks iat.
     let f = harness().await;

@@ -128,3 +128,62 @@ async fn a_503_with_retry_after_pauses_the_module_and_is_lifted_after() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn the_snapshot_shows_the_pool_and_the_certificates_expiry() {
+    let h = harness(4).await;
+    h.server
+        .set_responder(|_| Some(ApnsAnswer::ok().delayed(Duration::from_millis(1500))));
+    let block = h
+        .cert_settings(fpush_testkit::tls::P12Cipher::Modern)
+        .unwrap();
+    let block = with_keys(block, json!({"requestTimeout": "5s"}));
+    let module =
+        std::sync::Arc::new(ApnsPush::new(MODULE, serde_json::from_value(block).unwrap()).unwrap());
+    let idle = module.snapshot();
+    // The test CA issues certificates valid until 4096-01-01T00:00:00Z (rcgen's default).
+    let not_after = std::time::UNIX_EPOCH + Duration::from_secs(67_090_118_400);
+    assert_eq!(idle.credentials_expire_at, Some(not_after));
+    assert_eq!(idle.pool.unwrap().connections.len(), 0);
+
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let module = module.clone();
+            tokio::spawn(async move { module.send(&PushNotification::new(token(i), MODULE)).await })
+        })
+        .collect();
+    let mut busy = Vec::new();
+    for _ in 0..100 {
+        let pool = module.snapshot().pool.unwrap();
+        busy = pool
+            .connections
+            .iter()
+            .map(|c| c.streams_in_flight)
+            .collect();
+        if busy.iter().sum::<u32>() == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    busy.sort_unstable();
+    assert_eq!(
+        busy,
+        vec![2, 4],
+        "six pushes over four streams per connection"
+    );
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let pool = module.snapshot().pool.unwrap();
+    assert!(
+        pool.connections.iter().all(|c| c.max_streams == 4),
+        "{pool:?}"
+    );
+    assert_eq!(pool.connections_opened, 2);
+}
+
+#[tokio::test]
+async fn a_token_auth_module_reports_no_expiry() {
+    let h = harness(1000).await;
+    assert_eq!(module(&h).snapshot().credentials_expire_at, None);
+}

@@ -9,7 +9,9 @@
 //!    the file's `token_uri` by one push at a time, see `token_cache`);
 //! 3. posts a high-priority data message to `{endpoint}/v1/projects/{project_id}/messages:send`
 //!    over one shared HTTP/2 connection;
-//! 4. turns Google's answer into a [`PushError`] that says what the XMPP server should do.
+//! 4. turns Google's answer into a [`PushError`] that says what the XMPP server should do; a
+//!    quota answer holds the device's token, or pauses the module when Google says the
+//!    project's quota is spent (see `quota`).
 //!
 //! Retries are few and safe: one more attempt when Google cannot have accepted the message (a
 //! 5xx answer, a refused stream, a failed connect), one fresh token after a 401/403, never a
@@ -26,6 +28,7 @@ mod message;
 mod oauth;
 mod platform;
 mod plausible;
+mod quota;
 mod response;
 mod service_account;
 mod shared_tokens;
@@ -38,7 +41,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use fpush_http::{HttpClient, HttpConfig, LoudLog, ProviderAnswer, PushLabel, RetryPolicy, Tries};
 use fpush_traits::{
-    async_trait, DeadTokenReason, Delivered, PushError, PushNotification, PushTrait,
+    async_trait, DeadTokenReason, Delivered, ProviderSnapshot, PushError, PushNotification,
+    PushTrait,
 };
 use http::{Method, Request};
 
@@ -49,6 +53,7 @@ pub use platform::PLATFORM;
 use message::{is_reserved_data_key, MessageTemplate};
 use oauth::TokenEndpoint;
 use plausible::plausible_token;
+use quota::QuotaScope;
 use response::classify;
 use service_account::ServiceAccount;
 use token_cache::{TokenCache, TokenError};
@@ -179,6 +184,14 @@ impl FcmPush {
                     }
                     ProviderAnswer::Renew(reason)
                 }
+                ProviderAnswer::Failed(PushError::ProviderThrottled { retry_after })
+                    if quota::scope(&answer.body) == QuotaScope::Project =>
+                {
+                    let pause = self.fcm.pause(retry_after, "FCM project quota exceeded");
+                    ProviderAnswer::Failed(PushError::ProviderThrottled {
+                        retry_after: Some(pause),
+                    })
+                }
                 judged => judged,
             },
             Err(e) => ProviderAnswer::from_http_error(&e),
@@ -229,6 +242,14 @@ impl PushTrait for FcmPush {
         RETRY
             .run(&self.loud, push, |tries| self.attempt(&body, tries))
             .await
+    }
+
+    fn snapshot(&self) -> ProviderSnapshot {
+        ProviderSnapshot {
+            token_refresh_failures: self.tokens.failures(),
+            pool: Some(self.fcm.gauges()),
+            ..ProviderSnapshot::default()
+        }
     }
 }
 

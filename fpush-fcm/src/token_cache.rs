@@ -93,6 +93,8 @@ pub(crate) struct TokenCache {
     /// Held for the whole of a refresh; waiters share the outcome it leaves behind.
     refresh: tokio::sync::Mutex<LastRefresh>,
     refreshes: AtomicU64,
+    /// Refreshes that ended without a token.
+    failures: AtomicU64,
 }
 
 impl TokenCache {
@@ -130,8 +132,13 @@ impl TokenCache {
         let outcome = fetch()
             .await
             .map(|grant| Arc::new(AccessToken::new(grant, requested_at)));
-        if let Ok(token) = &outcome {
-            *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
+        match &outcome {
+            Ok(token) => {
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
+            }
+            Err(_) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+            }
         }
         last.count += 1;
         last.outcome = Some(outcome.clone());
@@ -157,6 +164,11 @@ impl TokenCache {
         if current.as_ref().is_some_and(|t| Arc::ptr_eq(t, rejected)) {
             *current = None;
         }
+    }
+
+    /// Refreshes that failed so far (one per shared refresh, however many pushes waited on it).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
     }
 
     fn current_if(&self, usable: impl Fn(&AccessToken) -> bool) -> Option<Arc<AccessToken>> {
@@ -319,6 +331,11 @@ mod tests {
             ));
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            cache.failures(),
+            1,
+            "one failed refresh, however many waited"
+        );
     }
 
     #[tokio::test(start_paused = true)]

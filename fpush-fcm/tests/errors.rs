@@ -1,6 +1,7 @@
 //! Every FCM answer maps to the right `PushError`, with exactly the provider calls the retry
 //! rules allow: one retry when Google cannot have accepted the message, one fresh token after
-//! an authentication failure, nothing more.
+//! an authentication failure, nothing more. A quota answer holds the token, or pauses the
+//! module when it names the project.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 use common::{config, module, push, server};
 use fpush_fcm::FcmPush;
 use fpush_testkit::fcm::{FcmAnswer, THROTTLE_RETRY_AFTER};
-use fpush_traits::{DeadTokenReason, PushError};
+use fpush_traits::{DeadTokenReason, PushError, PushTrait};
 
 /// Pushes `token` and returns the error and how many `messages:send` requests the server saw.
 async fn outcome(token: &str) -> (PushError, usize) {
@@ -237,4 +238,49 @@ async fn implausible_tokens_are_refused_without_asking_google() {
         );
     }
     assert_eq!((server.message_count(), server.token_requests()), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_quota_holds_only_that_token_and_the_module_goes_on() {
+    let server = server().await;
+    let module = module(&server);
+    server.script([FcmAnswer::quota_exceeded(THROTTLE_RETRY_AFTER)]);
+    assert_eq!(
+        push(&module, "token-1").await.unwrap_err(),
+        PushError::ProviderThrottled {
+            retry_after: Some(Duration::from_secs(THROTTLE_RETRY_AFTER))
+        }
+    );
+    push(&module, "token-2").await.unwrap();
+    assert_eq!(server.message_count(), 2, "the next token went out");
+    let pool = module.snapshot().pool.unwrap();
+    assert_eq!((pool.paused_for, pool.pauses), (None, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_quota_pauses_the_module_until_retry_after() {
+    let server = server().await;
+    let module = module(&server);
+    server.script([FcmAnswer::project_quota_exceeded(4242, 1)]);
+    assert_eq!(
+        push(&module, "token-1").await.unwrap_err(),
+        PushError::ProviderThrottled {
+            retry_after: Some(Duration::from_secs(1))
+        }
+    );
+    // Another token, same project: answered at once, without asking Google.
+    let err = push(&module, "token-2").await.unwrap_err();
+    assert!(
+        matches!(err, PushError::ProviderThrottled { retry_after: Some(left) } if left <= Duration::from_secs(1)),
+        "{err:?}"
+    );
+    assert_eq!(server.message_count(), 1);
+    let pool = module.snapshot().pool.unwrap();
+    assert!(pool.paused_for.is_some(), "{pool:?}");
+    assert_eq!(pool.pauses, 1);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    push(&module, "token-2").await.unwrap();
+    assert_eq!(server.message_count(), 2);
+    assert_eq!(module.snapshot().pool.unwrap().paused_for, None);
 }

@@ -1,8 +1,9 @@
 //! [`Breaker`]: the module-wide pause a provider asks for.
 //!
-//! It trips on a 503 with `Retry-After`, or on 429s for at least
+//! It trips on a 503 with `Retry-After`, on 429s for at least
 //! [`BreakerConfig::distinct_requests`] distinct requests (distinct tokens, in practice) within
-//! [`BreakerConfig::window`], the shape of a project-wide quota. While it is open every request
+//! [`BreakerConfig::window`], the shape of a project-wide quota, or when the platform read an
+//! answer as module-wide (FCM's project quota, through `HttpClient::pause`). While it is open every request
 //! is answered at once, without calling the provider, so the module replies
 //! `wait`/`resource-constraint` until the retry time passes. A 429 for one token alone is that
 //! token's business (the core holds that token) and does not trip it.
@@ -114,6 +115,15 @@ impl Breaker {
         false
     }
 
+    /// Opens the breaker for `pause` (the provider's `Retry-After`) or, without one, the default
+    /// pause; returns the pause applied. For answers only the platform can read (FCM's
+    /// project-wide quota).
+    pub(crate) fn pause(&self, pause: Option<Duration>, cause: &str) -> Duration {
+        let pause = pause.unwrap_or(self.config.default_pause);
+        self.trip(pause, cause);
+        pause
+    }
+
     fn trip(&self, pause: Duration, cause: &str) {
         let until = self.millis() + pause.as_millis() as u64;
         let before = self.open_until.fetch_max(until, Ordering::Relaxed);
@@ -170,6 +180,21 @@ mod tests {
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(b.remaining(), None);
         assert_eq!(b.trips(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_asked_by_the_platform_lasts_its_retry_after_or_the_default() {
+        let b = breaker(3);
+        assert_eq!(
+            b.pause(Some(Duration::from_secs(7)), "quota"),
+            Duration::from_secs(7)
+        );
+        assert_eq!(b.remaining(), Some(Duration::from_secs(7)));
+        tokio::time::advance(Duration::from_secs(7)).await;
+        assert_eq!(b.remaining(), None);
+        assert_eq!(b.pause(None, "quota"), Duration::from_secs(60));
+        assert_eq!(b.remaining(), Some(Duration::from_secs(60)));
+        assert_eq!(b.trips(), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -8,6 +8,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use fpush_traits::PoolGauges;
 use http::header::{CONNECTION, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::request::Parts;
 use http_body_util::{BodyExt, Full, Limited};
@@ -105,6 +106,28 @@ impl HttpClient {
     /// What is left of the provider's pause, if one is on.
     pub fn paused_for(&self) -> Option<std::time::Duration> {
         self.inner.breaker.remaining()
+    }
+
+    /// Pauses the whole client on an answer the platform read as module-wide (FCM's
+    /// project-wide quota): for `retry_after`, or the breaker's default pause without one.
+    /// Returns the pause applied; counted and logged like the breaker's own trips.
+    pub fn pause(
+        &self,
+        retry_after: Option<std::time::Duration>,
+        cause: &str,
+    ) -> std::time::Duration {
+        self.inner.breaker.pause(retry_after, cause)
+    }
+
+    /// The pool's state for the metrics: its connections now, how many it opened, and the
+    /// provider's pause.
+    pub fn gauges(&self) -> PoolGauges {
+        PoolGauges {
+            connections: self.inner.pool.gauges(),
+            connections_opened: self.connections_opened(),
+            paused_for: self.paused_for(),
+            pauses: self.pauses(),
+        }
     }
 }
 

@@ -10,7 +10,9 @@
 //! Every request is bounded by [`HttpConfig::request_timeout`], answer body included, and
 //! [`HttpError::not_sent`] tells the caller when a retry cannot deliver a message twice. When
 //! the provider asks for a pause (a 503 with `Retry-After`, 429s for many tokens at once), the
-//! client answers [`HttpError::Paused`] without calling it until the pause ends (see `breaker`).
+//! client answers [`HttpError::Paused`] without calling it until the pause ends (see `breaker`);
+//! a platform can pause it too ([`HttpClient::pause`]). [`HttpClient::gauges`] shows the pool
+//! and the pause to the metrics.
 //!
 //! Above the transport, what APNS and FCM both do lives here once: the retry policy
 //! ([`RetryPolicy`] over [`ProviderAnswer`]s) and the rate-limited loud log ([`LoudLog`]).

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use fpush_traits::ConnectionGauge;
 use http_body_util::Full;
 use hyper::client::conn::http1;
 use tokio::sync::Notify;
@@ -254,6 +255,21 @@ impl Pool {
     /// HTTP/2 connections in the pool now.
     pub(crate) fn open_now(&self) -> usize {
         self.lock().conns.len()
+    }
+
+    /// Each pooled connection's load and stream limit now, oldest first (a limit the server
+    /// never set reads as `u32::MAX`).
+    pub(crate) fn gauges(&self) -> Vec<ConnectionGauge> {
+        let to_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let state = self.lock();
+        state
+            .conns
+            .iter()
+            .map(|conn| ConnectionGauge {
+                streams_in_flight: to_u32(conn.in_flight.load(Ordering::Relaxed)),
+                max_streams: to_u32(conn.limit.load(Ordering::Relaxed)),
+            })
+            .collect()
     }
 
     fn idle_http1(&self) -> Option<http1::SendRequest<Full<Bytes>>> {

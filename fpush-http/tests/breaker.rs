@@ -114,3 +114,24 @@ async fn throttling_for_many_tokens_pauses_the_client() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(client.send(post("/ok")).await.unwrap().status, 200);
 }
+
+#[tokio::test]
+async fn a_pause_the_platform_asks_for_is_honoured_and_shown_in_the_gauges() {
+    let s = setup();
+    let count = Arc::new(AtomicUsize::new(0));
+    let server = server(&s, count.clone()).await;
+    let client = client(&s, &server);
+    assert_eq!(client.send(post("/ok")).await.unwrap().status, 200);
+    let applied = client.pause(Some(Duration::from_secs(1)), "project quota");
+    assert_eq!(applied, Duration::from_secs(1));
+    let gauges = client.gauges();
+    assert!(gauges.paused_for.is_some_and(|left| left <= applied));
+    assert_eq!(gauges.pauses, 1);
+    let err = client.send(post("/ok")).await.unwrap_err();
+    assert!(matches!(err, HttpError::Paused(_)), "{err}");
+    assert_eq!(count.load(Ordering::SeqCst), 1, "paused: not sent");
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(client.gauges().paused_for, None);
+    assert_eq!(client.send(post("/ok")).await.unwrap().status, 200);
+}

@@ -241,3 +241,47 @@ async fn when_no_connection_can_be_made_waiting_requests_fail_at_once() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn the_gauges_show_each_connection_its_streams_and_its_limit() {
+    let s = setup();
+    let load = Arc::new(Load::default());
+    // Answers late enough that a loaded machine still sees every request in flight.
+    let server = slow_server(&s, 5, Duration::from_secs(2), load, no_fault).await;
+    let client = HttpClient::new(&server.origin(), config(&s, 8)).unwrap();
+    let before = client.gauges();
+    assert!(
+        before.connections.is_empty(),
+        "no connection before a request"
+    );
+    assert_eq!((before.connections_opened, before.paused_for), (0, None));
+
+    let running = {
+        let client = client.clone();
+        tokio::spawn(async move { burst(&client, 7).await })
+    };
+    // Seven requests over five streams each: one full connection, one with two.
+    let mut gauges = client.gauges();
+    for _ in 0..150 {
+        let busy: u32 = gauges.connections.iter().map(|c| c.streams_in_flight).sum();
+        if busy == 7 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        gauges = client.gauges();
+    }
+    let mut streams: Vec<u32> = gauges
+        .connections
+        .iter()
+        .map(|c| c.streams_in_flight)
+        .collect();
+    streams.sort_unstable();
+    assert_eq!(streams, vec![2, 5], "{gauges:?}");
+    assert!(gauges.connections.iter().all(|c| c.max_streams == 5));
+    assert_eq!(gauges.connections_opened, 2);
+    assert!(running.await.unwrap().iter().all(Result::is_ok));
+
+    let after = client.gauges();
+    assert!(after.connections.iter().all(|c| c.streams_in_flight == 0));
+    assert_eq!(after.connections.len(), 2);
+}

@@ -23,7 +23,7 @@ pub use notification::{
 pub use platform::{
     parse_block, BlockError, BuildError, Capabilities, ParsedConfig, Platform, PlatformConfig,
 };
-pub use snapshot::{ConnectionGauge, ProviderSnapshot};
+pub use snapshot::{ConnectionGauge, PoolGauges, ProviderSnapshot};
 
 /// A push platform: one configured app on one provider.
 ///

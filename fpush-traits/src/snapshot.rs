@@ -1,7 +1,8 @@
 //! What a platform knows about its own health that an operator watches (credential expiry,
-//! failed auth-token refreshes, its connection pool), read when metrics are scraped.
+//! failed auth-token refreshes, its connection pool and the provider's pause), read when
+//! metrics are scraped.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// A platform's state, read at scrape time through [`crate::PushTrait::snapshot`], never per push.
 ///
@@ -12,11 +13,25 @@ pub struct ProviderSnapshot {
     /// When the credentials stop working (a `.p12` client certificate's notAfter); `None` when
     /// they do not expire on a known date.
     pub credentials_expire_at: Option<SystemTime>,
-    /// Failed attempts to get a fresh auth token (FCM OAuth, an APNS JWT) since the module was
-    /// built; only ever grows.
+    /// Failed attempts to get a fresh auth token from the provider (FCM's OAuth access token)
+    /// since the module was built; only ever grows.
     pub token_refresh_failures: u64,
-    /// The connections of the platform's pool, when it keeps one (`None`: no pool).
-    pub connections: Option<Vec<ConnectionGauge>>,
+    /// The platform's connection pool to its provider, when it keeps one (`None`: no pool).
+    pub pool: Option<PoolGauges>,
+}
+
+/// A provider connection pool: its connections now, and what happened to it so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolGauges {
+    /// The connections that take requests now, oldest first.
+    pub connections: Vec<ConnectionGauge>,
+    /// Connections opened since the module was built; only ever grows.
+    pub connections_opened: u64,
+    /// What is left of a module-wide pause the provider asked for (its breaker is open), or
+    /// `None` while requests go out.
+    pub paused_for: Option<Duration>,
+    /// How often the provider paused the module since it was built; only ever grows.
+    pub pauses: u64,
 }
 
 /// One pooled provider connection.

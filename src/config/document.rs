@@ -214,6 +214,16 @@ impl Document {
         let span = self.span(path)?;
         self.pos(span.value.end.saturating_sub(1).max(span.value.start))
     }
+
+    /// A problem about the key at `path`, at [`Self::key_pos`].
+    pub fn at_key(&self, path: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::new(path, self.key_pos(path), message)
+    }
+
+    /// A problem with the value at `path`, at [`Self::value_end`].
+    pub fn at_value(&self, path: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::new(path, self.value_end(path), message)
+    }
 }
 
 /// The segments of a key path as serde crates print them (`a.b[2].c`, `a.?.c`), without the

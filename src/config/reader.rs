@@ -1,63 +1,32 @@
-//! From the parsed document to [`Settings`]: the top-level sections in one read, then each push
-//! module with its platform block (read by the platform's registry entry), then validation;
-//! every problem on the way is collected with its key path and position.
+//! From the parsed document to [`Settings`]: the top level in one read, then each push module
+//! with its platform block (read by the platform's registry entry), then validation; every
+//! problem on the way is collected with its key path and position.
+//!
+//! A piece (the top level, a module, a platform block) is read again after each bad value with
+//! that key taken out, so the type's default stands in and every bad value is reported, not
+//! only the first one serde stops at. A "missing field" for a key taken out that way is a
+//! consequence, not a new problem: the object lacking it is taken out in turn.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use fpush_traits::{parse_block, BlockError, Platform, PlatformConfig};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::document::{self, Document};
-use super::read::{self, Outcome};
-use super::validate::Check;
-use super::values;
+use super::document::{self, segments, Document};
+use super::validate;
 use super::{
-    AccessSettings, ComponentSettings, ConfigError, ConfigErrors, ConfigWarning, DeadTokenSettings,
-    LimitSettings, Loaded, MetricsSettings, ModuleSetSettings, ModuleSettings, Platforms,
-    RatelimitSettings, RedisSettings, RegistrationBlock, Settings, StoreSettings, TimeoutSettings,
+    ConfigError, ConfigErrors, ConfigWarning, Loaded, ModuleSettings, Platforms, RatelimitSettings,
+    RegistrationBlock, Settings,
 };
 
 /// Keys that older fpush configs carry and this version has no use for: accepted anywhere,
 /// with a warning, so an existing deployment's file keeps loading.
 const LEGACY_KEYS: &[&str] = &["hardRatelimitTime", "blacklist", "poolIdleTimeout"];
 
-/// The top level; `pushModules` is kept as a value and read module by module.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TopLevel {
-    component: Option<ComponentSettings>,
-    #[serde(default)]
-    timeout: TimeoutSettings,
-    #[serde(default)]
-    limits: LimitSettings,
-    #[serde(default)]
-    dead_tokens: DeadTokenSettings,
-    #[serde(default, with = "AccessSection")]
-    access: AccessSettings,
-    #[serde(default)]
-    modules: ModuleSetSettings,
-    redis: Option<RedisSettings>,
-    metrics: Option<MetricsSettings>,
-    store: Option<StoreSettings>,
-    push_modules: Option<Value>,
-}
-
-/// `access`, read straight into the core's [`AccessSettings`] (its defaults included).
-#[derive(Deserialize)]
-#[serde(
-    remote = "AccessSettings",
-    rename_all = "camelCase",
-    default = "AccessSettings::default"
-)]
-#[serde(expecting = "an object with allowedDomains, perDomainRate and perDomainBurst")]
-struct AccessSection {
-    allowed_domains: Vec<String>,
-    #[serde(deserialize_with = "values::amount")]
-    per_domain_rate: f64,
-    #[serde(deserialize_with = "values::amount")]
-    per_domain_burst: f64,
-}
+/// At most this many re-reads per piece (one per bad value).
+const MAX_ERRORS: usize = 50;
 
 /// A push module entry besides its platform block.
 #[derive(Deserialize)]
@@ -71,6 +40,10 @@ struct ModuleEntry {
     ratelimit: RatelimitSettings,
     registration: Option<RegistrationBlock>,
 }
+
+/// What reading a piece gave: the value (bad keys at their defaults; `None` when it could not
+/// be read at all), the errors and the unread keys, with paths relative to the piece.
+type Piece<T> = (Option<T>, Vec<BlockError>, Vec<String>);
 
 /// Parse and validate settings from the text of a settings file.
 pub fn parse(text: &str, platforms: &Platforms) -> Result<Loaded, ConfigErrors> {
@@ -93,10 +66,10 @@ pub fn parse(text: &str, platforms: &Platforms) -> Result<Loaded, ConfigErrors> 
     sort_by_position(&mut errors);
     sort_by_position(&mut warnings);
     match settings {
-        Ok(settings) if errors.is_empty() => Ok(Loaded { settings, warnings }),
-        Ok(Settings { push_modules, .. }) | Err(push_modules) => Err(ConfigErrors {
+        Some(settings) if errors.is_empty() => Ok(Loaded { settings, warnings }),
+        settings => Err(ConfigErrors {
             errors,
-            modules: push_modules,
+            modules: settings.map(|s| s.push_modules).unwrap_or_default(),
         }),
     }
 }
@@ -114,71 +87,42 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    /// The settings, or (when even the component could not be read) the modules that were.
-    fn settings(&mut self) -> Result<Settings, Vec<ModuleSettings>> {
-        let root = &self.document.root;
-        if !root.is_object() {
-            self.error("", None, "the settings file must hold one JSON object");
-            return Err(Vec::new());
-        }
-        let Some(top) = self.read("", root, parse_block::<TopLevel>) else {
-            return Err(Vec::new());
+    /// The settings (`None` only for a file that is no object), modules read and checked even
+    /// when the top level has problems.
+    fn settings(&mut self) -> Option<Settings> {
+        let Some(mut root) = self.document.root.as_object().cloned() else {
+            self.key_error("", "the settings file must hold one JSON object");
+            return None;
         };
-        let push_modules = self.modules(top.push_modules.as_ref());
-        let mut check = Check {
-            document: self.document,
-            errors: &mut self.errors,
-        };
-        check.timeout(&top.timeout);
-        check.limits(&top.limits);
-        check.memory(&top.dead_tokens, &top.modules);
-        check.access(&top.access);
-        check.modules(&push_modules, top.redis.is_some());
-        check.registrations(&push_modules, top.store.is_some());
-        if let Some(redis) = &top.redis {
-            check.redis(redis);
+        let modules = root.remove("pushModules");
+        let has_component = root.contains_key("component");
+        let before = self.errors.len();
+        let mut settings = self.read("", &Value::Object(root), parse_block::<Settings>)?;
+        let component_read = !self.errors[before..]
+            .iter()
+            .any(|error| error.path.starts_with("component"));
+        if !has_component {
+            let message = "missing: fpush needs componentHostname, componentKey, serverHostname and serverPort";
+            self.key_error("component", message);
         }
-        if let Some(component) = &top.component {
-            check.component(component);
-        }
-        if let Some(store) = &top.store {
-            super::store::check(&mut check, store, top.redis.is_some());
-        }
-        let Some(component) = top.component else {
-            if root.get("component").is_none() {
-                let message = "missing: fpush needs componentHostname, componentKey, serverHostname and serverPort";
-                self.error("component", None, message);
-            }
-            return Err(push_modules);
-        };
-        Ok(Settings {
-            component,
-            timeout: top.timeout,
-            limits: top.limits,
-            dead_tokens: top.dead_tokens,
-            access: top.access,
-            modules: top.modules,
-            push_modules,
-            redis: top.redis,
-            metrics: top.metrics,
-            store: top.store,
-        })
+        settings.push_modules = self.modules(modules.as_ref());
+        let problems = validate::check(self.document, &settings, has_component && component_read);
+        self.errors.extend(problems);
+        Some(settings)
     }
 
     fn modules(&mut self, modules: Option<&Value>) -> Vec<ModuleSettings> {
         let path = "pushModules";
         let Some(modules) = modules else {
-            self.error(path, None, "missing: configure at least one push module");
+            self.key_error(path, "missing: configure at least one push module");
             return Vec::new();
         };
         let Some(modules) = modules.as_object() else {
-            let pos = self.document.key_pos(path);
-            self.error(path, pos, "must be an object mapping module ids to modules");
+            self.key_error(path, "must be an object mapping module ids to modules");
             return Vec::new();
         };
         if modules.is_empty() {
-            let pos = self.document.key_pos(path);
-            self.error(path, pos, "no push modules configured: add at least one");
+            self.key_error(path, "no push modules configured: add at least one");
         }
         // In file order (the map is sorted by key).
         let mut entries: Vec<_> = modules.iter().collect();
@@ -193,8 +137,8 @@ impl Reader<'_> {
     fn module(&mut self, id: &str, module: &Value) -> Option<ModuleSettings> {
         let path = format!("pushModules.{id}");
         // The platform blocks are the platforms' to read, not unknown keys of the entry.
-        let mut blocks = Map::new();
         let mut entry = module.clone();
+        let mut blocks = Map::new();
         if let Some(entry) = entry.as_object_mut() {
             for platform in &self.platforms.compiled {
                 if let Some(block) = entry.remove(platform.settings_key) {
@@ -214,10 +158,7 @@ impl Reader<'_> {
         let block = blocks.get(platform.settings_key);
         let config = self.platform_block(&path, &platform, block)?;
         let block_path = format!("{path}.{}", platform.settings_key);
-        let position = match block {
-            Some(_) => self.document.key_pos(&block_path),
-            None => self.document.key_pos(&path),
-        };
+        let position = self.document.key_pos(block.map_or(&path, |_| &block_path));
         Some(ModuleSettings {
             id: id.to_owned(),
             platform,
@@ -250,8 +191,7 @@ impl Reader<'_> {
             }
         };
         let type_path = format!("{path}.type");
-        let pos = self.document.value_end(&type_path);
-        self.error(&type_path, pos, message);
+        self.value_error(&type_path, message);
         None
     }
 
@@ -267,20 +207,18 @@ impl Reader<'_> {
         let parse = |block: &Value| (platform.parse)(block).map(|p| (p.config, p.ignored_keys));
         let config = match block {
             Some(block) if !block.is_object() => {
-                let pos = self.document.value_end(&block_path);
-                self.error(&block_path, pos, "must be an object");
+                self.value_error(&block_path, "must be an object");
                 None
             }
             Some(block) => self.read(&block_path, block, parse),
             None => {
-                let Outcome { value, errors, .. } = read::read(&Value::Object(Map::new()), parse);
-                let pos = self.document.key_pos(path);
+                let (value, errors, _) = read_piece(&Value::Object(Map::new()), parse);
                 for error in errors {
                     let message = format!(
                         "a module of type {} needs its `{}` block ({})",
                         platform.type_name, platform.settings_key, error.message
                     );
-                    self.error(path, pos, message);
+                    self.key_error(path, message);
                 }
                 value
             }
@@ -295,35 +233,98 @@ impl Reader<'_> {
         piece: &Value,
         parse: impl Fn(&Value) -> Result<(T, Vec<String>), BlockError>,
     ) -> Option<T> {
-        let outcome = read::read(piece, parse);
+        let (value, errors, ignored) = read_piece(piece, parse);
         for BlockError {
             path: inner,
             message,
-        } in outcome.errors
+        } in errors
         {
-            let full = join(path, &inner);
-            let pos = self.document.value_end(&full);
-            self.error(&full, pos, message);
+            self.value_error(&join(path, &inner), message);
         }
-        for inner in outcome.ignored {
-            let key = document::segments(&inner).last().unwrap_or_default();
+        for inner in ignored {
+            let key = segments(&inner).last().unwrap_or_default();
             let message = if LEGACY_KEYS.contains(&key) {
                 "not used by this version of fpush; ignored (safe to remove)"
             } else {
                 "unknown key, ignored (check its spelling and place)"
             };
-            self.warn(&join(path, &inner), message.to_owned());
+            self.warn(&join(path, &inner), message);
         }
-        outcome.value
+        value
     }
 
-    fn error(&mut self, path: &str, pos: Option<document::Pos>, message: impl Into<String>) {
-        self.errors.push(ConfigError::new(path, pos, message));
+    fn key_error(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(self.document.at_key(path, message));
     }
 
-    fn warn(&mut self, path: &str, message: String) {
-        let pos = self.document.key_pos(path);
-        self.warnings.push(ConfigWarning::new(path, pos, message));
+    fn value_error(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(self.document.at_value(path, message));
+    }
+
+    fn warn(&mut self, path: &str, message: impl Into<String>) {
+        self.warnings.push(self.document.at_key(path, message));
+    }
+}
+
+/// Read `piece` with `parse` (which reports one error, as [`parse_block`] does), taking out
+/// each bad key and reading again.
+fn read_piece<T>(
+    piece: &Value,
+    parse: impl Fn(&Value) -> Result<(T, Vec<String>), BlockError>,
+) -> Piece<T> {
+    let mut scratch = Cow::Borrowed(piece);
+    let mut errors = Vec::new();
+    let mut taken_out: Vec<(String, String)> = Vec::new();
+    for _ in 0..MAX_ERRORS {
+        let error = match parse(&scratch) {
+            Ok((value, ignored)) => return (Some(value), errors, ignored),
+            Err(error) => error,
+        };
+        let (parent, key) = match holder(&error.path) {
+            Some(holder) if take_out(scratch.to_mut(), &holder.0, &holder.1) => holder,
+            _ => (String::new(), String::new()),
+        };
+        let consequence = taken_out.iter().any(|(parent, key)| {
+            error.path == *parent && error.message == format!("missing field `{key}`")
+        });
+        if !consequence {
+            errors.push(error);
+        }
+        if key.is_empty() {
+            break;
+        }
+        taken_out.push((parent, key));
+    }
+    (None, errors, Vec::new())
+}
+
+/// The key whose value holds the problem at `path`, split from its parent:
+/// `ratelimit.rejectWith` → (`ratelimit`, `rejectWith`); an array element's problem is its
+/// array's (taking out one element would renumber the rest); `None` for the piece itself.
+fn holder(path: &str) -> Option<(String, String)> {
+    let mut path = path;
+    while let Some(array) = path.strip_suffix(']').and_then(|p| p.rsplit_once('[')) {
+        path = array.0;
+    }
+    if path.is_empty() {
+        return None;
+    }
+    let (parent, key) = path.rsplit_once('.').unwrap_or(("", path));
+    Some((parent.to_owned(), key.to_owned()))
+}
+
+fn take_out(piece: &mut Value, parent: &str, key: &str) -> bool {
+    let mut at = Some(piece);
+    for segment in segments(parent) {
+        at = match at {
+            Some(Value::Object(map)) => map.get_mut(segment),
+            Some(Value::Array(items)) => segment.parse().ok().and_then(|i: usize| items.get_mut(i)),
+            _ => None,
+        };
+    }
+    match at {
+        Some(Value::Object(map)) => map.remove(key).is_some(),
+        _ => false,
     }
 }
 
@@ -335,5 +336,87 @@ fn join(prefix: &str, inner: &str) -> String {
         (true, false) => inner,
         (false, false) if inner.starts_with('[') => format!("{prefix}{inner}"),
         (false, false) => format!("{prefix}.{inner}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default)]
+    struct Inner {
+        a: u8,
+        b: bool,
+        list: Vec<u8>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Outer {
+        #[allow(dead_code)]
+        required: String,
+        #[serde(default)]
+        inner: Inner,
+        #[serde(default)]
+        optional: Option<Required>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Required {
+        #[allow(dead_code)]
+        x: u8,
+    }
+
+    fn outcome(json: Value) -> Piece<Outer> {
+        read_piece(&json, parse_block::<Outer>)
+    }
+
+    fn paths(errors: &[BlockError]) -> Vec<&str> {
+        errors.iter().map(|e| e.path.as_str()).collect()
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_and_defaults_stand_in() {
+        let (value, errors, ignored) = outcome(serde_json::json!({
+            "required": "x", "inner": {"a": "one", "b": "yes", "c": 1}
+        }));
+        assert_eq!(paths(&errors), ["inner.a", "inner.b"]);
+        let value = value.unwrap();
+        assert_eq!((value.inner.a, value.inner.b), (0, false));
+        assert_eq!(ignored, ["inner.c"]);
+    }
+
+    #[test]
+    fn a_bad_required_key_is_reported_once() {
+        let (value, errors, _) = outcome(serde_json::json!({"required": 5, "inner": {"a": -1}}));
+        let mut paths = paths(&errors);
+        paths.sort_unstable();
+        assert_eq!(paths, ["inner.a", "required"]);
+        assert!(value.is_none());
+    }
+
+    #[test]
+    fn a_missing_key_is_still_reported() {
+        let (_, errors, _) = outcome(serde_json::json!({"inner": {"b": 1}}));
+        assert_eq!(paths(&errors), ["inner.b", ""]);
+        assert!(errors[1].message.contains("required"));
+    }
+
+    #[test]
+    fn a_bad_required_key_of_an_optional_object_leaves_the_object_out_and_reading_on() {
+        let (value, errors, _) = outcome(serde_json::json!({
+            "required": "r", "optional": {"x": "ten"}, "inner": {"b": 2}
+        }));
+        assert_eq!(paths(&errors), ["inner.b", "optional.x"]);
+        assert!(value.unwrap().optional.is_none());
+    }
+
+    #[test]
+    fn a_bad_array_element_leaves_its_array_at_the_default_and_reading_on() {
+        let (value, errors, _) = outcome(serde_json::json!({
+            "required": "r", "inner": {"list": [1, "two"], "a": "one"}
+        }));
+        assert_eq!(paths(&errors), ["inner.a", "inner.list[1]"]);
+        assert!(value.unwrap().inner.list.is_empty());
     }
 }

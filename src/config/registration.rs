@@ -9,8 +9,8 @@
 
 use serde::Deserialize;
 
-use super::validate::Check;
-use super::{ConfigError, ModuleSettings};
+use super::document::Document;
+use super::{ConfigError, ModuleSettings, Settings};
 
 /// Which registering protocol a module serves (`registration.protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -46,98 +46,93 @@ pub struct RegistrationBlock {
 /// Longest provider id accepted (real ones are like `tigase:messenger:apns:1`).
 const MAX_PROVIDER_BYTES: usize = 256;
 
-impl Check<'_> {
-    /// Every module with a `registration` block has a platform with a registration service,
-    /// no two modules serve one protocol for one service, and a `store` section says where the
-    /// registrations live.
-    pub fn registrations(&mut self, modules: &[ModuleSettings], has_store: bool) {
-        let registering = modules.iter().find(|module| module.registration.is_some());
-        if let (Some(module), false) = (registering, has_store) {
-            let message = format!(
-                "missing: module `{}` serves registrations, which need the registration store \
-                 (e.g. {{\"backend\": \"sqlite\", \"path\": \"/var/lib/fpush/registrations.sqlite3\"}})",
-                module.id
-            );
-            self.registration_error("store", message);
-        }
-        let mut served: Vec<(RegistrationProtocol, &str, &str)> = Vec::new();
-        for module in modules {
-            let Some(protocol) = module.registration else {
-                continue;
-            };
-            let path = format!("pushModules.{}.registration", module.id);
-            if !self.provider_fits(module, protocol, &path) {
-                continue;
-            }
-            let Some(service) = module.platform.capabilities.registration_service else {
-                let message = format!(
-                    "a module of type {} cannot serve registrations (only types with a \
-                     registration service can)",
-                    module.platform.type_name
-                );
-                self.registration_error(&path, message);
-                continue;
-            };
-            // A tigase module serves its provider id, not its platform's service.
-            let service = module.registration_provider.as_deref().unwrap_or(service);
-            let taken = served
-                .iter()
-                .find(|(p, s, _)| *p == protocol && *s == service);
-            if let Some((_, _, first)) = taken {
-                let message = format!(
-                    "modules `{first}` and `{}` both serve {} registrations for {service}; \
-                     at most one module may",
-                    module.id,
-                    protocol.name()
-                );
-                self.registration_error(&path, message);
-                continue;
-            }
-            served.push((protocol, service, &module.id));
-        }
+/// Every module with a `registration` block has a platform with a registration service, no two
+/// modules serve one protocol for one service (or claim one provider id), and a `store` section
+/// says where the registrations live.
+pub(crate) fn check(document: &Document, settings: &Settings) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let modules = &settings.push_modules;
+    let registering = modules.iter().find(|module| module.registration.is_some());
+    if let (Some(module), None) = (registering, &settings.store) {
+        let message = format!(
+            "missing: module `{}` serves registrations, which need the registration store \
+             (e.g. {{\"backend\": \"sqlite\", \"path\": \"/var/lib/fpush/registrations.sqlite3\"}})",
+            module.id
+        );
+        errors.push(document.at_key("store", message));
     }
-
-    /// A tigase module names a provider id and is an APNS module; a p2 module names none.
-    fn provider_fits(
-        &mut self,
-        module: &ModuleSettings,
-        protocol: RegistrationProtocol,
-        path: &str,
-    ) -> bool {
-        let provider = module.registration_provider.as_deref();
-        let problem = match (protocol, provider) {
-            (RegistrationProtocol::P2, Some(_)) => {
-                "`provider` belongs to tigase registrations; p2 modules serve their platform's \
-                 service"
-            }
-            (RegistrationProtocol::Tigase, None) => {
-                "missing: `provider`, the provider id Siskin-family apps register with (e.g. \
-                 \"snikket:apns:1\")"
-            }
-            (RegistrationProtocol::Tigase, Some(id))
-                if id.is_empty()
-                    || id.len() > MAX_PROVIDER_BYTES
-                    || !id.contains(':')
-                    || id.contains(|c: char| c.is_whitespace() || c.is_control()) =>
-            {
-                "`provider` must be a colon-separated id without whitespace (e.g. \
-                 \"snikket:apns:1\"), at most 256 bytes"
-            }
-            (RegistrationProtocol::Tigase, Some(_))
-                if module.platform.capabilities.registration_service != Some("apns") =>
-            {
-                "tigase registrations are served by modules of type apple only"
-            }
-            _ => return true,
+    let mut served: Vec<(RegistrationProtocol, &str, &str)> = Vec::new();
+    for module in modules {
+        let Some(protocol) = module.registration else {
+            continue;
         };
-        self.registration_error(path, problem.to_owned());
-        false
+        let path = format!("pushModules.{}.registration", module.id);
+        if let Some(problem) = provider_problem(module, protocol) {
+            errors.push(document.at_key(&path, problem.to_owned()));
+            continue;
+        }
+        let Some(service) = module.platform.capabilities.registration_service else {
+            let message = format!(
+                "a module of type {} cannot serve registrations (only types with a \
+                 registration service can)",
+                module.platform.type_name
+            );
+            errors.push(document.at_key(&path, message));
+            continue;
+        };
+        // A tigase module serves its provider id, not its platform's service.
+        let service = module.registration_provider.as_deref().unwrap_or(service);
+        let taken = served
+            .iter()
+            .find(|(p, s, _)| *p == protocol && *s == service);
+        if let Some((_, _, first)) = taken {
+            let message = format!(
+                "modules `{first}` and `{}` both serve {} registrations for {service}; \
+                 at most one module may",
+                module.id,
+                protocol.name()
+            );
+            errors.push(document.at_key(&path, message));
+            continue;
+        }
+        served.push((protocol, service, &module.id));
     }
+    errors
+}
 
-    fn registration_error(&mut self, path: &str, message: String) {
-        let pos = self.document.key_pos(path);
-        self.errors.push(ConfigError::new(path, pos, message));
-    }
+/// What is wrong with a module's `provider`: a tigase module names one and is an APNS module;
+/// a p2 module names none.
+fn provider_problem(
+    module: &ModuleSettings,
+    protocol: RegistrationProtocol,
+) -> Option<&'static str> {
+    let provider = module.registration_provider.as_deref();
+    let problem = match (protocol, provider) {
+        (RegistrationProtocol::P2, Some(_)) => {
+            "`provider` belongs to tigase registrations; p2 modules serve their platform's \
+             service"
+        }
+        (RegistrationProtocol::Tigase, None) => {
+            "missing: `provider`, the provider id Siskin-family apps register with (e.g. \
+             \"snikket:apns:1\")"
+        }
+        (RegistrationProtocol::Tigase, Some(id))
+            if id.is_empty()
+                || id.len() > MAX_PROVIDER_BYTES
+                || !id.contains(':')
+                || id.contains(|c: char| c.is_whitespace() || c.is_control()) =>
+        {
+            "`provider` must be a colon-separated id without whitespace (e.g. \
+             \"snikket:apns:1\"), at most 256 bytes"
+        }
+        (RegistrationProtocol::Tigase, Some(_))
+            if module.platform.capabilities.registration_service != Some("apns") =>
+        {
+            "tigase registrations are served by modules of type apple only"
+        }
+        _ => return None,
+    };
+    Some(problem)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use fpush_traits::settings::duration;
 use serde::Deserialize;
 
-use super::validate::Check;
+use super::document::Document;
 use super::values;
 use super::ConfigError;
 use crate::store::StoreLimits;
@@ -80,11 +80,13 @@ fn optional_count<'de, D: serde::Deserializer<'de>>(
 }
 
 /// The checks no type can express: a path for SQLite, a `redis` section for Redis, sane bounds.
-pub(crate) fn check(check: &mut Check<'_>, store: &StoreSettings, has_redis: bool) {
-    let mut error = |path: &str, message: &str| {
-        let pos = check.document.key_pos(path);
-        check.errors.push(ConfigError::new(path, pos, message));
-    };
+pub(crate) fn check(
+    document: &Document,
+    store: &StoreSettings,
+    has_redis: bool,
+) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let mut error = |path: &str, message: &str| errors.push(document.at_key(path, message));
     match store.backend {
         StoreBackend::Sqlite if store.path.as_ref().is_none_or(|p| p.as_os_str().is_empty()) => {
             error(
@@ -123,6 +125,7 @@ pub(crate) fn check(check: &mut Check<'_>, store: &StoreSettings, has_redis: boo
             "must be between 1d and 3650d (registrations unused that long are removed)",
         );
     }
+    errors
 }
 
 #[cfg(test)]

@@ -20,29 +20,51 @@ use std::time::Duration;
 
 use super::document::Document;
 use super::values::redis_url_problem;
-use super::{
-    AccessSettings, ComponentSettings, ConfigError, DeadTokenSettings, LimitSettings,
-    ModuleSetSettings, ModuleSettings, RatelimitBackend, RedisSettings, TimeoutSettings,
-};
+use super::{ConfigError, ModuleSettings, RatelimitBackend, RedisSettings, Settings};
 
 const MIN_STANZA_SIZE: usize = 4 * 1024;
 const MIN_DEPTH: usize = 16;
 const HOUR: Duration = Duration::from_secs(60 * 60);
-const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+const MONTH: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
-/// The checks, each on the part it needs, so that a part that could not be read does not keep
-/// the others from being checked.
-pub(crate) struct Check<'a> {
-    pub document: &'a Document,
-    pub errors: &'a mut Vec<ConfigError>,
+/// Check `settings`; each check runs on the part it needs, so that a part that could not be
+/// read keeps none of the others from being checked. `component` is checked only if it read.
+pub(crate) fn check(document: &Document, settings: &Settings, component: bool) -> Vec<ConfigError> {
+    let mut check = Check {
+        document,
+        errors: Vec::new(),
+    };
+    if component {
+        check.component(settings);
+    }
+    check.bounds(settings);
+    check.limits(settings);
+    check.access(settings);
+    if let Some(redis) = &settings.redis {
+        check.redis(redis);
+    }
+    check.modules(&settings.push_modules, settings.redis.is_some());
+    let has_redis = settings.redis.is_some();
+    if let Some(store) = &settings.store {
+        check
+            .errors
+            .extend(super::store::check(document, store, has_redis));
+    }
+    let registrations = super::registration::check(document, settings);
+    check.errors.extend(registrations);
+    check.errors
+}
+
+struct Check<'a> {
+    document: &'a Document,
+    errors: Vec<ConfigError>,
 }
 
 impl Check<'_> {
     /// An error at `path`, positioned at its key (or, for a key left at its default, at its
     /// nearest ancestor in the file).
     fn error(&mut self, path: &str, message: impl Into<String>) {
-        let pos = self.document.key_pos(path);
-        self.errors.push(ConfigError::new(path, pos, message));
+        self.errors.push(self.document.at_key(path, message));
     }
 
     /// A duration at most `max`; when `zero` says why, also more than zero.
@@ -62,68 +84,52 @@ impl Check<'_> {
         }
     }
 
-    pub fn component(&mut self, component: &ComponentSettings) {
+    fn component(&mut self, settings: &Settings) {
+        let component = &settings.component;
         let hostname = &component.component_hostname;
         if hostname.trim().is_empty() {
             self.error("component.componentHostname", "must not be empty");
         } else if hostname.contains(|c: char| c.is_whitespace() || c == '@' || c == '/') {
-            self.error(
-                "component.componentHostname",
-                "must be a bare domain such as push.example.org",
-            );
+            let message = "must be a bare domain such as push.example.org";
+            self.error("component.componentHostname", message);
         }
         if component.component_key.is_empty() {
-            self.error(
-                "component.componentKey",
-                "must not be empty (it is the component secret set in the XMPP server)",
-            );
+            let message = "must not be empty (it is the component secret set in the XMPP server)";
+            self.error("component.componentKey", message);
         }
         if component.server_hostname.trim().is_empty() {
             self.error("component.serverHostname", "must not be empty");
         }
     }
 
-    pub fn timeout(&mut self, timeout: &TimeoutSettings) {
-        let (interval, timeout_) = (timeout.keepalive_interval, timeout.keepalive_timeout);
-        let tight_loop = "fpush would reconnect in a tight loop";
-        let cadence = "the link's keepalive ping needs a cadence";
-        let dead = "every link would be declared dead at once";
-        // The keepalive timeout is bounded by the interval, below.
-        for (path, value, max, zero) in [
-            (
-                "timeout.xmppconnectionError",
-                timeout.xmpp_connection_error,
-                HOUR,
-                tight_loop,
-            ),
-            ("timeout.keepaliveInterval", interval, HOUR, cadence),
-            ("timeout.keepaliveTimeout", timeout_, Duration::MAX, dead),
-        ] {
-            self.duration(path, value, max, Some(zero));
-        }
-        if !timeout_.is_zero() && timeout_ >= interval {
+    /// The upper bounds of the sections' durations and counts, and the zeros that would make
+    /// fpush spin or never act.
+    fn bounds(&mut self, settings: &Settings) {
+        let (timeout, limits) = (&settings.timeout, &settings.limits);
+        let interval = timeout.keepalive_interval;
+        let tight_loop = Some("fpush would reconnect in a tight loop");
+        let connect = timeout.xmpp_connection_error;
+        self.duration("timeout.xmppconnectionError", connect, HOUR, tight_loop);
+        let cadence = Some("the link's keepalive ping needs a cadence");
+        self.duration("timeout.keepaliveInterval", interval, HOUR, cadence);
+        let dead = Some("every link would be declared dead at once");
+        let keepalive = timeout.keepalive_timeout;
+        self.duration("timeout.keepaliveTimeout", keepalive, Duration::MAX, dead);
+        if !keepalive.is_zero() && keepalive >= interval {
             let interval = humantime::format_duration(interval);
             let message = format!("must be shorter than keepaliveInterval ({interval})");
             self.error("timeout.keepaliveTimeout", message);
         }
-    }
-
-    pub fn limits(&mut self, limits: &LimitSettings) {
-        if limits.max_concurrent_pushes == 0 {
-            self.error(
-                "limits.maxConcurrentPushes",
-                "must be at least 1 (0 would refuse every push)",
-            );
-        }
-        let ordinary = "smaller would refuse ordinary pushes";
-        if limits.max_stanza_size < MIN_STANZA_SIZE {
-            let message =
-                format!("must be at least {MIN_STANZA_SIZE} bytes (\"4KiB\"); {ordinary}");
-            self.error("limits.maxStanzaSize", message);
-        }
-        if limits.max_depth < MIN_DEPTH {
-            let message = format!("must be at least {MIN_DEPTH}; {ordinary}");
-            self.error("limits.maxDepth", message);
+        for (path, value, max) in [
+            ("limits.shutdownGrace", limits.shutdown_grace, HOUR),
+            ("deadTokens.remember", settings.dead_tokens.remember, MONTH),
+            (
+                "modules.retiredGrace",
+                settings.modules.retired_grace,
+                MONTH,
+            ),
+        ] {
+            self.duration(path, value, max, None);
         }
         for (path, value, max) in [
             (
@@ -136,32 +142,44 @@ impl Check<'_> {
                 limits.max_queued_pushes,
                 10_000_000,
             ),
-            (
-                "limits.maxStanzaSize",
-                limits.max_stanza_size,
-                64 * 1024 * 1024,
-            ),
+            ("limits.maxStanzaSize", limits.max_stanza_size, 64 << 20),
             ("limits.maxDepth", limits.max_depth, 1024),
+            (
+                "deadTokens.maxEntries",
+                settings.dead_tokens.max_entries,
+                100_000_000,
+            ),
+            (
+                "access.allowedDomains",
+                settings.access.allowed_domains.len(),
+                10_000,
+            ),
         ] {
             self.at_most(path, value, max);
         }
-        self.duration("limits.shutdownGrace", limits.shutdown_grace, HOUR, None);
     }
 
-    /// Dead-token memory and the grace of retired modules.
-    pub fn memory(&mut self, dead_tokens: &DeadTokenSettings, modules: &ModuleSetSettings) {
-        self.duration("deadTokens.remember", dead_tokens.remember, 30 * DAY, None);
-        let entries = dead_tokens.max_entries;
-        self.at_most("deadTokens.maxEntries", entries, 100_000_000);
-        let grace = modules.retired_grace;
-        self.duration("modules.retiredGrace", grace, 30 * DAY, None);
+    fn limits(&mut self, settings: &Settings) {
+        let limits = &settings.limits;
+        if limits.max_concurrent_pushes == 0 {
+            let message = "must be at least 1 (0 would refuse every push)";
+            self.error("limits.maxConcurrentPushes", message);
+        }
+        let ordinary = "smaller would refuse ordinary pushes";
+        if limits.max_stanza_size < MIN_STANZA_SIZE {
+            let message =
+                format!("must be at least {MIN_STANZA_SIZE} bytes (\"4KiB\"); {ordinary}");
+            self.error("limits.maxStanzaSize", message);
+        }
+        if limits.max_depth < MIN_DEPTH {
+            let message = format!("must be at least {MIN_DEPTH}; {ordinary}");
+            self.error("limits.maxDepth", message);
+        }
     }
 
-    pub fn access(&mut self, access: &AccessSettings) {
-        let domains = &access.allowed_domains;
-        let count = domains.len();
-        self.at_most("access.allowedDomains", count, 10_000);
-        for (i, domain) in domains.iter().enumerate() {
+    fn access(&mut self, settings: &Settings) {
+        let access = &settings.access;
+        for (i, domain) in access.allowed_domains.iter().enumerate() {
             if !plausible_domain_pattern(domain) {
                 self.error(
                     &format!("access.allowedDomains[{i}]"),
@@ -169,13 +187,10 @@ impl Check<'_> {
                 );
             }
         }
-        self.at_most("access.perDomainRate", access.per_domain_rate, 1_000_000.0);
-        self.at_most(
-            "access.perDomainBurst",
-            access.per_domain_burst,
-            10_000_000.0,
-        );
-        if access.per_domain_rate > 0.0 && access.per_domain_burst < 1.0 {
+        let (rate, burst) = (access.per_domain_rate, access.per_domain_burst);
+        self.at_most("access.perDomainRate", rate, 1_000_000.0);
+        self.at_most("access.perDomainBurst", burst, 10_000_000.0);
+        if rate > 0.0 && burst < 1.0 {
             self.error(
                 "access.perDomainBurst",
                 "must be at least 1 while perDomainRate is on (below 1 no request would pass)",
@@ -183,7 +198,7 @@ impl Check<'_> {
         }
     }
 
-    pub fn redis(&mut self, redis: &RedisSettings) {
+    fn redis(&mut self, redis: &RedisSettings) {
         let has_url = !redis.url.trim().is_empty();
         if !has_url && redis.cluster.is_empty() {
             self.error(
@@ -206,24 +221,23 @@ impl Check<'_> {
         }
     }
 
-    pub fn modules(&mut self, modules: &[ModuleSettings], has_redis: bool) {
+    fn modules(&mut self, modules: &[ModuleSettings], has_redis: bool) {
         let mut default_module: Option<&ModuleSettings> = None;
         for module in modules {
             let path = format!("pushModules.{}", module.id);
             if module.id.trim().is_empty() {
                 self.error(&path, "a module id must not be empty");
             }
-            if module.is_default_module {
-                match default_module {
-                    Some(first) => self.error(
-                        &format!("{path}.is_default_module"),
-                        format!(
-                            "more than one default module: `{}` already is the default",
-                            first.id
-                        ),
+            match default_module {
+                Some(first) if module.is_default_module => self.error(
+                    &format!("{path}.is_default_module"),
+                    format!(
+                        "more than one default module: `{}` already is the default",
+                        first.id
                     ),
-                    None => default_module = Some(module),
-                }
+                ),
+                None if module.is_default_module => default_module = Some(module),
+                _ => {}
             }
             self.ratelimit(module, &format!("{path}.ratelimit"), has_redis);
         }
@@ -232,17 +246,12 @@ impl Check<'_> {
     fn ratelimit(&mut self, module: &ModuleSettings, path: &str, has_redis: bool) {
         let ratelimit = &module.ratelimit;
         let time = format!("{path}.ratelimitTime");
-        self.duration(&time, ratelimit.ratelimit_time, DAY, None);
-        let sweep = ratelimit
-            .enabled
-            .then_some("the cache sweep would never pause");
+        let day = Duration::from_secs(24 * 60 * 60);
+        self.duration(&time, ratelimit.ratelimit_time, day, None);
+        let sweep = (ratelimit.enabled).then_some("the cache sweep would never pause");
         let cleanup = ratelimit.ratelimit_cleanup_interval;
-        self.duration(
-            &format!("{path}.ratelimitCleanupInterval"),
-            cleanup,
-            30 * DAY,
-            sweep,
-        );
+        let cleanup_path = format!("{path}.ratelimitCleanupInterval");
+        self.duration(&cleanup_path, cleanup, MONTH, sweep);
         if ratelimit.enabled && ratelimit.ratelimit_time.is_zero() {
             self.error(
                 &time,

@@ -9,7 +9,7 @@ use crate::request::{Condition, ErrorType, Reply};
 /// Error texts: short English sentences for the XMPP server's logs.
 mod text {
     pub const TOKEN_DEAD: &str = "The device token is no longer valid.";
-    pub const RATELIMITED: &str = "Too many pushes for this device; one is already queued.";
+    pub const RATELIMITED: &str = "Too many pushes for this device: one is already queued, or the push provider asked to wait.";
     pub const OVERLOADED: &str = "The push server is overloaded; try again later.";
     pub const THROTTLED: &str = "The push provider is throttling; try again later.";
     pub const TIMEOUT: &str = "The push provider did not answer in time.";

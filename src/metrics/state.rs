@@ -1,12 +1,13 @@
 //! The series that describe the daemon's state: set from a [`StateSnapshot`] read when scraped
-//! (cache sizes, the link, the platforms' own state), or counted on rare events (reloads,
-//! reconnects). Nothing here is touched per push.
+//! (cache sizes, the link, the platforms' own state: credentials, connection pool, the
+//! provider's pause), or counted on rare events (reloads, reconnects). Nothing here is touched
+//! per push.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fpush_traits::ProviderSnapshot;
+use fpush_traits::{PoolGauges, ProviderSnapshot};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -50,10 +51,23 @@ pub struct StateSnapshot {
     pub link: LinkState,
 }
 
-/// Counters that follow a count kept elsewhere, by what they last saw (one scrape at a time).
+/// Counters that follow a count kept elsewhere, by what they last saw per module (one scrape
+/// at a time).
 #[derive(Default)]
 struct Followed {
     token_refresh_failures: HashMap<String, u64>,
+    connections_opened: HashMap<String, u64>,
+    pauses: HashMap<String, u64>,
+}
+
+/// How much `counter` must grow to follow a platform's own count, now `now`: a reload rebuilds
+/// the platform, whose count starts over, and then all of it is new.
+fn follow(seen: &mut HashMap<String, u64>, module: &str, now: u64, counter: &Counter) {
+    let before = seen
+        .insert(module.to_owned(), now)
+        .filter(|before| *before <= now)
+        .unwrap_or(0);
+    counter.inc_by(now - before);
 }
 
 /// The families that show state.
@@ -68,6 +82,9 @@ pub(super) struct StateSeries {
     pool_connections: Family<ModuleLabel, Gauge>,
     pool_streams: Family<ConnectionLabels, Gauge>,
     pool_stream_limit: Family<ConnectionLabels, Gauge>,
+    pool_opened: Family<ModuleLabel, Counter>,
+    provider_pause: Family<ModuleLabel, Gauge>,
+    provider_pauses: Family<ModuleLabel, Counter>,
     connected: Gauge,
     reconnects: Counter,
     reloads: Family<ReloadLabel, Counter>,
@@ -88,6 +105,9 @@ impl StateSeries {
             pool_connections: registered(r, "pool_connections", "Provider connections the module's pool holds open", Family::default()),
             pool_streams: registered(r, "pool_streams_in_flight", "Requests on one pooled provider connection", Family::default()),
             pool_stream_limit: registered(r, "pool_max_streams", "Concurrent requests the provider allows on one pooled connection", Family::default()),
+            pool_opened: registered(r, "pool_connections_opened", "Provider connections the module's pool opened", Family::default()),
+            provider_pause: registered(r, "provider_pause_seconds", "Seconds left of a pause the provider asked of the whole module (0: pushes go out)", Family::default()),
+            provider_pauses: registered(r, "provider_pauses", "Times the provider paused the whole module (503 with Retry-After, a project-wide quota, 429s for many tokens)", Family::default()),
             connected: registered(r, "component_connected", "1 while the component stream is up and authenticated", Gauge::default()),
             reconnects: registered(r, "component_reconnects", "Times the component link was re-established", Counter::default()),
             reloads: registered(r, "config_reloads", "Settings reloads (SIGHUP) by result", Family::default()),
@@ -139,6 +159,7 @@ impl StateSeries {
             &self.wipe_guard_tripped,
             &self.credential_expiry,
             &self.pool_connections,
+            &self.provider_pause,
         ] {
             family.clear();
         }
@@ -172,29 +193,48 @@ impl StateSeries {
         if let Some(expires) = provider.credentials_expire_at {
             set(&self.credential_expiry, unix_seconds(expires));
         }
-        // A reload rebuilds the platform, whose count starts over: then all of it is new.
-        let now = provider.token_refresh_failures;
-        let seen = followed
-            .token_refresh_failures
-            .insert(gauges.module.clone(), now)
-            .filter(|seen| *seen <= now)
-            .unwrap_or(0);
-        self.token_refresh_failures
-            .get_or_create(&label)
-            .inc_by(now - seen);
-        if let Some(connections) = &provider.connections {
-            set(&self.pool_connections, to_i64(connections.len()));
-            for (index, connection) in connections.iter().enumerate() {
-                let labels = ConnectionLabels {
-                    module: gauges.module.clone(),
-                    connection: index.to_string(),
-                };
-                let streams = i64::from(connection.streams_in_flight);
-                self.pool_streams.get_or_create(&labels).set(streams);
-                let limit = i64::from(connection.max_streams);
-                self.pool_stream_limit.get_or_create(&labels).set(limit);
-            }
+        let failures = self.token_refresh_failures.get_or_create(&label);
+        let module = gauges.module.as_str();
+        let refresh_failures = provider.token_refresh_failures;
+        follow(
+            &mut followed.token_refresh_failures,
+            module,
+            refresh_failures,
+            &failures,
+        );
+        if let Some(pool) = &provider.pool {
+            self.apply_pool(&label, pool, followed);
         }
+    }
+
+    /// The pool's gauges, and its counters created at 0 with the first snapshot that has one.
+    fn apply_pool(&self, label: &ModuleLabel, pool: &PoolGauges, followed: &mut Followed) {
+        let module = label.module.as_str();
+        let connections = to_i64(pool.connections.len());
+        self.pool_connections.get_or_create(label).set(connections);
+        for (index, connection) in pool.connections.iter().enumerate() {
+            let labels = ConnectionLabels {
+                module: module.to_owned(),
+                connection: index.to_string(),
+            };
+            let streams = i64::from(connection.streams_in_flight);
+            self.pool_streams.get_or_create(&labels).set(streams);
+            let limit = i64::from(connection.max_streams);
+            self.pool_stream_limit.get_or_create(&labels).set(limit);
+        }
+        let left = pool
+            .paused_for
+            .map_or(0, |left| left.as_secs_f64().ceil() as i64);
+        self.provider_pause.get_or_create(label).set(left);
+        let opened = self.pool_opened.get_or_create(label);
+        follow(
+            &mut followed.connections_opened,
+            module,
+            pool.connections_opened,
+            &opened,
+        );
+        let pauses = self.provider_pauses.get_or_create(label);
+        follow(&mut followed.pauses, module, pool.pauses, &pauses);
     }
 }
 

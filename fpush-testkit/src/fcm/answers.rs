@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 const FCM_ERROR_TYPE: &str = "type.googleapis.com/google.firebase.fcm.v1.FcmError";
 const BAD_REQUEST_TYPE: &str = "type.googleapis.com/google.rpc.BadRequest";
+const ERROR_INFO_TYPE: &str = "type.googleapis.com/google.rpc.ErrorInfo";
 
 /// One scripted or conventional answer to `messages:send`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,22 +107,40 @@ impl FcmAnswer {
         )
     }
 
-    /// 429 `RESOURCE_EXHAUSTED` / `QUOTA_EXCEEDED` with `Retry-After`.
+    /// 429 `RESOURCE_EXHAUSTED` / `QUOTA_EXCEEDED` with `Retry-After`, saying no more (FCM's
+    /// answer to too many messages for one device).
     pub fn quota_exceeded(retry_after: u64) -> Self {
-        match google_error(
+        let answer = google_error(
             429,
             "RESOURCE_EXHAUSTED",
             "Quota exceeded for quota metric 'Send requests'.",
             Some("QUOTA_EXCEEDED"),
             None,
-        ) {
-            FcmAnswer::Status { status, body, .. } => FcmAnswer::Status {
-                status,
-                body,
-                retry_after: Some(retry_after),
-            },
-            other => other,
-        }
+        );
+        with_retry_after(answer, retry_after)
+    }
+
+    /// 429 `RESOURCE_EXHAUSTED` for the whole project: the Google API front end's per-minute
+    /// send quota, as it answers it (no `FcmError` detail; a `google.rpc.ErrorInfo` with reason
+    /// `RATE_LIMIT_EXCEEDED` and the quota's metadata), with `Retry-After`.
+    pub fn project_quota_exceeded(project_number: u64, retry_after: u64) -> Self {
+        let info = json!({
+            "@type": ERROR_INFO_TYPE,
+            "reason": "RATE_LIMIT_EXCEEDED",
+            "domain": "googleapis.com",
+            "metadata": {
+                "service": "fcm.googleapis.com",
+                "consumer": format!("projects/{project_number}"),
+                "quota_metric": "fcm.googleapis.com/send_requests",
+                "quota_limit": "SendsPerMinutePerProject",
+                "quota_unit": "1/min/{project}",
+            }
+        });
+        let message = format!("Quota exceeded for quota metric 'Send requests' and limit 'Send requests per minute' of service 'fcm.googleapis.com' for consumer 'project_number:{project_number}'.");
+        with_retry_after(
+            google_error(429, "RESOURCE_EXHAUSTED", &message, None, Some(info)),
+            retry_after,
+        )
     }
 
     /// 503 `UNAVAILABLE`.
@@ -175,6 +194,17 @@ impl FcmAnswer {
             FcmAnswer::DropConnection => Some("RESET".to_string()),
             FcmAnswer::Accept | FcmAnswer::GoawayThenAccept => None,
         }
+    }
+}
+
+fn with_retry_after(answer: FcmAnswer, seconds: u64) -> FcmAnswer {
+    match answer {
+        FcmAnswer::Status { status, body, .. } => FcmAnswer::Status {
+            status,
+            body,
+            retry_after: Some(seconds),
+        },
+        other => other,
     }
 }
 
@@ -267,6 +297,29 @@ mod tests {
         assert_eq!(
             body["error"]["details"][1]["fieldViolations"][0]["field"],
             "message.token"
+        );
+    }
+
+    #[test]
+    fn a_project_quota_names_the_project_and_carries_no_fcm_error_code() {
+        let FcmAnswer::Status {
+            status,
+            body,
+            retry_after,
+        } = FcmAnswer::project_quota_exceeded(42, 7)
+        else {
+            panic!("not a status answer");
+        };
+        assert_eq!((status, retry_after), (429, Some(7)));
+        let body: Value = serde_json::from_str(&body).unwrap();
+        let details = body["error"]["details"].as_array().unwrap();
+        assert_eq!(details.len(), 1, "{body}");
+        assert_eq!(details[0]["@type"], ERROR_INFO_TYPE);
+        assert_eq!(details[0]["reason"], "RATE_LIMIT_EXCEEDED");
+        assert_eq!(details[0]["metadata"]["consumer"], "projects/42");
+        assert_eq!(
+            FcmAnswer::project_quota_exceeded(42, 7).reason().as_deref(),
+            Some("RESOURCE_EXHAUSTED")
         );
     }
 
