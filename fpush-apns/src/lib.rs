@@ -13,6 +13,7 @@
 //! the token and allows a renewal.
 
 mod certificate;
+mod client_payload;
 mod clock;
 pub mod config;
 pub mod payload;
@@ -221,9 +222,12 @@ impl PushTrait for ApnsPush {
         if !plausible_token(token) {
             return Err(PushError::TokenInvalid(DeadTokenReason::Implausible));
         }
-        let body = self
-            .payload
-            .build(&notification.summary, &notification.extra);
+        let body = match client_payload::applies(notification) {
+            true => client_payload::build(&self.payload, notification),
+            false => self
+                .payload
+                .build(&notification.summary, &notification.extra),
+        };
         let push = PushLabel {
             provider: "APNS",
             token,
