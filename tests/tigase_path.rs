@@ -1,0 +1,156 @@
+//! The tigase door through the real `fpush` binary, its SQLite store and the APNS test server:
+//! a Siskin-style app registers over the component link, the server pushes to the node, and
+//! Apple's side receives the registered token with the account and — for a payload encrypted
+//! by an independent AES-GCM implementation (Python's `cryptography`) — the ciphertext and iv
+//! exactly as encrypted, still decrypting to the message. Unregistering ends the pushes.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use fpush_testkit::apns::ApnsHarness;
+use fpush_testkit::xmpp::{ComponentLink, FakeXmppServer, Stanza};
+use serde_json::{json, Value};
+
+const PROVIDER: &str = "snikket:apns:1";
+const JULIET: &str = "juliet@localhost/iphone";
+const DOMAIN: &str = "localhost";
+
+/// Settings with one tigase module `siskin` on the APNS test server, the store in `dir`.
+fn tigase_settings(xmpp: &FakeXmppServer, apns: &ApnsHarness, dir: &Path) -> String {
+    let module = json!({"type": "apple", "apns": apns.token_settings(),
+        "registration": {"protocol": "tigase", "provider": PROVIDER},
+        "ratelimit": {"enabled": false}});
+    let modules = json!({ "siskin": module }).to_string();
+    let store = json!({"path": dir.join("registrations.sqlite3")});
+    settings(xmpp, &modules, &format!(r#""store": {store},"#))
+}
+
+async fn ask(link: &mut ComponentLink, id: &str, iq: &str) -> Stanza {
+    link.send(iq).await.expect("send");
+    let reply = link.next_stanza(WAIT).await.expect("a reply");
+    assert_eq!(reply.attr("id"), Some(id), "{}", reply.raw);
+    reply
+}
+
+async fn command(
+    link: &mut ComponentLink,
+    id: &str,
+    node: &str,
+    fields: &[(&str, &str)],
+) -> Stanza {
+    let form: String = fields
+        .iter()
+        .map(|(var, value)| format!("<field var='{var}'><value>{value}</value></field>"))
+        .collect();
+    let iq = format!(
+        "<iq type='set' id='{id}' from='{JULIET}' to='{JID}'>\
+         <command xmlns='http://jabber.org/protocol/commands' node='{node}' action='execute'>\
+         <x xmlns='jabber:x:data' type='submit'>{form}</x></command></iq>"
+    );
+    ask(link, id, &iq).await
+}
+
+async fn push(link: &mut ComponentLink, id: &str, node: &str, notification: &str) -> Stanza {
+    let iq = format!(
+        "<iq type='set' id='{id}' from='{DOMAIN}' to='{JID}'>\
+         <pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{node}'><item>\
+         <notification xmlns='urn:xmpp:push:0'>{notification}</notification></item></publish>\
+         </pubsub></iq>"
+    );
+    ask(link, id, &iq).await
+}
+
+/// The value of field `var` in a command reply.
+fn node_of(reply: &Stanza) -> String {
+    let open = "<field var='node'><value>";
+    let start = reply.raw.find(open).expect("a node") + open.len();
+    let end = start + reply.raw[start..].find("</value>").unwrap();
+    reply.raw[start..end].to_owned()
+}
+
+fn crypto(args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tigase_crypto.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn an_encrypted_push_reaches_apple_unchanged_and_unregistering_ends_pushes() {
+    let apns = ApnsHarness::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut xmpp = FakeXmppServer::bind(SECRET).await.unwrap();
+    let _fpush = Daemon::start(&tigase_settings(&xmpp, &apns, dir.path()));
+    let mut link = xmpp.accept(WAIT).await.expect("fpush connects");
+
+    let disco = format!(
+        "<iq type='get' id='d1' from='{JULIET}' to='{JID}'>\
+         <query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+    );
+    let info = ask(&mut link, "d1", &disco).await;
+    assert!(
+        info.raw.contains(&format!("<feature var='{PROVIDER}'/>")),
+        "{}",
+        info.raw
+    );
+
+    let token = "0a1b".repeat(16);
+    let fields = [("provider", PROVIDER), ("device-token", token.as_str())];
+    let registered = command(&mut link, "r1", "register-device", &fields).await;
+    assert_eq!(registered.kind(), Some("result"), "{}", registered.raw);
+    let node = node_of(&registered);
+
+    let message = r#"{"sender":"romeo@localhost","body":"Wherefore art thou?"}"#;
+    let sealed: Value = serde_json::from_str(&crypto(&["encrypt", message])).unwrap();
+    let (key, iv, encrypted) = (
+        sealed["key"].as_str().unwrap(),
+        sealed["iv"].as_str().unwrap(),
+        sealed["encrypted"].as_str().unwrap(),
+    );
+    // As a server may pretty-print it: whitespace around the text, which fpush trims.
+    let element = format!(
+        "<encrypted xmlns='tigase:push:encrypt:0' iv='{iv}'>\n    {encrypted}\n  </encrypted>"
+    );
+    assert_result(&push(&mut link, "p1", &node, &element).await, "p1");
+    let received = apns.server.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].token, token);
+    assert_eq!(received[0].headers["apns-push-type"], "alert");
+    let payload: Value = serde_json::from_slice(&received[0].body).unwrap();
+    assert_eq!(payload["account"], "juliet@localhost");
+    assert_eq!(payload["encrypted"], encrypted);
+    assert_eq!(payload["iv"], iv);
+    assert_eq!(payload["aps"]["mutable-content"], 1, "{payload}");
+    let arrived = payload["encrypted"].as_str().unwrap();
+    assert_eq!(crypto(&["decrypt", key, iv, arrived]), message);
+
+    // A plain summary: the keys the app's extension formats, the count a JSON integer.
+    let summary = "<x xmlns='jabber:x:data'><field var='FORM_TYPE'>\
+                   <value>urn:xmpp:push:summary</value></field>\
+                   <field var='message-count'><value>2</value></field>\
+                   <field var='last-message-sender'><value>romeo@localhost</value></field>\
+                   <field var='last-message-body'><value>Hello</value></field></x>";
+    assert_result(&push(&mut link, "p2", &node, summary).await, "p2");
+    let payload: Value = serde_json::from_slice(&apns.server.received()[1].body).unwrap();
+    assert_eq!(payload["unread-messages"], json!(2));
+    assert_eq!(payload["sender"], "romeo@localhost");
+    assert_eq!(payload["body"], "Hello");
+    assert_eq!(payload["account"], "juliet@localhost");
+
+    let unregistered = command(&mut link, "u1", "unregister-device", &fields).await;
+    assert_eq!(unregistered.kind(), Some("result"), "{}", unregistered.raw);
+    let gone = push(&mut link, "p3", &node, summary).await;
+    assert_error(&gone, "p3", "cancel", "item-not-found");
+    assert_eq!(apns.server.received().len(), 2);
+}
