@@ -397,7 +397,9 @@ fn state_probe(
         let mut gauges = modules.gauges();
         if let Some(door) = &p2 {
             for (gauge, module) in gauges.iter_mut().zip(modules.iter()) {
-                let service = module.registration.map(|r| r.service);
+                // A tigase module's registrations are stored under its provider id.
+                let service = module.provider.as_deref();
+                let service = service.or(module.registration.map(|r| r.service));
                 gauge.registrations = service.and_then(|service| door.registrations(service));
             }
         }
