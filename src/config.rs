@@ -13,6 +13,7 @@
 
 mod document;
 mod files;
+mod push2;
 mod reader;
 mod registration;
 mod store;
@@ -31,6 +32,7 @@ use serde::Deserialize;
 
 use self::document::Pos;
 pub use self::files::exposure_warnings;
+pub use self::push2::{Push2Settings, WEB_PUSH_MODULE};
 pub use self::reader::parse;
 pub use self::registration::{RegistrationBlock, RegistrationProtocol};
 pub use self::store::{StoreBackend, StoreSettings};
@@ -58,6 +60,8 @@ pub struct Settings {
     pub metrics: Option<MetricsSettings>,
     /// Key `store`: the registration store.
     pub store: Option<StoreSettings>,
+    /// Key `push2`: the Push 2.0 relay, off when absent.
+    pub push2: Option<Push2Settings>,
 }
 
 /// `access`, read straight into the core's [`AccessSettings`] (its defaults included).

@@ -4,6 +4,7 @@
 //! gets exactly one reply, and the work in flight is bounded (`limits.maxConcurrentPushes`).
 
 mod commands;
+mod push2_path;
 mod push_path;
 mod reply_table;
 mod tigase_path;
@@ -172,6 +173,14 @@ impl Dispatcher {
             Request::Command { iq, command } => self.command(iq, command),
             Request::DiscoInfo { iq } => self.disco_info(&iq),
             Request::CommandList { iq } => self.command_list(&iq),
+            Request::Push2 { message, push } => self.push2(message, push),
+            Request::InvalidPush2 { message, reason } => {
+                let refusal = Refusal {
+                    outcome: Outcome::bad_request,
+                    text: reason.into(),
+                };
+                self.refuse_message(&message, refusal);
+            }
             Request::Ping { iq } => self.pushes.reply(&iq, Reply::Result),
             Request::Unsupported { iq } => self.pushes.reply(
                 &iq,

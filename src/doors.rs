@@ -6,6 +6,7 @@
 //! (admission, sending, settling, the reply table).
 
 pub mod p2;
+pub mod push2;
 pub mod tigase;
 pub mod token_in_node;
 
@@ -44,6 +45,8 @@ pub struct Target {
     registered: Option<Box<p2::Registered>>,
     /// Set by a door for pushes that must not wait (see [`Target::urgent`]).
     urgent: bool,
+    /// Answered with a message error (push2) rather than an IQ reply.
+    pub by_message: bool,
 }
 
 /// What identifies a target for the ratelimit and the dead-token memory.
@@ -63,6 +66,15 @@ impl Target {
             key,
             registered: None,
             urgent: false,
+            by_message: false,
+        }
+    }
+
+    /// The same push, answered the push2 way: errors as `<message type='error'>`, success silent.
+    pub fn answered_by_message(self) -> Self {
+        Target {
+            by_message: true,
+            ..self
         }
     }
 

@@ -14,6 +14,8 @@
 //! could go wrong (the device token).
 
 mod command;
+mod message;
+mod message_reply;
 mod quick;
 mod reply;
 mod scopes;
@@ -27,6 +29,8 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
 pub use command::AdHocCommand;
+pub use message::Push2Request;
+pub use message_reply::write_message_error;
 pub use reply::{write_reply, CommandItem, Condition, ErrorType, Reply};
 pub use tigase::{EncryptedElement, TigaseParts};
 
@@ -70,6 +74,13 @@ pub enum Request {
     /// A set IQ with a pubsub payload (or a get/set IQ that is not well-formed) that cannot be
     /// delivered: answered `modify`/`bad-request` with `reason` as the text.
     InvalidPush { iq: IqHeader, reason: String },
+    /// A usable push2 `<message>`; `message` is its addressing.
+    Push2 {
+        message: IqHeader,
+        push: Push2Request,
+    },
+    /// A push2 `<message>` that cannot be delivered: answered with a message error.
+    InvalidPush2 { message: IqHeader, reason: String },
     /// A disco#info query.
     DiscoInfo { iq: IqHeader },
     /// A disco#items query for the node of ad-hoc commands: which commands are served.
@@ -124,6 +135,9 @@ enum IqStart {
 /// Never fails: what cannot be understood is either answered with an error (when the IQ header
 /// could be read) or ignored.
 pub fn parse(stanza: &[u8]) -> Request {
+    if let Some(push2) = message::parse(stanza) {
+        return push2;
+    }
     parse_with(stanza, Lexer::Quick)
 }
 

@@ -72,6 +72,23 @@ async fn backup_copies_the_sqlite_store_into_a_private_file() {
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(mode(&copy), 0o600);
     assert_eq!(mode(&file), 0o600);
+    let wal = PathBuf::from(format!("{}-wal", file.display()));
+    assert_eq!(
+        mode(&wal),
+        0o600,
+        "SQLite's side files follow the file's mode"
+    );
+    let again = fpush(&[
+        "store",
+        "backup",
+        settings.to_str().unwrap(),
+        copy.to_str().unwrap(),
+    ]);
+    assert!(
+        !again.status.success(),
+        "an existing backup is never overwritten"
+    );
+    assert!(text(&again.stderr).contains("exists already"));
     let restored = SqliteStore::open(&copy, StoreLimits::default()).unwrap();
     let found = restored
         .find("example.org", &credentials.node)
@@ -249,6 +266,20 @@ fn check_names_a_store_file_open_to_everyone_and_creates_nothing() {
         "{}",
         text(&output.stderr)
     );
+
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let output = fpush(&["--check", settings.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("schema 1"));
+    if std::os::unix::fs::chown(&file, Some(65534), None).is_ok() {
+        let output = fpush(&["--check", settings.to_str().unwrap()]);
+        assert!(!output.status.success());
+        let errors = text(&output.stderr);
+        assert!(
+            errors.contains("belongs to uid 65534, not to the user fpush runs as"),
+            "{errors}"
+        );
+    }
 }
 
 #[test]

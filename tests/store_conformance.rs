@@ -1,7 +1,7 @@
 //! One conformance suite for every registration store backend: each check below runs against
 //! SQLite (a file in a temporary directory) and Redis (a `redis-server` the test starts on a
-//! free loopback port). "Opening again" is a restart for SQLite and a second fpush instance for
-//! Redis.
+//! free loopback port), and a three-master Redis Cluster, where every script must keep to one
+//! slot. "Opening again" is a restart for SQLite and a second fpush instance for Redis.
 
 mod store_support;
 
@@ -448,6 +448,7 @@ macro_rules! suite {
     ($($check:ident),* $(,)?) => {
         conformance!(sqlite: $($check),*);
         conformance!(redis: $($check),*);
+        conformance!(redis_cluster: $($check),*);
     };
 }
 

@@ -42,7 +42,7 @@ use crate::payload::PayloadBuilder;
 pub use crate::platform::PLATFORM;
 use crate::provider_token::TokenSigner;
 pub use crate::provider_token::{MIN_RENEW_INTERVAL, RENEW_AFTER};
-use crate::request::{plausible_token, RequestTemplate};
+use crate::request::{plausible_token, PerPush, RequestTemplate};
 use crate::response::{judge, refuses_token_updates};
 
 /// Pause before the one retry a push may get.
@@ -101,6 +101,8 @@ pub struct ApnsPush {
     template: RequestTemplate,
     payload: PayloadBuilder,
     loud: LoudLog,
+    /// `apns:<environment>:<topic>`: how push2 messages name this app.
+    relay_name: String,
 }
 
 impl ApnsPush {
@@ -139,6 +141,7 @@ impl ApnsPush {
             template,
             payload,
             loud: LoudLog::new(format!("push module {module_id:?}")),
+            relay_name: relay_name(&cfg),
         })
     }
 
@@ -148,7 +151,13 @@ impl ApnsPush {
     }
 
     /// One request to Apple and what its answer means.
-    async fn attempt(&self, token: &str, body: &Bytes, tries: Tries) -> ProviderAnswer {
+    async fn attempt(
+        &self,
+        token: &str,
+        per_push: PerPush,
+        body: &Bytes,
+        tries: Tries,
+    ) -> ProviderAnswer {
         let signed = match &self.auth {
             Auth::Token(signer) => match signer.current() {
                 Ok(signed) => Some(signed),
@@ -157,7 +166,7 @@ impl ApnsPush {
             Auth::Certificate(_) => None,
         };
         let bearer = signed.as_ref().map(|s| &s.bearer);
-        let request = match self.template.request(token, body.clone(), bearer) {
+        let request = match self.template.request(token, per_push, body.clone(), bearer) {
             Ok(request) => request,
             Err(e) => return ProviderAnswer::Failed(e),
         };
@@ -185,6 +194,15 @@ impl ApnsPush {
             Err(e) => ProviderAnswer::from_http_error(&e),
         }
     }
+}
+
+/// `apns:<environment>:<topic>`: the environment and topic push2's APNS form names.
+fn relay_name(cfg: &ApnsConfig) -> String {
+    let environment = match cfg.environment {
+        ApnsEnvironment::Production => "production",
+        ApnsEnvironment::Sandbox => "sandbox",
+    };
+    format!("apns:{environment}:{}", cfg.topic)
 }
 
 /// Loads the credentials of the one auth mode `cfg` sets; certificate auth goes into `http`.
@@ -218,7 +236,7 @@ fn load_auth(module_id: &str, cfg: &ApnsConfig, http: &mut HttpConfig) -> Result
 #[async_trait]
 impl PushTrait for ApnsPush {
     async fn send(&self, notification: &PushNotification) -> Result<Delivered, PushError> {
-        let token = notification.token.as_str();
+        let (token, per_push) = PerPush::of(notification);
         if !plausible_token(token) {
             return Err(PushError::TokenInvalid(DeadTokenReason::Implausible));
         }
@@ -233,7 +251,9 @@ impl PushTrait for ApnsPush {
             token,
         };
         RETRY
-            .run(&self.loud, push, |tries| self.attempt(token, &body, tries))
+            .run(&self.loud, push, |tries| {
+                self.attempt(token, per_push, &body, tries)
+            })
             .await
     }
 
@@ -248,5 +268,9 @@ impl PushTrait for ApnsPush {
             pool: Some(self.client.gauges()),
             ..ProviderSnapshot::default()
         }
+    }
+
+    fn relay_name(&self) -> Option<&str> {
+        Some(&self.relay_name)
     }
 }

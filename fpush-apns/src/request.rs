@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fpush_traits::PushError;
+use fpush_traits::{Priority, PushError, PushKind, PushNotification};
 use http::header::{HeaderName, AUTHORIZATION, CONTENT_TYPE};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Uri};
@@ -25,11 +25,48 @@ const APNS_PRIORITY: HeaderName = HeaderName::from_static("apns-priority");
 const APNS_EXPIRATION: HeaderName = HeaderName::from_static("apns-expiration");
 const APNS_COLLAPSE_ID: HeaderName = HeaderName::from_static("apns-collapse-id");
 
+/// What one push changes of the module's fixed headers (push2 says it per push).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PerPush {
+    /// `apns-priority` for an alert push: high → 10, normal or low → 5.
+    pub priority: Option<u8>,
+    /// A PushKit call: to the VoIP token, topic `<topic>.voip`, push type `voip`, priority 10.
+    pub voip: bool,
+}
+
+impl PerPush {
+    /// The token the push goes to and what it changes. A VoIP push without a VoIP token goes
+    /// to the device token as an alert.
+    pub fn of(push: &PushNotification) -> (&str, PerPush) {
+        if let (Some(PushKind::Voip), Some(voip)) = (push.kind, &push.voip_token) {
+            let per_push = PerPush {
+                priority: None,
+                voip: true,
+            };
+            return (voip, per_push);
+        }
+        let priority = push.priority.map(|priority| match priority {
+            Priority::High => 10,
+            Priority::Normal | Priority::Low => 5,
+        });
+        let per_push = PerPush {
+            priority,
+            voip: false,
+        };
+        (&push.token, per_push)
+    }
+}
+
 /// What every request of one module shares.
 pub(crate) struct RequestTemplate {
     /// The headers every request carries, built once: a request starts from a clone
     /// (reference-counted values) instead of hashing each name in again.
     headers: HeaderMap,
+    /// `apns-topic` of PushKit pushes: `<topic>.voip`.
+    voip_topic: HeaderValue,
+    /// Whether the module sends alerts (a per-push priority applies only to them: Apple
+    /// refuses 10 for background pushes).
+    alerts: bool,
     expiration: Duration,
     /// The last `apns-expiration` value and the unix second it was computed for: thousands
     /// of pushes a second share one.
@@ -62,6 +99,8 @@ impl RequestTemplate {
         }
         Ok(Self {
             headers,
+            voip_topic: header("topic", &format!("{}.voip", cfg.topic))?,
+            alerts: cfg.push_type == ApnsPushType::Alert,
             expiration: cfg.expiration,
             expiration_header: Mutex::new((0, HeaderValue::from_static("0"))),
         })
@@ -71,6 +110,7 @@ impl RequestTemplate {
     pub fn request(
         &self,
         token: &str,
+        per_push: PerPush,
         body: Bytes,
         bearer: Option<&HeaderValue>,
     ) -> Result<http::Request<Bytes>, PushError> {
@@ -86,6 +126,13 @@ impl RequestTemplate {
         let headers = request.headers_mut();
         *headers = self.headers.clone();
         headers.insert(APNS_EXPIRATION, self.expiration_value());
+        if per_push.voip {
+            headers.insert(APNS_TOPIC, self.voip_topic.clone());
+            headers.insert(APNS_PUSH_TYPE, HeaderValue::from_static("voip"));
+            headers.insert(APNS_PRIORITY, HeaderValue::from_static("10"));
+        } else if let Some(priority) = per_push.priority.filter(|_| self.alerts) {
+            headers.insert(APNS_PRIORITY, HeaderValue::from(u16::from(priority)));
+        }
         if let Some(bearer) = bearer {
             headers.insert(AUTHORIZATION, bearer.clone());
         }
@@ -147,5 +194,50 @@ mod tests {
         assert!(!plausible_token("a/b"));
         assert!(!plausible_token("a?b"));
         assert!(!plausible_token(&"a".repeat(MAX_TOKEN_LEN + 1)));
+    }
+
+    fn template() -> RequestTemplate {
+        let cfg: ApnsConfig = serde_json::from_str(
+            r#"{"keyFilePath": "k", "keyId": "K", "teamId": "T", "topic": "org.example.app"}"#,
+        )
+        .unwrap();
+        RequestTemplate::new(&cfg).unwrap()
+    }
+
+    fn headers_for(push: &PushNotification) -> (String, HeaderMap) {
+        let (token, per_push) = PerPush::of(push);
+        let request = template()
+            .request(token, per_push, Bytes::new(), None)
+            .unwrap();
+        (request.uri().path().to_owned(), request.headers().clone())
+    }
+
+    #[test]
+    fn a_voip_push_goes_to_the_voip_token_and_topic_at_priority_10() {
+        let mut push = PushNotification::new("devicetoken", "ios");
+        push.kind = Some(PushKind::Voip);
+        push.priority = Some(Priority::Low);
+        push.voip_token = Some("voiptoken".into());
+        let (path, headers) = headers_for(&push);
+        assert_eq!(path, "/3/device/voiptoken");
+        assert_eq!(headers[APNS_TOPIC], "org.example.app.voip");
+        assert_eq!(headers[APNS_PUSH_TYPE], "voip");
+        assert_eq!(headers[APNS_PRIORITY], "10");
+    }
+
+    #[test]
+    fn a_voip_push_without_voip_token_is_an_alert_and_priorities_map_to_10_and_5() {
+        let mut push = PushNotification::new("devicetoken", "ios");
+        push.kind = Some(PushKind::Voip);
+        push.priority = Some(Priority::Normal);
+        let (path, headers) = headers_for(&push);
+        assert_eq!(path, "/3/device/devicetoken");
+        assert_eq!(headers[APNS_TOPIC], "org.example.app");
+        assert_eq!(headers[APNS_PUSH_TYPE], "alert");
+        assert_eq!(headers[APNS_PRIORITY], "5");
+        push.priority = Some(Priority::High);
+        assert_eq!(headers_for(&push).1[APNS_PRIORITY], "10");
+        push.priority = Some(Priority::Low);
+        assert_eq!(headers_for(&push).1[APNS_PRIORITY], "5");
     }
 }

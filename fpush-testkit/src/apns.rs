@@ -471,7 +471,11 @@ impl State {
         let header = |name: &str| r.headers.get(name).and_then(|v| v.to_str().ok());
         match header("apns-topic") {
             None => return refuse(400, "MissingTopic"),
-            Some(topic) if topic != self.expect.topic => {
+            // PushKit pushes go to the app's `<topic>.voip`.
+            Some(topic)
+                if topic != self.expect.topic
+                    && topic.strip_suffix(".voip") != Some(self.expect.topic.as_str()) =>
+            {
                 return refuse(400, "DeviceTokenNotForTopic")
             }
             Some(_) => {}

@@ -39,4 +39,10 @@ pub trait PushTrait: Send + Sync {
     fn snapshot(&self) -> ProviderSnapshot {
         ProviderSnapshot::default()
     }
+
+    /// The name by which a stateless relay's message addresses the app this module serves
+    /// (push2's APNS form: `apns:<production|sandbox>:<topic>`); `None` when no message can.
+    fn relay_name(&self) -> Option<&str> {
+        None
+    }
 }

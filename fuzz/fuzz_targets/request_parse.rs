@@ -24,10 +24,42 @@ fuzz_target!(|data: &[u8]| {
         | Request::Command { iq, .. }
         | Request::Ping { iq }
         | Request::Unsupported { iq } => iq,
+        Request::Push2 { message, .. } | Request::InvalidPush2 { message, .. } => {
+            return check_message_error_to(&message);
+        }
         Request::Response | Request::Ignored => return,
     };
     check_replies_to(&iq);
 });
+
+/// A push2 message's error reply is well-formed, carries its id, and is never answered.
+fn check_message_error_to(message: &IqHeader) {
+    assert!(
+        !message.from.is_empty(),
+        "a message without from was accepted"
+    );
+    let mut out = Vec::new();
+    let text = Some("x < y & 'z'");
+    request::write_message_error(
+        message,
+        ErrorType::Cancel,
+        Condition::ItemNotFound,
+        text,
+        &mut out,
+    );
+    if !message.id.is_empty() {
+        assert_eq!(
+            well_formed_id(&out),
+            message.id,
+            "the error must carry the id"
+        );
+    }
+    assert_eq!(
+        request::parse(&out),
+        Request::Ignored,
+        "an error message was answerable"
+    );
+}
 
 /// Every reply shape to `iq` is well-formed, carries `iq.id`, and fpush reads it back as a
 /// response, which it never answers.
@@ -48,7 +80,11 @@ fn check_replies_to(iq: &IqHeader) {
     for reply in replies {
         let mut out = Vec::new();
         request::write_reply(iq, &reply, &mut out);
-        assert_eq!(well_formed_id(&out), iq.id, "a reply must carry the request's id");
+        assert_eq!(
+            well_formed_id(&out),
+            iq.id,
+            "a reply must carry the request's id"
+        );
         match request::parse(&out) {
             Request::Response => {}
             other => panic!(

@@ -108,6 +108,10 @@ impl Reader<'_> {
         settings.push_modules = self.modules(modules.as_ref());
         let problems = validate::check(self.document, &settings, has_component && component_read);
         self.errors.extend(problems);
+        if let Some(push2) = &settings.push2 {
+            let modules = &settings.push_modules;
+            super::push2::check(push2, modules, self.document, &mut self.errors);
+        }
         Some(settings)
     }
 

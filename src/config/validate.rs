@@ -55,9 +55,9 @@ pub(crate) fn check(document: &Document, settings: &Settings, component: bool) -
     check.errors
 }
 
-struct Check<'a> {
-    document: &'a Document,
-    errors: Vec<ConfigError>,
+pub(super) struct Check<'a> {
+    pub(super) document: &'a Document,
+    pub(super) errors: Vec<ConfigError>,
 }
 
 impl Check<'_> {

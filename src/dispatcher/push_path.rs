@@ -20,7 +20,7 @@ use crate::component::ReplySender;
 use crate::config::RejectWith;
 use crate::doors::{Refusal, Target};
 use crate::metrics::Metrics;
-use crate::modules::{Admitting, Module};
+use crate::modules::Admitting;
 use crate::outcome::Outcome;
 use crate::panics::{Contained, Panicked};
 use crate::ratelimit::{Admission, Decision};
@@ -73,7 +73,7 @@ impl PushPath {
         target.module.count_received();
         let Some(slot) = self.provider_slot() else {
             log::debug!("{} pushes in flight: answering wait", self.max_in_flight);
-            self.finish(&iq, &target.module, Outcome::overloaded);
+            self.finish(&iq, &target, Outcome::overloaded);
             return;
         };
         self.admit(iq, target, slot, tasks);
@@ -142,26 +142,24 @@ impl PushPath {
             Admission::Decided(Decision::SendAt(at)) => {
                 drop(slot);
                 let Some(place) = self.queue_place() else {
-                    return self.finish(&iq, &target.module, Outcome::overloaded);
+                    return self.finish(&iq, &target, Outcome::overloaded);
                 };
                 let target = target.trimmed_for_queue();
                 tasks.spawn(async move {
-                    let turn = pushes.wait_for_turn(&iq, &target.module, at).await;
+                    let turn = pushes.wait_for_turn(&iq, &target, at).await;
                     drop(place);
                     if let Some(slot) = turn {
                         pushes.send(&iq, &target, slot).await;
                     }
                 });
             }
-            Admission::Decided(Decision::Reject) => {
-                self.finish(&iq, &target.module, Outcome::ratelimited)
-            }
+            Admission::Decided(Decision::Reject) => self.finish(&iq, &target, Outcome::ratelimited),
             Admission::KnownDead if target.registration().is_some() => {
                 tasks.spawn(async move {
                     pushes.settled(&iq, &target, Outcome::known_dead).await;
                 });
             }
-            Admission::KnownDead => self.finish(&iq, &target.module, Outcome::known_dead),
+            Admission::KnownDead => self.finish(&iq, &target, Outcome::known_dead),
         }
     }
 
@@ -178,21 +176,21 @@ impl PushPath {
     async fn wait_for_turn(
         &self,
         iq: &IqHeader,
-        module: &Module,
+        target: &Target,
         at: Instant,
     ) -> Option<OwnedSemaphorePermit> {
         let removed = tokio::select! {
             _ = tokio::time::sleep_until(at) => None,
             _ = self.stop_queued.cancelled() => Some(Outcome::shutdown),
-            _ = module.retired() => Some(Outcome::retired),
+            _ = target.module.retired() => Some(Outcome::retired),
         };
         if let Some(outcome) = removed {
-            self.finish(iq, module, outcome);
+            self.finish(iq, target, outcome);
             return None;
         }
         let slot = self.provider_slot();
         if slot.is_none() {
-            self.finish(iq, module, Outcome::overloaded);
+            self.finish(iq, target, Outcome::overloaded);
         }
         slot
     }
@@ -211,7 +209,7 @@ impl PushPath {
                 })
             }
             _ = self.abort_in_flight.cancelled() => {
-                self.finish(iq, module, Outcome::shutdown);
+                self.finish(iq, target, Outcome::shutdown);
                 return;
             }
         };
@@ -225,12 +223,16 @@ impl PushPath {
             Some(registration) => registration.settle(outcome).await,
             None => outcome,
         };
-        self.finish(iq, &target.module, outcome);
+        self.finish(iq, target, outcome);
     }
 
-    /// Count how the push ended and send its reply.
-    pub(super) fn finish(&self, iq: &IqHeader, module: &Module, outcome: Outcome) {
+    /// Count how the push ended and send its reply (a message error for a push2 push).
+    pub(super) fn finish(&self, iq: &IqHeader, target: &Target, outcome: Outcome) {
+        let module = &target.module;
         module.count(outcome);
+        if target.by_message {
+            return self.reply_by_message(iq, outcome, None);
+        }
         if let Some(reply) = reply_for(outcome, module.reject_with, None) {
             self.reply(iq, reply);
         }

@@ -59,6 +59,12 @@ pub fn build(
             Err(message) => errors.push(message),
         }
     }
+    if let Some(push2) = &settings.push2 {
+        match super::registry::web_push(push2) {
+            Ok(push) => built.push((web_push_module(push, push2, settings, metrics), false)),
+            Err(message) => errors.push(message),
+        }
+    }
     if errors.is_empty() {
         let mut set = ModuleSet::from_modules(built);
         if let Some(previous) = previous {
@@ -184,6 +190,25 @@ fn registering(module: &ModuleSettings) -> Option<Registering> {
         service: platform.capabilities.registration_service?,
         plausible_token: platform.plausible_token,
     })
+}
+
+/// The push2 relay's Web Push module: its ratelimit (off unless enabled) keys on the `client`.
+fn web_push_module(
+    push: Arc<dyn PushTrait>,
+    push2: &crate::config::Push2Settings,
+    settings: &Settings,
+    metrics: &Metrics,
+) -> Module {
+    let id = crate::config::WEB_PUSH_MODULE;
+    let ratelimit = RatelimitConfig {
+        enabled: push2.ratelimit.enabled,
+        window: push2.ratelimit.ratelimit_time,
+        cleanup_interval: push2.ratelimit.ratelimit_cleanup_interval,
+    };
+    let type_name = super::registry::WEB_PUSH_TYPE;
+    let remember = settings.dead_tokens.remember;
+    Module::new(id, type_name, push, ratelimit, remember, metrics.module(id))
+        .with_max_dead_tokens(settings.dead_tokens.max_entries)
 }
 
 /// Construct the module's platform from its parsed block, or say why not.

@@ -3,7 +3,14 @@
 //! Adding a platform is a crate that exports its `Platform` entry and one line here (behind the
 //! cargo feature that compiles it in).
 
-use crate::config::Platforms;
+use std::sync::Arc;
+
+use fpush_traits::PushTrait;
+
+use crate::config::{Platforms, Push2Settings};
+
+/// The type name of the push2 relay's built-in Web Push module.
+pub const WEB_PUSH_TYPE: &str = "webpush";
 
 /// The platforms compiled into this build, and those a feature left out (so a settings file
 /// that needs one hears which feature to enable).
@@ -26,4 +33,21 @@ pub fn platforms() -> Platforms {
     #[cfg(not(feature = "enable_demo_support"))]
     platforms.not_compiled.push(("demo", "enable_demo_support"));
     platforms
+}
+
+/// The push2 relay's Web Push client, built from the `push2` settings (no network call).
+pub fn web_push(push2: &Push2Settings) -> Result<Arc<dyn PushTrait>, String> {
+    let defaults = fpush_webpush::WebPushSettings::default();
+    let settings = fpush_webpush::WebPushSettings {
+        origins: push2.web_push_origins.clone().unwrap_or(defaults.origins),
+        ttl: push2.ttl,
+        ca_file: push2.ca_file_path.clone(),
+        max_origins: push2.max_origins,
+        connections_per_origin: push2.max_connections_per_origin,
+        request_timeout: push2.request_timeout,
+    };
+    match fpush_webpush::WebPush::new(settings) {
+        Ok(client) => Ok(Arc::new(client)),
+        Err(error) => Err(format!("push2.{error}")),
+    }
 }

@@ -18,7 +18,7 @@ pub enum ErrorType {
 }
 
 impl ErrorType {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             ErrorType::Cancel => "cancel",
             ErrorType::Wait => "wait",
@@ -39,10 +39,12 @@ pub enum Condition {
     RemoteServerTimeout,
     ResourceConstraint,
     ServiceUnavailable,
+    NotAcceptable,
+    NotAllowed,
 }
 
 impl Condition {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Condition::BadRequest => "bad-request",
             Condition::Forbidden => "forbidden",
@@ -52,6 +54,8 @@ impl Condition {
             Condition::RemoteServerTimeout => "remote-server-timeout",
             Condition::ResourceConstraint => "resource-constraint",
             Condition::ServiceUnavailable => "service-unavailable",
+            Condition::NotAcceptable => "not-acceptable",
+            Condition::NotAllowed => "not-allowed",
         }
     }
 }
@@ -108,7 +112,7 @@ const DISCO_INFO_WITH_COMMANDS_PAYLOAD: &[u8] =
 <feature var='urn:xmpp:push:0'/>\
 <feature var='http://jabber.org/protocol/commands'/></query>";
 
-const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+pub(super) const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 
 /// Appends the reply to `iq` to `out`: same `id`, `from` and `to` swapped (an empty address is
 /// left out rather than written empty).
@@ -241,7 +245,7 @@ fn command_completed(node: &str, session_id: &str, fields: &[(&str, &str)], out:
 /// addresses almost never need it, so the markup characters are searched for in bulk and
 /// clean runs copied whole. Each search resumes where it last stopped, so a value full of
 /// markup characters still costs linear time.
-fn escape_into(raw: &[u8], out: &mut Vec<u8>) {
+pub(super) fn escape_into(raw: &[u8], out: &mut Vec<u8>) {
     let markup = |from: usize| memchr::memchr3(b'&', b'<', b'>', &raw[from..]).map(|i| from + i);
     let quote = |from: usize| memchr::memchr2(b'\'', b'"', &raw[from..]).map(|i| from + i);
     let (mut next_markup, mut next_quote) = (markup(0), quote(0));

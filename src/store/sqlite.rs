@@ -108,6 +108,10 @@ impl SqliteStore {
     /// A consistent copy of the whole store into `target` (which must not exist or be empty),
     /// while it is in use.
     pub async fn backup(&self, target: PathBuf) -> Result<(), StoreError> {
+        if std::fs::metadata(&target).is_ok_and(|meta| meta.len() > 0) {
+            let shown = target.display();
+            return Err(StoreError::Unusable(format!("{shown} exists already")));
+        }
         self.read(move |reader| schema::copy_aside(reader, &target))
             .await
     }

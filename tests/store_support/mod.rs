@@ -23,11 +23,16 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -73,6 +78,56 @@ impl Drop for RedisServer {
     }
 }
 
+/// Three masters without replicas joined into a Redis Cluster.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| RedisServer::start_with(&["--cluster-enabled", "yes"]))
+            .collect();
+        let addresses = nodes.iter().map(|node| format!("127.0.0.1:{}", node.port));
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster create (Debian's redis-tools)");
+        assert!(output.status.success(), "redis-cli --cluster create failed");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        for node in &nodes {
+            let client = redis::Client::open(node.url()).unwrap();
+            let mut connection = client.get_connection().unwrap();
+            loop {
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut connection)
+                    .unwrap();
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the cluster did not come up"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        RedisCluster { nodes }
+    }
+
+    pub fn settings(&self) -> RedisSettings {
+        RedisSettings {
+            url: String::new(),
+            cluster: self.nodes.iter().map(RedisServer::url).collect(),
+            key_prefix: "fpush-test:".into(),
+        }
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
@@ -85,6 +140,7 @@ pub fn free_port() -> u16 {
 pub enum Backend {
     Sqlite(tempfile::TempDir),
     Redis(RedisServer),
+    RedisCluster(RedisCluster),
 }
 
 impl Backend {
@@ -96,10 +152,14 @@ impl Backend {
         Backend::Redis(RedisServer::start())
     }
 
+    pub fn redis_cluster() -> Self {
+        Backend::RedisCluster(RedisCluster::start())
+    }
+
     pub fn sqlite_path(&self) -> Option<PathBuf> {
         match self {
             Backend::Sqlite(dir) => Some(dir.path().join("registrations.sqlite3")),
-            Backend::Redis(_) => None,
+            Backend::Redis(_) | Backend::RedisCluster(_) => None,
         }
     }
 
@@ -111,6 +171,9 @@ impl Backend {
             }
             Backend::Redis(server) => {
                 Arc::new(RedisRegistrations::open(&server.settings(), limits).unwrap())
+            }
+            Backend::RedisCluster(cluster) => {
+                Arc::new(RedisRegistrations::open(&cluster.settings(), limits).unwrap())
             }
         }
     }

@@ -17,7 +17,7 @@ use crate::store::{Registration, RegistrationKey, RegistrationStore};
 const PAGE: usize = 1_000;
 
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 struct Line {
     service: String,
     device: String,

@@ -1,0 +1,207 @@
+//! An in-process Web Push service (RFC 8030): HTTPS with the test CA, HTTP/2 and HTTP/1.1 (or
+//! HTTP/1.1 only), answering `POST` to any path with scripted statuses (201 by default) and
+//! recording every request it got, body and headers included.
+//!
+//! [`verify_vapid`] checks an `Authorization: vapid t=…, k=…` header the way a push service
+//! does (RFC 8292): the ES256 signature of the token under the key `k`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response};
+
+use crate::tls::{serve, ClientAuth, Connection, TestPki, TestServer, TlsError};
+
+/// Which HTTP versions the service offers through ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Versions {
+    /// `h2` and `http/1.1`, as the big browser services do.
+    Both,
+    /// `http/1.1` only.
+    Http1Only,
+}
+
+/// One scripted answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebPushAnswer {
+    pub status: u16,
+    pub retry_after: Option<u64>,
+}
+
+impl WebPushAnswer {
+    pub fn status(status: u16) -> Self {
+        WebPushAnswer {
+            status,
+            retry_after: None,
+        }
+    }
+}
+
+/// One request as the service saw it.
+#[derive(Debug, Clone)]
+pub struct WebPushReceived {
+    pub method: Method,
+    /// Path and query.
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The ALPN protocol of the connection (`h2`, `http/1.1`).
+    pub alpn: Option<String>,
+    /// What was answered.
+    pub status: u16,
+}
+
+impl WebPushReceived {
+    /// A header's value as text, if present and readable.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+#[derive(Default)]
+struct State {
+    answers: Mutex<VecDeque<WebPushAnswer>>,
+    received: Mutex<Vec<WebPushReceived>>,
+}
+
+/// A running Web Push test service.
+pub struct WebPushTestServer {
+    server: TestServer,
+    state: Arc<State>,
+}
+
+impl WebPushTestServer {
+    /// Starts on `127.0.0.1:0` with a certificate from `pki`.
+    pub async fn start(pki: &TestPki, versions: Versions) -> Result<Self, TlsError> {
+        let alpn: &[&[u8]] = match versions {
+            Versions::Both => &[b"h2", b"http/1.1"],
+            Versions::Http1Only => &[b"http/1.1"],
+        };
+        let config = pki.server_config_with_alpn(ClientAuth::None, alpn)?;
+        let state = Arc::new(State::default());
+        let handler_state = state.clone();
+        let server = serve(config, move |req, conn| {
+            let state = handler_state.clone();
+            async move { handle(&state, req, &conn) }
+        })
+        .await?;
+        Ok(WebPushTestServer { server, state })
+    }
+
+    /// `https://localhost:port`.
+    pub fn origin(&self) -> String {
+        self.server.origin()
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.server.addr().port()
+    }
+
+    /// The next requests get these answers, in order; then 201 again.
+    pub fn enqueue(&self, answer: WebPushAnswer) {
+        lock(&self.state.answers).push_back(answer);
+    }
+
+    /// Every request so far.
+    pub fn received(&self) -> Vec<WebPushReceived> {
+        lock(&self.state.received).clone()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections_accepted(&self) -> u64 {
+        self.server.connections_accepted()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn handle(state: &State, req: Request<Bytes>, conn: &Connection) -> Response<Bytes> {
+    let answer = match *req.method() {
+        Method::POST => lock(&state.answers)
+            .pop_front()
+            .unwrap_or(WebPushAnswer::status(201)),
+        _ => WebPushAnswer::status(405),
+    };
+    let (parts, body) = req.into_parts();
+    lock(&state.received).push(WebPushReceived {
+        method: parts.method,
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+        headers: parts.headers,
+        body,
+        alpn: conn
+            .alpn
+            .as_ref()
+            .map(|alpn| String::from_utf8_lossy(alpn).into_owned()),
+        status: answer.status,
+    });
+    let mut response = Response::builder().status(answer.status);
+    if answer.status == 201 {
+        response = response.header("location", "https://localhost/m/1");
+    }
+    if let Some(seconds) = answer.retry_after {
+        response = response.header("retry-after", seconds.to_string());
+    }
+    response
+        .body(Bytes::new())
+        .unwrap_or_else(|_| Response::new(Bytes::new()))
+}
+
+/// What a VAPID token said, once verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VapidClaims {
+    /// The JWT's claims, as JSON.
+    pub claims: serde_json::Value,
+    /// The key of `k`, raw (an uncompressed P-256 point).
+    pub key: Vec<u8>,
+}
+
+/// Checks an `Authorization: vapid t=JWT, k=KEY` value as RFC 8292 says: `k` is base64url
+/// without padding, and the token is an ES256 JWT signed by that key.
+pub fn verify_vapid(authorization: &str) -> Result<VapidClaims, String> {
+    let rest = authorization
+        .strip_prefix("vapid ")
+        .ok_or("not a vapid authorization")?;
+    let (mut token, mut key) = (None, None);
+    for part in rest.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", value)) => token = Some(value.trim()),
+            Some(("k", value)) => key = Some(value.trim()),
+            _ => return Err(format!("unexpected part {part:?}")),
+        }
+    }
+    let (token, key) = (token.ok_or("no t")?, key.ok_or("no k")?);
+    if key.contains(['+', '/', '=']) {
+        return Err("k is not base64url without padding".into());
+    }
+    let key = URL_SAFE_NO_PAD.decode(key).map_err(|e| format!("k: {e}"))?;
+    let (signed, signature) = token.rsplit_once('.').ok_or("t is not a JWT")?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|e| format!("signature: {e}"))?;
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, &key)
+        .verify(signed.as_bytes(), &signature)
+        .map_err(|_| "the signature does not verify under k".to_owned())?;
+    let (header, claims) = signed.split_once('.').ok_or("t is not a JWT")?;
+    let json = |part: &str| -> Result<serde_json::Value, String> {
+        let raw = URL_SAFE_NO_PAD.decode(part).map_err(|e| e.to_string())?;
+        serde_json::from_slice(&raw).map_err(|e| e.to_string())
+    };
+    if json(header)?["alg"] != "ES256" {
+        return Err("alg is not ES256".into());
+    }
+    Ok(VapidClaims {
+        claims: json(claims)?,
+        key,
+    })
+}

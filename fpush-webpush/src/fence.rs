@@ -1,0 +1,273 @@
+//! Where the relay may POST: the origins of `push2.webPushOrigins` (exact hosts or `*.` suffix
+//! wildcards), over HTTPS only, and never to an address in a loopback, private, link-local or
+//! otherwise non-public range unless the operator listed that exact origin.
+//!
+//! A relay that POSTs to URLs taken from messages forges requests for whoever writes the
+//! message unless it is fenced like this.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use http::Uri;
+
+/// The public browser push services: the default of `push2.webPushOrigins`.
+pub const DEFAULT_ORIGINS: &[&str] = &[
+    "https://fcm.googleapis.com",
+    "https://updates.push.services.mozilla.com",
+    "https://web.push.apple.com",
+    "https://*.notify.windows.com",
+];
+
+/// Why a list entry or an endpoint is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FenceError {
+    #[error("{0:?} is not an https origin (write https://host or https://*.domain, optionally with :port)")]
+    BadEntry(String),
+    #[error("the endpoint is not an https URL")]
+    NotHttps,
+    #[error("the endpoint's origin {0} is not among push2.webPushOrigins")]
+    NotListed(String),
+    #[error("{origin} resolves to {address}, a non-public address, and is not listed explicitly")]
+    NonPublic { origin: String, address: IpAddr },
+}
+
+/// One entry of the list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    /// The host, lower case; for a wildcard the suffix after `*.`.
+    host: String,
+    wildcard: bool,
+    port: u16,
+}
+
+/// An endpoint the fence let through: its origin and whether it was listed exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    /// `https://host:port`.
+    pub origin: String,
+    /// The host as a name or address literal (IPv6 without brackets), and the port.
+    pub host: String,
+    pub port: u16,
+    /// The path and query to POST to.
+    pub path: String,
+    /// Listed by an exact entry: its addresses may be non-public (a test server, a private
+    /// push service the operator runs).
+    pub explicit: bool,
+}
+
+/// The parsed origin list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    entries: Vec<Entry>,
+}
+
+impl Fence {
+    /// Parses the list; every bad entry is an error.
+    pub fn new<S: AsRef<str>>(origins: &[S]) -> Result<Self, FenceError> {
+        let entries = origins
+            .iter()
+            .map(|entry| parse_entry(entry.as_ref()))
+            .collect::<Result<_, _>>()?;
+        Ok(Fence { entries })
+    }
+
+    /// The endpoint's origin and path if the list holds it; says nothing yet about addresses.
+    pub fn admit(&self, endpoint: &str) -> Result<Admitted, FenceError> {
+        let uri: Uri = endpoint.parse().map_err(|_| FenceError::NotHttps)?;
+        if uri.scheme_str() != Some("https") {
+            return Err(FenceError::NotHttps);
+        }
+        let authority = uri.authority().ok_or(FenceError::NotHttps)?;
+        if authority.as_str().contains('@') {
+            return Err(FenceError::NotHttps);
+        }
+        let host = authority.host().to_ascii_lowercase();
+        let port = authority.port_u16().unwrap_or(443);
+        let origin = format!("https://{}:{port}", authority.host().to_ascii_lowercase());
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let listed = |exact: bool| {
+            self.entries.iter().any(|entry| {
+                entry.port == port
+                    && entry.wildcard != exact
+                    && match entry.wildcard {
+                        false => entry.host == host,
+                        true => host
+                            .strip_suffix(entry.host.as_str())
+                            .is_some_and(|head| head.ends_with('.') && head.len() > 1),
+                    }
+            })
+        };
+        let explicit = listed(true);
+        if !explicit && !listed(false) {
+            return Err(FenceError::NotListed(origin));
+        }
+        let path = uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        Ok(Admitted {
+            origin,
+            host,
+            port,
+            path,
+            explicit,
+        })
+    }
+}
+
+/// `https://host[:port]`, `https://*.domain[:port]`, or the same without the scheme.
+fn parse_entry(text: &str) -> Result<Entry, FenceError> {
+    let bad = || FenceError::BadEntry(text.to_owned());
+    let rest = text.trim().trim_end_matches('/');
+    let rest = match rest.split_once("://") {
+        Some(("https", rest)) => rest,
+        Some(_) => return Err(bad()),
+        None => rest,
+    };
+    let (wildcard, rest) = match rest.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, rest),
+    };
+    let authority: http::uri::Authority = rest.parse().map_err(|_| bad())?;
+    if authority.as_str().contains('@') || authority.host().is_empty() || rest.contains('/') {
+        return Err(bad());
+    }
+    Ok(Entry {
+        host: authority.host().to_ascii_lowercase(),
+        wildcard,
+        port: authority.port_u16().unwrap_or(443),
+    })
+}
+
+/// Whether an address may be reached without an explicit listing: public unicast only.
+pub fn is_public(address: IpAddr) -> bool {
+    match address {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public_v4(v4),
+            None => is_public_v6(v6),
+        },
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || a == 0
+        || a >= 240
+        // Shared address space (carrier-grade NAT), 100.64.0.0/10.
+        || (a == 100 && (64..128).contains(&b))
+        // Benchmarking, 198.18.0.0/15.
+        || (a == 198 && (b == 18 || b == 19)))
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        // Unique local fc00::/7, link-local fe80::/10, site-local fec0::/10.
+        || (first & 0xfe00) == 0xfc00
+        || (first & 0xffc0) == 0xfe80
+        || (first & 0xffc0) == 0xfec0
+        // Documentation 2001:db8::/32, NAT64 64:ff9b::/96 (reaches IPv4 of any kind).
+        || (first == 0x2001 && ip.segments()[1] == 0x0db8)
+        || (first == 0x0064 && ip.segments()[1] == 0xff9b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Fence {
+        Fence::new(DEFAULT_ORIGINS).unwrap()
+    }
+
+    #[test]
+    fn the_default_list_admits_the_browser_push_services() {
+        let fence = defaults();
+        for endpoint in [
+            "https://fcm.googleapis.com/fcm/send/abc",
+            "https://updates.push.services.mozilla.com/wpush/v2/x",
+            "https://web.push.apple.com/QGx",
+            "https://wns2-par02p.notify.windows.com/w/?token=x",
+        ] {
+            let admitted = fence.admit(endpoint).unwrap();
+            assert!(
+                !admitted.explicit || !endpoint.contains("windows"),
+                "{endpoint}"
+            );
+        }
+        let apple = fence.admit("https://web.push.apple.com/QGx?a=1").unwrap();
+        assert_eq!(apple.origin, "https://web.push.apple.com:443");
+        assert_eq!(apple.path, "/QGx?a=1");
+    }
+
+    #[test]
+    fn anything_else_is_refused() {
+        let fence = defaults();
+        for endpoint in [
+            "http://fcm.googleapis.com/fcm/send/abc",
+            "https://127.0.0.1/x",
+            "https://fcm.googleapis.com:8443/x",
+            "https://notify.windows.com/x",
+            "https://evilnotify.windows.com/x",
+            "https://fcm.googleapis.com.evil.net/x",
+            "https://user@fcm.googleapis.com/x",
+            "not a url",
+        ] {
+            assert!(fence.admit(endpoint).is_err(), "{endpoint}");
+        }
+    }
+
+    #[test]
+    fn an_exact_entry_is_explicit_and_a_wildcard_is_not() {
+        let fence = Fence::new(&["https://127.0.0.1:8443", "*.push.example"]).unwrap();
+        assert!(fence.admit("https://127.0.0.1:8443/x").unwrap().explicit);
+        assert!(!fence.admit("https://a.push.example/x").unwrap().explicit);
+        assert!(fence.admit("https://127.0.0.1/x").is_err());
+    }
+
+    #[test]
+    fn bad_entries_are_errors() {
+        for entry in [
+            "http://a.example",
+            "https://a.example/path",
+            "https://u@a.example",
+            "",
+        ] {
+            assert!(Fence::new(&[entry]).is_err(), "{entry}");
+        }
+    }
+
+    #[test]
+    fn only_public_unicast_addresses_are_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::7f00:1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["142.250.1.1", "2a00:1450::1", "::ffff:8.8.8.8"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+}

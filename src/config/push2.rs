@@ -1,0 +1,114 @@
+//! `push2`: the Push 2.0 relay. Present, it creates the built-in Web Push module
+//! ([`WEB_PUSH_MODULE`]) and opens the relay to push2 messages; absent, push2 messages to Web
+//! Push endpoints are refused.
+//!
+//! The per-target ratelimit is off by default here: the user's server already filters, and a
+//! push2 push carries message content that a refusal would lose.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fpush_traits::settings::duration;
+use serde::Deserialize;
+
+use super::document::Document;
+use super::{values, ConfigError, ModuleSettings, RatelimitSettings};
+
+/// The id of the module that serves Web Push targets; no configured module may take it.
+pub const WEB_PUSH_MODULE: &str = "webpush";
+
+const WEEK: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+const MAX_TTL: Duration = Duration::from_secs(13 * 7 * 24 * 60 * 60);
+const MAX_ORIGINS: usize = 10_000;
+const MAX_CONNECTIONS_PER_ORIGIN: usize = 64;
+
+/// `push2`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[serde(expecting = "an object of Push 2.0 relay settings")]
+pub struct Push2Settings {
+    /// Where Web Push requests may go (`https://host`, `https://*.domain`); `None` means the
+    /// public browser push services.
+    pub web_push_origins: Option<Vec<String>>,
+    /// The Web Push `TTL`.
+    #[serde(deserialize_with = "duration")]
+    pub ttl: Duration,
+    /// An extra trusted CA for Web Push origins (a test server's).
+    pub ca_file_path: Option<PathBuf>,
+    /// Distinct Web Push origins held open at once.
+    #[serde(deserialize_with = "values::count")]
+    pub max_origins: usize,
+    /// Connections per Web Push origin.
+    #[serde(deserialize_with = "values::count")]
+    pub max_connections_per_origin: usize,
+    /// Bound on one Web Push request.
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    /// The per-target ratelimit, keyed by the push2 `client`; off unless enabled here.
+    #[serde(default = "off")]
+    pub ratelimit: RatelimitSettings,
+}
+
+fn off() -> RatelimitSettings {
+    RatelimitSettings {
+        enabled: false,
+        ..RatelimitSettings::default()
+    }
+}
+
+impl Default for Push2Settings {
+    fn default() -> Self {
+        Push2Settings {
+            web_push_origins: None,
+            ttl: 4 * WEEK,
+            ca_file_path: None,
+            max_origins: 64,
+            max_connections_per_origin: 2,
+            request_timeout: Duration::from_secs(10),
+            ratelimit: off(),
+        }
+    }
+}
+
+/// What no type can express: bounds, and the module id the relay takes.
+pub(super) fn check(
+    push2: &Push2Settings,
+    modules: &[ModuleSettings],
+    document: &Document,
+    errors: &mut Vec<ConfigError>,
+) {
+    let mut error = |path: &str, message: String| errors.push(document.at_key(path, message));
+    if push2.ttl > MAX_TTL {
+        error("push2.ttl", "must be at most 13 weeks".to_owned());
+    }
+    if !(1..=MAX_ORIGINS).contains(&push2.max_origins) {
+        error(
+            "push2.maxOrigins",
+            format!("must be from 1 to {MAX_ORIGINS}"),
+        );
+    }
+    if !(1..=MAX_CONNECTIONS_PER_ORIGIN).contains(&push2.max_connections_per_origin) {
+        let max = MAX_CONNECTIONS_PER_ORIGIN;
+        error(
+            "push2.maxConnectionsPerOrigin",
+            format!("must be from 1 to {max}"),
+        );
+    }
+    if push2.request_timeout.is_zero() || push2.request_timeout > Duration::from_secs(300) {
+        error("push2.requestTimeout", "must be from 1s to 5m".to_owned());
+    }
+    if push2.web_push_origins.as_ref().is_some_and(Vec::is_empty) {
+        let message = "is empty: leave it out for the public push services".to_owned();
+        error("push2.webPushOrigins", message);
+    }
+    let limit = &push2.ratelimit;
+    if limit.enabled && limit.ratelimit_time.is_zero() {
+        let message = "must be longer than 0s when the ratelimit is enabled".to_owned();
+        error("push2.ratelimit.ratelimitTime", message);
+    }
+    if modules.iter().any(|module| module.id == WEB_PUSH_MODULE) {
+        let path = format!("pushModules.{WEB_PUSH_MODULE}");
+        let message = "this id is the push2 relay's Web Push module; rename the module".to_owned();
+        error(&path, message);
+    }
+}

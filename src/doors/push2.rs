@@ -1,0 +1,179 @@
+//! Push 2.0 (`urn:xmpp:push2:0`, Prosody's mod_push2): a stateless relay. The user's server
+//! says in each message where to deliver (`client`) and brings the encrypted payload and, for
+//! Web Push, the VAPID token it signed; nothing is registered or stored here.
+//!
+//! An APNS device URL (`https://api.push.apple.com/3/device/<token>#<topic>`) goes to the apple
+//! module of that topic; any other `https://` URL is a Web Push endpoint, served by the built-in
+//! Web Push module when `push2` is configured.
+
+use fpush_traits::{EncryptedPayload, PushKind, PushNotification};
+
+use super::{Refusal, Target, TargetKey};
+use crate::config::WEB_PUSH_MODULE;
+use crate::modules::ModuleSet;
+use crate::outcome::Outcome;
+use crate::request::Push2Request;
+
+/// Largest decoded payload relayed: push services must accept 4096 bytes (RFC 8030, 7.2).
+pub const MAX_PAYLOAD_BYTES: usize = 4096;
+
+/// The parameter names the Web Push module reads the VAPID token and key from.
+const PARAM_VAPID_TOKEN: &str = "vapid_t";
+const PARAM_VAPID_KEY: &str = "vapid_k";
+
+/// The APNS hosts of the APNS form and the environment each names.
+const APNS_HOSTS: [(&str, &str); 2] = [
+    ("api.push.apple.com", "production"),
+    ("api.development.push.apple.com", "sandbox"),
+];
+/// The path of the APNS form; the device token follows.
+const APNS_DEVICE_PATH: &str = "/3/device/";
+/// The top-level payload key the app's extension reads the encrypted payload from.
+const APNS_PAYLOAD_KEY: &str = "rfc8291";
+
+/// The module and the notification of a push2 push, or why it is refused.
+pub fn resolve(modules: &ModuleSet, push: Push2Request) -> Result<Target, Refusal> {
+    let Some(rest) = push.client.strip_prefix("https://") else {
+        return Err(bad_client("The client must be an https URL."));
+    };
+    let host = rest.split(['/', ':', '#', '?']).next().unwrap_or_default();
+    let host = host.to_ascii_lowercase();
+    match APNS_HOSTS.iter().find(|(apns, _)| *apns == host) {
+        Some((apns, environment)) => apns_push(modules, push, apns.len(), environment),
+        None => web_push(modules, push),
+    }
+}
+
+/// `https://<apns host>/3/device/<token>#<topic>[&<voip token>]` to the apple module of that
+/// topic and environment: an alert (or, with `<voip/>` and a VoIP token, a PushKit call)
+/// carrying the encrypted payload under `rfc8291`.
+fn apns_push(
+    modules: &ModuleSet,
+    push: Push2Request,
+    host_len: usize,
+    environment: &str,
+) -> Result<Target, Refusal> {
+    const MALFORMED: &str = "The APNS client must be https://<host>/3/device/<token>#<topic>.";
+    let rest = &push.client["https://".len() + host_len..];
+    let (path, fragment) = rest.split_once('#').ok_or_else(|| bad_client(MALFORMED))?;
+    let token = path
+        .strip_prefix(APNS_DEVICE_PATH)
+        .filter(|token| !token.is_empty() && !token.contains(['/', '?']))
+        .ok_or_else(|| bad_client(MALFORMED))?;
+    let (topic, voip_token) = match fragment.split_once('&') {
+        Some((topic, voip)) => (topic, Some(voip).filter(|voip| !voip.is_empty())),
+        None => (fragment, None),
+    };
+    if topic.is_empty() {
+        return Err(bad_client(MALFORMED));
+    }
+    let wanted = format!("apns:{environment}:{topic}");
+    let Some(module) = modules
+        .iter()
+        .find(|module| module.push.relay_name() == Some(wanted.as_str()))
+    else {
+        return Err(Refusal {
+            outcome: Outcome::unknown_module,
+            text: format!("No APNS module serves {topic} ({environment}).").into(),
+        });
+    };
+    let voip = push.voip && voip_token.is_some();
+    let notification = PushNotification {
+        token: token.to_owned(),
+        module_id: module.id.clone(),
+        priority: push.priority,
+        kind: Some(if voip {
+            PushKind::Voip
+        } else {
+            PushKind::Alert
+        }),
+        voip_token: voip_token.map(str::to_owned),
+        extra: push
+            .payload
+            .filter(|payload| !payload.is_empty())
+            .map(|payload| (APNS_PAYLOAD_KEY.to_owned(), payload))
+            .into_iter()
+            .collect(),
+        ..PushNotification::default()
+    };
+    let key = TargetKey::Composite(push.client);
+    Ok(Target::new(module.clone(), notification, key).answered_by_message())
+}
+
+fn web_push(modules: &ModuleSet, push: Push2Request) -> Result<Target, Refusal> {
+    let Ok(module) = modules.lookup(Some(WEB_PUSH_MODULE)) else {
+        return Err(Refusal {
+            outcome: Outcome::unknown_module,
+            text: "This relay does not serve Web Push (push2 is not configured).".into(),
+        });
+    };
+    let payload = push.payload.unwrap_or_default();
+    match decoded_len(&payload) {
+        None => return Err(bad_client("The encrypted payload is not base64.")),
+        Some(len) if len > MAX_PAYLOAD_BYTES => {
+            return Err(Refusal {
+                outcome: Outcome::too_large,
+                text: "The encrypted payload exceeds 4096 bytes.".into(),
+            })
+        }
+        Some(_) => {}
+    }
+    let mut params = Vec::new();
+    if let Some(jwt) = push.jwt {
+        params.push((PARAM_VAPID_TOKEN.to_owned(), jwt));
+    }
+    if let Some(key) = push.jwt_key {
+        params.push((PARAM_VAPID_KEY.to_owned(), key));
+    }
+    let notification = PushNotification {
+        token: push.client.clone(),
+        module_id: module.id.clone(),
+        priority: push.priority,
+        kind: push.voip.then_some(PushKind::Voip),
+        encrypted: Some(EncryptedPayload {
+            data: payload,
+            params,
+        }),
+        ..PushNotification::default()
+    };
+    let key = TargetKey::Composite(push.client);
+    Ok(Target::new(module.clone(), notification, key).answered_by_message())
+}
+
+fn bad_client(text: &'static str) -> Refusal {
+    Refusal {
+        outcome: Outcome::bad_request,
+        text: text.into(),
+    }
+}
+
+/// The byte length `text` decodes to as base64 (standard or URL-safe, padded or not), or
+/// `None` when it is not base64.
+fn decoded_len(text: &str) -> Option<usize> {
+    let data = text.trim_end_matches('=');
+    if text.len() - data.len() > 2
+        || !data
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_'))
+        || data.len() % 4 == 1
+    {
+        return None;
+    }
+    Some(data.len() * 3 / 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_lengths_are_read_without_decoding() {
+        assert_eq!(decoded_len(""), Some(0));
+        assert_eq!(decoded_len("QUJD"), Some(3));
+        assert_eq!(decoded_len("QUI="), Some(2));
+        assert_eq!(decoded_len("QUI"), Some(2));
+        assert_eq!(decoded_len("-_8"), Some(2));
+        assert_eq!(decoded_len("QU!="), None);
+        assert_eq!(decoded_len("Q"), None);
+    }
+}

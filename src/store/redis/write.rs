@@ -1,0 +1,210 @@
+//! The Redis writes: a registration inserted (with the per-account replacement and the domain
+//! cap in one script) or updated in its domain's slot, then the index and counts outside it.
+
+use std::time::SystemTime;
+
+use ::redis::AsyncCommands;
+
+use super::{failed, unexpected, unix, RedisRegistrations, NODE_ATTEMPTS, SWEEP_BATCH};
+use crate::store::{
+    random, Credentials, Registration, RegistrationKey, RegistrationStore, StoreError,
+};
+
+impl RedisRegistrations {
+    /// Updates a known registration in place; `None` when it is not where the index says.
+    pub(super) async fn update(
+        &self,
+        registration: &Registration,
+        node: &str,
+    ) -> Result<Option<Credentials>, StoreError> {
+        let domain = &registration.domain;
+        let key = &registration.key;
+        let secret: Option<String> = self
+            .scripts
+            .update
+            .key(self.keys.registration(domain, node))
+            .key(self.keys.last_use(domain))
+            .key(self.keys.account(domain, &registration.account))
+            .arg(node)
+            .arg(&key.service)
+            .arg(&key.device)
+            .arg(&key.channel)
+            .arg(&registration.account)
+            .arg(&registration.token)
+            .arg(registration.second_token.as_deref().unwrap_or(""))
+            .arg(unix(SystemTime::now()))
+            .arg(self.keys.account_stem(domain))
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(failed)?;
+        Ok(secret.map(|secret| Credentials {
+            node: node.to_owned(),
+            secret,
+        }))
+    }
+
+    /// Stores a registration not in the store yet, with `given` credentials or fresh ones.
+    pub(super) async fn insert(
+        &self,
+        registration: &Registration,
+        given: Option<Credentials>,
+        last_used: u64,
+    ) -> Result<Credentials, StoreError> {
+        let domain = &registration.domain;
+        if domain.is_empty() {
+            return Err(StoreError::Unusable("a registration needs a domain".into()));
+        }
+        self.check_total().await?;
+        let restoring = given.is_some();
+        let mut credentials = match given {
+            Some(credentials) => credentials,
+            None => random::credentials()?,
+        };
+        for _ in 0..NODE_ATTEMPTS {
+            let answer = self
+                .insert_once(registration, &credentials, last_used)
+                .await?;
+            match answer.first().map(String::as_str) {
+                Some("ok") => {
+                    self.inserted(registration, &credentials.node, &answer[1..])
+                        .await?;
+                    return Ok(credentials);
+                }
+                Some("full") => return Err(StoreError::Full("store.maxPerDomain")),
+                Some("collision") if !restoring => credentials.node = random::node()?,
+                Some("collision") => {
+                    return Err(StoreError::Unusable(format!(
+                        "node {} is already used in {domain} by another registration",
+                        credentials.node
+                    )))
+                }
+                _ => return Err(unexpected("insert")),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "no free node found for a new registration".into(),
+        ))
+    }
+
+    async fn insert_once(
+        &self,
+        registration: &Registration,
+        credentials: &Credentials,
+        last_used: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let domain = &registration.domain;
+        let key = &registration.key;
+        self.scripts
+            .insert
+            .key(self.keys.registration(domain, &credentials.node))
+            .key(self.keys.last_use(domain))
+            .key(self.keys.account(domain, &registration.account))
+            .arg(&credentials.node)
+            .arg(&key.service)
+            .arg(&key.device)
+            .arg(&key.channel)
+            .arg(&registration.account)
+            .arg(&registration.token)
+            .arg(registration.second_token.as_deref().unwrap_or(""))
+            .arg(&credentials.secret)
+            .arg(last_used)
+            .arg(self.limits.max_per_account)
+            .arg(self.limits.max_per_domain)
+            .arg(self.keys.registration_stem(domain))
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(failed)
+    }
+
+    /// The writes outside the domain's slot after an insert: the index, the domain list, the
+    /// counts, and the index entries of the registrations it replaced.
+    async fn inserted(
+        &self,
+        registration: &Registration,
+        node: &str,
+        evicted: &[String],
+    ) -> Result<(), StoreError> {
+        let domain = &registration.domain;
+        let mut connection = self.connection();
+        let index = self.keys.index(&registration.key);
+        let () = connection
+            .set(index, format!("{domain}\n{node}"))
+            .await
+            .map_err(failed)?;
+        let _: i64 = connection
+            .sadd(self.keys.domains(), domain)
+            .await
+            .map_err(failed)?;
+        let _: i64 = connection
+            .hincr(self.keys.counts(), &registration.key.service, 1)
+            .await
+            .map_err(failed)?;
+        self.forget(domain, evicted).await
+    }
+
+    /// Drops the index entries and counts of registrations a script removed (each as
+    /// `service\ndevice\nchannel\nnode`).
+    async fn forget(&self, domain: &str, removed: &[String]) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        for entry in removed {
+            let mut parts = entry.splitn(4, '\n');
+            let (Some(service), Some(device), Some(channel), Some(node)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(unexpected("remove"));
+            };
+            let key = RegistrationKey {
+                service: service.to_owned(),
+                device: device.to_owned(),
+                channel: channel.to_owned(),
+            };
+            let _: i64 = self
+                .scripts
+                .forget_index
+                .key(self.keys.index(&key))
+                .arg(format!("{domain}\n{node}"))
+                .invoke_async(&mut connection)
+                .await
+                .map_err(failed)?;
+            let _: i64 = connection
+                .hincr(self.keys.counts(), service, -1)
+                .await
+                .map_err(failed)?;
+        }
+        Ok(())
+    }
+
+    async fn check_total(&self) -> Result<(), StoreError> {
+        let Some(max_total) = self.limits.max_total else {
+            return Ok(());
+        };
+        let total: u64 = self.counts().await?.iter().map(|(_, count)| count).sum();
+        if total >= max_total {
+            return Err(StoreError::Full("store.maxTotal"));
+        }
+        Ok(())
+    }
+
+    /// Removes `node` (or, with `node` empty, a batch last used before `before`) from `domain`.
+    pub(super) async fn remove_in(
+        &self,
+        domain: &str,
+        node: &str,
+        before: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let removed: Vec<String> = self
+            .scripts
+            .remove
+            .key(self.keys.last_use(domain))
+            .arg(self.keys.registration_stem(domain))
+            .arg(self.keys.account_stem(domain))
+            .arg(node)
+            .arg(SWEEP_BATCH)
+            .arg(before)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(failed)?;
+        self.forget(domain, &removed).await?;
+        Ok(removed)
+    }
+}

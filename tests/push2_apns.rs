@@ -1,0 +1,191 @@
+//! push2's APNS form over a real component connection: `https://api.push.apple.com/3/device/
+//! <token>#<topic>` goes to the apple module of that topic and environment (the development host
+//! to a sandbox module), as an alert titled with the module's `alertTitle`, `mutable-content: 1`
+//! and the encrypted payload under `rfc8291`; `<voip/>` with a VoIP token is a PushKit call.
+
+mod common;
+
+use common::*;
+use fpush_testkit::apns::{ApnsHarness, Received, TOPIC};
+use fpush_testkit::settings::with_keys;
+use serde_json::{json, Value};
+
+const DEVICE: &str = "3f2a9c1e5b7d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a4c6e8b0d2f4a";
+const VOIP: &str = "aa2a9c1e5b7d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a4c6e8b0d2f4a";
+const PAYLOAD: &str = "q83vEjRWeJA+/w==";
+
+struct Apple {
+    apns: ApnsHarness,
+    link: ComponentLink,
+    _fpush: Daemon,
+    _xmpp: FakeXmppServer,
+}
+
+impl Apple {
+    /// A production and a sandbox module of the same app, both at the test server, told apart
+    /// by their alert titles.
+    async fn start() -> Apple {
+        let apns = ApnsHarness::start().await.unwrap();
+        let module = |environment: &str, title: &str| {
+            let block = with_keys(
+                apns.token_settings(),
+                json!({"environment": environment, "alertTitle": title}),
+            );
+            json!({"type": "apple", "ratelimit": {"enabled": false}, "apns": block})
+        };
+        let modules = json!({
+            "ios": module("production", "Production"),
+            "ios-dev": module("sandbox", "Sandbox"),
+        });
+        let mut xmpp = FakeXmppServer::bind(SECRET).await.unwrap();
+        let fpush = Daemon::start(&settings(&xmpp, &modules.to_string(), ""));
+        let link = connect(&mut xmpp).await;
+        Apple {
+            apns,
+            link,
+            _fpush: fpush,
+            _xmpp: xmpp,
+        }
+    }
+
+    async fn send(&mut self, id: &str, client: &str, inner: &str) {
+        let message = format!(
+            "<message from='localhost' to='{JID}' id='{id}'>\
+             <notification xmlns='urn:xmpp:push2:0'><client>{client}</client>{inner}\
+             </notification></message>"
+        );
+        self.link.send(&message).await.unwrap();
+    }
+
+    async fn wait_for_requests(&self, count: usize) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let received = self.apns.server.received();
+            if received.len() >= count {
+                return received;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {count} APNS requests: {received:?}",
+                received.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn encrypted(priority: &str) -> String {
+    format!(
+        "<priority>{priority}</priority><encrypted xmlns='urn:xmpp:sce:rfc8291:0'>\
+         <payload>{PAYLOAD}</payload></encrypted>"
+    )
+}
+
+fn header<'a>(request: &'a Received, name: &str) -> &'a str {
+    request.headers.get(name).unwrap().to_str().unwrap()
+}
+
+fn body(request: &Received) -> Value {
+    serde_json::from_slice(&request.body).unwrap()
+}
+
+#[tokio::test]
+async fn the_production_host_reaches_the_production_module_as_an_alert_with_the_payload() {
+    let mut apple = Apple::start().await;
+    let client = format!("https://api.push.apple.com/3/device/{DEVICE}#{TOPIC}");
+    apple.send("a1", &client, &encrypted("high")).await;
+    let request = apple.wait_for_requests(1).await.remove(0);
+    assert_eq!(request.token, DEVICE);
+    assert_eq!(header(&request, "apns-topic"), TOPIC);
+    assert_eq!(header(&request, "apns-push-type"), "alert");
+    assert_eq!(header(&request, "apns-priority"), "10");
+    let payload = body(&request);
+    assert_eq!(payload["aps"]["alert"]["title"], "Production");
+    assert_eq!(payload["aps"]["mutable-content"], 1);
+    assert_eq!(payload["rfc8291"], PAYLOAD);
+}
+
+#[tokio::test]
+async fn the_development_host_reaches_the_sandbox_module_at_priority_5() {
+    let mut apple = Apple::start().await;
+    let client = format!("https://api.development.push.apple.com/3/device/{DEVICE}#{TOPIC}");
+    apple.send("a1", &client, &encrypted("normal")).await;
+    let request = apple.wait_for_requests(1).await.remove(0);
+    assert_eq!(body(&request)["aps"]["alert"]["title"], "Sandbox");
+    assert_eq!(header(&request, "apns-priority"), "5");
+}
+
+#[tokio::test]
+async fn voip_with_a_voip_token_is_a_pushkit_call_and_without_one_an_alert() {
+    let mut apple = Apple::start().await;
+    // `&` escaped, as in any XML text.
+    let with_voip = format!("https://api.push.apple.com/3/device/{DEVICE}#{TOPIC}&amp;{VOIP}");
+    apple
+        .send("v1", &with_voip, &format!("{}<voip/>", encrypted("low")))
+        .await;
+    let call = apple.wait_for_requests(1).await.remove(0);
+    assert_eq!(call.token, VOIP);
+    assert_eq!(header(&call, "apns-topic"), format!("{TOPIC}.voip"));
+    assert_eq!(header(&call, "apns-push-type"), "voip");
+    assert_eq!(header(&call, "apns-priority"), "10");
+    assert_eq!(call.status, 200);
+
+    let without = format!("https://api.push.apple.com/3/device/{DEVICE}#{TOPIC}");
+    apple.send("v2", &without, "<voip/>").await;
+    let alert = apple.wait_for_requests(2).await.remove(1);
+    assert_eq!(alert.token, DEVICE);
+    assert_eq!(header(&alert, "apns-push-type"), "alert");
+}
+
+#[tokio::test]
+async fn an_unknown_topic_or_a_malformed_apns_client_is_answered_and_not_sent() {
+    let mut apple = Apple::start().await;
+    let cases = [
+        (
+            "u1",
+            format!("https://api.push.apple.com/3/device/{DEVICE}#org.other.app"),
+            "cancel",
+            "item-not-found",
+        ),
+        (
+            "u2",
+            format!("https://api.push.apple.com/3/device/{DEVICE}"),
+            "modify",
+            "bad-request",
+        ),
+        (
+            "u3",
+            format!("https://api.push.apple.com/4/thing/{DEVICE}#{TOPIC}"),
+            "modify",
+            "bad-request",
+        ),
+    ];
+    for (id, client, kind, condition) in cases {
+        apple.send(id, &client, "").await;
+        let reply = apple.link.next_stanza(WAIT).await.unwrap();
+        assert_eq!(reply.name, "message", "{}", reply.raw);
+        assert_eq!(reply.attr("id"), Some(id), "{}", reply.raw);
+        assert_eq!(reply.error_type.as_deref(), Some(kind), "{}", reply.raw);
+        assert_eq!(
+            reply.error_condition.as_deref(),
+            Some(condition),
+            "{}",
+            reply.raw
+        );
+    }
+    assert!(apple.apns.server.received().is_empty());
+}
+
+#[tokio::test]
+async fn a_dead_apns_token_comes_back_cancel() {
+    let mut apple = Apple::start().await;
+    let client = format!(
+        "https://api.push.apple.com/3/device/dead{}#{TOPIC}",
+        &DEVICE[4..]
+    );
+    apple.send("d1", &client, "").await;
+    let reply = apple.link.next_stanza(WAIT).await.unwrap();
+    assert_eq!(reply.name, "message", "{}", reply.raw);
+    assert_eq!(reply.error_type.as_deref(), Some("cancel"), "{}", reply.raw);
+    assert_eq!(reply.error_condition.as_deref(), Some("item-not-found"));
+}
