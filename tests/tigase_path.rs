@@ -10,7 +10,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use fpush_testkit::apns::ApnsHarness;
+use fpush_testkit::apns::{ApnsHarness, TOPIC};
+use fpush_testkit::tls::P12Cipher;
 use fpush_testkit::xmpp::{ComponentLink, FakeXmppServer, Stanza};
 use serde_json::{json, Value};
 
@@ -153,4 +154,127 @@ async fn an_encrypted_push_reaches_apple_unchanged_and_unregistering_ends_pushes
     let gone = push(&mut link, "p3", &node, summary).await;
     assert_error(&gone, "p3", "cancel", "item-not-found");
     assert_eq!(apns.server.received().len(), 2);
+}
+
+/// Starts fpush with one tigase module whose `apns` block is `block`; answers the link and the
+/// node of a registration with a device token and a PushKit token.
+async fn registered_with_voip(
+    block: Value,
+    dir: &Path,
+) -> (Daemon, FakeXmppServer, ComponentLink, String) {
+    let mut xmpp = FakeXmppServer::bind(SECRET).await.unwrap();
+    let module = json!({"type": "apple", "apns": block,
+        "registration": {"protocol": "tigase", "provider": PROVIDER},
+        "ratelimit": {"enabled": false}});
+    let modules = json!({ "siskin": module }).to_string();
+    let store = json!({"path": dir.join("registrations.sqlite3")});
+    let fpush = Daemon::start(&settings(&xmpp, &modules, &format!(r#""store": {store},"#)));
+    let mut link = xmpp.accept(WAIT).await.expect("fpush connects");
+    let fields = [
+        ("provider", PROVIDER),
+        ("device-token", DEVICE),
+        ("device-second-token", VOIP),
+    ];
+    let registered = command(&mut link, "r1", "register-device", &fields).await;
+    assert_eq!(registered.kind(), Some("result"), "{}", registered.raw);
+    let node = node_of(&registered);
+    (fpush, xmpp, link, node)
+}
+
+const DEVICE: &str = "0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b";
+const VOIP: &str = "fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01";
+const CALL: &str = "<encrypted xmlns='tigase:push:encrypt:0' iv='aXYxMjM0NTY3ODkw' \
+                    type='voip'>Y2FsbA==</encrypted>";
+
+#[tokio::test]
+async fn a_call_is_a_pushkit_push_to_the_second_token_and_an_empty_push_is_background() {
+    let apns = ApnsHarness::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_fpush, _xmpp, mut link, node) =
+        registered_with_voip(apns.token_settings(), dir.path()).await;
+
+    assert_result(&push(&mut link, "c1", &node, CALL).await, "c1");
+    let call = &apns.server.received()[0];
+    assert_eq!(call.token, VOIP);
+    assert_eq!(call.headers["apns-push-type"], "voip");
+    assert_eq!(call.headers["apns-topic"], format!("{TOPIC}.voip").as_str());
+    assert_eq!(call.headers["apns-priority"], "10");
+    let payload: Value = serde_json::from_slice(&call.body).unwrap();
+    assert_eq!(payload["encrypted"], "Y2FsbA==");
+    assert_eq!(payload["account"], "juliet@localhost");
+
+    assert_result(&push(&mut link, "b1", &node, "").await, "b1");
+    let silent = &apns.server.received()[1];
+    assert_eq!(silent.token, DEVICE);
+    assert_eq!(silent.headers["apns-push-type"], "background");
+    assert_eq!(silent.headers["apns-priority"], "5");
+    let payload: Value = serde_json::from_slice(&silent.body).unwrap();
+    assert_eq!(payload["aps"], json!({"content-available": 1}));
+}
+
+#[tokio::test]
+async fn certificate_auth_without_a_pushkit_certificate_sends_calls_as_alerts() {
+    let apns = ApnsHarness::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let block = apns.cert_settings(P12Cipher::Modern).unwrap();
+    let (_fpush, _xmpp, mut link, node) = registered_with_voip(block, dir.path()).await;
+
+    assert_result(&push(&mut link, "c1", &node, CALL).await, "c1");
+    let call = &apns.server.received()[0];
+    assert_eq!(call.token, DEVICE);
+    assert_eq!(call.headers["apns-push-type"], "alert");
+    assert_eq!(call.headers["apns-topic"], TOPIC);
+    assert_eq!(call.headers["apns-priority"], "10");
+    let payload: Value = serde_json::from_slice(&call.body).unwrap();
+    assert_eq!(payload["aps"]["mutable-content"], 1);
+}
+
+#[tokio::test]
+async fn certificate_auth_with_a_pushkit_certificate_sends_calls_over_it() {
+    let apns = ApnsHarness::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut block = apns.cert_settings(P12Cipher::Modern).unwrap();
+    // The test CA's client certificate stands in for the PushKit one.
+    block["voipCertFilePath"] = block["certFilePath"].clone();
+    block["voipCertPassword"] = block["certPassword"].clone();
+    let (_fpush, _xmpp, mut link, node) = registered_with_voip(block, dir.path()).await;
+
+    assert_result(&push(&mut link, "c1", &node, CALL).await, "c1");
+    let call = &apns.server.received()[0];
+    assert_eq!(call.token, VOIP);
+    assert_eq!(call.headers["apns-push-type"], "voip");
+    assert!(
+        call.client_cert,
+        "the PushKit connection presents its certificate"
+    );
+}
+
+#[test]
+fn check_says_when_calls_fall_back_to_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let apns = runtime.block_on(ApnsHarness::start()).unwrap();
+    let block = apns.cert_settings(P12Cipher::Modern).unwrap();
+    let module = json!({"type": "apple", "apns": block,
+        "registration": {"protocol": "tigase", "provider": PROVIDER}});
+    let store = json!({"path": dir.path().join("registrations.sqlite3")});
+    let text = json!({
+        "component": {"componentHostname": JID, "componentKey": SECRET,
+            "serverHostname": "127.0.0.1", "serverPort": 5347},
+        "store": store,
+        "pushModules": {"siskin": module},
+    });
+    let path = dir.path().join("settings.json");
+    std::fs::write(&path, text.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fpush"))
+        .arg("--check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("VoIP pushes fall back to alerts"), "{said}");
 }

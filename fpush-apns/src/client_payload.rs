@@ -31,18 +31,16 @@ fn render(builder: &PayloadBuilder, push: &PushNotification, whole: bool) -> Vec
     let (title, body, additional) = builder.parts();
     let mut root = Map::with_capacity(additional.len() + push.extra.len() + 4);
     let aps = match push.kind {
-        Some(PushKind::Background) if whole => Some(json!({"content-available": 1})),
-        // PushKit hands the payload to the app as it is: no `aps` is needed.
-        Some(PushKind::Voip) if whole => None,
-        _ => Some(json!({
+        Some(PushKind::Background) if whole => json!({"content-available": 1}),
+        // A call carries the alert too: PushKit ignores it, and a module that cannot send
+        // PushKit pushes sends the call as this alert.
+        _ => json!({
             "alert": {"title": title, "body": body},
             "mutable-content": 1,
             "sound": "default",
-        })),
+        }),
     };
-    if let Some(aps) = aps {
-        root.insert("aps".into(), aps);
-    }
+    root.insert("aps".into(), aps);
     for (key, value) in additional {
         root.insert(key.clone(), value.clone());
     }

@@ -234,8 +234,14 @@ pub fn describe(module: &ModuleSettings) -> String {
     } else {
         "ratelimit off".to_owned()
     };
+    let notes: String = module
+        .config
+        .notes()
+        .iter()
+        .map(|note| format!("; {note}"))
+        .collect();
     format!(
-        "module {}: type {}{}, {ratelimit}",
+        "module {}: type {}{}, {ratelimit}{notes}",
         module.id,
         module.platform.type_name,
         if module.is_default_module {
