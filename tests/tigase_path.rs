@@ -187,7 +187,7 @@ const CALL: &str = "<encrypted xmlns='tigase:push:encrypt:0' iv='aXYxMjM0NTY3ODk
                     type='voip'>Y2FsbA==</encrypted>";
 
 #[tokio::test]
-async fn a_call_is_a_pushkit_push_to_the_second_token_and_an_empty_push_is_background() {
+async fn a_call_goes_to_the_pushkit_token_an_empty_push_is_background_and_high_is_10() {
     let apns = ApnsHarness::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (_fpush, _xmpp, mut link, node) =
@@ -210,6 +210,17 @@ async fn a_call_is_a_pushkit_push_to_the_second_token_and_an_empty_push_is_backg
     assert_eq!(silent.headers["apns-priority"], "5");
     let payload: Value = serde_json::from_slice(&silent.body).unwrap();
     assert_eq!(payload["aps"], json!({"content-available": 1}));
+
+    // The priority element: an alert at 10; without it, 5.
+    let summary = "<x xmlns='jabber:x:data'><field var='last-message-body'><value>Hi</value>\
+                   </field></x>";
+    let high = format!("{summary}<priority xmlns='tigase:push:priority:0'>high</priority>");
+    assert_result(&push(&mut link, "h1", &node, &high).await, "h1");
+    assert_result(&push(&mut link, "n1", &node, summary).await, "n1");
+    let received = apns.server.received();
+    assert_eq!(received[2].headers["apns-push-type"], "alert");
+    assert_eq!(received[2].headers["apns-priority"], "10");
+    assert_eq!(received[3].headers["apns-priority"], "5");
 }
 
 #[tokio::test]
