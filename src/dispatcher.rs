@@ -170,9 +170,6 @@ impl Dispatcher {
                 };
                 self.pushes.refuse(&iq, refusal);
             }
-            Request::Command { iq, command } => self.command(iq, command),
-            Request::DiscoInfo { iq } => self.disco_info(&iq),
-            Request::CommandList { iq } => self.command_list(&iq),
             Request::Push2 { message, push } => self.push2(message, push),
             Request::InvalidPush2 { message, reason } => {
                 let refusal = Refusal {
@@ -181,6 +178,9 @@ impl Dispatcher {
                 };
                 self.refuse_message(&message, refusal);
             }
+            Request::Command { iq, command } => self.command(iq, command),
+            Request::DiscoInfo { iq } => self.disco_info(&iq),
+            Request::CommandList { iq } => self.command_list(&iq),
             Request::Ping { iq } => self.pushes.reply(&iq, Reply::Result),
             Request::Unsupported { iq } => self.pushes.reply(
                 &iq,

@@ -162,19 +162,6 @@ mod tests {
     }
 
     #[test]
-    fn extra_keys_go_to_the_top_level_and_never_replace_aps() {
-        let p = PayloadBuilder::new(&config("")).unwrap();
-        let extra = [
-            ("rfc8291".to_owned(), "QUJD".to_owned()),
-            ("aps".to_owned(), "x".to_owned()),
-        ];
-        let v = parse(&p.build(&PushSummary::default(), &extra));
-        assert_eq!(v["rfc8291"], "QUJD");
-        assert_eq!(v["aps"]["alert"]["title"], "New Message");
-        assert_eq!(v["aps"]["mutable-content"], 1);
-    }
-
-    #[test]
     fn summary_becomes_the_alert_when_asked_and_present() {
         let p = PayloadBuilder::new(&config(r#", "alertFromSummary": true"#)).unwrap();
         let summary = PushSummary {

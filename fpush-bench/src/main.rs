@@ -9,7 +9,7 @@
 //! the `summary.json` of their runs.
 //!
 //! ```text
-//! fpush-bench [--fpush PATH] [--runs N] [--out DIR] [--pushes N] [--window N] [all | a b c d e f | smoke]
+//! fpush-bench [--fpush PATH] [--runs N] [--interleave] [--out DIR] [--pushes N] [--window N] [all | a … k | smoke]
 //! fpush-bench soak [--duration SECS] [--rate N] [--pool N] [--cleanup SECS]
 //! fpush-bench compare [--out DIR] DIR_A DIR_B …
 //! ```
@@ -17,6 +17,7 @@
 mod apns_server;
 mod charts;
 mod load;
+mod p2_store;
 mod procfs;
 mod report;
 mod run;
@@ -50,14 +51,19 @@ pub enum BenchError {
 }
 
 const USAGE: &str = "\
-usage: fpush-bench [--fpush PATH] [--runs N] [--out DIR] [--pushes N] [--window N] [all | a b c d e f | smoke]
+usage: fpush-bench [--fpush PATH] [--runs N] [--interleave] [--out DIR] [--pushes N] [--window N] [all | a … k | smoke]
        fpush-bench [--fpush PATH] [--out DIR] soak [--duration SECS] [--rate N] [--pool N] [--cleanup SECS]
        fpush-bench compare [--out DIR] DIR_A DIR_B …
 
-  all (default)  scenarios a–f, each --runs times (default 5), then the table
+  all (default)  scenarios a–k, each --runs times (default 5), then the table
+                 (j pushes by node to 1M p2 registrations: the first run makes their
+                 SQLite store in --out with `fpush store import-p2`; k is j's load with the
+                 token in the node)
   smoke          2,000 pushes; exits non-zero unless every one is answered exactly once
   soak           a steady run (default 600 s at 2,000/s, tokens from 1M, cleanup 60 s)
   --fpush PATH   the binary to measure (default target/release/fpush)
+  --interleave   run the chosen scenarios in turn, --runs rounds, instead of one
+                 scenario's runs in a row (for comparisons on a shared machine)
   --out DIR      where JSON results go (default target/bench)
   --pushes N     every chosen scenario sends N pushes instead of its own count
   --window N     every chosen scenario keeps N pushes in flight instead of its own pacing
@@ -75,6 +81,8 @@ struct Options {
     pushes: Option<u64>,
     /// Overrides every chosen scenario's pacing with this many in flight (`--window`).
     window: Option<u64>,
+    /// Rounds of one run per scenario instead of each scenario's runs in a row.
+    interleave: bool,
 }
 
 fn parse_args(args: Vec<String>) -> Result<Options, BenchError> {
@@ -86,6 +94,7 @@ fn parse_args(args: Vec<String>) -> Result<Options, BenchError> {
         soak: None,
         pushes: None,
         window: None,
+        interleave: false,
     };
     let mut args = args.into_iter();
     let number = |flag: &str, value: Option<String>| -> Result<u64, BenchError> {
@@ -108,6 +117,7 @@ fn parse_args(args: Vec<String>) -> Result<Options, BenchError> {
                     .ok_or_else(|| BenchError::Usage("--out needs a path".into()))?
             }
             "--runs" => options.runs = number("--runs", args.next())?.max(1) as usize,
+            "--interleave" => options.interleave = true,
             "--pushes" => options.pushes = Some(number("--pushes", args.next())?.max(1)),
             "--window" => options.window = Some(number("--window", args.next())?.max(1)),
             "soak" => options.soak = Some(soak::SoakConfig::default()),
@@ -245,6 +255,7 @@ async fn run(options: Options) -> Result<bool, BenchError> {
     let mut setup = Setup {
         fpush: options.fpush.clone(),
         cleanup_interval: None,
+        store_dir: options.out.clone(),
     };
     let mut clean = true;
     if let Some(cfg) = &options.soak {
@@ -259,37 +270,7 @@ async fn run(options: Options) -> Result<bool, BenchError> {
             return Ok(clean);
         }
     }
-    let mut summaries = Vec::new();
-    for name in &options.scenarios {
-        let Some(mut scenario) = Scenario::by_name(name) else {
-            continue;
-        };
-        if let Some(pushes) = options.pushes {
-            scenario.pushes = pushes;
-        }
-        if let Some(window) = options.window {
-            scenario.pacing = scenario::Pacing::Window(window);
-        }
-        let runs = if scenario.name == "smoke" {
-            1
-        } else {
-            options.runs
-        };
-        println!("scenario {}: {}", scenario.name, scenario.what);
-        let mut reports = Vec::with_capacity(runs);
-        for run in 1..=runs {
-            let report = run::run_once(&setup, &scenario, run).await?;
-            println!("{}", report::run_line(&report));
-            clean &= report.replies_missing == 0 && report.duplicate_replies == 0;
-            reports.push(report);
-        }
-        let summary = Summary::of(scenario.what, reports);
-        let path = options.out.join(format!("{}.json", scenario.name));
-        std::fs::write(&path, to_json(&summary)?)?;
-        let chart = options.out.join(format!("latency-{}.svg", scenario.name));
-        std::fs::write(&chart, charts::latency(&summary))?;
-        summaries.push(summary);
-    }
+    let summaries = run_scenarios(&setup, &options, &mut clean).await?;
     if !summaries.is_empty() {
         println!("\n{}", report::table(&summaries));
         let all = serde_json::json!({ "machine": machine, "scenarios": summaries });
@@ -302,6 +283,75 @@ async fn run(options: Options) -> Result<bool, BenchError> {
         eprintln!("fpush-bench: replies were missing or duplicated");
     }
     Ok(clean)
+}
+
+/// Runs the chosen scenarios (each one's runs in a row, or rounds of one run of each with
+/// `--interleave`), writes each one's JSON and latency chart, and returns their summaries.
+/// `clean` turns false when a run lost or doubled replies.
+async fn run_scenarios(
+    setup: &Setup,
+    options: &Options,
+    clean: &mut bool,
+) -> Result<Vec<Summary>, BenchError> {
+    let mut scenarios = Vec::new();
+    for name in &options.scenarios {
+        let Some(mut scenario) = Scenario::by_name(name) else {
+            continue;
+        };
+        if let Some(pushes) = options.pushes {
+            scenario.pushes = pushes;
+        }
+        if let Some(window) = options.window {
+            scenario.pacing = scenario::Pacing::Window(window);
+        }
+        scenarios.push(scenario);
+    }
+    let runs: Vec<usize> = scenarios
+        .iter()
+        .map(|s| if s.name == "smoke" { 1 } else { options.runs })
+        .collect();
+    let mut reports: Vec<Vec<run::RunReport>> = vec![Vec::new(); scenarios.len()];
+    for (index, run) in schedule(&runs, options.interleave) {
+        let scenario = &scenarios[index];
+        if reports[index].is_empty() {
+            println!("scenario {}: {}", scenario.name, scenario.what);
+        }
+        let report = run::run_once(setup, scenario, run).await?;
+        println!("{}", report::run_line(&report));
+        *clean &= report.replies_missing == 0 && report.duplicate_replies == 0;
+        reports[index].push(report);
+    }
+    let mut summaries = Vec::with_capacity(scenarios.len());
+    for (scenario, reports) in scenarios.iter().zip(reports) {
+        let summary = Summary::of(scenario.what, reports);
+        let path = options.out.join(format!("{}.json", scenario.name));
+        std::fs::write(&path, to_json(&summary)?)?;
+        let chart = options.out.join(format!("latency-{}.svg", scenario.name));
+        std::fs::write(&chart, charts::latency(&summary))?;
+        summaries.push(summary);
+    }
+    Ok(summaries)
+}
+
+/// The order of runs as (scenario index, run number): scenario by scenario, or round by round
+/// when `interleave` (a scenario with fewer runs sits out the later rounds).
+fn schedule(runs: &[usize], interleave: bool) -> Vec<(usize, usize)> {
+    let rounds = runs.iter().copied().max().unwrap_or(0);
+    let mut order = Vec::with_capacity(runs.iter().sum());
+    if interleave {
+        for run in 1..=rounds {
+            order.extend(
+                (0..runs.len())
+                    .filter(|&i| run <= runs[i])
+                    .map(|i| (i, run)),
+            );
+        }
+    } else {
+        for (i, &count) in runs.iter().enumerate() {
+            order.extend((1..=count).map(|run| (i, run)));
+        }
+    }
+    order
 }
 
 fn to_json(value: &impl serde::Serialize) -> Result<String, BenchError> {
@@ -337,6 +387,22 @@ mod tests {
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn interleaved_runs_go_round_by_round() {
+        assert_eq!(
+            schedule(&[2, 1, 2], true),
+            [(0, 1), (1, 1), (2, 1), (0, 2), (2, 2)]
+        );
+        assert_eq!(schedule(&[2, 1], false), [(0, 1), (0, 2), (1, 1)]);
+    }
+
+    #[test]
+    fn interleave_is_an_option() {
+        let options = parse_args(args(&["--interleave", "--runs", "3", "j", "k"])).expect("valid");
+        assert!(options.interleave);
+        assert_eq!(options.scenarios, ["j", "k"]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! One benchmark run: start the APNS test server and the real `fpush` binary with generated
-//! settings, accept its component connection, warm it up, play the scenario, and measure.
+//! settings (with a store of registrations for pushes by node), accept its component
+//! connection, warm it up, play the scenario, and measure.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,8 +13,9 @@ use tokio::net::TcpListener;
 
 use crate::apns_server::{ApnsServer, P12_PASSWORD};
 use crate::load::{self, Percentiles, Tracker, WARMUP_TOKEN_BASE};
+use crate::p2_store;
 use crate::procfs::{self, Proc};
-use crate::scenario::{Pacing, Provider, Scenario};
+use crate::scenario::{Door, Pacing, Provider, Scenario};
 use crate::xmpp::{accept_component, PushTemplate, ReplyScanner};
 use crate::BenchError;
 
@@ -29,6 +31,8 @@ pub struct Setup {
     pub fpush: PathBuf,
     /// Extra `ratelimitCleanupInterval` for soak runs (default 300s).
     pub cleanup_interval: Option<String>,
+    /// Where stores of registrations are made once and kept between runs.
+    pub store_dir: PathBuf,
 }
 
 /// What one run measured.
@@ -109,13 +113,15 @@ impl Drop for Fpush {
     }
 }
 
-/// Writes the settings and starts fpush.
+/// Writes the settings and starts fpush; with a `door` by node, its module serves p2
+/// registrations from the store made for it.
 pub fn start_fpush(
     setup: &Setup,
     dir: &Path,
     xmpp_port: u16,
     apns: &ApnsServer,
     ratelimit: Option<&str>,
+    door: Door,
 ) -> Result<Fpush, BenchError> {
     let ratelimit = match ratelimit {
         None => r#"{ "enabled": false }"#.to_string(),
@@ -124,7 +130,7 @@ pub fn start_fpush(
             setup.cleanup_interval.as_deref().unwrap_or("300s")
         ),
     };
-    let settings = serde_json::json!({
+    let mut settings = serde_json::json!({
         "component": {
             "componentHostname": crate::xmpp::COMPONENT_JID,
             "componentKey": crate::xmpp::SECRET,
@@ -150,6 +156,11 @@ pub fn start_fpush(
             }
         }
     });
+    if let Door::P2 { registrations } = door {
+        let store = p2_store::store_path(&setup.store_dir, registrations);
+        settings["store"] = p2_store::store_settings(&store, registrations);
+        settings["pushModules"][MODULE]["registration"] = serde_json::json!({ "protocol": "p2" });
+    }
     let settings_path = dir.join("settings.json");
     std::fs::write(&settings_path, settings.to_string())?;
     let log_path = dir.join("fpush.log");
@@ -186,12 +197,17 @@ impl Session {
         pushes: u64,
         ratelimit: Option<&str>,
         provider: Provider,
+        door: Door,
     ) -> Result<Session, BenchError> {
         let dir = tempfile::Builder::new().prefix("fpush-bench-").tempdir()?;
         let apns = ApnsServer::start(dir.path(), provider)?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
-        let mut fpush = start_fpush(setup, dir.path(), port, &apns, ratelimit)?;
+        if let Door::P2 { registrations } = door {
+            let store = p2_store::store_path(&setup.store_dir, registrations);
+            p2_store::prepare(&setup.fpush, &store, registrations)?;
+        }
+        let mut fpush = start_fpush(setup, dir.path(), port, &apns, ratelimit, door)?;
         let (socket, leftover) = match accept_component(&listener, "bench-1", CONNECT_TIMEOUT).await
         {
             Ok(link) => link,
@@ -210,13 +226,18 @@ impl Session {
             ReplyScanner::with_leftover(leftover),
             tracker.clone(),
         ));
-        let template = PushTemplate::new(MODULE);
+        // Warm-up pushes by node go to registrations that exist; tokens in the node to tokens
+        // no scenario uses.
+        let (template, warmup_base) = match door {
+            Door::TokenInNode => (PushTemplate::new(MODULE), WARMUP_TOKEN_BASE),
+            Door::P2 { .. } => (PushTemplate::by_node(), 0),
+        };
         load::send_windowed(
             &mut writer,
             &template,
             &tracker,
             0..WARMUP,
-            |seq| WARMUP_TOKEN_BASE + seq,
+            |seq| warmup_base + seq,
             WARMUP,
         )
         .await?;
@@ -279,6 +300,7 @@ pub async fn run_once(
         scenario.pushes,
         scenario.ratelimit,
         scenario.provider,
+        scenario.door,
     )
     .await?;
     let fpush = session.fpush.proc();

@@ -1,5 +1,6 @@
 //! The scenarios of the performance budget (a–f), the distant-provider profiles and the burst
-//! (g–i), and the CI smoke run, as data.
+//! (g–i), pushes by node for stored registrations against the same load with the token in the
+//! node (j–k), and the CI smoke run, as data.
 
 use std::time::Duration;
 
@@ -25,11 +26,24 @@ pub struct Provider {
     pub streams: u32,
 }
 
+/// Registrations pre-loaded for scenario j.
+pub const P2_REGISTRATIONS: u64 = 1_000_000;
+
 /// Answers at once, with Apple's stream limit.
 pub const LOOPBACK: Provider = Provider {
     delay: Duration::ZERO,
     streams: 1_000,
 };
+
+/// How a push names its device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// The device token is the `node`, `pushModule` names the module (Monal, Quicksy iOS).
+    TokenInNode,
+    /// The `node` and `secret` of one of this many p2 registrations pre-loaded into a SQLite
+    /// store (Conversations-family apps).
+    P2 { registrations: u64 },
+}
 
 /// One scenario.
 #[derive(Debug, Clone)]
@@ -44,6 +58,7 @@ pub struct Scenario {
     /// How long after the last push was written the generator waits for replies.
     pub drain: Duration,
     pub provider: Provider,
+    pub door: Door,
 }
 
 impl Scenario {
@@ -52,7 +67,7 @@ impl Scenario {
     }
 }
 
-/// Scenarios a–i.
+/// Scenarios a–k.
 pub fn all() -> Vec<Scenario> {
     vec![
         Scenario {
@@ -64,6 +79,7 @@ pub fn all() -> Vec<Scenario> {
             ratelimit: None,
             drain: Duration::from_secs(15),
             provider: LOOPBACK,
+            door: Door::TokenInNode,
         },
         Scenario {
             name: "b",
@@ -76,6 +92,7 @@ pub fn all() -> Vec<Scenario> {
             ratelimit: Some("20s"),
             drain: Duration::from_secs(35),
             provider: LOOPBACK,
+            door: Door::TokenInNode,
         },
         Scenario {
             name: "c",
@@ -86,6 +103,7 @@ pub fn all() -> Vec<Scenario> {
             ratelimit: Some("20s"),
             drain: Duration::from_secs(15),
             provider: LOOPBACK,
+            door: Door::TokenInNode,
         },
         Scenario {
             name: "d",
@@ -96,6 +114,7 @@ pub fn all() -> Vec<Scenario> {
             ratelimit: None,
             drain: Duration::from_secs(15),
             provider: LOOPBACK,
+            door: Door::TokenInNode,
         },
         Scenario {
             name: "e",
@@ -106,6 +125,7 @@ pub fn all() -> Vec<Scenario> {
             ratelimit: None,
             drain: Duration::from_secs(15),
             provider: LOOPBACK,
+            door: Door::TokenInNode,
         },
         Scenario {
             name: "f",
@@ -116,6 +136,7 @@ pub fn all() -> Vec<Scenario> {
             ratelimit: None,
             drain: Duration::from_secs(15),
             provider: LOOPBACK,
+            door: Door::TokenInNode,
         },
         Scenario {
             name: "g",
@@ -129,6 +150,7 @@ pub fn all() -> Vec<Scenario> {
                 delay: Duration::from_millis(150),
                 streams: 1_000,
             },
+            door: Door::TokenInNode,
         },
         Scenario {
             name: "h",
@@ -142,6 +164,7 @@ pub fn all() -> Vec<Scenario> {
                 delay: Duration::from_millis(60),
                 streams: 100,
             },
+            door: Door::TokenInNode,
         },
         Scenario {
             name: "i",
@@ -155,6 +178,32 @@ pub fn all() -> Vec<Scenario> {
                 delay: Duration::from_millis(150),
                 streams: 1_000,
             },
+            door: Door::TokenInNode,
+        },
+        Scenario {
+            name: "j",
+            what: "p2: 1M registrations in SQLite, 10,000 pushes/s by node for 10 s, nodes drawn from all",
+            pushes: 100_000,
+            tokens: Tokens::Random(P2_REGISTRATIONS),
+            pacing: Pacing::Rate(10_000),
+            ratelimit: None,
+            drain: Duration::from_secs(15),
+            provider: LOOPBACK,
+            door: Door::P2 {
+                registrations: P2_REGISTRATIONS,
+            },
+        },
+        // j's yardstick: the same pushes with the token in the node.
+        Scenario {
+            name: "k",
+            what: "as j with the token in the node: 10,000 pushes/s for 10 s, tokens drawn from 1M",
+            pushes: 100_000,
+            tokens: Tokens::Random(P2_REGISTRATIONS),
+            pacing: Pacing::Rate(10_000),
+            ratelimit: None,
+            drain: Duration::from_secs(15),
+            provider: LOOPBACK,
+            door: Door::TokenInNode,
         },
     ]
 }
@@ -170,5 +219,6 @@ pub fn smoke() -> Scenario {
         ratelimit: None,
         drain: Duration::from_secs(10),
         provider: LOOPBACK,
+        door: Door::TokenInNode,
     }
 }

@@ -99,7 +99,14 @@ impl RecentTokens {
 pub async fn run(setup: &Setup, cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
     let secs = cfg.duration.as_secs().max(1);
     let total = secs * cfg.rate;
-    let mut session = Session::start(setup, total, Some("20s"), crate::scenario::LOOPBACK).await?;
+    let mut session = Session::start(
+        setup,
+        total,
+        Some("20s"),
+        crate::scenario::LOOPBACK,
+        crate::scenario::Door::TokenInNode,
+    )
+    .await?;
     let fpush = session.fpush.proc();
     let rss_start = fpush.rss_kib()?;
     let cpu_start = fpush.cpu_seconds()?;

@@ -10,6 +10,7 @@ use memchr::memmem;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::p2_store::{write_node, write_secret, write_token, NODE_LEN, SECRET_LEN};
 use crate::BenchError;
 
 /// The component JID fpush is configured with.
@@ -78,11 +79,14 @@ async fn read_some(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Benc
     Ok(())
 }
 
-/// A push IQ as Prosody sends it, with slots for the id and the device token.
+/// A push IQ as Prosody sends it, with slots for the id and the device token (or, for a push
+/// by node, the registration's node and secret).
 pub struct PushTemplate {
     bytes: Vec<u8>,
     id_at: usize,
     token_at: usize,
+    /// Where the secret goes in a push by node; `None` for a token in the node.
+    secret_at: Option<usize>,
 }
 
 impl PushTemplate {
@@ -104,19 +108,42 @@ impl PushTemplate {
             bytes,
             id_at,
             token_at,
+            secret_at: None,
         }
     }
 
-    /// Appends the IQ for push `seq` to device token number `token`.
+    /// Prosody's push IQ for a p2 registration: its node, and a publish-options form with its
+    /// secret and no `pushModule`, as Conversations enables push.
+    pub fn by_node() -> Self {
+        let id_slot = "I".repeat(HEX_LEN);
+        let node_slot = "N".repeat(NODE_LEN);
+        let secret_slot = "S".repeat(SECRET_LEN);
+        let text = prosody_push_iq(&id_slot, USER_DOMAIN, COMPONENT_JID, &node_slot, None)
+            .replace(TEMPLATE_SECRET, &secret_slot);
+        let bytes = text.into_bytes();
+        let id_at = memmem::find(&bytes, id_slot.as_bytes()).unwrap_or(0);
+        let token_at = memmem::find(&bytes, node_slot.as_bytes()).unwrap_or(0);
+        let secret_at = memmem::find(&bytes, secret_slot.as_bytes());
+        Self {
+            bytes,
+            id_at,
+            token_at,
+            secret_at,
+        }
+    }
+
+    /// Appends the IQ for push `seq` to device token (or registration) number `token`.
     pub fn write(&self, out: &mut Vec<u8>, seq: u64, token: u64) {
         let start = out.len();
         out.extend_from_slice(&self.bytes);
         write_hex64(&mut out[start + self.id_at..][..HEX_LEN], ID_PREFIX, seq);
-        write_hex64(
-            &mut out[start + self.token_at..][..HEX_LEN],
-            TOKEN_PREFIX,
-            scramble(token),
-        );
+        match self.secret_at {
+            None => write_token(&mut out[start + self.token_at..][..HEX_LEN], token),
+            Some(secret_at) => {
+                write_node(&mut out[start + self.token_at..][..NODE_LEN], token);
+                write_secret(&mut out[start + secret_at..][..SECRET_LEN], token);
+            }
+        }
     }
 
     /// Length of one IQ in bytes.
@@ -126,10 +153,12 @@ impl PushTemplate {
 }
 
 const ID_PREFIX: u64 = 0x5eed_1d00_0000_0000;
-const TOKEN_PREFIX: u64 = 0x7a0c_e17e_d000_0000;
+pub const TOKEN_PREFIX: u64 = 0x7a0c_e17e_d000_0000;
+/// The secret `prosody_push_iq` puts in its publish-options form.
+const TEMPLATE_SECRET: &str = "app-secret-xyz";
 
 /// 64 hex digits: three times a fixed word derived from `prefix`, then `value`.
-fn write_hex64(slot: &mut [u8], prefix: u64, value: u64) {
+pub fn write_hex64(slot: &mut [u8], prefix: u64, value: u64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let words = [prefix, prefix ^ 0x9e37_79b9_7f4a_7c15, !prefix, value];
     for (w, word) in words.iter().enumerate() {
@@ -141,7 +170,7 @@ fn write_hex64(slot: &mut [u8], prefix: u64, value: u64) {
 
 /// Spreads token numbers over the 64-bit space (a bijection: distinct numbers stay distinct),
 /// so tokens look random rather than sequential.
-fn scramble(mut x: u64) -> u64 {
+pub fn scramble(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
@@ -313,6 +342,24 @@ mod tests {
         assert_ne!(first, second);
         let request = fpush_testkit::xmpp::Stanza::parse(first).unwrap();
         assert_eq!(request.attr("type"), Some("set"));
+        assert_eq!(parse_seq(request.attr("id").unwrap().as_bytes()), Some(7));
+    }
+
+    #[test]
+    fn template_by_node_carries_the_registrations_node_and_secret_and_no_module() {
+        let template = PushTemplate::by_node();
+        let mut out = Vec::new();
+        template.write(&mut out, 7, 42);
+        let text = String::from_utf8(out).unwrap();
+        let mut secret = [0u8; SECRET_LEN];
+        write_secret(&mut secret, 42);
+        assert!(text.contains("node='n00000000042'"), "{text}");
+        assert!(text.contains(&format!(
+            "<value>{}</value>",
+            String::from_utf8_lossy(&secret)
+        )));
+        assert!(!text.contains("pushModule") && !text.contains(TEMPLATE_SECRET));
+        let request = fpush_testkit::xmpp::Stanza::parse(text).unwrap();
         assert_eq!(parse_seq(request.attr("id").unwrap().as_bytes()), Some(7));
     }
 

@@ -181,17 +181,6 @@ fn assemble(
     }
 }
 
-/// What the module needs to serve its `registration` block, if it has one (validation made
-/// sure its platform has a registration service).
-fn registering(module: &ModuleSettings) -> Option<Registering> {
-    let platform = &module.platform;
-    Some(Registering {
-        protocol: module.registration?,
-        service: platform.capabilities.registration_service?,
-        plausible_token: platform.plausible_token,
-    })
-}
-
 /// The push2 relay's Web Push module: its ratelimit (off unless enabled) keys on the `client`.
 fn web_push_module(
     push: Arc<dyn PushTrait>,
@@ -209,6 +198,17 @@ fn web_push_module(
     let remember = settings.dead_tokens.remember;
     Module::new(id, type_name, push, ratelimit, remember, metrics.module(id))
         .with_max_dead_tokens(settings.dead_tokens.max_entries)
+}
+
+/// What the module needs to serve its `registration` block, if it has one (validation made
+/// sure its platform has a registration service).
+fn registering(module: &ModuleSettings) -> Option<Registering> {
+    let platform = &module.platform;
+    Some(Registering {
+        protocol: module.registration?,
+        service: platform.capabilities.registration_service?,
+        plausible_token: platform.plausible_token,
+    })
 }
 
 /// Construct the module's platform from its parsed block, or say why not.

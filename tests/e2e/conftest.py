@@ -179,5 +179,8 @@ def stack(request, fake_providers, tmp_path_factory):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if report.when == "call" and report.failed and "stack" in item.funcargs:
-        report.sections.append(("fpush, wiretap and server at failure", item.funcargs["stack"].diagnostics()))
+    if report.when == "call" and report.failed:
+        # Every scenario fixture (`stack`, test_p2's `p2` and `shared`) offers `diagnostics()`.
+        for name in ("stack", "p2", "shared"):
+            if name in item.funcargs:
+                report.sections.append(("fpush, wiretap and server at failure", item.funcargs[name].diagnostics()))

@@ -94,7 +94,7 @@ class XmppServer:
 class Prosody(XmppServer):
     """`prosody -F` with its config, data and log in the temp dir."""
 
-    def __init__(self, workdir: Path, log_level: str = "debug") -> None:
+    def __init__(self, workdir: Path, log_level: str = "debug", push_max_errors: int = PUSH_MAX_ERRORS) -> None:
         super().__init__(
             kind="prosody",
             workdir=workdir,
@@ -114,7 +114,7 @@ class Prosody(XmppServer):
             COMPONENT_PORT=self.component_port,
             COMPONENT_JID=self.component_jid,
             COMPONENT_SECRET=self.component_secret,
-            PUSH_MAX_ERRORS=PUSH_MAX_ERRORS,
+            PUSH_MAX_ERRORS=push_max_errors,
         )
 
     @property

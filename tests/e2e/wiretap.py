@@ -20,6 +20,7 @@ NS_STREAM = "http://etherx.jabber.org/streams"
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 NS_DATA = "jabber:x:data"
+NS_COMMANDS = "http://jabber.org/protocol/commands"
 
 T = TypeVar("T")
 
@@ -195,6 +196,17 @@ class Wiretap:
             return None
 
         return self.wait_until(f"{count} answered push(es) for token {token}", answered, timeout)
+
+    def commands(self, node: str) -> List[Stanza]:
+        """The ad-hoc command IQs (XEP-0050) for `node` the server relayed to fpush, oldest first."""
+        with self._changed:
+            return [
+                s
+                for s in self.stanzas
+                if s.direction == "to_fpush"
+                and s.name == "iq"
+                and any(c.tag == f"{{{NS_COMMANDS}}}command" and c.get("node") == node for c in s.element)
+            ]
 
     def handshakes(self) -> int:
         """How many component connections the server has accepted (`<handshake/>` sent back)."""

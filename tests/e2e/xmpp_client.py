@@ -1,5 +1,7 @@
 """A real XMPP client (slixmpp) doing what a phone app does: log in, enable XEP-0357 push with a
 publish-options form, go offline or lose its connection, and, as a second user, send messages.
+Conversations-family apps also run an XEP-0050 command at the app server first
+(`register-push-fcm`), through their own server, and enable push with what it answered.
 
 Each action runs in its own asyncio loop, so tests call plain functions. Also a small command
 line for scripts/demo.sh:
@@ -15,18 +17,58 @@ import gc
 import logging
 import sys
 import xml.etree.ElementTree as ET
-from typing import Iterable, Optional
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import slixmpp
 
 NS_PUSH = "urn:xmpp:push:0"
 NS_DATA = "jabber:x:data"
+NS_COMMANDS = "http://jabber.org/protocol/commands"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
 CONNECT_TIMEOUT = 20.0
 
 
 class ClientError(AssertionError):
     """The client could not do what the test asked (login failed, enable refused, …)."""
+
+
+@dataclass
+class CommandReply:
+    """The answer to an XEP-0050 command: a completed command with its form's fields, or an
+    IQ error with its type and condition."""
+
+    kind: str  # "result" or "error"
+    status: Optional[str] = None  # the command's status, e.g. "completed"
+    fields: Dict[str, str] = field(default_factory=dict)
+    error_type: Optional[str] = None
+    condition: Optional[str] = None
+    text: Optional[str] = None
+
+    @property
+    def completed(self) -> bool:
+        return self.kind == "result" and self.status == "completed"
+
+    @staticmethod
+    def of_result(iq: ET.Element) -> "CommandReply":
+        command = iq.find(f"{{{NS_COMMANDS}}}command")
+        if command is None:
+            return CommandReply("result")
+        fields = {}
+        for fld in command.iterfind(f"{{{NS_DATA}}}x/{{{NS_DATA}}}field"):
+            fields[fld.get("var", "")] = fld.findtext(f"{{{NS_DATA}}}value") or ""
+        return CommandReply("result", status=command.get("status"), fields=fields)
+
+    @staticmethod
+    def of_error(iq: ET.Element) -> "CommandReply":
+        error = iq.find("{jabber:client}error")
+        if error is None:
+            return CommandReply("error")
+        conditions = [c.tag.rsplit("}", 1)[-1] for c in error if c.tag.startswith(f"{{{NS_STANZAS}}}")]
+        condition = next((c for c in conditions if c != "text"), None)
+        text = error.findtext(f"{{{NS_STANZAS}}}text")
+        return CommandReply("error", error_type=error.get("type"), condition=condition, text=text)
 
 
 class Client(slixmpp.ClientXMPP):
@@ -76,11 +118,13 @@ class Client(slixmpp.ClientXMPP):
             raise ClientError(f"{self.boundjid.bare}: no session within {CONNECT_TIMEOUT}s") from err
         return self
 
-    async def enable_push(self, push_jid: str, token: str, push_module: str, secret: str) -> None:
-        """XEP-0357 enable, with the publish-options form Conversations-style clients send."""
+    async def enable_push(self, push_jid: str, token: str, push_module: Optional[str], secret: str) -> None:
+        """XEP-0357 enable, with a publish-options form: `pushModule` (Monal-style clients) and
+        `secret`, or only `secret` (Conversations-style clients, `push_module=None`)."""
         enable = ET.Element(f"{{{NS_PUSH}}}enable", {"jid": push_jid, "node": token})
         form = ET.SubElement(enable, f"{{{NS_DATA}}}x", {"type": "submit"})
-        for var, value in (("FORM_TYPE", PUBLISH_OPTIONS), ("pushModule", push_module), ("secret", secret)):
+        options = [("FORM_TYPE", PUBLISH_OPTIONS), ("pushModule", push_module), ("secret", secret)]
+        for var, value in [(var, value) for var, value in options if value is not None]:
             field = ET.SubElement(form, f"{{{NS_DATA}}}field", {"var": var})
             ET.SubElement(field, f"{{{NS_DATA}}}value").text = value
         iq = self.make_iq_set()
@@ -89,6 +133,24 @@ class Client(slixmpp.ClientXMPP):
             await iq.send(timeout=CONNECT_TIMEOUT)
         except slixmpp.exceptions.IqError as err:
             raise ClientError(f"push enable refused: {err.iq}") from err
+
+    async def execute_command(self, to: str, node: str, fields: Sequence[Tuple[str, str]]) -> CommandReply:
+        """One IQ set with `action='execute'` and a submitted form, as Conversations sends its
+        `register-push-*` commands: the whole command in a single step."""
+        command = ET.Element(f"{{{NS_COMMANDS}}}command", {"node": node, "action": "execute"})
+        form = ET.SubElement(command, f"{{{NS_DATA}}}x", {"type": "submit"})
+        for var, value in fields:
+            fld = ET.SubElement(form, f"{{{NS_DATA}}}field", {"var": var})
+            ET.SubElement(fld, f"{{{NS_DATA}}}value").text = value
+        iq = self.make_iq_set(ito=to)
+        iq.append(command)
+        try:
+            result = await iq.send(timeout=CONNECT_TIMEOUT)
+        except slixmpp.exceptions.IqError as err:
+            return CommandReply.of_error(err.iq.xml)
+        except slixmpp.exceptions.IqTimeout as err:
+            raise ClientError(f"no answer to command {node} at {to} within {CONNECT_TIMEOUT}s") from err
+        return CommandReply.of_result(result.xml)
 
     def send_messages(self, to: str, bodies: Iterable[str]) -> None:
         for body in bodies:
@@ -138,7 +200,7 @@ def enable_push(
     port: int,
     push_jid: str,
     token: str,
-    push_module: str,
+    push_module: Optional[str],
     secret: str = "app-secret-xyz",
     then: str = "log_out",
 ) -> None:
@@ -156,6 +218,47 @@ def enable_push(
             await client.log_out()
 
     _run(scenario())
+
+
+def execute_commands(
+    jid: str, password: str, port: int, to: str, commands: Sequence[Tuple[str, Sequence[Tuple[str, str]]]]
+) -> List[CommandReply]:
+    """Logs in, runs each (node, form fields) command at `to` in order, logs out."""
+
+    async def scenario() -> List[CommandReply]:
+        client = await Client(jid, password).login(port)
+        replies = [await client.execute_command(to, node, fields) for node, fields in commands]
+        await client.log_out()
+        return replies
+
+    return _run(scenario())
+
+
+def register_and_enable(
+    jid: str,
+    password: str,
+    port: int,
+    app_server: str,
+    command: str,
+    fields: Sequence[Tuple[str, str]],
+    secret: Optional[str] = None,
+) -> CommandReply:
+    """What a Conversations-family app does: run `command` (e.g. `register-push-fcm`) at the app
+    server, enable push at its own server with the `jid`, `node` and `secret` answered (or with
+    `secret` instead, to test a wrong one), and go offline. Push is enabled only when the command
+    completed; the reply is returned either way."""
+
+    async def scenario() -> CommandReply:
+        client = await Client(jid, password).login(port)
+        reply = await client.execute_command(app_server, command, fields)
+        if reply.completed:
+            given = reply.fields
+            await client.enable_push(given.get("jid", ""), given.get("node", ""), None,
+                                     secret if secret is not None else given.get("secret", ""))
+        await client.log_out()
+        return reply
+
+    return _run(scenario())
 
 
 def send_messages(jid: str, password: str, port: int, to: str, bodies: Iterable[str]) -> None:
