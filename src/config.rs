@@ -34,7 +34,7 @@ use self::document::Pos;
 pub use self::files::exposure_warnings;
 pub use self::push2::{Push2Settings, WEB_PUSH_MODULE};
 pub use self::reader::parse;
-pub use self::registration::RegistrationProtocol;
+pub use self::registration::{RegistrationBlock, RegistrationProtocol};
 pub use self::store::{StoreBackend, StoreSettings};
 pub use crate::access::AccessSettings;
 
@@ -325,6 +325,8 @@ pub struct ModuleSettings {
     pub ratelimit: RatelimitSettings,
     /// Key `registration`: the registering client protocol the module serves, if any.
     pub registration: Option<RegistrationProtocol>,
+    /// Key `registration.provider`: the provider id a tigase module serves.
+    pub registration_provider: Option<String>,
     /// Where the platform block (or, without one, the module) stands in the file.
     position: Option<Pos>,
 }
@@ -339,6 +341,7 @@ impl ModuleSettings {
             is_default_module: false,
             ratelimit: RatelimitSettings::default(),
             registration: None,
+            registration_provider: None,
             position: None,
         }
     }

@@ -21,6 +21,7 @@ use crate::component::{self, ComponentConfig, LinkState};
 use crate::config::{self, Settings};
 use crate::dispatcher::Dispatcher;
 use crate::doors::p2::{Measured, P2Door};
+use crate::doors::tigase::TigaseDoor;
 use crate::metrics::{self, Metrics, Observed, StateSnapshot};
 use crate::modules::{self, ModuleSet};
 use crate::store::{self, RegistrationStore, StoreError};
@@ -192,6 +193,7 @@ fn serve_p2(
     let jid = &settings.component.component_hostname;
     let door = Arc::new(P2Door::new(measured.clone(), jid.as_str()));
     dispatcher.set_p2(door.clone());
+    dispatcher.set_tigase(Arc::new(TigaseDoor::new(measured.clone())));
     let expire_after = settings.store.clone().unwrap_or_default().expire_after;
     store::spawn_sweeper(
         measured,
@@ -395,7 +397,9 @@ fn state_probe(
         let mut gauges = modules.gauges();
         if let Some(door) = &p2 {
             for (gauge, module) in gauges.iter_mut().zip(modules.iter()) {
-                let service = module.registration.map(|r| r.service);
+                // A tigase module's registrations are stored under its provider id.
+                let service = module.provider.as_deref();
+                let service = service.or(module.registration.map(|r| r.service));
                 gauge.registrations = service.and_then(|service| door.registrations(service));
             }
         }

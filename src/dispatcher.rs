@@ -7,6 +7,7 @@ mod commands;
 mod push2_path;
 mod push_path;
 mod reply_table;
+mod tigase_path;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::access::{self, Access, AccessSettings};
 use crate::component::{Inbound, ReplySender};
 use crate::doors::p2::{self, P2Door};
+use crate::doors::tigase::{self, TigaseDoor};
 use crate::doors::{self, Refusal};
 use crate::metrics::Metrics;
 use crate::modules::{ModuleSet, ModulesInService};
@@ -37,6 +39,8 @@ pub struct Dispatcher {
     metrics: Arc<Metrics>,
     /// The p2 door, once a registration store is open.
     p2: ArcSwapOption<P2Door>,
+    /// The tigase door, once a registration store is open.
+    tigase: ArcSwapOption<TigaseDoor>,
     /// Bounds registration commands in flight (each waits for the store).
     commands: Arc<Semaphore>,
     tasks: TaskTracker,
@@ -58,6 +62,7 @@ impl Dispatcher {
             )),
             metrics,
             p2: ArcSwapOption::empty(),
+            tigase: ArcSwapOption::empty(),
             commands: Arc::new(Semaphore::new(commands::MAX_IN_FLIGHT)),
             tasks: TaskTracker::new(),
         }
@@ -66,6 +71,11 @@ impl Dispatcher {
     /// Serve p2 registrations with `door` (its registration store opened).
     pub fn set_p2(&self, door: Arc<P2Door>) {
         self.p2.store(Some(door));
+    }
+
+    /// Serve tigase registrations with `door` (its registration store opened).
+    pub fn set_tigase(&self, door: Arc<TigaseDoor>) {
+        self.tigase.store(Some(door));
     }
 
     /// Provider calls currently in flight.
@@ -169,13 +179,7 @@ impl Dispatcher {
                 self.refuse_message(&message, refusal);
             }
             Request::Command { iq, command } => self.command(iq, command),
-            Request::DiscoInfo { iq } => {
-                let reply = match self.p2_door() {
-                    Some(_) => Reply::DiscoInfoWithCommands,
-                    None => Reply::DiscoInfo,
-                };
-                self.pushes.reply(&iq, reply);
-            }
+            Request::DiscoInfo { iq } => self.disco_info(&iq),
             Request::CommandList { iq } => self.command_list(&iq),
             Request::Ping { iq } => self.pushes.reply(&iq, Reply::Result),
             Request::Unsupported { iq } => self.pushes.reply(
@@ -200,6 +204,9 @@ impl Dispatcher {
         let modules = self.modules.load();
         if p2::claims(&push) && modules.serves(p2::PROTOCOL) {
             return self.p2_push(iq, push);
+        }
+        if tigase::claims(&push, &modules) {
+            return self.tigase_push(iq, push);
         }
         match doors::token_in_node::resolve(&modules, push) {
             Ok(target) => self.pushes.dispatch(iq, target, &self.tasks),

@@ -7,6 +7,7 @@
 
 pub mod p2;
 pub mod push2;
+pub mod tigase;
 pub mod token_in_node;
 
 use std::borrow::Cow;
@@ -40,12 +41,14 @@ pub struct Target {
     pub module: Arc<Module>,
     pub notification: PushNotification,
     key: TargetKey,
-    /// Answered with a message error (push2) rather than an IQ reply.
-    pub by_message: bool,
     /// The stored registration the push was resolved from, if a registering door found it.
     registered: Option<Box<p2::Registered>>,
     /// Whose ratelimit the push passes.
     limiter: Limiter,
+    /// Set by a door for pushes that must not wait (see [`Target::urgent`]).
+    urgent: bool,
+    /// Answered with a message error (push2) rather than an IQ reply.
+    pub by_message: bool,
 }
 
 /// Whose ratelimit a push passes; the dead-token memory is always its module's.
@@ -74,9 +77,10 @@ impl Target {
             module,
             notification,
             key,
-            by_message: false,
             registered: None,
             limiter: Limiter::Module,
+            urgent: false,
+            by_message: false,
         }
     }
 
@@ -85,11 +89,13 @@ impl Target {
         Target { limiter, ..self }
     }
 
-    /// Asks the module whether the push goes out (see [`Module::admit`]).
+    /// Asks the module whether the push goes out (see [`Module::admit`]); an urgent push passes
+    /// no ratelimit.
     pub fn admit(&self) -> Admitting {
         match &self.limiter {
+            _ if self.urgent => self.module.admit_limited_by(self.key(), None),
             Limiter::Module => self.module.admit(self.key()),
-            Limiter::Relay(relay) => self.module.admit_relayed(self.key(), relay.as_deref()),
+            Limiter::Relay(relay) => self.module.admit_limited_by(self.key(), relay.as_deref()),
         }
     }
 
@@ -146,6 +152,19 @@ impl Target {
         self.notification.options = Vec::new();
         self.notification.options.shrink_to_fit();
         self
+    }
+
+    /// The same target, never held by the ratelimit queue (a call held 20 s is a missed call).
+    pub fn urgent(self) -> Self {
+        Self {
+            urgent: true,
+            ..self
+        }
+    }
+
+    /// Whether the push skips the ratelimit (the dead-token memory still applies).
+    pub fn is_urgent(&self) -> bool {
+        self.urgent
     }
 
     /// The key the module's policy decides and remembers by.

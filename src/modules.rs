@@ -55,6 +55,8 @@ pub struct Module {
     retired: Arc<CancellationToken>,
     /// The registering protocol the module serves (`registration`), if any.
     pub registration: Option<Registering>,
+    /// The provider id clients register with (`registration.provider`, tigase modules).
+    pub provider: Option<Arc<str>>,
 }
 
 /// What a module that serves registrations needs to answer them.
@@ -91,6 +93,15 @@ impl Module {
             metrics,
             retired: Arc::new(CancellationToken::new()),
             registration: None,
+            provider: None,
+        }
+    }
+
+    /// The same module known to registering clients by `provider` (tests and benchmarks).
+    pub fn with_provider(self, provider: &str) -> Self {
+        Module {
+            provider: Some(provider.into()),
+            ..self
         }
     }
 
@@ -276,6 +287,25 @@ impl ModuleSet {
                 .registration
                 .is_some_and(|r| r.protocol == protocol && r.service == service)
         })
+    }
+
+    /// The module registering clients name by `provider` (at most one, validation says).
+    pub fn provider_module(
+        &self,
+        protocol: RegistrationProtocol,
+        provider: &str,
+    ) -> Option<&Arc<Module>> {
+        self.iter().find(|module| {
+            module.registration.is_some_and(|r| r.protocol == protocol)
+                && module.provider.as_deref() == Some(provider)
+        })
+    }
+
+    /// The provider ids `protocol` is served for, in file order.
+    pub fn providers(&self, protocol: RegistrationProtocol) -> impl Iterator<Item = &str> + '_ {
+        self.iter()
+            .filter(move |module| module.registration.is_some_and(|r| r.protocol == protocol))
+            .filter_map(|module| module.provider.as_deref())
     }
 
     /// Whether some module serves `protocol` registrations.

@@ -19,6 +19,7 @@ mod message_reply;
 mod quick;
 mod reply;
 mod scopes;
+mod tigase;
 
 use std::borrow::Cow;
 
@@ -31,6 +32,7 @@ pub use command::AdHocCommand;
 pub use message::Push2Request;
 pub use message_reply::write_message_error;
 pub use reply::{write_reply, CommandItem, Condition, ErrorType, Reply};
+pub use tigase::{EncryptedElement, TigaseParts};
 
 use scopes::{Ns, Scopes};
 
@@ -59,6 +61,9 @@ pub struct PushRequest {
     /// Every other publish-options field (`var`, first value), in document order. `FORM_TYPE` and
     /// `pushModule` are not repeated here.
     pub options: Vec<(String, String)>,
+    /// The Tigase extensions of the notification, when it carries any (boxed: most pushes
+    /// carry none).
+    pub tigase: Option<Box<TigaseParts>>,
 }
 
 /// What one stanza asks of us.
@@ -505,6 +510,8 @@ struct PubsubWalk<'i> {
     field: Option<OpenField<'i>>,
     /// Depth of the <value> element whose text is being collected.
     value_depth: Option<usize>,
+    /// The Tigase extension element whose text is being collected.
+    tigase_open: Option<tigase::Open>,
 }
 
 impl<'i> PubsubWalk<'i> {
@@ -548,13 +555,15 @@ impl<'i> PubsubWalk<'i> {
 
     /// Whether character data is being collected (inside a field's first `<value>`).
     fn collecting(&self) -> bool {
-        self.value_depth.is_some() && self.field.is_some()
+        self.value_depth.is_some() && (self.field.is_some() || self.tigase_open.is_some())
     }
 
     /// A piece of character data.
     fn text(&mut self, piece: Cow<'i, str>) {
         if let (Some(_), Some(f)) = (self.value_depth, self.field.as_mut()) {
             append(&mut f.value, piece);
+        } else if self.value_depth.is_some() {
+            self.tigase_text(&piece);
         }
     }
 
@@ -613,6 +622,13 @@ impl<'i> PubsubWalk<'i> {
             return Ok(false);
         };
         if ns != Ns::DataForms {
+            let outside_forms = self.form.is_none() && self.field.is_none();
+            if matches!(ns, Ns::TigaseEncrypt | Ns::TigasePriority)
+                && kind == Form::Summary
+                && outside_forms
+            {
+                return self.open_tigase(ns, start, decoder);
+            }
             return Ok(false);
         }
         match (self.form, self.field.as_ref(), local) {
@@ -656,6 +672,7 @@ impl<'i> PubsubWalk<'i> {
     fn close_element(&mut self, depth: usize) {
         if self.value_depth == Some(depth) {
             self.value_depth = None;
+            self.tigase_open = None;
             if let Some(f) = self.field.as_mut() {
                 f.value_done = true;
             }

@@ -67,6 +67,14 @@ pub struct ApnsConfig {
     /// Most HTTP/2 connections to Apple, opened only when every open one is at its stream limit.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// The `apns-topic` of PushKit (VoIP) pushes; `<topic>.voip` when absent.
+    pub voip_topic: Option<String>,
+    /// The PushKit `.p12` certificate: with certificate auth, VoIP pushes need their own
+    /// (without one they fall back to alerts). Token auth serves both topics with one key.
+    pub voip_cert_file_path: Option<PathBuf>,
+    /// The PushKit `.p12` password. Never echoed in an error.
+    #[serde(default, deserialize_with = "fpush_traits::settings::secret")]
+    pub voip_cert_password: String,
 }
 
 fn default_max_connections() -> usize {
@@ -126,6 +134,22 @@ fn default_request_timeout() -> Duration {
 }
 
 impl ApnsConfig {
+    /// The topic of PushKit pushes: `voipTopic`, or `<topic>.voip`.
+    pub fn voip_topic(&self) -> String {
+        self.voip_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.voip", self.topic))
+    }
+
+    /// Why this module cannot send PushKit pushes, if it cannot: certificate auth without a
+    /// PushKit certificate (its VoIP pushes then go out as alerts).
+    pub fn voip_unavailable(&self) -> Option<&'static str> {
+        (self.cert_file_path.is_some() && self.voip_cert_file_path.is_none()).then_some(
+            "VoIP pushes fall back to alerts: certificate auth needs apns.voipCertFilePath \
+             (a PushKit certificate) to send them",
+        )
+    }
+
     /// The origin requests go to.
     pub fn origin(&self) -> &str {
         match (&self.endpoint, self.environment) {

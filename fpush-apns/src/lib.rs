@@ -13,6 +13,7 @@
 //! the token and allows a renewal.
 
 mod certificate;
+mod client_payload;
 mod clock;
 pub mod config;
 pub mod payload;
@@ -102,6 +103,18 @@ pub struct ApnsPush {
     loud: LoudLog,
     /// `apns:<environment>:<topic>`: how push2 messages name this app.
     relay_name: String,
+    /// How PushKit (VoIP) pushes go out.
+    voip: VoipRoute,
+}
+
+/// How a module sends PushKit pushes.
+enum VoipRoute {
+    /// Token auth: the module's own connections, with the VoIP topic.
+    Shared,
+    /// Certificate auth: connections presenting the PushKit certificate.
+    Own(HttpClient),
+    /// Certificate auth without a PushKit certificate: calls go out as alerts.
+    Unavailable,
 }
 
 impl ApnsPush {
@@ -134,6 +147,7 @@ impl ApnsPush {
                 },
             }
         })?;
+        let voip = voip_route(module_id, &cfg, &auth)?;
         Ok(Self {
             client,
             auth,
@@ -141,6 +155,7 @@ impl ApnsPush {
             payload,
             loud: LoudLog::new(format!("push module {module_id:?}")),
             relay_name: relay_name(&cfg),
+            voip,
         })
     }
 
@@ -152,6 +167,7 @@ impl ApnsPush {
     /// One request to Apple and what its answer means.
     async fn attempt(
         &self,
+        client: &HttpClient,
         token: &str,
         per_push: PerPush,
         body: &Bytes,
@@ -169,7 +185,7 @@ impl ApnsPush {
             Ok(request) => request,
             Err(e) => return ProviderAnswer::Failed(e),
         };
-        match self.client.send(request).await {
+        match client.send(request).await {
             Ok(answer) => match (judge(&answer), &self.auth, &signed) {
                 (judged, Auth::Token(signer), _) if refuses_token_updates(&answer) => {
                     signer.hold_renewals();
@@ -204,6 +220,31 @@ fn relay_name(cfg: &ApnsConfig) -> String {
     format!("apns:{environment}:{}", cfg.topic)
 }
 
+/// How `cfg`'s PushKit pushes go out: a certificate module needs its PushKit certificate (its
+/// own connections); a token module signs both topics with one key.
+fn voip_route(module_id: &str, cfg: &ApnsConfig, auth: &Auth) -> Result<VoipRoute, ApnsError> {
+    let Some(cert) = &cfg.voip_cert_file_path else {
+        return Ok(match auth {
+            Auth::Token(_) => VoipRoute::Shared,
+            Auth::Certificate(_) => VoipRoute::Unavailable,
+        });
+    };
+    let (identity, _) = certificate::load_p12(module_id, cert, &cfg.voip_cert_password)?;
+    let http = HttpConfig {
+        ca_file: cfg.ca_file_path.clone(),
+        client_identity: Some(identity),
+        connect_timeout: cfg.request_timeout,
+        request_timeout: cfg.request_timeout,
+        max_connections: cfg.max_connections,
+        ..HttpConfig::default()
+    };
+    let client = HttpClient::new(cfg.origin(), http).map_err(|source| ApnsError::Http {
+        module: module_id.to_string(),
+        source,
+    })?;
+    Ok(VoipRoute::Own(client))
+}
+
 /// Loads the credentials of the one auth mode `cfg` sets; certificate auth goes into `http`.
 fn load_auth(module_id: &str, cfg: &ApnsConfig, http: &mut HttpConfig) -> Result<Auth, ApnsError> {
     let config_error = |reason: &str| ApnsError::config(module_id, reason.to_string());
@@ -235,20 +276,38 @@ fn load_auth(module_id: &str, cfg: &ApnsConfig, http: &mut HttpConfig) -> Result
 #[async_trait]
 impl PushTrait for ApnsPush {
     async fn send(&self, notification: &PushNotification) -> Result<Delivered, PushError> {
-        let (token, per_push) = PerPush::of(notification);
+        let (mut token, mut per_push) = PerPush::of(notification);
+        let mut client = &self.client;
+        if per_push.voip {
+            match &self.voip {
+                VoipRoute::Shared => {}
+                VoipRoute::Own(own) => client = own,
+                // The user still learns of the call.
+                VoipRoute::Unavailable => {
+                    token = &notification.token;
+                    per_push = PerPush {
+                        priority: Some(10),
+                        ..PerPush::default()
+                    };
+                }
+            }
+        }
         if !plausible_token(token) {
             return Err(PushError::TokenInvalid(DeadTokenReason::Implausible));
         }
-        let body = self
-            .payload
-            .build(&notification.summary, &notification.extra);
+        let body = match client_payload::applies(notification) {
+            true => client_payload::build(&self.payload, notification),
+            false => self
+                .payload
+                .build(&notification.summary, &notification.extra),
+        };
         let push = PushLabel {
             provider: "APNS",
             token,
         };
         RETRY
             .run(&self.loud, push, |tries| {
-                self.attempt(token, per_push, &body, tries)
+                self.attempt(client, token, per_push, &body, tries)
             })
             .await
     }

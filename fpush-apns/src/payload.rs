@@ -64,6 +64,12 @@ impl PayloadBuilder {
         self.fit(&title, &body, extra)
     }
 
+    /// The module's alert title and body and its `additionalData` (for the client payloads of
+    /// [`crate::client_payload`]).
+    pub(crate) fn parts(&self) -> (&str, &str, &Map<String, Value>) {
+        (&self.title, &self.body, &self.additional)
+    }
+
     fn render(&self, title: &str, body: &str, extra: &[(String, String)]) -> Vec<u8> {
         let aps = match self.push_type {
             ApnsPushType::Alert => json!({

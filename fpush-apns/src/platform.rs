@@ -54,7 +54,12 @@ impl PlatformConfig for ApnsConfig {
             .into_iter()
             .flatten()
             .cloned()
+            .chain(self.voip_cert_file_path.clone())
             .collect()
+    }
+
+    fn notes(&self) -> Vec<&'static str> {
+        self.voip_unavailable().into_iter().collect()
     }
 }
 

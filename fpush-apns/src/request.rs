@@ -32,6 +32,8 @@ pub(crate) struct PerPush {
     pub priority: Option<u8>,
     /// A PushKit call: to the VoIP token, topic `<topic>.voip`, push type `voip`, priority 10.
     pub voip: bool,
+    /// A silent push: push type `background`, priority 5.
+    pub background: bool,
 }
 
 impl PerPush {
@@ -40,8 +42,8 @@ impl PerPush {
     pub fn of(push: &PushNotification) -> (&str, PerPush) {
         if let (Some(PushKind::Voip), Some(voip)) = (push.kind, &push.voip_token) {
             let per_push = PerPush {
-                priority: None,
                 voip: true,
+                ..PerPush::default()
             };
             return (voip, per_push);
         }
@@ -51,7 +53,8 @@ impl PerPush {
         });
         let per_push = PerPush {
             priority,
-            voip: false,
+            background: push.kind == Some(PushKind::Background),
+            ..PerPush::default()
         };
         (&push.token, per_push)
     }
@@ -99,7 +102,7 @@ impl RequestTemplate {
         }
         Ok(Self {
             headers,
-            voip_topic: header("topic", &format!("{}.voip", cfg.topic))?,
+            voip_topic: header("topic", &cfg.voip_topic())?,
             alerts: cfg.push_type == ApnsPushType::Alert,
             expiration: cfg.expiration,
             expiration_header: Mutex::new((0, HeaderValue::from_static("0"))),
@@ -130,6 +133,9 @@ impl RequestTemplate {
             headers.insert(APNS_TOPIC, self.voip_topic.clone());
             headers.insert(APNS_PUSH_TYPE, HeaderValue::from_static("voip"));
             headers.insert(APNS_PRIORITY, HeaderValue::from_static("10"));
+        } else if per_push.background {
+            headers.insert(APNS_PUSH_TYPE, HeaderValue::from_static("background"));
+            headers.insert(APNS_PRIORITY, HeaderValue::from_static("5"));
         } else if let Some(priority) = per_push.priority.filter(|_| self.alerts) {
             headers.insert(APNS_PRIORITY, HeaderValue::from(u16::from(priority)));
         }

@@ -71,6 +71,9 @@ pub struct PushNotification {
     pub encrypted: Option<EncryptedPayload>,
     /// Extra top-level payload keys a client protocol asks for (e.g. `account` for p2 apps).
     pub extra: Vec<(String, String)>,
+    /// Extra top-level payload keys whose values are JSON integers (e.g. Tigase's
+    /// `unread-messages`).
+    pub extra_numbers: Vec<(String, u64)>,
 }
 
 impl PushNotification {

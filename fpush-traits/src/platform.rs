@@ -62,6 +62,12 @@ pub trait PlatformConfig: fmt::Debug + Send + Sync {
     fn credential_files(&self) -> Vec<PathBuf> {
         Vec::new()
     }
+
+    /// What an operator should know about this module's settings that is not an error (e.g.
+    /// a feature its credentials cannot serve), for `fpush --check` and the start-up log.
+    fn notes(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
 }
 
 /// Why a module could not be built (a credential file missing or unreadable, a bad key).

@@ -18,7 +18,7 @@ use super::document::{self, segments, Document};
 use super::validate;
 use super::{
     ConfigError, ConfigErrors, ConfigWarning, Loaded, ModuleSettings, Platforms, RatelimitSettings,
-    RegistrationProtocol, Settings,
+    RegistrationBlock, Settings,
 };
 
 /// Keys that older fpush configs carry and this version has no use for: accepted anywhere,
@@ -38,7 +38,7 @@ struct ModuleEntry {
     is_default_module: bool,
     #[serde(default)]
     ratelimit: RatelimitSettings,
-    registration: Option<RegistrationProtocol>,
+    registration: Option<RegistrationBlock>,
 }
 
 /// What reading a piece gave: the value (bad keys at their defaults; `None` when it could not
@@ -169,7 +169,8 @@ impl Reader<'_> {
             config,
             is_default_module: entry.is_default_module,
             ratelimit: entry.ratelimit,
-            registration: entry.registration,
+            registration: entry.registration.as_ref().map(|block| block.protocol),
+            registration_provider: entry.registration.and_then(|block| block.provider),
             position,
         })
     }

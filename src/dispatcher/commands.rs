@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::Dispatcher;
 use crate::access::Verdict;
 use crate::doors::p2::{self, CommandAnswer, CommandKind, CommandRefusal};
+use crate::doors::tigase;
 use crate::request::{AdHocCommand, CommandItem, IqHeader, Reply};
 
 /// Registration commands in flight at once; beyond, `wait`.
@@ -17,7 +18,10 @@ impl Dispatcher {
     /// One ad-hoc command: from any JID of a served domain (clients send these from their full
     /// JIDs), within the domain's share.
     pub(super) fn command(&self, iq: IqHeader, command: AdHocCommand) {
-        let kind = p2::parse_node(&command.node).map_or(CommandKind::Unknown, |(kind, _)| kind);
+        let kind = p2::parse_node(&command.node)
+            .map(|(kind, _)| kind)
+            .or(tigase::command_kind(&command.node))
+            .unwrap_or(CommandKind::Unknown);
         let refused = |refusal: CommandRefusal| CommandAnswer {
             kind,
             result: Err(refusal),
@@ -30,6 +34,9 @@ impl Dispatcher {
             Verdict::OverShare => {
                 return self.answer(&iq, &command, refused(CommandRefusal::OVERLOADED))
             }
+        }
+        if tigase::command_kind(&command.node).is_some() {
+            return self.tigase_command(iq, command);
         }
         let Some(door) = self.p2_door() else {
             let answer = CommandAnswer {
@@ -53,7 +60,7 @@ impl Dispatcher {
         });
     }
 
-    fn answer(&self, iq: &IqHeader, command: &AdHocCommand, answer: CommandAnswer) {
+    pub(super) fn answer(&self, iq: &IqHeader, command: &AdHocCommand, answer: CommandAnswer) {
         let this = Answering {
             pushes: self.pushes.clone(),
             metrics: self.metrics.clone(),
@@ -66,10 +73,11 @@ impl Dispatcher {
     pub(super) fn command_list(&self, iq: &IqHeader) {
         let modules = self.modules.load();
         let door = self.p2_door();
-        let served = match &door {
+        let mut served = match &door {
             Some(_) => p2::command_items(&modules),
             None => Vec::new(),
         };
+        served.extend(self.tigase_items());
         let items: Vec<CommandItem<'_>> = served
             .iter()
             .map(|(node, name)| CommandItem { node, name })
@@ -81,13 +89,13 @@ impl Dispatcher {
 }
 
 /// What answering a command needs, movable into its task.
-struct Answering {
-    pushes: Arc<super::PushPath>,
-    metrics: Arc<crate::metrics::Metrics>,
+pub(super) struct Answering {
+    pub(super) pushes: Arc<super::PushPath>,
+    pub(super) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Answering {
-    fn answer(&self, iq: &IqHeader, command: &AdHocCommand, answer: CommandAnswer) {
+    pub(super) fn answer(&self, iq: &IqHeader, command: &AdHocCommand, answer: CommandAnswer) {
         let label = match &answer.result {
             Ok(_) => "completed",
             Err(refusal) => refusal.label,

@@ -215,9 +215,10 @@ impl PushPath {
 
     /// A push ended: a stored registration learns how, then the server is answered.
     async fn settled(&self, iq: &IqHeader, target: &Target, outcome: Outcome) {
-        if let Some(registration) = target.registration() {
-            registration.settle(outcome).await;
-        }
+        let outcome = match target.registration() {
+            Some(registration) => registration.settle(outcome).await,
+            None => outcome,
+        };
         self.finish(iq, target, outcome);
     }
 

@@ -139,11 +139,7 @@ impl P2Door {
             extra,
             ..PushNotification::default()
         };
-        let registered = Registered {
-            store: self.store.clone(),
-            domain: domain.to_owned(),
-            node: push.token,
-        };
+        let registered = Registered::new(self.store.clone(), domain, push.token, false);
         let target = Target::new(module.clone(), notification, TargetKey::Composite(key));
         Ok(target.bounded().registered(registered))
     }
@@ -159,6 +155,8 @@ pub struct Registered {
     store: Arc<dyn RegistrationStore>,
     domain: String,
     node: String,
+    /// The push went to the registration's second (VoIP) token.
+    second_token: bool,
 }
 
 impl fmt::Debug for Registered {
@@ -170,10 +168,38 @@ impl fmt::Debug for Registered {
 }
 
 impl Registered {
+    /// The registration `node` of `domain`; `second_token` when the push goes to its VoIP token.
+    pub fn new(
+        store: Arc<dyn RegistrationStore>,
+        domain: &str,
+        node: String,
+        second_token: bool,
+    ) -> Self {
+        Registered {
+            store,
+            domain: domain.to_owned(),
+            node,
+            second_token,
+        }
+    }
+
     /// A delivered push keeps the registration from expiring; a dead token removes it (the
     /// server disables the push on the `cancel` that follows, and Conversations never
-    /// unregisters by itself). A store failure here is logged: the reply stands.
-    pub async fn settle(&self, outcome: Outcome) {
+    /// unregisters by itself). A dead second token is only forgotten, and the push answered
+    /// `wait` (the device token lives on). A store failure here is logged: the reply stands.
+    /// Answers the outcome the reply is made from.
+    pub async fn settle(&self, outcome: Outcome) -> Outcome {
+        let dead = matches!(outcome, Outcome::token_invalid | Outcome::known_dead);
+        if dead && self.second_token {
+            let cleared = self
+                .store
+                .clear_second_token(&self.domain, &self.node)
+                .await;
+            if let Err(error) = cleared {
+                log::debug!("after a dead VoIP token: {error}");
+            }
+            return Outcome::transient;
+        }
         let result = match outcome {
             Outcome::delivered => self.store.touch(&self.domain, &self.node).await,
             Outcome::token_invalid | Outcome::known_dead => self
@@ -184,8 +210,9 @@ impl Registered {
             _ => Ok(()),
         };
         if let Err(error) = result {
-            log::debug!("p2: after a push ({}): {error}", outcome.name());
+            log::debug!("after a registration's push ({}): {error}", outcome.name());
         }
+        outcome
     }
 }
 

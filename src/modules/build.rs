@@ -180,6 +180,7 @@ fn assemble(
         metrics: metrics.module(&module.id),
         retired: before.map_or_else(Default::default, |b| b.retired.clone()),
         registration: registering(module),
+        provider: module.registration_provider.as_deref().map(Arc::from),
     }
 }
 
@@ -260,8 +261,14 @@ pub fn describe(module: &ModuleSettings) -> String {
     } else {
         "ratelimit off".to_owned()
     };
+    let notes: String = module
+        .config
+        .notes()
+        .iter()
+        .map(|note| format!("; {note}"))
+        .collect();
     format!(
-        "module {}: type {}{}, {ratelimit}",
+        "module {}: type {}{}, {ratelimit}{notes}",
         module.id,
         module.platform.type_name,
         if module.is_default_module {

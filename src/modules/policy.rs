@@ -58,10 +58,11 @@ impl Module {
         }
     }
 
-    /// Like [`Module::admit`], but the ratelimit is `limiter`'s (none when `None`): a push2 push
-    /// through this module, held only by push2's own ratelimit. Decided at once (`limiter` is
-    /// the relay's module, always on the memory backend).
-    pub fn admit_relayed(&self, key: &str, limiter: Option<&Module>) -> Admitting {
+    /// Like [`Module::admit`], but the ratelimit is `limiter`'s (none when `None`), decided at
+    /// once: a push2 push through this module is held only by push2's own ratelimit (the relay's
+    /// module, always on the memory backend), and an urgent push (a call, a `high` push) by none.
+    /// The dead-token memory asked is this instance's.
+    pub fn admit_limited_by(&self, key: &str, limiter: Option<&Module>) -> Admitting {
         let admission = if self.dead_tokens.is_dead(key) {
             Admission::KnownDead
         } else {

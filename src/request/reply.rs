@@ -78,6 +78,9 @@ pub enum Reply<'a> {
     DiscoInfo,
     /// The disco#info answer of an app server that also serves ad-hoc commands (registrations).
     DiscoInfoWithCommands,
+    /// [`Reply::DiscoInfoWithCommands`] plus `features` (e.g. the provider ids Tigase-style
+    /// apps look for).
+    DiscoInfoWithFeatures { features: &'a [&'a str] },
     /// The disco#items answer for the commands node: `items` at `jid` (our component JID).
     CommandList {
         jid: &'a str,
@@ -138,6 +141,17 @@ pub fn write_reply(iq: &IqHeader, reply: &Reply<'_>, out: &mut Vec<u8>) {
         Reply::DiscoInfo => wrap(out, |out| out.extend_from_slice(DISCO_INFO_PAYLOAD)),
         Reply::DiscoInfoWithCommands => wrap(out, |out| {
             out.extend_from_slice(DISCO_INFO_WITH_COMMANDS_PAYLOAD)
+        }),
+        Reply::DiscoInfoWithFeatures { features } => wrap(out, |out| {
+            let payload = DISCO_INFO_WITH_COMMANDS_PAYLOAD;
+            let open = payload.len() - b"</query>".len();
+            out.extend_from_slice(&payload[..open]);
+            for feature in *features {
+                out.extend_from_slice(b"<feature var='");
+                escape_into(feature.as_bytes(), out);
+                out.extend_from_slice(b"'/>");
+            }
+            out.extend_from_slice(b"</query>");
         }),
         Reply::CommandList { jid, items } => wrap(out, |out| command_list(jid, items, out)),
         Reply::CommandCompleted {
@@ -204,12 +218,25 @@ fn command_completed(node: &str, session_id: &str, fields: &[(&str, &str)], out:
         return;
     }
     out.extend_from_slice(b"><x xmlns='jabber:x:data' type='form'>");
-    for (var, value) in fields {
-        out.extend_from_slice(b"<field var='");
-        escape_into(var.as_bytes(), out);
-        out.extend_from_slice(b"'><value>");
+    // Consecutive fields of one name are one field with several values (a list-multi).
+    for (at, (var, value)) in fields.iter().enumerate() {
+        let same = |other: Option<&(&str, &str)>| other.is_some_and(|(v, _)| v == var);
+        let first = at == 0 || !same(fields.get(at - 1));
+        let last = !same(fields.get(at + 1));
+        if first {
+            out.extend_from_slice(b"<field var='");
+            escape_into(var.as_bytes(), out);
+            if !last {
+                out.extend_from_slice(b"' type='list-multi");
+            }
+            out.extend_from_slice(b"'>");
+        }
+        out.extend_from_slice(b"<value>");
         escape_into(value.as_bytes(), out);
-        out.extend_from_slice(b"</value></field>");
+        out.extend_from_slice(b"</value>");
+        if last {
+            out.extend_from_slice(b"</field>");
+        }
     }
     out.extend_from_slice(b"</x></command>");
 }

@@ -25,6 +25,9 @@ const NS_DISCO_ITEMS: &[u8] = b"http://jabber.org/protocol/disco#items";
 pub(super) const NS_COMMANDS: &[u8] = b"http://jabber.org/protocol/commands";
 /// XEP-0199 XMPP ping.
 const NS_PING: &[u8] = b"urn:xmpp:ping";
+/// The Tigase push extensions inside a notification (encrypted payload, priority).
+const NS_TIGASE_ENCRYPT: &[u8] = b"tigase:push:encrypt:0";
+const NS_TIGASE_PRIORITY: &[u8] = b"tigase:push:priority:0";
 /// The namespaces the `xml` and `xmlns` prefixes are bound to; nothing else may use them.
 const NS_XML: &[u8] = b"http://www.w3.org/XML/1998/namespace";
 const NS_XMLNS: &[u8] = b"http://www.w3.org/2000/xmlns/";
@@ -40,6 +43,8 @@ pub(super) enum Ns {
     DiscoItems,
     Commands,
     Ping,
+    TigaseEncrypt,
+    TigasePriority,
     /// Any namespace not matched anywhere in the parser.
     Other,
 }
@@ -54,6 +59,8 @@ impl Ns {
             NS_DISCO_ITEMS => Ns::DiscoItems,
             NS_COMMANDS => Ns::Commands,
             NS_PING => Ns::Ping,
+            NS_TIGASE_ENCRYPT => Ns::TigaseEncrypt,
+            NS_TIGASE_PRIORITY => Ns::TigasePriority,
             _ => Ns::Other,
         }
     }

@@ -40,6 +40,7 @@ impl RegistrationStore for MemoryStore {
         let mut all = self.registrations.lock().unwrap();
         if let Some(old) = all.iter_mut().find(|r| r.key == new.key) {
             old.token = new.token;
+            old.second_token = new.second_token;
             old.account = new.account;
             old.domain = new.domain;
             return Ok(Credentials {
@@ -95,8 +96,16 @@ impl RegistrationStore for MemoryStore {
         Ok(all.len() < before)
     }
 
-    async fn clear_second_token(&self, _: &str, _: &str) -> Result<(), StoreError> {
-        self.check()
+    async fn clear_second_token(&self, domain: &str, node: &str) -> Result<(), StoreError> {
+        self.check()?;
+        let mut all = self.registrations.lock().unwrap();
+        for r in all
+            .iter_mut()
+            .filter(|r| r.domain == domain && r.node == node)
+        {
+            r.second_token = None;
+        }
+        Ok(())
     }
 
     async fn sweep(&self, _: SystemTime) -> Result<u64, StoreError> {

@@ -1,0 +1,113 @@
+//! The tigase door's part of the dispatcher: its pushes (a store look-up, then the common
+//! path, or the token-in-node path when the node is no registration), its commands, and what
+//! disco#info and the command list say about it.
+
+use std::sync::Arc;
+
+use super::commands::Answering;
+use super::Dispatcher;
+use crate::doors::p2::{CommandAnswer, CommandKind, CommandRefusal};
+use crate::doors::tigase::{self, Resolved, TigaseDoor};
+use crate::doors::token_in_node;
+use crate::outcome::Outcome;
+use crate::request::{AdHocCommand, IqHeader, PushRequest, Reply};
+
+impl Dispatcher {
+    /// A push that may name a tigase registration: its provider slot is taken before the
+    /// store is asked, so the slots bound the look-ups in flight too.
+    pub(super) fn tigase_push(&self, iq: IqHeader, push: PushRequest) {
+        let Some(door) = self.tigase.load_full() else {
+            log::debug!("a tigase push arrived while no registration store is open");
+            return self.pushes.refuse(&iq, Outcome::store_failed.into());
+        };
+        let Some(slot) = self.pushes.provider_slot() else {
+            return self.pushes.refuse(&iq, Outcome::overloaded.into());
+        };
+        let (pushes, modules, tasks) = (
+            self.pushes.clone(),
+            self.modules.clone(),
+            self.tasks.clone(),
+        );
+        self.tasks.spawn(async move {
+            let modules = modules.load_full();
+            let target = match door.resolve(&modules, &iq.from, push).await {
+                Resolved::Target(target) => Ok(*target),
+                Resolved::Refused(refusal) => Err(refusal),
+                Resolved::NotRegistered(push) => token_in_node::resolve(&modules, push),
+            };
+            match target {
+                Ok(target) => {
+                    target.module.count_received();
+                    pushes.admit(iq, target, slot, &tasks);
+                }
+                Err(refusal) => pushes.refuse(&iq, refusal),
+            }
+        });
+    }
+
+    /// `register-device` / `unregister-device`, run by the tigase door in a task of its own.
+    pub(super) fn tigase_command(&self, iq: IqHeader, command: AdHocCommand) {
+        let kind = tigase::command_kind(&command.node).unwrap_or(CommandKind::Unknown);
+        let Some(door) = self.tigase_door() else {
+            let answer = CommandAnswer {
+                kind: CommandKind::Unknown,
+                result: Err(CommandRefusal::UNKNOWN_COMMAND),
+            };
+            return self.answer(&iq, &command, answer);
+        };
+        let Ok(permit) = self.commands.clone().try_acquire_owned() else {
+            let answer = CommandAnswer {
+                kind,
+                result: Err(CommandRefusal::OVERLOADED),
+            };
+            return self.answer(&iq, &command, answer);
+        };
+        let modules = self.modules.load_full();
+        let answering = Answering {
+            pushes: self.pushes.clone(),
+            metrics: self.metrics.clone(),
+        };
+        self.tasks.spawn(async move {
+            let answer = door.command(&modules, &iq.from, &command).await;
+            drop(permit);
+            answering.answer(&iq, &command, answer);
+        });
+    }
+
+    /// The tigase commands for disco#items, while some module serves tigase.
+    pub(super) fn tigase_items(&self) -> Vec<(String, String)> {
+        if self.tigase_door().is_none() {
+            return Vec::new();
+        }
+        vec![
+            ("register-device".into(), "Register a device".into()),
+            ("unregister-device".into(), "Unregister a device".into()),
+        ]
+    }
+
+    /// disco#info: identity `pubsub/push`, the commands feature while registrations are
+    /// served, and each provider id a tigase module serves (every module in service holds its
+    /// credentials: one whose credentials fail to load is not built).
+    pub(super) fn disco_info(&self, iq: &IqHeader) {
+        let commands = self.p2_door().is_some() || self.tigase_door().is_some();
+        let modules = self.modules.load();
+        let providers: Vec<&str> = match self.tigase_door() {
+            Some(_) => modules.providers(tigase::PROTOCOL).collect(),
+            None => Vec::new(),
+        };
+        let reply = match (commands, providers.is_empty()) {
+            (false, _) => Reply::DiscoInfo,
+            (true, true) => Reply::DiscoInfoWithCommands,
+            (true, false) => Reply::DiscoInfoWithFeatures {
+                features: &providers,
+            },
+        };
+        self.pushes.reply(iq, reply);
+    }
+
+    /// The tigase door, when some module serves tigase and the store is open.
+    fn tigase_door(&self) -> Option<Arc<TigaseDoor>> {
+        let door = self.tigase.load_full()?;
+        self.modules.load().serves(tigase::PROTOCOL).then_some(door)
+    }
+}

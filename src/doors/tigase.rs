@@ -1,0 +1,136 @@
+//! The Tigase push protocol, as the Siskin-family iOS apps (Siskin IM, Snikket iOS) speak it:
+//! the app registers its APNS token (and a PushKit VoIP token) with the ad-hoc command
+//! `register-device`, naming a provider id fpush advertises in disco#info, and gets a `node`;
+//! the user's server then pushes to that node, optionally with a payload it encrypted for the
+//! app (`tigase:push:encrypt:0`) and a priority (`tigase:push:priority:0`).
+//!
+//! Registrations live in the shared store, keyed by (provider id, account bare JID, device
+//! token): registering the same device again for the same account keeps its node. Ratelimit
+//! and dead-token memory are keyed per registration (token and account), as for p2.
+
+mod command;
+mod payload;
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::p2::Registered;
+use super::{Refusal, Target, TargetKey};
+use crate::access::domain_of;
+use crate::config::RegistrationProtocol;
+use crate::modules::ModuleSet;
+use crate::outcome::Outcome;
+use crate::request::PushRequest;
+use crate::store::RegistrationStore;
+
+pub use command::{command_kind, FEATURES, MAX_PAYLOAD_SIZE};
+
+/// The protocol this door serves, as modules name it in `registration`.
+pub const PROTOCOL: RegistrationProtocol = RegistrationProtocol::Tigase;
+
+/// The tigase door: the registration store it shares with p2.
+pub struct TigaseDoor {
+    store: Arc<dyn RegistrationStore>,
+}
+
+impl fmt::Debug for TigaseDoor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TigaseDoor").finish_non_exhaustive()
+    }
+}
+
+/// How a push the door claimed ends up.
+#[derive(Debug)]
+pub enum Resolved {
+    /// A registration's push, ready for admission.
+    Target(Box<Target>),
+    /// Answered at once.
+    Refused(Refusal),
+    /// No registration has this node and nothing in the push is Tigase's: the push is a
+    /// token-in-node push after all (a default module's).
+    NotRegistered(PushRequest),
+}
+
+/// Whether a push may be tigase's: no `pushModule` and no `secret` (p2 claims those), while
+/// some module serves tigase.
+pub fn claims(push: &PushRequest, modules: &ModuleSet) -> bool {
+    push.module.is_none()
+        && !push.options.iter().any(|(var, _)| var == "secret")
+        && modules.serves(PROTOCOL)
+}
+
+impl TigaseDoor {
+    pub fn new(store: Arc<dyn RegistrationStore>) -> Self {
+        TigaseDoor { store }
+    }
+
+    /// The target of a push from `from` (a bare JID) naming a registration by its node,
+    /// looked up by (sender's domain, node).
+    pub async fn resolve(&self, modules: &ModuleSet, from: &str, push: PushRequest) -> Resolved {
+        let domain = domain_of(from);
+        let registration = match self.store.find(domain, &push.token).await {
+            Ok(Some(found)) if is_provider_id(&found.key.service) => found,
+            Ok(_) if push.tigase.is_some() || looks_like_node(&push.token) => {
+                return Resolved::Refused(Outcome::unknown_registration.into())
+            }
+            Ok(_) => return Resolved::NotRegistered(push),
+            Err(error) => {
+                log::debug!("tigase: registration look-up failed: {error}");
+                return Resolved::Refused(Outcome::store_failed.into());
+            }
+        };
+        let provider = registration.key.service.as_str();
+        let Some(module) = modules.provider_module(PROTOCOL, provider) else {
+            return Resolved::Refused(Refusal {
+                outcome: Outcome::retired,
+                text: format!("No push module serves the provider {provider} now.").into(),
+            });
+        };
+        let built = payload::notification(module, &registration, push);
+        // Ratelimit and dead tokens per registration, and per token a push goes to.
+        let notification = &built.notification;
+        let to = notification
+            .voip_token
+            .as_ref()
+            .unwrap_or(&notification.token);
+        let key = format!("{to}\0{}", registration.account);
+        let registered = Registered::new(self.store.clone(), domain, registration.node, built.voip);
+        let mut target = Target::new(
+            module.clone(),
+            built.notification,
+            TargetKey::Composite(key),
+        )
+        .bounded()
+        .registered(registered);
+        if built.urgent {
+            target = target.urgent();
+        }
+        Resolved::Target(Box::new(target))
+    }
+}
+
+/// Whether a push's node has the shape of a registration node rather than a device token:
+/// nodes are 12 characters, device tokens (APNS 64 hex digits, FCM over 100 characters) never
+/// this short. Such a push whose registration is gone is answered `item-not-found` (the server
+/// disables it), never handed to a default module as if the node were a token.
+fn looks_like_node(node: &str) -> bool {
+    node.len() < 32
+}
+
+/// Whether a stored registration is this door's: provider ids are colon-separated (settings
+/// validation requires it), p2's services (`fcm`, `apns`) never are.
+pub fn is_provider_id(service: &str) -> bool {
+    service.contains(':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_provider_id;
+
+    #[test]
+    fn provider_ids_are_told_from_p2_services() {
+        assert!(is_provider_id("snikket:apns:1"));
+        assert!(!is_provider_id("apns"));
+        assert!(!is_provider_id("fcm"));
+    }
+}

@@ -1,0 +1,188 @@
+//! Tigase's ad-hoc commands: `register-device` stores (or updates) a device's registration for
+//! the sender's account and answers its node and what fpush supports; `unregister-device`
+//! removes it. Every rule that can refuse a command is checked before the store is asked.
+
+use std::time::SystemTime;
+
+use super::{TigaseDoor, PROTOCOL};
+use crate::access::domain_of;
+use crate::doors::p2::{CommandAnswer, CommandKind, CommandRefusal, Completed};
+use crate::doors::MAX_JID_BYTES;
+use crate::modules::{Module, ModuleSet};
+use crate::request::{AdHocCommand, Condition, ErrorType};
+use crate::store::{Registration, RegistrationKey, StoreError};
+
+/// Longest device token accepted (APNS tokens are 64 hex digits; longer ones are refused by
+/// the platform's check anyway).
+const MAX_TOKEN_BYTES: usize = 256;
+/// The command nodes.
+const REGISTER: &str = "register-device";
+const UNREGISTER: &str = "unregister-device";
+
+/// What the register answer's `features` lists: encrypted payloads (AES-128-GCM) and the
+/// priority element are passed on.
+pub const FEATURES: [&str; 3] = [
+    "tigase:push:encrypt:0",
+    "tigase:push:encrypt:aes-128-gcm",
+    "tigase:push:priority:0",
+];
+/// The largest plaintext the user's server may encrypt into a push (`max-payload-size`): its
+/// ciphertext, base64-encoded next to the account and `aps`, fits Apple's 4 KB.
+pub const MAX_PAYLOAD_SIZE: usize = 2048;
+
+/// The command a node names, if it is one of this door's.
+pub fn command_kind(node: &str) -> Option<CommandKind> {
+    match node {
+        REGISTER => Some(CommandKind::Register),
+        UNREGISTER => Some(CommandKind::Unregister),
+        _ => None,
+    }
+}
+
+impl TigaseDoor {
+    /// Runs one command from `from` (clients send these from their full JIDs).
+    pub async fn command(
+        &self,
+        modules: &ModuleSet,
+        from: &str,
+        command: &AdHocCommand,
+    ) -> CommandAnswer {
+        let Some(kind) = command_kind(&command.node) else {
+            return CommandAnswer {
+                kind: CommandKind::Unknown,
+                result: Err(CommandRefusal::UNKNOWN_COMMAND),
+            };
+        };
+        let result = match command.action.as_deref() {
+            None | Some("execute" | "complete") => self.run(kind, modules, from, command).await,
+            Some(_) => Err(CommandRefusal::bad_request(
+                "This command completes in one step; send it with action 'execute'.",
+            )),
+        };
+        CommandAnswer { kind, result }
+    }
+
+    async fn run(
+        &self,
+        kind: CommandKind,
+        modules: &ModuleSet,
+        from: &str,
+        command: &AdHocCommand,
+    ) -> Result<Completed, CommandRefusal> {
+        let provider = non_empty(command.field("provider"))
+            .ok_or(CommandRefusal::bad_request("The form has no provider."))?;
+        let module =
+            modules
+                .provider_module(PROTOCOL, provider)
+                .ok_or(CommandRefusal::not_found(
+                    "This provider is not served here.",
+                ))?;
+        let token = non_empty(command.field("device-token"))
+            .ok_or(CommandRefusal::bad_request("The form has no device-token."))?;
+        let account = bare(from);
+        if account.len() > MAX_JID_BYTES || token.len() > MAX_TOKEN_BYTES {
+            return Err(CommandRefusal::bad_request("The JID or token is too long."));
+        }
+        let key = RegistrationKey {
+            service: provider.to_owned(),
+            device: account.to_owned(),
+            channel: token.to_owned(),
+        };
+        match kind {
+            CommandKind::Register => self.register(module, key, from, command).await,
+            CommandKind::Unregister => match self.store.unregister(&key).await {
+                Ok(true) => Ok(Completed { fields: Vec::new() }),
+                Ok(false) => Err(CommandRefusal::not_found("No such registration.")),
+                Err(error) => Err(store_refusal(&error)),
+            },
+            CommandKind::Unknown => Err(CommandRefusal::UNKNOWN_COMMAND),
+        }
+    }
+
+    async fn register(
+        &self,
+        module: &Module,
+        key: RegistrationKey,
+        from: &str,
+        command: &AdHocCommand,
+    ) -> Result<Completed, CommandRefusal> {
+        let plausible = |token: &str| {
+            module
+                .registration
+                .is_some_and(|registering| (registering.plausible_token)(token))
+        };
+        if !plausible(&key.channel) {
+            return Err(CommandRefusal::bad_request(
+                "The device-token cannot be an APNS device token.",
+            ));
+        }
+        let second = non_empty(command.field("device-second-token"));
+        if second.is_some_and(|second| !plausible(second)) {
+            return Err(CommandRefusal::bad_request(
+                "The device-second-token cannot be a PushKit token.",
+            ));
+        }
+        let account = key.device.clone();
+        let token = key.channel.clone();
+        let registration = Registration {
+            key,
+            account: account.clone(),
+            domain: domain_of(from).to_owned(),
+            token: token.clone(),
+            second_token: second.map(str::to_owned),
+            node: String::new(),
+            secret: String::new(),
+            last_used: SystemTime::now(),
+        };
+        let credentials = self
+            .store
+            .register(registration)
+            .await
+            .map_err(|error| store_refusal(&error))?;
+        // Registering again proves the app holds its tokens.
+        module.forget_dead(&format!("{token}\0{account}"));
+        if let Some(second) = second {
+            module.forget_dead(&format!("{second}\0{account}"));
+        }
+        let mut fields = vec![("node", credentials.node)];
+        fields.extend(
+            FEATURES
+                .iter()
+                .map(|feature| ("features", (*feature).to_owned())),
+        );
+        fields.push(("max-payload-size", MAX_PAYLOAD_SIZE.to_string()));
+        Ok(Completed { fields })
+    }
+}
+
+fn non_empty(value: Option<&str>) -> Option<&str> {
+    value.filter(|value| !value.is_empty())
+}
+
+/// The bare JID of `jid` (its resource cut off).
+fn bare(jid: &str) -> &str {
+    jid.split_once('/').map_or(jid, |(bare, _)| bare)
+}
+
+/// A store failure answers `wait`: the app tries again later.
+fn store_refusal(error: &StoreError) -> CommandRefusal {
+    log::debug!("tigase: a command's store call failed: {error}");
+    let (condition, text, label) = match error {
+        StoreError::Full(_) => (
+            Condition::ResourceConstraint,
+            "The registration store is full.",
+            "store_full",
+        ),
+        StoreError::Unavailable(_) | StoreError::Unusable(_) => (
+            Condition::InternalServerError,
+            "The registration store is unavailable; try again later.",
+            "store_failed",
+        ),
+    };
+    CommandRefusal {
+        kind: ErrorType::Wait,
+        condition,
+        text,
+        label,
+    }
+}

@@ -1,0 +1,191 @@
+//! What a Tigase push carries to the provider: the registered account, then either the
+//! encrypted payload (checked, then passed through unchanged) or the plain summary; the kind
+//! (alert, background, VoIP) and priority follow from what the push holds.
+
+use fpush_traits::{EncryptedPayload, Priority, PushKind, PushNotification};
+
+use super::command::MAX_PAYLOAD_SIZE;
+use crate::modules::Module;
+use crate::request::{EncryptedElement, PushRequest, TigaseParts};
+use crate::store::Registration;
+
+/// Apple's limit for a push payload.
+const APNS_MAX_PAYLOAD: usize = 4096;
+/// What the rest of the payload may take next to the encrypted part (`aps`, the account, the
+/// key names), kept generous: a payload Apple refuses would cost the whole push.
+const PAYLOAD_RESERVE: usize = 768;
+/// The AES-GCM tag the ciphertext carries besides the encrypted plaintext.
+const GCM_TAG_BYTES: usize = 16;
+
+/// A notification built for one registration.
+#[derive(Debug)]
+pub struct Built {
+    pub notification: PushNotification,
+    /// The push goes to the registration's second (VoIP) token.
+    pub voip: bool,
+    /// The push skips the ratelimit queue.
+    pub urgent: bool,
+}
+
+/// The notification `push` makes for `registration`, delivered through `module`.
+pub fn notification(module: &Module, registration: &Registration, mut push: PushRequest) -> Built {
+    let parts = push.tigase.take().map(|parts| *parts).unwrap_or_default();
+    let high = parts
+        .priority
+        .as_deref()
+        .is_some_and(|p| p.trim_matches(is_xml_space) == "high");
+    let call = parts
+        .encrypted
+        .as_ref()
+        .is_some_and(|e| e.kind.as_deref().map(|k| k.trim_matches(is_xml_space)) == Some("voip"));
+    // An encrypted part that cannot go out still means there is something to show.
+    let had_encrypted = parts.encrypted.is_some();
+    let encrypted = usable(parts, &registration.account);
+    let mut notification = PushNotification {
+        token: registration.token.clone(),
+        module_id: module.id.clone(),
+        account: Some(registration.account.clone()),
+        ..PushNotification::default()
+    };
+    let voip_token = registration.second_token.clone().filter(|_| call);
+    let voip = voip_token.is_some();
+    let content = match encrypted {
+        Some(encrypted) => {
+            notification.encrypted = Some(encrypted);
+            true
+        }
+        None => plain(&mut notification, &push) || had_encrypted,
+    };
+    notification.kind = Some(if voip {
+        PushKind::Voip
+    } else if content || call {
+        // A call without a VoIP token goes as an alert: the user still learns of it.
+        PushKind::Alert
+    } else {
+        PushKind::Background
+    });
+    let urgent = call || high;
+    notification.priority = Some(if urgent {
+        Priority::High
+    } else {
+        Priority::Normal
+    });
+    notification.voip_token = voip_token;
+    Built {
+        notification,
+        voip,
+        urgent,
+    }
+}
+
+/// The plain keys of a push without (usable) encrypted content; whether it has content.
+fn plain(notification: &mut PushNotification, push: &PushRequest) -> bool {
+    let summary = &push.summary;
+    let mut extra = Vec::new();
+    if let Some(sender) = &summary.last_message_sender {
+        extra.push(("sender".to_owned(), sender.clone()));
+    }
+    if let Some(body) = &summary.last_message_body {
+        extra.push(("body".to_owned(), body.clone()));
+    }
+    let content = !extra.is_empty();
+    let count = summary.message_count.as_deref().map(str::trim);
+    if let Some(count) = count.and_then(|c| c.parse::<u64>().ok()) {
+        let key = "unread-messages".to_owned();
+        notification.extra_numbers.push((key, count));
+    }
+    notification.extra = extra;
+    content
+}
+
+/// The encrypted part as the app can decrypt it, or `None` when the push has none or it
+/// cannot go out: not base64 (the app's decoder rejects whitespace, so XML whitespace is
+/// trimmed first), no `iv`, or too large for `max-payload-size` or Apple's 4 KB (a plain
+/// "new message" alert goes out instead).
+fn usable(parts: TigaseParts, account: &str) -> Option<EncryptedPayload> {
+    let EncryptedElement { data, iv, .. } = parts.encrypted?;
+    let data = data.trim_matches(is_xml_space);
+    let iv = iv?;
+    let iv = iv.trim_matches(is_xml_space);
+    let decoded = base64_len(data)?;
+    base64_len(iv).filter(|&n| n > 0)?;
+    let fits = decoded <= MAX_PAYLOAD_SIZE + GCM_TAG_BYTES
+        && data.len() + iv.len() + account.len() + PAYLOAD_RESERVE <= APNS_MAX_PAYLOAD;
+    if !fits {
+        log::debug!(
+            "tigase: an encrypted payload of {decoded} bytes is too large; sending a plain alert"
+        );
+        return None;
+    }
+    Some(EncryptedPayload {
+        data: data.to_owned(),
+        params: vec![("iv".to_owned(), iv.to_owned())],
+    })
+}
+
+/// The decoded length of standard, padded base64 `text`, or `None` when it is not that.
+fn base64_len(text: &str) -> Option<usize> {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    match STANDARD.decode(text) {
+        Ok(bytes) if !bytes.is_empty() => Some(bytes.len()),
+        Ok(_) => None,
+        Err(_) => {
+            log::debug!("tigase: an encrypted payload or iv is not base64; sending a plain alert");
+            None
+        }
+    }
+}
+
+fn is_xml_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\r' | '\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(data: &str, iv: Option<&str>) -> TigaseParts {
+        TigaseParts {
+            encrypted: Some(EncryptedElement {
+                data: data.to_owned(),
+                iv: iv.map(str::to_owned),
+                kind: None,
+            }),
+            priority: None,
+        }
+    }
+
+    #[test]
+    fn xml_whitespace_around_base64_is_trimmed_and_the_rest_kept() {
+        let usable = usable(parts("\n  QUJDREVG\t\n", Some(" aXYxMjM0NTY3ODkw ")), "a@b");
+        let usable = usable.expect("usable");
+        assert_eq!(usable.data, "QUJDREVG");
+        assert_eq!(
+            usable.params,
+            [("iv".to_owned(), "aXYxMjM0NTY3ODkw".to_owned())]
+        );
+    }
+
+    #[test]
+    fn whitespace_inside_base64_or_a_missing_iv_makes_it_unusable() {
+        assert_eq!(usable(parts("QUJD REVG", Some("aXYx")), "a@b"), None);
+        assert_eq!(usable(parts("QUJD!EVG", Some("aXYx")), "a@b"), None);
+        assert_eq!(usable(parts("QUJDREVG", None), "a@b"), None);
+        assert_eq!(usable(parts("QUJDREVG", Some("")), "a@b"), None);
+        assert_eq!(usable(parts("", Some("aXYx")), "a@b"), None);
+    }
+
+    #[test]
+    fn a_ciphertext_over_max_payload_size_is_unusable() {
+        use base64::engine::general_purpose::STANDARD;
+        use base64::Engine;
+        let fits = STANDARD.encode(vec![7u8; MAX_PAYLOAD_SIZE + GCM_TAG_BYTES]);
+        let over = STANDARD.encode(vec![7u8; MAX_PAYLOAD_SIZE + GCM_TAG_BYTES + 1]);
+        assert!(usable(parts(&fits, Some("aXYx")), "a@b").is_some());
+        assert_eq!(usable(parts(&over, Some("aXYx")), "a@b"), None);
+        // Within max-payload-size, but not within Apple's 4 KB next to a long account.
+        let account = "a".repeat(600);
+        assert_eq!(usable(parts(&fits, Some("aXYx")), &account), None);
+    }
+}

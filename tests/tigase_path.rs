@@ -1,0 +1,291 @@
+//! The tigase door through the real `fpush` binary, its SQLite store and the APNS test server:
+//! a Siskin-style app registers over the component link, the server pushes to the node, and
+//! Apple's side receives the registered token with the account and — for a payload encrypted
+//! by an independent AES-GCM implementation (Python's `cryptography`) — the ciphertext and iv
+//! exactly as encrypted, still decrypting to the message. Unregistering ends the pushes.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use fpush_testkit::apns::{ApnsHarness, TOPIC};
+use fpush_testkit::tls::P12Cipher;
+use fpush_testkit::xmpp::{ComponentLink, FakeXmppServer, Stanza};
+use serde_json::{json, Value};
+
+const PROVIDER: &str = "snikket:apns:1";
+const JULIET: &str = "juliet@localhost/iphone";
+const DOMAIN: &str = "localhost";
+
+/// Settings with one tigase module `siskin` on the APNS test server, the store in `dir`.
+fn tigase_settings(xmpp: &FakeXmppServer, apns: &ApnsHarness, dir: &Path) -> String {
+    let module = json!({"type": "apple", "apns": apns.token_settings(),
+        "registration": {"protocol": "tigase", "provider": PROVIDER},
+        "ratelimit": {"enabled": false}});
+    let modules = json!({ "siskin": module }).to_string();
+    let store = json!({"path": dir.join("registrations.sqlite3")});
+    settings(xmpp, &modules, &format!(r#""store": {store},"#))
+}
+
+async fn ask(link: &mut ComponentLink, id: &str, iq: &str) -> Stanza {
+    link.send(iq).await.expect("send");
+    let reply = link.next_stanza(WAIT).await.expect("a reply");
+    assert_eq!(reply.attr("id"), Some(id), "{}", reply.raw);
+    reply
+}
+
+async fn command(
+    link: &mut ComponentLink,
+    id: &str,
+    node: &str,
+    fields: &[(&str, &str)],
+) -> Stanza {
+    let form: String = fields
+        .iter()
+        .map(|(var, value)| format!("<field var='{var}'><value>{value}</value></field>"))
+        .collect();
+    let iq = format!(
+        "<iq type='set' id='{id}' from='{JULIET}' to='{JID}'>\
+         <command xmlns='http://jabber.org/protocol/commands' node='{node}' action='execute'>\
+         <x xmlns='jabber:x:data' type='submit'>{form}</x></command></iq>"
+    );
+    ask(link, id, &iq).await
+}
+
+async fn push(link: &mut ComponentLink, id: &str, node: &str, notification: &str) -> Stanza {
+    let iq = format!(
+        "<iq type='set' id='{id}' from='{DOMAIN}' to='{JID}'>\
+         <pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{node}'><item>\
+         <notification xmlns='urn:xmpp:push:0'>{notification}</notification></item></publish>\
+         </pubsub></iq>"
+    );
+    ask(link, id, &iq).await
+}
+
+/// The value of field `var` in a command reply.
+fn node_of(reply: &Stanza) -> String {
+    let open = "<field var='node'><value>";
+    let start = reply.raw.find(open).expect("a node") + open.len();
+    let end = start + reply.raw[start..].find("</value>").unwrap();
+    reply.raw[start..end].to_owned()
+}
+
+fn crypto(args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tigase_crypto.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn an_encrypted_push_reaches_apple_unchanged_and_unregistering_ends_pushes() {
+    let apns = ApnsHarness::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut xmpp = FakeXmppServer::bind(SECRET).await.unwrap();
+    let _fpush = Daemon::start(&tigase_settings(&xmpp, &apns, dir.path()));
+    let mut link = xmpp.accept(WAIT).await.expect("fpush connects");
+
+    let disco = format!(
+        "<iq type='get' id='d1' from='{JULIET}' to='{JID}'>\
+         <query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+    );
+    let info = ask(&mut link, "d1", &disco).await;
+    assert!(
+        info.raw.contains(&format!("<feature var='{PROVIDER}'/>")),
+        "{}",
+        info.raw
+    );
+
+    let token = "0a1b".repeat(16);
+    let fields = [("provider", PROVIDER), ("device-token", token.as_str())];
+    let registered = command(&mut link, "r1", "register-device", &fields).await;
+    assert_eq!(registered.kind(), Some("result"), "{}", registered.raw);
+    let node = node_of(&registered);
+
+    let message = r#"{"sender":"romeo@localhost","body":"Wherefore art thou?"}"#;
+    let sealed: Value = serde_json::from_str(&crypto(&["encrypt", message])).unwrap();
+    let (key, iv, encrypted) = (
+        sealed["key"].as_str().unwrap(),
+        sealed["iv"].as_str().unwrap(),
+        sealed["encrypted"].as_str().unwrap(),
+    );
+    // As a server may pretty-print it: whitespace around the text, which fpush trims.
+    let element = format!(
+        "<encrypted xmlns='tigase:push:encrypt:0' iv='{iv}'>\n    {encrypted}\n  </encrypted>"
+    );
+    assert_result(&push(&mut link, "p1", &node, &element).await, "p1");
+    let received = apns.server.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].token, token);
+    assert_eq!(received[0].headers["apns-push-type"], "alert");
+    let payload: Value = serde_json::from_slice(&received[0].body).unwrap();
+    assert_eq!(payload["account"], "juliet@localhost");
+    assert_eq!(payload["encrypted"], encrypted);
+    assert_eq!(payload["iv"], iv);
+    assert_eq!(payload["aps"]["mutable-content"], 1, "{payload}");
+    let arrived = payload["encrypted"].as_str().unwrap();
+    assert_eq!(crypto(&["decrypt", key, iv, arrived]), message);
+
+    // A plain summary: the keys the app's extension formats, the count a JSON integer.
+    let summary = "<x xmlns='jabber:x:data'><field var='FORM_TYPE'>\
+                   <value>urn:xmpp:push:summary</value></field>\
+                   <field var='message-count'><value>2</value></field>\
+                   <field var='last-message-sender'><value>romeo@localhost</value></field>\
+                   <field var='last-message-body'><value>Hello</value></field></x>";
+    assert_result(&push(&mut link, "p2", &node, summary).await, "p2");
+    let payload: Value = serde_json::from_slice(&apns.server.received()[1].body).unwrap();
+    assert_eq!(payload["unread-messages"], json!(2));
+    assert_eq!(payload["sender"], "romeo@localhost");
+    assert_eq!(payload["body"], "Hello");
+    assert_eq!(payload["account"], "juliet@localhost");
+
+    let unregistered = command(&mut link, "u1", "unregister-device", &fields).await;
+    assert_eq!(unregistered.kind(), Some("result"), "{}", unregistered.raw);
+    let gone = push(&mut link, "p3", &node, summary).await;
+    assert_error(&gone, "p3", "cancel", "item-not-found");
+    assert_eq!(apns.server.received().len(), 2);
+}
+
+/// Starts fpush with one tigase module whose `apns` block is `block`; answers the link and the
+/// node of a registration with a device token and a PushKit token.
+async fn registered_with_voip(
+    block: Value,
+    dir: &Path,
+) -> (Daemon, FakeXmppServer, ComponentLink, String) {
+    let mut xmpp = FakeXmppServer::bind(SECRET).await.unwrap();
+    let module = json!({"type": "apple", "apns": block,
+        "registration": {"protocol": "tigase", "provider": PROVIDER},
+        "ratelimit": {"enabled": false}});
+    let modules = json!({ "siskin": module }).to_string();
+    let store = json!({"path": dir.join("registrations.sqlite3")});
+    let fpush = Daemon::start(&settings(&xmpp, &modules, &format!(r#""store": {store},"#)));
+    let mut link = xmpp.accept(WAIT).await.expect("fpush connects");
+    let fields = [
+        ("provider", PROVIDER),
+        ("device-token", DEVICE),
+        ("device-second-token", VOIP),
+    ];
+    let registered = command(&mut link, "r1", "register-device", &fields).await;
+    assert_eq!(registered.kind(), Some("result"), "{}", registered.raw);
+    let node = node_of(&registered);
+    (fpush, xmpp, link, node)
+}
+
+const DEVICE: &str = "0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b";
+const VOIP: &str = "fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01";
+const CALL: &str = "<encrypted xmlns='tigase:push:encrypt:0' iv='aXYxMjM0NTY3ODkw' \
+                    type='voip'>Y2FsbA==</encrypted>";
+
+#[tokio::test]
+async fn a_call_goes_to_the_pushkit_token_an_empty_push_is_background_and_high_is_10() {
+    let apns = ApnsHarness::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_fpush, _xmpp, mut link, node) =
+        registered_with_voip(apns.token_settings(), dir.path()).await;
+
+    assert_result(&push(&mut link, "c1", &node, CALL).await, "c1");
+    let call = &apns.server.received()[0];
+    assert_eq!(call.token, VOIP);
+    assert_eq!(call.headers["apns-push-type"], "voip");
+    assert_eq!(call.headers["apns-topic"], format!("{TOPIC}.voip").as_str());
+    assert_eq!(call.headers["apns-priority"], "10");
+    let payload: Value = serde_json::from_slice(&call.body).unwrap();
+    assert_eq!(payload["encrypted"], "Y2FsbA==");
+    assert_eq!(payload["account"], "juliet@localhost");
+
+    assert_result(&push(&mut link, "b1", &node, "").await, "b1");
+    let silent = &apns.server.received()[1];
+    assert_eq!(silent.token, DEVICE);
+    assert_eq!(silent.headers["apns-push-type"], "background");
+    assert_eq!(silent.headers["apns-priority"], "5");
+    let payload: Value = serde_json::from_slice(&silent.body).unwrap();
+    assert_eq!(payload["aps"], json!({"content-available": 1}));
+
+    // The priority element: an alert at 10; without it, 5.
+    let summary = "<x xmlns='jabber:x:data'><field var='last-message-body'><value>Hi</value>\
+                   </field></x>";
+    let high = format!("{summary}<priority xmlns='tigase:push:priority:0'>high</priority>");
+    assert_result(&push(&mut link, "h1", &node, &high).await, "h1");
+    assert_result(&push(&mut link, "n1", &node, summary).await, "n1");
+    let received = apns.server.received();
+    assert_eq!(received[2].headers["apns-push-type"], "alert");
+    assert_eq!(received[2].headers["apns-priority"], "10");
+    assert_eq!(received[3].headers["apns-priority"], "5");
+}
+
+#[tokio::test]
+async fn certificate_auth_without_a_pushkit_certificate_sends_calls_as_alerts() {
+    let apns = ApnsHarness::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let block = apns.cert_settings(P12Cipher::Modern).unwrap();
+    let (_fpush, _xmpp, mut link, node) = registered_with_voip(block, dir.path()).await;
+
+    assert_result(&push(&mut link, "c1", &node, CALL).await, "c1");
+    let call = &apns.server.received()[0];
+    assert_eq!(call.token, DEVICE);
+    assert_eq!(call.headers["apns-push-type"], "alert");
+    assert_eq!(call.headers["apns-topic"], TOPIC);
+    assert_eq!(call.headers["apns-priority"], "10");
+    let payload: Value = serde_json::from_slice(&call.body).unwrap();
+    assert_eq!(payload["aps"]["mutable-content"], 1);
+}
+
+#[tokio::test]
+async fn certificate_auth_with_a_pushkit_certificate_sends_calls_over_it() {
+    let apns = ApnsHarness::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut block = apns.cert_settings(P12Cipher::Modern).unwrap();
+    // The test CA's client certificate stands in for the PushKit one.
+    block["voipCertFilePath"] = block["certFilePath"].clone();
+    block["voipCertPassword"] = block["certPassword"].clone();
+    let (_fpush, _xmpp, mut link, node) = registered_with_voip(block, dir.path()).await;
+
+    assert_result(&push(&mut link, "c1", &node, CALL).await, "c1");
+    let call = &apns.server.received()[0];
+    assert_eq!(call.token, VOIP);
+    assert_eq!(call.headers["apns-push-type"], "voip");
+    assert!(
+        call.client_cert,
+        "the PushKit connection presents its certificate"
+    );
+}
+
+#[test]
+fn check_says_when_calls_fall_back_to_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let apns = runtime.block_on(ApnsHarness::start()).unwrap();
+    let block = apns.cert_settings(P12Cipher::Modern).unwrap();
+    let module = json!({"type": "apple", "apns": block,
+        "registration": {"protocol": "tigase", "provider": PROVIDER}});
+    let store = json!({"path": dir.path().join("registrations.sqlite3")});
+    let text = json!({
+        "component": {"componentHostname": JID, "componentKey": SECRET,
+            "serverHostname": "127.0.0.1", "serverPort": 5347},
+        "store": store,
+        "pushModules": {"siskin": module},
+    });
+    let path = dir.path().join("settings.json");
+    std::fs::write(&path, text.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fpush"))
+        .arg("--check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("VoIP pushes fall back to alerts"), "{said}");
+}
