@@ -1,7 +1,8 @@
 //! The dashboard and the alerts against a real Prometheus: it scrapes a running fpush that has
 //! served pushes (1 s interval) through a demo, an APNS (certificate auth) and an FCM module,
-//! the last two against the test kit's providers, and push2 messages through the Web Push
-//! module (one to the test kit's Web Push service, one fenced), and loads `contrib/prometheus/fpush-alerts.yml`;
+//! the last two against the test kit's providers, push2 messages through the Web Push module
+//! (one to the test kit's Web Push service, one fenced) and a Conversations-style registration
+//! with a push by its node, and loads `contrib/prometheus/fpush-alerts.yml`;
 //! then every dashboard expression (Grafana variables substituted) and every alert expression
 //! without its comparison must parse and return at least one series.
 //!
@@ -216,15 +217,61 @@ async fn serve_push2_messages(link: &mut ComponentLink, service: &WebPushTestSer
     .await;
 }
 
-/// The demo module (the default), an APNS module with a `.p12` and an FCM module, the last two
-/// aimed at the test kit's servers.
+/// The reply to the IQ `id`, passing over the replies to earlier pushes (a queued one).
+async fn reply_to(link: &mut ComponentLink, id: &str) -> Stanza {
+    loop {
+        let stanza = link.next_stanza(WAIT).await.unwrap();
+        if stanza.attr("id") == Some(id) {
+            return stanza;
+        }
+    }
+}
+
+/// A Conversations-style registration (`register-push-fcm` from a client's full JID) and one
+/// push by its node and secret, delivered through the FCM module.
+async fn serve_a_registration(link: &mut ComponentLink) {
+    let command = format!(
+        "<iq type='set' id='r1' from='juliet@localhost/phone' to='{JID}'>\
+         <command xmlns='http://jabber.org/protocol/commands' node='register-push-fcm' action='execute'>\
+         <x xmlns='jabber:x:data' type='submit'>\
+         <field var='token'><value>fcm-token:APA91b-registered</value></field>\
+         <field var='device-id'><value>phone-1</value></field></x></command></iq>"
+    );
+    link.send(&command).await.unwrap();
+    let reply = reply_to(link, "r1").await;
+    assert_eq!(reply.kind(), Some("result"), "{}", reply.raw);
+    let value = |var: &str| {
+        let open = format!("<field var='{var}'><value>");
+        let start = reply.raw.find(&open).expect("the field") + open.len();
+        let end = start + reply.raw[start..].find("</value>").expect("its end");
+        reply.raw[start..end].to_owned()
+    };
+    let (node, secret) = (value("node"), value("secret"));
+    let push = format!(
+        "<iq type='set' id='r2' from='localhost' to='{JID}'>\
+         <pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{node}'><item>\
+         <notification xmlns='urn:xmpp:push:0'/></item></publish><publish-options>\
+         <x xmlns='jabber:x:data' type='submit'>\
+         <field var='secret'><value>{secret}</value></field></x></publish-options></pubsub></iq>"
+    );
+    link.send(&push).await.unwrap();
+    let reply = reply_to(link, "r2").await;
+    assert_eq!(reply.kind(), Some("result"), "{}", reply.raw);
+}
+
+/// The demo module (the default), an APNS module with a `.p12` and an FCM module serving
+/// Conversations-style registrations, the last two aimed at the test kit's servers.
 fn modules(apns: &ApnsHarness, fcm: &FcmServer) -> String {
     let demo: Value = serde_json::from_str(&demo_module(Some("30s"), "5ms")).expect("demo JSON");
     let cert = apns.cert_settings(P12Cipher::Modern).expect("a .p12");
     let mut modules = demo;
     modules["ios"] =
         json!({ "type": "apple", "apns": with_keys(cert, json!({"requestTimeout": "5s"})) });
-    modules["android"] = json!({ "type": "google", "fcm": with_keys(fcm.settings(), json!({"requestTimeout": "5s"})) });
+    modules["android"] = json!({
+        "type": "google",
+        "registration": { "protocol": "p2" },
+        "fcm": with_keys(fcm.settings(), json!({"requestTimeout": "5s"})),
+    });
     modules.to_string()
 }
 
@@ -243,15 +290,19 @@ async fn every_dashboard_and_alert_expression_returns_series_on_a_real_prometheu
     let ca = ca_dir.path().join("ca.pem");
     pki.write_ca_pem(&ca).unwrap();
     let push2 = json!({ "webPushOrigins": [web_push.origin()], "caFilePath": ca });
+    let store = json!({ "path": ca_dir.path().join("registrations.sqlite3") });
     let metrics_port = free_port();
     let _fpush = Daemon::start(&settings(
         &server,
         &modules(&apns, &fcm),
-        &format!(r#""metrics": {{ "listen": "127.0.0.1:{metrics_port}" }}, "push2": {push2},"#),
+        &format!(
+            r#""metrics": {{ "listen": "127.0.0.1:{metrics_port}" }}, "push2": {push2}, "store": {store},"#
+        ),
     ));
     let mut link = server.accept(WAIT).await.unwrap();
     serve_some_pushes(&mut link).await;
     serve_push2_messages(&mut link, &web_push).await;
+    serve_a_registration(&mut link).await;
 
     let rules = root.join("contrib/prometheus/fpush-alerts.yml");
     let prometheus = Prometheus::start(metrics_port, &rules);

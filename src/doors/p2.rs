@@ -39,8 +39,8 @@ pub struct P2Door {
     store: Arc<dyn RegistrationStore>,
     /// Our component JID (older Conversations builds read it from the register reply).
     jid: String,
-    /// Registrations per service, as last counted (for the metrics).
-    counted: Mutex<Vec<(String, u64)>>,
+    /// Registrations per service, as last counted (for the metrics); `None` until counted.
+    counted: Mutex<Option<Vec<(String, u64)>>>,
 }
 
 impl fmt::Debug for P2Door {
@@ -76,7 +76,7 @@ impl P2Door {
     pub async fn recount(&self) {
         match self.store.counts().await {
             Ok(counts) => {
-                *self.counted.lock().unwrap_or_else(|p| p.into_inner()) = counts;
+                *self.counted.lock().unwrap_or_else(|p| p.into_inner()) = Some(counts);
             }
             Err(error) => log::debug!("p2: cannot count registrations: {error}"),
         }
@@ -85,10 +85,9 @@ impl P2Door {
     /// The registrations of `service` at the last count.
     pub fn registrations(&self, service: &str) -> Option<u64> {
         let counted = self.counted.lock().unwrap_or_else(|p| p.into_inner());
-        counted
-            .iter()
-            .find(|(name, _)| name == service)
-            .map(|(_, count)| *count)
+        let counted = counted.as_ref()?;
+        let found = counted.iter().find(|(name, _)| name == service);
+        Some(found.map_or(0, |(_, count)| *count))
     }
 
     /// Our component JID.

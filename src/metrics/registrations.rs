@@ -67,6 +67,16 @@ impl RegistrationSeries {
             .inc();
     }
 
+    /// Makes the error series of `operations` exist at 0, so that a rate of errors is 0 rather
+    /// than absent while the store works.
+    pub fn seed_store_errors(&self, operations: &[&'static str]) {
+        for &operation in operations {
+            let _created = self
+                .store_errors
+                .get_or_create(&OperationLabel { operation });
+        }
+    }
+
     /// Records one store call: how long it took and whether it failed.
     pub fn observe_store(&self, operation: &'static str, took: Duration, failed: bool) {
         let label = OperationLabel { operation };

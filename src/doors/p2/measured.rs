@@ -16,8 +16,21 @@ pub struct Measured {
     series: RegistrationSeries,
 }
 
+/// Every operation a store call is counted under: their error series exist from start-up at 0.
+const OPERATIONS: [&str; 8] = [
+    "register",
+    "find",
+    "touch",
+    "unregister",
+    "remove",
+    "clear_second_token",
+    "sweep",
+    "counts",
+];
+
 impl Measured {
     pub fn new(inner: Arc<dyn RegistrationStore>, series: RegistrationSeries) -> Self {
+        series.seed_store_errors(&OPERATIONS);
         Measured { inner, series }
     }
 
