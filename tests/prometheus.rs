@@ -338,6 +338,13 @@ async fn every_dashboard_and_alert_expression_returns_series_on_a_real_prometheu
         }
     }
     assert!(empty.is_empty(), "no series for: {empty:#?}");
+    // The exposition the expressions were checked against, for the series table in the docs.
+    if let Ok(path) = std::env::var("FPUSH_METRICS_DUMP") {
+        let (_, text) = http_get_10(metrics_port, "/metrics")
+            .await
+            .expect("a scrape");
+        std::fs::write(path, text).expect("write the scrape");
+    }
     eprintln!("all {} expressions returned series", exprs.len());
 }
 
