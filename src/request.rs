@@ -623,8 +623,10 @@ impl<'i> PubsubWalk<'i> {
         };
         if ns != Ns::DataForms {
             let outside_forms = self.form.is_none() && self.field.is_none();
-            if matches!(ns, Ns::TigaseEncrypt | Ns::TigasePriority)
-                && kind == Form::Summary
+            if matches!(
+                ns,
+                Ns::TigaseEncrypt | Ns::TigasePriority | Ns::TigaseMucOffline
+            ) && kind == Form::Summary
                 && outside_forms
             {
                 return self.open_tigase(ns, start, decoder);

@@ -28,6 +28,8 @@ const NS_PING: &[u8] = b"urn:xmpp:ping";
 /// The Tigase push extensions inside a notification (encrypted payload, priority).
 const NS_TIGASE_ENCRYPT: &[u8] = b"tigase:push:encrypt:0";
 const NS_TIGASE_PRIORITY: &[u8] = b"tigase:push:priority:0";
+/// Where a Tigase server names the sender of a group chat message (`<groupchat><nickname>`).
+const NS_TIGASE_MUC_OFFLINE: &[u8] = b"http://tigase.org/protocol/muc#offline";
 /// The namespaces the `xml` and `xmlns` prefixes are bound to; nothing else may use them.
 const NS_XML: &[u8] = b"http://www.w3.org/XML/1998/namespace";
 const NS_XMLNS: &[u8] = b"http://www.w3.org/2000/xmlns/";
@@ -45,6 +47,7 @@ pub(super) enum Ns {
     Ping,
     TigaseEncrypt,
     TigasePriority,
+    TigaseMucOffline,
     /// Any namespace not matched anywhere in the parser.
     Other,
 }
@@ -61,6 +64,7 @@ impl Ns {
             NS_PING => Ns::Ping,
             NS_TIGASE_ENCRYPT => Ns::TigaseEncrypt,
             NS_TIGASE_PRIORITY => Ns::TigasePriority,
+            NS_TIGASE_MUC_OFFLINE => Ns::TigaseMucOffline,
             _ => Ns::Other,
         }
     }

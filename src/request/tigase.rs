@@ -1,6 +1,8 @@
 //! The Tigase push extensions a notification may carry: `<encrypted
 //! xmlns='tigase:push:encrypt:0' iv='…' type='voip'?>BASE64</encrypted>` (a payload the user's
-//! server encrypted for the app) and `<priority xmlns='tigase:push:priority:0'>high</priority>`.
+//! server encrypted for the app), `<priority xmlns='tigase:push:priority:0'>high</priority>`
+//! and, for a group chat message, `<groupchat xmlns='http://tigase.org/protocol/muc#offline'>
+//! <nickname>NICK</nickname></groupchat>` (the sender's nickname in the room).
 //!
 //! They are read as given, text untrimmed; the tigase door checks them. Only elements in the
 //! publish section and outside its forms count. What is kept is bounded: text past
@@ -22,6 +24,8 @@ pub struct TigaseParts {
     pub encrypted: Option<EncryptedElement>,
     /// The text of `<priority>`, as given.
     pub priority: Option<String>,
+    /// The text of `<groupchat><nickname>`, as given.
+    pub nickname: Option<String>,
 }
 
 /// An `<encrypted>` element, as given.
@@ -39,6 +43,7 @@ pub struct EncryptedElement {
 pub(super) enum Open {
     Encrypted,
     Priority,
+    Nickname,
 }
 
 impl PubsubWalk<'_> {
@@ -68,6 +73,10 @@ impl PubsubWalk<'_> {
                 parts.priority = Some(String::new());
                 self.tigase_open = Some(Open::Priority);
             }
+            (Ns::TigaseMucOffline, b"nickname") if parts.nickname.is_none() => {
+                parts.nickname = Some(String::new());
+                self.tigase_open = Some(Open::Nickname);
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -81,6 +90,7 @@ impl PubsubWalk<'_> {
         let text = match open {
             Open::Encrypted => parts.encrypted.as_mut().map(|e| &mut e.data),
             Open::Priority => parts.priority.as_mut(),
+            Open::Nickname => parts.nickname.as_mut(),
         };
         if let Some(text) = text {
             if text.len() <= MAX_TEXT_BYTES {
@@ -135,6 +145,18 @@ mod tests {
         assert_eq!(encrypted.kind.as_deref(), Some("voip"));
         assert_eq!(parts.priority.as_deref(), Some("high"));
         assert_eq!(read.token, "n0de");
+    }
+
+    #[test]
+    fn a_group_chat_nickname_is_read_as_given() {
+        let read = push(
+            "<x xmlns='jabber:x:data'><field var='last-message-body'><value>hi</value>\
+             </field></x><groupchat xmlns='http://tigase.org/protocol/muc#offline'>\
+             <nickname>Juliet &amp; co</nickname></groupchat>",
+        );
+        let parts = read.tigase.expect("tigase parts");
+        assert_eq!(parts.nickname.as_deref(), Some("Juliet & co"));
+        assert_eq!(parts.encrypted, None);
     }
 
     #[test]

@@ -14,6 +14,8 @@ const APNS_MAX_PAYLOAD: usize = 4096;
 /// What the rest of the payload may take next to the encrypted part (`aps`, the account, the
 /// key names), kept generous: a payload Apple refuses would cost the whole push.
 const PAYLOAD_RESERVE: usize = 768;
+/// A room nickname is a JID resourcepart: at most 1023 bytes.
+const MAX_NICKNAME_BYTES: usize = 1023;
 /// The AES-GCM tag the ciphertext carries besides the encrypted plaintext.
 const GCM_TAG_BYTES: usize = 16;
 
@@ -29,7 +31,8 @@ pub struct Built {
 
 /// The notification `push` makes for `registration`, delivered through `module`.
 pub fn notification(module: &Module, registration: &Registration, mut push: PushRequest) -> Built {
-    let parts = push.tigase.take().map(|parts| *parts).unwrap_or_default();
+    let mut parts = push.tigase.take().map(|parts| *parts).unwrap_or_default();
+    let nickname = parts.nickname.take();
     let high = parts
         .priority
         .as_deref()
@@ -54,7 +57,7 @@ pub fn notification(module: &Module, registration: &Registration, mut push: Push
             notification.encrypted = Some(encrypted);
             true
         }
-        None => plain(&mut notification, &push) || had_encrypted,
+        None => plain(&mut notification, &push, nickname) || had_encrypted,
     };
     notification.kind = Some(if voip {
         PushKind::Voip
@@ -79,7 +82,11 @@ pub fn notification(module: &Module, registration: &Registration, mut push: Push
 }
 
 /// The plain keys of a push without (usable) encrypted content; whether it has content.
-fn plain(notification: &mut PushNotification, push: &PushRequest) -> bool {
+fn plain(
+    notification: &mut PushNotification,
+    push: &PushRequest,
+    nickname: Option<String>,
+) -> bool {
     let summary = &push.summary;
     let mut extra = Vec::new();
     if let Some(sender) = &summary.last_message_sender {
@@ -89,6 +96,12 @@ fn plain(notification: &mut PushNotification, push: &PushRequest) -> bool {
         extra.push(("body".to_owned(), body.clone()));
     }
     let content = !extra.is_empty();
+    // The sender's name in a room: shown beside the room's JID, so only with content.
+    let nickname = nickname.map(|n| n.trim_matches(is_xml_space).to_owned());
+    if let Some(mut nickname) = nickname.filter(|n| content && !n.is_empty()) {
+        crate::doors::truncate_on_char(&mut nickname, MAX_NICKNAME_BYTES);
+        extra.push(("nickname".to_owned(), nickname));
+    }
     let count = summary.message_count.as_deref().map(str::trim);
     if let Some(count) = count.and_then(|c| c.parse::<u64>().ok()) {
         let key = "unread-messages".to_owned();
@@ -153,7 +166,23 @@ mod tests {
                 kind: None,
             }),
             priority: None,
+            nickname: None,
         }
+    }
+
+    #[test]
+    fn a_nickname_goes_with_plain_content_only() {
+        let mut push = PushRequest::default();
+        push.summary.last_message_body = Some("hi".into());
+        let mut notification = PushNotification::default();
+        assert!(plain(&mut notification, &push, Some(" Juliet\n".into())));
+        assert!(notification
+            .extra
+            .contains(&("nickname".to_owned(), "Juliet".to_owned())));
+        let mut silent = PushNotification::default();
+        let nothing = PushRequest::default();
+        assert!(!plain(&mut silent, &nothing, Some("Juliet".into())));
+        assert!(silent.extra.is_empty());
     }
 
     #[test]
