@@ -13,6 +13,7 @@ mod measured;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use fpush_traits::PushNotification;
 use sha1::{Digest, Sha1};
@@ -29,7 +30,7 @@ use crate::config::RegistrationProtocol;
 use crate::modules::ModuleSet;
 use crate::outcome::Outcome;
 use crate::request::PushRequest;
-use crate::store::{RegistrationStore, StoreError};
+use crate::store::{touch_due, RegistrationStore, StoreError};
 
 /// The protocol this door serves, as modules name it in `registration`.
 pub const PROTOCOL: RegistrationProtocol = RegistrationProtocol::P2;
@@ -131,6 +132,7 @@ impl P2Door {
             extra.push(("channel".to_owned(), registration.key.channel.clone()));
         }
         let key = format!("{}\0{}", registration.token, registration.account);
+        let stale = touch_due(registration.last_used, SystemTime::now());
         let notification = PushNotification {
             token: registration.token,
             module_id: module.id.clone(),
@@ -143,6 +145,7 @@ impl P2Door {
             store: self.store.clone(),
             domain: domain.to_owned(),
             node: push.token,
+            stale,
         };
         let target = Target::new(module.clone(), notification, TargetKey::Composite(key));
         Ok(target.bounded().registered(registered))
@@ -159,6 +162,8 @@ pub struct Registered {
     store: Arc<dyn RegistrationStore>,
     domain: String,
     node: String,
+    /// Its last use, as looked up, is old enough to record a new one.
+    stale: bool,
 }
 
 impl fmt::Debug for Registered {
@@ -170,12 +175,13 @@ impl fmt::Debug for Registered {
 }
 
 impl Registered {
-    /// A delivered push keeps the registration from expiring; a dead token removes it (the
-    /// server disables the push on the `cancel` that follows, and Conversations never
-    /// unregisters by itself). A store failure here is logged: the reply stands.
+    /// A delivered push keeps the registration from expiring (a store call only when its last
+    /// use is stale, so most pushes cost one look-up); a dead token removes it (the server
+    /// disables the push on the `cancel` that follows, and Conversations never unregisters by
+    /// itself). A store failure here is logged: the reply stands.
     pub async fn settle(&self, outcome: Outcome) {
         let result = match outcome {
-            Outcome::delivered => self.store.touch(&self.domain, &self.node).await,
+            Outcome::delivered if self.stale => self.store.touch(&self.domain, &self.node).await,
             Outcome::token_invalid | Outcome::known_dead => self
                 .store
                 .remove(&self.domain, &self.node)
