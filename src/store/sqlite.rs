@@ -19,7 +19,7 @@ use super::{
     Credentials, Registration, RegistrationKey, RegistrationPage, RegistrationStore, StoreError,
     StoreLimits, TOUCH_INTERVAL,
 };
-use readers::{Readers, READERS};
+use readers::Readers;
 use write::Mode;
 
 pub(super) use schema::{backup_path, current_version, newer as newer_schema};
@@ -72,7 +72,7 @@ impl SqliteStore {
             .pragma_update(None, "synchronous", "normal")
             .map_err(failed)?;
         schema::migrate(&mut writer, path, schema::MIGRATIONS)?;
-        let readers = Readers::open(path, READERS)?;
+        let readers = Readers::open(path, readers::count())?;
         Ok(SqliteStore {
             shared: Arc::new(Shared {
                 limits,

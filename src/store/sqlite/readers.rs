@@ -11,8 +11,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::{connect, failed};
 use crate::store::StoreError;
 
-/// Reading connections per store: calls beyond it wait (pushes are short point look-ups).
-pub(super) const READERS: usize = 4;
+/// Reading connections per store, one per core within these bounds. Calls beyond them wait.
+/// Each connection maps the file anew (its own page faults, its own share of the resident
+/// size), so not many more; at least 4, since a look-up also waits for pages from the disk
+/// (measured on 2 cores: 2 readers put look-ups in a queue, p90 latency 87 ms against 2 ms).
+const MIN_READERS: usize = 4;
+const MAX_READERS: usize = 8;
 /// Bytes of the file each reader maps into memory, so that a look-up reads pages without a
 /// system call; the mapped pages are the kernel's page cache, shared and reclaimable.
 const MMAP_BYTES: i64 = 1 << 30;
@@ -30,6 +34,13 @@ pub(super) struct Lease {
     connection: Option<Connection>,
     idle: Arc<Mutex<Vec<Connection>>>,
     _permit: OwnedSemaphorePermit,
+}
+
+/// How many readers a store opens on this machine.
+pub(super) fn count() -> usize {
+    std::thread::available_parallelism()
+        .map_or(MIN_READERS, usize::from)
+        .clamp(MIN_READERS, MAX_READERS)
 }
 
 impl Readers {

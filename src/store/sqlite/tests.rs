@@ -32,7 +32,7 @@ async fn many_concurrent_reads_share_the_fixed_readers_and_all_succeed() {
         .register(registration("d1"))
         .await
         .expect("registered");
-    let reads = (0..16 * READERS).map(|_| {
+    let reads = (0..16 * readers::count()).map(|_| {
         let (store, node) = (store.clone(), credentials.node.clone());
         tokio::spawn(async move { store.find("example.org", &node).await })
     });
@@ -45,7 +45,8 @@ async fn many_concurrent_reads_share_the_fixed_readers_and_all_succeed() {
     }
     let idle = store.shared.readers.idle_count();
     assert_eq!(
-        idle, READERS,
+        idle,
+        readers::count(),
         "no connection opened beyond the pool, none lost"
     );
 }
