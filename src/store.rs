@@ -24,6 +24,17 @@ pub use redis::RedisRegistrations;
 pub use sqlite::SqliteStore;
 pub use sweeper::spawn_sweeper;
 
+/// How stale a registration's last use may get before a push records a new one. The doors skip
+/// [`RegistrationStore::touch`] while the last use [`RegistrationStore::find`] answered is
+/// younger (a write per push would cost more than the look-up); the backends check it again.
+pub const TOUCH_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Whether a push at `now` should record its use of a registration last used at `last_used`.
+pub fn touch_due(last_used: SystemTime, now: SystemTime) -> bool {
+    now.duration_since(last_used)
+        .is_ok_and(|age| age >= TOUCH_INTERVAL)
+}
+
 /// What identifies a registration: the client protocol's own key. Registering again with the
 /// same key updates the token and keeps the node and secret.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

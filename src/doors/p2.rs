@@ -13,6 +13,7 @@ mod measured;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use fpush_traits::PushNotification;
 use sha1::{Digest, Sha1};
@@ -29,7 +30,7 @@ use crate::config::RegistrationProtocol;
 use crate::modules::ModuleSet;
 use crate::outcome::Outcome;
 use crate::request::PushRequest;
-use crate::store::{RegistrationStore, StoreError};
+use crate::store::{touch_due, RegistrationStore, StoreError};
 
 /// The protocol this door serves, as modules name it in `registration`.
 pub const PROTOCOL: RegistrationProtocol = RegistrationProtocol::P2;
@@ -130,6 +131,7 @@ impl P2Door {
             extra.push(("channel".to_owned(), registration.key.channel.clone()));
         }
         let key = format!("{}\0{}", registration.token, registration.account);
+        let stale = touch_due(registration.last_used, SystemTime::now());
         let notification = PushNotification {
             token: registration.token,
             module_id: module.id.clone(),
@@ -138,7 +140,7 @@ impl P2Door {
             extra,
             ..PushNotification::default()
         };
-        let registered = Registered::new(self.store.clone(), domain, push.token, false);
+        let registered = Registered::new(self.store.clone(), domain, push.token, false, stale);
         let target = Target::new(module.clone(), notification, TargetKey::Composite(key));
         Ok(target.bounded().registered(registered))
     }
@@ -156,6 +158,8 @@ pub struct Registered {
     node: String,
     /// The push went to the registration's second (VoIP) token.
     second_token: bool,
+    /// Its last use, as looked up, is old enough to record a new one.
+    stale: bool,
 }
 
 impl fmt::Debug for Registered {
@@ -167,22 +171,26 @@ impl fmt::Debug for Registered {
 }
 
 impl Registered {
-    /// The registration `node` of `domain`; `second_token` when the push goes to its VoIP token.
+    /// The registration `node` of `domain`; `second_token` when the push goes to its VoIP token;
+    /// `stale` when its last use, as looked up, is old enough to record a new one.
     pub fn new(
         store: Arc<dyn RegistrationStore>,
         domain: &str,
         node: String,
         second_token: bool,
+        stale: bool,
     ) -> Self {
         Registered {
             store,
             domain: domain.to_owned(),
             node,
             second_token,
+            stale,
         }
     }
 
-    /// A delivered push keeps the registration from expiring; a dead token removes it (the
+    /// A delivered push keeps the registration from expiring (a store call only when its last
+    /// use is stale, so most pushes cost one look-up); a dead token removes it (the
     /// server disables the push on the `cancel` that follows, and Conversations never
     /// unregisters by itself). A dead second token is only forgotten, and the push answered
     /// `wait` (the device token lives on). A store failure here is logged: the reply stands.
@@ -200,7 +208,7 @@ impl Registered {
             return Outcome::transient;
         }
         let result = match outcome {
-            Outcome::delivered => self.store.touch(&self.domain, &self.node).await,
+            Outcome::delivered if self.stale => self.store.touch(&self.domain, &self.node).await,
             Outcome::token_invalid | Outcome::known_dead => self
                 .store
                 .remove(&self.domain, &self.node)

@@ -13,6 +13,7 @@ mod payload;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use super::p2::Registered;
 use super::{Refusal, Target, TargetKey};
@@ -21,7 +22,7 @@ use crate::config::RegistrationProtocol;
 use crate::modules::ModuleSet;
 use crate::outcome::Outcome;
 use crate::request::PushRequest;
-use crate::store::RegistrationStore;
+use crate::store::{touch_due, RegistrationStore};
 
 pub use command::{command_kind, FEATURES, MAX_PAYLOAD_SIZE};
 
@@ -94,7 +95,9 @@ impl TigaseDoor {
             .as_ref()
             .unwrap_or(&notification.token);
         let key = format!("{to}\0{}", registration.account);
-        let registered = Registered::new(self.store.clone(), domain, registration.node, built.voip);
+        let stale = touch_due(registration.last_used, SystemTime::now());
+        let node = registration.node;
+        let registered = Registered::new(self.store.clone(), domain, node, built.voip, stale);
         let mut target = Target::new(
             module.clone(),
             built.notification,

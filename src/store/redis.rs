@@ -28,8 +28,6 @@ use keys::Keys;
 
 /// The longest one Redis call may take.
 const TIMEOUT: Duration = Duration::from_secs(2);
-/// `touch` writes when the stored last use is older than this.
-const TOUCH_EVERY: u64 = 24 * 60 * 60;
 /// Registrations removed per script call by a sweep.
 const SWEEP_BATCH: usize = 1_000;
 /// Fresh nodes tried before giving up.
@@ -218,7 +216,7 @@ impl RegistrationStore for RedisRegistrations {
             .key(self.keys.last_use(domain))
             .arg(node)
             .arg(unix(SystemTime::now()))
-            .arg(TOUCH_EVERY)
+            .arg(super::TOUCH_INTERVAL.as_secs())
             .arg(self.keys.account_stem(domain))
             .invoke_async(&mut self.connection())
             .await

@@ -2,8 +2,9 @@
 //! push look-ups read while a registration is written.
 //!
 //! Every call runs on tokio's blocking threads. Writes go through one connection (SQLite has one
-//! writer at a time anyway); reads take a connection from a small pool.
+//! writer at a time anyway); reads wait for one of a fixed set of reading connections.
 
+mod readers;
 mod schema;
 mod write;
 
@@ -16,23 +17,36 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
 use super::{
     Credentials, Registration, RegistrationKey, RegistrationPage, RegistrationStore, StoreError,
-    StoreLimits,
+    StoreLimits, TOUCH_INTERVAL,
 };
+use readers::Readers;
 use write::Mode;
 
 pub(super) use schema::{backup_path, current_version, newer as newer_schema};
 
-/// Reading connections kept for reuse; more are opened when needed and dropped after.
-const IDLE_READERS: usize = 4;
 /// How long a call waits for another connection's write lock (a backup, a second process).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// `touch` writes when the stored last use is older than this.
-const TOUCH_EVERY: i64 = 24 * 60 * 60;
 /// Registrations deleted per transaction by a sweep, so pushes are not kept waiting.
 const SWEEP_BATCH: i64 = 1_000;
 
-const COLUMNS: &str =
-    "service, device, channel, account, domain, token, second_token, node, secret, last_used";
+/// The columns [`registration`] reads, in its order.
+macro_rules! columns {
+    () => {
+        "service, device, channel, account, domain, token, second_token, node, secret, last_used"
+    };
+}
+/// A push's look-up, one indexed point read on (domain, node).
+const FIND: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM registrations WHERE domain = ?1 AND node = ?2"
+);
+/// A page of `fpush store export`.
+const LIST: &str = concat!(
+    "SELECT ",
+    columns!(),
+    ", id FROM registrations WHERE id > ?1 ORDER BY id LIMIT ?2"
+);
 
 /// The SQLite registration store.
 pub struct SqliteStore {
@@ -40,10 +54,9 @@ pub struct SqliteStore {
 }
 
 struct Shared {
-    path: PathBuf,
     limits: StoreLimits,
     writer: Mutex<Connection>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Readers,
 }
 
 impl SqliteStore {
@@ -59,12 +72,12 @@ impl SqliteStore {
             .pragma_update(None, "synchronous", "normal")
             .map_err(failed)?;
         schema::migrate(&mut writer, path, schema::MIGRATIONS)?;
+        let readers = Readers::open(path, readers::count())?;
         Ok(SqliteStore {
             shared: Arc::new(Shared {
-                path: path.to_owned(),
                 limits,
                 writer: Mutex::new(writer),
-                readers: Mutex::new(Vec::new()),
+                readers,
             }),
         })
     }
@@ -87,22 +100,8 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let shared = self.shared.clone();
-        blocking(move || {
-            let idle = shared.readers.lock().map(|mut idle| idle.pop());
-            let reader = match idle.ok().flatten() {
-                Some(reader) => reader,
-                None => connect(&shared.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
-            };
-            let answer = job(&reader);
-            if let Ok(mut idle) = shared.readers.lock() {
-                if idle.len() < IDLE_READERS {
-                    idle.push(reader);
-                }
-            }
-            answer
-        })
-        .await
+        let mut lease = self.shared.readers.lease().await?;
+        blocking(move || job(lease.connection()?)).await
     }
 
     /// A consistent copy of the whole store into `target` (which must not exist or be empty),
@@ -152,7 +151,7 @@ fn from_unix(seconds: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
 }
 
-/// A row of [`COLUMNS`].
+/// A row of the `columns!()` in their order.
 fn registration(row: &Row<'_>) -> rusqlite::Result<Registration> {
     Ok(Registration {
         key: RegistrationKey {
@@ -182,9 +181,7 @@ impl RegistrationStore for SqliteStore {
     async fn find(&self, domain: &str, node: &str) -> Result<Option<Registration>, StoreError> {
         let (domain, node) = (domain.to_owned(), node.to_owned());
         self.read(move |reader| {
-            let sql =
-                format!("SELECT {COLUMNS} FROM registrations WHERE domain = ?1 AND node = ?2");
-            let mut statement = reader.prepare_cached(&sql).map_err(failed)?;
+            let mut statement = reader.prepare_cached(FIND).map_err(failed)?;
             let found = statement.query_row(params![domain, node], registration);
             found.optional().map_err(failed)
         })
@@ -203,7 +200,8 @@ impl RegistrationStore for SqliteStore {
                 found.optional().map_err(failed)
             })
             .await?;
-        if stored.is_none_or(|last_used| last_used > now - TOUCH_EVERY) {
+        let every = i64::try_from(TOUCH_INTERVAL.as_secs()).unwrap_or(i64::MAX);
+        if stored.is_none_or(|last_used| last_used > now.saturating_sub(every)) {
             return Ok(());
         }
         self.write(move |writer, _| {
@@ -308,10 +306,7 @@ impl RegistrationStore for SqliteStore {
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |reader| {
-            let sql = format!(
-                "SELECT {COLUMNS}, id FROM registrations WHERE id > ?1 ORDER BY id LIMIT ?2"
-            );
-            let mut statement = reader.prepare(&sql).map_err(failed)?;
+            let mut statement = reader.prepare(LIST).map_err(failed)?;
             let rows = statement
                 .query_map(params![after, limit], |row| {
                     Ok((registration(row)?, row.get(10)?))
@@ -338,3 +333,6 @@ impl RegistrationStore for SqliteStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,91 @@
+use std::time::SystemTime;
+
+use super::*;
+
+fn opened(dir: &tempfile::TempDir) -> SqliteStore {
+    let path = dir.path().join("registrations.sqlite3");
+    SqliteStore::open(&path, StoreLimits::default()).expect("a fresh store opens")
+}
+
+fn registration(device: &str) -> Registration {
+    Registration {
+        key: RegistrationKey {
+            service: "fcm".into(),
+            device: device.into(),
+            channel: String::new(),
+        },
+        account: format!("{device}@example.org"),
+        domain: "example.org".into(),
+        token: "token".into(),
+        second_token: None,
+        node: String::new(),
+        secret: String::new(),
+        last_used: SystemTime::now(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_reads_share_the_fixed_readers_and_all_succeed() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = Arc::new(opened(&dir));
+    let credentials = store
+        .register(registration("d1"))
+        .await
+        .expect("registered");
+    let reads = (0..16 * readers::count()).map(|_| {
+        let (store, node) = (store.clone(), credentials.node.clone());
+        tokio::spawn(async move { store.find("example.org", &node).await })
+    });
+    for read in reads.collect::<Vec<_>>() {
+        let found = read.await.expect("joined").expect("found");
+        assert_eq!(
+            found.map(|found| found.secret),
+            Some(credentials.secret.clone())
+        );
+    }
+    let idle = store.shared.readers.idle_count();
+    assert_eq!(
+        idle,
+        readers::count(),
+        "no connection opened beyond the pool, none lost"
+    );
+}
+
+#[tokio::test]
+async fn readers_map_the_file_and_keep_their_own_page_cache() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = opened(&dir);
+    let pragmas = store
+        .read(|reader| {
+            let mmap: i64 = reader
+                .query_row("PRAGMA mmap_size", [], |row| row.get(0))
+                .map_err(failed)?;
+            let cache: i64 = reader
+                .query_row("PRAGMA cache_size", [], |row| row.get(0))
+                .map_err(failed)?;
+            Ok((mmap, cache))
+        })
+        .await
+        .expect("pragmas read");
+    assert!(pragmas.0 > 0, "mmap_size {}", pragmas.0);
+    assert!(pragmas.1 < -2000, "cache_size {} KiB", pragmas.1);
+}
+
+#[tokio::test]
+async fn a_read_sees_a_write_made_after_the_readers_were_opened() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = opened(&dir);
+    assert_eq!(
+        store.find("example.org", "nothing").await.expect("read"),
+        None
+    );
+    let credentials = store
+        .register(registration("d2"))
+        .await
+        .expect("registered");
+    let found = store
+        .find("example.org", &credentials.node)
+        .await
+        .expect("read");
+    assert_eq!(found.map(|found| found.key.device), Some("d2".to_owned()));
+}
