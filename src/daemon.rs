@@ -172,7 +172,7 @@ pub async fn open_registrations(
     let store_settings = settings.store.clone().unwrap_or_default();
     let redis = settings.redis.clone();
     let opened = tokio::task::spawn_blocking(move || {
-        store::open(&store_settings, redis.as_ref(), store_settings.limits())
+        store::open(&store_settings, redis.as_ref(), (&store_settings).into())
     })
     .await
     .map_err(|error| StoreError::Unusable(format!("opening the store failed: {error}")))?;

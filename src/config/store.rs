@@ -10,7 +10,6 @@ use serde::Deserialize;
 use super::document::Document;
 use super::values;
 use super::ConfigError;
-use crate::store::StoreLimits;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -38,26 +37,13 @@ pub struct StoreSettings {
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        let limits = StoreLimits::default();
         StoreSettings {
             backend: StoreBackend::Sqlite,
             path: None,
-            max_per_account: limits.max_per_account as usize,
-            max_per_domain: usize::try_from(limits.max_per_domain).unwrap_or(usize::MAX),
+            max_per_account: 20,
+            max_per_domain: 1_000_000,
             max_total: None,
-            expire_after: limits.expire_after,
-        }
-    }
-}
-
-impl StoreSettings {
-    /// The bounds the backends enforce.
-    pub fn limits(&self) -> StoreLimits {
-        StoreLimits {
-            max_per_account: u32::try_from(self.max_per_account).unwrap_or(u32::MAX),
-            max_per_domain: self.max_per_domain as u64,
-            max_total: self.max_total.map(|total| total as u64),
-            expire_after: self.expire_after,
+            expire_after: 180 * DAY,
         }
     }
 }
@@ -133,25 +119,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_match_the_store_limits() {
-        assert_eq!(StoreSettings::default().limits(), StoreLimits::default());
-    }
-
-    #[test]
     fn keys_are_read_in_camel_case_with_durations() {
         let store: StoreSettings = serde_json::from_str(
             r#"{"backend": "redis", "maxPerAccount": 3, "maxPerDomain": 10, "maxTotal": 50, "expireAfter": "30d"}"#,
         )
         .unwrap();
         assert_eq!(store.backend, StoreBackend::Redis);
-        assert_eq!(
-            store.limits(),
-            StoreLimits {
-                max_per_account: 3,
-                max_per_domain: 10,
-                max_total: Some(50),
-                expire_after: 30 * DAY,
-            }
-        );
+        assert_eq!(store.max_per_account, 3);
+        assert_eq!(store.max_per_domain, 10);
+        assert_eq!(store.max_total, Some(50));
+        assert_eq!(store.expire_after, 30 * DAY);
     }
 }

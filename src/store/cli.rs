@@ -117,7 +117,7 @@ fn store_section(settings: &Settings) -> Result<StoreSettings, String> {
 fn open(path: &Path) -> Result<Arc<dyn RegistrationStore>, String> {
     let settings = load(path)?;
     let store = store_section(&settings)?;
-    super::open(&store, settings.redis.as_ref(), store.limits()).map_err(|e| e.to_string())
+    super::open(&store, settings.redis.as_ref(), (&store).into()).map_err(|e| e.to_string())
 }
 
 async fn backup(store: &StoreSettings, file: PathBuf) -> Result<(), String> {
@@ -128,7 +128,7 @@ async fn backup(store: &StoreSettings, file: PathBuf) -> Result<(), String> {
                 .into(),
         ),
     };
-    let opened = SqliteStore::open(path, store.limits()).map_err(|e| e.to_string())?;
+    let opened = SqliteStore::open(path, store.into()).map_err(|e| e.to_string())?;
     opened
         .backup(file.clone())
         .await

@@ -28,3 +28,39 @@ pub fn open(
         }
     }
 }
+
+impl From<&StoreSettings> for StoreLimits {
+    /// The bounds the backends enforce, from the `store` section.
+    fn from(settings: &StoreSettings) -> Self {
+        StoreLimits {
+            max_per_account: u32::try_from(settings.max_per_account).unwrap_or(u32::MAX),
+            max_per_domain: settings.max_per_domain as u64,
+            max_total: settings.max_total.map(|total| total as u64),
+            expire_after: settings.expire_after,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_settings_defaults_are_the_store_defaults() {
+        let limits = StoreLimits::from(&StoreSettings::default());
+        assert_eq!(limits, StoreLimits::default());
+    }
+
+    #[test]
+    fn settings_become_limits() {
+        let settings = StoreSettings {
+            max_per_account: 3,
+            max_per_domain: 10,
+            max_total: Some(50),
+            ..StoreSettings::default()
+        };
+        let limits = StoreLimits::from(&settings);
+        assert_eq!((limits.max_per_account, limits.max_per_domain), (3, 10));
+        assert_eq!(limits.max_total, Some(50));
+    }
+}
