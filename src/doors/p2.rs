@@ -18,6 +18,7 @@ use std::time::SystemTime;
 use fpush_traits::PushNotification;
 use sha1::{Digest, Sha1};
 
+pub(crate) use command::{bare, non_empty, store_refusal as command_store_refusal};
 pub use command::{
     command_items, parse_node, CommandAnswer, CommandKind, CommandRefusal, Completed,
     COMMAND_RESULTS,

@@ -315,18 +315,19 @@ fn room(command: &AdHocCommand) -> Result<Option<&str>, CommandRefusal> {
     Ok(Some(room))
 }
 
-fn non_empty(value: Option<&str>) -> Option<&str> {
+/// A form value that says something (absent and empty are the same to the protocols).
+pub(crate) fn non_empty(value: Option<&str>) -> Option<&str> {
     value.filter(|value| !value.is_empty())
 }
 
 /// The bare JID of `jid` (its resource cut off).
-fn bare(jid: &str) -> &str {
+pub(crate) fn bare(jid: &str) -> &str {
     jid.split_once('/').map_or(jid, |(bare, _)| bare)
 }
 
-/// A store failure answers `wait`: the client tries again later.
-fn store_refusal(error: &StoreError) -> CommandRefusal {
-    log::debug!("p2: a command's store call failed: {error}");
+/// A store failure answers a registration command `wait`: the client tries again later.
+pub(crate) fn store_refusal(error: &StoreError) -> CommandRefusal {
+    log::debug!("a registration command's store call failed: {error}");
     match error {
         StoreError::Full(_) => CommandRefusal::new(
             ErrorType::Wait,

@@ -6,11 +6,14 @@ use std::time::SystemTime;
 
 use super::{TigaseDoor, PROTOCOL};
 use crate::access::domain_of;
-use crate::doors::p2::{CommandAnswer, CommandKind, CommandRefusal, Completed};
+use crate::doors::p2::{
+    bare, command_store_refusal as store_refusal, non_empty, CommandAnswer, CommandKind,
+    CommandRefusal, Completed,
+};
 use crate::doors::MAX_JID_BYTES;
 use crate::modules::{Module, ModuleSet};
-use crate::request::{AdHocCommand, Condition, ErrorType};
-use crate::store::{Registration, RegistrationKey, StoreError};
+use crate::request::AdHocCommand;
+use crate::store::{Registration, RegistrationKey};
 
 /// Longest device token accepted (APNS tokens are 64 hex digits; longer ones are refused by
 /// the platform's check anyway).
@@ -152,37 +155,5 @@ impl TigaseDoor {
         );
         fields.push(("max-payload-size", MAX_PAYLOAD_SIZE.to_string()));
         Ok(Completed { fields })
-    }
-}
-
-fn non_empty(value: Option<&str>) -> Option<&str> {
-    value.filter(|value| !value.is_empty())
-}
-
-/// The bare JID of `jid` (its resource cut off).
-fn bare(jid: &str) -> &str {
-    jid.split_once('/').map_or(jid, |(bare, _)| bare)
-}
-
-/// A store failure answers `wait`: the app tries again later.
-fn store_refusal(error: &StoreError) -> CommandRefusal {
-    log::debug!("tigase: a command's store call failed: {error}");
-    let (condition, text, label) = match error {
-        StoreError::Full(_) => (
-            Condition::ResourceConstraint,
-            "The registration store is full.",
-            "store_full",
-        ),
-        StoreError::Unavailable(_) | StoreError::Unusable(_) => (
-            Condition::InternalServerError,
-            "The registration store is unavailable; try again later.",
-            "store_failed",
-        ),
-    };
-    CommandRefusal {
-        kind: ErrorType::Wait,
-        condition,
-        text,
-        label,
     }
 }
