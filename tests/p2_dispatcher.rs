@@ -6,8 +6,7 @@
 
 mod p2_support;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fpush::access::AccessSettings;
@@ -18,10 +17,8 @@ use fpush::metrics::{Metrics, ModuleMetrics};
 use fpush::modules::{Module, ModuleSet, Registering};
 use fpush::ratelimit::RatelimitConfig;
 use fpush_testkit::xmpp::Stanza;
-use fpush_traits::{
-    async_trait, DeadTokenReason, Delivered, PushError, PushNotification, PushTrait,
-};
-use p2_support::MemoryStore;
+use fpush_traits::{DeadTokenReason, PushError};
+use p2_support::{MemoryStore, RecordingProvider};
 
 const JID: &str = "push.example.org";
 const JULIET: &str = "juliet@capulet.example/balcony";
@@ -29,39 +26,6 @@ const ROMEO: &str = "romeo@capulet.example/orchard";
 const DOMAIN: &str = "capulet.example";
 const DEVICE_ID: &str = "a1b2c3d4e5f60789";
 const TOKEN: &str = "cT7x9Qz1RkW3:APA91bHq-_Zk9";
-
-/// Records every notification; answers per token as scripted (default: delivered).
-#[derive(Default)]
-struct RecordingProvider {
-    sent: Mutex<Vec<PushNotification>>,
-    script: Mutex<HashMap<String, VecDeque<Result<Delivered, PushError>>>>,
-}
-
-impl RecordingProvider {
-    fn answer(&self, token: &str, answer: Result<Delivered, PushError>) {
-        let mut script = self.script.lock().unwrap();
-        script
-            .entry(token.to_owned())
-            .or_default()
-            .push_back(answer);
-    }
-
-    fn sent(&self) -> Vec<PushNotification> {
-        self.sent.lock().unwrap().clone()
-    }
-}
-
-#[async_trait]
-impl PushTrait for RecordingProvider {
-    async fn send(&self, notification: &PushNotification) -> Result<Delivered, PushError> {
-        self.sent.lock().unwrap().push(notification.clone());
-        let mut script = self.script.lock().unwrap();
-        script
-            .get_mut(&notification.token)
-            .and_then(VecDeque::pop_front)
-            .unwrap_or(Ok(Delivered::default()))
-    }
-}
 
 fn plausible(token: &str) -> bool {
     !token.is_empty() && !token.contains(' ')

@@ -5,8 +5,7 @@
 
 mod p2_support;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fpush::component::{reply_channel, Inbound, ReplyReceiver};
@@ -16,11 +15,8 @@ use fpush::metrics::{Metrics, ModuleMetrics};
 use fpush::modules::{Module, ModuleSet, Registering};
 use fpush::ratelimit::RatelimitConfig;
 use fpush_testkit::xmpp::Stanza;
-use fpush_traits::{
-    async_trait, DeadTokenReason, Delivered, Priority, PushError, PushKind, PushNotification,
-    PushTrait,
-};
-use p2_support::MemoryStore;
+use fpush_traits::{DeadTokenReason, Priority, PushError, PushKind};
+use p2_support::{MemoryStore, RecordingProvider};
 
 const JID: &str = "push.example.org";
 const PROVIDER: &str = "snikket:apns:1";
@@ -30,43 +26,6 @@ const NURSE: &str = "nurse@capulet.example/iphone";
 const DOMAIN: &str = "capulet.example";
 const TOKEN: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
 const VOIP: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
-
-/// Records every notification; answers per token as scripted (default: delivered).
-#[derive(Default)]
-struct RecordingProvider {
-    sent: Mutex<Vec<PushNotification>>,
-    script: Mutex<HashMap<String, VecDeque<Result<Delivered, PushError>>>>,
-}
-
-impl RecordingProvider {
-    fn answer(&self, token: &str, answer: Result<Delivered, PushError>) {
-        let mut script = self.script.lock().unwrap();
-        script
-            .entry(token.to_owned())
-            .or_default()
-            .push_back(answer);
-    }
-
-    fn sent(&self) -> Vec<PushNotification> {
-        self.sent.lock().unwrap().clone()
-    }
-}
-
-#[async_trait]
-impl PushTrait for RecordingProvider {
-    async fn send(&self, notification: &PushNotification) -> Result<Delivered, PushError> {
-        self.sent.lock().unwrap().push(notification.clone());
-        let to = match (notification.kind, &notification.voip_token) {
-            (Some(PushKind::Voip), Some(voip)) => voip,
-            _ => &notification.token,
-        };
-        let mut script = self.script.lock().unwrap();
-        script
-            .get_mut(to)
-            .and_then(VecDeque::pop_front)
-            .unwrap_or(Ok(Delivered::default()))
-    }
-}
 
 fn hex64(token: &str) -> bool {
     token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit())

@@ -1,11 +1,52 @@
-//! What the p2 tests share: a registration store in memory, with failures on demand.
+//! What the registering doors' tests share: a registration store in memory, with failures on
+//! demand, and a provider that records what it is sent.
+#![allow(dead_code)]
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use fpush::store::{Credentials, Registration, RegistrationKey, RegistrationStore, StoreError};
-use fpush_traits::async_trait;
+use fpush_traits::{async_trait, Delivered, PushError, PushKind, PushNotification, PushTrait};
+
+/// Records every notification; answers per token (the VoIP token for a call) as scripted,
+/// delivered by default.
+#[derive(Default)]
+pub struct RecordingProvider {
+    sent: Mutex<Vec<PushNotification>>,
+    script: Mutex<HashMap<String, VecDeque<Result<Delivered, PushError>>>>,
+}
+
+impl RecordingProvider {
+    pub fn answer(&self, token: &str, answer: Result<Delivered, PushError>) {
+        let mut script = self.script.lock().unwrap();
+        script
+            .entry(token.to_owned())
+            .or_default()
+            .push_back(answer);
+    }
+
+    pub fn sent(&self) -> Vec<PushNotification> {
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl PushTrait for RecordingProvider {
+    async fn send(&self, notification: &PushNotification) -> Result<Delivered, PushError> {
+        self.sent.lock().unwrap().push(notification.clone());
+        let to = match (notification.kind, &notification.voip_token) {
+            (Some(PushKind::Voip), Some(voip)) => voip,
+            _ => &notification.token,
+        };
+        let mut script = self.script.lock().unwrap();
+        script
+            .get_mut(to)
+            .and_then(VecDeque::pop_front)
+            .unwrap_or(Ok(Delivered::default()))
+    }
+}
 
 /// A registration store in memory: enough of the contract for the door's rules.
 #[derive(Default)]
