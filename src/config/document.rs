@@ -2,11 +2,10 @@
 //! `jsonc-parser`), turned into a `serde_json::Value` plus where every key and value sits, so
 //! each later problem can name its line and column.
 //!
-//! Positions are looked up by key path (`pushModules.monal.ratelimit`, array elements as
+//! Positions are looked up by key path as serde crates print it (`pushModules.monal.ratelimit`,
 //! `additionalData[2]`); a path not in the file falls back to its nearest ancestor.
 
 use std::collections::HashMap;
-use std::ops::Range;
 
 use jsonc_parser::ast;
 use jsonc_parser::common::Ranged;
@@ -50,17 +49,16 @@ impl LineIndex {
     }
 }
 
-/// Where one value sits: its key's first byte (object members only) and the value's bytes.
+/// Where one value sits: its key (an array element's value start) and its last character.
 struct Span {
-    key: Option<usize>,
-    value: Range<usize>,
+    key: Pos,
+    end: Pos,
 }
 
 /// The parsed settings file.
 pub(crate) struct Document {
     pub root: Value,
     lines: LineIndex,
-    /// By key path with `.` before every segment's name or index (see [`canonical`]).
     spans: HashMap<String, Span>,
 }
 
@@ -85,31 +83,28 @@ fn options() -> ParseOptions {
 /// errors beside the document (the first occurrence of a key is kept).
 pub(crate) fn parse(text: &str) -> Result<(Document, Vec<ConfigError>), ConfigError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut document = Document {
-        root: Value::Null,
-        lines: LineIndex::new(text),
-        spans: HashMap::new(),
-    };
-    let parsed = jsonc_parser::parse_to_ast(text, &CollectOptions::default(), &options()).map_err(
-        |err| {
-            let pos = document.lines.pos(err.range().start);
-            ConfigError::new("", Some(pos), lowercase_first(&err.kind().to_string()))
-        },
-    )?;
-    let Some(root) = parsed.value else {
+    let lines = LineIndex::new(text);
+    let parsed = jsonc_parser::parse_to_ast(text, &CollectOptions::default(), &options());
+    let root = parsed.map_err(|err| {
+        let mut message = err.kind().to_string();
+        if let Some(first) = message.get_mut(..1) {
+            first.make_ascii_lowercase();
+        }
+        ConfigError::new("", Some(lines.pos(err.range().start)), message)
+    })?;
+    let Some(root) = root.value else {
         let message = "the settings file is empty (or holds only comments)";
         return Err(ConfigError::new("", None, message));
     };
+    let mut document = Document {
+        root: Value::Null,
+        lines,
+        spans: HashMap::new(),
+    };
     let mut errors = Vec::new();
     document.root = document.walk(root, String::new(), None, &mut errors);
+    document.spans.remove("");
     Ok((document, errors))
-}
-
-fn lowercase_first(text: &str) -> String {
-    let mut chars = text.chars();
-    chars.next().map_or_else(String::new, |first| {
-        first.to_lowercase().chain(chars).collect()
-    })
 }
 
 impl Document {
@@ -129,28 +124,27 @@ impl Document {
                     .elements
                     .into_iter()
                     .enumerate()
-                    .map(|(i, element)| self.walk(element, format!("{path}.{i}"), None, errors))
+                    .map(|(i, element)| self.walk(element, format!("{path}[{i}]"), None, errors))
                     .collect(),
             ),
             ast::Value::StringLit(lit) => Value::String(lit.value.into_owned()),
-            ast::Value::NumberLit(number) => match number.value.parse() {
-                Ok(number) => Value::Number(number),
-                Err(_) => {
-                    // Not echoed: the key may be a secret.
-                    let message = "a number too large to read";
-                    errors.push(ConfigError::new(
-                        display(&path),
-                        self.pos(range.start),
-                        message,
-                    ));
+            ast::Value::NumberLit(number) => number.value.parse().map_or_else(
+                // Not echoed: the key may be a secret.
+                |_| {
+                    let pos = Some(self.lines.pos(range.start));
+                    errors.push(ConfigError::new(&path, pos, "a number too large to read"));
                     Value::Null
-                }
-            },
+                },
+                Value::Number,
+            ),
             ast::Value::BooleanLit(lit) => Value::Bool(lit.value),
             ast::Value::NullKeyword(_) => Value::Null,
         };
-        let value = range.start..range.end;
-        self.spans.entry(path).or_insert(Span { key, value });
+        let span = Span {
+            key: self.lines.pos(key.unwrap_or(range.start)),
+            end: self.lines.pos(range.end.saturating_sub(1).max(range.start)),
+        };
+        self.spans.entry(path).or_insert(span);
         json
     }
 
@@ -163,56 +157,42 @@ impl Document {
         errors: &mut Vec<ConfigError>,
     ) -> Value {
         let mut map = serde_json::Map::new();
-        let mut first_at: HashMap<String, usize> = HashMap::new();
         for property in properties {
             let key_start = property.name.start();
             let name = property.name.into_string();
-            let child = format!("{path}.{name}");
-            if let Some(&first) = first_at.get(&name) {
-                let first = self.lines.pos(first).line;
+            let child = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            if map.contains_key(&name) {
+                let first = self.spans.get(&child).map_or(0, |span| span.key.line);
                 let message = format!("duplicate key (first at line {first})");
-                errors.push(ConfigError::new(
-                    display(&child),
-                    self.pos(key_start),
-                    message,
-                ));
+                let pos = Some(self.lines.pos(key_start));
+                errors.push(ConfigError::new(&child, pos, message));
                 continue;
             }
-            first_at.insert(name.clone(), key_start);
             let value = self.walk(property.value, child, Some(key_start), errors);
             map.insert(name, value);
         }
         Value::Object(map)
     }
 
-    fn pos(&self, offset: usize) -> Option<Pos> {
-        Some(self.lines.pos(offset))
-    }
-
     /// The span at `path`, or at its nearest ancestor below the root.
     fn span(&self, path: &str) -> Option<&Span> {
-        let mut path = canonical(path);
-        while !path.is_empty() {
-            if let Some(span) = self.spans.get(&path) {
+        let mut path = path;
+        loop {
+            if let Some(span) = self.spans.get(path) {
                 return Some(span);
             }
-            path.truncate(path.rfind('.').unwrap_or(0));
+            path = &path[..path.rfind(['.', '['])?];
         }
-        None
     }
 
     /// Where the key at `path` stands (or, for an array element, its value): what a warning or a
     /// check on the key points at.
     pub fn key_pos(&self, path: &str) -> Option<Pos> {
-        let span = self.span(path)?;
-        self.pos(span.key.unwrap_or(span.value.start))
-    }
-
-    /// The last character of the value at `path`: where a reader notices that the value is
-    /// wrong, or that a key is missing from an object.
-    pub fn value_end(&self, path: &str) -> Option<Pos> {
-        let span = self.span(path)?;
-        self.pos(span.value.end.saturating_sub(1).max(span.value.start))
+        self.span(path).map(|span| span.key)
     }
 
     /// A problem about the key at `path`, at [`Self::key_pos`].
@@ -220,27 +200,11 @@ impl Document {
         ConfigError::new(path, self.key_pos(path), message)
     }
 
-    /// A problem with the value at `path`, at [`Self::value_end`].
+    /// A problem with the value at `path`, at its last character: where a reader notices that
+    /// the value is wrong, or that a key is missing from an object.
     pub fn at_value(&self, path: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError::new(path, self.value_end(path), message)
+        ConfigError::new(path, self.span(path).map(|span| span.end), message)
     }
-}
-
-/// The segments of a key path as serde crates print them (`a.b[2].c`, `a.?.c`), without the
-/// `?` placeholders. Keys that contain `.` or `[` split wrongly, which only costs a position.
-pub(crate) fn segments(path: &str) -> impl Iterator<Item = &str> {
-    path.split(['.', '[', ']'])
-        .filter(|segment| !segment.is_empty() && *segment != "?")
-}
-
-/// The index key of a path: `.` before each segment.
-fn canonical(path: &str) -> String {
-    segments(path).flat_map(|segment| [".", segment]).collect()
-}
-
-/// An index key as shown to people (without the leading `.`).
-fn display(path: &str) -> &str {
-    path.strip_prefix('.').unwrap_or(path)
 }
 
 #[cfg(test)]
@@ -258,10 +222,7 @@ mod tests {
         assert_eq!(document.root["dA"], "x", "escaped keys are decoded");
         assert_eq!(document.key_pos("a"), Some(Pos { line: 2, column: 3 }));
         assert_eq!(document.key_pos("a.b[1].c").map(|pos| pos.column), Some(19));
-        assert_eq!(
-            document.value_end("a.b[1].c").map(|pos| pos.column),
-            Some(27)
-        );
+        assert_eq!(document.at_value("a.b[1].c", "").column, Some(27));
         assert_eq!(document.key_pos("a.b[1].nope"), document.key_pos("a.b[1]"));
         assert_eq!(document.key_pos("nope"), None, "the root has no position");
     }

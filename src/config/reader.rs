@@ -7,18 +7,16 @@
 //! only the first one serde stops at. A "missing field" for a key taken out that way is a
 //! consequence, not a new problem: the object lacking it is taken out in turn.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use fpush_traits::{parse_block, BlockError, Platform, PlatformConfig};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::document::{self, segments, Document};
-use super::validate;
+use super::document::{self, Document};
 use super::{
-    ConfigError, ConfigErrors, ConfigWarning, Loaded, ModuleSettings, Platforms, RatelimitSettings,
-    RegistrationBlock, Settings,
+    validate, ConfigError, ConfigErrors, ConfigWarning, Loaded, ModuleSettings, Platforms,
+    RatelimitSettings, RegistrationBlock, Settings,
 };
 
 /// Keys that older fpush configs carry and this version has no use for: accepted anywhere,
@@ -58,13 +56,11 @@ pub fn parse(text: &str, platforms: &Platforms) -> Result<Loaded, ConfigErrors> 
         warnings: Vec::new(),
     };
     let settings = reader.settings();
-    let Reader {
-        mut errors,
-        mut warnings,
-        ..
-    } = reader;
-    sort_by_position(&mut errors);
-    sort_by_position(&mut warnings);
+    let (mut errors, mut warnings) = (reader.errors, reader.warnings);
+    // File order; problems without a position last, in the order they were found.
+    for items in [&mut errors, &mut warnings] {
+        items.sort_by_key(|item| (item.line.unwrap_or(usize::MAX), item.column.unwrap_or(0)));
+    }
     match settings {
         Some(settings) if errors.is_empty() => Ok(Loaded { settings, warnings }),
         settings => Err(ConfigErrors {
@@ -72,11 +68,6 @@ pub fn parse(text: &str, platforms: &Platforms) -> Result<Loaded, ConfigErrors> 
             modules: settings.map(|s| s.push_modules).unwrap_or_default(),
         }),
     }
-}
-
-/// File order; problems without a position last, in the order they were found.
-fn sort_by_position(items: &mut [ConfigError]) {
-    items.sort_by_key(|item| (item.line.unwrap_or(usize::MAX), item.column.unwrap_or(0)));
 }
 
 struct Reader<'a> {
@@ -91,7 +82,8 @@ impl Reader<'_> {
     /// when the top level has problems.
     fn settings(&mut self) -> Option<Settings> {
         let Some(mut root) = self.document.root.as_object().cloned() else {
-            self.key_error("", "the settings file must hold one JSON object");
+            let message = "the settings file must hold one JSON object";
+            self.errors.push(ConfigError::new("", None, message));
             return None;
         };
         let modules = root.remove("pushModules");
@@ -103,34 +95,29 @@ impl Reader<'_> {
             .any(|error| error.path.starts_with("component"));
         if !has_component {
             let message = "missing: fpush needs componentHostname, componentKey, serverHostname and serverPort";
-            self.key_error("component", message);
+            self.errors
+                .push(ConfigError::new("component", None, message));
         }
         settings.push_modules = self.modules(modules.as_ref());
-        let problems = validate::check(self.document, &settings, has_component && component_read);
+        let component = has_component && component_read;
+        let problems = validate::check(self.document, &settings, component);
         self.errors.extend(problems);
-        if let Some(push2) = &settings.push2 {
-            let modules = &settings.push_modules;
-            super::push2::check(push2, modules, self.document, &mut self.errors);
-        }
         Some(settings)
     }
 
+    /// The modules in file order (the map is sorted by key).
     fn modules(&mut self, modules: Option<&Value>) -> Vec<ModuleSettings> {
-        let path = "pushModules";
-        let Some(modules) = modules else {
-            self.key_error(path, "missing: configure at least one push module");
-            return Vec::new();
+        let modules = match modules.map(Value::as_object) {
+            None => Err("missing: configure at least one push module"),
+            Some(None) => Err("must be an object mapping module ids to modules"),
+            Some(Some(modules)) if modules.is_empty() => {
+                Err("no push modules configured: add at least one")
+            }
+            Some(Some(modules)) => Ok(modules),
         };
-        let Some(modules) = modules.as_object() else {
-            self.key_error(path, "must be an object mapping module ids to modules");
-            return Vec::new();
-        };
-        if modules.is_empty() {
-            self.key_error(path, "no push modules configured: add at least one");
-        }
-        // In file order (the map is sorted by key).
-        let mut entries: Vec<_> = modules.iter().collect();
-        let position = |id: &str| self.document.key_pos(&format!("{path}.{id}"));
+        let modules = modules.map_err(|message| self.key_error("pushModules", message));
+        let mut entries: Vec<_> = modules.into_iter().flatten().collect();
+        let position = |id: &str| self.document.key_pos(&format!("pushModules.{id}"));
         entries.sort_by_cached_key(|(id, _)| position(id).map(|pos| (pos.line, pos.column)));
         entries
             .into_iter()
@@ -194,8 +181,8 @@ impl Reader<'_> {
                 format!("unknown module type `{type_name}` (known: {})", known.join(", "))
             }
         };
-        let type_path = format!("{path}.type");
-        self.value_error(&type_path, message);
+        let error = self.document.at_value(&format!("{path}.type"), message);
+        self.errors.push(error);
         None
     }
 
@@ -211,7 +198,8 @@ impl Reader<'_> {
         let parse = |block: &Value| (platform.parse)(block).map(|p| (p.config, p.ignored_keys));
         let config = match block {
             Some(block) if !block.is_object() => {
-                self.value_error(&block_path, "must be an object");
+                let error = self.document.at_value(&block_path, "must be an object");
+                self.errors.push(error);
                 None
             }
             Some(block) => self.read(&block_path, block, parse),
@@ -238,15 +226,14 @@ impl Reader<'_> {
         parse: impl Fn(&Value) -> Result<(T, Vec<String>), BlockError>,
     ) -> Option<T> {
         let (value, errors, ignored) = read_piece(piece, parse);
-        for BlockError {
-            path: inner,
-            message,
-        } in errors
-        {
-            self.value_error(&join(path, &inner), message);
+        for error in errors {
+            let error = self
+                .document
+                .at_value(&join(path, &error.path), error.message);
+            self.errors.push(error);
         }
         for inner in ignored {
-            let key = segments(&inner).last().unwrap_or_default();
+            let key = inner.rsplit(['.', '[']).next().unwrap_or_default();
             let message = if LEGACY_KEYS.contains(&key) {
                 "not used by this version of fpush; ignored (safe to remove)"
             } else {
@@ -261,10 +248,6 @@ impl Reader<'_> {
         self.errors.push(self.document.at_key(path, message));
     }
 
-    fn value_error(&mut self, path: &str, message: impl Into<String>) {
-        self.errors.push(self.document.at_value(path, message));
-    }
-
     fn warn(&mut self, path: &str, message: impl Into<String>) {
         self.warnings.push(self.document.at_key(path, message));
     }
@@ -276,7 +259,7 @@ fn read_piece<T>(
     piece: &Value,
     parse: impl Fn(&Value) -> Result<(T, Vec<String>), BlockError>,
 ) -> Piece<T> {
-    let mut scratch = Cow::Borrowed(piece);
+    let mut scratch = piece.clone();
     let mut errors = Vec::new();
     let mut taken_out: Vec<(String, String)> = Vec::new();
     for _ in 0..MAX_ERRORS {
@@ -284,20 +267,18 @@ fn read_piece<T>(
             Ok((value, ignored)) => return (Some(value), errors, ignored),
             Err(error) => error,
         };
-        let (parent, key) = match holder(&error.path) {
-            Some(holder) if take_out(scratch.to_mut(), &holder.0, &holder.1) => holder,
-            _ => (String::new(), String::new()),
-        };
         let consequence = taken_out.iter().any(|(parent, key)| {
             error.path == *parent && error.message == format!("missing field `{key}`")
         });
+        let holder =
+            holder(&error.path).filter(|(parent, key)| take_out(&mut scratch, parent, key));
         if !consequence {
             errors.push(error);
         }
-        if key.is_empty() {
-            break;
+        match holder {
+            Some(holder) => taken_out.push(holder),
+            None => break,
         }
-        taken_out.push((parent, key));
     }
     (None, errors, Vec::new())
 }
@@ -307,29 +288,22 @@ fn read_piece<T>(
 /// array's (taking out one element would renumber the rest); `None` for the piece itself.
 fn holder(path: &str) -> Option<(String, String)> {
     let mut path = path;
-    while let Some(array) = path.strip_suffix(']').and_then(|p| p.rsplit_once('[')) {
-        path = array.0;
-    }
-    if path.is_empty() {
-        return None;
+    while let Some((array, _)) = path.strip_suffix(']').and_then(|p| p.rsplit_once('[')) {
+        path = array;
     }
     let (parent, key) = path.rsplit_once('.').unwrap_or(("", path));
-    Some((parent.to_owned(), key.to_owned()))
+    (!key.is_empty()).then(|| (parent.to_owned(), key.to_owned()))
 }
 
+/// Remove `key` from the object at the key path `parent` (`a.list[1]`), by JSON pointer.
 fn take_out(piece: &mut Value, parent: &str, key: &str) -> bool {
-    let mut at = Some(piece);
-    for segment in segments(parent) {
-        at = match at {
-            Some(Value::Object(map)) => map.get_mut(segment),
-            Some(Value::Array(items)) => segment.parse().ok().and_then(|i: usize| items.get_mut(i)),
-            _ => None,
-        };
-    }
-    match at {
-        Some(Value::Object(map)) => map.remove(key).is_some(),
-        _ => false,
-    }
+    let pointer: String = parent
+        .split(['.', '[', ']'])
+        .filter(|segment| !segment.is_empty() && *segment != "?")
+        .map(|segment| format!("/{}", segment.replace('~', "~0").replace('/', "~1")))
+        .collect();
+    let parent = piece.pointer_mut(&pointer).and_then(Value::as_object_mut);
+    parent.is_some_and(|map| map.remove(key).is_some())
 }
 
 /// `prefix` + a path relative to it, without `?` placeholders (`nested.?.x` reads `nested.x`).

@@ -52,6 +52,9 @@ pub(crate) fn check(document: &Document, settings: &Settings, component: bool) -
     }
     let registrations = super::registration::check(document, settings);
     check.errors.extend(registrations);
+    if let Some(push2) = &settings.push2 {
+        super::push2::check(push2, &settings.push_modules, document, &mut check.errors);
+    }
     check.errors
 }
 
