@@ -36,10 +36,10 @@ pub struct Push2Settings {
     /// An extra trusted CA for Web Push origins (a test server's).
     pub ca_file_path: Option<PathBuf>,
     /// Distinct Web Push origins held open at once.
-    #[serde(deserialize_with = "values::count")]
+    #[serde(deserialize_with = "values::count::<_, { usize::MAX }>")]
     pub max_origins: usize,
     /// Connections per Web Push origin.
-    #[serde(deserialize_with = "values::count")]
+    #[serde(deserialize_with = "values::count::<_, { usize::MAX }>")]
     pub max_connections_per_origin: usize,
     /// Bound on one Web Push request.
     #[serde(deserialize_with = "duration")]

@@ -22,10 +22,10 @@ pub struct StoreSettings {
     /// The SQLite file; required with the `sqlite` backend.
     pub path: Option<PathBuf>,
     /// Registrations per account; one more replaces the least recently used.
-    #[serde(deserialize_with = "values::count")]
+    #[serde(deserialize_with = "values::count::<_, { usize::MAX }>")]
     pub max_per_account: usize,
     /// Registrations per sending domain; beyond it new ones are refused.
-    #[serde(deserialize_with = "values::count")]
+    #[serde(deserialize_with = "values::count::<_, { usize::MAX }>")]
     pub max_per_domain: usize,
     /// Registrations in all; beyond it new ones are refused. No bound when absent.
     #[serde(deserialize_with = "optional_count")]
@@ -62,7 +62,7 @@ pub enum StoreBackend {
 fn optional_count<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<usize>, D::Error> {
-    values::count(deserializer).map(Some)
+    values::count::<_, { usize::MAX }>(deserializer).map(Some)
 }
 
 /// The checks no type can express: a path for SQLite, a `redis` section for Redis, sane bounds.

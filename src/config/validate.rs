@@ -1,5 +1,6 @@
-//! Checks that need more than one key, or that no type can express: what makes a settings
-//! file wrong even though every value has the right type.
+//! Checks that need more than one key, or a reason no type can give: what makes a settings file
+//! wrong even though every value has the right type and is within its bound (bounds are part
+//! of the values' types, see [`super::values`]).
 //!
 //! Decisions, so they are written down once:
 //! - `ratelimitTime: "0s"` with the ratelimit enabled is an error: it would mean "no ratelimit"
@@ -13,8 +14,6 @@
 //!   `limits.shutdownGrace`).
 //! - `maxStanzaSize` below 4 KiB and `maxDepth` below 16 would reject ordinary push IQs
 //!   (a Prosody push is about 1.5 KB and nests about 9 elements deep, the stream included).
-//! - Every duration and count has an upper bound: far beyond any sane value a setting is a typo,
-//!   and some would overflow a clock or an allocation later, where it would take the link down.
 
 use std::time::Duration;
 
@@ -24,8 +23,7 @@ use super::{ConfigError, ModuleSettings, RatelimitBackend, RedisSettings, Settin
 
 const MIN_STANZA_SIZE: usize = 4 * 1024;
 const MIN_DEPTH: usize = 16;
-const HOUR: Duration = Duration::from_secs(60 * 60);
-const MONTH: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+const MAX_ALLOWED_DOMAINS: usize = 10_000;
 
 /// Check `settings`; each check runs on the part it needs, so that a part that could not be
 /// read keeps none of the others from being checked. `component` is checked only if it read.
@@ -37,30 +35,31 @@ pub(crate) fn check(document: &Document, settings: &Settings, component: bool) -
     if component {
         check.component(settings);
     }
-    check.bounds(settings);
+    check.timeouts(settings);
     check.limits(settings);
     check.access(settings);
     if let Some(redis) = &settings.redis {
         check.redis(redis);
     }
     check.modules(&settings.push_modules, settings.redis.is_some());
-    let has_redis = settings.redis.is_some();
+    let mut errors = check.errors;
     if let Some(store) = &settings.store {
-        check
-            .errors
-            .extend(super::store::check(document, store, has_redis));
+        errors.extend(super::store::check(
+            document,
+            store,
+            settings.redis.is_some(),
+        ));
     }
-    let registrations = super::registration::check(document, settings);
-    check.errors.extend(registrations);
+    errors.extend(super::registration::check(document, settings));
     if let Some(push2) = &settings.push2 {
-        super::push2::check(push2, &settings.push_modules, document, &mut check.errors);
+        super::push2::check(push2, &settings.push_modules, document, &mut errors);
     }
-    check.errors
+    errors
 }
 
-pub(super) struct Check<'a> {
-    pub(super) document: &'a Document,
-    pub(super) errors: Vec<ConfigError>,
+struct Check<'a> {
+    document: &'a Document,
+    errors: Vec<ConfigError>,
 }
 
 impl Check<'_> {
@@ -70,20 +69,10 @@ impl Check<'_> {
         self.errors.push(self.document.at_key(path, message));
     }
 
-    /// A duration at most `max`; when `zero` says why, also more than zero.
-    fn duration(&mut self, path: &str, value: Duration, max: Duration, zero: Option<&str>) {
-        if value > max {
-            let max = humantime::format_duration(max);
-            self.error(path, format!("must be at most {max}"));
-        }
-        if let Some(what) = zero.filter(|_| value.is_zero()) {
-            self.error(path, format!("must be longer than 0s ({what})"));
-        }
-    }
-
-    fn at_most<T: PartialOrd + std::fmt::Display>(&mut self, path: &str, value: T, max: T) {
-        if value > max {
-            self.error(path, format!("must be at most {max}"));
+    /// A duration that must be more than zero, for the reason `why`.
+    fn not_zero(&mut self, path: &str, value: Duration, why: &str) {
+        if value.is_zero() {
+            self.error(path, format!("must be longer than 0s ({why})"));
         }
     }
 
@@ -105,60 +94,20 @@ impl Check<'_> {
         }
     }
 
-    /// The upper bounds of the sections' durations and counts, and the zeros that would make
-    /// fpush spin or never act.
-    fn bounds(&mut self, settings: &Settings) {
-        let (timeout, limits) = (&settings.timeout, &settings.limits);
-        let interval = timeout.keepalive_interval;
-        let tight_loop = Some("fpush would reconnect in a tight loop");
+    fn timeouts(&mut self, settings: &Settings) {
+        let timeout = &settings.timeout;
+        let (interval, keepalive) = (timeout.keepalive_interval, timeout.keepalive_timeout);
         let connect = timeout.xmpp_connection_error;
-        self.duration("timeout.xmppconnectionError", connect, HOUR, tight_loop);
-        let cadence = Some("the link's keepalive ping needs a cadence");
-        self.duration("timeout.keepaliveInterval", interval, HOUR, cadence);
-        let dead = Some("every link would be declared dead at once");
-        let keepalive = timeout.keepalive_timeout;
-        self.duration("timeout.keepaliveTimeout", keepalive, Duration::MAX, dead);
+        let tight_loop = "fpush would reconnect in a tight loop";
+        self.not_zero("timeout.xmppconnectionError", connect, tight_loop);
+        let cadence = "the link's keepalive ping needs a cadence";
+        self.not_zero("timeout.keepaliveInterval", interval, cadence);
+        let dead = "every link would be declared dead at once";
+        self.not_zero("timeout.keepaliveTimeout", keepalive, dead);
         if !keepalive.is_zero() && keepalive >= interval {
             let interval = humantime::format_duration(interval);
             let message = format!("must be shorter than keepaliveInterval ({interval})");
             self.error("timeout.keepaliveTimeout", message);
-        }
-        for (path, value, max) in [
-            ("limits.shutdownGrace", limits.shutdown_grace, HOUR),
-            ("deadTokens.remember", settings.dead_tokens.remember, MONTH),
-            (
-                "modules.retiredGrace",
-                settings.modules.retired_grace,
-                MONTH,
-            ),
-        ] {
-            self.duration(path, value, max, None);
-        }
-        for (path, value, max) in [
-            (
-                "limits.maxConcurrentPushes",
-                limits.max_concurrent_pushes,
-                1_000_000,
-            ),
-            (
-                "limits.maxQueuedPushes",
-                limits.max_queued_pushes,
-                10_000_000,
-            ),
-            ("limits.maxStanzaSize", limits.max_stanza_size, 64 << 20),
-            ("limits.maxDepth", limits.max_depth, 1024),
-            (
-                "deadTokens.maxEntries",
-                settings.dead_tokens.max_entries,
-                100_000_000,
-            ),
-            (
-                "access.allowedDomains",
-                settings.access.allowed_domains.len(),
-                10_000,
-            ),
-        ] {
-            self.at_most(path, value, max);
         }
     }
 
@@ -190,9 +139,11 @@ impl Check<'_> {
                 );
             }
         }
+        if access.allowed_domains.len() > MAX_ALLOWED_DOMAINS {
+            let message = format!("must be at most {MAX_ALLOWED_DOMAINS}");
+            self.error("access.allowedDomains", message);
+        }
         let (rate, burst) = (access.per_domain_rate, access.per_domain_burst);
-        self.at_most("access.perDomainRate", rate, 1_000_000.0);
-        self.at_most("access.perDomainBurst", burst, 10_000_000.0);
         if rate > 0.0 && burst < 1.0 {
             self.error(
                 "access.perDomainBurst",
@@ -248,16 +199,14 @@ impl Check<'_> {
 
     fn ratelimit(&mut self, module: &ModuleSettings, path: &str, has_redis: bool) {
         let ratelimit = &module.ratelimit;
-        let time = format!("{path}.ratelimitTime");
-        let day = Duration::from_secs(24 * 60 * 60);
-        self.duration(&time, ratelimit.ratelimit_time, day, None);
-        let sweep = (ratelimit.enabled).then_some("the cache sweep would never pause");
-        let cleanup = ratelimit.ratelimit_cleanup_interval;
-        let cleanup_path = format!("{path}.ratelimitCleanupInterval");
-        self.duration(&cleanup_path, cleanup, MONTH, sweep);
+        if ratelimit.enabled {
+            let cleanup = ratelimit.ratelimit_cleanup_interval;
+            let sweep = "the cache sweep would never pause";
+            self.not_zero(&format!("{path}.ratelimitCleanupInterval"), cleanup, sweep);
+        }
         if ratelimit.enabled && ratelimit.ratelimit_time.is_zero() {
             self.error(
-                &time,
+                &format!("{path}.ratelimitTime"),
                 "must be longer than 0s while the ratelimit is enabled (set `enabled: false` to turn it off)",
             );
         }

@@ -1,43 +1,125 @@
 //! How the settings file spells values that JSON has no type for, with errors that say what a
 //! value should look like rather than naming a Rust type: sizes, ports, counts, rates, listen
-//! addresses. Durations and secrets are read by [`fpush_traits::settings`], like the platforms
-//! read theirs.
+//! addresses, bounded durations. Durations and secrets are read by [`fpush_traits::settings`],
+//! like the platforms read theirs.
 //!
-//! Sizes are a number of bytes or a number with a unit (`"256KiB"`, `"1MiB"`, `"64kB"`).
+//! A value's upper bound is part of its type here (`count::<_, 1024>`): far beyond any sane
+//! value a setting is a typo, and some would overflow a clock or an allocation later, where it
+//! would take the link down. Sizes are a number of bytes or a number with a unit (`"256KiB"`).
 
-use std::fmt;
+use std::fmt::Display;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
-use serde::de::{self, Deserialize, Deserializer, Visitor};
+use serde::de::{Deserialize, Deserializer, Error};
+use serde_json::Value;
 
 const PORT: &str = "a port number from 1 to 65535";
 
+fn at_most<T: PartialOrd + Display, E: Error>(value: T, max: T) -> Result<T, E> {
+    if value > max {
+        return Err(E::custom(format!("must be at most {max}")));
+    }
+    Ok(value)
+}
+
 /// `deserialize_with` for a TCP port.
 pub(crate) fn port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
-    let number = serde_json::Value::deserialize(deserializer)?;
+    let number = Value::deserialize(deserializer)?;
     number
         .as_u64()
         .and_then(|number| u16::try_from(number).ok())
         .filter(|port| *port != 0)
-        .ok_or_else(|| de::Error::custom(format!("must be {PORT}, e.g. 5347")))
+        .ok_or_else(|| Error::custom(format!("must be {PORT}, e.g. 5347")))
 }
 
-/// `deserialize_with` for a count of things (entries, pushes, levels).
-pub(crate) fn count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
-    let number = serde_json::Value::deserialize(deserializer)?;
-    number
+/// `deserialize_with` for a count of things (entries, pushes, levels), at most `MAX`.
+pub(crate) fn count<'de, D, const MAX: usize>(deserializer: D) -> Result<usize, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let number = Value::deserialize(deserializer)?;
+    let count = number
         .as_u64()
-        .and_then(|number| usize::try_from(number).ok())
-        .ok_or_else(|| de::Error::custom("must be a whole number, e.g. 10000"))
+        .and_then(|number| usize::try_from(number).ok());
+    at_most(
+        count.ok_or_else(|| Error::custom("must be a whole number, e.g. 10000"))?,
+        MAX,
+    )
 }
 
 /// `deserialize_with` for a rate or an amount that may have a fraction (`0.5` per second).
-pub(crate) fn amount<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-    let number = serde_json::Value::deserialize(deserializer)?;
-    number
-        .as_f64()
-        .filter(|amount| *amount >= 0.0)
-        .ok_or_else(|| de::Error::custom("must be a number of 0 or more, e.g. 1000"))
+pub(crate) fn amount<'de, D, const MAX: u32>(deserializer: D) -> Result<f64, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let number = Value::deserialize(deserializer)?;
+    let amount = number.as_f64().filter(|amount| *amount >= 0.0);
+    at_most(
+        amount.ok_or_else(|| Error::custom("must be a number of 0 or more, e.g. 1000"))?,
+        f64::from(MAX),
+    )
+}
+
+/// `deserialize_with` for a duration of at most `MAX_SECS` (see [`fpush_traits::settings`]).
+pub(crate) fn duration<'de, D, const MAX_SECS: u64>(deserializer: D) -> Result<Duration, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let duration = fpush_traits::settings::duration(deserializer)?;
+    let max = Duration::from_secs(MAX_SECS);
+    if duration > max {
+        let max = humantime::format_duration(max);
+        return Err(Error::custom(format!("must be at most {max}")));
+    }
+    Ok(duration)
+}
+
+/// `deserialize_with` for a size in bytes, at most `MAX`: a number, or a string with a unit.
+pub(crate) fn byte_size<'de, D, const MAX: usize>(deserializer: D) -> Result<usize, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let size = match Value::deserialize(deserializer)? {
+        Value::String(text) => parse_byte_size(&text).ok_or_else(|| {
+            Error::custom(format!(
+                "invalid size {text:?} (use bytes or a unit: B, KiB, MiB, GiB, kB, MB, GB)"
+            ))
+        }),
+        Value::Number(number) => number
+            .as_u64()
+            .and_then(|number| usize::try_from(number).ok())
+            .ok_or_else(|| {
+                Error::custom(format!(
+                    "invalid size {number}: give a whole number of bytes"
+                ))
+            }),
+        _ => Err(Error::custom(
+            "must be a size such as 262144, \"256KiB\" or \"1MiB\"",
+        )),
+    };
+    at_most(size?, MAX)
+}
+
+/// `"256KiB"` → 262144. Whole numbers only; `None` on anything else or on overflow.
+pub(crate) fn parse_byte_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    let number: u64 = number.parse().ok()?;
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    usize::try_from(number.checked_mul(multiplier)?).ok()
 }
 
 /// `deserialize_with` for an address to listen on: `IP:PORT`, or `localhost:PORT` (loopback).
@@ -46,7 +128,7 @@ where
     D: Deserializer<'de>,
 {
     let text = String::deserialize(deserializer)?;
-    parse_listen_address(&text).map_err(de::Error::custom)
+    parse_listen_address(&text).map_err(Error::custom)
 }
 
 fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
@@ -121,64 +203,6 @@ pub(crate) fn redis_url_problem(text: &str) -> Option<String> {
     }
 }
 
-/// `deserialize_with` for a size in bytes: a number, or a string with a unit.
-pub(crate) fn byte_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
-    deserializer.deserialize_any(ByteSizeVisitor)
-}
-
-struct ByteSizeVisitor;
-
-impl Visitor<'_> for ByteSizeVisitor {
-    type Value = usize;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a size such as 262144, \"256KiB\" or \"1MiB\"")
-    }
-
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<usize, E> {
-        parse_byte_size(text).ok_or_else(|| {
-            E::custom(format!(
-                "invalid size {text:?} (use bytes or a unit: B, KiB, MiB, GiB, kB, MB, GB)"
-            ))
-        })
-    }
-
-    fn visit_u64<E: de::Error>(self, number: u64) -> Result<usize, E> {
-        usize::try_from(number).map_err(|_| E::custom(format!("size {number} is too large")))
-    }
-
-    fn visit_i64<E: de::Error>(self, number: i64) -> Result<usize, E> {
-        usize::try_from(number).map_err(|_| E::custom(format!("invalid size {number}")))
-    }
-
-    fn visit_f64<E: de::Error>(self, number: f64) -> Result<usize, E> {
-        Err(E::custom(format!(
-            "invalid size {number}: give a whole number of bytes"
-        )))
-    }
-}
-
-/// `"256KiB"` → 262144. Whole numbers only; `None` on anything else or on overflow.
-pub(crate) fn parse_byte_size(text: &str) -> Option<usize> {
-    let text = text.trim();
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits_end);
-    let number: u64 = number.parse().ok()?;
-    let multiplier: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "kB" | "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        _ => return None,
-    };
-    usize::try_from(number.checked_mul(multiplier)?).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,7 +210,7 @@ mod tests {
 
     #[derive(Deserialize)]
     struct Probe {
-        #[serde(deserialize_with = "byte_size")]
+        #[serde(deserialize_with = "byte_size::<_, 1_000_000>")]
         s: usize,
     }
 
