@@ -138,10 +138,8 @@ pub struct TimeoutSettings {
     )]
     pub xmpp_connection_error: Duration,
     /// How often the link is proven alive with a ping to the server.
-    #[serde(
-        default = "secs::<60>",
-        deserialize_with = "values::duration::<_, 3_600>"
-    )]
+    #[serde(default = "secs::<60>")]
+    #[serde(deserialize_with = "values::duration::<_, 3_600>")]
     pub keepalive_interval: Duration,
     /// How long without any reply to a ping means the link is dead.
     #[serde(default = "secs::<20>", deserialize_with = "duration")]
@@ -154,34 +152,24 @@ pub struct TimeoutSettings {
 #[serde(expecting = "an object of limits")]
 pub struct LimitSettings {
     /// Provider calls in flight; a push beyond it is answered `wait` at once.
-    #[serde(
-        default = "number::<10_000>",
-        deserialize_with = "values::count::<_, 1_000_000>"
-    )]
+    #[serde(default = "number::<10_000>")]
+    #[serde(deserialize_with = "values::count::<_, 1_000_000>")]
     pub max_concurrent_pushes: usize,
     /// Largest stanza accepted, in bytes (`262144`, `"256KiB"`).
-    #[serde(
-        default = "number::<262_144>",
-        deserialize_with = "values::byte_size::<_, 67_108_864>"
-    )]
+    #[serde(default = "number::<262_144>")]
+    #[serde(deserialize_with = "values::byte_size::<_, 67_108_864>")]
     pub max_stanza_size: usize,
     /// Deepest element nesting accepted inside the stream.
-    #[serde(
-        default = "number::<32>",
-        deserialize_with = "values::count::<_, 1_024>"
-    )]
+    #[serde(default = "number::<32>")]
+    #[serde(deserialize_with = "values::count::<_, 1_024>")]
     pub max_depth: usize,
     /// How long a shutdown waits for pushes in flight.
-    #[serde(
-        default = "secs::<10>",
-        deserialize_with = "values::duration::<_, 3_600>"
-    )]
+    #[serde(default = "secs::<10>")]
+    #[serde(deserialize_with = "values::duration::<_, 3_600>")]
     pub shutdown_grace: Duration,
     /// Ratelimit-queued pushes held at once; a push beyond it is answered `wait`.
-    #[serde(
-        default = "number::<100_000>",
-        deserialize_with = "values::count::<_, 10_000_000>"
-    )]
+    #[serde(default = "number::<100_000>")]
+    #[serde(deserialize_with = "values::count::<_, 10_000_000>")]
     pub max_queued_pushes: usize,
 }
 
@@ -191,16 +179,12 @@ pub struct LimitSettings {
 #[serde(expecting = "an object with `remember` and `maxEntries`")]
 pub struct DeadTokenSettings {
     /// How long a dead token is answered without asking the provider again; zero disables.
-    #[serde(
-        default = "secs::<86_400>",
-        deserialize_with = "values::duration::<_, 2_592_000>"
-    )]
+    #[serde(default = "secs::<86_400>")]
+    #[serde(deserialize_with = "values::duration::<_, 2_592_000>")]
     pub remember: Duration,
     /// Dead tokens remembered per module; the oldest is forgotten first.
-    #[serde(
-        default = "number::<1_000_000>",
-        deserialize_with = "values::count::<_, 100_000_000>"
-    )]
+    #[serde(default = "number::<1_000_000>")]
+    #[serde(deserialize_with = "values::count::<_, 100_000_000>")]
     pub max_entries: usize,
 }
 
@@ -211,10 +195,8 @@ pub struct DeadTokenSettings {
 pub struct ModuleSetSettings {
     /// How long a module removed by a reload answers `wait` before `item-not-found`: servers
     /// delete registrations on the latter, so an operator's slip must be fixable first.
-    #[serde(
-        default = "secs::<86_400>",
-        deserialize_with = "values::duration::<_, 2_592_000>"
-    )]
+    #[serde(default = "secs::<86_400>")]
+    #[serde(deserialize_with = "values::duration::<_, 2_592_000>")]
     pub retired_grace: Duration,
 }
 
@@ -266,16 +248,12 @@ pub struct RatelimitSettings {
     #[serde(default = "yes")]
     pub enabled: bool,
     /// The window after a send within which another push for the token waits.
-    #[serde(
-        default = "secs::<20>",
-        deserialize_with = "values::duration::<_, 86_400>"
-    )]
+    #[serde(default = "secs::<20>")]
+    #[serde(deserialize_with = "values::duration::<_, 86_400>")]
     pub ratelimit_time: Duration,
     /// Entries whose last send is older than this are swept from the cache.
-    #[serde(
-        default = "secs::<300>",
-        deserialize_with = "values::duration::<_, 2_592_000>"
-    )]
+    #[serde(default = "secs::<300>")]
+    #[serde(deserialize_with = "values::duration::<_, 2_592_000>")]
     pub ratelimit_cleanup_interval: Duration,
     /// The reply to a push rejected by the ratelimit.
     #[serde(default)]
