@@ -46,21 +46,17 @@ pub struct Settings {
     pub component: ComponentSettings,
     pub timeout: TimeoutSettings,
     pub limits: LimitSettings,
-    /// Key `deadTokens`.
     pub dead_tokens: DeadTokenSettings,
-    /// Key `access`: who may push, and each sending domain's fair share.
     #[serde(with = "AccessSection")]
     pub access: AccessSettings,
-    /// Key `modules`: the module set across reloads.
     pub modules: ModuleSetSettings,
     /// Key `pushModules`, in file order; read module by module (see [`Platforms`]).
     #[serde(skip)]
     pub push_modules: Vec<ModuleSettings>,
     pub redis: Option<RedisSettings>,
     pub metrics: Option<MetricsSettings>,
-    /// Key `store`: the registration store.
     pub store: Option<StoreSettings>,
-    /// Key `push2`: the Push 2.0 relay, off when absent.
+    /// The Push 2.0 relay, off when absent.
     pub push2: Option<Push2Settings>,
 }
 

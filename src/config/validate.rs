@@ -176,22 +176,19 @@ impl Check<'_> {
     }
 
     fn modules(&mut self, modules: &[ModuleSettings], has_redis: bool) {
-        let mut default_module: Option<&ModuleSettings> = None;
+        let defaults: Vec<_> = modules.iter().filter(|m| m.is_default_module).collect();
+        for extra in defaults.iter().skip(1) {
+            let first = &defaults[0].id;
+            let message = format!("more than one default module: `{first}` already is the default");
+            self.error(
+                &format!("pushModules.{}.is_default_module", extra.id),
+                message,
+            );
+        }
         for module in modules {
             let path = format!("pushModules.{}", module.id);
             if module.id.trim().is_empty() {
                 self.error(&path, "a module id must not be empty");
-            }
-            match default_module {
-                Some(first) if module.is_default_module => self.error(
-                    &format!("{path}.is_default_module"),
-                    format!(
-                        "more than one default module: `{}` already is the default",
-                        first.id
-                    ),
-                ),
-                None if module.is_default_module => default_module = Some(module),
-                _ => {}
             }
             self.ratelimit(module, &format!("{path}.ratelimit"), has_redis);
         }
