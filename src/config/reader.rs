@@ -127,26 +127,30 @@ impl Reader<'_> {
 
     fn module(&mut self, id: &str, module: &Value) -> Option<ModuleSettings> {
         let path = format!("pushModules.{id}");
-        // The platform blocks are the platforms' to read, not unknown keys of the entry.
-        let mut entry = module.clone();
-        let mut blocks = Map::new();
-        if let Some(entry) = entry.as_object_mut() {
-            for platform in &self.platforms.compiled {
-                if let Some(block) = entry.remove(platform.settings_key) {
-                    blocks.insert(platform.settings_key.to_owned(), block);
-                }
-            }
-        }
-        let entry = self.read(&path, &entry, parse_block::<ModuleEntry>)?;
+        let keys: Vec<_> = self
+            .platforms
+            .compiled
+            .iter()
+            .map(|p| p.settings_key)
+            .collect();
+        let entry = self.read(&path, module, |entry| {
+            let (entry, ignored) = parse_block::<ModuleEntry>(entry)?;
+            // The platform blocks are the platforms' to read, not unknown keys of the entry.
+            let ignored = ignored
+                .into_iter()
+                .filter(|key| !keys.contains(&key.as_str()));
+            Ok((entry, ignored.collect()))
+        })?;
         let platform = self.platform(&path, &entry.type_name)?;
-        for key in blocks.keys().filter(|key| *key != platform.settings_key) {
+        let others = keys.iter().filter(|key| **key != platform.settings_key);
+        for key in others.filter(|key| module.get(key).is_some()) {
             let message = format!(
                 "not used by a module of type {} (it reads `{}`); ignored",
                 platform.type_name, platform.settings_key
             );
             self.warn(&format!("{path}.{key}"), message);
         }
-        let block = blocks.get(platform.settings_key);
+        let block = module.get(platform.settings_key);
         let config = self.platform_block(&path, &platform, block)?;
         let block_path = format!("{path}.{}", platform.settings_key);
         let position = self.document.key_pos(block.map_or(&path, |_| &block_path));
