@@ -98,10 +98,12 @@ impl Settings {
 )]
 pub struct ComponentSettings {
     /// The component's JID, e.g. `push.example.org`.
+    #[serde(deserialize_with = "values::hostname")]
     pub component_hostname: String,
     /// The shared secret of the XEP-0114 handshake; never echoed in an error.
-    #[serde(deserialize_with = "secret")]
+    #[serde(deserialize_with = "values::component_key")]
     pub component_key: String,
+    #[serde(deserialize_with = "values::hostname")]
     pub server_hostname: String,
     #[serde(deserialize_with = "values::port")]
     pub server_port: u16,

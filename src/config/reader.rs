@@ -87,21 +87,15 @@ impl Reader<'_> {
             return None;
         };
         let modules = root.remove("pushModules");
-        let has_component = root.contains_key("component");
-        let before = self.errors.len();
-        let mut settings = self.read("", &Value::Object(root), parse_block::<Settings>)?;
-        let component_read = !self.errors[before..]
-            .iter()
-            .any(|error| error.path.starts_with("component"));
-        if !has_component {
+        if !root.contains_key("component") {
             let message = "missing: fpush needs componentHostname, componentKey, serverHostname and serverPort";
             self.errors
                 .push(ConfigError::new("component", None, message));
         }
+        let mut settings = self.read("", &Value::Object(root), parse_block::<Settings>)?;
         settings.push_modules = self.modules(modules.as_ref());
-        let component = has_component && component_read;
-        let problems = validate::check(self.document, &settings, component);
-        self.errors.extend(problems);
+        self.errors
+            .extend(validate::check(self.document, &settings));
         Some(settings)
     }
 

@@ -26,15 +26,12 @@ const MIN_DEPTH: usize = 16;
 const MAX_ALLOWED_DOMAINS: usize = 10_000;
 
 /// Check `settings`; each check runs on the part it needs, so that a part that could not be
-/// read keeps none of the others from being checked. `component` is checked only if it read.
-pub(crate) fn check(document: &Document, settings: &Settings, component: bool) -> Vec<ConfigError> {
+/// read keeps none of the others from being checked.
+pub(crate) fn check(document: &Document, settings: &Settings) -> Vec<ConfigError> {
     let mut check = Check {
         document,
         errors: Vec::new(),
     };
-    if component {
-        check.component(settings);
-    }
     check.timeouts(settings);
     check.limits(settings);
     check.access(settings);
@@ -73,24 +70,6 @@ impl Check<'_> {
     fn not_zero(&mut self, path: &str, value: Duration, why: &str) {
         if value.is_zero() {
             self.error(path, format!("must be longer than 0s ({why})"));
-        }
-    }
-
-    fn component(&mut self, settings: &Settings) {
-        let component = &settings.component;
-        let hostname = &component.component_hostname;
-        if hostname.trim().is_empty() {
-            self.error("component.componentHostname", "must not be empty");
-        } else if hostname.contains(|c: char| c.is_whitespace() || c == '@' || c == '/') {
-            let message = "must be a bare domain such as push.example.org";
-            self.error("component.componentHostname", message);
-        }
-        if component.component_key.is_empty() {
-            let message = "must not be empty (it is the component secret set in the XMPP server)";
-            self.error("component.componentKey", message);
-        }
-        if component.server_hostname.trim().is_empty() {
-            self.error("component.serverHostname", "must not be empty");
         }
     }
 

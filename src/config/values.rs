@@ -23,6 +23,34 @@ fn at_most<T: PartialOrd + Display, E: Error>(value: T, max: T) -> Result<T, E> 
     Ok(value)
 }
 
+/// `deserialize_with` for a host name; refuses what no host name holds (`@`, `/`, spaces), so
+/// a JID or URL pasted by mistake is caught here.
+pub(crate) fn hostname<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    if name.trim().is_empty() {
+        return Err(Error::custom("must not be empty"));
+    }
+    if name.contains(|c: char| c.is_whitespace() || c == '@' || c == '/') {
+        return Err(Error::custom(
+            "must be a bare domain such as push.example.org",
+        ));
+    }
+    Ok(name)
+}
+
+/// `deserialize_with` for the component secret: a [`secret`](fpush_traits::settings::secret)
+/// that is not empty.
+pub(crate) fn component_key<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<String, D::Error> {
+    let key = fpush_traits::settings::secret(deserializer)?;
+    if key.is_empty() {
+        let message = "must not be empty (it is the component secret set in the XMPP server)";
+        return Err(Error::custom(message));
+    }
+    Ok(key)
+}
+
 /// `deserialize_with` for a TCP port.
 pub(crate) fn port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
     let number = Value::deserialize(deserializer)?;
@@ -34,10 +62,9 @@ pub(crate) fn port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D:
 }
 
 /// `deserialize_with` for a count of things (entries, pushes, levels), at most `MAX`.
-pub(crate) fn count<'de, D, const MAX: usize>(deserializer: D) -> Result<usize, D::Error>
-where
-    D: Deserializer<'de>,
-{
+pub(crate) fn count<'de, D: Deserializer<'de>, const MAX: usize>(
+    deserializer: D,
+) -> Result<usize, D::Error> {
     let number = Value::deserialize(deserializer)?;
     let count = number
         .as_u64()
@@ -49,10 +76,9 @@ where
 }
 
 /// `deserialize_with` for a rate or an amount that may have a fraction (`0.5` per second).
-pub(crate) fn amount<'de, D, const MAX: u32>(deserializer: D) -> Result<f64, D::Error>
-where
-    D: Deserializer<'de>,
-{
+pub(crate) fn amount<'de, D: Deserializer<'de>, const MAX: u32>(
+    deserializer: D,
+) -> Result<f64, D::Error> {
     let number = Value::deserialize(deserializer)?;
     let amount = number.as_f64().filter(|amount| *amount >= 0.0);
     at_most(
@@ -62,10 +88,9 @@ where
 }
 
 /// `deserialize_with` for a duration of at most `MAX_SECS` (see [`fpush_traits::settings`]).
-pub(crate) fn duration<'de, D, const MAX_SECS: u64>(deserializer: D) -> Result<Duration, D::Error>
-where
-    D: Deserializer<'de>,
-{
+pub(crate) fn duration<'de, D: Deserializer<'de>, const MAX_SECS: u64>(
+    deserializer: D,
+) -> Result<Duration, D::Error> {
     let duration = fpush_traits::settings::duration(deserializer)?;
     let max = Duration::from_secs(MAX_SECS);
     if duration > max {
@@ -76,10 +101,9 @@ where
 }
 
 /// `deserialize_with` for a size in bytes, at most `MAX`: a number, or a string with a unit.
-pub(crate) fn byte_size<'de, D, const MAX: usize>(deserializer: D) -> Result<usize, D::Error>
-where
-    D: Deserializer<'de>,
-{
+pub(crate) fn byte_size<'de, D: Deserializer<'de>, const MAX: usize>(
+    deserializer: D,
+) -> Result<usize, D::Error> {
     let size = match Value::deserialize(deserializer)? {
         Value::String(text) => parse_byte_size(&text).ok_or_else(|| {
             Error::custom(format!(
@@ -123,10 +147,9 @@ pub(crate) fn parse_byte_size(text: &str) -> Option<usize> {
 }
 
 /// `deserialize_with` for an address to listen on: `IP:PORT`, or `localhost:PORT` (loopback).
-pub(crate) fn listen_address<'de, D>(deserializer: D) -> Result<SocketAddr, D::Error>
-where
-    D: Deserializer<'de>,
-{
+pub(crate) fn listen_address<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<SocketAddr, D::Error> {
     let text = String::deserialize(deserializer)?;
     parse_listen_address(&text).map_err(Error::custom)
 }
