@@ -297,21 +297,20 @@ fn holder(path: &str) -> Option<(String, String)> {
 fn take_out(piece: &mut Value, parent: &str, key: &str) -> bool {
     let pointer: String = parent
         .split(['.', '[', ']'])
-        .filter(|segment| !segment.is_empty() && *segment != "?")
+        .filter(|segment| !segment.is_empty())
         .map(|segment| format!("/{}", segment.replace('~', "~0").replace('/', "~1")))
         .collect();
     let parent = piece.pointer_mut(&pointer).and_then(Value::as_object_mut);
     parent.is_some_and(|map| map.remove(key).is_some())
 }
 
-/// `prefix` + a path relative to it, without `?` placeholders (`nested.?.x` reads `nested.x`).
+/// `prefix` + a path relative to it (an index joins without a dot: `list[2]`).
 fn join(prefix: &str, inner: &str) -> String {
-    let inner = inner.replace(".?", "").replace("?.", "");
-    match (prefix.is_empty(), inner.is_empty() || inner == "?") {
-        (_, true) => prefix.to_owned(),
-        (true, false) => inner,
-        (false, false) if inner.starts_with('[') => format!("{prefix}{inner}"),
-        (false, false) => format!("{prefix}.{inner}"),
+    match (prefix, inner) {
+        (_, "") => prefix.to_owned(),
+        ("", _) => inner.to_owned(),
+        _ if inner.starts_with('[') => format!("{prefix}{inner}"),
+        _ => format!("{prefix}.{inner}"),
     }
 }
 

@@ -8,7 +8,7 @@
 //! would take the link down. Sizes are a number of bytes or a number with a unit (`"256KiB"`).
 
 use std::fmt::Display;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::de::{Deserialize, Deserializer, Error};
@@ -156,22 +156,17 @@ pub(crate) fn listen_address<'de, D: Deserializer<'de>>(
 
 fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
     let hint = "write an IP address and port: \"127.0.0.1:9357\" (this host only), \"[::1]:9357\" or \"0.0.0.0:9357\" (every interface)";
-    let (host, port) = text
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{text:?} has no port; {hint}"))?;
-    let port = port
-        .parse::<u16>()
-        .ok()
-        .filter(|port| *port != 0)
-        .ok_or_else(|| format!("{text:?}: the port must be {PORT}"))?;
-    let ip = if host.eq_ignore_ascii_case("localhost") {
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
-    } else {
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        bare.parse()
-            .map_err(|_| format!("{host:?} is not an IP address; {hint}"))?
+    let literal = match text.split_once(':') {
+        Some((host, port)) if host.eq_ignore_ascii_case("localhost") => format!("127.0.0.1:{port}"),
+        _ => text.to_owned(),
     };
-    Ok(SocketAddr::new(ip, port))
+    let address: SocketAddr = literal
+        .parse()
+        .map_err(|_| format!("{text:?} is not an IP address and port; {hint}"))?;
+    if address.port() == 0 {
+        return Err(format!("{text:?}: the port must be {PORT}"));
+    }
+    Ok(address)
 }
 
 /// A URL with its password replaced, for `Debug` output.
