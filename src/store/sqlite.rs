@@ -1,9 +1,13 @@
 //! The embedded backend: one SQLite file (rusqlite, SQLite compiled in) in WAL mode, so that
 //! push look-ups read while a registration is written.
 //!
-//! Every call runs on tokio's blocking threads. Writes go through one connection (SQLite has one
-//! writer at a time anyway); reads wait for one of a fixed set of reading connections.
+//! Writes go through one connection (SQLite has one writer at a time anyway), on tokio's blocking
+//! threads; reads wait for one of a fixed set of reading connections. A push's look-up runs in
+//! place while the store answers from memory ([`lookups`]), since handing it to another thread
+//! would cost more than the read.
 
+mod disk;
+mod lookups;
 mod readers;
 mod schema;
 mod write;
@@ -19,6 +23,7 @@ use super::{
     Credentials, Registration, RegistrationKey, RegistrationPage, RegistrationStore, StoreError,
     StoreLimits, TOUCH_INTERVAL,
 };
+use lookups::Lookups;
 use readers::Readers;
 use write::Mode;
 
@@ -57,6 +62,7 @@ struct Shared {
     limits: StoreLimits,
     writer: Mutex<Connection>,
     readers: Readers,
+    lookups: Lookups,
 }
 
 impl SqliteStore {
@@ -78,6 +84,7 @@ impl SqliteStore {
                 limits,
                 writer: Mutex::new(writer),
                 readers,
+                lookups: Lookups::default(),
             }),
         })
     }
@@ -100,8 +107,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let mut lease = self.shared.readers.lease().await?;
-        blocking(move || job(lease.connection()?)).await
+        self.shared.read(job).await
     }
 
     /// A consistent copy of the whole store into `target` (which must not exist or be empty),
@@ -113,6 +119,18 @@ impl SqliteStore {
         }
         self.read(move |reader| schema::copy_aside(reader, &target))
             .await
+    }
+}
+
+impl Shared {
+    /// Runs `job` on a reading connection, on a blocking thread.
+    async fn read<T, F>(&self, job: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let mut lease = self.readers.lease().await?;
+        blocking(move || job(lease.connection()?)).await
     }
 }
 
@@ -179,13 +197,7 @@ impl RegistrationStore for SqliteStore {
     }
 
     async fn find(&self, domain: &str, node: &str) -> Result<Option<Registration>, StoreError> {
-        let (domain, node) = (domain.to_owned(), node.to_owned());
-        self.read(move |reader| {
-            let mut statement = reader.prepare_cached(FIND).map_err(failed)?;
-            let found = statement.query_row(params![domain, node], registration);
-            found.optional().map_err(failed)
-        })
-        .await
+        Lookups::find(&self.shared, domain, node).await
     }
 
     async fn touch(&self, domain: &str, node: &str) -> Result<(), StoreError> {

@@ -75,6 +75,16 @@ impl Readers {
             _permit: permit,
         })
     }
+
+    /// A free connection now, if there is one: for a look-up run where the caller is.
+    pub(super) fn try_lease(&self) -> Option<Lease> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        Some(Lease {
+            connection: None,
+            idle: self.idle.clone(),
+            _permit: permit,
+        })
+    }
 }
 
 #[cfg(test)]

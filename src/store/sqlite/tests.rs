@@ -89,3 +89,52 @@ async fn a_read_sees_a_write_made_after_the_readers_were_opened() {
         .expect("read");
     assert_eq!(found.map(|found| found.key.device), Some("d2".to_owned()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_ups_sent_off_the_thread_are_answered_in_batches_and_return_their_readers() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = Arc::new(opened(&dir));
+    let mut nodes = Vec::new();
+    for device in ["b1", "b2", "b3"] {
+        let credentials = store
+            .register(registration(device))
+            .await
+            .expect("registered");
+        nodes.push((device, credentials.node));
+    }
+    store.shared.lookups.go_off_thread();
+    assert!(!store.shared.lookups.in_place());
+    let finds = (0..200).map(|i| {
+        let (device, node) = nodes[i % nodes.len()].clone();
+        let (store, node) = (store.clone(), if i % 7 == 0 { "none".into() } else { node });
+        tokio::spawn(async move { (i, device, store.find("example.org", &node).await) })
+    });
+    for find in finds.collect::<Vec<_>>() {
+        let (i, device, found) = find.await.expect("joined");
+        let found = found.expect("answered").map(|found| found.key.device);
+        let expected = (i % 7 != 0).then(|| device.to_owned());
+        assert_eq!(found, expected, "look-up {i}");
+    }
+    let idle = store.shared.readers.idle_count();
+    assert_eq!(idle, readers::count(), "every reader back in the pool");
+}
+
+#[tokio::test]
+async fn a_look_up_in_place_uses_a_reader_and_gives_it_back() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = opened(&dir);
+    let credentials = store
+        .register(registration("p1"))
+        .await
+        .expect("registered");
+    assert!(
+        store.shared.lookups.in_place(),
+        "a new store looks up in place"
+    );
+    let found = store
+        .find("example.org", &credentials.node)
+        .await
+        .expect("read");
+    assert_eq!(found.map(|found| found.secret), Some(credentials.secret));
+    assert_eq!(store.shared.readers.idle_count(), readers::count());
+}

@@ -1,0 +1,157 @@
+//! Push look-ups, run where they are cheapest: on the caller's thread while the store answers
+//! from memory, and gathered into batches on blocking threads for a while after one had to wait.
+//!
+//! A point read from pages in memory takes microseconds, less than handing it to another
+//! thread and back (two wake-ups). A read that waits for the disk must not hold up the
+//! runtime: the first slow one sends the look-ups to blocking threads for [`OFF_THREAD_FOR`],
+//! then they are tried in place again. There, the look-ups that arrive in one turn of the
+//! runtime share one blocking call, so a busy store pays the wake-ups once per batch.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension};
+use tokio::sync::oneshot;
+
+use super::{disk, failed, registration, Shared, FIND};
+use crate::store::{Registration, StoreError};
+
+/// A look-up in place that takes longer than this and read from the disk sends the next ones to
+/// blocking threads. From memory one takes 5–20 µs.
+const SLOW: Duration = Duration::from_micros(500);
+/// How long look-ups stay on blocking threads after one read from the disk. Short: a store
+/// mostly in memory loses little to a page read now and then, and a store that is not pays
+/// for one read in place per period.
+const OFF_THREAD_FOR: Duration = Duration::from_secs(1);
+/// At most this many look-ups per blocking call; a larger batch is split, so that a burst
+/// spreads over the reading connections instead of queueing behind one.
+const MAX_BATCH: usize = 32;
+
+type Answer = Result<Option<Registration>, StoreError>;
+
+/// One look-up waiting for a batch.
+struct Lookup {
+    domain: String,
+    node: String,
+    answer: oneshot::Sender<Answer>,
+}
+
+/// Where look-ups run, and those waiting for the next batch.
+pub(super) struct Lookups {
+    /// Since `epoch`, in milliseconds: look-ups before it go to blocking threads.
+    off_thread_until: AtomicU64,
+    epoch: Instant,
+    waiting: Mutex<Vec<Lookup>>,
+}
+
+impl Default for Lookups {
+    fn default() -> Self {
+        Lookups {
+            off_thread_until: AtomicU64::new(0),
+            epoch: Instant::now(),
+            waiting: Mutex::default(),
+        }
+    }
+}
+
+impl Lookups {
+    /// The registration `domain` names by `node`.
+    pub(super) async fn find(shared: &Arc<Shared>, domain: &str, node: &str) -> Answer {
+        let lookups = &shared.lookups;
+        if lookups.in_place() {
+            if let Some(mut lease) = shared.readers.try_lease() {
+                disk::baseline();
+                let started = Instant::now();
+                let found = find_one(lease.connection()?, domain, node);
+                if started.elapsed() > SLOW && disk::read_since() {
+                    lookups.go_off_thread();
+                }
+                return found;
+            }
+        }
+        lookups.in_batch(shared, domain, node).await
+    }
+
+    pub(super) fn in_place(&self) -> bool {
+        self.millis_now() >= self.off_thread_until.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn go_off_thread(&self) {
+        let until = self.millis_now() + OFF_THREAD_FOR.as_millis() as u64;
+        self.off_thread_until.store(until, Ordering::Relaxed);
+        log::debug!("registration look-ups go to blocking threads: one waited for the disk");
+    }
+
+    fn millis_now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Queues a look-up for the next batch and waits for its answer. The first look-up of a
+    /// batch starts a task that lets the runtime's other ready tasks (the rest of the pushes
+    /// just read) queue theirs, then sends the whole batch off.
+    async fn in_batch(&self, shared: &Arc<Shared>, domain: &str, node: &str) -> Answer {
+        let (answer, answered) = oneshot::channel();
+        let lookup = Lookup {
+            domain: domain.to_owned(),
+            node: node.to_owned(),
+            answer,
+        };
+        let first = {
+            let mut waiting = self.lock();
+            waiting.push(lookup);
+            waiting.len() == 1
+        };
+        if first {
+            tokio::spawn(send_batch(shared.clone()));
+        }
+        answered
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("sqlite look-up dropped".into())))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Lookup>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// After one yield, takes every waiting look-up and answers them in chunks, each on a reading
+/// connection of its own. A chunk that cannot be run drops its senders: those callers read
+/// the store as unavailable.
+async fn send_batch(shared: Arc<Shared>) {
+    tokio::task::yield_now().await;
+    let mut batch = std::mem::take(&mut *shared.lookups.lock());
+    while !batch.is_empty() {
+        let rest = batch.split_off(batch.len().min(MAX_BATCH));
+        let chunk = std::mem::replace(&mut batch, rest);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(error) = shared.read(move |reader| answer_chunk(reader, chunk)).await {
+                log::debug!("a batch of registration look-ups failed: {error}");
+            }
+        });
+    }
+}
+
+/// Answers a chunk in one read transaction (SQLite takes its file locks once, not per
+/// look-up), all at the end: answered together, the pushes go on in one turn of the runtime
+/// and their provider requests and replies share writes.
+fn answer_chunk(reader: &Connection, chunk: Vec<Lookup>) -> Result<(), StoreError> {
+    let snapshot = reader.unchecked_transaction().map_err(failed)?;
+    let found: Vec<Answer> = chunk
+        .iter()
+        .map(|lookup| find_one(&snapshot, &lookup.domain, &lookup.node))
+        .collect();
+    snapshot.finish().map_err(failed)?;
+    for (lookup, found) in chunk.into_iter().zip(found) {
+        let _ = lookup.answer.send(found);
+    }
+    Ok(())
+}
+
+/// One indexed point read on (domain, node).
+fn find_one(reader: &Connection, domain: &str, node: &str) -> Answer {
+    let mut statement = reader.prepare_cached(FIND).map_err(failed)?;
+    let found = statement.query_row(rusqlite::params![domain, node], registration);
+    found.optional().map_err(failed)
+}
