@@ -368,9 +368,9 @@ fn connect_reason(error: HttpError) -> String {
 ///
 /// By Little's law the pool needs `rate × stream_time` streams (`needed`, the smaller figure of
 /// the last two windows: one alone may be a stall of the process, which holds streams longer
-/// and then bunches requests); it grows when that is more than its `streams`, or when more
-/// requests wait than it has streams (a burst). A backlog alone (after a stall, or left from a
-/// ramp) drains as streams free up, and an extra connection for it would soon sit idle.
+/// and then bunches requests); it grows when that is more than its `streams`, or when half as
+/// many requests wait as it has streams (a burst). A smaller backlog (after a stall, or left
+/// from a ramp) drains as streams free up, and an extra connection for it would soon sit idle.
 /// Without a recent rate, the pool grows when the last waiter would wait [`GROW_AFTER`] for
 /// the streams that free up (`streams / stream_time` a second); and before any stream has
 /// ended (no connection yet, or a first burst) it grows.
@@ -383,7 +383,7 @@ fn should_grow(
     let Some(stream_time) = stream_time else {
         return true;
     };
-    if streams == 0 || waiting >= streams {
+    if streams == 0 || waiting.saturating_mul(2) >= streams {
         return true;
     }
     match needed {
@@ -546,8 +546,9 @@ mod tests {
     }
 
     #[test]
-    fn more_waiters_than_streams_grow_the_pool() {
-        assert!(should_grow(6_000, 6_000, H2_TIME, Some(0.0)));
+    fn waiters_for_half_the_streams_grow_the_pool() {
+        assert!(!should_grow(1_999, 4_000, H2_TIME, Some(0.0)));
+        assert!(should_grow(2_000, 4_000, H2_TIME, Some(0.0)));
     }
 
     #[test]
