@@ -3,8 +3,9 @@
 //!
 //! A request takes a stream on the least-loaded HTTP/2 connection with one free, as each
 //! connection's server allows (`SETTINGS_MAX_CONCURRENT_STREAMS`, re-read as it changes). When
-//! every connection is full and fewer than `max_connections` exist, one task opens one more,
-//! never two at a time; meanwhile, and once the pool is at its size, requests wait for a stream.
+//! every connection is full, requests wait for a stream; the pool grows by one connection (never
+//! two openings at a time, never beyond `max_connections`) only when the rate of requests keeps
+//! needing more streams than it has, or its waiters would wait long: see [`should_grow`].
 //! That wait has no bound of its own: the caller's request timeout bounds it. Idle extra
 //! connections are closed by their drivers; a connection behind a GOAWAY or dead leaves the
 //! pool at once, and its streams in flight finish on it.
@@ -27,6 +28,14 @@ use crate::HttpError;
 const OPEN_BACKOFF: Duration = Duration::from_secs(1);
 /// Idle HTTP/1.1 connections kept for reuse.
 const MAX_IDLE_HTTP1: usize = 4;
+/// Without a recent request rate, the pool grows when its waiters would wait this long for
+/// streams to free up.
+const GROW_AFTER: Duration = Duration::from_millis(30);
+/// Requests are counted over windows this long to know their rate.
+const RATE_WINDOW: Duration = Duration::from_millis(100);
+/// A window longer than this many [`RATE_WINDOW`]s (nobody waited meanwhile) says nothing
+/// about the rate now.
+const RATE_WINDOW_STALE: u32 = 4;
 
 /// The connections of one origin.
 pub(crate) struct Pool {
@@ -37,6 +46,7 @@ pub(crate) struct Pool {
     /// A stream freed (one waiter woken), or a connection added or an opening ended (all woken).
     changed: Notify,
     opened: AtomicU64,
+    stream_time: StreamTime,
     http1_idle: Mutex<Vec<http1::SendRequest<Full<Bytes>>>>,
     epoch: Instant,
 }
@@ -45,6 +55,9 @@ pub(crate) struct Pool {
 struct State {
     conns: Vec<Arc<Conn>>,
     opening: bool,
+    /// Requests waiting for a stream now.
+    waiting: usize,
+    arrivals: Arrivals,
     /// Failed openings so far, and the last one's error.
     failures: u64,
     last_failure: Option<(bool, String)>,
@@ -73,12 +86,29 @@ pub(crate) enum Lease {
 pub(crate) struct Stream {
     pool: Arc<Pool>,
     conn: Arc<Conn>,
+    /// Microseconds since the pool's epoch when it was reserved.
+    since: u64,
 }
 
 enum Step {
     Lease(Lease),
     Failed(HttpError),
     Wait,
+}
+
+/// One request's wait for a stream: counted in [`State::waiting`] from its first `Wait` until
+/// it leaves `acquire` (with a lease, an error, or cancelled by its timeout).
+struct Waiter<'a> {
+    pool: &'a Pool,
+    counted: bool,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            self.pool.lock().waiting -= 1;
+        }
+    }
 }
 
 impl Pool {
@@ -94,6 +124,7 @@ impl Pool {
             state: Mutex::default(),
             changed: Notify::new(),
             opened: AtomicU64::new(0),
+            stream_time: StreamTime::default(),
             http1_idle: Mutex::default(),
             epoch: Instant::now(),
         }
@@ -102,12 +133,20 @@ impl Pool {
     /// A stream (or an idle HTTP/1.1 connection) to send on, waiting as long as it takes; fails
     /// only when an opening made while waiting failed and no connection is left.
     pub(crate) async fn acquire(self: &Arc<Self>) -> Result<Lease, HttpError> {
-        let failures_seen = self.lock().failures;
+        let failures_seen = {
+            let mut state = self.lock();
+            state.arrivals.total += 1;
+            state.failures
+        };
+        let mut waiter = Waiter {
+            pool: self,
+            counted: false,
+        };
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.next_step(failures_seen) {
+            match self.next_step(failures_seen, &mut waiter) {
                 Step::Lease(lease) => return Ok(lease),
                 Step::Failed(error) => return Err(error),
                 Step::Wait => notified.await,
@@ -119,7 +158,7 @@ impl Pool {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn next_step(self: &Arc<Self>, failures_seen: u64) -> Step {
+    fn next_step(self: &Arc<Self>, failures_seen: u64, waiter: &mut Waiter<'_>) -> Step {
         let mut state = self.lock();
         if let Some(conn) = least_loaded(&state.conns) {
             return Step::Lease(Lease::H2(self.reserve(conn)));
@@ -142,8 +181,24 @@ impl Pool {
             }
         }
         let now = Instant::now();
+        if !waiter.counted {
+            waiter.counted = true;
+            state.waiting += 1;
+        }
         let may_open = state.conns.is_empty() || state.no_opening_before.is_none_or(|t| now >= t);
-        if !state.opening && state.conns.len() < self.max_connections && may_open {
+        let streams = all_streams(&state.conns);
+        let stream_time = self.stream_time.average();
+        let needed = state.arrivals.streams_needed(now, stream_time);
+        let grow = should_grow(state.waiting, streams, stream_time, needed);
+        if !state.opening && state.conns.len() < self.max_connections && may_open && grow {
+            log::debug!(
+                "opening connection {} to {}: {} requests wait for {streams} streams held \
+                 {stream_time:?} on average, {:?} requests a second",
+                state.conns.len() + 1,
+                self.connector.origin.text,
+                state.waiting,
+                state.arrivals.rate,
+            );
             state.opening = true;
             tokio::spawn(self.clone().open());
         }
@@ -155,6 +210,7 @@ impl Pool {
         Stream {
             pool: self.clone(),
             conn,
+            since: self.micros(),
         }
     }
 
@@ -247,6 +303,10 @@ impl Pool {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    fn micros(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
     /// Connections opened so far (TLS handshakes completed).
     pub(crate) fn opened(&self) -> u64 {
         self.opened.load(Ordering::Relaxed)
@@ -304,6 +364,106 @@ fn connect_reason(error: HttpError) -> String {
     }
 }
 
+/// Whether `waiting` requests that found every connection full should get another connection.
+///
+/// By Little's law the pool needs `rate × stream_time` streams (`needed`, the smaller figure of
+/// the last two windows: one alone may be a stall of the process, which holds streams longer
+/// and then bunches requests); it grows when that is more than its `streams`, or when half as
+/// many requests wait as it has streams (a burst). A smaller backlog (after a stall, or left
+/// from a ramp) drains as streams free up, and an extra connection for it would soon sit idle.
+/// Without a recent rate, the pool grows when the last waiter would wait [`GROW_AFTER`] for
+/// the streams that free up (`streams / stream_time` a second); and before any stream has
+/// ended (no connection yet, or a first burst) it grows.
+fn should_grow(
+    waiting: usize,
+    streams: usize,
+    stream_time: Option<Duration>,
+    needed: Option<f64>,
+) -> bool {
+    let Some(stream_time) = stream_time else {
+        return true;
+    };
+    if streams == 0 || waiting.saturating_mul(2) >= streams {
+        return true;
+    }
+    match needed {
+        Some(needed) => needed > streams as f64,
+        None => {
+            let wait = (waiting as u128).saturating_mul(stream_time.as_micros()) / streams as u128;
+            wait >= GROW_AFTER.as_micros()
+        }
+    }
+}
+
+/// Requests that asked for a stream, counted over windows of [`RATE_WINDOW`] that roll only
+/// while requests wait (so the count costs one addition per request).
+#[derive(Default)]
+struct Arrivals {
+    total: u64,
+    /// Start of the window and `total` then.
+    window: Option<(Instant, u64)>,
+    /// Requests a second over the last window, when it ended recently.
+    rate: Option<f64>,
+    /// Streams the last two windows needed (`rate × stream_time`), the last one first.
+    needed: [Option<f64>; 2],
+}
+
+impl Arrivals {
+    /// Rolls the window when it is over; then the streams needed by the last two windows'
+    /// rates at `stream_time`, the smaller of the two, `None` unless both ended recently.
+    fn streams_needed(&mut self, now: Instant, stream_time: Option<Duration>) -> Option<f64> {
+        let Some((start, count)) = self.window else {
+            self.window = Some((now, self.total));
+            return None;
+        };
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= RATE_WINDOW {
+            self.rate = (elapsed <= RATE_WINDOW * RATE_WINDOW_STALE)
+                .then(|| (self.total - count) as f64 / elapsed.as_secs_f64());
+            let needed = self.rate.zip(stream_time).map(|(r, t)| r * t.as_secs_f64());
+            self.needed = match self.rate {
+                Some(_) => [needed, self.needed[0]],
+                None => [None, None],
+            };
+            self.window = Some((now, self.total));
+        }
+        let [last, before] = self.needed;
+        Some(last?.min(before?))
+    }
+}
+
+/// How long a stream is held, on average: a moving average in microseconds, 0 before the first
+/// stream ended.
+#[derive(Default)]
+struct StreamTime(AtomicU64);
+
+impl StreamTime {
+    fn average(&self) -> Option<Duration> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            micros => Some(Duration::from_micros(micros)),
+        }
+    }
+
+    /// Adds one stream's time (two streams ending at once may lose one sample: it is an
+    /// average).
+    fn record(&self, micros: u64) {
+        let average = self.0.load(Ordering::Relaxed);
+        let next = match average {
+            0 => micros,
+            _ => average.saturating_mul(255).saturating_add(micros) / 256,
+        };
+        self.0.store(next.max(1), Ordering::Relaxed);
+    }
+}
+
+/// The stream limits of all connections, added up.
+fn all_streams(conns: &[Arc<Conn>]) -> usize {
+    conns.iter().fold(0, |sum, c| {
+        sum.saturating_add(c.limit.load(Ordering::Relaxed))
+    })
+}
+
 /// The connection with the fewest streams in flight among those with a stream free; the oldest
 /// wins a tie, so light traffic keeps to one connection and extras go idle.
 fn least_loaded(conns: &[Arc<Conn>]) -> Option<Arc<Conn>> {
@@ -354,10 +514,84 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         self.conn.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.conn
-            .last_busy
-            .store(self.pool.millis(), Ordering::Relaxed);
+        let now = self.pool.micros();
+        self.pool.stream_time.record(now.saturating_sub(self.since));
+        self.conn.last_busy.store(now / 1000, Ordering::Relaxed);
         self.conn.refresh_limit();
         self.pool.changed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H2_ROUND_TRIP: Duration = Duration::from_millis(60);
+    const H2_TIME: Option<Duration> = Some(H2_ROUND_TRIP);
+
+    #[test]
+    fn before_any_stream_ended_the_pool_grows() {
+        assert!(should_grow(1, 100, None, Some(0.0)));
+        assert!(should_grow(1, 0, H2_TIME, None));
+    }
+
+    #[test]
+    fn a_rate_the_streams_carry_does_not_grow_the_pool_whatever_the_backlog() {
+        assert!(!should_grow(340, 700, H2_TIME, Some(640.0)));
+    }
+
+    #[test]
+    fn a_rate_that_needs_more_streams_grows_the_pool() {
+        assert!(should_grow(1, 600, H2_TIME, Some(640.0)));
+    }
+
+    #[test]
+    fn waiters_for_half_the_streams_grow_the_pool() {
+        assert!(!should_grow(1_999, 4_000, H2_TIME, Some(0.0)));
+        assert!(should_grow(2_000, 4_000, H2_TIME, Some(0.0)));
+    }
+
+    #[test]
+    fn without_a_rate_waiters_that_would_wait_the_grow_delay_grow_the_pool() {
+        // 700 streams held 60 ms: 11.7 free up per ms, 350 waiters are served in 30 ms.
+        assert!(!should_grow(349, 700, H2_TIME, None));
+        assert!(should_grow(350, 700, H2_TIME, None));
+    }
+
+    #[test]
+    fn the_rule_does_not_overflow() {
+        assert!(should_grow(
+            usize::MAX,
+            usize::MAX,
+            Some(Duration::MAX),
+            None
+        ));
+        assert!(!should_grow(1, usize::MAX, H2_TIME, None));
+    }
+
+    #[test]
+    fn the_streams_needed_are_the_smaller_figure_of_the_last_two_windows() {
+        let start = Instant::now();
+        let mut arrivals = Arrivals::default();
+        let mut at = |n: u64, window: u32| {
+            arrivals.total += n;
+            arrivals.streams_needed(start + RATE_WINDOW * window, H2_TIME)
+        };
+        assert_eq!(at(0, 0), None, "no window yet");
+        // 10,000 a second held 60 ms: 600 streams.
+        assert_eq!(at(1_000, 1), None, "one window alone");
+        assert_eq!(at(2_000, 2), Some(600.0), "a spike of 1,200 after 600");
+        assert_eq!(at(1_100, 3), Some(660.0));
+        assert_eq!(at(0, 3 + RATE_WINDOW_STALE + 1), None, "a stale window");
+    }
+
+    #[test]
+    fn the_stream_time_is_a_moving_average_of_ended_streams() {
+        let time = StreamTime::default();
+        assert_eq!(time.average(), None);
+        time.record(60_000);
+        assert_eq!(time.average(), H2_TIME);
+        time.record(60_000 + 256 * 1_000);
+        assert_eq!(time.average(), Some(Duration::from_millis(61)));
     }
 }
