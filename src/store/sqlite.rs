@@ -295,7 +295,7 @@ impl RegistrationStore for SqliteStore {
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.read(|reader| {
             let mut statement = reader
-                .prepare("SELECT service, count(*) FROM registrations GROUP BY service")
+                .prepare("SELECT service, registrations FROM service_counts")
                 .map_err(failed)?;
             let rows = statement
                 .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))

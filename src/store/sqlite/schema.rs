@@ -1,8 +1,8 @@
 //! The SQLite file's schema and its versions (`PRAGMA user_version`): created or migrated only
 //! at start-up, after the old file is copied aside; a newer schema is refused.
 //!
-//! The per-domain and total counts are kept by triggers, so that the caps cost one point read
-//! instead of a count over a million rows.
+//! The per-domain, per-service and total counts are kept by triggers, so that the caps and the
+//! registrations gauge cost a point read instead of a count over a million rows.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
@@ -14,7 +14,7 @@ use super::failed;
 use crate::store::StoreError;
 
 /// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this fpush writes.
 pub(crate) fn current_version() -> i64 {
@@ -58,6 +58,21 @@ WHEN OLD.domain <> NEW.domain BEGIN
     DELETE FROM domain_counts WHERE domain = OLD.domain AND registrations <= 0;
     INSERT INTO domain_counts VALUES (NEW.domain, 1)
         ON CONFLICT (domain) DO UPDATE SET registrations = registrations + 1;
+END;
+";
+
+/// Counts per service (the `fpush_registrations` gauge), once counted from the rows. A
+/// registration's service is part of its key, so no update moves it.
+const V2: &str = "
+CREATE TABLE service_counts (service TEXT PRIMARY KEY, registrations INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO service_counts SELECT service, count(*) FROM registrations GROUP BY service;
+CREATE TRIGGER registrations_added_to_service AFTER INSERT ON registrations BEGIN
+    INSERT INTO service_counts VALUES (NEW.service, 1)
+        ON CONFLICT (service) DO UPDATE SET registrations = registrations + 1;
+END;
+CREATE TRIGGER registrations_removed_from_service AFTER DELETE ON registrations BEGIN
+    UPDATE service_counts SET registrations = registrations - 1 WHERE service = OLD.service;
+    DELETE FROM service_counts WHERE service = OLD.service AND registrations <= 0;
 END;
 ";
 
@@ -154,7 +169,7 @@ pub(super) fn copy_aside(connection: &Connection, target: &Path) -> Result<(), S
 mod tests {
     use super::*;
 
-    const V2: &str = "ALTER TABLE registrations ADD COLUMN note TEXT";
+    const NOTE: &str = "ALTER TABLE registrations ADD COLUMN note TEXT";
 
     #[test]
     fn an_older_schema_is_copied_aside_before_it_is_migrated() {
@@ -166,13 +181,39 @@ mod tests {
             !backup_path(&path, 0).exists(),
             "a new file has nothing to keep"
         );
-        migrate(&mut connection, &path, &[V1, V2]).unwrap();
+        migrate(&mut connection, &path, &[V1, NOTE]).unwrap();
         assert_eq!(version(&connection).unwrap(), 2);
         let backup = Connection::open(backup_path(&path, 1)).unwrap();
         assert_eq!(version(&backup).unwrap(), 1);
         connection
             .execute("INSERT INTO registrations (service, device, channel, account, domain, token, node, secret, last_used, note) VALUES ('s', 'd', '', 'a', 'e', 't', 'n', 'x', 0, 'y')", [])
             .unwrap();
+    }
+
+    #[test]
+    fn version_2_counts_the_registrations_a_version_1_file_holds_and_keeps_counting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite3");
+        let mut connection = Connection::open(&path).unwrap();
+        migrate(&mut connection, &path, &[V1]).unwrap();
+        let insert = "INSERT INTO registrations (service, device, channel, account, domain, token, node, secret, last_used) VALUES (?1, ?2, '', 'a', 'e', 't', ?2, 'x', 0)";
+        for (service, device) in [("fcm", "d1"), ("fcm", "d2"), ("apns", "d3")] {
+            connection.execute(insert, [service, device]).unwrap();
+        }
+        migrate(&mut connection, &path, MIGRATIONS).unwrap();
+        connection.execute(insert, ["apns", "d4"]).unwrap();
+        connection
+            .execute("DELETE FROM registrations WHERE device = 'd1'", [])
+            .unwrap();
+        let mut counts = connection
+            .prepare("SELECT service, registrations FROM service_counts ORDER BY service")
+            .unwrap();
+        let counts: Vec<(String, i64)> = counts
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(counts, [("apns".into(), 2), ("fcm".into(), 1)]);
     }
 
     #[test]
