@@ -7,6 +7,7 @@
 //! would cost more than the read.
 
 mod disk;
+mod in_place;
 mod lookups;
 mod readers;
 mod schema;
@@ -79,12 +80,13 @@ impl SqliteStore {
             .map_err(failed)?;
         schema::migrate(&mut writer, path, schema::MIGRATIONS)?;
         let readers = Readers::open(path, readers::count())?;
+        let lookups = Lookups::open(path)?;
         Ok(SqliteStore {
             shared: Arc::new(Shared {
                 limits,
                 writer: Mutex::new(writer),
                 readers,
-                lookups: Lookups::default(),
+                lookups,
             }),
         })
     }
@@ -97,7 +99,9 @@ impl SqliteStore {
         let shared = self.shared.clone();
         blocking(move || {
             let mut writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            job(&mut writer, &shared.limits)
+            let written = job(&mut writer, &shared.limits);
+            shared.lookups.wrote();
+            written
         })
         .await
     }

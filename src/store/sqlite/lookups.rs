@@ -7,6 +7,7 @@
 //! then they are tried in place again. There, the look-ups that arrive in one turn of the
 //! runtime share one blocking call, so a busy store pays the wake-ups once per batch.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
+use super::in_place::InPlaceReader;
 use super::{disk, failed, registration, Shared, FIND};
 use crate::store::{Registration, StoreError};
 
@@ -39,31 +41,48 @@ struct Lookup {
 
 /// Where look-ups run, and those waiting for the next batch.
 pub(super) struct Lookups {
+    /// The connection look-ups in place use.
+    pub(super) reader: Mutex<InPlaceReader>,
+    /// Writes this process has committed: a snapshot older than the last one is renewed.
+    pub(super) writes: AtomicU64,
     /// Since `epoch`, in milliseconds: look-ups before it go to blocking threads.
     off_thread_until: AtomicU64,
     epoch: Instant,
     waiting: Mutex<Vec<Lookup>>,
 }
 
-impl Default for Lookups {
-    fn default() -> Self {
-        Lookups {
+impl Lookups {
+    pub(super) fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(Lookups {
+            reader: Mutex::new(InPlaceReader::open(path)?),
+            writes: AtomicU64::new(0),
             off_thread_until: AtomicU64::new(0),
             epoch: Instant::now(),
             waiting: Mutex::default(),
+        })
+    }
+
+    /// Counts a committed write, and ends the in-place snapshot now if the connection is free
+    /// (so that no snapshot holds back the WAL's checkpoint while no push comes).
+    pub(super) fn wrote(&self) {
+        self.writes.fetch_add(1, Ordering::Release);
+        if let Ok(mut reader) = self.reader.try_lock() {
+            reader.end();
         }
     }
-}
 
-impl Lookups {
     /// The registration `domain` names by `node`.
     pub(super) async fn find(shared: &Arc<Shared>, domain: &str, node: &str) -> Answer {
         let lookups = &shared.lookups;
         if lookups.in_place() {
-            if let Some(mut lease) = shared.readers.try_lease() {
+            if let Ok(mut reader) = lookups.reader.try_lock() {
                 disk::baseline();
                 let started = Instant::now();
-                let found = find_one(lease.connection()?, domain, node);
+                let writes = lookups.writes.load(Ordering::Acquire);
+                let found = find_one(reader.current(writes)?, domain, node);
+                if found.is_err() {
+                    reader.end();
+                }
                 if started.elapsed() > SLOW && disk::read_since() {
                     lookups.go_off_thread();
                 }

@@ -43,19 +43,24 @@ pub(super) fn count() -> usize {
         .clamp(MIN_READERS, MAX_READERS)
 }
 
+/// One read-only connection that maps the file and keeps its own page cache.
+pub(super) fn open_one(path: &Path) -> Result<Connection, StoreError> {
+    let reader = connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    reader
+        .pragma_update(None, "mmap_size", MMAP_BYTES)
+        .map_err(failed)?;
+    reader
+        .pragma_update(None, "cache_size", -CACHE_KIB)
+        .map_err(failed)?;
+    Ok(reader)
+}
+
 impl Readers {
     /// Opens `count` read-only connections to the store at `path`.
     pub(super) fn open(path: &Path, count: usize) -> Result<Self, StoreError> {
         let mut idle = Vec::with_capacity(count);
         for _ in 0..count {
-            let reader = connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-            reader
-                .pragma_update(None, "mmap_size", MMAP_BYTES)
-                .map_err(failed)?;
-            reader
-                .pragma_update(None, "cache_size", -CACHE_KIB)
-                .map_err(failed)?;
-            idle.push(reader);
+            idle.push(open_one(path)?);
         }
         Ok(Readers {
             idle: Arc::new(Mutex::new(idle)),
@@ -70,16 +75,6 @@ impl Readers {
             StoreError::Unavailable("sqlite: the reading connections are closed".into())
         })?;
         Ok(Lease {
-            connection: None,
-            idle: self.idle.clone(),
-            _permit: permit,
-        })
-    }
-
-    /// A free connection now, if there is one: for a look-up run where the caller is.
-    pub(super) fn try_lease(&self) -> Option<Lease> {
-        let permit = self.permits.clone().try_acquire_owned().ok()?;
-        Some(Lease {
             connection: None,
             idle: self.idle.clone(),
             _permit: permit,

@@ -120,21 +120,44 @@ async fn look_ups_sent_off_the_thread_are_answered_in_batches_and_return_their_r
 }
 
 #[tokio::test]
-async fn a_look_up_in_place_uses_a_reader_and_gives_it_back() {
+async fn a_look_up_in_place_sees_every_registration_this_process_wrote_before_it() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let store = opened(&dir);
-    let credentials = store
-        .register(registration("p1"))
-        .await
-        .expect("registered");
     assert!(
         store.shared.lookups.in_place(),
         "a new store looks up in place"
     );
-    let found = store
-        .find("example.org", &credentials.node)
-        .await
-        .expect("read");
-    assert_eq!(found.map(|found| found.secret), Some(credentials.secret));
-    assert_eq!(store.shared.readers.idle_count(), readers::count());
+    for device in ["p1", "p2", "p3"] {
+        let credentials = store
+            .register(registration(device))
+            .await
+            .expect("registered");
+        let found = store
+            .find("example.org", &credentials.node)
+            .await
+            .expect("read");
+        assert_eq!(found.map(|found| found.secret), Some(credentials.secret));
+    }
+    assert_eq!(
+        store.shared.readers.idle_count(),
+        readers::count(),
+        "the pool is not used"
+    );
+}
+
+#[tokio::test]
+async fn a_look_up_in_place_sees_another_process_write_within_a_second() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = opened(&dir);
+    assert_eq!(store.find("example.org", "n0").await.expect("read"), None);
+    let other = Connection::open(dir.path().join("registrations.sqlite3")).expect("opened");
+    other
+        .execute(
+            "INSERT INTO registrations (service, device, channel, account, domain, token, node, secret, last_used) VALUES ('fcm', 'x', '', 'a', 'example.org', 't', 'n0', 's', 0)",
+            [],
+        )
+        .expect("inserted by another connection");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let found = store.find("example.org", "n0").await.expect("read");
+    assert_eq!(found.map(|found| found.secret), Some("s".to_owned()));
 }
