@@ -153,16 +153,32 @@ pub(super) fn copy_aside(connection: &Connection, target: &Path) -> Result<(), S
     if std::fs::metadata(target).is_ok_and(|meta| meta.len() > 0) {
         return Ok(());
     }
-    create_private(target)?;
-    let name = target
+    // Written under another name and renamed when complete, so that a copy cut short (a stop
+    // during a long copy) is never taken for a backup.
+    let mut partial = target.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    for leftover in [partial.clone(), journal_of(&partial)] {
+        let _ = std::fs::remove_file(leftover);
+    }
+    create_private(&partial)?;
+    let name = partial
         .to_str()
         .ok_or_else(|| StoreError::Unusable(format!("{} is not a UTF-8 path", target.display())))?;
+    let cannot = |error: &dyn std::fmt::Display| {
+        StoreError::Unusable(format!("cannot copy to {}: {error}", target.display()))
+    };
     connection
         .execute("VACUUM INTO ?1", [name])
-        .map(drop)
-        .map_err(|error| {
-            StoreError::Unusable(format!("cannot copy to {}: {error}", target.display()))
-        })
+        .map_err(|error| cannot(&error))?;
+    std::fs::rename(&partial, target).map_err(|error| cannot(&error))
+}
+
+/// The rollback journal SQLite keeps beside a file it writes outside WAL mode.
+fn journal_of(path: &Path) -> PathBuf {
+    let mut journal = path.as_os_str().to_owned();
+    journal.push("-journal");
+    PathBuf::from(journal)
 }
 
 #[cfg(test)]
@@ -214,6 +230,22 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(counts, [("apns".into(), 2), ("fcm".into(), 1)]);
+    }
+
+    #[test]
+    fn a_copy_cut_short_is_not_taken_for_a_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite3");
+        let mut connection = Connection::open(&path).unwrap();
+        migrate(&mut connection, &path, &[V1]).unwrap();
+        let backup = backup_path(&path, 1);
+        let mut partial = backup.as_os_str().to_owned();
+        partial.push(".partial");
+        std::fs::write(&partial, b"half a copy").unwrap();
+        migrate(&mut connection, &path, &[V1, NOTE]).unwrap();
+        let copy = Connection::open(&backup).unwrap();
+        assert_eq!(version(&copy).unwrap(), 1, "a whole copy, made anew");
+        assert!(!PathBuf::from(partial).exists());
     }
 
     #[test]
