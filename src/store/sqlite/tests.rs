@@ -161,3 +161,22 @@ async fn a_look_up_in_place_sees_another_process_write_within_a_second() {
     let found = store.find("example.org", "n0").await.expect("read");
     assert_eq!(found.map(|found| found.secret), Some("s".to_owned()));
 }
+
+#[tokio::test]
+async fn look_ups_leave_the_thread_only_after_several_slow_disk_reads_within_a_second() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = opened(&dir);
+    let lookups = &store.shared.lookups;
+    for _ in 1..lookups::STRIKES {
+        lookups.strike();
+        assert!(
+            lookups.in_place(),
+            "one slow read now and then keeps look-ups in place"
+        );
+    }
+    lookups.strike();
+    assert!(
+        !lookups.in_place(),
+        "the last strike sends them to blocking threads"
+    );
+}
