@@ -148,7 +148,10 @@ class Prosody(XmppServer):
         goes away with the last registration)."""
         user = jid.split("@", 1)[0]
         path = self.workdir / "data" / self.domain / "cloud_notify" / f"{user}.dat"
-        stored = path.read_text() if path.exists() else ""
+        try:
+            stored = path.read_text()
+        except FileNotFoundError:  # gone with the last registration, maybe while looking
+            stored = ""
         return f'["node"] = "{token}"' not in stored
 
 
