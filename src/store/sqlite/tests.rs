@@ -180,3 +180,25 @@ async fn look_ups_leave_the_thread_only_after_several_slow_disk_reads_within_a_s
         "the last strike sends them to blocking threads"
     );
 }
+
+#[tokio::test]
+// Held on purpose: the write runs on a blocking thread and only tries the lock.
+#[allow(clippy::await_holding_lock)]
+async fn a_write_made_while_the_in_place_reader_is_busy_still_renews_its_snapshot() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = opened(&dir);
+    assert_eq!(store.find("example.org", "none").await.expect("read"), None);
+    let credentials = {
+        // Busy: the write cannot end the snapshot, only count itself.
+        let _busy = store.shared.lookups.reader.lock().expect("free");
+        store
+            .register(registration("w1"))
+            .await
+            .expect("registered")
+    };
+    let found = store
+        .find("example.org", &credentials.node)
+        .await
+        .expect("read");
+    assert_eq!(found.map(|found| found.secret), Some(credentials.secret));
+}
