@@ -16,7 +16,7 @@ import pytest
 import xmpp_client
 from fpush_daemon import Fpush, binary
 from providers import FakeProvider
-from servers import Ejabberd, Prosody, XmppServer
+from servers import Ejabberd, Prosody, XmppServer, link_settings
 from wiretap import Push, Wiretap
 
 PASSWORD = "e2e-password"
@@ -59,14 +59,7 @@ def fpush_settings(server: XmppServer, wiretap: Wiretap, apns: FakeProvider, fcm
     cert = {"certFilePath": apns.info["p12"], "certPassword": apns.info["p12Password"]}
     key = {"keyFilePath": apns.info["p8"], "keyId": apns.info["keyId"], "teamId": apns.info["teamId"]}
     return {
-        "component": {
-            "componentHostname": server.component_jid,
-            "componentKey": server.component_secret,
-            "serverHostname": "127.0.0.1",
-            "serverPort": wiretap.port,
-        },
-        "timeout": {"xmppconnectionError": "1s", "keepaliveInterval": "5s", "keepaliveTimeout": "3s"},
-        "limits": {"shutdownGrace": "5s"},
+        **link_settings(server, wiretap.port),
         "pushModules": {
             "apns": apple(cert, off, default=True),
             "apns-key": apple(key, off),

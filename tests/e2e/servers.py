@@ -155,6 +155,21 @@ class Prosody(XmppServer):
         return f'["node"] = "{token}"' not in stored
 
 
+def link_settings(server: "XmppServer", port: int) -> dict:
+    """fpush's link to `server` through the wiretap on `port`, with short test timings: the
+    `component`, `timeout` and `limits` sections every end-to-end settings file starts with."""
+    return {
+        "component": {
+            "componentHostname": server.component_jid,
+            "componentKey": server.component_secret,
+            "serverHostname": "127.0.0.1",
+            "serverPort": port,
+        },
+        "timeout": {"xmppconnectionError": "1s", "keepaliveInterval": "5s", "keepaliveTimeout": "3s"},
+        "limits": {"shutdownGrace": "5s"},
+    }
+
+
 class Ejabberd(XmppServer):
     """ejabberd in the foreground, with config, spool (Mnesia) and logs in the temp dir.
 

@@ -15,7 +15,7 @@ import pytest
 import xmpp_client
 from fpush_daemon import Fpush
 from processes import Process, free_port, port_accepts, wait_for
-from servers import Ejabberd, installed
+from servers import Ejabberd, installed, link_settings
 from wiretap import Wiretap
 
 PASSWORD = "cluster-password"
@@ -68,14 +68,7 @@ class RedisServer:
 def cluster_settings(server: Ejabberd, wiretap: Wiretap, apns, redis: dict) -> dict:
     """Settings of one instance; `redis` is the `redis` section (`url` or `cluster`)."""
     return {
-        "component": {
-            "componentHostname": server.component_jid,
-            "componentKey": server.component_secret,
-            "serverHostname": "127.0.0.1",
-            "serverPort": wiretap.port,
-        },
-        "timeout": {"xmppconnectionError": "1s", "keepaliveInterval": "5s", "keepaliveTimeout": "3s"},
-        "limits": {"shutdownGrace": "5s"},
+        **link_settings(server, wiretap.port),
         "redis": redis,
         "pushModules": {
             MODULE: {

@@ -25,7 +25,7 @@ import xmpp_client
 from fpush_daemon import Fpush
 from processes import wait_for
 from providers import FakeProvider
-from servers import Ejabberd, Prosody, XmppServer
+from servers import Ejabberd, Prosody, XmppServer, link_settings
 from test_cluster import RedisServer
 from wiretap import Push, Wiretap
 
@@ -49,14 +49,7 @@ def p2_settings(server: XmppServer, wiretap: Wiretap, apns: FakeProvider, fcm: F
     """A p2 FCM module and a default APNS module, both pointed at the fakes; ratelimit off."""
     off = {"enabled": False}
     settings = {
-        "component": {
-            "componentHostname": server.component_jid,
-            "componentKey": server.component_secret,
-            "serverHostname": "127.0.0.1",
-            "serverPort": wiretap.port,
-        },
-        "timeout": {"xmppconnectionError": "1s", "keepaliveInterval": "5s", "keepaliveTimeout": "3s"},
-        "limits": {"shutdownGrace": "5s"},
+        **link_settings(server, wiretap.port),
         "store": store,
         "pushModules": {
             P2_MODULE: {

@@ -23,7 +23,7 @@ import pytest
 import xmpp_client
 from fpush_daemon import Fpush, binary
 from providers import FakeProvider
-from servers import Ejabberd, Prosody, XmppServer
+from servers import Ejabberd, Prosody, XmppServer, link_settings
 from wiretap import Wiretap
 
 PASSWORD = "tigase-password"
@@ -37,14 +37,7 @@ TIMEOUT = 10.0
 def tigase_settings(server: XmppServer, wiretap: Wiretap, apns: FakeProvider, store: str) -> dict:
     """One tigase APNS module (key auth) on the fake APNS server; ratelimit off."""
     return {
-        "component": {
-            "componentHostname": server.component_jid,
-            "componentKey": server.component_secret,
-            "serverHostname": "127.0.0.1",
-            "serverPort": wiretap.port,
-        },
-        "timeout": {"xmppconnectionError": "1s", "keepaliveInterval": "5s", "keepaliveTimeout": "3s"},
-        "limits": {"shutdownGrace": "5s"},
+        **link_settings(server, wiretap.port),
         "store": {"backend": "sqlite", "path": store},
         "pushModules": {
             "siskin": {
