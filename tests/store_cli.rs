@@ -270,7 +270,7 @@ fn check_names_a_store_file_open_to_everyone_and_creates_nothing() {
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let output = fpush(&["--check", settings.to_str().unwrap()]);
     assert!(output.status.success(), "{}", text(&output.stderr));
-    assert!(text(&output.stdout).contains("schema 2"));
+    assert!(text(&output.stdout).contains("schema 3"));
     if std::os::unix::fs::chown(&file, Some(65534), None).is_ok() {
         let output = fpush(&["--check", settings.to_str().unwrap()]);
         assert!(!output.status.success());
@@ -293,7 +293,7 @@ fn check_refuses_a_schema_newer_than_this_fpush_without_changing_it() {
     let output = fpush(&["--check", settings.to_str().unwrap()]);
     assert!(!output.status.success());
     assert!(
-        text(&output.stderr).contains("schema version 99, newer than this fpush knows (2)"),
+        text(&output.stderr).contains("schema version 99, newer than this fpush knows (3)"),
         "{}",
         text(&output.stderr)
     );

@@ -52,7 +52,11 @@ impl PayloadBuilder {
     pub fn build(&self, summary: &PushSummary, extra: &[(String, String)]) -> Bytes {
         match &self.fixed {
             Some(fixed) if extra.is_empty() => return fixed.clone(),
-            Some(_) => return self.fit(&self.title, &self.body, extra),
+            Some(fixed) => {
+                return self
+                    .appended(fixed, extra)
+                    .unwrap_or_else(|| self.fit(&self.title, &self.body, extra))
+            }
             None => {}
         }
         let pick = |given: &Option<String>, default: &str| match given.as_deref().map(str::trim) {
@@ -89,6 +93,33 @@ impl PayloadBuilder {
         }
         // Serialising a map of strings and JSON values cannot fail.
         serde_json::to_vec(&Value::Object(root)).unwrap_or_default()
+    }
+
+    /// The fixed payload with `extra`'s string keys appended to its top level: what a push of
+    /// a registration (p2's `account`) costs on top of a fixed one, without building the JSON
+    /// anew. `None` when a key replaces one already there (or repeats), or the result would be
+    /// too large: [`Self::fit`] handles those.
+    fn appended(&self, fixed: &Bytes, extra: &[(String, String)]) -> Option<Bytes> {
+        let taken = |i: usize, key: &String| {
+            key == "aps"
+                || self.additional.contains_key(key)
+                || extra[..i].iter().any(|(earlier, _)| earlier == key)
+        };
+        if extra.iter().enumerate().any(|(i, (key, _))| taken(i, key)) {
+            return None;
+        }
+        let body = fixed.strip_suffix(b"}")?;
+        let mut payload = Vec::with_capacity(fixed.len() + 64 * extra.len());
+        payload.extend_from_slice(body);
+        for (key, value) in extra {
+            payload.push(b',');
+            // Writing a string into a Vec cannot fail.
+            serde_json::to_writer(&mut payload, key).ok()?;
+            payload.push(b':');
+            serde_json::to_writer(&mut payload, value).ok()?;
+        }
+        payload.push(b'}');
+        (payload.len() <= MAX_PAYLOAD).then(|| Bytes::from(payload))
     }
 
     /// Renders, cutting the body (then the title) until the payload fits: a long message
@@ -223,6 +254,21 @@ mod tests {
         assert_eq!(v["account"], "d3v1ce");
         assert_eq!(v["k"], 1);
         assert_eq!(v["aps"]["alert"]["title"], "New Message");
+    }
+
+    #[test]
+    fn extra_keys_appended_to_a_fixed_payload_read_as_the_payload_built_anew() {
+        let p = PayloadBuilder::new(&config(r#", "additionalData": {"k": 1}"#)).unwrap();
+        let extra = [
+            ("account".to_owned(), "d3v1ce".to_owned()),
+            ("channel".to_owned(), "quote \" and \u{1}".to_owned()),
+        ];
+        let appended = parse(&p.build(&PushSummary::default(), &extra));
+        let built = parse(&Bytes::from(p.render(&p.title, &p.body, &extra)));
+        assert_eq!(appended, built);
+        assert_eq!(appended["channel"], "quote \" and \u{1}");
+        let repeated = [extra[0].clone(), extra[0].clone()];
+        assert!(p.appended(p.fixed.as_ref().unwrap(), &repeated).is_none());
     }
 
     #[test]

@@ -35,23 +35,24 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Registrations deleted per transaction by a sweep, so pushes are not kept waiting.
 const SWEEP_BATCH: i64 = 1_000;
 
-/// The columns [`registration`] reads, in its order.
+/// The columns a push's look-up reads, in [`registration`]'s order (it knows the key, the
+/// last two columns a listing reads).
 macro_rules! columns {
     () => {
-        "service, device, channel, account, domain, token, second_token, node, secret, last_used"
+        "service, device, channel, account, token, second_token, secret, last_used"
     };
 }
-/// A push's look-up, one indexed point read on (domain, node).
+/// A push's look-up: one descent of the table's B-tree, keyed by (node, domain).
 const FIND: &str = concat!(
     "SELECT ",
     columns!(),
-    " FROM registrations WHERE domain = ?1 AND node = ?2"
+    " FROM registrations WHERE node = ?1 AND domain = ?2"
 );
-/// A page of `fpush store export`.
+/// A page of `fpush store export`, in key order after the cursor (the last page's key).
 const LIST: &str = concat!(
     "SELECT ",
     columns!(),
-    ", id FROM registrations WHERE id > ?1 ORDER BY id LIMIT ?2"
+    ", domain, node FROM registrations WHERE (node, domain) > (?1, ?2) ORDER BY node, domain LIMIT ?3"
 );
 
 /// The SQLite registration store.
@@ -173,8 +174,8 @@ fn from_unix(seconds: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
 }
 
-/// A row of the `columns!()` in their order.
-fn registration(row: &Row<'_>) -> rusqlite::Result<Registration> {
+/// A row of the `columns!()` in their order, found at `domain` and `node`.
+fn found_at(row: &Row<'_>, domain: &str, node: &str) -> rusqlite::Result<Registration> {
     Ok(Registration {
         key: RegistrationKey {
             service: row.get(0)?,
@@ -182,13 +183,20 @@ fn registration(row: &Row<'_>) -> rusqlite::Result<Registration> {
             channel: row.get(2)?,
         },
         account: row.get(3)?,
-        domain: row.get(4)?,
-        token: row.get(5)?,
-        second_token: row.get(6)?,
-        node: row.get(7)?,
-        secret: row.get(8)?,
-        last_used: from_unix(row.get(9)?),
+        token: row.get(4)?,
+        second_token: row.get(5)?,
+        secret: row.get(6)?,
+        last_used: from_unix(row.get(7)?),
+        domain: domain.to_owned(),
+        node: node.to_owned(),
     })
+}
+
+/// A row of [`LIST`]: the `columns!()`, then domain and node.
+fn listed(row: &Row<'_>) -> rusqlite::Result<Registration> {
+    let domain: String = row.get(8)?;
+    let node: String = row.get(9)?;
+    found_at(row, &domain, &node)
 }
 
 #[async_trait]
@@ -282,8 +290,8 @@ impl RegistrationStore for SqliteStore {
                 .write(move |writer, _| {
                     writer
                         .execute(
-                            "DELETE FROM registrations WHERE id IN (SELECT id FROM registrations \
-                             WHERE last_used < ?1 LIMIT ?2)",
+                            "DELETE FROM registrations WHERE (node, domain) IN (SELECT node, domain \
+                             FROM registrations WHERE last_used < ?1 LIMIT ?2)",
                             params![before, SWEEP_BATCH],
                         )
                         .map_err(failed)
@@ -314,28 +322,29 @@ impl RegistrationStore for SqliteStore {
         after: Option<String>,
         limit: usize,
     ) -> Result<RegistrationPage, StoreError> {
-        let after: i64 = match after {
-            None => 0,
+        let (node, domain) = match &after {
+            None => ("", ""),
             Some(cursor) => cursor
-                .parse()
-                .map_err(|_| StoreError::Unusable(format!("bad cursor {cursor:?}")))?,
+                .split_once('\n')
+                .ok_or_else(|| StoreError::Unusable(format!("bad cursor {cursor:?}")))?,
         };
+        let (node, domain) = (node.to_owned(), domain.to_owned());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |reader| {
             let mut statement = reader.prepare(LIST).map_err(failed)?;
             let rows = statement
-                .query_map(params![after, limit], |row| {
-                    Ok((registration(row)?, row.get(10)?))
-                })
+                .query_map(params![node, domain, limit], listed)
                 .map_err(failed)?;
-            let rows: Vec<(Registration, i64)> = rows.collect::<Result<_, _>>().map_err(failed)?;
-            let next = match rows.last() {
-                Some((_, id)) if rows.len() as i64 == limit => Some(id.to_string()),
+            let registrations: Vec<Registration> =
+                rows.collect::<Result<_, _>>().map_err(failed)?;
+            let next = match registrations.last() {
+                Some(last) if registrations.len() as i64 == limit => {
+                    Some(format!("{}\n{}", last.node, last.domain))
+                }
                 _ => None,
             };
-            let registrations = rows.into_iter().map(|(registration, _)| registration);
             Ok(RegistrationPage {
-                registrations: registrations.collect(),
+                registrations,
                 next,
             })
         })

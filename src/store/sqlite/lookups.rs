@@ -18,7 +18,7 @@ use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::in_place::InPlaceReader;
-use super::{disk, failed, registration, Shared, FIND};
+use super::{disk, failed, found_at, Shared, FIND};
 use crate::store::{Registration, StoreError};
 
 /// A look-up in place that takes longer than this and read from the disk is a strike; from
@@ -196,9 +196,11 @@ fn answer_chunk(reader: &Connection, chunk: Vec<Lookup>) -> Result<(), StoreErro
     Ok(())
 }
 
-/// One indexed point read on (domain, node).
+/// One point read on the table's key.
 fn find_one(reader: &Connection, domain: &str, node: &str) -> Answer {
     let mut statement = reader.prepare_cached(FIND).map_err(failed)?;
-    let found = statement.query_row(rusqlite::params![domain, node], registration);
+    let found = statement.query_row(rusqlite::params![node, domain], |row| {
+        found_at(row, domain, node)
+    });
     found.optional().map_err(failed)
 }

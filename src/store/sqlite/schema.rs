@@ -14,34 +14,29 @@ use super::failed;
 use crate::store::StoreError;
 
 /// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this fpush writes.
 pub(crate) fn current_version() -> i64 {
     MIGRATIONS.len() as i64
 }
 
-const V1: &str = "
-CREATE TABLE registrations (
-    id INTEGER PRIMARY KEY,
-    service TEXT NOT NULL,
-    device TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    account TEXT NOT NULL,
-    domain TEXT NOT NULL,
-    token TEXT NOT NULL,
-    second_token TEXT,
-    node TEXT NOT NULL,
-    secret TEXT NOT NULL,
-    last_used INTEGER NOT NULL
-);
+/// The secondary indexes: by key (register, unregister), by account (its cap) and by last use
+/// (the sweep).
+macro_rules! indexes {
+    () => {
+        "
 CREATE UNIQUE INDEX registrations_by_key ON registrations (service, device, channel);
-CREATE UNIQUE INDEX registrations_by_node ON registrations (domain, node);
 CREATE INDEX registrations_by_account ON registrations (account, last_used);
 CREATE INDEX registrations_by_last_use ON registrations (last_used);
-CREATE TABLE domain_counts (domain TEXT PRIMARY KEY, registrations INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE total_count (id INTEGER PRIMARY KEY CHECK (id = 0), registrations INTEGER NOT NULL);
-INSERT INTO total_count VALUES (0, 0);
+"
+    };
+}
+
+/// The triggers that keep the per-domain and total counts.
+macro_rules! domain_count_triggers {
+    () => {
+        "
 CREATE TRIGGER registrations_added AFTER INSERT ON registrations BEGIN
     INSERT INTO domain_counts VALUES (NEW.domain, 1)
         ON CONFLICT (domain) DO UPDATE SET registrations = registrations + 1;
@@ -59,13 +54,15 @@ WHEN OLD.domain <> NEW.domain BEGIN
     INSERT INTO domain_counts VALUES (NEW.domain, 1)
         ON CONFLICT (domain) DO UPDATE SET registrations = registrations + 1;
 END;
-";
+"
+    };
+}
 
-/// Counts per service (the `fpush_registrations` gauge), once counted from the rows. A
-/// registration's service is part of its key, so no update moves it.
-const V2: &str = "
-CREATE TABLE service_counts (service TEXT PRIMARY KEY, registrations INTEGER NOT NULL) WITHOUT ROWID;
-INSERT INTO service_counts SELECT service, count(*) FROM registrations GROUP BY service;
+/// The triggers that keep the per-service counts. A registration's service is part of its key,
+/// so no update moves it.
+macro_rules! service_count_triggers {
+    () => {
+        "
 CREATE TRIGGER registrations_added_to_service AFTER INSERT ON registrations BEGIN
     INSERT INTO service_counts VALUES (NEW.service, 1)
         ON CONFLICT (service) DO UPDATE SET registrations = registrations + 1;
@@ -74,7 +71,74 @@ CREATE TRIGGER registrations_removed_from_service AFTER DELETE ON registrations 
     UPDATE service_counts SET registrations = registrations - 1 WHERE service = OLD.service;
     DELETE FROM service_counts WHERE service = OLD.service AND registrations <= 0;
 END;
-";
+"
+    };
+}
+
+const V1: &str = concat!(
+    "
+CREATE TABLE registrations (
+    id INTEGER PRIMARY KEY,
+    service TEXT NOT NULL,
+    device TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    account TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    token TEXT NOT NULL,
+    second_token TEXT,
+    node TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    last_used INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX registrations_by_node ON registrations (domain, node);
+CREATE TABLE domain_counts (domain TEXT PRIMARY KEY, registrations INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE total_count (id INTEGER PRIMARY KEY CHECK (id = 0), registrations INTEGER NOT NULL);
+INSERT INTO total_count VALUES (0, 0);
+",
+    indexes!(),
+    domain_count_triggers!()
+);
+
+/// Counts per service (the `fpush_registrations` gauge), once counted from the rows.
+const V2: &str = concat!(
+    "
+CREATE TABLE service_counts (service TEXT PRIMARY KEY, registrations INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO service_counts SELECT service, count(*) FROM registrations GROUP BY service;
+",
+    service_count_triggers!()
+);
+
+/// The registrations stored in the order a push looks them up: keyed by (node, domain), so that
+/// a look-up is one B-tree descent instead of an index's and then the table's, and its key
+/// comparisons mostly end at the first column (nodes are random; a server's domain is the same
+/// for all its users). The table is rebuilt: its indexes and triggers go with the old one
+/// (dropping a table fires no trigger, and copying rows into the new one fires none either, so
+/// the counts stand).
+const V3: &str = concat!(
+    "
+CREATE TABLE registrations_v3 (
+    node TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    service TEXT NOT NULL,
+    device TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    account TEXT NOT NULL,
+    token TEXT NOT NULL,
+    second_token TEXT,
+    secret TEXT NOT NULL,
+    last_used INTEGER NOT NULL,
+    PRIMARY KEY (node, domain)
+) WITHOUT ROWID;
+INSERT INTO registrations_v3
+    SELECT node, domain, service, device, channel, account, token, second_token, secret, last_used
+    FROM registrations;
+DROP TABLE registrations;
+ALTER TABLE registrations_v3 RENAME TO registrations;
+",
+    indexes!(),
+    domain_count_triggers!(),
+    service_count_triggers!()
+);
 
 /// Creates the file (private to its owner: it holds secrets) when it is missing.
 pub(super) fn create_private(path: &Path) -> Result<(), StoreError> {
@@ -230,6 +294,48 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(counts, [("apns".into(), 2), ("fcm".into(), 1)]);
+    }
+
+    #[test]
+    fn version_3_keeps_every_registration_with_its_counts_and_keys_the_table_by_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite3");
+        let mut connection = Connection::open(&path).unwrap();
+        migrate(&mut connection, &path, &[V1, V2]).unwrap();
+        let insert = "INSERT INTO registrations (service, device, channel, account, domain, token, node, secret, last_used) VALUES (?1, ?2, '', 'a', ?3, 't', ?2, 'x', 0)";
+        for (service, device, domain) in [("fcm", "d1", "a.example"), ("apns", "d2", "b.example")] {
+            connection
+                .execute(insert, [service, device, domain])
+                .unwrap();
+        }
+        migrate(&mut connection, &path, MIGRATIONS).unwrap();
+        let plan: String = connection
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT token FROM registrations WHERE node = 'd2' AND domain = 'b.example'",
+                [],
+                |row| row.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("PRIMARY KEY"), "{plan}");
+        connection
+            .execute(insert, ["fcm", "d3", "a.example"])
+            .unwrap();
+        let duplicate = connection.execute(insert, ["apns", "d3", "a.example"]);
+        assert!(duplicate.is_err(), "(node, domain) stays unique");
+        let count = |sql: &str| -> i64 { connection.query_row(sql, [], |row| row.get(0)).unwrap() };
+        assert_eq!(count("SELECT registrations FROM total_count"), 3);
+        assert_eq!(
+            count("SELECT registrations FROM domain_counts WHERE domain = 'a.example'"),
+            2
+        );
+        assert_eq!(
+            count("SELECT registrations FROM service_counts WHERE service = 'fcm'"),
+            2
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM registrations WHERE node = 'd1'"),
+            1
+        );
     }
 
     #[test]

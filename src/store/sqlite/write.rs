@@ -33,21 +33,21 @@ pub(super) fn upsert(
         Mode::Restore => unix(registration.last_used),
     };
     let key = &registration.key;
-    let existing: Option<(i64, String, String)> = transaction
+    let existing: Option<(String, String)> = transaction
         .query_row(
-            "SELECT id, node, secret FROM registrations WHERE service = ?1 AND device = ?2 AND channel = ?3",
+            "SELECT node, secret FROM registrations WHERE service = ?1 AND device = ?2 AND channel = ?3",
             params![key.service, key.device, key.channel],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .optional()
         .map_err(failed)?;
     let credentials = match existing {
-        Some((id, node, secret)) => {
+        Some((node, secret)) => {
             let credentials = match mode {
                 Mode::Register => Credentials { node, secret },
                 Mode::Restore => given(registration),
             };
-            update(&transaction, id, registration, &credentials, last_used)?;
+            update(&transaction, registration, &credentials, last_used)?;
             credentials
         }
         None => {
@@ -68,17 +68,19 @@ fn given(registration: &Registration) -> Credentials {
 
 fn update(
     transaction: &Transaction<'_>,
-    id: i64,
     registration: &Registration,
     credentials: &Credentials,
     last_used: i64,
 ) -> Result<(), StoreError> {
     transaction
         .execute(
-            "UPDATE registrations SET account = ?2, domain = ?3, token = ?4, second_token = ?5, \
-             node = ?6, secret = ?7, last_used = ?8 WHERE id = ?1",
+            "UPDATE registrations SET account = ?4, domain = ?5, token = ?6, second_token = ?7, \
+             node = ?8, secret = ?9, last_used = ?10 \
+             WHERE service = ?1 AND device = ?2 AND channel = ?3",
             params![
-                id,
+                registration.key.service,
+                registration.key.device,
+                registration.key.channel,
                 registration.account,
                 registration.domain,
                 registration.token,
@@ -110,8 +112,8 @@ fn make_room(
     if held >= cap {
         transaction
             .execute(
-                "DELETE FROM registrations WHERE id IN (SELECT id FROM registrations \
-                 WHERE account = ?1 ORDER BY last_used, id LIMIT ?2)",
+                "DELETE FROM registrations WHERE (node, domain) IN (SELECT node, domain \
+                 FROM registrations WHERE account = ?1 ORDER BY last_used, node LIMIT ?2)",
                 params![registration.account, held + 1 - cap],
             )
             .map_err(failed)?;
@@ -189,7 +191,9 @@ fn insert(
     ))
 }
 
+/// A key already taken: the table's (node, domain) or an index's.
 fn is_unique_violation(error: &rusqlite::Error) -> bool {
+    use rusqlite::ffi::{SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE};
     matches!(error, rusqlite::Error::SqliteFailure(failure, _)
-        if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+        if matches!(failure.extended_code, SQLITE_CONSTRAINT_UNIQUE | SQLITE_CONSTRAINT_PRIMARYKEY))
 }
