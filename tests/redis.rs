@@ -21,6 +21,7 @@ use fpush::modules::{Module, ModuleSet};
 use fpush::ratelimit::{
     Admission, DeadTokens, Decision, RatelimitConfig, Ratelimiter, RedisOptions, RedisStore,
 };
+use fpush_testkit::redis_server;
 use fpush_testkit::xmpp::{prosody_push_iq, Stanza};
 use fpush_traits::{async_trait, Delivered, PushError, PushNotification, PushTrait};
 use tokio::time::Instant;
@@ -41,46 +42,19 @@ struct RedisServer {
 impl RedisServer {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut server = RedisServer {
-            child: None,
+        let (child, port) = redis_server::start(dir.path(), &[]);
+        RedisServer {
+            child: Some(child),
             port,
             dir,
-        };
-        server.restart();
-        server
+        }
     }
 
-    /// Starts the server (again) on its port, and returns once it accepts connections.
+    /// Starts the server again on its port, and returns once it accepts connections.
     fn restart(&mut self) {
         assert!(self.child.is_none(), "the server is running already");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!(
-                    "cannot start redis-server ({error}): these tests need a real Redis; install \
-                     Debian's redis-server package (scripts/install-test-deps.sh does)"
-                )
-            });
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("redis-server exited at start-up: {status}");
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not listen on port {} within 10 s",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let started = redis_server::start_on(self.port, self.dir.path(), &[]);
+        self.child = Some(started.unwrap_or_else(|error| panic!("{error}")));
     }
 
     fn kill(&mut self) {

@@ -19,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use fpush_testkit::redis_server;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -154,64 +155,39 @@ fn stop(node: &mut Node) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
-}
-
-/// Starts one cluster node in `dir` and returns once it accepts connections.
+/// Starts one cluster node in `dir` and returns once it accepts connections (on fresh ports
+/// again when a port found free was taken before the node bound it).
 fn start_node(dir: &std::path::Path) -> Node {
     std::fs::create_dir_all(dir).expect("node dir");
-    let (port, bus_port) = (free_port(), free_port());
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args([
+    for _ in 0..3 {
+        let (port, bus_port) = (free_port(), free_port());
+        let bus_port = bus_port.to_string();
+        let cluster = [
             "--cluster-enabled",
             "yes",
             "--cluster-port",
-            &bus_port.to_string(),
-        ])
-        .args([
+            &bus_port,
             "--cluster-config-file",
             "nodes.conf",
             "--cluster-node-timeout",
             "1000",
-        ])
-        // A replica of a fresh cluster may have heard nothing from its master for longer than
-        // the default validity allows, and would then refuse to take over.
-        .args(["--cluster-replica-validity-factor", "0"])
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|error| {
-            panic!("cannot start redis-server ({error}): these tests need Debian's redis-server")
-        });
-    let mut node = Node {
-        port,
-        child: Some(child),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        let exited = node
-            .child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten());
-        assert!(
-            exited.is_none(),
-            "redis-server exited at start-up: {exited:?}"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "redis-server did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
+            // A replica of a fresh cluster may have heard nothing from its master for longer
+            // than the default validity allows, and would then refuse to take over.
+            "--cluster-replica-validity-factor",
+            "0",
+        ];
+        match redis_server::start_on(port, dir, &cluster) {
+            Ok(child) => {
+                return Node {
+                    port,
+                    child: Some(child),
+                }
+            }
+            // The next attempt starts with a fresh cluster configuration.
+            Err(_) => drop(std::fs::remove_file(dir.join("nodes.conf"))),
+        }
     }
-    node
+    panic!("a cluster node exited at start-up three times (its output is above)");
 }
 
 /// One command on the node at `port`; `None` when it does not answer.

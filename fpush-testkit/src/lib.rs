@@ -5,6 +5,7 @@
 pub mod apns;
 pub mod fake_cli;
 pub mod fcm;
+pub mod redis_server;
 pub mod settings;
 pub mod tls;
 pub mod webpush;

@@ -188,12 +188,7 @@ pub fn fixture_bytes(name: &str) -> Vec<u8> {
 
 /// A free loopback port, bound and released at once: good enough on loopback for a listener
 /// the test starts next (a metrics listener, a `redis-server`).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
-}
+pub use fpush_testkit::redis_server::free_port;
 
 /// Waits for fpush to connect to `server` and complete its handshake.
 pub async fn connect(server: &mut FakeXmppServer) -> ComponentLink {

@@ -28,29 +28,7 @@ impl RedisServer {
 
     fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(extra)
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!("cannot start redis-server ({error}): install Debian's redis-server")
-            });
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("redis-server exited at start-up: {status}");
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let (child, port) = fpush_testkit::redis_server::start(dir.path(), extra);
         RedisServer {
             child,
             port,
@@ -128,12 +106,7 @@ impl RedisCluster {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
-}
+pub use fpush_testkit::redis_server::free_port;
 
 /// Where a conformance test's registrations live; `open` may be called more than once (a
 /// restart, or a second instance).
