@@ -14,7 +14,6 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

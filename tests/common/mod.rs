@@ -188,6 +188,7 @@ pub fn fixture_bytes(name: &str) -> Vec<u8> {
 
 /// A free loopback port, bound and released at once: good enough on loopback for a listener
 /// the test starts next (a metrics listener, a `redis-server`).
+#[allow(unused_imports)] // not every test binary starts a listener
 pub use fpush_testkit::redis_server::free_port;
 
 /// Waits for fpush to connect to `server` and complete its handshake.

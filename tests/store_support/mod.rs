@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -105,8 +104,6 @@ impl RedisCluster {
         }
     }
 }
-
-pub use fpush_testkit::redis_server::free_port;
 
 /// Where a conformance test's registrations live; `open` may be called more than once (a
 /// restart, or a second instance).
