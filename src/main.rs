@@ -157,15 +157,8 @@ fn run(path: &std::path::Path) -> ExitCode {
     else {
         return ExitCode::FAILURE;
     };
-    if let Some(listen) = settings.metrics.as_ref().map(|m| m.listen) {
-        // Bound once here so that an address in use stops start-up instead of only being logged.
-        if let Err(error) = std::net::TcpListener::bind(listen) {
-            eprintln!(
-                "{}: metrics.listen: cannot listen on {listen}: {error}",
-                path.display()
-            );
-            return ExitCode::FAILURE;
-        }
+    if !metrics_address_free(path, &settings) {
+        return ExitCode::FAILURE;
     }
     for module in &settings.push_modules {
         log::info!("{}", modules::describe(module));
@@ -216,6 +209,22 @@ fn run(path: &std::path::Path) -> ExitCode {
             daemon::Ending::LinkLost => ExitCode::FAILURE,
         }
     })
+}
+
+/// Binds `metrics.listen` once, so that an address in use stops start-up instead of only being
+/// logged by the listener later; false (with the error printed) when it is taken.
+fn metrics_address_free(path: &std::path::Path, settings: &fpush::config::Settings) -> bool {
+    let Some(listen) = settings.metrics.as_ref().map(|m| m.listen) else {
+        return true;
+    };
+    match std::net::TcpListener::bind(listen) {
+        Ok(_) => true,
+        Err(error) => {
+            let shown = path.display();
+            eprintln!("{shown}: metrics.listen: cannot listen on {listen}: {error}");
+            false
+        }
+    }
 }
 
 /// SIGTERM (systemd) and SIGINT (a terminal) both ask for an orderly stop; SIGHUP for a reload.
