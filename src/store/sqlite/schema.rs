@@ -208,7 +208,20 @@ pub(super) fn migrate(
     transaction
         .pragma_update(None, "user_version", known)
         .map_err(failed)?;
-    transaction.commit().map_err(failed)
+    transaction.commit().map_err(failed)?;
+    if found > 0 {
+        compact(connection)?;
+    }
+    Ok(())
+}
+
+/// Gives back the space a migration freed (a rebuilt table leaves the old one's pages free,
+/// which would keep the file at the size of both) and empties the write-ahead log it filled.
+fn compact(connection: &Connection) -> Result<(), StoreError> {
+    connection.execute_batch("VACUUM").map_err(failed)?;
+    connection
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .map_err(failed)
 }
 
 /// A consistent copy with `VACUUM INTO`, private like the original; one already there (from
@@ -309,6 +322,10 @@ mod tests {
                 .unwrap();
         }
         migrate(&mut connection, &path, MIGRATIONS).unwrap();
+        let free_pages: i64 = connection
+            .query_row("PRAGMA freelist_count", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(free_pages, 0, "the old table's pages are given back");
         let plan: String = connection
             .query_row(
                 "EXPLAIN QUERY PLAN SELECT token FROM registrations WHERE node = 'd2' AND domain = 'b.example'",
