@@ -7,6 +7,7 @@ mod commands;
 mod push2_path;
 mod push_path;
 mod reply_table;
+mod stored_push;
 mod tigase_path;
 
 use std::sync::atomic::Ordering;
@@ -203,42 +204,15 @@ impl Dispatcher {
         }
         let modules = self.modules.load();
         if p2::claims(&push) && modules.serves(p2::PROTOCOL) {
-            return self.p2_push(iq, push);
+            return self.stored_push(self.p2.load_full(), iq, push);
         }
         if tigase::claims(&push, &modules) {
-            return self.tigase_push(iq, push);
+            return self.stored_push(self.tigase.load_full(), iq, push);
         }
         match doors::token_in_node::resolve(&modules, push) {
             Ok(target) => self.pushes.dispatch(iq, target, &self.tasks),
             Err(refusal) => self.pushes.refuse(&iq, refusal),
         }
-    }
-
-    /// A push naming a p2 registration: its provider slot is taken before the store is asked,
-    /// so the slots bound the look-ups in flight too.
-    fn p2_push(&self, iq: IqHeader, push: PushRequest) {
-        let Some(door) = self.p2.load_full() else {
-            log::debug!("a p2 push arrived while no registration store is open");
-            return self.pushes.refuse(&iq, Outcome::store_failed.into());
-        };
-        let Some(slot) = self.pushes.provider_slot() else {
-            return self.pushes.refuse(&iq, Outcome::overloaded.into());
-        };
-        let (pushes, modules, tasks) = (
-            self.pushes.clone(),
-            self.modules.clone(),
-            self.tasks.clone(),
-        );
-        self.tasks.spawn(async move {
-            let modules = modules.load_full();
-            match door.resolve(&modules, &iq.from, push).await {
-                Ok(target) => {
-                    target.module.count_received();
-                    pushes.admit(iq, target, slot, &tasks);
-                }
-                Err(refusal) => pushes.refuse(&iq, refusal),
-            }
-        });
     }
 
     /// The p2 door, when some module serves p2 and the store is open.

@@ -7,20 +7,16 @@
 mod p2_support;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use fpush::access::AccessSettings;
-use fpush::component::{reply_channel, Inbound, ReplyReceiver};
-use fpush::dispatcher::Dispatcher;
 use fpush::doors::p2::{device_hash, P2Door, PROTOCOL};
-use fpush::metrics::{Metrics, ModuleMetrics};
-use fpush::modules::{Module, ModuleSet, Registering};
-use fpush::ratelimit::RatelimitConfig;
+use fpush::modules::{ModuleSet, Registering};
 use fpush_testkit::xmpp::Stanza;
 use fpush_traits::{DeadTokenReason, PushError};
-use p2_support::{MemoryStore, RecordingProvider};
+use p2_support::dispatcher::{error_of, module, Harness, JID};
+use p2_support::forms::form_value;
+use p2_support::RecordingProvider;
 
-const JID: &str = "push.example.org";
 const JULIET: &str = "juliet@capulet.example/balcony";
 const ROMEO: &str = "romeo@capulet.example/orchard";
 const DOMAIN: &str = "capulet.example";
@@ -29,14 +25,6 @@ const TOKEN: &str = "cT7x9Qz1RkW3:APA91bHq-_Zk9";
 
 fn plausible(token: &str) -> bool {
     !token.is_empty() && !token.contains(' ')
-}
-
-struct Harness {
-    dispatcher: Dispatcher,
-    replies: ReplyReceiver,
-    provider: Arc<RecordingProvider>,
-    store: Arc<MemoryStore>,
-    next_id: usize,
 }
 
 impl Harness {
@@ -48,22 +36,7 @@ impl Harness {
 
     fn with(ratelimit: bool, p2: bool) -> Self {
         let provider = Arc::new(RecordingProvider::default());
-        let config = RatelimitConfig {
-            enabled: ratelimit,
-            window: Duration::from_secs(20),
-            cleanup_interval: Duration::from_secs(300),
-        };
-        let module = |id: &str| {
-            Module::new(
-                id,
-                "google",
-                provider.clone(),
-                config,
-                Duration::from_secs(3600),
-                ModuleMetrics::detached(),
-            )
-        };
-        let mut android = module("android");
+        let mut android = module("android", "google", &provider, ratelimit);
         if p2 {
             android = android.serving(Registering {
                 protocol: PROTOCOL,
@@ -71,56 +44,23 @@ impl Harness {
                 plausible_token: plausible,
             });
         }
-        let modules = ModuleSet::from_modules(vec![(android, false), (module("app"), true)]);
-        let (sender, replies) = reply_channel();
-        let dispatcher = Dispatcher::new(Arc::new(modules), 100, sender, Metrics::new());
-        let store = Arc::new(MemoryStore::default());
-        dispatcher.set_p2(Arc::new(P2Door::new(store.clone(), JID)));
-        Harness {
-            dispatcher,
-            replies,
-            provider,
-            store,
-            next_id: 0,
-        }
+        let app = module("app", "google", &provider, ratelimit);
+        let modules = ModuleSet::from_modules(vec![(android, false), (app, true)]);
+        let h = Harness::with_modules(modules, provider);
+        h.dispatcher
+            .set_p2(Arc::new(P2Door::new(h.store.clone(), JID)));
+        h
     }
 
-    /// Hands a stanza built around a fresh id to the dispatcher and waits for its reply.
-    async fn ask(&mut self, stanza: impl FnOnce(&str) -> String) -> Stanza {
-        self.next_id += 1;
-        let id = format!("q{}", self.next_id);
-        let xml = stanza(&id);
-        self.dispatcher
-            .handle(Inbound::Stanza(bytes::Bytes::from(xml.into_bytes())));
-        let bytes = tokio::time::timeout(Duration::from_secs(10), self.replies.recv())
-            .await
-            .expect("a reply in time")
-            .expect("reply channel open");
-        let reply = Stanza::parse(String::from_utf8(bytes).unwrap()).unwrap();
-        assert_eq!(reply.attr("id"), Some(id.as_str()), "{}", reply.raw);
-        reply
-    }
-
-    async fn command(&mut self, from: &str, node: &str, fields: &[(&str, &str)]) -> Stanza {
-        let form: String = fields
-            .iter()
-            .map(|(var, value)| format!("<field var='{var}'><value>{value}</value></field>"))
-            .collect();
-        self.ask(|id| {
-            format!(
-                "<iq type='set' id='{id}' from='{from}' to='{JID}'>\
-                 <command xmlns='http://jabber.org/protocol/commands' node='{node}' \
-                 action='execute'><x xmlns='jabber:x:data' type='submit'>{form}</x>\
-                 </command></iq>"
-            )
-        })
-        .await
+    /// The register command for `from`'s device and `token`, answered as it comes.
+    async fn register_command(&mut self, from: &str, token: &str) -> Stanza {
+        let fields = [("token", token), ("device-id", DEVICE_ID)];
+        self.command(from, "register-push-fcm", &fields).await
     }
 
     /// Registers `from`'s device for `token`; answers (node, secret).
     async fn register(&mut self, from: &str, token: &str) -> (String, String) {
-        let fields = [("token", token), ("device-id", DEVICE_ID)];
-        let reply = self.command(from, "register-push-fcm", &fields).await;
+        let reply = self.register_command(from, token).await;
         assert_eq!(reply.kind(), Some("result"), "{}", reply.raw);
         (form_value(&reply, "node"), form_value(&reply, "secret"))
     }
@@ -150,23 +90,6 @@ impl Harness {
     }
 }
 
-/// The first value of field `var` in a reply's form.
-fn form_value(reply: &Stanza, var: &str) -> String {
-    let open = format!("<field var='{var}'><value>");
-    let start = reply.raw.find(&open).map(|at| at + open.len());
-    let start = start.unwrap_or_else(|| panic!("no field {var}: {}", reply.raw));
-    let end = start + reply.raw[start..].find("</value>").unwrap();
-    reply.raw[start..end].to_owned()
-}
-
-fn error_of(reply: &Stanza) -> (&str, &str) {
-    assert_eq!(reply.kind(), Some("error"), "{}", reply.raw);
-    (
-        reply.error_type.as_deref().unwrap_or_default(),
-        reply.error_condition.as_deref().unwrap_or_default(),
-    )
-}
-
 fn juliet_device() -> String {
     device_hash("juliet@capulet.example", DEVICE_ID)
 }
@@ -174,13 +97,7 @@ fn juliet_device() -> String {
 #[tokio::test]
 async fn a_registered_device_gets_its_pushes_with_the_account_key() {
     let mut h = Harness::new(false);
-    let reply = h
-        .command(
-            JULIET,
-            "register-push-fcm",
-            &[("token", TOKEN), ("device-id", DEVICE_ID)],
-        )
-        .await;
+    let reply = h.register_command(JULIET, TOKEN).await;
     assert_eq!(reply.kind(), Some("result"), "{}", reply.raw);
     assert_eq!(reply.attr("to"), Some(JULIET));
     assert!(
@@ -246,13 +163,7 @@ async fn without_a_p2_module_a_secret_push_goes_to_the_default_module() {
     let reply = h.push(DOMAIN, "plain-token-1", "s").await;
     assert_eq!(reply.kind(), Some("result"), "{}", reply.raw);
     assert_eq!(h.provider.sent()[0].module_id, "app");
-    let command = h
-        .command(
-            JULIET,
-            "register-push-fcm",
-            &[("token", TOKEN), ("device-id", DEVICE_ID)],
-        )
-        .await;
+    let command = h.register_command(JULIET, TOKEN).await;
     assert_eq!(error_of(&command), ("cancel", "item-not-found"));
 }
 
@@ -263,13 +174,7 @@ async fn a_failing_store_answers_wait_never_item_not_found() {
     h.store.fail(true);
     let pushed = h.push(DOMAIN, &node, &secret).await;
     assert_eq!(error_of(&pushed), ("wait", "internal-server-error"));
-    let command = h
-        .command(
-            JULIET,
-            "register-push-fcm",
-            &[("token", TOKEN), ("device-id", DEVICE_ID)],
-        )
-        .await;
+    let command = h.register_command(JULIET, TOKEN).await;
     assert_eq!(error_of(&command), ("wait", "internal-server-error"));
     assert!(h.provider.sent().is_empty());
 }
@@ -403,27 +308,14 @@ async fn commands_from_domains_not_served_are_forbidden() {
         allowed_domains: vec!["montague.example".to_owned()],
         ..AccessSettings::default()
     });
-    let reply = h
-        .command(
-            JULIET,
-            "register-push-fcm",
-            &[("token", TOKEN), ("device-id", DEVICE_ID)],
-        )
-        .await;
+    let reply = h.register_command(JULIET, TOKEN).await;
     assert_eq!(error_of(&reply), ("auth", "forbidden"));
 }
 
 #[tokio::test]
 async fn discovery_names_the_commands_feature_and_the_served_commands() {
     let mut h = Harness::new(false);
-    let info = h
-        .ask(|id| {
-            format!(
-                "<iq type='get' id='{id}' from='{JULIET}' to='{JID}'>\
-                 <query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
-            )
-        })
-        .await;
+    let info = h.disco_info(JULIET).await;
     assert!(
         info.features
             .contains(&"http://jabber.org/protocol/commands".to_owned()),
@@ -431,15 +323,7 @@ async fn discovery_names_the_commands_feature_and_the_served_commands() {
         info.raw
     );
     assert!(info.features.contains(&"urn:xmpp:push:0".to_owned()));
-    let items = h
-        .ask(|id| {
-            format!(
-                "<iq type='get' id='{id}' from='{JULIET}' to='{JID}'>\
-                 <query xmlns='http://jabber.org/protocol/disco#items' \
-                 node='http://jabber.org/protocol/commands'/></iq>"
-            )
-        })
-        .await;
+    let items = h.command_items(JULIET).await;
     for node in ["register-push-fcm", "unregister-push-fcm"] {
         assert!(
             items
@@ -452,14 +336,7 @@ async fn discovery_names_the_commands_feature_and_the_served_commands() {
     assert!(!items.raw.contains("apns"), "{}", items.raw);
 
     let mut plain = Harness::with(false, false);
-    let info = plain
-        .ask(|id| {
-            format!(
-                "<iq type='get' id='{id}' from='{DOMAIN}' to='{JID}'>\
-                 <query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
-            )
-        })
-        .await;
+    let info = plain.disco_info(DOMAIN).await;
     assert!(!info.raw.contains("protocol/commands"), "{}", info.raw);
 }
 
@@ -470,28 +347,20 @@ async fn a_given_session_id_is_kept_and_only_execute_is_served() {
         "<x xmlns='jabber:x:data' type='submit'><field var='token'><value>{TOKEN}</value>\
          </field><field var='device-id'><value>{DEVICE_ID}</value></field></x>"
     );
-    let with_session = h
-        .ask(|id| {
-            format!(
-                "<iq type='set' id='{id}' from='{JULIET}' to='{JID}'>\
-                 <command xmlns='http://jabber.org/protocol/commands' node='register-push-fcm' \
-                 sessionid='s-42'>{form}</command></iq>"
-            )
-        })
-        .await;
+    // The register command with one more attribute on `<command>`.
+    let register = |id: &str, attribute: &str| {
+        format!(
+            "<iq type='set' id='{id}' from='{JULIET}' to='{JID}'>\
+             <command xmlns='http://jabber.org/protocol/commands' node='register-push-fcm' \
+             {attribute}>{form}</command></iq>"
+        )
+    };
+    let with_session = h.ask(|id| register(id, "sessionid='s-42'")).await;
     assert!(
         with_session.raw.contains("sessionid='s-42'"),
         "{}",
         with_session.raw
     );
-    let cancel = h
-        .ask(|id| {
-            format!(
-                "<iq type='set' id='{id}' from='{JULIET}' to='{JID}'>\
-                 <command xmlns='http://jabber.org/protocol/commands' node='register-push-fcm' \
-                 action='cancel'>{form}</command></iq>"
-            )
-        })
-        .await;
+    let cancel = h.ask(|id| register(id, "action='cancel'")).await;
     assert_eq!(error_of(&cancel), ("modify", "bad-request"));
 }

@@ -4,6 +4,7 @@
 //! dead token removes the registration; registrations survive a restart.
 
 mod common;
+mod p2_support;
 
 use std::path::Path;
 
@@ -12,6 +13,8 @@ use fpush_testkit::apns::ApnsHarness;
 use fpush_testkit::fcm::FcmServer;
 use fpush_testkit::settings::with_keys;
 use fpush_testkit::xmpp::{ComponentLink, FakeXmppServer, Stanza};
+use p2_support::daemon::{exchange, store_entry};
+use p2_support::forms::{command_iq, form_value};
 use serde_json::{json, Value};
 
 const FCM_TOKEN: &str = "fcm-device-token-7f3a9c:APA91bH1x2y3z4_example-registration";
@@ -30,8 +33,7 @@ fn p2_settings(xmpp: &FakeXmppServer, module: Value, dir: &Path) -> String {
     module["registration"] = json!({"protocol": "p2"});
     module["ratelimit"] = json!({"enabled": false});
     let modules = json!({ "conversations": module }).to_string();
-    let store = json!({"path": dir.join("registrations.sqlite3")});
-    settings(xmpp, &modules, &format!(r#""store": {store},"#))
+    settings(xmpp, &modules, &store_entry(dir))
 }
 
 /// Sends a command from `from` and returns the reply.
@@ -42,31 +44,7 @@ async fn command(
     node: &str,
     fields: &[(&str, &str)],
 ) -> Stanza {
-    let form: String = fields
-        .iter()
-        .map(|(var, value)| format!("<field var='{var}'><value>{value}</value></field>"))
-        .collect();
-    let iq = format!(
-        "<iq type='set' id='{id}' from='{from}' to='{JID}'>\
-         <command xmlns='http://jabber.org/protocol/commands' node='{node}' action='execute'>\
-         <x xmlns='jabber:x:data' type='submit'>{form}</x></command></iq>"
-    );
-    link.send(&iq).await.expect("send the command");
-    let reply = link
-        .next_stanza(WAIT)
-        .await
-        .expect("a reply to the command");
-    assert_eq!(reply.attr("id"), Some(id), "{}", reply.raw);
-    reply
-}
-
-/// The first value of field `var` in a reply's form.
-fn form_value(reply: &Stanza, var: &str) -> String {
-    let open = format!("<field var='{var}'><value>");
-    let start = reply.raw.find(&open).map(|at| at + open.len());
-    let start = start.unwrap_or_else(|| panic!("no field {var}: {}", reply.raw));
-    let end = start + reply.raw[start..].find("</value>").unwrap();
-    reply.raw[start..end].to_owned()
+    exchange(link, id, &command_iq(id, from, JID, node, fields)).await
 }
 
 /// Registers with `fields` (token, device id, …) and answers (node, secret).
@@ -94,10 +72,7 @@ async fn push(link: &mut ComponentLink, id: &str, node: &str, secret: &str) -> S
          <field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
          <field var='secret'><value>{secret}</value></field></x></publish-options></pubsub></iq>"
     );
-    link.send(&iq).await.expect("send the push");
-    let reply = link.next_stanza(WAIT).await.expect("a reply to the push");
-    assert_eq!(reply.attr("id"), Some(id), "{}", reply.raw);
-    reply
+    exchange(link, id, &iq).await
 }
 
 fn fcm_module(fcm: &FcmServer) -> Value {
@@ -231,9 +206,8 @@ async fn check_names_both_modules_serving_one_service() {
     let mut module = fcm_module(&fcm);
     module["registration"] = json!({"protocol": "p2"});
     let modules = json!({ "first": module, "second": module }).to_string();
-    let store = json!({"path": dir.path().join("registrations.sqlite3")});
     let path = dir.path().join("settings.json");
-    let text = settings(&xmpp, &modules, &format!(r#""store": {store},"#));
+    let text = settings(&xmpp, &modules, &store_entry(dir.path()));
     std::fs::write(&path, text).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fpush"))
         .args(["--check", path.to_str().unwrap()])

@@ -8,17 +8,13 @@ mod p2_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fpush::component::{reply_channel, Inbound, ReplyReceiver};
-use fpush::dispatcher::Dispatcher;
 use fpush::doors::tigase::{TigaseDoor, PROTOCOL};
-use fpush::metrics::{Metrics, ModuleMetrics};
-use fpush::modules::{Module, ModuleSet, Registering};
-use fpush::ratelimit::RatelimitConfig;
+use fpush::modules::{ModuleSet, Registering};
 use fpush_testkit::xmpp::Stanza;
 use fpush_traits::{DeadTokenReason, Priority, PushError, PushKind};
-use p2_support::{MemoryStore, RecordingProvider};
+use p2_support::dispatcher::{error_of, module, Harness, JID};
+use p2_support::RecordingProvider;
 
-const JID: &str = "push.example.org";
 const PROVIDER: &str = "snikket:apns:1";
 const JULIET: &str = "juliet@capulet.example/iphone";
 const JULIET_BARE: &str = "juliet@capulet.example";
@@ -31,90 +27,23 @@ fn hex64(token: &str) -> bool {
     token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-struct Harness {
-    dispatcher: Dispatcher,
-    replies: ReplyReceiver,
-    provider: Arc<RecordingProvider>,
-    store: Arc<MemoryStore>,
-    next_id: usize,
-}
-
 impl Harness {
     /// An `ios` module serving tigase for [`PROVIDER`] with the ratelimit on, and no default
     /// module.
     fn new() -> Self {
         let provider = Arc::new(RecordingProvider::default());
-        let config = RatelimitConfig {
-            enabled: true,
-            window: Duration::from_secs(20),
-            cleanup_interval: Duration::from_secs(300),
-        };
-        let ios = Module::new(
-            "ios",
-            "apple",
-            provider.clone(),
-            config,
-            Duration::from_secs(3600),
-            ModuleMetrics::detached(),
-        )
-        .serving(Registering {
-            protocol: PROTOCOL,
-            service: "apns",
-            plausible_token: hex64,
-        })
-        .with_provider(PROVIDER);
+        let ios = module("ios", "apple", &provider, true)
+            .serving(Registering {
+                protocol: PROTOCOL,
+                service: "apns",
+                plausible_token: hex64,
+            })
+            .with_provider(PROVIDER);
         let modules = ModuleSet::from_modules(vec![(ios, false)]);
-        let (sender, replies) = reply_channel();
-        let dispatcher = Dispatcher::new(Arc::new(modules), 100, sender, Metrics::new());
-        let store = Arc::new(MemoryStore::default());
-        dispatcher.set_tigase(Arc::new(TigaseDoor::new(store.clone())));
-        Harness {
-            dispatcher,
-            replies,
-            provider,
-            store,
-            next_id: 0,
-        }
-    }
-
-    fn send(&mut self, stanza: impl FnOnce(&str) -> String) -> String {
-        self.next_id += 1;
-        let id = format!("q{}", self.next_id);
-        let xml = stanza(&id);
-        self.dispatcher
-            .handle(Inbound::Stanza(bytes::Bytes::from(xml.into_bytes())));
-        id
-    }
-
-    async fn reply(&mut self, within: Duration) -> Option<Stanza> {
-        let bytes = tokio::time::timeout(within, self.replies.recv())
-            .await
-            .ok()??;
-        Some(Stanza::parse(String::from_utf8(bytes).unwrap()).unwrap())
-    }
-
-    /// Hands a stanza built around a fresh id to the dispatcher and waits for its reply.
-    async fn ask(&mut self, stanza: impl FnOnce(&str) -> String) -> Stanza {
-        let id = self.send(stanza);
-        let reply = self.reply(Duration::from_secs(10)).await.expect("a reply");
-        assert_eq!(reply.attr("id"), Some(id.as_str()), "{}", reply.raw);
-        reply
-    }
-
-    async fn command(&mut self, from: &str, node: &str, fields: &[(&str, &str)]) -> Stanza {
-        let form: String = fields
-            .iter()
-            .map(|(var, value)| format!("<field var='{var}'><value>{value}</value></field>"))
-            .collect();
-        self.ask(|id| {
-            format!(
-                "<iq type='set' id='{id}' from='{from}' to='{JID}'>\
-                 <command xmlns='http://jabber.org/protocol/commands' node='{node}' \
-                 action='execute'><x xmlns='jabber:x:data' type='submit'>{form}</x>\
-                 </command></iq>"
-            )
-        })
-        .await
+        let h = Harness::with_modules(modules, provider);
+        h.dispatcher
+            .set_tigase(Arc::new(TigaseDoor::new(h.store.clone())));
+        h
     }
 
     /// Registers `from`'s device (with a VoIP token when given); answers the node.
@@ -173,25 +102,10 @@ fn form_values(reply: &Stanza, var: &str) -> Vec<String> {
         .collect()
 }
 
-fn error_of(reply: &Stanza) -> (&str, &str) {
-    assert_eq!(reply.kind(), Some("error"), "{}", reply.raw);
-    (
-        reply.error_type.as_deref().unwrap_or_default(),
-        reply.error_condition.as_deref().unwrap_or_default(),
-    )
-}
-
 #[tokio::test]
 async fn disco_names_the_provider_id_and_lists_the_commands() {
     let mut h = Harness::new();
-    let info = h
-        .ask(|id| {
-            format!(
-                "<iq type='get' id='{id}' from='{JULIET}' to='{JID}'>\
-                 <query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
-            )
-        })
-        .await;
+    let info = h.disco_info(JULIET).await;
     for part in [
         "<identity category='pubsub' type='push'/>",
         "<feature var='urn:xmpp:push:0'/>",
@@ -200,15 +114,7 @@ async fn disco_names_the_provider_id_and_lists_the_commands() {
     ] {
         assert!(info.raw.contains(part), "{part}: {}", info.raw);
     }
-    let items = h
-        .ask(|id| {
-            format!(
-                "<iq type='get' id='{id}' from='{JULIET}' to='{JID}'>\
-                 <query xmlns='http://jabber.org/protocol/disco#items' \
-                 node='http://jabber.org/protocol/commands'/></iq>"
-            )
-        })
-        .await;
+    let items = h.command_items(JULIET).await;
     assert!(
         items.raw.contains("node='register-device'"),
         "{}",

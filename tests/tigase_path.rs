@@ -5,6 +5,7 @@
 //! exactly as encrypted, still decrypting to the message. Unregistering ends the pushes.
 
 mod common;
+mod p2_support;
 
 use std::path::Path;
 use std::process::Command;
@@ -13,6 +14,8 @@ use common::*;
 use fpush_testkit::apns::{ApnsHarness, TOPIC};
 use fpush_testkit::tls::P12Cipher;
 use fpush_testkit::xmpp::{ComponentLink, FakeXmppServer, Stanza};
+use p2_support::daemon::{exchange, store_entry};
+use p2_support::forms::{command_iq, form_value};
 use serde_json::{json, Value};
 
 const PROVIDER: &str = "snikket:apns:1";
@@ -25,15 +28,7 @@ fn tigase_settings(xmpp: &FakeXmppServer, apns: &ApnsHarness, dir: &Path) -> Str
         "registration": {"protocol": "tigase", "provider": PROVIDER},
         "ratelimit": {"enabled": false}});
     let modules = json!({ "siskin": module }).to_string();
-    let store = json!({"path": dir.join("registrations.sqlite3")});
-    settings(xmpp, &modules, &format!(r#""store": {store},"#))
-}
-
-async fn ask(link: &mut ComponentLink, id: &str, iq: &str) -> Stanza {
-    link.send(iq).await.expect("send");
-    let reply = link.next_stanza(WAIT).await.expect("a reply");
-    assert_eq!(reply.attr("id"), Some(id), "{}", reply.raw);
-    reply
+    settings(xmpp, &modules, &store_entry(dir))
 }
 
 async fn command(
@@ -42,16 +37,7 @@ async fn command(
     node: &str,
     fields: &[(&str, &str)],
 ) -> Stanza {
-    let form: String = fields
-        .iter()
-        .map(|(var, value)| format!("<field var='{var}'><value>{value}</value></field>"))
-        .collect();
-    let iq = format!(
-        "<iq type='set' id='{id}' from='{JULIET}' to='{JID}'>\
-         <command xmlns='http://jabber.org/protocol/commands' node='{node}' action='execute'>\
-         <x xmlns='jabber:x:data' type='submit'>{form}</x></command></iq>"
-    );
-    ask(link, id, &iq).await
+    exchange(link, id, &command_iq(id, JULIET, JID, node, fields)).await
 }
 
 async fn push(link: &mut ComponentLink, id: &str, node: &str, notification: &str) -> Stanza {
@@ -61,15 +47,7 @@ async fn push(link: &mut ComponentLink, id: &str, node: &str, notification: &str
          <notification xmlns='urn:xmpp:push:0'>{notification}</notification></item></publish>\
          </pubsub></iq>"
     );
-    ask(link, id, &iq).await
-}
-
-/// The value of field `var` in a command reply.
-fn node_of(reply: &Stanza) -> String {
-    let open = "<field var='node'><value>";
-    let start = reply.raw.find(open).expect("a node") + open.len();
-    let end = start + reply.raw[start..].find("</value>").unwrap();
-    reply.raw[start..end].to_owned()
+    exchange(link, id, &iq).await
 }
 
 fn crypto(args: &[&str]) -> String {
@@ -99,7 +77,7 @@ async fn an_encrypted_push_reaches_apple_unchanged_and_unregistering_ends_pushes
         "<iq type='get' id='d1' from='{JULIET}' to='{JID}'>\
          <query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
     );
-    let info = ask(&mut link, "d1", &disco).await;
+    let info = exchange(&mut link, "d1", &disco).await;
     assert!(
         info.raw.contains(&format!("<feature var='{PROVIDER}'/>")),
         "{}",
@@ -110,7 +88,7 @@ async fn an_encrypted_push_reaches_apple_unchanged_and_unregistering_ends_pushes
     let fields = [("provider", PROVIDER), ("device-token", token.as_str())];
     let registered = command(&mut link, "r1", "register-device", &fields).await;
     assert_eq!(registered.kind(), Some("result"), "{}", registered.raw);
-    let node = node_of(&registered);
+    let node = form_value(&registered, "node");
 
     let message = r#"{"sender":"romeo@localhost","body":"Wherefore art thou?"}"#;
     let sealed: Value = serde_json::from_str(&crypto(&["encrypt", message])).unwrap();
@@ -167,8 +145,7 @@ async fn registered_with_voip(
         "registration": {"protocol": "tigase", "provider": PROVIDER},
         "ratelimit": {"enabled": false}});
     let modules = json!({ "siskin": module }).to_string();
-    let store = json!({"path": dir.join("registrations.sqlite3")});
-    let fpush = Daemon::start(&settings(&xmpp, &modules, &format!(r#""store": {store},"#)));
+    let fpush = Daemon::start(&settings(&xmpp, &modules, &store_entry(dir)));
     let mut link = xmpp.accept(WAIT).await.expect("fpush connects");
     let fields = [
         ("provider", PROVIDER),
@@ -177,7 +154,7 @@ async fn registered_with_voip(
     ];
     let registered = command(&mut link, "r1", "register-device", &fields).await;
     assert_eq!(registered.kind(), Some("result"), "{}", registered.raw);
-    let node = node_of(&registered);
+    let node = form_value(&registered, "node");
     (fpush, xmpp, link, node)
 }
 

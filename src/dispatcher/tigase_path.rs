@@ -5,55 +5,38 @@
 use std::sync::Arc;
 
 use super::commands::Answering;
+use super::stored_push::StoreDoor;
 use super::Dispatcher;
 use crate::doors::p2::{CommandAnswer, CommandKind, CommandRefusal};
 use crate::doors::tigase::{self, Resolved, TigaseDoor};
-use crate::doors::token_in_node;
-use crate::outcome::Outcome;
+use crate::doors::{token_in_node, Refusal, Target};
+use crate::modules::ModuleSet;
 use crate::request::{AdHocCommand, IqHeader, PushRequest, Reply};
 
-impl Dispatcher {
-    /// A push that may name a tigase registration: its provider slot is taken before the
-    /// store is asked, so the slots bound the look-ups in flight too.
-    pub(super) fn tigase_push(&self, iq: IqHeader, push: PushRequest) {
-        let Some(door) = self.tigase.load_full() else {
-            log::debug!("a tigase push arrived while no registration store is open");
-            return self.pushes.refuse(&iq, Outcome::store_failed.into());
-        };
-        let Some(slot) = self.pushes.provider_slot() else {
-            return self.pushes.refuse(&iq, Outcome::overloaded.into());
-        };
-        let (pushes, modules, tasks) = (
-            self.pushes.clone(),
-            self.modules.clone(),
-            self.tasks.clone(),
-        );
-        self.tasks.spawn(async move {
-            let modules = modules.load_full();
-            let target = match door.resolve(&modules, &iq.from, push).await {
-                Resolved::Target(target) => Ok(*target),
-                Resolved::Refused(refusal) => Err(refusal),
-                Resolved::NotRegistered(push) => token_in_node::resolve(&modules, push),
-            };
-            match target {
-                Ok(target) => {
-                    target.module.count_received();
-                    pushes.admit(iq, target, slot, &tasks);
-                }
-                Err(refusal) => pushes.refuse(&iq, refusal),
-            }
-        });
-    }
+/// A registration's push, or a token-in-node push when the node is no registration.
+impl StoreDoor for TigaseDoor {
+    const NAME: &'static str = "tigase";
 
+    async fn target(
+        &self,
+        modules: &ModuleSet,
+        from: &str,
+        push: PushRequest,
+    ) -> Result<Target, Refusal> {
+        match self.resolve(modules, from, push).await {
+            Resolved::Target(target) => Ok(*target),
+            Resolved::Refused(refusal) => Err(refusal),
+            Resolved::NotRegistered(push) => token_in_node::resolve(modules, push),
+        }
+    }
+}
+
+impl Dispatcher {
     /// `register-device` / `unregister-device`, run by the tigase door in a task of its own.
     pub(super) fn tigase_command(&self, iq: IqHeader, command: AdHocCommand) {
         let kind = tigase::command_kind(&command.node).unwrap_or(CommandKind::Unknown);
         let Some(door) = self.tigase_door() else {
-            let answer = CommandAnswer {
-                kind: CommandKind::Unknown,
-                result: Err(CommandRefusal::UNKNOWN_COMMAND),
-            };
-            return self.answer(&iq, &command, answer);
+            return self.answer(&iq, &command, CommandAnswer::unknown());
         };
         let Ok(permit) = self.commands.clone().try_acquire_owned() else {
             let answer = CommandAnswer {

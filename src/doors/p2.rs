@@ -18,7 +18,9 @@ use std::time::SystemTime;
 use fpush_traits::PushNotification;
 use sha1::{Digest, Sha1};
 
-pub(crate) use command::{bare, non_empty, store_refusal as command_store_refusal};
+pub(crate) use command::{
+    bare, non_empty, store_refusal as command_store_refusal, unregister_result,
+};
 pub use command::{
     command_items, parse_node, CommandAnswer, CommandKind, CommandRefusal, Completed,
     COMMAND_RESULTS,

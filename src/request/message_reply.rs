@@ -1,7 +1,7 @@
 //! Error replies to push2 messages: `<message type='error'>` with the message's `id` and
 //! `from`/`to` swapped. A delivered push2 push gets no reply (a message has no result).
 
-use super::reply::{escape_into, NS_STANZAS};
+use super::reply::{error_element, escape_into};
 use super::{Condition, ErrorType, IqHeader};
 
 /// Appends the error reply to the message `head` addressed to `out`. An empty `id` or `to` is
@@ -25,21 +25,9 @@ pub fn write_message_error(
             out.push(b'\'');
         }
     }
-    out.extend_from_slice(b"><error type='");
-    out.extend_from_slice(kind.as_str().as_bytes());
-    out.extend_from_slice(b"'><");
-    out.extend_from_slice(condition.as_str().as_bytes());
-    out.extend_from_slice(b" xmlns='");
-    out.extend_from_slice(NS_STANZAS.as_bytes());
-    out.extend_from_slice(b"'/>");
-    if let Some(text) = text.filter(|text| !text.is_empty()) {
-        out.extend_from_slice(b"<text xmlns='");
-        out.extend_from_slice(NS_STANZAS.as_bytes());
-        out.extend_from_slice(b"'>");
-        escape_into(text.as_bytes(), out);
-        out.extend_from_slice(b"</text>");
-    }
-    out.extend_from_slice(b"</error></message>");
+    out.push(b'>');
+    error_element(kind, condition, text.filter(|text| !text.is_empty()), out);
+    out.extend_from_slice(b"</message>");
 }
 
 #[cfg(test)]

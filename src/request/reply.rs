@@ -164,26 +164,38 @@ pub fn write_reply(iq: &IqHeader, reply: &Reply<'_>, out: &mut Vec<u8>) {
             condition,
             text,
         } => {
-            out.extend_from_slice(b"><error type='");
-            out.extend_from_slice(kind.as_str().as_bytes());
-            out.extend_from_slice(b"'><");
-            out.extend_from_slice(condition.as_str().as_bytes());
-            out.extend_from_slice(b" xmlns='");
-            out.extend_from_slice(NS_STANZAS.as_bytes());
-            out.extend_from_slice(b"'/>");
-            if let Some(text) = text {
-                out.extend_from_slice(b"<text xmlns='");
-                out.extend_from_slice(NS_STANZAS.as_bytes());
-                out.extend_from_slice(b"'>");
-                escape_into(text.as_bytes(), out);
-                out.extend_from_slice(b"</text>");
-            }
-            out.extend_from_slice(b"</error></iq>");
+            out.push(b'>');
+            error_element(*kind, *condition, *text, out);
+            out.extend_from_slice(b"</iq>");
         }
     }
 }
 
 /// Closes the start tag, writes the payload, closes the IQ.
+/// The `<error>` element of an error reply, IQ or message alike.
+pub(super) fn error_element(
+    kind: ErrorType,
+    condition: Condition,
+    text: Option<&str>,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(b"<error type='");
+    out.extend_from_slice(kind.as_str().as_bytes());
+    out.extend_from_slice(b"'><");
+    out.extend_from_slice(condition.as_str().as_bytes());
+    out.extend_from_slice(b" xmlns='");
+    out.extend_from_slice(NS_STANZAS.as_bytes());
+    out.extend_from_slice(b"'/>");
+    if let Some(text) = text {
+        out.extend_from_slice(b"<text xmlns='");
+        out.extend_from_slice(NS_STANZAS.as_bytes());
+        out.extend_from_slice(b"'>");
+        escape_into(text.as_bytes(), out);
+        out.extend_from_slice(b"</text>");
+    }
+    out.extend_from_slice(b"</error>");
+}
+
 fn wrap(out: &mut Vec<u8>, payload: impl FnOnce(&mut Vec<u8>)) {
     out.push(b'>');
     payload(out);

@@ -1,6 +1,11 @@
 //! What the registering doors' tests share: a registration store in memory, with failures on
-//! demand, and a provider that records what it is sent.
+//! demand, a provider that records what it is sent, a dispatcher to drive with both, the
+//! commands' forms, and an exchange with the real binary.
 #![allow(dead_code)]
+
+pub mod daemon;
+pub mod dispatcher;
+pub mod forms;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

@@ -2,12 +2,13 @@
 //! answers its node and secret; `unregister-push-<service>` removes one. Every rule that can
 //! refuse a command is checked before the store is asked.
 
+use std::future::Future;
 use std::time::SystemTime;
 
 use super::{device_hash, P2Door, PROTOCOL};
 use crate::access::domain_of;
 use crate::doors::MAX_JID_BYTES;
-use crate::modules::{Module, ModuleSet};
+use crate::modules::{Module, ModuleSet, Registering};
 use crate::request::{AdHocCommand, Condition, ErrorType};
 use crate::store::{Registration, RegistrationKey, StoreError};
 
@@ -58,6 +59,32 @@ pub const COMMAND_RESULTS: [&str; 7] = [
 pub struct CommandAnswer {
     pub kind: CommandKind,
     pub result: Result<Completed, CommandRefusal>,
+}
+
+impl CommandAnswer {
+    /// The answer to a node no door defines.
+    pub fn unknown() -> Self {
+        CommandAnswer {
+            kind: CommandKind::Unknown,
+            result: Err(CommandRefusal::UNKNOWN_COMMAND),
+        }
+    }
+
+    /// Both doors' commands complete in one step: `run`, a future not yet polled, runs only
+    /// when the command asks for that step.
+    pub(crate) async fn in_one_step(
+        kind: CommandKind,
+        command: &AdHocCommand,
+        run: impl Future<Output = Result<Completed, CommandRefusal>>,
+    ) -> Self {
+        let result = match command.action.as_deref() {
+            None | Some("execute" | "complete") => run.await,
+            Some(_) => Err(CommandRefusal::bad_request(
+                "This command completes in one step; send it with action 'execute'.",
+            )),
+        };
+        CommandAnswer { kind, result }
+    }
 }
 
 /// A completed command: the result form's fields (none for unregister).
@@ -126,6 +153,9 @@ impl CommandRefusal {
     pub const UNKNOWN_COMMAND: Self = Self::not_found("No such command.");
 }
 
+/// A service (or module) that serves no p2 registrations here.
+const NOT_SERVED: CommandRefusal = CommandRefusal::not_found("This service is not served here.");
+
 /// The command and service a command node names (`register-push-fcm` → register, `fcm`).
 pub fn parse_node(node: &str) -> Option<(CommandKind, &str)> {
     if let Some(service) = node.strip_prefix("register-push-") {
@@ -164,20 +194,10 @@ impl P2Door {
         command: &AdHocCommand,
     ) -> CommandAnswer {
         let Some((kind, service)) = parse_node(&command.node) else {
-            return CommandAnswer {
-                kind: CommandKind::Unknown,
-                result: Err(CommandRefusal::UNKNOWN_COMMAND),
-            };
+            return CommandAnswer::unknown();
         };
-        let result = match command.action.as_deref() {
-            None | Some("execute" | "complete") => {
-                self.run(kind, modules, service, from, command).await
-            }
-            Some(_) => Err(CommandRefusal::bad_request(
-                "This command completes in one step; send it with action 'execute'.",
-            )),
-        };
-        CommandAnswer { kind, result }
+        let run = self.run(kind, modules, service, from, command);
+        CommandAnswer::in_one_step(kind, command, run).await
     }
 
     async fn run(
@@ -188,15 +208,13 @@ impl P2Door {
         from: &str,
         command: &AdHocCommand,
     ) -> Result<Completed, CommandRefusal> {
-        let module =
-            modules
-                .registration_module(PROTOCOL, service)
-                .ok_or(CommandRefusal::not_found(
-                    "This service is not served here.",
-                ))?;
+        let module = modules
+            .registration_module(PROTOCOL, service)
+            .ok_or(NOT_SERVED)?;
+        let registering = module.registration.ok_or(NOT_SERVED)?;
         match kind {
-            CommandKind::Register => self.register(module, from, command).await,
-            CommandKind::Unregister => self.unregister(module, from, command).await,
+            CommandKind::Register => self.register(module, registering, from, command).await,
+            CommandKind::Unregister => self.unregister(registering, from, command).await,
             CommandKind::Unknown => Err(CommandRefusal::UNKNOWN_COMMAND),
         }
     }
@@ -204,14 +222,10 @@ impl P2Door {
     async fn register(
         &self,
         module: &Module,
+        registering: Registering,
         from: &str,
         command: &AdHocCommand,
     ) -> Result<Completed, CommandRefusal> {
-        let Some(registering) = module.registration else {
-            return Err(CommandRefusal::not_found(
-                "This service is not served here.",
-            ));
-        };
         let token = non_empty(command.field("token"))
             .ok_or(CommandRefusal::bad_request("The form has no token."))?;
         if !(registering.plausible_token)(token) {
@@ -258,15 +272,10 @@ impl P2Door {
 
     async fn unregister(
         &self,
-        module: &Module,
+        registering: Registering,
         from: &str,
         command: &AdHocCommand,
     ) -> Result<Completed, CommandRefusal> {
-        let Some(registering) = module.registration else {
-            return Err(CommandRefusal::not_found(
-                "This service is not served here.",
-            ));
-        };
         let device_id = device_id(command)?;
         let channel = match non_empty(command.field("channel")) {
             Some(channel) if channel.len() > MAX_CHANNEL_BYTES => {
@@ -283,11 +292,7 @@ impl P2Door {
             device: device_hash(bare(from), device_id),
             channel,
         };
-        match self.store().unregister(&key).await {
-            Ok(true) => Ok(Completed { fields: Vec::new() }),
-            Ok(false) => Err(CommandRefusal::not_found("No such registration.")),
-            Err(error) => Err(store_refusal(&error)),
-        }
+        unregister_result(self.store().unregister(&key).await)
     }
 }
 
@@ -323,6 +328,17 @@ pub(crate) fn non_empty(value: Option<&str>) -> Option<&str> {
 /// The bare JID of `jid` (its resource cut off).
 pub(crate) fn bare(jid: &str) -> &str {
     jid.split_once('/').map_or(jid, |(bare, _)| bare)
+}
+
+/// The answer to an unregister command, from the store's: whether a registration was removed.
+pub(crate) fn unregister_result(
+    removed: Result<bool, StoreError>,
+) -> Result<Completed, CommandRefusal> {
+    match removed {
+        Ok(true) => Ok(Completed { fields: Vec::new() }),
+        Ok(false) => Err(CommandRefusal::not_found("No such registration.")),
+        Err(error) => Err(store_refusal(&error)),
+    }
 }
 
 /// A store failure answers a registration command `wait`: the client tries again later.

@@ -7,8 +7,8 @@ use std::time::SystemTime;
 use super::{TigaseDoor, PROTOCOL};
 use crate::access::domain_of;
 use crate::doors::p2::{
-    bare, command_store_refusal as store_refusal, non_empty, CommandAnswer, CommandKind,
-    CommandRefusal, Completed,
+    bare, command_store_refusal as store_refusal, non_empty, unregister_result, CommandAnswer,
+    CommandKind, CommandRefusal, Completed,
 };
 use crate::doors::MAX_JID_BYTES;
 use crate::modules::{Module, ModuleSet};
@@ -51,18 +51,10 @@ impl TigaseDoor {
         command: &AdHocCommand,
     ) -> CommandAnswer {
         let Some(kind) = command_kind(&command.node) else {
-            return CommandAnswer {
-                kind: CommandKind::Unknown,
-                result: Err(CommandRefusal::UNKNOWN_COMMAND),
-            };
+            return CommandAnswer::unknown();
         };
-        let result = match command.action.as_deref() {
-            None | Some("execute" | "complete") => self.run(kind, modules, from, command).await,
-            Some(_) => Err(CommandRefusal::bad_request(
-                "This command completes in one step; send it with action 'execute'.",
-            )),
-        };
-        CommandAnswer { kind, result }
+        let run = self.run(kind, modules, from, command);
+        CommandAnswer::in_one_step(kind, command, run).await
     }
 
     async fn run(
@@ -93,11 +85,7 @@ impl TigaseDoor {
         };
         match kind {
             CommandKind::Register => self.register(module, key, from, command).await,
-            CommandKind::Unregister => match self.store.unregister(&key).await {
-                Ok(true) => Ok(Completed { fields: Vec::new() }),
-                Ok(false) => Err(CommandRefusal::not_found("No such registration.")),
-                Err(error) => Err(store_refusal(&error)),
-            },
+            CommandKind::Unregister => unregister_result(self.store.unregister(&key).await),
             CommandKind::Unknown => Err(CommandRefusal::UNKNOWN_COMMAND),
         }
     }

@@ -120,7 +120,7 @@ pub(super) async fn import(
         None => Box::new(BufReader::new(std::io::stdin().lock())),
     };
     let name = file.map_or("standard input".into(), |file| file.display().to_string());
-    let (mut imported, mut skipped) = (0u64, 0u64);
+    let mut tally = Tally::default();
     for (index, line) in source.lines().enumerate() {
         let line = line.map_err(|e| format!("{name}: {e}"))?;
         if line.trim().is_empty() {
@@ -129,18 +129,47 @@ pub(super) async fn import(
         let parsed = serde_json::from_str::<Line>(&line)
             .map_err(|e| e.to_string())
             .and_then(Line::registration);
-        let outcome = match parsed {
+        tally
+            .restore(&*store, parsed, &name, index as u64 + 1)
+            .await;
+    }
+    Ok(tally.report("registrations", &name))
+}
+
+/// What an import restored and what it skipped.
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    imported: u64,
+    skipped: u64,
+}
+
+impl Tally {
+    /// Restores one read registration, or counts it skipped and says why on standard error
+    /// (`name:line`: the place in the file).
+    pub(super) async fn restore(
+        &mut self,
+        store: &dyn RegistrationStore,
+        read: Result<Registration, String>,
+        name: &str,
+        line: u64,
+    ) {
+        let outcome = match read {
             Ok(registration) => store.restore(registration).await.map_err(|e| e.to_string()),
             Err(problem) => Err(problem),
         };
         match outcome {
-            Ok(()) => imported += 1,
+            Ok(()) => self.imported += 1,
             Err(problem) => {
-                skipped += 1;
-                eprintln!("{name}:{}: {problem}; skipped", index + 1);
+                self.skipped += 1;
+                eprintln!("{name}:{line}: {problem}; skipped");
             }
         }
     }
-    println!("imported {imported} registrations, skipped {skipped} ({name})");
-    Ok(skipped == 0)
+
+    /// Prints the counts of `what` from `name`; `true` when nothing was skipped.
+    pub(super) fn report(&self, what: &str, name: &str) -> bool {
+        let (imported, skipped) = (self.imported, self.skipped);
+        println!("imported {imported} {what}, skipped {skipped} ({name})");
+        skipped == 0
+    }
 }

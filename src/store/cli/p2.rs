@@ -15,6 +15,7 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 
+use super::lines::Tally;
 use crate::store::{Registration, RegistrationKey, RegistrationStore};
 
 #[derive(Debug, Deserialize)]
@@ -69,7 +70,7 @@ impl Row {
 
 /// Imports every good row; `Ok(false)` when some were skipped.
 pub(super) async fn import(store: Arc<dyn RegistrationStore>, file: &Path) -> Result<bool, String> {
-    let name = file.display();
+    let name = file.display().to_string();
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .trim(csv::Trim::All)
@@ -79,7 +80,7 @@ pub(super) async fn import(store: Arc<dyn RegistrationStore>, file: &Path) -> Re
         .headers()
         .map_err(|e| format!("{name}: {e}"))?
         .clone();
-    let (mut imported, mut skipped) = (0u64, 0u64);
+    let mut tally = Tally::default();
     let mut record = csv::StringRecord::new();
     loop {
         let line = reader.position().line();
@@ -93,20 +94,9 @@ pub(super) async fn import(store: Arc<dyn RegistrationStore>, file: &Path) -> Re
             Err(error) => Err(error.to_string()),
         };
         let line = record.position().map_or(line, |position| position.line());
-        let outcome = match read {
-            Ok(registration) => store.restore(registration).await.map_err(|e| e.to_string()),
-            Err(problem) => Err(problem),
-        };
-        match outcome {
-            Ok(()) => imported += 1,
-            Err(problem) => {
-                skipped += 1;
-                eprintln!("{name}:{line}: {problem}; skipped");
-            }
-        }
+        tally.restore(&*store, read, &name, line).await;
     }
-    println!("imported {imported} registrations from p2, skipped {skipped} ({name})");
-    Ok(skipped == 0)
+    Ok(tally.report("registrations from p2", &name))
 }
 
 /// A new file only its owner can read (exports hold secrets).
