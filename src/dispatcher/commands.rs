@@ -39,11 +39,7 @@ impl Dispatcher {
             return self.tigase_command(iq, command);
         }
         let Some(door) = self.p2_door() else {
-            let answer = CommandAnswer {
-                kind: CommandKind::Unknown,
-                result: Err(CommandRefusal::UNKNOWN_COMMAND),
-            };
-            return self.answer(&iq, &command, answer);
+            return self.answer(&iq, &command, CommandAnswer::unknown());
         };
         let Ok(permit) = self.commands.clone().try_acquire_owned() else {
             return self.answer(&iq, &command, refused(CommandRefusal::OVERLOADED));
