@@ -25,7 +25,7 @@ use crate::doors::tigase::TigaseDoor;
 use crate::metrics::{self, Metrics, Observed, StateSnapshot};
 use crate::modules::{self, ModuleSet};
 use crate::store::{self, RegistrationStore, StoreError};
-use crate::systemd::notify::ServiceNotifier;
+use crate::systemd::notify::{self, ServiceNotifier};
 
 /// How many parsed-but-undispatched stanzas may wait between the link and the dispatcher.
 const INBOUND_QUEUE: usize = 1024;
@@ -171,11 +171,13 @@ pub async fn open_registrations(
     }
     let store_settings = settings.store.clone().unwrap_or_default();
     let redis = settings.redis.clone();
-    let opened = tokio::task::spawn_blocking(move || {
+    let opening = tokio::task::spawn_blocking(move || {
         store::open(&store_settings, redis.as_ref(), (&store_settings).into())
-    })
-    .await
-    .map_err(|error| StoreError::Unusable(format!("opening the store failed: {error}")))?;
+    });
+    let status = "opening the registration store";
+    let opened = notify::extending_start_up(status, opening)
+        .await
+        .map_err(|error| StoreError::Unusable(format!("opening the store failed: {error}")))?;
     opened.map(Some)
 }
 

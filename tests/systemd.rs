@@ -183,6 +183,38 @@ async fn notifies_ready_when_authenticated_reloading_ready_around_sighup_and_sto
     }
 }
 
+/// Opening a registration store may migrate a large file first: start-up asks for more time
+/// (and says why) before it opens the store, and READY=1 still comes with the link.
+#[tokio::test]
+async fn asks_for_more_start_up_time_while_the_registration_store_opens() {
+    let fcm = fpush_testkit::fcm::FcmServer::start().await.unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let module = serde_json::json!({
+        "type": "google",
+        "fcm": fpush_testkit::settings::with_keys(fcm.settings(), serde_json::json!({})),
+        "registration": {"protocol": "p2"},
+    });
+    let modules = serde_json::json!({ "conversations": module }).to_string();
+    let store = serde_json::json!({"path": store_dir.path().join("registrations.sqlite3")});
+    let settings = settings(&server, &modules, &format!(r#""store": {store},"#));
+    let socket_dir = tempfile::tempdir().unwrap();
+    let (socket, socket_path) = notify_socket(socket_dir.path());
+    let _fpush = Service::start(&settings, |_, _| {
+        vec![(
+            "NOTIFY_SOCKET".into(),
+            socket_path.to_string_lossy().into_owned(),
+        )]
+    });
+    let extending = expect_line(&socket, "STATUS=opening the registration store").await;
+    assert!(
+        has_line(&extending, "EXTEND_TIMEOUT_USEC=60000000"),
+        "{extending}"
+    );
+    let _link = server.accept(WAIT).await.unwrap();
+    expect_line(&socket, "READY=1").await;
+}
+
 #[tokio::test]
 async fn pings_the_watchdog_at_half_the_interval() {
     let server = FakeXmppServer::bind(SECRET).await.unwrap();

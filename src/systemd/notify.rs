@@ -1,7 +1,7 @@
 //! Service manager notifications (`sd_notify`): READY=1 once the component link is
 //! authenticated, RELOADING=1 … READY=1 around a reload, STOPPING=1 at shutdown, STATUS= with the
-//! link's state, and WATCHDOG=1 pings when the unit has `WatchdogSec=`. Each is a no-op without
-//! `NOTIFY_SOCKET`.
+//! link's state, EXTEND_TIMEOUT_USEC= while a long start-up step runs, and WATCHDOG=1 pings when
+//! the unit has `WatchdogSec=`. Each is a no-op without `NOTIFY_SOCKET`.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -116,6 +116,35 @@ async fn ping_watchdog(period: Duration, stop: CancellationToken) {
 }
 
 /// Send, logging (not failing) when the socket refuses: notifications are advisory.
+/// How much more start-up time one extension asks for, and how often one is sent.
+const START_EXTENSION: Duration = Duration::from_secs(60);
+const EXTEND_EVERY: Duration = Duration::from_secs(20);
+
+/// Runs `work`, a start-up step that may take long (opening the registration store migrates
+/// and compacts an older file first: about 11 s per million registrations), with `status` as
+/// STATUS= and EXTEND_TIMEOUT_USEC= every [`EXTEND_EVERY`], so that the unit's
+/// `TimeoutStartSec=` does not kill a migration of a large store half-way (it would roll back,
+/// and the restart would begin it again).
+pub async fn extending_start_up<T>(status: &str, work: impl std::future::Future<Output = T>) -> T {
+    let usec = u32::try_from(START_EXTENSION.as_micros()).unwrap_or(u32::MAX);
+    let extend = || {
+        send(&[
+            NotifyState::Status(status),
+            NotifyState::ExtendTimeoutUsec(usec),
+        ])
+    };
+    extend();
+    let start = tokio::time::Instant::now() + EXTEND_EVERY;
+    let mut ticks = tokio::time::interval_at(start, EXTEND_EVERY);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = ticks.tick() => extend(),
+        }
+    }
+}
+
 fn send(states: &[NotifyState<'_>]) {
     if let Err(error) = sd_notify::notify(states) {
         log::warn!("cannot notify the service manager: {error}");
