@@ -202,3 +202,25 @@ async fn a_write_made_while_the_in_place_reader_is_busy_still_renews_its_snapsho
         .expect("read");
     assert_eq!(found.map(|found| found.secret), Some(credentials.secret));
 }
+
+#[tokio::test]
+async fn a_restored_registration_may_not_take_a_node_its_domain_already_uses() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = opened(&dir);
+    let mut first = registration("d1");
+    first.node = "taken-node".into();
+    first.secret = "s1".into();
+    store.restore(first).await.expect("restored");
+    let mut second = registration("d2");
+    second.node = "taken-node".into();
+    second.secret = "s2".into();
+    let refused = store.restore(second).await.expect_err("the node is taken");
+    assert!(
+        refused
+            .to_string()
+            .contains("node taken-node is already used in example.org"),
+        "{refused}"
+    );
+    let found = store.find("example.org", "taken-node").await.expect("read");
+    assert_eq!(found.map(|found| found.secret), Some("s1".into()));
+}
