@@ -223,9 +223,11 @@ impl Framer {
         let data = &self.buf[..];
         loop {
             let rest = &data[self.pos..];
+            // Names and the gaps between attributes are short: a plain scan beats setting up a
+            // vector search there. Values (a token) can be long.
             let found = match quote {
                 Some(q) => memchr::memchr(q, rest),
-                None => memchr::memchr3(b'>', b'\'', b'"', rest),
+                None => rest.iter().position(|&b| matches!(b, b'>' | b'\'' | b'"')),
             };
             let Some(i) = found else {
                 self.pos = data.len();
