@@ -13,6 +13,7 @@ mod handshake;
 mod link;
 #[cfg(test)]
 mod tests;
+mod whole_stanza;
 
 use std::fmt;
 use std::time::Duration;

@@ -11,6 +11,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::whole_stanza::{end_tag_name, is_plausible_name, is_xml_space, whole_stanza_len};
+
 /// One thing the stream produced.
 #[derive(Debug, PartialEq, Eq)]
 pub enum StreamFrame {
@@ -158,6 +160,11 @@ impl Framer {
         self.pos += text.len();
         if !found {
             return Ok(Step::NeedMore);
+        }
+        if self.depth == 1 {
+            if let Some(frame) = self.take_whole_stanza() {
+                return Ok(Step::StreamFrame(frame));
+            }
         }
         self.token_start = self.pos;
         self.pos += 1;
@@ -325,13 +332,9 @@ impl Framer {
             }
             _ => {
                 let tag = &self.buf[self.token_start + 2..end - 1];
-                let name_len = tag
-                    .iter()
-                    .rposition(|b| !is_xml_space(*b))
-                    .map_or(0, |i| i + 1);
                 let open_len = self.name_lens.pop().unwrap_or(0);
                 let open_name = &self.names[self.names.len() - open_len..];
-                if &tag[..name_len] != open_name {
+                if end_tag_name(tag) != open_name {
                     return Err(FramingError::NotWellFormed("an end tag does not match"));
                 }
                 let new_len = self.names.len() - open_len;
@@ -448,6 +451,19 @@ impl Framer {
         Ok(Step::StreamFrame(StreamFrame::Element(element)))
     }
 
+    /// Between stanzas, at a `<`: hands out the stanza at once when it is buffered whole and
+    /// plain (see [`whole_stanza_len`]); otherwise leaves everything as it was.
+    fn take_whole_stanza(&mut self) -> Option<StreamFrame> {
+        let limit = self.buf.len().min(self.pos + self.max_size);
+        let len = whole_stanza_len(&self.buf[self.pos..limit], self.max_depth)?;
+        self.consume(self.pos);
+        let element = self.buf.split_to(len).freeze();
+        self.pos = 0;
+        self.token_start = 0;
+        self.element_start = 0;
+        Some(StreamFrame::Element(element))
+    }
+
     /// Records the name of an element that opened inside the current stanza.
     fn push_name(&mut self, name: std::ops::Range<usize>) {
         self.name_lens.push(name.len());
@@ -485,22 +501,6 @@ enum Step {
     NeedMore,
     Continue,
     StreamFrame(StreamFrame),
-}
-
-fn is_xml_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
-}
-
-/// A cheap check of an element name: it starts like an XML name and holds no markup characters.
-/// Without it, `<<` would open an "element" that never closes and the stream would stall.
-fn is_plausible_name(name: &[u8]) -> bool {
-    let starts_well = name
-        .first()
-        .is_some_and(|b| b.is_ascii_alphabetic() || matches!(b, b'_' | b':') || *b >= 0x80);
-    starts_well
-        && !name
-            .iter()
-            .any(|b| matches!(b, b'<' | b'&' | b'\'' | b'"' | b'=' | b'!' | b'?'))
 }
 
 #[cfg(test)]
@@ -577,6 +577,40 @@ mod tests {
         }
         assert_eq!(frames, expected);
         assert_eq!(frames[3], StreamFrame::StreamEnd);
+    }
+
+    /// A stanza buffered whole takes the one-pass way; fed a byte at a time it never is. Both
+    /// must give the same frames, or fail with the same error.
+    #[test]
+    fn a_stanza_buffered_whole_frames_as_it_does_token_by_token() {
+        let run = |stanza: &[u8], bytewise: bool| {
+            let mut framer = started(4096, 4);
+            if !bytewise {
+                return feed(&mut framer, stanza);
+            }
+            let mut frames = Vec::new();
+            for byte in stanza {
+                frames.extend(feed(&mut framer, std::slice::from_ref(byte))?);
+            }
+            Ok(frames)
+        };
+        for stanza in [
+            &b"<iq a='1'><x/><y b=\"<\">t&amp;x</y ></iq>"[..],
+            b"<a><b><c/></b></a>",
+            b"<a><b><c><d/></c></b></a>",
+            b"<a><b></a></b>",
+            b"<a></ a>",
+            b"<a><b x='/'>text</b></a><c/>",
+            b"<a><!--x--></a>",
+            b"<a/ >",
+            b"<a>text",
+            b"< a></a>",
+            b"<a><=b/></a>",
+        ] {
+            let whole = run(stanza, false);
+            let bytewise = run(stanza, true);
+            assert_eq!(whole, bytewise, "{}", String::from_utf8_lossy(stanza));
+        }
     }
 
     #[test]
