@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod dispatcher;
 pub mod doors;
+pub mod markup;
 pub mod metrics;
 pub mod modules;
 pub mod outcome;

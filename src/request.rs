@@ -36,6 +36,8 @@ pub use tigase::{EncryptedElement, TigaseParts};
 
 use scopes::{Ns, Scopes};
 
+use crate::markup::is_xml_space_char;
+
 /// Longest device token accepted. APNS tokens are 64 hex characters and FCM registration tokens
 /// are a few hundred bytes; anything this long is not a token.
 pub const MAX_TOKEN_LEN: usize = 4096;
@@ -744,11 +746,10 @@ fn append<'i>(value: &mut Option<Cow<'i, str>>, piece: Cow<'i, str>) {
 
 /// Trims XML whitespace around a value without copying when it was borrowed.
 fn trim(value: Cow<'_, str>) -> Cow<'_, str> {
-    let is_xml_space = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n');
     match value {
-        Cow::Borrowed(s) => Cow::Borrowed(s.trim_matches(is_xml_space)),
+        Cow::Borrowed(s) => Cow::Borrowed(s.trim_matches(is_xml_space_char)),
         Cow::Owned(s) => {
-            let trimmed = s.trim_matches(is_xml_space);
+            let trimmed = s.trim_matches(is_xml_space_char);
             if trimmed.len() == s.len() {
                 Cow::Owned(s)
             } else {

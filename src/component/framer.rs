@@ -11,7 +11,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::whole_stanza::{end_tag_name, is_plausible_name, is_xml_space, whole_stanza_len};
+use super::whole_stanza::{is_plausible_name, whole_stanza_len};
+use crate::markup::{end_tag_name, is_xml_space};
 
 /// One thing the stream produced.
 #[derive(Debug, PartialEq, Eq)]

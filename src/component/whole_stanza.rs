@@ -7,7 +7,9 @@
 //! so the state machine, which knows every rule and every error message, lexes it again from the
 //! same `<`. The fuzz target `framer` checks that both ways cut the same frames.
 
-use memchr::{memchr, memchr3};
+use memchr::memchr;
+
+use crate::markup::{end_tag_name, is_xml_space, start_tag_end};
 
 /// Open elements one pass keeps track of; a deeper stanza takes the state machine's way.
 const MAX_OPEN: usize = 32;
@@ -60,35 +62,12 @@ fn start_tag(data: &[u8], at: usize) -> Option<(usize, usize)> {
     if matches!(data.get(at + 1)?, b'/' | b'!' | b'?') {
         return None;
     }
-    // Vector searches jump from quote to quote: a `>` inside an attribute value does not end the tag.
-    let mut i = at + 1;
-    let end = loop {
-        i += memchr3(b'>', b'\'', b'"', data.get(i..)?)?;
-        let b = data[i];
-        i += 1;
-        if b == b'>' {
-            break i;
-        }
-        i += memchr(b, data.get(i..)?)? + 1;
-    };
+    let end = start_tag_end(data, at + 1)? + 1;
     let name_len = data[at + 1..end]
         .iter()
         .position(|b| is_xml_space(*b) || *b == b'/' || *b == b'>')?;
     let name = &data[at + 1..at + 1 + name_len];
     is_plausible_name(name).then_some((end, at + 1 + name_len))
-}
-
-/// The name in an end tag's body (between `</` and `>`): XML allows whitespace after it.
-pub(super) fn end_tag_name(body: &[u8]) -> &[u8] {
-    let len = body
-        .iter()
-        .rposition(|b| !is_xml_space(*b))
-        .map_or(0, |i| i + 1);
-    &body[..len]
-}
-
-pub(super) fn is_xml_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
 /// A cheap check of an element name: it starts like an XML name and holds no markup characters.

@@ -14,6 +14,7 @@ use quick_xml::Reader;
 
 use super::scopes::{Ns, Scopes};
 use super::{attribute, Malformed, Payload};
+use crate::markup::is_xml_space_char;
 
 /// Fields kept of a command's form; later ones are ignored.
 pub const MAX_FIELDS: usize = 16;
@@ -168,7 +169,7 @@ impl FormWalk {
                     let known = fields.iter().any(|(name, _)| *name == var);
                     if !known && fields.len() < MAX_FIELDS {
                         let value = value.unwrap_or_default();
-                        fields.push((var, value.trim_matches(is_xml_space).to_owned()));
+                        fields.push((var, value.trim_matches(is_xml_space_char).to_owned()));
                     }
                 }
             }
@@ -209,10 +210,6 @@ fn floor_char_boundary(text: &str, max: usize) -> usize {
         .rev()
         .find(|&i| text.is_char_boundary(i))
         .unwrap_or(0)
-}
-
-fn is_xml_space(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\r' | '\n')
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use fpush_traits::{EncryptedPayload, Priority, PushKind, PushNotification};
 
 use super::command::MAX_PAYLOAD_SIZE;
+use crate::markup::is_xml_space_char;
 use crate::modules::Module;
 use crate::request::{EncryptedElement, PushRequest, TigaseParts};
 use crate::store::Registration;
@@ -36,11 +37,10 @@ pub fn notification(module: &Module, registration: &Registration, mut push: Push
     let high = parts
         .priority
         .as_deref()
-        .is_some_and(|p| p.trim_matches(is_xml_space) == "high");
-    let call = parts
-        .encrypted
-        .as_ref()
-        .is_some_and(|e| e.kind.as_deref().map(|k| k.trim_matches(is_xml_space)) == Some("voip"));
+        .is_some_and(|p| p.trim_matches(is_xml_space_char) == "high");
+    let call = parts.encrypted.as_ref().is_some_and(|e| {
+        e.kind.as_deref().map(|k| k.trim_matches(is_xml_space_char)) == Some("voip")
+    });
     // An encrypted part that cannot go out still means there is something to show.
     let had_encrypted = parts.encrypted.is_some();
     let encrypted = usable(parts, &registration.account);
@@ -97,7 +97,7 @@ fn plain(
     }
     let content = !extra.is_empty();
     // The sender's name in a room: shown beside the room's JID, so only with content.
-    let nickname = nickname.map(|n| n.trim_matches(is_xml_space).to_owned());
+    let nickname = nickname.map(|n| n.trim_matches(is_xml_space_char).to_owned());
     if let Some(mut nickname) = nickname.filter(|n| content && !n.is_empty()) {
         crate::doors::truncate_on_char(&mut nickname, MAX_NICKNAME_BYTES);
         extra.push(("nickname".to_owned(), nickname));
@@ -117,9 +117,9 @@ fn plain(
 /// "new message" alert goes out instead).
 fn usable(parts: TigaseParts, account: &str) -> Option<EncryptedPayload> {
     let EncryptedElement { data, iv, .. } = parts.encrypted?;
-    let data = data.trim_matches(is_xml_space);
+    let data = data.trim_matches(is_xml_space_char);
     let iv = iv?;
-    let iv = iv.trim_matches(is_xml_space);
+    let iv = iv.trim_matches(is_xml_space_char);
     let decoded = base64_len(data)?;
     base64_len(iv).filter(|&n| n > 0)?;
     let fits = decoded <= MAX_PAYLOAD_SIZE + GCM_TAG_BYTES
@@ -148,10 +148,6 @@ fn base64_len(text: &str) -> Option<usize> {
             None
         }
     }
-}
-
-fn is_xml_space(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\r' | '\n')
 }
 
 #[cfg(test)]
