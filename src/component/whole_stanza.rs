@@ -24,7 +24,8 @@ pub(super) fn whole_stanza_len(data: &[u8], max_depth: usize) -> Option<usize> {
     loop {
         // `data[at]` is a `<`.
         if data.get(at + 1) == Some(&b'/') && open > 0 {
-            let end = at + 2 + memchr(b'>', data.get(at + 2..)?)?;
+            // End tags are short: a plain scan beats setting up a vector search.
+            let end = at + 2 + data.get(at + 2..)?.iter().position(|&b| b == b'>')?;
             open -= 1;
             let (from, to) = names[open];
             if end_tag_name(&data[at + 2..end]) != &data[from..to] {
@@ -52,7 +53,10 @@ pub(super) fn whole_stanza_len(data: &[u8], max_depth: usize) -> Option<usize> {
             }
             at = end;
         }
-        at += memchr(b'<', data.get(at..)?)?;
+        // Between tags there is usually nothing at all.
+        if data.get(at) != Some(&b'<') {
+            at += memchr(b'<', data.get(at..)?)?;
+        }
     }
 }
 
