@@ -4,7 +4,9 @@
 //! stream that ends in an error may end earlier when fed in small pieces, never differently:
 //! limits are also checked while waiting for more bytes, so a long tag inside a stanza that is
 //! already being skipped fails the stream only when it arrives in pieces).
-//! Every element it hands out also goes through the stanza parser, as in the daemon.
+//! Every element it hands out also goes through the stanza parser, as in the daemon. Fed the
+//! whole input at once, the framer's one pass over stanzas buffered whole must cut exactly what
+//! lexing token by token cuts, and fail exactly where it fails.
 
 #![no_main]
 
@@ -26,8 +28,27 @@ fuzz_target!(|data: &[u8]| {
         .to_vec();
     stream.extend_from_slice(rest);
 
-    let whole = frames(&stream, stream.len().max(1), max_size, max_depth);
-    let pieces = frames(&stream, chunk, max_size, max_depth);
+    let whole = frames(
+        &stream,
+        stream.len().max(1),
+        max_size,
+        Framer::new(max_size, max_depth),
+    );
+    let reference = frames(
+        &stream,
+        stream.len().max(1),
+        max_size,
+        Framer::new(max_size, max_depth).token_by_token(),
+    );
+    assert_eq!(
+        whole.frames, reference.frames,
+        "the one pass cut other frames"
+    );
+    assert_eq!(
+        whole.failed, reference.failed,
+        "the one pass failed differently"
+    );
+    let pieces = frames(&stream, chunk, max_size, Framer::new(max_size, max_depth));
     let (shorter, longer) = if whole.frames.len() <= pieces.frames.len() {
         (&whole, &pieces)
     } else {
@@ -60,8 +81,7 @@ struct Run {
     failed: bool,
 }
 
-fn frames(stream: &[u8], chunk: usize, max_size: usize, max_depth: usize) -> Run {
-    let mut framer = Framer::new(max_size, max_depth);
+fn frames(stream: &[u8], chunk: usize, max_size: usize, mut framer: Framer) -> Run {
     let mut run = Run {
         frames: Vec::new(),
         failed: false,
