@@ -11,7 +11,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::whole_stanza::{is_plausible_name, whole_stanza_len};
+use super::whole_stanza::{is_plausible_name, tag_name_len, whole_stanza_len};
 use crate::markup::{end_tag_name, is_xml_space};
 
 /// One thing the stream produced.
@@ -262,10 +262,7 @@ impl Framer {
         }
         let end = self.pos;
         let self_closing = data[end - 2] == b'/';
-        let name_end = data[self.token_start + 1..end]
-            .iter()
-            .position(|b| is_xml_space(*b) || *b == b'/' || *b == b'>')
-            .map_or(end, |i| self.token_start + 1 + i);
+        let name_end = self.token_start + 1 + tag_name_len(&data[self.token_start + 1..end]);
         if name_end == self.token_start + 1 {
             return Err(FramingError::NotWellFormed("a tag without a name"));
         }
@@ -594,8 +591,7 @@ mod tests {
     /// time, it never does. All three must give the same frames, or fail with the same error.
     #[test]
     fn a_stanza_buffered_whole_frames_as_it_does_token_by_token() {
-        let whole = |stanza: &[u8], framer: Framer| {
-            let mut framer = framer;
+        let whole = |stanza: &[u8], mut framer: Framer| {
             feed(&mut framer, HEADER)?;
             feed(&mut framer, stanza)
         };

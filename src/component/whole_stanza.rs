@@ -67,11 +67,17 @@ fn start_tag(data: &[u8], at: usize) -> Option<(usize, usize)> {
         return None;
     }
     let end = start_tag_end(data, at + 1)? + 1;
-    let name_len = data[at + 1..end]
-        .iter()
-        .position(|b| is_xml_space(*b) || *b == b'/' || *b == b'>')?;
+    let name_len = tag_name_len(&data[at + 1..end]);
     let name = &data[at + 1..at + 1 + name_len];
     is_plausible_name(name).then_some((end, at + 1 + name_len))
+}
+
+/// The length of the element name at the start of a tag's body (after `<`, up to and with
+/// `>`): it ends at whitespace, `/` or `>`.
+pub(super) fn tag_name_len(body: &[u8]) -> usize {
+    body.iter()
+        .position(|&b| is_xml_space(b) || b == b'/' || b == b'>')
+        .unwrap_or(body.len())
 }
 
 /// A cheap check of an element name: it starts like an XML name and holds no markup characters.
