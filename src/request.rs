@@ -13,6 +13,7 @@
 //! comments, unknown fields and attributes, prefixed namespaces) and strict only where a push
 //! could go wrong (the device token).
 
+mod attributes;
 mod command;
 mod message;
 mod message_reply;
@@ -34,9 +35,10 @@ pub use message_reply::write_message_error;
 pub use reply::{write_reply, CommandItem, Condition, ErrorType, Reply};
 pub use tigase::{EncryptedElement, TigaseParts};
 
+use attributes::attributes;
 use scopes::{Ns, Scopes};
 
-use crate::markup::is_xml_space_char;
+use crate::markup::{is_xml_space_char, split_name};
 
 /// Longest device token accepted. APNS tokens are 64 hex characters and FCM registration tokens
 /// are a few hundred bytes; anything this long is not a token.
@@ -270,8 +272,7 @@ impl<'a> IqAttributes<'a> {
     /// count, and the last `type`.
     fn read(start: &'a BytesStart<'_>, decoder: quick_xml::encoding::Decoder) -> Option<Self> {
         let mut attrs = IqAttributes::default();
-        // Duplicate-attribute checks allocate; the server already validated its own output.
-        for attr in start.attributes().with_checks(false) {
+        for attr in attributes(start) {
             let attr = attr.ok()?;
             let slot = match attr.key.as_ref() {
                 b"type" => {
@@ -341,8 +342,8 @@ fn read_payload(
             Event::Eof | Event::Decl(_) | Event::DocType(_) => return Err(Malformed),
         };
         let ns = scopes.enter(&start)?;
-        let local = start.local_name();
-        let payload = match (kind, local.as_ref()) {
+        let (_, local) = split_name(start.name().into_inner());
+        let payload = match (kind, local) {
             (IqType::Set, b"pubsub") if ns == Ns::Pubsub => {
                 if empty {
                     return Ok(Payload::InvalidPush(NO_PUBLISH));
@@ -612,8 +613,7 @@ impl<'i> PubsubWalk<'i> {
         depth: usize,
         decoder: quick_xml::encoding::Decoder,
     ) -> Result<bool, Malformed> {
-        let local = start.local_name();
-        let local = local.as_ref();
+        let (_, local) = split_name(start.name().into_inner());
         if depth == 1 {
             if ns == Ns::Pubsub {
                 self.open_section(local, start, decoder)?;
@@ -727,7 +727,7 @@ fn attribute<'s>(
     name: &[u8],
     decoder: quick_xml::encoding::Decoder,
 ) -> Result<Option<Cow<'s, str>>, Malformed> {
-    for attr in start.attributes().with_checks(false) {
+    for attr in attributes(start) {
         let attr = attr?;
         if attr.key.as_ref() == name {
             return Ok(Some(attr.decode_and_unescape_value(decoder)?));

@@ -1,15 +1,19 @@
 //! The stanza parser on arbitrary bytes: `request::parse` and `request::parse_oversized` must
 //! never panic, and whatever IQ they accept must be answerable with a reply that is well-formed
-//! XML, carries the request's id back, and is never itself answered (no reply loops).
+//! XML, carries the request's id back, and is never itself answered (no reply loops). The
+//! bytes are also read as a start tag's attributes: every attribute the plain reader
+//! (`markup::next_plain_attribute`) reads, quick-xml must read the same.
 
 #![no_main]
 
+use fpush::markup::{next_plain_attribute, PlainAttribute};
 use fpush::request::{self, Condition, ErrorType, IqHeader, Reply, Request};
 use libfuzzer_sys::fuzz_target;
-use quick_xml::events::Event;
+use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
 fuzz_target!(|data: &[u8]| {
+    check_plain_attributes(data);
     if let Some(iq) = request::parse_oversized(data) {
         check_replies_to(&iq);
     }
@@ -31,6 +35,34 @@ fuzz_target!(|data: &[u8]| {
     };
     check_replies_to(&iq);
 });
+
+/// The plain attribute reader and quick-xml's agree on every attribute the plain one reads,
+/// and on where the attributes end.
+fn check_plain_attributes(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let start = BytesStart::from_content(format!("e {text}"), 1);
+    let raw = start.attributes_raw();
+    let mut general = start.attributes();
+    general.with_checks(false);
+    let mut at = 0;
+    loop {
+        match next_plain_attribute(raw, at) {
+            PlainAttribute::Found { key, value, next } => {
+                let theirs = general.next().and_then(Result::ok);
+                let theirs = theirs.as_ref().map(|a| (a.key.as_ref(), a.value.as_ref()));
+                assert_eq!(theirs, Some((key, value)), "{text:?}");
+                at = next;
+            }
+            PlainAttribute::End => {
+                assert!(general.next().is_none(), "{text:?}");
+                return;
+            }
+            PlainAttribute::Unusual => return,
+        }
+    }
+}
 
 /// A push2 message's error reply is well-formed, carries its id, and is never answered.
 fn check_message_error_to(message: &IqHeader) {

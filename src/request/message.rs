@@ -12,6 +12,7 @@ use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
+use super::attributes::attributes;
 use super::{IqHeader, Request};
 
 /// The push2 namespace.
@@ -86,7 +87,7 @@ fn read_start(reader: &mut Reader<&[u8]>) -> Option<(IqHeader, bool)> {
         }
     };
     let (mut id, mut from, mut to) = (None, None, None);
-    for attr in start.attributes().with_checks(false) {
+    for attr in attributes(&start) {
         let attr = attr.ok()?;
         let slot = match attr.key.as_ref() {
             // Error messages are never answered.
@@ -148,9 +149,7 @@ fn is_notification(start: &BytesStart<'_>) -> bool {
 }
 
 fn has_xmlns(start: &BytesStart<'_>, ns: &[u8]) -> bool {
-    start
-        .attributes()
-        .with_checks(false)
+    attributes(start)
         .flatten()
         .any(|attr| attr.key.as_ref() == b"xmlns" && attr.value.as_ref() == ns)
 }
@@ -218,9 +217,7 @@ fn field_of(start: &BytesStart<'_>, depth: usize, push: &mut Push2Request) -> Op
             None
         }
         (1, b"jwt") => {
-            push.jwt_key = start
-                .attributes()
-                .with_checks(false)
+            push.jwt_key = attributes(start)
                 .flatten()
                 .find(|attr| attr.key.as_ref() == b"key")
                 .and_then(|attr| String::from_utf8(attr.value.into_owned()).ok())

@@ -9,6 +9,8 @@
 //! that are not UTF-8, or nesting deeper than it tracks. The caller then reads the payload again
 //! with quick-xml, which decides what such input means.
 
+use std::borrow::Cow;
+
 use memchr::memchr2;
 use quick_xml::encoding::Decoder;
 use quick_xml::events::{BytesStart, BytesText};
@@ -78,8 +80,15 @@ impl<'i> Cursor<'i> {
             return None;
         }
         if at > pos && walk.collecting() {
-            let piece = BytesText::from_escaped(self.text.get(pos..at)?);
-            walk.text(piece.xml_content().ok()?);
+            let text = self.text.get(pos..at)?;
+            // What quick-xml would change: line ends (`\r`, U+0085, U+2028) made `\n`.
+            let plain = !text.bytes().any(|b| matches!(b, b'\r' | 0xC2 | 0xE2));
+            let piece = if plain {
+                Cow::Borrowed(text)
+            } else {
+                BytesText::from_escaped(text).xml_content().ok()?
+            };
+            walk.text(piece);
         }
         Some(at)
     }

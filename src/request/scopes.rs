@@ -11,7 +11,9 @@ use quick_xml::events::attributes::Attribute;
 use quick_xml::events::BytesStart;
 use quick_xml::name::{PrefixDeclaration, QName};
 
+use super::attributes::attributes;
 use super::Malformed;
+use crate::markup::split_name;
 
 /// XEP-0060 publish-subscribe: the payload of every push IQ.
 const NS_PUBSUB: &[u8] = b"http://jabber.org/protocol/pubsub";
@@ -130,7 +132,7 @@ impl Scopes {
     /// namespaces) makes the stanza malformed; the scan stops at the first broken attribute,
     /// which the field readers report if it matters.
     fn declare(&mut self, start: &BytesStart<'_>) -> Result<(), Malformed> {
-        for attr in start.attributes().with_checks(false) {
+        for attr in attributes(start) {
             let Ok(Attribute { key, value }) = attr else {
                 break;
             };
@@ -158,8 +160,7 @@ impl Scopes {
     /// The namespace of an element name: the innermost binding of its prefix, or of the
     /// default namespace when it has none.
     fn resolve(&self, name: QName<'_>) -> Ns {
-        let prefix = name.prefix();
-        let prefix = prefix.as_ref().map(|p| p.as_ref());
+        let (prefix, _) = split_name(name.into_inner());
         self.bindings
             .iter()
             .rev()
