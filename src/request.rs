@@ -35,7 +35,7 @@ pub use message_reply::write_message_error;
 pub use reply::{write_reply, CommandItem, Condition, ErrorType, Reply};
 pub use tigase::{EncryptedElement, TigaseParts};
 
-use attributes::attributes;
+use attributes::{attributes, unescaped_value};
 use scopes::{Ns, Scopes};
 
 use crate::markup::{is_xml_space_char, split_name};
@@ -285,7 +285,7 @@ impl<'a> IqAttributes<'a> {
                 _ => continue,
             };
             if slot.is_none() {
-                *slot = Some(attr.decode_and_unescape_value(decoder).ok()?);
+                *slot = Some(unescaped_value(&attr, decoder).ok()?);
             }
         }
         Some(attrs)
@@ -730,7 +730,7 @@ fn attribute<'s>(
     for attr in attributes(start) {
         let attr = attr?;
         if attr.key.as_ref() == name {
-            return Ok(Some(attr.decode_and_unescape_value(decoder)?));
+            return Ok(Some(unescaped_value(&attr, decoder)?));
         }
     }
     Ok(None)

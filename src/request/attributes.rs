@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+use quick_xml::encoding::Decoder;
 use quick_xml::events::attributes::{AttrError, Attribute, Attributes};
 use quick_xml::events::BytesStart;
 use quick_xml::name::QName;
@@ -66,6 +67,23 @@ impl<'a> TagAttributes<'a> {
     }
 }
 
+/// An attribute's value as quick-xml's `decode_and_unescape_value` gives it; a value without
+/// references (nearly every one) is only checked to be UTF-8, which is all that call does then.
+pub(super) fn unescaped_value<'a>(
+    attr: &Attribute<'a>,
+    decoder: Decoder,
+) -> quick_xml::Result<Cow<'a, str>> {
+    if let Cow::Borrowed(raw) = attr.value {
+        if let Some(text) = std::str::from_utf8(raw)
+            .ok()
+            .filter(|_| !raw.contains(&b'&'))
+        {
+            return Ok(Cow::Borrowed(text));
+        }
+    }
+    attr.decode_and_unescape_value(decoder)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +110,12 @@ mod tests {
             let mut general = start.attributes();
             let theirs: Vec<_> = general.with_checks(false).collect();
             assert_eq!(ours, theirs, "{attrs:?}");
+            let decoder = quick_xml::Reader::from_str("").decoder();
+            for attr in ours.iter().flatten() {
+                let general = attr.decode_and_unescape_value(decoder);
+                let ours = unescaped_value(attr, decoder);
+                assert_eq!(ours.ok(), general.ok(), "{attrs:?}");
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
-use super::attributes::attributes;
+use super::attributes::{attributes, unescaped_value};
 use super::{IqHeader, Request};
 
 /// The push2 namespace.
@@ -98,7 +98,7 @@ fn read_start(reader: &mut Reader<&[u8]>) -> Option<(IqHeader, bool)> {
             _ => continue,
         };
         if slot.is_none() {
-            *slot = Some(attr.decode_and_unescape_value(reader.decoder()).ok()?);
+            *slot = Some(unescaped_value(&attr, reader.decoder()).ok()?);
         }
     }
     let from = from.filter(|from| !from.is_empty())?;
