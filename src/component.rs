@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use self::backoff::Backoff;
 use self::framer::FramingError;
 use self::link::{LinkEnd, PendingReplies};
+use crate::request::Request;
 
 /// Everything the link needs to know.
 #[derive(Clone, PartialEq, Eq)]
@@ -74,6 +75,8 @@ impl fmt::Debug for ComponentConfig {
 pub enum Inbound {
     /// One complete top-level element, for `request::parse`.
     Stanza(Bytes),
+    /// A push IQ, parsed as it was framed.
+    Push(Box<Request>),
     /// The start tag of a stanza over `max_stanza_size`, whose body was skipped; for
     /// `request::parse_oversized`.
     Oversized { start_tag: Bytes },

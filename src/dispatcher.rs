@@ -146,6 +146,7 @@ impl Dispatcher {
     pub fn handle(&self, inbound: Inbound) {
         match inbound {
             Inbound::Stanza(bytes) => self.handle_request(request::parse(&bytes)),
+            Inbound::Push(push) => self.handle_request(*push),
             Inbound::Oversized { start_tag } => {
                 if let Some(iq) = request::parse_oversized(&start_tag) {
                     let text = format_args!(

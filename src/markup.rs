@@ -45,6 +45,38 @@ pub fn end_tag_name(body: &[u8]) -> &[u8] {
     &body[..len]
 }
 
+/// The end (just past `>`) and the name's end of the plain start tag whose `<` is at `at`, as the
+/// stream framer reads it; `None` for other markup or an implausible name.
+pub fn plain_start_tag(data: &[u8], at: usize) -> Option<(usize, usize)> {
+    if matches!(data.get(at + 1)?, b'/' | b'!' | b'?') {
+        return None;
+    }
+    let end = start_tag_end(data, at + 1)? + 1;
+    let name_len = tag_name_len(&data[at + 1..end]);
+    let name = &data[at + 1..at + 1 + name_len];
+    is_plausible_name(name).then_some((end, at + 1 + name_len))
+}
+
+/// The length of the element name at the start of a tag's body (after `<`, up to and with
+/// `>`): it ends at whitespace, `/` or `>`.
+pub fn tag_name_len(body: &[u8]) -> usize {
+    body.iter()
+        .position(|&b| is_xml_space(b) || b == b'/' || b == b'>')
+        .unwrap_or(body.len())
+}
+
+/// A cheap check of an element name: it starts like an XML name and holds no markup characters.
+/// Without it, `<<` would open an "element" that never closes and the stream would stall.
+pub fn is_plausible_name(name: &[u8]) -> bool {
+    let starts_well = name
+        .first()
+        .is_some_and(|b| b.is_ascii_alphabetic() || matches!(b, b'_' | b':') || *b >= 0x80);
+    starts_well
+        && !name
+            .iter()
+            .any(|b| matches!(b, b'<' | b'&' | b'\'' | b'"' | b'=' | b'!' | b'?'))
+}
+
 /// A qualified name's prefix (before its first `:`, if any) and local part, split as quick-xml
 /// splits them. Names are a few bytes long: a plain scan beats setting up a vector search.
 pub fn split_name(name: &[u8]) -> (Option<&[u8]>, &[u8]) {

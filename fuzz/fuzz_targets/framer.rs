@@ -4,9 +4,10 @@
 //! stream that ends in an error may end earlier when fed in small pieces, never differently:
 //! limits are also checked while waiting for more bytes, so a long tag inside a stanza that is
 //! already being skipped fails the stream only when it arrives in pieces).
-//! Every element it hands out also goes through the stanza parser, as in the daemon. Fed the
-//! whole input at once, the framer's one pass over stanzas buffered whole must cut exactly what
-//! lexing token by token cuts, and fail exactly where it fails.
+//! Every element it hands out also goes through the stanza parser, as in the daemon; a push it
+//! hands out already parsed must be what the parser makes of its bytes. Fed the whole input at
+//! once, the framer's one pass over stanzas buffered whole must cut exactly what lexing token by
+//! token cuts, and fail exactly where it fails.
 
 #![no_main]
 
@@ -91,10 +92,7 @@ fn frames(stream: &[u8], chunk: usize, max_size: usize, mut framer: Framer) -> R
         framer.buffer().extend_from_slice(piece);
         loop {
             match framer.next_frame() {
-                Ok(Some(frame)) => {
-                    check(&frame, max_size);
-                    run.frames.push(frame);
-                }
+                Ok(Some(frame)) => run.frames.push(checked(frame, max_size)),
                 Ok(None) => break,
                 Err(_) => {
                     run.failed = true;
@@ -111,14 +109,25 @@ fn frames(stream: &[u8], chunk: usize, max_size: usize, mut framer: Framer) -> R
     run
 }
 
-fn check(frame: &StreamFrame, max_size: usize) {
-    match frame {
+/// Checks one frame; a push read while framing comes back as the element it was cut from, so
+/// that runs compare frame by frame whichever way each stanza went.
+fn checked(frame: StreamFrame, max_size: usize) -> StreamFrame {
+    match &frame {
         StreamFrame::Element(element) => {
             assert!(
                 element.len() <= max_size,
                 "an element over the limit was buffered"
             );
             let _ = fpush::request::parse(element);
+        }
+        StreamFrame::Push { stanza, request } => {
+            assert!(stanza.len() <= max_size, "a push over the limit was read");
+            assert_eq!(
+                fpush::request::parse(stanza),
+                **request,
+                "a push read while framing differs from its parse"
+            );
+            return StreamFrame::Element(stanza.clone());
         }
         StreamFrame::Oversized { start_tag } => {
             assert!(
@@ -129,4 +138,5 @@ fn check(frame: &StreamFrame, max_size: usize) {
         }
         StreamFrame::StreamHeader(_) | StreamFrame::StreamEnd => {}
     }
+    frame
 }

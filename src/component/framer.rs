@@ -11,8 +11,9 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::whole_stanza::{is_plausible_name, tag_name_len, whole_stanza_len};
-use crate::markup::{end_tag_name, is_xml_space};
+use super::whole_stanza::whole_stanza_len;
+use crate::markup::{end_tag_name, is_plausible_name, is_xml_space, tag_name_len};
+use crate::request::{self, Request};
 
 /// One thing the stream produced.
 #[derive(Debug, PartialEq, Eq)]
@@ -21,6 +22,12 @@ pub enum StreamFrame {
     StreamHeader(Bytes),
     /// One complete top-level element: a stanza, `<handshake/>`, `<stream:error>`.
     Element(Bytes),
+    /// A push IQ, read in the pass that found its end ([`request::frame_push`]): its bytes
+    /// and what [`request::parse`] makes of them.
+    Push {
+        stanza: Bytes,
+        request: Box<Request>,
+    },
     /// The start tag of a top-level element larger than the size limit. The element's remaining
     /// bytes are skipped.
     Oversized { start_tag: Bytes },
@@ -463,13 +470,24 @@ impl Framer {
     /// plain (see [`whole_stanza_len`]); otherwise leaves everything as it was.
     fn take_whole_stanza(&mut self) -> Option<StreamFrame> {
         let limit = self.buf.len().min(self.pos + self.max_size);
-        let len = whole_stanza_len(&self.buf[self.pos..limit], self.max_depth)?;
+        let data = &self.buf[self.pos..limit];
+        if let Some((len, request)) = request::frame_push(data, self.max_depth) {
+            let stanza = self.take(len);
+            let request = Box::new(request);
+            return Some(StreamFrame::Push { stanza, request });
+        }
+        let len = whole_stanza_len(data, self.max_depth)?;
+        Some(StreamFrame::Element(self.take(len)))
+    }
+
+    /// Takes the `len` bytes from `pos` out of the buffer.
+    fn take(&mut self, len: usize) -> Bytes {
         self.consume(self.pos);
         let element = self.buf.split_to(len).freeze();
         self.pos = 0;
         self.token_start = 0;
         self.element_start = 0;
-        Some(StreamFrame::Element(element))
+        element
     }
 
     /// Records the name of an element that opened inside the current stanza.
@@ -532,6 +550,30 @@ mod tests {
         StreamFrame::Element(Bytes::copy_from_slice(bytes))
     }
 
+    /// A push read while framing: its bytes and their parse.
+    fn pushed(bytes: &[u8]) -> StreamFrame {
+        StreamFrame::Push {
+            stanza: Bytes::copy_from_slice(bytes),
+            request: Box::new(request::parse(bytes)),
+        }
+    }
+
+    /// The frames as cut, a push read while framing as the element it was cut from (after
+    /// checking it is what the parser makes of those bytes): whether a push is read while
+    /// framing depends on how it arrived.
+    fn as_cut(
+        frames: Result<Vec<StreamFrame>, FramingError>,
+    ) -> Result<Vec<StreamFrame>, FramingError> {
+        let cut = |frame| match frame {
+            StreamFrame::Push { stanza, request } => {
+                assert_eq!(*request, request::parse(&stanza), "{stanza:?}");
+                StreamFrame::Element(stanza)
+            }
+            frame => frame,
+        };
+        Ok(frames?.into_iter().map(cut).collect())
+    }
+
     fn started(max_size: usize, max_depth: usize) -> Framer {
         let mut framer = Framer::new(max_size, max_depth);
         let frames = feed(&mut framer, HEADER).unwrap();
@@ -557,11 +599,7 @@ mod tests {
         let frames = feed(&mut framer, &input).unwrap();
         assert_eq!(
             frames,
-            vec![
-                element(PUSH),
-                element(b"<presence from='a'/>"),
-                element(PUSH)
-            ]
+            vec![pushed(PUSH), element(b"<presence from='a'/>"), pushed(PUSH)]
         );
     }
 
@@ -578,13 +616,14 @@ mod tests {
         let mut at_once = Framer::new(4096, 16);
         let expected = feed(&mut at_once, &whole).unwrap();
         assert_eq!(expected.len(), 4, "{expected:?}");
+        assert_eq!(expected[1], pushed(PUSH));
         let mut bytewise = Framer::new(4096, 16);
         let mut frames = Vec::new();
         for byte in &whole {
             frames.extend(feed(&mut bytewise, std::slice::from_ref(byte)).unwrap());
         }
-        assert_eq!(frames, expected);
         assert_eq!(frames[3], StreamFrame::StreamEnd);
+        assert_eq!(Ok(frames), as_cut(Ok(expected)));
     }
 
     /// A stanza buffered whole takes the one-pass way; lexed token by token, or fed a byte at a
@@ -622,6 +661,80 @@ mod tests {
             assert_eq!(one_pass, by_token, "{text}");
             assert_eq!(one_pass, bytewise(stanza), "{text}");
         }
+    }
+
+    /// A push buffered whole is read while it is framed: the frame must be the one lexing token
+    /// by token cuts, with what the parser makes of it. Checked on captured pushes and on each
+    /// of them broken or decorated in many ways, under several nesting limits.
+    #[test]
+    fn a_push_read_while_framing_is_cut_and_parsed_as_usual() {
+        let fixtures: [&[u8]; 3] = [
+            PUSH,
+            include_bytes!("../../tests/fixtures/prosody-0.12-push-iq.xml"),
+            include_bytes!("../../tests/fixtures/ejabberd-23.01-push-iq.xml"),
+        ];
+        let insertions: [&[u8]; 10] = [
+            b"<a>",
+            b"</a>",
+            b"<a/>",
+            b" ",
+            b"'",
+            b"/",
+            b"&amp;",
+            b"<!--c-->",
+            b"\xff",
+            b"<pubsub>",
+        ];
+        let frames = |stanza: &[u8], depth: usize, framer: fn(usize, usize) -> Framer| {
+            let mut framer = framer(4096, depth);
+            feed(&mut framer, HEADER).unwrap();
+            let mut input = stanza.to_vec();
+            input.extend_from_slice(b"<presence/>");
+            feed(&mut framer, &input)
+        };
+        let one_pass = |size, depth| Framer::new(size, depth);
+        let by_token = |size, depth| Framer::new(size, depth).token_by_token();
+        let mut read_while_framing = 0;
+        let mut check = |stanza: &[u8]| {
+            for depth in [3, 5, 16] {
+                let ours = frames(stanza, depth, one_pass);
+                read_while_framing += ours
+                    .iter()
+                    .flatten()
+                    .filter(|f| matches!(f, StreamFrame::Push { .. }))
+                    .count();
+                let text = String::from_utf8_lossy(stanza);
+                assert_eq!(
+                    as_cut(ours),
+                    frames(stanza, depth, by_token),
+                    "{depth} {text}"
+                );
+            }
+        };
+        for fixture in fixtures {
+            let fixture = fixture.trim_ascii_end();
+            assert!(matches!(
+                &frames(fixture, 16, one_pass).unwrap()[0],
+                StreamFrame::Push { .. }
+            ));
+            check(fixture);
+            for at in 0..fixture.len() {
+                let mut cut = fixture.to_vec();
+                cut.remove(at);
+                check(&cut);
+                let boundary = fixture[at] == b'<' || at > 0 && fixture[at - 1] == b'>';
+                if !boundary && at % 7 != 0 {
+                    continue;
+                }
+                for insertion in insertions {
+                    let mut grown = fixture[..at].to_vec();
+                    grown.extend_from_slice(insertion);
+                    grown.extend_from_slice(&fixture[at..]);
+                    check(&grown);
+                }
+            }
+        }
+        assert!(read_while_framing > 1_000, "{read_while_framing}");
     }
 
     #[test]

@@ -81,6 +81,7 @@ fn unexpected(frame: &StreamFrame, jid: &str) -> LinkError {
         }
         StreamFrame::StreamHeader(_) => LinkError::Unexpected("a second stream header".to_owned()),
         StreamFrame::Oversized { .. } => LinkError::Unexpected("an oversized element".to_owned()),
+        StreamFrame::Push { .. } => LinkError::Unexpected("iq".to_owned()),
     }
 }
 

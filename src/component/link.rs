@@ -296,6 +296,7 @@ fn frame_to_inbound(
             Ok(None)
         }
         StreamFrame::Element(element) => Ok(Some(Inbound::Stanza(element))),
+        StreamFrame::Push { request, .. } => Ok(Some(Inbound::Push(request))),
         StreamFrame::Oversized { start_tag } => {
             // Per stanza at debug: the dispatcher answers it and logs loudly, rate-limited.
             log::debug!(

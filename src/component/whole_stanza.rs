@@ -9,7 +9,7 @@
 
 use memchr::memchr;
 
-use crate::markup::{end_tag_name, is_xml_space, start_tag_end};
+use crate::markup::{end_tag_name, plain_start_tag};
 
 /// Open elements one pass keeps track of; a deeper stanza takes the state machine's way.
 const MAX_OPEN: usize = 32;
@@ -40,7 +40,7 @@ pub(super) fn whole_stanza_len(data: &[u8], max_depth: usize) -> Option<usize> {
             if open > 0 && 1 + open > max_depth {
                 return None;
             }
-            let (end, name_end) = start_tag(data, at)?;
+            let (end, name_end) = plain_start_tag(data, at)?;
             let name = &data[at + 1..name_end];
             let self_closing = data[end - 2] == b'/';
             if open == 0 && (self_closing || name == b"stream:stream") {
@@ -58,38 +58,6 @@ pub(super) fn whole_stanza_len(data: &[u8], max_depth: usize) -> Option<usize> {
             at += memchr(b'<', data.get(at..)?)?;
         }
     }
-}
-
-/// The end (just past `>`) and the name's end of the plain start tag at `at`; `None` for other
-/// markup or a tag this pass does not take.
-fn start_tag(data: &[u8], at: usize) -> Option<(usize, usize)> {
-    if matches!(data.get(at + 1)?, b'/' | b'!' | b'?') {
-        return None;
-    }
-    let end = start_tag_end(data, at + 1)? + 1;
-    let name_len = tag_name_len(&data[at + 1..end]);
-    let name = &data[at + 1..at + 1 + name_len];
-    is_plausible_name(name).then_some((end, at + 1 + name_len))
-}
-
-/// The length of the element name at the start of a tag's body (after `<`, up to and with
-/// `>`): it ends at whitespace, `/` or `>`.
-pub(super) fn tag_name_len(body: &[u8]) -> usize {
-    body.iter()
-        .position(|&b| is_xml_space(b) || b == b'/' || b == b'>')
-        .unwrap_or(body.len())
-}
-
-/// A cheap check of an element name: it starts like an XML name and holds no markup characters.
-/// Without it, `<<` would open an "element" that never closes and the stream would stall.
-pub(super) fn is_plausible_name(name: &[u8]) -> bool {
-    let starts_well = name
-        .first()
-        .is_some_and(|b| b.is_ascii_alphabetic() || matches!(b, b'_' | b':') || *b >= 0x80);
-    starts_well
-        && !name
-            .iter()
-            .any(|b| matches!(b, b'<' | b'&' | b'\'' | b'"' | b'=' | b'!' | b'?'))
 }
 
 #[cfg(test)]

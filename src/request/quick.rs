@@ -17,19 +17,26 @@ use quick_xml::events::{BytesStart, BytesText};
 
 use super::scopes::Scopes;
 use super::{Payload, PubsubWalk};
-use crate::markup::{end_tag_name, is_xml_space, start_tag_end};
+use crate::markup::{end_tag_name, is_plausible_name, is_xml_space, start_tag_end, tag_name_len};
 
 /// Open elements tracked below `<pubsub>`; real payloads nest five deep.
 const MAX_DEPTH: usize = 16;
 
-/// Reads from just after `<pubsub …>` up to its end tag, named `pubsub_name`. `None` when the
-/// payload is not of the plain shape (or would be an error): nothing is decided then.
+/// Reads from just after `<pubsub …>` up to its end tag, named `pubsub_name`, with at most
+/// `max_open` elements open below `<pubsub>` at once. Returns the payload and the offset just
+/// past the end tag; `None` when the payload is not of the plain shape (or would be an error):
+/// nothing is decided then.
+///
+/// Every tag accepted here is also one the stream framer's one pass accepts (a plausible name,
+/// read as it reads names), so a push read straight from the link's buffer is cut where the
+/// framer would cut it (see [`super::frame_push`]).
 pub(super) fn read_pubsub(
     input: &[u8],
     pubsub_name: &[u8],
     scopes: &mut Scopes,
     decoder: Decoder,
-) -> Option<Payload> {
+    max_open: usize,
+) -> Option<(Payload, usize)> {
     // Validated once: every cut below falls next to an ASCII delimiter, so on a char boundary.
     let text = std::str::from_utf8(input).ok()?;
     let mut cursor = Cursor {
@@ -37,6 +44,7 @@ pub(super) fn read_pubsub(
         text,
         open: [&[]; MAX_DEPTH],
         depth: 0,
+        max_open: max_open.min(MAX_DEPTH),
         pos: 0,
     };
     let mut walk = PubsubWalk::default();
@@ -46,7 +54,7 @@ pub(super) fn read_pubsub(
             b'!' | b'?' => return None,
             b'/' => {
                 if cursor.end_tag(at, pubsub_name, &mut walk, scopes)? {
-                    return Some(walk.finish());
+                    return Some((walk.finish(), cursor.pos));
                 }
             }
             _ => cursor.start_tag(at, &mut walk, scopes, decoder)?,
@@ -62,6 +70,8 @@ struct Cursor<'i> {
     /// Names of the open elements, outermost first; `depth` of them are in use.
     open: [&'i [u8]; MAX_DEPTH],
     depth: usize,
+    /// Elements that may be open at once.
+    max_open: usize,
     /// Next byte to look at.
     pos: usize,
 }
@@ -94,7 +104,7 @@ impl<'i> Cursor<'i> {
     }
 
     /// The end tag whose `<` is at `at`. `Some(true)` when it closed `<pubsub>`; `None` when it
-    /// does not match the open element.
+    /// does not match the open element. Moves past it either way.
     fn end_tag(
         &mut self,
         at: usize,
@@ -112,17 +122,17 @@ impl<'i> Cursor<'i> {
         if end_tag_name(&input[at + 2..close]) != expected {
             return None;
         }
+        self.pos = close + 1;
         if walk.end() {
             return Some(true);
         }
         scopes.leave();
         self.depth -= 1;
-        self.pos = close + 1;
         Some(false)
     }
 
-    /// The start tag (or empty element) whose `<` is at `at`. `None` on unusual tag syntax or
-    /// nesting deeper than tracked.
+    /// The start tag (or empty element) whose `<` is at `at`. `None` on unusual tag syntax, a
+    /// name the framer or quick-xml would read otherwise, or nesting deeper than allowed.
     fn start_tag(
         &mut self,
         at: usize,
@@ -131,16 +141,22 @@ impl<'i> Cursor<'i> {
         decoder: Decoder,
     ) -> Option<()> {
         let close = start_tag_end(self.input, at + 1)?;
+        // The framer's reading of the name: up to whitespace, `/` or `>`.
+        let name_len = tag_name_len(&self.input[at + 1..=close]);
+        if self.depth >= self.max_open || !is_plausible_name(&self.input[at + 1..][..name_len]) {
+            return None;
+        }
         let content = self.text.get(at + 1..close)?;
         let (content, empty) = match content.strip_suffix('/') {
             Some(content) => (content, true),
             None => (content, false),
         };
-        let name_len = content
-            .bytes()
-            .position(is_xml_space)
-            .unwrap_or(content.len());
-        if name_len == 0 {
+        // quick-xml's name ends at whitespace only (`<a/b>` names `a/b` there).
+        if content
+            .as_bytes()
+            .get(name_len)
+            .is_some_and(|&b| !is_xml_space(b))
+        {
             return None;
         }
         let start = BytesStart::from_content(content, name_len);
@@ -173,7 +189,9 @@ mod tests {
             b"pubsub",
             &mut scopes,
             quick_xml::Reader::from_str("").decoder(),
+            MAX_DEPTH,
         )
+        .map(|(payload, _)| payload)
     }
 
     #[test]
