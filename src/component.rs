@@ -2,7 +2,9 @@
 //!
 //! [`run_reconfigurable`] keeps one `jabber:component:accept` stream to the XMPP server alive for the life of
 //! the daemon: it connects, authenticates with the handshake, cuts the byte stream into stanzas
-//! (handed to the dispatcher as raw bytes over `inbound`), writes every reply through one
+//! (handed to the dispatcher over `inbound`: a push buffered whole already parsed, as
+//! `request::frame_push` reads it while finding its end; anything else as raw bytes), writes
+//! every reply through one
 //! batching writer, pings the server to notice dead links, and reconnects — at once after a link
 //! that was up drops, with backoff after failed attempts. Replies queued while the link is down
 //! wait for the next stream.

@@ -560,6 +560,33 @@ pub fn prosody_push_iq(
     )
 }
 
+/// Variants of a stanza for tests that hold two readers to each other: the stanza with each
+/// byte taken out in turn, and with each of `insertions` put in before every `<`, after every
+/// `>` and at every `every`-th byte.
+pub fn stanza_variants<'a>(
+    stanza: &'a [u8],
+    insertions: &'a [&'a [u8]],
+    every: usize,
+) -> impl Iterator<Item = Vec<u8>> + 'a {
+    (0..stanza.len()).flat_map(move |at| {
+        let mut cut = stanza.to_vec();
+        cut.remove(at);
+        let boundary = stanza[at] == b'<' || at > 0 && stanza[at - 1] == b'>';
+        let places = if boundary || at % every.max(1) == 0 {
+            insertions
+        } else {
+            &[]
+        };
+        let grown = places.iter().map(move |insertion| {
+            let mut grown = stanza[..at].to_vec();
+            grown.extend_from_slice(insertion);
+            grown.extend_from_slice(&stanza[at..]);
+            grown
+        });
+        std::iter::once(cut).chain(grown)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
