@@ -15,6 +15,7 @@
 
 mod attributes;
 mod command;
+mod framed;
 mod message;
 mod message_reply;
 mod quick;
@@ -30,6 +31,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
 pub use command::AdHocCommand;
+pub use framed::frame_push;
 pub use message::Push2Request;
 pub use message_reply::write_message_error;
 pub use reply::{write_reply, CommandItem, Condition, ErrorType, Reply};
@@ -38,7 +40,7 @@ pub use tigase::{EncryptedElement, TigaseParts};
 use attributes::{attributes, unescaped_value};
 use scopes::{Ns, Scopes};
 
-use crate::markup::{end_tag_name, is_xml_space_char, plain_start_tag, split_name};
+use crate::markup::{is_xml_space_char, split_name};
 
 /// Longest device token accepted. APNS tokens are 64 hex characters and FCM registration tokens
 /// are a few hundred bytes; anything this long is not a token.
@@ -196,62 +198,6 @@ fn request_of(iq: IqHeader, payload: Result<Payload, Malformed>) -> Request {
     }
 }
 
-/// A push IQ at the start of `data` (the link's buffer from a `<` between stanzas, cut where
-/// the size limit ends), read in the same pass that finds where it ends: its length and its
-/// request, exactly what the framer would cut and [`parse`] would make of it. `None` for any
-/// other stanza or any that is not of the plain shape; the framer then cuts it as usual.
-///
-/// Parsing a push is most of fpush's work per push; this saves the framer's own pass over it.
-/// The framer's rules (names, nesting up to `max_depth` with the stream counted, an end tag for
-/// every start tag) are checked on every tag read here.
-pub fn frame_push(data: &[u8], max_depth: usize) -> Option<(usize, Request)> {
-    let (iq_end, iq_name_end) = plain_start_tag(data, 0)?;
-    let (pubsub_end, _) =
-        (data.get(iq_end) == Some(&b'<')).then(|| plain_start_tag(data, iq_end))??;
-    let self_closing = |end: usize| data[end - 2] == b'/';
-    if &data[1..iq_name_end] != b"iq" || self_closing(iq_end) || self_closing(pubsub_end) {
-        return None;
-    }
-    let mut reader = Reader::from_reader(data);
-    let mut scopes = Scopes::default();
-    let Some(IqStart::Request {
-        kind: IqType::Set,
-        header,
-        empty: false,
-    }) = read_iq_start(&mut reader, &mut scopes)
-    else {
-        return None;
-    };
-    let Ok(Event::Start(pubsub)) = reader.read_event() else {
-        return None;
-    };
-    let ns = scopes.enter(&pubsub).ok()?;
-    let read_as_framed = usize::try_from(reader.buffer_position()) == Ok(pubsub_end);
-    if !read_as_framed || ns != Ns::Pubsub || split_name(pubsub.name().into_inner()).1 != b"pubsub"
-    {
-        return None;
-    }
-    // The stream, the IQ and <pubsub> count towards the framer's depth.
-    let max_open = max_depth.checked_sub(2)?;
-    // The lexer reads (and checks as UTF-8) up to the first `</pubsub`, not the whole buffer
-    // behind this stanza; a nested one would end its input early and make it give up.
-    let rest = &data[pubsub_end..];
-    let close = memchr::memmem::find(rest, b"</pubsub")?;
-    let gt = close + memchr::memchr(b'>', &rest[close..])?;
-    let name = pubsub.name().into_inner();
-    let decoder = reader.decoder();
-    let (payload, end) = quick::read_pubsub(&rest[..=gt], name, &mut scopes, decoder, max_open)?;
-    let len = pubsub_end + end + iq_end_tag(&rest[end..])?;
-    Some((len, request_of(header, Ok(payload))))
-}
-
-/// The length of the text and `</iq>` that must follow `</pubsub>` for [`frame_push`].
-fn iq_end_tag(data: &[u8]) -> Option<usize> {
-    let at = memchr::memchr(b'<', data)?;
-    let close = at + 2 + data.get(at + 2..)?.iter().position(|&b| b == b'>')?;
-    (data[at + 1] == b'/' && end_tag_name(&data[at + 2..close]) == b"iq").then_some(close + 1)
-}
-
 /// Reads the header of a get/set IQ from the start tag of a stanza that was too big to buffer,
 /// so the server can still be told why it gets no answer. `None` when it cannot be answered.
 pub fn parse_oversized(start_tag: &[u8]) -> Option<IqHeader> {
@@ -300,13 +246,23 @@ enum Payload {
 /// with an id, or a get/set IQ without a `from`: those cannot be answered.
 fn read_iq_start(reader: &mut Reader<&[u8]>, scopes: &mut Scopes) -> Option<IqStart> {
     let (start, empty) = first_element(reader)?;
+    iq_start(&start, empty, reader.decoder(), scopes)
+}
+
+/// What the stanza's start tag says, when it is an IQ (see [`read_iq_start`]).
+fn iq_start(
+    start: &BytesStart<'_>,
+    empty: bool,
+    decoder: quick_xml::encoding::Decoder,
+    scopes: &mut Scopes,
+) -> Option<IqStart> {
     if start.local_name().as_ref() != b"iq" {
         // Messages and presence are never answered; neither is anything else at the top level.
         return None;
     }
     // The IQ may declare prefixes its payload uses.
-    scopes.enter(&start).ok()?;
-    IqAttributes::read(&start, reader.decoder())?.into_start(empty)
+    scopes.enter(start).ok()?;
+    IqAttributes::read(start, decoder)?.into_start(empty)
 }
 
 /// The stanza's start tag, and whether the element is empty.

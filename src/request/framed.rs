@@ -1,0 +1,76 @@
+//! A push IQ read straight from the link's buffer, in the pass that finds where it ends.
+//!
+//! Parsing a push is most of fpush's work per push, and the framer would walk every tag of it
+//! once more just to find its end. For the plain shape servers send (`<iq><pubsub>` with a
+//! payload the quick lexer takes, then `</iq>`), reading it here finds the end too, by the
+//! framer's rules; anything else is left to the framer and to [`super::parse`].
+
+use quick_xml::events::BytesStart;
+use quick_xml::Reader;
+
+use super::scopes::{Ns, Scopes};
+use super::{iq_start, quick, request_of, IqStart, IqType, Request};
+use crate::markup::{end_tag_name, is_xml_space, plain_start_tag, split_name};
+
+/// A push IQ at the start of `data` (the link's buffer from a `<` between stanzas, cut where
+/// the size limit ends), read in the same pass that finds where it ends: its length and its
+/// request, exactly what the framer would cut and [`super::parse`] would make of it. `None` for any
+/// other stanza or any that is not of the plain shape; the framer then cuts it as usual.
+///
+/// Parsing a push is most of fpush's work per push; this saves the framer's own pass over it.
+/// The framer's rules (names, nesting up to `max_depth` with the stream counted, an end tag for
+/// every start tag) are checked on every tag read here.
+pub fn frame_push(data: &[u8], max_depth: usize) -> Option<(usize, Request)> {
+    let (iq_end, _) = plain_start_tag(data, 0)?;
+    let (pubsub_end, _) =
+        (data.get(iq_end) == Some(&b'<')).then(|| plain_start_tag(data, iq_end))??;
+    let iq = start_tag_between(data, 0, iq_end)?;
+    let pubsub = start_tag_between(data, iq_end, pubsub_end)?;
+    let decoder = Reader::from_reader(data).decoder();
+    let mut scopes = Scopes::default();
+    let Some(IqStart::Request {
+        kind: IqType::Set,
+        header,
+        empty: false,
+    }) = iq_start(&iq, false, decoder, &mut scopes)
+    else {
+        return None;
+    };
+    let ns = scopes.enter(&pubsub).ok()?;
+    if ns != Ns::Pubsub || split_name(pubsub.name().into_inner()).1 != b"pubsub" {
+        return None;
+    }
+    // The stream, the IQ and <pubsub> count towards the framer's depth.
+    let max_open = max_depth.checked_sub(2)?;
+    // The lexer reads (and checks as UTF-8) up to the first `</pubsub`, not the whole buffer
+    // behind this stanza; a nested one would end its input early and make it give up.
+    let rest = &data[pubsub_end..];
+    let close = memchr::memmem::find(rest, b"</pubsub")?;
+    let gt = close + memchr::memchr(b'>', &rest[close..])?;
+    let name = pubsub.name().into_inner();
+    let (payload, end) = quick::read_pubsub(&rest[..=gt], name, &mut scopes, decoder, max_open)?;
+    let len = pubsub_end + end + iq_end_tag(&rest[end..])?;
+    Some((len, request_of(header, Ok(payload))))
+}
+
+/// The start tag from its `<` at `from` to just past its `>` at `to`, as quick-xml's reader
+/// hands it out (its name ends at whitespace); `None` for an empty element or for bytes that
+/// are not UTF-8.
+fn start_tag_between(data: &[u8], from: usize, to: usize) -> Option<BytesStart<'_>> {
+    let content = std::str::from_utf8(data.get(from + 1..to.checked_sub(1)?)?).ok()?;
+    if content.ends_with('/') {
+        return None;
+    }
+    let name_len = content
+        .bytes()
+        .position(is_xml_space)
+        .unwrap_or(content.len());
+    Some(BytesStart::from_content(content, name_len))
+}
+
+/// The length of the text and `</iq>` that must follow `</pubsub>` for [`frame_push`].
+fn iq_end_tag(data: &[u8]) -> Option<usize> {
+    let at = memchr::memchr(b'<', data)?;
+    let close = at + 2 + data.get(at + 2..)?.iter().position(|&b| b == b'>')?;
+    (data[at + 1] == b'/' && end_tag_name(&data[at + 2..close]) == b"iq").then_some(close + 1)
+}
