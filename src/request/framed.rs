@@ -5,12 +5,18 @@
 //! payload the quick lexer takes, then `</iq>`), reading it here finds the end too, by the
 //! framer's rules; anything else is left to the framer and to [`super::parse`].
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 use quick_xml::events::BytesStart;
 use quick_xml::Reader;
 
 use super::scopes::{Ns, Scopes};
 use super::{iq_start, quick, request_of, IqStart, IqType, Request};
 use crate::markup::{end_tag_name, is_xml_space, plain_start_tag, split_name};
+
+/// The searcher for `</pubsub`, built once: building one costs about as much as a search.
+static PUBSUB_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"</pubsub"));
 
 /// A push IQ at the start of `data` (the link's buffer from a `<` between stanzas, cut where
 /// the size limit ends), read in the same pass that finds where it ends: its length and its
@@ -45,7 +51,7 @@ pub fn frame_push(data: &[u8], max_depth: usize) -> Option<(usize, Request)> {
     // The lexer reads (and checks as UTF-8) up to the first `</pubsub`, not the whole buffer
     // behind this stanza; a nested one would end its input early and make it give up.
     let rest = &data[pubsub_end..];
-    let close = memchr::memmem::find(rest, b"</pubsub")?;
+    let close = PUBSUB_END.find(rest)?;
     let gt = close + memchr::memchr(b'>', &rest[close..])?;
     let name = pubsub.name().into_inner();
     let (payload, end) = quick::read_pubsub(&rest[..=gt], name, &mut scopes, decoder, max_open)?;
