@@ -5,7 +5,7 @@
 //! needs (the IQ header, the device token, the publish-options and summary forms; for the rare
 //! ad-hoc command, its node and form, in `command`). No tree is
 //! built: the push path must cost a microsecond or two per stanza, and the fields we care about
-//! are few and sit at well-known places. Namespaces are resolved by [`Scopes`], which only looks
+//! are few and sit at well-known places. Namespaces are resolved by `Scopes`, which only looks
 //! at the attributes of elements that declare one and only tells apart the few namespaces matched
 //! here.
 //!

@@ -122,7 +122,7 @@ const EXTEND_EVERY: Duration = Duration::from_secs(20);
 
 /// Runs `work`, a start-up step that may take long (opening the registration store migrates
 /// and compacts an older file first: about 11 s per million registrations), with `status` as
-/// STATUS= and EXTEND_TIMEOUT_USEC= every [`EXTEND_EVERY`], so that the unit's
+/// STATUS= and EXTEND_TIMEOUT_USEC= every `EXTEND_EVERY`, so that the unit's
 /// `TimeoutStartSec=` does not kill a migration of a large store half-way (it would roll back,
 /// and the restart would begin it again).
 pub async fn extending_start_up<T>(status: &str, work: impl std::future::Future<Output = T>) -> T {
