@@ -45,6 +45,14 @@ pub fn end_tag_name(body: &[u8]) -> &[u8] {
     &body[..len]
 }
 
+/// The end tag whose `</` is at `at`: the offset just past its `>`, and its name. End tags are
+/// short: a plain scan beats setting up a vector search.
+pub fn end_tag_at(data: &[u8], at: usize) -> Option<(usize, &[u8])> {
+    let body = data.get(at + 2..)?;
+    let close = body.iter().position(|&b| b == b'>')?;
+    Some((at + 2 + close + 1, end_tag_name(&body[..close])))
+}
+
 /// The end (just past `>`) and the name's end of the plain start tag whose `<` is at `at`, as the
 /// stream framer reads it; `None` for other markup or an implausible name.
 pub fn plain_start_tag(data: &[u8], at: usize) -> Option<(usize, usize)> {
@@ -151,6 +159,12 @@ mod tests {
         assert_eq!(end_tag_name(b"item \r\n\t"), b"item");
         assert_eq!(end_tag_name(b" item"), b" item");
         assert_eq!(end_tag_name(b""), b"");
+    }
+
+    #[test]
+    fn end_tags_give_their_end_and_name() {
+        assert_eq!(end_tag_at(b"x</item \n>y", 1), Some((10, &b"item"[..])));
+        assert_eq!(end_tag_at(b"</item", 0), None);
     }
 
     #[test]

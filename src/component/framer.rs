@@ -469,7 +469,8 @@ impl Framer {
     }
 
     /// Between stanzas, at a `<`: hands out the stanza at once when it is buffered whole and
-    /// plain (see [`whole_stanza_len`]); otherwise leaves everything as it was.
+    /// plain, a push already read ([`request::frame_push`]), anything else cut
+    /// ([`whole_stanza_len`]); otherwise leaves everything as it was.
     fn take_whole_stanza(&mut self) -> Option<StreamFrame> {
         let limit = self.buf.len().min(self.pos + self.max_size);
         let data = &self.buf[self.pos..limit];

@@ -9,7 +9,7 @@
 
 use memchr::memchr;
 
-use crate::markup::{end_tag_name, plain_start_tag};
+use crate::markup::{end_tag_at, plain_start_tag};
 
 /// Open elements one pass keeps track of; a deeper stanza takes the state machine's way.
 const MAX_OPEN: usize = 32;
@@ -24,14 +24,13 @@ pub(super) fn whole_stanza_len(data: &[u8], max_depth: usize) -> Option<usize> {
     loop {
         // `data[at]` is a `<`.
         if data.get(at + 1) == Some(&b'/') && open > 0 {
-            // End tags are short: a plain scan beats setting up a vector search.
-            let end = at + 2 + data.get(at + 2..)?.iter().position(|&b| b == b'>')?;
+            let (end, name) = end_tag_at(data, at)?;
             open -= 1;
             let (from, to) = names[open];
-            if end_tag_name(&data[at + 2..end]) != &data[from..to] {
+            if name != &data[from..to] {
                 return None;
             }
-            at = end + 1;
+            at = end;
             if open == 0 {
                 return Some(at);
             }

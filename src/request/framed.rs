@@ -13,7 +13,7 @@ use quick_xml::Reader;
 
 use super::scopes::{Ns, Scopes};
 use super::{iq_start, quick, request_of, IqStart, IqType, Request};
-use crate::markup::{end_tag_name, is_xml_space, plain_start_tag, split_name};
+use crate::markup::{end_tag_at, is_xml_space, plain_start_tag, split_name};
 
 /// The searcher for `</pubsub`, built once: building one costs about as much as a search.
 static PUBSUB_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"</pubsub"));
@@ -77,6 +77,6 @@ fn start_tag_between(data: &[u8], from: usize, to: usize) -> Option<BytesStart<'
 /// The length of the text and `</iq>` that must follow `</pubsub>` for [`frame_push`].
 fn iq_end_tag(data: &[u8]) -> Option<usize> {
     let at = memchr::memchr(b'<', data)?;
-    let close = at + 2 + data.get(at + 2..)?.iter().position(|&b| b == b'>')?;
-    (data[at + 1] == b'/' && end_tag_name(&data[at + 2..close]) == b"iq").then_some(close + 1)
+    let (end, name) = (data.get(at + 1) == Some(&b'/')).then(|| end_tag_at(data, at))??;
+    (name == b"iq").then_some(end)
 }

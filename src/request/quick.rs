@@ -17,7 +17,7 @@ use quick_xml::events::{BytesStart, BytesText};
 
 use super::scopes::Scopes;
 use super::{Payload, PubsubWalk};
-use crate::markup::{end_tag_name, is_plausible_name, is_xml_space, start_tag_end, tag_name_len};
+use crate::markup::{end_tag_at, is_plausible_name, is_xml_space, start_tag_end, tag_name_len};
 
 /// Open elements tracked below `<pubsub>`; real payloads nest five deep.
 const MAX_DEPTH: usize = 16;
@@ -112,17 +112,15 @@ impl<'i> Cursor<'i> {
         walk: &mut PubsubWalk<'i>,
         scopes: &mut Scopes,
     ) -> Option<bool> {
-        let input = self.input;
-        // End tags are short: a plain scan beats setting up a vector search.
-        let close = at + 2 + input[at + 2..].iter().position(|&b| b == b'>')?;
+        let (end, name) = end_tag_at(self.input, at)?;
         let expected = match self.depth {
             0 => pubsub_name,
             depth => self.open[depth - 1],
         };
-        if end_tag_name(&input[at + 2..close]) != expected {
+        if name != expected {
             return None;
         }
-        self.pos = close + 1;
+        self.pos = end;
         if walk.end() {
             return Some(true);
         }
