@@ -723,6 +723,14 @@ mod tests {
                 StreamFrame::Push { .. }
             ));
             check(fixture);
+            // The framer closes an element only by its own name, prefix and all.
+            let text = std::str::from_utf8(fixture).unwrap();
+            let prefixed_start = text.replacen("<iq", "<i:iq", 1);
+            let prefixed_end = text.replace("</iq>", "</i:iq>");
+            let prefixed_both = prefixed_start.replace("</iq>", "</i:iq>");
+            for renamed in [prefixed_start, prefixed_end, prefixed_both] {
+                check(renamed.as_bytes());
+            }
             for variant in stanza_variants(fixture, &insertions, 7) {
                 check(&variant);
             }

@@ -55,7 +55,7 @@ pub fn frame_push(data: &[u8], max_depth: usize) -> Option<(usize, Request)> {
     let gt = close + memchr::memchr(b'>', &rest[close..])?;
     let name = pubsub.name().into_inner();
     let (payload, end) = quick::read_pubsub(&rest[..=gt], name, &mut scopes, decoder, max_open)?;
-    let len = pubsub_end + end + iq_end_tag(&rest[end..])?;
+    let len = pubsub_end + end + iq_end_tag(&rest[end..], iq.name().into_inner())?;
     Some((len, request_of(header, Ok(payload))))
 }
 
@@ -74,9 +74,10 @@ fn start_tag_between(data: &[u8], from: usize, to: usize) -> Option<BytesStart<'
     Some(BytesStart::from_content(content, name_len))
 }
 
-/// The length of the text and `</iq>` that must follow `</pubsub>` for [`frame_push`].
-fn iq_end_tag(data: &[u8]) -> Option<usize> {
+/// The length of the text and the IQ's end tag that must follow `</pubsub>` for
+/// [`frame_push`]: the framer closes an element only by its own name (prefix and all).
+fn iq_end_tag(data: &[u8], iq_name: &[u8]) -> Option<usize> {
     let at = memchr::memchr(b'<', data)?;
     let (end, name) = (data.get(at + 1) == Some(&b'/')).then(|| end_tag_at(data, at))??;
-    (name == b"iq").then_some(end)
+    (name == iq_name).then_some(end)
 }
