@@ -33,7 +33,9 @@ for target in "${targets[@]}"; do
   if ! cargo fuzz run --sanitizer none "$target" "corpus/$target" "seeds/$target" -- \
       -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=1024 \
       >"$log_dir/$target.log" 2>&1; then
-    tail -n 60 "$log_dir/$target.log"
+    # The assertion's message first: the backtrace after it pushes it out of a short tail.
+    grep -m 1 -A 8 'panicked at' "$log_dir/$target.log" | cut -c 1-2000 || true
+    tail -n 40 "$log_dir/$target.log"
     echo "==> $target FAILED; the input is in fuzz/artifacts/$target/" >&2
     exit 1
   fi
