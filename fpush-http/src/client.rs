@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use fpush_traits::PoolGauges;
-use http::header::{CONNECTION, HOST, TRANSFER_ENCODING, UPGRADE};
+use http::header::{HeaderName, CONNECTION, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::request::Parts;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1;
@@ -20,6 +20,9 @@ use crate::connect::Connector;
 use crate::origin::Origin;
 use crate::pool::{Lease, Pool, Stream};
 use crate::{HttpConfig, HttpError, HttpResponse, MAX_RESPONSE_BODY};
+
+/// Headers that HTTP/2 forbids (RFC 9113, 8.2.2) or carries as a pseudo-header (`Host`).
+const HOP_BY_HOP: [HeaderName; 4] = [CONNECTION, TRANSFER_ENCODING, UPGRADE, HOST];
 
 /// Tries per request when streams are refused unprocessed (each on a fresh lease).
 const MAX_REFUSED: usize = 3;
@@ -196,8 +199,11 @@ impl Inner {
         let headers = head.headers_mut();
         *headers = parts.headers.clone();
         // HTTP/2 forbids connection-specific headers; the authority travels as :authority.
-        for name in [CONNECTION, TRANSFER_ENCODING, UPGRADE, HOST] {
-            headers.remove(name);
+        // The modules never set them: a look over the few names is cheaper than four removals.
+        if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+            for name in HOP_BY_HOP {
+                headers.remove(name);
+            }
         }
         let not_started = |e: h2::Error| Attempt::Refused {
             error: HttpError::Refused(e.to_string()),

@@ -76,6 +76,26 @@ async fn concurrent_requests_share_one_http2_connection() {
 }
 
 #[tokio::test]
+async fn connection_specific_headers_are_left_out_on_http2() {
+    let s = setup();
+    let server = echo_server(&s).await;
+    let client = HttpClient::new(&server.origin(), config(&s)).unwrap();
+    let request = Request::post("/item")
+        .header("connection", "keep-alive")
+        .header("transfer-encoding", "chunked")
+        .header("upgrade", "h2c")
+        .header("host", "elsewhere.example")
+        .header("x-kept", "1")
+        .body(Bytes::from_static(b"body"))
+        .unwrap();
+    // h2 refuses to send any of them: the request only goes out without them.
+    let resp = client.send(request).await.unwrap();
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.headers["x-alpn"], "h2");
+    assert_eq!(resp.body, &b"body"[..]);
+}
+
+#[tokio::test]
 async fn falls_back_to_http1_when_the_server_picks_it() {
     let s = setup();
     let tls = s
