@@ -191,6 +191,19 @@ pub struct Session {
 }
 
 impl Session {
+    /// Writes the measured pushes `seqs` at `rate` per second.
+    async fn send_at_rate(
+        &mut self,
+        scenario: &Scenario,
+        seqs: std::ops::Range<u64>,
+        rate: u64,
+    ) -> Result<(), BenchError> {
+        let tokens = scenario.tokens;
+        let writer = self.writer.as_mut().ok_or(BenchError::NoLink)?;
+        let token_of = move |seq: u64| tokens.of(seq - WARMUP);
+        load::send_at_rate(writer, &self.template, &self.tracker, seqs, token_of, rate).await
+    }
+
     /// Starts everything and sends the warm-up pushes; `pushes` is the measured count.
     pub async fn start(
         setup: &Setup,
@@ -303,135 +316,140 @@ pub async fn run_once(
         scenario.door,
     )
     .await?;
-    let fpush = session.fpush.proc();
-    let generator_stat = procfs::current_thread_stat()?;
-    let rss_start = fpush.rss_kib()?;
-    let cpu_start = fpush.cpu_seconds()?;
-    let system_start = fpush.system_cpu_seconds()?;
-    let generator_start = procfs::cpu_seconds(&generator_stat)?;
-    let apns_start = session.apns.cpu_seconds();
-    let apns_requests_start = session.apns.requests();
-    let started = Instant::now();
-
-    let measured = WARMUP..WARMUP + scenario.pushes;
-    let tokens = scenario.tokens;
-    let token_of = move |seq: u64| tokens.of(seq - WARMUP);
-    let mut in_flight_at_drop = None;
-    match scenario.pacing {
-        Pacing::Window(window) => {
-            load::send_windowed(
-                session.writer.as_mut().ok_or(BenchError::NoLink)?,
-                &session.template,
-                &session.tracker,
-                measured.clone(),
-                token_of,
-                window,
-            )
-            .await?
-        }
-        Pacing::Rate(rate) => {
-            load::send_at_rate(
-                session.writer.as_mut().ok_or(BenchError::NoLink)?,
-                &session.template,
-                &session.tracker,
-                measured.clone(),
-                token_of,
-                rate,
-            )
-            .await?
-        }
-        Pacing::RateWithDrop(rate) => {
-            let half = measured.start + scenario.pushes / 2;
-            load::send_at_rate(
-                session.writer.as_mut().ok_or(BenchError::NoLink)?,
-                &session.template,
-                &session.tracker,
-                measured.start..half,
-                token_of,
-                rate,
-            )
-            .await?;
-            // Hold the provider's answers so that pushes are certainly in flight at fpush,
-            // let the replies already on the wire arrive, then drop the link.
-            session.apns.hold(true);
-            load::send_at_rate(
-                session.writer.as_mut().ok_or(BenchError::NoLink)?,
-                &session.template,
-                &session.tracker,
-                half..half + rate / 10,
-                token_of,
-                rate,
-            )
-            .await?;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            in_flight_at_drop = Some(session.tracker.sent() - session.tracker.answered());
-            session.disconnect().await;
-            // Release the held answers while fpush is reconnecting: their replies must wait
-            // for the new stream.
-            session.apns.hold(false);
-            session.accept_reconnect().await?;
-            load::send_at_rate(
-                session.writer.as_mut().ok_or(BenchError::NoLink)?,
-                &session.template,
-                &session.tracker,
-                half + rate / 10..measured.end,
-                token_of,
-                rate,
-            )
-            .await?;
-        }
-    }
+    let before = Readings::take(&session)?;
+    let in_flight_at_drop = play(&mut session, scenario).await?;
     let all = session.tracker.capacity();
     session
         .tracker
         .wait_answered(all, Instant::now() + scenario.drain)
         .await;
-
-    let cpu = fpush.cpu_seconds()? - cpu_start;
-    let system_cpu = fpush.system_cpu_seconds()? - system_start;
-    let generator_cpu = procfs::cpu_seconds(&generator_stat)? - generator_start;
-    let apns_cpu = session.apns.cpu_seconds() - apns_start;
-    let peak_rss = fpush.peak_rss_kib()?;
-    let last = session.tracker.last_answer().max(started);
-    let seconds = last.duration_since(started).as_secs_f64();
-    let mut stats = session.tracker.stats();
-    let replies = stats.latencies_us.len() as u64;
-    let missing = session.tracker.unanswered(measured.clone());
     if session.fpush.exited() {
         return Err(BenchError::Protocol(format!(
             "fpush exited during the run; log:\n{}",
             session.fpush.log_tail()
         )));
     }
-    Ok(RunReport {
-        scenario: scenario.name.to_string(),
-        run,
-        pushes_sent: scenario.pushes,
-        replies,
-        replies_by_type: stats.by_kind(),
-        replies_missing: missing,
-        duplicate_replies: stats.duplicates,
-        unknown_replies: stats.unknown,
-        seconds,
-        pushes_per_second: if seconds > 0.0 {
-            scenario.pushes as f64 / seconds
-        } else {
-            0.0
-        },
-        fpush_cpu_seconds: cpu,
-        fpush_system_cpu_seconds: system_cpu,
-        pushes_per_cpu_second: if cpu > 0.0 {
-            scenario.pushes as f64 / cpu
-        } else {
-            0.0
-        },
-        generator_cpu_seconds: generator_cpu,
-        apns_server_cpu_seconds: apns_cpu,
-        apns_requests: session.apns.requests() - apns_requests_start,
-        apns_connections: session.apns.connections(),
-        latency_us: Percentiles::of(&mut stats.latencies_us),
-        fpush_rss_start_kib: rss_start,
-        fpush_peak_rss_kib: peak_rss,
-        in_flight_at_drop,
-    })
+    before.report(&session, scenario, run, in_flight_at_drop)
+}
+
+/// Writes the scenario's measured pushes at its pacing. Returns, for a run that drops the
+/// link half-way, the pushes in flight when it was dropped.
+async fn play(session: &mut Session, scenario: &Scenario) -> Result<Option<u64>, BenchError> {
+    let measured = WARMUP..WARMUP + scenario.pushes;
+    match scenario.pacing {
+        Pacing::Window(window) => {
+            let tokens = scenario.tokens;
+            let writer = session.writer.as_mut().ok_or(BenchError::NoLink)?;
+            let token_of = move |seq: u64| tokens.of(seq - WARMUP);
+            let (template, tracker) = (&session.template, &session.tracker);
+            load::send_windowed(writer, template, tracker, measured, token_of, window).await?;
+            Ok(None)
+        }
+        Pacing::Rate(rate) => {
+            session.send_at_rate(scenario, measured, rate).await?;
+            Ok(None)
+        }
+        Pacing::RateWithDrop(rate) => play_with_drop(session, scenario, rate).await.map(Some),
+    }
+}
+
+/// The first half at `rate`; then a tenth of a second of pushes held at the provider, the link
+/// dropped under them, the answers released while fpush reconnects; then the rest.
+async fn play_with_drop(
+    session: &mut Session,
+    scenario: &Scenario,
+    rate: u64,
+) -> Result<u64, BenchError> {
+    let half = WARMUP + scenario.pushes / 2;
+    let held_end = half + rate / 10;
+    session.send_at_rate(scenario, WARMUP..half, rate).await?;
+    // Hold the provider's answers so that pushes are certainly in flight at fpush, let the
+    // replies already on the wire arrive, then drop the link.
+    session.apns.hold(true);
+    session.send_at_rate(scenario, half..held_end, rate).await?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let in_flight = session.tracker.sent() - session.tracker.answered();
+    session.disconnect().await;
+    // Released while fpush is reconnecting: their replies must wait for the new stream.
+    session.apns.hold(false);
+    session.accept_reconnect().await?;
+    let end = WARMUP + scenario.pushes;
+    session.send_at_rate(scenario, held_end..end, rate).await?;
+    Ok(in_flight)
+}
+
+/// The counters read when the load starts, so that a run's figures exclude start-up.
+struct Readings {
+    fpush: Proc,
+    generator_stat: PathBuf,
+    rss_kib: u64,
+    cpu: f64,
+    system_cpu: f64,
+    generator_cpu: f64,
+    apns_cpu: f64,
+    apns_requests: u64,
+    started: Instant,
+}
+
+impl Readings {
+    fn take(session: &Session) -> Result<Self, BenchError> {
+        let fpush = session.fpush.proc();
+        let generator_stat = procfs::current_thread_stat()?;
+        Ok(Readings {
+            rss_kib: fpush.rss_kib()?,
+            cpu: fpush.cpu_seconds()?,
+            system_cpu: fpush.system_cpu_seconds()?,
+            generator_cpu: procfs::cpu_seconds(&generator_stat)?,
+            apns_cpu: session.apns.cpu_seconds(),
+            apns_requests: session.apns.requests(),
+            started: Instant::now(),
+            fpush,
+            generator_stat,
+        })
+    }
+
+    /// The run's figures: the counters now, less what they read at the start.
+    fn report(
+        &self,
+        session: &Session,
+        scenario: &Scenario,
+        run: usize,
+        in_flight_at_drop: Option<u64>,
+    ) -> Result<RunReport, BenchError> {
+        let cpu = self.fpush.cpu_seconds()? - self.cpu;
+        let last = session.tracker.last_answer().max(self.started);
+        let seconds = last.duration_since(self.started).as_secs_f64();
+        let mut stats = session.tracker.stats();
+        let per = |over: f64| {
+            if over > 0.0 {
+                scenario.pushes as f64 / over
+            } else {
+                0.0
+            }
+        };
+        let measured = WARMUP..WARMUP + scenario.pushes;
+        Ok(RunReport {
+            scenario: scenario.name.to_string(),
+            run,
+            pushes_sent: scenario.pushes,
+            replies: stats.latencies_us.len() as u64,
+            replies_by_type: stats.by_kind(),
+            replies_missing: session.tracker.unanswered(measured),
+            duplicate_replies: stats.duplicates,
+            unknown_replies: stats.unknown,
+            seconds,
+            pushes_per_second: per(seconds),
+            fpush_cpu_seconds: cpu,
+            fpush_system_cpu_seconds: self.fpush.system_cpu_seconds()? - self.system_cpu,
+            pushes_per_cpu_second: per(cpu),
+            generator_cpu_seconds: procfs::cpu_seconds(&self.generator_stat)? - self.generator_cpu,
+            apns_server_cpu_seconds: session.apns.cpu_seconds() - self.apns_cpu,
+            apns_requests: session.apns.requests() - self.apns_requests,
+            apns_connections: session.apns.connections(),
+            latency_us: Percentiles::of(&mut stats.latencies_us),
+            fpush_rss_start_kib: self.rss_kib,
+            fpush_peak_rss_kib: self.fpush.peak_rss_kib()?,
+            in_flight_at_drop,
+        })
+    }
 }
