@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::load::{self, Tokens};
+use crate::load::{self, Tokens, Tracker};
+use crate::procfs::Proc;
 use crate::run::{Session, Setup, WARMUP};
 use crate::BenchError;
 
@@ -44,6 +45,41 @@ pub struct Sample {
     /// Distinct tokens pushed within the last two cleanup intervals: an upper bound on the
     /// ratelimit cache's entries (a sweep every interval drops those older than one interval).
     pub cached_bound: u64,
+}
+
+impl Sample {
+    /// fpush's resources now, and the pushes sent and answered so far (warm-up left out).
+    fn take(
+        fpush: &Proc,
+        tracker: &Tracker,
+        second: u64,
+        cached_bound: u64,
+    ) -> Result<Self, BenchError> {
+        Ok(Sample {
+            second,
+            rss_kib: fpush.rss_kib()?,
+            fds: fpush.open_fds()?,
+            threads: fpush.threads()?,
+            sent: tracker.sent() - WARMUP,
+            answered: tracker.answered().saturating_sub(WARMUP),
+            cached_bound,
+        })
+    }
+
+    /// One progress line.
+    fn print(&self, elapsed: Duration) {
+        println!(
+            "  soak {:>4}s: RSS {:.1} MiB, {} fds, {} threads, {} sent, {} answered, ≤{} cached tokens ({:.0} s elapsed)",
+            self.second,
+            self.rss_kib as f64 / 1024.0,
+            self.fds,
+            self.threads,
+            self.sent,
+            self.answered,
+            self.cached_bound,
+            elapsed.as_secs_f64()
+        );
+    }
 }
 
 /// The whole soak.
@@ -133,27 +169,9 @@ pub async fn run(setup: &Setup, cfg: &SoakConfig) -> Result<SoakReport, BenchErr
         .await?;
         let cached_bound = recent.within(second as u32, 2 * cfg.cleanup_secs as u32);
         peak_cached = peak_cached.max(cached_bound);
-        let sample = Sample {
-            second,
-            rss_kib: fpush.rss_kib()?,
-            fds: fpush.open_fds()?,
-            threads: fpush.threads()?,
-            sent: session.tracker.sent() - WARMUP,
-            answered: session.tracker.answered().saturating_sub(WARMUP),
-            cached_bound,
-        };
+        let sample = Sample::take(&fpush, &session.tracker, second, cached_bound)?;
         if second % 30 == 0 || second == secs {
-            println!(
-                "  soak {:>4}s: RSS {:.1} MiB, {} fds, {} threads, {} sent, {} answered, ≤{} cached tokens ({:.0} s elapsed)",
-                second,
-                sample.rss_kib as f64 / 1024.0,
-                sample.fds,
-                sample.threads,
-                sample.sent,
-                sample.answered,
-                sample.cached_bound,
-                started.elapsed().as_secs_f64()
-            );
+            sample.print(started.elapsed());
         }
         samples.push(sample);
     }
