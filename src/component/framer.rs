@@ -723,14 +723,15 @@ mod tests {
                 StreamFrame::Push { .. }
             ));
             check(fixture);
-            // The framer closes an element only by its own name, prefix and all.
-            let text = std::str::from_utf8(fixture).unwrap();
-            let prefixed_start = text.replacen("<iq", "<i:iq", 1);
-            let prefixed_end = text.replace("</iq>", "</i:iq>");
-            let prefixed_both = prefixed_start.replace("</iq>", "</i:iq>");
-            for renamed in [prefixed_start, prefixed_end, prefixed_both] {
-                check(renamed.as_bytes());
+            // The framer closes an element only by its own name, prefix and all: every start
+            // or end tag prefixed in turn, and the IQ's start and end tags together.
+            for at in memchr::memchr_iter(b'<', fixture) {
+                let name = at + 1 + usize::from(fixture.get(at + 1) == Some(&b'/'));
+                check(&[&fixture[..name], b"p:", &fixture[name..]].concat());
             }
+            let text = std::str::from_utf8(fixture).unwrap();
+            let both = text.replacen("<iq", "<i:iq", 1).replace("</iq>", "</i:iq>");
+            check(both.as_bytes());
             for variant in stanza_variants(fixture, &insertions, 7) {
                 check(&variant);
             }

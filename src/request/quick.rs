@@ -289,6 +289,11 @@ mod tests {
         };
         for fixture in fixtures {
             check(fixture);
+            // Every start or end tag prefixed in turn (an unbound prefix, a mismatched end tag).
+            for at in memchr::memchr_iter(b'<', fixture) {
+                let name = at + 1 + usize::from(fixture.get(at + 1) == Some(&b'/'));
+                check(&[&fixture[..name], b"p:", &fixture[name..]].concat());
+            }
             for variant in stanza_variants(fixture, &insertions, 9) {
                 check(&variant);
             }
