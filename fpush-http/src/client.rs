@@ -198,7 +198,6 @@ impl Inner {
         *head.uri_mut() = self.origin.uri(&parts.uri).map_err(Attempt::Failed)?;
         let headers = head.headers_mut();
         *headers = parts.headers.clone();
-        // HTTP/2 forbids connection-specific headers; the authority travels as :authority.
         // The modules never set them: a look over the few names is cheaper than four removals.
         if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
             for name in HOP_BY_HOP {

@@ -587,9 +587,31 @@ pub fn stanza_variants<'a>(
     })
 }
 
+/// The stanza with `prefix` put before the name of each start or end tag in turn: one tag
+/// per variant, so each makes an unbound prefix or an end tag that does not match its start.
+pub fn tags_prefixed_in_turn<'a>(
+    stanza: &'a [u8],
+    prefix: &'a [u8],
+) -> impl Iterator<Item = Vec<u8>> + 'a {
+    let tags = stanza.iter().enumerate().filter(|(_, byte)| **byte == b'<');
+    tags.map(move |(at, _)| {
+        let name = at + 1 + usize::from(stanza.get(at + 1) == Some(&b'/'));
+        [&stanza[..name], prefix, &stanza[name..]].concat()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_tag_is_prefixed_in_its_own_variant() {
+        let variants: Vec<_> = tags_prefixed_in_turn(b"<a><b/></a>", b"p:").collect();
+        assert_eq!(
+            variants,
+            [&b"<p:a><b/></a>"[..], b"<a><p:b/></a>", b"<a><b/></p:a>"]
+        );
+    }
 
     #[test]
     fn digest_is_lowercase_hex_sha1_of_id_and_secret() {

@@ -671,7 +671,7 @@ mod tests {
     /// of them broken or decorated in many ways, under several nesting limits.
     #[test]
     fn a_push_read_while_framing_is_cut_and_parsed_as_usual() {
-        use fpush_testkit::xmpp::stanza_variants;
+        use fpush_testkit::xmpp::{stanza_variants, tags_prefixed_in_turn};
 
         let fixtures: [&[u8]; 3] = [
             PUSH,
@@ -725,9 +725,8 @@ mod tests {
             check(fixture);
             // The framer closes an element only by its own name, prefix and all: every start
             // or end tag prefixed in turn, and the IQ's start and end tags together.
-            for at in memchr::memchr_iter(b'<', fixture) {
-                let name = at + 1 + usize::from(fixture.get(at + 1) == Some(&b'/'));
-                check(&[&fixture[..name], b"p:", &fixture[name..]].concat());
+            for prefixed in tags_prefixed_in_turn(fixture, b"p:") {
+                check(&prefixed);
             }
             let text = std::str::from_utf8(fixture).unwrap();
             let both = text.replacen("<iq", "<i:iq", 1).replace("</iq>", "</i:iq>");
