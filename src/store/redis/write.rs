@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use ::redis::AsyncCommands;
+use ::redis::{AsyncCommands, Script, ScriptInvocation};
 
 use super::{failed, unexpected, unix, RedisRegistrations, NODE_ATTEMPTS, SWEEP_BATCH};
 use crate::store::{
@@ -17,23 +17,10 @@ impl RedisRegistrations {
         registration: &Registration,
         node: &str,
     ) -> Result<Option<Credentials>, StoreError> {
-        let domain = &registration.domain;
-        let key = &registration.key;
         let secret: Option<String> = self
-            .scripts
-            .update
-            .key(self.keys.registration(domain, node))
-            .key(self.keys.last_use(domain))
-            .key(self.keys.account(domain, &registration.account))
-            .arg(node)
-            .arg(&key.service)
-            .arg(&key.device)
-            .arg(&key.channel)
-            .arg(&registration.account)
-            .arg(&registration.token)
-            .arg(registration.second_token.as_deref().unwrap_or(""))
+            .on_registration(&self.scripts.update, registration, node)
             .arg(unix(SystemTime::now()))
-            .arg(self.keys.account_stem(domain))
+            .arg(self.keys.account_stem(&registration.domain))
             .invoke_async(&mut self.connection())
             .await
             .map_err(failed)?;
@@ -92,28 +79,40 @@ impl RedisRegistrations {
         credentials: &Credentials,
         last_used: u64,
     ) -> Result<Vec<String>, StoreError> {
-        let domain = &registration.domain;
-        let key = &registration.key;
-        self.scripts
-            .insert
-            .key(self.keys.registration(domain, &credentials.node))
+        self.on_registration(&self.scripts.insert, registration, &credentials.node)
+            .arg(&credentials.secret)
+            .arg(last_used)
+            .arg(self.limits.max_per_account)
+            .arg(self.limits.max_per_domain)
+            .arg(self.keys.registration_stem(&registration.domain))
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(failed)
+    }
+
+    /// `script` on the registration stored at `node` in its domain's slot, with the keys and
+    /// the leading arguments the insert and update scripts share: the registration's hash, the
+    /// domain's last-use set and the account's set; node, service, device, channel, account,
+    /// token and second token.
+    fn on_registration<'s>(
+        &self,
+        script: &'s Script,
+        registration: &Registration,
+        node: &str,
+    ) -> ScriptInvocation<'s> {
+        let (domain, key) = (&registration.domain, &registration.key);
+        let mut invocation = script.key(self.keys.registration(domain, node));
+        invocation
             .key(self.keys.last_use(domain))
             .key(self.keys.account(domain, &registration.account))
-            .arg(&credentials.node)
+            .arg(node)
             .arg(&key.service)
             .arg(&key.device)
             .arg(&key.channel)
             .arg(&registration.account)
             .arg(&registration.token)
-            .arg(registration.second_token.as_deref().unwrap_or(""))
-            .arg(&credentials.secret)
-            .arg(last_used)
-            .arg(self.limits.max_per_account)
-            .arg(self.limits.max_per_domain)
-            .arg(self.keys.registration_stem(domain))
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(failed)
+            .arg(registration.second_token.as_deref().unwrap_or(""));
+        invocation
     }
 
     /// The writes outside the domain's slot after an insert: the index, the domain list, the

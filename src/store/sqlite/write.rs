@@ -2,7 +2,7 @@
 //! replacement, the domain and total caps, a fresh node unique in its domain) and restoring an
 //! exported registration as it was.
 
-use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, ToSql, Transaction, TransactionBehavior};
 
 use super::{failed, unix};
 use crate::store::{random, Credentials, Registration, StoreError, StoreLimits};
@@ -66,6 +66,28 @@ fn given(registration: &Registration) -> Credentials {
     }
 }
 
+/// A registration's columns as `?1`…`?10` of [`update`] and [`insert`]: service, device,
+/// channel, account, domain, token, second token, node, secret, last use.
+fn row<'a>(
+    registration: &'a Registration,
+    credentials: &'a Credentials,
+    last_used: &'a i64,
+) -> [&'a dyn ToSql; 10] {
+    let key = &registration.key;
+    [
+        &key.service,
+        &key.device,
+        &key.channel,
+        &registration.account,
+        &registration.domain,
+        &registration.token,
+        &registration.second_token,
+        &credentials.node,
+        &credentials.secret,
+        last_used,
+    ]
+}
+
 fn update(
     transaction: &Transaction<'_>,
     registration: &Registration,
@@ -77,18 +99,7 @@ fn update(
             "UPDATE registrations SET account = ?4, domain = ?5, token = ?6, second_token = ?7, \
              node = ?8, secret = ?9, last_used = ?10 \
              WHERE service = ?1 AND device = ?2 AND channel = ?3",
-            params![
-                registration.key.service,
-                registration.key.device,
-                registration.key.channel,
-                registration.account,
-                registration.domain,
-                registration.token,
-                registration.second_token,
-                credentials.node,
-                credentials.secret,
-                last_used
-            ],
+            row(registration, credentials, &last_used).as_slice(),
         )
         .map(drop)
         .map_err(failed)
@@ -154,23 +165,11 @@ fn insert(
         Mode::Register => random::credentials()?,
         Mode::Restore => given(registration),
     };
-    let key = &registration.key;
     for _ in 0..NODE_ATTEMPTS {
         let inserted = transaction.execute(
             "INSERT INTO registrations (service, device, channel, account, domain, token, \
              second_token, node, secret, last_used) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
-                key.service,
-                key.device,
-                key.channel,
-                registration.account,
-                registration.domain,
-                registration.token,
-                registration.second_token,
-                credentials.node,
-                credentials.secret,
-                last_used
-            ],
+            row(registration, &credentials, &last_used).as_slice(),
         );
         match inserted {
             Ok(_) => return Ok(credentials),
