@@ -150,6 +150,19 @@ pub fn push_iq(id: &str, token: &str, module: Option<&str>) -> String {
     prosody_push_iq(id, "localhost", JID, token, module)
 }
 
+/// Assert that a reply took `limit` (a request timeout), give or take the scheduling of a busy
+/// machine: not sooner, and not much later.
+pub fn assert_answered_at_the_timeout(took: Duration, limit: Duration) {
+    assert!(
+        took >= limit,
+        "answered after {took:?}, before the {limit:?} request timeout"
+    );
+    assert!(
+        took < limit + Duration::from_millis(1500),
+        "answered after {took:?}, long after the {limit:?} request timeout"
+    );
+}
+
 /// Assert `stanza` is an error reply of `kind`/`condition` to IQ `id`.
 pub fn assert_error(stanza: &Stanza, id: &str, kind: &str, condition: &str) {
     assert_eq!(stanza.name, "iq", "{}", stanza.raw);
