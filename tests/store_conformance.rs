@@ -8,7 +8,7 @@ mod store_support;
 use std::time::{Duration, SystemTime};
 
 use fpush::store::{Credentials, RegistrationKey, StoreError, StoreLimits};
-use store_support::{registration, Backend};
+use store_support::{registered, registration, Backend};
 
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -53,10 +53,7 @@ async fn register_then_find(backend: Backend) {
 
 async fn upsert_keeps_node_and_secret_and_updates_the_token(backend: Backend) {
     let store = backend.open(limits());
-    let first = store
-        .register(registration("fcm", "d1", "alice@example.org"))
-        .await
-        .unwrap();
+    let first = registered(&*store, "fcm", "d1", "alice@example.org").await;
     let mut again = registration("fcm", "d1", "alice@example.org");
     again.token = "new-token".into();
     let second = store.register(again).await.unwrap();
@@ -72,14 +69,8 @@ async fn upsert_keeps_node_and_secret_and_updates_the_token(backend: Backend) {
 
 async fn unregister_removes_that_key_only(backend: Backend) {
     let store = backend.open(limits());
-    let gone = store
-        .register(registration("fcm", "d1", "a@example.org"))
-        .await
-        .unwrap();
-    let kept = store
-        .register(registration("fcm", "d2", "a@example.org"))
-        .await
-        .unwrap();
+    let gone = registered(&*store, "fcm", "d1", "a@example.org").await;
+    let kept = registered(&*store, "fcm", "d2", "a@example.org").await;
     let key = registration("fcm", "d1", "a@example.org").key;
     assert!(store.unregister(&key).await.unwrap());
     assert!(!store.unregister(&key).await.unwrap());
@@ -99,10 +90,7 @@ async fn unregister_removes_that_key_only(backend: Backend) {
 
 async fn remove_by_domain_and_node(backend: Backend) {
     let store = backend.open(limits());
-    let credentials = store
-        .register(registration("fcm", "d1", "a@example.org"))
-        .await
-        .unwrap();
+    let credentials = registered(&*store, "fcm", "d1", "a@example.org").await;
     assert!(!store
         .remove("other.example", &credentials.node)
         .await
@@ -121,10 +109,7 @@ async fn remove_by_domain_and_node(backend: Backend) {
     );
     assert_eq!(store.counts().await.unwrap(), vec![]);
     // The key can register again, as new.
-    let again = store
-        .register(registration("fcm", "d1", "a@example.org"))
-        .await
-        .unwrap();
+    let again = registered(&*store, "fcm", "d1", "a@example.org").await;
     assert_ne!(again, credentials);
 }
 
@@ -164,10 +149,7 @@ async fn one_more_than_max_per_account_replaces_the_least_recently_used(backend:
         .restore(restored("other", "b@example.org", "node-b", ago(9 * HOUR)))
         .await
         .unwrap();
-    let new = store
-        .register(registration("fcm", "new", "a@example.org"))
-        .await
-        .unwrap();
+    let new = registered(&*store, "fcm", "new", "a@example.org").await;
     assert_eq!(store.find("example.org", "node-old").await.unwrap(), None);
     assert!(store
         .find("example.org", "node-mid")
@@ -194,14 +176,8 @@ async fn a_new_registration_beyond_max_per_domain_is_refused(backend: Backend) {
         ..limits()
     };
     let store = backend.open(capped);
-    store
-        .register(registration("fcm", "d1", "a@example.org"))
-        .await
-        .unwrap();
-    store
-        .register(registration("fcm", "d2", "b@example.org"))
-        .await
-        .unwrap();
+    registered(&*store, "fcm", "d1", "a@example.org").await;
+    registered(&*store, "fcm", "d2", "b@example.org").await;
     let refused = store
         .register(registration("fcm", "d3", "c@example.org"))
         .await;
@@ -210,14 +186,8 @@ async fn a_new_registration_beyond_max_per_domain_is_refused(backend: Backend) {
         "{refused:?}"
     );
     // Updating a known key and registering in another domain still work.
-    store
-        .register(registration("fcm", "d1", "a@example.org"))
-        .await
-        .unwrap();
-    store
-        .register(registration("fcm", "d3", "c@example.net"))
-        .await
-        .unwrap();
+    registered(&*store, "fcm", "d1", "a@example.org").await;
+    registered(&*store, "fcm", "d3", "c@example.net").await;
 }
 
 async fn a_new_registration_beyond_max_total_is_refused(backend: Backend) {
@@ -226,14 +196,8 @@ async fn a_new_registration_beyond_max_total_is_refused(backend: Backend) {
         ..limits()
     };
     let store = backend.open(capped);
-    store
-        .register(registration("fcm", "d1", "a@example.org"))
-        .await
-        .unwrap();
-    store
-        .register(registration("apns", "d2", "b@example.net"))
-        .await
-        .unwrap();
+    registered(&*store, "fcm", "d1", "a@example.org").await;
+    registered(&*store, "apns", "d2", "b@example.net").await;
     let refused = store
         .register(registration("fcm", "d3", "c@example.com"))
         .await;
@@ -241,10 +205,7 @@ async fn a_new_registration_beyond_max_total_is_refused(backend: Backend) {
         matches!(refused, Err(StoreError::Full("store.maxTotal"))),
         "{refused:?}"
     );
-    store
-        .register(registration("fcm", "d1", "a@example.org"))
-        .await
-        .unwrap();
+    registered(&*store, "fcm", "d1", "a@example.org").await;
 }
 
 async fn sweep_removes_registrations_unused_since_the_cutoff(backend: Backend) {
@@ -261,10 +222,7 @@ async fn sweep_removes_registrations_unused_since_the_cutoff(backend: Backend) {
         .restore(restored("d3", "c@example.org", "node-3", ago(179 * DAY)))
         .await
         .unwrap();
-    let fresh = store
-        .register(registration("fcm", "d4", "d@example.org"))
-        .await
-        .unwrap();
+    let fresh = registered(&*store, "fcm", "d4", "d@example.org").await;
     assert_eq!(store.sweep(ago(180 * DAY)).await.unwrap(), 2);
     assert_eq!(store.find("example.org", "node-1").await.unwrap(), None);
     assert_eq!(store.find("example.net", "node-2").await.unwrap(), None);
@@ -319,18 +277,9 @@ async fn touch_writes_an_old_last_use_and_skips_a_recent_one(backend: Backend) {
 
 async fn counts_are_per_service(backend: Backend) {
     let store = backend.open(limits());
-    store
-        .register(registration("fcm", "d1", "a@example.org"))
-        .await
-        .unwrap();
-    store
-        .register(registration("fcm", "d2", "b@example.org"))
-        .await
-        .unwrap();
-    store
-        .register(registration("apns", "d3", "c@example.org"))
-        .await
-        .unwrap();
+    registered(&*store, "fcm", "d1", "a@example.org").await;
+    registered(&*store, "fcm", "d2", "b@example.org").await;
+    registered(&*store, "apns", "d3", "c@example.org").await;
     let mut counts = store.counts().await.unwrap();
     counts.sort();
     assert_eq!(counts, vec![("apns".into(), 1), ("fcm".into(), 2)]);
@@ -338,10 +287,7 @@ async fn counts_are_per_service(backend: Backend) {
 
 async fn registrations_survive_reopening_and_are_shared(backend: Backend) {
     let first = backend.open(limits());
-    let credentials = first
-        .register(registration("fcm", "d1", "a@example.org"))
-        .await
-        .unwrap();
+    let credentials = registered(&*first, "fcm", "d1", "a@example.org").await;
     let second = backend.open(limits());
     let found = second
         .find("example.org", &credentials.node)
@@ -349,10 +295,7 @@ async fn registrations_survive_reopening_and_are_shared(backend: Backend) {
         .unwrap()
         .unwrap();
     assert_eq!(found.secret, credentials.secret);
-    let again = second
-        .register(registration("fcm", "d1", "a@example.org"))
-        .await
-        .unwrap();
+    let again = registered(&*second, "fcm", "d1", "a@example.org").await;
     assert_eq!(again, credentials);
     drop(first);
     assert!(second
@@ -374,13 +317,7 @@ async fn list_pages_through_every_registration(backend: Backend) {
         ("d2", "b@example.net"),
         ("d3", "c@example.org"),
     ] {
-        nodes.push(
-            store
-                .register(registration("fcm", device, account))
-                .await
-                .unwrap()
-                .node,
-        );
+        nodes.push(registered(&*store, "fcm", device, account).await.node);
     }
     let mut seen = Vec::new();
     let mut after = None;
@@ -424,10 +361,7 @@ async fn restore_keeps_the_given_node_secret_and_last_use(backend: Backend) {
     );
     assert_eq!(store.counts().await.unwrap(), vec![("fcm".into(), 1)]);
     // Registering the key afterwards answers the restored credentials.
-    let credentials = store
-        .register(registration("fcm", "d1", "a@example.org"))
-        .await
-        .unwrap();
+    let credentials = registered(&*store, "fcm", "d1", "a@example.org").await;
     assert_eq!(credentials.node, "given-node");
 }
 

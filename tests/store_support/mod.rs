@@ -169,3 +169,18 @@ pub fn registration(service: &str, device: &str, account: &str) -> Registration 
         last_used: SystemTime::UNIX_EPOCH,
     }
 }
+
+/// Registers `device` for `account` (see [`registration`]) and returns its credentials; a
+/// failure fails the test.
+pub async fn registered(
+    store: &dyn RegistrationStore,
+    service: &str,
+    device: &str,
+    account: &str,
+) -> fpush::store::Credentials {
+    let wanted = registration(service, device, account);
+    match store.register(wanted).await {
+        Ok(credentials) => credentials,
+        Err(error) => panic!("registering {device} for {account}: {error:?}"),
+    }
+}
