@@ -6,13 +6,10 @@
 
 use std::time::Duration;
 
+pub use fpush_http::MAX_RETRY_AFTER;
 use fpush_http::{retry_after, HttpResponse, ProviderAnswer};
 use fpush_traits::{DeadTokenReason, Delivered, PushError};
 use http::StatusCode;
-
-/// The longest `Retry-After` believed: Apple's are seconds to minutes, and a huge value must
-/// not park the module (or overflow a deadline) on the word of one answer.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// The longest part of Apple's `reason` kept for logs and error texts (Apple's are short).
 const MAX_REASON_TEXT: usize = 200;
@@ -70,7 +67,7 @@ pub fn judge(resp: &HttpResponse) -> ProviderAnswer {
             described()
         ))),
         (429, _) => failed(PushError::ProviderThrottled {
-            retry_after: retry_after(&resp.headers).map(|after| after.min(MAX_RETRY_AFTER)),
+            retry_after: retry_after(&resp.headers),
         }),
         (403, "InvalidProviderToken" | "ExpiredProviderToken") => {
             ProviderAnswer::Renew(described())

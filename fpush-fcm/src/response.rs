@@ -15,10 +15,6 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 
-/// The longest `Retry-After` believed: Google's are seconds to minutes, and a huge value must
-/// not park the module (or overflow a deadline) on the word of one answer.
-pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
 #[derive(Deserialize)]
 struct SendResponse {
     name: Option<String>,
@@ -128,10 +124,10 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> 
     }
 }
 
-/// Throttled, with the answer's `Retry-After` clamped to [`MAX_RETRY_AFTER`].
+/// Throttled, with the answer's `Retry-After` (clamped by [`retry_after`]).
 fn throttled(headers: &HeaderMap) -> ProviderAnswer {
     ProviderAnswer::Failed(PushError::ProviderThrottled {
-        retry_after: retry_after(headers).map(|after| after.min(MAX_RETRY_AFTER)),
+        retry_after: retry_after(headers),
     })
 }
 
@@ -289,7 +285,7 @@ mod tests {
         assert_eq!(
             classify(StatusCode::TOO_MANY_REQUESTS, &headers, b""),
             ProviderAnswer::Failed(PushError::ProviderThrottled {
-                retry_after: Some(MAX_RETRY_AFTER)
+                retry_after: Some(fpush_http::MAX_RETRY_AFTER)
             })
         );
     }

@@ -40,8 +40,12 @@ impl ProviderAnswer {
     }
 }
 
-/// A `Retry-After` header in delta-seconds (what Apple and Google send); an HTTP date is not
-/// honoured.
+/// The longest `Retry-After` believed. Providers ask for seconds to minutes; a huge value
+/// must not park a module or a token (or overflow a deadline) on the word of one answer.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// A `Retry-After` header in delta-seconds (what Apple and Google send), at most
+/// [`MAX_RETRY_AFTER`]; an HTTP date is not honoured.
 pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     headers
         .get(http::header::RETRY_AFTER)?
@@ -50,7 +54,7 @@ pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
         .trim()
         .parse::<u64>()
         .ok()
-        .map(Duration::from_secs)
+        .map(|secs| Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -94,5 +98,17 @@ mod tests {
         );
         assert_eq!(retry_after(&headers), None);
         assert_eq!(retry_after(&http::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn a_huge_retry_after_is_clamped() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::RETRY_AFTER, "999999999".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
+        headers.insert(
+            http::header::RETRY_AFTER,
+            u64::MAX.to_string().parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
     }
 }

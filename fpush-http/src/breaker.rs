@@ -119,13 +119,17 @@ impl Breaker {
     /// pause; returns the pause applied. For answers only the platform can read (FCM's
     /// project-wide quota).
     pub(crate) fn pause(&self, pause: Option<Duration>, cause: &str) -> Duration {
-        let pause = pause.unwrap_or(self.config.default_pause);
+        let pause = pause
+            .unwrap_or(self.config.default_pause)
+            .min(crate::MAX_RETRY_AFTER);
         self.trip(pause, cause);
         pause
     }
 
     fn trip(&self, pause: Duration, cause: &str) {
-        let until = self.millis() + pause.as_millis() as u64;
+        // A platform's own pause may not come through `retry_after`: bounded here too.
+        let pause = pause.min(crate::MAX_RETRY_AFTER);
+        let until = self.millis().saturating_add(pause.as_millis() as u64);
         let before = self.open_until.fetch_max(until, Ordering::Relaxed);
         self.trips.fetch_add(1, Ordering::Relaxed);
         let Ok(mut throttled) = self.throttled.lock() else {
@@ -195,6 +199,19 @@ mod tests {
         assert_eq!(b.pause(None, "quota"), Duration::from_secs(60));
         assert_eq!(b.remaining(), Some(Duration::from_secs(60)));
         assert_eq!(b.trips(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_lasts_at_most_an_hour() {
+        let b = breaker(3);
+        b.observe(503, Some(Duration::MAX), 1);
+        assert_eq!(b.remaining(), Some(crate::MAX_RETRY_AFTER));
+        assert_eq!(
+            b.pause(Some(Duration::from_secs(u64::MAX)), "quota"),
+            crate::MAX_RETRY_AFTER
+        );
+        tokio::time::advance(crate::MAX_RETRY_AFTER).await;
+        assert_eq!(b.remaining(), None);
     }
 
     #[tokio::test(start_paused = true)]

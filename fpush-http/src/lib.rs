@@ -35,7 +35,7 @@ use std::time::Duration;
 use bytes::Bytes;
 pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-pub use answer::{retry_after, ProviderAnswer};
+pub use answer::{retry_after, ProviderAnswer, MAX_RETRY_AFTER};
 pub use breaker::BreakerConfig;
 pub use client::HttpClient;
 pub use error::HttpError;
