@@ -35,6 +35,12 @@ pub fn touch_due(last_used: SystemTime, now: SystemTime) -> bool {
         .is_ok_and(|age| age >= TOUCH_INTERVAL)
 }
 
+/// A last use read back as seconds since the epoch; `None` past what the system clock holds, so
+/// a corrupt value (another writer on a shared Redis, a hand-edited export) cannot panic us.
+pub fn unix_seconds(seconds: u64) -> Option<SystemTime> {
+    std::time::UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
+}
+
 /// What identifies a registration: the client protocol's own key. Registering again with the
 /// same key updates the token and keeps the node and secret.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -156,7 +156,8 @@ async fn import_reports_bad_lines_by_number_and_imports_the_rest() {
     let good = r#"{"service":"fcm","device":"d1","channel":"","account":"a@example.org","domain":"example.org","token":"t1","node":"node-1","secret":"s1","lastUsed":1700000000}"#;
     let no_token = r#"{"service":"fcm","device":"d2","channel":"","account":"a@example.org","domain":"example.org","token":"","node":"node-2","secret":"s2","lastUsed":1700000000}"#;
     let lines = dir.path().join("in.jsonl");
-    std::fs::write(&lines, format!("{good}\nnot json\n\n{no_token}\n")).unwrap();
+    let far = r#"{"service":"fcm","device":"d3","channel":"","account":"a@example.org","domain":"example.org","token":"t3","node":"node-3","secret":"s3","lastUsed":18446744073709551615}"#;
+    std::fs::write(&lines, format!("{good}\nnot json\n\n{no_token}\n{far}\n")).unwrap();
     let output = fpush(&[
         "store",
         "import",
@@ -170,7 +171,11 @@ async fn import_reports_bad_lines_by_number_and_imports_the_rest() {
         errors.contains("in.jsonl:4: `token` is empty; skipped"),
         "{errors}"
     );
-    assert!(text(&output.stdout).contains("imported 1 registrations, skipped 2"));
+    assert!(
+        errors.contains("in.jsonl:5: `last_used` 18446744073709551615 is out of range; skipped"),
+        "{errors}"
+    );
+    assert!(text(&output.stdout).contains("imported 1 registrations, skipped 3"));
     let store = SqliteStore::open(&file, StoreLimits::default()).unwrap();
     let found = store.find("example.org", "node-1").await.unwrap().unwrap();
     assert_eq!((found.token.as_str(), found.secret.as_str()), ("t1", "s1"));

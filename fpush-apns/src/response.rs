@@ -4,8 +4,6 @@
 //! precise part, so decisions are made on it, with the status as fallback for reasons Apple may
 //! add later.
 
-use std::time::Duration;
-
 pub use fpush_http::MAX_RETRY_AFTER;
 use fpush_http::{retry_after, HttpResponse, ProviderAnswer};
 use fpush_traits::{DeadTokenReason, Delivered, PushError};
@@ -82,6 +80,8 @@ pub fn judge(resp: &HttpResponse) -> ProviderAnswer {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn answer(status: u16, reason: &str) -> HttpResponse {

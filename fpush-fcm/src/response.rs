@@ -7,8 +7,6 @@
 //! tolerated: the HTTP status then decides. A token is only declared dead on an explicit answer
 //! about the token, never on a guess.
 
-use std::time::Duration;
-
 use fpush_http::{retry_after, ProviderAnswer};
 use fpush_traits::{DeadTokenReason, Delivered, PushError};
 use http::{HeaderMap, StatusCode};
@@ -148,6 +146,8 @@ fn describe(status: StatusCode, facts: &ErrorFacts) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use serde_json::json;
 

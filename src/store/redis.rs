@@ -151,9 +151,13 @@ fn parse(
             ))
         })
     };
-    let last_used = field("u")?.parse::<u64>().map_err(|_| {
-        StoreError::Unusable(format!("redis: registration {domain} {node} has a bad `u`"))
-    })?;
+    let last_used = field("u")?
+        .parse::<u64>()
+        .ok()
+        .and_then(super::unix_seconds)
+        .ok_or_else(|| {
+            StoreError::Unusable(format!("redis: registration {domain} {node} has a bad `u`"))
+        })?;
     Ok(Registration {
         key: RegistrationKey {
             service: field("s")?,
@@ -166,7 +170,7 @@ fn parse(
         secret: field("x")?,
         second_token: field("v").ok(),
         node: node.to_owned(),
-        last_used: UNIX_EPOCH + Duration::from_secs(last_used),
+        last_used,
     })
 }
 
@@ -329,5 +333,47 @@ impl RegistrationStore for RedisRegistrations {
         self.insert(&registration, Some(credentials), last_used)
             .await
             .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(last_used: &str) -> HashMap<String, String> {
+        [
+            ("s", "fcm"),
+            ("d", "device"),
+            ("c", ""),
+            ("a", "a@example.org"),
+            ("t", "token"),
+            ("x", "secret"),
+            ("u", last_used),
+        ]
+        .into_iter()
+        .map(|(field, value)| (field.to_owned(), value.to_owned()))
+        .collect()
+    }
+
+    #[test]
+    fn a_registration_hash_reads_back() {
+        let found = parse("example.org", "node", hash("1700000000")).unwrap();
+        assert_eq!(found.last_used, epoch_plus(1_700_000_000));
+        assert_eq!((found.token.as_str(), found.node.as_str()), ("token", "node"));
+    }
+
+    #[test]
+    fn a_last_use_no_clock_holds_is_unusable_not_a_panic() {
+        for bad in ["18446744073709551615", "9223372036854775808", "-1", "soon"] {
+            let error = parse("example.org", "node", hash(bad)).unwrap_err();
+            assert!(
+                matches!(&error, StoreError::Unusable(text) if text.contains("bad `u`")),
+                "{bad}: {error:?}"
+            );
+        }
+    }
+
+    fn epoch_plus(seconds: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(seconds)
     }
 }

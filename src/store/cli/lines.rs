@@ -7,11 +7,11 @@
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Registration, RegistrationKey, RegistrationStore};
+use crate::store::{unix_seconds, Registration, RegistrationKey, RegistrationStore};
 
 /// Registrations read per page while exporting.
 const PAGE: usize = 1_000;
@@ -74,7 +74,8 @@ impl Line {
             second_token: self.second_token,
             node: self.node,
             secret: self.secret,
-            last_used: UNIX_EPOCH + Duration::from_secs(self.last_used),
+            last_used: unix_seconds(self.last_used)
+                .ok_or_else(|| format!("`last_used` {} is out of range", self.last_used))?,
         })
     }
 }
