@@ -122,27 +122,10 @@ impl Target {
     }
 
     /// The same push holding no more than a platform can use, so that pushes in flight and in
-    /// the queue stay bounded (a few KiB each) however large the stanzas were: each summary
-    /// field cut to what a provider payload can carry (APNS and FCM take 4 KiB in all), at most
-    /// [`MAX_OPTIONS`] publish-options fields of [`MAX_OPTION_BYTES`] each.
+    /// the queue stay bounded (a few KiB each) however large the stanzas were (see
+    /// [`bound_notification`]).
     pub fn bounded(mut self) -> Self {
-        let summary = &mut self.notification.summary;
-        for field in [
-            &mut summary.message_count,
-            &mut summary.last_message_sender,
-            &mut summary.last_message_body,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            truncate_on_char(field, MAX_SUMMARY_FIELD_BYTES);
-        }
-        let options = &mut self.notification.options;
-        options.truncate(MAX_OPTIONS);
-        for (name, value) in options.iter_mut() {
-            truncate_on_char(name, MAX_OPTION_BYTES);
-            truncate_on_char(value, MAX_OPTION_BYTES);
-        }
+        bound_notification(&mut self.notification);
         self
     }
 
@@ -207,9 +190,63 @@ fn truncate_on_char(text: &mut String, max: usize) {
     }
 }
 
+/// Cuts each summary field, and each extra payload value a door copied from it, to what a
+/// provider payload can carry (APNS and FCM take 4 KiB in all); keeps at most [`MAX_OPTIONS`]
+/// publish-options fields of [`MAX_OPTION_BYTES`] each.
+fn bound_notification(notification: &mut PushNotification) {
+    let summary = &mut notification.summary;
+    let summary_fields = [
+        &mut summary.message_count,
+        &mut summary.last_message_sender,
+        &mut summary.last_message_body,
+    ];
+    let extra_values = notification.extra.iter_mut().map(|(_, value)| value);
+    for field in summary_fields.into_iter().flatten().chain(extra_values) {
+        truncate_on_char(field, MAX_SUMMARY_FIELD_BYTES);
+    }
+    let options = &mut notification.options;
+    options.truncate(MAX_OPTIONS);
+    for (name, value) in options.iter_mut() {
+        truncate_on_char(name, MAX_OPTION_BYTES);
+        truncate_on_char(value, MAX_OPTION_BYTES);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bounded_push_keeps_a_few_kib_of_summary_extra_values_and_options() {
+        let huge = "x".repeat(256 * 1024);
+        let mut notification = PushNotification::new("token", "module");
+        notification.summary.last_message_body = Some(huge.clone());
+        notification.summary.last_message_sender = Some(huge.clone());
+        notification.extra = vec![
+            ("body".into(), huge.clone()),
+            ("sender".into(), huge.clone()),
+        ];
+        notification.options = vec![("secret".into(), huge); 100];
+        bound_notification(&mut notification);
+        let summary = &notification.summary;
+        for field in [&summary.last_message_body, &summary.last_message_sender] {
+            assert_eq!(
+                field.as_ref().map(String::len),
+                Some(MAX_SUMMARY_FIELD_BYTES)
+            );
+        }
+        for (_, value) in &notification.extra {
+            assert_eq!(value.len(), MAX_SUMMARY_FIELD_BYTES);
+        }
+        assert_eq!(notification.options.len(), MAX_OPTIONS);
+        assert!(
+            notification
+                .options
+                .iter()
+                .all(|(name, value)| name.len() <= MAX_OPTION_BYTES
+                    && value.len() <= MAX_OPTION_BYTES)
+        );
+    }
 
     #[test]
     fn truncation_keeps_whole_characters() {

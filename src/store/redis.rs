@@ -359,7 +359,10 @@ mod tests {
     fn a_registration_hash_reads_back() {
         let found = parse("example.org", "node", hash("1700000000")).unwrap();
         assert_eq!(found.last_used, epoch_plus(1_700_000_000));
-        assert_eq!((found.token.as_str(), found.node.as_str()), ("token", "node"));
+        assert_eq!(
+            (found.token.as_str(), found.node.as_str()),
+            ("token", "node")
+        );
     }
 
     #[test]
