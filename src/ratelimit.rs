@@ -94,6 +94,9 @@ pub struct Ratelimiter {
     holding: Arc<AtomicBool>,
     /// Map size at which a disabled limiter next drops ended holds.
     next_release: Arc<AtomicUsize>,
+    /// On the Redis backend: the end of each token's hold (`hold`). `last_send` only mirrors
+    /// Redis there and is not asked while Redis answers, so a hold needs a map of its own.
+    holds: Arc<TokenMap<u64>>,
 }
 
 /// A disabled limiter lets this many holds accumulate before dropping ended ones.
@@ -130,6 +133,7 @@ impl Ratelimiter {
             shared: None,
             holding: Arc::default(),
             next_release: Arc::new(AtomicUsize::new(RELEASE_AT_LEAST)),
+            holds: Arc::new(new_token_map()),
         }
     }
 
@@ -157,6 +161,7 @@ impl Ratelimiter {
             shared: self.shared.clone(),
             holding: self.holding.clone(),
             next_release: self.next_release.clone(),
+            holds: self.holds.clone(),
         }
     }
 
@@ -203,9 +208,16 @@ impl Ratelimiter {
     /// Holds `token` for `pause` (the provider throttled this token): until then no push for it
     /// goes out. On an enabled limiter the entry moves so that pushes are refused until a window
     /// before the end of the pause, and the next one is queued to its end; on a disabled one
-    /// pushes are refused until the end. Only this instance's map holds it, on either backend.
+    /// pushes are refused until the end. Only this instance holds it, on either backend: on the
+    /// Redis backend its pushes for the token are refused until the end of the pause.
     pub fn hold(&self, token: &str, pause: Duration) {
         let until = self.clock.now().saturating_add(ticks(pause));
+        if self.shared.is_some() {
+            self.holds
+                .entry(self.hasher.key(token))
+                .and_modify(|held| *held = (*held).max(until))
+                .or_insert(until);
+        }
         let last = if self.config.enabled {
             until.saturating_sub(self.window)
         } else {
@@ -253,6 +265,9 @@ impl Ratelimiter {
         if dead_key.is_none() && dead.is_dead(token) {
             return Admission::KnownDead;
         }
+        if self.is_held(token) {
+            return Admission::Decided(Decision::Reject);
+        }
         let window = self.config.enabled.then_some(self.config.window);
         let outcome = shared
             .store
@@ -274,6 +289,17 @@ impl Ratelimiter {
                 Admission::Decided(Decision::SendAt(at))
             }
         }
+    }
+
+    /// Whether `token` is held on the Redis backend; an ended hold is dropped on the way.
+    fn is_held(&self, token: &str) -> bool {
+        let key = self.hasher.key(token);
+        let now = self.clock.now();
+        let held = self.holds.get(&key).is_some_and(|until| *until > now);
+        if !held {
+            self.holds.remove_if(&key, |_, until| *until <= now);
+        }
+        held
     }
 
     /// The decision for a push for `token` when it can be taken without a round trip (the
@@ -299,7 +325,11 @@ impl Ratelimiter {
             return;
         }
         let at = at.map_or_else(|| self.clock.now(), |at| self.clock.ticks_at(at));
-        self.last_send.insert(self.hasher.key(token), at);
+        // Never earlier than what is there: a hold written for the fallback must stay.
+        self.last_send
+            .entry(self.hasher.key(token))
+            .and_modify(|last| *last = (*last).max(at))
+            .or_insert(at);
     }
 
     /// Forgets `token` in this instance (a token that cannot exist need not be limited).
@@ -319,6 +349,7 @@ impl Ratelimiter {
             removed += usize::from(stale);
             !stale
         });
+        self.holds.retain(|_, until| *until > now);
         removed
     }
 

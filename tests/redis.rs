@@ -312,6 +312,23 @@ async fn a_second_instance_starting_while_a_push_is_queued_rejects() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_the_provider_throttled_is_held_until_the_pause_ends_then_redis_decides() {
+    let redis = RedisServer::start();
+    let window = Duration::from_millis(100);
+    let a = Instance::new(&redis.url(), window, patient());
+    let other = "0f".repeat(32);
+    assert_eq!(kind(a.decide(TOKEN).await), "send");
+    a.ratelimit.hold(TOKEN, Duration::from_millis(600));
+    tokio::time::sleep(window * 2).await;
+    // The window is long over, so only the hold refuses; other tokens go out as before.
+    assert_eq!(kind(a.decide(TOKEN).await), "reject");
+    assert_eq!(kind(a.decide(&other).await), "send");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(kind(a.decide(TOKEN).await), "send", "the hold ended");
+    assert_eq!(kind(a.decide(TOKEN).await), "queued", "Redis decides again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_tokens_are_shared_between_instances() {
     let redis = RedisServer::start();
     let window = Duration::from_secs(60);
