@@ -79,8 +79,8 @@ pub enum Inbound {
     Stanza(Bytes),
     /// A push IQ, parsed as it was framed.
     Push(Box<Request>),
-    /// The start tag of a stanza over `max_stanza_size`, whose body was skipped; for
-    /// `request::parse_oversized`.
+    /// The start tag of a stanza over `max_stanza_size` or nested deeper than `max_depth`, whose
+    /// body was skipped; for `request::parse_oversized`.
     Oversized { start_tag: Bytes },
 }
 

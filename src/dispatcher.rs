@@ -150,7 +150,7 @@ impl Dispatcher {
             Inbound::Oversized { start_tag } => {
                 if let Some(iq) = request::parse_oversized(&start_tag) {
                     let text = format_args!(
-                        "a stanza from {} over limits.maxStanzaSize was skipped and answered wait",
+                        "a stanza from {} over limits.maxStanzaSize or limits.maxDepth was skipped and answered wait",
                         iq.from
                     );
                     self.pushes.alarm("oversized stanza", &text);

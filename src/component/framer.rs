@@ -7,9 +7,20 @@
 //! [`request::frame_push`] first, which reads it in the pass that finds its end (by the rules
 //! this lexer keeps, shared through `markup.rs`), so it is not walked twice.
 //!
-//! Memory stays bounded: a stanza that grows past the size limit is no longer buffered. Its start
-//! tag is handed out (so the IQ can still be answered) and the rest is lexed and dropped as it
-//! arrives. At most one partial token plus one read are held beyond the limit.
+//! Memory stays bounded, and no stanza an outsider can have the server forward ends the stream:
+//! - A stanza that grows past the size limit, or nests deeper than the depth limit, is no longer
+//!   buffered. Its start tag is handed out as [`StreamFrame::Oversized`] (so an IQ can still be
+//!   answered) and the rest is lexed and dropped as it arrives.
+//! - While a stanza is dropped, only the lexer's state is kept: the open quote, the depth as a
+//!   count, and the last two bytes of the current token (a terminator may straddle reads). So a
+//!   single tag, comment or CDATA section of any size passes through in bounded memory.
+//! - A stanza whose own start tag is over the limit cannot be answered (its `id` is not kept): it
+//!   is dropped whole, without a frame.
+//!
+//! At most one read is held beyond the limit. Only what breaks the stream is fatal: XML that is
+//! not well-formed, and a tag over the limit before the stream header. Names are checked in every
+//! tag that ends within its stanza's limit, not in a stanza being dropped: the beginning of such a
+//! tag may be gone when it arrives in pieces, and every chunking must give the same outcome.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -30,8 +41,8 @@ pub enum StreamFrame {
         stanza: Bytes,
         request: Box<Request>,
     },
-    /// The start tag of a top-level element larger than the size limit. The element's remaining
-    /// bytes are skipped.
+    /// The start tag of a top-level element larger than the size limit or nested deeper than
+    /// the depth limit. The element's remaining bytes are skipped.
     Oversized { start_tag: Bytes },
     /// `</stream:stream>`: the server ended the stream.
     StreamEnd,
@@ -80,8 +91,13 @@ pub struct Framer {
     element_start: usize,
     /// End offset of the current top-level element's start tag, once seen.
     start_tag_end: Option<usize>,
-    /// The current top-level element is over the limit: its bytes are dropped as they are lexed.
+    /// The current top-level element is being dropped (over a limit): its bytes are dropped as
+    /// they are lexed and only its depth is counted. Between stanzas: the current token is over
+    /// the size limit and is dropped the same way.
     skipping: bool,
+    /// Offset where the current comment, CDATA section or PI's body starts: its terminator is
+    /// looked for from there on.
+    body_start: usize,
     /// Names of the open elements inside the current stanza, back to back.
     names: Vec<u8>,
     /// Length of each name in `names`.
@@ -95,6 +111,10 @@ pub struct Framer {
 /// How much spare room to offer each socket read.
 pub(crate) const READ_CHUNK: usize = 16 * 1024;
 
+/// Bytes kept of a token whose beginning is dropped: a terminator (`-->`, `]]>`) may straddle
+/// reads, and a start tag's `/` before `>` says whether it is self-closing.
+const KEPT_TAIL: usize = 2;
+
 impl Framer {
     pub fn new(max_size: usize, max_depth: usize) -> Self {
         Framer {
@@ -106,6 +126,7 @@ impl Framer {
             element_start: 0,
             start_tag_end: None,
             skipping: false,
+            body_start: 0,
             names: Vec::new(),
             name_lens: Vec::new(),
             max_size,
@@ -161,9 +182,9 @@ impl Framer {
             Lex::Markup => self.lex_markup(),
             Lex::StartTag { quote } => self.lex_start_tag(quote),
             Lex::EndTag => self.lex_end_tag(),
-            Lex::Comment => self.skip_until(b"-->", 4),
-            Lex::CData => self.skip_until(b"]]>", 9),
-            Lex::Pi => self.skip_until(b"?>", 2),
+            Lex::Comment => self.skip_until(b"-->"),
+            Lex::CData => self.skip_until(b"]]>"),
+            Lex::Pi => self.skip_until(b"?>"),
         }
     }
 
@@ -204,18 +225,21 @@ impl Framer {
                 self.lex_end_tag()
             }
             b'?' => {
+                self.body_start = self.token_start + 2;
                 self.lex = Lex::Pi;
                 Ok(Step::Continue)
             }
             b'!' => {
                 self.lex = if rest.starts_with(b"<!--") {
                     self.pos = self.token_start + 4;
+                    self.body_start = self.pos;
                     Lex::Comment
                 } else if rest.starts_with(b"<![CDATA[") {
                     if self.depth < 2 {
                         return Err(FramingError::NotWellFormed("CDATA outside of any stanza"));
                     }
                     self.pos = self.token_start + 9;
+                    self.body_start = self.pos;
                     Lex::CData
                 } else if b"<!--".starts_with(rest) || b"<![CDATA[".starts_with(rest) {
                     return Ok(Step::NeedMore);
@@ -271,7 +295,19 @@ impl Framer {
         }
         let end = self.pos;
         let self_closing = data[end - 2] == b'/';
-        let name_end = self.token_start + 1 + tag_name_len(&data[self.token_start + 1..end]);
+        self.lex = Lex::Text;
+        let name = if self.names_checked(end) {
+            Some(self.checked_name(end)?)
+        } else {
+            None
+        };
+        self.open_element(name, end, self_closing)
+    }
+
+    /// The name of the start tag that ends at `end`, checked.
+    fn checked_name(&self, end: usize) -> Result<std::ops::Range<usize>, FramingError> {
+        let data = &self.buf[..end];
+        let name_end = self.token_start + 1 + tag_name_len(&data[self.token_start + 1..]);
         if name_end == self.token_start + 1 {
             return Err(FramingError::NotWellFormed("a tag without a name"));
         }
@@ -280,14 +316,26 @@ impl Framer {
                 "a tag name with invalid characters",
             ));
         }
-        self.lex = Lex::Text;
-        self.open_element(self.token_start + 1..name_end, end, self_closing)
+        Ok(self.token_start + 1..name_end)
     }
 
-    /// Handles a complete start tag ending at `end`.
+    /// Whether the names in the tag ending at `end` are checked: not in an element being
+    /// dropped, nor in a tag that ends past its stanza's limit. When such a tag arrives in
+    /// pieces its beginning is dropped before it ends; checking it only when it arrives whole
+    /// would make the outcome depend on how the bytes were read.
+    fn names_checked(&self, end: usize) -> bool {
+        match self.depth {
+            0 => true,
+            1 => !self.skipping && end - self.token_start <= self.max_size,
+            _ => !self.skipping && end - self.element_start <= self.max_size,
+        }
+    }
+
+    /// Handles a complete start tag ending at `end`; `name` is `None` when it was not checked
+    /// ([`Framer::names_checked`]).
     fn open_element(
         &mut self,
-        name: std::ops::Range<usize>,
+        name: Option<std::ops::Range<usize>>,
         end: usize,
         self_closing: bool,
     ) -> Result<Step, FramingError> {
@@ -302,11 +350,9 @@ impl Framer {
                 Ok(Step::StreamFrame(StreamFrame::StreamHeader(header)))
             }
             1 => {
-                if end - self.token_start > self.max_size {
-                    return Err(FramingError::PolicyViolation(
-                        "a start tag is over the size limit",
-                    ));
-                }
+                let Some(name) = name else {
+                    return Ok(self.drop_top_level(end, self_closing));
+                };
                 if &self.buf[name.clone()] == b"stream:stream" && !self_closing {
                     // A server restarting its stream mid-way: handed out, not taken for a
                     // stanza that would swallow everything after it.
@@ -317,7 +363,7 @@ impl Framer {
                 self.element_start = self.token_start;
                 self.start_tag_end = Some(end);
                 if self_closing {
-                    return self.take_element(end);
+                    return Ok(self.take_element(end));
                 }
                 self.depth = 2;
                 self.push_name(name);
@@ -325,16 +371,36 @@ impl Framer {
             }
             depth => {
                 // `depth - 1` elements are open in this stanza; this one is one deeper.
-                if depth > self.max_depth {
-                    return Err(FramingError::PolicyViolation("stanza nested too deeply"));
-                }
                 if !self_closing {
                     self.depth += 1;
+                }
+                if !self.skipping && depth > self.max_depth {
+                    // Only the depth is counted from here on: no name is kept.
+                    return Ok(Step::StreamFrame(self.start_skipping()));
+                }
+                if let (Some(name), false) = (name, self_closing || self.skipping) {
                     self.push_name(name);
                 }
                 self.after_token_in_stanza()
             }
         }
+    }
+
+    /// A top-level start tag over the size limit, ending at `end`: it cannot be kept, so no `id`
+    /// can be read and nothing can be answered. The element is dropped whole without a frame,
+    /// its bytes lexed and dropped as they arrive. Logged at debug level only: anyone who can
+    /// address the component can send these.
+    fn drop_top_level(&mut self, end: usize, self_closing: bool) -> Step {
+        log::debug!(
+            "dropped a stanza whose start tag is over the {} byte limit (limits.maxStanzaSize)",
+            self.max_size
+        );
+        self.skipping = !self_closing;
+        if !self_closing {
+            self.depth = 2;
+        }
+        self.consume(end);
+        Step::Continue
     }
 
     /// Handles a complete end tag ending at `end`.
@@ -344,18 +410,14 @@ impl Framer {
                 "an end tag before the stream header",
             )),
             1 => {
+                self.skipping = false;
                 self.consume(end);
                 Ok(Step::StreamFrame(StreamFrame::StreamEnd))
             }
             _ => {
-                let tag = &self.buf[self.token_start + 2..end - 1];
-                let open_len = self.name_lens.pop().unwrap_or(0);
-                let open_name = &self.names[self.names.len() - open_len..];
-                if end_tag_name(tag) != open_name {
-                    return Err(FramingError::NotWellFormed("an end tag does not match"));
+                if self.names_checked(end) {
+                    self.close_name(end)?;
                 }
-                let new_len = self.names.len() - open_len;
-                self.names.truncate(new_len);
                 self.depth -= 1;
                 if self.depth > 1 {
                     return self.after_token_in_stanza();
@@ -365,20 +427,31 @@ impl Framer {
                     self.consume(end);
                     return Ok(Step::Continue);
                 }
-                self.take_element(end)
+                Ok(self.take_element(end))
             }
         }
     }
 
-    /// Skips a comment, CDATA section or processing instruction up to `terminator`; its body
-    /// starts `opener_len` bytes after the `<`.
-    fn skip_until(&mut self, terminator: &[u8], opener_len: usize) -> Result<Step, FramingError> {
+    /// Checks the end tag ending at `end` against the innermost open name, and forgets that name.
+    fn close_name(&mut self, end: usize) -> Result<(), FramingError> {
+        let tag = &self.buf[self.token_start + 2..end - 1];
+        let open_len = self.name_lens.pop().unwrap_or(0);
+        let new_len = self.names.len() - open_len;
+        if end_tag_name(tag) != &self.names[new_len..] {
+            return Err(FramingError::NotWellFormed("an end tag does not match"));
+        }
+        self.names.truncate(new_len);
+        Ok(())
+    }
+
+    /// Skips a comment, CDATA section or processing instruction up to `terminator`.
+    fn skip_until(&mut self, terminator: &[u8]) -> Result<Step, FramingError> {
         let data = &self.buf[..];
         // Resume a little before where the last scan stopped: the terminator may straddle reads.
         let from = self
             .pos
             .saturating_sub(terminator.len() - 1)
-            .max(self.token_start + opener_len);
+            .max(self.body_start);
         match memchr::memmem::find(&data[from..], terminator) {
             None => {
                 self.pos = data.len();
@@ -390,6 +463,8 @@ impl Framer {
                 if self.depth >= 2 {
                     self.after_token_in_stanza()
                 } else {
+                    // Between stanzas, a comment or PI over the limit is now behind us.
+                    self.skipping = false;
                     Ok(Step::Continue)
                 }
             }
@@ -404,60 +479,52 @@ impl Framer {
         }
         if self.pos - self.element_start > self.max_size {
             // Past the start tag already (we are inside the stanza), so it can be handed out.
-            return Ok(self.start_skipping());
+            return Ok(Step::StreamFrame(self.start_skipping()));
         }
         Ok(Step::Continue)
     }
 
-    /// Called when the buffered bytes ran out mid-way: no token or stanza may grow past the limit.
-    /// Returns the `Oversized` frame when a stanza just crossed it with its start tag complete.
-    ///
-    /// The stanza is checked first: when one read takes both the stanza and a tag inside it over
-    /// the limit, the stanza's start tag is still handed out (so the IQ is answered) before the
-    /// oversized tag ends the stream on the next call.
+    /// Called when the buffered bytes ran out mid-way: no stanza or token may be held past the
+    /// limit. Returns the `Oversized` frame when a stanza just crossed it (its start tag is
+    /// complete: it is inside it). A token over the limit between stanzas is dropped from here
+    /// on; before the stream header, it ends the stream.
     fn check_limits_while_waiting(&mut self) -> Result<Option<StreamFrame>, FramingError> {
         let held = self.buf.len();
         if self.depth >= 2 && !self.skipping && held - self.element_start > self.max_size {
-            if self.start_tag_end.is_none() {
+            return Ok(Some(self.start_skipping()));
+        }
+        let in_token = !matches!(self.lex, Lex::Text | Lex::Markup);
+        if self.depth <= 1 && in_token && held - self.token_start > self.max_size {
+            if self.depth == 0 {
                 return Err(FramingError::PolicyViolation(
-                    "a start tag is over the size limit",
+                    "a tag before the stream header is over the size limit",
                 ));
             }
-            if let Step::StreamFrame(frame) = self.start_skipping() {
-                return Ok(Some(frame));
-            }
-        }
-        if self.lex != Lex::Text && held - self.token_start > self.max_size {
-            return Err(FramingError::PolicyViolation(
-                "a single tag is over the size limit",
-            ));
+            self.skipping = true;
         }
         Ok(None)
     }
 
-    /// The current stanza is over the limit: hand out its start tag and drop the rest as it comes.
-    fn start_skipping(&mut self) -> Step {
+    /// The current stanza is over a limit: hand out its start tag and drop the rest as it comes.
+    fn start_skipping(&mut self) -> StreamFrame {
         let start_tag_end = self.start_tag_end.take().unwrap_or(self.element_start);
         let start_tag = Bytes::copy_from_slice(&self.buf[self.element_start..start_tag_end]);
         self.skipping = true;
+        self.names.clear();
+        self.name_lens.clear();
         self.discard_consumed();
-        Step::StreamFrame(StreamFrame::Oversized { start_tag })
+        StreamFrame::Oversized { start_tag }
     }
-
-    /// Hands out the top-level element that ends at `end` (or its start tag, if it is too big).
-    fn take_element(&mut self, end: usize) -> Result<Step, FramingError> {
+    /// Hands out the top-level element that ends at `end`, or its start tag when the element
+    /// crossed the limit with its last token (a start tag over the limit never gets here).
+    fn take_element(&mut self, end: usize) -> Step {
         self.names.clear();
         self.name_lens.clear();
         let start_tag_end = self.start_tag_end.take().unwrap_or(end);
         if end - self.element_start > self.max_size {
-            if start_tag_end - self.element_start > self.max_size {
-                return Err(FramingError::PolicyViolation(
-                    "a start tag is over the size limit",
-                ));
-            }
             let start_tag = Bytes::copy_from_slice(&self.buf[self.element_start..start_tag_end]);
             self.consume(end);
-            return Ok(Step::StreamFrame(StreamFrame::Oversized { start_tag }));
+            return Step::StreamFrame(StreamFrame::Oversized { start_tag });
         }
         let len = end - self.element_start;
         self.consume(self.element_start);
@@ -465,7 +532,7 @@ impl Framer {
         self.pos -= len;
         self.token_start = 0;
         self.element_start = 0;
-        Ok(Step::StreamFrame(StreamFrame::Element(element)))
+        Step::StreamFrame(StreamFrame::Element(element))
     }
 
     /// Between stanzas, at a `<`: hands out the stanza at once when it is buffered whole and
@@ -499,13 +566,17 @@ impl Framer {
         self.names.extend_from_slice(&self.buf[name]);
     }
 
-    /// Drops the bytes nobody needs any more: everything before the current stanza (or, while
-    /// skipping or between stanzas, everything before the current token).
+    /// Drops the bytes nobody needs any more: everything before the current stanza (between
+    /// stanzas, everything before the current token; while dropping, all but the last bytes of
+    /// the current token).
     fn discard_consumed(&mut self) {
         let keep_from = if self.depth >= 2 && !self.skipping {
             self.element_start
         } else if self.lex == Lex::Text {
             self.pos
+        } else if self.skipping {
+            // Only the lexer's state matters in a token being dropped, and its last bytes.
+            self.token_start.max(self.pos.saturating_sub(KEPT_TAIL))
         } else {
             self.token_start
         };
@@ -522,6 +593,7 @@ impl Framer {
         self.token_start = self.token_start.saturating_sub(n);
         self.element_start = self.element_start.saturating_sub(n);
         self.start_tag_end = self.start_tag_end.map(|end| end.saturating_sub(n));
+        self.body_start = self.body_start.saturating_sub(n);
     }
 }
 
@@ -793,31 +865,161 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_start_tag_over_the_limit_is_a_policy_violation() {
-        let mut framer = started(64, 16);
-        let long = format!("<iq id='{}'>", "a".repeat(100));
-        let err = feed(&mut framer, long.as_bytes()).unwrap_err();
-        assert!(matches!(err, FramingError::PolicyViolation(_)), "{err:?}");
+    /// Feeds `input` in pieces of `chunk` bytes; the frames, whether it failed, and the most
+    /// bytes held between reads.
+    fn feed_in_pieces(
+        framer: &mut Framer,
+        input: &[u8],
+        chunk: usize,
+    ) -> (Vec<StreamFrame>, bool, usize) {
+        let mut frames = Vec::new();
+        let mut most_held = 0;
+        for piece in input.chunks(chunk) {
+            match feed(framer, piece) {
+                Ok(more) => frames.extend(more),
+                Err(_) => return (frames, true, most_held),
+            }
+            most_held = most_held.max(framer.buffered());
+        }
+        (frames, false, most_held)
+    }
 
-        let mut framer = started(64, 16);
-        let partial = format!("<iq id='{}", "a".repeat(100));
-        let err = feed(&mut framer, partial.as_bytes()).unwrap_err();
-        assert!(matches!(err, FramingError::PolicyViolation(_)), "{err:?}");
+    fn oversized(start_tag: &[u8]) -> StreamFrame {
+        StreamFrame::Oversized {
+            start_tag: Bytes::copy_from_slice(start_tag),
+        }
     }
 
     #[test]
-    fn nesting_beyond_the_limit_is_a_policy_violation() {
+    fn a_start_tag_over_the_limit_drops_its_stanza_without_a_frame() {
+        let long = format!("<iq id='{}'><x>t</x></iq><a/>", "a".repeat(100));
+        for chunk in [1, 7, 64, long.len()] {
+            let mut framer = started(64, 16);
+            let (frames, failed, most_held) = feed_in_pieces(&mut framer, long.as_bytes(), chunk);
+            assert!(!failed, "{chunk}");
+            assert_eq!(frames, vec![element(b"<a/>")], "{chunk}");
+            assert!(most_held <= 64, "{chunk}: held {most_held}");
+        }
+        let mut framer = started(64, 16);
+        let self_closing = format!("<presence a='{}'/><a/>", "b".repeat(100));
+        assert_eq!(
+            feed(&mut framer, self_closing.as_bytes()).unwrap(),
+            vec![element(b"<a/>")]
+        );
+    }
+
+    #[test]
+    fn a_tag_before_the_stream_header_over_the_limit_is_a_policy_violation() {
+        let mut framer = Framer::new(64, 16);
+        let err = feed(
+            &mut framer,
+            format!("<stream:stream a='{}", "b".repeat(100)).as_bytes(),
+        );
+        assert!(
+            matches!(err, Err(FramingError::PolicyViolation(_))),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn nesting_beyond_the_limit_skips_the_stanza_and_the_stream_goes_on() {
         let mut framer = started(4096, 3);
         assert_eq!(
             feed(&mut framer, b"<a><b><c/></b></a>").unwrap(),
             vec![element(b"<a><b><c/></b></a>")]
         );
-        let err = feed(&mut framer, b"<a><b><c><d>").unwrap_err();
-        assert!(matches!(err, FramingError::PolicyViolation(_)), "{err:?}");
+        let deep = b"<iq type='get' id='d'><b><c><d><e/></d></c></b></iq><a/>";
+        assert_eq!(
+            feed(&mut framer, deep).unwrap(),
+            vec![oversized(b"<iq type='get' id='d'>"), element(b"<a/>")]
+        );
         let mut framer = started(4096, 3);
-        let err = feed(&mut framer, b"<a><b><c><d/>").unwrap_err();
-        assert!(matches!(err, FramingError::PolicyViolation(_)), "{err:?}");
+        assert_eq!(
+            feed(&mut framer, b"<m><b><c><d/></c></b></m><a/>").unwrap(),
+            vec![oversized(b"<m>"), element(b"<a/>")]
+        );
+    }
+
+    #[test]
+    fn ten_thousand_levels_are_counted_not_kept() {
+        let mut framer = started(1 << 20, 16);
+        let mut input = b"<message id='m'>".to_vec();
+        input.extend(b"<x>".repeat(10_000));
+        input.extend(b"</x>".repeat(10_000));
+        input.extend_from_slice(b"</message><a/>");
+        let (frames, failed, _) = feed_in_pieces(&mut framer, &input, 1000);
+        assert!(!failed);
+        assert_eq!(
+            frames,
+            vec![oversized(b"<message id='m'>"), element(b"<a/>")]
+        );
+        assert!(
+            framer.names.capacity() < 1024,
+            "{}",
+            framer.names.capacity()
+        );
+    }
+
+    /// A 10 MB attribute, comment or CDATA section inside a stanza, and a 10 MB start tag of a
+    /// stanza: each passes through in bounded memory, and the next stanza comes out.
+    #[test]
+    fn a_ten_megabyte_tag_streams_through_in_bounded_memory() {
+        const LIMIT: usize = 4096;
+        const READ: usize = 64 * 1024;
+        let huge = "x".repeat(10 * 1024 * 1024);
+        let start = "<iq type='set' id='h' from='l'>";
+        let cases = [
+            (format!("{start}<p a='{huge}'/></iq>"), Some(start)),
+            (format!("{start}<p a=\"{huge}\">t</p></iq>"), Some(start)),
+            (format!("{start}<!--{huge}--></iq>"), Some(start)),
+            (
+                format!("{start}<b><![CDATA[{huge}]]></b></iq>"),
+                Some(start),
+            ),
+            (format!("<iq type='set' id='h' a='{huge}'><p/></iq>"), None),
+            (format!("<!--{huge}-->"), None),
+        ];
+        for (input, answered) in cases {
+            let mut framer = started(LIMIT, 16);
+            let mut input = input.into_bytes();
+            input.extend_from_slice(PUSH);
+            let (frames, failed, most_held) = feed_in_pieces(&mut framer, &input, READ);
+            let mut expected: Vec<_> = answered
+                .map(|s| oversized(s.as_bytes()))
+                .into_iter()
+                .collect();
+            expected.push(element(PUSH));
+            assert!(!failed);
+            assert_eq!(as_cut(Ok(frames)), Ok(expected));
+            assert!(most_held <= LIMIT + READ, "held {most_held} bytes");
+        }
+    }
+
+    /// Whatever limit an input crosses, every way of reading it gives the same frames.
+    #[test]
+    fn skipped_stanzas_frame_the_same_in_any_chunking() {
+        let inputs: [&[u8]; 7] = [
+            b"<iq id='a'><b><c><d><e/></d></c></b></iq><z/>",
+            b"<iq id='a'><b x='0123456789012345678901234567890123456789'/></iq><z/>",
+            b"<iq id='a'><!-- 0123456789012345678901234567890123456789 --></iq><z/>",
+            b"<iq id='a'><b><![CDATA[ ]] 0123456789012345678901234567890 ]]></b></iq><z/>",
+            b"<iq id='a' x='0123456789012345678901234567890123456789'><b/></iq><z/>",
+            b"<iq id='a'><?pi 012345678901234567890123456789012345678901 ?></iq><z/>",
+            b"<iq id='a'><b>0123456789012345678901234567890123456789</q></b></iq><z/>",
+        ];
+        for input in inputs {
+            let text = String::from_utf8_lossy(input);
+            let mut whole = started(48, 4);
+            let expected = as_cut(feed(&mut whole, input)).unwrap();
+            assert_eq!(expected.last(), Some(&element(b"<z/>")), "{text}");
+            for chunk in 1..input.len() {
+                let mut framer = started(48, 4);
+                let (frames, failed, most_held) = feed_in_pieces(&mut framer, input, chunk);
+                assert!(!failed, "{chunk} {text}");
+                assert_eq!(as_cut(Ok(frames)).unwrap(), expected, "{chunk} {text}");
+                assert!(most_held <= 48, "{chunk} {text}: held {most_held}");
+            }
+        }
     }
 
     #[test]
@@ -867,24 +1069,18 @@ mod tests {
     }
 
     #[test]
-    fn a_stanza_and_a_tag_inside_it_crossing_the_limit_in_one_read_is_still_answerable() {
+    fn a_stanza_and_a_tag_inside_it_crossing_the_limit_in_one_read_is_skipped() {
         let mut framer = started(256, 16);
         let mut input = b"<iq type='set' id='big' from='localhost'><publish node='".to_vec();
         input.extend_from_slice(&[b't'; 400]);
-        framer.buffer().extend_from_slice(&input);
-        // The IQ's start tag comes out first; the oversized tag then ends the stream.
+        let frames = feed(&mut framer, &input).unwrap();
         assert_eq!(
-            framer.next_frame(),
-            Ok(Some(StreamFrame::Oversized {
-                start_tag: Bytes::from_static(b"<iq type='set' id='big' from='localhost'>")
-            }))
+            frames,
+            vec![oversized(b"<iq type='set' id='big' from='localhost'>")]
         );
-        assert_eq!(
-            framer.next_frame(),
-            Err(FramingError::PolicyViolation(
-                "a single tag is over the size limit"
-            ))
-        );
+        assert!(framer.buffered() <= 256, "{}", framer.buffered());
+        let frames = feed(&mut framer, b"'><item/></publish></iq><a/>").unwrap();
+        assert_eq!(frames, vec![element(b"<a/>")]);
     }
 
     #[test]

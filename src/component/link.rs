@@ -300,8 +300,10 @@ fn frame_to_inbound(
         StreamFrame::Oversized { start_tag } => {
             // Per stanza at debug: the dispatcher answers it and logs loudly, rate-limited.
             log::debug!(
-                "skipped a stanza over the {} byte limit (limits.maxStanzaSize)",
-                cfg.max_stanza_size
+                "skipped a stanza over the {} byte limit (limits.maxStanzaSize) or nested deeper \
+                 than {} (limits.maxDepth)",
+                cfg.max_stanza_size,
+                cfg.max_depth
             );
             Ok(Some(Inbound::Oversized { start_tag }))
         }
