@@ -59,8 +59,9 @@ pub struct RegistrationKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
     pub key: RegistrationKey,
-    /// Whose registration this is for the per-account cap: the sender's bare JID (a room's bare
-    /// JID for a room registration, so rooms do not count against the account).
+    /// Whose registration this is for the per-account cap, which counts by (domain, account):
+    /// always derived from the sender, never from a JID the client typed (p2: the sender's bare
+    /// JID; `BARE/rooms` for its room registrations).
     pub account: String,
     /// The sending domain: pushes are looked up by (domain, node).
     pub domain: String,
@@ -88,11 +89,14 @@ pub struct Credentials {
 /// `expireAfter`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreLimits {
-    /// Registering one more replaces the account's least recently used registration.
+    /// Registering one more replaces the account's least recently used registration in its
+    /// domain.
     pub max_per_account: u32,
-    /// Beyond it a new registration from the domain is refused ([`StoreError::Full`]).
+    /// Beyond it a new registration from the domain is refused ([`StoreError::Full`]), counted
+    /// after the account's replacement (a replacement never lets the domain grow past it).
     pub max_per_domain: u64,
-    /// Beyond it any new registration is refused ([`StoreError::Full`]).
+    /// Beyond it any new registration is refused ([`StoreError::Full`]), counted after the
+    /// account's replacement.
     pub max_total: Option<u64>,
     /// Registrations not pushed to for this long are swept.
     pub expire_after: Duration,

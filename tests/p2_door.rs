@@ -138,7 +138,7 @@ async fn device_id_is_preferred_over_android_id() {
 }
 
 #[tokio::test]
-async fn a_room_registration_counts_against_the_room() {
+async fn a_room_registration_counts_against_the_senders_rooms() {
     let (door, store) = door();
     let fields = [
         ("token", FCM_TOKEN),
@@ -149,7 +149,7 @@ async fn a_room_registration_counts_against_the_room() {
     let stored = &store.all()[0];
     assert_eq!(stored.key.device, JULIET_DEVICE);
     assert_eq!(stored.key.channel, ROOM_CHANNEL);
-    assert_eq!(stored.account, "room@conference.capulet.example");
+    assert_eq!(stored.account, "juliet@capulet.example/rooms");
 }
 
 #[tokio::test]
@@ -271,7 +271,12 @@ async fn a_push_with_the_right_secret_targets_the_stored_token() {
             ("channel".to_owned(), ROOM_CHANNEL.to_owned())
         ]
     );
-    assert_eq!(target.key(), format!("{FCM_TOKEN}\0{room}"));
+    // The ratelimit and dead-token key: token, the sender's rooms and the room's channel.
+    let rooms = "juliet@capulet.example/rooms";
+    assert_eq!(
+        target.key(),
+        format!("{FCM_TOKEN}\0{rooms}\0{ROOM_CHANNEL}")
+    );
     assert!(target.registration().is_some());
     assert_eq!(store.all().len(), 1);
 }

@@ -208,6 +208,120 @@ async fn a_new_registration_beyond_max_total_is_refused(backend: Backend) {
     registered(&*store, "fcm", "d1", "a@example.org").await;
 }
 
+/// A registration of `device` for `account`, sent from `domain` (not the account's own).
+fn from_domain(device: &str, account: &str, domain: &str) -> fpush::store::Registration {
+    let mut registration = registration("fcm", device, account);
+    registration.domain = domain.into();
+    registration
+}
+
+async fn is_stored(store: &dyn fpush::store::RegistrationStore, domain: &str, node: &str) -> bool {
+    store.find(domain, node).await.unwrap().is_some()
+}
+
+async fn registrations_by_another_sender_never_evict_mine(backend: Backend) {
+    let capped = StoreLimits {
+        max_per_account: 2,
+        ..limits()
+    };
+    let store = backend.open(capped);
+    let mine = registered(&*store, "fcm", "mine", "a@example.org").await;
+    for n in 0..5 {
+        // My account's name, sent from another domain (a room named like my JID), and
+        // another account of my domain.
+        let named_like_me = from_domain(&format!("e{n}"), "a@example.org", "evil.example");
+        store.register(named_like_me).await.unwrap();
+        registered(&*store, "fcm", &format!("b{n}"), "b@example.org").await;
+    }
+    assert!(is_stored(&*store, "example.org", &mine.node).await);
+    assert_eq!(store.counts().await.unwrap(), vec![("fcm".into(), 5)]);
+}
+
+async fn the_per_account_cap_holds_for_room_registrations(backend: Backend) {
+    let capped = StoreLimits {
+        max_per_account: 2,
+        ..limits()
+    };
+    let store = backend.open(capped);
+    let mut last = None;
+    for room in 0..5 {
+        let mut in_room = registration("fcm", "d1", "a@example.org");
+        in_room.key.channel = format!("channel-{room}");
+        last = Some(store.register(in_room).await.unwrap());
+    }
+    assert_eq!(store.counts().await.unwrap(), vec![("fcm".into(), 2)]);
+    let last = last.unwrap();
+    assert!(is_stored(&*store, "example.org", &last.node).await);
+}
+
+async fn the_domain_cap_holds_after_a_replacement(backend: Backend) {
+    let capped = StoreLimits {
+        max_per_account: 2,
+        max_per_domain: 2,
+        ..limits()
+    };
+    let store = backend.open(capped);
+    for (node, age) in [("net-old", 3 * HOUR), ("net-mid", 2 * HOUR)] {
+        let mut held = restored(node, "a@example.org", node, ago(age));
+        held.domain = "example.net".into();
+        store.restore(held).await.unwrap();
+    }
+    registered(&*store, "fcm", "b1", "b@example.org").await;
+    registered(&*store, "fcm", "c1", "c@example.org").await;
+    // The account is at its cap in example.net only: nothing there makes room in example.org.
+    let refused = store
+        .register(registration("fcm", "new", "a@example.org"))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Full("store.maxPerDomain"))),
+        "{refused:?}"
+    );
+    assert!(is_stored(&*store, "example.net", "net-old").await);
+    // At its cap in a full domain, the account replaces its least recently used.
+    let third = store
+        .register(from_domain("third", "a@example.org", "example.net"))
+        .await
+        .unwrap();
+    assert!(!is_stored(&*store, "example.net", "net-old").await);
+    assert!(is_stored(&*store, "example.net", &third.node).await);
+    // With the domain cap lowered below the domain's count, a replacement is refused and
+    // replaces nothing.
+    let lowered = backend.open(StoreLimits {
+        max_per_domain: 1,
+        ..capped
+    });
+    let refused = lowered
+        .register(from_domain("fourth", "a@example.org", "example.net"))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Full("store.maxPerDomain"))),
+        "{refused:?}"
+    );
+    assert!(is_stored(&*lowered, "example.net", "net-mid").await);
+    assert!(is_stored(&*lowered, "example.net", &third.node).await);
+}
+
+async fn a_replacement_at_max_total_is_accepted(backend: Backend) {
+    let capped = StoreLimits {
+        max_per_account: 1,
+        max_total: Some(2),
+        ..limits()
+    };
+    let store = backend.open(capped);
+    let replaced = registered(&*store, "fcm", "d1", "a@example.org").await;
+    registered(&*store, "fcm", "d2", "b@example.net").await;
+    let new = registered(&*store, "fcm", "d3", "a@example.org").await;
+    assert!(!is_stored(&*store, "example.org", &replaced.node).await);
+    assert!(is_stored(&*store, "example.org", &new.node).await);
+    let refused = store
+        .register(registration("fcm", "d4", "c@example.com"))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Full("store.maxTotal"))),
+        "{refused:?}"
+    );
+}
+
 async fn sweep_removes_registrations_unused_since_the_cutoff(backend: Backend) {
     let store = backend.open(limits());
     store
@@ -395,6 +509,10 @@ suite!(
     one_more_than_max_per_account_replaces_the_least_recently_used,
     a_new_registration_beyond_max_per_domain_is_refused,
     a_new_registration_beyond_max_total_is_refused,
+    registrations_by_another_sender_never_evict_mine,
+    the_per_account_cap_holds_for_room_registrations,
+    the_domain_cap_holds_after_a_replacement,
+    a_replacement_at_max_total_is_accepted,
     sweep_removes_registrations_unused_since_the_cutoff,
     touch_writes_an_old_last_use_and_skips_a_recent_one,
     counts_are_per_service,

@@ -33,7 +33,7 @@ use crate::config::RegistrationProtocol;
 use crate::modules::ModuleSet;
 use crate::outcome::Outcome;
 use crate::request::PushRequest;
-use crate::store::{touch_due, RegistrationStore, StoreError};
+use crate::store::{touch_due, Registration, RegistrationStore, StoreError};
 
 /// The protocol this door serves, as modules name it in `registration`.
 pub const PROTOCOL: RegistrationProtocol = RegistrationProtocol::P2;
@@ -133,7 +133,7 @@ impl P2Door {
         if !registration.key.channel.is_empty() {
             extra.push(("channel".to_owned(), registration.key.channel.clone()));
         }
-        let key = format!("{}\0{}", registration.token, registration.account);
+        let key = target_key(&registration);
         let stale = touch_due(registration.last_used, SystemTime::now());
         let notification = PushNotification {
             token: registration.token,
@@ -223,6 +223,18 @@ impl Registered {
             log::debug!("after a registration's push ({}): {error}", outcome.name());
         }
         outcome
+    }
+}
+
+/// The ratelimit and dead-token key of a registration: its token and account (the devices of
+/// one account that share a token share it), and for a room registration its channel too, so
+/// that a busy room's pushes never hold back the account's, nor another room's. The register
+/// command forgets the same key in the dead-token memory.
+pub(crate) fn target_key(registration: &Registration) -> String {
+    let (token, account) = (&registration.token, &registration.account);
+    match registration.key.channel.as_str() {
+        "" => format!("{token}\0{account}"),
+        channel => format!("{token}\0{account}\0{channel}"),
     }
 }
 

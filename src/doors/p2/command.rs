@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::SystemTime;
 
-use super::{device_hash, P2Door, PROTOCOL};
+use super::{device_hash, target_key, P2Door, PROTOCOL};
 use crate::access::domain_of;
 use crate::doors::MAX_JID_BYTES;
 use crate::modules::{Module, ModuleSet, Registering};
@@ -235,9 +235,8 @@ impl P2Door {
         }
         let device_id = device_id(command)?;
         let sender = bare(from);
-        // A room's registration counts against the room, not the account.
         let (account, channel) = match room(command)? {
-            Some(room) => (room.to_owned(), device_hash(room, device_id)),
+            Some(room) => (rooms_of(sender), device_hash(room, device_id)),
             None => (sender.to_owned(), String::new()),
         };
         let registration = Registration {
@@ -254,7 +253,7 @@ impl P2Door {
             secret: String::new(),
             last_used: SystemTime::now(),
         };
-        let dead_key = format!("{token}\0{}", registration.account);
+        let dead_key = target_key(&registration);
         let credentials = self
             .store()
             .register(registration)
@@ -305,6 +304,19 @@ fn device_id(command: &AdHocCommand) -> Result<&str, CommandRefusal> {
         return Err(CommandRefusal::bad_request("The device id is too long."));
     }
     Ok(id)
+}
+
+/// Whose cap a room registration by `sender` (a bare JID) counts against: the sender's own, in
+/// a bucket apart from its account registrations.
+///
+/// Never the room JID the client typed: the store caps and replaces by (domain, account), so a
+/// typed JID would let anyone evict that JID's registrations, or register without bound by
+/// varying it. A bucket apart, so that a user in many rooms never replaces the registration of
+/// the account itself (each sender holds at most `store.maxPerAccount` of each kind). A bare
+/// JID has no `/`, so the bucket is never any sender's account. The room stays in the channel
+/// hash, which is all a push needs (the payload's keys are the device and channel hashes).
+fn rooms_of(sender: &str) -> String {
+    format!("{sender}/rooms")
 }
 
 /// The room of a room registration (`muc`, a bare JID), if the form names one.

@@ -2,7 +2,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::*;
-use crate::store::{Credentials, Registration, RegistrationKey, TOUCH_INTERVAL};
+use crate::metrics::ModuleMetrics;
+use crate::modules::{Module, Registering};
+use crate::ratelimit::RatelimitConfig;
+use crate::request::AdHocCommand;
+use crate::store::{
+    Credentials, Registration, RegistrationKey, SqliteStore, StoreLimits, TOUCH_INTERVAL,
+};
+use fpush_traits::{Delivered, PushError, PushTrait};
 
 #[test]
 fn the_device_hash_is_lowercase_hex() {
@@ -102,4 +109,116 @@ impl RegistrationStore for Touches {
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         Ok(Vec::new())
     }
+}
+
+#[tokio::test]
+async fn room_registrations_naming_a_victim_leave_the_victims_registration_working() {
+    let (door, store, _dir) = sqlite_door();
+    let modules = fcm_modules();
+    let victim = [("token", "victim-token"), ("device-id", "v1")];
+    let (node, secret) = registered(&door, &modules, "victim@example.org/phone", &victim).await;
+    // More room registrations than `store.maxPerAccount` (20), from the victim's own domain,
+    // each naming the victim's JID as the room.
+    for n in 0..25 {
+        let device = format!("m{n}");
+        let fields = [
+            ("token", "mallory-token"),
+            ("device-id", device.as_str()),
+            ("muc", "victim@example.org"),
+        ];
+        registered(&door, &modules, "mallory@example.org/laptop", &fields).await;
+    }
+    let refused = door
+        .resolve(&modules, "example.org", push(&node, &secret))
+        .await
+        .err();
+    assert_eq!(refused, None, "the victim's registration still delivers");
+    // Mallory's room registrations count against her own cap.
+    assert_eq!(store.counts().await.unwrap(), vec![("fcm".into(), 21)]);
+}
+
+#[tokio::test]
+async fn a_senders_room_registrations_never_replace_its_own() {
+    let (door, store, _dir) = sqlite_door();
+    let modules = fcm_modules();
+    let own = [("token", "juliet-token"), ("device-id", "j1")];
+    let (node, secret) = registered(&door, &modules, "juliet@example.org/phone", &own).await;
+    for n in 0..25 {
+        let room = format!("room{n}@conference.example.org");
+        let fields = [
+            ("token", "juliet-token"),
+            ("device-id", "j1"),
+            ("muc", room.as_str()),
+        ];
+        registered(&door, &modules, "juliet@example.org/phone", &fields).await;
+    }
+    let refused = door
+        .resolve(&modules, "example.org", push(&node, &secret))
+        .await
+        .err();
+    assert_eq!(
+        refused, None,
+        "the account's own registration still delivers"
+    );
+    assert_eq!(store.counts().await.unwrap(), vec![("fcm".into(), 21)]);
+}
+
+/// A door on a SQLite store with the default limits, in a directory dropped with the test.
+fn sqlite_door() -> (P2Door, Arc<SqliteStore>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registrations.sqlite3");
+    let store = Arc::new(SqliteStore::open(&path, StoreLimits::default()).unwrap());
+    (P2Door::new(store.clone(), "push.example.org"), store, dir)
+}
+
+/// One module serving p2's `fcm` registrations, whose pushes all succeed.
+fn fcm_modules() -> ModuleSet {
+    let module = Module::new(
+        "android",
+        "google",
+        Arc::new(Delivers),
+        RatelimitConfig::default(),
+        Duration::from_secs(3600),
+        ModuleMetrics::detached(),
+    )
+    .serving(Registering {
+        protocol: PROTOCOL,
+        service: "fcm",
+        plausible_token: |token| !token.is_empty(),
+    });
+    ModuleSet::from_modules(vec![(module, false)])
+}
+
+struct Delivers;
+
+#[async_trait::async_trait]
+impl PushTrait for Delivers {
+    async fn send(&self, _: &PushNotification) -> Result<Delivered, PushError> {
+        Ok(Delivered::default())
+    }
+}
+
+/// Registers with `fields` from `from`; answers the node and secret.
+async fn registered(
+    door: &P2Door,
+    modules: &ModuleSet,
+    from: &str,
+    fields: &[(&str, &str)],
+) -> (String, String) {
+    let command = AdHocCommand {
+        node: "register-push-fcm".to_owned(),
+        action: Some("execute".to_owned()),
+        session_id: None,
+        fields: fields
+            .iter()
+            .map(|(var, value)| (var.to_string(), value.to_string()))
+            .collect(),
+    };
+    let answer = door.command(modules, from, &command).await;
+    let completed = answer.result.expect("completed");
+    let field = |name: &str| {
+        let found = completed.fields.iter().find(|(var, _)| *var == name);
+        found.map(|(_, value)| value.clone()).unwrap_or_default()
+    };
+    (field("node"), field("secret"))
 }

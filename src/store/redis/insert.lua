@@ -1,5 +1,6 @@
 -- A new registration in one domain's slot: make room in the account (its least recently used
--- go) or refuse beyond the domain cap, then store it.
+-- in the domain go) and refuse it if the domain would still hold its cap, then store it. The
+-- cap is checked before anything is replaced, so a refusal changes nothing.
 -- KEYS: 1 the registration hash, 2 the domain's last-use set, 3 the account's last-use set.
 -- ARGV: 1 node, 2 service, 3 device, 4 channel, 5 account, 6 token, 7 second token ('' = none),
 --       8 secret, 9 last use, 10 max per account, 11 max per domain, 12 registration key stem.
@@ -11,9 +12,16 @@ end
 local node = ARGV[1]
 local held = redis.call('ZCARD', KEYS[3])
 local cap = tonumber(ARGV[10])
-local answer = {'ok'}
+local replaced = 0
 if held >= cap then
-  for _, old in ipairs(redis.call('ZRANGE', KEYS[3], 0, held - cap)) do
+  replaced = held - cap + 1
+end
+if redis.call('ZCARD', KEYS[2]) - replaced >= tonumber(ARGV[11]) then
+  return {'full'}
+end
+local answer = {'ok'}
+if replaced > 0 then
+  for _, old in ipairs(redis.call('ZRANGE', KEYS[3], 0, replaced - 1)) do
     local key = ARGV[12] .. old
     local fields = redis.call('HMGET', key, 's', 'd', 'c')
     redis.call('DEL', key)
@@ -23,8 +31,6 @@ if held >= cap then
       table.insert(answer, fields[1] .. '\n' .. fields[2] .. '\n' .. fields[3] .. '\n' .. old)
     end
   end
-elseif redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[11]) then
-  return {'full'}
 end
 redis.call('HSET', KEYS[1], 's', ARGV[2], 'd', ARGV[3], 'c', ARGV[4], 'a', ARGV[5],
   't', ARGV[6], 'x', ARGV[8], 'u', ARGV[9])

@@ -1,5 +1,6 @@
-//! The Redis writes: a registration inserted (with the per-account replacement and the domain
-//! cap in one script) or updated in its domain's slot, then the index and counts outside it.
+//! The Redis writes: a registration inserted (with the per-account replacement within the
+//! domain and the domain cap in one script) or updated in its domain's slot, then the index and
+//! counts outside it.
 
 use std::time::SystemTime;
 
@@ -41,7 +42,7 @@ impl RedisRegistrations {
         if domain.is_empty() {
             return Err(StoreError::Unusable("a registration needs a domain".into()));
         }
-        self.check_total().await?;
+        self.check_total(registration).await?;
         let restoring = given.is_some();
         let mut credentials = match given {
             Some(credentials) => credentials,
@@ -173,12 +174,23 @@ impl RedisRegistrations {
         Ok(())
     }
 
-    async fn check_total(&self) -> Result<(), StoreError> {
+    /// Refuses a new registration when the store holds `store.maxTotal`, counted after the
+    /// account's replacement as the SQLite backend counts (the account's set is read only when
+    /// the store is at its cap; the script may replace fewer if the set shrank meanwhile).
+    async fn check_total(&self, registration: &Registration) -> Result<(), StoreError> {
         let Some(max_total) = self.limits.max_total else {
             return Ok(());
         };
         let total: u64 = self.counts().await?.iter().map(|(_, count)| count).sum();
-        if total >= max_total {
+        if total < max_total {
+            return Ok(());
+        }
+        let account = self
+            .keys
+            .account(&registration.domain, &registration.account);
+        let held: u64 = self.connection().zcard(account).await.map_err(failed)?;
+        let replaced = (held + 1).saturating_sub(u64::from(self.limits.max_per_account));
+        if total.saturating_sub(replaced) >= max_total {
             return Err(StoreError::Full("store.maxTotal"));
         }
         Ok(())

@@ -105,35 +105,60 @@ fn update(
         .map_err(failed)
 }
 
-/// Replaces the account's least recently used registrations when it is at its cap (the store
-/// does not grow then); otherwise refuses a registration beyond the domain or total cap.
+/// Replaces the account's least recently used registrations in its domain when it is at its cap,
+/// then refuses the registration if its domain or the store would still be beyond their caps
+/// (the caller's transaction then rolls the replacement back).
+///
+/// The account is counted within the registration's domain, as the Redis backend does (its
+/// account sets live in the domain's slot): a registration from one domain never replaces
+/// another domain's, so a replacement never moves a registration between domains' counts.
 fn make_room(
     transaction: &Transaction<'_>,
     registration: &Registration,
     limits: &StoreLimits,
 ) -> Result<(), StoreError> {
+    replace_least_recently_used(transaction, registration, limits.max_per_account)?;
+    check_caps(transaction, &registration.domain, limits)
+}
+
+fn replace_least_recently_used(
+    transaction: &Transaction<'_>,
+    registration: &Registration,
+    max_per_account: u32,
+) -> Result<(), StoreError> {
+    let (domain, account) = (&registration.domain, &registration.account);
     let held: u64 = transaction
         .query_row(
-            "SELECT count(*) FROM registrations WHERE account = ?1",
-            [&registration.account],
+            "SELECT count(*) FROM registrations WHERE account = ?1 AND domain = ?2",
+            [account, domain],
             |row| row.get(0),
         )
         .map_err(failed)?;
-    let cap = u64::from(limits.max_per_account);
-    if held >= cap {
-        transaction
-            .execute(
-                "DELETE FROM registrations WHERE (node, domain) IN (SELECT node, domain \
-                 FROM registrations WHERE account = ?1 ORDER BY last_used, node LIMIT ?2)",
-                params![registration.account, held + 1 - cap],
-            )
-            .map_err(failed)?;
+    let cap = u64::from(max_per_account);
+    if held < cap {
         return Ok(());
     }
+    transaction
+        .execute(
+            "DELETE FROM registrations WHERE (node, domain) IN (SELECT node, domain \
+             FROM registrations WHERE account = ?1 AND domain = ?2 \
+             ORDER BY last_used, node LIMIT ?3)",
+            params![account, domain, held + 1 - cap],
+        )
+        .map(drop)
+        .map_err(failed)
+}
+
+/// Refuses one more registration in `domain` when the domain or the store holds its cap.
+fn check_caps(
+    transaction: &Transaction<'_>,
+    domain: &str,
+    limits: &StoreLimits,
+) -> Result<(), StoreError> {
     let in_domain: u64 = transaction
         .query_row(
             "SELECT registrations FROM domain_counts WHERE domain = ?1",
-            [&registration.domain],
+            [domain],
             |row| row.get(0),
         )
         .optional()
