@@ -515,6 +515,7 @@ impl Framer {
         self.discard_consumed();
         StreamFrame::Oversized { start_tag }
     }
+
     /// Hands out the top-level element that ends at `end`, or its start tag when the element
     /// crossed the limit with its last token (a start tag over the limit never gets here).
     fn take_element(&mut self, end: usize) -> Step {

@@ -119,20 +119,12 @@ async fn room_registrations_naming_a_victim_leave_the_victims_registration_worki
     let (node, secret) = registered(&door, &modules, "victim@example.org/phone", &victim).await;
     // More room registrations than `store.maxPerAccount` (20), from the victim's own domain,
     // each naming the victim's JID as the room.
-    for n in 0..25 {
-        let device = format!("m{n}");
-        let fields = [
-            ("token", "mallory-token"),
-            ("device-id", device.as_str()),
-            ("muc", "victim@example.org"),
-        ];
-        registered(&door, &modules, "mallory@example.org/laptop", &fields).await;
-    }
-    let refused = door
-        .resolve(&modules, "example.org", push(&node, &secret))
-        .await
-        .err();
-    assert_eq!(refused, None, "the victim's registration still delivers");
+    let rooms = (0..25).map(|n| (format!("m{n}"), "victim@example.org".to_owned()));
+    register_rooms(&door, &modules, "mallory@example.org/laptop", rooms).await;
+    assert!(
+        delivers(&door, &modules, &node, &secret).await,
+        "the victim's registration still delivers"
+    );
     // Mallory's room registrations count against her own cap.
     assert_eq!(store.counts().await.unwrap(), vec![("fcm".into(), 21)]);
 }
@@ -143,24 +135,37 @@ async fn a_senders_room_registrations_never_replace_its_own() {
     let modules = fcm_modules();
     let own = [("token", "juliet-token"), ("device-id", "j1")];
     let (node, secret) = registered(&door, &modules, "juliet@example.org/phone", &own).await;
-    for n in 0..25 {
-        let room = format!("room{n}@conference.example.org");
-        let fields = [
-            ("token", "juliet-token"),
-            ("device-id", "j1"),
-            ("muc", room.as_str()),
-        ];
-        registered(&door, &modules, "juliet@example.org/phone", &fields).await;
-    }
-    let refused = door
-        .resolve(&modules, "example.org", push(&node, &secret))
-        .await
-        .err();
-    assert_eq!(
-        refused, None,
+    let rooms = (0..25).map(|n| ("j1".to_owned(), format!("room{n}@conference.example.org")));
+    register_rooms(&door, &modules, "juliet@example.org/phone", rooms).await;
+    assert!(
+        delivers(&door, &modules, &node, &secret).await,
         "the account's own registration still delivers"
     );
     assert_eq!(store.counts().await.unwrap(), vec![("fcm".into(), 21)]);
+}
+
+/// Registers a room registration from `from` for each (device id, room), all with one token.
+async fn register_rooms(
+    door: &P2Door,
+    modules: &ModuleSet,
+    from: &str,
+    rooms: impl Iterator<Item = (String, String)>,
+) {
+    for (device, room) in rooms {
+        let fields = [
+            ("token", "room-token"),
+            ("device-id", device.as_str()),
+            ("muc", room.as_str()),
+        ];
+        registered(door, modules, from, &fields).await;
+    }
+}
+
+/// Whether a push to `node` with `secret` resolves to a target (is not refused).
+async fn delivers(door: &P2Door, modules: &ModuleSet, node: &str, secret: &str) -> bool {
+    door.resolve(modules, "example.org", push(node, secret))
+        .await
+        .is_ok()
 }
 
 /// A door on a SQLite store with the default limits, in a directory dropped with the test.
