@@ -107,7 +107,7 @@ impl Default for StoreLimits {
         Self {
             max_per_account: 20,
             max_per_domain: 1_000_000,
-            max_total: None,
+            max_total: Some(10_000_000),
             expire_after: Duration::from_secs(180 * 24 * 3600),
         }
     }

@@ -27,7 +27,8 @@ pub struct StoreSettings {
     /// Registrations per sending domain; beyond it new ones are refused.
     #[serde(deserialize_with = "values::count::<_, 1_000_000_000>")]
     pub max_per_domain: usize,
-    /// Registrations in all; beyond it new ones are refused. No bound when absent.
+    /// Registrations in all; beyond it new ones are refused. Bounded by default: the component
+    /// takes registrations from any federated domain, and domains cost an outsider little.
     #[serde(deserialize_with = "optional_count")]
     pub max_total: Option<usize>,
     /// Registrations not pushed to for this long are removed.
@@ -42,7 +43,7 @@ impl Default for StoreSettings {
             path: None,
             max_per_account: 20,
             max_per_domain: 1_000_000,
-            max_total: None,
+            max_total: Some(10_000_000),
             expire_after: 180 * DAY,
         }
     }
@@ -121,5 +122,11 @@ mod tests {
         assert_eq!(store.max_per_domain, 10);
         assert_eq!(store.max_total, Some(50));
         assert_eq!(store.expire_after, 30 * DAY);
+    }
+
+    #[test]
+    fn the_store_is_bounded_in_all_without_a_max_total() {
+        let store: StoreSettings = serde_json::from_str(r#"{"backend": "sqlite"}"#).unwrap();
+        assert_eq!(store.max_total, Some(10_000_000));
     }
 }
