@@ -521,3 +521,35 @@ async fn an_enabled_ratelimit_keys_on_the_client() {
     paths.sort();
     assert_eq!(paths, ["/other", "/same"]);
 }
+
+#[tokio::test]
+async fn one_sender_s_throttled_subscriptions_do_not_pause_the_service_for_others() {
+    let mut relay = Relay::start_default().await;
+    // One domain's twenty subscriptions, each throttled by the service for an hour.
+    let throttled = 20;
+    for _ in 0..throttled {
+        relay.service.enqueue(WebPushAnswer {
+            status: 429,
+            retry_after: Some(3600),
+        });
+    }
+    for n in 0..throttled {
+        let client = relay.endpoint(&format!("busy/{n}"));
+        relay
+            .send(&push2_message(&format!("t{n}"), "localhost", &client, ""))
+            .await;
+    }
+    let replies = relay.link.collect(throttled, WAIT).await.unwrap();
+    for reply in &replies {
+        let id = reply.attr("id").unwrap();
+        assert_message_error(reply, id, "wait", "resource-constraint");
+    }
+    // Another domain's push to its own subscription still goes out.
+    let client = relay.endpoint("calm");
+    relay
+        .send(&push2_message("o1", "other.example", &client, ""))
+        .await;
+    let received = relay.wait_for_requests(throttled + 1).await;
+    assert_eq!(received[throttled].path, "/calm");
+    relay.assert_silent().await;
+}

@@ -233,3 +233,25 @@ async fn an_enabled_push2_ratelimit_holds_apns_pushes_per_client() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(apple.apns.server.received().len(), 2);
 }
+
+#[tokio::test]
+async fn a_payload_apns_cannot_carry_is_refused_too_large_and_not_sent() {
+    let mut apple = Apple::start().await;
+    let client = format!("https://api.push.apple.com/3/device/{DEVICE}#{TOPIC}");
+    // Valid base64 of 4,500 bytes: within what a push2 message may carry, over Apple's 4 KiB.
+    let payload = "A".repeat(6000);
+    let inner = format!(
+        "<encrypted xmlns='urn:xmpp:sce:rfc8291:0'><payload>{payload}</payload></encrypted>"
+    );
+    apple.send("big", &client, &inner).await;
+    let reply = apple.link.next_stanza(WAIT).await.unwrap();
+    assert_eq!(reply.attr("id"), Some("big"), "{}", reply.raw);
+    assert_eq!(reply.error_type.as_deref(), Some("modify"), "{}", reply.raw);
+    assert_eq!(
+        reply.error_condition.as_deref(),
+        Some("not-acceptable"),
+        "{}",
+        reply.raw
+    );
+    assert!(apple.apns.server.received().is_empty());
+}

@@ -133,8 +133,13 @@ fn parse_entry(text: &str) -> Result<Entry, FenceError> {
     if authority.as_str().contains('@') || authority.host().is_empty() || rest.contains('/') {
         return Err(bad());
     }
+    // Compared with an endpoint's host, which is taken without the brackets of an IPv6 literal.
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     Ok(Entry {
-        host: authority.host().to_ascii_lowercase(),
+        host: host.to_ascii_lowercase(),
         wildcard,
         port: authority.port_u16().unwrap_or(443),
     })
@@ -233,6 +238,18 @@ mod tests {
         assert!(fence.admit("https://127.0.0.1:8443/x").unwrap().explicit);
         assert!(!fence.admit("https://a.push.example/x").unwrap().explicit);
         assert!(fence.admit("https://127.0.0.1/x").is_err());
+    }
+
+    #[test]
+    fn an_exact_ipv6_entry_admits_its_origin() {
+        let fence = Fence::new(&["https://[::1]:8443", "https://[2001:DB8::1]"]).unwrap();
+        let admitted = fence.admit("https://[::1]:8443/x").unwrap();
+        assert!(admitted.explicit);
+        assert_eq!(admitted.host, "::1");
+        assert_eq!(admitted.origin, "https://[::1]:8443");
+        assert!(fence.admit("https://[2001:db8::1]/x").unwrap().explicit);
+        assert!(fence.admit("https://[::1]/x").is_err());
+        assert!(fence.admit("https://[::2]:8443/x").is_err());
     }
 
     #[test]

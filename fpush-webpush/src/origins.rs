@@ -12,13 +12,24 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use fpush_http::{HttpClient, HttpConfig};
+use fpush_http::{BreakerConfig, HttpClient, HttpConfig};
 use tokio::time::Instant;
 
 use crate::fence::{is_public, Admitted, FenceError};
 
 /// How long an origin's address check holds.
 pub const RECHECK_AFTER: Duration = Duration::from_secs(60);
+
+/// A push service throttles per subscription or per VAPID key, that is per sender, never for
+/// this relay as a whole: 429s for many requests must not pause an origin for every sender (one
+/// domain's throttled subscriptions would stop everyone's pushes to that service for up to an
+/// hour). Each throttled client is held on its own instead; a 503 with `Retry-After` still
+/// pauses the origin. (A zero window keeps no 429 remembered.)
+const NO_429_PAUSE: BreakerConfig = BreakerConfig {
+    distinct_requests: usize::MAX,
+    window: Duration::ZERO,
+    default_pause: Duration::from_secs(60),
+};
 
 /// How the clients are made.
 #[derive(Debug, Clone)]
@@ -77,6 +88,7 @@ impl Origins {
             ca_file: self.settings.ca_file.clone(),
             max_connections: self.settings.connections_per_origin.max(1),
             request_timeout: self.settings.request_timeout,
+            breaker: NO_429_PAUSE,
             ..HttpConfig::default()
         };
         let client = HttpClient::new(&admitted.origin, config)?;

@@ -23,6 +23,15 @@ const APNS_HOSTS: [(&str, &str); 2] = [
 const APNS_DEVICE_PATH: &str = "/3/device/";
 /// The top-level payload key the app's extension reads the encrypted payload from.
 const APNS_PAYLOAD_KEY: &str = "rfc8291";
+/// Apple's limits on a push's JSON payload: an alert's, and a PushKit call's.
+const APNS_MAX_PAYLOAD: usize = 4096;
+const APNS_MAX_VOIP_PAYLOAD: usize = 5120;
+/// The least JSON an APNS alert wraps the payload in (empty title and body). A payload that
+/// cannot fit even so is refused here: Apple would answer `PayloadTooLarge`, which the apple
+/// module must read as its own misconfiguration.
+const APNS_LEAST_WRAPPING: usize =
+    r#"{"aps":{"alert":{"body":"","title":""},"mutable-content":1,"sound":"default"},"rfc8291":""}"#
+        .len();
 
 /// The module and the notification of a push2 push, or why it is refused.
 pub fn resolve(modules: &ModuleSet, push: Push2Request) -> Result<Target, Refusal> {
@@ -71,6 +80,7 @@ fn apns_push(
         });
     };
     let voip = push.voip && voip_token.is_some();
+    fits_apns(push.payload.as_deref(), voip)?;
     let notification = PushNotification {
         token: token.to_owned(),
         module_id: module.id.clone(),
@@ -99,6 +109,21 @@ fn apns_push(
     Ok(Target::new(module.clone(), notification, key)
         .answered_by_message()
         .limited_by(Limiter::Relay(relay)))
+}
+
+/// Refuses a payload no APNS push (a call when `voip`) can carry, however short its alert.
+fn fits_apns(payload: Option<&str>, voip: bool) -> Result<(), Refusal> {
+    let limit = match voip {
+        true => APNS_MAX_VOIP_PAYLOAD,
+        false => APNS_MAX_PAYLOAD,
+    };
+    match payload {
+        Some(payload) if payload.len() > limit - APNS_LEAST_WRAPPING => Err(Refusal {
+            outcome: Outcome::too_large,
+            text: "The encrypted payload does not fit an APNS push.".into(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn web_push(modules: &ModuleSet, push: Push2Request) -> Result<Target, Refusal> {
@@ -166,6 +191,17 @@ fn decoded_len(text: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_apns_payload_must_fit_with_the_least_wrapping() {
+        let fits = |len: usize, voip| fits_apns(Some(&"A".repeat(len)), voip).is_ok();
+        assert!(fits(4096 - APNS_LEAST_WRAPPING, false));
+        assert!(!fits(4096 - APNS_LEAST_WRAPPING + 1, false));
+        assert!(fits(4096, true));
+        assert!(fits(5120 - APNS_LEAST_WRAPPING, true));
+        assert!(!fits(5120 - APNS_LEAST_WRAPPING + 1, true));
+        assert!(fits_apns(None, false).is_ok());
+    }
 
     #[test]
     fn base64_lengths_are_read_without_decoding() {
