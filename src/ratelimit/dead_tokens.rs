@@ -29,12 +29,12 @@ pub struct DeadTokens {
     remember_ticks: u64,
     clock: Clock,
     hasher: TokenHasher,
-    /// When each dead token is forgotten.
-    until: TokenMap<u64>,
+    /// When each dead token is forgotten (shared with the memory a reload makes from this one).
+    until: Arc<TokenMap<u64>>,
     /// Every entry written, oldest first (so also soonest to expire first): what the cap evicts
     /// and the sweep drops, each in O(1), without scanning the map. A token marked again leaves
     /// a stale item behind, recognised by its time and skipped.
-    order: Mutex<VecDeque<(TokenKey, u64)>>,
+    order: Arc<Mutex<VecDeque<(TokenKey, u64)>>>,
     /// `deadTokens.maxEntries`: at most this many tokens (and order items) are kept.
     max_entries: usize,
     /// On the Redis backend: where dead tokens are shared.
@@ -42,6 +42,7 @@ pub struct DeadTokens {
 }
 
 /// A module's dead tokens in the shared Redis.
+#[derive(Clone)]
 struct SharedDead {
     store: Arc<RedisStore>,
     keys: ModuleKeys,
@@ -55,8 +56,8 @@ impl DeadTokens {
             remember_ticks: ticks(remember),
             clock: Clock::starting_now(),
             hasher: TokenHasher::random(),
-            until: new_token_map(),
-            order: Mutex::default(),
+            until: Arc::new(new_token_map()),
+            order: Arc::default(),
             max_entries: DEFAULT_MAX_ENTRIES,
             shared: None,
         }
@@ -68,6 +69,41 @@ impl DeadTokens {
             max_entries: max_entries.max(1),
             ..self
         }
+    }
+
+    /// Whether this memory was made with these settings (a reload keeps it as it is then).
+    pub fn is_set_to(&self, remember: Duration, max_entries: usize) -> bool {
+        self.remember == remember && self.max_entries == max_entries.max(1)
+    }
+
+    /// The same memory under new settings (a reload that changed them): the tokens it remembers
+    /// stay, each until its time, but no more than the new cap; a zero `remember` forgets them
+    /// all, since they would never be asked or swept again. The old memory's sweeper stops once
+    /// the old memory is dropped.
+    pub fn reconfigured(&self, remember: Duration, max_entries: usize) -> Self {
+        let next = Self {
+            remember,
+            remember_ticks: ticks(remember),
+            clock: self.clock,
+            hasher: self.hasher.clone(),
+            until: self.until.clone(),
+            order: self.order.clone(),
+            max_entries: max_entries.max(1),
+            shared: self.shared.clone(),
+        };
+        let mut order = next.order();
+        let keep = if next.remember_ticks == 0 {
+            0
+        } else {
+            next.max_entries
+        };
+        while order.len() > keep {
+            if let Some(oldest) = order.pop_front() {
+                next.drop_entry(oldest);
+            }
+        }
+        drop(order);
+        next
     }
 
     /// Dead tokens of module `module_id` shared in `store` with every instance that uses it.
