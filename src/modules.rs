@@ -215,6 +215,9 @@ pub struct ModuleSet {
     /// renamed module answered `item-not-found` at once would make the servers delete every
     /// registration of that app.
     retired: HashMap<String, Instant>,
+    /// The default module a reload took away with no other in its place, until when pushes
+    /// naming no module are answered `wait` for it (for the same reason as `retired`).
+    retired_default: Option<(String, Instant)>,
     /// The `push2` section the relay's module was built from (a reload keeps the module's
     /// client when it is unchanged).
     push2: Option<crate::config::Push2Settings>,
@@ -255,12 +258,21 @@ impl ModuleSet {
                     false => LookupError::Unknown(id.to_owned()),
                 }
             }),
-            None => self.default.as_ref().ok_or(LookupError::NoDefault),
+            None => self
+                .default
+                .as_ref()
+                .ok_or_else(|| match &self.retired_default {
+                    Some((id, until)) if Instant::now() < *until => {
+                        LookupError::Retired(id.clone())
+                    }
+                    _ => LookupError::NoDefault,
+                }),
         }
     }
 
     /// Carries the retired modules over from `previous` (the set a reload replaces), adding those
-    /// of its modules this set lacks, each answered `wait` for `grace` from now.
+    /// of its modules this set lacks, each answered `wait` for `grace` from now; likewise its
+    /// default module when this set has none.
     pub fn remember_retired(&mut self, previous: &ModuleSet, grace: Duration) {
         let now = Instant::now();
         let gone = previous
@@ -274,6 +286,14 @@ impl ModuleSet {
             .filter(|(id, until)| **until > now && !self.by_id.contains_key(*id))
             .map(|(id, until)| (id.clone(), *until));
         self.retired = still.chain(gone).collect();
+        self.retired_default = match (&self.default, &previous.default) {
+            (Some(_), _) => None,
+            (None, Some(was)) => Some((was.id.clone(), now + grace)),
+            (None, None) => previous
+                .retired_default
+                .clone()
+                .filter(|(_, until)| *until > now),
+        };
     }
 
     /// The module serving `protocol` registrations for `service` (at most one, validation says).
