@@ -150,7 +150,14 @@ impl Ratelimiter {
     /// The same limiter with new settings (a reload that changed them): it keeps every token it
     /// remembers, queued pushes included, and applies the new window from the next decision on.
     /// The old limiter's sweeper stops once the old limiter is dropped.
+    ///
+    /// Switched off, a limiter has no sweeper and asks only entries in the future (holds), so
+    /// the past sends it would keep until a restart are dropped now.
     pub fn reconfigured(&self, config: RatelimitConfig) -> Self {
+        if self.config.enabled && !config.enabled {
+            let now = self.clock.now();
+            self.last_send.retain(|_, last| *last > now);
+        }
         Self {
             config,
             window: ticks(config.window),

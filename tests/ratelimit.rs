@@ -459,3 +459,19 @@ async fn a_reload_applies_new_dead_token_settings_to_the_modules_it_keeps() {
     );
     assert_eq!(dead_tokens(&off), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_limiter_a_reload_switches_off_forgets_the_tokens_it_no_longer_asks() {
+    let before = limiter(20, 300);
+    assert_eq!(before.check(TOKEN), Decision::Send);
+    assert_eq!(before.check(OTHER), Decision::Send);
+    sleep(Duration::from_secs(1)).await;
+    let after = before.reconfigured(RatelimitConfig {
+        enabled: false,
+        ..RatelimitConfig::default()
+    });
+    drop(before);
+    // A disabled limiter has no sweeper: what it kept would stay (and be shown) until a restart.
+    assert_eq!(after.len(), 0);
+    assert_eq!(after.check(TOKEN), Decision::Send);
+}
