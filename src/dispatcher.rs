@@ -207,6 +207,16 @@ impl Dispatcher {
         if p2::claims(&push) && modules.serves(p2::PROTOCOL) {
             return self.stored_push(self.p2.load_full(), iq, push);
         }
+        // Not to the default module: the node would reach the provider as a token, be called
+        // invalid, and the server would drop a registration a reload put out of service.
+        if p2::claims(&push) && modules.retired_protocol(p2::PROTOCOL) {
+            let text = "The push module serving this registration was removed by a reload; try again later.";
+            let refusal = Refusal {
+                outcome: Outcome::retired,
+                text: text.into(),
+            };
+            return self.pushes.refuse(&iq, refusal);
+        }
         if tigase::claims(&push, &modules) {
             return self.stored_push(self.tigase.load_full(), iq, push);
         }

@@ -218,6 +218,9 @@ pub struct ModuleSet {
     /// The default module a reload took away with no other in its place, until when pushes
     /// naming no module are answered `wait` for it (for the same reason as `retired`).
     retired_default: Option<(String, Instant)>,
+    /// The registering protocols a reload stopped serving, until when their pushes (which name
+    /// no module) are answered `wait`, for the same reason as `retired`.
+    retired_protocols: Vec<(RegistrationProtocol, Instant)>,
     /// The `push2` section the relay's module was built from (a reload keeps the module's
     /// client when it is unchanged).
     push2: Option<crate::config::Push2Settings>,
@@ -272,7 +275,7 @@ impl ModuleSet {
 
     /// Carries the retired modules over from `previous` (the set a reload replaces), adding those
     /// of its modules this set lacks, each answered `wait` for `grace` from now; likewise its
-    /// default module when this set has none.
+    /// default module when this set has none, and the registering protocols it no longer serves.
     pub fn remember_retired(&mut self, previous: &ModuleSet, grace: Duration) {
         let now = Instant::now();
         let gone = previous
@@ -294,6 +297,27 @@ impl ModuleSet {
                 .clone()
                 .filter(|(_, until)| *until > now),
         };
+        let dropped = previous
+            .protocols
+            .iter()
+            .map(|protocol| (*protocol, now + grace));
+        let still = previous
+            .retired_protocols
+            .iter()
+            .filter(|(_, until)| *until > now)
+            .copied();
+        self.retired_protocols = still
+            .chain(dropped)
+            .filter(|(protocol, _)| !self.serves(*protocol))
+            .collect();
+    }
+
+    /// Whether a reload stopped serving `protocol` less than `modules.retiredGrace` ago.
+    pub fn retired_protocol(&self, protocol: RegistrationProtocol) -> bool {
+        let now = Instant::now();
+        self.retired_protocols
+            .iter()
+            .any(|(retired, until)| *retired == protocol && now < *until)
     }
 
     /// The module serving `protocol` registrations for `service` (at most one, validation says).
