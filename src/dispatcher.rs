@@ -217,7 +217,7 @@ impl Dispatcher {
             };
             return self.pushes.refuse(&iq, refusal);
         }
-        if tigase::claims(&push, &modules) {
+        if tigase::claims(&push, &modules) || tigase_retired(&modules, &push) {
             return self.stored_push(self.tigase.load_full(), iq, push);
         }
         match doors::token_in_node::resolve(&modules, push) {
@@ -259,4 +259,12 @@ impl Dispatcher {
             self.tasks.wait().await;
         }
     }
+}
+
+/// Whether a push may be for a tigase registration while a reload has stopped serving tigase
+/// (within `modules.retiredGrace`): the door still looks its node up, and answers `wait` for a
+/// registration no module serves, where the default module or `item-not-found` would make the
+/// server drop it.
+fn tigase_retired(modules: &ModuleSet, push: &PushRequest) -> bool {
+    push.module.is_none() && !p2::claims(push) && modules.retired_protocol(tigase::PROTOCOL)
 }
