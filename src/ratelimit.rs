@@ -150,14 +150,7 @@ impl Ratelimiter {
     /// The same limiter with new settings (a reload that changed them): it keeps every token it
     /// remembers, queued pushes included, and applies the new window from the next decision on.
     /// The old limiter's sweeper stops once the old limiter is dropped.
-    ///
-    /// Switched off, a limiter has no sweeper and asks only entries in the future (holds), so
-    /// the past sends it would keep until a restart are dropped now.
     pub fn reconfigured(&self, config: RatelimitConfig) -> Self {
-        if self.config.enabled && !config.enabled {
-            let now = self.clock.now();
-            self.last_send.retain(|_, last| *last > now);
-        }
         Self {
             config,
             window: ticks(config.window),
@@ -387,6 +380,10 @@ impl Ratelimiter {
             shared.store.log_nodes_once();
         }
         if !self.config.enabled {
+            // Switched off (by a reload, on a map it shares), a limiter asks only entries in the
+            // future (holds) and nothing sweeps the rest: past sends would stay until a restart.
+            let now = self.clock.now();
+            self.last_send.retain(|_, last| *last > now);
             return sweeper::none();
         }
         let period = sweeper::period_for(self.config.cleanup_interval);

@@ -446,6 +446,12 @@ async fn a_reload_applies_new_dead_token_settings_to_the_modules_it_keeps() {
 
     let capped = build(r#"{ "maxEntries": 2 }"#, Some(&first));
     assert_eq!(
+        dead_tokens(&first),
+        10,
+        "nothing changes before it is in service"
+    );
+    capped.spawn_sweepers(Some(&first));
+    assert_eq!(
         dead_tokens(&capped),
         2,
         "the lower cap holds after the reload"
@@ -453,6 +459,7 @@ async fn a_reload_applies_new_dead_token_settings_to_the_modules_it_keeps() {
     assert!(is_known_dead(&capped, "dead-9"), "the newest are kept");
 
     let off = build(r#"{ "remember": "0s" }"#, Some(&capped));
+    off.spawn_sweepers(Some(&capped));
     assert!(
         !is_known_dead(&off, "dead-9"),
         "remember 0s: nothing is dead"
@@ -466,12 +473,15 @@ async fn a_limiter_a_reload_switches_off_forgets_the_tokens_it_no_longer_asks() 
     assert_eq!(before.check(TOKEN), Decision::Send);
     assert_eq!(before.check(OTHER), Decision::Send);
     sleep(Duration::from_secs(1)).await;
-    let after = before.reconfigured(RatelimitConfig {
+    let after = Arc::new(before.reconfigured(RatelimitConfig {
         enabled: false,
         ..RatelimitConfig::default()
-    });
+    }));
+    // Nothing changes before the reload is in service: it may still be refused.
+    assert_eq!(before.len(), 2);
     drop(before);
     // A disabled limiter has no sweeper: what it kept would stay (and be shown) until a restart.
+    after.spawn_sweeper(CancellationToken::new()).await.unwrap();
     assert_eq!(after.len(), 0);
     assert_eq!(after.check(TOKEN), Decision::Send);
 }

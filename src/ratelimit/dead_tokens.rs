@@ -77,11 +77,11 @@ impl DeadTokens {
     }
 
     /// The same memory under new settings (a reload that changed them): the tokens it remembers
-    /// stay, each until its time, but no more than the new cap; a zero `remember` forgets them
-    /// all, since they would never be asked or swept again. The old memory's sweeper stops once
-    /// the old memory is dropped.
+    /// stay, each until its time. Nothing is dropped yet (the reload may still be refused): its
+    /// sweeper, started when it is put in service, applies the new cap first. The old memory's
+    /// sweeper stops once the old memory is dropped.
     pub fn reconfigured(&self, remember: Duration, max_entries: usize) -> Self {
-        let next = Self {
+        Self {
             remember,
             remember_ticks: ticks(remember),
             clock: self.clock,
@@ -90,20 +90,22 @@ impl DeadTokens {
             order: self.order.clone(),
             max_entries: max_entries.max(1),
             shared: self.shared.clone(),
+        }
+    }
+
+    /// Drops the oldest tokens beyond the cap, or all of them when the memory is switched off
+    /// (they would never be asked or swept again): what a reload's new settings allow.
+    fn trim_to_settings(&self) {
+        let keep = match self.remember_ticks {
+            0 => 0,
+            _ => self.max_entries,
         };
-        let mut order = next.order();
-        let keep = if next.remember_ticks == 0 {
-            0
-        } else {
-            next.max_entries
-        };
+        let mut order = self.order();
         while order.len() > keep {
             if let Some(oldest) = order.pop_front() {
-                next.drop_entry(oldest);
+                self.drop_entry(oldest);
             }
         }
-        drop(order);
-        next
     }
 
     /// Dead tokens of module `module_id` shared in `store` with every instance that uses it.
@@ -244,8 +246,10 @@ impl DeadTokens {
     }
 
     /// Sweeps every `remember`, or every 300 s if that is shorter (never more often than once a
-    /// second), until `shutdown`. With the memory switched off the task ends at once.
+    /// second), until `shutdown`. With the memory switched off the task ends at once. First,
+    /// what the settings no longer allow is dropped (a memory a reload reconfigured).
     pub fn spawn_sweeper(self: &Arc<Self>, shutdown: CancellationToken) -> JoinHandle<()> {
+        self.trim_to_settings();
         if self.remember_ticks == 0 {
             return sweeper::none();
         }
