@@ -172,6 +172,7 @@ impl Module {
             dead_tokens: self.dead_tokens.len(),
             wipe_guard_tripped: self.wipe_guard.is_tripped(),
             provider: self.push.snapshot(),
+            platform: Arc::as_ptr(&self.push).cast::<()>() as usize,
             registrations: None,
         }
     }
