@@ -3,6 +3,7 @@
 //! from a client's full JID; `access.allowedDomains` narrows the domains served; and each
 //! sending domain gets a fair share (a token bucket), so one domain cannot starve the others.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,11 +89,11 @@ impl Access {
     /// May `from` send a request other than a push (a registration command)? Any JID of a served
     /// domain, within its domain's share: clients send these from their full JIDs.
     pub fn request(&self, from: &str) -> Verdict {
-        let domain = domain_of(from);
-        if !self.serves(domain) {
+        let domain = canonical_domain(domain_of(from));
+        if !self.serves(&domain) {
             return Verdict::Forbidden;
         }
-        if self.take(domain) {
+        if self.take(&domain) {
             Verdict::Allowed
         } else {
             Verdict::OverShare
@@ -177,6 +178,17 @@ pub fn domain_of(jid: &str) -> &str {
     bare.rsplit_once('@').map_or(bare, |(_, domain)| domain)
 }
 
+/// `domain` as one name whatever its spelling: without a final dot (RFC 7622 §3.2) and in
+/// lower case, so that `Example.ORG.` draws on `example.org`'s share instead of a share of its own.
+fn canonical_domain(domain: &str) -> Cow<'_, str> {
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    if domain.bytes().any(|byte| byte.is_ascii_uppercase()) {
+        Cow::Owned(domain.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(domain)
+    }
+}
+
 /// Whether `domain` matches an `access.allowedDomains` entry: the domain itself, or with
 /// `*.`, any of its subdomains (not the domain itself). Domains compare case-insensitively.
 pub fn matches_domain(pattern: &str, domain: &str) -> bool {
@@ -250,6 +262,17 @@ mod tests {
         tokio::time::advance(Duration::from_millis(100)).await;
         assert_eq!(access.push("busy.example"), Verdict::Allowed);
         assert_eq!(access.push("busy.example"), Verdict::OverShare);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_domain_spelled_differently_still_has_one_bucket() {
+        let access = access(10.0, 2.0, &["example.org"]);
+        assert_eq!(access.push("example.org"), Verdict::Allowed);
+        assert_eq!(access.push("juliet@Example.ORG"), Verdict::Allowed);
+        // Case and a final dot do not make another domain (RFC 7622 §3.2): no share of its own.
+        assert_eq!(access.push("EXAMPLE.org"), Verdict::OverShare);
+        assert_eq!(access.push("romeo@example.org."), Verdict::OverShare);
+        assert_eq!(access.domains(), 1);
     }
 
     #[tokio::test(start_paused = true)]

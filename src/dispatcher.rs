@@ -207,7 +207,17 @@ impl Dispatcher {
         if p2::claims(&push) && modules.serves(p2::PROTOCOL) {
             return self.stored_push(self.p2.load_full(), iq, push);
         }
-        if tigase::claims(&push, &modules) {
+        // Not to the default module: the node would reach the provider as a token, be called
+        // invalid, and the server would drop a registration a reload put out of service.
+        if p2::claims(&push) && modules.retired_protocol(p2::PROTOCOL) {
+            let text = "The push module serving this registration was removed by a reload; try again later.";
+            let refusal = Refusal {
+                outcome: Outcome::retired,
+                text: text.into(),
+            };
+            return self.pushes.refuse(&iq, refusal);
+        }
+        if tigase::claims(&push, &modules) || tigase_retired(&modules, &push) {
             return self.stored_push(self.tigase.load_full(), iq, push);
         }
         match doors::token_in_node::resolve(&modules, push) {
@@ -249,4 +259,12 @@ impl Dispatcher {
             self.tasks.wait().await;
         }
     }
+}
+
+/// Whether a push may be for a tigase registration while a reload has stopped serving tigase
+/// (within `modules.retiredGrace`): the door still looks its node up, and answers `wait` for a
+/// registration no module serves, where the default module or `item-not-found` would make the
+/// server drop it.
+fn tigase_retired(modules: &ModuleSet, push: &PushRequest) -> bool {
+    push.module.is_none() && !p2::claims(push) && modules.retired_protocol(tigase::PROTOCOL)
 }

@@ -172,6 +172,7 @@ impl Module {
             dead_tokens: self.dead_tokens.len(),
             wipe_guard_tripped: self.wipe_guard.is_tripped(),
             provider: self.push.snapshot(),
+            platform: Arc::as_ptr(&self.push).cast::<()>() as usize,
             registrations: None,
         }
     }
@@ -215,6 +216,12 @@ pub struct ModuleSet {
     /// renamed module answered `item-not-found` at once would make the servers delete every
     /// registration of that app.
     retired: HashMap<String, Instant>,
+    /// The default module a reload took away with no other in its place, until when pushes
+    /// naming no module are answered `wait` for it (for the same reason as `retired`).
+    retired_default: Option<(String, Instant)>,
+    /// The registering protocols a reload stopped serving, until when their pushes (which name
+    /// no module) are answered `wait`, for the same reason as `retired`.
+    retired_protocols: Vec<(RegistrationProtocol, Instant)>,
     /// The `push2` section the relay's module was built from (a reload keeps the module's
     /// client when it is unchanged).
     push2: Option<crate::config::Push2Settings>,
@@ -255,12 +262,21 @@ impl ModuleSet {
                     false => LookupError::Unknown(id.to_owned()),
                 }
             }),
-            None => self.default.as_ref().ok_or(LookupError::NoDefault),
+            None => self
+                .default
+                .as_ref()
+                .ok_or_else(|| match &self.retired_default {
+                    Some((id, until)) if Instant::now() < *until => {
+                        LookupError::Retired(id.clone())
+                    }
+                    _ => LookupError::NoDefault,
+                }),
         }
     }
 
     /// Carries the retired modules over from `previous` (the set a reload replaces), adding those
-    /// of its modules this set lacks, each answered `wait` for `grace` from now.
+    /// of its modules this set lacks, each answered `wait` for `grace` from now; likewise its
+    /// default module when this set has none, and the registering protocols it no longer serves.
     pub fn remember_retired(&mut self, previous: &ModuleSet, grace: Duration) {
         let now = Instant::now();
         let gone = previous
@@ -274,6 +290,35 @@ impl ModuleSet {
             .filter(|(id, until)| **until > now && !self.by_id.contains_key(*id))
             .map(|(id, until)| (id.clone(), *until));
         self.retired = still.chain(gone).collect();
+        self.retired_default = match (&self.default, &previous.default) {
+            (Some(_), _) => None,
+            (None, Some(was)) => Some((was.id.clone(), now + grace)),
+            (None, None) => previous
+                .retired_default
+                .clone()
+                .filter(|(_, until)| *until > now),
+        };
+        let dropped = previous
+            .protocols
+            .iter()
+            .map(|protocol| (*protocol, now + grace));
+        let still = previous
+            .retired_protocols
+            .iter()
+            .filter(|(_, until)| *until > now)
+            .copied();
+        self.retired_protocols = still
+            .chain(dropped)
+            .filter(|(protocol, _)| !self.serves(*protocol))
+            .collect();
+    }
+
+    /// Whether a reload stopped serving `protocol` less than `modules.retiredGrace` ago.
+    pub fn retired_protocol(&self, protocol: RegistrationProtocol) -> bool {
+        let now = Instant::now();
+        self.retired_protocols
+            .iter()
+            .any(|(retired, until)| *retired == protocol && now < *until)
     }
 
     /// The module serving `protocol` registrations for `service` (at most one, validation says).

@@ -232,7 +232,8 @@ impl Ratelimiter {
     }
 
     /// On a disabled limiter, drops the holds that ended once the map reaches twice the size it
-    /// had after the last such pass, so held tokens cost amortised constant time each.
+    /// had after the last such pass, so held tokens cost amortised constant time each. On the
+    /// Redis backend `holds` grows alongside and is pruned with it (no sweeper runs for either).
     fn drop_released_holds(&self) {
         let len = self.last_send.len();
         if len < self.next_release.load(Ordering::Relaxed) {
@@ -240,6 +241,7 @@ impl Ratelimiter {
         }
         let now = self.clock.now();
         self.last_send.retain(|_, until| *until > now);
+        self.holds.retain(|_, until| *until > now);
         let left = self.last_send.len();
         self.next_release
             .store((2 * left).max(RELEASE_AT_LEAST), Ordering::Relaxed);
@@ -378,6 +380,10 @@ impl Ratelimiter {
             shared.store.log_nodes_once();
         }
         if !self.config.enabled {
+            // Switched off (by a reload, on a map it shares), a limiter asks only entries in the
+            // future (holds) and nothing sweeps the rest: past sends would stay until a restart.
+            let now = self.clock.now();
+            self.last_send.retain(|_, last| *last > now);
             return sweeper::none();
         }
         let period = sweeper::period_for(self.config.cleanup_interval);
@@ -484,6 +490,27 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         limiter.hold("last", Duration::from_secs(1));
         assert_eq!(limiter.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_disabled_limiter_on_redis_drops_ended_holds_as_it_grows() {
+        let store = RedisStore::new("redis://127.0.0.1:1", "fpush:", RedisOptions::default());
+        let Ok(store) = store else {
+            panic!("a well-formed URL is accepted without connecting");
+        };
+        let config = RatelimitConfig {
+            enabled: false,
+            ..RatelimitConfig::default()
+        };
+        let limiter = Ratelimiter::with_redis(config, store, "app");
+        for i in 0..RELEASE_AT_LEAST {
+            limiter.hold(&format!("t{i}"), Duration::from_secs(1));
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        limiter.hold("last", Duration::from_secs(1));
+        // No sweeper runs for a disabled limiter: the holds must not pile up either.
+        assert_eq!(limiter.len(), 1);
+        assert_eq!(limiter.holds.len(), 1);
     }
 
     #[test]

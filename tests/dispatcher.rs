@@ -586,3 +586,37 @@ async fn idle_sending_domains_are_forgotten() {
     assert_eq!(harness.dispatcher.sending_domains(), 0);
     stop.cancel();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_push_refused_for_a_full_queue_is_not_counted_as_queued() {
+    let metrics = Metrics::new();
+    let module = Module::new(
+        "app",
+        "demo",
+        Arc::new(ScriptedProvider::default()),
+        RatelimitConfig::default(),
+        Duration::from_secs(3600),
+        metrics.module("app"),
+    );
+    let modules = Arc::new(ModuleSet::from_modules(vec![(module, true)]));
+    let (sender, replies) = reply_channel();
+    let mut harness = Harness {
+        dispatcher: Dispatcher::new(modules, 1_000, sender, metrics.clone()),
+        replies,
+        provider: Arc::default(),
+        next_id: 0,
+    };
+    harness.dispatcher.set_max_queued(5);
+    for round in 0..2 {
+        for i in 0..20 {
+            harness.push(&format!("token-{i}"));
+        }
+        assert_eq!(harness.settle().await.len(), 20 - 5 * round);
+    }
+    let totals = metrics.totals();
+    let count = |outcome: fpush::outcome::Outcome| totals[outcome.index()];
+    assert_eq!(harness.dispatcher.queued(), 5);
+    // Fifteen were answered `overloaded` at once: they were never held.
+    assert_eq!(count(fpush::outcome::Outcome::overloaded), 15);
+    assert_eq!(count(fpush::outcome::Outcome::queued), 5);
+}

@@ -168,6 +168,36 @@ fn token_refresh_failures_only_grow_across_a_rebuilt_platform() {
 }
 
 #[test]
+fn a_rebuilt_pool_that_counted_past_the_old_one_before_the_scrape_is_counted_whole() {
+    let metrics = Metrics::new();
+    let platform = Arc::new(Reporting::default());
+    *platform.pool.lock().unwrap() = Some(PoolGauges {
+        connections_opened: 5,
+        pauses: 2,
+        ..PoolGauges::default()
+    });
+    let modules = module_set(&metrics, "ios", platform);
+    scrape(&metrics, &modules);
+
+    // A reload rebuilt the platform, and it counted more than the old one had before the next
+    // scrape: all of it is new.
+    let rebuilt = Arc::new(Reporting::default());
+    *rebuilt.pool.lock().unwrap() = Some(PoolGauges {
+        connections_opened: 8,
+        pauses: 3,
+        ..PoolGauges::default()
+    });
+    let modules = module_set(&metrics, "ios", rebuilt);
+    let text = scrape(&metrics, &modules);
+    let opened = r#"fpush_pool_connections_opened_total{module="ios"}"#;
+    let pauses = r#"fpush_provider_pauses_total{module="ios"}"#;
+    assert_eq!(value(&text, opened), Some(13.0), "{text}");
+    assert_eq!(value(&text, pauses), Some(5.0), "{text}");
+    // The same platform scraped again adds only what it counted since.
+    assert_eq!(value(&scrape(&metrics, &modules), opened), Some(13.0));
+}
+
+#[test]
 fn a_module_gone_from_the_set_takes_its_gauges_along() {
     let metrics = Metrics::new();
     let before = module_set(&metrics, "old", Arc::new(Reporting::default()));

@@ -54,6 +54,34 @@ async fn a_module_removed_by_a_reload_answers_wait_not_item_not_found() {
 }
 
 #[tokio::test]
+async fn a_default_module_removed_by_a_reload_answers_pushes_without_push_module_wait() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let before = r#"{
+        "old-default": { "type": "demo", "is_default_module": true, "ratelimit": { "enabled": false } }
+    }"#;
+    let fpush = Daemon::start(&settings(&server, before, ""));
+    let mut link = server.accept(WAIT).await.unwrap();
+    let reply = ask(&mut link, &push_iq("before", "t1", None)).await;
+    assert_result(&reply, "before");
+
+    // The module that took pushes naming no module is renamed, and no module is the default.
+    let after = r#"{ "new-name": { "type": "demo", "ratelimit": { "enabled": false } } }"#;
+    fpush.rewrite_settings(&settings(&server, after, ""));
+    fpush.reload();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let reply = ask(&mut link, &push_iq("after", "t1", None)).await;
+        if reply.kind() == Some("error") {
+            // `cancel` here would make ejabberd delete every registration that relied on it.
+            assert_error(&reply, "after", "wait", "internal-server-error");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "reload not applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_push_from_a_full_jid_is_forbidden_while_disco_and_ping_from_it_are_answered() {
     let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
     let _fpush = Daemon::start(&settings(&server, &demo_module(None, "0s"), ""));

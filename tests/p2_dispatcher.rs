@@ -168,6 +168,27 @@ async fn without_a_p2_module_a_secret_push_goes_to_the_default_module() {
 }
 
 #[tokio::test]
+async fn a_reload_that_stops_serving_p2_answers_its_pushes_wait_within_the_grace() {
+    let mut h = Harness::new(false);
+    let (node, secret) = h.register(JULIET, TOKEN).await;
+    // The `registration` block is dropped from the settings by mistake: the module stays, p2
+    // is no longer served.
+    let before = h.dispatcher.modules().load_full();
+    let provider = h.provider.clone();
+    let android = module("android", "google", &provider, false);
+    let app = module("app", "google", &provider, false);
+    let mut after = ModuleSet::from_modules(vec![(android, false), (app, true)]);
+    after.remember_retired(&before, std::time::Duration::from_secs(3600));
+    h.dispatcher.replace_modules(Arc::new(after));
+
+    // Not `cancel`, and not the node sent to the default module as a token (which FCM would
+    // call invalid): either would make the XMPP server drop the registration.
+    let reply = h.push(DOMAIN, &node, &secret).await;
+    assert_eq!(error_of(&reply), ("wait", "internal-server-error"));
+    assert!(h.provider.sent().is_empty());
+}
+
+#[tokio::test]
 async fn a_failing_store_answers_wait_never_item_not_found() {
     let mut h = Harness::new(false);
     let (node, secret) = h.register(JULIET, TOKEN).await;

@@ -407,3 +407,81 @@ async fn a_reconfigured_limiter_keeps_its_tokens_and_applies_the_new_window() {
     // A token it never saw is sent at once.
     assert_eq!(after.check(OTHER), Decision::Send);
 }
+
+/// A reload applies `deadTokens.*` to the modules it keeps, as it does for their ratelimit: a
+/// lower `maxEntries` holds at once, and `remember: "0s"` stops answering the tokens remembered
+/// before (the way back after a wrong topic made the provider call live tokens dead).
+#[tokio::test]
+async fn a_reload_applies_new_dead_token_settings_to_the_modules_it_keeps() {
+    use fpush::modules::{self, Admitting, ModuleSet};
+    use fpush::ratelimit::Admission;
+    use fpush_traits::{DeadTokenReason, PushError};
+
+    let metrics = fpush::metrics::Metrics::new();
+    let build = |dead_tokens: &str, previous: Option<&ModuleSet>| {
+        let text = format!(
+            r#"{{
+  "component": {{ "componentHostname": "push.example.org", "componentKey": "secret",
+                  "serverHostname": "127.0.0.1", "serverPort": 5347 }},
+  "deadTokens": {dead_tokens},
+  "pushModules": {{ "demo": {{ "type": "demo", "is_default_module": true }} }}
+}}"#
+        );
+        let loaded = fpush::config::parse(&text, &modules::platforms()).unwrap();
+        modules::build(&loaded.settings, &metrics, previous).unwrap()
+    };
+    let dead_tokens = |set: &ModuleSet| set.gauges()[0].dead_tokens;
+    let is_known_dead = |set: &ModuleSet, token: &str| {
+        let module = set.lookup(None).unwrap();
+        matches!(module.admit(token), Admitting::Now(Admission::KnownDead))
+    };
+
+    let first = build(r#"{ "maxEntries": 10 }"#, None);
+    let dead = Err(PushError::TokenInvalid(DeadTokenReason::Unregistered));
+    let demo = first.lookup(None).unwrap().clone();
+    for n in 0..10 {
+        demo.settle(&format!("dead-{n}"), &dead, Duration::ZERO);
+    }
+    assert_eq!(dead_tokens(&first), 10);
+
+    let capped = build(r#"{ "maxEntries": 2 }"#, Some(&first));
+    assert_eq!(
+        dead_tokens(&first),
+        10,
+        "nothing changes before it is in service"
+    );
+    capped.spawn_sweepers(Some(&first));
+    assert_eq!(
+        dead_tokens(&capped),
+        2,
+        "the lower cap holds after the reload"
+    );
+    assert!(is_known_dead(&capped, "dead-9"), "the newest are kept");
+
+    let off = build(r#"{ "remember": "0s" }"#, Some(&capped));
+    off.spawn_sweepers(Some(&capped));
+    assert!(
+        !is_known_dead(&off, "dead-9"),
+        "remember 0s: nothing is dead"
+    );
+    assert_eq!(dead_tokens(&off), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_limiter_a_reload_switches_off_forgets_the_tokens_it_no_longer_asks() {
+    let before = limiter(20, 300);
+    assert_eq!(before.check(TOKEN), Decision::Send);
+    assert_eq!(before.check(OTHER), Decision::Send);
+    sleep(Duration::from_secs(1)).await;
+    let after = Arc::new(before.reconfigured(RatelimitConfig {
+        enabled: false,
+        ..RatelimitConfig::default()
+    }));
+    // Nothing changes before the reload is in service: it may still be refused.
+    assert_eq!(before.len(), 2);
+    drop(before);
+    // A disabled limiter has no sweeper: what it kept would stay (and be shown) until a restart.
+    after.spawn_sweeper(CancellationToken::new()).await.unwrap();
+    assert_eq!(after.len(), 0);
+    assert_eq!(after.check(TOKEN), Decision::Send);
+}

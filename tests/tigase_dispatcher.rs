@@ -212,6 +212,26 @@ async fn a_plain_push_carries_the_account_and_the_summary_keys() {
 }
 
 #[tokio::test]
+async fn a_reload_that_stops_serving_tigase_answers_its_pushes_wait_within_the_grace() {
+    let mut h = Harness::new();
+    let node = h.register(JULIET, None).await;
+    // The `registration` block is dropped from the settings by mistake: no module serves
+    // tigase any more.
+    let before = h.dispatcher.modules().load_full();
+    let ios = module("ios", "apple", &h.provider, true);
+    let mut after = ModuleSet::from_modules(vec![(ios, false)]);
+    after.remember_retired(&before, Duration::from_secs(3600));
+    h.dispatcher.replace_modules(Arc::new(after));
+
+    // `cancel` would make the XMPP server drop the registration.
+    let reply = h
+        .push(&node, &summary("1", "romeo@montague.example", "Hi"))
+        .await;
+    assert_eq!(error_of(&reply), ("wait", "internal-server-error"));
+    assert!(h.provider.sent().is_empty());
+}
+
+#[tokio::test]
 async fn a_push_without_content_is_a_background_push() {
     let mut h = Harness::new();
     let node = h.register(JULIET, None).await;

@@ -140,6 +140,8 @@ impl PushPath {
                 let Some(place) = self.queue_place() else {
                     return self.finish(&iq, &target, Outcome::overloaded);
                 };
+                // Counted here, not at admission: a push the full queue turned away was never held.
+                target.module.count(Outcome::queued);
                 let target = target.trimmed_for_queue();
                 tasks.spawn(async move {
                     let turn = pushes.wait_for_turn(&iq, &target, at).await;

@@ -39,6 +39,9 @@ pub struct ModuleGauges {
     pub wipe_guard_tripped: bool,
     /// What the module's platform reports about itself.
     pub provider: ProviderSnapshot,
+    /// Which platform object reported it (its address): a reload that rebuilds the platform
+    /// changes it, and the platform's own counts start over.
+    pub platform: usize,
     /// Registrations stored for the module, when it serves a registering protocol.
     pub registrations: Option<u64>,
 }
@@ -55,18 +58,26 @@ pub struct StateSnapshot {
 /// at a time).
 #[derive(Default)]
 struct Followed {
-    token_refresh_failures: HashMap<String, u64>,
-    connections_opened: HashMap<String, u64>,
-    pauses: HashMap<String, u64>,
+    token_refresh_failures: HashMap<String, (usize, u64)>,
+    connections_opened: HashMap<String, (usize, u64)>,
+    pauses: HashMap<String, (usize, u64)>,
 }
 
-/// How much `counter` must grow to follow a platform's own count, now `now`: a reload rebuilds
-/// the platform, whose count starts over, and then all of it is new.
-fn follow(seen: &mut HashMap<String, u64>, module: &str, now: u64, counter: &Counter) {
+/// How much `counter` must grow to follow a count kept by `source` (a platform's pool), now
+/// `now`: a reload that rebuilds the platform makes a new source whose count starts over, and
+/// then all of it is new, however far it got before this scrape; a count lower than the last
+/// one seen is new as well.
+fn follow(
+    seen: &mut HashMap<String, (usize, u64)>,
+    module: &str,
+    source: usize,
+    now: u64,
+    counter: &Counter,
+) {
     let before = seen
-        .insert(module.to_owned(), now)
-        .filter(|before| *before <= now)
-        .unwrap_or(0);
+        .insert(module.to_owned(), (source, now))
+        .filter(|(was, before)| *was == source && *before <= now)
+        .map_or(0, |(_, before)| before);
     counter.inc_by(now - before);
 }
 
@@ -196,19 +207,28 @@ impl StateSeries {
         let failures = self.token_refresh_failures.get_or_create(&label);
         let module = gauges.module.as_str();
         let refresh_failures = provider.token_refresh_failures;
+        // Followed by its value alone: modules built from an unchanged service-account file
+        // share one token cache across a reload, so this count may go on past a rebuild.
         follow(
             &mut followed.token_refresh_failures,
             module,
+            0,
             refresh_failures,
             &failures,
         );
         if let Some(pool) = &provider.pool {
-            self.apply_pool(&label, pool, followed);
+            self.apply_pool(&label, pool, gauges.platform, followed);
         }
     }
 
     /// The pool's gauges, and its counters created at 0 with the first snapshot that has one.
-    fn apply_pool(&self, label: &ModuleLabel, pool: &PoolGauges, followed: &mut Followed) {
+    fn apply_pool(
+        &self,
+        label: &ModuleLabel,
+        pool: &PoolGauges,
+        platform: usize,
+        followed: &mut Followed,
+    ) {
         let module = label.module.as_str();
         let connections = to_i64(pool.connections.len());
         self.pool_connections.get_or_create(label).set(connections);
@@ -230,11 +250,12 @@ impl StateSeries {
         follow(
             &mut followed.connections_opened,
             module,
+            platform,
             pool.connections_opened,
             &opened,
         );
         let pauses = self.provider_pauses.get_or_create(label);
-        follow(&mut followed.pauses, module, pool.pauses, &pauses);
+        follow(&mut followed.pauses, module, platform, pool.pauses, &pauses);
     }
 }
 

@@ -6,6 +6,7 @@
 //! `fpush --check` its value before a restart or reload.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use fpush_traits::PushTrait;
 
@@ -27,8 +28,8 @@ pub struct BuildErrors(pub Vec<String>);
 /// that `fpush --check` shows an operator everything at once.
 ///
 /// With `previous` (a reload), a module whose id and type are unchanged keeps its dead-token
-/// memory, wipe guard, identity and ratelimit state (new ratelimit settings apply to what it
-/// remembers); its platform is rebuilt from the new settings (credentials may have changed).
+/// memory, wipe guard, identity and ratelimit state (new ratelimit and dead-token settings apply
+/// to what it remembers); its platform is rebuilt from the new settings (credentials may have changed).
 pub fn build(
     settings: &Settings,
     metrics: &Metrics,
@@ -161,7 +162,7 @@ fn assemble(
     let remember = settings.dead_tokens.remember;
     let max = settings.dead_tokens.max_entries;
     let dead_tokens = match (same_backend, redis) {
-        (Some(before), _) => before.dead_tokens.clone(),
+        (Some(before), _) => kept_dead_tokens(&before.dead_tokens, remember, max),
         (None, Some(store)) => Arc::new(
             DeadTokens::with_redis(remember, store.clone(), &module.id).with_max_entries(max),
         ),
@@ -219,12 +220,26 @@ fn web_push_module(
             true => before.ratelimit.clone(),
             false => Arc::new(before.ratelimit.reconfigured(ratelimit)),
         },
-        dead_tokens: before.dead_tokens.clone(),
+        dead_tokens: kept_dead_tokens(
+            &before.dead_tokens,
+            settings.dead_tokens.remember,
+            settings.dead_tokens.max_entries,
+        ),
         wipe_guard: before.wipe_guard.clone(),
         alarms: before.alarms.clone(),
         retired: before.retired.clone(),
         ..fresh
     })
+}
+
+/// A kept module's dead-token memory under the reloaded `deadTokens.*`: the same one while they
+/// are unchanged, else one sharing its tokens with the new settings applied.
+fn kept_dead_tokens(before: &Arc<DeadTokens>, remember: Duration, max: usize) -> Arc<DeadTokens> {
+    if before.is_set_to(remember, max) {
+        before.clone()
+    } else {
+        Arc::new(before.reconfigured(remember, max))
+    }
 }
 
 /// What the module needs to serve its `registration` block, if it has one (validation made

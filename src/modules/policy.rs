@@ -44,7 +44,8 @@ impl SharedAdmission {
 impl Module {
     /// Whether a push for `key` goes out now, waits for the end of its ratelimit window, is
     /// refused because one is already waiting, or is known dead: one call on either backend.
-    /// Counts the pushes it queues; the final outcome of every push is counted by [`Module::count`].
+    /// Counts nothing: the caller counts a push as `queued` once it holds a place in the queue,
+    /// and the final outcome of every push with [`Module::count`].
     pub fn admit(self: &Arc<Self>, key: &str) -> Admitting {
         match self.ratelimit.admit_at_once(&self.dead_tokens, key) {
             Some(admission) => {
@@ -76,7 +77,6 @@ impl Module {
         match admission {
             Admission::Decided(Decision::SendAt(_)) => {
                 log::debug!("module {}: push for {}… queued", self.id, token_prefix(key));
-                self.metrics.count(Outcome::queued);
             }
             Admission::Decided(Decision::Reject) => {
                 log::debug!(

@@ -29,12 +29,12 @@ pub struct DeadTokens {
     remember_ticks: u64,
     clock: Clock,
     hasher: TokenHasher,
-    /// When each dead token is forgotten.
-    until: TokenMap<u64>,
+    /// When each dead token is forgotten (shared with the memory a reload makes from this one).
+    until: Arc<TokenMap<u64>>,
     /// Every entry written, oldest first (so also soonest to expire first): what the cap evicts
     /// and the sweep drops, each in O(1), without scanning the map. A token marked again leaves
     /// a stale item behind, recognised by its time and skipped.
-    order: Mutex<VecDeque<(TokenKey, u64)>>,
+    order: Arc<Mutex<VecDeque<(TokenKey, u64)>>>,
     /// `deadTokens.maxEntries`: at most this many tokens (and order items) are kept.
     max_entries: usize,
     /// On the Redis backend: where dead tokens are shared.
@@ -42,6 +42,7 @@ pub struct DeadTokens {
 }
 
 /// A module's dead tokens in the shared Redis.
+#[derive(Clone)]
 struct SharedDead {
     store: Arc<RedisStore>,
     keys: ModuleKeys,
@@ -55,8 +56,8 @@ impl DeadTokens {
             remember_ticks: ticks(remember),
             clock: Clock::starting_now(),
             hasher: TokenHasher::random(),
-            until: new_token_map(),
-            order: Mutex::default(),
+            until: Arc::new(new_token_map()),
+            order: Arc::default(),
             max_entries: DEFAULT_MAX_ENTRIES,
             shared: None,
         }
@@ -67,6 +68,43 @@ impl DeadTokens {
         Self {
             max_entries: max_entries.max(1),
             ..self
+        }
+    }
+
+    /// Whether this memory was made with these settings (a reload keeps it as it is then).
+    pub fn is_set_to(&self, remember: Duration, max_entries: usize) -> bool {
+        self.remember == remember && self.max_entries == max_entries.max(1)
+    }
+
+    /// The same memory under new settings (a reload that changed them): the tokens it remembers
+    /// stay, each until its time. Nothing is dropped yet (the reload may still be refused): its
+    /// sweeper, started when it is put in service, applies the new cap first. The old memory's
+    /// sweeper stops once the old memory is dropped.
+    pub fn reconfigured(&self, remember: Duration, max_entries: usize) -> Self {
+        Self {
+            remember,
+            remember_ticks: ticks(remember),
+            clock: self.clock,
+            hasher: self.hasher.clone(),
+            until: self.until.clone(),
+            order: self.order.clone(),
+            max_entries: max_entries.max(1),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Drops the oldest tokens beyond the cap, or all of them when the memory is switched off
+    /// (they would never be asked or swept again): what a reload's new settings allow.
+    fn trim_to_settings(&self) {
+        let keep = match self.remember_ticks {
+            0 => 0,
+            _ => self.max_entries,
+        };
+        let mut order = self.order();
+        while order.len() > keep {
+            if let Some(oldest) = order.pop_front() {
+                self.drop_entry(oldest);
+            }
         }
     }
 
@@ -208,8 +246,10 @@ impl DeadTokens {
     }
 
     /// Sweeps every `remember`, or every 300 s if that is shorter (never more often than once a
-    /// second), until `shutdown`. With the memory switched off the task ends at once.
+    /// second), until `shutdown`. With the memory switched off the task ends at once. First,
+    /// what the settings no longer allow is dropped (a memory a reload reconfigured).
     pub fn spawn_sweeper(self: &Arc<Self>, shutdown: CancellationToken) -> JoinHandle<()> {
+        self.trim_to_settings();
         if self.remember_ticks == 0 {
             return sweeper::none();
         }

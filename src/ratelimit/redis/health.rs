@@ -5,8 +5,9 @@
 //! exactly one call tries Redis again (the others keep deciding locally while it waits); when it
 //! succeeds, Redis is up again. Every decision taken locally is counted by cause (a decision
 //! skipped while down counts under the cause of the failure that took Redis down), and the
-//! warning about it, naming the cause, is logged at most once per minute, so a Redis outage
-//! cannot flood the log.
+//! warning about it, naming the cause, is logged at most once per minute, and the line saying
+//! Redis answers again only after such a warning, so neither an outage nor a flapping Redis can
+//! flood the log.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -32,6 +33,9 @@ pub(crate) struct Health {
     /// The index in [`FallbackCause::ALL`] of the last failure's cause.
     last_cause: AtomicUsize,
     last_warning: AtomicU64,
+    /// A warning went out since Redis last came back: the next recovery is worth a line too.
+    /// Without one (a Redis failing every other call), recoveries go to the debug level.
+    warned: AtomicBool,
 }
 
 impl Health {
@@ -45,6 +49,7 @@ impl Health {
             by_cause,
             last_cause: AtomicUsize::new(FallbackCause::error.index()),
             last_warning: AtomicU64::new(NEVER),
+            warned: AtomicBool::new(false),
         }
     }
 
@@ -75,12 +80,18 @@ impl Health {
 
     /// Redis answered.
     pub(crate) fn succeeded(&self) {
-        if self.down.swap(false, Ordering::AcqRel) {
-            log::info!(
-                "Redis answers again: shared ratelimit resumed ({} decisions were taken locally)",
-                self.fallbacks()
-            );
+        if !self.down.swap(false, Ordering::AcqRel) {
+            return;
         }
+        let level = match self.warned.swap(false, Ordering::AcqRel) {
+            true => log::Level::Info,
+            false => log::Level::Debug,
+        };
+        log::log!(
+            level,
+            "Redis answers again: shared ratelimit resumed ({} decisions were taken locally)",
+            self.fallbacks()
+        );
     }
 
     /// Redis failed, refused or was too slow: this decision is taken locally, and so are the
@@ -93,6 +104,7 @@ impl Health {
         self.down.store(true, Ordering::Release);
         let fallbacks = self.count(cause);
         if self.claim_warning(now) {
+            self.warned.store(true, Ordering::Release);
             log::warn!(
                 "Redis unavailable ({}: {why}): deciding ratelimits and dead tokens locally \
                  until it answers ({fallbacks} local decisions so far)",
@@ -156,6 +168,50 @@ mod tests {
         assert!(!health.claim_warning(health.clock.now()));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(health.claim_warning(health.clock.now()));
+    }
+
+    /// The lines of at least info level this module logs on the current thread.
+    fn loud_lines_of(run: impl FnOnce()) -> Vec<String> {
+        use std::cell::RefCell;
+        thread_local! {
+            static LINES: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+        }
+        struct Capture;
+        impl log::Log for Capture {
+            fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+                true
+            }
+            fn log(&self, record: &log::Record<'_>) {
+                let ours = record.target() == module_path!().trim_end_matches("::tests");
+                if ours && record.level() <= log::Level::Info {
+                    let line = record.args().to_string();
+                    LINES.with(|lines| lines.borrow_mut().as_mut().map(|l| l.push(line)));
+                }
+            }
+            fn flush(&self) {}
+        }
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            if log::set_logger(&Capture).is_ok() {
+                log::set_max_level(log::LevelFilter::Trace);
+            }
+        });
+        LINES.with(|lines| *lines.borrow_mut() = Some(Vec::new()));
+        run();
+        LINES.with(|lines| lines.borrow_mut().take().unwrap_or_default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flapping_redis_is_not_announced_back_more_than_it_is_announced_down() {
+        let health = Health::new(Duration::from_secs(1), RedisFallbacks::detached());
+        // A Redis near the timeout: every other call fails, for a minute.
+        let lines = loud_lines_of(|| {
+            for _ in 0..60 {
+                health.failed(FallbackCause::timeout, &"no answer");
+                health.succeeded();
+            }
+        });
+        assert_eq!(lines.len(), 2, "{lines:#?}");
     }
 
     #[tokio::test(start_paused = true)]
