@@ -479,6 +479,34 @@ async fn restore_keeps_the_given_node_secret_and_last_use(backend: Backend) {
     assert_eq!(credentials.node, "given-node");
 }
 
+async fn a_restore_onto_another_registrations_node_changes_nothing(backend: Backend) {
+    let store = backend.open(limits());
+    store
+        .restore(restored("d1", "a@example.org", "node-1", ago(DAY)))
+        .await
+        .unwrap();
+    store
+        .restore(restored("d2", "b@example.org", "node-2", ago(DAY)))
+        .await
+        .unwrap();
+    // A line for d2 naming d1's node is refused; both registrations stay as they were.
+    let clash = restored("d2", "b@example.org", "node-1", ago(HOUR));
+    assert!(store.restore(clash).await.is_err());
+    let held = |node: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .find("example.org", node)
+                .await
+                .unwrap()
+                .map(|r| r.key.device)
+        }
+    };
+    assert_eq!(held("node-1").await.as_deref(), Some("d1"));
+    assert_eq!(held("node-2").await.as_deref(), Some("d2"));
+    assert_eq!(store.counts().await.unwrap(), vec![("fcm".into(), 2)]);
+}
+
 macro_rules! conformance {
     ($backend:ident: $($check:ident),* $(,)?) => {
         mod $backend {
@@ -519,6 +547,7 @@ suite!(
     registrations_survive_reopening_and_are_shared,
     list_pages_through_every_registration,
     restore_keeps_the_given_node_secret_and_last_use,
+    a_restore_onto_another_registrations_node_changes_nothing,
 );
 
 #[tokio::test]

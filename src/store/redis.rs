@@ -324,6 +324,16 @@ impl RegistrationStore for RedisRegistrations {
     }
 
     async fn restore(&self, registration: Registration) -> Result<(), StoreError> {
+        // Refused before the key's own registration is removed, which a refusal must keep (as
+        // SQLite's one transaction does).
+        let (domain, node) = (&registration.domain, &registration.node);
+        if let Some(held) = self.find(domain, node).await? {
+            if held.key != registration.key {
+                return Err(StoreError::Unusable(format!(
+                    "node {node} is already used in {domain} by another registration"
+                )));
+            }
+        }
         self.unregister(&registration.key).await?;
         let credentials = Credentials {
             node: registration.node.clone(),
