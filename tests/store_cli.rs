@@ -182,6 +182,38 @@ async fn import_reports_bad_lines_by_number_and_imports_the_rest() {
 }
 
 #[tokio::test]
+async fn a_line_that_is_not_utf8_is_skipped_and_the_rest_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, file) = sqlite_settings(dir.path());
+    let line = |n: u8| {
+        format!(
+            r#"{{"service":"fcm","device":"d{n}","channel":"","account":"a@example.org","domain":"example.org","token":"t{n}","node":"node-{n}","secret":"s{n}","lastUsed":1700000000}}"#
+        )
+        .into_bytes()
+    };
+    let mut bytes = line(1);
+    bytes.extend_from_slice(b"\n{\"service\":\"fcm\xff\xfe\"}\n");
+    bytes.extend(line(3));
+    bytes.push(b'\n');
+    let lines = dir.path().join("in.jsonl");
+    std::fs::write(&lines, bytes).unwrap();
+    let output = fpush(&[
+        "store",
+        "import",
+        settings.to_str().unwrap(),
+        lines.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let errors = text(&output.stderr);
+    assert!(errors.contains("in.jsonl:2: "), "{errors}");
+    assert!(errors.contains("; skipped"), "{errors}");
+    let out = text(&output.stdout);
+    assert!(out.contains("imported 2 registrations, skipped 1"), "{out}");
+    let store = SqliteStore::open(&file, StoreLimits::default()).unwrap();
+    assert!(store.find("example.org", "node-3").await.unwrap().is_some());
+}
+
+#[tokio::test]
 async fn import_p2_maps_services_keeps_node_and_secret_and_skips_bad_rows() {
     let dir = tempfile::tempdir().unwrap();
     let (settings, file) = sqlite_settings(dir.path());
