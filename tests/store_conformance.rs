@@ -576,3 +576,31 @@ async fn the_sweeper_removes_expired_registrations_until_stopped() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn the_sweeper_keeps_a_registration_pushed_to_too_recently_to_record() {
+    // A push records its use at most once a day: a registration recorded as used a day and
+    // five minutes ago may have been pushed to six minutes ago (it was 23h59m old then, too
+    // recent to record). With `expireAfter` 1d it is in use, not expired.
+    let minute = Duration::from_secs(60);
+    let recorded = ago(DAY + 5 * minute);
+    assert!(!fpush::store::touch_due(recorded, ago(6 * minute)));
+    let backend = Backend::sqlite();
+    let store = backend.open(limits());
+    let in_use = restored("d1", "a@example.org", "node-1", recorded);
+    store.restore(in_use).await.unwrap();
+    let unused = restored("d2", "b@example.org", "node-2", ago(2 * DAY + HOUR));
+    store.restore(unused).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let every = Duration::from_millis(20);
+    let sweeper = fpush::store::spawn_sweeper(store.clone(), every, DAY, stop.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while store.find("example.org", "node-2").await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "not swept");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let kept = store.find("example.org", "node-1").await.unwrap();
+    assert!(kept.is_some(), "a registration in use was swept");
+    stop.cancel();
+    sweeper.await.unwrap();
+}
