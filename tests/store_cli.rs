@@ -342,6 +342,30 @@ fn check_refuses_a_schema_newer_than_this_fpush_without_changing_it() {
 }
 
 #[test]
+fn a_negative_schema_version_is_a_problem_for_check_and_an_error_for_the_store_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, file) = sqlite_settings(dir.path());
+    let connection = rusqlite::Connection::open(&file).unwrap();
+    connection.pragma_update(None, "user_version", -1).unwrap();
+    drop(connection);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let check = fpush(&["--check", settings.to_str().unwrap()]);
+    assert!(!check.status.success());
+    assert!(
+        text(&check.stderr).contains("schema version -1"),
+        "{}",
+        text(&check.stderr)
+    );
+    let export = fpush(&["store", "export", settings.to_str().unwrap()]);
+    assert_eq!(export.status.code(), Some(1), "{}", text(&export.stderr));
+    assert!(
+        text(&export.stderr).contains("schema version -1"),
+        "{}",
+        text(&export.stderr)
+    );
+}
+
+#[test]
 fn store_settings_problems_name_the_key_and_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let store = r#"{"backend": "sqlite", "maxPerAccount": 0, "expireAfter": "soon"}"#;

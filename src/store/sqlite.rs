@@ -28,7 +28,9 @@ use lookups::Lookups;
 use readers::Readers;
 use write::Mode;
 
-pub(super) use schema::{backup_path, current_version, newer as newer_schema};
+pub(super) use schema::{
+    backup_path, current_version, foreign as foreign_schema, newer as newer_schema,
+};
 
 /// How long a call waits for another connection's write lock (a backup, a second process).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
