@@ -604,3 +604,38 @@ async fn the_sweeper_keeps_a_registration_pushed_to_too_recently_to_record() {
     stop.cancel();
     sweeper.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_redis_registration_missing_fields_is_still_swept_and_replaced() {
+    use fpush::store::{RedisRegistrations, RegistrationStore};
+    let server = store_support::RedisServer::start();
+    let small = StoreLimits {
+        max_per_account: 1,
+        ..limits()
+    };
+    let store = RedisRegistrations::open(&server.settings(), small).unwrap();
+    for (device, account, node) in [
+        ("d1", "a@example.org", "node-1"),
+        ("d2", "b@example.org", "node-2"),
+        ("d3", "c@example.org", "node-3"),
+    ] {
+        let old = restored(device, account, node, ago(200 * DAY));
+        store.restore(old).await.unwrap();
+    }
+    // Another writer on the shared Redis (or a damaged hash) left a field out of each.
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    for (node, field) in [("node-1", "a"), ("node-2", "d"), ("node-3", "c")] {
+        let _: i64 = ::redis::cmd("HDEL")
+            .arg(format!("fpush-test:{{example.org}}:r:{node}"))
+            .arg(field)
+            .query(&mut connection)
+            .unwrap();
+    }
+    // c@'s next device replaces its damaged one; the sweep removes the other two.
+    let fresh = store_support::registration("fcm", "d4", "c@example.org");
+    store.register(fresh).await.unwrap();
+    assert!(!is_stored(&store, "example.org", "node-3").await);
+    assert_eq!(store.sweep(ago(180 * DAY)).await.unwrap(), 2);
+    assert_eq!(store.counts().await.unwrap(), vec![("fcm".into(), 1)]);
+}

@@ -16,8 +16,11 @@ for _, node in ipairs(nodes) do
   redis.call('ZREM', KEYS[1], node)
   if fields[1] then
     redis.call('DEL', key)
-    redis.call('ZREM', ARGV[2] .. fields[4], node)
-    table.insert(removed, fields[1] .. '\n' .. fields[2] .. '\n' .. fields[3] .. '\n' .. node)
+    -- A hash another writer damaged (a field missing) goes too.
+    if fields[4] then
+      redis.call('ZREM', ARGV[2] .. fields[4], node)
+    end
+    table.insert(removed, fields[1] .. '\n' .. (fields[2] or '') .. '\n' .. (fields[3] or '') .. '\n' .. node)
   end
 end
 return removed
