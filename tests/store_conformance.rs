@@ -639,3 +639,27 @@ async fn a_redis_registration_missing_fields_is_still_swept_and_replaced() {
     assert_eq!(store.sweep(ago(180 * DAY)).await.unwrap(), 2);
     assert_eq!(store.counts().await.unwrap(), vec![("fcm".into(), 1)]);
 }
+
+#[tokio::test]
+async fn a_redis_registration_missing_its_account_is_registered_again() {
+    use fpush::store::{RedisRegistrations, RegistrationStore};
+    let server = store_support::RedisServer::start();
+    let store = RedisRegistrations::open(&server.settings(), limits()).unwrap();
+    let first = registered(&store, "fcm", "d1", "a@example.org").await;
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let _: i64 = ::redis::cmd("HDEL")
+        .arg(format!("fpush-test:{{example.org}}:r:{}", first.node))
+        .arg("a")
+        .query(&mut connection)
+        .unwrap();
+    // The client registering its device again repairs it, node and secret kept.
+    let again = registered(&store, "fcm", "d1", "a@example.org").await;
+    assert_eq!(again, first);
+    let found = store
+        .find("example.org", &first.node)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.account, "a@example.org");
+}
