@@ -663,3 +663,37 @@ async fn a_redis_registration_missing_its_account_is_registered_again() {
         .unwrap();
     assert_eq!(found.account, "a@example.org");
 }
+
+#[tokio::test]
+async fn a_redis_registration_gone_while_listing_hides_none_of_the_rest() {
+    use fpush::store::{RedisRegistrations, RegistrationStore};
+    let server = store_support::RedisServer::start();
+    let store = RedisRegistrations::open(&server.settings(), limits()).unwrap();
+    let mut nodes = Vec::new();
+    for (device, account) in [("d1", "a@example.org"), ("d2", "b@example.org")] {
+        nodes.push(registered(&store, "fcm", device, account).await.node);
+    }
+    nodes.push(registered(&store, "fcm", "d3", "c@example.net").await.node);
+    // A registration removed between reading a page's nodes and reading their hashes (here:
+    // a node listed by last use whose hash is gone) leaves a page short.
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let _: i64 = ::redis::cmd("ZADD")
+        .arg("fpush-test:{example.org}:l")
+        .arg(0)
+        .arg("gone")
+        .query(&mut connection)
+        .unwrap();
+    let (mut seen, mut after) = (Vec::new(), None);
+    loop {
+        let page = store.list(after, 2).await.unwrap();
+        seen.extend(page.registrations.into_iter().map(|r| r.node));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    seen.sort();
+    nodes.sort();
+    assert_eq!(seen, nodes);
+}

@@ -101,12 +101,15 @@ impl RedisRegistrations {
         Ok(domains)
     }
 
+    /// Up to `limit` of `domain`'s registrations from `offset` in last-use order, and how many
+    /// nodes were read: a registration removed meanwhile leaves the page short, not the domain
+    /// read to its end.
     async fn page_of(
         &self,
         domain: &str,
         offset: usize,
         limit: usize,
-    ) -> Result<Vec<Registration>, StoreError> {
+    ) -> Result<(Vec<Registration>, usize), StoreError> {
         let last = isize::try_from(offset + limit).unwrap_or(isize::MAX) - 1;
         let first = isize::try_from(offset).unwrap_or(isize::MAX);
         let nodes: Vec<String> = self
@@ -114,13 +117,14 @@ impl RedisRegistrations {
             .zrange(self.keys.last_use(domain), first, last)
             .await
             .map_err(failed)?;
-        let mut registrations = Vec::with_capacity(nodes.len());
+        let read = nodes.len();
+        let mut registrations = Vec::with_capacity(read);
         for node in nodes {
             if let Some(registration) = self.find(domain, &node).await? {
                 registrations.push(registration);
             }
         }
-        Ok(registrations)
+        Ok((registrations, read))
     }
 }
 
@@ -306,8 +310,8 @@ impl RegistrationStore for RedisRegistrations {
                 (start, offset) = (domain.clone(), 0);
             }
             let want = limit.max(1) - registrations.len();
-            let page = self.page_of(&domain, offset, want).await?;
-            let full = page.len() == want;
+            let (page, read) = self.page_of(&domain, offset, want).await?;
+            let full = read == want;
             registrations.extend(page);
             if full {
                 let next = Some(format!("{domain}\n{}", offset + want));
