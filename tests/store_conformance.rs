@@ -449,6 +449,32 @@ async fn list_pages_through_every_registration(backend: Backend) {
     assert_eq!(seen, nodes);
 }
 
+async fn list_pages_through_line_breaks_in_nodes_and_domains(backend: Backend) {
+    // An imported line may carry them (a push could never name such a node).
+    let store = backend.open(limits());
+    let mut odd = restored("d1", "a@example.org", "a\nb", ago(DAY));
+    odd.domain = "exa\nmple.org".into();
+    for registration in [
+        odd,
+        restored("d2", "b@example.org", "a\nb", ago(DAY)),
+        restored("d3", "c@example.org", "c", ago(DAY)),
+    ] {
+        store.restore(registration).await.unwrap();
+    }
+    let (mut seen, mut after) = (Vec::new(), None);
+    for _ in 0..10 {
+        let page = store.list(after, 1).await.unwrap();
+        seen.extend(page.registrations.into_iter().map(|r| r.key.device));
+        after = page.next;
+        if after.is_none() {
+            break;
+        }
+    }
+    assert_eq!(after, None, "still listing after 10 pages: {seen:?}");
+    seen.sort();
+    assert_eq!(seen, ["d1", "d2", "d3"]);
+}
+
 async fn restore_keeps_the_given_node_secret_and_last_use(backend: Backend) {
     let store = backend.open(limits());
     let when = ago(10 * DAY);
@@ -546,6 +572,7 @@ suite!(
     counts_are_per_service,
     registrations_survive_reopening_and_are_shared,
     list_pages_through_every_registration,
+    list_pages_through_line_breaks_in_nodes_and_domains,
     restore_keeps_the_given_node_secret_and_last_use,
     a_restore_onto_another_registrations_node_changes_nothing,
 );

@@ -293,7 +293,8 @@ impl RegistrationStore for RedisRegistrations {
         after: Option<String>,
         limit: usize,
     ) -> Result<RegistrationPage, StoreError> {
-        let (mut start, mut offset) = match after.as_deref().map(|c| c.split_once('\n')) {
+        // The offset after the last line break: a domain may hold one (an imported line's).
+        let (mut start, mut offset) = match after.as_deref().map(|c| c.rsplit_once('\n')) {
             None => (String::new(), 0),
             Some(Some((domain, offset))) => match offset.parse() {
                 Ok(offset) => (domain.to_owned(), offset),
