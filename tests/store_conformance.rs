@@ -645,6 +645,7 @@ async fn a_redis_registration_missing_fields_is_still_swept_and_replaced() {
         ("d1", "a@example.org", "node-1"),
         ("d2", "b@example.org", "node-2"),
         ("d3", "c@example.org", "node-3"),
+        ("d5", "e@example.org", "node-5"),
     ] {
         let old = restored(device, account, node, ago(200 * DAY));
         store.restore(old).await.unwrap();
@@ -652,7 +653,13 @@ async fn a_redis_registration_missing_fields_is_still_swept_and_replaced() {
     // Another writer on the shared Redis (or a damaged hash) left a field out of each.
     let client = ::redis::Client::open(server.url()).unwrap();
     let mut connection = client.get_connection().unwrap();
-    for (node, field) in [("node-1", "a"), ("node-2", "d"), ("node-3", "c")] {
+    let damaged = [
+        ("node-1", "a"),
+        ("node-2", "d"),
+        ("node-3", "c"),
+        ("node-5", "s"),
+    ];
+    for (node, field) in damaged {
         let _: i64 = ::redis::cmd("HDEL")
             .arg(format!("fpush-test:{{example.org}}:r:{node}"))
             .arg(field)
@@ -664,7 +671,12 @@ async fn a_redis_registration_missing_fields_is_still_swept_and_replaced() {
     store.register(fresh).await.unwrap();
     assert!(!is_stored(&store, "example.org", "node-3").await);
     assert_eq!(store.sweep(ago(180 * DAY)).await.unwrap(), 2);
-    assert_eq!(store.counts().await.unwrap(), vec![("fcm".into(), 1)]);
+    // Without its service it is not counted as removed, but it is gone all the same.
+    let left: i64 = ::redis::cmd("EXISTS")
+        .arg("fpush-test:{example.org}:r:node-5")
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(left, 0);
 }
 
 #[tokio::test]
