@@ -421,3 +421,22 @@ async fn without_an_open_store_a_default_modules_push_still_goes_out() {
     assert_eq!(error_of(&reply), ("wait", "internal-server-error"));
     assert_eq!(h.provider.sent().len(), 1);
 }
+
+#[tokio::test]
+async fn a_call_whose_encrypted_part_cannot_go_out_is_a_plain_alert() {
+    let mut h = Harness::new();
+    let node = h.register(JULIET, Some(VOIP)).await;
+    // Not base64: the call's details cannot go out, so a plain alert goes to the device token
+    // (a PushKit push without them would tell the app of no call).
+    let call = encrypted("Y2Fs bA==", "iv='aXYx' type='voip'");
+    let reply = h.push(&node, &call).await;
+    assert_eq!(reply.kind(), Some("result"), "{}", reply.raw);
+    let push = &h.provider.sent()[0];
+    assert_eq!(push.kind, Some(PushKind::Alert));
+    assert_eq!(
+        (push.token.as_str(), push.voip_token.as_deref()),
+        (TOKEN, None)
+    );
+    assert_eq!(push.priority, Some(Priority::High));
+    assert_eq!(push.encrypted, None);
+}
