@@ -71,7 +71,8 @@ impl Line {
             account: self.account,
             domain: self.domain,
             token: self.token,
-            second_token: self.second_token,
+            // Empty is none, as the Redis backend stores it and the registering doors give it.
+            second_token: self.second_token.filter(|token| !token.is_empty()),
             node: self.node,
             secret: self.secret,
             last_used: unix_seconds(self.last_used)
