@@ -182,6 +182,58 @@ async fn import_reports_bad_lines_by_number_and_imports_the_rest() {
 }
 
 #[tokio::test]
+async fn a_line_that_is_not_utf8_is_skipped_and_the_rest_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, file) = sqlite_settings(dir.path());
+    let line = |n: u8| {
+        format!(
+            r#"{{"service":"fcm","device":"d{n}","channel":"","account":"a@example.org","domain":"example.org","token":"t{n}","node":"node-{n}","secret":"s{n}","lastUsed":1700000000}}"#
+        )
+        .into_bytes()
+    };
+    let mut bytes = line(1);
+    bytes.extend_from_slice(b"\n{\"service\":\"fcm\xff\xfe\"}\n");
+    bytes.extend(line(3));
+    bytes.push(b'\n');
+    let lines = dir.path().join("in.jsonl");
+    std::fs::write(&lines, bytes).unwrap();
+    let output = fpush(&[
+        "store",
+        "import",
+        settings.to_str().unwrap(),
+        lines.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let errors = text(&output.stderr);
+    assert!(errors.contains("in.jsonl:2: "), "{errors}");
+    assert!(errors.contains("; skipped"), "{errors}");
+    let out = text(&output.stdout);
+    assert!(out.contains("imported 2 registrations, skipped 1"), "{out}");
+    let store = SqliteStore::open(&file, StoreLimits::default()).unwrap();
+    assert!(store.find("example.org", "node-3").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn an_empty_second_token_is_imported_as_none() {
+    // As the Redis backend stores it: a call then goes as an alert, never to an empty token.
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, file) = sqlite_settings(dir.path());
+    let line = r#"{"service":"snikket:apns:1","device":"a@example.org","channel":"t1","account":"a@example.org","domain":"example.org","token":"t1","secondToken":"","node":"node-1","secret":"s1","lastUsed":1700000000}"#;
+    let lines = dir.path().join("in.jsonl");
+    std::fs::write(&lines, format!("{line}\n")).unwrap();
+    let output = fpush(&[
+        "store",
+        "import",
+        settings.to_str().unwrap(),
+        lines.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let store = SqliteStore::open(&file, StoreLimits::default()).unwrap();
+    let found = store.find("example.org", "node-1").await.unwrap().unwrap();
+    assert_eq!(found.second_token, None);
+}
+
+#[tokio::test]
 async fn import_p2_maps_services_keeps_node_and_secret_and_skips_bad_rows() {
     let dir = tempfile::tempdir().unwrap();
     let (settings, file) = sqlite_settings(dir.path());
@@ -307,6 +359,30 @@ fn check_refuses_a_schema_newer_than_this_fpush_without_changing_it() {
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
     assert_eq!(version, 99);
+}
+
+#[test]
+fn a_negative_schema_version_is_a_problem_for_check_and_an_error_for_the_store_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, file) = sqlite_settings(dir.path());
+    let connection = rusqlite::Connection::open(&file).unwrap();
+    connection.pragma_update(None, "user_version", -1).unwrap();
+    drop(connection);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let check = fpush(&["--check", settings.to_str().unwrap()]);
+    assert!(!check.status.success());
+    assert!(
+        text(&check.stderr).contains("schema version -1"),
+        "{}",
+        text(&check.stderr)
+    );
+    let export = fpush(&["store", "export", settings.to_str().unwrap()]);
+    assert_eq!(export.status.code(), Some(1), "{}", text(&export.stderr));
+    assert!(
+        text(&export.stderr).contains("schema version -1"),
+        "{}",
+        text(&export.stderr)
+    );
 }
 
 #[test]

@@ -449,6 +449,32 @@ async fn list_pages_through_every_registration(backend: Backend) {
     assert_eq!(seen, nodes);
 }
 
+async fn list_pages_through_line_breaks_in_nodes_and_domains(backend: Backend) {
+    // An imported line may carry them (a push could never name such a node).
+    let store = backend.open(limits());
+    let mut odd = restored("d1", "a@example.org", "a\nb", ago(DAY));
+    odd.domain = "exa\nmple.org".into();
+    for registration in [
+        odd,
+        restored("d2", "b@example.org", "a\nb", ago(DAY)),
+        restored("d3", "c@example.org", "c", ago(DAY)),
+    ] {
+        store.restore(registration).await.unwrap();
+    }
+    let (mut seen, mut after) = (Vec::new(), None);
+    for _ in 0..10 {
+        let page = store.list(after, 1).await.unwrap();
+        seen.extend(page.registrations.into_iter().map(|r| r.key.device));
+        after = page.next;
+        if after.is_none() {
+            break;
+        }
+    }
+    assert_eq!(after, None, "still listing after 10 pages: {seen:?}");
+    seen.sort();
+    assert_eq!(seen, ["d1", "d2", "d3"]);
+}
+
 async fn restore_keeps_the_given_node_secret_and_last_use(backend: Backend) {
     let store = backend.open(limits());
     let when = ago(10 * DAY);
@@ -477,6 +503,34 @@ async fn restore_keeps_the_given_node_secret_and_last_use(backend: Backend) {
     // Registering the key afterwards answers the restored credentials.
     let credentials = registered(&*store, "fcm", "d1", "a@example.org").await;
     assert_eq!(credentials.node, "given-node");
+}
+
+async fn a_restore_onto_another_registrations_node_changes_nothing(backend: Backend) {
+    let store = backend.open(limits());
+    store
+        .restore(restored("d1", "a@example.org", "node-1", ago(DAY)))
+        .await
+        .unwrap();
+    store
+        .restore(restored("d2", "b@example.org", "node-2", ago(DAY)))
+        .await
+        .unwrap();
+    // A line for d2 naming d1's node is refused; both registrations stay as they were.
+    let clash = restored("d2", "b@example.org", "node-1", ago(HOUR));
+    assert!(store.restore(clash).await.is_err());
+    let held = |node: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .find("example.org", node)
+                .await
+                .unwrap()
+                .map(|r| r.key.device)
+        }
+    };
+    assert_eq!(held("node-1").await.as_deref(), Some("d1"));
+    assert_eq!(held("node-2").await.as_deref(), Some("d2"));
+    assert_eq!(store.counts().await.unwrap(), vec![("fcm".into(), 2)]);
 }
 
 macro_rules! conformance {
@@ -518,7 +572,9 @@ suite!(
     counts_are_per_service,
     registrations_survive_reopening_and_are_shared,
     list_pages_through_every_registration,
+    list_pages_through_line_breaks_in_nodes_and_domains,
     restore_keeps_the_given_node_secret_and_last_use,
+    a_restore_onto_another_registrations_node_changes_nothing,
 );
 
 #[tokio::test]
@@ -546,4 +602,137 @@ async fn the_sweeper_removes_expired_registrations_until_stopped() {
         .await
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn the_sweeper_keeps_a_registration_pushed_to_too_recently_to_record() {
+    // A push records its use at most once a day: a registration recorded as used a day and
+    // five minutes ago may have been pushed to six minutes ago (it was 23h59m old then, too
+    // recent to record). With `expireAfter` 1d it is in use, not expired.
+    let minute = Duration::from_secs(60);
+    let recorded = ago(DAY + 5 * minute);
+    assert!(!fpush::store::touch_due(recorded, ago(6 * minute)));
+    let backend = Backend::sqlite();
+    let store = backend.open(limits());
+    let in_use = restored("d1", "a@example.org", "node-1", recorded);
+    store.restore(in_use).await.unwrap();
+    let unused = restored("d2", "b@example.org", "node-2", ago(2 * DAY + HOUR));
+    store.restore(unused).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let every = Duration::from_millis(20);
+    let sweeper = fpush::store::spawn_sweeper(store.clone(), every, DAY, stop.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while store.find("example.org", "node-2").await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "not swept");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let kept = store.find("example.org", "node-1").await.unwrap();
+    assert!(kept.is_some(), "a registration in use was swept");
+    stop.cancel();
+    sweeper.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_redis_registration_missing_fields_is_still_swept_and_replaced() {
+    use fpush::store::{RedisRegistrations, RegistrationStore};
+    let server = store_support::RedisServer::start();
+    let small = StoreLimits {
+        max_per_account: 1,
+        ..limits()
+    };
+    let store = RedisRegistrations::open(&server.settings(), small).unwrap();
+    for (device, account, node) in [
+        ("d1", "a@example.org", "node-1"),
+        ("d2", "b@example.org", "node-2"),
+        ("d3", "c@example.org", "node-3"),
+        ("d5", "e@example.org", "node-5"),
+    ] {
+        let old = restored(device, account, node, ago(200 * DAY));
+        store.restore(old).await.unwrap();
+    }
+    // Another writer on the shared Redis (or a damaged hash) left a field out of each.
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let damaged = [
+        ("node-1", "a"),
+        ("node-2", "d"),
+        ("node-3", "c"),
+        ("node-5", "s"),
+    ];
+    for (node, field) in damaged {
+        let _: i64 = ::redis::cmd("HDEL")
+            .arg(format!("fpush-test:{{example.org}}:r:{node}"))
+            .arg(field)
+            .query(&mut connection)
+            .unwrap();
+    }
+    // c@'s next device replaces its damaged one; the sweep removes the other two.
+    let fresh = store_support::registration("fcm", "d4", "c@example.org");
+    store.register(fresh).await.unwrap();
+    assert!(!is_stored(&store, "example.org", "node-3").await);
+    assert_eq!(store.sweep(ago(180 * DAY)).await.unwrap(), 2);
+    // Without its service it is not counted as removed, but it is gone all the same.
+    let left: i64 = ::redis::cmd("EXISTS")
+        .arg("fpush-test:{example.org}:r:node-5")
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn a_redis_registration_missing_its_account_is_registered_again() {
+    use fpush::store::{RedisRegistrations, RegistrationStore};
+    let server = store_support::RedisServer::start();
+    let store = RedisRegistrations::open(&server.settings(), limits()).unwrap();
+    let first = registered(&store, "fcm", "d1", "a@example.org").await;
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let _: i64 = ::redis::cmd("HDEL")
+        .arg(format!("fpush-test:{{example.org}}:r:{}", first.node))
+        .arg("a")
+        .query(&mut connection)
+        .unwrap();
+    // The client registering its device again repairs it, node and secret kept.
+    let again = registered(&store, "fcm", "d1", "a@example.org").await;
+    assert_eq!(again, first);
+    let found = store
+        .find("example.org", &first.node)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.account, "a@example.org");
+}
+
+#[tokio::test]
+async fn a_redis_registration_gone_while_listing_hides_none_of_the_rest() {
+    use fpush::store::{RedisRegistrations, RegistrationStore};
+    let server = store_support::RedisServer::start();
+    let store = RedisRegistrations::open(&server.settings(), limits()).unwrap();
+    let mut nodes = Vec::new();
+    for (device, account) in [("d1", "a@example.org"), ("d2", "b@example.org")] {
+        nodes.push(registered(&store, "fcm", device, account).await.node);
+    }
+    nodes.push(registered(&store, "fcm", "d3", "c@example.net").await.node);
+    // A registration removed between reading a page's nodes and reading their hashes (here:
+    // a node listed by last use whose hash is gone) leaves a page short.
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let _: i64 = ::redis::cmd("ZADD")
+        .arg("fpush-test:{example.org}:l")
+        .arg(0)
+        .arg("gone")
+        .query(&mut connection)
+        .unwrap();
+    let (mut seen, mut after) = (Vec::new(), None);
+    loop {
+        let page = store.list(after, 2).await.unwrap();
+        seen.extend(page.registrations.into_iter().map(|r| r.node));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    seen.sort();
+    nodes.sort();
+    assert_eq!(seen, nodes);
 }

@@ -410,3 +410,53 @@ async fn a_store_failure_is_answered_wait() {
     let reply = h.command(JULIET, "register-device", &fields).await;
     assert_eq!(error_of(&reply).0, "wait");
 }
+
+#[tokio::test]
+async fn without_an_open_store_a_default_modules_push_still_goes_out() {
+    // A reload can add a tigase module while no registration store is open (the store opens at
+    // start-up only): a push whose node is a device token is still the default module's.
+    let provider = Arc::new(RecordingProvider::default());
+    let ios = module("ios", "apple", &provider, true)
+        .serving(Registering {
+            protocol: PROTOCOL,
+            service: "apns",
+            plausible_token: hex64,
+        })
+        .with_provider(PROVIDER);
+    let classic = module("classic", "apple", &provider, false);
+    let modules = ModuleSet::from_modules(vec![(ios, false), (classic, true)]);
+    let mut h = Harness::with_modules(modules, provider);
+    let reply = h
+        .push(TOKEN, &summary("1", "romeo@montague.example", "Hi"))
+        .await;
+    assert_eq!(reply.kind(), Some("result"), "{}", reply.raw);
+    let sent = h.provider.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        (sent[0].module_id.as_str(), sent[0].token.as_str()),
+        ("classic", TOKEN)
+    );
+    // A node cannot be looked up now: `wait`, never `item-not-found` for a live registration.
+    let reply = h.push("node0", "").await;
+    assert_eq!(error_of(&reply), ("wait", "internal-server-error"));
+    assert_eq!(h.provider.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn a_call_whose_encrypted_part_cannot_go_out_is_a_plain_alert() {
+    let mut h = Harness::new();
+    let node = h.register(JULIET, Some(VOIP)).await;
+    // Not base64: the call's details cannot go out, so a plain alert goes to the device token
+    // (a PushKit push without them would tell the app of no call).
+    let call = encrypted("Y2Fs bA==", "iv='aXYx' type='voip'");
+    let reply = h.push(&node, &call).await;
+    assert_eq!(reply.kind(), Some("result"), "{}", reply.raw);
+    let push = &h.provider.sent()[0];
+    assert_eq!(push.kind, Some(PushKind::Alert));
+    assert_eq!(
+        (push.token.as_str(), push.voip_token.as_deref()),
+        (TOKEN, None)
+    );
+    assert_eq!(push.priority, Some(Priority::High));
+    assert_eq!(push.encrypted, None);
+}

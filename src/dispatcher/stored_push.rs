@@ -23,6 +23,14 @@ pub(super) trait StoreDoor: Send + Sync + 'static {
         from: &str,
         push: PushRequest,
     ) -> impl Future<Output = Result<Target, Refusal>> + Send;
+
+    /// The push's target while no registration store is open (a reload added the door's first
+    /// module; the store opens at start-up only): `wait`, since the store may hold its
+    /// registration, unless the door can tell the push is not one of its own.
+    fn without_store(modules: &ModuleSet, push: PushRequest) -> Result<Target, Refusal> {
+        let _ = (modules, push);
+        Err(Outcome::store_failed.into())
+    }
 }
 
 impl StoreDoor for P2Door {
@@ -48,11 +56,16 @@ impl Dispatcher {
         push: PushRequest,
     ) {
         let Some(door) = door else {
-            log::debug!(
-                "a {} push arrived while no registration store is open",
-                D::NAME
-            );
-            return self.pushes.refuse(&iq, Outcome::store_failed.into());
+            return match D::without_store(&self.modules.load(), push) {
+                Ok(target) => self.pushes.dispatch(iq, target, &self.tasks),
+                Err(refusal) => {
+                    log::debug!(
+                        "a {} push arrived while no registration store is open",
+                        D::NAME
+                    );
+                    self.pushes.refuse(&iq, refusal)
+                }
+            };
         };
         let Some(slot) = self.pushes.provider_slot() else {
             return self.pushes.refuse(&iq, Outcome::overloaded.into());

@@ -11,6 +11,7 @@ use crate::doors::p2::{CommandAnswer, CommandKind, CommandRefusal};
 use crate::doors::tigase::{self, Resolved, TigaseDoor};
 use crate::doors::{token_in_node, Refusal, Target};
 use crate::modules::ModuleSet;
+use crate::outcome::Outcome;
 use crate::request::{AdHocCommand, IqHeader, PushRequest, Reply};
 
 /// A registration's push, or a token-in-node push when the node is no registration.
@@ -28,6 +29,15 @@ impl StoreDoor for TigaseDoor {
             Resolved::Refused(refusal) => Err(refusal),
             Resolved::NotRegistered(push) => token_in_node::resolve(modules, push),
         }
+    }
+
+    /// Without a store, a push that cannot name a registration is still a token-in-node push
+    /// (the default module's pushes go on while a reload's tigase module waits for a restart).
+    fn without_store(modules: &ModuleSet, push: PushRequest) -> Result<Target, Refusal> {
+        if tigase::may_name_registration(&push) {
+            return Err(Outcome::store_failed.into());
+        }
+        token_in_node::resolve(modules, push)
     }
 }
 

@@ -71,7 +71,7 @@ impl TigaseDoor {
         let domain = domain_of(from);
         let registration = match self.store.find(domain, &push.token).await {
             Ok(Some(found)) if is_provider_id(&found.key.service) => found,
-            Ok(_) if push.tigase.is_some() || looks_like_node(&push.token) => {
+            Ok(_) if may_name_registration(&push) => {
                 return Resolved::Refused(Outcome::unknown_registration.into())
             }
             Ok(_) => return Resolved::NotRegistered(push),
@@ -110,6 +110,12 @@ impl TigaseDoor {
         }
         Resolved::Target(Box::new(target))
     }
+}
+
+/// Whether a push may name a registration of this door: it carries Tigase's elements, or its
+/// node has a registration node's shape. Such a push is never taken for a token-in-node push.
+pub fn may_name_registration(push: &PushRequest) -> bool {
+    push.tigase.is_some() || looks_like_node(&push.token)
 }
 
 /// Whether a push's node has the shape of a registration node rather than a device token:

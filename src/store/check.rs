@@ -6,7 +6,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::sqlite::{backup_path, current_version, newer_schema};
+use super::sqlite::{backup_path, current_version, foreign_schema, newer_schema};
 use crate::config::{RedisSettings, StoreBackend, StoreSettings};
 
 /// The findings of [`check`].
@@ -90,6 +90,9 @@ fn schema(path: &Path, report: &mut StoreCheck) {
         Ok(found) if found > known => report
             .problems
             .push(format!("store.path: {}", newer_schema(path, found, known))),
+        Ok(found) if found < 0 => report
+            .problems
+            .push(format!("store.path: {}", foreign_schema(path, found))),
         Ok(0) => report
             .notes
             .push(format!("store: {shown} is empty; start-up creates the schema")),

@@ -101,12 +101,15 @@ impl RedisRegistrations {
         Ok(domains)
     }
 
+    /// Up to `limit` of `domain`'s registrations from `offset` in last-use order, and how many
+    /// nodes were read: a registration removed meanwhile leaves the page short, not the domain
+    /// read to its end.
     async fn page_of(
         &self,
         domain: &str,
         offset: usize,
         limit: usize,
-    ) -> Result<Vec<Registration>, StoreError> {
+    ) -> Result<(Vec<Registration>, usize), StoreError> {
         let last = isize::try_from(offset + limit).unwrap_or(isize::MAX) - 1;
         let first = isize::try_from(offset).unwrap_or(isize::MAX);
         let nodes: Vec<String> = self
@@ -114,13 +117,14 @@ impl RedisRegistrations {
             .zrange(self.keys.last_use(domain), first, last)
             .await
             .map_err(failed)?;
-        let mut registrations = Vec::with_capacity(nodes.len());
+        let read = nodes.len();
+        let mut registrations = Vec::with_capacity(read);
         for node in nodes {
             if let Some(registration) = self.find(domain, &node).await? {
                 registrations.push(registration);
             }
         }
-        Ok(registrations)
+        Ok((registrations, read))
     }
 }
 
@@ -289,7 +293,8 @@ impl RegistrationStore for RedisRegistrations {
         after: Option<String>,
         limit: usize,
     ) -> Result<RegistrationPage, StoreError> {
-        let (mut start, mut offset) = match after.as_deref().map(|c| c.split_once('\n')) {
+        // The offset after the last line break: a domain may hold one (an imported line's).
+        let (mut start, mut offset) = match after.as_deref().map(|c| c.rsplit_once('\n')) {
             None => (String::new(), 0),
             Some(Some((domain, offset))) => match offset.parse() {
                 Ok(offset) => (domain.to_owned(), offset),
@@ -306,8 +311,8 @@ impl RegistrationStore for RedisRegistrations {
                 (start, offset) = (domain.clone(), 0);
             }
             let want = limit.max(1) - registrations.len();
-            let page = self.page_of(&domain, offset, want).await?;
-            let full = page.len() == want;
+            let (page, read) = self.page_of(&domain, offset, want).await?;
+            let full = read == want;
             registrations.extend(page);
             if full {
                 let next = Some(format!("{domain}\n{}", offset + want));
@@ -324,6 +329,16 @@ impl RegistrationStore for RedisRegistrations {
     }
 
     async fn restore(&self, registration: Registration) -> Result<(), StoreError> {
+        // Refused before the key's own registration is removed, which a refusal must keep (as
+        // SQLite's one transaction does).
+        let (domain, node) = (&registration.domain, &registration.node);
+        if let Some(held) = self.find(domain, node).await? {
+            if held.key != registration.key {
+                return Err(StoreError::Unusable(format!(
+                    "node {node} is already used in {domain} by another registration"
+                )));
+            }
+        }
         self.unregister(&registration.key).await?;
         let credentials = Credentials {
             node: registration.node.clone(),

@@ -28,7 +28,9 @@ use lookups::Lookups;
 use readers::Readers;
 use write::Mode;
 
-pub(super) use schema::{backup_path, current_version, newer as newer_schema};
+pub(super) use schema::{
+    backup_path, current_version, foreign as foreign_schema, newer as newer_schema,
+};
 
 /// How long a call waits for another connection's write lock (a backup, a second process).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -192,6 +194,19 @@ fn found_at(row: &Row<'_>, domain: &str, node: &str) -> rusqlite::Result<Registr
     })
 }
 
+/// The cursor after the registration at `node` and `domain`: the node's length first, since
+/// either may hold any character (an imported line's, a line break included).
+fn cursor_of(node: &str, domain: &str) -> String {
+    format!("{}\n{node}{domain}", node.len())
+}
+
+/// The node and domain of a [`cursor_of`].
+fn cut_cursor(cursor: &str) -> Option<(&str, &str)> {
+    let (length, key) = cursor.split_once('\n')?;
+    let length: usize = length.parse().ok()?;
+    key.is_char_boundary(length).then(|| key.split_at(length))
+}
+
 /// A row of [`LIST`]: the `columns!()`, then domain and node.
 fn listed(row: &Row<'_>) -> rusqlite::Result<Registration> {
     let domain: String = row.get(8)?;
@@ -324,8 +339,7 @@ impl RegistrationStore for SqliteStore {
     ) -> Result<RegistrationPage, StoreError> {
         let (node, domain) = match &after {
             None => ("", ""),
-            Some(cursor) => cursor
-                .split_once('\n')
+            Some(cursor) => cut_cursor(cursor)
                 .ok_or_else(|| StoreError::Unusable(format!("bad cursor {cursor:?}")))?,
         };
         let (node, domain) = (node.to_owned(), domain.to_owned());
@@ -339,7 +353,7 @@ impl RegistrationStore for SqliteStore {
                 rows.collect::<Result<_, _>>().map_err(failed)?;
             let next = match registrations.last() {
                 Some(last) if registrations.len() as i64 == limit => {
-                    Some(format!("{}\n{}", last.node, last.domain))
+                    Some(cursor_of(&last.node, &last.domain))
                 }
                 _ => None,
             };

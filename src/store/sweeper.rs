@@ -7,10 +7,10 @@ use std::time::{Duration, SystemTime};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::RegistrationStore;
+use super::{RegistrationStore, TOUCH_INTERVAL};
 
-/// Sweeps `store` every `every` (first right away) until `stop` is cancelled. A failed sweep is
-/// logged and tried again at the next turn.
+/// Sweeps `store` every `every` (first right away) until `stop` is cancelled, removing what no
+/// push used for `expire_after`. A failed sweep is logged and tried again at the next turn.
 pub fn spawn_sweeper(
     store: Arc<dyn RegistrationStore>,
     every: Duration,
@@ -25,7 +25,11 @@ pub fn spawn_sweeper(
                 _ = stop.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            let Some(before) = SystemTime::now().checked_sub(expire_after) else {
+            // A push records its use at most once per `TOUCH_INTERVAL`, so the recorded last use
+            // may be that much older than the real one: only older still is unused for
+            // `expire_after`.
+            let unused = expire_after.saturating_add(TOUCH_INTERVAL);
+            let Some(before) = SystemTime::now().checked_sub(unused) else {
                 continue;
             };
             match store.sweep(before).await {

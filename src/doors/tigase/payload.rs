@@ -50,7 +50,11 @@ pub fn notification(module: &Module, registration: &Registration, mut push: Push
         account: Some(registration.account.clone()),
         ..PushNotification::default()
     };
-    let voip_token = registration.second_token.clone().filter(|_| call);
+    // Only a call whose details go out is a PushKit push; otherwise a plain alert says it.
+    let voip_token = registration
+        .second_token
+        .clone()
+        .filter(|_| call && encrypted.is_some());
     let voip = voip_token.is_some();
     let content = match encrypted {
         Some(encrypted) => {

@@ -71,7 +71,8 @@ impl Line {
             account: self.account,
             domain: self.domain,
             token: self.token,
-            second_token: self.second_token,
+            // Empty is none, as the Redis backend stores it and the registering doors give it.
+            second_token: self.second_token.filter(|token| !token.is_empty()),
             node: self.node,
             secret: self.secret,
             last_used: unix_seconds(self.last_used)
@@ -122,14 +123,16 @@ pub(super) async fn import(
     };
     let name = file.map_or("standard input".into(), |file| file.display().to_string());
     let mut tally = Tally::default();
-    for (index, line) in source.lines().enumerate() {
+    // Split as bytes: a line that is not UTF-8 is one line skipped, not the end of the import.
+    for (index, line) in source.split(b'\n').enumerate() {
         let line = line.map_err(|e| format!("{name}: {e}"))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed = serde_json::from_str::<Line>(&line)
-            .map_err(|e| e.to_string())
-            .and_then(Line::registration);
+        let parsed = match std::str::from_utf8(&line) {
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) => serde_json::from_str::<Line>(text)
+                .map_err(|e| e.to_string())
+                .and_then(Line::registration),
+            Err(error) => Err(format!("not UTF-8 text ({error})")),
+        };
         tally
             .restore(&*store, parsed, &name, index as u64 + 1)
             .await;

@@ -28,7 +28,8 @@ if replaced > 0 then
     redis.call('ZREM', KEYS[2], old)
     redis.call('ZREM', KEYS[3], old)
     if fields[1] then
-      table.insert(answer, fields[1] .. '\n' .. fields[2] .. '\n' .. fields[3] .. '\n' .. old)
+      -- A hash another writer damaged goes too (an index entry may stay, pointing nowhere).
+      table.insert(answer, fields[1] .. '\n' .. (fields[2] or '') .. '\n' .. (fields[3] or '') .. '\n' .. old)
     end
   end
 end

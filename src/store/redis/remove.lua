@@ -14,10 +14,14 @@ for _, node in ipairs(nodes) do
   local key = ARGV[1] .. node
   local fields = redis.call('HMGET', key, 's', 'd', 'c', 'a')
   redis.call('ZREM', KEYS[1], node)
-  if fields[1] then
-    redis.call('DEL', key)
+  -- A hash another writer damaged (a field missing) goes too; one without its service cannot
+  -- be reported (its index entry and count stay behind).
+  redis.call('DEL', key)
+  if fields[4] then
     redis.call('ZREM', ARGV[2] .. fields[4], node)
-    table.insert(removed, fields[1] .. '\n' .. fields[2] .. '\n' .. fields[3] .. '\n' .. node)
+  end
+  if fields[1] then
+    table.insert(removed, fields[1] .. '\n' .. (fields[2] or '') .. '\n' .. (fields[3] or '') .. '\n' .. node)
   end
 end
 return removed

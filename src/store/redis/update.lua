@@ -7,7 +7,8 @@ local fields = redis.call('HMGET', KEYS[1], 's', 'd', 'c', 'a', 'x')
 if not fields[1] or fields[1] ~= ARGV[2] or fields[2] ~= ARGV[3] or fields[3] ~= ARGV[4] then
   return false
 end
-if fields[4] ~= ARGV[5] then
+-- (No account at all: a hash another writer damaged, which this update repairs.)
+if fields[4] and fields[4] ~= ARGV[5] then
   redis.call('ZREM', ARGV[9] .. fields[4], ARGV[1])
 end
 redis.call('HSET', KEYS[1], 'a', ARGV[5], 't', ARGV[6], 'u', ARGV[8])

@@ -172,6 +172,15 @@ pub(crate) fn newer(path: &Path, found: i64, known: i64) -> StoreError {
     ))
 }
 
+/// The error for a file whose schema version no fpush writes (SQLite's `user_version` may be
+/// negative): another program's file, or a damaged one.
+pub(crate) fn foreign(path: &Path, found: i64) -> StoreError {
+    StoreError::Unusable(format!(
+        "{} has schema version {found}, which no fpush writes: it is not a registration store",
+        path.display()
+    ))
+}
+
 /// Where the copy of a file at schema `version` goes before it is migrated.
 pub(crate) fn backup_path(path: &Path, version: i64) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -190,6 +199,9 @@ pub(super) fn migrate(
     let found = version(connection)?;
     if found > known {
         return Err(newer(path, found, known));
+    }
+    if found < 0 {
+        return Err(foreign(path, found));
     }
     if found == known {
         return Ok(());
@@ -383,5 +395,16 @@ mod tests {
             "{error}"
         );
         assert_eq!(version(&connection).unwrap(), 7);
+    }
+
+    #[test]
+    fn a_negative_schema_version_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite3");
+        let mut connection = Connection::open(&path).unwrap();
+        connection.pragma_update(None, "user_version", -1).unwrap();
+        let error = migrate(&mut connection, &path, MIGRATIONS).unwrap_err();
+        assert!(error.to_string().contains("schema version -1"), "{error}");
+        assert_eq!(version(&connection).unwrap(), -1);
     }
 }
