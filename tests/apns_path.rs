@@ -299,6 +299,25 @@ async fn operator_errors_answer_wait_internal_server_error_and_keep_the_token() 
 }
 
 #[tokio::test]
+async fn a_payload_apple_finds_too_large_answers_wait_policy_violation_and_is_no_misconfiguration()
+{
+    let mut path = ApplePath::start(Auth::Token).await;
+    path.apns
+        .server
+        .enqueue(DEVICE_TOKEN, [ApnsAnswer::error(413, "PayloadTooLarge")]);
+    let reply = path.push("p1", DEVICE_TOKEN).await;
+    assert_error(&reply, "p1", "wait", "policy-violation");
+    assert_eq!(path.apns.server.count_for(DEVICE_TOKEN), 1, "not retried");
+    // One sender's long message: the token lives on and the operator's alert stays quiet.
+    assert_result(&path.push("p2", DEVICE_TOKEN).await, "p2");
+    assert!(
+        !path.fpush.log().contains("misconfigured"),
+        "{}",
+        path.fpush.log()
+    );
+}
+
+#[tokio::test]
 async fn invalid_provider_token_answers_wait() {
     let mut path = ApplePath::start(Auth::Token).await;
     path.apns.server.enqueue(

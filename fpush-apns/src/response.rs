@@ -6,7 +6,7 @@
 
 pub use fpush_http::MAX_RETRY_AFTER;
 use fpush_http::{retry_after, HttpResponse, ProviderAnswer};
-use fpush_traits::{DeadTokenReason, Delivered, PushError};
+use fpush_traits::{DeadTokenReason, Delivered, PushError, Rejection};
 use http::StatusCode;
 
 /// The longest part of Apple's `reason` kept for logs and error texts (Apple's are short).
@@ -60,6 +60,12 @@ pub fn judge(resp: &HttpResponse) -> ProviderAnswer {
         (_, "DeviceTokenNotForTopic") => {
             failed(PushError::TokenInvalid(DeadTokenReason::NotForThisApp))
         }
+        // This push's payload, not the module: refused as it stands, never a misconfiguration
+        // (which would raise the operator's alert over one sender's long message).
+        (413, _) | (_, "PayloadTooLarge") => failed(PushError::Rejected {
+            reason: Rejection::TooLarge,
+            detail: described(),
+        }),
         (429, "TooManyProviderTokenUpdates") => failed(PushError::Misconfigured(format!(
             "{}: the provider token is renewed too often (another process shares this key?); no new one for 20 minutes",
             described()
@@ -146,6 +152,22 @@ mod tests {
         ] {
             assert!(
                 matches!(judge(&answer(status, reason)), ProviderAnswer::Failed(PushError::Misconfigured(ref m)) if m.contains(reason)),
+                "{status} {reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_payload_apple_finds_too_large_is_rejected_not_misconfigured() {
+        for (status, reason) in [(413, "PayloadTooLarge"), (413, "")] {
+            assert!(
+                matches!(
+                    judge(&answer(status, reason)),
+                    ProviderAnswer::Failed(PushError::Rejected {
+                        reason: Rejection::TooLarge,
+                        ..
+                    })
+                ),
                 "{status} {reason}"
             );
         }
