@@ -234,6 +234,26 @@ async fn an_empty_second_token_is_imported_as_none() {
 }
 
 #[tokio::test]
+async fn a_last_use_in_the_future_is_imported_as_now() {
+    // Otherwise the sweep would keep the registration until that date, however unused.
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, file) = sqlite_settings(dir.path());
+    let line = r#"{"service":"fcm","device":"d1","channel":"","account":"a@example.org","domain":"example.org","token":"t1","node":"node-1","secret":"s1","lastUsed":32503680000}"#;
+    let lines = dir.path().join("in.jsonl");
+    std::fs::write(&lines, format!("{line}\n")).unwrap();
+    let output = fpush(&[
+        "store",
+        "import",
+        settings.to_str().unwrap(),
+        lines.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let store = SqliteStore::open(&file, StoreLimits::default()).unwrap();
+    let found = store.find("example.org", "node-1").await.unwrap().unwrap();
+    assert!(found.last_used <= std::time::SystemTime::now());
+}
+
+#[tokio::test]
 async fn import_p2_maps_services_keeps_node_and_secret_and_skips_bad_rows() {
     let dir = tempfile::tempdir().unwrap();
     let (settings, file) = sqlite_settings(dir.path());

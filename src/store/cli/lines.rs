@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -75,8 +75,10 @@ impl Line {
             second_token: self.second_token.filter(|token| !token.is_empty()),
             node: self.node,
             secret: self.secret,
+            // A use in the future would keep the registration from every sweep until then.
             last_used: unix_seconds(self.last_used)
-                .ok_or_else(|| format!("`last_used` {} is out of range", self.last_used))?,
+                .ok_or_else(|| format!("`last_used` {} is out of range", self.last_used))?
+                .min(SystemTime::now()),
         })
     }
 }
