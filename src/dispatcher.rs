@@ -210,12 +210,7 @@ impl Dispatcher {
         // Not to the default module: the node would reach the provider as a token, be called
         // invalid, and the server would drop a registration a reload put out of service.
         if p2::claims(&push) && modules.retired_protocol(p2::PROTOCOL) {
-            let text = "The push module serving this registration was removed by a reload; try again later.";
-            let refusal = Refusal {
-                outcome: Outcome::retired,
-                text: text.into(),
-            };
-            return self.pushes.refuse(&iq, refusal);
+            return self.pushes.refuse(&iq, Outcome::retired.into());
         }
         if tigase::claims(&push, &modules) || tigase_retired(&modules, &push) {
             return self.stored_push(self.tigase.load_full(), iq, push);
