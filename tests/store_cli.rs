@@ -53,6 +53,18 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
+/// Runs `fpush store import` with `settings` on a file `in.jsonl` in `dir` holding `lines`.
+fn import(dir: &Path, settings: &Path, lines: impl AsRef<[u8]>) -> Output {
+    let file = dir.join("in.jsonl");
+    std::fs::write(&file, lines).unwrap();
+    fpush(&[
+        "store",
+        "import",
+        settings.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ])
+}
+
 #[tokio::test]
 async fn backup_copies_the_sqlite_store_into_a_private_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -155,15 +167,12 @@ async fn import_reports_bad_lines_by_number_and_imports_the_rest() {
     let (settings, file) = sqlite_settings(dir.path());
     let good = r#"{"service":"fcm","device":"d1","channel":"","account":"a@example.org","domain":"example.org","token":"t1","node":"node-1","secret":"s1","lastUsed":1700000000}"#;
     let no_token = r#"{"service":"fcm","device":"d2","channel":"","account":"a@example.org","domain":"example.org","token":"","node":"node-2","secret":"s2","lastUsed":1700000000}"#;
-    let lines = dir.path().join("in.jsonl");
     let far = r#"{"service":"fcm","device":"d3","channel":"","account":"a@example.org","domain":"example.org","token":"t3","node":"node-3","secret":"s3","lastUsed":18446744073709551615}"#;
-    std::fs::write(&lines, format!("{good}\nnot json\n\n{no_token}\n{far}\n")).unwrap();
-    let output = fpush(&[
-        "store",
-        "import",
-        settings.to_str().unwrap(),
-        lines.to_str().unwrap(),
-    ]);
+    let output = import(
+        dir.path(),
+        &settings,
+        format!("{good}\nnot json\n\n{no_token}\n{far}\n"),
+    );
     assert_eq!(output.status.code(), Some(1));
     let errors = text(&output.stderr);
     assert!(errors.contains("in.jsonl:2: "), "{errors}");
@@ -195,14 +204,7 @@ async fn a_line_that_is_not_utf8_is_skipped_and_the_rest_imported() {
     bytes.extend_from_slice(b"\n{\"service\":\"fcm\xff\xfe\"}\n");
     bytes.extend(line(3));
     bytes.push(b'\n');
-    let lines = dir.path().join("in.jsonl");
-    std::fs::write(&lines, bytes).unwrap();
-    let output = fpush(&[
-        "store",
-        "import",
-        settings.to_str().unwrap(),
-        lines.to_str().unwrap(),
-    ]);
+    let output = import(dir.path(), &settings, bytes);
     assert_eq!(output.status.code(), Some(1));
     let errors = text(&output.stderr);
     assert!(errors.contains("in.jsonl:2: "), "{errors}");
@@ -219,14 +221,7 @@ async fn an_empty_second_token_is_imported_as_none() {
     let dir = tempfile::tempdir().unwrap();
     let (settings, file) = sqlite_settings(dir.path());
     let line = r#"{"service":"snikket:apns:1","device":"a@example.org","channel":"t1","account":"a@example.org","domain":"example.org","token":"t1","secondToken":"","node":"node-1","secret":"s1","lastUsed":1700000000}"#;
-    let lines = dir.path().join("in.jsonl");
-    std::fs::write(&lines, format!("{line}\n")).unwrap();
-    let output = fpush(&[
-        "store",
-        "import",
-        settings.to_str().unwrap(),
-        lines.to_str().unwrap(),
-    ]);
+    let output = import(dir.path(), &settings, format!("{line}\n"));
     assert!(output.status.success(), "{}", text(&output.stderr));
     let store = SqliteStore::open(&file, StoreLimits::default()).unwrap();
     let found = store.find("example.org", "node-1").await.unwrap().unwrap();
@@ -239,14 +234,7 @@ async fn a_last_use_in_the_future_is_imported_as_now() {
     let dir = tempfile::tempdir().unwrap();
     let (settings, file) = sqlite_settings(dir.path());
     let line = r#"{"service":"fcm","device":"d1","channel":"","account":"a@example.org","domain":"example.org","token":"t1","node":"node-1","secret":"s1","lastUsed":32503680000}"#;
-    let lines = dir.path().join("in.jsonl");
-    std::fs::write(&lines, format!("{line}\n")).unwrap();
-    let output = fpush(&[
-        "store",
-        "import",
-        settings.to_str().unwrap(),
-        lines.to_str().unwrap(),
-    ]);
+    let output = import(dir.path(), &settings, format!("{line}\n"));
     assert!(output.status.success(), "{}", text(&output.stderr));
     let store = SqliteStore::open(&file, StoreLimits::default()).unwrap();
     let found = store.find("example.org", "node-1").await.unwrap().unwrap();
