@@ -26,7 +26,7 @@ pub use listener::{serve, serve_on, ListenerLimits};
 pub use push::{AnswerLabel, ModuleMetrics, Unattributed};
 pub use redis::{FallbackCause, RedisFallbacks};
 pub use registrations::RegistrationSeries;
-pub use state::{ModuleGauges, StateSnapshot};
+pub use state::{ModuleGauges, PlatformIdentity, StateSnapshot};
 pub use summary::spawn_summary_log;
 
 use crate::outcome::Outcome;

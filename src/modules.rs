@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{RegistrationProtocol, RejectWith};
-use crate::metrics::{ModuleGauges, ModuleMetrics};
+use crate::metrics::{ModuleGauges, ModuleMetrics, PlatformIdentity};
 use crate::ratelimit::{DeadTokens, RatelimitConfig, Ratelimiter, RedisStore};
 
 pub use build::{build, build_platform, describe, BuildErrors};
@@ -172,7 +172,7 @@ impl Module {
             dead_tokens: self.dead_tokens.len(),
             wipe_guard_tripped: self.wipe_guard.is_tripped(),
             provider: self.push.snapshot(),
-            platform: Arc::as_ptr(&self.push).cast::<()>() as usize,
+            platform: PlatformIdentity::of(&self.push),
             registrations: None,
         }
     }

@@ -230,3 +230,23 @@ fn a_module_gone_from_the_set_takes_its_gauges_along() {
         "{text}"
     );
 }
+
+#[test]
+fn a_platform_built_where_a_dropped_one_lived_is_still_a_new_source() {
+    let metrics = Metrics::new();
+    let opened = r#"fpush_pool_connections_opened_total{module="ios"}"#;
+    let mut total = 0;
+    // Two reloads between scrapes, again and again: each platform is gone before the next is
+    // built, so the allocator may hand its memory to the next one.
+    for connections_opened in 1..=20 {
+        let platform = Arc::new(Reporting::default());
+        *platform.pool.lock().unwrap() = Some(PoolGauges {
+            connections_opened,
+            ..PoolGauges::default()
+        });
+        let modules = module_set(&metrics, "ios", platform);
+        total += connections_opened;
+        let text = scrape(&metrics, &modules);
+        assert_eq!(value(&text, opened), Some(total as f64), "{text}");
+    }
+}

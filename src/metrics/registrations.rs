@@ -111,7 +111,7 @@ mod tests {
             dead_tokens: 0,
             wipe_guard_tripped: false,
             provider: Default::default(),
-            platform: 0,
+            platform: Default::default(),
             registrations: Some(3),
         };
         let text = metrics.render(&StateSnapshot {

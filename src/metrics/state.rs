@@ -4,10 +4,11 @@
 //! per push.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::fmt;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fpush_traits::{PoolGauges, ProviderSnapshot};
+use fpush_traits::{PoolGauges, ProviderSnapshot, PushTrait};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -39,11 +40,41 @@ pub struct ModuleGauges {
     pub wipe_guard_tripped: bool,
     /// What the module's platform reports about itself.
     pub provider: ProviderSnapshot,
-    /// Which platform object reported it (its address): a reload that rebuilds the platform
-    /// changes it, and the platform's own counts start over.
-    pub platform: usize,
+    /// Which platform object reported it: a reload that rebuilds the platform changes it, and
+    /// the platform's own counts start over.
+    pub platform: PlatformIdentity,
     /// Registrations stored for the module, when it serves a registering protocol.
     pub registrations: Option<u64>,
+}
+
+/// Which platform object a snapshot came from. It holds the object's allocation (not the object)
+/// while the metrics remember it, so that a platform built after two reloads cannot be given the
+/// same address and pass for the one whose count was seen last.
+#[derive(Clone, Default)]
+pub struct PlatformIdentity(Option<Weak<dyn PushTrait>>);
+
+impl PlatformIdentity {
+    pub fn of(platform: &Arc<dyn PushTrait>) -> Self {
+        PlatformIdentity(Some(Arc::downgrade(platform)))
+    }
+}
+
+impl PartialEq for PlatformIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(one), Some(other)) => Weak::ptr_eq(one, other),
+            (one, other) => one.is_none() && other.is_none(),
+        }
+    }
+}
+
+impl Eq for PlatformIdentity {}
+
+impl fmt::Debug for PlatformIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let address = self.0.as_ref().map(|weak| weak.as_ptr().cast::<()>());
+        f.debug_tuple("PlatformIdentity").field(&address).finish()
+    }
 }
 
 /// Everything the gauges show, read at one scrape.
@@ -58,9 +89,9 @@ pub struct StateSnapshot {
 /// at a time).
 #[derive(Default)]
 struct Followed {
-    token_refresh_failures: HashMap<String, (usize, u64)>,
-    connections_opened: HashMap<String, (usize, u64)>,
-    pauses: HashMap<String, (usize, u64)>,
+    token_refresh_failures: HashMap<String, (PlatformIdentity, u64)>,
+    connections_opened: HashMap<String, (PlatformIdentity, u64)>,
+    pauses: HashMap<String, (PlatformIdentity, u64)>,
 }
 
 /// How much `counter` must grow to follow a count kept by `source` (a platform's pool), now
@@ -68,15 +99,15 @@ struct Followed {
 /// then all of it is new, however far it got before this scrape; a count lower than the last
 /// one seen is new as well.
 fn follow(
-    seen: &mut HashMap<String, (usize, u64)>,
+    seen: &mut HashMap<String, (PlatformIdentity, u64)>,
     module: &str,
-    source: usize,
+    source: &PlatformIdentity,
     now: u64,
     counter: &Counter,
 ) {
     let before = seen
-        .insert(module.to_owned(), (source, now))
-        .filter(|(was, before)| *was == source && *before <= now)
+        .insert(module.to_owned(), (source.clone(), now))
+        .filter(|(was, before)| was == source && *before <= now)
         .map_or(0, |(_, before)| before);
     counter.inc_by(now - before);
 }
@@ -212,12 +243,12 @@ impl StateSeries {
         follow(
             &mut followed.token_refresh_failures,
             module,
-            0,
+            &PlatformIdentity::default(),
             refresh_failures,
             &failures,
         );
         if let Some(pool) = &provider.pool {
-            self.apply_pool(&label, pool, gauges.platform, followed);
+            self.apply_pool(&label, pool, &gauges.platform, followed);
         }
     }
 
@@ -226,7 +257,7 @@ impl StateSeries {
         &self,
         label: &ModuleLabel,
         pool: &PoolGauges,
-        platform: usize,
+        platform: &PlatformIdentity,
         followed: &mut Followed,
     ) {
         let module = label.module.as_str();
