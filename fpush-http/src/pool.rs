@@ -10,7 +10,7 @@
 //! connections are closed by their drivers; a connection behind a GOAWAY or dead leaves the
 //! pool at once, and its streams in flight finish on it.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,11 +21,13 @@ use hyper::client::conn::http1;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::connect::{Connector, Fresh};
+use crate::connect::{Connector, Fresh, H2Handshake};
 use crate::HttpError;
 
 /// After a failed opening, how long a pool that still has connections waits before trying again.
 const OPEN_BACKOFF: Duration = Duration::from_secs(1);
+/// Why an opening failed when the server closed the connection right after the handshake.
+const CLOSED: &str = "the server closed the connection during the HTTP/2 handshake";
 /// Idle HTTP/1.1 connections kept for reuse.
 const MAX_IDLE_HTTP1: usize = 4;
 /// Without a recent request rate, the pool grows when its waiters would wait this long for
@@ -74,6 +76,8 @@ pub(crate) struct Conn {
     /// Milliseconds since the pool's epoch when the last stream ended.
     last_busy: AtomicU64,
     pub(crate) check_now: Arc<Notify>,
+    /// Set by the driver when the connection ended, before it leaves the pool.
+    pub(crate) ended: Arc<AtomicBool>,
 }
 
 /// What a request got to send on.
@@ -226,43 +230,60 @@ impl Pool {
 
     /// Opens one connection and adds it, or records why it could not.
     async fn open(self: Arc<Self>) {
-        let opened = self.connector.open().await;
-        let mut added = None;
-        let failure = match opened {
-            Ok(Fresh::H2(handshake)) => {
-                let (sender, connection) = *handshake;
-                self.opened.fetch_add(1, Ordering::Relaxed);
-                let conn = Arc::new(Conn::new(self.opened(), sender, self.millis()));
-                let ready = crate::driver::spawn(connection, &self, &conn);
-                // The server's SETTINGS (its stream limit) arrive before the answer to a PING.
-                let _ = tokio::time::timeout(self.connector.connect_timeout, ready).await;
-                conn.refresh_limit();
-                added = Some(conn);
-                None
-            }
+        let opened = match self.connector.open().await {
+            Ok(Fresh::H2(handshake)) => self.start_h2(*handshake).await.map(Some),
             Ok(Fresh::Http1(sender)) => {
                 self.opened.fetch_add(1, Ordering::Relaxed);
                 self.keep_http1(sender);
-                None
+                Ok(None)
             }
-            Err(e) => {
-                log::debug!(
-                    "opening a connection to {} failed: {e}",
-                    self.connector.origin.text
-                );
-                Some((e.is_tls(), connect_reason(e)))
-            }
+            Err(e) => Err((e.is_tls(), connect_reason(e))),
         };
         let mut state = self.lock();
         state.opening = false;
-        state.conns.extend(added);
+        // Checked under the lock the driver's `remove` takes: a connection that ended after its
+        // first PING is either seen ended here or removed after being added.
+        let failure = match opened {
+            Ok(Some(conn)) if conn.ended.load(Ordering::Acquire) => Some((false, CLOSED.into())),
+            Ok(added) => {
+                state.conns.extend(added);
+                None
+            }
+            Err(failure) => Some(failure),
+        };
         if let Some(failure) = failure {
+            log::debug!(
+                "opening a connection to {} failed: {}",
+                self.connector.origin.text,
+                failure.1
+            );
             state.failures += 1;
             state.last_failure = Some(failure);
             state.no_opening_before = Some(Instant::now() + OPEN_BACKOFF);
         }
         drop(state);
         self.changed.notify_waiters();
+    }
+
+    /// Starts driving a fresh HTTP/2 connection and waits for the server's first SETTINGS (its
+    /// stream limit), which arrive before the answer to a first PING. A connection that closes
+    /// or stays silent meanwhile is a failed opening: pooled, it would refuse every request.
+    async fn start_h2(
+        self: &Arc<Self>,
+        (sender, connection): H2Handshake,
+    ) -> Result<Arc<Conn>, (bool, String)> {
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn::new(self.opened(), sender, self.millis()));
+        let ready = crate::driver::spawn(connection, self, &conn);
+        let limit = self.connector.connect_timeout;
+        match tokio::time::timeout(limit, ready).await {
+            Ok(Ok(true)) => {
+                conn.refresh_limit();
+                Ok(conn)
+            }
+            Ok(Err(_)) => Err((false, CLOSED.into())),
+            Ok(Ok(false)) | Err(_) => Err((false, format!("no answer to a PING within {limit:?}"))),
+        }
     }
 
     /// Takes a connection out of the pool (GOAWAY, dead, idle); its streams in flight go on.
@@ -487,6 +508,7 @@ impl Conn {
             limit: AtomicUsize::new(limit),
             last_busy: AtomicU64::new(now),
             check_now: Arc::new(Notify::new()),
+            ended: Arc::default(),
         }
     }
 

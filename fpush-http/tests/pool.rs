@@ -285,3 +285,44 @@ async fn the_gauges_show_each_connection_its_streams_and_its_limit() {
     assert!(after.connections.iter().all(|c| c.streams_in_flight == 0));
     assert_eq!(after.connections.len(), 2);
 }
+
+/// A server that completes the TLS handshake (ALPN `h2`) and closes every connection at once,
+/// the way an overloaded frontend or a broken proxy does; counts the connections it took.
+async fn closing_server(s: &Setup) -> (String, Arc<AtomicUsize>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(s.pki.server_config(ClientAuth::None).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                drop(tls);
+            }
+        }
+    });
+    (format!("https://localhost:{port}"), accepted)
+}
+
+#[tokio::test]
+async fn a_connection_closed_during_its_opening_fails_the_opening_and_never_joins_the_pool() {
+    let s = setup();
+    let (origin, accepted) = closing_server(&s).await;
+    let client = HttpClient::new(&origin, config(&s, 8)).unwrap();
+    let req = Request::post("/push")
+        .body(Bytes::from_static(b"{}"))
+        .unwrap();
+    let result = client.send(req).await;
+    assert!(
+        matches!(&result, Err(e @ HttpError::Connect { .. }) if e.not_sent()),
+        "{result:?}"
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one opening for one request, not one per refusal"
+    );
+    assert_eq!(client.connections_open(), 0);
+    assert!(client.gauges().connections.is_empty());
+}
