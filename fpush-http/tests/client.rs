@@ -269,6 +269,34 @@ async fn oversized_answers_are_refused() {
     assert!(matches!(err, HttpError::BodyTooLarge { .. }), "{err}");
 }
 
+#[tokio::test]
+async fn oversized_answer_headers_are_refused_and_not_resent() {
+    let s = setup();
+    let tls = s.pki.server_config(ClientAuth::None).unwrap();
+    let server = serve(
+        tls,
+        |_req: Request<Bytes>, _conn: Arc<Connection>| async move {
+            // 1 MiB of headers: no provider answers like that, and each stream in flight
+            // would hold it.
+            let mut resp = Response::builder();
+            for i in 0..32 {
+                resp = resp.header(format!("x-big-{i}"), "x".repeat(32 * 1024));
+            }
+            resp.body(Bytes::new()).unwrap()
+        },
+    )
+    .await
+    .unwrap();
+    let client = HttpClient::new(&server.origin(), config(&s)).unwrap();
+    let err = client.send(post("/", "x")).await.unwrap_err();
+    assert!(
+        !err.not_sent() && !err.is_timeout(),
+        "the server processed it: {err}"
+    );
+    // The connection stays usable for answers of a sane size.
+    assert_eq!(server.connections_accepted(), 1);
+}
+
 #[test]
 fn construction_needs_no_runtime_and_checks_the_ca_file() {
     let s = setup();
