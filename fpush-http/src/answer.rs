@@ -47,14 +47,17 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// A `Retry-After` header in delta-seconds (what Apple and Google send), at most
 /// [`MAX_RETRY_AFTER`]; an HTTP date is not honoured.
 pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    headers
+    let text = headers
         .get(http::header::RETRY_AFTER)?
         .to_str()
         .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(|secs| Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+        .trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // More digits than a u64 holds still ask for a long pause, not for none.
+    let secs = text.parse::<u64>().unwrap_or(u64::MAX);
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -110,5 +113,20 @@ mod tests {
             u64::MAX.to_string().parse().unwrap(),
         );
         assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
+        // Beyond what a u64 holds is still a long pause, not none.
+        headers.insert(
+            http::header::RETRY_AFTER,
+            "99999999999999999999999".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
+    }
+
+    #[test]
+    fn garbage_in_retry_after_is_no_retry_after() {
+        let mut headers = http::HeaderMap::new();
+        for garbage in ["", "-5", "1.5", "5s", "0x10", "99999999999999999999999x"] {
+            headers.insert(http::header::RETRY_AFTER, garbage.parse().unwrap());
+            assert_eq!(retry_after(&headers), None, "{garbage:?}");
+        }
     }
 }
