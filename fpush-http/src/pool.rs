@@ -167,9 +167,14 @@ impl Pool {
         if let Some(conn) = least_loaded(&state.conns) {
             return Step::Lease(Lease::H2(self.reserve(conn)));
         }
-        // Every connection looks full: limits may have risen since they were read.
+        // Every connection looks full: limits may have risen since they were read, and then
+        // the requests already waiting may go too.
+        let mut rose = false;
         for conn in &state.conns {
-            conn.refresh_limit();
+            rose |= conn.refresh_limit();
+        }
+        if rose {
+            self.changed.notify_waiters();
         }
         if let Some(conn) = least_loaded(&state.conns) {
             return Step::Lease(Lease::H2(self.reserve(conn)));
@@ -516,9 +521,10 @@ impl Conn {
         self.id
     }
 
-    fn refresh_limit(&self) {
+    /// Re-reads the server's stream limit; true when it rose.
+    fn refresh_limit(&self) -> bool {
         let limit = self.sender.current_max_send_streams();
-        self.limit.store(limit, Ordering::Relaxed);
+        self.limit.swap(limit, Ordering::Relaxed) < limit
     }
 }
 
@@ -539,8 +545,13 @@ impl Drop for Stream {
         let now = self.pool.micros();
         self.pool.stream_time.record(now.saturating_sub(self.since));
         self.conn.last_busy.store(now / 1000, Ordering::Relaxed);
-        self.conn.refresh_limit();
-        self.pool.changed.notify_one();
+        // One stream freed makes room for one waiter; a limit the server raised (APNS starts
+        // at one stream) makes room for all of them, and nothing else would wake them.
+        if self.conn.refresh_limit() {
+            self.pool.changed.notify_waiters();
+        } else {
+            self.pool.changed.notify_one();
+        }
     }
 }
 

@@ -326,3 +326,119 @@ async fn a_connection_closed_during_its_opening_fails_the_opening_and_never_join
     assert_eq!(client.connections_open(), 0);
     assert!(client.gauges().connections.is_empty());
 }
+
+/// Writes one HTTP/2 frame.
+async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(
+    out: &mut W,
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let len = (payload.len() as u32).to_be_bytes();
+    let mut frame = vec![len[1], len[2], len[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    out.write_all(&frame).await
+}
+
+/// `SETTINGS_MAX_CONCURRENT_STREAMS = streams`.
+fn max_streams(streams: u32) -> Vec<u8> {
+    let mut payload = vec![0, 3];
+    payload.extend_from_slice(&streams.to_be_bytes());
+    payload
+}
+
+/// An HTTP/2 server the way APNS behaves: it allows one stream per connection at first and
+/// raises the limit to 100 with its first answer. Each request is answered `200` after
+/// `delay`; `peak` is the most streams it ever had open at once.
+async fn raising_server(s: &Setup, delay: Duration, peak: Arc<AtomicUsize>) -> String {
+    let acceptor = tokio_rustls::TlsAcceptor::from(s.pki.server_config(ClientAuth::None).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                tokio::spawn(serve_raising(tls, delay, peak.clone()));
+            }
+        }
+    });
+    format!("https://localhost:{port}")
+}
+
+/// One connection of [`raising_server`], frame by frame.
+async fn serve_raising<S>(tls: S, delay: Duration, peak: Arc<AtomicUsize>) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    use tokio::io::AsyncReadExt;
+    let (mut input, output) = tokio::io::split(tls);
+    let output = Arc::new(tokio::sync::Mutex::new(output));
+    let mut preface = [0; 24];
+    input.read_exact(&mut preface).await?;
+    write_frame(&mut *output.lock().await, 4, 0, 0, &max_streams(1)).await?;
+    let open = Arc::new(AtomicUsize::new(0));
+    let raised = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    loop {
+        let mut head = [0; 9];
+        input.read_exact(&mut head).await?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+        let mut payload = vec![0; len];
+        input.read_exact(&mut payload).await?;
+        let mut out = output.lock().await;
+        match (kind, flags & 1) {
+            (4, 0) => write_frame(&mut *out, 4, 1, 0, &[]).await?,
+            (6, 0) => write_frame(&mut *out, 6, 1, 0, &payload).await?,
+            (1, _) => {
+                peak.fetch_max(open.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                let (output, open, raised) = (output.clone(), open.clone(), raised.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let mut out = output.lock().await;
+                    if !raised.swap(true, Ordering::SeqCst) {
+                        write_frame(&mut *out, 4, 0, 0, &max_streams(100)).await?;
+                    }
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    // `:status: 200` (HPACK static index 8), END_HEADERS | END_STREAM.
+                    write_frame(&mut *out, 1, 5, stream, &[0x88]).await
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn requests_waiting_for_a_stream_all_go_when_the_provider_raises_its_limit() {
+    let s = setup();
+    let peak = Arc::new(AtomicUsize::new(0));
+    let origin = raising_server(&s, Duration::from_millis(200), peak.clone()).await;
+    let mut cfg = config(&s, 1);
+    cfg.request_timeout = Duration::from_secs(3);
+    let client = HttpClient::new(&origin, cfg).unwrap();
+    let started = tokio::time::Instant::now();
+    let tasks: Vec<_> = (0..40)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .send(Request::get("/").body(Bytes::new()).unwrap())
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        let result = task.await.unwrap();
+        assert!(matches!(&result, Ok(r) if r.status == 200), "{result:?}");
+    }
+    // One answer at the first limit, then the other 39 together: two rounds, not forty.
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(peak.load(Ordering::SeqCst) > 1);
+}
