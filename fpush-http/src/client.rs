@@ -149,7 +149,11 @@ impl Inner {
         loop {
             let stream = match self.pool.acquire().await? {
                 Lease::H2(stream) => stream,
-                Lease::Http1(sender) => return self.send_http1(sender, &parts, body).await,
+                Lease::Http1(sender) => {
+                    let resp = self.send_http1(sender, &parts, body.clone()).await?;
+                    self.observe(&parts, &body, &resp);
+                    return Ok(resp);
+                }
             };
             match self.send_h2(&stream, &parts, body.clone()).await {
                 Ok(resp) => {
