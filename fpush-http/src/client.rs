@@ -12,13 +12,12 @@ use fpush_traits::PoolGauges;
 use http::header::{HeaderName, CONNECTION, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::request::Parts;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http1;
 use tokio_rustls::TlsConnector;
 
 use crate::breaker::Breaker;
 use crate::connect::Connector;
 use crate::origin::Origin;
-use crate::pool::{Lease, Pool, Stream};
+use crate::pool::{Http1Conn, Lease, Pool, Stream};
 use crate::{HttpConfig, HttpError, HttpResponse, MAX_RESPONSE_BODY};
 
 /// Headers that HTTP/2 forbids (RFC 9113, 8.2.2) or carries as a pseudo-header (`Host`).
@@ -149,8 +148,8 @@ impl Inner {
         loop {
             let stream = match self.pool.acquire().await? {
                 Lease::H2(stream) => stream,
-                Lease::Http1(sender) => {
-                    let resp = self.send_http1(sender, &parts, body.clone()).await?;
+                Lease::Http1(conn) => {
+                    let resp = self.send_http1(conn, &parts, body.clone()).await?;
                     self.observe(&parts, &body, &resp);
                     return Ok(resp);
                 }
@@ -237,7 +236,7 @@ impl Inner {
 
     async fn send_http1(
         &self,
-        mut sender: http1::SendRequest<Full<Bytes>>,
+        mut conn: Http1Conn,
         parts: &Parts,
         body: Bytes,
     ) -> Result<HttpResponse, HttpError> {
@@ -260,7 +259,7 @@ impl Inner {
             .map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
         req.headers_mut().insert(HOST, host);
 
-        let response = sender.send_request(req).await.map_err(|e| {
+        let response = conn.sender.send_request(req).await.map_err(|e| {
             // hyper cancels a request it never wrote (the connection closed first).
             if e.is_canceled() {
                 HttpError::Refused(e.to_string())
@@ -279,7 +278,7 @@ impl Inner {
                 },
             })?
             .to_bytes();
-        self.pool.keep_http1(sender);
+        self.pool.keep_http1(conn);
         Ok(HttpResponse {
             status: head.status,
             headers: head.headers,

@@ -11,7 +11,7 @@
 //! pool at once, and its streams in flight finish on it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -49,7 +49,9 @@ pub(crate) struct Pool {
     changed: Notify,
     opened: AtomicU64,
     stream_time: StreamTime,
-    http1_idle: Mutex<Vec<http1::SendRequest<Full<Bytes>>>>,
+    http1_idle: Mutex<Vec<Http1Conn>>,
+    /// HTTP/1.1 connections open now, busy or idle: they count against `max_connections`.
+    http1_open: AtomicUsize,
     epoch: Instant,
 }
 
@@ -83,7 +85,22 @@ pub(crate) struct Conn {
 /// What a request got to send on.
 pub(crate) enum Lease {
     H2(Stream),
-    Http1(http1::SendRequest<Full<Bytes>>),
+    Http1(Http1Conn),
+}
+
+/// One HTTP/1.1 connection, counted in [`Pool::http1_open`] until dropped.
+pub(crate) struct Http1Conn {
+    pub(crate) sender: http1::SendRequest<Full<Bytes>>,
+    pool: Weak<Pool>,
+}
+
+impl Drop for Http1Conn {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.http1_open.fetch_sub(1, Ordering::Relaxed);
+            pool.changed.notify_one();
+        }
+    }
 }
 
 /// One stream reserved on a connection; freed when dropped.
@@ -130,6 +147,7 @@ impl Pool {
             opened: AtomicU64::new(0),
             stream_time: StreamTime::default(),
             http1_idle: Mutex::default(),
+            http1_open: AtomicUsize::new(0),
             epoch: Instant::now(),
         }
     }
@@ -180,8 +198,8 @@ impl Pool {
             return Step::Lease(Lease::H2(self.reserve(conn)));
         }
         if state.conns.is_empty() {
-            if let Some(sender) = self.idle_http1() {
-                return Step::Lease(Lease::Http1(sender));
+            if let Some(conn) = self.idle_http1() {
+                return Step::Lease(Lease::Http1(conn));
             }
             if !state.opening && state.failures > failures_seen {
                 if let Some((tls, reason)) = &state.last_failure {
@@ -199,7 +217,8 @@ impl Pool {
         let stream_time = self.stream_time.average();
         let needed = state.arrivals.streams_needed(now, stream_time);
         let grow = should_grow(state.waiting, streams, stream_time, needed);
-        if !state.opening && state.conns.len() < self.max_connections && may_open && grow {
+        let open = state.conns.len() + self.http1_open.load(Ordering::Relaxed);
+        if !state.opening && open < self.max_connections && may_open && grow {
             log::debug!(
                 "opening connection {} to {}: {} requests wait for {streams} streams held \
                  {stream_time:?} on average, {:?} requests a second",
@@ -239,7 +258,11 @@ impl Pool {
             Ok(Fresh::H2(handshake)) => self.start_h2(*handshake).await.map(Some),
             Ok(Fresh::Http1(sender)) => {
                 self.opened.fetch_add(1, Ordering::Relaxed);
-                self.keep_http1(sender);
+                self.http1_open.fetch_add(1, Ordering::Relaxed);
+                self.keep_http1(Http1Conn {
+                    sender,
+                    pool: Arc::downgrade(&self),
+                });
                 Ok(None)
             }
             Err(e) => Err((e.is_tls(), connect_reason(e))),
@@ -358,24 +381,24 @@ impl Pool {
             .collect()
     }
 
-    fn idle_http1(&self) -> Option<http1::SendRequest<Full<Bytes>>> {
+    fn idle_http1(&self) -> Option<Http1Conn> {
         let mut idle = self.http1_idle.lock().ok()?;
-        while let Some(sender) = idle.pop() {
-            if sender.is_ready() {
-                return Some(sender);
+        while let Some(conn) = idle.pop() {
+            if conn.sender.is_ready() {
+                return Some(conn);
             }
         }
         None
     }
 
     /// Keeps an HTTP/1.1 connection whose answer was read, for the next request.
-    pub(crate) fn keep_http1(&self, sender: http1::SendRequest<Full<Bytes>>) {
-        if sender.is_closed() {
+    pub(crate) fn keep_http1(&self, conn: Http1Conn) {
+        if conn.sender.is_closed() {
             return;
         }
         if let Ok(mut idle) = self.http1_idle.lock() {
             if idle.len() < MAX_IDLE_HTTP1 {
-                idle.push(sender);
+                idle.push(conn);
             }
         }
         self.changed.notify_one();

@@ -442,3 +442,30 @@ async fn requests_waiting_for_a_stream_all_go_when_the_provider_raises_its_limit
     );
     assert!(peak.load(Ordering::SeqCst) > 1);
 }
+
+#[tokio::test]
+async fn http1_connections_are_limited_like_http2_ones() {
+    let s = setup();
+    let tls = s
+        .pki
+        .server_config_with_alpn(ClientAuth::None, &[b"http/1.1"])
+        .unwrap();
+    let server = serve_with(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls,
+        ServeOptions::default(),
+        |_req: Request<Bytes>, conn: Arc<Connection>| async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Response::new(Bytes::from(conn.id.to_string()))
+        },
+    )
+    .await
+    .unwrap();
+    let client = HttpClient::new(&server.origin(), config(&s, 2)).unwrap();
+    let results = burst(&client, 12).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    // One request per HTTP/1.1 connection at a time: two connections carry all twelve.
+    assert_eq!(server.connections_accepted(), 2);
+    assert!(burst(&client, 4).await.iter().all(Result::is_ok));
+    assert_eq!(server.connections_accepted(), 2, "the idle ones are reused");
+}
