@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use fpush_traits::PoolGauges;
-use http::header::{HeaderName, CONNECTION, HOST, TRANSFER_ENCODING, UPGRADE};
+use http::header::{HeaderName, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::request::Parts;
 use http_body_util::{BodyExt, Full, Limited};
 use tokio_rustls::TlsConnector;
@@ -20,8 +20,18 @@ use crate::origin::Origin;
 use crate::pool::{Http1Conn, Lease, Pool, Stream};
 use crate::{HttpConfig, HttpError, HttpResponse, MAX_RESPONSE_BODY};
 
-/// Headers that HTTP/2 forbids (RFC 9113, 8.2.2) or carries as a pseudo-header (`Host`).
-const HOP_BY_HOP: [HeaderName; 4] = [CONNECTION, TRANSFER_ENCODING, UPGRADE, HOST];
+/// Headers that HTTP/2 forbids (RFC 9113, 8.2.2; `TE` is allowed only as `trailers`, which we
+/// never need) or carries as a pseudo-header (`Host`). h2 refuses a request with any of them,
+/// and the refusal would read as a connection that takes no more streams.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    CONNECTION,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    HOST,
+    TE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
 
 /// Tries per request when streams are refused unprocessed (each on a fresh lease).
 const MAX_REFUSED: usize = 3;
@@ -201,7 +211,7 @@ impl Inner {
         *head.uri_mut() = self.origin.uri(&parts.uri).map_err(Attempt::Failed)?;
         let headers = head.headers_mut();
         *headers = parts.headers.clone();
-        // The modules never set them: a look over the few names is cheaper than four removals.
+        // The modules never set them: a look over the few names is cheaper than seven removals.
         if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
             for name in HOP_BY_HOP {
                 headers.remove(name);

@@ -96,6 +96,22 @@ async fn connection_specific_headers_are_left_out_on_http2() {
 }
 
 #[tokio::test]
+async fn every_header_http2_forbids_is_left_out_and_costs_no_connection() {
+    let s = setup();
+    let server = echo_server(&s).await;
+    let client = HttpClient::new(&server.origin(), config(&s)).unwrap();
+    let request = Request::post("/item")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-connection", "keep-alive")
+        .header("te", "gzip")
+        .body(Bytes::from_static(b"body"))
+        .unwrap();
+    let resp = client.send(request).await.unwrap();
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(server.connections_accepted(), 1);
+}
+
+#[tokio::test]
 async fn falls_back_to_http1_when_the_server_picks_it() {
     let s = setup();
     let tls = s
