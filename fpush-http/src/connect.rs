@@ -90,6 +90,9 @@ impl Connector {
         let handshake = h2::client::Builder::new()
             .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
             .max_header_list_size(MAX_HEADER_LIST_SIZE)
+            // Nothing reads pushed streams, and h2 holds every one promised (without a bound of
+            // its own) as long as the request it came with: a push is a protocol error.
+            .enable_push(false)
             .handshake::<_, Bytes>(tls);
         let pair = tokio::time::timeout(limit, handshake)
             .await

@@ -469,3 +469,74 @@ async fn http1_connections_are_limited_like_http2_ones() {
     assert!(burst(&client, 4).await.iter().all(Result::is_ok));
     assert_eq!(server.connections_accepted(), 2, "the idle ones are reused");
 }
+
+/// An HTTP/2 server that announces a server push (`PUSH_PROMISE` for `GET /`) before each
+/// answer; counts the connections it took.
+async fn pushing_server(s: &Setup) -> (String, Arc<AtomicUsize>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(s.pki.server_config(ClientAuth::None).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                tokio::spawn(serve_pushing(tls));
+            }
+        }
+    });
+    (format!("https://localhost:{port}"), accepted)
+}
+
+/// One connection of [`pushing_server`], frame by frame.
+async fn serve_pushing<S>(mut tls: S) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut preface = [0; 24];
+    tls.read_exact(&mut preface).await?;
+    write_frame(&mut tls, 4, 0, 0, &max_streams(100)).await?;
+    let mut promised = 2u32;
+    loop {
+        let mut head = [0; 9];
+        tls.read_exact(&mut head).await?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+        let mut payload = vec![0; len];
+        tls.read_exact(&mut payload).await?;
+        match (kind, flags & 1) {
+            (4, 0) => write_frame(&mut tls, 4, 1, 0, &[]).await?,
+            (6, 0) => write_frame(&mut tls, 6, 1, 0, &payload).await?,
+            (1, _) => {
+                // Promised stream id, then `:method GET`, `:scheme https`, `:path /` and
+                // `:authority localhost` (HPACK), END_HEADERS.
+                let mut promise = promised.to_be_bytes().to_vec();
+                promise.extend_from_slice(&[0x82, 0x87, 0x84, 0x41, 9]);
+                promise.extend_from_slice(b"localhost");
+                write_frame(&mut tls, 5, 4, stream, &promise).await?;
+                promised += 2;
+                write_frame(&mut tls, 1, 5, stream, &[0x88]).await?;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_provider_cannot_push_streams_at_us() {
+    let s = setup();
+    let (origin, _) = pushing_server(&s).await;
+    let client = HttpClient::new(&origin, config(&s, 1)).unwrap();
+    // A pushed stream is never read: each would be held (h2 does not bound them by default)
+    // as long as the request it came with. Advertising no push makes one a protocol error.
+    let result = client
+        .send(Request::get("/").body(Bytes::new()).unwrap())
+        .await;
+    assert!(
+        matches!(&result, Err(e) if !e.not_sent() && !e.is_timeout()),
+        "{result:?}"
+    );
+}
