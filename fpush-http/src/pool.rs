@@ -12,6 +12,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,7 +27,8 @@ use crate::HttpError;
 
 /// After a failed opening, how long a pool that still has connections waits before trying again.
 const OPEN_BACKOFF: Duration = Duration::from_secs(1);
-/// Why an opening failed when the server closed the connection right after the handshake.
+/// Why an opening failed when the server closed (or started closing, GOAWAY) the connection
+/// right after the handshake.
 const CLOSED: &str = "the server closed the connection during the HTTP/2 handshake";
 /// Idle HTTP/1.1 connections kept for reuse.
 const MAX_IDLE_HTTP1: usize = 4;
@@ -305,11 +307,12 @@ impl Pool {
         let ready = crate::driver::spawn(connection, self, &conn);
         let limit = self.connector.connect_timeout;
         match tokio::time::timeout(limit, ready).await {
-            Ok(Ok(true)) => {
+            Ok(Ok(true)) if conn.takes_streams() => {
                 conn.refresh_limit();
                 Ok(conn)
             }
-            Ok(Err(_)) => Err((false, CLOSED.into())),
+            // A GOAWAY read before the answer to the PING: the connection is closing.
+            Ok(Ok(true)) | Ok(Err(_)) => Err((false, CLOSED.into())),
             Ok(Ok(false)) | Err(_) => Err((false, format!("no answer to a PING within {limit:?}"))),
         }
     }
@@ -542,6 +545,13 @@ impl Conn {
 
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    /// False when h2 already knows the connection takes no new stream (a GOAWAY or an error
+    /// was read); asked without waiting.
+    fn takes_streams(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        !matches!(self.sender.clone().poll_ready(&mut cx), Poll::Ready(Err(_)))
     }
 
     /// Re-reads the server's stream limit; true when it rose.

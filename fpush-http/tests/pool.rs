@@ -540,3 +540,71 @@ async fn a_provider_cannot_push_streams_at_us() {
         "{result:?}"
     );
 }
+
+/// An HTTP/2 server that sends GOAWAY (last stream 0) right after its SETTINGS on every
+/// connection, answers PINGs and keeps the connection open; counts the connections it took.
+async fn goaway_server(s: &Setup) -> (String, Arc<AtomicUsize>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(s.pki.server_config(ClientAuth::None).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                tokio::spawn(serve_goaway(tls));
+            }
+        }
+    });
+    (format!("https://localhost:{port}"), accepted)
+}
+
+/// One connection of [`goaway_server`], frame by frame.
+async fn serve_goaway<S>(mut tls: S) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut preface = [0; 24];
+    tls.read_exact(&mut preface).await?;
+    write_frame(&mut tls, 4, 0, 0, &max_streams(100)).await?;
+    // Last stream 0, NO_ERROR.
+    write_frame(&mut tls, 7, 0, 0, &[0; 8]).await?;
+    loop {
+        let mut head = [0; 9];
+        tls.read_exact(&mut head).await?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let mut payload = vec![0; len];
+        tls.read_exact(&mut payload).await?;
+        match (kind, flags & 1) {
+            (4, 0) => write_frame(&mut tls, 4, 1, 0, &[]).await?,
+            (6, 0) => write_frame(&mut tls, 6, 1, 0, &payload).await?,
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_connection_refused_by_goaway_at_once_is_a_failed_opening() {
+    let s = setup();
+    let (origin, accepted) = goaway_server(&s).await;
+    let client = HttpClient::new(&origin, config(&s, 8)).unwrap();
+    for round in 1..=5 {
+        let req = Request::post("/push")
+            .body(Bytes::from_static(b"{}"))
+            .unwrap();
+        let result = client.send(req).await;
+        assert!(
+            matches!(&result, Err(e @ HttpError::Connect { .. }) if e.not_sent()),
+            "{result:?}"
+        );
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            round,
+            "one opening a request"
+        );
+    }
+    assert_eq!(client.connections_open(), 0);
+}
