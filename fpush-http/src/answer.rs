@@ -2,7 +2,7 @@
 //! Each platform reads its provider's answer into one; the transport's own failures are read
 //! here, the same way for every platform.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fpush_traits::{Delivered, PushError};
 
@@ -44,17 +44,78 @@ impl ProviderAnswer {
 /// must not park a module or a token (or overflow a deadline) on the word of one answer.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
-/// A `Retry-After` header in delta-seconds (what Apple and Google send), at most
-/// [`MAX_RETRY_AFTER`]; an HTTP date is not honoured.
+/// A `Retry-After` header in delta-seconds (what Apple and Google send) or as an HTTP date (one
+/// already past reads as no wait), at most [`MAX_RETRY_AFTER`]; anything else reads as none.
 pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    headers
+    retry_after_at(headers, SystemTime::now())
+}
+
+fn retry_after_at(headers: &http::HeaderMap, now: SystemTime) -> Option<Duration> {
+    let text = headers
         .get(http::header::RETRY_AFTER)?
         .to_str()
         .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(|secs| Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+        .trim();
+    let wait = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        // More digits than a u64 holds still ask for a long pause, not for none.
+        Duration::from_secs(text.parse::<u64>().unwrap_or(u64::MAX))
+    } else {
+        let at = UNIX_EPOCH + Duration::from_secs(http_date(text)?);
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// Seconds since the Unix epoch (0 for earlier dates) of an IMF-fixdate such as
+/// `Sun, 06 Nov 1994 08:49:37 GMT`, the form HTTP senders use (RFC 9110, section 5.6.7).
+fn http_date(text: &str) -> Option<u64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let at = |range: std::ops::Range<usize>| text.get(range);
+    let separators = [
+        (3, ", "),
+        (7, " "),
+        (11, " "),
+        (16, " "),
+        (19, ":"),
+        (22, ":"),
+    ];
+    if text.len() != 29 || at(25..29)? != " GMT" {
+        return None;
+    }
+    if separators
+        .iter()
+        .any(|&(i, sep)| at(i..i + sep.len()) != Some(sep))
+    {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let digits = at(range)?;
+        digits
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| digits.parse().ok())?
+    };
+    let month = MONTHS.iter().position(|m| Some(*m) == at(8..11))? as i64 + 1;
+    let (day, year) = (number(5..7)?, number(12..16)?);
+    let (hour, minute, second) = (number(17..19)?, number(20..22)?, number(23..25)?);
+    if !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let seconds = days_since_epoch(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
+    Some(seconds.max(0) as u64)
+}
+
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (H. Hinnant's
+/// `days_from_civil`; years here have four digits, so nothing overflows).
+fn days_since_epoch(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 #[cfg(test)]
@@ -87,17 +148,66 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn retry_after_reads_seconds_only() {
+    fn header(value: &str) -> http::HeaderMap {
         let mut headers = http::HeaderMap::new();
-        headers.insert(http::header::RETRY_AFTER, " 5 ".parse().unwrap());
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(5)));
-        headers.insert(
-            http::header::RETRY_AFTER,
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
-        );
-        assert_eq!(retry_after(&headers), None);
+        headers.insert(http::header::RETRY_AFTER, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn retry_after_reads_seconds() {
+        assert_eq!(retry_after(&header(" 5 ")), Some(Duration::from_secs(5)));
         assert_eq!(retry_after(&http::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn retry_after_reads_an_http_date_as_the_wait_until_then() {
+        // 2015-10-21 07:28:00 UTC.
+        let now = UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let at = |value: &str| retry_after_at(&header(value), now);
+        assert_eq!(
+            at("Wed, 21 Oct 2015 07:30:00 GMT"),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            at("Sun, 01 Mar 2016 00:00:00 GMT"),
+            Some(MAX_RETRY_AFTER),
+            "months later: clamped"
+        );
+        assert_eq!(at("Fri, 31 Dec 9999 23:59:59 GMT"), Some(MAX_RETRY_AFTER));
+        assert_eq!(at("Wed, 21 Oct 2015 07:27:59 GMT"), Some(Duration::ZERO));
+        assert_eq!(at("Thu, 01 Jan 1900 00:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            at("Tue, 29 Feb 2000 12:00:00 GMT").map(|_| ()),
+            Some(()),
+            "a leap day"
+        );
+        assert_eq!(http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            http_date("Tue, 29 Feb 2000 12:00:00 GMT"),
+            Some(951_825_600)
+        );
+    }
+
+    #[test]
+    fn garbage_in_retry_after_is_no_retry_after() {
+        for garbage in [
+            "",
+            "-5",
+            "1.5",
+            "5s",
+            "0x10",
+            "99999999999999999999999x",
+            "Wed, 21 Oct 2015 07:28:00 UTC",
+            "Wed, 21 Foo 2015 07:28:00 GMT",
+            "Wed, 32 Oct 2015 07:28:00 GMT",
+            "Wed, 21 Oct 2015 24:28:00 GMT",
+            "Wed, +1 Oct 2015 07:28:00 GMT",
+            "Wed 21 Oct 2015 07:28:00 GMT ",
+            "Wednesday, 21-Oct-15 07:28:00 GMT",
+        ] {
+            assert_eq!(retry_after(&header(garbage)), None, "{garbage:?}");
+        }
     }
 
     #[test]
@@ -108,6 +218,12 @@ mod tests {
         headers.insert(
             http::header::RETRY_AFTER,
             u64::MAX.to_string().parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
+        // Beyond what a u64 holds is still a long pause, not none.
+        headers.insert(
+            http::header::RETRY_AFTER,
+            "99999999999999999999999".parse().unwrap(),
         );
         assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
     }

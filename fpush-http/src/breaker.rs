@@ -129,9 +129,14 @@ impl Breaker {
     fn trip(&self, pause: Duration, cause: &str) {
         // A platform's own pause may not come through `retry_after`: bounded here too.
         let pause = pause.min(crate::MAX_RETRY_AFTER);
-        let until = self.millis().saturating_add(pause.as_millis() as u64);
+        let now_ms = self.millis();
+        let until = now_ms.saturating_add(pause.as_millis() as u64);
         let before = self.open_until.fetch_max(until, Ordering::Relaxed);
-        self.trips.fetch_add(1, Ordering::Relaxed);
+        // A pause is counted when it begins: the answers of the requests in flight then, and
+        // later asks while it lasts, only extend it.
+        if before <= now_ms && until > now_ms {
+            self.trips.fetch_add(1, Ordering::Relaxed);
+        }
         let Ok(mut throttled) = self.throttled.lock() else {
             return;
         };
@@ -151,7 +156,7 @@ impl Breaker {
         );
     }
 
-    /// How often the breaker tripped (the metric hook).
+    /// How often the breaker opened while it was closed (the metric hook).
     pub(crate) fn trips(&self) -> u64 {
         self.trips.load(Ordering::Relaxed)
     }
@@ -212,6 +217,24 @@ mod tests {
         );
         tokio::time::advance(crate::MAX_RETRY_AFTER).await;
         assert_eq!(b.remaining(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_that_extend_a_pause_do_not_count_as_more_pauses() {
+        let b = breaker(3);
+        // Every request in flight when the provider paused us brings its own 503.
+        for _ in 0..50 {
+            b.observe(503, Some(Duration::from_secs(5)), 1);
+        }
+        b.observe(503, Some(Duration::from_secs(10)), 1);
+        b.pause(Some(Duration::from_secs(2)), "quota");
+        assert_eq!(b.remaining(), Some(Duration::from_secs(10)));
+        assert_eq!(b.trips(), 1);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        b.observe(503, Some(Duration::ZERO), 1);
+        assert_eq!((b.remaining(), b.trips()), (None, 1), "no pause at all");
+        b.observe(503, Some(Duration::from_secs(5)), 1);
+        assert_eq!(b.trips(), 2);
     }
 
     #[tokio::test(start_paused = true)]

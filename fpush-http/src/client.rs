@@ -9,20 +9,29 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use fpush_traits::PoolGauges;
-use http::header::{HeaderName, CONNECTION, HOST, TRANSFER_ENCODING, UPGRADE};
+use http::header::{HeaderName, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::request::Parts;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http1;
 use tokio_rustls::TlsConnector;
 
 use crate::breaker::Breaker;
 use crate::connect::Connector;
 use crate::origin::Origin;
-use crate::pool::{Lease, Pool, Stream};
+use crate::pool::{Http1Conn, Lease, Pool, Stream};
 use crate::{HttpConfig, HttpError, HttpResponse, MAX_RESPONSE_BODY};
 
-/// Headers that HTTP/2 forbids (RFC 9113, 8.2.2) or carries as a pseudo-header (`Host`).
-const HOP_BY_HOP: [HeaderName; 4] = [CONNECTION, TRANSFER_ENCODING, UPGRADE, HOST];
+/// Headers that HTTP/2 forbids (RFC 9113, 8.2.2; `TE` is allowed only as `trailers`, which we
+/// never need) or carries as a pseudo-header (`Host`). h2 refuses a request with any of them,
+/// and the refusal would read as a connection that takes no more streams.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    CONNECTION,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    HOST,
+    TE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
 
 /// Tries per request when streams are refused unprocessed (each on a fresh lease).
 const MAX_REFUSED: usize = 3;
@@ -149,7 +158,11 @@ impl Inner {
         loop {
             let stream = match self.pool.acquire().await? {
                 Lease::H2(stream) => stream,
-                Lease::Http1(sender) => return self.send_http1(sender, &parts, body).await,
+                Lease::Http1(conn) => {
+                    let resp = self.send_http1(conn, &parts, body.clone()).await?;
+                    self.observe(&parts, &body, &resp);
+                    return Ok(resp);
+                }
             };
             match self.send_h2(&stream, &parts, body.clone()).await {
                 Ok(resp) => {
@@ -198,7 +211,7 @@ impl Inner {
         *head.uri_mut() = self.origin.uri(&parts.uri).map_err(Attempt::Failed)?;
         let headers = head.headers_mut();
         *headers = parts.headers.clone();
-        // The modules never set them: a look over the few names is cheaper than four removals.
+        // The modules never set them: a look over the few names is cheaper than seven removals.
         if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
             for name in HOP_BY_HOP {
                 headers.remove(name);
@@ -233,7 +246,7 @@ impl Inner {
 
     async fn send_http1(
         &self,
-        mut sender: http1::SendRequest<Full<Bytes>>,
+        mut conn: Http1Conn,
         parts: &Parts,
         body: Bytes,
     ) -> Result<HttpResponse, HttpError> {
@@ -256,7 +269,7 @@ impl Inner {
             .map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
         req.headers_mut().insert(HOST, host);
 
-        let response = sender.send_request(req).await.map_err(|e| {
+        let response = conn.sender.send_request(req).await.map_err(|e| {
             // hyper cancels a request it never wrote (the connection closed first).
             if e.is_canceled() {
                 HttpError::Refused(e.to_string())
@@ -275,7 +288,7 @@ impl Inner {
                 },
             })?
             .to_bytes();
-        self.pool.keep_http1(sender);
+        self.pool.keep_http1(conn);
         Ok(HttpResponse {
             status: head.status,
             headers: head.headers,

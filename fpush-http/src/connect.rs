@@ -17,6 +17,9 @@ use crate::HttpError;
 
 /// Streams opened before the server's SETTINGS arrive (APNS starts low and raises it).
 const INITIAL_MAX_SEND_STREAMS: usize = 100;
+/// Largest header block of an answer. Providers send well under a kilobyte; h2's own default
+/// (16 MiB) would let each stream in flight hold that much.
+const MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
 
 /// An HTTP/2 connection as the handshake leaves it: the handle requests use and the
 /// connection future someone must drive.
@@ -86,6 +89,10 @@ impl Connector {
         }
         let handshake = h2::client::Builder::new()
             .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
+            .max_header_list_size(MAX_HEADER_LIST_SIZE)
+            // Nothing reads pushed streams, and h2 holds every one promised (without a bound of
+            // its own) as long as the request it came with: a push is a protocol error.
+            .enable_push(false)
             .handshake::<_, Bytes>(tls);
         let pair = tokio::time::timeout(limit, handshake)
             .await

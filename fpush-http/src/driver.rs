@@ -3,6 +3,7 @@
 //! timed out, a sign the peer may be gone without a FIN), closes it when it is an idle extra,
 //! and takes it out of the pool when it ends.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -20,18 +21,19 @@ const MIN_IDLE_CHECK: Duration = Duration::from_millis(50);
 
 type Connection = h2::client::Connection<TlsStream<TcpStream>, Bytes>;
 
-/// Starts driving `connection`; the receiver resolves once the server's first SETTINGS were
-/// read (the answer to a first PING), or the connection ended.
+/// Starts driving `connection`; the receiver gets whether the server answered a first PING
+/// (so its first SETTINGS were read), or fails when the connection ended before.
 pub(crate) fn spawn(
     connection: Connection,
     pool: &Arc<Pool>,
     conn: &Arc<Conn>,
-) -> oneshot::Receiver<()> {
+) -> oneshot::Receiver<bool> {
     let (ready, ready_rx) = oneshot::channel();
     let driver = Driver {
         pool: Arc::downgrade(pool),
         id: conn.id(),
         check_now: conn.check_now.clone(),
+        ended: conn.ended.clone(),
         pong_timeout: pool.connector.connect_timeout,
         idle_check: (pool.idle_timeout / 2).max(MIN_IDLE_CHECK),
         origin: pool.connector.origin.text.clone(),
@@ -46,6 +48,7 @@ struct Driver {
     pool: Weak<Pool>,
     id: u64,
     check_now: Arc<Notify>,
+    ended: Arc<AtomicBool>,
     pong_timeout: Duration,
     idle_check: Duration,
     origin: String,
@@ -58,7 +61,7 @@ enum Wake {
 }
 
 impl Driver {
-    async fn run(self, mut connection: Connection, ready: oneshot::Sender<()>) {
+    async fn run(self, mut connection: Connection, ready: oneshot::Sender<bool>) {
         let mut ping_pong = connection.ping_pong();
         tokio::pin!(connection);
         let mut ready = Some(ready);
@@ -103,7 +106,7 @@ impl Driver {
                         pong = pong => matches!(pong, Ok(Ok(_))),
                     };
                     if let Some(ready) = ready.take() {
-                        let _ = ready.send(());
+                        let _ = ready.send(answered);
                     }
                     if !answered {
                         log::warn!(
@@ -115,6 +118,7 @@ impl Driver {
                 }
             }
         }
+        self.ended.store(true, Ordering::Release);
         if let Some(pool) = self.pool.upgrade() {
             pool.remove(self.id);
         }

@@ -59,7 +59,8 @@ pub struct HttpConfig {
     /// Bound on a whole request: waiting for a connection or a free stream, sending, and
     /// reading the answer.
     pub request_timeout: Duration,
-    /// Most HTTP/2 connections kept to the origin; more open only when every one is full.
+    /// Most connections kept to the origin; more open only when every one is full. HTTP/1.1
+    /// connections (one request each at a time) count against it too.
     pub max_connections: usize,
     /// How long an extra connection (not the last one) may carry nothing before it is closed.
     pub idle_timeout: Duration,

@@ -24,6 +24,14 @@ impl Origin {
             return Err(invalid("the scheme must be https"));
         }
         let authority = uri.authority().ok_or_else(|| invalid("no host"))?.clone();
+        if let Some((_, host)) = authority.as_str().rsplit_once('@') {
+            // Named without the credentials: they would be written to every log line about
+            // the origin, and HTTP/2 forbids them in `:authority`.
+            return Err(HttpError::InvalidOrigin {
+                origin: format!("https://{host}"),
+                reason: "an origin has no user or password".to_string(),
+            });
+        }
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(invalid("an origin has no path"));
         }
@@ -80,6 +88,18 @@ mod tests {
         assert!(Origin::parse("http://localhost").is_err());
         assert!(Origin::parse("https://localhost/v1").is_err());
         assert!(Origin::parse("localhost:443").is_err());
+    }
+
+    #[test]
+    fn refuses_a_user_and_password_without_repeating_them() {
+        let err = Origin::parse("https://fpush:s3cret@proxy.example:8443").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            !text.contains("s3cret") && !text.contains("fpush:"),
+            "{text}"
+        );
+        assert!(text.contains("https://proxy.example:8443"), "{text}");
+        assert!(Origin::parse("https://@proxy.example").is_err());
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //! connections are closed by their drivers; a connection behind a GOAWAY or dead leaves the
 //! pool at once, and its streams in flight finish on it.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,11 +22,14 @@ use hyper::client::conn::http1;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::connect::{Connector, Fresh};
+use crate::connect::{Connector, Fresh, H2Handshake};
 use crate::HttpError;
 
 /// After a failed opening, how long a pool that still has connections waits before trying again.
 const OPEN_BACKOFF: Duration = Duration::from_secs(1);
+/// Why an opening failed when the server closed (or started closing, GOAWAY) the connection
+/// right after the handshake.
+const CLOSED: &str = "the server closed the connection during the HTTP/2 handshake";
 /// Idle HTTP/1.1 connections kept for reuse.
 const MAX_IDLE_HTTP1: usize = 4;
 /// Without a recent request rate, the pool grows when its waiters would wait this long for
@@ -47,7 +51,9 @@ pub(crate) struct Pool {
     changed: Notify,
     opened: AtomicU64,
     stream_time: StreamTime,
-    http1_idle: Mutex<Vec<http1::SendRequest<Full<Bytes>>>>,
+    http1_idle: Mutex<Vec<Http1Conn>>,
+    /// HTTP/1.1 connections open now, busy or idle: they count against `max_connections`.
+    http1_open: AtomicUsize,
     epoch: Instant,
 }
 
@@ -74,12 +80,29 @@ pub(crate) struct Conn {
     /// Milliseconds since the pool's epoch when the last stream ended.
     last_busy: AtomicU64,
     pub(crate) check_now: Arc<Notify>,
+    /// Set by the driver when the connection ended, before it leaves the pool.
+    pub(crate) ended: Arc<AtomicBool>,
 }
 
 /// What a request got to send on.
 pub(crate) enum Lease {
     H2(Stream),
-    Http1(http1::SendRequest<Full<Bytes>>),
+    Http1(Http1Conn),
+}
+
+/// One HTTP/1.1 connection, counted in [`Pool::http1_open`] until dropped.
+pub(crate) struct Http1Conn {
+    pub(crate) sender: http1::SendRequest<Full<Bytes>>,
+    pool: Weak<Pool>,
+}
+
+impl Drop for Http1Conn {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.http1_open.fetch_sub(1, Ordering::Relaxed);
+            pool.changed.notify_one();
+        }
+    }
 }
 
 /// One stream reserved on a connection; freed when dropped.
@@ -126,6 +149,7 @@ impl Pool {
             opened: AtomicU64::new(0),
             stream_time: StreamTime::default(),
             http1_idle: Mutex::default(),
+            http1_open: AtomicUsize::new(0),
             epoch: Instant::now(),
         }
     }
@@ -163,16 +187,21 @@ impl Pool {
         if let Some(conn) = least_loaded(&state.conns) {
             return Step::Lease(Lease::H2(self.reserve(conn)));
         }
-        // Every connection looks full: limits may have risen since they were read.
+        // Every connection looks full: limits may have risen since they were read, and then
+        // the requests already waiting may go too.
+        let mut rose = false;
         for conn in &state.conns {
-            conn.refresh_limit();
+            rose |= conn.refresh_limit();
+        }
+        if rose {
+            self.changed.notify_waiters();
         }
         if let Some(conn) = least_loaded(&state.conns) {
             return Step::Lease(Lease::H2(self.reserve(conn)));
         }
         if state.conns.is_empty() {
-            if let Some(sender) = self.idle_http1() {
-                return Step::Lease(Lease::Http1(sender));
+            if let Some(conn) = self.idle_http1() {
+                return Step::Lease(Lease::Http1(conn));
             }
             if !state.opening && state.failures > failures_seen {
                 if let Some((tls, reason)) = &state.last_failure {
@@ -190,7 +219,8 @@ impl Pool {
         let stream_time = self.stream_time.average();
         let needed = state.arrivals.streams_needed(now, stream_time);
         let grow = should_grow(state.waiting, streams, stream_time, needed);
-        if !state.opening && state.conns.len() < self.max_connections && may_open && grow {
+        let open = state.conns.len() + self.http1_open.load(Ordering::Relaxed);
+        if !state.opening && open < self.max_connections && may_open && grow {
             log::debug!(
                 "opening connection {} to {}: {} requests wait for {streams} streams held \
                  {stream_time:?} on average, {:?} requests a second",
@@ -226,43 +256,65 @@ impl Pool {
 
     /// Opens one connection and adds it, or records why it could not.
     async fn open(self: Arc<Self>) {
-        let opened = self.connector.open().await;
-        let mut added = None;
-        let failure = match opened {
-            Ok(Fresh::H2(handshake)) => {
-                let (sender, connection) = *handshake;
-                self.opened.fetch_add(1, Ordering::Relaxed);
-                let conn = Arc::new(Conn::new(self.opened(), sender, self.millis()));
-                let ready = crate::driver::spawn(connection, &self, &conn);
-                // The server's SETTINGS (its stream limit) arrive before the answer to a PING.
-                let _ = tokio::time::timeout(self.connector.connect_timeout, ready).await;
-                conn.refresh_limit();
-                added = Some(conn);
-                None
-            }
+        let opened = match self.connector.open().await {
+            Ok(Fresh::H2(handshake)) => self.start_h2(*handshake).await.map(Some),
             Ok(Fresh::Http1(sender)) => {
                 self.opened.fetch_add(1, Ordering::Relaxed);
-                self.keep_http1(sender);
-                None
+                self.http1_open.fetch_add(1, Ordering::Relaxed);
+                self.keep_http1(Http1Conn {
+                    sender,
+                    pool: Arc::downgrade(&self),
+                });
+                Ok(None)
             }
-            Err(e) => {
-                log::debug!(
-                    "opening a connection to {} failed: {e}",
-                    self.connector.origin.text
-                );
-                Some((e.is_tls(), connect_reason(e)))
-            }
+            Err(e) => Err((e.is_tls(), connect_reason(e))),
         };
         let mut state = self.lock();
         state.opening = false;
-        state.conns.extend(added);
+        // Checked under the lock the driver's `remove` takes: a connection that ended after its
+        // first PING is either seen ended here or removed after being added.
+        let failure = match opened {
+            Ok(Some(conn)) if conn.ended.load(Ordering::Acquire) => Some((false, CLOSED.into())),
+            Ok(added) => {
+                state.conns.extend(added);
+                None
+            }
+            Err(failure) => Some(failure),
+        };
         if let Some(failure) = failure {
+            log::debug!(
+                "opening a connection to {} failed: {}",
+                self.connector.origin.text,
+                failure.1
+            );
             state.failures += 1;
             state.last_failure = Some(failure);
             state.no_opening_before = Some(Instant::now() + OPEN_BACKOFF);
         }
         drop(state);
         self.changed.notify_waiters();
+    }
+
+    /// Starts driving a fresh HTTP/2 connection and waits for the server's first SETTINGS (its
+    /// stream limit), which arrive before the answer to a first PING. A connection that closes
+    /// or stays silent meanwhile is a failed opening: pooled, it would refuse every request.
+    async fn start_h2(
+        self: &Arc<Self>,
+        (sender, connection): H2Handshake,
+    ) -> Result<Arc<Conn>, (bool, String)> {
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn::new(self.opened(), sender, self.millis()));
+        let ready = crate::driver::spawn(connection, self, &conn);
+        let limit = self.connector.connect_timeout;
+        match tokio::time::timeout(limit, ready).await {
+            Ok(Ok(true)) if conn.takes_streams() => {
+                conn.refresh_limit();
+                Ok(conn)
+            }
+            // A GOAWAY read before the answer to the PING: the connection is closing.
+            Ok(Ok(true)) | Ok(Err(_)) => Err((false, CLOSED.into())),
+            Ok(Ok(false)) | Err(_) => Err((false, format!("no answer to a PING within {limit:?}"))),
+        }
     }
 
     /// Takes a connection out of the pool (GOAWAY, dead, idle); its streams in flight go on.
@@ -332,24 +384,24 @@ impl Pool {
             .collect()
     }
 
-    fn idle_http1(&self) -> Option<http1::SendRequest<Full<Bytes>>> {
+    fn idle_http1(&self) -> Option<Http1Conn> {
         let mut idle = self.http1_idle.lock().ok()?;
-        while let Some(sender) = idle.pop() {
-            if sender.is_ready() {
-                return Some(sender);
+        while let Some(conn) = idle.pop() {
+            if conn.sender.is_ready() {
+                return Some(conn);
             }
         }
         None
     }
 
     /// Keeps an HTTP/1.1 connection whose answer was read, for the next request.
-    pub(crate) fn keep_http1(&self, sender: http1::SendRequest<Full<Bytes>>) {
-        if sender.is_closed() {
+    pub(crate) fn keep_http1(&self, conn: Http1Conn) {
+        if conn.sender.is_closed() {
             return;
         }
         if let Ok(mut idle) = self.http1_idle.lock() {
             if idle.len() < MAX_IDLE_HTTP1 {
-                idle.push(sender);
+                idle.push(conn);
             }
         }
         self.changed.notify_one();
@@ -487,6 +539,7 @@ impl Conn {
             limit: AtomicUsize::new(limit),
             last_busy: AtomicU64::new(now),
             check_now: Arc::new(Notify::new()),
+            ended: Arc::default(),
         }
     }
 
@@ -494,9 +547,17 @@ impl Conn {
         self.id
     }
 
-    fn refresh_limit(&self) {
+    /// False when h2 already knows the connection takes no new stream (a GOAWAY or an error
+    /// was read); asked without waiting.
+    fn takes_streams(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        !matches!(self.sender.clone().poll_ready(&mut cx), Poll::Ready(Err(_)))
+    }
+
+    /// Re-reads the server's stream limit; true when it rose.
+    fn refresh_limit(&self) -> bool {
         let limit = self.sender.current_max_send_streams();
-        self.limit.store(limit, Ordering::Relaxed);
+        self.limit.swap(limit, Ordering::Relaxed) < limit
     }
 }
 
@@ -517,8 +578,13 @@ impl Drop for Stream {
         let now = self.pool.micros();
         self.pool.stream_time.record(now.saturating_sub(self.since));
         self.conn.last_busy.store(now / 1000, Ordering::Relaxed);
-        self.conn.refresh_limit();
-        self.pool.changed.notify_one();
+        // One stream freed makes room for one waiter; a limit the server raised (APNS starts
+        // at one stream) makes room for all of them, and nothing else would wake them.
+        if self.conn.refresh_limit() {
+            self.pool.changed.notify_waiters();
+        } else {
+            self.pool.changed.notify_one();
+        }
     }
 }
 

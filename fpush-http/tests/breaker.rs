@@ -16,7 +16,15 @@ use http::{Request, Response};
 /// Answers paths starting `/503` with 503 + `Retry-After: 1`, `/429` with 429 +
 /// `Retry-After: 1`, anything else 200; counts requests.
 async fn server(s: &Setup, count: Arc<AtomicUsize>) -> TestServer {
-    let tls = s.pki.server_config(ClientAuth::None).unwrap();
+    server_speaking(s, count, &[b"h2", b"http/1.1"]).await
+}
+
+/// [`server`], offering only the ALPN protocols given.
+async fn server_speaking(s: &Setup, count: Arc<AtomicUsize>, alpn: &[&[u8]]) -> TestServer {
+    let tls = s
+        .pki
+        .server_config_with_alpn(ClientAuth::None, alpn)
+        .unwrap();
     serve(tls, move |req: Request<Bytes>, _conn: Arc<Connection>| {
         count.fetch_add(1, Ordering::SeqCst);
         let status = match req.uri().path() {
@@ -73,6 +81,19 @@ async fn a_503_with_retry_after_pauses_the_client_until_then_and_is_lifted_after
     assert_eq!(client.paused_for(), None);
     assert_eq!(client.send(post("/ok")).await.unwrap().status, 200);
     assert_eq!(count.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_503_with_retry_after_pauses_a_client_that_speaks_http1_too() {
+    let s = setup();
+    let count = Arc::new(AtomicUsize::new(0));
+    let server = server_speaking(&s, count.clone(), &[b"http/1.1"]).await;
+    let client = client(&s, &server);
+    assert_eq!(client.send(post("/503")).await.unwrap().status, 503);
+    let err = client.send(post("/ok")).await.unwrap_err();
+    assert!(matches!(err, HttpError::Paused(_)), "{err}");
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    assert_eq!(client.pauses(), 1);
 }
 
 #[tokio::test]

@@ -96,6 +96,22 @@ async fn connection_specific_headers_are_left_out_on_http2() {
 }
 
 #[tokio::test]
+async fn every_header_http2_forbids_is_left_out_and_costs_no_connection() {
+    let s = setup();
+    let server = echo_server(&s).await;
+    let client = HttpClient::new(&server.origin(), config(&s)).unwrap();
+    let request = Request::post("/item")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-connection", "keep-alive")
+        .header("te", "gzip")
+        .body(Bytes::from_static(b"body"))
+        .unwrap();
+    let resp = client.send(request).await.unwrap();
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(server.connections_accepted(), 1);
+}
+
+#[tokio::test]
 async fn falls_back_to_http1_when_the_server_picks_it() {
     let s = setup();
     let tls = s
@@ -267,6 +283,34 @@ async fn oversized_answers_are_refused() {
     let client = HttpClient::new(&server.origin(), config(&s)).unwrap();
     let err = client.send(post("/", "x")).await.unwrap_err();
     assert!(matches!(err, HttpError::BodyTooLarge { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn oversized_answer_headers_are_refused_and_not_resent() {
+    let s = setup();
+    let tls = s.pki.server_config(ClientAuth::None).unwrap();
+    let server = serve(
+        tls,
+        |_req: Request<Bytes>, _conn: Arc<Connection>| async move {
+            // 1 MiB of headers: no provider answers like that, and each stream in flight
+            // would hold it.
+            let mut resp = Response::builder();
+            for i in 0..32 {
+                resp = resp.header(format!("x-big-{i}"), "x".repeat(32 * 1024));
+            }
+            resp.body(Bytes::new()).unwrap()
+        },
+    )
+    .await
+    .unwrap();
+    let client = HttpClient::new(&server.origin(), config(&s)).unwrap();
+    let err = client.send(post("/", "x")).await.unwrap_err();
+    assert!(
+        !err.not_sent() && !err.is_timeout(),
+        "the server processed it: {err}"
+    );
+    // The connection stays usable for answers of a sane size.
+    assert_eq!(server.connections_accepted(), 1);
 }
 
 #[test]

@@ -285,3 +285,326 @@ async fn the_gauges_show_each_connection_its_streams_and_its_limit() {
     assert!(after.connections.iter().all(|c| c.streams_in_flight == 0));
     assert_eq!(after.connections.len(), 2);
 }
+
+/// A server that completes the TLS handshake (ALPN `h2`) and closes every connection at once,
+/// the way an overloaded frontend or a broken proxy does; counts the connections it took.
+async fn closing_server(s: &Setup) -> (String, Arc<AtomicUsize>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(s.pki.server_config(ClientAuth::None).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                drop(tls);
+            }
+        }
+    });
+    (format!("https://localhost:{port}"), accepted)
+}
+
+#[tokio::test]
+async fn a_connection_closed_during_its_opening_fails_the_opening_and_never_joins_the_pool() {
+    let s = setup();
+    let (origin, accepted) = closing_server(&s).await;
+    let client = HttpClient::new(&origin, config(&s, 8)).unwrap();
+    let req = Request::post("/push")
+        .body(Bytes::from_static(b"{}"))
+        .unwrap();
+    let result = client.send(req).await;
+    assert!(
+        matches!(&result, Err(e @ HttpError::Connect { .. }) if e.not_sent()),
+        "{result:?}"
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one opening for one request, not one per refusal"
+    );
+    assert_eq!(client.connections_open(), 0);
+    assert!(client.gauges().connections.is_empty());
+}
+
+/// Writes one HTTP/2 frame.
+async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(
+    out: &mut W,
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let len = (payload.len() as u32).to_be_bytes();
+    let mut frame = vec![len[1], len[2], len[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    out.write_all(&frame).await
+}
+
+/// `SETTINGS_MAX_CONCURRENT_STREAMS = streams`.
+fn max_streams(streams: u32) -> Vec<u8> {
+    let mut payload = vec![0, 3];
+    payload.extend_from_slice(&streams.to_be_bytes());
+    payload
+}
+
+/// An HTTP/2 server the way APNS behaves: it allows one stream per connection at first and
+/// raises the limit to 100 with its first answer. Each request is answered `200` after
+/// `delay`; `peak` is the most streams it ever had open at once.
+async fn raising_server(s: &Setup, delay: Duration, peak: Arc<AtomicUsize>) -> String {
+    let acceptor = tokio_rustls::TlsAcceptor::from(s.pki.server_config(ClientAuth::None).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                tokio::spawn(serve_raising(tls, delay, peak.clone()));
+            }
+        }
+    });
+    format!("https://localhost:{port}")
+}
+
+/// One connection of [`raising_server`], frame by frame.
+async fn serve_raising<S>(tls: S, delay: Duration, peak: Arc<AtomicUsize>) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    use tokio::io::AsyncReadExt;
+    let (mut input, output) = tokio::io::split(tls);
+    let output = Arc::new(tokio::sync::Mutex::new(output));
+    let mut preface = [0; 24];
+    input.read_exact(&mut preface).await?;
+    write_frame(&mut *output.lock().await, 4, 0, 0, &max_streams(1)).await?;
+    let open = Arc::new(AtomicUsize::new(0));
+    let raised = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    loop {
+        let mut head = [0; 9];
+        input.read_exact(&mut head).await?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+        let mut payload = vec![0; len];
+        input.read_exact(&mut payload).await?;
+        let mut out = output.lock().await;
+        match (kind, flags & 1) {
+            (4, 0) => write_frame(&mut *out, 4, 1, 0, &[]).await?,
+            (6, 0) => write_frame(&mut *out, 6, 1, 0, &payload).await?,
+            (1, _) => {
+                peak.fetch_max(open.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                let (output, open, raised) = (output.clone(), open.clone(), raised.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let mut out = output.lock().await;
+                    if !raised.swap(true, Ordering::SeqCst) {
+                        write_frame(&mut *out, 4, 0, 0, &max_streams(100)).await?;
+                    }
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    // `:status: 200` (HPACK static index 8), END_HEADERS | END_STREAM.
+                    write_frame(&mut *out, 1, 5, stream, &[0x88]).await
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn requests_waiting_for_a_stream_all_go_when_the_provider_raises_its_limit() {
+    let s = setup();
+    let peak = Arc::new(AtomicUsize::new(0));
+    let origin = raising_server(&s, Duration::from_millis(200), peak.clone()).await;
+    let mut cfg = config(&s, 1);
+    cfg.request_timeout = Duration::from_secs(3);
+    let client = HttpClient::new(&origin, cfg).unwrap();
+    let started = tokio::time::Instant::now();
+    let tasks: Vec<_> = (0..40)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .send(Request::get("/").body(Bytes::new()).unwrap())
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        let result = task.await.unwrap();
+        assert!(matches!(&result, Ok(r) if r.status == 200), "{result:?}");
+    }
+    // One answer at the first limit, then the other 39 together: two rounds, not forty.
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(peak.load(Ordering::SeqCst) > 1);
+}
+
+#[tokio::test]
+async fn http1_connections_are_limited_like_http2_ones() {
+    let s = setup();
+    let tls = s
+        .pki
+        .server_config_with_alpn(ClientAuth::None, &[b"http/1.1"])
+        .unwrap();
+    let server = serve_with(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls,
+        ServeOptions::default(),
+        |_req: Request<Bytes>, conn: Arc<Connection>| async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Response::new(Bytes::from(conn.id.to_string()))
+        },
+    )
+    .await
+    .unwrap();
+    let client = HttpClient::new(&server.origin(), config(&s, 2)).unwrap();
+    let results = burst(&client, 12).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    // One request per HTTP/1.1 connection at a time: two connections carry all twelve.
+    assert_eq!(server.connections_accepted(), 2);
+    assert!(burst(&client, 4).await.iter().all(Result::is_ok));
+    assert_eq!(server.connections_accepted(), 2, "the idle ones are reused");
+}
+
+/// An HTTP/2 server that announces a server push (`PUSH_PROMISE` for `GET /`) before each
+/// answer; counts the connections it took.
+async fn pushing_server(s: &Setup) -> (String, Arc<AtomicUsize>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(s.pki.server_config(ClientAuth::None).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                tokio::spawn(serve_pushing(tls));
+            }
+        }
+    });
+    (format!("https://localhost:{port}"), accepted)
+}
+
+/// One connection of [`pushing_server`], frame by frame.
+async fn serve_pushing<S>(mut tls: S) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut preface = [0; 24];
+    tls.read_exact(&mut preface).await?;
+    write_frame(&mut tls, 4, 0, 0, &max_streams(100)).await?;
+    let mut promised = 2u32;
+    loop {
+        let mut head = [0; 9];
+        tls.read_exact(&mut head).await?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+        let mut payload = vec![0; len];
+        tls.read_exact(&mut payload).await?;
+        match (kind, flags & 1) {
+            (4, 0) => write_frame(&mut tls, 4, 1, 0, &[]).await?,
+            (6, 0) => write_frame(&mut tls, 6, 1, 0, &payload).await?,
+            (1, _) => {
+                // Promised stream id, then `:method GET`, `:scheme https`, `:path /` and
+                // `:authority localhost` (HPACK), END_HEADERS.
+                let mut promise = promised.to_be_bytes().to_vec();
+                promise.extend_from_slice(&[0x82, 0x87, 0x84, 0x41, 9]);
+                promise.extend_from_slice(b"localhost");
+                write_frame(&mut tls, 5, 4, stream, &promise).await?;
+                promised += 2;
+                write_frame(&mut tls, 1, 5, stream, &[0x88]).await?;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_provider_cannot_push_streams_at_us() {
+    let s = setup();
+    let (origin, _) = pushing_server(&s).await;
+    let client = HttpClient::new(&origin, config(&s, 1)).unwrap();
+    // A pushed stream is never read: each would be held (h2 does not bound them by default)
+    // as long as the request it came with. Advertising no push makes one a protocol error.
+    let result = client
+        .send(Request::get("/").body(Bytes::new()).unwrap())
+        .await;
+    assert!(
+        matches!(&result, Err(e) if !e.not_sent() && !e.is_timeout()),
+        "{result:?}"
+    );
+}
+
+/// An HTTP/2 server that sends GOAWAY (last stream 0) right after its SETTINGS on every
+/// connection, answers PINGs and keeps the connection open; counts the connections it took.
+async fn goaway_server(s: &Setup) -> (String, Arc<AtomicUsize>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(s.pki.server_config(ClientAuth::None).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                tokio::spawn(serve_goaway(tls));
+            }
+        }
+    });
+    (format!("https://localhost:{port}"), accepted)
+}
+
+/// One connection of [`goaway_server`], frame by frame.
+async fn serve_goaway<S>(mut tls: S) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut preface = [0; 24];
+    tls.read_exact(&mut preface).await?;
+    write_frame(&mut tls, 4, 0, 0, &max_streams(100)).await?;
+    // Last stream 0, NO_ERROR.
+    write_frame(&mut tls, 7, 0, 0, &[0; 8]).await?;
+    loop {
+        let mut head = [0; 9];
+        tls.read_exact(&mut head).await?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let mut payload = vec![0; len];
+        tls.read_exact(&mut payload).await?;
+        match (kind, flags & 1) {
+            (4, 0) => write_frame(&mut tls, 4, 1, 0, &[]).await?,
+            (6, 0) => write_frame(&mut tls, 6, 1, 0, &payload).await?,
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_connection_refused_by_goaway_at_once_is_a_failed_opening() {
+    let s = setup();
+    let (origin, accepted) = goaway_server(&s).await;
+    let client = HttpClient::new(&origin, config(&s, 8)).unwrap();
+    for round in 1..=5 {
+        let req = Request::post("/push")
+            .body(Bytes::from_static(b"{}"))
+            .unwrap();
+        let result = client.send(req).await;
+        assert!(
+            matches!(&result, Err(e @ HttpError::Connect { .. }) if e.not_sent()),
+            "{result:?}"
+        );
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            round,
+            "one opening a request"
+        );
+    }
+    assert_eq!(client.connections_open(), 0);
+}
