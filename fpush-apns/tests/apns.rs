@@ -289,7 +289,7 @@ async fn a_wrong_topic_is_answered_not_for_this_app() {
 async fn tokens_that_cannot_be_device_tokens_never_reach_apple() {
     let f = harness().await;
     let module = module(token_config(&f, json!({})));
-    for token in ["", "a/b", "../x", "a b"] {
+    for token in ["", "a/b", "../x", "a b", ".", ".."] {
         assert_eq!(
             module.send(&push(token)).await.unwrap_err(),
             PushError::TokenInvalid(DeadTokenReason::Implausible)
