@@ -122,6 +122,10 @@ impl ApnsPush {
     /// network, no runtime needed. Errors name the module id and the file.
     pub fn new(module_id: &str, cfg: ApnsConfig) -> Result<Self, ApnsError> {
         let config_error = |reason| ApnsError::config(module_id, reason);
+        if cfg.request_timeout.is_zero() {
+            // Not "no limit": every request, connecting included, would time out at once.
+            return Err(config_error("requestTimeout must be longer than 0s".into()));
+        }
         let template = RequestTemplate::new(&cfg).map_err(config_error)?;
         let payload = PayloadBuilder::new(&cfg).map_err(config_error)?;
         let mut http = HttpConfig {

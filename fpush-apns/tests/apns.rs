@@ -585,6 +585,18 @@ async fn startup_errors_name_the_module_and_the_file() {
     assert!(startup_error(token_config(&f, json!({"priority": 7}))).contains("priority"));
 }
 
+#[tokio::test]
+async fn a_request_timeout_of_zero_is_refused_at_start_up() {
+    let f = harness().await;
+    for zero in [json!(0), json!("0s")] {
+        let err = startup_error(token_config(&f, json!({"requestTimeout": zero})));
+        assert!(
+            err.contains(MODULE) && err.contains("requestTimeout"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn building_a_module_needs_no_runtime() {
     let rt = tokio::runtime::Builder::new_current_thread()
