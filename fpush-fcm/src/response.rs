@@ -5,7 +5,8 @@
 //! matters most, `google.rpc.BadRequest` names the offending fields, and others may appear.
 //! Unknown entries, missing fields and bodies that are not JSON at all (a proxy's HTML page) are
 //! tolerated: the HTTP status then decides. A token is only declared dead on an explicit answer
-//! about the token, never on a guess.
+//! about the token (an `UNREGISTERED` or `SENDER_ID_MISMATCH` code, or an `INVALID_ARGUMENT` that
+//! names `message.token` or says the registration token is not valid), never on a guess.
 
 use fpush_http::{retry_after, ProviderAnswer};
 use fpush_traits::{DeadTokenReason, Delivered, PushError};
@@ -83,7 +84,8 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> 
     let facts = parse_error_body(body);
     let describe = || describe(status, &facts);
     let status_is = |name: &str| facts.status.as_deref() == Some(name);
-    let token_at_fault = facts.bad_fields.iter().any(|f| f == "message.token");
+    let token_at_fault = facts.bad_fields.iter().any(|f| f == "message.token")
+        || blames_the_token(facts.message.as_deref());
 
     match facts.error_code.as_deref() {
         Some("UNREGISTERED") => {
@@ -120,6 +122,23 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> 
         // to fix; the token may be fine, so it must not be declared dead.
         ProviderAnswer::Failed(PushError::Misconfigured(describe()))
     }
+}
+
+/// How Google's `message` reads when it refuses the token itself. FCM answers a malformed or
+/// made-up token with `INVALID_ARGUMENT` and this text alone, naming no field.
+const TOKEN_REFUSALS: [&str; 2] = [
+    "not a valid fcm registration token",
+    "invalid registration token",
+];
+
+/// Whether an `INVALID_ARGUMENT` message says the registration token is what is wrong.
+fn blames_the_token(message: Option<&str>) -> bool {
+    message.is_some_and(|message| {
+        let message = message.to_ascii_lowercase();
+        TOKEN_REFUSALS
+            .iter()
+            .any(|refusal| message.contains(refusal))
+    })
 }
 
 /// Throttled, with the answer's `Retry-After` (clamped by [`retry_after`]).
@@ -233,6 +252,33 @@ mod tests {
             verdict(without_fcm_detail),
             ProviderAnswer::Failed(PushError::TokenInvalid(DeadTokenReason::BadToken))
         );
+    }
+
+    #[test]
+    fn invalid_argument_saying_the_token_is_invalid_is_a_bad_token_without_field_details() {
+        // What FCM answers for a malformed or made-up token: no google.rpc.BadRequest detail.
+        for message in [
+            "The registration token is not a valid FCM registration token",
+            "Invalid registration token",
+        ] {
+            let answer = (
+                StatusCode::BAD_REQUEST,
+                json!({"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT",
+                    "details": [{"@type": FCM_ERROR, "errorCode": "INVALID_ARGUMENT"}]}})
+                .to_string()
+                .into_bytes(),
+            );
+            assert_eq!(
+                verdict(answer),
+                ProviderAnswer::Failed(PushError::TokenInvalid(DeadTokenReason::BadToken)),
+                "{message}"
+            );
+        }
+        let without_fcm_detail = google(400, "INVALID_ARGUMENT", json!([]));
+        assert!(matches!(
+            verdict(without_fcm_detail),
+            ProviderAnswer::Failed(PushError::Misconfigured(_))
+        ));
     }
 
     #[test]
