@@ -14,6 +14,11 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 
+/// The longest part of an answer's `status` or `errorCode` kept for logs and error texts.
+const MAX_CODE_TEXT: usize = 64;
+/// The longest part of an answer's `message` kept for logs and error texts.
+const MAX_MESSAGE_TEXT: usize = 200;
+
 #[derive(Deserialize)]
 struct SendResponse {
     name: Option<String>,
@@ -151,14 +156,14 @@ fn throttled(headers: &HeaderMap) -> ProviderAnswer {
 /// A short description for logs and error texts.
 fn describe(status: StatusCode, facts: &ErrorFacts) -> String {
     let mut text = format!("FCM answered {}", status.as_u16());
+    // Google's are short; anything else sent there must not make a huge log line.
     for part in [&facts.status, &facts.error_code].into_iter().flatten() {
         text.push(' ');
-        text.push_str(part);
+        text.extend(part.chars().take(MAX_CODE_TEXT));
     }
     if let Some(message) = &facts.message {
-        let message: String = message.chars().take(200).collect();
         text.push_str(": ");
-        text.push_str(&message);
+        text.extend(message.chars().take(MAX_MESSAGE_TEXT));
     }
     text
 }
@@ -391,6 +396,25 @@ mod tests {
             html,
             ProviderAnswer::Failed(PushError::Misconfigured(_))
         ));
+    }
+
+    #[test]
+    fn long_texts_from_the_answer_are_cut_short_in_the_error_text() {
+        let long = "X".repeat(100_000);
+        for (status, error_code) in [
+            (long.as_str(), "INVALID_ARGUMENT"),
+            ("INVALID_ARGUMENT", long.as_str()),
+        ] {
+            let answer = google(
+                400,
+                status,
+                json!([{"@type": FCM_ERROR, "errorCode": error_code}]),
+            );
+            let ProviderAnswer::Failed(PushError::Misconfigured(text)) = verdict(answer) else {
+                panic!("expected Misconfigured");
+            };
+            assert!(text.len() < 1000, "{} bytes", text.len());
+        }
     }
 
     #[test]
