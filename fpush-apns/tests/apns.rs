@@ -316,6 +316,18 @@ async fn a_503_is_retried_once_and_delivered() {
 }
 
 #[tokio::test]
+async fn an_idle_timeout_answer_is_retried_once_and_delivered() {
+    let f = harness().await;
+    let module = module(token_config(&f, json!({})));
+    f.server.enqueue(
+        TOKEN,
+        [ApnsAnswer::error(400, "IdleTimeout"), ApnsAnswer::ok()],
+    );
+    module.send(&push(TOKEN)).await.unwrap();
+    assert_eq!(f.server.count_for(TOKEN), 2);
+}
+
+#[tokio::test]
 async fn a_timeout_is_reported_and_never_retried() {
     let f = harness().await;
     let mut cfg = token_config(&f, json!({}));
