@@ -111,8 +111,8 @@ pub struct ApnsPush {
 enum VoipRoute {
     /// Token auth: the module's own connections, with the VoIP topic.
     Shared,
-    /// Certificate auth: connections presenting the PushKit certificate.
-    Own(HttpClient),
+    /// Connections presenting the PushKit certificate (its notAfter, when it could be read).
+    Own(HttpClient, Option<SystemTime>),
     /// Certificate auth without a PushKit certificate: calls go out as alerts.
     Unavailable,
 }
@@ -122,6 +122,10 @@ impl ApnsPush {
     /// network, no runtime needed. Errors name the module id and the file.
     pub fn new(module_id: &str, cfg: ApnsConfig) -> Result<Self, ApnsError> {
         let config_error = |reason| ApnsError::config(module_id, reason);
+        if cfg.request_timeout.is_zero() {
+            // Not "no limit": every request, connecting included, would time out at once.
+            return Err(config_error("requestTimeout must be longer than 0s".into()));
+        }
         let template = RequestTemplate::new(&cfg).map_err(config_error)?;
         let payload = PayloadBuilder::new(&cfg).map_err(config_error)?;
         let mut http = HttpConfig {
@@ -229,7 +233,7 @@ fn voip_route(module_id: &str, cfg: &ApnsConfig, auth: &Auth) -> Result<VoipRout
             Auth::Certificate(_) => VoipRoute::Unavailable,
         });
     };
-    let (identity, _) = certificate::load_p12(module_id, cert, &cfg.voip_cert_password)?;
+    let (identity, expires_at) = certificate::load_p12(module_id, cert, &cfg.voip_cert_password)?;
     let http = HttpConfig {
         ca_file: cfg.ca_file_path.clone(),
         client_identity: Some(identity),
@@ -242,7 +246,7 @@ fn voip_route(module_id: &str, cfg: &ApnsConfig, auth: &Auth) -> Result<VoipRout
         module: module_id.to_string(),
         source,
     })?;
-    Ok(VoipRoute::Own(client))
+    Ok(VoipRoute::Own(client, expires_at))
 }
 
 /// Loads the credentials of the one auth mode `cfg` sets; certificate auth goes into `http`.
@@ -281,7 +285,7 @@ impl PushTrait for ApnsPush {
         if per_push.voip {
             match &self.voip {
                 VoipRoute::Shared => {}
-                VoipRoute::Own(own) => client = own,
+                VoipRoute::Own(own, _) => client = own,
                 // The user still learns of the call.
                 VoipRoute::Unavailable => {
                     token = &notification.token;
@@ -313,11 +317,17 @@ impl PushTrait for ApnsPush {
     }
 
     fn snapshot(&self) -> ProviderSnapshot {
-        let credentials_expire_at = match &self.auth {
+        let own = match &self.auth {
             Auth::Certificate(expires_at) => *expires_at,
             // A .p8 key does not expire; its provider tokens are renewed within the hour.
             Auth::Token(_) => None,
         };
+        let pushkit = match &self.voip {
+            VoipRoute::Own(_, expires_at) => *expires_at,
+            VoipRoute::Shared | VoipRoute::Unavailable => None,
+        };
+        // Whichever certificate expires first stops pushes (calls or all) first.
+        let credentials_expire_at = own.into_iter().chain(pushkit).min();
         ProviderSnapshot {
             credentials_expire_at,
             pool: Some(self.client.gauges()),

@@ -6,7 +6,8 @@
 //! and only ever replaced early when Apple rejects it and it is at least [`MIN_RENEW_INTERVAL`]
 //! old. After a `TooManyProviderTokenUpdates` (another process renews with the same key) no
 //! token is signed for [`MIN_RENEW_INTERVAL`]: the current one stays in use, since every new one
-//! would restart Apple's count.
+//! would restart Apple's count. A token's age is the older of its age on the monotonic clock and
+//! its age by its `iat` on the wall clock, as Apple sees it (see [`Signed`]).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -46,6 +47,20 @@ pub(crate) struct TokenSigner {
 pub(crate) struct Signed {
     pub bearer: HeaderValue,
     pub made: Instant,
+    /// The `iat` it carries (unix seconds): how old Apple finds it.
+    pub iat: u64,
+}
+
+impl Signed {
+    /// How old the token is: by the monotonic clock, or by the wall clock when that says
+    /// older. The monotonic clock stands still while the machine is suspended, and a clock set
+    /// late at boot backdates `iat`: Apple, which reads `iat`, then finds the token expired.
+    fn age(&self) -> Duration {
+        // `iat` is cut to whole seconds: read a second less, so this never says older.
+        let by_iat = unix_now().saturating_sub(self.iat).saturating_sub(1);
+        let by_iat = Duration::from_secs(by_iat);
+        self.made.elapsed().max(by_iat)
+    }
 }
 
 impl TokenSigner {
@@ -89,7 +104,8 @@ impl TokenSigner {
     }
 
     fn sign(&self) -> Result<Arc<Signed>, String> {
-        let claims = serde_json::json!({"iss": self.team_id, "iat": unix_now()}).to_string();
+        let iat = unix_now();
+        let claims = serde_json::json!({"iss": self.team_id, "iat": iat}).to_string();
         let mut jwt = String::with_capacity(200);
         jwt.push_str("bearer ");
         let signed_from = jwt.len();
@@ -106,6 +122,7 @@ impl TokenSigner {
         Ok(Arc::new(Signed {
             bearer,
             made: Instant::now(),
+            iat,
         }))
     }
 
@@ -113,7 +130,7 @@ impl TokenSigner {
     /// renewals are held.
     pub fn current(&self) -> Result<Arc<Signed>, String> {
         if let Some(signed) = self.read() {
-            if signed.made.elapsed() < RENEW_AFTER || self.renewals_held() {
+            if signed.age() < RENEW_AFTER || self.renewals_held() {
                 return Ok(signed);
             }
         }
@@ -123,7 +140,7 @@ impl TokenSigner {
             .map_err(|_| "token cache poisoned".to_string())?;
         if let Some(signed) = slot.as_ref() {
             // Another push renewed it while we waited for the lock.
-            if signed.made.elapsed() < RENEW_AFTER || self.renewals_held() {
+            if signed.age() < RENEW_AFTER || self.renewals_held() {
                 return Ok(signed.clone());
             }
         }
@@ -144,7 +161,7 @@ impl TokenSigner {
         }
         match slot.as_ref() {
             Some(current) if !Arc::ptr_eq(current, rejected) => true,
-            _ if rejected.made.elapsed() >= MIN_RENEW_INTERVAL => {
+            _ if rejected.age() >= MIN_RENEW_INTERVAL => {
                 *slot = None;
                 true
             }
@@ -283,6 +300,49 @@ mod tests {
             !Arc::ptr_eq(&first, &signer.current().unwrap()),
             "20 minutes after the refusal: renewed"
         );
+    }
+
+    /// Replaces the current token with one whose `iat` is `behind` older than its monotonic
+    /// age: what a machine sees after a suspend, or after its clock was set late.
+    fn backdate_current(signer: &TokenSigner, behind: Duration) -> Arc<Signed> {
+        let current = signer.current().unwrap();
+        let backdated = Arc::new(Signed {
+            bearer: current.bearer.clone(),
+            made: current.made,
+            iat: current.iat - behind.as_secs(),
+        });
+        *signer.current.write().unwrap() = Some(backdated.clone());
+        backdated
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_apple_finds_old_is_renewed_though_the_monotonic_clock_stood_still() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = p8_key(dir.path());
+        let signer = load(&path, "K", "T").unwrap();
+        let stale = backdate_current(&signer, Duration::from_secs(2 * 3600));
+        let renewed = signer.current().unwrap();
+        assert!(!Arc::ptr_eq(&stale, &renewed), "two hours old by its iat");
+
+        let rejected = backdate_current(&signer, MIN_RENEW_INTERVAL + Duration::from_secs(1));
+        assert!(signer.rejected(&rejected), "over 20 minutes old by its iat");
+        assert!(!Arc::ptr_eq(&rejected, &signer.current().unwrap()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wall_clock_set_back_does_not_make_a_token_younger() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = p8_key(dir.path());
+        let signer = load(&path, "K", "T").unwrap();
+        let first = signer.current().unwrap();
+        let ahead = Arc::new(Signed {
+            bearer: first.bearer.clone(),
+            made: first.made,
+            iat: first.iat + 3 * 3600,
+        });
+        *signer.current.write().unwrap() = Some(ahead.clone());
+        tokio::time::advance(RENEW_AFTER).await;
+        assert!(!Arc::ptr_eq(&ahead, &signer.current().unwrap()));
     }
 
     #[test]

@@ -179,13 +179,15 @@ fn priority(cfg: &ApnsConfig) -> Result<u8, String> {
 }
 
 /// Tokens go into the URL path: anything but letters, digits, `-`, `_` and `.` cannot be a
-/// device token, so Apple is not asked.
+/// device token, so Apple is not asked. Nor is a token of dots only: as a path segment, `.` or
+/// `..` names another path (`/3/device/..` is `/3/`), whose refusal would read as our mistake.
 pub(crate) fn plausible_token(token: &str) -> bool {
     !token.is_empty()
         && token.len() <= MAX_TOKEN_LEN
         && token
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !token.bytes().all(|b| b == b'.')
 }
 
 #[cfg(test)]
@@ -200,6 +202,14 @@ mod tests {
         assert!(!plausible_token("a/b"));
         assert!(!plausible_token("a?b"));
         assert!(!plausible_token(&"a".repeat(MAX_TOKEN_LEN + 1)));
+    }
+
+    #[test]
+    fn a_token_of_dots_only_never_makes_a_path_segment() {
+        for dots in [".", "..", "..."] {
+            assert!(!plausible_token(dots), "{dots}");
+        }
+        assert!(plausible_token("a..b"));
     }
 
     fn template() -> RequestTemplate {

@@ -77,6 +77,9 @@ pub fn judge(resp: &HttpResponse) -> ProviderAnswer {
             ProviderAnswer::Renew(described())
         }
         (500..=599, _) => ProviderAnswer::Retry(described()),
+        // Apple closed the idle connection instead of processing the push: not our settings,
+        // and a new connection can take it.
+        (400, "IdleTimeout") => ProviderAnswer::Retry(described()),
         // Every other 4xx (TopicDisallowed, BadTopic, BadCertificate,
         // BadCertificateEnvironment, MissingProviderToken, BadPath, ...) says our request or
         // credentials are wrong, which no retry fixes.
@@ -200,6 +203,14 @@ mod tests {
         assert!(matches!(
             judge(&answer(403, "InvalidProviderToken")),
             ProviderAnswer::Renew(_)
+        ));
+    }
+
+    #[test]
+    fn an_idle_timeout_is_retried_not_misconfigured() {
+        assert!(matches!(
+            judge(&answer(400, "IdleTimeout")),
+            ProviderAnswer::Retry(ref reason) if reason.contains("IdleTimeout")
         ));
     }
 

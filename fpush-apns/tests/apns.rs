@@ -289,7 +289,7 @@ async fn a_wrong_topic_is_answered_not_for_this_app() {
 async fn tokens_that_cannot_be_device_tokens_never_reach_apple() {
     let f = harness().await;
     let module = module(token_config(&f, json!({})));
-    for token in ["", "a/b", "../x", "a b"] {
+    for token in ["", "a/b", "../x", "a b", ".", ".."] {
         assert_eq!(
             module.send(&push(token)).await.unwrap_err(),
             PushError::TokenInvalid(DeadTokenReason::Implausible)
@@ -310,6 +310,18 @@ async fn a_503_is_retried_once_and_delivered() {
             ApnsAnswer::error(503, "ServiceUnavailable"),
             ApnsAnswer::ok(),
         ],
+    );
+    module.send(&push(TOKEN)).await.unwrap();
+    assert_eq!(f.server.count_for(TOKEN), 2);
+}
+
+#[tokio::test]
+async fn an_idle_timeout_answer_is_retried_once_and_delivered() {
+    let f = harness().await;
+    let module = module(token_config(&f, json!({})));
+    f.server.enqueue(
+        TOKEN,
+        [ApnsAnswer::error(400, "IdleTimeout"), ApnsAnswer::ok()],
     );
     module.send(&push(TOKEN)).await.unwrap();
     assert_eq!(f.server.count_for(TOKEN), 2);
@@ -583,6 +595,18 @@ async fn startup_errors_name_the_module_and_the_file() {
     assert!(startup_error(cfg).contains("not both"));
 
     assert!(startup_error(token_config(&f, json!({"priority": 7}))).contains("priority"));
+}
+
+#[tokio::test]
+async fn a_request_timeout_of_zero_is_refused_at_start_up() {
+    let f = harness().await;
+    for zero in [json!(0), json!("0s")] {
+        let err = startup_error(token_config(&f, json!({"requestTimeout": zero})));
+        assert!(
+            err.contains(MODULE) && err.contains("requestTimeout"),
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -183,6 +183,27 @@ async fn the_snapshot_shows_the_pool_and_the_certificates_expiry() {
 }
 
 #[tokio::test]
+async fn the_snapshot_shows_the_pushkit_certificates_expiry_when_it_comes_first() {
+    let h = harness(1000).await;
+    let voip = h
+        .p12_file_until("voip.p12", &format!("{}.voip", h.topic()), (2031, 1, 1))
+        .unwrap();
+    let extra = json!({"requestTimeout": "5s", "voipCertFilePath": voip,
+        "voipCertPassword": fpush_testkit::apns::P12_PASSWORD});
+    for block in [
+        h.cert_settings(fpush_testkit::tls::P12Cipher::Modern)
+            .unwrap(),
+        h.token_settings(),
+    ] {
+        let cfg: ApnsConfig = serde_json::from_value(with_keys(block, extra.clone())).unwrap();
+        let module = ApnsPush::new(MODULE, cfg).unwrap();
+        // 2031-01-01T00:00:00Z, before the main certificate's 4096 (or a key that never expires).
+        let not_after = std::time::UNIX_EPOCH + Duration::from_secs(1_924_992_000);
+        assert_eq!(module.snapshot().credentials_expire_at, Some(not_after));
+    }
+}
+
+#[tokio::test]
 async fn a_token_auth_module_reports_no_expiry() {
     let h = harness(1000).await;
     assert_eq!(module(&h).snapshot().credentials_expire_at, None);

@@ -50,7 +50,7 @@ pub use config::{FcmConfig, DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_T
 pub use error::FcmError;
 pub use platform::PLATFORM;
 
-use message::{is_reserved_data_key, MessageTemplate};
+use message::{data_bytes, is_reserved_data_key, MessageTemplate, MAX_DATA_BYTES};
 use oauth::TokenEndpoint;
 use plausible::plausible_token;
 use quota::QuotaScope;
@@ -223,6 +223,14 @@ fn check_settings(module_id: &str, cfg: &FcmConfig) -> Result<(), FcmError> {
     }
     if let Some(key) = cfg.additional_data.keys().find(|k| is_reserved_data_key(k)) {
         let reason = format!("uses the key {key:?}, which FCM reserves (from, message_type, notification, google*, gcm*)");
+        return Err(FcmError::setting(module_id, "additionalData", reason));
+    }
+    let data = cfg.additional_data.iter();
+    let size = data_bytes(data.map(|(key, value)| (key.as_str(), value.as_str())));
+    if size > MAX_DATA_BYTES {
+        let reason = format!(
+            "is {size} bytes (keys and values), over the {MAX_DATA_BYTES} FCM takes in a message"
+        );
         return Err(FcmError::setting(module_id, "additionalData", reason));
     }
     Ok(())

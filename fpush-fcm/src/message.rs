@@ -15,6 +15,9 @@ use serde::Serialize;
 pub(crate) const SUMMARY_KEYS: [&str; 3] =
     ["message-count", "last-message-sender", "last-message-body"];
 
+/// FCM's limit on a message's `data`, keys and values counted: a larger message is refused.
+pub(crate) const MAX_DATA_BYTES: usize = 4096;
+
 /// Keys FCM reserves inside `data` (a message carrying one is refused for every token).
 pub(crate) fn is_reserved_data_key(key: &str) -> bool {
     key == "from"
@@ -96,6 +99,9 @@ impl MessageTemplate {
                 data.insert(key, value);
             }
         }
+        if self.data_from_summary {
+            fit_summary(&mut data);
+        }
         let request = SendRequest {
             message: Message {
                 token: &notification.token,
@@ -109,6 +115,38 @@ impl MessageTemplate {
         };
         // Serialising string maps and strings into a Vec cannot fail.
         Bytes::from(serde_json::to_vec(&request).unwrap_or_default())
+    }
+}
+
+/// The size FCM counts against [`MAX_DATA_BYTES`]: every key and value.
+pub(crate) fn data_bytes<'a>(data: impl IntoIterator<Item = (&'a str, &'a str)>) -> usize {
+    data.into_iter()
+        .map(|(key, value)| key.len() + value.len())
+        .sum()
+}
+
+/// Cuts the summary values (the body, then the sender, then the count) until `data` fits
+/// FCM's limit: a long message is better delivered shortened than refused as too big, which
+/// would read as our misconfiguration.
+fn fit_summary(data: &mut BTreeMap<&str, &str>) {
+    let size = data_bytes(data.iter().map(|(key, value)| (*key, *value)));
+    let mut excess = size.saturating_sub(MAX_DATA_BYTES);
+    for key in SUMMARY_KEYS.into_iter().rev() {
+        let Some(value) = data.get_mut(key).filter(|_| excess > 0) else {
+            continue;
+        };
+        if value.len() < excess {
+            // Cutting the value is not enough: leave the key out too.
+            excess = excess.saturating_sub(key.len() + value.len());
+            data.remove(key);
+            continue;
+        }
+        let mut keep = value.len() - excess;
+        while !value.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        excess = 0;
+        *value = &value[..keep];
     }
 }
 
@@ -209,6 +247,46 @@ mod tests {
             json!({"account": "d3v1ce", "channel": "c4ann3l"})
         );
         assert_eq!(body["message"]["android"]["priority"], "high");
+    }
+
+    fn data_bytes(body: &Value) -> usize {
+        let data = body["message"]["data"].as_object().unwrap();
+        data.iter()
+            .map(|(k, v)| k.len() + v.as_str().unwrap().len())
+            .sum()
+    }
+
+    #[test]
+    fn summary_values_are_cut_to_fit_fcms_data_limit_body_first() {
+        let configured = BTreeMap::from([("static".to_string(), "s".repeat(1500))]);
+        let template = MessageTemplate::new(Duration::from_secs(60), None, configured, true);
+        let mut notification = push("t");
+        let long = "é".repeat(512);
+        notification.summary = PushSummary {
+            message_count: Some("1".repeat(1024)),
+            last_message_sender: Some(long.clone()),
+            last_message_body: Some(long.clone()),
+        };
+        let body = parse(template.body(&notification));
+        assert!(data_bytes(&body) <= MAX_DATA_BYTES, "{}", data_bytes(&body));
+        let data = &body["message"]["data"];
+        assert_eq!(data["last-message-sender"], long.as_str());
+        assert_eq!(data["message-count"], "1".repeat(1024));
+        let cut = data["last-message-body"].as_str().unwrap();
+        assert!(long.starts_with(cut) && cut.len() < long.len() && !cut.is_empty());
+    }
+
+    #[test]
+    fn summary_keys_are_left_out_when_cutting_their_values_is_not_enough() {
+        // 4056 bytes configured; the summary's 91 would make 4147.
+        let configured = BTreeMap::from([("static".to_string(), "s".repeat(4050))]);
+        let template = MessageTemplate::new(Duration::from_secs(60), None, configured, true);
+        let body = parse(template.body(&push("t")));
+        assert_eq!(data_bytes(&body), MAX_DATA_BYTES);
+        let data = &body["message"]["data"];
+        assert!(data.get("last-message-body").is_none());
+        assert_eq!(data["last-message-sender"], "juliet@");
+        assert_eq!(data["message-count"], "1");
     }
 
     #[test]

@@ -97,6 +97,7 @@ pub(crate) fn interpret(status: StatusCode, body: &[u8]) -> Result<TokenGrant, T
         })?;
         if let Some(kind) = &granted.token_type {
             if !kind.eq_ignore_ascii_case("bearer") {
+                let kind: String = kind.chars().take(MAX_ERROR_TEXT).collect();
                 return Err(TokenError::Unavailable(format!(
                     "token endpoint granted a {kind:?} token, not a bearer token"
                 )));
@@ -171,6 +172,18 @@ mod tests {
                 Err(TokenError::Unavailable(_))
             ));
         }
+    }
+
+    #[test]
+    fn a_long_token_type_is_cut_short_in_the_error_text() {
+        let body = format!(
+            r#"{{"access_token":"t","token_type":"{}"}}"#,
+            "X".repeat(100_000)
+        );
+        let Err(TokenError::Unavailable(text)) = interpret(StatusCode::OK, body.as_bytes()) else {
+            panic!("expected Unavailable");
+        };
+        assert!(text.len() < 1000, "{} bytes", text.len());
     }
 
     #[test]

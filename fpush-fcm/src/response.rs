@@ -5,13 +5,19 @@
 //! matters most, `google.rpc.BadRequest` names the offending fields, and others may appear.
 //! Unknown entries, missing fields and bodies that are not JSON at all (a proxy's HTML page) are
 //! tolerated: the HTTP status then decides. A token is only declared dead on an explicit answer
-//! about the token, never on a guess.
+//! about the token (an `UNREGISTERED` or `SENDER_ID_MISMATCH` code, or an `INVALID_ARGUMENT` that
+//! names `message.token` or says the registration token is not valid), never on a guess.
 
 use fpush_http::{retry_after, ProviderAnswer};
 use fpush_traits::{DeadTokenReason, Delivered, PushError};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
+
+/// The longest part of an answer's `status` or `errorCode` kept for logs and error texts.
+const MAX_CODE_TEXT: usize = 64;
+/// The longest part of an answer's `message` kept for logs and error texts.
+const MAX_MESSAGE_TEXT: usize = 200;
 
 #[derive(Deserialize)]
 struct SendResponse {
@@ -83,7 +89,8 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> 
     let facts = parse_error_body(body);
     let describe = || describe(status, &facts);
     let status_is = |name: &str| facts.status.as_deref() == Some(name);
-    let token_at_fault = facts.bad_fields.iter().any(|f| f == "message.token");
+    let token_at_fault = facts.bad_fields.iter().any(|f| f == "message.token")
+        || blames_the_token(facts.message.as_deref());
 
     match facts.error_code.as_deref() {
         Some("UNREGISTERED") => {
@@ -122,6 +129,23 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> 
     }
 }
 
+/// How Google's `message` reads when it refuses the token itself. FCM answers a malformed or
+/// made-up token with `INVALID_ARGUMENT` and this text alone, naming no field.
+const TOKEN_REFUSALS: [&str; 2] = [
+    "not a valid fcm registration token",
+    "invalid registration token",
+];
+
+/// Whether an `INVALID_ARGUMENT` message says the registration token is what is wrong.
+fn blames_the_token(message: Option<&str>) -> bool {
+    message.is_some_and(|message| {
+        let message = message.to_ascii_lowercase();
+        TOKEN_REFUSALS
+            .iter()
+            .any(|refusal| message.contains(refusal))
+    })
+}
+
 /// Throttled, with the answer's `Retry-After` (clamped by [`retry_after`]).
 fn throttled(headers: &HeaderMap) -> ProviderAnswer {
     ProviderAnswer::Failed(PushError::ProviderThrottled {
@@ -132,14 +156,14 @@ fn throttled(headers: &HeaderMap) -> ProviderAnswer {
 /// A short description for logs and error texts.
 fn describe(status: StatusCode, facts: &ErrorFacts) -> String {
     let mut text = format!("FCM answered {}", status.as_u16());
+    // Google's are short; anything else sent there must not make a huge log line.
     for part in [&facts.status, &facts.error_code].into_iter().flatten() {
         text.push(' ');
-        text.push_str(part);
+        text.extend(part.chars().take(MAX_CODE_TEXT));
     }
     if let Some(message) = &facts.message {
-        let message: String = message.chars().take(200).collect();
         text.push_str(": ");
-        text.push_str(&message);
+        text.extend(message.chars().take(MAX_MESSAGE_TEXT));
     }
     text
 }
@@ -233,6 +257,33 @@ mod tests {
             verdict(without_fcm_detail),
             ProviderAnswer::Failed(PushError::TokenInvalid(DeadTokenReason::BadToken))
         );
+    }
+
+    #[test]
+    fn invalid_argument_saying_the_token_is_invalid_is_a_bad_token_without_field_details() {
+        // What FCM answers for a malformed or made-up token: no google.rpc.BadRequest detail.
+        for message in [
+            "The registration token is not a valid FCM registration token",
+            "Invalid registration token",
+        ] {
+            let answer = (
+                StatusCode::BAD_REQUEST,
+                json!({"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT",
+                    "details": [{"@type": FCM_ERROR, "errorCode": "INVALID_ARGUMENT"}]}})
+                .to_string()
+                .into_bytes(),
+            );
+            assert_eq!(
+                verdict(answer),
+                ProviderAnswer::Failed(PushError::TokenInvalid(DeadTokenReason::BadToken)),
+                "{message}"
+            );
+        }
+        let without_fcm_detail = google(400, "INVALID_ARGUMENT", json!([]));
+        assert!(matches!(
+            verdict(without_fcm_detail),
+            ProviderAnswer::Failed(PushError::Misconfigured(_))
+        ));
     }
 
     #[test]
@@ -345,6 +396,25 @@ mod tests {
             html,
             ProviderAnswer::Failed(PushError::Misconfigured(_))
         ));
+    }
+
+    #[test]
+    fn long_texts_from_the_answer_are_cut_short_in_the_error_text() {
+        let long = "X".repeat(100_000);
+        for (status, error_code) in [
+            (long.as_str(), "INVALID_ARGUMENT"),
+            ("INVALID_ARGUMENT", long.as_str()),
+        ] {
+            let answer = google(
+                400,
+                status,
+                json!([{"@type": FCM_ERROR, "errorCode": error_code}]),
+            );
+            let ProviderAnswer::Failed(PushError::Misconfigured(text)) = verdict(answer) else {
+                panic!("expected Misconfigured");
+            };
+            assert!(text.len() < 1000, "{} bytes", text.len());
+        }
     }
 
     #[test]

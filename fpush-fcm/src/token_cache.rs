@@ -66,6 +66,18 @@ impl AccessToken {
     }
 }
 
+/// `token`, unless it expired before the refresh even ended: then the refresh failed, and the
+/// pushes that waited for it share that failure instead of each asking again.
+fn usable(token: AccessToken) -> Result<Arc<AccessToken>, TokenError> {
+    if token.unexpired_at(Instant::now()) {
+        Ok(Arc::new(token))
+    } else {
+        Err(TokenError::Unavailable(
+            "the token endpoint granted a token that expired at once".to_string(),
+        ))
+    }
+}
+
 /// Why no token could be had; cloned to every push that shared the failed refresh.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum TokenError {
@@ -131,7 +143,7 @@ impl TokenCache {
         let requested_at = Instant::now();
         let outcome = fetch()
             .await
-            .map(|grant| Arc::new(AccessToken::new(grant, requested_at)));
+            .and_then(|grant| usable(AccessToken::new(grant, requested_at)));
         match &outcome {
             Ok(token) => {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
@@ -146,10 +158,7 @@ impl TokenCache {
         drop(last);
 
         match outcome {
-            Ok(token) if token.unexpired_at(Instant::now()) => Ok(token),
-            Ok(_) => Err(TokenError::Unavailable(
-                "the token endpoint granted a token that expired at once".to_string(),
-            )),
+            Ok(token) => Ok(token),
             Err(error) => self
                 .current_if(|t| t.unexpired_at(Instant::now()))
                 .ok_or(error),
@@ -336,6 +345,35 @@ mod tests {
             1,
             "one failed refresh, however many waited"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_share_one_refresh_of_a_token_that_expired_at_once() {
+        let cache = Arc::new(TokenCache::default());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        for _ in 0..100 {
+            let (cache, calls, mut released) = (cache.clone(), calls.clone(), released.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get(|| async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        let _ = released.wait_for(|r| *r).await;
+                        Ok(grant("a", 0))
+                    })
+                    .await
+            }));
+        }
+        tokio::task::yield_now().await;
+        release.send(true).unwrap();
+        for task in tasks {
+            assert!(matches!(
+                task.await.unwrap(),
+                Err(TokenError::Unavailable(_))
+            ));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one refresh, not one each");
     }
 
     #[tokio::test(start_paused = true)]

@@ -45,6 +45,16 @@ async fn invalid_argument_on_the_token_is_a_bad_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_argument_saying_the_token_is_not_valid_is_a_bad_token() {
+    let (result, calls, _) = scripted(vec![FcmAnswer::bad_token_without_field()]).await;
+    assert_eq!(
+        result,
+        Err(PushError::TokenInvalid(DeadTokenReason::BadToken))
+    );
+    assert_eq!(calls, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sender_id_mismatch_is_a_token_of_another_app() {
     assert_eq!(
         outcome("mismatch-1").await,

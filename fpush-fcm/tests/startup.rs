@@ -148,6 +148,18 @@ fn unusable_settings_are_refused() {
         })
     ));
 
+    let mut too_large = FcmConfig::new(&path);
+    too_large
+        .additional_data
+        .insert("kind".into(), "x".repeat(4096));
+    assert!(matches!(
+        build(too_large),
+        Err(FcmError::InvalidSetting {
+            key: "additionalData",
+            ..
+        })
+    ));
+
     let mut endpoint = FcmConfig::new(&path);
     endpoint.endpoint = "http://fcm.googleapis.com".into();
     assert!(matches!(

@@ -160,8 +160,29 @@ impl TestPki {
 
     /// Issues a client certificate (CN = `common_name`, clientAuth) signed by the CA.
     pub fn client_cert(&self, common_name: &str) -> Result<ClientCert, TlsError> {
+        self.issue_client_cert(common_name, None)
+    }
+
+    /// Like [`TestPki::client_cert`], valid until the start of `(year, month, day)`, UTC (for
+    /// tests of expiry monitoring).
+    pub fn client_cert_until(
+        &self,
+        common_name: &str,
+        until: (i32, u8, u8),
+    ) -> Result<ClientCert, TlsError> {
+        self.issue_client_cert(common_name, Some(until))
+    }
+
+    fn issue_client_cert(
+        &self,
+        common_name: &str,
+        until: Option<(i32, u8, u8)>,
+    ) -> Result<ClientCert, TlsError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
+        if let Some((year, month, day)) = until {
+            params.not_after = rcgen::date_time_ymd(year, month, day);
+        }
         params.distinguished_name = distinguished_name(common_name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

@@ -140,6 +140,23 @@ impl ApnsHarness {
         Ok(path)
     }
 
+    /// A `.p12` client certificate for `common_name` (e.g. the PushKit topic), valid until the
+    /// start of `(year, month, day)` UTC, written as `name` in [`ApnsHarness::dir`].
+    pub fn p12_file_until(
+        &self,
+        name: &str,
+        common_name: &str,
+        until: (i32, u8, u8),
+    ) -> Result<PathBuf, TlsError> {
+        let path = self.dir.path().join(name);
+        self.pki.client_cert_until(common_name, until)?.write_p12(
+            &path,
+            P12_PASSWORD,
+            P12Cipher::Modern,
+        )?;
+        Ok(path)
+    }
+
     /// The `apns` settings block of a module using token auth against this server. Tests add
     /// what they need (`requestTimeout`, `pushType`, …).
     pub fn token_settings(&self) -> Value {

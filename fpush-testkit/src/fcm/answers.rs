@@ -49,6 +49,18 @@ impl FcmAnswer {
         )
     }
 
+    /// 400 `INVALID_ARGUMENT` for a malformed or made-up token as FCM sends it today: the
+    /// `FcmError` detail and the message only, no `google.rpc.BadRequest` naming the field.
+    pub fn bad_token_without_field() -> Self {
+        google_error(
+            400,
+            "INVALID_ARGUMENT",
+            "The registration token is not a valid FCM registration token",
+            Some("INVALID_ARGUMENT"),
+            None,
+        )
+    }
+
     /// 400 `INVALID_ARGUMENT` about `field`.
     pub fn invalid_argument(field: &str, description: &str) -> Self {
         google_error(
