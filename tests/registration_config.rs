@@ -138,7 +138,7 @@ fn provider_ids_belong_to_tigase_modules_of_type_apple() {
         r#""android": {{{FCM}, "registration": {{"protocol": "tigase", "provider": "x:y"}}}}"#
     );
     let found = errors(&android, &platforms());
-    assert!(found[0].contains("type apple only"), "{found:?}");
+    assert!(found[0].contains("VoIP pushes and encrypted"), "{found:?}");
 }
 
 #[test]

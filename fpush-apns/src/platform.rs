@@ -9,15 +9,15 @@ use fpush_traits::{
 
 use crate::{ApnsConfig, ApnsPush};
 
-/// How the core finds, reads and builds APNS modules. VoIP pushes and encrypted payloads are
-/// not implemented yet, so they are not declared.
+/// How the core finds, reads and builds APNS modules: calls go to a PushKit token, and an
+/// encrypted payload reaches the app's notification service extension as it came.
 pub const PLATFORM: Platform = Platform {
     type_name: "apple",
     settings_key: "apns",
     cargo_feature: "enable_apns_support",
     capabilities: Capabilities {
-        voip: false,
-        encrypted_payloads: false,
+        voip: true,
+        encrypted_payloads: true,
         registration_service: Some("apns"),
     },
     plausible_token: plausible_device_token,
@@ -111,8 +111,8 @@ mod tests {
             ("apple", "apns", "enable_apns_support")
         );
         let only_what_works = Capabilities {
-            voip: false,
-            encrypted_payloads: false,
+            voip: true,
+            encrypted_payloads: true,
             registration_service: Some("apns"),
         };
         assert_eq!(PLATFORM.capabilities, only_what_works);

@@ -10,7 +10,7 @@ use fpush_traits::{
 use crate::{FcmConfig, FcmPush};
 
 /// How the core finds, reads and builds FCM modules. VoIP pushes and encrypted payloads are
-/// not implemented yet, so they are not declared.
+/// not implemented, so they are not declared.
 pub const PLATFORM: Platform = Platform {
     type_name: "google",
     settings_key: "fcm",

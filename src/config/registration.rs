@@ -100,7 +100,14 @@ pub(crate) fn check(document: &Document, settings: &Settings) -> Vec<ConfigError
     errors
 }
 
-/// What is wrong with a module's `provider`: a tigase module names one and is an APNS module;
+/// Siskin-family apps register a PushKit token beside the device token and send encrypted
+/// payloads: only a platform that declares both can serve them.
+fn serves_tigase(module: &ModuleSettings) -> bool {
+    let capabilities = module.platform.capabilities;
+    capabilities.voip && capabilities.encrypted_payloads
+}
+
+/// What is wrong with a module's `provider`: a tigase module names one and can serve it;
 /// a p2 module names none.
 fn provider_problem(
     module: &ModuleSettings,
@@ -125,10 +132,9 @@ fn provider_problem(
             "`provider` must be a colon-separated id without whitespace (e.g. \
              \"snikket:apns:1\"), at most 256 bytes"
         }
-        (RegistrationProtocol::Tigase, Some(_))
-            if module.platform.capabilities.registration_service != Some("apns") =>
-        {
-            "tigase registrations are served by modules of type apple only"
+        (RegistrationProtocol::Tigase, Some(_)) if !serves_tigase(module) => {
+            "tigase registrations need a module type that delivers VoIP pushes and encrypted \
+             payloads"
         }
         _ => return None,
     };
