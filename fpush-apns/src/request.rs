@@ -25,6 +25,11 @@ const APNS_PRIORITY: HeaderName = HeaderName::from_static("apns-priority");
 const APNS_EXPIRATION: HeaderName = HeaderName::from_static("apns-expiration");
 const APNS_COLLAPSE_ID: HeaderName = HeaderName::from_static("apns-collapse-id");
 
+/// How long Apple may hold a call for a phone it cannot reach: a caller rings for under a
+/// minute, and a call delivered later (the module's `expiration` is weeks by default) would
+/// ring for one long over.
+const VOIP_EXPIRATION: Duration = Duration::from_secs(60);
+
 /// What one push changes of the module's fixed headers (push2 says it per push).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct PerPush {
@@ -128,7 +133,11 @@ impl RequestTemplate {
         *request.uri_mut() = Uri::from(path);
         let headers = request.headers_mut();
         *headers = self.headers.clone();
-        headers.insert(APNS_EXPIRATION, self.expiration_value());
+        let expiration = match per_push.voip {
+            true => self.voip_expiration_value(),
+            false => self.expiration_value(),
+        };
+        headers.insert(APNS_EXPIRATION, expiration);
         if per_push.voip {
             headers.insert(APNS_TOPIC, self.voip_topic.clone());
             headers.insert(APNS_PUSH_TYPE, HeaderValue::from_static("voip"));
@@ -160,6 +169,14 @@ impl RequestTemplate {
                 cached.1.clone()
             }
             Err(_) => HeaderValue::from(expiration),
+        }
+    }
+
+    /// `apns-expiration` of a call: the module's, but at most [`VOIP_EXPIRATION`] away.
+    fn voip_expiration_value(&self) -> HeaderValue {
+        match self.expiration.min(VOIP_EXPIRATION) {
+            zero if zero.is_zero() => HeaderValue::from_static("0"),
+            wait => HeaderValue::from(unix_now().saturating_add(wait.as_secs())),
         }
     }
 }
@@ -239,6 +256,21 @@ mod tests {
         assert_eq!(headers[APNS_TOPIC], "org.example.app.voip");
         assert_eq!(headers[APNS_PUSH_TYPE], "voip");
         assert_eq!(headers[APNS_PRIORITY], "10");
+    }
+
+    #[test]
+    fn a_call_expires_within_a_minute_an_alert_after_the_module_s_expiration() {
+        let expires_in = |headers: &HeaderMap| {
+            let at: u64 = headers[APNS_EXPIRATION].to_str().unwrap().parse().unwrap();
+            at.saturating_sub(unix_now())
+        };
+        let mut push = PushNotification::new("devicetoken", "ios");
+        let alert = expires_in(&headers_for(&push).1);
+        assert!(alert > 27 * 24 * 3600, "four weeks by default: {alert}");
+        push.kind = Some(PushKind::Voip);
+        push.voip_token = Some("voiptoken".into());
+        let call = expires_in(&headers_for(&push).1);
+        assert!((59..=60).contains(&call), "{call}");
     }
 
     #[test]
