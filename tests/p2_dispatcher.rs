@@ -188,6 +188,48 @@ async fn a_reload_that_stops_serving_p2_answers_its_pushes_wait_within_the_grace
     assert!(h.provider.sent().is_empty());
 }
 
+/// `android` serving p2 for `fcm` (unless `without_android`), `ios` serving it for `apns`,
+/// and the default token-in-node module `app`.
+fn two_services(provider: &Arc<RecordingProvider>, without_android: bool) -> ModuleSet {
+    let serving = |service| Registering {
+        protocol: PROTOCOL,
+        service,
+        plausible_token: plausible,
+    };
+    let android = module("android", "google", provider, false).serving(serving("fcm"));
+    let ios = module("ios", "apple", provider, false).serving(serving("apns"));
+    let app = module("app", "google", provider, false);
+    let mut modules = vec![(ios, false), (app, true)];
+    if !without_android {
+        modules.push((android, false));
+    }
+    ModuleSet::from_modules(modules)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_that_stops_serving_one_p2_service_answers_wait_only_within_the_grace() {
+    let provider = Arc::new(RecordingProvider::default());
+    let mut h = Harness::with_modules(two_services(&provider, false), provider.clone());
+    h.dispatcher
+        .set_p2(Arc::new(P2Door::new(h.store.clone(), JID)));
+    let (node, secret) = h.register(JULIET, TOKEN).await;
+    // The FCM module is removed; APNS registrations are still served, so p2 is.
+    let grace = std::time::Duration::from_secs(3600);
+    let before = h.dispatcher.modules().load_full();
+    let mut after = two_services(&provider, true);
+    after.remember_retired(&before, grace);
+    h.dispatcher.replace_modules(Arc::new(after));
+    let reply = h.push(DOMAIN, &node, &secret).await;
+    assert_eq!(error_of(&reply), ("wait", "internal-server-error"));
+
+    // Past `modules.retiredGrace` the removal was meant: answered like a module no
+    // configuration names, so that the servers stop pushing.
+    tokio::time::advance(grace).await;
+    let reply = h.push(DOMAIN, &node, &secret).await;
+    assert_eq!(error_of(&reply), ("cancel", "item-not-found"));
+    assert!(h.provider.sent().is_empty());
+}
+
 #[tokio::test]
 async fn a_failing_store_answers_wait_never_item_not_found() {
     let mut h = Harness::new(false);
