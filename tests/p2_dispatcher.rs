@@ -76,18 +76,20 @@ impl Harness {
     }
 
     async fn push_with(&mut self, from: &str, node: &str, options: &str) -> Stanza {
-        self.ask(|id| {
-            format!(
-                "<iq type='set' id='{id}' from='{from}' to='{JID}'>\
-                 <pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{node}'><item>\
-                 <notification xmlns='urn:xmpp:push:0'/></item></publish><publish-options>\
-                 <x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>\
-                 <value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
-                 {options}</x></publish-options></pubsub></iq>"
-            )
-        })
-        .await
+        self.ask(|id| push_iq(id, from, node, options)).await
     }
+}
+
+/// A push IQ for `node` with `options` in its publish-options form.
+fn push_iq(id: &str, from: &str, node: &str, options: &str) -> String {
+    format!(
+        "<iq type='set' id='{id}' from='{from}' to='{JID}'>\
+         <pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{node}'><item>\
+         <notification xmlns='urn:xmpp:push:0'/></item></publish><publish-options>\
+         <x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>\
+         <value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
+         {options}</x></publish-options></pubsub></iq>"
+    )
 }
 
 fn juliet_device() -> String {
@@ -287,6 +289,45 @@ async fn a_registration_answered_from_dead_token_memory_is_removed_too() {
         "the second is answered from memory"
     );
     assert!(h.store.all().is_empty(), "both registrations are removed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_push_to_a_token_replaced_meanwhile_leaves_the_registration_in_place() {
+    let mut h = Harness::new(true);
+    let (node, secret) = h.register(JULIET, TOKEN).await;
+    let first = h.push(DOMAIN, &node, &secret).await;
+    assert_eq!(first.kind(), Some("result"), "{}", first.raw);
+    // The next push waits for the end of the window, addressed to the token looked up now.
+    let options = format!("<field var='secret'><value>{secret}</value></field>");
+    let queued = h.send(|id| push_iq(id, DOMAIN, &node, &options));
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    // Meanwhile the app registers its new token (same node and secret); the old one is dead.
+    const NEW: &str = "cT7x9Qz1RkW3:APA91bNEW";
+    assert_eq!(
+        h.register(JULIET, NEW).await,
+        (node.clone(), secret.clone())
+    );
+    h.provider.answer(
+        TOKEN,
+        Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
+    );
+    let window = std::time::Duration::from_secs(60);
+    let reply = h.reply(window).await.expect("a reply");
+    assert_eq!(reply.attr("id"), Some(queued.as_str()), "{}", reply.raw);
+    assert_eq!(
+        h.provider.sent().last().map(|n| n.token.as_str()),
+        Some(TOKEN)
+    );
+    // Not `cancel`: the server would disable the registration that now holds a live token.
+    assert_eq!(error_of(&reply).0, "wait");
+    assert_eq!(h.store.all().len(), 1, "the registration is kept");
+    assert_eq!(h.store.all()[0].token, NEW);
+    let next = h.push(DOMAIN, &node, &secret).await;
+    assert_eq!(next.kind(), Some("result"), "{}", next.raw);
+    assert_eq!(
+        h.provider.sent().last().map(|n| n.token.as_str()),
+        Some(NEW)
+    );
 }
 
 #[tokio::test]

@@ -320,10 +320,13 @@ async fn a_dead_token_removes_the_registration_and_a_delivery_keeps_it() {
         .resolve(&modules(), "capulet.example", push("node0", "secret0"))
         .await
         .expect("a target");
-    let registration = target.registration().expect("registered");
-    registration.settle(Outcome::delivered).await;
-    registration.settle(Outcome::transient).await;
+    let (registration, sent) = (
+        target.registration().expect("registered"),
+        &target.notification,
+    );
+    registration.settle(Outcome::delivered, sent).await;
+    registration.settle(Outcome::transient, sent).await;
     assert_eq!(store.all().len(), 1);
-    registration.settle(Outcome::known_dead).await;
+    registration.settle(Outcome::known_dead, sent).await;
     assert!(store.all().is_empty());
 }

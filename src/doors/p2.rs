@@ -192,10 +192,14 @@ impl Registered {
     /// use is stale, so most pushes cost one look-up); a dead token removes it (the
     /// server disables the push on the `cancel` that follows, and Conversations never
     /// unregisters by itself). A dead second token is only forgotten, and the push answered
-    /// `wait` (the device token lives on). A store failure here is logged: the reply stands.
-    /// Answers the outcome the reply is made from.
-    pub async fn settle(&self, outcome: Outcome) -> Outcome {
+    /// `wait` (the device token lives on). A token the registration no longer holds (`sent`
+    /// went to it) removes nothing and is answered `wait`. A store failure here is logged: the
+    /// reply stands. Answers the outcome the reply is made from.
+    pub async fn settle(&self, outcome: Outcome, sent: &PushNotification) -> Outcome {
         let dead = matches!(outcome, Outcome::token_invalid | Outcome::known_dead);
+        if dead && self.replaced_since(sent).await {
+            return Outcome::transient;
+        }
         if dead && self.second_token {
             let cleared = self
                 .store
@@ -219,6 +223,23 @@ impl Registered {
             log::debug!("after a registration's push ({}): {error}", outcome.name());
         }
         outcome
+    }
+
+    /// Whether the registration holds another token now than the one `sent` went to: the
+    /// client registered a new token (same node and secret) while the push was queued or at
+    /// the provider, so the old token's death says nothing about the registration. A
+    /// registration gone, or a look-up that fails, is no replacement.
+    async fn replaced_since(&self, sent: &PushNotification) -> bool {
+        let (addressed, now) = match self.store.find(&self.domain, &self.node).await {
+            Ok(Some(now)) if self.second_token => (sent.voip_token.clone(), now.second_token),
+            Ok(Some(now)) => (Some(sent.token.clone()), Some(now.token)),
+            Ok(None) => return false,
+            Err(error) => {
+                log::debug!("after a dead token: {error}");
+                return false;
+            }
+        };
+        addressed != now
     }
 }
 
