@@ -445,6 +445,26 @@ async fn discovery_names_the_commands_feature_and_the_served_commands() {
 }
 
 #[tokio::test]
+async fn commands_name_the_jid_they_reached_after_a_reload_renamed_the_component() {
+    let mut h = Harness::new(false);
+    // The door was made at start-up, when the component had another name; a reload changed
+    // `component.componentHostname` and the link now serves `JID`.
+    h.dispatcher
+        .set_p2(Arc::new(P2Door::new(h.store.clone(), "old.example.org")));
+    let reply = h.register_command(JULIET, TOKEN).await;
+    assert_eq!(reply.kind(), Some("result"), "{}", reply.raw);
+    assert_eq!(form_value(&reply, "jid"), JID);
+    let items = h.command_items(JULIET).await;
+    assert!(
+        items
+            .raw
+            .contains(&format!("<item jid='{JID}' node='register-push-fcm'")),
+        "{}",
+        items.raw
+    );
+}
+
+#[tokio::test]
 async fn a_given_session_id_is_kept_and_only_execute_is_served() {
     let mut h = Harness::new(false);
     let form = format!(

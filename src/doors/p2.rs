@@ -94,9 +94,19 @@ impl P2Door {
         Some(found.map_or(0, |(_, count)| *count))
     }
 
-    /// Our component JID.
+    /// Our component JID, as configured when the door was made.
     pub fn jid(&self) -> &str {
         &self.jid
+    }
+
+    /// Our JID as a request addressed to `to` reached it: its domain, which is the component's
+    /// JID even after a reload renamed the component (the door keeps the name it was made
+    /// with); the configured one when the request named none.
+    pub fn jid_reached_at<'a>(&'a self, to: &'a str) -> &'a str {
+        match domain_of(to) {
+            "" => &self.jid,
+            domain => domain,
+        }
     }
 
     /// The target of a push from `from` (a bare JID) naming a registration by its node:

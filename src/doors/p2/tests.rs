@@ -221,7 +221,9 @@ async fn registered(
             .map(|(var, value)| (var.to_string(), value.to_string()))
             .collect(),
     };
-    let answer = door.command(modules, from, &command).await;
+    let answer = door
+        .command(modules, from, "push.example.org", &command)
+        .await;
     let completed = answer.result.expect("completed");
     let field = |name: &str| {
         let found = completed.fields.iter().find(|(var, _)| *var == name);
