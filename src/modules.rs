@@ -222,6 +222,10 @@ pub struct ModuleSet {
     /// The registering protocols a reload stopped serving, until when their pushes (which name
     /// no module) are answered `wait`, for the same reason as `retired`.
     retired_protocols: Vec<(RegistrationProtocol, Instant)>,
+    /// The registration services (`fcm`, `apns`) a reload stopped serving while their protocol
+    /// is still served, until when their registrations' pushes are answered `wait` (for the same
+    /// reason as `retired`); past it, like a module no configuration names.
+    retired_services: Vec<(RegistrationProtocol, &'static str, Instant)>,
     /// The `push2` section the relay's module was built from (a reload keeps the module's
     /// client when it is unchanged).
     push2: Option<crate::config::Push2Settings>,
@@ -311,6 +315,36 @@ impl ModuleSet {
             .chain(dropped)
             .filter(|(protocol, _)| !self.serves(*protocol))
             .collect();
+        self.remember_retired_services(previous, now + grace);
+    }
+
+    /// Carries over `previous`'s retired registration services, adding those it served and
+    /// this set does not, answered `wait` until `until`.
+    fn remember_retired_services(&mut self, previous: &ModuleSet, until: Instant) {
+        let now = Instant::now();
+        let dropped = previous
+            .iter()
+            .filter_map(|module| module.registration)
+            .map(|r| (r.protocol, r.service, until));
+        let still = previous
+            .retired_services
+            .iter()
+            .filter(|(_, _, until)| *until > now)
+            .copied();
+        let retired: Vec<_> = still
+            .chain(dropped)
+            .filter(|(protocol, service, _)| self.registration_module(*protocol, service).is_none())
+            .collect();
+        self.retired_services = retired;
+    }
+
+    /// Whether a reload stopped serving `protocol` registrations for `service` less than
+    /// `modules.retiredGrace` ago.
+    pub fn retired_service(&self, protocol: RegistrationProtocol, service: &str) -> bool {
+        let now = Instant::now();
+        self.retired_services
+            .iter()
+            .any(|(p, s, until)| *p == protocol && *s == service && now < *until)
     }
 
     /// Whether a reload stopped serving `protocol` less than `modules.retiredGrace` ago.

@@ -76,18 +76,20 @@ impl Harness {
     }
 
     async fn push_with(&mut self, from: &str, node: &str, options: &str) -> Stanza {
-        self.ask(|id| {
-            format!(
-                "<iq type='set' id='{id}' from='{from}' to='{JID}'>\
-                 <pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{node}'><item>\
-                 <notification xmlns='urn:xmpp:push:0'/></item></publish><publish-options>\
-                 <x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>\
-                 <value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
-                 {options}</x></publish-options></pubsub></iq>"
-            )
-        })
-        .await
+        self.ask(|id| push_iq(id, from, node, options)).await
     }
+}
+
+/// A push IQ for `node` with `options` in its publish-options form.
+fn push_iq(id: &str, from: &str, node: &str, options: &str) -> String {
+    format!(
+        "<iq type='set' id='{id}' from='{from}' to='{JID}'>\
+         <pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{node}'><item>\
+         <notification xmlns='urn:xmpp:push:0'/></item></publish><publish-options>\
+         <x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>\
+         <value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
+         {options}</x></publish-options></pubsub></iq>"
+    )
 }
 
 fn juliet_device() -> String {
@@ -188,6 +190,48 @@ async fn a_reload_that_stops_serving_p2_answers_its_pushes_wait_within_the_grace
     assert!(h.provider.sent().is_empty());
 }
 
+/// `android` serving p2 for `fcm` (unless `without_android`), `ios` serving it for `apns`,
+/// and the default token-in-node module `app`.
+fn two_services(provider: &Arc<RecordingProvider>, without_android: bool) -> ModuleSet {
+    let serving = |service| Registering {
+        protocol: PROTOCOL,
+        service,
+        plausible_token: plausible,
+    };
+    let android = module("android", "google", provider, false).serving(serving("fcm"));
+    let ios = module("ios", "apple", provider, false).serving(serving("apns"));
+    let app = module("app", "google", provider, false);
+    let mut modules = vec![(ios, false), (app, true)];
+    if !without_android {
+        modules.push((android, false));
+    }
+    ModuleSet::from_modules(modules)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_that_stops_serving_one_p2_service_answers_wait_only_within_the_grace() {
+    let provider = Arc::new(RecordingProvider::default());
+    let mut h = Harness::with_modules(two_services(&provider, false), provider.clone());
+    h.dispatcher
+        .set_p2(Arc::new(P2Door::new(h.store.clone(), JID)));
+    let (node, secret) = h.register(JULIET, TOKEN).await;
+    // The FCM module is removed; APNS registrations are still served, so p2 is.
+    let grace = std::time::Duration::from_secs(3600);
+    let before = h.dispatcher.modules().load_full();
+    let mut after = two_services(&provider, true);
+    after.remember_retired(&before, grace);
+    h.dispatcher.replace_modules(Arc::new(after));
+    let reply = h.push(DOMAIN, &node, &secret).await;
+    assert_eq!(error_of(&reply), ("wait", "internal-server-error"));
+
+    // Past `modules.retiredGrace` the removal was meant: answered like a module no
+    // configuration names, so that the servers stop pushing.
+    tokio::time::advance(grace).await;
+    let reply = h.push(DOMAIN, &node, &secret).await;
+    assert_eq!(error_of(&reply), ("cancel", "item-not-found"));
+    assert!(h.provider.sent().is_empty());
+}
+
 #[tokio::test]
 async fn a_failing_store_answers_wait_never_item_not_found() {
     let mut h = Harness::new(false);
@@ -245,6 +289,45 @@ async fn a_registration_answered_from_dead_token_memory_is_removed_too() {
         "the second is answered from memory"
     );
     assert!(h.store.all().is_empty(), "both registrations are removed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_push_to_a_token_replaced_meanwhile_leaves_the_registration_in_place() {
+    let mut h = Harness::new(true);
+    let (node, secret) = h.register(JULIET, TOKEN).await;
+    let first = h.push(DOMAIN, &node, &secret).await;
+    assert_eq!(first.kind(), Some("result"), "{}", first.raw);
+    // The next push waits for the end of the window, addressed to the token looked up now.
+    let options = format!("<field var='secret'><value>{secret}</value></field>");
+    let queued = h.send(|id| push_iq(id, DOMAIN, &node, &options));
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    // Meanwhile the app registers its new token (same node and secret); the old one is dead.
+    const NEW: &str = "cT7x9Qz1RkW3:APA91bNEW";
+    assert_eq!(
+        h.register(JULIET, NEW).await,
+        (node.clone(), secret.clone())
+    );
+    h.provider.answer(
+        TOKEN,
+        Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
+    );
+    let window = std::time::Duration::from_secs(60);
+    let reply = h.reply(window).await.expect("a reply");
+    assert_eq!(reply.attr("id"), Some(queued.as_str()), "{}", reply.raw);
+    assert_eq!(
+        h.provider.sent().last().map(|n| n.token.as_str()),
+        Some(TOKEN)
+    );
+    // Not `cancel`: the server would disable the registration that now holds a live token.
+    assert_eq!(error_of(&reply).0, "wait");
+    assert_eq!(h.store.all().len(), 1, "the registration is kept");
+    assert_eq!(h.store.all()[0].token, NEW);
+    let next = h.push(DOMAIN, &node, &secret).await;
+    assert_eq!(next.kind(), Some("result"), "{}", next.raw);
+    assert_eq!(
+        h.provider.sent().last().map(|n| n.token.as_str()),
+        Some(NEW)
+    );
 }
 
 #[tokio::test]
@@ -359,6 +442,26 @@ async fn discovery_names_the_commands_feature_and_the_served_commands() {
     let mut plain = Harness::with(false, false);
     let info = plain.disco_info(DOMAIN).await;
     assert!(!info.raw.contains("protocol/commands"), "{}", info.raw);
+}
+
+#[tokio::test]
+async fn commands_name_the_jid_they_reached_after_a_reload_renamed_the_component() {
+    let mut h = Harness::new(false);
+    // The door was made at start-up, when the component had another name; a reload changed
+    // `component.componentHostname` and the link now serves `JID`.
+    h.dispatcher
+        .set_p2(Arc::new(P2Door::new(h.store.clone(), "old.example.org")));
+    let reply = h.register_command(JULIET, TOKEN).await;
+    assert_eq!(reply.kind(), Some("result"), "{}", reply.raw);
+    assert_eq!(form_value(&reply, "jid"), JID);
+    let items = h.command_items(JULIET).await;
+    assert!(
+        items
+            .raw
+            .contains(&format!("<item jid='{JID}' node='register-push-fcm'")),
+        "{}",
+        items.raw
+    );
 }
 
 #[tokio::test]

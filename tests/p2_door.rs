@@ -72,10 +72,17 @@ fn command(node: &str, fields: &[(&str, &str)]) -> AdHocCommand {
 }
 
 const JULIET: &str = "juliet@capulet.example/balcony";
+/// The JID the commands are addressed to.
+const PUSH_JID: &str = "push.example.org";
 
 async fn register(door: &P2Door, fields: &[(&str, &str)]) -> CommandAnswer {
-    door.command(&modules(), JULIET, &command("register-push-fcm", fields))
-        .await
+    door.command(
+        &modules(),
+        JULIET,
+        PUSH_JID,
+        &command("register-push-fcm", fields),
+    )
+    .await
 }
 
 fn refusal(answer: CommandAnswer) -> (ErrorType, Condition) {
@@ -180,11 +187,21 @@ async fn unknown_commands_and_services_are_not_found() {
     let (door, _) = door();
     let fields = [("token", FCM_TOKEN), ("device-id", DEVICE_ID)];
     let apns = door
-        .command(&modules(), JULIET, &command("register-push-apns", &fields))
+        .command(
+            &modules(),
+            JULIET,
+            PUSH_JID,
+            &command("register-push-apns", &fields),
+        )
         .await;
     assert_eq!(refusal(apns), NOT_FOUND);
     let other = door
-        .command(&modules(), JULIET, &command("list-everything", &fields))
+        .command(
+            &modules(),
+            JULIET,
+            PUSH_JID,
+            &command("list-everything", &fields),
+        )
         .await;
     assert_eq!(other.kind, CommandKind::Unknown);
     assert_eq!(refusal(other), NOT_FOUND);
@@ -205,7 +222,7 @@ async fn unregister_finds_the_account_the_room_or_the_channel() {
         let command = command("unregister-push-fcm", &fields);
         let door = &door;
         let modules = &modules;
-        async move { door.command(modules, JULIET, &command).await }
+        async move { door.command(modules, JULIET, PUSH_JID, &command).await }
     };
     for (registered, removing) in [
         (&in_room[..], vec![("device-id", DEVICE_ID), ("muc", room)]),
@@ -320,10 +337,13 @@ async fn a_dead_token_removes_the_registration_and_a_delivery_keeps_it() {
         .resolve(&modules(), "capulet.example", push("node0", "secret0"))
         .await
         .expect("a target");
-    let registration = target.registration().expect("registered");
-    registration.settle(Outcome::delivered).await;
-    registration.settle(Outcome::transient).await;
+    let (registration, sent) = (
+        target.registration().expect("registered"),
+        &target.notification,
+    );
+    registration.settle(Outcome::delivered, sent).await;
+    registration.settle(Outcome::transient, sent).await;
     assert_eq!(store.all().len(), 1);
-    registration.settle(Outcome::known_dead).await;
+    registration.settle(Outcome::known_dead, sent).await;
     assert!(store.all().is_empty());
 }

@@ -50,7 +50,7 @@ impl Dispatcher {
             metrics: self.metrics.clone(),
         };
         self.tasks.spawn(async move {
-            let answer = door.command(&modules, &iq.from, &command).await;
+            let answer = door.command(&modules, &iq.from, &iq.to, &command).await;
             drop(permit);
             this.answer(&iq, &command, answer);
         });
@@ -78,7 +78,9 @@ impl Dispatcher {
             .iter()
             .map(|(node, name)| CommandItem { node, name })
             .collect();
-        let jid = door.as_ref().map_or(iq.to.as_str(), |door| door.jid());
+        let jid = door
+            .as_ref()
+            .map_or(iq.to.as_str(), |door| door.jid_reached_at(&iq.to));
         self.pushes
             .reply(iq, Reply::CommandList { jid, items: &items });
     }

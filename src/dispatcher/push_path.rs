@@ -218,7 +218,7 @@ impl PushPath {
     /// A push ended: a stored registration learns how, then the server is answered.
     async fn settled(&self, iq: &IqHeader, target: &Target, outcome: Outcome) {
         let outcome = match target.registration() {
-            Some(registration) => registration.settle(outcome).await,
+            Some(registration) => registration.settle(outcome, &target.notification).await,
             None => outcome,
         };
         self.finish(iq, target, outcome);

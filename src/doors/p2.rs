@@ -94,9 +94,19 @@ impl P2Door {
         Some(found.map_or(0, |(_, count)| *count))
     }
 
-    /// Our component JID.
+    /// Our component JID, as configured when the door was made.
     pub fn jid(&self) -> &str {
         &self.jid
+    }
+
+    /// Our JID as a request addressed to `to` reached it: its domain, which is the component's
+    /// JID even after a reload renamed the component (the door keeps the name it was made
+    /// with); the configured one when the request named none.
+    pub fn jid_reached_at<'a>(&'a self, to: &'a str) -> &'a str {
+        match domain_of(to) {
+            "" => &self.jid,
+            domain => domain,
+        }
     }
 
     /// The target of a push from `from` (a bare JID) naming a registration by its node:
@@ -123,11 +133,7 @@ impl P2Door {
         }
         let service = registration.key.service.as_str();
         let Some(module) = modules.registration_module(PROTOCOL, service) else {
-            // An operator's slip (the module was removed): `wait`, so the registration survives.
-            return Err(Refusal {
-                outcome: Outcome::retired,
-                text: format!("No push module serves p2 registrations for {service} now.").into(),
-            });
+            return Err(unserved(modules, service));
         };
         let mut extra = vec![("account".to_owned(), registration.key.device.clone())];
         if !registration.key.channel.is_empty() {
@@ -196,10 +202,14 @@ impl Registered {
     /// use is stale, so most pushes cost one look-up); a dead token removes it (the
     /// server disables the push on the `cancel` that follows, and Conversations never
     /// unregisters by itself). A dead second token is only forgotten, and the push answered
-    /// `wait` (the device token lives on). A store failure here is logged: the reply stands.
-    /// Answers the outcome the reply is made from.
-    pub async fn settle(&self, outcome: Outcome) -> Outcome {
+    /// `wait` (the device token lives on). A token the registration no longer holds (`sent`
+    /// went to it) removes nothing and is answered `wait`. A store failure here is logged: the
+    /// reply stands. Answers the outcome the reply is made from.
+    pub async fn settle(&self, outcome: Outcome, sent: &PushNotification) -> Outcome {
         let dead = matches!(outcome, Outcome::token_invalid | Outcome::known_dead);
+        if dead && self.replaced_since(sent).await {
+            return Outcome::transient;
+        }
         if dead && self.second_token {
             let cleared = self
                 .store
@@ -224,6 +234,23 @@ impl Registered {
         }
         outcome
     }
+
+    /// Whether the registration holds another token now than the one `sent` went to: the
+    /// client registered a new token (same node and secret) while the push was queued or at
+    /// the provider, so the old token's death says nothing about the registration. A
+    /// registration gone, or a look-up that fails, is no replacement.
+    async fn replaced_since(&self, sent: &PushNotification) -> bool {
+        let (addressed, now) = match self.store.find(&self.domain, &self.node).await {
+            Ok(Some(now)) if self.second_token => (sent.voip_token.clone(), now.second_token),
+            Ok(Some(now)) => (Some(sent.token.clone()), Some(now.token)),
+            Ok(None) => return false,
+            Err(error) => {
+                log::debug!("after a dead token: {error}");
+                return false;
+            }
+        };
+        addressed != now
+    }
 }
 
 /// The ratelimit and dead-token key of a registration: its token and account (the devices of
@@ -235,6 +262,23 @@ pub(crate) fn target_key(registration: &Registration) -> String {
     match registration.key.channel.as_str() {
         "" => format!("{token}\0{account}"),
         channel => format!("{token}\0{account}\0{channel}"),
+    }
+}
+
+/// The refusal of a push whose registration's `service` no module serves. Within
+/// `modules.retiredGrace` of the reload that removed its module, `wait`, so that an operator's
+/// slip can be undone before the servers drop the registrations; past it (or when no reload
+/// removed one), `item-not-found`, like a push naming a module no configuration names.
+fn unserved(modules: &ModuleSet, service: &str) -> Refusal {
+    if modules.retired_service(PROTOCOL, service) {
+        return Refusal {
+            outcome: Outcome::retired,
+            text: format!("No push module serves p2 registrations for {service} now.").into(),
+        };
+    }
+    Refusal {
+        outcome: Outcome::unknown_module,
+        text: format!("No push module serves p2 registrations for {service}.").into(),
     }
 }
 

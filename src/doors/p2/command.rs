@@ -93,6 +93,14 @@ pub struct Completed {
     pub fields: Vec<(&'static str, String)>,
 }
 
+impl Completed {
+    /// The same result form, naming `jid` as the push JID first.
+    fn naming(mut self, jid: &str) -> Self {
+        self.fields.insert(0, ("jid", jid.to_owned()));
+        self
+    }
+}
+
 /// A command answered with an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommandRefusal {
@@ -186,26 +194,30 @@ pub fn command_items(modules: &ModuleSet) -> Vec<(String, String)> {
 }
 
 impl P2Door {
-    /// Runs one command from `from` (any JID: clients send these from their full JIDs).
+    /// Runs one command from `from` (any JID: clients send these from their full JIDs) to `to`
+    /// (the JID it reached, which a register answers as the push JID).
     pub async fn command(
         &self,
         modules: &ModuleSet,
         from: &str,
+        to: &str,
         command: &AdHocCommand,
     ) -> CommandAnswer {
         let Some((kind, service)) = parse_node(&command.node) else {
             return CommandAnswer::unknown();
         };
-        let run = self.run(kind, modules, service, from, command);
+        let jid = self.jid_reached_at(to);
+        let run = self.run(kind, modules, service, (from, jid), command);
         CommandAnswer::in_one_step(kind, command, run).await
     }
 
+    /// `run` with the command's sender and the JID to answer.
     async fn run(
         &self,
         kind: CommandKind,
         modules: &ModuleSet,
         service: &str,
-        from: &str,
+        (from, jid): (&str, &str),
         command: &AdHocCommand,
     ) -> Result<Completed, CommandRefusal> {
         let module = modules
@@ -213,7 +225,10 @@ impl P2Door {
             .ok_or(NOT_SERVED)?;
         let registering = module.registration.ok_or(NOT_SERVED)?;
         match kind {
-            CommandKind::Register => self.register(module, registering, from, command).await,
+            CommandKind::Register => {
+                let completed = self.register(module, registering, from, command).await?;
+                Ok(completed.naming(jid))
+            }
             CommandKind::Unregister => self.unregister(registering, from, command).await,
             CommandKind::Unknown => Err(CommandRefusal::UNKNOWN_COMMAND),
         }
@@ -261,11 +276,7 @@ impl P2Door {
             .map_err(|error| store_refusal(&error))?;
         module.forget_dead(&dead_key);
         Ok(Completed {
-            fields: vec![
-                ("jid", self.jid.clone()),
-                ("node", credentials.node),
-                ("secret", credentials.secret),
-            ],
+            fields: vec![("node", credentials.node), ("secret", credentials.secret)],
         })
     }
 

@@ -71,7 +71,9 @@ async fn a_delivered_push_touches_the_store_only_for_a_stale_registration() {
         (true, Outcome::store_failed, 1),
     ] {
         let registered = Registered::new(store.clone(), "example.org", "node".into(), false, stale);
-        registered.settle(outcome).await;
+        registered
+            .settle(outcome, &PushNotification::default())
+            .await;
         assert_eq!(store.touched.load(Ordering::Relaxed), touched);
     }
 }
@@ -219,7 +221,9 @@ async fn registered(
             .map(|(var, value)| (var.to_string(), value.to_string()))
             .collect(),
     };
-    let answer = door.command(modules, from, &command).await;
+    let answer = door
+        .command(modules, from, "push.example.org", &command)
+        .await;
     let completed = answer.result.expect("completed");
     let field = |name: &str| {
         let found = completed.fields.iter().find(|(var, _)| *var == name);
