@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use fpush_traits::PushNotification;
 
-use crate::modules::{Admitting, Module};
+use crate::config::RegistrationProtocol;
+use crate::modules::{Admitting, Module, ModuleSet};
 use crate::outcome::Outcome;
 use crate::request::IqHeader;
 
@@ -166,6 +167,30 @@ pub struct Refusal {
     pub outcome: Outcome,
     /// The reply's text, for the XMPP server's log.
     pub text: Cow<'static, str>,
+}
+
+impl Refusal {
+    /// The refusal of a push whose registration is stored under a name (a p2 service, a tigase
+    /// provider id) no module serves: within `modules.retiredGrace` of the reload that stopped
+    /// serving it `wait`, so that an operator's slip can be undone before the servers drop the
+    /// registrations; past it (or when no reload did), `item-not-found`, like a push naming a
+    /// module no configuration names. `what` names it for the reply's text.
+    pub fn unserved(
+        modules: &ModuleSet,
+        protocol: RegistrationProtocol,
+        name: &str,
+        what: &str,
+    ) -> Self {
+        let (outcome, now) = match modules.retired_service(protocol, name) {
+            true => (Outcome::retired, " now"),
+            false => (Outcome::unknown_module, ""),
+        };
+        let text = format!("No push module serves {what}{now}.");
+        Refusal {
+            outcome,
+            text: text.into(),
+        }
+    }
 }
 
 impl From<Outcome> for Refusal {

@@ -178,6 +178,17 @@ impl Module {
     }
 }
 
+/// The protocol a module serves registrations for and the name they are stored under: its
+/// provider id (tigase), else its platform's registration service (p2).
+fn registered_under(module: &Module) -> Option<(RegistrationProtocol, Arc<str>)> {
+    let registering = module.registration?;
+    let name = module.provider.clone();
+    Some((
+        registering.protocol,
+        name.unwrap_or_else(|| registering.service.into()),
+    ))
+}
+
 /// The loud log of module `id`.
 fn module_alarms(id: &str) -> LoudLog {
     LoudLog::new(format!("push module \"{id}\""))
@@ -222,10 +233,11 @@ pub struct ModuleSet {
     /// The registering protocols a reload stopped serving, until when their pushes (which name
     /// no module) are answered `wait`, for the same reason as `retired`.
     retired_protocols: Vec<(RegistrationProtocol, Instant)>,
-    /// The registration services (`fcm`, `apns`) a reload stopped serving while their protocol
-    /// is still served, until when their registrations' pushes are answered `wait` (for the same
-    /// reason as `retired`); past it, like a module no configuration names.
-    retired_services: Vec<(RegistrationProtocol, &'static str, Instant)>,
+    /// The names registrations are stored under (a p2 service such as `fcm`, a tigase provider
+    /// id) that a reload stopped serving while their protocol is still served, until when their
+    /// registrations' pushes are answered `wait` (for the same reason as `retired`); past it,
+    /// like a module no configuration names.
+    retired_services: Vec<(RegistrationProtocol, Arc<str>, Instant)>,
     /// The `push2` section the relay's module was built from (a reload keeps the module's
     /// client when it is unchanged).
     push2: Option<crate::config::Push2Settings>,
@@ -324,27 +336,27 @@ impl ModuleSet {
         let now = Instant::now();
         let dropped = previous
             .iter()
-            .filter_map(|module| module.registration)
-            .map(|r| (r.protocol, r.service, until));
+            .filter_map(|module| registered_under(module))
+            .map(|(protocol, name)| (protocol, name, until));
         let still = previous
             .retired_services
             .iter()
             .filter(|(_, _, until)| *until > now)
-            .copied();
-        let retired: Vec<_> = still
+            .cloned();
+        let served: Vec<_> = self.iter().filter_map(|m| registered_under(m)).collect();
+        self.retired_services = still
             .chain(dropped)
-            .filter(|(protocol, service, _)| self.registration_module(*protocol, service).is_none())
+            .filter(|(protocol, name, _)| !served.contains(&(*protocol, name.clone())))
             .collect();
-        self.retired_services = retired;
     }
 
-    /// Whether a reload stopped serving `protocol` registrations for `service` less than
-    /// `modules.retiredGrace` ago.
-    pub fn retired_service(&self, protocol: RegistrationProtocol, service: &str) -> bool {
+    /// Whether a reload stopped serving `protocol` registrations stored under `name` (a p2
+    /// service, a tigase provider id) less than `modules.retiredGrace` ago.
+    pub fn retired_service(&self, protocol: RegistrationProtocol, name: &str) -> bool {
         let now = Instant::now();
         self.retired_services
             .iter()
-            .any(|(p, s, until)| *p == protocol && *s == service && now < *until)
+            .any(|(p, n, until)| *p == protocol && &**n == name && now < *until)
     }
 
     /// Whether a reload stopped serving `protocol` less than `modules.retiredGrace` ago.

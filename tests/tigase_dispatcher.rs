@@ -231,6 +231,39 @@ async fn a_reload_that_stops_serving_tigase_answers_its_pushes_wait_within_the_g
     assert!(h.provider.sent().is_empty());
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_provider_a_reload_stopped_serving_is_answered_wait_only_within_the_grace() {
+    let mut h = Harness::new();
+    let node = h.register(JULIET, None).await;
+    // The module now serves another provider id; tigase as a whole is still served.
+    let before = h.dispatcher.modules().load_full();
+    let ios = module("ios", "apple", &h.provider, true)
+        .serving(Registering {
+            protocol: PROTOCOL,
+            service: "apns",
+            plausible_token: hex64,
+        })
+        .with_provider("other:apns:1");
+    let mut after = ModuleSet::from_modules(vec![(ios, false)]);
+    let grace = Duration::from_secs(3600);
+    after.remember_retired(&before, grace);
+    h.dispatcher.replace_modules(Arc::new(after));
+    let push = summary("1", "romeo@montague.example", "Hi");
+    assert_eq!(
+        error_of(&h.push(&node, &push).await),
+        ("wait", "internal-server-error")
+    );
+
+    // Past `modules.retiredGrace` the change was meant: answered like a module no
+    // configuration names, so that the servers stop pushing.
+    tokio::time::advance(grace).await;
+    assert_eq!(
+        error_of(&h.push(&node, &push).await),
+        ("cancel", "item-not-found")
+    );
+    assert!(h.provider.sent().is_empty());
+}
+
 #[tokio::test]
 async fn a_push_without_content_is_a_background_push() {
     let mut h = Harness::new();

@@ -133,7 +133,8 @@ impl P2Door {
         }
         let service = registration.key.service.as_str();
         let Some(module) = modules.registration_module(PROTOCOL, service) else {
-            return Err(unserved(modules, service));
+            let what = format!("p2 registrations for {service}");
+            return Err(Refusal::unserved(modules, PROTOCOL, service, &what));
         };
         let mut extra = vec![("account".to_owned(), registration.key.device.clone())];
         if !registration.key.channel.is_empty() {
@@ -262,23 +263,6 @@ pub(crate) fn target_key(registration: &Registration) -> String {
     match registration.key.channel.as_str() {
         "" => format!("{token}\0{account}"),
         channel => format!("{token}\0{account}\0{channel}"),
-    }
-}
-
-/// The refusal of a push whose registration's `service` no module serves. Within
-/// `modules.retiredGrace` of the reload that removed its module, `wait`, so that an operator's
-/// slip can be undone before the servers drop the registrations; past it (or when no reload
-/// removed one), `item-not-found`, like a push naming a module no configuration names.
-fn unserved(modules: &ModuleSet, service: &str) -> Refusal {
-    if modules.retired_service(PROTOCOL, service) {
-        return Refusal {
-            outcome: Outcome::retired,
-            text: format!("No push module serves p2 registrations for {service} now.").into(),
-        };
-    }
-    Refusal {
-        outcome: Outcome::unknown_module,
-        text: format!("No push module serves p2 registrations for {service}.").into(),
     }
 }
 

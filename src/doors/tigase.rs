@@ -82,10 +82,8 @@ impl TigaseDoor {
         };
         let provider = registration.key.service.as_str();
         let Some(module) = modules.provider_module(PROTOCOL, provider) else {
-            return Resolved::Refused(Refusal {
-                outcome: Outcome::retired,
-                text: format!("No push module serves the provider {provider} now.").into(),
-            });
+            let what = format!("the provider {provider}");
+            return Resolved::Refused(Refusal::unserved(modules, PROTOCOL, provider, &what));
         };
         let built = payload::notification(module, &registration, push);
         // Ratelimit and dead tokens per registration, and per token a push goes to.
