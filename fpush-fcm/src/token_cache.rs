@@ -5,7 +5,9 @@
 //! push arriving meanwhile waits for that same fetch and shares its outcome, success or failure:
 //! a thousand concurrent pushes cause one token request, not a thousand ("no thundering herd").
 //! If a refresh fails while the old token has not expired yet, the old token is still used; an
-//! expired token is never handed out.
+//! expired token is never handed out. After a failed refresh the next one waits a pause that
+//! doubles with each failure in a row (1 s up to a minute): pushes meanwhile share the failure,
+//! so a revoked key does not make the token endpoint answer one request after another.
 //!
 //! Time is `tokio::time::Instant`, so the expiry rules are tested on tokio's paused clock.
 
@@ -24,6 +26,11 @@ pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// The longest lifetime believed: Google grants an hour. An endpoint announcing more (up to
 /// `u64::MAX` seconds) gets its token refreshed after this, and no deadline overflows.
 pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// The pause after the first failed refresh, doubled after each further one up to
+/// [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_secs(1);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(60);
 
 /// What the token endpoint granted.
 #[derive(Debug, Clone)]
@@ -95,6 +102,34 @@ struct LastRefresh {
     /// How many refreshes finished (matches [`TokenCache::refreshes`] while the lock is held).
     count: u64,
     outcome: Option<Result<Arc<AccessToken>, TokenError>>,
+    /// Refreshes failed since the last one that succeeded.
+    failures_in_a_row: u32,
+    /// After a failure: no refresh before this.
+    retry_at: Option<Instant>,
+}
+
+impl LastRefresh {
+    /// The failure pushes share instead of a refresh, while the pause after it lasts.
+    fn pausing(&self, now: Instant) -> Option<&TokenError> {
+        match (&self.outcome, self.retry_at) {
+            (Some(Err(error)), Some(retry_at)) if now < retry_at => Some(error),
+            _ => None,
+        }
+    }
+
+    fn record(&mut self, outcome: &Result<Arc<AccessToken>, TokenError>, now: Instant) {
+        self.count += 1;
+        self.outcome = Some(outcome.clone());
+        if outcome.is_ok() {
+            self.failures_in_a_row = 0;
+            self.retry_at = None;
+            return;
+        }
+        let doublings = self.failures_in_a_row.min(6);
+        self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
+        let pause = (FIRST_RETRY_PAUSE * (1 << doublings)).min(MAX_RETRY_PAUSE);
+        self.retry_at = Some(now + pause);
+    }
 }
 
 /// The shared cache; see the module header for the rules.
@@ -125,6 +160,11 @@ impl TokenCache {
         }
         let mut last = self.refresh.lock().await;
         let now = Instant::now();
+        if let Some(error) = last.pausing(now) {
+            return self
+                .current_if(|t| t.unexpired_at(now))
+                .ok_or_else(|| error.clone());
+        }
         if last.count != seen {
             match &last.outcome {
                 Some(Ok(token)) if token.unexpired_at(now) => return Ok(token.clone()),
@@ -152,8 +192,7 @@ impl TokenCache {
                 self.failures.fetch_add(1, Ordering::Relaxed);
             }
         }
-        last.count += 1;
-        last.outcome = Some(outcome.clone());
+        last.record(&outcome, Instant::now());
         self.refreshes.store(last.count, Ordering::Release);
         drop(last);
 
@@ -301,6 +340,35 @@ mod tests {
         let err = get_counting(&cache, &calls, down()).await.unwrap_err();
         assert_eq!(err, TokenError::Unavailable("down".into()));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_refreshes_pause_the_next_one_longer_each_time_until_one_succeeds() {
+        let cache = TokenCache::default();
+        let calls = AtomicUsize::new(0);
+        let refused = || Err(TokenError::Refused("revoked".into()));
+        let mut expected_calls = 0;
+        for pause in [1, 2, 4, 8, 16, 32, 60, 60] {
+            get_counting(&cache, &calls, refused()).await.unwrap_err();
+            expected_calls += 1;
+            // Pushes during the pause share the failure without asking the endpoint.
+            tokio::time::advance(Duration::from_millis(pause * 1000 - 1)).await;
+            let shared = get_counting(&cache, &calls, refused()).await.unwrap_err();
+            assert_eq!(shared, TokenError::Refused("revoked".into()));
+            assert_eq!(calls.load(Ordering::SeqCst), expected_calls, "{pause} s");
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        get_counting(&cache, &calls, Ok(grant("a", 3600)))
+            .await
+            .unwrap();
+        cache.invalidate(&get_counting(&cache, &calls, refused()).await.unwrap());
+        // A success ends the series: the next failure pauses a second again.
+        get_counting(&cache, &calls, refused()).await.unwrap_err();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        get_counting(&cache, &calls, Ok(grant("b", 3600)))
+            .await
+            .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), expected_calls + 3);
     }
 
     #[tokio::test(start_paused = true)]

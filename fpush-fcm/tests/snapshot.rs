@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{module, push, server};
 use fpush_testkit::fcm::TokenEndpointMode;
 use fpush_traits::PushTrait;
@@ -18,9 +20,17 @@ async fn failed_token_refreshes_are_counted_once_each() {
     });
     push(&module, "token-1").await.unwrap_err();
     push(&module, "token-2").await.unwrap_err();
+    assert_eq!(
+        module.snapshot().token_refresh_failures,
+        1,
+        "a push within the pause after a failure shares it"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    push(&module, "token-2").await.unwrap_err();
     assert_eq!(module.snapshot().token_refresh_failures, 2);
 
     server.set_token_endpoint(TokenEndpointMode::Grant);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     push(&module, "token-3").await.unwrap();
     assert_eq!(
         module.snapshot().token_refresh_failures,
