@@ -204,8 +204,9 @@ impl LinkError {
 /// [`ReplySender`] is dropped and the queue is empty, then the stream is closed and `Ok(())`
 /// returned. If the link is down at that moment, it returns at once.
 ///
-/// A change of `settings` (a reload) takes the link down and reconnects with the new settings
-/// at once. Replies not yet written survive the reconnect, as they do when a link drops.
+/// A change of `settings` (a reload) takes the link down, or ends an attempt or the wait after
+/// a failed one, and connects with the new settings at once. Replies not yet written survive
+/// the reconnect, as they do when a link drops.
 pub async fn run_reconfigurable(
     settings: watch::Receiver<ComponentConfig>,
     inbound: mpsc::Sender<Inbound>,
@@ -233,13 +234,19 @@ pub async fn run_reconfigurable(
         let attempt = tokio::select! {
             biased;
             _ = shutdown.cancelled() => continue,
+            () = settings.changed() => {
+                log::info!("component settings changed: connecting with them");
+                continue;
+            }
             attempt = handshake::open(cfg, cfg.keepalive_timeout) => attempt,
         };
         let opened = match attempt {
             Ok(opened) => opened,
             Err(reason) => {
                 state.send_replace(LinkState::Down);
-                target.wait_after_failure(reason, &shutdown).await;
+                target
+                    .wait_unless_changed(reason, &mut settings, &shutdown)
+                    .await;
                 continue;
             }
         };
@@ -277,18 +284,19 @@ struct SettingsWatch {
 }
 
 impl SettingsWatch {
-    /// The new settings, if they changed since they were last read.
+    /// The new settings, if they changed since they were last read (also when the sender is
+    /// gone since).
     fn take_change(&mut self) -> Option<ComponentConfig> {
-        if self.watching && self.rx.has_changed().unwrap_or(false) {
-            Some(self.rx.borrow_and_update().clone())
-        } else {
-            None
-        }
+        let changed = self.rx.borrow().has_changed();
+        changed.then(|| self.rx.borrow_and_update().clone())
     }
 
-    /// Resolves when the settings change; never, once they cannot.
+    /// Resolves when the settings change; never, once they cannot. The change is left unread
+    /// for [`SettingsWatch::take_change`]: waiting on our own receiver would mark it read, and
+    /// the link would reconnect with the old settings.
     async fn changed(&mut self) {
-        if self.watching && self.rx.changed().await.is_ok() {
+        let mut rx = self.rx.clone();
+        if self.watching && rx.changed().await.is_ok() {
             return;
         }
         self.watching = false;
@@ -344,6 +352,22 @@ impl Target {
                     pending.count()
                 );
                 false
+            }
+        }
+    }
+
+    /// [`Target::wait_after_failure`], cut short by new settings (a reload that fixes what
+    /// failed is tried at once).
+    async fn wait_unless_changed(
+        &mut self,
+        reason: LinkError,
+        settings: &mut SettingsWatch,
+        shutdown: &CancellationToken,
+    ) {
+        tokio::select! {
+            () = self.wait_after_failure(reason, shutdown) => {}
+            () = settings.changed() => {
+                log::info!("component settings changed: connecting with them at once");
             }
         }
     }

@@ -385,3 +385,22 @@ async fn a_stream_closed_by_the_server_is_closed_in_turn_and_reopened() {
         .unwrap();
     assert_result(&again.next_stanza(WAIT).await.unwrap(), "after-close");
 }
+
+#[tokio::test]
+async fn a_reload_that_names_another_server_connects_to_it() {
+    let mut old = FakeXmppServer::bind(SECRET).await.unwrap();
+    let mut new = FakeXmppServer::bind(SECRET).await.unwrap();
+    let modules = demo_module(None, "0s");
+    let fpush = Daemon::start(&settings(&old, &modules, ""));
+    let _first = connect(&mut old).await;
+    fpush.rewrite_settings(&settings(&new, &modules, ""));
+    fpush.reload();
+    let mut link = new
+        .accept(WAIT)
+        .await
+        .expect("fpush moves to the new server");
+    link.send(&push_iq("m1", "token-moved", None))
+        .await
+        .unwrap();
+    assert_result(&link.next_stanza(WAIT).await.unwrap(), "m1");
+}

@@ -40,7 +40,8 @@ struct Component {
     state: watch::Receiver<LinkState>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), ComponentError>>,
-    _settings: watch::Sender<ComponentConfig>,
+    /// What a reload would send.
+    settings: watch::Sender<ComponentConfig>,
 }
 
 impl Component {
@@ -63,7 +64,7 @@ impl Component {
             state,
             shutdown,
             task,
-            _settings: settings,
+            settings,
         }
     }
 
@@ -407,4 +408,47 @@ async fn shutdown_while_down_returns_at_once() {
         .expect("run_reconfigurable must return promptly")
         .unwrap();
     assert!(result.is_ok());
+}
+
+#[tokio::test]
+async fn a_reload_while_up_reconnects_with_the_new_settings() {
+    let mut old = server().await;
+    let mut new = server().await;
+    let mut component = Component::start(cfg(old.port()));
+    let first = accept(&mut old).await;
+    component.wait_up_on(&first).await;
+    component.settings.send_replace(cfg(new.port()));
+    let second = accept(&mut new).await;
+    component.wait_up_on(&second).await;
+}
+
+#[tokio::test]
+async fn a_reload_during_the_backoff_connects_with_the_new_settings_at_once() {
+    // Nothing listens on the old port: the first attempt fails and an hour of backoff begins.
+    let port = server().await.port();
+    let mut config = cfg(port);
+    config.reconnect_base = Duration::from_secs(3600);
+    config.reconnect_cap = Duration::from_secs(3600);
+    let mut component = Component::start(config.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut fixed = server().await;
+    config.server_port = fixed.port();
+    component.settings.send_replace(config);
+    let link = accept(&mut fixed).await;
+    component.wait_up_on(&link).await;
+}
+
+#[tokio::test]
+async fn a_reload_during_a_handshake_that_hangs_connects_with_the_new_settings_at_once() {
+    // A listener that never accepts: the connect succeeds, the server's header never comes.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = cfg(silent.local_addr().unwrap().port());
+    config.keepalive_timeout = Duration::from_secs(3600);
+    let mut component = Component::start(config.clone());
+    component.wait_state(|s| *s == LinkState::Connecting).await;
+    let mut fixed = server().await;
+    config.server_port = fixed.port();
+    component.settings.send_replace(config);
+    let link = accept(&mut fixed).await;
+    component.wait_up_on(&link).await;
 }
