@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::backoff::Backoff;
 use self::framer::FramingError;
+use self::handshake::Opened;
 use self::link::{LinkEnd, PendingReplies};
 use crate::request::Request;
 
@@ -229,28 +230,9 @@ pub async fn run_reconfigurable(
             report_unsent(&mut replies, &pending);
             return Ok(());
         }
-        state.send_replace(LinkState::Connecting);
-        let cfg = &target.cfg;
-        let attempt = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => continue,
-            () = settings.changed() => {
-                log::info!("component settings changed: connecting with them");
-                continue;
-            }
-            attempt = handshake::open(cfg, cfg.keepalive_timeout) => attempt,
+        let Some(opened) = target.open(&mut settings, &shutdown, &state).await else {
+            continue;
         };
-        let opened = match attempt {
-            Ok(opened) => opened,
-            Err(reason) => {
-                state.send_replace(LinkState::Down);
-                target
-                    .wait_unless_changed(reason, &mut settings, &shutdown)
-                    .await;
-                continue;
-            }
-        };
-        target.connected(&opened.stream_id, &state);
         // Dropping the link's future is safe for replies: they stay in `pending` until
         // written, and go out on the next stream.
         let serving = link::serve(
@@ -270,10 +252,28 @@ pub async fn run_reconfigurable(
             }
         };
         state.send_replace(LinkState::Down);
-        if target.link_ended(end?, &pending) {
-            return Ok(());
+        match target.link_ended(end?, &pending) {
+            AfterLink::Stop => return Ok(()),
+            AfterLink::Reconnect => {}
+            AfterLink::Wait(reason) => {
+                target
+                    .wait_unless_changed(reason, &mut settings, &shutdown)
+                    .await
+            }
         }
     }
+}
+
+/// What follows a stream that was up.
+enum AfterLink {
+    /// It was closed for shutdown: the link is done.
+    Stop,
+    /// Reconnect at once.
+    Reconnect,
+    /// Another connection took the component's name (Prosody's `component_conflict_resolve =
+    /// "kick_old"`): taking it back at once would make the two kick each other in a tight loop,
+    /// so the backoff is waited out first.
+    Wait(LinkError),
 }
 
 /// The settings the link was started with, and whether a reload changed them.
@@ -321,6 +321,38 @@ impl Target {
         }
     }
 
+    /// One attempt to open an authenticated stream. `None` when it failed (and its wait is
+    /// over), or was given up for shutdown or for new settings.
+    async fn open(
+        &mut self,
+        settings: &mut SettingsWatch,
+        shutdown: &CancellationToken,
+        state: &watch::Sender<LinkState>,
+    ) -> Option<Opened> {
+        state.send_replace(LinkState::Connecting);
+        let cfg = &self.cfg;
+        let attempt = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return None,
+            () = settings.changed() => {
+                log::info!("component settings changed: connecting with them");
+                return None;
+            }
+            attempt = handshake::open(cfg, cfg.keepalive_timeout) => attempt,
+        };
+        match attempt {
+            Ok(opened) => {
+                self.connected(&opened.stream_id, state);
+                Some(opened)
+            }
+            Err(reason) => {
+                state.send_replace(LinkState::Down);
+                self.wait_unless_changed(reason, settings, shutdown).await;
+                None
+            }
+        }
+    }
+
     /// A stream is up: the next failure starts the backoff afresh.
     fn connected(&mut self, stream_id: &str, state: &watch::Sender<LinkState>) {
         log::info!(
@@ -334,8 +366,8 @@ impl Target {
         });
     }
 
-    /// Says how a stream that was up ended; `true` when it was closed for shutdown.
-    fn link_ended(&self, end: LinkEnd, pending: &PendingReplies) -> bool {
+    /// Says how a stream that was up ended, and what comes next.
+    fn link_ended(&self, end: LinkEnd, pending: &PendingReplies) -> AfterLink {
         match end {
             LinkEnd::Shutdown => {
                 log::info!(
@@ -343,15 +375,17 @@ impl Target {
                     self.cfg.jid,
                     self.address
                 );
-                true
+                AfterLink::Stop
             }
+            // Said (loudly) by the wait that follows.
+            LinkEnd::Dropped(reason @ LinkError::Conflict(_)) => AfterLink::Wait(reason),
             LinkEnd::Dropped(reason) => {
                 log::info!(
                     "component link to {} lost: {reason}; reconnecting ({} replies waiting)",
                     self.address,
                     pending.count()
                 );
-                false
+                AfterLink::Reconnect
             }
         }
     }

@@ -452,3 +452,32 @@ async fn a_reload_during_a_handshake_that_hangs_connects_with_the_new_settings_a
     let link = accept(&mut fixed).await;
     component.wait_up_on(&link).await;
 }
+
+#[tokio::test]
+async fn a_link_taken_over_by_another_connection_waits_before_taking_it_back() {
+    let mut server = server().await;
+    let mut config = cfg(server.port());
+    config.reconnect_base = Duration::from_secs(3600);
+    config.reconnect_cap = Duration::from_secs(3600);
+    let mut component = Component::start(config);
+    let mut first = accept(&mut server).await;
+    component.wait_up_on(&first).await;
+    // Prosody with component_conflict_resolve = "kick_old": a second fpush took the name.
+    first
+        .send(
+            "<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+             <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Replaced by a new connection\
+             </text></stream:error></stream:stream>",
+        )
+        .await
+        .unwrap();
+    component
+        .wait_state(|s| !matches!(s, LinkState::Up { .. }))
+        .await;
+    // Reconnecting at once would kick the other one, which would do the same: a kick war.
+    let again = server.accept(Duration::from_secs(1)).await;
+    assert!(again.is_err(), "reconnected at once after a conflict");
+    component.shutdown.cancel();
+    let result = timeout(PATIENCE, component.task).await.unwrap().unwrap();
+    assert!(result.is_ok(), "{result:?}");
+}
