@@ -97,6 +97,7 @@ pub async fn run(
     let dispatcher = start_dispatcher(modules, &settings, reply_tx, &metrics, &background);
     let p2 =
         registrations.map(|store| serve_p2(store, &settings, &dispatcher, &metrics, &background));
+    let restart_only = RestartOnly::of(&settings, p2.is_some());
     if let Some(listen) = settings.metrics.as_ref().map(|m| m.listen) {
         let probe = state_probe(&dispatcher, state.subscribe(), p2.clone());
         spawn_metrics_listener(listen, probe, &metrics, &background);
@@ -108,7 +109,9 @@ pub async fn run(
             _ = control.shutdown.cancelled() => break Ending::Asked,
             _ = control.reload.notified() => {
                 service.reloading();
-                reload(&settings_path, &mut settings, &dispatcher, &metrics, &component_tx);
+                if reload(&settings_path, &mut settings, &dispatcher, &metrics, &component_tx) {
+                    restart_only.warn_about(&settings);
+                }
                 if p2.is_none() && serves_registrations(&settings) {
                     log::warn!("a registration block added by a reload takes effect at the next restart (the store opens at start-up)");
                 }
@@ -337,14 +340,15 @@ pub fn prepare(
     })
 }
 
-/// Re-read the settings file and apply it, or keep the running settings if it has problems.
+/// Re-read the settings file and apply it (`true`), or keep the running settings if it has
+/// problems.
 fn reload(
     path: &Path,
     current: &mut Settings,
     dispatcher: &Dispatcher,
     metrics: &Metrics,
     component: &watch::Sender<ComponentConfig>,
-) {
+) -> bool {
     log::info!("reloading {}", path.display());
     let previous = dispatcher.modules().load_full();
     let prepared = match prepare(path, metrics, Some(&previous)) {
@@ -355,7 +359,7 @@ fn reload(
                 path.display()
             );
             metrics.count_reload(false);
-            return;
+            return false;
         }
     };
     for warning in &prepared.warnings {
@@ -374,15 +378,44 @@ fn reload(
     if link_settings != *component.borrow() {
         component.send_replace(link_settings);
     }
-    if new.limits.max_concurrent_pushes != current.limits.max_concurrent_pushes {
-        log::warn!("limits.maxConcurrentPushes changes take effect at the next restart");
-    }
-    if new.metrics.as_ref().map(|m| m.listen) != current.metrics.as_ref().map(|m| m.listen) {
-        log::warn!("metrics.listen changes take effect at the next restart");
-    }
     *current = new;
     metrics.count_reload(true);
     log::info!("reloaded {}", path.display());
+    true
+}
+
+/// The settings only a restart applies, as the process runs with them. A reload is compared
+/// with these, not with the file it replaces: a change is said again at every reload until the
+/// restart, and one that puts back what runs is no change.
+struct RestartOnly {
+    max_concurrent_pushes: usize,
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// The registration store's settings, when it is open (it opens at start-up only).
+    store: Option<config::StoreSettings>,
+}
+
+impl RestartOnly {
+    fn of(settings: &Settings, store_open: bool) -> Self {
+        RestartOnly {
+            max_concurrent_pushes: settings.limits.max_concurrent_pushes,
+            metrics_listen: settings.metrics.as_ref().map(|m| m.listen),
+            store: store_open.then(|| settings.store.clone().unwrap_or_default()),
+        }
+    }
+
+    /// Warns about each of them that `new` changes.
+    fn warn_about(&self, new: &Settings) {
+        if new.limits.max_concurrent_pushes != self.max_concurrent_pushes {
+            log::warn!("limits.maxConcurrentPushes changes take effect at the next restart");
+        }
+        if new.metrics.as_ref().map(|m| m.listen) != self.metrics_listen {
+            log::warn!("metrics.listen changes take effect at the next restart");
+        }
+        let store = new.store.clone().unwrap_or_default();
+        if self.store.as_ref().is_some_and(|running| *running != store) {
+            log::warn!("store changes take effect at the next restart");
+        }
+    }
 }
 
 /// Reads what the gauges show, for the metrics listener; with `p2`, the registrations its
