@@ -201,9 +201,11 @@ impl LinkError {
 /// Keeps the component link up until `shutdown` is cancelled.
 ///
 /// Stanzas go to `inbound` (awaiting it, so a slow dispatcher slows the reading, not the
-/// memory). After `shutdown`, no new stanza is read; replies are written until every
-/// [`ReplySender`] is dropped and the queue is empty, then the stream is closed and `Ok(())`
-/// returned. If the link is down at that moment, it returns at once.
+/// memory). After `shutdown`, no new stanza is read, and `handed_over` is cancelled once every
+/// stanza already read is on `inbound` (keep taking them until then); replies are written until
+/// every [`ReplySender`] is dropped and the queue is empty, then the stream is closed and
+/// `Ok(())` returned. If the link is down at that moment, it returns at once (and `handed_over`
+/// is cancelled whenever it returns).
 ///
 /// A change of `settings` (a reload) takes the link down, or ends an attempt or the wait after
 /// a failed one, and connects with the new settings at once. Replies not yet written survive
@@ -214,7 +216,9 @@ pub async fn run_reconfigurable(
     mut replies: ReplyReceiver,
     state: watch::Sender<LinkState>,
     shutdown: CancellationToken,
+    handed_over: CancellationToken,
 ) -> Result<(), ComponentError> {
+    let _handed_over = handed_over.clone().drop_guard();
     let mut settings = SettingsWatch {
         rx: settings,
         watching: true,
@@ -242,6 +246,7 @@ pub async fn run_reconfigurable(
             &mut replies,
             &mut pending,
             &shutdown,
+            &handed_over,
         );
         let end = tokio::select! {
             end = serving => end,

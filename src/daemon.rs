@@ -86,13 +86,14 @@ pub async fn run(
     let (reply_tx, reply_rx) = component::reply_channel();
     let (inbound_tx, mut inbound_rx) = mpsc::channel(INBOUND_QUEUE);
     let (component_tx, component_rx) = watch::channel(component_config(&settings));
-    let stop_reading = CancellationToken::new();
+    let link_stop = LinkStop::default();
     let link = tokio::spawn(component::run_reconfigurable(
         component_rx,
         inbound_tx,
         reply_rx,
         state.clone(),
-        stop_reading.clone(),
+        link_stop.reading.clone(),
+        link_stop.handed_over.clone(),
     ));
     let dispatcher = start_dispatcher(modules, &settings, reply_tx, &metrics, &background);
     let p2 =
@@ -128,7 +129,7 @@ pub async fn run(
     };
     let grace = settings.limits.shutdown_grace;
     service.stopping(grace + CLOSE_TIMEOUT);
-    stop_in_order(dispatcher, inbound_rx, stop_reading, grace).await;
+    stop_in_order(dispatcher, inbound_rx, link_stop, grace).await;
     background.cancel();
     await_link_end(link).await;
     ending
@@ -239,13 +240,21 @@ pub enum Ending {
     LinkLost,
 }
 
+/// How the link is stopped: `reading` asks it to read no more; it cancels `handed_over` once
+/// every stanza it had read is on the inbound queue.
+#[derive(Default)]
+struct LinkStop {
+    reading: CancellationToken,
+    handed_over: CancellationToken,
+}
+
 /// Stop reading, answer what was already read, and let the pushes in flight finish (bounded by
 /// `grace`). Consuming the dispatcher drops the last reply sender: the link then flushes the
 /// replies and closes the stream.
 async fn stop_in_order(
     dispatcher: Dispatcher,
     mut inbound_rx: mpsc::Receiver<component::Inbound>,
-    stop_reading: CancellationToken,
+    link: LinkStop,
     grace: Duration,
 ) {
     log::info!(
@@ -253,7 +262,19 @@ async fn stop_in_order(
         dispatcher.in_flight(),
         humantime::format_duration(grace)
     );
-    stop_reading.cancel();
+    link.reading.cancel();
+    // Closing the queue at once would leave what the link had read but not yet queued (behind
+    // a full queue, or still in its buffer) without an answer.
+    loop {
+        tokio::select! {
+            biased;
+            inbound = inbound_rx.recv() => match inbound {
+                Some(inbound) => dispatcher.handle(inbound),
+                None => break,
+            },
+            _ = link.handed_over.cancelled() => break,
+        }
+    }
     inbound_rx.close();
     while let Some(inbound) = inbound_rx.recv().await {
         dispatcher.handle(inbound);

@@ -57,6 +57,7 @@ impl Component {
             reply_rx,
             state_tx,
             shutdown.clone(),
+            CancellationToken::new(),
         ));
         Component {
             inbound,
@@ -480,4 +481,28 @@ async fn a_link_taken_over_by_another_connection_waits_before_taking_it_back() {
     component.shutdown.cancel();
     let result = timeout(PATIENCE, component.task).await.unwrap().unwrap();
     assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn stanzas_read_before_shutdown_are_all_handed_over() {
+    let mut server = server().await;
+    let mut component = Component::start(cfg(server.port()));
+    let mut link = accept(&mut server).await;
+    component.wait_up_on(&link).await;
+    // More than the inbound queue holds (64), in one write: the link has read them all while
+    // the queue is full.
+    let sent = 80;
+    let stanzas: String = (0..sent)
+        .map(|i| {
+            format!("<iq type='get' id='g{i}' from='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        })
+        .collect();
+    link.send(&stanzas).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    component.shutdown.cancel();
+    let mut handed_over = 0;
+    while let Ok(Some(_)) = timeout(Duration::from_secs(1), component.inbound.recv()).await {
+        handed_over += 1;
+    }
+    assert_eq!(handed_over, sent);
 }
