@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::backoff::Backoff;
 use self::framer::FramingError;
+use self::handshake::Opened;
 use self::link::{LinkEnd, PendingReplies};
 use crate::request::Request;
 
@@ -200,19 +201,24 @@ impl LinkError {
 /// Keeps the component link up until `shutdown` is cancelled.
 ///
 /// Stanzas go to `inbound` (awaiting it, so a slow dispatcher slows the reading, not the
-/// memory). After `shutdown`, no new stanza is read; replies are written until every
-/// [`ReplySender`] is dropped and the queue is empty, then the stream is closed and `Ok(())`
-/// returned. If the link is down at that moment, it returns at once.
+/// memory). After `shutdown`, no new stanza is read, and `handed_over` is cancelled once every
+/// stanza already read is on `inbound` (keep taking them until then); replies are written until
+/// every [`ReplySender`] is dropped and the queue is empty, then the stream is closed and
+/// `Ok(())` returned. If the link is down at that moment, it returns at once (and `handed_over`
+/// is cancelled whenever it returns).
 ///
-/// A change of `settings` (a reload) takes the link down and reconnects with the new settings
-/// at once. Replies not yet written survive the reconnect, as they do when a link drops.
+/// A change of `settings` (a reload) takes the link down, or ends an attempt or the wait after
+/// a failed one, and connects with the new settings at once. Replies not yet written survive
+/// the reconnect, as they do when a link drops.
 pub async fn run_reconfigurable(
     settings: watch::Receiver<ComponentConfig>,
     inbound: mpsc::Sender<Inbound>,
     mut replies: ReplyReceiver,
     state: watch::Sender<LinkState>,
     shutdown: CancellationToken,
+    handed_over: CancellationToken,
 ) -> Result<(), ComponentError> {
+    let _handed_over = handed_over.clone().drop_guard();
     let mut settings = SettingsWatch {
         rx: settings,
         watching: true,
@@ -228,22 +234,9 @@ pub async fn run_reconfigurable(
             report_unsent(&mut replies, &pending);
             return Ok(());
         }
-        state.send_replace(LinkState::Connecting);
-        let cfg = &target.cfg;
-        let attempt = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => continue,
-            attempt = handshake::open(cfg, cfg.keepalive_timeout) => attempt,
+        let Some(opened) = target.open(&mut settings, &shutdown, &state).await else {
+            continue;
         };
-        let opened = match attempt {
-            Ok(opened) => opened,
-            Err(reason) => {
-                state.send_replace(LinkState::Down);
-                target.wait_after_failure(reason, &shutdown).await;
-                continue;
-            }
-        };
-        target.connected(&opened.stream_id, &state);
         // Dropping the link's future is safe for replies: they stay in `pending` until
         // written, and go out on the next stream.
         let serving = link::serve(
@@ -253,6 +246,7 @@ pub async fn run_reconfigurable(
             &mut replies,
             &mut pending,
             &shutdown,
+            &handed_over,
         );
         let end = tokio::select! {
             end = serving => end,
@@ -263,10 +257,28 @@ pub async fn run_reconfigurable(
             }
         };
         state.send_replace(LinkState::Down);
-        if target.link_ended(end?, &pending) {
-            return Ok(());
+        match target.link_ended(end?, &pending) {
+            AfterLink::Stop => return Ok(()),
+            AfterLink::Reconnect => {}
+            AfterLink::Wait(reason) => {
+                target
+                    .wait_unless_changed(reason, &mut settings, &shutdown)
+                    .await
+            }
         }
     }
+}
+
+/// What follows a stream that was up.
+enum AfterLink {
+    /// It was closed for shutdown: the link is done.
+    Stop,
+    /// Reconnect at once.
+    Reconnect,
+    /// Another connection took the component's name (Prosody's `component_conflict_resolve =
+    /// "kick_old"`): taking it back at once would make the two kick each other in a tight loop,
+    /// so the backoff is waited out first.
+    Wait(LinkError),
 }
 
 /// The settings the link was started with, and whether a reload changed them.
@@ -277,18 +289,19 @@ struct SettingsWatch {
 }
 
 impl SettingsWatch {
-    /// The new settings, if they changed since they were last read.
+    /// The new settings, if they changed since they were last read (also when the sender is
+    /// gone since).
     fn take_change(&mut self) -> Option<ComponentConfig> {
-        if self.watching && self.rx.has_changed().unwrap_or(false) {
-            Some(self.rx.borrow_and_update().clone())
-        } else {
-            None
-        }
+        let changed = self.rx.borrow().has_changed();
+        changed.then(|| self.rx.borrow_and_update().clone())
     }
 
-    /// Resolves when the settings change; never, once they cannot.
+    /// Resolves when the settings change; never, once they cannot. The change is left unread
+    /// for [`SettingsWatch::take_change`]: waiting on our own receiver would mark it read, and
+    /// the link would reconnect with the old settings.
     async fn changed(&mut self) {
-        if self.watching && self.rx.changed().await.is_ok() {
+        let mut rx = self.rx.clone();
+        if self.watching && rx.changed().await.is_ok() {
             return;
         }
         self.watching = false;
@@ -313,6 +326,38 @@ impl Target {
         }
     }
 
+    /// One attempt to open an authenticated stream. `None` when it failed (and its wait is
+    /// over), or was given up for shutdown or for new settings.
+    async fn open(
+        &mut self,
+        settings: &mut SettingsWatch,
+        shutdown: &CancellationToken,
+        state: &watch::Sender<LinkState>,
+    ) -> Option<Opened> {
+        state.send_replace(LinkState::Connecting);
+        let cfg = &self.cfg;
+        let attempt = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return None,
+            () = settings.changed() => {
+                log::info!("component settings changed: connecting with them");
+                return None;
+            }
+            attempt = handshake::open(cfg, cfg.keepalive_timeout) => attempt,
+        };
+        match attempt {
+            Ok(opened) => {
+                self.connected(&opened.stream_id, state);
+                Some(opened)
+            }
+            Err(reason) => {
+                state.send_replace(LinkState::Down);
+                self.wait_unless_changed(reason, settings, shutdown).await;
+                None
+            }
+        }
+    }
+
     /// A stream is up: the next failure starts the backoff afresh.
     fn connected(&mut self, stream_id: &str, state: &watch::Sender<LinkState>) {
         log::info!(
@@ -326,8 +371,8 @@ impl Target {
         });
     }
 
-    /// Says how a stream that was up ended; `true` when it was closed for shutdown.
-    fn link_ended(&self, end: LinkEnd, pending: &PendingReplies) -> bool {
+    /// Says how a stream that was up ended, and what comes next.
+    fn link_ended(&self, end: LinkEnd, pending: &PendingReplies) -> AfterLink {
         match end {
             LinkEnd::Shutdown => {
                 log::info!(
@@ -335,15 +380,33 @@ impl Target {
                     self.cfg.jid,
                     self.address
                 );
-                true
+                AfterLink::Stop
             }
+            // Said (loudly) by the wait that follows.
+            LinkEnd::Dropped(reason @ LinkError::Conflict(_)) => AfterLink::Wait(reason),
             LinkEnd::Dropped(reason) => {
                 log::info!(
                     "component link to {} lost: {reason}; reconnecting ({} replies waiting)",
                     self.address,
                     pending.count()
                 );
-                false
+                AfterLink::Reconnect
+            }
+        }
+    }
+
+    /// [`Target::wait_after_failure`], cut short by new settings (a reload that fixes what
+    /// failed is tried at once).
+    async fn wait_unless_changed(
+        &mut self,
+        reason: LinkError,
+        settings: &mut SettingsWatch,
+        shutdown: &CancellationToken,
+    ) {
+        tokio::select! {
+            () = self.wait_after_failure(reason, shutdown) => {}
+            () = settings.changed() => {
+                log::info!("component settings changed: connecting with them at once");
             }
         }
     }

@@ -86,17 +86,19 @@ pub async fn run(
     let (reply_tx, reply_rx) = component::reply_channel();
     let (inbound_tx, mut inbound_rx) = mpsc::channel(INBOUND_QUEUE);
     let (component_tx, component_rx) = watch::channel(component_config(&settings));
-    let stop_reading = CancellationToken::new();
+    let link_stop = LinkStop::default();
     let link = tokio::spawn(component::run_reconfigurable(
         component_rx,
         inbound_tx,
         reply_rx,
         state.clone(),
-        stop_reading.clone(),
+        link_stop.reading.clone(),
+        link_stop.handed_over.clone(),
     ));
     let dispatcher = start_dispatcher(modules, &settings, reply_tx, &metrics, &background);
     let p2 =
         registrations.map(|store| serve_p2(store, &settings, &dispatcher, &metrics, &background));
+    let restart_only = RestartOnly::of(&settings, p2.is_some());
     if let Some(listen) = settings.metrics.as_ref().map(|m| m.listen) {
         let probe = state_probe(&dispatcher, state.subscribe(), p2.clone());
         spawn_metrics_listener(listen, probe, &metrics, &background);
@@ -108,7 +110,9 @@ pub async fn run(
             _ = control.shutdown.cancelled() => break Ending::Asked,
             _ = control.reload.notified() => {
                 service.reloading();
-                reload(&settings_path, &mut settings, &dispatcher, &metrics, &component_tx);
+                if reload(&settings_path, &mut settings, &dispatcher, &metrics, &component_tx) {
+                    restart_only.warn_about(&settings);
+                }
                 if p2.is_none() && serves_registrations(&settings) {
                     log::warn!("a registration block added by a reload takes effect at the next restart (the store opens at start-up)");
                 }
@@ -125,7 +129,7 @@ pub async fn run(
     };
     let grace = settings.limits.shutdown_grace;
     service.stopping(grace + CLOSE_TIMEOUT);
-    stop_in_order(dispatcher, inbound_rx, stop_reading, grace).await;
+    stop_in_order(dispatcher, inbound_rx, link_stop, grace).await;
     background.cancel();
     await_link_end(link).await;
     ending
@@ -236,13 +240,21 @@ pub enum Ending {
     LinkLost,
 }
 
+/// How the link is stopped: `reading` asks it to read no more; it cancels `handed_over` once
+/// every stanza it had read is on the inbound queue.
+#[derive(Default)]
+struct LinkStop {
+    reading: CancellationToken,
+    handed_over: CancellationToken,
+}
+
 /// Stop reading, answer what was already read, and let the pushes in flight finish (bounded by
 /// `grace`). Consuming the dispatcher drops the last reply sender: the link then flushes the
 /// replies and closes the stream.
 async fn stop_in_order(
     dispatcher: Dispatcher,
     mut inbound_rx: mpsc::Receiver<component::Inbound>,
-    stop_reading: CancellationToken,
+    link: LinkStop,
     grace: Duration,
 ) {
     log::info!(
@@ -250,7 +262,19 @@ async fn stop_in_order(
         dispatcher.in_flight(),
         humantime::format_duration(grace)
     );
-    stop_reading.cancel();
+    link.reading.cancel();
+    // Closing the queue at once would leave what the link had read but not yet queued (behind
+    // a full queue, or still in its buffer) without an answer.
+    loop {
+        tokio::select! {
+            biased;
+            inbound = inbound_rx.recv() => match inbound {
+                Some(inbound) => dispatcher.handle(inbound),
+                None => break,
+            },
+            _ = link.handed_over.cancelled() => break,
+        }
+    }
     inbound_rx.close();
     while let Some(inbound) = inbound_rx.recv().await {
         dispatcher.handle(inbound);
@@ -337,14 +361,15 @@ pub fn prepare(
     })
 }
 
-/// Re-read the settings file and apply it, or keep the running settings if it has problems.
+/// Re-read the settings file and apply it (`true`), or keep the running settings if it has
+/// problems.
 fn reload(
     path: &Path,
     current: &mut Settings,
     dispatcher: &Dispatcher,
     metrics: &Metrics,
     component: &watch::Sender<ComponentConfig>,
-) {
+) -> bool {
     log::info!("reloading {}", path.display());
     let previous = dispatcher.modules().load_full();
     let prepared = match prepare(path, metrics, Some(&previous)) {
@@ -355,7 +380,7 @@ fn reload(
                 path.display()
             );
             metrics.count_reload(false);
-            return;
+            return false;
         }
     };
     for warning in &prepared.warnings {
@@ -374,15 +399,44 @@ fn reload(
     if link_settings != *component.borrow() {
         component.send_replace(link_settings);
     }
-    if new.limits.max_concurrent_pushes != current.limits.max_concurrent_pushes {
-        log::warn!("limits.maxConcurrentPushes changes take effect at the next restart");
-    }
-    if new.metrics.as_ref().map(|m| m.listen) != current.metrics.as_ref().map(|m| m.listen) {
-        log::warn!("metrics.listen changes take effect at the next restart");
-    }
     *current = new;
     metrics.count_reload(true);
     log::info!("reloaded {}", path.display());
+    true
+}
+
+/// The settings only a restart applies, as the process runs with them. A reload is compared
+/// with these, not with the file it replaces: a change is said again at every reload until the
+/// restart, and one that puts back what runs is no change.
+struct RestartOnly {
+    max_concurrent_pushes: usize,
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// The registration store's settings, when it is open (it opens at start-up only).
+    store: Option<config::StoreSettings>,
+}
+
+impl RestartOnly {
+    fn of(settings: &Settings, store_open: bool) -> Self {
+        RestartOnly {
+            max_concurrent_pushes: settings.limits.max_concurrent_pushes,
+            metrics_listen: settings.metrics.as_ref().map(|m| m.listen),
+            store: store_open.then(|| settings.store.clone().unwrap_or_default()),
+        }
+    }
+
+    /// Warns about each of them that `new` changes.
+    fn warn_about(&self, new: &Settings) {
+        if new.limits.max_concurrent_pushes != self.max_concurrent_pushes {
+            log::warn!("limits.maxConcurrentPushes changes take effect at the next restart");
+        }
+        if new.metrics.as_ref().map(|m| m.listen) != self.metrics_listen {
+            log::warn!("metrics.listen changes take effect at the next restart");
+        }
+        let store = new.store.clone().unwrap_or_default();
+        if self.store.as_ref().is_some_and(|running| *running != store) {
+            log::warn!("store changes take effect at the next restart");
+        }
+    }
 }
 
 /// Reads what the gauges show, for the metrics listener; with `p2`, the registrations its

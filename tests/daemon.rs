@@ -385,3 +385,80 @@ async fn a_stream_closed_by_the_server_is_closed_in_turn_and_reopened() {
         .unwrap();
     assert_result(&again.next_stanza(WAIT).await.unwrap(), "after-close");
 }
+
+#[tokio::test]
+async fn a_reload_that_names_another_server_connects_to_it() {
+    let mut old = FakeXmppServer::bind(SECRET).await.unwrap();
+    let mut new = FakeXmppServer::bind(SECRET).await.unwrap();
+    let modules = demo_module(None, "0s");
+    let fpush = Daemon::start(&settings(&old, &modules, ""));
+    let _first = connect(&mut old).await;
+    fpush.rewrite_settings(&settings(&new, &modules, ""));
+    fpush.reload();
+    let mut link = new
+        .accept(WAIT)
+        .await
+        .expect("fpush moves to the new server");
+    link.send(&push_iq("m1", "token-moved", None))
+        .await
+        .unwrap();
+    assert_result(&link.next_stanza(WAIT).await.unwrap(), "m1");
+}
+
+/// Waits until the log tells of `count` applied reloads, and returns the log.
+fn log_after_reloads(fpush: &Daemon, count: usize) -> String {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let log = fpush.log();
+        if log.matches("reloaded ").count() >= count {
+            return log;
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn a_restart_only_setting_is_said_to_wait_for_the_restart_until_it_runs_again() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let modules = demo_module(None, "0s");
+    let fpush = Daemon::start(&settings(&server, &modules, ""));
+    let _link = connect(&mut server).await;
+    let warning = "limits.maxConcurrentPushes changes take effect at the next restart";
+    let lowered = r#""limits": { "maxConcurrentPushes": 5 },"#;
+    let steps = [(lowered, 1), (lowered, 2), ("", 2)];
+    for (at, (limits, warned)) in steps.into_iter().enumerate() {
+        fpush.rewrite_settings(&settings(&server, &modules, limits));
+        fpush.reload();
+        let log = log_after_reloads(&fpush, at + 1);
+        // Still pending at the second reload; the third puts back what runs: nothing to say.
+        assert_eq!(log.matches(warning).count(), warned, "{log}");
+    }
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_the_open_store_says_it_waits_for_the_restart() {
+    use fpush_testkit::fcm::FcmServer;
+    use fpush_testkit::settings::with_keys;
+    use serde_json::json;
+    let fcm = FcmServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let module = json!({"type": "google", "fcm": with_keys(fcm.settings(), json!({})),
+                        "registration": {"protocol": "p2"}});
+    let modules = json!({ "conversations": module }).to_string();
+    let store = |per_account: u32| {
+        let path = dir.path().join("registrations.sqlite3");
+        let store = json!({"path": path, "maxPerAccount": per_account});
+        format!(r#""store": {store},"#)
+    };
+    let fpush = Daemon::start(&settings(&server, &modules, &store(20)));
+    let _link = connect(&mut server).await;
+    fpush.rewrite_settings(&settings(&server, &modules, &store(5)));
+    fpush.reload();
+    let log = log_after_reloads(&fpush, 1);
+    assert!(
+        log.contains("store changes take effect at the next restart"),
+        "{log}"
+    );
+}

@@ -341,6 +341,43 @@ fn undefined_entity_is_invalid() {
     assert!(expect_invalid(parse(iq.as_bytes())).contains("well-formed"));
 }
 
+/// `count` namespace declarations on `<pubsub>`, then empty elements up to about `size` bytes.
+fn pubsub_declaring(count: usize, size: usize) -> String {
+    let declarations: String = (0..count).map(|i| format!(" xmlns:a{i}='x'")).collect();
+    let elements = "<a/>".repeat(size.saturating_sub(declarations.len()) / 4);
+    format!(
+        "<iq type='set' id='p1' from='localhost' to='push.localhost'>\
+         <pubsub xmlns='http://jabber.org/protocol/pubsub'{declarations}>\
+         <publish node='tok'/>{elements}</pubsub></iq>"
+    )
+}
+
+#[test]
+fn thousands_of_namespace_declarations_are_refused_without_walking_them_per_element() {
+    // What ejabberd forwards verbatim from anyone: about 240 KiB, within the stanza limit.
+    let stanza = pubsub_declaring(8000, 240 * 1024);
+    for _ in 0..2 {
+        let started = std::time::Instant::now();
+        let request = parse(stanza.as_bytes());
+        let took = started.elapsed();
+        assert!(
+            expect_invalid(request).contains("not well-formed"),
+            "{stanza:.200}"
+        );
+        // Each element resolved against every declaration took seconds.
+        assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+    }
+    // Declared on the IQ itself, they leave nothing to answer.
+    let declarations: String = (0..100).map(|i| format!(" xmlns:z{i}='x'")).collect();
+    let on_the_iq = format!(
+        "<iq type='get' id='p1' from='localhost'{declarations}><ping xmlns='urn:xmpp:ping'/></iq>"
+    );
+    assert_eq!(parse(on_the_iq.as_bytes()), Request::Ignored);
+    // A few dozen, more than any server sends, are read as usual.
+    let (_, push) = expect_push(parse(pubsub_declaring(60, 64 * 1024).as_bytes()));
+    assert_eq!(push.token, "tok");
+}
+
 #[test]
 fn only_the_first_publish_counts() {
     let iq = push_iq("<publish node='first'/><publish node='second'/>");

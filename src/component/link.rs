@@ -119,6 +119,7 @@ pub(crate) async fn serve(
     replies: &mut ReplyReceiver,
     pending: &mut PendingReplies,
     shutdown: &CancellationToken,
+    handed_over: &CancellationToken,
 ) -> Result<LinkEnd, ComponentError> {
     let Opened {
         stream, mut framer, ..
@@ -130,7 +131,7 @@ pub(crate) async fn serve(
         let heard = AtomicBool::new(true);
         let reader = read_stanzas(&mut rd, &mut framer, inbound, &heard, cfg, shutdown);
         let writer = write_replies(&mut wr, replies, pending, &heard, cfg, shutdown);
-        first_end(reader, writer, shutdown).await
+        first_end(reader, writer, shutdown, handed_over).await
     };
     let farewell = Farewell::after(outcome, cfg);
     if let Some(last) = farewell.last {
@@ -140,19 +141,27 @@ pub(crate) async fn serve(
 }
 
 /// Drives the reader and the writer until the stream is done with. After shutdown the reader
-/// stops and the writer goes on until every reply is written.
+/// hands over what it had read, says so (`handed_over`) and stops; the writer goes on until
+/// every reply is written.
 async fn first_end(
     reader: impl Future<Output = ReadEnd>,
     writer: impl Future<Output = WriteEnd>,
     shutdown: &CancellationToken,
+    handed_over: &CancellationToken,
 ) -> Outcome {
     tokio::pin!(reader, writer);
     let mut reading = true;
     loop {
         tokio::select! {
             end = &mut reader, if reading => match end {
-                ReadEnd::Shutdown => reading = false,
-                ReadEnd::InboundClosed if shutdown.is_cancelled() => reading = false,
+                ReadEnd::Shutdown => {
+                    reading = false;
+                    handed_over.cancel();
+                }
+                ReadEnd::InboundClosed if shutdown.is_cancelled() => {
+                    reading = false;
+                    handed_over.cancel();
+                }
                 ReadEnd::InboundClosed => return Outcome::InboundClosed,
                 ReadEnd::Failed(e) => return Outcome::Failed(e),
             },
@@ -240,7 +249,9 @@ enum WriteEnd {
     Failed(LinkError),
 }
 
-/// Reads the stream and passes each stanza on, until shutdown or failure.
+/// Reads the stream and passes each stanza on, until shutdown or failure. Shutdown stops the
+/// reading only: every stanza already read is passed on (the daemon takes them until
+/// `handed_over`), so none of them goes unanswered.
 async fn read_stanzas(
     rd: &mut OwnedReadHalf,
     framer: &mut super::framer::Framer,
@@ -260,14 +271,8 @@ async fn read_stanzas(
                 Ok(None) => break,
                 Err(e) => return ReadEnd::Failed(e.into()),
             };
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return ReadEnd::Shutdown,
-                sent = inbound.send(item) => {
-                    if sent.is_err() {
-                        return ReadEnd::InboundClosed;
-                    }
-                }
+            if inbound.send(item).await.is_err() {
+                return ReadEnd::InboundClosed;
             }
         }
         tokio::select! {

@@ -40,7 +40,8 @@ struct Component {
     state: watch::Receiver<LinkState>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), ComponentError>>,
-    _settings: watch::Sender<ComponentConfig>,
+    /// What a reload would send.
+    settings: watch::Sender<ComponentConfig>,
 }
 
 impl Component {
@@ -56,6 +57,7 @@ impl Component {
             reply_rx,
             state_tx,
             shutdown.clone(),
+            CancellationToken::new(),
         ));
         Component {
             inbound,
@@ -63,7 +65,7 @@ impl Component {
             state,
             shutdown,
             task,
-            _settings: settings,
+            settings,
         }
     }
 
@@ -407,4 +409,100 @@ async fn shutdown_while_down_returns_at_once() {
         .expect("run_reconfigurable must return promptly")
         .unwrap();
     assert!(result.is_ok());
+}
+
+#[tokio::test]
+async fn a_reload_while_up_reconnects_with_the_new_settings() {
+    let mut old = server().await;
+    let mut new = server().await;
+    let mut component = Component::start(cfg(old.port()));
+    let first = accept(&mut old).await;
+    component.wait_up_on(&first).await;
+    component.settings.send_replace(cfg(new.port()));
+    let second = accept(&mut new).await;
+    component.wait_up_on(&second).await;
+}
+
+#[tokio::test]
+async fn a_reload_during_the_backoff_connects_with_the_new_settings_at_once() {
+    // Nothing listens on the old port: the first attempt fails and an hour of backoff begins.
+    let port = server().await.port();
+    let mut config = cfg(port);
+    config.reconnect_base = Duration::from_secs(3600);
+    config.reconnect_cap = Duration::from_secs(3600);
+    let mut component = Component::start(config.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut fixed = server().await;
+    config.server_port = fixed.port();
+    component.settings.send_replace(config);
+    let link = accept(&mut fixed).await;
+    component.wait_up_on(&link).await;
+}
+
+#[tokio::test]
+async fn a_reload_during_a_handshake_that_hangs_connects_with_the_new_settings_at_once() {
+    // A listener that never accepts: the connect succeeds, the server's header never comes.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = cfg(silent.local_addr().unwrap().port());
+    config.keepalive_timeout = Duration::from_secs(3600);
+    let mut component = Component::start(config.clone());
+    component.wait_state(|s| *s == LinkState::Connecting).await;
+    let mut fixed = server().await;
+    config.server_port = fixed.port();
+    component.settings.send_replace(config);
+    let link = accept(&mut fixed).await;
+    component.wait_up_on(&link).await;
+}
+
+#[tokio::test]
+async fn a_link_taken_over_by_another_connection_waits_before_taking_it_back() {
+    let mut server = server().await;
+    let mut config = cfg(server.port());
+    config.reconnect_base = Duration::from_secs(3600);
+    config.reconnect_cap = Duration::from_secs(3600);
+    let mut component = Component::start(config);
+    let mut first = accept(&mut server).await;
+    component.wait_up_on(&first).await;
+    // Prosody with component_conflict_resolve = "kick_old": a second fpush took the name.
+    first
+        .send(
+            "<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+             <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Replaced by a new connection\
+             </text></stream:error></stream:stream>",
+        )
+        .await
+        .unwrap();
+    component
+        .wait_state(|s| !matches!(s, LinkState::Up { .. }))
+        .await;
+    // Reconnecting at once would kick the other one, which would do the same: a kick war.
+    let again = server.accept(Duration::from_secs(1)).await;
+    assert!(again.is_err(), "reconnected at once after a conflict");
+    component.shutdown.cancel();
+    let result = timeout(PATIENCE, component.task).await.unwrap().unwrap();
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn stanzas_read_before_shutdown_are_all_handed_over() {
+    let mut server = server().await;
+    let mut component = Component::start(cfg(server.port()));
+    let mut link = accept(&mut server).await;
+    component.wait_up_on(&link).await;
+    // More than the inbound queue holds (64), in one write: the link has read them all while
+    // the queue is full.
+    let sent = 80;
+    let stanzas: String = (0..sent)
+        .map(|i| {
+            format!("<iq type='get' id='g{i}' from='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        })
+        .collect();
+    link.send(&stanzas).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    component.shutdown.cancel();
+    let mut handed_over = 0;
+    while let Ok(Some(_)) = timeout(Duration::from_secs(1), component.inbound.recv()).await {
+        handed_over += 1;
+    }
+    assert_eq!(handed_over, sent);
 }

@@ -72,6 +72,11 @@ impl Ns {
     }
 }
 
+/// Declarations in force at once, at most. Servers declare a handful per stanza; every element
+/// name is resolved by a walk back over those in force, so thousands of them (one start tag can
+/// hold as many as the stanza size allows) would make each element of the stanza cost as much.
+const MAX_BINDINGS: usize = 64;
+
 /// One declaration: `xmlns='…'` (no prefix) or `xmlns:prefix='…'`, made at `level`.
 struct Binding {
     level: u32,
@@ -129,8 +134,9 @@ impl Scopes {
 
     /// Reads the namespace declarations among an element's attributes. Like the XML namespaces
     /// recommendation, rebinding `xml` or `xmlns` (or binding another prefix to their
-    /// namespaces) makes the stanza malformed; the scan stops at the first broken attribute,
-    /// which the field readers report if it matters.
+    /// namespaces) makes the stanza malformed, and so here do more than [`MAX_BINDINGS`] in
+    /// force at once; the scan stops at the first broken attribute, which the field readers
+    /// report if it matters.
     fn declare(&mut self, start: &BytesStart<'_>) -> Result<(), Malformed> {
         for attr in attributes(start) {
             let Ok(Attribute { key, value }) = attr else {
@@ -148,6 +154,9 @@ impl Scopes {
                 }
                 Some(PrefixDeclaration::Named(prefix)) => Some(Box::from(prefix)),
             };
+            if self.bindings.len() == MAX_BINDINGS {
+                return Err(Malformed);
+            }
             self.bindings.push(Binding {
                 level: self.level,
                 prefix,
