@@ -417,6 +417,8 @@ async fn refused_fcm_tls_is_answered_wait_and_fpush_recovers() {
     );
     assert_eq!(t.calls("refused-1"), 0);
     t.provider.tls_server().set_refuse_tls(false);
+    // The token endpoint is on the same server: a failed refresh is not tried again for 1 s.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     t.link
         .send(&push_iq("r2", "ok-after-tls", None))
         .await

@@ -248,6 +248,8 @@ async fn oauth_endpoint_down_answers_wait_and_recovers() {
     assert_eq!(path.fcm.message_count(), 0, "nothing sent without a token");
 
     path.fcm.set_token_endpoint(TokenEndpointMode::Grant);
+    // A failed refresh is not tried again for a second (pushes meanwhile share its failure).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_result(&path.push("o2", DEVICE_TOKEN).await, "o2");
 }
 
