@@ -631,3 +631,34 @@ async fn a_redis_answer_to_wait_for_ages_is_cut_to_one_window() {
         other => panic!("expected a queued send, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_of_the_wrong_type_is_replaced_and_takes_redis_down_for_no_one() {
+    let redis = RedisServer::start();
+    let a = Instance::new(&redis.url(), Duration::from_secs(20), patient());
+    assert_eq!(a.decide(TOKEN).await, Decision::Send);
+    let key = redis.keys("*").remove(0);
+    // A damaged entry: something else wrote a hash under the token's key.
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query(&mut redis.inspect())
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("f")
+        .arg("v")
+        .query(&mut redis.inspect())
+        .unwrap();
+
+    assert_eq!(a.decide(TOKEN).await, Decision::Send);
+    assert!(
+        matches!(a.decide(TOKEN).await, Decision::SendAt(_)),
+        "the entry was rewritten and limits its token again"
+    );
+    assert_eq!(
+        a.decide("another-token").await,
+        Decision::Send,
+        "other tokens are decided in Redis too"
+    );
+    assert_eq!(a.store.fallbacks(), 0, "one bad key is no Redis outage");
+}
