@@ -263,7 +263,7 @@ impl Ratelimiter {
             return self.check_locally(dead, token);
         };
         let digest = TokenDigest::of(token);
-        let dead_key = dead.shared_key(&shared.store, &digest);
+        let dead_key = dead.shared_key(&shared.store, token, &digest);
         if dead_key.is_none() && dead.is_dead(token) {
             return Admission::KnownDead;
         }

@@ -662,3 +662,54 @@ async fn an_entry_of_the_wrong_type_is_replaced_and_takes_redis_down_for_no_one(
     );
     assert_eq!(a.store.fallbacks(), 0, "one bad key is no Redis outage");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_forgotten_while_redis_was_down_is_not_answered_dead_once_it_is_back() {
+    let redis = RedisServer::start();
+    let quick = RedisOptions {
+        timeout: Duration::from_millis(300),
+        retry_after: Duration::from_millis(500),
+    };
+    let a = Instance::new(&redis.url(), Duration::from_secs(20), quick);
+    let b = Instance::new(&redis.url(), Duration::from_secs(20), patient());
+    a.dead.remember_dead(TOKEN).await;
+    assert_eq!(b.check(TOKEN).await, Admission::KnownDead);
+
+    // Redis stops answering for a moment (keeping its data): `a` counts it down.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1000)
+        .query(&mut redis.inspect())
+        .unwrap();
+    let _ = a.check("another-token").await;
+    assert!(a.store.fallbacks() > 0, "the pause took Redis down for `a`");
+    // The client registers its token again meanwhile: it is alive.
+    a.dead.forget(TOKEN);
+    // Once the pause is over and a retry is due, a push finds Redis answering again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let fallbacks = a.store.fallbacks();
+        let _ = a.check("a-third-token").await;
+        if a.store.fallbacks() == fallbacks {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Redis never answered `a` again");
+    }
+    let fallbacks = a.store.fallbacks();
+    assert_eq!(
+        a.check(TOKEN).await,
+        Admission::Decided(Decision::Send),
+        "the stale entry in Redis must not answer a registration that was just made"
+    );
+    assert_eq!(a.store.fallbacks(), fallbacks, "decided in Redis");
+    // The shared entry is deleted once Redis answers again, for every instance.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.check(TOKEN).await == Admission::KnownDead {
+        assert!(
+            Instant::now() < deadline,
+            "the shared entry was never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

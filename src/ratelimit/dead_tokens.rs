@@ -22,6 +22,9 @@ use super::token_key::{new_token_map, table_bytes, TokenHasher, TokenKey, TokenM
 /// `deadTokens.maxEntries` by default: about 60 MB at most per module.
 pub const DEFAULT_MAX_ENTRIES: usize = 1_000_000;
 
+/// At most this many revived tokens (see `DeadTokens::revived`) are kept per module: about 10 MB.
+const MAX_REVIVED: usize = 100_000;
+
 /// The tokens of one module that a provider declared dead, each until `remember` has passed.
 pub struct DeadTokens {
     remember: Duration,
@@ -39,6 +42,17 @@ pub struct DeadTokens {
     max_entries: usize,
     /// On the Redis backend: where dead tokens are shared.
     shared: Option<SharedDead>,
+    /// On the Redis backend: tokens forgotten here whose shared entry may still say "dead" (its
+    /// delete failed or has not landed yet), until that entry would have expired by itself.
+    /// Redis's "dead" is not trusted for them: a server told so deletes the registration the
+    /// client just made again.
+    revived: Arc<TokenMap<Revived>>,
+}
+
+/// A revived token: when its shared entry expires at the latest, and that entry's name.
+struct Revived {
+    until: u64,
+    shared_key: Arc<str>,
 }
 
 /// A module's dead tokens in the shared Redis.
@@ -60,6 +74,7 @@ impl DeadTokens {
             order: Arc::default(),
             max_entries: DEFAULT_MAX_ENTRIES,
             shared: None,
+            revived: Arc::new(new_token_map()),
         }
     }
 
@@ -90,6 +105,7 @@ impl DeadTokens {
             order: self.order.clone(),
             max_entries: max_entries.max(1),
             shared: self.shared.clone(),
+            revived: self.revived.clone(),
         }
     }
 
@@ -122,11 +138,35 @@ impl DeadTokens {
     pub(crate) fn shared_key(
         &self,
         store: &Arc<RedisStore>,
-        token: &TokenDigest,
+        token: &str,
+        digest: &TokenDigest,
     ) -> Option<String> {
         let shared = self.shared.as_ref()?;
-        (self.remember_ticks != 0 && Arc::ptr_eq(&shared.store, store))
-            .then(|| shared.keys.dead(token))
+        (self.remember_ticks != 0 && Arc::ptr_eq(&shared.store, store) && !self.is_revived(token))
+            .then(|| shared.keys.dead(digest))
+    }
+
+    /// Whether `token` is revived (see `revived`); if so, its shared entry's delete is tried
+    /// again. An ended revival is dropped on the way.
+    fn is_revived(&self, token: &str) -> bool {
+        let key = self.hasher.key(token);
+        let now = self.clock.now();
+        let pending = self
+            .revived
+            .get(&key)
+            .filter(|revived| revived.until > now)
+            .map(|revived| (revived.until, revived.shared_key.clone()));
+        match pending {
+            Some((until, shared_key)) => {
+                self.delete_shared(key, until, shared_key);
+                true
+            }
+            None => {
+                self.revived
+                    .remove_if(&key, |_, revived| revived.until <= now);
+                false
+            }
+        }
     }
 
     /// Whether a provider declared `token` dead less than `remember` ago.
@@ -173,19 +213,74 @@ impl DeadTokens {
     }
 
     /// Forgets `token`: a later successful send proves it alive.
+    ///
+    /// On the Redis backend the shared entry is deleted by a task of its own; until that
+    /// succeeds (Redis may be down) the token is revived here, so that its shared entry does not
+    /// answer it dead.
     pub fn forget(&self, token: &str) {
-        self.until.remove(&self.hasher.key(token));
-        if let Some(shared) = &self.shared {
-            let store = shared.store.clone();
-            let key = shared.keys.dead(&TokenDigest::of(token));
-            spawn_if_in_runtime(async move {
-                store.delete(&key).await;
-            });
+        let key = self.hasher.key(token);
+        self.until.remove(&key);
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let shared_key: Arc<str> = shared.keys.dead(&TokenDigest::of(token)).into();
+        let until = self.clock.now().saturating_add(self.remember_ticks);
+        // Full (a long outage, many registrations): ended revivals go at the next sweep.
+        if self.revived.len() < self.max_entries.min(MAX_REVIVED) {
+            let shared_key = shared_key.clone();
+            self.revived.insert(key, Revived { until, shared_key });
         }
+        self.delete_shared(key, until, shared_key);
+    }
+
+    /// Deletes a revived token's shared entry in the background; once Redis has done so, the
+    /// token is no longer revived (unless it was forgotten again since).
+    fn delete_shared(&self, key: TokenKey, until: u64, shared_key: Arc<str>) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let store = shared.store.clone();
+        let revived = self.revived.clone();
+        spawn_if_in_runtime(async move {
+            if store.delete(&shared_key).await {
+                revived.remove_if(&key, |_, revived| revived.until == until);
+            }
+        });
+    }
+
+    /// Tries again, in one background task, to delete the shared entries of revived tokens
+    /// (stopping at the first failure), so that other instances stop answering them dead even if
+    /// this one gets no push for them. Ended revivals are dropped first.
+    fn retry_revived(&self) {
+        let now = self.clock.now();
+        self.revived.retain(|_, revived| revived.until > now);
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let pending: Vec<(TokenKey, u64, Arc<str>)> = self
+            .revived
+            .iter()
+            .map(|entry| (*entry.key(), entry.until, entry.shared_key.clone()))
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        let store = shared.store.clone();
+        let revived = self.revived.clone();
+        spawn_if_in_runtime(async move {
+            for (key, until, shared_key) in pending {
+                if !store.delete(&shared_key).await {
+                    break;
+                }
+                revived.remove_if(&key, |_, revived| revived.until == until);
+            }
+        });
     }
 
     fn mark_locally(&self, token: &str) {
         let key = self.hasher.key(token);
+        // Dead again: the shared entry about to be written is news, not a stale verdict.
+        self.revived.remove(&key);
         let mut order = self.order();
         // Strictly increasing, so that an order item names exactly one write of its token.
         let newest = order.back().map_or(0, |(_, until)| *until);
@@ -204,8 +299,10 @@ impl DeadTokens {
     }
 
     /// Drops the tokens whose time is up, oldest first, and returns how many it dropped. Only
-    /// the expired front of the order is touched, never the whole map.
+    /// the expired front of the order is touched, never the whole map. On the Redis backend it
+    /// also retries the deletes of revived tokens.
     pub fn sweep(&self) -> usize {
+        self.retry_revived();
         let now = self.clock.now();
         let mut order = self.order();
         let mut removed = 0;
