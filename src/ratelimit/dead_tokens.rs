@@ -8,6 +8,7 @@
 //! instance's `Ratelimiter::admit` finds it; the local map still answers when Redis cannot.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -21,6 +22,9 @@ use super::token_key::{new_token_map, table_bytes, TokenHasher, TokenKey, TokenM
 
 /// `deadTokens.maxEntries` by default: about 60 MB at most per module.
 pub const DEFAULT_MAX_ENTRIES: usize = 1_000_000;
+
+/// `rebase_from` once there is nothing (left) to move.
+const NOT_REBASED: u64 = u64::MAX;
 
 /// At most this many revived tokens (see `DeadTokens::revived`) are kept per module: about 10 MB.
 const MAX_REVIVED: usize = 100_000;
@@ -47,6 +51,14 @@ pub struct DeadTokens {
     /// Redis's "dead" is not trusted for them: a server told so deletes the registration the
     /// client just made again.
     revived: Arc<TokenMap<Revived>>,
+    /// For a memory a reload reconfigured: the `remember` (in ticks) its tokens were written
+    /// with, so that the new one can be applied to them once it is in service (`rebase`).
+    rebase_from: AtomicU64,
+    /// The `remember` in service, in ticks, shared by the memories reloads made from one another:
+    /// a push that ends with the memory it started with marks its token with the setting in
+    /// service (and one long time would otherwise be handed on to every later token, see
+    /// `mark_locally`).
+    remember_now: Arc<AtomicU64>,
 }
 
 /// A revived token: when its shared entry expires at the latest, and that entry's name.
@@ -75,6 +87,8 @@ impl DeadTokens {
             max_entries: DEFAULT_MAX_ENTRIES,
             shared: None,
             revived: Arc::new(new_token_map()),
+            rebase_from: AtomicU64::new(NOT_REBASED),
+            remember_now: Arc::new(AtomicU64::new(ticks(remember))),
         }
     }
 
@@ -92,9 +106,10 @@ impl DeadTokens {
     }
 
     /// The same memory under new settings (a reload that changed them): the tokens it remembers
-    /// stay, each until its time. Nothing is dropped yet (the reload may still be refused): its
-    /// sweeper, started when it is put in service, applies the new cap first. The old memory's
-    /// sweeper stops once the old memory is dropped.
+    /// stay, each now remembered for the new `remember` from when it was declared dead. Nothing
+    /// changes yet (the reload may still be refused): its sweeper, started when it is put in
+    /// service, applies the new settings first. The old memory's sweeper stops once the old
+    /// memory is dropped.
     pub fn reconfigured(&self, remember: Duration, max_entries: usize) -> Self {
         Self {
             remember,
@@ -106,6 +121,8 @@ impl DeadTokens {
             max_entries: max_entries.max(1),
             shared: self.shared.clone(),
             revived: self.revived.clone(),
+            rebase_from: AtomicU64::new(self.remember_ticks),
+            remember_now: self.remember_now.clone(),
         }
     }
 
@@ -121,6 +138,30 @@ impl DeadTokens {
             if let Some(oldest) = order.pop_front() {
                 self.drop_entry(oldest);
             }
+        }
+        self.rebase(&mut order);
+        self.remember_now
+            .store(self.remember_ticks, Ordering::Relaxed);
+    }
+
+    /// Moves the time of every remembered token by the change of `remember` since the memory
+    /// this one was reconfigured from, so that the new setting counts from when each token was
+    /// declared dead. All move alike: the order stays sorted, and each item still names its
+    /// write (an older, stale item of a token is met before its current one).
+    fn rebase(&self, order: &mut VecDeque<(TokenKey, u64)>) {
+        let from = self.rebase_from.swap(NOT_REBASED, Ordering::Relaxed);
+        if from == NOT_REBASED || from == self.remember_ticks {
+            return;
+        }
+        let to = self.remember_ticks;
+        for (key, until) in order.iter_mut() {
+            let moved = until.saturating_sub(from).saturating_add(to);
+            if let Some(mut current) = self.until.get_mut(key) {
+                if *current == *until {
+                    *current = moved;
+                }
+            }
+            *until = moved;
         }
     }
 
@@ -284,11 +325,8 @@ impl DeadTokens {
         let mut order = self.order();
         // Strictly increasing, so that an order item names exactly one write of its token.
         let newest = order.back().map_or(0, |(_, until)| *until);
-        let until = self
-            .clock
-            .now()
-            .saturating_add(self.remember_ticks)
-            .max(newest + 1);
+        let remember = self.remember_now.load(Ordering::Relaxed);
+        let until = self.clock.now().saturating_add(remember).max(newest + 1);
         self.until.insert(key, until);
         order.push_back((key, until));
         while order.len() > self.max_entries {
