@@ -713,3 +713,23 @@ async fn a_token_forgotten_while_redis_was_down_is_not_answered_dead_once_it_is_
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A module whose ratelimit is off and whose dead-token memory is off has nothing to ask Redis:
+/// its pushes neither wait for it nor count (and alert) as decisions taken without it.
+#[tokio::test]
+async fn a_module_that_shares_nothing_never_asks_redis() {
+    let store = RedisStore::new("redis://127.0.0.1:1/", PREFIX, patient()).unwrap();
+    let off = RatelimitConfig {
+        enabled: false,
+        ..config(Duration::from_secs(20))
+    };
+    let limiter = Ratelimiter::with_redis(off, store.clone(), MODULE);
+    let dead = DeadTokens::with_redis(Duration::ZERO, store.clone(), MODULE);
+    for _ in 0..3 {
+        assert_eq!(
+            limiter.admit(&dead, TOKEN).await,
+            Admission::Decided(Decision::Send)
+        );
+    }
+    assert_eq!(store.fallbacks(), 0);
+}
