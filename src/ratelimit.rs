@@ -263,7 +263,7 @@ impl Ratelimiter {
             return self.check_locally(dead, token);
         };
         let digest = TokenDigest::of(token);
-        let dead_key = dead.shared_key(&shared.store, &digest);
+        let dead_key = dead.shared_key(&shared.store, token, &digest);
         if dead_key.is_none() && dead.is_dead(token) {
             return Admission::KnownDead;
         }
@@ -271,6 +271,11 @@ impl Ratelimiter {
             return Admission::Decided(Decision::Reject);
         }
         let window = self.config.enabled.then_some(self.config.window);
+        if window.is_none() && dead_key.is_none() {
+            // Nothing of this push is shared: asking Redis would only cost time, and a fallback
+            // (with its warning and alert) when Redis does not answer.
+            return Admission::Decided(Decision::Send);
+        }
         let outcome = shared
             .store
             .decide(&shared.keys.ratelimit(&digest), dead_key.as_deref(), window)

@@ -485,3 +485,34 @@ async fn a_limiter_a_reload_switches_off_forgets_the_tokens_it_no_longer_asks() 
     assert_eq!(after.len(), 0);
     assert_eq!(after.check(TOKEN), Decision::Send);
 }
+
+/// A reload that changes `deadTokens.remember` applies it to the tokens remembered already
+/// (counted from when each was declared dead) and to those declared dead afterwards.
+#[tokio::test(start_paused = true)]
+async fn a_shorter_remember_applies_to_remembered_tokens_and_to_new_ones() {
+    let before = DeadTokens::new(Duration::from_secs(3600));
+    before.mark_dead(TOKEN);
+    sleep(Duration::from_secs(120)).await;
+    let after = Arc::new(before.reconfigured(Duration::from_secs(60), 1_000_000));
+    assert!(
+        after.is_dead(TOKEN),
+        "nothing changes before it is in service"
+    );
+    let _sweeper = after.spawn_sweeper(CancellationToken::new());
+    assert!(
+        !after.is_dead(TOKEN),
+        "declared dead 120 s ago: over under a 60 s memory"
+    );
+
+    // A push that started before the reload ends with the memory it started with.
+    before.mark_dead("late");
+    after.mark_dead(OTHER);
+    sleep(Duration::from_secs(59)).await;
+    assert!(after.is_dead(OTHER));
+    sleep(Duration::from_secs(2)).await;
+    assert!(
+        !after.is_dead(OTHER),
+        "a token declared dead after the reload is remembered for the new 60 s"
+    );
+    assert!(!after.is_dead("late"), "whichever memory took it");
+}

@@ -631,3 +631,105 @@ async fn a_redis_answer_to_wait_for_ages_is_cut_to_one_window() {
         other => panic!("expected a queued send, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_of_the_wrong_type_is_replaced_and_takes_redis_down_for_no_one() {
+    let redis = RedisServer::start();
+    let a = Instance::new(&redis.url(), Duration::from_secs(20), patient());
+    assert_eq!(a.decide(TOKEN).await, Decision::Send);
+    let key = redis.keys("*").remove(0);
+    // A damaged entry: something else wrote a hash under the token's key.
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query(&mut redis.inspect())
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("f")
+        .arg("v")
+        .query(&mut redis.inspect())
+        .unwrap();
+
+    assert_eq!(a.decide(TOKEN).await, Decision::Send);
+    assert!(
+        matches!(a.decide(TOKEN).await, Decision::SendAt(_)),
+        "the entry was rewritten and limits its token again"
+    );
+    assert_eq!(
+        a.decide("another-token").await,
+        Decision::Send,
+        "other tokens are decided in Redis too"
+    );
+    assert_eq!(a.store.fallbacks(), 0, "one bad key is no Redis outage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_forgotten_while_redis_was_down_is_not_answered_dead_once_it_is_back() {
+    let redis = RedisServer::start();
+    let quick = RedisOptions {
+        timeout: Duration::from_millis(300),
+        retry_after: Duration::from_millis(500),
+    };
+    let a = Instance::new(&redis.url(), Duration::from_secs(20), quick);
+    let b = Instance::new(&redis.url(), Duration::from_secs(20), patient());
+    a.dead.remember_dead(TOKEN).await;
+    assert_eq!(b.check(TOKEN).await, Admission::KnownDead);
+
+    // Redis stops answering for a moment (keeping its data): `a` counts it down.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1000)
+        .query(&mut redis.inspect())
+        .unwrap();
+    let _ = a.check("another-token").await;
+    assert!(a.store.fallbacks() > 0, "the pause took Redis down for `a`");
+    // The client registers its token again meanwhile: it is alive.
+    a.dead.forget(TOKEN);
+    // Once the pause is over and a retry is due, a push finds Redis answering again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let fallbacks = a.store.fallbacks();
+        let _ = a.check("a-third-token").await;
+        if a.store.fallbacks() == fallbacks {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Redis never answered `a` again");
+    }
+    let fallbacks = a.store.fallbacks();
+    assert_eq!(
+        a.check(TOKEN).await,
+        Admission::Decided(Decision::Send),
+        "the stale entry in Redis must not answer a registration that was just made"
+    );
+    assert_eq!(a.store.fallbacks(), fallbacks, "decided in Redis");
+    // The shared entry is deleted once Redis answers again, for every instance.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.check(TOKEN).await == Admission::KnownDead {
+        assert!(
+            Instant::now() < deadline,
+            "the shared entry was never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A module whose ratelimit is off and whose dead-token memory is off has nothing to ask Redis:
+/// its pushes neither wait for it nor count (and alert) as decisions taken without it.
+#[tokio::test]
+async fn a_module_that_shares_nothing_never_asks_redis() {
+    let store = RedisStore::new("redis://127.0.0.1:1/", PREFIX, patient()).unwrap();
+    let off = RatelimitConfig {
+        enabled: false,
+        ..config(Duration::from_secs(20))
+    };
+    let limiter = Ratelimiter::with_redis(off, store.clone(), MODULE);
+    let dead = DeadTokens::with_redis(Duration::ZERO, store.clone(), MODULE);
+    for _ in 0..3 {
+        assert_eq!(
+            limiter.admit(&dead, TOKEN).await,
+            Admission::Decided(Decision::Send)
+        );
+    }
+    assert_eq!(store.fallbacks(), 0);
+}

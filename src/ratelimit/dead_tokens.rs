@@ -8,6 +8,7 @@
 //! instance's `Ratelimiter::admit` finds it; the local map still answers when Redis cannot.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -21,6 +22,12 @@ use super::token_key::{new_token_map, table_bytes, TokenHasher, TokenKey, TokenM
 
 /// `deadTokens.maxEntries` by default: about 60 MB at most per module.
 pub const DEFAULT_MAX_ENTRIES: usize = 1_000_000;
+
+/// `rebase_from` once there is nothing (left) to move.
+const NOT_REBASED: u64 = u64::MAX;
+
+/// At most this many revived tokens (see `DeadTokens::revived`) are kept per module: about 10 MB.
+const MAX_REVIVED: usize = 100_000;
 
 /// The tokens of one module that a provider declared dead, each until `remember` has passed.
 pub struct DeadTokens {
@@ -39,6 +46,25 @@ pub struct DeadTokens {
     max_entries: usize,
     /// On the Redis backend: where dead tokens are shared.
     shared: Option<SharedDead>,
+    /// On the Redis backend: tokens forgotten here whose shared entry may still say "dead" (its
+    /// delete failed or has not landed yet), until that entry would have expired by itself.
+    /// Redis's "dead" is not trusted for them: a server told so deletes the registration the
+    /// client just made again.
+    revived: Arc<TokenMap<Revived>>,
+    /// For a memory a reload reconfigured: the `remember` (in ticks) its tokens were written
+    /// with, so that the new one can be applied to them once it is in service (`rebase`).
+    rebase_from: AtomicU64,
+    /// The `remember` in service, in ticks, shared by the memories reloads made from one another:
+    /// a push that ends with the memory it started with marks its token with the setting in
+    /// service (and one long time would otherwise be handed on to every later token, see
+    /// `mark_locally`).
+    remember_now: Arc<AtomicU64>,
+}
+
+/// A revived token: when its shared entry expires at the latest, and that entry's name.
+struct Revived {
+    until: u64,
+    shared_key: Arc<str>,
 }
 
 /// A module's dead tokens in the shared Redis.
@@ -60,6 +86,9 @@ impl DeadTokens {
             order: Arc::default(),
             max_entries: DEFAULT_MAX_ENTRIES,
             shared: None,
+            revived: Arc::new(new_token_map()),
+            rebase_from: AtomicU64::new(NOT_REBASED),
+            remember_now: Arc::new(AtomicU64::new(ticks(remember))),
         }
     }
 
@@ -77,9 +106,10 @@ impl DeadTokens {
     }
 
     /// The same memory under new settings (a reload that changed them): the tokens it remembers
-    /// stay, each until its time. Nothing is dropped yet (the reload may still be refused): its
-    /// sweeper, started when it is put in service, applies the new cap first. The old memory's
-    /// sweeper stops once the old memory is dropped.
+    /// stay, each now remembered for the new `remember` from when it was declared dead. Nothing
+    /// changes yet (the reload may still be refused): its sweeper, started when it is put in
+    /// service, applies the new settings first. The old memory's sweeper stops once the old
+    /// memory is dropped.
     pub fn reconfigured(&self, remember: Duration, max_entries: usize) -> Self {
         Self {
             remember,
@@ -90,6 +120,9 @@ impl DeadTokens {
             order: self.order.clone(),
             max_entries: max_entries.max(1),
             shared: self.shared.clone(),
+            revived: self.revived.clone(),
+            rebase_from: AtomicU64::new(self.remember_ticks),
+            remember_now: self.remember_now.clone(),
         }
     }
 
@@ -105,6 +138,30 @@ impl DeadTokens {
             if let Some(oldest) = order.pop_front() {
                 self.drop_entry(oldest);
             }
+        }
+        self.rebase(&mut order);
+        self.remember_now
+            .store(self.remember_ticks, Ordering::Relaxed);
+    }
+
+    /// Moves the time of every remembered token by the change of `remember` since the memory
+    /// this one was reconfigured from, so that the new setting counts from when each token was
+    /// declared dead. All move alike: the order stays sorted, and each item still names its
+    /// write (an older, stale item of a token is met before its current one).
+    fn rebase(&self, order: &mut VecDeque<(TokenKey, u64)>) {
+        let from = self.rebase_from.swap(NOT_REBASED, Ordering::Relaxed);
+        if from == NOT_REBASED || from == self.remember_ticks {
+            return;
+        }
+        let to = self.remember_ticks;
+        for (key, until) in order.iter_mut() {
+            let moved = until.saturating_sub(from).saturating_add(to);
+            if let Some(mut current) = self.until.get_mut(key) {
+                if *current == *until {
+                    *current = moved;
+                }
+            }
+            *until = moved;
         }
     }
 
@@ -122,11 +179,35 @@ impl DeadTokens {
     pub(crate) fn shared_key(
         &self,
         store: &Arc<RedisStore>,
-        token: &TokenDigest,
+        token: &str,
+        digest: &TokenDigest,
     ) -> Option<String> {
         let shared = self.shared.as_ref()?;
-        (self.remember_ticks != 0 && Arc::ptr_eq(&shared.store, store))
-            .then(|| shared.keys.dead(token))
+        (self.remember_ticks != 0 && Arc::ptr_eq(&shared.store, store) && !self.is_revived(token))
+            .then(|| shared.keys.dead(digest))
+    }
+
+    /// Whether `token` is revived (see `revived`); if so, its shared entry's delete is tried
+    /// again. An ended revival is dropped on the way.
+    fn is_revived(&self, token: &str) -> bool {
+        let key = self.hasher.key(token);
+        let now = self.clock.now();
+        let pending = self
+            .revived
+            .get(&key)
+            .filter(|revived| revived.until > now)
+            .map(|revived| (revived.until, revived.shared_key.clone()));
+        match pending {
+            Some((until, shared_key)) => {
+                self.delete_shared(key, until, shared_key);
+                true
+            }
+            None => {
+                self.revived
+                    .remove_if(&key, |_, revived| revived.until <= now);
+                false
+            }
+        }
     }
 
     /// Whether a provider declared `token` dead less than `remember` ago.
@@ -173,27 +254,79 @@ impl DeadTokens {
     }
 
     /// Forgets `token`: a later successful send proves it alive.
+    ///
+    /// On the Redis backend the shared entry is deleted by a task of its own; until that
+    /// succeeds (Redis may be down) the token is revived here, so that its shared entry does not
+    /// answer it dead.
     pub fn forget(&self, token: &str) {
-        self.until.remove(&self.hasher.key(token));
-        if let Some(shared) = &self.shared {
-            let store = shared.store.clone();
-            let key = shared.keys.dead(&TokenDigest::of(token));
-            spawn_if_in_runtime(async move {
-                store.delete(&key).await;
-            });
+        let key = self.hasher.key(token);
+        self.until.remove(&key);
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let shared_key: Arc<str> = shared.keys.dead(&TokenDigest::of(token)).into();
+        let until = self.clock.now().saturating_add(self.remember_ticks);
+        // Full (a long outage, many registrations): ended revivals go at the next sweep.
+        if self.revived.len() < self.max_entries.min(MAX_REVIVED) {
+            let shared_key = shared_key.clone();
+            self.revived.insert(key, Revived { until, shared_key });
         }
+        self.delete_shared(key, until, shared_key);
+    }
+
+    /// Deletes a revived token's shared entry in the background; once Redis has done so, the
+    /// token is no longer revived (unless it was forgotten again since).
+    fn delete_shared(&self, key: TokenKey, until: u64, shared_key: Arc<str>) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let store = shared.store.clone();
+        let revived = self.revived.clone();
+        spawn_if_in_runtime(async move {
+            if store.delete(&shared_key).await {
+                revived.remove_if(&key, |_, revived| revived.until == until);
+            }
+        });
+    }
+
+    /// Tries again, in one background task, to delete the shared entries of revived tokens
+    /// (stopping at the first failure), so that other instances stop answering them dead even if
+    /// this one gets no push for them. Ended revivals are dropped first.
+    fn retry_revived(&self) {
+        let now = self.clock.now();
+        self.revived.retain(|_, revived| revived.until > now);
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let pending: Vec<(TokenKey, u64, Arc<str>)> = self
+            .revived
+            .iter()
+            .map(|entry| (*entry.key(), entry.until, entry.shared_key.clone()))
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        let store = shared.store.clone();
+        let revived = self.revived.clone();
+        spawn_if_in_runtime(async move {
+            for (key, until, shared_key) in pending {
+                if !store.delete(&shared_key).await {
+                    break;
+                }
+                revived.remove_if(&key, |_, revived| revived.until == until);
+            }
+        });
     }
 
     fn mark_locally(&self, token: &str) {
         let key = self.hasher.key(token);
+        // Dead again: the shared entry about to be written is news, not a stale verdict.
+        self.revived.remove(&key);
         let mut order = self.order();
         // Strictly increasing, so that an order item names exactly one write of its token.
         let newest = order.back().map_or(0, |(_, until)| *until);
-        let until = self
-            .clock
-            .now()
-            .saturating_add(self.remember_ticks)
-            .max(newest + 1);
+        let remember = self.remember_now.load(Ordering::Relaxed);
+        let until = self.clock.now().saturating_add(remember).max(newest + 1);
         self.until.insert(key, until);
         order.push_back((key, until));
         while order.len() > self.max_entries {
@@ -204,8 +337,10 @@ impl DeadTokens {
     }
 
     /// Drops the tokens whose time is up, oldest first, and returns how many it dropped. Only
-    /// the expired front of the order is touched, never the whole map.
+    /// the expired front of the order is touched, never the whole map. On the Redis backend it
+    /// also retries the deletes of revived tokens.
     pub fn sweep(&self) -> usize {
+        self.retry_revived();
         let now = self.clock.now();
         let mut order = self.order();
         let mut removed = 0;

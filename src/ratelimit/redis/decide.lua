@@ -29,7 +29,13 @@ end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local window = tonumber(ARGV[1])
-local last = tonumber(redis.call('GET', KEYS[1]))
+-- An entry that is not a string (a damaged key, or another client's under our name) is no send:
+-- the SET below replaces it. Failing the script instead would take Redis down for every push.
+local entry = redis.pcall('GET', KEYS[1])
+local last = nil
+if type(entry) == 'string' then
+  last = tonumber(entry)
+end
 
 local send_at = now
 local outcome = 0

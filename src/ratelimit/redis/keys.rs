@@ -4,8 +4,9 @@
 //! The braces are a Redis Cluster hash tag: only the digest picks the slot, so the two keys of
 //! one token always share a slot (the decision script touches both in one call, which a cluster
 //! refuses with `CROSSSLOT` otherwise), while different tokens spread over every master. Both
-//! keys are equal up to the closing brace, so even a prefix or module id with braces of its own
-//! gives them one tag.
+//! keys are equal up to the closing brace, so a prefix or module id with a `{…}` of its own still
+//! gives them one tag (that one, the same for every token); only an empty `{}` there, which makes
+//! Redis hash whole keys, splits them (see docs/cluster.md).
 //!
 //! Tokens are never stored in clear. The digest must be the same in every fpush instance (the
 //! memory maps' per-process random seed would give each instance its own keys), and it must
