@@ -37,11 +37,14 @@ fn priority(level: log::Level) -> u8 {
 }
 
 /// One record as journald stream lines. journald reads a priority per line, so every line of a
-/// multi-line message carries it: no part of an error is filed as info.
+/// multi-line message carries it: no part of an error is filed as info. journald also ends a
+/// line at a NUL, so control characters are escaped: a NUL and `<0>` in a provider's answer
+/// would otherwise make a line of their own at the priority they name.
 fn journal_lines(level: log::Level, target: &str, message: &str) -> String {
     let priority = priority(level);
     let mut out = String::with_capacity(message.len() + target.len() + 8);
     for (i, line) in message.lines().enumerate() {
+        let line = super::escape_controls(line);
         if i == 0 {
             let _ = writeln!(out, "<{priority}>{target}: {line}");
         } else {
@@ -108,6 +111,19 @@ mod tests {
             "<6>fpush: starting\n"
         );
         assert_eq!(journal_lines(log::Level::Warn, "fpush", ""), "<4>fpush:\n");
+    }
+
+    #[test]
+    fn control_characters_cannot_forge_a_journal_line() {
+        // journald ends a line at a NUL too, and reads a priority at the start of every line.
+        let lines = journal_lines(
+            log::Level::Info,
+            "fpush",
+            "answered: a\0<0>forged\rx\x1b[2J",
+        );
+        assert_eq!(lines, "<6>fpush: answered: a\\0<0>forged\\rx\\u{1b}[2J\n");
+        let kept = journal_lines(log::Level::Info, "fpush", "tab\there\r\nnext");
+        assert_eq!(kept, "<6>fpush: tab\there\n<6>next\n");
     }
 
     #[test]
