@@ -94,11 +94,16 @@ impl ServiceNotifier {
     }
 }
 
-/// The STATUS= text `systemctl status` shows for a link state.
+/// The STATUS= text `systemctl status` shows for a link state. The stream id is the XMPP
+/// server's and is escaped: a line break in it would add an assignment of the server's choosing
+/// (MAINPID=, WATCHDOG_USEC=, STOPPING=1) to the notification.
 fn status_line(state: &LinkState) -> String {
     match state {
         LinkState::Connecting => "connecting to the XMPP server".to_owned(),
-        LinkState::Up { stream_id } => format!("component link up (stream {stream_id})"),
+        LinkState::Up { stream_id } => {
+            let stream_id = super::escape_controls(stream_id);
+            format!("component link up (stream {stream_id})")
+        }
         LinkState::Down => "component link down, retrying".to_owned(),
     }
 }
@@ -170,6 +175,19 @@ mod tests {
         assert_eq!(
             status_line(&LinkState::Down),
             "component link down, retrying"
+        );
+    }
+
+    #[test]
+    fn a_stream_id_cannot_add_lines_to_the_notification() {
+        let state = LinkState::Up {
+            stream_id: "x\nWATCHDOG_USEC=1\rMAINPID=1\0".into(),
+        };
+        let status = status_line(&state);
+        assert!(!status.contains(char::is_control), "{status:?}");
+        assert_eq!(
+            status,
+            "component link up (stream x\\nWATCHDOG_USEC=1\\rMAINPID=1\\0)"
         );
     }
 }
