@@ -32,8 +32,8 @@ impl ServiceNotifier {
     pub fn spawn(link: watch::Receiver<LinkState>, stop: CancellationToken) -> ServiceNotifier {
         let notifier = ServiceNotifier::default();
         tokio::spawn(notifier.clone().follow_link(link, stop.clone()));
-        if let Some(interval) = sd_notify::watchdog_enabled() {
-            tokio::spawn(ping_watchdog(interval / 2, stop));
+        if let Some(period) = watchdog_period(sd_notify::watchdog_enabled()) {
+            tokio::spawn(ping_watchdog(period, stop));
         }
         notifier
     }
@@ -108,6 +108,14 @@ fn status_line(state: &LinkState) -> String {
     }
 }
 
+/// How often to ping for the service manager's `WATCHDOG_USEC=`: at half of it. Zero means no
+/// watchdog (libsystemd reads it so), not a ping, and a warning when it fails, every millisecond.
+fn watchdog_period(interval: Option<Duration>) -> Option<Duration> {
+    interval
+        .filter(|interval| !interval.is_zero())
+        .map(|interval| interval / 2)
+}
+
 /// WATCHDOG=1 every `period` from the event loop: if the loop stalls, the pings stop and systemd
 /// restarts the service.
 async fn ping_watchdog(period: Duration, stop: CancellationToken) {
@@ -176,6 +184,14 @@ mod tests {
             status_line(&LinkState::Down),
             "component link down, retrying"
         );
+    }
+
+    #[test]
+    fn a_watchdog_interval_of_zero_means_no_watchdog() {
+        assert_eq!(watchdog_period(None), None);
+        assert_eq!(watchdog_period(Some(Duration::ZERO)), None);
+        let interval = Some(Duration::from_secs(30));
+        assert_eq!(watchdog_period(interval), Some(Duration::from_secs(15)));
     }
 
     #[test]
