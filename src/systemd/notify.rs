@@ -3,6 +3,10 @@
 //! link's state, EXTEND_TIMEOUT_USEC= while a long start-up step runs, and WATCHDOG=1 pings when
 //! the unit has `WatchdogSec=`. Each is a no-op without `NOTIFY_SOCKET`.
 
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,7 +132,6 @@ async fn ping_watchdog(period: Duration, stop: CancellationToken) {
     }
 }
 
-/// Send, logging (not failing) when the socket refuses: notifications are advisory.
 /// How much more start-up time one extension asks for, and how often one is sent.
 const START_EXTENSION: Duration = Duration::from_secs(60);
 const EXTEND_EVERY: Duration = Duration::from_secs(20);
@@ -158,10 +161,48 @@ pub async fn extending_start_up<T>(status: &str, work: impl std::future::Future<
     }
 }
 
+/// Send, logging (not failing) when the socket refuses: notifications are advisory.
 fn send(states: &[NotifyState<'_>]) {
-    if let Err(error) = sd_notify::notify(states) {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    if let Err(error) = send_to(&socket, &message(states)) {
         log::warn!("cannot notify the service manager: {error}");
     }
+}
+
+/// The notification's text: one `KEY=value` a line.
+fn message(states: &[NotifyState<'_>]) -> String {
+    states.iter().map(|state| format!("{state}\n")).collect()
+}
+
+/// Sends `message` as one datagram to `socket`: a path, or, with a leading `@`, a name in
+/// Linux's abstract namespace, as sd_notify(3) reads `NOTIFY_SOCKET` (service managers in
+/// containers hand out such names; taken as a path, READY=1 would never arrive).
+fn send_to(socket: &OsStr, message: &str) -> io::Result<()> {
+    let datagram = UnixDatagram::unbound()?;
+    match socket.as_bytes().strip_prefix(b"@") {
+        Some(name) => datagram.connect_addr(&abstract_address(name)?)?,
+        None => datagram.connect(socket)?,
+    }
+    let sent = datagram.send(message.as_bytes())?;
+    if sent != message.len() {
+        let cut = "the notification was cut short";
+        return Err(io::Error::new(io::ErrorKind::WriteZero, cut));
+    }
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+fn abstract_address(name: &[u8]) -> io::Result<SocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    SocketAddr::from_abstract_name(name)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn abstract_address(_: &[u8]) -> io::Result<SocketAddr> {
+    let message = "abstract socket names exist only on Linux";
+    Err(io::Error::new(io::ErrorKind::Unsupported, message))
 }
 
 #[cfg(test)]
@@ -192,6 +233,37 @@ mod tests {
         assert_eq!(watchdog_period(Some(Duration::ZERO)), None);
         let interval = Some(Duration::from_secs(30));
         assert_eq!(watchdog_period(interval), Some(Duration::from_secs(15)));
+    }
+
+    #[test]
+    fn the_message_has_one_assignment_a_line() {
+        let states = [NotifyState::Ready, NotifyState::Status("up")];
+        assert_eq!(message(&states), "READY=1\nSTATUS=up\n");
+    }
+
+    #[test]
+    fn a_notify_socket_path_is_reached() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let receiver = UnixDatagram::bind(&path).unwrap();
+        send_to(path.as_os_str(), "READY=1\n").unwrap();
+        let mut buf = [0u8; 64];
+        let len = receiver.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..len], b"READY=1\n");
+        let gone = dir.path().join("gone.sock");
+        assert!(send_to(gone.as_os_str(), "READY=1\n").is_err());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_abstract_notify_socket_is_reached() {
+        let name = format!("@fpush-test-notify-{}", std::process::id());
+        let address = abstract_address(&name.as_bytes()[1..]).unwrap();
+        let receiver = UnixDatagram::bind_addr(&address).unwrap();
+        send_to(name.as_ref(), "READY=1\n").unwrap();
+        let mut buf = [0u8; 64];
+        let len = receiver.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..len], b"READY=1\n");
     }
 
     #[test]
