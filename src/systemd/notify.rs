@@ -171,6 +171,10 @@ fn send(states: &[NotifyState<'_>]) {
     }
 }
 
+/// How long a notification may wait for room in the service manager's queue: a moment of
+/// congestion does not lose READY=1, a stuck manager does not stall fpush.
+const SEND_WITHIN: Duration = Duration::from_millis(100);
+
 /// The notification's text: one `KEY=value` a line.
 fn message(states: &[NotifyState<'_>]) -> String {
     states.iter().map(|state| format!("{state}\n")).collect()
@@ -178,9 +182,12 @@ fn message(states: &[NotifyState<'_>]) -> String {
 
 /// Sends `message` as one datagram to `socket`: a path, or, with a leading `@`, a name in
 /// Linux's abstract namespace, as sd_notify(3) reads `NOTIFY_SOCKET` (service managers in
-/// containers hand out such names; taken as a path, READY=1 would never arrive).
+/// containers hand out such names; taken as a path, READY=1 would never arrive). Waits at most
+/// [`SEND_WITHIN`] for room: a service manager that reads no more (its queue full) costs a
+/// notification, not the event loop every push runs on.
 fn send_to(socket: &OsStr, message: &str) -> io::Result<()> {
     let datagram = UnixDatagram::unbound()?;
+    datagram.set_write_timeout(Some(SEND_WITHIN))?;
     match socket.as_bytes().strip_prefix(b"@") {
         Some(name) => datagram.connect_addr(&abstract_address(name)?)?,
         None => datagram.connect(socket)?,
@@ -264,6 +271,26 @@ mod tests {
         let mut buf = [0u8; 64];
         let len = receiver.recv(&mut buf).unwrap();
         assert_eq!(&buf[..len], b"READY=1\n");
+    }
+
+    #[test]
+    fn a_service_manager_that_reads_nothing_does_not_stall_the_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let _receiver = UnixDatagram::bind(&path).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let sent: Vec<bool> = (0..10_000)
+                .map(|_| send_to(path.as_os_str(), "WATCHDOG=1\n").is_ok())
+                .take_while(|sent| *sent)
+                .collect();
+            let _ = done.send(sent.len());
+        });
+        let sent = finished
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a send to a full queue returned");
+        assert!(sent > 0, "the first notification is sent");
+        assert!(sent < 10_000, "a full queue refuses notifications");
     }
 
     #[test]
