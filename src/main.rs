@@ -66,6 +66,13 @@ fn main() -> ExitCode {
         log::set_max_level(log::max_level().min(cap));
     }
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let code = command(args);
+    // Under journald log lines are written by a thread of their own: let it finish.
+    fpush::systemd::journal::flush_logs();
+    code
+}
+
+fn command(args: Vec<OsString>) -> ExitCode {
     if args.first().is_some_and(|command| command == "store") {
         return fpush::store::cli::main(&args[1..]);
     }
