@@ -338,3 +338,64 @@ fn the_units_stop_timeout_exceeds_the_example_shutdown_grace_plus_closing_time()
         unit_stop_timeout()
     );
 }
+
+/// `JOURNAL_STREAM` naming `stderr`, as systemd sets it.
+fn journal_stream(stderr: &File) -> Vec<(String, String)> {
+    let meta = stderr.metadata().expect("stat stderr file");
+    vec![(
+        "JOURNAL_STREAM".into(),
+        format!("{}:{}", meta.dev(), meta.ino()),
+    )]
+}
+
+#[tokio::test]
+async fn under_journald_a_refused_start_says_why_at_error_priority() {
+    let server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let settings = settings(
+        &server,
+        &demo_module(None, "0s"),
+        "\"limits\": {\"maxDepth\": 3},",
+    );
+    let mut fpush = Service::start(&settings, |_, stderr| journal_stream(stderr));
+    assert!(!fpush.wait().success());
+    let stderr = fpush.stderr();
+    assert!(stderr.contains("limits.maxDepth"), "{stderr}");
+    for line in stderr.lines() {
+        assert!(line.starts_with("<3>"), "{line}");
+    }
+}
+
+/// `fpush --check` on `settings` with stderr taken for journald's: exit code and stderr.
+fn check_under_journald(settings: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.json");
+    std::fs::write(&path, settings).unwrap();
+    let stderr_path = dir.path().join("stderr.log");
+    let stderr = File::create(&stderr_path).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_fpush"))
+        .arg("--check")
+        .arg(&path)
+        .env_remove("NOTIFY_SOCKET")
+        .envs(journal_stream(&stderr))
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .status()
+        .unwrap();
+    (status.code(), std::fs::read_to_string(stderr_path).unwrap())
+}
+
+#[tokio::test]
+async fn under_journald_check_files_problems_as_errors_and_warnings() {
+    let server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let module = demo_module(None, "0s");
+    let refused = settings(&server, &module, "\"limits\": {\"maxDepth\": 3},");
+    let (code, stderr) = check_under_journald(&refused);
+    assert_eq!(code, Some(1));
+    let error = stderr.lines().find(|l| l.contains("maxDepth")).unwrap();
+    assert!(error.starts_with("<3>"), "{stderr}");
+    let warned = settings(&server, &module, "\"notAKey\": 1,");
+    let (code, stderr) = check_under_journald(&warned);
+    assert_eq!(code, Some(0));
+    let warning = stderr.lines().find(|l| l.contains("notAKey")).unwrap();
+    assert!(warning.starts_with("<4>"), "{stderr}");
+}

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -22,11 +22,15 @@ const FLUSH_WITHIN: Duration = Duration::from_secs(2);
 /// The installed logger's queue, for [`flush_logs`].
 static INSTALLED: OnceLock<Arc<Backlog>> = OnceLock::new();
 
+/// Whether [`init_logger`] found journald on stderr, for [`print_problem`].
+static UNDER_JOURNALD: AtomicBool = AtomicBool::new(false);
+
 /// Install the global logger; `RUST_LOG` overrides `default_filter`.
 pub fn init_logger(default_filter: &str) {
     let env = env_logger::Env::default().default_filter_or(default_filter);
     let mut builder = env_logger::Builder::from_env(env);
     if stderr_is_journal() {
+        UNDER_JOURNALD.store(true, Ordering::Relaxed);
         builder
             .write_style(env_logger::WriteStyle::Never)
             .format(|buf, record| {
@@ -43,6 +47,17 @@ pub fn init_logger(default_filter: &str) {
         builder.format_timestamp_millis();
     }
     builder.init();
+}
+
+/// Prints `text` to stderr at `level`, whatever `RUST_LOG` says: a problem that stops fpush or
+/// fails `--check`. Under journald every line carries the priority, so `journalctl -p err` finds
+/// why a start or a reload was refused (a bare line is filed as info); elsewhere the text as is.
+pub fn print_problem(level: log::Level, text: &str) {
+    if UNDER_JOURNALD.load(Ordering::Relaxed) {
+        eprint!("{}", journal_lines(level, "fpush", text));
+    } else {
+        eprintln!("{text}");
+    }
 }
 
 /// Waits, at most [`FLUSH_WITHIN`], until the records queued for journald are written: the
