@@ -399,3 +399,64 @@ async fn under_journald_check_files_problems_as_errors_and_warnings() {
     let warning = stderr.lines().find(|l| l.contains("notAKey")).unwrap();
     assert!(warning.starts_with("<4>"), "{stderr}");
 }
+
+/// Runs the package's `postinst configure` on a copy of the system under `root` (its paths moved
+/// there), with stand-ins for the commands that need root: `chgrp` fails on a missing file as
+/// the real one does. Returns the exit status and stderr.
+fn postinst_configure(root: &Path) -> (ExitStatus, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let script =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/postinst"))
+            .expect("read postinst");
+    let root_text = root.display().to_string();
+    let script = script
+        .replace("/etc/fpush", &format!("{root_text}/etc/fpush"))
+        .replace("/var/lib/fpush", &format!("{root_text}/var/lib/fpush"));
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (name, body) in [
+        ("systemd-sysusers", "exit 0"),
+        ("dpkg-statoverride", "exit 1"),
+        (
+            "chgrp",
+            "[ -e \"$2\" ] || { echo \"chgrp: cannot access '$2'\" >&2; exit 1; }",
+        ),
+        ("install", "exit 0"),
+    ] {
+        let path = bin.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let script_path = root.join("postinst");
+    std::fs::write(&script_path, script).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new("sh")
+        .arg(&script_path)
+        .arg("configure")
+        .env("PATH", path)
+        .output()
+        .expect("run postinst");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn postinst_configures_whether_or_not_the_settings_conffile_is_there() {
+    let root = tempfile::tempdir().unwrap();
+    let etc = root.path().join("etc/fpush");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("settings.json"), "{}").unwrap();
+    let (status, stderr) = postinst_configure(root.path());
+    assert!(status.success(), "{stderr}");
+    // An administrator removed the conffile (settings kept elsewhere): dpkg does not bring it
+    // back on an upgrade, and the upgrade must not fail over it.
+    std::fs::remove_file(etc.join("settings.json")).unwrap();
+    let (status, stderr) = postinst_configure(root.path());
+    assert!(status.success(), "{stderr}");
+}
