@@ -9,6 +9,7 @@ use fpush::component::LinkState;
 use fpush::daemon::{self, Control};
 use fpush::metrics::Metrics;
 use fpush::modules;
+use fpush::systemd::journal::print_problem;
 
 /// mimalloc instead of glibc's malloc: a push allocates a few dozen small blocks across threads,
 /// which mimalloc serves in fewer instructions (measured in docs/performance.md).
@@ -66,6 +67,13 @@ fn main() -> ExitCode {
         log::set_max_level(log::max_level().min(cap));
     }
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let code = command(args);
+    // Under journald log lines are written by a thread of their own: let it finish.
+    fpush::systemd::journal::flush_logs();
+    code
+}
+
+fn command(args: Vec<OsString>) -> ExitCode {
     if args.first().is_some_and(|command| command == "store") {
         return fpush::store::cli::main(&args[1..]);
     }
@@ -100,9 +108,9 @@ fn release_log_cap() -> Option<log::LevelFilter> {
     }
 }
 
-/// Load the settings and build every module, printing all problems. `None` when anything is wrong.
-/// `--check` prints warnings to stderr itself, so that `RUST_LOG` cannot hide them; the daemon
-/// logs them.
+/// Load the settings and build every module, printing all problems (at error priority under
+/// journald). `None` when anything is wrong. `--check` prints warnings to stderr itself, so that
+/// `RUST_LOG` cannot hide them; the daemon logs them.
 fn load_and_build(
     path: &std::path::Path,
     metrics: &Metrics,
@@ -113,7 +121,8 @@ fn load_and_build(
             let exposed = fpush::config::exposure_warnings(path, &prepared.settings);
             for warning in prepared.warnings.iter().chain(&exposed) {
                 if checking {
-                    eprintln!("warning: {}: {warning}", path.display());
+                    let text = format!("warning: {}: {warning}", path.display());
+                    print_problem(log::Level::Warn, &text);
                 } else {
                     log::warn!("{}: {warning}", path.display());
                 }
@@ -121,7 +130,10 @@ fn load_and_build(
             Some(prepared)
         }
         Err(problems) => {
-            eprintln!("{}: {problems}", path.display());
+            print_problem(
+                log::Level::Error,
+                &format!("{}: {problems}", path.display()),
+            );
             None
         }
     }
@@ -171,7 +183,10 @@ fn run(path: &std::path::Path) -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("fpush: cannot start the async runtime: {error}");
+            print_problem(
+                log::Level::Error,
+                &format!("fpush: cannot start the async runtime: {error}"),
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -181,14 +196,16 @@ fn run(path: &std::path::Path) -> ExitCode {
         let signals = match spawn_signal_handler(control.clone()) {
             Ok(handle) => handle,
             Err(error) => {
-                eprintln!("fpush: cannot install signal handlers: {error}");
+                let text = format!("fpush: cannot install signal handlers: {error}");
+                print_problem(log::Level::Error, &text);
                 return ExitCode::FAILURE;
             }
         };
         let registrations = match daemon::open_registrations(&settings).await {
             Ok(registrations) => registrations,
             Err(error) => {
-                eprintln!("{}: store: {error}", path.display());
+                let text = format!("{}: store: {error}", path.display());
+                print_problem(log::Level::Error, &text);
                 return ExitCode::FAILURE;
             }
         };
@@ -221,7 +238,8 @@ fn metrics_address_free(path: &std::path::Path, settings: &fpush::config::Settin
         Ok(_) => true,
         Err(error) => {
             let shown = path.display();
-            eprintln!("{shown}: metrics.listen: cannot listen on {listen}: {error}");
+            let text = format!("{shown}: metrics.listen: cannot listen on {listen}: {error}");
+            print_problem(log::Level::Error, &text);
             false
         }
     }

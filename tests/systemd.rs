@@ -338,3 +338,125 @@ fn the_units_stop_timeout_exceeds_the_example_shutdown_grace_plus_closing_time()
         unit_stop_timeout()
     );
 }
+
+/// `JOURNAL_STREAM` naming `stderr`, as systemd sets it.
+fn journal_stream(stderr: &File) -> Vec<(String, String)> {
+    let meta = stderr.metadata().expect("stat stderr file");
+    vec![(
+        "JOURNAL_STREAM".into(),
+        format!("{}:{}", meta.dev(), meta.ino()),
+    )]
+}
+
+#[tokio::test]
+async fn under_journald_a_refused_start_says_why_at_error_priority() {
+    let server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let settings = settings(
+        &server,
+        &demo_module(None, "0s"),
+        "\"limits\": {\"maxDepth\": 3},",
+    );
+    let mut fpush = Service::start(&settings, |_, stderr| journal_stream(stderr));
+    assert!(!fpush.wait().success());
+    let stderr = fpush.stderr();
+    assert!(stderr.contains("limits.maxDepth"), "{stderr}");
+    for line in stderr.lines() {
+        assert!(line.starts_with("<3>"), "{line}");
+    }
+}
+
+/// `fpush --check` on `settings` with stderr taken for journald's: exit code and stderr.
+fn check_under_journald(settings: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.json");
+    std::fs::write(&path, settings).unwrap();
+    let stderr_path = dir.path().join("stderr.log");
+    let stderr = File::create(&stderr_path).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_fpush"))
+        .arg("--check")
+        .arg(&path)
+        .env_remove("NOTIFY_SOCKET")
+        .envs(journal_stream(&stderr))
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .status()
+        .unwrap();
+    (status.code(), std::fs::read_to_string(stderr_path).unwrap())
+}
+
+#[tokio::test]
+async fn under_journald_check_files_problems_as_errors_and_warnings() {
+    let server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let module = demo_module(None, "0s");
+    let refused = settings(&server, &module, "\"limits\": {\"maxDepth\": 3},");
+    let (code, stderr) = check_under_journald(&refused);
+    assert_eq!(code, Some(1));
+    let error = stderr.lines().find(|l| l.contains("maxDepth")).unwrap();
+    assert!(error.starts_with("<3>"), "{stderr}");
+    let warned = settings(&server, &module, "\"notAKey\": 1,");
+    let (code, stderr) = check_under_journald(&warned);
+    assert_eq!(code, Some(0));
+    let warning = stderr.lines().find(|l| l.contains("notAKey")).unwrap();
+    assert!(warning.starts_with("<4>"), "{stderr}");
+}
+
+/// Runs the package's `postinst configure` on a copy of the system under `root` (its paths moved
+/// there), with stand-ins for the commands that need root: `chgrp` fails on a missing file as
+/// the real one does. Returns the exit status and stderr.
+fn postinst_configure(root: &Path) -> (ExitStatus, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let script =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/postinst"))
+            .expect("read postinst");
+    let root_text = root.display().to_string();
+    let script = script
+        .replace("/etc/fpush", &format!("{root_text}/etc/fpush"))
+        .replace("/var/lib/fpush", &format!("{root_text}/var/lib/fpush"));
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (name, body) in [
+        ("systemd-sysusers", "exit 0"),
+        ("dpkg-statoverride", "exit 1"),
+        (
+            "chgrp",
+            "[ -e \"$2\" ] || { echo \"chgrp: cannot access '$2'\" >&2; exit 1; }",
+        ),
+        ("install", "exit 0"),
+    ] {
+        let path = bin.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let script_path = root.join("postinst");
+    std::fs::write(&script_path, script).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new("sh")
+        .arg(&script_path)
+        .arg("configure")
+        .env("PATH", path)
+        .output()
+        .expect("run postinst");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn postinst_configures_whether_or_not_the_settings_conffile_is_there() {
+    let root = tempfile::tempdir().unwrap();
+    let etc = root.path().join("etc/fpush");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("settings.json"), "{}").unwrap();
+    let (status, stderr) = postinst_configure(root.path());
+    assert!(status.success(), "{stderr}");
+    // An administrator removed the conffile (settings kept elsewhere): dpkg does not bring it
+    // back on an upgrade, and the upgrade must not fail over it.
+    std::fs::remove_file(etc.join("settings.json")).unwrap();
+    let (status, stderr) = postinst_configure(root.path());
+    assert!(status.success(), "{stderr}");
+}

@@ -3,6 +3,10 @@
 //! link's state, EXTEND_TIMEOUT_USEC= while a long start-up step runs, and WATCHDOG=1 pings when
 //! the unit has `WatchdogSec=`. Each is a no-op without `NOTIFY_SOCKET`.
 
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,8 +36,8 @@ impl ServiceNotifier {
     pub fn spawn(link: watch::Receiver<LinkState>, stop: CancellationToken) -> ServiceNotifier {
         let notifier = ServiceNotifier::default();
         tokio::spawn(notifier.clone().follow_link(link, stop.clone()));
-        if let Some(interval) = sd_notify::watchdog_enabled() {
-            tokio::spawn(ping_watchdog(interval / 2, stop));
+        if let Some(period) = watchdog_period(sd_notify::watchdog_enabled()) {
+            tokio::spawn(ping_watchdog(period, stop));
         }
         notifier
     }
@@ -94,13 +98,26 @@ impl ServiceNotifier {
     }
 }
 
-/// The STATUS= text `systemctl status` shows for a link state.
+/// The STATUS= text `systemctl status` shows for a link state. The stream id is the XMPP
+/// server's and is escaped: a line break in it would add an assignment of the server's choosing
+/// (MAINPID=, WATCHDOG_USEC=, STOPPING=1) to the notification.
 fn status_line(state: &LinkState) -> String {
     match state {
         LinkState::Connecting => "connecting to the XMPP server".to_owned(),
-        LinkState::Up { stream_id } => format!("component link up (stream {stream_id})"),
+        LinkState::Up { stream_id } => {
+            let stream_id = super::escape_controls(stream_id);
+            format!("component link up (stream {stream_id})")
+        }
         LinkState::Down => "component link down, retrying".to_owned(),
     }
+}
+
+/// How often to ping for the service manager's `WATCHDOG_USEC=`: at half of it. Zero means no
+/// watchdog (libsystemd reads it so), not a ping, and a warning when it fails, every millisecond.
+fn watchdog_period(interval: Option<Duration>) -> Option<Duration> {
+    interval
+        .filter(|interval| !interval.is_zero())
+        .map(|interval| interval / 2)
 }
 
 /// WATCHDOG=1 every `period` from the event loop: if the loop stalls, the pings stop and systemd
@@ -115,7 +132,6 @@ async fn ping_watchdog(period: Duration, stop: CancellationToken) {
     }
 }
 
-/// Send, logging (not failing) when the socket refuses: notifications are advisory.
 /// How much more start-up time one extension asks for, and how often one is sent.
 const START_EXTENSION: Duration = Duration::from_secs(60);
 const EXTEND_EVERY: Duration = Duration::from_secs(20);
@@ -145,10 +161,55 @@ pub async fn extending_start_up<T>(status: &str, work: impl std::future::Future<
     }
 }
 
+/// Send, logging (not failing) when the socket refuses: notifications are advisory.
 fn send(states: &[NotifyState<'_>]) {
-    if let Err(error) = sd_notify::notify(states) {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    if let Err(error) = send_to(&socket, &message(states)) {
         log::warn!("cannot notify the service manager: {error}");
     }
+}
+
+/// How long a notification may wait for room in the service manager's queue: a moment of
+/// congestion does not lose READY=1, a stuck manager does not stall fpush.
+const SEND_WITHIN: Duration = Duration::from_millis(100);
+
+/// The notification's text: one `KEY=value` a line.
+fn message(states: &[NotifyState<'_>]) -> String {
+    states.iter().map(|state| format!("{state}\n")).collect()
+}
+
+/// Sends `message` as one datagram to `socket`: a path, or, with a leading `@`, a name in
+/// Linux's abstract namespace, as sd_notify(3) reads `NOTIFY_SOCKET` (service managers in
+/// containers hand out such names; taken as a path, READY=1 would never arrive). Waits at most
+/// [`SEND_WITHIN`] for room: a service manager that reads no more (its queue full) costs a
+/// notification, not the event loop every push runs on.
+fn send_to(socket: &OsStr, message: &str) -> io::Result<()> {
+    let datagram = UnixDatagram::unbound()?;
+    datagram.set_write_timeout(Some(SEND_WITHIN))?;
+    match socket.as_bytes().strip_prefix(b"@") {
+        Some(name) => datagram.connect_addr(&abstract_address(name)?)?,
+        None => datagram.connect(socket)?,
+    }
+    let sent = datagram.send(message.as_bytes())?;
+    if sent != message.len() {
+        let cut = "the notification was cut short";
+        return Err(io::Error::new(io::ErrorKind::WriteZero, cut));
+    }
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+fn abstract_address(name: &[u8]) -> io::Result<SocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    SocketAddr::from_abstract_name(name)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn abstract_address(_: &[u8]) -> io::Result<SocketAddr> {
+    let message = "abstract socket names exist only on Linux";
+    Err(io::Error::new(io::ErrorKind::Unsupported, message))
 }
 
 #[cfg(test)]
@@ -170,6 +231,78 @@ mod tests {
         assert_eq!(
             status_line(&LinkState::Down),
             "component link down, retrying"
+        );
+    }
+
+    #[test]
+    fn a_watchdog_interval_of_zero_means_no_watchdog() {
+        assert_eq!(watchdog_period(None), None);
+        assert_eq!(watchdog_period(Some(Duration::ZERO)), None);
+        let interval = Some(Duration::from_secs(30));
+        assert_eq!(watchdog_period(interval), Some(Duration::from_secs(15)));
+    }
+
+    #[test]
+    fn the_message_has_one_assignment_a_line() {
+        let states = [NotifyState::Ready, NotifyState::Status("up")];
+        assert_eq!(message(&states), "READY=1\nSTATUS=up\n");
+    }
+
+    #[test]
+    fn a_notify_socket_path_is_reached() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let receiver = UnixDatagram::bind(&path).unwrap();
+        send_to(path.as_os_str(), "READY=1\n").unwrap();
+        let mut buf = [0u8; 64];
+        let len = receiver.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..len], b"READY=1\n");
+        let gone = dir.path().join("gone.sock");
+        assert!(send_to(gone.as_os_str(), "READY=1\n").is_err());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_abstract_notify_socket_is_reached() {
+        let name = format!("@fpush-test-notify-{}", std::process::id());
+        let address = abstract_address(&name.as_bytes()[1..]).unwrap();
+        let receiver = UnixDatagram::bind_addr(&address).unwrap();
+        send_to(name.as_ref(), "READY=1\n").unwrap();
+        let mut buf = [0u8; 64];
+        let len = receiver.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..len], b"READY=1\n");
+    }
+
+    #[test]
+    fn a_service_manager_that_reads_nothing_does_not_stall_the_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let _receiver = UnixDatagram::bind(&path).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let sent: Vec<bool> = (0..10_000)
+                .map(|_| send_to(path.as_os_str(), "WATCHDOG=1\n").is_ok())
+                .take_while(|sent| *sent)
+                .collect();
+            let _ = done.send(sent.len());
+        });
+        let sent = finished
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a send to a full queue returned");
+        assert!(sent > 0, "the first notification is sent");
+        assert!(sent < 10_000, "a full queue refuses notifications");
+    }
+
+    #[test]
+    fn a_stream_id_cannot_add_lines_to_the_notification() {
+        let state = LinkState::Up {
+            stream_id: "x\nWATCHDOG_USEC=1\rMAINPID=1\0".into(),
+        };
+        let status = status_line(&state);
+        assert!(!status.contains(char::is_control), "{status:?}");
+        assert_eq!(
+            status,
+            "component link up (stream x\\nWATCHDOG_USEC=1\\rMAINPID=1\\0)"
         );
     }
 }
