@@ -183,7 +183,7 @@ fn text_suffix(text: &str) -> String {
     if text.is_empty() {
         String::new()
     } else {
-        format!(" ({text})")
+        format!(" ({})", crate::systemd::escape_controls(text))
     }
 }
 
@@ -361,9 +361,10 @@ impl Target {
     /// A stream is up: the next failure starts the backoff afresh.
     fn connected(&mut self, stream_id: &str, state: &watch::Sender<LinkState>) {
         log::info!(
-            "component {} connected to {} and authenticated (stream {stream_id})",
+            "component {} connected to {} and authenticated (stream {})",
             self.cfg.jid,
-            self.address
+            self.address,
+            crate::systemd::escape_controls(stream_id)
         );
         self.backoff.reset();
         state.send_replace(LinkState::Up {

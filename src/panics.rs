@@ -26,6 +26,8 @@ pub fn install_hook() {
         } else {
             report(info);
             log::error!("fpush panicked outside a push; exiting to be restarted: {info}");
+            // Under journald the line is queued for the log's own thread: let it out first.
+            crate::systemd::journal::flush_logs();
             std::process::exit(EXIT_ON_PANIC);
         }
     }));

@@ -506,3 +506,15 @@ async fn stanzas_read_before_shutdown_are_all_handed_over() {
     }
     assert_eq!(handed_over, sent);
 }
+
+#[test]
+fn a_server_s_text_cannot_break_a_log_line() {
+    let error = LinkError::StreamError {
+        condition: "policy-violation".into(),
+        text: "bye\n<0>fpush: forged".into(),
+    };
+    assert_eq!(
+        error.to_string(),
+        "the server sent a stream error: policy-violation (bye\\n<0>fpush: forged)"
+    );
+}
