@@ -437,6 +437,43 @@ fn redis_backend_without_redis_section_is_an_error() {
 }
 
 #[test]
+fn braces_in_redis_key_names_are_refused_on_a_cluster() {
+    let text = settings_with(
+        r#"    "a{b}": { "type": "demo", "ratelimit": { "backend": "redis" } },
+    "c{d}": { "type": "demo" }"#,
+        r#",
+  "redis": { "cluster": ["redis://127.0.0.1:7000"], "keyPrefix": "fpush{}:" }"#,
+    );
+    let errors = errors_of(&text);
+    let prefix = error_at(&errors, "redis.keyPrefix");
+    assert_eq!(prefix.line, Some(line_of(&text, "keyPrefix")));
+    assert!(prefix.message.contains("slot"), "{}", prefix.message);
+    error_at(&errors, "pushModules.a{b}");
+    assert_eq!(
+        errors.len(),
+        2,
+        "the memory module's id is its own: {errors:#?}"
+    );
+    // One Redis server has no slots.
+    let single = text.replace(
+        r#""cluster": ["redis://127.0.0.1:7000"]"#,
+        r#""url": "redis://127.0.0.1""#,
+    );
+    loaded(&single);
+}
+
+#[test]
+fn a_module_id_with_white_space_around_it_is_refused() {
+    let text = settings_with(
+        r#"    " ios": { "type": "demo", "is_default_module": true }"#,
+        "",
+    );
+    let errors = errors_of(&text);
+    let err = error_at(&errors, "pushModules. ios");
+    assert!(err.message.contains("trimmed"), "{}", err.message);
+}
+
+#[test]
 fn broken_json_reports_the_line() {
     let text = "{\n  \"component\": {\n    \"componentHostname\" \"push.example.org\"\n  }\n}";
     let errors = errors_of(text);

@@ -39,6 +39,9 @@ pub(crate) fn check(document: &Document, settings: &Settings) -> Vec<ConfigError
         check.redis(redis);
     }
     check.modules(&settings.push_modules, settings.redis.is_some());
+    if let Some(redis) = settings.redis.as_ref().filter(|r| !r.cluster.is_empty()) {
+        check.cluster_key_names(redis, &settings.push_modules);
+    }
     let mut errors = check.errors;
     if let Some(store) = &settings.store {
         errors.extend(super::store::check(
@@ -154,6 +157,28 @@ impl Check<'_> {
         }
     }
 
+    /// On a Redis Cluster only the `{…}` fpush puts in a key may pick its slot: braces in the
+    /// prefix or a Redis module's id would split a token's two keys (every decision refused with
+    /// CROSSSLOT) or put all of a module's keys on one master.
+    fn cluster_key_names(&mut self, redis: &RedisSettings, modules: &[ModuleSettings]) {
+        let braced = |name: &str| name.contains(['{', '}']);
+        let why = "on a Redis Cluster braces choose a key's slot (see docs/cluster.md)";
+        if braced(&redis.key_prefix) {
+            self.error(
+                "redis.keyPrefix",
+                format!("must not contain {{ or }}: {why}"),
+            );
+        }
+        let on_redis = modules
+            .iter()
+            .filter(|m| m.ratelimit.backend == RatelimitBackend::Redis);
+        for module in on_redis.filter(|m| braced(&m.id)) {
+            let message =
+                format!("the id of a module on the Redis backend must not contain {{ or }}: {why}");
+            self.error(&format!("pushModules.{}", module.id), message);
+        }
+    }
+
     fn modules(&mut self, modules: &[ModuleSettings], has_redis: bool) {
         let defaults: Vec<_> = modules.iter().filter(|m| m.is_default_module).collect();
         for extra in defaults.iter().skip(1) {
@@ -168,6 +193,10 @@ impl Check<'_> {
             let path = format!("pushModules.{}", module.id);
             if module.id.trim().is_empty() {
                 self.error(&path, "a module id must not be empty");
+            } else if module.id.trim() != module.id {
+                let message = "a module id must not start or end with white space (a push's \
+                               pushModule is read trimmed: it could never name this module)";
+                self.error(&path, message);
             }
             self.ratelimit(module, &format!("{path}.ratelimit"), has_redis);
         }
