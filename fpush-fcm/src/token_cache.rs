@@ -381,33 +381,46 @@ mod tests {
         assert!(matches!(err, TokenError::Unavailable(_)));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn concurrent_callers_share_one_refresh_and_its_failure() {
-        let cache = Arc::new(TokenCache::default());
+    /// A hundred concurrent callers whose one refresh gives `outcome` once all of them wait;
+    /// answers what each got and how many refreshes ran.
+    async fn hundred_sharing_one_refresh(
+        cache: &Arc<TokenCache>,
+        outcome: Result<TokenGrant, TokenError>,
+    ) -> (Vec<Result<Arc<AccessToken>, TokenError>>, usize) {
         let calls = Arc::new(AtomicUsize::new(0));
         let (release, released) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
         for _ in 0..100 {
             let (cache, calls, mut released) = (cache.clone(), calls.clone(), released.clone());
+            let outcome = outcome.clone();
             tasks.push(tokio::spawn(async move {
                 cache
                     .get(|| async move {
                         calls.fetch_add(1, Ordering::SeqCst);
                         let _ = released.wait_for(|r| *r).await;
-                        Err::<TokenGrant, _>(TokenError::Unavailable("down".into()))
+                        outcome
                     })
                     .await
             }));
         }
         tokio::task::yield_now().await;
         release.send(true).unwrap();
+        let mut results = Vec::new();
         for task in tasks {
-            assert!(matches!(
-                task.await.unwrap(),
-                Err(TokenError::Unavailable(_))
-            ));
+            results.push(task.await.unwrap());
         }
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        (results, calls.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_share_one_refresh_and_its_failure() {
+        let cache = Arc::new(TokenCache::default());
+        let down = Err(TokenError::Unavailable("down".into()));
+        let (results, calls) = hundred_sharing_one_refresh(&cache, down).await;
+        for result in results {
+            assert!(matches!(result, Err(TokenError::Unavailable(_))));
+        }
+        assert_eq!(calls, 1);
         assert_eq!(
             cache.failures(),
             1,
@@ -418,30 +431,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn concurrent_callers_share_one_refresh_of_a_token_that_expired_at_once() {
         let cache = Arc::new(TokenCache::default());
-        let calls = Arc::new(AtomicUsize::new(0));
-        let (release, released) = tokio::sync::watch::channel(false);
-        let mut tasks = Vec::new();
-        for _ in 0..100 {
-            let (cache, calls, mut released) = (cache.clone(), calls.clone(), released.clone());
-            tasks.push(tokio::spawn(async move {
-                cache
-                    .get(|| async move {
-                        calls.fetch_add(1, Ordering::SeqCst);
-                        let _ = released.wait_for(|r| *r).await;
-                        Ok(grant("a", 0))
-                    })
-                    .await
-            }));
+        let (results, calls) = hundred_sharing_one_refresh(&cache, Ok(grant("a", 0))).await;
+        for result in results {
+            assert!(matches!(result, Err(TokenError::Unavailable(_))));
         }
-        tokio::task::yield_now().await;
-        release.send(true).unwrap();
-        for task in tasks {
-            assert!(matches!(
-                task.await.unwrap(),
-                Err(TokenError::Unavailable(_))
-            ));
-        }
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "one refresh, not one each");
+        assert_eq!(calls, 1, "one refresh, not one each");
     }
 
     #[tokio::test(start_paused = true)]

@@ -350,64 +350,117 @@ fn max_streams(streams: u32) -> Vec<u8> {
     payload
 }
 
+/// The TLS stream a raw server's connection runs on.
+type RawTls = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// A TLS listener whose connections `serve` speaks HTTP/2 to frame by frame (what the test kit's
+/// server cannot be made to do); counts the connections it took.
+async fn raw_server<F, Fut>(s: &Setup, serve: F) -> (String, Arc<AtomicUsize>)
+where
+    F: Fn(RawTls) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(s.pki.server_config(ClientAuth::None).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                tokio::spawn(serve(tls));
+            }
+        }
+    });
+    (format!("https://localhost:{port}"), accepted)
+}
+
+/// One frame read by a raw server.
+struct Frame {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    payload: Vec<u8>,
+}
+
+impl Frame {
+    async fn read<R: tokio::io::AsyncRead + Unpin>(input: &mut R) -> std::io::Result<Frame> {
+        use tokio::io::AsyncReadExt;
+        let mut head = [0; 9];
+        input.read_exact(&mut head).await?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0; len];
+        input.read_exact(&mut payload).await?;
+        Ok(Frame {
+            kind: head[3],
+            flags: head[4],
+            stream: u32::from_be_bytes([head[5], head[6], head[7], head[8]]),
+            payload,
+        })
+    }
+
+    /// Acknowledges a SETTINGS or answers a PING; false for any other frame.
+    async fn acknowledge<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        out: &mut W,
+    ) -> std::io::Result<bool> {
+        match (self.kind, self.flags & 1) {
+            (4, 0) => write_frame(out, 4, 1, 0, &[]).await?,
+            (6, 0) => write_frame(out, 6, 1, 0, &self.payload).await?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// Reads the client's preface and sends the server's SETTINGS allowing `streams`.
+async fn open_raw<S>(tls: &mut S, streams: u32) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut preface = [0; 24];
+    tls.read_exact(&mut preface).await?;
+    write_frame(tls, 4, 0, 0, &max_streams(streams)).await
+}
+
 /// An HTTP/2 server the way APNS behaves: it allows one stream per connection at first and
 /// raises the limit to 100 with its first answer. Each request is answered `200` after
 /// `delay`; `peak` is the most streams it ever had open at once.
 async fn raising_server(s: &Setup, delay: Duration, peak: Arc<AtomicUsize>) -> String {
-    let acceptor = tokio_rustls::TlsAcceptor::from(s.pki.server_config(ClientAuth::None).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            if let Ok(tls) = acceptor.accept(tcp).await {
-                tokio::spawn(serve_raising(tls, delay, peak.clone()));
-            }
-        }
-    });
-    format!("https://localhost:{port}")
+    let serve = move |tls| serve_raising(tls, delay, peak.clone());
+    raw_server(s, serve).await.0
 }
 
 /// One connection of [`raising_server`], frame by frame.
-async fn serve_raising<S>(tls: S, delay: Duration, peak: Arc<AtomicUsize>) -> std::io::Result<()>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
-{
-    use tokio::io::AsyncReadExt;
+async fn serve_raising(
+    mut tls: RawTls,
+    delay: Duration,
+    peak: Arc<AtomicUsize>,
+) -> std::io::Result<()> {
+    open_raw(&mut tls, 1).await?;
     let (mut input, output) = tokio::io::split(tls);
     let output = Arc::new(tokio::sync::Mutex::new(output));
-    let mut preface = [0; 24];
-    input.read_exact(&mut preface).await?;
-    write_frame(&mut *output.lock().await, 4, 0, 0, &max_streams(1)).await?;
     let open = Arc::new(AtomicUsize::new(0));
     let raised = Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
-        let mut head = [0; 9];
-        input.read_exact(&mut head).await?;
-        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-        let (kind, flags) = (head[3], head[4]);
-        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
-        let mut payload = vec![0; len];
-        input.read_exact(&mut payload).await?;
-        let mut out = output.lock().await;
-        match (kind, flags & 1) {
-            (4, 0) => write_frame(&mut *out, 4, 1, 0, &[]).await?,
-            (6, 0) => write_frame(&mut *out, 6, 1, 0, &payload).await?,
-            (1, _) => {
-                peak.fetch_max(open.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
-                let (output, open, raised) = (output.clone(), open.clone(), raised.clone());
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let mut out = output.lock().await;
-                    if !raised.swap(true, Ordering::SeqCst) {
-                        write_frame(&mut *out, 4, 0, 0, &max_streams(100)).await?;
-                    }
-                    open.fetch_sub(1, Ordering::SeqCst);
-                    // `:status: 200` (HPACK static index 8), END_HEADERS | END_STREAM.
-                    write_frame(&mut *out, 1, 5, stream, &[0x88]).await
-                });
-            }
-            _ => {}
+        let frame = Frame::read(&mut input).await?;
+        if frame.acknowledge(&mut *output.lock().await).await? || frame.kind != 1 {
+            continue;
         }
+        peak.fetch_max(open.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+        let (output, open, raised) = (output.clone(), open.clone(), raised.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let mut out = output.lock().await;
+            if !raised.swap(true, Ordering::SeqCst) {
+                write_frame(&mut *out, 4, 0, 0, &max_streams(100)).await?;
+            }
+            open.fetch_sub(1, Ordering::SeqCst);
+            // `:status: 200` (HPACK static index 8), END_HEADERS | END_STREAM.
+            write_frame(&mut *out, 1, 5, frame.stream, &[0x88]).await
+        });
     }
 }
 
@@ -473,55 +526,26 @@ async fn http1_connections_are_limited_like_http2_ones() {
 /// An HTTP/2 server that announces a server push (`PUSH_PROMISE` for `GET /`) before each
 /// answer; counts the connections it took.
 async fn pushing_server(s: &Setup) -> (String, Arc<AtomicUsize>) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(s.pki.server_config(ClientAuth::None).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counted = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
-            if let Ok(tls) = acceptor.accept(tcp).await {
-                tokio::spawn(serve_pushing(tls));
-            }
-        }
-    });
-    (format!("https://localhost:{port}"), accepted)
+    raw_server(s, serve_pushing).await
 }
 
 /// One connection of [`pushing_server`], frame by frame.
-async fn serve_pushing<S>(mut tls: S) -> std::io::Result<()>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    use tokio::io::AsyncReadExt;
-    let mut preface = [0; 24];
-    tls.read_exact(&mut preface).await?;
-    write_frame(&mut tls, 4, 0, 0, &max_streams(100)).await?;
+async fn serve_pushing(mut tls: RawTls) -> std::io::Result<()> {
+    open_raw(&mut tls, 100).await?;
     let mut promised = 2u32;
     loop {
-        let mut head = [0; 9];
-        tls.read_exact(&mut head).await?;
-        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-        let (kind, flags) = (head[3], head[4]);
-        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
-        let mut payload = vec![0; len];
-        tls.read_exact(&mut payload).await?;
-        match (kind, flags & 1) {
-            (4, 0) => write_frame(&mut tls, 4, 1, 0, &[]).await?,
-            (6, 0) => write_frame(&mut tls, 6, 1, 0, &payload).await?,
-            (1, _) => {
-                // Promised stream id, then `:method GET`, `:scheme https`, `:path /` and
-                // `:authority localhost` (HPACK), END_HEADERS.
-                let mut promise = promised.to_be_bytes().to_vec();
-                promise.extend_from_slice(&[0x82, 0x87, 0x84, 0x41, 9]);
-                promise.extend_from_slice(b"localhost");
-                write_frame(&mut tls, 5, 4, stream, &promise).await?;
-                promised += 2;
-                write_frame(&mut tls, 1, 5, stream, &[0x88]).await?;
-            }
-            _ => {}
+        let frame = Frame::read(&mut tls).await?;
+        if frame.acknowledge(&mut tls).await? || frame.kind != 1 {
+            continue;
         }
+        // Promised stream id, then `:method GET`, `:scheme https`, `:path /` and
+        // `:authority localhost` (HPACK), END_HEADERS.
+        let mut promise = promised.to_be_bytes().to_vec();
+        promise.extend_from_slice(&[0x82, 0x87, 0x84, 0x41, 9]);
+        promise.extend_from_slice(b"localhost");
+        write_frame(&mut tls, 5, 4, frame.stream, &promise).await?;
+        promised += 2;
+        write_frame(&mut tls, 1, 5, frame.stream, &[0x88]).await?;
     }
 }
 
@@ -544,45 +568,16 @@ async fn a_provider_cannot_push_streams_at_us() {
 /// An HTTP/2 server that sends GOAWAY (last stream 0) right after its SETTINGS on every
 /// connection, answers PINGs and keeps the connection open; counts the connections it took.
 async fn goaway_server(s: &Setup) -> (String, Arc<AtomicUsize>) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(s.pki.server_config(ClientAuth::None).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counted = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
-            if let Ok(tls) = acceptor.accept(tcp).await {
-                tokio::spawn(serve_goaway(tls));
-            }
-        }
-    });
-    (format!("https://localhost:{port}"), accepted)
+    raw_server(s, serve_goaway).await
 }
 
 /// One connection of [`goaway_server`], frame by frame.
-async fn serve_goaway<S>(mut tls: S) -> std::io::Result<()>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    use tokio::io::AsyncReadExt;
-    let mut preface = [0; 24];
-    tls.read_exact(&mut preface).await?;
-    write_frame(&mut tls, 4, 0, 0, &max_streams(100)).await?;
+async fn serve_goaway(mut tls: RawTls) -> std::io::Result<()> {
+    open_raw(&mut tls, 100).await?;
     // Last stream 0, NO_ERROR.
     write_frame(&mut tls, 7, 0, 0, &[0; 8]).await?;
     loop {
-        let mut head = [0; 9];
-        tls.read_exact(&mut head).await?;
-        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-        let (kind, flags) = (head[3], head[4]);
-        let mut payload = vec![0; len];
-        tls.read_exact(&mut payload).await?;
-        match (kind, flags & 1) {
-            (4, 0) => write_frame(&mut tls, 4, 1, 0, &[]).await?,
-            (6, 0) => write_frame(&mut tls, 6, 1, 0, &payload).await?,
-            _ => {}
-        }
+        Frame::read(&mut tls).await?.acknowledge(&mut tls).await?;
     }
 }
 

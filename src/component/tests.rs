@@ -114,6 +114,18 @@ async fn accept(server: &mut FakeXmppServer) -> ComponentLink {
     link
 }
 
+/// A component up on `server`'s first connection, waiting an hour after a failure: within
+/// `PATIENCE` only a reconnect made at once arrives.
+async fn up_with_an_hour_of_backoff(server: &mut FakeXmppServer) -> (Component, ComponentLink) {
+    let mut config = cfg(server.port());
+    config.reconnect_base = Duration::from_secs(3600);
+    config.reconnect_cap = Duration::from_secs(3600);
+    let mut component = Component::start(config);
+    let link = accept(server).await;
+    component.wait_up_on(&link).await;
+    (component, link)
+}
+
 fn stanza(bytes: &'static [u8]) -> Inbound {
     Inbound::Stanza(Bytes::from_static(bytes))
 }
@@ -283,12 +295,7 @@ async fn wrong_secret_is_retried_with_growing_waits() {
 #[tokio::test]
 async fn a_link_that_was_up_reconnects_at_once() {
     let mut server = server().await;
-    let mut config = cfg(server.port());
-    config.reconnect_base = Duration::from_secs(3600);
-    config.reconnect_cap = Duration::from_secs(3600);
-    let mut component = Component::start(config);
-    let first = accept(&mut server).await;
-    component.wait_up_on(&first).await;
+    let (mut component, first) = up_with_an_hour_of_backoff(&mut server).await;
     first.drop_connection();
     // With an hour of backoff, only an immediate reconnect arrives within PATIENCE.
     let second = accept(&mut server).await;
@@ -457,12 +464,7 @@ async fn a_reload_during_a_handshake_that_hangs_connects_with_the_new_settings_a
 #[tokio::test]
 async fn a_link_taken_over_by_another_connection_waits_before_taking_it_back() {
     let mut server = server().await;
-    let mut config = cfg(server.port());
-    config.reconnect_base = Duration::from_secs(3600);
-    config.reconnect_cap = Duration::from_secs(3600);
-    let mut component = Component::start(config);
-    let mut first = accept(&mut server).await;
-    component.wait_up_on(&first).await;
+    let (mut component, mut first) = up_with_an_hour_of_backoff(&mut server).await;
     // Prosody with component_conflict_resolve = "kick_old": a second fpush took the name.
     first
         .send(
