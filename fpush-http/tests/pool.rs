@@ -289,27 +289,15 @@ async fn the_gauges_show_each_connection_its_streams_and_its_limit() {
 /// A server that completes the TLS handshake (ALPN `h2`) and closes every connection at once,
 /// the way an overloaded frontend or a broken proxy does; counts the connections it took.
 async fn closing_server(s: &Setup) -> (String, Arc<AtomicUsize>) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(s.pki.server_config(ClientAuth::None).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counted = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
-            if let Ok(tls) = acceptor.accept(tcp).await {
-                drop(tls);
-            }
-        }
-    });
-    (format!("https://localhost:{port}"), accepted)
+    raw_server(s, |tls| async move {
+        drop(tls);
+        Ok(())
+    })
+    .await
 }
 
-#[tokio::test]
-async fn a_connection_closed_during_its_opening_fails_the_opening_and_never_joins_the_pool() {
-    let s = setup();
-    let (origin, accepted) = closing_server(&s).await;
-    let client = HttpClient::new(&origin, config(&s, 8)).unwrap();
+/// Sends one push that must fail to open a connection (and so was never sent).
+async fn a_failed_opening(client: &HttpClient) {
     let req = Request::post("/push")
         .body(Bytes::from_static(b"{}"))
         .unwrap();
@@ -318,6 +306,14 @@ async fn a_connection_closed_during_its_opening_fails_the_opening_and_never_join
         matches!(&result, Err(e @ HttpError::Connect { .. }) if e.not_sent()),
         "{result:?}"
     );
+}
+
+#[tokio::test]
+async fn a_connection_closed_during_its_opening_fails_the_opening_and_never_joins_the_pool() {
+    let s = setup();
+    let (origin, accepted) = closing_server(&s).await;
+    let client = HttpClient::new(&origin, config(&s, 8)).unwrap();
+    a_failed_opening(&client).await;
     assert_eq!(
         accepted.load(Ordering::SeqCst),
         1,
@@ -587,14 +583,7 @@ async fn a_connection_refused_by_goaway_at_once_is_a_failed_opening() {
     let (origin, accepted) = goaway_server(&s).await;
     let client = HttpClient::new(&origin, config(&s, 8)).unwrap();
     for round in 1..=5 {
-        let req = Request::post("/push")
-            .body(Bytes::from_static(b"{}"))
-            .unwrap();
-        let result = client.send(req).await;
-        assert!(
-            matches!(&result, Err(e @ HttpError::Connect { .. }) if e.not_sent()),
-            "{result:?}"
-        );
+        a_failed_opening(&client).await;
         assert_eq!(
             accepted.load(Ordering::SeqCst),
             round,

@@ -439,11 +439,7 @@ async fn a_reload_during_the_backoff_connects_with_the_new_settings_at_once() {
     config.reconnect_cap = Duration::from_secs(3600);
     let mut component = Component::start(config.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut fixed = server().await;
-    config.server_port = fixed.port();
-    component.settings.send_replace(config);
-    let link = accept(&mut fixed).await;
-    component.wait_up_on(&link).await;
+    reload_to_a_working_server(&mut component, config).await;
 }
 
 #[tokio::test]
@@ -454,6 +450,11 @@ async fn a_reload_during_a_handshake_that_hangs_connects_with_the_new_settings_a
     config.keepalive_timeout = Duration::from_secs(3600);
     let mut component = Component::start(config.clone());
     component.wait_state(|s| *s == LinkState::Connecting).await;
+    reload_to_a_working_server(&mut component, config).await;
+}
+
+/// A reload that points `component` at a server that works: it must come up there.
+async fn reload_to_a_working_server(component: &mut Component, mut config: ComponentConfig) {
     let mut fixed = server().await;
     config.server_port = fixed.port();
     component.settings.send_replace(config);
