@@ -46,6 +46,11 @@ use crate::markup::{is_xml_space_char, split_name};
 /// are a few hundred bytes; anything this long is not a token.
 pub const MAX_TOKEN_LEN: usize = 4096;
 
+/// How many publish-options fields a push keeps, in document order (a door keeps fewer still).
+/// Fields are tiny: without a bound, one stanza of empty fields would be parsed into several
+/// times its own size while it waits for the dispatcher.
+pub const MAX_OPTIONS_PARSED: usize = 64;
+
 /// The addressing of an IQ: what every reply needs. Values are unescaped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IqHeader {
@@ -733,10 +738,11 @@ fn store_field(field: OpenField<'_>, push: &mut PushRequest) {
                 push.module = non_empty(value);
             }
         }
-        FieldVar::Other(var) => {
+        FieldVar::Other(var) if push.options.len() < MAX_OPTIONS_PARSED => {
             let value = value.map(Cow::into_owned).unwrap_or_default();
             push.options.push((var, value));
         }
+        FieldVar::Other(_) => {}
         FieldVar::Skipped => {}
     }
 }

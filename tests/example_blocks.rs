@@ -14,7 +14,7 @@ use fpush_testkit::fcm::TestServiceAccount;
 use fpush_testkit::tls::{P12Cipher, TestPki};
 
 /// Every key of the `apns` block (ARCHITECTURE.md and issue 3).
-const APNS_KEYS: [&str; 18] = [
+const APNS_KEYS: [&str; 22] = [
     "certFilePath",
     "certPassword",
     "keyFilePath",
@@ -33,10 +33,14 @@ const APNS_KEYS: [&str; 18] = [
     "priority",
     "expiration",
     "requestTimeout",
+    "maxConnections",
+    "voipTopic",
+    "voipCertFilePath",
+    "voipCertPassword",
 ];
 
 /// Every key of the `fcm` block (ARCHITECTURE.md and issue 4).
-const FCM_KEYS: [&str; 8] = [
+const FCM_KEYS: [&str; 9] = [
     "fcmSecretPath",
     "endpoint",
     "caFilePath",
@@ -45,6 +49,7 @@ const FCM_KEYS: [&str; 8] = [
     "additionalData",
     "dataFromSummary",
     "requestTimeout",
+    "maxConnections",
 ];
 
 fn example() -> String {

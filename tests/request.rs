@@ -220,6 +220,29 @@ fn a_push_without_forms_is_still_a_push() {
     assert!(push.options.is_empty());
 }
 
+/// A 256 KiB push of empty publish-options fields would otherwise be parsed into some 12,000
+/// entries, several times the stanza's own size, while it waits among the 1,024 stanzas
+/// between the link and the dispatcher.
+#[test]
+fn publish_options_fields_are_kept_up_to_a_bound() {
+    let fields: String = (0..12_000)
+        .map(|i| format!("<field var='f{i}'/>"))
+        .collect();
+    let iq = push_iq(&format!(
+        "<publish node='tok'/><publish-options><x xmlns='jabber:x:data'>\
+         <field var='secret'><value>s</value></field>{fields}\
+         <field var='pushModule'><value>late</value></field></x></publish-options>"
+    ));
+    assert!(iq.len() < 256 * 1024);
+    let (_, push) = expect_push(parse(iq.as_bytes()));
+    assert_eq!(push.options.len(), fpush::request::MAX_OPTIONS_PARSED);
+    assert!(push.options.capacity() <= 2 * fpush::request::MAX_OPTIONS_PARSED);
+    assert_eq!(push.options[0], ("secret".to_owned(), "s".to_owned()));
+    assert_eq!(push.options[1], ("f0".to_owned(), String::new()));
+    // Only the kept fields are bounded: `pushModule` is read wherever it stands.
+    assert_eq!(push.module.as_deref(), Some("late"));
+}
+
 #[test]
 fn publish_without_node_is_invalid() {
     let reason = expect_invalid(parse(push_iq("<publish><item/></publish>").as_bytes()));
