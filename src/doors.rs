@@ -100,6 +100,21 @@ impl Target {
         }
     }
 
+    /// Takes back the queued send at `at` that [`Target::admit`] recorded, when the push could
+    /// not be queued: otherwise its token's later pushes are refused until `at` as already
+    /// queued, and none is.
+    pub fn unqueue(&self, at: tokio::time::Instant) {
+        match &self.limiter {
+            _ if self.urgent => {}
+            Limiter::Module => self.module.unqueue(self.key(), at),
+            Limiter::Relay(relay) => {
+                if let Some(relay) = relay {
+                    relay.unqueue(self.key(), at);
+                }
+            }
+        }
+    }
+
     /// The same push, answered the push2 way: errors as `<message type='error'>`, success silent.
     pub fn answered_by_message(self) -> Self {
         Target {

@@ -339,6 +339,20 @@ impl Ratelimiter {
             .or_insert(at);
     }
 
+    /// Takes back the queued send at `at` that a decision recorded for `token`, when the push
+    /// could not be queued after all (no room): the token keeps its last real send, instead of
+    /// refusing every push until `at` as already queued while none is. Only this instance's
+    /// map: on the Redis backend the shared entry stays until `at`.
+    pub fn unqueue(&self, token: &str, at: Instant) {
+        let at = self.clock.ticks_at(at);
+        if let Some(mut last) = self.last_send.get_mut(&self.hasher.key(token)) {
+            // Untouched since (no hold moved it): the send before it was one window earlier.
+            if *last == at {
+                *last = at.saturating_sub(self.window);
+            }
+        }
+    }
+
     /// Forgets `token` in this instance (a token that cannot exist need not be limited).
     pub fn forget(&self, token: &str) {
         self.last_send.remove(&self.hasher.key(token));

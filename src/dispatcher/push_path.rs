@@ -138,6 +138,7 @@ impl PushPath {
             Admission::Decided(Decision::SendAt(at)) => {
                 drop(slot);
                 let Some(place) = self.queue_place() else {
+                    target.unqueue(at);
                     return self.finish(&iq, &target, Outcome::overloaded);
                 };
                 // Counted here, not at admission: a push the full queue turned away was never held.

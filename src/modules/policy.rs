@@ -73,6 +73,12 @@ impl Module {
         Admitting::Now(admission)
     }
 
+    /// Takes back the queued send at `at` that [`Module::admit`] recorded for `key`: the push
+    /// was answered without being queued.
+    pub fn unqueue(&self, key: &str, at: tokio::time::Instant) {
+        self.ratelimit.unqueue(key, at);
+    }
+
     fn note_admission(&self, key: &str, admission: Admission) {
         match admission {
             Admission::Decided(Decision::SendAt(_)) => {
