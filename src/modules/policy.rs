@@ -79,6 +79,11 @@ impl Module {
         self.ratelimit.unqueue(key, at);
     }
 
+    /// Whether the provider throttled `key` and its pause is not over (see [`Module::settle`]).
+    pub fn is_held(&self, key: &str) -> bool {
+        self.ratelimit.is_held(key)
+    }
+
     fn note_admission(&self, key: &str, admission: Admission) {
         match admission {
             Admission::Decided(Decision::SendAt(_)) => {
