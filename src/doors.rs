@@ -23,7 +23,7 @@ use crate::request::IqHeader;
 /// What a push keeps of each summary field.
 const MAX_SUMMARY_FIELD_BYTES: usize = 1024;
 /// How many publish-options fields a push keeps, and how much of each.
-pub const MAX_OPTIONS: usize = 16;
+pub const MAX_OPTIONS: usize = crate::request::MAX_OPTIONS;
 pub const MAX_OPTION_BYTES: usize = 256;
 
 /// The longest IQ `id` a push may carry (servers use 64 hex characters or fewer).

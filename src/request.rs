@@ -55,6 +55,9 @@ pub struct IqHeader {
     pub to: String,
 }
 
+/// At most this many publish-options fields are passed on with a push (besides `pushModule`).
+pub const MAX_OPTIONS: usize = 16;
+
 /// Everything a push IQ told us.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PushRequest {
@@ -64,8 +67,8 @@ pub struct PushRequest {
     pub module: Option<String>,
     /// The summary form the server attached to the notification.
     pub summary: PushSummary,
-    /// Every other publish-options field (`var`, first value), in document order. `FORM_TYPE` and
-    /// `pushModule` are not repeated here.
+    /// Every other publish-options field (`var`, first value), in document order, up to
+    /// [`MAX_OPTIONS`] and the first `secret`. `FORM_TYPE` and `pushModule` are not repeated here.
     pub options: Vec<(String, String)>,
     /// The Tigase extensions of the notification, when it carries any (boxed: most pushes
     /// carry none).
@@ -734,11 +737,21 @@ fn store_field(field: OpenField<'_>, push: &mut PushRequest) {
             }
         }
         FieldVar::Other(var) => {
-            let value = value.map(Cow::into_owned).unwrap_or_default();
-            push.options.push((var, value));
+            if keeps_option(&push.options, &var) {
+                let value = value.map(Cow::into_owned).unwrap_or_default();
+                push.options.push((var, value));
+            }
         }
         FieldVar::Skipped => {}
     }
+}
+
+/// Whether a publish-options field is kept: the first [`MAX_OPTIONS`] (all a push passes on)
+/// and, beyond them, the first `secret` (it decides the door). A stanza of thousands of tiny
+/// fields would otherwise wait in the inbound queue as several times its size in allocations.
+fn keeps_option(options: &[(String, String)], var: &str) -> bool {
+    options.len() < MAX_OPTIONS
+        || var == "secret" && !options.iter().any(|(kept, _)| kept == "secret")
 }
 
 /// Reads one unprefixed attribute, unescaped (borrowed unless unescaping changed it); the
