@@ -23,7 +23,7 @@ use crate::request::IqHeader;
 /// What a push keeps of each summary field.
 const MAX_SUMMARY_FIELD_BYTES: usize = 1024;
 /// How many publish-options fields a push keeps, and how much of each.
-pub const MAX_OPTIONS: usize = 16;
+pub const MAX_OPTIONS: usize = crate::request::MAX_OPTIONS;
 pub const MAX_OPTION_BYTES: usize = 256;
 
 /// The longest IQ `id` a push may carry (servers use 64 hex characters or fewer).
@@ -97,6 +97,21 @@ impl Target {
             _ if self.urgent => self.module.admit_limited_by(self.key(), None),
             Limiter::Module => self.module.admit(self.key()),
             Limiter::Relay(relay) => self.module.admit_limited_by(self.key(), relay.as_deref()),
+        }
+    }
+
+    /// Takes back the queued send at `at` that [`Target::admit`] recorded, when the push could
+    /// not be queued: otherwise its token's later pushes are refused until `at` as already
+    /// queued, and none is.
+    pub fn unqueue(&self, at: tokio::time::Instant) {
+        match &self.limiter {
+            _ if self.urgent => {}
+            Limiter::Module => self.module.unqueue(self.key(), at),
+            Limiter::Relay(relay) => {
+                if let Some(relay) = relay {
+                    relay.unqueue(self.key(), at);
+                }
+            }
         }
     }
 

@@ -94,8 +94,9 @@ pub struct Ratelimiter {
     holding: Arc<AtomicBool>,
     /// Map size at which a disabled limiter next drops ended holds.
     next_release: Arc<AtomicUsize>,
-    /// On the Redis backend: the end of each token's hold (`hold`). `last_send` only mirrors
-    /// Redis there and is not asked while Redis answers, so a hold needs a map of its own.
+    /// The end of each token's hold (`hold`), asked by a queued push when it wakes (one queued
+    /// before the hold must not go out during it), and by every decision on the Redis backend
+    /// (`last_send` only mirrors Redis there and is not asked while Redis answers).
     holds: Arc<TokenMap<u64>>,
 }
 
@@ -212,12 +213,10 @@ impl Ratelimiter {
     /// Redis backend its pushes for the token are refused until the end of the pause.
     pub fn hold(&self, token: &str, pause: Duration) {
         let until = self.clock.now().saturating_add(ticks(pause));
-        if self.shared.is_some() {
-            self.holds
-                .entry(self.hasher.key(token))
-                .and_modify(|held| *held = (*held).max(until))
-                .or_insert(until);
-        }
+        self.holds
+            .entry(self.hasher.key(token))
+            .and_modify(|held| *held = (*held).max(until))
+            .or_insert(until);
         let last = if self.config.enabled {
             until.saturating_sub(self.window)
         } else {
@@ -232,8 +231,8 @@ impl Ratelimiter {
     }
 
     /// On a disabled limiter, drops the holds that ended once the map reaches twice the size it
-    /// had after the last such pass, so held tokens cost amortised constant time each. On the
-    /// Redis backend `holds` grows alongside and is pruned with it (no sweeper runs for either).
+    /// had after the last such pass, so held tokens cost amortised constant time each. On either
+    /// backend `holds` grows alongside and is pruned with it (no sweeper runs for either).
     fn drop_released_holds(&self) {
         let len = self.last_send.len();
         if len < self.next_release.load(Ordering::Relaxed) {
@@ -298,11 +297,14 @@ impl Ratelimiter {
         }
     }
 
-    /// Whether `token` is held on the Redis backend; an ended hold is dropped on the way.
-    fn is_held(&self, token: &str) -> bool {
+    /// Whether the provider holds `token` now (`hold`); an ended hold is dropped on the way.
+    pub fn is_held(&self, token: &str) -> bool {
         let key = self.hasher.key(token);
         let now = self.clock.now();
-        let held = self.holds.get(&key).is_some_and(|until| *until > now);
+        let Some(until) = self.holds.get(&key).map(|until| *until) else {
+            return false;
+        };
+        let held = until > now;
         if !held {
             self.holds.remove_if(&key, |_, until| *until <= now);
         }
@@ -337,6 +339,20 @@ impl Ratelimiter {
             .entry(self.hasher.key(token))
             .and_modify(|last| *last = (*last).max(at))
             .or_insert(at);
+    }
+
+    /// Takes back the queued send at `at` that a decision recorded for `token`, when the push
+    /// could not be queued after all (no room): the token keeps its last real send, instead of
+    /// refusing every push until `at` as already queued while none is. Only this instance's
+    /// map: on the Redis backend the shared entry stays until `at`.
+    pub fn unqueue(&self, token: &str, at: Instant) {
+        let at = self.clock.ticks_at(at);
+        if let Some(mut last) = self.last_send.get_mut(&self.hasher.key(token)) {
+            // Untouched since (no hold moved it): the send before it was one window earlier.
+            if *last == at {
+                *last = at.saturating_sub(self.window);
+            }
+        }
     }
 
     /// Forgets `token` in this instance (a token that cannot exist need not be limited).

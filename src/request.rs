@@ -46,11 +46,6 @@ use crate::markup::{is_xml_space_char, split_name};
 /// are a few hundred bytes; anything this long is not a token.
 pub const MAX_TOKEN_LEN: usize = 4096;
 
-/// How many publish-options fields a push keeps, in document order (a door keeps fewer still).
-/// Fields are tiny: without a bound, one stanza of empty fields would be parsed into several
-/// times its own size while it waits for the dispatcher.
-pub const MAX_OPTIONS_PARSED: usize = 64;
-
 /// The addressing of an IQ: what every reply needs. Values are unescaped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IqHeader {
@@ -59,6 +54,9 @@ pub struct IqHeader {
     /// Empty when the IQ carried no `to` (the reply then carries no `from`).
     pub to: String,
 }
+
+/// At most this many publish-options fields are passed on with a push (besides `pushModule`).
+pub const MAX_OPTIONS: usize = 16;
 
 /// Everything a push IQ told us.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,8 +67,8 @@ pub struct PushRequest {
     pub module: Option<String>,
     /// The summary form the server attached to the notification.
     pub summary: PushSummary,
-    /// Every other publish-options field (`var`, first value), in document order. `FORM_TYPE` and
-    /// `pushModule` are not repeated here.
+    /// Every other publish-options field (`var`, first value), in document order, up to
+    /// [`MAX_OPTIONS`] and the first `secret`. `FORM_TYPE` and `pushModule` are not repeated here.
     pub options: Vec<(String, String)>,
     /// The Tigase extensions of the notification, when it carries any (boxed: most pushes
     /// carry none).
@@ -738,13 +736,22 @@ fn store_field(field: OpenField<'_>, push: &mut PushRequest) {
                 push.module = non_empty(value);
             }
         }
-        FieldVar::Other(var) if push.options.len() < MAX_OPTIONS_PARSED => {
-            let value = value.map(Cow::into_owned).unwrap_or_default();
-            push.options.push((var, value));
+        FieldVar::Other(var) => {
+            if keeps_option(&push.options, &var) {
+                let value = value.map(Cow::into_owned).unwrap_or_default();
+                push.options.push((var, value));
+            }
         }
-        FieldVar::Other(_) => {}
         FieldVar::Skipped => {}
     }
+}
+
+/// Whether a publish-options field is kept: the first [`MAX_OPTIONS`] (all a push passes on)
+/// and, beyond them, the first `secret` (it decides the door). A stanza of thousands of tiny
+/// fields would otherwise wait in the inbound queue as several times its size in allocations.
+fn keeps_option(options: &[(String, String)], var: &str) -> bool {
+    options.len() < MAX_OPTIONS
+        || var == "secret" && !options.iter().any(|(kept, _)| kept == "secret")
 }
 
 /// Reads one unprefixed attribute, unescaped (borrowed unless unescaping changed it); the

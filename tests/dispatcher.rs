@@ -620,3 +620,72 @@ async fn a_push_refused_for_a_full_queue_is_not_counted_as_queued() {
     assert_eq!(count(fpush::outcome::Outcome::overloaded), 15);
     assert_eq!(count(fpush::outcome::Outcome::queued), 5);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_push_refused_for_a_full_queue_leaves_its_token_free_to_queue_the_next() {
+    let mut harness = Harness::new(
+        ScriptedProvider::default(),
+        Some(Duration::from_secs(20)),
+        1_000,
+    );
+    harness.dispatcher.set_max_queued(1);
+    harness.push("a");
+    harness.push("b");
+    assert_eq!(harness.settle().await.len(), 2);
+    harness.push("a"); // queued: the queue is full
+    harness.push("b"); // no room: answered wait, never sent
+    let refused = harness.settle().await;
+    assert_eq!(refused.len(), 1);
+    assert_eq!(
+        error_of(&refused[0]),
+        (Some("wait"), Some("resource-constraint"))
+    );
+
+    // The next push for "b" within the window is queued (room again), not refused as if one
+    // were already waiting, and it goes out when the window ends.
+    harness.dispatcher.set_max_queued(10);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    harness.push("b");
+    assert!(harness.settle().await.is_empty(), "queued, not refused");
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let later = harness.settle().await;
+    assert_eq!(later.len(), 2);
+    assert!(later.iter().all(|r| r.kind() == Some("result")));
+    assert_eq!(harness.provider.calls_for("b"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_push_is_not_sent_while_the_provider_holds_its_token() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let provider = ScriptedProvider {
+        gate: Some(gate.clone()),
+        ..Default::default()
+    };
+    provider.answer(
+        "t",
+        Err(PushError::ProviderThrottled {
+            retry_after: Some(Duration::from_secs(60)),
+        }),
+    );
+    let mut harness = Harness::new(provider, Some(Duration::from_secs(20)), 1_000);
+    harness.push("t"); // at the provider
+    harness.push("t"); // queued until 20 s
+    assert!(harness.settle().await.is_empty());
+    gate.add_permits(10);
+    let throttled = harness.settle().await;
+    assert_eq!(throttled.len(), 1);
+    assert_eq!(
+        error_of(&throttled[0]),
+        (Some("wait"), Some("resource-constraint"))
+    );
+
+    // The queued push wakes within the provider's pause: answered wait, not sent.
+    tokio::time::advance(Duration::from_secs(20)).await;
+    let woken = harness.settle().await;
+    assert_eq!(woken.len(), 1);
+    assert_eq!(
+        error_of(&woken[0]),
+        (Some("wait"), Some("resource-constraint"))
+    );
+    assert_eq!(harness.provider.calls_for("t"), 1);
+}

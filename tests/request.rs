@@ -235,8 +235,8 @@ fn publish_options_fields_are_kept_up_to_a_bound() {
     ));
     assert!(iq.len() < 256 * 1024);
     let (_, push) = expect_push(parse(iq.as_bytes()));
-    assert_eq!(push.options.len(), fpush::request::MAX_OPTIONS_PARSED);
-    assert!(push.options.capacity() <= 2 * fpush::request::MAX_OPTIONS_PARSED);
+    assert_eq!(push.options.len(), fpush::request::MAX_OPTIONS);
+    assert!(push.options.capacity() <= 2 * fpush::request::MAX_OPTIONS);
     assert_eq!(push.options[0], ("secret".to_owned(), "s".to_owned()));
     assert_eq!(push.options[1], ("f0".to_owned(), String::new()));
     // Only the kept fields are bounded: `pushModule` is read wherever it stands.
@@ -774,5 +774,23 @@ fn replies_append_to_the_buffer() {
     assert_eq!(
         out,
         b"<previous/><iq type='result' id='p1' from='push.localhost' to='localhost'/>"
+    );
+}
+
+#[test]
+fn a_push_keeps_the_publish_options_a_door_uses_however_many_it_carries() {
+    let many: String = (0..5000).map(|i| format!("<field var='f{i}'/>")).collect();
+    let inner = format!(
+        "<publish node='t'/><publish-options><x xmlns='jabber:x:data'>{many}\
+         <field var='secret'><value>s3cret</value></field>{many}</x></publish-options>"
+    );
+    let (_, push) = expect_push(parse(push_iq(&inner).as_bytes()));
+    // A waiting request holds what the doors use, not thousands of small allocations: the first
+    // sixteen fields (all a push passes on) and the secret that decides the door.
+    assert_eq!(push.options.len(), fpush::request::MAX_OPTIONS + 1);
+    assert_eq!(push.options[0], ("f0".to_owned(), String::new()));
+    assert_eq!(
+        push.options.last(),
+        Some(&("secret".to_owned(), "s3cret".to_owned()))
     );
 }

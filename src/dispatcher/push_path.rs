@@ -138,6 +138,7 @@ impl PushPath {
             Admission::Decided(Decision::SendAt(at)) => {
                 drop(slot);
                 let Some(place) = self.queue_place() else {
+                    target.unqueue(at);
                     return self.finish(&iq, &target, Outcome::overloaded);
                 };
                 // Counted here, not at admission: a push the full queue turned away was never held.
@@ -170,7 +171,8 @@ impl PushPath {
     }
 
     /// A queued push waits until `at`, then takes a slot again. At shutdown, when its module is
-    /// removed, or when no slot is free, it is answered `wait` instead (`None`).
+    /// removed, when the provider throttled its token meanwhile and the pause is not over, or
+    /// when no slot is free, it is answered `wait` instead (`None`).
     async fn wait_for_turn(
         &self,
         iq: &IqHeader,
@@ -182,6 +184,11 @@ impl PushPath {
             _ = self.stop_queued.cancelled() => Some(Outcome::shutdown),
             _ = target.module.retired() => Some(Outcome::retired),
         };
+        // Sending during the provider's pause would only be throttled again, and may extend it.
+        let removed = removed.or_else(|| {
+            let held = target.module.is_held(target.key());
+            held.then_some(Outcome::throttled)
+        });
         if let Some(outcome) = removed {
             self.finish(iq, target, outcome);
             return None;

@@ -73,6 +73,17 @@ impl Module {
         Admitting::Now(admission)
     }
 
+    /// Takes back the queued send at `at` that [`Module::admit`] recorded for `key`: the push
+    /// was answered without being queued.
+    pub fn unqueue(&self, key: &str, at: tokio::time::Instant) {
+        self.ratelimit.unqueue(key, at);
+    }
+
+    /// Whether the provider throttled `key` and its pause is not over (see [`Module::settle`]).
+    pub fn is_held(&self, key: &str) -> bool {
+        self.ratelimit.is_held(key)
+    }
+
     fn note_admission(&self, key: &str, admission: Admission) {
         match admission {
             Admission::Decided(Decision::SendAt(_)) => {
