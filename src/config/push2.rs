@@ -12,7 +12,7 @@ use fpush_traits::settings::duration;
 use serde::Deserialize;
 
 use super::document::Document;
-use super::{values, ConfigError, ModuleSettings, RatelimitSettings};
+use super::{values, ConfigError, ModuleSettings, RatelimitBackend, RatelimitSettings};
 
 /// The id of the module that serves Web Push targets; no configured module may take it.
 pub const WEB_PUSH_MODULE: &str = "webpush";
@@ -105,6 +105,14 @@ pub(super) fn check(
     if limit.enabled && limit.ratelimit_time.is_zero() {
         let message = "must be longer than 0s when the ratelimit is enabled".to_owned();
         error("push2.ratelimit.ratelimitTime", message);
+    }
+    // The relay's limiter lives in each instance: accepting a Redis backend would promise a
+    // limit shared between instances that none of them keeps.
+    if limit.backend == RatelimitBackend::Redis {
+        let message = "the relay's ratelimit is kept in each instance; \"redis\" is not \
+                       available here (leave backend out)"
+            .to_owned();
+        error("push2.ratelimit.backend", message);
     }
     if modules.iter().any(|module| module.id == WEB_PUSH_MODULE) {
         let path = format!("pushModules.{WEB_PUSH_MODULE}");
