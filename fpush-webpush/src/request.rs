@@ -56,6 +56,12 @@ fn decode(text: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// The byte length of a payload as this module decodes it, or `None` when it cannot: the
+/// push2 door refuses such a payload itself, with the condition for a bad notification.
+pub fn payload_len(text: &str) -> Option<usize> {
+    decode(text).map(|raw| raw.len())
+}
+
 /// The `k` of RFC 8292: the key as base64url without padding (push2 sends standard base64).
 pub fn vapid_key(key: &str) -> Result<String, RequestError> {
     let raw = decode(key.trim()).ok_or(RequestError::KeyEncoding)?;
