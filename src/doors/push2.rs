@@ -144,6 +144,10 @@ fn web_push(modules: &ModuleSet, push: Push2Request) -> Result<Target, Refusal> 
         }
         Some(_) => {}
     }
+    let vapid = fpush_webpush::request::check_vapid(push.jwt.as_deref(), push.jwt_key.as_deref());
+    if vapid.is_err() {
+        return Err(bad_client("The VAPID token or key cannot be sent."));
+    }
     let mut params = Vec::new();
     if let Some(jwt) = push.jwt {
         params.push((PARAM_VAPID_TOKEN.to_owned(), jwt));
