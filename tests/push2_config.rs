@@ -167,3 +167,14 @@ fn the_relay_s_ratelimit_cannot_be_put_on_redis() {
         "{paths:?}"
     );
 }
+
+#[test]
+fn a_request_timeout_under_a_second_is_refused() {
+    // The check said "from 1s" but let 1ms through: every Web Push then timed out.
+    let text = settings(r#""push2": { "requestTimeout": "1ms" },"#, "");
+    let paths = error_paths(&text);
+    assert!(
+        paths.iter().any(|p| p == "push2.requestTimeout"),
+        "{paths:?}"
+    );
+}

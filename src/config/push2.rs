@@ -94,7 +94,7 @@ pub(super) fn check(
             format!("must be from 1 to {max}"),
         );
     }
-    if push2.request_timeout.is_zero() || push2.request_timeout > Duration::from_secs(300) {
+    if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&push2.request_timeout) {
         error("push2.requestTimeout", "must be from 1s to 5m".to_owned());
     }
     if push2.web_push_origins.as_ref().is_some_and(Vec::is_empty) {
