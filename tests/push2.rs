@@ -553,3 +553,22 @@ async fn one_sender_s_throttled_subscriptions_do_not_pause_the_service_for_other
     assert_eq!(received[throttled].path, "/calm");
     relay.assert_silent().await;
 }
+
+#[tokio::test]
+async fn a_vapid_key_or_token_that_cannot_be_sent_is_refused_by_the_door() {
+    // Once they passed the door and failed in the module, answered with the text and counted
+    // under the outcome of a push service refusing the push, though nothing was sent.
+    let mut relay = Relay::start_default().await;
+    let cases = [
+        ("v1", "<jwt key='not base64!'>e.y.j</jwt>"),
+        ("v2", "<jwt key='BPk+/w=='>e.y\nj</jwt>"),
+    ];
+    for (id, inner) in cases {
+        let stanza = push2_message(id, "localhost", &relay.endpoint("ep"), inner);
+        relay.send(&stanza).await;
+        let reply = relay.link.next_stanza(WAIT).await.unwrap();
+        assert_message_error(&reply, id, "modify", "bad-request");
+        assert!(reply.raw.contains("VAPID"), "{}", reply.raw);
+    }
+    assert!(relay.service.received().is_empty());
+}

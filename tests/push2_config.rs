@@ -151,3 +151,30 @@ fn the_example_s_commented_push2_section_shows_the_defaults_and_parses() {
     };
     assert_eq!(loaded.settings.push2, Some(defaults));
 }
+
+#[test]
+fn the_relay_s_ratelimit_cannot_be_put_on_redis() {
+    // The relay's limiter is built in each instance: a Redis backend was accepted and ignored,
+    // so instances sharing a Redis did not share the limit.
+    let text = settings(
+        r#""redis": { "url": "redis://127.0.0.1:6379" },
+           "push2": { "ratelimit": { "enabled": true, "backend": "redis" } },"#,
+        "",
+    );
+    let paths = error_paths(&text);
+    assert!(
+        paths.iter().any(|p| p == "push2.ratelimit.backend"),
+        "{paths:?}"
+    );
+}
+
+#[test]
+fn a_request_timeout_under_a_second_is_refused() {
+    // The check said "from 1s" but let 1ms through: every Web Push then timed out.
+    let text = settings(r#""push2": { "requestTimeout": "1ms" },"#, "");
+    let paths = error_paths(&text);
+    assert!(
+        paths.iter().any(|p| p == "push2.requestTimeout"),
+        "{paths:?}"
+    );
+}

@@ -103,9 +103,12 @@ impl Fence {
         if !explicit && !listed(false) {
             return Err(FenceError::NotListed(origin));
         }
-        let path = uri
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        // `path()` is `/` when the URL has none; `path_and_query()` would then be `?query`,
+        // on which no request can be built.
+        let path = match uri.query() {
+            Some(query) => format!("{}?{query}", uri.path()),
+            None => uri.path().to_owned(),
+        };
         Ok(Admitted {
             origin,
             host,
@@ -230,6 +233,22 @@ mod tests {
         ] {
             assert!(fence.admit(endpoint).is_err(), "{endpoint}");
         }
+    }
+
+    #[test]
+    fn an_endpoint_with_a_query_and_no_path_is_posted_to_the_root() {
+        // Its path and query once read "?x=1", which no request can be built on: the push was
+        // answered as one the push service refused, though nothing was sent.
+        let fence = Fence::new(&["https://push.example"]).unwrap();
+        assert_eq!(
+            fence.admit("https://push.example?x=1").unwrap().path,
+            "/?x=1"
+        );
+        assert_eq!(fence.admit("https://push.example").unwrap().path, "/");
+        assert_eq!(
+            fence.admit("https://push.example/a?b").unwrap().path,
+            "/a?b"
+        );
     }
 
     #[test]

@@ -128,7 +128,10 @@ impl PushTrait for WebPush {
             Err(e) => {
                 let text = format_args!("{e}");
                 self.alarms.log(log::Level::Warn, "origin", &text);
-                return Err(PushError::Transient(e.to_string()));
+                return Err(match e {
+                    OriginError::ResolveTimeout { .. } => PushError::Timeout,
+                    e => PushError::Transient(e.to_string()),
+                });
             }
         };
         match client.send(request).await {

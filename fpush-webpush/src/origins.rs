@@ -47,6 +47,9 @@ pub enum OriginError {
     Fenced(#[from] FenceError),
     #[error("cannot resolve {origin}: {reason}")]
     Resolve { origin: String, reason: String },
+    /// The resolver did not answer within the request timeout.
+    #[error("{origin} did not resolve within {limit:?}")]
+    ResolveTimeout { origin: String, limit: Duration },
     #[error(transparent)]
     Client(#[from] fpush_http::HttpError),
 }
@@ -77,7 +80,7 @@ impl Origins {
         if let Some(client) = self.fresh(&admitted.origin, now) {
             return Ok(client);
         }
-        check_addresses(admitted).await?;
+        check_addresses(admitted, self.settings.request_timeout).await?;
         if let Some(entry) = self.lock().get_mut(&admitted.origin) {
             entry.checked = now;
             entry.used = now;
@@ -145,20 +148,18 @@ impl Origins {
 }
 
 /// Every address the host resolves to must be public, unless the origin is listed exactly.
-async fn check_addresses(admitted: &Admitted) -> Result<(), OriginError> {
+/// The lookup is bounded by `limit` (the request timeout): a slow resolver must not hold a
+/// push longer than a slow push service may.
+async fn check_addresses(admitted: &Admitted, limit: Duration) -> Result<(), OriginError> {
     if admitted.explicit {
         return Ok(());
     }
     let addresses: Vec<IpAddr> = match admitted.host.parse::<IpAddr>() {
         Ok(literal) => vec![literal],
-        Err(_) => tokio::net::lookup_host((admitted.host.as_str(), admitted.port))
-            .await
-            .map_err(|e| OriginError::Resolve {
-                origin: admitted.origin.clone(),
-                reason: e.to_string(),
-            })?
-            .map(|addr| addr.ip())
-            .collect(),
+        Err(_) => {
+            let lookup = tokio::net::lookup_host((admitted.host.as_str(), admitted.port));
+            resolved(admitted, limit, lookup).await?
+        }
     };
     match addresses.into_iter().find(|address| !is_public(*address)) {
         Some(address) => Err(FenceError::NonPublic {
@@ -168,6 +169,30 @@ async fn check_addresses(admitted: &Admitted) -> Result<(), OriginError> {
         .into()),
         None => Ok(()),
     }
+}
+
+/// The addresses of a lookup that answered within `limit`.
+async fn resolved<I>(
+    admitted: &Admitted,
+    limit: Duration,
+    lookup: impl std::future::Future<Output = std::io::Result<I>>,
+) -> Result<Vec<IpAddr>, OriginError>
+where
+    I: Iterator<Item = std::net::SocketAddr>,
+{
+    let origin = || admitted.origin.clone();
+    let answer =
+        tokio::time::timeout(limit, lookup)
+            .await
+            .map_err(|_| OriginError::ResolveTimeout {
+                origin: origin(),
+                limit,
+            })?;
+    let addresses = answer.map_err(|e| OriginError::Resolve {
+        origin: origin(),
+        reason: e.to_string(),
+    })?;
+    Ok(addresses.map(|addr| addr.ip()).collect())
 }
 
 #[cfg(test)]
@@ -182,6 +207,21 @@ mod tests {
             request_timeout: Duration::from_secs(1),
             max_origins,
         })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resolver_that_never_answers_is_given_up_after_the_request_timeout() {
+        let fence = Fence::new(&["https://*.push.example"]).unwrap();
+        let admitted = fence.admit("https://slow.push.example/x").unwrap();
+        let never = std::future::pending::<std::io::Result<std::vec::IntoIter<_>>>();
+        let limit = Duration::from_secs(10);
+        let started = Instant::now();
+        let error = resolved(&admitted, limit, never).await.unwrap_err();
+        assert!(
+            matches!(error, OriginError::ResolveTimeout { .. }),
+            "{error}"
+        );
+        assert_eq!(started.elapsed(), limit);
     }
 
     #[tokio::test]

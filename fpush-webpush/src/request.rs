@@ -56,6 +56,12 @@ fn decode(text: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// The byte length of a payload as this module decodes it, or `None` when it cannot: the
+/// push2 door refuses such a payload itself, with the condition for a bad notification.
+pub fn payload_len(text: &str) -> Option<usize> {
+    decode(text).map(|raw| raw.len())
+}
+
 /// The `k` of RFC 8292: the key as base64url without padding (push2 sends standard base64).
 pub fn vapid_key(key: &str) -> Result<String, RequestError> {
     let raw = decode(key.trim()).ok_or(RequestError::KeyEncoding)?;
@@ -112,15 +118,33 @@ fn authorization(encrypted: &EncryptedPayload) -> Result<Option<String>, Request
             .iter()
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.as_str())
-            .filter(|value| !value.is_empty())
     };
-    let Some(token) = param(PARAM_VAPID_TOKEN) else {
+    authorization_of(param(PARAM_VAPID_TOKEN), param(PARAM_VAPID_KEY))
+}
+
+/// The header of a VAPID token and key; an empty one counts as absent.
+fn authorization_of(
+    token: Option<&str>,
+    key: Option<&str>,
+) -> Result<Option<String>, RequestError> {
+    let Some(token) = token.filter(|token| !token.is_empty()) else {
         return Ok(None);
     };
-    Ok(Some(match param(PARAM_VAPID_KEY) {
+    Ok(Some(match key.filter(|key| !key.is_empty()) {
         Some(key) => format!("vapid t={token}, k={}", vapid_key(key)?),
         None => format!("vapid t={token}"),
     }))
+}
+
+/// Whether a VAPID token and key make an `Authorization` header this module can send: the
+/// push2 door refuses those that do not, as a bad notification, before any module.
+pub fn check_vapid(token: Option<&str>, key: Option<&str>) -> Result<(), RequestError> {
+    match authorization_of(token, key)? {
+        Some(header) => http::HeaderValue::try_from(header)
+            .map(drop)
+            .map_err(|e| RequestError::Http(e.to_string())),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use fpush_traits::settings::duration;
 use serde::Deserialize;
 
 use super::document::Document;
-use super::{values, ConfigError, ModuleSettings, RatelimitSettings};
+use super::{values, ConfigError, ModuleSettings, RatelimitBackend, RatelimitSettings};
 
 /// The id of the module that serves Web Push targets; no configured module may take it.
 pub const WEB_PUSH_MODULE: &str = "webpush";
@@ -94,7 +94,7 @@ pub(super) fn check(
             format!("must be from 1 to {max}"),
         );
     }
-    if push2.request_timeout.is_zero() || push2.request_timeout > Duration::from_secs(300) {
+    if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&push2.request_timeout) {
         error("push2.requestTimeout", "must be from 1s to 5m".to_owned());
     }
     if push2.web_push_origins.as_ref().is_some_and(Vec::is_empty) {
@@ -105,6 +105,14 @@ pub(super) fn check(
     if limit.enabled && limit.ratelimit_time.is_zero() {
         let message = "must be longer than 0s when the ratelimit is enabled".to_owned();
         error("push2.ratelimit.ratelimitTime", message);
+    }
+    // The relay's limiter lives in each instance: accepting a Redis backend would promise a
+    // limit shared between instances that none of them keeps.
+    if limit.backend == RatelimitBackend::Redis {
+        let message = "the relay's ratelimit is kept in each instance; \"redis\" is not \
+                       available here (leave backend out)"
+            .to_owned();
+        error("push2.ratelimit.backend", message);
     }
     if modules.iter().any(|module| module.id == WEB_PUSH_MODULE) {
         let path = format!("pushModules.{WEB_PUSH_MODULE}");
