@@ -246,7 +246,7 @@ impl RegistrationStore for RedisRegistrations {
         if domain.is_empty() || node.is_empty() {
             return Ok(false);
         }
-        Ok(!self.remove_in(domain, node, 0).await?.is_empty())
+        Ok(!self.remove_in(domain, node, 0).await?.1.is_empty())
     }
 
     async fn clear_second_token(&self, domain: &str, node: &str) -> Result<(), StoreError> {
@@ -263,9 +263,9 @@ impl RegistrationStore for RedisRegistrations {
         let mut removed = 0;
         for domain in self.domains().await? {
             loop {
-                let batch = self.remove_in(&domain, "", before).await?.len();
-                removed += batch as u64;
-                if batch < SWEEP_BATCH {
+                let (taken, batch) = self.remove_in(&domain, "", before).await?;
+                removed += batch.len() as u64;
+                if taken < SWEEP_BATCH {
                     break;
                 }
             }
