@@ -418,3 +418,24 @@ fn store_settings_problems_name_the_key_and_the_line() {
         "{errors}"
     );
 }
+
+#[test]
+fn backup_and_export_of_a_store_file_that_is_not_there_fail_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, file) = sqlite_settings(dir.path());
+    let copy = dir.path().join("copy.sqlite3");
+    let out = dir.path().join("out.jsonl");
+    for args in [
+        ["backup", settings.to_str().unwrap(), copy.to_str().unwrap()],
+        ["export", settings.to_str().unwrap(), out.to_str().unwrap()],
+    ] {
+        let output = fpush(&[&["store"][..], &args[..]].concat());
+        assert!(
+            !output.status.success(),
+            "{args:?}: a mistyped store.path is no empty store"
+        );
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains("does not exist"), "{args:?}: {stderr}");
+        assert!(!file.exists(), "{args:?} created the store file");
+    }
+}
