@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use tokio::time::Instant;
 
 /// Most sending domains with a bucket at once; beyond it, new domains share one bucket until
-/// idle ones are swept. A few megabytes at worst.
+/// idle ones are swept. About 35 MB at worst (names of 253 bytes), about 10 MB with everyday ones.
 const MAX_DOMAINS: usize = 100_000;
 /// The bucket domains share once `MAX_DOMAINS` is reached.
 const OVERFLOW_DOMAIN: &str = "";
