@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use tokio::time::Instant;
 
 /// Most sending domains with a bucket at once; beyond it, new domains share one bucket until
-/// idle ones are swept. A few megabytes at worst.
+/// idle ones are swept. About 35 MB at worst (names of 253 bytes), about 10 MB with everyday ones.
 const MAX_DOMAINS: usize = 100_000;
 /// The bucket domains share once `MAX_DOMAINS` is reached.
 const OVERFLOW_DOMAIN: &str = "";
@@ -147,12 +147,15 @@ impl Access {
             ..
         } = self.settings;
         let now = Instant::now();
-        let before = self.buckets.len();
+        // Counted as they go: domains arriving meanwhile make the map's length no measure.
+        let mut forgotten = 0;
         self.buckets.retain(|_, bucket| {
             let idle = now.saturating_duration_since(bucket.at).as_secs_f64();
-            bucket.tokens + idle * rate < burst
+            let busy = bucket.tokens + idle * rate < burst;
+            forgotten += usize::from(!busy);
+            busy
         });
-        before - self.buckets.len()
+        forgotten
     }
 
     /// How often the sweep should run: once a full bucket's refill time, within 1 s … 5 min.
@@ -284,6 +287,24 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(access.sweep(), 2);
         assert_eq!(access.domains(), 0);
+    }
+
+    #[test]
+    fn a_sweep_while_new_domains_arrive_counts_only_what_it_forgot() {
+        let access = Arc::new(access(10.0, 5.0, &[]));
+        let arriving = {
+            let access = access.clone();
+            std::thread::spawn(move || {
+                for n in 0..50_000 {
+                    access.push(&format!("d{n}.example"));
+                }
+            })
+        };
+        while !arriving.is_finished() {
+            // Never more than ever came, whatever arrived while it swept.
+            assert!(access.sweep() <= 50_000);
+        }
+        arriving.join().expect("the pushes ran");
     }
 
     #[tokio::test(start_paused = true)]

@@ -418,3 +418,58 @@ fn store_settings_problems_name_the_key_and_the_line() {
         "{errors}"
     );
 }
+
+#[test]
+fn backup_and_export_of_a_store_file_that_is_not_there_fail_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, file) = sqlite_settings(dir.path());
+    let copy = dir.path().join("copy.sqlite3");
+    let out = dir.path().join("out.jsonl");
+    for args in [
+        ["backup", settings.to_str().unwrap(), copy.to_str().unwrap()],
+        ["export", settings.to_str().unwrap(), out.to_str().unwrap()],
+    ] {
+        let output = fpush(&[&["store"][..], &args[..]].concat());
+        assert!(
+            !output.status.success(),
+            "{args:?}: a mistyped store.path is no empty store"
+        );
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains("does not exist"), "{args:?}: {stderr}");
+        assert!(!file.exists(), "{args:?} created the store file");
+    }
+}
+
+#[tokio::test]
+async fn export_names_a_damaged_redis_registration_and_writes_the_rest() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let redis = settings(dir.path(), r#"{"backend": "redis"}"#, Some(&server.url()));
+    let store = RedisRegistrations::open(&server.settings(), StoreLimits::default()).unwrap();
+    let mut nodes = Vec::new();
+    for (device, account) in [("d1", "a@example.org"), ("d2", "b@example.org")] {
+        let registered = store.register(registration("fcm", device, account));
+        nodes.push(registered.await.unwrap().node);
+    }
+    // Another writer on the shared Redis left a field out of the first.
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let _: i64 = ::redis::cmd("HDEL")
+        .arg(format!("fpush-test:{{example.org}}:r:{}", nodes[0]))
+        .arg("t")
+        .query(&mut connection)
+        .unwrap();
+    let lines = dir.path().join("registrations.jsonl");
+    let output = fpush(&[
+        "store",
+        "export",
+        redis.to_str().unwrap(),
+        lines.to_str().unwrap(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "one was left out: {stderr}");
+    assert!(stderr.contains(&nodes[0]), "{stderr}");
+    let written = std::fs::read_to_string(&lines).unwrap();
+    assert_eq!(written.lines().count(), 1, "{written}");
+    assert!(written.contains(&nodes[1]), "{written}");
+}

@@ -736,3 +736,24 @@ async fn a_redis_registration_gone_while_listing_hides_none_of_the_rest() {
     nodes.sort();
     assert_eq!(seen, nodes);
 }
+
+#[tokio::test]
+async fn a_redis_sweep_goes_past_a_batch_of_nodes_whose_registrations_are_gone() {
+    use fpush::store::{RedisRegistrations, RegistrationStore};
+    let server = store_support::RedisServer::start();
+    let store = RedisRegistrations::open(&server.settings(), limits()).unwrap();
+    let old = restored("d1", "a@example.org", "node-1", ago(200 * DAY));
+    store.restore(old).await.unwrap();
+    // A whole sweep batch of nodes listed by last use, older still, whose hashes are gone (lost
+    // keys, or removed by hand).
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let mut add = ::redis::cmd("ZADD");
+    add.arg("fpush-test:{example.org}:l");
+    for ghost in 0..1_000 {
+        add.arg(ghost).arg(format!("ghost-{ghost}"));
+    }
+    let _: i64 = add.query(&mut connection).unwrap();
+    assert_eq!(store.sweep(ago(180 * DAY)).await.unwrap(), 1);
+    assert!(!is_stored(&store, "example.org", "node-1").await);
+}

@@ -95,9 +95,15 @@ async fn run(command: Command) -> Result<bool, String> {
                 .await
                 .map(|()| true)
         }
-        Command::Export(settings, file) => lines::export(open(&settings)?, file.as_deref()).await,
-        Command::Import(settings, file) => lines::import(open(&settings)?, file.as_deref()).await,
-        Command::ImportP2(settings, file) => p2::import(open(&settings)?, &file).await,
+        Command::Export(settings, file) => {
+            lines::export(open(&settings, Opening::Existing)?, file.as_deref()).await
+        }
+        Command::Import(settings, file) => {
+            lines::import(open(&settings, Opening::MayCreate)?, file.as_deref()).await
+        }
+        Command::ImportP2(settings, file) => {
+            p2::import(open(&settings, Opening::MayCreate)?, &file).await
+        }
     }
 }
 
@@ -114,10 +120,36 @@ fn store_section(settings: &Settings) -> Result<StoreSettings, String> {
         .ok_or_else(|| "the settings have no `store` section".into())
 }
 
-fn open(path: &Path) -> Result<Arc<dyn RegistrationStore>, String> {
+/// Whether a command may create the SQLite file the settings name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    /// Only an import fills a new store.
+    MayCreate,
+    /// Reading a file that is not there would create an empty store and copy nothing: a
+    /// mistyped `store.path` must not pass for an empty store.
+    Existing,
+}
+
+fn open(path: &Path, opening: Opening) -> Result<Arc<dyn RegistrationStore>, String> {
     let settings = load(path)?;
     let store = store_section(&settings)?;
+    if opening == Opening::Existing {
+        must_exist(&store)?;
+    }
     super::open(&store, settings.redis.as_ref(), (&store).into()).map_err(|e| e.to_string())
+}
+
+/// Refuses a SQLite store whose file is missing.
+fn must_exist(store: &StoreSettings) -> Result<(), String> {
+    match (store.backend, &store.path) {
+        (StoreBackend::Sqlite, Some(path)) => match std::fs::metadata(path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Err(format!("store.path: {} does not exist", path.display()))
+            }
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
 }
 
 async fn backup(store: &StoreSettings, file: PathBuf) -> Result<(), String> {
@@ -128,6 +160,7 @@ async fn backup(store: &StoreSettings, file: PathBuf) -> Result<(), String> {
                 .into(),
         ),
     };
+    must_exist(store)?;
     let opened = SqliteStore::open(path, store.into()).map_err(|e| e.to_string())?;
     opened
         .backup(file.clone())

@@ -101,15 +101,15 @@ impl RedisRegistrations {
         Ok(domains)
     }
 
-    /// Up to `limit` of `domain`'s registrations from `offset` in last-use order, and how many
-    /// nodes were read: a registration removed meanwhile leaves the page short, not the domain
-    /// read to its end.
+    /// Up to `limit` of `domain`'s registrations from `offset` in last-use order, why the ones
+    /// that cannot be read back were left out, and how many nodes were read: a registration
+    /// removed meanwhile leaves the page short, not the domain read to its end.
     async fn page_of(
         &self,
         domain: &str,
         offset: usize,
         limit: usize,
-    ) -> Result<(Vec<Registration>, usize), StoreError> {
+    ) -> Result<(Vec<Registration>, Vec<String>, usize), StoreError> {
         let last = isize::try_from(offset + limit).unwrap_or(isize::MAX) - 1;
         let first = isize::try_from(offset).unwrap_or(isize::MAX);
         let nodes: Vec<String> = self
@@ -118,13 +118,16 @@ impl RedisRegistrations {
             .await
             .map_err(failed)?;
         let read = nodes.len();
-        let mut registrations = Vec::with_capacity(read);
+        let (mut registrations, mut unreadable) = (Vec::with_capacity(read), Vec::new());
         for node in nodes {
-            if let Some(registration) = self.find(domain, &node).await? {
-                registrations.push(registration);
+            match self.find(domain, &node).await {
+                Ok(Some(registration)) => registrations.push(registration),
+                Ok(None) => {}
+                Err(StoreError::Unusable(why)) => unreadable.push(why),
+                Err(error) => return Err(error),
             }
         }
-        Ok((registrations, read))
+        Ok((registrations, unreadable, read))
     }
 }
 
@@ -246,7 +249,7 @@ impl RegistrationStore for RedisRegistrations {
         if domain.is_empty() || node.is_empty() {
             return Ok(false);
         }
-        Ok(!self.remove_in(domain, node, 0).await?.is_empty())
+        Ok(!self.remove_in(domain, node, 0).await?.1.is_empty())
     }
 
     async fn clear_second_token(&self, domain: &str, node: &str) -> Result<(), StoreError> {
@@ -263,9 +266,9 @@ impl RegistrationStore for RedisRegistrations {
         let mut removed = 0;
         for domain in self.domains().await? {
             loop {
-                let batch = self.remove_in(&domain, "", before).await?.len();
-                removed += batch as u64;
-                if batch < SWEEP_BATCH {
+                let (taken, batch) = self.remove_in(&domain, "", before).await?;
+                removed += batch.len() as u64;
+                if taken < SWEEP_BATCH {
                     break;
                 }
             }
@@ -302,7 +305,7 @@ impl RegistrationStore for RedisRegistrations {
             },
             Some(None) => return Err(StoreError::Unusable("bad cursor".into())),
         };
-        let mut registrations = Vec::new();
+        let (mut registrations, mut unreadable) = (Vec::new(), Vec::new());
         for domain in self.domains().await? {
             if domain < start {
                 continue;
@@ -311,19 +314,22 @@ impl RegistrationStore for RedisRegistrations {
                 (start, offset) = (domain.clone(), 0);
             }
             let want = limit.max(1) - registrations.len();
-            let (page, read) = self.page_of(&domain, offset, want).await?;
+            let (page, damaged, read) = self.page_of(&domain, offset, want).await?;
             let full = read == want;
             registrations.extend(page);
+            unreadable.extend(damaged);
             if full {
                 let next = Some(format!("{domain}\n{}", offset + want));
                 return Ok(RegistrationPage {
                     registrations,
+                    unreadable,
                     next,
                 });
             }
         }
         Ok(RegistrationPage {
             registrations,
+            unreadable,
             next: None,
         })
     }

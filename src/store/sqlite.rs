@@ -359,6 +359,7 @@ impl RegistrationStore for SqliteStore {
             };
             Ok(RegistrationPage {
                 registrations,
+                unreadable: Vec::new(),
                 next,
             })
         })

@@ -83,7 +83,8 @@ impl Line {
     }
 }
 
-/// Writes every registration; `Ok(true)`.
+/// Writes every registration; `Ok(false)` when some could not be read (each named on standard
+/// error, and the rest written).
 pub(super) async fn export(
     store: Arc<dyn RegistrationStore>,
     file: Option<&Path>,
@@ -93,9 +94,13 @@ pub(super) async fn export(
         None => Box::new(std::io::stdout().lock()),
     };
     let mut sink = BufWriter::new(sink);
-    let (mut after, mut written) = (None, 0u64);
+    let (mut after, mut written, mut skipped) = (None, 0u64, 0u64);
     loop {
         let page = store.list(after, PAGE).await.map_err(|e| e.to_string())?;
+        for why in &page.unreadable {
+            eprintln!("{why}; skipped");
+            skipped += 1;
+        }
         for registration in page.registrations {
             let line = serde_json::to_string(&Line::from(registration))
                 .map_err(|e| format!("cannot write a registration: {e}"))?;
@@ -108,8 +113,8 @@ pub(super) async fn export(
         }
     }
     sink.flush().map_err(|e| format!("cannot write: {e}"))?;
-    eprintln!("exported {written} registrations");
-    Ok(true)
+    eprintln!("exported {written} registrations, skipped {skipped}");
+    Ok(skipped == 0)
 }
 
 /// Restores every readable line; `Ok(false)` when some were skipped.

@@ -2,14 +2,15 @@
 -- last used before ARGV[5] (a sweep).
 -- KEYS: 1 the domain's last-use set.
 -- ARGV: 1 registration key stem, 2 account key stem, 3 node, 4 batch, 5 before.
--- Answers each removed one as service \n device \n channel \n node.
+-- Answers how many nodes it took (a sweep batch's size, ghosts included), then each removed one
+-- as service \n device \n channel \n node.
 local nodes
 if ARGV[3] ~= '' then
   nodes = {ARGV[3]}
 else
   nodes = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[5], 'LIMIT', 0, ARGV[4])
 end
-local removed = {}
+local removed = {tostring(#nodes)}
 for _, node in ipairs(nodes) do
   local key = ARGV[1] .. node
   local fields = redis.call('HMGET', key, 's', 'd', 'c', 'a')

@@ -196,14 +196,17 @@ impl RedisRegistrations {
         Ok(())
     }
 
-    /// Removes `node` (or, with `node` empty, a batch last used before `before`) from `domain`.
+    /// Removes `node` (or, with `node` empty, a batch last used before `before`) from `domain`;
+    /// answers how many nodes it took, and the registrations removed. A node whose hash is gone
+    /// (or lacks its service) is taken but reports no registration, so only the first says
+    /// whether a sweep batch was full.
     pub(super) async fn remove_in(
         &self,
         domain: &str,
         node: &str,
         before: u64,
-    ) -> Result<Vec<String>, StoreError> {
-        let removed: Vec<String> = self
+    ) -> Result<(usize, Vec<String>), StoreError> {
+        let mut removed: Vec<String> = self
             .scripts
             .remove
             .key(self.keys.last_use(domain))
@@ -215,7 +218,12 @@ impl RedisRegistrations {
             .invoke_async(&mut self.connection())
             .await
             .map_err(failed)?;
+        let taken = match removed.first().map(|taken| taken.parse()) {
+            Some(Ok(taken)) => taken,
+            _ => return Err(unexpected("remove")),
+        };
+        removed.remove(0);
         self.forget(domain, &removed).await?;
-        Ok(removed)
+        Ok((taken, removed))
     }
 }
