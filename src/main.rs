@@ -21,7 +21,7 @@ usage: fpush [--check] [SETTINGS]
        fpush store COMMAND SETTINGS ...   (the registration store: `fpush store --help`)
 
 An XEP-0357 push app server: connects to an XMPP server as an external component and delivers
-push notifications to Apple (APNS) and Google (FCM).
+push notifications to Apple (APNS), Google (FCM) and browsers' Web Push services.
 
   SETTINGS      the settings file (default: ./settings.json)
   --check       load and validate SETTINGS (credential files included), print a summary, exit
