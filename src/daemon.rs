@@ -110,9 +110,8 @@ pub async fn run(
             _ = control.shutdown.cancelled() => break Ending::Asked,
             _ = control.reload.notified() => {
                 service.reloading();
-                if reload(&settings_path, &mut settings, &dispatcher, &metrics, &component_tx) {
-                    restart_only.warn_about(&settings);
-                }
+                let link = &component_tx;
+                reload(&settings_path, &mut settings, &dispatcher, &metrics, link, &restart_only);
                 if p2.is_none() && serves_registrations(&settings) {
                     log::warn!("a registration block added by a reload takes effect at the next restart (the store opens at start-up)");
                 }
@@ -361,15 +360,15 @@ pub fn prepare(
     })
 }
 
-/// Re-read the settings file and apply it (`true`), or keep the running settings if it has
-/// problems.
+/// Re-read the settings file and apply it, or keep the running settings if it has problems.
 fn reload(
     path: &Path,
     current: &mut Settings,
     dispatcher: &Dispatcher,
     metrics: &Metrics,
     component: &watch::Sender<ComponentConfig>,
-) -> bool {
+    restart_only: &RestartOnly,
+) {
     log::info!("reloading {}", path.display());
     let previous = dispatcher.modules().load_full();
     let prepared = match prepare(path, metrics, Some(&previous)) {
@@ -380,7 +379,7 @@ fn reload(
                 path.display()
             );
             metrics.count_reload(false);
-            return false;
+            return;
         }
     };
     for warning in &prepared.warnings {
@@ -399,10 +398,11 @@ fn reload(
     if link_settings != *component.borrow() {
         component.send_replace(link_settings);
     }
+    // Before the line that ends a reload, so that a reader of the log sees them with it.
+    restart_only.warn_about(&new);
     *current = new;
     metrics.count_reload(true);
     log::info!("reloaded {}", path.display());
-    true
 }
 
 /// The settings only a restart applies, as the process runs with them. A reload is compared
