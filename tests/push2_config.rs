@@ -178,3 +178,30 @@ fn a_request_timeout_under_a_second_is_refused() {
         "{paths:?}"
     );
 }
+
+#[test]
+fn connection_counts_past_their_bounds_are_reported_at_their_keys_and_lines() {
+    let modules = r#",
+    "ios": { "type": "apple", "apns": { "keyFilePath": "k.p8", "keyId": "K", "teamId": "T",
+             "topic": "t",
+             "maxConnections": 5000 } },
+    "android": { "type": "google", "fcm": { "fcmSecretPath": "sa.json",
+                 "maxConnections": 1001 } }"#;
+    let text = settings(r#""push2": { "maxConnectionsPerOrigin": 65 },"#, modules);
+    let errors = match config::parse(&text, &modules::platforms()) {
+        Ok(_) => panic!("expected errors"),
+        Err(ConfigErrors { errors, .. }) => errors,
+    };
+    let line_of = |marker: &str| text.lines().position(|l| l.contains(marker)).unwrap() + 1;
+    for (path, marker) in [
+        ("pushModules.ios.apns.maxConnections", "5000"),
+        ("pushModules.android.fcm.maxConnections", "1001"),
+        ("push2.maxConnectionsPerOrigin", "65"),
+    ] {
+        let error = errors
+            .iter()
+            .find(|e| e.path == path)
+            .unwrap_or_else(|| panic!("{path} not in {errors:?}"));
+        assert_eq!(error.line, Some(line_of(marker)), "{error}");
+    }
+}

@@ -75,6 +75,14 @@ mod tests {
     }
 
     #[test]
+    fn too_many_connections_are_refused_naming_the_key() {
+        let block = json!({"keyFilePath": "k.p8", "topic": "t", "maxConnections": 100_000});
+        let error = (PLATFORM.parse)(&block).unwrap_err();
+        assert_eq!(error.path, "maxConnections");
+        assert!(error.message.contains("from 0 to 1000"), "{error}");
+    }
+
+    #[test]
     fn unknown_keys_are_reported_and_secrets_stay_out_of_debug() {
         let block = json!({"certFilePath": "c.p12", "certPassword": "hunter2",
             "topic": "com.example", "alertTitel": "typo"});

@@ -56,6 +56,14 @@ mod tests {
     }
 
     #[test]
+    fn too_many_connections_are_refused_naming_the_key() {
+        let block = json!({"fcmSecretPath": "sa.json", "maxConnections": 100_000});
+        let error = (PLATFORM.parse)(&block).unwrap_err();
+        assert_eq!(error.path, "maxConnections");
+        assert!(error.message.contains("from 0 to 1000"), "{error}");
+    }
+
+    #[test]
     fn unknown_keys_are_reported() {
         let block = json!({"fcmSecretPath": "sa.json", "ttl": "1h", "colapseKey": "typo"});
         let parsed = (PLATFORM.parse)(&block).unwrap();
