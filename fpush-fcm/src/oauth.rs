@@ -9,11 +9,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use fpush_http::HttpClient;
 use http::{HeaderValue, Method, Request, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
 use crate::jwt::AssertionSigner;
 use crate::service_account::ServiceAccount;
-use crate::token_cache::{TokenError, TokenGrant};
+use crate::token_cache::{TokenError, TokenGrant, MAX_LIFETIME};
 
 /// Assumed lifetime when the endpoint grants a token without `expires_in` (Google always sends
 /// it); short, so such a token is refreshed early rather than sent after it expired.
@@ -27,10 +28,43 @@ const GRANT_TYPE: &str = "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer"
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
-    #[serde(default)]
-    expires_in: Option<u64>,
+    #[serde(default, deserialize_with = "expires_in")]
+    expires_in: Option<Duration>,
     #[serde(default)]
     token_type: Option<String>,
+}
+
+/// `expires_in` as token endpoints send it. RFC 6749 says a number of seconds; some endpoints
+/// and proxies send a float (`3599.0`) or a decimal string (`"3599"`), and refusing those would
+/// leave the module without a token. A fraction is cut (a token renewed a moment early costs
+/// nothing) and a lifetime past [`MAX_LIFETIME`] is clamped to it. Anything else is refused
+/// without quoting it: the answer it came in carries the access token.
+fn expires_in<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let seconds = match Option::<Value>::deserialize(deserializer)? {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(number)) => number.as_f64(),
+        Some(Value::String(text)) => decimal(&text),
+        Some(_) => None,
+    };
+    match seconds.filter(|seconds| seconds.is_finite() && *seconds >= 0.0) {
+        // Within 0..=MAX_LIFETIME the cast is exact up to the cut fraction.
+        Some(seconds) => Ok(Some(Duration::from_secs(
+            seconds.min(MAX_LIFETIME.as_secs_f64()) as u64,
+        ))),
+        None => Err(serde::de::Error::custom(
+            "expires_in is not a number of seconds",
+        )),
+    }
+}
+
+/// The value of a decimal string (`"3599"`, `"3599.5"`): digits with at most one `.` between
+/// them; signs, exponents, `inf` and `NaN`, which Rust's float parser also takes, are refused.
+fn decimal(text: &str) -> Option<f64> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, "0"));
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    (digits(whole) && digits(fraction))
+        .then(|| text.parse().ok())
+        .flatten()
 }
 
 #[derive(Deserialize)]
@@ -110,10 +144,7 @@ pub(crate) fn interpret(status: StatusCode, body: &[u8]) -> Result<TokenGrant, T
                 )
             })?;
         bearer.set_sensitive(true);
-        let lifetime = granted
-            .expires_in
-            .map(Duration::from_secs)
-            .unwrap_or(LIFETIME_WHEN_UNSAID);
+        let lifetime = granted.expires_in.unwrap_or(LIFETIME_WHEN_UNSAID);
         return Ok(TokenGrant { bearer, lifetime });
     }
     let detail = match serde_json::from_slice::<TokenErrorResponse>(body) {
@@ -157,6 +188,51 @@ mod tests {
     fn a_grant_without_lifetime_is_kept_briefly() {
         let grant = interpret(StatusCode::OK, br#"{"access_token":"t"}"#).unwrap();
         assert_eq!(grant.lifetime, LIFETIME_WHEN_UNSAID);
+    }
+
+    #[test]
+    fn a_lifetime_as_a_float_or_a_decimal_string_is_read_and_clamped() {
+        let lifetime = |expires_in: &str| {
+            let body = format!(r#"{{"access_token":"t","expires_in":{expires_in}}}"#);
+            interpret(StatusCode::OK, body.as_bytes()).map(|grant| grant.lifetime)
+        };
+        let secs = Duration::from_secs;
+        assert_eq!(lifetime("3599.0"), Ok(secs(3599)));
+        assert_eq!(lifetime("3599.9"), Ok(secs(3599)));
+        assert_eq!(lifetime(r#""3599""#), Ok(secs(3599)));
+        assert_eq!(lifetime(r#""3599.5""#), Ok(secs(3599)));
+        assert_eq!(lifetime("0"), Ok(secs(0)));
+        assert_eq!(lifetime("null"), Ok(LIFETIME_WHEN_UNSAID));
+        assert_eq!(lifetime("1e300"), Ok(MAX_LIFETIME));
+        assert_eq!(lifetime(r#""99999999999999999999999""#), Ok(MAX_LIFETIME));
+        assert_eq!(lifetime("18446744073709551615"), Ok(MAX_LIFETIME));
+    }
+
+    #[test]
+    fn a_lifetime_that_is_no_number_of_seconds_is_refused_without_quoting_the_grant() {
+        for expires_in in [
+            "-1",
+            "-0.5",
+            r#""-5""#,
+            r#""3599s""#,
+            r#"" 3599""#,
+            r#""1e3""#,
+            r#""inf""#,
+            r#""NaN""#,
+            r#""""#,
+            r#"".5""#,
+            "true",
+            "[3599]",
+            r#"{"s":3599}"#,
+        ] {
+            let body = format!(r#"{{"access_token":"ya29.SECRET","expires_in":{expires_in}}}"#);
+            let Err(TokenError::Unavailable(text)) = interpret(StatusCode::OK, body.as_bytes())
+            else {
+                panic!("{expires_in}: expected Unavailable");
+            };
+            assert!(text.contains("expires_in"), "{expires_in}: {text}");
+            assert!(!text.contains("SECRET"), "{expires_in}: {text}");
+        }
     }
 
     #[test]
