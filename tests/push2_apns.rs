@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use fpush_testkit::apns::{ApnsHarness, Received, TOPIC};
 use fpush_testkit::settings::with_keys;
+use fpush_testkit::tls::P12Cipher;
 use serde_json::{json, Value};
 
 const DEVICE: &str = "3f2a9c1e5b7d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a4c6e8b0d2f4a";
@@ -42,6 +43,20 @@ impl Apple {
             "ios": module("production", "Production"),
             "ios-dev": module("sandbox", "Sandbox"),
         });
+        Apple::launch(apns, modules, extra).await
+    }
+
+    /// One production module with certificate auth and no PushKit certificate: it sends calls
+    /// as alerts.
+    async fn start_without_pushkit() -> Apple {
+        let apns = ApnsHarness::start().await.unwrap();
+        let block = apns.cert_settings(P12Cipher::Modern).unwrap();
+        let modules = json!({"ios": {"type": "apple", "ratelimit": {"enabled": false},
+            "apns": block}});
+        Apple::launch(apns, modules, "").await
+    }
+
+    async fn launch(apns: ApnsHarness, modules: Value, extra: &str) -> Apple {
         let mut xmpp = FakeXmppServer::bind(SECRET).await.unwrap();
         let fpush = Daemon::start(&settings(&xmpp, &modules.to_string(), extra));
         let link = connect(&mut xmpp).await;
@@ -246,6 +261,47 @@ async fn a_payload_apns_cannot_carry_is_refused_too_large_and_not_sent() {
     apple.send("big", &client, &inner).await;
     let reply = apple.link.next_stanza(WAIT).await.unwrap();
     assert_eq!(reply.attr("id"), Some("big"), "{}", reply.raw);
+    assert_eq!(reply.error_type.as_deref(), Some("modify"), "{}", reply.raw);
+    assert_eq!(
+        reply.error_condition.as_deref(),
+        Some("not-acceptable"),
+        "{}",
+        reply.raw
+    );
+    assert!(apple.apns.server.received().is_empty());
+}
+
+/// A call whose encrypted payload is over an alert's 4 KB and within PushKit's 5 KB.
+fn large_call() -> String {
+    format!(
+        "<encrypted xmlns='urn:xmpp:sce:rfc8291:0'><payload>{}</payload></encrypted><voip/>",
+        "A".repeat(4500)
+    )
+}
+
+#[tokio::test]
+async fn a_call_between_4_and_5_kb_keeps_its_alert_within_pushkit_s_limit() {
+    let mut apple = Apple::start().await;
+    let client = format!("https://api.push.apple.com/3/device/{DEVICE}#{TOPIC}&amp;{VOIP}");
+    apple.send("c1", &client, &large_call()).await;
+    // What went to Apple (the test server refuses every body over 4096 bytes, calls too, so
+    // its answer is not looked at).
+    let call = apple.wait_for_requests(1).await.remove(0);
+    assert_eq!(header(&call, "apns-push-type"), "voip");
+    assert!(call.body.len() <= 5120, "{} bytes", call.body.len());
+    let payload = body(&call);
+    assert_eq!(payload["aps"]["alert"]["title"], "Production");
+    assert_eq!(payload["aps"]["alert"]["body"], "You have a new message");
+    assert_eq!(payload["rfc8291"].as_str().map(str::len), Some(4500));
+}
+
+#[tokio::test]
+async fn a_call_a_module_must_send_as_an_alert_is_refused_when_it_cannot_fit_one() {
+    let mut apple = Apple::start_without_pushkit().await;
+    let client = format!("https://api.push.apple.com/3/device/{DEVICE}#{TOPIC}&amp;{VOIP}");
+    apple.send("c2", &client, &large_call()).await;
+    let reply = apple.link.next_stanza(WAIT).await.unwrap();
+    assert_eq!(reply.attr("id"), Some("c2"), "{}", reply.raw);
     assert_eq!(reply.error_type.as_deref(), Some("modify"), "{}", reply.raw);
     assert_eq!(
         reply.error_condition.as_deref(),

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use fpush_traits::{PushKind, PushNotification};
 use serde_json::{json, Map, Value};
 
-use crate::payload::{PayloadBuilder, MAX_PAYLOAD};
+use crate::payload::PayloadBuilder;
 
 /// Whether `push` is rendered here: a push that names its account (a registering client
 /// protocol's, which also says the kind, the encrypted part and the extra keys).
@@ -17,11 +17,12 @@ pub fn applies(push: &PushNotification) -> bool {
     push.account.is_some()
 }
 
-/// The payload of `push`; when it would exceed Apple's limit, the encrypted part and the extra
-/// keys are left out (a plain alert is better than a refused push).
-pub fn build(builder: &PayloadBuilder, push: &PushNotification) -> Bytes {
+/// The payload of `push` within `limit` (Apple's, for this kind of push); when it would exceed
+/// it, the encrypted part and the extra keys are left out (a plain alert is better than a
+/// refused push). When even that is over `limit`, the caller must not send it.
+pub fn build(builder: &PayloadBuilder, push: &PushNotification, limit: usize) -> Bytes {
     let full = render(builder, push, true);
-    if full.len() <= MAX_PAYLOAD {
+    if full.len() <= limit {
         return Bytes::from(full);
     }
     Bytes::from(render(builder, push, false))
@@ -71,6 +72,7 @@ mod tests {
 
     use super::*;
     use crate::config::ApnsConfig;
+    use crate::payload::{MAX_PAYLOAD, MAX_VOIP_PAYLOAD};
 
     fn builder() -> PayloadBuilder {
         let cfg: ApnsConfig = serde_json::from_str(
@@ -100,7 +102,7 @@ mod tests {
             data: "c2VjcmV0".into(),
             params: vec![("iv".into(), "aXYx".into())],
         });
-        let v = parse(&build(&builder(), &alert));
+        let v = parse(&build(&builder(), &alert, MAX_PAYLOAD));
         assert_eq!(v["aps"]["mutable-content"], 1);
         assert_eq!(v["aps"]["alert"]["title"], "New Message");
         assert_eq!(v["account"], "juliet@capulet.example");
@@ -114,10 +116,10 @@ mod tests {
         let mut plain = push(PushKind::Alert);
         plain.extra = vec![("sender".into(), "romeo@montague.example".into())];
         plain.extra_numbers = vec![("unread-messages".into(), 3)];
-        let v = parse(&build(&builder(), &plain));
+        let v = parse(&build(&builder(), &plain, MAX_PAYLOAD));
         assert_eq!(v["sender"], "romeo@montague.example");
         assert_eq!(v["unread-messages"], json!(3));
-        let v = parse(&build(&builder(), &push(PushKind::Background)));
+        let v = parse(&build(&builder(), &push(PushKind::Background), MAX_PAYLOAD));
         assert_eq!(v["aps"], json!({"content-available": 1}));
         assert_eq!(v["account"], "juliet@capulet.example");
     }
@@ -126,15 +128,30 @@ mod tests {
     fn a_payload_over_apples_limit_becomes_a_plain_alert() {
         let mut large = push(PushKind::Voip);
         large.encrypted = Some(EncryptedPayload {
-            data: "A".repeat(MAX_PAYLOAD),
+            data: "A".repeat(MAX_VOIP_PAYLOAD),
             params: vec![("iv".into(), "aXYx".into())],
         });
-        let bytes = build(&builder(), &large);
-        assert!(bytes.len() <= MAX_PAYLOAD);
+        let bytes = build(&builder(), &large, MAX_VOIP_PAYLOAD);
+        assert!(bytes.len() <= MAX_VOIP_PAYLOAD);
         let v = parse(&bytes);
         assert!(v.get("encrypted").is_none() && v.get("iv").is_none());
         assert_eq!(v["aps"]["mutable-content"], 1);
         assert_eq!(v["account"], "juliet@capulet.example");
+    }
+
+    #[test]
+    fn a_call_fits_the_voip_limit_with_its_details() {
+        let mut call = push(PushKind::Voip);
+        call.encrypted = Some(EncryptedPayload {
+            data: "A".repeat(4200),
+            params: vec![("iv".into(), "aXYx".into())],
+        });
+        let bytes = build(&builder(), &call, MAX_VOIP_PAYLOAD);
+        assert!(bytes.len() <= MAX_VOIP_PAYLOAD, "{}", bytes.len());
+        assert_eq!(
+            parse(&bytes)["encrypted"].as_str().map(str::len),
+            Some(4200)
+        );
     }
 
     #[test]

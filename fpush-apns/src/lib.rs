@@ -33,12 +33,12 @@ use fpush_http::{
     HttpClient, HttpConfig, HttpError, LoudLog, ProviderAnswer, PushLabel, RetryPolicy, Tries,
 };
 use fpush_traits::{
-    DeadTokenReason, Delivered, ProviderSnapshot, PushError, PushNotification, PushTrait,
+    DeadTokenReason, Delivered, ProviderSnapshot, PushError, PushNotification, PushTrait, Rejection,
 };
 
 pub use crate::clock::unix_now;
 pub use crate::config::{ApnsConfig, ApnsEnvironment, ApnsPushType};
-use crate::payload::PayloadBuilder;
+use crate::payload::{PayloadBuilder, MAX_PAYLOAD, MAX_VOIP_PAYLOAD};
 pub use crate::platform::PLATFORM;
 use crate::provider_token::TokenSigner;
 pub use crate::provider_token::{MIN_RENEW_INTERVAL, RENEW_AFTER};
@@ -277,6 +277,25 @@ fn load_auth(module_id: &str, cfg: &ApnsConfig, http: &mut HttpConfig) -> Result
     }
 }
 
+/// Apple's limit on the payload of a push that goes out as `per_push` says: 5 KB for a PushKit
+/// call, 4 KB for anything else (a call sent as an alert included).
+fn payload_limit(per_push: PerPush) -> usize {
+    match per_push.voip {
+        true => MAX_VOIP_PAYLOAD,
+        false => MAX_PAYLOAD,
+    }
+}
+
+/// A payload that even an empty alert leaves over Apple's limit (what cannot be cut is too
+/// large: an encrypted payload, extra keys): refused here, not sent for Apple to refuse, so
+/// it is neither sent mangled nor read as the module's fault.
+fn too_large(len: usize, limit: usize) -> PushError {
+    PushError::Rejected {
+        reason: Rejection::TooLarge,
+        detail: format!("the payload is {len} bytes, over Apple's {limit}"),
+    }
+}
+
 #[async_trait]
 impl PushTrait for ApnsPush {
     async fn send(&self, notification: &PushNotification) -> Result<Delivered, PushError> {
@@ -299,12 +318,16 @@ impl PushTrait for ApnsPush {
         if !plausible_token(token) {
             return Err(PushError::TokenInvalid(DeadTokenReason::Implausible));
         }
+        let limit = payload_limit(per_push);
         let body = match client_payload::applies(notification) {
-            true => client_payload::build(&self.payload, notification),
+            true => client_payload::build(&self.payload, notification, limit),
             false => self
                 .payload
-                .build(&notification.summary, &notification.extra),
+                .build(&notification.summary, &notification.extra, limit),
         };
+        if body.len() > limit {
+            return Err(too_large(body.len(), limit));
+        }
         let push = PushLabel {
             provider: "APNS",
             token,

@@ -1,4 +1,5 @@
-//! The JSON payload Apple delivers to the device, kept under Apple's 4 KB limit.
+//! The JSON payload Apple delivers to the device, kept under Apple's limit: 4 KB, 5 KB for a
+//! PushKit call.
 
 use bytes::Bytes;
 use fpush_traits::PushSummary;
@@ -8,6 +9,8 @@ use crate::config::{ApnsConfig, ApnsPushType};
 
 /// Apple's limit on the payload of a regular push.
 pub const MAX_PAYLOAD: usize = 4096;
+/// Apple's limit on the payload of a PushKit (VoIP) push.
+pub const MAX_VOIP_PAYLOAD: usize = 5120;
 
 /// Builds payloads for one module; the fixed parts are prepared once.
 pub struct PayloadBuilder {
@@ -42,20 +45,23 @@ impl PayloadBuilder {
             ));
         }
         if !builder.from_summary || builder.push_type == ApnsPushType::Background {
-            builder.fixed = Some(builder.fit(&builder.title, &builder.body, &[]));
+            builder.fixed = Some(builder.fit(&builder.title, &builder.body, &[], MAX_PAYLOAD));
         }
         Ok(builder)
     }
 
-    /// The payload for one push; `extra` keys (a client protocol's, e.g. p2's `account`) go to
-    /// the top level next to `additionalData`, replacing its entries of the same name.
-    pub fn build(&self, summary: &PushSummary, extra: &[(String, String)]) -> Bytes {
+    /// The payload for one push, fitted to `limit` ([`MAX_PAYLOAD`], or [`MAX_VOIP_PAYLOAD`]
+    /// for a PushKit call); `extra` keys (a client protocol's, e.g. p2's `account`, push2's
+    /// encrypted payload) go to the top level next to `additionalData`, replacing its entries
+    /// of the same name. When even an empty alert leaves the extra keys over `limit`, the
+    /// result is too: the caller must not send it.
+    pub fn build(&self, summary: &PushSummary, extra: &[(String, String)], limit: usize) -> Bytes {
         match &self.fixed {
             Some(fixed) if extra.is_empty() => return fixed.clone(),
             Some(fixed) => {
                 return self
-                    .appended(fixed, extra)
-                    .unwrap_or_else(|| self.fit(&self.title, &self.body, extra))
+                    .appended(fixed, extra, limit)
+                    .unwrap_or_else(|| self.fit(&self.title, &self.body, extra, limit))
             }
             None => {}
         }
@@ -65,7 +71,7 @@ impl PayloadBuilder {
         };
         let title = pick(&summary.last_message_sender, &self.title);
         let body = pick(&summary.last_message_body, &self.body);
-        self.fit(&title, &body, extra)
+        self.fit(&title, &body, extra, limit)
     }
 
     /// The module's alert title and body and its `additionalData` (for the client payloads of
@@ -99,7 +105,7 @@ impl PayloadBuilder {
     /// a registration (p2's `account`) costs on top of a fixed one, without building the JSON
     /// anew. `None` when a key replaces one already there (or repeats), or the result would be
     /// too large: [`Self::fit`] handles those.
-    fn appended(&self, fixed: &Bytes, extra: &[(String, String)]) -> Option<Bytes> {
+    fn appended(&self, fixed: &Bytes, extra: &[(String, String)], limit: usize) -> Option<Bytes> {
         let taken = |i: usize, key: &String| {
             key == "aps"
                 || self.additional.contains_key(key)
@@ -119,23 +125,24 @@ impl PayloadBuilder {
             serde_json::to_writer(&mut payload, value).ok()?;
         }
         payload.push(b'}');
-        (payload.len() <= MAX_PAYLOAD).then(|| Bytes::from(payload))
+        (payload.len() <= limit).then(|| Bytes::from(payload))
     }
 
-    /// Renders, cutting the body (then the title) until the payload fits: a long message
-    /// is better delivered shortened than not at all.
-    fn fit(&self, title: &str, body: &str, extra: &[(String, String)]) -> Bytes {
+    /// Renders, cutting the body (then the title) until the payload fits `limit`: a long
+    /// message is better delivered shortened than not at all. Extra keys are never cut (an
+    /// encrypted payload cut short is no payload), so with large ones the result may still
+    /// be over `limit`.
+    fn fit(&self, title: &str, body: &str, extra: &[(String, String)], limit: usize) -> Bytes {
         let render = |title: &str, body: &str| self.render(title, body, extra);
         let rendered = render(title, body);
-        if rendered.len() <= MAX_PAYLOAD {
+        if rendered.len() <= limit {
             return Bytes::from(rendered);
         }
-        if render(title, "").len() <= MAX_PAYLOAD {
-            let body = longest_fitting(body, |cut| render(title, cut).len() <= MAX_PAYLOAD);
+        if render(title, "").len() <= limit {
+            let body = longest_fitting(body, |cut| render(title, cut).len() <= limit);
             return Bytes::from(render(title, &body));
         }
-        // `new` checked the skeleton with an empty title fits (extra keys are a few dozen bytes).
-        let title = longest_fitting(title, |cut| render(cut, "").len() <= MAX_PAYLOAD);
+        let title = longest_fitting(title, |cut| render(cut, "").len() <= limit);
         Bytes::from(render(&title, ""))
     }
 }
@@ -185,7 +192,7 @@ mod tests {
     #[test]
     fn default_alert_is_mutable_with_sound() {
         let p = PayloadBuilder::new(&config("")).unwrap();
-        let v = parse(&p.build(&PushSummary::default(), &[]));
+        let v = parse(&p.build(&PushSummary::default(), &[], MAX_PAYLOAD));
         assert_eq!(v["aps"]["mutable-content"], 1);
         assert_eq!(v["aps"]["sound"], "default");
         assert_eq!(v["aps"]["alert"]["title"], "New Message");
@@ -200,7 +207,7 @@ mod tests {
             last_message_sender: Some("juliet@example.org".into()),
             last_message_body: Some("hi".into()),
         };
-        let v = parse(&p.build(&summary, &[]));
+        let v = parse(&p.build(&summary, &[], MAX_PAYLOAD));
         assert_eq!(v["aps"]["alert"]["title"], "juliet@example.org");
         assert_eq!(v["aps"]["alert"]["body"], "hi");
         let v = parse(&p.build(
@@ -209,6 +216,7 @@ mod tests {
                 ..Default::default()
             },
             &[],
+            MAX_PAYLOAD,
         ));
         assert_eq!(v["aps"]["alert"]["body"], "You have a new message");
     }
@@ -219,7 +227,7 @@ mod tests {
             r#", "pushType": "background", "additionalData": {"x": {"y": 1}}"#,
         ))
         .unwrap();
-        let v = parse(&p.build(&PushSummary::default(), &[]));
+        let v = parse(&p.build(&PushSummary::default(), &[], MAX_PAYLOAD));
         assert_eq!(v, json!({"aps": {"content-available": 1}, "x": {"y": 1}}));
     }
 
@@ -231,7 +239,7 @@ mod tests {
                 last_message_body: Some(filler.repeat(5000)),
                 ..Default::default()
             };
-            let bytes = p.build(&summary, &[]);
+            let bytes = p.build(&summary, &[], MAX_PAYLOAD);
             assert!(bytes.len() <= MAX_PAYLOAD, "{filler}: {}", bytes.len());
             assert!(bytes.len() > MAX_PAYLOAD - 64, "{filler}: cut too much");
             let body = parse(&bytes)["aps"]["alert"]["body"]
@@ -250,7 +258,7 @@ mod tests {
             ("account".to_owned(), "d3v1ce".to_owned()),
             ("aps".to_owned(), "refused".to_owned()),
         ];
-        let v = parse(&p.build(&PushSummary::default(), &extra));
+        let v = parse(&p.build(&PushSummary::default(), &extra, MAX_PAYLOAD));
         assert_eq!(v["account"], "d3v1ce");
         assert_eq!(v["k"], 1);
         assert_eq!(v["aps"]["alert"]["title"], "New Message");
@@ -263,12 +271,49 @@ mod tests {
             ("account".to_owned(), "d3v1ce".to_owned()),
             ("channel".to_owned(), "quote \" and \u{1}".to_owned()),
         ];
-        let appended = parse(&p.build(&PushSummary::default(), &extra));
+        let appended = parse(&p.build(&PushSummary::default(), &extra, MAX_PAYLOAD));
         let built = parse(&Bytes::from(p.render(&p.title, &p.body, &extra)));
         assert_eq!(appended, built);
         assert_eq!(appended["channel"], "quote \" and \u{1}");
         let repeated = [extra[0].clone(), extra[0].clone()];
-        assert!(p.appended(p.fixed.as_ref().unwrap(), &repeated).is_none());
+        assert!(p
+            .appended(p.fixed.as_ref().unwrap(), &repeated, MAX_PAYLOAD)
+            .is_none());
+    }
+
+    #[test]
+    fn a_call_is_fitted_to_the_voip_limit_and_keeps_its_alert() {
+        // A push2 call: the encrypted payload under `rfc8291` is over 4 KB, within PushKit's 5.
+        let p = PayloadBuilder::new(&config("")).unwrap();
+        let extra = [("rfc8291".to_owned(), "A".repeat(4500))];
+        let bytes = p.build(&PushSummary::default(), &extra, MAX_VOIP_PAYLOAD);
+        assert!(bytes.len() <= MAX_VOIP_PAYLOAD, "{}", bytes.len());
+        let v = parse(&bytes);
+        assert_eq!(v["aps"]["alert"]["title"], "New Message");
+        assert_eq!(v["aps"]["alert"]["body"], "You have a new message");
+        assert_eq!(v["rfc8291"].as_str().map(str::len), Some(4500));
+        // The same payload as an alert cannot fit: what comes back is over the limit, for the
+        // caller to refuse, and the payload is never cut.
+        let bytes = p.build(&PushSummary::default(), &extra, MAX_PAYLOAD);
+        assert!(bytes.len() > MAX_PAYLOAD);
+        assert_eq!(parse(&bytes)["rfc8291"].as_str().map(str::len), Some(4500));
+    }
+
+    #[test]
+    fn a_long_alert_next_to_a_large_payload_loses_its_body_before_its_title() {
+        let p = PayloadBuilder::new(&config(r#", "alertFromSummary": true"#)).unwrap();
+        let summary = PushSummary {
+            last_message_sender: Some("juliet@example.org".into()),
+            last_message_body: Some("b".repeat(2000)),
+            ..Default::default()
+        };
+        let extra = [("rfc8291".to_owned(), "A".repeat(4500))];
+        let bytes = p.build(&summary, &extra, MAX_VOIP_PAYLOAD);
+        assert!(bytes.len() <= MAX_VOIP_PAYLOAD, "{}", bytes.len());
+        let v = parse(&bytes);
+        assert_eq!(v["aps"]["alert"]["title"], "juliet@example.org");
+        let body = v["aps"]["alert"]["body"].as_str().unwrap();
+        assert!(body.starts_with("bbb") && body.ends_with('…'), "{body}");
     }
 
     #[test]
