@@ -19,7 +19,9 @@ pub fn applies(push: &PushNotification) -> bool {
 
 /// The payload of `push` within `limit` (Apple's, for this kind of push); when it would exceed
 /// it, the encrypted part and the extra keys are left out (a plain alert is better than a
-/// refused push). When even that is over `limit`, the caller must not send it.
+/// refused push). The kind stays: a background push the app asked for to update itself
+/// silently (e.g. "messages read elsewhere": clear the notifications) must not light the screen
+/// up with a "new message" alert. When even that is over `limit`, the caller must not send it.
 pub fn build(builder: &PayloadBuilder, push: &PushNotification, limit: usize) -> Bytes {
     let full = render(builder, push, true);
     if full.len() <= limit {
@@ -32,7 +34,7 @@ fn render(builder: &PayloadBuilder, push: &PushNotification, whole: bool) -> Vec
     let (title, body, additional) = builder.parts();
     let mut root = Map::with_capacity(additional.len() + push.extra.len() + 4);
     let aps = match push.kind {
-        Some(PushKind::Background) if whole => json!({"content-available": 1}),
+        Some(PushKind::Background) => json!({"content-available": 1}),
         // A call carries the alert too: PushKit ignores it, and a module that cannot send
         // PushKit pushes sends the call as this alert.
         _ => json!({
@@ -75,10 +77,14 @@ mod tests {
     use crate::payload::{MAX_PAYLOAD, MAX_VOIP_PAYLOAD};
 
     fn builder() -> PayloadBuilder {
-        let cfg: ApnsConfig = serde_json::from_str(
-            r#"{"keyFilePath": "k", "keyId": "K", "teamId": "T", "topic": "t",
-                "additionalData": {"v": 2}}"#,
-        )
+        builder_with(r#"{"v": 2}"#)
+    }
+
+    fn builder_with(additional: &str) -> PayloadBuilder {
+        let cfg: ApnsConfig = serde_json::from_str(&format!(
+            r#"{{"keyFilePath": "k", "keyId": "K", "teamId": "T", "topic": "t",
+                "additionalData": {additional}}}"#
+        ))
         .unwrap();
         PayloadBuilder::new(&cfg).unwrap()
     }
@@ -152,6 +158,30 @@ mod tests {
             parse(&bytes)["encrypted"].as_str().map(str::len),
             Some(4200)
         );
+    }
+
+    #[test]
+    fn a_background_push_that_does_not_fit_stays_a_background_push() {
+        // A long account next to a large `additionalData`: the unread count pushes it over.
+        let account = format!("{}@capulet.example", "j".repeat(1000));
+        let mut silent = push(PushKind::Background);
+        silent.account = Some(account.clone());
+        silent.extra_numbers = vec![("unread-messages".into(), 0)];
+        let fill = |pad: usize| format!(r#"{{"pad": "{}"}}"#, "p".repeat(pad));
+        // The largest filler with which the push fits only without its extra keys.
+        let pad = (0..MAX_PAYLOAD)
+            .take_while(|&pad| {
+                render(&builder_with(&fill(pad)), &silent, false).len() <= MAX_PAYLOAD
+            })
+            .last()
+            .unwrap();
+        let b = builder_with(&fill(pad));
+        assert!(render(&b, &silent, true).len() > MAX_PAYLOAD);
+        let bytes = build(&b, &silent, MAX_PAYLOAD);
+        assert!(bytes.len() <= MAX_PAYLOAD, "{}", bytes.len());
+        let v = parse(&bytes);
+        assert_eq!(v["aps"], json!({"content-available": 1}));
+        assert_eq!(v["account"], account.as_str());
     }
 
     #[test]
