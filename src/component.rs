@@ -6,8 +6,8 @@
 //! `request::frame_push` reads it while finding its end; anything else as raw bytes), writes
 //! every reply through one
 //! batching writer, pings the server to notice dead links, and reconnects — at once after a link
-//! that was up drops, with backoff after failed attempts. Replies queued while the link is down
-//! wait for the next stream.
+//! that stayed up [`STABLE_LINK`] drops, with backoff after failed attempts and after links that
+//! died sooner. Replies queued while the link is down wait for the next stream.
 
 mod backoff;
 mod framer;
@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::backoff::Backoff;
@@ -29,6 +30,12 @@ use self::framer::FramingError;
 use self::handshake::Opened;
 use self::link::{LinkEnd, PendingReplies};
 use crate::request::Request;
+
+/// How long a stream must stay up to count as a good link. One that dies sooner counts as a
+/// failed attempt and is waited out with the backoff: a server that accepts the handshake and
+/// then closes the stream at once, again and again, must not get a reconnect loop as fast as
+/// the network allows (and a log line per round).
+pub(crate) const STABLE_LINK: Duration = Duration::from_secs(30);
 
 /// Everything the link needs to know.
 #[derive(Clone, PartialEq, Eq)]
@@ -260,9 +267,9 @@ pub async fn run_reconfigurable(
         match target.link_ended(end?, &pending) {
             AfterLink::Stop => return Ok(()),
             AfterLink::Reconnect => {}
-            AfterLink::Wait(reason) => {
+            AfterLink::Wait(delay) => {
                 target
-                    .wait_unless_changed(reason, &mut settings, &shutdown)
+                    .pause_unless_changed(delay, &mut settings, &shutdown)
                     .await
             }
         }
@@ -275,10 +282,11 @@ enum AfterLink {
     Stop,
     /// Reconnect at once.
     Reconnect,
-    /// Another connection took the component's name (Prosody's `component_conflict_resolve =
-    /// "kick_old"`): taking it back at once would make the two kick each other in a tight loop,
-    /// so the backoff is waited out first.
-    Wait(LinkError),
+    /// Wait this long first: the stream died before it stayed up [`STABLE_LINK`], or another
+    /// connection took the component's name (Prosody's `component_conflict_resolve =
+    /// "kick_old"`), where taking it back at once would make the two kick each other in a tight
+    /// loop.
+    Wait(Duration),
 }
 
 /// The settings the link was started with, and whether a reload changed them.
@@ -315,6 +323,8 @@ struct Target {
     /// `host:port`, for the logs.
     address: String,
     backoff: Backoff,
+    /// When the current stream came up.
+    up_since: Instant,
 }
 
 impl Target {
@@ -322,6 +332,7 @@ impl Target {
         Target {
             address: format!("{}:{}", cfg.server_host, cfg.server_port),
             backoff: Backoff::new(cfg.reconnect_base, cfg.reconnect_cap),
+            up_since: Instant::now(),
             cfg,
         }
     }
@@ -358,7 +369,8 @@ impl Target {
         }
     }
 
-    /// A stream is up: the next failure starts the backoff afresh.
+    /// A stream is up. The backoff is only forgotten once it has stayed up (see
+    /// [`Target::link_ended`]).
     fn connected(&mut self, stream_id: &str, state: &watch::Sender<LinkState>) {
         log::info!(
             "component {} connected to {} and authenticated (stream {})",
@@ -366,54 +378,80 @@ impl Target {
             self.address,
             crate::systemd::escape_controls(stream_id)
         );
-        self.backoff.reset();
+        self.up_since = Instant::now();
         state.send_replace(LinkState::Up {
             stream_id: stream_id.to_owned(),
         });
     }
 
-    /// Says how a stream that was up ended, and what comes next.
-    fn link_ended(&self, end: LinkEnd, pending: &PendingReplies) -> AfterLink {
-        match end {
+    /// Says how a stream that was up ended, and what comes next. A stream that stayed up
+    /// [`STABLE_LINK`] starts the backoff afresh; one that died sooner counts as a failure.
+    fn link_ended(&mut self, end: LinkEnd, pending: &PendingReplies) -> AfterLink {
+        let lived = self.up_since.elapsed();
+        if lived >= STABLE_LINK {
+            self.backoff.reset();
+        }
+        let reason = match end {
             LinkEnd::Shutdown => {
                 log::info!(
                     "component {} closed its stream to {}",
                     self.cfg.jid,
                     self.address
                 );
-                AfterLink::Stop
+                return AfterLink::Stop;
             }
-            // Said (loudly) by the wait that follows.
-            LinkEnd::Dropped(reason @ LinkError::Conflict(_)) => AfterLink::Wait(reason),
-            LinkEnd::Dropped(reason) => {
-                log::info!(
-                    "component link to {} lost: {reason}; reconnecting ({} replies waiting)",
-                    self.address,
-                    pending.count()
-                );
-                AfterLink::Reconnect
-            }
+            LinkEnd::Dropped(reason) => reason,
+        };
+        let waiting = pending.count();
+        if let LinkError::Conflict(_) = reason {
+            return AfterLink::Wait(self.failed(reason));
         }
+        if lived >= STABLE_LINK {
+            log::info!(
+                "component link to {} lost: {reason}; reconnecting ({waiting} replies waiting)",
+                self.address
+            );
+            return AfterLink::Reconnect;
+        }
+        let delay = self.backoff.next_delay();
+        log::warn!(
+            "component link to {} lost: {reason}; it was up only {lived:.1?} (under \
+             {STABLE_LINK:?}), so reconnecting in {delay:?} ({waiting} replies waiting)",
+            self.address
+        );
+        AfterLink::Wait(delay)
     }
 
-    /// [`Target::wait_after_failure`], cut short by new settings (a reload that fixes what
-    /// failed is tried at once).
+    /// Says why an attempt failed, then waits out the backoff, cut short by new settings (a
+    /// reload that fixes what failed is tried at once) or by shutdown.
     async fn wait_unless_changed(
         &mut self,
         reason: LinkError,
         settings: &mut SettingsWatch,
         shutdown: &CancellationToken,
     ) {
+        let delay = self.failed(reason);
+        self.pause_unless_changed(delay, settings, shutdown).await
+    }
+
+    /// Waits `delay` before the next attempt, unless new settings or shutdown come first.
+    async fn pause_unless_changed(
+        &self,
+        delay: Duration,
+        settings: &mut SettingsWatch,
+        shutdown: &CancellationToken,
+    ) {
         tokio::select! {
-            () = self.wait_after_failure(reason, shutdown) => {}
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(delay) => {}
             () = settings.changed() => {
                 log::info!("component settings changed: connecting with them at once");
             }
         }
     }
 
-    /// Says why an attempt failed, then waits out the backoff (or until shutdown).
-    async fn wait_after_failure(&mut self, reason: LinkError, shutdown: &CancellationToken) {
+    /// Counts one more failure and says why it failed: the wait before the next attempt.
+    fn failed(&mut self, reason: LinkError) -> Duration {
         let delay = self.backoff.next_delay();
         let (jid, address) = (&self.cfg.jid, &self.address);
         match reason {
@@ -426,10 +464,7 @@ impl Target {
                  retrying in {delay:?}"
             ),
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = tokio::time::sleep(delay) => {}
-        }
+        delay
     }
 }
 

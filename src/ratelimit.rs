@@ -19,6 +19,7 @@ mod redis;
 mod sweeper;
 mod token_key;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -343,9 +344,20 @@ impl Ratelimiter {
 
     /// Takes back the queued send at `at` that a decision recorded for `token`, when the push
     /// could not be queued after all (no room): the token keeps its last real send, instead of
-    /// refusing every push until `at` as already queued while none is. Only this instance's
-    /// map: on the Redis backend the shared entry stays until `at`.
+    /// refusing every push until `at` as already queued while none is. On the Redis backend the
+    /// shared entry is taken back too (in a task of its own, one more round trip), or every
+    /// instance would refuse the token's pushes until `at` and none would send then.
     pub fn unqueue(&self, token: &str, at: Instant) {
+        self.unqueue_locally(token, at);
+        if let Some(undo) = self.unqueue_shared(token) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(undo);
+            }
+        }
+    }
+
+    /// [`Ratelimiter::unqueue`] in this instance's map.
+    fn unqueue_locally(&self, token: &str, at: Instant) {
         let at = self.clock.ticks_at(at);
         if let Some(mut last) = self.last_send.get_mut(&self.hasher.key(token)) {
             // Untouched since (no hold moved it): the send before it was one window earlier.
@@ -353,6 +365,15 @@ impl Ratelimiter {
                 *last = at.saturating_sub(self.window);
             }
         }
+    }
+
+    /// On the Redis backend, the call that takes back `token`'s queued send in the shared entry
+    /// (true when there was one).
+    fn unqueue_shared(&self, token: &str) -> Option<impl Future<Output = bool> + Send + 'static> {
+        let shared = self.shared.clone()?;
+        let key = shared.keys.ratelimit(&TokenDigest::of(token));
+        let window = self.config.window;
+        Some(async move { shared.store.unqueue(&key, window).await })
     }
 
     /// Forgets `token` in this instance (a token that cannot exist need not be limited).
@@ -532,6 +553,82 @@ mod tests {
         // No sweeper runs for a disabled limiter: the holds must not pile up either.
         assert_eq!(limiter.len(), 1);
         assert_eq!(limiter.holds.len(), 1);
+    }
+
+    /// A `redis-server` of the test's own (its files in `_dir`), killed when dropped.
+    struct RedisChild {
+        child: std::process::Child,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for RedisChild {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Two instances' limiters for one module, sharing a fresh Redis.
+    fn two_instances_on_redis(window: Duration) -> (RedisChild, Ratelimiter, Ratelimiter) {
+        let dir = tempfile::tempdir().unwrap();
+        let (child, port) = fpush_testkit::redis_server::start(dir.path(), &[]);
+        let server = RedisChild { child, _dir: dir };
+        let url = format!("redis://127.0.0.1:{port}");
+        let config = RatelimitConfig {
+            window,
+            ..RatelimitConfig::default()
+        };
+        let instance = || {
+            let store = RedisStore::new(&url, "fpush:", RedisOptions::default()).unwrap();
+            Ratelimiter::with_redis(config, store, "app")
+        };
+        (server, instance(), instance())
+    }
+
+    #[tokio::test]
+    async fn a_push_that_could_not_be_queued_is_taken_back_from_redis_for_every_instance() {
+        let (_redis, a, b) = two_instances_on_redis(Duration::from_secs(20));
+        let dead = DeadTokens::new(Duration::ZERO);
+        assert_eq!(
+            a.admit(&dead, "t").await,
+            Admission::Decided(Decision::Send)
+        );
+        let Admission::Decided(Decision::SendAt(at)) = a.admit(&dead, "t").await else {
+            panic!("the second push within the window is queued");
+        };
+        // Instance a's queue is full (`limits.maxQueuedPushes`): the push is answered `wait`,
+        // and what `unqueue` does in a task of its own is awaited here.
+        a.unqueue_locally("t", at);
+        assert!(
+            a.unqueue_shared("t").unwrap().await,
+            "the queued send was taken back"
+        );
+        // The next push for the token, on any instance, is queued as usual: one goes out then.
+        let next = b.admit(&dead, "t").await;
+        assert!(
+            matches!(next, Admission::Decided(Decision::SendAt(_))),
+            "{next:?}: refused as already queued, while nothing is"
+        );
+        assert_eq!(
+            a.admit(&dead, "t").await,
+            Admission::Decided(Decision::Reject)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_send_is_never_taken_back_from_redis() {
+        let (_redis, a, b) = two_instances_on_redis(Duration::from_secs(20));
+        let dead = DeadTokens::new(Duration::ZERO);
+        assert_eq!(
+            a.admit(&dead, "t").await,
+            Admission::Decided(Decision::Send)
+        );
+        assert!(!a.unqueue_shared("t").unwrap().await, "nothing was queued");
+        let next = b.admit(&dead, "t").await;
+        assert!(
+            matches!(next, Admission::Decided(Decision::SendAt(_))),
+            "{next:?}: the send still limits its token"
+        );
     }
 
     #[test]

@@ -86,7 +86,13 @@ async fn a_flapping_link_under_load_gets_one_provider_call_and_one_reply_per_pus
     let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
     // Pushes come at about the per-domain rate for seconds: no share in the way.
     let unshared = r#""access": { "perDomainRate": 0 },"#;
-    let mut fpush = Daemon::start(&settings(&server, &apns_modules(&provider, "5s"), unshared));
+    // Streams that die this young count as failed attempts, each waited out with the backoff:
+    // from a 1 ms base, the few of this test are still reconnected within milliseconds.
+    let modules = apns_modules(&provider, "5s");
+    let timeouts = r#""xmppconnectionError": "1ms""#;
+    let mut fpush = Daemon::start(&settings_with_timeouts(
+        &server, &modules, timeouts, unshared,
+    ));
 
     let started = Instant::now();
     let mut replies = Vec::new();

@@ -125,6 +125,12 @@ impl PushTrait for WebPush {
         let client = match self.origins.client(&admitted).await {
             Ok(client) => client,
             Err(OriginError::Fenced(e)) => return Err(self.refuse(push, &e)),
+            // Logged when the push service asked for it.
+            Err(OriginError::Paused { left, .. }) => {
+                return Err(PushError::ProviderThrottled {
+                    retry_after: Some(left),
+                })
+            }
             Err(e) => {
                 let text = format_args!("{e}");
                 self.alarms.log(log::Level::Warn, "origin", &text);
@@ -138,5 +144,50 @@ impl PushTrait for WebPush {
             Ok(answer) => response::judge(&answer),
             Err(e) => Err(response::failed(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push_to(endpoint: &str) -> PushNotification {
+        PushNotification {
+            token: endpoint.into(),
+            encrypted: Some(fpush_traits::EncryptedPayload::default()),
+            ..PushNotification::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pause_that_outlived_its_client_is_answered_throttled_without_a_request() {
+        // Two origins listed exactly (loopback allowed), one client held at a time.
+        let origins = ["https://127.0.0.1:1", "https://127.0.0.1:2"];
+        let webpush = WebPush::new(WebPushSettings {
+            origins: origins.iter().map(|o| o.to_string()).collect(),
+            max_origins: 1,
+            ..WebPushSettings::default()
+        })
+        .unwrap();
+        // The push service of :1 answered 503 with a Retry-After of ten minutes.
+        let admitted = webpush.fence.admit("https://127.0.0.1:1/ep").unwrap();
+        let paused = webpush.origins.client(&admitted).await.unwrap();
+        paused.pause(Some(Duration::from_secs(600)), "503");
+        // A push to :2 takes the only place (nothing listens there: not delivered).
+        let elsewhere = webpush.send(&push_to("https://127.0.0.1:2/ep")).await;
+        assert!(
+            matches!(elsewhere, Err(PushError::Transient(_))),
+            "{elsewhere:?}"
+        );
+        let again = webpush.send(&push_to("https://127.0.0.1:1/ep")).await;
+        assert!(
+            matches!(
+                again,
+                Err(PushError::ProviderThrottled {
+                    retry_after: Some(_)
+                })
+            ),
+            "{again:?}"
+        );
     }
 }

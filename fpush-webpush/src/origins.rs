@@ -3,6 +3,10 @@
 //! at most `connections_per_origin` connections. A wildcard entry must not mean unbounded
 //! hosts held open.
 //!
+//! A dropped client's pause (a 503 with `Retry-After`) is kept apart, for at most `max_origins`
+//! origins, until it ends: otherwise pushes to many hosts of a wildcard entry would push the
+//! paused one out and end its pause early.
+//!
 //! An origin's addresses are checked against the fence when its client is made and again after
 //! [`RECHECK_AFTER`], so a name that starts resolving to a private address is refused soon.
 
@@ -52,25 +56,37 @@ pub enum OriginError {
     ResolveTimeout { origin: String, limit: Duration },
     #[error(transparent)]
     Client(#[from] fpush_http::HttpError),
+    /// The push service paused the origin, and the pause outlived its client.
+    #[error("{origin} asked for a pause, {left:?} left")]
+    Paused { origin: String, left: Duration },
 }
 
-struct Held {
+struct Entry {
     client: HttpClient,
     checked: Instant,
     used: Instant,
 }
 
+/// The clients held open, by origin, and the pauses of those dropped while paused.
+#[derive(Default)]
+struct Held {
+    clients: HashMap<String, Entry>,
+    /// Until when each origin whose client was dropped by the cap is paused: a new client
+    /// would know nothing of the pause. At most `max_origins` entries.
+    paused: HashMap<String, Instant>,
+}
+
 /// The clients held open, by origin.
 pub struct Origins {
     settings: ClientSettings,
-    held: Mutex<HashMap<String, Held>>,
+    held: Mutex<Held>,
 }
 
 impl Origins {
     pub fn new(settings: ClientSettings) -> Self {
         Origins {
             settings,
-            held: Mutex::new(HashMap::new()),
+            held: Mutex::new(Held::default()),
         }
     }
 
@@ -80,8 +96,9 @@ impl Origins {
         if let Some(client) = self.fresh(&admitted.origin, now) {
             return Ok(client);
         }
+        self.lock().still_paused(&admitted.origin, now)?;
         check_addresses(admitted, self.settings.request_timeout).await?;
-        if let Some(entry) = self.lock().get_mut(&admitted.origin) {
+        if let Some(entry) = self.lock().clients.get_mut(&admitted.origin) {
             entry.checked = now;
             entry.used = now;
             return Ok(entry.client.clone());
@@ -96,31 +113,26 @@ impl Origins {
         };
         let client = HttpClient::new(&admitted.origin, config)?;
         let mut held = self.lock();
-        if let Some(entry) = held.get(&admitted.origin) {
+        if let Some(entry) = held.clients.get(&admitted.origin) {
             // Another push made one meanwhile: share it.
             return Ok(entry.client.clone());
         }
-        if held.len() >= self.settings.max_origins.max(1) {
-            let oldest = held
-                .iter()
-                .min_by_key(|(_, entry)| entry.used)
-                .map(|(origin, _)| origin.clone());
-            if let Some(oldest) = oldest {
-                held.remove(&oldest);
-            }
+        let cap = self.settings.max_origins.max(1);
+        if held.clients.len() >= cap {
+            held.drop_oldest(cap);
         }
-        let entry = Held {
+        let entry = Entry {
             client: client.clone(),
             checked: now,
             used: now,
         };
-        held.insert(admitted.origin.clone(), entry);
+        held.clients.insert(admitted.origin.clone(), entry);
         Ok(client)
     }
 
     /// Origins held now.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().clients.len()
     }
 
     /// Whether no origin is held.
@@ -131,7 +143,7 @@ impl Origins {
     /// The held client of `origin` when its address check still holds.
     fn fresh(&self, origin: &str, now: Instant) -> Option<HttpClient> {
         let mut held = self.lock();
-        let entry = held.get_mut(origin)?;
+        let entry = held.clients.get_mut(origin)?;
         if now.duration_since(entry.checked) > RECHECK_AFTER {
             return None;
         }
@@ -139,11 +151,60 @@ impl Origins {
         Some(entry.client.clone())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
         // The map stays consistent whatever a panicking holder did: entries are whole.
         self.held
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Held {
+    /// Refuses an origin whose dropped client was paused, until the pause ends.
+    fn still_paused(&mut self, origin: &str, now: Instant) -> Result<(), OriginError> {
+        let Some(&until) = self.paused.get(origin) else {
+            return Ok(());
+        };
+        if until <= now {
+            self.paused.remove(origin);
+            return Ok(());
+        }
+        Err(OriginError::Paused {
+            origin: origin.to_owned(),
+            left: until - now,
+        })
+    }
+
+    /// Drops the least recently used client, keeping its pause if one is on.
+    fn drop_oldest(&mut self, cap: usize) {
+        let oldest = self
+            .clients
+            .iter()
+            .min_by_key(|(_, entry)| entry.used)
+            .map(|(origin, _)| origin.clone());
+        let Some((origin, entry)) = oldest.and_then(|o| self.clients.remove_entry(&o)) else {
+            return;
+        };
+        if let Some(left) = entry.client.paused_for() {
+            self.keep_pause(origin, Instant::now() + left, cap);
+        }
+    }
+
+    /// Keeps a pause, within the cap: beyond it the pause that ends soonest goes (one that has
+    /// ended, or, only when more than `cap` origins are paused at once, each by its own push
+    /// service, the shortest).
+    fn keep_pause(&mut self, origin: String, until: Instant, cap: usize) {
+        self.paused.insert(origin, until);
+        if self.paused.len() > cap {
+            let soonest = self
+                .paused
+                .iter()
+                .min_by_key(|(_, &ends)| ends)
+                .map(|(origin, _)| origin.clone());
+            if let Some(soonest) = soonest {
+                self.paused.remove(&soonest);
+            }
+        }
     }
 }
 
@@ -250,5 +311,57 @@ mod tests {
             origins.client(&admitted).await.unwrap();
         }
         assert_eq!(origins.len(), 2);
+    }
+
+    /// The client of `https://127.0.0.1:{port}`, listed exactly (no lookup).
+    async fn client_of(origins: &Origins, port: u16) -> Result<HttpClient, OriginError> {
+        let fence = Fence::new(&[format!("https://127.0.0.1:{port}")]).unwrap();
+        let admitted = fence.admit(&format!("https://127.0.0.1:{port}/x")).unwrap();
+        origins.client(&admitted).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_origin_stays_paused_when_other_origins_push_its_client_out() {
+        let origins = origins(2);
+        let pause = Duration::from_secs(600);
+        // The push service of :1 answered 503 with a Retry-After of ten minutes.
+        client_of(&origins, 1)
+            .await
+            .unwrap()
+            .pause(Some(pause), "503");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // Pushes to other hosts of the same wildcard drop the least recently used client.
+        for port in 2..=5 {
+            client_of(&origins, port).await.unwrap();
+        }
+        assert_eq!(origins.len(), 2);
+        match client_of(&origins, 1).await {
+            Err(OriginError::Paused { left, .. }) => {
+                assert_eq!(left, pause - Duration::from_secs(1))
+            }
+            Err(e) => panic!("{e}"),
+            Ok(client) => assert!(client.paused_for().is_some(), "the pause ended early"),
+        }
+        tokio::time::advance(pause).await;
+        let after = client_of(&origins, 1).await.unwrap();
+        assert_eq!(after.paused_for(), None);
+        assert!(origins.lock().paused.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pauses_kept_for_dropped_clients_stay_within_the_cap() {
+        let origins = origins(2);
+        // Every origin paused, each longer than the one before: the ones ending soonest go.
+        for port in 1..=10u16 {
+            let client = client_of(&origins, port).await.unwrap();
+            client.pause(Some(Duration::from_secs(60 * u64::from(port))), "503");
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        let held = origins.lock();
+        assert_eq!(held.clients.len(), 2);
+        assert_eq!(held.paused.len(), 2);
+        let mut kept: Vec<&str> = held.paused.keys().map(String::as_str).collect();
+        kept.sort();
+        assert_eq!(kept, ["https://127.0.0.1:7", "https://127.0.0.1:8"]);
     }
 }

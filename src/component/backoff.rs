@@ -22,7 +22,7 @@ impl Backoff {
         }
     }
 
-    /// Forgets past failures: called once a link is up.
+    /// Forgets past failures: called once a link has stayed up long enough to count as good.
     pub(crate) fn reset(&mut self) {
         self.failures = 0;
     }

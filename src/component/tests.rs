@@ -292,14 +292,58 @@ async fn wrong_secret_is_retried_with_growing_waits() {
     assert!(!matches!(*component.state.borrow(), LinkState::Up { .. }));
 }
 
+/// Moves the clock `by` at once (the link idle meanwhile), then lets it run on.
+async fn time_passes(by: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
 #[tokio::test]
-async fn a_link_that_was_up_reconnects_at_once() {
+async fn a_link_that_stayed_up_reconnects_at_once() {
     let mut server = server().await;
     let (mut component, first) = up_with_an_hour_of_backoff(&mut server).await;
+    time_passes(STABLE_LINK).await;
     first.drop_connection();
     // With an hour of backoff, only an immediate reconnect arrives within PATIENCE.
     let second = accept(&mut server).await;
     component.wait_up_on(&second).await;
+}
+
+#[tokio::test]
+async fn a_link_that_dies_right_after_the_handshake_waits_out_the_backoff() {
+    let mut server = server().await;
+    let (mut component, first) = up_with_an_hour_of_backoff(&mut server).await;
+    first.drop_connection();
+    component
+        .wait_state(|s| !matches!(s, LinkState::Up { .. }))
+        .await;
+    // A server that accepts the handshake, then closes at once, again and again: reconnecting
+    // at once every time would be a loop as fast as the network allows.
+    let again = server.accept(Duration::from_secs(1)).await;
+    assert!(
+        again.is_err(),
+        "reconnected at once after a link that died at once"
+    );
+    time_passes(Duration::from_secs(3600)).await;
+    let second = accept(&mut server).await;
+    component.wait_up_on(&second).await;
+}
+
+#[tokio::test]
+async fn links_that_die_right_after_the_handshake_are_retried_with_growing_waits() {
+    let mut server = server().await;
+    let _component = Component::start(cfg(server.port()));
+    let mut closed = Vec::new();
+    for _ in 0..3 {
+        let link = accept(&mut server).await;
+        link.drop_connection();
+        closed.push(Instant::now());
+    }
+    // Base 50 ms, then twice that with at most a quarter taken off as jitter.
+    let (first, second) = (closed[1] - closed[0], closed[2] - closed[1]);
+    assert!(first >= Duration::from_millis(50), "{first:?}");
+    assert!(second >= Duration::from_millis(75), "{second:?}");
 }
 
 #[tokio::test]

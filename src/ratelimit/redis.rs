@@ -27,6 +27,8 @@ pub(crate) use keys::{ModuleKeys, TokenDigest};
 
 /// The decision script, loaded once per connection (`EVALSHA`, then `EVAL` if Redis lacks it).
 const DECIDE_LUA: &str = include_str!("redis/decide.lua");
+/// Takes back a queued send that could not be queued locally (see the script).
+const UNQUEUE_LUA: &str = include_str!("redis/unqueue.lua");
 
 /// How patient fpush is with Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +68,7 @@ pub struct RedisStore {
     connection: OnceLock<Connection>,
     health: Health,
     decide: Script,
+    unqueue: Script,
     /// Whether the start-up look at the nodes has been started (`log_nodes_once`).
     nodes_logged: AtomicBool,
 }
@@ -101,6 +104,7 @@ impl RedisStore {
             connection: OnceLock::new(),
             health: Health::new(options.retry_after, fallbacks),
             decide: Script::new(DECIDE_LUA),
+            unqueue: Script::new(UNQUEUE_LUA),
             nodes_logged: AtomicBool::new(false),
         }))
     }
@@ -171,6 +175,22 @@ impl RedisStore {
                 None
             }
         }
+    }
+
+    /// Takes back the queued send that [`RedisStore::decide`] recorded in `ratelimit_key`, when
+    /// the push could not be queued after all; true when one was taken back. Not tried while
+    /// Redis is known to be down: the decision it would undo was then taken locally (and is
+    /// not counted as a fallback, being no decision).
+    pub(crate) async fn unqueue(&self, ratelimit_key: &str, window: Duration) -> bool {
+        if self.health.is_down() {
+            return false;
+        }
+        let mut invocation = self.unqueue.prepare_invoke();
+        invocation.key(ratelimit_key).arg(micros(window));
+        let taken: Option<i64> = self
+            .call(|mut connection| async move { invocation.invoke_async(&mut connection).await })
+            .await;
+        taken == Some(1)
     }
 
     /// Remembers a dead token for `remember`; false when Redis could not be told.

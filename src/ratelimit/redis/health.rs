@@ -78,6 +78,11 @@ impl Health {
         claimed
     }
 
+    /// Whether Redis counts as down (until a retry finds it answering again).
+    pub(crate) fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+    }
+
     /// Redis answered.
     pub(crate) fn succeeded(&self) {
         if !self.down.swap(false, Ordering::AcqRel) {
