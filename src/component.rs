@@ -6,8 +6,8 @@
 //! `request::frame_push` reads it while finding its end; anything else as raw bytes), writes
 //! every reply through one
 //! batching writer, pings the server to notice dead links, and reconnects — at once after a link
-//! that stayed up [`STABLE_LINK`] drops, with backoff after failed attempts and after links that
-//! died sooner. Replies queued while the link is down wait for the next stream.
+//! that was up drops, with backoff after failed attempts and after the second of two links in a
+//! row that died within [`STABLE_LINK`]. Replies queued while the link is down wait for the next stream.
 
 mod backoff;
 mod framer;
@@ -282,7 +282,7 @@ enum AfterLink {
     Stop,
     /// Reconnect at once.
     Reconnect,
-    /// Wait this long first: the stream died before it stayed up [`STABLE_LINK`], or another
+    /// Wait this long first: this stream and the one before died within [`STABLE_LINK`], or another
     /// connection took the component's name (Prosody's `component_conflict_resolve =
     /// "kick_old"`), where taking it back at once would make the two kick each other in a tight
     /// loop.
@@ -325,6 +325,8 @@ struct Target {
     backoff: Backoff,
     /// When the current stream came up.
     up_since: Instant,
+    /// Whether the last stream that ended had died before [`STABLE_LINK`].
+    died_young: bool,
 }
 
 impl Target {
@@ -333,6 +335,7 @@ impl Target {
             address: format!("{}:{}", cfg.server_host, cfg.server_port),
             backoff: Backoff::new(cfg.reconnect_base, cfg.reconnect_cap),
             up_since: Instant::now(),
+            died_young: false,
             cfg,
         }
     }
@@ -385,10 +388,12 @@ impl Target {
     }
 
     /// Says how a stream that was up ended, and what comes next. A stream that stayed up
-    /// [`STABLE_LINK`] starts the backoff afresh; one that died sooner counts as a failure.
+    /// [`STABLE_LINK`] starts the backoff afresh. A dropped stream is reconnected at once, unless
+    /// the one before it died young too: then it counts as a failed attempt.
     fn link_ended(&mut self, end: LinkEnd, pending: &PendingReplies) -> AfterLink {
         let lived = self.up_since.elapsed();
-        if lived >= STABLE_LINK {
+        let young = lived < STABLE_LINK;
+        if !young {
             self.backoff.reset();
         }
         let reason = match end {
@@ -403,10 +408,11 @@ impl Target {
             LinkEnd::Dropped(reason) => reason,
         };
         let waiting = pending.count();
+        let again_young = std::mem::replace(&mut self.died_young, young) && young;
         if let LinkError::Conflict(_) = reason {
             return AfterLink::Wait(self.failed(reason));
         }
-        if lived >= STABLE_LINK {
+        if !again_young {
             log::info!(
                 "component link to {} lost: {reason}; reconnecting ({waiting} replies waiting)",
                 self.address
@@ -415,8 +421,9 @@ impl Target {
         }
         let delay = self.backoff.next_delay();
         log::warn!(
-            "component link to {} lost: {reason}; it was up only {lived:.1?} (under \
-             {STABLE_LINK:?}), so reconnecting in {delay:?} ({waiting} replies waiting)",
+            "component link to {} lost: {reason}; it and the one before were up under \
+             {STABLE_LINK:?} (this one {lived:.1?}), so reconnecting in {delay:?} ({waiting} \
+             replies waiting)",
             self.address
         );
         AfterLink::Wait(delay)
