@@ -28,7 +28,7 @@ pub use command::{
 pub use measured::Measured;
 
 use super::{Refusal, Target, TargetKey};
-use crate::access::domain_of;
+use crate::access::{domain_of, sender_domain};
 use crate::config::RegistrationProtocol;
 use crate::modules::ModuleSet;
 use crate::outcome::Outcome;
@@ -117,8 +117,7 @@ impl P2Door {
         from: &str,
         push: PushRequest,
     ) -> Result<Target, Refusal> {
-        let domain = domain_of(from);
-        let found = self.store.find(domain, &push.token).await;
+        let found = find_registration(&*self.store, from, &push.token).await;
         let registration = match found {
             Ok(Some(registration)) => registration,
             Ok(None) => return Err(Outcome::unknown_registration.into()),
@@ -150,6 +149,7 @@ impl P2Door {
             extra,
             ..PushNotification::default()
         };
+        let domain = &registration.domain;
         let registered = Registered::new(self.store.clone(), domain, push.token, false, stale);
         let target = Target::new(module.clone(), notification, TargetKey::Composite(key));
         Ok(target.bounded().registered(registered))
@@ -251,6 +251,23 @@ impl Registered {
             }
         };
         addressed != now
+    }
+}
+
+/// The registration a push from `from` names by `node`: stored under the sender's domain
+/// folded ([`sender_domain`]), or, for a sender that spells its domain otherwise, under that
+/// spelling, where an fpush that did not fold domains stored it (until the client registers
+/// again, which moves it to the folded domain). Real servers send their domain folded: for them
+/// this is one look-up.
+pub(crate) async fn find_registration(
+    store: &dyn RegistrationStore,
+    from: &str,
+    node: &str,
+) -> Result<Option<Registration>, StoreError> {
+    let (folded, spelled) = (sender_domain(from), domain_of(from));
+    match store.find(&folded, node).await? {
+        None if folded != spelled => store.find(spelled, node).await,
+        found => Ok(found),
     }
 }
 

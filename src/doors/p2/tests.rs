@@ -231,3 +231,80 @@ async fn registered(
     };
     (field("node"), field("secret"))
 }
+
+#[tokio::test]
+async fn a_registration_stored_under_a_domain_as_spelled_moves_when_registered_again() {
+    let (door, store, _dir) = sqlite_door();
+    let modules = fcm_modules();
+    let old = Registration {
+        key: RegistrationKey {
+            service: "fcm".into(),
+            device: device_hash("juliet@Example.ORG", "j1"),
+            channel: String::new(),
+        },
+        account: "juliet@Example.ORG".into(),
+        domain: "Example.ORG".into(),
+        token: "old-token".into(),
+        second_token: None,
+        node: "node-old".into(),
+        secret: "secret-old".into(),
+        last_used: SystemTime::now(),
+    };
+    store.restore(old).await.unwrap();
+    let fields = [("token", "new-token"), ("device-id", "j1")];
+    let again = registered(&door, &modules, "juliet@Example.ORG/phone", &fields).await;
+    assert_eq!(again, ("node-old".into(), "secret-old".into()));
+    let moved = store.find("example.org", "node-old").await.unwrap();
+    assert_eq!(moved.map(|found| found.token).as_deref(), Some("new-token"));
+    assert_eq!(store.find("Example.ORG", "node-old").await.unwrap(), None);
+    assert!(delivers(&door, &modules, "node-old", "secret-old").await);
+}
+
+#[tokio::test]
+async fn a_sender_spelling_its_domain_otherwise_finds_its_registration() {
+    let (door, store, _dir) = sqlite_door();
+    let modules = fcm_modules();
+    let fields = [("token", "juliet-token"), ("device-id", "j1")];
+    let from = "juliet@Example.ORG./phone";
+    let (node, secret) = registered(&door, &modules, from, &fields).await;
+    // Case and a final dot make no other domain (RFC 7622 §3.2), as for the access check.
+    for sender in ["example.org", "EXAMPLE.org.", "Example.ORG."] {
+        let resolved = door.resolve(&modules, sender, push(&node, &secret)).await;
+        assert!(resolved.is_ok(), "a push from {sender}");
+    }
+    let stored = store.find("example.org", &node).await.unwrap();
+    assert!(stored.is_some(), "stored under the folded domain");
+}
+
+#[tokio::test]
+async fn a_registration_stored_under_a_domain_as_spelled_is_still_found_and_removed() {
+    let (door, store, _dir) = sqlite_door();
+    let modules = fcm_modules();
+    // As an earlier fpush stored it: under the domain as the sender spelled it.
+    let old = Registration {
+        key: RegistrationKey {
+            service: "fcm".into(),
+            device: device_hash("juliet@Example.ORG", "j1"),
+            channel: String::new(),
+        },
+        account: "juliet@Example.ORG".into(),
+        domain: "Example.ORG".into(),
+        token: "old-token".into(),
+        second_token: None,
+        node: "node-old".into(),
+        secret: "secret-old".into(),
+        last_used: SystemTime::now(),
+    };
+    store.restore(old).await.unwrap();
+    let target = door
+        .resolve(&modules, "Example.ORG", push("node-old", "secret-old"))
+        .await
+        .expect("found under the spelling it was stored with");
+    let registration = target.registration().expect("registered");
+    let outcome = registration
+        .settle(Outcome::token_invalid, &target.notification)
+        .await;
+    assert_eq!(outcome, Outcome::token_invalid);
+    let left = store.find("Example.ORG", "node-old").await.unwrap();
+    assert_eq!(left, None, "a dead token removes it where it is stored");
+}
