@@ -91,16 +91,17 @@ async fn unregister_removes_that_key_only(backend: Backend) {
 async fn remove_by_domain_and_node(backend: Backend) {
     let store = backend.open(limits());
     let credentials = registered(&*store, "fcm", "d1", "a@example.org").await;
+    let token = "token-of-d1";
     assert!(!store
-        .remove("other.example", &credentials.node)
+        .remove("other.example", &credentials.node, token)
         .await
         .unwrap());
     assert!(store
-        .remove("example.org", &credentials.node)
+        .remove("example.org", &credentials.node, token)
         .await
         .unwrap());
     assert!(!store
-        .remove("example.org", &credentials.node)
+        .remove("example.org", &credentials.node, token)
         .await
         .unwrap());
     assert_eq!(
@@ -113,13 +114,50 @@ async fn remove_by_domain_and_node(backend: Backend) {
     assert_ne!(again, credentials);
 }
 
+async fn remove_keeps_a_registration_renewed_with_another_token(backend: Backend) {
+    let store = backend.open(limits());
+    let credentials = registered(&*store, "fcm", "d1", "a@example.org").await;
+    // The client registered a new token after the push went to the old one.
+    let mut renewed = registration("fcm", "d1", "a@example.org");
+    renewed.token = "new-token".into();
+    assert_eq!(store.register(renewed).await.unwrap(), credentials);
+    let node = &credentials.node;
+    assert!(!store
+        .remove("example.org", node, "token-of-d1")
+        .await
+        .unwrap());
+    let found = store.find("example.org", node).await.unwrap().unwrap();
+    assert_eq!(found.token, "new-token");
+    assert!(store
+        .remove("example.org", node, "new-token")
+        .await
+        .unwrap());
+    assert_eq!(store.counts().await.unwrap(), vec![]);
+}
+
+async fn clear_second_token_keeps_a_renewed_second_token(backend: Backend) {
+    let store = backend.open(limits());
+    let mut wanted = registration("apns", "d1", "a@example.org");
+    wanted.second_token = Some("old-voip".into());
+    let credentials = store.register(wanted.clone()).await.unwrap();
+    wanted.second_token = Some("new-voip".into());
+    store.register(wanted).await.unwrap();
+    let node = &credentials.node;
+    store
+        .clear_second_token("example.org", node, "old-voip")
+        .await
+        .unwrap();
+    let found = store.find("example.org", node).await.unwrap().unwrap();
+    assert_eq!(found.second_token.as_deref(), Some("new-voip"));
+}
+
 async fn clear_second_token_keeps_the_rest(backend: Backend) {
     let store = backend.open(limits());
     let mut wanted = registration("apns", "d1", "a@example.org");
     wanted.second_token = Some("voip".into());
     let credentials = store.register(wanted).await.unwrap();
     store
-        .clear_second_token("example.org", &credentials.node)
+        .clear_second_token("example.org", &credentials.node, "voip")
         .await
         .unwrap();
     let found = store
@@ -413,7 +451,7 @@ async fn registrations_survive_reopening_and_are_shared(backend: Backend) {
     assert_eq!(again, credentials);
     drop(first);
     assert!(second
-        .remove("example.org", &credentials.node)
+        .remove("example.org", &credentials.node, "token-of-d1")
         .await
         .unwrap());
     let third = backend.open(limits());
@@ -559,6 +597,8 @@ suite!(
     upsert_keeps_node_and_secret_and_updates_the_token,
     unregister_removes_that_key_only,
     remove_by_domain_and_node,
+    remove_keeps_a_registration_renewed_with_another_token,
+    clear_second_token_keeps_a_renewed_second_token,
     clear_second_token_keeps_the_rest,
     one_more_than_max_per_account_replaces_the_least_recently_used,
     a_new_registration_beyond_max_per_domain_is_refused,

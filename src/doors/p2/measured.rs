@@ -66,14 +66,20 @@ impl RegistrationStore for Measured {
         self.timed("unregister", self.inner.unregister(key)).await
     }
 
-    async fn remove(&self, domain: &str, node: &str) -> Result<bool, StoreError> {
-        self.timed("remove", self.inner.remove(domain, node)).await
+    async fn remove(&self, domain: &str, node: &str, token: &str) -> Result<bool, StoreError> {
+        self.timed("remove", self.inner.remove(domain, node, token))
+            .await
     }
 
-    async fn clear_second_token(&self, domain: &str, node: &str) -> Result<(), StoreError> {
+    async fn clear_second_token(
+        &self,
+        domain: &str,
+        node: &str,
+        second_token: &str,
+    ) -> Result<(), StoreError> {
         self.timed(
             "clear_second_token",
-            self.inner.clear_second_token(domain, node),
+            self.inner.clear_second_token(domain, node, second_token),
         )
         .await
     }
