@@ -176,6 +176,10 @@ pub trait RegistrationStore: Send + Sync {
     /// Removes registrations last used before `before`; answers how many.
     async fn sweep(&self, before: SystemTime) -> Result<u64, StoreError>;
 
+    /// How many registrations were last used before `before`: what [`Self::sweep`] would
+    /// remove, which the sweeper weighs first (a wrong clock makes everything look unused).
+    async fn count_unused(&self, before: SystemTime) -> Result<u64, StoreError>;
+
     /// How many registrations each service holds, for the metrics.
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
 

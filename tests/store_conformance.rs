@@ -375,7 +375,10 @@ async fn sweep_removes_registrations_unused_since_the_cutoff(backend: Backend) {
         .await
         .unwrap();
     let fresh = registered(&*store, "fcm", "d4", "d@example.org").await;
+    // What the sweeper weighs before a sweep: what the sweep then removes.
+    assert_eq!(store.count_unused(ago(180 * DAY)).await.unwrap(), 2);
     assert_eq!(store.sweep(ago(180 * DAY)).await.unwrap(), 2);
+    assert_eq!(store.count_unused(ago(180 * DAY)).await.unwrap(), 0);
     assert_eq!(store.find("example.org", "node-1").await.unwrap(), None);
     assert_eq!(store.find("example.net", "node-2").await.unwrap(), None);
     assert!(store.find("example.org", "node-3").await.unwrap().is_some());
@@ -796,4 +799,113 @@ async fn a_redis_sweep_goes_past_a_batch_of_nodes_whose_registrations_are_gone()
     let _: i64 = add.query(&mut connection).unwrap();
     assert_eq!(store.sweep(ago(180 * DAY)).await.unwrap(), 1);
     assert!(!is_stored(&store, "example.org", "node-1").await);
+}
+
+/// A store whose sweeps (and the sweeper's questions before one) are reported as they happen.
+struct Watched {
+    inner: std::sync::Arc<dyn fpush::store::RegistrationStore>,
+    calls: tokio::sync::mpsc::UnboundedSender<&'static str>,
+}
+
+#[async_trait::async_trait]
+impl fpush::store::RegistrationStore for Watched {
+    async fn register(
+        &self,
+        registration: fpush::store::Registration,
+    ) -> Result<Credentials, StoreError> {
+        self.inner.register(registration).await
+    }
+    async fn find(
+        &self,
+        domain: &str,
+        node: &str,
+    ) -> Result<Option<fpush::store::Registration>, StoreError> {
+        self.inner.find(domain, node).await
+    }
+    async fn touch(&self, domain: &str, node: &str) -> Result<(), StoreError> {
+        self.inner.touch(domain, node).await
+    }
+    async fn unregister(&self, key: &RegistrationKey) -> Result<bool, StoreError> {
+        self.inner.unregister(key).await
+    }
+    async fn remove(&self, domain: &str, node: &str, token: &str) -> Result<bool, StoreError> {
+        self.inner.remove(domain, node, token).await
+    }
+    async fn clear_second_token(
+        &self,
+        domain: &str,
+        node: &str,
+        v: &str,
+    ) -> Result<(), StoreError> {
+        self.inner.clear_second_token(domain, node, v).await
+    }
+    async fn sweep(&self, before: SystemTime) -> Result<u64, StoreError> {
+        let swept = self.inner.sweep(before).await;
+        let _ = self.calls.send("sweep");
+        swept
+    }
+    async fn count_unused(&self, before: SystemTime) -> Result<u64, StoreError> {
+        let _ = self.calls.send("count_unused");
+        self.inner.count_unused(before).await
+    }
+    async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.inner.counts().await
+    }
+}
+
+#[tokio::test]
+async fn the_sweeper_keeps_a_store_that_a_clock_step_made_look_unused() {
+    // The clock stepped 200 days ahead (a bad NTP server, a VM restored from a snapshot):
+    // every registration looks unused for longer than `expireAfter`.
+    let backend = Backend::sqlite();
+    let store = backend.open(limits());
+    for n in 0..150 {
+        let device = format!("d{n}");
+        let account = format!("u{n}@example.org");
+        let node = format!("node-{n}");
+        let stepped = restored(&device, &account, &node, ago(200 * DAY));
+        store.restore(stepped).await.unwrap();
+    }
+    let (calls, mut called) = tokio::sync::mpsc::unbounded_channel();
+    let watched = std::sync::Arc::new(Watched {
+        inner: store.clone(),
+        calls,
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let every = Duration::from_millis(20);
+    let sweeper = fpush::store::spawn_sweeper(watched, every, 180 * DAY, stop.clone());
+    // Two turns begun: the first is over.
+    for _ in 0..2 {
+        let call = tokio::time::timeout(Duration::from_secs(10), called.recv()).await;
+        assert!(matches!(call, Ok(Some(_))), "the sweeper did not run");
+    }
+    stop.cancel();
+    sweeper.await.unwrap();
+    let total: u64 = store.counts().await.unwrap().iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 150, "a clock step wiped the store");
+}
+
+#[tokio::test]
+async fn the_sweeper_removes_a_minority_of_a_large_store_as_usual() {
+    let backend = Backend::sqlite();
+    let store = backend.open(limits());
+    for n in 0..150 {
+        let last_used = if n < 30 { ago(200 * DAY) } else { ago(HOUR) };
+        let device = format!("d{n}");
+        let account = format!("u{n}@example.org");
+        let registration = restored(&device, &account, &format!("node-{n}"), last_used);
+        store.restore(registration).await.unwrap();
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let every = Duration::from_millis(20);
+    let sweeper = fpush::store::spawn_sweeper(store.clone(), every, 180 * DAY, stop.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.find("example.org", "node-0").await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "not swept");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    sweeper.await.unwrap();
+    let total: u64 = store.counts().await.unwrap().iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 120);
 }

@@ -289,6 +289,21 @@ impl RegistrationStore for RedisRegistrations {
         Ok(removed)
     }
 
+    async fn count_unused(&self, before: SystemTime) -> Result<u64, StoreError> {
+        let before = format!("({}", unix(before));
+        let mut unused = 0;
+        for domain in self.domains().await? {
+            let last_use = self.keys.last_use(&domain);
+            let count: u64 = self
+                .connection()
+                .zcount(last_use, "-inf", &before)
+                .await
+                .map_err(failed)?;
+            unused += count;
+        }
+        Ok(unused)
+    }
+
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let counts: HashMap<String, i64> = self
             .connection()

@@ -326,6 +326,17 @@ impl RegistrationStore for SqliteStore {
         }
     }
 
+    async fn count_unused(&self, before: SystemTime) -> Result<u64, StoreError> {
+        let before = unix(before);
+        self.read(move |reader| {
+            let count = "SELECT count(*) FROM registrations WHERE last_used < ?1";
+            reader
+                .query_row(count, [before], |row| row.get(0))
+                .map_err(failed)
+        })
+        .await
+    }
+
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.read(|reader| {
             let mut statement = reader

@@ -162,6 +162,10 @@ impl RegistrationStore for MemoryStore {
         self.check().map(|_| 0)
     }
 
+    async fn count_unused(&self, _: SystemTime) -> Result<u64, StoreError> {
+        self.check().map(|_| 0)
+    }
+
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.check()?;
         Ok(vec![("fcm".into(), self.all().len() as u64)])

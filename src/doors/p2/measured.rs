@@ -17,7 +17,7 @@ pub struct Measured {
 }
 
 /// Every operation a store call is counted under: their error series exist from start-up at 0.
-const OPERATIONS: [&str; 8] = [
+const OPERATIONS: [&str; 9] = [
     "register",
     "find",
     "touch",
@@ -25,6 +25,7 @@ const OPERATIONS: [&str; 8] = [
     "remove",
     "clear_second_token",
     "sweep",
+    "count_unused",
     "counts",
 ];
 
@@ -86,6 +87,11 @@ impl RegistrationStore for Measured {
 
     async fn sweep(&self, before: SystemTime) -> Result<u64, StoreError> {
         self.timed("sweep", self.inner.sweep(before)).await
+    }
+
+    async fn count_unused(&self, before: SystemTime) -> Result<u64, StoreError> {
+        self.timed("count_unused", self.inner.count_unused(before))
+            .await
     }
 
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {

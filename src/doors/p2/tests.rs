@@ -108,6 +108,9 @@ impl RegistrationStore for Touches {
     async fn sweep(&self, _: SystemTime) -> Result<u64, StoreError> {
         Ok(0)
     }
+    async fn count_unused(&self, _: SystemTime) -> Result<u64, StoreError> {
+        Ok(0)
+    }
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         Ok(Vec::new())
     }
@@ -432,6 +435,9 @@ impl RegistrationStore for Replaces {
     }
     async fn sweep(&self, before: SystemTime) -> Result<u64, StoreError> {
         self.inner.sweep(before).await
+    }
+    async fn count_unused(&self, before: SystemTime) -> Result<u64, StoreError> {
+        self.inner.count_unused(before).await
     }
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.inner.counts().await
