@@ -89,7 +89,7 @@ impl Access {
     /// May `from` send a request other than a push (a registration command)? Any JID of a served
     /// domain, within its domain's share: clients send these from their full JIDs.
     pub fn request(&self, from: &str) -> Verdict {
-        let domain = canonical_domain(domain_of(from));
+        let domain = sender_domain(from);
         if !self.serves(&domain) {
             return Verdict::Forbidden;
         }
@@ -181,8 +181,15 @@ pub fn domain_of(jid: &str) -> &str {
     bare.rsplit_once('@').map_or(bare, |(_, domain)| domain)
 }
 
+/// The sending domain of `jid`, as one name whatever its spelling (see [`canonical_domain`]):
+/// what the access policy and the registration store both know a sender by.
+pub fn sender_domain(jid: &str) -> Cow<'_, str> {
+    canonical_domain(domain_of(jid))
+}
+
 /// `domain` as one name whatever its spelling: without a final dot (RFC 7622 §3.2) and in
-/// lower case, so that `Example.ORG.` draws on `example.org`'s share instead of a share of its own.
+/// lower case, so that `Example.ORG.` draws on `example.org`'s share instead of a share of its
+/// own, and finds the registrations made under `example.org`.
 fn canonical_domain(domain: &str) -> Cow<'_, str> {
     let domain = domain.strip_suffix('.').unwrap_or(domain);
     if domain.bytes().any(|byte| byte.is_ascii_uppercase()) {
@@ -223,6 +230,13 @@ mod tests {
         assert_eq!(domain_of("juliet@example.org"), "example.org");
         assert_eq!(domain_of("juliet@example.org/balcony"), "example.org");
         assert_eq!(domain_of("example.org/res@x"), "example.org");
+    }
+
+    #[test]
+    fn sender_domains_fold_case_and_one_final_dot() {
+        assert_eq!(sender_domain("juliet@Example.ORG./balcony"), "example.org");
+        assert_eq!(sender_domain("EXAMPLE.org"), "example.org");
+        assert!(matches!(sender_domain("example.org"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -159,14 +159,26 @@ pub trait RegistrationStore: Send + Sync {
     /// Removes the registration with this key; `false` when there was none.
     async fn unregister(&self, key: &RegistrationKey) -> Result<bool, StoreError>;
 
-    /// Removes the registration a push names (its token is dead); `false` when there was none.
-    async fn remove(&self, domain: &str, node: &str) -> Result<bool, StoreError>;
+    /// Removes the registration a push names if it still holds `token`, the token a provider
+    /// said is dead; `false` when none was removed. The comparison and the removal are one step,
+    /// so that a registration the client renewed meanwhile (same node, a new token) is kept.
+    async fn remove(&self, domain: &str, node: &str, token: &str) -> Result<bool, StoreError>;
 
-    /// Forgets the second token of a registration (a dead VoIP token).
-    async fn clear_second_token(&self, domain: &str, node: &str) -> Result<(), StoreError>;
+    /// Forgets the second token of a registration if it is still `second_token` (a dead VoIP
+    /// token), in one step as for [`Self::remove`].
+    async fn clear_second_token(
+        &self,
+        domain: &str,
+        node: &str,
+        second_token: &str,
+    ) -> Result<(), StoreError>;
 
     /// Removes registrations last used before `before`; answers how many.
     async fn sweep(&self, before: SystemTime) -> Result<u64, StoreError>;
+
+    /// How many registrations were last used before `before`: what [`Self::sweep`] would
+    /// remove, which the sweeper weighs first (a wrong clock makes everything look unused).
+    async fn count_unused(&self, before: SystemTime) -> Result<u64, StoreError>;
 
     /// How many registrations each service holds, for the metrics.
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError>;

@@ -91,16 +91,17 @@ async fn unregister_removes_that_key_only(backend: Backend) {
 async fn remove_by_domain_and_node(backend: Backend) {
     let store = backend.open(limits());
     let credentials = registered(&*store, "fcm", "d1", "a@example.org").await;
+    let token = "token-of-d1";
     assert!(!store
-        .remove("other.example", &credentials.node)
+        .remove("other.example", &credentials.node, token)
         .await
         .unwrap());
     assert!(store
-        .remove("example.org", &credentials.node)
+        .remove("example.org", &credentials.node, token)
         .await
         .unwrap());
     assert!(!store
-        .remove("example.org", &credentials.node)
+        .remove("example.org", &credentials.node, token)
         .await
         .unwrap());
     assert_eq!(
@@ -113,13 +114,50 @@ async fn remove_by_domain_and_node(backend: Backend) {
     assert_ne!(again, credentials);
 }
 
+async fn remove_keeps_a_registration_renewed_with_another_token(backend: Backend) {
+    let store = backend.open(limits());
+    let credentials = registered(&*store, "fcm", "d1", "a@example.org").await;
+    // The client registered a new token after the push went to the old one.
+    let mut renewed = registration("fcm", "d1", "a@example.org");
+    renewed.token = "new-token".into();
+    assert_eq!(store.register(renewed).await.unwrap(), credentials);
+    let node = &credentials.node;
+    assert!(!store
+        .remove("example.org", node, "token-of-d1")
+        .await
+        .unwrap());
+    let found = store.find("example.org", node).await.unwrap().unwrap();
+    assert_eq!(found.token, "new-token");
+    assert!(store
+        .remove("example.org", node, "new-token")
+        .await
+        .unwrap());
+    assert_eq!(store.counts().await.unwrap(), vec![]);
+}
+
+async fn clear_second_token_keeps_a_renewed_second_token(backend: Backend) {
+    let store = backend.open(limits());
+    let mut wanted = registration("apns", "d1", "a@example.org");
+    wanted.second_token = Some("old-voip".into());
+    let credentials = store.register(wanted.clone()).await.unwrap();
+    wanted.second_token = Some("new-voip".into());
+    store.register(wanted).await.unwrap();
+    let node = &credentials.node;
+    store
+        .clear_second_token("example.org", node, "old-voip")
+        .await
+        .unwrap();
+    let found = store.find("example.org", node).await.unwrap().unwrap();
+    assert_eq!(found.second_token.as_deref(), Some("new-voip"));
+}
+
 async fn clear_second_token_keeps_the_rest(backend: Backend) {
     let store = backend.open(limits());
     let mut wanted = registration("apns", "d1", "a@example.org");
     wanted.second_token = Some("voip".into());
     let credentials = store.register(wanted).await.unwrap();
     store
-        .clear_second_token("example.org", &credentials.node)
+        .clear_second_token("example.org", &credentials.node, "voip")
         .await
         .unwrap();
     let found = store
@@ -337,7 +375,10 @@ async fn sweep_removes_registrations_unused_since_the_cutoff(backend: Backend) {
         .await
         .unwrap();
     let fresh = registered(&*store, "fcm", "d4", "d@example.org").await;
+    // What the sweeper weighs before a sweep: what the sweep then removes.
+    assert_eq!(store.count_unused(ago(180 * DAY)).await.unwrap(), 2);
     assert_eq!(store.sweep(ago(180 * DAY)).await.unwrap(), 2);
+    assert_eq!(store.count_unused(ago(180 * DAY)).await.unwrap(), 0);
     assert_eq!(store.find("example.org", "node-1").await.unwrap(), None);
     assert_eq!(store.find("example.net", "node-2").await.unwrap(), None);
     assert!(store.find("example.org", "node-3").await.unwrap().is_some());
@@ -413,7 +454,7 @@ async fn registrations_survive_reopening_and_are_shared(backend: Backend) {
     assert_eq!(again, credentials);
     drop(first);
     assert!(second
-        .remove("example.org", &credentials.node)
+        .remove("example.org", &credentials.node, "token-of-d1")
         .await
         .unwrap());
     let third = backend.open(limits());
@@ -559,6 +600,8 @@ suite!(
     upsert_keeps_node_and_secret_and_updates_the_token,
     unregister_removes_that_key_only,
     remove_by_domain_and_node,
+    remove_keeps_a_registration_renewed_with_another_token,
+    clear_second_token_keeps_a_renewed_second_token,
     clear_second_token_keeps_the_rest,
     one_more_than_max_per_account_replaces_the_least_recently_used,
     a_new_registration_beyond_max_per_domain_is_refused,
@@ -756,4 +799,113 @@ async fn a_redis_sweep_goes_past_a_batch_of_nodes_whose_registrations_are_gone()
     let _: i64 = add.query(&mut connection).unwrap();
     assert_eq!(store.sweep(ago(180 * DAY)).await.unwrap(), 1);
     assert!(!is_stored(&store, "example.org", "node-1").await);
+}
+
+/// A store whose sweeps (and the sweeper's questions before one) are reported as they happen.
+struct Watched {
+    inner: std::sync::Arc<dyn fpush::store::RegistrationStore>,
+    calls: tokio::sync::mpsc::UnboundedSender<&'static str>,
+}
+
+#[async_trait::async_trait]
+impl fpush::store::RegistrationStore for Watched {
+    async fn register(
+        &self,
+        registration: fpush::store::Registration,
+    ) -> Result<Credentials, StoreError> {
+        self.inner.register(registration).await
+    }
+    async fn find(
+        &self,
+        domain: &str,
+        node: &str,
+    ) -> Result<Option<fpush::store::Registration>, StoreError> {
+        self.inner.find(domain, node).await
+    }
+    async fn touch(&self, domain: &str, node: &str) -> Result<(), StoreError> {
+        self.inner.touch(domain, node).await
+    }
+    async fn unregister(&self, key: &RegistrationKey) -> Result<bool, StoreError> {
+        self.inner.unregister(key).await
+    }
+    async fn remove(&self, domain: &str, node: &str, token: &str) -> Result<bool, StoreError> {
+        self.inner.remove(domain, node, token).await
+    }
+    async fn clear_second_token(
+        &self,
+        domain: &str,
+        node: &str,
+        v: &str,
+    ) -> Result<(), StoreError> {
+        self.inner.clear_second_token(domain, node, v).await
+    }
+    async fn sweep(&self, before: SystemTime) -> Result<u64, StoreError> {
+        let swept = self.inner.sweep(before).await;
+        let _ = self.calls.send("sweep");
+        swept
+    }
+    async fn count_unused(&self, before: SystemTime) -> Result<u64, StoreError> {
+        let _ = self.calls.send("count_unused");
+        self.inner.count_unused(before).await
+    }
+    async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.inner.counts().await
+    }
+}
+
+#[tokio::test]
+async fn the_sweeper_keeps_a_store_that_a_clock_step_made_look_unused() {
+    // The clock stepped 200 days ahead (a bad NTP server, a VM restored from a snapshot):
+    // every registration looks unused for longer than `expireAfter`.
+    let backend = Backend::sqlite();
+    let store = backend.open(limits());
+    for n in 0..150 {
+        let device = format!("d{n}");
+        let account = format!("u{n}@example.org");
+        let node = format!("node-{n}");
+        let stepped = restored(&device, &account, &node, ago(200 * DAY));
+        store.restore(stepped).await.unwrap();
+    }
+    let (calls, mut called) = tokio::sync::mpsc::unbounded_channel();
+    let watched = std::sync::Arc::new(Watched {
+        inner: store.clone(),
+        calls,
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let every = Duration::from_millis(20);
+    let sweeper = fpush::store::spawn_sweeper(watched, every, 180 * DAY, stop.clone());
+    // Two turns begun: the first is over.
+    for _ in 0..2 {
+        let call = tokio::time::timeout(Duration::from_secs(10), called.recv()).await;
+        assert!(matches!(call, Ok(Some(_))), "the sweeper did not run");
+    }
+    stop.cancel();
+    sweeper.await.unwrap();
+    let total: u64 = store.counts().await.unwrap().iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 150, "a clock step wiped the store");
+}
+
+#[tokio::test]
+async fn the_sweeper_removes_a_minority_of_a_large_store_as_usual() {
+    let backend = Backend::sqlite();
+    let store = backend.open(limits());
+    for n in 0..150 {
+        let last_used = if n < 30 { ago(200 * DAY) } else { ago(HOUR) };
+        let device = format!("d{n}");
+        let account = format!("u{n}@example.org");
+        let registration = restored(&device, &account, &format!("node-{n}"), last_used);
+        store.restore(registration).await.unwrap();
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let every = Duration::from_millis(20);
+    let sweeper = fpush::store::spawn_sweeper(store.clone(), every, 180 * DAY, stop.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.find("example.org", "node-0").await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "not swept");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    sweeper.await.unwrap();
+    let total: u64 = store.counts().await.unwrap().iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 120);
 }

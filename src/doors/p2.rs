@@ -28,7 +28,7 @@ pub use command::{
 pub use measured::Measured;
 
 use super::{Refusal, Target, TargetKey};
-use crate::access::domain_of;
+use crate::access::{domain_of, sender_domain};
 use crate::config::RegistrationProtocol;
 use crate::modules::ModuleSet;
 use crate::outcome::Outcome;
@@ -117,8 +117,7 @@ impl P2Door {
         from: &str,
         push: PushRequest,
     ) -> Result<Target, Refusal> {
-        let domain = domain_of(from);
-        let found = self.store.find(domain, &push.token).await;
+        let found = find_registration(&*self.store, from, &push.token).await;
         let registration = match found {
             Ok(Some(registration)) => registration,
             Ok(None) => return Err(Outcome::unknown_registration.into()),
@@ -150,6 +149,7 @@ impl P2Door {
             extra,
             ..PushNotification::default()
         };
+        let domain = &registration.domain;
         let registered = Registered::new(self.store.clone(), domain, push.token, false, stale);
         let target = Target::new(module.clone(), notification, TargetKey::Composite(key));
         Ok(target.bounded().registered(registered))
@@ -208,49 +208,81 @@ impl Registered {
     /// reply stands. Answers the outcome the reply is made from.
     pub async fn settle(&self, outcome: Outcome, sent: &PushNotification) -> Outcome {
         let dead = matches!(outcome, Outcome::token_invalid | Outcome::known_dead);
-        if dead && self.replaced_since(sent).await {
-            return Outcome::transient;
-        }
         if dead && self.second_token {
-            let cleared = self
-                .store
-                .clear_second_token(&self.domain, &self.node)
-                .await;
-            if let Err(error) = cleared {
-                log::debug!("after a dead VoIP token: {error}");
-            }
+            self.forget_second_token(sent).await;
             return Outcome::transient;
         }
-        let result = match outcome {
-            Outcome::delivered if self.stale => self.store.touch(&self.domain, &self.node).await,
-            Outcome::token_invalid | Outcome::known_dead => self
-                .store
-                .remove(&self.domain, &self.node)
-                .await
-                .map(|_| ()),
-            _ => Ok(()),
-        };
-        if let Err(error) = result {
-            log::debug!("after a registration's push ({}): {error}", outcome.name());
+        if dead {
+            return self.remove(outcome, sent).await;
+        }
+        if outcome == Outcome::delivered && self.stale {
+            if let Err(error) = self.store.touch(&self.domain, &self.node).await {
+                log::debug!("after a registration's push (delivered): {error}");
+            }
         }
         outcome
     }
 
-    /// Whether the registration holds another token now than the one `sent` went to: the
-    /// client registered a new token (same node and secret) while the push was queued or at
-    /// the provider, so the old token's death says nothing about the registration. A
-    /// registration gone, or a look-up that fails, is no replacement.
-    async fn replaced_since(&self, sent: &PushNotification) -> bool {
-        let (addressed, now) = match self.store.find(&self.domain, &self.node).await {
-            Ok(Some(now)) if self.second_token => (sent.voip_token.clone(), now.second_token),
-            Ok(Some(now)) => (Some(sent.token.clone()), Some(now.token)),
-            Ok(None) => return false,
+    /// Removes the registration if it still holds the dead token `sent` went to: compared and
+    /// removed in one store call, so that a token the client registered meanwhile (same node
+    /// and secret) is never removed with the old one. A registration that holds another token
+    /// is answered `wait`: the old token's death says nothing about it. A registration gone, or
+    /// a store call that fails, is no replacement.
+    async fn remove(&self, outcome: Outcome, sent: &PushNotification) -> Outcome {
+        let removed = self.store.remove(&self.domain, &self.node, &sent.token);
+        match removed.await {
+            Ok(true) => outcome,
+            Ok(false) if self.holds_another_token(sent).await => Outcome::transient,
+            Ok(false) => outcome,
             Err(error) => {
                 log::debug!("after a dead token: {error}");
-                return false;
+                outcome
             }
+        }
+    }
+
+    /// Whether the registration holds another token now than the one `sent` went to.
+    async fn holds_another_token(&self, sent: &PushNotification) -> bool {
+        match self.store.find(&self.domain, &self.node).await {
+            Ok(Some(now)) => now.token != sent.token,
+            Ok(None) => false,
+            Err(error) => {
+                log::debug!("after a dead token: {error}");
+                false
+            }
+        }
+    }
+
+    /// Forgets the dead second token `sent` went to, if the registration still holds it (a new
+    /// one registered meanwhile is kept).
+    async fn forget_second_token(&self, sent: &PushNotification) {
+        let Some(dead) = sent.voip_token.as_deref() else {
+            return;
         };
-        addressed != now
+        let forgotten = self
+            .store
+            .clear_second_token(&self.domain, &self.node, dead)
+            .await;
+        if let Err(error) = forgotten {
+            log::debug!("after a dead VoIP token: {error}");
+        }
+    }
+}
+
+/// The registration a push from `from` names by `node`: stored under the sender's domain
+/// folded ([`sender_domain`]), or, for a sender that spells its domain otherwise, under that
+/// spelling, where an fpush that did not fold domains stored it (until the client registers
+/// again, which moves it to the folded domain). Real servers send their domain folded: for them
+/// this is one look-up.
+pub(crate) async fn find_registration(
+    store: &dyn RegistrationStore,
+    from: &str,
+    node: &str,
+) -> Result<Option<Registration>, StoreError> {
+    let (folded, spelled) = (sender_domain(from), domain_of(from));
+    match store.find(&folded, node).await? {
+        None if folded != spelled => store.find(spelled, node).await,
+        found => Ok(found),
     }
 }
 

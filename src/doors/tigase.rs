@@ -15,9 +15,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::p2::Registered;
+use super::p2::{find_registration, Registered};
 use super::{Refusal, Target, TargetKey};
-use crate::access::domain_of;
 use crate::config::RegistrationProtocol;
 use crate::modules::ModuleSet;
 use crate::outcome::Outcome;
@@ -68,8 +67,7 @@ impl TigaseDoor {
     /// The target of a push from `from` (a bare JID) naming a registration by its node,
     /// looked up by (sender's domain, node).
     pub async fn resolve(&self, modules: &ModuleSet, from: &str, push: PushRequest) -> Resolved {
-        let domain = domain_of(from);
-        let registration = match self.store.find(domain, &push.token).await {
+        let registration = match find_registration(&*self.store, from, &push.token).await {
             Ok(Some(found)) if is_provider_id(&found.key.service) => found,
             Ok(_) if may_name_registration(&push) => {
                 return Resolved::Refused(Outcome::unknown_registration.into())
@@ -94,7 +92,7 @@ impl TigaseDoor {
             .unwrap_or(&notification.token);
         let key = format!("{to}\0{}", registration.account);
         let stale = touch_due(registration.last_used, SystemTime::now());
-        let node = registration.node;
+        let (domain, node) = (&registration.domain, registration.node);
         let registered = Registered::new(self.store.clone(), domain, node, built.voip, stale);
         let mut target = Target::new(
             module.clone(),
@@ -132,7 +130,79 @@ pub fn is_provider_id(service: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_provider_id;
+    use std::time::Duration;
+
+    use fpush_traits::{Delivered, PushError, PushNotification, PushTrait};
+
+    use super::*;
+    use crate::metrics::ModuleMetrics;
+    use crate::modules::{Module, Registering};
+    use crate::ratelimit::RatelimitConfig;
+    use crate::request::AdHocCommand;
+    use crate::store::{SqliteStore, StoreLimits};
+
+    const PROVIDER: &str = "snikket:apns:1";
+
+    struct Delivers;
+
+    #[async_trait::async_trait]
+    impl PushTrait for Delivers {
+        async fn send(&self, _: &PushNotification) -> Result<Delivered, PushError> {
+            Ok(Delivered::default())
+        }
+    }
+
+    fn apns_modules() -> ModuleSet {
+        let module = Module::new(
+            "ios",
+            "apple",
+            Arc::new(Delivers),
+            RatelimitConfig::default(),
+            Duration::from_secs(3600),
+            ModuleMetrics::detached(),
+        )
+        .serving(Registering {
+            protocol: PROTOCOL,
+            service: "apns",
+            plausible_token: |token| !token.is_empty(),
+        })
+        .with_provider(PROVIDER);
+        ModuleSet::from_modules(vec![(module, false)])
+    }
+
+    #[tokio::test]
+    async fn a_sender_spelling_its_domain_otherwise_finds_its_registration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registrations.sqlite3");
+        let store = Arc::new(SqliteStore::open(&path, StoreLimits::default()).unwrap());
+        let door = TigaseDoor::new(store);
+        let modules = apns_modules();
+        let command = AdHocCommand {
+            node: "register-device".into(),
+            action: Some("execute".into()),
+            session_id: None,
+            fields: vec![
+                ("provider".into(), PROVIDER.into()),
+                ("device-token".into(), "ab".repeat(32)),
+            ],
+        };
+        let from = "juliet@Example.ORG./phone";
+        let answer = door.command(&modules, from, &command).await;
+        let completed = answer.result.expect("registered");
+        let node = completed.fields.iter().find(|(var, _)| *var == "node");
+        let node = node.map(|(_, node)| node.clone()).expect("a node");
+        for sender in ["example.org", "EXAMPLE.org."] {
+            let push = PushRequest {
+                token: node.clone(),
+                ..PushRequest::default()
+            };
+            let resolved = door.resolve(&modules, sender, push).await;
+            assert!(
+                matches!(resolved, Resolved::Target(_)),
+                "a push from {sender}: {resolved:?}"
+            );
+        }
+    }
 
     #[test]
     fn provider_ids_are_told_from_p2_services() {

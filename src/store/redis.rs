@@ -47,6 +47,7 @@ struct Scripts {
     remove: Script,
     touch: Script,
     forget_index: Script,
+    clear_second_token: Script,
 }
 
 impl RedisRegistrations {
@@ -70,6 +71,7 @@ impl RedisRegistrations {
                 remove: Script::new(include_str!("redis/remove.lua")),
                 touch: Script::new(include_str!("redis/touch.lua")),
                 forget_index: Script::new(include_str!("redis/forget_index.lua")),
+                clear_second_token: Script::new(include_str!("redis/clear_second_token.lua")),
             }),
         })
     }
@@ -191,7 +193,7 @@ impl RegistrationStore for RedisRegistrations {
                 }
             } else if let Some(old) = self.find(&domain, &node).await? {
                 // Moved to another domain: same node and secret, in the new domain's slot.
-                self.remove(&domain, &node).await?;
+                self.remove_in(&domain, &node, 0, "").await?;
                 let credentials = Credentials {
                     node: old.node,
                     secret: old.secret,
@@ -240,22 +242,33 @@ impl RegistrationStore for RedisRegistrations {
             return Ok(false);
         };
         match self.find(&domain, &node).await? {
-            Some(found) if found.key == *key => self.remove(&domain, &node).await,
+            Some(found) if found.key == *key => {
+                let (_, removed) = self.remove_in(&domain, &node, 0, "").await?;
+                Ok(!removed.is_empty())
+            }
             _ => Ok(false),
         }
     }
 
-    async fn remove(&self, domain: &str, node: &str) -> Result<bool, StoreError> {
-        if domain.is_empty() || node.is_empty() {
+    async fn remove(&self, domain: &str, node: &str, token: &str) -> Result<bool, StoreError> {
+        if domain.is_empty() || node.is_empty() || token.is_empty() {
             return Ok(false);
         }
-        Ok(!self.remove_in(domain, node, 0).await?.1.is_empty())
+        Ok(!self.remove_in(domain, node, 0, token).await?.1.is_empty())
     }
 
-    async fn clear_second_token(&self, domain: &str, node: &str) -> Result<(), StoreError> {
+    async fn clear_second_token(
+        &self,
+        domain: &str,
+        node: &str,
+        second_token: &str,
+    ) -> Result<(), StoreError> {
         let _: i64 = self
-            .connection()
-            .hdel(self.keys.registration(domain, node), "v")
+            .scripts
+            .clear_second_token
+            .key(self.keys.registration(domain, node))
+            .arg(second_token)
+            .invoke_async(&mut self.connection())
             .await
             .map_err(failed)?;
         Ok(())
@@ -266,7 +279,7 @@ impl RegistrationStore for RedisRegistrations {
         let mut removed = 0;
         for domain in self.domains().await? {
             loop {
-                let (taken, batch) = self.remove_in(&domain, "", before).await?;
+                let (taken, batch) = self.remove_in(&domain, "", before, "").await?;
                 removed += batch.len() as u64;
                 if taken < SWEEP_BATCH {
                     break;
@@ -274,6 +287,21 @@ impl RegistrationStore for RedisRegistrations {
             }
         }
         Ok(removed)
+    }
+
+    async fn count_unused(&self, before: SystemTime) -> Result<u64, StoreError> {
+        let before = format!("({}", unix(before));
+        let mut unused = 0;
+        for domain in self.domains().await? {
+            let last_use = self.keys.last_use(&domain);
+            let count: u64 = self
+                .connection()
+                .zcount(last_use, "-inf", &before)
+                .await
+                .map_err(failed)?;
+            unused += count;
+        }
+        Ok(unused)
     }
 
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {

@@ -269,13 +269,13 @@ impl RegistrationStore for SqliteStore {
         .await
     }
 
-    async fn remove(&self, domain: &str, node: &str) -> Result<bool, StoreError> {
-        let (domain, node) = (domain.to_owned(), node.to_owned());
+    async fn remove(&self, domain: &str, node: &str, token: &str) -> Result<bool, StoreError> {
+        let (domain, node, token) = (domain.to_owned(), node.to_owned(), token.to_owned());
         self.write(move |writer, _| {
             writer
                 .execute(
-                    "DELETE FROM registrations WHERE domain = ?1 AND node = ?2",
-                    params![domain, node],
+                    "DELETE FROM registrations WHERE domain = ?1 AND node = ?2 AND token = ?3",
+                    params![domain, node, token],
                 )
                 .map(|deleted| deleted > 0)
                 .map_err(failed)
@@ -283,13 +283,20 @@ impl RegistrationStore for SqliteStore {
         .await
     }
 
-    async fn clear_second_token(&self, domain: &str, node: &str) -> Result<(), StoreError> {
+    async fn clear_second_token(
+        &self,
+        domain: &str,
+        node: &str,
+        second_token: &str,
+    ) -> Result<(), StoreError> {
         let (domain, node) = (domain.to_owned(), node.to_owned());
+        let second_token = second_token.to_owned();
         self.write(move |writer, _| {
             writer
                 .execute(
-                    "UPDATE registrations SET second_token = NULL WHERE domain = ?1 AND node = ?2",
-                    params![domain, node],
+                    "UPDATE registrations SET second_token = NULL \
+                     WHERE domain = ?1 AND node = ?2 AND second_token = ?3",
+                    params![domain, node, second_token],
                 )
                 .map(drop)
                 .map_err(failed)
@@ -317,6 +324,17 @@ impl RegistrationStore for SqliteStore {
                 return Ok(removed);
             }
         }
+    }
+
+    async fn count_unused(&self, before: SystemTime) -> Result<u64, StoreError> {
+        let before = unix(before);
+        self.read(move |reader| {
+            let count = "SELECT count(*) FROM registrations WHERE last_used < ?1";
+            reader
+                .query_row(count, [before], |row| row.get(0))
+                .map_err(failed)
+        })
+        .await
     }
 
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {

@@ -1,13 +1,25 @@
 //! The background sweep: registrations nobody pushed to for `store.expireAfter` are removed
 //! (Conversations never unregisters by itself, so without it the store only grows).
+//!
+//! A wrong clock must not wipe the store: a wall clock stepped ahead by more than
+//! `expireAfter` (a bad NTP server, a VM restored from a snapshot, a failing RTC) makes every
+//! registration look unused. So the sweep's clock never runs ahead of the time measured since
+//! the previous sweep ([`SweepClock`], for a step while fpush runs), and a sweep that would
+//! remove most of a store is skipped ([`too_many`], for a clock already wrong at start-up).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{RegistrationStore, TOUCH_INTERVAL};
+use super::{RegistrationStore, StoreError, TOUCH_INTERVAL};
+
+/// How far the wall clock may run ahead of the time measured between two sweeps before it is
+/// taken for a step: NTP slews a clock by far less than this in an hour.
+const STEP: Duration = Duration::from_secs(60);
+/// Stores holding fewer registrations than this are swept whatever share goes.
+pub const GUARDED_FROM: u64 = 100;
 
 /// Sweeps `store` every `every` (first right away) until `stop` is cancelled, removing what no
 /// push used for `expire_after`. A failed sweep is logged and tried again at the next turn.
@@ -20,6 +32,7 @@ pub fn spawn_sweeper(
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut clock, mut guard) = (SweepClock::default(), Guard::default());
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -29,10 +42,11 @@ pub fn spawn_sweeper(
             // may be that much older than the real one: only older still is unused for
             // `expire_after`.
             let unused = expire_after.saturating_add(TOUCH_INTERVAL);
-            let Some(before) = SystemTime::now().checked_sub(unused) else {
+            let now = clock.now(SystemTime::now(), Instant::now());
+            let Some(before) = now.checked_sub(unused) else {
                 continue;
             };
-            match store.sweep(before).await {
+            match guard.sweep(&*store, before).await {
                 Ok(0) => {}
                 Ok(removed) => {
                     log::info!("registration store: removed {removed} unused registrations")
@@ -41,4 +55,133 @@ pub fn spawn_sweeper(
             }
         }
     })
+}
+
+/// The time a sweep counts from: the wall clock, unless it ran ahead of the previous sweep's
+/// time by more than the monotonic clock measured since (and [`STEP`]); then the measured time.
+/// A clock stepped ahead while fpush runs thus ages no registration, and one stepped back is
+/// followed (a sweep then removes less). What the sweep's clock lags behind after a step (or a
+/// suspended host, which the monotonic clock does not count) is made up at the next start.
+#[derive(Debug, Default)]
+pub struct SweepClock {
+    /// The previous sweep's time, and when it was taken.
+    previous: Option<(SystemTime, Instant)>,
+    /// The wall clock is ahead of the measured time (reported once).
+    ahead: bool,
+}
+
+impl SweepClock {
+    /// The sweep's time, given the wall clock and the monotonic clock now.
+    pub fn now(&mut self, wall: SystemTime, at: Instant) -> SystemTime {
+        let measured = self
+            .previous
+            .and_then(|(then, when)| then.checked_add(at.saturating_duration_since(when)));
+        let stepped = |measured: SystemTime| measured.checked_add(STEP).is_some_and(|m| wall > m);
+        let now = match measured {
+            Some(measured) if stepped(measured) => {
+                if !self.ahead {
+                    let ahead = wall.duration_since(measured).unwrap_or_default().as_secs();
+                    log::warn!(
+                        "registration store: the system clock ran {ahead} s ahead of the time \
+                         measured since the last sweep (a clock step, or a suspended host); \
+                         expiry counts the measured time until fpush restarts"
+                    );
+                }
+                self.ahead = true;
+                measured
+            }
+            _ => {
+                self.ahead = false;
+                wall
+            }
+        };
+        self.previous = Some((now, at));
+        now
+    }
+}
+
+/// Whether removing `unused` of the store's `total` registrations at once is more than a sweep
+/// may do: more than half of a store of [`GUARDED_FROM`] or more. A store whose users mostly
+/// left within one `expireAfter` is rare; a clock far ahead, or a service down for longer than
+/// `expireAfter` (whose registrations still live on the devices), looks exactly like it.
+pub fn too_many(unused: u64, total: u64) -> bool {
+    total >= GUARDED_FROM && unused.saturating_mul(2) > total
+}
+
+/// Skips the sweeps that would remove [`too_many`], with one warning until a sweep runs again.
+#[derive(Debug, Default)]
+struct Guard {
+    warned: bool,
+}
+
+impl Guard {
+    /// Removes the registrations last used before `before`, unless that is [`too_many`].
+    async fn sweep(
+        &mut self,
+        store: &dyn RegistrationStore,
+        before: SystemTime,
+    ) -> Result<u64, StoreError> {
+        let unused = store.count_unused(before).await?;
+        if unused == 0 {
+            return Ok(0);
+        }
+        let total: u64 = store.counts().await?.iter().map(|(_, count)| count).sum();
+        if !too_many(unused, total) {
+            self.warned = false;
+            return store.sweep(before).await;
+        }
+        if !self.warned {
+            log::warn!(
+                "registration store: skipped a sweep that would remove {unused} of {total} \
+                 registrations as unused for store.expireAfter (is the clock right?); no sweep \
+                 removes more than half of the store (to lower store.expireAfter that far, lower \
+                 it in steps)"
+            );
+        }
+        self.warned = true;
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+    #[test]
+    fn the_sweeps_clock_keeps_to_the_measured_time_after_a_step_ahead() {
+        let (wall, at) = (SystemTime::now(), Instant::now());
+        let mut clock = SweepClock::default();
+        assert_eq!(clock.now(wall, at), wall);
+        assert_eq!(clock.now(wall + HOUR, at + HOUR), wall + HOUR);
+        // An hour later the wall clock says a year and two hours later.
+        let stepped = wall + 2 * HOUR + YEAR;
+        assert_eq!(clock.now(stepped, at + 2 * HOUR), wall + 2 * HOUR);
+        assert_eq!(clock.now(stepped + HOUR, at + 3 * HOUR), wall + 3 * HOUR);
+        // Stepped back in line: followed again, and so is a slew within a minute.
+        assert_eq!(clock.now(wall + 4 * HOUR, at + 4 * HOUR), wall + 4 * HOUR);
+        let slewed = wall + 5 * HOUR + Duration::from_secs(30);
+        assert_eq!(clock.now(slewed, at + 5 * HOUR), slewed);
+    }
+
+    #[test]
+    fn the_sweeps_clock_follows_a_step_back() {
+        let (wall, at) = (SystemTime::now(), Instant::now());
+        let mut clock = SweepClock::default();
+        clock.now(wall, at);
+        let back = wall - YEAR;
+        assert_eq!(clock.now(back, at + HOUR), back);
+        assert_eq!(clock.now(back + HOUR, at + 2 * HOUR), back + HOUR);
+    }
+
+    #[test]
+    fn a_sweep_may_remove_up_to_half_of_a_store_and_all_of_a_small_one() {
+        assert!(!too_many(50, 100));
+        assert!(too_many(51, 100));
+        assert!(too_many(1_000_000, 1_000_000));
+        assert!(!too_many(99, 99));
+        assert!(!too_many(0, 0));
+    }
 }

@@ -134,27 +134,35 @@ impl RegistrationStore for MemoryStore {
         Ok(all.len() < before)
     }
 
-    async fn remove(&self, domain: &str, node: &str) -> Result<bool, StoreError> {
+    async fn remove(&self, domain: &str, node: &str, token: &str) -> Result<bool, StoreError> {
         self.check()?;
         let mut all = self.registrations.lock().unwrap();
         let before = all.len();
-        all.retain(|r| !(r.domain == domain && r.node == node));
+        all.retain(|r| !(r.domain == domain && r.node == node && r.token == token));
         Ok(all.len() < before)
     }
 
-    async fn clear_second_token(&self, domain: &str, node: &str) -> Result<(), StoreError> {
+    async fn clear_second_token(
+        &self,
+        domain: &str,
+        node: &str,
+        second_token: &str,
+    ) -> Result<(), StoreError> {
         self.check()?;
         let mut all = self.registrations.lock().unwrap();
-        for r in all
-            .iter_mut()
-            .filter(|r| r.domain == domain && r.node == node)
-        {
+        for r in all.iter_mut().filter(|r| {
+            r.domain == domain && r.node == node && r.second_token.as_deref() == Some(second_token)
+        }) {
             r.second_token = None;
         }
         Ok(())
     }
 
     async fn sweep(&self, _: SystemTime) -> Result<u64, StoreError> {
+        self.check().map(|_| 0)
+    }
+
+    async fn count_unused(&self, _: SystemTime) -> Result<u64, StoreError> {
         self.check().map(|_| 0)
     }
 

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::SystemTime;
 
 use super::{device_hash, target_key, P2Door, PROTOCOL};
-use crate::access::domain_of;
+use crate::access::sender_domain;
 use crate::doors::MAX_JID_BYTES;
 use crate::modules::{Module, ModuleSet, Registering};
 use crate::request::{AdHocCommand, Condition, ErrorType};
@@ -261,7 +261,7 @@ impl P2Door {
                 channel,
             },
             account,
-            domain: domain_of(from).to_owned(),
+            domain: sender_domain(from).into_owned(),
             token: token.to_owned(),
             second_token: None,
             node: String::new(),

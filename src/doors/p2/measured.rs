@@ -17,7 +17,7 @@ pub struct Measured {
 }
 
 /// Every operation a store call is counted under: their error series exist from start-up at 0.
-const OPERATIONS: [&str; 8] = [
+const OPERATIONS: [&str; 9] = [
     "register",
     "find",
     "touch",
@@ -25,6 +25,7 @@ const OPERATIONS: [&str; 8] = [
     "remove",
     "clear_second_token",
     "sweep",
+    "count_unused",
     "counts",
 ];
 
@@ -66,20 +67,31 @@ impl RegistrationStore for Measured {
         self.timed("unregister", self.inner.unregister(key)).await
     }
 
-    async fn remove(&self, domain: &str, node: &str) -> Result<bool, StoreError> {
-        self.timed("remove", self.inner.remove(domain, node)).await
+    async fn remove(&self, domain: &str, node: &str, token: &str) -> Result<bool, StoreError> {
+        self.timed("remove", self.inner.remove(domain, node, token))
+            .await
     }
 
-    async fn clear_second_token(&self, domain: &str, node: &str) -> Result<(), StoreError> {
+    async fn clear_second_token(
+        &self,
+        domain: &str,
+        node: &str,
+        second_token: &str,
+    ) -> Result<(), StoreError> {
         self.timed(
             "clear_second_token",
-            self.inner.clear_second_token(domain, node),
+            self.inner.clear_second_token(domain, node, second_token),
         )
         .await
     }
 
     async fn sweep(&self, before: SystemTime) -> Result<u64, StoreError> {
         self.timed("sweep", self.inner.sweep(before)).await
+    }
+
+    async fn count_unused(&self, before: SystemTime) -> Result<u64, StoreError> {
+        self.timed("count_unused", self.inner.count_unused(before))
+            .await
     }
 
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {

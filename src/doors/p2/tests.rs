@@ -99,13 +99,16 @@ impl RegistrationStore for Touches {
     async fn unregister(&self, _: &RegistrationKey) -> Result<bool, StoreError> {
         Ok(false)
     }
-    async fn remove(&self, _: &str, _: &str) -> Result<bool, StoreError> {
+    async fn remove(&self, _: &str, _: &str, _: &str) -> Result<bool, StoreError> {
         Ok(false)
     }
-    async fn clear_second_token(&self, _: &str, _: &str) -> Result<(), StoreError> {
+    async fn clear_second_token(&self, _: &str, _: &str, _: &str) -> Result<(), StoreError> {
         Ok(())
     }
     async fn sweep(&self, _: SystemTime) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    async fn count_unused(&self, _: SystemTime) -> Result<u64, StoreError> {
         Ok(0)
     }
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
@@ -230,4 +233,213 @@ async fn registered(
         found.map(|(_, value)| value.clone()).unwrap_or_default()
     };
     (field("node"), field("secret"))
+}
+
+#[tokio::test]
+async fn a_registration_stored_under_a_domain_as_spelled_moves_when_registered_again() {
+    let (door, store, _dir) = sqlite_door();
+    let modules = fcm_modules();
+    let old = Registration {
+        key: RegistrationKey {
+            service: "fcm".into(),
+            device: device_hash("juliet@Example.ORG", "j1"),
+            channel: String::new(),
+        },
+        account: "juliet@Example.ORG".into(),
+        domain: "Example.ORG".into(),
+        token: "old-token".into(),
+        second_token: None,
+        node: "node-old".into(),
+        secret: "secret-old".into(),
+        last_used: SystemTime::now(),
+    };
+    store.restore(old).await.unwrap();
+    let fields = [("token", "new-token"), ("device-id", "j1")];
+    let again = registered(&door, &modules, "juliet@Example.ORG/phone", &fields).await;
+    assert_eq!(again, ("node-old".into(), "secret-old".into()));
+    let moved = store.find("example.org", "node-old").await.unwrap();
+    assert_eq!(moved.map(|found| found.token).as_deref(), Some("new-token"));
+    assert_eq!(store.find("Example.ORG", "node-old").await.unwrap(), None);
+    assert!(delivers(&door, &modules, "node-old", "secret-old").await);
+}
+
+#[tokio::test]
+async fn a_sender_spelling_its_domain_otherwise_finds_its_registration() {
+    let (door, store, _dir) = sqlite_door();
+    let modules = fcm_modules();
+    let fields = [("token", "juliet-token"), ("device-id", "j1")];
+    let from = "juliet@Example.ORG./phone";
+    let (node, secret) = registered(&door, &modules, from, &fields).await;
+    // Case and a final dot make no other domain (RFC 7622 §3.2), as for the access check.
+    for sender in ["example.org", "EXAMPLE.org.", "Example.ORG."] {
+        let resolved = door.resolve(&modules, sender, push(&node, &secret)).await;
+        assert!(resolved.is_ok(), "a push from {sender}");
+    }
+    let stored = store.find("example.org", &node).await.unwrap();
+    assert!(stored.is_some(), "stored under the folded domain");
+}
+
+#[tokio::test]
+async fn a_registration_stored_under_a_domain_as_spelled_is_still_found_and_removed() {
+    let (door, store, _dir) = sqlite_door();
+    let modules = fcm_modules();
+    // As an earlier fpush stored it: under the domain as the sender spelled it.
+    let old = Registration {
+        key: RegistrationKey {
+            service: "fcm".into(),
+            device: device_hash("juliet@Example.ORG", "j1"),
+            channel: String::new(),
+        },
+        account: "juliet@Example.ORG".into(),
+        domain: "Example.ORG".into(),
+        token: "old-token".into(),
+        second_token: None,
+        node: "node-old".into(),
+        secret: "secret-old".into(),
+        last_used: SystemTime::now(),
+    };
+    store.restore(old).await.unwrap();
+    let target = door
+        .resolve(&modules, "Example.ORG", push("node-old", "secret-old"))
+        .await
+        .expect("found under the spelling it was stored with");
+    let registration = target.registration().expect("registered");
+    let outcome = registration
+        .settle(Outcome::token_invalid, &target.notification)
+        .await;
+    assert_eq!(outcome, Outcome::token_invalid);
+    let left = store.find("Example.ORG", "node-old").await.unwrap();
+    assert_eq!(left, None, "a dead token removes it where it is stored");
+}
+#[tokio::test]
+async fn a_registration_replaced_just_before_its_dead_token_is_removed_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registrations.sqlite3");
+    let sqlite = Arc::new(SqliteStore::open(&path, StoreLimits::default()).unwrap());
+    let store = Arc::new(Replaces::new(sqlite.clone()));
+    let door = P2Door::new(store.clone(), "push.example.org");
+    let modules = fcm_modules();
+    let fields = [("token", "old-token"), ("device-id", "j1")];
+    let from = "juliet@example.org/phone";
+    let (node, secret) = registered(&door, &modules, from, &fields).await;
+    let target = door
+        .resolve(&modules, "example.org", push(&node, &secret))
+        .await
+        .expect("a target");
+    // The client registers a new token (same key: same node and secret) while the provider
+    // answers that the old one is dead: it lands right before the removal.
+    let mut fresh = sqlite.find("example.org", &node).await.unwrap().unwrap();
+    fresh.token = "new-token".into();
+    store.replace_with(fresh);
+    let registration = target.registration().expect("registered");
+    let outcome = registration
+        .settle(Outcome::token_invalid, &target.notification)
+        .await;
+    let kept = sqlite.find("example.org", &node).await.unwrap();
+    assert_eq!(
+        kept.map(|found| found.token).as_deref(),
+        Some("new-token"),
+        "the fresh registration is kept"
+    );
+    assert_eq!(outcome, Outcome::transient, "answered wait, not cancel");
+}
+
+#[tokio::test]
+async fn a_voip_token_replaced_just_before_its_dead_one_is_forgotten_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registrations.sqlite3");
+    let sqlite = Arc::new(SqliteStore::open(&path, StoreLimits::default()).unwrap());
+    let store = Arc::new(Replaces::new(sqlite.clone()));
+    let mut wanted = Registration {
+        key: RegistrationKey {
+            service: "snikket:apns:1".into(),
+            device: "juliet@example.org".into(),
+            channel: "apns-token".into(),
+        },
+        account: "juliet@example.org".into(),
+        domain: "example.org".into(),
+        token: "apns-token".into(),
+        second_token: Some("old-voip".into()),
+        node: String::new(),
+        secret: String::new(),
+        last_used: SystemTime::now(),
+    };
+    let Credentials { node, .. } = sqlite.register(wanted.clone()).await.unwrap();
+    wanted.second_token = Some("new-voip".into());
+    store.replace_with(wanted);
+    let registered = Registered::new(store.clone(), "example.org", node.clone(), true, false);
+    let sent = PushNotification {
+        token: "apns-token".into(),
+        voip_token: Some("old-voip".into()),
+        ..PushNotification::default()
+    };
+    let outcome = registered.settle(Outcome::token_invalid, &sent).await;
+    assert_eq!(outcome, Outcome::transient);
+    let kept = sqlite.find("example.org", &node).await.unwrap().unwrap();
+    assert_eq!(kept.second_token.as_deref(), Some("new-voip"));
+}
+
+/// A SQLite store where a registration (`replace_with`) is registered again right before the
+/// next removal or forgotten second token: the client's new registration racing the door.
+struct Replaces {
+    inner: Arc<SqliteStore>,
+    replacement: std::sync::Mutex<Option<Registration>>,
+}
+
+impl Replaces {
+    fn new(inner: Arc<SqliteStore>) -> Self {
+        Replaces {
+            inner,
+            replacement: std::sync::Mutex::default(),
+        }
+    }
+
+    fn replace_with(&self, registration: Registration) {
+        *self.replacement.lock().unwrap() = Some(registration);
+    }
+
+    async fn replace(&self) {
+        let replacement = self.replacement.lock().unwrap().take();
+        if let Some(registration) = replacement {
+            self.inner.register(registration).await.unwrap();
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl RegistrationStore for Replaces {
+    async fn register(&self, registration: Registration) -> Result<Credentials, StoreError> {
+        self.inner.register(registration).await
+    }
+    async fn find(&self, domain: &str, node: &str) -> Result<Option<Registration>, StoreError> {
+        self.inner.find(domain, node).await
+    }
+    async fn touch(&self, domain: &str, node: &str) -> Result<(), StoreError> {
+        self.inner.touch(domain, node).await
+    }
+    async fn unregister(&self, key: &RegistrationKey) -> Result<bool, StoreError> {
+        self.inner.unregister(key).await
+    }
+    async fn remove(&self, domain: &str, node: &str, token: &str) -> Result<bool, StoreError> {
+        self.replace().await;
+        self.inner.remove(domain, node, token).await
+    }
+    async fn clear_second_token(
+        &self,
+        domain: &str,
+        node: &str,
+        v: &str,
+    ) -> Result<(), StoreError> {
+        self.replace().await;
+        self.inner.clear_second_token(domain, node, v).await
+    }
+    async fn sweep(&self, before: SystemTime) -> Result<u64, StoreError> {
+        self.inner.sweep(before).await
+    }
+    async fn count_unused(&self, before: SystemTime) -> Result<u64, StoreError> {
+        self.inner.count_unused(before).await
+    }
+    async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.inner.counts().await
+    }
 }

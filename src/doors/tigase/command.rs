@@ -5,7 +5,7 @@
 use std::time::SystemTime;
 
 use super::{TigaseDoor, PROTOCOL};
-use crate::access::domain_of;
+use crate::access::sender_domain;
 use crate::doors::p2::{
     bare, command_store_refusal as store_refusal, non_empty, unregister_result, CommandAnswer,
     CommandKind, CommandRefusal, Completed,
@@ -118,7 +118,7 @@ impl TigaseDoor {
         let registration = Registration {
             key,
             account: account.clone(),
-            domain: domain_of(from).to_owned(),
+            domain: sender_domain(from).into_owned(),
             token: token.clone(),
             second_token: second.map(str::to_owned),
             node: String::new(),

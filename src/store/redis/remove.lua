@@ -1,11 +1,15 @@
--- Removes registrations of one domain: the named node (ARGV[3] ~= ''), or up to ARGV[4] of those
--- last used before ARGV[5] (a sweep).
+-- Removes registrations of one domain: the named node (ARGV[3] ~= '') if it still holds the token
+-- ARGV[6] (any token when ARGV[6] is ''), or up to ARGV[4] of those last used before ARGV[5] (a
+-- sweep).
 -- KEYS: 1 the domain's last-use set.
--- ARGV: 1 registration key stem, 2 account key stem, 3 node, 4 batch, 5 before.
+-- ARGV: 1 registration key stem, 2 account key stem, 3 node, 4 batch, 5 before, 6 token.
 -- Answers how many nodes it took (a sweep batch's size, ghosts included), then each removed one
 -- as service \n device \n channel \n node.
 local nodes
 if ARGV[3] ~= '' then
+  if ARGV[6] ~= '' and redis.call('HGET', ARGV[1] .. ARGV[3], 't') ~= ARGV[6] then
+    return {'0'}
+  end
   nodes = {ARGV[3]}
 else
   nodes = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[5], 'LIMIT', 0, ARGV[4])

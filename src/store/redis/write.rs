@@ -196,15 +196,16 @@ impl RedisRegistrations {
         Ok(())
     }
 
-    /// Removes `node` (or, with `node` empty, a batch last used before `before`) from `domain`;
-    /// answers how many nodes it took, and the registrations removed. A node whose hash is gone
-    /// (or lacks its service) is taken but reports no registration, so only the first says
-    /// whether a sweep batch was full.
+    /// Removes `node` if it holds `token` (any token when empty), or, with `node` empty, a batch
+    /// last used before `before`, from `domain`; answers how many nodes it took, and the
+    /// registrations removed. A node whose hash is gone (or lacks its service) is taken but
+    /// reports no registration, so only the first says whether a sweep batch was full.
     pub(super) async fn remove_in(
         &self,
         domain: &str,
         node: &str,
         before: u64,
+        token: &str,
     ) -> Result<(usize, Vec<String>), StoreError> {
         let mut removed: Vec<String> = self
             .scripts
@@ -215,6 +216,7 @@ impl RedisRegistrations {
             .arg(node)
             .arg(SWEEP_BATCH)
             .arg(before)
+            .arg(token)
             .invoke_async(&mut self.connection())
             .await
             .map_err(failed)?;
