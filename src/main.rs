@@ -143,6 +143,9 @@ fn check(path: &std::path::Path) -> ExitCode {
     let Some(prepared) = load_and_build(path, &Metrics::new(), true) else {
         return ExitCode::FAILURE;
     };
+    // The warnings went through the log's queue: out with them before the summary on stdout, so
+    // that a terminal shows them in the order they were found.
+    fpush::systemd::journal::flush_logs();
     let settings = &prepared.settings;
     println!(
         "{}: OK — component {} via {}:{}",
