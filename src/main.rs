@@ -10,6 +10,7 @@ use fpush::daemon::{self, Control};
 use fpush::metrics::Metrics;
 use fpush::modules;
 use fpush::systemd::journal::print_problem;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// mimalloc instead of glibc's malloc: a push allocates a few dozen small blocks across threads,
 /// which mimalloc serves in fewer instructions (measured in docs/performance.md).
@@ -143,6 +144,9 @@ fn check(path: &std::path::Path) -> ExitCode {
     let Some(prepared) = load_and_build(path, &Metrics::new(), true) else {
         return ExitCode::FAILURE;
     };
+    // The warnings went through the log's queue: out with them before the summary on stdout, so
+    // that a terminal shows them in the order they were found.
+    fpush::systemd::journal::flush_logs();
     let settings = &prepared.settings;
     println!(
         "{}: OK — component {} via {}:{}",
@@ -162,19 +166,6 @@ fn check(path: &std::path::Path) -> ExitCode {
 
 fn run(path: &std::path::Path) -> ExitCode {
     fpush::panics::install_hook();
-    let metrics = Metrics::new();
-    let Some(daemon::Prepared {
-        settings, modules, ..
-    }) = load_and_build(path, &metrics, false)
-    else {
-        return ExitCode::FAILURE;
-    };
-    if !metrics_address_free(path, &settings) {
-        return ExitCode::FAILURE;
-    }
-    for module in &settings.push_modules {
-        log::info!("{}", modules::describe(module));
-    }
     // One thread: measured cheaper per push than the multi-threaded scheduler, and one core
     // carries far more pushes than any XMPP server sends.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -190,16 +181,32 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Before anything that takes time: SIGHUP's default action ends the process, and loading
+    // the settings and building the modules (credential files) can take seconds. A SIGHUP that
+    // comes meanwhile waits in this stream and reloads once the daemon runs.
+    let hangup = match runtime.block_on(async { signal(SignalKind::hangup()) }) {
+        Ok(hangup) => hangup,
+        Err(error) => return signal_handlers_failed(&error),
+    };
+    let metrics = Metrics::new();
+    let Some(daemon::Prepared {
+        settings, modules, ..
+    }) = load_and_build(path, &metrics, false)
+    else {
+        return ExitCode::FAILURE;
+    };
+    if !metrics_address_free(path, &settings) {
+        return ExitCode::FAILURE;
+    }
+    for module in &settings.push_modules {
+        log::info!("{}", modules::describe(module));
+    }
     runtime.block_on(async {
         let control = Control::default();
         let (state, _) = tokio::sync::watch::channel(LinkState::Connecting);
-        let signals = match spawn_signal_handler(control.clone()) {
+        let signals = match spawn_signal_handler(control.clone(), hangup) {
             Ok(handle) => handle,
-            Err(error) => {
-                let text = format!("fpush: cannot install signal handlers: {error}");
-                print_problem(log::Level::Error, &text);
-                return ExitCode::FAILURE;
-            }
+            Err(error) => return signal_handlers_failed(&error),
         };
         let registrations = match daemon::open_registrations(&settings).await {
             Ok(registrations) => registrations,
@@ -245,12 +252,21 @@ fn metrics_address_free(path: &std::path::Path, settings: &fpush::config::Settin
     }
 }
 
-/// SIGTERM (systemd) and SIGINT (a terminal) both ask for an orderly stop; SIGHUP for a reload.
-fn spawn_signal_handler(control: Control) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    use tokio::signal::unix::{signal, SignalKind};
+fn signal_handlers_failed(error: &std::io::Error) -> ExitCode {
+    let text = format!("fpush: cannot install signal handlers: {error}");
+    print_problem(log::Level::Error, &text);
+    ExitCode::FAILURE
+}
+
+/// SIGTERM (systemd) and SIGINT (a terminal) both ask for an orderly stop; SIGHUP (`hup`,
+/// installed at start-up) for a reload. Until the daemon runs, SIGTERM and SIGINT keep their
+/// default action: a start that is stopped has nothing to finish.
+fn spawn_signal_handler(
+    control: Control,
+    mut hup: Signal,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     Ok(tokio::spawn(async move {
         loop {
             tokio::select! {

@@ -7,7 +7,10 @@ use std::cell::Cell;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::LazyLock;
 use std::task::{Context, Poll};
+
+use fpush_http::LoudLog;
 
 /// The exit status after a panic outside a push (EX_SOFTWARE).
 pub const EXIT_ON_PANIC: i32 = 70;
@@ -17,12 +20,20 @@ thread_local! {
     static CONTAINED: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Contained panics are logged like the other loud lines: a platform that panics on every push
+/// would otherwise write a line per push. Each line counts those held back since the last.
+static CONTAINED_PANICS: LazyLock<LoudLog> = LazyLock::new(|| LoudLog::new("a push module"));
+
 /// Installs the process-wide rule above (the binary does this once, before anything runs).
 pub fn install_hook() {
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if CONTAINED.get() {
-            log::error!("a push module panicked; the push is answered wait: {info}");
+            CONTAINED_PANICS.log(
+                log::Level::Error,
+                "panic",
+                &format_args!("panicked; the push is answered wait: {info}"),
+            );
         } else {
             report(info);
             log::error!("fpush panicked outside a push; exiting to be restarted: {info}");

@@ -188,3 +188,97 @@ async fn beyond_the_cap_the_oldest_idle_connection_gives_way() {
     assert!(closed_by_server(&mut idle[0], Duration::from_secs(1)).await);
     assert!(!closed_by_server(&mut idle[3], Duration::from_millis(100)).await);
 }
+
+/// A listener whose `/metrics` answer is far larger than what the kernel buffers between it and
+/// a client that does not read (a few MB on loopback): writing it blocks until the deadline.
+async fn start_with_a_huge_answer(limits: ListenerLimits) -> Listener {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let metrics = Metrics::new();
+    // Each module adds more than 4 KB to the answer.
+    for n in 0..huge_answer_bytes() / 4_000 {
+        metrics.module(&format!(
+            "module-with-a-long-name-to-fill-the-answer-{n:05}"
+        ));
+    }
+    let observed = Arc::new(Observed {
+        metrics,
+        state: Arc::new(|| StateSnapshot {
+            modules: Vec::new(),
+            in_flight: 0,
+            link: LinkState::Down,
+        }),
+    });
+    let stop = CancellationToken::new();
+    tokio::spawn(serve_on(listener, limits, observed, stop.clone()));
+    Listener { port, stop }
+}
+
+/// An answer size that cannot fit in the socket buffers: twice the most Linux lets a TCP send
+/// buffer grow to (`net.ipv4.tcp_wmem`, 4 MiB by default), with the receive buffer kept small.
+fn huge_answer_bytes() -> usize {
+    let largest = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|text| text.split_whitespace().nth(2)?.parse::<usize>().ok())
+        .unwrap_or(4 << 20);
+    2 * largest.max(4 << 20)
+}
+
+/// A connection that asks for `/metrics`, receives the start of the answer, and reads no more
+/// (its receive buffer kept small, so that little of the answer fits in it).
+async fn ask_and_never_read(port: u16) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    stream.write_all(get("/metrics").as_bytes()).await.unwrap();
+    let mut start = [0u8; 16];
+    timeout(Duration::from_secs(30), stream.read_exact(&mut start))
+        .await
+        .expect("the answer starts")
+        .unwrap();
+    assert!(start.starts_with(b"HTTP/1.1 200"));
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_slot_answering_a_client_that_never_reads_the_oldest_gives_way_to_health() {
+    let limits = ListenerLimits {
+        max_connections: 4,
+        // Longer than the test: only eviction can free a slot.
+        deadline: Duration::from_secs(600),
+    };
+    let listener = start_with_a_huge_answer(limits).await;
+    let mut stuck = Vec::new();
+    for _ in 0..4 {
+        stuck.push(ask_and_never_read(listener.port).await);
+    }
+    let response = timeout(
+        Duration::from_secs(30),
+        exchange(listener.port, &get("/health")),
+    )
+    .await
+    .expect("/health answered")
+    .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
+    // The oldest was cut off in the middle of its answer to make room.
+    let mut rest = Vec::new();
+    let _ = timeout(Duration::from_secs(30), stuck[0].read_to_end(&mut rest))
+        .await
+        .expect("the oldest connection was closed");
+    let text = String::from_utf8_lossy(&rest);
+    let (head, body) = text.split_once("\r\n\r\n").expect("the headers arrived");
+    let declared: usize = head
+        .lines()
+        .find_map(|line| {
+            line.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
+        .and_then(|length| length.trim().parse().ok())
+        .expect("a content length");
+    assert!(
+        declared > huge_answer_bytes(),
+        "an answer of {declared} bytes only"
+    );
+    assert!(body.len() < declared, "the oldest answer was written whole");
+}

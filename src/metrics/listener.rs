@@ -1,7 +1,7 @@
 //! The HTTP listener for `/metrics` (OpenMetrics text), `/health` (liveness: the process serves)
 //! and `/ready` (the component link is up). It cannot be tied up: a bounded number of
-//! connections (idle ones give way, see `slots`), one request per connection, and a total
-//! deadline per connection.
+//! connections (the oldest gives way to a newcomer, idle ones first, see `slots`), one request
+//! per connection, and a total deadline per connection.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -72,12 +72,10 @@ pub async fn serve_on(
                 }
             },
         };
-        // With every slot answering a request, the newcomer is closed at once.
-        if let Some(taken) = slots.take() {
-            let observed = observed.clone();
-            let shutdown = shutdown.clone();
-            tokio::spawn(serve_connection(socket, taken, limits, observed, shutdown));
-        }
+        let taken = slots.take();
+        let observed = observed.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(serve_connection(socket, taken, limits, observed, shutdown));
     }
 }
 
@@ -106,7 +104,7 @@ async fn serve_connection(
             Ok(Err(error)) => log::debug!("metrics connection: {error}"),
             Err(_) => log::debug!("metrics connection closed at its deadline"),
         },
-        _ = taken.slot.evicted.cancelled() => log::debug!("idle metrics connection closed for a newer one"),
+        _ = taken.slot.evicted.cancelled() => log::debug!("metrics connection closed for a newer one"),
         _ = shutdown.cancelled() => {}
     }
 }

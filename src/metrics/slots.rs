@@ -1,7 +1,8 @@
 //! The listener's connection slots: a fixed number, and when all are taken a new connection
-//! takes the slot of the oldest one that has not sent its request yet. Idle connections thus
-//! cannot lock a health check out; a connection whose request is being answered keeps its slot
-//! until the answer is written or its deadline passes.
+//! takes the slot of the oldest one that has not sent its request yet, or, when every one is
+//! being answered, of the oldest of them. Neither idle connections nor clients that ask and
+//! never read their answer (which holds a slot until the deadline) can lock a health check out,
+//! and the open connections stay bounded.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,24 +52,25 @@ impl Slots {
         })
     }
 
-    /// A slot for a new connection, evicting the oldest idle one when all are taken; `None`
-    /// when every open connection is being answered.
-    pub(super) fn take(self: &Arc<Self>) -> Option<Taken> {
+    /// A slot for a new connection. When all are taken, the oldest idle connection gives way,
+    /// and as a last resort the oldest one being answered: a newcomer is always served, so a
+    /// health check gets through however the other slots are held.
+    pub(super) fn take(self: &Arc<Self>) -> Taken {
         let mut open = self.lock();
         if open.len() >= self.max {
             let idle = open
                 .iter()
-                .position(|slot| !slot.answering.load(Ordering::Relaxed))?;
-            if let Some(oldest) = open.remove(idle) {
+                .position(|slot| !slot.answering.load(Ordering::Relaxed));
+            if let Some(oldest) = open.remove(idle.unwrap_or(0)) {
                 oldest.evicted.cancel();
             }
         }
         let slot = Arc::new(Slot::default());
         open.push_back(slot.clone());
-        Some(Taken {
+        Taken {
             slots: self.clone(),
             slot,
-        })
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Slot>>> {
@@ -86,10 +88,10 @@ mod tests {
     #[test]
     fn a_new_connection_evicts_the_oldest_idle_one_when_full() {
         let slots = Slots::new(2);
-        let first = slots.take().unwrap();
-        let second = slots.take().unwrap();
+        let first = slots.take();
+        let second = slots.take();
         first.slot.start_answering();
-        let third = slots.take().unwrap();
+        let third = slots.take();
         assert!(!first.slot.evicted.is_cancelled());
         assert!(second.slot.evicted.is_cancelled());
         assert!(!third.slot.evicted.is_cancelled());
@@ -98,12 +100,23 @@ mod tests {
     }
 
     #[test]
-    fn no_slot_while_every_connection_is_being_answered() {
-        let slots = Slots::new(1);
-        let only = slots.take().unwrap();
-        only.slot.start_answering();
-        assert!(slots.take().is_none());
-        drop(only);
-        assert!(slots.take().is_some());
+    fn while_every_connection_is_being_answered_the_oldest_gives_way_to_a_newcomer() {
+        let slots = Slots::new(2);
+        let first = slots.take();
+        let second = slots.take();
+        first.slot.start_answering();
+        second.slot.start_answering();
+        let third = slots.take();
+        assert!(first.slot.evicted.is_cancelled());
+        assert!(!second.slot.evicted.is_cancelled());
+        assert!(!third.slot.evicted.is_cancelled());
+        // The evicted connection ends later: its slot is not freed twice.
+        drop(first);
+        assert_eq!(slots.lock().len(), 2);
+        third.slot.start_answering();
+        let fourth = slots.take();
+        assert!(second.slot.evicted.is_cancelled());
+        assert!(!fourth.slot.evicted.is_cancelled());
+        assert_eq!(slots.lock().len(), 2);
     }
 }

@@ -1,26 +1,29 @@
-//! How log lines look. Under journald (stderr is the stream `JOURNAL_STREAM` names) each line
-//! starts with its syslog priority (`<3>` error … `<7>` debug) and carries no timestamp of its own
-//! (journald stamps every line), so `journalctl -p warning` finds warnings; anywhere else
-//! env_logger's usual timestamped lines. Under journald records are written by a thread of their
-//! own from a bounded queue, so a journald that stops reading never stalls the pushes.
+//! How log lines look, and how they reach stderr. Under journald (stderr is the stream
+//! `JOURNAL_STREAM` names) each line starts with its syslog priority (`<3>` error … `<7>` debug)
+//! and carries no timestamp of its own (journald stamps every line), so `journalctl -p warning`
+//! finds warnings; anywhere else (a terminal, a pipe, Docker, a file) env_logger's usual
+//! timestamped lines. Either way control characters are escaped and every line of a record
+//! carries its priority or header, and records are written by a thread of their own from a
+//! bounded queue, so a reader that stops reading never stalls the pushes.
 
 use std::fmt::Write as _;
-use std::io::{self, Write as _};
+use std::io::{self, IsTerminal as _, Write as _};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-/// Records queued for journald at most; while it takes none, newer ones are dropped and counted.
+/// Records queued for stderr at most; while its reader takes none, newer ones are dropped and
+/// counted.
 const QUEUED_RECORDS: usize = 10_000;
 
 /// How long the end of the process waits for the queued records to be written.
 const FLUSH_WITHIN: Duration = Duration::from_secs(2);
 
-/// The installed logger's queue, for [`flush_logs`].
-static INSTALLED: OnceLock<Arc<Backlog>> = OnceLock::new();
+/// The installed logger's queue, for [`flush_logs`] and [`print_problem`].
+static INSTALLED: OnceLock<Detached> = OnceLock::new();
 
 /// Whether [`init_logger`] found journald on stderr, for [`print_problem`].
 static UNDER_JOURNALD: AtomicBool = AtomicBool::new(false);
@@ -29,7 +32,7 @@ static UNDER_JOURNALD: AtomicBool = AtomicBool::new(false);
 pub fn init_logger(default_filter: &str) {
     let env = env_logger::Env::default().default_filter_or(default_filter);
     let mut builder = env_logger::Builder::from_env(env);
-    if stderr_is_journal() {
+    let notice = if stderr_is_journal() {
         UNDER_JOURNALD.store(true, Ordering::Relaxed);
         builder
             .write_style(env_logger::WriteStyle::Never)
@@ -38,32 +41,57 @@ pub fn init_logger(default_filter: &str) {
                 let lines = journal_lines(record.level(), record.target(), &message);
                 buf.write_all(lines.as_bytes())
             });
-        // Without a thread (none can be started) stderr is written directly, as elsewhere.
-        if let Ok(detached) = Detached::spawn(io::stderr(), QUEUED_RECORDS) {
-            let _ = INSTALLED.set(detached.backlog.clone());
-            builder.target(env_logger::Target::Pipe(Box::new(detached)));
-        }
+        journal_notice
     } else {
-        builder.format_timestamp_millis();
+        if colours_wanted() {
+            // The queue below is a pipe to env_logger, which would not colour it by itself.
+            builder.write_style(env_logger::WriteStyle::Always);
+        }
+        builder.format(|buf, record| {
+            let style = buf.default_level_style(record.level());
+            let level = format!("{style}{:<5}{style:#}", record.level());
+            let header = plain_header(buf.timestamp_millis(), &level, record.target());
+            let lines = plain_lines(&header, &record.args().to_string());
+            buf.write_all(lines.as_bytes())
+        });
+        plain_notice
+    };
+    // Without a thread (none can be started) stderr is written directly.
+    if let Ok(detached) = Detached::spawn(io::stderr(), QUEUED_RECORDS, notice) {
+        let _ = INSTALLED.set(detached.clone());
+        builder.target(env_logger::Target::Pipe(Box::new(detached)));
     }
     builder.init();
 }
 
+/// Whether the level is coloured as env_logger would on its own: stderr is a terminal and
+/// neither `RUST_LOG_STYLE` (already read by env_logger) nor `NO_COLOR` says otherwise.
+fn colours_wanted() -> bool {
+    let unset = |name: &str| std::env::var_os(name).is_none_or(|value| value.is_empty());
+    unset("RUST_LOG_STYLE") && unset("NO_COLOR") && io::stderr().is_terminal()
+}
+
 /// Prints `text` to stderr at `level`, whatever `RUST_LOG` says: a problem that stops fpush or
 /// fails `--check`. Under journald every line carries the priority, so `journalctl -p err` finds
-/// why a start or a reload was refused (a bare line is filed as info); elsewhere the text as is.
+/// why a start or a reload was refused (a bare line is filed as info); elsewhere the text as is,
+/// control characters escaped. It goes through the logger's queue, behind the records logged
+/// before it.
 pub fn print_problem(level: log::Level, text: &str) {
-    if UNDER_JOURNALD.load(Ordering::Relaxed) {
-        eprint!("{}", journal_lines(level, "fpush", text));
+    let lines = if UNDER_JOURNALD.load(Ordering::Relaxed) {
+        journal_lines(level, "fpush", text)
     } else {
-        eprintln!("{text}");
+        plain_lines("", text)
+    };
+    match INSTALLED.get() {
+        Some(detached) => detached.queue(lines.into_bytes()),
+        None => eprint!("{lines}"),
     }
 }
 
-/// Waits, at most [`FLUSH_WITHIN`], until the records queued for journald are written: the
+/// Waits, at most [`FLUSH_WITHIN`], until the records queued for stderr are written: the
 /// process is about to end, and its last lines say why.
 pub fn flush_logs() {
-    let Some(backlog) = INSTALLED.get() else {
+    let Some(Detached { backlog, .. }) = INSTALLED.get() else {
         return;
     };
     let deadline = Instant::now() + FLUSH_WITHIN;
@@ -80,35 +108,49 @@ struct Backlog {
     dropped: AtomicU64,
 }
 
-/// The logger's target under journald: records go through a bounded queue to a thread that
-/// writes them, so a journald that reads slowly or not at all (its socket buffer full, the
-/// daemon stuck) costs log lines, never a stalled event loop with every push on it.
+/// The logger's target: records go through a bounded queue to a thread that writes them, so a
+/// reader that reads slowly or not at all (journald's socket buffer full, a pipe nobody drains,
+/// a terminal on hold) costs log lines, never a stalled event loop with every push on it.
+#[derive(Clone)]
 struct Detached {
-    queue: SyncSender<Vec<u8>>,
+    records: SyncSender<Vec<u8>>,
     backlog: Arc<Backlog>,
 }
 
+/// The line that tells how many records were dropped, as the writer thread writes it.
+type Notice = fn(u64) -> String;
+
 impl Detached {
-    /// Starts the thread that writes to `out`, with room for `capacity` records.
-    fn spawn(out: impl io::Write + Send + 'static, capacity: usize) -> io::Result<Detached> {
-        let (queue, records) = mpsc::sync_channel(capacity);
+    /// Starts the thread that writes to `out`, with room for `capacity` records; `notice` says
+    /// how many were dropped.
+    fn spawn(
+        out: impl io::Write + Send + 'static,
+        capacity: usize,
+        notice: Notice,
+    ) -> io::Result<Detached> {
+        let (records, queued) = mpsc::sync_channel(capacity);
         let backlog = Arc::new(Backlog::default());
         let writer = backlog.clone();
         std::thread::Builder::new()
             .name("fpush-log".into())
-            .spawn(move || write_records(out, &records, &writer))?;
-        Ok(Detached { queue, backlog })
+            .spawn(move || write_records(out, &queued, &writer, notice))?;
+        Ok(Detached { records, backlog })
+    }
+
+    /// Queues `record`, or drops and counts it when the queue is full.
+    fn queue(&self, record: Vec<u8>) {
+        self.backlog.pending.fetch_add(1, Ordering::AcqRel);
+        if self.records.try_send(record).is_err() {
+            self.backlog.pending.fetch_sub(1, Ordering::AcqRel);
+            self.backlog.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
 /// env_logger writes each record whole, in one call.
 impl io::Write for Detached {
     fn write(&mut self, record: &[u8]) -> io::Result<usize> {
-        self.backlog.pending.fetch_add(1, Ordering::AcqRel);
-        if self.queue.try_send(record.to_vec()).is_err() {
-            self.backlog.pending.fetch_sub(1, Ordering::AcqRel);
-            self.backlog.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        self.queue(record.to_vec());
         Ok(record.len())
     }
 
@@ -118,17 +160,32 @@ impl io::Write for Detached {
 }
 
 /// The writer thread: each record in turn, after a notice of those dropped before it.
-fn write_records(mut out: impl io::Write, records: &Receiver<Vec<u8>>, backlog: &Backlog) {
+fn write_records(
+    mut out: impl io::Write,
+    records: &Receiver<Vec<u8>>,
+    backlog: &Backlog,
+    notice: Notice,
+) {
     for record in records {
         let dropped = backlog.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
-            let notice = format!("{dropped} log records dropped: journald took none for a while");
-            let notice = journal_lines(log::Level::Warn, module_path!(), &notice);
-            let _ = out.write_all(notice.as_bytes());
+            let _ = out.write_all(notice(dropped).as_bytes());
         }
         let _ = out.write_all(&record);
         backlog.pending.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+fn journal_notice(dropped: u64) -> String {
+    let text = format!("{dropped} log records dropped: journald took none for a while");
+    journal_lines(log::Level::Warn, module_path!(), &text)
+}
+
+fn plain_notice(dropped: u64) -> String {
+    let text = format!("{dropped} log records dropped: stderr took none for a while");
+    let now = humantime::format_rfc3339_millis(SystemTime::now());
+    let level = format!("{:<5}", log::Level::Warn);
+    plain_lines(&plain_header(now, &level, module_path!()), &text)
 }
 
 /// The syslog priority journald files a record under.
@@ -158,6 +215,26 @@ fn journal_lines(level: log::Level, target: &str, message: &str) -> String {
     }
     if out.is_empty() {
         let _ = writeln!(out, "<{priority}>{target}:");
+    }
+    out
+}
+
+/// The start of every line of a record outside journald, as env_logger writes it:
+/// `[2024-05-01T12:00:00.000Z INFO  fpush::daemon] `.
+fn plain_header(timestamp: impl std::fmt::Display, level: &str, target: &str) -> String {
+    format!("[{timestamp} {level} {target}] ")
+}
+
+/// One record as stderr lines outside journald: every line of the message starts with
+/// `header` and has its control characters escaped, so that text from outside (a provider's
+/// answer) can neither start a line that passes for another record nor drive a terminal.
+fn plain_lines(header: &str, message: &str) -> String {
+    let mut out = String::with_capacity(message.len() + header.len() + 1);
+    for line in message.lines() {
+        let _ = writeln!(out, "{header}{}", super::escape_controls(line));
+    }
+    if out.is_empty() {
+        let _ = writeln!(out, "{}", header.trim_end());
     }
     out
 }
@@ -246,9 +323,9 @@ mod tests {
     }
 
     #[test]
-    fn a_journal_that_reads_nothing_does_not_stall_the_logger() {
+    fn a_reader_that_reads_nothing_does_not_stall_the_logger() {
         let (gate, stuck) = mpsc::channel();
-        let mut target = Detached::spawn(Stuck(stuck), 4).unwrap();
+        let mut target = Detached::spawn(Stuck(stuck), 4, plain_notice).unwrap();
         let backlog = target.backlog.clone();
         let (done, finished) = mpsc::channel();
         std::thread::spawn(move || {
@@ -282,7 +359,7 @@ mod tests {
     #[test]
     fn queued_records_are_written_in_order_with_a_notice_of_those_dropped() {
         let kept = Kept::default();
-        let mut target = Detached::spawn(kept.clone(), 8).unwrap();
+        let mut target = Detached::spawn(kept.clone(), 8, journal_notice).unwrap();
         target.backlog.dropped.store(3, Ordering::Relaxed);
         target.write_all(b"<6>fpush: one\n").unwrap();
         target.write_all(b"<6>fpush: two\n").unwrap();
@@ -295,6 +372,39 @@ mod tests {
             written,
             "<4>fpush::systemd::journal: 3 log records dropped: journald took none for a while\n\
              <6>fpush: one\n<6>fpush: two\n"
+        );
+    }
+
+    #[test]
+    fn outside_journald_every_line_carries_the_header_and_controls_are_escaped() {
+        let header = plain_header("2026-01-01T00:00:00.000Z", "INFO ", "fpush_apns");
+        let lines = plain_lines(
+            &header,
+            "answered: a\n[2026-01-01T00:00:00.000Z ERROR fpush] forged\x1b[2J\0",
+        );
+        assert_eq!(
+            lines,
+            "[2026-01-01T00:00:00.000Z INFO  fpush_apns] answered: a\n\
+             [2026-01-01T00:00:00.000Z INFO  fpush_apns] \
+             [2026-01-01T00:00:00.000Z ERROR fpush] forged\\u{1b}[2J\\0\n"
+        );
+        assert_eq!(
+            plain_lines(&header, ""),
+            "[2026-01-01T00:00:00.000Z INFO  fpush_apns]\n"
+        );
+        // A problem printed bare keeps its lines, escaped.
+        assert_eq!(plain_lines("", "bad file\n  a\rb"), "bad file\n  a\\rb\n");
+    }
+
+    #[test]
+    fn the_plain_notice_of_dropped_records_is_a_warning_line() {
+        let notice = plain_notice(3);
+        assert!(notice.starts_with('['), "{notice}");
+        assert!(
+            notice.ends_with(
+                " WARN  fpush::systemd::journal] 3 log records dropped: stderr took none for a while\n"
+            ),
+            "{notice}"
         );
     }
 
