@@ -329,11 +329,8 @@ async fn invalid_provider_token_answers_wait() {
     // A provider token minutes old is not renewed (Apple allows one renewal per 20 minutes), so
     // the push is not retried.
     assert_eq!(path.apns.server.count_for(DEVICE_TOKEN), 1);
-    assert!(
-        path.fpush.log().contains("misconfigured"),
-        "the operator is told: {}",
-        path.fpush.log()
-    );
+    let log = path.fpush.log_with("misconfigured");
+    assert!(log.contains("misconfigured"), "the operator is told: {log}");
 }
 
 // --- the core's guard against wiping an app's registrations ---------------------------------

@@ -229,11 +229,8 @@ async fn third_party_auth_error_refreshes_the_token_once_then_answers_wait() {
     assert_error(&reply, "t1", "wait", "internal-server-error");
     assert_eq!(path.count_for("thirdpartyauth-token-1"), 2);
     assert_eq!(path.fcm.tokens_granted(), 2, "one refresh");
-    assert!(
-        path.fpush.log().contains("misconfigured"),
-        "the operator is told: {}",
-        path.fpush.log()
-    );
+    let log = path.fpush.log_with("misconfigured");
+    assert!(log.contains("misconfigured"), "the operator is told: {log}");
 }
 
 #[tokio::test]

@@ -282,7 +282,7 @@ async fn a_stream_error_from_the_server_makes_fpush_reconnect() {
     .unwrap();
     link.expect_close(WAIT).await.unwrap();
     push_goes_through(&mut connect(&mut server).await, "after-stream-error").await;
-    let log = fpush.log();
+    let log = fpush.log_with("system-shutdown");
     assert!(
         log.contains("system-shutdown"),
         "the log names the error:\n{log}"

@@ -46,11 +46,8 @@ async fn a_module_removed_by_a_reload_answers_wait_not_item_not_found() {
     // A module that never existed is still `item-not-found`.
     let reply = ask(&mut link, &push_iq("never", "t1", Some("no-such-app"))).await;
     assert_error(&reply, "never", "cancel", "item-not-found");
-    assert!(
-        fpush.log().contains("removed by a reload"),
-        "{}",
-        fpush.log()
-    );
+    let log = fpush.log_with("removed by a reload");
+    assert!(log.contains("removed by a reload"), "{log}");
 }
 
 #[tokio::test]

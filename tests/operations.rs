@@ -396,6 +396,6 @@ async fn sighup_reloads_modules_and_ratelimits_without_reconnecting_or_losing_pu
         "{text}"
     );
     assert_eq!(link.stream_id, "fake-stream-1");
-    let log = fpush.log();
+    let log = fpush.log_with("keeping the running settings");
     assert!(log.contains("keeping the running settings"), "{log}");
 }

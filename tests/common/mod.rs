@@ -52,6 +52,24 @@ impl Daemon {
         text
     }
 
+    /// The log once `done` holds for it (or after [`WAIT`]): records reach the file through the
+    /// logger's own thread, so a line logged before a reply may land just after it.
+    pub fn log_once(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let log = self.log();
+            if done(&log) || std::time::Instant::now() >= deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The log once it holds `text` (or after [`WAIT`]).
+    pub fn log_with(&self, text: &str) -> String {
+        self.log_once(|log| log.contains(text))
+    }
+
     /// Send SIGTERM.
     pub fn terminate(&self) {
         self.signal("TERM");
