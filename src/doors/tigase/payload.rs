@@ -12,6 +12,8 @@ use crate::store::Registration;
 
 /// Apple's limit for a push payload.
 const APNS_MAX_PAYLOAD: usize = 4096;
+/// Apple's limit for a PushKit (VoIP) push payload.
+const APNS_MAX_VOIP_PAYLOAD: usize = 5120;
 /// What the rest of the payload may take next to the encrypted part (`aps`, the account, the
 /// key names), kept generous: a payload Apple refuses would cost the whole push.
 const PAYLOAD_RESERVE: usize = 768;
@@ -43,7 +45,13 @@ pub fn notification(module: &Module, registration: &Registration, mut push: Push
     });
     // An encrypted part that cannot go out still means there is something to show.
     let had_encrypted = parts.encrypted.is_some();
-    let encrypted = usable(parts, &registration.account);
+    // A call to a VoIP token is sized for PushKit; anything else, a call sent as an alert
+    // included, for an alert.
+    let limit = match call && registration.second_token.is_some() {
+        true => APNS_MAX_VOIP_PAYLOAD,
+        false => APNS_MAX_PAYLOAD,
+    };
+    let encrypted = usable(parts, &registration.account, limit);
     let mut notification = PushNotification {
         token: registration.token.clone(),
         module_id: module.id.clone(),
@@ -117,9 +125,9 @@ fn plain(
 
 /// The encrypted part as the app can decrypt it, or `None` when the push has none or it
 /// cannot go out: not base64 (the app's decoder rejects whitespace, so XML whitespace is
-/// trimmed first), no `iv`, or too large for `max-payload-size` or Apple's 4 KB (a plain
-/// "new message" alert goes out instead).
-fn usable(parts: TigaseParts, account: &str) -> Option<EncryptedPayload> {
+/// trimmed first), no `iv`, or too large for `max-payload-size` or for Apple's `limit` (4 KB,
+/// 5 KB for a PushKit call; a plain "new message" alert goes out instead).
+fn usable(parts: TigaseParts, account: &str, limit: usize) -> Option<EncryptedPayload> {
     let EncryptedElement { data, iv, .. } = parts.encrypted?;
     let data = data.trim_matches(is_xml_space_char);
     let iv = iv?;
@@ -127,7 +135,7 @@ fn usable(parts: TigaseParts, account: &str) -> Option<EncryptedPayload> {
     let decoded = base64_len(data)?;
     base64_len(iv).filter(|&n| n > 0)?;
     let fits = decoded <= MAX_PAYLOAD_SIZE + GCM_TAG_BYTES
-        && data.len() + iv.len() + account.len() + PAYLOAD_RESERVE <= APNS_MAX_PAYLOAD;
+        && data.len() + iv.len() + account.len() + PAYLOAD_RESERVE <= limit;
     if !fits {
         log::debug!(
             "tigase: an encrypted payload of {decoded} bytes is too large; sending a plain alert"
@@ -170,6 +178,80 @@ mod tests {
         }
     }
 
+    fn module() -> Module {
+        use std::sync::Arc;
+        use std::time::Duration;
+        struct Never;
+        #[async_trait::async_trait]
+        impl fpush_traits::PushTrait for Never {
+            async fn send(
+                &self,
+                _: &PushNotification,
+            ) -> Result<fpush_traits::Delivered, fpush_traits::PushError> {
+                Ok(fpush_traits::Delivered::default())
+            }
+        }
+        Module::new(
+            "ios",
+            "apple",
+            Arc::new(Never),
+            crate::ratelimit::RatelimitConfig::default(),
+            Duration::from_secs(3600),
+            crate::metrics::ModuleMetrics::detached(),
+        )
+    }
+
+    fn registration(account: &str, voip: Option<&str>) -> Registration {
+        Registration {
+            key: crate::store::RegistrationKey {
+                service: "snikket:apns:1".into(),
+                device: account.into(),
+                channel: "ab".repeat(32),
+            },
+            account: account.into(),
+            domain: "example.org".into(),
+            token: "ab".repeat(32),
+            second_token: voip.map(str::to_owned),
+            node: "n0de".into(),
+            secret: String::new(),
+            last_used: std::time::SystemTime::now(),
+        }
+    }
+
+    /// A call carrying the largest ciphertext `max-payload-size` allows.
+    fn full_size_call() -> PushRequest {
+        use base64::engine::general_purpose::STANDARD;
+        use base64::Engine;
+        let mut call = parts(
+            &STANDARD.encode(vec![7u8; MAX_PAYLOAD_SIZE + GCM_TAG_BYTES]),
+            Some("aXYxMjM0NTY3ODkw"),
+        );
+        if let Some(encrypted) = call.encrypted.as_mut() {
+            encrypted.kind = Some("voip".into());
+        }
+        PushRequest {
+            tigase: Some(Box::new(call)),
+            ..PushRequest::default()
+        }
+    }
+
+    #[test]
+    fn a_full_size_call_from_a_long_account_goes_to_pushkit_with_its_details() {
+        let account = format!("{}@example.org", "r".repeat(1000));
+        let to_voip = registration(&account, Some(&"cd".repeat(32)));
+        let built = notification(&module(), &to_voip, full_size_call());
+        assert!(built.voip, "sent as {:?}", built.notification.kind);
+        assert_eq!(built.notification.kind, Some(PushKind::Voip));
+        assert!(built.notification.encrypted.is_some());
+        // Without a VoIP token the call is an alert, sized for one: a plain alert here.
+        let no_voip = registration(&account, None);
+        let built = notification(&module(), &no_voip, full_size_call());
+        assert!(!built.voip);
+        assert_eq!(built.notification.kind, Some(PushKind::Alert));
+        assert_eq!(built.notification.encrypted, None);
+        assert_eq!(built.notification.voip_token, None);
+    }
+
     #[test]
     fn a_nickname_goes_with_plain_content_only() {
         let mut push = PushRequest::default();
@@ -187,7 +269,11 @@ mod tests {
 
     #[test]
     fn xml_whitespace_around_base64_is_trimmed_and_the_rest_kept() {
-        let usable = usable(parts("\n  QUJDREVG\t\n", Some(" aXYxMjM0NTY3ODkw ")), "a@b");
+        let usable = usable(
+            parts("\n  QUJDREVG\t\n", Some(" aXYxMjM0NTY3ODkw ")),
+            "a@b",
+            APNS_MAX_PAYLOAD,
+        );
         let usable = usable.expect("usable");
         assert_eq!(usable.data, "QUJDREVG");
         assert_eq!(
@@ -198,11 +284,26 @@ mod tests {
 
     #[test]
     fn whitespace_inside_base64_or_a_missing_iv_makes_it_unusable() {
-        assert_eq!(usable(parts("QUJD REVG", Some("aXYx")), "a@b"), None);
-        assert_eq!(usable(parts("QUJD!EVG", Some("aXYx")), "a@b"), None);
-        assert_eq!(usable(parts("QUJDREVG", None), "a@b"), None);
-        assert_eq!(usable(parts("QUJDREVG", Some("")), "a@b"), None);
-        assert_eq!(usable(parts("", Some("aXYx")), "a@b"), None);
+        assert_eq!(
+            usable(parts("QUJD REVG", Some("aXYx")), "a@b", APNS_MAX_PAYLOAD),
+            None
+        );
+        assert_eq!(
+            usable(parts("QUJD!EVG", Some("aXYx")), "a@b", APNS_MAX_PAYLOAD),
+            None
+        );
+        assert_eq!(
+            usable(parts("QUJDREVG", None), "a@b", APNS_MAX_PAYLOAD),
+            None
+        );
+        assert_eq!(
+            usable(parts("QUJDREVG", Some("")), "a@b", APNS_MAX_PAYLOAD),
+            None
+        );
+        assert_eq!(
+            usable(parts("", Some("aXYx")), "a@b", APNS_MAX_PAYLOAD),
+            None
+        );
     }
 
     #[test]
@@ -211,10 +312,16 @@ mod tests {
         use base64::Engine;
         let fits = STANDARD.encode(vec![7u8; MAX_PAYLOAD_SIZE + GCM_TAG_BYTES]);
         let over = STANDARD.encode(vec![7u8; MAX_PAYLOAD_SIZE + GCM_TAG_BYTES + 1]);
-        assert!(usable(parts(&fits, Some("aXYx")), "a@b").is_some());
-        assert_eq!(usable(parts(&over, Some("aXYx")), "a@b"), None);
+        assert!(usable(parts(&fits, Some("aXYx")), "a@b", APNS_MAX_PAYLOAD).is_some());
+        assert_eq!(
+            usable(parts(&over, Some("aXYx")), "a@b", APNS_MAX_PAYLOAD),
+            None
+        );
         // Within max-payload-size, but not within Apple's 4 KB next to a long account.
         let account = "a".repeat(600);
-        assert_eq!(usable(parts(&fits, Some("aXYx")), &account), None);
+        assert_eq!(
+            usable(parts(&fits, Some("aXYx")), &account, APNS_MAX_PAYLOAD),
+            None
+        );
     }
 }
