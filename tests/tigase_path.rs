@@ -201,6 +201,34 @@ async fn a_call_goes_to_the_pushkit_token_an_empty_push_is_background_and_high_i
 }
 
 #[tokio::test]
+async fn a_call_whose_details_cannot_fit_pushkit_goes_as_an_alert_to_the_device_token() {
+    let apns = ApnsHarness::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A large `additionalData` next to the largest ciphertext `max-payload-size` allows (2,064
+    // bytes, 2,752 in base64): over PushKit's 5 KB, while the plain alert fits 4 KB.
+    let mut block = apns.token_settings();
+    block["additionalData"] = json!({"pad": "p".repeat(2600)});
+    let (_fpush, _xmpp, mut link, node) = registered_with_voip(block, dir.path()).await;
+
+    let call = format!(
+        "<encrypted xmlns='tigase:push:encrypt:0' iv='aXYxMjM0NTY3ODkw' type='voip'>{}\
+         </encrypted>",
+        "QUFB".repeat(688)
+    );
+    assert_result(&push(&mut link, "c1", &node, &call).await, "c1");
+    let sent = &apns.server.received()[0];
+    assert_eq!(sent.token, DEVICE, "never an empty PushKit push");
+    assert_eq!(sent.headers["apns-push-type"], "alert");
+    assert_eq!(sent.headers["apns-topic"], TOPIC);
+    assert_eq!(sent.headers["apns-priority"], "10");
+    assert!(sent.body.len() <= 4096, "{}", sent.body.len());
+    let payload: Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(payload["aps"]["mutable-content"], 1);
+    assert_eq!(payload["account"], "juliet@localhost");
+    assert!(payload.get("encrypted").is_none());
+}
+
+#[tokio::test]
 async fn certificate_auth_without_a_pushkit_certificate_sends_calls_as_alerts() {
     let apns = ApnsHarness::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();

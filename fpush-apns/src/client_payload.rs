@@ -9,7 +9,7 @@ use bytes::Bytes;
 use fpush_traits::{PushKind, PushNotification};
 use serde_json::{json, Map, Value};
 
-use crate::payload::PayloadBuilder;
+use crate::payload::{PayloadBuilder, MAX_VOIP_PAYLOAD};
 
 /// Whether `push` is rendered here: a push that names its account (a registering client
 /// protocol's, which also says the kind, the encrypted part and the extra keys).
@@ -28,6 +28,15 @@ pub fn build(builder: &PayloadBuilder, push: &PushNotification, limit: usize) ->
         return Bytes::from(full);
     }
     Bytes::from(render(builder, push, false))
+}
+
+/// A PushKit call's payload with all it carries, or `None` when that cannot fit PushKit's
+/// 5 KB. Such a call must go to the device token as an alert ([`build`] within Apple's 4 KB),
+/// never as a PushKit push without its details: the app could neither show the caller nor
+/// answer, and iOS stops delivering PushKit pushes to an app that reports no call for one.
+pub fn call(builder: &PayloadBuilder, push: &PushNotification) -> Option<Bytes> {
+    let full = render(builder, push, true);
+    (full.len() <= MAX_VOIP_PAYLOAD).then(|| Bytes::from(full))
 }
 
 fn render(builder: &PayloadBuilder, push: &PushNotification, whole: bool) -> Vec<u8> {
@@ -182,6 +191,21 @@ mod tests {
         let v = parse(&bytes);
         assert_eq!(v["aps"], json!({"content-available": 1}));
         assert_eq!(v["account"], account.as_str());
+    }
+
+    #[test]
+    fn a_call_whose_details_cannot_fit_pushkit_is_no_pushkit_payload() {
+        let mut voip = push(PushKind::Voip);
+        voip.encrypted = Some(EncryptedPayload {
+            data: "A".repeat(4200),
+            params: vec![("iv".into(), "aXYx".into())],
+        });
+        let fits = call(&builder(), &voip).expect("a call that fits PushKit");
+        assert_eq!(parse(&fits)["encrypted"].as_str().map(str::len), Some(4200));
+        if let Some(encrypted) = voip.encrypted.as_mut() {
+            encrypted.data = "A".repeat(MAX_VOIP_PAYLOAD);
+        }
+        assert_eq!(call(&builder(), &voip), None);
     }
 
     #[test]

@@ -286,6 +286,15 @@ fn payload_limit(per_push: PerPush) -> usize {
     }
 }
 
+/// A call that cannot go over PushKit: an alert to the device token at priority 10, so the
+/// user still learns of it.
+fn call_as_alert() -> PerPush {
+    PerPush {
+        priority: Some(10),
+        ..PerPush::default()
+    }
+}
+
 /// A payload that even an empty alert leaves over Apple's limit (what cannot be cut is too
 /// large: an encrypted payload, extra keys): refused here, not sent for Apple to refuse, so
 /// it is neither sent mangled nor read as the module's fault.
@@ -308,20 +317,25 @@ impl PushTrait for ApnsPush {
                 // The user still learns of the call.
                 VoipRoute::Unavailable => {
                     token = &notification.token;
-                    per_push = PerPush {
-                        priority: Some(10),
-                        ..PerPush::default()
-                    };
+                    per_push = call_as_alert();
                 }
+            }
+        }
+        let mut pushkit = None;
+        if per_push.voip && client_payload::applies(notification) {
+            pushkit = client_payload::call(&self.payload, notification);
+            if pushkit.is_none() {
+                (client, token, per_push) = (&self.client, &notification.token, call_as_alert());
             }
         }
         if !plausible_token(token) {
             return Err(PushError::TokenInvalid(DeadTokenReason::Implausible));
         }
         let limit = payload_limit(per_push);
-        let body = match client_payload::applies(notification) {
-            true => client_payload::build(&self.payload, notification, limit),
-            false => self
+        let body = match (pushkit, client_payload::applies(notification)) {
+            (Some(body), _) => body,
+            (None, true) => client_payload::build(&self.payload, notification, limit),
+            (None, false) => self
                 .payload
                 .build(&notification.summary, &notification.extra, limit),
         };
