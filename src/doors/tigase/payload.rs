@@ -19,6 +19,9 @@ const APNS_MAX_VOIP_PAYLOAD: usize = 5120;
 const PAYLOAD_RESERVE: usize = 768;
 /// A room nickname is a JID resourcepart: at most 1023 bytes.
 const MAX_NICKNAME_BYTES: usize = 1023;
+/// The longest iv passed on: AES-GCM ivs are 12 bytes (16 at most in practice), and a longer
+/// `iv` attribute reaches the door cut short, which the app could not decrypt with.
+const MAX_IV_BYTES: usize = 64;
 /// The AES-GCM tag the ciphertext carries besides the encrypted plaintext.
 const GCM_TAG_BYTES: usize = 16;
 
@@ -133,7 +136,7 @@ fn usable(parts: TigaseParts, account: &str, limit: usize) -> Option<EncryptedPa
     let iv = iv?;
     let iv = iv.trim_matches(is_xml_space_char);
     let decoded = base64_len(data)?;
-    base64_len(iv).filter(|&n| n > 0)?;
+    base64_len(iv).filter(|&n| n > 0 && n <= MAX_IV_BYTES)?;
     let fits = decoded <= MAX_PAYLOAD_SIZE + GCM_TAG_BYTES
         && data.len() + iv.len() + account.len() + PAYLOAD_RESERVE <= limit;
     if !fits {
@@ -305,6 +308,21 @@ mod tests {
             None
         );
     }
+
+    #[test]
+    fn an_iv_longer_than_any_aes_gcm_iv_is_unusable() {
+        // The request keeps 256 bytes of an attribute: a longer iv arrives cut, as valid base64.
+        let cut = "A".repeat(256);
+        assert_eq!(
+            usable(parts("QUJDREVG", Some(&cut)), "a@b", APNS_MAX_PAYLOAD),
+            None
+        );
+        let largest = STANDARD_IV.repeat(MAX_IV_BYTES / 3);
+        assert!(usable(parts("QUJDREVG", Some(&largest)), "a@b", APNS_MAX_PAYLOAD).is_some());
+    }
+
+    /// Three bytes of iv in base64.
+    const STANDARD_IV: &str = "aXYx";
 
     #[test]
     fn a_ciphertext_over_max_payload_size_is_unusable() {
