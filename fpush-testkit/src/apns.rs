@@ -5,7 +5,7 @@
 //! `apns-topic`, `apns-push-type`, `apns-priority`, `apns-expiration`, `apns-collapse-id`, the
 //! provider token (ES256 signature with the test key, `kid`, `iss`, `iat` under an hour old) or
 //! the client certificate the TLS handshake verified, then the body (valid JSON object, at most
-//! 4096 bytes). A request that passes gets, in order of precedence: the next answer queued for
+//! 4096 bytes, 5120 for `apns-push-type: voip`). A request that passes gets, in order of precedence: the next answer queued for
 //! its token ([`ApnsTestServer::enqueue`]), the answer of the responder closure
 //! ([`ApnsTestServer::set_responder`]), or the answer the token's prefix asks for
 //! ([`answer_by_prefix`]); anything else is delivered (200 with an `apns-id`).
@@ -39,6 +39,8 @@ use provider_token::{Claims, TokenVerifier};
 
 /// Apple's payload limit for regular pushes.
 pub const MAX_PAYLOAD: usize = 4096;
+/// Apple's payload limit for VoIP (PushKit) pushes.
+pub const MAX_VOIP_PAYLOAD: usize = 5120;
 /// Apple refuses provider tokens older than this.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
@@ -229,35 +231,12 @@ impl ApnsTestServer {
         expect: ApnsExpect,
         options: ServeOptions,
     ) -> Result<Self, TlsError> {
-        let verifier = match &expect.jwt_public_key_pem {
-            Some(pem) => Some(
-                TokenVerifier::new(pem, &expect.key_id, &expect.team_id).map_err(|e| {
-                    TlsError::Io {
-                        what: "APNS test public key".into(),
-                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-                    }
-                })?,
-            ),
-            None => None,
-        };
         let client_auth = if expect.accept_client_cert {
             ClientAuth::Optional
         } else {
             ClientAuth::None
         };
-        let state = Arc::new(State {
-            expect,
-            verifier,
-            verified: Mutex::default(),
-            recording: AtomicBool::new(true),
-            hold: tokio::sync::watch::channel(false).0,
-            queued: Mutex::default(),
-            seen: Mutex::default(),
-            responder: Mutex::default(),
-            observer: Mutex::default(),
-            received: Mutex::default(),
-            next_id: AtomicU64::new(1),
-        });
+        let state = Arc::new(State::new(expect)?);
         let handler_state = state.clone();
         let tls = pki.server_config(client_auth)?;
         let server = serve_with(addr, tls, options, move |req, conn| {
@@ -344,6 +323,33 @@ impl ApnsTestServer {
 }
 
 impl State {
+    fn new(expect: ApnsExpect) -> Result<Self, TlsError> {
+        let verifier = match &expect.jwt_public_key_pem {
+            Some(pem) => Some(
+                TokenVerifier::new(pem, &expect.key_id, &expect.team_id).map_err(|e| {
+                    TlsError::Io {
+                        what: "APNS test public key".into(),
+                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                    }
+                })?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            expect,
+            verifier,
+            verified: Mutex::default(),
+            recording: AtomicBool::new(true),
+            hold: tokio::sync::watch::channel(false).0,
+            queued: Mutex::default(),
+            seen: Mutex::default(),
+            responder: Mutex::default(),
+            observer: Mutex::default(),
+            received: Mutex::default(),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
     async fn handle(&self, req: Request<Bytes>, conn: Arc<Connection>) -> Response<Bytes> {
         let (parts, body) = req.into_parts();
         let token = parts
@@ -507,7 +513,7 @@ impl State {
         if r.body.is_empty() {
             return refuse(400, "PayloadEmpty");
         }
-        if r.body.len() > MAX_PAYLOAD {
+        if r.body.len() > max_payload(push_type) {
             return refuse(413, "PayloadTooLarge");
         }
         match serde_json::from_slice::<serde_json::Value>(&r.body) {
@@ -554,6 +560,14 @@ impl State {
     }
 }
 
+/// Apple's limit for a push type: PushKit calls may carry 5 KB, everything else 4 KB.
+fn max_payload(push_type: Option<&str>) -> usize {
+    match push_type {
+        Some("voip") => MAX_VOIP_PAYLOAD,
+        _ => MAX_PAYLOAD,
+    }
+}
+
 /// Unix seconds, shifted by however far tokio's test clock was advanced, so a test that
 /// advances time sees provider tokens age (the APNS module reckons `iat` the same way).
 pub fn unix_now() -> u64 {
@@ -569,6 +583,56 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server state that takes client certificates, so requests pass authentication.
+    fn cert_state() -> State {
+        State::new(ApnsExpect {
+            topic: "com.example.chat".into(),
+            team_id: "TEAM".into(),
+            key_id: "KEY".into(),
+            jwt_public_key_pem: None,
+            accept_client_cert: true,
+        })
+        .unwrap()
+    }
+
+    /// A request for `topic` as `push_type` whose JSON body is exactly `size` bytes.
+    fn request(topic: &str, push_type: &str, size: usize) -> Received {
+        let mut headers = HeaderMap::new();
+        headers.insert("apns-topic", topic.parse().unwrap());
+        headers.insert("apns-push-type", push_type.parse().unwrap());
+        let padding = "x".repeat(size - r#"{"p":""}"#.len());
+        let body = Bytes::from(format!(r#"{{"p":"{padding}"}}"#));
+        assert_eq!(body.len(), size);
+        Received {
+            token: "0123abcd".into(),
+            headers,
+            body,
+            jwt: None,
+            client_cert: true,
+            connection: 1,
+            status: 0,
+            reason: None,
+        }
+    }
+
+    fn check(state: &State, r: &Received) -> Result<(), u16> {
+        state
+            .check(&Method::POST, &format!("/3/device/{}", r.token), r)
+            .map_err(|refusal| refusal.status)
+    }
+
+    #[test]
+    fn voip_pushes_may_carry_5120_bytes_others_4096() {
+        let state = cert_state();
+        let voip = "com.example.chat.voip";
+        assert_eq!(check(&state, &request(voip, "voip", 5120)), Ok(()));
+        assert_eq!(check(&state, &request(voip, "voip", 5121)), Err(413));
+        let topic = "com.example.chat";
+        assert_eq!(check(&state, &request(topic, "alert", 4096)), Ok(()));
+        assert_eq!(check(&state, &request(topic, "alert", 4097)), Err(413));
+        assert_eq!(check(&state, &request(topic, "background", 4097)), Err(413));
+    }
 
     #[test]
     fn prefix_convention() {
