@@ -8,7 +8,8 @@
 //!   short-lived `iat`/`exp`); a good one is traded for an expiring access token.
 //! - `POST /v1/projects/{project}/messages:send`: the bearer token must be one this server issued
 //!   and not expired, the message must be what FCM accepts (`message.token`, string `data`
-//!   values, `android.priority == "high"`, `android.ttl` like `"2419200s"`). The answer then
+//!   values, at most 4096 bytes of `data`, `android.priority == "high"`, `android.ttl` like
+//!   `"2419200s"`). The answer then
 //!   follows a per-test script, else the shared token-prefix convention (see `answers.rs` and
 //!   the `fake-fcm` binary), always in Google's real error layout.
 //!
@@ -655,9 +656,36 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// FCM's limit on a message's `data`, keys and values counted.
+pub const MAX_DATA_BYTES: usize = 4096;
+
+/// Why FCM refuses a message: what it says, and the field its `google.rpc.BadRequest` names
+/// (none for a message that is too big).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Refusal {
+    field: Option<String>,
+    text: String,
+}
+
+impl Refusal {
+    fn about(field: &str, text: &str) -> Self {
+        Self {
+            field: Some(field.to_string()),
+            text: text.to_string(),
+        }
+    }
+
+    fn answer(&self) -> FcmAnswer {
+        match &self.field {
+            Some(field) => FcmAnswer::invalid_argument(field, &self.text),
+            None => FcmAnswer::too_big(&self.text),
+        }
+    }
+}
+
 /// Checks the message the way FCM does; the error names the offending field.
-fn check_message(body: &Value) -> Result<&str, (String, String)> {
-    let bad = |field: &str, text: &str| (field.to_string(), text.to_string());
+fn check_message(body: &Value) -> Result<&str, Refusal> {
+    let bad = Refusal::about;
     let message = body
         .get("message")
         .filter(|m| m.is_object())
@@ -672,15 +700,7 @@ fn check_message(body: &Value) -> Result<&str, (String, String)> {
             )
         })?;
     if let Some(data) = message.get("data") {
-        let all_strings = data
-            .as_object()
-            .is_some_and(|map| map.values().all(Value::is_string));
-        if !all_strings {
-            return Err(bad(
-                "message.data",
-                "Invalid value at 'message.data': data values must be strings",
-            ));
-        }
+        check_data(data)?;
     }
     let android = message
         .get("android")
@@ -708,6 +728,32 @@ fn check_message(body: &Value) -> Result<&str, (String, String)> {
     Ok(token)
 }
 
+/// `message.data` as FCM takes it: string values, and at most [`MAX_DATA_BYTES`] of keys and
+/// values. A message over the limit is refused whole, with FCM's "too big" answer, whatever
+/// the token.
+fn check_data(data: &Value) -> Result<(), Refusal> {
+    let Some(map) = data
+        .as_object()
+        .filter(|map| map.values().all(Value::is_string))
+    else {
+        return Err(Refusal::about(
+            "message.data",
+            "Invalid value at 'message.data': data values must be strings",
+        ));
+    };
+    let size: usize = map
+        .iter()
+        .map(|(key, value)| key.len() + value.as_str().map_or(0, str::len))
+        .sum();
+    if size > MAX_DATA_BYTES {
+        return Err(Refusal {
+            field: None,
+            text: "Android message is too big".to_string(),
+        });
+    }
+    Ok(())
+}
+
 async fn send_endpoint(
     state: &Arc<State>,
     project: String,
@@ -723,7 +769,7 @@ async fn send_endpoint(
         FcmAnswer::unauthenticated()
     } else {
         match check_message(&body) {
-            Err((field, text)) => FcmAnswer::invalid_argument(&field, &text),
+            Err(refusal) => refusal.answer(),
             Ok(token) => {
                 let scripted = lock(&state.script).pop_front();
                 scripted.unwrap_or_else(|| {
@@ -868,8 +914,24 @@ mod tests {
             ),
         ];
         for (body, field) in cases {
-            assert_eq!(check_message(&body).unwrap_err().0, field, "{body}");
+            assert_eq!(
+                check_message(&body).unwrap_err().field.as_deref(),
+                Some(field),
+                "{body}"
+            );
         }
+    }
+
+    #[test]
+    fn data_over_4096_bytes_is_refused_as_fcm_does() {
+        let message = |value: String| json!({"message": {"token": "t", "data": {"body": value}, "android": {"priority": "high"}}});
+        // Keys and values count: "body" is 4 bytes.
+        assert_eq!(check_message(&message("x".repeat(4092))), Ok("t"));
+        let refused = check_message(&message("x".repeat(4093))).unwrap_err();
+        assert_eq!(
+            refused.answer(),
+            FcmAnswer::too_big("Android message is too big")
+        );
     }
 
     #[test]
