@@ -8,8 +8,8 @@
 //!   short-lived `iat`/`exp`); a good one is traded for an expiring access token.
 //! - `POST /v1/projects/{project}/messages:send`: the bearer token must be one this server issued
 //!   and not expired, the message must be what FCM accepts (`message.token`, string `data`
-//!   values, at most 4096 bytes of `data`, `android.priority == "high"`, `android.ttl` like
-//!   `"2419200s"`). The answer then
+//!   values under no reserved key, at most 4096 bytes of `data`, `android.priority == "high"`,
+//!   `android.ttl` like `"2419200s"`). The answer then
 //!   follows a per-test script, else the shared token-prefix convention (see `answers.rs` and
 //!   the `fake-fcm` binary), always in Google's real error layout.
 //!
@@ -728,9 +728,10 @@ fn check_message(body: &Value) -> Result<&str, Refusal> {
     Ok(token)
 }
 
-/// `message.data` as FCM takes it: string values, and at most [`MAX_DATA_BYTES`] of keys and
-/// values. A message over the limit is refused whole, with FCM's "too big" answer, whatever
-/// the token.
+/// `message.data` as FCM takes it: string values, no reserved key (`from`, `message_type`,
+/// `google…`, `gcm…`; `notification`, though documented as reserved, is taken), and at most
+/// [`MAX_DATA_BYTES`] of keys and values. A message over the limit is refused whole, with
+/// FCM's "too big" answer, whatever the token.
 fn check_data(data: &Value) -> Result<(), Refusal> {
     let Some(map) = data
         .as_object()
@@ -741,6 +742,18 @@ fn check_data(data: &Value) -> Result<(), Refusal> {
             "Invalid value at 'message.data': data values must be strings",
         ));
     };
+    let reserved = |key: &str| {
+        key == "from"
+            || key == "message_type"
+            || key.starts_with("google")
+            || key.starts_with("gcm")
+    };
+    if let Some(key) = map.keys().find(|key| reserved(key)) {
+        return Err(Refusal::about(
+            "message.data",
+            &format!("Invalid data payload key: {key}"),
+        ));
+    }
     let size: usize = map
         .iter()
         .map(|(key, value)| key.len() + value.as_str().map_or(0, str::len))
@@ -932,6 +945,27 @@ mod tests {
             refused.answer(),
             FcmAnswer::too_big("Android message is too big")
         );
+    }
+
+    #[test]
+    fn reserved_data_keys_are_refused_as_fcm_does() {
+        for key in [
+            "from",
+            "message_type",
+            "google.c.a.e",
+            "gcm.n.e",
+            "googleish",
+        ] {
+            let body = json!({"message": {"token": "t", "data": {key: "v"}, "android": {"priority": "high"}}});
+            let refused = check_message(&body).unwrap_err();
+            assert_eq!(refused.field.as_deref(), Some("message.data"), "{key}");
+            assert!(refused.text.contains(key), "{}", refused.text);
+        }
+        // FCM lists `notification` among reserved words but takes it in `data`.
+        for key in ["notification", "kind", "fromage"] {
+            let body = json!({"message": {"token": "t", "data": {key: "v"}, "android": {"priority": "high"}}});
+            assert_eq!(check_message(&body), Ok("t"), "{key}");
+        }
     }
 
     #[test]
