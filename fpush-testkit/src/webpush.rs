@@ -1,6 +1,7 @@
 //! An in-process Web Push service (RFC 8030): HTTPS with the test CA, HTTP/2 and HTTP/1.1 (or
 //! HTTP/1.1 only), answering `POST` to any path with scripted statuses (201 by default) and
-//! recording every request it got, body and headers included.
+//! recording every request it got, body and headers included. A message the real services
+//! refuse is refused first, whatever is scripted: no `TTL` (400).
 //!
 //! [`verify_vapid`] checks an `Authorization: vapid t=…, k=…` header the way a push service
 //! does (RFC 8292): the ES256 signature of the token under the key `k`.
@@ -125,9 +126,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn handle(state: &State, req: Request<Bytes>, conn: &Connection) -> Response<Bytes> {
     let answer = match *req.method() {
-        Method::POST => lock(&state.answers)
-            .pop_front()
-            .unwrap_or(WebPushAnswer::status(201)),
+        Method::POST => match check(req.headers(), req.body()) {
+            Err(status) => WebPushAnswer::status(status),
+            Ok(()) => lock(&state.answers)
+                .pop_front()
+                .unwrap_or(WebPushAnswer::status(201)),
+        },
         _ => WebPushAnswer::status(405),
     };
     let (parts, body) = req.into_parts();
@@ -155,6 +159,18 @@ fn handle(state: &State, req: Request<Bytes>, conn: &Connection) -> Response<Byt
     response
         .body(Bytes::new())
         .unwrap_or_else(|_| Response::new(Bytes::new()))
+}
+
+/// What a push service checks before it takes a message (RFC 8030, section 5); `Err` is the
+/// status it refuses with, before any scripted answer.
+fn check(headers: &HeaderMap, _body: &[u8]) -> Result<(), u16> {
+    // A message without a `TTL` (whole seconds) is refused: the service cannot tell how long
+    // to keep it.
+    let ttl = headers.get("ttl").and_then(|value| value.to_str().ok());
+    if !ttl.is_some_and(|ttl| !ttl.is_empty() && ttl.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(400);
+    }
+    Ok(())
 }
 
 /// What a VAPID token said, once verified.
@@ -204,4 +220,31 @@ pub fn verify_vapid(authorization: &str) -> Result<VapidClaims, String> {
         claims: json(claims)?,
         key,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The headers of a message, with `extra` set on top of a good `TTL`.
+    fn headers(extra: &[(&'static str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("ttl", "60".parse().unwrap());
+        for (name, value) in extra {
+            headers.insert(*name, value.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn a_message_without_a_ttl_is_refused() {
+        assert_eq!(check(&headers(&[]), b""), Ok(()));
+        assert_eq!(check(&headers(&[("ttl", "0")]), b""), Ok(()));
+        let mut missing = headers(&[]);
+        missing.remove("ttl");
+        assert_eq!(check(&missing, b""), Err(400));
+        for bad in ["", "4w", "-1", "1.5"] {
+            assert_eq!(check(&headers(&[("ttl", bad)]), b""), Err(400), "{bad:?}");
+        }
+    }
 }
