@@ -1,7 +1,8 @@
 //! An in-process Web Push service (RFC 8030): HTTPS with the test CA, HTTP/2 and HTTP/1.1 (or
 //! HTTP/1.1 only), answering `POST` to any path with scripted statuses (201 by default) and
 //! recording every request it got, body and headers included. A message the real services
-//! refuse is refused first, whatever is scripted: no `TTL` (400).
+//! refuse is refused first, whatever is scripted: no `TTL` (400), a payload over 4096
+//! bytes (413).
 //!
 //! [`verify_vapid`] checks an `Authorization: vapid t=…, k=…` header the way a push service
 //! does (RFC 8292): the ES256 signature of the token under the key `k`.
@@ -15,6 +16,9 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response};
 
 use crate::tls::{serve, ClientAuth, Connection, TestPki, TestServer, TlsError};
+
+/// The largest payload the service takes (RFC 8030, section 7.2).
+pub const MAX_PAYLOAD: usize = 4096;
 
 /// Which HTTP versions the service offers through ALPN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,12 +167,17 @@ fn handle(state: &State, req: Request<Bytes>, conn: &Connection) -> Response<Byt
 
 /// What a push service checks before it takes a message (RFC 8030, section 5); `Err` is the
 /// status it refuses with, before any scripted answer.
-fn check(headers: &HeaderMap, _body: &[u8]) -> Result<(), u16> {
+fn check(headers: &HeaderMap, body: &[u8]) -> Result<(), u16> {
     // A message without a `TTL` (whole seconds) is refused: the service cannot tell how long
     // to keep it.
     let ttl = headers.get("ttl").and_then(|value| value.to_str().ok());
     if !ttl.is_some_and(|ttl| !ttl.is_empty() && ttl.bytes().all(|b| b.is_ascii_digit())) {
         return Err(400);
+    }
+    // RFC 8030, section 7.2: a service must take 4096 bytes of payload and may refuse more;
+    // the browser services do.
+    if body.len() > MAX_PAYLOAD {
+        return Err(413);
     }
     Ok(())
 }
@@ -246,5 +255,12 @@ mod tests {
         for bad in ["", "4w", "-1", "1.5"] {
             assert_eq!(check(&headers(&[("ttl", bad)]), b""), Err(400), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_payload_over_4096_bytes_is_refused_as_too_large() {
+        let encoded = headers(&[("content-encoding", "aes128gcm")]);
+        assert_eq!(check(&encoded, &[0; 4096]), Ok(()));
+        assert_eq!(check(&encoded, &[0; 4097]), Err(413));
     }
 }
