@@ -2,11 +2,12 @@
 //! answering the way Apple answers.
 //!
 //! Every request to `POST /3/device/<token>` is checked in Apple's order: method and path,
-//! `apns-topic`, `apns-push-type`, `apns-priority`, `apns-expiration`, `apns-collapse-id`, the
-//! provider token (ES256 signature with the test key, `kid`, `iss`, `iat` under an hour old) or
-//! the client certificate the TLS handshake verified, then the body (valid JSON object, at most
-//! 4096 bytes, 5120 for `apns-push-type: voip`). A request that passes gets, in order of precedence: the next answer queued for
-//! its token ([`ApnsTestServer::enqueue`]), the answer of the responder closure
+//! `apns-topic`, `apns-push-type` (a VoIP push for `<topic>.voip`, nothing else there),
+//! `apns-priority`, `apns-expiration`, `apns-collapse-id`, the provider token (ES256 signature
+//! with the test key, `kid`, `iss`, `iat` under an hour old) or the client certificate the TLS
+//! handshake verified, then the body (valid JSON object, at most 4096 bytes, 5120 for
+//! `apns-push-type: voip`). A request that passes gets, in order of precedence: the next answer
+//! queued for its token ([`ApnsTestServer::enqueue`]), the answer of the responder closure
 //! ([`ApnsTestServer::set_responder`]), or the answer the token's prefix asks for
 //! ([`answer_by_prefix`]); anything else is delivered (200 with an `apns-id`).
 //! Every request is recorded ([`ApnsTestServer::received`]).
@@ -494,6 +495,7 @@ impl State {
         ) {
             return refuse(400, "InvalidPushType");
         }
+        check_voip_topic(header("apns-topic"), push_type)?;
         match (header("apns-priority"), push_type) {
             (Some("10"), Some("background")) => return refuse(400, "BadPriority"),
             (Some("10" | "5" | "1") | None, _) => {}
@@ -560,6 +562,18 @@ impl State {
     }
 }
 
+/// PushKit pushes go to `<topic>.voip` and only there: Apple answers a VoIP push for the app's
+/// own topic `DeviceTokenNotForTopic` (which reads as a dead token), and any other push type
+/// for the `.voip` topic `InvalidPushType`.
+fn check_voip_topic(topic: Option<&str>, push_type: Option<&str>) -> Result<(), ApnsAnswer> {
+    let voip_topic = topic.is_some_and(|topic| topic.ends_with(".voip"));
+    match (push_type == Some("voip"), voip_topic) {
+        (true, false) => Err(ApnsAnswer::error(400, "DeviceTokenNotForTopic")),
+        (false, true) => Err(ApnsAnswer::error(400, "InvalidPushType")),
+        _ => Ok(()),
+    }
+}
+
 /// Apple's limit for a push type: PushKit calls may carry 5 KB, everything else 4 KB.
 fn max_payload(push_type: Option<&str>) -> usize {
     match push_type {
@@ -620,6 +634,33 @@ mod tests {
         state
             .check(&Method::POST, &format!("/3/device/{}", r.token), r)
             .map_err(|refusal| refusal.status)
+    }
+
+    #[test]
+    fn voip_pushes_go_to_the_voip_topic_and_only_there() {
+        let state = cert_state();
+        let refusal = |topic: &str, push_type: &str| {
+            state
+                .check(
+                    &Method::POST,
+                    "/3/device/0123abcd",
+                    &request(topic, push_type, 20),
+                )
+                .err()
+                .map(|answer| (answer.status, answer.reason.unwrap_or_default()))
+        };
+        let (app, voip) = ("com.example.chat", "com.example.chat.voip");
+        assert_eq!(refusal(voip, "voip"), None);
+        assert_eq!(refusal(app, "alert"), None);
+        assert_eq!(refusal(app, "background"), None);
+        assert_eq!(
+            refusal(app, "voip"),
+            Some((400, "DeviceTokenNotForTopic".to_string()))
+        );
+        assert_eq!(
+            refusal(voip, "alert"),
+            Some((400, "InvalidPushType".to_string()))
+        );
     }
 
     #[test]
