@@ -454,7 +454,7 @@ impl State {
         let body = match &answer.reason {
             Some(reason) => {
                 builder = builder.header(http::header::CONTENT_TYPE, "application/json");
-                Bytes::from(serde_json::json!({ "reason": reason }).to_string())
+                Bytes::from(error_body(answer.status, reason))
             }
             None => Bytes::new(),
         };
@@ -562,6 +562,16 @@ impl State {
     }
 }
 
+/// Apple's error body: `{"reason": …}`, and for a 410 the `timestamp` (milliseconds since the
+/// epoch) at which Apple last knew the token was no longer valid for the topic.
+fn error_body(status: u16, reason: &str) -> String {
+    let mut body = serde_json::json!({ "reason": reason });
+    if status == 410 {
+        body["timestamp"] = (unix_now() * 1000).saturating_sub(60_000).into();
+    }
+    body.to_string()
+}
+
 /// PushKit pushes go to `<topic>.voip` and only there: Apple answers a VoIP push for the app's
 /// own topic `DeviceTokenNotForTopic` (which reads as a dead token), and any other push type
 /// for the `.voip` topic `InvalidPushType`.
@@ -634,6 +644,22 @@ mod tests {
         state
             .check(&Method::POST, &format!("/3/device/{}", r.token), r)
             .map_err(|refusal| refusal.status)
+    }
+
+    #[test]
+    fn a_410_body_carries_apple_s_timestamp_other_errors_only_the_reason() {
+        let state = cert_state();
+        let body = |answer: ApnsAnswer| -> serde_json::Value {
+            serde_json::from_slice(state.respond(&answer).body()).unwrap()
+        };
+        let gone = body(ApnsAnswer::error(410, "Unregistered"));
+        assert_eq!(gone["reason"], "Unregistered");
+        let timestamp = gone["timestamp"]
+            .as_u64()
+            .expect("a timestamp in milliseconds");
+        assert!(timestamp > 1_600_000_000_000 && timestamp <= unix_now() * 1000);
+        let bad = body(ApnsAnswer::error(400, "BadDeviceToken"));
+        assert_eq!(bad, serde_json::json!({"reason": "BadDeviceToken"}));
     }
 
     #[test]
