@@ -9,7 +9,7 @@
 //! - `POST /v1/projects/{project}/messages:send`: the bearer token must be one this server issued
 //!   and not expired, the message must be what FCM accepts (`message.token`, string `data`
 //!   values under no reserved key, at most 4096 bytes of `data`, `android.priority == "high"`,
-//!   `android.ttl` like `"2419200s"`). The answer then
+//!   `android.ttl` like `"2419200s"`, no field FCM does not know). The answer then
 //!   follows a per-test script, else the shared token-prefix convention (see `answers.rs` and
 //!   the `fake-fcm` binary), always in Google's real error layout.
 //!
@@ -665,6 +665,9 @@ pub const MAX_DATA_BYTES: usize = 4096;
 struct Refusal {
     field: Option<String>,
     text: String,
+    /// Refused by the API front end while reading the JSON, before FCM saw the message: no
+    /// `FcmError` detail then.
+    unreadable: bool,
 }
 
 impl Refusal {
@@ -672,15 +675,82 @@ impl Refusal {
         Self {
             field: Some(field.to_string()),
             text: text.to_string(),
+            unreadable: false,
         }
     }
 
     fn answer(&self) -> FcmAnswer {
         match &self.field {
+            Some(field) if self.unreadable => FcmAnswer::unknown_name(field, &self.text),
             Some(field) => FcmAnswer::invalid_argument(field, &self.text),
             None => FcmAnswer::too_big(&self.text),
         }
     }
+}
+
+/// The fields FCM v1 knows (proto JSON takes `lowerCamel` and `snake_case` alike), where fpush
+/// may write them: any other name is refused ("Unknown name"), for every token.
+const KNOWN_FIELDS: [(&str, &[&str]); 3] = [
+    ("", &["message", "validate_only", "validateOnly"]),
+    (
+        "message",
+        &[
+            "name",
+            "data",
+            "notification",
+            "android",
+            "webpush",
+            "apns",
+            "fcm_options",
+            "fcmOptions",
+            "token",
+            "topic",
+            "condition",
+        ],
+    ),
+    (
+        "message.android",
+        &[
+            "collapse_key",
+            "collapseKey",
+            "priority",
+            "ttl",
+            "restricted_package_name",
+            "restrictedPackageName",
+            "data",
+            "notification",
+            "fcm_options",
+            "fcmOptions",
+            "direct_boot_ok",
+            "directBootOk",
+        ],
+    ),
+];
+
+/// Refuses a name `object` at `at` (one of [`KNOWN_FIELDS`]) does not have, as Google's JSON
+/// reader does.
+fn check_names(object: &Value, at: &str) -> Result<(), Refusal> {
+    let known = KNOWN_FIELDS
+        .iter()
+        .find(|(path, _)| *path == at)
+        .map_or(&[][..], |(_, names)| *names);
+    let Some(unknown) = object
+        .as_object()
+        .and_then(|map| map.keys().find(|key| !known.contains(&key.as_str())))
+    else {
+        return Ok(());
+    };
+    let (field, place) = match at {
+        "" => ("", String::new()),
+        at => (at, format!(" at '{at}'")),
+    };
+    Err(Refusal {
+        field: Some(field.to_string()),
+        text: format!(
+            "Invalid JSON payload received. Unknown name \"{unknown}\"{place}: Cannot find field."
+        ),
+        unreadable: true,
+    })
 }
 
 /// Checks the message the way FCM does; the error names the offending field.
@@ -690,6 +760,8 @@ fn check_message(body: &Value) -> Result<&str, Refusal> {
         .get("message")
         .filter(|m| m.is_object())
         .ok_or_else(|| bad("message", "Invalid JSON payload received. Missing message."))?;
+    check_names(body, "")?;
+    check_names(message, "message")?;
     let token = message
         .get("token")
         .and_then(Value::as_str)
@@ -705,6 +777,7 @@ fn check_message(body: &Value) -> Result<&str, Refusal> {
     let android = message
         .get("android")
         .ok_or_else(|| bad("message.android", "fpush sends android.priority = high"))?;
+    check_names(android, "message.android")?;
     if android.get("priority").and_then(Value::as_str) != Some("high") {
         return Err(bad(
             "message.android.priority",
@@ -762,6 +835,7 @@ fn check_data(data: &Value) -> Result<(), Refusal> {
         return Err(Refusal {
             field: None,
             text: "Android message is too big".to_string(),
+            unreadable: false,
         });
     }
     Ok(())
@@ -932,6 +1006,45 @@ mod tests {
                 Some(field),
                 "{body}"
             );
+        }
+    }
+
+    #[test]
+    fn unknown_names_are_refused_as_google_s_json_reader_does() {
+        let ok = json!({"validate_only": false, "message": {"token": "t", "android": {"priority": "high", "collapseKey": "c", "collapse_key": "c"}}});
+        assert_eq!(check_message(&ok), Ok("t"));
+        for (body, at, name) in [
+            (
+                json!({"message": {"token": "t", "android": {"priority": "high"}}, "dryRun": true}),
+                "",
+                "dryRun",
+            ),
+            (
+                json!({"message": {"token": "t", "ttl": "60s", "android": {"priority": "high"}}}),
+                "message",
+                "ttl",
+            ),
+            (
+                json!({"message": {"token": "t", "android": {"priority": "high", "time_to_live": 60}}}),
+                "message.android",
+                "time_to_live",
+            ),
+        ] {
+            let refused = check_message(&body).unwrap_err();
+            assert_eq!(refused.field.as_deref(), Some(at), "{body}");
+            assert!(
+                refused.text.contains(&format!("Unknown name \"{name}\"")),
+                "{}",
+                refused.text
+            );
+            let FcmAnswer::Status { status, body, .. } = refused.answer() else {
+                panic!("not a status answer");
+            };
+            let body: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(status, 400);
+            assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
+            let details = body["error"]["details"].as_array().unwrap();
+            assert_eq!(details.len(), 1, "only the BadRequest, no FcmError: {body}");
         }
     }
 

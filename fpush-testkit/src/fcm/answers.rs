@@ -75,6 +75,21 @@ impl FcmAnswer {
         )
     }
 
+    /// 400 `INVALID_ARGUMENT` from Google's JSON reader for a name the API does not have: a
+    /// `google.rpc.BadRequest` naming where, no `FcmError` (FCM never saw the message).
+    pub fn unknown_name(field: &str, description: &str) -> Self {
+        google_error(
+            400,
+            "INVALID_ARGUMENT",
+            description,
+            None,
+            Some(json!({
+                "@type": BAD_REQUEST_TYPE,
+                "fieldViolations": [{"field": field, "description": description}]
+            })),
+        )
+    }
+
     /// 400 `INVALID_ARGUMENT` for a message over FCM's size limit, as FCM sends it: an empty
     /// `google.rpc.BadRequest` first, then the `FcmError`; no field named.
     pub fn too_big(message: &str) -> Self {
