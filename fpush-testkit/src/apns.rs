@@ -9,7 +9,7 @@
 //! `apns-push-type: voip`). A request that passes gets, in order of precedence: the next answer
 //! queued for its token ([`ApnsTestServer::enqueue`]), the answer of the responder closure
 //! ([`ApnsTestServer::set_responder`]), or the answer the token's prefix asks for
-//! ([`answer_by_prefix`]); anything else is delivered (200 with an `apns-id`).
+//! ([`answer_by_prefix`]); anything else is delivered (200). Every answer carries an `apns-id`.
 //! Every request is recorded ([`ApnsTestServer::received`]).
 //!
 //! Answers can carry faults ([`Fault`]): never answer, drop the connection, send GOAWAY, or
@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use rcgen::KeyPair;
 
 use crate::tls::{serve_with, ClientAuth, Connection, ServeOptions, TestPki, TestServer, TlsError};
@@ -406,7 +406,7 @@ impl State {
             }
             Fault::GoAway => conn.goaway(),
         }
-        self.respond(&answer)
+        self.respond(&answer, received.headers.get("apns-id"))
     }
 
     fn seen(&self, token: &str) -> u64 {
@@ -442,12 +442,17 @@ impl State {
         }
     }
 
-    fn respond(&self, answer: &ApnsAnswer) -> Response<Bytes> {
+    /// The answer as Apple sends it: every one, error or not, carries an `apns-id`, the
+    /// request's own when it had one, else a new UUID.
+    fn respond(&self, answer: &ApnsAnswer, request_id: Option<&HeaderValue>) -> Response<Bytes> {
         let mut builder = Response::builder().status(answer.status);
-        if answer.status == 200 {
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            builder = builder.header("apns-id", format!("00000000-0000-4000-8000-{id:012X}"));
-        }
+        builder = match request_id {
+            Some(id) => builder.header("apns-id", id.clone()),
+            None => {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                builder.header("apns-id", format!("00000000-0000-4000-8000-{id:012X}"))
+            }
+        };
         if let Some(seconds) = answer.retry_after {
             builder = builder.header(http::header::RETRY_AFTER, seconds);
         }
@@ -650,7 +655,7 @@ mod tests {
     fn a_410_body_carries_apple_s_timestamp_other_errors_only_the_reason() {
         let state = cert_state();
         let body = |answer: ApnsAnswer| -> serde_json::Value {
-            serde_json::from_slice(state.respond(&answer).body()).unwrap()
+            serde_json::from_slice(state.respond(&answer, None).body()).unwrap()
         };
         let gone = body(ApnsAnswer::error(410, "Unregistered"));
         assert_eq!(gone["reason"], "Unregistered");
@@ -660,6 +665,27 @@ mod tests {
         assert!(timestamp > 1_600_000_000_000 && timestamp <= unix_now() * 1000);
         let bad = body(ApnsAnswer::error(400, "BadDeviceToken"));
         assert_eq!(bad, serde_json::json!({"reason": "BadDeviceToken"}));
+    }
+
+    #[test]
+    fn every_answer_carries_an_apns_id_the_request_s_own_when_it_had_one() {
+        let state = cert_state();
+        let id_of = |response: Response<Bytes>| {
+            response
+                .headers()
+                .get("apns-id")
+                .map(|id| id.to_str().unwrap().to_string())
+        };
+        for answer in [ApnsAnswer::ok(), ApnsAnswer::error(410, "Unregistered")] {
+            let new = id_of(state.respond(&answer, None)).expect("a new apns-id");
+            assert_eq!(new.len(), 36, "a UUID: {new}");
+            let own = HeaderValue::from_static("123e4567-e89b-12d3-a456-4266554400a0");
+            let echoed = id_of(state.respond(&answer, Some(&own)));
+            assert_eq!(
+                echoed.as_deref(),
+                Some("123e4567-e89b-12d3-a456-4266554400a0")
+            );
+        }
     }
 
     #[test]
