@@ -2,13 +2,14 @@
 //! answering the way Apple answers.
 //!
 //! Every request to `POST /3/device/<token>` is checked in Apple's order: method and path,
-//! `apns-topic`, `apns-push-type`, `apns-priority`, `apns-expiration`, `apns-collapse-id`, the
-//! provider token (ES256 signature with the test key, `kid`, `iss`, `iat` under an hour old) or
-//! the client certificate the TLS handshake verified, then the body (valid JSON object, at most
-//! 4096 bytes). A request that passes gets, in order of precedence: the next answer queued for
-//! its token ([`ApnsTestServer::enqueue`]), the answer of the responder closure
+//! `apns-topic`, `apns-push-type` (a VoIP push for `<topic>.voip`, nothing else there),
+//! `apns-priority`, `apns-expiration`, `apns-collapse-id`, the provider token (ES256 signature
+//! with the test key, `kid`, `iss`, `iat` under an hour old) or the client certificate the TLS
+//! handshake verified, then the body (valid JSON object, at most 4096 bytes, 5120 for
+//! `apns-push-type: voip`). A request that passes gets, in order of precedence: the next answer
+//! queued for its token ([`ApnsTestServer::enqueue`]), the answer of the responder closure
 //! ([`ApnsTestServer::set_responder`]), or the answer the token's prefix asks for
-//! ([`answer_by_prefix`]); anything else is delivered (200 with an `apns-id`).
+//! ([`answer_by_prefix`]); anything else is delivered (200). Every answer carries an `apns-id`.
 //! Every request is recorded ([`ApnsTestServer::received`]).
 //!
 //! Answers can carry faults ([`Fault`]): never answer, drop the connection, send GOAWAY, or
@@ -31,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use rcgen::KeyPair;
 
 use crate::tls::{serve_with, ClientAuth, Connection, ServeOptions, TestPki, TestServer, TlsError};
@@ -39,6 +40,8 @@ use provider_token::{Claims, TokenVerifier};
 
 /// Apple's payload limit for regular pushes.
 pub const MAX_PAYLOAD: usize = 4096;
+/// Apple's payload limit for VoIP (PushKit) pushes.
+pub const MAX_VOIP_PAYLOAD: usize = 5120;
 /// Apple refuses provider tokens older than this.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
@@ -229,35 +232,12 @@ impl ApnsTestServer {
         expect: ApnsExpect,
         options: ServeOptions,
     ) -> Result<Self, TlsError> {
-        let verifier = match &expect.jwt_public_key_pem {
-            Some(pem) => Some(
-                TokenVerifier::new(pem, &expect.key_id, &expect.team_id).map_err(|e| {
-                    TlsError::Io {
-                        what: "APNS test public key".into(),
-                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-                    }
-                })?,
-            ),
-            None => None,
-        };
         let client_auth = if expect.accept_client_cert {
             ClientAuth::Optional
         } else {
             ClientAuth::None
         };
-        let state = Arc::new(State {
-            expect,
-            verifier,
-            verified: Mutex::default(),
-            recording: AtomicBool::new(true),
-            hold: tokio::sync::watch::channel(false).0,
-            queued: Mutex::default(),
-            seen: Mutex::default(),
-            responder: Mutex::default(),
-            observer: Mutex::default(),
-            received: Mutex::default(),
-            next_id: AtomicU64::new(1),
-        });
+        let state = Arc::new(State::new(expect)?);
         let handler_state = state.clone();
         let tls = pki.server_config(client_auth)?;
         let server = serve_with(addr, tls, options, move |req, conn| {
@@ -344,6 +324,33 @@ impl ApnsTestServer {
 }
 
 impl State {
+    fn new(expect: ApnsExpect) -> Result<Self, TlsError> {
+        let verifier = match &expect.jwt_public_key_pem {
+            Some(pem) => Some(
+                TokenVerifier::new(pem, &expect.key_id, &expect.team_id).map_err(|e| {
+                    TlsError::Io {
+                        what: "APNS test public key".into(),
+                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                    }
+                })?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            expect,
+            verifier,
+            verified: Mutex::default(),
+            recording: AtomicBool::new(true),
+            hold: tokio::sync::watch::channel(false).0,
+            queued: Mutex::default(),
+            seen: Mutex::default(),
+            responder: Mutex::default(),
+            observer: Mutex::default(),
+            received: Mutex::default(),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
     async fn handle(&self, req: Request<Bytes>, conn: Arc<Connection>) -> Response<Bytes> {
         let (parts, body) = req.into_parts();
         let token = parts
@@ -399,7 +406,7 @@ impl State {
             }
             Fault::GoAway => conn.goaway(),
         }
-        self.respond(&answer)
+        self.respond(&answer, received.headers.get("apns-id"))
     }
 
     fn seen(&self, token: &str) -> u64 {
@@ -435,19 +442,24 @@ impl State {
         }
     }
 
-    fn respond(&self, answer: &ApnsAnswer) -> Response<Bytes> {
+    /// The answer as Apple sends it: every one, error or not, carries an `apns-id`, the
+    /// request's own when it had one, else a new UUID.
+    fn respond(&self, answer: &ApnsAnswer, request_id: Option<&HeaderValue>) -> Response<Bytes> {
         let mut builder = Response::builder().status(answer.status);
-        if answer.status == 200 {
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            builder = builder.header("apns-id", format!("00000000-0000-4000-8000-{id:012X}"));
-        }
+        builder = match request_id {
+            Some(id) => builder.header("apns-id", id.clone()),
+            None => {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                builder.header("apns-id", format!("00000000-0000-4000-8000-{id:012X}"))
+            }
+        };
         if let Some(seconds) = answer.retry_after {
             builder = builder.header(http::header::RETRY_AFTER, seconds);
         }
         let body = match &answer.reason {
             Some(reason) => {
                 builder = builder.header(http::header::CONTENT_TYPE, "application/json");
-                Bytes::from(serde_json::json!({ "reason": reason }).to_string())
+                Bytes::from(error_body(answer.status, reason))
             }
             None => Bytes::new(),
         };
@@ -488,6 +500,7 @@ impl State {
         ) {
             return refuse(400, "InvalidPushType");
         }
+        check_voip_topic(header("apns-topic"), push_type)?;
         match (header("apns-priority"), push_type) {
             (Some("10"), Some("background")) => return refuse(400, "BadPriority"),
             (Some("10" | "5" | "1") | None, _) => {}
@@ -507,7 +520,7 @@ impl State {
         if r.body.is_empty() {
             return refuse(400, "PayloadEmpty");
         }
-        if r.body.len() > MAX_PAYLOAD {
+        if r.body.len() > max_payload(push_type) {
             return refuse(413, "PayloadTooLarge");
         }
         match serde_json::from_slice::<serde_json::Value>(&r.body) {
@@ -554,6 +567,36 @@ impl State {
     }
 }
 
+/// Apple's error body: `{"reason": …}`, and for a 410 the `timestamp` (milliseconds since the
+/// epoch) at which Apple last knew the token was no longer valid for the topic.
+fn error_body(status: u16, reason: &str) -> String {
+    let mut body = serde_json::json!({ "reason": reason });
+    if status == 410 {
+        body["timestamp"] = (unix_now() * 1000).saturating_sub(60_000).into();
+    }
+    body.to_string()
+}
+
+/// PushKit pushes go to `<topic>.voip` and only there: Apple answers a VoIP push for the app's
+/// own topic `DeviceTokenNotForTopic` (which reads as a dead token), and any other push type
+/// for the `.voip` topic `InvalidPushType`.
+fn check_voip_topic(topic: Option<&str>, push_type: Option<&str>) -> Result<(), ApnsAnswer> {
+    let voip_topic = topic.is_some_and(|topic| topic.ends_with(".voip"));
+    match (push_type == Some("voip"), voip_topic) {
+        (true, false) => Err(ApnsAnswer::error(400, "DeviceTokenNotForTopic")),
+        (false, true) => Err(ApnsAnswer::error(400, "InvalidPushType")),
+        _ => Ok(()),
+    }
+}
+
+/// Apple's limit for a push type: PushKit calls may carry 5 KB, everything else 4 KB.
+fn max_payload(push_type: Option<&str>) -> usize {
+    match push_type {
+        Some("voip") => MAX_VOIP_PAYLOAD,
+        _ => MAX_PAYLOAD,
+    }
+}
+
 /// Unix seconds, shifted by however far tokio's test clock was advanced, so a test that
 /// advances time sees provider tokens age (the APNS module reckons `iat` the same way).
 pub fn unix_now() -> u64 {
@@ -569,6 +612,120 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server state that takes client certificates, so requests pass authentication.
+    fn cert_state() -> State {
+        State::new(ApnsExpect {
+            topic: "com.example.chat".into(),
+            team_id: "TEAM".into(),
+            key_id: "KEY".into(),
+            jwt_public_key_pem: None,
+            accept_client_cert: true,
+        })
+        .unwrap()
+    }
+
+    /// A request for `topic` as `push_type` whose JSON body is exactly `size` bytes.
+    fn request(topic: &str, push_type: &str, size: usize) -> Received {
+        let mut headers = HeaderMap::new();
+        headers.insert("apns-topic", topic.parse().unwrap());
+        headers.insert("apns-push-type", push_type.parse().unwrap());
+        let padding = "x".repeat(size - r#"{"p":""}"#.len());
+        let body = Bytes::from(format!(r#"{{"p":"{padding}"}}"#));
+        assert_eq!(body.len(), size);
+        Received {
+            token: "0123abcd".into(),
+            headers,
+            body,
+            jwt: None,
+            client_cert: true,
+            connection: 1,
+            status: 0,
+            reason: None,
+        }
+    }
+
+    fn check(state: &State, r: &Received) -> Result<(), u16> {
+        state
+            .check(&Method::POST, &format!("/3/device/{}", r.token), r)
+            .map_err(|refusal| refusal.status)
+    }
+
+    #[test]
+    fn a_410_body_carries_apple_s_timestamp_other_errors_only_the_reason() {
+        let state = cert_state();
+        let body = |answer: ApnsAnswer| -> serde_json::Value {
+            serde_json::from_slice(state.respond(&answer, None).body()).unwrap()
+        };
+        let gone = body(ApnsAnswer::error(410, "Unregistered"));
+        assert_eq!(gone["reason"], "Unregistered");
+        let timestamp = gone["timestamp"]
+            .as_u64()
+            .expect("a timestamp in milliseconds");
+        assert!(timestamp > 1_600_000_000_000 && timestamp <= unix_now() * 1000);
+        let bad = body(ApnsAnswer::error(400, "BadDeviceToken"));
+        assert_eq!(bad, serde_json::json!({"reason": "BadDeviceToken"}));
+    }
+
+    #[test]
+    fn every_answer_carries_an_apns_id_the_request_s_own_when_it_had_one() {
+        let state = cert_state();
+        let id_of = |response: Response<Bytes>| {
+            response
+                .headers()
+                .get("apns-id")
+                .map(|id| id.to_str().unwrap().to_string())
+        };
+        for answer in [ApnsAnswer::ok(), ApnsAnswer::error(410, "Unregistered")] {
+            let new = id_of(state.respond(&answer, None)).expect("a new apns-id");
+            assert_eq!(new.len(), 36, "a UUID: {new}");
+            let own = HeaderValue::from_static("123e4567-e89b-12d3-a456-4266554400a0");
+            let echoed = id_of(state.respond(&answer, Some(&own)));
+            assert_eq!(
+                echoed.as_deref(),
+                Some("123e4567-e89b-12d3-a456-4266554400a0")
+            );
+        }
+    }
+
+    #[test]
+    fn voip_pushes_go_to_the_voip_topic_and_only_there() {
+        let state = cert_state();
+        let refusal = |topic: &str, push_type: &str| {
+            state
+                .check(
+                    &Method::POST,
+                    "/3/device/0123abcd",
+                    &request(topic, push_type, 20),
+                )
+                .err()
+                .map(|answer| (answer.status, answer.reason.unwrap_or_default()))
+        };
+        let (app, voip) = ("com.example.chat", "com.example.chat.voip");
+        assert_eq!(refusal(voip, "voip"), None);
+        assert_eq!(refusal(app, "alert"), None);
+        assert_eq!(refusal(app, "background"), None);
+        assert_eq!(
+            refusal(app, "voip"),
+            Some((400, "DeviceTokenNotForTopic".to_string()))
+        );
+        assert_eq!(
+            refusal(voip, "alert"),
+            Some((400, "InvalidPushType".to_string()))
+        );
+    }
+
+    #[test]
+    fn voip_pushes_may_carry_5120_bytes_others_4096() {
+        let state = cert_state();
+        let voip = "com.example.chat.voip";
+        assert_eq!(check(&state, &request(voip, "voip", 5120)), Ok(()));
+        assert_eq!(check(&state, &request(voip, "voip", 5121)), Err(413));
+        let topic = "com.example.chat";
+        assert_eq!(check(&state, &request(topic, "alert", 4096)), Ok(()));
+        assert_eq!(check(&state, &request(topic, "alert", 4097)), Err(413));
+        assert_eq!(check(&state, &request(topic, "background", 4097)), Err(413));
+    }
 
     #[test]
     fn prefix_convention() {

@@ -8,7 +8,8 @@
 //!   short-lived `iat`/`exp`); a good one is traded for an expiring access token.
 //! - `POST /v1/projects/{project}/messages:send`: the bearer token must be one this server issued
 //!   and not expired, the message must be what FCM accepts (`message.token`, string `data`
-//!   values, `android.priority == "high"`, `android.ttl` like `"2419200s"`). The answer then
+//!   values under no reserved key, at most 4096 bytes of `data`, `android.priority == "high"`,
+//!   `android.ttl` like `"2419200s"`, no field FCM does not know). The answer then
 //!   follows a per-test script, else the shared token-prefix convention (see `answers.rs` and
 //!   the `fake-fcm` binary), always in Google's real error layout.
 //!
@@ -655,13 +656,112 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// FCM's limit on a message's `data`, keys and values counted.
+pub const MAX_DATA_BYTES: usize = 4096;
+
+/// Why FCM refuses a message: what it says, and the field its `google.rpc.BadRequest` names
+/// (none for a message that is too big).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Refusal {
+    field: Option<String>,
+    text: String,
+    /// Refused by the API front end while reading the JSON, before FCM saw the message: no
+    /// `FcmError` detail then.
+    unreadable: bool,
+}
+
+impl Refusal {
+    fn about(field: &str, text: &str) -> Self {
+        Self {
+            field: Some(field.to_string()),
+            text: text.to_string(),
+            unreadable: false,
+        }
+    }
+
+    fn answer(&self) -> FcmAnswer {
+        match &self.field {
+            Some(field) if self.unreadable => FcmAnswer::unknown_name(field, &self.text),
+            Some(field) => FcmAnswer::invalid_argument(field, &self.text),
+            None => FcmAnswer::too_big(&self.text),
+        }
+    }
+}
+
+/// The fields FCM v1 knows (proto JSON takes `lowerCamel` and `snake_case` alike), where fpush
+/// may write them: any other name is refused ("Unknown name"), for every token.
+const KNOWN_FIELDS: [(&str, &[&str]); 3] = [
+    ("", &["message", "validate_only", "validateOnly"]),
+    (
+        "message",
+        &[
+            "name",
+            "data",
+            "notification",
+            "android",
+            "webpush",
+            "apns",
+            "fcm_options",
+            "fcmOptions",
+            "token",
+            "topic",
+            "condition",
+        ],
+    ),
+    (
+        "message.android",
+        &[
+            "collapse_key",
+            "collapseKey",
+            "priority",
+            "ttl",
+            "restricted_package_name",
+            "restrictedPackageName",
+            "data",
+            "notification",
+            "fcm_options",
+            "fcmOptions",
+            "direct_boot_ok",
+            "directBootOk",
+        ],
+    ),
+];
+
+/// Refuses a name `object` at `at` (one of [`KNOWN_FIELDS`]) does not have, as Google's JSON
+/// reader does.
+fn check_names(object: &Value, at: &str) -> Result<(), Refusal> {
+    let known = KNOWN_FIELDS
+        .iter()
+        .find(|(path, _)| *path == at)
+        .map_or(&[][..], |(_, names)| *names);
+    let Some(unknown) = object
+        .as_object()
+        .and_then(|map| map.keys().find(|key| !known.contains(&key.as_str())))
+    else {
+        return Ok(());
+    };
+    let (field, place) = match at {
+        "" => ("", String::new()),
+        at => (at, format!(" at '{at}'")),
+    };
+    Err(Refusal {
+        field: Some(field.to_string()),
+        text: format!(
+            "Invalid JSON payload received. Unknown name \"{unknown}\"{place}: Cannot find field."
+        ),
+        unreadable: true,
+    })
+}
+
 /// Checks the message the way FCM does; the error names the offending field.
-fn check_message(body: &Value) -> Result<&str, (String, String)> {
-    let bad = |field: &str, text: &str| (field.to_string(), text.to_string());
+fn check_message(body: &Value) -> Result<&str, Refusal> {
+    let bad = Refusal::about;
     let message = body
         .get("message")
         .filter(|m| m.is_object())
         .ok_or_else(|| bad("message", "Invalid JSON payload received. Missing message."))?;
+    check_names(body, "")?;
+    check_names(message, "message")?;
     let token = message
         .get("token")
         .and_then(Value::as_str)
@@ -672,19 +772,12 @@ fn check_message(body: &Value) -> Result<&str, (String, String)> {
             )
         })?;
     if let Some(data) = message.get("data") {
-        let all_strings = data
-            .as_object()
-            .is_some_and(|map| map.values().all(Value::is_string));
-        if !all_strings {
-            return Err(bad(
-                "message.data",
-                "Invalid value at 'message.data': data values must be strings",
-            ));
-        }
+        check_data(data)?;
     }
     let android = message
         .get("android")
         .ok_or_else(|| bad("message.android", "fpush sends android.priority = high"))?;
+    check_names(android, "message.android")?;
     if android.get("priority").and_then(Value::as_str) != Some("high") {
         return Err(bad(
             "message.android.priority",
@@ -708,6 +801,46 @@ fn check_message(body: &Value) -> Result<&str, (String, String)> {
     Ok(token)
 }
 
+/// `message.data` as FCM takes it: string values, no reserved key (`from`, `message_type`,
+/// `google…`, `gcm…`; `notification`, though documented as reserved, is taken), and at most
+/// [`MAX_DATA_BYTES`] of keys and values. A message over the limit is refused whole, with
+/// FCM's "too big" answer, whatever the token.
+fn check_data(data: &Value) -> Result<(), Refusal> {
+    let Some(map) = data
+        .as_object()
+        .filter(|map| map.values().all(Value::is_string))
+    else {
+        return Err(Refusal::about(
+            "message.data",
+            "Invalid value at 'message.data': data values must be strings",
+        ));
+    };
+    let reserved = |key: &str| {
+        key == "from"
+            || key == "message_type"
+            || key.starts_with("google")
+            || key.starts_with("gcm")
+    };
+    if let Some(key) = map.keys().find(|key| reserved(key)) {
+        return Err(Refusal::about(
+            "message.data",
+            &format!("Invalid data payload key: {key}"),
+        ));
+    }
+    let size: usize = map
+        .iter()
+        .map(|(key, value)| key.len() + value.as_str().map_or(0, str::len))
+        .sum();
+    if size > MAX_DATA_BYTES {
+        return Err(Refusal {
+            field: None,
+            text: "Android message is too big".to_string(),
+            unreadable: false,
+        });
+    }
+    Ok(())
+}
+
 async fn send_endpoint(
     state: &Arc<State>,
     project: String,
@@ -723,7 +856,7 @@ async fn send_endpoint(
         FcmAnswer::unauthenticated()
     } else {
         match check_message(&body) {
-            Err((field, text)) => FcmAnswer::invalid_argument(&field, &text),
+            Err(refusal) => refusal.answer(),
             Ok(token) => {
                 let scripted = lock(&state.script).pop_front();
                 scripted.unwrap_or_else(|| {
@@ -868,7 +1001,83 @@ mod tests {
             ),
         ];
         for (body, field) in cases {
-            assert_eq!(check_message(&body).unwrap_err().0, field, "{body}");
+            assert_eq!(
+                check_message(&body).unwrap_err().field.as_deref(),
+                Some(field),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_names_are_refused_as_google_s_json_reader_does() {
+        let ok = json!({"validate_only": false, "message": {"token": "t", "android": {"priority": "high", "collapseKey": "c", "collapse_key": "c"}}});
+        assert_eq!(check_message(&ok), Ok("t"));
+        for (body, at, name) in [
+            (
+                json!({"message": {"token": "t", "android": {"priority": "high"}}, "dryRun": true}),
+                "",
+                "dryRun",
+            ),
+            (
+                json!({"message": {"token": "t", "ttl": "60s", "android": {"priority": "high"}}}),
+                "message",
+                "ttl",
+            ),
+            (
+                json!({"message": {"token": "t", "android": {"priority": "high", "time_to_live": 60}}}),
+                "message.android",
+                "time_to_live",
+            ),
+        ] {
+            let refused = check_message(&body).unwrap_err();
+            assert_eq!(refused.field.as_deref(), Some(at), "{body}");
+            assert!(
+                refused.text.contains(&format!("Unknown name \"{name}\"")),
+                "{}",
+                refused.text
+            );
+            let FcmAnswer::Status { status, body, .. } = refused.answer() else {
+                panic!("not a status answer");
+            };
+            let body: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(status, 400);
+            assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
+            let details = body["error"]["details"].as_array().unwrap();
+            assert_eq!(details.len(), 1, "only the BadRequest, no FcmError: {body}");
+        }
+    }
+
+    #[test]
+    fn data_over_4096_bytes_is_refused_as_fcm_does() {
+        let message = |value: String| json!({"message": {"token": "t", "data": {"body": value}, "android": {"priority": "high"}}});
+        // Keys and values count: "body" is 4 bytes.
+        assert_eq!(check_message(&message("x".repeat(4092))), Ok("t"));
+        let refused = check_message(&message("x".repeat(4093))).unwrap_err();
+        assert_eq!(
+            refused.answer(),
+            FcmAnswer::too_big("Android message is too big")
+        );
+    }
+
+    #[test]
+    fn reserved_data_keys_are_refused_as_fcm_does() {
+        for key in [
+            "from",
+            "message_type",
+            "google.c.a.e",
+            "gcm.n.e",
+            "googleish",
+        ] {
+            let body = json!({"message": {"token": "t", "data": {key: "v"}, "android": {"priority": "high"}}});
+            let refused = check_message(&body).unwrap_err();
+            assert_eq!(refused.field.as_deref(), Some("message.data"), "{key}");
+            assert!(refused.text.contains(key), "{}", refused.text);
+        }
+        // FCM lists `notification` among reserved words but takes it in `data`.
+        for key in ["notification", "kind", "fromage"] {
+            let body = json!({"message": {"token": "t", "data": {key: "v"}, "android": {"priority": "high"}}});
+            assert_eq!(check_message(&body), Ok("t"), "{key}");
         }
     }
 

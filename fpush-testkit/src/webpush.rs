@@ -1,12 +1,15 @@
 //! An in-process Web Push service (RFC 8030): HTTPS with the test CA, HTTP/2 and HTTP/1.1 (or
 //! HTTP/1.1 only), answering `POST` to any path with scripted statuses (201 by default) and
-//! recording every request it got, body and headers included.
+//! recording every request it got, body and headers included. A message the real services
+//! refuse is refused first, whatever is scripted: no `TTL` (400), a payload over 4096
+//! bytes (413), a VAPID token that
+//! does not verify, names another origin or has expired (403).
 //!
 //! [`verify_vapid`] checks an `Authorization: vapid t=…, k=…` header the way a push service
 //! does (RFC 8292): the ES256 signature of the token under the key `k`.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -14,6 +17,9 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response};
 
 use crate::tls::{serve, ClientAuth, Connection, TestPki, TestServer, TlsError};
+
+/// The largest payload the service takes (RFC 8030, section 7.2).
+pub const MAX_PAYLOAD: usize = 4096;
 
 /// Which HTTP versions the service offers through ALPN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +69,8 @@ impl WebPushReceived {
 
 #[derive(Default)]
 struct State {
+    /// `https://localhost:port`, the `aud` a VAPID token must name.
+    origin: OnceLock<String>,
     answers: Mutex<VecDeque<WebPushAnswer>>,
     received: Mutex<Vec<WebPushReceived>>,
 }
@@ -88,6 +96,7 @@ impl WebPushTestServer {
             async move { handle(&state, req, &conn) }
         })
         .await?;
+        let _ = state.origin.set(server.origin());
         Ok(WebPushTestServer { server, state })
     }
 
@@ -125,9 +134,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn handle(state: &State, req: Request<Bytes>, conn: &Connection) -> Response<Bytes> {
     let answer = match *req.method() {
-        Method::POST => lock(&state.answers)
-            .pop_front()
-            .unwrap_or(WebPushAnswer::status(201)),
+        Method::POST => match check(req.headers(), req.body(), origin(state)) {
+            Err(status) => WebPushAnswer::status(status),
+            Ok(()) => lock(&state.answers)
+                .pop_front()
+                .unwrap_or(WebPushAnswer::status(201)),
+        },
         _ => WebPushAnswer::status(405),
     };
     let (parts, body) = req.into_parts();
@@ -155,6 +167,54 @@ fn handle(state: &State, req: Request<Bytes>, conn: &Connection) -> Response<Byt
     response
         .body(Bytes::new())
         .unwrap_or_else(|_| Response::new(Bytes::new()))
+}
+
+/// What a push service checks before it takes a message (RFC 8030, section 5); `Err` is the
+/// status it refuses with, before any scripted answer.
+fn check(headers: &HeaderMap, body: &[u8], origin: &str) -> Result<(), u16> {
+    // A message without a `TTL` (whole seconds) is refused: the service cannot tell how long
+    // to keep it.
+    let ttl = headers.get("ttl").and_then(|value| value.to_str().ok());
+    if !ttl.is_some_and(|ttl| !ttl.is_empty() && ttl.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(400);
+    }
+    // RFC 8030, section 7.2: a service must take 4096 bytes of payload and may refuse more;
+    // the browser services do.
+    if body.len() > MAX_PAYLOAD {
+        return Err(413);
+    }
+    let authorization = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    match authorization {
+        Some(vapid) if vapid.starts_with("vapid ") => check_vapid(vapid, origin, unix_now()),
+        _ => Ok(()),
+    }
+}
+
+/// A VAPID authorization as the services take it (RFC 8292): signed by its `k`, for this
+/// service's origin, not expired and expiring within 24 hours. A token that fails is refused
+/// with 403 (section 4.2); a message without one goes to an unrestricted subscription.
+fn check_vapid(authorization: &str, origin: &str, now: u64) -> Result<(), u16> {
+    let claims = verify_vapid(authorization).map_err(|_| 403u16)?.claims;
+    let exp = claims["exp"].as_u64().unwrap_or(0);
+    if claims["aud"] != origin || exp <= now || exp > now + VAPID_MAX_LIFETIME {
+        return Err(403);
+    }
+    Ok(())
+}
+
+/// RFC 8292, section 2: `exp` no more than 24 hours after the request.
+const VAPID_MAX_LIFETIME: u64 = 24 * 3600;
+
+fn origin(state: &State) -> &str {
+    state.origin.get().map_or("", String::as_str)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 /// What a VAPID token said, once verified.
@@ -204,4 +264,94 @@ pub fn verify_vapid(authorization: &str) -> Result<VapidClaims, String> {
         claims: json(claims)?,
         key,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+
+    const ORIGIN: &str = "https://localhost:4443";
+
+    /// `vapid t=…, k=…` for `claims`, signed by a fresh key.
+    fn vapid(claims: serde_json::Value) -> String {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let header = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"ES256"}"#);
+        let signed = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let signature = key.sign(&rng, signed.as_bytes()).unwrap();
+        let k = URL_SAFE_NO_PAD.encode(key.public_key().as_ref());
+        format!(
+            "vapid t={signed}.{}, k={k}",
+            URL_SAFE_NO_PAD.encode(signature)
+        )
+    }
+
+    #[test]
+    fn a_vapid_token_must_verify_name_this_service_and_be_current() {
+        let now = 1_800_000_000;
+        let claims = |aud: &str, exp: u64| serde_json::json!({"aud": aud, "exp": exp, "sub": "mailto:ops@example.org"});
+        let good = vapid(claims(ORIGIN, now + 3600));
+        assert_eq!(check_vapid(&good, ORIGIN, now), Ok(()));
+        for (why, token) in [
+            (
+                "another origin",
+                vapid(claims("https://other.example", now + 3600)),
+            ),
+            ("expired", vapid(claims(ORIGIN, now - 1))),
+            ("over 24 h", vapid(claims(ORIGIN, now + 24 * 3600 + 1))),
+            ("no exp", vapid(serde_json::json!({"aud": ORIGIN}))),
+        ] {
+            assert_eq!(check_vapid(&token, ORIGIN, now), Err(403), "{why}");
+        }
+        // Signed by another key than its `k`.
+        let (signed, _) = good.split_once(", k=").unwrap();
+        let other = vapid(claims(ORIGIN, now + 3600));
+        let (_, other_k) = other.split_once(", k=").unwrap();
+        let forged = format!("{signed}, k={other_k}");
+        assert_eq!(check_vapid(&forged, ORIGIN, now), Err(403));
+        // Through the whole check, with the service's clock.
+        let mut request = headers(&[]);
+        let bad = vapid(claims("https://other.example", unix_now() + 3600));
+        request.insert("authorization", bad.parse().unwrap());
+        assert_eq!(check(&request, b"", ORIGIN), Err(403));
+        let fresh = vapid(claims(ORIGIN, unix_now() + 3600));
+        request.insert("authorization", fresh.parse().unwrap());
+        assert_eq!(check(&request, b"", ORIGIN), Ok(()));
+    }
+
+    /// The headers of a message, with `extra` set on top of a good `TTL`.
+    fn headers(extra: &[(&'static str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("ttl", "60".parse().unwrap());
+        for (name, value) in extra {
+            headers.insert(*name, value.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn a_message_without_a_ttl_is_refused() {
+        assert_eq!(check(&headers(&[]), b"", ORIGIN), Ok(()));
+        assert_eq!(check(&headers(&[("ttl", "0")]), b"", ORIGIN), Ok(()));
+        let mut missing = headers(&[]);
+        missing.remove("ttl");
+        assert_eq!(check(&missing, b"", ORIGIN), Err(400));
+        for bad in ["", "4w", "-1", "1.5"] {
+            assert_eq!(
+                check(&headers(&[("ttl", bad)]), b"", ORIGIN),
+                Err(400),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_payload_over_4096_bytes_is_refused_as_too_large() {
+        let encoded = headers(&[("content-encoding", "aes128gcm")]);
+        assert_eq!(check(&encoded, &[0; 4096], ORIGIN), Ok(()));
+        assert_eq!(check(&encoded, &[0; 4097], ORIGIN), Err(413));
+    }
 }

@@ -75,6 +75,40 @@ impl FcmAnswer {
         )
     }
 
+    /// 400 `INVALID_ARGUMENT` from Google's JSON reader for a name the API does not have: a
+    /// `google.rpc.BadRequest` naming where, no `FcmError` (FCM never saw the message).
+    pub fn unknown_name(field: &str, description: &str) -> Self {
+        google_error(
+            400,
+            "INVALID_ARGUMENT",
+            description,
+            None,
+            Some(json!({
+                "@type": BAD_REQUEST_TYPE,
+                "fieldViolations": [{"field": field, "description": description}]
+            })),
+        )
+    }
+
+    /// 400 `INVALID_ARGUMENT` for a message over FCM's size limit, as FCM sends it: an empty
+    /// `google.rpc.BadRequest` first, then the `FcmError`; no field named.
+    pub fn too_big(message: &str) -> Self {
+        let error = json!({
+            "code": 400,
+            "message": message,
+            "status": "INVALID_ARGUMENT",
+            "details": [
+                {"@type": BAD_REQUEST_TYPE},
+                {"@type": FCM_ERROR_TYPE, "errorCode": "INVALID_ARGUMENT"}
+            ]
+        });
+        FcmAnswer::Status {
+            status: 400,
+            body: json!({ "error": error }).to_string(),
+            retry_after: None,
+        }
+    }
+
     /// 403 `PERMISSION_DENIED` / `SENDER_ID_MISMATCH`: the token belongs to another project.
     pub fn sender_id_mismatch() -> Self {
         google_error(
