@@ -559,6 +559,29 @@ mod tests {
     struct RedisChild {
         child: std::process::Child,
         _dir: tempfile::TempDir,
+        url: String,
+    }
+
+    impl RedisChild {
+        /// The shared ratelimit entry of `limiter`'s `token`, as Redis holds it now.
+        async fn entry(&self, limiter: &Ratelimiter, token: &str) -> Option<String> {
+            let shared = limiter.shared.as_ref().unwrap();
+            let key = shared.keys.ratelimit(&TokenDigest::of(token));
+            let client = ::redis::Client::open(self.url.as_str()).unwrap();
+            let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+            ::redis::AsyncCommands::get(&mut connection, key)
+                .await
+                .unwrap()
+        }
+
+        /// Waits until the shared entry of `token` is no longer `was`.
+        async fn wait_for_change(&self, limiter: &Ratelimiter, token: &str, was: Option<String>) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.entry(limiter, token).await == was {
+                assert!(Instant::now() < deadline, "the shared entry stayed {was:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
 
     impl Drop for RedisChild {
@@ -572,8 +595,12 @@ mod tests {
     fn two_instances_on_redis(window: Duration) -> (RedisChild, Ratelimiter, Ratelimiter) {
         let dir = tempfile::tempdir().unwrap();
         let (child, port) = fpush_testkit::redis_server::start(dir.path(), &[]);
-        let server = RedisChild { child, _dir: dir };
         let url = format!("redis://127.0.0.1:{port}");
+        let server = RedisChild {
+            child,
+            _dir: dir,
+            url: url.clone(),
+        };
         let config = RatelimitConfig {
             window,
             ..RatelimitConfig::default()
@@ -587,7 +614,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_push_that_could_not_be_queued_is_taken_back_from_redis_for_every_instance() {
-        let (_redis, a, b) = two_instances_on_redis(Duration::from_secs(20));
+        let (redis, a, b) = two_instances_on_redis(Duration::from_secs(20));
         let dead = DeadTokens::new(Duration::ZERO);
         assert_eq!(
             a.admit(&dead, "t").await,
@@ -597,12 +624,11 @@ mod tests {
             panic!("the second push within the window is queued");
         };
         // Instance a's queue is full (`limits.maxQueuedPushes`): the push is answered `wait`,
-        // and what `unqueue` does in a task of its own is awaited here.
-        a.unqueue_locally("t", at);
-        assert!(
-            a.unqueue_shared("t").unwrap().await,
-            "the queued send was taken back"
-        );
+        // and the queued send is taken back, in Redis by a task of its own.
+        let queued = redis.entry(&a, "t").await;
+        assert!(queued.is_some());
+        a.unqueue("t", at);
+        redis.wait_for_change(&a, "t", queued).await;
         // The next push for the token, on any instance, is queued as usual: one goes out then.
         let next = b.admit(&dead, "t").await;
         assert!(

@@ -7,12 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
-
-/// The most `maxConnections` a module may ask for: far more than one app needs (each HTTP/2
-/// connection carries as many streams as Google allows, ~100 or more), while a slipped digit
-/// would let a burst of pushes open connection after connection to FCM.
-pub const MAX_CONNECTIONS: usize = 1000;
+use serde::Deserialize;
 
 /// The FCM HTTP v1 endpoint Google serves.
 pub const DEFAULT_ENDPOINT: &str = "https://fcm.googleapis.com";
@@ -66,28 +61,13 @@ pub struct FcmConfig {
     /// Most HTTP/2 connections to FCM, opened only when every open one is at its stream limit.
     #[serde(
         default = "default_max_connections",
-        deserialize_with = "max_connections"
+        deserialize_with = "fpush_traits::settings::max_connections"
     )]
     pub max_connections: usize,
 }
 
 fn default_max_connections() -> usize {
     fpush_http::DEFAULT_MAX_CONNECTIONS
-}
-
-/// `maxConnections`: a whole number up to [`MAX_CONNECTIONS`] (`0` counts as 1, as it always
-/// did).
-fn max_connections<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
-    let number = serde_json::Value::deserialize(deserializer)?;
-    number
-        .as_u64()
-        .and_then(|number| usize::try_from(number).ok())
-        .filter(|&number| number <= MAX_CONNECTIONS)
-        .ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "must be a whole number from 0 to {MAX_CONNECTIONS} (0 counts as 1)"
-            ))
-        })
 }
 
 impl FcmConfig {
@@ -170,21 +150,6 @@ mod tests {
         let cfg: FcmConfig =
             serde_json::from_str(r#"{"fcmSecretPath": "sa.json", "requestTimeout": 7}"#).unwrap();
         assert_eq!(cfg.request_timeout, Duration::from_secs(7));
-    }
-
-    #[test]
-    fn max_connections_is_bounded() {
-        let read = |value: &str| {
-            serde_json::from_str::<FcmConfig>(&format!(
-                r#"{{"fcmSecretPath": "sa.json", "maxConnections": {value}}}"#
-            ))
-        };
-        assert_eq!(read("1000").unwrap().max_connections, 1000);
-        assert_eq!(read("0").unwrap().max_connections, 0);
-        for wrong in ["1001", "18446744073709551615", "-1", "2.5", "\"8\""] {
-            let err = read(wrong).unwrap_err().to_string();
-            assert!(err.contains("from 0 to 1000"), "{wrong}: {err}");
-        }
     }
 
     #[test]

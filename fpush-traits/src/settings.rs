@@ -1,5 +1,6 @@
 //! Settings values that the core and every platform read alike: durations (bounded, with an
-//! example in every error) and secrets (never echoed in an error).
+//! example in every error), secrets (never echoed in an error) and a provider module's
+//! `maxConnections` (bounded).
 //!
 //! Durations are humantime text (`"20s"`, `"5m"`, `"1h 30m"`). A bare number is refused where a
 //! setting has always been text, because `20` could mean seconds or milliseconds; keys that
@@ -11,6 +12,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize as _;
 
 /// The longest duration any setting may hold: one year.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
@@ -91,6 +93,26 @@ impl Visitor<'_> for DurationVisitor {
     }
 }
 
+/// The most `maxConnections` a provider module may ask for: far more than one app needs (each
+/// HTTP/2 connection carries as many streams as the provider allows, ~100 at FCM, ~1000 at
+/// APNS), while a slipped digit would let a burst of pushes open connection after connection.
+pub const MAX_CONNECTIONS: usize = 1000;
+
+/// `deserialize_with` for a provider module's `maxConnections`: a whole number up to
+/// [`MAX_CONNECTIONS`] (`0` counts as 1, as it always did).
+pub fn max_connections<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    let number = serde_json::Value::deserialize(deserializer)?;
+    number
+        .as_u64()
+        .and_then(|number| usize::try_from(number).ok())
+        .filter(|&number| number <= MAX_CONNECTIONS)
+        .ok_or_else(|| {
+            de::Error::custom(format!(
+                "must be a whole number from 0 to {MAX_CONNECTIONS} (0 counts as 1)"
+            ))
+        })
+}
+
 /// `deserialize_with` for a secret (a password, a shared key): text, and an error that does not
 /// repeat what was written, so a secret typed as a number never reaches a log.
 pub fn secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
@@ -154,6 +176,22 @@ impl<'de> Visitor<'de> for SecretVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_connections_is_a_whole_number_up_to_the_bound() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Block {
+            #[serde(deserialize_with = "max_connections")]
+            n: usize,
+        }
+        let read = |value: &str| serde_json::from_str::<Block>(&format!(r#"{{"n": {value}}}"#));
+        assert_eq!(read("1000").unwrap().n, 1000);
+        assert_eq!(read("0").unwrap().n, 0);
+        for wrong in ["1001", "18446744073709551615", "-1", "2.5", "\"8\"", "null"] {
+            let err = read(wrong).unwrap_err().to_string();
+            assert!(err.contains("from 0 to 1000"), "{wrong}: {err}");
+        }
+    }
 
     #[derive(Debug, serde::Deserialize)]
     struct Probe {

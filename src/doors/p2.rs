@@ -331,4 +331,4 @@ fn same_secret(given: &[u8], stored: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -130,43 +130,15 @@ pub fn is_provider_id(service: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use fpush_traits::{Delivered, PushError, PushNotification, PushTrait};
-
     use super::*;
-    use crate::metrics::ModuleMetrics;
-    use crate::modules::{Module, Registering};
-    use crate::ratelimit::RatelimitConfig;
+    use crate::doors::p2::tests::delivering_module;
     use crate::request::AdHocCommand;
     use crate::store::{SqliteStore, StoreLimits};
 
     const PROVIDER: &str = "snikket:apns:1";
 
-    struct Delivers;
-
-    #[async_trait::async_trait]
-    impl PushTrait for Delivers {
-        async fn send(&self, _: &PushNotification) -> Result<Delivered, PushError> {
-            Ok(Delivered::default())
-        }
-    }
-
     fn apns_modules() -> ModuleSet {
-        let module = Module::new(
-            "ios",
-            "apple",
-            Arc::new(Delivers),
-            RatelimitConfig::default(),
-            Duration::from_secs(3600),
-            ModuleMetrics::detached(),
-        )
-        .serving(Registering {
-            protocol: PROTOCOL,
-            service: "apns",
-            plausible_token: |token| !token.is_empty(),
-        })
-        .with_provider(PROVIDER);
+        let module = delivering_module("ios", "apple", PROTOCOL, "apns").with_provider(PROVIDER);
         ModuleSet::from_modules(vec![(module, false)])
     }
 

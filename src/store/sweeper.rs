@@ -108,10 +108,22 @@ pub fn too_many(unused: u64, total: u64) -> bool {
     total >= GUARDED_FROM && unused.saturating_mul(2) > total
 }
 
-/// Skips the sweeps that would remove [`too_many`], with one warning until a sweep runs again.
+/// Skips the sweeps that would remove [`too_many`], with one warning each time that begins.
 #[derive(Debug, Default)]
 struct Guard {
     warned: bool,
+}
+
+/// What one turn of the sweeper does.
+#[derive(Debug, PartialEq, Eq)]
+enum Turn {
+    /// Nothing is unused.
+    Nothing,
+    Sweep,
+    /// The sweep would remove [`too_many`]; `warn` for the first such turn in a row.
+    Skip {
+        warn: bool,
+    },
 }
 
 impl Guard {
@@ -122,24 +134,41 @@ impl Guard {
         before: SystemTime,
     ) -> Result<u64, StoreError> {
         let unused = store.count_unused(before).await?;
-        if unused == 0 {
-            return Ok(0);
+        let total: u64 = match unused {
+            0 => 0,
+            _ => store.counts().await?.iter().map(|(_, count)| count).sum(),
+        };
+        match self.turn(unused, total) {
+            Turn::Nothing => Ok(0),
+            Turn::Sweep => store.sweep(before).await,
+            Turn::Skip { warn } => {
+                if warn {
+                    log::warn!(
+                        "registration store: skipped a sweep that would remove {unused} of \
+                         {total} registrations as unused for store.expireAfter (is the clock \
+                         right?); no sweep removes more than half of the store (to lower \
+                         store.expireAfter that far, lower it in steps)"
+                    );
+                }
+                Ok(0)
+            }
         }
-        let total: u64 = store.counts().await?.iter().map(|(_, count)| count).sum();
+    }
+
+    /// The turn for `unused` of `total` registrations. A turn with nothing unused ends a run of
+    /// skipped sweeps as a sweep does (the clock was set right): if sweeps are skipped again
+    /// later, that is warned about anew.
+    fn turn(&mut self, unused: u64, total: u64) -> Turn {
         if !too_many(unused, total) {
             self.warned = false;
-            return store.sweep(before).await;
+            return match unused {
+                0 => Turn::Nothing,
+                _ => Turn::Sweep,
+            };
         }
-        if !self.warned {
-            log::warn!(
-                "registration store: skipped a sweep that would remove {unused} of {total} \
-                 registrations as unused for store.expireAfter (is the clock right?); no sweep \
-                 removes more than half of the store (to lower store.expireAfter that far, lower \
-                 it in steps)"
-            );
-        }
+        let warn = !self.warned;
         self.warned = true;
-        Ok(0)
+        Turn::Skip { warn }
     }
 }
 
@@ -174,6 +203,18 @@ mod tests {
         let back = wall - YEAR;
         assert_eq!(clock.now(back, at + HOUR), back);
         assert_eq!(clock.now(back + HOUR, at + 2 * HOUR), back + HOUR);
+    }
+
+    #[test]
+    fn each_run_of_skipped_sweeps_is_warned_about_once() {
+        let mut guard = Guard::default();
+        assert_eq!(guard.turn(150, 150), Turn::Skip { warn: true });
+        assert_eq!(guard.turn(150, 150), Turn::Skip { warn: false });
+        // The clock set right: nothing is unused for a while, then it goes wrong again.
+        assert_eq!(guard.turn(0, 0), Turn::Nothing);
+        assert_eq!(guard.turn(140, 150), Turn::Skip { warn: true });
+        assert_eq!(guard.turn(10, 150), Turn::Sweep);
+        assert_eq!(guard.turn(140, 150), Turn::Skip { warn: true });
     }
 
     #[test]

@@ -183,20 +183,31 @@ fn sqlite_door() -> (P2Door, Arc<SqliteStore>, tempfile::TempDir) {
 
 /// One module serving p2's `fcm` registrations, whose pushes all succeed.
 fn fcm_modules() -> ModuleSet {
-    let module = Module::new(
-        "android",
-        "google",
+    let module = delivering_module("android", "google", PROTOCOL, "fcm");
+    ModuleSet::from_modules(vec![(module, false)])
+}
+
+/// A module `id` of `kind` serving `protocol`'s registrations for `service`, whose pushes all
+/// succeed.
+pub(crate) fn delivering_module(
+    id: &str,
+    kind: &'static str,
+    protocol: RegistrationProtocol,
+    service: &'static str,
+) -> Module {
+    Module::new(
+        id,
+        kind,
         Arc::new(Delivers),
         RatelimitConfig::default(),
         Duration::from_secs(3600),
         ModuleMetrics::detached(),
     )
     .serving(Registering {
-        protocol: PROTOCOL,
-        service: "fcm",
+        protocol,
+        service,
         plausible_token: |token| !token.is_empty(),
-    });
-    ModuleSet::from_modules(vec![(module, false)])
+    })
 }
 
 struct Delivers;
@@ -235,11 +246,10 @@ async fn registered(
     (field("node"), field("secret"))
 }
 
-#[tokio::test]
-async fn a_registration_stored_under_a_domain_as_spelled_moves_when_registered_again() {
-    let (door, store, _dir) = sqlite_door();
-    let modules = fcm_modules();
-    let old = Registration {
+/// Juliet's registration (node `node-old`, secret `secret-old`) as an fpush that did not fold
+/// domains stored it: under `Example.ORG`, as her server spelled it.
+fn spelled_registration() -> Registration {
+    Registration {
         key: RegistrationKey {
             service: "fcm".into(),
             device: device_hash("juliet@Example.ORG", "j1"),
@@ -252,8 +262,14 @@ async fn a_registration_stored_under_a_domain_as_spelled_moves_when_registered_a
         node: "node-old".into(),
         secret: "secret-old".into(),
         last_used: SystemTime::now(),
-    };
-    store.restore(old).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_registration_stored_under_a_domain_as_spelled_moves_when_registered_again() {
+    let (door, store, _dir) = sqlite_door();
+    let modules = fcm_modules();
+    store.restore(spelled_registration()).await.unwrap();
     let fields = [("token", "new-token"), ("device-id", "j1")];
     let again = registered(&door, &modules, "juliet@Example.ORG/phone", &fields).await;
     assert_eq!(again, ("node-old".into(), "secret-old".into()));
@@ -283,22 +299,7 @@ async fn a_sender_spelling_its_domain_otherwise_finds_its_registration() {
 async fn a_registration_stored_under_a_domain_as_spelled_is_still_found_and_removed() {
     let (door, store, _dir) = sqlite_door();
     let modules = fcm_modules();
-    // As an earlier fpush stored it: under the domain as the sender spelled it.
-    let old = Registration {
-        key: RegistrationKey {
-            service: "fcm".into(),
-            device: device_hash("juliet@Example.ORG", "j1"),
-            channel: String::new(),
-        },
-        account: "juliet@Example.ORG".into(),
-        domain: "Example.ORG".into(),
-        token: "old-token".into(),
-        second_token: None,
-        node: "node-old".into(),
-        secret: "secret-old".into(),
-        last_used: SystemTime::now(),
-    };
-    store.restore(old).await.unwrap();
+    store.restore(spelled_registration()).await.unwrap();
     let target = door
         .resolve(&modules, "Example.ORG", push("node-old", "secret-old"))
         .await
