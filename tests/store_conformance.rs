@@ -909,3 +909,36 @@ async fn the_sweeper_removes_a_minority_of_a_large_store_as_usual() {
     let total: u64 = store.counts().await.unwrap().iter().map(|(_, n)| n).sum();
     assert_eq!(total, 120);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_sweeps_a_mostly_unused_store_after_a_day_of_skipped_sweeps() {
+    // An app discontinued half a year ago: 120 of 150 registrations are unused for real. The
+    // clock is right, so after a day of skipped sweeps (hourly, on tokio's paused clock) they
+    // go, or the store would grow until its caps refuse real users.
+    let backend = Backend::sqlite();
+    let store = backend.open(limits());
+    for n in 0..150 {
+        let last_used = if n < 120 { ago(200 * DAY) } else { ago(HOUR) };
+        let device = format!("d{n}");
+        let account = format!("u{n}@example.org");
+        let registration = restored(&device, &account, &format!("node-{n}"), last_used);
+        store.restore(registration).await.unwrap();
+    }
+    let (calls, mut called) = tokio::sync::mpsc::unbounded_channel();
+    let watched = std::sync::Arc::new(Watched {
+        inner: store.clone(),
+        calls,
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sweeper = fpush::store::spawn_sweeper(watched, HOUR, 180 * DAY, stop.clone());
+    let mut turns = 0;
+    while called.recv().await == Some("count_unused") {
+        turns += 1;
+        assert!(turns <= 26, "no sweep after a day of skipped ones");
+    }
+    assert!(turns > 24, "swept after {turns} turns: less than a day");
+    stop.cancel();
+    sweeper.await.unwrap();
+    let total: u64 = store.counts().await.unwrap().iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 30);
+}

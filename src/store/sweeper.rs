@@ -5,7 +5,8 @@
 //! `expireAfter` (a bad NTP server, a VM restored from a snapshot, a failing RTC) makes every
 //! registration look unused. So the sweep's clock never runs ahead of the time measured since
 //! the previous sweep ([`SweepClock`], for a step while fpush runs), and a sweep that would
-//! remove most of a store is skipped ([`too_many`], for a clock already wrong at start-up).
+//! remove most of a store is skipped for a day ([`too_many`], [`GRACE`], for a clock already
+//! wrong at start-up).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,6 +21,13 @@ use super::{RegistrationStore, StoreError, TOUCH_INTERVAL};
 const STEP: Duration = Duration::from_secs(60);
 /// Stores holding fewer registrations than this are swept whatever share goes.
 pub const GUARDED_FROM: u64 = 100;
+/// How long, measured on the monotonic clock, the sweeps that would remove [`too_many`] are
+/// skipped in a row before one runs anyway: long enough for NTP to set a clock that was wrong at
+/// start-up right, and for every registration pushed to meanwhile to record its use (at most
+/// once per [`TOUCH_INTERVAL`]). Skipping for good would let a store whose registrations are
+/// mostly unused for real (an app discontinued, users gone) grow until its caps refuse new
+/// registrations.
+pub const GRACE: Duration = TOUCH_INTERVAL;
 
 /// Sweeps `store` every `every` (first right away) until `stop` is cancelled, removing what no
 /// push used for `expire_after`. A failed sweep is logged and tried again at the next turn.
@@ -42,11 +50,13 @@ pub fn spawn_sweeper(
             // may be that much older than the real one: only older still is unused for
             // `expire_after`.
             let unused = expire_after.saturating_add(TOUCH_INTERVAL);
-            let now = clock.now(SystemTime::now(), Instant::now());
+            // Tokio's clock: the same as the monotonic clock, except when tests pause it.
+            let at = tokio::time::Instant::now().into_std();
+            let now = clock.now(SystemTime::now(), at);
             let Some(before) = now.checked_sub(unused) else {
                 continue;
             };
-            match guard.sweep(&*store, before).await {
+            match guard.sweep(&*store, before, at).await {
                 Ok(0) => {}
                 Ok(removed) => {
                     log::info!("registration store: removed {removed} unused registrations")
@@ -101,17 +111,20 @@ impl SweepClock {
 }
 
 /// Whether removing `unused` of the store's `total` registrations at once is more than a sweep
-/// may do: more than half of a store of [`GUARDED_FROM`] or more. A store whose users mostly
-/// left within one `expireAfter` is rare; a clock far ahead, or a service down for longer than
-/// `expireAfter` (whose registrations still live on the devices), looks exactly like it.
+/// may do at once: more than half of a store of [`GUARDED_FROM`] or more. A store whose users
+/// mostly left within one `expireAfter` is rare (it waits [`GRACE`]); a clock far ahead, or a
+/// service down for longer than `expireAfter` (whose registrations still live on the devices),
+/// looks exactly like it.
 pub fn too_many(unused: u64, total: u64) -> bool {
     total >= GUARDED_FROM && unused.saturating_mul(2) > total
 }
 
-/// Skips the sweeps that would remove [`too_many`], with one warning each time that begins.
+/// Skips the sweeps that would remove [`too_many`] for [`GRACE`] in a row, with one warning
+/// when such a run begins, then sweeps anyway with another.
 #[derive(Debug, Default)]
 struct Guard {
-    warned: bool,
+    /// When the current run of skipped sweeps began, on the monotonic clock.
+    skipping_since: Option<Instant>,
 }
 
 /// What one turn of the sweeper does.
@@ -124,21 +137,25 @@ enum Turn {
     Skip {
         warn: bool,
     },
+    /// The sweep would remove [`too_many`], but such sweeps were skipped for [`GRACE`].
+    SweepAnyway,
 }
 
 impl Guard {
-    /// Removes the registrations last used before `before`, unless that is [`too_many`].
+    /// Removes the registrations last used before `before`, unless that is [`too_many`] and
+    /// the run of such turns began less than [`GRACE`] before `at`.
     async fn sweep(
         &mut self,
         store: &dyn RegistrationStore,
         before: SystemTime,
+        at: Instant,
     ) -> Result<u64, StoreError> {
         let unused = store.count_unused(before).await?;
         let total: u64 = match unused {
             0 => 0,
             _ => store.counts().await?.iter().map(|(_, count)| count).sum(),
         };
-        match self.turn(unused, total) {
+        match self.turn(unused, total, at) {
             Turn::Nothing => Ok(0),
             Turn::Sweep => store.sweep(before).await,
             Turn::Skip { warn } => {
@@ -146,29 +163,45 @@ impl Guard {
                     log::warn!(
                         "registration store: skipped a sweep that would remove {unused} of \
                          {total} registrations as unused for store.expireAfter (is the clock \
-                         right?); no sweep removes more than half of the store (to lower \
-                         store.expireAfter that far, lower it in steps)"
+                         right?); such sweeps are skipped for a day, then run"
                     );
                 }
                 Ok(0)
             }
+            Turn::SweepAnyway => {
+                log::warn!(
+                    "registration store: removing {unused} of {total} registrations as unused \
+                     for store.expireAfter: sweeps that would remove more than half of the \
+                     store were skipped for a day"
+                );
+                store.sweep(before).await
+            }
         }
     }
 
-    /// The turn for `unused` of `total` registrations. A turn with nothing unused ends a run of
-    /// skipped sweeps as a sweep does (the clock was set right): if sweeps are skipped again
-    /// later, that is warned about anew.
-    fn turn(&mut self, unused: u64, total: u64) -> Turn {
+    /// The turn for `unused` of `total` registrations at `at`. A turn with nothing unused ends
+    /// a run of skipped sweeps as a sweep does (the clock was set right): if sweeps are skipped
+    /// again later, that is warned about anew, and the day starts anew.
+    fn turn(&mut self, unused: u64, total: u64, at: Instant) -> Turn {
         if !too_many(unused, total) {
-            self.warned = false;
+            self.skipping_since = None;
             return match unused {
                 0 => Turn::Nothing,
                 _ => Turn::Sweep,
             };
         }
-        let warn = !self.warned;
-        self.warned = true;
-        Turn::Skip { warn }
+        match self.skipping_since {
+            None => {
+                self.skipping_since = Some(at);
+                Turn::Skip { warn: true }
+            }
+            Some(since) if at.saturating_duration_since(since) < GRACE => {
+                Turn::Skip { warn: false }
+            }
+            // Until a turn finds less unused (the sweep went through), so a failed sweep is
+            // not followed by another day of skipping.
+            Some(_) => Turn::SweepAnyway,
+        }
     }
 }
 
@@ -207,14 +240,46 @@ mod tests {
 
     #[test]
     fn each_run_of_skipped_sweeps_is_warned_about_once() {
-        let mut guard = Guard::default();
-        assert_eq!(guard.turn(150, 150), Turn::Skip { warn: true });
-        assert_eq!(guard.turn(150, 150), Turn::Skip { warn: false });
+        let (mut guard, at) = (Guard::default(), Instant::now());
+        assert_eq!(guard.turn(150, 150, at), Turn::Skip { warn: true });
+        assert_eq!(guard.turn(150, 150, at + HOUR), Turn::Skip { warn: false });
         // The clock set right: nothing is unused for a while, then it goes wrong again.
-        assert_eq!(guard.turn(0, 0), Turn::Nothing);
-        assert_eq!(guard.turn(140, 150), Turn::Skip { warn: true });
-        assert_eq!(guard.turn(10, 150), Turn::Sweep);
-        assert_eq!(guard.turn(140, 150), Turn::Skip { warn: true });
+        assert_eq!(guard.turn(0, 0, at + 2 * HOUR), Turn::Nothing);
+        assert_eq!(
+            guard.turn(140, 150, at + 3 * HOUR),
+            Turn::Skip { warn: true }
+        );
+        assert_eq!(guard.turn(10, 150, at + 4 * HOUR), Turn::Sweep);
+        assert_eq!(
+            guard.turn(140, 150, at + 5 * HOUR),
+            Turn::Skip { warn: true }
+        );
+    }
+
+    #[test]
+    fn a_run_of_skipped_sweeps_ends_with_a_sweep_after_a_day() {
+        let (mut guard, at) = (Guard::default(), Instant::now());
+        assert_eq!(guard.turn(150, 150, at), Turn::Skip { warn: true });
+        assert_eq!(
+            guard.turn(150, 150, at + 23 * HOUR),
+            Turn::Skip { warn: false }
+        );
+        assert_eq!(guard.turn(150, 150, at + GRACE), Turn::SweepAnyway);
+        // That sweep failed: the next turn sweeps too.
+        assert_eq!(guard.turn(150, 150, at + GRACE + HOUR), Turn::SweepAnyway);
+        assert_eq!(guard.turn(0, 0, at + GRACE + 2 * HOUR), Turn::Nothing);
+        // Too many again later (another batch gone unused): a new run, a new day.
+        let second = at + GRACE + 3 * HOUR;
+        assert_eq!(guard.turn(120, 200, second), Turn::Skip { warn: true });
+        let skipped = guard.turn(120, 200, second + GRACE - HOUR);
+        assert_eq!(skipped, Turn::Skip { warn: false });
+        // A run broken by a sweep that removes less starts its day again.
+        assert_eq!(guard.turn(10, 200, second + GRACE), Turn::Sweep);
+        let third = second + GRACE + HOUR;
+        assert_eq!(guard.turn(120, 200, third), Turn::Skip { warn: true });
+        let skipped = guard.turn(120, 200, third + GRACE - HOUR);
+        assert_eq!(skipped, Turn::Skip { warn: false });
+        assert_eq!(guard.turn(120, 200, third + GRACE), Turn::SweepAnyway);
     }
 
     #[test]
