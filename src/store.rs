@@ -30,6 +30,11 @@ pub use sweeper::spawn_sweeper;
 pub const TOUCH_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Whether a push at `now` should record its use of a registration last used at `last_used`.
+///
+/// Never when `last_used` is later than `now`: the clock that recorded it was ahead, or this one
+/// is behind, and the two cannot be told apart. Overwriting it would, in the second case, make a
+/// registration in use look old once the clock is set right (and swept that much early); kept,
+/// it only lives on until the clock reaches it.
 pub fn touch_due(last_used: SystemTime, now: SystemTime) -> bool {
     now.duration_since(last_used)
         .is_ok_and(|age| age >= TOUCH_INTERVAL)

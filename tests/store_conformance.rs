@@ -430,6 +430,45 @@ async fn touch_writes_an_old_last_use_and_skips_a_recent_one(backend: Backend) {
     assert_eq!(store.sweep(ago(DAY)).await.unwrap(), 0);
 }
 
+fn seconds(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+async fn registering_again_never_moves_the_last_use_back(backend: Backend) {
+    // Pushes recorded these registrations' use before the clock was set back 30 days. The
+    // devices register again meanwhile: were their last uses moved back, they would look 30
+    // days older than they are once the clock is right again, and be swept that much early.
+    let store = backend.open(limits());
+    let later = SystemTime::now() + 30 * DAY;
+    store
+        .restore(restored("d1", "a@example.org", "node-1", later))
+        .await
+        .unwrap();
+    let credentials = registered(&*store, "fcm", "d1", "a@example.org").await;
+    assert_eq!(credentials.node, "node-1");
+    let found = store.find("example.org", "node-1").await.unwrap().unwrap();
+    assert_eq!(seconds(found.last_used), seconds(later));
+    // The same when the device's account moved to another domain.
+    store
+        .restore(restored("d2", "b@example.org", "node-2", later))
+        .await
+        .unwrap();
+    let credentials = registered(&*store, "fcm", "d2", "b@example.net").await;
+    assert_eq!(credentials.node, "node-2");
+    let found = store.find("example.net", "node-2").await.unwrap().unwrap();
+    assert_eq!(seconds(found.last_used), seconds(later));
+    // An earlier last use is brought up to now.
+    store
+        .restore(restored("d3", "c@example.org", "node-3", ago(10 * DAY)))
+        .await
+        .unwrap();
+    registered(&*store, "fcm", "d3", "c@example.org").await;
+    let found = store.find("example.org", "node-3").await.unwrap().unwrap();
+    assert!(found.last_used > ago(Duration::from_secs(60)));
+}
+
 async fn counts_are_per_service(backend: Backend) {
     let store = backend.open(limits());
     registered(&*store, "fcm", "d1", "a@example.org").await;
@@ -612,6 +651,7 @@ suite!(
     a_replacement_at_max_total_is_accepted,
     sweep_removes_registrations_unused_since_the_cutoff,
     touch_writes_an_old_last_use_and_skips_a_recent_one,
+    registering_again_never_moves_the_last_use_back,
     counts_are_per_service,
     registrations_survive_reopening_and_are_shared,
     list_pages_through_every_registration,

@@ -198,7 +198,7 @@ impl RegistrationStore for RedisRegistrations {
                     node: old.node,
                     secret: old.secret,
                 };
-                let now = unix(SystemTime::now());
+                let now = unix(SystemTime::now()).max(unix(old.last_used));
                 return self.insert(&registration, Some(credentials), now).await;
             }
         }

@@ -3,20 +3,28 @@
 -- ARGV: 1 node, 2 service, 3 device, 4 channel, 5 account, 6 token, 7 second token ('' = none),
 --       8 last use, 9 account key stem.
 -- Answers the secret, or false when the registration is gone (or is another key's).
-local fields = redis.call('HMGET', KEYS[1], 's', 'd', 'c', 'a', 'x')
+local fields = redis.call('HMGET', KEYS[1], 's', 'd', 'c', 'a', 'x', 'u')
 if not fields[1] or fields[1] ~= ARGV[2] or fields[2] ~= ARGV[3] or fields[3] ~= ARGV[4] then
   return false
+end
+-- Registering again never moves the last use back, as a push's touch never does: one stored
+-- later than now was recorded before the clock was set back. (A stored one that is not plain
+-- seconds, which another writer damaged, is replaced.)
+local used = ARGV[8]
+local stored = fields[6]
+if stored and #stored <= 12 and string.match(stored, '^%d+$') and tonumber(stored) > tonumber(used) then
+  used = stored
 end
 -- (No account at all: a hash another writer damaged, which this update repairs.)
 if fields[4] and fields[4] ~= ARGV[5] then
   redis.call('ZREM', ARGV[9] .. fields[4], ARGV[1])
 end
-redis.call('HSET', KEYS[1], 'a', ARGV[5], 't', ARGV[6], 'u', ARGV[8])
+redis.call('HSET', KEYS[1], 'a', ARGV[5], 't', ARGV[6], 'u', used)
 if ARGV[7] ~= '' then
   redis.call('HSET', KEYS[1], 'v', ARGV[7])
 else
   redis.call('HDEL', KEYS[1], 'v')
 end
-redis.call('ZADD', KEYS[2], ARGV[8], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[8], ARGV[1])
+redis.call('ZADD', KEYS[2], used, ARGV[1])
+redis.call('ZADD', KEYS[3], used, ARGV[1])
 return fields[5]

@@ -13,7 +13,7 @@ const NODE_ATTEMPTS: usize = 8;
 /// Where a registration's node, secret and last use come from.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Mode {
-    /// Kept for a known key, fresh for a new one; last used now.
+    /// Kept for a known key, fresh for a new one; last used now (or later, as stored).
     Register,
     /// As given (an import).
     Restore,
@@ -33,19 +33,22 @@ pub(super) fn upsert(
         Mode::Restore => unix(registration.last_used),
     };
     let key = &registration.key;
-    let existing: Option<(String, String)> = transaction
+    let existing: Option<(String, String, i64)> = transaction
         .query_row(
-            "SELECT node, secret FROM registrations WHERE service = ?1 AND device = ?2 AND channel = ?3",
+            "SELECT node, secret, last_used FROM registrations \
+             WHERE service = ?1 AND device = ?2 AND channel = ?3",
             params![key.service, key.device, key.channel],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
         )
         .optional()
         .map_err(failed)?;
     let credentials = match existing {
-        Some((node, secret)) => {
-            let credentials = match mode {
-                Mode::Register => Credentials { node, secret },
-                Mode::Restore => given(registration),
+        Some((node, secret, stored)) => {
+            // Registering again never moves the last use back, as a push's touch never does:
+            // one recorded later than now was recorded before the clock was set back.
+            let (credentials, last_used) = match mode {
+                Mode::Register => (Credentials { node, secret }, last_used.max(stored)),
+                Mode::Restore => (given(registration), last_used),
             };
             update(&transaction, registration, &credentials, last_used)?;
             credentials
