@@ -841,6 +841,52 @@ async fn a_redis_sweep_goes_past_a_batch_of_nodes_whose_registrations_are_gone()
     assert!(!is_stored(&store, "example.org", "node-1").await);
 }
 
+#[tokio::test]
+async fn a_redis_domain_left_without_registrations_is_forgotten() {
+    // Every sweep and count walks the domain list: were a domain that registered once kept in
+    // it for good, anyone able to register from many domains (and unregister again) would grow
+    // it, and each sweep's work, without bound.
+    use fpush::store::{RedisRegistrations, RegistrationStore};
+    let server = store_support::RedisServer::start();
+    let store = RedisRegistrations::open(&server.settings(), limits()).unwrap();
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let mut domains = move || -> Vec<String> {
+        let mut listed: Vec<String> = ::redis::cmd("SMEMBERS")
+            .arg("fpush-test:domains")
+            .query(&mut connection)
+            .unwrap();
+        listed.sort();
+        listed
+    };
+    let kept = registered(&store, "fcm", "kept", "b@example.org").await;
+    for n in 0..20 {
+        let (device, account) = (format!("d{n}"), format!("u@example{n}.net"));
+        registered(&store, "fcm", &device, &account).await;
+        let key = registration("fcm", &device, &account).key;
+        assert!(store.unregister(&key).await.unwrap());
+    }
+    let dead = restored("dead", "a@example.com", "node-1", ago(HOUR));
+    store.restore(dead).await.unwrap();
+    assert!(store
+        .remove("example.com", "node-1", "token-of-dead")
+        .await
+        .unwrap());
+    assert_eq!(domains(), ["example.org"]);
+    let old = restored("old", "a@example.com", "node-2", ago(200 * DAY));
+    store.restore(old).await.unwrap();
+    assert_eq!(domains(), ["example.com", "example.org"]);
+    assert_eq!(store.sweep(ago(180 * DAY)).await.unwrap(), 1);
+    assert_eq!(domains(), ["example.org"]);
+    // A domain forgotten registers again as before, and is swept again.
+    registered(&store, "fcm", "new", "c@example.com").await;
+    assert!(is_stored(&store, "example.org", &kept.node).await);
+    assert_eq!(
+        store.count_unused(SystemTime::now() + DAY).await.unwrap(),
+        2
+    );
+}
+
 /// A store whose sweeps (and the sweeper's questions before one) are reported as they happen.
 struct Watched {
     inner: std::sync::Arc<dyn fpush::store::RegistrationStore>,

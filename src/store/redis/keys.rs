@@ -5,7 +5,8 @@
 //! - `P{D}:l`: the domain's nodes by last use (its size is the domain's count; the sweep reads it);
 //! - `P{D}:a:ACCOUNT`: the account's nodes by last use (the per-account cap);
 //! - `Pkey:SERVICE\nDEVICE\nCHANNEL`: the registration key's `DOMAIN\nNODE`;
-//! - `Pdomains`: every domain that registered; `Pcounts`: registrations per service.
+//! - `Pdomains`: the domains that hold registrations (dropped when their last one goes); `Pcounts`:
+//!   registrations per service.
 //!
 //! `{D}` is a Redis Cluster hash tag: a domain's keys are equal up to the closing brace, so they
 //! share one slot (even under a prefix with braces of its own) and each script touches one slot.

@@ -3,18 +3,18 @@
 -- sweep).
 -- KEYS: 1 the domain's last-use set.
 -- ARGV: 1 registration key stem, 2 account key stem, 3 node, 4 batch, 5 before, 6 token.
--- Answers how many nodes it took (a sweep batch's size, ghosts included), then each removed one
--- as service \n device \n channel \n node.
+-- Answers how many nodes it took (a sweep batch's size, ghosts included), how many the domain
+-- still holds, then each removed one as service \n device \n channel \n node.
 local nodes
 if ARGV[3] ~= '' then
   if ARGV[6] ~= '' and redis.call('HGET', ARGV[1] .. ARGV[3], 't') ~= ARGV[6] then
-    return {'0'}
+    return {'0', tostring(redis.call('ZCARD', KEYS[1]))}
   end
   nodes = {ARGV[3]}
 else
   nodes = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[5], 'LIMIT', 0, ARGV[4])
 end
-local removed = {tostring(#nodes)}
+local removed = {tostring(#nodes), ''}
 for _, node in ipairs(nodes) do
   local key = ARGV[1] .. node
   local fields = redis.call('HMGET', key, 's', 'd', 'c', 'a')
@@ -29,4 +29,5 @@ for _, node in ipairs(nodes) do
     table.insert(removed, fields[1] .. '\n' .. (fields[2] or '') .. '\n' .. (fields[3] or '') .. '\n' .. node)
   end
 end
+removed[2] = tostring(redis.call('ZCARD', KEYS[1]))
 return removed

@@ -199,7 +199,8 @@ impl RedisRegistrations {
     /// Removes `node` if it holds `token` (any token when empty), or, with `node` empty, a batch
     /// last used before `before`, from `domain`; answers how many nodes it took, and the
     /// registrations removed. A node whose hash is gone (or lacks its service) is taken but
-    /// reports no registration, so only the first says whether a sweep batch was full.
+    /// reports no registration, so only the first says whether a sweep batch was full. A domain
+    /// left empty is dropped from the domain list.
     pub(super) async fn remove_in(
         &self,
         domain: &str,
@@ -220,12 +221,38 @@ impl RedisRegistrations {
             .invoke_async(&mut self.connection())
             .await
             .map_err(failed)?;
-        let taken = match removed.first().map(|taken| taken.parse()) {
-            Some(Ok(taken)) => taken,
-            _ => return Err(unexpected("remove")),
+        let counted = |at: usize| removed.get(at).and_then(|count| count.parse::<u64>().ok());
+        let (Some(taken), Some(left)) = (counted(0), counted(1)) else {
+            return Err(unexpected("remove"));
         };
-        removed.remove(0);
+        removed.drain(..2);
         self.forget(domain, &removed).await?;
-        Ok((taken, removed))
+        if left == 0 {
+            self.forget_domain(domain).await?;
+        }
+        Ok((usize::try_from(taken).unwrap_or(usize::MAX), removed))
+    }
+
+    /// Drops `domain`, which the remove script just left empty, from the domain list, so that
+    /// the list (which every sweep and count walks) is bounded by the registrations, not by
+    /// every domain that ever registered. A registration inserted meanwhile keeps it listed: by
+    /// its own insert when that adds the domain after this removal, or by the second look here.
+    async fn forget_domain(&self, domain: &str) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        let _: i64 = connection
+            .srem(self.keys.domains(), domain)
+            .await
+            .map_err(failed)?;
+        let held: u64 = connection
+            .zcard(self.keys.last_use(domain))
+            .await
+            .map_err(failed)?;
+        if held > 0 {
+            let _: i64 = connection
+                .sadd(self.keys.domains(), domain)
+                .await
+                .map_err(failed)?;
+        }
+        Ok(())
     }
 }
