@@ -223,14 +223,22 @@ async fn a_connection_reset_after_sending_answers_wait_without_a_retry() {
 }
 
 #[tokio::test]
-async fn third_party_auth_error_refreshes_the_token_once_then_answers_wait() {
+async fn third_party_auth_error_answers_wait_without_refreshing_the_token() {
     let mut path = GooglePath::start(json!({})).await;
-    let reply = path.push("t1", "thirdpartyauth-token-1").await;
-    assert_error(&reply, "t1", "wait", "internal-server-error");
-    assert_eq!(path.count_for("thirdpartyauth-token-1"), 2);
-    assert_eq!(path.fcm.tokens_granted(), 2, "one refresh");
-    let log = path.fpush.log_with("misconfigured");
-    assert!(log.contains("misconfigured"), "the operator is told: {log}");
+    for (id, token) in [
+        ("t1", "thirdpartyauth-token-1"),
+        ("t2", "thirdpartyauth-token-2"),
+    ] {
+        let reply = path.push(id, token).await;
+        assert_error(&reply, id, "wait", "internal-server-error");
+        assert_eq!(path.count_for(token), 1, "no retry");
+    }
+    // The project's APNs or Web Push credentials are at fault, not fpush's access token.
+    assert_eq!(path.fcm.tokens_granted(), 1, "never a refresh per push");
+    let log = path.fpush.log_with("THIRD_PARTY_AUTH_ERROR");
+    assert!(log.contains("Firebase console"), "names the setting: {log}");
+    // Android devices of the project are still served.
+    assert_result(&path.push("t3", DEVICE_TOKEN).await, "t3");
 }
 
 #[tokio::test]

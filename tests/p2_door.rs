@@ -14,7 +14,7 @@ use fpush::modules::{Module, ModuleSet, Registering};
 use fpush::outcome::Outcome;
 use fpush::ratelimit::RatelimitConfig;
 use fpush::request::{AdHocCommand, Condition, ErrorType, PushRequest};
-use fpush_traits::{async_trait, Delivered, PushError, PushNotification, PushTrait};
+use fpush_traits::{async_trait, Delivered, PushError, PushNotification, PushTrait, SentTo};
 use p2_support::MemoryStore;
 
 /// `python3 -c "import hashlib; print(hashlib.sha1(b'juliet@capulet.example\x00a1b2c3d4e5f60789').hexdigest())"`
@@ -341,9 +341,15 @@ async fn a_dead_token_removes_the_registration_and_a_delivery_keeps_it() {
         target.registration().expect("registered"),
         &target.notification,
     );
-    registration.settle(Outcome::delivered, sent).await;
-    registration.settle(Outcome::transient, sent).await;
+    registration
+        .settle(Outcome::delivered, sent, SentTo::Token)
+        .await;
+    registration
+        .settle(Outcome::transient, sent, SentTo::Token)
+        .await;
     assert_eq!(store.all().len(), 1);
-    registration.settle(Outcome::known_dead, sent).await;
+    registration
+        .settle(Outcome::known_dead, sent, SentTo::Token)
+        .await;
     assert!(store.all().is_empty());
 }

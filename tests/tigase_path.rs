@@ -147,21 +147,28 @@ async fn registered_with_voip(
     let modules = json!({ "siskin": module }).to_string();
     let fpush = Daemon::start(&settings(&xmpp, &modules, &store_entry(dir)));
     let mut link = xmpp.accept(WAIT).await.expect("fpush connects");
+    let node = register_with_voip(&mut link, "r1", DEVICE).await;
+    (fpush, xmpp, link, node)
+}
+
+/// Registers `device` with [`VOIP`] as its PushKit token; answers the node.
+async fn register_with_voip(link: &mut ComponentLink, id: &str, device: &str) -> String {
     let fields = [
         ("provider", PROVIDER),
-        ("device-token", DEVICE),
+        ("device-token", device),
         ("device-second-token", VOIP),
     ];
-    let registered = command(&mut link, "r1", "register-device", &fields).await;
+    let registered = command(link, id, "register-device", &fields).await;
     assert_eq!(registered.kind(), Some("result"), "{}", registered.raw);
-    let node = form_value(&registered, "node");
-    (fpush, xmpp, link, node)
+    form_value(&registered, "node")
 }
 
 const DEVICE: &str = "0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b";
 const VOIP: &str = "fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01";
 const CALL: &str = "<encrypted xmlns='tigase:push:encrypt:0' iv='aXYxMjM0NTY3ODkw' \
                     type='voip'>Y2FsbA==</encrypted>";
+/// A device token Apple answers `Unregistered` (the test server's `dead…` tokens).
+const DEAD_DEVICE: &str = "dead0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b";
 
 #[tokio::test]
 async fn a_call_goes_to_the_pushkit_token_an_empty_push_is_background_and_high_is_10() {
@@ -243,6 +250,52 @@ async fn certificate_auth_without_a_pushkit_certificate_sends_calls_as_alerts() 
     assert_eq!(call.headers["apns-priority"], "10");
     let payload: Value = serde_json::from_slice(&call.body).unwrap();
     assert_eq!(payload["aps"]["mutable-content"], 1);
+}
+
+#[tokio::test]
+async fn a_dead_device_token_behind_a_call_sent_as_an_alert_ends_the_registration() {
+    let apns = ApnsHarness::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // No PushKit certificate: calls go to the device token as alerts.
+    let block = apns.cert_settings(P12Cipher::Modern).unwrap();
+    let (_fpush, _xmpp, mut link, _) = registered_with_voip(block, dir.path()).await;
+    let node = register_with_voip(&mut link, "r2", DEAD_DEVICE).await;
+
+    let reply = push(&mut link, "c1", &node, CALL).await;
+    assert_error(&reply, "c1", "cancel", "item-not-found");
+    assert_eq!(apns.server.received()[0].token, DEAD_DEVICE);
+    // The registration is gone: the server's next push is not sent to Apple again.
+    let again = push(&mut link, "c2", &node, CALL).await;
+    assert_error(&again, "c2", "cancel", "item-not-found");
+    assert_eq!(apns.server.received().len(), 1);
+}
+
+#[tokio::test]
+async fn a_dead_device_token_behind_a_large_call_leaves_the_pushkit_token_alive() {
+    let apns = ApnsHarness::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Token auth with a large `additionalData`: a small call fits PushKit, a large one does not.
+    let mut block = apns.token_settings();
+    block["additionalData"] = json!({"pad": "p".repeat(2600)});
+    let (_fpush, _xmpp, mut link, node) = registered_with_voip(block, dir.path()).await;
+    // The same phone's earlier registration: its device token has died since, its PushKit
+    // token is the one the new registration holds too.
+    let old = register_with_voip(&mut link, "r2", DEAD_DEVICE).await;
+
+    let large = format!(
+        "<encrypted xmlns='tigase:push:encrypt:0' iv='aXYxMjM0NTY3ODkw' type='voip'>{}\
+         </encrypted>",
+        "QUFB".repeat(688)
+    );
+    let reply = push(&mut link, "c1", &old, &large).await;
+    assert_error(&reply, "c1", "cancel", "item-not-found");
+    assert_eq!(apns.server.received()[0].token, DEAD_DEVICE);
+    // The PushKit token was never asked: calls still ring through PushKit.
+    assert_result(&push(&mut link, "c2", &node, CALL).await, "c2");
+    let received = apns.server.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[1].token, VOIP);
+    assert_eq!(received[1].headers["apns-push-type"], "voip");
 }
 
 #[tokio::test]

@@ -33,7 +33,8 @@ use fpush_http::{
     HttpClient, HttpConfig, HttpError, LoudLog, ProviderAnswer, PushLabel, RetryPolicy, Tries,
 };
 use fpush_traits::{
-    DeadTokenReason, Delivered, ProviderSnapshot, PushError, PushNotification, PushTrait, Rejection,
+    DeadTokenReason, Delivered, ProviderSnapshot, PushError, PushNotification, PushTrait,
+    Rejection, SentTo,
 };
 
 pub use crate::clock::unix_now;
@@ -305,29 +306,76 @@ fn too_large(len: usize, limit: usize) -> PushError {
     }
 }
 
-#[async_trait]
-impl PushTrait for ApnsPush {
-    async fn send(&self, notification: &PushNotification) -> Result<Delivered, PushError> {
-        let (mut token, mut per_push) = PerPush::of(notification);
-        let mut client = &self.client;
-        if per_push.voip {
-            match &self.voip {
-                VoipRoute::Shared => {}
-                VoipRoute::Own(own, _) => client = own,
-                // The user still learns of the call.
-                VoipRoute::Unavailable => {
-                    token = &notification.token;
-                    per_push = call_as_alert();
-                }
+/// Where one push goes: the connections, the token, what it changes of the module's headers,
+/// and a PushKit call's payload, rendered while choosing the route.
+struct Route<'a> {
+    client: &'a HttpClient,
+    token: &'a str,
+    per_push: PerPush,
+    pushkit: Option<Bytes>,
+}
+
+impl Route<'_> {
+    /// Which of the notification's tokens the push goes to.
+    fn sent_to(&self) -> SentTo {
+        match self.per_push.voip {
+            true => SentTo::SecondToken,
+            false => SentTo::Token,
+        }
+    }
+}
+
+impl ApnsPush {
+    /// The route of `notification`: a call that cannot go over PushKit (no PushKit
+    /// certificate, or details too large for it) goes to the device token as an alert.
+    fn route<'a>(&'a self, notification: &'a PushNotification) -> Route<'a> {
+        let (token, per_push) = PerPush::of(notification);
+        let mut route = Route {
+            client: &self.client,
+            token,
+            per_push,
+            pushkit: None,
+        };
+        if !per_push.voip {
+            return route;
+        }
+        match &self.voip {
+            VoipRoute::Shared => {}
+            VoipRoute::Own(own, _) => route.client = own,
+            // The user still learns of the call.
+            VoipRoute::Unavailable => return self.as_alert(notification),
+        }
+        if client_payload::applies(notification) {
+            route.pushkit = client_payload::call(&self.payload, notification);
+            if route.pushkit.is_none() {
+                return self.as_alert(notification);
             }
         }
-        let mut pushkit = None;
-        if per_push.voip && client_payload::applies(notification) {
-            pushkit = client_payload::call(&self.payload, notification);
-            if pushkit.is_none() {
-                (client, token, per_push) = (&self.client, &notification.token, call_as_alert());
-            }
+        route
+    }
+
+    /// A call sent to the device token as an alert.
+    fn as_alert<'a>(&'a self, notification: &'a PushNotification) -> Route<'a> {
+        Route {
+            client: &self.client,
+            token: &notification.token,
+            per_push: call_as_alert(),
+            pushkit: None,
         }
+    }
+
+    /// Sends `notification` along `route`.
+    async fn deliver(
+        &self,
+        notification: &PushNotification,
+        route: Route<'_>,
+    ) -> Result<Delivered, PushError> {
+        let Route {
+            client,
+            token,
+            per_push,
+            pushkit,
+        } = route;
         if !plausible_token(token) {
             return Err(PushError::TokenInvalid(DeadTokenReason::Implausible));
         }
@@ -352,6 +400,25 @@ impl PushTrait for ApnsPush {
             })
             .await
     }
+}
+
+#[async_trait]
+impl PushTrait for ApnsPush {
+    async fn send(&self, notification: &PushNotification) -> Result<Delivered, PushError> {
+        let route = self.route(notification);
+        self.deliver(notification, route).await
+    }
+
+    /// A call that went to the device token as an alert is answered for the device token: a
+    /// dead answer is that token's, never the untried VoIP token's.
+    async fn send_attributed(
+        &self,
+        notification: &PushNotification,
+    ) -> (Result<Delivered, PushError>, SentTo) {
+        let route = self.route(notification);
+        let to = route.sent_to();
+        (self.deliver(notification, route).await, to)
+    }
 
     fn snapshot(&self) -> ProviderSnapshot {
         let own = match &self.auth {
@@ -374,5 +441,70 @@ impl PushTrait for ApnsPush {
 
     fn relay_name(&self) -> Option<&str> {
         Some(&self.relay_name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fpush_testkit::apns::ApnsHarness;
+    use fpush_testkit::tls::P12Cipher;
+    use fpush_traits::{EncryptedPayload, PushKind};
+    use serde_json::json;
+
+    use super::*;
+
+    const DEVICE: &str = "0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b0a1b";
+    const VOIP: &str = "fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01fe01";
+
+    fn module(block: serde_json::Value) -> ApnsPush {
+        ApnsPush::new("ios", serde_json::from_value(block).unwrap()).unwrap()
+    }
+
+    /// A call for `device` and `voip` as the tigase door makes it, with `ciphertext`.
+    fn call(device: &str, ciphertext: &str) -> PushNotification {
+        PushNotification {
+            kind: Some(PushKind::Voip),
+            voip_token: Some(VOIP.into()),
+            account: Some("juliet@capulet.example".into()),
+            encrypted: Some(EncryptedPayload {
+                data: ciphertext.into(),
+                params: vec![("iv".into(), "aXYx".into())],
+            }),
+            ..PushNotification::new(device, "ios")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_over_pushkit_is_answered_for_the_second_token() {
+        let apns = ApnsHarness::start().await.unwrap();
+        let (result, to) = module(apns.token_settings())
+            .send_attributed(&call(DEVICE, "Y2FsbA=="))
+            .await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(to, SentTo::SecondToken);
+        assert_eq!(apns.server.received()[0].token, VOIP);
+    }
+
+    #[tokio::test]
+    async fn a_call_sent_as_an_alert_is_answered_for_the_device_token() {
+        let apns = ApnsHarness::start().await.unwrap();
+        let dead = format!("dead{}", &DEVICE[4..]);
+        // No PushKit certificate: the call goes to the device token as an alert.
+        let by_certificate = module(apns.cert_settings(P12Cipher::Modern).unwrap());
+        let (result, to) = by_certificate
+            .send_attributed(&call(&dead, "Y2FsbA=="))
+            .await;
+        let gone = PushError::TokenInvalid(DeadTokenReason::Unregistered);
+        assert_eq!((result, to), (Err(gone.clone()), SentTo::Token));
+        // Details too large for PushKit: the same.
+        let mut block = apns.token_settings();
+        block["additionalData"] = json!({"pad": "p".repeat(2600)});
+        let (result, to) = module(block)
+            .send_attributed(&call(&dead, &"QUFB".repeat(688)))
+            .await;
+        assert_eq!((result, to), (Err(gone), SentTo::Token));
+        let received = apns.server.received();
+        assert_eq!(received.len(), 2);
+        assert!(received.iter().all(|sent| sent.token == dead));
     }
 }

@@ -14,9 +14,10 @@
 //!    project's quota is spent (see `quota`).
 //!
 //! Retries are few and safe: one more attempt when Google cannot have accepted the message (a
-//! 5xx answer, a refused stream, a failed connect), one fresh token after a 401/403, never a
-//! second send after a timeout or a reset once the request was out, so no device is pushed
-//! twice for one IQ.
+//! 5xx answer, a refused stream, a failed connect), one fresh token after a 401/403 that
+//! refuses our access token (not after `THIRD_PARTY_AUTH_ERROR`: the project's APNs or Web Push
+//! credentials), never a second send after a timeout or a reset once the request was out, so no
+//! device is pushed twice for one IQ.
 //!
 //! The legacy FCM API (and the `fcm` crate speaking it) was shut down in 2024; only v1 exists
 //! here.

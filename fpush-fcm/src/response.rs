@@ -78,7 +78,8 @@ pub(crate) fn parse_error_body(body: &[u8]) -> ErrorFacts {
 }
 
 /// Decides what FCM's answer means: a 5xx may be retried, a refused access token (401/403)
-/// asks for a new one.
+/// asks for a new one, a refusal by Apple or a Web Push service of the project's credentials
+/// (`THIRD_PARTY_AUTH_ERROR`, also a 401) is the project's configuration.
 pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ProviderAnswer {
     if status.is_success() {
         let provider_id = serde_json::from_slice::<SendResponse>(body)
@@ -107,7 +108,9 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> 
         }
         Some("QUOTA_EXCEEDED") => return throttled(headers),
         Some("UNAVAILABLE") | Some("INTERNAL") => return ProviderAnswer::Retry(describe()),
-        Some("THIRD_PARTY_AUTH_ERROR") => return ProviderAnswer::Renew(describe()),
+        Some("THIRD_PARTY_AUTH_ERROR") => {
+            return ProviderAnswer::Failed(PushError::Misconfigured(third_party_auth(describe())))
+        }
         _ => {}
     }
     if status_is("INVALID_ARGUMENT") && token_at_fault {
@@ -127,6 +130,19 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> 
         // to fix; the token may be fine, so it must not be declared dead.
         ProviderAnswer::Failed(PushError::Misconfigured(describe()))
     }
+}
+
+/// FCM could not authenticate to Apple or to a Web Push service for the project: the APNs key
+/// or certificate, or the Web Push certificate, configured in the Firebase project is invalid
+/// or missing. Neither our access token (a fresh one changes nothing, and refreshing it per push
+/// would load Google's token endpoint) nor the device token is at fault: the operator must fix
+/// the project, and until then the push is answered `wait`.
+fn third_party_auth(described: String) -> String {
+    format!(
+        "{described}; the Firebase project's APNs authentication key or certificate, or its Web \
+         Push certificate, is invalid or missing (Firebase console: Project settings, Cloud \
+         Messaging)"
+    )
 }
 
 /// How Google's `message` reads when it refuses the token itself. FCM answers a malformed or
@@ -362,13 +378,25 @@ mod tests {
     }
 
     #[test]
-    fn auth_failures_ask_for_a_new_token() {
+    fn third_party_auth_error_is_the_projects_configuration_not_our_access_token() {
+        // Google's answer when the project's APNs key or Web Push certificate is missing.
         let third_party = google(
             401,
             "UNAUTHENTICATED",
             json!([{"@type": FCM_ERROR, "errorCode": "THIRD_PARTY_AUTH_ERROR"}]),
         );
-        assert!(matches!(verdict(third_party), ProviderAnswer::Renew(_)));
+        let ProviderAnswer::Failed(PushError::Misconfigured(text)) = verdict(third_party) else {
+            panic!("expected Misconfigured");
+        };
+        assert!(text.contains("THIRD_PARTY_AUTH_ERROR"), "{text}");
+        assert!(
+            text.contains("Firebase console"),
+            "names the setting: {text}"
+        );
+    }
+
+    #[test]
+    fn auth_failures_ask_for_a_new_token() {
         let expired = google(401, "UNAUTHENTICATED", json!([]));
         assert!(matches!(verdict(expired), ProviderAnswer::Renew(_)));
         let denied = google(403, "PERMISSION_DENIED", json!([]));

@@ -3,8 +3,9 @@
 //! A front door of the core turns a request into a [`PushNotification`] and hands it to a module
 //! through [`PushTrait::send`]. A platform answers with [`Delivered`] or a [`PushError`] that says
 //! what the XMPP server should do next, not what the provider's HTTP status was: the core maps
-//! each kind to exactly one reply type (see `ARCHITECTURE.md`, "Replies"). Each platform makes
-//! itself known through one [`Platform`] entry.
+//! each kind to exactly one reply type (see `ARCHITECTURE.md`, "Replies"), and learns about the
+//! token the platform says it asked ([`PushTrait::send_attributed`]). Each platform makes itself
+//! known through one [`Platform`] entry.
 //!
 //! Nothing here knows about XMPP, and no platform crate imports core code.
 
@@ -18,7 +19,7 @@ pub use async_trait::async_trait;
 
 pub use error::{DeadTokenReason, Delivered, PushError, Rejection};
 pub use notification::{
-    token_prefix, EncryptedPayload, Priority, PushKind, PushNotification, PushSummary,
+    token_prefix, EncryptedPayload, Priority, PushKind, PushNotification, PushSummary, SentTo,
 };
 pub use platform::{
     parse_block, BlockError, BuildError, Capabilities, ParsedConfig, Platform, PlatformConfig,
@@ -33,6 +34,18 @@ pub use snapshot::{ConnectionGauge, PoolGauges, ProviderSnapshot};
 pub trait PushTrait: Send + Sync {
     /// Deliver one push. Must finish in bounded time (the module owns its request timeout).
     async fn send(&self, notification: &PushNotification) -> Result<Delivered, PushError>;
+
+    /// Deliver one push, and say which of its tokens it went to: what the core learns from the
+    /// answer (a dead token above all) is about that token. A platform may send a push meant
+    /// for the second token ([`PushNotification::planned`]) to the device token instead, and
+    /// then says so here; the others keep the default. The core asks this way only for pushes
+    /// meant for the second token: every other push goes to the device token, through `send`.
+    async fn send_attributed(
+        &self,
+        notification: &PushNotification,
+    ) -> (Result<Delivered, PushError>, SentTo) {
+        (self.send(notification).await, notification.planned())
+    }
 
     /// What the platform knows about its credentials and connections, for the metrics. Read
     /// when scraped, so it may take a lock; platforms without such state keep the default.

@@ -33,6 +33,18 @@ pub enum PushKind {
     Voip,
 }
 
+/// Which token of a [`PushNotification`] a platform sent it to. A platform may send a push
+/// meant for the second (VoIP) token to the device token instead (a call it cannot send over
+/// PushKit goes as an alert); an answer about a token, a dead one above all, belongs to the
+/// token that was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SentTo {
+    /// The device token ([`PushNotification::token`]).
+    Token,
+    /// The second token ([`PushNotification::voip_token`]).
+    SecondToken,
+}
+
 /// A payload encrypted by the user's server with a key only the app knows: passed through
 /// unchanged, so neither fpush nor the provider can read it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -86,6 +98,15 @@ impl PushNotification {
         }
     }
 
+    /// The token a platform that follows this notification sends it to: the second token for a
+    /// VoIP push that has one, the device token otherwise.
+    pub fn planned(&self) -> SentTo {
+        match (self.kind, &self.voip_token) {
+            (Some(PushKind::Voip), Some(_)) => SentTo::SecondToken,
+            _ => SentTo::Token,
+        }
+    }
+
     /// A short, log-safe prefix of the token: tokens are credentials and are never logged whole.
     pub fn token_prefix(&self) -> &str {
         token_prefix(&self.token)
@@ -109,6 +130,22 @@ mod tests {
         assert_eq!(token_prefix("0123456789abcdef"), "01234567");
         assert_eq!(token_prefix("abc"), "abc");
         assert_eq!(token_prefix("ééééééééé"), "éééééééé");
+    }
+
+    #[test]
+    fn only_a_voip_push_with_a_second_token_is_planned_for_it() {
+        let mut push = PushNotification::new("t", "m");
+        assert_eq!(push.planned(), SentTo::Token);
+        push.voip_token = Some("v".into());
+        assert_eq!(push.planned(), SentTo::Token, "not a call");
+        push.kind = Some(PushKind::Voip);
+        assert_eq!(push.planned(), SentTo::SecondToken);
+        push.voip_token = None;
+        assert_eq!(
+            push.planned(),
+            SentTo::Token,
+            "a call without a second token"
+        );
     }
 
     #[test]

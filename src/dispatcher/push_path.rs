@@ -7,7 +7,7 @@ use std::sync::Arc;
 #[cfg(feature = "random_delay_before_push")]
 use std::time::Duration;
 
-use fpush_traits::PushError;
+use fpush_traits::{PushError, SentTo};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +18,7 @@ use fpush_http::LoudLog;
 use super::reply_table::reply_for;
 use crate::component::ReplySender;
 use crate::config::RejectWith;
-use crate::doors::{Refusal, Target};
+use crate::doors::{tigase, Refusal, Target};
 use crate::metrics::Metrics;
 use crate::modules::Admitting;
 use crate::outcome::Outcome;
@@ -155,7 +155,9 @@ impl PushPath {
             Admission::Decided(Decision::Reject) => self.finish(&iq, &target, Outcome::ratelimited),
             Admission::KnownDead if target.registration().is_some() => {
                 tasks.spawn(async move {
-                    pushes.settled(&iq, &target, Outcome::known_dead).await;
+                    // Known dead by the key of the token the push was meant for.
+                    let to = target.notification.planned();
+                    pushes.settled(&iq, &target, Outcome::known_dead, to).await;
                 });
             }
             Admission::KnownDead => self.finish(&iq, &target, Outcome::known_dead),
@@ -207,10 +209,19 @@ impl PushPath {
 
         let module = &target.module;
         let started = Instant::now();
-        let result = tokio::select! {
-            result = Contained(module.push.send(&target.notification)) => {
-                result.unwrap_or_else(|Panicked| {
-                    Err(PushError::Transient("the push module panicked".to_owned()))
+        let sent = &target.notification;
+        // Only a push meant for the second token may go elsewhere: the platform says where.
+        let attributed = std::pin::pin!(async {
+            match sent.planned() {
+                SentTo::SecondToken => module.push.send_attributed(sent).await,
+                SentTo::Token => (module.push.send(sent).await, SentTo::Token),
+            }
+        });
+        let (result, to) = tokio::select! {
+            answer = Contained(attributed) => {
+                answer.unwrap_or_else(|Panicked| {
+                    let failed = PushError::Transient("the push module panicked".to_owned());
+                    (Err(failed), sent.planned())
                 })
             }
             _ = self.abort_in_flight.cancelled() => {
@@ -218,14 +229,20 @@ impl PushPath {
                 return;
             }
         };
-        let outcome = module.settle(target.key(), &result, started.elapsed());
-        self.settled(iq, target, outcome).await;
+        // The answer is about the token the platform asked, which is not always the planned one.
+        let sent_to = tigase::key_sent_to(target, to);
+        let key = sent_to.as_deref().unwrap_or(target.key());
+        let outcome = module.settle(key, &result, started.elapsed());
+        self.settled(iq, target, outcome, to).await;
     }
 
-    /// A push ended: a stored registration learns how, then the server is answered.
-    async fn settled(&self, iq: &IqHeader, target: &Target, outcome: Outcome) {
+    /// A push to `to` ended: a stored registration learns how, then the server is answered.
+    async fn settled(&self, iq: &IqHeader, target: &Target, outcome: Outcome, to: SentTo) {
         let outcome = match target.registration() {
-            Some(registration) => registration.settle(outcome, &target.notification).await,
+            Some(registration) => {
+                let sent = &target.notification;
+                registration.settle(outcome, sent, to).await
+            }
             None => outcome,
         };
         self.finish(iq, target, outcome);

@@ -15,7 +15,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use fpush_traits::PushNotification;
+use fpush_traits::{PushNotification, SentTo};
 use sha1::{Digest, Sha1};
 
 pub(crate) use command::{
@@ -150,7 +150,7 @@ impl P2Door {
             ..PushNotification::default()
         };
         let domain = &registration.domain;
-        let registered = Registered::new(self.store.clone(), domain, push.token, false, stale);
+        let registered = Registered::new(self.store.clone(), domain, push.token, stale);
         let target = Target::new(module.clone(), notification, TargetKey::Composite(key));
         Ok(target.bounded().registered(registered))
     }
@@ -166,8 +166,6 @@ pub struct Registered {
     store: Arc<dyn RegistrationStore>,
     domain: String,
     node: String,
-    /// The push went to the registration's second (VoIP) token.
-    second_token: bool,
     /// Its last use, as looked up, is old enough to record a new one.
     stale: bool,
 }
@@ -181,20 +179,13 @@ impl fmt::Debug for Registered {
 }
 
 impl Registered {
-    /// The registration `node` of `domain`; `second_token` when the push goes to its VoIP token;
-    /// `stale` when its last use, as looked up, is old enough to record a new one.
-    pub fn new(
-        store: Arc<dyn RegistrationStore>,
-        domain: &str,
-        node: String,
-        second_token: bool,
-        stale: bool,
-    ) -> Self {
+    /// The registration `node` of `domain`; `stale` when its last use, as looked up, is old
+    /// enough to record a new one.
+    pub fn new(store: Arc<dyn RegistrationStore>, domain: &str, node: String, stale: bool) -> Self {
         Registered {
             store,
             domain: domain.to_owned(),
             node,
-            second_token,
             stale,
         }
     }
@@ -202,13 +193,14 @@ impl Registered {
     /// A delivered push keeps the registration from expiring (a store call only when its last
     /// use is stale, so most pushes cost one look-up); a dead token removes it (the
     /// server disables the push on the `cancel` that follows, and Conversations never
-    /// unregisters by itself). A dead second token is only forgotten, and the push answered
-    /// `wait` (the device token lives on). A token the registration no longer holds (`sent`
-    /// went to it) removes nothing and is answered `wait`. A store failure here is logged: the
-    /// reply stands. Answers the outcome the reply is made from.
-    pub async fn settle(&self, outcome: Outcome, sent: &PushNotification) -> Outcome {
+    /// unregisters by itself). A dead second token (`to`, the token the platform says the push
+    /// went to) is only forgotten, and the push answered `wait` (the device token lives on). A
+    /// token the registration no longer holds (`sent` went to it) removes nothing and is
+    /// answered `wait`. A store failure here is logged: the reply stands. Answers the outcome
+    /// the reply is made from.
+    pub async fn settle(&self, outcome: Outcome, sent: &PushNotification, to: SentTo) -> Outcome {
         let dead = matches!(outcome, Outcome::token_invalid | Outcome::known_dead);
-        if dead && self.second_token {
+        if dead && to == SentTo::SecondToken {
             self.forget_second_token(sent).await;
             return Outcome::transient;
         }

@@ -15,6 +15,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use fpush_traits::SentTo;
+
 use super::p2::{find_registration, Registered};
 use super::{Refusal, Target, TargetKey};
 use crate::config::RegistrationProtocol;
@@ -84,16 +86,15 @@ impl TigaseDoor {
             return Resolved::Refused(Refusal::unserved(modules, PROTOCOL, provider, &what));
         };
         let built = payload::notification(module, &registration, push);
-        // Ratelimit and dead tokens per registration, and per token a push goes to.
         let notification = &built.notification;
         let to = notification
             .voip_token
             .as_ref()
             .unwrap_or(&notification.token);
-        let key = format!("{to}\0{}", registration.account);
+        let key = target_key(to, &registration.account);
         let stale = touch_due(registration.last_used, SystemTime::now());
         let (domain, node) = (&registration.domain, registration.node);
-        let registered = Registered::new(self.store.clone(), domain, node, built.voip, stale);
+        let registered = Registered::new(self.store.clone(), domain, node, stale);
         let mut target = Target::new(
             module.clone(),
             built.notification,
@@ -106,6 +107,28 @@ impl TigaseDoor {
         }
         Resolved::Target(Box::new(target))
     }
+}
+
+/// The ratelimit and dead-token key of a registration's push to `token` (its device token, or
+/// its VoIP token for a call): per registration, so that several accounts on one phone never
+/// queue or refuse each other's pushes, and per token, so that a dead VoIP token never stands
+/// for the device token. The register command forgets the same keys in the dead-token memory.
+pub(crate) fn target_key(token: &str, account: &str) -> String {
+    format!("{token}\0{account}")
+}
+
+/// The key a registration's answer is learnt under when the platform sent the push to another
+/// token than planned: a call meant for the VoIP token that went to the device token as an
+/// alert (no PushKit credentials, or details too large for PushKit) is answered for the device
+/// token, so a dead device token is remembered as such, never as a dead VoIP token that was
+/// not even tried. `None` when the push went where planned (every push but such calls).
+pub fn key_sent_to(target: &Target, to: SentTo) -> Option<String> {
+    let sent = &target.notification;
+    let redirected = to == SentTo::Token && sent.planned() == SentTo::SecondToken;
+    if !redirected || target.registration().is_none() {
+        return None;
+    }
+    Some(target_key(&sent.token, sent.account.as_deref()?))
 }
 
 /// Whether a push may name a registration of this door: it carries Tigase's elements, or its

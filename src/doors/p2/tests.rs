@@ -70,9 +70,9 @@ async fn a_delivered_push_touches_the_store_only_for_a_stale_registration() {
         (true, Outcome::delivered, 1),
         (true, Outcome::store_failed, 1),
     ] {
-        let registered = Registered::new(store.clone(), "example.org", "node".into(), false, stale);
+        let registered = Registered::new(store.clone(), "example.org", "node".into(), stale);
         registered
-            .settle(outcome, &PushNotification::default())
+            .settle(outcome, &PushNotification::default(), SentTo::Token)
             .await;
         assert_eq!(store.touched.load(Ordering::Relaxed), touched);
     }
@@ -306,7 +306,7 @@ async fn a_registration_stored_under_a_domain_as_spelled_is_still_found_and_remo
         .expect("found under the spelling it was stored with");
     let registration = target.registration().expect("registered");
     let outcome = registration
-        .settle(Outcome::token_invalid, &target.notification)
+        .settle(Outcome::token_invalid, &target.notification, SentTo::Token)
         .await;
     assert_eq!(outcome, Outcome::token_invalid);
     let left = store.find("Example.ORG", "node-old").await.unwrap();
@@ -334,7 +334,7 @@ async fn a_registration_replaced_just_before_its_dead_token_is_removed_is_kept()
     store.replace_with(fresh);
     let registration = target.registration().expect("registered");
     let outcome = registration
-        .settle(Outcome::token_invalid, &target.notification)
+        .settle(Outcome::token_invalid, &target.notification, SentTo::Token)
         .await;
     let kept = sqlite.find("example.org", &node).await.unwrap();
     assert_eq!(
@@ -368,13 +368,15 @@ async fn a_voip_token_replaced_just_before_its_dead_one_is_forgotten_is_kept() {
     let Credentials { node, .. } = sqlite.register(wanted.clone()).await.unwrap();
     wanted.second_token = Some("new-voip".into());
     store.replace_with(wanted);
-    let registered = Registered::new(store.clone(), "example.org", node.clone(), true, false);
+    let registered = Registered::new(store.clone(), "example.org", node.clone(), false);
     let sent = PushNotification {
         token: "apns-token".into(),
         voip_token: Some("old-voip".into()),
         ..PushNotification::default()
     };
-    let outcome = registered.settle(Outcome::token_invalid, &sent).await;
+    let outcome = registered
+        .settle(Outcome::token_invalid, &sent, SentTo::SecondToken)
+        .await;
     assert_eq!(outcome, Outcome::transient);
     let kept = sqlite.find("example.org", &node).await.unwrap().unwrap();
     assert_eq!(kept.second_token.as_deref(), Some("new-voip"));

@@ -131,9 +131,9 @@ impl TigaseDoor {
             .await
             .map_err(|error| store_refusal(&error))?;
         // Registering again proves the app holds its tokens.
-        module.forget_dead(&format!("{token}\0{account}"));
+        module.forget_dead(&super::target_key(&token, &account));
         if let Some(second) = second {
-            module.forget_dead(&format!("{second}\0{account}"));
+            module.forget_dead(&super::target_key(second, &account));
         }
         let mut fields = vec![("node", credentials.node)];
         fields.extend(

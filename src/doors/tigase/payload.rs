@@ -29,8 +29,6 @@ const GCM_TAG_BYTES: usize = 16;
 #[derive(Debug)]
 pub struct Built {
     pub notification: PushNotification,
-    /// The push goes to the registration's second (VoIP) token.
-    pub voip: bool,
     /// The push skips the ratelimit queue.
     pub urgent: bool,
 }
@@ -91,7 +89,6 @@ pub fn notification(module: &Module, registration: &Registration, mut push: Push
     notification.voip_token = voip_token;
     Built {
         notification,
-        voip,
         urgent,
     }
 }
@@ -167,6 +164,8 @@ fn base64_len(text: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use fpush_traits::SentTo;
+
     use super::*;
 
     fn parts(data: &str, iv: Option<&str>) -> TigaseParts {
@@ -243,13 +242,19 @@ mod tests {
         let account = format!("{}@example.org", "r".repeat(1000));
         let to_voip = registration(&account, Some(&"cd".repeat(32)));
         let built = notification(&module(), &to_voip, full_size_call());
-        assert!(built.voip, "sent as {:?}", built.notification.kind);
+        let planned = built.notification.planned();
+        assert_eq!(
+            planned,
+            SentTo::SecondToken,
+            "{:?}",
+            built.notification.kind
+        );
         assert_eq!(built.notification.kind, Some(PushKind::Voip));
         assert!(built.notification.encrypted.is_some());
         // Without a VoIP token the call is an alert, sized for one: a plain alert here.
         let no_voip = registration(&account, None);
         let built = notification(&module(), &no_voip, full_size_call());
-        assert!(!built.voip);
+        assert_eq!(built.notification.planned(), SentTo::Token);
         assert_eq!(built.notification.kind, Some(PushKind::Alert));
         assert_eq!(built.notification.encrypted, None);
         assert_eq!(built.notification.voip_token, None);
