@@ -25,10 +25,15 @@ impl Drop for Listener {
 }
 
 async fn start(limits: ListenerLimits) -> Listener {
+    start_with(limits, Metrics::new()).await
+}
+
+/// A listener answering with `metrics`, the link down and no modules.
+async fn start_with(limits: ListenerLimits, metrics: Arc<Metrics>) -> Listener {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let observed = Arc::new(Observed {
-        metrics: Metrics::new(),
+        metrics,
         state: Arc::new(|| StateSnapshot {
             modules: Vec::new(),
             in_flight: 0,
@@ -192,8 +197,6 @@ async fn beyond_the_cap_the_oldest_idle_connection_gives_way() {
 /// A listener whose `/metrics` answer is far larger than what the kernel buffers between it and
 /// a client that does not read (a few MB on loopback): writing it blocks until the deadline.
 async fn start_with_a_huge_answer(limits: ListenerLimits) -> Listener {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let metrics = Metrics::new();
     // Each module adds more than 4 KB to the answer.
     for n in 0..huge_answer_bytes() / 4_000 {
@@ -201,17 +204,7 @@ async fn start_with_a_huge_answer(limits: ListenerLimits) -> Listener {
             "module-with-a-long-name-to-fill-the-answer-{n:05}"
         ));
     }
-    let observed = Arc::new(Observed {
-        metrics,
-        state: Arc::new(|| StateSnapshot {
-            modules: Vec::new(),
-            in_flight: 0,
-            link: LinkState::Down,
-        }),
-    });
-    let stop = CancellationToken::new();
-    tokio::spawn(serve_on(listener, limits, observed, stop.clone()));
-    Listener { port, stop }
+    start_with(limits, metrics).await
 }
 
 /// An answer size that cannot fit in the socket buffers: twice the most Linux lets a TCP send
