@@ -830,6 +830,28 @@ async fn a_redis_registration_that_lost_its_service_still_counts_until_removed()
 }
 
 #[tokio::test]
+async fn a_redis_count_never_goes_below_zero() {
+    use fpush::store::{RedisRegistrations, RegistrationStore};
+    let server = store_support::RedisServer::start();
+    let store = RedisRegistrations::open(&server.settings(), limits()).unwrap();
+    let first = registered(&store, "fcm", "d1", "a@example.org").await;
+    // The counts were lost (a failover that dropped the key, a flush by hand).
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let _: i64 = ::redis::cmd("DEL")
+        .arg("fpush-test:counts")
+        .query(&mut connection)
+        .unwrap();
+    assert!(store
+        .remove("example.org", &first.node, "token-of-d1")
+        .await
+        .unwrap());
+    // The next registration counts, instead of bringing a count of -1 back to 0.
+    registered(&store, "fcm", "d2", "b@example.org").await;
+    assert_eq!(store.counts().await.unwrap(), [("fcm".to_owned(), 1)]);
+}
+
+#[tokio::test]
 async fn a_redis_registration_missing_its_account_is_registered_again() {
     use fpush::store::{RedisRegistrations, RegistrationStore};
     let server = store_support::RedisServer::start();

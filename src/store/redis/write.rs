@@ -206,8 +206,12 @@ impl RedisRegistrations {
             .invoke_async(&mut connection)
             .await
             .map_err(failed)?;
-        let _: i64 = connection
-            .hincr(self.keys.counts(), &key.service, -1)
+        let _: i64 = self
+            .scripts
+            .uncount
+            .key(self.keys.counts())
+            .arg(&key.service)
+            .invoke_async(&mut connection)
             .await
             .map_err(failed)?;
         Ok(())
