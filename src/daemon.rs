@@ -130,7 +130,10 @@ pub async fn run(
     service.stopping(grace + CLOSE_TIMEOUT);
     stop_in_order(dispatcher, inbound_rx, link_stop, grace).await;
     background.cancel();
-    await_link_end(link).await;
+    // Queued sends taken back in Redis for pushes the full queue refused: cut short, they
+    // would leave those tokens refused by every instance until their queued time.
+    let take_backs = crate::ratelimit::finish_take_backs(CLOSE_TIMEOUT);
+    tokio::join!(await_link_end(link), take_backs);
     ending
 }
 

@@ -2,10 +2,16 @@
 //! answered `wait` and the daemon goes on. Anywhere else the daemon can no longer be trusted to
 //! answer every push, so the process ends at once with [`EXIT_ON_PANIC`] and systemd
 //! (`Restart=always`) starts it afresh — never a silent exit 0.
+//!
+//! Either way the panic is told in one log record, escaped like every other (a panic message
+//! can carry text from outside: control characters must neither forge log lines nor drive a
+//! terminal), never by Rust's default report printed raw beside it.
 
+use std::backtrace::Backtrace;
 use std::cell::Cell;
+use std::fmt::Write as _;
 use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, AssertUnwindSafe, PanicHookInfo};
 use std::pin::Pin;
 use std::sync::LazyLock;
 use std::task::{Context, Poll};
@@ -26,7 +32,6 @@ static CONTAINED_PANICS: LazyLock<LoudLog> = LazyLock::new(|| LoudLog::new("a pu
 
 /// Installs the process-wide rule above (the binary does this once, before anything runs).
 pub fn install_hook() {
-    let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if CONTAINED.get() {
             CONTAINED_PANICS.log(
@@ -35,13 +40,42 @@ pub fn install_hook() {
                 &format_args!("panicked; the push is answered wait: {info}"),
             );
         } else {
-            report(info);
-            log::error!("fpush panicked outside a push; exiting to be restarted: {info}");
-            // Under journald the line is queued for the log's own thread: let it out first.
-            crate::systemd::journal::flush_logs();
-            std::process::exit(EXIT_ON_PANIC);
+            exit_after(info);
         }
     }));
+}
+
+/// A panic outside a push: one error record saying where it happened and, when
+/// `RUST_BACKTRACE` asks for it, the backtrace; then the exit with [`EXIT_ON_PANIC`].
+fn exit_after(info: &PanicHookInfo<'_>) -> ! {
+    let text = fatal_text(info, backtrace_wanted().then(Backtrace::force_capture));
+    if log::log_enabled!(log::Level::Error) {
+        log::error!("{text}");
+    } else {
+        // No logger yet, or errors filtered out: printed all the same, escaped just as well.
+        crate::systemd::journal::print_problem(log::Level::Error, &text);
+    }
+    // The record is queued for the log's own thread: let it out first.
+    crate::systemd::journal::flush_logs();
+    std::process::exit(EXIT_ON_PANIC);
+}
+
+/// Whether `RUST_BACKTRACE` asks for a panic's backtrace, as Rust's default report reads it.
+fn backtrace_wanted() -> bool {
+    std::env::var_os("RUST_BACKTRACE").is_some_and(|value| value != "0")
+}
+
+/// The record of a panic outside a push: the thread, the panic's place (`file:line:column`)
+/// and message, and the backtrace if one was taken.
+fn fatal_text(info: &PanicHookInfo<'_>, backtrace: Option<Backtrace>) -> String {
+    let thread = std::thread::current();
+    let name = thread.name().unwrap_or("<unnamed>");
+    let mut text =
+        format!("fpush panicked outside a push (thread {name}); exiting to be restarted: {info}");
+    if let Some(backtrace) = backtrace {
+        let _ = write!(text, "\nstack backtrace:\n{backtrace}");
+    }
+    text
 }
 
 /// A future whose panic is caught and returned as [`Panicked`].

@@ -17,6 +17,7 @@ mod clock;
 mod dead_tokens;
 mod redis;
 mod sweeper;
+mod take_back;
 mod token_key;
 
 use std::future::Future;
@@ -36,8 +37,10 @@ pub use dead_tokens::DeadTokens;
 /// The connection set-up the registration store shares.
 pub(crate) use redis::{Connection as RedisConnection, Endpoint as RedisEndpoint};
 pub use redis::{RedisOptions, RedisServers, RedisStore, RedisUrlError};
+pub use take_back::finish as finish_take_backs;
 
 use redis::{ModuleKeys, ScriptAnswer, TokenDigest};
+use take_back::{Queued, QueuedInRedis};
 
 /// How one module limits pushes per token (`pushModules.<id>.ratelimit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +102,8 @@ pub struct Ratelimiter {
     /// before the hold must not go out during it), and by every decision on the Redis backend
     /// (`last_send` only mirrors Redis there and is not asked while Redis answers).
     holds: Arc<TokenMap<u64>>,
+    /// On the Redis backend, the sends Redis queued for this instance, for `unqueue`.
+    queued_in_redis: Arc<QueuedInRedis>,
 }
 
 /// A disabled limiter lets this many holds accumulate before dropping ended ones.
@@ -136,6 +141,7 @@ impl Ratelimiter {
             holding: Arc::default(),
             next_release: Arc::new(AtomicUsize::new(RELEASE_AT_LEAST)),
             holds: Arc::new(new_token_map()),
+            queued_in_redis: Arc::default(),
         }
     }
 
@@ -164,6 +170,7 @@ impl Ratelimiter {
             holding: self.holding.clone(),
             next_release: self.next_release.clone(),
             holds: self.holds.clone(),
+            queued_in_redis: self.queued_in_redis.clone(),
         }
     }
 
@@ -288,11 +295,17 @@ impl Ratelimiter {
                 self.mirror(token, None);
                 Admission::Decided(Decision::Send)
             }
-            Some(ScriptAnswer::SendAfter(delay)) => {
+            Some(ScriptAnswer::SendAfter { delay, stamp }) => {
                 // Counted from when the answer arrived, so the send is never earlier than Redis
                 // allowed; at most one round trip later.
                 let at = Instant::now() + delay;
                 self.mirror(token, Some(at));
+                let queued = Queued {
+                    at: self.clock.ticks_at(at),
+                    stamp,
+                };
+                let key = self.hasher.key(token);
+                self.queued_in_redis.remember(key, queued, self.clock.now());
                 Admission::Decided(Decision::SendAt(at))
             }
         }
@@ -344,15 +357,14 @@ impl Ratelimiter {
 
     /// Takes back the queued send at `at` that a decision recorded for `token`, when the push
     /// could not be queued after all (no room): the token keeps its last real send, instead of
-    /// refusing every push until `at` as already queued while none is. On the Redis backend the
-    /// shared entry is taken back too (in a task of its own, one more round trip), or every
-    /// instance would refuse the token's pushes until `at` and none would send then.
+    /// refusing every push until `at` as already queued while none is. When Redis took that
+    /// decision, the shared entry is taken back too (in a task of its own, one more round trip,
+    /// which shutdown waits for: see `take_back`), or every instance would refuse the token's
+    /// pushes until `at` and none would send then.
     pub fn unqueue(&self, token: &str, at: Instant) {
         self.unqueue_locally(token, at);
-        if let Some(undo) = self.unqueue_shared(token) {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(undo);
-            }
+        if let Some(undo) = self.unqueue_shared(token, at) {
+            take_back::spawn(undo);
         }
     }
 
@@ -367,13 +379,20 @@ impl Ratelimiter {
         }
     }
 
-    /// On the Redis backend, the call that takes back `token`'s queued send in the shared entry
-    /// (true when there was one).
-    fn unqueue_shared(&self, token: &str) -> Option<impl Future<Output = bool> + Send + 'static> {
+    /// The call that takes back, in the shared entry, the send at `at` that Redis queued for
+    /// `token` (true when the entry still held it); `None` when Redis queued none there.
+    fn unqueue_shared(
+        &self,
+        token: &str,
+        at: Instant,
+    ) -> Option<impl Future<Output = bool> + Send + 'static> {
         let shared = self.shared.clone()?;
+        let queued = self
+            .queued_in_redis
+            .take(&self.hasher.key(token), self.clock.ticks_at(at))?;
         let key = shared.keys.ratelimit(&TokenDigest::of(token));
         let window = self.config.window;
-        Some(async move { shared.store.unqueue(&key, window).await })
+        Some(async move { shared.store.unqueue(&key, queued.stamp, window).await })
     }
 
     /// Forgets `token` in this instance (a token that cannot exist need not be limited).
@@ -394,6 +413,7 @@ impl Ratelimiter {
             !stale
         });
         self.holds.retain(|_, until| *until > now);
+        self.queued_in_redis.sweep(now);
         removed
     }
 
@@ -574,6 +594,22 @@ mod tests {
                 .unwrap()
         }
 
+        /// Sets the shared entry of `limiter`'s `token`, as another instance's decision would.
+        async fn set_entry(&self, limiter: &Ratelimiter, token: &str, value: &str) {
+            let shared = limiter.shared.as_ref().unwrap();
+            let key = shared.keys.ratelimit(&TokenDigest::of(token));
+            let client = ::redis::Client::open(self.url.as_str()).unwrap();
+            let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+            let () = ::redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(60_000)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+        }
+
         /// Waits until the shared entry of `token` is no longer `was`.
         async fn wait_for_change(&self, limiter: &Ratelimiter, token: &str, was: Option<String>) {
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -641,6 +677,101 @@ mod tests {
         );
     }
 
+    /// Decides two pushes for `token` on `limiter`: the first is sent, the second queued (at).
+    async fn send_then_queue(limiter: &Ratelimiter, token: &str) -> Instant {
+        let dead = DeadTokens::new(Duration::ZERO);
+        let first = limiter.admit(&dead, token).await;
+        assert_eq!(first, Admission::Decided(Decision::Send));
+        match limiter.admit(&dead, token).await {
+            Admission::Decided(Decision::SendAt(at)) => at,
+            other => panic!("{other:?}: the second push within the window is queued"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_take_back_never_removes_a_send_queued_after_it() {
+        let (redis, a, _b) = two_instances_on_redis(Duration::from_secs(20));
+        let at = send_then_queue(&a, "t").await;
+        let Some(stamp) = redis.entry(&a, "t").await else {
+            panic!("the queued send is in Redis");
+        };
+        // Meanwhile another decision recorded a later send for the token (its take-back came
+        // late, after the queued time, and another push was queued then).
+        let later = (stamp.parse::<u64>().unwrap() + 1_000).to_string();
+        redis.set_entry(&a, "t", &later).await;
+        a.unqueue("t", at);
+        assert!(finish_take_backs(Duration::from_secs(10)).await);
+        assert_eq!(redis.entry(&a, "t").await, Some(later));
+    }
+
+    #[tokio::test]
+    async fn a_decision_taken_without_redis_is_not_taken_back_from_it_once_it_answers_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut child, port) = fpush_testkit::redis_server::start(dir.path(), &[]);
+        let url = format!("redis://127.0.0.1:{port}");
+        let config = RatelimitConfig::default();
+        // Retried at the next push after a failure, so that Redis counts as up again at once.
+        let options = RedisOptions {
+            retry_after: Duration::ZERO,
+            ..RedisOptions::default()
+        };
+        let instance = || {
+            let store = RedisStore::new(&url, "fpush:", options).unwrap();
+            Ratelimiter::with_redis(config, store, "app")
+        };
+        let (a, b) = (instance(), instance());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Redis is down: instance a queues the push itself.
+        let at = send_then_queue(&a, "t").await;
+        let restarted = fpush_testkit::redis_server::start_on(port, dir.path(), &[]);
+        let redis = RedisChild {
+            child: restarted.unwrap(),
+            _dir: dir,
+            url: url.clone(),
+        };
+        // Redis is back: instance b's push is queued there, and Redis answers a again.
+        send_then_queue(&b, "t").await;
+        let queued_by_b = redis.entry(&b, "t").await;
+        let dead = DeadTokens::new(Duration::ZERO);
+        assert_eq!(
+            a.admit(&dead, "other").await,
+            Admission::Decided(Decision::Send)
+        );
+        // a's queue was full: its own decision is taken back, never b's queued send.
+        a.unqueue("t", at);
+        assert!(finish_take_backs(Duration::from_secs(10)).await);
+        assert_eq!(redis.entry(&b, "t").await, queued_by_b);
+    }
+
+    #[test]
+    fn a_take_back_is_done_before_the_runtime_ends() {
+        let (redis, a, b) = two_instances_on_redis(Duration::from_secs(20));
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        // The process's last moments: the push is refused for a full queue, shutdown follows,
+        // the runtime ends (its unfinished tasks dropped).
+        let queued = runtime().block_on(async {
+            let at = send_then_queue(&a, "t").await;
+            let queued = redis.entry(&a, "t").await;
+            a.unqueue("t", at);
+            finish_take_backs(Duration::from_secs(10)).await;
+            queued
+        });
+        runtime().block_on(async {
+            assert_ne!(redis.entry(&a, "t").await, queued, "not taken back");
+            let next = b.admit(&DeadTokens::new(Duration::ZERO), "t").await;
+            assert!(
+                matches!(next, Admission::Decided(Decision::SendAt(_))),
+                "{next:?}: refused as already queued, while nothing is"
+            );
+        });
+    }
+
     #[tokio::test]
     async fn a_send_is_never_taken_back_from_redis() {
         let (_redis, a, b) = two_instances_on_redis(Duration::from_secs(20));
@@ -649,7 +780,10 @@ mod tests {
             a.admit(&dead, "t").await,
             Admission::Decided(Decision::Send)
         );
-        assert!(!a.unqueue_shared("t").unwrap().await, "nothing was queued");
+        assert!(
+            a.unqueue_shared("t", Instant::now()).is_none(),
+            "Redis queued nothing"
+        );
         let next = b.admit(&dead, "t").await;
         assert!(
             matches!(next, Admission::Decided(Decision::SendAt(_))),

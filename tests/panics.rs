@@ -74,3 +74,57 @@ async fn a_platform_that_panics_on_every_push_logs_one_error_a_minute_counting_t
     assert!(errors[0].contains("99 more like it"), "{}", errors[0]);
     assert_eq!(debug, 0);
 }
+
+/// Set in the child process that [`a_panic_outside_a_push_is_one_escaped_record_then_exit_70`]
+/// starts: it panics there, outside a push, under the real logger.
+const CHILD: &str = "FPUSH_TEST_PANIC_OUTSIDE_A_PUSH";
+
+/// Runs this test binary's panicking child; its exit code and stderr.
+fn panic_in_child(backtrace: bool) -> (Option<i32>, String) {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "a_panic_outside_a_push_is_one_escaped_record_then_exit_70",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("RUST_BACKTRACE")
+        .stdout(std::process::Stdio::null());
+    if backtrace {
+        command.env("RUST_BACKTRACE", "1");
+    }
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr)
+}
+
+#[test]
+fn a_panic_outside_a_push_is_one_escaped_record_then_exit_70() {
+    if std::env::var_os(CHILD).is_some() {
+        fpush::systemd::journal::init_logger("info");
+        install_hook();
+        // A message carrying outside text: a terminal escape and a line of its own.
+        panic!("bad stanza \u{1b}[2J\nFORGED record");
+    }
+    for backtrace in [false, true] {
+        let (code, stderr) = panic_in_child(backtrace);
+        assert_eq!(code, Some(fpush::panics::EXIT_ON_PANIC), "{stderr}");
+        assert!(
+            !stderr.contains('\u{1b}'),
+            "a raw control character: {stderr:?}"
+        );
+        // Every line carries the log's header: none passes for a record of its own.
+        for line in stderr.lines() {
+            assert!(line.starts_with('['), "{line:?} in {stderr}");
+        }
+        let told: Vec<&str> = stderr.lines().filter(|l| l.contains("panicked")).collect();
+        assert_eq!(told.len(), 1, "{stderr}");
+        assert!(told[0].contains("ERROR"), "{}", told[0]);
+        assert!(told[0].contains("tests/panics.rs:"), "where: {}", told[0]);
+        assert!(stderr.contains("bad stanza \\u{1b}[2J"), "{stderr}");
+        assert_eq!(stderr.contains("stack backtrace"), backtrace, "{stderr}");
+    }
+}

@@ -753,13 +753,102 @@ async fn a_redis_registration_missing_fields_is_still_swept_and_replaced() {
     let fresh = store_support::registration("fcm", "d4", "c@example.org");
     store.register(fresh).await.unwrap();
     assert!(!is_stored(&store, "example.org", "node-3").await);
-    assert_eq!(store.sweep(ago(180 * DAY)).await.unwrap(), 2);
-    // Without its service it is not counted as removed, but it is gone all the same.
+    assert_eq!(store.sweep(ago(180 * DAY)).await.unwrap(), 3);
     let left: i64 = ::redis::cmd("EXISTS")
         .arg("fpush-test:{example.org}:r:node-5")
         .query(&mut connection)
         .unwrap();
     assert_eq!(left, 0);
+}
+
+/// Removes `field` from the Redis registration hash at `node` in example.org, as another
+/// writer (or a damaged hash) would.
+fn damage(server: &store_support::RedisServer, node: &str, field: &str) {
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let _: i64 = ::redis::cmd("HDEL")
+        .arg(format!("fpush-test:{{example.org}}:r:{node}"))
+        .arg(field)
+        .query(&mut connection)
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_redis_registration_that_lost_its_service_still_counts_until_removed() {
+    use fpush::store::{RedisRegistrations, RegistrationStore};
+    let server = store_support::RedisServer::start();
+    let one_each = StoreLimits {
+        max_per_account: 1,
+        ..limits()
+    };
+    let store = RedisRegistrations::open(&server.settings(), one_each).unwrap();
+    let dead = registered(&store, "fcm", "dead", "a@example.org").await;
+    let old = restored("old", "b@example.org", "node-old", ago(200 * DAY));
+    store.restore(old).await.unwrap();
+    let replaced = registered(&store, "apns", "replaced", "c@example.org").await;
+    let again = registered(&store, "apns", "again", "d@example.org").await;
+    registered(&store, "fcm", "kept", "e@example.org").await;
+    for node in [&*dead.node, "node-old", &replaced.node, &again.node] {
+        damage(&server, node, "s");
+    }
+    let counted = |counts: Vec<(String, u64)>| -> u64 { counts.iter().map(|c| c.1).sum() };
+    assert_eq!(counted(store.counts().await.unwrap()), 5);
+    // Removed as a dead token, swept, replaced by its account's next device: one fewer each.
+    assert!(store
+        .remove("example.org", &dead.node, "token-of-dead")
+        .await
+        .unwrap());
+    assert_eq!(store.sweep(ago(180 * DAY)).await.unwrap(), 1);
+    registered(&store, "apns", "next", "c@example.org").await;
+    // Registered again: the same registration, repaired, not a second one.
+    assert_eq!(
+        registered(&store, "apns", "again", "d@example.org").await,
+        again
+    );
+    let found = store.find("example.org", &again.node).await.unwrap();
+    assert_eq!(found.map(|r| r.key.service).as_deref(), Some("apns"));
+    assert_eq!(
+        store.counts().await.unwrap(),
+        [("apns".to_owned(), 2), ("fcm".to_owned(), 1)]
+    );
+    // Nothing is left of the removed ones, index entries included.
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let mut keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg("fpush-test:key:*")
+        .query(&mut connection)
+        .unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "fpush-test:key:apns\nagain\n",
+            "fpush-test:key:apns\nnext\n",
+            "fpush-test:key:fcm\nkept\n"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_redis_count_never_goes_below_zero() {
+    use fpush::store::{RedisRegistrations, RegistrationStore};
+    let server = store_support::RedisServer::start();
+    let store = RedisRegistrations::open(&server.settings(), limits()).unwrap();
+    let first = registered(&store, "fcm", "d1", "a@example.org").await;
+    // The counts were lost (a failover that dropped the key, a flush by hand).
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let _: i64 = ::redis::cmd("DEL")
+        .arg("fpush-test:counts")
+        .query(&mut connection)
+        .unwrap();
+    assert!(store
+        .remove("example.org", &first.node, "token-of-d1")
+        .await
+        .unwrap());
+    // The next registration counts, instead of bringing a count of -1 back to 0.
+    registered(&store, "fcm", "d2", "b@example.org").await;
+    assert_eq!(store.counts().await.unwrap(), [("fcm".to_owned(), 1)]);
 }
 
 #[tokio::test]

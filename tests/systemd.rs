@@ -316,8 +316,7 @@ async fn elsewhere_lines_keep_their_timestamp_even_with_an_inherited_journal_str
 
 /// `TimeoutStopSec=` of the shipped unit, in seconds.
 fn unit_stop_timeout() -> Duration {
-    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/systemd/fpush.service");
-    let text = std::fs::read_to_string(unit).expect("read unit");
+    let text = unit_text();
     let value = text
         .lines()
         .find_map(|line| line.strip_prefix("TimeoutStopSec="))
@@ -337,6 +336,75 @@ fn the_units_stop_timeout_exceeds_the_example_shutdown_grace_plus_closing_time()
         "TimeoutStopSec {:?} vs shutdownGrace {grace:?}",
         unit_stop_timeout()
     );
+}
+
+/// The shipped unit's text.
+fn unit_text() -> String {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/systemd/fpush.service");
+    std::fs::read_to_string(unit).expect("read unit")
+}
+
+/// The values of `key=` lines in the unit's `[Unit]` section, split at whitespace.
+fn unit_section_values(text: &str, key: &str) -> Vec<String> {
+    let prefix = format!("{key}=");
+    text.lines()
+        .skip_while(|line| line.trim() != "[Unit]")
+        .take_while(|line| !line.starts_with("[Service]"))
+        .filter_map(|line| line.strip_prefix(prefix.as_str()))
+        .flat_map(|value| value.split_whitespace().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn the_unit_starts_after_the_clock_is_synchronised_without_pulling_the_sync_in() {
+    let text = unit_text();
+    let after = unit_section_values(&text, "After");
+    assert!(
+        after.iter().any(|unit| unit == "time-sync.target"),
+        "{after:?}"
+    );
+    // systemd.special(7): services needing an accurate clock order themselves after the target
+    // but do not pull it in; the NTP client's own service does.
+    for key in ["Wants", "Requires"] {
+        let pulled = unit_section_values(&text, key);
+        assert!(
+            !pulled.iter().any(|unit| unit == "time-sync.target"),
+            "{key}: {pulled:?}"
+        );
+    }
+}
+
+#[test]
+fn the_unit_passes_systemd_analyze_verify() {
+    let Some(analyze) = systemd_analyze() else {
+        eprintln!("systemd-analyze not installed: unit not verified");
+        return;
+    };
+    // The binary is not installed here: point the commands at one that is.
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("fpush.service");
+    std::fs::write(&unit, unit_text().replace("/usr/bin/fpush", "/bin/true")).unwrap();
+    let output = Command::new(analyze)
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{said}");
+    let ours: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("fpush.service"))
+        .collect();
+    assert!(ours.is_empty(), "{said}");
+}
+
+/// Where `systemd-analyze` is, if installed.
+fn systemd_analyze() -> Option<PathBuf> {
+    ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|path| path.exists())
 }
 
 /// `JOURNAL_STREAM` naming `stderr`, as systemd sets it.

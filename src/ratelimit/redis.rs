@@ -52,8 +52,12 @@ impl Default for RedisOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ScriptAnswer {
     Send,
-    /// Queued: send after this long from now.
-    SendAfter(Duration),
+    /// Queued: send after `delay` from now; Redis recorded the send at `stamp` (microseconds of
+    /// its clock), which a take-back names.
+    SendAfter {
+        delay: Duration,
+        stamp: u64,
+    },
     Reject,
     Dead,
 }
@@ -155,16 +159,24 @@ impl RedisStore {
             .key(dead_key.unwrap_or(ratelimit_key))
             .arg(window)
             .arg(if dead_key.is_some() { "1" } else { "0" });
-        let (outcome, delay): (i64, i64) = self
+        let answer: Vec<i64> = self
             .call(|mut connection| async move { invocation.invoke_async(&mut connection).await })
             .await?;
+        let [outcome, delay, ..] = answer[..] else {
+            let text = format_args!("the decision script answered {answer:?}");
+            self.health.failed(FallbackCause::error, &text);
+            return None;
+        };
+        // Without the recorded time (a foreign script), a queued send is never taken back.
+        let stamp = answer.get(2).copied().unwrap_or(0);
         match outcome {
             0 => Some(ScriptAnswer::Send),
             // A queued send is never further away than one window: a larger answer (a foreign
             // or broken script, a clock gone astray) must not park a push for ages.
-            1 => Some(ScriptAnswer::SendAfter(
-                Duration::from_micros(u64::try_from(delay).unwrap_or(0)).min(longest_wait),
-            )),
+            1 => Some(ScriptAnswer::SendAfter {
+                delay: Duration::from_micros(u64::try_from(delay).unwrap_or(0)).min(longest_wait),
+                stamp: u64::try_from(stamp).unwrap_or(0),
+            }),
             2 => Some(ScriptAnswer::Reject),
             3 => Some(ScriptAnswer::Dead),
             other => {
@@ -177,16 +189,19 @@ impl RedisStore {
         }
     }
 
-    /// Takes back the queued send that [`RedisStore::decide`] recorded in `ratelimit_key`, when
-    /// the push could not be queued after all; true when one was taken back. Not tried while
-    /// Redis is known to be down: the decision it would undo was then taken locally (and is
-    /// not counted as a fallback, being no decision).
-    pub(crate) async fn unqueue(&self, ratelimit_key: &str, window: Duration) -> bool {
+    /// Takes back the queued send at `stamp` that [`RedisStore::decide`] recorded in
+    /// `ratelimit_key`, when the push could not be queued after all; true when the entry still
+    /// held exactly that send. Not tried while Redis is known to be down (and not counted as a
+    /// fallback, being no decision).
+    pub(crate) async fn unqueue(&self, ratelimit_key: &str, stamp: u64, window: Duration) -> bool {
         if self.health.is_down() {
             return false;
         }
         let mut invocation = self.unqueue.prepare_invoke();
-        invocation.key(ratelimit_key).arg(micros(window));
+        invocation
+            .key(ratelimit_key)
+            .arg(micros(window))
+            .arg(stamp.to_string());
         let taken: Option<i64> = self
             .call(|mut connection| async move { invocation.invoke_async(&mut connection).await })
             .await;

@@ -47,6 +47,7 @@ struct Scripts {
     remove: Script,
     touch: Script,
     forget_index: Script,
+    uncount: Script,
     clear_second_token: Script,
 }
 
@@ -71,6 +72,7 @@ impl RedisRegistrations {
                 remove: Script::new(include_str!("redis/remove.lua")),
                 touch: Script::new(include_str!("redis/touch.lua")),
                 forget_index: Script::new(include_str!("redis/forget_index.lua")),
+                uncount: Script::new(include_str!("redis/uncount.lua")),
                 clear_second_token: Script::new(include_str!("redis/clear_second_token.lua")),
             }),
         })

@@ -10,14 +10,15 @@
 -- ARGV[1]  the window in microseconds, or "off" when the module's ratelimit is disabled
 -- ARGV[2]  "1" to consult KEYS[2]
 --
--- Returns {outcome, delay}: outcome 0 = send now, 1 = send after delay microseconds (queued),
--- 2 = reject (a push is already queued), 3 = the token is known dead.
+-- Returns {outcome, delay, at}: outcome 0 = send now, 1 = send after delay microseconds (queued),
+-- 2 = reject (a push is already queued), 3 = the token is known dead; at = the send time
+-- recorded (0 when none), which a take-back of a queued send names (see unqueue.lua).
 
 if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
-  return {3, 0}
+  return {3, 0, 0}
 end
 if ARGV[1] == 'off' then
-  return {0, 0}
+  return {0, 0, 0}
 end
 
 -- Redis 3.2 to 4 need this before a write that follows TIME; later versions always replicate
@@ -43,7 +44,7 @@ local outcome = 0
 -- stepped back (a failover to a host with another clock) and is treated as over.
 if last and last <= now + window then
   if last > now then
-    return {2, 0}
+    return {2, 0, 0}
   end
   if now - last < window then
     send_at = last + window
@@ -57,4 +58,4 @@ if ttl_ms < 1 then
   ttl_ms = 1
 end
 redis.call('SET', KEYS[1], string.format('%.0f', send_at), 'PX', string.format('%.0f', ttl_ms))
-return {outcome, send_at - now}
+return {outcome, send_at - now, send_at}

@@ -3,31 +3,36 @@
 -- goes back to the send before it, one window earlier, so that every instance queues the
 -- token's next push as usual instead of refusing it as already queued while nothing is.
 --
--- While an entry lies in the future (a queued send), the decision script only refuses and
--- never writes, and nothing deletes ratelimit entries: a queued entry found here is the one
--- this instance was given. Once its time has come it is a send like any other and is left.
+-- Only the exact send recorded then is taken back: an entry holding any other time was written
+-- by a later decision (another push queued once that time had come, or a send after the entry
+-- was lost), which must stand. An entry still holding it means no send was decided since, even
+-- if its time has come: the send before it then limits nothing any more.
 --
 -- KEYS[1]  the token's ratelimit entry
 -- ARGV[1]  the window in microseconds
+-- ARGV[2]  the queued send's time, as the decision script answered it
 --
--- Returns 1 when the queued send was taken back, 0 when there was none.
+-- Returns 1 when the queued send was taken back, 0 when the entry no longer held it.
 
 if redis.replicate_commands then
   redis.replicate_commands()
 end
 
+local entry = redis.pcall('GET', KEYS[1])
+local queued = tonumber(ARGV[2])
+if type(entry) ~= 'string' or not queued or tonumber(entry) ~= queued then
+  return 0
+end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local window = tonumber(ARGV[1])
-local entry = redis.pcall('GET', KEYS[1])
-if type(entry) ~= 'string' then
+-- Written before Redis's clock stepped back: the decision script treats it as over already.
+if queued > now + window then
   return 0
 end
-local queued = tonumber(entry)
--- Not queued, or written before Redis's clock stepped back (the decision script treats such
--- an entry as over).
-if not queued or queued <= now or queued > now + window then
-  return 0
+if queued <= now then
+  redis.call('DEL', KEYS[1])
+  return 1
 end
 
 -- The send before it limits its token until the queued time, then the entry expires.

@@ -27,9 +27,9 @@ if replaced > 0 then
     redis.call('DEL', key)
     redis.call('ZREM', KEYS[2], old)
     redis.call('ZREM', KEYS[3], old)
-    if fields[1] then
-      -- A hash another writer damaged goes too (an index entry may stay, pointing nowhere).
-      table.insert(answer, fields[1] .. '\n' .. (fields[2] or '') .. '\n' .. (fields[3] or '') .. '\n' .. old)
+    if fields[1] or fields[2] or fields[3] then
+      -- A hash another writer damaged goes too, reported like the remove script reports it.
+      table.insert(answer, (fields[1] or '') .. '\n' .. (fields[2] or '') .. '\n' .. (fields[3] or '') .. '\n' .. old)
     end
   end
 end

@@ -19,14 +19,15 @@ for _, node in ipairs(nodes) do
   local key = ARGV[1] .. node
   local fields = redis.call('HMGET', key, 's', 'd', 'c', 'a')
   redis.call('ZREM', KEYS[1], node)
-  -- A hash another writer damaged (a field missing) goes too; one without its service cannot
-  -- be reported (its index entry and count stay behind).
+  -- A hash another writer damaged (a field missing) goes too, and is reported with what it
+  -- still holds of its key: the store finds the count and index entry of one that lost its
+  -- service by that index entry. Only a node whose hash is gone reports nothing.
   redis.call('DEL', key)
   if fields[4] then
     redis.call('ZREM', ARGV[2] .. fields[4], node)
   end
-  if fields[1] then
-    table.insert(removed, fields[1] .. '\n' .. (fields[2] or '') .. '\n' .. (fields[3] or '') .. '\n' .. node)
+  if fields[1] or fields[2] or fields[3] then
+    table.insert(removed, (fields[1] or '') .. '\n' .. (fields[2] or '') .. '\n' .. (fields[3] or '') .. '\n' .. node)
   end
 end
 removed[2] = tostring(redis.call('ZCARD', KEYS[1]))

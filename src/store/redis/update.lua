@@ -4,8 +4,22 @@
 --       8 last use, 9 account key stem.
 -- Answers the secret, or false when the registration is gone (or is another key's).
 local fields = redis.call('HMGET', KEYS[1], 's', 'd', 'c', 'a', 'x', 'u')
-if not fields[1] or fields[1] ~= ARGV[2] or fields[2] ~= ARGV[3] or fields[3] ~= ARGV[4] then
+if redis.call('EXISTS', KEYS[1]) == 0 then
   return false
+end
+-- The key index points here for this key. A hash another writer damaged, its service, device
+-- or channel missing and the rest agreeing, is this key's registration and is repaired: left
+-- as it is, a new node would replace it while it still counted for the service.
+local key = {{'s', ARGV[2]}, {'d', ARGV[3]}, {'c', ARGV[4]}}
+for i, field in ipairs(key) do
+  if fields[i] and fields[i] ~= field[2] then
+    return false
+  end
+end
+for i, field in ipairs(key) do
+  if not fields[i] then
+    redis.call('HSET', KEYS[1], field[1], field[2])
+  end
 end
 -- Registering again never moves the last use back, as a push's touch never does: one stored
 -- later than now was recorded before the clock was set back. (A stored one that is not plain

@@ -143,9 +143,8 @@ impl RedisRegistrations {
     }
 
     /// Drops the index entries and counts of registrations a script removed (each as
-    /// `service\ndevice\nchannel\nnode`).
+    /// `service\ndevice\nchannel\nnode`, the parts a damaged hash lacked empty).
     async fn forget(&self, domain: &str, removed: &[String]) -> Result<(), StoreError> {
-        let mut connection = self.connection();
         for entry in removed {
             let mut parts = entry.splitn(4, '\n');
             let (Some(service), Some(device), Some(channel), Some(node)) =
@@ -158,19 +157,63 @@ impl RedisRegistrations {
                 device: device.to_owned(),
                 channel: channel.to_owned(),
             };
-            let _: i64 = self
-                .scripts
-                .forget_index
-                .key(self.keys.index(&key))
-                .arg(format!("{domain}\n{node}"))
-                .invoke_async(&mut connection)
-                .await
-                .map_err(failed)?;
-            let _: i64 = connection
-                .hincr(self.keys.counts(), service, -1)
-                .await
-                .map_err(failed)?;
+            let located = format!("{domain}\n{node}");
+            let counted = match service {
+                "" => self.counted_as(key, &located).await?,
+                _ => Some(key),
+            };
+            if let Some(key) = counted {
+                self.forget_one(&key, &located).await?;
+            }
         }
+        Ok(())
+    }
+
+    /// The key under which a registration that lost its service was indexed and counted: the
+    /// counted service whose index entry for its device and channel still points at it
+    /// (`located`). `None` when none does: it was never counted, or the index entry went.
+    async fn counted_as(
+        &self,
+        key: RegistrationKey,
+        located: &str,
+    ) -> Result<Option<RegistrationKey>, StoreError> {
+        let mut connection = self.connection();
+        let services: Vec<String> = connection.hkeys(self.keys.counts()).await.map_err(failed)?;
+        for service in services {
+            let candidate = RegistrationKey {
+                service,
+                ..key.clone()
+            };
+            let pointed: Option<String> = connection
+                .get(self.keys.index(&candidate))
+                .await
+                .map_err(failed)?;
+            if pointed.as_deref() == Some(located) {
+                return Ok(Some(candidate));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Drops one removed registration's index entry (if it still points at it) and its count.
+    async fn forget_one(&self, key: &RegistrationKey, located: &str) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        let _: i64 = self
+            .scripts
+            .forget_index
+            .key(self.keys.index(key))
+            .arg(located)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(failed)?;
+        let _: i64 = self
+            .scripts
+            .uncount
+            .key(self.keys.counts())
+            .arg(&key.service)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(failed)?;
         Ok(())
     }
 
@@ -198,9 +241,9 @@ impl RedisRegistrations {
 
     /// Removes `node` if it holds `token` (any token when empty), or, with `node` empty, a batch
     /// last used before `before`, from `domain`; answers how many nodes it took, and the
-    /// registrations removed. A node whose hash is gone (or lacks its service) is taken but
-    /// reports no registration, so only the first says whether a sweep batch was full. A domain
-    /// left empty is dropped from the domain list.
+    /// registrations removed. A node whose hash is gone is taken but reports no registration,
+    /// so only the first says whether a sweep batch was full. A domain left empty is dropped
+    /// from the domain list.
     pub(super) async fn remove_in(
         &self,
         domain: &str,
