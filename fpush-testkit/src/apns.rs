@@ -1,7 +1,8 @@
 //! An in-process APNS provider API: HTTP/2 over TLS (test CA), checking what Apple checks and
 //! answering the way Apple answers.
 //!
-//! Every request to `POST /3/device/<token>` is checked in Apple's order: method and path,
+//! Every request to `POST /3/device/<token>` is checked in Apple's order: method and path, the
+//! device token (hex, 64 to 200 digits; a token of the prefix convention below passes too),
 //! `apns-id` (a canonical UUID when present), `apns-topic`, `apns-push-type` (a VoIP push for `<topic>.voip`, nothing else there),
 //! `apns-priority`, `apns-expiration`, `apns-collapse-id`, the provider token (ES256 signature
 //! with the test key, `kid`, `iss`, `iat` under an hour old) or the client certificate the TLS
@@ -480,6 +481,9 @@ impl State {
         if r.token.is_empty() {
             return refuse(400, "MissingDeviceToken");
         }
+        if !is_device_token(&r.token) && answer_by_prefix(&r.token, 0).is_none() {
+            return refuse(400, "BadDeviceToken");
+        }
         if let Some(id) = r.headers.get("apns-id") {
             if !is_canonical_uuid(id.as_bytes()) {
                 return refuse(400, "BadMessageId");
@@ -580,6 +584,15 @@ fn error_body(status: u16, reason: &str) -> String {
         body["timestamp"] = (unix_now() * 1000).saturating_sub(60_000).into();
     }
     body.to_string()
+}
+
+/// Apple's device tokens: 32 bytes in hex today, and Apple says not to hard-code the size, so
+/// any even number of hex digits from 64 to 200 (100 bytes). Anything else is no token Apple
+/// gave out (`BadDeviceToken`): a test pushing it proves nothing about a real token.
+fn is_device_token(token: &str) -> bool {
+    (64..=200).contains(&token.len())
+        && token.len().is_multiple_of(2)
+        && token.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// `apns-id` must be a canonical UUID: 32 hex digits (either case) grouped 8-4-4-4-12 by
@@ -700,6 +713,41 @@ mod tests {
             assert_eq!(
                 refusal(&state, &with_header("apns-id", bad)),
                 Some((400, "BadMessageId".to_string())),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_device_token_that_is_not_hex_of_apple_s_length_is_refused_as_bad_device_token() {
+        let state = cert_state();
+        let to = |token: &str| {
+            let mut r = request("com.example.chat", "alert", 20);
+            r.token = token.to_string();
+            refusal(&state, &r)
+        };
+        for good in [
+            "0123abcd".repeat(8),
+            "0123ABCD".repeat(8),
+            "ab".repeat(100),
+            // The prefix convention scripts Apple's answers with readable tokens.
+            "dead-token-1".to_string(),
+            "throttled-once-1".to_string(),
+        ] {
+            assert_eq!(to(&good), None, "{good}");
+        }
+        for bad in [
+            "0123abcd".to_string(),
+            "0123abcd".repeat(8)[1..].to_string(),
+            "0123abcd".repeat(8) + "0",
+            "ab".repeat(101),
+            "0123abcz".repeat(8),
+            "token-1".to_string(),
+            "0123abcd-".repeat(7) + "0123abcd",
+        ] {
+            assert_eq!(
+                to(&bad),
+                Some((400, "BadDeviceToken".to_string())),
                 "{bad:?}"
             );
         }
