@@ -221,6 +221,33 @@ struct State {
     record: Option<Mutex<std::fs::File>>,
 }
 
+impl State {
+    fn new(project_id: &str, key: &Arc<RsaTestKey>, record: Option<Mutex<std::fs::File>>) -> Self {
+        let provisional = TestServiceAccount::with_key(project_id, "", key.clone());
+        Self {
+            project_id: project_id.to_string(),
+            client_email: provisional.client_email().to_string(),
+            public_key: key.public_der().to_vec(),
+            token_uri: OnceLock::new(),
+            stop: CancellationToken::new(),
+            rng: SystemRandom::new(),
+            token_mode: Mutex::new(TokenEndpointMode::Grant),
+            token_lifetime: Mutex::new(DEFAULT_TOKEN_LIFETIME),
+            issued: Mutex::new(HashMap::new()),
+            script: Mutex::new(VecDeque::new()),
+            answer_delay: Mutex::new(Duration::ZERO),
+            seen_device_tokens: Mutex::new(HashSet::new()),
+            token_requests: AtomicUsize::new(0),
+            tokens_granted: AtomicUsize::new(0),
+            expired_tokens_presented: AtomicUsize::new(0),
+            message_counter: AtomicU64::new(0),
+            messages: Mutex::new(Vec::new()),
+            refused_assertions: Mutex::new(Vec::new()),
+            record,
+        }
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -261,28 +288,7 @@ impl FcmServer {
             None => None,
         };
         let key = RsaTestKey::shared();
-        let provisional = TestServiceAccount::with_key(&project_id, "", key.clone());
-        let state = Arc::new(State {
-            project_id: project_id.clone(),
-            client_email: provisional.client_email().to_string(),
-            public_key: key.public_der().to_vec(),
-            token_uri: OnceLock::new(),
-            stop: CancellationToken::new(),
-            rng: SystemRandom::new(),
-            token_mode: Mutex::new(TokenEndpointMode::Grant),
-            token_lifetime: Mutex::new(DEFAULT_TOKEN_LIFETIME),
-            issued: Mutex::new(HashMap::new()),
-            script: Mutex::new(VecDeque::new()),
-            answer_delay: Mutex::new(Duration::ZERO),
-            seen_device_tokens: Mutex::new(HashSet::new()),
-            token_requests: AtomicUsize::new(0),
-            tokens_granted: AtomicUsize::new(0),
-            expired_tokens_presented: AtomicUsize::new(0),
-            message_counter: AtomicU64::new(0),
-            messages: Mutex::new(Vec::new()),
-            refused_assertions: Mutex::new(Vec::new()),
-            record,
-        });
+        let state = Arc::new(State::new(&project_id, &key, record));
 
         let pki = TestPki::new()?;
         let config = pki.server_config(ClientAuth::None)?;
@@ -847,25 +853,10 @@ async fn send_endpoint(
     req: Request<Bytes>,
     conn: &Connection,
 ) -> Response<Bytes> {
-    let body: Value = serde_json::from_slice(req.body()).unwrap_or(Value::Null);
+    let parsed = serde_json::from_slice::<Value>(req.body()).ok();
+    let chosen = choose_answer(state, &project, req.headers(), parsed.as_ref());
+    let body = parsed.unwrap_or(Value::Null);
     let device_token = body["message"]["token"].as_str().map(str::to_string);
-
-    let chosen = if project != state.project_id {
-        FcmAnswer::permission_denied(&project)
-    } else if !bearer_is_valid(state, req.headers()) {
-        FcmAnswer::unauthenticated()
-    } else {
-        match check_message(&body) {
-            Err(refusal) => refusal.answer(),
-            Ok(token) => {
-                let scripted = lock(&state.script).pop_front();
-                scripted.unwrap_or_else(|| {
-                    let first = lock(&state.seen_device_tokens).insert(token.to_string());
-                    answers::for_token(token, first)
-                })
-            }
-        }
-    };
 
     let status = match &chosen {
         FcmAnswer::Status { status, .. } => *status,
@@ -902,6 +893,35 @@ async fn send_endpoint(
             never_answer(state).await
         }
         status @ FcmAnswer::Status { .. } => answer(&status),
+    }
+}
+
+/// The answer in Google's order: the access token first (401 whatever the rest says), then the
+/// project (403), then what FCM checks of the message (`None`: not JSON), and only then a
+/// script or the token's prefix.
+fn choose_answer(
+    state: &State,
+    project: &str,
+    headers: &HeaderMap,
+    body: Option<&Value>,
+) -> FcmAnswer {
+    if !bearer_is_valid(state, headers) {
+        return FcmAnswer::unauthenticated();
+    }
+    if project != state.project_id {
+        return FcmAnswer::permission_denied(project);
+    }
+    let null = Value::Null;
+    let checked = check_message(body.unwrap_or(&null));
+    match checked {
+        Err(refusal) => refusal.answer(),
+        Ok(token) => {
+            let scripted = lock(&state.script).pop_front();
+            scripted.unwrap_or_else(|| {
+                let first = lock(&state.seen_device_tokens).insert(token.to_string());
+                answers::for_token(token, first)
+            })
+        }
     }
 }
 
@@ -965,6 +985,58 @@ fn write_record(state: &State, record: &RecordedMessage) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server state for project `p1` that issued the access token `good`, and the headers of
+    /// a request presenting `bearer`.
+    fn state_and_headers(bearer: Option<&str>) -> (State, HeaderMap) {
+        let state = State::new("p1", &RsaTestKey::shared(), None);
+        let expires_at = Instant::now() + Duration::from_secs(600);
+        lock(&state.issued).insert("good".into(), IssuedToken { expires_at });
+        lock(&state.issued).insert(
+            "old".into(),
+            IssuedToken {
+                expires_at: Instant::now(),
+            },
+        );
+        let mut headers = HeaderMap::new();
+        if let Some(bearer) = bearer {
+            let value = format!("Bearer {bearer}").parse().unwrap();
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
+        (state, headers)
+    }
+
+    /// The status and JSON body of a status answer.
+    fn status_and_body(answer: FcmAnswer) -> (u16, Value) {
+        let FcmAnswer::Status { status, body, .. } = answer else {
+            panic!("not a status answer: {answer:?}");
+        };
+        (status, serde_json::from_str(&body).unwrap())
+    }
+
+    #[test]
+    fn the_access_token_is_checked_before_the_project_and_the_body() {
+        let message = json!({"message": {"token": "t", "android": {"priority": "high"}}});
+        for bearer in [None, Some("unknown"), Some("old")] {
+            let (state, headers) = state_and_headers(bearer);
+            for (project, body) in [("p2", None), ("p1", None), ("p2", Some(&message))] {
+                let (status, body) =
+                    status_and_body(choose_answer(&state, project, &headers, body));
+                assert_eq!(status, 401, "{bearer:?} {project}");
+                assert_eq!(body["error"]["status"], "UNAUTHENTICATED");
+            }
+        }
+        let (state, headers) = state_and_headers(Some("good"));
+        let (status, body) = status_and_body(choose_answer(&state, "p2", &headers, None));
+        assert_eq!(
+            (status, &body["error"]["status"]),
+            (403, &json!("PERMISSION_DENIED"))
+        );
+        assert_eq!(
+            choose_answer(&state, "p1", &headers, Some(&message)),
+            FcmAnswer::Accept
+        );
+    }
 
     #[test]
     fn form_values_are_percent_decoded() {
