@@ -685,6 +685,15 @@ impl Refusal {
         }
     }
 
+    /// Refused by Google's JSON reader as a whole: no field to name.
+    fn unreadable(text: &str) -> Self {
+        Self {
+            field: Some(String::new()),
+            text: text.to_string(),
+            unreadable: true,
+        }
+    }
+
     fn answer(&self) -> FcmAnswer {
         match &self.field {
             Some(field) if self.unreadable => FcmAnswer::unknown_name(field, &self.text),
@@ -897,8 +906,8 @@ async fn send_endpoint(
 }
 
 /// The answer in Google's order: the access token first (401 whatever the rest says), then the
-/// project (403), then what FCM checks of the message (`None`: not JSON), and only then a
-/// script or the token's prefix.
+/// project (403), then the body as Google's JSON reader takes it (`None`: not JSON), then what
+/// FCM checks of the message, and only then a script or the token's prefix.
 fn choose_answer(
     state: &State,
     project: &str,
@@ -911,8 +920,15 @@ fn choose_answer(
     if project != state.project_id {
         return FcmAnswer::permission_denied(project);
     }
-    let null = Value::Null;
-    let checked = check_message(body.unwrap_or(&null));
+    let checked = match body {
+        None => Err(Refusal::unreadable(
+            "Invalid JSON payload received. Unexpected token.",
+        )),
+        Some(body) if !body.is_object() => Err(Refusal::unreadable(
+            "Invalid JSON payload received. Unknown name \"\": Root element must be a message.",
+        )),
+        Some(body) => check_message(body),
+    };
     match checked {
         Err(refusal) => refusal.answer(),
         Ok(token) => {
@@ -1036,6 +1052,29 @@ mod tests {
             choose_answer(&state, "p1", &headers, Some(&message)),
             FcmAnswer::Accept
         );
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_json_object_is_refused_by_google_s_json_reader() {
+        let (state, headers) = state_and_headers(Some("good"));
+        for body in [None, Some(json!([])), Some(json!("message"))] {
+            let (status, error) =
+                status_and_body(choose_answer(&state, "p1", &headers, body.as_ref()));
+            assert_eq!(status, 400, "{body:?}");
+            let error = &error["error"];
+            assert_eq!(error["code"], 400);
+            assert_eq!(error["status"], "INVALID_ARGUMENT");
+            let text = error["message"].as_str().unwrap();
+            assert!(text.starts_with("Invalid JSON payload received."), "{text}");
+            // FCM never saw a message: a BadRequest, no FcmError, no field blamed.
+            let details = error["details"].as_array().unwrap();
+            assert_eq!(details.len(), 1, "{error}");
+            assert_eq!(
+                details[0]["@type"],
+                "type.googleapis.com/google.rpc.BadRequest"
+            );
+            assert_eq!(details[0]["fieldViolations"][0]["field"], "");
+        }
     }
 
     #[test]
