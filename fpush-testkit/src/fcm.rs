@@ -914,8 +914,8 @@ fn choose_answer(
     headers: &HeaderMap,
     body: Option<&Value>,
 ) -> FcmAnswer {
-    if !bearer_is_valid(state, headers) {
-        return FcmAnswer::unauthenticated();
+    if let Err(refusal) = authenticate(state, headers) {
+        return refusal;
     }
     if project != state.project_id {
         return FcmAnswer::permission_denied(project);
@@ -950,23 +950,28 @@ fn accept(state: &State) -> Response<Bytes> {
     )
 }
 
-fn bearer_is_valid(state: &State, headers: &HeaderMap) -> bool {
-    let Some(token) = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+/// The access token's check, answered as Google does: a request without credentials, with a
+/// token never issued, and with an expired one each get their own 401.
+fn authenticate(state: &State, headers: &HeaderMap) -> Result<(), FcmAnswer> {
+    let Some(authorization) = headers.get(http::header::AUTHORIZATION) else {
+        return Err(FcmAnswer::credentials_missing());
+    };
+    let Some(token) = authorization
+        .to_str()
+        .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
     else {
-        return false;
+        return Err(FcmAnswer::unauthenticated());
     };
     match lock(&state.issued).get(token) {
-        Some(issued) if Instant::now() < issued.expires_at => true,
+        Some(issued) if Instant::now() < issued.expires_at => Ok(()),
         Some(_) => {
             state
                 .expired_tokens_presented
                 .fetch_add(1, Ordering::SeqCst);
-            false
+            Err(FcmAnswer::access_token_expired())
         }
-        None => false,
+        None => Err(FcmAnswer::unauthenticated()),
     }
 }
 
@@ -1052,6 +1057,39 @@ mod tests {
             choose_answer(&state, "p1", &headers, Some(&message)),
             FcmAnswer::Accept
         );
+    }
+
+    #[test]
+    fn a_missing_or_expired_access_token_is_refused_with_google_s_reason() {
+        for (bearer, text, reason) in [
+            (
+                None,
+                "Request is missing required authentication credential.",
+                "CREDENTIALS_MISSING",
+            ),
+            (
+                Some("old"),
+                "Request had invalid authentication credentials.",
+                "ACCESS_TOKEN_EXPIRED",
+            ),
+        ] {
+            let (state, headers) = state_and_headers(bearer);
+            let (status, body) = status_and_body(choose_answer(&state, "p1", &headers, None));
+            let error = &body["error"];
+            assert_eq!((status, &error["code"]), (401, &json!(401)), "{bearer:?}");
+            assert_eq!(error["status"], "UNAUTHENTICATED");
+            assert!(
+                error["message"].as_str().unwrap().starts_with(text),
+                "{error}"
+            );
+            let details = error["details"].as_array().unwrap();
+            assert_eq!(
+                details[0]["@type"],
+                "type.googleapis.com/google.rpc.ErrorInfo"
+            );
+            assert_eq!(details[0]["reason"], reason);
+            assert_eq!(details[0]["metadata"]["service"], "fcm.googleapis.com");
+        }
     }
 
     #[test]
