@@ -1,9 +1,10 @@
 //! An in-process Web Push service (RFC 8030): HTTPS with the test CA, HTTP/2 and HTTP/1.1 (or
 //! HTTP/1.1 only), answering `POST` to any path with scripted statuses (201 by default) and
 //! recording every request it got, body and headers included. A message the real services
-//! refuse is refused first, whatever is scripted: no `TTL` (400), a payload over 4096 bytes
-//! (413), a VAPID token that does not verify, names another origin or has expired (403). Every
-//! error answer carries a JSON body saying why.
+//! refuse is refused first, whatever is scripted: no `TTL` (400), an `Urgency` other than
+//! RFC 8030's four (400), a payload over 4096 bytes (413), a VAPID token that does not
+//! verify, names another origin or has expired (403). Every error answer carries a JSON body
+//! saying why.
 //!
 //! [`verify_vapid`] checks an `Authorization: vapid t=…, k=…` header the way a push service
 //! does (RFC 8292): the ES256 signature of the token under the key `k`.
@@ -229,6 +230,14 @@ fn check(headers: &HeaderMap, body: &[u8], origin: &str) -> Result<(), Refusal> 
             "A TTL header of whole seconds is required.",
         ));
     }
+    // RFC 8030, section 5.3: an urgency is one of four.
+    let urgency = headers.get("urgency").map(|value| value.as_bytes());
+    if urgency.is_some_and(|urgency| !URGENCIES.iter().any(|u| urgency.eq_ignore_ascii_case(u))) {
+        return Err(Refusal::new(
+            400,
+            "Urgency must be very-low, low, normal or high.",
+        ));
+    }
     // RFC 8030, section 7.2: a service must take 4096 bytes of payload and may refuse more;
     // the browser services do.
     if body.len() > MAX_PAYLOAD {
@@ -257,6 +266,9 @@ fn check_vapid(authorization: &str, origin: &str, now: u64) -> Result<(), u16> {
     }
     Ok(())
 }
+
+/// RFC 8030's `Urgency` values (section 5.3).
+const URGENCIES: [&[u8]; 4] = [b"very-low", b"low", b"normal", b"high"];
 
 /// RFC 8292, section 2: `exp` no more than 24 hours after the request.
 const VAPID_MAX_LIFETIME: u64 = 24 * 3600;
@@ -406,6 +418,19 @@ mod tests {
                 Err(400),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn urgency_is_one_of_rfc_8030_s_four_values() {
+        // RFC 8030's ABNF names them, and ABNF strings are case-insensitive.
+        for good in ["very-low", "low", "normal", "high", "High"] {
+            let request = headers(&[("urgency", good)]);
+            assert_eq!(status(check(&request, b"", ORIGIN)), Ok(()), "{good}");
+        }
+        for bad in ["urgent", "very low", "very_low", "", "5"] {
+            let request = headers(&[("urgency", bad)]);
+            assert_eq!(status(check(&request, b"", ORIGIN)), Err(400), "{bad:?}");
         }
     }
 
