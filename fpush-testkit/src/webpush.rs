@@ -2,9 +2,9 @@
 //! HTTP/1.1 only), answering `POST` to any path with scripted statuses (201 by default) and
 //! recording every request it got, body and headers included. A message the real services
 //! refuse is refused first, whatever is scripted: no `TTL` (400), an `Urgency` other than
-//! RFC 8030's four (400), a payload over 4096 bytes (413), a VAPID token that does not
-//! verify, names another origin or has expired (403). Every error answer carries a JSON body
-//! saying why.
+//! RFC 8030's four (400), a payload not encoded `aes128gcm` (415) or over 4096 bytes (413), a
+//! VAPID token that does not verify, names another origin or has expired (403). Every error
+//! answer carries a JSON body saying why.
 //!
 //! [`verify_vapid`] checks an `Authorization: vapid t=…, k=…` header the way a push service
 //! does (RFC 8292): the ES256 signature of the token under the key `k`.
@@ -238,6 +238,17 @@ fn check(headers: &HeaderMap, body: &[u8], origin: &str) -> Result<(), Refusal> 
             "Urgency must be very-low, low, normal or high.",
         ));
     }
+    // RFC 8291, section 4: a payload is encrypted as `aes128gcm`; the service cannot deliver
+    // any other encoding to a browser.
+    let encoding = headers.get(http::header::CONTENT_ENCODING);
+    if !body.is_empty()
+        && !encoding.is_some_and(|e| e.as_bytes().eq_ignore_ascii_case(b"aes128gcm"))
+    {
+        return Err(Refusal::new(
+            415,
+            "A payload must have Content-Encoding: aes128gcm.",
+        ));
+    }
     // RFC 8030, section 7.2: a service must take 4096 bytes of payload and may refuse more;
     // the browser services do.
     if body.len() > MAX_PAYLOAD {
@@ -419,6 +430,23 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_body_must_be_encrypted_as_aes128gcm() {
+        let body = [0u8; 100];
+        let with = |encoding: &str| headers(&[("content-encoding", encoding)]);
+        assert_eq!(status(check(&with("aes128gcm"), &body, ORIGIN)), Ok(()));
+        for other in ["aesgcm", "gzip", "identity", "AES128GCM2", ""] {
+            assert_eq!(
+                status(check(&with(other), &body, ORIGIN)),
+                Err(415),
+                "{other:?}"
+            );
+        }
+        assert_eq!(status(check(&headers(&[]), &body, ORIGIN)), Err(415));
+        // A message without a body needs no encoding.
+        assert_eq!(status(check(&headers(&[]), b"", ORIGIN)), Ok(()));
     }
 
     #[test]
