@@ -777,15 +777,19 @@ fn check_message(body: &Value) -> Result<&str, Refusal> {
         .ok_or_else(|| bad("message", "Invalid JSON payload received. Missing message."))?;
     check_names(body, "")?;
     check_names(message, "message")?;
-    let token = message
-        .get("token")
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            bad(
-                "message.token",
-                "The registration token is not a valid FCM registration token",
-            )
-        })?;
+    // No token is no recipient, which FCM blames on the message, not on a token; a token that
+    // is not a string never gets past Google's JSON reader.
+    let token = match message.get("token") {
+        None => return Err(bad("message", "Recipient of the message is not set.")),
+        Some(Value::String(token)) => token.as_str(),
+        Some(other) => {
+            return Err(Refusal {
+                field: Some("message.token".to_string()),
+                text: format!("Invalid value at 'message.token' (TYPE_STRING), {other}"),
+                unreadable: true,
+            })
+        }
+    };
     if let Some(data) = message.get("data") {
         check_data(data)?;
     }
@@ -1129,7 +1133,7 @@ mod tests {
         assert_eq!(check_message(&ok), Ok("t"));
         let cases = [
             (
-                json!({"message": {"android": {"priority": "high"}}}),
+                json!({"message": {"token": 5, "android": {"priority": "high"}}}),
                 "message.token",
             ),
             (
@@ -1156,6 +1160,20 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    #[test]
+    fn a_message_without_a_token_has_no_recipient_and_blames_no_token() {
+        let refused =
+            check_message(&json!({"message": {"android": {"priority": "high"}}})).unwrap_err();
+        assert_eq!(refused.field.as_deref(), Some("message"));
+        assert_eq!(refused.text, "Recipient of the message is not set.");
+        let FcmAnswer::Status { status, body, .. } = refused.answer() else {
+            panic!("not a status answer");
+        };
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status, 400);
+        assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
     }
 
     #[test]
