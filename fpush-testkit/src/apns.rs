@@ -3,8 +3,8 @@
 //!
 //! Every request to `POST /3/device/<token>` is checked in Apple's order: method and path, the
 //! device token (hex, 64 to 200 digits; a token of the prefix convention below passes too),
-//! `apns-id` (a canonical UUID when present), `apns-topic`, `apns-push-type` (a VoIP push for `<topic>.voip`, nothing else there),
-//! `apns-priority`, `apns-expiration`, `apns-collapse-id`, the provider token (ES256 signature
+//! no header given twice, `apns-id` (a canonical UUID when present), `apns-topic`,
+//! `apns-push-type` (a VoIP push for `<topic>.voip`, nothing else there), `apns-priority`, `apns-expiration`, `apns-collapse-id`, the provider token (ES256 signature
 //! with the test key, `kid`, `iss`, `iat` under an hour old) or the client certificate the TLS
 //! handshake verified, then the body (valid JSON object, at most 4096 bytes, 5120 for
 //! `apns-push-type: voip`). A request that passes gets, in order of precedence: the next answer
@@ -484,6 +484,9 @@ impl State {
         if !is_device_token(&r.token) && answer_by_prefix(&r.token, 0).is_none() {
             return refuse(400, "BadDeviceToken");
         }
+        if has_repeated_header(&r.headers) {
+            return refuse(400, "DuplicateHeaders");
+        }
         if let Some(id) = r.headers.get("apns-id") {
             if !is_canonical_uuid(id.as_bytes()) {
                 return refuse(400, "BadMessageId");
@@ -593,6 +596,14 @@ fn is_device_token(token: &str) -> bool {
     (64..=200).contains(&token.len())
         && token.len().is_multiple_of(2)
         && token.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Apple refuses a request that repeats a header (`DuplicateHeaders`) rather than guess which
+/// value counts.
+fn has_repeated_header(headers: &HeaderMap) -> bool {
+    headers
+        .keys()
+        .any(|name| headers.get_all(name).iter().nth(1).is_some())
 }
 
 /// `apns-id` must be a canonical UUID: 32 hex digits (either case) grouped 8-4-4-4-12 by
@@ -749,6 +760,31 @@ mod tests {
                 to(&bad),
                 Some((400, "BadDeviceToken".to_string())),
                 "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_repeated_header_is_refused_as_duplicate_headers() {
+        let state = cert_state();
+        for name in [
+            "apns-topic",
+            "apns-push-type",
+            "apns-priority",
+            "authorization",
+        ] {
+            let mut r = request("com.example.chat", "alert", 20);
+            let value = r
+                .headers
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| HeaderValue::from_static("10"));
+            r.headers.append(name, value.clone());
+            r.headers.append(name, value);
+            assert_eq!(
+                refusal(&state, &r),
+                Some((400, "DuplicateHeaders".to_string())),
+                "{name}"
             );
         }
     }
