@@ -2,9 +2,9 @@
 //! HTTP/1.1 only), answering `POST` to any path with scripted statuses (201 by default) and
 //! recording every request it got, body and headers included. A message the real services
 //! refuse is refused first, whatever is scripted: no `TTL` (400), an `Urgency` other than
-//! RFC 8030's four (400), a payload not encoded `aes128gcm` (415) or over 4096 bytes (413), a
-//! VAPID token that does not verify, names another origin or has expired (403). Every error
-//! answer carries a JSON body saying why.
+//! RFC 8030's four or a `Topic` over 32 base64url characters (400), a payload not encoded
+//! `aes128gcm` (415) or over 4096 bytes (413), a VAPID token that does not verify, names
+//! another origin or has expired (403). Every error answer carries a JSON body saying why.
 //!
 //! [`verify_vapid`] checks an `Authorization: vapid t=…, k=…` header the way a push service
 //! does (RFC 8292): the ES256 signature of the token under the key `k`.
@@ -238,6 +238,14 @@ fn check(headers: &HeaderMap, body: &[u8], origin: &str) -> Result<(), Refusal> 
             "Urgency must be very-low, low, normal or high.",
         ));
     }
+    // RFC 8030, section 5.4: a topic is at most 32 characters of the base64url alphabet.
+    let topic = headers.get("topic").map(|value| value.as_bytes());
+    if topic.is_some_and(|topic| !is_topic(topic)) {
+        return Err(Refusal::new(
+            400,
+            "Topic must be 1 to 32 characters of the base64url alphabet.",
+        ));
+    }
     // RFC 8291, section 4: a payload is encrypted as `aes128gcm`; the service cannot deliver
     // any other encoding to a browser.
     let encoding = headers.get(http::header::CONTENT_ENCODING);
@@ -276,6 +284,13 @@ fn check_vapid(authorization: &str, origin: &str, now: u64) -> Result<(), u16> {
         return Err(403);
     }
     Ok(())
+}
+
+fn is_topic(topic: &[u8]) -> bool {
+    (1..=32).contains(&topic.len())
+        && topic
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }
 
 /// RFC 8030's `Urgency` values (section 5.3).
@@ -458,6 +473,18 @@ mod tests {
         }
         for bad in ["urgent", "very low", "very_low", "", "5"] {
             let request = headers(&[("urgency", bad)]);
+            assert_eq!(status(check(&request, b"", ORIGIN)), Err(400), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_topic_is_at_most_32_characters_of_base64url() {
+        for good in ["a", "chat-room_7", &"A".repeat(32)] {
+            let request = headers(&[("topic", good)]);
+            assert_eq!(status(check(&request, b"", ORIGIN)), Ok(()), "{good}");
+        }
+        for bad in [&"A".repeat(33), "chat room", "a+b/c=", ""] {
+            let request = headers(&[("topic", bad)]);
             assert_eq!(status(check(&request, b"", ORIGIN)), Err(400), "{bad:?}");
         }
     }
