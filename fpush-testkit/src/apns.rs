@@ -1,9 +1,10 @@
 //! An in-process APNS provider API: HTTP/2 over TLS (test CA), checking what Apple checks and
 //! answering the way Apple answers.
 //!
-//! Every request to `POST /3/device/<token>` is checked in Apple's order: method and path,
-//! `apns-topic`, `apns-push-type` (a VoIP push for `<topic>.voip`, nothing else there),
-//! `apns-priority`, `apns-expiration`, `apns-collapse-id`, the provider token (ES256 signature
+//! Every request to `POST /3/device/<token>` is checked in Apple's order: method and path, the
+//! device token (hex, 64 to 200 digits; a token of the prefix convention below passes too),
+//! no header given twice, `apns-id` (a canonical UUID when present), `apns-topic`,
+//! `apns-push-type` (a VoIP push for `<topic>.voip`, nothing else there), `apns-priority`, `apns-expiration`, `apns-collapse-id`, the provider token (ES256 signature
 //! with the test key, `kid`, `iss`, `iat` under an hour old) or the client certificate the TLS
 //! handshake verified, then the body (valid JSON object, at most 4096 bytes, 5120 for
 //! `apns-push-type: voip`). A request that passes gets, in order of precedence: the next answer
@@ -443,10 +444,10 @@ impl State {
     }
 
     /// The answer as Apple sends it: every one, error or not, carries an `apns-id`, the
-    /// request's own when it had one, else a new UUID.
+    /// request's own when it had a valid one, else a new UUID.
     fn respond(&self, answer: &ApnsAnswer, request_id: Option<&HeaderValue>) -> Response<Bytes> {
         let mut builder = Response::builder().status(answer.status);
-        builder = match request_id {
+        builder = match request_id.filter(|id| is_canonical_uuid(id.as_bytes())) {
             Some(id) => builder.header("apns-id", id.clone()),
             None => {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -479,6 +480,17 @@ impl State {
         }
         if r.token.is_empty() {
             return refuse(400, "MissingDeviceToken");
+        }
+        if !is_device_token(&r.token) && answer_by_prefix(&r.token, 0).is_none() {
+            return refuse(400, "BadDeviceToken");
+        }
+        if has_repeated_header(&r.headers) {
+            return refuse(400, "DuplicateHeaders");
+        }
+        if let Some(id) = r.headers.get("apns-id") {
+            if !is_canonical_uuid(id.as_bytes()) {
+                return refuse(400, "BadMessageId");
+            }
         }
         let header = |name: &str| r.headers.get(name).and_then(|v| v.to_str().ok());
         match header("apns-topic") {
@@ -577,6 +589,33 @@ fn error_body(status: u16, reason: &str) -> String {
     body.to_string()
 }
 
+/// Apple's device tokens: 32 bytes in hex today, and Apple says not to hard-code the size, so
+/// any even number of hex digits from 64 to 200 (100 bytes). Anything else is no token Apple
+/// gave out (`BadDeviceToken`): a test pushing it proves nothing about a real token.
+fn is_device_token(token: &str) -> bool {
+    (64..=200).contains(&token.len())
+        && token.len().is_multiple_of(2)
+        && token.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Apple refuses a request that repeats a header (`DuplicateHeaders`) rather than guess which
+/// value counts.
+fn has_repeated_header(headers: &HeaderMap) -> bool {
+    headers
+        .keys()
+        .any(|name| headers.get_all(name).iter().nth(1).is_some())
+}
+
+/// `apns-id` must be a canonical UUID: 32 hex digits (either case) grouped 8-4-4-4-12 by
+/// hyphens; Apple refuses anything else with `BadMessageId`.
+fn is_canonical_uuid(id: &[u8]) -> bool {
+    id.len() == 36
+        && id.iter().enumerate().all(|(at, b)| match at {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
 /// PushKit pushes go to `<topic>.voip` and only there: Apple answers a VoIP push for the app's
 /// own topic `DeviceTokenNotForTopic` (which reads as a dead token), and any other push type
 /// for the `.voip` topic `InvalidPushType`.
@@ -634,7 +673,7 @@ mod tests {
         let body = Bytes::from(format!(r#"{{"p":"{padding}"}}"#));
         assert_eq!(body.len(), size);
         Received {
-            token: "0123abcd".into(),
+            token: "0123abcd".repeat(8),
             headers,
             body,
             jwt: None,
@@ -642,6 +681,111 @@ mod tests {
             connection: 1,
             status: 0,
             reason: None,
+        }
+    }
+
+    /// A request that passes every check, with `name: value` set on top.
+    fn with_header(name: &'static str, value: &str) -> Received {
+        let mut r = request("com.example.chat", "alert", 20);
+        r.headers.insert(name, value.parse().unwrap());
+        r
+    }
+
+    fn refusal(state: &State, r: &Received) -> Option<(u16, String)> {
+        state
+            .check(&Method::POST, &format!("/3/device/{}", r.token), r)
+            .err()
+            .map(|answer| (answer.status, answer.reason.unwrap_or_default()))
+    }
+
+    #[test]
+    fn an_apns_id_that_is_not_a_canonical_uuid_is_refused_as_bad_message_id() {
+        let state = cert_state();
+        for good in [
+            "123e4567-e89b-12d3-a456-426655440000",
+            "123E4567-E89B-12D3-A456-426655440000",
+        ] {
+            assert_eq!(
+                refusal(&state, &with_header("apns-id", good)),
+                None,
+                "{good}"
+            );
+        }
+        for bad in [
+            "123e4567e89b12d3a456426655440000",
+            "{123e4567-e89b-12d3-a456-426655440000}",
+            "123e4567-e89b-12d3-a456-42665544000",
+            "123e4567-e89b-12d3-a456-4266554400000",
+            "123e4567-e89b-12d3-a4567-26655440000",
+            "g23e4567-e89b-12d3-a456-426655440000",
+            "",
+            "1",
+        ] {
+            assert_eq!(
+                refusal(&state, &with_header("apns-id", bad)),
+                Some((400, "BadMessageId".to_string())),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_device_token_that_is_not_hex_of_apple_s_length_is_refused_as_bad_device_token() {
+        let state = cert_state();
+        let to = |token: &str| {
+            let mut r = request("com.example.chat", "alert", 20);
+            r.token = token.to_string();
+            refusal(&state, &r)
+        };
+        for good in [
+            "0123abcd".repeat(8),
+            "0123ABCD".repeat(8),
+            "ab".repeat(100),
+            // The prefix convention scripts Apple's answers with readable tokens.
+            "dead-token-1".to_string(),
+            "throttled-once-1".to_string(),
+        ] {
+            assert_eq!(to(&good), None, "{good}");
+        }
+        for bad in [
+            "0123abcd".to_string(),
+            "0123abcd".repeat(8)[1..].to_string(),
+            "0123abcd".repeat(8) + "0",
+            "ab".repeat(101),
+            "0123abcz".repeat(8),
+            "token-1".to_string(),
+            "0123abcd-".repeat(7) + "0123abcd",
+        ] {
+            assert_eq!(
+                to(&bad),
+                Some((400, "BadDeviceToken".to_string())),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_repeated_header_is_refused_as_duplicate_headers() {
+        let state = cert_state();
+        for name in [
+            "apns-topic",
+            "apns-push-type",
+            "apns-priority",
+            "authorization",
+        ] {
+            let mut r = request("com.example.chat", "alert", 20);
+            let value = r
+                .headers
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| HeaderValue::from_static("10"));
+            r.headers.append(name, value.clone());
+            r.headers.append(name, value);
+            assert_eq!(
+                refusal(&state, &r),
+                Some((400, "DuplicateHeaders".to_string())),
+                "{name}"
+            );
         }
     }
 
@@ -695,7 +839,7 @@ mod tests {
             state
                 .check(
                     &Method::POST,
-                    "/3/device/0123abcd",
+                    &format!("/3/device/{}", "0123abcd".repeat(8)),
                     &request(topic, push_type, 20),
                 )
                 .err()

@@ -221,6 +221,33 @@ struct State {
     record: Option<Mutex<std::fs::File>>,
 }
 
+impl State {
+    fn new(project_id: &str, key: &Arc<RsaTestKey>, record: Option<Mutex<std::fs::File>>) -> Self {
+        let provisional = TestServiceAccount::with_key(project_id, "", key.clone());
+        Self {
+            project_id: project_id.to_string(),
+            client_email: provisional.client_email().to_string(),
+            public_key: key.public_der().to_vec(),
+            token_uri: OnceLock::new(),
+            stop: CancellationToken::new(),
+            rng: SystemRandom::new(),
+            token_mode: Mutex::new(TokenEndpointMode::Grant),
+            token_lifetime: Mutex::new(DEFAULT_TOKEN_LIFETIME),
+            issued: Mutex::new(HashMap::new()),
+            script: Mutex::new(VecDeque::new()),
+            answer_delay: Mutex::new(Duration::ZERO),
+            seen_device_tokens: Mutex::new(HashSet::new()),
+            token_requests: AtomicUsize::new(0),
+            tokens_granted: AtomicUsize::new(0),
+            expired_tokens_presented: AtomicUsize::new(0),
+            message_counter: AtomicU64::new(0),
+            messages: Mutex::new(Vec::new()),
+            refused_assertions: Mutex::new(Vec::new()),
+            record,
+        }
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -261,28 +288,7 @@ impl FcmServer {
             None => None,
         };
         let key = RsaTestKey::shared();
-        let provisional = TestServiceAccount::with_key(&project_id, "", key.clone());
-        let state = Arc::new(State {
-            project_id: project_id.clone(),
-            client_email: provisional.client_email().to_string(),
-            public_key: key.public_der().to_vec(),
-            token_uri: OnceLock::new(),
-            stop: CancellationToken::new(),
-            rng: SystemRandom::new(),
-            token_mode: Mutex::new(TokenEndpointMode::Grant),
-            token_lifetime: Mutex::new(DEFAULT_TOKEN_LIFETIME),
-            issued: Mutex::new(HashMap::new()),
-            script: Mutex::new(VecDeque::new()),
-            answer_delay: Mutex::new(Duration::ZERO),
-            seen_device_tokens: Mutex::new(HashSet::new()),
-            token_requests: AtomicUsize::new(0),
-            tokens_granted: AtomicUsize::new(0),
-            expired_tokens_presented: AtomicUsize::new(0),
-            message_counter: AtomicU64::new(0),
-            messages: Mutex::new(Vec::new()),
-            refused_assertions: Mutex::new(Vec::new()),
-            record,
-        });
+        let state = Arc::new(State::new(&project_id, &key, record));
 
         let pki = TestPki::new()?;
         let config = pki.server_config(ClientAuth::None)?;
@@ -679,6 +685,15 @@ impl Refusal {
         }
     }
 
+    /// Refused by Google's JSON reader as a whole: no field to name.
+    fn unreadable(text: &str) -> Self {
+        Self {
+            field: Some(String::new()),
+            text: text.to_string(),
+            unreadable: true,
+        }
+    }
+
     fn answer(&self) -> FcmAnswer {
         match &self.field {
             Some(field) if self.unreadable => FcmAnswer::unknown_name(field, &self.text),
@@ -762,15 +777,19 @@ fn check_message(body: &Value) -> Result<&str, Refusal> {
         .ok_or_else(|| bad("message", "Invalid JSON payload received. Missing message."))?;
     check_names(body, "")?;
     check_names(message, "message")?;
-    let token = message
-        .get("token")
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            bad(
-                "message.token",
-                "The registration token is not a valid FCM registration token",
-            )
-        })?;
+    // No token is no recipient, which FCM blames on the message, not on a token; a token that
+    // is not a string never gets past Google's JSON reader.
+    let token = match message.get("token") {
+        None => return Err(bad("message", "Recipient of the message is not set.")),
+        Some(Value::String(token)) => token.as_str(),
+        Some(other) => {
+            return Err(Refusal {
+                field: Some("message.token".to_string()),
+                text: format!("Invalid value at 'message.token' (TYPE_STRING), {other}"),
+                unreadable: true,
+            })
+        }
+    };
     if let Some(data) = message.get("data") {
         check_data(data)?;
     }
@@ -847,25 +866,10 @@ async fn send_endpoint(
     req: Request<Bytes>,
     conn: &Connection,
 ) -> Response<Bytes> {
-    let body: Value = serde_json::from_slice(req.body()).unwrap_or(Value::Null);
+    let parsed = serde_json::from_slice::<Value>(req.body()).ok();
+    let chosen = choose_answer(state, &project, req.headers(), parsed.as_ref());
+    let body = parsed.unwrap_or(Value::Null);
     let device_token = body["message"]["token"].as_str().map(str::to_string);
-
-    let chosen = if project != state.project_id {
-        FcmAnswer::permission_denied(&project)
-    } else if !bearer_is_valid(state, req.headers()) {
-        FcmAnswer::unauthenticated()
-    } else {
-        match check_message(&body) {
-            Err(refusal) => refusal.answer(),
-            Ok(token) => {
-                let scripted = lock(&state.script).pop_front();
-                scripted.unwrap_or_else(|| {
-                    let first = lock(&state.seen_device_tokens).insert(token.to_string());
-                    answers::for_token(token, first)
-                })
-            }
-        }
-    };
 
     let status = match &chosen {
         FcmAnswer::Status { status, .. } => *status,
@@ -905,6 +909,42 @@ async fn send_endpoint(
     }
 }
 
+/// The answer in Google's order: the access token first (401 whatever the rest says), then the
+/// project (403), then the body as Google's JSON reader takes it (`None`: not JSON), then what
+/// FCM checks of the message, and only then a script or the token's prefix.
+fn choose_answer(
+    state: &State,
+    project: &str,
+    headers: &HeaderMap,
+    body: Option<&Value>,
+) -> FcmAnswer {
+    if let Err(refusal) = authenticate(state, headers) {
+        return refusal;
+    }
+    if project != state.project_id {
+        return FcmAnswer::permission_denied(project);
+    }
+    let checked = match body {
+        None => Err(Refusal::unreadable(
+            "Invalid JSON payload received. Unexpected token.",
+        )),
+        Some(body) if !body.is_object() => Err(Refusal::unreadable(
+            "Invalid JSON payload received. Unknown name \"\": Root element must be a message.",
+        )),
+        Some(body) => check_message(body),
+    };
+    match checked {
+        Err(refusal) => refusal.answer(),
+        Ok(token) => {
+            let scripted = lock(&state.script).pop_front();
+            scripted.unwrap_or_else(|| {
+                let first = lock(&state.seen_device_tokens).insert(token.to_string());
+                answers::for_token(token, first)
+            })
+        }
+    }
+}
+
 fn accept(state: &State) -> Response<Bytes> {
     let n = state.message_counter.fetch_add(1, Ordering::SeqCst) + 1;
     json_response(
@@ -914,23 +954,28 @@ fn accept(state: &State) -> Response<Bytes> {
     )
 }
 
-fn bearer_is_valid(state: &State, headers: &HeaderMap) -> bool {
-    let Some(token) = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+/// The access token's check, answered as Google does: a request without credentials, with a
+/// token never issued, and with an expired one each get their own 401.
+fn authenticate(state: &State, headers: &HeaderMap) -> Result<(), FcmAnswer> {
+    let Some(authorization) = headers.get(http::header::AUTHORIZATION) else {
+        return Err(FcmAnswer::credentials_missing());
+    };
+    let Some(token) = authorization
+        .to_str()
+        .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
     else {
-        return false;
+        return Err(FcmAnswer::unauthenticated());
     };
     match lock(&state.issued).get(token) {
-        Some(issued) if Instant::now() < issued.expires_at => true,
+        Some(issued) if Instant::now() < issued.expires_at => Ok(()),
         Some(_) => {
             state
                 .expired_tokens_presented
                 .fetch_add(1, Ordering::SeqCst);
-            false
+            Err(FcmAnswer::access_token_expired())
         }
-        None => false,
+        None => Err(FcmAnswer::unauthenticated()),
     }
 }
 
@@ -966,6 +1011,114 @@ fn write_record(state: &State, record: &RecordedMessage) {
 mod tests {
     use super::*;
 
+    /// A server state for project `p1` that issued the access token `good`, and the headers of
+    /// a request presenting `bearer`.
+    fn state_and_headers(bearer: Option<&str>) -> (State, HeaderMap) {
+        let state = State::new("p1", &RsaTestKey::shared(), None);
+        let expires_at = Instant::now() + Duration::from_secs(600);
+        lock(&state.issued).insert("good".into(), IssuedToken { expires_at });
+        lock(&state.issued).insert(
+            "old".into(),
+            IssuedToken {
+                expires_at: Instant::now(),
+            },
+        );
+        let mut headers = HeaderMap::new();
+        if let Some(bearer) = bearer {
+            let value = format!("Bearer {bearer}").parse().unwrap();
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
+        (state, headers)
+    }
+
+    /// The status and JSON body of a status answer.
+    fn status_and_body(answer: FcmAnswer) -> (u16, Value) {
+        let FcmAnswer::Status { status, body, .. } = answer else {
+            panic!("not a status answer: {answer:?}");
+        };
+        (status, serde_json::from_str(&body).unwrap())
+    }
+
+    #[test]
+    fn the_access_token_is_checked_before_the_project_and_the_body() {
+        let message = json!({"message": {"token": "t", "android": {"priority": "high"}}});
+        for bearer in [None, Some("unknown"), Some("old")] {
+            let (state, headers) = state_and_headers(bearer);
+            for (project, body) in [("p2", None), ("p1", None), ("p2", Some(&message))] {
+                let (status, body) =
+                    status_and_body(choose_answer(&state, project, &headers, body));
+                assert_eq!(status, 401, "{bearer:?} {project}");
+                assert_eq!(body["error"]["status"], "UNAUTHENTICATED");
+            }
+        }
+        let (state, headers) = state_and_headers(Some("good"));
+        let (status, body) = status_and_body(choose_answer(&state, "p2", &headers, None));
+        assert_eq!(
+            (status, &body["error"]["status"]),
+            (403, &json!("PERMISSION_DENIED"))
+        );
+        assert_eq!(
+            choose_answer(&state, "p1", &headers, Some(&message)),
+            FcmAnswer::Accept
+        );
+    }
+
+    #[test]
+    fn a_missing_or_expired_access_token_is_refused_with_google_s_reason() {
+        for (bearer, text, reason) in [
+            (
+                None,
+                "Request is missing required authentication credential.",
+                "CREDENTIALS_MISSING",
+            ),
+            (
+                Some("old"),
+                "Request had invalid authentication credentials.",
+                "ACCESS_TOKEN_EXPIRED",
+            ),
+        ] {
+            let (state, headers) = state_and_headers(bearer);
+            let (status, body) = status_and_body(choose_answer(&state, "p1", &headers, None));
+            let error = &body["error"];
+            assert_eq!((status, &error["code"]), (401, &json!(401)), "{bearer:?}");
+            assert_eq!(error["status"], "UNAUTHENTICATED");
+            assert!(
+                error["message"].as_str().unwrap().starts_with(text),
+                "{error}"
+            );
+            let details = error["details"].as_array().unwrap();
+            assert_eq!(
+                details[0]["@type"],
+                "type.googleapis.com/google.rpc.ErrorInfo"
+            );
+            assert_eq!(details[0]["reason"], reason);
+            assert_eq!(details[0]["metadata"]["service"], "fcm.googleapis.com");
+        }
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_json_object_is_refused_by_google_s_json_reader() {
+        let (state, headers) = state_and_headers(Some("good"));
+        for body in [None, Some(json!([])), Some(json!("message"))] {
+            let (status, error) =
+                status_and_body(choose_answer(&state, "p1", &headers, body.as_ref()));
+            assert_eq!(status, 400, "{body:?}");
+            let error = &error["error"];
+            assert_eq!(error["code"], 400);
+            assert_eq!(error["status"], "INVALID_ARGUMENT");
+            let text = error["message"].as_str().unwrap();
+            assert!(text.starts_with("Invalid JSON payload received."), "{text}");
+            // FCM never saw a message: a BadRequest, no FcmError, no field blamed.
+            let details = error["details"].as_array().unwrap();
+            assert_eq!(details.len(), 1, "{error}");
+            assert_eq!(
+                details[0]["@type"],
+                "type.googleapis.com/google.rpc.BadRequest"
+            );
+            assert_eq!(details[0]["fieldViolations"][0]["field"], "");
+        }
+    }
+
     #[test]
     fn form_values_are_percent_decoded() {
         let form = parse_form(b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=a.b.c&x=1+2%");
@@ -980,7 +1133,7 @@ mod tests {
         assert_eq!(check_message(&ok), Ok("t"));
         let cases = [
             (
-                json!({"message": {"android": {"priority": "high"}}}),
+                json!({"message": {"token": 5, "android": {"priority": "high"}}}),
                 "message.token",
             ),
             (
@@ -1007,6 +1160,20 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    #[test]
+    fn a_message_without_a_token_has_no_recipient_and_blames_no_token() {
+        let refused =
+            check_message(&json!({"message": {"android": {"priority": "high"}}})).unwrap_err();
+        assert_eq!(refused.field.as_deref(), Some("message"));
+        assert_eq!(refused.text, "Recipient of the message is not set.");
+        let FcmAnswer::Status { status, body, .. } = refused.answer() else {
+            panic!("not a status answer");
+        };
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status, 400);
+        assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
     }
 
     #[test]

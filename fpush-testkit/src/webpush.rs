@@ -1,9 +1,10 @@
 //! An in-process Web Push service (RFC 8030): HTTPS with the test CA, HTTP/2 and HTTP/1.1 (or
 //! HTTP/1.1 only), answering `POST` to any path with scripted statuses (201 by default) and
 //! recording every request it got, body and headers included. A message the real services
-//! refuse is refused first, whatever is scripted: no `TTL` (400), a payload over 4096
-//! bytes (413), a VAPID token that
-//! does not verify, names another origin or has expired (403).
+//! refuse is refused first, whatever is scripted: no `TTL` (400), an `Urgency` other than
+//! RFC 8030's four or a `Topic` over 32 base64url characters (400), a payload not encoded
+//! `aes128gcm` (415) or over 4096 bytes (413), a VAPID token that does not verify, names
+//! another origin or has expired (403). Every error answer carries a JSON body saying why.
 //!
 //! [`verify_vapid`] checks an `Authorization: vapid t=…, k=…` header the way a push service
 //! does (RFC 8292): the ES256 signature of the token under the key `k`.
@@ -133,14 +134,20 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn handle(state: &State, req: Request<Bytes>, conn: &Connection) -> Response<Bytes> {
-    let answer = match *req.method() {
+    let (answer, why) = match *req.method() {
         Method::POST => match check(req.headers(), req.body(), origin(state)) {
-            Err(status) => WebPushAnswer::status(status),
-            Ok(()) => lock(&state.answers)
-                .pop_front()
-                .unwrap_or(WebPushAnswer::status(201)),
+            Err(refusal) => (WebPushAnswer::status(refusal.status), Some(refusal.message)),
+            Ok(()) => (
+                lock(&state.answers)
+                    .pop_front()
+                    .unwrap_or(WebPushAnswer::status(201)),
+                None,
+            ),
         },
-        _ => WebPushAnswer::status(405),
+        _ => (
+            WebPushAnswer::status(405),
+            Some("A message is delivered by POST."),
+        ),
     };
     let (parts, body) = req.into_parts();
     lock(&state.received).push(WebPushReceived {
@@ -157,6 +164,12 @@ fn handle(state: &State, req: Request<Bytes>, conn: &Connection) -> Response<Byt
             .map(|alpn| String::from_utf8_lossy(alpn).into_owned()),
         status: answer.status,
     });
+    respond(&answer, why)
+}
+
+/// The answer as the services send it: 201 with the message's `Location`; an error with a JSON
+/// body saying why (Mozilla's `{"code", "error", "message"}`), which is what a sender logs.
+fn respond(answer: &WebPushAnswer, why: Option<&str>) -> Response<Bytes> {
     let mut response = Response::builder().status(answer.status);
     if answer.status == 201 {
         response = response.header("location", "https://localhost/m/1");
@@ -164,30 +177,99 @@ fn handle(state: &State, req: Request<Bytes>, conn: &Connection) -> Response<Byt
     if let Some(seconds) = answer.retry_after {
         response = response.header("retry-after", seconds.to_string());
     }
+    let body = if answer.status >= 400 {
+        response = response.header(http::header::CONTENT_TYPE, "application/json");
+        Bytes::from(error_body(answer.status, why))
+    } else {
+        Bytes::new()
+    };
     response
-        .body(Bytes::new())
+        .body(body)
         .unwrap_or_else(|_| Response::new(Bytes::new()))
+}
+
+/// `{"code", "error", "message"}`: the status, its name, and why (a scripted answer says what
+/// its status means).
+fn error_body(status: u16, why: Option<&str>) -> String {
+    let name = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|code| code.canonical_reason())
+        .unwrap_or("Error");
+    let message = why.unwrap_or(match status {
+        404 | 410 => "The subscription has expired or was removed.",
+        413 => "The payload is too large.",
+        429 => "Too many messages; retry later.",
+        500..=599 => "The push service failed; retry later.",
+        _ => "The push service refused the message.",
+    });
+    serde_json::json!({"code": status, "error": name, "message": message}).to_string()
+}
+
+/// Why the service refuses a message: the status, and a sentence for the error body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Refusal {
+    status: u16,
+    message: &'static str,
+}
+
+impl Refusal {
+    fn new(status: u16, message: &'static str) -> Self {
+        Self { status, message }
+    }
 }
 
 /// What a push service checks before it takes a message (RFC 8030, section 5); `Err` is the
 /// status it refuses with, before any scripted answer.
-fn check(headers: &HeaderMap, body: &[u8], origin: &str) -> Result<(), u16> {
+fn check(headers: &HeaderMap, body: &[u8], origin: &str) -> Result<(), Refusal> {
     // A message without a `TTL` (whole seconds) is refused: the service cannot tell how long
     // to keep it.
     let ttl = headers.get("ttl").and_then(|value| value.to_str().ok());
     if !ttl.is_some_and(|ttl| !ttl.is_empty() && ttl.bytes().all(|b| b.is_ascii_digit())) {
-        return Err(400);
+        return Err(Refusal::new(
+            400,
+            "A TTL header of whole seconds is required.",
+        ));
+    }
+    // RFC 8030, section 5.3: an urgency is one of four.
+    let urgency = headers.get("urgency").map(|value| value.as_bytes());
+    if urgency.is_some_and(|urgency| !URGENCIES.iter().any(|u| urgency.eq_ignore_ascii_case(u))) {
+        return Err(Refusal::new(
+            400,
+            "Urgency must be very-low, low, normal or high.",
+        ));
+    }
+    // RFC 8030, section 5.4: a topic is at most 32 characters of the base64url alphabet.
+    let topic = headers.get("topic").map(|value| value.as_bytes());
+    if topic.is_some_and(|topic| !is_topic(topic)) {
+        return Err(Refusal::new(
+            400,
+            "Topic must be 1 to 32 characters of the base64url alphabet.",
+        ));
+    }
+    // RFC 8291, section 4: a payload is encrypted as `aes128gcm`; the service cannot deliver
+    // any other encoding to a browser.
+    let encoding = headers.get(http::header::CONTENT_ENCODING);
+    if !body.is_empty()
+        && !encoding.is_some_and(|e| e.as_bytes().eq_ignore_ascii_case(b"aes128gcm"))
+    {
+        return Err(Refusal::new(
+            415,
+            "A payload must have Content-Encoding: aes128gcm.",
+        ));
     }
     // RFC 8030, section 7.2: a service must take 4096 bytes of payload and may refuse more;
     // the browser services do.
     if body.len() > MAX_PAYLOAD {
-        return Err(413);
+        return Err(Refusal::new(413, "The payload is over 4096 bytes."));
     }
     let authorization = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
     match authorization {
-        Some(vapid) if vapid.starts_with("vapid ") => check_vapid(vapid, origin, unix_now()),
+        Some(vapid) if vapid.starts_with("vapid ") => check_vapid(vapid, origin, unix_now())
+            .map_err(|status| {
+                Refusal::new(status, "The VAPID token is not valid for this service.")
+            }),
         _ => Ok(()),
     }
 }
@@ -203,6 +285,16 @@ fn check_vapid(authorization: &str, origin: &str, now: u64) -> Result<(), u16> {
     }
     Ok(())
 }
+
+fn is_topic(topic: &[u8]) -> bool {
+    (1..=32).contains(&topic.len())
+        && topic
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+}
+
+/// RFC 8030's `Urgency` values (section 5.3).
+const URGENCIES: [&[u8]; 4] = [b"very-low", b"low", b"normal", b"high"];
 
 /// RFC 8292, section 2: `exp` no more than 24 hours after the request.
 const VAPID_MAX_LIFETIME: u64 = 24 * 3600;
@@ -316,10 +408,14 @@ mod tests {
         let mut request = headers(&[]);
         let bad = vapid(claims("https://other.example", unix_now() + 3600));
         request.insert("authorization", bad.parse().unwrap());
-        assert_eq!(check(&request, b"", ORIGIN), Err(403));
+        assert_eq!(status(check(&request, b"", ORIGIN)), Err(403));
         let fresh = vapid(claims(ORIGIN, unix_now() + 3600));
         request.insert("authorization", fresh.parse().unwrap());
-        assert_eq!(check(&request, b"", ORIGIN), Ok(()));
+        assert_eq!(status(check(&request, b"", ORIGIN)), Ok(()));
+    }
+
+    fn status(checked: Result<(), Refusal>) -> Result<(), u16> {
+        checked.map_err(|refusal| refusal.status)
     }
 
     /// The headers of a message, with `extra` set on top of a good `TTL`.
@@ -334,14 +430,17 @@ mod tests {
 
     #[test]
     fn a_message_without_a_ttl_is_refused() {
-        assert_eq!(check(&headers(&[]), b"", ORIGIN), Ok(()));
-        assert_eq!(check(&headers(&[("ttl", "0")]), b"", ORIGIN), Ok(()));
+        assert_eq!(status(check(&headers(&[]), b"", ORIGIN)), Ok(()));
+        assert_eq!(
+            status(check(&headers(&[("ttl", "0")]), b"", ORIGIN)),
+            Ok(())
+        );
         let mut missing = headers(&[]);
         missing.remove("ttl");
-        assert_eq!(check(&missing, b"", ORIGIN), Err(400));
+        assert_eq!(status(check(&missing, b"", ORIGIN)), Err(400));
         for bad in ["", "4w", "-1", "1.5"] {
             assert_eq!(
-                check(&headers(&[("ttl", bad)]), b"", ORIGIN),
+                status(check(&headers(&[("ttl", bad)]), b"", ORIGIN)),
                 Err(400),
                 "{bad:?}"
             );
@@ -349,9 +448,76 @@ mod tests {
     }
 
     #[test]
+    fn a_body_must_be_encrypted_as_aes128gcm() {
+        let body = [0u8; 100];
+        let with = |encoding: &str| headers(&[("content-encoding", encoding)]);
+        assert_eq!(status(check(&with("aes128gcm"), &body, ORIGIN)), Ok(()));
+        for other in ["aesgcm", "gzip", "identity", "AES128GCM2", ""] {
+            assert_eq!(
+                status(check(&with(other), &body, ORIGIN)),
+                Err(415),
+                "{other:?}"
+            );
+        }
+        assert_eq!(status(check(&headers(&[]), &body, ORIGIN)), Err(415));
+        // A message without a body needs no encoding.
+        assert_eq!(status(check(&headers(&[]), b"", ORIGIN)), Ok(()));
+    }
+
+    #[test]
+    fn urgency_is_one_of_rfc_8030_s_four_values() {
+        // RFC 8030's ABNF names them, and ABNF strings are case-insensitive.
+        for good in ["very-low", "low", "normal", "high", "High"] {
+            let request = headers(&[("urgency", good)]);
+            assert_eq!(status(check(&request, b"", ORIGIN)), Ok(()), "{good}");
+        }
+        for bad in ["urgent", "very low", "very_low", "", "5"] {
+            let request = headers(&[("urgency", bad)]);
+            assert_eq!(status(check(&request, b"", ORIGIN)), Err(400), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_topic_is_at_most_32_characters_of_base64url() {
+        for good in ["a", "chat-room_7", &"A".repeat(32)] {
+            let request = headers(&[("topic", good)]);
+            assert_eq!(status(check(&request, b"", ORIGIN)), Ok(()), "{good}");
+        }
+        for bad in [&"A".repeat(33), "chat room", "a+b/c=", ""] {
+            let request = headers(&[("topic", bad)]);
+            assert_eq!(status(check(&request, b"", ORIGIN)), Err(400), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_error_answer_carries_a_body_that_says_why() {
+        let refused = check(&HeaderMap::new(), b"", ORIGIN).unwrap_err();
+        for (answer, why) in [
+            (WebPushAnswer::status(refused.status), Some(refused.message)),
+            (WebPushAnswer::status(410), None),
+            (WebPushAnswer::status(429), None),
+        ] {
+            let response = respond(&answer, why);
+            assert_eq!(response.status().as_u16(), answer.status);
+            assert_eq!(
+                response.headers()["content-type"],
+                "application/json",
+                "{answer:?}"
+            );
+            let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+            assert_eq!(body["code"], answer.status);
+            assert!(!body["error"].as_str().unwrap().is_empty(), "{body}");
+            assert!(!body["message"].as_str().unwrap().is_empty(), "{body}");
+        }
+        let created = respond(&WebPushAnswer::status(201), None);
+        assert!(created.body().is_empty());
+        assert!(created.headers().contains_key("location"));
+    }
+
+    #[test]
     fn a_payload_over_4096_bytes_is_refused_as_too_large() {
         let encoded = headers(&[("content-encoding", "aes128gcm")]);
-        assert_eq!(check(&encoded, &[0; 4096], ORIGIN), Ok(()));
-        assert_eq!(check(&encoded, &[0; 4097], ORIGIN), Err(413));
+        assert_eq!(status(check(&encoded, &[0; 4096], ORIGIN)), Ok(()));
+        assert_eq!(status(check(&encoded, &[0; 4097], ORIGIN)), Err(413));
     }
 }

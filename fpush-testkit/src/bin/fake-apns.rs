@@ -16,8 +16,9 @@
 //! With `--record FILE`, every request received is appended to `FILE` as one JSON line:
 //! `{"token":..,"status":..,"reason":..,"headers":{..},"body":{..}}` (`status` 0 = no answer).
 //!
-//! Answers follow Apple's checks (topic, push type, priority, provider token or client
-//! certificate, payload size), then the token-prefix convention shared with `fake-fcm`:
+//! Answers follow Apple's checks (device token: hex, 64 to 200 digits, else 400
+//! `BadDeviceToken`, unless it starts with a prefix below; `apns-id`; topic, push type,
+//! priority, provider token or client certificate, payload size), then the token-prefix convention shared with `fake-fcm`:
 //! `dead…` → 410 `Unregistered`; `baddevice…` → 400 `BadDeviceToken`; `unavailable…` → 503
 //! `ServiceUnavailable`; `throttled…` → 429 `TooManyRequests` with `Retry-After: 30`;
 //! `stall…` → never answers; `unavailable-once…` / `throttled-once…` → that answer for the

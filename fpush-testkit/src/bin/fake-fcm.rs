@@ -20,6 +20,7 @@
 //!
 //! Requests are checked as FCM does: a bearer token this server granted and not expired (else
 //! 401 `UNAUTHENTICATED`), the project of the service account (else 403 `PERMISSION_DENIED`),
+//! a JSON object (else 400 `INVALID_ARGUMENT` from Google's JSON reader, no `FcmError`),
 //! `message.token`, string `data` values, `android.priority == "high"` and a valid
 //! `android.ttl` (else 400 `INVALID_ARGUMENT` naming the field). Then the answer follows the
 //! token-prefix convention shared with `fake-apns`:

@@ -142,6 +142,30 @@ impl FcmAnswer {
         )
     }
 
+    /// 401 `UNAUTHENTICATED` for a request without an `Authorization` header, with the
+    /// `google.rpc.ErrorInfo` (`CREDENTIALS_MISSING`) Google's front end adds.
+    pub fn credentials_missing() -> Self {
+        google_error(
+            401,
+            "UNAUTHENTICATED",
+            "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+            None,
+            Some(auth_error_info("CREDENTIALS_MISSING")),
+        )
+    }
+
+    /// 401 `UNAUTHENTICATED` for an access token past its lifetime, with the
+    /// `google.rpc.ErrorInfo` (`ACCESS_TOKEN_EXPIRED`) Google's front end adds.
+    pub fn access_token_expired() -> Self {
+        google_error(
+            401,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+            None,
+            Some(auth_error_info("ACCESS_TOKEN_EXPIRED")),
+        )
+    }
+
     /// 401 `UNAUTHENTICATED` / `THIRD_PARTY_AUTH_ERROR`.
     pub fn third_party_auth_error() -> Self {
         google_error(
@@ -241,6 +265,20 @@ impl FcmAnswer {
             FcmAnswer::Accept | FcmAnswer::GoawayThenAccept => None,
         }
     }
+}
+
+/// The `google.rpc.ErrorInfo` Google's API front end puts in a 401: why the credentials were
+/// refused, and for which method.
+fn auth_error_info(reason: &str) -> Value {
+    json!({
+        "@type": ERROR_INFO_TYPE,
+        "reason": reason,
+        "domain": "googleapis.com",
+        "metadata": {
+            "service": "fcm.googleapis.com",
+            "method": "google.firebase.fcm.v1.FcmService.SendMessage",
+        }
+    })
 }
 
 fn with_retry_after(answer: FcmAnswer, seconds: u64) -> FcmAnswer {
