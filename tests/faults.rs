@@ -67,8 +67,9 @@ impl Apns {
 }
 
 fn token(name: &str) -> String {
-    // APNS tokens are hex; any [A-Za-z0-9._-] passes fpush's check. Unique per test and name.
-    format!("{name}-{:08x}", std::process::id())
+    // Readable (the test servers' `ok…` convention: delivered unless an answer is queued);
+    // unique per test and name.
+    format!("ok-{name}-{:08x}", std::process::id())
 }
 
 #[tokio::test]

@@ -109,7 +109,7 @@ async fn a_flapping_link_under_load_gets_one_provider_call_and_one_reply_per_pus
         let born = Instant::now();
         while born.elapsed() < life {
             for _ in 0..10 {
-                link.send(&push_iq(&format!("p{sent}"), &format!("tok{sent}"), None))
+                link.send(&push_iq(&format!("p{sent}"), &format!("ok{sent}"), None))
                     .await
                     .unwrap();
                 sent += 1;
@@ -140,7 +140,7 @@ async fn a_flapping_link_under_load_gets_one_provider_call_and_one_reply_per_pus
         *calls.entry(request.token).or_insert(0) += 1;
     }
     for n in 0..sent {
-        let (id, token) = (format!("p{n}"), format!("tok{n}"));
+        let (id, token) = (format!("p{n}"), format!("ok{n}"));
         let called = calls.get(&token).copied().unwrap_or(0);
         let replied = answered.get(&id).copied().unwrap_or(0);
         assert!(called <= 1, "{token} reached the provider {called} times");
@@ -186,7 +186,7 @@ async fn replies_cut_off_mid_write_are_not_sent_twice_on_the_next_stream() {
     let id = |n: usize| format!("p{n}-{}", "x".repeat(2000));
     let mut flood = String::with_capacity(PUSHES * 3200);
     for n in 0..PUSHES {
-        flood.push_str(&push_iq(&id(n), &format!("tok{n}"), None));
+        flood.push_str(&push_iq(&id(n), &format!("ok{n}"), None));
     }
     flood.push_str("</stream:stream>");
     link.send(&flood).await.unwrap();

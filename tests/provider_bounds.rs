@@ -63,7 +63,7 @@ async fn a_huge_apns_retry_after_is_answered_wait_and_pushes_go_on() {
     let reply = push_and_reply(&mut link, "t1", throttled).await;
     assert_error(&reply, "t1", "wait", "resource-constraint");
     assert_result(
-        &push_and_reply(&mut link, "t2", "fedcba9876543210").await,
+        &push_and_reply(&mut link, "t2", &"fedcba9876543210".repeat(4)).await,
         "t2",
     );
     fpush.assert_no_panic();

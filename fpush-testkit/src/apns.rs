@@ -2,7 +2,8 @@
 //! answering the way Apple answers.
 //!
 //! Every request to `POST /3/device/<token>` is checked in Apple's order: method and path, the
-//! device token (hex, 64 to 200 digits; a token of the prefix convention below passes too),
+//! device token (hex, 64 to 200 digits; a token of the prefix convention below, or `ok…`,
+//! passes too),
 //! no header given twice, `apns-id` (a canonical UUID when present), `apns-topic`,
 //! `apns-push-type` (a VoIP push for `<topic>.voip`, nothing else there), `apns-priority`, `apns-expiration`, `apns-collapse-id`, the provider token (ES256 signature
 //! with the test key, `kid`, `iss`, `iat` under an hour old) or the client certificate the TLS
@@ -143,7 +144,7 @@ impl ApnsAnswer {
 /// The shared token-prefix convention of the fake providers: `dead…` → 410 `Unregistered`,
 /// `baddevice…` → 400 `BadDeviceToken`, `unavailable…` → 503, `throttled…` → 429 with
 /// `Retry-After`, `stall…` → no answer, `unavailable-once…` / `throttled-once…` → that answer
-/// for the token's first request and 200 after. `None` means "deliver".
+/// for the token's first request and 200 after, `ok…` → 200. `None` means "deliver".
 pub fn answer_by_prefix(token: &str, earlier_requests: u64) -> Option<ApnsAnswer> {
     let unavailable = || ApnsAnswer::error(503, "ServiceUnavailable");
     let throttled = || ApnsAnswer::error(429, "TooManyRequests").with_retry_after(30);
@@ -166,6 +167,12 @@ pub fn answer_by_prefix(token: &str, earlier_requests: u64) -> Option<ApnsAnswer
     } else {
         None
     }
+}
+
+/// A token of the prefix convention: readable, so that a test can say what it wants answered;
+/// `ok…` asks for delivery. Any other token must look like Apple's.
+fn is_readable_token(token: &str) -> bool {
+    token.starts_with("ok") || answer_by_prefix(token, 0).is_some()
 }
 
 /// One request as the server saw it, and what it answered.
@@ -481,7 +488,7 @@ impl State {
         if r.token.is_empty() {
             return refuse(400, "MissingDeviceToken");
         }
-        if !is_device_token(&r.token) && answer_by_prefix(&r.token, 0).is_none() {
+        if !is_device_token(&r.token) && !is_readable_token(&r.token) {
             return refuse(400, "BadDeviceToken");
         }
         if has_repeated_header(&r.headers) {
@@ -744,6 +751,7 @@ mod tests {
             // The prefix convention scripts Apple's answers with readable tokens.
             "dead-token-1".to_string(),
             "throttled-once-1".to_string(),
+            "ok-delivered-1".to_string(),
         ] {
             assert_eq!(to(&good), None, "{good}");
         }

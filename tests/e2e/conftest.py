@@ -119,7 +119,7 @@ class Stack:
         """Returns once the server has handled everything the sender sent before: a message to
         a control user whose push is then observed (the server handles one sender's messages,
         and their pushes, in order)."""
-        user, token = self.registered_user_with_push("barrier", "apns", "apns")
+        user, token = self.registered_user_with_push("ok-barrier", "apns", "apns")
         self.send(user, "barrier")
         self.wiretap.wait_for_replies(token, 1)
 
