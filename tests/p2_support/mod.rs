@@ -97,12 +97,19 @@ pub struct MemoryStore {
     registrations: Mutex<Vec<Registration>>,
     next: AtomicU32,
     failing: AtomicBool,
+    failing_removals: AtomicBool,
 }
 
 impl MemoryStore {
     /// Every call fails (`Unavailable`) from now on, or works again.
     pub fn fail(&self, failing: bool) {
         self.failing.store(failing, Ordering::Relaxed);
+    }
+
+    /// Removing a registration fails (`Unavailable`) from now on, or works again; every other
+    /// call works.
+    pub fn fail_removals(&self, failing: bool) {
+        self.failing_removals.store(failing, Ordering::Relaxed);
     }
 
     fn check(&self) -> Result<(), StoreError> {
@@ -174,6 +181,9 @@ impl RegistrationStore for MemoryStore {
 
     async fn remove(&self, domain: &str, node: &str, token: &str) -> Result<bool, StoreError> {
         self.check()?;
+        if self.failing_removals.load(Ordering::Relaxed) {
+            return Err(StoreError::Unavailable("down".into()));
+        }
         let mut all = self.registrations.lock().unwrap();
         let before = all.len();
         all.retain(|r| !(r.domain == domain && r.node == node && r.token == token));
