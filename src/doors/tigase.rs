@@ -143,18 +143,24 @@ pub(crate) fn target_key(token: &str, account: &str) -> String {
     format!("{token}\0{account}")
 }
 
-/// The key a registration's answer is learnt under when the platform sent the push to another
-/// token than planned: a call meant for the VoIP token that went to the device token as an
-/// alert (no PushKit credentials, or details too large for PushKit) is answered for the device
-/// token, so a dead device token is remembered as such, never as a dead VoIP token that was
-/// not even tried. `None` when the push went where planned (every push but such calls).
+/// The key an answer is learnt under when the platform sent the push to another token than
+/// planned: a call meant for the VoIP token that went to the device token as an alert (no
+/// PushKit credentials, or details too large for PushKit) is answered for the device token, so
+/// a dead device token is remembered as such, never as a dead VoIP token that was not even
+/// tried. That is a registration's key for the device token, or, for a push2 call (keyed by
+/// its token alone), the device token. `None` when the push went where planned (every push but
+/// such calls).
 pub fn key_sent_to(target: &Target, to: SentTo) -> Option<String> {
     let sent = &target.notification;
     let redirected = to == SentTo::Token && sent.planned() == SentTo::SecondToken;
-    if !redirected || target.registration().is_none() {
+    if !redirected {
         return None;
     }
-    Some(target_key(&sent.token, sent.account.as_deref()?))
+    match (&target.key, target.registration()) {
+        (TargetKey::SecondToken, _) => Some(sent.token.clone()),
+        (_, Some(_)) => Some(target_key(&sent.token, sent.account.as_deref()?)),
+        (_, None) => None,
+    }
 }
 
 /// Whether a push may name a registration of this door: it carries Tigase's elements, or its

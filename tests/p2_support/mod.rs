@@ -26,9 +26,18 @@ pub struct RecordingProvider {
     asked: Mutex<Vec<String>>,
     script: Mutex<HashMap<String, VecDeque<Result<Delivered, PushError>>>>,
     calls_as_alerts: AtomicBool,
+    relay_name: Option<String>,
 }
 
 impl RecordingProvider {
+    /// A provider a push2 message can address as `name` (`apns:production:<topic>`).
+    pub fn relaying(name: &str) -> Self {
+        RecordingProvider {
+            relay_name: Some(name.to_owned()),
+            ..RecordingProvider::default()
+        }
+    }
+
     pub fn answer(&self, token: &str, answer: Result<Delivered, PushError>) {
         let mut script = self.script.lock().unwrap();
         script
@@ -88,6 +97,10 @@ impl PushTrait for RecordingProvider {
     ) -> (Result<Delivered, PushError>, SentTo) {
         let to = self.route(notification);
         (self.deliver(notification, to), to)
+    }
+
+    fn relay_name(&self) -> Option<&str> {
+        self.relay_name.as_deref()
     }
 }
 
