@@ -70,6 +70,9 @@ pub enum TargetKey {
     Token,
     /// A key of the door's own (e.g. a registration's token and account together).
     Composite(String),
+    /// The second (VoIP) token alone: a call goes to it (push2's, which names its tokens in
+    /// every push).
+    SecondToken,
 }
 
 impl Target {
@@ -171,6 +174,10 @@ impl Target {
         match &self.key {
             TargetKey::Token => &self.notification.token,
             TargetKey::Composite(key) => key,
+            TargetKey::SecondToken => match &self.notification.voip_token {
+                Some(voip) => voip,
+                None => &self.notification.token,
+            },
         }
     }
 }

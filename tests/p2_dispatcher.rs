@@ -393,6 +393,20 @@ async fn malformed_and_unknown_commands_get_their_errors() {
 }
 
 #[tokio::test]
+async fn a_register_from_a_jid_longer_than_any_jid_is_refused_before_the_store() {
+    let mut h = Harness::new(false);
+    // RFC 7622 allows 3071 bytes in all; a sender's bare JID is stored with its registration.
+    let long = format!("{}@{DOMAIN}/phone", "j".repeat(3100));
+    let reply = h.register_command(&long, TOKEN).await;
+    assert_eq!(error_of(&reply), ("modify", "bad-request"));
+    assert!(h.store.all().is_empty());
+    // The longest JID still registers.
+    let longest = format!("{}@{DOMAIN}/phone", "j".repeat(3070 - DOMAIN.len()));
+    h.register(&longest, TOKEN).await;
+    assert_eq!(h.store.all().len(), 1);
+}
+
+#[tokio::test]
 async fn unregister_completes_and_the_node_is_gone() {
     let mut h = Harness::new(false);
     let (node, secret) = h.register(JULIET, TOKEN).await;

@@ -336,6 +336,7 @@ async fn a_voip_push_goes_to_the_second_token_at_once_every_time() {
         assert_eq!(push.priority, Some(Priority::High));
         assert_eq!(push.encrypted.map(|e| e.data).as_deref(), Some("Y2FsbA=="));
     }
+    assert_eq!(h.provider.asked(), [VOIP; 3]);
 }
 
 #[tokio::test]
@@ -351,6 +352,25 @@ async fn a_voip_push_without_second_token_is_an_alert_to_the_device_token() {
     assert_eq!(push.voip_token, None);
     assert_eq!(push.token, TOKEN);
     assert_eq!(push.priority, Some(Priority::High));
+    assert_eq!(h.provider.asked(), [TOKEN]);
+}
+
+#[tokio::test]
+async fn a_call_sent_as_an_alert_is_answered_for_the_device_token() {
+    let mut h = Harness::new();
+    let node = h.register(JULIET, Some(VOIP)).await;
+    // As the APNS module without a PushKit certificate: the call goes to the device token.
+    h.provider.send_calls_as_alerts(true);
+    h.provider.answer(
+        TOKEN,
+        Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
+    );
+    let call = encrypted("Y2FsbA==", "iv='aXYx' type='voip'");
+    let reply = h.push(&node, &call).await;
+    // The device token is dead: the registration goes, its untried PushKit token with it.
+    assert_eq!(error_of(&reply), ("cancel", "item-not-found"));
+    assert!(h.store.all().is_empty());
+    assert_eq!(h.provider.asked(), [TOKEN]);
 }
 
 #[tokio::test]
@@ -394,6 +414,34 @@ async fn a_dead_device_token_deletes_the_registration_and_is_item_not_found() {
 }
 
 #[tokio::test]
+async fn a_call_to_a_registration_whose_device_token_is_known_dead_is_not_sent() {
+    let mut h = Harness::new();
+    let node = h.register(JULIET, Some(VOIP)).await;
+    // As the APNS module without a PushKit certificate: calls go to the device token.
+    h.provider.send_calls_as_alerts(true);
+    h.provider.answer(
+        TOKEN,
+        Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
+    );
+    // The device token dies while the store cannot remove the registration.
+    h.store.fail_removals(true);
+    let reply = h.push(&node, &summary("1", "r@m", "Hi")).await;
+    assert_eq!(error_of(&reply), ("cancel", "item-not-found"));
+    assert_eq!(h.store.all().len(), 1);
+    // A call is answered from the dead-token memory, as a message push would be.
+    let call = encrypted("Y2FsbA==", "iv='aXYx' type='voip'");
+    let reply = h.push(&node, &call).await;
+    assert_eq!(error_of(&reply), ("cancel", "item-not-found"));
+    assert_eq!(h.provider.asked(), [TOKEN]);
+    // Once the store works again, the next call removes the registration, still unsent.
+    h.store.fail_removals(false);
+    let reply = h.push(&node, &call).await;
+    assert_eq!(error_of(&reply), ("cancel", "item-not-found"));
+    assert!(h.store.all().is_empty());
+    assert_eq!(h.provider.asked(), [TOKEN]);
+}
+
+#[tokio::test]
 async fn a_dead_voip_token_clears_only_the_second_token() {
     let mut h = Harness::new();
     let node = h.register(JULIET, Some(VOIP)).await;
@@ -413,6 +461,7 @@ async fn a_dead_voip_token_clears_only_the_second_token() {
     assert_eq!(reply.kind(), Some("result"), "{}", reply.raw);
     let last = h.provider.sent().pop().unwrap();
     assert_eq!((last.kind, last.voip_token), (Some(PushKind::Alert), None));
+    assert_eq!(h.provider.asked(), [VOIP, TOKEN]);
 }
 
 #[tokio::test]

@@ -6,6 +6,8 @@
 //! module of that topic; any other `https://` URL is a Web Push endpoint, served by the built-in
 //! Web Push module when `push2` is configured.
 
+use std::fmt::Write;
+
 use fpush_traits::{EncryptedPayload, PushKind, PushNotification};
 
 use super::{Limiter, Refusal, Target, TargetKey};
@@ -105,7 +107,11 @@ fn apns_push(
         .ok()
         .filter(|relay| relay.ratelimit_enabled())
         .cloned();
-    let key = TargetKey::Composite(push.client);
+    // The token the push goes to: the rest of the client picks the module or nothing at all.
+    let key = match voip {
+        true => TargetKey::SecondToken,
+        false => TargetKey::Token,
+    };
     Ok(Target::new(module.clone(), notification, key)
         .answered_by_message()
         .limited_by(Limiter::Relay(relay)))
@@ -166,8 +172,40 @@ fn web_push(modules: &ModuleSet, push: Push2Request) -> Result<Target, Refusal> 
         }),
         ..PushNotification::default()
     };
-    let key = TargetKey::Composite(push.client);
+    let key = TargetKey::Composite(endpoint_key(&push.client));
     Ok(Target::new(module.clone(), notification, key).answered_by_message())
+}
+
+/// The ratelimit and dead-endpoint key of a Web Push endpoint: the endpoint as it is requested,
+/// spelled one way. The host is compared without case, `:443` is https's own port and a
+/// fragment never leaves the relay, so spellings that differ only there reach the same
+/// subscription and share its key (its dead-endpoint memory, its ratelimit); the path and the
+/// query are kept exactly, as the push service tells subscriptions apart by them. Read as the
+/// Web Push module reads it (its origin fence); an endpoint it cannot read keeps its spelling
+/// (it is refused without a request).
+fn endpoint_key(client: &str) -> String {
+    let Ok(uri) = client.parse::<hyper::Uri>() else {
+        return client.to_owned();
+    };
+    let Some(authority) = uri.authority().filter(|a| !a.as_str().contains('@')) else {
+        return client.to_owned();
+    };
+    let mut key = String::with_capacity(client.len());
+    key.push_str("https://");
+    key.push_str(&authority.host().to_ascii_lowercase());
+    match authority.port_u16().unwrap_or(443) {
+        443 => {}
+        port => {
+            // Writing to a String cannot fail.
+            let _ = write!(key, ":{port}");
+        }
+    }
+    key.push_str(uri.path());
+    if let Some(query) = uri.query() {
+        key.push('?');
+        key.push_str(query);
+    }
+    key
 }
 
 fn bad_client(text: &'static str) -> Refusal {

@@ -15,13 +15,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use fpush_traits::SentTo;
+use fpush_traits::{PushKind, PushNotification, SentTo};
 
 use super::p2::{find_registration, Registered};
 use super::{Refusal, Target, TargetKey};
 use crate::config::RegistrationProtocol;
-use crate::modules::ModuleSet;
+use crate::modules::{Admitting, Module, ModuleSet};
 use crate::outcome::Outcome;
+use crate::ratelimit::Admission;
 use crate::request::PushRequest;
 use crate::store::{touch_due, RegistrationStore};
 
@@ -86,27 +87,52 @@ impl TigaseDoor {
             return Resolved::Refused(Refusal::unserved(modules, PROTOCOL, provider, &what));
         };
         let built = payload::notification(module, &registration, push);
-        let notification = &built.notification;
-        let to = notification
-            .voip_token
-            .as_ref()
-            .unwrap_or(&notification.token);
-        let key = target_key(to, &registration.account);
+        let (notification, key) = keyed(module, built.notification, &registration.account);
         let stale = touch_due(registration.last_used, SystemTime::now());
         let (domain, node) = (&registration.domain, registration.node);
         let registered = Registered::new(self.store.clone(), domain, node, stale);
-        let mut target = Target::new(
-            module.clone(),
-            built.notification,
-            TargetKey::Composite(key),
-        )
-        .bounded()
-        .registered(registered);
+        let mut target = Target::new(module.clone(), notification, TargetKey::Composite(key))
+            .bounded()
+            .registered(registered);
         if built.urgent {
             target = target.urgent();
         }
         Resolved::Target(Box::new(target))
     }
+}
+
+/// A registration's push and its key: that of the token it goes to (the VoIP token for a call
+/// over PushKit, the device token otherwise). A call whose device token is known dead is made a
+/// push to the device token, answered as known dead without asking the provider: the platform
+/// may send a call there as an alert whatever the door planned (no PushKit credentials, details
+/// too large for PushKit), and a dead device token ends the registration, VoIP token and all.
+/// Only a call costs a second key and look-up.
+fn keyed(
+    module: &Module,
+    mut notification: PushNotification,
+    account: &str,
+) -> (PushNotification, String) {
+    let device = target_key(&notification.token, account);
+    let voip = match (notification.planned(), &notification.voip_token) {
+        (SentTo::SecondToken, Some(voip)) => voip,
+        _ => return (notification, device),
+    };
+    if known_dead(module, &device) {
+        notification.voip_token = None;
+        notification.kind = Some(PushKind::Alert);
+        return (notification, device);
+    }
+    let key = target_key(voip, account);
+    (notification, key)
+}
+
+/// Whether `module`'s dead-token memory holds `key`, asked as an urgent push asks it (no
+/// ratelimit, this instance's memory).
+fn known_dead(module: &Module, key: &str) -> bool {
+    matches!(
+        module.admit_limited_by(key, None),
+        Admitting::Now(Admission::KnownDead)
+    )
 }
 
 /// The ratelimit and dead-token key of a registration's push to `token` (its device token, or
@@ -117,18 +143,24 @@ pub(crate) fn target_key(token: &str, account: &str) -> String {
     format!("{token}\0{account}")
 }
 
-/// The key a registration's answer is learnt under when the platform sent the push to another
-/// token than planned: a call meant for the VoIP token that went to the device token as an
-/// alert (no PushKit credentials, or details too large for PushKit) is answered for the device
-/// token, so a dead device token is remembered as such, never as a dead VoIP token that was
-/// not even tried. `None` when the push went where planned (every push but such calls).
+/// The key an answer is learnt under when the platform sent the push to another token than
+/// planned: a call meant for the VoIP token that went to the device token as an alert (no
+/// PushKit credentials, or details too large for PushKit) is answered for the device token, so
+/// a dead device token is remembered as such, never as a dead VoIP token that was not even
+/// tried. That is a registration's key for the device token, or, for a push2 call (keyed by
+/// its token alone), the device token. `None` when the push went where planned (every push but
+/// such calls).
 pub fn key_sent_to(target: &Target, to: SentTo) -> Option<String> {
     let sent = &target.notification;
     let redirected = to == SentTo::Token && sent.planned() == SentTo::SecondToken;
-    if !redirected || target.registration().is_none() {
+    if !redirected {
         return None;
     }
-    Some(target_key(&sent.token, sent.account.as_deref()?))
+    match (&target.key, target.registration()) {
+        (TargetKey::SecondToken, _) => Some(sent.token.clone()),
+        (_, Some(_)) => Some(target_key(&sent.token, sent.account.as_deref()?)),
+        (_, None) => None,
+    }
 }
 
 /// Whether a push may name a registration of this door: it carries Tigase's elements, or its

@@ -13,17 +13,31 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use fpush::store::{Credentials, Registration, RegistrationKey, RegistrationStore, StoreError};
-use fpush_traits::{async_trait, Delivered, PushError, PushKind, PushNotification, PushTrait};
+use fpush_traits::{async_trait, Delivered, PushError, PushNotification, PushTrait, SentTo};
 
-/// Records every notification; answers per token (the VoIP token for a call) as scripted,
-/// delivered by default.
+/// Records every notification and the token it went to; answers per token as scripted,
+/// delivered by default. A call (a VoIP push with a second token) goes to the VoIP token, or,
+/// once [`RecordingProvider::send_calls_as_alerts`] is set, to the device token, as the APNS
+/// module sends it without PushKit credentials; either way it says where it went
+/// ([`PushTrait::send_attributed`]), as the APNS module does.
 #[derive(Default)]
 pub struct RecordingProvider {
     sent: Mutex<Vec<PushNotification>>,
+    asked: Mutex<Vec<String>>,
     script: Mutex<HashMap<String, VecDeque<Result<Delivered, PushError>>>>,
+    calls_as_alerts: AtomicBool,
+    relay_name: Option<String>,
 }
 
 impl RecordingProvider {
+    /// A provider a push2 message can address as `name` (`apns:production:<topic>`).
+    pub fn relaying(name: &str) -> Self {
+        RecordingProvider {
+            relay_name: Some(name.to_owned()),
+            ..RecordingProvider::default()
+        }
+    }
+
     pub fn answer(&self, token: &str, answer: Result<Delivered, PushError>) {
         let mut script = self.script.lock().unwrap();
         script
@@ -35,21 +49,58 @@ impl RecordingProvider {
     pub fn sent(&self) -> Vec<PushNotification> {
         self.sent.lock().unwrap().clone()
     }
+
+    /// The token each push went to, in order.
+    pub fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+
+    /// Calls go to the device token as alerts from now on (or over PushKit again).
+    pub fn send_calls_as_alerts(&self, as_alerts: bool) {
+        self.calls_as_alerts.store(as_alerts, Ordering::Relaxed);
+    }
+
+    /// Which token `notification` goes to.
+    fn route(&self, notification: &PushNotification) -> SentTo {
+        match notification.planned() {
+            SentTo::SecondToken if !self.calls_as_alerts.load(Ordering::Relaxed) => {
+                SentTo::SecondToken
+            }
+            _ => SentTo::Token,
+        }
+    }
+
+    fn deliver(&self, notification: &PushNotification, to: SentTo) -> Result<Delivered, PushError> {
+        self.sent.lock().unwrap().push(notification.clone());
+        let token = match (to, &notification.voip_token) {
+            (SentTo::SecondToken, Some(voip)) => voip,
+            _ => &notification.token,
+        };
+        self.asked.lock().unwrap().push(token.clone());
+        let mut script = self.script.lock().unwrap();
+        script
+            .get_mut(token)
+            .and_then(VecDeque::pop_front)
+            .unwrap_or(Ok(Delivered::default()))
+    }
 }
 
 #[async_trait]
 impl PushTrait for RecordingProvider {
     async fn send(&self, notification: &PushNotification) -> Result<Delivered, PushError> {
-        self.sent.lock().unwrap().push(notification.clone());
-        let to = match (notification.kind, &notification.voip_token) {
-            (Some(PushKind::Voip), Some(voip)) => voip,
-            _ => &notification.token,
-        };
-        let mut script = self.script.lock().unwrap();
-        script
-            .get_mut(to)
-            .and_then(VecDeque::pop_front)
-            .unwrap_or(Ok(Delivered::default()))
+        self.deliver(notification, self.route(notification))
+    }
+
+    async fn send_attributed(
+        &self,
+        notification: &PushNotification,
+    ) -> (Result<Delivered, PushError>, SentTo) {
+        let to = self.route(notification);
+        (self.deliver(notification, to), to)
+    }
+
+    fn relay_name(&self) -> Option<&str> {
+        self.relay_name.as_deref()
     }
 }
 
@@ -59,12 +110,19 @@ pub struct MemoryStore {
     registrations: Mutex<Vec<Registration>>,
     next: AtomicU32,
     failing: AtomicBool,
+    failing_removals: AtomicBool,
 }
 
 impl MemoryStore {
     /// Every call fails (`Unavailable`) from now on, or works again.
     pub fn fail(&self, failing: bool) {
         self.failing.store(failing, Ordering::Relaxed);
+    }
+
+    /// Removing a registration fails (`Unavailable`) from now on, or works again; every other
+    /// call works.
+    pub fn fail_removals(&self, failing: bool) {
+        self.failing_removals.store(failing, Ordering::Relaxed);
     }
 
     fn check(&self) -> Result<(), StoreError> {
@@ -136,6 +194,9 @@ impl RegistrationStore for MemoryStore {
 
     async fn remove(&self, domain: &str, node: &str, token: &str) -> Result<bool, StoreError> {
         self.check()?;
+        if self.failing_removals.load(Ordering::Relaxed) {
+            return Err(StoreError::Unavailable("down".into()));
+        }
         let mut all = self.registrations.lock().unwrap();
         let before = all.len();
         all.retain(|r| !(r.domain == domain && r.node == node && r.token == token));

@@ -250,6 +250,10 @@ impl P2Door {
         }
         let device_id = device_id(command)?;
         let sender = bare(from);
+        // The account is stored with the registration: bounded as the tigase door bounds it.
+        if sender.len() > MAX_JID_BYTES {
+            return Err(CommandRefusal::bad_request("The JID is too long."));
+        }
         let (account, channel) = match room(command)? {
             Some(room) => (rooms_of(sender), device_hash(room, device_id)),
             None => (sender.to_owned(), String::new()),
