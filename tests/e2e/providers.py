@@ -3,7 +3,8 @@ HTTP/2 over TLS with a test CA, answering by token prefix, recording every reque
 
 Token prefixes (the fakes' contract): `dead…` unregistered, `baddevice…` bad token,
 `unavailable…` 503, `throttled…` 429, `stall…` no answer, `unavailable-once…` / `throttled-once…`
-that error first and then answer 200, anything else 200.
+that error first and then answer 200, `ok…` 200; any other token to fake-apns must look like
+Apple's (64 to 200 hex digits), else it is refused as Apple refuses it (400 BadDeviceToken).
 """
 
 from __future__ import annotations
