@@ -557,6 +557,44 @@ async fn two_dispatchers_on_one_redis_send_one_push_now_one_after_the_window_and
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_queued_at_shutdown_gives_its_queued_send_back_to_the_other_instances() {
+    let redis = RedisServer::start();
+    let window = Duration::from_secs(30);
+    let (leaving, mut leaving_replies, _) = dispatcher_on_redis(&redis.url(), window);
+    push(&leaving, "p1", TOKEN);
+    assert_eq!(
+        next_reply(&mut leaving_replies).await.attr("type"),
+        Some("result")
+    );
+    push(&leaving, "p2", TOKEN);
+    while leaving.queued() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    leaving.shutdown(Duration::from_secs(1)).await;
+    let answered = next_reply(&mut leaving_replies).await;
+    assert_eq!(
+        (answered.attr("id"), answered.error_type.as_deref()),
+        (Some("p2"), Some("wait"))
+    );
+    assert!(fpush::ratelimit::finish_take_backs(Duration::from_secs(10)).await);
+
+    // The send p2 held is free again: the staying instance queues the token's next push for
+    // the window's end instead of refusing it as already queued.
+    let (staying, mut staying_replies, _) = dispatcher_on_redis(&redis.url(), window);
+    push(&staying, "p3", TOKEN);
+    let queued = async {
+        while staying.queued() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        _ = queued => {}
+        refused = next_reply(&mut staying_replies) => panic!("not queued: {refused:?}"),
+    }
+    staying.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_one_dispatcher_found_dead_is_answered_dead_by_the_other() {
     let redis = RedisServer::start();
     let window = Duration::from_secs(60);

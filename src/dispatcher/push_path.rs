@@ -174,7 +174,9 @@ impl PushPath {
 
     /// A queued push waits until `at`, then takes a slot again. At shutdown, when its module is
     /// removed, when the provider throttled its token meanwhile and the pause is not over, or
-    /// when no slot is free, it is answered `wait` instead (`None`).
+    /// when no slot is free, it is answered `wait` instead (`None`). A push leaving before `at`
+    /// gives its queued send back: on a shared Redis every instance would otherwise refuse the
+    /// token as already queued until `at`, and none would send then.
     async fn wait_for_turn(
         &self,
         iq: &IqHeader,
@@ -186,6 +188,9 @@ impl PushPath {
             _ = self.stop_queued.cancelled() => Some(Outcome::shutdown),
             _ = target.module.retired() => Some(Outcome::retired),
         };
+        if removed.is_some() {
+            target.unqueue(at);
+        }
         // Sending during the provider's pause would only be throttled again, and may extend it.
         let removed = removed.or_else(|| {
             let held = target.module.is_held(target.key());
