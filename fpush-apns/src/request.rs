@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fpush_traits::{Priority, PushError, PushKind, PushNotification};
-use http::header::{HeaderName, AUTHORIZATION, CONTENT_TYPE};
+use http::header::{HeaderName, AUTHORIZATION};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Uri};
 
@@ -98,7 +98,8 @@ impl RequestTemplate {
             HeaderValue::from_static(cfg.push_type.header_value()),
         );
         headers.insert(APNS_PRIORITY, HeaderValue::from(u16::from(priority(cfg)?)));
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        // No `content-type`: Apple reads every body as JSON and lists no such request header,
+        // so it would only cost HPACK work on every push.
         if let Some(id) = &cfg.collapse_id {
             if id.len() > MAX_COLLAPSE_ID {
                 return Err(format!("collapseId is over {MAX_COLLAPSE_ID} bytes"));

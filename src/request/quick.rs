@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 
-use memchr::memchr2;
+use memchr::{memchr2, memchr3};
 use quick_xml::encoding::Decoder;
 use quick_xml::events::{BytesStart, BytesText};
 
@@ -46,6 +46,7 @@ pub(super) fn read_pubsub(
         depth: 0,
         max_open: max_open.min(MAX_DEPTH),
         pos: 0,
+        line_ends: None,
     };
     let mut walk = PubsubWalk::default();
     loop {
@@ -74,6 +75,9 @@ struct Cursor<'i> {
     max_open: usize,
     /// Next byte to look at.
     pos: usize,
+    /// Whether the input holds a byte that may start a line end quick-xml normalises (see
+    /// [`may_hold_line_ends`]); found out at the first text, once for the whole input.
+    line_ends: Option<bool>,
 }
 
 impl<'i> Cursor<'i> {
@@ -91,9 +95,12 @@ impl<'i> Cursor<'i> {
         }
         if at > pos && walk.collecting() {
             let text = self.text.get(pos..at)?;
-            // What quick-xml would change: line ends (`\r`, U+0085, U+2028) made `\n`.
-            let plain = !text.bytes().any(|b| matches!(b, b'\r' | 0xC2 | 0xE2));
-            let piece = if plain {
+            // One vector search over the whole input beats a byte loop over every piece; only
+            // an input that holds such a byte has its pieces looked at one by one.
+            let line_ends = *self
+                .line_ends
+                .get_or_insert_with(|| may_hold_line_ends(input));
+            let piece = if !line_ends || !may_hold_line_ends(text.as_bytes()) {
                 Cow::Borrowed(text)
             } else {
                 BytesText::from_escaped(text).xml_content().ok()?
@@ -170,6 +177,12 @@ impl<'i> Cursor<'i> {
         self.pos = close + 1;
         Some(())
     }
+}
+
+/// Whether `text` holds a byte that may begin what quick-xml would change in text: a line end
+/// (`\r`, U+0085, U+2028) made `\n`.
+fn may_hold_line_ends(text: &[u8]) -> bool {
+    memchr3(b'\r', 0xC2, 0xE2, text).is_some()
 }
 
 #[cfg(test)]
