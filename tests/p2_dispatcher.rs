@@ -12,7 +12,6 @@ use fpush::access::AccessSettings;
 use fpush::doors::p2::{device_hash, P2Door, PROTOCOL};
 use fpush::modules::{ModuleSet, Registering};
 use fpush_testkit::xmpp::Stanza;
-use fpush_traits::{DeadTokenReason, PushError};
 use p2_support::dispatcher::{error_of, module, Harness, JID};
 use p2_support::forms::form_value;
 use p2_support::RecordingProvider;
@@ -248,10 +247,7 @@ async fn a_failing_store_answers_wait_never_item_not_found() {
 async fn a_dead_token_removes_the_registration_and_registering_again_revives_it() {
     let mut h = Harness::new(false);
     let (node, secret) = h.register(JULIET, TOKEN).await;
-    h.provider.answer(
-        TOKEN,
-        Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
-    );
+    h.provider.unregister(TOKEN);
     let dead = h.push(DOMAIN, &node, &secret).await;
     assert_eq!(error_of(&dead), ("cancel", "item-not-found"));
     assert!(h.store.all().is_empty(), "the registration is removed");
@@ -275,10 +271,7 @@ async fn a_registration_answered_from_dead_token_memory_is_removed_too() {
     let fields = [("token", TOKEN), ("device-id", "another-device")];
     let reply = h.command(JULIET, "register-push-fcm", &fields).await;
     let (second, second_secret) = (form_value(&reply, "node"), form_value(&reply, "secret"));
-    h.provider.answer(
-        TOKEN,
-        Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
-    );
+    h.provider.unregister(TOKEN);
     let dead = h.push(DOMAIN, &first, &first_secret).await;
     assert_eq!(error_of(&dead), ("cancel", "item-not-found"));
     let known = h.push(DOMAIN, &second, &second_secret).await;
@@ -307,10 +300,7 @@ async fn a_queued_push_to_a_token_replaced_meanwhile_leaves_the_registration_in_
         h.register(JULIET, NEW).await,
         (node.clone(), secret.clone())
     );
-    h.provider.answer(
-        TOKEN,
-        Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
-    );
+    h.provider.unregister(TOKEN);
     let window = std::time::Duration::from_secs(60);
     let reply = h.reply(window).await.expect("a reply");
     assert_eq!(reply.attr("id"), Some(queued.as_str()), "{}", reply.raw);

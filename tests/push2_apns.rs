@@ -77,6 +77,16 @@ impl Apple {
         self.link.send(&message).await.unwrap();
     }
 
+    /// Asserts the next stanza answers `id` as not acceptable and nothing reached Apple.
+    async fn assert_refused_unsent(&mut self, id: &str) {
+        let reply = self.link.next_stanza(WAIT).await.unwrap();
+        assert_eq!(reply.attr("id"), Some(id), "{}", reply.raw);
+        assert_eq!(reply.error_type.as_deref(), Some("modify"), "{}", reply.raw);
+        let condition = reply.error_condition.as_deref();
+        assert_eq!(condition, Some("not-acceptable"), "{}", reply.raw);
+        assert!(self.apns.server.received().is_empty());
+    }
+
     async fn wait_for_requests(&self, count: usize) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
@@ -259,16 +269,7 @@ async fn a_payload_apns_cannot_carry_is_refused_too_large_and_not_sent() {
         "<encrypted xmlns='urn:xmpp:sce:rfc8291:0'><payload>{payload}</payload></encrypted>"
     );
     apple.send("big", &client, &inner).await;
-    let reply = apple.link.next_stanza(WAIT).await.unwrap();
-    assert_eq!(reply.attr("id"), Some("big"), "{}", reply.raw);
-    assert_eq!(reply.error_type.as_deref(), Some("modify"), "{}", reply.raw);
-    assert_eq!(
-        reply.error_condition.as_deref(),
-        Some("not-acceptable"),
-        "{}",
-        reply.raw
-    );
-    assert!(apple.apns.server.received().is_empty());
+    apple.assert_refused_unsent("big").await;
 }
 
 /// A call whose encrypted payload is over an alert's 4 KB and within PushKit's 5 KB.
@@ -300,14 +301,5 @@ async fn a_call_a_module_must_send_as_an_alert_is_refused_when_it_cannot_fit_one
     let mut apple = Apple::start_without_pushkit().await;
     let client = format!("https://api.push.apple.com/3/device/{DEVICE}#{TOPIC}&amp;{VOIP}");
     apple.send("c2", &client, &large_call()).await;
-    let reply = apple.link.next_stanza(WAIT).await.unwrap();
-    assert_eq!(reply.attr("id"), Some("c2"), "{}", reply.raw);
-    assert_eq!(reply.error_type.as_deref(), Some("modify"), "{}", reply.raw);
-    assert_eq!(
-        reply.error_condition.as_deref(),
-        Some("not-acceptable"),
-        "{}",
-        reply.raw
-    );
-    assert!(apple.apns.server.received().is_empty());
+    apple.assert_refused_unsent("c2").await;
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use fpush::config::WEB_PUSH_MODULE;
 use fpush::modules::ModuleSet;
-use fpush_traits::{DeadTokenReason, PushError};
 use p2_support::dispatcher::{error_of, module, Harness, JID};
 use p2_support::RecordingProvider;
 
@@ -51,22 +50,33 @@ fn message(id: &str, client: &str, inner: &str) -> String {
     )
 }
 
+/// Sends a push2 message for `client` and asserts the answer says its target is gone.
+async fn assert_gone(h: &mut Harness, client: &str, inner: &str) {
+    let reply = h.ask(|id| message(id, client, inner)).await;
+    assert_eq!(error_of(&reply), ("cancel", "item-not-found"), "{client}");
+}
+
+/// The `client` of an app that takes alerts at [`DEVICE`].
+fn alert_client() -> String {
+    format!("https://api.push.apple.com/3/device/{DEVICE}#{TOPIC}")
+}
+
+/// The `client` of an app that takes alerts at [`DEVICE`] and calls at [`VOIP`].
+fn call_client() -> String {
+    format!("https://api.push.apple.com/3/device/{DEVICE}#{TOPIC}&amp;{VOIP}")
+}
+
 #[tokio::test]
 async fn a_dead_endpoint_is_dead_under_every_spelling_that_reaches_it() {
     let (mut h, _) = harness(false);
-    h.provider.answer(
-        ENDPOINT,
-        Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
-    );
-    let reply = h.ask(|id| message(id, ENDPOINT, "")).await;
-    assert_eq!(error_of(&reply), ("cancel", "item-not-found"));
+    h.provider.unregister(ENDPOINT);
+    assert_gone(&mut h, ENDPOINT, "").await;
     for client in [
         "https://PUSH.Example.NET/wpush/v2/abc",
         "https://push.example.net:443/wpush/v2/abc",
         "https://push.example.net/wpush/v2/abc#again",
     ] {
-        let reply = h.ask(|id| message(id, client, "")).await;
-        assert_eq!(error_of(&reply), ("cancel", "item-not-found"), "{client}");
+        assert_gone(&mut h, client, "").await;
     }
     assert_eq!(h.provider.asked(), [ENDPOINT]);
 }
@@ -88,12 +98,8 @@ async fn the_relay_ratelimit_holds_every_spelling_of_one_endpoint() {
 #[tokio::test]
 async fn what_picks_another_subscription_keeps_its_own_key() {
     let (mut h, _) = harness(false);
-    h.provider.answer(
-        ENDPOINT,
-        Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
-    );
-    let reply = h.ask(|id| message(id, ENDPOINT, "")).await;
-    assert_eq!(error_of(&reply), ("cancel", "item-not-found"));
+    h.provider.unregister(ENDPOINT);
+    assert_gone(&mut h, ENDPOINT, "").await;
     let others = [
         "https://push.example.net/wpush/v2/ABC",
         "https://push.example.net/wpush/v2/abc?x=1",
@@ -110,19 +116,14 @@ async fn what_picks_another_subscription_keeps_its_own_key() {
 #[tokio::test]
 async fn a_dead_apns_token_is_dead_whatever_else_its_client_says() {
     let (mut h, apple) = harness(false);
-    apple.answer(
-        DEVICE,
-        Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
-    );
-    let client = format!("https://api.push.apple.com/3/device/{DEVICE}#{TOPIC}");
-    let reply = h.ask(|id| message(id, &client, "")).await;
-    assert_eq!(error_of(&reply), ("cancel", "item-not-found"));
+    apple.unregister(DEVICE);
+    let client = alert_client();
+    assert_gone(&mut h, &client, "").await;
     for client in [
         format!("https://API.Push.Apple.com/3/device/{DEVICE}#{TOPIC}"),
-        format!("https://api.push.apple.com/3/device/{DEVICE}#{TOPIC}&amp;{VOIP}"),
+        call_client(),
     ] {
-        let reply = h.ask(|id| message(id, &client, "")).await;
-        assert_eq!(error_of(&reply), ("cancel", "item-not-found"), "{client}");
+        assert_gone(&mut h, &client, "").await;
     }
     assert_eq!(apple.asked(), [DEVICE]);
 }
@@ -130,15 +131,10 @@ async fn a_dead_apns_token_is_dead_whatever_else_its_client_says() {
 #[tokio::test]
 async fn a_dead_voip_token_holds_back_calls_only() {
     let (mut h, apple) = harness(false);
-    apple.answer(
-        VOIP,
-        Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
-    );
-    let client = format!("https://api.push.apple.com/3/device/{DEVICE}#{TOPIC}&amp;{VOIP}");
-    let reply = h.ask(|id| message(id, &client, "<voip/>")).await;
-    assert_eq!(error_of(&reply), ("cancel", "item-not-found"));
-    let again = h.ask(|id| message(id, &client, "<voip/>")).await;
-    assert_eq!(error_of(&again), ("cancel", "item-not-found"));
+    apple.unregister(VOIP);
+    let client = call_client();
+    assert_gone(&mut h, &client, "<voip/>").await;
+    assert_gone(&mut h, &client, "<voip/>").await;
     // An alert to the same client goes to the device token, which lives.
     h.send(|id| message(id, &client, ""));
     wait_for_asked(&apple, 2).await;
@@ -149,17 +145,12 @@ async fn a_dead_voip_token_holds_back_calls_only() {
 async fn a_call_sent_as_an_alert_is_learnt_for_the_device_token() {
     let (mut h, apple) = harness(false);
     apple.send_calls_as_alerts(true);
-    apple.answer(
-        DEVICE,
-        Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
-    );
-    let call = format!("https://api.push.apple.com/3/device/{DEVICE}#{TOPIC}&amp;{VOIP}");
-    let reply = h.ask(|id| message(id, &call, "<voip/>")).await;
-    assert_eq!(error_of(&reply), ("cancel", "item-not-found"));
+    apple.unregister(DEVICE);
+    let call = call_client();
+    assert_gone(&mut h, &call, "<voip/>").await;
     // The device token is remembered dead, the untried VoIP token is not.
-    let alert = format!("https://api.push.apple.com/3/device/{DEVICE}#{TOPIC}");
-    let reply = h.ask(|id| message(id, &alert, "")).await;
-    assert_eq!(error_of(&reply), ("cancel", "item-not-found"));
+    let alert = alert_client();
+    assert_gone(&mut h, &alert, "").await;
     apple.send_calls_as_alerts(false);
     h.send(|id| message(id, &call, "<voip/>"));
     wait_for_asked(&apple, 2).await;

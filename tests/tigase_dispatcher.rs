@@ -11,7 +11,7 @@ use std::time::Duration;
 use fpush::doors::tigase::{TigaseDoor, PROTOCOL};
 use fpush::modules::{ModuleSet, Registering};
 use fpush_testkit::xmpp::Stanza;
-use fpush_traits::{DeadTokenReason, Priority, PushError, PushKind};
+use fpush_traits::{Priority, PushKind};
 use p2_support::dispatcher::{error_of, module, Harness, JID};
 use p2_support::RecordingProvider;
 
@@ -361,10 +361,7 @@ async fn a_call_sent_as_an_alert_is_answered_for_the_device_token() {
     let node = h.register(JULIET, Some(VOIP)).await;
     // As the APNS module without a PushKit certificate: the call goes to the device token.
     h.provider.send_calls_as_alerts(true);
-    h.provider.answer(
-        TOKEN,
-        Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
-    );
+    h.provider.unregister(TOKEN);
     let call = encrypted("Y2FsbA==", "iv='aXYx' type='voip'");
     let reply = h.push(&node, &call).await;
     // The device token is dead: the registration goes, its untried PushKit token with it.
@@ -401,10 +398,7 @@ async fn high_priority_pushes_skip_the_queue_and_normal_ones_wait() {
 async fn a_dead_device_token_deletes_the_registration_and_is_item_not_found() {
     let mut h = Harness::new();
     let node = h.register(JULIET, Some(VOIP)).await;
-    h.provider.answer(
-        TOKEN,
-        Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
-    );
+    h.provider.unregister(TOKEN);
     let reply = h.push(&node, &summary("1", "r@m", "Hi")).await;
     assert_eq!(error_of(&reply), ("cancel", "item-not-found"));
     assert!(h.store.all().is_empty());
@@ -419,10 +413,7 @@ async fn a_call_to_a_registration_whose_device_token_is_known_dead_is_not_sent()
     let node = h.register(JULIET, Some(VOIP)).await;
     // As the APNS module without a PushKit certificate: calls go to the device token.
     h.provider.send_calls_as_alerts(true);
-    h.provider.answer(
-        TOKEN,
-        Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
-    );
+    h.provider.unregister(TOKEN);
     // The device token dies while the store cannot remove the registration.
     h.store.fail_removals(true);
     let reply = h.push(&node, &summary("1", "r@m", "Hi")).await;
@@ -445,10 +436,7 @@ async fn a_call_to_a_registration_whose_device_token_is_known_dead_is_not_sent()
 async fn a_dead_voip_token_clears_only_the_second_token() {
     let mut h = Harness::new();
     let node = h.register(JULIET, Some(VOIP)).await;
-    h.provider.answer(
-        VOIP,
-        Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
-    );
+    h.provider.unregister(VOIP);
     let call = encrypted("Y2FsbA==", "iv='aXYx' type='voip'");
     let reply = h.push(&node, &call).await;
     // Never `cancel`: the device token lives on.

@@ -13,7 +13,9 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use fpush::store::{Credentials, Registration, RegistrationKey, RegistrationStore, StoreError};
-use fpush_traits::{async_trait, Delivered, PushError, PushNotification, PushTrait, SentTo};
+use fpush_traits::{
+    async_trait, DeadTokenReason, Delivered, PushError, PushNotification, PushTrait, SentTo,
+};
 
 /// Records every notification and the token it went to; answers per token as scripted,
 /// delivered by default. A call (a VoIP push with a second token) goes to the VoIP token, or,
@@ -44,6 +46,14 @@ impl RecordingProvider {
             .entry(token.to_owned())
             .or_default()
             .push_back(answer);
+    }
+
+    /// Answers the next push to `token` that the token is no longer registered.
+    pub fn unregister(&self, token: &str) {
+        self.answer(
+            token,
+            Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
+        );
     }
 
     pub fn sent(&self) -> Vec<PushNotification> {
