@@ -186,11 +186,19 @@ impl ApnsPush {
             Auth::Certificate(_) => None,
         };
         let bearer = signed.as_ref().map(|s| &s.bearer);
-        let request = match self.template.request(token, per_push, body.clone(), bearer) {
-            Ok(request) => request,
+        // Made once per stream: a stream refused unprocessed makes it again.
+        let head = || -> Result<http::Request<()>, PushError> {
+            let uri = client
+                .uri(request::device_path(token)?)
+                .map_err(|e| request::cannot_build(&e))?;
+            Ok(self.template.head(uri, per_push, bearer))
+        };
+        let first = match head() {
+            Ok(first) => first,
             Err(e) => return ProviderAnswer::Failed(e),
         };
-        match client.send(request).await {
+        let again = || head().map_err(|e: PushError| HttpError::InvalidRequest(e.to_string()));
+        match client.send_head(first, again, body.clone()).await {
             Ok(answer) => match (judge(&answer), &self.auth, &signed) {
                 (judged, Auth::Token(signer), _) if refuses_token_updates(&answer) => {
                     signer.hold_renewals();

@@ -4,6 +4,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+#[cfg(test)]
 use bytes::Bytes;
 use fpush_traits::{Priority, PushError, PushKind, PushNotification};
 use http::header::{HeaderName, AUTHORIZATION};
@@ -115,7 +116,8 @@ impl RequestTemplate {
         })
     }
 
-    /// The request for `token`; `plausible_token` must have passed.
+    /// The request for `token` with a path-only URI; `plausible_token` must have passed.
+    #[cfg(test)]
     pub fn request(
         &self,
         token: &str,
@@ -123,15 +125,21 @@ impl RequestTemplate {
         body: Bytes,
         bearer: Option<&HeaderValue>,
     ) -> Result<http::Request<Bytes>, PushError> {
-        let mut path = String::with_capacity(DEVICE_PATH.len() + token.len());
-        path.push_str(DEVICE_PATH);
-        path.push_str(token);
-        // Takes the string without copying it; `plausible_token` already kept the path valid.
-        let path = PathAndQuery::try_from(path)
-            .map_err(|e| PushError::Transient(format!("cannot build the request: {e}")))?;
-        let mut request = http::Request::new(body);
+        let head = self.head(Uri::from(device_path(token)?), per_push, bearer);
+        Ok(head.map(|()| body))
+    }
+
+    /// The head of a request to `uri` (made from [`device_path`]): the module's headers with
+    /// what `per_push` changes, a fresh `apns-expiration` and the provider token if any.
+    pub fn head(
+        &self,
+        uri: Uri,
+        per_push: PerPush,
+        bearer: Option<&HeaderValue>,
+    ) -> http::Request<()> {
+        let mut request = http::Request::new(());
         *request.method_mut() = Method::POST;
-        *request.uri_mut() = Uri::from(path);
+        *request.uri_mut() = uri;
         let headers = request.headers_mut();
         *headers = self.headers.clone();
         let expiration = match per_push.voip {
@@ -152,7 +160,7 @@ impl RequestTemplate {
         if let Some(bearer) = bearer {
             headers.insert(AUTHORIZATION, bearer.clone());
         }
-        Ok(request)
+        request
     }
 
     /// `apns-expiration`: unix seconds after which Apple drops an undelivered push (`0`: try
@@ -180,6 +188,20 @@ impl RequestTemplate {
             wait => HeaderValue::from(unix_now().saturating_add(wait.as_secs())),
         }
     }
+}
+
+/// The path of a push for `token`: `/3/device/<token>`; `plausible_token` must have passed.
+pub(crate) fn device_path(token: &str) -> Result<PathAndQuery, PushError> {
+    let mut path = String::with_capacity(DEVICE_PATH.len() + token.len());
+    path.push_str(DEVICE_PATH);
+    path.push_str(token);
+    // Takes the string without copying it; `plausible_token` already kept the path valid.
+    PathAndQuery::try_from(path).map_err(|e| cannot_build(&e))
+}
+
+/// A request that could not be made (never for a token `plausible_token` let through).
+pub(crate) fn cannot_build(e: &dyn std::fmt::Display) -> PushError {
+    PushError::Transient(format!("cannot build the request: {e}"))
 }
 
 /// `apns-priority`: 10 for alerts, 5 for background pushes unless set; Apple refuses 10 for

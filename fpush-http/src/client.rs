@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use fpush_traits::PoolGauges;
 use http::header::{HeaderName, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::request::Parts;
+use http::uri::{PathAndQuery, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use tokio_rustls::TlsConnector;
 
@@ -81,17 +82,41 @@ impl HttpClient {
     /// free stream included). The request's URI only needs a path (and query): scheme and
     /// authority are the client's origin.
     pub async fn send(&self, req: http::Request<Bytes>) -> Result<HttpResponse, HttpError> {
+        let (parts, body) = req.into_parts();
+        let head = || self.inner.head_of(&parts);
+        self.send_head(head()?, head, body).await
+    }
+
+    /// Like [`HttpClient::send`], for a caller that can make the head again: `first` goes on the
+    /// first stream, and `again` makes the head for another stream when one is refused
+    /// unprocessed (rare), so the common case copies no header map. The heads' URIs must come
+    /// from [`HttpClient::uri`]: they are sent as they are.
+    pub async fn send_head<F>(
+        &self,
+        first: http::Request<()>,
+        again: F,
+        body: Bytes,
+    ) -> Result<HttpResponse, HttpError>
+    where
+        F: Fn() -> Result<http::Request<()>, HttpError>,
+    {
         if let Some(left) = self.inner.breaker.remaining() {
             return Err(HttpError::Paused(left));
         }
         let limit = self.inner.request_timeout;
-        match tokio::time::timeout(limit, self.inner.send(req)).await {
+        match tokio::time::timeout(limit, self.inner.send(first, &again, body)).await {
             Ok(result) => result,
             Err(_) => {
                 self.inner.pool.check_all();
                 Err(HttpError::Timeout(limit))
             }
         }
+    }
+
+    /// The absolute URI of `path` on this client's origin, for the heads of
+    /// [`HttpClient::send_head`].
+    pub fn uri(&self, path: PathAndQuery) -> Result<Uri, HttpError> {
+        self.inner.origin.uri_of(path)
     }
 
     /// The origin this client talks to (`https://host:port`).
@@ -152,21 +177,42 @@ impl std::fmt::Debug for HttpClient {
 }
 
 impl Inner {
-    async fn send(&self, req: http::Request<Bytes>) -> Result<HttpResponse, HttpError> {
-        let (parts, body) = req.into_parts();
+    /// A head made from a request's parts: its path on the origin, its method and headers.
+    fn head_of(&self, parts: &Parts) -> Result<http::Request<()>, HttpError> {
+        let mut head = http::Request::new(());
+        *head.method_mut() = parts.method.clone();
+        *head.uri_mut() = self.origin.uri(&parts.uri)?;
+        *head.headers_mut() = parts.headers.clone();
+        Ok(head)
+    }
+
+    async fn send<F>(
+        &self,
+        first: http::Request<()>,
+        again: &F,
+        body: Bytes,
+    ) -> Result<HttpResponse, HttpError>
+    where
+        F: Fn() -> Result<http::Request<()>, HttpError>,
+    {
+        let mut head = Some(first);
         let mut refused = 0;
         loop {
+            let next = match head.take() {
+                Some(head) => head,
+                None => again()?,
+            };
             let stream = match self.pool.acquire().await? {
                 Lease::H2(stream) => stream,
                 Lease::Http1(conn) => {
-                    let resp = self.send_http1(conn, &parts, body.clone()).await?;
-                    self.observe(&parts, &body, &resp);
+                    let resp = self.send_http1(conn, next, body.clone()).await?;
+                    self.observe(again, &body, &resp);
                     return Ok(resp);
                 }
             };
-            match self.send_h2(&stream, &parts, body.clone()).await {
+            match self.send_h2(&stream, next, body.clone()).await {
                 Ok(resp) => {
-                    self.observe(&parts, &body, &resp);
+                    self.observe(again, &body, &resp);
                     return Ok(resp);
                 }
                 Err(Attempt::Failed(e)) => return Err(e),
@@ -187,12 +233,17 @@ impl Inner {
         }
     }
 
-    /// Shows a throttling answer to the breaker.
-    fn observe(&self, parts: &Parts, body: &Bytes, resp: &HttpResponse) {
+    /// Shows a throttling answer to the breaker (the path is read from a head made again: it
+    /// is needed only for these answers).
+    fn observe<F>(&self, again: &F, body: &Bytes, resp: &HttpResponse)
+    where
+        F: Fn() -> Result<http::Request<()>, HttpError>,
+    {
         let status = resp.status.as_u16();
         if status == 429 || status == 503 {
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            (parts.uri.path(), body.as_ref()).hash(&mut hasher);
+            let path = again().map(|head| head.uri().path().to_owned());
+            (path.as_deref().unwrap_or(""), body.as_ref()).hash(&mut hasher);
             let retry_after = crate::retry_after(&resp.headers);
             self.breaker.observe(status, retry_after, hasher.finish());
         }
@@ -201,16 +252,10 @@ impl Inner {
     async fn send_h2(
         &self,
         stream: &Stream,
-        parts: &Parts,
+        mut head: http::Request<()>,
         body: Bytes,
     ) -> Result<HttpResponse, Attempt> {
-        // The head is cloned, not rebuilt: the map's values are reference-counted, and a
-        // refused stream may need the request again on another stream.
-        let mut head = http::Request::new(());
-        *head.method_mut() = parts.method.clone();
-        *head.uri_mut() = self.origin.uri(&parts.uri).map_err(Attempt::Failed)?;
         let headers = head.headers_mut();
-        *headers = parts.headers.clone();
         // The modules never set them: a look over the few names is cheaper than seven removals.
         if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
             for name in HOP_BY_HOP {
@@ -247,16 +292,17 @@ impl Inner {
     async fn send_http1(
         &self,
         mut conn: Http1Conn,
-        parts: &Parts,
+        head: http::Request<()>,
         body: Bytes,
     ) -> Result<HttpResponse, HttpError> {
+        let (parts, ()) = head.into_parts();
         let path = parts
             .uri
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
         let mut req = http::Request::builder()
-            .method(parts.method.clone())
+            .method(parts.method)
             .uri(path)
             .body(Full::new(body))
             .map_err(|e| HttpError::InvalidRequest(e.to_string()))?;

@@ -55,15 +55,19 @@ impl Origin {
     /// The absolute URI of a request's path (and query) on this origin (HTTP/2 sends scheme
     /// and authority as pseudo-headers). The parts are reused as they are: nothing is parsed.
     pub(crate) fn uri(&self, request_uri: &Uri) -> Result<Uri, HttpError> {
+        let path = request_uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        self.uri_of(path)
+    }
+
+    /// The absolute URI of `path` on this origin.
+    pub(crate) fn uri_of(&self, path: PathAndQuery) -> Result<Uri, HttpError> {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(Scheme::HTTPS);
         parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(
-            request_uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        );
+        parts.path_and_query = Some(path);
         Uri::from_parts(parts).map_err(|e| HttpError::InvalidRequest(format!("bad URI: {e}")))
     }
 }
