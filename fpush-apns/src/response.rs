@@ -7,7 +7,12 @@
 pub use fpush_http::MAX_RETRY_AFTER;
 use fpush_http::{retry_after, HttpResponse, ProviderAnswer};
 use fpush_traits::{DeadTokenReason, Delivered, PushError, Rejection};
+use http::header::HeaderName;
 use http::StatusCode;
+
+/// Apple's id of a delivered push; a ready name, since one read from a string is checked
+/// byte by byte on every answer.
+const APNS_ID: HeaderName = HeaderName::from_static("apns-id");
 
 /// The longest part of Apple's `reason` kept for logs and error texts (Apple's are short).
 const MAX_REASON_TEXT: usize = 200;
@@ -37,7 +42,7 @@ pub fn judge(resp: &HttpResponse) -> ProviderAnswer {
     if resp.status == StatusCode::OK {
         let provider_id = resp
             .headers
-            .get("apns-id")
+            .get(APNS_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         return ProviderAnswer::Delivered(Delivered { provider_id });
