@@ -93,6 +93,8 @@ impl RequestTemplate {
             return Err("topic (the app's bundle id) is empty".into());
         }
         let mut headers = HeaderMap::with_capacity(8);
+        // First, with a value each request replaces in place (see `head`).
+        headers.insert(APNS_EXPIRATION, HeaderValue::from_static("0"));
         headers.insert(APNS_TOPIC, header("topic", &cfg.topic)?);
         headers.insert(
             APNS_PUSH_TYPE,
@@ -146,7 +148,13 @@ impl RequestTemplate {
             true => self.voip_expiration_value(),
             false => self.expiration_value(),
         };
-        headers.insert(APNS_EXPIRATION, expiration);
+        // Replaced in place: an insertion would hash the name and grow the copied map.
+        if let Some((_, value)) = headers
+            .iter_mut()
+            .find(|(name, _)| **name == APNS_EXPIRATION)
+        {
+            *value = expiration;
+        }
         if per_push.voip {
             headers.insert(APNS_TOPIC, self.voip_topic.clone());
             headers.insert(APNS_PUSH_TYPE, HeaderValue::from_static("voip"));
