@@ -133,7 +133,11 @@ impl PushPath {
         let pushes = self.clone();
         match admission {
             Admission::Decided(Decision::Send) => {
-                tasks.spawn(async move { pushes.send(&iq, &target, slot).await });
+                // Boxed: the task's cell, its output and its end then move a pointer, where
+                // each moved the whole future.
+                tasks.spawn(Box::pin(
+                    async move { pushes.send(&iq, &target, slot).await },
+                ));
             }
             Admission::Decided(Decision::SendAt(at)) => {
                 drop(slot);
@@ -144,13 +148,13 @@ impl PushPath {
                 // Counted here, not at admission: a push the full queue turned away was never held.
                 target.module.count(Outcome::queued);
                 let target = target.trimmed_for_queue();
-                tasks.spawn(async move {
+                tasks.spawn(Box::pin(async move {
                     let turn = pushes.wait_for_turn(&iq, &target, at).await;
                     drop(place);
                     if let Some(slot) = turn {
                         pushes.send(&iq, &target, slot).await;
                     }
-                });
+                }));
             }
             Admission::Decided(Decision::Reject) => self.finish(&iq, &target, Outcome::ratelimited),
             Admission::KnownDead if target.registration().is_some() => {
