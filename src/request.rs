@@ -21,11 +21,13 @@ mod message_reply;
 mod quick;
 mod reply;
 mod scopes;
+mod tag;
 mod tigase;
 
 use std::borrow::Cow;
 
 use fpush_traits::PushSummary;
+use quick_xml::encoding::Decoder;
 use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
@@ -546,7 +548,7 @@ impl<'i> PubsubWalk<'i> {
     fn start(
         &mut self,
         ns: Ns,
-        start: &BytesStart<'_>,
+        start: &impl StartTag,
         decoder: quick_xml::encoding::Decoder,
     ) -> Result<(), Malformed> {
         self.depth += 1;
@@ -561,7 +563,7 @@ impl<'i> PubsubWalk<'i> {
     fn empty(
         &mut self,
         ns: Ns,
-        start: &BytesStart<'_>,
+        start: &impl StartTag,
         decoder: quick_xml::encoding::Decoder,
     ) -> Result<(), Malformed> {
         let depth = self.depth + 1;
@@ -633,11 +635,11 @@ impl<'i> PubsubWalk<'i> {
     fn open_element(
         &mut self,
         ns: Ns,
-        start: &BytesStart<'_>,
+        start: &impl StartTag,
         depth: usize,
         decoder: quick_xml::encoding::Decoder,
     ) -> Result<bool, Malformed> {
-        let (_, local) = split_name(start.name().into_inner());
+        let local = start.local();
         if depth == 1 {
             if ns == Ns::Pubsub {
                 self.open_section(local, start, decoder)?;
@@ -662,7 +664,7 @@ impl<'i> PubsubWalk<'i> {
         match (self.form, self.field.as_ref(), local) {
             (None, _, b"x") => self.form = Some((kind, depth)),
             (Some((form_kind, _)), None, b"field") => {
-                if let Some(var) = attribute(start, b"var", decoder)? {
+                if let Some(var) = start.attribute(b"var", decoder)? {
                     self.field = Some(OpenField {
                         var: FieldVar::classify(form_kind, var),
                         depth,
@@ -681,14 +683,14 @@ impl<'i> PubsubWalk<'i> {
     fn open_section(
         &mut self,
         local: &[u8],
-        start: &BytesStart<'_>,
+        start: &impl StartTag,
         decoder: quick_xml::encoding::Decoder,
     ) -> Result<(), Malformed> {
         match local {
             b"publish" if !self.seen_publish => {
                 self.seen_publish = true;
                 self.section = Some((Form::Summary, 1));
-                self.token = attribute(start, b"node", decoder)?.map(Cow::into_owned);
+                self.token = start.attribute(b"node", decoder)?.map(Cow::into_owned);
             }
             b"publish-options" => self.section = Some((Form::Options, 1)),
             _ => {}
@@ -752,6 +754,35 @@ fn store_field(field: OpenField<'_>, push: &mut PushRequest) {
 fn keeps_option(options: &[(String, String)], var: &str) -> bool {
     options.len() < MAX_OPTIONS
         || var == "secret" && !options.iter().any(|(kept, _)| kept == "secret")
+}
+
+/// A start tag as the walk over a pubsub payload reads it: read in one pass ([`tag::Tag`]) or
+/// by quick-xml.
+trait StartTag {
+    /// The name's local part (after its first `:`).
+    fn local(&self) -> &[u8];
+    /// The first attribute named `name`, unescaped (see [`attribute`]).
+    fn attribute(&self, name: &[u8], decoder: Decoder) -> Result<Option<Cow<'_, str>>, Malformed>;
+}
+
+impl StartTag for BytesStart<'_> {
+    fn local(&self) -> &[u8] {
+        split_name(self.name().into_inner()).1
+    }
+
+    fn attribute(&self, name: &[u8], decoder: Decoder) -> Result<Option<Cow<'_, str>>, Malformed> {
+        attribute(self, name, decoder)
+    }
+}
+
+impl StartTag for tag::Tag<'_> {
+    fn local(&self) -> &[u8] {
+        self.local_name()
+    }
+
+    fn attribute(&self, name: &[u8], _: Decoder) -> Result<Option<Cow<'_, str>>, Malformed> {
+        tag::Tag::attribute(self, name)
+    }
 }
 
 /// Reads one unprefixed attribute, unescaped (borrowed unless unescaping changed it); the

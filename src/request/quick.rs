@@ -13,11 +13,12 @@ use std::borrow::Cow;
 
 use memchr::{memchr2, memchr3};
 use quick_xml::encoding::Decoder;
-use quick_xml::events::{BytesStart, BytesText};
+use quick_xml::events::BytesText;
 
 use super::scopes::Scopes;
+use super::tag::Tag;
 use super::{Payload, PubsubWalk};
-use crate::markup::{end_tag_at, is_plausible_name, is_xml_space, start_tag_end, tag_name_len};
+use crate::markup::end_tag_at;
 
 /// Open elements tracked below `<pubsub>`; real payloads nest five deep.
 const MAX_DEPTH: usize = 16;
@@ -49,6 +50,7 @@ pub(super) fn read_pubsub(
         line_ends: None,
     };
     let mut walk = PubsubWalk::default();
+    let mut tag = Tag::default();
     loop {
         let at = cursor.text_until_markup(&mut walk)?;
         match *input.get(at + 1)? {
@@ -58,7 +60,7 @@ pub(super) fn read_pubsub(
                     return Some((walk.finish(), cursor.pos));
                 }
             }
-            _ => cursor.start_tag(at, &mut walk, scopes, decoder)?,
+            _ => cursor.start_tag(at, &mut tag, &mut walk, scopes, decoder)?,
         }
     }
 }
@@ -136,43 +138,28 @@ impl<'i> Cursor<'i> {
         Some(false)
     }
 
-    /// The start tag (or empty element) whose `<` is at `at`. `None` on unusual tag syntax, a
-    /// name the framer or quick-xml would read otherwise, or nesting deeper than allowed.
+    /// The start tag (or empty element) whose `<` is at `at`, read into `tag`. `None` when the
+    /// one pass gives up on it (see [`Tag::read`]) or on nesting deeper than allowed.
     fn start_tag(
         &mut self,
         at: usize,
+        tag: &mut Tag<'i>,
         walk: &mut PubsubWalk<'i>,
         scopes: &mut Scopes,
         decoder: Decoder,
     ) -> Option<()> {
-        let close = start_tag_end(self.input, at + 1)?;
-        // The framer's reading of the name: up to whitespace, `/` or `>`.
-        let name_len = tag_name_len(&self.input[at + 1..=close]);
-        if self.depth >= self.max_open || !is_plausible_name(&self.input[at + 1..][..name_len]) {
+        if self.depth >= self.max_open {
             return None;
         }
-        let content = self.text.get(at + 1..close)?;
-        let (content, empty) = match content.strip_suffix('/') {
-            Some(content) => (content, true),
-            None => (content, false),
-        };
-        // quick-xml's name ends at whitespace only (`<a/b>` names `a/b` there).
-        if content
-            .as_bytes()
-            .get(name_len)
-            .is_some_and(|&b| !is_xml_space(b))
-        {
-            return None;
-        }
-        let start = BytesStart::from_content(content, name_len);
-        let ns = scopes.enter(&start).ok()?;
-        if empty {
+        let close = tag.read(self.text, at)?;
+        let ns = scopes.enter_tag(tag).ok()?;
+        if tag.is_empty() {
             scopes.leave();
-            walk.empty(ns, &start, decoder).ok()?;
+            walk.empty(ns, tag, decoder).ok()?;
         } else {
-            *self.open.get_mut(self.depth)? = &content.as_bytes()[..name_len];
+            *self.open.get_mut(self.depth)? = tag.name();
             self.depth += 1;
-            walk.start(ns, &start, decoder).ok()?;
+            walk.start(ns, tag, decoder).ok()?;
         }
         self.pos = close + 1;
         Some(())
@@ -191,6 +178,7 @@ mod tests {
 
     /// Reads `payload` as the inside of `<pubsub xmlns='http://jabber.org/protocol/pubsub'>`.
     fn read(payload: &str) -> Option<Payload> {
+        use quick_xml::events::BytesStart;
         let mut scopes = Scopes::default();
         let pubsub =
             BytesStart::from_content("pubsub xmlns='http://jabber.org/protocol/pubsub'", 6);
