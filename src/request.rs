@@ -270,6 +270,15 @@ fn iq_start(
     IqAttributes::read(start, decoder)?.into_start(empty)
 }
 
+/// [`iq_start`] for a start tag read in one pass.
+fn iq_start_of_tag(tag: &tag::Tag<'_>, scopes: &mut Scopes) -> Option<IqStart> {
+    if tag.local_name() != b"iq" {
+        return None;
+    }
+    scopes.enter_tag(tag).ok()?;
+    IqAttributes::of_tag(tag)?.into_start(tag.is_empty())
+}
+
 /// The stanza's start tag, and whether the element is empty.
 fn first_element<'i>(reader: &mut Reader<&'i [u8]>) -> Option<(BytesStart<'i>, bool)> {
     loop {
@@ -299,21 +308,44 @@ impl<'a> IqAttributes<'a> {
         let mut attrs = IqAttributes::default();
         for attr in attributes(start) {
             let attr = attr.ok()?;
-            let slot = match attr.key.as_ref() {
-                b"type" => {
-                    attrs.kind = IqType::of(&attr.value);
-                    continue;
-                }
-                b"id" => &mut attrs.id,
-                b"from" => &mut attrs.from,
-                b"to" => &mut attrs.to,
-                _ => continue,
-            };
-            if slot.is_none() {
-                *slot = Some(unescaped_value(&attr, decoder).ok()?);
-            }
+            attrs.take(attr.key.as_ref(), &attr.value, || {
+                unescaped_value(&attr, decoder).ok()
+            })?;
         }
         Some(attrs)
+    }
+
+    /// [`IqAttributes::read`] for a start tag read in one pass.
+    fn of_tag(tag: &tag::Tag<'a>) -> Option<Self> {
+        let mut attrs = IqAttributes::default();
+        for &(key, value) in tag.attributes() {
+            attrs.take(key, value.as_bytes(), || tag::unescaped(value).ok())?;
+        }
+        Some(attrs)
+    }
+
+    /// Keeps what the attribute `key` with the raw value `raw` says, if it is one of ours;
+    /// `None` when a value to keep cannot be unescaped.
+    fn take(
+        &mut self,
+        key: &[u8],
+        raw: &[u8],
+        unescape: impl FnOnce() -> Option<Cow<'a, str>>,
+    ) -> Option<()> {
+        let slot = match key {
+            b"type" => {
+                self.kind = IqType::of(raw);
+                return Some(());
+            }
+            b"id" => &mut self.id,
+            b"from" => &mut self.from,
+            b"to" => &mut self.to,
+            _ => return Some(()),
+        };
+        if slot.is_none() {
+            *slot = Some(unescape()?);
+        }
+        Some(())
     }
 
     /// What the IQ is, if it can be told apart (and, for get/set, answered).
