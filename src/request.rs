@@ -319,7 +319,7 @@ impl<'a> IqAttributes<'a> {
     fn of_tag(tag: &tag::Tag<'a>) -> Option<Self> {
         let mut attrs = IqAttributes::default();
         for &(key, value) in tag.attributes() {
-            attrs.take(key, value.as_bytes(), || tag::unescaped(value).ok())?;
+            attrs.take(key, value.as_bytes(), || tag.unescaped(value).ok())?;
         }
         Some(attrs)
     }

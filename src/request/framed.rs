@@ -32,8 +32,8 @@ pub fn frame_push(data: &[u8], max_depth: usize) -> Option<(usize, Request)> {
         (data.get(iq_end) == Some(&b'<')).then(|| plain_start_tag(data, iq_end))??;
     // Both start tags read in one pass each, from text checked as UTF-8 once.
     let head = std::str::from_utf8(&data[..pubsub_end]).ok()?;
-    let (mut iq, mut pubsub) = (Tag::default(), Tag::default());
-    let ends = (iq.read(head, 0)?, pubsub.read(head, iq_end)?);
+    let (mut iq, mut pubsub) = (Tag::new(head), Tag::new(head));
+    let ends = (iq.read(0)?, pubsub.read(iq_end)?);
     if ends != (iq_end - 1, pubsub_end - 1) || iq.is_empty() || pubsub.is_empty() {
         return None;
     }

@@ -50,7 +50,7 @@ pub(super) fn read_pubsub(
         line_ends: None,
     };
     let mut walk = PubsubWalk::default();
-    let mut tag = Tag::default();
+    let mut tag = Tag::new(text);
     loop {
         let at = cursor.text_until_markup(&mut walk)?;
         match *input.get(at + 1)? {
@@ -151,7 +151,7 @@ impl<'i> Cursor<'i> {
         if self.depth >= self.max_open {
             return None;
         }
-        let close = tag.read(self.text, at)?;
+        let close = tag.read(at)?;
         let ns = scopes.enter_tag(tag).ok()?;
         if tag.is_empty() {
             scopes.leave();

@@ -60,9 +60,14 @@ static KEY_END: [bool; 256] = {
     end
 };
 
-/// One start tag; [`Tag::read`] fills it again for every tag, so that its array is set up once
-/// per stanza.
+/// One start tag of a text; [`Tag::read`] fills it again for every tag, so that its array is
+/// set up once per stanza.
 pub(super) struct Tag<'i> {
+    text: &'i str,
+    /// Whether the text holds `&` at all: only then may a value need unescaping (the quick
+    /// lexer leaves text with references to quick-xml, so in a payload it reads only values
+    /// may hold one, and nearly none does).
+    references: bool,
     /// The qualified name, and its prefix (before the first `:`) when it has one.
     name: &'i [u8],
     prefix: Option<&'i [u8]>,
@@ -76,9 +81,12 @@ pub(super) struct Tag<'i> {
     empty: bool,
 }
 
-impl Default for Tag<'_> {
-    fn default() -> Self {
+impl<'i> Tag<'i> {
+    /// A tag to read the start tags of `text` into.
+    pub(super) fn new(text: &'i str) -> Self {
         Tag {
+            text,
+            references: memchr(b'&', text.as_bytes()).is_some(),
             name: &[],
             prefix: None,
             local: &[],
@@ -88,14 +96,12 @@ impl Default for Tag<'_> {
             empty: false,
         }
     }
-}
 
-impl<'i> Tag<'i> {
     /// Reads the start tag whose `<` is at `at`; returns the offset of its `>`. `None` for a
     /// name the framer or quick-xml would read otherwise (or an implausible one), an attribute
-    /// not plainly spelled, more than [`MAX_ATTRIBUTES`], or a tag the input ends in.
-    pub(super) fn read(&mut self, text: &'i str, at: usize) -> Option<usize> {
-        let input = text.as_bytes();
+    /// not plainly spelled, more than [`MAX_ATTRIBUTES`], or a tag the text ends in.
+    pub(super) fn read(&mut self, at: usize) -> Option<usize> {
+        let input = self.text.as_bytes();
         let (name_end, colon) = name_at(input, at + 1)?;
         self.name = &input[at + 1..name_end];
         (self.prefix, self.local) = match colon {
@@ -118,13 +124,14 @@ impl<'i> Tag<'i> {
                     self.empty = true;
                     return (input.get(pos + 1) == Some(&b'>')).then_some(pos + 1);
                 }
-                _ => pos = self.read_attribute(text, pos)?,
+                _ => pos = self.read_attribute(pos)?,
             }
         }
     }
 
     /// Reads the attribute whose key begins at `from`; returns where the next one may begin.
-    fn read_attribute(&mut self, text: &'i str, from: usize) -> Option<usize> {
+    fn read_attribute(&mut self, from: usize) -> Option<usize> {
+        let text = self.text;
         let input = text.as_bytes();
         let eq = from
             + input[from..]
@@ -173,17 +180,23 @@ impl<'i> Tag<'i> {
     /// a reference changed it). The value was checked as UTF-8 with the rest of the input.
     pub(super) fn attribute(&self, name: &[u8]) -> Result<Option<Cow<'i, str>>, Malformed> {
         match self.attributes().iter().find(|(key, _)| *key == name) {
-            Some(&(_, value)) => Ok(Some(unescaped(value)?)),
+            Some(&(_, value)) => Ok(Some(self.unescaped(value)?)),
             None => Ok(None),
+        }
+    }
+
+    /// One of this tag's raw values, unescaped: only looked at when the text holds `&`.
+    pub(super) fn unescaped(&self, value: &'i str) -> Result<Cow<'i, str>, Malformed> {
+        if self.references {
+            resolve_references(value)
+        } else {
+            Ok(Cow::Borrowed(value))
         }
     }
 }
 
-/// A raw value with its references resolved; one without `&` (nearly every one) is itself.
-pub(super) fn unescaped(value: &str) -> Result<Cow<'_, str>, Malformed> {
-    if memchr(b'&', value.as_bytes()).is_none() {
-        return Ok(Cow::Borrowed(value));
-    }
+/// A raw value with its references resolved, as quick-xml resolves them.
+fn resolve_references(value: &str) -> Result<Cow<'_, str>, Malformed> {
     unescape(value).map_err(|_| Malformed)
 }
 
@@ -199,15 +212,18 @@ fn name_at(input: &[u8], from: usize) -> Option<(usize, Option<usize>)> {
     let mut colon = None;
     let mut pos = from;
     loop {
-        match NAME_CLASS[usize::from(*input.get(pos)?)] {
-            ORDINARY => {}
+        pos += input
+            .get(pos..)?
+            .iter()
+            .position(|&b| NAME_CLASS[usize::from(b)] != ORDINARY)?;
+        match NAME_CLASS[usize::from(input[pos])] {
             NAME_END => return Some((pos, colon)),
             COLON => {
                 colon.get_or_insert(pos);
+                pos += 1;
             }
             _ => return None,
         }
-        pos += 1;
     }
 }
 
@@ -254,11 +270,11 @@ mod tests {
     }
 
     fn one_pass(text: &str) -> Option<Reading<'_>> {
-        let mut tag = Tag::default();
-        let close = tag.read(text, 0)?;
+        let mut tag = Tag::new(text);
+        let close = tag.read(0)?;
         let mut read = Vec::new();
         for &(key, value) in tag.attributes() {
-            read.push((key.to_vec(), unescaped(value).ok()?.into_owned()));
+            read.push((key.to_vec(), tag.unescaped(value).ok()?.into_owned()));
         }
         assert_eq!(tag.local_name(), split_name(tag.name()).1);
         let (name, prefix, empty) = (tag.name(), tag.prefix(), tag.is_empty());
@@ -294,8 +310,8 @@ mod tests {
     #[test]
     fn plain_tags_are_read_in_one_pass() {
         let text = "<p:field var='FORM_TYPE'\ttype=\"hidden\" xmlns:p='jabber:x:data'/>";
-        let mut tag = Tag::default();
-        assert_eq!(tag.read(text, 0), Some(text.len() - 1));
+        let mut tag = Tag::new(text);
+        assert_eq!(tag.read(0), Some(text.len() - 1));
         assert_eq!(tag.name(), b"p:field");
         assert_eq!(
             (tag.prefix(), tag.local_name()),
@@ -322,9 +338,9 @@ mod tests {
             "<a",
             &many,
         ] {
-            assert_eq!(Tag::default().read(text, 0), None, "{text}");
+            assert_eq!(Tag::new(text).read(0), None, "{text}");
         }
         let most = format!("<a{}>", " b='x'".repeat(MAX_ATTRIBUTES));
-        assert!(Tag::default().read(&most, 0).is_some());
+        assert!(Tag::new(&most).read(0).is_some());
     }
 }
