@@ -13,7 +13,7 @@ use quick_xml::Reader;
 use super::scopes::{Ns, Scopes};
 use super::tag::Tag;
 use super::{iq_start_of_tag, quick, request_of, IqStart, IqType, Request};
-use crate::markup::{end_tag_at, plain_start_tag};
+use crate::markup::end_tag_at;
 
 /// The searcher for `</pubsub`, built once: building one costs about as much as a search.
 static PUBSUB_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"</pubsub"));
@@ -27,14 +27,19 @@ static PUBSUB_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"</
 /// The framer's rules (names, nesting up to `max_depth` with the stream counted, an end tag for
 /// every start tag) are checked on every tag read here.
 pub fn frame_push(data: &[u8], max_depth: usize) -> Option<(usize, Request)> {
-    let (iq_end, _) = plain_start_tag(data, 0)?;
-    let (pubsub_end, _) =
-        (data.get(iq_end) == Some(&b'<')).then(|| plain_start_tag(data, iq_end))??;
-    // Both start tags read in one pass each, from text checked as UTF-8 once.
-    let head = std::str::from_utf8(&data[..pubsub_end]).ok()?;
+    // Both start tags read in one pass each (by the framer's rules, see [`Tag::read`]), from
+    // text checked as UTF-8 once: up to the second `>`, where they end unless a value holds a
+    // `>` (then a tag runs past the text and the stanza is left to the framer).
+    let first_gt = memchr::memchr(b'>', data)?;
+    let second_gt = first_gt + 1 + memchr::memchr(b'>', &data[first_gt + 1..])?;
+    let head = std::str::from_utf8(&data[..=second_gt]).ok()?;
     let (mut iq, mut pubsub) = (Tag::new(head), Tag::new(head));
-    let ends = (iq.read(0)?, pubsub.read(iq_end)?);
-    if ends != (iq_end - 1, pubsub_end - 1) || iq.is_empty() || pubsub.is_empty() {
+    let iq_end = iq.read(0)? + 1;
+    if head.as_bytes().get(iq_end) != Some(&b'<') {
+        return None;
+    }
+    let pubsub_end = pubsub.read(iq_end)? + 1;
+    if iq.is_empty() || pubsub.is_empty() {
         return None;
     }
     let mut scopes = Scopes::default();
