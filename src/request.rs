@@ -146,6 +146,15 @@ enum IqStart {
 /// Never fails: what cannot be understood is either answered with an error (when the IQ header
 /// could be read) or ignored.
 pub fn parse(stanza: &[u8]) -> Request {
+    // A push that reached the framer in pieces (so was not read while framed) is read the same
+    // way now: it costs a fraction of the way below, and gives the same request.
+    if stanza.starts_with(b"<iq") {
+        if let Some((len, request)) = frame_push(stanza, usize::MAX) {
+            if len == stanza.len() {
+                return request;
+            }
+        }
+    }
     if let Some(push2) = message::parse(stanza) {
         return push2;
     }

@@ -35,7 +35,7 @@ pub fn frame_push(data: &[u8], max_depth: usize) -> Option<(usize, Request)> {
     let head = std::str::from_utf8(&data[..=second_gt]).ok()?;
     let (mut iq, mut pubsub) = (Tag::new(head), Tag::new(head));
     let iq_end = iq.read(0)? + 1;
-    if head.as_bytes().get(iq_end) != Some(&b'<') {
+    if iq.local_name() != b"iq" || head.as_bytes().get(iq_end) != Some(&b'<') {
         return None;
     }
     let pubsub_end = pubsub.read(iq_end)? + 1;

@@ -286,6 +286,9 @@ mod tests {
             let general = parse_with(stanza, Lexer::General);
             let quick = parse_with(stanza, Lexer::Quick);
             assert_eq!(quick, general, "{}", String::from_utf8_lossy(stanza));
+            // As the dispatcher parses a stanza (a push read as if framed whole first).
+            let parsed = crate::request::parse(stanza);
+            assert_eq!(parsed, general, "{}", String::from_utf8_lossy(stanza));
             cases += 1;
         };
         for fixture in fixtures {
