@@ -33,7 +33,8 @@ pub fn frame_push(data: &[u8], max_depth: usize) -> Option<(usize, Request)> {
     let first_gt = memchr::memchr(b'>', data)?;
     let second_gt = first_gt + 1 + memchr::memchr(b'>', &data[first_gt + 1..])?;
     let head = std::str::from_utf8(&data[..=second_gt]).ok()?;
-    let (mut iq, mut pubsub) = (Tag::new(head), Tag::new(head));
+    let mut iq = Tag::new(head);
+    let mut pubsub = Tag::new(head);
     let iq_end = iq.read(0)? + 1;
     if iq.local_name() != b"iq" || head.as_bytes().get(iq_end) != Some(&b'<') {
         return None;

@@ -17,8 +17,8 @@ use super::Malformed;
 use crate::markup::is_xml_space;
 
 /// Attributes a start tag may carry to be read here (a push's carry four at most); a tag with
-/// more is left to quick-xml.
-pub(super) const MAX_ATTRIBUTES: usize = 16;
+/// more is left to quick-xml. Kept small: the array is set up for every stanza.
+pub(super) const MAX_ATTRIBUTES: usize = 8;
 
 /// What a byte may be in a start tag, for the name scan.
 const ORDINARY: u8 = 0;
@@ -83,6 +83,7 @@ pub(super) struct Tag<'i> {
 
 impl<'i> Tag<'i> {
     /// A tag to read the start tags of `text` into.
+    #[inline]
     pub(super) fn new(text: &'i str) -> Self {
         Tag {
             text,
