@@ -121,15 +121,11 @@ impl<'i> Cursor<'i> {
         walk: &mut PubsubWalk<'i>,
         scopes: &mut Scopes,
     ) -> Option<bool> {
-        let (end, name) = end_tag_at(self.input, at)?;
         let expected = match self.depth {
             0 => pubsub_name,
             depth => self.open[depth - 1],
         };
-        if name != expected {
-            return None;
-        }
-        self.pos = end;
+        self.pos = closing_tag_end(self.input, at, expected)?;
         if walk.end() {
             return Some(true);
         }
@@ -164,6 +160,18 @@ impl<'i> Cursor<'i> {
         self.pos = close + 1;
         Some(())
     }
+}
+
+/// The offset just past the end tag whose `<` is at `at`, when it closes `name`. Servers
+/// write `</name>`: that is compared in place, and only other spellings are read by
+/// [`end_tag_at`] (which allows whitespace before `>`).
+fn closing_tag_end(input: &[u8], at: usize, name: &[u8]) -> Option<usize> {
+    let after = at + 2 + name.len();
+    if input.get(at + 2..after) == Some(name) && input.get(after) == Some(&b'>') {
+        return Some(after + 1);
+    }
+    let (end, read) = end_tag_at(input, at)?;
+    (read == name).then_some(end)
 }
 
 /// Whether `text` holds a byte that may begin what quick-xml would change in text: a line end
