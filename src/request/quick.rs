@@ -3,11 +3,13 @@
 //! Servers send `<pubsub>` payloads made of start tags, end tags, empty elements and text,
 //! nothing else. For those this lexer cuts the events itself, at a fraction of a general
 //! reader's cost per event, and hands them to the same [`PubsubWalk`] quick-xml's events go to.
-//! It produces exactly the events quick-xml would (same element content, same name length, same
-//! text) and gives up (`None`) on everything else: comments, processing instructions, CDATA,
-//! entity and character references, a mismatched or missing end tag, unusual tag syntax, bytes
-//! that are not UTF-8, or nesting deeper than it tracks. The caller then reads the payload again
-//! with quick-xml, which decides what such input means.
+//! Each start tag is read once, into a [`Tag`] that the scopes and the walk look at. It produces
+//! exactly what quick-xml's events would (same name, same attributes, same text) and gives up
+//! (`None`) on everything else: comments, processing instructions, CDATA, entity and character
+//! references in text, a mismatched or missing end tag, unusual tag syntax (attributes not
+//! plainly spelled, or more than [`super::tag::MAX_ATTRIBUTES`]), bytes that are not UTF-8, or
+//! nesting deeper than it tracks. The caller then reads the payload again with quick-xml, which
+//! decides what such input means.
 
 use std::borrow::Cow;
 
