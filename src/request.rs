@@ -660,7 +660,7 @@ fn token_problem(token: &str) -> Option<&'static str> {
         Some("the device token (publish node) is empty")
     } else if token.len() > MAX_TOKEN_LEN {
         Some("the device token is longer than 4096 bytes")
-    } else if !token.bytes().all(|b| b.is_ascii_graphic())
+    } else if !all_ascii_graphic(token.as_bytes())
         && token.chars().any(|c| c.is_whitespace() || c.is_control())
     {
         // Printable ASCII (every real token) is neither; only other tokens are decoded.
@@ -668,6 +668,14 @@ fn token_problem(token: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Whether every byte is printable ASCII (`!` to `~`), as every real token is. Looked at
+/// without stopping early, so that the loop runs on vectors over a token of a hundred bytes.
+fn all_ascii_graphic(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .fold(true, |all, &b| all & (b.wrapping_sub(b'!') <= b'~' - b'!'))
 }
 
 impl<'i> PubsubWalk<'i> {
@@ -862,5 +870,23 @@ fn trim(value: Cow<'_, str>) -> Cow<'_, str> {
                 Cow::Owned(trimmed.to_owned())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_ascii_is_told_apart_byte_by_byte() {
+        for b in 0..=u8::MAX {
+            assert_eq!(all_ascii_graphic(&[b'a', b]), b.is_ascii_graphic(), "{b}");
+        }
+        assert!(all_ascii_graphic(b""));
+        assert_eq!(
+            token_problem("a\u{a0}b"),
+            Some("the device token contains whitespace or control characters")
+        );
+        assert_eq!(token_problem("\u{e9}t\u{e9}"), None);
     }
 }
