@@ -21,11 +21,13 @@ mod message_reply;
 mod quick;
 mod reply;
 mod scopes;
+mod tag;
 mod tigase;
 
 use std::borrow::Cow;
 
 use fpush_traits::PushSummary;
+use quick_xml::encoding::Decoder;
 use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
@@ -144,6 +146,15 @@ enum IqStart {
 /// Never fails: what cannot be understood is either answered with an error (when the IQ header
 /// could be read) or ignored.
 pub fn parse(stanza: &[u8]) -> Request {
+    // A push that reached the framer in pieces (so was not read while framed) is read the same
+    // way now: it costs a fraction of the way below, and gives the same request.
+    if stanza.starts_with(b"<iq") {
+        if let Some((len, request)) = frame_push(stanza, usize::MAX) {
+            if len == stanza.len() {
+                return request;
+            }
+        }
+    }
     if let Some(push2) = message::parse(stanza) {
         return push2;
     }
@@ -268,6 +279,15 @@ fn iq_start(
     IqAttributes::read(start, decoder)?.into_start(empty)
 }
 
+/// [`iq_start`] for a start tag read in one pass.
+fn iq_start_of_tag(tag: &tag::Tag<'_>, scopes: &mut Scopes) -> Option<IqStart> {
+    if tag.local_name() != b"iq" {
+        return None;
+    }
+    scopes.enter_tag(tag).ok()?;
+    IqAttributes::of_tag(tag)?.into_start(tag.is_empty())
+}
+
 /// The stanza's start tag, and whether the element is empty.
 fn first_element<'i>(reader: &mut Reader<&'i [u8]>) -> Option<(BytesStart<'i>, bool)> {
     loop {
@@ -297,21 +317,44 @@ impl<'a> IqAttributes<'a> {
         let mut attrs = IqAttributes::default();
         for attr in attributes(start) {
             let attr = attr.ok()?;
-            let slot = match attr.key.as_ref() {
-                b"type" => {
-                    attrs.kind = IqType::of(&attr.value);
-                    continue;
-                }
-                b"id" => &mut attrs.id,
-                b"from" => &mut attrs.from,
-                b"to" => &mut attrs.to,
-                _ => continue,
-            };
-            if slot.is_none() {
-                *slot = Some(unescaped_value(&attr, decoder).ok()?);
-            }
+            attrs.take(attr.key.as_ref(), &attr.value, || {
+                unescaped_value(&attr, decoder).ok()
+            })?;
         }
         Some(attrs)
+    }
+
+    /// [`IqAttributes::read`] for a start tag read in one pass.
+    fn of_tag(tag: &tag::Tag<'a>) -> Option<Self> {
+        let mut attrs = IqAttributes::default();
+        for &(key, value) in tag.attributes() {
+            attrs.take(key, value.as_bytes(), || tag.unescaped(value).ok())?;
+        }
+        Some(attrs)
+    }
+
+    /// Keeps what the attribute `key` with the raw value `raw` says, if it is one of ours;
+    /// `None` when a value to keep cannot be unescaped.
+    fn take(
+        &mut self,
+        key: &[u8],
+        raw: &[u8],
+        unescape: impl FnOnce() -> Option<Cow<'a, str>>,
+    ) -> Option<()> {
+        let slot = match key {
+            b"type" => {
+                self.kind = IqType::of(raw);
+                return Some(());
+            }
+            b"id" => &mut self.id,
+            b"from" => &mut self.from,
+            b"to" => &mut self.to,
+            _ => return Some(()),
+        };
+        if slot.is_none() {
+            *slot = Some(unescape()?);
+        }
+        Some(())
     }
 
     /// What the IQ is, if it can be told apart (and, for get/set, answered).
@@ -546,7 +589,7 @@ impl<'i> PubsubWalk<'i> {
     fn start(
         &mut self,
         ns: Ns,
-        start: &BytesStart<'_>,
+        start: &impl StartTag,
         decoder: quick_xml::encoding::Decoder,
     ) -> Result<(), Malformed> {
         self.depth += 1;
@@ -561,7 +604,7 @@ impl<'i> PubsubWalk<'i> {
     fn empty(
         &mut self,
         ns: Ns,
-        start: &BytesStart<'_>,
+        start: &impl StartTag,
         decoder: quick_xml::encoding::Decoder,
     ) -> Result<(), Malformed> {
         let depth = self.depth + 1;
@@ -617,7 +660,7 @@ fn token_problem(token: &str) -> Option<&'static str> {
         Some("the device token (publish node) is empty")
     } else if token.len() > MAX_TOKEN_LEN {
         Some("the device token is longer than 4096 bytes")
-    } else if !token.bytes().all(|b| b.is_ascii_graphic())
+    } else if !all_ascii_graphic(token.as_bytes())
         && token.chars().any(|c| c.is_whitespace() || c.is_control())
     {
         // Printable ASCII (every real token) is neither; only other tokens are decoded.
@@ -627,17 +670,25 @@ fn token_problem(token: &str) -> Option<&'static str> {
     }
 }
 
+/// Whether every byte is printable ASCII (`!` to `~`), as every real token is. Looked at
+/// without stopping early, so that the loop runs on vectors over a token of a hundred bytes.
+fn all_ascii_graphic(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .fold(true, |all, &b| all & (b.wrapping_sub(b'!') <= b'~' - b'!'))
+}
+
 impl<'i> PubsubWalk<'i> {
     /// Updates the walk's context for an element opening at `depth` below `<pubsub>`. `true`
     /// when it is the `<value>` whose text is the open field's value.
     fn open_element(
         &mut self,
         ns: Ns,
-        start: &BytesStart<'_>,
+        start: &impl StartTag,
         depth: usize,
         decoder: quick_xml::encoding::Decoder,
     ) -> Result<bool, Malformed> {
-        let (_, local) = split_name(start.name().into_inner());
+        let local = start.local();
         if depth == 1 {
             if ns == Ns::Pubsub {
                 self.open_section(local, start, decoder)?;
@@ -662,7 +713,7 @@ impl<'i> PubsubWalk<'i> {
         match (self.form, self.field.as_ref(), local) {
             (None, _, b"x") => self.form = Some((kind, depth)),
             (Some((form_kind, _)), None, b"field") => {
-                if let Some(var) = attribute(start, b"var", decoder)? {
+                if let Some(var) = start.attribute(b"var", decoder)? {
                     self.field = Some(OpenField {
                         var: FieldVar::classify(form_kind, var),
                         depth,
@@ -681,14 +732,14 @@ impl<'i> PubsubWalk<'i> {
     fn open_section(
         &mut self,
         local: &[u8],
-        start: &BytesStart<'_>,
+        start: &impl StartTag,
         decoder: quick_xml::encoding::Decoder,
     ) -> Result<(), Malformed> {
         match local {
             b"publish" if !self.seen_publish => {
                 self.seen_publish = true;
                 self.section = Some((Form::Summary, 1));
-                self.token = attribute(start, b"node", decoder)?.map(Cow::into_owned);
+                self.token = start.attribute(b"node", decoder)?.map(Cow::into_owned);
             }
             b"publish-options" => self.section = Some((Form::Options, 1)),
             _ => {}
@@ -754,6 +805,35 @@ fn keeps_option(options: &[(String, String)], var: &str) -> bool {
         || var == "secret" && !options.iter().any(|(kept, _)| kept == "secret")
 }
 
+/// A start tag as the walk over a pubsub payload reads it: read in one pass ([`tag::Tag`]) or
+/// by quick-xml.
+trait StartTag {
+    /// The name's local part (after its first `:`).
+    fn local(&self) -> &[u8];
+    /// The first attribute named `name`, unescaped (see [`attribute`]).
+    fn attribute(&self, name: &[u8], decoder: Decoder) -> Result<Option<Cow<'_, str>>, Malformed>;
+}
+
+impl StartTag for BytesStart<'_> {
+    fn local(&self) -> &[u8] {
+        split_name(self.name().into_inner()).1
+    }
+
+    fn attribute(&self, name: &[u8], decoder: Decoder) -> Result<Option<Cow<'_, str>>, Malformed> {
+        attribute(self, name, decoder)
+    }
+}
+
+impl StartTag for tag::Tag<'_> {
+    fn local(&self) -> &[u8] {
+        self.local_name()
+    }
+
+    fn attribute(&self, name: &[u8], _: Decoder) -> Result<Option<Cow<'_, str>>, Malformed> {
+        tag::Tag::attribute(self, name)
+    }
+}
+
 /// Reads one unprefixed attribute, unescaped (borrowed unless unescaping changed it); the
 /// first occurrence wins.
 fn attribute<'s>(
@@ -790,5 +870,23 @@ fn trim(value: Cow<'_, str>) -> Cow<'_, str> {
                 Cow::Owned(trimmed.to_owned())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_ascii_is_told_apart_byte_by_byte() {
+        for b in 0..=u8::MAX {
+            assert_eq!(all_ascii_graphic(&[b'a', b]), b.is_ascii_graphic(), "{b}");
+        }
+        assert!(all_ascii_graphic(b""));
+        assert_eq!(
+            token_problem("a\u{a0}b"),
+            Some("the device token contains whitespace or control characters")
+        );
+        assert_eq!(token_problem("\u{e9}t\u{e9}"), None);
     }
 }

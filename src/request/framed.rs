@@ -8,12 +8,12 @@
 use std::sync::LazyLock;
 
 use memchr::memmem::Finder;
-use quick_xml::events::BytesStart;
 use quick_xml::Reader;
 
 use super::scopes::{Ns, Scopes};
-use super::{iq_start, quick, request_of, IqStart, IqType, Request};
-use crate::markup::{end_tag_at, is_xml_space, plain_start_tag, split_name};
+use super::tag::Tag;
+use super::{iq_start_of_tag, quick, request_of, IqStart, IqType, Request};
+use crate::markup::end_tag_at;
 
 /// The searcher for `</pubsub`, built once: building one costs about as much as a search.
 static PUBSUB_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"</pubsub"));
@@ -27,23 +27,33 @@ static PUBSUB_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"</
 /// The framer's rules (names, nesting up to `max_depth` with the stream counted, an end tag for
 /// every start tag) are checked on every tag read here.
 pub fn frame_push(data: &[u8], max_depth: usize) -> Option<(usize, Request)> {
-    let (iq_end, _) = plain_start_tag(data, 0)?;
-    let (pubsub_end, _) =
-        (data.get(iq_end) == Some(&b'<')).then(|| plain_start_tag(data, iq_end))??;
-    let iq = start_tag_between(data, 0, iq_end)?;
-    let pubsub = start_tag_between(data, iq_end, pubsub_end)?;
-    let decoder = Reader::from_reader(data).decoder();
+    // Both start tags read in one pass each (by the framer's rules, see [`Tag::read`]), from
+    // text checked as UTF-8 once: up to the second `>`, where they end unless a value holds a
+    // `>` (then a tag runs past the text and the stanza is left to the framer).
+    let first_gt = memchr::memchr(b'>', data)?;
+    let second_gt = first_gt + 1 + memchr::memchr(b'>', &data[first_gt + 1..])?;
+    let head = std::str::from_utf8(&data[..=second_gt]).ok()?;
+    let mut iq = Tag::new(head);
+    let mut pubsub = Tag::new(head);
+    let iq_end = iq.read(0)? + 1;
+    if iq.local_name() != b"iq" || head.as_bytes().get(iq_end) != Some(&b'<') {
+        return None;
+    }
+    let pubsub_end = pubsub.read(iq_end)? + 1;
+    if iq.is_empty() || pubsub.is_empty() {
+        return None;
+    }
     let mut scopes = Scopes::default();
     let Some(IqStart::Request {
         kind: IqType::Set,
         header,
         empty: false,
-    }) = iq_start(&iq, false, decoder, &mut scopes)
+    }) = iq_start_of_tag(&iq, &mut scopes)
     else {
         return None;
     };
-    let ns = scopes.enter(&pubsub).ok()?;
-    if ns != Ns::Pubsub || split_name(pubsub.name().into_inner()).1 != b"pubsub" {
+    let ns = scopes.enter_tag(&pubsub).ok()?;
+    if ns != Ns::Pubsub || pubsub.local_name() != b"pubsub" {
         return None;
     }
     // The stream, the IQ and <pubsub> count towards the framer's depth.
@@ -53,25 +63,11 @@ pub fn frame_push(data: &[u8], max_depth: usize) -> Option<(usize, Request)> {
     let rest = &data[pubsub_end..];
     let close = PUBSUB_END.find(rest)?;
     let gt = close + memchr::memchr(b'>', &rest[close..])?;
-    let name = pubsub.name().into_inner();
+    let decoder = Reader::from_reader(data).decoder();
+    let name = pubsub.name();
     let (payload, end) = quick::read_pubsub(&rest[..=gt], name, &mut scopes, decoder, max_open)?;
-    let len = pubsub_end + end + iq_end_tag(&rest[end..], iq.name().into_inner())?;
+    let len = pubsub_end + end + iq_end_tag(&rest[end..], iq.name())?;
     Some((len, request_of(header, Ok(payload))))
-}
-
-/// The start tag from its `<` at `from` to just past its `>` at `to`, as quick-xml's reader
-/// hands it out (its name ends at whitespace); `None` for an empty element or for bytes that
-/// are not UTF-8.
-fn start_tag_between(data: &[u8], from: usize, to: usize) -> Option<BytesStart<'_>> {
-    let content = std::str::from_utf8(data.get(from + 1..to.checked_sub(1)?)?).ok()?;
-    if content.ends_with('/') {
-        return None;
-    }
-    let name_len = content
-        .bytes()
-        .position(is_xml_space)
-        .unwrap_or(content.len());
-    Some(BytesStart::from_content(content, name_len))
 }
 
 /// The length of the text and the IQ's end tag that must follow `</pubsub>` for

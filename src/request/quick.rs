@@ -3,21 +3,24 @@
 //! Servers send `<pubsub>` payloads made of start tags, end tags, empty elements and text,
 //! nothing else. For those this lexer cuts the events itself, at a fraction of a general
 //! reader's cost per event, and hands them to the same [`PubsubWalk`] quick-xml's events go to.
-//! It produces exactly the events quick-xml would (same element content, same name length, same
-//! text) and gives up (`None`) on everything else: comments, processing instructions, CDATA,
-//! entity and character references, a mismatched or missing end tag, unusual tag syntax, bytes
-//! that are not UTF-8, or nesting deeper than it tracks. The caller then reads the payload again
-//! with quick-xml, which decides what such input means.
+//! Each start tag is read once, into a [`Tag`] that the scopes and the walk look at. It produces
+//! exactly what quick-xml's events would (same name, same attributes, same text) and gives up
+//! (`None`) on everything else: comments, processing instructions, CDATA, entity and character
+//! references in text, a mismatched or missing end tag, unusual tag syntax (attributes not
+//! plainly spelled, or more than [`super::tag::MAX_ATTRIBUTES`]), bytes that are not UTF-8, or
+//! nesting deeper than it tracks. The caller then reads the payload again with quick-xml, which
+//! decides what such input means.
 
 use std::borrow::Cow;
 
 use memchr::{memchr2, memchr3};
 use quick_xml::encoding::Decoder;
-use quick_xml::events::{BytesStart, BytesText};
+use quick_xml::events::BytesText;
 
 use super::scopes::Scopes;
+use super::tag::Tag;
 use super::{Payload, PubsubWalk};
-use crate::markup::{end_tag_at, is_plausible_name, is_xml_space, start_tag_end, tag_name_len};
+use crate::markup::end_tag_at;
 
 /// Open elements tracked below `<pubsub>`; real payloads nest five deep.
 const MAX_DEPTH: usize = 16;
@@ -49,6 +52,7 @@ pub(super) fn read_pubsub(
         line_ends: None,
     };
     let mut walk = PubsubWalk::default();
+    let mut tag = Tag::new(text);
     loop {
         let at = cursor.text_until_markup(&mut walk)?;
         match *input.get(at + 1)? {
@@ -58,7 +62,7 @@ pub(super) fn read_pubsub(
                     return Some((walk.finish(), cursor.pos));
                 }
             }
-            _ => cursor.start_tag(at, &mut walk, scopes, decoder)?,
+            _ => cursor.start_tag(at, &mut tag, &mut walk, scopes, decoder)?,
         }
     }
 }
@@ -119,15 +123,11 @@ impl<'i> Cursor<'i> {
         walk: &mut PubsubWalk<'i>,
         scopes: &mut Scopes,
     ) -> Option<bool> {
-        let (end, name) = end_tag_at(self.input, at)?;
         let expected = match self.depth {
             0 => pubsub_name,
             depth => self.open[depth - 1],
         };
-        if name != expected {
-            return None;
-        }
-        self.pos = end;
+        self.pos = closing_tag_end(self.input, at, expected)?;
         if walk.end() {
             return Some(true);
         }
@@ -136,47 +136,44 @@ impl<'i> Cursor<'i> {
         Some(false)
     }
 
-    /// The start tag (or empty element) whose `<` is at `at`. `None` on unusual tag syntax, a
-    /// name the framer or quick-xml would read otherwise, or nesting deeper than allowed.
+    /// The start tag (or empty element) whose `<` is at `at`, read into `tag`. `None` when the
+    /// one pass gives up on it (see [`Tag::read`]) or on nesting deeper than allowed.
     fn start_tag(
         &mut self,
         at: usize,
+        tag: &mut Tag<'i>,
         walk: &mut PubsubWalk<'i>,
         scopes: &mut Scopes,
         decoder: Decoder,
     ) -> Option<()> {
-        let close = start_tag_end(self.input, at + 1)?;
-        // The framer's reading of the name: up to whitespace, `/` or `>`.
-        let name_len = tag_name_len(&self.input[at + 1..=close]);
-        if self.depth >= self.max_open || !is_plausible_name(&self.input[at + 1..][..name_len]) {
+        if self.depth >= self.max_open {
             return None;
         }
-        let content = self.text.get(at + 1..close)?;
-        let (content, empty) = match content.strip_suffix('/') {
-            Some(content) => (content, true),
-            None => (content, false),
-        };
-        // quick-xml's name ends at whitespace only (`<a/b>` names `a/b` there).
-        if content
-            .as_bytes()
-            .get(name_len)
-            .is_some_and(|&b| !is_xml_space(b))
-        {
-            return None;
-        }
-        let start = BytesStart::from_content(content, name_len);
-        let ns = scopes.enter(&start).ok()?;
-        if empty {
+        let close = tag.read(at)?;
+        let ns = scopes.enter_tag(tag).ok()?;
+        if tag.is_empty() {
             scopes.leave();
-            walk.empty(ns, &start, decoder).ok()?;
+            walk.empty(ns, tag, decoder).ok()?;
         } else {
-            *self.open.get_mut(self.depth)? = &content.as_bytes()[..name_len];
+            *self.open.get_mut(self.depth)? = tag.name();
             self.depth += 1;
-            walk.start(ns, &start, decoder).ok()?;
+            walk.start(ns, tag, decoder).ok()?;
         }
         self.pos = close + 1;
         Some(())
     }
+}
+
+/// The offset just past the end tag whose `<` is at `at`, when it closes `name`. Servers
+/// write `</name>`: that is compared in place, and only other spellings are read by
+/// [`end_tag_at`] (which allows whitespace before `>`).
+fn closing_tag_end(input: &[u8], at: usize, name: &[u8]) -> Option<usize> {
+    let after = at + 2 + name.len();
+    if input.get(at + 2..after) == Some(name) && input.get(after) == Some(&b'>') {
+        return Some(after + 1);
+    }
+    let (end, read) = end_tag_at(input, at)?;
+    (read == name).then_some(end)
 }
 
 /// Whether `text` holds a byte that may begin what quick-xml would change in text: a line end
@@ -191,6 +188,7 @@ mod tests {
 
     /// Reads `payload` as the inside of `<pubsub xmlns='http://jabber.org/protocol/pubsub'>`.
     fn read(payload: &str) -> Option<Payload> {
+        use quick_xml::events::BytesStart;
         let mut scopes = Scopes::default();
         let pubsub =
             BytesStart::from_content("pubsub xmlns='http://jabber.org/protocol/pubsub'", 6);
@@ -298,6 +296,9 @@ mod tests {
             let general = parse_with(stanza, Lexer::General);
             let quick = parse_with(stanza, Lexer::Quick);
             assert_eq!(quick, general, "{}", String::from_utf8_lossy(stanza));
+            // As the dispatcher parses a stanza (a push read as if framed whole first).
+            let parsed = crate::request::parse(stanza);
+            assert_eq!(parsed, general, "{}", String::from_utf8_lossy(stanza));
             cases += 1;
         };
         for fixture in fixtures {

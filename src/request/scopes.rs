@@ -12,6 +12,7 @@ use quick_xml::events::BytesStart;
 use quick_xml::name::{PrefixDeclaration, QName};
 
 use super::attributes::attributes;
+use super::tag::Tag;
 use super::Malformed;
 use crate::markup::split_name;
 
@@ -110,6 +111,18 @@ impl Scopes {
         Ok(self.resolve(start.name()))
     }
 
+    /// [`Scopes::enter`] for a tag read in one pass: its attributes are only looked at when a
+    /// key starts with `xmlns`, and its name was split when it was read.
+    pub(super) fn enter_tag(&mut self, tag: &Tag<'_>) -> Result<Ns, Malformed> {
+        self.level += 1;
+        if tag.declares() {
+            for &(key, value) in tag.attributes() {
+                self.bind(QName(key), value.as_bytes())?;
+            }
+        }
+        Ok(self.resolve_prefix(tag.prefix()))
+    }
+
     /// Where the scopes stand now, to [`Scopes::reset`] to after a walk that was abandoned.
     pub(super) fn mark(&self) -> ScopeMark {
         ScopeMark {
@@ -142,34 +155,43 @@ impl Scopes {
             let Ok(Attribute { key, value }) = attr else {
                 break;
             };
-            let prefix = match key.as_namespace_binding() {
-                None => continue,
-                Some(PrefixDeclaration::Default) => None,
-                Some(PrefixDeclaration::Named(b"xml")) if value.as_ref() == NS_XML => continue,
-                Some(PrefixDeclaration::Named(b"xml" | b"xmlns")) => return Err(Malformed),
-                Some(PrefixDeclaration::Named(_))
-                    if matches!(value.as_ref(), NS_XML | NS_XMLNS) =>
-                {
-                    return Err(Malformed)
-                }
-                Some(PrefixDeclaration::Named(prefix)) => Some(Box::from(prefix)),
-            };
-            if self.bindings.len() == MAX_BINDINGS {
-                return Err(Malformed);
-            }
-            self.bindings.push(Binding {
-                level: self.level,
-                prefix,
-                ns: Ns::of(&value),
-            });
+            self.bind(key, &value)?;
         }
+        Ok(())
+    }
+
+    /// Records the attribute `key='value'` if it is a namespace declaration (see
+    /// [`Scopes::declare`]).
+    fn bind(&mut self, key: QName<'_>, value: &[u8]) -> Result<(), Malformed> {
+        let prefix = match key.as_namespace_binding() {
+            None => return Ok(()),
+            Some(PrefixDeclaration::Default) => None,
+            Some(PrefixDeclaration::Named(b"xml")) if value == NS_XML => return Ok(()),
+            Some(PrefixDeclaration::Named(b"xml" | b"xmlns")) => return Err(Malformed),
+            Some(PrefixDeclaration::Named(_)) if matches!(value, NS_XML | NS_XMLNS) => {
+                return Err(Malformed)
+            }
+            Some(PrefixDeclaration::Named(prefix)) => Some(Box::from(prefix)),
+        };
+        if self.bindings.len() == MAX_BINDINGS {
+            return Err(Malformed);
+        }
+        self.bindings.push(Binding {
+            level: self.level,
+            prefix,
+            ns: Ns::of(value),
+        });
         Ok(())
     }
 
     /// The namespace of an element name: the innermost binding of its prefix, or of the
     /// default namespace when it has none.
     fn resolve(&self, name: QName<'_>) -> Ns {
-        let (prefix, _) = split_name(name.into_inner());
+        self.resolve_prefix(split_name(name.into_inner()).0)
+    }
+
+    /// The innermost binding of `prefix` (of the default namespace for `None`).
+    fn resolve_prefix(&self, prefix: Option<&[u8]>) -> Ns {
         self.bindings
             .iter()
             .rev()

@@ -8,10 +8,8 @@
 //! publish section and outside its forms count. What is kept is bounded: text past
 //! [`MAX_TEXT_BYTES`] is not collected (the door then sees a payload too large to pass on).
 
-use quick_xml::events::BytesStart;
-
 use super::scopes::Ns;
-use super::{attribute, Malformed, PubsubWalk};
+use super::{Malformed, PubsubWalk, StartTag};
 
 /// Collected text is cut a little past this (no push payload can be this large).
 pub const MAX_TEXT_BYTES: usize = 16 * 1024;
@@ -52,15 +50,14 @@ impl PubsubWalk<'_> {
     pub(super) fn open_tigase(
         &mut self,
         ns: Ns,
-        start: &BytesStart<'_>,
+        start: &impl StartTag,
         decoder: quick_xml::encoding::Decoder,
     ) -> Result<bool, Malformed> {
         let parts = self.push.tigase.get_or_insert_with(Box::default);
-        let local = start.local_name();
-        match (ns, local.as_ref()) {
+        match (ns, start.local()) {
             (Ns::TigaseEncrypt, b"encrypted") if parts.encrypted.is_none() => {
                 let short = |name: &[u8]| -> Result<Option<String>, Malformed> {
-                    Ok(attribute(start, name, decoder)?.map(|v| bounded(&v)))
+                    Ok(start.attribute(name, decoder)?.map(|v| bounded(&v)))
                 };
                 parts.encrypted = Some(EncryptedElement {
                     data: String::new(),
