@@ -571,14 +571,14 @@ struct PubsubWalk<'i> {
     token: Option<String>,
     push: PushRequest,
     seen_publish: bool,
-    /// Depth below <pubsub>: its children are at depth 1.
+    /// Depth below `<pubsub>`: its children are at depth 1.
     depth: usize,
     /// (section, depth of its element): which pubsub child we are in.
     section: Option<(Form, usize)>,
-    /// (form kind, depth of the <x> element).
+    /// (form kind, depth of the `<x>` element).
     form: Option<(Form, usize)>,
     field: Option<OpenField<'i>>,
-    /// Depth of the <value> element whose text is being collected.
+    /// Depth of the `<value>` element whose text is being collected.
     value_depth: Option<usize>,
     /// The Tigase extension element whose text is being collected.
     tigase_open: Option<tigase::Open>,
