@@ -181,7 +181,7 @@ pub fn domain_of(jid: &str) -> &str {
     bare.rsplit_once('@').map_or(bare, |(_, domain)| domain)
 }
 
-/// The sending domain of `jid`, as one name whatever its spelling (see [`canonical_domain`]):
+/// The sending domain of `jid`, as one name whatever its spelling (see `canonical_domain`):
 /// what the access policy and the registration store both know a sender by.
 pub fn sender_domain(jid: &str) -> Cow<'_, str> {
     canonical_domain(domain_of(jid))

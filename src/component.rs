@@ -7,7 +7,7 @@
 //! every reply through one
 //! batching writer, pings the server to notice dead links, and reconnects — at once after a link
 //! that was up drops, with backoff after failed attempts and after the second of two links in a
-//! row that died within [`STABLE_LINK`]. Replies queued while the link is down wait for the next stream.
+//! row that died within `STABLE_LINK`. Replies queued while the link is down wait for the next stream.
 
 mod backoff;
 mod framer;

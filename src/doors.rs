@@ -142,7 +142,7 @@ impl Target {
 
     /// The same push holding no more than a platform can use, so that pushes in flight and in
     /// the queue stay bounded (a few KiB each) however large the stanzas were (see
-    /// [`bound_notification`]).
+    /// `bound_notification`).
     pub fn bounded(mut self) -> Self {
         bound_notification(&mut self.notification);
         self

@@ -88,7 +88,7 @@ pub fn print_problem(level: log::Level, text: &str) {
     }
 }
 
-/// Waits, at most [`FLUSH_WITHIN`], until the records queued for stderr are written: the
+/// Waits, at most `FLUSH_WITHIN`, until the records queued for stderr are written: the
 /// process is about to end, and its last lines say why.
 pub fn flush_logs() {
     let Some(Detached { backlog, .. }) = INSTALLED.get() else {
