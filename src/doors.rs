@@ -107,14 +107,18 @@ impl Target {
     /// not be queued: otherwise its token's later pushes are refused until `at` as already
     /// queued, and none is.
     pub fn unqueue(&self, at: tokio::time::Instant) {
+        if let Some(limiter) = self.ratelimited_by() {
+            limiter.unqueue(self.key(), at);
+        }
+    }
+
+    /// The module whose ratelimit [`Target::admit`] asked: the push's own, push2's relay
+    /// module, or none (an urgent push, or push2 with its ratelimit off).
+    pub fn ratelimited_by(&self) -> Option<&Module> {
         match &self.limiter {
-            _ if self.urgent => {}
-            Limiter::Module => self.module.unqueue(self.key(), at),
-            Limiter::Relay(relay) => {
-                if let Some(relay) = relay {
-                    relay.unqueue(self.key(), at);
-                }
-            }
+            _ if self.urgent => None,
+            Limiter::Module => Some(&self.module),
+            Limiter::Relay(relay) => relay.as_deref(),
         }
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use fpush::config::WEB_PUSH_MODULE;
 use fpush::modules::ModuleSet;
+use fpush_traits::{DeadTokenReason, PushError};
 use p2_support::dispatcher::{error_of, module, Harness, JID};
 use p2_support::RecordingProvider;
 
@@ -155,4 +156,20 @@ async fn a_call_sent_as_an_alert_is_learnt_for_the_device_token() {
     h.send(|id| message(id, &call, "<voip/>"));
     wait_for_asked(&apple, 2).await;
     assert_eq!(apple.asked(), [DEVICE, VOIP]);
+}
+
+#[tokio::test]
+async fn a_token_the_platform_finds_implausible_is_not_held_by_the_relay_ratelimit() {
+    let (mut h, apple) = harness(true);
+    for _ in 0..2 {
+        apple.answer(
+            DEVICE,
+            Err(PushError::TokenInvalid(DeadTokenReason::Implausible)),
+        );
+    }
+    // Neither remembered dead nor ratelimited: such a token never cost a call, and anyone
+    // can send them by the thousand. Each push is answered at once.
+    assert_gone(&mut h, &alert_client(), "").await;
+    assert_gone(&mut h, &alert_client(), "").await;
+    assert_eq!(apple.asked(), [DEVICE, DEVICE]);
 }

@@ -111,13 +111,26 @@ impl Module {
         result: &Result<Delivered, PushError>,
         took: Duration,
     ) -> Outcome {
+        self.settle_limited_by(key, result, took, None)
+    }
+
+    /// Like [`Module::settle`], for a push admitted by `limiter`'s ratelimit as well as (or
+    /// instead of) this module's (see [`crate::doors::Target::ratelimited_by`]): a target
+    /// that is not to be ratelimited is forgotten in both.
+    pub fn settle_limited_by(
+        &self,
+        key: &str,
+        result: &Result<Delivered, PushError>,
+        took: Duration,
+        limiter: Option<&Module>,
+    ) -> Outcome {
         self.metrics.observe_answer(result, took);
         match result {
             Ok(_) => {
                 self.wipe_guard.record_success();
                 Outcome::delivered
             }
-            Err(PushError::TokenInvalid(reason)) => self.settle_dead(key, *reason),
+            Err(PushError::TokenInvalid(reason)) => self.settle_dead(key, *reason, limiter),
             Err(PushError::ProviderThrottled { retry_after }) => {
                 // Too many pushes to this token: hold only it, until the provider's time.
                 self.wipe_guard.record_other();
@@ -143,7 +156,9 @@ impl Module {
                 match error {
                     PushError::Timeout => Outcome::timeout,
                     PushError::Misconfigured(_) => Outcome::misconfigured,
-                    PushError::Rejected { reason, .. } => self.settle_rejected(key, *reason),
+                    PushError::Rejected { reason, .. } => {
+                        self.settle_rejected(key, *reason, limiter)
+                    }
                     PushError::Transient(_)
                     | PushError::TokenInvalid(_)
                     | PushError::ProviderThrottled { .. } => Outcome::transient,
@@ -154,10 +169,10 @@ impl Module {
 
     /// One request refused as it stands: the target is neither dead nor the module broken, so
     /// nothing is remembered; a fenced target is not ratelimited either (it never cost a call).
-    fn settle_rejected(&self, key: &str, reason: Rejection) -> Outcome {
+    fn settle_rejected(&self, key: &str, reason: Rejection, limiter: Option<&Module>) -> Outcome {
         match reason {
             Rejection::NotAllowed => {
-                self.ratelimit.forget(key);
+                self.forget_limit(key, limiter);
                 Outcome::not_allowed
             }
             Rejection::TooLarge => Outcome::too_large,
@@ -165,14 +180,23 @@ impl Module {
         }
     }
 
+    /// Forgets `key` in this module's ratelimit and in `limiter`'s, the one that admitted the
+    /// push: a push2 push is held by the relay's ratelimit, not by its module's.
+    fn forget_limit(&self, key: &str, limiter: Option<&Module>) {
+        self.ratelimit.forget(key);
+        if let Some(limiter) = limiter.filter(|limiter| !std::ptr::eq(*limiter, self)) {
+            limiter.ratelimit.forget(key);
+        }
+    }
+
     /// A token the provider declared dead: remembered and answered dead, unless "not for this
     /// app" answers dominate the module (then it is the operator's mistake, not the token's).
-    fn settle_dead(&self, key: &str, reason: DeadTokenReason) -> Outcome {
+    fn settle_dead(&self, key: &str, reason: DeadTokenReason, limiter: Option<&Module>) -> Outcome {
         match reason {
             // Refused locally: answered dead, but neither remembered nor ratelimited (anyone can
             // send such tokens by the thousand).
             DeadTokenReason::Implausible => {
-                self.ratelimit.forget(key);
+                self.forget_limit(key, limiter);
                 return Outcome::token_invalid;
             }
             DeadTokenReason::NotForThisApp => {
