@@ -774,6 +774,36 @@ fn damage(server: &store_support::RedisServer, node: &str, field: &str) {
 }
 
 #[tokio::test]
+async fn a_damaged_redis_registration_is_unregistered_and_moved_by_its_key_all_the_same() {
+    use fpush::store::{RedisRegistrations, RegistrationStore};
+    let server = store_support::RedisServer::start();
+    let store = RedisRegistrations::open(&server.settings(), limits()).unwrap();
+    let gone = registered(&store, "fcm", "gone", "a@example.org").await;
+    let moving = registered(&store, "fcm", "moving", "b@example.org").await;
+    for node in [&gone.node, &moving.node] {
+        damage(&server, node, "a");
+    }
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let mut exists = |node: &str| -> bool {
+        ::redis::cmd("EXISTS")
+            .arg(format!("fpush-test:{{example.org}}:r:{node}"))
+            .query(&mut connection)
+            .unwrap()
+    };
+    // Unregistered by its key although it cannot be read back.
+    let key = registration("fcm", "gone", "a@example.org").key;
+    assert!(store.unregister(&key).await.unwrap());
+    assert!(!exists(&gone.node));
+    // Registered from another domain: the damaged one makes way, the device gets new credentials.
+    let moved = registration("fcm", "moving", "b@other.example");
+    let credentials = store.register(moved).await.unwrap();
+    assert!(!exists(&moving.node));
+    assert!(is_stored(&store, "other.example", &credentials.node).await);
+    assert_eq!(store.counts().await.unwrap(), [("fcm".to_owned(), 1)]);
+}
+
+#[tokio::test]
 async fn a_redis_registration_that_lost_its_service_still_counts_until_removed() {
     use fpush::store::{RedisRegistrations, RegistrationStore};
     let server = store_support::RedisServer::start();

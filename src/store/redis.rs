@@ -33,6 +33,12 @@ const SWEEP_BATCH: usize = 1_000;
 /// Fresh nodes tried before giving up.
 const NODE_ATTEMPTS: usize = 8;
 
+/// A stored registration as [`RedisRegistrations::indexed`] found it.
+enum Readable {
+    Yes(Box<Registration>),
+    Damaged,
+}
+
 /// The Redis registration store.
 pub struct RedisRegistrations {
     connection: RedisConnection,
@@ -93,6 +99,20 @@ impl RedisRegistrations {
             let (domain, node) = text.split_once('\n')?;
             Some((domain.to_owned(), node.to_owned()))
         }))
+    }
+
+    /// The registration a key's index entry points at, or that it is damaged (another writer
+    /// left a field out): its key's index still names it, so its key's owner may replace or
+    /// remove it; it must not hold them back until the sweep.
+    async fn indexed(&self, domain: &str, node: &str) -> Result<Option<Readable>, StoreError> {
+        match self.find(domain, node).await {
+            Ok(found) => Ok(found.map(|found| Readable::Yes(Box::new(found)))),
+            Err(StoreError::Unusable(why)) => {
+                log::warn!("{why}; replaced or removed by its key's owner");
+                Ok(Some(Readable::Damaged))
+            }
+            Err(error) => Err(error),
+        }
     }
 
     async fn domains(&self) -> Result<Vec<String>, StoreError> {
@@ -193,15 +213,18 @@ impl RegistrationStore for RedisRegistrations {
                 if let Some(credentials) = self.update(&registration, &node).await? {
                     return Ok(credentials);
                 }
-            } else if let Some(old) = self.find(&domain, &node).await? {
-                // Moved to another domain: same node and secret, in the new domain's slot.
+            } else if let Some(old) = self.indexed(&domain, &node).await? {
+                // Moved to another domain: same node and secret, in the new domain's slot (a
+                // damaged old one is removed and the device gets new ones).
                 self.remove_in(&domain, &node, 0, "").await?;
-                let credentials = Credentials {
-                    node: old.node,
-                    secret: old.secret,
-                };
-                let now = unix(SystemTime::now()).max(unix(old.last_used));
-                return self.insert(&registration, Some(credentials), now).await;
+                if let Readable::Yes(old) = old {
+                    let credentials = Credentials {
+                        node: old.node,
+                        secret: old.secret,
+                    };
+                    let now = unix(SystemTime::now()).max(unix(old.last_used));
+                    return self.insert(&registration, Some(credentials), now).await;
+                }
             }
         }
         let now = unix(SystemTime::now());
@@ -243,12 +266,13 @@ impl RegistrationStore for RedisRegistrations {
         let Some((domain, node)) = self.located(key).await? else {
             return Ok(false);
         };
-        match self.find(&domain, &node).await? {
-            Some(found) if found.key == *key => {
+        match self.indexed(&domain, &node).await? {
+            Some(Readable::Yes(found)) if found.key != *key => Ok(false),
+            Some(_) => {
                 let (_, removed) = self.remove_in(&domain, &node, 0, "").await?;
                 Ok(!removed.is_empty())
             }
-            _ => Ok(false),
+            None => Ok(false),
         }
     }
 
