@@ -7,13 +7,15 @@
 mod p2_support;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use fpush::access::AccessSettings;
 use fpush::doors::p2::{device_hash, P2Door, PROTOCOL};
+use fpush::doors::MAX_ID_BYTES;
 use fpush::modules::{ModuleSet, Registering};
 use fpush_testkit::xmpp::Stanza;
 use p2_support::dispatcher::{error_of, module, Harness, JID};
-use p2_support::forms::form_value;
+use p2_support::forms::{command_iq, form_value};
 use p2_support::RecordingProvider;
 
 const JULIET: &str = "juliet@capulet.example/balcony";
@@ -179,7 +181,7 @@ async fn a_reload_that_stops_serving_p2_answers_its_pushes_wait_within_the_grace
     let android = module("android", "google", &provider, false);
     let app = module("app", "google", &provider, false);
     let mut after = ModuleSet::from_modules(vec![(android, false), (app, true)]);
-    after.remember_retired(&before, std::time::Duration::from_secs(3600));
+    after.remember_retired(&before, Duration::from_secs(3600));
     h.dispatcher.replace_modules(Arc::new(after));
 
     // Not `cancel`, and not the node sent to the default module as a token (which FCM would
@@ -215,7 +217,7 @@ async fn a_reload_that_stops_serving_one_p2_service_answers_wait_only_within_the
         .set_p2(Arc::new(P2Door::new(h.store.clone(), JID)));
     let (node, secret) = h.register(JULIET, TOKEN).await;
     // The FCM module is removed; APNS registrations are still served, so p2 is.
-    let grace = std::time::Duration::from_secs(3600);
+    let grace = Duration::from_secs(3600);
     let before = h.dispatcher.modules().load_full();
     let mut after = two_services(&provider, true);
     after.remember_retired(&before, grace);
@@ -293,7 +295,7 @@ async fn a_queued_push_to_a_token_replaced_meanwhile_leaves_the_registration_in_
     // The next push waits for the end of the window, addressed to the token looked up now.
     let options = format!("<field var='secret'><value>{secret}</value></field>");
     let queued = h.send(|id| push_iq(id, DOMAIN, &node, &options));
-    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
     // Meanwhile the app registers its new token (same node and secret); the old one is dead.
     const NEW: &str = "cT7x9Qz1RkW3:APA91bNEW";
     assert_eq!(
@@ -301,7 +303,7 @@ async fn a_queued_push_to_a_token_replaced_meanwhile_leaves_the_registration_in_
         (node.clone(), secret.clone())
     );
     h.provider.unregister(TOKEN);
-    let window = std::time::Duration::from_secs(60);
+    let window = Duration::from_secs(60);
     let reply = h.reply(window).await.expect("a reply");
     assert_eq!(reply.attr("id"), Some(queued.as_str()), "{}", reply.raw);
     assert_eq!(
@@ -393,6 +395,24 @@ async fn a_register_from_a_jid_longer_than_any_jid_is_refused_before_the_store()
     // The longest JID still registers.
     let longest = format!("{}@{DOMAIN}/phone", "j".repeat(3070 - DOMAIN.len()));
     h.register(&longest, TOKEN).await;
+    assert_eq!(h.store.all().len(), 1);
+}
+
+#[tokio::test]
+async fn a_command_with_an_id_longer_than_a_push_may_carry_is_refused_before_the_store() {
+    let mut h = Harness::new(false);
+    let fields = [("token", TOKEN), ("device-id", DEVICE_ID)];
+    let too_long = "i".repeat(MAX_ID_BYTES + 1);
+    h.send(|_| command_iq(&too_long, JULIET, JID, "register-push-fcm", &fields));
+    let reply = h.reply(Duration::from_secs(10)).await.expect("a reply");
+    assert_eq!(reply.attr("id"), Some(too_long.as_str()));
+    assert_eq!(error_of(&reply), ("modify", "bad-request"));
+    assert!(h.store.all().is_empty());
+    // The longest id a push may carry still registers.
+    let longest = "i".repeat(MAX_ID_BYTES);
+    h.send(|_| command_iq(&longest, JULIET, JID, "register-push-fcm", &fields));
+    let reply = h.reply(Duration::from_secs(10)).await.expect("a reply");
+    assert_eq!(reply.kind(), Some("result"), "{}", reply.raw);
     assert_eq!(h.store.all().len(), 1);
 }
 

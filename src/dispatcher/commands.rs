@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::Dispatcher;
 use crate::access::Verdict;
+use crate::doors;
 use crate::doors::p2::{self, CommandAnswer, CommandKind, CommandRefusal};
 use crate::doors::tigase;
 use crate::request::{AdHocCommand, CommandItem, IqHeader, Reply};
@@ -16,7 +17,8 @@ pub(super) const MAX_IN_FLIGHT: usize = 256;
 
 impl Dispatcher {
     /// One ad-hoc command: from any JID of a served domain (clients send these from their full
-    /// JIDs), within the domain's share.
+    /// JIDs), within the domain's share, with an `id` and `to` no larger than a push may carry
+    /// (a command waiting for the store holds its IQ).
     pub(super) fn command(&self, iq: IqHeader, command: AdHocCommand) {
         let kind = p2::parse_node(&command.node)
             .map(|(kind, _)| kind)
@@ -26,6 +28,11 @@ impl Dispatcher {
             kind,
             result: Err(refusal),
         };
+        // The sender is the door's to bound: it keeps the bare JID, whatever the resource.
+        if iq.id.len() > doors::MAX_ID_BYTES || iq.to.len() > doors::MAX_JID_BYTES {
+            let refusal = CommandRefusal::bad_request("The IQ's id or recipient is too long.");
+            return self.answer(&iq, &command, refused(refusal));
+        }
         match self.access.load().request(&iq.from) {
             Verdict::Allowed => {}
             Verdict::Forbidden => {
