@@ -26,6 +26,7 @@ mod tigase;
 
 use std::borrow::Cow;
 
+use fpush_traits::bytes::every_byte;
 use fpush_traits::PushSummary;
 use quick_xml::encoding::Decoder;
 use quick_xml::escape::resolve_predefined_entity;
@@ -670,12 +671,9 @@ fn token_problem(token: &str) -> Option<&'static str> {
     }
 }
 
-/// Whether every byte is printable ASCII (`!` to `~`), as every real token is. Looked at
-/// without stopping early, so that the loop runs on vectors over a token of a hundred bytes.
+/// Whether every byte is printable ASCII (`!` to `~`), as every real token is.
 fn all_ascii_graphic(bytes: &[u8]) -> bool {
-    bytes
-        .iter()
-        .fold(true, |all, &b| all & (b.wrapping_sub(b'!') <= b'~' - b'!'))
+    every_byte(bytes, |b| b.wrapping_sub(b'!') <= b'~' - b'!')
 }
 
 impl<'i> PubsubWalk<'i> {

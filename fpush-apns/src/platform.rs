@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use fpush_traits::bytes::every_byte;
 use fpush_traits::{
     parse_block, BlockError, BuildError, Capabilities, ParsedConfig, Platform, PlatformConfig,
     PushTrait,
@@ -32,13 +33,12 @@ fn plausible_device_token(token: &str) -> bool {
         && all_hex_digits(token.as_bytes())
 }
 
-/// Whether every byte is a hex digit, looked at without stopping early: the loop then runs on
-/// vectors (every push's token passes here).
+/// Whether every byte is a hex digit (every push's token passes here).
 fn all_hex_digits(bytes: &[u8]) -> bool {
-    bytes.iter().fold(true, |all, &b| {
+    every_byte(bytes, |b| {
         let digit = b.wrapping_sub(b'0') < 10;
         let letter = (b | 0x20).wrapping_sub(b'a') < 6;
-        all & (digit | letter)
+        digit | letter
     })
 }
 

@@ -9,6 +9,7 @@
 //!
 //! Nothing here knows about XMPP, and no platform crate imports core code.
 
+pub mod bytes;
 mod error;
 mod notification;
 mod platform;
