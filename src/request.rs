@@ -871,6 +871,22 @@ fn trim(value: Cow<'_, str>) -> Cow<'_, str> {
     }
 }
 
+/// Every string made of up to `most` of `pieces` (each once): the awkward inputs the readers'
+/// tests hold two readers to.
+#[cfg(test)]
+fn strings_of_pieces(pieces: &[&str], most: usize) -> Vec<String> {
+    let mut all = vec![String::new()];
+    let mut last = all.clone();
+    for _ in 0..most {
+        last = last
+            .iter()
+            .flat_map(|s| pieces.iter().map(move |p| format!("{s}{p}")))
+            .collect();
+        all.extend_from_slice(&last);
+    }
+    all
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -95,16 +95,7 @@ mod tests {
         let pieces = [
             " ", "a", "=", "'", "\"", "\t", "&amp;", ">", "b='x'", "xmlns:p",
         ];
-        let mut raw = vec![String::new()];
-        for _ in 0..5 {
-            let longer: Vec<String> = raw
-                .iter()
-                .flat_map(|s| pieces.iter().map(move |p| format!("{s}{p}")))
-                .collect();
-            raw.extend(longer);
-            raw.dedup();
-        }
-        for attrs in &raw {
+        for attrs in &crate::request::strings_of_pieces(&pieces, 5) {
             let start = BytesStart::from_content(format!("e{attrs}"), 1);
             let ours: Vec<_> = attributes(&start).collect();
             let mut general = start.attributes();

@@ -289,16 +289,8 @@ mod tests {
         let pieces = [
             " ", "a", "=", "'", "\"", "/", ">", "p:", "&amp;", "&x;", "b='x'", "xmlns", "!",
         ];
-        let mut tags = vec![String::new()];
-        for _ in 0..5 {
-            let longer: Vec<String> = tags
-                .iter()
-                .flat_map(|s| pieces.iter().map(move |p| format!("{s}{p}")))
-                .collect();
-            tags.extend(longer);
-        }
         let mut read = 0;
-        for tail in &tags {
+        for tail in &crate::request::strings_of_pieces(&pieces, 5) {
             let text = format!("<e{tail}>");
             if let Some(ours) = one_pass(&text) {
                 assert_eq!(Some(&ours), general(&text).as_ref(), "{text:?}");
