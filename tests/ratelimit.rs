@@ -440,7 +440,7 @@ async fn a_reload_applies_new_dead_token_settings_to_the_modules_it_keeps() {
     let dead = Err(PushError::TokenInvalid(DeadTokenReason::Unregistered));
     let demo = first.lookup(None).unwrap().clone();
     for n in 0..10 {
-        demo.settle(&format!("dead-{n}"), &dead, Duration::ZERO);
+        demo.settle(&format!("dead-{n}"), &dead, Duration::ZERO, None);
     }
     assert_eq!(dead_tokens(&first), 10);
 

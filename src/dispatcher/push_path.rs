@@ -241,8 +241,7 @@ impl PushPath {
         // The answer is about the token the platform asked, which is not always the planned one.
         let sent_to = tigase::key_sent_to(target, to);
         let key = sent_to.as_deref().unwrap_or(target.key());
-        let outcome =
-            module.settle_limited_by(key, &result, started.elapsed(), target.ratelimited_by());
+        let outcome = module.settle(key, &result, started.elapsed(), target.ratelimited_by());
         self.settled(iq, target, outcome, to).await;
     }
 

@@ -104,20 +104,11 @@ impl Module {
     }
 
     /// Learns from the provider's answer for `key` (dead-token memory, wipe guard) and says how
-    /// the push ended. `took` is how long the provider call lasted.
+    /// the push ended. `took` is how long the provider call lasted. `limiter` is the module
+    /// whose ratelimit admitted the push when that is not only this one (push2's relay, see
+    /// [`crate::doors::Target::ratelimited_by`]): a target that is not to be ratelimited is
+    /// forgotten in both.
     pub fn settle(
-        &self,
-        key: &str,
-        result: &Result<Delivered, PushError>,
-        took: Duration,
-    ) -> Outcome {
-        self.settle_limited_by(key, result, took, None)
-    }
-
-    /// Like [`Module::settle`], for a push admitted by `limiter`'s ratelimit as well as (or
-    /// instead of) this module's (see [`crate::doors::Target::ratelimited_by`]): a target
-    /// that is not to be ratelimited is forgotten in both.
-    pub fn settle_limited_by(
         &self,
         key: &str,
         result: &Result<Delivered, PushError>,
