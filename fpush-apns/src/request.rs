@@ -4,8 +4,6 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-#[cfg(test)]
-use bytes::Bytes;
 use fpush_traits::bytes::every_byte;
 use fpush_traits::{Priority, PushError, PushKind, PushNotification};
 use http::header::{HeaderName, AUTHORIZATION};
@@ -117,19 +115,6 @@ impl RequestTemplate {
             expiration: cfg.expiration,
             expiration_header: Mutex::new((0, HeaderValue::from_static("0"))),
         })
-    }
-
-    /// The request for `token` with a path-only URI; `plausible_token` must have passed.
-    #[cfg(test)]
-    pub fn request(
-        &self,
-        token: &str,
-        per_push: PerPush,
-        body: Bytes,
-        bearer: Option<&HeaderValue>,
-    ) -> Result<http::Request<Bytes>, PushError> {
-        let head = self.head(Uri::from(device_path(token)?), per_push, bearer);
-        Ok(head.map(|()| body))
     }
 
     /// The head of a request to `uri` (made from [`device_path`]): the module's headers with
@@ -286,9 +271,8 @@ mod tests {
 
     fn headers_for(push: &PushNotification) -> (String, HeaderMap) {
         let (token, per_push) = PerPush::of(push);
-        let request = template()
-            .request(token, per_push, Bytes::new(), None)
-            .unwrap();
+        let path = Uri::from(device_path(token).unwrap());
+        let request = template().head(path, per_push, None);
         (request.uri().path().to_owned(), request.headers().clone())
     }
 
