@@ -123,7 +123,7 @@ fn a_reload_keeps_the_webpush_client_while_push2_is_unchanged_and_its_dead_endpo
     };
     let first = build(r#""push2": {},"#, None);
     let dead = Err(PushError::TokenInvalid(DeadTokenReason::Unregistered));
-    relay(&first).settle("https://push.example/gone", &dead, Duration::ZERO);
+    relay(&first).settle("https://push.example/gone", &dead, Duration::ZERO, None);
 
     let same = build(r#""push2": {},"#, Some(&first));
     assert!(Arc::ptr_eq(&relay(&first).push, &relay(&same).push));
