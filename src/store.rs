@@ -185,6 +185,15 @@ pub trait RegistrationStore: Send + Sync {
     /// remove, which the sweeper weighs first (a wrong clock makes everything look unused).
     async fn count_unused(&self, before: SystemTime) -> Result<u64, StoreError>;
 
+    /// How long the sweeps that would remove most of the store have been skipped in a row, as
+    /// [`Self::record_sweeps_skipped`] last recorded it (zero when no such run is on). Kept in
+    /// the store so that a restart does not start the sweeper's day of grace anew.
+    async fn sweeps_skipped_for(&self) -> Result<Duration, StoreError>;
+
+    /// Records how long such sweeps have been skipped in a row; `None` when a sweep went
+    /// through (the run is over).
+    async fn record_sweeps_skipped(&self, skipped: Option<Duration>) -> Result<(), StoreError>;
+
     /// How many registrations each service holds, for the metrics.
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
 

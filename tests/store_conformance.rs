@@ -503,6 +503,23 @@ async fn registrations_survive_reopening_and_are_shared(backend: Backend) {
     );
 }
 
+async fn the_time_sweeps_were_skipped_survives_reopening_until_cleared(backend: Backend) {
+    let first = backend.open(limits());
+    assert_eq!(first.sweeps_skipped_for().await.unwrap(), Duration::ZERO);
+    first.record_sweeps_skipped(Some(5 * HOUR)).await.unwrap();
+    first.record_sweeps_skipped(Some(6 * HOUR)).await.unwrap();
+    drop(first);
+    let second = backend.open(limits());
+    assert_eq!(second.sweeps_skipped_for().await.unwrap(), 6 * HOUR);
+    second.record_sweeps_skipped(None).await.unwrap();
+    second.record_sweeps_skipped(None).await.unwrap();
+    assert_eq!(second.sweeps_skipped_for().await.unwrap(), Duration::ZERO);
+    assert_eq!(
+        backend.open(limits()).sweeps_skipped_for().await.unwrap(),
+        Duration::ZERO
+    );
+}
+
 async fn list_pages_through_every_registration(backend: Backend) {
     let store = backend.open(limits());
     let mut nodes = Vec::new();
@@ -654,6 +671,7 @@ suite!(
     registering_again_never_moves_the_last_use_back,
     counts_are_per_service,
     registrations_survive_reopening_and_are_shared,
+    the_time_sweeps_were_skipped_survives_reopening_until_cleared,
     list_pages_through_every_registration,
     list_pages_through_line_breaks_in_nodes_and_domains,
     restore_keeps_the_given_node_secret_and_last_use,
@@ -1053,6 +1071,12 @@ impl fpush::store::RegistrationStore for Watched {
         let _ = self.calls.send("count_unused");
         self.inner.count_unused(before).await
     }
+    async fn sweeps_skipped_for(&self) -> Result<Duration, StoreError> {
+        self.inner.sweeps_skipped_for().await
+    }
+    async fn record_sweeps_skipped(&self, skipped: Option<Duration>) -> Result<(), StoreError> {
+        self.inner.record_sweeps_skipped(skipped).await
+    }
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.inner.counts().await
     }
@@ -1144,6 +1168,52 @@ async fn the_sweeper_sweeps_a_mostly_unused_store_after_a_day_of_skipped_sweeps(
     assert!(turns > 24, "swept after {turns} turns: less than a day");
     stop.cancel();
     sweeper.await.unwrap();
+    let total: u64 = store.counts().await.unwrap().iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 30);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_sweeps_a_mostly_unused_store_even_when_fpush_restarts_twice_a_day() {
+    // As above, but fpush is restarted every twelve hours (a deployment, a crash): the day of
+    // skipped sweeps is kept in the store, so the third run sweeps.
+    let backend = Backend::sqlite();
+    let store = backend.open(limits());
+    for n in 0..150 {
+        let last_used = if n < 120 { ago(200 * DAY) } else { ago(HOUR) };
+        let device = format!("d{n}");
+        let account = format!("u{n}@example.org");
+        let registration = restored(&device, &account, &format!("node-{n}"), last_used);
+        store.restore(registration).await.unwrap();
+    }
+    let mut turns = 0;
+    for run in 1..=3 {
+        let (calls, mut called) = tokio::sync::mpsc::unbounded_channel();
+        let watched = std::sync::Arc::new(Watched {
+            inner: backend.open(limits()),
+            calls,
+        });
+        let stop = tokio_util::sync::CancellationToken::new();
+        let sweeper = fpush::store::spawn_sweeper(watched, HOUR, 180 * DAY, stop.clone());
+        // Twelve hourly turns, the first at start-up: stopped at eleven hours.
+        let mut swept = false;
+        for _ in 0..12 {
+            match called.recv().await {
+                Some("count_unused") => turns += 1,
+                _ => {
+                    swept = true;
+                    break;
+                }
+            }
+        }
+        stop.cancel();
+        sweeper.await.unwrap();
+        if swept {
+            assert_eq!(run, 3, "swept in run {run}, after {turns} turns");
+            break;
+        }
+        assert!(run < 3, "no sweep after three runs of twelve hours");
+    }
+    assert!(turns > 24, "swept after {turns} turns: less than a day");
     let total: u64 = store.counts().await.unwrap().iter().map(|(_, n)| n).sum();
     assert_eq!(total, 30);
 }

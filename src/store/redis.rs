@@ -330,6 +330,26 @@ impl RegistrationStore for RedisRegistrations {
         Ok(unused)
     }
 
+    async fn sweeps_skipped_for(&self) -> Result<Duration, StoreError> {
+        let seconds: Option<String> = self
+            .connection()
+            .get(self.keys.sweeps_skipped())
+            .await
+            .map_err(failed)?;
+        // Another writer's value reads as no run: the next skipped sweep writes it over.
+        let seconds = seconds.and_then(|seconds| seconds.parse().ok());
+        Ok(Duration::from_secs(seconds.unwrap_or(0)))
+    }
+
+    async fn record_sweeps_skipped(&self, skipped: Option<Duration>) -> Result<(), StoreError> {
+        let (key, mut connection) = (self.keys.sweeps_skipped(), self.connection());
+        match skipped {
+            Some(skipped) => connection.set(key, skipped.as_secs()).await,
+            None => connection.del(key).await,
+        }
+        .map_err(failed)
+    }
+
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let counts: HashMap<String, i64> = self
             .connection()

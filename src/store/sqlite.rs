@@ -82,6 +82,7 @@ impl SqliteStore {
             .pragma_update(None, "synchronous", "normal")
             .map_err(failed)?;
         schema::migrate(&mut writer, path, schema::MIGRATIONS)?;
+        writer.execute_batch(schema::UNVERSIONED).map_err(failed)?;
         let readers = Readers::open(path, readers::count())?;
         let lookups = Lookups::open(path)?;
         Ok(SqliteStore {
@@ -333,6 +334,36 @@ impl RegistrationStore for SqliteStore {
             reader
                 .query_row(count, [before], |row| row.get(0))
                 .map_err(failed)
+        })
+        .await
+    }
+
+    async fn sweeps_skipped_for(&self) -> Result<Duration, StoreError> {
+        self.read(|reader| {
+            let seconds: Option<i64> = reader
+                .query_row("SELECT seconds FROM sweeps_skipped", [], |row| row.get(0))
+                .optional()
+                .map_err(failed)?;
+            Ok(Duration::from_secs(
+                u64::try_from(seconds.unwrap_or(0)).unwrap_or(0),
+            ))
+        })
+        .await
+    }
+
+    async fn record_sweeps_skipped(&self, skipped: Option<Duration>) -> Result<(), StoreError> {
+        let seconds = skipped.map(|skipped| i64::try_from(skipped.as_secs()).unwrap_or(i64::MAX));
+        self.write(move |writer, _| {
+            match seconds {
+                Some(seconds) => writer.execute(
+                    "INSERT INTO sweeps_skipped VALUES (0, ?1) \
+                     ON CONFLICT (id) DO UPDATE SET seconds = excluded.seconds",
+                    [seconds],
+                ),
+                None => writer.execute("DELETE FROM sweeps_skipped", []),
+            }
+            .map(drop)
+            .map_err(failed)
         })
         .await
     }

@@ -5,8 +5,8 @@
 //! `expireAfter` (a bad NTP server, a VM restored from a snapshot, a failing RTC) makes every
 //! registration look unused. So the sweep's clock never runs ahead of the time measured since
 //! the previous sweep ([`SweepClock`], for a step while fpush runs), and a sweep that would
-//! remove most of a store is skipped for a day ([`too_many`], [`GRACE`], for a clock already
-//! wrong at start-up).
+//! remove most of a store is skipped for a day, counted across restarts ([`too_many`],
+//! [`GRACE`], for a clock already wrong at start-up).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -119,12 +119,28 @@ pub fn too_many(unused: u64, total: u64) -> bool {
     total >= GUARDED_FROM && unused.saturating_mul(2) > total
 }
 
-/// Skips the sweeps that would remove [`too_many`] for [`GRACE`] in a row, with one warning
-/// when such a run begins, then sweeps anyway with another.
+/// Skips the sweeps that would remove [`too_many`] until such sweeps were skipped for [`GRACE`]
+/// in a row, with one warning when such a run begins (or is taken up again after a restart),
+/// then sweeps anyway with another.
+///
+/// The skipped time is measured on the monotonic clock, so a wrong wall clock does not shorten
+/// it, and recorded in the store after each skipped sweep: a restart takes the run up where it
+/// stood (the time fpush was stopped does not count), so a service restarted more often than
+/// [`GRACE`] still sweeps a store that is mostly unused for real in the end.
 #[derive(Debug, Default)]
 struct Guard {
-    /// When the current run of skipped sweeps began, on the monotonic clock.
-    skipping_since: Option<Instant>,
+    /// The current run of skipped sweeps, once this process has taken part in it.
+    run: Option<Run>,
+    /// The store is known to hold no run: it was cleared since this process started.
+    cleared: bool,
+}
+
+/// A run of skipped sweeps.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    /// How long sweeps have been skipped, up to [`Run::last_turn`].
+    skipped: Duration,
+    last_turn: Instant,
 }
 
 /// What one turn of the sweeper does.
@@ -133,7 +149,7 @@ enum Turn {
     /// Nothing is unused.
     Nothing,
     Sweep,
-    /// The sweep would remove [`too_many`]; `warn` for the first such turn in a row.
+    /// The sweep would remove [`too_many`]; `warn` for this process's first such turn in a row.
     Skip {
         warn: bool,
     },
@@ -143,7 +159,7 @@ enum Turn {
 
 impl Guard {
     /// Removes the registrations last used before `before`, unless that is [`too_many`] and
-    /// the run of such turns began less than [`GRACE`] before `at`.
+    /// such sweeps have been skipped for less than [`GRACE`] at `at`.
     async fn sweep(
         &mut self,
         store: &dyn RegistrationStore,
@@ -155,18 +171,28 @@ impl Guard {
             0 => 0,
             _ => store.counts().await?.iter().map(|(_, count)| count).sum(),
         };
-        match self.turn(unused, total, at) {
-            Turn::Nothing => Ok(0),
-            Turn::Sweep => store.sweep(before).await,
+        let recorded = match self.run.is_none() && too_many(unused, total) {
+            true => store.sweeps_skipped_for().await?,
+            false => Duration::ZERO,
+        };
+        match self.turn(unused, total, at, recorded) {
+            Turn::Nothing => self.clear(store).await.map(|()| 0),
+            Turn::Sweep => {
+                self.clear(store).await?;
+                store.sweep(before).await
+            }
             Turn::Skip { warn } => {
+                let skipped = self.run.map_or(Duration::ZERO, |run| run.skipped);
                 if warn {
+                    let hours = skipped.as_secs() / 3600;
                     log::warn!(
                         "registration store: skipped a sweep that would remove {unused} of \
                          {total} registrations as unused for store.expireAfter (is the clock \
-                         right?); such sweeps are skipped for a day, then run"
+                         right?); such sweeps are skipped for a day ({hours} h so far), then run"
                     );
                 }
-                Ok(0)
+                self.cleared = false;
+                store.record_sweeps_skipped(Some(skipped)).await.map(|()| 0)
             }
             Turn::SweepAnyway => {
                 log::warn!(
@@ -179,28 +205,49 @@ impl Guard {
         }
     }
 
-    /// The turn for `unused` of `total` registrations at `at`. A turn with nothing unused ends
-    /// a run of skipped sweeps as a sweep does (the clock was set right): if sweeps are skipped
-    /// again later, that is warned about anew, and the day starts anew.
-    fn turn(&mut self, unused: u64, total: u64, at: Instant) -> Turn {
+    /// Ends the run the store may hold (once per process while none is on).
+    async fn clear(&mut self, store: &dyn RegistrationStore) -> Result<(), StoreError> {
+        if !self.cleared {
+            store.record_sweeps_skipped(None).await?;
+            self.cleared = true;
+        }
+        Ok(())
+    }
+
+    /// The turn for `unused` of `total` registrations at `at`, `recorded` being the skipped time
+    /// the store holds (read when this process has no run on). A turn that finds fewer unused
+    /// ends the run as a sweep does (the clock was set right): if sweeps are skipped again
+    /// later, that is warned about anew, and the day starts anew.
+    fn turn(&mut self, unused: u64, total: u64, at: Instant, recorded: Duration) -> Turn {
         if !too_many(unused, total) {
-            self.skipping_since = None;
+            self.run = None;
             return match unused {
                 0 => Turn::Nothing,
                 _ => Turn::Sweep,
             };
         }
-        match self.skipping_since {
-            None => {
-                self.skipping_since = Some(at);
-                Turn::Skip { warn: true }
-            }
-            Some(since) if at.saturating_duration_since(since) < GRACE => {
-                Turn::Skip { warn: false }
-            }
-            // Until a turn finds less unused (the sweep went through), so a failed sweep is
+        let (skipped, warn) = match self.run {
+            Some(run) => (
+                run.skipped
+                    .saturating_add(at.saturating_duration_since(run.last_turn)),
+                false,
+            ),
+            // A skipped sweep records less than `GRACE`; more is another writer's value,
+            // counted as none, so that it cannot wipe the store at once.
+            None => (
+                Some(recorded).filter(|r| *r < GRACE).unwrap_or_default(),
+                true,
+            ),
+        };
+        self.run = Some(Run {
+            skipped,
+            last_turn: at,
+        });
+        match skipped < GRACE {
+            true => Turn::Skip { warn },
+            // Until a turn finds fewer unused (the sweep went through), so a failed sweep is
             // not followed by another day of skipping.
-            Some(_) => Turn::SweepAnyway,
+            false => Turn::SweepAnyway,
         }
     }
 }
@@ -241,17 +288,29 @@ mod tests {
     #[test]
     fn each_run_of_skipped_sweeps_is_warned_about_once() {
         let (mut guard, at) = (Guard::default(), Instant::now());
-        assert_eq!(guard.turn(150, 150, at), Turn::Skip { warn: true });
-        assert_eq!(guard.turn(150, 150, at + HOUR), Turn::Skip { warn: false });
-        // The clock set right: nothing is unused for a while, then it goes wrong again.
-        assert_eq!(guard.turn(0, 0, at + 2 * HOUR), Turn::Nothing);
         assert_eq!(
-            guard.turn(140, 150, at + 3 * HOUR),
+            guard.turn(150, 150, at, Duration::ZERO),
             Turn::Skip { warn: true }
         );
-        assert_eq!(guard.turn(10, 150, at + 4 * HOUR), Turn::Sweep);
         assert_eq!(
-            guard.turn(140, 150, at + 5 * HOUR),
+            guard.turn(150, 150, at + HOUR, Duration::ZERO),
+            Turn::Skip { warn: false }
+        );
+        // The clock set right: nothing is unused for a while, then it goes wrong again.
+        assert_eq!(
+            guard.turn(0, 0, at + 2 * HOUR, Duration::ZERO),
+            Turn::Nothing
+        );
+        assert_eq!(
+            guard.turn(140, 150, at + 3 * HOUR, Duration::ZERO),
+            Turn::Skip { warn: true }
+        );
+        assert_eq!(
+            guard.turn(10, 150, at + 4 * HOUR, Duration::ZERO),
+            Turn::Sweep
+        );
+        assert_eq!(
+            guard.turn(140, 150, at + 5 * HOUR, Duration::ZERO),
             Turn::Skip { warn: true }
         );
     }
@@ -259,27 +318,76 @@ mod tests {
     #[test]
     fn a_run_of_skipped_sweeps_ends_with_a_sweep_after_a_day() {
         let (mut guard, at) = (Guard::default(), Instant::now());
-        assert_eq!(guard.turn(150, 150, at), Turn::Skip { warn: true });
         assert_eq!(
-            guard.turn(150, 150, at + 23 * HOUR),
+            guard.turn(150, 150, at, Duration::ZERO),
+            Turn::Skip { warn: true }
+        );
+        assert_eq!(
+            guard.turn(150, 150, at + 23 * HOUR, Duration::ZERO),
             Turn::Skip { warn: false }
         );
-        assert_eq!(guard.turn(150, 150, at + GRACE), Turn::SweepAnyway);
+        assert_eq!(
+            guard.turn(150, 150, at + GRACE, Duration::ZERO),
+            Turn::SweepAnyway
+        );
         // That sweep failed: the next turn sweeps too.
-        assert_eq!(guard.turn(150, 150, at + GRACE + HOUR), Turn::SweepAnyway);
-        assert_eq!(guard.turn(0, 0, at + GRACE + 2 * HOUR), Turn::Nothing);
+        assert_eq!(
+            guard.turn(150, 150, at + GRACE + HOUR, Duration::ZERO),
+            Turn::SweepAnyway
+        );
+        assert_eq!(
+            guard.turn(0, 0, at + GRACE + 2 * HOUR, Duration::ZERO),
+            Turn::Nothing
+        );
         // Too many again later (another batch gone unused): a new run, a new day.
         let second = at + GRACE + 3 * HOUR;
-        assert_eq!(guard.turn(120, 200, second), Turn::Skip { warn: true });
-        let skipped = guard.turn(120, 200, second + GRACE - HOUR);
+        assert_eq!(
+            guard.turn(120, 200, second, Duration::ZERO),
+            Turn::Skip { warn: true }
+        );
+        let skipped = guard.turn(120, 200, second + GRACE - HOUR, Duration::ZERO);
         assert_eq!(skipped, Turn::Skip { warn: false });
         // A run broken by a sweep that removes less starts its day again.
-        assert_eq!(guard.turn(10, 200, second + GRACE), Turn::Sweep);
+        assert_eq!(
+            guard.turn(10, 200, second + GRACE, Duration::ZERO),
+            Turn::Sweep
+        );
         let third = second + GRACE + HOUR;
-        assert_eq!(guard.turn(120, 200, third), Turn::Skip { warn: true });
-        let skipped = guard.turn(120, 200, third + GRACE - HOUR);
+        assert_eq!(
+            guard.turn(120, 200, third, Duration::ZERO),
+            Turn::Skip { warn: true }
+        );
+        let skipped = guard.turn(120, 200, third + GRACE - HOUR, Duration::ZERO);
         assert_eq!(skipped, Turn::Skip { warn: false });
-        assert_eq!(guard.turn(120, 200, third + GRACE), Turn::SweepAnyway);
+        assert_eq!(
+            guard.turn(120, 200, third + GRACE, Duration::ZERO),
+            Turn::SweepAnyway
+        );
+    }
+
+    #[test]
+    fn a_run_of_skipped_sweeps_is_taken_up_after_a_restart_where_the_store_recorded_it() {
+        let (mut before_restart, at) = (Guard::default(), Instant::now());
+        let turn = before_restart.turn(150, 150, at, Duration::ZERO);
+        assert_eq!(turn, Turn::Skip { warn: true });
+        let turn = before_restart.turn(150, 150, at + 11 * HOUR, Duration::ZERO);
+        assert_eq!(turn, Turn::Skip { warn: false });
+        let recorded = before_restart.run.map(|run| run.skipped);
+        assert_eq!(recorded, Some(11 * HOUR));
+        // Restarted a week later: the week does not count, the eleven hours do.
+        let (mut after_restart, later) = (Guard::default(), at + 7 * 24 * HOUR);
+        let turn = after_restart.turn(150, 150, later, 11 * HOUR);
+        assert_eq!(turn, Turn::Skip { warn: true });
+        let turn = after_restart.turn(150, 150, later + 12 * HOUR, Duration::ZERO);
+        assert_eq!(turn, Turn::Skip { warn: false });
+        let turn = after_restart.turn(150, 150, later + 13 * HOUR, Duration::ZERO);
+        assert_eq!(turn, Turn::SweepAnyway);
+        // A record no skipped sweep leaves (another writer's value) starts a run afresh.
+        let mut damaged = Guard::default();
+        let turn = damaged.turn(150, 150, at, Duration::MAX);
+        assert_eq!(turn, Turn::Skip { warn: true });
+        let turn = damaged.turn(150, 150, at + HOUR, Duration::ZERO);
+        assert_eq!(turn, Turn::Skip { warn: false });
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod forms;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use fpush::store::{Credentials, Registration, RegistrationKey, RegistrationStore, StoreError};
 use fpush_traits::{
@@ -235,6 +235,14 @@ impl RegistrationStore for MemoryStore {
 
     async fn count_unused(&self, _: SystemTime) -> Result<u64, StoreError> {
         self.check().map(|_| 0)
+    }
+
+    async fn sweeps_skipped_for(&self) -> Result<Duration, StoreError> {
+        self.check().map(|_| Duration::ZERO)
+    }
+
+    async fn record_sweeps_skipped(&self, _: Option<Duration>) -> Result<(), StoreError> {
+        self.check()
     }
 
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 
@@ -17,7 +17,7 @@ pub struct Measured {
 }
 
 /// Every operation a store call is counted under: their error series exist from start-up at 0.
-const OPERATIONS: [&str; 9] = [
+const OPERATIONS: [&str; 11] = [
     "register",
     "find",
     "touch",
@@ -26,6 +26,8 @@ const OPERATIONS: [&str; 9] = [
     "clear_second_token",
     "sweep",
     "count_unused",
+    "sweeps_skipped_for",
+    "record_sweeps_skipped",
     "counts",
 ];
 
@@ -92,6 +94,16 @@ impl RegistrationStore for Measured {
     async fn count_unused(&self, before: SystemTime) -> Result<u64, StoreError> {
         self.timed("count_unused", self.inner.count_unused(before))
             .await
+    }
+
+    async fn sweeps_skipped_for(&self) -> Result<Duration, StoreError> {
+        self.timed("sweeps_skipped_for", self.inner.sweeps_skipped_for())
+            .await
+    }
+
+    async fn record_sweeps_skipped(&self, skipped: Option<Duration>) -> Result<(), StoreError> {
+        let recorded = self.inner.record_sweeps_skipped(skipped);
+        self.timed("record_sweeps_skipped", recorded).await
     }
 
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {

@@ -111,6 +111,12 @@ impl RegistrationStore for Touches {
     async fn count_unused(&self, _: SystemTime) -> Result<u64, StoreError> {
         Ok(0)
     }
+    async fn sweeps_skipped_for(&self) -> Result<Duration, StoreError> {
+        Ok(Duration::ZERO)
+    }
+    async fn record_sweeps_skipped(&self, _: Option<Duration>) -> Result<(), StoreError> {
+        Ok(())
+    }
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         Ok(Vec::new())
     }
@@ -441,6 +447,12 @@ impl RegistrationStore for Replaces {
     }
     async fn count_unused(&self, before: SystemTime) -> Result<u64, StoreError> {
         self.inner.count_unused(before).await
+    }
+    async fn sweeps_skipped_for(&self) -> Result<Duration, StoreError> {
+        self.inner.sweeps_skipped_for().await
+    }
+    async fn record_sweeps_skipped(&self, skipped: Option<Duration>) -> Result<(), StoreError> {
+        self.inner.record_sweeps_skipped(skipped).await
     }
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.inner.counts().await

@@ -6,7 +6,8 @@
 //! - `P{D}:a:ACCOUNT`: the account's nodes by last use (the per-account cap);
 //! - `Pkey:SERVICE\nDEVICE\nCHANNEL`: the registration key's `DOMAIN\nNODE`;
 //! - `Pdomains`: the domains that hold registrations (dropped when their last one goes); `Pcounts`:
-//!   registrations per service.
+//!   registrations per service; `Psweeps-skipped`: how long, in seconds, the sweeps that would
+//!   remove most of the store have been skipped in a row (while such a run is on).
 //!
 //! `{D}` is a Redis Cluster hash tag: a domain's keys are equal up to the closing brace, so they
 //! share one slot (even under a prefix with braces of its own) and each script touches one slot.
@@ -64,6 +65,10 @@ impl Keys {
 
     pub(super) fn counts(&self) -> String {
         format!("{}counts", self.prefix)
+    }
+
+    pub(super) fn sweeps_skipped(&self) -> String {
+        format!("{}sweeps-skipped", self.prefix)
     }
 }
 

@@ -1,5 +1,6 @@
 //! The SQLite file's schema and its versions (`PRAGMA user_version`): created or migrated only
-//! at start-up, after the old file is copied aside; a newer schema is refused.
+//! at start-up, after the old file is copied aside; a newer schema is refused. Tables an older
+//! fpush never reads are added without a version ([`UNVERSIONED`]).
 //!
 //! The per-domain, per-service and total counts are kept by triggers, so that the caps and the
 //! registrations gauge cost a point read instead of a count over a million rows.
@@ -139,6 +140,17 @@ ALTER TABLE registrations_v3 RENAME TO registrations;
     domain_count_triggers!(),
     service_count_triggers!()
 );
+
+/// Tables an older fpush never reads, created at every start without a new schema version:
+/// they need no migration (no copy aside), and a downgrade keeps working. Here, how long the
+/// sweeps that would remove most of the store have been skipped in a row (one row while such a
+/// run is on), so that the sweeper's day of grace is not started anew by a restart.
+pub(super) const UNVERSIONED: &str = "
+CREATE TABLE IF NOT EXISTS sweeps_skipped (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    seconds INTEGER NOT NULL
+);
+";
 
 /// Creates the file (private to its owner: it holds secrets) when it is missing.
 pub(super) fn create_private(path: &Path) -> Result<(), StoreError> {
