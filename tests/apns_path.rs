@@ -270,6 +270,32 @@ async fn stalled_apns_answers_wait_remote_server_timeout_after_the_request_timeo
 }
 
 #[tokio::test]
+async fn a_certificate_for_another_app_is_an_operator_error_not_a_dead_token() {
+    // The module's topic names another app than its certificate: Apple refuses the topic, and
+    // the device's token is as good as before.
+    let other = json!({"topic": "com.example.other"});
+    let mut path = ApplePath::start_with(Auth::Certificate(P12Cipher::Modern), other).await;
+    for n in 1..=2 {
+        let id = format!("x{n}");
+        assert_error(
+            &path.push(&id, DEVICE_TOKEN).await,
+            &id,
+            "wait",
+            "internal-server-error",
+        );
+        assert_eq!(
+            path.apns.server.count_for(DEVICE_TOKEN),
+            n,
+            "not remembered dead"
+        );
+    }
+    let refused = path.apns.server.received();
+    assert!(refused
+        .iter()
+        .all(|r| r.reason.as_deref() == Some("TopicDisallowed")));
+}
+
+#[tokio::test]
 async fn operator_errors_answer_wait_internal_server_error_and_keep_the_token() {
     let mut path = ApplePath::start(Auth::Certificate(P12Cipher::Modern)).await;
     let answers = [

@@ -4,7 +4,8 @@
 //! Every request to `POST /3/device/<token>` is checked in Apple's order: method and path, the
 //! device token (hex, 64 to 200 digits; a token of the prefix convention below, or `ok…`,
 //! passes too),
-//! no header given twice, `apns-id` (a canonical UUID when present), `apns-topic`,
+//! no header given twice, `apns-id` (a canonical UUID when present), `apns-topic` (one the
+//! client certificate covers, under certificate auth: `TopicDisallowed` otherwise),
 //! `apns-push-type` (a VoIP push for `<topic>.voip`, nothing else there), `apns-priority`, `apns-expiration`, `apns-collapse-id`, the provider token (ES256 signature
 //! with the test key, `kid`, `iss`, `iat` under an hour old) or the client certificate the TLS
 //! handshake verified, then the body (valid JSON object, at most 4096 bytes, 5120 for
@@ -37,7 +38,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use rcgen::KeyPair;
 
-use crate::tls::{serve_with, ClientAuth, Connection, ServeOptions, TestPki, TestServer, TlsError};
+use crate::tls::{
+    serve_with, ClientAuth, Connection, IssuedNames, ServeOptions, TestPki, TestServer, TlsError,
+};
 use provider_token::{Claims, TokenVerifier};
 
 /// Apple's payload limit for regular pushes.
@@ -185,6 +188,8 @@ pub struct Received {
     pub jwt: Option<String>,
     /// Whether the connection presented a (verified) client certificate.
     pub client_cert: bool,
+    /// The topic that certificate was issued for (its common name).
+    pub cert_topic: Option<String>,
     /// The connection's sequence number on this server.
     pub connection: u64,
     /// What was answered; 0 when a fault meant no answer.
@@ -199,6 +204,8 @@ pub type Observer = Arc<dyn Fn(&Received) + Send + Sync>;
 
 struct State {
     expect: ApnsExpect,
+    /// What each client certificate was issued for: the topics certificate auth may push to.
+    issued: IssuedNames,
     verifier: Option<TokenVerifier>,
     verified: Mutex<HashMap<String, Claims>>,
     /// Keep every request (and count them per token); off for load runs.
@@ -245,7 +252,7 @@ impl ApnsTestServer {
         } else {
             ClientAuth::None
         };
-        let state = Arc::new(State::new(expect)?);
+        let state = Arc::new(State::new(expect, pki.issued_names())?);
         let handler_state = state.clone();
         let tls = pki.server_config(client_auth)?;
         let server = serve_with(addr, tls, options, move |req, conn| {
@@ -332,7 +339,7 @@ impl ApnsTestServer {
 }
 
 impl State {
-    fn new(expect: ApnsExpect) -> Result<Self, TlsError> {
+    fn new(expect: ApnsExpect, issued: IssuedNames) -> Result<Self, TlsError> {
         let verifier = match &expect.jwt_public_key_pem {
             Some(pem) => Some(
                 TokenVerifier::new(pem, &expect.key_id, &expect.team_id).map_err(|e| {
@@ -346,6 +353,7 @@ impl State {
         };
         Ok(Self {
             expect,
+            issued,
             verifier,
             verified: Mutex::default(),
             recording: AtomicBool::new(true),
@@ -379,6 +387,10 @@ impl State {
             body,
             jwt,
             client_cert: conn.client_cert.is_some(),
+            cert_topic: conn
+                .client_cert
+                .as_ref()
+                .and_then(|c| self.issued.name_of(c)),
             connection: conn.id,
             status: 0,
             reason: None,
@@ -500,6 +512,12 @@ impl State {
             }
         }
         let header = |name: &str| r.headers.get(name).and_then(|v| v.to_str().ok());
+        if let (None, Some(certified), Some(topic)) = (&r.jwt, &r.cert_topic, header("apns-topic"))
+        {
+            if !certificate_covers(certified, topic) {
+                return refuse(400, "TopicDisallowed");
+            }
+        }
         match header("apns-topic") {
             None => return refuse(400, "MissingTopic"),
             // PushKit pushes go to the app's `<topic>.voip`.
@@ -623,6 +641,16 @@ fn is_canonical_uuid(id: &[u8]) -> bool {
         })
 }
 
+/// Whether a certificate issued for `certified` may push to `topic`: Apple's push certificates
+/// name the app's topic and its `.voip` and `.complication` topics; a VoIP Services certificate
+/// (issued for `<app>.voip`) names only that one.
+fn certificate_covers(certified: &str, topic: &str) -> bool {
+    topic == certified
+        || topic
+            .strip_prefix(certified)
+            .is_some_and(|suffix| matches!(suffix, ".voip" | ".complication"))
+}
+
 /// PushKit pushes go to `<topic>.voip` and only there: Apple answers a VoIP push for the app's
 /// own topic `DeviceTokenNotForTopic` (which reads as a dead token), and any other push type
 /// for the `.voip` topic `InvalidPushType`.
@@ -661,14 +689,41 @@ mod tests {
 
     /// A server state that takes client certificates, so requests pass authentication.
     fn cert_state() -> State {
-        State::new(ApnsExpect {
-            topic: "com.example.chat".into(),
-            team_id: "TEAM".into(),
-            key_id: "KEY".into(),
-            jwt_public_key_pem: None,
-            accept_client_cert: true,
-        })
+        State::new(
+            ApnsExpect {
+                topic: "com.example.chat".into(),
+                team_id: "TEAM".into(),
+                key_id: "KEY".into(),
+                jwt_public_key_pem: None,
+                accept_client_cert: true,
+            },
+            IssuedNames::default(),
+        )
         .unwrap()
+    }
+
+    #[test]
+    fn a_certificate_covers_its_apps_topics_and_no_other_apps() {
+        let state = cert_state();
+        let path = format!("/3/device/{}", "0123abcd".repeat(8));
+        let refusal = |topic: &str, push_type: &str| {
+            let request = request(topic, push_type, 20);
+            let answer = state.check(&Method::POST, &path, &request).err();
+            answer.and_then(|answer| answer.reason)
+        };
+        assert_eq!(refusal("com.example.chat", "alert"), None);
+        assert_eq!(refusal("com.example.chat.voip", "voip"), None);
+        let other = Some("TopicDisallowed".to_owned());
+        assert_eq!(refusal("com.example.other", "alert"), other);
+        assert_eq!(refusal("com.example.chatroom", "alert"), other);
+        assert!(certificate_covers(
+            "com.example.chat",
+            "com.example.chat.complication"
+        ));
+        assert!(!certificate_covers(
+            "com.example.chat.voip",
+            "com.example.chat"
+        ));
     }
 
     /// A request for `topic` as `push_type` whose JSON body is exactly `size` bytes.
@@ -685,6 +740,7 @@ mod tests {
             body,
             jwt: None,
             client_cert: true,
+            cert_topic: Some("com.example.chat".into()),
             connection: 1,
             status: 0,
             reason: None,

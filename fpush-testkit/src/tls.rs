@@ -11,12 +11,13 @@
 //! came on, so fault injection (GOAWAY, dropping the connection mid-request, stalling) is a
 //! matter of what the handler does; refusing TLS altogether is a switch on the [`TestServer`].
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -86,6 +87,25 @@ pub struct TestPki {
     ca_pem: String,
     server_chain: Vec<CertificateDer<'static>>,
     server_key: PrivatePkcs8KeyDer<'static>,
+    issued: IssuedNames,
+}
+
+/// The common name of each client certificate a [`TestPki`] issued, so that a server can tell
+/// what a verified client certificate was issued for (APNS: the app's topic).
+#[derive(Debug, Clone, Default)]
+pub struct IssuedNames(Arc<Mutex<HashMap<Vec<u8>, String>>>);
+
+impl IssuedNames {
+    /// The common name `cert` was issued with; `None` for a certificate this PKI did not issue.
+    pub fn name_of(&self, cert: &CertificateDer<'_>) -> Option<String> {
+        let issued = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        issued.get(cert.as_ref()).cloned()
+    }
+
+    fn insert(&self, cert: &CertificateDer<'_>, name: &str) {
+        let mut issued = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        issued.insert(cert.to_vec(), name.to_string());
+    }
 }
 
 impl TestPki {
@@ -119,7 +139,13 @@ impl TestPki {
             server_key: PrivatePkcs8KeyDer::from(server_key.serialize_der()),
             ca_der,
             ca_pem,
+            issued: IssuedNames::default(),
         })
+    }
+
+    /// The names of the client certificates issued so far and later.
+    pub fn issued_names(&self) -> IssuedNames {
+        self.issued.clone()
     }
 
     /// The CA certificate, DER.
@@ -187,6 +213,7 @@ impl TestPki {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let cert = params.signed_by(&key, &self.issuer)?;
+        self.issued.insert(cert.der(), common_name);
         Ok(ClientCert {
             common_name: common_name.to_string(),
             cert_der: cert.der().clone(),
