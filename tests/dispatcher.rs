@@ -166,6 +166,13 @@ async fn every_provider_outcome_maps_to_its_reply() {
             Some(("wait", "resource-constraint")),
         ),
         (
+            "paused",
+            Err(PushError::ProviderPaused {
+                retry_after: Duration::from_secs(30),
+            }),
+            Some(("wait", "resource-constraint")),
+        ),
+        (
             "timeout",
             Err(PushError::Timeout),
             Some(("wait", "remote-server-timeout")),
@@ -652,6 +659,33 @@ async fn a_push_refused_for_a_full_queue_leaves_its_token_free_to_queue_the_next
     assert_eq!(later.len(), 2);
     assert!(later.iter().all(|r| r.kind() == Some("result")));
     assert_eq!(harness.provider.calls_for("b"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_module_wide_pause_holds_no_token() {
+    // The provider paused the whole module: its client answers at once until the pause ends,
+    // so holding every token pushed meanwhile would only grow the ratelimit's memory.
+    let provider = ScriptedProvider::default();
+    let paused = PushError::ProviderPaused {
+        retry_after: Duration::from_secs(600),
+    };
+    let throttled = PushError::ProviderThrottled {
+        retry_after: Some(Duration::from_secs(600)),
+    };
+    provider.answer("paused", Err(paused.clone()));
+    provider.answer("paused", Err(paused));
+    provider.answer("throttled", Err(throttled));
+    let mut harness = Harness::new(provider, None, 100);
+    for token in ["paused", "paused", "throttled", "throttled"] {
+        harness.push(token);
+        let reply = harness.reply().await;
+        assert_eq!(
+            error_of(&reply),
+            (Some("wait"), Some("resource-constraint"))
+        );
+    }
+    assert_eq!(harness.provider.calls_for("paused"), 2, "asked again");
+    assert_eq!(harness.provider.calls_for("throttled"), 1, "held");
 }
 
 #[tokio::test(start_paused = true)]

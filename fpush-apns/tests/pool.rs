@@ -102,10 +102,7 @@ async fn a_503_with_retry_after_pauses_the_module_and_is_lifted_after() {
         .send(&PushNotification::new(token(1), MODULE))
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, PushError::ProviderThrottled { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, PushError::ProviderPaused { .. }), "{err:?}");
     let before = h.server.received().len();
     for i in 2..12 {
         let err = module
@@ -113,7 +110,7 @@ async fn a_503_with_retry_after_pauses_the_module_and_is_lifted_after() {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, PushError::ProviderThrottled { retry_after: Some(left) } if left <= Duration::from_secs(1)),
+            matches!(err, PushError::ProviderPaused { retry_after: left } if left <= Duration::from_secs(1)),
             "{err:?}"
         );
     }

@@ -189,9 +189,7 @@ impl FcmPush {
                     if quota::scope(&answer.body) == QuotaScope::Project =>
                 {
                     let pause = self.fcm.pause(retry_after, "FCM project quota exceeded");
-                    ProviderAnswer::Failed(PushError::ProviderThrottled {
-                        retry_after: Some(pause),
-                    })
+                    ProviderAnswer::Failed(PushError::ProviderPaused { retry_after: pause })
                 }
                 judged => judged,
             },

@@ -271,14 +271,14 @@ async fn a_project_quota_pauses_the_module_until_retry_after() {
     server.script([FcmAnswer::project_quota_exceeded(4242, 1)]);
     assert_eq!(
         push(&module, "token-1").await.unwrap_err(),
-        PushError::ProviderThrottled {
-            retry_after: Some(Duration::from_secs(1))
+        PushError::ProviderPaused {
+            retry_after: Duration::from_secs(1)
         }
     );
     // Another token, same project: answered at once, without asking Google.
     let err = push(&module, "token-2").await.unwrap_err();
     assert!(
-        matches!(err, PushError::ProviderThrottled { retry_after: Some(left) } if left <= Duration::from_secs(1)),
+        matches!(err, PushError::ProviderPaused { retry_after: left } if left <= Duration::from_secs(1)),
         "{err:?}"
     );
     assert_eq!(server.message_count(), 1);

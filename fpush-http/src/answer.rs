@@ -27,9 +27,7 @@ impl ProviderAnswer {
     /// a retry after a timeout or a reset could notify the user twice.
     pub fn from_http_error(error: &HttpError) -> Self {
         if let HttpError::Paused(left) = error {
-            ProviderAnswer::Failed(PushError::ProviderThrottled {
-                retry_after: Some(*left),
-            })
+            ProviderAnswer::Failed(PushError::ProviderPaused { retry_after: *left })
         } else if error.is_timeout() {
             ProviderAnswer::Failed(PushError::Timeout)
         } else if error.not_sent() {
@@ -86,8 +84,8 @@ mod tests {
         let paused = HttpError::Paused(Duration::from_secs(3));
         assert_eq!(
             ProviderAnswer::from_http_error(&paused),
-            ProviderAnswer::Failed(PushError::ProviderThrottled {
-                retry_after: Some(Duration::from_secs(3))
+            ProviderAnswer::Failed(PushError::ProviderPaused {
+                retry_after: Duration::from_secs(3)
             })
         );
         let too_large = HttpError::BodyTooLarge { limit: 1 };

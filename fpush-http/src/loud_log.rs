@@ -83,9 +83,9 @@ impl LoudLog {
                 "misconfigured",
                 &format_args!("is misconfigured, pushes are answered wait: {reason}"),
             ),
-            Err(error @ PushError::ProviderThrottled { .. }) => {
-                self.log(Level::Warn, "throttled", &format_args!("{push}: {error}"))
-            }
+            Err(
+                error @ (PushError::ProviderThrottled { .. } | PushError::ProviderPaused { .. }),
+            ) => self.log(Level::Warn, "throttled", &format_args!("{push}: {error}")),
             Err(error @ PushError::Timeout) => {
                 self.log(Level::Warn, "timeout", &format_args!("{push}: {error}"))
             }

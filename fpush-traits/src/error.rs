@@ -34,9 +34,14 @@ pub enum PushError {
     /// The token is dead: the server should disable the registration.
     #[error("device token is no longer valid ({0:?})")]
     TokenInvalid(DeadTokenReason),
-    /// The provider asked us to slow down.
+    /// The provider asked us to slow down for this target (APNS 429 for one device token).
     #[error("provider throttled the push{}", retry_after_suffix(.retry_after))]
     ProviderThrottled { retry_after: Option<Duration> },
+    /// The provider asked the whole module (or push service) to pause, and the push was not
+    /// sent: a 503 with `Retry-After`, a project-wide quota, 429s for many targets. No target
+    /// is at fault, so none is held (holding each one pushed meanwhile would only grow memory).
+    #[error("provider asked for a pause; not sent (retry after {}s)", .retry_after.as_secs())]
+    ProviderPaused { retry_after: Duration },
     /// The provider did not answer within the request timeout.
     #[error("provider did not answer in time")]
     Timeout,

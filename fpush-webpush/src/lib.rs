@@ -127,9 +127,7 @@ impl PushTrait for WebPush {
             Err(OriginError::Fenced(e)) => return Err(self.refuse(push, &e)),
             // Logged when the push service asked for it.
             Err(OriginError::Paused { left, .. }) => {
-                return Err(PushError::ProviderThrottled {
-                    retry_after: Some(left),
-                })
+                return Err(PushError::ProviderPaused { retry_after: left })
             }
             Err(e) => {
                 let text = format_args!("{e}");
@@ -181,12 +179,7 @@ mod tests {
         );
         let again = webpush.send(&push_to("https://127.0.0.1:1/ep")).await;
         assert!(
-            matches!(
-                again,
-                Err(PushError::ProviderThrottled {
-                    retry_after: Some(_)
-                })
-            ),
+            matches!(again, Err(PushError::ProviderPaused { .. })),
             "{again:?}"
         );
     }

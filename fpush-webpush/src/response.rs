@@ -49,9 +49,7 @@ pub fn judge(response: &HttpResponse) -> Result<Delivered, PushError> {
 pub fn failed(error: HttpError) -> PushError {
     match error {
         HttpError::Timeout(_) => PushError::Timeout,
-        HttpError::Paused(left) => PushError::ProviderThrottled {
-            retry_after: Some(left),
-        },
+        HttpError::Paused(left) => PushError::ProviderPaused { retry_after: left },
         other => PushError::Transient(other.to_string()),
     }
 }
@@ -143,8 +141,8 @@ mod tests {
         );
         assert_eq!(
             failed(HttpError::Paused(Duration::from_secs(5))),
-            PushError::ProviderThrottled {
-                retry_after: Some(Duration::from_secs(5))
+            PushError::ProviderPaused {
+                retry_after: Duration::from_secs(5)
             }
         );
         assert!(matches!(

@@ -77,7 +77,9 @@ impl AnswerLabel {
                 AnswerLabel::not_for_this_app
             }
             Err(PushError::TokenInvalid(DeadTokenReason::Implausible)) => AnswerLabel::implausible,
-            Err(PushError::ProviderThrottled { .. }) => AnswerLabel::throttled,
+            Err(PushError::ProviderThrottled { .. } | PushError::ProviderPaused { .. }) => {
+                AnswerLabel::throttled
+            }
             Err(PushError::Timeout) => AnswerLabel::timeout,
             Err(PushError::Transient(_)) => AnswerLabel::transient,
             Err(PushError::Misconfigured(_)) => AnswerLabel::misconfigured,

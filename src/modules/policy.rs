@@ -135,6 +135,12 @@ impl Module {
                 );
                 Outcome::throttled
             }
+            Err(PushError::ProviderPaused { .. }) => {
+                // The whole module pauses (its client refuses at once until then): no token
+                // is held, as none is at fault.
+                self.wipe_guard.record_other();
+                Outcome::throttled
+            }
             Err(error) => {
                 self.wipe_guard.record_other();
                 // Per push at debug only: the platform logs the cause (at most once a minute)
@@ -152,7 +158,8 @@ impl Module {
                     }
                     PushError::Transient(_)
                     | PushError::TokenInvalid(_)
-                    | PushError::ProviderThrottled { .. } => Outcome::transient,
+                    | PushError::ProviderThrottled { .. }
+                    | PushError::ProviderPaused { .. } => Outcome::transient,
                 }
             }
         }
