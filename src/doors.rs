@@ -13,12 +13,12 @@ pub mod token_in_node;
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use fpush_traits::PushNotification;
+use fpush_traits::{PushNotification, PushSummary};
 
 use crate::config::RegistrationProtocol;
 use crate::modules::{Admitting, Module, ModuleSet};
 use crate::outcome::Outcome;
-use crate::request::IqHeader;
+use crate::request::{IqHeader, PushRequest};
 
 /// What a push keeps of each summary field.
 const MAX_SUMMARY_FIELD_BYTES: usize = 1024;
@@ -245,19 +245,36 @@ fn truncate_on_char(text: &mut String, max: usize) {
 /// provider payload can carry (APNS and FCM take 4 KiB in all); keeps at most [`MAX_OPTIONS`]
 /// publish-options fields of [`MAX_OPTION_BYTES`] each.
 fn bound_notification(notification: &mut PushNotification) {
-    let summary = &mut notification.summary;
-    let summary_fields = [
+    bound_summary(&mut notification.summary);
+    for (_, value) in &mut notification.extra {
+        truncate_on_char(value, MAX_SUMMARY_FIELD_BYTES);
+    }
+    notification.options.truncate(MAX_OPTIONS);
+    bound_option_values(&mut notification.options);
+}
+
+/// Cuts a push that is to wait for the registration store the way [`Target::bounded`] will cut
+/// its target, so that pushes held while a slow store answers keep a few KiB each, not their
+/// stanza's size. Every option is kept (the parser keeps [`MAX_OPTIONS`] and the `secret`);
+/// a `secret` cut to [`MAX_OPTION_BYTES`] still matches no stored one it did not match whole.
+pub fn bound_request(push: &mut PushRequest) {
+    bound_summary(&mut push.summary);
+    bound_option_values(&mut push.options);
+}
+
+fn bound_summary(summary: &mut PushSummary) {
+    let fields = [
         &mut summary.message_count,
         &mut summary.last_message_sender,
         &mut summary.last_message_body,
     ];
-    let extra_values = notification.extra.iter_mut().map(|(_, value)| value);
-    for field in summary_fields.into_iter().flatten().chain(extra_values) {
+    for field in fields.into_iter().flatten() {
         truncate_on_char(field, MAX_SUMMARY_FIELD_BYTES);
     }
-    let options = &mut notification.options;
-    options.truncate(MAX_OPTIONS);
-    for (name, value) in options.iter_mut() {
+}
+
+fn bound_option_values(options: &mut [(String, String)]) {
+    for (name, value) in options {
         truncate_on_char(name, MAX_OPTION_BYTES);
         truncate_on_char(value, MAX_OPTION_BYTES);
     }
@@ -266,6 +283,24 @@ fn bound_notification(notification: &mut PushNotification) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_is_cut_like_its_target_but_keeps_every_option_the_parser_kept() {
+        let huge = "x".repeat(64 * 1024);
+        let mut push = PushRequest::default();
+        push.summary.last_message_body = Some(huge.clone());
+        push.options = vec![("field".to_owned(), huge.clone()); MAX_OPTIONS];
+        push.options.push(("secret".to_owned(), huge));
+        bound_request(&mut push);
+        let body = push.summary.last_message_body.as_ref().map(String::len);
+        assert_eq!(body, Some(MAX_SUMMARY_FIELD_BYTES));
+        assert_eq!(push.options.len(), MAX_OPTIONS + 1);
+        assert!(push
+            .options
+            .iter()
+            .all(|(_, v)| v.len() == MAX_OPTION_BYTES));
+        assert_eq!(push.options[MAX_OPTIONS].0, "secret");
+    }
 
     #[test]
     fn a_bounded_push_keeps_a_few_kib_of_summary_extra_values_and_options() {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::Dispatcher;
 use crate::doors::p2::P2Door;
-use crate::doors::{Refusal, Target};
+use crate::doors::{bound_request, Refusal, Target};
 use crate::modules::ModuleSet;
 use crate::outcome::Outcome;
 use crate::request::{IqHeader, PushRequest};
@@ -53,7 +53,7 @@ impl Dispatcher {
         &self,
         door: Option<Arc<D>>,
         iq: IqHeader,
-        push: PushRequest,
+        mut push: PushRequest,
     ) {
         let Some(door) = door else {
             return match D::without_store(&self.modules.load(), push) {
@@ -70,6 +70,8 @@ impl Dispatcher {
         let Some(slot) = self.pushes.provider_slot() else {
             return self.pushes.refuse(&iq, Outcome::overloaded.into());
         };
+        // Cut before it waits for the store, as its target will be after.
+        bound_request(&mut push);
         let (pushes, modules, tasks) = (
             self.pushes.clone(),
             self.modules.clone(),
@@ -85,5 +87,61 @@ impl Dispatcher {
                 Err(refusal) => pushes.refuse(&iq, refusal),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::component::reply_channel;
+    use crate::metrics::Metrics;
+
+    /// A door that notes what each push it is asked about holds, and refuses it.
+    #[derive(Default)]
+    struct Noting {
+        bytes: Mutex<Vec<usize>>,
+    }
+
+    impl StoreDoor for Noting {
+        const NAME: &'static str = "noting";
+
+        async fn target(
+            &self,
+            _: &ModuleSet,
+            _: &str,
+            push: PushRequest,
+        ) -> Result<Target, Refusal> {
+            let summary = &push.summary;
+            let texts = [&summary.last_message_body, &summary.last_message_sender];
+            let options = push.options.iter().map(|(n, v)| n.len() + v.len());
+            let held = texts.into_iter().flatten().map(String::len).chain(options);
+            self.bytes.lock().unwrap().push(held.sum());
+            Err(Outcome::unknown_registration.into())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_push_waits_for_the_store_cut_to_what_its_target_keeps() {
+        let modules = Arc::new(ModuleSet::from_modules(Vec::new()));
+        let (replies, mut answered) = reply_channel();
+        let dispatcher = Dispatcher::new(modules, 10, replies, Metrics::new());
+        let huge = "x".repeat(200 * 1024);
+        let mut push = PushRequest::default();
+        push.summary.last_message_body = Some(huge.clone());
+        push.summary.last_message_sender = Some(huge.clone());
+        push.options = vec![("secret".to_owned(), huge)];
+        let iq = IqHeader {
+            id: "p1".into(),
+            from: "example.org".into(),
+            to: "push.example.org".into(),
+        };
+        let door = Arc::new(Noting::default());
+        dispatcher.stored_push(Some(door.clone()), iq, push);
+        assert!(answered.recv().await.is_some(), "answered");
+        let held = door.bytes.lock().unwrap().clone();
+        assert_eq!(held.len(), 1);
+        assert!(held[0] <= 3 * 1024, "held {} bytes", held[0]);
     }
 }
