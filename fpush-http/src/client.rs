@@ -356,11 +356,13 @@ fn in_flight(e: h2::Error) -> Attempt {
     }
 }
 
-/// Reads a whole answer body, at most [`MAX_RESPONSE_BODY`] bytes.
+/// Reads a whole answer body, at most [`MAX_RESPONSE_BODY`] bytes. The answer's head came, so
+/// the provider took the request: a stream refused or a GOAWAY now is no "not sent" (which
+/// would be sent again, and could notify the user twice), only a failure.
 async fn read_body(mut recv: h2::RecvStream) -> Result<Bytes, HttpError> {
     let mut body = BytesMut::new();
     while let Some(chunk) = recv.data().await {
-        let chunk = chunk.map_err(HttpError::from_stream)?;
+        let chunk = chunk.map_err(HttpError::H2)?;
         // Give the window back at once: we hold the bytes, the server may send more.
         let _ = recv.flow_control().release_capacity(chunk.len());
         if body.len() + chunk.len() > MAX_RESPONSE_BODY {

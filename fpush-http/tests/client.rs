@@ -313,6 +313,44 @@ async fn oversized_answer_headers_are_refused_and_not_resent() {
     assert_eq!(server.connections_accepted(), 1);
 }
 
+#[tokio::test]
+async fn a_stream_refused_after_its_answer_began_was_sent() {
+    // The provider answered the head, then refused the stream (as a GOAWAY below it would):
+    // it had the request, so sending it again could notify twice.
+    let s = setup();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let tls = s.pki.server_config_with_alpn(ClientAuth::None, &[b"h2"]);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.unwrap());
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut conn = h2::server::handshake(acceptor.accept(tcp).await.unwrap())
+            .await
+            .unwrap();
+        let mut requests = 0;
+        while let Some(Ok((_request, mut respond))) = conn.accept().await {
+            requests += 1;
+            let mut body = respond.send_response(Response::new(()), false).unwrap();
+            body.send_data(Bytes::from_static(b"{"), false).unwrap();
+            // The connection goes on being driven (and so written) while the handler waits:
+            // the head and a first piece reach the client before the stream is refused.
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                body.send_reset(h2::Reason::REFUSED_STREAM);
+            });
+        }
+        requests
+    });
+    let client = HttpClient::new(&origin, config(&s)).unwrap();
+    let err = client.send(post("/", "x")).await.unwrap_err();
+    assert!(!err.not_sent() && !err.is_timeout(), "{err}");
+    drop(client);
+    assert_eq!(server.await.unwrap(), 1, "sent once");
+}
+
 #[test]
 fn construction_needs_no_runtime_and_checks_the_ca_file() {
     let s = setup();
