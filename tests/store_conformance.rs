@@ -1030,6 +1030,40 @@ struct Watched {
     calls: tokio::sync::mpsc::UnboundedSender<&'static str>,
 }
 
+impl Watched {
+    /// `inner` watched, and the names of the calls as they happen.
+    fn new(
+        inner: std::sync::Arc<dyn fpush::store::RegistrationStore>,
+    ) -> (
+        std::sync::Arc<Self>,
+        tokio::sync::mpsc::UnboundedReceiver<&'static str>,
+    ) {
+        let (calls, called) = tokio::sync::mpsc::unbounded_channel();
+        (std::sync::Arc::new(Watched { inner, calls }), called)
+    }
+}
+
+/// A store of 150 registrations of which the first `unused` were last used 200 days ago, the
+/// rest an hour ago.
+async fn with_unused(
+    backend: &Backend,
+    unused: usize,
+) -> std::sync::Arc<dyn fpush::store::RegistrationStore> {
+    let store = backend.open(limits());
+    for n in 0..150 {
+        let last_used = if n < unused {
+            ago(200 * DAY)
+        } else {
+            ago(HOUR)
+        };
+        let device = format!("d{n}");
+        let account = format!("u{n}@example.org");
+        let registration = restored(&device, &account, &format!("node-{n}"), last_used);
+        store.restore(registration).await.unwrap();
+    }
+    store
+}
+
 #[async_trait::async_trait]
 impl fpush::store::RegistrationStore for Watched {
     async fn register(
@@ -1095,11 +1129,7 @@ async fn the_sweeper_keeps_a_store_that_a_clock_step_made_look_unused() {
         let stepped = restored(&device, &account, &node, ago(200 * DAY));
         store.restore(stepped).await.unwrap();
     }
-    let (calls, mut called) = tokio::sync::mpsc::unbounded_channel();
-    let watched = std::sync::Arc::new(Watched {
-        inner: store.clone(),
-        calls,
-    });
+    let (watched, mut called) = Watched::new(store.clone());
     let stop = tokio_util::sync::CancellationToken::new();
     let every = Duration::from_millis(20);
     let sweeper = fpush::store::spawn_sweeper(watched, every, 180 * DAY, stop.clone());
@@ -1117,14 +1147,7 @@ async fn the_sweeper_keeps_a_store_that_a_clock_step_made_look_unused() {
 #[tokio::test]
 async fn the_sweeper_removes_a_minority_of_a_large_store_as_usual() {
     let backend = Backend::sqlite();
-    let store = backend.open(limits());
-    for n in 0..150 {
-        let last_used = if n < 30 { ago(200 * DAY) } else { ago(HOUR) };
-        let device = format!("d{n}");
-        let account = format!("u{n}@example.org");
-        let registration = restored(&device, &account, &format!("node-{n}"), last_used);
-        store.restore(registration).await.unwrap();
-    }
+    let store = with_unused(&backend, 30).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let every = Duration::from_millis(20);
     let sweeper = fpush::store::spawn_sweeper(store.clone(), every, 180 * DAY, stop.clone());
@@ -1141,23 +1164,12 @@ async fn the_sweeper_removes_a_minority_of_a_large_store_as_usual() {
 
 #[tokio::test(start_paused = true)]
 async fn the_sweeper_sweeps_a_mostly_unused_store_after_a_day_of_skipped_sweeps() {
-    // An app discontinued half a year ago: 120 of 150 registrations are unused for real. The
-    // clock is right, so after a day of skipped sweeps (hourly, on tokio's paused clock) they
-    // go, or the store would grow until its caps refuse real users.
+    // An app discontinued half a year ago: 120 of 150 registrations unused for real. The clock
+    // is right, so after a day of skipped sweeps (hourly, on tokio's paused clock) they go, or
+    // the store would grow until its caps refuse real users.
     let backend = Backend::sqlite();
-    let store = backend.open(limits());
-    for n in 0..150 {
-        let last_used = if n < 120 { ago(200 * DAY) } else { ago(HOUR) };
-        let device = format!("d{n}");
-        let account = format!("u{n}@example.org");
-        let registration = restored(&device, &account, &format!("node-{n}"), last_used);
-        store.restore(registration).await.unwrap();
-    }
-    let (calls, mut called) = tokio::sync::mpsc::unbounded_channel();
-    let watched = std::sync::Arc::new(Watched {
-        inner: store.clone(),
-        calls,
-    });
+    let store = with_unused(&backend, 120).await;
+    let (watched, mut called) = Watched::new(store.clone());
     let stop = tokio_util::sync::CancellationToken::new();
     let sweeper = fpush::store::spawn_sweeper(watched, HOUR, 180 * DAY, stop.clone());
     let mut turns = 0;
@@ -1177,21 +1189,10 @@ async fn the_sweeper_sweeps_a_mostly_unused_store_even_when_fpush_restarts_twice
     // As above, but fpush is restarted every twelve hours (a deployment, a crash): the day of
     // skipped sweeps is kept in the store, so the third run sweeps.
     let backend = Backend::sqlite();
-    let store = backend.open(limits());
-    for n in 0..150 {
-        let last_used = if n < 120 { ago(200 * DAY) } else { ago(HOUR) };
-        let device = format!("d{n}");
-        let account = format!("u{n}@example.org");
-        let registration = restored(&device, &account, &format!("node-{n}"), last_used);
-        store.restore(registration).await.unwrap();
-    }
+    let store = with_unused(&backend, 120).await;
     let mut turns = 0;
     for run in 1..=3 {
-        let (calls, mut called) = tokio::sync::mpsc::unbounded_channel();
-        let watched = std::sync::Arc::new(Watched {
-            inner: backend.open(limits()),
-            calls,
-        });
+        let (watched, mut called) = Watched::new(backend.open(limits()));
         let stop = tokio_util::sync::CancellationToken::new();
         let sweeper = fpush::store::spawn_sweeper(watched, HOUR, 180 * DAY, stop.clone());
         // Twelve hourly turns, the first at start-up: stopped at eleven hours.
