@@ -822,6 +822,27 @@ async fn a_damaged_redis_registration_is_unregistered_and_moved_by_its_key_all_t
 }
 
 #[tokio::test]
+async fn a_foreign_value_among_the_redis_counts_blocks_no_registration_and_no_sweep() {
+    use fpush::store::{RedisRegistrations, RegistrationStore};
+    let server = store_support::RedisServer::start();
+    let store = RedisRegistrations::open(&server.settings(), limits()).unwrap();
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let _: i64 = ::redis::cmd("HSET")
+        .arg("fpush-test:counts")
+        .arg("apns")
+        .arg("not a number")
+        .query(&mut connection)
+        .unwrap();
+    // `store.maxTotal` (on by default) reads the counts before every new registration.
+    registered(&store, "fcm", "d1", "a@example.org").await;
+    assert_eq!(store.counts().await.unwrap(), [("fcm".to_owned(), 1)]);
+    let old = restored("d2", "b@example.org", "node-2", ago(200 * DAY));
+    store.restore(old).await.unwrap();
+    assert_eq!(store.sweep(ago(180 * DAY)).await.unwrap(), 1);
+}
+
+#[tokio::test]
 async fn a_redis_registration_that_lost_its_service_still_counts_until_removed() {
     use fpush::store::{RedisRegistrations, RegistrationStore};
     let server = store_support::RedisServer::start();

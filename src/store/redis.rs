@@ -351,14 +351,16 @@ impl RegistrationStore for RedisRegistrations {
     }
 
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let counts: HashMap<String, i64> = self
+        // Read as text: a field another writer set to something else is left out, not the
+        // end of every new registration (the total cap reads these) and of every sweep.
+        let counts: HashMap<String, String> = self
             .connection()
             .hgetall(self.keys.counts())
             .await
             .map_err(failed)?;
         let mut counts: Vec<(String, u64)> = counts
             .into_iter()
-            .filter_map(|(service, count)| Some((service, u64::try_from(count).ok()?)))
+            .filter_map(|(service, count)| Some((service, count.parse::<u64>().ok()?)))
             .filter(|(_, count)| *count > 0)
             .collect();
         counts.sort();
