@@ -416,14 +416,20 @@ struct RestartOnly {
     metrics_listen: Option<std::net::SocketAddr>,
     /// The registration store's settings, when it is open (it opens at start-up only).
     store: Option<config::StoreSettings>,
+    /// The `redis` section the open store uses, when its backend is Redis: a reload moves the
+    /// ratelimits and dead tokens to a changed one, not the registrations.
+    store_redis: Option<Option<config::RedisSettings>>,
 }
 
 impl RestartOnly {
     fn of(settings: &Settings, store_open: bool) -> Self {
+        let store_backend = settings.store.as_ref().map(|store| store.backend);
+        let store_on_redis = store_backend == Some(config::StoreBackend::Redis);
         RestartOnly {
             max_concurrent_pushes: settings.limits.max_concurrent_pushes,
             metrics_listen: settings.metrics.as_ref().map(|m| m.listen),
             store: store_open.then(|| settings.store.clone().unwrap_or_default()),
+            store_redis: (store_open && store_on_redis).then(|| settings.redis.clone()),
         }
     }
 
@@ -438,6 +444,16 @@ impl RestartOnly {
         let store = new.store.clone().unwrap_or_default();
         if self.store.as_ref().is_some_and(|running| *running != store) {
             log::warn!("store changes take effect at the next restart");
+        }
+        if self
+            .store_redis
+            .as_ref()
+            .is_some_and(|running| *running != new.redis)
+        {
+            log::warn!(
+                "redis changes reach the ratelimits and dead tokens now, the registration store \
+                 (backend redis) at the next restart"
+            );
         }
     }
 }

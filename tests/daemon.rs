@@ -464,3 +464,32 @@ async fn a_reload_that_changes_the_open_store_says_it_waits_for_the_restart() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn a_reload_that_moves_the_redis_of_an_open_redis_store_says_the_store_stays() {
+    use fpush_testkit::fcm::FcmServer;
+    use fpush_testkit::redis_server;
+    use fpush_testkit::settings::with_keys;
+    use serde_json::json;
+    let fcm = FcmServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut redis, port) = redis_server::start(dir.path(), &[]);
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let module = json!({"type": "google", "fcm": with_keys(fcm.settings(), json!({})),
+                        "registration": {"protocol": "p2"}});
+    let modules = json!({ "conversations": module }).to_string();
+    let shared = |prefix: &str| {
+        let redis = json!({"url": format!("redis://127.0.0.1:{port}"), "keyPrefix": prefix});
+        format!(r#""store": {{"backend": "redis"}}, "redis": {redis},"#)
+    };
+    let fpush = Daemon::start(&settings(&server, &modules, &shared("a:")));
+    let _link = connect(&mut server).await;
+    fpush.rewrite_settings(&settings(&server, &modules, &shared("b:")));
+    fpush.reload();
+    let log = log_after_reloads(&fpush, 1);
+    let _ = redis.kill();
+    assert!(
+        log.contains("the registration store (backend redis) at the next restart"),
+        "{log}"
+    );
+}
