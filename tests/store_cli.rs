@@ -394,6 +394,45 @@ fn a_negative_schema_version_is_a_problem_for_check_and_an_error_for_the_store_c
 }
 
 #[test]
+fn backup_copies_and_export_refuses_an_older_schema_without_migrating_it() {
+    // A newer fpush run beside the older one still serving the file must not migrate it.
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, file) = sqlite_settings(dir.path());
+    drop(SqliteStore::open(&file, StoreLimits::default()).unwrap());
+    let version = |path: &Path| -> i64 {
+        let connection = rusqlite::Connection::open(path).unwrap();
+        connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap()
+    };
+    let older = version(&file) - 1;
+    let connection = rusqlite::Connection::open(&file).unwrap();
+    connection
+        .pragma_update(None, "user_version", older)
+        .unwrap();
+    drop(connection);
+    let export = fpush(&["store", "export", settings.to_str().unwrap()]);
+    assert_eq!(export.status.code(), Some(1), "{}", text(&export.stderr));
+    let refusal = format!("has schema {older}, older than this fpush's {}", older + 1);
+    assert!(
+        text(&export.stderr).contains(&refusal),
+        "{}",
+        text(&export.stderr)
+    );
+    let copy = dir.path().join("copy.sqlite3");
+    let backup = [
+        "store",
+        "backup",
+        settings.to_str().unwrap(),
+        copy.to_str().unwrap(),
+    ];
+    let output = fpush(&backup);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!((version(&file), version(&copy)), (older, older));
+    assert!(!Path::new(&format!("{}.v{older}.backup", file.display())).exists());
+}
+
+#[test]
 fn store_settings_problems_name_the_key_and_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let store = r#"{"backend": "sqlite", "maxPerAccount": 0, "expireAfter": "soon"}"#;

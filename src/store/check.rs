@@ -4,9 +4,9 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags};
-
-use super::sqlite::{backup_path, current_version, foreign_schema, newer_schema};
+use super::sqlite::{
+    backup_path, current_version, foreign_schema, newer_schema, schema_version_of,
+};
 use crate::config::{RedisSettings, StoreBackend, StoreSettings};
 
 /// The findings of [`check`].
@@ -79,9 +79,7 @@ fn check_file(path: &Path, report: &mut StoreCheck) {
 
 fn schema(path: &Path, report: &mut StoreCheck) {
     let shown = path.display();
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let version = Connection::open_with_flags(path, flags)
-        .and_then(|connection| connection.query_row("PRAGMA user_version", [], |row| row.get(0)));
+    let version = schema_version_of(path);
     let known = current_version();
     match version {
         Err(error) => report

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use super::{RegistrationStore, SqliteStore, StoreCheck};
+use super::{sqlite, RegistrationStore, StoreCheck};
 use crate::config::{Settings, StoreBackend, StoreSettings};
 
 pub const USAGE: &str = "\
@@ -135,6 +135,7 @@ fn open(path: &Path, opening: Opening) -> Result<Arc<dyn RegistrationStore>, Str
     let store = store_section(&settings)?;
     if opening == Opening::Existing {
         must_exist(&store)?;
+        not_older(&store)?;
     }
     super::open(&store, settings.redis.as_ref(), (&store).into()).map_err(|e| e.to_string())
 }
@@ -152,6 +153,23 @@ fn must_exist(store: &StoreSettings) -> Result<(), String> {
     }
 }
 
+/// Refuses a SQLite store of an older schema to a command that only reads it: opening it would
+/// migrate it, under the fpush that may be serving it.
+fn not_older(store: &StoreSettings) -> Result<(), String> {
+    let (StoreBackend::Sqlite, Some(path)) = (store.backend, &store.path) else {
+        return Ok(());
+    };
+    let known = sqlite::current_version();
+    match sqlite::schema_version_of(path) {
+        Ok(found) if found > 0 && found < known => Err(format!(
+            "store.path: {} has schema {found}, older than this fpush's {known}: fpush migrates it \
+             when the service starts with it; read it after that, or with the fpush that wrote it",
+            path.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
 async fn backup(store: &StoreSettings, file: PathBuf) -> Result<(), String> {
     let path = match (store.backend, &store.path) {
         (StoreBackend::Sqlite, Some(path)) => path,
@@ -161,10 +179,10 @@ async fn backup(store: &StoreSettings, file: PathBuf) -> Result<(), String> {
         ),
     };
     must_exist(store)?;
-    let opened = SqliteStore::open(path, store.into()).map_err(|e| e.to_string())?;
-    opened
-        .backup(file.clone())
+    let (from, to) = (path.clone(), file.clone());
+    tokio::task::spawn_blocking(move || sqlite::backup_file(&from, &to))
         .await
+        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     println!("backed up {} to {}", path.display(), file.display());
     Ok(())

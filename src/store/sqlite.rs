@@ -13,7 +13,7 @@ mod readers;
 mod schema;
 mod write;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -117,17 +117,6 @@ impl SqliteStore {
     {
         self.shared.read(job).await
     }
-
-    /// A consistent copy of the whole store into `target` (which must not exist or be empty),
-    /// while it is in use.
-    pub async fn backup(&self, target: PathBuf) -> Result<(), StoreError> {
-        if std::fs::metadata(&target).is_ok_and(|meta| meta.len() > 0) {
-            let shown = target.display();
-            return Err(StoreError::Unusable(format!("{shown} exists already")));
-        }
-        self.read(move |reader| schema::copy_aside(reader, &target))
-            .await
-    }
 }
 
 impl Shared {
@@ -159,6 +148,29 @@ fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
         .map_err(|error| StoreError::Unavailable(format!("{}: {error}", path.display())))?;
     connection.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
     Ok(connection)
+}
+
+/// The schema version of the file at `path`, read without changing it (no migration, no
+/// write-ahead log set up): what `--check` and the store commands that only read look at.
+pub(super) fn schema_version_of(path: &Path) -> Result<i64, rusqlite::Error> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    Connection::open_with_flags(path, flags)?.query_row("PRAGMA user_version", [], |row| row.get(0))
+}
+
+/// A consistent copy of the file at `path` into `target` (which must not exist or be empty),
+/// read-only: whatever its schema, the file is left as it is, so a newer fpush can back up
+/// the file an older one is serving without migrating it underneath. Blocking.
+pub(super) fn backup_file(path: &Path, target: &Path) -> Result<(), StoreError> {
+    if std::fs::metadata(target).is_ok_and(|meta| meta.len() > 0) {
+        let shown = target.display();
+        return Err(StoreError::Unusable(format!("{shown} exists already")));
+    }
+    let found = schema_version_of(path).map_err(failed)?;
+    if found < 0 {
+        return Err(schema::foreign(path, found));
+    }
+    let reader = connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    schema::copy_aside(&reader, target)
 }
 
 /// A SQLite failure, as the callers see it.
