@@ -822,6 +822,36 @@ async fn a_damaged_redis_registration_is_unregistered_and_moved_by_its_key_all_t
 }
 
 #[tokio::test]
+async fn a_redis_move_the_new_domain_refuses_keeps_the_registration_where_it_was() {
+    use fpush::store::{RedisRegistrations, RegistrationStore};
+    let server = store_support::RedisServer::start();
+    let one_per_domain = StoreLimits {
+        max_per_domain: 1,
+        ..limits()
+    };
+    let store = RedisRegistrations::open(&server.settings(), one_per_domain).unwrap();
+    let kept = registered(&store, "fcm", "k", "u@a.example").await;
+    registered(&store, "fcm", "other", "v@b.example").await;
+    let moving = registration("fcm", "k", "u@b.example");
+    assert!(matches!(
+        store.register(moving).await,
+        Err(StoreError::Full(_))
+    ));
+    assert!(is_stored(&store, "a.example", &kept.node).await);
+    assert_eq!(store.counts().await.unwrap(), [("fcm".to_owned(), 2)]);
+    // Moved for real once there is room: same node and secret, counted once.
+    let other = registration("fcm", "other", "v@b.example").key;
+    assert!(store.unregister(&other).await.unwrap());
+    let moved = store
+        .register(registration("fcm", "k", "u@b.example"))
+        .await;
+    assert_eq!(moved.unwrap(), kept);
+    assert!(!is_stored(&store, "a.example", &kept.node).await);
+    assert!(is_stored(&store, "b.example", &kept.node).await);
+    assert_eq!(store.counts().await.unwrap(), [("fcm".to_owned(), 1)]);
+}
+
+#[tokio::test]
 async fn a_foreign_value_among_the_redis_counts_blocks_no_registration_and_no_sweep() {
     use fpush::store::{RedisRegistrations, RegistrationStore};
     let server = store_support::RedisServer::start();

@@ -115,6 +115,35 @@ impl RedisRegistrations {
         }
     }
 
+    /// Moves the key's registration at `node` in `domain` to the registration's domain: same
+    /// node and secret, in the new domain's slot, inserted before the old one is removed, so
+    /// that a refusal (the new domain's cap, a timeout) keeps it where it was. `None` when
+    /// there is nothing to move: no registration there, another key's (a stale index entry:
+    /// it stays), or a damaged one (removed: the device gets new credentials).
+    async fn moved(
+        &self,
+        registration: &Registration,
+        domain: &str,
+        node: &str,
+    ) -> Result<Option<Credentials>, StoreError> {
+        let old = match self.indexed(domain, node).await? {
+            Some(Readable::Yes(old)) if old.key == registration.key => old,
+            Some(Readable::Damaged) => {
+                self.remove_in(domain, node, 0, "").await?;
+                return Ok(None);
+            }
+            _ => return Ok(None),
+        };
+        let now = unix(SystemTime::now()).max(unix(old.last_used));
+        let credentials = Credentials {
+            node: old.node,
+            secret: old.secret,
+        };
+        let moved = self.insert(registration, Some(credentials), now).await?;
+        self.remove_in(domain, node, 0, "").await?;
+        Ok(Some(moved))
+    }
+
     async fn domains(&self) -> Result<Vec<String>, StoreError> {
         let mut domains: Vec<String> = self
             .connection()
@@ -213,18 +242,8 @@ impl RegistrationStore for RedisRegistrations {
                 if let Some(credentials) = self.update(&registration, &node).await? {
                     return Ok(credentials);
                 }
-            } else if let Some(old) = self.indexed(&domain, &node).await? {
-                // Moved to another domain: same node and secret, in the new domain's slot (a
-                // damaged old one is removed and the device gets new ones).
-                self.remove_in(&domain, &node, 0, "").await?;
-                if let Readable::Yes(old) = old {
-                    let credentials = Credentials {
-                        node: old.node,
-                        secret: old.secret,
-                    };
-                    let now = unix(SystemTime::now()).max(unix(old.last_used));
-                    return self.insert(&registration, Some(credentials), now).await;
-                }
+            } else if let Some(moved) = self.moved(&registration, &domain, &node).await? {
+                return Ok(moved);
             }
         }
         let now = unix(SystemTime::now());
