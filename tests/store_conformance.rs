@@ -822,6 +822,23 @@ async fn a_damaged_redis_registration_is_unregistered_and_moved_by_its_key_all_t
 }
 
 #[tokio::test]
+async fn a_redis_registration_that_lost_its_secret_is_replaced_by_registering_again() {
+    use fpush::store::{RedisRegistrations, RegistrationStore};
+    let server = store_support::RedisServer::start();
+    let store = RedisRegistrations::open(&server.settings(), limits()).unwrap();
+    let damaged = registered(&store, "fcm", "d1", "a@example.org").await;
+    damage(&server, &damaged.node, "x");
+    let again = registered(&store, "fcm", "d1", "a@example.org").await;
+    assert_ne!(again.node, damaged.node, "new credentials");
+    assert!(!is_stored(&store, "example.org", &damaged.node).await);
+    assert_eq!(store.counts().await.unwrap(), [("fcm".to_owned(), 1)]);
+    assert_eq!(
+        store.count_unused(SystemTime::now() + DAY).await.unwrap(),
+        1
+    );
+}
+
+#[tokio::test]
 async fn a_redis_move_the_new_domain_refuses_keeps_the_registration_where_it_was() {
     use fpush::store::{RedisRegistrations, RegistrationStore};
     let server = store_support::RedisServer::start();

@@ -242,6 +242,11 @@ impl RegistrationStore for RedisRegistrations {
                 if let Some(credentials) = self.update(&registration, &node).await? {
                     return Ok(credentials);
                 }
+                // Not updated: gone, another key's, or damaged past repair (removed: the
+                // device gets new credentials, and the key keeps one registration).
+                if let Some(Readable::Damaged) = self.indexed(&domain, &node).await? {
+                    self.remove_in(&domain, &node, 0, "").await?;
+                }
             } else if let Some(moved) = self.moved(&registration, &domain, &node).await? {
                 return Ok(moved);
             }

@@ -4,7 +4,9 @@
 --       8 last use, 9 account key stem.
 -- Answers the secret, or false when the registration is gone (or is another key's).
 local fields = redis.call('HMGET', KEYS[1], 's', 'd', 'c', 'a', 'x', 'u')
-if redis.call('EXISTS', KEYS[1]) == 0 then
+-- Gone, or without its secret (another writer damaged it: no repair gives it back): nothing is
+-- written, and the caller replaces it.
+if redis.call('EXISTS', KEYS[1]) == 0 or not fields[5] then
   return false
 end
 -- The key index points here for this key. A hash another writer damaged, its service, device
