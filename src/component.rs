@@ -18,10 +18,12 @@ mod tests;
 mod whole_stanza;
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -92,41 +94,116 @@ pub enum Inbound {
     Oversized { start_tag: Bytes },
 }
 
+/// Reply bytes queued from which the daemon takes no more stanzas from the link until the
+/// writer has drained half of them. `send` never blocks (a push's task must not wait on the
+/// socket), so a server that reads our replies more slowly than it sends stanzas (refusals,
+/// pings and errors take no place in flight) would otherwise grow the queue without bound;
+/// paused, the link's reader waits on the bounded inbound channel and TCP holds the rest.
+pub const MAX_QUEUED_REPLY_BYTES: usize = 16 * 1024 * 1024;
+
+/// The bytes queued in a reply channel, and the wake-up for whoever waits for them to drain.
+#[derive(Debug, Default)]
+struct Backlog {
+    bytes: AtomicUsize,
+    drained: Notify,
+}
+
+impl Backlog {
+    fn taken(&self, bytes: usize) {
+        let before = self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        let half = MAX_QUEUED_REPLY_BYTES / 2;
+        if before >= half && before - bytes < half {
+            self.drained.notify_waiters();
+        }
+    }
+}
+
 /// Queues reply bytes for the link's writer. Cheap to clone; `send` never blocks.
 #[derive(Clone, Debug)]
-pub struct ReplySender(mpsc::UnboundedSender<Vec<u8>>);
+pub struct ReplySender {
+    queue: mpsc::UnboundedSender<Vec<u8>>,
+    backlog: Arc<Backlog>,
+}
 
 impl ReplySender {
-    /// Queues one complete reply stanza. The queue is unbounded: the dispatcher's bound on work
-    /// in flight is what bounds it.
+    /// Queues one complete reply stanza.
     pub fn send(&self, reply: Vec<u8>) {
-        if self.0.send(reply).is_err() {
+        let bytes = reply.len();
+        self.backlog.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if self.queue.send(reply).is_err() {
+            self.backlog.taken(bytes);
             log::debug!("a reply was dropped: the component link has stopped");
+        }
+    }
+
+    /// Whether [`MAX_QUEUED_REPLY_BYTES`] are queued: take no more stanzas for now.
+    pub fn is_backlogged(&self) -> bool {
+        self.backlog.bytes.load(Ordering::Relaxed) >= MAX_QUEUED_REPLY_BYTES
+    }
+
+    /// Waits until less than half of [`MAX_QUEUED_REPLY_BYTES`] is queued.
+    pub async fn drained(&self) {
+        loop {
+            let drained = self.backlog.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.backlog.bytes.load(Ordering::Relaxed) < MAX_QUEUED_REPLY_BYTES / 2 {
+                return;
+            }
+            drained.await;
         }
     }
 }
 
 /// The writer's end of the reply queue; owned by [`run_reconfigurable`].
 #[derive(Debug)]
-pub struct ReplyReceiver(mpsc::UnboundedReceiver<Vec<u8>>);
+pub struct ReplyReceiver {
+    queue: mpsc::UnboundedReceiver<Vec<u8>>,
+    backlog: Arc<Backlog>,
+}
 
 impl ReplyReceiver {
     /// The next queued reply; `None` once every sender is gone and the queue is empty. For
     /// whoever drives a dispatcher without a link (tests, benchmarks).
     pub async fn recv(&mut self) -> Option<Vec<u8>> {
-        self.0.recv().await
+        let reply = self.queue.recv().await?;
+        self.backlog.taken(reply.len());
+        Some(reply)
     }
 
     /// A reply that is already queued, without waiting.
     pub fn try_recv(&mut self) -> Option<Vec<u8>> {
-        self.0.try_recv().ok()
+        let reply = self.queue.try_recv().ok()?;
+        self.backlog.taken(reply.len());
+        Some(reply)
+    }
+
+    /// Up to `limit` queued replies into `batch` (waiting for the first); 0 once every sender
+    /// is gone and the queue is empty.
+    async fn recv_many(&mut self, batch: &mut Vec<Vec<u8>>, limit: usize) -> usize {
+        let start = batch.len();
+        let received = self.queue.recv_many(batch, limit).await;
+        self.backlog
+            .taken(batch[start..].iter().map(Vec::len).sum());
+        received
     }
 }
 
 /// A reply queue: senders for the dispatcher, the receiver for [`run_reconfigurable`].
 pub fn reply_channel() -> (ReplySender, ReplyReceiver) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    (ReplySender(tx), ReplyReceiver(rx))
+    let (queue, receiving) = mpsc::unbounded_channel();
+    let backlog = Arc::new(Backlog::default());
+    let sender = ReplySender {
+        queue,
+        backlog: backlog.clone(),
+    };
+    (
+        sender,
+        ReplyReceiver {
+            queue: receiving,
+            backlog,
+        },
+    )
 }
 
 /// The link's state, for health reporting.
@@ -478,7 +555,7 @@ impl Target {
 /// At shutdown with no link: say how many replies will never be written.
 fn report_unsent(replies: &mut ReplyReceiver, pending: &PendingReplies) {
     let mut unsent = pending.count();
-    while replies.0.try_recv().is_ok() {
+    while replies.try_recv().is_some() {
         unsent += 1;
     }
     if unsent > 0 {

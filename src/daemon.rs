@@ -95,6 +95,7 @@ pub async fn run(
         link_stop.reading.clone(),
         link_stop.handed_over.clone(),
     ));
+    let replies = reply_tx.clone();
     let dispatcher = start_dispatcher(modules, &settings, reply_tx, &metrics, &background);
     let p2 =
         registrations.map(|store| serve_p2(store, &settings, &dispatcher, &metrics, &background));
@@ -117,7 +118,12 @@ pub async fn run(
                 }
                 service.reloaded();
             }
-            inbound = inbound_rx.recv() => match inbound {
+            // Replies pile up faster than the server reads them: no more stanzas until half
+            // of them went out (the link's reader waits meanwhile).
+            () = replies.drained(), if replies.is_backlogged() => {
+                log::debug!("the reply queue drained; reading stanzas again");
+            }
+            inbound = inbound_rx.recv(), if !replies.is_backlogged() => match inbound {
                 Some(inbound) => dispatcher.handle(inbound),
                 None => {
                     log::error!("the component link ended unexpectedly");

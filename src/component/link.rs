@@ -363,7 +363,7 @@ async fn write_replies(
                 ping_deadline = Some(now + cfg.keepalive_timeout);
                 next_ping = now + cfg.keepalive_interval;
             }
-            received = replies.0.recv_many(&mut batch, MAX_BATCH) => {
+            received = replies.recv_many(&mut batch, MAX_BATCH) => {
                 if received == 0 {
                     return if draining { WriteEnd::Drained } else { WriteEnd::RepliesClosed };
                 }

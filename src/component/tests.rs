@@ -570,3 +570,33 @@ fn a_server_s_text_cannot_break_a_log_line() {
         "the server sent a stream error: policy-violation (bye\\n<0>fpush: forged)"
     );
 }
+
+#[tokio::test]
+async fn a_reply_queue_over_its_bound_says_so_until_half_of_it_went_out() {
+    let (replies, mut writer) = reply_channel();
+    let eighth = MAX_QUEUED_REPLY_BYTES / 8;
+    for _ in 0..8 {
+        assert!(!replies.is_backlogged());
+        replies.send(vec![b'x'; eighth]);
+    }
+    assert!(replies.is_backlogged());
+    let waiting = {
+        let replies = replies.clone();
+        tokio::spawn(async move { replies.drained().await })
+    };
+    for _ in 0..4 {
+        writer.recv().await.expect("queued");
+    }
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!waiting.is_finished(), "half is still queued");
+    assert!(!replies.is_backlogged());
+    let mut batch = Vec::new();
+    assert_eq!(writer.recv_many(&mut batch, 1).await, 1);
+    let drained = tokio::time::timeout(Duration::from_secs(10), waiting).await;
+    assert!(
+        matches!(drained, Ok(Ok(()))),
+        "woken once less than half is queued"
+    );
+}
