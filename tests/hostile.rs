@@ -391,3 +391,42 @@ async fn a_server_sending_garbage_instead_of_a_stream_header_is_retried() {
     }
     fpush.assert_no_panic();
 }
+
+#[tokio::test]
+async fn a_server_that_reads_no_replies_stops_fpush_reading_before_their_queue_outgrows_its_bound()
+{
+    // Pings with 4 KB ids, 120 MB of them, while no reply is read: fpush queues 16 MiB of
+    // replies, then reads no more (the rest waits in the sockets), instead of holding them all.
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let fpush = Daemon::start(&settings(&server, &demo_module(None, "0s"), ""));
+    let mut link = server.accept(WAIT).await.unwrap();
+    assert_eq!(
+        first_answer_after(&mut link, "warm").await.attr("id"),
+        Some("warm")
+    );
+    let before = fpush.rss_kib().expect("VmRSS of fpush");
+    let long_id = "i".repeat(4000);
+    let sending = tokio::spawn(async move {
+        for n in 0..30_000 {
+            let ping = format!(
+                "<iq type='get' id='{long_id}{n}' from='localhost' to='{JID}'><ping xmlns='urn:xmpp:ping'/></iq>"
+            );
+            if link.send(&ping).await.is_err() {
+                break;
+            }
+        }
+        link
+    });
+    let mut peak = before;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak = peak.max(fpush.rss_kib().unwrap_or(0));
+    }
+    assert!(
+        !sending.is_finished(),
+        "fpush took every ping while no reply was read"
+    );
+    let grown = peak.saturating_sub(before);
+    assert!(grown < 64 * 1024, "fpush grew by {grown} KiB");
+    sending.abort();
+}
