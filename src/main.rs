@@ -259,8 +259,9 @@ fn signal_handlers_failed(error: &std::io::Error) -> ExitCode {
 }
 
 /// SIGTERM (systemd) and SIGINT (a terminal) both ask for an orderly stop; SIGHUP (`hup`,
-/// installed at start-up) for a reload. Until the daemon runs, SIGTERM and SIGINT keep their
-/// default action: a start that is stopped has nothing to finish.
+/// installed at start-up) for a reload. Installed before the registration store opens: a stop
+/// asked for meanwhile is acted on once it is open (a migration is not cut short), and the
+/// daemon then stops at once.
 fn spawn_signal_handler(
     control: Control,
     mut hup: Signal,
