@@ -8,7 +8,7 @@ mod store_support;
 use std::time::{Duration, SystemTime};
 
 use fpush::store::{Credentials, RegistrationKey, StoreError, StoreLimits};
-use store_support::{registered, registration, Backend};
+use store_support::{redis_store, registered, registration, Backend};
 
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -735,13 +735,12 @@ async fn the_sweeper_keeps_a_registration_pushed_to_too_recently_to_record() {
 
 #[tokio::test]
 async fn a_redis_registration_missing_fields_is_still_swept_and_replaced() {
-    use fpush::store::{RedisRegistrations, RegistrationStore};
-    let server = store_support::RedisServer::start();
+    use fpush::store::RegistrationStore;
     let small = StoreLimits {
         max_per_account: 1,
         ..limits()
     };
-    let store = RedisRegistrations::open(&server.settings(), small).unwrap();
+    let (server, store) = redis_store(small);
     for (device, account, node) in [
         ("d1", "a@example.org", "node-1"),
         ("d2", "b@example.org", "node-2"),
@@ -752,8 +751,7 @@ async fn a_redis_registration_missing_fields_is_still_swept_and_replaced() {
         store.restore(old).await.unwrap();
     }
     // Another writer on the shared Redis (or a damaged hash) left a field out of each.
-    let client = ::redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_connection().unwrap();
+    let mut connection = server.connection();
     let damaged = [
         ("node-1", "a"),
         ("node-2", "d"),
@@ -782,8 +780,7 @@ async fn a_redis_registration_missing_fields_is_still_swept_and_replaced() {
 /// Removes `field` from the Redis registration hash at `node` in example.org, as another
 /// writer (or a damaged hash) would.
 fn damage(server: &store_support::RedisServer, node: &str, field: &str) {
-    let client = ::redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_connection().unwrap();
+    let mut connection = server.connection();
     let _: i64 = ::redis::cmd("HDEL")
         .arg(format!("fpush-test:{{example.org}}:r:{node}"))
         .arg(field)
@@ -793,16 +790,14 @@ fn damage(server: &store_support::RedisServer, node: &str, field: &str) {
 
 #[tokio::test]
 async fn a_damaged_redis_registration_is_unregistered_and_moved_by_its_key_all_the_same() {
-    use fpush::store::{RedisRegistrations, RegistrationStore};
-    let server = store_support::RedisServer::start();
-    let store = RedisRegistrations::open(&server.settings(), limits()).unwrap();
+    use fpush::store::RegistrationStore;
+    let (server, store) = redis_store(limits());
     let gone = registered(&store, "fcm", "gone", "a@example.org").await;
     let moving = registered(&store, "fcm", "moving", "b@example.org").await;
     for node in [&gone.node, &moving.node] {
         damage(&server, node, "a");
     }
-    let client = ::redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_connection().unwrap();
+    let mut connection = server.connection();
     let mut exists = |node: &str| -> bool {
         ::redis::cmd("EXISTS")
             .arg(format!("fpush-test:{{example.org}}:r:{node}"))
@@ -823,9 +818,8 @@ async fn a_damaged_redis_registration_is_unregistered_and_moved_by_its_key_all_t
 
 #[tokio::test]
 async fn a_redis_registration_that_lost_its_secret_is_replaced_by_registering_again() {
-    use fpush::store::{RedisRegistrations, RegistrationStore};
-    let server = store_support::RedisServer::start();
-    let store = RedisRegistrations::open(&server.settings(), limits()).unwrap();
+    use fpush::store::RegistrationStore;
+    let (server, store) = redis_store(limits());
     let damaged = registered(&store, "fcm", "d1", "a@example.org").await;
     damage(&server, &damaged.node, "x");
     let again = registered(&store, "fcm", "d1", "a@example.org").await;
@@ -840,13 +834,12 @@ async fn a_redis_registration_that_lost_its_secret_is_replaced_by_registering_ag
 
 #[tokio::test]
 async fn a_redis_move_the_new_domain_refuses_keeps_the_registration_where_it_was() {
-    use fpush::store::{RedisRegistrations, RegistrationStore};
-    let server = store_support::RedisServer::start();
+    use fpush::store::RegistrationStore;
     let one_per_domain = StoreLimits {
         max_per_domain: 1,
         ..limits()
     };
-    let store = RedisRegistrations::open(&server.settings(), one_per_domain).unwrap();
+    let (_server, store) = redis_store(one_per_domain);
     let kept = registered(&store, "fcm", "k", "u@a.example").await;
     registered(&store, "fcm", "other", "v@b.example").await;
     let moving = registration("fcm", "k", "u@b.example");
@@ -870,11 +863,9 @@ async fn a_redis_move_the_new_domain_refuses_keeps_the_registration_where_it_was
 
 #[tokio::test]
 async fn a_foreign_value_among_the_redis_counts_blocks_no_registration_and_no_sweep() {
-    use fpush::store::{RedisRegistrations, RegistrationStore};
-    let server = store_support::RedisServer::start();
-    let store = RedisRegistrations::open(&server.settings(), limits()).unwrap();
-    let client = ::redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_connection().unwrap();
+    use fpush::store::RegistrationStore;
+    let (server, store) = redis_store(limits());
+    let mut connection = server.connection();
     let _: i64 = ::redis::cmd("HSET")
         .arg("fpush-test:counts")
         .arg("apns")
@@ -891,13 +882,12 @@ async fn a_foreign_value_among_the_redis_counts_blocks_no_registration_and_no_sw
 
 #[tokio::test]
 async fn a_redis_registration_that_lost_its_service_still_counts_until_removed() {
-    use fpush::store::{RedisRegistrations, RegistrationStore};
-    let server = store_support::RedisServer::start();
+    use fpush::store::RegistrationStore;
     let one_each = StoreLimits {
         max_per_account: 1,
         ..limits()
     };
-    let store = RedisRegistrations::open(&server.settings(), one_each).unwrap();
+    let (server, store) = redis_store(one_each);
     let dead = registered(&store, "fcm", "dead", "a@example.org").await;
     let old = restored("old", "b@example.org", "node-old", ago(200 * DAY));
     store.restore(old).await.unwrap();
@@ -928,8 +918,7 @@ async fn a_redis_registration_that_lost_its_service_still_counts_until_removed()
         [("apns".to_owned(), 2), ("fcm".to_owned(), 1)]
     );
     // Nothing is left of the removed ones, index entries included.
-    let client = ::redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_connection().unwrap();
+    let mut connection = server.connection();
     let mut keys: Vec<String> = ::redis::cmd("KEYS")
         .arg("fpush-test:key:*")
         .query(&mut connection)
@@ -947,13 +936,11 @@ async fn a_redis_registration_that_lost_its_service_still_counts_until_removed()
 
 #[tokio::test]
 async fn a_redis_count_never_goes_below_zero() {
-    use fpush::store::{RedisRegistrations, RegistrationStore};
-    let server = store_support::RedisServer::start();
-    let store = RedisRegistrations::open(&server.settings(), limits()).unwrap();
+    use fpush::store::RegistrationStore;
+    let (server, store) = redis_store(limits());
     let first = registered(&store, "fcm", "d1", "a@example.org").await;
     // The counts were lost (a failover that dropped the key, a flush by hand).
-    let client = ::redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_connection().unwrap();
+    let mut connection = server.connection();
     let _: i64 = ::redis::cmd("DEL")
         .arg("fpush-test:counts")
         .query(&mut connection)
@@ -969,12 +956,10 @@ async fn a_redis_count_never_goes_below_zero() {
 
 #[tokio::test]
 async fn a_redis_registration_missing_its_account_is_registered_again() {
-    use fpush::store::{RedisRegistrations, RegistrationStore};
-    let server = store_support::RedisServer::start();
-    let store = RedisRegistrations::open(&server.settings(), limits()).unwrap();
+    use fpush::store::RegistrationStore;
+    let (server, store) = redis_store(limits());
     let first = registered(&store, "fcm", "d1", "a@example.org").await;
-    let client = ::redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_connection().unwrap();
+    let mut connection = server.connection();
     let _: i64 = ::redis::cmd("HDEL")
         .arg(format!("fpush-test:{{example.org}}:r:{}", first.node))
         .arg("a")
@@ -993,9 +978,8 @@ async fn a_redis_registration_missing_its_account_is_registered_again() {
 
 #[tokio::test]
 async fn a_redis_registration_gone_while_listing_hides_none_of_the_rest() {
-    use fpush::store::{RedisRegistrations, RegistrationStore};
-    let server = store_support::RedisServer::start();
-    let store = RedisRegistrations::open(&server.settings(), limits()).unwrap();
+    use fpush::store::RegistrationStore;
+    let (server, store) = redis_store(limits());
     let mut nodes = Vec::new();
     for (device, account) in [("d1", "a@example.org"), ("d2", "b@example.org")] {
         nodes.push(registered(&store, "fcm", device, account).await.node);
@@ -1003,8 +987,7 @@ async fn a_redis_registration_gone_while_listing_hides_none_of_the_rest() {
     nodes.push(registered(&store, "fcm", "d3", "c@example.net").await.node);
     // A registration removed between reading a page's nodes and reading their hashes (here:
     // a node listed by last use whose hash is gone) leaves a page short.
-    let client = ::redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_connection().unwrap();
+    let mut connection = server.connection();
     let _: i64 = ::redis::cmd("ZADD")
         .arg("fpush-test:{example.org}:l")
         .arg(0)
@@ -1027,15 +1010,13 @@ async fn a_redis_registration_gone_while_listing_hides_none_of_the_rest() {
 
 #[tokio::test]
 async fn a_redis_sweep_goes_past_a_batch_of_nodes_whose_registrations_are_gone() {
-    use fpush::store::{RedisRegistrations, RegistrationStore};
-    let server = store_support::RedisServer::start();
-    let store = RedisRegistrations::open(&server.settings(), limits()).unwrap();
+    use fpush::store::RegistrationStore;
+    let (server, store) = redis_store(limits());
     let old = restored("d1", "a@example.org", "node-1", ago(200 * DAY));
     store.restore(old).await.unwrap();
     // A whole sweep batch of nodes listed by last use, older still, whose hashes are gone (lost
     // keys, or removed by hand).
-    let client = ::redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_connection().unwrap();
+    let mut connection = server.connection();
     let mut add = ::redis::cmd("ZADD");
     add.arg("fpush-test:{example.org}:l");
     for ghost in 0..1_000 {
@@ -1051,11 +1032,9 @@ async fn a_redis_domain_left_without_registrations_is_forgotten() {
     // Every sweep and count walks the domain list: were a domain that registered once kept in
     // it for good, anyone able to register from many domains (and unregister again) would grow
     // it, and each sweep's work, without bound.
-    use fpush::store::{RedisRegistrations, RegistrationStore};
-    let server = store_support::RedisServer::start();
-    let store = RedisRegistrations::open(&server.settings(), limits()).unwrap();
-    let client = ::redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_connection().unwrap();
+    use fpush::store::RegistrationStore;
+    let (server, store) = redis_store(limits());
+    let mut connection = server.connection();
     let mut domains = move || -> Vec<String> {
         let mut listed: Vec<String> = ::redis::cmd("SMEMBERS")
             .arg("fpush-test:domains")

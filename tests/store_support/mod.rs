@@ -46,6 +46,19 @@ impl RedisServer {
             key_prefix: "fpush-test:".into(),
         }
     }
+
+    /// A plain client connection, to look at (or damage) what the store wrote.
+    pub fn connection(&self) -> ::redis::Connection {
+        let client = ::redis::Client::open(self.url()).unwrap();
+        client.get_connection().unwrap()
+    }
+}
+
+/// A `redis-server` of its own and a registration store on it with `limits`.
+pub fn redis_store(limits: StoreLimits) -> (RedisServer, RedisRegistrations) {
+    let server = RedisServer::start();
+    let store = RedisRegistrations::open(&server.settings(), limits).unwrap();
+    (server, store)
 }
 
 impl Drop for RedisServer {
