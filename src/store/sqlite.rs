@@ -165,11 +165,11 @@ pub(super) fn backup_file(path: &Path, target: &Path) -> Result<(), StoreError> 
         let shown = target.display();
         return Err(StoreError::Unusable(format!("{shown} exists already")));
     }
-    let found = schema_version_of(path).map_err(failed)?;
+    let reader = connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let found = schema::version(&reader)?;
     if found < 0 {
         return Err(schema::foreign(path, found));
     }
-    let reader = connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     schema::copy_aside(&reader, target)
 }
 
