@@ -82,6 +82,13 @@ impl Settings {
         self.push_modules.iter().find(|module| module.id == id)
     }
 
+    /// Whether some module serves a registering protocol: only then is the store opened.
+    pub fn serves_registrations(&self) -> bool {
+        self.push_modules
+            .iter()
+            .any(|module| module.registration.is_some())
+    }
+
     /// The module that serves pushes which name no `pushModule` (at most one exists).
     pub fn default_module(&self) -> Option<&ModuleSettings> {
         self.push_modules

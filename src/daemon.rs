@@ -113,7 +113,7 @@ pub async fn run(
                 service.reloading();
                 let link = &component_tx;
                 reload(&settings_path, &mut settings, &dispatcher, &metrics, link, &restart_only);
-                if p2.is_none() && serves_registrations(&settings) {
+                if p2.is_none() && settings.serves_registrations() {
                     log::warn!("a registration block added by a reload takes effect at the next restart (the store opens at start-up)");
                 }
                 service.reloaded();
@@ -165,20 +165,12 @@ fn start_dispatcher(
     dispatcher
 }
 
-/// Whether some module serves a registering protocol (then the store is opened).
-fn serves_registrations(settings: &Settings) -> bool {
-    settings
-        .push_modules
-        .iter()
-        .any(|module| module.registration.is_some())
-}
-
 /// The registration store of `settings`, when some module serves a registering protocol:
 /// created or migrated here (off the runtime's thread), and never otherwise.
 pub async fn open_registrations(
     settings: &Settings,
 ) -> Result<Option<Arc<dyn RegistrationStore>>, StoreError> {
-    if !serves_registrations(settings) {
+    if !settings.serves_registrations() {
         return Ok(None);
     }
     let store_settings = settings.store.clone().unwrap_or_default();

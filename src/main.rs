@@ -144,10 +144,19 @@ fn check(path: &std::path::Path) -> ExitCode {
     let Some(prepared) = load_and_build(path, &Metrics::new(), true) else {
         return ExitCode::FAILURE;
     };
+    let settings = &prepared.settings;
+    let store = fpush::store::cli::check_for(settings);
+    // Filed as errors like the settings' problems (`ExecReload` runs this under journald), and
+    // no "OK" line before them.
+    for problem in &store.problems {
+        print_problem(log::Level::Error, problem);
+    }
     // The warnings went through the log's queue: out with them before the summary on stdout, so
     // that a terminal shows them in the order they were found.
     fpush::systemd::journal::flush_logs();
-    let settings = &prepared.settings;
+    if !store.problems.is_empty() {
+        return ExitCode::FAILURE;
+    }
     println!(
         "{}: OK — component {} via {}:{}",
         path.display(),
@@ -158,8 +167,8 @@ fn check(path: &std::path::Path) -> ExitCode {
     for module in &settings.push_modules {
         println!("  {}", modules::describe(module));
     }
-    if !fpush::store::cli::report_check(settings) {
-        return ExitCode::FAILURE;
+    for note in &store.notes {
+        println!("  {note}");
     }
     ExitCode::SUCCESS
 }

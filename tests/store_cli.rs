@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use fpush::store::{RedisRegistrations, RegistrationStore, SqliteStore, StoreLimits};
+use fpush_testkit::fcm::TestServiceAccount;
 use store_support::{registration, RedisServer};
 
 fn fpush(args: &[&str]) -> Output {
@@ -22,20 +23,28 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A settings file with a demo module and the given `store` (and optional `redis`) sections.
+/// A settings file with a module that serves p2 registrations (so that the store is used)
+/// and the given `store` (and optional `redis`) sections.
 fn settings(dir: &Path, store: &str, redis: Option<&str>) -> PathBuf {
     let redis = redis.map_or(String::new(), |url| {
         format!(r#""redis": {{"url": "{url}", "keyPrefix": "fpush-test:"}},"#)
     });
+    let account = dir.join("fcm-service-account.json");
+    TestServiceAccount::generate("fpush-test", "https://127.0.0.1:1/token")
+        .write(&account)
+        .unwrap();
+    std::fs::set_permissions(&account, std::fs::Permissions::from_mode(0o600)).unwrap();
     let text = format!(
         r#"{{
   "component": {{"componentHostname": "push.example.org", "componentKey": "secret",
                  "serverHostname": "127.0.0.1", "serverPort": 5347}},
-  "pushModules": {{"demo": {{"type": "demo", "is_default_module": true}}}},
+  "pushModules": {{"conversations": {{"type": "google", "fcm": {{"fcmSecretPath": "{}"}},
+                                      "registration": {{"protocol": "p2"}}}}}},
   {redis}
   "store": {store}
 }}
-"#
+"#,
+        account.display()
     );
     let path = dir.join("settings.json");
     std::fs::write(&path, text).unwrap();
@@ -331,6 +340,12 @@ fn check_names_a_store_file_open_to_everyone_and_creates_nothing() {
         "{}",
         text(&output.stderr)
     );
+    // `ExecReload` runs --check: a failed check says no "OK".
+    assert!(
+        !text(&output.stdout).contains("OK"),
+        "{}",
+        text(&output.stdout)
+    );
 
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let output = fpush(&["--check", settings.to_str().unwrap()]);
@@ -345,6 +360,31 @@ fn check_names_a_store_file_open_to_everyone_and_creates_nothing() {
             "{errors}"
         );
     }
+}
+
+#[test]
+fn check_leaves_alone_a_store_no_module_uses() {
+    // The daemon opens the store only for a module that registers; a reload must not fail on
+    // a store it would never open.
+    let dir = tempfile::tempdir().unwrap();
+    let text_of = format!(
+        r#"{{"component": {{"componentHostname": "push.example.org", "componentKey": "secret",
+                          "serverHostname": "127.0.0.1", "serverPort": 5347}},
+            "pushModules": {{"demo": {{"type": "demo", "is_default_module": true}}}},
+            "store": {{"path": "{}/missing-dir/registrations.sqlite3"}}}}"#,
+        dir.path().display()
+    );
+    let settings = dir.path().join("settings.json");
+    std::fs::write(&settings, text_of).unwrap();
+    std::fs::set_permissions(&settings, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let output = fpush(&["--check", settings.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let said = text(&output.stdout);
+    assert!(said.contains(": OK"), "{said}");
+    assert!(
+        said.contains("store: not opened, no module has a `registration` block"),
+        "{said}"
+    );
 }
 
 #[test]
@@ -447,7 +487,7 @@ fn store_settings_problems_name_the_key_and_the_line() {
     ] {
         assert!(errors.contains(expected), "{expected} in {errors}");
     }
-    assert!(errors.contains("(line 6"), "{errors}");
+    assert!(errors.contains("(line 7"), "{errors}");
 
     let redis = r#"{"backend": "redis"}"#;
     let settings = self::settings(dir.path(), redis, None);

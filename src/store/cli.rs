@@ -188,20 +188,19 @@ async fn backup(store: &StoreSettings, file: PathBuf) -> Result<(), String> {
     Ok(())
 }
 
-/// `fpush --check`'s lines about the store: notes to stdout, problems to stderr; `false` when
-/// there were problems.
-pub fn report_check(settings: &Settings) -> bool {
-    let Some(store) = &settings.store else {
-        return true;
-    };
-    let StoreCheck { problems, notes } = super::check(store, settings.redis.as_ref());
-    for note in &notes {
-        println!("  {note}");
+/// What `fpush --check` says about the store: nothing when no module registers (the daemon
+/// then never opens it, so its settings cannot stop a start or a reload).
+pub fn check_for(settings: &Settings) -> StoreCheck {
+    match &settings.store {
+        Some(store) if settings.serves_registrations() => {
+            super::check(store, settings.redis.as_ref())
+        }
+        Some(_) => StoreCheck {
+            problems: Vec::new(),
+            notes: vec!["store: not opened, no module has a `registration` block".to_owned()],
+        },
+        None => StoreCheck::default(),
     }
-    for problem in &problems {
-        eprintln!("{problem}");
-    }
-    problems.is_empty()
 }
 
 #[cfg(test)]
