@@ -24,6 +24,10 @@ pub(crate) fn parse_https_url(text: &str) -> Result<HttpsUrl, String> {
         None => return Err("must be an absolute https URL".to_string()),
     }
     let authority = uri.authority().ok_or_else(|| "has no host".to_string())?;
+    if authority.as_str().contains('@') {
+        // Not echoed: the URL would carry the password into every error and log line.
+        return Err("must not hold a user or password".to_string());
+    }
     let path = uri
         .path_and_query()
         .map(|p| p.as_str())
@@ -42,6 +46,12 @@ pub(crate) fn parse_https_url(text: &str) -> Result<HttpsUrl, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_or_password_is_refused_without_being_echoed() {
+        let refused = parse_https_url("https://user:hunter2@localhost:8443").err();
+        assert_eq!(refused.as_deref(), Some("must not hold a user or password"));
+    }
 
     #[test]
     fn splits_origin_and_path() {
