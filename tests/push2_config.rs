@@ -70,13 +70,27 @@ fn bad_values_are_reported_at_their_key_paths() {
 }
 
 #[test]
-fn no_module_may_take_the_relay_s_id() {
-    let text = settings(r#""push2": {},"#, r#", "webpush": { "type": "demo" }"#);
-    let paths = error_paths(&text);
-    assert!(
-        paths.iter().any(|p| p == "pushModules.webpush"),
-        "{paths:?}"
-    );
+fn no_module_may_take_the_relay_s_id_with_the_relay_on_or_off() {
+    // Off too: a push could not name such a module, and turning the relay on would clash.
+    for push2 in [r#""push2": {},"#, ""] {
+        let text = settings(push2, r#", "webpush": { "type": "demo" }"#);
+        let paths = error_paths(&text);
+        assert!(
+            paths.iter().any(|p| p == "pushModules.webpush"),
+            "{push2}: {paths:?}"
+        );
+    }
+}
+
+#[test]
+fn the_request_timeout_takes_whole_seconds_like_the_modules_one() {
+    let text = settings(r#""push2": { "requestTimeout": 7 },"#, "");
+    let push2 = config::parse(&text, &modules::platforms())
+        .unwrap()
+        .settings
+        .push2
+        .unwrap();
+    assert_eq!(push2.request_timeout.as_secs(), 7);
 }
 
 #[test]

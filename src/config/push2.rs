@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use fpush_traits::settings::duration;
+use fpush_traits::settings::{duration, seconds_or_duration};
 use serde::Deserialize;
 
 use super::document::Document;
@@ -41,8 +41,8 @@ pub struct Push2Settings {
     /// Connections per Web Push origin.
     #[serde(deserialize_with = "values::count::<_, { usize::MAX }>")]
     pub max_connections_per_origin: usize,
-    /// Bound on one Web Push request.
-    #[serde(deserialize_with = "duration")]
+    /// Bound on one Web Push request: whole seconds or text, like the modules' `requestTimeout`.
+    #[serde(deserialize_with = "seconds_or_duration")]
     pub request_timeout: Duration,
     /// The per-target ratelimit, keyed by the push2 `client`; off unless enabled here.
     #[serde(default = "off")]
@@ -70,13 +70,8 @@ impl Default for Push2Settings {
     }
 }
 
-/// What no type can express: bounds, and the module id the relay takes.
-pub(super) fn check(
-    push2: &Push2Settings,
-    modules: &[ModuleSettings],
-    document: &Document,
-    errors: &mut Vec<ConfigError>,
-) {
+/// What no type can express: the bounds.
+pub(super) fn check(push2: &Push2Settings, document: &Document, errors: &mut Vec<ConfigError>) {
     let mut error = |path: &str, message: String| errors.push(document.at_key(path, message));
     if push2.ttl > MAX_TTL {
         error("push2.ttl", "must be at most 13 weeks".to_owned());
@@ -114,9 +109,19 @@ pub(super) fn check(
             .to_owned();
         error("push2.ratelimit.backend", message);
     }
+}
+
+/// The relay's module id is reserved whether or not the relay is on: pushes cannot name it
+/// (see [`crate::doors::token_in_node`]), and turning the relay on later must not clash.
+pub(super) fn check_reserved_id(
+    modules: &[ModuleSettings],
+    document: &Document,
+    errors: &mut Vec<ConfigError>,
+) {
     if modules.iter().any(|module| module.id == WEB_PUSH_MODULE) {
         let path = format!("pushModules.{WEB_PUSH_MODULE}");
-        let message = "this id is the push2 relay's Web Push module; rename the module".to_owned();
-        error(&path, message);
+        let message = "this id is reserved for the push2 relay's Web Push module; rename the \
+                       module";
+        errors.push(document.at_key(&path, message));
     }
 }

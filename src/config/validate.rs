@@ -51,8 +51,9 @@ pub(crate) fn check(document: &Document, settings: &Settings) -> Vec<ConfigError
         ));
     }
     errors.extend(super::registration::check(document, settings));
+    super::push2::check_reserved_id(&settings.push_modules, document, &mut errors);
     if let Some(push2) = &settings.push2 {
-        super::push2::check(push2, &settings.push_modules, document, &mut errors);
+        super::push2::check(push2, document, &mut errors);
     }
     errors
 }
