@@ -812,6 +812,25 @@ mod tests {
     }
 
     #[test]
+    fn a_push_with_a_prefixed_pubsub_is_left_to_the_parser() {
+        // Its end tag holds no `</pubsub`: searching for one would scan the whole window.
+        let text = std::str::from_utf8(PUSH).unwrap();
+        let prefixed = text
+            .replace("<pubsub xmlns=", "<ps:pubsub xmlns:ps=")
+            .replace("</pubsub>", "</ps:pubsub>")
+            .replace("publish", "ps:publish")
+            .replace("item>", "ps:item>");
+        let mut framer = started(4096, 16);
+        let frames = feed(&mut framer, prefixed.as_bytes()).unwrap();
+        assert_eq!(frames, vec![element(prefixed.as_bytes())]);
+        let parsed = request::parse(prefixed.as_bytes());
+        assert!(
+            matches!(&parsed, request::Request::Push { push, .. } if push.token == "t"),
+            "{parsed:?}"
+        );
+    }
+
+    #[test]
     fn whitespace_and_comments_between_stanzas_are_skipped() {
         let mut framer = started(4096, 16);
         let frames = feed(&mut framer, b"  \r\n <!-- a > comment --> \n<a/>\n ").unwrap();

@@ -53,7 +53,9 @@ pub fn frame_push(data: &[u8], max_depth: usize) -> Option<(usize, Request)> {
         return None;
     };
     let ns = scopes.enter_tag(&pubsub).ok()?;
-    if ns != Ns::Pubsub || pubsub.local_name() != b"pubsub" {
+    // A prefixed `<ps:pubsub>` ends in `</ps:pubsub>`: the search for `</pubsub` below would
+    // run through the whole window for each such stanza. Left to the framer.
+    if ns != Ns::Pubsub || pubsub.name() != b"pubsub" {
         return None;
     }
     // The stream, the IQ and <pubsub> count towards the framer's depth.
