@@ -197,9 +197,11 @@ pub trait RegistrationStore: Send + Sync {
     /// How many registrations each service holds, for the metrics.
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
 
-    /// Up to `limit` registrations after the cursor `after` (from the previous page; `None`
-    /// for the first), for `fpush store export`. Registrations changed meanwhile may be missed
-    /// or repeated.
+    /// About `limit` registrations after the cursor `after` (from the previous page; `None`
+    /// for the first), for `fpush store export`: a Redis domain small enough to be kept
+    /// compact comes whole. A registration that exists throughout the listing is listed even
+    /// when pushes touch it or others are removed; one changed meanwhile may be listed twice
+    /// (importing it twice is harmless), one added meanwhile may be missed.
     async fn list(
         &self,
         after: Option<String>,

@@ -520,6 +520,47 @@ async fn the_time_sweeps_were_skipped_survives_reopening_until_cleared(backend: 
     );
 }
 
+async fn an_export_misses_none_that_pushes_move_or_others_leave(backend: Backend) {
+    // Pushes touch registrations (in Redis that reorders the domain's last-use list) and
+    // dead tokens remove some while an export pages through them; every one that stays must
+    // come out. 300: more than Redis keeps in a compact set, so its scan goes page by page.
+    let store = backend.open(limits());
+    for i in 0..300u64 {
+        let when = ago(DAY + Duration::from_secs(i));
+        let account = format!("u{i}@example.org");
+        let registration = restored(&format!("d{i}"), &account, &format!("n{i}"), when);
+        store.restore(registration).await.unwrap();
+    }
+    let (mut seen, mut removed, mut after) = (Vec::new(), Vec::new(), None);
+    for _ in 0..100 {
+        let page = store.list(after, 50).await.unwrap();
+        for registration in &page.registrations {
+            let (node, device) = (&registration.node, &registration.key.device);
+            if seen.len() % 7 == 0 {
+                let token = format!("token-of-{device}");
+                assert!(store.remove("example.org", node, &token).await.unwrap());
+                removed.push(device.clone());
+            } else {
+                store.touch("example.org", node).await.unwrap();
+            }
+            seen.push(device.clone());
+        }
+        after = page.next;
+        if after.is_none() {
+            break;
+        }
+    }
+    assert_eq!(after, None, "still listing after 100 pages");
+    seen.sort();
+    seen.dedup();
+    assert_eq!(
+        seen.len(),
+        300,
+        "missed: {} (removed {removed:?})",
+        300 - seen.len()
+    );
+}
+
 async fn list_pages_through_every_registration(backend: Backend) {
     let store = backend.open(limits());
     let mut nodes = Vec::new();
@@ -533,8 +574,9 @@ async fn list_pages_through_every_registration(backend: Backend) {
     let mut seen = Vec::new();
     let mut after = None;
     loop {
+        // About the limit: a Redis scan gives a small domain whole.
         let page = store.list(after, 2).await.unwrap();
-        assert!(page.registrations.len() <= 2);
+        assert!(page.registrations.len() <= 3);
         seen.extend(page.registrations.into_iter().map(|r| r.node));
         match page.next {
             Some(next) => after = Some(next),
@@ -673,6 +715,7 @@ suite!(
     registrations_survive_reopening_and_are_shared,
     the_time_sweeps_were_skipped_survives_reopening_until_cleared,
     list_pages_through_every_registration,
+    an_export_misses_none_that_pushes_move_or_others_leave,
     list_pages_through_line_breaks_in_nodes_and_domains,
     restore_keeps_the_given_node_secret_and_last_use,
     a_restore_onto_another_registrations_node_changes_nothing,
@@ -858,6 +901,35 @@ async fn a_redis_move_the_new_domain_refuses_keeps_the_registration_where_it_was
     assert_eq!(moved.unwrap(), kept);
     assert!(!is_stored(&store, "a.example", &kept.node).await);
     assert!(is_stored(&store, "b.example", &kept.node).await);
+    assert_eq!(store.counts().await.unwrap(), [("fcm".to_owned(), 1)]);
+}
+
+#[tokio::test]
+async fn a_redis_import_line_the_new_domain_refuses_keeps_the_registration_where_it_was() {
+    use fpush::store::RegistrationStore;
+    let one_per_domain = StoreLimits {
+        max_per_domain: 1,
+        ..limits()
+    };
+    let (_server, store) = redis_store(one_per_domain);
+    store
+        .restore(restored("k", "u@a.example", "node-k", ago(DAY)))
+        .await
+        .unwrap();
+    registered(&store, "fcm", "other", "v@b.example").await;
+    let moving = restored("k", "u@b.example", "node-k", ago(DAY));
+    assert!(matches!(
+        store.restore(moving.clone()).await,
+        Err(StoreError::Full(_))
+    ));
+    assert!(is_stored(&store, "a.example", "node-k").await);
+    assert_eq!(store.counts().await.unwrap(), [("fcm".to_owned(), 2)]);
+    // Moved once there is room, counted once.
+    let other = registration("fcm", "other", "v@b.example").key;
+    assert!(store.unregister(&other).await.unwrap());
+    store.restore(moving).await.unwrap();
+    assert!(!is_stored(&store, "a.example", "node-k").await);
+    assert!(is_stored(&store, "b.example", "node-k").await);
     assert_eq!(store.counts().await.unwrap(), [("fcm".to_owned(), 1)]);
 }
 

@@ -158,24 +158,27 @@ impl RedisRegistrations {
         Ok(domains)
     }
 
-    /// Up to `limit` of `domain`'s registrations from `offset` in last-use order, why the ones
-    /// that cannot be read back were left out, and how many nodes were read: a registration
-    /// removed meanwhile leaves the page short, not the domain read to its end.
-    async fn page_of(
+    /// One `ZSCAN` step over `domain`'s nodes from `cursor`: about `count` registrations (a
+    /// small domain comes whole), why the ones that cannot be read back were left out, and
+    /// the cursor to go on from (`0` when the domain is done). Unlike a range of the last-use
+    /// order, a scan misses no node that stays while a push moves it or another is removed.
+    async fn scan_of(
         &self,
         domain: &str,
-        offset: usize,
-        limit: usize,
-    ) -> Result<(Vec<Registration>, Vec<String>, usize), StoreError> {
-        let last = isize::try_from(offset + limit).unwrap_or(isize::MAX) - 1;
-        let first = isize::try_from(offset).unwrap_or(isize::MAX);
-        let nodes: Vec<String> = self
-            .connection()
-            .zrange(self.keys.last_use(domain), first, last)
+        cursor: u64,
+        count: usize,
+    ) -> Result<(Vec<Registration>, Vec<String>, u64), StoreError> {
+        let (next, members): (u64, Vec<String>) = ::redis::cmd("ZSCAN")
+            .arg(self.keys.last_use(domain))
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut self.connection())
             .await
             .map_err(failed)?;
-        let read = nodes.len();
-        let (mut registrations, mut unreadable) = (Vec::with_capacity(read), Vec::new());
+        // Member, score, member, score, …
+        let nodes = members.into_iter().step_by(2);
+        let (mut registrations, mut unreadable) = (Vec::new(), Vec::new());
         for node in nodes {
             match self.find(domain, &node).await {
                 Ok(Some(registration)) => registrations.push(registration),
@@ -184,8 +187,30 @@ impl RedisRegistrations {
                 Err(error) => return Err(error),
             }
         }
-        Ok((registrations, unreadable, read))
+        Ok((registrations, unreadable, next))
     }
+}
+
+/// Where a listing goes on in a domain: at a scan cursor, or after the domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    At(u64),
+    After,
+}
+
+/// A listing's cursor: the domain, a line break, then the scan cursor or `end` (split at the
+/// last line break: a domain may hold one, an imported line's).
+fn list_cursor(after: Option<&str>) -> Result<(String, Resume), StoreError> {
+    let Some(after) = after else {
+        return Ok((String::new(), Resume::At(0)));
+    };
+    let bad = || StoreError::Unusable("bad cursor".into());
+    let (domain, at) = after.rsplit_once('\n').ok_or_else(bad)?;
+    let resume = match at {
+        "end" => Resume::After,
+        cursor => Resume::At(cursor.parse().map_err(|_| bad())?),
+    };
+    Ok((domain.to_owned(), resume))
 }
 
 fn failed(error: RedisError) -> StoreError {
@@ -400,34 +425,36 @@ impl RegistrationStore for RedisRegistrations {
         after: Option<String>,
         limit: usize,
     ) -> Result<RegistrationPage, StoreError> {
-        // The offset after the last line break: a domain may hold one (an imported line's).
-        let (mut start, mut offset) = match after.as_deref().map(|c| c.rsplit_once('\n')) {
-            None => (String::new(), 0),
-            Some(Some((domain, offset))) => match offset.parse() {
-                Ok(offset) => (domain.to_owned(), offset),
-                Err(_) => return Err(StoreError::Unusable("bad cursor".into())),
-            },
-            Some(None) => return Err(StoreError::Unusable("bad cursor".into())),
-        };
+        let (mut start, mut resume) = list_cursor(after.as_deref())?;
         let (mut registrations, mut unreadable) = (Vec::new(), Vec::new());
         for domain in self.domains().await? {
-            if domain < start {
+            if domain < start || domain == start && resume == Resume::After {
                 continue;
             }
-            if domain != start {
-                (start, offset) = (domain.clone(), 0);
+            let mut cursor = match resume {
+                Resume::At(cursor) if domain == start => cursor,
+                _ => 0,
+            };
+            (start, resume) = (domain.clone(), Resume::At(0));
+            loop {
+                let want = limit.max(1).saturating_sub(registrations.len()).max(1);
+                let (page, damaged, next) = self.scan_of(&domain, cursor, want).await?;
+                registrations.extend(page);
+                unreadable.extend(damaged);
+                cursor = next;
+                if cursor == 0 || registrations.len() >= limit.max(1) {
+                    break;
+                }
             }
-            let want = limit.max(1) - registrations.len();
-            let (page, damaged, read) = self.page_of(&domain, offset, want).await?;
-            let full = read == want;
-            registrations.extend(page);
-            unreadable.extend(damaged);
-            if full {
-                let next = Some(format!("{domain}\n{}", offset + want));
+            if registrations.len() >= limit.max(1) {
+                let at = match cursor {
+                    0 => "end".to_owned(),
+                    cursor => cursor.to_string(),
+                };
                 return Ok(RegistrationPage {
                     registrations,
                     unreadable,
-                    next,
+                    next: Some(format!("{domain}\n{at}")),
                 });
             }
         }
@@ -449,15 +476,41 @@ impl RegistrationStore for RedisRegistrations {
                 )));
             }
         }
-        self.unregister(&registration.key).await?;
         let credentials = Credentials {
             node: registration.node.clone(),
             secret: registration.secret.clone(),
         };
         let last_used = unix(registration.last_used);
+        let elsewhere = match self.located(&registration.key).await? {
+            Some((old_domain, old_node)) if old_domain != *domain => Some((old_domain, old_node)),
+            // In the same domain the removal makes the room the insert needs.
+            _ => {
+                self.unregister(&registration.key).await?;
+                None
+            }
+        };
+        let Some((old_domain, old_node)) = elsewhere else {
+            let inserted = self.insert(&registration, Some(credentials), last_used);
+            return inserted.await.map(drop);
+        };
+        // From another domain: inserted first, so that its cap refusing the line keeps the
+        // registration where it was (as a move by registering does).
+        let old = self.indexed(&old_domain, &old_node).await?;
         self.insert(&registration, Some(credentials), last_used)
-            .await
-            .map(drop)
+            .await?;
+        let ours = match &old {
+            Some(Readable::Yes(old)) => old.key == registration.key,
+            Some(Readable::Damaged) => true,
+            None => false,
+        };
+        if ours {
+            if let Err(error) = self.remove_in(&old_domain, &old_node, 0, "").await {
+                log::warn!(
+                    "registration store: an imported registration's old copy stays: {error}"
+                );
+            }
+        }
+        Ok(())
     }
 }
 
