@@ -733,6 +733,7 @@ mod tests {
         // Redis is back: instance b's push is queued there, and Redis answers a again.
         send_then_queue(&b, "t").await;
         let queued_by_b = redis.entry(&b, "t").await;
+        assert!(queued_by_b.is_some(), "b's push is queued in Redis");
         let dead = DeadTokens::new(Duration::ZERO);
         assert_eq!(
             a.admit(&dead, "other").await,

@@ -689,6 +689,31 @@ async fn a_module_wide_pause_holds_no_token() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_throttled_token_is_held_until_the_provider_s_retry_after_and_no_longer() {
+    let provider = ScriptedProvider::default();
+    let throttled = PushError::ProviderThrottled {
+        retry_after: Some(Duration::from_secs(30)),
+    };
+    provider.answer("t", Err(throttled));
+    let mut harness = Harness::new(provider, None, 100);
+    harness.push("t");
+    let first = harness.reply().await;
+    assert_eq!(
+        error_of(&first),
+        (Some("wait"), Some("resource-constraint"))
+    );
+    tokio::time::advance(Duration::from_secs(29)).await;
+    harness.push("t");
+    let held = harness.reply().await;
+    assert_eq!(error_of(&held), (Some("wait"), Some("resource-constraint")));
+    assert_eq!(harness.provider.calls_for("t"), 1, "held for 29 s");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    harness.push("t");
+    assert_eq!(harness.reply().await.kind(), Some("result"));
+    assert_eq!(harness.provider.calls_for("t"), 2, "sent after 30 s");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_queued_push_is_not_sent_while_the_provider_holds_its_token() {
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let provider = ScriptedProvider {

@@ -258,7 +258,7 @@ async fn a_dead_device_token_behind_a_call_sent_as_an_alert_ends_the_registratio
     let dir = tempfile::tempdir().unwrap();
     // No PushKit certificate: calls go to the device token as alerts.
     let block = apns.cert_settings(P12Cipher::Modern).unwrap();
-    let (_fpush, _xmpp, mut link, _) = registered_with_voip(block, dir.path()).await;
+    let (_fpush, _xmpp, mut link, alive) = registered_with_voip(block, dir.path()).await;
     let node = register_with_voip(&mut link, "r2", DEAD_DEVICE).await;
 
     let reply = push(&mut link, "c1", &node, CALL).await;
@@ -268,6 +268,11 @@ async fn a_dead_device_token_behind_a_call_sent_as_an_alert_ends_the_registratio
     let again = push(&mut link, "c2", &node, CALL).await;
     assert_error(&again, "c2", "cancel", "item-not-found");
     assert_eq!(apns.server.received().len(), 1);
+    // Gone from the store itself, not only answered from the memory of dead tokens.
+    let store = rusqlite::Connection::open(dir.path().join("registrations.sqlite3")).unwrap();
+    let count = "SELECT count(*) FROM registrations WHERE node = ?1";
+    let stored = |node: &str| -> i64 { store.query_row(count, [node], |row| row.get(0)).unwrap() };
+    assert_eq!((stored(&node), stored(&alive)), (0, 1));
 }
 
 #[tokio::test]

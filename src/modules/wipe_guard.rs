@@ -141,6 +141,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn trips_only_from_nine_in_ten_results_with_other_errors_among_them() {
+        // Other errors (timeouts, 5xx) do not reset the count as a success does: only the
+        // share keeps a module with a few foreign tokens among many failures answering cancel.
+        let guard = WipeGuard::default();
+        for i in 0..MIN_TOKENS * 2 {
+            guard.record_other();
+            assert!(!guard.record_not_for_app(&format!("token-{i}")), "{i}");
+        }
+        tokio::time::advance(WINDOW).await;
+        // 9 of 10 results: trips once the tokens are distinct enough.
+        guard.record_other();
+        let tripped = (0..MIN_TOKENS * 2)
+            .map(|i| guard.record_not_for_app(&format!("token-{i}")))
+            .position(|tripped| tripped);
+        assert_eq!(tripped, Some(MIN_TOKENS - 1));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn counts_restart_each_window() {
         let guard = WipeGuard::default();
         for i in 0..MIN_TOKENS - 1 {
