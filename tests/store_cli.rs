@@ -75,6 +75,57 @@ fn import(dir: &Path, settings: &Path, lines: impl AsRef<[u8]>) -> Output {
 }
 
 #[tokio::test]
+async fn an_export_that_fails_leaves_no_file_that_could_pass_for_a_whole_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, file) = sqlite_settings(dir.path());
+    let store = SqliteStore::open(&file, StoreLimits::default()).unwrap();
+    store
+        .register(registration("fcm", "d1", "a@example.org"))
+        .await
+        .unwrap();
+    drop(store);
+    // A row another program damaged: reading it fails the export.
+    let connection = rusqlite::Connection::open(&file).unwrap();
+    connection
+        .execute("UPDATE registrations SET last_used = 'soon'", [])
+        .unwrap();
+    drop(connection);
+    let out = dir.path().join("export.jsonl");
+    let export = [
+        "store",
+        "export",
+        settings.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ];
+    let output = fpush(&export);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(!out.exists(), "{}", text(&output.stderr));
+}
+
+#[test]
+fn a_store_file_that_is_no_database_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, file) = sqlite_settings(dir.path());
+    std::fs::write(&file, vec![b'x'; 4096]).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let copy = dir.path().join("copy.sqlite3");
+    let (settings, copy) = (settings.to_str().unwrap(), copy.to_str().unwrap());
+    for command in [
+        &["store", "backup", settings, copy][..],
+        &["store", "export", settings],
+    ] {
+        let output = fpush(command);
+        assert_eq!(output.status.code(), Some(1), "{command:?}");
+        let errors = text(&output.stderr);
+        let named = format!("{}: ", file.display());
+        assert!(
+            errors.contains(&named) && errors.contains("not a database"),
+            "{errors}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn backup_copies_the_sqlite_store_into_a_private_file() {
     let dir = tempfile::tempdir().unwrap();
     let (settings, file) = sqlite_settings(dir.path());

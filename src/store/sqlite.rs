@@ -73,6 +73,10 @@ impl SqliteStore {
     /// Opens (creating and migrating as needed) the file at `path`. Blocking: call it at
     /// start-up, or from a blocking thread.
     pub fn open(path: &Path, limits: StoreLimits) -> Result<Self, StoreError> {
+        Self::open_unnamed(path, limits).map_err(|error| naming(path, error))
+    }
+
+    fn open_unnamed(path: &Path, limits: StoreLimits) -> Result<Self, StoreError> {
         schema::create_private(path)?;
         let mut writer = connect(path, OpenFlags::default())?;
         writer
@@ -166,7 +170,7 @@ pub(super) fn backup_file(path: &Path, target: &Path) -> Result<(), StoreError> 
         return Err(StoreError::Unusable(format!("{shown} exists already")));
     }
     let reader = connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let found = schema::version(&reader)?;
+    let found = schema::version(&reader).map_err(|error| naming(path, error))?;
     if found < 0 {
         return Err(schema::foreign(path, found));
     }
@@ -176,6 +180,21 @@ pub(super) fn backup_file(path: &Path, target: &Path) -> Result<(), StoreError> 
 /// A SQLite failure, as the callers see it.
 pub(super) fn failed(error: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(format!("sqlite: {error}"))
+}
+
+/// `error` naming the file it is about, unless it does already: "file is not a database"
+/// alone does not say which of the files a command names.
+fn naming(path: &Path, error: StoreError) -> StoreError {
+    let shown = path.display().to_string();
+    let name = |text: String| match text.contains(&shown) {
+        true => text,
+        false => format!("{shown}: {text}"),
+    };
+    match error {
+        StoreError::Unavailable(text) => StoreError::Unavailable(name(text)),
+        StoreError::Unusable(text) => StoreError::Unusable(name(text)),
+        full => full,
+    }
 }
 
 fn unix(time: SystemTime) -> i64 {

@@ -84,16 +84,32 @@ impl Line {
 }
 
 /// Writes every registration; `Ok(false)` when some could not be read (each named on standard
-/// error, and the rest written).
+/// error, and the rest written). A file left unfinished by an error is removed: it would pass
+/// for a whole export.
 pub(super) async fn export(
     store: Arc<dyn RegistrationStore>,
     file: Option<&Path>,
 ) -> Result<bool, String> {
-    let sink: Box<dyn Write> = match file {
-        Some(file) => Box::new(super::p2::create_private(file)?),
-        None => Box::new(std::io::stdout().lock()),
+    let Some(file) = file else {
+        return write_all(store, std::io::stdout().lock(), "standard output").await;
     };
+    let name = file.display().to_string();
+    let written = write_all(store, super::p2::create_private(file)?, &name).await;
+    if written.is_err() {
+        if let Err(error) = std::fs::remove_file(file) {
+            eprintln!("{name}: the unfinished export stays: {error}");
+        }
+    }
+    written
+}
+
+async fn write_all(
+    store: Arc<dyn RegistrationStore>,
+    sink: impl Write,
+    name: &str,
+) -> Result<bool, String> {
     let mut sink = BufWriter::new(sink);
+    let cannot_write = |e: std::io::Error| format!("cannot write {name}: {e}");
     let (mut after, mut written, mut skipped) = (None, 0u64, 0u64);
     loop {
         let page = store.list(after, PAGE).await.map_err(|e| e.to_string())?;
@@ -104,7 +120,7 @@ pub(super) async fn export(
         for registration in page.registrations {
             let line = serde_json::to_string(&Line::from(registration))
                 .map_err(|e| format!("cannot write a registration: {e}"))?;
-            writeln!(sink, "{line}").map_err(|e| format!("cannot write: {e}"))?;
+            writeln!(sink, "{line}").map_err(cannot_write)?;
             written += 1;
         }
         match page.next {
@@ -112,7 +128,7 @@ pub(super) async fn export(
             None => break,
         }
     }
-    sink.flush().map_err(|e| format!("cannot write: {e}"))?;
+    sink.flush().map_err(cannot_write)?;
     eprintln!("exported {written} registrations, skipped {skipped}");
     Ok(skipped == 0)
 }
