@@ -13,9 +13,11 @@ if [ ${#targets[@]} -eq 0 ]; then
   targets=(request_parse framer settings provider_answers)
 fi
 
-if ! command -v cargo-fuzz >/dev/null 2>&1; then
-  echo "==> installing cargo-fuzz"
-  cargo install --locked cargo-fuzz
+# Pinned, like cargo-deb: a new release must not change CI under an unchanged tree.
+CARGO_FUZZ_VERSION=0.13.2
+if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
+  echo "==> installing cargo-fuzz $CARGO_FUZZ_VERSION"
+  cargo install --locked --version "$CARGO_FUZZ_VERSION" cargo-fuzz
 fi
 
 export RUSTC_BOOTSTRAP=1

@@ -12,7 +12,8 @@ set -euo pipefail
 
 # systemd: systemd-analyze and systemd-sysusers for the package test (no systemd as PID 1 needed).
 # prometheus: the server and promtool for the dashboard and alert checks.
-APT_PACKAGES=(prosody prosody-modules lua-unbound ejabberd redis-server systemd prometheus)
+# g++: the fuzz targets' libFuzzer is C++.
+APT_PACKAGES=(prosody prosody-modules lua-unbound ejabberd redis-server systemd prometheus g++)
 # cargo-deb builds the Debian package (scripts/package-test.sh); pinned, installed with --locked.
 CARGO_DEB_VERSION=3.8.0
 ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -71,11 +72,12 @@ stop_leftover_epmd() {
     fi
 }
 
-# If a service got started anyway (a systemd host ignores policy-rc.d for enabled units), stop and
-# disable it so that it neither holds the default ports now nor comes back at the next boot.
+# If a service installed just now got started anyway (a systemd host ignores policy-rc.d for
+# enabled units), stop and disable it so that it neither holds the default ports now nor comes
+# back at the next boot. Services the machine had before are its owner's, and left alone.
 stop_system_services() {
     local svc
-    for svc in prosody ejabberd redis-server prometheus prometheus-node-exporter; do
+    for svc in "$@"; do
         if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
             as_root systemctl disable --now "$svc" >/dev/null 2>&1 || true
         elif [ -x "/etc/init.d/$svc" ]; then
@@ -94,18 +96,27 @@ install_apt_packages() {
     block_service_starts
     trap unblock_service_starts EXIT
     export DEBIAN_FRONTEND=noninteractive
-    if ! as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/install-test-deps-apt.log 2>&1; then
+    local apt_log
+    apt_log="$(mktemp /tmp/install-test-deps-apt.XXXXXX.log)"
+    # A freshly booted machine's daily apt run may hold the lock for a while: wait for it.
+    local apt=(apt-get -o DPkg::Lock::Timeout=600 -y -qq)
+    if ! as_root "${apt[@]}" install --no-install-recommends "${missing[@]}" >"$apt_log" 2>&1; then
         # A fresh machine may have no package lists yet.
-        as_root apt-get update -qq >>/tmp/install-test-deps-apt.log 2>&1
-        if ! as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >>/tmp/install-test-deps-apt.log 2>&1; then
-            tail -n 30 /tmp/install-test-deps-apt.log >&2
-            log "apt-get install failed (full log: /tmp/install-test-deps-apt.log)"
+        if ! as_root "${apt[@]}" update >>"$apt_log" 2>&1 \
+            || ! as_root "${apt[@]}" install --no-install-recommends "${missing[@]}" >>"$apt_log" 2>&1; then
+            tail -n 30 "$apt_log" >&2
+            log "apt-get failed (full log: $apt_log)"
             return 1
         fi
     fi
     unblock_service_starts
     trap - EXIT
-    stop_system_services
+    local installed=() svc
+    for svc in prosody ejabberd redis-server prometheus; do
+        case " ${missing[*]} " in *" $svc "*) installed+=("$svc") ;; esac
+    done
+    case " ${missing[*]} " in *" prometheus "*) installed+=(prometheus-node-exporter) ;; esac
+    stop_system_services "${installed[@]}"
     case " ${missing[*]} " in *" ejabberd "*) stop_leftover_epmd ;; esac
 }
 
@@ -141,6 +152,15 @@ install_python_packages() {
         return 0
     fi
     log "installing Python packages from requirements-test.txt"
+    # pip first: whether it needs --break-system-packages is asked of pip itself.
+    if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
+        log "installing python3-pip"
+        export DEBIAN_FRONTEND=noninteractive
+        local apt=(apt-get -o DPkg::Lock::Timeout=600 -y -qq)
+        as_root "${apt[@]}" install python3-pip >/dev/null 2>&1 \
+            || { as_root "${apt[@]}" update >/dev/null 2>&1 && as_root "${apt[@]}" install python3-pip >/dev/null 2>&1; } \
+            || { log "cannot install python3-pip"; return 1; }
+    fi
     # Debian's own python3 refuses system-wide pip installs unless told otherwise (PEP 668).
     local extra=()
     if "$PYTHON" -m pip install --help 2>/dev/null | grep -q -- '--break-system-packages'; then
@@ -148,12 +168,6 @@ install_python_packages() {
             && [ "$("$PYTHON" -c 'import sys; print(sys.prefix)')" = /usr ]; then
             extra+=(--break-system-packages)
         fi
-    fi
-    if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
-        log "installing python3-pip"
-        export DEBIAN_FRONTEND=noninteractive
-        as_root apt-get install -y -qq python3-pip >/dev/null 2>&1 \
-            || { as_root apt-get update -qq >/dev/null 2>&1 && as_root apt-get install -y -qq python3-pip >/dev/null 2>&1; }
     fi
     PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore \
         "$PYTHON" -m pip install -q "${extra[@]}" -r "$REQUIREMENTS"

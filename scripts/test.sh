@@ -23,10 +23,12 @@ if cargo tree -e normal -p fpush --prefix none | grep -E '^(rsa|jsonwebtoken|ope
 fi
 
 step "build (profile ci: optimised, no LTO; reused by every test below)"
-cargo build --profile ci --workspace --bins
+# Tests too: their dev-dependencies turn on features (tokio's test-util) of crates the binaries
+# share, so building the binaries alone would build those crates twice.
+cargo build --locked --profile ci --workspace --all-targets
 
 step "unit and integration tests"
-cargo test --profile ci --workspace
+cargo test --locked --profile ci --workspace
 
 step "Debian package: cargo deb from that build, installed, checked, purged"
 bash scripts/package-test.sh
