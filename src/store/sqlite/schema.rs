@@ -219,7 +219,13 @@ pub(super) fn migrate(
         return Ok(());
     }
     if found > 0 {
-        copy_aside(connection, &backup_path(path, found))?;
+        let backup = backup_path(path, found);
+        if std::fs::metadata(&backup).is_ok_and(|meta| meta.len() > 0) {
+            // From an earlier migration of this schema, maybe weeks ago and rolled back since:
+            // only a copy of the file as it is now can undo this one.
+            log::warn!("{}: replacing the older copy", backup.display());
+        }
+        copy_aside(connection, &backup)?;
         log::warn!(
             "{}: migrating the registration store from schema {found} to {known}",
             path.display()
@@ -248,12 +254,9 @@ fn compact(connection: &Connection) -> Result<(), StoreError> {
         .map_err(failed)
 }
 
-/// A consistent copy with `VACUUM INTO`, private like the original; one already there (from
-/// an earlier attempt at the same migration) is kept.
+/// A consistent copy with `VACUUM INTO`, private like the original, in place of whatever
+/// `target` held.
 pub(super) fn copy_aside(connection: &Connection, target: &Path) -> Result<(), StoreError> {
-    if std::fs::metadata(target).is_ok_and(|meta| meta.len() > 0) {
-        return Ok(());
-    }
     // Written under another name and renamed when complete, so that a copy cut short (a stop
     // during a long copy) is never taken for a backup.
     let mut partial = target.as_os_str().to_owned();
@@ -393,6 +396,32 @@ mod tests {
         let copy = Connection::open(&backup).unwrap();
         assert_eq!(version(&copy).unwrap(), 1, "a whole copy, made anew");
         assert!(!PathBuf::from(partial).exists());
+    }
+
+    #[test]
+    fn a_backup_left_by_an_earlier_migration_is_replaced_by_a_copy_of_the_file_as_it_is() {
+        // Migrated once, rolled back by copying that backup over the file, used for weeks by
+        // the older fpush, migrated again: undoing this migration needs today's file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite3");
+        let backup = backup_path(&path, 1);
+        let stale = Connection::open(&backup).unwrap();
+        migrate(&mut Connection::open(&backup).unwrap(), &backup, &[V1]).unwrap();
+        stale.execute_batch("CREATE TABLE stale (x)").unwrap();
+        drop(stale);
+        let mut connection = Connection::open(&path).unwrap();
+        migrate(&mut connection, &path, &[V1]).unwrap();
+        connection
+            .execute_batch("CREATE TABLE weeks_of_use (x)")
+            .unwrap();
+        migrate(&mut connection, &path, &[V1, NOTE]).unwrap();
+        let copy = Connection::open(&backup).unwrap();
+        let tables = |name: &str| -> i64 {
+            let sql = "SELECT count(*) FROM sqlite_master WHERE name = ?1";
+            copy.query_row(sql, [name], |row| row.get(0)).unwrap()
+        };
+        assert_eq!((tables("stale"), tables("weeks_of_use")), (0, 1));
+        assert_eq!(version(&copy).unwrap(), 1);
     }
 
     #[test]
