@@ -328,7 +328,7 @@ async fn every_dashboard_and_alert_expression_returns_series_on_a_real_prometheu
             without_comparison(rule["query"].as_str().unwrap_or_default())
         })
         .collect();
-    assert_eq!(exprs.len(), 7, "every alert rule loaded: {groups}");
+    assert_eq!(exprs.len(), 9, "every alert rule loaded: {groups}");
     exprs.extend(dashboard_expressions(root));
 
     let mut empty = Vec::new();
