@@ -539,12 +539,12 @@ fn read_pubsub_events(
             }
             Event::Text(text) => {
                 if walk.collecting() {
-                    walk.text(text.xml_content()?);
+                    walk.text(text.xml10_content()?);
                 }
             }
             Event::CData(data) => {
                 if walk.collecting() {
-                    walk.text(data.decode()?);
+                    walk.text(data.xml10_content()?);
                 }
             }
             Event::GeneralRef(entity) => {

@@ -116,8 +116,8 @@ impl FormWalk {
                     self.close(fields);
                     self.depth -= 1;
                 }
-                Event::Text(text) => self.text(&text.xml_content()?),
-                Event::CData(data) => self.text(&data.decode()?),
+                Event::Text(text) => self.text(&text.xml10_content()?),
+                Event::CData(data) => self.text(&data.xml10_content()?),
                 Event::GeneralRef(entity) => {
                     if let Some(ch) = entity.resolve_char_ref()? {
                         self.text(ch.encode_utf8(&mut [0u8; 4]));

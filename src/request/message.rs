@@ -160,18 +160,24 @@ fn read_fields(reader: &mut Reader<&[u8]>) -> Result<Push2Request, &'static str>
     let mut field: Option<Field> = None;
     let mut text = String::new();
     let mut depth = 0usize;
+    // Inside the RFC 8291 `<encrypted>` child: only its `<payload>` is the ciphertext.
+    let mut encrypted = false;
     loop {
         match reader.read_event().map_err(|_| MALFORMED)? {
             Event::Start(start) => {
                 depth += 1;
-                field = field_of(&start, depth, &mut push);
+                if depth == 1 {
+                    encrypted = start.local_name().as_ref() == b"encrypted"
+                        && has_xmlns(&start, NS_RFC8291);
+                }
+                field = field_of(&start, depth, encrypted, &mut push);
                 text.clear();
             }
             Event::Empty(start) if depth == 0 && start.local_name().as_ref() == b"voip" => {
                 push.voip = true;
             }
             Event::Text(t) if field.is_some() => {
-                text.push_str(&t.xml_content().map_err(|_| MALFORMED)?);
+                text.push_str(&t.xml10_content().map_err(|_| MALFORMED)?);
             }
             Event::GeneralRef(entity) if field.is_some() => {
                 match entity.resolve_char_ref().map_err(|_| MALFORMED)? {
@@ -187,6 +193,7 @@ fn read_fields(reader: &mut Reader<&[u8]>) -> Result<Push2Request, &'static str>
                 if let Some(done) = field.take() {
                     store(&mut push, done, &text)?;
                 }
+                encrypted &= depth > 1;
                 depth -= 1;
             }
             Event::Eof => return Err(MALFORMED),
@@ -206,9 +213,14 @@ fn read_fields(reader: &mut Reader<&[u8]>) -> Result<Push2Request, &'static str>
     Ok(push)
 }
 
-/// Which field an element holds, at its depth below the notification. A `jwt`'s `key` is
-/// taken here.
-fn field_of(start: &BytesStart<'_>, depth: usize, push: &mut Push2Request) -> Option<Field> {
+/// Which field an element holds, at its depth below the notification (`encrypted`: inside the
+/// RFC 8291 `<encrypted>` child). A `jwt`'s `key` is taken here.
+fn field_of(
+    start: &BytesStart<'_>,
+    depth: usize,
+    encrypted: bool,
+    push: &mut Push2Request,
+) -> Option<Field> {
     match (depth, start.local_name().as_ref()) {
         (1, b"client") => Some(Field::Client),
         (1, b"priority") => Some(Field::Priority),
@@ -224,8 +236,7 @@ fn field_of(start: &BytesStart<'_>, depth: usize, push: &mut Push2Request) -> Op
                 .map(|key| key.trim().to_owned());
             Some(Field::Jwt)
         }
-        (2, b"payload") => Some(Field::Payload),
-        (1, b"encrypted") if !has_xmlns(start, NS_RFC8291) => None,
+        (2, b"payload") if encrypted => Some(Field::Payload),
         _ => None,
     }
 }
@@ -314,6 +325,20 @@ mod tests {
             (push.priority, push.voip, push.payload, push.jwt),
             (None, false, None, None)
         );
+    }
+
+    #[test]
+    fn only_the_rfc_8291_encrypted_element_carries_the_payload() {
+        for other in [
+            "<encrypted xmlns='urn:example:other'><payload>QUJD</payload></encrypted>",
+            "<wrapped><payload>QUJD</payload></wrapped>",
+        ] {
+            let (_, push) = push2(&format!(
+                "<message from='a.org' id='1'><notification xmlns='urn:xmpp:push2:0'>\
+                 <client>https://x/y</client>{other}</notification></message>"
+            ));
+            assert_eq!(push.payload, None, "{other}");
+        }
     }
 
     #[test]

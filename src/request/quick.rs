@@ -13,7 +13,7 @@
 
 use std::borrow::Cow;
 
-use memchr::{memchr2, memchr3};
+use memchr::memchr2;
 use quick_xml::encoding::Decoder;
 use quick_xml::events::BytesText;
 
@@ -107,7 +107,7 @@ impl<'i> Cursor<'i> {
             let piece = if !line_ends || !may_hold_line_ends(text.as_bytes()) {
                 Cow::Borrowed(text)
             } else {
-                BytesText::from_escaped(text).xml_content().ok()?
+                BytesText::from_escaped(text).xml10_content().ok()?
             };
             walk.text(piece);
         }
@@ -176,10 +176,10 @@ fn closing_tag_end(input: &[u8], at: usize, name: &[u8]) -> Option<usize> {
     (read == name).then_some(end)
 }
 
-/// Whether `text` holds a byte that may begin what quick-xml would change in text: a line end
-/// (`\r`, U+0085, U+2028) made `\n`.
+/// Whether `text` holds what XML 1.0 (the XMPP stream's version) changes in text: a `\r`,
+/// alone or before `\n`, made `\n`. (U+0085 and U+2028 are line ends in XML 1.1 only.)
 fn may_hold_line_ends(text: &[u8]) -> bool {
-    memchr3(b'\r', 0xC2, 0xE2, text).is_some()
+    memchr::memchr(b'\r', text).is_some()
 }
 
 #[cfg(test)]
@@ -266,6 +266,24 @@ mod tests {
         assert!(read(&deep).is_none());
     }
 
+    /// XMPP streams are XML 1.0: only `\r` is a line end to fold, not U+0085 or U+2028.
+    #[test]
+    fn text_keeps_what_only_xml_1_1_takes_for_a_line_end() {
+        use crate::request::{parse_with, Lexer, Request};
+        let stanza = "<iq type='set' id='a' from='example.org' to='push.example.org'>\
+            <pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='t'><item>\
+            <notification xmlns='urn:xmpp:push:0'><x xmlns='jabber:x:data' type='form'>\
+            <field var='last-message-body'><value>a\u{2028}b\r\nc\u{85}d\re</value></field>\
+            </x></notification></item></publish></pubsub></iq>";
+        for lexer in [Lexer::Quick, Lexer::General] {
+            let Request::Push { push, .. } = parse_with(stanza.as_bytes(), lexer) else {
+                panic!("not a push");
+            };
+            let body = push.summary.last_message_body.as_deref();
+            assert_eq!(body, Some("a\u{2028}b\nc\u{85}d\ne"));
+        }
+    }
+
     /// Both lexers must agree on every stanza: the captured ones, and each of them broken or
     /// decorated in many ways (the quick lexer either reads exactly what quick-xml reads, or
     /// leaves the stanza to it).
@@ -277,7 +295,9 @@ mod tests {
             include_bytes!("../../tests/fixtures/prosody-0.12-push-iq.xml"),
             include_bytes!("../../tests/fixtures/ejabberd-23.01-push-iq.xml"),
         ];
-        let insertions: [&[u8]; 12] = [
+        let insertions: [&[u8]; 14] = [
+            "\u{2028}".as_bytes(),
+            "\u{85}".as_bytes(),
             b"<!--c-->",
             b"&amp;",
             b"&#65;",
