@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use fpush_testkit::apns::{ApnsHarness, TOPIC};
+use fpush_testkit::apns::{ApnsAnswer, ApnsHarness, TOPIC};
 use fpush_testkit::tls::P12Cipher;
 use fpush_testkit::xmpp::{ComponentLink, FakeXmppServer, Stanza};
 use p2_support::daemon::{exchange, store_entry};
@@ -205,6 +205,23 @@ async fn a_call_goes_to_the_pushkit_token_an_empty_push_is_background_and_high_i
     assert_eq!(received[2].headers["apns-push-type"], "alert");
     assert_eq!(received[2].headers["apns-priority"], "10");
     assert_eq!(received[3].headers["apns-priority"], "5");
+}
+
+#[tokio::test]
+async fn a_call_to_a_token_apple_throttled_waits_out_the_pause_without_asking_again() {
+    // Calls pass the ratelimit, not the provider's pause for their token: more would only be
+    // throttled again.
+    let apns = ApnsHarness::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_fpush, _xmpp, mut link, node) =
+        registered_with_voip(apns.token_settings(), dir.path()).await;
+    let throttled = ApnsAnswer::error(429, "TooManyRequests").with_retry_after(3600);
+    apns.server.enqueue(VOIP, [throttled]);
+    for id in ["c1", "c2"] {
+        let reply = push(&mut link, id, &node, CALL).await;
+        assert_error(&reply, id, "wait", "resource-constraint");
+    }
+    assert_eq!(apns.server.received().len(), 1);
 }
 
 #[tokio::test]

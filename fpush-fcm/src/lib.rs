@@ -40,7 +40,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fpush_http::{HttpClient, HttpConfig, LoudLog, ProviderAnswer, PushLabel, RetryPolicy, Tries};
+use fpush_http::{
+    HttpClient, HttpConfig, LoudLog, ProviderAnswer, PushLabel, RetryPolicy, ThrottleKey, Tries,
+};
 use fpush_traits::{
     async_trait, DeadTokenReason, Delivered, ProviderSnapshot, PushError, PushNotification,
     PushTrait,
@@ -156,7 +158,7 @@ impl FcmPush {
 
     /// One `messages:send` with the current access token, and what its answer means. A refused
     /// access token is dropped from the cache once, before the policy's one more try.
-    async fn attempt(&self, body: &Bytes, tries: Tries) -> ProviderAnswer {
+    async fn attempt(&self, body: &Bytes, target: ThrottleKey, tries: Tries) -> ProviderAnswer {
         let access = match self.tokens.get(|| self.oauth.fetch()).await {
             Ok(access) => access,
             Err(error) => return ProviderAnswer::Failed(self.token_failure(error)),
@@ -170,13 +172,15 @@ impl FcmPush {
                 "application/json; charset=UTF-8",
             )
             .body(body.clone());
-        let request = match request {
+        let mut request = match request {
             Ok(request) => request,
             Err(e) => {
                 let reason = format!("cannot build the FCM request: {e}");
                 return ProviderAnswer::Failed(PushError::Misconfigured(reason));
             }
         };
+        // Every message goes to one path: the token tells the throttled targets apart.
+        request.extensions_mut().insert(target);
         match self.fcm.send(request).await {
             Ok(answer) => match classify(answer.status, &answer.headers, &answer.body) {
                 ProviderAnswer::Renew(reason) => {
@@ -246,8 +250,9 @@ impl PushTrait for FcmPush {
             provider: "FCM",
             token: &notification.token,
         };
+        let target = ThrottleKey::of(&notification.token);
         RETRY
-            .run(&self.loud, push, |tries| self.attempt(&body, tries))
+            .run(&self.loud, push, |tries| self.attempt(&body, target, tries))
             .await
     }
 

@@ -1,7 +1,7 @@
 //! [`Breaker`]: the module-wide pause a provider asks for.
 //!
 //! It trips on a 503 with `Retry-After`, on 429s for at least
-//! [`BreakerConfig::distinct_requests`] distinct requests (distinct tokens, in practice) within
+//! [`BreakerConfig::distinct_requests`] distinct targets (device tokens: see [`ThrottleKey`]) within
 //! [`BreakerConfig::window`], the shape of a project-wide quota, or when the platform read an
 //! answer as module-wide (FCM's project quota, through `HttpClient::pause`). While it is open every request
 //! is answered at once, without calling the provider, so the module replies
@@ -17,10 +17,27 @@ use tokio::time::Instant;
 
 use crate::LOUD_LOG_INTERVAL;
 
+/// What a request is about, for counting the targets answered 429: by default its path (an
+/// APNS device token, a Web Push subscription); a platform whose path names no target (FCM
+/// sends every message to one path) puts this in the request's extensions. Never the body:
+/// one target pushed with ever other bodies must not count as many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ThrottleKey(pub u64);
+
+impl ThrottleKey {
+    /// The key of a target named by `text` (e.g. a device token).
+    pub fn of(text: &str) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut hasher);
+        ThrottleKey(hasher.finish())
+    }
+}
+
 /// When the module-wide pause trips.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerConfig {
-    /// This many distinct requests answered 429 within `window` trip the breaker.
+    /// This many distinct targets answered 429 within `window` trip the breaker.
     pub distinct_requests: usize,
     pub window: Duration,
     /// The pause when the 429s that tripped it named no `Retry-After`.
@@ -51,7 +68,7 @@ pub(crate) struct Breaker {
 #[derive(Default)]
 struct Throttled {
     since: Option<Instant>,
-    requests: HashSet<u64>,
+    requests: HashSet<ThrottleKey>,
     last_line: Option<Instant>,
 }
 
@@ -81,8 +98,8 @@ impl Breaker {
         (until > now).then(|| Duration::from_millis(until - now))
     }
 
-    /// Learns from one answer: `request` tells requests apart (a hash of path and body).
-    pub(crate) fn observe(&self, status: u16, retry_after: Option<Duration>, request: u64) {
+    /// Learns from one answer about the target `request`.
+    pub(crate) fn observe(&self, status: u16, retry_after: Option<Duration>, request: ThrottleKey) {
         match (status, retry_after) {
             (503, Some(pause)) => self.trip(pause, "503 with Retry-After"),
             (429, _) if self.count_throttled(request) => {
@@ -94,7 +111,7 @@ impl Breaker {
     }
 
     /// Counts a 429; true when distinct ones within the window reach the threshold.
-    fn count_throttled(&self, request: u64) -> bool {
+    fn count_throttled(&self, request: ThrottleKey) -> bool {
         let Ok(mut throttled) = self.throttled.lock() else {
             return false;
         };
@@ -178,13 +195,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_503_with_retry_after_pauses_until_then() {
         let b = breaker(3);
-        b.observe(503, None, 1);
+        b.observe(503, None, ThrottleKey(1));
         assert_eq!(
             b.remaining(),
             None,
             "a 503 without Retry-After is retried, not a pause"
         );
-        b.observe(503, Some(Duration::from_secs(5)), 1);
+        b.observe(503, Some(Duration::from_secs(5)), ThrottleKey(1));
         assert_eq!(b.remaining(), Some(Duration::from_secs(5)));
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(b.remaining(), None);
@@ -209,7 +226,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_pause_lasts_at_most_an_hour() {
         let b = breaker(3);
-        b.observe(503, Some(Duration::MAX), 1);
+        b.observe(503, Some(Duration::MAX), ThrottleKey(1));
         assert_eq!(b.remaining(), Some(crate::MAX_RETRY_AFTER));
         assert_eq!(
             b.pause(Some(Duration::from_secs(u64::MAX)), "quota"),
@@ -224,16 +241,16 @@ mod tests {
         let b = breaker(3);
         // Every request in flight when the provider paused us brings its own 503.
         for _ in 0..50 {
-            b.observe(503, Some(Duration::from_secs(5)), 1);
+            b.observe(503, Some(Duration::from_secs(5)), ThrottleKey(1));
         }
-        b.observe(503, Some(Duration::from_secs(10)), 1);
+        b.observe(503, Some(Duration::from_secs(10)), ThrottleKey(1));
         b.pause(Some(Duration::from_secs(2)), "quota");
         assert_eq!(b.remaining(), Some(Duration::from_secs(10)));
         assert_eq!(b.trips(), 1);
         tokio::time::advance(Duration::from_secs(10)).await;
-        b.observe(503, Some(Duration::ZERO), 1);
+        b.observe(503, Some(Duration::ZERO), ThrottleKey(1));
         assert_eq!((b.remaining(), b.trips()), (None, 1), "no pause at all");
-        b.observe(503, Some(Duration::from_secs(5)), 1);
+        b.observe(503, Some(Duration::from_secs(5)), ThrottleKey(1));
         assert_eq!(b.trips(), 2);
     }
 
@@ -241,7 +258,7 @@ mod tests {
     async fn throttling_for_one_token_does_not_trip_it() {
         let b = breaker(3);
         for _ in 0..10 {
-            b.observe(429, Some(Duration::from_secs(30)), 7);
+            b.observe(429, Some(Duration::from_secs(30)), ThrottleKey(7));
         }
         assert_eq!(b.remaining(), None);
     }
@@ -249,13 +266,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn throttling_for_many_tokens_within_the_window_trips_it() {
         let b = breaker(3);
-        b.observe(429, None, 1);
-        b.observe(429, None, 2);
+        b.observe(429, None, ThrottleKey(1));
+        b.observe(429, None, ThrottleKey(2));
         tokio::time::advance(Duration::from_secs(11)).await;
-        b.observe(429, None, 3);
+        b.observe(429, None, ThrottleKey(3));
         assert_eq!(b.remaining(), None, "the first two are outside the window");
-        b.observe(429, None, 4);
-        b.observe(429, None, 5);
+        b.observe(429, None, ThrottleKey(4));
+        b.observe(429, None, ThrottleKey(5));
         assert_eq!(b.remaining(), Some(Duration::from_secs(60)));
     }
 }

@@ -4,7 +4,6 @@
 //! (behind a GOAWAY, `REFUSED_STREAM`, a connection that closed before the stream opened) is
 //! sent again on another stream, since the server promises it did not act on it.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -15,7 +14,7 @@ use http::uri::{PathAndQuery, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use tokio_rustls::TlsConnector;
 
-use crate::breaker::Breaker;
+use crate::breaker::{Breaker, ThrottleKey};
 use crate::connect::Connector;
 use crate::origin::Origin;
 use crate::pool::{Http1Conn, Lease, Pool, Stream};
@@ -183,6 +182,9 @@ impl Inner {
         *head.method_mut() = parts.method.clone();
         *head.uri_mut() = self.origin.uri(&parts.uri)?;
         *head.headers_mut() = parts.headers.clone();
+        if let Some(key) = parts.extensions.get::<ThrottleKey>() {
+            head.extensions_mut().insert(*key);
+        }
         Ok(head)
     }
 
@@ -206,13 +208,13 @@ impl Inner {
                 Lease::H2(stream) => stream,
                 Lease::Http1(conn) => {
                     let resp = self.send_http1(conn, next, body.clone()).await?;
-                    self.observe(again, &body, &resp);
+                    self.observe(again, &resp);
                     return Ok(resp);
                 }
             };
             match self.send_h2(&stream, next, body.clone()).await {
                 Ok(resp) => {
-                    self.observe(again, &body, &resp);
+                    self.observe(again, &resp);
                     return Ok(resp);
                 }
                 Err(Attempt::Failed(e)) => return Err(e),
@@ -233,19 +235,20 @@ impl Inner {
         }
     }
 
-    /// Shows a throttling answer to the breaker (the path is read from a head made again: it
-    /// is needed only for these answers).
-    fn observe<F>(&self, again: &F, body: &Bytes, resp: &HttpResponse)
+    /// Shows a throttling answer to the breaker, with the request's [`ThrottleKey`] (read
+    /// from a head made again: it is needed only for these answers).
+    fn observe<F>(&self, again: &F, resp: &HttpResponse)
     where
         F: Fn() -> Result<http::Request<()>, HttpError>,
     {
         let status = resp.status.as_u16();
         if status == 429 || status == 503 {
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            let path = again().map(|head| head.uri().path().to_owned());
-            (path.as_deref().unwrap_or(""), body.as_ref()).hash(&mut hasher);
+            let key = again().map_or(ThrottleKey::of(""), |head| {
+                let given = head.extensions().get::<ThrottleKey>().copied();
+                given.unwrap_or_else(|| ThrottleKey::of(head.uri().path()))
+            });
             let retry_after = crate::retry_after(&resp.headers);
-            self.breaker.observe(status, retry_after, hasher.finish());
+            self.breaker.observe(status, retry_after, key);
         }
     }
 

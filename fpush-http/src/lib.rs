@@ -9,7 +9,7 @@
 //!
 //! Every request is bounded by [`HttpConfig::request_timeout`], answer body included, and
 //! [`HttpError::not_sent`] tells the caller when a retry cannot deliver a message twice. When
-//! the provider asks for a pause (a 503 with `Retry-After`, 429s for many tokens at once), the
+//! the provider asks for a pause (a 503 with `Retry-After`, 429s for many targets at once), the
 //! client answers [`HttpError::Paused`] without calling it until the pause ends (see `breaker`);
 //! a platform can pause it too ([`HttpClient::pause`]). [`HttpClient::gauges`] shows the pool
 //! and the pause to the metrics.
@@ -36,7 +36,7 @@ use bytes::Bytes;
 pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use answer::{retry_after, ProviderAnswer, MAX_RETRY_AFTER};
-pub use breaker::BreakerConfig;
+pub use breaker::{BreakerConfig, ThrottleKey};
 pub use client::HttpClient;
 pub use error::HttpError;
 pub use loud_log::{LoudLog, PushLabel, LOUD_LOG_INTERVAL};

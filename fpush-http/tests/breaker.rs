@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{setup, Setup};
-use fpush_http::{HttpClient, HttpConfig, HttpError};
+use fpush_http::{HttpClient, HttpConfig, HttpError, ThrottleKey};
 use fpush_testkit::tls::{serve, ClientAuth, Connection, TestServer};
 use http::{Request, Response};
 
@@ -110,6 +110,54 @@ async fn a_token_specific_429_does_not_pause_the_client() {
     }
     assert_eq!(client.send(post("/other-token")).await.unwrap().status, 200);
     assert_eq!(client.pauses(), 0);
+}
+
+#[tokio::test]
+async fn one_token_throttled_with_ever_other_bodies_does_not_pause_the_client() {
+    // Anyone who can push to one token can vary what the push says: that is still one token.
+    let s = setup();
+    let count = Arc::new(AtomicUsize::new(0));
+    let server = server(&s, count.clone()).await;
+    let client = client(&s, &server);
+    for i in 0..30 {
+        let body = Bytes::from(format!("{{\"n\": {i}}}"));
+        let request = Request::post("/429/one-token").body(body).unwrap();
+        assert_eq!(client.send(request).await.unwrap().status, 429);
+    }
+    assert_eq!(client.send(post("/other-token")).await.unwrap().status, 200);
+    assert_eq!(client.pauses(), 0);
+}
+
+#[tokio::test]
+async fn a_platform_names_the_throttled_target_when_its_path_does_not() {
+    // FCM sends every message to one path: the key it gives tells the tokens apart.
+    let s = setup();
+    let count = Arc::new(AtomicUsize::new(0));
+    let server = server(&s, count.clone()).await;
+    let client = client(&s, &server);
+    let threshold = HttpConfig::default().breaker.distinct_requests;
+    let keyed = |key: &str| {
+        let mut request = post("/429/messages:send");
+        request.extensions_mut().insert(ThrottleKey::of(key));
+        request
+    };
+    for _ in 0..threshold {
+        assert_eq!(client.send(keyed("same")).await.unwrap().status, 429);
+    }
+    assert_eq!(client.pauses(), 0, "one token");
+    // That one and the others make the threshold.
+    for i in 0..threshold - 1 {
+        assert_eq!(
+            client
+                .send(keyed(&format!("token-{i}")))
+                .await
+                .unwrap()
+                .status,
+            429
+        );
+    }
+    let err = client.send(post("/ok")).await.unwrap_err();
+    assert!(matches!(err, HttpError::Paused(_)), "{err}");
 }
 
 #[tokio::test]

@@ -62,10 +62,13 @@ impl Module {
     /// Like [`Module::admit`], but the ratelimit is `limiter`'s (none when `None`), decided at
     /// once: a push2 push through this module is held only by push2's own ratelimit (the relay's
     /// module, always on the memory backend), and an urgent push (a call, a `high` push) by none.
-    /// The dead-token memory asked is this instance's.
+    /// A token the provider throttled stays held for every push (more would only be throttled
+    /// again, and may pause the whole module). The dead-token memory asked is this instance's.
     pub fn admit_limited_by(&self, key: &str, limiter: Option<&Module>) -> Admitting {
         let admission = if self.dead_tokens.is_dead(key) {
             Admission::KnownDead
+        } else if self.is_held(key) {
+            Admission::Decided(Decision::Reject)
         } else {
             Admission::Decided(limiter.map_or(Decision::Send, |relay| relay.ratelimit.check(key)))
         };
