@@ -15,6 +15,8 @@ use tokio::time::Instant;
 const MAX_DOMAINS: usize = 100_000;
 /// The bucket domains share once `MAX_DOMAINS` is reached.
 const OVERFLOW_DOMAIN: &str = "";
+/// Before a domain, the key of its commands' bucket: no domain holds a `/`.
+const COMMANDS_OF: &str = "/";
 
 /// What a sender may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,17 +85,23 @@ impl Access {
         if from.is_empty() || from.contains('/') {
             return Verdict::Forbidden;
         }
-        self.request(from)
+        let domain = sender_domain(from);
+        self.within_share(&domain, &domain)
     }
 
     /// May `from` send a request other than a push (a registration command)? Any JID of a served
-    /// domain, within its domain's share: clients send these from their full JIDs.
+    /// domain, within a share of its own beside its domain's pushes: a domain's users sending
+    /// commands must not use up what its server pushes with.
     pub fn request(&self, from: &str) -> Verdict {
         let domain = sender_domain(from);
-        if !self.serves(&domain) {
+        self.within_share(&domain, &format!("{COMMANDS_OF}{domain}"))
+    }
+
+    fn within_share(&self, domain: &str, bucket: &str) -> Verdict {
+        if !self.serves(domain) {
             return Verdict::Forbidden;
         }
-        if self.take(&domain) {
+        if self.take(bucket) {
             Verdict::Allowed
         } else {
             Verdict::OverShare
@@ -324,6 +332,19 @@ mod tests {
         std::thread::sleep(Duration::from_millis(300));
         forgotten += access.sweep();
         assert_eq!((forgotten, access.domains()), (50_000, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commands_from_a_domain_s_users_leave_its_server_s_pushes_their_share() {
+        let access = access(1.0, 3.0, &[]);
+        for _ in 0..3 {
+            assert_eq!(access.request("u@example.org/phone"), Verdict::Allowed);
+        }
+        assert_eq!(access.request("u@example.org/phone"), Verdict::OverShare);
+        for _ in 0..3 {
+            assert_eq!(access.push("example.org"), Verdict::Allowed);
+        }
+        assert_eq!(access.push("example.org"), Verdict::OverShare);
     }
 
     #[tokio::test(start_paused = true)]
