@@ -46,9 +46,10 @@ fn check_file(path: &Path, report: &mut StoreCheck) {
                     "store.path: {shown} is missing and so is its directory {}",
                     dir.display()
                 )),
-                _ => report
-                    .notes
-                    .push(format!("store: {shown} is missing; start-up creates it")),
+                _ => report.notes.push(format!(
+                    "store: {shown} is missing; start-up creates it empty (if registrations \
+                     are kept elsewhere, point store.path there first)"
+                )),
             }
             return;
         }
