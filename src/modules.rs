@@ -27,7 +27,10 @@ use crate::ratelimit::{DeadTokens, RatelimitConfig, Ratelimiter, RedisStore};
 
 pub use build::{build, build_platform, describe, BuildErrors};
 pub use policy::{Admitting, SharedAdmission};
-pub use registry::{platforms, PARAM_VAPID_KEY, PARAM_VAPID_TOKEN, WEB_PUSH_MAX_PAYLOAD};
+pub use registry::{
+    check_web_push_vapid, platforms, web_push_payload_len, PARAM_VAPID_KEY, PARAM_VAPID_TOKEN,
+    WEB_PUSH_MAX_PAYLOAD,
+};
 pub use wipe_guard::WipeGuard;
 
 /// The modules in service; a reload stores a new set while pushes keep flowing.

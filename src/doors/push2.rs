@@ -12,7 +12,10 @@ use fpush_traits::{EncryptedPayload, PushKind, PushNotification};
 
 use super::{Limiter, Refusal, Target, TargetKey};
 use crate::config::WEB_PUSH_MODULE;
-use crate::modules::{ModuleSet, PARAM_VAPID_KEY, PARAM_VAPID_TOKEN, WEB_PUSH_MAX_PAYLOAD};
+use crate::modules::{
+    check_web_push_vapid, web_push_payload_len, ModuleSet, PARAM_VAPID_KEY, PARAM_VAPID_TOKEN,
+    WEB_PUSH_MAX_PAYLOAD,
+};
 use crate::outcome::Outcome;
 use crate::request::Push2Request;
 
@@ -150,7 +153,7 @@ fn web_push(modules: &ModuleSet, push: Push2Request) -> Result<Target, Refusal> 
         }
         Some(_) => {}
     }
-    let vapid = fpush_webpush::request::check_vapid(push.jwt.as_deref(), push.jwt_key.as_deref());
+    let vapid = check_web_push_vapid(push.jwt.as_deref(), push.jwt_key.as_deref());
     if vapid.is_err() {
         return Err(bad_client("The VAPID token or key cannot be sent."));
     }
@@ -219,7 +222,7 @@ fn bad_client(text: &'static str) -> Refusal {
 /// `None` when it is not base64. Read by the module's own decoder: a payload this door let
 /// through must never fail there, where it would read as the push service refusing it.
 fn decoded_len(text: &str) -> Option<usize> {
-    fpush_webpush::request::payload_len(text)
+    web_push_payload_len(text)
 }
 
 #[cfg(test)]

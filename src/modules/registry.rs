@@ -10,8 +10,10 @@ use fpush_traits::PushTrait;
 use crate::config::{Platforms, Push2Settings};
 
 /// What the push2 door hands the Web Push module: the names of the parameters that carry the
-/// VAPID token and key, and the largest payload it posts.
+/// VAPID token and key, and the largest payload it posts; and the module's own checks of them,
+/// so that what the door lets through never fails in the module as the service's refusal.
 pub use fpush_webpush::request::{
+    check_vapid as check_web_push_vapid, payload_len as web_push_payload_len,
     MAX_PAYLOAD as WEB_PUSH_MAX_PAYLOAD, PARAM_VAPID_KEY, PARAM_VAPID_TOKEN,
 };
 
