@@ -56,6 +56,17 @@ fn post(path: &str) -> Request<Bytes> {
     Request::post(path).body(Bytes::from_static(b"{}")).unwrap()
 }
 
+/// The status the server answered `request` with.
+async fn status(client: &HttpClient, request: Request<Bytes>) -> u16 {
+    client.send(request).await.unwrap().status.as_u16()
+}
+
+/// The client answers at once, without asking the server.
+async fn assert_paused(client: &HttpClient) {
+    let err = client.send(post("/ok")).await.unwrap_err();
+    assert!(matches!(err, HttpError::Paused(_)), "{err}");
+}
+
 #[tokio::test]
 async fn a_503_with_retry_after_pauses_the_client_until_then_and_is_lifted_after() {
     let s = setup();
@@ -142,22 +153,14 @@ async fn a_platform_names_the_throttled_target_when_its_path_does_not() {
         request
     };
     for _ in 0..threshold {
-        assert_eq!(client.send(keyed("same")).await.unwrap().status, 429);
+        assert_eq!(status(&client, keyed("same")).await, 429);
     }
     assert_eq!(client.pauses(), 0, "one token");
     // That one and the others make the threshold.
     for i in 0..threshold - 1 {
-        assert_eq!(
-            client
-                .send(keyed(&format!("token-{i}")))
-                .await
-                .unwrap()
-                .status,
-            429
-        );
+        assert_eq!(status(&client, keyed(&format!("token-{i}"))).await, 429);
     }
-    let err = client.send(post("/ok")).await.unwrap_err();
-    assert!(matches!(err, HttpError::Paused(_)), "{err}");
+    assert_paused(&client).await;
 }
 
 #[tokio::test]
@@ -168,17 +171,9 @@ async fn throttling_for_many_tokens_pauses_the_client() {
     let client = client(&s, &server);
     let threshold = HttpConfig::default().breaker.distinct_requests;
     for i in 0..threshold {
-        assert_eq!(
-            client
-                .send(post(&format!("/429/{i}")))
-                .await
-                .unwrap()
-                .status,
-            429
-        );
+        assert_eq!(status(&client, post(&format!("/429/{i}"))).await, 429);
     }
-    let err = client.send(post("/ok")).await.unwrap_err();
-    assert!(matches!(err, HttpError::Paused(_)), "{err}");
+    assert_paused(&client).await;
     assert_eq!(count.load(Ordering::SeqCst), threshold);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(client.send(post("/ok")).await.unwrap().status, 200);
