@@ -934,6 +934,31 @@ async fn a_redis_import_line_the_new_domain_refuses_keeps_the_registration_where
 }
 
 #[tokio::test]
+async fn a_redis_move_at_max_total_is_no_new_registration() {
+    use fpush::store::RegistrationStore;
+    let two_in_all = StoreLimits {
+        max_total: Some(2),
+        ..limits()
+    };
+    let (_server, store) = redis_store(two_in_all);
+    registered(&store, "fcm", "k", "u@a.example").await;
+    registered(&store, "fcm", "other", "v@c.example").await;
+    // Registering from another domain, and importing a line that moves it back: the total
+    // stays at two, so the cap refuses neither.
+    let moved = store
+        .register(registration("fcm", "k", "u@b.example"))
+        .await;
+    let node = moved.unwrap().node;
+    assert!(is_stored(&store, "b.example", &node).await);
+    store
+        .restore(restored("k", "u@a.example", &node, ago(DAY)))
+        .await
+        .unwrap();
+    assert!(is_stored(&store, "a.example", &node).await);
+    assert_eq!(store.counts().await.unwrap(), [("fcm".to_owned(), 2)]);
+}
+
+#[tokio::test]
 async fn a_foreign_value_among_the_redis_counts_blocks_no_registration_and_no_sweep() {
     use fpush::store::RegistrationStore;
     let (server, store) = redis_store(limits());

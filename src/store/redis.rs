@@ -139,7 +139,9 @@ impl RedisRegistrations {
             node: old.node,
             secret: old.secret,
         };
-        let moved = self.insert(registration, Some(credentials), now).await?;
+        let moved = self
+            .insert_leaving(registration, Some(credentials), now, 1)
+            .await?;
         // The device is registered in its new domain whatever follows: an old copy that
         // cannot be removed now is swept once unused.
         if let Err(error) = self.remove_in(domain, node, 0, "").await {
@@ -496,13 +498,14 @@ impl RegistrationStore for RedisRegistrations {
         // From another domain: inserted first, so that its cap refusing the line keeps the
         // registration where it was (as a move by registering does).
         let old = self.indexed(&old_domain, &old_node).await?;
-        self.insert(&registration, Some(credentials), last_used)
-            .await?;
         let ours = match &old {
             Some(Readable::Yes(old)) => old.key == registration.key,
             Some(Readable::Damaged) => true,
             None => false,
         };
+        let leaving = u64::from(ours);
+        self.insert_leaving(&registration, Some(credentials), last_used, leaving)
+            .await?;
         if ours {
             if let Err(error) = self.remove_in(&old_domain, &old_node, 0, "").await {
                 log::warn!(

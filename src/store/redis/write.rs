@@ -38,11 +38,23 @@ impl RedisRegistrations {
         given: Option<Credentials>,
         last_used: u64,
     ) -> Result<Credentials, StoreError> {
+        self.insert_leaving(registration, given, last_used, 0).await
+    }
+
+    /// [`Self::insert`] for a registration moving from another domain: its old copy, removed
+    /// right after, is the one of `leaving` (0 or 1) that `store.maxTotal` does not count.
+    pub(super) async fn insert_leaving(
+        &self,
+        registration: &Registration,
+        given: Option<Credentials>,
+        last_used: u64,
+        leaving: u64,
+    ) -> Result<Credentials, StoreError> {
         let domain = &registration.domain;
         if domain.is_empty() {
             return Err(StoreError::Unusable("a registration needs a domain".into()));
         }
-        self.check_total(registration).await?;
+        self.check_total(registration, leaving).await?;
         let restoring = given.is_some();
         let mut credentials = match given {
             Some(credentials) => credentials,
@@ -220,11 +232,16 @@ impl RedisRegistrations {
     /// Refuses a new registration when the store holds `store.maxTotal`, counted after the
     /// account's replacement as the SQLite backend counts (the account's set is read only when
     /// the store is at its cap; the script may replace fewer if the set shrank meanwhile).
-    async fn check_total(&self, registration: &Registration) -> Result<(), StoreError> {
+    async fn check_total(
+        &self,
+        registration: &Registration,
+        leaving: u64,
+    ) -> Result<(), StoreError> {
         let Some(max_total) = self.limits.max_total else {
             return Ok(());
         };
         let total: u64 = self.counts().await?.iter().map(|(_, count)| count).sum();
+        let total = total.saturating_sub(leaving);
         if total < max_total {
             return Ok(());
         }
