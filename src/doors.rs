@@ -168,7 +168,8 @@ impl Target {
         }
     }
 
-    /// Whether the push skips the ratelimit (the dead-token memory still applies).
+    /// Whether the push skips the ratelimit (the dead-token memory and a provider's hold of its
+    /// token still apply).
     pub fn is_urgent(&self) -> bool {
         self.urgent
     }

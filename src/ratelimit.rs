@@ -123,6 +123,9 @@ struct SharedLimit {
 pub enum Admission {
     /// A provider declared the token dead recently: answer without asking it (nothing recorded).
     KnownDead,
+    /// The provider throttled the token and its pause is not over: answer `wait` without asking
+    /// it, whatever the module answers for pushes its own ratelimit refuses.
+    Held,
     /// The ratelimit's decision (recorded like `Ratelimiter::check`'s).
     Decided(Decision),
 }
@@ -275,7 +278,7 @@ impl Ratelimiter {
             return Admission::KnownDead;
         }
         if self.is_held(token) {
-            return Admission::Decided(Decision::Reject);
+            return Admission::Held;
         }
         let window = self.config.enabled.then_some(self.config.window);
         if window.is_none() && dead_key.is_none() {
@@ -336,6 +339,9 @@ impl Ratelimiter {
     fn check_locally(&self, dead: &DeadTokens, token: &str) -> Admission {
         if dead.is_dead(token) {
             Admission::KnownDead
+        } else if !self.config.enabled && self.is_held(token) {
+            // An enabled limiter queues the push to the end of the pause instead.
+            Admission::Held
         } else {
             Admission::Decided(self.check(token))
         }

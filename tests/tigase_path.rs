@@ -140,10 +140,19 @@ async fn registered_with_voip(
     block: Value,
     dir: &Path,
 ) -> (Daemon, FakeXmppServer, ComponentLink, String) {
+    registered_with_voip_limited(block, json!({"enabled": false}), dir).await
+}
+
+/// [`registered_with_voip`] with the module's `ratelimit` block.
+async fn registered_with_voip_limited(
+    block: Value,
+    ratelimit: Value,
+    dir: &Path,
+) -> (Daemon, FakeXmppServer, ComponentLink, String) {
     let mut xmpp = FakeXmppServer::bind(SECRET).await.unwrap();
     let module = json!({"type": "apple", "apns": block,
         "registration": {"protocol": "tigase", "provider": PROVIDER},
-        "ratelimit": {"enabled": false}});
+        "ratelimit": ratelimit});
     let modules = json!({ "siskin": module }).to_string();
     let fpush = Daemon::start(&settings(&xmpp, &modules, &store_entry(dir)));
     let mut link = xmpp.accept(WAIT).await.expect("fpush connects");
@@ -210,11 +219,13 @@ async fn a_call_goes_to_the_pushkit_token_an_empty_push_is_background_and_high_i
 #[tokio::test]
 async fn a_call_to_a_token_apple_throttled_waits_out_the_pause_without_asking_again() {
     // Calls pass the ratelimit, not the provider's pause for their token: more would only be
-    // throttled again.
+    // throttled again. Answered wait, not what the module answers for pushes its ratelimit
+    // refuses: a call acknowledged but never sent would be a missed call.
     let apns = ApnsHarness::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let ratelimit = json!({"enabled": false, "rejectWith": "result"});
     let (_fpush, _xmpp, mut link, node) =
-        registered_with_voip(apns.token_settings(), dir.path()).await;
+        registered_with_voip_limited(apns.token_settings(), ratelimit, dir.path()).await;
     let throttled = ApnsAnswer::error(429, "TooManyRequests").with_retry_after(3600);
     apns.server.enqueue(VOIP, [throttled]);
     for id in ["c1", "c2"] {

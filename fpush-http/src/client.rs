@@ -245,7 +245,8 @@ impl Inner {
         if status == 429 || status == 503 {
             let key = again().map_or(ThrottleKey::of(""), |head| {
                 let given = head.extensions().get::<ThrottleKey>().copied();
-                given.unwrap_or_else(|| ThrottleKey::of(head.uri().path()))
+                let target = head.uri().path_and_query().map(|p| p.as_str());
+                given.unwrap_or_else(|| ThrottleKey::of(target.unwrap_or_default()))
             });
             let retry_after = crate::retry_after(&resp.headers);
             self.breaker.observe(status, retry_after, key);

@@ -165,6 +165,7 @@ impl PushPath {
                 });
             }
             Admission::KnownDead => self.finish(&iq, &target, Outcome::known_dead),
+            Admission::Held => self.finish(&iq, &target, Outcome::throttled),
         }
     }
 

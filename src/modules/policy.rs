@@ -68,7 +68,7 @@ impl Module {
         let admission = if self.dead_tokens.is_dead(key) {
             Admission::KnownDead
         } else if self.is_held(key) {
-            Admission::Decided(Decision::Reject)
+            Admission::Held
         } else {
             Admission::Decided(limiter.map_or(Decision::Send, |relay| relay.ratelimit.check(key)))
         };
@@ -101,6 +101,13 @@ impl Module {
             }
             Admission::KnownDead => {
                 log::debug!("module {}: {}… is known dead", self.id, token_prefix(key));
+            }
+            Admission::Held => {
+                log::debug!(
+                    "module {}: {}… is held by the provider",
+                    self.id,
+                    token_prefix(key)
+                );
             }
             Admission::Decided(Decision::Send) => {}
         }
