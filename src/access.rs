@@ -10,8 +10,8 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
-/// Most sending domains with a bucket at once; beyond it, new domains share one bucket until
-/// idle ones are swept. About 35 MB at worst (names of 253 bytes), about 10 MB with everyday ones.
+/// Most buckets at once (a domain's pushes take one, its users' commands another); beyond it,
+/// new domains share one bucket for pushes and one for commands until idle ones are swept. About 35 MB at worst (names of 253 bytes), about 10 MB with everyday ones.
 const MAX_DOMAINS: usize = 100_000;
 /// The bucket domains share once `MAX_DOMAINS` is reached.
 const OVERFLOW_DOMAIN: &str = "";
@@ -128,7 +128,11 @@ impl Access {
         }
         let now = Instant::now();
         let key = if self.buckets.len() >= MAX_DOMAINS && !self.buckets.contains_key(domain) {
-            OVERFLOW_DOMAIN
+            // Commands overflow into a bucket of their own too, away from the pushes'.
+            match domain.starts_with(COMMANDS_OF) {
+                true => COMMANDS_OF,
+                false => OVERFLOW_DOMAIN,
+            }
         } else {
             domain
         };
@@ -345,6 +349,19 @@ mod tests {
             assert_eq!(access.push("example.org"), Verdict::Allowed);
         }
         assert_eq!(access.push("example.org"), Verdict::OverShare);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_the_buckets_are_full_commands_overflow_apart_from_pushes() {
+        let access = access(1.0, 2.0, &[]);
+        for n in 0..MAX_DOMAINS {
+            access.push(&format!("d{n}.example"));
+        }
+        for _ in 0..2 {
+            assert_eq!(access.request("u@new.example/phone"), Verdict::Allowed);
+        }
+        assert_eq!(access.request("u@new.example/phone"), Verdict::OverShare);
+        assert_eq!(access.push("other.example"), Verdict::Allowed);
     }
 
     #[tokio::test(start_paused = true)]

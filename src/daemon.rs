@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::component::{self, ComponentConfig, LinkState};
-use crate::config::{self, Settings};
+use crate::config::{self, Settings, StoreBackend, StoreSettings};
 use crate::dispatcher::Dispatcher;
 use crate::doors::p2::{Measured, P2Door};
 use crate::doors::tigase::TigaseDoor;
@@ -165,6 +165,22 @@ fn start_dispatcher(
     dispatcher
 }
 
+/// Said loudly at start-up: a `store.path` changed by mistake makes an empty store, and every
+/// push for a registration it lacks is answered item-not-found, ending it.
+fn warn_of_a_new_store(settings: &StoreSettings) {
+    let Some(path) = settings.path.as_deref() else {
+        return;
+    };
+    if settings.backend == StoreBackend::Sqlite && !path.exists() {
+        log::warn!(
+            "registration store: {} does not exist; creating an empty one. If registrations \
+             were kept elsewhere, stop fpush and point store.path there: pushes for \
+             registrations this store lacks end them",
+            path.display()
+        );
+    }
+}
+
 /// The registration store of `settings`, when some module serves a registering protocol:
 /// created or migrated here (off the runtime's thread), and never otherwise.
 pub async fn open_registrations(
@@ -174,6 +190,7 @@ pub async fn open_registrations(
         return Ok(None);
     }
     let store_settings = settings.store.clone().unwrap_or_default();
+    warn_of_a_new_store(&store_settings);
     let redis = settings.redis.clone();
     let opening = tokio::task::spawn_blocking(move || {
         store::open(&store_settings, redis.as_ref(), (&store_settings).into())

@@ -200,8 +200,8 @@ pub trait RegistrationStore: Send + Sync {
     /// About `limit` registrations after the cursor `after` (from the previous page; `None`
     /// for the first), for `fpush store export`: a Redis domain small enough to be kept
     /// compact comes whole. A registration that exists throughout the listing is listed even
-    /// when pushes touch it or others are removed; one changed meanwhile may be listed twice
-    /// (importing it twice is harmless), one added meanwhile may be missed.
+    /// when pushes touch it or others are removed; one added meanwhile may be missed, and on
+    /// Redis any may be listed twice (a scan's guarantee; importing it twice is harmless).
     async fn list(
         &self,
         after: Option<String>,

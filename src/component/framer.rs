@@ -820,6 +820,9 @@ mod tests {
             .replace("</pubsub>", "</ps:pubsub>")
             .replace("publish", "ps:publish")
             .replace("item>", "ps:item>");
+        // Not read while framing, even with a plain push behind it in the buffer.
+        let both = [prefixed.as_bytes(), PUSH].concat();
+        assert!(request::frame_push(&both, 16).is_none());
         let mut framer = started(4096, 16);
         let frames = feed(&mut framer, prefixed.as_bytes()).unwrap();
         assert_eq!(frames, vec![element(prefixed.as_bytes())]);

@@ -18,16 +18,6 @@ pub fn open(
             let path = settings.path.as_deref().ok_or_else(|| {
                 StoreError::Unusable("store.path: the sqlite backend needs its file".into())
             })?;
-            if !path.exists() {
-                // Said loudly: a `store.path` changed by mistake makes an empty store, and every
-                // push for a registration it lacks is answered item-not-found, ending it.
-                log::warn!(
-                    "registration store: {} does not exist; creating an empty one. If \
-                     registrations were kept elsewhere, stop fpush and point store.path there: \
-                     pushes for registrations this store lacks end them",
-                    path.display()
-                );
-            }
             Ok(Arc::new(SqliteStore::open(path, limits)?))
         }
         StoreBackend::Redis => {
