@@ -109,6 +109,7 @@ install_apt_packages() {
             return 1
         fi
     fi
+    rm -f "$apt_log"
     unblock_service_starts
     trap - EXIT
     local installed=() svc
