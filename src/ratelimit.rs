@@ -339,11 +339,13 @@ impl Ratelimiter {
     fn check_locally(&self, dead: &DeadTokens, token: &str) -> Admission {
         if dead.is_dead(token) {
             Admission::KnownDead
-        } else if !self.config.enabled && self.is_held(token) {
-            // An enabled limiter queues the push to the end of the pause instead.
-            Admission::Held
         } else {
-            Admission::Decided(self.check(token))
+            match self.check(token) {
+                // A disabled limiter refuses only a held token (an enabled one queues the
+                // push to the end of the pause instead).
+                Decision::Reject if !self.config.enabled => Admission::Held,
+                decision => Admission::Decided(decision),
+            }
         }
     }
 
