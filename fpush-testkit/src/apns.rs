@@ -254,7 +254,8 @@ impl ApnsTestServer {
         };
         let state = Arc::new(State::new(expect, pki.issued_names())?);
         let handler_state = state.clone();
-        let tls = pki.server_config(client_auth)?;
+        // HTTP/2 only, as Apple: a client that fell back to HTTP/1.1 fails here, not in production.
+        let tls = pki.server_config_with_alpn(client_auth, &[b"h2"])?;
         let server = serve_with(addr, tls, options, move |req, conn| {
             let state = handler_state.clone();
             async move { state.handle(req, conn).await }
