@@ -11,7 +11,8 @@ use dashmap::DashMap;
 use tokio::time::Instant;
 
 /// Most buckets at once (a domain's pushes take one, its users' commands another); beyond it,
-/// new domains share one bucket for pushes and one for commands until idle ones are swept. About 35 MB at worst (names of 253 bytes), about 10 MB with everyday ones.
+/// new domains share one bucket for pushes and one for commands until idle ones are swept.
+/// About 35 MB at worst (names of 253 bytes), about 10 MB with everyday ones.
 const MAX_DOMAINS: usize = 100_000;
 /// The bucket domains share once `MAX_DOMAINS` is reached.
 const OVERFLOW_DOMAIN: &str = "";
@@ -116,8 +117,9 @@ impl Access {
                 .any(|pattern| matches_domain(pattern, domain))
     }
 
-    /// Takes one token from `domain`'s bucket, if it has one.
-    fn take(&self, domain: &str) -> bool {
+    /// Takes one token from the bucket named `bucket` (a domain, or [`COMMANDS_OF`] and a
+    /// domain), if it has one.
+    fn take(&self, bucket: &str) -> bool {
         let AccessSettings {
             per_domain_rate: rate,
             per_domain_burst: burst,
@@ -127,14 +129,14 @@ impl Access {
             return true;
         }
         let now = Instant::now();
-        let key = if self.buckets.len() >= MAX_DOMAINS && !self.buckets.contains_key(domain) {
+        let key = if self.buckets.len() >= MAX_DOMAINS && !self.buckets.contains_key(bucket) {
             // Commands overflow into a bucket of their own too, away from the pushes'.
-            match domain.starts_with(COMMANDS_OF) {
+            match bucket.starts_with(COMMANDS_OF) {
                 true => COMMANDS_OF,
                 false => OVERFLOW_DOMAIN,
             }
         } else {
-            domain
+            bucket
         };
         let mut bucket = self.buckets.entry(key.into()).or_insert(Bucket {
             tokens: burst,

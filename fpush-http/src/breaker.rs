@@ -19,9 +19,8 @@ use crate::LOUD_LOG_INTERVAL;
 
 /// What a request is about, for counting the targets answered 429: by default its path and
 /// query (an APNS device token, a Web Push subscription, WNS's in the query); a platform whose
-/// path names no target (FCM
-/// sends every message to one path) puts this in the request's extensions. Never the body:
-/// one target pushed with ever other bodies must not count as many.
+/// path names no target (FCM sends every message to one path) puts this in the request's
+/// extensions. Never the body: one target pushed with ever other bodies must not count as many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ThrottleKey(pub u64);
 

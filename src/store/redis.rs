@@ -140,14 +140,33 @@ impl RedisRegistrations {
             secret: old.secret,
         };
         let moved = self
-            .insert_leaving(registration, Some(credentials), now, 1)
+            .insert_then_remove(registration, credentials, now, Some((domain, node)))
             .await?;
-        // The device is registered in its new domain whatever follows: an old copy that
-        // cannot be removed now is swept once unused.
-        if let Err(error) = self.remove_in(domain, node, 0, "").await {
-            log::warn!("registration store: a moved registration's old copy stays: {error}");
-        }
         Ok(Some(moved))
+    }
+
+    /// Inserts `registration` with `credentials`, then removes `old`, its copy in another
+    /// domain (`None`: none of its own is there). Inserted first, so that a refusal (the new
+    /// domain's cap, a timeout) keeps it where it was; the old copy does not count against
+    /// `store.maxTotal`. The device is registered in its new domain whatever follows: an old
+    /// copy that cannot be removed now is swept once unused.
+    async fn insert_then_remove(
+        &self,
+        registration: &Registration,
+        credentials: Credentials,
+        last_used: u64,
+        old: Option<(&str, &str)>,
+    ) -> Result<Credentials, StoreError> {
+        let leaving = u64::from(old.is_some());
+        let inserted = self
+            .insert_leaving(registration, Some(credentials), last_used, leaving)
+            .await?;
+        if let Some((domain, node)) = old {
+            if let Err(error) = self.remove_in(domain, node, 0, "").await {
+                log::warn!("registration store: a moved registration's old copy stays: {error}");
+            }
+        }
+        Ok(inserted)
     }
 
     async fn domains(&self) -> Result<Vec<String>, StoreError> {
@@ -495,25 +514,16 @@ impl RegistrationStore for RedisRegistrations {
             let inserted = self.insert(&registration, Some(credentials), last_used);
             return inserted.await.map(drop);
         };
-        // From another domain: inserted first, so that its cap refusing the line keeps the
-        // registration where it was (as a move by registering does).
-        let old = self.indexed(&old_domain, &old_node).await?;
-        let ours = match &old {
+        // From another domain: moved as registering moves it.
+        let ours = match self.indexed(&old_domain, &old_node).await? {
             Some(Readable::Yes(old)) => old.key == registration.key,
             Some(Readable::Damaged) => true,
             None => false,
         };
-        let leaving = u64::from(ours);
-        self.insert_leaving(&registration, Some(credentials), last_used, leaving)
-            .await?;
-        if ours {
-            if let Err(error) = self.remove_in(&old_domain, &old_node, 0, "").await {
-                log::warn!(
-                    "registration store: an imported registration's old copy stays: {error}"
-                );
-            }
-        }
-        Ok(())
+        let old = ours.then_some((old_domain.as_str(), old_node.as_str()));
+        self.insert_then_remove(&registration, credentials, last_used, old)
+            .await
+            .map(drop)
     }
 }
 
