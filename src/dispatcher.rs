@@ -30,7 +30,7 @@ use crate::outcome::Outcome;
 use crate::request::{self, Condition, ErrorType, IqHeader, PushRequest, Reply, Request};
 use push_path::PushPath;
 
-pub use push_path::DEFAULT_MAX_QUEUED;
+pub use push_path::{DEFAULT_MAX_QUEUED, QUEUED_BYTES_PER_PLACE};
 
 /// Turns inbound stanzas into push tasks and replies.
 pub struct Dispatcher {

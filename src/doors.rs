@@ -52,6 +52,10 @@ pub struct Target {
     pub by_message: bool,
 }
 
+/// What a queued push holds besides its text: the target, the IQ's header, its task and future
+/// (the future alone is about 700 bytes).
+pub const QUEUED_PUSH_OVERHEAD: usize = 1024;
+
 /// Whose ratelimit a push passes; the dead-token memory is always its module's.
 #[derive(Debug, Clone, Default)]
 pub enum Limiter {
@@ -158,6 +162,17 @@ impl Target {
         self.notification.options = Vec::new();
         self.notification.options.shrink_to_fit();
         self
+    }
+
+    /// About the memory the push holds while it waits in the ratelimit queue: its text and a
+    /// fixed share for the structures and the task around it.
+    pub fn queued_size(&self) -> usize {
+        let key = match &self.key {
+            TargetKey::Composite(key) => key.len(),
+            TargetKey::Token | TargetKey::SecondToken => 0,
+        };
+        let registered = self.registered.as_ref().map_or(0, |r| r.text_len());
+        QUEUED_PUSH_OVERHEAD + self.notification.text_len() + key + registered
     }
 
     /// The same target, never held by the ratelimit queue (a call held 20 s is a missed call).

@@ -442,6 +442,59 @@ async fn queued_pushes_are_capped_and_the_rest_answered_wait() {
     assert_eq!(harness.dispatcher.queued(), 0);
 }
 
+#[tokio::test(start_paused = true)]
+async fn large_pushes_fill_the_queue_s_byte_budget_before_its_count() {
+    let mut harness = Harness::new(
+        ScriptedProvider::default(),
+        Some(Duration::from_secs(20)),
+        1_000,
+    );
+    // Seven places: a budget of 7 × 2 KiB = 14 KiB.
+    harness.dispatcher.set_max_queued(7);
+    assert_eq!(fpush::dispatcher::QUEUED_BYTES_PER_PLACE, 2048);
+    let push = |harness: &mut Harness, i: usize| {
+        let id = format!("{i:0>4000}");
+        let iq = prosody_push_iq(
+            &id,
+            "localhost",
+            "push.localhost",
+            &format!("t{i}"),
+            Some("app"),
+        );
+        let stanza = bytes::Bytes::from(iq.into_bytes());
+        harness.dispatcher.handle(Inbound::Stanza(stanza));
+    };
+    for i in 0..7 {
+        push(&mut harness, i);
+    }
+    assert_eq!(
+        harness.settle().await.len(),
+        7,
+        "the first push of each token goes out"
+    );
+    // Each push holds its 4,000-byte id, 1 KiB for its structures and about 100 bytes of
+    // other text, about 5.1 KiB: two fit in 14 KiB, three do not.
+    for i in 0..7 {
+        push(&mut harness, i);
+    }
+    let refused = harness.settle().await;
+    assert_eq!(refused.len(), 5);
+    for reply in &refused {
+        assert_eq!(error_of(reply), (Some("wait"), Some("resource-constraint")));
+    }
+    assert_eq!(harness.dispatcher.queued(), 2);
+    // Their bytes come back with their places: everyday pushes fill all seven places again.
+    tokio::time::advance(Duration::from_secs(20)).await;
+    assert_eq!(harness.settle().await.len(), 2);
+    for round in 0..2 {
+        for i in 0..7 {
+            harness.push(&format!("everyday-{i}"));
+        }
+        assert_eq!(harness.settle().await.len(), 7 * (1 - round));
+    }
+    assert_eq!(harness.dispatcher.queued(), 7);
+}
+
 /// A provider with a bug: it panics for every push.
 struct PanickingProvider;
 

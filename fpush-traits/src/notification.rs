@@ -107,6 +107,40 @@ impl PushNotification {
         }
     }
 
+    /// The bytes of text the push holds: what bounds on pushes kept in memory count.
+    pub fn text_len(&self) -> usize {
+        let summary = &self.summary;
+        let pairs = |pairs: &[(String, String)]| -> usize {
+            pairs
+                .iter()
+                .map(|(name, value)| name.len() + value.len())
+                .sum()
+        };
+        let optional = [
+            &summary.message_count,
+            &summary.last_message_sender,
+            &summary.last_message_body,
+            &self.voip_token,
+            &self.account,
+        ];
+        let encrypted = self.encrypted.as_ref();
+        self.token.len()
+            + self.module_id.len()
+            + optional
+                .iter()
+                .flat_map(|text| text.as_deref())
+                .map(str::len)
+                .sum::<usize>()
+            + pairs(&self.options)
+            + pairs(&self.extra)
+            + self
+                .extra_numbers
+                .iter()
+                .map(|(name, _)| name.len() + 8)
+                .sum::<usize>()
+            + encrypted.map_or(0, |payload| payload.data.len() + pairs(&payload.params))
+    }
+
     /// A short, log-safe prefix of the token: tokens are credentials and are never logged whole.
     pub fn token_prefix(&self) -> &str {
         token_prefix(&self.token)
@@ -130,6 +164,25 @@ mod tests {
         assert_eq!(token_prefix("0123456789abcdef"), "01234567");
         assert_eq!(token_prefix("abc"), "abc");
         assert_eq!(token_prefix("ééééééééé"), "éééééééé");
+    }
+
+    #[test]
+    fn the_text_length_counts_every_part_a_door_can_fill() {
+        let mut push = PushNotification::new("tok", "mod");
+        assert_eq!(push.text_len(), 6);
+        push.summary.last_message_body = Some("body".into());
+        push.summary.message_count = Some("1".into());
+        push.summary.last_message_sender = Some("a@b".into());
+        push.voip_token = Some("voip".into());
+        push.account = Some("acct".into());
+        push.options = vec![("secret".into(), "s".into())];
+        push.extra = vec![("k".into(), "v".into())];
+        push.extra_numbers = vec![("n".into(), 1)];
+        push.encrypted = Some(EncryptedPayload {
+            data: "cipher".into(),
+            params: vec![("iv".into(), "12".into())],
+        });
+        assert_eq!(push.text_len(), 6 + 4 + 1 + 3 + 4 + 4 + 7 + 2 + 9 + 6 + 4);
     }
 
     #[test]

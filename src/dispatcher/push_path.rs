@@ -35,6 +35,8 @@ pub(super) struct PushPath {
     /// Pushes the ratelimit holds back right now, and how many it may (`limits.maxQueuedPushes`).
     pub(super) queued: AtomicUsize,
     pub(super) max_queued: AtomicUsize,
+    /// About the bytes the queued pushes hold (see [`QUEUED_BYTES_PER_PLACE`]).
+    queued_bytes: AtomicUsize,
     /// Cancelled at shutdown: queued pushes are answered `wait` at once.
     pub(super) stop_queued: CancellationToken,
     /// Cancelled when the shutdown grace is over: pushes still at the provider are answered `wait`.
@@ -52,6 +54,7 @@ impl PushPath {
             max_in_flight,
             queued: AtomicUsize::new(0),
             max_queued: AtomicUsize::new(DEFAULT_MAX_QUEUED),
+            queued_bytes: AtomicUsize::new(0),
             stop_queued: CancellationToken::new(),
             abort_in_flight: CancellationToken::new(),
             metrics,
@@ -141,13 +144,14 @@ impl PushPath {
             }
             Admission::Decided(Decision::SendAt(at)) => {
                 drop(slot);
-                let Some(place) = self.queue_place() else {
+                let target = target.trimmed_for_queue();
+                let size = target.queued_size() + iq.id.len() + iq.from.len() + iq.to.len();
+                let Some(place) = self.queue_place(size) else {
                     target.unqueue(at);
                     return self.finish(&iq, &target, Outcome::overloaded);
                 };
                 // Counted here, not at admission: a push the full queue turned away was never held.
                 target.module.count(Outcome::queued);
-                let target = target.trimmed_for_queue();
                 tasks.spawn(Box::pin(async move {
                     let turn = pushes.wait_for_turn(&iq, &target, at).await;
                     drop(place);
@@ -169,12 +173,18 @@ impl PushPath {
         }
     }
 
-    /// A place among the queued pushes, or `None` when `limits.maxQueuedPushes` are queued.
-    fn queue_place(self: &Arc<Self>) -> Option<QueuePlace> {
+    /// A place among the queued pushes for one of about `bytes`, or `None` when
+    /// `limits.maxQueuedPushes` are queued or the queue's bytes would pass its budget.
+    fn queue_place(self: &Arc<Self>, bytes: usize) -> Option<QueuePlace> {
         let max = self.max_queued.load(Ordering::Relaxed);
         let taken = self.queued.fetch_add(1, Ordering::Relaxed);
-        let place = QueuePlace(self.clone());
-        (taken < max).then_some(place)
+        let held = self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let place = QueuePlace {
+            path: self.clone(),
+            bytes,
+        };
+        let budget = max.saturating_mul(QUEUED_BYTES_PER_PLACE);
+        (taken < max && held + bytes <= budget).then_some(place)
     }
 
     /// A queued push waits until `at`, then takes a slot again. At shutdown, when its module is
@@ -280,12 +290,24 @@ impl PushPath {
 /// `limits.maxQueuedPushes` by default.
 pub const DEFAULT_MAX_QUEUED: usize = 100_000;
 
-/// One queued push's place, given back when dropped.
-struct QueuePlace(Arc<PushPath>);
+/// The queue's byte budget per place of `limits.maxQueuedPushes`: twice an everyday push
+/// (about 1 KiB with its task), so everyday pushes only meet the count, while pushes made as
+/// large as a stanza allows (about 20 KiB) fill at most this many bytes (200 MiB at the
+/// default), not twenty times as many.
+pub const QUEUED_BYTES_PER_PLACE: usize = 2048;
+
+/// One queued push's place and bytes, given back when dropped.
+struct QueuePlace {
+    path: Arc<PushPath>,
+    bytes: usize,
+}
 
 impl Drop for QueuePlace {
     fn drop(&mut self) {
-        self.0.queued.fetch_sub(1, Ordering::Relaxed);
+        self.path.queued.fetch_sub(1, Ordering::Relaxed);
+        self.path
+            .queued_bytes
+            .fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 

@@ -190,6 +190,11 @@ impl Registered {
         }
     }
 
+    /// The bytes of text it holds (see [`Target::queued_size`](super::Target::queued_size)).
+    pub fn text_len(&self) -> usize {
+        self.domain.len() + self.node.len()
+    }
+
     /// A delivered push keeps the registration from expiring (a store call only when its last
     /// use is stale, so most pushes cost one look-up); a dead token removes it (the
     /// server disables the push on the `cancel` that follows, and Conversations never
