@@ -199,7 +199,29 @@ pub async fn open_registrations(
     let opened = notify::extending_start_up(status, opening)
         .await
         .map_err(|error| StoreError::Unusable(format!("opening the store failed: {error}")))?;
-    opened.map(Some)
+    let store = opened?;
+    say_if_new(&*store, settings.modules.retired_grace).await;
+    Ok(Some(store))
+}
+
+/// Notes a Redis store's age while it is still empty (SQLite notes it when opened), and says
+/// when the store is new enough that the registrations it lacks are answered `wait`.
+async fn say_if_new(store: &dyn RegistrationStore, grace: Duration) {
+    match store.created().await {
+        Ok(Some(created)) => {
+            let age = created.elapsed().unwrap_or_default();
+            if let Some(left) = grace.checked_sub(age) {
+                log::info!(
+                    "registration store: made {}s ago; for {}s more (modules.retiredGrace), \
+                     pushes for registrations it lacks are answered wait",
+                    age.as_secs(),
+                    left.as_secs()
+                );
+            }
+        }
+        Ok(None) => {}
+        Err(error) => log::warn!("registration store: its age could not be read: {error}"),
+    }
 }
 
 /// Serves p2 with `store` (measured): its door in the dispatcher, the expiry sweep, and the

@@ -244,6 +244,8 @@ pub struct ModuleSet {
     /// The `push2` section the relay's module was built from (a reload keeps the module's
     /// client when it is unchanged).
     push2: Option<crate::config::Push2Settings>,
+    /// `modules.retiredGrace`; zero (no grace) unless the set was built from settings.
+    retired_grace: Duration,
 }
 
 impl ModuleSet {
@@ -360,6 +362,18 @@ impl ModuleSet {
         self.retired_services
             .iter()
             .any(|(p, n, until)| *p == protocol && &**n == name && now < *until)
+    }
+
+    /// The set with `modules.retiredGrace` set to `grace`.
+    pub fn with_retired_grace(mut self, grace: Duration) -> Self {
+        self.retired_grace = grace;
+        self
+    }
+
+    /// `modules.retiredGrace`: also how long a new registration store answers `wait` for the
+    /// registrations it lacks.
+    pub fn retired_grace(&self) -> Duration {
+        self.retired_grace
     }
 
     /// Whether a reload stopped serving `protocol` less than `modules.retiredGrace` ago.

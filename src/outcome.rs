@@ -32,6 +32,9 @@ pub enum Outcome {
     too_large,
     /// A push naming a registration (node and secret) that the store does not hold.
     unknown_registration,
+    /// The same, from a store made less than `modules.retiredGrace` ago: answered `wait`, as it
+    /// may be the wrong store (see [`crate::store::RegistrationStore::created`]).
+    unknown_in_new_store,
     /// The registration store failed or could not be reached: answered `wait`.
     store_failed,
     /// A target the platform may not call (outside `push2.webPushOrigins`): nothing was sent.
@@ -43,7 +46,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 21] = [
+    pub const ALL: [Outcome; 22] = [
         Outcome::delivered,
         Outcome::queued,
         Outcome::ratelimited,
@@ -62,6 +65,7 @@ impl Outcome {
         Outcome::retired,
         Outcome::too_large,
         Outcome::unknown_registration,
+        Outcome::unknown_in_new_store,
         Outcome::store_failed,
         Outcome::not_allowed,
         Outcome::rejected,
@@ -102,6 +106,7 @@ impl Outcome {
                 | Outcome::too_large
                 | Outcome::retired
                 | Outcome::unknown_registration
+                | Outcome::unknown_in_new_store
                 | Outcome::store_failed
         )
     }
@@ -127,6 +132,7 @@ impl Outcome {
             Outcome::retired => "retired",
             Outcome::too_large => "too_large",
             Outcome::unknown_registration => "unknown_registration",
+            Outcome::unknown_in_new_store => "unknown_in_new_store",
             Outcome::store_failed => "store_failed",
             Outcome::not_allowed => "not_allowed",
             Outcome::rejected => "rejected",

@@ -197,6 +197,14 @@ pub trait RegistrationStore: Send + Sync {
     /// How many registrations each service holds, for the metrics.
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
 
+    /// When fpush first opened this store and found it empty; `None` for a store that held
+    /// registrations before it kept the time. A store made moments ago may be the wrong one (a
+    /// `store.path` or `redis.keyPrefix` changed by mistake), so the doors answer `wait` for
+    /// the registrations it lacks while it is young.
+    async fn created(&self) -> Result<Option<SystemTime>, StoreError> {
+        Ok(None)
+    }
+
     /// About `limit` registrations after the cursor `after` (from the previous page; `None`
     /// for the first), for `fpush store export`: a Redis domain small enough to be kept
     /// compact comes whole. A registration that exists throughout the listing is listed even

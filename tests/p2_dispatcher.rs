@@ -7,7 +7,7 @@
 mod p2_support;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use fpush::access::AccessSettings;
 use fpush::doors::p2::{device_hash, P2Door, PROTOCOL};
@@ -230,6 +230,25 @@ async fn a_reload_that_stops_serving_one_p2_service_answers_wait_only_within_the
     tokio::time::advance(grace).await;
     let reply = h.push(DOMAIN, &node, &secret).await;
     assert_eq!(error_of(&reply), ("cancel", "item-not-found"));
+    assert!(h.provider.sent().is_empty());
+}
+
+#[tokio::test]
+async fn a_new_store_answers_wait_for_nodes_it_lacks_until_the_grace_runs_out() {
+    let provider = Arc::new(RecordingProvider::default());
+    let grace = Duration::from_secs(3600);
+    let modules = two_services(&provider, false).with_retired_grace(grace);
+    let mut h = Harness::with_modules(modules, provider);
+    h.dispatcher
+        .set_p2(Arc::new(P2Door::new(h.store.clone(), JID)));
+    // Made a minute ago: perhaps a `store.path` changed by mistake.
+    h.store
+        .made_at(Some(SystemTime::now() - Duration::from_secs(60)));
+    let young = h.push(DOMAIN, "unknownNode1", "whatever").await;
+    assert_eq!(error_of(&young), ("wait", "item-not-found"));
+    h.store.made_at(Some(SystemTime::now() - grace));
+    let old = h.push(DOMAIN, "unknownNode1", "whatever").await;
+    assert_eq!(error_of(&old), ("cancel", "item-not-found"));
     assert!(h.provider.sent().is_empty());
 }
 

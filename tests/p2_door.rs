@@ -5,7 +5,7 @@
 mod p2_support;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use fpush::doors::p2::{device_hash, CommandAnswer, CommandKind, P2Door, PROTOCOL};
 use fpush::doors::{Refusal, Target};
@@ -324,6 +324,33 @@ async fn wrong_secrets_unknown_nodes_and_store_failures_are_refused() {
         .resolve(&modules, "capulet.example", push("node0", "secret0"))
         .await;
     assert_eq!(outcome(failed), Outcome::store_failed);
+}
+
+#[tokio::test]
+async fn a_store_younger_than_the_grace_answers_wait_for_registrations_it_lacks() {
+    let (door, store) = door();
+    let hour = Duration::from_secs(3600);
+    let outcome = |modules: ModuleSet| {
+        let door = &door;
+        async move {
+            let unknown = push("node9", "secret0");
+            let refused = door.resolve(&modules, "capulet.example", unknown).await;
+            refused.expect_err("refused").outcome
+        }
+    };
+    store.made_at(Some(SystemTime::now() - Duration::from_secs(60)));
+    let young = outcome(modules().with_retired_grace(hour)).await;
+    assert_eq!(young, Outcome::unknown_in_new_store);
+    // Past the grace, or with none, the server is told to disable the registration.
+    store.made_at(Some(SystemTime::now() - 2 * hour));
+    let old = outcome(modules().with_retired_grace(hour)).await;
+    assert_eq!(old, Outcome::unknown_registration);
+    store.made_at(Some(SystemTime::now()));
+    assert_eq!(outcome(modules()).await, Outcome::unknown_registration);
+    // A store that cannot say when it was made is old.
+    store.made_at(None);
+    let unknown_age = outcome(modules().with_retired_grace(hour)).await;
+    assert_eq!(unknown_age, Outcome::unknown_registration);
 }
 
 #[tokio::test]

@@ -174,6 +174,33 @@ async fn a_dead_token_removes_the_registration() {
 }
 
 #[tokio::test]
+async fn a_new_store_answers_wait_for_a_node_it_lacks_and_says_why() {
+    let fcm = FcmServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut xmpp = FakeXmppServer::bind(SECRET).await.unwrap();
+    // The default grace (24h), with a store made now: perhaps `store.path` changed by mistake.
+    let store = json!({"path": dir.path().join("registrations.sqlite3")});
+    let mut module = fcm_module(&fcm);
+    module["registration"] = json!({"protocol": "p2"});
+    let modules = json!({ "conversations": module }).to_string();
+    let fpush = Daemon::start(&settings(&xmpp, &modules, &format!(r#""store": {store},"#)));
+    let mut link = connect(&mut xmpp).await;
+
+    let lacking = push(&mut link, "n1", "unknownNode1", "some-secret").await;
+    assert_error(&lacking, "n1", "wait", "item-not-found");
+    assert!(fcm.messages().is_empty());
+    let log = fpush.log();
+    assert!(
+        log.contains("pushes for registrations it lacks are answered wait"),
+        "{log}"
+    );
+    assert!(
+        log.contains("modules.retiredGrace ago, lacks; answered wait"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
 async fn registrations_survive_a_restart() {
     let fcm = FcmServer::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();

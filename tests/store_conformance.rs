@@ -520,6 +520,35 @@ async fn the_time_sweeps_were_skipped_survives_reopening_until_cleared(backend: 
     );
 }
 
+async fn a_new_store_notes_when_it_was_made_and_keeps_it(backend: Backend) {
+    let first = backend.open(limits());
+    let made = first
+        .created()
+        .await
+        .unwrap()
+        .expect("a new store knows its age");
+    assert!(made > ago(Duration::from_secs(60)) && made <= SystemTime::now());
+    registered(&*first, "fcm", "d1", "a@example.org").await;
+    drop(first);
+    let second = backend.open(limits());
+    let again = second
+        .created()
+        .await
+        .unwrap()
+        .expect("the age survives reopening");
+    assert_eq!(seconds(again), seconds(made));
+}
+
+async fn a_store_that_held_registrations_before_it_kept_its_age_has_none(backend: Backend) {
+    let first = backend.open(limits());
+    registered(&*first, "fcm", "d1", "a@example.org").await;
+    drop(first);
+    // As an fpush that kept no such time left it.
+    backend.forget_when_made();
+    assert_eq!(backend.open(limits()).created().await.unwrap(), None);
+    assert_eq!(backend.open(limits()).created().await.unwrap(), None);
+}
+
 async fn an_export_misses_none_that_pushes_move_or_others_leave(backend: Backend) {
     // Pushes touch registrations (in Redis that reorders the domain's last-use list) and
     // dead tokens remove some while an export pages through them; every one that stays must
@@ -714,6 +743,8 @@ suite!(
     counts_are_per_service,
     registrations_survive_reopening_and_are_shared,
     the_time_sweeps_were_skipped_survives_reopening_until_cleared,
+    a_new_store_notes_when_it_was_made_and_keeps_it,
+    a_store_that_held_registrations_before_it_kept_its_age_has_none,
     list_pages_through_every_registration,
     an_export_misses_none_that_pushes_move_or_others_leave,
     list_pages_through_line_breaks_in_nodes_and_domains,

@@ -88,6 +88,7 @@ fn message_error_for(outcome: Outcome) -> Option<(ErrorType, Condition, &'static
         | Outcome::misconfigured
         | Outcome::shutdown
         | Outcome::retired
+        | Outcome::unknown_in_new_store
         | Outcome::store_failed => (Wait, InternalServerError, text::FAILED),
         Outcome::too_large => (Modify, NotAcceptable, text::TOO_LARGE),
         Outcome::bad_request => (Modify, BadRequest, text::BAD),

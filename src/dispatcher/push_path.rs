@@ -108,6 +108,14 @@ impl PushPath {
         if refusal.outcome == Outcome::retired {
             let text = format_args!("{} (from {}); answered wait", refusal.text, iq.from);
             self.alarms.log(log::Level::Warn, "retired module", &text);
+        } else if refusal.outcome == Outcome::unknown_in_new_store {
+            let text = format_args!(
+                "a push from {} names a registration that the registration store, made less \
+                 than modules.retiredGrace ago, lacks; answered wait. If registrations were \
+                 kept elsewhere, point store.path (or redis.keyPrefix) there",
+                iq.from
+            );
+            self.alarms.log(log::Level::Warn, "new store", &text);
         } else {
             log::debug!("request from {} refused: {}", iq.from, refusal.text);
         }

@@ -21,6 +21,7 @@ mod text {
     pub const FORBIDDEN: &str = "Only XMPP servers may push to this service.";
     pub const DOMAIN_LIMITED: &str = "Too many requests from this domain; try again later.";
     pub const UNKNOWN_REGISTRATION: &str = "No such push registration.";
+    pub const NEW_STORE: &str = "No such push registration in this new store; try again later.";
     pub const STORE_FAILED: &str = "The registration store is unavailable; try again later.";
     pub const REFUSED: &str = "The push service refused this push.";
 }
@@ -63,6 +64,8 @@ pub(super) fn reply_for<'a>(
         Outcome::too_large => error(Wait, PolicyViolation, text::TOO_LARGE),
         // A registration the store does not hold: the server should disable it.
         Outcome::unknown_registration => error(Cancel, ItemNotFound, text::UNKNOWN_REGISTRATION),
+        // Never `cancel`: the store may be the wrong one, and its registrations alive elsewhere.
+        Outcome::unknown_in_new_store => error(Wait, ItemNotFound, text::NEW_STORE),
         // Never `cancel`: that would make the server drop a registration that may be alive.
         Outcome::store_failed => error(Wait, InternalServerError, text::STORE_FAILED),
         // Only push2 targets end this way, and they are answered by message; an IQ would still

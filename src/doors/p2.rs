@@ -120,7 +120,7 @@ impl P2Door {
         let found = find_registration(&*self.store, from, &push.token).await;
         let registration = match found {
             Ok(Some(registration)) => registration,
-            Ok(None) => return Err(Outcome::unknown_registration.into()),
+            Ok(None) => return Err(lacking(&*self.store, modules).await.into()),
             Err(error) => return Err(store_refusal(&error)),
         };
         let given = secret_of(&push).unwrap_or_default();
@@ -280,6 +280,25 @@ pub(crate) async fn find_registration(
     match store.find(&folded, node).await? {
         None if folded != spelled => store.find(spelled, node).await,
         found => Ok(found),
+    }
+}
+
+/// How a push naming a registration the store lacks ends: `unknown_registration` (answered
+/// `item-not-found`, so the server disables it and the app registers again), or
+/// `unknown_in_new_store` (`wait`) while the store is younger than `modules.retiredGrace`: a
+/// new store may be the wrong one, and ending every registration it lacks could not be undone.
+pub(crate) async fn lacking(store: &dyn RegistrationStore, modules: &ModuleSet) -> Outcome {
+    let young = match store.created().await {
+        Ok(Some(created)) => created
+            .elapsed()
+            .map_or(true, |age| age < modules.retired_grace()),
+        Ok(None) => false,
+        // Not known: the cautious answer.
+        Err(_) => true,
+    };
+    match young {
+        true => Outcome::unknown_in_new_store,
+        false => Outcome::unknown_registration,
     }
 }
 

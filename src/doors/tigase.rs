@@ -17,7 +17,7 @@ use std::time::SystemTime;
 
 use fpush_traits::{PushKind, PushNotification, SentTo};
 
-use super::p2::{find_registration, Registered};
+use super::p2::{find_registration, lacking, Registered};
 use super::{Refusal, Target, TargetKey};
 use crate::config::RegistrationProtocol;
 use crate::modules::{Admitting, Module, ModuleSet};
@@ -73,7 +73,7 @@ impl TigaseDoor {
         let registration = match find_registration(&*self.store, from, &push.token).await {
             Ok(Some(found)) if is_provider_id(&found.key.service) => found,
             Ok(_) if may_name_registration(&push) => {
-                return Resolved::Refused(Outcome::unknown_registration.into())
+                return Resolved::Refused(lacking(&*self.store, modules).await.into())
             }
             Ok(_) => return Resolved::NotRegistered(push),
             Err(error) => {

@@ -69,7 +69,8 @@ pub fn build(
         }
     }
     if errors.is_empty() {
-        let mut set = ModuleSet::from_modules(built);
+        let mut set =
+            ModuleSet::from_modules(built).with_retired_grace(settings.modules.retired_grace);
         set.push2 = settings.push2.clone();
         if let Some(previous) = previous {
             set.remember_retired(previous, settings.modules.retired_grace);

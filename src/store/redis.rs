@@ -45,6 +45,8 @@ pub struct RedisRegistrations {
     keys: Keys,
     limits: StoreLimits,
     scripts: Arc<Scripts>,
+    /// See [`RegistrationStore::created`]: read (or noted) once.
+    created: tokio::sync::OnceCell<Option<SystemTime>>,
 }
 
 struct Scripts {
@@ -81,11 +83,30 @@ impl RedisRegistrations {
                 uncount: Script::new(include_str!("redis/uncount.lua")),
                 clear_second_token: Script::new(include_str!("redis/clear_second_token.lua")),
             }),
+            created: tokio::sync::OnceCell::new(),
         })
     }
 
     fn connection(&self) -> RedisConnection {
         self.connection.clone()
+    }
+
+    /// When the store was made: noted now when it holds no registration and no instance noted
+    /// it before (`SET NX`: the first instance's time stands), 0 (not known) when it holds some.
+    async fn note_created(&self) -> Result<Option<SystemTime>, StoreError> {
+        let empty = self.counts().await?.is_empty();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let (key, mut connection) = (self.keys.created(), self.connection());
+        let () = connection
+            .set_nx(&key, if empty { now } else { 0 })
+            .await
+            .map_err(failed)?;
+        let noted: Option<String> = connection.get(&key).await.map_err(failed)?;
+        // Another writer's value reads as not known: the guard it would start stays off.
+        let seconds = noted.and_then(|text| text.parse::<u64>().ok()).unwrap_or(0);
+        Ok((seconds > 0).then(|| UNIX_EPOCH + Duration::from_secs(seconds)))
     }
 
     /// Where the key index says the registration with `key` is.
@@ -422,6 +443,11 @@ impl RegistrationStore for RedisRegistrations {
             None => connection.del(key).await,
         }
         .map_err(failed)
+    }
+
+    async fn created(&self) -> Result<Option<SystemTime>, StoreError> {
+        let noted = self.created.get_or_try_init(|| self.note_created());
+        noted.await.copied()
     }
 
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {

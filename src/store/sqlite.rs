@@ -64,6 +64,8 @@ pub struct SqliteStore {
 
 struct Shared {
     limits: StoreLimits,
+    /// See [`RegistrationStore::created`]: read once, at opening.
+    created: Option<SystemTime>,
     writer: Mutex<Connection>,
     readers: Readers,
     lookups: Lookups,
@@ -87,11 +89,13 @@ impl SqliteStore {
             .map_err(failed)?;
         schema::migrate(&mut writer, path, schema::MIGRATIONS)?;
         writer.execute_batch(schema::UNVERSIONED).map_err(failed)?;
+        let created = created(&writer)?;
         let readers = Readers::open(path, readers::count())?;
         let lookups = Lookups::open(path)?;
         Ok(SqliteStore {
             shared: Arc::new(Shared {
                 limits,
+                created,
                 writer: Mutex::new(writer),
                 readers,
                 lookups,
@@ -195,6 +199,18 @@ fn naming(path: &Path, error: StoreError) -> StoreError {
         StoreError::Unusable(text) => StoreError::Unusable(name(text)),
         full => full,
     }
+}
+
+/// When the store was made (noting it now when it is new and empty).
+fn created(writer: &Connection) -> Result<Option<SystemTime>, StoreError> {
+    let now = unix(SystemTime::now());
+    writer.execute(schema::CREATED, [now]).map_err(failed)?;
+    let at: i64 = writer
+        .query_row("SELECT unix_seconds FROM store_created", [], |row| {
+            row.get(0)
+        })
+        .map_err(failed)?;
+    Ok((at > 0).then(|| from_unix(at)))
 }
 
 fn unix(time: SystemTime) -> i64 {
@@ -380,6 +396,10 @@ impl RegistrationStore for SqliteStore {
             ))
         })
         .await
+    }
+
+    async fn created(&self) -> Result<Option<SystemTime>, StoreError> {
+        Ok(self.shared.created)
     }
 
     async fn record_sweeps_skipped(&self, skipped: Option<Duration>) -> Result<(), StoreError> {

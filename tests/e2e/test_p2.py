@@ -51,6 +51,9 @@ def p2_settings(server: XmppServer, wiretap: Wiretap, apns: FakeProvider, fcm: F
     settings = {
         **link_settings(server, wiretap.port),
         "store": store,
+        # The store is made for the test: without this, a node it lacks is answered `wait` for a
+        # day (it might be the wrong store; tests/p2_dispatcher.rs checks that), not `cancel`.
+        "modules": {"retiredGrace": "0s"},
         "pushModules": {
             P2_MODULE: {
                 "type": "google",

@@ -18,8 +18,10 @@ pub async fn exchange(link: &mut ComponentLink, id: &str, iq: &str) -> Stanza {
     reply
 }
 
-/// The settings' `store` entry (with its trailing comma) for a SQLite store in `dir`.
+/// The settings' `store` entry (with its trailing comma) for a SQLite store in `dir`, and no
+/// `modules.retiredGrace`: the store made for the test answers `cancel` at once for the
+/// registrations it lacks, as an established one does (a new store's grace has its own tests).
 pub fn store_entry(dir: &Path) -> String {
     let store = json!({"path": dir.join("registrations.sqlite3")});
-    format!(r#""store": {store},"#)
+    format!(r#""store": {store}, "modules": {{"retiredGrace": "0s"}},"#)
 }

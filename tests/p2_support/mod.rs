@@ -121,6 +121,7 @@ pub struct MemoryStore {
     next: AtomicU32,
     failing: AtomicBool,
     failing_removals: AtomicBool,
+    made: Mutex<Option<SystemTime>>,
 }
 
 impl MemoryStore {
@@ -133,6 +134,11 @@ impl MemoryStore {
     /// call works.
     pub fn fail_removals(&self, failing: bool) {
         self.failing_removals.store(failing, Ordering::Relaxed);
+    }
+
+    /// The store says it was made at `made` (`None`: not known, as by default).
+    pub fn made_at(&self, made: Option<SystemTime>) {
+        *self.made.lock().unwrap() = made;
     }
 
     fn check(&self) -> Result<(), StoreError> {
@@ -243,6 +249,11 @@ impl RegistrationStore for MemoryStore {
 
     async fn record_sweeps_skipped(&self, _: Option<Duration>) -> Result<(), StoreError> {
         self.check()
+    }
+
+    async fn created(&self) -> Result<Option<SystemTime>, StoreError> {
+        self.check()?;
+        Ok(*self.made.lock().unwrap())
     }
 
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {

@@ -146,6 +146,25 @@ impl Backend {
         }
     }
 
+    /// Removes the store's note of when it was made, as a store an older fpush used has none.
+    pub fn forget_when_made(&self) {
+        let forget = |server: &RedisServer| {
+            // A cluster node that does not hold the key answers MOVED: nothing to forget there.
+            let _: Result<(), _> = ::redis::cmd("DEL")
+                .arg("fpush-test:created")
+                .query(&mut server.connection());
+        };
+        match self {
+            Backend::Sqlite(_) => {
+                let path = self.sqlite_path().unwrap();
+                let connection = rusqlite::Connection::open(path).unwrap();
+                connection.execute("DELETE FROM store_created", []).unwrap();
+            }
+            Backend::Redis(server) => forget(server),
+            Backend::RedisCluster(cluster) => cluster.nodes.iter().for_each(forget),
+        }
+    }
+
     pub fn open(&self, limits: StoreLimits) -> Arc<dyn RegistrationStore> {
         match self {
             Backend::Sqlite(_) => {

@@ -69,6 +69,10 @@ impl RegistrationStore for Measured {
         self.timed("unregister", self.inner.unregister(key)).await
     }
 
+    async fn created(&self) -> Result<Option<SystemTime>, StoreError> {
+        self.inner.created().await
+    }
+
     async fn remove(&self, domain: &str, node: &str, token: &str) -> Result<bool, StoreError> {
         self.timed("remove", self.inner.remove(domain, node, token))
             .await

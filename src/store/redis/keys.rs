@@ -7,7 +7,8 @@
 //! - `Pkey:SERVICE\nDEVICE\nCHANNEL`: the registration key's `DOMAIN\nNODE`;
 //! - `Pdomains`: the domains that hold registrations (dropped when their last one goes); `Pcounts`:
 //!   registrations per service; `Psweeps-skipped`: how long, in seconds, the sweeps that would
-//!   remove most of the store have been skipped in a row (while such a run is on).
+//!   remove most of the store have been skipped in a row (while such a run is on); `Pcreated`:
+//!   when fpush first found the store empty, in unix seconds (0: it held registrations then).
 //!
 //! `{D}` is a Redis Cluster hash tag: a domain's keys are equal up to the closing brace, so they
 //! share one slot (even under a prefix with braces of its own) and each script touches one slot.
@@ -69,6 +70,10 @@ impl Keys {
 
     pub(super) fn sweeps_skipped(&self) -> String {
         format!("{}sweeps-skipped", self.prefix)
+    }
+
+    pub(super) fn created(&self) -> String {
+        format!("{}created", self.prefix)
     }
 }
 

@@ -144,12 +144,24 @@ ALTER TABLE registrations_v3 RENAME TO registrations;
 /// Tables an older fpush never reads, created at every start without a new schema version:
 /// they need no migration (no copy aside), and a downgrade keeps working. Here, how long the
 /// sweeps that would remove most of the store have been skipped in a row (one row while such a
-/// run is on), so that the sweeper's day of grace is not started anew by a restart.
+/// run is on), so that the sweeper's day of grace is not started anew by a restart; and when
+/// the store was made (see [`CREATED`]).
 pub(super) const UNVERSIONED: &str = "
 CREATE TABLE IF NOT EXISTS sweeps_skipped (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     seconds INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS store_created (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    unix_seconds INTEGER NOT NULL
+);
+";
+
+/// Notes when the store was made, once: now (?1) for a store that holds no registration, 0
+/// (not known) for one that held registrations before the time was kept.
+pub(super) const CREATED: &str = "
+INSERT OR IGNORE INTO store_created
+    SELECT 0, CASE WHEN (SELECT registrations FROM total_count) > 0 THEN 0 ELSE ?1 END;
 ";
 
 /// Creates the file (private to its owner: it holds secrets) when it is missing.
