@@ -26,7 +26,7 @@ use crate::metrics::{ModuleGauges, ModuleMetrics, PlatformIdentity};
 use crate::ratelimit::{DeadTokens, RatelimitConfig, Ratelimiter, RedisStore};
 
 pub use build::{build, build_platform, describe, BuildErrors};
-pub use policy::{Admitting, SharedAdmission};
+pub use policy::{Admitting, SharedAdmission, THROTTLE_HOLD};
 pub use registry::{
     check_web_push_vapid, platforms, web_push_payload_len, PARAM_VAPID_KEY, PARAM_VAPID_TOKEN,
     WEB_PUSH_MAX_PAYLOAD,

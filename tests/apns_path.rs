@@ -228,12 +228,17 @@ async fn dead_token_answers_cancel_and_the_token_is_then_answered_without_asking
 // --- errors that must not disable a registration --------------------------------------------
 
 #[tokio::test]
-async fn throttled_push_answers_wait_resource_constraint_without_a_retry() {
+async fn throttled_push_answers_wait_and_holds_the_token_without_a_retry_after() {
     let mut path = ApplePath::start(Auth::Token).await;
-    // `throttled…` → 429 TooManyRequests with Retry-After.
+    // `throttled…` → 429 TooManyRequests without Retry-After, as Apple answers it.
     let reply = path.push("r1", "throttled-token-1").await;
     assert_error(&reply, "r1", "wait", "resource-constraint");
-    assert_eq!(path.only_request_for("throttled-token-1").status, 429);
+    let throttled = path.only_request_for("throttled-token-1");
+    assert_eq!(throttled.status, 429);
+    // fpush's own hold (THROTTLE_HOLD, a minute) applies: not asked again meanwhile.
+    let reply = path.push("r2", "throttled-token-1").await;
+    assert_error(&reply, "r2", "wait", "resource-constraint");
+    path.only_request_for("throttled-token-1");
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use fpush::access::AccessSettings;
 use fpush::component::{reply_channel, Inbound, ReplyReceiver};
 use fpush::dispatcher::Dispatcher;
 use fpush::metrics::{Metrics, ModuleMetrics};
-use fpush::modules::{Module, ModuleSet};
+use fpush::modules::{Module, ModuleSet, THROTTLE_HOLD};
 use fpush::ratelimit::RatelimitConfig;
 use fpush_testkit::xmpp::{prosody_push_iq, Stanza};
 use fpush_traits::{
@@ -741,13 +741,10 @@ async fn a_module_wide_pause_holds_no_token() {
     assert_eq!(harness.provider.calls_for("throttled"), 1, "held");
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_throttled_token_is_held_until_the_provider_s_retry_after_and_no_longer() {
+/// A token the provider throttled (with `retry_after`) is held for `hold`, and no longer.
+async fn throttled_token_is_held_for(retry_after: Option<Duration>, hold: Duration) {
     let provider = ScriptedProvider::default();
-    let throttled = PushError::ProviderThrottled {
-        retry_after: Some(Duration::from_secs(30)),
-    };
-    provider.answer("t", Err(throttled));
+    provider.answer("t", Err(PushError::ProviderThrottled { retry_after }));
     let mut harness = Harness::new(provider, None, 100);
     harness.push("t");
     let first = harness.reply().await;
@@ -755,15 +752,30 @@ async fn a_throttled_token_is_held_until_the_provider_s_retry_after_and_no_longe
         error_of(&first),
         (Some("wait"), Some("resource-constraint"))
     );
-    tokio::time::advance(Duration::from_secs(29)).await;
+    tokio::time::advance(hold - Duration::from_secs(1)).await;
     harness.push("t");
     let held = harness.reply().await;
     assert_eq!(error_of(&held), (Some("wait"), Some("resource-constraint")));
-    assert_eq!(harness.provider.calls_for("t"), 1, "held for 29 s");
+    assert_eq!(
+        harness.provider.calls_for("t"),
+        1,
+        "held until a second before"
+    );
     tokio::time::advance(Duration::from_secs(2)).await;
     harness.push("t");
     assert_eq!(harness.reply().await.kind(), Some("result"));
-    assert_eq!(harness.provider.calls_for("t"), 2, "sent after 30 s");
+    assert_eq!(harness.provider.calls_for("t"), 2, "sent after the hold");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_throttled_token_is_held_until_the_provider_s_retry_after_and_no_longer() {
+    throttled_token_is_held_for(Some(Duration::from_secs(30)), Duration::from_secs(30)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_throttled_without_retry_after_is_held_for_the_default_hold() {
+    // APNS answers its per-token 429 without Retry-After.
+    throttled_token_is_held_for(None, THROTTLE_HOLD).await;
 }
 
 #[tokio::test(start_paused = true)]

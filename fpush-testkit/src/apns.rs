@@ -145,12 +145,13 @@ impl ApnsAnswer {
 }
 
 /// The shared token-prefix convention of the fake providers: `dead…` → 410 `Unregistered`,
-/// `baddevice…` → 400 `BadDeviceToken`, `unavailable…` → 503, `throttled…` → 429 with
-/// `Retry-After`, `stall…` → no answer, `unavailable-once…` / `throttled-once…` → that answer
+/// `baddevice…` → 400 `BadDeviceToken`, `unavailable…` → 503, `throttled…` → 429
+/// `TooManyRequests` (without `Retry-After`: Apple documents none, so the client's own hold
+/// applies; [`ApnsAnswer::with_retry_after`] adds one), `stall…` → no answer, `unavailable-once…` / `throttled-once…` → that answer
 /// for the token's first request and 200 after, `ok…` → 200. `None` means "deliver".
 pub fn answer_by_prefix(token: &str, earlier_requests: u64) -> Option<ApnsAnswer> {
     let unavailable = || ApnsAnswer::error(503, "ServiceUnavailable");
-    let throttled = || ApnsAnswer::error(429, "TooManyRequests").with_retry_after(30);
+    let throttled = || ApnsAnswer::error(429, "TooManyRequests");
     if token.starts_with("unavailable-once") {
         return (earlier_requests == 0).then(unavailable);
     }
@@ -942,7 +943,7 @@ mod tests {
         assert_eq!(answer_by_prefix("baddevice1", 0).unwrap().status, 400);
         assert_eq!(answer_by_prefix("unavailable1", 3).unwrap().status, 503);
         let throttled = answer_by_prefix("throttled1", 0).unwrap();
-        assert_eq!((throttled.status, throttled.retry_after), (429, Some(30)));
+        assert_eq!((throttled.status, throttled.retry_after), (429, None));
         assert_eq!(answer_by_prefix("stall1", 0).unwrap().fault, Fault::Stall);
         assert_eq!(
             answer_by_prefix("unavailable-once1", 0).unwrap().status,

@@ -11,11 +11,12 @@ use std::time::Duration;
 use fpush_traits::{token_prefix, DeadTokenReason, Delivered, PushError, Rejection};
 
 use super::Module;
-
-/// How long a token the provider throttled without a `Retry-After` is held.
-pub const THROTTLE_HOLD: Duration = Duration::from_secs(60);
 use crate::outcome::Outcome;
 use crate::ratelimit::{Admission, Decision};
+
+/// How long a token the provider throttled without a `Retry-After` is held: APNS documents no
+/// `Retry-After` for its per-token 429, and asking again at once would only be throttled again.
+pub const THROTTLE_HOLD: Duration = Duration::from_secs(60);
 
 /// A module's answer to "may this push go out?": at once on the memory backend, after a round
 /// trip on the Redis backend.

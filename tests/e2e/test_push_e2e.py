@@ -126,7 +126,8 @@ def test_unknown_push_module_is_cancelled(stack: Stack):
 def test_provider_throttling_is_answered_wait_and_the_token_held_until_retry_after(
     stack: Stack, platform: str
 ):
-    # The provider says "too many for this device, retry after 30 s": the push is answered wait,
+    # The provider says "too many for this device" (FCM with a Retry-After of 30 s, APNS with
+    # none, as Apple answers, so fpush's own hold of 60 s applies): the push is answered wait,
     # and the next one for that token is answered wait too, without asking the provider again.
     user, token = stack.registered_user_with_push("throttled-once", platform, platform)
 

@@ -20,7 +20,7 @@
 //! `BadDeviceToken`, unless it starts with a prefix below; `apns-id`; topic, push type,
 //! priority, provider token or client certificate, payload size), then the token-prefix convention shared with `fake-fcm`:
 //! `dead…` → 410 `Unregistered`; `baddevice…` → 400 `BadDeviceToken`; `unavailable…` → 503
-//! `ServiceUnavailable`; `throttled…` → 429 `TooManyRequests` with `Retry-After: 30`;
+//! `ServiceUnavailable`; `throttled…` → 429 `TooManyRequests` (no `Retry-After`, as Apple sends it);
 //! `stall…` → never answers; `unavailable-once…` / `throttled-once…` → that answer for the
 //! token's first request, 200 after; anything else → 200 with an `apns-id`.
 
