@@ -2,7 +2,8 @@
 # The Debian package, tested as installed: builds fpush_<version>_amd64.deb with cargo-deb from the
 # test command's build (profile ci, target/ci/fpush; no second build), installs it with dpkg,
 # checks owners and modes, runs `fpush --check` as the service user, verifies the installed unit
-# and its exposure score (systemd-analyze, no running systemd needed), and purges the package.
+# and its exposure score (systemd-analyze, no running systemd needed), installs it again over
+# itself (the settings the operator edited stay), and purges the package.
 # Needs root (dpkg); refuses to touch an fpush package that was installed before it ran.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,20 +59,34 @@ expect_stat /etc/fpush/settings.json "root:fpush 640"
 expect_stat /lib/systemd/system/fpush.service "root:root 644"
 expect_stat /usr/lib/sysusers.d/fpush.conf "root:root 644"
 expect_stat /var/lib/fpush "fpush:fpush 750"
+expect_stat /usr/share/fpush/settings.example.json "root:root 644"
 expect_stat /usr/share/doc/fpush/examples/settings.example.json "root:root 644"
 expect_stat /usr/share/doc/fpush/operations-systemd.md "root:root 644"
 expect_stat /usr/share/doc/fpush/copyright "root:root 644"
 
-dpkg-query -W -f='${Conffiles}\n' fpush | grep -q '^ /etc/fpush/settings.json ' \
-    || fail "/etc/fpush/settings.json is not a conffile"
+# The operator's file, not a conffile: an upgrade never offers the demo in its place.
+if dpkg-query -W -f='${Conffiles}\n' fpush | grep -q 'settings.json'; then
+    fail "/etc/fpush/settings.json is a conffile"
+fi
+cmp -s /etc/fpush/settings.json /usr/share/fpush/settings.example.json \
+    || fail "/etc/fpush/settings.json is not the example"
 IFS=: read -r _ _ _ _ _ home shell < <(getent passwd fpush) || fail "no user fpush"
 [ "$home" = /var/lib/fpush ] || fail "fpush's home is $home"
 case "$shell" in */nologin) ;; *) fail "fpush's shell is $shell" ;; esac
-log "user fpush: home $home, shell $shell; settings.json is a conffile"
+log "user fpush: home $home, shell $shell; settings.json is the example, not a conffile"
 
 runuser -u fpush -- fpush --check /etc/fpush/settings.json \
     || fail "fpush --check as user fpush"
 if runuser -u fpush -- test -w /usr/bin/fpush; then fail "user fpush can write its binary"; fi
+
+# An upgrade (the same package again) keeps the operator's settings, without a prompt.
+printf '// edited by the operator\n' >>/etc/fpush/settings.json
+DEBIAN_FRONTEND=noninteractive dpkg -i "$DEB" </dev/null >"$OUT/dpkg.log" 2>&1 \
+    || { cat "$OUT/dpkg.log" >&2; fail "dpkg -i over the installed package"; }
+tail -n 1 /etc/fpush/settings.json | grep -q 'edited by the operator' \
+    || fail "the upgrade replaced the operator's settings"
+expect_stat /etc/fpush/settings.json "root:fpush 640"
+log "an upgrade kept the operator's settings"
 
 systemd-analyze verify /lib/systemd/system/fpush.service || fail "systemd-analyze verify"
 SECURITY="$(systemd-analyze security --offline=true --threshold="$MAX_EXPOSURE" fpush.service)" \

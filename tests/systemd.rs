@@ -468,10 +468,10 @@ async fn under_journald_check_files_problems_as_errors_and_warnings() {
     assert!(warning.starts_with("<4>"), "{stderr}");
 }
 
-/// Runs the package's `postinst configure` on a copy of the system under `root` (its paths moved
-/// there), with stand-ins for the commands that need root: `chgrp` fails on a missing file as
-/// the real one does. Returns the exit status and stderr.
-fn postinst_configure(root: &Path) -> (ExitStatus, String) {
+/// Runs the package's `postinst configure [configured_before]` on a copy of the system under
+/// `root` (its paths moved there), with stand-ins for the commands that need root: `chgrp` fails
+/// on a missing file as the real one does. Returns the exit status and stderr.
+fn postinst_configure(root: &Path, configured_before: Option<&str>) -> (ExitStatus, String) {
     use std::os::unix::fs::PermissionsExt;
     let script =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/postinst"))
@@ -479,7 +479,8 @@ fn postinst_configure(root: &Path) -> (ExitStatus, String) {
     let root_text = root.display().to_string();
     let script = script
         .replace("/etc/fpush", &format!("{root_text}/etc/fpush"))
-        .replace("/var/lib/fpush", &format!("{root_text}/var/lib/fpush"));
+        .replace("/var/lib/fpush", &format!("{root_text}/var/lib/fpush"))
+        .replace("/usr/share/fpush", &format!("{root_text}/usr/share/fpush"));
     let bin = root.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     for (name, body) in [
@@ -505,6 +506,7 @@ fn postinst_configure(root: &Path) -> (ExitStatus, String) {
     let output = Command::new("sh")
         .arg(&script_path)
         .arg("configure")
+        .args(configured_before)
         .env("PATH", path)
         .output()
         .expect("run postinst");
@@ -515,16 +517,38 @@ fn postinst_configure(root: &Path) -> (ExitStatus, String) {
 }
 
 #[test]
-fn postinst_configures_whether_or_not_the_settings_conffile_is_there() {
+fn postinst_puts_the_example_settings_in_place_at_the_first_installation_only() {
+    use std::os::unix::fs::PermissionsExt;
     let root = tempfile::tempdir().unwrap();
-    let etc = root.path().join("etc/fpush");
+    let (etc, share) = (
+        root.path().join("etc/fpush"),
+        root.path().join("usr/share/fpush"),
+    );
     std::fs::create_dir_all(&etc).unwrap();
-    std::fs::write(etc.join("settings.json"), "{}").unwrap();
-    let (status, stderr) = postinst_configure(root.path());
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("settings.example.json"), "{\"demo\": true}").unwrap();
+    let settings = etc.join("settings.json");
+    let (status, stderr) = postinst_configure(root.path(), None);
     assert!(status.success(), "{stderr}");
-    // An administrator removed the conffile (settings kept elsewhere): dpkg does not bring it
-    // back on an upgrade, and the upgrade must not fail over it.
-    std::fs::remove_file(etc.join("settings.json")).unwrap();
-    let (status, stderr) = postinst_configure(root.path());
+    assert_eq!(
+        std::fs::read_to_string(&settings).unwrap(),
+        "{\"demo\": true}"
+    );
+    let mode = std::fs::metadata(&settings).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o640, "never world-readable");
+
+    // An upgrade keeps the operator's settings as they are, without asking.
+    std::fs::write(&settings, "{\"mine\": true}").unwrap();
+    let (status, stderr) = postinst_configure(root.path(), Some("0.1.0"));
     assert!(status.success(), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&settings).unwrap(),
+        "{\"mine\": true}"
+    );
+    // Removed by the operator (settings kept elsewhere): an upgrade neither fails over it nor
+    // brings it back.
+    std::fs::remove_file(&settings).unwrap();
+    let (status, stderr) = postinst_configure(root.path(), Some("0.1.0"));
+    assert!(status.success(), "{stderr}");
+    assert!(!settings.exists());
 }
