@@ -1,7 +1,7 @@
 //! Every FCM answer maps to the right `PushError`, with exactly the provider calls the retry
 //! rules allow: one retry when Google cannot have accepted the message, one fresh token after
 //! an authentication failure, nothing more. A quota answer holds the token, or pauses the
-//! module when it names the project.
+//! module when it names the project; so does a 503 with `Retry-After`, until then.
 
 mod common;
 
@@ -290,4 +290,23 @@ async fn a_project_quota_pauses_the_module_until_retry_after() {
     push(&module, "token-2").await.unwrap();
     assert_eq!(server.message_count(), 2);
     assert_eq!(module.snapshot().pool.unwrap().paused_for, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_with_retry_after_pauses_the_module_until_then() {
+    let server = server().await;
+    let module = module(&server);
+    server.script([FcmAnswer::unavailable_for(1)]);
+    let err = push(&module, "token-1").await.unwrap_err();
+    assert!(matches!(err, PushError::ProviderPaused { .. }), "{err:?}");
+    assert_eq!(server.message_count(), 1, "no retry into the pause");
+    let before = server.message_count();
+    let err = push(&module, "token-2").await.unwrap_err();
+    assert!(
+        matches!(err, PushError::ProviderPaused { retry_after } if retry_after <= Duration::from_secs(1)),
+        "{err:?}"
+    );
+    assert_eq!(server.message_count(), before, "not called while paused");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    push(&module, "token-3").await.unwrap();
 }

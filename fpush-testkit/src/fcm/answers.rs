@@ -224,6 +224,12 @@ impl FcmAnswer {
         )
     }
 
+    /// 503 `UNAVAILABLE` with `Retry-After`, as Google answers when it sheds load and says when
+    /// to come back (the client must wait that long).
+    pub fn unavailable_for(retry_after: u64) -> Self {
+        with_retry_after(Self::unavailable(), retry_after)
+    }
+
     /// 500 `INTERNAL`.
     pub fn internal() -> Self {
         google_error(
