@@ -257,6 +257,12 @@ async fn serve_a_registration(link: &mut ComponentLink) {
     link.send(&push).await.unwrap();
     let reply = reply_to(link, "r2").await;
     assert_eq!(reply.kind(), Some("result"), "{}", reply.raw);
+    // A node the store (made moments ago) lacks: answered wait, and counted.
+    let lacking = push.replace(&node, "unknownNode1").replace("'r2'", "'r3'");
+    link.send(&lacking).await.unwrap();
+    let reply = reply_to(link, "r3").await;
+    assert_eq!(reply.kind(), Some("error"), "{}", reply.raw);
+    assert!(reply.raw.contains("type='wait'"), "{}", reply.raw);
 }
 
 /// The demo module (the default), an APNS module with a `.p12` and an FCM module serving
@@ -328,7 +334,7 @@ async fn every_dashboard_and_alert_expression_returns_series_on_a_real_prometheu
             without_comparison(rule["query"].as_str().unwrap_or_default())
         })
         .collect();
-    assert_eq!(exprs.len(), 9, "every alert rule loaded: {groups}");
+    assert_eq!(exprs.len(), 10, "every alert rule loaded: {groups}");
     exprs.extend(dashboard_expressions(root));
 
     let mut empty = Vec::new();
