@@ -47,8 +47,9 @@ fn check_file(path: &Path, report: &mut StoreCheck) {
                     dir.display()
                 )),
                 _ => report.notes.push(format!(
-                    "store: {shown} is missing; start-up creates it empty (if registrations \
-                     are kept elsewhere, point store.path there first)"
+                    "store: {shown} is missing; start-up creates it empty, and for \
+                     modules.retiredGrace pushes for registrations it lacks are answered wait \
+                     (if registrations are kept elsewhere, point store.path there first)"
                 )),
             }
             return;
