@@ -990,6 +990,19 @@ async fn a_redis_move_at_max_total_is_no_new_registration() {
 }
 
 #[tokio::test]
+async fn a_foreign_value_in_the_redis_store_s_time_reads_as_an_old_store() {
+    use fpush::store::RegistrationStore;
+    let (server, store) = redis_store(limits());
+    let _: () = ::redis::cmd("SET")
+        .arg("fpush-test:created")
+        .arg("yesterday")
+        .query(&mut server.connection())
+        .unwrap();
+    // Not known: the guard stays off, as for a store that held registrations before.
+    assert_eq!(store.created().await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn a_foreign_value_among_the_redis_counts_blocks_no_registration_and_no_sweep() {
     use fpush::store::RegistrationStore;
     let (server, store) = redis_store(limits());
