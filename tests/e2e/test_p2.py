@@ -308,6 +308,42 @@ def test_registration_survives_an_fpush_restart(p2: P2Stack):
     assert fcm_message(request)["data"]["account"] == device_hash(user, device_id)
 
 
+def restart_with(p2: P2Stack, fpush: Fpush, settings: dict) -> None:
+    before = p2.wiretap.handshakes()
+    assert fpush.stop() == 0, fpush.log_tail()
+    fpush.settings_path.write_text(json.dumps(settings, indent=2))
+    fpush.start()
+    p2.wiretap.wait_for_handshake(after=before)
+
+
+def test_a_store_path_changed_by_mistake_ends_no_registration(p2: P2Stack):
+    # fpush restarted on a new, empty store (`store.path` changed by mistake), with the default
+    # grace: a push for a registration only the old store holds is answered wait, which neither
+    # server counts against it (Prosody here drops a registration at its first other error),
+    # and with the old path back the same registration is pushed to.
+    user = p2.new_user()
+    token = p2.fcm_token("ok")
+    device_id = secrets.token_hex(8)
+    node = p2.register_and_enable(user, token, device_id).fields["node"]
+    [fpush] = p2.instances
+    settings = json.loads(fpush.settings_path.read_text())
+    mistaken = {key: value for key, value in settings.items() if key != "modules"}
+    mistaken["store"] = {"backend": "sqlite", "path": str(fpush.workdir / "elsewhere.sqlite3")}
+
+    restart_with(p2, fpush, mistaken)
+    try:
+        push = p2.message(user, node, 1)
+        assert_reply(push, ("error", "wait", "item-not-found"))
+        assert p2.fcm.requests(token) == []
+        assert not p2.server.push_disabled(user, node)
+    finally:
+        restart_with(p2, fpush, settings)
+
+    push = p2.message(user, node, 2)
+    assert_reply(push, ("result", None, None))
+    assert len(p2.fcm.requests(token)) == 1
+
+
 # Two instances sharing registrations through Redis (ejabberd: several component connections).
 
 
