@@ -290,17 +290,31 @@ def test_bad_register_commands_are_refused(p2: P2Stack):
     assert p2.fcm.requests(token) == []
 
 
-def test_registration_survives_an_fpush_restart(p2: P2Stack):
+def registered_phone(p2: P2Stack) -> Tuple[str, str, str, str]:
+    """A new user whose phone registered (FCM token answered `ok`) and enabled push: the user,
+    token, device id and node."""
     user = p2.new_user()
     token = p2.fcm_token("ok")
     device_id = secrets.token_hex(8)
     node = p2.register_and_enable(user, token, device_id).fields["node"]
-    [fpush] = p2.instances
+    return user, token, device_id, node
 
+
+def restart_with(p2: P2Stack, fpush: Fpush, settings: Optional[dict] = None) -> None:
+    """Restarts `fpush` (with `settings` instead of its own, if given) and waits for its link."""
     before = p2.wiretap.handshakes()
     assert fpush.stop() == 0, fpush.log_tail()
+    if settings is not None:
+        fpush.settings_path.write_text(json.dumps(settings, indent=2))
     fpush.start()
     p2.wiretap.wait_for_handshake(after=before)
+
+
+def test_registration_survives_an_fpush_restart(p2: P2Stack):
+    user, token, device_id, node = registered_phone(p2)
+    [fpush] = p2.instances
+
+    restart_with(p2, fpush)
 
     push = p2.message(user, node, 1)
     assert_reply(push, ("result", None, None))
@@ -308,23 +322,12 @@ def test_registration_survives_an_fpush_restart(p2: P2Stack):
     assert fcm_message(request)["data"]["account"] == device_hash(user, device_id)
 
 
-def restart_with(p2: P2Stack, fpush: Fpush, settings: dict) -> None:
-    before = p2.wiretap.handshakes()
-    assert fpush.stop() == 0, fpush.log_tail()
-    fpush.settings_path.write_text(json.dumps(settings, indent=2))
-    fpush.start()
-    p2.wiretap.wait_for_handshake(after=before)
-
-
 def test_a_store_path_changed_by_mistake_ends_no_registration(p2: P2Stack):
     # fpush restarted on a new, empty store (`store.path` changed by mistake), with the default
     # grace: a push for a registration only the old store holds is answered wait, which neither
     # server counts against it (Prosody here drops a registration at its first other error),
     # and with the old path back the same registration is pushed to.
-    user = p2.new_user()
-    token = p2.fcm_token("ok")
-    device_id = secrets.token_hex(8)
-    node = p2.register_and_enable(user, token, device_id).fields["node"]
+    user, token, _, node = registered_phone(p2)
     [fpush] = p2.instances
     settings = json.loads(fpush.settings_path.read_text())
     mistaken = {key: value for key, value in settings.items() if key != "modules"}
