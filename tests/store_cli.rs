@@ -405,6 +405,11 @@ fn check_names_a_store_file_open_to_everyone_and_creates_nothing() {
     let output = fpush(&["--check", settings.to_str().unwrap()]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert!(text(&output.stdout).contains("schema 3"));
+    assert!(
+        text(&output.stdout).contains("was first opened empty at 20"),
+        "{}",
+        text(&output.stdout)
+    );
     if std::os::unix::fs::chown(&file, Some(65534), None).is_ok() {
         let output = fpush(&["--check", settings.to_str().unwrap()]);
         assert!(!output.status.success());

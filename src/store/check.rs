@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::sqlite::{
-    backup_path, current_version, foreign_schema, newer_schema, schema_version_of,
+    backup_path, created_of, current_version, foreign_schema, newer_schema, schema_version_of,
 };
 use crate::config::{RedisSettings, StoreBackend, StoreSettings};
 
@@ -103,5 +103,12 @@ fn schema(path: &Path, report: &mut StoreCheck) {
         Ok(_) => report
             .notes
             .push(format!("store: {shown}, schema {known}")),
+    }
+    if let Some(made) = created_of(path) {
+        report.notes.push(format!(
+            "store: {shown} was first opened empty at {}; while it is younger than \
+             modules.retiredGrace, pushes for registrations it lacks are answered wait",
+            humantime::format_rfc3339_seconds(made)
+        ));
     }
 }

@@ -165,6 +165,19 @@ pub(super) fn schema_version_of(path: &Path) -> Result<i64, rusqlite::Error> {
     Connection::open_with_flags(path, flags)?.query_row("PRAGMA user_version", [], |row| row.get(0))
 }
 
+/// When the store at `path` was first opened empty (see [`RegistrationStore::created`]), read
+/// without changing anything; `None` when it does not say (made before it kept the time).
+pub(super) fn created_of(path: &Path) -> Option<SystemTime> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let reader = Connection::open_with_flags(path, flags).ok()?;
+    let at: i64 = reader
+        .query_row("SELECT unix_seconds FROM store_created", [], |row| {
+            row.get(0)
+        })
+        .ok()?;
+    (at > 0).then(|| from_unix(at))
+}
+
 /// A consistent copy of the file at `path` into `target` (which must not exist or be empty),
 /// read-only: whatever its schema, the file is left as it is, so a newer fpush can back up
 /// the file an older one is serving without migrating it underneath. Blocking.
