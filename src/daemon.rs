@@ -174,8 +174,8 @@ fn warn_of_a_new_store(settings: &StoreSettings) {
     if settings.backend == StoreBackend::Sqlite && !path.exists() {
         log::warn!(
             "registration store: {} does not exist; creating an empty one. If registrations \
-             were kept elsewhere, stop fpush and point store.path there: pushes for \
-             registrations this store lacks end them",
+             were kept elsewhere, stop fpush and point store.path there within \
+             modules.retiredGrace: after it, pushes for registrations this store lacks end them",
             path.display()
         );
     }
