@@ -300,13 +300,12 @@ async fn unavailable_with_retry_after_pauses_the_module_until_then() {
     let err = push(&module, "token-1").await.unwrap_err();
     assert!(matches!(err, PushError::ProviderPaused { .. }), "{err:?}");
     assert_eq!(server.message_count(), 1, "no retry into the pause");
-    let before = server.message_count();
     let err = push(&module, "token-2").await.unwrap_err();
     assert!(
         matches!(err, PushError::ProviderPaused { retry_after } if retry_after <= Duration::from_secs(1)),
         "{err:?}"
     );
-    assert_eq!(server.message_count(), before, "not called while paused");
+    assert_eq!(server.message_count(), 1, "not called while paused");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     push(&module, "token-3").await.unwrap();
 }

@@ -170,12 +170,7 @@ pub(super) fn schema_version_of(path: &Path) -> Result<i64, rusqlite::Error> {
 pub(super) fn created_of(path: &Path) -> Option<SystemTime> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let reader = Connection::open_with_flags(path, flags).ok()?;
-    let at: i64 = reader
-        .query_row("SELECT unix_seconds FROM store_created", [], |row| {
-            row.get(0)
-        })
-        .ok()?;
-    (at > 0).then(|| from_unix(at))
+    noted_created(&reader).ok()?
 }
 
 /// A consistent copy of the file at `path` into `target` (which must not exist or be empty),
@@ -218,11 +213,14 @@ fn naming(path: &Path, error: StoreError) -> StoreError {
 fn created(writer: &Connection) -> Result<Option<SystemTime>, StoreError> {
     let now = unix(SystemTime::now());
     writer.execute(schema::CREATED, [now]).map_err(failed)?;
-    let at: i64 = writer
-        .query_row("SELECT unix_seconds FROM store_created", [], |row| {
-            row.get(0)
-        })
-        .map_err(failed)?;
+    noted_created(writer).map_err(failed)
+}
+
+/// The time `store_created` holds; `None` when it holds 0 (the store held registrations then).
+fn noted_created(connection: &Connection) -> Result<Option<SystemTime>, rusqlite::Error> {
+    let at: i64 = connection.query_row("SELECT unix_seconds FROM store_created", [], |row| {
+        row.get(0)
+    })?;
     Ok((at > 0).then(|| from_unix(at)))
 }
 
