@@ -375,21 +375,14 @@ async fn write_replies(
     }
 }
 
-/// The XEP-0199 ping from the component to its server's domain.
+/// The XEP-0199 ping from the component to itself: the server routes it back to us, so its
+/// return proves the whole path (our write, the server's routing, our read) without naming a
+/// domain the server may not host. A ping to a domain it does not host would go out over
+/// server-to-server and could hang past the timeout, ending an idle link every interval.
 fn keepalive_ping(cfg: &ComponentConfig) -> Vec<u8> {
-    let from = quick_xml::escape::escape(cfg.jid.as_str());
-    let to = quick_xml::escape::escape(server_domain(cfg));
-    format!("<iq type='get' id='fpush-keepalive' from='{from}' to='{to}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    let jid = quick_xml::escape::escape(cfg.jid.as_str());
+    format!("<iq type='get' id='fpush-keepalive' from='{jid}' to='{jid}'><ping xmlns='urn:xmpp:ping'/></iq>")
         .into_bytes()
-}
-
-/// The domain a component is attached to: its JID minus the first label (`push.example.org` →
-/// `example.org`). A single-label JID has no parent, so the configured server host is used.
-fn server_domain(cfg: &ComponentConfig) -> &str {
-    match cfg.jid.split_once('.') {
-        Some((_, parent)) if !parent.is_empty() => parent,
-        _ => &cfg.server_host,
-    }
 }
 
 /// Writes the final bytes, half-closes, and waits briefly for the server to close its side, so
@@ -450,13 +443,11 @@ mod tests {
     }
 
     #[test]
-    fn keepalive_goes_to_the_parent_domain() {
-        assert_eq!(server_domain(&cfg("push.example.org")), "example.org");
-        assert_eq!(server_domain(&cfg("pushhost")), "xmpp.internal");
-        let ping = String::from_utf8(keepalive_ping(&cfg("push.localhost"))).unwrap();
+    fn keepalive_pings_the_component_itself() {
+        let ping = String::from_utf8(keepalive_ping(&cfg("push.example.org"))).unwrap();
         assert_eq!(
             ping,
-            "<iq type='get' id='fpush-keepalive' from='push.localhost' to='localhost'>\
+            "<iq type='get' id='fpush-keepalive' from='push.example.org' to='push.example.org'>\
              <ping xmlns='urn:xmpp:ping'/></iq>"
         );
     }

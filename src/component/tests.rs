@@ -367,7 +367,7 @@ async fn unanswered_keepalive_drops_the_link_and_reconnects() {
     let ping = first.next_including_pings(PATIENCE).await.unwrap();
     assert_eq!(
         ping.raw,
-        "<iq type='get' id='fpush-keepalive' from='push.localhost' to='localhost'>\
+        "<iq type='get' id='fpush-keepalive' from='push.localhost' to='push.localhost'>\
          <ping xmlns='urn:xmpp:ping'/></iq>"
     );
     // No answer: the component gives up on this stream and opens a new one.
@@ -383,7 +383,9 @@ async fn answered_keepalive_keeps_the_link() {
     config.keepalive_timeout = Duration::from_millis(60);
     let mut component = Component::start(config);
     let mut link = accept(&mut server).await;
-    let answer = b"<iq type='result' id='fpush-keepalive' from='localhost' to='push.localhost'/>";
+    // The ping routed back to the component, as a server routes a stanza to its own JID.
+    let answer = b"<iq type='get' id='fpush-keepalive' from='push.localhost' to='push.localhost'>\
+                   <ping xmlns='urn:xmpp:ping'/></iq>";
     // Four pings on the same stream span more than one keepalive timeout: each answer counted.
     for _ in 0..4 {
         let ping = link.next_including_pings(PATIENCE).await.unwrap();

@@ -221,3 +221,33 @@ def test_xmpp_server_restart_fpush_reconnects_by_itself(stack: Stack):
     push = stack.message_and_reply(user, token, 1)
     assert_result(push, stack)
     assert len(stack.providers["fcm"].requests(token)) == 1
+
+
+# 7. The keepalive: fpush pings its own JID, the server routes the ping back, and an idle link
+# stays up across several keepalive intervals (5 s here, see servers.py).
+
+
+def keepalive_pings(stack: Stack, direction: str) -> list:
+    with stack.wiretap._changed:
+        return [
+            s
+            for s in stack.wiretap.stanzas
+            if s.direction == direction and s.name == "iq" and s.element.get("id") == "fpush-keepalive"
+        ]
+
+
+def test_the_keepalive_ping_comes_back_through_the_server_and_the_idle_link_stays_up(stack: Stack):
+    handshakes = stack.wiretap.handshakes()
+    sent_before = len(keepalive_pings(stack, "to_server"))
+    jid = stack.server.component_jid
+
+    def routed_back():
+        back = [s for s in keepalive_pings(stack, "to_fpush") if s.element.get("type") == "get"]
+        return back if len(back) >= 2 else None
+
+    back = stack.wiretap.wait_until("two keepalive pings routed back to fpush", routed_back, timeout=30)
+    assert all((s.element.get("from"), s.element.get("to")) == (jid, jid) for s in back)
+    sent = keepalive_pings(stack, "to_server")[sent_before:]
+    assert sent and all(s.element.get("to") == jid for s in sent if s.element.get("type") == "get")
+    assert stack.wiretap.handshakes() == handshakes, "the idle link was dropped\n" + stack.fpush.log_tail()
+    stack.fpush.assert_running()
