@@ -228,12 +228,7 @@ def test_xmpp_server_restart_fpush_reconnects_by_itself(stack: Stack):
 
 
 def keepalive_pings(stack: Stack, direction: str) -> list:
-    with stack.wiretap._changed:
-        return [
-            s
-            for s in stack.wiretap.stanzas
-            if s.direction == direction and s.name == "iq" and s.element.get("id") == "fpush-keepalive"
-        ]
+    return stack.wiretap.iqs_with_id("fpush-keepalive", direction)
 
 
 def test_the_keepalive_ping_comes_back_through_the_server_and_the_idle_link_stays_up(stack: Stack):

@@ -208,6 +208,13 @@ class Wiretap:
                 and any(c.tag == f"{{{NS_COMMANDS}}}command" and c.get("node") == node for c in s.element)
             ]
 
+    def iqs_with_id(self, iq_id: str, direction: str) -> List[Stanza]:
+        """The IQs with this id that crossed in `direction` ("to_fpush" or "to_server"), oldest first."""
+        with self._changed:
+            return [
+                s for s in self.stanzas if s.direction == direction and s.name == "iq" and s.element.get("id") == iq_id
+            ]
+
     def handshakes(self) -> int:
         """How many component connections the server has accepted (`<handshake/>` sent back)."""
         with self._changed:
