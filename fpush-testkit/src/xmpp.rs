@@ -2,8 +2,9 @@
 //! benchmarks the way Prosody or ejabberd would: accept the component's stream, check its
 //! handshake, send it stanzas, read what it answers, and drop the link on demand.
 //!
-//! Pings the component sends to the server are answered automatically (as a real server would),
-//! so tests only see the component's replies to what they sent.
+//! Stanzas the component addresses to itself (its keepalive pings, and its answers to them) are
+//! routed back to it automatically, as a real server routes them, so tests only see the
+//! component's replies to what they sent.
 
 use std::collections::HashMap;
 use std::io;
@@ -108,8 +109,8 @@ pub struct ComponentLink {
     pub stream_id: String,
     /// The component JID from the stream header's `to`.
     pub component_jid: String,
-    /// How many pings from the component were answered.
-    pub pings_answered: usize,
+    /// How many pings from the component were routed back to it.
+    pub pings_returned: usize,
     /// Whether the component closed its stream with `</stream:stream>` (not just the socket).
     saw_stream_end: bool,
 }
@@ -175,7 +176,7 @@ impl ComponentLink {
             buf,
             stream_id,
             component_jid: to,
-            pings_answered: 0,
+            pings_returned: 0,
             saw_stream_end: false,
         })
     }
@@ -196,27 +197,30 @@ impl ComponentLink {
         Ok(())
     }
 
-    /// The next stanza from the component that is not a ping (pings are answered here).
+    /// The next stanza from the component not addressed to the component itself (those are
+    /// routed back to it here).
     pub async fn next_stanza(&mut self, timeout: Duration) -> Result<Stanza, XmppTestError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let stanza = self.next_raw(deadline).await?;
-            if stanza.is_ping() {
-                let answer = format!(
-                    "<iq type='result' id='{}' from='{}' to='{}'/>",
-                    stanza.attr("id").unwrap_or(""),
-                    stanza.attr("to").unwrap_or(""),
-                    stanza.attr("from").unwrap_or(""),
-                );
-                self.send(&answer).await?;
-                self.pings_answered += 1;
-                continue;
+            if !self.routed_back(&stanza).await? {
+                return Ok(stanza);
             }
-            return Ok(stanza);
         }
     }
 
-    /// The next stanza from the component, pings included and left unanswered (to play a server
+    /// Sends a stanza the component addressed to itself back to it, as a server routes a stanza
+    /// to its recipient; `false` for any other stanza.
+    async fn routed_back(&mut self, stanza: &Stanza) -> Result<bool, XmppTestError> {
+        if stanza.attr("to") != Some(self.component_jid.as_str()) {
+            return Ok(false);
+        }
+        self.send(&stanza.raw).await?;
+        self.pings_returned += usize::from(stanza.is_ping());
+        Ok(true)
+    }
+
+    /// The next stanza from the component, pings included and not routed back (to play a server
     /// that stopped answering, or to answer them by hand).
     pub async fn next_including_pings(
         &mut self,
@@ -225,7 +229,7 @@ impl ComponentLink {
         self.next_raw(tokio::time::Instant::now() + timeout).await
     }
 
-    /// Collect `count` stanzas (pings excluded), failing if they do not all arrive in time.
+    /// Collect `count` stanzas (those to the component itself excluded), failing if they do not all arrive in time.
     pub async fn collect(
         &mut self,
         count: usize,
@@ -247,7 +251,7 @@ impl ComponentLink {
             match self.next_raw(deadline).await {
                 Err(XmppTestError::Closed) => return Ok(()),
                 Err(other) => return Err(other),
-                Ok(stanza) if stanza.is_ping() => continue,
+                Ok(stanza) if stanza.attr("to") == Some(self.component_jid.as_str()) => continue,
                 Ok(stanza) => {
                     return Err(XmppTestError::Protocol(format!(
                         "expected the stream to close, got {}",
