@@ -379,6 +379,10 @@ fn logs(instances: &[Instance; 2]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    feature = "random_delay_before_push",
+    ignore = "the jitter moves provider calls in time"
+)]
 async fn a_burst_across_two_instances_is_exact_for_tokens_on_every_master() {
     let cluster = RedisCluster::start();
     let mut server = FakeXmppServer::bind(SECRET).await.expect("bind");
