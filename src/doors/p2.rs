@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use fpush_traits::{PushNotification, SentTo};
-use sha1::{Digest, Sha1};
 
 pub(crate) use command::{
     bare, non_empty, store_refusal as command_store_refusal, unregister_result,
@@ -323,12 +322,14 @@ fn store_refusal(error: &StoreError) -> Refusal {
 
 /// Lowercase hex SHA-1 of `jid`, a NUL and `device_id`: p2's device and channel hashes.
 pub fn device_hash(jid: &str, device_id: &str) -> String {
-    let mut hasher = Sha1::new();
+    // SHA-1 because p2 derives its identities so; ring offers it for such protocols.
+    let mut hasher = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
     hasher.update(jid.as_bytes());
-    hasher.update([0u8]);
+    hasher.update(&[0u8]);
     hasher.update(device_id.as_bytes());
     hasher
-        .finalize()
+        .finish()
+        .as_ref()
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()

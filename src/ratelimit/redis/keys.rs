@@ -16,8 +16,6 @@
 
 use std::fmt::Write;
 
-use sha2::{Digest, Sha256};
-
 /// Bytes of the SHA-256 kept in a key.
 const DIGEST_BYTES: usize = 16;
 
@@ -62,9 +60,9 @@ pub(crate) struct TokenDigest(String);
 
 impl TokenDigest {
     pub(crate) fn of(token: &str) -> Self {
-        let hash = Sha256::digest(token.as_bytes());
+        let hash = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
         let mut hex = String::with_capacity(DIGEST_BYTES * 2);
-        for byte in &hash[..DIGEST_BYTES] {
+        for byte in &hash.as_ref()[..DIGEST_BYTES] {
             // Writing to a String cannot fail.
             let _ = write!(hex, "{byte:02x}");
         }
