@@ -75,72 +75,144 @@ pub async fn run(
     state: watch::Sender<LinkState>,
     registrations: Option<Arc<dyn RegistrationStore>>,
 ) -> Ending {
-    let mut settings = settings;
-    let modules = Arc::new(modules);
-    modules.spawn_sweepers(None);
     let background = CancellationToken::new();
-    metrics::spawn_summary_log(metrics.clone(), background.clone());
-    spawn_reconnect_counter(state.subscribe(), metrics.clone(), background.clone());
-    let service = ServiceNotifier::spawn(state.subscribe(), background.clone());
+    let mut running = Running::start(
+        settings,
+        modules,
+        registrations,
+        &metrics,
+        &state,
+        &background,
+    );
+    let ending = running.serve(&settings_path, &control, &metrics).await;
+    running.stop(background).await;
+    ending
+}
 
-    let (reply_tx, reply_rx) = component::reply_channel();
-    let (inbound_tx, mut inbound_rx) = mpsc::channel(INBOUND_QUEUE);
-    let (component_tx, component_rx) = watch::channel(component_config(&settings));
-    let link_stop = LinkStop::default();
-    let link = tokio::spawn(component::run_reconfigurable(
-        component_rx,
-        inbound_tx,
-        reply_rx,
-        state.clone(),
-        link_stop.reading.clone(),
-        link_stop.handed_over.clone(),
-    ));
-    let replies = reply_tx.clone();
-    let dispatcher = start_dispatcher(modules, &settings, reply_tx, &metrics, &background);
-    let p2 =
-        registrations.map(|store| serve_p2(store, &settings, &dispatcher, &metrics, &background));
-    let restart_only = RestartOnly::of(&settings, p2.is_some());
-    if let Some(listen) = settings.metrics.as_ref().map(|m| m.listen) {
-        let probe = state_probe(&dispatcher, state.subscribe(), p2.clone());
-        spawn_metrics_listener(listen, probe, &metrics, &background);
+/// What runs while the daemon serves: the link, the dispatcher, the doors that need a store,
+/// and what steers them.
+struct Running {
+    settings: Settings,
+    dispatcher: Dispatcher,
+    /// A sender of the reply queue, kept to see whether the server reads our replies.
+    replies: component::ReplySender,
+    inbound: mpsc::Receiver<component::Inbound>,
+    component: watch::Sender<ComponentConfig>,
+    link: tokio::task::JoinHandle<Result<(), component::ComponentError>>,
+    link_stop: LinkStop,
+    p2: Option<Arc<P2Door>>,
+    restart_only: RestartOnly,
+    service: ServiceNotifier,
+}
+
+impl Running {
+    /// Starts the link, the dispatcher, the doors and the background tasks (which end with
+    /// `background`).
+    fn start(
+        settings: Settings,
+        modules: ModuleSet,
+        registrations: Option<Arc<dyn RegistrationStore>>,
+        metrics: &Arc<Metrics>,
+        state: &watch::Sender<LinkState>,
+        background: &CancellationToken,
+    ) -> Self {
+        let modules = Arc::new(modules);
+        modules.spawn_sweepers(None);
+        metrics::spawn_summary_log(metrics.clone(), background.clone());
+        spawn_reconnect_counter(state.subscribe(), metrics.clone(), background.clone());
+        let service = ServiceNotifier::spawn(state.subscribe(), background.clone());
+        let (reply_tx, reply_rx) = component::reply_channel();
+        let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE);
+        let (component, component_rx) = watch::channel(component_config(&settings));
+        let link_stop = LinkStop::default();
+        let link = tokio::spawn(component::run_reconfigurable(
+            component_rx,
+            inbound_tx,
+            reply_rx,
+            state.clone(),
+            link_stop.reading.clone(),
+            link_stop.handed_over.clone(),
+        ));
+        let replies = reply_tx.clone();
+        let dispatcher = start_dispatcher(modules, &settings, reply_tx, metrics, background);
+        let p2 =
+            registrations.map(|store| serve_p2(store, &settings, &dispatcher, metrics, background));
+        if let Some(listen) = settings.metrics.as_ref().map(|m| m.listen) {
+            let probe = state_probe(&dispatcher, state.subscribe(), p2.clone());
+            spawn_metrics_listener(listen, probe, metrics, background);
+        }
+        Running {
+            restart_only: RestartOnly::of(&settings, p2.is_some()),
+            settings,
+            dispatcher,
+            replies,
+            inbound,
+            component,
+            link,
+            link_stop,
+            p2,
+            service,
+        }
     }
 
-    let ending = loop {
-        tokio::select! {
-            biased;
-            _ = control.shutdown.cancelled() => break Ending::Asked,
-            _ = control.reload.notified() => {
-                service.reloading();
-                let link = &component_tx;
-                reload(&settings_path, &mut settings, &dispatcher, &metrics, link, &restart_only);
-                if p2.is_none() && settings.serves_registrations() {
-                    log::warn!("a registration block added by a reload takes effect at the next restart (the store opens at start-up)");
+    /// Hands what the link reads to the dispatcher and applies reloads, until asked to stop or
+    /// the link ends.
+    async fn serve(
+        &mut self,
+        settings_path: &Path,
+        control: &Control,
+        metrics: &Metrics,
+    ) -> Ending {
+        loop {
+            tokio::select! {
+                biased;
+                _ = control.shutdown.cancelled() => return Ending::Asked,
+                _ = control.reload.notified() => self.reload(settings_path, metrics),
+                // Replies pile up faster than the server reads them: no more stanzas until half
+                // of them went out (the link's reader waits meanwhile).
+                () = self.replies.drained(), if self.replies.is_backlogged() => {
+                    log::debug!("the reply queue drained; reading stanzas again");
                 }
-                service.reloaded();
+                inbound = self.inbound.recv(), if !self.replies.is_backlogged() => match inbound {
+                    Some(inbound) => self.dispatcher.handle(inbound),
+                    None => {
+                        log::error!("the component link ended unexpectedly");
+                        return Ending::LinkLost;
+                    }
+                },
             }
-            // Replies pile up faster than the server reads them: no more stanzas until half
-            // of them went out (the link's reader waits meanwhile).
-            () = replies.drained(), if replies.is_backlogged() => {
-                log::debug!("the reply queue drained; reading stanzas again");
-            }
-            inbound = inbound_rx.recv(), if !replies.is_backlogged() => match inbound {
-                Some(inbound) => dispatcher.handle(inbound),
-                None => {
-                    log::error!("the component link ended unexpectedly");
-                    break Ending::LinkLost;
-                }
-            },
         }
-    };
-    let grace = settings.limits.shutdown_grace;
-    service.stopping(grace + CLOSE_TIMEOUT);
-    stop_in_order(dispatcher, inbound_rx, link_stop, grace).await;
-    background.cancel();
-    // Queued sends taken back in Redis for pushes the full queue refused: cut short, they
-    // would leave those tokens refused by every instance until their queued time.
-    let take_backs = crate::ratelimit::finish_take_backs(CLOSE_TIMEOUT);
-    tokio::join!(await_link_end(link), take_backs);
-    ending
+    }
+
+    fn reload(&mut self, settings_path: &Path, metrics: &Metrics) {
+        self.service.reloading();
+        let (settings, link) = (&mut self.settings, &self.component);
+        reload(
+            settings_path,
+            settings,
+            &self.dispatcher,
+            metrics,
+            link,
+            &self.restart_only,
+        );
+        if self.p2.is_none() && self.settings.serves_registrations() {
+            log::warn!("a registration block added by a reload takes effect at the next restart (the store opens at start-up)");
+        }
+        self.service.reloaded();
+    }
+
+    /// Stops in order (see [`stop_in_order`]), then the background tasks, and waits (bounded)
+    /// for the link to close the stream.
+    async fn stop(self, background: CancellationToken) {
+        let grace = self.settings.limits.shutdown_grace;
+        self.service.stopping(grace + CLOSE_TIMEOUT);
+        stop_in_order(self.dispatcher, self.inbound, self.link_stop, grace).await;
+        background.cancel();
+        // Queued sends taken back in Redis for pushes the full queue refused: cut short, they
+        // would leave those tokens refused by every instance until their queued time.
+        let take_backs = crate::ratelimit::finish_take_backs(CLOSE_TIMEOUT);
+        tokio::join!(await_link_end(self.link), take_backs);
+    }
 }
 
 /// The dispatcher with the settings' limits and access policy, its idle domains swept until

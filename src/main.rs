@@ -4,11 +4,13 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use fpush::component::LinkState;
+use fpush::config::Settings;
 use fpush::daemon::{self, Control};
 use fpush::metrics::Metrics;
-use fpush::modules;
+use fpush::modules::{self, ModuleSet};
 use fpush::systemd::journal::print_problem;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -175,20 +177,8 @@ fn check(path: &std::path::Path) -> ExitCode {
 
 fn run(path: &std::path::Path) -> ExitCode {
     fpush::panics::install_hook();
-    // One thread: measured cheaper per push than the multi-threaded scheduler, and one core
-    // carries far more pushes than any XMPP server sends.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            print_problem(
-                log::Level::Error,
-                &format!("fpush: cannot start the async runtime: {error}"),
-            );
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = single_thread_runtime() else {
+        return ExitCode::FAILURE;
     };
     // Before anything that takes time: SIGHUP's default action ends the process, and loading
     // the settings and building the modules (credential files) can take seconds. A SIGHUP that
@@ -210,38 +200,61 @@ fn run(path: &std::path::Path) -> ExitCode {
     for module in &settings.push_modules {
         log::info!("{}", modules::describe(module));
     }
-    runtime.block_on(async {
-        let control = Control::default();
-        let (state, _) = tokio::sync::watch::channel(LinkState::Connecting);
-        let signals = match spawn_signal_handler(control.clone(), hangup) {
-            Ok(handle) => handle,
-            Err(error) => return signal_handlers_failed(&error),
-        };
-        let registrations = match daemon::open_registrations(&settings).await {
-            Ok(registrations) => registrations,
-            Err(error) => {
-                let text = format!("{}: store: {error}", path.display());
-                print_problem(log::Level::Error, &text);
-                return ExitCode::FAILURE;
-            }
-        };
-        log::info!("fpush {} starting", env!("CARGO_PKG_VERSION"));
-        let ending = daemon::run(
-            path.to_path_buf(),
-            settings,
-            modules,
-            metrics,
-            control,
-            state,
-            registrations,
-        )
-        .await;
-        signals.abort();
-        match ending {
-            daemon::Ending::Asked => ExitCode::SUCCESS,
-            daemon::Ending::LinkLost => ExitCode::FAILURE,
+    let prepared = (settings, modules, metrics);
+    runtime.block_on(serve(path, prepared, hangup))
+}
+
+/// One thread: measured cheaper per push than the multi-threaded scheduler, and one core
+/// carries far more pushes than any XMPP server sends. `None` (said) when it cannot start.
+fn single_thread_runtime() -> Option<tokio::runtime::Runtime> {
+    let built = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    built
+        .map_err(|error| {
+            let text = format!("fpush: cannot start the async runtime: {error}");
+            print_problem(log::Level::Error, &text);
+        })
+        .ok()
+}
+
+/// The daemon with its signal handlers and its registration store, until it ends; its exit code.
+async fn serve(
+    path: &std::path::Path,
+    (settings, modules, metrics): (Settings, ModuleSet, Arc<Metrics>),
+    hangup: Signal,
+) -> ExitCode {
+    let control = Control::default();
+    let (state, _) = tokio::sync::watch::channel(LinkState::Connecting);
+    let signals = match spawn_signal_handler(control.clone(), hangup) {
+        Ok(handle) => handle,
+        Err(error) => return signal_handlers_failed(&error),
+    };
+    let registrations = match daemon::open_registrations(&settings).await {
+        Ok(registrations) => registrations,
+        Err(error) => {
+            let text = format!("{}: store: {error}", path.display());
+            print_problem(log::Level::Error, &text);
+            return ExitCode::FAILURE;
         }
-    })
+    };
+    log::info!("fpush {} starting", env!("CARGO_PKG_VERSION"));
+    let path = path.to_path_buf();
+    let ending = daemon::run(
+        path,
+        settings,
+        modules,
+        metrics,
+        control,
+        state,
+        registrations,
+    )
+    .await;
+    signals.abort();
+    match ending {
+        daemon::Ending::Asked => ExitCode::SUCCESS,
+        daemon::Ending::LinkLost => ExitCode::FAILURE,
+    }
 }
 
 /// Binds `metrics.listen` once, so that an address in use stops start-up instead of only being

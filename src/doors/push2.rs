@@ -60,20 +60,7 @@ fn apns_push(
     host_len: usize,
     environment: &str,
 ) -> Result<Target, Refusal> {
-    const MALFORMED: &str = "The APNS client must be https://<host>/3/device/<token>#<topic>.";
-    let rest = &push.client["https://".len() + host_len..];
-    let (path, fragment) = rest.split_once('#').ok_or_else(|| bad_client(MALFORMED))?;
-    let token = path
-        .strip_prefix(APNS_DEVICE_PATH)
-        .filter(|token| !token.is_empty() && !token.contains(['/', '?']))
-        .ok_or_else(|| bad_client(MALFORMED))?;
-    let (topic, voip_token) = match fragment.split_once('&') {
-        Some((topic, voip)) => (topic, Some(voip).filter(|voip| !voip.is_empty())),
-        None => (fragment, None),
-    };
-    if topic.is_empty() {
-        return Err(bad_client(MALFORMED));
-    }
+    let (token, topic, voip_token) = apns_client(&push.client["https://".len() + host_len..])?;
     let wanted = format!("apns:{environment}:{topic}");
     let Some(module) = modules
         .iter()
@@ -118,6 +105,25 @@ fn apns_push(
     Ok(Target::new(module.clone(), notification, key)
         .answered_by_message()
         .limited_by(Limiter::Relay(relay)))
+}
+
+/// The parts of an APNS client after its host, `/3/device/<token>#<topic>[&<VoIP token>]`:
+/// the token, the topic and the VoIP token if one is given.
+fn apns_client(rest: &str) -> Result<(&str, &str, Option<&str>), Refusal> {
+    const MALFORMED: &str = "The APNS client must be https://<host>/3/device/<token>#<topic>.";
+    let (path, fragment) = rest.split_once('#').ok_or_else(|| bad_client(MALFORMED))?;
+    let token = path
+        .strip_prefix(APNS_DEVICE_PATH)
+        .filter(|token| !token.is_empty() && !token.contains(['/', '?']))
+        .ok_or_else(|| bad_client(MALFORMED))?;
+    let (topic, voip_token) = match fragment.split_once('&') {
+        Some((topic, voip)) => (topic, Some(voip).filter(|voip| !voip.is_empty())),
+        None => (fragment, None),
+    };
+    if topic.is_empty() {
+        return Err(bad_client(MALFORMED));
+    }
+    Ok((token, topic, voip_token))
 }
 
 /// Refuses a payload no APNS push (a call when `voip`) can carry, however short its alert.

@@ -1,3 +1,5 @@
+//! The p2 door's unit tests: its hashes, and registrations and pushes against a SQLite store.
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 

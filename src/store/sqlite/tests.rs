@@ -1,3 +1,5 @@
+//! The SQLite store's own tests (the behaviour both backends share is in tests/store_conformance.rs).
+
 use std::time::SystemTime;
 
 use super::*;
