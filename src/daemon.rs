@@ -206,6 +206,10 @@ impl Running {
     async fn stop(self, background: CancellationToken) {
         let grace = self.settings.limits.shutdown_grace;
         self.service.stopping(grace + CLOSE_TIMEOUT);
+        // The dispatcher's must be the last reply senders: once it is done, the link writes the
+        // replies left and closes the stream. One kept here would hold the queue open until the
+        // link's close timed out, and the stream would end without its closing tag.
+        drop(self.replies);
         stop_in_order(self.dispatcher, self.inbound, self.link_stop, grace).await;
         background.cancel();
         // Queued sends taken back in Redis for pushes the full queue refused: cut short, they

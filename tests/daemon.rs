@@ -370,7 +370,14 @@ async fn sigterm_finishes_pushes_in_flight_then_closes_the_stream() {
         .expect("the push in flight finishes");
     assert_result(sent, "t1");
     link.expect_close(WAIT).await.unwrap();
+    assert!(
+        link.saw_stream_end(),
+        "fpush should close its stream with </stream:stream>"
+    );
     assert!(fpush.wait(WAIT).success());
+    let log = fpush.log();
+    assert!(log.contains("stream closed; bye"), "{log}");
+    assert!(!log.contains("did not close in time"), "{log}");
 }
 
 #[tokio::test]

@@ -271,6 +271,12 @@ impl ComponentLink {
                     return Stanza::parse(raw);
                 }
                 Split::StreamClosed => {
+                    // As a server does: close our side of the stream in turn (errors mean the
+                    // component is gone already).
+                    if !self.saw_stream_end {
+                        let _ = self.socket.write_all(b"</stream:stream>").await;
+                        let _ = self.socket.shutdown().await;
+                    }
                     self.saw_stream_end = true;
                     return Err(XmppTestError::Closed);
                 }

@@ -204,6 +204,9 @@ def test_fpush_restart_reconnects_and_next_push_is_delivered(stack: Stack):
     user, token = stack.registered_user_with_push("ok", "apns", "apns")
 
     assert stack.restart_fpush() == 0, "fpush should exit 0 on SIGTERM\n" + stack.fpush.log_tail()
+    # The stream ended in order: fpush closed it and the server closed it in turn.
+    stopped = (stack.fpush.workdir / f"fpush-{stack.fpush.starts - 1}.log").read_text()
+    assert "stream closed; bye" in stopped and "did not close in time" not in stopped, stopped[-2000:]
 
     push = stack.message_and_reply(user, token, 1)
     assert_result(push, stack)
