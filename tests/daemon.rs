@@ -504,3 +504,17 @@ async fn a_reload_that_moves_the_redis_of_an_open_redis_store_says_the_store_sta
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn sigterm_while_the_server_is_away_exits_without_waiting_for_the_link() {
+    let server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let port = server.port();
+    drop(server);
+    let modules = demo_module(None, "0s");
+    let mut fpush = Daemon::start(&settings_on_port(port, &modules, "", ""));
+    fpush.log_with("cannot open its link");
+    fpush.terminate();
+    assert!(fpush.wait(WAIT).success());
+    let log = fpush.log();
+    assert!(!log.contains("did not close in time"), "{log}");
+}
