@@ -87,8 +87,7 @@ impl Dispatcher {
     /// A way to read the in-flight count from elsewhere (the metrics listener).
     pub fn in_flight_probe(&self) -> Arc<dyn Fn() -> usize + Send + Sync> {
         // The slots only, not the push path: its reply sender must not outlive the dispatcher
-        // (the link closes the stream when the last one is gone), and a scraper's connection
-        // may hold the probe until after shutdown.
+        // (the link closes the stream when the last one is gone).
         let (slots, max) = (self.pushes.in_flight.clone(), self.pushes.max_in_flight);
         Arc::new(move || max - slots.available_permits())
     }

@@ -229,7 +229,8 @@ impl ComponentLink {
         self.next_raw(tokio::time::Instant::now() + timeout).await
     }
 
-    /// Collect `count` stanzas (those to the component itself excluded), failing if they do not all arrive in time.
+    /// Collect `count` stanzas (those to the component itself excluded), failing if they do not
+    /// all arrive in time.
     pub async fn collect(
         &mut self,
         count: usize,
