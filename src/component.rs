@@ -5,9 +5,10 @@
 //! (handed to the dispatcher over `inbound`: a push buffered whole already parsed, as
 //! `request::frame_push` reads it while finding its end; anything else as raw bytes), writes
 //! every reply through one
-//! batching writer, pings the server to notice dead links, and reconnects — at once after a link
-//! that was up drops, with backoff after failed attempts and after the second of two links in a
-//! row that died within `STABLE_LINK`. Replies queued while the link is down wait for the next stream.
+//! batching writer, pings itself through the server to notice dead links, and reconnects — at
+//! once after a link that was up drops (then quickly a few times), with backoff after failed
+//! attempts and after the second of two links in a row that died within `STABLE_LINK`. Replies
+//! queued while the link is down wait for the next stream.
 
 mod backoff;
 mod framer;
@@ -459,6 +460,7 @@ impl Target {
             crate::systemd::escape_controls(stream_id)
         );
         self.up_since = Instant::now();
+        self.backoff.connected();
         state.send_replace(LinkState::Up {
             stream_id: stream_id.to_owned(),
         });
@@ -494,6 +496,7 @@ impl Target {
                 "component link to {} lost: {reason}; reconnecting ({waiting} replies waiting)",
                 self.address
             );
+            self.backoff.try_quickly();
             return AfterLink::Reconnect;
         }
         let delay = self.backoff.next_delay();

@@ -42,7 +42,12 @@ pub struct FakeXmppServer {
 impl FakeXmppServer {
     /// Listen on a free loopback port.
     pub async fn bind(secret: &str) -> io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::bind_port(0, secret).await
+    }
+
+    /// Listen on `port` of the loopback address: a server that comes back where it was.
+    pub async fn bind_port(port: u16, secret: &str) -> io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         Ok(Self {
             listener,
             secret: secret.to_owned(),

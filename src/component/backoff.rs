@@ -2,15 +2,26 @@
 //!
 //! The first wait is exactly the configured base, so an operator who sets
 //! `timeout.xmppconnectionError` sees it honoured; later waits double up to the cap with jitter,
-//! so several fpush instances do not hammer a restarting server in lockstep.
+//! so several fpush instances do not hammer a restarting server in lockstep. After a link that
+//! was up dropped, a few quick tries come first: the server is most likely restarting, and some
+//! servers drop push registrations while the component is away.
 
 use std::hash::BuildHasher;
 use std::time::Duration;
+
+/// The quick tries after a dropped link, each used only while shorter than the base.
+const QUICK_WAITS: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
 
 pub(crate) struct Backoff {
     base: Duration,
     cap: Duration,
     failures: u32,
+    /// The next of [`QUICK_WAITS`], while they apply.
+    quick: Option<usize>,
 }
 
 impl Backoff {
@@ -19,6 +30,7 @@ impl Backoff {
             base,
             cap: cap.max(base),
             failures: 0,
+            quick: None,
         }
     }
 
@@ -27,8 +39,28 @@ impl Backoff {
         self.failures = 0;
     }
 
+    /// A link that was up dropped: the next waits are the quick ones, then the usual.
+    pub(crate) fn try_quickly(&mut self) {
+        self.quick = Some(0);
+    }
+
+    /// A stream is up: no quick tries are left over for its end, so links that keep dying at
+    /// once meet the usual waits.
+    pub(crate) fn connected(&mut self) {
+        self.quick = None;
+    }
+
     /// The wait after one more failure.
     pub(crate) fn next_delay(&mut self) -> Duration {
+        if let Some(next) = self.quick {
+            match QUICK_WAITS.get(next).filter(|wait| **wait < self.base) {
+                Some(wait) => {
+                    self.quick = Some(next + 1);
+                    return *wait;
+                }
+                None => self.quick = None,
+            }
+        }
         self.failures = self.failures.saturating_add(1);
         if self.failures == 1 {
             return self.base;
@@ -67,6 +99,30 @@ mod tests {
             assert!(last >= base && last <= cap, "{last:?}");
         }
         assert!(last >= cap.mul_f64(0.75), "{last:?}");
+    }
+
+    #[test]
+    fn after_a_dropped_link_quick_tries_come_before_the_base() {
+        let base = Duration::from_secs(20);
+        let mut backoff = Backoff::new(base, Duration::from_secs(60));
+        backoff.try_quickly();
+        let quick: Vec<_> = (0..3).map(|_| backoff.next_delay().as_secs()).collect();
+        assert_eq!(quick, [1, 2, 4]);
+        assert_eq!(backoff.next_delay(), base);
+        // Only the quick waits shorter than the base.
+        let mut short = Backoff::new(Duration::from_secs(3), Duration::from_secs(60));
+        short.try_quickly();
+        let waits: Vec<_> = (0..3).map(|_| short.next_delay().as_secs()).collect();
+        assert_eq!(waits, [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_stream_up_ends_the_quick_tries() {
+        let base = Duration::from_secs(20);
+        let mut backoff = Backoff::new(base, Duration::from_secs(60));
+        backoff.try_quickly();
+        backoff.connected();
+        assert_eq!(backoff.next_delay(), base);
     }
 
     #[test]

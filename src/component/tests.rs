@@ -316,6 +316,24 @@ async fn a_link_that_stayed_up_reconnects_at_once() {
 }
 
 #[tokio::test]
+async fn a_restarting_server_is_tried_again_quickly_before_the_backoff() {
+    let mut server = server().await;
+    let port = server.port();
+    let (mut component, first) = up_with_an_hour_of_backoff(&mut server).await;
+    // The server goes away: the reconnect made at once is refused.
+    drop(server);
+    first.drop_connection();
+    component
+        .wait_state(|s| !matches!(s, LinkState::Up { .. }))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut restarted = FakeXmppServer::bind_port(port, SECRET).await.unwrap();
+    // With an hour of backoff, only a quick try arrives within PATIENCE.
+    let link = accept(&mut restarted).await;
+    component.wait_up_on(&link).await;
+}
+
+#[tokio::test]
 async fn a_link_that_dies_young_reconnects_at_once_but_a_second_in_a_row_waits_out_the_backoff() {
     let mut server = server().await;
     let (mut component, first) = up_with_an_hour_of_backoff(&mut server).await;

@@ -8,6 +8,7 @@ the fake providers show what reached APNS/FCM.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -250,3 +251,32 @@ def test_the_keepalive_ping_comes_back_through_the_server_and_the_idle_link_stay
     assert len(sent) >= 2 and all(s.element.get("to") == jid for s in sent)
     assert stack.wiretap.handshakes() == handshakes, "the idle link was dropped\n" + stack.fpush.log_tail()
     stack.fpush.assert_running()
+
+
+def test_a_restarted_xmpp_server_is_rejoined_within_seconds_even_with_a_long_connection_error_wait(
+    stack: Stack,
+):
+    # fpush's at-once reconnect finds the restarting server not listening yet; the quick tries
+    # (1 s, 2 s, 4 s) that follow rejoin it long before `xmppconnectionError` (60 s here) would.
+    original = stack.fpush.settings_path.read_text()
+    settings = json.loads(original)
+    settings["timeout"]["xmppconnectionError"] = "60s"
+    before = stack.wiretap.handshakes()
+    assert stack.fpush.stop() == 0, stack.fpush.log_tail()
+    stack.fpush.settings_path.write_text(json.dumps(settings, indent=2))
+    try:
+        stack.fpush.start()
+        before = stack.wiretap.wait_for_handshake(after=before)
+        stack.server.restart()
+        listening = time.monotonic()
+        stack.wiretap.wait_for_handshake(after=before, timeout=45)
+        rejoined = time.monotonic() - listening
+        assert rejoined < 15, f"rejoined {rejoined:.1f} s after the server listened again\n{stack.fpush.log_tail()}"
+    finally:
+        before = stack.wiretap.handshakes()
+        stack.fpush.stop()
+        stack.fpush.settings_path.write_text(original)
+        stack.fpush.start()
+        stack.wiretap.wait_for_handshake(after=before)
+    user, token = stack.registered_user_with_push("ok", "apns", "apns")
+    assert_result(stack.message_and_reply(user, token, 1), stack)
