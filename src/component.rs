@@ -137,18 +137,30 @@ impl ReplySender {
         }
     }
 
+    /// How full the queue is, for whoever paces the reading: a view that sends nothing, so it
+    /// never holds the queue open (the link closes the stream once every sender is gone).
+    pub fn backlog(&self) -> ReplyBacklog {
+        ReplyBacklog(self.backlog.clone())
+    }
+}
+
+/// How many reply bytes wait for the socket (see [`ReplySender::backlog`]).
+#[derive(Clone, Debug)]
+pub struct ReplyBacklog(Arc<Backlog>);
+
+impl ReplyBacklog {
     /// Whether [`MAX_QUEUED_REPLY_BYTES`] are queued: take no more stanzas for now.
     pub fn is_backlogged(&self) -> bool {
-        self.backlog.bytes.load(Ordering::Relaxed) >= MAX_QUEUED_REPLY_BYTES
+        self.0.bytes.load(Ordering::Relaxed) >= MAX_QUEUED_REPLY_BYTES
     }
 
     /// Waits until less than half of [`MAX_QUEUED_REPLY_BYTES`] is queued.
     pub async fn drained(&self) {
         loop {
-            let drained = self.backlog.drained.notified();
+            let drained = self.0.drained.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
-            if self.backlog.bytes.load(Ordering::Relaxed) < MAX_QUEUED_REPLY_BYTES / 2 {
+            if self.0.bytes.load(Ordering::Relaxed) < MAX_QUEUED_REPLY_BYTES / 2 {
                 return;
             }
             drained.await;

@@ -94,8 +94,8 @@ pub async fn run(
 struct Running {
     settings: Settings,
     dispatcher: Dispatcher,
-    /// A sender of the reply queue, kept to see whether the server reads our replies.
-    replies: component::ReplySender,
+    /// Whether the server reads our replies as fast as they come.
+    replies: component::ReplyBacklog,
     inbound: mpsc::Receiver<component::Inbound>,
     component: watch::Sender<ComponentConfig>,
     link: tokio::task::JoinHandle<Result<(), component::ComponentError>>,
@@ -133,7 +133,7 @@ impl Running {
             link_stop.reading.clone(),
             link_stop.handed_over.clone(),
         ));
-        let replies = reply_tx.clone();
+        let replies = reply_tx.backlog();
         let dispatcher = start_dispatcher(modules, &settings, reply_tx, metrics, background);
         let p2 =
             registrations.map(|store| serve_p2(store, &settings, &dispatcher, metrics, background));
@@ -206,10 +206,6 @@ impl Running {
     async fn stop(self, background: CancellationToken) {
         let grace = self.settings.limits.shutdown_grace;
         self.service.stopping(grace + CLOSE_TIMEOUT);
-        // The dispatcher's must be the last reply senders: once it is done, the link writes the
-        // replies left and closes the stream. One kept here would hold the queue open until the
-        // link's close timed out, and the stream would end without its closing tag.
-        drop(self.replies);
         stop_in_order(self.dispatcher, self.inbound, self.link_stop, grace).await;
         background.cancel();
         // Queued sends taken back in Redis for pushes the full queue refused: cut short, they

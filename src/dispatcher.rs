@@ -89,7 +89,7 @@ impl Dispatcher {
         // The slots only, not the push path: its reply sender must not outlive the dispatcher
         // (the link closes the stream when the last one is gone).
         let (slots, max) = (self.pushes.in_flight.clone(), self.pushes.max_in_flight);
-        Arc::new(move || max - slots.available_permits())
+        Arc::new(move || push_path::slots_in_use(&slots, max))
     }
 
     /// The modules in service, shared with whoever reports on them.

@@ -114,8 +114,6 @@ pub struct ComponentLink {
     pub stream_id: String,
     /// The component JID from the stream header's `to`.
     pub component_jid: String,
-    /// How many pings from the component were routed back to it.
-    pub pings_returned: usize,
     /// Whether the component closed its stream with `</stream:stream>` (not just the socket).
     saw_stream_end: bool,
 }
@@ -181,7 +179,6 @@ impl ComponentLink {
             buf,
             stream_id,
             component_jid: to,
-            pings_returned: 0,
             saw_stream_end: false,
         })
     }
@@ -217,12 +214,16 @@ impl ComponentLink {
     /// Sends a stanza the component addressed to itself back to it, as a server routes a stanza
     /// to its recipient; `false` for any other stanza.
     async fn routed_back(&mut self, stanza: &Stanza) -> Result<bool, XmppTestError> {
-        if stanza.attr("to") != Some(self.component_jid.as_str()) {
+        if !self.to_itself(stanza) {
             return Ok(false);
         }
         self.send(&stanza.raw).await?;
-        self.pings_returned += usize::from(stanza.is_ping());
         Ok(true)
+    }
+
+    /// Whether the component addressed `stanza` to itself.
+    fn to_itself(&self, stanza: &Stanza) -> bool {
+        stanza.attr("to") == Some(self.component_jid.as_str())
     }
 
     /// The next stanza from the component, pings included and not routed back (to play a server
@@ -257,7 +258,7 @@ impl ComponentLink {
             match self.next_raw(deadline).await {
                 Err(XmppTestError::Closed) => return Ok(()),
                 Err(other) => return Err(other),
-                Ok(stanza) if stanza.attr("to") == Some(self.component_jid.as_str()) => continue,
+                Ok(stanza) if self.to_itself(&stanza) => continue,
                 Ok(stanza) => {
                     return Err(XmppTestError::Protocol(format!(
                         "expected the stream to close, got {}",
@@ -522,12 +523,6 @@ impl Stanza {
     /// `type` of the top element.
     pub fn kind(&self) -> Option<&str> {
         self.attr("type")
-    }
-
-    fn is_ping(&self) -> bool {
-        self.name == "iq"
-            && self.kind() == Some("get")
-            && self.descendants.first().map(String::as_str) == Some("ping")
     }
 }
 

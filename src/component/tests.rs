@@ -598,11 +598,12 @@ fn a_server_s_text_cannot_break_a_log_line() {
 
 #[tokio::test]
 async fn a_reply_queue_over_its_bound_says_so_until_half_of_it_went_out() {
-    let (replies, mut writer) = reply_channel();
+    let (sender, mut writer) = reply_channel();
+    let replies = sender.backlog();
     let eighth = MAX_QUEUED_REPLY_BYTES / 8;
     for _ in 0..8 {
         assert!(!replies.is_backlogged());
-        replies.send(vec![b'x'; eighth]);
+        sender.send(vec![b'x'; eighth]);
     }
     assert!(replies.is_backlogged());
     let waiting = {

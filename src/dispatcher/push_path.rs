@@ -63,7 +63,7 @@ impl PushPath {
     }
 
     pub(super) fn in_flight(&self) -> usize {
-        self.max_in_flight - self.in_flight.available_permits()
+        slots_in_use(&self.in_flight, self.max_in_flight)
     }
 
     pub(super) fn provider_slot(&self) -> Option<OwnedSemaphorePermit> {
@@ -293,6 +293,11 @@ impl PushPath {
         request::write_reply(iq, &reply, &mut out);
         self.replies.send(out);
     }
+}
+
+/// Provider slots taken, of `max`.
+pub(super) fn slots_in_use(slots: &Semaphore, max: usize) -> usize {
+    max - slots.available_permits()
 }
 
 /// `limits.maxQueuedPushes` by default.
