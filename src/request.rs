@@ -37,7 +37,7 @@ pub use command::AdHocCommand;
 pub use framed::frame_push;
 pub use message::Push2Request;
 pub use message_reply::write_message_error;
-pub use reply::{write_reply, CommandItem, Condition, ErrorType, Reply};
+pub use reply::{write_reply, CommandItem, CommandStatus, Condition, ErrorType, Reply};
 pub use tigase::{EncryptedElement, TigaseParts};
 
 use attributes::{attributes, unescaped_value};

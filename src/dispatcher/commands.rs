@@ -102,7 +102,7 @@ pub(super) struct Answering {
 impl Answering {
     pub(super) fn answer(&self, iq: &IqHeader, command: &AdHocCommand, answer: CommandAnswer) {
         let label = match &answer.result {
-            Ok(_) => "completed",
+            Ok(completed) => completed.status.as_str(),
             Err(refusal) => refusal.label,
         };
         self.metrics
@@ -119,9 +119,10 @@ impl Answering {
                     .iter()
                     .map(|(var, value)| (*var, value.as_str()))
                     .collect();
-                let reply = Reply::CommandCompleted {
+                let reply = Reply::CommandEnded {
                     node: &command.node,
                     session_id: &session_id,
+                    status: completed.status,
                     fields: &fields,
                 };
                 self.pushes.reply(iq, reply);

@@ -60,6 +60,24 @@ impl Condition {
     }
 }
 
+/// How an ad-hoc command that was not refused ended (XEP-0050's `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandStatus {
+    Completed,
+    /// The requester sent `action='cancel'`: nothing was done.
+    Canceled,
+}
+
+impl CommandStatus {
+    /// The `status` attribute's value (also the metrics' `result` label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandStatus::Completed => "completed",
+            CommandStatus::Canceled => "canceled",
+        }
+    }
+}
+
 /// One ad-hoc command listed in a disco#items answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommandItem<'a> {
@@ -86,10 +104,12 @@ pub enum Reply<'a> {
         jid: &'a str,
         items: &'a [CommandItem<'a>],
     },
-    /// A completed ad-hoc command, with a result form of `fields` (none: no form).
-    CommandCompleted {
+    /// An ad-hoc command that ended with `status`, with a result form of `fields` (none: no
+    /// form).
+    CommandEnded {
         node: &'a str,
         session_id: &'a str,
+        status: CommandStatus,
         fields: &'a [(&'a str, &'a str)],
     },
     /// A stanza error; `text` is a short English sentence for the server's log.
@@ -154,11 +174,14 @@ pub fn write_reply(iq: &IqHeader, reply: &Reply<'_>, out: &mut Vec<u8>) {
             out.extend_from_slice(b"</query>");
         }),
         Reply::CommandList { jid, items } => wrap(out, |out| command_list(jid, items, out)),
-        Reply::CommandCompleted {
+        Reply::CommandEnded {
             node,
             session_id,
+            status,
             fields,
-        } => wrap(out, |out| command_completed(node, session_id, fields, out)),
+        } => wrap(out, |out| {
+            command_ended(node, session_id, *status, fields, out)
+        }),
         Reply::Error {
             kind,
             condition,
@@ -171,7 +194,6 @@ pub fn write_reply(iq: &IqHeader, reply: &Reply<'_>, out: &mut Vec<u8>) {
     }
 }
 
-/// Closes the start tag, writes the payload, closes the IQ.
 /// The `<error>` element of an error reply, IQ or message alike.
 pub(super) fn error_element(
     kind: ErrorType,
@@ -196,6 +218,7 @@ pub(super) fn error_element(
     out.extend_from_slice(b"</error>");
 }
 
+/// Closes the start tag, writes the payload, closes the IQ.
 fn wrap(out: &mut Vec<u8>, payload: impl FnOnce(&mut Vec<u8>)) {
     out.push(b'>');
     payload(out);
@@ -219,12 +242,20 @@ fn command_list(jid: &str, items: &[CommandItem<'_>], out: &mut Vec<u8>) {
     out.extend_from_slice(b"</query>");
 }
 
-fn command_completed(node: &str, session_id: &str, fields: &[(&str, &str)], out: &mut Vec<u8>) {
+fn command_ended(
+    node: &str,
+    session_id: &str,
+    status: CommandStatus,
+    fields: &[(&str, &str)],
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(b"<command xmlns='http://jabber.org/protocol/commands' node='");
     escape_into(node.as_bytes(), out);
     out.extend_from_slice(b"' sessionid='");
     escape_into(session_id.as_bytes(), out);
-    out.extend_from_slice(b"' status='completed'");
+    out.extend_from_slice(b"' status='");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b'\'');
     if fields.is_empty() {
         out.extend_from_slice(b"/>");
         return;
@@ -316,9 +347,10 @@ mod tests {
     fn a_completed_command_carries_its_form() {
         let mut out = Vec::new();
         let fields = [("jid", "push.example.org"), ("secret", "a'b")];
-        let reply = Reply::CommandCompleted {
+        let reply = Reply::CommandEnded {
             node: "register-push-fcm",
             session_id: "s1",
+            status: CommandStatus::Completed,
             fields: &fields,
         };
         write_reply(&header(), &reply, &mut out);
@@ -331,13 +363,23 @@ mod tests {
              <field var='secret'><value>a&apos;b</value></field></x></command></iq>"
         );
         out.clear();
-        let done = Reply::CommandCompleted {
+        let done = Reply::CommandEnded {
             node: "n",
             session_id: "s",
+            status: CommandStatus::Completed,
             fields: &[],
         };
         write_reply(&header(), &done, &mut out);
         assert!(String::from_utf8_lossy(&out).ends_with("status='completed'/></iq>"));
+        out.clear();
+        let canceled = Reply::CommandEnded {
+            node: "n",
+            session_id: "s",
+            status: CommandStatus::Canceled,
+            fields: &[],
+        };
+        write_reply(&header(), &canceled, &mut out);
+        assert!(String::from_utf8_lossy(&out).ends_with("sessionid='s' status='canceled'/></iq>"));
     }
 
     #[test]

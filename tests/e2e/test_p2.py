@@ -130,9 +130,10 @@ class P2Stack:
         assert reply.completed, f"{reply}\n{self.diagnostics()}"
         return reply
 
-    def commands(self, user: str, commands: Sequence[Tuple[str, Fields]]) -> List[xmpp_client.CommandReply]:
+    def commands(self, user: str, commands: Sequence[Tuple[str, Fields]],
+                 action: str = "execute") -> List[xmpp_client.CommandReply]:
         return xmpp_client.execute_commands(user, PASSWORD, self.server.c2s_port, self.server.component_jid,
-                                            commands)
+                                            commands, action)
 
     def enable(self, user: str, node: str, secret: str) -> None:
         xmpp_client.enable_push(user, PASSWORD, self.server.c2s_port, self.server.component_jid, node, None,
@@ -288,6 +289,18 @@ def test_bad_register_commands_are_refused(p2: P2Stack):
     got = [(r.kind, r.error_type, r.condition) for r in replies]
     assert got == [("error", "modify", "bad-request")] * 3 + [("error", "cancel", "item-not-found")], replies
     assert p2.fcm.requests(token) == []
+
+
+def test_a_canceled_register_command_is_answered_canceled_and_registers_nothing(p2: P2Stack):
+    user = p2.new_user()
+    device_id = secrets.token_hex(8)
+    fields = [("token", p2.fcm_token("ok")), ("device-id", device_id)]
+
+    [canceled] = p2.commands(user, [(REGISTER, fields)], action="cancel")
+    assert (canceled.kind, canceled.status, canceled.fields) == ("result", "canceled", {}), canceled
+
+    [gone] = p2.commands(user, [(UNREGISTER, [("device-id", device_id)])])
+    assert (gone.kind, gone.error_type, gone.condition) == ("error", "cancel", "item-not-found"), gone
 
 
 def registered_phone(p2: P2Stack) -> Tuple[str, str, str, str]:

@@ -134,10 +134,12 @@ class Client(slixmpp.ClientXMPP):
         except slixmpp.exceptions.IqError as err:
             raise ClientError(f"push enable refused: {err.iq}") from err
 
-    async def execute_command(self, to: str, node: str, fields: Sequence[Tuple[str, str]]) -> CommandReply:
+    async def execute_command(
+        self, to: str, node: str, fields: Sequence[Tuple[str, str]], action: str = "execute"
+    ) -> CommandReply:
         """One IQ set with `action='execute'` and a submitted form, as Conversations sends its
-        `register-push-*` commands: the whole command in a single step."""
-        command = ET.Element(f"{{{NS_COMMANDS}}}command", {"node": node, "action": "execute"})
+        `register-push-*` commands: the whole command in a single step (or another `action`)."""
+        command = ET.Element(f"{{{NS_COMMANDS}}}command", {"node": node, "action": action})
         form = ET.SubElement(command, f"{{{NS_DATA}}}x", {"type": "submit"})
         for var, value in fields:
             fld = ET.SubElement(form, f"{{{NS_DATA}}}field", {"var": var})
@@ -221,13 +223,14 @@ def enable_push(
 
 
 def execute_commands(
-    jid: str, password: str, port: int, to: str, commands: Sequence[Tuple[str, Sequence[Tuple[str, str]]]]
+    jid: str, password: str, port: int, to: str, commands: Sequence[Tuple[str, Sequence[Tuple[str, str]]]],
+    action: str = "execute",
 ) -> List[CommandReply]:
-    """Logs in, runs each (node, form fields) command at `to` in order, logs out."""
+    """Logs in, runs each (node, form fields) command at `to` in order with `action`, logs out."""
 
     async def scenario() -> List[CommandReply]:
         client = await Client(jid, password).login(port)
-        replies = [await client.execute_command(to, node, fields) for node, fields in commands]
+        replies = [await client.execute_command(to, node, fields, action) for node, fields in commands]
         await client.log_out()
         return replies
 

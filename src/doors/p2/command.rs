@@ -9,7 +9,7 @@ use super::{device_hash, target_key, P2Door, PROTOCOL};
 use crate::access::sender_domain;
 use crate::doors::MAX_JID_BYTES;
 use crate::modules::{Module, ModuleSet, Registering};
-use crate::request::{AdHocCommand, Condition, ErrorType};
+use crate::request::{AdHocCommand, CommandStatus, Condition, ErrorType};
 use crate::store::{Registration, RegistrationKey, StoreError};
 
 /// Longest device id accepted (Android ids are 16 hex digits, Conversations' device ids UUIDs).
@@ -44,8 +44,9 @@ impl CommandKind {
 }
 
 /// The `result` label values of commands.
-pub const COMMAND_RESULTS: [&str; 7] = [
+pub const COMMAND_RESULTS: [&str; 8] = [
     "completed",
+    "canceled",
     "bad_request",
     "not_found",
     "forbidden",
@@ -71,7 +72,8 @@ impl CommandAnswer {
     }
 
     /// Both doors' commands complete in one step: `run`, a future not yet polled, runs only
-    /// when the command asks for that step.
+    /// when the command asks for that step. A requester may cancel at any time (XEP-0050,
+    /// 4.4): that is answered `canceled` and changes nothing.
     pub(crate) async fn in_one_step(
         kind: CommandKind,
         command: &AdHocCommand,
@@ -79,6 +81,7 @@ impl CommandAnswer {
     ) -> Self {
         let result = match command.action.as_deref() {
             None | Some("execute" | "complete") => run.await,
+            Some("cancel") => Ok(Completed::canceled()),
             Some(_) => Err(CommandRefusal::bad_request(
                 "This command completes in one step; send it with action 'execute'.",
             )),
@@ -87,13 +90,29 @@ impl CommandAnswer {
     }
 }
 
-/// A completed command: the result form's fields (none for unregister).
+/// A command that ran (or was canceled): the result form's fields (none for unregister).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completed {
+    pub status: CommandStatus,
     pub fields: Vec<(&'static str, String)>,
 }
 
 impl Completed {
+    /// A completed command answering `fields`.
+    pub(crate) fn with(fields: Vec<(&'static str, String)>) -> Self {
+        Completed {
+            status: CommandStatus::Completed,
+            fields,
+        }
+    }
+
+    fn canceled() -> Self {
+        Completed {
+            status: CommandStatus::Canceled,
+            fields: Vec::new(),
+        }
+    }
+
     /// The same result form, naming `jid` as the push JID first.
     fn naming(mut self, jid: &str) -> Self {
         self.fields.insert(0, ("jid", jid.to_owned()));
@@ -279,9 +298,10 @@ impl P2Door {
             .await
             .map_err(|error| store_refusal(&error))?;
         module.forget_dead(&dead_key);
-        Ok(Completed {
-            fields: vec![("node", credentials.node), ("secret", credentials.secret)],
-        })
+        Ok(Completed::with(vec![
+            ("node", credentials.node),
+            ("secret", credentials.secret),
+        ]))
     }
 
     async fn unregister(
@@ -362,7 +382,7 @@ pub(crate) fn unregister_result(
     removed: Result<bool, StoreError>,
 ) -> Result<Completed, CommandRefusal> {
     match removed {
-        Ok(true) => Ok(Completed { fields: Vec::new() }),
+        Ok(true) => Ok(Completed::with(Vec::new())),
         Ok(false) => Err(CommandRefusal::not_found("No such registration.")),
         Err(error) => Err(store_refusal(&error)),
     }

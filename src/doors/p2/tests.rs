@@ -7,7 +7,7 @@ use super::*;
 use crate::metrics::ModuleMetrics;
 use crate::modules::{Module, Registering};
 use crate::ratelimit::RatelimitConfig;
-use crate::request::AdHocCommand;
+use crate::request::{AdHocCommand, CommandStatus, Condition};
 use crate::store::{
     Credentials, Registration, RegistrationKey, SqliteStore, StoreLimits, TOUCH_INTERVAL,
 };
@@ -227,6 +227,19 @@ impl PushTrait for Delivers {
     }
 }
 
+/// A `register-push-fcm` command with `action` and a form of `fields`.
+fn register_command(action: &str, fields: &[(&str, &str)]) -> AdHocCommand {
+    AdHocCommand {
+        node: "register-push-fcm".to_owned(),
+        action: Some(action.to_owned()),
+        session_id: None,
+        fields: fields
+            .iter()
+            .map(|(var, value)| (var.to_string(), value.to_string()))
+            .collect(),
+    }
+}
+
 /// Registers with `fields` from `from`; answers the node and secret.
 async fn registered(
     door: &P2Door,
@@ -234,19 +247,12 @@ async fn registered(
     from: &str,
     fields: &[(&str, &str)],
 ) -> (String, String) {
-    let command = AdHocCommand {
-        node: "register-push-fcm".to_owned(),
-        action: Some("execute".to_owned()),
-        session_id: None,
-        fields: fields
-            .iter()
-            .map(|(var, value)| (var.to_string(), value.to_string()))
-            .collect(),
-    };
+    let command = register_command("execute", fields);
     let answer = door
         .command(modules, from, "push.example.org", &command)
         .await;
     let completed = answer.result.expect("completed");
+    assert_eq!(completed.status, CommandStatus::Completed);
     let field = |name: &str| {
         let found = completed.fields.iter().find(|(var, _)| *var == name);
         found.map(|(_, value)| value.clone()).unwrap_or_default()
@@ -459,4 +465,45 @@ impl RegistrationStore for Replaces {
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.inner.counts().await
     }
+}
+
+#[tokio::test]
+async fn a_canceled_command_is_answered_canceled_and_registers_nothing() {
+    let (door, store, _dir) = sqlite_door();
+    let modules = fcm_modules();
+    let fields = [("token", "a-token"), ("device-id", "j1")];
+    let command = register_command("cancel", &fields);
+    let answer = door
+        .command(
+            &modules,
+            "juliet@example.org/phone",
+            "push.example.org",
+            &command,
+        )
+        .await;
+    let canceled = answer.result.expect("a cancel is not refused");
+    assert_eq!(canceled.status, CommandStatus::Canceled);
+    assert!(canceled.fields.is_empty());
+    assert!(store.counts().await.unwrap().iter().all(|(_, n)| *n == 0));
+}
+
+#[tokio::test]
+async fn a_step_the_one_step_commands_lack_is_a_bad_request() {
+    let (door, store, _dir) = sqlite_door();
+    let modules = fcm_modules();
+    let fields = [("token", "a-token"), ("device-id", "j1")];
+    for action in ["next", "prev", "dance"] {
+        let command = register_command(action, &fields);
+        let answer = door
+            .command(
+                &modules,
+                "juliet@example.org/phone",
+                "push.example.org",
+                &command,
+            )
+            .await;
+        let refusal = answer.result.expect_err(action);
+        assert_eq!(refusal.condition, Condition::BadRequest, "{action}");
+    }
+    assert!(store.counts().await.unwrap().iter().all(|(_, n)| *n == 0));
 }

@@ -142,6 +142,6 @@ impl TigaseDoor {
                 .map(|feature| ("features", (*feature).to_owned())),
         );
         fields.push(("max-payload-size", MAX_PAYLOAD_SIZE.to_string()));
-        Ok(Completed { fields })
+        Ok(Completed::with(fields))
     }
 }
