@@ -40,12 +40,11 @@ pub fn refuses_token_updates(resp: &HttpResponse) -> bool {
 /// `ExpiredProviderToken`) asks for a renewal; operator mistakes are `Misconfigured`.
 pub fn judge(resp: &HttpResponse) -> ProviderAnswer {
     if resp.status == StatusCode::OK {
-        let provider_id = resp
-            .headers
-            .get(APNS_ID)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        return ProviderAnswer::Delivered(Delivered { provider_id });
+        let apns_id = || {
+            let value = resp.headers.get(APNS_ID)?;
+            value.to_str().ok().map(str::to_owned)
+        };
+        return ProviderAnswer::Delivered(Delivered::identified_by(apns_id));
     }
     let reason = reason(resp);
     let described = || {
@@ -221,6 +220,8 @@ mod tests {
 
     #[test]
     fn success_carries_the_apns_id() {
+        // The id is read for the debug log only.
+        log::set_max_level(log::LevelFilter::Debug);
         let mut resp = answer(200, "");
         resp.body = bytes::Bytes::new();
         resp.headers.insert("apns-id", "abc".parse().unwrap());

@@ -82,10 +82,8 @@ pub(crate) fn parse_error_body(body: &[u8]) -> ErrorFacts {
 /// (`THIRD_PARTY_AUTH_ERROR`, also a 401) is the project's configuration.
 pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ProviderAnswer {
     if status.is_success() {
-        let provider_id = serde_json::from_slice::<SendResponse>(body)
-            .ok()
-            .and_then(|r| r.name);
-        return ProviderAnswer::Delivered(Delivered { provider_id });
+        let name = || serde_json::from_slice::<SendResponse>(body).ok()?.name;
+        return ProviderAnswer::Delivered(Delivered::identified_by(name));
     }
     let facts = parse_error_body(body);
     let describe = || describe(status, &facts);
@@ -208,6 +206,8 @@ mod tests {
 
     #[test]
     fn success_reports_the_message_name() {
+        // The name is read for the debug log only.
+        log::set_max_level(log::LevelFilter::Debug);
         let body = br#"{"name": "projects/p/messages/0:1700000000%abc"}"#;
         assert_eq!(
             classify(StatusCode::OK, &HeaderMap::new(), body),

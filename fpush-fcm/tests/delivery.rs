@@ -21,6 +21,7 @@ async fn a_push_arrives_as_a_high_priority_data_message() {
     cfg.additional_data = BTreeMap::from([("kind".to_string(), "xmpp".to_string())]);
     cfg.data_from_summary = true;
     let module = FcmPush::new("android", cfg).unwrap();
+    log::set_max_level(log::LevelFilter::Debug); // the message name is read for the debug log only
 
     let delivered = push(&module, "device-token-1").await.unwrap();
 

@@ -5,8 +5,23 @@ use std::time::Duration;
 /// A push the provider accepted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delivered {
-    /// The provider's id for the accepted message (`apns-id`, FCM message `name`), when it gave one.
+    /// The provider's id for the accepted message (`apns-id`, FCM message `name`, a Web Push
+    /// `Location`), when it gave one and debug logging is on (see [`Delivered::identified_by`]).
     pub provider_id: Option<String>,
+}
+
+impl Delivered {
+    /// A delivery whose provider id `id` reads from the answer. Only the core's per-push debug
+    /// line shows the id (to find the message in the provider's delivery logs), so it is not
+    /// copied out of the answer while no debug logging is on: that copy is an allocation per
+    /// push.
+    pub fn identified_by(id: impl FnOnce() -> Option<String>) -> Self {
+        Delivered {
+            provider_id: (log::max_level() >= log::LevelFilter::Debug)
+                .then(id)
+                .flatten(),
+        }
+    }
 }
 
 /// Why a provider declared a token dead.
@@ -80,6 +95,16 @@ fn retry_after_suffix(retry_after: &Option<Duration>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_provider_id_is_read_only_while_debug_logging_is_on() {
+        log::set_max_level(log::LevelFilter::Info);
+        let unread = Delivered::identified_by(|| panic!("read with debug logging off"));
+        assert_eq!(unread.provider_id, None);
+        log::set_max_level(log::LevelFilter::Debug);
+        let read = Delivered::identified_by(|| Some("id-1".to_owned()));
+        assert_eq!(read.provider_id.as_deref(), Some("id-1"));
+    }
 
     #[test]
     fn throttling_says_when_to_retry_in_plain_words() {

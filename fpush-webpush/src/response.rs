@@ -13,13 +13,10 @@ const QUOTED_BODY: usize = 200;
 pub fn judge(response: &HttpResponse) -> Result<Delivered, PushError> {
     let status = response.status.as_u16();
     match status {
-        200..=299 => Ok(Delivered {
-            provider_id: response
-                .headers
-                .get(http::header::LOCATION)
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned),
-        }),
+        200..=299 => Ok(Delivered::identified_by(|| {
+            let location = response.headers.get(http::header::LOCATION)?;
+            location.to_str().ok().map(str::to_owned)
+        })),
         404 | 410 => Err(PushError::TokenInvalid(DeadTokenReason::Unregistered)),
         429 => Err(PushError::ProviderThrottled {
             retry_after: fpush_http::retry_after(&response.headers),
@@ -89,6 +86,8 @@ mod tests {
 
     #[test]
     fn statuses_map_to_what_the_server_should_do() {
+        // The location is read for the debug log only.
+        log::set_max_level(log::LevelFilter::Debug);
         let delivered = judge(&answer(201, &[("location", "https://p/m/1")])).unwrap();
         assert_eq!(delivered.provider_id.as_deref(), Some("https://p/m/1"));
         assert!(judge(&answer(202, &[])).is_ok());

@@ -128,8 +128,15 @@ impl Module {
     ) -> Outcome {
         self.metrics.observe_answer(result, took);
         match result {
-            Ok(_) => {
+            Ok(delivered) => {
                 self.wipe_guard.record_success();
+                if let Some(id) = &delivered.provider_id {
+                    log::debug!(
+                        "module {}: push for {}… delivered as {id}",
+                        self.id,
+                        token_prefix(key)
+                    );
+                }
                 Outcome::delivered
             }
             Err(PushError::TokenInvalid(reason)) => self.settle_dead(key, *reason, limiter),
