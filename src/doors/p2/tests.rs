@@ -467,20 +467,19 @@ impl RegistrationStore for Replaces {
     }
 }
 
+/// `command` as Juliet's phone sends it.
+async fn juliets(door: &P2Door, modules: &ModuleSet, command: AdHocCommand) -> CommandAnswer {
+    let from = "juliet@example.org/phone";
+    door.command(modules, from, "push.example.org", &command)
+        .await
+}
+
 #[tokio::test]
 async fn a_canceled_command_is_answered_canceled_and_registers_nothing() {
     let (door, store, _dir) = sqlite_door();
     let modules = fcm_modules();
     let fields = [("token", "a-token"), ("device-id", "j1")];
-    let command = register_command("cancel", &fields);
-    let answer = door
-        .command(
-            &modules,
-            "juliet@example.org/phone",
-            "push.example.org",
-            &command,
-        )
-        .await;
+    let answer = juliets(&door, &modules, register_command("cancel", &fields)).await;
     let canceled = answer.result.expect("a cancel is not refused");
     assert_eq!(canceled.status, CommandStatus::Canceled);
     assert!(canceled.fields.is_empty());
@@ -493,15 +492,7 @@ async fn a_step_the_one_step_commands_lack_is_a_bad_request() {
     let modules = fcm_modules();
     let fields = [("token", "a-token"), ("device-id", "j1")];
     for action in ["next", "prev", "dance"] {
-        let command = register_command(action, &fields);
-        let answer = door
-            .command(
-                &modules,
-                "juliet@example.org/phone",
-                "push.example.org",
-                &command,
-            )
-            .await;
+        let answer = juliets(&door, &modules, register_command(action, &fields)).await;
         let refusal = answer.result.expect_err(action);
         assert_eq!(refusal.condition, Condition::BadRequest, "{action}");
     }
