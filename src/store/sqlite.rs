@@ -111,6 +111,10 @@ impl SqliteStore {
         let shared = self.shared.clone();
         blocking(move || {
             let mut writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            // An in-place snapshot open while this write commits would hold back the commit's
+            // checkpoint; one held across every write (pushes between them) keeps the WAL from
+            // ever being checkpointed whole and started over, and it grows without bound.
+            shared.lookups.writing();
             let written = job(&mut writer, &shared.limits);
             shared.lookups.wrote();
             written

@@ -4,8 +4,10 @@
 //!
 //! The snapshot must never hide a registration a client was told about: every write of this
 //! process counts itself ([`SqliteStore`](super::SqliteStore)'s writes bump `writes` after they
-//! commit, and end the snapshot when the connection is free), and a look-up that finds the count
-//! changed begins a new one. Another process's writes (`fpush store import`) are seen within
+//! commit, and end the snapshot before and after, when the connection is free), and a look-up
+//! that finds the count changed begins a new one. A snapshot open while a write commits holds
+//! that commit's checkpoint short of the WAL's end; if that happened at every write, the WAL
+//! would never start over and would grow until a restart. Another process's writes (`fpush store import`) are seen within
 //! [`MAX_AGE`].
 
 use std::path::Path;

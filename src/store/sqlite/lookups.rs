@@ -84,6 +84,14 @@ impl Lookups {
         }
     }
 
+    /// Ends the in-place snapshot before a write, if the connection is free: a snapshot open
+    /// while the write commits keeps its checkpoint from reaching the end of the WAL.
+    pub(super) fn writing(&self) {
+        if let Ok(mut reader) = self.reader.try_lock() {
+            reader.end();
+        }
+    }
+
     /// The registration `domain` names by `node`.
     pub(super) async fn find(shared: &Arc<Shared>, domain: &str, node: &str) -> Answer {
         let lookups = &shared.lookups;

@@ -226,3 +226,32 @@ async fn a_restored_registration_may_not_take_a_node_its_domain_already_uses() {
     let found = store.find("example.org", "taken-node").await.expect("read");
     assert_eq!(found.map(|found| found.secret), Some("s1".into()));
 }
+
+/// Pushes and writes interleaved, as on any busy server (each write follows a push's look-up):
+/// the write-ahead log must still be checkpointed and start over, staying near SQLite's
+/// auto-checkpoint size (1000 pages, about 4 MB), instead of growing with every write.
+#[tokio::test]
+async fn the_write_ahead_log_stays_bounded_while_pushes_and_writes_interleave() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = opened(&dir);
+    let wal = dir.path().join("registrations.sqlite3-wal");
+    let first = store
+        .register(registration("w0"))
+        .await
+        .expect("registered");
+    for i in 1..3_000 {
+        // A push's look-up in place: its snapshot stays open until the next write ends it.
+        let found = store.find("example.org", &first.node).await.expect("read");
+        assert!(found.is_some());
+        store
+            .register(registration(&format!("w{i}")))
+            .await
+            .expect("registered");
+    }
+    let size = std::fs::metadata(&wal).expect("the WAL exists").len();
+    assert!(
+        size < 8 << 20,
+        "the WAL grew to {} MB over 3,000 writes",
+        size >> 20
+    );
+}
