@@ -750,6 +750,7 @@ suite!(
     list_pages_through_line_breaks_in_nodes_and_domains,
     restore_keeps_the_given_node_secret_and_last_use,
     a_restore_onto_another_registrations_node_changes_nothing,
+    racing_first_registrations_of_one_key_make_one_registration,
 );
 
 #[tokio::test]
@@ -1405,4 +1406,40 @@ async fn the_sweeper_sweeps_a_mostly_unused_store_even_when_fpush_restarts_twice
     assert!(turns > 24, "swept after {turns} turns: less than a day");
     let total: u64 = store.counts().await.unwrap().iter().map(|(_, n)| n).sum();
     assert_eq!(total, 30);
+}
+
+/// Two register commands for the same new key racing (a client that sends `register-push` twice
+/// on reconnect, two fpush instances on one Redis): the key must end with one registration, and
+/// both answers must name it (SQLite's unique key index does this by itself).
+async fn racing_first_registrations_of_one_key_make_one_registration(backend: Backend) {
+    let store = backend.open(limits());
+    let other = backend.open(limits());
+    let (first, second) = tokio::join!(
+        store.register(registration("fcm", "d1", "a@example.org")),
+        other.register(registration("fcm", "d1", "a@example.org")),
+    );
+    let (first, second) = (first.unwrap(), second.unwrap());
+    let found = |node: String| {
+        let store = store.clone();
+        async move { store.find("example.org", &node).await.unwrap().is_some() }
+    };
+    let both = (
+        found(first.node.clone()).await,
+        found(second.node.clone()).await,
+    );
+    assert_eq!(
+        store.counts().await.unwrap(),
+        vec![("fcm".into(), 1)],
+        "one key, one registration (stored: {both:?})"
+    );
+    assert_eq!(first, second, "both answers name the one registration");
+    // Unregistering the key leaves nothing behind that pushes still reach.
+    assert!(store
+        .unregister(&registration("fcm", "d1", "a@example.org").key)
+        .await
+        .unwrap());
+    assert_eq!(
+        (found(first.node).await, found(second.node).await),
+        (false, false)
+    );
 }

@@ -25,6 +25,7 @@ use super::{
 use crate::config::RedisSettings;
 use crate::ratelimit::{RedisConnection, RedisEndpoint, RedisServers};
 use keys::Keys;
+use write::IndexClaim;
 
 /// The longest one Redis call may take.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -55,6 +56,7 @@ struct Scripts {
     remove: Script,
     touch: Script,
     forget_index: Script,
+    claim_index: Script,
     uncount: Script,
     clear_second_token: Script,
 }
@@ -80,6 +82,7 @@ impl RedisRegistrations {
                 remove: Script::new(include_str!("redis/remove.lua")),
                 touch: Script::new(include_str!("redis/touch.lua")),
                 forget_index: Script::new(include_str!("redis/forget_index.lua")),
+                claim_index: Script::new(include_str!("redis/claim_index.lua")),
                 uncount: Script::new(include_str!("redis/uncount.lua")),
                 clear_second_token: Script::new(include_str!("redis/clear_second_token.lua")),
             }),
@@ -180,8 +183,15 @@ impl RedisRegistrations {
     ) -> Result<Credentials, StoreError> {
         let leaving = u64::from(old.is_some());
         let inserted = self
-            .insert_leaving(registration, Some(credentials), last_used, leaving)
-            .await?;
+            .insert_leaving(
+                registration,
+                Some(credentials),
+                last_used,
+                leaving,
+                IndexClaim::Any,
+            )
+            .await?
+            .ok_or_else(|| unexpected("claim"))?; // a claim of any entry always holds
         if let Some((domain, node)) = old {
             if let Err(error) = self.remove_in(domain, node, 0, "").await {
                 log::warn!("registration store: a moved registration's old copy stays: {error}");
@@ -305,25 +315,54 @@ fn parse(
     })
 }
 
-#[async_trait]
-impl RegistrationStore for RedisRegistrations {
-    async fn register(&self, registration: Registration) -> Result<Credentials, StoreError> {
-        if let Some((domain, node)) = self.located(&registration.key).await? {
-            if domain == registration.domain {
-                if let Some(credentials) = self.update(&registration, &node).await? {
-                    return Ok(credentials);
+impl RedisRegistrations {
+    /// One try of [`RegistrationStore::register`]; `None` when a concurrent register of the
+    /// same key claimed its index entry first.
+    async fn register_once(
+        &self,
+        registration: &Registration,
+    ) -> Result<Option<Credentials>, StoreError> {
+        let located = self.located(&registration.key).await?;
+        if let Some((domain, node)) = &located {
+            if *domain == registration.domain {
+                if let Some(credentials) = self.update(registration, node).await? {
+                    return Ok(Some(credentials));
                 }
                 // Not updated: gone, another key's, or damaged past repair (removed: the
                 // device gets new credentials, and the key keeps one registration).
-                if let Some(Readable::Damaged) = self.indexed(&domain, &node).await? {
-                    self.remove_in(&domain, &node, 0, "").await?;
+                if let Some(Readable::Damaged) = self.indexed(domain, node).await? {
+                    self.remove_in(domain, node, 0, "").await?;
                 }
-            } else if let Some(moved) = self.moved(&registration, &domain, &node).await? {
-                return Ok(moved);
+            } else if let Some(moved) = self.moved(registration, domain, node).await? {
+                return Ok(Some(moved));
             }
         }
+        let read = located.map(|(domain, node)| format!("{domain}\n{node}"));
+        let claim = IndexClaim::IfStill(read.as_deref());
         let now = unix(SystemTime::now());
-        self.insert(&registration, None, now).await
+        self.insert(registration, None, now, claim).await
+    }
+}
+
+/// How many times a register starts over after a concurrent register of the same key won the
+/// key's index entry (each start-over finds the winner's registration and updates it).
+const REGISTER_ATTEMPTS: usize = 4;
+
+#[async_trait]
+impl RegistrationStore for RedisRegistrations {
+    /// Reads the key's index entry, then updates, moves or inserts. The steps span slots, so
+    /// they cannot be one script: an insert claims the entry only if it still holds what was
+    /// read, and a register that lost the entry to a concurrent one removes its insert and
+    /// starts over (SQLite's unique key index makes the second one an update by itself).
+    async fn register(&self, registration: Registration) -> Result<Credentials, StoreError> {
+        for _ in 0..REGISTER_ATTEMPTS {
+            if let Some(credentials) = self.register_once(&registration).await? {
+                return Ok(credentials);
+            }
+        }
+        Err(StoreError::Unavailable(
+            "concurrent registers of one device kept racing".into(),
+        ))
     }
 
     async fn find(&self, domain: &str, node: &str) -> Result<Option<Registration>, StoreError> {
@@ -537,7 +576,8 @@ impl RegistrationStore for RedisRegistrations {
             }
         };
         let Some((old_domain, old_node)) = elsewhere else {
-            let inserted = self.insert(&registration, Some(credentials), last_used);
+            let inserted =
+                self.insert(&registration, Some(credentials), last_used, IndexClaim::Any);
             return inserted.await.map(drop);
         };
         // From another domain: moved as registering moves it.

@@ -11,6 +11,17 @@ use crate::store::{
     random, Credentials, Registration, RegistrationKey, RegistrationStore, StoreError,
 };
 
+/// What a new registration's key index entry must hold for the insert to point it at the new
+/// registration.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum IndexClaim<'a> {
+    /// Anything: a move or a restore puts the registration where it says.
+    Any,
+    /// Still what the register read before inserting (`domain\nnode`; `None`: no entry). Another
+    /// value means that a concurrent register of the same key got there first.
+    IfStill(Option<&'a str>),
+}
+
 impl RedisRegistrations {
     /// Updates a known registration in place; `None` when it is not where the index says.
     pub(super) async fn update(
@@ -31,14 +42,17 @@ impl RedisRegistrations {
         }))
     }
 
-    /// Stores a registration not in the store yet, with `given` credentials or fresh ones.
+    /// Stores a registration not in the store yet, with `given` credentials or fresh ones;
+    /// `None` when `claim` did not hold (the insert was taken back).
     pub(super) async fn insert(
         &self,
         registration: &Registration,
         given: Option<Credentials>,
         last_used: u64,
-    ) -> Result<Credentials, StoreError> {
-        self.insert_leaving(registration, given, last_used, 0).await
+        claim: IndexClaim<'_>,
+    ) -> Result<Option<Credentials>, StoreError> {
+        self.insert_leaving(registration, given, last_used, 0, claim)
+            .await
     }
 
     /// [`Self::insert`] for a registration moving from another domain: its old copy, removed
@@ -49,7 +63,8 @@ impl RedisRegistrations {
         given: Option<Credentials>,
         last_used: u64,
         leaving: u64,
-    ) -> Result<Credentials, StoreError> {
+        claim: IndexClaim<'_>,
+    ) -> Result<Option<Credentials>, StoreError> {
         let domain = &registration.domain;
         if domain.is_empty() {
             return Err(StoreError::Unusable("a registration needs a domain".into()));
@@ -66,9 +81,9 @@ impl RedisRegistrations {
                 .await?;
             match answer.first().map(String::as_str) {
                 Some("ok") => {
-                    self.inserted(registration, &credentials.node, &answer[1..])
-                        .await?;
-                    return Ok(credentials);
+                    let node = &credentials.node;
+                    let claimed = self.inserted(registration, node, &answer[1..], claim);
+                    return Ok(claimed.await?.then_some(credentials));
                 }
                 Some("full") => return Err(StoreError::Full("store.maxPerDomain")),
                 Some("collision") if !restoring => credentials.node = random::node()?,
@@ -128,21 +143,39 @@ impl RedisRegistrations {
         invocation
     }
 
-    /// The writes outside the domain's slot after an insert: the index, the domain list, the
-    /// counts, and the index entries of the registrations it replaced.
+    /// The writes outside the domain's slot after an insert: the index (if `claim` holds), the
+    /// domain list, the counts, and the index entries of the registrations it replaced. When
+    /// the claim fails, the registration just inserted is removed again (which uncounts it);
+    /// answers whether it stays.
     async fn inserted(
         &self,
         registration: &Registration,
         node: &str,
         evicted: &[String],
-    ) -> Result<(), StoreError> {
+        claim: IndexClaim<'_>,
+    ) -> Result<bool, StoreError> {
         let domain = &registration.domain;
         let mut connection = self.connection();
         let index = self.keys.index(&registration.key);
-        let () = connection
-            .set(index, format!("{domain}\n{node}"))
-            .await
-            .map_err(failed)?;
+        let located = format!("{domain}\n{node}");
+        let claimed = match claim {
+            IndexClaim::Any => {
+                let () = connection.set(index, located).await.map_err(failed)?;
+                true
+            }
+            IndexClaim::IfStill(read) => {
+                let claimed: i64 = self
+                    .scripts
+                    .claim_index
+                    .key(index)
+                    .arg(located)
+                    .arg(read.unwrap_or(""))
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(failed)?;
+                claimed == 1
+            }
+        };
         let _: i64 = connection
             .sadd(self.keys.domains(), domain)
             .await
@@ -151,7 +184,11 @@ impl RedisRegistrations {
             .hincr(self.keys.counts(), &registration.key.service, 1)
             .await
             .map_err(failed)?;
-        self.forget(domain, evicted).await
+        self.forget(domain, evicted).await?;
+        if !claimed {
+            self.remove_in(domain, node, 0, "").await?;
+        }
+        Ok(claimed)
     }
 
     /// Drops the index entries and counts of registrations a script removed (each as
