@@ -511,10 +511,16 @@ async fn an_enabled_ratelimit_keys_on_the_client() {
     let mut link = connect(&mut xmpp).await;
     let same = format!("{}/same", service.origin());
     let other = format!("{}/other", service.origin());
+    let call = format!("{}/call", service.origin());
     // The first goes out, the second waits for the window, the third is answered wait; another
-    // client is not held back.
+    // client is not held back, nor are calls (a propose and its retract).
     for (id, client) in [("r1", &same), ("r2", &same), ("r3", &same), ("o1", &other)] {
         link.send(&push2_message(id, "localhost", client, ""))
+            .await
+            .unwrap();
+    }
+    for id in ["c1", "c2", "c3"] {
+        link.send(&push2_message(id, "localhost", &call, "<voip/>"))
             .await
             .unwrap();
     }
@@ -523,7 +529,7 @@ async fn an_enabled_ratelimit_keys_on_the_client() {
     tokio::time::sleep(SETTLE).await;
     let mut paths: Vec<String> = service.received().into_iter().map(|r| r.path).collect();
     paths.sort();
-    assert_eq!(paths, ["/other", "/same"]);
+    assert_eq!(paths, ["/call", "/call", "/call", "/other", "/same"]);
 }
 
 #[tokio::test]

@@ -303,3 +303,21 @@ async fn a_call_a_module_must_send_as_an_alert_is_refused_when_it_cannot_fit_one
     apple.send("c2", &client, &large_call()).await;
     apple.assert_refused_unsent("c2").await;
 }
+
+/// A call's retraction (mod_push2 sends `<voip/>` and priority `high` for both the Jingle
+/// `propose` and its `retract`) must reach the phone at once: held for the push2 ratelimit's
+/// window, the phone rings on for up to `ratelimitTime` after the caller hung up, and a second
+/// call within the window is answered `wait` and never rings. The tigase door exempts calls
+/// (`Target::urgent`: "a call held 20 s is a missed call"); the push2 door does not.
+#[tokio::test]
+async fn an_enabled_push2_ratelimit_never_holds_a_call_back() {
+    let push2 = r#""push2": { "ratelimit": { "enabled": true, "ratelimitTime": "60s" } },"#;
+    let mut apple = Apple::start_with(json!({"enabled": false}), push2).await;
+    let client = format!("https://api.push.apple.com/3/device/{DEVICE}#{TOPIC}&amp;{VOIP}");
+    let call = format!("{}<voip/>", encrypted("high"));
+    apple.send("propose", &client, &call).await;
+    apple.send("retract", &client, &call).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let calls = apple.apns.server.received();
+    assert_eq!(calls.len(), 2, "the retraction was held back: {calls:?}");
+}

@@ -102,9 +102,20 @@ fn apns_push(
         true => TargetKey::SecondToken,
         false => TargetKey::Token,
     };
-    Ok(Target::new(module.clone(), notification, key)
+    let target = Target::new(module.clone(), notification, key)
         .answered_by_message()
-        .limited_by(Limiter::Relay(relay)))
+        .limited_by(Limiter::Relay(relay));
+    Ok(urgent_if_call(target, push.voip))
+}
+
+/// A call (`<voip/>`: mod_push2's Jingle `propose` and `retract`) passes no ratelimit, as a
+/// tigase call does: held for the window, it rings late or rings on after the caller hung up.
+fn urgent_if_call(target: Target, voip: bool) -> Target {
+    if voip {
+        target.urgent()
+    } else {
+        target
+    }
 }
 
 /// The parts of an APNS client after its host, `/3/device/<token>#<topic>[&<VoIP token>]`:
@@ -182,7 +193,8 @@ fn web_push(modules: &ModuleSet, push: Push2Request) -> Result<Target, Refusal> 
         ..PushNotification::default()
     };
     let key = TargetKey::Composite(endpoint_key(&push.client));
-    Ok(Target::new(module.clone(), notification, key).answered_by_message())
+    let target = Target::new(module.clone(), notification, key).answered_by_message();
+    Ok(urgent_if_call(target, push.voip))
 }
 
 /// The ratelimit and dead-endpoint key of a Web Push endpoint: the endpoint as it is requested,
