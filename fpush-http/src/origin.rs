@@ -35,6 +35,13 @@ impl Origin {
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(invalid("an origin has no path"));
         }
+        // `:authority` as browsers and HTTP libraries write it: without the default port (a
+        // Web Push origin is kept as `https://host:443`, and a front end may compare the
+        // authority with its host names as written).
+        let authority = match authority.port_u16() {
+            Some(443) => Authority::try_from(authority.host()).map_err(|_| invalid("no host"))?,
+            _ => authority,
+        };
         // IPv6 literals come bracketed; the TLS server name and the socket address want them bare.
         let host = authority
             .host()
@@ -85,6 +92,18 @@ mod tests {
         assert_eq!(o.text, "https://localhost:8443");
         let o = Origin::parse("https://[::1]:9/").unwrap();
         assert_eq!(o.host, "::1");
+    }
+
+    #[test]
+    fn the_default_port_is_left_out_of_the_authority() {
+        let o = Origin::parse("https://push.example:443").unwrap();
+        assert_eq!((o.authority.as_str(), o.port), ("push.example", 443));
+        assert_eq!(o.text, "https://push.example");
+        let o = Origin::parse("https://[2001:db8::1]:443/").unwrap();
+        assert_eq!(
+            (o.authority.as_str(), o.host.as_str()),
+            ("[2001:db8::1]", "2001:db8::1")
+        );
     }
 
     #[test]
