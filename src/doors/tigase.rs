@@ -70,12 +70,14 @@ impl TigaseDoor {
     /// The target of a push from `from` (a bare JID) naming a registration by its node,
     /// looked up by (sender's domain, node).
     pub async fn resolve(&self, modules: &ModuleSet, from: &str, push: PushRequest) -> Resolved {
+        // Registration nodes are 12 characters: a push that cannot name one is a token-in-node
+        // push whatever the store holds, and never waits for (or on the failure of) a look-up.
+        if !may_name_registration(&push) {
+            return Resolved::NotRegistered(push);
+        }
         let registration = match find_registration(&*self.store, from, &push.token).await {
             Ok(Some(found)) if is_provider_id(&found.key.service) => found,
-            Ok(_) if may_name_registration(&push) => {
-                return Resolved::Refused(lacking(&*self.store, modules).await.into())
-            }
-            Ok(_) => return Resolved::NotRegistered(push),
+            Ok(_) => return Resolved::Refused(lacking(&*self.store, modules).await.into()),
             Err(error) => {
                 log::debug!("tigase: registration look-up failed: {error}");
                 return Resolved::Refused(Outcome::store_failed.into());
@@ -188,7 +190,9 @@ mod tests {
     use super::*;
     use crate::doors::p2::tests::delivering_module;
     use crate::request::AdHocCommand;
-    use crate::store::{SqliteStore, StoreLimits};
+    use crate::store::StoreLimits;
+    use crate::store::{Credentials, Registration, RegistrationKey, SqliteStore, StoreError};
+    use std::time::Duration;
 
     const PROVIDER: &str = "snikket:apns:1";
 
@@ -229,6 +233,65 @@ mod tests {
                 "a push from {sender}: {resolved:?}"
             );
         }
+    }
+
+    /// A store whose every look-up fails (Redis down, SQLite locked): only `find` is asked.
+    struct Failing;
+
+    #[async_trait::async_trait]
+    impl RegistrationStore for Failing {
+        async fn register(&self, _: Registration) -> Result<Credentials, StoreError> {
+            Err(StoreError::Unavailable("down".into()))
+        }
+        async fn find(&self, _: &str, _: &str) -> Result<Option<Registration>, StoreError> {
+            Err(StoreError::Unavailable("down".into()))
+        }
+        async fn touch(&self, _: &str, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn unregister(&self, _: &RegistrationKey) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn remove(&self, _: &str, _: &str, _: &str) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn clear_second_token(&self, _: &str, _: &str, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn sweep(&self, _: SystemTime) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        async fn count_unused(&self, _: SystemTime) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        async fn sweeps_skipped_for(&self) -> Result<Duration, StoreError> {
+            Ok(Duration::ZERO)
+        }
+        async fn record_sweeps_skipped(&self, _: Option<Duration>) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_never_holds_back_a_push_that_cannot_name_a_registration() {
+        // A default module's token-in-node push (a 64-hex APNS token, no Tigase elements) can
+        // name no tigase registration (nodes are 12 characters): without a store it goes out
+        // (`without_store`), and so must it while the open store fails.
+        let door = TigaseDoor::new(Arc::new(Failing));
+        let modules = apns_modules();
+        let push = PushRequest {
+            token: "ab".repeat(32),
+            ..PushRequest::default()
+        };
+        assert!(!may_name_registration(&push));
+        let resolved = door.resolve(&modules, "example.org", push).await;
+        assert!(
+            matches!(resolved, Resolved::NotRegistered(_)),
+            "a token-in-node push held back by the store: {resolved:?}"
+        );
     }
 
     #[test]
