@@ -137,7 +137,7 @@ async fn register_device_answers_a_stable_node_the_features_and_the_payload_size
     assert!(
         reply
             .raw
-            .contains("<field var='features' type='list-multi'>"),
+            .contains("<field var='features' type='text-multi'>"),
         "{}",
         reply.raw
     );

@@ -261,7 +261,8 @@ fn command_ended(
         return;
     }
     out.extend_from_slice(b"><x xmlns='jabber:x:data' type='form'>");
-    // Consecutive fields of one name are one field with several values (a list-multi).
+    // Consecutive fields of one name are one field with several values: a text-multi, as the
+    // Tigase push component answers them (TigaseSwift reads `features` as a TextMultiField).
     for (at, (var, value)) in fields.iter().enumerate() {
         let same = |other: Option<&(&str, &str)>| other.is_some_and(|(v, _)| v == var);
         let first = at == 0 || !same(fields.get(at - 1));
@@ -270,7 +271,7 @@ fn command_ended(
             out.extend_from_slice(b"<field var='");
             escape_into(var.as_bytes(), out);
             if !last {
-                out.extend_from_slice(b"' type='list-multi");
+                out.extend_from_slice(b"' type='text-multi");
             }
             out.extend_from_slice(b"'>");
         }
@@ -341,6 +342,37 @@ mod tests {
             from: "a@example.org/r".into(),
             to: "push.example.org".into(),
         }
+    }
+
+    #[test]
+    fn a_multi_valued_field_is_text_multi_as_the_tigase_component_sends_it() {
+        // Tigase's push component answers register-device's `features` with
+        // `type='text-multi'` (tigase.server.DataForm.addFieldMultiValue), and TigaseSwift-based
+        // Siskin reads it with `getField(named: "features") as? TextMultiField`: a list-multi
+        // field parses as ListMultiField there, so the app sees no features and never enables
+        // encrypted pushes or priorities.
+        let mut out = Vec::new();
+        let fields = [
+            ("node", "n0de"),
+            ("features", "tigase:push:encrypt:0"),
+            ("features", "tigase:push:priority:0"),
+            ("max-payload-size", "2048"),
+        ];
+        let reply = Reply::CommandEnded {
+            node: "register-device",
+            session_id: "s1",
+            status: CommandStatus::Completed,
+            fields: &fields,
+        };
+        write_reply(&header(), &reply, &mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains(
+                "<field var='features' type='text-multi'><value>tigase:push:encrypt:0</value>\
+                 <value>tigase:push:priority:0</value></field>"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
