@@ -508,7 +508,7 @@ async fn commands_name_the_jid_they_reached_after_a_reload_renamed_the_component
 }
 
 #[tokio::test]
-async fn a_given_session_id_is_kept_and_only_execute_is_served() {
+async fn a_given_session_id_is_kept_cancel_is_answered_canceled_and_other_steps_refused() {
     let mut h = Harness::new(false);
     let form = format!(
         "<x xmlns='jabber:x:data' type='submit'><field var='token'><value>{TOKEN}</value>\
@@ -528,6 +528,12 @@ async fn a_given_session_id_is_kept_and_only_execute_is_served() {
         "{}",
         with_session.raw
     );
-    let cancel = h.ask(|id| register(id, "action='cancel'")).await;
-    assert_eq!(error_of(&cancel), ("modify", "bad-request"));
+    let cancel = h.ask(|id| register(id, "action='cancel' sessionid='s-43'")).await;
+    assert!(
+        cancel.raw.contains("sessionid='s-43' status='canceled'/>"),
+        "{}",
+        cancel.raw
+    );
+    let next = h.ask(|id| register(id, "action='next'")).await;
+    assert_eq!(error_of(&next), ("modify", "bad-request"));
 }
