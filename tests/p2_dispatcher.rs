@@ -528,7 +528,9 @@ async fn a_given_session_id_is_kept_cancel_is_answered_canceled_and_other_steps_
         "{}",
         with_session.raw
     );
-    let cancel = h.ask(|id| register(id, "action='cancel' sessionid='s-43'")).await;
+    let cancel = h
+        .ask(|id| register(id, "action='cancel' sessionid='s-43'"))
+        .await;
     assert!(
         cancel.raw.contains("sessionid='s-43' status='canceled'/>"),
         "{}",

@@ -184,10 +184,13 @@ impl FcmPush {
         match self.fcm.send(request).await {
             Ok(answer) => match classify(answer.status, &answer.headers, &answer.body) {
                 ProviderAnswer::Renew(reason) => {
-                    if !tries.renewed {
-                        self.tokens.invalidate(&access);
+                    if tries.renewed || self.tokens.invalidate(&access) {
+                        ProviderAnswer::Renew(reason)
+                    } else {
+                        // A token fetched after the last refusal was refused too.
+                        let reason = format!("{reason} (also with a fresh access token)");
+                        ProviderAnswer::Failed(PushError::Misconfigured(reason))
                     }
-                    ProviderAnswer::Renew(reason)
                 }
                 ProviderAnswer::Failed(PushError::ProviderThrottled { retry_after })
                     if quota::scope(&answer.body) == QuotaScope::Project =>

@@ -30,6 +30,11 @@ pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// The pause after the first failed refresh, doubled after each further one up to
 /// [`MAX_RETRY_PAUSE`].
 const FIRST_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// A token refused sooner than this after the last token dropped for a refusal is kept: the
+/// fresh token was refused too, so the refusal is not about the token (a 403 that stays, e.g.
+/// the FCM API disabled), and a new token per push would only load the token endpoint.
+pub(crate) const MIN_INVALIDATE_INTERVAL: Duration = Duration::from_secs(60);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(60);
 
 /// What the token endpoint granted.
@@ -142,6 +147,8 @@ pub(crate) struct TokenCache {
     refreshes: AtomicU64,
     /// Refreshes that ended without a token.
     failures: AtomicU64,
+    /// When a token was last dropped because FCM refused it.
+    last_invalidated: std::sync::Mutex<Option<Instant>>,
 }
 
 impl TokenCache {
@@ -206,12 +213,26 @@ impl TokenCache {
 
     /// Forgets `rejected` if it is still the current token (FCM answered 401 to it), so the
     /// next [`TokenCache::get`] fetches a new one. Pushes that were rejected with the same token
-    /// all call this; only the first one drops it, so they share one refresh.
-    pub fn invalidate(&self, rejected: &Arc<AccessToken>) {
+    /// all call this; only the first one drops it, so they share one refresh. True when a
+    /// retry may get another token; false when `rejected` is kept because the last token
+    /// dropped for a refusal was dropped less than [`MIN_INVALIDATE_INTERVAL`] ago.
+    pub fn invalidate(&self, rejected: &Arc<AccessToken>) -> bool {
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-        if current.as_ref().is_some_and(|t| Arc::ptr_eq(t, rejected)) {
-            *current = None;
+        if !current.as_ref().is_some_and(|t| Arc::ptr_eq(t, rejected)) {
+            // A newer token exists, or one is being fetched.
+            return true;
         }
+        let mut last = self
+            .last_invalidated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if last.is_some_and(|at| now.saturating_duration_since(at) < MIN_INVALIDATE_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        *current = None;
+        true
     }
 
     /// Refreshes that failed so far (one per shared refresh, however many pushes waited on it).

@@ -309,3 +309,23 @@ async fn unavailable_with_retry_after_pauses_the_module_until_then() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     push(&module, "token-3").await.unwrap();
 }
+
+/// A 403 `PERMISSION_DENIED` that stays (the service account lacks the FCM role, or the FCM
+/// API is disabled for the project: a fresh access token cannot help) must not make every push
+/// ask the token endpoint for a new token: APNS holds its renewals for 20 minutes in the same
+/// case; here each push's first 403 throws the fresh token away again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_permission_denied_does_not_refresh_the_token_for_every_push() {
+    let server = server().await;
+    let module = module(&server);
+    server.script(std::iter::repeat_with(|| FcmAnswer::permission_denied("fpush-test")).take(40));
+    for i in 0..20 {
+        let err = push(&module, &format!("token-{i}")).await.unwrap_err();
+        assert!(matches!(err, PushError::Misconfigured(_)), "{err:?}");
+    }
+    let refreshes = server.token_requests();
+    assert!(
+        refreshes <= 2,
+        "{refreshes} token requests for 20 pushes, each refused 403 PERMISSION_DENIED"
+    );
+}

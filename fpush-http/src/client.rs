@@ -204,7 +204,15 @@ impl Inner {
                 Some(head) => head,
                 None => again()?,
             };
-            let stream = match self.pool.acquire().await? {
+            let lease = self.pool.acquire().await?;
+            // The provider may have asked for a pause while this request waited for a stream.
+            if let Some(left) = self.breaker.remaining() {
+                if let Lease::Http1(conn) = lease {
+                    self.pool.keep_http1(conn);
+                }
+                return Err(HttpError::Paused(left));
+            }
+            let stream = match lease {
                 Lease::H2(stream) => stream,
                 Lease::Http1(conn) => {
                     let resp = self.send_http1(conn, next, body.clone()).await?;

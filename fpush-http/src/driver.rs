@@ -66,6 +66,8 @@ impl Driver {
         tokio::pin!(connection);
         let mut ready = Some(ready);
         let mut next_ping = tokio::time::Instant::now();
+        // A deadline of its own: PINGs asked for by other requests' timeouts must not restart it.
+        let mut next_idle_check = next_ping + self.idle_check;
         let mut in_pool = true;
         loop {
             let wake = tokio::select! {
@@ -77,11 +79,12 @@ impl Driver {
                 }
                 _ = tokio::time::sleep_until(next_ping) => Wake::Ping,
                 _ = self.check_now.notified() => Wake::Ping,
-                _ = tokio::time::sleep(self.idle_check), if in_pool => Wake::IdleCheck,
+                _ = tokio::time::sleep_until(next_idle_check), if in_pool => Wake::IdleCheck,
             };
             match wake {
                 Wake::Ended => break,
                 Wake::IdleCheck => {
+                    next_idle_check = tokio::time::Instant::now() + self.idle_check;
                     if let Some(pool) = self.pool.upgrade() {
                         if pool.close_if_idle(self.id) {
                             log::debug!("closing an idle extra connection to {}", self.origin);

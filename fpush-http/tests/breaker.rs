@@ -203,3 +203,63 @@ async fn a_pause_the_platform_asks_for_is_honoured_and_shown_in_the_gauges() {
     assert_eq!(client.gauges().paused_for, None);
     assert_eq!(client.send(post("/ok")).await.unwrap().status, 200);
 }
+
+/// Requests that were waiting for a stream when the provider asked for a pause must not go
+/// out once a stream frees up: the pause is checked only before a request starts waiting, so
+/// every request queued in a full pool still reaches the provider during its pause.
+#[tokio::test]
+async fn requests_waiting_for_a_stream_when_the_pause_begins_do_not_reach_the_provider() {
+    use fpush_testkit::tls::{serve_with, ServeOptions};
+    let s = setup();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    let tls = s.pki.server_config(ClientAuth::None).unwrap();
+    let options = ServeOptions {
+        max_concurrent_streams: 1,
+    };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = serve_with(addr, tls, options, move |req: Request<Bytes>, _conn| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let first = req.uri().path().starts_with("/503");
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut resp = Response::builder().status(if first { 503 } else { 200 });
+            if first {
+                resp = resp.header("retry-after", "30");
+            }
+            resp.body(Bytes::new()).unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let cfg = HttpConfig {
+        ca_file: Some(s.ca_path.clone()),
+        max_connections: 1,
+        ..HttpConfig::default()
+    };
+    let client = HttpClient::new(&server.origin(), cfg).unwrap();
+    // Opens the connection, so the paused request below takes its one stream at once.
+    assert_eq!(status(&client, post("/warm-up")).await, 200);
+    count.store(0, Ordering::SeqCst);
+    let first = {
+        let client = client.clone();
+        tokio::spawn(async move { client.send(post("/503")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let waiting: Vec<_> = (0..5)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.send(post(&format!("/ok/{i}"))).await })
+        })
+        .collect();
+    assert_eq!(first.await.unwrap().unwrap().status, 503);
+    for task in waiting {
+        let result = task.await.unwrap();
+        assert!(matches!(result, Err(HttpError::Paused(_))), "{result:?}");
+    }
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        1,
+        "only the request that was answered 503"
+    );
+}

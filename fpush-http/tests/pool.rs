@@ -592,3 +592,50 @@ async fn a_connection_refused_by_goaway_at_once_is_a_failed_opening() {
     }
     assert_eq!(client.connections_open(), 0);
 }
+
+/// An idle extra connection closes after the idle timeout even while requests on another
+/// connection keep timing out: each timeout asks every driver for a PING, and the driver's
+/// idle timer restarted on every wake, so timeouts more often than every half idle timeout
+/// kept every extra connection open for good.
+#[tokio::test]
+async fn idle_extra_connections_close_while_other_requests_time_out() {
+    let s = setup();
+    let tls = s.pki.server_config(ClientAuth::None).unwrap();
+    let options = ServeOptions {
+        max_concurrent_streams: 5,
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = serve_with(
+        addr,
+        tls,
+        options,
+        |req: Request<Bytes>, _conn| async move {
+            let stall = req.uri().path().starts_with("/stall");
+            let delay = if stall { 10_000 } else { 100 };
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            Response::new(Bytes::new())
+        },
+    )
+    .await
+    .unwrap();
+    let mut cfg = config(&s, 8);
+    cfg.request_timeout = Duration::from_millis(300);
+    cfg.idle_timeout = Duration::from_secs(1);
+    let client = HttpClient::new(&server.origin(), cfg).unwrap();
+    let results = burst(&client, 15).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(client.connections_open(), 3);
+    // One request at a time, each timing out on the oldest connection, for three seconds.
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let result = client
+            .send(Request::post("/stall").body(Bytes::new()).unwrap())
+            .await;
+        assert!(matches!(&result, Err(e) if e.is_timeout()), "{result:?}");
+    }
+    assert_eq!(
+        client.connections_open(),
+        1,
+        "the two extras sat idle for three seconds with a one-second idle timeout"
+    );
+}
