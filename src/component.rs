@@ -334,25 +334,37 @@ pub async fn run_reconfigurable(
         let Some(opened) = target.open(&mut settings, &shutdown, &state).await else {
             continue;
         };
-        // Dropping the link's future is safe for replies: they stay in `pending` until
-        // written, and go out on the next stream.
-        let serving = link::serve(
-            opened,
-            &target.cfg,
-            &inbound,
-            &mut replies,
-            &mut pending,
-            &shutdown,
-            &handed_over,
-        );
-        let end = tokio::select! {
-            end = serving => end,
-            () = settings.changed() => {
-                log::info!("component settings changed: reconnecting");
-                state.send_replace(LinkState::Down);
-                continue;
+        // New settings end the stream the way shutdown does, not by dropping the link's
+        // future: the stanzas it had read but not yet handed over (behind a full inbound
+        // queue, or when the task yielded half-way through a burst) would be lost with it,
+        // pushes never answered. Replies not yet written stay in `pending` for the next
+        // stream.
+        let reconfigured = CancellationToken::new();
+        let end = {
+            let serving = link::serve(
+                opened,
+                &target.cfg,
+                &inbound,
+                &mut replies,
+                &mut pending,
+                &shutdown,
+                &handed_over,
+                &reconfigured,
+            );
+            tokio::pin!(serving);
+            tokio::select! {
+                end = &mut serving => end,
+                () = settings.changed() => {
+                    log::info!("component settings changed: reconnecting");
+                    reconfigured.cancel();
+                    serving.await
+                }
             }
         };
+        if let Ok(LinkEnd::Reconfigured) = end {
+            state.send_replace(LinkState::Down);
+            continue;
+        }
         state.send_replace(LinkState::Down);
         match target.link_ended(end?, &pending) {
             AfterLink::Stop => return Ok(()),
@@ -497,6 +509,7 @@ impl Target {
                 return AfterLink::Stop;
             }
             LinkEnd::Dropped(reason) => reason,
+            LinkEnd::Reconfigured => return AfterLink::Reconnect,
         };
         let waiting = pending.count();
         let again_young = std::mem::replace(&mut self.died_young, young) && young;

@@ -27,6 +27,9 @@ pub(crate) enum LinkEnd {
     Shutdown,
     /// The link failed; the caller reconnects.
     Dropped(LinkError),
+    /// New settings: every stanza read was handed over and the stream closed; the caller
+    /// connects with them.
+    Reconfigured,
 }
 
 /// Replies taken from the queue and not yet completely handed to the socket.
@@ -120,6 +123,7 @@ pub(crate) async fn serve(
     pending: &mut PendingReplies,
     shutdown: &CancellationToken,
     handed_over: &CancellationToken,
+    reconfigured: &CancellationToken,
 ) -> Result<LinkEnd, ComponentError> {
     let Opened {
         stream, mut framer, ..
@@ -129,7 +133,15 @@ pub(crate) async fn serve(
     let outcome = {
         // Set by the reader on every read; the keepalive clears it when it sends a ping.
         let heard = AtomicBool::new(true);
-        let reader = read_stanzas(&mut rd, &mut framer, inbound, &heard, cfg, shutdown);
+        let reader = read_stanzas(
+            &mut rd,
+            &mut framer,
+            inbound,
+            &heard,
+            cfg,
+            shutdown,
+            reconfigured,
+        );
         let writer = write_replies(&mut wr, replies, pending, &heard, cfg, shutdown);
         first_end(reader, writer, shutdown, handed_over).await
     };
@@ -163,6 +175,7 @@ async fn first_end(
                     handed_over.cancel();
                 }
                 ReadEnd::InboundClosed => return Outcome::InboundClosed,
+                ReadEnd::Reconfigured => return Outcome::Reconfigured,
                 ReadEnd::Failed(e) => return Outcome::Failed(e),
             },
             end = &mut writer => return match end {
@@ -200,6 +213,13 @@ impl Farewell {
             Outcome::Drained => closing(Ok(LinkEnd::Shutdown)),
             Outcome::RepliesClosed => closing(Err(ComponentError::RepliesClosed)),
             Outcome::InboundClosed => closing(Err(ComponentError::InboundClosed)),
+            // Replies not yet written stay pending for the next stream; this one is closed
+            // briefly, as a reconnect should not wait long.
+            Outcome::Reconfigured => Farewell {
+                last: Some(Cow::Borrowed(STREAM_END)),
+                grace: cfg.keepalive_timeout.min(Duration::from_millis(500)),
+                result: Ok(LinkEnd::Reconfigured),
+            },
             Outcome::Failed(e) => Farewell {
                 last: Self::last_words(&e),
                 // Reconnecting matters more than a polite goodbye: wait only briefly.
@@ -234,12 +254,15 @@ enum Outcome {
     Drained,
     RepliesClosed,
     InboundClosed,
+    Reconfigured,
     Failed(LinkError),
 }
 
 enum ReadEnd {
     Shutdown,
     InboundClosed,
+    /// New settings: every stanza read was handed over, read no more on this stream.
+    Reconfigured,
     Failed(LinkError),
 }
 
@@ -259,6 +282,7 @@ async fn read_stanzas(
     heard: &AtomicBool,
     cfg: &ComponentConfig,
     shutdown: &CancellationToken,
+    reconfigured: &CancellationToken,
 ) -> ReadEnd {
     loop {
         loop {
@@ -278,6 +302,7 @@ async fn read_stanzas(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return ReadEnd::Shutdown,
+            _ = reconfigured.cancelled() => return ReadEnd::Reconfigured,
             read = rd.read_buf(framer.buffer()) => match read {
                 Ok(0) => return ReadEnd::Failed(LinkError::Closed),
                 Ok(_) => heard.store(true, Ordering::Relaxed),

@@ -626,3 +626,41 @@ async fn a_reply_queue_over_its_bound_says_so_until_half_of_it_went_out() {
         "woken once less than half is queued"
     );
 }
+
+/// A reload that changes the component settings reconnects; what the link had read but not yet
+/// handed to the dispatcher (behind a full inbound queue, or mid-way through a burst when the
+/// task had to yield) is handed over first, as at shutdown
+/// (`stanzas_read_before_shutdown_are_all_handed_over`): otherwise push IQs the XMPP server
+/// delivered would never get a reply.
+#[tokio::test]
+async fn stanzas_read_before_a_reload_reconnects_are_all_handed_over() {
+    let mut old = server().await;
+    let mut new = server().await;
+    let mut component = Component::start(cfg(old.port()));
+    let mut link = accept(&mut old).await;
+    component.wait_up_on(&link).await;
+    // More than the inbound queue holds (64), in one write: the link has read them all while
+    // the queue is full.
+    let sent = 80;
+    let stanzas: String = (0..sent)
+        .map(|i| {
+            format!("<iq type='get' id='g{i}' from='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        })
+        .collect();
+    link.send(&stanzas).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A reload names another server (or changes a timeout, a limit: anything in
+    // ComponentConfig).
+    component.settings.send_replace(cfg(new.port()));
+    // The dispatcher goes on taking stanzas meanwhile.
+    let mut handed_over = 0;
+    while let Ok(Some(_)) = timeout(Duration::from_secs(1), component.inbound.recv()).await {
+        handed_over += 1;
+    }
+    let second = accept(&mut new).await;
+    component.wait_up_on(&second).await;
+    assert_eq!(
+        handed_over, sent,
+        "stanzas read from the old stream were dropped"
+    );
+}
