@@ -347,9 +347,11 @@ pub async fn run_reconfigurable(
                 &inbound,
                 &mut replies,
                 &mut pending,
-                &shutdown,
-                &handed_over,
-                &reconfigured,
+                link::StreamEnds {
+                    shutdown: &shutdown,
+                    handed_over: &handed_over,
+                    reconfigured: &reconfigured,
+                },
             );
             tokio::pin!(serving);
             tokio::select! {

@@ -114,17 +114,27 @@ impl PendingReplies {
     }
 }
 
-/// Serves one authenticated stream until it drops, or until shutdown has drained every reply.
+/// What ends a stream from outside, and what the link says back.
+pub(crate) struct StreamEnds<'a> {
+    /// Shutdown: hand over what was read, write every reply, close.
+    pub shutdown: &'a CancellationToken,
+    /// Raised by the link at shutdown once every stanza it read was handed over.
+    pub handed_over: &'a CancellationToken,
+    /// New settings: hand over what was read, close, so that the caller reconnects.
+    pub reconfigured: &'a CancellationToken,
+}
+
+/// Serves one authenticated stream until it drops, until shutdown has drained every reply, or
+/// until new settings have it closed.
 pub(crate) async fn serve(
     opened: Opened,
     cfg: &ComponentConfig,
     inbound: &mpsc::Sender<Inbound>,
     replies: &mut ReplyReceiver,
     pending: &mut PendingReplies,
-    shutdown: &CancellationToken,
-    handed_over: &CancellationToken,
-    reconfigured: &CancellationToken,
+    ends: StreamEnds<'_>,
 ) -> Result<LinkEnd, ComponentError> {
+    let shutdown = ends.shutdown;
     let Opened {
         stream, mut framer, ..
     } = opened;
@@ -133,17 +143,9 @@ pub(crate) async fn serve(
     let outcome = {
         // Set by the reader on every read; the keepalive clears it when it sends a ping.
         let heard = AtomicBool::new(true);
-        let reader = read_stanzas(
-            &mut rd,
-            &mut framer,
-            inbound,
-            &heard,
-            cfg,
-            shutdown,
-            reconfigured,
-        );
+        let reader = read_stanzas(&mut rd, &mut framer, inbound, &heard, cfg, &ends);
         let writer = write_replies(&mut wr, replies, pending, &heard, cfg, shutdown);
-        first_end(reader, writer, shutdown, handed_over).await
+        first_end(reader, writer, shutdown, ends.handed_over).await
     };
     let farewell = Farewell::after(outcome, cfg);
     if let Some(last) = farewell.last {
@@ -272,17 +274,16 @@ enum WriteEnd {
     Failed(LinkError),
 }
 
-/// Reads the stream and passes each stanza on, until shutdown or failure. Shutdown stops the
-/// reading only: every stanza already read is passed on (the daemon takes them until
-/// `handed_over`), so none of them goes unanswered.
+/// Reads the stream and passes each stanza on, until shutdown, new settings or failure. The
+/// first two stop the reading only: every stanza already read is passed on (at shutdown the
+/// daemon takes them until `handed_over`), so none of them goes unanswered.
 async fn read_stanzas(
     rd: &mut OwnedReadHalf,
     framer: &mut super::framer::Framer,
     inbound: &mpsc::Sender<Inbound>,
     heard: &AtomicBool,
     cfg: &ComponentConfig,
-    shutdown: &CancellationToken,
-    reconfigured: &CancellationToken,
+    ends: &StreamEnds<'_>,
 ) -> ReadEnd {
     loop {
         loop {
@@ -301,8 +302,8 @@ async fn read_stanzas(
         }
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return ReadEnd::Shutdown,
-            _ = reconfigured.cancelled() => return ReadEnd::Reconfigured,
+            _ = ends.shutdown.cancelled() => return ReadEnd::Shutdown,
+            _ = ends.reconfigured.cancelled() => return ReadEnd::Reconfigured,
             read = rd.read_buf(framer.buffer()) => match read {
                 Ok(0) => return ReadEnd::Failed(LinkError::Closed),
                 Ok(_) => heard.store(true, Ordering::Relaxed),
