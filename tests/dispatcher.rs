@@ -229,12 +229,19 @@ async fn dead_tokens_are_answered_without_asking_the_provider_again() {
 
 #[tokio::test(start_paused = true)]
 async fn not_for_this_app_answers_for_everyone_are_treated_as_misconfiguration() {
+    every_token_refused_is_treated_as_misconfiguration(DeadTokenReason::NotForThisApp).await;
+}
+
+/// APNS answers `BadDeviceToken` for every token of a module whose `environment` is wrong.
+#[tokio::test(start_paused = true)]
+async fn bad_token_answers_for_everyone_are_treated_as_misconfiguration() {
+    every_token_refused_is_treated_as_misconfiguration(DeadTokenReason::BadToken).await;
+}
+
+async fn every_token_refused_is_treated_as_misconfiguration(reason: DeadTokenReason) {
     let provider = ScriptedProvider::default();
     for i in 0..30 {
-        provider.answer(
-            &format!("t{i}"),
-            Err(PushError::TokenInvalid(DeadTokenReason::NotForThisApp)),
-        );
+        provider.answer(&format!("t{i}"), Err(PushError::TokenInvalid(reason)));
     }
     let mut harness = Harness::new(provider, None, 100);
     let mut cancels = 0;
@@ -253,10 +260,9 @@ async fn not_for_this_app_answers_for_everyone_are_treated_as_misconfiguration()
     // A success proves the configuration works again: the next such answer is believed.
     harness.push("works");
     assert_eq!(harness.reply().await.kind(), Some("result"));
-    harness.provider.answer(
-        "t-late",
-        Err(PushError::TokenInvalid(DeadTokenReason::NotForThisApp)),
-    );
+    harness
+        .provider
+        .answer("t-late", Err(PushError::TokenInvalid(reason)));
     harness.push("t-late");
     assert_eq!(
         error_of(&harness.reply().await),

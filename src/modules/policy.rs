@@ -206,7 +206,9 @@ impl Module {
     }
 
     /// A token the provider declared dead: remembered and answered dead, unless "not for this
-    /// app" answers dominate the module (then it is the operator's mistake, not the token's).
+    /// app" or "bad token" answers dominate the module (then it is the operator's mistake, not
+    /// the tokens': a wrong topic or project, or a wrong APNS `environment`, which Apple
+    /// answers `BadDeviceToken` for every token).
     fn settle_dead(&self, key: &str, reason: DeadTokenReason, limiter: Option<&Module>) -> Outcome {
         match reason {
             // Refused locally: answered dead, but neither remembered nor ratelimited (anyone can
@@ -215,20 +217,19 @@ impl Module {
                 self.forget_limit(key, limiter);
                 return Outcome::token_invalid;
             }
-            DeadTokenReason::NotForThisApp => {
-                if self.wipe_guard.record_not_for_app(key) {
+            DeadTokenReason::NotForThisApp | DeadTokenReason::BadToken => {
+                if self.wipe_guard.record_token_refused(key) {
                     self.alarms.log(
                         log::Level::Error,
                         "wipe guard",
-                        &"the provider says most tokens belong to another app; check its \
-                          topic/project. Answering wait instead of disabling registrations",
+                        &"the provider says most tokens are not this app's (another app's, or \
+                          not valid here); check its topic/project and environment. Answering \
+                          wait instead of disabling registrations",
                     );
                     return Outcome::misconfigured;
                 }
             }
-            DeadTokenReason::Unregistered | DeadTokenReason::BadToken => {
-                self.wipe_guard.record_other();
-            }
+            DeadTokenReason::Unregistered => self.wipe_guard.record_other(),
         }
         log::debug!(
             "module {}: token {}… is dead ({reason:?}); disabling it",

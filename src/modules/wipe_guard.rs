@@ -1,8 +1,8 @@
 //! The guard against wiping a whole app's registrations over an operator mistake.
 //!
 //! With a wrong APNS topic or FCM project, the provider answers "token not for this app" for
-//! *every* token. Passing those on as `cancel` would make every XMPP server delete every
-//! registration of the app. When such answers dominate a module (at least [`MIN_TOKENS`] distinct
+//! *every* token; with a wrong APNS environment, "bad device token". Passing those on as
+//! `cancel` would make every XMPP server delete every registration of the app. When such answers dominate a module (at least [`MIN_TOKENS`] distinct
 //! tokens within [`WINDOW`] and at least 90% of its results), they are treated as a
 //! misconfiguration (`wait`, loud log) until a push succeeds again.
 
@@ -71,9 +71,10 @@ impl WipeGuard {
         state.results += 1;
     }
 
-    /// A provider said `token` belongs to another app. Returns `true` when the answer must be
-    /// treated as a misconfiguration instead of a dead token.
-    pub fn record_not_for_app(&self, token: &str) -> bool {
+    /// A provider said `token` belongs to another app, or is not a valid token there (which a
+    /// wrong APNS environment makes it say of every token). Returns `true` when the answer
+    /// must be treated as a misconfiguration instead of a dead token.
+    pub fn record_token_refused(&self, token: &str) -> bool {
         let mut state = self.lock();
         state.roll_window(Instant::now());
         state.results += 1;
@@ -112,11 +113,11 @@ mod tests {
     async fn trips_when_not_for_app_answers_dominate_and_resets_on_success() {
         let guard = WipeGuard::default();
         for i in 0..MIN_TOKENS - 1 {
-            assert!(!guard.record_not_for_app(&format!("token-{i}")));
+            assert!(!guard.record_token_refused(&format!("token-{i}")));
         }
         // The 20th distinct token makes it 20 of 20 results.
-        assert!(guard.record_not_for_app("token-last"));
-        assert!(guard.record_not_for_app("token-0"));
+        assert!(guard.record_token_refused("token-last"));
+        assert!(guard.record_token_refused("token-0"));
         guard.record_success();
         assert!(!guard.is_tripped());
     }
@@ -125,7 +126,7 @@ mod tests {
     async fn repeated_answers_for_one_token_do_not_trip() {
         let guard = WipeGuard::default();
         for _ in 0..100 {
-            assert!(!guard.record_not_for_app("the-same-token"));
+            assert!(!guard.record_token_refused("the-same-token"));
         }
     }
 
@@ -136,7 +137,7 @@ mod tests {
             for _ in 0..10 {
                 guard.record_success();
             }
-            assert!(!guard.record_not_for_app(&format!("token-{i}")));
+            assert!(!guard.record_token_refused(&format!("token-{i}")));
         }
     }
 
@@ -147,13 +148,13 @@ mod tests {
         let guard = WipeGuard::default();
         for i in 0..MIN_TOKENS * 2 {
             guard.record_other();
-            assert!(!guard.record_not_for_app(&format!("token-{i}")), "{i}");
+            assert!(!guard.record_token_refused(&format!("token-{i}")), "{i}");
         }
         tokio::time::advance(WINDOW).await;
         // 9 of 10 results: trips once the tokens are distinct enough.
         guard.record_other();
         let tripped = (0..MIN_TOKENS * 2)
-            .map(|i| guard.record_not_for_app(&format!("token-{i}")))
+            .map(|i| guard.record_token_refused(&format!("token-{i}")))
             .position(|tripped| tripped);
         assert_eq!(tripped, Some(MIN_TOKENS - 1));
     }
@@ -162,9 +163,9 @@ mod tests {
     async fn counts_restart_each_window() {
         let guard = WipeGuard::default();
         for i in 0..MIN_TOKENS - 1 {
-            guard.record_not_for_app(&format!("token-{i}"));
+            guard.record_token_refused(&format!("token-{i}"));
         }
         tokio::time::advance(WINDOW).await;
-        assert!(!guard.record_not_for_app("token-new"));
+        assert!(!guard.record_token_refused("token-new"));
     }
 }
