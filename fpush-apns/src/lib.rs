@@ -388,7 +388,14 @@ impl ApnsPush {
             return Err(PushError::TokenInvalid(DeadTokenReason::Implausible));
         }
         let limit = payload_limit(per_push);
-        let body = match (pushkit, client_payload::applies(notification)) {
+        let by_client = client_payload::applies(notification);
+        // A client payload that is neither a PushKit call nor silent is an alert (see
+        // `client_payload::render`): its headers must say so, whatever the module's type.
+        let per_push = PerPush {
+            alert: by_client && !per_push.voip && !per_push.background,
+            ..per_push
+        };
+        let body = match (pushkit, by_client) {
             (Some(body), _) => body,
             (None, true) => client_payload::build(&self.payload, notification, limit),
             (None, false) => self
@@ -491,6 +498,41 @@ mod tests {
         assert!(result.is_ok(), "{result:?}");
         assert_eq!(to, SentTo::SecondToken);
         assert_eq!(apns.server.received()[0].token, VOIP);
+    }
+
+    /// Apple ("Sending notification requests to APNs", apns-push-type): the header "must
+    /// accurately reflect the contents of your notification's payload"; a background push's
+    /// `aps` holds only `content-available` ("Pushing background updates to your app"). An
+    /// alert a client protocol asks for (Tigase's encrypted message, a call sent as an alert)
+    /// carries an alert payload, so it must go out as `alert`, even from a module whose own
+    /// pushes are `background`.
+    #[tokio::test]
+    async fn an_alert_payload_is_never_sent_as_a_background_push() {
+        let apns = ApnsHarness::start().await.unwrap();
+        let mut block = apns.token_settings();
+        block["pushType"] = json!("background");
+        let silent_module = module(block);
+        let mut message = call(DEVICE, "Y2FsbA==");
+        message.kind = Some(PushKind::Alert);
+        message.voip_token = None;
+        message.priority = Some(fpush_traits::Priority::High);
+        let mut call_as_alert = call(DEVICE, &"QUFB".repeat(1500));
+        call_as_alert.priority = Some(fpush_traits::Priority::High);
+        for push in [message, call_as_alert] {
+            let result = silent_module.send(&push).await;
+            assert!(result.is_ok(), "{result:?}");
+        }
+        for sent in apns.server.received() {
+            let body: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+            let push_type = sent.headers["apns-push-type"].to_str().unwrap();
+            let priority = sent.headers["apns-priority"].to_str().unwrap();
+            assert!(body["aps"].get("alert").is_some(), "{body}");
+            assert_eq!(
+                (push_type, priority),
+                ("alert", "10"),
+                "an alert payload sent as {push_type}/{priority}: {body}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -39,6 +39,9 @@ pub(crate) struct PerPush {
     pub voip: bool,
     /// A silent push: push type `background`, priority 5.
     pub background: bool,
+    /// The payload is an alert whatever the module's own push type (a client protocol's alert,
+    /// a call sent as one): push type `alert`, the push's priority (10 unless said).
+    pub alert: bool,
 }
 
 impl PerPush {
@@ -148,6 +151,10 @@ impl RequestTemplate {
         } else if per_push.background {
             headers.insert(APNS_PUSH_TYPE, HeaderValue::from_static("background"));
             headers.insert(APNS_PRIORITY, HeaderValue::from_static("5"));
+        } else if per_push.alert && !self.alerts {
+            headers.insert(APNS_PUSH_TYPE, HeaderValue::from_static("alert"));
+            let priority = per_push.priority.unwrap_or(10);
+            headers.insert(APNS_PRIORITY, HeaderValue::from(u16::from(priority)));
         } else if let Some(priority) = per_push.priority.filter(|_| self.alerts) {
             headers.insert(APNS_PRIORITY, HeaderValue::from(u16::from(priority)));
         }
