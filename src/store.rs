@@ -222,7 +222,9 @@ pub trait RegistrationStore: Send + Sync {
     }
 
     /// Stores `registration` as given (node, secret and last use included), replacing the one
-    /// with its key, for `fpush store import`; the caps apply as for [`Self::register`].
+    /// with its key, for `fpush store import`; the caps apply as for [`Self::register`], except
+    /// that an account at `store.maxPerAccount` refuses it (`Full`) instead of giving up its
+    /// least recently used registration, which may be one the same import just wrote.
     async fn restore(&self, registration: Registration) -> Result<(), StoreError> {
         let _ = registration;
         Err(StoreError::Unusable(

@@ -611,3 +611,35 @@ async fn export_names_a_damaged_redis_registration_and_writes_the_rest() {
     assert_eq!(written.lines().count(), 1, "{written}");
     assert!(written.contains(&nodes[1]), "{written}");
 }
+
+#[tokio::test]
+async fn an_import_never_drops_an_imported_registration_without_saying_so() {
+    // Moving a store to one with a lower `maxPerAccount` (or p2 rows, or a Redis store filled
+    // under other caps): each line over the account's cap silently deletes a registration the
+    // same import just wrote, and the run still reports every line imported, exit status 0.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("registrations.sqlite3");
+    let store = format!(
+        r#"{{"backend": "sqlite", "path": "{}", "maxPerAccount": 1}}"#,
+        file.display()
+    );
+    let settings = settings(dir.path(), &store, None);
+    let line = |n: u32| {
+        format!(
+            r#"{{"service":"fcm","device":"d{n}","channel":"","account":"a@example.org","domain":"example.org","token":"t{n}","node":"node-{n}","secret":"s{n}","lastUsed":{}}}"#,
+            1_700_000_000 + n
+        )
+    };
+    let output = import(dir.path(), &settings, format!("{}\n{}\n", line(1), line(2)));
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    let store = SqliteStore::open(&file, StoreLimits::default()).unwrap();
+    let mut held = 0;
+    for node in ["node-1", "node-2"] {
+        held += usize::from(store.find("example.org", node).await.unwrap().is_some());
+    }
+    assert!(
+        held == 2 || !output.status.success(),
+        "{held} of 2 registrations in the store, yet: status {:?}, stdout {stdout:?}, stderr {stderr:?}",
+        output.status.code()
+    );
+}

@@ -673,6 +673,26 @@ async fn restore_keeps_the_given_node_secret_and_last_use(backend: Backend) {
     assert_eq!(credentials.node, "given-node");
 }
 
+/// An import must not make room in an account as a register does: the registration it would
+/// evict may be one the same import just wrote, counted as imported.
+async fn a_restore_over_max_per_account_is_refused_and_replaces_nothing(backend: Backend) {
+    let store = backend.open(StoreLimits {
+        max_per_account: 1,
+        ..limits()
+    });
+    let first = restored("d1", "a@example.org", "node-1", ago(DAY));
+    store.restore(first).await.unwrap();
+    let second = restored("d2", "a@example.org", "node-2", ago(DAY));
+    let refused = store.restore(second).await;
+    assert!(
+        matches!(refused, Err(StoreError::Full("store.maxPerAccount"))),
+        "{refused:?}"
+    );
+    assert!(store.find("example.org", "node-1").await.unwrap().is_some());
+    assert!(store.find("example.org", "node-2").await.unwrap().is_none());
+    assert_eq!(store.counts().await.unwrap(), vec![("fcm".into(), 1)]);
+}
+
 async fn a_restore_onto_another_registrations_node_changes_nothing(backend: Backend) {
     let store = backend.open(limits());
     store
@@ -751,6 +771,7 @@ suite!(
     restore_keeps_the_given_node_secret_and_last_use,
     a_restore_onto_another_registrations_node_changes_nothing,
     racing_first_registrations_of_one_key_make_one_registration,
+    a_restore_over_max_per_account_is_refused_and_replaces_nothing,
 );
 
 #[tokio::test]

@@ -25,7 +25,7 @@ use super::{
 use crate::config::RedisSettings;
 use crate::ratelimit::{RedisConnection, RedisEndpoint, RedisServers};
 use keys::Keys;
-use write::IndexClaim;
+use write::InsertMode;
 
 /// The longest one Redis call may take.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -188,7 +188,7 @@ impl RedisRegistrations {
                 Some(credentials),
                 last_used,
                 leaving,
-                IndexClaim::Any,
+                InsertMode::Move,
             )
             .await?
             .ok_or_else(|| unexpected("claim"))?; // a claim of any entry always holds
@@ -338,9 +338,9 @@ impl RedisRegistrations {
             }
         }
         let read = located.map(|(domain, node)| format!("{domain}\n{node}"));
-        let claim = IndexClaim::IfStill(read.as_deref());
         let now = unix(SystemTime::now());
-        self.insert(registration, None, now, claim).await
+        let mode = InsertMode::Register(read.as_deref());
+        self.insert(registration, None, now, mode).await
     }
 }
 
@@ -576,8 +576,12 @@ impl RegistrationStore for RedisRegistrations {
             }
         };
         let Some((old_domain, old_node)) = elsewhere else {
-            let inserted =
-                self.insert(&registration, Some(credentials), last_used, IndexClaim::Any);
+            let inserted = self.insert(
+                &registration,
+                Some(credentials),
+                last_used,
+                InsertMode::Restore,
+            );
             return inserted.await.map(drop);
         };
         // From another domain: moved as registering moves it.

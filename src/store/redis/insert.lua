@@ -1,11 +1,13 @@
 -- A new registration in one domain's slot: make room in the account (its least recently used
--- in the domain go) and refuse it if the domain would still hold its cap, then store it. The
--- cap is checked before anything is replaced, so a refusal changes nothing.
+-- in the domain go; an import, ARGV[13] = '0', is refused instead) and refuse it if the domain
+-- would still hold its cap, then store it. The caps are checked before anything is replaced,
+-- so a refusal changes nothing.
 -- KEYS: 1 the registration hash, 2 the domain's last-use set, 3 the account's last-use set.
 -- ARGV: 1 node, 2 service, 3 device, 4 channel, 5 account, 6 token, 7 second token ('' = none),
---       8 secret, 9 last use, 10 max per account, 11 max per domain, 12 registration key stem.
--- Answers {'collision'}, {'full'}, or {'ok', evicted...} with each evicted one as
--- service \n device \n channel \n node.
+--       8 secret, 9 last use, 10 max per account, 11 max per domain, 12 registration key stem,
+--       13 '1' to make room in the account, '0' to refuse.
+-- Answers {'collision'}, {'account-full'}, {'full'}, or {'ok', evicted...} with each evicted
+-- one as service \n device \n channel \n node.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'collision'}
 end
@@ -14,6 +16,9 @@ local held = redis.call('ZCARD', KEYS[3])
 local cap = tonumber(ARGV[10])
 local replaced = 0
 if held >= cap then
+  if ARGV[13] == '0' then
+    return {'account-full'}
+  end
   replaced = held - cap + 1
 end
 if redis.call('ZCARD', KEYS[2]) - replaced >= tonumber(ARGV[11]) then

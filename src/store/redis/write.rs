@@ -11,15 +11,20 @@ use crate::store::{
     random, Credentials, Registration, RegistrationKey, RegistrationStore, StoreError,
 };
 
-/// What a new registration's key index entry must hold for the insert to point it at the new
-/// registration.
+/// Why a registration is inserted: what its key's index entry must hold for the insert to
+/// point it at the new registration, and what an account at `store.maxPerAccount` does.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum IndexClaim<'a> {
-    /// Anything: a move or a restore puts the registration where it says.
-    Any,
-    /// Still what the register read before inserting (`domain\nnode`; `None`: no entry). Another
-    /// value means that a concurrent register of the same key got there first.
-    IfStill(Option<&'a str>),
+pub(super) enum InsertMode<'a> {
+    /// A register: the entry must still hold what the register read (`domain\nnode`; `None`: no
+    /// entry), another value means that a concurrent register of the same key got there first;
+    /// the account's least recently used registrations make room.
+    Register(Option<&'a str>),
+    /// A registration moving from another domain: the entry is set whatever it holds; room is
+    /// made as for a register.
+    Move,
+    /// A line of `fpush store import`: the entry is set whatever it holds; an account at its
+    /// cap refuses it, as the import must not evict what it just wrote.
+    Restore,
 }
 
 impl RedisRegistrations {
@@ -49,9 +54,9 @@ impl RedisRegistrations {
         registration: &Registration,
         given: Option<Credentials>,
         last_used: u64,
-        claim: IndexClaim<'_>,
+        mode: InsertMode<'_>,
     ) -> Result<Option<Credentials>, StoreError> {
-        self.insert_leaving(registration, given, last_used, 0, claim)
+        self.insert_leaving(registration, given, last_used, 0, mode)
             .await
     }
 
@@ -63,7 +68,7 @@ impl RedisRegistrations {
         given: Option<Credentials>,
         last_used: u64,
         leaving: u64,
-        claim: IndexClaim<'_>,
+        mode: InsertMode<'_>,
     ) -> Result<Option<Credentials>, StoreError> {
         let domain = &registration.domain;
         if domain.is_empty() {
@@ -77,15 +82,16 @@ impl RedisRegistrations {
         };
         for _ in 0..NODE_ATTEMPTS {
             let answer = self
-                .insert_once(registration, &credentials, last_used)
+                .insert_once(registration, &credentials, last_used, mode)
                 .await?;
             match answer.first().map(String::as_str) {
                 Some("ok") => {
                     let node = &credentials.node;
-                    let claimed = self.inserted(registration, node, &answer[1..], claim);
+                    let claimed = self.inserted(registration, node, &answer[1..], mode);
                     return Ok(claimed.await?.then_some(credentials));
                 }
                 Some("full") => return Err(StoreError::Full("store.maxPerDomain")),
+                Some("account-full") => return Err(StoreError::Full("store.maxPerAccount")),
                 Some("collision") if !restoring => credentials.node = random::node()?,
                 Some("collision") => {
                     return Err(StoreError::Unusable(format!(
@@ -106,13 +112,16 @@ impl RedisRegistrations {
         registration: &Registration,
         credentials: &Credentials,
         last_used: u64,
+        mode: InsertMode<'_>,
     ) -> Result<Vec<String>, StoreError> {
+        let makes_room = !matches!(mode, InsertMode::Restore);
         self.on_registration(&self.scripts.insert, registration, &credentials.node)
             .arg(&credentials.secret)
             .arg(last_used)
             .arg(self.limits.max_per_account)
             .arg(self.limits.max_per_domain)
             .arg(self.keys.registration_stem(&registration.domain))
+            .arg(u8::from(makes_room))
             .invoke_async(&mut self.connection())
             .await
             .map_err(failed)
@@ -143,7 +152,7 @@ impl RedisRegistrations {
         invocation
     }
 
-    /// The writes outside the domain's slot after an insert: the index (if `claim` holds), the
+    /// The writes outside the domain's slot after an insert: the index (if `mode`'s claim holds), the
     /// domain list, the counts, and the index entries of the registrations it replaced. When
     /// the claim fails, the registration just inserted is removed again (which uncounts it);
     /// answers whether it stays.
@@ -152,18 +161,18 @@ impl RedisRegistrations {
         registration: &Registration,
         node: &str,
         evicted: &[String],
-        claim: IndexClaim<'_>,
+        mode: InsertMode<'_>,
     ) -> Result<bool, StoreError> {
         let domain = &registration.domain;
         let mut connection = self.connection();
         let index = self.keys.index(&registration.key);
         let located = format!("{domain}\n{node}");
-        let claimed = match claim {
-            IndexClaim::Any => {
+        let claimed = match mode {
+            InsertMode::Move | InsertMode::Restore => {
                 let () = connection.set(index, located).await.map_err(failed)?;
                 true
             }
-            IndexClaim::IfStill(read) => {
+            InsertMode::Register(read) => {
                 let claimed: i64 = self
                     .scripts
                     .claim_index

@@ -54,7 +54,7 @@ pub(super) fn upsert(
             credentials
         }
         None => {
-            make_room(&transaction, registration, limits)?;
+            make_room(&transaction, registration, limits, mode)?;
             insert(&transaction, registration, mode, last_used)?
         }
     };
@@ -119,8 +119,9 @@ fn make_room(
     transaction: &Transaction<'_>,
     registration: &Registration,
     limits: &StoreLimits,
+    mode: Mode,
 ) -> Result<(), StoreError> {
-    replace_least_recently_used(transaction, registration, limits.max_per_account)?;
+    replace_least_recently_used(transaction, registration, limits.max_per_account, mode)?;
     check_caps(transaction, &registration.domain, limits)
 }
 
@@ -128,6 +129,7 @@ fn replace_least_recently_used(
     transaction: &Transaction<'_>,
     registration: &Registration,
     max_per_account: u32,
+    mode: Mode,
 ) -> Result<(), StoreError> {
     let (domain, account) = (&registration.domain, &registration.account);
     let held: u64 = transaction
@@ -140,6 +142,11 @@ fn replace_least_recently_used(
     let cap = u64::from(max_per_account);
     if held < cap {
         return Ok(());
+    }
+    // An import replaces nothing: the registration it would evict may be one it just wrote,
+    // and the run would count both as imported. The line is refused (and reported) instead.
+    if mode == Mode::Restore {
+        return Err(StoreError::Full("store.maxPerAccount"));
     }
     transaction
         .execute(
