@@ -257,13 +257,27 @@ fn truncate_on_char(text: &mut String, max: usize) {
     }
 }
 
+/// Cuts text a user reads to at most `max` bytes, marked with an ellipsis when cut (within
+/// `max`), never inside a character, a flag or an emoji sequence: a silently cut message reads
+/// as if it were whole.
+fn shorten_text(text: &mut String, max: usize) {
+    const MARK: char = '\u{2026}';
+    if text.len() <= max {
+        return;
+    }
+    let end = fpush_traits::text::cut_point(text, max.saturating_sub(MARK.len_utf8()));
+    text.truncate(end);
+    text.push(MARK);
+    text.shrink_to_fit();
+}
+
 /// Cuts each summary field, and each extra payload value a door copied from it, to what a
 /// provider payload can carry (APNS and FCM take 4 KiB in all); keeps at most [`MAX_OPTIONS`]
 /// publish-options fields of [`MAX_OPTION_BYTES`] each.
 fn bound_notification(notification: &mut PushNotification) {
     bound_summary(&mut notification.summary);
     for (_, value) in &mut notification.extra {
-        truncate_on_char(value, MAX_SUMMARY_FIELD_BYTES);
+        shorten_text(value, MAX_SUMMARY_FIELD_BYTES);
     }
     notification.options.truncate(MAX_OPTIONS);
     bound_option_values(&mut notification.options);
@@ -279,13 +293,15 @@ pub fn bound_request(push: &mut PushRequest) {
 }
 
 fn bound_summary(summary: &mut PushSummary) {
-    let fields = [
-        &mut summary.message_count,
+    if let Some(count) = &mut summary.message_count {
+        truncate_on_char(count, MAX_SUMMARY_FIELD_BYTES);
+    }
+    let text = [
         &mut summary.last_message_sender,
         &mut summary.last_message_body,
     ];
-    for field in fields.into_iter().flatten() {
-        truncate_on_char(field, MAX_SUMMARY_FIELD_BYTES);
+    for field in text.into_iter().flatten() {
+        shorten_text(field, MAX_SUMMARY_FIELD_BYTES);
     }
 }
 
@@ -347,6 +363,33 @@ mod tests {
                 .iter()
                 .all(|(name, value)| name.len() <= MAX_OPTION_BYTES
                     && value.len() <= MAX_OPTION_BYTES)
+        );
+    }
+
+    #[test]
+    fn a_message_cut_to_the_summary_bound_is_marked_and_keeps_its_last_flag_whole() {
+        // What a push carries to the alert (APNS `alertFromSummary`, FCM `dataFromSummary`):
+        // a 1.6 KB message is cut to 1 KiB here, before the platform's own (marked) fitting,
+        // which then finds nothing to cut. The user must see that the text goes on, and no
+        // flag may be cut in half (a stray regional-indicator letter).
+        let flag = "\u{1F1E9}\u{1F1EA}";
+        let body = format!("a{}", flag.repeat(200));
+        let mut notification = PushNotification::new("token", "module");
+        notification.summary.last_message_body = Some(body.clone());
+        bound_notification(&mut notification);
+        let cut = notification.summary.last_message_body.unwrap();
+        let end = |text: &str| text.chars().rev().take(3).collect::<String>();
+        let kept = cut.strip_suffix('\u{2026}');
+        assert!(
+            kept.is_some(),
+            "the cut is not marked: ends {:?}",
+            end(&cut)
+        );
+        let kept = kept.unwrap();
+        assert!(
+            body.starts_with(kept) && (kept.len() - 1).is_multiple_of(flag.len()),
+            "a flag cut in half: ends {:?}",
+            end(kept)
         );
     }
 

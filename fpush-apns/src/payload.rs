@@ -147,14 +147,11 @@ impl PayloadBuilder {
     }
 }
 
-/// The longest prefix of `text` (cut on a char boundary, marked with an ellipsis) that `fits`;
+/// The longest prefix of `text` (cut where no character or visible symbol breaks, marked with an ellipsis) that `fits`;
 /// escaping makes the JSON size of a prefix unpredictable, so this searches for it.
 fn longest_fitting(text: &str, fits: impl Fn(&str) -> bool) -> String {
     let shortened = |len: usize| {
-        let mut cut = len;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
+        let cut = fpush_traits::text::cut_point(text, len);
         if cut == 0 {
             String::new()
         } else {
@@ -321,5 +318,37 @@ mod tests {
         let huge = format!(r#", "additionalData": {{"x": "{}"}}"#, "a".repeat(5000));
         assert!(PayloadBuilder::new(&config(&huge)).is_err());
         assert!(PayloadBuilder::new(&config(r#", "additionalData": {"aps": 1}"#)).is_err());
+    }
+
+    #[test]
+    fn a_shortened_body_never_splits_a_flag_or_an_emoji_sequence() {
+        // A body of flags (two regional indicators each) and of a ZWJ family emoji: cut
+        // between the two halves of a flag, the alert shows a stray letter box and every
+        // later pair pairs up wrongly; cut after a ZWJ, a broken glyph.
+        let p = PayloadBuilder::new(&config(r#", "alertFromSummary": true"#)).unwrap();
+        for unit in [
+            "\u{1F1E9}\u{1F1EA}",
+            "\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}",
+        ] {
+            for pad in 0..8 {
+                let summary = PushSummary {
+                    last_message_sender: Some("j".repeat(pad + 1)),
+                    last_message_body: Some(unit.repeat(600)),
+                    ..Default::default()
+                };
+                let bytes = p.build(&summary, &[], MAX_PAYLOAD);
+                let body = parse(&bytes)["aps"]["alert"]["body"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                let kept = body.strip_suffix('…').unwrap();
+                assert!(
+                    kept.len() % unit.len() == 0,
+                    "sender of {} bytes: body cut inside {unit:?}: ends with {:?}",
+                    pad + 1,
+                    &kept[kept.len().saturating_sub(12)..]
+                );
+            }
+        }
     }
 }

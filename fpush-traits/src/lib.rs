@@ -15,6 +15,7 @@ mod notification;
 mod platform;
 pub mod settings;
 mod snapshot;
+pub mod text;
 
 pub use async_trait::async_trait;
 

@@ -111,7 +111,7 @@ fn plain(
     // The sender's name in a room: shown beside the room's JID, so only with content.
     let nickname = nickname.map(|n| n.trim_matches(is_xml_space_char).to_owned());
     if let Some(mut nickname) = nickname.filter(|n| content && !n.is_empty()) {
-        crate::doors::truncate_on_char(&mut nickname, MAX_NICKNAME_BYTES);
+        crate::doors::shorten_text(&mut nickname, MAX_NICKNAME_BYTES);
         extra.push(("nickname".to_owned(), nickname));
     }
     let count = summary.message_count.as_deref().map(str::trim);
