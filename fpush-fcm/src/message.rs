@@ -141,10 +141,8 @@ fn fit_summary(data: &mut BTreeMap<&str, &str>) {
             data.remove(key);
             continue;
         }
-        let mut keep = value.len() - excess;
-        while !value.is_char_boundary(keep) {
-            keep -= 1;
-        }
+        // Never inside what a reader sees as one symbol (an accented letter, a flag).
+        let keep = fpush_traits::text::cut_point(value, value.len() - excess);
         excess = 0;
         *value = &value[..keep];
     }
