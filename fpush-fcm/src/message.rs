@@ -275,6 +275,26 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_body_keeps_its_flags_whole() {
+        let configured = BTreeMap::from([("static".to_string(), "s".repeat(3000))]);
+        let template = MessageTemplate::new(Duration::from_secs(60), None, configured, true);
+        let flag = "\u{1F1E9}\u{1F1EA}";
+        for pad in 0..8 {
+            let mut notification = push("t");
+            notification.summary.last_message_body =
+                Some(format!("{}{}", "a".repeat(pad), flag.repeat(127)));
+            let body = parse(template.body(&notification));
+            let cut = body["message"]["data"]["last-message-body"]
+                .as_str()
+                .unwrap();
+            assert!(
+                (cut.len() - pad).is_multiple_of(flag.len()),
+                "{pad}: {cut:?}"
+            );
+        }
+    }
+
+    #[test]
     fn summary_keys_are_left_out_when_cutting_their_values_is_not_enough() {
         // 4056 bytes configured; the summary's 91 would make 4147.
         let configured = BTreeMap::from([("static".to_string(), "s".repeat(4050))]);
