@@ -34,7 +34,10 @@ fuzz_target!(|data: &[u8]| {
         };
         let verdict = judge(&answer);
         if code == http::StatusCode::OK {
-            assert!(matches!(verdict, ProviderAnswer::Delivered(_)), "{verdict:?}");
+            assert!(
+                matches!(verdict, ProviderAnswer::Delivered(_)),
+                "{verdict:?}"
+            );
         }
     }
     let _ = fpush_fcm::fuzzing::judge_send_answer(status, retry_after, body);
