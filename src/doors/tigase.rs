@@ -188,11 +188,9 @@ pub fn is_provider_id(service: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doors::p2::tests::delivering_module;
+    use crate::doors::p2::tests::{delivering_module, EmptyStore};
     use crate::request::AdHocCommand;
-    use crate::store::StoreLimits;
-    use crate::store::{Credentials, Registration, RegistrationKey, SqliteStore, StoreError};
-    use std::time::Duration;
+    use crate::store::{SqliteStore, StoreLimits};
 
     const PROVIDER: &str = "snikket:apns:1";
 
@@ -235,52 +233,12 @@ mod tests {
         }
     }
 
-    /// A store whose every look-up fails (Redis down, SQLite locked): only `find` is asked.
-    struct Failing;
-
-    #[async_trait::async_trait]
-    impl RegistrationStore for Failing {
-        async fn register(&self, _: Registration) -> Result<Credentials, StoreError> {
-            Err(StoreError::Unavailable("down".into()))
-        }
-        async fn find(&self, _: &str, _: &str) -> Result<Option<Registration>, StoreError> {
-            Err(StoreError::Unavailable("down".into()))
-        }
-        async fn touch(&self, _: &str, _: &str) -> Result<(), StoreError> {
-            Ok(())
-        }
-        async fn unregister(&self, _: &RegistrationKey) -> Result<bool, StoreError> {
-            Ok(false)
-        }
-        async fn remove(&self, _: &str, _: &str, _: &str) -> Result<bool, StoreError> {
-            Ok(false)
-        }
-        async fn clear_second_token(&self, _: &str, _: &str, _: &str) -> Result<(), StoreError> {
-            Ok(())
-        }
-        async fn sweep(&self, _: SystemTime) -> Result<u64, StoreError> {
-            Ok(0)
-        }
-        async fn count_unused(&self, _: SystemTime) -> Result<u64, StoreError> {
-            Ok(0)
-        }
-        async fn sweeps_skipped_for(&self) -> Result<Duration, StoreError> {
-            Ok(Duration::ZERO)
-        }
-        async fn record_sweeps_skipped(&self, _: Option<Duration>) -> Result<(), StoreError> {
-            Ok(())
-        }
-        async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
-            Ok(Vec::new())
-        }
-    }
-
     #[tokio::test]
     async fn a_failing_store_never_holds_back_a_push_that_cannot_name_a_registration() {
         // A default module's token-in-node push (a 64-hex APNS token, no Tigase elements) can
         // name no tigase registration (nodes are 12 characters): without a store it goes out
         // (`without_store`), and so must it while the open store fails.
-        let door = TigaseDoor::new(Arc::new(Failing));
+        let door = TigaseDoor::new(Arc::new(EmptyStore::failing()));
         let modules = apns_modules();
         let push = PushRequest {
             token: "ab".repeat(32),

@@ -66,7 +66,7 @@ fn a_registration_is_due_a_touch_only_after_the_touch_interval() {
 
 #[tokio::test]
 async fn a_delivered_push_touches_the_store_only_for_a_stale_registration() {
-    let store = Arc::new(Touches::default());
+    let store = Arc::new(EmptyStore::default());
     for (stale, outcome, touched) in [
         (false, Outcome::delivered, 0),
         (true, Outcome::delivered, 1),
@@ -80,19 +80,34 @@ async fn a_delivered_push_touches_the_store_only_for_a_stale_registration() {
     }
 }
 
-/// A store that counts `touch` calls and holds nothing.
+/// A store that holds nothing and counts `touch` calls; its look-ups fail when `failing` (a
+/// Redis that is down, a SQLite file that stays locked).
 #[derive(Default)]
-struct Touches {
+pub(crate) struct EmptyStore {
     touched: AtomicUsize,
+    failing: bool,
+}
+
+impl EmptyStore {
+    pub(crate) fn failing() -> Self {
+        EmptyStore {
+            failing: true,
+            ..EmptyStore::default()
+        }
+    }
 }
 
 #[async_trait::async_trait]
-impl RegistrationStore for Touches {
+impl RegistrationStore for EmptyStore {
     async fn register(&self, _: Registration) -> Result<Credentials, StoreError> {
         Err(StoreError::Unavailable("not in this test".into()))
     }
     async fn find(&self, _: &str, _: &str) -> Result<Option<Registration>, StoreError> {
-        Ok(None)
+        if self.failing {
+            Err(StoreError::Unavailable("down".into()))
+        } else {
+            Ok(None)
+        }
     }
     async fn touch(&self, _: &str, _: &str) -> Result<(), StoreError> {
         self.touched.fetch_add(1, Ordering::Relaxed);
