@@ -566,8 +566,14 @@ async fn stanzas_read_before_shutdown_are_all_handed_over() {
     let mut component = Component::start(cfg(server.port()));
     let mut link = accept(&mut server).await;
     component.wait_up_on(&link).await;
-    // More than the inbound queue holds (64), in one write: the link has read them all while
-    // the queue is full.
+    let sent = fill_the_inbound_queue(&mut link).await;
+    component.shutdown.cancel();
+    assert_eq!(handed_over(&mut component).await, sent);
+}
+
+/// Sends more stanzas than the inbound queue holds (64) in one write, and waits until the link
+/// has read them all while the queue is full; answers how many.
+async fn fill_the_inbound_queue(link: &mut ComponentLink) -> usize {
     let sent = 80;
     let stanzas: String = (0..sent)
         .map(|i| {
@@ -576,12 +582,16 @@ async fn stanzas_read_before_shutdown_are_all_handed_over() {
         .collect();
     link.send(&stanzas).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    component.shutdown.cancel();
-    let mut handed_over = 0;
+    sent
+}
+
+/// How many stanzas the component hands to the dispatcher until none comes for a second.
+async fn handed_over(component: &mut Component) -> usize {
+    let mut count = 0;
     while let Ok(Some(_)) = timeout(Duration::from_secs(1), component.inbound.recv()).await {
-        handed_over += 1;
+        count += 1;
     }
-    assert_eq!(handed_over, sent);
+    count
 }
 
 #[test]
@@ -639,28 +649,13 @@ async fn stanzas_read_before_a_reload_reconnects_are_all_handed_over() {
     let mut component = Component::start(cfg(old.port()));
     let mut link = accept(&mut old).await;
     component.wait_up_on(&link).await;
-    // More than the inbound queue holds (64), in one write: the link has read them all while
-    // the queue is full.
-    let sent = 80;
-    let stanzas: String = (0..sent)
-        .map(|i| {
-            format!("<iq type='get' id='g{i}' from='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
-        })
-        .collect();
-    link.send(&stanzas).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = fill_the_inbound_queue(&mut link).await;
     // A reload names another server (or changes a timeout, a limit: anything in
     // ComponentConfig).
     component.settings.send_replace(cfg(new.port()));
     // The dispatcher goes on taking stanzas meanwhile.
-    let mut handed_over = 0;
-    while let Ok(Some(_)) = timeout(Duration::from_secs(1), component.inbound.recv()).await {
-        handed_over += 1;
-    }
+    let taken = handed_over(&mut component).await;
     let second = accept(&mut new).await;
     component.wait_up_on(&second).await;
-    assert_eq!(
-        handed_over, sent,
-        "stanzas read from the old stream were dropped"
-    );
+    assert_eq!(taken, sent, "stanzas read from the old stream were dropped");
 }
