@@ -19,9 +19,16 @@ log() { printf 'package-test: %s\n' "$*"; }
 
 [ "$(id -u)" -eq 0 ] || fail "needs root (dpkg -i)"
 [ -x "$BIN" ] || fail "$BIN is missing: build first (cargo build --profile $PROFILE --bins)"
-if dpkg-query -W -f='${Status}' fpush 2>/dev/null | grep -q 'installed'; then
-    fail "an fpush package is already installed here; remove it first (dpkg --purge fpush)"
-fi
+# Any state but not-installed counts: a package removed without purge ("config-files") still
+# has a postrm that deletes /var/lib/fpush and settings.json, and this test ends with a purge.
+STATE="$(dpkg-query -W -f='${db:Status-Status}' fpush 2>/dev/null || true)"
+case "$STATE" in
+    "" | not-installed) ;;
+    *) fail "an fpush package is known to dpkg here ($STATE); purge it first (dpkg --purge fpush)" ;;
+esac
+for leftover in /etc/fpush /var/lib/fpush; do
+    [ ! -e "$leftover" ] || fail "$leftover exists (not this test's); move it away first"
+done
 
 VERSION="$("$BIN" --version | awk '{print $2}')"
 OUT="$(mktemp -d)"
