@@ -34,6 +34,10 @@ const INBOUND_QUEUE: usize = 1024;
 const RECONNECT_CAP: Duration = Duration::from_secs(60);
 /// How long the link may take to flush the last replies and close the stream.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// What a stop may take beyond the grace and the link's close, asked of systemd with them:
+/// registration commands still waiting for the store when the grace ends (SQLite waits up to
+/// 5 s for a lock) and the flush of the last log lines (up to 2 s).
+const STOP_SLACK: Duration = Duration::from_secs(8);
 /// How often the registrations are counted for the metrics, and at most how often swept.
 const RECOUNT_EVERY: Duration = Duration::from_secs(60);
 const SWEEP_EVERY: Duration = Duration::from_secs(60 * 60);
@@ -205,7 +209,7 @@ impl Running {
     /// for the link to close the stream.
     async fn stop(self, background: CancellationToken) {
         let grace = self.settings.limits.shutdown_grace;
-        self.service.stopping(grace + CLOSE_TIMEOUT);
+        self.service.stopping(grace + CLOSE_TIMEOUT + STOP_SLACK);
         stop_in_order(self.dispatcher, self.inbound, self.link_stop, grace).await;
         background.cancel();
         // Queued sends taken back in Redis for pushes the full queue refused: cut short, they

@@ -172,9 +172,10 @@ async fn notifies_ready_when_authenticated_reloading_ready_around_sighup_and_sto
 
     fpush.signal("TERM");
     let stopping = expect_line(&socket, "STOPPING=1").await;
-    // limits.shutdownGrace (10s by default) + 5s to close the stream.
+    // limits.shutdownGrace (10s by default) + 5s to close the stream + 8s for the store's last
+    // answers and the log's flush.
     assert!(
-        has_line(&stopping, "EXTEND_TIMEOUT_USEC=15000000"),
+        has_line(&stopping, "EXTEND_TIMEOUT_USEC=23000000"),
         "{stopping}"
     );
     assert!(fpush.wait().success());
