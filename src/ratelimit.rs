@@ -21,7 +21,7 @@ mod take_back;
 mod token_key;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,7 +104,20 @@ pub struct Ratelimiter {
     holds: Arc<TokenMap<u64>>,
     /// On the Redis backend, the sends Redis queued for this instance, for `unqueue`.
     queued_in_redis: Arc<QueuedInRedis>,
+    /// This limiter's id among those sharing `last_send` (a reload's `reconfigured` makes a new
+    /// one), and the id of the one whose sweeper runs last: only that one sweeps, with its own
+    /// `keep`, so the sweeper of a limiter a reload replaced (alive while a push it admitted is
+    /// queued) never drops an entry the new settings still need.
+    generation: u64,
+    sweeping: Arc<AtomicU64>,
+    /// On the Redis backend, the tokens this instance decided alone (Redis did not answer), and
+    /// until when that decision limits them: Redis never heard of those sends, so until then
+    /// this instance keeps deciding them itself rather than send them again once Redis answers.
+    decided_alone: Arc<TokenMap<u64>>,
 }
+
+/// Ids of limiters, for [`Ratelimiter::generation`].
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
 /// A disabled limiter lets this many holds accumulate before dropping ended ones.
 const RELEASE_AT_LEAST: usize = 1024;
@@ -145,6 +158,9 @@ impl Ratelimiter {
             next_release: Arc::new(AtomicUsize::new(RELEASE_AT_LEAST)),
             holds: Arc::new(new_token_map()),
             queued_in_redis: Arc::default(),
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
+            sweeping: Arc::default(),
+            decided_alone: Arc::new(new_token_map()),
         }
     }
 
@@ -174,6 +190,9 @@ impl Ratelimiter {
             next_release: self.next_release.clone(),
             holds: self.holds.clone(),
             queued_in_redis: self.queued_in_redis.clone(),
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
+            sweeping: self.sweeping.clone(),
+            decided_alone: self.decided_alone.clone(),
         }
     }
 
@@ -211,9 +230,12 @@ impl Ratelimiter {
         if !self.holding.load(Ordering::Relaxed) {
             return Decision::Send;
         }
-        match self.last_send.get(&self.hasher.key(token)) {
-            Some(until) if *until > self.clock.now() => Decision::Reject,
-            _ => Decision::Send,
+        // The holds themselves: `last_send` of a limiter a reload switched off holds queued
+        // sends, and none of the holds taken while it was on.
+        if self.is_held(token) {
+            Decision::Reject
+        } else {
+            Decision::Send
         }
     }
 
@@ -224,6 +246,8 @@ impl Ratelimiter {
     /// Redis backend its pushes for the token are refused until the end of the pause.
     pub fn hold(&self, token: &str, pause: Duration) {
         let until = self.clock.now().saturating_add(ticks(pause));
+        // Also on an enabled limiter: a reload may switch it off during the pause.
+        self.holding.store(true, Ordering::Relaxed);
         self.holds
             .entry(self.hasher.key(token))
             .and_modify(|held| *held = (*held).max(until))
@@ -231,7 +255,6 @@ impl Ratelimiter {
         let last = if self.config.enabled {
             until.saturating_sub(self.window)
         } else {
-            self.holding.store(true, Ordering::Relaxed);
             self.drop_released_holds();
             until
         };
@@ -280,6 +303,12 @@ impl Ratelimiter {
         if self.is_held(token) {
             return Admission::Held;
         }
+        if self.config.enabled && self.decided_alone_until(token).is_some() {
+            // This instance sent (or queued) for the token while Redis did not answer: Redis
+            // does not know, so this instance's own record decides until its window is over.
+            shared.store.count_local_decision();
+            return self.check_alone(dead, token);
+        }
         let window = self.config.enabled.then_some(self.config.window);
         if window.is_none() && dead_key.is_none() {
             // Nothing of this push is shared: asking Redis would only cost time, and a fallback
@@ -291,7 +320,7 @@ impl Ratelimiter {
             .decide(&shared.keys.ratelimit(&digest), dead_key.as_deref(), window)
             .await;
         match outcome {
-            None => self.check_locally(dead, token),
+            None => self.check_alone(dead, token),
             Some(ScriptAnswer::Dead) => Admission::KnownDead,
             Some(ScriptAnswer::Reject) => Admission::Decided(Decision::Reject),
             Some(ScriptAnswer::Send) => {
@@ -334,6 +363,35 @@ impl Ratelimiter {
         self.shared
             .is_none()
             .then(|| self.check_locally(dead, token))
+    }
+
+    /// Until when a decision this instance took alone still limits `token` (see
+    /// `decided_alone`); an ended one is dropped on the way.
+    fn decided_alone_until(&self, token: &str) -> Option<u64> {
+        let key = self.hasher.key(token);
+        let now = self.clock.now();
+        let until = *self.decided_alone.get(&key)?;
+        if until > now {
+            return Some(until);
+        }
+        self.decided_alone.remove_if(&key, |_, until| *until <= now);
+        None
+    }
+
+    /// A decision on the Redis backend taken without Redis, remembered (`decided_alone`).
+    fn check_alone(&self, dead: &DeadTokens, token: &str) -> Admission {
+        let admission = self.check_locally(dead, token);
+        if self.config.enabled && matches!(admission, Admission::Decided(_)) {
+            let key = self.hasher.key(token);
+            if let Some(last) = self.last_send.get(&key).map(|last| *last) {
+                let until = last.saturating_add(self.window);
+                self.decided_alone
+                    .entry(key)
+                    .and_modify(|was| *was = (*was).max(until))
+                    .or_insert(until);
+            }
+        }
+        admission
     }
 
     fn check_locally(&self, dead: &DeadTokens, token: &str) -> Admission {
@@ -421,8 +479,18 @@ impl Ratelimiter {
             !stale
         });
         self.holds.retain(|_, until| *until > now);
+        self.decided_alone.retain(|_, until| *until > now);
         self.queued_in_redis.sweep(now);
         removed
+    }
+
+    /// [`Ratelimiter::sweep`], unless a reload's limiter took the map over (its own sweeper
+    /// sweeps it then, with the settings now in force).
+    fn sweep_if_current(&self) -> usize {
+        if self.sweeping.load(Ordering::Acquire) != self.generation {
+            return 0;
+        }
+        self.sweep()
     }
 
     /// The number of tokens remembered.
@@ -449,6 +517,8 @@ impl Ratelimiter {
         if let Some(shared) = &self.shared {
             shared.store.log_nodes_once();
         }
+        // From now on only this limiter's sweeper sweeps the shared map.
+        self.sweeping.store(self.generation, Ordering::Release);
         if !self.config.enabled {
             // Switched off (by a reload, on a map it shares), a limiter asks only entries in the
             // future (holds) and nothing sweeps the rest: past sends would stay until a restart.
@@ -457,7 +527,7 @@ impl Ratelimiter {
             return sweeper::none();
         }
         let period = sweeper::period_for(self.config.cleanup_interval);
-        sweeper::spawn(self, period, shutdown, Self::sweep, "ratelimit")
+        sweeper::spawn(self, period, shutdown, Self::sweep_if_current, "ratelimit")
     }
 }
 

@@ -516,3 +516,59 @@ async fn a_shorter_remember_applies_to_remembered_tokens_and_to_new_ones() {
     );
     assert!(!after.is_dead("late"), "whichever memory took it");
 }
+
+/// A reload that lengthens `ratelimitTime` makes a new limiter sharing the old one's map; the
+/// old limiter's sweeper runs on (with the old `keep`) while anything holds the old module, e.g.
+/// a push queued before the reload, and must not drop entries whose new window is still open.
+#[tokio::test(start_paused = true)]
+async fn the_old_sweeper_does_not_cut_short_a_window_a_reload_lengthened() {
+    // Before the reload: window 20 s, entries kept 30 s (swept every 30 s).
+    let before = Arc::new(limiter(20, 30));
+    let _old_sweeper = before.spawn_sweeper(CancellationToken::new());
+    let start = Instant::now();
+    assert_eq!(before.check(TOKEN), Decision::Send);
+    sleep(Duration::from_secs(14)).await;
+    // A push for another token, queued until 34 s: its task holds the old module until then.
+    assert_eq!(before.check(OTHER), Decision::Send);
+    assert!(matches!(before.check(OTHER), Decision::SendAt(_)));
+    sleep(Duration::from_secs(1)).await;
+    // The reload at 15 s: window 120 s.
+    let after = Arc::new(before.reconfigured(RatelimitConfig {
+        enabled: true,
+        window: Duration::from_secs(120),
+        cleanup_interval: Duration::from_secs(30),
+    }));
+    let _new_sweeper = after.spawn_sweeper(CancellationToken::new());
+    tokio::time::sleep_until(start + Duration::from_secs(31)).await;
+    // TOKEN was sent at 0 s: under the new 120 s window its next push waits until 120 s.
+    assert_eq!(
+        after.check(TOKEN),
+        Decision::SendAt(start + Duration::from_secs(120)),
+        "the token's window (120 s from its send at 0 s) was cut short at 30 s"
+    );
+    drop(before);
+}
+
+/// A token the provider throttled (429, `hold`) stays held for the whole pause when a reload
+/// switches the module's ratelimit off meanwhile (the disabled limiter used to ask only its
+/// `holding` flag, which only a hold taken while disabled set).
+#[tokio::test(start_paused = true)]
+async fn a_hold_survives_a_reload_that_switches_the_ratelimit_off() {
+    let before = Arc::new(limiter(20, 300));
+    assert_eq!(before.check(TOKEN), Decision::Send);
+    // The provider answers 429 with Retry-After: 60 s.
+    before.hold(TOKEN, Duration::from_secs(60));
+    let after = Arc::new(before.reconfigured(RatelimitConfig {
+        enabled: false,
+        ..RatelimitConfig::default()
+    }));
+    drop(before);
+    let _sweeper = after.spawn_sweeper(CancellationToken::new());
+    sleep(Duration::from_secs(10)).await;
+    assert!(after.is_held(TOKEN), "the pause is not over");
+    assert_eq!(
+        after.check(TOKEN),
+        Decision::Reject,
+        "sent 10 s into the provider's 60 s pause"
+    );
+}

@@ -775,3 +775,32 @@ async fn a_module_that_shares_nothing_never_asks_redis() {
     }
     assert_eq!(store.fallbacks(), 0);
 }
+
+/// What an instance decided alone while Redis did not answer is not forgotten when Redis answers
+/// again: Redis never heard of that send (nor of the push queued after it), so the instance
+/// would send again at once, and the push it queued would go out too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_does_not_forget_its_own_fallback_decisions_when_redis_answers_again() {
+    let mut redis = RedisServer::start();
+    let options = RedisOptions {
+        timeout: Duration::from_millis(250),
+        retry_after: Duration::from_millis(100),
+    };
+    let a = Instance::new(&redis.url(), Duration::from_secs(60), options);
+    wait_until_redis_decides(&a).await;
+
+    redis.kill();
+    // Decided locally: sent now, the next one queued for the window's end.
+    assert_eq!(a.decide(TOKEN).await, Decision::Send);
+    assert!(matches!(a.decide(TOKEN).await, Decision::SendAt(_)));
+
+    redis.restart();
+    wait_until_redis_decides(&a).await;
+    // One push of this token went out seconds ago and one is queued, in this very instance:
+    // a third push within the window must be refused, not sent.
+    assert_eq!(
+        a.decide(TOKEN).await,
+        Decision::Reject,
+        "a third send within the window, from the instance that already sent and queued one"
+    );
+}

@@ -119,6 +119,11 @@ impl RedisStore {
         self.health.fallbacks()
     }
 
+    /// Counts a decision taken locally without asking Redis (see `Health::decided_locally`).
+    pub(crate) fn count_local_decision(&self) {
+        self.health.decided_locally();
+    }
+
     /// Whether this store was made for these servers and key prefix (a reload keeps it then).
     pub fn is_for(&self, servers: &RedisServers, key_prefix: &str) -> bool {
         self.servers == *servers && self.key_prefix == key_prefix

@@ -78,6 +78,13 @@ impl Health {
         claimed
     }
 
+    /// A decision taken locally without asking Redis, for a token whose earlier decision Redis
+    /// missed: counted under the cause of the last failure.
+    pub(crate) fn decided_locally(&self) {
+        let cause = FallbackCause::ALL[self.last_cause.load(Ordering::Relaxed)];
+        self.count(cause);
+    }
+
     /// Whether Redis counts as down (until a retry finds it answering again).
     pub(crate) fn is_down(&self) -> bool {
         self.down.load(Ordering::Acquire)
