@@ -343,7 +343,7 @@ mod tests {
                     .to_string();
                 let kept = body.strip_suffix('…').unwrap();
                 assert!(
-                    kept.len() % unit.len() == 0,
+                    kept.len().is_multiple_of(unit.len()),
                     "sender of {} bytes: body cut inside {unit:?}: ends with {:?}",
                     pad + 1,
                     &kept[kept.len().saturating_sub(12)..]
