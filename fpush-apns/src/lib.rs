@@ -522,7 +522,9 @@ mod tests {
             let result = silent_module.send(&push).await;
             assert!(result.is_ok(), "{result:?}");
         }
-        for sent in apns.server.received() {
+        let received = apns.server.received();
+        assert_eq!(received.len(), 2, "both pushes reach Apple");
+        for sent in received {
             let body: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
             let push_type = sent.headers["apns-push-type"].to_str().unwrap();
             let priority = sent.headers["apns-priority"].to_str().unwrap();

@@ -147,7 +147,8 @@ impl PayloadBuilder {
     }
 }
 
-/// The longest prefix of `text` (cut where no character or visible symbol breaks, marked with an ellipsis) that `fits`;
+/// The longest prefix of `text` (cut where no visible symbol breaks, see
+/// [`fpush_traits::text::cut_point`], and marked with an ellipsis) that `fits`;
 /// escaping makes the JSON size of a prefix unpredictable, so this searches for it.
 fn longest_fitting(text: &str, fits: impl Fn(&str) -> bool) -> String {
     let shortened = |len: usize| {
@@ -346,7 +347,7 @@ mod tests {
                     kept.len().is_multiple_of(unit.len()),
                     "sender of {} bytes: body cut inside {unit:?}: ends with {:?}",
                     pad + 1,
-                    &kept[kept.len().saturating_sub(12)..]
+                    kept.chars().rev().take(3).collect::<String>()
                 );
             }
         }

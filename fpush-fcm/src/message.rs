@@ -276,17 +276,18 @@ mod tests {
 
     #[test]
     fn a_cut_body_keeps_its_flags_whole() {
-        let configured = BTreeMap::from([("static".to_string(), "s".repeat(3000))]);
+        let configured = BTreeMap::from([("static".to_string(), "s".repeat(3100))]);
         let template = MessageTemplate::new(Duration::from_secs(60), None, configured, true);
         let flag = "\u{1F1E9}\u{1F1EA}";
         for pad in 0..8 {
             let mut notification = push("t");
-            notification.summary.last_message_body =
-                Some(format!("{}{}", "a".repeat(pad), flag.repeat(127)));
+            let whole = format!("{}{}", "a".repeat(pad), flag.repeat(127));
+            notification.summary.last_message_body = Some(whole.clone());
             let body = parse(template.body(&notification));
             let cut = body["message"]["data"]["last-message-body"]
                 .as_str()
                 .unwrap();
+            assert!(cut.len() < whole.len(), "{pad}: not cut");
             assert!(
                 (cut.len() - pad).is_multiple_of(flag.len()),
                 "{pad}: {cut:?}"
