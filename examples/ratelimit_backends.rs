@@ -34,22 +34,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .next()
         .unwrap_or_else(|| "redis://127.0.0.1:6379/".to_owned());
     let decisions: usize = args.next().map_or(Ok(100_000), |n| n.parse())?;
-    let tokens: Vec<String> = (0..TOKENS).map(|i| format!("{i:064x}")).collect();
+    let tokens: Arc<Vec<String>> = Arc::new((0..TOKENS).map(|i| format!("{i:064x}")).collect());
     let config = RatelimitConfig {
         enabled: true,
         window: Duration::from_secs(20),
         cleanup_interval: Duration::from_secs(300),
     };
-
-    // A hundred times as many memory decisions: fewer would stay below the CPU clock's tick.
-    let memory = Ratelimiter::new(config);
-    let memory_decisions = decisions * 100;
-    let (wall, cpu) = timed(|| {
-        for i in 0..memory_decisions {
-            let _ = memory.check(&tokens[i % TOKENS]);
-        }
-    });
-    report("memory, one at a time", memory_decisions, wall, cpu);
+    run_memory(config, &tokens, decisions);
 
     // Each run gets its own key prefix, so earlier runs' keys do not change the mix.
     let prefix = format!("fpush-bench-{}:", std::process::id());
@@ -63,30 +54,52 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         RedisServers::Single(url.clone())
     };
     let store = RedisStore::open(servers, &prefix, options, RedisFallbacks::detached())?;
-    let dead_shared = DeadTokens::with_redis(Duration::from_secs(3600), store.clone(), "bench");
+    let dead = Arc::new(DeadTokens::with_redis(
+        Duration::from_secs(3600),
+        store.clone(),
+        "bench",
+    ));
     let redis = Arc::new(Ratelimiter::with_redis(config, store.clone(), "bench"));
-    let _ = redis.admit(&dead_shared, "warm-up").await;
+    let _ = redis.admit(&dead, "warm-up").await;
     if store.fallbacks() > 0 {
         return Err(format!("no Redis answers at {url}").into());
     }
+    run_redis(&redis, &dead, &tokens, decisions).await?;
+    println!("fallbacks to the local limiter: {}", store.fallbacks());
+    Ok(())
+}
 
+/// A hundred times as many memory decisions as Redis ones: fewer would stay below the CPU
+/// clock's tick.
+fn run_memory(config: RatelimitConfig, tokens: &[String], decisions: usize) {
+    let memory = Ratelimiter::new(config);
+    let memory_decisions = decisions * 100;
+    let (wall, cpu) = timed(|| {
+        for i in 0..memory_decisions {
+            let _ = memory.check(&tokens[i % TOKENS]);
+        }
+    });
+    report("memory, one at a time", memory_decisions, wall, cpu);
+}
+
+/// The Redis limiter one decision at a time, then with `IN_FLIGHT` decisions at once.
+async fn run_redis(
+    redis: &Arc<Ratelimiter>,
+    dead: &Arc<DeadTokens>,
+    tokens: &Arc<Vec<String>>,
+    decisions: usize,
+) -> Result<(), tokio::task::JoinError> {
     let started = (Instant::now(), cpu_time());
     for i in 0..decisions {
-        let _ = redis.admit(&dead_shared, &tokens[i % TOKENS]).await;
+        let _ = redis.admit(dead, &tokens[i % TOKENS]).await;
     }
-    report(
-        "redis, one at a time",
-        decisions,
-        started.0.elapsed(),
-        cpu_time() - started.1,
-    );
+    let (wall, cpu) = (started.0.elapsed(), cpu_time() - started.1);
+    report("redis, one at a time", decisions, wall, cpu);
 
-    let dead_shared = Arc::new(dead_shared);
-    let tokens = Arc::new(tokens);
     let started = (Instant::now(), cpu_time());
     let workers: Vec<_> = (0..IN_FLIGHT)
         .map(|worker| {
-            let (redis, dead, tokens) = (redis.clone(), dead_shared.clone(), tokens.clone());
+            let (redis, dead, tokens) = (redis.clone(), dead.clone(), tokens.clone());
             tokio::spawn(async move {
                 for i in (worker..decisions).step_by(IN_FLIGHT) {
                     let _ = redis.admit(&dead, &tokens[i % TOKENS]).await;
@@ -97,13 +110,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for worker in workers {
         worker.await?;
     }
+    let (wall, cpu) = (started.0.elapsed(), cpu_time() - started.1);
     report(
         &format!("redis, {IN_FLIGHT} in flight"),
         decisions,
-        started.0.elapsed(),
-        cpu_time() - started.1,
+        wall,
+        cpu,
     );
-    println!("fallbacks to the local limiter: {}", store.fallbacks());
     Ok(())
 }
 
