@@ -134,11 +134,19 @@ impl Metrics {
 
     /// The OpenMetrics text exposition, with the state series set from `state`.
     pub fn render(&self, state: &StateSnapshot) -> String {
+        self.render_read(&|| state.clone())
+    }
+
+    /// The OpenMetrics text exposition, with the state series set from the state `read` returns.
+    /// `read` is called within the one scrape at a time: a state read before another scrape's
+    /// but applied after it would bring back lower counts, which the followed counters take
+    /// for a platform counting afresh and add again.
+    pub fn render_read(&self, read: &dyn Fn() -> StateSnapshot) -> String {
         let _one_at_a_time = self
             .rendering
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.state.apply(state);
+        self.state.apply(&read());
         let mut out = String::new();
         if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             log::error!("cannot render metrics: {error}");

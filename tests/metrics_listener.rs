@@ -1,6 +1,7 @@
 //! The metrics listener cannot be tied up: idle and pipelining clients leave `/health`
 //! answering, at most `max_connections` stay open, one answer per connection, and a request that
-//! never completes is cut at the deadline. Loopback only; every test stops by itself.
+//! never completes is cut at the deadline; overlapping scrapes count nothing twice. Loopback
+//! only; every test stops by itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -274,4 +275,92 @@ async fn with_every_slot_answering_a_client_that_never_reads_the_oldest_gives_wa
         "an answer of {declared} bytes only"
     );
     assert!(body.len() < declared, "the oldest answer was written whole");
+}
+
+/// The state of one module whose platform has failed `failures` token refreshes so far.
+fn refresh_failures_state(failures: u64) -> StateSnapshot {
+    StateSnapshot {
+        modules: vec![fpush::metrics::ModuleGauges {
+            module: "fcm".into(),
+            ratelimit_entries: 0,
+            dead_tokens: 0,
+            wipe_guard_tripped: false,
+            provider: fpush_traits::ProviderSnapshot {
+                token_refresh_failures: failures,
+                ..Default::default()
+            },
+            platform: fpush::metrics::PlatformIdentity::default(),
+            registrations: None,
+        }],
+        in_flight: 0,
+        link: LinkState::Down,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overlapping_scrapes_never_count_a_followed_count_twice() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Condvar, Mutex};
+
+    // The first scrape reads the platform's count (5) and is held before it renders; a second
+    // scrape reads the count after it grew (7) and renders. The first renders last.
+    let reads = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new((Mutex::new(false), Condvar::new()));
+    let (state_reads, state_release) = (reads.clone(), release.clone());
+    let state = move || {
+        let read = state_reads.fetch_add(1, Ordering::SeqCst);
+        if read > 0 {
+            return refresh_failures_state(7);
+        }
+        // Waits off the runtime's workers: the other scrape and the test go on meanwhile.
+        tokio::task::block_in_place(|| {
+            let (released, wake) = &*state_release;
+            let held = released.lock().unwrap();
+            let _ = wake
+                .wait_timeout_while(held, Duration::from_secs(10), |released| !*released)
+                .unwrap();
+        });
+        refresh_failures_state(5)
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let observed = Arc::new(Observed {
+        metrics: Metrics::new(),
+        state: Arc::new(state),
+    });
+    let stop = CancellationToken::new();
+    tokio::spawn(serve_on(
+        listener,
+        ListenerLimits::default(),
+        observed,
+        stop.clone(),
+    ));
+    let _stop = Listener { port, stop };
+
+    let first = tokio::spawn(async move { exchange(port, &get("/metrics")).await });
+    while reads.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut second = tokio::spawn(async move { exchange(port, &get("/metrics")).await });
+    // Served meanwhile, or held until the first is done: either way both end.
+    let second = match timeout(Duration::from_secs(1), &mut second).await {
+        Ok(done) => done,
+        Err(_) => {
+            release_scrape(&release);
+            second.await
+        }
+    };
+    release_scrape(&release);
+    for answer in [first.await.unwrap(), second.unwrap()] {
+        assert!(answer.unwrap().starts_with("HTTP/1.1 200"));
+    }
+    let last = exchange(port, &get("/metrics")).await.unwrap();
+    let series = r#"fpush_token_refresh_failures_total{module="fcm"} "#;
+    let line = last.lines().find(|line| line.starts_with(series));
+    assert_eq!(line, Some(&*format!("{series}7")), "{last}");
+}
+
+fn release_scrape(release: &(std::sync::Mutex<bool>, std::sync::Condvar)) {
+    *release.0.lock().unwrap() = true;
+    release.1.notify_all();
 }

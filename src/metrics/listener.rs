@@ -116,7 +116,7 @@ fn answer(observed: &Observed, path: &str) -> Response<Full<Bytes>> {
         "/metrics" => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            observed.metrics.render(&(observed.state)()),
+            observed.metrics.render_read(&*observed.state),
         ),
         "/health" => (StatusCode::OK, TEXT, "ok\n".to_owned()),
         "/ready" => match (observed.state)().link {
