@@ -219,3 +219,32 @@ fn connection_counts_past_their_bounds_are_reported_at_their_keys_and_lines() {
         assert_eq!(error.line, Some(line_of(marker)), "{error}");
     }
 }
+
+#[test]
+fn a_reload_that_removes_the_section_answers_web_push_wait_within_the_grace() {
+    use fpush::doors::push2;
+    use fpush::outcome::Outcome;
+    use fpush::request::Push2Request;
+
+    let metrics = Metrics::new();
+    let build = |push2: &str, previous| {
+        let text = settings(push2, "");
+        let loaded = config::parse(&text, &modules::platforms()).unwrap();
+        modules::build(&loaded.settings, &metrics, previous).unwrap()
+    };
+    let push = || Push2Request {
+        client: "https://fcm.googleapis.com/fcm/send/abc".into(),
+        ..Push2Request::default()
+    };
+    let with = build(r#""push2": {},"#, None);
+    assert!(push2::resolve(&with, push()).is_ok());
+    // As a removed module is answered for `modules.retiredGrace`: `wait`, never the
+    // `item-not-found` that tells a server to drop the subscription.
+    let without = build("", Some(&with));
+    let refusal = push2::resolve(&without, push()).unwrap_err();
+    assert_eq!(refusal.outcome, Outcome::retired, "{}", refusal.text);
+    // Never configured: not served.
+    let never = build("", None);
+    let refusal = push2::resolve(&never, push()).unwrap_err();
+    assert_eq!(refusal.outcome, Outcome::unknown_module, "{}", refusal.text);
+}

@@ -13,8 +13,8 @@ use fpush_traits::{EncryptedPayload, PushKind, PushNotification};
 use super::{Limiter, Refusal, Target, TargetKey};
 use crate::config::WEB_PUSH_MODULE;
 use crate::modules::{
-    check_web_push_vapid, web_push_payload_len, ModuleSet, PARAM_VAPID_KEY, PARAM_VAPID_TOKEN,
-    WEB_PUSH_MAX_PAYLOAD,
+    check_web_push_vapid, web_push_payload_len, LookupError, ModuleSet, PARAM_VAPID_KEY,
+    PARAM_VAPID_TOKEN, WEB_PUSH_MAX_PAYLOAD,
 };
 use crate::outcome::Outcome;
 use crate::request::Push2Request;
@@ -153,11 +153,22 @@ fn fits_apns(payload: Option<&str>, voip: bool) -> Result<(), Refusal> {
 }
 
 fn web_push(modules: &ModuleSet, push: Push2Request) -> Result<Target, Refusal> {
-    let Ok(module) = modules.lookup(Some(WEB_PUSH_MODULE)) else {
-        return Err(Refusal {
-            outcome: Outcome::unknown_module,
-            text: "This relay does not serve Web Push (push2 is not configured).".into(),
-        });
+    let module = match modules.lookup(Some(WEB_PUSH_MODULE)) {
+        Ok(module) => module,
+        // Like any module a reload removed: `wait` within `modules.retiredGrace`, so that an
+        // operator's slip does not make servers drop their users' subscriptions.
+        Err(LookupError::Retired(_)) => {
+            return Err(Refusal {
+                outcome: Outcome::retired,
+                text: "Web Push was turned off by a reload; try again later.".into(),
+            })
+        }
+        Err(_) => {
+            return Err(Refusal {
+                outcome: Outcome::unknown_module,
+                text: "This relay does not serve Web Push (push2 is not configured).".into(),
+            })
+        }
     };
     let payload = push.payload.unwrap_or_default();
     match decoded_len(&payload) {
