@@ -241,6 +241,9 @@ pub struct ModuleSet {
     /// registrations' pushes are answered `wait` (for the same reason as `retired`); past it,
     /// like a module no configuration names.
     retired_services: Vec<(RegistrationProtocol, Arc<str>, Instant)>,
+    /// The push2 relay names (`apns:<environment>:<topic>`) of apps a reload stopped serving,
+    /// until when their push2 pushes are answered `wait` (for the same reason as `retired`).
+    retired_relays: Vec<(String, Instant)>,
     /// The `push2` section the relay's module was built from (a reload keeps the module's
     /// client when it is unchanged).
     push2: Option<crate::config::Push2Settings>,
@@ -333,6 +336,37 @@ impl ModuleSet {
             .filter(|(protocol, _)| !self.serves(*protocol))
             .collect();
         self.remember_retired_services(previous, now + grace);
+        self.remember_retired_relays(previous, now + grace);
+    }
+
+    /// Carries over `previous`'s retired relay names, adding those it served and this set does
+    /// not, answered `wait` until `until`.
+    fn remember_retired_relays(&mut self, previous: &ModuleSet, until: Instant) {
+        let now = Instant::now();
+        let dropped = previous
+            .iter()
+            .filter_map(|module| module.push.relay_name())
+            .map(|name| (name.to_owned(), until));
+        let still = previous
+            .retired_relays
+            .iter()
+            .filter(|(_, until)| *until > now)
+            .cloned();
+        let served: Vec<&str> = self.iter().filter_map(|m| m.push.relay_name()).collect();
+        let retired = still
+            .chain(dropped)
+            .filter(|(name, _)| !served.contains(&name.as_str()))
+            .collect();
+        self.retired_relays = retired;
+    }
+
+    /// Whether a reload stopped serving the push2 relay name `name` less than
+    /// `modules.retiredGrace` ago.
+    pub fn retired_relay(&self, name: &str) -> bool {
+        let now = Instant::now();
+        self.retired_relays
+            .iter()
+            .any(|(retired, until)| retired == name && now < *until)
     }
 
     /// Carries over `previous`'s retired registration services, adding those it served and

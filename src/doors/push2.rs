@@ -66,9 +66,15 @@ fn apns_push(
         .iter()
         .find(|module| module.push.relay_name() == Some(wanted.as_str()))
     else {
+        // An app a reload removed is answered `wait` within `modules.retiredGrace`, as a
+        // removed module is.
+        let (outcome, now) = match modules.retired_relay(&wanted) {
+            true => (Outcome::retired, " now"),
+            false => (Outcome::unknown_module, ""),
+        };
         return Err(Refusal {
-            outcome: Outcome::unknown_module,
-            text: format!("No APNS module serves {topic} ({environment}).").into(),
+            outcome,
+            text: format!("No APNS module serves {topic} ({environment}){now}.").into(),
         });
     };
     let voip = push.voip && voip_token.is_some();
@@ -267,6 +273,53 @@ mod tests {
         assert!(fits(5120 - APNS_LEAST_WRAPPING, true));
         assert!(!fits(5120 - APNS_LEAST_WRAPPING + 1, true));
         assert!(fits_apns(None, false).is_ok());
+    }
+
+    /// An apple module whose platform serves push2's APNS form for `relay`.
+    fn apple(id: &str, relay: &'static str) -> crate::modules::Module {
+        use fpush_traits::{async_trait, Delivered, PushError, PushTrait};
+        struct Relayed(&'static str);
+        #[async_trait]
+        impl PushTrait for Relayed {
+            async fn send(&self, _: &PushNotification) -> Result<Delivered, PushError> {
+                Ok(Delivered::default())
+            }
+            fn relay_name(&self) -> Option<&str> {
+                Some(self.0)
+            }
+        }
+        crate::modules::Module::new(
+            id,
+            "apple",
+            std::sync::Arc::new(Relayed(relay)),
+            crate::ratelimit::RatelimitConfig::default(),
+            std::time::Duration::from_secs(3600),
+            crate::metrics::ModuleMetrics::detached(),
+        )
+    }
+
+    #[test]
+    fn an_apns_push_for_an_app_a_reload_removed_is_answered_wait_within_the_grace() {
+        let push = || Push2Request {
+            client: "https://api.push.apple.com/3/device/abcd#com.example.app".into(),
+            ..Push2Request::default()
+        };
+        let relay = "apns:production:com.example.app";
+        let before = ModuleSet::from_modules(vec![(apple("ios", relay), false)]);
+        assert!(resolve(&before, push()).is_ok());
+        let mut after = ModuleSet::from_modules(Vec::new());
+        after.remember_retired(&before, std::time::Duration::from_secs(3600));
+        let refusal = resolve(&after, push()).unwrap_err();
+        assert_eq!(refusal.outcome, Outcome::retired, "{}", refusal.text);
+        // Served on under another id: pushes go to it.
+        let mut renamed = ModuleSet::from_modules(vec![(apple("ios-new", relay), false)]);
+        renamed.remember_retired(&before, std::time::Duration::from_secs(3600));
+        assert!(resolve(&renamed, push()).is_ok());
+        // Past the grace, or never served: no module serves it.
+        let mut past = ModuleSet::from_modules(Vec::new());
+        past.remember_retired(&before, std::time::Duration::ZERO);
+        let refusal = resolve(&past, push()).unwrap_err();
+        assert_eq!(refusal.outcome, Outcome::unknown_module, "{}", refusal.text);
     }
 
     #[test]
