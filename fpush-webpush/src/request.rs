@@ -17,6 +17,11 @@ pub const PARAM_VAPID_KEY: &str = "vapid_k";
 /// Largest payload posted: push services must accept 4096 bytes (RFC 8030, section 7.2).
 pub const MAX_PAYLOAD: usize = 4096;
 
+/// How long a push service may keep a call (`<voip/>`: a Jingle `propose` or its `retract`)
+/// for a browser it cannot reach: a caller rings for under a minute, and a call delivered
+/// later (`push2.ttl` is weeks by default) would show for one long over.
+const CALL_TTL: Duration = Duration::from_secs(60);
+
 const LENIENT: GeneralPurposeConfig =
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
 const STANDARD_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
@@ -82,6 +87,10 @@ pub fn build(
     if body.len() > MAX_PAYLOAD {
         return Err(RequestError::PayloadTooLarge(body.len()));
     }
+    let ttl = match push.kind {
+        Some(PushKind::Voip) => ttl.min(CALL_TTL),
+        _ => ttl,
+    };
     let mut request = http::Request::post(path)
         .header("ttl", ttl.as_secs().to_string())
         .header("urgency", urgency(push));
@@ -189,6 +198,23 @@ mod tests {
         assert_eq!(header("ttl"), "2419200");
         assert_eq!(header("urgency"), "low");
         assert_eq!(header("authorization"), "vapid t=e.y.j, k=-_-_");
+    }
+
+    #[test]
+    fn a_call_is_kept_for_a_minute_at_most() {
+        // A browser back online days later would show a call long over.
+        let four_weeks = Duration::from_secs(2_419_200);
+        let ttl = |kind, ttl| {
+            let call = PushNotification {
+                kind,
+                ..push("", &[])
+            };
+            let request = build("/ep", &call, ttl).unwrap();
+            request.headers()["ttl"].to_str().unwrap().to_owned()
+        };
+        assert_eq!(ttl(Some(PushKind::Voip), four_weeks), "60");
+        assert_eq!(ttl(Some(PushKind::Voip), Duration::from_secs(30)), "30");
+        assert_eq!(ttl(None, four_weeks), "2419200");
     }
 
     #[test]
