@@ -45,7 +45,7 @@ use fpush_http::{
 };
 use fpush_traits::{
     async_trait, DeadTokenReason, Delivered, ProviderSnapshot, PushError, PushNotification,
-    PushTrait,
+    PushTrait, Rejection,
 };
 use http::{Method, Request};
 
@@ -242,13 +242,23 @@ fn check_settings(module_id: &str, cfg: &FcmConfig) -> Result<(), FcmError> {
     Ok(())
 }
 
+/// A message whose `data` (of `size` bytes) is over FCM's limit even with its summary values
+/// cut: refused here, not sent for Google to refuse for any token with an `INVALID_ARGUMENT`
+/// that would read as the module's misconfiguration.
+fn too_large(size: usize) -> PushError {
+    PushError::Rejected {
+        reason: Rejection::TooLarge,
+        detail: format!("the message's data is {size} bytes, over FCM's {MAX_DATA_BYTES}"),
+    }
+}
+
 #[async_trait]
 impl PushTrait for FcmPush {
     async fn send(&self, notification: &PushNotification) -> Result<Delivered, PushError> {
         if !plausible_token(&notification.token) {
             return Err(PushError::TokenInvalid(DeadTokenReason::Implausible));
         }
-        let body = self.template.body(notification);
+        let body = self.template.body(notification).map_err(too_large)?;
         let push = PushLabel {
             provider: "FCM",
             token: &notification.token,

@@ -74,8 +74,10 @@ impl MessageTemplate {
     }
 
     /// The JSON body for `notification`. Summary fields, when copied, replace `additionalData`
-    /// entries of the same name, and `extra` keys replace both: the app checks them.
-    pub fn body(&self, notification: &PushNotification) -> Bytes {
+    /// entries of the same name, and `extra` keys replace both: the app checks them. Only the
+    /// summary values are cut to fit [`MAX_DATA_BYTES`]; when the rest is still over it, the
+    /// error is the data's size: FCM would refuse the message for any token.
+    pub fn body(&self, notification: &PushNotification) -> Result<Bytes, usize> {
         let mut data: BTreeMap<&str, &str> = self
             .additional_data
             .iter()
@@ -102,6 +104,10 @@ impl MessageTemplate {
         if self.data_from_summary {
             fit_summary(&mut data);
         }
+        let size = data_bytes(data.iter().map(|(key, value)| (*key, *value)));
+        if size > MAX_DATA_BYTES {
+            return Err(size);
+        }
         let request = SendRequest {
             message: Message {
                 token: &notification.token,
@@ -114,7 +120,9 @@ impl MessageTemplate {
             },
         };
         // Serialising string maps and strings into a Vec cannot fail.
-        Bytes::from(serde_json::to_vec(&request).unwrap_or_default())
+        Ok(Bytes::from(
+            serde_json::to_vec(&request).unwrap_or_default(),
+        ))
     }
 }
 
@@ -176,7 +184,7 @@ mod tests {
     fn minimal_message_is_a_high_priority_data_message_with_ttl() {
         let template =
             MessageTemplate::new(Duration::from_secs(2_419_200), None, BTreeMap::new(), false);
-        let body = parse(template.body(&push("tok\"en")));
+        let body = parse(template.body(&push("tok\"en")).unwrap());
         assert_eq!(
             body,
             json!({"message": {"token": "tok\"en", "android": {"priority": "high", "ttl": "2419200s"}}})
@@ -188,7 +196,7 @@ mod tests {
         let extra = BTreeMap::from([("kind".to_string(), "xmpp".to_string())]);
         let template =
             MessageTemplate::new(Duration::from_secs(60), Some("chat".into()), extra, false);
-        let body = parse(template.body(&push("t")));
+        let body = parse(template.body(&push("t")).unwrap());
         assert_eq!(body["message"]["data"], json!({"kind": "xmpp"}));
         assert_eq!(body["message"]["android"]["collapse_key"], "chat");
         assert_eq!(body["message"]["android"]["ttl"], "60s");
@@ -199,13 +207,13 @@ mod tests {
         let extra = BTreeMap::from([("message-count".to_string(), "static".to_string())]);
         let off = MessageTemplate::new(Duration::from_secs(60), None, extra.clone(), false);
         assert_eq!(
-            parse(off.body(&push("t")))["message"]["data"],
+            parse(off.body(&push("t")).unwrap())["message"]["data"],
             json!({"message-count": "static"})
         );
 
         let on = MessageTemplate::new(Duration::from_secs(60), None, extra, true);
         assert_eq!(
-            parse(on.body(&push("t")))["message"]["data"],
+            parse(on.body(&push("t")).unwrap())["message"]["data"],
             json!({
                 "message-count": "1",
                 "last-message-sender": "juliet@capulet.example",
@@ -224,7 +232,7 @@ mod tests {
             last_message_body: None,
         };
         assert_eq!(
-            parse(on.body(&notification))["message"]["data"],
+            parse(on.body(&notification).unwrap())["message"]["data"],
             json!({"last-message-sender": ""})
         );
     }
@@ -239,7 +247,7 @@ mod tests {
             ("channel".into(), "c4ann3l".into()),
             ("google.x".into(), "refused".into()),
         ];
-        let body = parse(template.body(&notification));
+        let body = parse(template.body(&notification).unwrap());
         assert_eq!(
             body["message"]["data"],
             json!({"account": "d3v1ce", "channel": "c4ann3l"})
@@ -265,7 +273,7 @@ mod tests {
             last_message_sender: Some(long.clone()),
             last_message_body: Some(long.clone()),
         };
-        let body = parse(template.body(&notification));
+        let body = parse(template.body(&notification).unwrap());
         assert!(data_bytes(&body) <= MAX_DATA_BYTES, "{}", data_bytes(&body));
         let data = &body["message"]["data"];
         assert_eq!(data["last-message-sender"], long.as_str());
@@ -283,7 +291,7 @@ mod tests {
             let mut notification = push("t");
             let whole = format!("{}{}", "a".repeat(pad), flag.repeat(127));
             notification.summary.last_message_body = Some(whole.clone());
-            let body = parse(template.body(&notification));
+            let body = parse(template.body(&notification).unwrap());
             let cut = body["message"]["data"]["last-message-body"]
                 .as_str()
                 .unwrap();
@@ -300,7 +308,7 @@ mod tests {
         // 4056 bytes configured; the summary's 91 would make 4147.
         let configured = BTreeMap::from([("static".to_string(), "s".repeat(4050))]);
         let template = MessageTemplate::new(Duration::from_secs(60), None, configured, true);
-        let body = parse(template.body(&push("t")));
+        let body = parse(template.body(&push("t")).unwrap());
         assert_eq!(data_bytes(&body), MAX_DATA_BYTES);
         let data = &body["message"]["data"];
         assert!(data.get("last-message-body").is_none());

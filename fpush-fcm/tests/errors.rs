@@ -5,12 +5,13 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{config, module, push, server};
 use fpush_fcm::FcmPush;
 use fpush_testkit::fcm::{FcmAnswer, THROTTLE_RETRY_AFTER};
-use fpush_traits::{DeadTokenReason, PushError, PushTrait};
+use fpush_traits::{DeadTokenReason, PushError, PushTrait, Rejection};
 
 /// Pushes `token` and returns the error and how many `messages:send` requests the server saw.
 async fn outcome(token: &str) -> (PushError, usize) {
@@ -328,4 +329,35 @@ async fn a_persistent_permission_denied_does_not_refresh_the_token_for_every_pus
         refreshes <= 2,
         "{refreshes} token requests for 20 pushes, each refused 403 PERMISSION_DENIED"
     );
+}
+
+/// FCM refuses a message whose `data` is over 4096 bytes, whatever the token, with an
+/// `INVALID_ARGUMENT` that names no field ("Android message is too big"). Start-up checks
+/// `additionalData` alone; a p2 registration's keys (`account`, up to 256 bytes, and
+/// `channel`, up to 64) can take a message over the limit next to it. Such a push is refused
+/// as too large before Google is asked: sent, its refusal read as the module's
+/// misconfiguration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_fcms_data_limit_is_refused_as_too_large_without_a_request() {
+    let server = server().await;
+    let mut cfg = config(&server);
+    cfg.additional_data = BTreeMap::from([("app".to_string(), "a".repeat(3900))]);
+    let module = FcmPush::new("android", cfg).unwrap();
+    let mut notification = common::notification("token-1");
+    notification.extra = vec![
+        ("account".into(), "d".repeat(256)),
+        ("channel".into(), "c".repeat(64)),
+    ];
+    let result = module.send(&notification).await;
+    assert!(
+        matches!(
+            result,
+            Err(PushError::Rejected {
+                reason: Rejection::TooLarge,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert_eq!(server.message_count(), 0, "Google was asked");
 }
