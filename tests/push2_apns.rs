@@ -321,3 +321,39 @@ async fn an_enabled_push2_ratelimit_never_holds_a_call_back() {
     let calls = apple.apns.server.received();
     assert_eq!(calls.len(), 2, "the retraction was held back: {calls:?}");
 }
+
+/// A push2 push is an alert whatever the module's `apns.pushType`: the app's notification
+/// service extension, which decrypts `rfc8291`, runs only for an alert with `mutable-content`,
+/// and Apple wants the push type to match the payload. A call the module cannot send over
+/// PushKit (certificate auth without a PushKit certificate) goes as such an alert too.
+#[tokio::test]
+async fn a_push2_push_through_a_background_module_is_an_alert() {
+    let apns = ApnsHarness::start().await.unwrap();
+    let block = with_keys(
+        apns.cert_settings(P12Cipher::Modern).unwrap(),
+        json!({"pushType": "background", "alertTitle": "Silent app"}),
+    );
+    let modules = json!({"ios": {"type": "apple", "ratelimit": {"enabled": false},
+        "apns": block}});
+    let mut apple = Apple::launch(apns, modules, "").await;
+    let message = format!("https://api.push.apple.com/3/device/{DEVICE}#{TOPIC}");
+    apple.send("b1", &message, &encrypted("high")).await;
+    let call = format!("https://api.push.apple.com/3/device/{DEVICE}#{TOPIC}&amp;{VOIP}");
+    apple
+        .send("b2", &call, &format!("{}<voip/>", encrypted("high")))
+        .await;
+    for request in apple.wait_for_requests(2).await {
+        let payload = body(&request);
+        assert_eq!(request.token, DEVICE);
+        assert_eq!(header(&request, "apns-push-type"), "alert", "{payload}");
+        assert_eq!(header(&request, "apns-priority"), "10", "{payload}");
+        assert_eq!(payload["aps"]["alert"]["title"], "Silent app", "{payload}");
+        assert_eq!(payload["aps"]["mutable-content"], 1, "{payload}");
+        assert!(
+            payload["aps"].get("content-available").is_none(),
+            "{payload}"
+        );
+        assert_eq!(payload["rfc8291"], PAYLOAD);
+        assert_eq!(request.status, 200);
+    }
+}

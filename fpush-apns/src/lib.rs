@@ -33,7 +33,7 @@ use fpush_http::{
     HttpClient, HttpConfig, HttpError, LoudLog, ProviderAnswer, PushLabel, RetryPolicy, Tries,
 };
 use fpush_traits::{
-    DeadTokenReason, Delivered, ProviderSnapshot, PushError, PushNotification, PushTrait,
+    DeadTokenReason, Delivered, ProviderSnapshot, PushError, PushKind, PushNotification, PushTrait,
     Rejection, SentTo,
 };
 
@@ -300,6 +300,7 @@ fn payload_limit(per_push: PerPush) -> usize {
 fn call_as_alert() -> PerPush {
     PerPush {
         priority: Some(10),
+        alert: true,
         ..PerPush::default()
     }
 }
@@ -390,17 +391,19 @@ impl ApnsPush {
         let limit = payload_limit(per_push);
         let by_client = client_payload::applies(notification);
         // A client payload that is neither a PushKit call nor silent is an alert (see
-        // `client_payload::render`): its headers must say so, whatever the module's type.
+        // `client_payload::render`), and so is a push that asks for one (push2's) or a call
+        // sent as one: its headers and payload must say so, whatever the module's type.
+        let asked = by_client || per_push.alert || notification.kind == Some(PushKind::Alert);
         let per_push = PerPush {
-            alert: by_client && !per_push.voip && !per_push.background,
+            alert: asked && !per_push.voip && !per_push.background,
             ..per_push
         };
+        let (summary, extra) = (&notification.summary, &notification.extra);
         let body = match (pushkit, by_client) {
             (Some(body), _) => body,
             (None, true) => client_payload::build(&self.payload, notification, limit),
-            (None, false) => self
-                .payload
-                .build(&notification.summary, &notification.extra, limit),
+            (None, false) if per_push.alert => self.payload.build_alert(summary, extra, limit),
+            (None, false) => self.payload.build(summary, extra, limit),
         };
         if body.len() > limit {
             return Err(too_large(body.len(), limit));

@@ -65,13 +65,40 @@ impl PayloadBuilder {
             }
             None => {}
         }
+        let (title, body) = self.texts(summary);
+        self.fit(&title, &body, extra, limit)
+    }
+
+    /// Like [`Self::build`], but an alert whatever the module's `pushType`: for an alert asked
+    /// for per push (push2's, a call sent as an alert). Apple wants the push type to match the
+    /// payload, and the app's notification service extension runs only for an alert with
+    /// `mutable-content`.
+    pub fn build_alert(
+        &self,
+        summary: &PushSummary,
+        extra: &[(String, String)],
+        limit: usize,
+    ) -> Bytes {
+        if self.push_type == ApnsPushType::Alert {
+            return self.build(summary, extra, limit);
+        }
+        let (title, body) = match self.from_summary {
+            true => self.texts(summary),
+            false => (self.title.clone(), self.body.clone()),
+        };
+        self.fit_as(ApnsPushType::Alert, &title, &body, extra, limit)
+    }
+
+    /// The alert's title and body: the summary's sender and body where given, else the
+    /// module's.
+    fn texts(&self, summary: &PushSummary) -> (String, String) {
         let pick = |given: &Option<String>, default: &str| match given.as_deref().map(str::trim) {
             Some(text) if !text.is_empty() => text.to_string(),
             _ => default.to_string(),
         };
         let title = pick(&summary.last_message_sender, &self.title);
         let body = pick(&summary.last_message_body, &self.body);
-        self.fit(&title, &body, extra, limit)
+        (title, body)
     }
 
     /// The module's alert title and body and its `additionalData` (for the client payloads of
@@ -81,7 +108,17 @@ impl PayloadBuilder {
     }
 
     fn render(&self, title: &str, body: &str, extra: &[(String, String)]) -> Vec<u8> {
-        let aps = match self.push_type {
+        self.render_as(self.push_type, title, body, extra)
+    }
+
+    fn render_as(
+        &self,
+        push_type: ApnsPushType,
+        title: &str,
+        body: &str,
+        extra: &[(String, String)],
+    ) -> Vec<u8> {
+        let aps = match push_type {
             ApnsPushType::Alert => json!({
                 "alert": {"title": title, "body": body},
                 "mutable-content": 1,
@@ -133,7 +170,19 @@ impl PayloadBuilder {
     /// encrypted payload cut short is no payload), so with large ones the result may still
     /// be over `limit`.
     fn fit(&self, title: &str, body: &str, extra: &[(String, String)], limit: usize) -> Bytes {
-        let render = |title: &str, body: &str| self.render(title, body, extra);
+        self.fit_as(self.push_type, title, body, extra, limit)
+    }
+
+    /// [`Self::fit`] for a payload of `push_type`.
+    fn fit_as(
+        &self,
+        push_type: ApnsPushType,
+        title: &str,
+        body: &str,
+        extra: &[(String, String)],
+        limit: usize,
+    ) -> Bytes {
+        let render = |title: &str, body: &str| self.render_as(push_type, title, body, extra);
         let rendered = render(title, body);
         if rendered.len() <= limit {
             return Bytes::from(rendered);
