@@ -338,6 +338,14 @@ async fn a_payload_apple_finds_too_large_answers_wait_policy_violation_and_is_no
         .enqueue(DEVICE_TOKEN, [ApnsAnswer::error(413, "PayloadTooLarge")]);
     let reply = path.push("p1", DEVICE_TOKEN).await;
     assert_error(&reply, "p1", "wait", "policy-violation");
+    // Apple's limit, not fpush's stanza size: the text must not point at limits.maxStanzaSize.
+    assert!(
+        reply
+            .raw
+            .contains("The push is too large for the push service."),
+        "{}",
+        reply.raw
+    );
     assert_eq!(path.apns.server.count_for(DEVICE_TOKEN), 1, "not retried");
     // One sender's long message: the token lives on and the operator's alert stays quiet.
     assert_result(&path.push("p2", DEVICE_TOKEN).await, "p2");

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use fpush_http::LoudLog;
 
-use super::reply_table::reply_for;
+use super::reply_table::{module_reply_for, reply_for};
 use crate::component::ReplySender;
 use crate::config::RejectWith;
 use crate::doors::{tigase, Refusal, Target};
@@ -283,7 +283,7 @@ impl PushPath {
         if target.by_message {
             return self.reply_by_message(iq, outcome, None);
         }
-        if let Some(reply) = reply_for(outcome, module.reject_with, None) {
+        if let Some(reply) = module_reply_for(outcome, module.reject_with) {
             self.reply(iq, reply);
         }
     }

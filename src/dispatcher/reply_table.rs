@@ -18,6 +18,7 @@ mod text {
     pub const SHUTTING_DOWN: &str = "The push server is shutting down; try again later.";
     pub const MODULE_REMOVED: &str = "The push module was removed by a reload; try again later.";
     pub const TOO_LARGE: &str = "The stanza exceeds the push server's size limit.";
+    pub const PAYLOAD_TOO_LARGE: &str = "The push is too large for the push service.";
     pub const FORBIDDEN: &str = "Only XMPP servers may push to this service.";
     pub const DOMAIN_LIMITED: &str = "Too many requests from this domain; try again later.";
     pub const UNKNOWN_REGISTRATION: &str = "No such push registration.";
@@ -72,6 +73,16 @@ pub(super) fn reply_for<'a>(
         // get `wait`, for the same reason as above.
         Outcome::not_allowed | Outcome::rejected => error(Wait, InternalServerError, text::REFUSED),
     })
+}
+
+/// The reply for a push a module answered with `outcome`. A push it found too large is over
+/// its provider's payload limit, not over `limits.maxStanzaSize`, and the text says so.
+pub(super) fn module_reply_for(
+    outcome: Outcome,
+    reject_with: RejectWith,
+) -> Option<Reply<'static>> {
+    let text = (outcome == Outcome::too_large).then_some(text::PAYLOAD_TOO_LARGE);
+    reply_for(outcome, reject_with, text)
 }
 
 #[cfg(test)]
