@@ -165,6 +165,18 @@ async fn voip_with_a_voip_token_is_a_pushkit_call_and_without_one_an_alert() {
     let alert = apple.wait_for_requests(2).await.remove(1);
     assert_eq!(alert.token, DEVICE);
     assert_eq!(header(&alert, "apns-push-type"), "alert");
+    // Both are calls: Apple keeps each a minute at most, not the module's four weeks.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for sent in [&call, &alert] {
+        let expiration: u64 = header(sent, "apns-expiration").parse().unwrap();
+        assert!(
+            (now..=now + 60).contains(&expiration),
+            "{expiration} at {now}"
+        );
+    }
 }
 
 #[tokio::test]

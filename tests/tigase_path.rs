@@ -270,6 +270,7 @@ async fn certificate_auth_without_a_pushkit_certificate_sends_calls_as_alerts() 
     let block = apns.cert_settings(P12Cipher::Modern).unwrap();
     let (_fpush, _xmpp, mut link, node) = registered_with_voip(block, dir.path()).await;
 
+    let sent_before = unix_now();
     assert_result(&push(&mut link, "c1", &node, CALL).await, "c1");
     let call = &apns.server.received()[0];
     assert_eq!(call.token, DEVICE);
@@ -278,6 +279,23 @@ async fn certificate_auth_without_a_pushkit_certificate_sends_calls_as_alerts() 
     assert_eq!(call.headers["apns-priority"], "10");
     let payload: Value = serde_json::from_slice(&call.body).unwrap();
     assert_eq!(payload["aps"]["mutable-content"], 1);
+    // Kept by Apple for a minute at most, as a PushKit call is: a call shown later is over.
+    let expiration: u64 = call.headers["apns-expiration"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (sent_before + 60..=unix_now() + 60).contains(&expiration),
+        "apns-expiration {expiration}, sent at {sent_before}"
+    );
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 #[tokio::test]

@@ -301,6 +301,7 @@ fn call_as_alert() -> PerPush {
     PerPush {
         priority: Some(10),
         alert: true,
+        call: true,
         ..PerPush::default()
     }
 }

@@ -28,7 +28,7 @@ const APNS_COLLAPSE_ID: HeaderName = HeaderName::from_static("apns-collapse-id")
 /// How long Apple may hold a call for a phone it cannot reach: a caller rings for under a
 /// minute, and a call delivered later (the module's `expiration` is weeks by default) would
 /// ring for one long over.
-const VOIP_EXPIRATION: Duration = Duration::from_secs(60);
+const CALL_EXPIRATION: Duration = Duration::from_secs(60);
 
 /// What one push changes of the module's fixed headers (push2 says it per push).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,6 +42,9 @@ pub(crate) struct PerPush {
     /// The payload is an alert whatever the module's own push type (a client protocol's alert,
     /// a call sent as one): push type `alert`, the push's priority (10 unless said).
     pub alert: bool,
+    /// A call, over PushKit or as an alert: Apple keeps it a minute at most, since a call
+    /// shown later is long over.
+    pub call: bool,
 }
 
 impl PerPush {
@@ -51,6 +54,7 @@ impl PerPush {
         if let (Some(PushKind::Voip), Some(voip)) = (push.kind, &push.voip_token) {
             let per_push = PerPush {
                 voip: true,
+                call: true,
                 ..PerPush::default()
             };
             return (voip, per_push);
@@ -59,9 +63,12 @@ impl PerPush {
             Priority::High => 10,
             Priority::Normal | Priority::Low => 5,
         });
+        let call = push.kind == Some(PushKind::Voip);
         let per_push = PerPush {
             priority,
             background: push.kind == Some(PushKind::Background),
+            alert: call,
+            call,
             ..PerPush::default()
         };
         (&push.token, per_push)
@@ -133,8 +140,8 @@ impl RequestTemplate {
         *request.uri_mut() = uri;
         let headers = request.headers_mut();
         *headers = self.headers.clone();
-        let expiration = match per_push.voip {
-            true => self.voip_expiration_value(),
+        let expiration = match per_push.call {
+            true => self.call_expiration_value(),
             false => self.expiration_value(),
         };
         // Replaced in place: an insertion would hash the name and grow the copied map.
@@ -182,9 +189,9 @@ impl RequestTemplate {
         }
     }
 
-    /// `apns-expiration` of a call: the module's, but at most [`VOIP_EXPIRATION`] away.
-    fn voip_expiration_value(&self) -> HeaderValue {
-        match self.expiration.min(VOIP_EXPIRATION) {
+    /// `apns-expiration` of a call: the module's, but at most [`CALL_EXPIRATION`] away.
+    fn call_expiration_value(&self) -> HeaderValue {
+        match self.expiration.min(CALL_EXPIRATION) {
             zero if zero.is_zero() => HeaderValue::from_static("0"),
             wait => HeaderValue::from(unix_now().saturating_add(wait.as_secs())),
         }

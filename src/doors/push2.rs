@@ -83,7 +83,9 @@ fn apns_push(
         token: token.to_owned(),
         module_id: module.id.clone(),
         priority: push.priority,
-        kind: Some(if voip {
+        // A call without a VoIP token stays a call: the module sends it as an alert, kept by
+        // Apple no longer than a call is.
+        kind: Some(if push.voip {
             PushKind::Voip
         } else {
             PushKind::Alert
