@@ -141,10 +141,9 @@ pub(crate) async fn serve(
     pending.restart();
     let (mut rd, mut wr) = stream.into_split();
     let outcome = {
-        // Set by the reader on every read; the keepalive clears it when it sends a ping.
-        let heard = AtomicBool::new(true);
-        let reader = read_stanzas(&mut rd, &mut framer, inbound, &heard, cfg, &ends);
-        let writer = write_replies(&mut wr, replies, pending, &heard, cfg, shutdown);
+        let hearing = Hearing::default();
+        let reader = read_stanzas(&mut rd, &mut framer, inbound, &hearing, cfg, &ends);
+        let writer = write_replies(&mut wr, replies, pending, &hearing, cfg, shutdown);
         first_end(reader, writer, shutdown, ends.handed_over).await
     };
     let farewell = Farewell::after(outcome, cfg);
@@ -274,6 +273,46 @@ enum WriteEnd {
     Failed(LinkError),
 }
 
+/// What the keepalive knows of the server's side of the stream.
+struct Hearing {
+    /// Set by the reader on every read; the keepalive clears it when it sends a ping.
+    heard: AtomicBool,
+    /// Set while the reader waits for the dispatcher to take a stanza: it reads nothing
+    /// meanwhile, so the server's silence says nothing about the link.
+    handing_over: AtomicBool,
+}
+
+impl Default for Hearing {
+    fn default() -> Self {
+        Hearing {
+            heard: AtomicBool::new(true),
+            handing_over: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Hearing {
+    /// Whether the link may be dead: nothing was read since the last ping, though the reader
+    /// was free to read.
+    fn silent(&self) -> bool {
+        !self.heard.load(Ordering::Relaxed) && !self.handing_over.load(Ordering::Relaxed)
+    }
+}
+
+/// Passes one stanza to the dispatcher; `false` when it takes no more. While its queue is full
+/// the reader waits here, and says so to the keepalive.
+async fn hand_over(inbound: &mpsc::Sender<Inbound>, item: Inbound, hearing: &Hearing) -> bool {
+    let item = match inbound.try_send(item) {
+        Ok(()) => return true,
+        Err(mpsc::error::TrySendError::Closed(_)) => return false,
+        Err(mpsc::error::TrySendError::Full(item)) => item,
+    };
+    hearing.handing_over.store(true, Ordering::Relaxed);
+    let taken = inbound.send(item).await.is_ok();
+    hearing.handing_over.store(false, Ordering::Relaxed);
+    taken
+}
+
 /// Reads the stream and passes each stanza on, until shutdown, new settings or failure. The
 /// first two stop the reading only: every stanza already read is passed on (at shutdown the
 /// daemon takes them until `handed_over`), so none of them goes unanswered.
@@ -281,7 +320,7 @@ async fn read_stanzas(
     rd: &mut OwnedReadHalf,
     framer: &mut super::framer::Framer,
     inbound: &mpsc::Sender<Inbound>,
-    heard: &AtomicBool,
+    hearing: &Hearing,
     cfg: &ComponentConfig,
     ends: &StreamEnds<'_>,
 ) -> ReadEnd {
@@ -296,7 +335,7 @@ async fn read_stanzas(
                 Ok(None) => break,
                 Err(e) => return ReadEnd::Failed(e.into()),
             };
-            if inbound.send(item).await.is_err() {
+            if !hand_over(inbound, item, hearing).await {
                 return ReadEnd::InboundClosed;
             }
         }
@@ -306,7 +345,7 @@ async fn read_stanzas(
             _ = ends.reconfigured.cancelled() => return ReadEnd::Reconfigured,
             read = rd.read_buf(framer.buffer()) => match read {
                 Ok(0) => return ReadEnd::Failed(LinkError::Closed),
-                Ok(_) => heard.store(true, Ordering::Relaxed),
+                Ok(_) => hearing.heard.store(true, Ordering::Relaxed),
                 Err(e) => return ReadEnd::Failed(LinkError::Io(e)),
             },
         }
@@ -349,7 +388,7 @@ async fn write_replies(
     wr: &mut OwnedWriteHalf,
     replies: &mut ReplyReceiver,
     pending: &mut PendingReplies,
-    heard: &AtomicBool,
+    hearing: &Hearing,
     cfg: &ComponentConfig,
     shutdown: &CancellationToken,
 ) -> WriteEnd {
@@ -377,13 +416,13 @@ async fn write_replies(
             biased;
             _ = shutdown.cancelled(), if !draining => draining = true,
             _ = sleep_until(ping_deadline.unwrap_or(next_ping)), if keepalive && ping_deadline.is_some() => {
-                if !heard.load(Ordering::Relaxed) {
+                if hearing.silent() {
                     return WriteEnd::Failed(LinkError::KeepaliveTimeout(cfg.keepalive_timeout));
                 }
                 ping_deadline = None;
             }
             _ = sleep_until(next_ping), if keepalive && ping_deadline.is_none() => {
-                heard.store(false, Ordering::Relaxed);
+                hearing.heard.store(false, Ordering::Relaxed);
                 pending.push_ping(&ping);
                 let now = Instant::now();
                 ping_deadline = Some(now + cfg.keepalive_timeout);

@@ -659,3 +659,35 @@ async fn stanzas_read_before_a_reload_reconnects_are_all_handed_over() {
     component.wait_up_on(&second).await;
     assert_eq!(taken, sent, "stanzas read from the old stream were dropped");
 }
+
+#[tokio::test]
+async fn a_link_whose_stanzas_wait_for_the_dispatcher_is_not_taken_for_dead() {
+    // While the dispatcher takes no stanzas (it pauses while the replies' queue is over its
+    // bound), the link cannot read the server's answers to its keepalive pings: it must not
+    // call a server that keeps answering dead, dropping the stanzas it already read.
+    let mut server = server().await;
+    let mut config = cfg(server.port());
+    config.keepalive_interval = Duration::from_millis(50);
+    config.keepalive_timeout = Duration::from_millis(150);
+    let mut component = Component::start(config);
+    let mut link = accept(&mut server).await;
+    component.wait_up_on(&link).await;
+    let sent = fill_the_inbound_queue(&mut link).await;
+    // The server routes every keepalive ping back for a second; the dispatcher is paused.
+    let answering = link.next_stanza(Duration::from_secs(1)).await;
+    assert!(
+        matches!(
+            answering,
+            Err(fpush_testkit::xmpp::XmppTestError::Timeout(_))
+        ),
+        "the link was dropped: {answering:?}"
+    );
+    let up = LinkState::Up {
+        stream_id: link.stream_id.clone(),
+    };
+    assert_eq!(*component.state.borrow(), up);
+    // Every stanza read is handed over once the dispatcher takes them again (with the pings
+    // routed back).
+    let got = handed_over(&mut component).await;
+    assert!(got >= sent, "{got} of {sent} stanzas handed over");
+}
