@@ -153,7 +153,8 @@ impl Access {
         }
     }
 
-    /// Forgets the buckets that are full again (an idle domain), and returns how many.
+    /// Forgets the buckets that are full again (an idle domain), or all of them while the share
+    /// is off, and returns how many.
     pub fn sweep(&self) -> usize {
         let AccessSettings {
             per_domain_rate: rate,
@@ -165,7 +166,8 @@ impl Access {
         let mut forgotten = 0;
         self.buckets.retain(|_, bucket| {
             let idle = now.saturating_duration_since(bucket.at).as_secs_f64();
-            let busy = bucket.tokens + idle * rate < burst;
+            // With the share off (a reload may switch it off) no bucket is used: none is kept.
+            let busy = rate > 0.0 && bucket.tokens + idle * rate < burst;
             forgotten += usize::from(!busy);
             busy
         });
@@ -364,6 +366,21 @@ mod tests {
         }
         assert_eq!(access.request("u@new.example/phone"), Verdict::OverShare);
         assert_eq!(access.push("other.example"), Verdict::Allowed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn buckets_left_by_a_reload_that_switched_the_share_off_are_swept() {
+        let before = access(10.0, 5.0, &[]);
+        before.push("a.example");
+        before.push("b.example");
+        let after = before.reconfigured(AccessSettings {
+            per_domain_rate: 0.0,
+            ..AccessSettings::default()
+        });
+        // No bucket is used any more: none must be kept, however long the share stays off.
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(after.sweep(), 2);
+        assert_eq!(after.domains(), 0);
     }
 
     #[tokio::test(start_paused = true)]
