@@ -40,7 +40,9 @@ async fn open_unbounded(cfg: &ComponentConfig) -> Result<Opened, LinkError> {
         StreamFrame::StreamHeader(header) => header,
         other => return Err(unexpected(&other, &cfg.jid)),
     };
-    let stream_id = stream_id(&header).ok_or(LinkError::NoStreamId)?;
+    let Some(stream_id) = stream_id(&header) else {
+        return Err(refusal_without_id(&mut stream, &mut framer, &cfg.jid).await);
+    };
 
     let mut handshake = Vec::with_capacity(64);
     handshake.extend_from_slice(b"<handshake>");
@@ -55,6 +57,22 @@ async fn open_unbounded(cfg: &ComponentConfig) -> Result<Opened, LinkError> {
             stream_id,
         }),
         other => Err(unexpected(&other, &cfg.jid)),
+    }
+}
+
+/// How long a stream error may take to follow a stream header without id: a server sends both
+/// at once.
+const REFUSAL_GRACE: Duration = Duration::from_secs(1);
+
+/// Why the server opened its stream without an id. A server refusing the stream opens it only
+/// to send a stream error (Prosody, for a component name it does not know: `host-unknown`):
+/// that error says what to fix, where "no id" would not.
+async fn refusal_without_id(stream: &mut TcpStream, framer: &mut Framer, jid: &str) -> LinkError {
+    match tokio::time::timeout(REFUSAL_GRACE, read_frame(stream, framer)).await {
+        Ok(Ok(StreamFrame::Element(element))) if is_stream_error(&element) => {
+            stream_error(&element, jid)
+        }
+        _ => LinkError::NoStreamId,
     }
 }
 

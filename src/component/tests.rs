@@ -276,6 +276,61 @@ async fn wrong_secret_is_reported_as_such() {
 }
 
 #[tokio::test]
+async fn a_component_name_the_server_does_not_know_is_reported_as_such() {
+    // What Prosody 0.12 answers a stream to a name no `Component` declares: a header with an
+    // empty id, then the stream error saying why.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let refusing = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut header = [0u8; 512];
+        let _ = socket.read(&mut header).await.unwrap();
+        let answer = "<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' \
+            xmlns:stream='http://etherx.jabber.org/streams' version='1.0' id=''>\
+            <stream:error><host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+            <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>push.localhost does not match \
+            any configured external components</text></stream:error></stream:stream>";
+        for piece in answer.split_inclusive("id=''>") {
+            socket.write_all(piece.as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let err = match open(&cfg(port), PATIENCE).await {
+        Err(err) => err,
+        Ok(_) => panic!("the handshake must fail"),
+    };
+    let said = err.to_string();
+    assert!(
+        said.contains("host-unknown") && said.contains("does not match any configured"),
+        "{said}"
+    );
+    refusing.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_header_without_id_and_nothing_after_it_is_reported_as_such() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut header = [0u8; 512];
+        let _ = socket.read(&mut header).await.unwrap();
+        let answer = "<stream:stream xmlns='jabber:component:accept' \
+            xmlns:stream='http://etherx.jabber.org/streams'>";
+        socket.write_all(answer.as_bytes()).await.unwrap();
+        tokio::time::sleep(PATIENCE).await;
+    });
+    let err = match open(&cfg(port), PATIENCE).await {
+        Err(err) => err,
+        Ok(_) => panic!("the handshake must fail"),
+    };
+    assert!(matches!(err, LinkError::NoStreamId), "{err:?}");
+    silent.abort();
+}
+
+#[tokio::test]
 async fn wrong_secret_is_retried_with_growing_waits() {
     let mut server = server().await;
     let mut component = Component::start(cfg(server.port()));
