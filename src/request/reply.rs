@@ -1,6 +1,8 @@
 //! Reply bytes from small templates: every reply is a fixed frame around the request's escaped
 //! `id`, `from` and `to`, so building one is a few memcpys into a buffer the caller reuses.
 
+use fpush_traits::text::cut_point;
+
 use super::IqHeader;
 
 /// The error type: the only part of an error reply that XMPP servers act on (see the Replies
@@ -194,6 +196,11 @@ pub fn write_reply(iq: &IqHeader, reply: &Reply<'_>, out: &mut Vec<u8>) {
     }
 }
 
+/// Bytes of an error text sent (before escaping): a text may repeat what a sender wrote (a
+/// `pushModule`), and a reply many times the size of its request could exceed what the server
+/// takes from the component, which closes the link.
+const MAX_ERROR_TEXT: usize = 512;
+
 /// The `<error>` element of an error reply, IQ or message alike.
 pub(super) fn error_element(
     kind: ErrorType,
@@ -212,7 +219,11 @@ pub(super) fn error_element(
         out.extend_from_slice(b"<text xmlns='");
         out.extend_from_slice(NS_STANZAS.as_bytes());
         out.extend_from_slice(b"'>");
-        escape_into(text.as_bytes(), out);
+        let cut = cut_point(text, MAX_ERROR_TEXT);
+        escape_into(&text.as_bytes()[..cut], out);
+        if cut < text.len() {
+            out.extend_from_slice("…".as_bytes());
+        }
         out.extend_from_slice(b"</text>");
     }
     out.extend_from_slice(b"</error>");
@@ -321,6 +332,35 @@ pub(super) fn escape_into(raw: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_text_that_echoes_an_outsider_s_value_stays_short() {
+        // A `pushModule` of quotes fills a stanza; escaped, it would be a reply six times as
+        // large, which the server may refuse by closing the link.
+        let name = "'".repeat(100_000);
+        let text = format!("The push module '{name}' is not configured.");
+        let mut out = Vec::new();
+        error_element(
+            ErrorType::Cancel,
+            Condition::ItemNotFound,
+            Some(&text),
+            &mut out,
+        );
+        assert!(out.len() < 4_096, "{} bytes", out.len());
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.ends_with("&apos;…</text></error>"), "{out}");
+        // Everyday texts are whole.
+        let mut out = Vec::new();
+        error_element(
+            ErrorType::Wait,
+            Condition::ItemNotFound,
+            Some("short"),
+            &mut out,
+        );
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .ends_with(">short</text></error>"));
+    }
 
     #[test]
     fn escaping_replaces_every_markup_character() {
