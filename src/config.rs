@@ -36,6 +36,7 @@ pub use self::push2::{Push2Settings, WEB_PUSH_MODULE};
 pub use self::reader::parse;
 pub use self::registration::{RegistrationBlock, RegistrationProtocol};
 pub use self::store::{StoreBackend, StoreSettings};
+use self::values::{amount, bounded_duration, count};
 pub use crate::access::AccessSettings;
 
 /// Everything fpush is configured with. A missing section reads as its defaults; the
@@ -62,17 +63,14 @@ pub struct Settings {
 
 /// `access`, read straight into the core's [`AccessSettings`] (its defaults included).
 #[derive(Deserialize)]
-#[serde(
-    remote = "AccessSettings",
-    rename_all = "camelCase",
-    default = "AccessSettings::default"
-)]
+#[serde(remote = "AccessSettings", rename_all = "camelCase")]
+#[serde(default = "AccessSettings::default")]
 #[serde(expecting = "an object with allowedDomains, perDomainRate and perDomainBurst")]
 struct AccessSection {
     allowed_domains: Vec<String>,
-    #[serde(deserialize_with = "values::amount::<_, 1_000_000>")]
+    #[serde(deserialize_with = "amount::<_, 1_000_000>")]
     per_domain_rate: f64,
-    #[serde(deserialize_with = "values::amount::<_, 10_000_000>")]
+    #[serde(deserialize_with = "amount::<_, 10_000_000>")]
     per_domain_burst: f64,
 }
 
@@ -84,16 +82,12 @@ impl Settings {
 
     /// Whether some module serves a registering protocol: only then is the store opened.
     pub fn serves_registrations(&self) -> bool {
-        self.push_modules
-            .iter()
-            .any(|module| module.registration.is_some())
+        self.push_modules.iter().any(|m| m.registration.is_some())
     }
 
     /// The module that serves pushes which name no `pushModule` (at most one exists).
     pub fn default_module(&self) -> Option<&ModuleSettings> {
-        self.push_modules
-            .iter()
-            .find(|module| module.is_default_module)
+        self.push_modules.iter().find(|m| m.is_default_module)
     }
 }
 
@@ -130,21 +124,17 @@ impl fmt::Debug for ComponentSettings {
 
 /// `timeout`: the component link's timings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[serde(expecting = "an object of timeouts")]
+#[serde(rename_all = "camelCase", expecting = "an object of timeouts")]
 pub struct TimeoutSettings {
     /// Wait after a failed connect or handshake; the base of the reconnect backoff.
     /// The key keeps the spelling existing configs use (`xmppconnectionError`).
-    #[serde(
-        rename = "xmppconnectionError",
-        alias = "xmppConnectionError",
-        default = "secs::<20>",
-        deserialize_with = "values::duration::<_, 3_600>"
-    )]
+    #[serde(rename = "xmppconnectionError", alias = "xmppConnectionError")]
+    #[serde(default = "secs::<20>")]
+    #[serde(deserialize_with = "bounded_duration::<_, 3_600>")]
     pub xmpp_connection_error: Duration,
     /// How often the link is proven alive with a ping to the server.
     #[serde(default = "secs::<60>")]
-    #[serde(deserialize_with = "values::duration::<_, 3_600>")]
+    #[serde(deserialize_with = "bounded_duration::<_, 3_600>")]
     pub keepalive_interval: Duration,
     /// How long without any reply to a ping means the link is dead.
     #[serde(default = "secs::<20>", deserialize_with = "duration")]
@@ -153,28 +143,26 @@ pub struct TimeoutSettings {
 
 /// `limits`: the bounds that keep memory and work finite.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[serde(expecting = "an object of limits")]
+#[serde(rename_all = "camelCase", expecting = "an object of limits")]
 pub struct LimitSettings {
     /// Provider calls in flight; a push beyond it is answered `wait` at once.
     #[serde(default = "number::<10_000>")]
-    #[serde(deserialize_with = "values::count::<_, 1_000_000>")]
+    #[serde(deserialize_with = "count::<_, 1_000_000>")]
     pub max_concurrent_pushes: usize,
     /// Largest stanza accepted, in bytes (`262144`, `"256KiB"`).
     #[serde(default = "number::<262_144>")]
     #[serde(deserialize_with = "values::byte_size::<_, 67_108_864>")]
     pub max_stanza_size: usize,
     /// Deepest element nesting accepted inside the stream.
-    #[serde(default = "number::<32>")]
-    #[serde(deserialize_with = "values::count::<_, 1_024>")]
+    #[serde(default = "number::<32>", deserialize_with = "count::<_, 1_024>")]
     pub max_depth: usize,
     /// How long a shutdown waits for pushes in flight.
     #[serde(default = "secs::<10>")]
-    #[serde(deserialize_with = "values::duration::<_, 3_600>")]
+    #[serde(deserialize_with = "bounded_duration::<_, 3_600>")]
     pub shutdown_grace: Duration,
     /// Ratelimit-queued pushes held at once; a push beyond it is answered `wait`.
     #[serde(default = "number::<100_000>")]
-    #[serde(deserialize_with = "values::count::<_, 10_000_000>")]
+    #[serde(deserialize_with = "count::<_, 10_000_000>")]
     pub max_queued_pushes: usize,
 }
 
@@ -185,23 +173,22 @@ pub struct LimitSettings {
 pub struct DeadTokenSettings {
     /// How long a dead token is answered without asking the provider again; zero disables.
     #[serde(default = "secs::<86_400>")]
-    #[serde(deserialize_with = "values::duration::<_, 2_592_000>")]
+    #[serde(deserialize_with = "bounded_duration::<_, 2_592_000>")]
     pub remember: Duration,
     /// Dead tokens remembered per module; the oldest is forgotten first.
     #[serde(default = "number::<1_000_000>")]
-    #[serde(deserialize_with = "values::count::<_, 100_000_000>")]
+    #[serde(deserialize_with = "count::<_, 100_000_000>")]
     pub max_entries: usize,
 }
 
 /// `modules`: how the module set behaves across reloads.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[serde(expecting = "an object with `retiredGrace`")]
+#[serde(rename_all = "camelCase", expecting = "an object with `retiredGrace`")]
 pub struct ModuleSetSettings {
     /// How long a module removed by a reload answers `wait` before `item-not-found`: servers
     /// delete registrations on the latter, so an operator's slip must be fixable first.
     #[serde(default = "secs::<86_400>")]
-    #[serde(deserialize_with = "values::duration::<_, 2_592_000>")]
+    #[serde(deserialize_with = "bounded_duration::<_, 2_592_000>")]
     pub retired_grace: Duration,
 }
 
@@ -237,8 +224,7 @@ impl fmt::Debug for RedisSettings {
 
 /// `metrics`: the optional HTTP listener for `/metrics` and `/health`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[serde(expecting = "an object with `listen`")]
+#[serde(rename_all = "camelCase", expecting = "an object with `listen`")]
 pub struct MetricsSettings {
     /// An IP address and port; `localhost:PORT` reads as `127.0.0.1:PORT`.
     #[serde(deserialize_with = "values::listen_address")]
@@ -254,11 +240,11 @@ pub struct RatelimitSettings {
     pub enabled: bool,
     /// The window after a send within which another push for the token waits.
     #[serde(default = "secs::<20>")]
-    #[serde(deserialize_with = "values::duration::<_, 86_400>")]
+    #[serde(deserialize_with = "bounded_duration::<_, 86_400>")]
     pub ratelimit_time: Duration,
     /// Entries whose last send is older than this are swept from the cache.
     #[serde(default = "secs::<300>")]
-    #[serde(deserialize_with = "values::duration::<_, 2_592_000>")]
+    #[serde(deserialize_with = "bounded_duration::<_, 2_592_000>")]
     pub ratelimit_cleanup_interval: Duration,
     /// The reply to a push rejected by the ratelimit.
     #[serde(default)]
@@ -376,12 +362,29 @@ impl ModuleSettings {
 
 /// A problem with the settings: `path` is the key path (`pushModules.monal.ratelimit.enabled`),
 /// empty for the file as a whole; `line`/`column` are 1-based (columns count bytes), when known.
+/// Displayed as `path: message (line L, column C)`, leaving out what is unknown.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}{}", prefix(path), position(*line, *column))]
 pub struct ConfigError {
     pub path: String,
     pub line: Option<usize>,
     pub column: Option<usize>,
     pub message: String,
+}
+
+fn prefix(path: &str) -> String {
+    if path.is_empty() {
+        return String::new();
+    }
+    format!("{path}: ")
+}
+
+fn position(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!(" (line {line}, column {column})"),
+        (Some(line), None) => format!(" (line {line})"),
+        _ => String::new(),
+    }
 }
 
 /// Something ignored that was probably not meant to be (an unknown key, a key older fpush
@@ -399,21 +402,6 @@ impl ConfigError {
     }
 }
 
-/// `path: message (line L, column C)`, leaving out what is unknown.
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if !self.path.is_empty() {
-            write!(f, "{}: ", self.path)?;
-        }
-        f.write_str(&self.message)?;
-        match (self.line, self.column) {
-            (Some(line), Some(column)) => write!(f, " (line {line}, column {column})"),
-            (Some(line), None) => write!(f, " (line {line})"),
-            _ => Ok(()),
-        }
-    }
-}
-
 /// Every problem found in a settings file, one per line when displayed.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
@@ -425,12 +413,9 @@ pub struct ConfigErrors {
 }
 
 impl ConfigErrors {
-    fn file(path: &Path, pos: Option<Pos>, message: impl Into<String>) -> Self {
-        let error = ConfigError::new(&path.display().to_string(), pos, message);
-        ConfigErrors {
-            errors: vec![error],
-            modules: Vec::new(),
-        }
+    fn new(errors: Vec<ConfigError>) -> Self {
+        let modules = Vec::new();
+        ConfigErrors { errors, modules }
     }
 }
 
@@ -443,14 +428,17 @@ pub struct Loaded {
 
 /// Read and parse the settings file at `path`.
 pub fn load(path: &Path, platforms: &Platforms) -> Result<Loaded, ConfigErrors> {
-    let bytes = std::fs::read(path).map_err(|err| {
-        ConfigErrors::file(path, None, format!("cannot read the settings file: {err}"))
-    })?;
+    let file = |pos, message: String| {
+        let error = ConfigError::new(&path.display().to_string(), pos, message);
+        ConfigErrors::new(vec![error])
+    };
+    let bytes = std::fs::read(path)
+        .map_err(|err| file(None, format!("cannot read the settings file: {err}")))?;
     let text = String::from_utf8(bytes).map_err(|err| {
         let valid = err.as_bytes().get(..err.utf8_error().valid_up_to());
         let valid = std::str::from_utf8(valid.unwrap_or_default()).unwrap_or_default();
         let pos = document::LineIndex::new(valid).pos(valid.len());
-        ConfigErrors::file(path, Some(pos), "the settings file is not valid UTF-8")
+        file(Some(pos), "the settings file is not valid UTF-8".to_owned())
     })?;
     parse(&text, platforms)
 }

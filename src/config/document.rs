@@ -7,16 +7,15 @@
 
 use std::collections::HashMap;
 
-use jsonc_parser::ast;
 use jsonc_parser::common::Ranged;
-use jsonc_parser::{CollectOptions, ParseOptions};
-use serde_json::Value;
+use jsonc_parser::{ast, CollectOptions, ParseOptions};
+use serde_json::{Map, Value};
 
 use super::ConfigError;
 
 /// A 1-based line and column (columns count bytes, as serde_json's did: constant time on a
 /// file that is one long line).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Pos {
     pub line: usize,
     pub column: usize,
@@ -31,60 +30,51 @@ pub(crate) struct LineIndex {
 
 impl LineIndex {
     pub fn new(text: &str) -> Self {
-        let newlines = text.match_indices('\n').map(|(at, _)| at + 1);
+        let starts = text.match_indices('\n').map(|(at, _)| at + 1);
+        let starts = std::iter::once(0).chain(starts).collect();
         LineIndex {
             len: text.len(),
-            starts: std::iter::once(0).chain(newlines).collect(),
+            starts,
         }
     }
 
     pub fn pos(&self, offset: usize) -> Pos {
         let offset = offset.min(self.len);
         let line = self.starts.partition_point(|&start| start <= offset).max(1);
-        let start = self.starts.get(line - 1).copied().unwrap_or(0);
-        Pos {
-            line,
-            column: offset - start + 1,
-        }
+        let column = offset - self.starts.get(line - 1).copied().unwrap_or(0) + 1;
+        Pos { line, column }
     }
 }
 
-/// Where one value sits: its key (an array element's value start) and its last character.
-struct Span {
-    key: Pos,
-    end: Pos,
-}
-
-/// The parsed settings file.
+/// The parsed settings file: its value, and for each key path where its key (an array
+/// element's value start) and its value's last character are.
 pub(crate) struct Document {
     pub root: Value,
     lines: LineIndex,
-    spans: HashMap<String, Span>,
+    spans: HashMap<String, (Pos, Pos)>,
 }
 
 /// Standard JSON plus comments and trailing commas; nothing looser (no single quotes, bare
 /// words or hex numbers), so a file that loads here also reads as JSON anywhere else.
-fn options() -> ParseOptions {
-    ParseOptions {
-        allow_comments: true,
-        allow_trailing_commas: true,
-        allow_loose_object_property_names: false,
-        allow_missing_commas: false,
-        allow_single_quoted_strings: false,
-        allow_hexadecimal_numbers: false,
-        allow_unary_plus_numbers: false,
-        allow_bare_decimal_point_numbers: false,
-        allow_non_finite_numbers: false,
-        allow_extended_string_escapes: false,
-    }
-}
+const OPTIONS: ParseOptions = ParseOptions {
+    allow_comments: true,
+    allow_trailing_commas: true,
+    allow_loose_object_property_names: false,
+    allow_missing_commas: false,
+    allow_single_quoted_strings: false,
+    allow_hexadecimal_numbers: false,
+    allow_unary_plus_numbers: false,
+    allow_bare_decimal_point_numbers: false,
+    allow_non_finite_numbers: false,
+    allow_extended_string_escapes: false,
+};
 
 /// Parse `text`. A syntax error is fatal; duplicate keys and unreadable numbers are returned as
 /// errors beside the document (the first occurrence of a key is kept).
 pub(crate) fn parse(text: &str) -> Result<(Document, Vec<ConfigError>), ConfigError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let lines = LineIndex::new(text);
-    let parsed = jsonc_parser::parse_to_ast(text, &CollectOptions::default(), &options());
+    let parsed = jsonc_parser::parse_to_ast(text, &CollectOptions::default(), &OPTIONS);
     let root = parsed.map_err(|err| {
         let mut message = err.kind().to_string();
         if let Some(first) = message.get_mut(..1) {
@@ -96,10 +86,11 @@ pub(crate) fn parse(text: &str) -> Result<(Document, Vec<ConfigError>), ConfigEr
         let message = "the settings file is empty (or holds only comments)";
         return Err(ConfigError::new("", None, message));
     };
+    let spans = HashMap::new();
     let mut document = Document {
         root: Value::Null,
         lines,
-        spans: HashMap::new(),
+        spans,
     };
     let mut errors = Vec::new();
     document.root = document.walk(root, String::new(), None, &mut errors);
@@ -119,32 +110,24 @@ impl Document {
         let range = value.range();
         let json = match value {
             ast::Value::Object(object) => self.object(object.properties, &path, errors),
-            ast::Value::Array(array) => Value::Array(
-                array
-                    .elements
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, element)| self.walk(element, format!("{path}[{i}]"), None, errors))
-                    .collect(),
-            ),
+            ast::Value::Array(array) => (array.elements.into_iter().enumerate())
+                .map(|(i, element)| self.walk(element, format!("{path}[{i}]"), None, errors))
+                .collect(),
             ast::Value::StringLit(lit) => Value::String(lit.value.into_owned()),
-            ast::Value::NumberLit(number) => number.value.parse().map_or_else(
-                // Not echoed: the key may be a secret.
-                |_| {
+            // Not echoed: the key may be a secret.
+            ast::Value::NumberLit(number) => {
+                number.value.parse().map(Value::Number).unwrap_or_else(|_| {
                     let pos = Some(self.lines.pos(range.start));
                     errors.push(ConfigError::new(&path, pos, "a number too large to read"));
                     Value::Null
-                },
-                Value::Number,
-            ),
+                })
+            }
             ast::Value::BooleanLit(lit) => Value::Bool(lit.value),
             ast::Value::NullKeyword(_) => Value::Null,
         };
-        let span = Span {
-            key: self.lines.pos(key.unwrap_or(range.start)),
-            end: self.lines.pos(range.end.saturating_sub(1).max(range.start)),
-        };
-        self.spans.entry(path).or_insert(span);
+        let key = self.lines.pos(key.unwrap_or(range.start));
+        let end = self.lines.pos(range.end.saturating_sub(1).max(range.start));
+        self.spans.entry(path).or_insert((key, end));
         json
     }
 
@@ -156,17 +139,13 @@ impl Document {
         path: &str,
         errors: &mut Vec<ConfigError>,
     ) -> Value {
-        let mut map = serde_json::Map::new();
+        let mut map = Map::new();
         for property in properties {
             let key_start = property.name.start();
             let name = property.name.into_string();
-            let child = if path.is_empty() {
-                name.clone()
-            } else {
-                format!("{path}.{name}")
-            };
+            let child = format!("{path}{}{name}", if path.is_empty() { "" } else { "." });
             if map.contains_key(&name) {
-                let first = self.spans.get(&child).map_or(0, |span| span.key.line);
+                let first = self.spans.get(&child).map_or(0, |span| span.0.line);
                 let message = format!("duplicate key (first at line {first})");
                 let pos = Some(self.lines.pos(key_start));
                 errors.push(ConfigError::new(&child, pos, message));
@@ -179,11 +158,11 @@ impl Document {
     }
 
     /// The span at `path`, or at its nearest ancestor below the root.
-    fn span(&self, path: &str) -> Option<&Span> {
+    fn span(&self, path: &str) -> Option<(Pos, Pos)> {
         let mut path = path;
         loop {
             if let Some(span) = self.spans.get(path) {
-                return Some(span);
+                return Some(*span);
             }
             path = &path[..path.rfind(['.', '['])?];
         }
@@ -192,7 +171,7 @@ impl Document {
     /// Where the key at `path` stands (or, for an array element, its value): what a warning or a
     /// check on the key points at.
     pub fn key_pos(&self, path: &str) -> Option<Pos> {
-        self.span(path).map(|span| span.key)
+        self.span(path).map(|span| span.0)
     }
 
     /// A problem about the key at `path`, at [`Self::key_pos`].
@@ -203,7 +182,7 @@ impl Document {
     /// A problem with the value at `path`, at its last character: where a reader notices that
     /// the value is wrong, or that a key is missing from an object.
     pub fn at_value(&self, path: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError::new(path, self.span(path).map(|span| span.end), message)
+        ConfigError::new(path, self.span(path).map(|span| span.1), message)
     }
 }
 

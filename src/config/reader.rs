@@ -14,10 +14,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::document::{self, Document};
-use super::{
-    validate, ConfigError, ConfigErrors, ConfigWarning, Loaded, ModuleSettings, Platforms,
-    RatelimitSettings, RegistrationBlock, Settings,
-};
+use super::{validate, ConfigError, ConfigErrors, Loaded, ModuleSettings, Platforms};
+use super::{RatelimitSettings, RegistrationBlock, Settings};
 
 /// Keys that older fpush configs carry and this version has no use for: accepted anywhere,
 /// with a warning, so an existing deployment's file keeps loading.
@@ -32,12 +30,15 @@ const MAX_ERRORS: usize = 50;
 struct ModuleEntry {
     #[serde(rename = "type")]
     type_name: String,
-    #[serde(rename = "is_default_module", default)]
+    #[serde(default)]
     is_default_module: bool,
     #[serde(default)]
     ratelimit: RatelimitSettings,
     registration: Option<RegistrationBlock>,
 }
+
+/// One reading of a piece: the value and the paths of its unread keys, or its first error.
+type Parsed<T> = Result<(T, Vec<String>), BlockError>;
 
 /// What reading a piece gave: the value (bad keys at their defaults; `None` when it could not
 /// be read at all), the errors and the unread keys, with paths relative to the piece.
@@ -45,10 +46,7 @@ type Piece<T> = (Option<T>, Vec<BlockError>, Vec<String>);
 
 /// Parse and validate settings from the text of a settings file.
 pub fn parse(text: &str, platforms: &Platforms) -> Result<Loaded, ConfigErrors> {
-    let (document, errors) = document::parse(text).map_err(|error| ConfigErrors {
-        errors: vec![error],
-        modules: Vec::new(),
-    })?;
+    let (document, errors) = document::parse(text).map_err(|e| ConfigErrors::new(vec![e]))?;
     let mut reader = Reader {
         document: &document,
         platforms,
@@ -56,25 +54,14 @@ pub fn parse(text: &str, platforms: &Platforms) -> Result<Loaded, ConfigErrors> 
         warnings: Vec::new(),
     };
     let settings = reader.settings();
-    let (mut errors, mut warnings) = (reader.errors, reader.warnings);
-    // File order; problems without a position last, in the order they were found.
-    for items in [&mut errors, &mut warnings] {
-        items.sort_by_key(|item| (item.line.unwrap_or(usize::MAX), item.column.unwrap_or(0)));
-    }
-    match settings {
-        Some(settings) if errors.is_empty() => Ok(Loaded { settings, warnings }),
-        settings => Err(ConfigErrors {
-            errors,
-            modules: settings.map(|s| s.push_modules).unwrap_or_default(),
-        }),
-    }
+    reader.finish(settings)
 }
 
 struct Reader<'a> {
     document: &'a Document,
     platforms: &'a Platforms,
     errors: Vec<ConfigError>,
-    warnings: Vec<ConfigWarning>,
+    warnings: Vec<ConfigError>,
 }
 
 impl Reader<'_> {
@@ -94,9 +81,24 @@ impl Reader<'_> {
         }
         let mut settings = self.read("", &Value::Object(root), parse_block::<Settings>)?;
         settings.push_modules = self.modules(modules.as_ref());
-        self.errors
-            .extend(validate::check(self.document, &settings));
+        let errors = validate::check(self.document, &settings);
+        self.errors.extend(errors);
         Some(settings)
+    }
+
+    /// The outcome, problems in file order (those without a position last, as found).
+    fn finish(self, settings: Option<Settings>) -> Result<Loaded, ConfigErrors> {
+        let (mut errors, mut warnings) = (self.errors, self.warnings);
+        for items in [&mut errors, &mut warnings] {
+            items.sort_by_key(|item| (item.line.unwrap_or(usize::MAX), item.column.unwrap_or(0)));
+        }
+        match settings {
+            Some(settings) if errors.is_empty() => Ok(Loaded { settings, warnings }),
+            settings => {
+                let modules = settings.map(|s| s.push_modules).unwrap_or_default();
+                Err(ConfigErrors { errors, modules })
+            }
+        }
     }
 
     /// The modules in file order (the map is sorted by key).
@@ -104,59 +106,55 @@ impl Reader<'_> {
         let modules = match modules.map(Value::as_object) {
             None => Err("missing: configure at least one push module"),
             Some(None) => Err("must be an object mapping module ids to modules"),
-            Some(Some(modules)) if modules.is_empty() => {
+            Some(Some(map)) if map.is_empty() => {
                 Err("no push modules configured: add at least one")
             }
-            Some(Some(modules)) => Ok(modules),
+            Some(Some(map)) => Ok(map),
         };
         let modules = modules.map_err(|message| self.key_error("pushModules", message));
         let mut entries: Vec<_> = modules.into_iter().flatten().collect();
         let position = |id: &str| self.document.key_pos(&format!("pushModules.{id}"));
-        entries.sort_by_cached_key(|(id, _)| position(id).map(|pos| (pos.line, pos.column)));
-        entries
-            .into_iter()
-            .filter_map(|(id, module)| self.module(id, module))
-            .collect()
+        entries.sort_by_cached_key(|(id, _)| position(id));
+        let mut modules = Vec::new();
+        for (id, module) in entries {
+            modules.extend(self.module(id, module));
+        }
+        modules
     }
 
     fn module(&mut self, id: &str, module: &Value) -> Option<ModuleSettings> {
         let path = format!("pushModules.{id}");
-        let keys: Vec<_> = self
-            .platforms
-            .compiled
-            .iter()
-            .map(|p| p.settings_key)
-            .collect();
+        let compiled = &self.platforms.compiled;
         let entry = self.read(&path, module, |entry| {
             let (entry, ignored) = parse_block::<ModuleEntry>(entry)?;
             // The platform blocks are the platforms' to read, not unknown keys of the entry.
-            let ignored = ignored
-                .into_iter()
-                .filter(|key| !keys.contains(&key.as_str()));
+            let block = |key: &String| compiled.iter().any(|p| p.settings_key == key);
+            let ignored = ignored.into_iter().filter(|key| !block(key));
             Ok((entry, ignored.collect()))
         })?;
         let platform = self.platform(&path, &entry.type_name)?;
-        let others = keys.iter().filter(|key| **key != platform.settings_key);
-        for key in others.filter(|key| module.get(key).is_some()) {
-            let message = format!(
-                "not used by a module of type {} (it reads `{}`); ignored",
-                platform.type_name, platform.settings_key
-            );
-            self.warn(&format!("{path}.{key}"), message);
+        let (type_name, settings_key) = (platform.type_name, platform.settings_key);
+        for other in compiled.iter().map(|p| p.settings_key) {
+            if other != settings_key && module.get(other).is_some() {
+                let message = format!(
+                    "not used by a module of type {type_name} (it reads `{settings_key}`); ignored"
+                );
+                self.warn(&format!("{path}.{other}"), message);
+            }
         }
-        let block = module.get(platform.settings_key);
+        let block = module.get(settings_key);
         let config = self.platform_block(&path, &platform, block)?;
-        let block_path = format!("{path}.{}", platform.settings_key);
-        let position = self.document.key_pos(block.map_or(&path, |_| &block_path));
+        let block_path = format!("{path}.{settings_key}");
+        let registration = entry.registration;
         Some(ModuleSettings {
             id: id.to_owned(),
             platform,
             config,
             is_default_module: entry.is_default_module,
             ratelimit: entry.ratelimit,
-            registration: entry.registration.as_ref().map(|block| block.protocol),
-            registration_provider: entry.registration.and_then(|block| block.provider),
-            position,
+            registration: registration.as_ref().map(|block| block.protocol),
+            registration_provider: registration.and_then(|block| block.provider),
+            position: self.document.key_pos(block.map_or(&path, |_| &block_path)),
         })
     }
 
@@ -164,7 +162,8 @@ impl Reader<'_> {
     /// feature that would compile this one in).
     fn platform(&mut self, path: &str, type_name: &str) -> Option<Platform> {
         let platforms = self.platforms;
-        if let Some(platform) = platforms.compiled.iter().find(|p| p.type_name == type_name) {
+        let compiled = platforms.compiled.iter();
+        if let Some(platform) = compiled.clone().find(|p| p.type_name == type_name) {
             return Some(*platform);
         }
         let message = match platforms.not_compiled.iter().find(|(t, _)| *t == type_name) {
@@ -172,10 +171,8 @@ impl Reader<'_> {
                 "module type `{type_name}` is not compiled into this fpush; build it with the cargo feature `{feature}`"
             ),
             None => {
-                let compiled = platforms.compiled.iter().map(|p| p.type_name);
-                let known: Vec<_> = compiled
-                    .chain(platforms.not_compiled.iter().map(|t| t.0))
-                    .collect();
+                let known = compiled.map(|p| p.type_name);
+                let known: Vec<_> = known.chain(platforms.not_compiled.iter().map(|t| t.0)).collect();
                 format!("unknown module type `{type_name}` (known: {})", known.join(", "))
             }
         };
@@ -203,11 +200,11 @@ impl Reader<'_> {
             Some(block) => self.read(&block_path, block, parse),
             None => {
                 let (value, errors, _) = read_piece(&Value::Object(Map::new()), parse);
+                let (type_name, key) = (platform.type_name, platform.settings_key);
                 for error in errors {
-                    let message = format!(
-                        "a module of type {} needs its `{}` block ({})",
-                        platform.type_name, platform.settings_key, error.message
-                    );
+                    let message = error.message;
+                    let message =
+                        format!("a module of type {type_name} needs its `{key}` block ({message})");
                     self.key_error(path, message);
                 }
                 value
@@ -221,14 +218,13 @@ impl Reader<'_> {
         &mut self,
         path: &str,
         piece: &Value,
-        parse: impl Fn(&Value) -> Result<(T, Vec<String>), BlockError>,
+        parse: impl Fn(&Value) -> Parsed<T>,
     ) -> Option<T> {
         let (value, errors, ignored) = read_piece(piece, parse);
         for error in errors {
-            let error = self
-                .document
-                .at_value(&join(path, &error.path), error.message);
-            self.errors.push(error);
+            let path = join(path, &error.path);
+            self.errors
+                .push(self.document.at_value(&path, error.message));
         }
         for inner in ignored {
             let key = inner.rsplit(['.', '[']).next().unwrap_or_default();
@@ -253,10 +249,7 @@ impl Reader<'_> {
 
 /// Read `piece` with `parse` (which reports one error, as [`parse_block`] does), taking out
 /// each bad key and reading again.
-fn read_piece<T>(
-    piece: &Value,
-    parse: impl Fn(&Value) -> Result<(T, Vec<String>), BlockError>,
-) -> Piece<T> {
+fn read_piece<T>(piece: &Value, parse: impl Fn(&Value) -> Parsed<T>) -> Piece<T> {
     let mut scratch = piece.clone();
     let mut errors = Vec::new();
     let mut taken_out: Vec<(String, String)> = Vec::new();
@@ -295,11 +288,11 @@ fn holder(path: &str) -> Option<(String, String)> {
 
 /// Remove `key` from the object at the key path `parent` (`a.list[1]`), by JSON pointer.
 fn take_out(piece: &mut Value, parent: &str, key: &str) -> bool {
-    let pointer: String = parent
+    let segments = parent
         .split(['.', '[', ']'])
-        .filter(|segment| !segment.is_empty())
-        .map(|segment| format!("/{}", segment.replace('~', "~0").replace('/', "~1")))
-        .collect();
+        .filter(|segment| !segment.is_empty());
+    let escaped = segments.map(|segment| segment.replace('~', "~0").replace('/', "~1"));
+    let pointer: String = escaped.map(|segment| format!("/{segment}")).collect();
     let parent = piece.pointer_mut(&pointer).and_then(Value::as_object_mut);
     parent.is_some_and(|map| map.remove(key).is_some())
 }

@@ -9,8 +9,8 @@
 
 use serde::Deserialize;
 
-use super::document::Document;
-use super::{ConfigError, ModuleSettings, Settings};
+use super::validate::Check;
+use super::{ModuleSettings, Settings};
 
 /// Which registering protocol a module serves (`registration.protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -49,8 +49,7 @@ const MAX_PROVIDER_BYTES: usize = 256;
 /// Every module with a `registration` block has a platform with a registration service, no two
 /// modules serve one protocol for one service (or claim one provider id), and a `store` section
 /// says where the registrations live.
-pub(crate) fn check(document: &Document, settings: &Settings) -> Vec<ConfigError> {
-    let mut errors = Vec::new();
+pub(crate) fn check(check: &mut Check, settings: &Settings) {
     let modules = &settings.push_modules;
     let registering = modules.iter().find(|module| module.registration.is_some());
     if let (Some(module), None) = (registering, &settings.store) {
@@ -59,7 +58,7 @@ pub(crate) fn check(document: &Document, settings: &Settings) -> Vec<ConfigError
              (e.g. {{\"backend\": \"sqlite\", \"path\": \"/var/lib/fpush/registrations.sqlite3\"}})",
             module.id
         );
-        errors.push(document.at_key("store", message));
+        check.error("store", message);
     }
     let mut served: Vec<(RegistrationProtocol, &str, &str)> = Vec::new();
     for module in modules {
@@ -68,7 +67,7 @@ pub(crate) fn check(document: &Document, settings: &Settings) -> Vec<ConfigError
         };
         let path = format!("pushModules.{}.registration", module.id);
         if let Some(problem) = provider_problem(module, protocol) {
-            errors.push(document.at_key(&path, problem.to_owned()));
+            check.error(&path, problem);
             continue;
         }
         let Some(service) = module.platform.capabilities.registration_service else {
@@ -77,7 +76,7 @@ pub(crate) fn check(document: &Document, settings: &Settings) -> Vec<ConfigError
                  registration service can)",
                 module.platform.type_name
             );
-            errors.push(document.at_key(&path, message));
+            check.error(&path, message);
             continue;
         };
         // A tigase module serves its provider id, not its platform's service.
@@ -92,12 +91,11 @@ pub(crate) fn check(document: &Document, settings: &Settings) -> Vec<ConfigError
                 module.id,
                 protocol.name()
             );
-            errors.push(document.at_key(&path, message));
+            check.error(&path, message);
             continue;
         }
         served.push((protocol, service, &module.id));
     }
-    errors
 }
 
 /// Siskin-family apps register a PushKit token beside the device token and send encrypted

@@ -7,9 +7,8 @@ use std::time::Duration;
 use fpush_traits::settings::duration;
 use serde::Deserialize;
 
-use super::document::Document;
+use super::validate::Check;
 use super::values;
-use super::ConfigError;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -60,31 +59,22 @@ pub enum StoreBackend {
     Redis,
 }
 
-fn optional_count<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<usize>, D::Error> {
-    values::count::<_, 1_000_000_000>(deserializer).map(Some)
+fn optional_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    values::count::<_, 1_000_000_000>(d).map(Some)
 }
 
 /// The checks no type can express: a path for SQLite, a `redis` section for Redis, sane bounds.
-pub(crate) fn check(
-    document: &Document,
-    store: &StoreSettings,
-    has_redis: bool,
-) -> Vec<ConfigError> {
-    let mut errors = Vec::new();
-    let mut error = |path: &str, message: &str| errors.push(document.at_key(path, message));
+pub(crate) fn check(check: &mut Check, store: &StoreSettings, has_redis: bool) {
     match store.backend {
         StoreBackend::Sqlite if store.path.as_ref().is_none_or(|p| p.as_os_str().is_empty()) => {
-            error(
-                "store.path",
-                "missing: the sqlite backend needs its file, e.g. \"/var/lib/fpush/registrations.sqlite3\"",
-            )
+            let message = "missing: the sqlite backend needs its file, e.g. \"/var/lib/fpush/registrations.sqlite3\"";
+            check.error("store.path", message);
         }
-        StoreBackend::Redis if !has_redis => error(
-            "store.backend",
-            "the redis backend needs the top-level `redis` section (`url` or `cluster`)",
-        ),
+        StoreBackend::Redis if !has_redis => {
+            let message =
+                "the redis backend needs the top-level `redis` section (`url` or `cluster`)";
+            check.error("store.backend", message);
+        }
         _ => {}
     }
     let counts = [
@@ -93,19 +83,16 @@ pub(crate) fn check(
         ("store.maxTotal", store.max_total.unwrap_or(1)),
     ];
     for (path, _) in counts.iter().filter(|(_, value)| *value == 0) {
-        error(
+        check.error(
             path,
             "must be at least 1 (0 would refuse every registration)",
         );
     }
     // The duration reader caps it at a year already.
     if store.expire_after < DAY {
-        error(
-            "store.expireAfter",
-            "must be at least 1d (registrations unused that long are removed)",
-        );
+        let message = "must be at least 1d (registrations unused that long are removed)";
+        check.error("store.expireAfter", message);
     }
-    errors
 }
 
 #[cfg(test)]

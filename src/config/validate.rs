@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use super::document::Document;
 use super::values::redis_url_problem;
-use super::{ConfigError, ModuleSettings, RatelimitBackend, RedisSettings, Settings};
+use super::{push2, registration, store, AccessSettings, ConfigError, LimitSettings};
+use super::{ModuleSettings, RatelimitBackend, RedisSettings, Settings, TimeoutSettings};
 
 const MIN_STANZA_SIZE: usize = 4 * 1024;
 const MIN_DEPTH: usize = 16;
@@ -32,33 +33,30 @@ pub(crate) fn check(document: &Document, settings: &Settings) -> Vec<ConfigError
         document,
         errors: Vec::new(),
     };
-    check.timeouts(settings);
-    check.limits(settings);
-    check.access(settings);
-    if let Some(redis) = &settings.redis {
+    check.timeouts(&settings.timeout);
+    check.limits(&settings.limits);
+    check.access(&settings.access);
+    let redis = settings.redis.as_ref();
+    if let Some(redis) = redis {
         check.redis(redis);
     }
-    check.modules(&settings.push_modules, settings.redis.is_some());
-    if let Some(redis) = settings.redis.as_ref().filter(|r| !r.cluster.is_empty()) {
+    check.modules(&settings.push_modules, redis.is_some());
+    if let Some(redis) = redis.filter(|redis| !redis.cluster.is_empty()) {
         check.cluster_key_names(redis, &settings.push_modules);
     }
-    let mut errors = check.errors;
     if let Some(store) = &settings.store {
-        errors.extend(super::store::check(
-            document,
-            store,
-            settings.redis.is_some(),
-        ));
+        store::check(&mut check, store, redis.is_some());
     }
-    errors.extend(super::registration::check(document, settings));
-    super::push2::check_reserved_id(&settings.push_modules, document, &mut errors);
+    registration::check(&mut check, settings);
+    push2::check_reserved_id(&mut check, &settings.push_modules);
     if let Some(push2) = &settings.push2 {
-        super::push2::check(push2, document, &mut errors);
+        push2::check(&mut check, push2);
     }
-    errors
+    check.errors
 }
 
-struct Check<'a> {
+/// The problems found so far, each at its key path.
+pub(crate) struct Check<'a> {
     document: &'a Document,
     errors: Vec<ConfigError>,
 }
@@ -66,7 +64,7 @@ struct Check<'a> {
 impl Check<'_> {
     /// An error at `path`, positioned at its key (or, for a key left at its default, at its
     /// nearest ancestor in the file).
-    fn error(&mut self, path: &str, message: impl Into<String>) {
+    pub fn error(&mut self, path: &str, message: impl Into<String>) {
         self.errors.push(self.document.at_key(path, message));
     }
 
@@ -77,8 +75,7 @@ impl Check<'_> {
         }
     }
 
-    fn timeouts(&mut self, settings: &Settings) {
-        let timeout = &settings.timeout;
+    fn timeouts(&mut self, timeout: &TimeoutSettings) {
         let (interval, keepalive) = (timeout.keepalive_interval, timeout.keepalive_timeout);
         let connect = timeout.xmpp_connection_error;
         let tight_loop = "fpush would reconnect in a tight loop";
@@ -94,8 +91,7 @@ impl Check<'_> {
         }
     }
 
-    fn limits(&mut self, settings: &Settings) {
-        let limits = &settings.limits;
+    fn limits(&mut self, limits: &LimitSettings) {
         if limits.max_concurrent_pushes == 0 {
             let message = "must be at least 1 (0 would refuse every push)";
             self.error("limits.maxConcurrentPushes", message);
@@ -112,44 +108,36 @@ impl Check<'_> {
         }
     }
 
-    fn access(&mut self, settings: &Settings) {
-        let access = &settings.access;
+    fn access(&mut self, access: &AccessSettings) {
         for (i, domain) in access.allowed_domains.iter().enumerate() {
             if !plausible_domain_pattern(domain) {
-                self.error(
-                    &format!("access.allowedDomains[{i}]"),
-                    format!("{domain:?} is not a domain: write \"example.org\" or \"*.example.org\" (its subdomains)"),
-                );
+                let message = format!("{domain:?} is not a domain: write \"example.org\" or \"*.example.org\" (its subdomains)");
+                self.error(&format!("access.allowedDomains[{i}]"), message);
             }
         }
         if access.allowed_domains.len() > MAX_ALLOWED_DOMAINS {
             let message = format!("must be at most {MAX_ALLOWED_DOMAINS}");
             self.error("access.allowedDomains", message);
         }
-        let (rate, burst) = (access.per_domain_rate, access.per_domain_burst);
-        if rate > 0.0 && burst < 1.0 {
-            self.error(
-                "access.perDomainBurst",
-                "must be at least 1 while perDomainRate is on (below 1 no request would pass)",
-            );
+        if access.per_domain_rate > 0.0 && access.per_domain_burst < 1.0 {
+            let message =
+                "must be at least 1 while perDomainRate is on (below 1 no request would pass)";
+            self.error("access.perDomainBurst", message);
         }
     }
 
     fn redis(&mut self, redis: &RedisSettings) {
         let has_url = !redis.url.trim().is_empty();
         if !has_url && redis.cluster.is_empty() {
-            self.error(
-                "redis.url",
-                "must not be empty (or give `cluster`, the node URLs of a Redis Cluster)",
-            );
+            let message = "must not be empty (or give `cluster`, the node URLs of a Redis Cluster)";
+            self.error("redis.url", message);
         } else if let Some(problem) = has_url.then(|| redis_url_problem(&redis.url)).flatten() {
             self.error("redis.url", problem);
         }
         if has_url && !redis.cluster.is_empty() {
-            self.error(
-                "redis.cluster",
-                "give either `url` (one Redis) or `cluster` (Redis Cluster nodes), not both",
-            );
+            let message =
+                "give either `url` (one Redis) or `cluster` (Redis Cluster nodes), not both";
+            self.error("redis.cluster", message);
         }
         for (index, node) in redis.cluster.iter().enumerate() {
             if let Some(problem) = redis_url_problem(node.trim()) {
@@ -211,16 +199,12 @@ impl Check<'_> {
             self.not_zero(&format!("{path}.ratelimitCleanupInterval"), cleanup, sweep);
         }
         if ratelimit.enabled && ratelimit.ratelimit_time.is_zero() {
-            self.error(
-                &format!("{path}.ratelimitTime"),
-                "must be longer than 0s while the ratelimit is enabled (set `enabled: false` to turn it off)",
-            );
+            let message = "must be longer than 0s while the ratelimit is enabled (set `enabled: false` to turn it off)";
+            self.error(&format!("{path}.ratelimitTime"), message);
         }
         if ratelimit.backend == RatelimitBackend::Redis && !has_redis {
-            self.error(
-                &format!("{path}.backend"),
-                "backend \"redis\" needs a top-level `redis` section with its `url`",
-            );
+            let message = "backend \"redis\" needs a top-level `redis` section with its `url`";
+            self.error(&format!("{path}.backend"), message);
         }
     }
 }

@@ -16,33 +16,38 @@ use serde_json::Value;
 
 const PORT: &str = "a port number from 1 to 65535";
 
-fn at_most<T: PartialOrd + Display, E: Error>(value: T, max: T) -> Result<T, E> {
+/// `value`, or the error that it exceeds `max` (shown as `max_shown`).
+fn at_most<T: PartialOrd, E: Error>(value: T, max: T, max_shown: impl Display) -> Result<T, E> {
     if value > max {
-        return Err(E::custom(format!("must be at most {max}")));
+        return Err(E::custom(format!("must be at most {max_shown}")));
     }
     Ok(value)
 }
 
+/// A whole number that fits a `usize`, if `value` is one.
+fn whole(value: &Value) -> Option<usize> {
+    value
+        .as_u64()
+        .and_then(|number| usize::try_from(number).ok())
+}
+
 /// `deserialize_with` for a host name; refuses what no host name holds (`@`, `/`, spaces), so
 /// a JID or URL pasted by mistake is caught here.
-pub(crate) fn hostname<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+pub fn hostname<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     let name = String::deserialize(deserializer)?;
     if name.trim().is_empty() {
         return Err(Error::custom("must not be empty"));
     }
     if name.contains(|c: char| c.is_whitespace() || c == '@' || c == '/') {
-        return Err(Error::custom(
-            "must be a bare domain such as push.example.org",
-        ));
+        let message = "must be a bare domain such as push.example.org";
+        return Err(Error::custom(message));
     }
     Ok(name)
 }
 
 /// `deserialize_with` for the component secret: a [`secret`](fpush_traits::settings::secret)
 /// that is not empty.
-pub(crate) fn component_key<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<String, D::Error> {
+pub fn component_key<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     let key = fpush_traits::settings::secret(deserializer)?;
     if key.is_empty() {
         let message = "must not be empty (it is the component secret set in the XMPP server)";
@@ -52,87 +57,60 @@ pub(crate) fn component_key<'de, D: Deserializer<'de>>(
 }
 
 /// `deserialize_with` for a TCP port.
-pub(crate) fn port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
-    let number = Value::deserialize(deserializer)?;
-    number
-        .as_u64()
-        .and_then(|number| u16::try_from(number).ok())
-        .filter(|port| *port != 0)
-        .ok_or_else(|| Error::custom(format!("must be {PORT}, e.g. 5347")))
+pub fn port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
+    let port = whole(&Value::deserialize(deserializer)?).and_then(|n| u16::try_from(n).ok());
+    let message = || Error::custom(format!("must be {PORT}, e.g. 5347"));
+    port.filter(|port| *port != 0).ok_or_else(message)
 }
 
 /// `deserialize_with` for a count of things (entries, pushes, levels), at most `MAX`.
-pub(crate) fn count<'de, D: Deserializer<'de>, const MAX: usize>(
-    deserializer: D,
-) -> Result<usize, D::Error> {
-    let number = Value::deserialize(deserializer)?;
-    let count = number
-        .as_u64()
-        .and_then(|number| usize::try_from(number).ok());
+pub fn count<'de, D: Deserializer<'de>, const MAX: usize>(d: D) -> Result<usize, D::Error> {
+    let count = whole(&Value::deserialize(d)?);
+    let count = count.ok_or_else(|| Error::custom("must be a whole number, e.g. 10000"))?;
+    at_most(count, MAX, MAX)
+}
+
+/// `deserialize_with` for a rate or an amount that may have a fraction (`0.5` per second).
+pub fn amount<'de, D: Deserializer<'de>, const MAX: u32>(d: D) -> Result<f64, D::Error> {
+    let amount = Value::deserialize(d)?
+        .as_f64()
+        .filter(|amount| *amount >= 0.0);
+    let message = "must be a number of 0 or more, e.g. 1000";
     at_most(
-        count.ok_or_else(|| Error::custom("must be a whole number, e.g. 10000"))?,
+        amount.ok_or_else(|| Error::custom(message))?,
+        f64::from(MAX),
         MAX,
     )
 }
 
-/// `deserialize_with` for a rate or an amount that may have a fraction (`0.5` per second).
-pub(crate) fn amount<'de, D: Deserializer<'de>, const MAX: u32>(
-    deserializer: D,
-) -> Result<f64, D::Error> {
-    let number = Value::deserialize(deserializer)?;
-    let amount = number.as_f64().filter(|amount| *amount >= 0.0);
-    at_most(
-        amount.ok_or_else(|| Error::custom("must be a number of 0 or more, e.g. 1000"))?,
-        f64::from(MAX),
-    )
-}
-
 /// `deserialize_with` for a duration of at most `MAX_SECS` (see [`fpush_traits::settings`]).
-pub(crate) fn duration<'de, D: Deserializer<'de>, const MAX_SECS: u64>(
+pub fn bounded_duration<'de, D: Deserializer<'de>, const MAX_SECS: u64>(
     deserializer: D,
 ) -> Result<Duration, D::Error> {
-    let duration = fpush_traits::settings::duration(deserializer)?;
     let max = Duration::from_secs(MAX_SECS);
-    if duration > max {
-        let max = humantime::format_duration(max);
-        return Err(Error::custom(format!("must be at most {max}")));
-    }
-    Ok(duration)
+    let duration = fpush_traits::settings::duration(deserializer)?;
+    at_most(duration, max, humantime::format_duration(max))
 }
 
 /// `deserialize_with` for a size in bytes, at most `MAX`: a number, or a string with a unit.
-pub(crate) fn byte_size<'de, D: Deserializer<'de>, const MAX: usize>(
-    deserializer: D,
-) -> Result<usize, D::Error> {
-    let size = match Value::deserialize(deserializer)? {
-        Value::String(text) => parse_byte_size(&text).ok_or_else(|| {
-            Error::custom(format!(
-                "invalid size {text:?} (use bytes or a unit: B, KiB, MiB, GiB, kB, MB, GB)"
-            ))
+pub fn byte_size<'de, D: Deserializer<'de>, const MAX: usize>(d: D) -> Result<usize, D::Error> {
+    let value = Value::deserialize(d)?;
+    let size = match &value {
+        Value::String(text) => parse_byte_size(text).ok_or_else(|| {
+            format!("invalid size {text:?} (use bytes or a unit: B, KiB, MiB, GiB, kB, MB, GB)")
         }),
-        Value::Number(number) => number
-            .as_u64()
-            .and_then(|number| usize::try_from(number).ok())
-            .ok_or_else(|| {
-                Error::custom(format!(
-                    "invalid size {number}: give a whole number of bytes"
-                ))
-            }),
-        _ => Err(Error::custom(
-            "must be a size such as 262144, \"256KiB\" or \"1MiB\"",
-        )),
+        Value::Number(number) => whole(&value)
+            .ok_or_else(|| format!("invalid size {number}: give a whole number of bytes")),
+        _ => Err("must be a size such as 262144, \"256KiB\" or \"1MiB\"".to_owned()),
     };
-    at_most(size?, MAX)
+    at_most(size.map_err(Error::custom)?, MAX, MAX)
 }
 
 /// `"256KiB"` → 262144. Whole numbers only; `None` on anything else or on overflow.
-pub(crate) fn parse_byte_size(text: &str) -> Option<usize> {
+pub fn parse_byte_size(text: &str) -> Option<usize> {
     let text = text.trim();
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits_end);
-    let number: u64 = number.parse().ok()?;
+    let digits = text.find(|c: char| !c.is_ascii_digit());
+    let (number, unit) = text.split_at(digits.unwrap_or(text.len()));
     let multiplier: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -143,15 +121,13 @@ pub(crate) fn parse_byte_size(text: &str) -> Option<usize> {
         "GB" => 1_000_000_000,
         _ => return None,
     };
+    let number: u64 = number.parse().ok()?;
     usize::try_from(number.checked_mul(multiplier)?).ok()
 }
 
 /// `deserialize_with` for an address to listen on: `IP:PORT`, or `localhost:PORT` (loopback).
-pub(crate) fn listen_address<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<SocketAddr, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    parse_listen_address(&text).map_err(Error::custom)
+pub fn listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    parse_listen_address(&String::deserialize(d)?).map_err(Error::custom)
 }
 
 fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
@@ -170,7 +146,7 @@ fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
 }
 
 /// A URL with its password replaced, for `Debug` output.
-pub(crate) fn redacted_url(text: &str) -> String {
+pub fn redacted_url(text: &str) -> String {
     match url::Url::parse(text) {
         Ok(mut url) if url.password().is_some() => {
             // Only fails for URLs that cannot have a password, which this one has.
@@ -184,12 +160,11 @@ pub(crate) fn redacted_url(text: &str) -> String {
 
 /// What is wrong with a Redis URL, in words, never repeating its password; `None` when the
 /// Redis client accepts it.
-pub(crate) fn redis_url_problem(text: &str) -> Option<String> {
+pub fn redis_url_problem(text: &str) -> Option<String> {
     let example = "write it like \"redis://127.0.0.1:6379\" (\"rediss://\" for TLS, \"redis+unix:///run/redis.sock\" for a socket)";
     if !text.contains("://") {
-        return Some(format!(
-            "must start with redis://, rediss:// or redis+unix://; {example}"
-        ));
+        let message = "must start with redis://, rediss:// or redis+unix://";
+        return Some(format!("{message}; {example}"));
     }
     let url = match url::Url::parse(text) {
         Ok(url) => url,
@@ -198,27 +173,21 @@ pub(crate) fn redis_url_problem(text: &str) -> Option<String> {
     let scheme = url.scheme();
     let tcp = matches!(scheme, "redis" | "rediss" | "valkey" | "valkeys");
     if !tcp && !matches!(scheme, "redis+unix" | "valkey+unix" | "unix") {
-        return Some(format!(
-            "the scheme must be redis, rediss or redis+unix, not {scheme:?}; {example}"
-        ));
+        let message = format!("the scheme must be redis, rediss or redis+unix, not {scheme:?}");
+        return Some(format!("{message}; {example}"));
     }
     if tcp && url.host_str().is_none_or(str::is_empty) {
         return Some(format!("names no host; {example}"));
     }
     let database = url.path().trim_start_matches('/');
     if tcp && !database.is_empty() && database.parse::<u16>().is_err() {
-        return Some(
-            "the database after the host must be a number, e.g. \"redis://127.0.0.1:6379/0\""
-                .to_owned(),
-        );
+        let message =
+            "the database after the host must be a number, e.g. \"redis://127.0.0.1:6379/0\"";
+        return Some(message.to_owned());
     }
-    match redis::Client::open(text) {
-        Ok(_) => None,
-        Err(error) => Some(format!(
-            "the Redis client cannot use it: {}",
-            error.detail().unwrap_or("unsupported settings")
-        )),
-    }
+    let error = redis::Client::open(text).err()?;
+    let detail = error.detail().unwrap_or("unsupported settings");
+    Some(format!("the Redis client cannot use it: {detail}"))
 }
 
 #[cfg(test)]
