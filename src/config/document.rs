@@ -52,6 +52,8 @@ pub(crate) struct Document {
     pub root: Value,
     lines: LineIndex,
     spans: HashMap<String, (Pos, Pos)>,
+    /// Duplicate keys and unreadable numbers met on the way.
+    errors: Vec<ConfigError>,
 }
 
 /// Standard JSON plus comments and trailing commas; nothing looser (no single quotes, bare
@@ -86,42 +88,34 @@ pub(crate) fn parse(text: &str) -> Result<(Document, Vec<ConfigError>), ConfigEr
         let message = "the settings file is empty (or holds only comments)";
         return Err(ConfigError::new("", None, message));
     };
-    let spans = HashMap::new();
+    let (spans, errors) = (HashMap::new(), Vec::new());
     let mut document = Document {
         root: Value::Null,
         lines,
         spans,
+        errors,
     };
-    let mut errors = Vec::new();
-    document.root = document.walk(root, String::new(), None, &mut errors);
+    document.root = document.walk(root, String::new(), None);
     document.spans.remove("");
+    let errors = std::mem::take(&mut document.errors);
     Ok((document, errors))
 }
 
 impl Document {
     /// Convert one AST value (the AST's depth is bounded by the parser) and note its span.
-    fn walk(
-        &mut self,
-        value: ast::Value<'_>,
-        path: String,
-        key: Option<usize>,
-        errors: &mut Vec<ConfigError>,
-    ) -> Value {
+    fn walk(&mut self, value: ast::Value<'_>, path: String, key: Option<usize>) -> Value {
         let range = value.range();
         let json = match value {
-            ast::Value::Object(object) => self.object(object.properties, &path, errors),
+            ast::Value::Object(object) => self.object(object.properties, &path),
             ast::Value::Array(array) => (array.elements.into_iter().enumerate())
-                .map(|(i, element)| self.walk(element, format!("{path}[{i}]"), None, errors))
+                .map(|(i, element)| self.walk(element, format!("{path}[{i}]"), None))
                 .collect(),
             ast::Value::StringLit(lit) => Value::String(lit.value.into_owned()),
             // Not echoed: the key may be a secret.
-            ast::Value::NumberLit(number) => {
-                number.value.parse().map(Value::Number).unwrap_or_else(|_| {
-                    let pos = Some(self.lines.pos(range.start));
-                    errors.push(ConfigError::new(&path, pos, "a number too large to read"));
-                    Value::Null
-                })
-            }
+            ast::Value::NumberLit(number) => number.value.parse().map_or_else(
+                |_| self.error(&path, range.start, "a number too large to read".into()),
+                Value::Number,
+            ),
             ast::Value::BooleanLit(lit) => Value::Bool(lit.value),
             ast::Value::NullKeyword(_) => Value::Null,
         };
@@ -133,12 +127,7 @@ impl Document {
 
     /// An object's members; a repeated key is an error at the repeat (JSON readers differ on
     /// which one wins, so the file must not depend on it).
-    fn object(
-        &mut self,
-        properties: Vec<ast::ObjectProp<'_>>,
-        path: &str,
-        errors: &mut Vec<ConfigError>,
-    ) -> Value {
+    fn object(&mut self, properties: Vec<ast::ObjectProp<'_>>, path: &str) -> Value {
         let mut map = Map::new();
         for property in properties {
             let key_start = property.name.start();
@@ -147,14 +136,20 @@ impl Document {
             if map.contains_key(&name) {
                 let first = self.spans.get(&child).map_or(0, |span| span.0.line);
                 let message = format!("duplicate key (first at line {first})");
-                let pos = Some(self.lines.pos(key_start));
-                errors.push(ConfigError::new(&child, pos, message));
+                self.error(&child, key_start, message);
                 continue;
             }
-            let value = self.walk(property.value, child, Some(key_start), errors);
+            let value = self.walk(property.value, child, Some(key_start));
             map.insert(name, value);
         }
         Value::Object(map)
+    }
+
+    /// Note a problem met while walking; the value stands as `null`.
+    fn error(&mut self, path: &str, offset: usize, message: String) -> Value {
+        let pos = Some(self.lines.pos(offset));
+        self.errors.push(ConfigError::new(path, pos, message));
+        Value::Null
     }
 
     /// The span at `path`, or at its nearest ancestor below the root.

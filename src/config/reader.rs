@@ -38,7 +38,7 @@ struct ModuleEntry {
 }
 
 /// One reading of a piece: the value and the paths of its unread keys, or its first error.
-type Parsed<T> = Result<(T, Vec<String>), BlockError>;
+type Parser<'a, T> = &'a dyn Fn(&Value) -> Result<(T, Vec<String>), BlockError>;
 
 /// What reading a piece gave: the value (bad keys at their defaults; `None` when it could not
 /// be read at all), the errors and the unread keys, with paths relative to the piece.
@@ -79,7 +79,7 @@ impl Reader<'_> {
             self.errors
                 .push(ConfigError::new("component", None, message));
         }
-        let mut settings = self.read("", &Value::Object(root), parse_block::<Settings>)?;
+        let mut settings = self.read("", &Value::Object(root), &parse_block::<Settings>)?;
         settings.push_modules = self.modules(modules.as_ref());
         let errors = validate::check(self.document, &settings);
         self.errors.extend(errors);
@@ -125,7 +125,7 @@ impl Reader<'_> {
     fn module(&mut self, id: &str, module: &Value) -> Option<ModuleSettings> {
         let path = format!("pushModules.{id}");
         let compiled = &self.platforms.compiled;
-        let entry = self.read(&path, module, |entry| {
+        let entry = self.read(&path, module, &|entry| {
             let (entry, ignored) = parse_block::<ModuleEntry>(entry)?;
             // The platform blocks are the platforms' to read, not unknown keys of the entry.
             let block = |key: &String| compiled.iter().any(|p| p.settings_key == key);
@@ -197,9 +197,9 @@ impl Reader<'_> {
                 self.errors.push(error);
                 None
             }
-            Some(block) => self.read(&block_path, block, parse),
+            Some(block) => self.read(&block_path, block, &parse),
             None => {
-                let (value, errors, _) = read_piece(&Value::Object(Map::new()), parse);
+                let (value, errors, _) = read_piece(&Value::Object(Map::new()), &parse);
                 let (type_name, key) = (platform.type_name, platform.settings_key);
                 for error in errors {
                     let message = error.message;
@@ -214,12 +214,7 @@ impl Reader<'_> {
     }
 
     /// Read the piece at `path`, recording its errors and its unread keys.
-    fn read<T>(
-        &mut self,
-        path: &str,
-        piece: &Value,
-        parse: impl Fn(&Value) -> Parsed<T>,
-    ) -> Option<T> {
+    fn read<T>(&mut self, path: &str, piece: &Value, parse: Parser<T>) -> Option<T> {
         let (value, errors, ignored) = read_piece(piece, parse);
         for error in errors {
             let path = join(path, &error.path);
@@ -249,7 +244,7 @@ impl Reader<'_> {
 
 /// Read `piece` with `parse` (which reports one error, as [`parse_block`] does), taking out
 /// each bad key and reading again.
-fn read_piece<T>(piece: &Value, parse: impl Fn(&Value) -> Parsed<T>) -> Piece<T> {
+fn read_piece<T>(piece: &Value, parse: Parser<T>) -> Piece<T> {
     let mut scratch = piece.clone();
     let mut errors = Vec::new();
     let mut taken_out: Vec<(String, String)> = Vec::new();
@@ -336,7 +331,7 @@ mod tests {
     }
 
     fn outcome(json: Value) -> Piece<Outer> {
-        read_piece(&json, parse_block::<Outer>)
+        read_piece(&json, &parse_block::<Outer>)
     }
 
     fn paths(errors: &[BlockError]) -> Vec<&str> {
