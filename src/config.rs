@@ -265,13 +265,8 @@ macro_rules! default_is_empty_object {
     )+};
 }
 
-default_is_empty_object!(
-    TimeoutSettings,
-    LimitSettings,
-    DeadTokenSettings,
-    ModuleSetSettings,
-    RatelimitSettings
-);
+default_is_empty_object!(TimeoutSettings, LimitSettings, DeadTokenSettings);
+default_is_empty_object!(ModuleSetSettings, RatelimitSettings);
 
 /// Serde field defaults, spelled beside the field.
 const fn secs<const N: u64>() -> Duration {
@@ -362,9 +357,7 @@ impl ModuleSettings {
 
 /// A problem with the settings: `path` is the key path (`pushModules.monal.ratelimit.enabled`),
 /// empty for the file as a whole; `line`/`column` are 1-based (columns count bytes), when known.
-/// Displayed as `path: message (line L, column C)`, leaving out what is unknown.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}{message}{}", prefix(path), position(*line, *column))]
 pub struct ConfigError {
     pub path: String,
     pub line: Option<usize>,
@@ -372,18 +365,18 @@ pub struct ConfigError {
     pub message: String,
 }
 
-fn prefix(path: &str) -> String {
-    if path.is_empty() {
-        return String::new();
-    }
-    format!("{path}: ")
-}
-
-fn position(line: Option<usize>, column: Option<usize>) -> String {
-    match (line, column) {
-        (Some(line), Some(column)) => format!(" (line {line}, column {column})"),
-        (Some(line), None) => format!(" (line {line})"),
-        _ => String::new(),
+/// `path: message (line L, column C)`, leaving out what is unknown.
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)?;
+        match (self.line, self.column) {
+            (Some(line), Some(column)) => write!(f, " (line {line}, column {column})"),
+            (Some(line), None) => write!(f, " (line {line})"),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -76,10 +76,8 @@ pub(super) fn check(check: &mut Check, push2: &Push2Settings) {
         check.error("push2.ttl", "must be at most 13 weeks");
     }
     if !(1..=MAX_ORIGINS).contains(&push2.max_origins) {
-        check.error(
-            "push2.maxOrigins",
-            format!("must be from 1 to {MAX_ORIGINS}"),
-        );
+        let message = format!("must be from 1 to {MAX_ORIGINS}");
+        check.error("push2.maxOrigins", message);
     }
     if !(1..=MAX_CONNECTIONS_PER_ORIGIN).contains(&push2.max_connections_per_origin) {
         let message = format!("must be from 1 to {MAX_CONNECTIONS_PER_ORIGIN}");

@@ -53,10 +53,10 @@ pub(crate) fn check(check: &mut Check, settings: &Settings) {
     let modules = &settings.push_modules;
     let registering = modules.iter().find(|module| module.registration.is_some());
     if let (Some(module), None) = (registering, &settings.store) {
+        let id = &module.id;
         let message = format!(
-            "missing: module `{}` serves registrations, which need the registration store \
-             (e.g. {{\"backend\": \"sqlite\", \"path\": \"/var/lib/fpush/registrations.sqlite3\"}})",
-            module.id
+            "missing: module `{id}` serves registrations, which need the registration store \
+             (e.g. {{\"backend\": \"sqlite\", \"path\": \"/var/lib/fpush/registrations.sqlite3\"}})"
         );
         check.error("store", message);
     }
@@ -71,10 +71,10 @@ pub(crate) fn check(check: &mut Check, settings: &Settings) {
             continue;
         }
         let Some(service) = module.platform.capabilities.registration_service else {
+            let type_name = module.platform.type_name;
             let message = format!(
-                "a module of type {} cannot serve registrations (only types with a \
-                 registration service can)",
-                module.platform.type_name
+                "a module of type {type_name} cannot serve registrations (only types with a \
+                 registration service can)"
             );
             check.error(&path, message);
             continue;
@@ -85,11 +85,10 @@ pub(crate) fn check(check: &mut Check, settings: &Settings) {
             .iter()
             .find(|(p, s, _)| *p == protocol && *s == service);
         if let Some((_, _, first)) = taken {
+            let (id, name) = (&module.id, protocol.name());
             let message = format!(
-                "modules `{first}` and `{}` both serve {} registrations for {service}; \
-                 at most one module may",
-                module.id,
-                protocol.name()
+                "modules `{first}` and `{id}` both serve {name} registrations for {service}; \
+                 at most one module may"
             );
             check.error(&path, message);
             continue;

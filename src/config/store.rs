@@ -83,10 +83,8 @@ pub(crate) fn check(check: &mut Check, store: &StoreSettings, has_redis: bool) {
         ("store.maxTotal", store.max_total.unwrap_or(1)),
     ];
     for (path, _) in counts.iter().filter(|(_, value)| *value == 0) {
-        check.error(
-            path,
-            "must be at least 1 (0 would refuse every registration)",
-        );
+        let message = "must be at least 1 (0 would refuse every registration)";
+        check.error(path, message);
     }
     // The duration reader caps it at a year already.
     if store.expire_after < DAY {

@@ -153,15 +153,11 @@ impl Check<'_> {
         let braced = |name: &str| name.contains(['{', '}']);
         let why = "on a Redis Cluster braces choose a key's slot (see docs/cluster.md)";
         if braced(&redis.key_prefix) {
-            self.error(
-                "redis.keyPrefix",
-                format!("must not contain {{ or }}: {why}"),
-            );
+            let message = format!("must not contain {{ or }}: {why}");
+            self.error("redis.keyPrefix", message);
         }
-        let on_redis = modules
-            .iter()
-            .filter(|m| m.ratelimit.backend == RatelimitBackend::Redis);
-        for module in on_redis.filter(|m| braced(&m.id)) {
+        let on_redis = |m: &&ModuleSettings| m.ratelimit.backend == RatelimitBackend::Redis;
+        for module in modules.iter().filter(on_redis).filter(|m| braced(&m.id)) {
             let message =
                 format!("the id of a module on the Redis backend must not contain {{ or }}: {why}");
             self.error(&format!("pushModules.{}", module.id), message);
@@ -173,10 +169,8 @@ impl Check<'_> {
         for extra in defaults.iter().skip(1) {
             let first = &defaults[0].id;
             let message = format!("more than one default module: `{first}` already is the default");
-            self.error(
-                &format!("pushModules.{}.is_default_module", extra.id),
-                message,
-            );
+            let path = format!("pushModules.{}.is_default_module", extra.id);
+            self.error(&path, message);
         }
         for module in modules {
             let path = format!("pushModules.{}", module.id);

@@ -26,9 +26,7 @@ fn at_most<T: PartialOrd, E: Error>(value: T, max: T, max_shown: impl Display) -
 
 /// A whole number that fits a `usize`, if `value` is one.
 fn whole(value: &Value) -> Option<usize> {
-    value
-        .as_u64()
-        .and_then(|number| usize::try_from(number).ok())
+    value.as_u64().and_then(|n| usize::try_from(n).ok())
 }
 
 /// `deserialize_with` for a host name; refuses what no host name holds (`@`, `/`, spaces), so
@@ -72,15 +70,10 @@ pub fn count<'de, D: Deserializer<'de>, const MAX: usize>(d: D) -> Result<usize,
 
 /// `deserialize_with` for a rate or an amount that may have a fraction (`0.5` per second).
 pub fn amount<'de, D: Deserializer<'de>, const MAX: u32>(d: D) -> Result<f64, D::Error> {
-    let amount = Value::deserialize(d)?
-        .as_f64()
-        .filter(|amount| *amount >= 0.0);
+    let amount = Value::deserialize(d)?.as_f64().filter(|n| *n >= 0.0);
     let message = "must be a number of 0 or more, e.g. 1000";
-    at_most(
-        amount.ok_or_else(|| Error::custom(message))?,
-        f64::from(MAX),
-        MAX,
-    )
+    let amount = amount.ok_or_else(|| Error::custom(message))?;
+    at_most(amount, f64::from(MAX), MAX)
 }
 
 /// `deserialize_with` for a duration of at most `MAX_SECS` (see [`fpush_traits::settings`]).
