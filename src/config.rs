@@ -267,10 +267,15 @@ macro_rules! default_is_empty_object {
 
 default_is_empty_object!(TimeoutSettings, LimitSettings, DeadTokenSettings);
 default_is_empty_object!(ModuleSetSettings, RatelimitSettings);
+default_is_empty_object!(StoreSettings, Push2Settings);
 
 /// Serde field defaults, spelled beside the field.
 const fn secs<const N: u64>() -> Duration {
     Duration::from_secs(N)
+}
+
+const fn days<const N: u64>() -> Duration {
+    Duration::from_secs(N * 24 * 60 * 60)
 }
 
 const fn number<const N: usize>() -> usize {

@@ -12,37 +12,40 @@ use fpush_traits::settings::{duration, seconds_or_duration};
 use serde::Deserialize;
 
 use super::validate::Check;
-use super::{values, ModuleSettings, RatelimitBackend, RatelimitSettings};
+use super::{days, number, secs, values, ModuleSettings, RatelimitBackend, RatelimitSettings};
 
 /// The id of the module that serves Web Push targets; no configured module may take it.
 pub const WEB_PUSH_MODULE: &str = "webpush";
 
-const WEEK: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 const MAX_TTL: Duration = Duration::from_secs(13 * 7 * 24 * 60 * 60);
 const MAX_ORIGINS: usize = 10_000;
 const MAX_CONNECTIONS_PER_ORIGIN: usize = 64;
 
 /// `push2`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-#[serde(expecting = "an object of Push 2.0 relay settings")]
+#[serde(
+    rename_all = "camelCase",
+    expecting = "an object of Push 2.0 relay settings"
+)]
 pub struct Push2Settings {
     /// Where Web Push requests may go (`https://host`, `https://*.domain`); `None` means the
     /// public browser push services.
     pub web_push_origins: Option<Vec<String>>,
     /// The Web Push `TTL`.
-    #[serde(deserialize_with = "duration")]
+    #[serde(default = "days::<28>", deserialize_with = "duration")]
     pub ttl: Duration,
     /// An extra trusted CA for Web Push origins (a test server's).
     pub ca_file_path: Option<PathBuf>,
     /// Distinct Web Push origins held open at once.
+    #[serde(default = "number::<64>")]
     #[serde(deserialize_with = "values::count::<_, { usize::MAX }>")]
     pub max_origins: usize,
     /// Connections per Web Push origin.
+    #[serde(default = "number::<2>")]
     #[serde(deserialize_with = "values::count::<_, { usize::MAX }>")]
     pub max_connections_per_origin: usize,
     /// Bound on one Web Push request: whole seconds or text, like the modules' `requestTimeout`.
-    #[serde(deserialize_with = "seconds_or_duration")]
+    #[serde(default = "secs::<10>", deserialize_with = "seconds_or_duration")]
     pub request_timeout: Duration,
     /// The per-target ratelimit, keyed by the push2 `client`; off unless enabled here.
     #[serde(default = "off")]
@@ -53,20 +56,6 @@ fn off() -> RatelimitSettings {
     RatelimitSettings {
         enabled: false,
         ..RatelimitSettings::default()
-    }
-}
-
-impl Default for Push2Settings {
-    fn default() -> Self {
-        Push2Settings {
-            web_push_origins: None,
-            ttl: 4 * WEEK,
-            ca_file_path: None,
-            max_origins: 64,
-            max_connections_per_origin: 2,
-            request_timeout: Duration::from_secs(10),
-            ratelimit: off(),
-        }
     }
 }
 

@@ -8,44 +8,36 @@ use fpush_traits::settings::duration;
 use serde::Deserialize;
 
 use super::validate::Check;
-use super::values;
+use super::{days, number, values};
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// `store`: the registration store's backend and bounds.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase")]
 #[serde(expecting = "an object with `backend`, `path` and the store's bounds")]
 pub struct StoreSettings {
+    #[serde(default)]
     pub backend: StoreBackend,
     /// The SQLite file; required with the `sqlite` backend.
     pub path: Option<PathBuf>,
     /// Registrations per account; one more replaces the least recently used.
-    #[serde(deserialize_with = "values::count::<_, 10_000>")]
+    #[serde(
+        default = "number::<20>",
+        deserialize_with = "values::count::<_, 10_000>"
+    )]
     pub max_per_account: usize,
     /// Registrations per sending domain; beyond it new ones are refused.
+    #[serde(default = "number::<1_000_000>")]
     #[serde(deserialize_with = "values::count::<_, 1_000_000_000>")]
     pub max_per_domain: usize,
     /// Registrations in all; beyond it new ones are refused. Bounded by default: the component
     /// takes registrations from any federated domain, and domains cost an outsider little.
-    #[serde(deserialize_with = "optional_count")]
+    #[serde(default = "max_total", deserialize_with = "optional_count")]
     pub max_total: Option<usize>,
     /// Registrations not pushed to for this long are removed.
-    #[serde(deserialize_with = "duration")]
+    #[serde(default = "days::<180>", deserialize_with = "duration")]
     pub expire_after: Duration,
-}
-
-impl Default for StoreSettings {
-    fn default() -> Self {
-        StoreSettings {
-            backend: StoreBackend::Sqlite,
-            path: None,
-            max_per_account: 20,
-            max_per_domain: 1_000_000,
-            max_total: Some(10_000_000),
-            expire_after: 180 * DAY,
-        }
-    }
 }
 
 /// `store.backend`.
@@ -57,6 +49,10 @@ pub enum StoreBackend {
     Sqlite,
     /// The `redis` section's Redis, shared by several fpush instances.
     Redis,
+}
+
+fn max_total() -> Option<usize> {
+    Some(10_000_000)
 }
 
 fn optional_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
