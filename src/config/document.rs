@@ -46,14 +46,15 @@ impl LineIndex {
     }
 }
 
-/// The parsed settings file: its value, and for each key path where its key (an array
-/// element's value start) and its value's last character are.
+/// The parsed settings file: its value, for each key path where its key (an array element's
+/// value start) and its value's last character are, and the problems found in it so far (by
+/// the parse itself, the reader and the checks).
 pub(crate) struct Document {
     pub root: Value,
     lines: LineIndex,
     spans: HashMap<String, (Pos, Pos)>,
-    /// Duplicate keys and unreadable numbers met on the way.
-    errors: Vec<ConfigError>,
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<ConfigError>,
 }
 
 /// Standard JSON plus comments and trailing commas; nothing looser (no single quotes, bare
@@ -71,9 +72,9 @@ const OPTIONS: ParseOptions = ParseOptions {
     allow_extended_string_escapes: false,
 };
 
-/// Parse `text`. A syntax error is fatal; duplicate keys and unreadable numbers are returned as
-/// errors beside the document (the first occurrence of a key is kept).
-pub(crate) fn parse(text: &str) -> Result<(Document, Vec<ConfigError>), ConfigError> {
+/// Parse `text`. A syntax error is fatal; duplicate keys and unreadable numbers are the
+/// document's first errors (the first occurrence of a key is kept).
+pub(crate) fn parse(text: &str) -> Result<Document, ConfigError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let lines = LineIndex::new(text);
     let parsed = jsonc_parser::parse_to_ast(text, &CollectOptions::default(), &OPTIONS);
@@ -88,17 +89,17 @@ pub(crate) fn parse(text: &str) -> Result<(Document, Vec<ConfigError>), ConfigEr
         let message = "the settings file is empty (or holds only comments)";
         return Err(ConfigError::new("", None, message));
     };
-    let (spans, errors) = (HashMap::new(), Vec::new());
+    let (spans, errors, warnings) = (HashMap::new(), Vec::new(), Vec::new());
     let mut document = Document {
         root: Value::Null,
         lines,
         spans,
         errors,
+        warnings,
     };
     document.root = document.walk(root, String::new(), None);
     document.spans.remove("");
-    let errors = std::mem::take(&mut document.errors);
-    Ok((document, errors))
+    Ok(document)
 }
 
 impl Document {
@@ -113,7 +114,7 @@ impl Document {
             ast::Value::StringLit(lit) => Value::String(lit.value.into_owned()),
             // Not echoed: the key may be a secret.
             ast::Value::NumberLit(number) => number.value.parse().map_or_else(
-                |_| self.error(&path, range.start, "a number too large to read".into()),
+                |_| self.walk_error(&path, range.start, "a number too large to read".into()),
                 Value::Number,
             ),
             ast::Value::BooleanLit(lit) => Value::Bool(lit.value),
@@ -136,7 +137,7 @@ impl Document {
             if map.contains_key(&name) {
                 let first = self.spans.get(&child).map_or(0, |span| span.0.line);
                 let message = format!("duplicate key (first at line {first})");
-                self.error(&child, key_start, message);
+                self.walk_error(&child, key_start, message);
                 continue;
             }
             let value = self.walk(property.value, child, Some(key_start));
@@ -146,7 +147,7 @@ impl Document {
     }
 
     /// Note a problem met while walking; the value stands as `null`.
-    fn error(&mut self, path: &str, offset: usize, message: String) -> Value {
+    fn walk_error(&mut self, path: &str, offset: usize, message: String) -> Value {
         let pos = Some(self.lines.pos(offset));
         self.errors.push(ConfigError::new(path, pos, message));
         Value::Null
@@ -179,6 +180,20 @@ impl Document {
     pub fn at_value(&self, path: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::new(path, self.span(path).map(|span| span.1), message)
     }
+
+    /// An error about the key at `path` (for a key left at its default: its nearest ancestor).
+    pub fn error(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(self.at_key(path, message));
+    }
+
+    /// An error about the value at `path`, see [`Self::at_value`].
+    pub fn value_error(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(self.at_value(path, message));
+    }
+
+    pub fn warn(&mut self, path: &str, message: impl Into<String>) {
+        self.warnings.push(self.at_key(path, message));
+    }
 }
 
 #[cfg(test)]
@@ -190,7 +205,8 @@ mod tests {
 
     #[test]
     fn keeps_values_and_the_positions_of_keys_and_value_ends() {
-        let (document, errors) = parse(TEXT).unwrap();
+        let document = parse(TEXT).unwrap();
+        let errors = &document.errors;
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(document.root["a"]["b"][1]["c"], Value::Bool(true));
         assert_eq!(document.root["dA"], "x", "escaped keys are decoded");
@@ -203,7 +219,8 @@ mod tests {
 
     #[test]
     fn duplicate_keys_are_errors_at_the_second_keeping_the_first() {
-        let (document, errors) = parse("{\"a\": 1,\n \"a\": 2}").unwrap();
+        let document = parse("{\"a\": 1,\n \"a\": 2}").unwrap();
+        let errors = &document.errors;
         assert_eq!(document.root["a"], 1);
         assert_eq!(errors.len(), 1);
         assert_eq!((errors[0].path.as_str(), errors[0].line), ("a", Some(2)));

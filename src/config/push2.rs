@@ -11,7 +11,7 @@ use std::time::Duration;
 use fpush_traits::settings::{duration, seconds_or_duration};
 use serde::Deserialize;
 
-use super::validate::Check;
+use super::document::Document;
 use super::{days, number, secs, values, ModuleSettings, RatelimitBackend, RatelimitSettings};
 
 /// The id of the module that serves Web Push targets; no configured module may take it.
@@ -60,45 +60,45 @@ fn off() -> RatelimitSettings {
 }
 
 /// What no type can express: the bounds.
-pub(super) fn check(check: &mut Check, push2: &Push2Settings) {
+pub(super) fn check(doc: &mut Document, push2: &Push2Settings) {
     if push2.ttl > MAX_TTL {
-        check.error("push2.ttl", "must be at most 13 weeks");
+        doc.error("push2.ttl", "must be at most 13 weeks");
     }
     if !(1..=MAX_ORIGINS).contains(&push2.max_origins) {
         let message = format!("must be from 1 to {MAX_ORIGINS}");
-        check.error("push2.maxOrigins", message);
+        doc.error("push2.maxOrigins", message);
     }
     if !(1..=MAX_CONNECTIONS_PER_ORIGIN).contains(&push2.max_connections_per_origin) {
         let message = format!("must be from 1 to {MAX_CONNECTIONS_PER_ORIGIN}");
-        check.error("push2.maxConnectionsPerOrigin", message);
+        doc.error("push2.maxConnectionsPerOrigin", message);
     }
     if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&push2.request_timeout) {
-        check.error("push2.requestTimeout", "must be from 1s to 5m");
+        doc.error("push2.requestTimeout", "must be from 1s to 5m");
     }
     if push2.web_push_origins.as_ref().is_some_and(Vec::is_empty) {
         let message = "is empty: leave it out for the public push services";
-        check.error("push2.webPushOrigins", message);
+        doc.error("push2.webPushOrigins", message);
     }
     let limit = &push2.ratelimit;
     if limit.enabled && limit.ratelimit_time.is_zero() {
         let message = "must be longer than 0s when the ratelimit is enabled";
-        check.error("push2.ratelimit.ratelimitTime", message);
+        doc.error("push2.ratelimit.ratelimitTime", message);
     }
     // The relay's limiter lives in each instance: accepting a Redis backend would promise a
     // limit shared between instances that none of them keeps.
     if limit.backend == RatelimitBackend::Redis {
         let message = "the relay's ratelimit is kept in each instance; \"redis\" is not \
                        available here (leave backend out)";
-        check.error("push2.ratelimit.backend", message);
+        doc.error("push2.ratelimit.backend", message);
     }
 }
 
 /// The relay's module id is reserved whether or not the relay is on: pushes cannot name it
 /// (see [`crate::doors::token_in_node`]), and turning the relay on later must not clash.
-pub(super) fn check_reserved_id(check: &mut Check, modules: &[ModuleSettings]) {
+pub(super) fn check_reserved_id(doc: &mut Document, modules: &[ModuleSettings]) {
     if modules.iter().any(|module| module.id == WEB_PUSH_MODULE) {
         let message = "this id is reserved for the push2 relay's Web Push module; rename the \
                        module";
-        check.error(&format!("pushModules.{WEB_PUSH_MODULE}"), message);
+        doc.error(&format!("pushModules.{WEB_PUSH_MODULE}"), message);
     }
 }

@@ -46,59 +46,48 @@ type Piece<T> = (Option<T>, Vec<BlockError>, Vec<String>);
 
 /// Parse and validate settings from the text of a settings file.
 pub fn parse(text: &str, platforms: &Platforms) -> Result<Loaded, ConfigErrors> {
-    let (document, errors) = document::parse(text).map_err(|e| ConfigErrors::new(vec![e]))?;
-    let mut reader = Reader {
-        document: &document,
-        platforms,
-        errors,
-        warnings: Vec::new(),
-    };
-    let settings = reader.settings();
-    reader.finish(settings)
+    let mut document = document::parse(text).map_err(|e| ConfigErrors::new(vec![e]))?;
+    let doc = &mut document;
+    let settings = Reader { doc, platforms }.settings();
+    let (mut errors, mut warnings) = (document.errors, document.warnings);
+    // File order; problems without a position last, in the order they were found.
+    for items in [&mut errors, &mut warnings] {
+        items.sort_by_key(|item| (item.line.unwrap_or(usize::MAX), item.column.unwrap_or(0)));
+    }
+    match settings {
+        Some(settings) if errors.is_empty() => Ok(Loaded { settings, warnings }),
+        settings => {
+            let modules = settings.map(|s| s.push_modules).unwrap_or_default();
+            Err(ConfigErrors { errors, modules })
+        }
+    }
 }
 
+/// The document being read, with the platforms that read the modules' blocks.
 struct Reader<'a> {
-    document: &'a Document,
+    doc: &'a mut Document,
     platforms: &'a Platforms,
-    errors: Vec<ConfigError>,
-    warnings: Vec<ConfigError>,
 }
 
 impl Reader<'_> {
     /// The settings (`None` only for a file that is no object), modules read and checked even
     /// when the top level has problems.
     fn settings(&mut self) -> Option<Settings> {
-        let Some(mut root) = self.document.root.as_object().cloned() else {
+        let Some(mut root) = self.doc.root.as_object().cloned() else {
             let message = "the settings file must hold one JSON object";
-            self.errors.push(ConfigError::new("", None, message));
+            self.doc.errors.push(ConfigError::new("", None, message));
             return None;
         };
         let modules = root.remove("pushModules");
         if !root.contains_key("component") {
             let message = "missing: fpush needs componentHostname, componentKey, serverHostname and serverPort";
-            self.errors
-                .push(ConfigError::new("component", None, message));
+            let error = ConfigError::new("component", None, message);
+            self.doc.errors.push(error);
         }
         let mut settings = self.read("", &Value::Object(root), &parse_block::<Settings>)?;
         settings.push_modules = self.modules(modules.as_ref());
-        let errors = validate::check(self.document, &settings);
-        self.errors.extend(errors);
+        validate::check(self.doc, &settings);
         Some(settings)
-    }
-
-    /// The outcome, problems in file order (those without a position last, as found).
-    fn finish(self, settings: Option<Settings>) -> Result<Loaded, ConfigErrors> {
-        let (mut errors, mut warnings) = (self.errors, self.warnings);
-        for items in [&mut errors, &mut warnings] {
-            items.sort_by_key(|item| (item.line.unwrap_or(usize::MAX), item.column.unwrap_or(0)));
-        }
-        match settings {
-            Some(settings) if errors.is_empty() => Ok(Loaded { settings, warnings }),
-            settings => {
-                let modules = settings.map(|s| s.push_modules).unwrap_or_default();
-                Err(ConfigErrors { errors, modules })
-            }
-        }
     }
 
     /// The modules in file order (the map is sorted by key).
@@ -111,10 +100,9 @@ impl Reader<'_> {
             }
             Some(Some(map)) => Ok(map),
         };
-        let modules = modules.map_err(|message| self.key_error("pushModules", message));
+        let modules = modules.map_err(|message| self.doc.error("pushModules", message));
         let mut entries: Vec<_> = modules.into_iter().flatten().collect();
-        let position = |id: &str| self.document.key_pos(&format!("pushModules.{id}"));
-        entries.sort_by_cached_key(|(id, _)| position(id));
+        entries.sort_by_cached_key(|(id, _)| self.doc.key_pos(&format!("pushModules.{id}")));
         let mut modules = Vec::new();
         for (id, module) in entries {
             modules.extend(self.module(id, module));
@@ -139,7 +127,7 @@ impl Reader<'_> {
                 let message = format!(
                     "not used by a module of type {type_name} (it reads `{settings_key}`); ignored"
                 );
-                self.warn(&format!("{path}.{other}"), message);
+                self.doc.warn(&format!("{path}.{other}"), message);
             }
         }
         let block = module.get(settings_key);
@@ -154,30 +142,31 @@ impl Reader<'_> {
             ratelimit: entry.ratelimit,
             registration: registration.as_ref().map(|block| block.protocol),
             registration_provider: registration.and_then(|block| block.provider),
-            position: self.document.key_pos(block.map_or(&path, |_| &block_path)),
+            position: self.doc.key_pos(block.map_or(&path, |_| &block_path)),
         })
     }
 
     /// The registry entry of a module's `type`, or an error naming the known types (or the cargo
     /// feature that would compile this one in).
     fn platform(&mut self, path: &str, type_name: &str) -> Option<Platform> {
-        let platforms = self.platforms;
-        let compiled = platforms.compiled.iter();
-        if let Some(platform) = compiled.clone().find(|p| p.type_name == type_name) {
+        let Platforms {
+            compiled,
+            not_compiled,
+        } = self.platforms;
+        if let Some(platform) = compiled.iter().find(|p| p.type_name == type_name) {
             return Some(*platform);
         }
-        let message = match platforms.not_compiled.iter().find(|(t, _)| *t == type_name) {
+        let message = match not_compiled.iter().find(|(t, _)| *t == type_name) {
             Some((_, feature)) => format!(
                 "module type `{type_name}` is not compiled into this fpush; build it with the cargo feature `{feature}`"
             ),
             None => {
-                let known = compiled.map(|p| p.type_name);
-                let known: Vec<_> = known.chain(platforms.not_compiled.iter().map(|t| t.0)).collect();
+                let known = compiled.iter().map(|p| p.type_name);
+                let known: Vec<_> = known.chain(not_compiled.iter().map(|t| t.0)).collect();
                 format!("unknown module type `{type_name}` (known: {})", known.join(", "))
             }
         };
-        let error = self.document.at_value(&format!("{path}.type"), message);
-        self.errors.push(error);
+        self.doc.value_error(&format!("{path}.type"), message);
         None
     }
 
@@ -193,8 +182,7 @@ impl Reader<'_> {
         let parse = |block: &Value| (platform.parse)(block).map(|p| (p.config, p.ignored_keys));
         let config = match block {
             Some(block) if !block.is_object() => {
-                let error = self.document.at_value(&block_path, "must be an object");
-                self.errors.push(error);
+                self.doc.value_error(&block_path, "must be an object");
                 None
             }
             Some(block) => self.read(&block_path, block, &parse),
@@ -205,7 +193,7 @@ impl Reader<'_> {
                     let message = error.message;
                     let message =
                         format!("a module of type {type_name} needs its `{key}` block ({message})");
-                    self.key_error(path, message);
+                    self.doc.error(path, message);
                 }
                 value
             }
@@ -217,9 +205,8 @@ impl Reader<'_> {
     fn read<T>(&mut self, path: &str, piece: &Value, parse: Parser<T>) -> Option<T> {
         let (value, errors, ignored) = read_piece(piece, parse);
         for error in errors {
-            let path = join(path, &error.path);
-            self.errors
-                .push(self.document.at_value(&path, error.message));
+            self.doc
+                .value_error(&join(path, &error.path), error.message);
         }
         for inner in ignored {
             let key = inner.rsplit(['.', '[']).next().unwrap_or_default();
@@ -228,17 +215,9 @@ impl Reader<'_> {
             } else {
                 "unknown key, ignored (check its spelling and place)"
             };
-            self.warn(&join(path, &inner), message);
+            self.doc.warn(&join(path, &inner), message);
         }
         value
-    }
-
-    fn key_error(&mut self, path: &str, message: impl Into<String>) {
-        self.errors.push(self.document.at_key(path, message));
-    }
-
-    fn warn(&mut self, path: &str, message: impl Into<String>) {
-        self.warnings.push(self.document.at_key(path, message));
     }
 }
 

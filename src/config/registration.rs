@@ -9,7 +9,7 @@
 
 use serde::Deserialize;
 
-use super::validate::Check;
+use super::document::Document;
 use super::{ModuleSettings, Settings};
 
 /// Which registering protocol a module serves (`registration.protocol`).
@@ -49,7 +49,7 @@ const MAX_PROVIDER_BYTES: usize = 256;
 /// Every module with a `registration` block has a platform with a registration service, no two
 /// modules serve one protocol for one service (or claim one provider id), and a `store` section
 /// says where the registrations live.
-pub(crate) fn check(check: &mut Check, settings: &Settings) {
+pub(crate) fn check(doc: &mut Document, settings: &Settings) {
     let modules = &settings.push_modules;
     let registering = modules.iter().find(|module| module.registration.is_some());
     if let (Some(module), None) = (registering, &settings.store) {
@@ -58,7 +58,7 @@ pub(crate) fn check(check: &mut Check, settings: &Settings) {
             "missing: module `{id}` serves registrations, which need the registration store \
              (e.g. {{\"backend\": \"sqlite\", \"path\": \"/var/lib/fpush/registrations.sqlite3\"}})"
         );
-        check.error("store", message);
+        doc.error("store", message);
     }
     let mut served: Vec<(RegistrationProtocol, &str, &str)> = Vec::new();
     for module in modules {
@@ -67,7 +67,7 @@ pub(crate) fn check(check: &mut Check, settings: &Settings) {
         };
         let path = format!("pushModules.{}.registration", module.id);
         if let Some(problem) = provider_problem(module, protocol) {
-            check.error(&path, problem);
+            doc.error(&path, problem);
             continue;
         }
         let Some(service) = module.platform.capabilities.registration_service else {
@@ -76,7 +76,7 @@ pub(crate) fn check(check: &mut Check, settings: &Settings) {
                 "a module of type {type_name} cannot serve registrations (only types with a \
                  registration service can)"
             );
-            check.error(&path, message);
+            doc.error(&path, message);
             continue;
         };
         // A tigase module serves its provider id, not its platform's service.
@@ -90,7 +90,7 @@ pub(crate) fn check(check: &mut Check, settings: &Settings) {
                 "modules `{first}` and `{id}` both serve {name} registrations for {service}; \
                  at most one module may"
             );
-            check.error(&path, message);
+            doc.error(&path, message);
             continue;
         }
         served.push((protocol, service, &module.id));

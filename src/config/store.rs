@@ -7,7 +7,7 @@ use std::time::Duration;
 use fpush_traits::settings::duration;
 use serde::Deserialize;
 
-use super::validate::Check;
+use super::document::Document;
 use super::{days, number, values};
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
@@ -60,16 +60,16 @@ fn optional_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize
 }
 
 /// The checks no type can express: a path for SQLite, a `redis` section for Redis, sane bounds.
-pub(crate) fn check(check: &mut Check, store: &StoreSettings, has_redis: bool) {
+pub(crate) fn check(doc: &mut Document, store: &StoreSettings, has_redis: bool) {
     match store.backend {
         StoreBackend::Sqlite if store.path.as_ref().is_none_or(|p| p.as_os_str().is_empty()) => {
             let message = "missing: the sqlite backend needs its file, e.g. \"/var/lib/fpush/registrations.sqlite3\"";
-            check.error("store.path", message);
+            doc.error("store.path", message);
         }
         StoreBackend::Redis if !has_redis => {
             let message =
                 "the redis backend needs the top-level `redis` section (`url` or `cluster`)";
-            check.error("store.backend", message);
+            doc.error("store.backend", message);
         }
         _ => {}
     }
@@ -80,12 +80,12 @@ pub(crate) fn check(check: &mut Check, store: &StoreSettings, has_redis: bool) {
     ];
     for (path, _) in counts.iter().filter(|(_, value)| *value == 0) {
         let message = "must be at least 1 (0 would refuse every registration)";
-        check.error(path, message);
+        doc.error(path, message);
     }
     // The duration reader caps it at a year already.
     if store.expire_after < DAY {
         let message = "must be at least 1d (registrations unused that long are removed)";
-        check.error("store.expireAfter", message);
+        doc.error("store.expireAfter", message);
     }
 }
 
