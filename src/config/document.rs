@@ -23,6 +23,7 @@ pub(crate) struct Pos {
 
 /// Byte offset → line and column, in logarithmic time (a file with a hundred thousand unknown
 /// keys must not make its warnings quadratic).
+#[derive(Default)]
 pub(crate) struct LineIndex {
     len: usize,
     starts: Vec<usize>,
@@ -31,11 +32,8 @@ pub(crate) struct LineIndex {
 impl LineIndex {
     pub fn new(text: &str) -> Self {
         let starts = text.match_indices('\n').map(|(at, _)| at + 1);
-        let starts = std::iter::once(0).chain(starts).collect();
-        LineIndex {
-            len: text.len(),
-            starts,
-        }
+        let (len, starts) = (text.len(), std::iter::once(0).chain(starts).collect());
+        LineIndex { len, starts }
     }
 
     pub fn pos(&self, offset: usize) -> Pos {
@@ -49,6 +47,7 @@ impl LineIndex {
 /// The parsed settings file: its value, for each key path where its key (an array element's
 /// value start) and its value's last character are, and the problems found in it so far (by
 /// the parse itself, the reader and the checks).
+#[derive(Default)]
 pub(crate) struct Document {
     pub root: Value,
     lines: LineIndex,
@@ -89,13 +88,9 @@ pub(crate) fn parse(text: &str) -> Result<Document, ConfigError> {
         let message = "the settings file is empty (or holds only comments)";
         return Err(ConfigError::new("", None, message));
     };
-    let (spans, errors, warnings) = (HashMap::new(), Vec::new(), Vec::new());
     let mut document = Document {
-        root: Value::Null,
         lines,
-        spans,
-        errors,
-        warnings,
+        ..Document::default()
     };
     document.root = document.walk(root, String::new(), None);
     document.spans.remove("");

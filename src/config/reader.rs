@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::document::{self, Document};
-use super::{validate, ConfigError, ConfigErrors, Loaded, ModuleSettings, Platforms};
+use super::{validate, ConfigErrors, Loaded, ModuleSettings, Platforms};
 use super::{RatelimitSettings, RegistrationBlock, Settings};
 
 /// Keys that older fpush configs carry and this version has no use for: accepted anywhere,
@@ -75,14 +75,13 @@ impl Reader<'_> {
     fn settings(&mut self) -> Option<Settings> {
         let Some(mut root) = self.doc.root.as_object().cloned() else {
             let message = "the settings file must hold one JSON object";
-            self.doc.errors.push(ConfigError::new("", None, message));
+            self.doc.error("", message);
             return None;
         };
         let modules = root.remove("pushModules");
         if !root.contains_key("component") {
             let message = "missing: fpush needs componentHostname, componentKey, serverHostname and serverPort";
-            let error = ConfigError::new("component", None, message);
-            self.doc.errors.push(error);
+            self.doc.error("component", message);
         }
         let mut settings = self.read("", &Value::Object(root), &parse_block::<Settings>)?;
         settings.push_modules = self.modules(modules.as_ref());
@@ -205,8 +204,8 @@ impl Reader<'_> {
     fn read<T>(&mut self, path: &str, piece: &Value, parse: Parser<T>) -> Option<T> {
         let (value, errors, ignored) = read_piece(piece, parse);
         for error in errors {
-            self.doc
-                .value_error(&join(path, &error.path), error.message);
+            let path = join(path, &error.path);
+            self.doc.value_error(&path, error.message);
         }
         for inner in ignored {
             let key = inner.rsplit(['.', '[']).next().unwrap_or_default();
@@ -262,9 +261,7 @@ fn holder(path: &str) -> Option<(String, String)> {
 
 /// Remove `key` from the object at the key path `parent` (`a.list[1]`), by JSON pointer.
 fn take_out(piece: &mut Value, parent: &str, key: &str) -> bool {
-    let segments = parent
-        .split(['.', '[', ']'])
-        .filter(|segment| !segment.is_empty());
+    let segments = parent.split(['.', '[', ']']).filter(|s| !s.is_empty());
     let escaped = segments.map(|segment| segment.replace('~', "~0").replace('/', "~1"));
     let pointer: String = escaped.map(|segment| format!("/{segment}")).collect();
     let parent = piece.pointer_mut(&pointer).and_then(Value::as_object_mut);
