@@ -268,21 +268,23 @@ impl P2Door {
             ));
         }
         let device_id = device_id(command)?;
-        let sender = bare(from);
+        let sender = account_of(from);
         // The account is stored with the registration: bounded as the tigase door bounds it.
         if sender.len() > MAX_JID_BYTES {
             return Err(CommandRefusal::bad_request("The JID is too long."));
         }
         let (account, channel) = match room(command)? {
-            Some(room) => (rooms_of(sender), device_hash(room, device_id)),
-            None => (sender.to_owned(), String::new()),
+            Some(room) => (rooms_of(&sender), device_hash(room, device_id)),
+            None => (sender.clone(), String::new()),
         };
+        let key = RegistrationKey {
+            service: registering.service.to_owned(),
+            device: device_hash(&sender, device_id),
+            channel,
+        };
+        self.forget_spelled(&key, bare(from), device_id).await;
         let registration = Registration {
-            key: RegistrationKey {
-                service: registering.service.to_owned(),
-                device: device_hash(sender, device_id),
-                channel,
-            },
+            key,
             account,
             domain: sender_domain(from).into_owned(),
             token: token.to_owned(),
@@ -323,10 +325,28 @@ impl P2Door {
         };
         let key = RegistrationKey {
             service: registering.service.to_owned(),
-            device: device_hash(bare(from), device_id),
+            device: device_hash(&account_of(from), device_id),
             channel,
         };
         unregister_result(self.store().unregister(&key).await)
+    }
+
+    /// Removes the registration an fpush that hashed the sender's JID as its server spelled it
+    /// (`spelled`, e.g. `Juliet@Example.ORG.`) made for the device registering as `key`: its
+    /// pushes carry a hash the app drops as none of its own. Its node is then answered
+    /// `item-not-found` and the server disables it; the app enables the one answered now. A
+    /// store failure here is logged: the registration itself decides the answer.
+    async fn forget_spelled(&self, key: &RegistrationKey, spelled: &str, device_id: &str) {
+        let old = RegistrationKey {
+            device: device_hash(spelled, device_id),
+            ..key.clone()
+        };
+        if old.device == key.device {
+            return;
+        }
+        if let Err(error) = self.store().unregister(&old).await {
+            log::debug!("p2: a registration under the JID as spelled stays: {error}");
+        }
     }
 }
 
@@ -375,6 +395,19 @@ pub(crate) fn non_empty(value: Option<&str>) -> Option<&str> {
 /// The bare JID of `jid` (its resource cut off).
 pub(crate) fn bare(jid: &str) -> &str {
     jid.split_once('/').map_or(jid, |(bare, _)| bare)
+}
+
+/// The account a command's sender (`from`, any JID) registers for: its bare JID in the form
+/// apps know their account by, the localpart in lower case and the domain folded as
+/// [`sender_domain`] folds it (RFC 7622 compares JIDs so). Conversations hashes its account
+/// so and drops a push whose `account` is another hash; p2 and Tigase's push component
+/// normalised the sender alike. A server spelling the JID otherwise makes no other account.
+pub(crate) fn account_of(from: &str) -> String {
+    let domain = sender_domain(from);
+    match bare(from).rsplit_once('@') {
+        Some((local, _)) => format!("{}@{domain}", local.to_lowercase()),
+        None => domain.into_owned(),
+    }
 }
 
 /// The answer to an unregister command, from the store's: whether a registration was removed.

@@ -295,17 +295,25 @@ fn spelled_registration() -> Registration {
 }
 
 #[tokio::test]
-async fn a_registration_stored_under_a_domain_as_spelled_moves_when_registered_again() {
+async fn a_registration_stored_under_a_jid_as_spelled_is_replaced_when_registered_again() {
+    // Its pushes carry the hash of `juliet@Example.ORG`, which the app drops: registering
+    // again makes a registration the app recognises and removes the old one.
     let (door, store, _dir) = sqlite_door();
     let modules = fcm_modules();
     store.restore(spelled_registration()).await.unwrap();
     let fields = [("token", "new-token"), ("device-id", "j1")];
-    let again = registered(&door, &modules, "juliet@Example.ORG/phone", &fields).await;
-    assert_eq!(again, ("node-old".into(), "secret-old".into()));
-    let moved = store.find("example.org", "node-old").await.unwrap();
-    assert_eq!(moved.map(|found| found.token).as_deref(), Some("new-token"));
+    let (node, secret) = registered(&door, &modules, "juliet@Example.ORG/phone", &fields).await;
+    assert_ne!(node, "node-old");
+    let now = store
+        .find("example.org", &node)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(now.token, "new-token");
+    assert_eq!(now.key.device, device_hash("juliet@example.org", "j1"));
     assert_eq!(store.find("Example.ORG", "node-old").await.unwrap(), None);
-    assert!(delivers(&door, &modules, "node-old", "secret-old").await);
+    assert!(delivers(&door, &modules, &node, &secret).await);
+    assert_eq!(store.counts().await.unwrap(), vec![("fcm".into(), 1)]);
 }
 
 #[tokio::test]
@@ -512,4 +520,32 @@ async fn a_step_the_one_step_commands_lack_is_a_bad_request() {
         assert_eq!(refusal.condition, Condition::BadRequest, "{action}");
     }
     assert!(store.counts().await.unwrap().iter().all(|(_, n)| *n == 0));
+}
+
+#[tokio::test]
+async fn the_account_hash_is_over_the_bare_jid_as_the_app_spells_it() {
+    // Conversations hashes its account's bare JID in canonical form (lower case, no final dot)
+    // and drops a push whose `account` is another hash; p2 hashed the sender's JID so too.
+    let (door, _store, _dir) = sqlite_door();
+    let modules = fcm_modules();
+    let fields = [("token", "juliet-token"), ("device-id", "j1")];
+    let from = "Juliet@Example.ORG./phone";
+    let (node, secret) = registered(&door, &modules, from, &fields).await;
+    let target = door
+        .resolve(&modules, "example.org", push(&node, &secret))
+        .await
+        .expect("delivered");
+    let account = target
+        .notification
+        .extra
+        .iter()
+        .find(|(k, _)| k == "account");
+    let expected = device_hash("juliet@example.org", "j1");
+    assert_eq!(
+        account.map(|(_, hash)| hash.as_str()),
+        Some(expected.as_str())
+    );
+    // The same device registering from the canonical JID is the same registration.
+    let again = registered(&door, &modules, "juliet@example.org/tablet", &fields).await;
+    assert_eq!(again, (node, secret));
 }
