@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use fpush_traits::{PushNotification, SentTo};
 
 pub(crate) use command::{
-    bare, non_empty, store_refusal as command_store_refusal, unregister_result,
+    account_of, bare, non_empty, store_refusal as command_store_refusal, unregister_result,
 };
 pub use command::{
     command_items, parse_node, CommandAnswer, CommandKind, CommandRefusal, Completed,

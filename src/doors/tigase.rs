@@ -234,6 +234,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_account_is_the_senders_bare_jid_in_canonical_form() {
+        // Siskin finds the account (and its notification key) by the push's `account`; the
+        // Tigase component normalised the sender so. One device is one registration however
+        // the server spells the JID.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registrations.sqlite3");
+        let store = Arc::new(SqliteStore::open(&path, StoreLimits::default()).unwrap());
+        let door = TigaseDoor::new(store.clone());
+        let modules = apns_modules();
+        let command = AdHocCommand {
+            node: "register-device".into(),
+            action: Some("execute".into()),
+            session_id: None,
+            fields: vec![
+                ("provider".into(), PROVIDER.into()),
+                ("device-token".into(), "ab".repeat(32)),
+            ],
+        };
+        let mut nodes = Vec::new();
+        for from in ["Juliet@Example.ORG./phone", "juliet@example.org/phone"] {
+            let answer = door.command(&modules, from, &command).await;
+            let completed = answer.result.expect("registered");
+            let node = completed.fields.iter().find(|(var, _)| *var == "node");
+            nodes.push(node.map(|(_, node)| node.clone()).expect("a node"));
+        }
+        assert_eq!(nodes[0], nodes[1], "one registration");
+        let push = PushRequest {
+            token: nodes[0].clone(),
+            ..PushRequest::default()
+        };
+        let Resolved::Target(target) = door.resolve(&modules, "example.org", push).await else {
+            panic!("not delivered");
+        };
+        let account = target.notification.account.as_deref();
+        assert_eq!(account, Some("juliet@example.org"));
+        let unregistered = AdHocCommand {
+            node: "unregister-device".into(),
+            ..command
+        };
+        let answer = door
+            .command(&modules, "JULIET@example.org/ipad", &unregistered)
+            .await;
+        assert!(answer.result.is_ok(), "unregistered: {answer:?}");
+    }
+
+    #[tokio::test]
     async fn a_failing_store_never_holds_back_a_push_that_cannot_name_a_registration() {
         // A default module's token-in-node push (a 64-hex APNS token, no Tigase elements) can
         // name no tigase registration (nodes are 12 characters): without a store it goes out

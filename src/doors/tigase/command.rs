@@ -7,8 +7,8 @@ use std::time::SystemTime;
 use super::{TigaseDoor, PROTOCOL};
 use crate::access::sender_domain;
 use crate::doors::p2::{
-    bare, command_store_refusal as store_refusal, non_empty, unregister_result, CommandAnswer,
-    CommandKind, CommandRefusal, Completed,
+    account_of, bare, command_store_refusal as store_refusal, non_empty, unregister_result,
+    CommandAnswer, CommandKind, CommandRefusal, Completed,
 };
 use crate::doors::MAX_JID_BYTES;
 use crate::modules::{Module, ModuleSet};
@@ -74,19 +74,40 @@ impl TigaseDoor {
                 ))?;
         let token = non_empty(command.field("device-token"))
             .ok_or(CommandRefusal::bad_request("The form has no device-token."))?;
-        let account = bare(from);
+        let account = account_of(from);
         if account.len() > MAX_JID_BYTES || token.len() > MAX_TOKEN_BYTES {
             return Err(CommandRefusal::bad_request("The JID or token is too long."));
         }
         let key = RegistrationKey {
             service: provider.to_owned(),
-            device: account.to_owned(),
+            device: account,
             channel: token.to_owned(),
         };
         match kind {
-            CommandKind::Register => self.register(module, key, from, command).await,
+            CommandKind::Register => {
+                self.forget_spelled(&key, bare(from)).await;
+                self.register(module, key, from, command).await
+            }
             CommandKind::Unregister => unregister_result(self.store.unregister(&key).await),
             CommandKind::Unknown => Err(CommandRefusal::UNKNOWN_COMMAND),
+        }
+    }
+
+    /// Removes the registration an fpush that kept the sender's JID as its server spelled it
+    /// (`spelled`, e.g. `Juliet@Example.ORG.`) made for the device registering as `key`: its
+    /// pushes name an account the app does not know as its own. Its node is then answered
+    /// `item-not-found` and the server disables it; the app enables the one answered now. A
+    /// store failure here is logged: the registration itself decides the answer.
+    async fn forget_spelled(&self, key: &RegistrationKey, spelled: &str) {
+        if spelled == key.device {
+            return;
+        }
+        let old = RegistrationKey {
+            device: spelled.to_owned(),
+            ..key.clone()
+        };
+        if let Err(error) = self.store.unregister(&old).await {
+            log::debug!("tigase: a registration under the JID as spelled stays: {error}");
         }
     }
 
