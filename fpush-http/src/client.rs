@@ -65,7 +65,7 @@ impl HttpClient {
     pub fn new(origin: &str, cfg: HttpConfig) -> Result<Self, HttpError> {
         let origin = Origin::parse(origin)?;
         let tls = TlsConnector::from(crate::tls::client_config(&cfg)?);
-        let connector = Connector::new(origin.clone(), tls, cfg.connect_timeout)?;
+        let connector = Connector::new(origin.clone(), tls, cfg.connect_timeout, cfg.addresses)?;
         let pool = Pool::new(connector, cfg.max_connections, cfg.idle_timeout);
         Ok(Self {
             inner: Arc::new(Inner {

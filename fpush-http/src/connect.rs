@@ -1,6 +1,7 @@
 //! [`Connector`]: opening one connection to the origin (TCP, TLS, then HTTP/2 or HTTP/1.1 as
 //! ALPN decides), bounded by the connect timeout.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,6 +41,8 @@ pub(crate) struct Connector {
     server_name: ServerName<'static>,
     tls: TlsConnector,
     pub(crate) connect_timeout: Duration,
+    /// Where to connect when the caller fixed it ([`crate::HttpConfig::addresses`]).
+    addresses: Vec<SocketAddr>,
 }
 
 impl Connector {
@@ -47,6 +50,7 @@ impl Connector {
         origin: Origin,
         tls: TlsConnector,
         connect_timeout: Duration,
+        addresses: Vec<SocketAddr>,
     ) -> Result<Self, HttpError> {
         let server_name =
             ServerName::try_from(origin.host.clone()).map_err(|e| HttpError::InvalidOrigin {
@@ -58,6 +62,7 @@ impl Connector {
             server_name,
             tls,
             connect_timeout,
+            addresses,
         })
     }
 
@@ -102,9 +107,12 @@ impl Connector {
     }
 
     async fn open_tls(&self) -> Result<TlsStream<TcpStream>, HttpError> {
-        let tcp = TcpStream::connect((self.origin.host.as_str(), self.origin.port))
-            .await
-            .map_err(|e| self.connect_error(format!("TCP: {e}")))?;
+        let tcp = if self.addresses.is_empty() {
+            TcpStream::connect((self.origin.host.as_str(), self.origin.port)).await
+        } else {
+            TcpStream::connect(&self.addresses[..]).await
+        };
+        let tcp = tcp.map_err(|e| self.connect_error(format!("TCP: {e}")))?;
         let _ = tcp.set_nodelay(true);
         self.tls
             .connect(self.server_name.clone(), tcp)

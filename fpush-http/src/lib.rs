@@ -29,6 +29,7 @@ mod pool;
 mod retry;
 mod tls;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -66,6 +67,10 @@ pub struct HttpConfig {
     pub idle_timeout: Duration,
     /// When the provider's answers pause the whole client.
     pub breaker: BreakerConfig,
+    /// The only addresses connections go to, as the caller looked them up (and checked):
+    /// the host is then never looked up again, so a DNS answer that changes cannot send a
+    /// connection elsewhere. Empty: each connection looks the host up.
+    pub addresses: Vec<SocketAddr>,
 }
 
 /// Default of [`HttpConfig::max_connections`] (`apns.maxConnections`, `fcm.maxConnections`).
@@ -81,6 +86,7 @@ impl Default for HttpConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: Duration::from_secs(90),
             breaker: BreakerConfig::default(),
+            addresses: Vec::new(),
         }
     }
 }

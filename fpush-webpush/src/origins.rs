@@ -8,12 +8,15 @@
 //! paused one out and end its pause early.
 //!
 //! An origin's addresses are checked against the fence when its client is made and again after
-//! [`RECHECK_AFTER`], so a name that starts resolving to a private address is refused soon.
+//! [`RECHECK_AFTER`], and the client connects only to the addresses checked: the name is never
+//! looked up again between the check and the socket.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fpush_http::{BreakerConfig, HttpClient, HttpConfig};
@@ -63,6 +66,9 @@ pub enum OriginError {
 
 struct Entry {
     client: HttpClient,
+    /// Where its connections go: the addresses checked, sorted (empty for an origin listed
+    /// exactly, whose client looks its host up itself).
+    addresses: Vec<SocketAddr>,
     checked: Instant,
     used: Instant,
 }
@@ -76,10 +82,26 @@ struct Held {
     paused: HashMap<String, Instant>,
 }
 
+/// An address lookup in flight.
+type Lookup = Pin<Box<dyn Future<Output = std::io::Result<Vec<SocketAddr>>> + Send>>;
+
+/// How a host's addresses are found: the system resolver, or a test's stand-in for DNS.
+type Resolver = Arc<dyn Fn(String, u16) -> Lookup + Send + Sync>;
+
+/// The system resolver.
+fn system_resolver() -> Resolver {
+    Arc::new(|host: String, port: u16| -> Lookup {
+        Box::pin(async move { Ok(tokio::net::lookup_host((host, port)).await?.collect()) })
+    })
+}
+
 /// The clients held open, by origin.
 pub struct Origins {
     settings: ClientSettings,
     held: Mutex<Held>,
+    resolver: Resolver,
+    /// Which addresses a wildcard origin may have: [`is_public`] (a test narrows it).
+    allowed: fn(IpAddr) -> bool,
 }
 
 impl Origins {
@@ -87,6 +109,8 @@ impl Origins {
         Origins {
             settings,
             held: Mutex::new(Held::default()),
+            resolver: system_resolver(),
+            allowed: is_public,
         }
     }
 
@@ -97,11 +121,15 @@ impl Origins {
             return Ok(client);
         }
         self.lock().still_paused(&admitted.origin, now)?;
-        check_addresses(admitted, self.settings.request_timeout).await?;
-        if let Some(entry) = self.lock().clients.get_mut(&admitted.origin) {
-            entry.checked = now;
-            entry.used = now;
-            return Ok(entry.client.clone());
+        let addresses = check_addresses(
+            admitted,
+            self.settings.request_timeout,
+            &self.resolver,
+            self.allowed,
+        )
+        .await?;
+        if let Some(client) = self.recheck(&admitted.origin, &addresses, now) {
+            return Ok(client);
         }
         // Made outside the lock: it reads the CA file.
         let config = HttpConfig {
@@ -109,25 +137,43 @@ impl Origins {
             max_connections: self.settings.connections_per_origin.max(1),
             request_timeout: self.settings.request_timeout,
             breaker: NO_429_PAUSE,
+            addresses: addresses.clone(),
             ..HttpConfig::default()
         };
         let client = HttpClient::new(&admitted.origin, config)?;
         let mut held = self.lock();
         if let Some(entry) = held.clients.get(&admitted.origin) {
-            // Another push made one meanwhile: share it.
-            return Ok(entry.client.clone());
+            if entry.addresses == addresses {
+                // Another push made one meanwhile: share it.
+                return Ok(entry.client.clone());
+            }
         }
         let cap = self.settings.max_origins.max(1);
-        if held.clients.len() >= cap {
-            held.drop_oldest(cap);
-        }
         let entry = Entry {
             client: client.clone(),
+            addresses,
             checked: now,
             used: now,
         };
+        if held.clients.remove(&admitted.origin).is_none() && held.clients.len() >= cap {
+            held.drop_oldest(cap);
+        }
         held.clients.insert(admitted.origin.clone(), entry);
         Ok(client)
+    }
+
+    /// The held client of `origin`, its check renewed, when it still connects where the
+    /// check just found the origin, or when it is paused (it connects nowhere until the
+    /// pause ends, and a new client would know nothing of the pause).
+    fn recheck(&self, origin: &str, addresses: &[SocketAddr], now: Instant) -> Option<HttpClient> {
+        let mut held = self.lock();
+        let entry = held.clients.get_mut(origin)?;
+        if entry.addresses != addresses && entry.client.paused_for().is_none() {
+            return None;
+        }
+        entry.checked = now;
+        entry.used = now;
+        Some(entry.client.clone())
     }
 
     /// Origins held now.
@@ -208,28 +254,45 @@ impl Held {
     }
 }
 
-/// Every address the host resolves to must be public, unless the origin is listed exactly.
-/// The lookup is bounded by `limit` (the request timeout): a slow resolver must not hold a
-/// push longer than a slow push service may.
-async fn check_addresses(admitted: &Admitted, limit: Duration) -> Result<(), OriginError> {
+/// Where the origin's connections may go: every address the host resolves to, each public
+/// (`allowed`), and the client then connects to these and never looks the host up again (a
+/// DNS answer that changed since would otherwise decide). An origin listed exactly is not
+/// checked: its client looks its host up itself (empty). The lookup is bounded by `limit`
+/// (the request timeout): a slow resolver must not hold a push longer than a slow push
+/// service may.
+async fn check_addresses(
+    admitted: &Admitted,
+    limit: Duration,
+    resolver: &Resolver,
+    allowed: fn(IpAddr) -> bool,
+) -> Result<Vec<SocketAddr>, OriginError> {
     if admitted.explicit {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let addresses: Vec<IpAddr> = match admitted.host.parse::<IpAddr>() {
+    let mut addresses: Vec<IpAddr> = match admitted.host.parse::<IpAddr>() {
         Ok(literal) => vec![literal],
         Err(_) => {
-            let lookup = tokio::net::lookup_host((admitted.host.as_str(), admitted.port));
-            resolved(admitted, limit, lookup).await?
+            let lookup = resolver(admitted.host.clone(), admitted.port);
+            resolved(admitted, limit, async { lookup.await.map(Vec::into_iter) }).await?
         }
     };
-    match addresses.into_iter().find(|address| !is_public(*address)) {
-        Some(address) => Err(FenceError::NonPublic {
-            origin: admitted.origin.clone(),
-            address,
-        }
-        .into()),
-        None => Ok(()),
+    if let Some(&address) = addresses.iter().find(|address| !allowed(**address)) {
+        let origin = admitted.origin.clone();
+        return Err(FenceError::NonPublic { origin, address }.into());
     }
+    if addresses.is_empty() {
+        return Err(OriginError::Resolve {
+            origin: admitted.origin.clone(),
+            reason: "no addresses".into(),
+        });
+    }
+    addresses.sort();
+    addresses.dedup();
+    let port = admitted.port;
+    Ok(addresses
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect())
 }
 
 /// The addresses of a lookup that answered within `limit`.
@@ -283,6 +346,29 @@ mod tests {
             "{error}"
         );
         assert_eq!(started.elapsed(), limit);
+    }
+
+    #[tokio::test]
+    async fn a_connection_goes_to_the_address_that_was_checked_and_nowhere_else() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let fence = Fence::new(&[format!("https://*.push.invalid:{port}")]).unwrap();
+        let admitted = fence
+            .admit(&format!("https://a.push.invalid:{port}/x"))
+            .unwrap();
+        // Here only 127.0.0.1 counts as public, and DNS says that is where the name is. Any
+        // other lookup of the name (the system's resolver knows nothing of it) is not the
+        // answer that was checked.
+        let mut origins = origins(4);
+        origins.allowed = |address| address == IpAddr::from([127, 0, 0, 1]);
+        origins.resolver = Arc::new(move |_, port| -> Lookup {
+            Box::pin(async move { Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]) })
+        });
+        let client = origins.client(&admitted).await.unwrap();
+        let request = http::Request::post("/x").body(bytes::Bytes::new()).unwrap();
+        let sent = tokio::spawn(async move { client.send(request).await });
+        let accepted = tokio::time::timeout(Duration::from_secs(2), listener.accept()).await;
+        assert!(accepted.is_ok(), "{:?}", sent.await.unwrap());
     }
 
     #[tokio::test]
