@@ -176,18 +176,23 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || (a == 198 && (b == 18 || b == 19)))
 }
 
+/// Global unicast (2000::/3) only: everything outside it is reserved, local or special, and
+/// some of it carries an IPv4 address (IPv4-compatible `::a.b.c.d`, IPv4-translated
+/// `::ffff:0:a.b.c.d`, local-use NAT64 `64:ff9b:1::/48`) that stacks and gateways may reach.
+/// Inside it, 6to4 (2002::/16) reaches the IPv4 address it carries, so that one must be public.
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast()
-        // Unique local fc00::/7, link-local fe80::/10, site-local fec0::/10.
-        || (first & 0xfe00) == 0xfc00
-        || (first & 0xffc0) == 0xfe80
-        || (first & 0xffc0) == 0xfec0
-        // Documentation 2001:db8::/32, NAT64 64:ff9b::/96 (reaches IPv4 of any kind).
-        || (first == 0x2001 && ip.segments()[1] == 0x0db8)
-        || (first == 0x0064 && ip.segments()[1] == 0xff9b))
+    let segments = ip.segments();
+    let first = segments[0];
+    if (first & 0xe000) != 0x2000 {
+        return false;
+    }
+    if first == 0x2002 {
+        let [a, b] = segments[1].to_be_bytes();
+        let [c, d] = segments[2].to_be_bytes();
+        return is_public_v4(Ipv4Addr::new(a, b, c, d));
+    }
+    // Documentation 2001:db8::/32.
+    !(first == 0x2001 && segments[1] == 0x0db8)
 }
 
 #[cfg(test)]
@@ -280,6 +285,29 @@ mod tests {
             "",
         ] {
             assert!(Fence::new(&[entry]).is_err(), "{entry}");
+        }
+    }
+
+    #[test]
+    fn ipv6_addresses_outside_global_unicast_or_carrying_a_private_ipv4_are_not_public() {
+        for private in [
+            // IPv4-compatible (deprecated, ::/96) and IPv4-translated (::ffff:0:0:0/96).
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "::ffff:0:127.0.0.1",
+            // Discard-only 100::/64, local-use NAT64 64:ff9b:1::/48, reserved ::/8 and 4000::/2.
+            "100::1",
+            "64:ff9b:1::7f00:1",
+            "::100:1",
+            "4000::1",
+            // 6to4 of a loopback or private IPv4 address.
+            "2002:7f00:1::1",
+            "2002:a00:1::1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["2002:8efa:101::1", "2a00:1450::1", "2606:4700::1111"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
         }
     }
 
