@@ -7,8 +7,9 @@
 //! two openings at a time, never beyond `max_connections`) only when the rate of requests keeps
 //! needing more streams than it has, or its waiters would wait long: see [`should_grow`].
 //! That wait has no bound of its own: the caller's request timeout bounds it. Idle extra
-//! connections are closed by their drivers; a connection behind a GOAWAY or dead leaves the
-//! pool at once, and its streams in flight finish on it.
+//! connections are closed by their drivers (idle HTTP/1.1 ones by a sweep, [`sweep_http1`]);
+//! a connection behind a GOAWAY or dead leaves the pool at once, and its streams in flight
+//! finish on it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -51,9 +52,13 @@ pub(crate) struct Pool {
     changed: Notify,
     opened: AtomicU64,
     stream_time: StreamTime,
+    /// Idle HTTP/1.1 connections, the longest idle first.
     http1_idle: Mutex<Vec<Http1Conn>>,
     /// HTTP/1.1 connections open now, busy or idle: they count against `max_connections`.
     http1_open: AtomicUsize,
+    /// A task closing idle extra HTTP/1.1 connections is on (set and cleared under
+    /// `http1_idle`'s lock).
+    http1_sweep: AtomicBool,
     epoch: Instant,
 }
 
@@ -94,6 +99,8 @@ pub(crate) enum Lease {
 pub(crate) struct Http1Conn {
     pub(crate) sender: http1::SendRequest<Full<Bytes>>,
     pool: Weak<Pool>,
+    /// When its last answer was read.
+    idle_since: Instant,
 }
 
 impl Drop for Http1Conn {
@@ -150,6 +157,7 @@ impl Pool {
             stream_time: StreamTime::default(),
             http1_idle: Mutex::default(),
             http1_open: AtomicUsize::new(0),
+            http1_sweep: AtomicBool::new(false),
             epoch: Instant::now(),
         }
     }
@@ -264,6 +272,7 @@ impl Pool {
                 self.keep_http1(Http1Conn {
                     sender,
                     pool: Arc::downgrade(&self),
+                    idle_since: Instant::now(),
                 });
                 Ok(None)
             }
@@ -394,17 +403,72 @@ impl Pool {
         None
     }
 
-    /// Keeps an HTTP/1.1 connection whose answer was read, for the next request.
-    pub(crate) fn keep_http1(&self, conn: Http1Conn) {
+    /// Keeps an HTTP/1.1 connection whose answer was read, for the next request. Like an
+    /// HTTP/2 one, an idle extra is closed after the idle timeout (see [`sweep_http1`]).
+    pub(crate) fn keep_http1(&self, mut conn: Http1Conn) {
         if conn.sender.is_closed() {
             return;
         }
+        conn.idle_since = Instant::now();
+        let pool = conn.pool.clone();
         if let Ok(mut idle) = self.http1_idle.lock() {
             if idle.len() < MAX_IDLE_HTTP1 {
                 idle.push(conn);
             }
+            if !self.http1_sweep.swap(true, Ordering::Relaxed) {
+                tokio::spawn(sweep_http1(pool, self.idle_timeout));
+            }
         }
         self.changed.notify_one();
+    }
+
+    /// Closes the idle HTTP/1.1 connections idle for the idle timeout, as long as another
+    /// connection stays open. Returns how long until the next one would be, or `None` when
+    /// no idle extra is left (the sweep then ends).
+    fn close_idle_http1(&self) -> Option<Duration> {
+        let now = Instant::now();
+        // Read before `http1_idle` is locked: `next_step` takes the two the other way round.
+        let h2 = self.lock().conns.len();
+        let mut idle = self.http1_idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = h2 + self.http1_open.load(Ordering::Relaxed);
+        let stale = |conn: &Http1Conn| now.duration_since(conn.idle_since) >= self.idle_timeout;
+        let mut closed = Vec::new();
+        while open > 1 && idle.first().is_some_and(stale) {
+            closed.push(idle.remove(0));
+            open -= 1;
+        }
+        let next = match idle.first() {
+            Some(conn) if open > 1 => Some(conn.idle_since + self.idle_timeout - now),
+            _ => None,
+        };
+        if next.is_none() {
+            self.http1_sweep.store(false, Ordering::Relaxed);
+        }
+        drop(idle);
+        if !closed.is_empty() {
+            log::debug!(
+                "closing {} idle extra HTTP/1.1 connections to {}",
+                closed.len(),
+                self.connector.origin.text
+            );
+        }
+        next
+    }
+}
+
+/// Closes a pool's idle extra HTTP/1.1 connections as they reach the idle timeout, until none
+/// is left; holds no strong handle on the pool meanwhile.
+async fn sweep_http1(pool: Weak<Pool>, idle_timeout: Duration) {
+    let mut wait = idle_timeout;
+    loop {
+        tokio::time::sleep(wait).await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        match pool.close_idle_http1() {
+            Some(next) => wait = next,
+            None => return,
+        }
     }
 }
 

@@ -519,6 +519,39 @@ async fn http1_connections_are_limited_like_http2_ones() {
     assert_eq!(server.connections_accepted(), 2, "the idle ones are reused");
 }
 
+#[tokio::test]
+async fn idle_extra_http1_connections_close_and_one_stays() {
+    let s = setup();
+    let tls = s
+        .pki
+        .server_config_with_alpn(ClientAuth::None, &[b"http/1.1"])
+        .unwrap();
+    let server = serve_with(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls,
+        ServeOptions::default(),
+        |_req: Request<Bytes>, _conn: Arc<Connection>| async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Response::new(Bytes::new())
+        },
+    )
+    .await
+    .unwrap();
+    let mut cfg = config(&s, 4);
+    cfg.idle_timeout = Duration::from_millis(200);
+    let client = HttpClient::new(&server.origin(), cfg).unwrap();
+    assert!(burst(&client, 4).await.iter().all(Result::is_ok));
+    assert_eq!(server.connections_accepted(), 4);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The extras closed, one stayed: the next burst opens new ones beside it.
+    assert!(burst(&client, 4).await.iter().all(Result::is_ok));
+    let accepted = server.connections_accepted();
+    assert!(
+        (5..8).contains(&accepted),
+        "{accepted} connections accepted"
+    );
+}
+
 /// An HTTP/2 server that announces a server push (`PUSH_PROMISE` for `GET /`) before each
 /// answer; counts the connections it took.
 async fn pushing_server(s: &Setup) -> (String, Arc<AtomicUsize>) {
