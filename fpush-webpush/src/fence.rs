@@ -173,7 +173,9 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         // Shared address space (carrier-grade NAT), 100.64.0.0/10.
         || (a == 100 && (64..128).contains(&b))
         // Benchmarking, 198.18.0.0/15.
-        || (a == 198 && (b == 18 || b == 19)))
+        || (a == 198 && (b == 18 || b == 19))
+        // IETF protocol assignments, 192.0.0.0/24 (DS-Lite, NAT64 discovery): local.
+        || (a == 192 && b == 0 && ip.octets()[2] == 0))
 }
 
 /// Global unicast (2000::/3) only: everything outside it is reserved, local or special, and
@@ -309,6 +311,16 @@ mod tests {
         for public in ["2002:8efa:101::1", "2a00:1450::1", "2606:4700::1111"] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
+    }
+
+    #[test]
+    fn the_ietf_protocol_assignments_block_is_not_public() {
+        // 192.0.0.0/24: DS-Lite's B4 and AFTR (192.0.0.1, 192.0.0.2), NAT64 discovery
+        // (192.0.0.170) and the like: local infrastructure, never a push service.
+        for private in ["192.0.0.1", "192.0.0.2", "192.0.0.170", "::ffff:192.0.0.8"] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        assert!(is_public("192.0.1.1".parse().unwrap()));
     }
 
     #[test]
