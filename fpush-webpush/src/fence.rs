@@ -193,8 +193,9 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         let [c, d] = segments[2].to_be_bytes();
         return is_public_v4(Ipv4Addr::new(a, b, c, d));
     }
-    // Documentation 2001:db8::/32.
-    !(first == 0x2001 && segments[1] == 0x0db8)
+    // IETF protocol assignments 2001::/23 (Teredo, 2001::/32, reaches the IPv4 addresses it
+    // carries; benchmarking; ORCHIDs) and documentation 2001:db8::/32.
+    !(first == 0x2001 && (segments[1] < 0x0200 || segments[1] == 0x0db8))
 }
 
 #[cfg(test)]
@@ -321,6 +322,16 @@ mod tests {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
         assert!(is_public("192.0.1.1".parse().unwrap()));
+        // Its IPv6 counterpart, 2001::/23, with Teredo (2001::/32), which carries an IPv4
+        // server and client that relays reach, and benchmarking (2001:2::/48).
+        for private in [
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:2::1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        assert!(is_public("2001:4860:4860::8888".parse().unwrap()));
     }
 
     #[test]
