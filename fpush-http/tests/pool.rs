@@ -492,24 +492,29 @@ async fn requests_waiting_for_a_stream_all_go_when_the_provider_raises_its_limit
     assert!(peak.load(Ordering::SeqCst) > 1);
 }
 
-#[tokio::test]
-async fn http1_connections_are_limited_like_http2_ones() {
-    let s = setup();
+/// A server that speaks only HTTP/1.1 and answers each request after `delay`.
+async fn http1_server(s: &Setup, delay: Duration) -> TestServer {
     let tls = s
         .pki
         .server_config_with_alpn(ClientAuth::None, &[b"http/1.1"])
         .unwrap();
-    let server = serve_with(
+    serve_with(
         SocketAddr::from(([127, 0, 0, 1], 0)),
         tls,
         ServeOptions::default(),
-        |_req: Request<Bytes>, conn: Arc<Connection>| async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            Response::new(Bytes::from(conn.id.to_string()))
+        move |_req: Request<Bytes>, _conn: Arc<Connection>| async move {
+            tokio::time::sleep(delay).await;
+            Response::new(Bytes::new())
         },
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn http1_connections_are_limited_like_http2_ones() {
+    let s = setup();
+    let server = http1_server(&s, Duration::from_millis(200)).await;
     let client = HttpClient::new(&server.origin(), config(&s, 2)).unwrap();
     let results = burst(&client, 12).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -522,21 +527,7 @@ async fn http1_connections_are_limited_like_http2_ones() {
 #[tokio::test]
 async fn idle_extra_http1_connections_close_and_one_stays() {
     let s = setup();
-    let tls = s
-        .pki
-        .server_config_with_alpn(ClientAuth::None, &[b"http/1.1"])
-        .unwrap();
-    let server = serve_with(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        tls,
-        ServeOptions::default(),
-        |_req: Request<Bytes>, _conn: Arc<Connection>| async move {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            Response::new(Bytes::new())
-        },
-    )
-    .await
-    .unwrap();
+    let server = http1_server(&s, Duration::from_millis(100)).await;
     let mut cfg = config(&s, 4);
     cfg.idle_timeout = Duration::from_millis(200);
     let client = HttpClient::new(&server.origin(), cfg).unwrap();

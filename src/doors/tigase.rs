@@ -199,14 +199,17 @@ mod tests {
         ModuleSet::from_modules(vec![(module, false)])
     }
 
-    #[tokio::test]
-    async fn a_sender_spelling_its_domain_otherwise_finds_its_registration() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("registrations.sqlite3");
-        let store = Arc::new(SqliteStore::open(&path, StoreLimits::default()).unwrap());
-        let door = TigaseDoor::new(store);
-        let modules = apns_modules();
-        let command = AdHocCommand {
+    /// A door on a SQLite store in `dir`.
+    fn sqlite_door(dir: &std::path::Path) -> TigaseDoor {
+        let path = dir.join("registrations.sqlite3");
+        TigaseDoor::new(Arc::new(
+            SqliteStore::open(&path, StoreLimits::default()).unwrap(),
+        ))
+    }
+
+    /// `register-device` for the APNS provider and one device token.
+    fn register_device() -> AdHocCommand {
+        AdHocCommand {
             node: "register-device".into(),
             action: Some("execute".into()),
             session_id: None,
@@ -214,7 +217,15 @@ mod tests {
                 ("provider".into(), PROVIDER.into()),
                 ("device-token".into(), "ab".repeat(32)),
             ],
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sender_spelling_its_domain_otherwise_finds_its_registration() {
+        let dir = tempfile::tempdir().unwrap();
+        let door = sqlite_door(dir.path());
+        let modules = apns_modules();
+        let command = register_device();
         let from = "juliet@Example.ORG./phone";
         let answer = door.command(&modules, from, &command).await;
         let completed = answer.result.expect("registered");
@@ -239,19 +250,9 @@ mod tests {
         // Tigase component normalised the sender so. One device is one registration however
         // the server spells the JID.
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("registrations.sqlite3");
-        let store = Arc::new(SqliteStore::open(&path, StoreLimits::default()).unwrap());
-        let door = TigaseDoor::new(store.clone());
+        let door = sqlite_door(dir.path());
         let modules = apns_modules();
-        let command = AdHocCommand {
-            node: "register-device".into(),
-            action: Some("execute".into()),
-            session_id: None,
-            fields: vec![
-                ("provider".into(), PROVIDER.into()),
-                ("device-token".into(), "ab".repeat(32)),
-            ],
-        };
+        let command = register_device();
         let mut nodes = Vec::new();
         for from in ["Juliet@Example.ORG./phone", "juliet@example.org/phone"] {
             let answer = door.command(&modules, from, &command).await;
