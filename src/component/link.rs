@@ -148,9 +148,51 @@ pub(crate) async fn serve(
     };
     let farewell = Farewell::after(outcome, cfg);
     if let Some(last) = farewell.last {
-        close_stream(&mut wr, &mut rd, farewell.grace, &last).await;
+        // Closed for new settings, the server may have sent stanzas before it read our close:
+        // they are handed over and answered (on the next stream), not thrown away with this one.
+        let late = matches!(farewell.result, Ok(LinkEnd::Reconfigured)).then_some(LateStanzas {
+            framer: &mut framer,
+            inbound,
+            cfg,
+        });
+        close_stream(&mut wr, &mut rd, farewell.grace, &last, late).await;
     }
     farewell.result
+}
+
+/// Where the stanzas that arrive while a stream closes go, when they are still to be answered.
+struct LateStanzas<'a> {
+    framer: &'a mut super::framer::Framer,
+    inbound: &'a mpsc::Sender<Inbound>,
+    cfg: &'a ComponentConfig,
+}
+
+impl LateStanzas<'_> {
+    /// Reads and hands over stanzas until the server ends its stream, closes the connection or
+    /// the stream fails.
+    async fn hand_over_until_closed(self, rd: &mut OwnedReadHalf) {
+        let hearing = Hearing::default();
+        loop {
+            loop {
+                let item = match self.framer.next_frame() {
+                    Ok(Some(frame)) => match frame_to_inbound(frame, self.cfg) {
+                        Ok(Some(item)) => item,
+                        Ok(None) => continue,
+                        Err(_) => return,
+                    },
+                    Ok(None) => break,
+                    Err(_) => return,
+                };
+                if !hand_over(self.inbound, item, &hearing).await {
+                    return;
+                }
+            }
+            match rd.read_buf(self.framer.buffer()).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
 }
 
 /// Drives the reader and the writer until the stream is done with. After shutdown the reader
@@ -452,12 +494,14 @@ fn keepalive_ping(cfg: &ComponentConfig) -> Vec<u8> {
 
 /// Writes the final bytes, half-closes, and waits briefly for the server to close its side, so
 /// the kernel does not reset the connection over unread input and lose what we just wrote.
-/// `grace` bounds each of the two waits.
+/// What arrives meanwhile goes to `late` when given, else it is read and dropped. `grace`
+/// bounds each of the two waits.
 async fn close_stream(
     wr: &mut OwnedWriteHalf,
     rd: &mut OwnedReadHalf,
     grace: Duration,
     last: &[u8],
+    late: Option<LateStanzas<'_>>,
 ) {
     let write = async {
         wr.write_all(last).await?;
@@ -472,6 +516,9 @@ async fn close_stream(
     }
     let mut sink = vec![0u8; 4096];
     let drain = async {
+        if let Some(late) = late {
+            late.hand_over_until_closed(rd).await;
+        }
         loop {
             match rd.read(&mut sink).await {
                 Ok(0) | Err(_) => break,
