@@ -45,3 +45,51 @@ async fn pushes_sent_while_a_reload_closes_the_stream_are_answered_on_the_next_o
         assert_result(reply, &format!("late-{i}"));
     }
 }
+
+/// GET `path` from the metrics listener on `port`, retrying while it starts: the body.
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(mut socket) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+            socket.write_all(request.as_bytes()).await.unwrap();
+            let mut response = String::new();
+            socket.read_to_string(&mut response).await.unwrap();
+            return response;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no metrics listener"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A reload refused for one module's credentials leaves no trace of the modules it named
+/// beside it: the metrics show the modules that run.
+#[tokio::test]
+async fn a_refused_reload_adds_no_series_for_the_modules_it_would_have_added() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let port = free_port();
+    let metrics = format!(r#""metrics": {{ "listen": "127.0.0.1:{port}" }},"#);
+    let fpush = Daemon::start(&settings(&server, &demo_module(None, "0s"), &metrics));
+    let _link = connect(&mut server).await;
+    let refused = r#"{
+        "demo": { "type": "demo", "is_default_module": true },
+        "added": { "type": "demo" },
+        "broken": { "type": "apple", "apns": { "keyFilePath": "/nonexistent/AuthKey_ABC1234567.p8",
+            "keyId": "ABC1234567", "teamId": "TEAM123456", "topic": "org.example.app" } }
+    }"#;
+    fpush.rewrite_settings(&settings(&server, refused, &metrics));
+    fpush.reload();
+    let log = fpush.log_with("keeping the running settings");
+    assert!(log.contains("keeping the running settings"), "{log}");
+    let text = http_get(port, "/metrics").await;
+    assert!(text.contains(r#"module="demo""#), "{text}");
+    let added: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(r#"module="added""#))
+        .collect();
+    assert!(added.is_empty(), "{added:#?}");
+}

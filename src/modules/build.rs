@@ -36,49 +36,54 @@ pub fn build(
     previous: Option<&ModuleSet>,
 ) -> Result<ModuleSet, BuildErrors> {
     let mut errors = Vec::new();
-    let mut built = Vec::new();
     let redis = redis_store(settings, metrics, previous).unwrap_or_else(|error| {
         errors.push(error.to_string());
         None
     });
+    let mut platforms = Vec::new();
     for module_settings in &settings.push_modules {
         match build_platform(module_settings) {
-            Ok(push) => {
-                let before = previous
-                    .and_then(|p| p.by_id.get(&module_settings.id))
-                    .filter(|b| b.type_name == module_settings.platform.type_name);
-                built.push((
-                    assemble(
-                        module_settings,
-                        push,
-                        settings,
-                        metrics,
-                        before,
-                        redis.as_ref(),
-                    ),
-                    module_settings.is_default_module,
-                ));
-            }
+            Ok(push) => platforms.push((module_settings, push)),
             Err(message) => errors.push(message),
         }
     }
-    if let Some(push2) = &settings.push2 {
-        match web_push_module(push2, settings, metrics, previous) {
-            Ok(module) => built.push((module, false)),
-            Err(message) => errors.push(message),
-        }
+    let web_push = settings.push2.as_ref().map(|push2| {
+        web_push_client(push2, previous)
+            .map(|push| (push2, push))
+            .map_err(|message| errors.push(message))
+    });
+    // Only now are the modules made: each registers its metrics series, which a refused set
+    // must not leave behind for modules that never ran.
+    if !errors.is_empty() {
+        return Err(BuildErrors(errors));
     }
-    if errors.is_empty() {
-        let mut set =
-            ModuleSet::from_modules(built).with_retired_grace(settings.modules.retired_grace);
-        set.push2 = settings.push2.clone();
-        if let Some(previous) = previous {
-            set.remember_retired(previous, settings.modules.retired_grace);
-        }
-        Ok(set)
-    } else {
-        Err(BuildErrors(errors))
+    let mut built = Vec::new();
+    for (module_settings, push) in platforms {
+        let before = previous
+            .and_then(|p| p.by_id.get(&module_settings.id))
+            .filter(|b| b.type_name == module_settings.platform.type_name);
+        let module = assemble(
+            module_settings,
+            push,
+            settings,
+            metrics,
+            before,
+            redis.as_ref(),
+        );
+        built.push((module, module_settings.is_default_module));
     }
+    if let Some(Ok((push2, push))) = web_push {
+        built.push((
+            web_push_module(push2, push, settings, metrics, previous),
+            false,
+        ));
+    }
+    let mut set = ModuleSet::from_modules(built).with_retired_grace(settings.modules.retired_grace);
+    set.push2 = settings.push2.clone();
+    if let Some(previous) = previous {
+        set.remember_retired(previous, settings.modules.retired_grace);
+    }
+    Ok(set)
 }
 
 /// The Redis store of the modules whose ratelimit backend is `redis`: the previous one when a
@@ -186,25 +191,36 @@ fn assemble(
     }
 }
 
-/// The push2 relay's Web Push module: its ratelimit (off unless enabled) keys on the `client`.
-/// A reload keeps its state (dead endpoints, ratelimit) and, when the `push2` section is
-/// unchanged, its client too, with the connections it holds.
+/// The push2 relay's Web Push client: the running module's, with the connections it holds,
+/// when a reload leaves the `push2` section unchanged, else a new one.
+fn web_push_client(
+    push2: &Push2Settings,
+    previous: Option<&ModuleSet>,
+) -> Result<Arc<dyn PushTrait>, String> {
+    let before = previous
+        .and_then(|p| p.by_id.get(WEB_PUSH_MODULE))
+        .filter(|b| b.type_name == super::registry::WEB_PUSH_TYPE);
+    let unchanged = previous.is_some_and(|p| p.push2.as_ref() == Some(push2));
+    match before.filter(|_| unchanged) {
+        Some(before) => Ok(before.push.clone()),
+        None => super::registry::web_push(push2),
+    }
+}
+
+/// The push2 relay's Web Push module around `push`: its ratelimit (off unless enabled) keys on
+/// the `client`. A reload keeps its state (dead endpoints, ratelimit).
 fn web_push_module(
     push2: &Push2Settings,
+    push: Arc<dyn PushTrait>,
     settings: &Settings,
     metrics: &Metrics,
     previous: Option<&ModuleSet>,
-) -> Result<Module, String> {
+) -> Module {
     let id = WEB_PUSH_MODULE;
     let type_name = super::registry::WEB_PUSH_TYPE;
     let before = previous
         .and_then(|p| p.by_id.get(id))
         .filter(|b| b.type_name == type_name);
-    let unchanged = previous.is_some_and(|p| p.push2.as_ref() == Some(push2));
-    let push = match before.filter(|_| unchanged) {
-        Some(before) => before.push.clone(),
-        None => super::registry::web_push(push2)?,
-    };
     let ratelimit = RatelimitConfig {
         enabled: push2.ratelimit.enabled,
         window: push2.ratelimit.ratelimit_time,
@@ -214,9 +230,9 @@ fn web_push_module(
     let fresh = Module::new(id, type_name, push, ratelimit, remember, metrics.module(id))
         .with_max_dead_tokens(settings.dead_tokens.max_entries);
     let Some(before) = before else {
-        return Ok(fresh);
+        return fresh;
     };
-    Ok(Module {
+    Module {
         ratelimit: match before.ratelimit_config == ratelimit {
             true => before.ratelimit.clone(),
             false => Arc::new(before.ratelimit.reconfigured(ratelimit)),
@@ -230,7 +246,7 @@ fn web_push_module(
         alarms: before.alarms.clone(),
         retired: before.retired.clone(),
         ..fresh
-    })
+    }
 }
 
 /// A kept module's dead-token memory under the reloaded `deadTokens.*`: the same one while they
