@@ -322,18 +322,29 @@ pub async fn run_reconfigurable(
     };
     let mut target = Target::new(settings.rx.borrow_and_update().clone());
     let mut pending = PendingReplies::default();
+    // Set while the stream we closed for new settings has no successor yet.
+    let mut replacing = false;
     loop {
         if let Some(cfg) = settings.take_change() {
             target = Target::new(cfg);
         }
-        if shutdown.is_cancelled() {
+        let reopening = shutdown.is_cancelled() && std::mem::take(&mut replacing);
+        if shutdown.is_cancelled() && !reopening {
             state.send_replace(LinkState::Down);
             report_unsent(&mut replies, &pending);
             return Ok(());
         }
-        let Some(opened) = target.open(&mut settings, &shutdown, &state).await else {
+        let opened = if reopening {
+            // Every stanza read was handed over with the stream we closed.
+            handed_over.cancel();
+            target.reopen_to_answer(&state).await
+        } else {
+            target.open(&mut settings, &shutdown, &state).await
+        };
+        let Some(opened) = opened else {
             continue;
         };
+        replacing = false;
         // New settings end the stream the way shutdown does, not by dropping the link's
         // future: the stanzas it had read but not yet handed over (behind a full inbound
         // queue, or when the task yielded half-way through a burst) would be lost with it,
@@ -365,6 +376,7 @@ pub async fn run_reconfigurable(
         };
         if let Ok(LinkEnd::Reconfigured) = end {
             state.send_replace(LinkState::Down);
+            replacing = true;
             continue;
         }
         state.send_replace(LinkState::Down);
@@ -471,6 +483,24 @@ impl Target {
             Err(reason) => {
                 state.send_replace(LinkState::Down);
                 self.wait_unless_changed(reason, settings, shutdown).await;
+                None
+            }
+        }
+    }
+
+    /// One more stream, opened at shutdown when we had just closed the last one for new
+    /// settings: the server is there, and the replies of the pushes still in flight go out on
+    /// it. `None` when it cannot be opened at once (those replies are then lost).
+    async fn reopen_to_answer(&mut self, state: &watch::Sender<LinkState>) -> Option<Opened> {
+        state.send_replace(LinkState::Connecting);
+        match handshake::open(&self.cfg, self.cfg.keepalive_timeout).await {
+            Ok(opened) => {
+                self.connected(&opened.stream_id, state);
+                Some(opened)
+            }
+            Err(reason) => {
+                log::warn!("shutting down: the component link could not be reopened: {reason}");
+                state.send_replace(LinkState::Down);
                 None
             }
         }

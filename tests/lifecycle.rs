@@ -93,3 +93,42 @@ async fn a_refused_reload_adds_no_series_for_the_modules_it_would_have_added() {
         .collect();
     assert!(added.is_empty(), "{added:#?}");
 }
+
+/// A stop that comes while a reload moves the link to new settings still answers the pushes in
+/// flight: the server is there, only the stream was being replaced.
+#[tokio::test]
+async fn a_stop_while_a_reload_reconnects_still_answers_the_pushes_in_flight() {
+    let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
+    let modules = demo_module(None, "300ms");
+    let keepalive = |every: &str| format!(r#""keepaliveInterval": "{every}""#);
+    let timeouts = keepalive("60s");
+    let mut fpush = Daemon::start(&settings_with_timeouts(&server, &modules, &timeouts, ""));
+    let mut old = connect(&mut server).await;
+    old.send(&push_iq("in-flight", "token-f", None))
+        .await
+        .unwrap();
+    let timeouts = keepalive("61s");
+    fpush.rewrite_settings(&settings_with_timeouts(&server, &modules, &timeouts, ""));
+    fpush.reload();
+    fpush.log_with("component settings changed: reconnecting");
+    fpush.terminate();
+    let mut answered = Vec::new();
+    while let Ok(stanza) = old.next_stanza(WAIT).await {
+        answered.push(stanza);
+    }
+    if answered.is_empty() {
+        // A connect that the stop cut short comes first (reset), then the one that answers.
+        let mut new = match server.accept(WAIT).await {
+            Ok(link) => link,
+            Err(_) => connect(&mut server).await,
+        };
+        answered.push(
+            new.next_stanza(WAIT)
+                .await
+                .expect("the reply, on a new stream"),
+        );
+        new.expect_close(WAIT).await.unwrap();
+    }
+    assert_result(&answered[0], "in-flight");
+    assert!(fpush.wait(WAIT).success());
+}
