@@ -173,19 +173,9 @@ impl LateStanzas<'_> {
     async fn hand_over_until_closed(self, rd: &mut OwnedReadHalf) {
         let hearing = Hearing::default();
         loop {
-            loop {
-                let item = match self.framer.next_frame() {
-                    Ok(Some(frame)) => match frame_to_inbound(frame, self.cfg) {
-                        Ok(Some(item)) => item,
-                        Ok(None) => continue,
-                        Err(_) => return,
-                    },
-                    Ok(None) => break,
-                    Err(_) => return,
-                };
-                if !hand_over(self.inbound, item, &hearing).await {
-                    return;
-                }
+            let framed = hand_over_framed(self.framer, self.inbound, &hearing, self.cfg);
+            if framed.await.is_err() {
+                return;
             }
             match rd.read_buf(self.framer.buffer()).await {
                 Ok(0) | Err(_) => return,
@@ -367,19 +357,8 @@ async fn read_stanzas(
     ends: &StreamEnds<'_>,
 ) -> ReadEnd {
     loop {
-        loop {
-            let item = match framer.next_frame() {
-                Ok(Some(frame)) => match frame_to_inbound(frame, cfg) {
-                    Ok(Some(item)) => item,
-                    Ok(None) => continue,
-                    Err(e) => return ReadEnd::Failed(e),
-                },
-                Ok(None) => break,
-                Err(e) => return ReadEnd::Failed(e.into()),
-            };
-            if !hand_over(inbound, item, hearing).await {
-                return ReadEnd::InboundClosed;
-            }
+        if let Err(end) = hand_over_framed(framer, inbound, hearing, cfg).await {
+            return end;
         }
         tokio::select! {
             biased;
@@ -390,6 +369,30 @@ async fn read_stanzas(
                 Ok(_) => hearing.heard.store(true, Ordering::Relaxed),
                 Err(e) => return ReadEnd::Failed(LinkError::Io(e)),
             },
+        }
+    }
+}
+
+/// Hands every whole frame the framer holds to the dispatcher; `Ok` when it needs more bytes,
+/// else how the stream ends (a framing error, a stream error, the dispatcher gone).
+async fn hand_over_framed(
+    framer: &mut super::framer::Framer,
+    inbound: &mpsc::Sender<Inbound>,
+    hearing: &Hearing,
+    cfg: &ComponentConfig,
+) -> Result<(), ReadEnd> {
+    loop {
+        let item = match framer.next_frame() {
+            Ok(Some(frame)) => match frame_to_inbound(frame, cfg) {
+                Ok(Some(item)) => item,
+                Ok(None) => continue,
+                Err(e) => return Err(ReadEnd::Failed(e)),
+            },
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(ReadEnd::Failed(e.into())),
+        };
+        if !hand_over(inbound, item, hearing).await {
+            return Err(ReadEnd::InboundClosed);
         }
     }
 }
