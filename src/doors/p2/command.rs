@@ -282,7 +282,9 @@ impl P2Door {
             device: device_hash(&sender, device_id),
             channel,
         };
-        self.forget_spelled(&key, bare(from), device_id).await;
+        if bare(from) != sender {
+            self.forget_spelled(&key, bare(from), device_id).await;
+        }
         let registration = Registration {
             key,
             account,
@@ -341,9 +343,6 @@ impl P2Door {
             device: device_hash(spelled, device_id),
             ..key.clone()
         };
-        if old.device == key.device {
-            return;
-        }
         if let Err(error) = self.store().unregister(&old).await {
             log::debug!("p2: a registration under the JID as spelled stays: {error}");
         }
