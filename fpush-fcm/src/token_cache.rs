@@ -1,9 +1,10 @@
 //! The access-token cache: one valid token shared by every push, refreshed by one push at a time.
 //!
 //! Google's tokens live an hour. The cache hands out the current token until shortly before it
-//! expires (the refresh margin), then the first push that notices fetches a new one while every
-//! push arriving meanwhile waits for that same fetch and shares its outcome, success or failure:
-//! a thousand concurrent pushes cause one token request, not a thousand ("no thundering herd").
+//! expires (the refresh margin), then the first push that notices fetches a new one. Pushes
+//! arriving meanwhile keep using the current token while it has not expired; without one, they
+//! wait for that same fetch and share its outcome, success or failure: a thousand concurrent
+//! pushes cause one token request, not a thousand ("no thundering herd").
 //! If a refresh fails while the old token has not expired yet, the old token is still used; an
 //! expired token is never handed out. After a failed refresh the next one waits a pause that
 //! doubles with each failure in a row (1 s up to a minute): pushes meanwhile share the failure,
@@ -152,8 +153,8 @@ pub(crate) struct TokenCache {
 }
 
 impl TokenCache {
-    /// A usable token: the cached one if fresh, else the outcome of one shared refresh that
-    /// runs `fetch`.
+    /// A usable token: the cached one if fresh (or, while another caller refreshes, if
+    /// unexpired), else the outcome of one shared refresh that runs `fetch`.
     pub async fn get<F, Fut>(&self, fetch: F) -> Result<Arc<AccessToken>, TokenError>
     where
         F: FnOnce() -> Fut,
@@ -165,7 +166,15 @@ impl TokenCache {
         if let Some(token) = self.current_if(|t| t.fresh_at(Instant::now())) {
             return Ok(token);
         }
-        let mut last = self.refresh.lock().await;
+        let mut last = match self.refresh.try_lock() {
+            Ok(last) => last,
+            Err(_) => match self.current_if(|t| t.unexpired_at(Instant::now())) {
+                // A refresh is running: the token in hand serves until it expires, so a slow
+                // token endpoint does not hold every push for up to the request timeout.
+                Some(token) => return Ok(token),
+                None => self.refresh.lock().await,
+            },
+        };
         let now = Instant::now();
         if let Some(error) = last.pausing(now) {
             return self
@@ -478,6 +487,34 @@ mod tests {
         assert!(Arc::ptr_eq(&fresh, &again));
         assert_eq!(name(&again), "Bearer b");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_refresh_does_not_hold_pushes_while_the_old_token_is_unexpired() {
+        let cache = Arc::new(TokenCache::default());
+        let calls = AtomicUsize::new(0);
+        get_counting(&cache, &calls, Ok(grant("a", 3600)))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(3500)).await;
+        let refreshing = cache.clone();
+        let stalled = tokio::spawn(async move {
+            refreshing
+                .get(std::future::pending::<Result<TokenGrant, TokenError>>)
+                .await
+        });
+        tokio::task::yield_now().await;
+        // The token endpoint hangs; the token in hand still has 100 s to live.
+        let meanwhile = tokio::time::timeout(
+            Duration::from_secs(1),
+            get_counting(&cache, &calls, Ok(grant("b", 3600))),
+        )
+        .await
+        .expect("a push must not wait for the refresh while the old token is valid")
+        .unwrap();
+        assert_eq!(name(&meanwhile), "Bearer a");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one refresh at a time");
+        stalled.abort();
     }
 
     #[tokio::test(start_paused = true)]
