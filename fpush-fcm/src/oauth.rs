@@ -137,6 +137,12 @@ pub(crate) fn interpret(status: StatusCode, body: &[u8]) -> Result<TokenGrant, T
                 )));
             }
         }
+        if granted.access_token.trim().is_empty() {
+            // Sent as `Bearer `, it would read as FCM refusing our credentials.
+            return Err(TokenError::Unavailable(
+                "token endpoint granted an empty access token".to_string(),
+            ));
+        }
         let mut bearer = HeaderValue::from_str(&format!("Bearer {}", granted.access_token))
             .map_err(|_| {
                 TokenError::Unavailable(
@@ -242,6 +248,19 @@ mod tests {
             br#"{"token_type":"Bearer"}"#,
             br#"{"access_token":"a\nb"}"#,
             br#"{"access_token":"t","token_type":"MAC"}"#,
+        ] {
+            assert!(matches!(
+                interpret(StatusCode::OK, body),
+                Err(TokenError::Unavailable(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn an_empty_access_token_is_unavailable_not_a_grant() {
+        for body in [
+            &br#"{"access_token":"","expires_in":3599}"#[..],
+            br#"{"access_token":"   ","expires_in":3599}"#,
         ] {
             assert!(matches!(
                 interpret(StatusCode::OK, body),
