@@ -118,7 +118,10 @@ impl TokenSigner {
             .map_err(|_| "ECDSA signing failed".to_string())?;
         jwt.push('.');
         URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut jwt);
-        let bearer = HeaderValue::from_str(&jwt).map_err(|e| e.to_string())?;
+        let mut bearer = HeaderValue::from_str(&jwt).map_err(|e| e.to_string())?;
+        // As FCM's bearer token: hidden from `Debug` and sent as never-indexed (RFC 7541,
+        // 7.1.3), since whoever holds it can push to every app of the team for up to an hour.
+        bearer.set_sensitive(true);
         Ok(Arc::new(Signed {
             bearer,
             made: Instant::now(),
@@ -249,6 +252,22 @@ mod tests {
         UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &public_key)
             .verify(signed_part.as_bytes(), &signature)
             .expect("ring verifies the provider token");
+    }
+
+    #[tokio::test]
+    async fn the_provider_token_is_a_sensitive_header_and_kept_out_of_debug_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = p8_key(dir.path());
+        let signer = load(&path, "K", "T").unwrap();
+        let signed = signer.current().unwrap();
+        assert!(signed.bearer.is_sensitive());
+        let jwt = signed
+            .bearer
+            .to_str()
+            .unwrap()
+            .strip_prefix("bearer ")
+            .unwrap();
+        assert!(!format!("{signed:?}").contains(jwt));
     }
 
     #[tokio::test(start_paused = true)]
