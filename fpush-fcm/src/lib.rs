@@ -8,7 +8,7 @@
 //!    cache shared by every module of the same file, so a reload keeps it (refreshed through
 //!    the file's `token_uri` by one push at a time, see `token_cache`);
 //! 3. posts a high-priority data message to `{endpoint}/v1/projects/{project_id}/messages:send`
-//!    over one shared HTTP/2 connection;
+//!    over the module's pool of HTTP/2 connections (opened on demand, up to `maxConnections`);
 //! 4. turns Google's answer into a [`PushError`] that says what the XMPP server should do; a
 //!    quota answer holds the device's token, or pauses the module when Google says the
 //!    project's quota is spent (see `quota`).
