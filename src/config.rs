@@ -54,6 +54,7 @@ pub struct Settings {
     /// Key `pushModules`, in file order; read module by module (see [`Platforms`]).
     #[serde(skip)]
     pub push_modules: Vec<ModuleSettings>,
+    #[serde(deserialize_with = "values::secret_section")]
     pub redis: Option<RedisSettings>,
     pub metrics: Option<MetricsSettings>,
     pub store: Option<StoreSettings>,
@@ -201,8 +202,8 @@ pub struct RedisSettings {
     /// echoed in an error, redacted in `Debug`.
     #[serde(default, deserialize_with = "secret")]
     pub url: String,
-    /// Seed node URLs of a Redis Cluster, instead of `url`.
-    #[serde(default)]
+    /// Seed node URLs of a Redis Cluster, instead of `url`; never echoed in an error either.
+    #[serde(default, deserialize_with = "values::secret_list")]
     pub cluster: Vec<String>,
     /// Prefix of every key fpush writes, so several deployments can share one Redis.
     #[serde(default = "default_redis_key_prefix")]

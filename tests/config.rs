@@ -1227,3 +1227,29 @@ fn duration_errors_show_an_example() {
     let err = error_at(&errors, "timeout.keepaliveInterval");
     assert!(err.message.contains("e.g. \"60s\""), "{}", err.message);
 }
+
+#[test]
+fn a_redis_section_or_cluster_of_the_wrong_shape_does_not_echo_its_password() {
+    let url = "\"redis://fpush:hunter2@127.0.0.1:6379/0\"";
+    let section = settings_with(DEMO, &format!(",\n  \"redis\": {url}"));
+    let cluster = settings_with(DEMO, &format!(",\n  \"redis\": {{ \"cluster\": {url} }}"));
+    for (text, path) in [(section, "redis"), (cluster, "redis.cluster")] {
+        let errors = errors_of(&text);
+        let err = error_at(&errors, path);
+        assert_eq!(err.line, Some(line_of(&text, "hunter2")), "{err}");
+        let all = errors.iter().map(ToString::to_string).collect::<String>();
+        assert!(!all.contains("hunter2"), "{all}");
+    }
+    let inside =
+        ",\n  \"redis\": { \"url\": \"redis://h\", \"keyPrefix\": 5, \"keyPrefx\": \"a\" }";
+    let text = settings_with(DEMO, inside);
+    error_at(&errors_of(&text), "redis.keyPrefix");
+    let fixed = text.replace("\"keyPrefix\": 5, ", "");
+    let warnings = loaded(&fixed).warnings;
+    assert!(
+        warnings.iter().any(|w| w.path == "redis.keyPrefx"),
+        "{warnings:?}"
+    );
+    let none = settings_with(DEMO, ",\n  \"redis\": null");
+    assert!(loaded(&none).settings.redis.is_none());
+}

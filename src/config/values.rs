@@ -7,11 +7,13 @@
 //! value a setting is a typo, and some would overflow a clock or an allocation later, where it
 //! would take the link down. Sizes are a number of bytes or a number with a unit (`"256KiB"`).
 
-use std::fmt::Display;
+use std::fmt::{self, Display};
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::de::{Deserialize, Deserializer, Error};
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{Deserialize, Deserializer, Error, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 const PORT: &str = "a port number from 1 to 65535";
@@ -52,6 +54,62 @@ pub fn component_key<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Strin
         return Err(Error::custom(message));
     }
     Ok(key)
+}
+
+/// `deserialize_with` for a section that holds a secret (`redis`, whose URL may carry a
+/// password): an object, `null` for none, or an error that does not repeat the text an
+/// operator wrote in its place (often the URL itself).
+pub fn secret_section<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let what = "an object such as {\"url\": \"redis://127.0.0.1:6379\"}";
+    deserializer.deserialize_any(Unechoed(what, PhantomData))
+}
+
+/// `deserialize_with` for a list of secrets (`redis.cluster`, URLs that may carry a password):
+/// a list, or an error that does not repeat the text written in its place.
+pub fn secret_list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let what = "a list such as [\"redis://10.0.0.1:6379\"]";
+    let list = deserializer.deserialize_any(Unechoed(what, PhantomData))?;
+    Ok(list.unwrap_or_default())
+}
+
+/// Reads a `T` from an object or a list (`None` from `null`); text is refused without being
+/// repeated. Numbers and booleans are refused as serde words it: they hold no URL.
+struct Unechoed<T>(&'static str, PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for Unechoed<T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+
+    fn visit_str<E: Error>(self, _: &str) -> Result<Option<T>, E> {
+        let message = format!(
+            "must be {}, not text (not shown: it may hold a password)",
+            self.0
+        );
+        Err(E::custom(message))
+    }
+
+    fn visit_unit<E: Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Option<T>, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map)).map(Some)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Option<T>, A::Error> {
+        T::deserialize(SeqAccessDeserializer::new(seq)).map(Some)
+    }
 }
 
 /// `deserialize_with` for a TCP port.
