@@ -406,6 +406,8 @@ impl ConfigError {
 #[error("{}", .errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigErrors {
     pub errors: Vec<ConfigError>,
+    /// The warnings found on the way: a misspelt key is often why a required one is missing.
+    pub warnings: Vec<ConfigWarning>,
     /// The module entries that did parse, so the caller can still check their credentials
     /// (build them) and report those problems in the same run.
     pub modules: Vec<ModuleSettings>,
@@ -413,8 +415,12 @@ pub struct ConfigErrors {
 
 impl ConfigErrors {
     fn new(errors: Vec<ConfigError>) -> Self {
-        let modules = Vec::new();
-        ConfigErrors { errors, modules }
+        let (warnings, modules) = (Vec::new(), Vec::new());
+        ConfigErrors {
+            errors,
+            warnings,
+            modules,
+        }
     }
 }
 
@@ -462,6 +468,7 @@ mod tests {
         assert_eq!(bare.to_string(), "broken");
         let two = ConfigErrors {
             errors: vec![err.clone(), bare],
+            warnings: Vec::new(),
             modules: Vec::new(),
         };
         assert_eq!(two.to_string().lines().count(), 2);

@@ -430,6 +430,9 @@ pub struct Prepared {
 pub struct Problems {
     pub part: &'static str,
     pub problems: Vec<String>,
+    /// The settings' warnings, shown with the problems: an unknown key is often the misspelt
+    /// name of one reported missing.
+    pub warnings: Vec<String>,
 }
 
 impl std::fmt::Display for Problems {
@@ -442,6 +445,12 @@ impl std::fmt::Display for Problems {
         )?;
         for problem in &self.problems {
             write!(f, "\n  {problem}")?;
+        }
+        if !self.warnings.is_empty() {
+            write!(f, "\nand {} warning(s):", self.warnings.len())?;
+        }
+        for warning in &self.warnings {
+            write!(f, "\n  {warning}")?;
         }
         Ok(())
     }
@@ -461,12 +470,14 @@ pub fn prepare(
         Problems {
             part: "settings",
             problems: problems.chain(built.filter_map(Result::err)).collect(),
+            warnings: errors.warnings.iter().map(ToString::to_string).collect(),
         }
     })?;
     let modules =
         modules::build(&loaded.settings, metrics, previous).map_err(|errors| Problems {
             part: "push modules",
             problems: errors.0,
+            warnings: loaded.warnings.iter().map(ToString::to_string).collect(),
         })?;
     let warnings = loaded.warnings;
     Ok(Prepared {

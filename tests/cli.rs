@@ -196,3 +196,18 @@ fn a_metrics_address_that_cannot_be_bound_stops_start_up() {
     assert!(stderr.contains("metrics.listen"), "{stderr}");
     assert!(stderr.contains(&listen.to_string()), "{stderr}");
 }
+
+#[test]
+fn check_shows_the_warnings_of_a_file_that_has_errors() {
+    let (_dir, path) = settings_file(",\n  \"tmeout\": {}", 0o600);
+    let misspelt = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"componentKey\"", "\"componentKye\"");
+    std::fs::write(&path, misspelt).unwrap();
+    let out = fpush(&["--check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("component"), "{stderr}");
+    assert!(stderr.contains("componentKye: unknown key"), "{stderr}");
+    assert!(stderr.contains("tmeout: unknown key"), "{stderr}");
+}

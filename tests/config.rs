@@ -539,6 +539,7 @@ fn all_problems_are_reported_at_once() {
     // Displayed one per line.
     let shown = ConfigErrors {
         errors: errors.clone(),
+        warnings: Vec::new(),
         modules: Vec::new(),
     };
     assert_eq!(shown.to_string().lines().count(), errors.len());
@@ -553,7 +554,9 @@ fn a_bad_component_value_or_list_element_hides_no_other_problem() {
   "limits": { "maxDepth": 1 },
   "pushModules": { "d": { "type": "demo", "ratelimit": { "rejectWith": "never" } } }
 }"#;
-    let ConfigErrors { errors, modules } = parse(text).unwrap_err();
+    let ConfigErrors {
+        errors, modules, ..
+    } = parse(text).unwrap_err();
     let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -719,7 +722,9 @@ fn settings_errors_and_platform_block_errors_come_together() {
         r#",
   "limits": { "maxDepth": "deep" }"#,
     );
-    let ConfigErrors { errors, modules } = parse(&text).unwrap_err();
+    let ConfigErrors {
+        errors, modules, ..
+    } = parse(&text).unwrap_err();
     let topic = error_at(&errors, "pushModules.i.apns.topic");
     assert_eq!(topic.line, Some(line_of(&text, "\"topic\": 42")));
     let timeout = error_at(&errors, "pushModules.i.apns.requestTimeout");
@@ -742,7 +747,9 @@ fn modules_that_did_read_come_with_the_errors() {
     "x": { "type": "xiaomi" }"#,
         r#", "limits": { "maxDepth": 1 }"#,
     );
-    let ConfigErrors { errors, modules } = parse(&text).unwrap_err();
+    let ConfigErrors {
+        errors, modules, ..
+    } = parse(&text).unwrap_err();
     assert_eq!(errors.len(), 3, "{errors:#?}");
     let ids: Vec<&str> = modules.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, ["i", "d"]);
@@ -1252,4 +1259,27 @@ fn a_redis_section_or_cluster_of_the_wrong_shape_does_not_echo_its_password() {
     );
     let none = settings_with(DEMO, ",\n  \"redis\": null");
     assert!(loaded(&none).settings.redis.is_none());
+}
+
+#[test]
+fn a_misspelt_required_key_is_named_beside_the_missing_one() {
+    let text = settings_with(
+        r#"    "demo": { "type": "demo", "ratelimit": { "enabld": false, "ratelimitTime": 5 } }"#,
+        "",
+    )
+    .replace("\"componentKey\"", "\"componentKye\"");
+    let ConfigErrors {
+        errors, warnings, ..
+    } = parse(&text).unwrap_err();
+    error_at(&errors, "component");
+    error_at(&errors, "pushModules.demo.ratelimit.ratelimitTime");
+    let paths: Vec<&str> = warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "component.componentKye",
+            "pushModules.demo.ratelimit.enabld"
+        ]
+    );
+    assert_eq!(warnings[0].line, Some(line_of(&text, "componentKye")));
 }

@@ -88,6 +88,9 @@ pub struct BlockError {
     /// Where in the block, relative to it (`topic`, `additionalData.x`); empty for the block.
     pub path: String,
     pub message: String,
+    /// Paths of the unknown keys met before the error: the block may lack a key because it was
+    /// misspelt, and the misspelling is then what the operator needs to see.
+    pub ignored_keys: Vec<String>,
 }
 
 /// Reads a platform block into the platform's settings type, keeping the path of the first
@@ -106,6 +109,7 @@ where
             Err(BlockError {
                 path: if path == "." { String::new() } else { path },
                 message: error.into_inner().to_string(),
+                ignored_keys,
             })
         }
     }

@@ -58,7 +58,11 @@ pub fn parse(text: &str, platforms: &Platforms) -> Result<Loaded, ConfigErrors> 
         Some(settings) if errors.is_empty() => Ok(Loaded { settings, warnings }),
         settings => {
             let modules = settings.map(|s| s.push_modules).unwrap_or_default();
-            Err(ConfigErrors { errors, modules })
+            Err(ConfigErrors {
+                errors,
+                warnings,
+                modules,
+            })
         }
     }
 }
@@ -113,11 +117,15 @@ impl Reader<'_> {
         let path = format!("pushModules.{id}");
         let compiled = &self.platforms.compiled;
         let entry = self.read(&path, module, &|entry| {
-            let (entry, ignored) = parse_block::<ModuleEntry>(entry)?;
             // The platform blocks are the platforms' to read, not unknown keys of the entry.
-            let block = |key: &String| compiled.iter().any(|p| p.settings_key == key);
-            let ignored = ignored.into_iter().filter(|key| !block(key));
-            Ok((entry, ignored.collect()))
+            let unknown = |key: &String| !compiled.iter().any(|p| p.settings_key == key);
+            match parse_block::<ModuleEntry>(entry) {
+                Ok((entry, ignored)) => Ok((entry, ignored.into_iter().filter(unknown).collect())),
+                Err(mut error) => {
+                    error.ignored_keys.retain(unknown);
+                    Err(error)
+                }
+            }
         })?;
         let platform = self.platform(&path, &entry.type_name)?;
         let (type_name, settings_key) = (platform.type_name, platform.settings_key);
@@ -221,16 +229,29 @@ impl Reader<'_> {
 }
 
 /// Read `piece` with `parse` (which reports one error, as [`parse_block`] does), taking out
-/// each bad key and reading again.
+/// each bad key and reading again. The unknown keys are those of every reading: an object
+/// taken out may hold the misspelt key it lacks.
 fn read_piece<T>(piece: &Value, parse: Parser<T>) -> Piece<T> {
     let mut scratch = piece.clone();
     let mut errors = Vec::new();
     let mut taken_out: Vec<(String, String)> = Vec::new();
+    let mut unknown: Vec<String> = Vec::new();
+    let mut note = |keys: Vec<String>| {
+        let new: Vec<_> = keys
+            .into_iter()
+            .filter(|key| !unknown.contains(key))
+            .collect();
+        unknown.extend(new);
+    };
     for _ in 0..MAX_ERRORS {
-        let error = match parse(&scratch) {
-            Ok((value, ignored)) => return (Some(value), errors, ignored),
+        let mut error = match parse(&scratch) {
+            Ok((value, ignored)) => {
+                note(ignored);
+                return (Some(value), errors, unknown);
+            }
             Err(error) => error,
         };
+        note(std::mem::take(&mut error.ignored_keys));
         let consequence = taken_out.iter().any(|(parent, key)| {
             error.path == *parent && error.message == format!("missing field `{key}`")
         });
@@ -244,7 +265,7 @@ fn read_piece<T>(piece: &Value, parse: Parser<T>) -> Piece<T> {
             None => break,
         }
     }
-    (None, errors, Vec::new())
+    (None, errors, unknown)
 }
 
 /// The key whose value holds the problem at `path`, split from its parent:
