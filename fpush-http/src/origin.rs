@@ -16,7 +16,7 @@ pub(crate) struct Origin {
 impl Origin {
     pub(crate) fn parse(origin: &str) -> Result<Self, HttpError> {
         let invalid = |reason: &str| HttpError::InvalidOrigin {
-            origin: origin.to_string(),
+            origin: without_credentials(origin),
             reason: reason.to_string(),
         };
         let uri: Uri = origin.parse().map_err(|_| invalid("not a URL"))?;
@@ -24,13 +24,9 @@ impl Origin {
             return Err(invalid("the scheme must be https"));
         }
         let authority = uri.authority().ok_or_else(|| invalid("no host"))?.clone();
-        if let Some((_, host)) = authority.as_str().rsplit_once('@') {
-            // Named without the credentials: they would be written to every log line about
-            // the origin, and HTTP/2 forbids them in `:authority`.
-            return Err(HttpError::InvalidOrigin {
-                origin: format!("https://{host}"),
-                reason: "an origin has no user or password".to_string(),
-            });
+        if authority.as_str().contains('@') {
+            // HTTP/2 forbids credentials in `:authority`.
+            return Err(invalid("an origin has no user or password"));
         }
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(invalid("an origin has no path"));
@@ -79,6 +75,18 @@ impl Origin {
     }
 }
 
+/// `origin` as an error names it: without a user or password, which would otherwise be
+/// written to every log line about it, whatever else is wrong with it.
+fn without_credentials(origin: &str) -> String {
+    let rest = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    let scheme = &origin[..origin.len() - rest.len()];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}{host}{}", &rest[end..]),
+        None => origin.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +131,13 @@ mod tests {
         );
         assert!(text.contains("https://proxy.example:8443"), "{text}");
         assert!(Origin::parse("https://@proxy.example").is_err());
+        for wrong in [
+            "http://fpush:s3cret@proxy.example",
+            "https://fpush:s3 cret@proxy",
+        ] {
+            let text = Origin::parse(wrong).unwrap_err().to_string();
+            assert!(!text.contains("s3"), "{wrong}: {text}");
+        }
     }
 
     #[test]
