@@ -258,6 +258,12 @@ fn voip_route(module_id: &str, cfg: &ApnsConfig, auth: &Auth) -> Result<VoipRout
     Ok(VoipRoute::Own(client, expires_at))
 }
 
+/// An id the settings give, unless it is blank: Apple refuses every token signed with a blank
+/// `keyId` or `teamId`, so one is as missing as an absent one.
+fn given(id: &Option<String>) -> Option<&str> {
+    id.as_deref().filter(|id| !id.trim().is_empty())
+}
+
 /// Loads the credentials of the one auth mode `cfg` sets; certificate auth goes into `http`.
 fn load_auth(module_id: &str, cfg: &ApnsConfig, http: &mut HttpConfig) -> Result<Auth, ApnsError> {
     let config_error = |reason: &str| ApnsError::config(module_id, reason.to_string());
@@ -269,7 +275,7 @@ fn load_auth(module_id: &str, cfg: &ApnsConfig, http: &mut HttpConfig) -> Result
             Ok(Auth::Certificate(expires_at))
         }
         (None, Some(key)) => {
-            let (Some(key_id), Some(team_id)) = (&cfg.key_id, &cfg.team_id) else {
+            let (Some(key_id), Some(team_id)) = (given(&cfg.key_id), given(&cfg.team_id)) else {
                 return Err(config_error(
                     "token auth (keyFilePath) needs keyId and teamId",
                 ));

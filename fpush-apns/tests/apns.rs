@@ -608,6 +608,15 @@ async fn a_request_timeout_of_zero_is_refused_at_start_up() {
     }
 }
 
+#[tokio::test]
+async fn an_empty_key_id_or_team_id_is_refused_at_start_up() {
+    let f = harness().await;
+    for (key, blank) in [("keyId", ""), ("teamId", " ")] {
+        let err = startup_error(token_config(&f, json!({ key: blank })));
+        assert!(err.contains(MODULE) && err.contains(key), "{key}: {err}");
+    }
+}
+
 #[test]
 fn building_a_module_needs_no_runtime() {
     let rt = tokio::runtime::Builder::new_current_thread()
