@@ -1283,3 +1283,25 @@ fn a_misspelt_required_key_is_named_beside_the_missing_one() {
     );
     assert_eq!(warnings[0].line, Some(line_of(&text, "componentKye")));
 }
+
+#[test]
+fn a_host_name_with_a_port_is_an_error_naming_the_port_key() {
+    for (key, written, host) in [
+        ("serverHostname", "127.0.0.1", "127.0.0.1:5347"),
+        ("serverHostname", "127.0.0.1", "xmpp.example.org:5347"),
+        (
+            "componentHostname",
+            "push.example.org",
+            "push.example.org:5347",
+        ),
+    ] {
+        let text =
+            settings_with(DEMO, "").replace(&format!("\"{written}\""), &format!("\"{host}\""));
+        let errors = errors_of(&text);
+        let err = error_at(&errors, &format!("component.{key}"));
+        assert!(err.message.contains("serverPort"), "{host}: {err}");
+        assert_eq!(err.line, Some(line_of(&text, host)));
+    }
+    let v6 = settings_with(DEMO, "").replace("\"127.0.0.1\"", "\"::1\"");
+    assert_eq!(loaded(&v6).settings.component.server_hostname, "::1");
+}

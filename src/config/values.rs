@@ -31,8 +31,8 @@ fn whole(value: &Value) -> Option<usize> {
     value.as_u64().and_then(|n| usize::try_from(n).ok())
 }
 
-/// `deserialize_with` for a host name; refuses what no host name holds (`@`, `/`, spaces), so
-/// a JID or URL pasted by mistake is caught here.
+/// `deserialize_with` for a host name; refuses what no host name holds (`@`, `/`, spaces, a
+/// `:port`), so a JID, URL or address pasted by mistake is caught here, not by every connect.
 pub fn hostname<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     let name = String::deserialize(deserializer)?;
     if name.trim().is_empty() {
@@ -42,7 +42,16 @@ pub fn hostname<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D:
         let message = "must be a bare domain such as push.example.org";
         return Err(Error::custom(message));
     }
+    if has_port(&name) {
+        let message = "must be a host name without a port (the port goes in serverPort)";
+        return Err(Error::custom(message));
+    }
     Ok(name)
+}
+
+/// Whether `name` reads as `host:port`: one colon, where an IPv6 address has at least two.
+fn has_port(name: &str) -> bool {
+    name.matches(':').count() == 1
 }
 
 /// `deserialize_with` for the component secret: a [`secret`](fpush_traits::settings::secret)
