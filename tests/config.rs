@@ -1305,3 +1305,14 @@ fn a_host_name_with_a_port_is_an_error_naming_the_port_key() {
     let v6 = settings_with(DEMO, "").replace("\"127.0.0.1\"", "\"::1\"");
     assert_eq!(loaded(&v6).settings.component.server_hostname, "::1");
 }
+
+#[test]
+fn a_keepalive_timeout_is_not_judged_against_an_interval_that_was_refused() {
+    let text = settings_with(
+        DEMO,
+        r#", "timeout": { "keepaliveInterval": "2h", "keepaliveTimeout": "90s" }"#,
+    );
+    let errors = errors_of(&text);
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["timeout.keepaliveInterval"], "{errors:?}");
+}

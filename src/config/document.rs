@@ -186,6 +186,12 @@ impl Document {
         self.errors.push(self.at_value(path, message));
     }
 
+    /// Whether the value at `path` was refused: a check across keys that needs it would judge
+    /// the default standing in for it, not what the file says.
+    pub fn refused(&self, path: &str) -> bool {
+        self.errors.iter().any(|error| error.path == path)
+    }
+
     pub fn warn(&mut self, path: &str, message: impl Into<String>) {
         self.warnings.push(self.at_key(path, message));
     }

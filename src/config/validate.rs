@@ -66,7 +66,8 @@ fn timeouts(doc: &mut Document, timeout: &TimeoutSettings) {
     not_zero(doc, "timeout.keepaliveInterval", interval, cadence);
     let dead = "every link would be declared dead at once";
     not_zero(doc, "timeout.keepaliveTimeout", keepalive, dead);
-    if !keepalive.is_zero() && keepalive >= interval {
+    let judged = !keepalive.is_zero() && !doc.refused("timeout.keepaliveInterval");
+    if judged && keepalive >= interval {
         let interval = humantime::format_duration(interval);
         let message = format!("must be shorter than keepaliveInterval ({interval})");
         doc.error("timeout.keepaliveTimeout", message);
