@@ -1316,3 +1316,19 @@ fn a_keepalive_timeout_is_not_judged_against_an_interval_that_was_refused() {
     let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, ["timeout.keepaliveInterval"], "{errors:?}");
 }
+
+#[test]
+fn unknown_keys_of_optional_sections_have_their_plain_path_and_line() {
+    let text = settings_with(
+        DEMO,
+        ",\n  \"metrics\": { \"listen\": \"127.0.0.1:9357\",\n    \"lisen\": 1 },\n  \"push2\": {\n    \"tll\": \"4w\" }",
+    );
+    let warnings = loaded(&text).warnings;
+    let found: Vec<(&str, Option<usize>)> =
+        warnings.iter().map(|w| (w.path.as_str(), w.line)).collect();
+    let expected = [
+        ("metrics.lisen", Some(line_of(&text, "lisen"))),
+        ("push2.tll", Some(line_of(&text, "tll"))),
+    ];
+    assert_eq!(found, expected);
+}

@@ -100,7 +100,7 @@ where
     T: DeserializeOwned,
 {
     let mut ignored_keys = Vec::new();
-    let mut note = |path: serde_ignored::Path<'_>| ignored_keys.push(path.to_string());
+    let mut note = |path: serde_ignored::Path<'_>| ignored_keys.push(key_path(&path));
     let deserializer = serde_ignored::Deserializer::new(block, &mut note);
     match serde_path_to_error::deserialize(deserializer) {
         Ok(value) => Ok((value, ignored_keys)),
@@ -112,6 +112,24 @@ where
                 ignored_keys,
             })
         }
+    }
+}
+
+/// An unknown key's path as errors write it (`servers[1].x`). serde_ignored's own display
+/// (`servers.1.x`) adds a `?` for every optional value on the way (`metrics.?.x`), a path no
+/// file holds, so neither the key nor its line could be found from it.
+fn key_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        Path::Map { parent, key } => match key_path(parent) {
+            parent if parent.is_empty() => key.clone(),
+            parent => format!("{parent}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_path(parent),
     }
 }
 
