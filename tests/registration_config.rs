@@ -167,3 +167,15 @@ fn an_unknown_protocol_is_an_error_at_its_key() {
         "{found:?}"
     );
 }
+
+#[cfg(feature = "enable_fcm_support")]
+#[test]
+fn an_unknown_key_in_the_block_is_a_warning_like_any_other() {
+    let modules =
+        format!(r#""android": {{{FCM}, "registration": {{"protocol": "p2", "comment": "x"}}}}"#);
+    let loaded = parse(&settings(&modules), &platforms()).unwrap_or_else(|e| panic!("{e}"));
+    let module = &loaded.settings.push_modules[0];
+    assert_eq!(module.registration, Some(RegistrationProtocol::P2));
+    let paths: Vec<&str> = loaded.warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(paths, ["pushModules.android.registration.comment"]);
+}

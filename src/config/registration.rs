@@ -36,7 +36,6 @@ impl RegistrationProtocol {
 
 /// The `registration` block as written: the protocol and, for tigase, the provider id.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RegistrationBlock {
     pub protocol: RegistrationProtocol,
     /// The provider id clients name in `register-device` (tigase only).
