@@ -804,3 +804,28 @@ async fn an_instance_does_not_forget_its_own_fallback_decisions_when_redis_answe
         "a third send within the window, from the instance that already sent and queued one"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_entry_of_the_wrong_type_does_not_answer_its_token_dead() {
+    let redis = RedisServer::start();
+    let a = Instance::new(&redis.url(), Duration::from_secs(20), patient());
+    assert_eq!(a.decide(TOKEN).await, Decision::Send);
+    let key = redis.keys("*:rl").remove(0).replace(":rl", ":dead");
+    // Something else wrote a hash under the token's dead-token key: no provider said "dead".
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("f")
+        .arg("v")
+        .query(&mut redis.inspect())
+        .unwrap();
+
+    let b = Instance::new(&redis.url(), Duration::from_secs(20), patient());
+    assert!(
+        matches!(
+            b.check(TOKEN).await,
+            Admission::Decided(Decision::SendAt(_))
+        ),
+        "decided by its ratelimit entry, not answered dead"
+    );
+    assert_eq!(b.store.fallbacks(), 0, "one bad key is no Redis outage");
+}

@@ -14,7 +14,10 @@
 -- 2 = reject (a push is already queued), 3 = the token is known dead; at = the send time
 -- recorded (0 when none), which a take-back of a queued send names (see unqueue.lua).
 
-if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
+-- Only a string is a provider's verdict (fpush writes '1'): a key of another type under that
+-- name (a damaged key, or another client's) must not answer the token dead, which makes the
+-- XMPP server delete its registration.
+if ARGV[2] == '1' and type(redis.pcall('GET', KEYS[2])) == 'string' then
   return {3, 0, 0}
 end
 if ARGV[1] == 'off' then
