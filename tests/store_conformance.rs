@@ -1044,6 +1044,46 @@ async fn a_foreign_value_among_the_redis_counts_blocks_no_registration_and_no_sw
 }
 
 #[tokio::test]
+async fn a_foreign_value_in_a_services_own_redis_count_blocks_neither_its_registrations_nor_sweeps()
+{
+    use fpush::store::RegistrationStore;
+    let (server, store) = redis_store(limits());
+    let old = restored("d1", "a@example.org", "node-1", ago(200 * DAY));
+    store.restore(old).await.unwrap();
+    let _: i64 = ::redis::cmd("HSET")
+        .arg("fpush-test:counts")
+        .arg("fcm")
+        .arg("not a number")
+        .query(&mut server.connection())
+        .unwrap();
+    let swept = store.sweep(ago(180 * DAY)).await;
+    assert_eq!(
+        swept.ok(),
+        Some(1),
+        "the sweep removes the unused registration"
+    );
+    let index: i64 = ::redis::cmd("EXISTS")
+        .arg("fpush-test:key:fcm\nd1\n")
+        .query(&mut server.connection())
+        .unwrap();
+    assert_eq!(index, 0, "and its index entry");
+    let _: i64 = ::redis::cmd("HSET")
+        .arg("fpush-test:counts")
+        .arg("fcm")
+        .arg("not a number")
+        .query(&mut server.connection())
+        .unwrap();
+    let wanted = store_support::registration("fcm", "d2", "b@example.org");
+    let first = store.register(wanted.clone()).await;
+    assert!(
+        first.is_ok(),
+        "a new registration of the service: {first:?}"
+    );
+    assert_eq!(store.register(wanted).await.ok(), first.ok());
+    assert_eq!(store.counts().await.unwrap(), [("fcm".to_owned(), 1)]);
+}
+
+#[tokio::test]
 async fn a_redis_registration_that_lost_its_service_still_counts_until_removed() {
     use fpush::store::RegistrationStore;
     let one_each = StoreLimits {

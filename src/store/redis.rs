@@ -57,6 +57,7 @@ struct Scripts {
     touch: Script,
     forget_index: Script,
     claim_index: Script,
+    count: Script,
     uncount: Script,
     clear_second_token: Script,
 }
@@ -83,6 +84,7 @@ impl RedisRegistrations {
                 touch: Script::new(include_str!("redis/touch.lua")),
                 forget_index: Script::new(include_str!("redis/forget_index.lua")),
                 claim_index: Script::new(include_str!("redis/claim_index.lua")),
+                count: Script::new(include_str!("redis/count.lua")),
                 uncount: Script::new(include_str!("redis/uncount.lua")),
                 clear_second_token: Script::new(include_str!("redis/clear_second_token.lua")),
             }),

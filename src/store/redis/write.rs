@@ -189,8 +189,12 @@ impl RedisRegistrations {
             .sadd(self.keys.domains(), domain)
             .await
             .map_err(failed)?;
-        let _: i64 = connection
-            .hincr(self.keys.counts(), &registration.key.service, 1)
+        let _: i64 = self
+            .scripts
+            .count
+            .key(self.keys.counts())
+            .arg(&registration.key.service)
+            .invoke_async(&mut connection)
             .await
             .map_err(failed)?;
         self.forget(domain, evicted).await?;
