@@ -1084,6 +1084,25 @@ async fn a_foreign_value_in_a_services_own_redis_count_blocks_neither_its_regist
 }
 
 #[tokio::test]
+async fn a_foreign_value_in_a_redis_key_index_entry_does_not_keep_its_device_from_registering() {
+    use fpush::store::RegistrationStore;
+    let (server, store) = redis_store(limits());
+    let _: () = ::redis::cmd("SET")
+        .arg("fpush-test:key:fcm\nd1\n")
+        .arg("not a location")
+        .query(&mut server.connection())
+        .unwrap();
+    let wanted = store_support::registration("fcm", "d1", "a@example.org");
+    let first = store.register(wanted.clone()).await;
+    let Ok(first) = first else {
+        panic!("the device registers: {first:?}");
+    };
+    assert_eq!(store.register(wanted).await.ok(), Some(first.clone()));
+    assert!(is_stored(&store, "example.org", &first.node).await);
+    assert_eq!(store.counts().await.unwrap(), [("fcm".to_owned(), 1)]);
+}
+
+#[tokio::test]
 async fn a_redis_registration_that_lost_its_service_still_counts_until_removed() {
     use fpush::store::RegistrationStore;
     let one_each = StoreLimits {

@@ -116,15 +116,16 @@ impl RedisRegistrations {
 
     /// Where the key index says the registration with `key` is.
     async fn located(&self, key: &RegistrationKey) -> Result<Option<(String, String)>, StoreError> {
-        let pointed: Option<String> = self
-            .connection()
+        Ok(self.index_entry(key).await?.as_deref().and_then(location))
+    }
+
+    /// The key's index entry as stored, which a register's claim must find unchanged (even
+    /// one that names no registration, another writer's value).
+    async fn index_entry(&self, key: &RegistrationKey) -> Result<Option<String>, StoreError> {
+        self.connection()
             .get(self.keys.index(key))
             .await
-            .map_err(failed)?;
-        Ok(pointed.and_then(|text| {
-            let (domain, node) = text.split_once('\n')?;
-            Some((domain.to_owned(), node.to_owned()))
-        }))
+            .map_err(failed)
     }
 
     /// The registration a key's index entry points at, or that it is damaged (another writer
@@ -267,6 +268,12 @@ fn list_cursor(after: Option<&str>) -> Result<(String, Resume), StoreError> {
     Ok((domain.to_owned(), resume))
 }
 
+/// The `domain\nnode` of a key index entry; `None` for a value that names no registration.
+fn location(entry: &str) -> Option<(String, String)> {
+    let (domain, node) = entry.split_once('\n')?;
+    Some((domain.to_owned(), node.to_owned()))
+}
+
 fn failed(error: RedisError) -> StoreError {
     StoreError::Unavailable(format!("redis: {error}"))
 }
@@ -324,7 +331,8 @@ impl RedisRegistrations {
         &self,
         registration: &Registration,
     ) -> Result<Option<Credentials>, StoreError> {
-        let located = self.located(&registration.key).await?;
+        let read = self.index_entry(&registration.key).await?;
+        let located = read.as_deref().and_then(location);
         if let Some((domain, node)) = &located {
             if *domain == registration.domain {
                 if let Some(credentials) = self.update(registration, node).await? {
@@ -339,7 +347,6 @@ impl RedisRegistrations {
                 return Ok(Some(moved));
             }
         }
-        let read = located.map(|(domain, node)| format!("{domain}\n{node}"));
         let now = unix(SystemTime::now());
         let mode = InsertMode::Register(read.as_deref());
         self.insert(registration, None, now, mode).await

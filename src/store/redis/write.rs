@@ -15,7 +15,7 @@ use crate::store::{
 /// point it at the new registration, and what an account at `store.maxPerAccount` does.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum InsertMode<'a> {
-    /// A register: the entry must still hold what the register read (`domain\nnode`; `None`: no
+    /// A register: the entry must still hold what the register read (as stored; `None`: no
     /// entry), another value means that a concurrent register of the same key got there first;
     /// the account's least recently used registrations make room.
     Register(Option<&'a str>),
