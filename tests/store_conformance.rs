@@ -1103,6 +1103,24 @@ async fn a_foreign_value_in_a_redis_key_index_entry_does_not_keep_its_device_fro
 }
 
 #[tokio::test]
+async fn a_redis_registration_whose_channel_holds_a_line_break_leaves_no_index_entry_when_removed()
+{
+    use fpush::store::RegistrationStore;
+    let (server, store) = redis_store(limits());
+    // A tigase registration's channel is the device token the client sent, any text.
+    let mut old = restored("d1", "a@example.org", "node-1", ago(200 * DAY));
+    old.key.channel = "tok\nen".into();
+    store.restore(old).await.unwrap();
+    assert_eq!(store.sweep(ago(180 * DAY)).await.unwrap(), 1);
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg("fpush-test:key:*")
+        .query(&mut server.connection())
+        .unwrap();
+    assert_eq!(keys, Vec::<String>::new(), "the index entry went with it");
+    assert_eq!(store.counts().await.unwrap(), []);
+}
+
+#[tokio::test]
 async fn a_redis_registration_that_lost_its_service_still_counts_until_removed() {
     use fpush::store::RegistrationStore;
     let one_each = StoreLimits {

@@ -205,13 +205,18 @@ impl RedisRegistrations {
     }
 
     /// Drops the index entries and counts of registrations a script removed (each as
-    /// `service\ndevice\nchannel\nnode`, the parts a damaged hash lacked empty).
+    /// `service\ndevice\nchannel\nnode`, the parts a damaged hash lacked empty). The channel
+    /// is what lies between the device and the node: a tigase channel is the client's device
+    /// token, which may hold line breaks itself.
     async fn forget(&self, domain: &str, removed: &[String]) -> Result<(), StoreError> {
         for entry in removed {
-            let mut parts = entry.splitn(4, '\n');
-            let (Some(service), Some(device), Some(channel), Some(node)) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
+            let mut parts = entry.splitn(3, '\n');
+            let (Some(service), Some(device), Some(rest)) =
+                (parts.next(), parts.next(), parts.next())
             else {
+                return Err(unexpected("remove"));
+            };
+            let Some((channel, node)) = rest.rsplit_once('\n') else {
                 return Err(unexpected("remove"));
             };
             let key = RegistrationKey {
