@@ -1103,6 +1103,25 @@ async fn a_foreign_value_in_a_redis_key_index_entry_does_not_keep_its_device_fro
 }
 
 #[tokio::test]
+async fn a_redis_key_index_entry_of_another_type_does_not_keep_its_device_from_registering() {
+    use fpush::store::RegistrationStore;
+    let (server, store) = redis_store(limits());
+    let _: i64 = ::redis::cmd("HSET")
+        .arg("fpush-test:key:fcm\nd1\n")
+        .arg("f")
+        .arg("v")
+        .query(&mut server.connection())
+        .unwrap();
+    let wanted = store_support::registration("fcm", "d1", "a@example.org");
+    let first = store.register(wanted.clone()).await;
+    let Ok(first) = first else {
+        panic!("the device registers: {first:?}");
+    };
+    assert_eq!(store.register(wanted.clone()).await.ok(), Some(first));
+    assert_eq!(store.unregister(&wanted.key).await.ok(), Some(true));
+}
+
+#[tokio::test]
 async fn a_redis_registration_whose_channel_holds_a_line_break_leaves_no_index_entry_when_removed()
 {
     use fpush::store::RegistrationStore;

@@ -120,12 +120,13 @@ impl RedisRegistrations {
     }
 
     /// The key's index entry as stored, which a register's claim must find unchanged (even
-    /// one that names no registration, another writer's value).
+    /// one that names no registration, another writer's value). A key of another type is no
+    /// entry (the claim replaces it): refused, it would keep its device from registering.
     async fn index_entry(&self, key: &RegistrationKey) -> Result<Option<String>, StoreError> {
-        self.connection()
-            .get(self.keys.index(key))
-            .await
-            .map_err(failed)
+        match self.connection().get(self.keys.index(key)).await {
+            Err(error) if error.code() == Some("WRONGTYPE") => Ok(None),
+            read => read.map_err(failed),
+        }
     }
 
     /// The registration a key's index entry points at, or that it is damaged (another writer
