@@ -1122,6 +1122,36 @@ async fn a_redis_key_index_entry_of_another_type_does_not_keep_its_device_from_r
 }
 
 #[tokio::test]
+async fn a_redis_key_index_entry_of_another_type_does_not_stop_a_sweep() {
+    use fpush::store::RegistrationStore;
+    let (server, store) = redis_store(limits());
+    for (device, account, node) in [
+        ("d1", "a@example.org", "node-1"),
+        ("d2", "b@example.org", "node-2"),
+    ] {
+        let old = restored(device, account, node, ago(200 * DAY));
+        store.restore(old).await.unwrap();
+    }
+    let mut connection = server.connection();
+    for device in ["d1", "d2"] {
+        let index = format!("fpush-test:key:fcm\n{device}\n");
+        let _: i64 = ::redis::cmd("DEL")
+            .arg(&index)
+            .query(&mut connection)
+            .unwrap();
+        let _: i64 = ::redis::cmd("HSET")
+            .arg(&index)
+            .arg("f")
+            .arg("v")
+            .query(&mut connection)
+            .unwrap();
+    }
+    let swept = store.sweep(ago(180 * DAY)).await;
+    assert_eq!(swept.ok(), Some(2), "both are swept");
+    assert_eq!(store.counts().await.unwrap(), [], "and uncounted");
+}
+
+#[tokio::test]
 async fn a_redis_registration_whose_channel_holds_a_line_break_leaves_no_index_entry_when_removed()
 {
     use fpush::store::RegistrationStore;
