@@ -179,6 +179,21 @@ async fn a_flapping_link_under_load_gets_one_provider_call_and_one_reply_per_pus
     ignore = "the jitter moves provider calls in time"
 )]
 async fn replies_cut_off_mid_write_are_not_sent_twice_on_the_next_stream() {
+    // Whether the stream ends while the writer is in the middle of a batch depends on how the
+    // kernel's buffers and the tasks happened to run: an attempt that ends between two batches
+    // shows nothing either way, so up to three are made.
+    for attempt in 1..=3 {
+        if cut_off_mid_write().await {
+            return;
+        }
+        eprintln!("attempt {attempt}: the stream ended between two batches; again");
+    }
+    panic!("the writer was never cut off mid-write in three attempts");
+}
+
+/// One flood of pushes whose stream ends while their replies are being written; `false` when
+/// the writer was between two batches then (nothing was cut off).
+async fn cut_off_mid_write() -> bool {
     const PUSHES: usize = 6000;
     let mut server = FakeXmppServer::bind(SECRET).await.unwrap();
     // One sending domain sends them all at once: no per-domain share in the way.
@@ -210,10 +225,9 @@ async fn replies_cut_off_mid_write_are_not_sent_twice_on_the_next_stream() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    assert!(
-        !waiting.contains("(0 replies waiting)"),
-        "the writer was not cut off: {waiting}"
-    );
+    if waiting.contains("(0 replies waiting)") {
+        return false;
+    }
     let mut replies = read_until_closed(link).await;
     let on_first_stream = replies.len();
     eprintln!("{on_first_stream} replies on the first stream; then: {waiting}");
@@ -233,4 +247,5 @@ async fn replies_cut_off_mid_write_are_not_sent_twice_on_the_next_stream() {
         "{twice} replies sent twice ({on_first_stream} replies on the first stream; {waiting})"
     );
     fpush.assert_no_panic();
+    true
 }
