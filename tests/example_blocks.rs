@@ -1,7 +1,9 @@
 //! `settings.example.json` shows complete `apple` and `google` modules inside `/* … */`
 //! comments. These tests take those blocks out of their comments as an operator would, point
 //! their credential paths at files made at test time, and run `fpush --check` on the result: the
-//! documented blocks must be a working configuration, not just prose.
+//! documented blocks must be a working configuration, not just prose. The settings the app
+//! vendors' documents show (`docs/conversations-apps.md`, `docs/siskin-apps.md`) are checked the
+//! same way.
 
 mod common;
 
@@ -331,4 +333,76 @@ fn both_blocks_together_pass_check_and_missing_files_are_named() {
     for line in ["type demo", "type apple", "type google"] {
         assert_check_passes(&out, line, &settings);
     }
+}
+
+/// The first `jsonc` block of `docs/<doc>`.
+fn doc_block(doc: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs").join(doc);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{doc}: {e}"));
+    let open = "```jsonc\n";
+    let start = text
+        .find(open)
+        .unwrap_or_else(|| panic!("{doc} has no jsonc block"))
+        + open.len();
+    let end = start + text[start..].find("```").expect("the block is closed");
+    text[start..end].to_owned()
+}
+
+/// `block` with the files it names under /etc/fpush and /var/lib/fpush moved into `dir`.
+fn moved_into(block: &str, dir: &Path) -> String {
+    let dir = format!("{}/", dir.to_string_lossy());
+    block
+        .replace("/etc/fpush/", &dir)
+        .replace("/var/lib/fpush/", &dir)
+}
+
+/// The string value that follows `"key": ` in `block` (also on a line that sets several keys).
+fn value_of(block: &str, key: &str) -> String {
+    let needle = format!("\"{key}\": \"");
+    let start = block
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no {key} in:\n{block}"))
+        + needle.len();
+    let end = start + block[start..].find('"').expect("a closing quote");
+    block[start..end].to_owned()
+}
+
+fn assert_no_warnings(out: &Output, settings: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("unknown key"),
+        "the documented settings warn: {stderr}\nsettings:\n{settings}"
+    );
+}
+
+#[test]
+fn the_conversations_apps_settings_pass_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = moved_into(&doc_block("conversations-apps.md"), dir.path());
+    let account = value_of(&settings, "fcmSecretPath");
+    TestServiceAccount::generate("fpush-example", "https://oauth2.googleapis.com/token")
+        .write(Path::new(&account))
+        .unwrap();
+    let out = check(dir.path(), &settings);
+    assert_check_passes(&out, "type google", &settings);
+    assert_no_warnings(&out, &settings);
+}
+
+#[test]
+fn the_siskin_apps_module_passes_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let block = moved_into(&doc_block("siskin-apps.md"), dir.path());
+    ApnsTestKey::generate()
+        .unwrap()
+        .write_p8(Path::new(&value_of(&block, "keyFilePath")))
+        .unwrap();
+    // The document shows the sections a vendor adds, not the component's.
+    let settings = format!(
+        "{{\n\"component\": {{\"componentHostname\": \"push.example.org\", \
+         \"componentKey\": \"secret\", \"serverHostname\": \"127.0.0.1\", \
+         \"serverPort\": 5347}},\n{block}}}\n"
+    );
+    let out = check(dir.path(), &settings);
+    assert_check_passes(&out, "type apple", &settings);
+    assert_no_warnings(&out, &settings);
 }
