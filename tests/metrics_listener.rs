@@ -364,3 +364,31 @@ fn release_scrape(release: &(std::sync::Mutex<bool>, std::sync::Condvar)) {
     *release.0.lock().unwrap() = true;
     release.1.notify_all();
 }
+
+#[tokio::test]
+async fn only_get_and_head_are_served_other_methods_are_refused_with_the_allowed_ones() {
+    let listener = start(ListenerLimits::default()).await;
+    let head = exchange(listener.port, "HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.ends_with("\r\n\r\n"),
+        "a HEAD answer has no body: {head}"
+    );
+    for request in [
+        "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+        "DELETE /health HTTP/1.1\r\nHost: x\r\n\r\n",
+        // A 2xx answer to CONNECT would be the start of a tunnel, without a body.
+        "CONNECT /health HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let response = exchange(listener.port, request).await.unwrap();
+        assert!(
+            response.starts_with("HTTP/1.1 405"),
+            "{request}: {response}"
+        );
+        let lower = response.to_ascii_lowercase();
+        assert!(lower.contains("\r\nallow: get, head\r\n"), "{response}");
+        assert!(response.ends_with("use GET or HEAD\n"), "{response}");
+    }
+}

@@ -1,7 +1,7 @@
 //! The HTTP listener for `/metrics` (OpenMetrics text), `/health` (liveness: the process serves)
 //! and `/ready` (the component link is up). It cannot be tied up: a bounded number of
 //! connections (the oldest gives way to a newcomer, idle ones first, see `slots`), one request
-//! per connection, and a total deadline per connection.
+//! per connection, and a total deadline per connection. Only GET and HEAD are served.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -90,7 +90,10 @@ async fn serve_connection(
     let slot = taken.slot.clone();
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
         slot.start_answering();
-        let response = answer(&observed, request.uri().path());
+        let response = match *request.method() {
+            Method::GET | Method::HEAD => answer(&observed, request.uri().path()),
+            _ => method_not_allowed(),
+        };
         async move { Ok::<_, Infallible>(response) }
     });
     let connection = hyper::server::conn::http1::Builder::new()
@@ -109,7 +112,7 @@ async fn serve_connection(
     }
 }
 
-/// The answer to a GET of `path`.
+/// The answer to a GET or HEAD of `path`.
 fn answer(observed: &Observed, path: &str) -> Response<Full<Bytes>> {
     const TEXT: &str = "text/plain; charset=utf-8";
     let (status, content_type, body) = match path {
@@ -142,6 +145,25 @@ fn answer(observed: &Observed, path: &str) -> Response<Full<Bytes>> {
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// The answer to any method but GET and HEAD (hyper leaves the body out of a HEAD answer).
+/// Every path here is read-only; and a 2xx answer to CONNECT would open a tunnel, not carry a
+/// body (RFC 9110, 9.3.6).
+fn method_not_allowed() -> Response<Full<Bytes>> {
+    let body = Bytes::from_static(b"method not allowed: use GET or HEAD\n");
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::ALLOW,
+        hyper::header::HeaderValue::from_static("GET, HEAD"),
+    );
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
 }
