@@ -1,6 +1,7 @@
 //! fpush as systemd sees it: the messages on `NOTIFY_SOCKET` (READY=1 once the component is
 //! authenticated, RELOADING=1 … READY=1 around SIGHUP, STOPPING=1 at SIGTERM, WATCHDOG=1 pings),
-//! the log format under journald and elsewhere, and the shipped unit's stop timeout.
+//! the log format under journald and elsewhere, the shipped unit, and the Debian package (its
+//! postinst, and the dependencies the unit needs).
 
 mod common;
 
@@ -398,6 +399,64 @@ fn the_unit_passes_systemd_analyze_verify() {
         .filter(|l| l.contains("fpush.service"))
         .collect();
     assert!(ours.is_empty(), "{said}");
+}
+
+/// The `depends` of the Debian package (`[package.metadata.deb]` in Cargo.toml).
+fn package_depends() -> String {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let manifest = std::fs::read_to_string(manifest).expect("read Cargo.toml");
+    let depends = manifest
+        .lines()
+        .skip_while(|line| line.trim() != "[package.metadata.deb]")
+        .find_map(|line| line.strip_prefix("depends = "));
+    let depends = depends.expect("the package's depends");
+    depends.trim().trim_matches('"').to_owned()
+}
+
+/// The package that installed `path` here, as `dpkg-query -S` names it; `None` without dpkg or
+/// when no package did.
+fn owning_package(path: &str) -> Option<String> {
+    let output = Command::new("dpkg-query")
+        .args(["-S", path])
+        .output()
+        .ok()?;
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (package, _) = said.lines().next()?.split_once(": ")?;
+    output.status.success().then(|| package.to_owned())
+}
+
+fn is_essential(package: &str) -> bool {
+    let output = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Essential}", package])
+        .output()
+        .expect("dpkg-query");
+    String::from_utf8_lossy(&output.stdout).trim() == "yes"
+}
+
+#[test]
+fn every_command_the_unit_runs_is_essential_or_a_dependency_of_the_package() {
+    let depends = package_depends();
+    let text = unit_text();
+    let commands = text
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .filter(|(key, _)| key.starts_with("Exec"))
+        .filter_map(|(_, command)| command.split_whitespace().next())
+        .map(|command| command.trim_start_matches(['-', '@', '+', '!', ':']))
+        .filter(|command| *command != "/usr/bin/fpush");
+    for command in commands {
+        let Some(package) = owning_package(command) else {
+            eprintln!("{command}: no package owns it here (no dpkg?): not checked");
+            continue;
+        };
+        let depended = depends
+            .split([',', '|'])
+            .any(|dependency| dependency.split_whitespace().next() == Some(package.as_str()));
+        assert!(
+            is_essential(&package) || depended,
+            "{command} comes from {package}, neither essential nor in the package's depends ({depends})"
+        );
+    }
 }
 
 /// Where `systemd-analyze` is, if installed.
