@@ -98,15 +98,24 @@ impl ServiceNotifier {
     }
 }
 
+/// How much of the stream id STATUS= shows, in characters: systemd ignores a notification of
+/// PIPE_BUF (4096) bytes or more whole, and the id comes in the same one as READY=1.
+const SHOWN_STREAM_ID: usize = 64;
+
 /// The STATUS= text `systemctl status` shows for a link state. The stream id is the XMPP
-/// server's and is escaped: a line break in it would add an assignment of the server's choosing
-/// (MAINPID=, WATCHDOG_USEC=, STOPPING=1) to the notification.
+/// server's: it is escaped (a line break in it would add an assignment of the server's choosing,
+/// MAINPID=, WATCHDOG_USEC=, STOPPING=1, to the notification) and cut short (a long one would
+/// make systemd drop READY=1, and the start would time out).
 fn status_line(state: &LinkState) -> String {
     match state {
         LinkState::Connecting => "connecting to the XMPP server".to_owned(),
         LinkState::Up { stream_id } => {
-            let stream_id = super::escape_controls(stream_id);
-            format!("component link up (stream {stream_id})")
+            let escaped = super::escape_controls(stream_id);
+            let mut shown: String = escaped.chars().take(SHOWN_STREAM_ID).collect();
+            if shown.len() < escaped.len() {
+                shown.push('…');
+            }
+            format!("component link up (stream {shown})")
         }
         LinkState::Down => "component link down, retrying".to_owned(),
     }
@@ -291,6 +300,22 @@ mod tests {
             .expect("a send to a full queue returned");
         assert!(sent > 0, "the first notification is sent");
         assert!(sent < 10_000, "a full queue refuses notifications");
+    }
+
+    #[test]
+    fn a_long_stream_id_leaves_ready_within_what_the_service_manager_reads() {
+        // systemd reads a notification of at most PIPE_BUF (4096) bytes and ignores a longer
+        // one whole, READY=1 with it.
+        let state = LinkState::Up {
+            stream_id: "x".repeat(10_000),
+        };
+        let status = status_line(&state);
+        let text = message(&[NotifyState::Ready, NotifyState::Status(&status)]);
+        assert!(text.len() < 4096, "{} bytes", text.len());
+        assert!(
+            status.starts_with("component link up (stream xxxx"),
+            "{status}"
+        );
     }
 
     #[test]
