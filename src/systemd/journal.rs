@@ -205,18 +205,42 @@ fn priority(level: log::Level) -> u8 {
 fn journal_lines(level: log::Level, target: &str, message: &str) -> String {
     let priority = priority(level);
     let mut out = String::with_capacity(message.len() + target.len() + 8);
-    for (i, line) in message.lines().enumerate() {
+    for line in message.lines() {
         let line = super::escape_controls(line);
-        if i == 0 {
-            let _ = writeln!(out, "<{priority}>{target}: {line}");
-        } else {
-            let _ = writeln!(out, "<{priority}>{line}");
+        for part in parts(&line, JOURNAL_LINE_TEXT) {
+            if out.is_empty() {
+                let _ = writeln!(out, "<{priority}>{target}: {part}");
+            } else {
+                let _ = writeln!(out, "<{priority}>{part}");
+            }
         }
     }
     if out.is_empty() {
         let _ = writeln!(out, "<{priority}>{target}:");
     }
     out
+}
+
+/// The most text one journal line carries, in bytes. journald cuts a longer line at its
+/// `LineMax=` (48 KiB by default) and reads a priority at the start of the rest as of any line:
+/// the tail of a long text from outside would be filed at a priority of its choosing (or at
+/// info). Longer lines go out in parts, each with the priority.
+const JOURNAL_LINE_TEXT: usize = 4096;
+
+/// `line` in parts of at most `max` bytes (at least 4), cut between characters; an empty line
+/// is one empty part.
+fn parts(line: &str, max: usize) -> impl Iterator<Item = &str> {
+    let mut rest = Some(line);
+    std::iter::from_fn(move || {
+        let line = rest.take()?;
+        let mut cut = line.len().min(max);
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (part, tail) = line.split_at(cut);
+        rest = (!tail.is_empty()).then_some(tail);
+        Some(part)
+    })
 }
 
 /// The start of every line of a record outside journald, as env_logger writes it:
@@ -306,6 +330,28 @@ mod tests {
         assert_eq!(lines, "<6>fpush: answered: a\\0<0>forged\\rx\\u{1b}[2J\n");
         let kept = journal_lines(log::Level::Info, "fpush", "tab\there\r\nnext");
         assert_eq!(kept, "<6>fpush: tab\there\n<6>next\n");
+    }
+
+    #[test]
+    fn a_line_longer_than_journald_reads_at_once_carries_the_priority_on_every_part() {
+        // journald cuts a line at LineMax= (48 KiB by default) and reads a priority at the start
+        // of what follows, as of any line.
+        let line_max = 48 * 1024;
+        let text = format!("{}<0>forged", "é".repeat(line_max / 2));
+        let lines = journal_lines(log::Level::Warn, "fpush", &text);
+        let mut rest = String::new();
+        for (i, line) in lines.lines().enumerate() {
+            assert!(line.len() < line_max, "a line of {} bytes", line.len());
+            let part = line
+                .strip_prefix("<4>")
+                .expect("the priority on every line");
+            rest.push_str(if i == 0 {
+                &part["fpush: ".len()..]
+            } else {
+                part
+            });
+        }
+        assert_eq!(rest, text, "nothing is lost");
     }
 
     /// A stderr whose reader takes nothing: every write waits until `gate` closes.
