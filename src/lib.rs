@@ -16,3 +16,5 @@ pub mod ratelimit;
 pub mod request;
 pub mod store;
 pub mod systemd;
+#[cfg(test)]
+mod test_log;

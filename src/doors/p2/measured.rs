@@ -1,11 +1,13 @@
 //! The registration store as the doors use it: every call timed and its failures counted
-//! (`fpush_store_latency_seconds`, `fpush_store_errors_total`), whichever backend answers.
+//! (`fpush_store_latency_seconds`, `fpush_store_errors_total`) and said in the log, whichever
+//! backend answers.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
+use fpush_http::LoudLog;
 
 use crate::metrics::RegistrationSeries;
 use crate::store::{Credentials, Registration, RegistrationKey, RegistrationStore, StoreError};
@@ -14,6 +16,9 @@ use crate::store::{Credentials, Registration, RegistrationKey, RegistrationStore
 pub struct Measured {
     inner: Arc<dyn RegistrationStore>,
     series: RegistrationSeries,
+    /// A failing store makes every registering client and every push by node wait: the
+    /// operator learns why from a warning, at most one a minute for each kind of failure.
+    alarms: LoudLog,
 }
 
 /// Every operation a store call is counted under: their error series exist from start-up at 0.
@@ -34,7 +39,12 @@ const OPERATIONS: [&str; 11] = [
 impl Measured {
     pub fn new(inner: Arc<dyn RegistrationStore>, series: RegistrationSeries) -> Self {
         series.seed_store_errors(&OPERATIONS);
-        Measured { inner, series }
+        let alarms = LoudLog::new("registration store");
+        Measured {
+            inner,
+            series,
+            alarms,
+        }
     }
 
     async fn timed<T>(
@@ -46,6 +56,15 @@ impl Measured {
         let result = call.await;
         self.series
             .observe_store(operation, started.elapsed(), result.is_err());
+        if let Err(error) = &result {
+            let cause = match error {
+                StoreError::Unavailable(_) => "unavailable",
+                StoreError::Full(_) => "full",
+                StoreError::Unusable(_) => "unusable",
+            };
+            let text = format_args!("{operation} failed ({error})");
+            self.alarms.log(log::Level::Warn, cause, &text);
+        }
         result
     }
 }
@@ -112,5 +131,32 @@ impl RegistrationStore for Measured {
 
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.timed("counts", self.inner.counts()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doors::p2::tests::EmptyStore;
+    use crate::metrics::Metrics;
+
+    #[tokio::test]
+    async fn a_failing_store_is_said_in_a_warning_at_most_once_a_minute() {
+        let metrics = Metrics::new();
+        let store = Measured::new(
+            Arc::new(EmptyStore::failing()),
+            metrics.registrations().clone(),
+        );
+        crate::test_log::collect("fpush_http::loud_log");
+        for _ in 0..3 {
+            assert!(store.find("example.org", "node").await.is_err());
+        }
+        let lines = crate::test_log::collected();
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(
+            lines[0]
+                .contains("registration store: find failed (registration store unavailable: down)"),
+            "{lines:#?}"
+        );
     }
 }

@@ -184,33 +184,9 @@ mod tests {
 
     /// The lines of at least info level this module logs on the current thread.
     fn loud_lines_of(run: impl FnOnce()) -> Vec<String> {
-        use std::cell::RefCell;
-        thread_local! {
-            static LINES: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
-        }
-        struct Capture;
-        impl log::Log for Capture {
-            fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-                true
-            }
-            fn log(&self, record: &log::Record<'_>) {
-                let ours = record.target() == module_path!().trim_end_matches("::tests");
-                if ours && record.level() <= log::Level::Info {
-                    let line = record.args().to_string();
-                    LINES.with(|lines| lines.borrow_mut().as_mut().map(|l| l.push(line)));
-                }
-            }
-            fn flush(&self) {}
-        }
-        static INSTALL: std::sync::Once = std::sync::Once::new();
-        INSTALL.call_once(|| {
-            if log::set_logger(&Capture).is_ok() {
-                log::set_max_level(log::LevelFilter::Trace);
-            }
-        });
-        LINES.with(|lines| *lines.borrow_mut() = Some(Vec::new()));
+        crate::test_log::collect(module_path!().trim_end_matches("::tests"));
         run();
-        LINES.with(|lines| lines.borrow_mut().take().unwrap_or_default())
+        crate::test_log::collected()
     }
 
     #[tokio::test(start_paused = true)]
