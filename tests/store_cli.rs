@@ -557,6 +557,32 @@ fn store_settings_problems_name_the_key_and_the_line() {
     );
 }
 
+#[tokio::test]
+async fn a_backup_cut_short_by_a_full_disk_leaves_no_partial_copy_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, file) = sqlite_settings(dir.path());
+    let store = SqliteStore::open(&file, StoreLimits::default()).unwrap();
+    let mut large = registration("fcm", "d1", "a@example.org");
+    large.token = "t".repeat(2_000_000);
+    store.register(large).await.unwrap();
+    drop(store);
+    let copy = dir.path().join("copy.sqlite3");
+    // No file may grow past 1024 blocks (of 512 or 1024 bytes): the 2 MB copy fails half-way,
+    // as on a full disk.
+    let output = Command::new("sh")
+        .args(["-c", "trap '' XFSZ; ulimit -f 1024; exec \"$@\"", "sh"])
+        .args([env!("CARGO_BIN_EXE_fpush"), "store", "backup"])
+        .args([&settings, &copy])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{}", text(&output.stdout));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains(copy.to_str().unwrap()), "{stderr}");
+    let partial = PathBuf::from(format!("{}.partial", copy.display()));
+    assert!(!partial.exists(), "half a copy stays, taking the space");
+    assert!(!copy.exists());
+}
+
 #[test]
 fn backup_and_export_of_a_store_file_that_is_not_there_fail_and_create_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -284,10 +284,15 @@ pub(super) fn copy_aside(connection: &Connection, target: &Path) -> Result<(), S
     let cannot = |error: &dyn std::fmt::Display| {
         StoreError::Unusable(format!("cannot copy to {}: {error}", target.display()))
     };
-    connection
+    let copied = connection
         .execute("VACUUM INTO ?1", [name])
-        .map_err(|error| cannot(&error))?;
-    std::fs::rename(&partial, target).map_err(|error| cannot(&error))
+        .map_err(|error| cannot(&error))
+        .and_then(|_| std::fs::rename(&partial, target).map_err(|error| cannot(&error)));
+    if copied.is_err() {
+        // Half a copy, on a full disk most likely: it would keep the disk full.
+        let _ = std::fs::remove_file(&partial);
+    }
+    copied
 }
 
 /// The rollback journal SQLite keeps beside a file it writes outside WAL mode.
