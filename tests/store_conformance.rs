@@ -929,6 +929,34 @@ async fn a_redis_registration_that_lost_its_secret_is_replaced_by_registering_ag
 }
 
 #[tokio::test]
+async fn a_sqlite_move_the_new_domain_refuses_keeps_the_registration_where_it_was() {
+    let one_per_domain = StoreLimits {
+        max_per_domain: 1,
+        ..limits()
+    };
+    let backend = Backend::sqlite();
+    let store = backend.open(one_per_domain);
+    let kept = registered(&*store, "fcm", "k", "u@a.example").await;
+    registered(&*store, "fcm", "other", "v@b.example").await;
+    let moving = registration("fcm", "k", "u@b.example");
+    let refused = store.register(moving).await;
+    assert!(
+        matches!(refused, Err(StoreError::Full("store.maxPerDomain"))),
+        "{refused:?}"
+    );
+    assert!(is_stored(&*store, "a.example", &kept.node).await);
+    // Moved once there is room: same node and secret.
+    let other = registration("fcm", "other", "v@b.example").key;
+    assert!(store.unregister(&other).await.unwrap());
+    let moved = store
+        .register(registration("fcm", "k", "u@b.example"))
+        .await;
+    assert_eq!(moved.unwrap(), kept);
+    assert!(is_stored(&*store, "b.example", &kept.node).await);
+    assert_eq!(store.counts().await.unwrap(), [("fcm".to_owned(), 1)]);
+}
+
+#[tokio::test]
 async fn a_redis_move_the_new_domain_refuses_keeps_the_registration_where_it_was() {
     use fpush::store::RegistrationStore;
     let one_per_domain = StoreLimits {

@@ -33,17 +33,21 @@ pub(super) fn upsert(
         Mode::Restore => unix(registration.last_used),
     };
     let key = &registration.key;
-    let existing: Option<(String, String, i64)> = transaction
+    let existing: Option<(String, String, i64, String)> = transaction
         .query_row(
-            "SELECT node, secret, last_used FROM registrations \
+            "SELECT node, secret, last_used, domain FROM registrations \
              WHERE service = ?1 AND device = ?2 AND channel = ?3",
             params![key.service, key.device, key.channel],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
         )
         .optional()
         .map_err(failed)?;
     let credentials = match existing {
-        Some((node, secret, stored)) => {
+        Some((node, secret, stored, domain)) => {
+            if domain != registration.domain {
+                // A move adds one to the new domain's count (the total stays as it is).
+                check_domain_cap(&transaction, &registration.domain, limits)?;
+            }
             // Registering again never moves the last use back, as a push's touch never does:
             // one recorded later than now was recorded before the clock was set back.
             let (credentials, last_used) = match mode {
@@ -165,6 +169,26 @@ fn check_caps(
     domain: &str,
     limits: &StoreLimits,
 ) -> Result<(), StoreError> {
+    check_domain_cap(transaction, domain, limits)?;
+    if let Some(max_total) = limits.max_total {
+        let total: u64 = transaction
+            .query_row("SELECT registrations FROM total_count", [], |row| {
+                row.get(0)
+            })
+            .map_err(failed)?;
+        if total >= max_total {
+            return Err(StoreError::Full("store.maxTotal"));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses one more registration in `domain` when it holds its cap.
+fn check_domain_cap(
+    transaction: &Transaction<'_>,
+    domain: &str,
+    limits: &StoreLimits,
+) -> Result<(), StoreError> {
     let in_domain: u64 = transaction
         .query_row(
             "SELECT registrations FROM domain_counts WHERE domain = ?1",
@@ -176,16 +200,6 @@ fn check_caps(
         .unwrap_or(0);
     if in_domain >= limits.max_per_domain {
         return Err(StoreError::Full("store.maxPerDomain"));
-    }
-    if let Some(max_total) = limits.max_total {
-        let total: u64 = transaction
-            .query_row("SELECT registrations FROM total_count", [], |row| {
-                row.get(0)
-            })
-            .map_err(failed)?;
-        if total >= max_total {
-            return Err(StoreError::Full("store.maxTotal"));
-        }
     }
     Ok(())
 }
