@@ -422,6 +422,28 @@ fn check_names_a_store_file_open_to_everyone_and_creates_nothing() {
 }
 
 #[test]
+fn a_store_path_naming_a_directory_is_said_to_be_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        r#"{{"backend": "sqlite", "path": "{}"}}"#,
+        dir.path().display()
+    );
+    let settings = settings(dir.path(), &store, None);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = fpush(&["--check", settings.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let errors = text(&output.stderr);
+    assert!(errors.contains("is a directory"), "{errors}");
+    assert!(
+        !errors.contains("chmod"),
+        "no advice about its mode: {errors}"
+    );
+    let output = import(dir.path(), &settings, "");
+    let errors = text(&output.stderr);
+    assert!(errors.contains("is a directory"), "{errors}");
+}
+
+#[test]
 fn check_leaves_alone_a_store_no_module_uses() {
     // The daemon opens the store only for a module that registers; a reload must not fail on
     // a store it would never open.

@@ -5,7 +5,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::sqlite::{
-    backup_path, created_of, current_version, foreign_schema, newer_schema, schema_version_of,
+    backup_path, created_of, current_version, directory, foreign_schema, newer_schema,
+    schema_version_of,
 };
 use crate::config::{RedisSettings, StoreBackend, StoreSettings};
 
@@ -61,6 +62,13 @@ fn check_file(path: &Path, report: &mut StoreCheck) {
             return;
         }
     };
+    if meta.is_dir() {
+        // Its mode and owner are the directory's: advice about them would mislead.
+        report
+            .problems
+            .push(format!("store.path: {}", directory(path)));
+        return;
+    }
     // `/proc/self` belongs to the process's effective user.
     if let Ok(me) = std::fs::metadata("/proc/self").map(|me| me.uid()) {
         if meta.uid() != me {

@@ -29,7 +29,7 @@ use readers::Readers;
 use write::Mode;
 
 pub(super) use schema::{
-    backup_path, current_version, foreign as foreign_schema, newer as newer_schema,
+    backup_path, current_version, directory, foreign as foreign_schema, newer as newer_schema,
 };
 
 /// How long a call waits for another connection's write lock (a backup, a second process).

@@ -173,6 +173,7 @@ pub(super) fn create_private(path: &Path) -> Result<(), StoreError> {
         .open(path)
     {
         Ok(_) => Ok(()),
+        Err(_) if path.is_dir() => Err(directory(path)),
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(error) => Err(StoreError::Unusable(format!(
             "cannot create {}: {error}",
@@ -185,6 +186,15 @@ pub(super) fn version(connection: &Connection) -> Result<i64, StoreError> {
     connection
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(failed)
+}
+
+/// The error for a `store.path` that names a directory (SQLite says only "disk I/O error").
+pub(crate) fn directory(path: &Path) -> StoreError {
+    StoreError::Unusable(format!(
+        "{} is a directory: store.path names the store's file, such as {}",
+        path.display(),
+        path.join("registrations.sqlite3").display()
+    ))
 }
 
 /// The error for a file written by a newer fpush.
