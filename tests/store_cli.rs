@@ -515,6 +515,38 @@ fn a_negative_schema_version_is_a_problem_for_check_and_an_error_for_the_store_c
 }
 
 #[test]
+fn another_programs_sqlite_file_is_refused_and_left_alone() {
+    // A store.path pointing at another program's database, whose schema version is 0 too.
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, file) = sqlite_settings(dir.path());
+    let connection = rusqlite::Connection::open(&file).unwrap();
+    connection
+        .execute_batch("CREATE TABLE messages (id INTEGER PRIMARY KEY, body TEXT)")
+        .unwrap();
+    drop(connection);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let check = fpush(&["--check", settings.to_str().unwrap()]);
+    assert!(!check.status.success(), "{}", text(&check.stdout));
+    assert!(
+        text(&check.stderr).contains("not a registration store"),
+        "{}",
+        text(&check.stderr)
+    );
+    let import = import(dir.path(), &settings, "");
+    assert_eq!(import.status.code(), Some(1), "{}", text(&import.stdout));
+    assert!(
+        text(&import.stderr).contains("not a registration store"),
+        "{}",
+        text(&import.stderr)
+    );
+    let connection = rusqlite::Connection::open(&file).unwrap();
+    let tables: i64 = connection
+        .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(tables, 1, "fpush's tables were added to it");
+}
+
+#[test]
 fn backup_copies_and_export_refuses_an_older_schema_without_migrating_it() {
     // A newer fpush run beside the older one still serving the file must not migrate it.
     let dir = tempfile::tempdir().unwrap();

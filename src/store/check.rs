@@ -5,8 +5,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::sqlite::{
-    backup_path, created_of, current_version, directory, foreign_schema, newer_schema,
-    schema_version_of,
+    backup_path, created_of, current_version, directory, foreign_schema, holds_tables_at,
+    newer_schema, other_program, schema_version_of,
 };
 use crate::config::{RedisSettings, StoreBackend, StoreSettings};
 
@@ -101,6 +101,9 @@ fn schema(path: &Path, report: &mut StoreCheck) {
         Ok(found) if found < 0 => report
             .problems
             .push(format!("store.path: {}", foreign_schema(path, found))),
+        Ok(0) if holds_tables_at(path).unwrap_or(false) => report
+            .problems
+            .push(format!("store.path: {}", other_program(path))),
         Ok(0) => report
             .notes
             .push(format!("store: {shown} is empty; start-up creates the schema")),

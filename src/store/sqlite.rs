@@ -30,6 +30,7 @@ use write::Mode;
 
 pub(super) use schema::{
     backup_path, current_version, directory, foreign as foreign_schema, newer as newer_schema,
+    other_program,
 };
 
 /// How long a call waits for another connection's write lock (a backup, a second process).
@@ -167,6 +168,13 @@ fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
 pub(super) fn schema_version_of(path: &Path) -> Result<i64, rusqlite::Error> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     Connection::open_with_flags(path, flags)?.query_row("PRAGMA user_version", [], |row| row.get(0))
+}
+
+/// Whether the file at `path` holds any table, read without changing it: one at schema 0
+/// that does is another program's.
+pub(super) fn holds_tables_at(path: &Path) -> Result<bool, rusqlite::Error> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    schema::holds_tables(&Connection::open_with_flags(path, flags)?)
 }
 
 /// When the store at `path` was first opened empty (see [`RegistrationStore::created`]), read

@@ -215,6 +215,23 @@ pub(crate) fn foreign(path: &Path, found: i64) -> StoreError {
     ))
 }
 
+/// The error for a file at schema version 0 that holds tables: another program's database,
+/// which fpush would otherwise fill with its own tables.
+pub(crate) fn other_program(path: &Path) -> StoreError {
+    StoreError::Unusable(format!(
+        "{} holds tables of another program (schema version 0): it is not a registration \
+         store; point store.path at a new file",
+        path.display()
+    ))
+}
+
+/// Whether the file holds any table (a file fpush has not set up yet holds none).
+pub(super) fn holds_tables(connection: &Connection) -> Result<bool, rusqlite::Error> {
+    connection.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master)", [], |row| {
+        row.get(0)
+    })
+}
+
 /// Where the copy of a file at schema `version` goes before it is migrated.
 pub(crate) fn backup_path(path: &Path, version: i64) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -236,6 +253,9 @@ pub(super) fn migrate(
     }
     if found < 0 {
         return Err(foreign(path, found));
+    }
+    if found == 0 && holds_tables(connection).map_err(failed)? {
+        return Err(other_program(path));
     }
     if found == known {
         return Ok(());
