@@ -136,8 +136,9 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrationPage {
     pub registrations: Vec<Registration>,
-    /// Registrations that could not be read back (a Redis hash another writer damaged), each
-    /// as why: left out of the page, not the end of the listing.
+    /// Registrations that could not be read back (a Redis hash another writer damaged, a
+    /// SQLite row edited by hand), each as why: left out of the page, not the end of the
+    /// listing.
     pub unreadable: Vec<String>,
     /// Where the next page starts; `None` after the last page.
     pub next: Option<String>,

@@ -19,6 +19,17 @@ fn fpush(args: &[&str]) -> Output {
         .expect("fpush runs")
 }
 
+/// fpush, where no file may grow past 1024 blocks (of 512 or 1024 bytes, as the shell counts):
+/// writing a few megabytes fails half-way, as on a full disk.
+fn fpush_on_a_full_disk(args: &[&str]) -> Output {
+    Command::new("sh")
+        .args(["-c", "trap '' XFSZ; ulimit -f 1024; exec \"$@\"", "sh"])
+        .arg(env!("CARGO_BIN_EXE_fpush"))
+        .args(args)
+        .output()
+        .expect("fpush runs")
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -79,17 +90,10 @@ async fn an_export_that_fails_leaves_no_file_that_could_pass_for_a_whole_one() {
     let dir = tempfile::tempdir().unwrap();
     let (settings, file) = sqlite_settings(dir.path());
     let store = SqliteStore::open(&file, StoreLimits::default()).unwrap();
-    store
-        .register(registration("fcm", "d1", "a@example.org"))
-        .await
-        .unwrap();
+    let mut large = registration("fcm", "d1", "a@example.org");
+    large.token = "t".repeat(2_000_000);
+    store.register(large).await.unwrap();
     drop(store);
-    // A row another program damaged: reading it fails the export.
-    let connection = rusqlite::Connection::open(&file).unwrap();
-    connection
-        .execute("UPDATE registrations SET last_used = 'soon'", [])
-        .unwrap();
-    drop(connection);
     let out = dir.path().join("export.jsonl");
     let export = [
         "store",
@@ -97,8 +101,13 @@ async fn an_export_that_fails_leaves_no_file_that_could_pass_for_a_whole_one() {
         settings.to_str().unwrap(),
         out.to_str().unwrap(),
     ];
-    let output = fpush(&export);
+    let output = fpush_on_a_full_disk(&export);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("cannot write"),
+        "{}",
+        text(&output.stderr)
+    );
     assert!(!out.exists(), "{}", text(&output.stderr));
 }
 
@@ -621,14 +630,12 @@ async fn a_backup_cut_short_by_a_full_disk_leaves_no_partial_copy_behind() {
     store.register(large).await.unwrap();
     drop(store);
     let copy = dir.path().join("copy.sqlite3");
-    // No file may grow past 1024 blocks (of 512 or 1024 bytes): the 2 MB copy fails half-way,
-    // as on a full disk.
-    let output = Command::new("sh")
-        .args(["-c", "trap '' XFSZ; ulimit -f 1024; exec \"$@\"", "sh"])
-        .args([env!("CARGO_BIN_EXE_fpush"), "store", "backup"])
-        .args([&settings, &copy])
-        .output()
-        .unwrap();
+    let output = fpush_on_a_full_disk(&[
+        "store",
+        "backup",
+        settings.to_str().unwrap(),
+        copy.to_str().unwrap(),
+    ]);
     assert!(!output.status.success(), "{}", text(&output.stdout));
     let stderr = text(&output.stderr);
     assert!(stderr.contains(copy.to_str().unwrap()), "{stderr}");
@@ -689,6 +696,41 @@ async fn export_names_a_damaged_redis_registration_and_writes_the_rest() {
     assert!(stderr.contains(&nodes[0]), "{stderr}");
     let written = std::fs::read_to_string(&lines).unwrap();
     assert_eq!(written.lines().count(), 1, "{written}");
+    assert!(written.contains(&nodes[1]), "{written}");
+}
+
+#[tokio::test]
+async fn export_names_a_damaged_sqlite_registration_and_writes_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, file) = sqlite_settings(dir.path());
+    let store = SqliteStore::open(&file, StoreLimits::default()).unwrap();
+    let mut nodes = Vec::new();
+    for (device, account) in [("d1", "a@example.org"), ("d2", "b@example.org")] {
+        let registered = store.register(registration("fcm", device, account));
+        nodes.push(registered.await.unwrap().node);
+    }
+    drop(store);
+    // Edited by hand: a last use that is no number.
+    let connection = rusqlite::Connection::open(&file).unwrap();
+    connection
+        .execute(
+            "UPDATE registrations SET last_used = 'yesterday' WHERE node = ?1",
+            [&nodes[0]],
+        )
+        .unwrap();
+    drop(connection);
+    let lines = dir.path().join("registrations.jsonl");
+    let output = fpush(&[
+        "store",
+        "export",
+        settings.to_str().unwrap(),
+        lines.to_str().unwrap(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "one was left out: {stderr}");
+    assert!(stderr.contains(&nodes[0]), "{stderr}");
+    let written = std::fs::read_to_string(&lines).unwrap_or_default();
+    assert_eq!(written.lines().count(), 1, "{stderr}");
     assert!(written.contains(&nodes[1]), "{written}");
 }
 

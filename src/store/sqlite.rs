@@ -278,11 +278,36 @@ fn cut_cursor(cursor: &str) -> Option<(&str, &str)> {
     key.is_char_boundary(length).then(|| key.split_at(length))
 }
 
-/// A row of [`LIST`]: the `columns!()`, then domain and node.
-fn listed(row: &Row<'_>) -> rusqlite::Result<Registration> {
-    let domain: String = row.get(8)?;
-    let node: String = row.get(9)?;
-    found_at(row, &domain, &node)
+/// The page of [`LIST`] after `node` and `domain`. A row whose columns cannot be read (a value
+/// another writer, or a hand edit, left) is named in `unreadable` and left out, so that the
+/// rest can still be exported.
+fn page_after(
+    reader: &Connection,
+    node: &str,
+    domain: &str,
+    limit: i64,
+) -> Result<RegistrationPage, StoreError> {
+    let mut statement = reader.prepare(LIST).map_err(failed)?;
+    let mut rows = statement
+        .query(params![node, domain, limit])
+        .map_err(failed)?;
+    let (mut registrations, mut unreadable) = (Vec::new(), Vec::new());
+    let (mut read, mut last) = (0, None);
+    while let Some(row) = rows.next().map_err(failed)? {
+        let domain: String = row.get(8).map_err(failed)?;
+        let node: String = row.get(9).map_err(failed)?;
+        match found_at(row, &domain, &node) {
+            Ok(registration) => registrations.push(registration),
+            Err(error) => unreadable.push(format!("sqlite: registration {domain} {node}: {error}")),
+        }
+        read += 1;
+        last = Some(cursor_of(&node, &domain));
+    }
+    Ok(RegistrationPage {
+        registrations,
+        unreadable,
+        next: last.filter(|_| read == limit),
+    })
 }
 
 #[async_trait]
@@ -467,26 +492,8 @@ impl RegistrationStore for SqliteStore {
         };
         let (node, domain) = (node.to_owned(), domain.to_owned());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read(move |reader| {
-            let mut statement = reader.prepare(LIST).map_err(failed)?;
-            let rows = statement
-                .query_map(params![node, domain, limit], listed)
-                .map_err(failed)?;
-            let registrations: Vec<Registration> =
-                rows.collect::<Result<_, _>>().map_err(failed)?;
-            let next = match registrations.last() {
-                Some(last) if registrations.len() as i64 == limit => {
-                    Some(cursor_of(&last.node, &last.domain))
-                }
-                _ => None,
-            };
-            Ok(RegistrationPage {
-                registrations,
-                unreadable: Vec::new(),
-                next,
-            })
-        })
-        .await
+        self.read(move |reader| page_after(reader, &node, &domain, limit))
+            .await
     }
 
     async fn restore(&self, registration: Registration) -> Result<(), StoreError> {
