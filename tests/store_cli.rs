@@ -734,6 +734,23 @@ async fn export_names_a_damaged_sqlite_registration_and_writes_the_rest() {
     assert!(written.contains(&nodes[1]), "{written}");
 }
 
+#[test]
+fn a_store_an_import_run_as_root_creates_belongs_to_the_owner_of_its_directory() {
+    // `sudo fpush store import` before the first start: a store only root can open would stop
+    // the service, which runs as the owner of /var/lib/fpush.
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, file) = sqlite_settings(dir.path());
+    if std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).is_err() {
+        return; // not root: the store is the running user's, as it should be
+    }
+    let output = import(dir.path(), &settings, "");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+    assert_eq!(mode(&file), 0o600);
+}
+
 #[tokio::test]
 async fn an_import_never_drops_an_imported_registration_without_saying_so() {
     // Moving a store to one with a lower `maxPerAccount` (or p2 rows, or a Redis store filled

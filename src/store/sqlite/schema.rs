@@ -6,7 +6,7 @@
 //! registrations gauge cost a point read instead of a count over a million rows.
 
 use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
@@ -172,13 +172,30 @@ pub(super) fn create_private(path: &Path) -> Result<(), StoreError> {
         .mode(0o600)
         .open(path)
     {
-        Ok(_) => Ok(()),
+        Ok(file) => {
+            give_to_directory_owner(&file, path);
+            Ok(())
+        }
         Err(_) if path.is_dir() => Err(directory(path)),
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(error) => Err(StoreError::Unusable(format!(
             "cannot create {}: {error}",
             path.display()
         ))),
+    }
+}
+
+/// Gives a new file the owner of its directory, which only root may do: `sudo fpush store
+/// import` before the first start would otherwise make a store the service (running as the
+/// owner of its state directory) cannot open. Anyone else keeps the file, as they cannot give
+/// it away; SQLite gives its side files (`-wal`, `-shm`) the file's owner likewise.
+fn give_to_directory_owner(file: &std::fs::File, path: &Path) {
+    let directory = path
+        .parent()
+        .filter(|directory| !directory.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(meta) = std::fs::metadata(directory) {
+        let _ = std::os::unix::fs::fchown(file, Some(meta.uid()), Some(meta.gid()));
     }
 }
 
