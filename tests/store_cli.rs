@@ -135,6 +135,33 @@ fn a_store_file_that_is_no_database_is_named_in_the_error() {
 }
 
 #[tokio::test]
+async fn a_truncated_store_file_is_named_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, file) = sqlite_settings(dir.path());
+    let store = SqliteStore::open(&file, StoreLimits::default()).unwrap();
+    for device in ["d1", "d2"] {
+        let mut large = registration("fcm", device, "a@example.org");
+        large.token = "t".repeat(100_000);
+        store.register(large).await.unwrap();
+    }
+    drop(store);
+    let connection = rusqlite::Connection::open(&file).unwrap();
+    connection
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(connection);
+    // Cut short (a copy onto a full disk, a crashed file system): two pages are left.
+    let whole = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    whole.set_len(8192).unwrap();
+    drop(whole);
+    let output = fpush(&["store", "export", settings.to_str().unwrap()]);
+    let errors = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{errors}");
+    assert!(errors.contains(&file.display().to_string()), "{errors}");
+    assert!(errors.contains("restore a backup"), "{errors}");
+}
+
+#[tokio::test]
 async fn backup_copies_the_sqlite_store_into_a_private_file() {
     let dir = tempfile::tempdir().unwrap();
     let (settings, file) = sqlite_settings(dir.path());

@@ -201,9 +201,18 @@ pub(super) fn backup_file(path: &Path, target: &Path) -> Result<(), StoreError> 
     schema::copy_aside(&reader, target)
 }
 
-/// A SQLite failure, as the callers see it.
+/// A SQLite failure, as the callers see it; one that says the file is damaged (cut short, or
+/// not a database at all) says what to do, since nothing fpush does mends it.
 pub(super) fn failed(error: rusqlite::Error) -> StoreError {
-    StoreError::Unavailable(format!("sqlite: {error}"))
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match error.sqlite_error_code() {
+        Some(DatabaseCorrupt | NotADatabase) => StoreError::Unavailable(format!(
+            "sqlite: {error}: the file is damaged or no registration store: check store.path, \
+             or restore a backup (a copy `fpush store backup` made, or the PATH.vN.backup a \
+             migration left)"
+        )),
+        _ => StoreError::Unavailable(format!("sqlite: {error}")),
+    }
 }
 
 /// `error` naming the file it is about, unless it does already: "file is not a database"
