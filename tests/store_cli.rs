@@ -480,6 +480,25 @@ fn a_store_path_naming_a_directory_is_said_to_be_one() {
 }
 
 #[test]
+fn check_names_a_write_ahead_log_open_to_everyone() {
+    // The file was made private while fpush ran: the log SQLite made beside it kept its old
+    // mode, and holds the latest registrations, secrets included.
+    let dir = tempfile::tempdir().unwrap();
+    let (settings, file) = sqlite_settings(dir.path());
+    let store = SqliteStore::open(&file, StoreLimits::default()).unwrap();
+    let wal = PathBuf::from(format!("{}-wal", file.display()));
+    std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = fpush(&["--check", settings.to_str().unwrap()]);
+    let errors = text(&output.stderr);
+    assert!(!output.status.success(), "{}", text(&output.stdout));
+    assert!(
+        errors.contains(&format!("{} is open to everyone (mode 644)", wal.display())),
+        "{errors}"
+    );
+    drop(store);
+}
+
+#[test]
 fn check_leaves_alone_a_store_no_module_uses() {
     // The daemon opens the store only for a module that registers; a reload must not fail on
     // a store it would never open.

@@ -78,13 +78,26 @@ fn check_file(path: &Path, report: &mut StoreCheck) {
             ));
         }
     }
-    let mode = meta.mode() & 0o777;
+    private(path, &meta, report);
+    // SQLite gives its write-ahead log the file's mode when it makes it: a log made before the
+    // file was made private keeps the old mode while fpush runs, and holds the latest writes.
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = Path::new(&wal);
+    if let Ok(meta) = std::fs::metadata(wal) {
+        private(wal, &meta, report);
+    }
+    schema(path, report);
+}
+
+/// Reports `path` (the store or its log) when everyone may read or write it.
+fn private(path: &Path, meta: &std::fs::Metadata, report: &mut StoreCheck) {
+    let (shown, mode) = (path.display(), meta.mode() & 0o777);
     if mode & 0o007 != 0 {
         report.problems.push(format!(
             "store.path: {shown} is open to everyone (mode {mode:03o}) but holds secrets: run `chmod o-rwx {shown}`"
         ));
     }
-    schema(path, report);
 }
 
 fn schema(path: &Path, report: &mut StoreCheck) {
