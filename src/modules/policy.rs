@@ -250,3 +250,126 @@ impl Module {
         self.metrics.received();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use fpush_traits::{async_trait, PushNotification, PushTrait};
+
+    use super::*;
+    use crate::metrics::ModuleMetrics;
+    use crate::modules::wipe_guard::MIN_TOKENS;
+    use crate::ratelimit::RatelimitConfig;
+
+    struct Never;
+
+    #[async_trait]
+    impl PushTrait for Never {
+        async fn send(&self, _: &PushNotification) -> Result<Delivered, PushError> {
+            Err(PushError::Transient("not in these tests".into()))
+        }
+    }
+
+    fn module() -> Arc<Module> {
+        let ratelimit = RatelimitConfig::default();
+        let remember = Duration::from_secs(3600);
+        let metrics = ModuleMetrics::detached();
+        Arc::new(Module::new(
+            "m",
+            "demo",
+            Arc::new(Never),
+            ratelimit,
+            remember,
+            metrics,
+        ))
+    }
+
+    fn settle(module: &Module, key: &str, result: Result<Delivered, PushError>) -> Outcome {
+        module.settle(key, &result, Duration::ZERO, Some(module))
+    }
+
+    fn refused(reason: DeadTokenReason) -> Result<Delivered, PushError> {
+        Err(PushError::TokenInvalid(reason))
+    }
+
+    fn known_dead(module: &Arc<Module>, key: &str) -> bool {
+        matches!(module.admit(key), Admitting::Now(Admission::KnownDead))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_answer_ends_the_push_as_the_reply_table_expects() {
+        let module = module();
+        let cases = [
+            (Ok(Delivered::default()), Outcome::delivered),
+            (
+                refused(DeadTokenReason::Unregistered),
+                Outcome::token_invalid,
+            ),
+            (refused(DeadTokenReason::BadToken), Outcome::token_invalid),
+            (
+                refused(DeadTokenReason::NotForThisApp),
+                Outcome::token_invalid,
+            ),
+            (
+                refused(DeadTokenReason::Implausible),
+                Outcome::token_invalid,
+            ),
+            (Err(PushError::Timeout), Outcome::timeout),
+            (Err(PushError::Transient("5xx".into())), Outcome::transient),
+            (
+                Err(PushError::Misconfigured("topic".into())),
+                Outcome::misconfigured,
+            ),
+            (
+                Err(PushError::ProviderThrottled { retry_after: None }),
+                Outcome::throttled,
+            ),
+        ];
+        for (i, (result, expected)) in cases.into_iter().enumerate() {
+            let key = format!("token-{i}");
+            assert_eq!(settle(&module, &key, result), expected, "{key}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_dead_tokens_are_remembered_dead() {
+        let module = module();
+        settle(&module, "gone", refused(DeadTokenReason::Unregistered));
+        settle(&module, "odd", refused(DeadTokenReason::Implausible));
+        settle(&module, "slow", Err(PushError::Timeout));
+        settle(
+            &module,
+            "broken",
+            Err(PushError::Misconfigured("key".into())),
+        );
+        assert!(known_dead(&module, "gone"));
+        assert!(!known_dead(&module, "odd"));
+        assert!(!known_dead(&module, "slow"));
+        assert!(!known_dead(&module, "broken"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wave_of_foreign_tokens_is_answered_wait_and_not_remembered_until_a_delivery() {
+        let module = module();
+        let not_ours = || refused(DeadTokenReason::NotForThisApp);
+        for i in 0..MIN_TOKENS - 1 {
+            let outcome = settle(&module, &format!("wave-{i}"), not_ours());
+            assert_eq!(outcome, Outcome::token_invalid, "{i}");
+        }
+        for i in MIN_TOKENS - 1..MIN_TOKENS * 2 {
+            let key = format!("wave-{i}");
+            assert_eq!(settle(&module, &key, not_ours()), Outcome::misconfigured);
+            assert!(!known_dead(&module, &key), "{key}");
+        }
+        // Gone for real while the guard holds: still a dead token.
+        let gone = refused(DeadTokenReason::Unregistered);
+        assert_eq!(settle(&module, "gone", gone), Outcome::token_invalid);
+        assert!(known_dead(&module, "gone"));
+
+        assert_eq!(
+            settle(&module, "fine", Ok(Delivered::default())),
+            Outcome::delivered
+        );
+        assert_eq!(settle(&module, "late", not_ours()), Outcome::token_invalid);
+        assert!(known_dead(&module, "late"));
+    }
+}

@@ -160,6 +160,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn deliveries_earlier_in_the_window_hold_the_guard_back_until_the_next() {
+        let guard = WipeGuard::default();
+        for _ in 0..100 {
+            guard.record_success();
+        }
+        for i in 0..200 {
+            assert!(!guard.record_token_refused(&format!("token-{i}")), "{i}");
+        }
+        tokio::time::advance(WINDOW).await;
+        let tripped = (0..MIN_TOKENS)
+            .map(|i| guard.record_token_refused(&format!("token-{i}")))
+            .position(|tripped| tripped);
+        assert_eq!(tripped, Some(MIN_TOKENS - 1));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn counts_restart_each_window() {
         let guard = WipeGuard::default();
         for i in 0..MIN_TOKENS - 1 {

@@ -409,3 +409,48 @@ impl std::fmt::Debug for DeadTokens {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::advance;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn in_service(memory: DeadTokens) -> Arc<DeadTokens> {
+        let memory = Arc::new(memory);
+        drop(memory.spawn_sweeper(CancellationToken::new()));
+        memory
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_longer_remember_counts_from_when_the_token_was_declared_dead() {
+        let before = DeadTokens::new(MINUTE);
+        before.mark_dead("gone");
+        advance(Duration::from_secs(30)).await;
+        let after = in_service(before.reconfigured(2 * MINUTE, DEFAULT_MAX_ENTRIES));
+        advance(Duration::from_secs(80)).await;
+        assert!(after.is_dead("gone"), "110 s after, of 120");
+        advance(Duration::from_secs(11)).await;
+        assert!(!after.is_dead("gone"));
+        assert_eq!(after.sweep(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shorter_remember_holds_for_old_and_new_tokens_and_the_sweep_drops_them() {
+        let before = DeadTokens::new(MINUTE);
+        before.mark_dead("old");
+        advance(Duration::from_secs(5)).await;
+        let after = in_service(before.reconfigured(Duration::from_secs(10), 10));
+        after.mark_dead("new");
+        // A push that began before the reload ends with the memory it started with.
+        before.mark_dead("late");
+        advance(Duration::from_secs(6)).await;
+        assert!(!after.is_dead("old"));
+        assert!(after.is_dead("new") && after.is_dead("late"));
+        advance(Duration::from_secs(5)).await;
+        assert!(!after.is_dead("new") && !after.is_dead("late"));
+        assert_eq!(after.sweep(), 3);
+        assert!(after.is_empty());
+    }
+}
