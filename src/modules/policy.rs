@@ -258,6 +258,7 @@ mod tests {
     use super::*;
     use crate::metrics::ModuleMetrics;
     use crate::modules::wipe_guard::MIN_TOKENS;
+    use crate::modules::{build, platforms, ModuleSet};
     use crate::ratelimit::RatelimitConfig;
 
     struct Never;
@@ -371,5 +372,43 @@ mod tests {
         );
         assert_eq!(settle(&module, "late", not_ours()), Outcome::token_invalid);
         assert!(known_dead(&module, "late"));
+    }
+
+    /// The demo module `demo` built from settings whose platform block is `demo`, on a reload of
+    /// `previous` when given.
+    fn built(demo: &str, previous: Option<&ModuleSet>) -> ModuleSet {
+        let text = format!(
+            r#"{{
+  "component": {{ "componentHostname": "push.example.org", "componentKey": "secret",
+                  "serverHostname": "127.0.0.1", "serverPort": 5347 }},
+  "pushModules": {{ "demo": {{ "type": "demo", "is_default_module": true, "demo": {demo} }} }}
+}}"#
+        );
+        let metrics = crate::metrics::Metrics::new();
+        let loaded = crate::config::parse(&text, &platforms()).unwrap();
+        build(&loaded.settings, &metrics, previous).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_with_new_platform_settings_keeps_the_wipe_guard_and_dead_tokens() {
+        let first = built(r#"{ "delay": "0s" }"#, None);
+        let demo = first.lookup(None).unwrap().clone();
+        settle(&demo, "gone", refused(DeadTokenReason::Unregistered));
+        for i in 0..MIN_TOKENS {
+            settle(
+                &demo,
+                &format!("wave-{i}"),
+                refused(DeadTokenReason::NotForThisApp),
+            );
+        }
+        assert!(first.gauges()[0].wipe_guard_tripped);
+
+        let second = built(r#"{ "delay": "1ms" }"#, Some(&first));
+        second.spawn_sweepers(Some(&first));
+        let demo = second.lookup(None).unwrap().clone();
+        assert!(second.gauges()[0].wipe_guard_tripped);
+        assert!(known_dead(&demo, "gone"));
+        let late = refused(DeadTokenReason::NotForThisApp);
+        assert_eq!(settle(&demo, "late", late), Outcome::misconfigured);
     }
 }
