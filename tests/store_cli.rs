@@ -69,15 +69,15 @@ fn sqlite_settings(dir: &Path) -> (PathBuf, PathBuf) {
     (settings(dir, &store, None), file)
 }
 
-/// A SQLite store holding one registration of about 2 MB: its copies are larger than a small
-/// file size limit lets through.
-async fn store_of_one_large_registration(dir: &Path) -> (PathBuf, PathBuf) {
+/// Settings whose SQLite store holds one registration of about 2 MB: its copies are larger
+/// than a small file size limit lets through.
+async fn store_of_one_large_registration(dir: &Path) -> PathBuf {
     let (settings, file) = sqlite_settings(dir);
     let store = SqliteStore::open(&file, StoreLimits::default()).unwrap();
     let mut large = registration("fcm", "d1", "a@example.org");
     large.token = "t".repeat(2_000_000);
     store.register(large).await.unwrap();
-    (settings, file)
+    settings
 }
 
 fn mode(path: &Path) -> u32 {
@@ -99,7 +99,7 @@ fn import(dir: &Path, settings: &Path, lines: impl AsRef<[u8]>) -> Output {
 #[tokio::test]
 async fn an_export_that_fails_leaves_no_file_that_could_pass_for_a_whole_one() {
     let dir = tempfile::tempdir().unwrap();
-    let (settings, file) = store_of_one_large_registration(dir.path()).await;
+    let settings = store_of_one_large_registration(dir.path()).await;
     let out = dir.path().join("export.jsonl");
     let export = [
         "store",
@@ -675,7 +675,7 @@ fn store_settings_problems_name_the_key_and_the_line() {
 #[tokio::test]
 async fn a_backup_cut_short_by_a_full_disk_leaves_no_partial_copy_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let (settings, file) = store_of_one_large_registration(dir.path()).await;
+    let settings = store_of_one_large_registration(dir.path()).await;
     let copy = dir.path().join("copy.sqlite3");
     let output = fpush_on_a_full_disk(&[
         "store",
