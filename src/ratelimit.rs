@@ -399,9 +399,10 @@ impl Ratelimiter {
             Admission::KnownDead
         } else {
             match self.check(token) {
-                // A disabled limiter refuses only a held token (an enabled one queues the
-                // push to the end of the pause instead).
-                Decision::Reject if !self.config.enabled => Admission::Held,
+                // A disabled limiter refuses only a held token. An enabled one refuses a held
+                // token until a window before the end of the pause, with nothing queued to
+                // cover the push: answered `wait` too, as on Redis, never `rejectWith`.
+                Decision::Reject if !self.config.enabled || self.is_held(token) => Admission::Held,
                 decision => Admission::Decided(decision),
             }
         }

@@ -859,3 +859,55 @@ async fn a_queued_push_is_not_sent_while_the_provider_holds_its_token() {
     );
     assert_eq!(harness.provider.calls_for("t"), 1);
 }
+
+#[tokio::test(start_paused = true)]
+#[cfg_attr(
+    feature = "random_delay_before_push",
+    ignore = "the jitter moves provider calls in time"
+)]
+async fn a_push_for_a_held_token_is_answered_wait_whatever_the_ratelimit_answers() {
+    // rejectWith "result" is for pushes a queued one covers; during the provider's pause none
+    // is queued, so reporting success would hide a push that never goes out.
+    let provider = Arc::new(ScriptedProvider::default());
+    provider.answer(
+        "t",
+        Err(PushError::ProviderThrottled {
+            retry_after: Some(Duration::from_secs(600)),
+        }),
+    );
+    let metrics = Metrics::new();
+    let mut module = Module::new(
+        "app",
+        "demo",
+        provider.clone(),
+        RatelimitConfig::default(),
+        Duration::from_secs(3600),
+        metrics.module("app"),
+    );
+    module.reject_with = fpush::config::RejectWith::Result;
+    let modules = Arc::new(ModuleSet::from_modules(vec![(module, true)]));
+    let (sender, replies) = reply_channel();
+    let mut harness = Harness {
+        dispatcher: Dispatcher::new(modules, 100, sender, metrics.clone()),
+        replies,
+        provider,
+        next_id: 0,
+    };
+    harness.push("t");
+    assert_eq!(
+        error_of(&harness.reply().await),
+        (Some("wait"), Some("resource-constraint"))
+    );
+    tokio::time::advance(Duration::from_secs(60)).await;
+    harness.push("t");
+    let held = harness.reply().await;
+    assert_eq!(
+        error_of(&held),
+        (Some("wait"), Some("resource-constraint")),
+        "answered {:?} during the provider's pause",
+        held.kind()
+    );
+    assert_eq!(harness.provider.calls_for("t"), 1);
+    let totals = metrics.totals();
+    assert_eq!(totals[fpush::outcome::Outcome::throttled.index()], 2);
+}
