@@ -911,3 +911,42 @@ async fn a_push_for_a_held_token_is_answered_wait_whatever_the_ratelimit_answers
     let totals = metrics.totals();
     assert_eq!(totals[fpush::outcome::Outcome::throttled.index()], 2);
 }
+
+#[tokio::test(start_paused = true)]
+#[cfg_attr(
+    feature = "random_delay_before_push",
+    ignore = "the jitter moves provider calls in time"
+)]
+async fn a_queued_push_that_finds_no_slot_at_its_turn_leaves_its_token_free() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(1));
+    let provider = ScriptedProvider {
+        gate: Some(gate.clone()),
+        ..Default::default()
+    };
+    let mut harness = Harness::new(provider, Some(Duration::from_secs(20)), 1);
+    harness.push("t"); // sent at 0 s
+    assert_eq!(harness.reply().await.kind(), Some("result"));
+    harness.push("t"); // queued until 20 s
+    tokio::time::advance(Duration::from_secs(19)).await;
+    harness.push("busy"); // holds the only provider slot
+    assert!(harness.settle().await.is_empty());
+
+    // The queued push's time comes while every slot is taken: answered wait, never sent.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let woken = harness.settle().await;
+    assert_eq!(woken.len(), 1);
+    assert_eq!(
+        error_of(&woken[0]),
+        (Some("wait"), Some("resource-constraint"))
+    );
+    gate.add_permits(10);
+    assert_eq!(harness.settle().await.len(), 1, "busy answered");
+
+    // No send was attempted at 20 s: the token's last send is still the one at 0 s.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    harness.push("t");
+    let next = harness.settle().await;
+    assert_eq!(next.len(), 1, "queued for a window after a send never made");
+    assert_eq!(next[0].kind(), Some("result"));
+    assert_eq!(harness.provider.calls_for("t"), 2);
+}

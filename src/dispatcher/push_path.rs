@@ -199,7 +199,8 @@ impl PushPath {
     /// removed, when the provider throttled its token meanwhile and the pause is not over, or
     /// when no slot is free, it is answered `wait` instead (`None`). A push leaving before `at`
     /// gives its queued send back: on a shared Redis every instance would otherwise refuse the
-    /// token as already queued until `at`, and none would send then.
+    /// token as already queued until `at`, and none would send then. So does one that finds no
+    /// slot at `at`: no send was attempted, so its token's window still counts from the last one.
     async fn wait_for_turn(
         &self,
         iq: &IqHeader,
@@ -225,6 +226,7 @@ impl PushPath {
         }
         let slot = self.provider_slot();
         if slot.is_none() {
+            target.unqueue(at);
             self.finish(iq, target, Outcome::overloaded);
         }
         slot
