@@ -205,8 +205,11 @@ impl Ratelimiter {
         if !self.config.enabled {
             return self.check_held(token);
         }
+        let entry = self.last_send.entry(self.hasher.key(token));
+        // Read under the entry's lock: a time read before it could be older than the send a
+        // racing push recorded meanwhile, which would then look queued and refuse this push.
         let now = self.clock.now();
-        match self.last_send.entry(self.hasher.key(token)) {
+        match entry {
             Entry::Vacant(vacant) => {
                 vacant.insert(now);
                 Decision::Send

@@ -137,6 +137,43 @@ async fn a_thousand_concurrent_pushes_for_one_token_give_one_send_one_queued_and
     assert_eq!((sent, queued, rejected), (1, 1, 998));
 }
 
+/// Two threads push for the same fresh token at once, many times over: each time one push is
+/// sent and the other queued, whichever of them read the clock first.
+#[test]
+fn two_pushes_racing_for_a_new_token_give_one_send_and_one_queued() {
+    const ROUNDS: usize = 20_000;
+    let limiter = Arc::new(limiter(3600, 7200));
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let racer = || {
+        let limiter = Arc::clone(&limiter);
+        let barrier = Arc::clone(&barrier);
+        std::thread::spawn(move || {
+            let mut decisions = Vec::with_capacity(ROUNDS);
+            for round in 0..ROUNDS {
+                barrier.wait();
+                // Long tokens: hashing one takes a while, as a burst of real pushes would.
+                decisions.push(limiter.check(&format!("{round:0>4096}")));
+            }
+            decisions
+        })
+    };
+    let (a, b) = (racer(), racer());
+    let (Ok(a), Ok(b)) = (a.join(), b.join()) else {
+        panic!("a racing thread panicked");
+    };
+    let lost = a
+        .iter()
+        .zip(&b)
+        .filter(|pair| {
+            !matches!(
+                pair,
+                (Decision::Send, Decision::SendAt(_)) | (Decision::SendAt(_), Decision::Send)
+            )
+        })
+        .count();
+    assert_eq!(lost, 0, "rounds without one send and one queued push");
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_sweep_drops_old_entries_and_keeps_live_and_queued_ones() {
     let limiter = limiter(20, 60);
