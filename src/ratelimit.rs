@@ -178,7 +178,7 @@ impl Ratelimiter {
     /// remembers, queued pushes included, and applies the new window from the next decision on.
     /// The old limiter's sweeper stops once the old limiter is dropped.
     pub fn reconfigured(&self, config: RatelimitConfig) -> Self {
-        Self {
+        let limiter = Self {
             config,
             window: ticks(config.window),
             keep: ticks(config.window.max(config.cleanup_interval)),
@@ -193,6 +193,25 @@ impl Ratelimiter {
             generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
             sweeping: self.sweeping.clone(),
             decided_alone: self.decided_alone.clone(),
+        };
+        if config.enabled && !self.config.enabled {
+            limiter.resume_holds();
+        }
+        limiter
+    }
+
+    /// On a limiter a reload switched on: each hold a disabled one recorded in `last_send` (the
+    /// end of the pause) becomes what an enabled one records (a window before it), or the first
+    /// push after the pause would be queued for a window more, though none was sent.
+    fn resume_holds(&self) {
+        let now = self.clock.now();
+        for hold in self.holds.iter().filter(|hold| *hold.value() > now) {
+            if let Some(mut last) = self.last_send.get_mut(hold.key()) {
+                // Otherwise a send queued after the pause is recorded there: it stays.
+                if *last == *hold.value() {
+                    *last = last.saturating_sub(self.window);
+                }
+            }
         }
     }
 

@@ -609,3 +609,25 @@ async fn a_hold_survives_a_reload_that_switches_the_ratelimit_off() {
         "sent 10 s into the provider's 60 s pause"
     );
 }
+
+/// A token held while the ratelimit was off stays held when a reload switches it on, and its
+/// first push after the pause goes out at once, as after a hold taken while it was on.
+#[tokio::test(start_paused = true)]
+async fn a_hold_taken_while_off_ends_with_its_pause_once_a_reload_switches_the_ratelimit_on() {
+    let off = Arc::new(Ratelimiter::new(RatelimitConfig {
+        enabled: false,
+        ..RatelimitConfig::default()
+    }));
+    // The provider answers 429 with Retry-After: 60 s.
+    off.hold(TOKEN, Duration::from_secs(60));
+    let on = Arc::new(off.reconfigured(RatelimitConfig::default()));
+    sleep(Duration::from_secs(30)).await;
+    assert!(on.is_held(TOKEN));
+    assert_eq!(on.check(TOKEN), Decision::Reject, "held");
+    sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        on.check(TOKEN),
+        Decision::Send,
+        "no push was sent for 60 s: the pause is over"
+    );
+}
