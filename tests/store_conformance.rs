@@ -253,6 +253,13 @@ fn from_domain(device: &str, account: &str, domain: &str) -> fpush::store::Regis
     registration
 }
 
+/// Runs one command as another program writing under fpush's prefix would (a hand edit, a
+/// damaged key), whatever it answers.
+fn write_as_another_writer(connection: &mut ::redis::Connection, command: &[&str]) {
+    let (name, args) = command.split_first().expect("a command");
+    let _: ::redis::Value = ::redis::cmd(name).arg(args).query(connection).unwrap();
+}
+
 async fn is_stored(store: &dyn fpush::store::RegistrationStore, domain: &str, node: &str) -> bool {
     store.find(domain, node).await.unwrap().is_some()
 }
@@ -855,11 +862,14 @@ async fn a_redis_registration_missing_fields_is_still_swept_and_replaced() {
         ("node-5", "s"),
     ];
     for (node, field) in damaged {
-        let _: i64 = ::redis::cmd("HDEL")
-            .arg(format!("fpush-test:{{example.org}}:r:{node}"))
-            .arg(field)
-            .query(&mut connection)
-            .unwrap();
+        write_as_another_writer(
+            &mut connection,
+            &[
+                "HDEL",
+                &format!("fpush-test:{{example.org}}:r:{node}"),
+                field,
+            ],
+        );
     }
     // c@'s next device replaces its damaged one; the sweep removes the other two.
     let fresh = store_support::registration("fcm", "d4", "c@example.org");
@@ -877,11 +887,14 @@ async fn a_redis_registration_missing_fields_is_still_swept_and_replaced() {
 /// writer (or a damaged hash) would.
 fn damage(server: &store_support::RedisServer, node: &str, field: &str) {
     let mut connection = server.connection();
-    let _: i64 = ::redis::cmd("HDEL")
-        .arg(format!("fpush-test:{{example.org}}:r:{node}"))
-        .arg(field)
-        .query(&mut connection)
-        .unwrap();
+    write_as_another_writer(
+        &mut connection,
+        &[
+            "HDEL",
+            &format!("fpush-test:{{example.org}}:r:{node}"),
+            field,
+        ],
+    );
 }
 
 #[tokio::test]
@@ -1043,11 +1056,10 @@ async fn a_redis_move_at_max_total_is_no_new_registration() {
 async fn a_foreign_value_in_the_redis_store_s_time_reads_as_an_old_store() {
     use fpush::store::RegistrationStore;
     let (server, store) = redis_store(limits());
-    let _: () = ::redis::cmd("SET")
-        .arg("fpush-test:created")
-        .arg("yesterday")
-        .query(&mut server.connection())
-        .unwrap();
+    write_as_another_writer(
+        &mut server.connection(),
+        &["SET", "fpush-test:created", "yesterday"],
+    );
     // Not known: the guard stays off, as for a store that held registrations before.
     assert_eq!(store.created().await.unwrap(), None);
 }
@@ -1057,12 +1069,10 @@ async fn a_foreign_value_among_the_redis_counts_blocks_no_registration_and_no_sw
     use fpush::store::RegistrationStore;
     let (server, store) = redis_store(limits());
     let mut connection = server.connection();
-    let _: i64 = ::redis::cmd("HSET")
-        .arg("fpush-test:counts")
-        .arg("apns")
-        .arg("not a number")
-        .query(&mut connection)
-        .unwrap();
+    write_as_another_writer(
+        &mut connection,
+        &["HSET", "fpush-test:counts", "apns", "not a number"],
+    );
     // `store.maxTotal` (on by default) reads the counts before every new registration.
     registered(&store, "fcm", "d1", "a@example.org").await;
     assert_eq!(store.counts().await.unwrap(), [("fcm".to_owned(), 1)]);
@@ -1078,12 +1088,10 @@ async fn a_foreign_value_in_a_services_own_redis_count_blocks_neither_its_regist
     let (server, store) = redis_store(limits());
     let old = restored("d1", "a@example.org", "node-1", ago(200 * DAY));
     store.restore(old).await.unwrap();
-    let _: i64 = ::redis::cmd("HSET")
-        .arg("fpush-test:counts")
-        .arg("fcm")
-        .arg("not a number")
-        .query(&mut server.connection())
-        .unwrap();
+    write_as_another_writer(
+        &mut server.connection(),
+        &["HSET", "fpush-test:counts", "fcm", "not a number"],
+    );
     let swept = store.sweep(ago(180 * DAY)).await;
     assert_eq!(
         swept.ok(),
@@ -1095,12 +1103,10 @@ async fn a_foreign_value_in_a_services_own_redis_count_blocks_neither_its_regist
         .query(&mut server.connection())
         .unwrap();
     assert_eq!(index, 0, "and its index entry");
-    let _: i64 = ::redis::cmd("HSET")
-        .arg("fpush-test:counts")
-        .arg("fcm")
-        .arg("not a number")
-        .query(&mut server.connection())
-        .unwrap();
+    write_as_another_writer(
+        &mut server.connection(),
+        &["HSET", "fpush-test:counts", "fcm", "not a number"],
+    );
     let wanted = store_support::registration("fcm", "d2", "b@example.org");
     let first = store.register(wanted.clone()).await;
     assert!(
@@ -1115,11 +1121,10 @@ async fn a_foreign_value_in_a_services_own_redis_count_blocks_neither_its_regist
 async fn a_foreign_value_in_a_redis_key_index_entry_does_not_keep_its_device_from_registering() {
     use fpush::store::RegistrationStore;
     let (server, store) = redis_store(limits());
-    let _: () = ::redis::cmd("SET")
-        .arg("fpush-test:key:fcm\nd1\n")
-        .arg("not a location")
-        .query(&mut server.connection())
-        .unwrap();
+    write_as_another_writer(
+        &mut server.connection(),
+        &["SET", "fpush-test:key:fcm\nd1\n", "not a location"],
+    );
     let wanted = store_support::registration("fcm", "d1", "a@example.org");
     let first = store.register(wanted.clone()).await;
     let Ok(first) = first else {
@@ -1134,12 +1139,10 @@ async fn a_foreign_value_in_a_redis_key_index_entry_does_not_keep_its_device_fro
 async fn a_redis_key_index_entry_of_another_type_does_not_keep_its_device_from_registering() {
     use fpush::store::RegistrationStore;
     let (server, store) = redis_store(limits());
-    let _: i64 = ::redis::cmd("HSET")
-        .arg("fpush-test:key:fcm\nd1\n")
-        .arg("f")
-        .arg("v")
-        .query(&mut server.connection())
-        .unwrap();
+    write_as_another_writer(
+        &mut server.connection(),
+        &["HSET", "fpush-test:key:fcm\nd1\n", "f", "v"],
+    );
     let wanted = store_support::registration("fcm", "d1", "a@example.org");
     let first = store.register(wanted.clone()).await;
     let Ok(first) = first else {
@@ -1163,16 +1166,8 @@ async fn a_redis_key_index_entry_of_another_type_does_not_stop_a_sweep() {
     let mut connection = server.connection();
     for device in ["d1", "d2"] {
         let index = format!("fpush-test:key:fcm\n{device}\n");
-        let _: i64 = ::redis::cmd("DEL")
-            .arg(&index)
-            .query(&mut connection)
-            .unwrap();
-        let _: i64 = ::redis::cmd("HSET")
-            .arg(&index)
-            .arg("f")
-            .arg("v")
-            .query(&mut connection)
-            .unwrap();
+        write_as_another_writer(&mut connection, &["DEL", &index]);
+        write_as_another_writer(&mut connection, &["HSET", &index, "f", "v"]);
     }
     let swept = store.sweep(ago(180 * DAY)).await;
     assert_eq!(swept.ok(), Some(2), "both are swept");
@@ -1258,10 +1253,7 @@ async fn a_redis_count_never_goes_below_zero() {
     let first = registered(&store, "fcm", "d1", "a@example.org").await;
     // The counts were lost (a failover that dropped the key, a flush by hand).
     let mut connection = server.connection();
-    let _: i64 = ::redis::cmd("DEL")
-        .arg("fpush-test:counts")
-        .query(&mut connection)
-        .unwrap();
+    write_as_another_writer(&mut connection, &["DEL", "fpush-test:counts"]);
     assert!(store
         .remove("example.org", &first.node, "token-of-d1")
         .await
@@ -1277,11 +1269,14 @@ async fn a_redis_registration_missing_its_account_is_registered_again() {
     let (server, store) = redis_store(limits());
     let first = registered(&store, "fcm", "d1", "a@example.org").await;
     let mut connection = server.connection();
-    let _: i64 = ::redis::cmd("HDEL")
-        .arg(format!("fpush-test:{{example.org}}:r:{}", first.node))
-        .arg("a")
-        .query(&mut connection)
-        .unwrap();
+    write_as_another_writer(
+        &mut connection,
+        &[
+            "HDEL",
+            &format!("fpush-test:{{example.org}}:r:{}", first.node),
+            "a",
+        ],
+    );
     // The client registering its device again repairs it, node and secret kept.
     let again = registered(&store, "fcm", "d1", "a@example.org").await;
     assert_eq!(again, first);
@@ -1305,12 +1300,10 @@ async fn a_redis_registration_gone_while_listing_hides_none_of_the_rest() {
     // A registration removed between reading a page's nodes and reading their hashes (here:
     // a node listed by last use whose hash is gone) leaves a page short.
     let mut connection = server.connection();
-    let _: i64 = ::redis::cmd("ZADD")
-        .arg("fpush-test:{example.org}:l")
-        .arg(0)
-        .arg("gone")
-        .query(&mut connection)
-        .unwrap();
+    write_as_another_writer(
+        &mut connection,
+        &["ZADD", "fpush-test:{example.org}:l", "0", "gone"],
+    );
     let (mut seen, mut after) = (Vec::new(), None);
     loop {
         let page = store.list(after, 2).await.unwrap();
