@@ -61,7 +61,8 @@ pub fn spawn_sweeper(
                 Ok(removed) => {
                     log::info!("registration store: removed {removed} unused registrations")
                 }
-                Err(error) => log::warn!("registration store sweep failed: {error}"),
+                // The store wrapper the sweeper is given warns of every failure already.
+                Err(error) => log::debug!("registration store sweep failed: {error}"),
             }
         }
     })
