@@ -146,6 +146,21 @@ fn config(window: Duration) -> RatelimitConfig {
 }
 
 /// Patient enough for a race of a thousand calls on a busy two-core machine.
+/// Replaces whatever `key` holds with a hash, as another program writing under fpush's prefix
+/// (or a damaged key) would leave it.
+fn put_a_hash_at(redis: &RedisServer, key: &str) {
+    let _: () = redis::cmd("DEL")
+        .arg(key)
+        .query(&mut redis.inspect())
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(key)
+        .arg("f")
+        .arg("v")
+        .query(&mut redis.inspect())
+        .unwrap();
+}
+
 fn patient() -> RedisOptions {
     RedisOptions {
         timeout: Duration::from_secs(5),
@@ -681,16 +696,7 @@ async fn an_entry_of_the_wrong_type_is_replaced_and_takes_redis_down_for_no_one(
     assert_eq!(a.decide(TOKEN).await, Decision::Send);
     let key = redis.keys("*").remove(0);
     // A damaged entry: something else wrote a hash under the token's key.
-    let _: () = redis::cmd("DEL")
-        .arg(&key)
-        .query(&mut redis.inspect())
-        .unwrap();
-    let _: () = redis::cmd("HSET")
-        .arg(&key)
-        .arg("f")
-        .arg("v")
-        .query(&mut redis.inspect())
-        .unwrap();
+    put_a_hash_at(&redis, &key);
 
     assert_eq!(a.decide(TOKEN).await, Decision::Send);
     assert!(
@@ -812,12 +818,7 @@ async fn a_dead_entry_of_the_wrong_type_does_not_answer_its_token_dead() {
     assert_eq!(a.decide(TOKEN).await, Decision::Send);
     let key = redis.keys("*:rl").remove(0).replace(":rl", ":dead");
     // Something else wrote a hash under the token's dead-token key: no provider said "dead".
-    let _: () = redis::cmd("HSET")
-        .arg(&key)
-        .arg("f")
-        .arg("v")
-        .query(&mut redis.inspect())
-        .unwrap();
+    put_a_hash_at(&redis, &key);
 
     let b = Instance::new(&redis.url(), Duration::from_secs(20), patient());
     assert!(
